@@ -1,0 +1,1 @@
+"""Messaging and service plumbing shared by every service."""

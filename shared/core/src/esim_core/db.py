@@ -1,0 +1,76 @@
+"""The service's own database: an async engine, sessions, and table creation."""
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Table, event, text
+from sqlalchemy.engine.url import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlmodel import SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+
+class Database:
+    """One service's database: SQLite by default, PostgreSQL in production."""
+
+    def __init__(self, url: str) -> None:
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        connect_args: dict[str, Any] = {}
+        if self.is_sqlite:
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            connect_args["timeout"] = 30
+        self.engine: AsyncEngine = create_async_engine(
+            url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite
+        )
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin_immediate)
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session whose transaction commits on success and rolls back on error."""
+        async with AsyncSession(self.engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
+    async def create_tables(self, tables: Sequence[type[SQLModel]]) -> None:
+        """Create the given tables where they are missing."""
+        selected: list[Table] = [model.__table__ for model in tables]  # type: ignore[attr-defined]
+        async with self.engine.begin() as connection:
+            await connection.run_sync(SQLModel.metadata.create_all, tables=selected)
+
+    async def ping(self) -> None:
+        """Raise unless the database answers a trivial query."""
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    # WAL lets readers go on while a consumer writes; the busy timeout makes writers wait
+    # instead of failing. The driver's own transaction handling is switched off so that
+    # _sqlite_begin_immediate decides how transactions begin.
+    connection.isolation_level = None
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_begin_immediate(connection: Any) -> None:
+    # A deferred transaction that reads and then writes fails at once with "database is locked"
+    # when another writer got in between; taking the write lock up front makes it wait instead.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")

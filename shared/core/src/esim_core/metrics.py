@@ -1,0 +1,18 @@
+"""Prometheus metrics that every service exposes on `GET /metrics`."""
+
+from prometheus_client import Counter, Histogram
+
+EVENTS_CONSUMED = Counter(
+    "esim_events_consumed_total", "Events handled, by topic and outcome", ["topic", "outcome"]
+)
+EVENT_HANDLING_SECONDS = Histogram(
+    "esim_event_handling_seconds", "Time spent handling one event", ["topic"]
+)
+DEAD_LETTERS = Counter(
+    "esim_dead_letters_total", "Messages sent to a dead-letter topic", ["topic", "error_type"]
+)
+OUTBOX_PUBLISHED = Counter("esim_outbox_published_total", "Outbox events published to Kafka")
+OUTBOX_RELAY_ERRORS = Counter("esim_outbox_relay_errors_total", "Failed outbox relay rounds")
+WORKER_ERRORS = Counter(
+    "esim_worker_errors_total", "Failed rounds of a background worker", ["worker"]
+)

@@ -1,0 +1,209 @@
+"""A service's runtime: database, broker, outbox relay, consumers, background loops, HTTP surface.
+
+Each service builds one `ServiceRuntime` in its bootstrap, registers its consumers and loops on
+it, and serves `runtime.http_app(...)` (the FastAPI app, which also runs the FastStream worker)
+or `runtime.worker_app()` (the worker alone).
+"""
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Response
+from faststream import FastStream
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+from sqlmodel import SQLModel
+
+from esim_core.consumer import EventConsumer, Route
+from esim_core.db import Database
+from esim_core.http import install_problem_handlers, problem_response
+from esim_core.inbox import InboxEntry
+from esim_core.kafka import EventPublisher, make_broker
+from esim_core.locks import RedisLock
+from esim_core.outbox import Outbox, OutboxMessage, OutboxRelay
+from esim_core.settings import ServiceSettings, Topics
+from esim_core.worker import run_forever
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceRuntime:
+    """Everything one service process runs, wired once."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: ServiceSettings,
+        tables: Sequence[type[SQLModel]],
+        topics: Topics | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.topics = topics or Topics()
+        self.database = Database(settings.database_url)
+        self.redis: Redis = Redis.from_url(settings.redis_url, socket_timeout=5)
+        self.broker = make_broker(settings, client_id=name)
+        self.publisher = EventPublisher(self.broker)
+        self.outbox = Outbox(f"/services/{name}", self.topics)
+        self.tables: list[type[SQLModel]] = [OutboxMessage, InboxEntry, *tables]
+        self.consumers: list[EventConsumer] = []
+        self._loops: list[tuple[str, Callable[[], Awaitable[Any]], float, bool]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._startup: list[Callable[[], Awaitable[None]]] = []
+        self.relay = OutboxRelay(
+            self.database,
+            self.outbox,
+            self.publisher,
+            RedisLock(self.redis, f"{name}:outbox-relay", ttl_s=10),
+            interval_s=settings.relay_interval_s,
+        )
+
+    def consume(self, topic: str, routes: Sequence[Route], name: str | None = None) -> None:
+        """Consume a topic in this service's consumer group, routing each event model."""
+        consumer = EventConsumer(
+            name=name or f"{self.name}:{topic}",
+            topic=topic,
+            routes=routes,
+            database=self.database,
+            publisher=self.publisher,
+            attempts=self.settings.consumer_retries,
+            after_commit=self.outbox.notify,
+        )
+        consumer.subscribe(self.broker, group_id=self.name)
+        self.consumers.append(consumer)
+
+    def loop(
+        self,
+        name: str,
+        step: Callable[[], Awaitable[Any]],
+        interval_s: float,
+        *,
+        singleton: bool = False,
+    ) -> None:
+        """Run `step` every `interval_s` seconds; a singleton runs on one replica at a time."""
+        self._loops.append((name, step, interval_s, singleton))
+
+    def on_startup(self, action: Callable[[], Awaitable[None]]) -> None:
+        """Run `action` once at start, after the tables exist and before consuming."""
+        self._startup.append(action)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Start the database, the broker, the relay and the loops; stop them all on exit."""
+        await self.database.create_tables(self.tables)
+        for action in self._startup:
+            await action()
+        await self.broker.start()
+        self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+        for name, step, interval_s, singleton in self._loops:
+            self._tasks.append(
+                asyncio.create_task(self._run_loop(name, step, interval_s, singleton), name=name)
+            )
+        logger.info("%s started", self.name)
+        try:
+            yield
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks.clear()
+            await self.broker.stop()
+            await self.redis.aclose()
+            await self.database.close()
+            logger.info("%s stopped", self.name)
+
+    async def _run_loop(
+        self, name: str, step: Callable[[], Awaitable[Any]], interval_s: float, singleton: bool
+    ) -> None:
+        if not singleton:
+            await run_forever(name, step, interval_s)
+            return
+        lock = RedisLock(self.redis, f"{self.name}:{name}", ttl_s=max(10.0, interval_s * 4))
+
+        async def guarded() -> None:
+            if await lock.acquire():
+                await step()
+
+        await run_forever(name, guarded, interval_s)
+
+    async def readiness(self) -> dict[str, str]:
+        """Check the database, Redis and Kafka; each maps to `ok` or what is wrong."""
+        checks: dict[str, str] = {}
+
+        async def check(name: str, probe: Callable[[], Awaitable[Any]]) -> None:
+            try:
+                result = await asyncio.wait_for(probe(), timeout=3)
+                checks[name] = "ok" if result is not False else "unreachable"
+            except Exception as error:
+                checks[name] = f"{type(error).__name__}: {error}"[:200]
+
+        await asyncio.gather(
+            check("database", self.database.ping),
+            check("redis", self.redis.ping),
+            check("kafka", lambda: self.broker.ping(timeout=2.5)),
+        )
+        return checks
+
+    def health_router(self) -> APIRouter:
+        """`/health/live`, `/health/ready` and `/metrics`."""
+        router = APIRouter(tags=["operations"])
+
+        @router.get("/health/live")
+        async def live() -> dict[str, str]:
+            return {"status": "ok", "service": self.name}
+
+        @router.get("/health/ready", response_model=None)
+        async def ready() -> Response | dict[str, Any]:
+            checks = await self.readiness()
+            if all(value == "ok" for value in checks.values()):
+                return {"status": "ready", "service": self.name, "checks": checks}
+            failing = ", ".join(f"{k} ({v})" for k, v in checks.items() if v != "ok")
+            return problem_response(
+                503, f"{self.name} is not ready: {failing}", kind="not-ready", checks=checks
+            )
+
+        @router.get("/metrics")
+        async def metrics() -> Response:
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+        return router
+
+    def http_app(self, title: str, routers: Sequence[APIRouter] = (), **kwargs: Any) -> FastAPI:
+        """The service's FastAPI app; its lifespan runs the whole runtime."""
+
+        @asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            async with self.running():
+                yield
+
+        app = FastAPI(title=title, lifespan=lifespan, **kwargs)
+        install_problem_handlers(app)
+        app.include_router(self.health_router())
+        for router in routers:
+            app.include_router(router)
+        return app
+
+    def worker_app(self) -> FastStream:
+        """The FastStream worker alone, for `faststream run`, without the HTTP surface."""
+
+        @asynccontextmanager
+        async def lifespan() -> AsyncIterator[None]:
+            async with self.running():
+                yield
+
+        return FastStream(self.broker, lifespan=lifespan)
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    """Serve the app with uvicorn until SIGTERM or SIGINT."""
+    import uvicorn
+
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None)

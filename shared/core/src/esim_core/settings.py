@@ -1,0 +1,80 @@
+"""Settings every service reads the same way: Kafka, Redis, topics, its database and HTTP port."""
+
+from esim_schemas import events
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Topics(BaseSettings):
+    """Kafka topic names; each defaults to the contract's name and may be set by `TOPIC_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="TOPIC_", frozen=True)
+
+    renewal_requested: str = Field(events.RenewalRequested.topic, description="RenewalRequested")
+    renewal_rejected: str = Field(events.RenewalRejected.topic, description="RenewalRejected")
+    payment_requested: str = Field(events.PaymentRequested.topic, description="PaymentRequested")
+    payment_settled: str = Field(events.PaymentSettled.topic, description="PaymentSettled")
+    payment_failed: str = Field(events.PaymentFailed.topic, description="PaymentFailed")
+    profile_activated: str = Field(events.ProfileActivated.topic, description="ProfileActivated")
+    activation_failed: str = Field(events.ActivationFailed.topic, description="ActivationFailed")
+    refund_requested: str = Field(events.RefundRequested.topic, description="RefundRequested")
+    payment_refunded: str = Field(events.PaymentRefunded.topic, description="PaymentRefunded")
+    plan_expiring: str = Field(events.PlanExpiring.topic, description="PlanExpiring")
+    password_reset: str = Field(
+        events.PasswordResetRequested.topic, description="PasswordResetRequested"
+    )
+    card_bound: str = Field(events.CardBound.topic, description="CardBound")
+
+    def for_event(self, model: type[events.EventData]) -> str:
+        """The configured topic of an event model."""
+        name = {
+            events.RenewalRequested: "renewal_requested",
+            events.RenewalRejected: "renewal_rejected",
+            events.PaymentRequested: "payment_requested",
+            events.PaymentSettled: "payment_settled",
+            events.PaymentFailed: "payment_failed",
+            events.ProfileActivated: "profile_activated",
+            events.ActivationFailed: "activation_failed",
+            events.RefundRequested: "refund_requested",
+            events.PaymentRefunded: "payment_refunded",
+            events.PlanExpiring: "plan_expiring",
+            events.PasswordResetRequested: "password_reset",
+            events.CardBound: "card_bound",
+        }[model]
+        topic: str = getattr(self, name)
+        return topic
+
+
+class ServiceSettings(BaseSettings):
+    """Base of each service's settings; subclasses set `env_prefix` (e.g. `BILLING_`).
+
+    Kafka and Redis addresses are shared by every service, so they are read from unprefixed
+    variables (`KAFKA_BOOTSTRAP_SERVERS`, `REDIS_URL`).
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS"),
+        description="Kafka bootstrap servers, comma separated host:port",
+        pattern=r"^[^\s,]+:\d+(,[^\s,]+:\d+)*$",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("REDIS_URL"),
+        description="Redis URL for locks, rate limits and caches",
+        pattern=r"^rediss?://",
+    )
+    database_url: str = Field(description="SQLAlchemy async URL of the service's own database")
+    http_host: str = Field("127.0.0.1", description="address the HTTP surface listens on")
+    http_port: int = Field(description="port the HTTP surface listens on", ge=1, le=65535)
+    consumer_retries: int = Field(
+        3, ge=1, le=20, description="attempts at handling one message before it is dead-lettered"
+    )
+    relay_interval_s: float = Field(
+        0.5, gt=0, description="how often the outbox relay looks for unpublished events"
+    )
+    worker_interval_s: float = Field(
+        0.25, gt=0, description="how often due work (charges, follow-ups, sends) is looked for"
+    )

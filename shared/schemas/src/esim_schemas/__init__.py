@@ -1,0 +1,51 @@
+"""The event contract: CloudEvents envelope, event models, default topics."""
+
+from esim_schemas.envelope import CloudEvent, Envelope, EventDecodeError, decode_event, new_event
+from esim_schemas.events import (
+    DEFAULT_TOPICS,
+    EVENT_MODELS,
+    EVENTS_BY_TYPE,
+    ActivationFailed,
+    CardBound,
+    EventData,
+    PasswordResetRequested,
+    PaymentFailed,
+    PaymentRefunded,
+    PaymentRequested,
+    PaymentSettled,
+    PlanExpiring,
+    ProfileActivated,
+    RefundRequested,
+    RenewalRejected,
+    RenewalRequested,
+)
+from esim_schemas.types import Money, PaymentDetails, PlanRef, format_time, luhn_valid
+
+__all__ = [
+    "DEFAULT_TOPICS",
+    "EVENTS_BY_TYPE",
+    "EVENT_MODELS",
+    "ActivationFailed",
+    "CardBound",
+    "CloudEvent",
+    "Envelope",
+    "EventData",
+    "EventDecodeError",
+    "Money",
+    "PasswordResetRequested",
+    "PaymentDetails",
+    "PaymentFailed",
+    "PaymentRefunded",
+    "PaymentRequested",
+    "PaymentSettled",
+    "PlanExpiring",
+    "PlanRef",
+    "ProfileActivated",
+    "RefundRequested",
+    "RenewalRejected",
+    "RenewalRequested",
+    "decode_event",
+    "format_time",
+    "luhn_valid",
+    "new_event",
+]
