@@ -2,7 +2,7 @@
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -47,7 +47,7 @@ class MessageInfo:
 
 
 class EventConsumer:
-    """Handles the messages of one topic for one consumer group.
+    """Handles the messages of a service's topics, as one member of its consumer group.
 
     A message is decoded and validated; its handler runs in one transaction with the inbox
     row, so a redelivered event changes nothing. Handler errors are retried a bounded number
@@ -59,32 +59,39 @@ class EventConsumer:
         self,
         *,
         name: str,
-        topic: str,
-        routes: Sequence[Route],
+        subscriptions: Mapping[str, Sequence[Route]],
         database: Database,
         publisher: EventPublisher,
         attempts: int = 3,
         after_commit: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
-        self.topic = topic
-        self.routes = {route.model: route.handler for route in routes}
+        self.topics = list(subscriptions)
+        self.routes: dict[str, dict[type[EventData], Handler]] = {
+            topic: {route.model: route.handler for route in routes}
+            for topic, routes in subscriptions.items()
+        }
         self.database = database
         self.publisher = publisher
         self.attempts = attempts
         self.after_commit = after_commit
 
     def subscribe(self, broker: KafkaBroker, group_id: str) -> None:
-        """Register this consumer on the broker; offsets commit only after handling."""
+        """Register this consumer on the broker; offsets commit only after handling.
+
+        One subscriber covers every topic, so the group rebalances once when a replica joins.
+        """
 
         @broker.subscriber(
-            self.topic,
+            *self.topics,
             group_id=group_id,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=_raw_body,
-            title=f"{group_id}:{self.topic}",
-            description=", ".join(model.event_type for model in self.routes),
+            title=f"{group_id}:" + ",".join(self.topics),
+            description=", ".join(
+                model.event_type for routes in self.routes.values() for model in routes
+            ),
         )
         async def consume(body: bytes, message: KafkaMessage) -> None:
             raw: Any = message.raw_message
@@ -97,11 +104,12 @@ class EventConsumer:
         """Handle one message; returns once it is handled, a duplicate, or dead-lettered."""
         started = time.perf_counter()
         try:
-            event = decode_event(body, tuple(self.routes))
+            routes = self.routes[info.topic]
+            event = decode_event(body, tuple(routes))
         except EventDecodeError as error:
             await self._dead_letter(body, info, str(error), error.error_type)
             return
-        handler = self.routes[type(event.data)]
+        handler = routes[type(event.data)]
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self.attempts),
@@ -122,8 +130,8 @@ class EventConsumer:
                 body, info, f"{type(error).__name__}: {error}", "retries_exhausted"
             )
             return
-        EVENTS_CONSUMED.labels(self.topic, outcome).inc()
-        EVENT_HANDLING_SECONDS.labels(self.topic).observe(time.perf_counter() - started)
+        EVENTS_CONSUMED.labels(info.topic, outcome).inc()
+        EVENT_HANDLING_SECONDS.labels(info.topic).observe(time.perf_counter() - started)
 
     async def _handle_once(self, handler: Handler, event: CloudEvent[Any]) -> str:
         try:
@@ -165,7 +173,7 @@ class EventConsumer:
         key = info.key.decode("utf-8", "replace") if info.key is not None else None
         await self.publisher.publish_raw(body, topic=f"{info.topic}.dlq", key=key, headers=headers)
         DEAD_LETTERS.labels(info.topic, error_type).inc()
-        EVENTS_CONSUMED.labels(self.topic, "dead_lettered").inc()
+        EVENTS_CONSUMED.labels(info.topic, "dead_lettered").inc()
 
 
 async def _raw_body(message: Any) -> bytes:

@@ -26,6 +26,7 @@ from esim_core.kafka import EventPublisher, make_broker
 from esim_core.locks import RedisLock
 from esim_core.outbox import Outbox, OutboxMessage, OutboxRelay
 from esim_core.settings import ServiceSettings, Topics
+from esim_core.topics import ensure_topics
 from esim_core.worker import run_forever
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,9 @@ class ServiceRuntime:
         self.publisher = EventPublisher(self.broker)
         self.outbox = Outbox(f"/services/{name}", self.topics)
         self.tables: list[type[SQLModel]] = [OutboxMessage, InboxEntry, *tables]
-        self.consumers: list[EventConsumer] = []
+        self.consumer: EventConsumer | None = None
+        self._subscriptions: dict[str, list[Route]] = {}
+        self.routers: list[APIRouter] = []
         self._loops: list[tuple[str, Callable[[], Awaitable[Any]], float, bool]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._startup: list[Callable[[], Awaitable[None]]] = []
@@ -62,19 +65,25 @@ class ServiceRuntime:
             interval_s=settings.relay_interval_s,
         )
 
-    def consume(self, topic: str, routes: Sequence[Route], name: str | None = None) -> None:
+    def consume(self, topic: str, routes: Sequence[Route]) -> None:
         """Consume a topic in this service's consumer group, routing each event model."""
-        consumer = EventConsumer(
-            name=name or f"{self.name}:{topic}",
-            topic=topic,
-            routes=routes,
-            database=self.database,
-            publisher=self.publisher,
-            attempts=self.settings.consumer_retries,
-            after_commit=self.outbox.notify,
-        )
-        consumer.subscribe(self.broker, group_id=self.name)
-        self.consumers.append(consumer)
+        if self.consumer is not None:
+            raise RuntimeError("consumers must be registered before the service starts")
+        self._subscriptions.setdefault(topic, []).extend(routes)
+
+    def subscribe(self) -> EventConsumer | None:
+        """Subscribe the service's one consumer to every registered topic (once)."""
+        if self.consumer is None and self._subscriptions:
+            self.consumer = EventConsumer(
+                name=self.name,
+                subscriptions=self._subscriptions,
+                database=self.database,
+                publisher=self.publisher,
+                attempts=self.settings.consumer_retries,
+                after_commit=self.outbox.notify,
+            )
+            self.consumer.subscribe(self.broker, group_id=self.name)
+        return self.consumer
 
     def loop(
         self,
@@ -97,6 +106,8 @@ class ServiceRuntime:
         await self.database.create_tables(self.tables)
         for action in self._startup:
             await action()
+        self.subscribe()
+        await self._create_topics()
         await self.broker.start()
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         for name, step, interval_s, singleton in self._loops:
@@ -115,6 +126,18 @@ class ServiceRuntime:
             await self.redis.aclose()
             await self.database.close()
             logger.info("%s stopped", self.name)
+
+    async def _create_topics(self) -> None:
+        try:
+            await ensure_topics(
+                self.settings.kafka_bootstrap_servers,
+                self.topics,
+                partitions=self.settings.topic_partitions,
+                replication=self.settings.topic_replication,
+            )
+        except Exception as error:
+            # Another replica may create them at the same moment; the broker may auto-create.
+            logger.warning("could not create topics: %s", error)
 
     async def _run_loop(
         self, name: str, step: Callable[[], Awaitable[Any]], interval_s: float, singleton: bool
@@ -183,7 +206,7 @@ class ServiceRuntime:
         app = FastAPI(title=title, lifespan=lifespan, **kwargs)
         install_problem_handlers(app)
         app.include_router(self.health_router())
-        for router in routers:
+        for router in [*self.routers, *routers]:
             app.include_router(router)
         return app
 

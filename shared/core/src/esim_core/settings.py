@@ -1,7 +1,9 @@
 """Settings every service reads the same way: Kafka, Redis, topics, its database and HTTP port."""
 
+from typing import TypeVar
+
 from esim_schemas import events
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -75,6 +77,41 @@ class ServiceSettings(BaseSettings):
     relay_interval_s: float = Field(
         0.5, gt=0, description="how often the outbox relay looks for unpublished events"
     )
+    topic_partitions: int = Field(
+        3, ge=1, le=1000, description="partitions of a topic this service creates when missing"
+    )
+    topic_replication: int = Field(
+        1, ge=1, le=10, description="replication factor of a topic this service creates"
+    )
     worker_interval_s: float = Field(
         0.25, gt=0, description="how often due work (charges, follow-ups, sends) is looked for"
     )
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+class SettingsError(SystemExit):
+    """Settings that cannot be used; the message names each variable and what is wrong."""
+
+
+def load_settings(model: type[SettingsT]) -> SettingsT:
+    """Read settings from the environment, or stop with a message naming each bad variable.
+
+    Raises:
+        SettingsError: a variable is missing or malformed.
+    """
+    try:
+        return model()
+    except ValidationError as error:
+        prefix = str(model.model_config.get("env_prefix", ""))
+        lines = []
+        for item in error.errors(include_input=False, include_url=False):
+            field = str(item["loc"][0]) if item["loc"] else "?"
+            info = model.model_fields.get(field)
+            alias = info.validation_alias if info is not None else None
+            name = (
+                str(alias.choices[0]) if isinstance(alias, AliasChoices) else prefix + field
+            ).upper()
+            lines.append(f"  {name}: {item['msg']}")
+        raise SettingsError(f"{model.__name__}: invalid settings\n" + "\n".join(lines)) from None

@@ -1,0 +1,327 @@
+"""The accounts HTTP API for frontends: users, tokens, plans, cards and renewals."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
+
+from esim_core.db import Database
+from esim_core.http import ProblemError
+from esim_core.outbox import Outbox
+from esim_core.worker import as_utc, utcnow
+from esim_schemas import CardBound, Money, PaymentDetails, RenewalRequested
+from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from accounts.domain import RenewalInvalidError, SagaStatus, currency_for, price_for
+from accounts.handlers import fingerprint_of, record_step, roll_queue, saga_from_request
+from accounts.schemas import (
+    AutoRenewUpdate,
+    CardBind,
+    CardPublic,
+    PlanPublic,
+    QueuedPlan,
+    RenewalAccepted,
+    RenewalCreate,
+    RenewalPublic,
+    TimelineStep,
+    TokenResponse,
+    UserCreate,
+    UserPublic,
+)
+from accounts.security import TokenError, TokenIssuer, hash_password, verify_password
+from accounts.store import Card, Plan, Renewal, RenewalStep, User
+
+_KEYS = uuid5(NAMESPACE_URL, "https://esim.example/accounts/idempotency-keys")
+oauth2 = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
+
+
+def build_router(database: Database, outbox: Outbox, tokens: TokenIssuer) -> APIRouter:
+    """The API's routes, bound to the service's database, outbox and token issuer."""
+    router = APIRouter(prefix="/v1")
+
+    # Every route opens its own unit of work and commits it before answering; none holds two at
+    # once (on SQLite each takes the write lock, so nesting them would deadlock).
+    async def current_user(token: Annotated[str | None, Depends(oauth2)]) -> User:
+        challenge = {"WWW-Authenticate": "Bearer"}
+        if not token:
+            raise ProblemError(
+                401, "an access token is required", kind="unauthorized", headers=challenge
+            )
+        try:
+            user_id = tokens.user_id(token)
+        except TokenError as error:
+            raise ProblemError(401, str(error), kind="unauthorized", headers=challenge) from error
+        async with database.session() as unit:
+            user = await unit.get(User, user_id)
+        if user is None:
+            raise ProblemError(
+                401,
+                "the access token's user no longer exists",
+                kind="unauthorized",
+                headers=challenge,
+            )
+        return user
+
+    Caller = Annotated[User, Depends(current_user)]
+
+    async def own_card(unit: AsyncSession, caller: User, iccid: str) -> Card:
+        card = await unit.get(Card, iccid)
+        if card is None or card.user_id != caller.id:
+            raise ProblemError(404, f"no card {iccid} on your account", kind="card-not-found")
+        return card
+
+    @router.post("/users", status_code=status.HTTP_201_CREATED, tags=["users"])
+    async def register(body: UserCreate) -> UserPublic:
+        """Register a traveller."""
+        email = body.email.lower()
+        user = User(
+            id=str(uuid4()),
+            email=email,
+            password_hash=hash_password(body.password),
+            phone=body.phone,
+            locale=body.locale,
+        )
+        try:
+            async with database.session() as unit:
+                if (await unit.exec(select(User).where(User.email == email))).first():
+                    raise ProblemError(409, f"{email} is already registered", kind="email-taken")
+                unit.add(user)
+        except IntegrityError as error:
+            raise ProblemError(409, f"{email} is already registered", kind="email-taken") from error
+        return UserPublic.model_validate(user, from_attributes=True)
+
+    @router.post("/auth/token", tags=["auth"])
+    async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> TokenResponse:
+        """OAuth2 password flow: the e-mail as username."""
+        async with database.session() as unit:
+            user = (
+                await unit.exec(select(User).where(User.email == form.username.strip().lower()))
+            ).first()
+        if user is None or not verify_password(form.password, user.password_hash):
+            raise ProblemError(401, "wrong e-mail or password", kind="invalid-credentials")
+        return TokenResponse(access_token=tokens.issue(user.id), expires_in=tokens.ttl_s)
+
+    @router.get("/users/me", tags=["users"])
+    async def me(caller: Caller) -> UserPublic:
+        """The caller's account."""
+        return UserPublic.model_validate(caller, from_attributes=True)
+
+    @router.get("/plans", tags=["plans"])
+    async def plans(
+        country: Annotated[
+            str | None, Query(pattern=r"^[A-Za-z]{2}$", description="ISO 3166 alpha-2")
+        ] = None,
+        currency: Annotated[str, Query(pattern=r"^(CNY|USD)$")] = "USD",
+    ) -> list[PlanPublic]:
+        """The plans on sale, optionally for one country."""
+        async with database.session() as unit:
+            query = select(Plan).where(col(Plan.available).is_(True)).order_by(col(Plan.code))
+            rows = (await unit.exec(query)).all()
+        wanted = country.upper() if country else None
+        return [
+            PlanPublic(
+                code=plan.code,
+                name=plan.name,
+                kind=plan.kind,
+                data_mb=plan.data_mb,
+                validity_days=plan.validity_days,
+                countries=plan.countries,
+                price=Money(amount=plan.prices[currency], currency=currency),
+            )
+            for plan in rows
+            if (wanted is None or wanted in plan.countries) and currency in plan.prices
+        ]
+
+    @router.post("/cards", status_code=status.HTTP_201_CREATED, tags=["cards"])
+    async def bind_card(body: CardBind, caller: Caller, response: Response) -> CardPublic:
+        """Bind a card to the caller with the activation code printed with it."""
+        async with database.session() as unit:
+            card = await unit.get(Card, body.iccid)
+            if card is None or card.activation_code != body.activation_code:
+                # One answer for both, so card numbers cannot be probed.
+                raise ProblemError(
+                    404, f"no card {body.iccid} with that activation code", kind="card-not-found"
+                )
+            if card.user_id == caller.id:
+                response.status_code = status.HTTP_200_OK
+                return card_public(card)
+            if card.user_id is not None:
+                raise ProblemError(
+                    409, f"card {body.iccid} is bound to another account", kind="card-taken"
+                )
+            card.user_id = caller.id
+            card.bound_at = utcnow()
+            unit.add(card)
+            outbox.add(
+                unit,
+                CardBound(
+                    user_id=caller.id,
+                    iccid=card.iccid,
+                    email=caller.email,
+                    phone=caller.phone,
+                    locale=caller.locale,
+                ),
+            )
+        return card_public(card)
+
+    @router.get("/cards", tags=["cards"])
+    async def cards(caller: Caller) -> list[CardPublic]:
+        """The caller's cards."""
+        async with database.session() as unit:
+            query = select(Card).where(Card.user_id == caller.id).order_by(col(Card.iccid))
+            return [card_public(card) for card in (await unit.exec(query)).all()]
+
+    @router.get("/cards/{iccid}", tags=["cards"])
+    async def card(caller: Caller, iccid: str) -> CardPublic:
+        """One of the caller's cards: plan, data left, validity, plans queued."""
+        async with database.session() as unit:
+            return card_public(await own_card(unit, caller, iccid))
+
+    @router.put("/cards/{iccid}/auto-renew", tags=["cards"])
+    async def auto_renew(caller: Caller, iccid: str, body: AutoRenewUpdate) -> CardPublic:
+        """Turn automatic renewal on (with a plan and a way to pay) or off."""
+        async with database.session() as unit:
+            found = await own_card(unit, caller, iccid)
+            if body.enabled:
+                assert body.plan_code is not None and body.payment is not None
+                plan = await unit.get(Plan, body.plan_code)
+                if plan is None or not plan.available:
+                    raise ProblemError(
+                        422, f"plan {body.plan_code!r} is not on sale", kind="unknown-plan"
+                    )
+                found.auto_renew_plan_code = plan.code
+                found.auto_renew_method = body.payment.method
+                found.auto_renew_token = body.payment.token
+            else:
+                found.auto_renew_plan_code = None
+                found.auto_renew_method = found.auto_renew_token = None
+            found.auto_renew = body.enabled
+            unit.add(found)
+        return card_public(found)
+
+    @router.post("/cards/{iccid}/renewals", status_code=status.HTTP_202_ACCEPTED, tags=["renewals"])
+    async def renew(
+        caller: Caller,
+        iccid: str,
+        body: RenewalCreate,
+        response: Response,
+        idempotency_key: Annotated[
+            str | None, Header(min_length=1, max_length=255, description="retry-safe key")
+        ] = None,
+    ) -> RenewalAccepted:
+        """Renew a card: the saga starts and runs asynchronously; follow it at the renewal URL."""
+        renewal_id = renewal_id_for(caller.id, idempotency_key)
+        async with database.session() as unit:
+            found = await own_card(unit, caller, iccid)
+            request = RenewalRequested(
+                renewal_id=renewal_id,
+                user_id=caller.id,
+                iccid=found.iccid,
+                plan_code=body.plan_code,
+                payment=PaymentDetails(method=body.payment.method, token=body.payment.token),
+                start=body.start,
+                requested_at=datetime.now(UTC),
+                locale=caller.locale,
+                channel="accounts-api",
+            )
+            existing = await unit.get(Renewal, str(renewal_id))
+            if existing is not None:
+                if existing.user_id != caller.id or existing.fingerprint != fingerprint_of(request):
+                    raise ProblemError(
+                        409,
+                        "this Idempotency-Key was already used for a different renewal request",
+                        kind="idempotency-key-reused",
+                    )
+                response.headers["Location"] = f"/v1/renewals/{renewal_id}"
+                return RenewalAccepted(renewal_id=renewal_id, status=existing.status)
+            plan = await unit.get(Plan, body.plan_code)
+            if plan is None or not plan.available:
+                raise ProblemError(
+                    422, f"plan {body.plan_code!r} is not on sale", kind="unknown-plan"
+                )
+            try:
+                price_for(plan.prices, currency_for(caller.locale))
+            except RenewalInvalidError as invalid:
+                raise ProblemError(422, invalid.detail, kind="plan-not-available") from invalid
+            saga = saga_from_request(request)
+            record_step(unit, saga, "requested")
+            outbox.add(unit, request, event_id=str(uuid5(_KEYS, f"requested:{renewal_id}")))
+        response.headers["Location"] = f"/v1/renewals/{renewal_id}"
+        return RenewalAccepted(renewal_id=renewal_id, status=SagaStatus.REQUESTED)
+
+    @router.get("/renewals/{renewal_id}", tags=["renewals"])
+    async def renewal(caller: Caller, renewal_id: UUID) -> RenewalPublic:
+        """A renewal's status and the timeline of its steps."""
+        async with database.session() as unit:
+            saga = await unit.get(Renewal, str(renewal_id))
+            if saga is None or saga.user_id != caller.id:
+                raise ProblemError(
+                    404, f"no renewal {renewal_id} on your account", kind="renewal-not-found"
+                )
+            query = (
+                select(RenewalStep)
+                .where(RenewalStep.renewal_id == saga.renewal_id)
+                .order_by(col(RenewalStep.id))
+            )
+            steps = (await unit.exec(query)).all()
+        price = (
+            Money(amount=saga.price_amount, currency=saga.currency)
+            if saga.price_amount is not None and saga.currency is not None
+            else None
+        )
+        return RenewalPublic(
+            renewal_id=UUID(saga.renewal_id),
+            iccid=saga.iccid,
+            plan_code=saga.plan_code,
+            status=saga.status,
+            start=saga.start,
+            price=price,
+            reason=saga.reason,
+            detail=saga.detail,
+            valid_from=_maybe_utc(saga.valid_from),
+            valid_until=_maybe_utc(saga.valid_until),
+            bundle_state=saga.bundle_state,
+            created_at=as_utc(saga.created_at),
+            updated_at=as_utc(saga.updated_at),
+            timeline=[
+                TimelineStep(step=s.step, status=s.status, at=as_utc(s.at), detail=s.detail)
+                for s in steps
+            ],
+        )
+
+    return router
+
+
+def renewal_id_for(user_id: str, idempotency_key: str | None) -> UUID:
+    """The renewal_id: the key itself when it is a UUID, else derived from the caller and key."""
+    if idempotency_key is None:
+        return uuid4()
+    try:
+        return UUID(idempotency_key)
+    except ValueError:
+        return uuid5(_KEYS, f"{user_id}:{idempotency_key}")
+
+
+def card_public(card: Card) -> CardPublic:
+    """A card's status as the API shows it, with queued plans that have started brought forward."""
+    roll_queue(card, utcnow())
+    queued: list[Any] = [QueuedPlan.model_validate(item) for item in card.queued]
+    return CardPublic(
+        iccid=card.iccid,
+        plan_code=card.plan_code,
+        state=card.state,
+        data_total_mb=card.data_total_mb,
+        data_remaining_mb=card.data_remaining_mb,
+        valid_from=_maybe_utc(card.valid_from),
+        valid_until=_maybe_utc(card.valid_until),
+        queued=queued,
+        auto_renew=card.auto_renew,
+        auto_renew_plan_code=card.auto_renew_plan_code,
+    )
+
+
+def _maybe_utc(value: datetime | None) -> datetime | None:
+    return as_utc(value) if value is not None else None

@@ -1,0 +1,48 @@
+"""The one place where the accounts service is wired: runtime, saga, API, seeding."""
+
+import logging
+
+from esim_core.consumer import Route
+from esim_core.service import ServiceRuntime
+from esim_schemas import (
+    ActivationFailed,
+    PaymentFailed,
+    PaymentRefunded,
+    PaymentSettled,
+    ProfileActivated,
+    RenewalRequested,
+)
+
+from accounts.api import build_router
+from accounts.handlers import RenewalSaga
+from accounts.inventory import import_cards, seed_catalogue
+from accounts.security import TokenIssuer
+from accounts.settings import DEV_JWT_SECRET, AccountsSettings
+from accounts.store import TABLES
+
+logger = logging.getLogger(__name__)
+
+
+def build(settings: AccountsSettings) -> ServiceRuntime:
+    """Wire the accounts service: its consumers, its seeding and its HTTP API."""
+    runtime = ServiceRuntime("accounts", settings, TABLES)
+    saga = RenewalSaga(runtime.outbox)
+    topics = runtime.topics
+    runtime.consume(topics.renewal_requested, [Route(RenewalRequested, saga.on_renewal_requested)])
+    runtime.consume(topics.payment_settled, [Route(PaymentSettled, saga.on_payment_settled)])
+    runtime.consume(topics.payment_failed, [Route(PaymentFailed, saga.on_payment_failed)])
+    runtime.consume(topics.profile_activated, [Route(ProfileActivated, saga.on_profile_activated)])
+    runtime.consume(topics.activation_failed, [Route(ActivationFailed, saga.on_activation_failed)])
+    runtime.consume(topics.payment_refunded, [Route(PaymentRefunded, saga.on_payment_refunded)])
+
+    async def seed() -> None:
+        await seed_catalogue(runtime.database)
+        if settings.cards_csv is not None:
+            await import_cards(runtime.database, settings.cards_csv)
+
+    runtime.on_startup(seed)
+    if settings.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
+        logger.warning("ACCOUNTS_JWT_SECRET is not set: using the local development key")
+    tokens = TokenIssuer(settings.jwt_secret.get_secret_value(), settings.jwt_ttl_s)
+    runtime.routers.append(build_router(runtime.database, runtime.outbox, tokens))
+    return runtime

@@ -1,0 +1,70 @@
+"""The renewal saga's states and rules, and the plan catalogue's pricing; no framework here."""
+
+import hashlib
+import json
+from enum import StrEnum
+from typing import Any
+
+
+class SagaStatus(StrEnum):
+    """Where one renewal stands."""
+
+    REQUESTED = "REQUESTED"
+    PAYMENT_PENDING = "PAYMENT_PENDING"
+    PAID = "PAID"
+    ACTIVATED = "ACTIVATED"
+    REJECTED = "REJECTED"
+    PAYMENT_FAILED = "PAYMENT_FAILED"
+    REFUNDING = "REFUNDING"
+    REFUNDED = "REFUNDED"
+    TIMED_OUT = "TIMED_OUT"
+
+
+TERMINAL = frozenset(
+    {SagaStatus.ACTIVATED, SagaStatus.REJECTED, SagaStatus.PAYMENT_FAILED, SagaStatus.REFUNDED}
+)
+AWAITING_PAYMENT = frozenset({SagaStatus.REQUESTED, SagaStatus.PAYMENT_PENDING})
+
+
+class RenewalInvalidError(Exception):
+    """A renewal request that cannot be accepted; `reason` is the contract's rejection reason."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def request_fingerprint(
+    *, user_id: str, iccid: str, plan_code: str, method: str, token: str, start: str
+) -> str:
+    """A digest of what a renewal request asks for, to tell a true duplicate from a conflict."""
+    canonical = json.dumps(
+        {
+            "user_id": user_id,
+            "iccid": iccid,
+            "plan_code": plan_code,
+            "method": method,
+            "token": token,
+            "start": start,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def currency_for(locale: str | None) -> str:
+    """The currency a traveller pays in: yuan for zh-CN, US dollars otherwise."""
+    return "CNY" if locale == "zh-CN" else "USD"
+
+
+def price_for(prices: dict[str, Any], currency: str) -> int:
+    """The plan's price in a currency's minor unit.
+
+    Raises:
+        RenewalInvalidError: the plan has no price in that currency.
+    """
+    amount = prices.get(currency)
+    if not isinstance(amount, int):
+        raise RenewalInvalidError("plan_not_available", f"the plan is not sold in {currency}")
+    return amount

@@ -1,0 +1,341 @@
+"""The renewal saga: reacts to each event of a renewal and decides what happens next."""
+
+import logging
+from datetime import datetime
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from esim_core.consumer import PermanentEventError
+from esim_core.outbox import Outbox
+from esim_core.worker import as_utc, utcnow
+from esim_schemas import (
+    ActivationFailed,
+    CloudEvent,
+    Money,
+    PaymentDetails,
+    PaymentFailed,
+    PaymentRefunded,
+    PaymentRequested,
+    PaymentSettled,
+    PlanRef,
+    ProfileActivated,
+    RefundRequested,
+    RenewalRejected,
+    RenewalRequested,
+)
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from accounts.domain import (
+    AWAITING_PAYMENT,
+    TERMINAL,
+    RenewalInvalidError,
+    SagaStatus,
+    currency_for,
+    price_for,
+    request_fingerprint,
+)
+from accounts.store import Card, Plan, Renewal, RenewalStep, User
+
+logger = logging.getLogger(__name__)
+
+_IDS = uuid5(NAMESPACE_URL, "https://esim.example/accounts/events")
+
+
+def derived_id(kind: str, cause: str) -> str:
+    """A stable event id for what `cause` led to, so a redo publishes the same event."""
+    return str(uuid5(_IDS, f"{kind}:{cause}"))
+
+
+def record_step(
+    session: AsyncSession,
+    saga: Renewal,
+    step: str,
+    *,
+    event_id: str = "",
+    detail: str | None = None,
+) -> None:
+    """Add a step to the saga's timeline and touch its update time."""
+    saga.updated_at = utcnow()
+    session.add(saga)
+    session.add(
+        RenewalStep(
+            renewal_id=saga.renewal_id,
+            step=step,
+            status=saga.status,
+            event_id=event_id,
+            detail=detail,
+        )
+    )
+
+
+def saga_from_request(data: RenewalRequested) -> Renewal:
+    """A new saga in REQUESTED for a renewal request."""
+    return Renewal(
+        renewal_id=str(data.renewal_id),
+        fingerprint=fingerprint_of(data),
+        user_id=data.user_id,
+        iccid=data.iccid,
+        plan_code=data.plan_code,
+        payment_method=data.payment.method,
+        payment_token=data.payment.token,
+        start=data.start,
+        locale=data.locale,
+        channel=data.channel,
+        status=SagaStatus.REQUESTED,
+    )
+
+
+def fingerprint_of(data: RenewalRequested) -> str:
+    """The request fingerprint of a RenewalRequested."""
+    return request_fingerprint(
+        user_id=data.user_id,
+        iccid=data.iccid,
+        plan_code=data.plan_code,
+        method=data.payment.method,
+        token=data.payment.token,
+        start=data.start,
+    )
+
+
+class RenewalSaga:
+    """The saga's event handlers; each runs inside the consumer's transaction."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+
+    async def on_renewal_requested(
+        self, session: AsyncSession, event: CloudEvent[RenewalRequested]
+    ) -> None:
+        """Validate and price a request, then ask billing to charge it (or reject it)."""
+        data = event.data
+        renewal_id = str(data.renewal_id)
+        saga = await session.get(Renewal, renewal_id)
+        if saga is None:
+            saga = saga_from_request(data)
+            record_step(session, saga, "requested", event_id=event.id)
+        elif saga.fingerprint != fingerprint_of(data):
+            # Same renewal_id, other content: refuse the newcomer, leave the saga alone.
+            self.outbox.add(
+                session,
+                RenewalRejected(
+                    renewal_id=data.renewal_id,
+                    iccid=data.iccid,
+                    user_id=data.user_id,
+                    reason="conflicting_duplicate",
+                    detail=f"renewal {renewal_id} was already requested with other content",
+                ),
+                event_id=derived_id("rejected", event.id),
+            )
+            record_step(session, saga, "conflicting_duplicate_rejected", event_id=event.id)
+            return
+        elif saga.status != SagaStatus.REQUESTED:
+            return
+        try:
+            await self._validate_and_price(session, saga, data)
+        except RenewalInvalidError as invalid:
+            saga.status = SagaStatus.REJECTED
+            saga.reason = invalid.reason
+            saga.detail = invalid.detail
+            saga.payment_token = None
+            self.outbox.add(
+                session,
+                RenewalRejected(
+                    renewal_id=data.renewal_id,
+                    iccid=data.iccid,
+                    user_id=data.user_id,
+                    reason=invalid.reason,
+                    detail=invalid.detail,
+                ),
+                event_id=derived_id("rejected", renewal_id),
+            )
+            record_step(session, saga, "rejected", event_id=event.id, detail=invalid.detail)
+            return
+        assert saga.price_amount is not None and saga.currency is not None
+        assert saga.data_mb is not None and saga.validity_days is not None
+        saga.status = SagaStatus.PAYMENT_PENDING
+        self.outbox.add(
+            session,
+            PaymentRequested(
+                renewal_id=data.renewal_id,
+                user_id=data.user_id,
+                iccid=data.iccid,
+                plan=PlanRef(
+                    code=saga.plan_code, data_mb=saga.data_mb, validity_days=saga.validity_days
+                ),
+                price=Money(amount=saga.price_amount, currency=saga.currency),
+                payment=PaymentDetails(method=data.payment.method, token=data.payment.token),
+                start=data.start,
+            ),
+            event_id=derived_id("payment-requested", renewal_id),
+        )
+        record_step(
+            session,
+            saga,
+            "payment_requested",
+            event_id=event.id,
+            detail=f"{saga.price_amount} {saga.currency}",
+        )
+
+    async def _validate_and_price(
+        self, session: AsyncSession, saga: Renewal, data: RenewalRequested
+    ) -> None:
+        card = await session.get(Card, data.iccid)
+        if card is None:
+            raise RenewalInvalidError("unknown_card", f"card {data.iccid} is not known")
+        if card.user_id != data.user_id:
+            raise RenewalInvalidError(
+                "card_not_owned", f"card {data.iccid} is not bound to user {data.user_id}"
+            )
+        plan = await session.get(Plan, data.plan_code)
+        if plan is None:
+            raise RenewalInvalidError("unknown_plan", f"plan {data.plan_code!r} does not exist")
+        if not plan.available:
+            raise RenewalInvalidError(
+                "plan_not_available", f"plan {data.plan_code!r} is no longer sold"
+            )
+        locale: str | None = data.locale
+        if locale is None:
+            user = await session.get(User, data.user_id)
+            locale = user.locale if user is not None else None
+        saga.currency = currency_for(locale)
+        saga.price_amount = price_for(plan.prices, saga.currency)
+        saga.data_mb = plan.data_mb
+        saga.validity_days = plan.validity_days
+
+    async def on_payment_settled(
+        self, session: AsyncSession, event: CloudEvent[PaymentSettled]
+    ) -> None:
+        """Record the capture; refund at once if activation already failed."""
+        data = event.data
+        saga = await self._saga(session, data.renewal_id)
+        saga.payment_id = data.payment_id
+        saga.price_amount = data.price.amount
+        saga.currency = data.price.currency
+        if saga.status in AWAITING_PAYMENT:
+            saga.status = SagaStatus.PAID
+        record_step(session, saga, "payment_settled", event_id=event.id)
+        if saga.activation_failure is not None:
+            self._request_refund(session, saga, saga.activation_failure)
+
+    async def on_payment_failed(
+        self, session: AsyncSession, event: CloudEvent[PaymentFailed]
+    ) -> None:
+        """The charge failed for good: the saga ends in PAYMENT_FAILED."""
+        data = event.data
+        saga = await self._saga(session, data.renewal_id)
+        if saga.status in AWAITING_PAYMENT:
+            saga.status = SagaStatus.PAYMENT_FAILED
+            saga.reason = data.reason
+            saga.payment_token = None
+        record_step(session, saga, "payment_failed", event_id=event.id, detail=data.reason)
+
+    async def on_profile_activated(
+        self, session: AsyncSession, event: CloudEvent[ProfileActivated]
+    ) -> None:
+        """The plan is live or queued: the saga ends in ACTIVATED and the card moves on."""
+        data = event.data
+        saga = await self._saga(session, data.renewal_id)
+        if saga.status not in TERMINAL and saga.status != SagaStatus.REFUNDING:
+            saga.status = SagaStatus.ACTIVATED
+            saga.payment_token = None
+        saga.valid_from = data.valid_from
+        saga.valid_until = data.valid_until
+        saga.bundle_state = data.bundle_state
+        record_step(session, saga, "profile_activated", event_id=event.id, detail=data.bundle_state)
+        card = await session.get(Card, data.iccid)
+        if card is None:
+            raise PermanentEventError(f"card {data.iccid} of renewal {saga.renewal_id} is unknown")
+        apply_bundle(card, data)
+        session.add(card)
+
+    async def on_activation_failed(
+        self, session: AsyncSession, event: CloudEvent[ActivationFailed]
+    ) -> None:
+        """The bundle could not be applied: give the money back (once it is known to be taken)."""
+        data = event.data
+        saga = await self._saga(session, data.renewal_id)
+        if saga.activation_failure is None:
+            saga.activation_failure = data.reason[:256]
+        record_step(session, saga, "activation_failed", event_id=event.id, detail=data.reason)
+        if saga.payment_id is not None:
+            self._request_refund(session, saga, saga.activation_failure)
+
+    async def on_payment_refunded(
+        self, session: AsyncSession, event: CloudEvent[PaymentRefunded]
+    ) -> None:
+        """The refund went through: the saga ends in REFUNDED."""
+        saga = await self._saga(session, event.data.renewal_id)
+        if saga.status not in TERMINAL:
+            saga.status = SagaStatus.REFUNDED
+            saga.payment_token = None
+        record_step(session, saga, "payment_refunded", event_id=event.id)
+
+    def _request_refund(self, session: AsyncSession, saga: Renewal, reason: str) -> None:
+        if saga.refund_requested or saga.status in TERMINAL:
+            return
+        assert saga.payment_id is not None
+        assert saga.price_amount is not None and saga.currency is not None
+        saga.refund_requested = True
+        saga.status = SagaStatus.REFUNDING
+        self.outbox.add(
+            session,
+            RefundRequested(
+                renewal_id=UUID(saga.renewal_id),
+                payment_id=saga.payment_id,
+                iccid=saga.iccid,
+                price=Money(amount=saga.price_amount, currency=saga.currency),
+                reason=f"activation failed: {reason}",
+            ),
+            event_id=derived_id("refund-requested", saga.renewal_id),
+        )
+        record_step(session, saga, "refund_requested", detail=reason)
+
+    async def _saga(self, session: AsyncSession, renewal_id: UUID) -> Renewal:
+        saga = await session.get(Renewal, str(renewal_id))
+        if saga is None:
+            raise PermanentEventError(f"renewal {renewal_id} is not known to accounts")
+        return saga
+
+
+def apply_bundle(card: Card, data: ProfileActivated) -> None:
+    """Move the card on: an active bundle replaces the current plan, a queued one waits."""
+    renewal_id = str(data.renewal_id)
+    if data.bundle_state == "queued":
+        if all(item.get("renewal_id") != renewal_id for item in card.queued):
+            entry: dict[str, Any] = {
+                "renewal_id": renewal_id,
+                "plan_code": data.plan_code,
+                "data_mb": data.data_mb,
+                "valid_from": data.valid_from.isoformat(),
+                "valid_until": data.valid_until.isoformat(),
+            }
+            card.queued = sorted([*card.queued, entry], key=lambda item: item["valid_from"])
+        return
+    current_from = as_utc(card.valid_from) if card.valid_from is not None else None
+    if current_from is not None and current_from > data.valid_from:
+        return  # an older activation arriving late must not roll the card back
+    card.state = "active"
+    card.plan_code = data.plan_code
+    card.data_total_mb = data.data_mb
+    card.data_remaining_mb = data.data_mb
+    card.valid_from = data.valid_from
+    card.valid_until = data.valid_until
+    card.last_renewal_id = renewal_id
+    card.queued = [item for item in card.queued if item.get("renewal_id") != renewal_id]
+
+
+def roll_queue(card: Card, now: datetime) -> None:
+    """Bring forward queued bundles whose start has come (the platform activates them then)."""
+    while card.queued:
+        head = card.queued[0]
+        starts = datetime.fromisoformat(head["valid_from"])
+        current_end = as_utc(card.valid_until) if card.valid_until is not None else None
+        if starts > now or (current_end is not None and current_end > now):
+            return
+        card.plan_code = head["plan_code"]
+        card.data_total_mb = card.data_remaining_mb = int(head["data_mb"])
+        card.valid_from = starts
+        card.valid_until = datetime.fromisoformat(head["valid_until"])
+        card.last_renewal_id = head["renewal_id"]
+        card.state = "active"
+        card.queued = card.queued[1:]

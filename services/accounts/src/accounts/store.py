@@ -1,0 +1,113 @@
+"""Accounts tables: users, the card inventory, the plan catalogue and the renewal saga."""
+
+from datetime import datetime
+from typing import Any
+
+from esim_core.worker import utcnow
+from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def _time(**kwargs: Any) -> Any:
+    return Field(sa_type=DateTime(timezone=True), **kwargs)
+
+
+class User(SQLModel, table=True):
+    """A traveller's account."""
+
+    __tablename__ = "accounts_user"
+
+    id: str = Field(primary_key=True, max_length=36)
+    email: str = Field(unique=True, index=True, max_length=320)
+    password_hash: str = Field(max_length=256)
+    phone: str | None = Field(default=None, max_length=32)
+    locale: str = Field(default="en", max_length=8)
+    created_at: datetime = _time(default_factory=utcnow)
+
+
+class Plan(SQLModel, table=True):
+    """A plan of the catalogue, with a price per currency in minor units."""
+
+    __tablename__ = "accounts_plan"
+
+    code: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=128)
+    kind: str = Field(max_length=16)
+    data_mb: int
+    validity_days: int
+    countries: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    prices: dict[str, int] = Field(sa_column=Column(JSON, nullable=False))
+    available: bool = True
+
+
+class Card(SQLModel, table=True):
+    """An eSIM card of the inventory; bound to a user once they claim it with its code."""
+
+    __tablename__ = "accounts_card"
+
+    iccid: str = Field(primary_key=True, max_length=20)
+    activation_code: str = Field(max_length=256)
+    user_id: str | None = Field(default=None, index=True, max_length=36)
+    state: str = Field(default="inactive", max_length=16)
+    plan_code: str | None = Field(default=None, max_length=64)
+    data_total_mb: int = 0
+    data_remaining_mb: int = 0
+    valid_from: datetime | None = _time(default=None)
+    valid_until: datetime | None = _time(default=None)
+    last_renewal_id: str | None = Field(default=None, max_length=36)
+    queued: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    auto_renew: bool = False
+    auto_renew_plan_code: str | None = Field(default=None, max_length=64)
+    auto_renew_method: str | None = Field(default=None, max_length=16)
+    auto_renew_token: str | None = Field(default=None, max_length=256, repr=False)
+    bound_at: datetime | None = _time(default=None)
+
+
+class Renewal(SQLModel, table=True):
+    """One renewal saga, keyed by its renewal_id."""
+
+    __tablename__ = "accounts_renewal"
+
+    renewal_id: str = Field(primary_key=True, max_length=36)
+    fingerprint: str = Field(max_length=64)
+    user_id: str = Field(index=True, max_length=64)
+    iccid: str = Field(index=True, max_length=20)
+    plan_code: str = Field(max_length=64)
+    payment_method: str = Field(max_length=16)
+    payment_token: str | None = Field(default=None, max_length=256, repr=False)
+    start: str = Field(max_length=16)
+    locale: str | None = Field(default=None, max_length=8)
+    channel: str | None = Field(default=None, max_length=64)
+    status: str = Field(max_length=24, index=True)
+    price_amount: int | None = None
+    currency: str | None = Field(default=None, max_length=3)
+    data_mb: int | None = None
+    validity_days: int | None = None
+    payment_id: str | None = Field(default=None, max_length=64)
+    activation_failure: str | None = Field(default=None, max_length=256)
+    refund_requested: bool = False
+    reason: str | None = Field(default=None, max_length=64)
+    detail: str | None = Field(default=None, max_length=512)
+    valid_from: datetime | None = _time(default=None)
+    valid_until: datetime | None = _time(default=None)
+    bundle_state: str | None = Field(default=None, max_length=16)
+    created_at: datetime = _time(default_factory=utcnow)
+    updated_at: datetime = _time(default_factory=utcnow)
+
+
+class RenewalStep(SQLModel, table=True):
+    """One step of a saga's timeline: what happened, when, and the status it led to."""
+
+    __tablename__ = "accounts_renewal_step"
+    __table_args__ = (UniqueConstraint("renewal_id", "step", "event_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    renewal_id: str = Field(index=True, max_length=36)
+    step: str = Field(max_length=64)
+    status: str = Field(max_length=24)
+    event_id: str = Field(default="", max_length=256)
+    detail: str | None = Field(default=None, max_length=512)
+    at: datetime = _time(default_factory=utcnow)
+
+
+TABLES: list[type[SQLModel]] = [User, Plan, Card, Renewal, RenewalStep]
