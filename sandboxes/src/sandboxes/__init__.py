@@ -1,0 +1,1 @@
+"""Sandbox servers for the systems the platform cannot reach from here."""
