@@ -1,0 +1,130 @@
+"""One valid sample of each contract event, as a consumer should expect it on the wire."""
+
+from typing import Any
+from uuid import NAMESPACE_URL, uuid5
+
+_RENEWAL = "5b0f6f2e-8a55-4c1e-9d1a-6f7e2b9c4d10"
+_ICCID = "8944500102198304826"
+_USER = "0d3c9a63-5d7e-4f0b-9b8e-2a3f1c7d6e54"
+_PLAN = {"code": "JP-30D-10GB", "data_mb": 10240, "validity_days": 30}
+_PRICE = {"amount": 9900, "currency": "CNY"}
+
+SAMPLE_DATA: dict[str, dict[str, Any]] = {
+    "esim.renewal.requested.v1": {
+        "renewal_id": _RENEWAL,
+        "user_id": _USER,
+        "iccid": _ICCID,
+        "plan_code": "JP-30D-10GB",
+        "payment": {"method": "alipay", "token": "alipay_ok"},
+        "start": "after_current",
+        "requested_at": "2026-11-23T10:15:00.000Z",
+        "locale": "zh-CN",
+        "channel": "mobile-app",
+    },
+    "esim.renewal.rejected.v1": {
+        "renewal_id": _RENEWAL,
+        "iccid": _ICCID,
+        "user_id": _USER,
+        "reason": "unknown_plan",
+        "detail": "plan 'JP-31D' does not exist",
+    },
+    "esim.payment.requested.v1": {
+        "renewal_id": _RENEWAL,
+        "user_id": _USER,
+        "iccid": _ICCID,
+        "plan": _PLAN,
+        "price": _PRICE,
+        "payment": {"method": "alipay", "token": "alipay_ok"},
+        "start": "after_current",
+    },
+    "esim.payment.settled.v1": {
+        "renewal_id": _RENEWAL,
+        "payment_id": "pay_1f6e0c1e0b7a5d3c",
+        "iccid": _ICCID,
+        "plan": _PLAN,
+        "price": _PRICE,
+        "method": "alipay",
+        "provider_reference": "ch_7d1b9a",
+        "attempts": 1,
+        "settled_at": "2026-11-23T10:15:01.000Z",
+        "start": "after_current",
+    },
+    "esim.payment.failed.v1": {
+        "renewal_id": _RENEWAL,
+        "payment_id": "pay_1f6e0c1e0b7a5d3c",
+        "iccid": _ICCID,
+        "reason": "declined",
+        "attempts": 1,
+        "failed_at": "2026-11-23T10:15:01.000Z",
+    },
+    "esim.profile.activated.v1": {
+        "renewal_id": _RENEWAL,
+        "iccid": _ICCID,
+        "plan_code": "JP-30D-10GB",
+        "data_mb": 10240,
+        "valid_from": "2026-12-01T00:00:00.000Z",
+        "valid_until": "2026-12-31T00:00:00.000Z",
+        "bundle_state": "queued",
+        "platform_reference": "ord_4c2a",
+        "activated_at": "2026-11-23T10:15:02.000Z",
+    },
+    "esim.activation.failed.v1": {
+        "renewal_id": _RENEWAL,
+        "iccid": _ICCID,
+        "reason": "bundle_rejected",
+        "attempts": 1,
+        "failed_at": "2026-11-23T10:15:02.000Z",
+    },
+    "esim.refund.requested.v1": {
+        "renewal_id": _RENEWAL,
+        "payment_id": "pay_1f6e0c1e0b7a5d3c",
+        "iccid": _ICCID,
+        "price": _PRICE,
+        "reason": "activation failed: bundle_rejected",
+    },
+    "esim.payment.refunded.v1": {
+        "renewal_id": _RENEWAL,
+        "payment_id": "pay_1f6e0c1e0b7a5d3c",
+        "refund_id": "re_2b8c",
+        "iccid": _ICCID,
+        "price": _PRICE,
+        "refunded_at": "2026-11-23T10:15:03.000Z",
+    },
+    "esim.plan.expiring.v1": {
+        "iccid": _ICCID,
+        "user_id": _USER,
+        "plan_code": "JP-30D-10GB",
+        "valid_until": "2026-12-31T00:00:00.000Z",
+        "days_left": 3,
+    },
+    "esim.account.password-reset.v1": {
+        "user_id": _USER,
+        "email": "traveller@example.com",
+        "code_expires_at": "2026-11-23T10:30:00.000Z",
+    },
+    "esim.card.bound.v1": {
+        "user_id": _USER,
+        "iccid": _ICCID,
+        "email": "traveller@example.com",
+        "phone": "+8613800000000",
+        "locale": "zh-CN",
+    },
+}
+
+
+def sample_event(event_type: str) -> dict[str, Any]:
+    """The sample CloudEvent of a type, envelope included."""
+    data = SAMPLE_DATA[event_type]
+    event: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": str(uuid5(NAMESPACE_URL, f"https://esim.example/samples/{event_type}")),
+        "source": "/services/sample",
+        "type": event_type,
+        "subject": data.get("iccid"),
+        "time": "2026-11-23T10:15:30.123Z",
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+    if "renewal_id" in data:
+        event["renewalid"] = data["renewal_id"]
+    return {key: value for key, value in event.items() if value is not None}

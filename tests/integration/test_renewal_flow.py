@@ -1,0 +1,225 @@
+"""The renewal saga end to end over the real broker: HTTP, plain Kafka, failures, poison."""
+
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.client import (
+    PlainKafka,
+    Traveller,
+    cloudevent,
+    ledger,
+    renewal_requested_event,
+)
+from tests.support.infra import Platform, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def kafka_client(platform: Platform) -> Iterator[PlainKafka]:
+    client = PlainKafka(platform.kafka)
+    yield client
+    client.close()
+
+
+def mails_about(platform: Platform, iccid: str) -> list[str]:
+    """The mails in the SMTP sink's folder that mention a card."""
+    texts = [
+        path.read_text(errors="replace") for path in sorted(Path(platform.mail_dir).glob("*.eml"))
+    ]
+    return [text for text in texts if iccid in text]
+
+
+def activated_events(
+    kafka: PlainKafka, platform: Platform, renewal_id: str, at_least: int = 1
+) -> list[dict]:
+    records = kafka.records(
+        platform.topic("esim.profile.activated"),
+        lambda r: cloudevent(r).get("renewalid") == renewal_id,
+        at_least=at_least,
+    )
+    return [cloudevent(r) | {"_key": r.key.decode()} for r in records]
+
+
+def test_http_renewal_is_activated_published_and_confirmed(
+    platform: Platform, kafka_client: PlainKafka
+) -> None:
+    traveller = Traveller.register(platform)
+    iccid = traveller.bind_new_card()
+    before = traveller.get(f"/v1/cards/{iccid}").json()
+
+    accepted = traveller.renew(iccid, "card_ok")
+    assert accepted.status_code == 202, accepted.text
+    renewal_id = accepted.json()["renewal_id"]
+
+    saga = traveller.wait_for_status(renewal_id, "ACTIVATED")
+    steps = [step["step"] for step in saga["timeline"]]
+    assert steps[:2] == ["requested", "payment_requested"]
+    assert "payment_settled" in steps and "profile_activated" in steps
+
+    [event] = activated_events(kafka_client, platform, renewal_id)
+    assert event["type"] == "esim.profile.activated.v1"
+    assert event["specversion"] == "1.0"
+    assert event["_key"] == iccid and event["subject"] == iccid
+    assert event["data"]["bundle_state"] == "active"
+
+    after = traveller.get(f"/v1/cards/{iccid}").json()
+    assert before["valid_until"] is None
+    assert after["plan_code"] == "JP-30D-10GB"
+    valid_until = datetime.fromisoformat(after["valid_until"])
+    assert (valid_until - datetime.fromisoformat(after["valid_from"])).days == 30
+
+    assert len(ledger(platform, "payment", reference=renewal_id)["captures"]) == 1
+    mails = wait_until(lambda: mails_about(platform, iccid), what="a confirmation mail")
+    assert len(mails) == 1
+    assert traveller.email in mails[0]
+
+
+def test_kafka_request_from_a_plain_client_is_processed_once(
+    platform: Platform, kafka_client: PlainKafka
+) -> None:
+    traveller = Traveller.register(platform)
+    iccid = traveller.bind_new_card()
+    event = renewal_requested_event(user_id=traveller.user_id, iccid=iccid, token="alipay_ok")
+    renewal_id = event["data"]["renewal_id"]
+    topic = platform.topic("esim.renewal.requested")
+
+    for _ in range(3):
+        kafka_client.send(topic, iccid, event)
+    kafka_client.send(topic, iccid, event | {"id": str(uuid.uuid4())})
+
+    traveller.wait_for_status(renewal_id, "ACTIVATED")
+    # A later request on the same key (so the same partition) that fails at billing: once it
+    # has failed, accounts and billing have handled every duplicate queued before it.
+    marker = renewal_requested_event(user_id=traveller.user_id, iccid=iccid, token="card_declined")
+    kafka_client.send(topic, iccid, marker)
+    traveller.wait_for_status(marker["data"]["renewal_id"], "PAYMENT_FAILED")
+    assert len(ledger(platform, "payment", reference=renewal_id)["captures"]) == 1
+    assert len(ledger(platform, "esim", reference=renewal_id)["orders"]) == 1
+    events = activated_events(kafka_client, platform, renewal_id)
+    assert len({e["id"] for e in events}) == 1
+
+
+def test_conflicting_duplicate_is_rejected_and_the_original_goes_on(
+    platform: Platform, kafka_client: PlainKafka
+) -> None:
+    traveller = Traveller.register(platform)
+    iccid = traveller.bind_new_card()
+    event = renewal_requested_event(user_id=traveller.user_id, iccid=iccid, token="card_slow")
+    renewal_id = event["data"]["renewal_id"]
+    topic = platform.topic("esim.renewal.requested")
+    kafka_client.send(topic, iccid, event)
+    other = renewal_requested_event(
+        user_id=traveller.user_id,
+        iccid=iccid,
+        token="card_ok",
+        renewal_id=renewal_id,
+        plan_code="JP-1D-1GB",
+    )
+    kafka_client.send(topic, iccid, other)
+
+    [rejected] = kafka_client.records(
+        platform.topic("esim.renewal.rejected"),
+        lambda r: cloudevent(r).get("renewalid") == renewal_id,
+    )
+    assert cloudevent(rejected)["data"]["reason"] == "conflicting_duplicate"
+    saga = traveller.wait_for_status(renewal_id, "ACTIVATED")
+    assert saga["plan_code"] == "JP-30D-10GB"
+    assert len(ledger(platform, "payment", reference=renewal_id)["captures"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [("card_declined", "declined"), ("paypal_insufficient", "insufficient_funds")],
+)
+def test_declined_payment_fails_without_capture(
+    platform: Platform, token: str, reason: str
+) -> None:
+    traveller = Traveller.register(platform)
+    iccid = traveller.bind_new_card()
+    renewal_id = traveller.renew(iccid, token).json()["renewal_id"]
+
+    saga = traveller.wait_for_status(renewal_id, "PAYMENT_FAILED")
+    assert saga["reason"] == reason
+    assert ledger(platform, "payment", reference=renewal_id)["captures"] == []
+    assert ledger(platform, "esim", reference=renewal_id)["orders"] == []
+    wait_until(lambda: mails_about(platform, iccid), what="a payment failure mail")
+
+
+def test_flaky_provider_still_captures_once(platform: Platform) -> None:
+    traveller = Traveller.register(platform)
+    iccid = traveller.bind_new_card()
+    renewal_id = traveller.renew(iccid, "paypal_flaky").json()["renewal_id"]
+
+    traveller.wait_for_status(renewal_id, "ACTIVATED")
+    assert len(ledger(platform, "payment", reference=renewal_id)["captures"]) == 1
+
+
+def test_failed_activation_is_refunded(platform: Platform) -> None:
+    traveller = Traveller.register(platform)
+    iccid = traveller.bind_new_card()
+    fault = httpx.post(
+        f"{platform.url('esim')}/sandbox/faults", json={"iccid": iccid, "mode": "fail"}
+    )
+    assert fault.status_code == 200
+    renewal_id = traveller.renew(iccid, "card_ok").json()["renewal_id"]
+
+    saga = traveller.wait_for_status(renewal_id, "REFUNDED")
+    assert "refund_requested" in [step["step"] for step in saga["timeline"]]
+    payments = ledger(platform, "payment", reference=renewal_id)
+    assert len(payments["captures"]) == 1
+    assert len(payments["refunds"]) == 1
+    assert payments["refunds"][0]["amount"] == payments["captures"][0]["amount"]
+    card = traveller.get(f"/v1/cards/{iccid}").json()
+    assert card["valid_until"] is None
+    wait_until(lambda: mails_about(platform, iccid), what="a refund mail")
+
+
+def test_renewal_of_someone_elses_card_is_rejected(
+    platform: Platform, kafka_client: PlainKafka
+) -> None:
+    owner = Traveller.register(platform)
+    iccid = owner.bind_new_card()
+    stranger = Traveller.register(platform)
+    assert stranger.renew(iccid).status_code == 404
+
+    event = renewal_requested_event(user_id=stranger.user_id, iccid=iccid)
+    kafka_client.send(platform.topic("esim.renewal.requested"), iccid, event)
+    [rejected] = kafka_client.records(
+        platform.topic("esim.renewal.rejected"),
+        lambda r: cloudevent(r).get("renewalid") == event["data"]["renewal_id"],
+    )
+    assert cloudevent(rejected)["data"]["reason"] == "card_not_owned"
+
+
+def test_poison_message_is_dead_lettered_and_the_partition_moves_on(
+    platform: Platform, kafka_client: PlainKafka
+) -> None:
+    traveller = Traveller.register(platform)
+    iccid = traveller.bind_new_card()
+    topic = platform.topic("esim.renewal.requested")
+    marker = f"not json {uuid.uuid4()}".encode()
+    kafka_client.send(topic, iccid, marker)
+    invalid = renewal_requested_event(user_id=traveller.user_id, iccid=iccid)
+    invalid["data"]["iccid"] = "1234"
+    kafka_client.send(topic, iccid, invalid)
+    event = renewal_requested_event(user_id=traveller.user_id, iccid=iccid)
+    kafka_client.send(topic, iccid, event)
+
+    traveller.wait_for_status(event["data"]["renewal_id"], "ACTIVATED")
+    [dead] = kafka_client.records(f"{topic}.dlq", lambda r: r.value == marker)
+    headers = {name: value.decode() for name, value in dead.headers}
+    assert headers["x-error-type"] == "undecodable"
+    assert headers["x-original-topic"] == topic
+    assert {"x-error", "x-original-partition", "x-original-offset", "x-failed-at"} <= set(headers)
+    [schema_invalid] = kafka_client.records(
+        f"{topic}.dlq", lambda r: r.value.startswith(b"{") and cloudevent(r)["id"] == invalid["id"]
+    )
+    reasons = {name: value.decode() for name, value in schema_invalid.headers}
+    assert reasons["x-error-type"] == "schema_invalid"
+    assert "iccid" in reasons["x-error"]

@@ -1,0 +1,217 @@
+"""What a frontend, a carrier and an operator do in the tests: HTTP calls and plain Kafka."""
+
+import csv
+import itertools
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from tests.support.infra import ROOT, Platform, wait_until
+
+TERMINAL = {"ACTIVATED", "PAYMENT_FAILED", "REFUNDED", "REJECTED", "TIMED_OUT"}
+
+
+def _demo_cards() -> Iterator[tuple[str, str]]:
+    with (ROOT / "deploy/local/cards.csv").open() as handle:
+        rows = [(row["iccid"], row["activation_code"]) for row in csv.DictReader(handle)]
+    return iter(rows)
+
+
+_cards = _demo_cards()
+_cards_lock = threading.Lock()
+
+
+def next_card() -> tuple[str, str]:
+    """A demo card no other test has used in this session."""
+    with _cards_lock:
+        return next(_cards)
+
+
+@dataclass
+class Traveller:
+    """A registered user with an access token, talking to the accounts API."""
+
+    platform: Platform
+    email: str
+    user_id: str
+    token: str
+
+    @classmethod
+    def register(cls, platform: Platform, locale: str = "en") -> "Traveller":
+        """Register a new user and log in."""
+        base = platform.url("accounts")
+        email = f"traveller-{uuid.uuid4().hex[:10]}@example.com"
+        created = httpx.post(
+            f"{base}/v1/users",
+            json={"email": email, "password": "correct horse 1", "locale": locale},
+        )
+        assert created.status_code == 201, created.text
+        token = httpx.post(
+            f"{base}/v1/auth/token", data={"username": email, "password": "correct horse 1"}
+        )
+        assert token.status_code == 200, token.text
+        return cls(platform, email, created.json()["id"], token.json()["access_token"])
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The bearer authorization header."""
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def get(self, path: str) -> httpx.Response:
+        """GET on the accounts API as this user."""
+        return httpx.get(f"{self.platform.url('accounts')}{path}", headers=self.headers)
+
+    def bind_new_card(self) -> str:
+        """Bind an unused demo card; returns its ICCID."""
+        iccid, code = next_card()
+        response = httpx.post(
+            f"{self.platform.url('accounts')}/v1/cards",
+            json={"iccid": iccid, "activation_code": code},
+            headers=self.headers,
+        )
+        assert response.status_code == 201, response.text
+        return iccid
+
+    def renew(
+        self,
+        iccid: str,
+        token: str = "card_ok",
+        *,
+        plan_code: str = "JP-30D-10GB",
+        start: str = "now",
+        key: str | None = None,
+    ) -> httpx.Response:
+        """Ask for a renewal over HTTP."""
+        method = token.split("_", 1)[0]
+        headers = dict(self.headers)
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        return httpx.post(
+            f"{self.platform.url('accounts')}/v1/cards/{iccid}/renewals",
+            json={
+                "plan_code": plan_code,
+                "payment": {"method": method, "token": token},
+                "start": start,
+            },
+            headers=headers,
+        )
+
+    def wait_for_status(
+        self, renewal_id: str, *statuses: str, timeout: float = 60
+    ) -> dict[str, Any]:
+        """Poll the renewal until it reaches one of `statuses` (or any terminal one)."""
+        wanted = set(statuses) or TERMINAL
+
+        def reached() -> dict[str, Any] | None:
+            response = self.get(f"/v1/renewals/{renewal_id}")
+            if response.status_code != 200:
+                return None
+            body: dict[str, Any] = response.json()
+            if body["status"] in wanted or (body["status"] in TERMINAL and not statuses):
+                return body
+            if body["status"] in TERMINAL - wanted:
+                raise AssertionError(f"renewal ended in {body['status']}, wanted {wanted}: {body}")
+            return None
+
+        result: dict[str, Any] = wait_until(reached, timeout=timeout, what=f"renewal {wanted}")
+        return result
+
+
+def ledger(platform: Platform, sandbox: str, **filters: str) -> dict[str, Any]:
+    """What a sandbox recorded (captures and refunds, or bundle orders)."""
+    response = httpx.get(f"{platform.url(sandbox)}/sandbox/ledger", params=filters)
+    response.raise_for_status()
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def renewal_requested_event(
+    *,
+    user_id: str,
+    iccid: str,
+    token: str = "card_ok",
+    renewal_id: str | None = None,
+    plan_code: str = "JP-30D-10GB",
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """A RenewalRequested CloudEvent as an upstream frontend would write it, by hand."""
+    renewal = renewal_id or str(uuid.uuid4())
+    return {
+        "specversion": "1.0",
+        "id": event_id or str(uuid.uuid4()),
+        "source": "/frontends/partner-site",
+        "type": "esim.renewal.requested.v1",
+        "subject": iccid,
+        "time": "2026-11-24T10:00:00.000Z",
+        "datacontenttype": "application/json",
+        "renewalid": renewal,
+        "data": {
+            "renewal_id": renewal,
+            "user_id": user_id,
+            "iccid": iccid,
+            "plan_code": plan_code,
+            "payment": {"method": token.split("_", 1)[0], "token": token},
+            "start": "now",
+            "requested_at": "2026-11-24T10:00:00.000Z",
+        },
+    }
+
+
+class PlainKafka:
+    """A plain kafka-python client, as an outside system would use."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+
+    def send(self, topic: str, key: str, value: bytes | dict[str, Any]) -> None:
+        """Publish one message and wait for the broker's ack."""
+        raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+        self.producer.send(topic, key=key.encode(), value=raw).get(timeout=30)
+
+    def records(
+        self, topic: str, matches: Callable[[Any], bool], *, at_least: int = 1, timeout: float = 60
+    ) -> list[Any]:
+        """All records of a topic (from the beginning) that match, once there are `at_least`."""
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, consumer_timeout_ms=500
+        )
+        try:
+            partitions = wait_until(
+                lambda: consumer.partitions_for_topic(topic), timeout=timeout, what=f"topic {topic}"
+            )
+            assigned = [TopicPartition(topic, p) for p in partitions]
+            found: list[Any] = []
+
+            def enough() -> bool:
+                consumer.assign(assigned)
+                consumer.seek_to_beginning(*assigned)
+                found.clear()
+                for _ in itertools.count():
+                    batch = consumer.poll(timeout_ms=500)
+                    if not batch:
+                        break
+                    for messages in batch.values():
+                        found.extend(m for m in messages if matches(m))
+                return len(found) >= at_least
+
+            wait_until(enough, timeout=timeout, interval=0.5, what=f"{at_least} records on {topic}")
+            return list(found)
+        finally:
+            consumer.close()
+
+    def close(self) -> None:
+        """Flush and close the producer."""
+        self.producer.close()
+
+
+def cloudevent(record: Any) -> dict[str, Any]:
+    """The CloudEvent a Kafka record carries."""
+    value: dict[str, Any] = json.loads(record.value)
+    return value

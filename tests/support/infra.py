@@ -1,0 +1,324 @@
+"""The real parts the integration tests run against: Kafka, Redis, sandboxes and services.
+
+Kafka and Redis come, in this order, from `KAFKA_BOOTSTRAP_SERVERS` / `REDIS_URL`, from
+testcontainers where a Docker engine answers, or from local processes started here (the broker
+from the Maven-resolved jars of deploy/kafka, `redis-server` from Debian's package).
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(
+    check: Callable[[], Any], *, timeout: float = 60.0, interval: float = 0.2, what: str = ""
+) -> Any:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as error:  # the thing polled may not be up yet
+            last_error = error
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what or check}: {last_error}")
+
+
+def port_open(port: int) -> bool:
+    """Tell whether something accepts TCP connections on the loopback port."""
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def docker_available() -> bool:
+    """Tell whether a Docker engine answers (the client alone is not enough)."""
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return (
+            subprocess.run(
+                ["docker", "info"], capture_output=True, timeout=10, check=False
+            ).returncode
+            == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@dataclass
+class Process:
+    """A child process with its log file; started in its own process group."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    ready: Callable[[], bool]
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 90.0) -> "Process":
+        """Start the process and wait until it is ready."""
+        log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            self.argv,
+            cwd=ROOT,
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+        def up() -> bool:
+            assert self.popen is not None
+            if self.popen.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.popen.returncode}; see {self.log_path}:\n"
+                    + self.log_path.read_text(errors="replace")[-3000:]
+                )
+            return self.ready()
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if up():
+                return self
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.name} not ready after {timeout}s; see {self.log_path}")
+
+    def kill(self) -> None:
+        """SIGKILL the process (a crash at whatever line it is on)."""
+        if self.popen is not None and self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(10)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM the process and wait; SIGKILL it if it does not stop."""
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        with suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def http_ok(url: str) -> Callable[[], bool]:
+    """A readiness probe: the URL answers 200."""
+
+    def probe() -> bool:
+        try:
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return probe
+
+
+@contextmanager
+def kafka(workdir: Path) -> Iterator[str]:
+    """A Kafka bootstrap address: the given one, a testcontainer, or a local KRaft broker."""
+    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if given:
+        yield given
+        return
+    if docker_available():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    port, controller = free_port(), free_port()
+    broker = Process(
+        "kafka",
+        [str(ROOT / "deploy/kafka/run.sh")],
+        {
+            "KAFKA_PORT": str(port),
+            "KAFKA_CONTROLLER_PORT": str(controller),
+            "KAFKA_DATA_DIR": str(workdir / "kafka"),
+        },
+        workdir / "kafka.log",
+        lambda: port_open(port),
+    ).start(timeout=180)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        broker.stop(timeout=30)
+
+
+@contextmanager
+def redis(workdir: Path) -> Iterator[str]:
+    """A Redis URL: the given one, a testcontainer, or a local `redis-server`."""
+    given = os.environ.get("REDIS_URL")
+    if given:
+        yield given
+        return
+    if docker_available():
+        from testcontainers.redis import RedisContainer
+
+        with RedisContainer("redis:7") as container:
+            host = container.get_container_host_ip()
+            yield f"redis://{host}:{container.get_exposed_port(6379)}/0"
+        return
+    subprocess.run([str(ROOT / "deploy/redis/ensure.sh")], check=True)
+    port = free_port()
+    server = Process(
+        "redis",
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        {},
+        workdir / "redis.log",
+        lambda: port_open(port),
+    ).start()
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.stop()
+
+
+SERVICES = ("accounts", "billing", "provisioning", "notifier")
+
+
+@dataclass
+class Platform:
+    """Every process of the platform, on free ports, for one test session."""
+
+    workdir: Path
+    kafka: str
+    redis: str
+    topic_suffix: str = ""
+    ports: dict[str, int] = field(default_factory=dict)
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    @property
+    def mail_dir(self) -> Path:
+        """Where the SMTP sink keeps what it received."""
+        return self.workdir / "mail"
+
+    def url(self, name: str) -> str:
+        """The HTTP base URL of a service or sandbox."""
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def topic(self, base: str) -> str:
+        """The name this run uses for a contract topic."""
+        return base + self.topic_suffix
+
+    def common_env(self) -> dict[str, str]:
+        """Environment shared by every service process."""
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka,
+            "REDIS_URL": self.redis,
+            "LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+        }
+        if self.topic_suffix:
+            from esim_core.settings import Topics
+
+            for name, value in Topics().model_dump().items():
+                env[f"TOPIC_{name.upper()}"] = value + self.topic_suffix
+        return env
+
+    def start(self) -> None:
+        """Start the sandboxes, the SMTP sink and the four services."""
+        for name in ("payment", "esim", "smtp", *SERVICES):
+            self.ports[name] = free_port()
+        self.mail_dir.mkdir(parents=True, exist_ok=True)
+        python = sys.executable
+        sandbox_env = {
+            "payment": {"PAYMENT_SANDBOX_PORT": str(self.ports["payment"])},
+            "esim": {
+                "ESIM_SANDBOX_PORT": str(self.ports["esim"]),
+                "ESIM_SANDBOX_CARDS_CSV": str(ROOT / "deploy/local/cards.csv"),
+            },
+        }
+        for name in ("payment", "esim"):
+            self.processes[name] = Process(
+                f"{name}-sandbox",
+                [python, "-m", f"sandboxes.{name}"],
+                sandbox_env[name],
+                self.workdir / f"{name}-sandbox.log",
+                http_ok(f"{self.url(name)}/sandbox/ledger"),
+            ).start()
+        smtp_port = self.ports["smtp"]
+        self.processes["smtp"] = Process(
+            "smtp",
+            [python, "-m", "sandboxes.smtp"],
+            {"SMTP_SINK_PORT": str(smtp_port), "SMTP_SINK_DIR": str(self.mail_dir)},
+            self.workdir / "smtp.log",
+            lambda: port_open(smtp_port),
+        ).start()
+        for name in SERVICES:
+            self.processes[name] = self.service_process(name).start()
+
+    def service_process(self, name: str) -> Process:
+        """The process of one service, configured for this platform (not started)."""
+        prefix = name.upper()
+        env = {
+            **self.common_env(),
+            f"{prefix}_HTTP_PORT": str(self.ports[name]),
+            f"{prefix}_DATABASE_URL": f"sqlite+aiosqlite:///{self.workdir}/{name}.sqlite",
+            "ACCOUNTS_CARDS_CSV": str(ROOT / "deploy/local/cards.csv"),
+            "BILLING_PAYMENT_GATEWAY_URL": self.url("payment"),
+            "BILLING_DUNNING_SCHEDULE_S": "0.5,1",
+            "PROVISIONING_ESIM_PLATFORM_URL": self.url("esim"),
+            "NOTIFIER_SMTP_HOST": "127.0.0.1",
+            "NOTIFIER_SMTP_PORT": str(self.ports["smtp"]),
+        }
+        return Process(
+            name,
+            [sys.executable, "-m", name],
+            env,
+            self.workdir / f"{name}.log",
+            http_ok(f"{self.url(name)}/health/ready"),
+        )
+
+    def restart(self, name: str) -> None:
+        """Start a service again after it was stopped or killed."""
+        self.processes[name] = self.service_process(name).start()
+
+    def stop(self) -> None:
+        """Stop every process, services first."""
+        for name in reversed(list(self.processes)):
+            self.processes[name].stop()
+
+
+def new_suffix() -> str:
+    """A topic suffix unique to one run, for clusters shared with other runs."""
+    return "." + uuid.uuid4().hex[:8]
