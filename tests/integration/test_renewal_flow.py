@@ -223,3 +223,25 @@ def test_poison_message_is_dead_lettered_and_the_partition_moves_on(
     reasons = {name: value.decode() for name, value in schema_invalid.headers}
     assert reasons["x-error-type"] == "schema_invalid"
     assert "iccid" in reasons["x-error"]
+
+
+def test_operator_lists_and_replays_dead_letters(
+    platform: Platform, kafka_client: PlainKafka
+) -> None:
+    import asyncio
+
+    from esim_core.dlq import list_dead_letters, replay
+
+    traveller = Traveller.register(platform)
+    iccid = traveller.bind_new_card()
+    topic = platform.topic("esim.renewal.requested")
+    poison = f"not json {uuid.uuid4()}".encode()
+    kafka_client.send(topic, iccid, poison)
+    kafka_client.records(f"{topic}.dlq", lambda r: r.value == poison)
+
+    listed = asyncio.run(list_dead_letters(platform.kafka, topic))
+    assert any(item["key"] == iccid and item["size"] == len(poison) for item in listed)
+    assert asyncio.run(replay(platform.kafka, topic)) >= 1
+    # Replayed, it is dead-lettered again (still poison), so it now appears twice.
+    kafka_client.records(f"{topic}.dlq", lambda r: r.value == poison, at_least=2)
+    assert asyncio.run(replay(platform.kafka, topic)) >= 1

@@ -1,0 +1,123 @@
+"""Ops command for dead letters: list what is on `<topic>.dlq`, and replay it to its topic.
+
+    python -m esim_core.dlq list esim.renewal.requested
+    python -m esim_core.dlq replay esim.renewal.requested [--limit N]
+
+Replay publishes each dead letter, unchanged, back to the topic it came from and commits its
+position in the consumer group `dlq-replay`, so a dead letter is replayed once; a fixed consumer
+then handles it (or dead-letters it again, with the new error).
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+
+def _headers(record: Any) -> dict[str, str]:
+    return {name: value.decode("utf-8", "replace") for name, value in record.headers or ()}
+
+
+async def list_dead_letters(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    """Every dead letter of a topic, oldest first, with its error headers."""
+    dlq = f"{topic}.dlq"
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await probe.start()
+    try:
+        exists = dlq in await probe.topics()
+    finally:
+        await probe.stop()
+    if not exists:
+        return []
+    # Subscribing without a group assigns every partition and fetches their metadata.
+    consumer = AIOKafkaConsumer(
+        dlq, bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        assigned = sorted(consumer.assignment(), key=lambda tp: tp.partition)
+        ends = await consumer.end_offsets(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        found: list[dict[str, Any]] = []
+        while [tp for tp in assigned if await consumer.position(tp) < ends[tp]]:
+            batch = await consumer.getmany(timeout_ms=1000)
+            for records in batch.values():
+                for record in records:
+                    found.append(
+                        {
+                            "partition": record.partition,
+                            "offset": record.offset,
+                            "key": record.key.decode("utf-8", "replace") if record.key else None,
+                            "headers": _headers(record),
+                            "size": len(record.value or b""),
+                        }
+                    )
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def replay(bootstrap: str, topic: str, limit: int | None = None) -> int:
+    """Publish not-yet-replayed dead letters back to their original topic; returns how many."""
+    consumer = AIOKafkaConsumer(
+        f"{topic}.dlq",
+        bootstrap_servers=bootstrap,
+        group_id="dlq-replay",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await consumer.start()
+    await producer.start()
+    replayed = 0
+    try:
+        while limit is None or replayed < limit:
+            batch = await consumer.getmany(timeout_ms=3000, max_records=1)
+            if not batch:
+                break
+            for records in batch.values():
+                for record in records:
+                    original = _headers(record).get("x-original-topic", topic)
+                    await producer.send_and_wait(
+                        original,
+                        value=record.value,
+                        key=record.key,
+                        headers=[("x-replayed-from", f"{record.topic}@{record.offset}".encode())],
+                    )
+                    await consumer.commit()
+                    replayed += 1
+        return replayed
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m esim_core.dlq`."""
+    parser = argparse.ArgumentParser(prog="python -m esim_core.dlq", description=__doc__)
+    parser.add_argument("command", choices=["list", "replay"])
+    parser.add_argument("topic", help="the original topic, e.g. esim.renewal.requested")
+    parser.add_argument("--limit", type=int, default=None, help="replay at most this many")
+    parser.add_argument(
+        "--bootstrap",
+        default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
+    )
+    args = parser.parse_args(argv)
+    if args.topic.endswith(".dlq"):
+        parser.error("name the original topic, not its .dlq")
+    if args.command == "list":
+        for item in asyncio.run(list_dead_letters(args.bootstrap, args.topic)):
+            print(json.dumps(item, ensure_ascii=False))
+        return 0
+    count = asyncio.run(replay(args.bootstrap, args.topic, args.limit))
+    print(f"replayed {count} dead letter(s) from {args.topic}.dlq", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
