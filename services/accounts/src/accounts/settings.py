@@ -24,8 +24,13 @@ class AccountsSettings(ServiceSettings):
     jwt_ttl_s: int = Field(3600, ge=60, le=86400, description="lifetime of an access token")
     cards_csv: Path | None = Field(
         Path("deploy/local/cards.csv"),
-        description="card inventory to import at start (iccid,activation_code); unset to skip",
+        description="card inventory to import at start (iccid,activation_code); empty to skip",
     )
+
+    @field_validator("cards_csv", mode="before")
+    @classmethod
+    def _empty_means_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("jwt_secret")
     @classmethod

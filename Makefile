@@ -1,0 +1,76 @@
+# eSIM plan renewal platform. `make help` lists the targets.
+# uv comes from scripts/ensure-uv.sh (uv on PATH, or a pinned copy installed from PyPI into .tools/).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTEST_ARGS ?=
+TEST_PATHS := shared services sandboxes tests
+MYPY_PATHS := shared/schemas/src shared/core/src services/*/src sandboxes/src
+
+# Resolve uv once per make invocation, and only for targets that need it.
+ifneq ($(filter-out help clean,$(or $(MAKECMDGOALS),$(.DEFAULT_GOAL))),)
+UV := $(shell scripts/ensure-uv.sh)
+ifeq ($(UV),)
+$(error uv is not available and scripts/ensure-uv.sh could not install it; see the message above)
+endif
+endif
+RUN := $(UV) run --frozen
+
+.PHONY: help run test test-unit lint format schemas clean sync kafka-jars redis
+
+help: ## list the targets
+	@echo "Targets:"
+	@grep -E '^[a-z][a-z-]*:.*## ' $(firstword $(MAKEFILE_LIST)) \
+	  | awk 'BEGIN {FS = ":.*## "} {printf "  make %-11s %s\n", $$1, $$2}'
+
+run: ## run the whole platform locally (Kafka, Redis, sandboxes, services); Ctrl-C stops it
+	@UV="$(UV)" scripts/run-local.sh
+
+sync: ## install the workspace into .venv exactly as uv.lock says
+	@echo "==> uv sync --frozen"
+	$(UV) sync --frozen
+
+kafka-jars: ## Java 17+ and Maven if missing, then the Kafka broker jars into deploy/kafka/lib (once)
+	@echo "==> Kafka jars (deploy/kafka/lib)"
+	scripts/ensure-java-maven.sh
+	deploy/kafka/fetch.sh
+
+redis: ## install redis-server if it is missing
+	@echo "==> redis-server"
+	deploy/redis/ensure.sh
+
+test: sync kafka-jars redis ## unit, contract and integration tests (real Kafka, Redis, sandboxes)
+	@echo "==> pytest $(TEST_PATHS)"
+	@if $(RUN) pytest -p no:cacheprovider -q $(PYTEST_ARGS) $(TEST_PATHS); then \
+	  echo "==> make test: PASSED"; \
+	else \
+	  status=$$?; echo "==> make test: FAILED (pytest exit status $$status)" >&2; exit $$status; \
+	fi
+
+test-unit: sync ## the tests that need no broker (pytest -m "not integration")
+	@echo "==> pytest -m 'not integration' $(TEST_PATHS)"
+	@if $(RUN) pytest -p no:cacheprovider -q -m "not integration" $(PYTEST_ARGS) $(TEST_PATHS); then \
+	  echo "==> make test-unit: PASSED"; \
+	else \
+	  status=$$?; echo "==> make test-unit: FAILED (pytest exit status $$status)" >&2; exit $$status; \
+	fi
+
+lint: sync ## ruff check, ruff format --check, mypy --strict
+	@echo "==> ruff check"
+	$(RUN) ruff check .
+	@echo "==> ruff format --check"
+	$(RUN) ruff format --check .
+	@echo "==> mypy"
+	$(RUN) mypy $(MYPY_PATHS)
+
+format: sync ## apply ruff's fixes and formatting
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+schemas: sync ## regenerate the committed JSON Schemas / AsyncAPI from shared/schemas
+	$(RUN) python -m esim_schemas.generate
+
+clean: ## remove var/ (logs, databases, mail, Kafka and Redis data)
+	rm -rf var/

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# `make run`: the whole platform as local processes (see Procfile.local and CONTRACT.md's table).
+#
+# Makes uv available, syncs the workspace venv, fetches the Kafka jars and installs redis-server
+# (each only the first time), then hands over to scripts/supervise.py, which starts Kafka,
+# Redis, the sandboxes and the four services with one log per process in var/log/, waits
+# until all answer (RUN_LOCAL_TIMEOUT, 180 s), and stops them all on Ctrl-C or SIGTERM.
+# RUN_LOCAL_ONLY="kafka redis smtp payment-sandbox esim-sandbox" starts just those (e.g. to run a
+# service from an IDE against the rest).
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+step() { printf '==> %s\n' "$*"; }
+
+python=$(command -v python3 || true)
+if [ -z "$python" ]; then
+  echo "run-local: python3 is required" >&2
+  exit 1
+fi
+
+# Shared addresses, derived from the port variables unless given outright.
+export KAFKA_PORT=${KAFKA_PORT:-9092}
+export REDIS_PORT=${REDIS_PORT:-6379}
+export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
+export SMTP_SINK_DIR=${SMTP_SINK_DIR:-$root/var/mail}
+export SMTP_SINK_PORT=${SMTP_SINK_PORT:-1025}
+export PAYMENT_SANDBOX_PORT=${PAYMENT_SANDBOX_PORT:-8010}
+export ESIM_SANDBOX_PORT=${ESIM_SANDBOX_PORT:-8011}
+export NOTIFIER_SMTP_HOST=${NOTIFIER_SMTP_HOST:-127.0.0.1}
+export NOTIFIER_SMTP_PORT=${NOTIFIER_SMTP_PORT:-$SMTP_SINK_PORT}
+export BILLING_PAYMENT_GATEWAY_URL=${BILLING_PAYMENT_GATEWAY_URL:-http://127.0.0.1:$PAYMENT_SANDBOX_PORT}
+export PROVISIONING_ESIM_PLATFORM_URL=${PROVISIONING_ESIM_PLATFORM_URL:-http://127.0.0.1:$ESIM_SANDBOX_PORT}
+export PYTHONUNBUFFERED=1
+
+# Fail fast, before any download, when something already holds one of the ports.
+only=${RUN_LOCAL_ONLY:-}
+"$python" scripts/supervise.py --procfile Procfile.local --only "$only" --check-ports
+
+step "uv"
+UV=$(scripts/ensure-uv.sh)
+export UV
+step "uv sync --frozen"
+"$UV" sync --frozen
+step "Kafka jars (deploy/kafka/lib)"
+scripts/ensure-java-maven.sh
+deploy/kafka/fetch.sh
+step "redis-server"
+deploy/redis/ensure.sh
+mkdir -p var/log var/db var/mail var/redis var/kafka "$SMTP_SINK_DIR"
+
+step "starting the local stack (logs in var/log/)"
+exec "$python" scripts/supervise.py --procfile Procfile.local --only "$only" --log-dir var/log \
+  --timeout "${RUN_LOCAL_TIMEOUT:-180}"
