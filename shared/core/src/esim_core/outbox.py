@@ -142,7 +142,7 @@ class OutboxRelay:
         finally:
             if published:
                 async with self.database.session() as session:
-                    await session.execute(
+                    await session.exec(
                         update(OutboxMessage)
                         .where(col(OutboxMessage.id).in_(published))
                         .values(published_at=utcnow())

@@ -53,7 +53,7 @@ async def claim_due(
             )
         ).all()
         for key in candidates:
-            result: Any = await session.execute(
+            result: Any = await session.exec(
                 update(table)
                 .where(col(id_column) == key, free)
                 .values(lease_until=now + timedelta(seconds=lease_s))

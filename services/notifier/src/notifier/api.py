@@ -1,0 +1,108 @@
+"""The notifier's HTTP API: what it sent (or tried to send) for a card or a renewal."""
+
+import re
+from typing import Annotated
+from uuid import UUID
+
+from esim_core.db import Database
+from esim_core.http import ProblemError
+from esim_core.worker import as_utc
+from esim_schemas import luhn_valid
+from esim_schemas.types import UtcDatetime
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+from sqlmodel import col, select
+
+from notifier.store import Notification
+
+_ICCID = re.compile(r"[0-9]{19,20}")
+
+
+class NotificationPublic(BaseModel):
+    """One notification as the API shows it; never the message body."""
+
+    id: str
+    kind: str = Field(description="profile_activated, payment_failed, payment_refunded, ...")
+    channel: str = Field(description="email")
+    recipient: str | None = Field(description="the address it went to; null until a send round")
+    subject: str | None
+    status: str = Field(description="pending, sent, failed or undeliverable")
+    detail: str | None = Field(description="why it is waiting, failed or undeliverable")
+    locale: str | None
+    iccid: str
+    renewal_id: str | None
+    event_id: str = Field(description="the CloudEvents id of the event it is about")
+    created_at: UtcDatetime
+    sent_at: UtcDatetime | None
+
+    @classmethod
+    def of(cls, row: Notification) -> "NotificationPublic":
+        """The public view of a stored notification."""
+        return cls(
+            id=row.id,
+            kind=row.kind,
+            channel=row.channel,
+            recipient=row.recipient,
+            subject=row.subject,
+            status=row.status,
+            detail=row.detail,
+            locale=row.locale,
+            iccid=row.iccid,
+            renewal_id=row.renewal_id,
+            event_id=row.event_id,
+            created_at=as_utc(row.created_at),
+            sent_at=as_utc(row.sent_at) if row.sent_at is not None else None,
+        )
+
+
+def notifications_router(database: Database) -> APIRouter:
+    """`GET /v1/notifications?iccid=` (or `?renewal_id=`), newest first."""
+    router = APIRouter(prefix="/v1", tags=["notifications"])
+
+    @router.get("/notifications")
+    async def list_notifications(
+        iccid: Annotated[
+            str | None,
+            Query(description="the card's ICCID: 19 or 20 digits with a valid Luhn check digit"),
+        ] = None,
+        renewal_id: Annotated[UUID | None, Query(description="a renewal's id")] = None,
+        limit: Annotated[int, Query(ge=1, le=500, description="at most this many")] = 100,
+    ) -> list[NotificationPublic]:
+        """List the notifications for a card or a renewal (or both at once), newest first."""
+        if iccid is None and renewal_id is None:
+            raise ProblemError(
+                422,
+                "Give the card's ICCID (?iccid=) or a renewal id (?renewal_id=).",
+                kind="validation",
+                errors=[{"field": "query.iccid", "message": "required", "type": "missing"}],
+            )
+        if iccid is not None:
+            _check_iccid(iccid)
+        query = select(Notification)
+        if iccid is not None:
+            query = query.where(col(Notification.iccid) == iccid)
+        if renewal_id is not None:
+            query = query.where(col(Notification.renewal_id) == str(renewal_id))
+        query = query.order_by(col(Notification.created_at).desc(), col(Notification.id)).limit(
+            limit
+        )
+        async with database.session() as session:
+            rows = (await session.exec(query)).all()
+        return [NotificationPublic.of(row) for row in rows]
+
+    return router
+
+
+def _check_iccid(iccid: str) -> None:
+    if _ICCID.fullmatch(iccid) is None:
+        problem = f"an ICCID is 19 or 20 digits (0-9), got {iccid[:32]!r}"
+    elif not luhn_valid(iccid):
+        problem = "the ICCID check digit is wrong (Luhn)"
+    else:
+        return
+    raise ProblemError(
+        422,
+        f"The request is not valid: query.iccid: {problem}",
+        kind="validation",
+        errors=[{"field": "query.iccid", "message": problem, "type": "value_error"}],
+    )

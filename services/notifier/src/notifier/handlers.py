@@ -1,0 +1,156 @@
+"""Reactions to consumed events: remember contacts, and queue one notification per event."""
+
+import logging
+from typing import Any
+
+from esim_core.worker import as_utc, utcnow
+from esim_schemas import (
+    CardBound,
+    CloudEvent,
+    EventData,
+    PaymentFailed,
+    PaymentRefunded,
+    ProfileActivated,
+    RenewalRejected,
+)
+from sqlalchemy import update
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from notifier.domain import Channel, NotificationKind, NotificationStatus, notification_id
+from notifier.store import Contact, Notification
+
+logger = logging.getLogger(__name__)
+
+
+async def on_card_bound(session: AsyncSession, event: CloudEvent[CardBound]) -> None:
+    """Remember whom to write to about the card, and wake notifications that waited for it."""
+    data = event.data
+    now = utcnow()
+    contact = await session.get(Contact, data.iccid)
+    if contact is None:
+        contact = Contact(
+            iccid=data.iccid,
+            user_id=data.user_id,
+            email=str(data.email),
+            phone=data.phone,
+            locale=data.locale,
+            bound_at=event.time,
+            updated_at=now,
+        )
+    elif as_utc(contact.bound_at) > event.time:
+        # An older binding delivered late must not overwrite the current one.
+        logger.info("ignoring an older CardBound %s for card %s", event.id, data.iccid)
+        return
+    else:
+        contact.user_id = data.user_id
+        contact.email = str(data.email)
+        contact.phone = data.phone
+        contact.locale = data.locale
+        contact.bound_at = event.time
+        contact.updated_at = now
+    session.add(contact)
+    # Notifications that arrived before this CardBound wait with a backoff; send them now.
+    await session.exec(
+        update(Notification)
+        .where(
+            col(Notification.iccid) == data.iccid,
+            col(Notification.status) == NotificationStatus.PENDING,
+            col(Notification.send_rounds) == 0,
+            col(Notification.due_at).is_not(None),
+        )
+        .values(due_at=now)
+    )
+    logger.info("card %s now notifies user %s at %s", data.iccid, data.user_id, data.email)
+
+
+async def on_profile_activated(session: AsyncSession, event: CloudEvent[ProfileActivated]) -> None:
+    """Queue the confirmation that the plan is live or queued."""
+    await queue_notification(session, event, NotificationKind.PROFILE_ACTIVATED)
+
+
+async def on_payment_failed(session: AsyncSession, event: CloudEvent[PaymentFailed]) -> None:
+    """Queue the message that the payment failed and nothing was charged."""
+    await queue_notification(session, event, NotificationKind.PAYMENT_FAILED)
+
+
+async def on_payment_refunded(session: AsyncSession, event: CloudEvent[PaymentRefunded]) -> None:
+    """Queue the message that the plan could not be activated and the payment was refunded."""
+    await queue_notification(session, event, NotificationKind.PAYMENT_REFUNDED)
+
+
+async def on_renewal_rejected(session: AsyncSession, event: CloudEvent[RenewalRejected]) -> None:
+    """Queue the message that a renewal was not accepted, to the card's known contact only.
+
+    A rejection for a card nobody bound (`unknown_card`), or made by someone other than the
+    card's holder (`card_not_owned`), has no one to tell: mailing the holder about a stranger's
+    attempt would confuse them, so it is skipped.
+    """
+    data = event.data
+    contact = await session.get(Contact, data.iccid)
+    if contact is None:
+        logger.info(
+            "renewal %s rejected (%s) for card %s without a known contact; nothing to send",
+            data.renewal_id,
+            data.reason,
+            data.iccid,
+        )
+        return
+    if data.user_id is not None and data.user_id != contact.user_id:
+        logger.info(
+            "renewal %s rejected (%s) for a user who does not hold card %s; nothing to send",
+            data.renewal_id,
+            data.reason,
+            data.iccid,
+        )
+        return
+    await queue_notification(session, event, NotificationKind.RENEWAL_REJECTED, contact=contact)
+
+
+async def queue_notification(
+    session: AsyncSession,
+    event: CloudEvent[Any],
+    kind: NotificationKind,
+    *,
+    contact: Contact | None = None,
+) -> Notification | None:
+    """Add a pending e-mail notification about `event`, unless one exists for it already.
+
+    The row's id is derived from the renewal and kind (or the event id where there is no
+    renewal), so a redelivery or a re-published duplicate with a new event id finds it.
+
+    Returns:
+        The new notification, or None when it was a duplicate.
+    """
+    data: EventData = event.data
+    renewal_id = data.renewal()
+    channel = Channel.EMAIL
+    key = notification_id(kind, channel, renewal_id=renewal_id, event_id=event.id)
+    if await session.get(Notification, key) is not None:
+        logger.info(
+            "%s for renewal %s is already queued; skipping event %s", kind, renewal_id, event.id
+        )
+        return None
+    iccid = data.subject()
+    if iccid is None:
+        raise ValueError(f"{event.type} carries no ICCID")
+    if contact is None:
+        contact = await session.get(Contact, iccid)
+    now = utcnow()
+    notification = Notification(
+        id=key,
+        event_id=event.id,
+        event_type=event.type,
+        kind=kind,
+        channel=channel,
+        iccid=iccid,
+        renewal_id=renewal_id,
+        locale=contact.locale if contact is not None else None,
+        payload=data.model_dump(mode="json"),
+        status=NotificationStatus.PENDING,
+        created_at=now,
+        due_at=now,
+    )
+    session.add(notification)
+    logger.info("queued %s %s for card %s (event %s)", kind, key, iccid, event.id)
+    return notification

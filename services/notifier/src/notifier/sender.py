@@ -1,0 +1,214 @@
+"""The send loop: claims due notifications, finds their contact, renders and mails them."""
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from esim_core.db import Database
+from esim_core.worker import as_utc, claim_due, utcnow
+from prometheus_client import Counter
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+from tenacity import wait_random_exponential as jittered
+
+from notifier.domain import (
+    NotificationStatus,
+    RenderedMail,
+    TemplateMissingError,
+    contact_recheck_s,
+    message_id,
+    render,
+    send_backoff_s,
+    supported_locale,
+)
+from notifier.mail import Mailer, OutgoingMail, PermanentMailError, TransientMailError
+from notifier.settings import NotifierSettings
+from notifier.store import Contact, Notification
+
+logger = logging.getLogger(__name__)
+
+NOTIFICATIONS = Counter(
+    "esim_notifications_total",
+    "Notifications that reached an outcome of a send round, by kind and outcome",
+    ["kind", "outcome"],
+)
+
+
+class NotificationSender:
+    """Sends due notifications once each; a failed round becomes a later due time, not a sleep.
+
+    Each round reads the notification and its contact in one transaction, talks to the mailer
+    outside any transaction, then records the outcome and the next due time (or none) in
+    another. A crash between the relay's acceptance and that record sends the message again
+    on a later round, with the same Message-ID so it is recognisable as a resend.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        mailer: Mailer,
+        settings: NotifierSettings,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.database = database
+        self.mailer = mailer
+        self.settings = settings
+        self.clock = clock
+
+    async def send_due(self) -> int:
+        """One loop round: claim due notifications and work each; returns how many it claimed."""
+        keys = await claim_due(
+            self.database,
+            Notification,
+            limit=self.settings.send_batch,
+            lease_s=self.settings.send_lease_s,
+        )
+        # All at once, so the last of the batch is not still waiting when its lease runs out
+        # and another replica takes it; the batch size bounds the concurrency.
+        outcomes = await asyncio.gather(
+            *(self.deliver(key) for key in keys), return_exceptions=True
+        )
+        for key, outcome in zip(keys, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                # The lease runs out and a later round tries again; the others went on.
+                logger.error("send round of notification %s failed", key, exc_info=outcome)
+        return len(keys)
+
+    async def deliver(self, key: str) -> None:
+        """Work one claimed notification: send it, wait for its contact, or give up on it."""
+        async with self.database.session() as session:
+            row = await session.get(Notification, key)
+            if row is None:
+                return
+            if row.status != NotificationStatus.PENDING:
+                _settle(row, row.status)
+                session.add(row)
+                return
+            contact = await session.get(Contact, row.iccid)
+            if contact is None:
+                self._wait_for_contact(row)
+                session.add(row)
+                return
+            locale = supported_locale(row.locale or contact.locale)
+            try:
+                rendered = render(row.kind, locale, row.payload)
+            except (TemplateMissingError, KeyError, TypeError, ValueError) as error:
+                logger.error("notification %s cannot be rendered: %r", key, error)
+                _settle(row, NotificationStatus.FAILED, f"cannot render: {error!r}"[:512])
+                NOTIFICATIONS.labels(row.kind, "failed").inc()
+                session.add(row)
+                return
+            kind, recipient = row.kind, contact.email
+        mail = OutgoingMail(
+            message_id=message_id(key, self.settings.mail_domain),
+            recipient=recipient,
+            subject=rendered.subject,
+            body=rendered.body,
+        )
+        try:
+            await self._send_with_retries(mail)
+        except PermanentMailError as error:
+            await self._record(key, locale, mail, rendered, error=error, permanent=True)
+            logger.warning("%s %s to %s refused for good: %s", kind, key, recipient, error)
+        except TransientMailError as error:
+            await self._record(key, locale, mail, rendered, error=error, permanent=False)
+            logger.warning("%s %s to %s not sent this round: %s", kind, key, recipient, error)
+        else:
+            await self._record(key, locale, mail, rendered)
+            logger.info("sent %s %s to %s", kind, key, recipient)
+
+    async def _send_with_retries(self, mail: OutgoingMail) -> None:
+        wait = self.settings.smtp_retry_wait_s
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self.settings.smtp_attempts),
+            wait=jittered(multiplier=wait, max=wait * 8),
+            retry=retry_if_exception_type(TransientMailError),
+            reraise=True,
+        ):
+            with attempt:
+                await self.mailer.send(mail)
+
+    async def _record(
+        self,
+        key: str,
+        locale: str,
+        mail: OutgoingMail,
+        rendered: RenderedMail,
+        *,
+        error: Exception | None = None,
+        permanent: bool = False,
+    ) -> None:
+        now = self.clock()
+        async with self.database.session() as session:
+            row = await session.get(Notification, key)
+            if row is None:
+                return
+            row.locale = locale
+            row.recipient = mail.recipient
+            row.subject = rendered.subject[:512]
+            if error is None:
+                row.sent_at = now
+                _settle(row, NotificationStatus.SENT)
+                NOTIFICATIONS.labels(row.kind, "sent").inc()
+            elif permanent:
+                _settle(row, NotificationStatus.FAILED, f"relay refused it: {error}"[:512])
+                NOTIFICATIONS.labels(row.kind, "failed").inc()
+            else:
+                row.send_rounds += 1
+                if row.send_rounds >= self.settings.max_send_rounds:
+                    _settle(
+                        row,
+                        NotificationStatus.FAILED,
+                        f"gave up after {row.send_rounds} send rounds: {error}"[:512],
+                    )
+                    NOTIFICATIONS.labels(row.kind, "failed").inc()
+                else:
+                    pause = send_backoff_s(
+                        row.send_rounds,
+                        self.settings.send_backoff_s,
+                        self.settings.send_backoff_max_s,
+                    )
+                    # Jitter spreads the retries of many messages that failed together.
+                    row.due_at = now + timedelta(seconds=pause * random.uniform(0.8, 1.0))
+                    row.lease_until = None
+                    row.detail = f"send round {row.send_rounds} failed: {error}"[:512]
+                    NOTIFICATIONS.labels(row.kind, "retry").inc()
+            session.add(row)
+
+    def _wait_for_contact(self, row: Notification) -> None:
+        now = self.clock()
+        created = as_utc(row.created_at)
+        waited = (now - created).total_seconds()
+        limit = self.settings.contact_wait_s
+        if waited >= limit:
+            _settle(
+                row,
+                NotificationStatus.UNDELIVERABLE,
+                f"no contact for card {row.iccid}: no CardBound arrived within {limit:g} s",
+            )
+            NOTIFICATIONS.labels(row.kind, "undeliverable").inc()
+            logger.warning(
+                "%s %s is undeliverable: no contact for card %s after %.0f s",
+                row.kind,
+                row.id,
+                row.iccid,
+                waited,
+            )
+            return
+        pause = timedelta(seconds=contact_recheck_s(waited, self.settings.contact_recheck_max_s))
+        row.due_at = min(now + pause, created + timedelta(seconds=limit))
+        row.lease_until = None
+        row.detail = "waiting for the card's contact (CardBound)"
+
+
+def _settle(row: Notification, status: str, detail: str | None = None) -> None:
+    """Give the row a final status; nothing more is due."""
+    row.status = status
+    row.due_at = None
+    row.lease_until = None
+    if status == NotificationStatus.SENT:
+        row.detail = None
+    elif detail is not None:
+        row.detail = detail

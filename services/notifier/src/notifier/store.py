@@ -1,0 +1,62 @@
+"""Notifier tables: whom to write to about a card, and the log of notifications to send."""
+
+from datetime import datetime
+from typing import Any
+
+from esim_core.worker import utcnow
+from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def _time(**kwargs: Any) -> Any:
+    return Field(sa_type=DateTime(timezone=True), **kwargs)
+
+
+class Contact(SQLModel, table=True):
+    """Who hears about a card, from the latest CardBound for its ICCID."""
+
+    __tablename__ = "notifier_contact"
+
+    iccid: str = Field(primary_key=True, max_length=20)
+    user_id: str = Field(index=True, max_length=64)
+    email: str = Field(max_length=320)
+    phone: str | None = Field(default=None, max_length=32)
+    locale: str = Field(default="en", max_length=8)
+    bound_at: datetime = _time(description="the CloudEvents time of the CardBound it came from")
+    updated_at: datetime = _time(default_factory=utcnow)
+
+
+class Notification(SQLModel, table=True):
+    """One message to one person about one event, on one channel, and how sending it went.
+
+    It is also due work: the send loop claims rows whose `due_at` has come.
+    """
+
+    __tablename__ = "notifier_notification"
+    __table_args__ = (
+        UniqueConstraint("event_id", "channel", name="uq_notifier_notification_event"),
+        # Several NULL renewal ids never clash, so events without a renewal are not limited.
+        UniqueConstraint("renewal_id", "kind", "channel", name="uq_notifier_notification_renewal"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    event_id: str = Field(max_length=256)
+    event_type: str = Field(max_length=256)
+    kind: str = Field(max_length=32)
+    channel: str = Field(max_length=16)
+    iccid: str = Field(index=True, max_length=20)
+    renewal_id: str | None = Field(default=None, index=True, max_length=36)
+    locale: str | None = Field(default=None, max_length=8)
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    status: str = Field(max_length=16, index=True)
+    recipient: str | None = Field(default=None, max_length=320)
+    subject: str | None = Field(default=None, max_length=512)
+    detail: str | None = Field(default=None, max_length=512)
+    send_rounds: int = 0
+    created_at: datetime = _time(default_factory=utcnow)
+    sent_at: datetime | None = _time(default=None)
+    due_at: datetime | None = _time(default=None, index=True)
+    lease_until: datetime | None = _time(default=None)
+
+
+TABLES: list[type[SQLModel]] = [Contact, Notification]

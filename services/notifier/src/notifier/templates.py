@@ -1,0 +1,256 @@
+"""The e-mail texts, per template and locale: subjects, plain-text bodies and phrases, as data.
+
+Placeholders are `str.format` names filled by `notifier.domain.render`. Every template exists
+in every locale of `LOCALES`; a unit test holds that.
+"""
+
+from dataclasses import dataclass
+
+# Chinese text uses full-width punctuation, as Chinese readers expect; ruff takes it for
+# look-alikes of ASCII punctuation.
+# ruff: noqa: RUF001
+
+
+@dataclass(frozen=True)
+class Template:
+    """The subject and plain-text body of one e-mail in one locale."""
+
+    subject: str
+    body: str
+
+
+LOCALES = ("en", "zh-CN")
+DEFAULT_LOCALE = "en"
+
+_SIGNATURE_EN = "Your eSIM team"
+_SIGNATURE_ZH = "eSIM 团队"
+
+TEMPLATES: dict[str, dict[str, Template]] = {
+    "profile_activated.active": {
+        "en": Template(
+            subject="Your eSIM plan {plan_code} is active",
+            body=(
+                "Hello,\n"
+                "\n"
+                "your payment went through and your new plan is live on your eSIM.\n"
+                "\n"
+                "Plan: {plan_code}\n"
+                "Data: {data}\n"
+                "Valid from: {valid_from}\n"
+                "Valid until: {valid_until}\n"
+                "Card (ICCID): {iccid}\n"
+                "\n"
+                "Reference: {renewal_id}\n"
+                "\n"
+                f"Safe travels,\n{_SIGNATURE_EN}\n"
+            ),
+        ),
+        "zh-CN": Template(
+            subject="您的 eSIM 套餐 {plan_code} 已生效",
+            body=(
+                "您好：\n"
+                "\n"
+                "您的付款已成功，新套餐已在您的 eSIM 上生效。\n"
+                "\n"
+                "套餐：{plan_code}\n"
+                "流量：{data}\n"
+                "生效时间：{valid_from}\n"
+                "到期时间：{valid_until}\n"
+                "卡号（ICCID）：{iccid}\n"
+                "\n"
+                "订单号：{renewal_id}\n"
+                "\n"
+                f"祝您旅途愉快！\n{_SIGNATURE_ZH}\n"
+            ),
+        ),
+    },
+    "profile_activated.queued": {
+        "en": Template(
+            subject="Your eSIM plan {plan_code} is confirmed and queued",
+            body=(
+                "Hello,\n"
+                "\n"
+                "your payment went through. The new plan is queued behind your current plan: "
+                "it starts by itself when the current one ends, so you stay connected.\n"
+                "\n"
+                "Plan: {plan_code}\n"
+                "Data: {data}\n"
+                "Valid from: {valid_from}\n"
+                "Valid until: {valid_until}\n"
+                "Card (ICCID): {iccid}\n"
+                "\n"
+                "Reference: {renewal_id}\n"
+                "\n"
+                f"Safe travels,\n{_SIGNATURE_EN}\n"
+            ),
+        ),
+        "zh-CN": Template(
+            subject="您的 eSIM 套餐 {plan_code} 已确认，排在当前套餐之后",
+            body=(
+                "您好：\n"
+                "\n"
+                "您的付款已成功。新套餐已排在您当前的套餐之后，"
+                "当前套餐结束时自动生效，您的网络不会中断。\n"
+                "\n"
+                "套餐：{plan_code}\n"
+                "流量：{data}\n"
+                "生效时间：{valid_from}\n"
+                "到期时间：{valid_until}\n"
+                "卡号（ICCID）：{iccid}\n"
+                "\n"
+                "订单号：{renewal_id}\n"
+                "\n"
+                f"祝您旅途愉快！\n{_SIGNATURE_ZH}\n"
+            ),
+        ),
+    },
+    "payment_failed": {
+        "en": Template(
+            subject="Your eSIM renewal payment did not go through",
+            body=(
+                "Hello,\n"
+                "\n"
+                "we could not take the payment for your eSIM renewal: {reason}.\n"
+                "Nothing was charged, and your current plan is unchanged.\n"
+                "\n"
+                "You can try again, or choose another payment method, in the app.\n"
+                "\n"
+                "Card (ICCID): {iccid}\n"
+                "Reference: {renewal_id}\n"
+                "\n"
+                f"{_SIGNATURE_EN}\n"
+            ),
+        ),
+        "zh-CN": Template(
+            subject="您的 eSIM 续费付款未成功",
+            body=(
+                "您好：\n"
+                "\n"
+                "您的 eSIM 续费付款未能完成：{reason}。\n"
+                "我们没有扣取任何费用，您当前的套餐保持不变。\n"
+                "\n"
+                "您可以在应用中重试，或换一种支付方式。\n"
+                "\n"
+                "卡号（ICCID）：{iccid}\n"
+                "订单号：{renewal_id}\n"
+                "\n"
+                f"{_SIGNATURE_ZH}\n"
+            ),
+        ),
+    },
+    "payment_refunded": {
+        "en": Template(
+            subject="Your eSIM renewal was refunded: {amount}",
+            body=(
+                "Hello,\n"
+                "\n"
+                "we are sorry: the plan you bought could not be activated on your eSIM.\n"
+                "We refunded {amount} to the payment method you used; depending on your "
+                "bank it can take a few days to show.\n"
+                "\n"
+                "Card (ICCID): {iccid}\n"
+                "Refund: {refund_id}\n"
+                "Reference: {renewal_id}\n"
+                "\n"
+                f"{_SIGNATURE_EN}\n"
+            ),
+        ),
+        "zh-CN": Template(
+            subject="您的 eSIM 续费已退款：{amount}",
+            body=(
+                "您好：\n"
+                "\n"
+                "很抱歉，您购买的套餐未能在您的 eSIM 上激活。\n"
+                "我们已将 {amount} 退回您付款时使用的支付方式，"
+                "到账时间取决于您的银行，可能需要几天。\n"
+                "\n"
+                "卡号（ICCID）：{iccid}\n"
+                "退款编号：{refund_id}\n"
+                "订单号：{renewal_id}\n"
+                "\n"
+                f"{_SIGNATURE_ZH}\n"
+            ),
+        ),
+    },
+    "renewal_rejected": {
+        "en": Template(
+            subject="Your eSIM renewal was not accepted",
+            body=(
+                "Hello,\n"
+                "\n"
+                "we could not accept your renewal request: {reason}.\n"
+                "Nothing was charged.\n"
+                "\n"
+                "Details: {detail}\n"
+                "Card (ICCID): {iccid}\n"
+                "Reference: {renewal_id}\n"
+                "\n"
+                f"{_SIGNATURE_EN}\n"
+            ),
+        ),
+        "zh-CN": Template(
+            subject="您的 eSIM 续费申请未被受理",
+            body=(
+                "您好：\n"
+                "\n"
+                "我们无法受理您的续费申请：{reason}。\n"
+                "我们没有扣取任何费用。\n"
+                "\n"
+                "详情：{detail}\n"
+                "卡号（ICCID）：{iccid}\n"
+                "订单号：{renewal_id}\n"
+                "\n"
+                f"{_SIGNATURE_ZH}\n"
+            ),
+        ),
+    },
+}
+
+# Words for the contract's reason codes; `other` covers a code added to the contract later.
+PAYMENT_FAILURE_REASONS: dict[str, dict[str, str]] = {
+    "en": {
+        "declined": "your bank or payment provider declined it",
+        "insufficient_funds": "there were not enough funds",
+        "expired_method": "the payment method has expired",
+        "provider_unavailable": "the payment provider could not be reached, even after retries",
+        "invalid_token": "the payment details were not valid",
+        "other": "the payment provider refused it",
+    },
+    "zh-CN": {
+        "declined": "您的银行或支付机构拒绝了这笔付款",
+        "insufficient_funds": "账户余额不足",
+        "expired_method": "支付方式已过期",
+        "provider_unavailable": "多次尝试后仍无法连接支付机构",
+        "invalid_token": "支付信息无效",
+        "other": "支付机构拒绝了这笔付款",
+    },
+}
+
+REJECTION_REASONS: dict[str, dict[str, str]] = {
+    "en": {
+        "unknown_card": "we do not know this card",
+        "card_not_owned": "this card is not bound to your account",
+        "unknown_plan": "the plan you chose does not exist",
+        "plan_not_available": "the plan you chose is not available for this card right now",
+        "conflicting_duplicate": "a different request with the same reference was already made",
+        "invalid_request": "the request was incomplete or not valid",
+        "other": "the request could not be accepted",
+    },
+    "zh-CN": {
+        "unknown_card": "我们找不到这张卡",
+        "card_not_owned": "这张卡未绑定到您的账户",
+        "unknown_plan": "您选择的套餐不存在",
+        "plan_not_available": "您选择的套餐目前不适用于这张卡",
+        "conflicting_duplicate": "已有一个订单号相同但内容不同的申请",
+        "invalid_request": "申请内容不完整或无效",
+        "other": "申请无法受理",
+    },
+}
+
+MONTHS_EN = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+# Timestamps are shown in UTC: the notifier does not know the traveller's time zone.
+DATE_FORMATS: dict[str, str] = {
+    "en": "{day} {month_name} {year}, {hour:02d}:{minute:02d} UTC",
+    "zh-CN": "{year}年{month}月{day}日 {hour:02d}:{minute:02d}（UTC）",
+}
