@@ -71,6 +71,7 @@ format: sync ## apply ruff's fixes and formatting
 
 schemas: sync ## regenerate the committed JSON Schemas / AsyncAPI from shared/schemas
 	$(RUN) python -m esim_schemas.generate
+	$(RUN) python scripts/generate_asyncapi.py
 
 clean: ## remove var/ (logs, databases, mail, Kafka and Redis data)
 	rm -rf var/

@@ -6,10 +6,14 @@ from esim_core.consumer import Route
 from esim_core.service import ServiceRuntime
 from esim_schemas import (
     ActivationFailed,
+    CardBound,
     PaymentFailed,
     PaymentRefunded,
+    PaymentRequested,
     PaymentSettled,
     ProfileActivated,
+    RefundRequested,
+    RenewalRejected,
     RenewalRequested,
 )
 
@@ -40,6 +44,9 @@ def build(settings: AccountsSettings) -> ServiceRuntime:
         if settings.cards_csv is not None:
             await import_cards(runtime.database, settings.cards_csv)
 
+    runtime.produces(
+        RenewalRequested, RenewalRejected, PaymentRequested, RefundRequested, CardBound
+    )
     runtime.on_startup(seed)
     if settings.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
         logger.warning("ACCOUNTS_JWT_SECRET is not set: using the local development key")

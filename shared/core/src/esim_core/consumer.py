@@ -88,7 +88,7 @@ class EventConsumer:
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=_raw_body,
-            title=f"{group_id}:" + ",".join(self.topics),
+            title=group_id,
             description=", ".join(
                 model.event_type for routes in self.routes.values() for model in routes
             ),

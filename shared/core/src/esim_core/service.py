@@ -28,6 +28,7 @@ from esim_core.outbox import Outbox, OutboxMessage, OutboxRelay
 from esim_core.settings import ServiceSettings, Topics
 from esim_core.topics import ensure_topics
 from esim_core.worker import run_forever
+from esim_schemas import CloudEvent, EventData
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class ServiceRuntime:
         self.tables: list[type[SQLModel]] = [OutboxMessage, InboxEntry, *tables]
         self.consumer: EventConsumer | None = None
         self._subscriptions: dict[str, list[Route]] = {}
+        self._produces: list[type[EventData]] = []
         self.routers: list[APIRouter] = []
         self._loops: list[tuple[str, Callable[[], Awaitable[Any]], float, bool]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -71,6 +73,10 @@ class ServiceRuntime:
             raise RuntimeError("consumers must be registered before the service starts")
         self._subscriptions.setdefault(topic, []).extend(routes)
 
+    def produces(self, *models: type[EventData]) -> None:
+        """Declare the events this service publishes, for its AsyncAPI document."""
+        self._produces.extend(model for model in models if model not in self._produces)
+
     def subscribe(self) -> EventConsumer | None:
         """Subscribe the service's one consumer to every registered topic (once)."""
         if self.consumer is None and self._subscriptions:
@@ -83,6 +89,14 @@ class ServiceRuntime:
                 after_commit=self.outbox.notify,
             )
             self.consumer.subscribe(self.broker, group_id=self.name)
+            for model in self._produces:
+                # Publishing goes through the outbox relay; these only document the channels.
+                self.broker.publisher(
+                    self.topics.for_event(model),
+                    title=f"{self.name}:{model.event_type}",
+                    description=(model.__doc__ or "").strip(),
+                    schema=CloudEvent[model],  # type: ignore[valid-type]
+                )
         return self.consumer
 
     def loop(
