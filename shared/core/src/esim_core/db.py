@@ -23,8 +23,13 @@ class Database:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             connect_args["timeout"] = 30
+        # hide_parameters: SQL errors end up in logs and dead-letter headers, and statement
+        # parameters can hold payment tokens or password hashes.
         self.engine: AsyncEngine = create_async_engine(
-            url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite
+            url,
+            connect_args=connect_args,
+            pool_pre_ping=not self.is_sqlite,
+            hide_parameters=True,
         )
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
