@@ -297,6 +297,11 @@ class Platform:
             "ACCOUNTS_CARDS_CSV": str(ROOT / "deploy/local/cards.csv"),
             "BILLING_PAYMENT_GATEWAY_URL": self.url("payment"),
             "BILLING_DUNNING_SCHEDULE_S": "0.5,1",
+            # Short leases so a killed worker's rows are taken up again within a test's patience.
+            "BILLING_GATEWAY_TIMEOUT_S": "5",
+            "BILLING_GATEWAY_ATTEMPTS": "3",
+            "BILLING_GATEWAY_BACKOFF_MAX_S": "1",
+            "BILLING_WORKER_LEASE_S": "20",
             "PROVISIONING_ESIM_PLATFORM_URL": self.url("esim"),
             "NOTIFIER_SMTP_HOST": "127.0.0.1",
             "NOTIFIER_SMTP_PORT": str(self.ports["smtp"]),

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+from esim_schemas import CloudEvent, EventData
 from fastapi import APIRouter, FastAPI, Response
 from faststream import FastStream
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -28,7 +29,6 @@ from esim_core.outbox import Outbox, OutboxMessage, OutboxRelay
 from esim_core.settings import ServiceSettings, Topics
 from esim_core.topics import ensure_topics
 from esim_core.worker import run_forever
-from esim_schemas import CloudEvent, EventData
 
 logger = logging.getLogger(__name__)
 
@@ -243,4 +243,6 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         level=os.environ.get("LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # aiosqlite logs every call with its arguments at DEBUG, tokens included.
+    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, logging.getLogger().level))
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None)

@@ -1,0 +1,130 @@
+"""Payments and refunds: their states, ids, and the rules that decide retries and failures."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+_IDS = uuid5(NAMESPACE_URL, "https://esim.example/billing")
+
+FailureReason = Literal[
+    "declined", "insufficient_funds", "expired_method", "provider_unavailable", "invalid_token"
+]
+
+HARD_DECLINES: frozenset[str] = frozenset({"declined", "expired_method", "invalid_token"})
+"""Decline codes that no later attempt can turn into a capture: the payment fails at once."""
+
+SOFT_DECLINES: frozenset[str] = frozenset({"insufficient_funds"})
+"""Decline codes that a later attempt may overcome: retried on the dunning schedule."""
+
+
+class PaymentState(StrEnum):
+    """Where a payment is: waiting for (another) charge, or final."""
+
+    PENDING = "pending"
+    SETTLED = "settled"
+    FAILED = "failed"
+
+
+class RefundState(StrEnum):
+    """Where a refund is; `failed` is parked for ops, never dropped (see README)."""
+
+    PENDING = "pending"
+    REFUNDED = "refunded"
+    FAILED = "failed"
+
+
+def payment_id_for(renewal_id: UUID | str) -> str:
+    """The payment id of a renewal: the same for every delivery of its PaymentRequested."""
+    return f"pay_{uuid5(_IDS, f'payment:{renewal_id}')}"
+
+
+def refund_row_id_for(renewal_id: UUID | str) -> str:
+    """The id of billing's refund record of a renewal (the provider's refund id is separate)."""
+    return f"rfd_{uuid5(_IDS, f'refund:{renewal_id}')}"
+
+
+def charge_key(renewal_id: UUID | str) -> str:
+    """The gateway Idempotency-Key of a renewal's charge: identical on every attempt."""
+    return f"charge:{renewal_id}"
+
+
+def refund_key(renewal_id: UUID | str) -> str:
+    """The gateway Idempotency-Key of a renewal's refund: identical on every attempt."""
+    return f"refund:{renewal_id}"
+
+
+def event_id(kind: str, renewal_id: UUID | str) -> str:
+    """A CloudEvents id derived from what caused the event, so a redo publishes the same id."""
+    return str(uuid5(_IDS, f"{kind}:{renewal_id}"))
+
+
+@dataclass(frozen=True)
+class RetryRules:
+    """How long to wait, and how often, before a payment or refund stops trying."""
+
+    dunning_schedule_s: Sequence[float]
+    max_unavailable_rounds: int
+    backoff_s: float
+    backoff_max_s: float
+
+
+def decline_reason(code: str, retryable: bool) -> tuple[FailureReason, bool]:
+    """Map a provider's decline code to the contract's reason and whether dunning may retry it.
+
+    Known codes decide by themselves; an unknown code trusts the provider's `retryable` flag
+    and is reported as `declined`, the only contract reason that fits any refusal.
+    """
+    if code in HARD_DECLINES:
+        return _reason(code), False
+    if code in SOFT_DECLINES:
+        return _reason(code), True
+    return "declined", retryable
+
+
+def dunning_delay(soft_declines: int, rules: RetryRules) -> float | None:
+    """Seconds to the next charge after the n-th soft decline; None once the schedule is used up."""
+    schedule = list(rules.dunning_schedule_s)
+    return schedule[soft_declines - 1] if soft_declines <= len(schedule) else None
+
+
+def unavailable_delay(rounds: int, rules: RetryRules) -> float | None:
+    """Seconds to the next round after `rounds` unavailable rounds in a row; None: stop trying."""
+    if rounds >= rules.max_unavailable_rounds:
+        return None
+    delay: float = min(rules.backoff_max_s, rules.backoff_s * 2.0 ** (rounds - 1))
+    return delay
+
+
+def _reason(code: str) -> FailureReason:
+    reasons: dict[str, FailureReason] = {
+        "declined": "declined",
+        "insufficient_funds": "insufficient_funds",
+        "expired_method": "expired_method",
+        "invalid_token": "invalid_token",
+    }
+    return reasons[code]
+
+
+@dataclass(frozen=True)
+class PaymentTerms:
+    """What a payment request asks for; two requests of one renewal must agree on all of it."""
+
+    user_id: str
+    iccid: str
+    plan_code: str
+    data_mb: int
+    validity_days: int
+    amount: int
+    currency: str
+    method: str
+    start: str
+
+    def differences(self, other: "PaymentTerms") -> list[str]:
+        """The names of the terms that differ, in declaration order."""
+        return [
+            name
+            for name in self.__dataclass_fields__
+            if getattr(self, name) != getattr(other, name)
+        ]

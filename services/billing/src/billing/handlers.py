@@ -1,0 +1,165 @@
+"""Billing's event handlers: record a payment or a refund to do, once per renewal.
+
+Handlers only write rows that are due now; the charge and refund loops (workers.py) make the
+calls to the gateway, so a handler never calls anything outside its own transaction.
+"""
+
+import logging
+
+from esim_core.consumer import PermanentEventError
+from esim_core.worker import utcnow
+from esim_schemas import CloudEvent, PaymentRequested, RefundRequested
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from billing.domain import PaymentState, PaymentTerms, payment_id_for, refund_row_id_for
+from billing.store import Payment, Refund
+
+logger = logging.getLogger(__name__)
+
+_REASON_LENGTH = 256
+
+
+def _terms(data: PaymentRequested) -> PaymentTerms:
+    return PaymentTerms(
+        user_id=data.user_id,
+        iccid=data.iccid,
+        plan_code=data.plan.code,
+        data_mb=data.plan.data_mb,
+        validity_days=data.plan.validity_days,
+        amount=data.price.amount,
+        currency=data.price.currency,
+        method=data.payment.method,
+        start=data.start,
+    )
+
+
+async def on_payment_requested(session: AsyncSession, event: CloudEvent[PaymentRequested]) -> None:
+    """Record the payment of a renewal, due now; a repeat of the same request changes nothing.
+
+    Raises:
+        PermanentEventError: the renewal already has a payment with other terms, or the price
+            is zero (nothing to charge).
+    """
+    data = event.data
+    renewal_id = str(data.renewal_id)
+    terms = _terms(data)
+    existing = (await session.exec(select(Payment).where(Payment.renewal_id == renewal_id))).first()
+    if existing is not None:
+        differing = existing.terms().differences(terms)
+        if differing:
+            raise PermanentEventError(
+                f"conflicting payment request for renewal {renewal_id}: payment {existing.id} "
+                f"was requested with another {', '.join(differing)}"
+            )
+        logger.info(
+            "PaymentRequested %s repeats renewal %s: payment %s (%s) stays as it is",
+            event.id,
+            renewal_id,
+            existing.id,
+            existing.state,
+        )
+        return
+    if data.price.amount <= 0:
+        raise PermanentEventError(
+            f"payment request for renewal {renewal_id} has nothing to charge (amount 0)"
+        )
+    now = utcnow()
+    payment = Payment(
+        id=payment_id_for(renewal_id),
+        renewal_id=renewal_id,
+        user_id=terms.user_id,
+        iccid=terms.iccid,
+        plan_code=terms.plan_code,
+        data_mb=terms.data_mb,
+        validity_days=terms.validity_days,
+        amount=terms.amount,
+        currency=terms.currency,
+        method=terms.method,
+        token=data.payment.token,
+        start=terms.start,
+        created_at=now,
+        updated_at=now,
+        due_at=now,
+    )
+    session.add(payment)
+    logger.info(
+        "payment %s of renewal %s: %d %s by %s, due now",
+        payment.id,
+        renewal_id,
+        payment.amount,
+        payment.currency,
+        payment.method,
+    )
+
+
+async def on_refund_requested(session: AsyncSession, event: CloudEvent[RefundRequested]) -> None:
+    """Record the refund of a renewal's settled payment, due now; a repeat changes nothing.
+
+    Raises:
+        PermanentEventError: the payment is unknown, belongs to another renewal, is not
+            settled, or the refund asks for more than was captured or another currency; or the
+            renewal already has a refund of another payment or amount.
+    """
+    data = event.data
+    renewal_id = str(data.renewal_id)
+    existing = (await session.exec(select(Refund).where(Refund.renewal_id == renewal_id))).first()
+    if existing is not None:
+        if (existing.payment_id, existing.amount, existing.currency) != (
+            data.payment_id,
+            data.price.amount,
+            data.price.currency,
+        ):
+            raise PermanentEventError(
+                f"conflicting refund request for renewal {renewal_id}: refund {existing.id} "
+                "is of another payment or amount"
+            )
+        logger.info(
+            "RefundRequested %s repeats renewal %s: refund %s (%s) stays as it is",
+            event.id,
+            renewal_id,
+            existing.id,
+            existing.state,
+        )
+        return
+    payment = await session.get(Payment, data.payment_id)
+    if payment is None:
+        raise PermanentEventError(
+            f"refund for renewal {renewal_id} names unknown payment {data.payment_id}"
+        )
+    if payment.renewal_id != renewal_id:
+        raise PermanentEventError(
+            f"refund for renewal {renewal_id} names payment {payment.id} of another renewal"
+        )
+    if payment.state != PaymentState.SETTLED:
+        raise PermanentEventError(
+            f"refund for renewal {renewal_id}: payment {payment.id} is {payment.state}, "
+            "not settled, so there is nothing to refund"
+        )
+    if data.price.currency != payment.currency or not 0 < data.price.amount <= payment.amount:
+        raise PermanentEventError(
+            f"refund for renewal {renewal_id} asks {data.price.amount} {data.price.currency} "
+            f"of a payment of {payment.amount} {payment.currency}"
+        )
+    now = utcnow()
+    refund = Refund(
+        id=refund_row_id_for(renewal_id),
+        renewal_id=renewal_id,
+        payment_id=payment.id,
+        iccid=payment.iccid,
+        amount=data.price.amount,
+        currency=data.price.currency,
+        reason=data.reason[:_REASON_LENGTH],
+        created_at=now,
+        updated_at=now,
+        due_at=now,
+    )
+    session.add(refund)
+    logger.info(
+        "refund %s of renewal %s: %d %s of payment %s, due now",
+        refund.id,
+        renewal_id,
+        refund.amount,
+        refund.currency,
+        payment.id,
+    )

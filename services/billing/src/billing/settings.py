@@ -1,0 +1,135 @@
+"""Billing settings, read from `BILLING_*` environment variables."""
+
+import math
+from typing import Annotated, Any, Literal
+
+from esim_core.settings import ServiceSettings
+from pydantic import Field, ValidationInfo, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+_MAX_DELAY_S = 30 * 86400.0
+
+
+class BillingSettings(ServiceSettings):
+    """What the billing service needs to run: its gateway and its retry rules."""
+
+    model_config = SettingsConfigDict(env_prefix="BILLING_", extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        "sqlite+aiosqlite:///var/db/billing.sqlite", description="the billing database"
+    )
+    http_port: int = Field(8001, ge=1, le=65535, description="port of the billing HTTP API")
+
+    payment_gateway: Literal["http"] = Field(
+        "http",
+        description="which adapter charges and refunds: `http` is the one HTTP gateway adapter "
+        "that serves card, PayPal and Alipay (the sandbox's and the provider's API)",
+    )
+    payment_gateway_url: str = Field(
+        "http://127.0.0.1:8010",
+        pattern=r"^https?://[^\s/]+",
+        description="base URL of the payment gateway (the sandbox in the local run)",
+    )
+    gateway_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=120,
+        description="timeout of one gateway request (a `_slow` charge takes ~2 s)",
+    )
+    gateway_attempts: int = Field(
+        4, ge=1, le=10, description="tries of one gateway call within a round, on transient errors"
+    )
+    gateway_backoff_max_s: float = Field(
+        2.0, gt=0, le=60, description="longest jittered wait between two tries within a round"
+    )
+    dunning_schedule_s: Annotated[tuple[float, ...], NoDecode] = Field(
+        (30.0, 120.0, 600.0),
+        description="seconds to wait before each new charge after a soft decline "
+        "(insufficient funds), comma separated, e.g. `30,120,600`; when it is used up the "
+        "payment fails",
+    )
+    max_transient_rounds: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="rounds in a row the gateway may be unavailable before a payment fails "
+        "(provider_unavailable) or a refund is parked as failed",
+    )
+    retry_backoff_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="pause after the first unavailable round; doubles each round",
+    )
+    retry_backoff_max_s: float = Field(
+        300.0,
+        gt=0,
+        le=86400,
+        validate_default=True,
+        description="longest pause between two unavailable rounds",
+    )
+    worker_batch: int = Field(
+        20, ge=1, le=500, description="payments (or refunds) claimed and worked on per loop round"
+    )
+    worker_lease_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        validate_default=True,
+        description="how long a claimed payment or refund is reserved for one replica's round; "
+        "longer than a round can take",
+    )
+
+    @field_validator("dunning_schedule_s", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        parts = [part.strip() for part in value.split(",")]
+        try:
+            delays = tuple(float(part) for part in parts)
+        except ValueError:
+            raise ValueError(
+                f"must be comma-separated seconds such as '30,120,600', got {value!r}"
+            ) from None
+        return delays
+
+    @field_validator("dunning_schedule_s")
+    @classmethod
+    def _check_schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value:
+            raise ValueError("needs at least one delay in seconds, e.g. '30,120,600'")
+        for delay in value:
+            if not math.isfinite(delay) or delay <= 0 or delay > _MAX_DELAY_S:
+                raise ValueError(
+                    f"each delay must be a positive number of seconds up to {_MAX_DELAY_S:.0f}, "
+                    f"got {delay:g}"
+                )
+        return value
+
+    @field_validator("retry_backoff_max_s")
+    @classmethod
+    def _cap_not_below_base(cls, value: float, info: ValidationInfo) -> float:
+        base = info.data.get("retry_backoff_s")
+        if base is not None and value < base:
+            raise ValueError(f"must not be below BILLING_RETRY_BACKOFF_S ({base:g})")
+        return value
+
+    @field_validator("worker_lease_s")
+    @classmethod
+    def _lease_outlasts_a_round(cls, value: float, info: ValidationInfo) -> float:
+        attempts = info.data.get("gateway_attempts")
+        timeout = info.data.get("gateway_timeout_s")
+        backoff = info.data.get("gateway_backoff_max_s")
+        if attempts is None or timeout is None or backoff is None:
+            return value  # those fields are invalid and reported on their own
+        # A round that outlives its lease may be claimed by another replica meanwhile; the
+        # idempotency key keeps that from charging twice, but the work would be done twice.
+        longest_round = attempts * timeout + (attempts - 1) * backoff
+        if value <= longest_round:
+            raise ValueError(
+                f"must exceed the longest gateway round, {longest_round:g} s "
+                "(BILLING_GATEWAY_ATTEMPTS x BILLING_GATEWAY_TIMEOUT_S plus the waits "
+                "between tries)"
+            )
+        return value

@@ -1,0 +1,92 @@
+"""Billing tables: payments (which are also the ledger of captures) and refunds."""
+
+from datetime import datetime
+from typing import Any
+
+from esim_core.worker import utcnow
+from sqlalchemy import DateTime
+from sqlmodel import Field, SQLModel
+
+from billing.domain import PaymentState, PaymentTerms, RefundState
+
+
+def _time(**kwargs: Any) -> Any:
+    return Field(sa_type=DateTime(timezone=True), **kwargs)
+
+
+class Payment(SQLModel, table=True):
+    """One renewal's payment, from the request to its capture or failure.
+
+    It is durable due work (`due_at`, `lease_until`): the charge loop claims it when due. The
+    token is kept only while another charge may follow, and cleared once the payment is final.
+    """
+
+    __tablename__ = "billing_payment"
+
+    id: str = Field(primary_key=True, max_length=64)
+    renewal_id: str = Field(unique=True, index=True, max_length=36)
+    user_id: str = Field(max_length=64)
+    iccid: str = Field(index=True, max_length=20)
+    plan_code: str = Field(max_length=64)
+    data_mb: int
+    validity_days: int
+    amount: int
+    currency: str = Field(max_length=3)
+    method: str = Field(max_length=16)
+    token: str | None = Field(default=None, max_length=256, repr=False)
+    start: str = Field(max_length=16)
+    state: str = Field(default=PaymentState.PENDING, max_length=16, index=True)
+    attempts: int = 0
+    soft_declines: int = 0
+    unavailable_rounds: int = 0
+    provider_reference: str | None = Field(default=None, max_length=128)
+    failure_reason: str | None = Field(default=None, max_length=32)
+    last_error: str | None = Field(default=None, max_length=512)
+    created_at: datetime = _time(default_factory=utcnow)
+    updated_at: datetime = _time(default_factory=utcnow)
+    settled_at: datetime | None = _time(default=None)
+    failed_at: datetime | None = _time(default=None)
+    due_at: datetime | None = _time(default=None, index=True)
+    lease_until: datetime | None = _time(default=None)
+
+    def terms(self) -> PaymentTerms:
+        """What was asked, to compare with a later request for the same renewal."""
+        return PaymentTerms(
+            user_id=self.user_id,
+            iccid=self.iccid,
+            plan_code=self.plan_code,
+            data_mb=self.data_mb,
+            validity_days=self.validity_days,
+            amount=self.amount,
+            currency=self.currency,
+            method=self.method,
+            start=self.start,
+        )
+
+
+class Refund(SQLModel, table=True):
+    """One renewal's refund of its captured payment; due work for the refund loop."""
+
+    __tablename__ = "billing_refund"
+
+    id: str = Field(primary_key=True, max_length=64)
+    renewal_id: str = Field(unique=True, index=True, max_length=36)
+    payment_id: str = Field(index=True, max_length=64)
+    iccid: str = Field(max_length=20)
+    amount: int
+    currency: str = Field(max_length=3)
+    reason: str = Field(max_length=256)
+    state: str = Field(default=RefundState.PENDING, max_length=16, index=True)
+    attempts: int = 0
+    unavailable_rounds: int = 0
+    provider_reference: str | None = Field(default=None, max_length=128)
+    last_error: str | None = Field(default=None, max_length=512)
+    created_at: datetime = _time(default_factory=utcnow)
+    updated_at: datetime = _time(default_factory=utcnow)
+    refunded_at: datetime | None = _time(default=None)
+    failed_at: datetime | None = _time(default=None)
+    due_at: datetime | None = _time(default=None, index=True)
+    lease_until: datetime | None = _time(default=None)
+
+
+TABLES: list[type[SQLModel]] = [Payment, Refund]

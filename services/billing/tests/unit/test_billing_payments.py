@@ -1,0 +1,335 @@
+"""Payments: one per renewal, each gateway outcome, dunning, outages, and crash safety."""
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from billing.bootstrap import Billing
+from billing.domain import PaymentState, event_id, payment_id_for
+from billing.gateways import ChargeRequest
+from billing.handlers import on_payment_requested
+from billing_testkit import (
+    FAILED,
+    OTHER_ICCID,
+    SETTLED,
+    FakeGateway,
+    event,
+    expire_leases,
+    fast_forward,
+    handle,
+    payment_of,
+    payment_requested,
+    published,
+)
+from esim_core.consumer import MessageInfo, PermanentEventError
+from esim_core.db import Database
+from esim_core.worker import as_utc, utcnow
+
+
+async def test_a_good_token_is_captured_once_and_settled(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    data = payment_requested(token="card_ok")
+    await handle(database, on_payment_requested, data)
+
+    pending = await payment_of(database, data.renewal_id)
+    assert pending.state == PaymentState.PENDING
+    assert pending.id == payment_id_for(data.renewal_id)
+    assert pending.id.startswith("pay_")
+    assert await billing.charges.run_once() == 1
+
+    [request] = gateway.charges
+    assert request.idempotency_key == f"charge:{data.renewal_id}"
+    assert (request.reference, request.amount, request.currency, request.method) == (
+        str(data.renewal_id),
+        9900,
+        "CNY",
+        "card",
+    )
+    payment = await payment_of(database, data.renewal_id)
+    capture = gateway.captures[request.idempotency_key]
+    assert payment.state == PaymentState.SETTLED
+    assert payment.provider_reference == capture.charge_id
+    assert payment.token is None
+    assert payment.due_at is None
+
+    [settled] = await published(database, SETTLED)
+    assert settled["_key"] == data.iccid and settled["subject"] == data.iccid
+    assert settled["renewalid"] == str(data.renewal_id)
+    assert settled["_topic"] == "esim.payment.settled"
+    assert settled["id"] == event_id("payment-settled", data.renewal_id)
+    assert settled["data"] | {"settled_at": None} == {
+        "renewal_id": str(data.renewal_id),
+        "payment_id": payment.id,
+        "iccid": data.iccid,
+        "plan": {"code": "JP-30D-10GB", "data_mb": 10240, "validity_days": 30},
+        "price": {"amount": 9900, "currency": "CNY"},
+        "method": "card",
+        "provider_reference": capture.charge_id,
+        "attempts": 1,
+        "settled_at": None,
+        "start": "now",
+    }
+    assert settled["data"]["settled_at"].endswith("Z")
+
+    await fast_forward(database)
+    assert await billing.charges.run_once() == 0
+    assert len(gateway.charges) == 1
+
+
+def test_the_payment_id_and_event_ids_are_deterministic() -> None:
+    renewal_id = uuid.uuid4()
+    assert payment_id_for(renewal_id) == payment_id_for(str(renewal_id))
+    assert payment_id_for(renewal_id) != payment_id_for(uuid.uuid4())
+    assert event_id("payment-settled", renewal_id) == event_id("payment-settled", renewal_id)
+    assert event_id("payment-settled", renewal_id) != event_id("payment-failed", renewal_id)
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        ("card_declined", "declined"),
+        ("paypal_expired", "expired_method"),
+        ("alipay_garbage", "invalid_token"),
+    ],
+)
+async def test_a_hard_decline_fails_at_once_without_retry(
+    billing: Billing, database: Database, gateway: FakeGateway, token: str, reason: str
+) -> None:
+    data = payment_requested(token=token)
+    await handle(database, on_payment_requested, data)
+    await billing.charges.run_once()
+
+    payment = await payment_of(database, data.renewal_id)
+    assert payment.state == PaymentState.FAILED
+    assert payment.failure_reason == reason
+    assert payment.token is None and payment.due_at is None
+    [failed] = await published(database, FAILED)
+    assert failed["data"]["reason"] == reason
+    assert failed["data"]["attempts"] == 1
+    assert failed["data"]["payment_id"] == payment.id
+    assert await published(database, SETTLED) == []
+
+    await fast_forward(database)
+    await billing.charges.run_once()
+    assert len(gateway.charges) == 1
+
+
+async def test_insufficient_funds_follows_the_dunning_schedule_then_fails(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    data = payment_requested(token="card_insufficient")
+    await handle(database, on_payment_requested, data)
+
+    for round_number, delay in enumerate([30, 120, 600], start=1):
+        before = utcnow()
+        assert await billing.charges.run_once() == 1
+        payment = await payment_of(database, data.renewal_id)
+        assert payment.state == PaymentState.PENDING
+        assert payment.attempts == round_number
+        assert payment.token == "card_insufficient"  # kept for the next dunning charge
+        assert payment.due_at is not None
+        wait = as_utc(payment.due_at) - before
+        assert timedelta(seconds=delay) <= wait < timedelta(seconds=delay + 5)
+        # Not due before its time.
+        assert await billing.charges.run_once() == 0
+        assert await published(database) == []
+        await fast_forward(database)
+
+    await billing.charges.run_once()
+    payment = await payment_of(database, data.renewal_id)
+    assert payment.state == PaymentState.FAILED
+    assert payment.failure_reason == "insufficient_funds"
+    assert payment.token is None
+    [failed] = await published(database, FAILED)
+    assert failed["data"]["reason"] == "insufficient_funds"
+    assert failed["data"]["attempts"] == 4
+    assert len(gateway.charges) == 4
+    assert {c.idempotency_key for c in gateway.charges} == {f"charge:{data.renewal_id}"}
+    assert gateway.captures == {}
+
+
+async def test_a_flaky_gateway_is_retried_within_the_round_and_captures_once(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    data = payment_requested(token="card_flaky")
+    await handle(database, on_payment_requested, data)
+    await billing.charges.run_once()
+
+    payment = await payment_of(database, data.renewal_id)
+    assert payment.state == PaymentState.SETTLED
+    assert len(gateway.charges) == 3  # two 503s, then the capture
+    assert gateway.captures_of(str(data.renewal_id)) == 1
+    [settled] = await published(database, SETTLED)
+    assert settled["data"]["attempts"] == 1
+
+
+async def test_an_unreachable_gateway_fails_the_payment_after_the_bound(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    gateway.outage = True
+    data = payment_requested()
+    await handle(database, on_payment_requested, data)
+
+    for round_number in range(1, 5):
+        before = utcnow()
+        await billing.charges.run_once()
+        payment = await payment_of(database, data.renewal_id)
+        assert payment.state == PaymentState.PENDING
+        assert payment.unavailable_rounds == round_number
+        assert payment.last_error is not None and "503" in payment.last_error
+        assert payment.due_at is not None
+        backoff = 5.0 * 2 ** (round_number - 1)  # BILLING_RETRY_BACKOFF_S doubled per round
+        wait = (as_utc(payment.due_at) - before).total_seconds()
+        assert backoff * 0.75 - 1 <= wait <= backoff + 1
+        await fast_forward(database)
+
+    await billing.charges.run_once()
+    payment = await payment_of(database, data.renewal_id)
+    assert payment.state == PaymentState.FAILED
+    assert payment.failure_reason == "provider_unavailable"
+    assert payment.token is None
+    [failed] = await published(database, FAILED)
+    assert failed["data"]["reason"] == "provider_unavailable"
+    assert failed["data"]["attempts"] == 5
+    assert len(gateway.charges) == 5 * 4  # five rounds of four tries
+
+
+async def test_the_gateway_coming_back_settles_the_payment(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    gateway.outage = True
+    data = payment_requested()
+    await handle(database, on_payment_requested, data)
+    await billing.charges.run_once()
+    gateway.outage = False
+    await fast_forward(database)
+    await billing.charges.run_once()
+
+    payment = await payment_of(database, data.renewal_id)
+    assert payment.state == PaymentState.SETTLED
+    assert payment.last_error is None
+    [settled] = await published(database, SETTLED)
+    assert settled["data"]["attempts"] == 2
+
+
+async def test_a_duplicate_request_makes_one_payment_and_one_charge(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    data = payment_requested()
+    await handle(database, on_payment_requested, data, event_id=str(uuid.uuid4()))
+    await handle(database, on_payment_requested, data, event_id=str(uuid.uuid4()))
+    await billing.charges.run_once()
+    # Once more after the payment is final: still nothing new.
+    await handle(database, on_payment_requested, data, event_id=str(uuid.uuid4()))
+    await fast_forward(database)
+    await billing.charges.run_once()
+
+    assert len(gateway.charges) == 1
+    assert len(await published(database, SETTLED)) == 1
+    payment = await payment_of(database, data.renewal_id)
+    assert payment.attempts == 1
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"price": {"amount": 100, "currency": "CNY"}},
+        {"iccid": OTHER_ICCID},
+        {"plan": {"code": "JP-1D-1GB", "data_mb": 1024, "validity_days": 1}},
+        {"payment": {"method": "paypal", "token": "paypal_ok"}},
+    ],
+)
+async def test_a_conflicting_duplicate_is_a_permanent_error(
+    billing: Billing, database: Database, gateway: FakeGateway, changes: dict[str, Any]
+) -> None:
+    data = payment_requested()
+    await handle(database, on_payment_requested, data)
+    other = payment_requested(renewal_id=data.renewal_id, **changes)
+
+    with pytest.raises(PermanentEventError, match="conflicting payment request for renewal"):
+        await handle(database, on_payment_requested, other)
+
+    await billing.charges.run_once()
+    [request] = gateway.charges
+    assert request.amount == 9900 and request.method == "card"
+    payment = await payment_of(database, data.renewal_id)
+    assert payment.iccid == data.iccid and payment.amount == 9900
+
+
+async def test_a_redelivered_event_goes_through_the_inbox_once(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    consumer = billing.runtime.subscribe()
+    assert consumer is not None
+    data = payment_requested()
+    body = event(data).to_json()
+    info = MessageInfo(topic=consumer.topics[0], partition=0, offset=0, key=None)
+    for _ in range(2):
+        await consumer.handle(body, info)
+    await billing.charges.run_once()
+    assert len(gateway.charges) == 1
+
+
+async def test_a_crash_between_capture_and_commit_never_captures_twice(
+    billing: Billing, database: Database, gateway: FakeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = payment_requested()
+    await handle(database, on_payment_requested, data)
+    outbox = billing.runtime.outbox
+    real_add = outbox.add
+
+    def crash(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(outbox, "add", crash)
+    await billing.charges.run_once()  # the gateway captured; the write failed and rolled back
+
+    payment = await payment_of(database, data.renewal_id)
+    assert payment.state == PaymentState.PENDING
+    assert payment.attempts == 0
+    assert await published(database) == []
+    assert gateway.captures_of(str(data.renewal_id)) == 1
+
+    monkeypatch.setattr(outbox, "add", real_add)
+    assert await billing.charges.run_once() == 0  # leased until the lease runs out
+    await expire_leases(database)
+    await billing.charges.run_once()
+
+    first, second = gateway.charges
+    assert first.idempotency_key == second.idempotency_key == f"charge:{data.renewal_id}"
+    assert gateway.captures_of(str(data.renewal_id)) == 1
+    payment = await payment_of(database, data.renewal_id)
+    capture = gateway.captures[first.idempotency_key]
+    assert payment.state == PaymentState.SETTLED
+    assert payment.provider_reference == capture.charge_id
+    [settled] = await published(database, SETTLED)
+    assert settled["data"]["provider_reference"] == capture.charge_id
+
+
+async def test_a_round_whose_lease_was_taken_over_keeps_its_hands_off(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    data = payment_requested()
+    await handle(database, on_payment_requested, data)
+
+    async def another_replica_claims(_: ChargeRequest) -> None:
+        # The round outlived its lease and another replica claimed the payment meanwhile.
+        gateway.on_charge = None
+        await expire_leases(database)
+        assert await billing.charges.run_once() == 1
+
+    gateway.on_charge = another_replica_claims
+    await billing.charges.run_once()
+
+    assert gateway.captures_of(str(data.renewal_id)) == 1
+    assert len(await published(database, SETTLED)) == 1
+    payment = await payment_of(database, data.renewal_id)
+    assert payment.state == PaymentState.SETTLED and payment.attempts == 1
+
+
+async def test_a_zero_price_is_refused(billing: Billing, database: Database) -> None:
+    data = payment_requested(price={"amount": 0, "currency": "CNY"})
+    with pytest.raises(PermanentEventError, match="nothing to charge"):
+        await handle(database, on_payment_requested, data)

@@ -1,0 +1,182 @@
+"""Refunds: one per renewal, of a settled payment only; an owed refund is never dropped."""
+
+import logging
+import uuid
+
+import pytest
+from billing.bootstrap import Billing
+from billing.domain import PaymentState, RefundState
+from billing.gateways import GatewayRejectedError
+from billing.handlers import on_payment_requested, on_refund_requested
+from billing_testkit import (
+    REFUNDED,
+    FakeGateway,
+    expire_leases,
+    fast_forward,
+    handle,
+    payment_of,
+    payment_requested,
+    published,
+    refund_of,
+    refund_requested,
+    settle,
+)
+from esim_core.consumer import PermanentEventError
+from esim_core.db import Database
+
+
+async def test_a_settled_payment_is_refunded_once(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    payment = await settle(billing)
+    await handle(database, on_refund_requested, refund_requested(payment))
+    assert (await refund_of(database, payment.renewal_id)).state == RefundState.PENDING
+
+    assert await billing.refunds.run_once() == 1
+
+    [request] = gateway.refunds
+    assert request.idempotency_key == f"refund:{payment.renewal_id}"
+    assert request.charge_id == payment.provider_reference
+    assert request.amount == payment.amount
+    receipt = gateway.refunded[request.idempotency_key]
+    refund = await refund_of(database, payment.renewal_id)
+    assert refund.state == RefundState.REFUNDED
+    assert refund.provider_reference == receipt.refund_id
+    assert refund.due_at is None
+    [refunded] = await published(database, REFUNDED)
+    assert refunded["_key"] == payment.iccid
+    assert refunded["data"] | {"refunded_at": None} == {
+        "renewal_id": payment.renewal_id,
+        "payment_id": payment.id,
+        "refund_id": receipt.refund_id,
+        "iccid": payment.iccid,
+        "price": {"amount": 9900, "currency": "CNY"},
+        "refunded_at": None,
+    }
+
+    await fast_forward(database)
+    assert await billing.refunds.run_once() == 0
+    assert len(gateway.refunds) == 1
+
+
+async def test_a_duplicate_refund_request_changes_nothing(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    payment = await settle(billing)
+    data = refund_requested(payment)
+    await handle(database, on_refund_requested, data, event_id=str(uuid.uuid4()))
+    await handle(database, on_refund_requested, data, event_id=str(uuid.uuid4()))
+    await billing.refunds.run_once()
+    await handle(database, on_refund_requested, data, event_id=str(uuid.uuid4()))
+    await fast_forward(database)
+    await billing.refunds.run_once()
+
+    assert len(gateway.refunds) == 1
+    assert len(await published(database, REFUNDED)) == 1
+
+
+async def test_a_refund_of_an_unknown_payment_is_a_permanent_error(
+    billing: Billing, database: Database
+) -> None:
+    payment = await settle(billing)
+    data = refund_requested(payment, payment_id="pay_unknown")
+    with pytest.raises(PermanentEventError, match="unknown payment pay_unknown"):
+        await handle(database, on_refund_requested, data)
+
+
+@pytest.mark.parametrize("token", ["card_insufficient", "card_declined"])
+async def test_a_refund_of_an_unsettled_payment_is_a_permanent_error(
+    billing: Billing, database: Database, token: str
+) -> None:
+    data = payment_requested(token=token)
+    await handle(database, on_payment_requested, data)
+    await billing.charges.run_once()
+    payment = await payment_of(database, data.renewal_id)
+    assert payment.state != PaymentState.SETTLED
+
+    with pytest.raises(PermanentEventError, match="not settled"):
+        await handle(database, on_refund_requested, refund_requested(payment))
+
+
+async def test_a_refund_of_more_than_was_captured_is_a_permanent_error(
+    billing: Billing, database: Database
+) -> None:
+    payment = await settle(billing)
+    data = refund_requested(payment, price={"amount": 99_999, "currency": "CNY"})
+    with pytest.raises(PermanentEventError, match="asks 99999 CNY"):
+        await handle(database, on_refund_requested, data)
+
+
+async def test_a_conflicting_refund_request_is_a_permanent_error(
+    billing: Billing, database: Database
+) -> None:
+    payment = await settle(billing)
+    await handle(database, on_refund_requested, refund_requested(payment))
+    other = refund_requested(payment, price={"amount": 100, "currency": "CNY"})
+    with pytest.raises(PermanentEventError, match="conflicting refund request"):
+        await handle(database, on_refund_requested, other)
+
+
+async def test_an_unreachable_gateway_parks_the_refund_as_failed_and_says_so(
+    billing: Billing,
+    database: Database,
+    gateway: FakeGateway,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    payment = await settle(billing)
+    await handle(database, on_refund_requested, refund_requested(payment))
+    gateway.outage = True
+    for _ in range(4):
+        await billing.refunds.run_once()
+        assert (await refund_of(database, payment.renewal_id)).state == RefundState.PENDING
+        await fast_forward(database)
+
+    with caplog.at_level(logging.ERROR, logger="billing"):
+        await billing.refunds.run_once()
+
+    refund = await refund_of(database, payment.renewal_id)
+    assert refund.state == RefundState.FAILED
+    assert refund.last_error is not None and "503" in refund.last_error
+    assert refund.due_at is None
+    assert await published(database, REFUNDED) == []
+    [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "OWED" in record.getMessage() and payment.renewal_id in record.getMessage()
+
+
+async def test_a_refused_refund_is_parked_at_once_and_can_be_retried(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    payment = await settle(billing)
+    await handle(database, on_refund_requested, refund_requested(payment))
+    gateway.refund_error = GatewayRejectedError(409, "refund_exceeds_capture: nothing left")
+    await billing.refunds.run_once()
+    refund = await refund_of(database, payment.renewal_id)
+    assert refund.state == RefundState.FAILED
+    assert refund.last_error is not None and "409" in refund.last_error
+    assert len(gateway.refunds) == 1
+
+
+async def test_a_crash_between_refund_and_commit_never_refunds_twice(
+    billing: Billing, database: Database, gateway: FakeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payment = await settle(billing)
+    await handle(database, on_refund_requested, refund_requested(payment))
+    outbox = billing.runtime.outbox
+    real_add = outbox.add
+
+    def crash(*args: object, **kwargs: object) -> object:
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(outbox, "add", crash)
+    await billing.refunds.run_once()
+    assert (await refund_of(database, payment.renewal_id)).state == RefundState.PENDING
+
+    monkeypatch.setattr(outbox, "add", real_add)
+    await expire_leases(database)
+    await billing.refunds.run_once()
+
+    assert len(gateway.refunds) == 2
+    assert len(gateway.refunded) == 1
+    refund = await refund_of(database, payment.renewal_id)
+    assert refund.state == RefundState.REFUNDED
+    assert len(await published(database, REFUNDED)) == 1

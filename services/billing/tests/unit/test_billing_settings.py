@@ -1,0 +1,102 @@
+"""Settings: defaults, the dunning schedule, and clear errors for what cannot be used."""
+
+import pytest
+from billing import bootstrap
+from billing.gateways.http import HttpPaymentGateway
+from billing.settings import BillingSettings
+from esim_core.settings import SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("BILLING_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults() -> None:
+    settings = load_settings(BillingSettings)
+    assert settings.http_port == 8001
+    assert settings.database_url == "sqlite+aiosqlite:///var/db/billing.sqlite"
+    assert settings.payment_gateway_url == "http://127.0.0.1:8010"
+    assert settings.dunning_schedule_s == (30.0, 120.0, 600.0)
+    assert settings.max_transient_rounds == 5
+
+
+@pytest.mark.parametrize(
+    ("raw", "parsed"),
+    [("30,120,600", (30.0, 120.0, 600.0)), (" 0.5, 1 ", (0.5, 1.0)), ("60", (60.0,))],
+)
+def test_the_dunning_schedule_is_comma_separated_seconds(
+    monkeypatch: pytest.MonkeyPatch, raw: str, parsed: tuple[float, ...]
+) -> None:
+    monkeypatch.setenv("BILLING_DUNNING_SCHEDULE_S", raw)
+    assert load_settings(BillingSettings).dunning_schedule_s == parsed
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("a,b", "must be comma-separated seconds such as '30,120,600', got 'a,b'"),
+        ("30,,600", "must be comma-separated seconds"),
+        ("", "must be comma-separated seconds"),
+        ("30,-1", "each delay must be a positive number of seconds"),
+        ("30,nan", "each delay must be a positive number of seconds"),
+    ],
+)
+def test_a_bad_dunning_schedule_names_the_variable_and_the_problem(
+    monkeypatch: pytest.MonkeyPatch, raw: str, message: str
+) -> None:
+    monkeypatch.setenv("BILLING_DUNNING_SCHEDULE_S", raw)
+    with pytest.raises(SettingsError) as raised:
+        load_settings(BillingSettings)
+    text = str(raised.value)
+    assert "BILLING_DUNNING_SCHEDULE_S" in text
+    assert message in text
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BILLING_MAX_TRANSIENT_ROUNDS", "0"),
+        ("BILLING_PAYMENT_GATEWAY_URL", "payments.example"),
+        ("BILLING_PAYMENT_GATEWAY", "stripe"),
+        ("BILLING_WORKER_LEASE_S", "20"),
+        ("BILLING_RETRY_BACKOFF_MAX_S", "1"),
+    ],
+)
+def test_other_bad_values_name_their_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=name):
+        load_settings(BillingSettings)
+
+
+def test_the_lease_must_outlast_a_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BILLING_GATEWAY_ATTEMPTS", "10")
+    with pytest.raises(SettingsError, match=r"BILLING_WORKER_LEASE_S: .*longest gateway round"):
+        load_settings(BillingSettings)
+
+
+async def test_bootstrap_wires_the_http_gateway_and_both_consumers(tmp_path: object) -> None:
+    settings = BillingSettings(database_url=f"sqlite+aiosqlite:///{tmp_path}/b.sqlite")
+    billing = bootstrap.build(settings)
+    try:
+        assert isinstance(billing.gateway, HttpPaymentGateway)
+        consumer = billing.runtime.subscribe()
+        assert consumer is not None
+        assert sorted(consumer.topics) == ["esim.payment.requested", "esim.refund.requested"]
+        paths = {
+            getattr(route, "path", "")
+            for router in billing.runtime.routers
+            for route in router.routes
+        }
+        assert {"/v1/payments/{renewal_id}", "/v1/refunds/{renewal_id}"} <= paths
+    finally:
+        assert isinstance(billing.gateway, HttpPaymentGateway)
+        await billing.gateway.aclose()
+        await billing.runtime.redis.aclose()
+        await billing.runtime.database.close()
