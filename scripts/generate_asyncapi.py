@@ -7,9 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from faststream.specification import AsyncAPI
-
 from esim_core.service import ServiceRuntime
+from faststream.specification import AsyncAPI
 
 TARGET = Path(__file__).resolve().parents[1] / "shared/schemas/asyncapi.json"
 

@@ -5,7 +5,13 @@ from dataclasses import dataclass
 
 from esim_core.consumer import Route
 from esim_core.service import ServiceRuntime
-from esim_schemas import PaymentRequested, RefundRequested
+from esim_schemas import (
+    PaymentFailed,
+    PaymentRefunded,
+    PaymentRequested,
+    PaymentSettled,
+    RefundRequested,
+)
 
 from billing.api import build_router
 from billing.domain import RetryRules
@@ -69,6 +75,7 @@ def build(
     runtime.consume(topics.refund_requested, [Route(RefundRequested, on_refund_requested)])
     runtime.loop("billing-charges", charges.run_once, settings.worker_interval_s)
     runtime.loop("billing-refunds", refunds.run_once, settings.worker_interval_s)
+    runtime.produces(PaymentSettled, PaymentFailed, PaymentRefunded)
     runtime.routers.append(build_router(runtime.database))
     return Billing(runtime=runtime, gateway=chosen, charges=charges, refunds=refunds)
 
