@@ -84,6 +84,10 @@ class Process:
 
     def start(self, timeout: float = 90.0) -> "Process":
         """Start the process and wait until it is ready."""
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> "Process":
+        """Start the process without waiting for it."""
         log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
             self.argv,
@@ -94,6 +98,10 @@ class Process:
             start_new_session=True,
         )
         log.close()
+        return self
+
+    def wait_ready(self, timeout: float = 90.0) -> "Process":
+        """Wait until the process is ready; fail if it exits or takes too long."""
 
         def up() -> bool:
             assert self.popen is not None
@@ -285,7 +293,9 @@ class Platform:
             lambda: port_open(smtp_port),
         ).start()
         for name in SERVICES:
-            self.processes[name] = self.service_process(name).start()
+            self.processes[name] = self.service_process(name).launch()
+        for name in SERVICES:
+            self.processes[name].wait_ready()
 
     def service_process(self, name: str) -> Process:
         """The process of one service, configured for this platform (not started)."""
