@@ -1,0 +1,140 @@
+"""The provisioning HTTP API for ops: a renewal's activation, and the activations of a card."""
+
+import re
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from esim_core.db import Database
+from esim_core.http import ProblemError
+from esim_core.worker import as_utc
+from esim_schemas import PlanRef, luhn_valid
+from esim_schemas.types import UtcDatetime
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, Field
+from sqlmodel import col, select
+
+from provisioning.domain import ActivationState
+from provisioning.store import Activation
+
+RenewalId = Annotated[UUID, Path(description="the renewal's id (a UUID)")]
+
+_ICCID = re.compile(r"[0-9]{19,20}")
+
+
+class ActivationPublic(BaseModel):
+    """An activation as ops see it."""
+
+    renewal_id: str
+    activation_id: str
+    state: str = Field(description="ordering, following, activated or failed")
+    iccid: str
+    plan: PlanRef
+    start: str = Field(description="now or after_current")
+    payment_id: str
+    order_id: str | None = Field(description="the eSIM platform's order id once ordered")
+    bundle_state: str | None = Field(description="active or queued once activated")
+    valid_from: UtcDatetime | None
+    valid_until: UtcDatetime | None
+    attempts: int = Field(description="rounds with the eSIM platform so far")
+    failure_reason: str | None
+    last_error: str | None = Field(description="what went wrong in the latest round, if anything")
+    next_attempt_at: UtcDatetime | None = Field(description="when the next round is due")
+    deadline_at: UtcDatetime = Field(description="when a bundle not live yet times out")
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    ordered_at: UtcDatetime | None
+    activated_at: UtcDatetime | None
+    failed_at: UtcDatetime | None
+
+    @classmethod
+    def of(cls, row: Activation) -> "ActivationPublic":
+        """The public view of a stored activation."""
+        return cls(
+            renewal_id=row.renewal_id,
+            activation_id=row.id,
+            state=row.state,
+            iccid=row.iccid,
+            plan=PlanRef(code=row.plan_code, data_mb=row.data_mb, validity_days=row.validity_days),
+            start=row.start,
+            payment_id=row.payment_id,
+            order_id=row.order_id,
+            bundle_state=row.bundle_state,
+            valid_from=_utc(row.valid_from),
+            valid_until=_utc(row.valid_until),
+            attempts=row.attempts,
+            failure_reason=row.failure_reason,
+            last_error=row.last_error,
+            next_attempt_at=_utc(row.due_at),
+            deadline_at=as_utc(row.deadline_at),
+            created_at=as_utc(row.created_at),
+            updated_at=as_utc(row.updated_at),
+            ordered_at=_utc(row.ordered_at),
+            activated_at=_utc(row.activated_at),
+            failed_at=_utc(row.failed_at),
+        )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return as_utc(value) if value is not None else None
+
+
+def build_router(database: Database) -> APIRouter:
+    """The ops routes, bound to the provisioning database."""
+    router = APIRouter(prefix="/v1", tags=["provisioning"])
+
+    @router.get("/activations/{renewal_id}", response_model=ActivationPublic)
+    async def get_activation(renewal_id: RenewalId) -> ActivationPublic:
+        """The activation of a renewal: state, order id, rounds, last error, times."""
+        async with database.session() as session:
+            row = (
+                await session.exec(
+                    select(Activation).where(Activation.renewal_id == str(renewal_id))
+                )
+            ).first()
+        if row is None:
+            raise ProblemError(
+                404, f"no activation for renewal {renewal_id}", kind="activation-not-found"
+            )
+        return ActivationPublic.of(row)
+
+    @router.get("/activations", response_model=list[ActivationPublic])
+    async def list_activations(
+        iccid: Annotated[
+            str | None,
+            Query(description="the card's ICCID: 19 or 20 digits with a valid Luhn check digit"),
+        ] = None,
+        state: Annotated[
+            ActivationState | None,
+            Query(description="only activations in this state, e.g. `following` for open ones"),
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=500, description="at most this many")] = 100,
+    ) -> list[ActivationPublic]:
+        """List activations, newest first: of one card, in one state, or both."""
+        query = select(Activation)
+        if iccid is not None:
+            _check_iccid(iccid)
+            query = query.where(col(Activation.iccid) == iccid)
+        if state is not None:
+            query = query.where(col(Activation.state) == state.value)
+        query = query.order_by(col(Activation.created_at).desc(), col(Activation.id)).limit(limit)
+        async with database.session() as session:
+            rows = (await session.exec(query)).all()
+        return [ActivationPublic.of(row) for row in rows]
+
+    return router
+
+
+def _check_iccid(iccid: str) -> None:
+    if _ICCID.fullmatch(iccid) is None:
+        problem = f"an ICCID is 19 or 20 digits (0-9), got {iccid[:32]!r}"
+    elif not luhn_valid(iccid):
+        problem = "the ICCID check digit is wrong (Luhn)"
+    else:
+        return
+    raise ProblemError(
+        422,
+        f"The request is not valid: query.iccid: {problem}",
+        kind="validation",
+        errors=[{"field": "query.iccid", "message": problem, "type": "value_error"}],
+    )

@@ -1,0 +1,73 @@
+"""The one place where provisioning is wired: runtime, consumer, platform adapter, loop, API."""
+
+from dataclasses import dataclass
+
+from esim_core.consumer import Route
+from esim_core.service import ServiceRuntime
+from esim_schemas import ActivationFailed, PaymentSettled, ProfileActivated
+
+from provisioning.api import build_router
+from provisioning.domain import FollowUpRules
+from provisioning.handlers import Handlers
+from provisioning.platforms import EsimPlatform
+from provisioning.platforms.http import HttpEsimPlatform
+from provisioning.settings import ProvisioningSettings
+from provisioning.store import TABLES
+from provisioning.workers import ActivationWorker, TryPolicy
+
+
+@dataclass(frozen=True)
+class Provisioning:
+    """The wired service: its runtime, and the parts tests drive directly."""
+
+    runtime: ServiceRuntime
+    platform: EsimPlatform
+    handlers: Handlers
+    activations: ActivationWorker
+
+
+def build_platform(settings: ProvisioningSettings) -> EsimPlatform:
+    """The eSIM platform adapter that `PROVISIONING_ESIM_PLATFORM` names."""
+    if settings.esim_platform == "http":
+        return HttpEsimPlatform(settings.esim_platform_url, timeout_s=settings.platform_timeout_s)
+    raise ValueError(f"unknown eSIM platform adapter {settings.esim_platform!r}")
+
+
+def build(
+    settings: ProvisioningSettings,
+    *,
+    platform: EsimPlatform | None = None,
+    tries: TryPolicy | None = None,
+) -> Provisioning:
+    """Wire provisioning; tests pass a fake `platform` and a `tries` policy without waits."""
+    runtime = ServiceRuntime("provisioning", settings, TABLES)
+    chosen = platform if platform is not None else build_platform(settings)
+    rules = FollowUpRules(
+        poll_interval_s=settings.poll_interval_s,
+        poll_interval_max_s=settings.poll_interval_max_s,
+        retry_backoff_s=settings.retry_backoff_s,
+        retry_backoff_max_s=settings.retry_backoff_max_s,
+    )
+    policy = tries or TryPolicy(
+        attempts=settings.platform_attempts, wait_max_s=settings.platform_backoff_max_s
+    )
+    activations = ActivationWorker(
+        runtime.database,
+        runtime.outbox,
+        chosen,
+        rules,
+        policy,
+        batch=settings.worker_batch,
+        lease_s=settings.worker_lease_s,
+    )
+    handlers = Handlers(activation_deadline_s=settings.activation_deadline_s)
+
+    runtime.consume(
+        runtime.topics.payment_settled, [Route(PaymentSettled, handlers.on_payment_settled)]
+    )
+    runtime.loop("provisioning-activations", activations.run_once, settings.worker_interval_s)
+    runtime.produces(ProfileActivated, ActivationFailed)
+    runtime.routers.append(build_router(runtime.database))
+    return Provisioning(
+        runtime=runtime, platform=chosen, handlers=handlers, activations=activations
+    )

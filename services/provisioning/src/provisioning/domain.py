@@ -1,0 +1,136 @@
+"""Activations: their states, ids, and the rules that decide polling, retries and outcomes."""
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Literal
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+_IDS = uuid5(NAMESPACE_URL, "https://esim.example/provisioning")
+
+UNKNOWN_ICCID = "unknown_iccid"
+"""ActivationFailed reason: the eSIM platform does not know the card."""
+
+ACTIVATION_TIMEOUT = "activation_timeout"
+"""ActivationFailed reason: the bundle was not live before the activation deadline (the SLA)."""
+
+ORDER_REJECTED = "order_rejected"
+"""ActivationFailed reason: the platform refused the bundle order itself (not the card)."""
+
+BUNDLE_FAILED = "bundle_failed"
+"""ActivationFailed reason when the platform says `failed` without saying why."""
+
+
+class ActivationState(StrEnum):
+    """Where an activation is: ordering the bundle, following it, or final."""
+
+    ORDERING = "ordering"
+    FOLLOWING = "following"
+    ACTIVATED = "activated"
+    FAILED = "failed"
+
+
+FINAL_STATES: frozenset[str] = frozenset({ActivationState.ACTIVATED, ActivationState.FAILED})
+
+Verdict = Literal["pending", "activated", "failed", "unexpected"]
+
+_PENDING_STATUSES = frozenset({"processing"})
+_LIVE_STATUSES = frozenset({"active", "queued"})
+# Bundles that were live once and have run out since: the plan was applied, nothing to refund.
+_SPENT_STATUSES = frozenset({"depleted", "expired"})
+_FAILED_STATUSES = frozenset({"failed", "revoked"})
+
+
+def activation_id_for(renewal_id: UUID | str) -> str:
+    """The activation id of a renewal: the same for every delivery of its PaymentSettled."""
+    return f"act_{uuid5(_IDS, f'activation:{renewal_id}')}"
+
+
+def order_key(renewal_id: UUID | str) -> str:
+    """The platform Idempotency-Key of a renewal's bundle order: identical on every attempt."""
+    return f"bundle:{renewal_id}"
+
+
+def event_id(kind: str, renewal_id: UUID | str) -> str:
+    """A CloudEvents id derived from what caused the event, so a redo publishes the same id."""
+    return str(uuid5(_IDS, f"{kind}:{renewal_id}"))
+
+
+def verdict(status: str) -> Verdict:
+    """What a bundle status at the platform means for the activation.
+
+    `processing` is still pending; `active` and `queued` are live (and `depleted` / `expired`
+    were); `failed` and `revoked` will never be live; anything else is unexpected and is
+    followed like a pending bundle until the deadline.
+    """
+    if status in _PENDING_STATUSES:
+        return "pending"
+    if status in _LIVE_STATUSES or status in _SPENT_STATUSES:
+        return "activated"
+    if status in _FAILED_STATUSES:
+        return "failed"
+    return "unexpected"
+
+
+def bundle_state(status: str) -> Literal["active", "queued"]:
+    """The contract's `bundle_state` of a live bundle."""
+    return "queued" if status == "queued" else "active"
+
+
+def failure_reason(status: str, platform_reason: str | None) -> str:
+    """The ActivationFailed reason of a bundle the platform gave up on."""
+    if platform_reason:
+        return platform_reason[:128]
+    return BUNDLE_FAILED if status == "failed" else f"bundle_{status}"[:128]
+
+
+@dataclass(frozen=True)
+class FollowUpRules:
+    """How often a bundle is polled, and how long to wait after a round without an answer."""
+
+    poll_interval_s: float
+    poll_interval_max_s: float
+    retry_backoff_s: float
+    retry_backoff_max_s: float
+
+
+def poll_delay(polls: int, rules: FollowUpRules) -> float:
+    """Seconds to the next status check after `polls` checks that found the bundle pending.
+
+    The first check comes one poll interval after the order; each further one waits 1.5 times
+    longer, up to the cap, so a slow activation is not hammered.
+    """
+    delay: float = rules.poll_interval_s * 1.5 ** max(0, polls)
+    return min(rules.poll_interval_max_s, delay)
+
+
+def retry_delay(rounds: int, rules: FollowUpRules) -> float:
+    """Seconds to the next round after `rounds` rounds in a row without an answer (jittered)."""
+    delay: float = min(rules.retry_backoff_max_s, rules.retry_backoff_s * 2.0 ** max(0, rounds - 1))
+    # Many activations hit by one outage should not all come back in the same instant.
+    return delay * random.uniform(0.75, 1.0)
+
+
+def next_due(now: datetime, delay_s: float, deadline: datetime) -> datetime:
+    """When to look again: after `delay_s`, but never later than the deadline."""
+    return min(now + timedelta(seconds=delay_s), deadline)
+
+
+@dataclass(frozen=True)
+class ActivationTerms:
+    """What a renewal asks provisioning to apply; two deliveries of one renewal must agree."""
+
+    iccid: str
+    plan_code: str
+    data_mb: int
+    validity_days: int
+    start: str
+
+    def differences(self, other: "ActivationTerms") -> list[str]:
+        """The names of the terms that differ, in declaration order."""
+        return [
+            name
+            for name in self.__dataclass_fields__
+            if getattr(self, name) != getattr(other, name)
+        ]

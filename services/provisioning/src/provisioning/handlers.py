@@ -1,0 +1,91 @@
+"""Provisioning's event handler: record the activation of a paid renewal, once per renewal.
+
+The handler only writes a row that is due now; the activation loop (workers.py) calls the eSIM
+platform, so a handler never calls anything outside its own transaction.
+"""
+
+import logging
+from datetime import timedelta
+
+from esim_core.consumer import PermanentEventError
+from esim_core.worker import utcnow
+from esim_schemas import CloudEvent, PaymentSettled
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from provisioning.domain import ActivationTerms, activation_id_for
+from provisioning.store import Activation
+
+logger = logging.getLogger(__name__)
+
+
+def _terms(data: PaymentSettled) -> ActivationTerms:
+    return ActivationTerms(
+        iccid=data.iccid,
+        plan_code=data.plan.code,
+        data_mb=data.plan.data_mb,
+        validity_days=data.plan.validity_days,
+        start=data.start,
+    )
+
+
+class Handlers:
+    """The handlers of provisioning's consumer, with the rules they need."""
+
+    def __init__(self, *, activation_deadline_s: float) -> None:
+        self.activation_deadline_s = activation_deadline_s
+
+    async def on_payment_settled(
+        self, session: AsyncSession, event: CloudEvent[PaymentSettled]
+    ) -> None:
+        """Record the activation of a paid renewal, due now; a repeat changes nothing.
+
+        Raises:
+            PermanentEventError: the renewal already has an activation of another card, plan
+                or start (a renewal_id reused with other content is rejected, not merged).
+        """
+        data = event.data
+        renewal_id = str(data.renewal_id)
+        terms = _terms(data)
+        existing = (
+            await session.exec(select(Activation).where(Activation.renewal_id == renewal_id))
+        ).first()
+        if existing is not None:
+            differing = existing.terms().differences(terms)
+            if differing:
+                raise PermanentEventError(
+                    f"conflicting PaymentSettled for renewal {renewal_id}: "
+                    f"{', '.join(differing)} differ from activation {existing.id}"
+                )
+            logger.info(
+                "PaymentSettled %s repeats renewal %s: activation %s (%s) stays as it is",
+                event.id,
+                renewal_id,
+                existing.id,
+                existing.state,
+            )
+            return
+        now = utcnow()
+        activation = Activation(
+            id=activation_id_for(renewal_id),
+            renewal_id=renewal_id,
+            payment_id=data.payment_id,
+            iccid=terms.iccid,
+            plan_code=terms.plan_code,
+            data_mb=terms.data_mb,
+            validity_days=terms.validity_days,
+            start=terms.start,
+            created_at=now,
+            updated_at=now,
+            deadline_at=now + timedelta(seconds=self.activation_deadline_s),
+            due_at=now,
+        )
+        session.add(activation)
+        logger.info(
+            "activation %s of renewal %s: %s on card %s (start %s), due now",
+            activation.id,
+            renewal_id,
+            activation.plan_code,
+            activation.iccid,
+            activation.start,
+        )

@@ -1,0 +1,29 @@
+"""eSIM platforms: the port provisioning orders and follows bundles through, and its adapters.
+
+`port.py` says what a platform does; `http.py` is `HttpEsimPlatform`, the adapter for the
+reseller-style HTTP API (`POST /v1/bundles`, `GET /v1/bundles/{order_id}`) that the sandbox
+emulates. An SM-DP+ (GSMA SGP.22 ES2+) adapter would be another module here implementing
+`EsimPlatform`, chosen by `bootstrap.build_platform` from configuration.
+"""
+
+from provisioning.platforms.port import (
+    BundleOrder,
+    BundleOrderRequest,
+    BundleStatus,
+    EsimPlatform,
+    OrderNotFoundError,
+    PlatformRejectedError,
+    PlatformUnavailableError,
+    UnknownIccidError,
+)
+
+__all__ = [
+    "BundleOrder",
+    "BundleOrderRequest",
+    "BundleStatus",
+    "EsimPlatform",
+    "OrderNotFoundError",
+    "PlatformRejectedError",
+    "PlatformUnavailableError",
+    "UnknownIccidError",
+]

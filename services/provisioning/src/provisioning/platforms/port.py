@@ -1,0 +1,86 @@
+"""The EsimPlatform port: order a bundle on a card with an idempotency key, follow the order."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class BundleOrderRequest:
+    """One bundle order; repeating it with the same `idempotency_key` never applies it twice."""
+
+    idempotency_key: str
+    iccid: str
+    bundle_code: str
+    data_mb: int
+    validity_days: int
+    start: str
+    reference: str
+
+
+@dataclass(frozen=True)
+class BundleOrder:
+    """An accepted order; `order_id` is the platform's reference to follow it by."""
+
+    order_id: str
+    status: str
+
+
+@dataclass(frozen=True)
+class BundleStatus:
+    """Where an ordered bundle is at the platform.
+
+    `status` is the platform's word: `processing`, `active`, `queued`, `failed`, and later
+    `depleted`, `expired` or `revoked`; the domain decides what each means.
+    """
+
+    order_id: str
+    status: str
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    data_mb: int | None = None
+    failure_reason: str | None = None
+
+
+class UnknownIccidError(Exception):
+    """The platform does not know the card: no order on it can ever succeed."""
+
+
+class PlatformUnavailableError(Exception):
+    """The platform could not answer now (connection, timeout, 5xx): the same call may succeed."""
+
+
+class PlatformRejectedError(Exception):
+    """The platform refused the request itself (key conflict, invalid order, unknown order)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+class OrderNotFoundError(PlatformRejectedError):
+    """The platform does not (or not yet) know an order id it handed out."""
+
+
+class EsimPlatform(Protocol):
+    """Applies bundles to existing cards at an eSIM platform (a reseller API or an SM-DP+)."""
+
+    async def order_bundle(self, request: BundleOrderRequest) -> BundleOrder:
+        """Order a bundle, or return the order already placed under its idempotency key.
+
+        Raises:
+            UnknownIccidError: the platform does not know the card.
+            PlatformUnavailableError: no answer now; repeating the call is safe.
+            PlatformRejectedError: the order itself was refused.
+        """
+        ...
+
+    async def bundle_status(self, order_id: str) -> BundleStatus:
+        """Where an order's bundle is now.
+
+        Raises:
+            OrderNotFoundError: the platform does not know the order.
+            PlatformUnavailableError: no answer now; repeating the call is safe.
+            PlatformRejectedError: the request was refused.
+        """
+        ...

@@ -1,0 +1,124 @@
+"""Provisioning settings, read from `PROVISIONING_*` environment variables."""
+
+from typing import Literal
+
+from esim_core.settings import ServiceSettings
+from pydantic import Field, ValidationInfo, field_validator
+from pydantic_settings import SettingsConfigDict
+
+_DAY_S = 86400.0
+
+
+class ProvisioningSettings(ServiceSettings):
+    """What the provisioning service needs to run: its eSIM platform and its follow-up rules."""
+
+    model_config = SettingsConfigDict(env_prefix="PROVISIONING_", extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        "sqlite+aiosqlite:///var/db/provisioning.sqlite", description="the provisioning database"
+    )
+    http_port: int = Field(8002, ge=1, le=65535, description="port of the provisioning HTTP API")
+
+    esim_platform: Literal["http"] = Field(
+        "http",
+        description="which adapter orders bundles: `http` is the reseller-style HTTP API "
+        "(`POST /v1/bundles`, `GET /v1/bundles/{order_id}`) that the sandbox emulates",
+    )
+    esim_platform_url: str = Field(
+        "http://127.0.0.1:8011",
+        pattern=r"^https?://[^\s/]+",
+        description="base URL of the eSIM platform (the sandbox in the local run)",
+    )
+    platform_timeout_s: float = Field(
+        10.0, gt=0, le=120, description="timeout of one eSIM platform request"
+    )
+    platform_attempts: int = Field(
+        4,
+        ge=1,
+        le=10,
+        description="tries of one platform call within a round, on transient errors only",
+    )
+    platform_backoff_max_s: float = Field(
+        2.0, gt=0, le=60, description="longest jittered wait between two tries within a round"
+    )
+    activation_deadline_s: float = Field(
+        _DAY_S,
+        gt=0,
+        le=30 * _DAY_S,
+        description="seconds from PaymentSettled until a bundle that is not live yet fails "
+        "with `activation_timeout` (the 24 h activation SLA)",
+    )
+    poll_interval_s: float = Field(
+        0.5,
+        gt=0,
+        le=3600,
+        description="seconds from the order to the first status check of the bundle",
+    )
+    poll_interval_max_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        validate_default=True,
+        description="longest pause between two status checks of a bundle still processing "
+        "(each check waits 1.5 times longer than the one before)",
+    )
+    retry_backoff_s: float = Field(
+        1.0,
+        gt=0,
+        le=3600,
+        description="pause after the first round in which the platform did not answer; "
+        "doubles each round in a row",
+    )
+    retry_backoff_max_s: float = Field(
+        120.0,
+        gt=0,
+        le=86400,
+        validate_default=True,
+        description="longest pause between two rounds in which the platform did not answer",
+    )
+    worker_batch: int = Field(
+        20, ge=1, le=500, description="activations claimed and worked on per loop round"
+    )
+    worker_lease_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        validate_default=True,
+        description="how long a claimed activation is reserved for one replica's round; "
+        "longer than a round can take",
+    )
+
+    @field_validator("poll_interval_max_s")
+    @classmethod
+    def _poll_cap_not_below_base(cls, value: float, info: ValidationInfo) -> float:
+        base = info.data.get("poll_interval_s")
+        if base is not None and value < base:
+            raise ValueError(f"must not be below PROVISIONING_POLL_INTERVAL_S ({base:g})")
+        return value
+
+    @field_validator("retry_backoff_max_s")
+    @classmethod
+    def _retry_cap_not_below_base(cls, value: float, info: ValidationInfo) -> float:
+        base = info.data.get("retry_backoff_s")
+        if base is not None and value < base:
+            raise ValueError(f"must not be below PROVISIONING_RETRY_BACKOFF_S ({base:g})")
+        return value
+
+    @field_validator("worker_lease_s")
+    @classmethod
+    def _lease_outlasts_a_round(cls, value: float, info: ValidationInfo) -> float:
+        attempts = info.data.get("platform_attempts")
+        timeout = info.data.get("platform_timeout_s")
+        backoff = info.data.get("platform_backoff_max_s")
+        if attempts is None or timeout is None or backoff is None:
+            return value  # those fields are invalid and reported on their own
+        # A round that outlives its lease may be claimed by another replica meanwhile; the
+        # idempotency key keeps that from ordering twice, but the work would be done twice.
+        longest_round = attempts * timeout + (attempts - 1) * backoff
+        if value <= longest_round:
+            raise ValueError(
+                f"must exceed the longest platform round, {longest_round:g} s "
+                "(PROVISIONING_PLATFORM_ATTEMPTS x PROVISIONING_PLATFORM_TIMEOUT_S plus the "
+                "waits between tries)"
+            )
+        return value

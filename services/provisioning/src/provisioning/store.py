@@ -1,0 +1,67 @@
+"""Provisioning tables: one activation per renewal, the due work of the activation loop."""
+
+from datetime import datetime
+from typing import Any
+
+from esim_core.worker import utcnow
+from sqlalchemy import DateTime
+from sqlmodel import Field, SQLModel
+
+from provisioning.domain import ActivationState, ActivationTerms
+
+
+def _time(**kwargs: Any) -> Any:
+    return Field(sa_type=DateTime(timezone=True), **kwargs)
+
+
+class Activation(SQLModel, table=True):
+    """One renewal's bundle, from the settled payment to live at the platform, or failed.
+
+    It is durable due work (`due_at`, `lease_until`): the activation loop claims it when due,
+    orders the bundle (`ordering`), then follows the order (`following`) until it is
+    `activated` or `failed`.
+    """
+
+    __tablename__ = "provisioning_activation"
+
+    id: str = Field(primary_key=True, max_length=64)
+    renewal_id: str = Field(unique=True, index=True, max_length=36)
+    payment_id: str = Field(max_length=64)
+    iccid: str = Field(index=True, max_length=20)
+    plan_code: str = Field(max_length=64)
+    data_mb: int
+    validity_days: int
+    start: str = Field(max_length=16)
+    state: str = Field(default=ActivationState.ORDERING, max_length=16, index=True)
+    order_id: str | None = Field(default=None, max_length=128)
+    bundle_state: str | None = Field(default=None, max_length=16)
+    valid_from: datetime | None = _time(default=None)
+    valid_until: datetime | None = _time(default=None)
+    attempts: int = Field(default=0, description="platform rounds so far")
+    polls: int = Field(default=0, description="status checks that found the bundle pending")
+    unavailable_rounds: int = Field(
+        default=0, description="rounds in a row in which the platform did not answer"
+    )
+    failure_reason: str | None = Field(default=None, max_length=128)
+    last_error: str | None = Field(default=None, max_length=512)
+    created_at: datetime = _time(default_factory=utcnow)
+    updated_at: datetime = _time(default_factory=utcnow)
+    deadline_at: datetime = _time()
+    ordered_at: datetime | None = _time(default=None)
+    activated_at: datetime | None = _time(default=None)
+    failed_at: datetime | None = _time(default=None)
+    due_at: datetime | None = _time(default=None, index=True)
+    lease_until: datetime | None = _time(default=None)
+
+    def terms(self) -> ActivationTerms:
+        """What was asked, to compare with a later delivery for the same renewal."""
+        return ActivationTerms(
+            iccid=self.iccid,
+            plan_code=self.plan_code,
+            data_mb=self.data_mb,
+            validity_days=self.validity_days,
+            start=self.start,
+        )
+
+
+TABLES: list[type[SQLModel]] = [Activation]

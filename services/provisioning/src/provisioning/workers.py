@@ -1,0 +1,443 @@
+"""The activation loop: claim due activations, order or follow the bundle, commit the outcome.
+
+Each round makes one call to the eSIM platform outside any transaction, then writes the outcome,
+the outbox event and the next due time in one transaction. The order carries an idempotency key
+derived from the renewal_id, so a crash between the call and the commit only means the next
+round orders again and gets the same order back: the bundle is never applied twice.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TypeVar
+from uuid import UUID
+
+from esim_core.db import Database
+from esim_core.outbox import Outbox
+from esim_core.worker import as_utc, claim_due, utcnow
+from esim_schemas import ActivationFailed, ProfileActivated
+from prometheus_client import Counter, Histogram
+from sqlmodel.ext.asyncio.session import AsyncSession
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from provisioning.domain import (
+    ACTIVATION_TIMEOUT,
+    FINAL_STATES,
+    ORDER_REJECTED,
+    UNKNOWN_ICCID,
+    ActivationState,
+    FollowUpRules,
+    bundle_state,
+    event_id,
+    failure_reason,
+    next_due,
+    order_key,
+    poll_delay,
+    retry_delay,
+    verdict,
+)
+from provisioning.platforms import (
+    BundleOrder,
+    BundleOrderRequest,
+    BundleStatus,
+    EsimPlatform,
+    PlatformRejectedError,
+    PlatformUnavailableError,
+    UnknownIccidError,
+)
+from provisioning.store import Activation
+
+logger = logging.getLogger(__name__)
+
+ACTIVATIONS = Counter(
+    "esim_provisioning_activations_total", "Activations that ended, by outcome", ["outcome"]
+)
+ACTIVATION_SECONDS = Histogram(
+    "esim_provisioning_activation_seconds",
+    "Time from PaymentSettled to a live bundle",
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 300, 3600, 21600, 86400),
+)
+
+T = TypeVar("T")
+Outcome = (
+    BundleOrder
+    | BundleStatus
+    | UnknownIccidError
+    | PlatformUnavailableError
+    | PlatformRejectedError
+)
+
+# Refusals of an order that no later try can turn into a bundle; other refusals (401, 403, ...)
+# are likely a configuration fault that ops can fix before the deadline, so they are retried.
+_FINAL_ORDER_REFUSALS = frozenset({400, 409, 422})
+
+
+@dataclass(frozen=True)
+class TryPolicy:
+    """Tries of one platform call within a round, on transient errors only."""
+
+    attempts: int = 4
+    wait_multiplier_s: float = 0.1
+    wait_max_s: float = 2.0
+
+
+async def within_round(what: str, call: Callable[[], Awaitable[T]], policy: TryPolicy) -> T:
+    """Run a platform call, retrying it on `PlatformUnavailableError` with jittered backoff.
+
+    Raises:
+        PlatformUnavailableError: still unavailable after `policy.attempts` tries.
+    """
+
+    def log_retry(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        logger.info(
+            "%s: eSIM platform unavailable (%s); try %d of %d",
+            what,
+            error,
+            state.attempt_number,
+            policy.attempts,
+        )
+
+    async for attempt in AsyncRetrying(
+        stop=stop_after_attempt(policy.attempts),
+        wait=wait_random_exponential(multiplier=policy.wait_multiplier_s, max=policy.wait_max_s),
+        retry=retry_if_exception_type(PlatformUnavailableError),
+        before_sleep=log_retry,
+        reraise=True,
+    ):
+        with attempt:
+            return await call()
+    raise AssertionError("AsyncRetrying neither returned nor raised")  # pragma: no cover
+
+
+def _same_lease(stored: datetime | None, claimed: datetime | None) -> bool:
+    if stored is None or claimed is None:
+        return False
+    return as_utc(stored) == as_utc(claimed)
+
+
+class ActivationWorker:
+    """Moves due activations on: order the bundle, follow it, then activate or fail."""
+
+    def __init__(
+        self,
+        database: Database,
+        outbox: Outbox,
+        platform: EsimPlatform,
+        rules: FollowUpRules,
+        tries: TryPolicy,
+        *,
+        batch: int = 20,
+        lease_s: float = 60.0,
+    ) -> None:
+        self.database = database
+        self.outbox = outbox
+        self.platform = platform
+        self.rules = rules
+        self.tries = tries
+        self.batch = batch
+        self.lease_s = lease_s
+
+    async def run_once(self) -> int:
+        """Claim the due activations and advance them concurrently; returns how many."""
+        ids: list[str] = await claim_due(
+            self.database, Activation, limit=self.batch, lease_s=self.lease_s
+        )
+        await asyncio.gather(*(self._advance_safely(activation_id) for activation_id in ids))
+        return len(ids)
+
+    async def _advance_safely(self, activation_id: str) -> None:
+        try:
+            await self.advance(activation_id)
+        except Exception:
+            # Nothing was committed; the lease runs out and a later round repeats the call
+            # (an order under the same idempotency key).
+            logger.exception(
+                "advancing activation %s failed; it is retried once its lease runs out",
+                activation_id,
+            )
+
+    async def advance(self, activation_id: str) -> None:
+        """One round of a claimed activation: one call to the platform, one commit."""
+        async with self.database.session() as session:
+            activation = await session.get(Activation, activation_id)
+            if activation is None:
+                return
+            if activation.state in FINAL_STATES:
+                # Final already: a stale due time must not send it to the platform again.
+                activation.due_at = None
+                activation.lease_until = None
+                session.add(activation)
+                return
+            now = utcnow()
+            if activation.state == ActivationState.ORDERING and now >= as_utc(
+                activation.deadline_at
+            ):
+                # Ordering now would apply a bundle the saga is about to refund.
+                activation.last_error = (
+                    f"not ordered by the deadline; last round: {activation.last_error}"
+                )[:500]
+                activation.lease_until = None
+                activation.updated_at = now
+                session.add(activation)
+                self._fail(session, activation, ACTIVATION_TIMEOUT, now)
+                return
+        lease = activation.lease_until
+        state = activation.state
+        outcome = await self._call(activation)
+        async with self.database.session() as session:
+            current = await session.get(Activation, activation_id)
+            if current is None or current.state != state:
+                return
+            if not _same_lease(current.lease_until, lease):
+                logger.warning(
+                    "activation %s was claimed again during its round; this round's outcome "
+                    "is dropped (the order's idempotency key keeps one bundle)",
+                    activation_id,
+                )
+                return
+            self._apply(session, current, outcome)
+
+    async def _call(self, activation: Activation) -> Outcome:
+        if activation.state == ActivationState.ORDERING:
+            request = BundleOrderRequest(
+                idempotency_key=order_key(activation.renewal_id),
+                iccid=activation.iccid,
+                bundle_code=activation.plan_code,
+                data_mb=activation.data_mb,
+                validity_days=activation.validity_days,
+                start=activation.start,
+                reference=activation.renewal_id,
+            )
+            try:
+                return await within_round(
+                    f"order of activation {activation.id}",
+                    lambda: self.platform.order_bundle(request),
+                    self.tries,
+                )
+            except (UnknownIccidError, PlatformUnavailableError, PlatformRejectedError) as error:
+                return error
+        order_id = activation.order_id
+        if order_id is None:
+            raise RuntimeError(f"activation {activation.id} is following without an order id")
+        try:
+            return await within_round(
+                f"status of activation {activation.id}",
+                lambda: self.platform.bundle_status(order_id),
+                self.tries,
+            )
+        except (PlatformUnavailableError, PlatformRejectedError) as error:
+            return error
+
+    def _apply(self, session: AsyncSession, activation: Activation, outcome: Outcome) -> None:
+        now = utcnow()
+        activation.attempts += 1
+        activation.updated_at = now
+        activation.lease_until = None
+        session.add(activation)
+        deadline = as_utc(activation.deadline_at)
+        if isinstance(outcome, BundleOrder):
+            activation.state = ActivationState.FOLLOWING
+            activation.order_id = outcome.order_id
+            activation.ordered_at = now
+            activation.polls = 0
+            activation.unavailable_rounds = 0
+            activation.last_error = None
+            activation.due_at = next_due(now, poll_delay(0, self.rules), deadline)
+            logger.info(
+                "activation %s of renewal %s: bundle ordered as %s (%s)",
+                activation.id,
+                activation.renewal_id,
+                outcome.order_id,
+                outcome.status,
+            )
+        elif isinstance(outcome, UnknownIccidError):
+            activation.last_error = str(outcome)[:500]
+            self._fail(session, activation, UNKNOWN_ICCID, now)
+        elif isinstance(outcome, BundleStatus):
+            self._follow(session, activation, outcome, now, deadline)
+        elif (
+            isinstance(outcome, PlatformRejectedError)
+            and activation.state == ActivationState.ORDERING
+            and outcome.status in _FINAL_ORDER_REFUSALS
+        ):
+            activation.last_error = f"order refused: {outcome}"[:500]
+            logger.error(
+                "activation %s of renewal %s: the platform refused the order (%s)",
+                activation.id,
+                activation.renewal_id,
+                outcome,
+            )
+            self._fail(session, activation, ORDER_REJECTED, now)
+        else:
+            self._no_answer(session, activation, outcome, now, deadline)
+
+    def _follow(
+        self,
+        session: AsyncSession,
+        activation: Activation,
+        bundle: BundleStatus,
+        now: datetime,
+        deadline: datetime,
+    ) -> None:
+        activation.unavailable_rounds = 0
+        meaning = verdict(bundle.status)
+        if meaning == "activated":
+            self._activate(session, activation, bundle, now)
+            return
+        if meaning == "failed":
+            activation.last_error = f"bundle {bundle.status}" + (
+                f": {bundle.failure_reason}" if bundle.failure_reason else ""
+            )
+            reason = failure_reason(bundle.status, bundle.failure_reason)
+            self._fail(session, activation, reason, now)
+            return
+        activation.polls += 1
+        if meaning == "unexpected":
+            activation.last_error = f"unexpected bundle status {bundle.status[:64]!r}"
+            logger.warning(
+                "activation %s: order %s has status %r, which provisioning does not know; "
+                "following it like a pending bundle",
+                activation.id,
+                activation.order_id,
+                bundle.status[:64],
+            )
+        else:
+            activation.last_error = None
+        if now >= deadline:
+            activation.last_error = f"bundle still {bundle.status[:64]!r} at the deadline"
+            self._fail(session, activation, ACTIVATION_TIMEOUT, now)
+            return
+        activation.due_at = next_due(now, poll_delay(activation.polls, self.rules), deadline)
+
+    def _no_answer(
+        self,
+        session: AsyncSession,
+        activation: Activation,
+        error: Exception,
+        now: datetime,
+        deadline: datetime,
+    ) -> None:
+        activation.unavailable_rounds += 1
+        activation.last_error = f"{type(error).__name__}: {error}"[:500]
+        # A refused request is not an outage but a fault on one side: worth an ERROR.
+        log = logger.error if isinstance(error, PlatformRejectedError) else logger.warning
+        if now >= deadline:
+            log(
+                "activation %s: no answer from the platform by the deadline (%s)",
+                activation.id,
+                activation.last_error,
+            )
+            self._fail(session, activation, ACTIVATION_TIMEOUT, now)
+            return
+        activation.due_at = next_due(
+            now, retry_delay(activation.unavailable_rounds, self.rules), deadline
+        )
+        log(
+            "activation %s (%s): no answer in round %d in a row (%s); next round at %s",
+            activation.id,
+            activation.state,
+            activation.unavailable_rounds,
+            activation.last_error,
+            activation.due_at.isoformat(timespec="milliseconds"),
+        )
+
+    def _activate(
+        self, session: AsyncSession, activation: Activation, bundle: BundleStatus, now: datetime
+    ) -> None:
+        assert activation.order_id is not None
+        valid_from, valid_until = bundle.valid_from, bundle.valid_until
+        if valid_from is None or valid_until is None:
+            # The contract needs both; a live bundle is not failed over missing dates.
+            valid_from = valid_from or now
+            valid_until = valid_until or valid_from + timedelta(days=activation.validity_days)
+            logger.warning(
+                "activation %s: order %s is %s without valid_from/valid_until; "
+                "reporting %s .. %s from the plan",
+                activation.id,
+                activation.order_id,
+                bundle.status,
+                valid_from.isoformat(),
+                valid_until.isoformat(),
+            )
+        data_mb = bundle.data_mb or activation.data_mb
+        if data_mb != activation.data_mb:
+            logger.warning(
+                "activation %s: the platform applied %d MB where the plan says %d MB",
+                activation.id,
+                data_mb,
+                activation.data_mb,
+            )
+        state = bundle_state(bundle.status)
+        activation.state = ActivationState.ACTIVATED
+        activation.bundle_state = state
+        activation.valid_from = valid_from
+        activation.valid_until = valid_until
+        activation.activated_at = now
+        activation.due_at = None
+        activation.last_error = None
+        self.outbox.add(
+            session,
+            ProfileActivated(
+                renewal_id=UUID(activation.renewal_id),
+                iccid=activation.iccid,
+                plan_code=activation.plan_code,
+                data_mb=data_mb,
+                valid_from=valid_from,
+                valid_until=valid_until,
+                bundle_state=state,
+                platform_reference=activation.order_id,
+                activated_at=now,
+            ),
+            event_id=event_id("profile-activated", activation.renewal_id),
+        )
+        ACTIVATIONS.labels("activated").inc()
+        ACTIVATION_SECONDS.observe((now - as_utc(activation.created_at)).total_seconds())
+        logger.info(
+            "activation %s of renewal %s: %s is %s on card %s (%s .. %s) after %d round(s)",
+            activation.id,
+            activation.renewal_id,
+            activation.plan_code,
+            state,
+            activation.iccid,
+            valid_from.isoformat(),
+            valid_until.isoformat(),
+            activation.attempts,
+        )
+
+    def _fail(
+        self, session: AsyncSession, activation: Activation, reason: str, now: datetime
+    ) -> None:
+        activation.state = ActivationState.FAILED
+        activation.failure_reason = reason
+        activation.failed_at = now
+        activation.due_at = None
+        self.outbox.add(
+            session,
+            ActivationFailed(
+                renewal_id=UUID(activation.renewal_id),
+                iccid=activation.iccid,
+                reason=reason,
+                # The contract counts at least one try, also when the deadline passed unordered.
+                attempts=max(1, activation.attempts),
+                failed_at=now,
+            ),
+            event_id=event_id("activation-failed", activation.renewal_id),
+        )
+        ACTIVATIONS.labels("failed").inc()
+        logger.warning(
+            "activation %s of renewal %s failed: %s after %d round(s) (%s)",
+            activation.id,
+            activation.renewal_id,
+            reason,
+            activation.attempts,
+            activation.last_error,
+        )

@@ -1,0 +1,231 @@
+"""Shared bits of the provisioning unit tests: a FakePlatform, events, looks into the database."""
+
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from esim_core.db import Database
+from esim_core.outbox import OutboxMessage
+from esim_core.worker import utcnow
+from esim_schemas import CloudEvent, EventData, PaymentSettled, new_event
+from provisioning.bootstrap import Provisioning
+from provisioning.domain import FINAL_STATES
+from provisioning.platforms import (
+    BundleOrder,
+    BundleOrderRequest,
+    BundleStatus,
+    OrderNotFoundError,
+    PlatformRejectedError,
+    PlatformUnavailableError,
+    UnknownIccidError,
+)
+from provisioning.store import Activation
+from sqlalchemy import update
+from sqlmodel import col, select
+
+ICCID = "8944500102198304826"
+OTHER_ICCID = "8944500102198304834"
+UNKNOWN_ICCID = "8944500102198304842"
+ACTIVATED = "esim.profile.activated.v1"
+FAILED = "esim.activation.failed.v1"
+
+FLAKY_FAILURES = 2
+QUEUED_FROM = datetime(2026, 12, 20, tzinfo=UTC)
+"""When the current plan of a card with a `queued` bundle ends."""
+
+
+@dataclass
+class FakeOrder:
+    order_id: str
+    request: BundleOrderRequest
+    created_at: datetime
+    status_checks: int = 0
+
+
+@dataclass
+class FakePlatform:
+    """An in-memory eSIM platform that behaves like the sandbox.
+
+    An Idempotency-Key that ordered returns the same order again (another body under it is a
+    409); cards in `unknown` are a 404. Per ICCID, `modes` picks what an order becomes: `none`
+    (active), `queued`, `fail` (failed, `bundle_rejected`), `slow` (processing for ever here),
+    `flaky` (the first two calls answer 503, then as `none`). Each order answers `processing`
+    to its first `processing_checks` status checks. `outage` makes every call transient,
+    `order_refusal` refuses every order with that HTTP status, `status_override` makes every
+    check answer that status, `after_order` runs after an order is recorded.
+    """
+
+    modes: dict[str, str] = field(default_factory=dict)
+    unknown: set[str] = field(default_factory=lambda: {UNKNOWN_ICCID})
+    processing_checks: int = 1
+    outage: bool = False
+    order_refusal: int | None = None
+    status_override: str | None = None
+    with_dates: bool = True
+    orders: dict[str, FakeOrder] = field(default_factory=dict)
+    order_calls: list[BundleOrderRequest] = field(default_factory=list)
+    status_calls: list[str] = field(default_factory=list)
+    flakes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    after_order: Callable[[BundleOrderRequest], Awaitable[None]] | None = None
+
+    async def order_bundle(self, request: BundleOrderRequest) -> BundleOrder:
+        self.order_calls.append(request)
+        self._transient(request.iccid)
+        if request.iccid in self.unknown:
+            raise UnknownIccidError(f"the platform does not know card {request.iccid}")
+        if self.order_refusal is not None:
+            raise PlatformRejectedError(self.order_refusal, "refused")
+        order = self.orders.get(request.idempotency_key)
+        if order is not None:
+            if order.request != request:
+                raise PlatformRejectedError(409, "idempotency_conflict: another body")
+        else:
+            order = FakeOrder(f"ord_{uuid.uuid4().hex[:16]}", request, utcnow())
+            self.orders[request.idempotency_key] = order
+        if self.after_order is not None:
+            await self.after_order(request)
+        return BundleOrder(order_id=order.order_id, status="processing")
+
+    async def bundle_status(self, order_id: str) -> BundleStatus:
+        self.status_calls.append(order_id)
+        order = next((o for o in self.orders.values() if o.order_id == order_id), None)
+        if order is None:
+            self._transient(None)
+            raise OrderNotFoundError(404, f"order {order_id} is unknown")
+        request = order.request
+        self._transient(request.iccid)
+        order.status_checks += 1
+        mode = self.modes.get(request.iccid, "none")
+        if self.status_override is not None:
+            return BundleStatus(order_id=order_id, status=self.status_override)
+        if mode == "slow" or order.status_checks <= self.processing_checks:
+            return BundleStatus(order_id=order_id, status="processing", data_mb=request.data_mb)
+        if mode == "fail":
+            return BundleStatus(
+                order_id=order_id,
+                status="failed",
+                data_mb=request.data_mb,
+                failure_reason="bundle_rejected",
+            )
+        status = "queued" if mode == "queued" else "active"
+        start = QUEUED_FROM if status == "queued" else order.created_at
+        return BundleStatus(
+            order_id=order_id,
+            status=status,
+            valid_from=start if self.with_dates else None,
+            valid_until=start + timedelta(days=request.validity_days) if self.with_dates else None,
+            data_mb=request.data_mb,
+        )
+
+    def _transient(self, iccid: str | None) -> None:
+        if self.outage:
+            raise PlatformUnavailableError("HTTP 503: unavailable")
+        if iccid is not None and self.modes.get(iccid) == "flaky":
+            self.flakes[iccid] += 1
+            if self.flakes[iccid] <= FLAKY_FAILURES:
+                raise PlatformUnavailableError("HTTP 503: flaky")
+
+    def orders_of(self, renewal_id: uuid.UUID | str) -> list[FakeOrder]:
+        """The orders the platform holds for a renewal."""
+        return [o for o in self.orders.values() if o.request.reference == str(renewal_id)]
+
+
+def payment_settled(
+    renewal_id: uuid.UUID | None = None, iccid: str = ICCID, **changes: Any
+) -> PaymentSettled:
+    fields: dict[str, Any] = {
+        "renewal_id": renewal_id or uuid.uuid4(),
+        "payment_id": "pay_1f6e0c1e0b7a5d3c",
+        "iccid": iccid,
+        "plan": {"code": "JP-30D-10GB", "data_mb": 10240, "validity_days": 30},
+        "price": {"amount": 9900, "currency": "CNY"},
+        "method": "card",
+        "provider_reference": "ch_abc",
+        "attempts": 1,
+        "settled_at": utcnow(),
+        "start": "now",
+    }
+    return PaymentSettled(**(fields | changes))
+
+
+def event(data: EventData, event_id: str | None = None) -> CloudEvent[Any]:
+    return new_event(data, source="/services/billing", event_id=event_id)
+
+
+async def handle(
+    provisioning: Provisioning, data: PaymentSettled, event_id: str | None = None
+) -> None:
+    """Run the handler in one transaction, as the consumer does."""
+    async with provisioning.runtime.database.session() as session:
+        await provisioning.handlers.on_payment_settled(session, event(data, event_id))
+
+
+async def published(database: Database, event_type: str | None = None) -> list[dict[str, Any]]:
+    """The outbox's CloudEvents, oldest first, optionally of one type."""
+    async with database.session() as session:
+        query = select(OutboxMessage).order_by(col(OutboxMessage.id))
+        if event_type is not None:
+            query = query.where(OutboxMessage.event_type == event_type)
+        rows = (await session.exec(query)).all()
+    return [json.loads(row.value) | {"_key": row.key, "_topic": row.topic} for row in rows]
+
+
+async def activation_of(database: Database, renewal_id: uuid.UUID | str) -> Activation:
+    async with database.session() as session:
+        row = (
+            await session.exec(select(Activation).where(Activation.renewal_id == str(renewal_id)))
+        ).first()
+    assert row is not None
+    return row
+
+
+async def activations(database: Database) -> list[Activation]:
+    async with database.session() as session:
+        return list((await session.exec(select(Activation))).all())
+
+
+async def fast_forward(database: Database) -> None:
+    """Make every scheduled activation due now, and let every lease run out."""
+    past = utcnow() - timedelta(seconds=1)
+    async with database.session() as session:
+        await session.exec(
+            update(Activation)
+            .where(col(Activation.due_at).is_not(None))
+            .values(due_at=past, lease_until=None)
+        )
+
+
+async def expire_leases(database: Database) -> None:
+    """Let every lease run out, as if the replica that held it had died."""
+    past = utcnow() - timedelta(seconds=1)
+    async with database.session() as session:
+        await session.exec(update(Activation).values(lease_until=past))
+
+
+async def pass_deadline(database: Database, renewal_id: uuid.UUID | str) -> None:
+    """Move an activation's deadline into the past."""
+    past = utcnow() - timedelta(seconds=1)
+    async with database.session() as session:
+        await session.exec(
+            update(Activation)
+            .where(col(Activation.renewal_id) == str(renewal_id))
+            .values(deadline_at=past)
+        )
+
+
+async def run_until_final(
+    provisioning: Provisioning, renewal_id: uuid.UUID | str, rounds: int = 20
+) -> Activation:
+    """Run loop rounds, skipping the waits between them, until the activation is final."""
+    database = provisioning.runtime.database
+    for _ in range(rounds):
+        await provisioning.activations.run_once()
+        row = await activation_of(database, renewal_id)
+        if row.state in FINAL_STATES:
+            return row
+        await fast_forward(database)
+    raise AssertionError(f"activation of {renewal_id} is still {row.state} after {rounds} rounds")
