@@ -13,58 +13,84 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 
 def _headers(record: Any) -> dict[str, str]:
     return {name: value.decode("utf-8", "replace") for name, value in record.headers or ()}
 
 
-async def list_dead_letters(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    """Every dead letter of a topic, oldest first, with its error headers."""
-    dlq = f"{topic}.dlq"
+async def _dlq_partitions(bootstrap: str, dlq: str) -> list[TopicPartition]:
     probe = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await probe.start()
     try:
-        exists = dlq in await probe.topics()
+        if dlq not in await probe.topics():
+            return []
     finally:
         await probe.stop()
-    if not exists:
-        return []
     # Subscribing without a group assigns every partition and fetches their metadata.
+    reader = AIOKafkaConsumer(dlq, bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await reader.start()
+    try:
+        return sorted(reader.assignment(), key=lambda tp: tp.partition)
+    finally:
+        await reader.stop()
+
+
+async def _read_until_end(
+    consumer: AIOKafkaConsumer, assigned: list[TopicPartition]
+) -> AsyncIterator[Any]:
+    """Yield the records between each partition's position and its end offset at the start."""
+    ends = await consumer.end_offsets(assigned)
+    while [tp for tp in assigned if await consumer.position(tp) < ends[tp]]:
+        batch = await consumer.getmany(*assigned, timeout_ms=1000)
+        for tp, records in batch.items():
+            for record in records:
+                if record.offset < ends[tp]:
+                    yield record
+
+
+async def list_dead_letters(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    """Every dead letter of a topic, oldest first, with its error headers."""
+    assigned = await _dlq_partitions(bootstrap, f"{topic}.dlq")
+    if not assigned:
+        return []
     consumer = AIOKafkaConsumer(
-        dlq, bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
+    found: list[dict[str, Any]] = []
     try:
-        assigned = sorted(consumer.assignment(), key=lambda tp: tp.partition)
-        ends = await consumer.end_offsets(assigned)
+        consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
-        found: list[dict[str, Any]] = []
-        while [tp for tp in assigned if await consumer.position(tp) < ends[tp]]:
-            batch = await consumer.getmany(timeout_ms=1000)
-            for records in batch.values():
-                for record in records:
-                    found.append(
-                        {
-                            "partition": record.partition,
-                            "offset": record.offset,
-                            "key": record.key.decode("utf-8", "replace") if record.key else None,
-                            "headers": _headers(record),
-                            "size": len(record.value or b""),
-                        }
-                    )
+        async for record in _read_until_end(consumer, assigned):
+            found.append(
+                {
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "key": record.key.decode("utf-8", "replace") if record.key else None,
+                    "headers": _headers(record),
+                    "size": len(record.value or b""),
+                }
+            )
         return found
     finally:
         await consumer.stop()
 
 
 async def replay(bootstrap: str, topic: str, limit: int | None = None) -> int:
-    """Publish not-yet-replayed dead letters back to their original topic; returns how many."""
+    """Publish not-yet-replayed dead letters back to their original topic; returns how many.
+
+    Only what was on the dead-letter topic when the replay began is replayed, so a message
+    that fails again (and is dead-lettered again) is not replayed in a loop.
+    """
+    assigned = await _dlq_partitions(bootstrap, f"{topic}.dlq")
+    if not assigned:
+        return 0
     consumer = AIOKafkaConsumer(
-        f"{topic}.dlq",
         bootstrap_servers=bootstrap,
         group_id="dlq-replay",
         enable_auto_commit=False,
@@ -75,21 +101,20 @@ async def replay(bootstrap: str, topic: str, limit: int | None = None) -> int:
     await producer.start()
     replayed = 0
     try:
-        while limit is None or replayed < limit:
-            batch = await consumer.getmany(timeout_ms=3000, max_records=1)
-            if not batch:
+        consumer.assign(assigned)
+        async for record in _read_until_end(consumer, assigned):
+            if limit is not None and replayed >= limit:
                 break
-            for records in batch.values():
-                for record in records:
-                    original = _headers(record).get("x-original-topic", topic)
-                    await producer.send_and_wait(
-                        original,
-                        value=record.value,
-                        key=record.key,
-                        headers=[("x-replayed-from", f"{record.topic}@{record.offset}".encode())],
-                    )
-                    await consumer.commit()
-                    replayed += 1
+            original = _headers(record).get("x-original-topic", topic)
+            await producer.send_and_wait(
+                original,
+                value=record.value,
+                key=record.key,
+                headers=[("x-replayed-from", f"{record.topic}@{record.offset}".encode())],
+            )
+            tp = TopicPartition(record.topic, record.partition)
+            await consumer.commit({tp: record.offset + 1})
+            replayed += 1
         return replayed
     finally:
         await producer.stop()
