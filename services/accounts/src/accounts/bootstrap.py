@@ -18,6 +18,8 @@ from esim_schemas import (
 )
 
 from accounts.api import build_router
+from accounts.deadlines import sweep_deadlines
+from accounts.domain import Deadlines
 from accounts.handlers import RenewalSaga
 from accounts.inventory import import_cards, seed_catalogue
 from accounts.security import TokenIssuer
@@ -30,7 +32,10 @@ logger = logging.getLogger(__name__)
 def build(settings: AccountsSettings) -> ServiceRuntime:
     """Wire the accounts service: its consumers, its seeding and its HTTP API."""
     runtime = ServiceRuntime("accounts", settings, TABLES)
-    saga = RenewalSaga(runtime.outbox)
+    deadlines = Deadlines(
+        payment_s=settings.payment_deadline_s, activation_s=settings.activation_deadline_s
+    )
+    saga = RenewalSaga(runtime.outbox, deadlines)
     topics = runtime.topics
     runtime.consume(topics.renewal_requested, [Route(RenewalRequested, saga.on_renewal_requested)])
     runtime.consume(topics.payment_settled, [Route(PaymentSettled, saga.on_payment_settled)])
@@ -48,6 +53,12 @@ def build(settings: AccountsSettings) -> ServiceRuntime:
         RenewalRequested, RenewalRejected, PaymentRequested, RefundRequested, CardBound
     )
     runtime.on_startup(seed)
+    runtime.loop(
+        "saga-deadlines",
+        lambda: sweep_deadlines(runtime.database, saga),
+        settings.deadline_sweep_interval_s,
+        singleton=True,
+    )
     if settings.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
         logger.warning("ACCOUNTS_JWT_SECRET is not set: using the local development key")
     tokens = TokenIssuer(settings.jwt_secret.get_secret_value(), settings.jwt_ttl_s)

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -24,6 +25,17 @@ TERMINAL = frozenset(
     {SagaStatus.ACTIVATED, SagaStatus.REJECTED, SagaStatus.PAYMENT_FAILED, SagaStatus.REFUNDED}
 )
 AWAITING_PAYMENT = frozenset({SagaStatus.REQUESTED, SagaStatus.PAYMENT_PENDING})
+# Once compensation has begun (or the deadline passed) a late activation no longer ends the saga.
+CLOSED_TO_ACTIVATION = TERMINAL | {SagaStatus.REFUNDING, SagaStatus.TIMED_OUT}
+WITH_DEADLINE = frozenset({SagaStatus.PAYMENT_PENDING, SagaStatus.PAID})
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """How long a saga may wait for each outcome before the deadline sweep moves it on."""
+
+    payment_s: float = 48 * 3600
+    activation_s: float = 25 * 3600
 
 
 class RenewalInvalidError(Exception):

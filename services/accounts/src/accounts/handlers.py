@@ -1,7 +1,7 @@
 """The renewal saga: reacts to each event of a renewal and decides what happens next."""
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -27,7 +27,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from accounts.domain import (
     AWAITING_PAYMENT,
+    CLOSED_TO_ACTIVATION,
     TERMINAL,
+    WITH_DEADLINE,
+    Deadlines,
     RenewalInvalidError,
     SagaStatus,
     currency_for,
@@ -100,8 +103,9 @@ def fingerprint_of(data: RenewalRequested) -> str:
 class RenewalSaga:
     """The saga's event handlers; each runs inside the consumer's transaction."""
 
-    def __init__(self, outbox: Outbox) -> None:
+    def __init__(self, outbox: Outbox, deadlines: Deadlines | None = None) -> None:
         self.outbox = outbox
+        self.deadlines = deadlines or Deadlines()
 
     async def on_renewal_requested(
         self, session: AsyncSession, event: CloudEvent[RenewalRequested]
@@ -153,6 +157,7 @@ class RenewalSaga:
         assert saga.price_amount is not None and saga.currency is not None
         assert saga.data_mb is not None and saga.validity_days is not None
         saga.status = SagaStatus.PAYMENT_PENDING
+        saga.deadline_at = utcnow() + timedelta(seconds=self.deadlines.payment_s)
         self.outbox.add(
             session,
             PaymentRequested(
@@ -213,9 +218,12 @@ class RenewalSaga:
         saga.currency = data.price.currency
         if saga.status in AWAITING_PAYMENT:
             saga.status = SagaStatus.PAID
+            saga.deadline_at = utcnow() + timedelta(seconds=self.deadlines.activation_s)
         record_step(session, saga, "payment_settled", event_id=event.id)
         if saga.activation_failure is not None:
             self._request_refund(session, saga, saga.activation_failure)
+        elif saga.status == SagaStatus.TIMED_OUT:
+            self._request_refund(session, saga, "payment settled after the saga timed out")
 
     async def on_payment_failed(
         self, session: AsyncSession, event: CloudEvent[PaymentFailed]
@@ -227,6 +235,7 @@ class RenewalSaga:
             saga.status = SagaStatus.PAYMENT_FAILED
             saga.reason = data.reason
             saga.payment_token = None
+            saga.deadline_at = None
         record_step(session, saga, "payment_failed", event_id=event.id, detail=data.reason)
 
     async def on_profile_activated(
@@ -235,9 +244,10 @@ class RenewalSaga:
         """The plan is live or queued: the saga ends in ACTIVATED and the card moves on."""
         data = event.data
         saga = await self._saga(session, data.renewal_id)
-        if saga.status not in TERMINAL and saga.status != SagaStatus.REFUNDING:
+        if saga.status not in CLOSED_TO_ACTIVATION:
             saga.status = SagaStatus.ACTIVATED
             saga.payment_token = None
+            saga.deadline_at = None
         saga.valid_from = data.valid_from
         saga.valid_until = data.valid_until
         saga.bundle_state = data.bundle_state
@@ -268,6 +278,7 @@ class RenewalSaga:
         if saga.status not in TERMINAL:
             saga.status = SagaStatus.REFUNDED
             saga.payment_token = None
+            saga.deadline_at = None
         record_step(session, saga, "payment_refunded", event_id=event.id)
 
     def _request_refund(self, session: AsyncSession, saga: Renewal, reason: str) -> None:
@@ -276,7 +287,9 @@ class RenewalSaga:
         assert saga.payment_id is not None
         assert saga.price_amount is not None and saga.currency is not None
         saga.refund_requested = True
-        saga.status = SagaStatus.REFUNDING
+        saga.deadline_at = None
+        if saga.status != SagaStatus.TIMED_OUT:
+            saga.status = SagaStatus.REFUNDING
         self.outbox.add(
             session,
             RefundRequested(
@@ -289,6 +302,24 @@ class RenewalSaga:
             event_id=derived_id("refund-requested", saga.renewal_id),
         )
         record_step(session, saga, "refund_requested", detail=reason)
+
+    def expire(self, session: AsyncSession, saga: Renewal, now: datetime) -> bool:
+        """Move on a saga whose deadline passed; returns whether it did.
+
+        Waiting for a payment outcome ends in TIMED_OUT (a capture that still comes is refunded);
+        waiting for activation ends in TIMED_OUT and the captured payment is refunded.
+        """
+        deadline = as_utc(saga.deadline_at) if saga.deadline_at is not None else None
+        if saga.status not in WITH_DEADLINE or deadline is None or deadline > now:
+            return False
+        waited_for = "payment" if saga.status == SagaStatus.PAYMENT_PENDING else "activation"
+        saga.status = SagaStatus.TIMED_OUT
+        saga.reason = f"{waited_for}_timed_out"
+        saga.deadline_at = None
+        record_step(session, saga, "timed_out", detail=f"no {waited_for} outcome in time")
+        if saga.payment_id is not None:
+            self._request_refund(session, saga, f"{waited_for} timed out")
+        return True
 
     async def _saga(self, session: AsyncSession, renewal_id: UUID) -> Renewal:
         saga = await session.get(Renewal, str(renewal_id))

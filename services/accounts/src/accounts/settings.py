@@ -22,6 +22,15 @@ class AccountsSettings(ServiceSettings):
         SecretStr(DEV_JWT_SECRET), description="HMAC key that signs access tokens"
     )
     jwt_ttl_s: int = Field(3600, ge=60, le=86400, description="lifetime of an access token")
+    payment_deadline_s: float = Field(
+        48 * 3600, gt=0, description="how long a saga waits for a payment outcome"
+    )
+    activation_deadline_s: float = Field(
+        25 * 3600, gt=0, description="how long a paid saga waits for activation (24 h SLA)"
+    )
+    deadline_sweep_interval_s: float = Field(
+        30, gt=0, description="how often the deadline sweep looks for overdue sagas"
+    )
     cards_csv: Path | None = Field(
         Path("deploy/local/cards.csv"),
         description="card inventory to import at start (iccid,activation_code); empty to skip",

@@ -91,6 +91,7 @@ class Renewal(SQLModel, table=True):
     valid_from: datetime | None = _time(default=None)
     valid_until: datetime | None = _time(default=None)
     bundle_state: str | None = Field(default=None, max_length=16)
+    deadline_at: datetime | None = _time(default=None, index=True)
     created_at: datetime = _time(default_factory=utcnow)
     updated_at: datetime = _time(default_factory=utcnow)
 

@@ -1,0 +1,34 @@
+"""The deadline sweep: durable timers that move on sagas stuck waiting for an outcome."""
+
+from esim_core.db import Database
+from esim_core.worker import utcnow
+from sqlmodel import col, select
+
+from accounts.domain import WITH_DEADLINE
+from accounts.handlers import RenewalSaga
+from accounts.store import Renewal
+
+
+async def sweep_deadlines(database: Database, saga: RenewalSaga, *, limit: int = 100) -> int:
+    """Expire sagas whose deadline has passed, each in its own transaction; returns how many.
+
+    The deadline is a column of the saga row, so it outlives any process; the runtime runs this
+    sweep on one replica at a time (a Redis lease).
+    """
+    now = utcnow()
+    async with database.session() as session:
+        query = (
+            select(Renewal.renewal_id)
+            .where(col(Renewal.deadline_at).is_not(None), col(Renewal.deadline_at) <= now)
+            .where(col(Renewal.status).in_(list(WITH_DEADLINE)))
+            .order_by(col(Renewal.deadline_at))
+            .limit(limit)
+        )
+        due = list((await session.exec(query)).all())
+    expired = 0
+    for renewal_id in due:
+        async with database.session() as session:
+            row = await session.get(Renewal, renewal_id)
+            if row is not None and saga.expire(session, row, utcnow()):
+                expired += 1
+    return expired
