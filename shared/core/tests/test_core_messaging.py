@@ -1,0 +1,219 @@
+"""The messaging core without a broker: inbox, dead letters, retries, the outbox relay, settings."""
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from esim_core.consumer import EventConsumer, MessageInfo, PermanentEventError, Route
+from esim_core.db import Database
+from esim_core.inbox import InboxEntry
+from esim_core.locks import LocalLock
+from esim_core.outbox import Outbox, OutboxMessage, OutboxRelay
+from esim_core.settings import ServiceSettings, SettingsError, Topics, load_settings
+from esim_schemas import CloudEvent, RenewalRejected, RenewalRequested, new_event
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+ICCID = "8944500102198304826"
+
+
+class FakePublisher:
+    """Records what would go to Kafka; can be told to fail."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.fail_after: int | None = None
+
+    async def publish_raw(
+        self, value: bytes, *, topic: str, key: str | None, headers: dict[str, str]
+    ) -> None:
+        if self.fail_after is not None and len(self.sent) >= self.fail_after:
+            raise ConnectionError("broker unreachable")
+        self.sent.append({"value": value, "topic": topic, "key": key, "headers": headers})
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> Any:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/core.sqlite")
+    await db.create_tables([OutboxMessage, InboxEntry])
+    yield db
+    await db.close()
+
+
+def request_bytes(event_id: str | None = None) -> bytes:
+    data = RenewalRequested(
+        renewal_id=uuid.uuid4(),
+        user_id="u-1",
+        iccid=ICCID,
+        plan_code="JP-1D-1GB",
+        payment={"method": "card", "token": "card_ok"},
+        start="now",
+        requested_at=datetime.now(UTC),
+    )
+    return new_event(data, source="/tests", event_id=event_id).to_json()
+
+
+INFO = MessageInfo(topic="esim.renewal.requested", partition=2, offset=41, key=ICCID.encode())
+
+
+def consumer_with(
+    database: Database, publisher: FakePublisher, handler: Any, attempts: int = 3
+) -> EventConsumer:
+    return EventConsumer(
+        name="test",
+        subscriptions={"esim.renewal.requested": [Route(RenewalRequested, handler)]},
+        database=database,
+        publisher=publisher,  # type: ignore[arg-type]
+        attempts=attempts,
+    )
+
+
+async def test_a_redelivered_event_is_handled_once(database: Database) -> None:
+    calls: list[str] = []
+
+    async def handler(session: AsyncSession, event: CloudEvent[Any]) -> None:
+        calls.append(event.id)
+
+    consumer = consumer_with(database, FakePublisher(), handler)
+    body = request_bytes()
+    for _ in range(3):
+        await consumer.handle(body, INFO)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "error_type"),
+    [
+        (b"\xff\xfe not utf-8", "undecodable"),
+        (b"[1, 2]", "undecodable"),
+        (b'{"specversion": "0.3"}', "invalid_envelope"),
+        (
+            json.dumps(json.loads(request_bytes()) | {"data": {"iccid": "123"}}).encode(),
+            "schema_invalid",
+        ),
+        (
+            json.dumps(json.loads(request_bytes()) | {"type": "esim.payment.settled.v1"}).encode(),
+            "unexpected_type",
+        ),
+    ],
+)
+async def test_poison_goes_to_the_dead_letter_topic_with_its_reason(
+    database: Database, body: bytes, error_type: str
+) -> None:
+    publisher = FakePublisher()
+
+    async def handler(session: AsyncSession, event: CloudEvent[Any]) -> None:
+        raise AssertionError("never called")
+
+    await consumer_with(database, publisher, handler).handle(body, INFO)
+    [dead] = publisher.sent
+    assert dead["topic"] == "esim.renewal.requested.dlq"
+    assert dead["value"] == body
+    assert dead["key"] == ICCID
+    headers = dead["headers"]
+    assert headers["x-error-type"] == error_type
+    assert headers["x-original-topic"] == "esim.renewal.requested"
+    assert (headers["x-original-partition"], headers["x-original-offset"]) == ("2", "41")
+    assert headers["x-error"] and headers["x-failed-at"].endswith("Z")
+
+
+async def test_a_failing_handler_is_retried_then_dead_lettered_without_effects(
+    database: Database,
+) -> None:
+    publisher = FakePublisher()
+    attempts: list[int] = []
+
+    async def handler(session: AsyncSession, event: CloudEvent[Any]) -> None:
+        attempts.append(1)
+        raise RuntimeError("downstream table is missing")
+
+    body = request_bytes()
+    await consumer_with(database, publisher, handler, attempts=3).handle(body, INFO)
+    assert len(attempts) == 3
+    [dead] = publisher.sent
+    assert dead["headers"]["x-error-type"] == "retries_exhausted"
+    assert "downstream table is missing" in dead["headers"]["x-error"]
+    async with database.session() as session:
+        assert (await session.exec(select(InboxEntry))).all() == []
+
+
+async def test_a_transient_failure_succeeds_on_retry(database: Database) -> None:
+    publisher = FakePublisher()
+    attempts: list[int] = []
+
+    async def handler(session: AsyncSession, event: CloudEvent[Any]) -> None:
+        attempts.append(1)
+        if len(attempts) < 2:
+            raise TimeoutError("slow disk")
+
+    await consumer_with(database, publisher, handler).handle(request_bytes(), INFO)
+    assert len(attempts) == 2
+    assert publisher.sent == []
+
+
+async def test_a_permanent_error_is_dead_lettered_at_once(database: Database) -> None:
+    publisher = FakePublisher()
+    attempts: list[int] = []
+
+    async def handler(session: AsyncSession, event: CloudEvent[Any]) -> None:
+        attempts.append(1)
+        raise PermanentEventError("renewal is not known")
+
+    await consumer_with(database, publisher, handler).handle(request_bytes(), INFO)
+    assert len(attempts) == 1
+    assert publisher.sent[0]["headers"]["x-error-type"] == "unprocessable"
+
+
+async def test_relay_publishes_in_order_and_resumes_after_a_broker_failure(
+    database: Database,
+) -> None:
+    outbox = Outbox("/services/test", Topics())
+    async with database.session() as session:
+        for index in range(5):
+            outbox.add(
+                session,
+                RenewalRejected(
+                    renewal_id=uuid.uuid4(),
+                    iccid=ICCID,
+                    reason="unknown_plan",
+                    detail=f"#{index}",
+                ),
+                event_id=f"event-{index}",
+            )
+    publisher = FakePublisher()
+    publisher.fail_after = 2
+    relay = OutboxRelay(database, outbox, publisher, LocalLock())  # type: ignore[arg-type]
+    with pytest.raises(ConnectionError):
+        await relay.relay_once()
+    async with database.session() as session:
+        pending = (
+            await session.exec(
+                select(OutboxMessage).where(col(OutboxMessage.published_at).is_(None))
+            )
+        ).all()
+    assert [row.event_id for row in pending] == ["event-2", "event-3", "event-4"]
+
+    publisher.fail_after = None
+    assert await relay.relay_once() == 3
+    assert await relay.relay_once() == 0
+    ids = [json.loads(item["value"])["id"] for item in publisher.sent]
+    assert ids == [f"event-{index}" for index in range(5)]
+    assert {item["topic"] for item in publisher.sent} == {"esim.renewal.rejected"}
+    assert {item["key"] for item in publisher.sent} == {ICCID}
+
+
+def test_bad_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    class DemoSettings(ServiceSettings):
+        database_url: str = "sqlite+aiosqlite:///x.sqlite"
+        http_port: int = 1
+
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "not a host list")
+    monkeypatch.setenv("REDIS_URL", "http://wrong")
+    with pytest.raises(SettingsError) as stopped:
+        load_settings(DemoSettings)
+    message = str(stopped.value)
+    assert "KAFKA_BOOTSTRAP_SERVERS" in message
+    assert "REDIS_URL" in message
