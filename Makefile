@@ -41,13 +41,22 @@ redis: ## install redis-server if it is missing
 	@echo "==> redis-server"
 	deploy/redis/ensure.sh
 
-test: sync kafka-jars redis ## unit, contract and integration tests (real Kafka, Redis, sandboxes)
+# With CI=true the integration tests run a second time with every service on PostgreSQL
+# (deploy/postgres/ensure.sh installs it if missing; tests/support/infra.py runs the server).
+test: sync kafka-jars redis ## unit, contract and integration tests (real Kafka, Redis, sandboxes; CI=true: integration on PostgreSQL too)
 	@echo "==> pytest $(TEST_PATHS)"
-	@if $(RUN) pytest -p no:cacheprovider -q $(PYTEST_ARGS) $(TEST_PATHS); then \
-	  echo "==> make test: PASSED"; \
-	else \
-	  status=$$?; echo "==> make test: FAILED (pytest exit status $$status)" >&2; exit $$status; \
+	@$(RUN) pytest -p no:cacheprovider -q $(PYTEST_ARGS) $(TEST_PATHS) || { \
+	  status=$$?; echo "==> make test: FAILED (pytest exit status $$status)" >&2; exit $$status; }
+	@if [ "$${CI:-}" = "true" ]; then \
+	  echo "==> PostgreSQL (deploy/postgres/ensure.sh)"; \
+	  deploy/postgres/ensure.sh || { \
+	    status=$$?; echo "==> make test: FAILED (PostgreSQL is not available)" >&2; exit $$status; }; \
+	  echo "==> ESIM_TEST_DATABASE=postgres pytest tests/integration"; \
+	  ESIM_TEST_DATABASE=postgres $(RUN) pytest -p no:cacheprovider -q $(PYTEST_ARGS) tests/integration || { \
+	    status=$$?; echo "==> make test: FAILED (pytest on PostgreSQL, exit status $$status)" >&2; \
+	    exit $$status; }; \
 	fi
+	@echo "==> make test: PASSED"
 
 test-unit: sync ## the tests that need no broker (pytest -m "not integration")
 	@echo "==> pytest -m 'not integration' $(TEST_PATHS)"

@@ -3,17 +3,24 @@
 Kafka and Redis come, in this order, from `KAFKA_BOOTSTRAP_SERVERS` / `REDIS_URL`, from
 testcontainers where a Docker engine answers, or from local processes started here (the broker
 from the Maven-resolved jars of deploy/kafka, `redis-server` from Debian's package).
+
+The services keep their data in one SQLite file each, or, with `postgres()`, in one PostgreSQL
+database each: on the server `TEST_DATABASE_URL_BASE` names, in a testcontainer, or in a
+throwaway local server run from Debian's `postgresql` binaries.
 """
 
+import asyncio
+import concurrent.futures
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,12 +132,12 @@ class Process:
             os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait(10)
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM the process and wait; SIGKILL it if it does not stop."""
+    def stop(self, timeout: float = 20.0, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Send `sig` (SIGTERM) to the process and wait; SIGKILL it if it does not stop."""
         if self.popen is None or self.popen.poll() is not None:
             return
         with suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGTERM)
+            os.killpg(self.popen.pid, sig)
         try:
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -224,6 +231,163 @@ def redis(workdir: Path) -> Iterator[str]:
 SERVICES = ("accounts", "billing", "provisioning", "notifier")
 
 
+DATABASE_MODES = ("sqlite", "postgres")
+
+
+@contextmanager
+def postgres(workdir: Path) -> Iterator[dict[str, str]]:
+    """One PostgreSQL database per service; yields each service's SQLAlchemy URL.
+
+    The server is, in this order, the one `TEST_DATABASE_URL_BASE` names (a URL without a
+    database, e.g. `postgresql+asyncpg://user:pw@host:5432`, whose user may create databases;
+    this run's databases get a unique prefix and are dropped at the end), a testcontainer where
+    a Docker engine answers, or a throwaway local server (deploy/postgres/ensure.sh installs the
+    binaries if they are missing).
+    """
+    given = os.environ.get("TEST_DATABASE_URL_BASE")
+    if given:
+        base = given.rstrip("/")
+        names = {name: f"esim{new_suffix().replace('.', '_')}_{name}" for name in SERVICES}
+        create_databases(base, names.values())
+        try:
+            yield {name: f"{base}/{database}" for name, database in names.items()}
+        finally:
+            drop_databases(base, names.values())
+        return
+    if docker_available():
+        from testcontainers.community.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:17", driver="asyncpg") as container:
+            host = container.get_container_host_ip()
+            port = container.get_exposed_port(container.port)
+            base = f"postgresql+asyncpg://{container.username}:{container.password}@{host}:{port}"
+            create_databases(base, SERVICES)
+            yield {name: f"{base}/{name}" for name in SERVICES}
+        return
+    with local_postgres(workdir) as base:
+        create_databases(base, SERVICES)
+        yield {name: f"{base}/{name}" for name in SERVICES}
+
+
+def postgres_binaries() -> Path:
+    """The bin directory of the newest PostgreSQL that Debian's packages installed."""
+    for _ in range(2):
+        found = [
+            path.parent
+            for path in Path("/usr/lib/postgresql").glob("*/bin/initdb")
+            if (path.parent / "postgres").exists() and path.parent.parent.name.isdigit()
+        ]
+        if found:
+            return max(found, key=lambda path: int(path.parent.name))
+        subprocess.run([str(ROOT / "deploy/postgres/ensure.sh")], check=True)
+    raise RuntimeError("deploy/postgres/ensure.sh ran, but no /usr/lib/postgresql/*/bin/initdb")
+
+
+@contextmanager
+def local_postgres(workdir: Path) -> Iterator[str]:
+    """A PostgreSQL server of its own on a free loopback port; yields its base URL.
+
+    PostgreSQL refuses to run as root, so under root it runs as the `postgres` OS user, and its
+    data directory is then a fresh one under the system temp dir: pytest's base temp dir is
+    private to root (0700), and the server could not reach a directory in the workdir.
+    """
+    binaries = postgres_binaries()
+    if os.geteuid() == 0:
+        # setpriv execs the command as that user, with no process in between to relay signals.
+        as_postgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
+        home = Path(tempfile.mkdtemp(prefix="esim-postgres-"))
+        shutil.chown(home, "postgres", "postgres")
+        (workdir / "postgres").symlink_to(home)
+    else:
+        as_postgres = []
+        home = workdir / "postgres"
+        home.mkdir(mode=0o700)
+    data, sockets = home / "data", home / "run"
+    port = free_port()
+    try:
+        subprocess.run(
+            [
+                *as_postgres,
+                str(binaries / "initdb"),
+                f"--pgdata={data}",
+                "--username=postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "LC_ALL": "C"},
+        )
+        subprocess.run([*as_postgres, "mkdir", "-m", "0700", str(sockets)], check=True)
+        server = Process(
+            "postgres",
+            [
+                *as_postgres,
+                str(binaries / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-k",
+                str(sockets),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "max_connections=200",
+                # A throwaway server: durability buys nothing, speed does.
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ],
+            {"LC_ALL": "C"},
+            workdir / "postgres.log",
+            lambda: port_open(port),
+        ).start(timeout=60)
+        try:
+            yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}"
+        finally:
+            # SIGINT is PostgreSQL's fast shutdown: it does not wait for clients to leave.
+            server.stop(timeout=30, sig=signal.SIGINT)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def create_databases(base: str, names: Iterable[str]) -> None:
+    """Create these databases on the server at `base` (waiting for it to accept connections)."""
+    wait_until(lambda: _run_admin(base, ["SELECT 1"]) or True, timeout=60, what="PostgreSQL")
+    _run_admin(base, [f'CREATE DATABASE "{name}"' for name in names])
+
+
+def drop_databases(base: str, names: Iterable[str]) -> None:
+    """Drop these databases, even if a connection was left open."""
+    _run_admin(base, [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in names])
+
+
+def _run_admin(base: str, statements: list[str]) -> None:
+    """Run statements outside any transaction in the server's `postgres` database."""
+
+    async def run() -> None:
+        from sqlalchemy import text
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = create_async_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as connection:
+                for statement in statements:
+                    await connection.execute(text(statement))
+        finally:
+            await engine.dispose()
+
+    # In a thread of its own: the caller may be inside pytest-asyncio's running event loop.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+
+
 @dataclass
 class Platform:
     """Every process of the platform, on free ports, for one test session."""
@@ -232,6 +396,7 @@ class Platform:
     kafka: str
     redis: str
     topic_suffix: str = ""
+    databases: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
 
@@ -303,7 +468,7 @@ class Platform:
         env = {
             **self.common_env(),
             f"{prefix}_HTTP_PORT": str(self.ports[name]),
-            f"{prefix}_DATABASE_URL": f"sqlite+aiosqlite:///{self.workdir}/{name}.sqlite",
+            f"{prefix}_DATABASE_URL": self.database_url(name),
             "ACCOUNTS_CARDS_CSV": str(ROOT / "deploy/local/cards.csv"),
             "BILLING_PAYMENT_GATEWAY_URL": self.url("payment"),
             "BILLING_DUNNING_SCHEDULE_S": "0.5,1",
@@ -327,6 +492,10 @@ class Platform:
             self.workdir / f"{name}.log",
             http_ok(f"{self.url(name)}/health/ready"),
         )
+
+    def database_url(self, name: str) -> str:
+        """A service's database: the one given for it, else a SQLite file in the workdir."""
+        return self.databases.get(name) or f"sqlite+aiosqlite:///{self.workdir}/{name}.sqlite"
 
     def restart(self, name: str) -> None:
         """Start a service again after it was stopped or killed."""

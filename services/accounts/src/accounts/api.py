@@ -1,7 +1,7 @@
 """The accounts HTTP API for frontends: users, tokens, plans, cards and renewals."""
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from esim_core.db import Database
@@ -16,7 +16,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from accounts.domain import RenewalInvalidError, SagaStatus, currency_for, price_for
-from accounts.handlers import fingerprint_of, record_step, roll_queue, saga_from_request
+from accounts.handlers import effective_status, fingerprint_of, record_step, saga_from_request
 from accounts.schemas import (
     AutoRenewUpdate,
     CardBind,
@@ -139,7 +139,9 @@ def build_router(database: Database, outbox: Outbox, tokens: TokenIssuer) -> API
     async def bind_card(body: CardBind, caller: Caller, response: Response) -> CardPublic:
         """Bind a card to the caller with the activation code printed with it."""
         async with database.session() as unit:
-            card = await unit.get(Card, body.iccid)
+            # Locked: travellers binding one card at once take turns, so one of them owns it
+            # and the others get 409 (PostgreSQL would otherwise let each overwrite the last).
+            card = await unit.get(Card, body.iccid, with_for_update=True)
             if card is None or card.activation_code != body.activation_code:
                 # One answer for both, so card numbers cannot be probed.
                 raise ProblemError(
@@ -214,41 +216,55 @@ def build_router(database: Database, outbox: Outbox, tokens: TokenIssuer) -> API
     ) -> RenewalAccepted:
         """Renew a card: the saga starts and runs asynchronously; follow it at the renewal URL."""
         renewal_id = renewal_id_for(caller.id, idempotency_key)
-        async with database.session() as unit:
-            found = await own_card(unit, caller, iccid)
-            request = RenewalRequested(
-                renewal_id=renewal_id,
-                user_id=caller.id,
-                iccid=found.iccid,
-                plan_code=body.plan_code,
-                payment=PaymentDetails(method=body.payment.method, token=body.payment.token),
-                start=body.start,
-                requested_at=datetime.now(UTC),
-                locale=caller.locale,
-                channel="accounts-api",
-            )
-            existing = await unit.get(Renewal, str(renewal_id))
-            if existing is not None:
-                if existing.user_id != caller.id or existing.fingerprint != fingerprint_of(request):
-                    raise ProblemError(
-                        409,
-                        "this Idempotency-Key was already used for a different renewal request",
-                        kind="idempotency-key-reused",
-                    )
-                response.headers["Location"] = f"/v1/renewals/{renewal_id}"
-                return RenewalAccepted(renewal_id=renewal_id, status=existing.status)
-            plan = await unit.get(Plan, body.plan_code)
-            if plan is None or not plan.available:
+
+        def repeated(existing: Renewal, request: RenewalRequested) -> RenewalAccepted:
+            if existing.user_id != caller.id or existing.fingerprint != fingerprint_of(request):
                 raise ProblemError(
-                    422, f"plan {body.plan_code!r} is not on sale", kind="unknown-plan"
+                    409,
+                    "this Idempotency-Key was already used for a different renewal request",
+                    kind="idempotency-key-reused",
                 )
-            try:
-                price_for(plan.prices, currency_for(caller.locale))
-            except RenewalInvalidError as invalid:
-                raise ProblemError(422, invalid.detail, kind="plan-not-available") from invalid
-            saga = saga_from_request(request)
-            record_step(unit, saga, "requested")
-            outbox.add(unit, request, event_id=str(uuid5(_KEYS, f"requested:{renewal_id}")))
+            response.headers["Location"] = f"/v1/renewals/{renewal_id}"
+            return RenewalAccepted(renewal_id=renewal_id, status=existing.status)
+
+        request: RenewalRequested | None = None
+        try:
+            async with database.session() as unit:
+                found = await own_card(unit, caller, iccid)
+                request = RenewalRequested(
+                    renewal_id=renewal_id,
+                    user_id=caller.id,
+                    iccid=found.iccid,
+                    plan_code=body.plan_code,
+                    payment=PaymentDetails(method=body.payment.method, token=body.payment.token),
+                    start=body.start,
+                    requested_at=datetime.now(UTC),
+                    locale=caller.locale,
+                    channel="accounts-api",
+                )
+                existing = await unit.get(Renewal, str(renewal_id))
+                if existing is not None:
+                    return repeated(existing, request)
+                plan = await unit.get(Plan, body.plan_code)
+                if plan is None or not plan.available:
+                    raise ProblemError(
+                        422, f"plan {body.plan_code!r} is not on sale", kind="unknown-plan"
+                    )
+                try:
+                    price_for(plan.prices, currency_for(caller.locale))
+                except RenewalInvalidError as invalid:
+                    raise ProblemError(422, invalid.detail, kind="plan-not-available") from invalid
+                saga = saga_from_request(request)
+                record_step(unit, saga, "requested")
+                outbox.add(unit, request, event_id=str(uuid5(_KEYS, f"requested:{renewal_id}")))
+        except IntegrityError:
+            # The same key in a request running alongside this one, which stored the renewal
+            # first (on PostgreSQL both get past the check above): answer as for a repeat.
+            async with database.session() as unit:
+                existing = await unit.get(Renewal, str(renewal_id))
+            if existing is None or request is None:
+                raise
+            return repeated(existing, request)
         response.headers["Location"] = f"/v1/renewals/{renewal_id}"
         return RenewalAccepted(renewal_id=renewal_id, status=SagaStatus.REQUESTED)
 
@@ -307,19 +323,14 @@ def renewal_id_for(user_id: str, idempotency_key: str | None) -> UUID:
 
 def card_public(card: Card) -> CardPublic:
     """A card's status as the API shows it, with queued plans that have started brought forward."""
-    roll_queue(card, utcnow())
-    queued: list[Any] = [QueuedPlan.model_validate(item) for item in card.queued]
+    status = effective_status(card, utcnow())
+    queued = [QueuedPlan.model_validate(item) for item in status.pop("queued")]
     return CardPublic(
         iccid=card.iccid,
-        plan_code=card.plan_code,
-        state=card.state,
-        data_total_mb=card.data_total_mb,
-        data_remaining_mb=card.data_remaining_mb,
-        valid_from=_maybe_utc(card.valid_from),
-        valid_until=_maybe_utc(card.valid_until),
         queued=queued,
         auto_renew=card.auto_renew,
         auto_renew_plan_code=card.auto_renew_plan_code,
+        **status,
     )
 
 

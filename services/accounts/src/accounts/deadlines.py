@@ -28,7 +28,7 @@ async def sweep_deadlines(database: Database, saga: RenewalSaga, *, limit: int =
     expired = 0
     for renewal_id in due:
         async with database.session() as session:
-            row = await session.get(Renewal, renewal_id)
+            row = await session.get(Renewal, renewal_id, with_for_update=True)
             if row is not None and saga.expire(session, row, utcnow()):
                 expired += 1
     return expired

@@ -113,7 +113,9 @@ class RenewalSaga:
         """Validate and price a request, then ask billing to charge it (or reject it)."""
         data = event.data
         renewal_id = str(data.renewal_id)
-        saga = await session.get(Renewal, renewal_id)
+        # Row locks (PostgreSQL; SQLite serializes writers anyway) keep a concurrent handler or
+        # the deadline sweep from overwriting this transaction's change to the same saga.
+        saga = await session.get(Renewal, renewal_id, with_for_update=True)
         if saga is None:
             saga = saga_from_request(data)
             record_step(session, saga, "requested", event_id=event.id)
@@ -252,7 +254,7 @@ class RenewalSaga:
         saga.valid_until = data.valid_until
         saga.bundle_state = data.bundle_state
         record_step(session, saga, "profile_activated", event_id=event.id, detail=data.bundle_state)
-        card = await session.get(Card, data.iccid)
+        card = await session.get(Card, data.iccid, with_for_update=True)
         if card is None:
             raise PermanentEventError(f"card {data.iccid} of renewal {saga.renewal_id} is unknown")
         apply_bundle(card, data)
@@ -266,7 +268,7 @@ class RenewalSaga:
         saga = await self._saga(session, data.renewal_id)
         if saga.activation_failure is None:
             saga.activation_failure = data.reason[:256]
-        record_step(session, saga, "activation_failed", event_id=event.id, detail=data.reason)
+        record_step(session, saga, "activation_failed", event_id=event.id, detail=data.reason[:512])
         if saga.payment_id is not None:
             self._request_refund(session, saga, saga.activation_failure)
 
@@ -322,7 +324,7 @@ class RenewalSaga:
         return True
 
     async def _saga(self, session: AsyncSession, renewal_id: UUID) -> Renewal:
-        saga = await session.get(Renewal, str(renewal_id))
+        saga = await session.get(Renewal, str(renewal_id), with_for_update=True)
         if saga is None:
             raise PermanentEventError(f"renewal {renewal_id} is not known to accounts")
         return saga
@@ -355,18 +357,34 @@ def apply_bundle(card: Card, data: ProfileActivated) -> None:
     card.queued = [item for item in card.queued if item.get("renewal_id") != renewal_id]
 
 
-def roll_queue(card: Card, now: datetime) -> None:
-    """Bring forward queued bundles whose start has come (the platform activates them then)."""
-    while card.queued:
-        head = card.queued[0]
+def effective_status(card: Card, now: datetime) -> dict[str, Any]:
+    """The card's status as of `now`: queued bundles whose start has come count as current.
+
+    The platform activates a queued bundle when the one before it ends; reading the card does
+    not write, so a status shown never races a consumer that is updating the card.
+    """
+    status: dict[str, Any] = {
+        "plan_code": card.plan_code,
+        "state": card.state,
+        "data_total_mb": card.data_total_mb,
+        "data_remaining_mb": card.data_remaining_mb,
+        "valid_from": as_utc(card.valid_from) if card.valid_from is not None else None,
+        "valid_until": as_utc(card.valid_until) if card.valid_until is not None else None,
+        "queued": list(card.queued),
+    }
+    while status["queued"]:
+        head = status["queued"][0]
         starts = datetime.fromisoformat(head["valid_from"])
-        current_end = as_utc(card.valid_until) if card.valid_until is not None else None
+        current_end = status["valid_until"]
         if starts > now or (current_end is not None and current_end > now):
-            return
-        card.plan_code = head["plan_code"]
-        card.data_total_mb = card.data_remaining_mb = int(head["data_mb"])
-        card.valid_from = starts
-        card.valid_until = datetime.fromisoformat(head["valid_until"])
-        card.last_renewal_id = head["renewal_id"]
-        card.state = "active"
-        card.queued = card.queued[1:]
+            break
+        status.update(
+            plan_code=head["plan_code"],
+            state="active",
+            data_total_mb=int(head["data_mb"]),
+            data_remaining_mb=int(head["data_mb"]),
+            valid_from=starts,
+            valid_until=datetime.fromisoformat(head["valid_until"]),
+            queued=status["queued"][1:],
+        )
+    return status

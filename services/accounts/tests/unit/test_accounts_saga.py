@@ -282,3 +282,29 @@ async def test_event_for_an_unknown_renewal_is_permanent(
 ) -> None:
     with pytest.raises(PermanentEventError, match="not known"):
         await handle(database, saga.on_payment_settled, settled(uuid.uuid4()))
+
+
+async def test_a_queued_plan_shows_as_current_once_its_start_has_come(
+    database: Database, saga: RenewalSaga
+) -> None:
+    from accounts.handlers import effective_status
+
+    await bind(database)
+    first, second = request(), request()
+    for data in (first, second):
+        await handle(database, saga.on_renewal_requested, data)
+    await handle(database, saga.on_profile_activated, activated(first.renewal_id))
+    later = NOW + timedelta(days=30)
+    await handle(database, saga.on_profile_activated, activated(second.renewal_id, "queued", later))
+    async with database.session() as session:
+        card = await session.get(Card, ICCID)
+    assert card is not None
+
+    before = effective_status(card, NOW + timedelta(days=29))
+    assert before["valid_until"] == later
+    assert len(before["queued"]) == 1
+    after = effective_status(card, later + timedelta(hours=1))
+    assert after["valid_from"] == later
+    assert after["valid_until"] == later + timedelta(days=30)
+    assert after["queued"] == []
+    assert len(card.queued) == 1  # reading never writes

@@ -4,6 +4,7 @@ import logging
 from dataclasses import dataclass
 
 from esim_core.consumer import Route
+from esim_core.retry import TryPolicy
 from esim_core.service import ServiceRuntime
 from esim_schemas import (
     PaymentFailed,
@@ -20,7 +21,7 @@ from billing.gateways.http import HttpPaymentGateway
 from billing.handlers import on_payment_requested, on_refund_requested
 from billing.settings import BillingSettings
 from billing.store import TABLES
-from billing.workers import ChargeWorker, RefundWorker, TryPolicy
+from billing.workers import ChargeWorker, RefundWorker
 
 
 @dataclass(frozen=True)

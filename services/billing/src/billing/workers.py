@@ -10,24 +10,18 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 from uuid import UUID
 
+from esim_core import retry
 from esim_core.db import Database
 from esim_core.outbox import Outbox
-from esim_core.worker import as_utc, claim_due, utcnow
+from esim_core.retry import TryPolicy, same_lease
+from esim_core.worker import claim_due, utcnow
 from esim_schemas import Money, PaymentFailed, PaymentRefunded, PaymentSettled, PlanRef
 from esim_schemas.types import PaymentMethod, Start
 from sqlmodel.ext.asyncio.session import AsyncSession
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
 
 from billing.domain import (
     FailureReason,
@@ -60,53 +54,14 @@ ChargeOutcome = Capture | PaymentDeclinedError | GatewayUnavailableError | Gatew
 RefundOutcome = RefundReceipt | GatewayUnavailableError | GatewayRejectedError
 
 
-@dataclass(frozen=True)
-class TryPolicy:
-    """Tries of one gateway call within a round, on transient errors only."""
-
-    attempts: int = 4
-    wait_multiplier_s: float = 0.1
-    wait_max_s: float = 2.0
-
-
 async def within_round(what: str, call: Callable[[], Awaitable[T]], policy: TryPolicy) -> T:
-    """Run a gateway call, retrying it on `GatewayUnavailableError` with jittered backoff.
-
-    Raises:
-        GatewayUnavailableError: still unavailable after `policy.attempts` tries.
-    """
-
-    def log_retry(state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome is not None else None
-        logger.info(
-            "%s: gateway unavailable (%s); try %d of %d",
-            what,
-            error,
-            state.attempt_number,
-            policy.attempts,
-        )
-
-    async for attempt in AsyncRetrying(
-        stop=stop_after_attempt(policy.attempts),
-        wait=wait_random_exponential(multiplier=policy.wait_multiplier_s, max=policy.wait_max_s),
-        retry=retry_if_exception_type(GatewayUnavailableError),
-        before_sleep=log_retry,
-        reraise=True,
-    ):
-        with attempt:
-            return await call()
-    raise AssertionError("AsyncRetrying neither returned nor raised")  # pragma: no cover
+    """Run a payment gateway call, retrying it on `GatewayUnavailableError` within the round."""
+    return await retry.within_round(what, call, policy, GatewayUnavailableError, "payment gateway")
 
 
 def _jittered(delay_s: float) -> float:
     # Many payments hit by one outage should not all come back in the same instant.
     return delay_s * random.uniform(0.75, 1.0)
-
-
-def _same_lease(stored: datetime | None, claimed: datetime | None) -> bool:
-    if stored is None or claimed is None:
-        return False
-    return as_utc(stored) == as_utc(claimed)
 
 
 def _scrub(text: str, secret: str | None) -> str:
@@ -187,10 +142,11 @@ class ChargeWorker:
         except (PaymentDeclinedError, GatewayUnavailableError, GatewayRejectedError) as error:
             outcome = error
         async with self.database.session() as session:
-            current = await session.get(Payment, payment_id)
+            # Locked until the outcome commits, so no claim can slip in between check and write.
+            current = await session.get(Payment, payment_id, with_for_update=True)
             if current is None or current.state != PaymentState.PENDING:
                 return
-            if not _same_lease(current.lease_until, lease):
+            if not same_lease(current.lease_until, lease):
                 logger.warning(
                     "payment %s was claimed again during its round; this round's outcome is "
                     "dropped (the gateway's idempotency key keeps one capture)",
@@ -393,10 +349,11 @@ class RefundWorker:
         except (GatewayUnavailableError, GatewayRejectedError) as error:
             outcome = error
         async with self.database.session() as session:
-            current = await session.get(Refund, refund_id)
+            # Locked until the outcome commits, so no claim can slip in between check and write.
+            current = await session.get(Refund, refund_id, with_for_update=True)
             if current is None or current.state != RefundState.PENDING:
                 return
-            if not _same_lease(current.lease_until, lease):
+            if not same_lease(current.lease_until, lease):
                 logger.warning(
                     "refund %s was claimed again during its round; this round's outcome is "
                     "dropped (the gateway's idempotency key keeps one refund)",

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from esim_core.consumer import Route
+from esim_core.retry import TryPolicy
 from esim_core.service import ServiceRuntime
 from esim_schemas import ActivationFailed, PaymentSettled, ProfileActivated
 
@@ -13,7 +14,7 @@ from provisioning.platforms import EsimPlatform
 from provisioning.platforms.http import HttpEsimPlatform
 from provisioning.settings import ProvisioningSettings
 from provisioning.store import TABLES
-from provisioning.workers import ActivationWorker, TryPolicy
+from provisioning.workers import ActivationWorker
 
 
 @dataclass(frozen=True)

@@ -9,24 +9,18 @@ round orders again and gets the same order back: the bundle is never applied twi
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 from uuid import UUID
 
+from esim_core import retry
 from esim_core.db import Database
 from esim_core.outbox import Outbox
+from esim_core.retry import TryPolicy, same_lease
 from esim_core.worker import as_utc, claim_due, utcnow
 from esim_schemas import ActivationFailed, ProfileActivated
 from prometheus_client import Counter, Histogram
 from sqlmodel.ext.asyncio.session import AsyncSession
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
 
 from provisioning.domain import (
     ACTIVATION_TIMEOUT,
@@ -80,48 +74,9 @@ Outcome = (
 _FINAL_ORDER_REFUSALS = frozenset({400, 409, 422})
 
 
-@dataclass(frozen=True)
-class TryPolicy:
-    """Tries of one platform call within a round, on transient errors only."""
-
-    attempts: int = 4
-    wait_multiplier_s: float = 0.1
-    wait_max_s: float = 2.0
-
-
 async def within_round(what: str, call: Callable[[], Awaitable[T]], policy: TryPolicy) -> T:
-    """Run a platform call, retrying it on `PlatformUnavailableError` with jittered backoff.
-
-    Raises:
-        PlatformUnavailableError: still unavailable after `policy.attempts` tries.
-    """
-
-    def log_retry(state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome is not None else None
-        logger.info(
-            "%s: eSIM platform unavailable (%s); try %d of %d",
-            what,
-            error,
-            state.attempt_number,
-            policy.attempts,
-        )
-
-    async for attempt in AsyncRetrying(
-        stop=stop_after_attempt(policy.attempts),
-        wait=wait_random_exponential(multiplier=policy.wait_multiplier_s, max=policy.wait_max_s),
-        retry=retry_if_exception_type(PlatformUnavailableError),
-        before_sleep=log_retry,
-        reraise=True,
-    ):
-        with attempt:
-            return await call()
-    raise AssertionError("AsyncRetrying neither returned nor raised")  # pragma: no cover
-
-
-def _same_lease(stored: datetime | None, claimed: datetime | None) -> bool:
-    if stored is None or claimed is None:
-        return False
-    return as_utc(stored) == as_utc(claimed)
+    """Run a eSIM platform call, retrying it on `PlatformUnavailableError` within the round."""
+    return await retry.within_round(what, call, policy, PlatformUnavailableError, "eSIM platform")
 
 
 class ActivationWorker:
@@ -194,10 +149,11 @@ class ActivationWorker:
         state = activation.state
         outcome = await self._call(activation)
         async with self.database.session() as session:
-            current = await session.get(Activation, activation_id)
+            # Locked until the outcome commits, so no claim can slip in between check and write.
+            current = await session.get(Activation, activation_id, with_for_update=True)
             if current is None or current.state != state:
                 return
-            if not _same_lease(current.lease_until, lease):
+            if not same_lease(current.lease_until, lease):
                 logger.warning(
                     "activation %s was claimed again during its round; this round's outcome "
                     "is dropped (the order's idempotency key keeps one bundle)",
@@ -294,9 +250,11 @@ class ActivationWorker:
             self._activate(session, activation, bundle, now)
             return
         if meaning == "failed":
-            activation.last_error = f"bundle {bundle.status}" + (
-                f": {bundle.failure_reason}" if bundle.failure_reason else ""
-            )
+            # The status is the platform's text: bounded like every last_error (VARCHAR(512)).
+            activation.last_error = (
+                f"bundle {bundle.status}"
+                + (f": {bundle.failure_reason}" if bundle.failure_reason else "")
+            )[:500]
             reason = failure_reason(bundle.status, bundle.failure_reason)
             self._fail(session, activation, reason, now)
             return

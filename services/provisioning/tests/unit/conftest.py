@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 from esim_core.db import Database
+from esim_core.retry import TryPolicy
 from provisioning import bootstrap
 from provisioning.bootstrap import Provisioning
 from provisioning.settings import ProvisioningSettings
-from provisioning.workers import TryPolicy
 from provisioning_testkit import FakePlatform
 
 NO_WAIT = TryPolicy(attempts=4, wait_multiplier_s=0, wait_max_s=0)

@@ -1,5 +1,6 @@
 """The service's own database: an async engine, sessions, and table creation."""
 
+import hashlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -7,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Table, event, text
 from sqlalchemy.engine.url import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -18,6 +19,7 @@ class Database:
     def __init__(self, url: str) -> None:
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self.is_postgresql = parsed.get_backend_name() == "postgresql"
         connect_args: dict[str, Any] = {}
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
@@ -46,10 +48,31 @@ class Database:
                 await session.rollback()
                 raise
 
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[None]:
+        """Run the block in one process at a time among all that use this database.
+
+        On PostgreSQL this holds a transaction-level advisory lock named `name` on a connection
+        of its own until the block ends; on SQLite it does nothing, as SQLite runs one write
+        transaction at a time anyway (see `_sqlite_begin_immediate`).
+        """
+        if not self.is_postgresql:
+            yield
+            return
+        async with self.engine.begin() as connection:
+            await _advisory_lock(connection, name)
+            yield
+
     async def create_tables(self, tables: Sequence[type[SQLModel]]) -> None:
-        """Create the given tables where they are missing."""
+        """Create the given tables where they are missing.
+
+        Replicas starting together each find a table missing; on PostgreSQL the second
+        CREATE TABLE would then fail on the catalogue's unique keys, so they take turns.
+        """
         selected: list[Table] = [model.__table__ for model in tables]  # type: ignore[attr-defined]
         async with self.engine.begin() as connection:
+            if self.is_postgresql:
+                await _advisory_lock(connection, "esim_core.create_tables")
             await connection.run_sync(SQLModel.metadata.create_all, tables=selected)
 
     async def ping(self) -> None:
@@ -60,6 +83,12 @@ class Database:
     async def close(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+
+
+async def _advisory_lock(connection: AsyncConnection, name: str) -> None:
+    # PostgreSQL names advisory locks by a 64-bit number; released when the transaction ends.
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

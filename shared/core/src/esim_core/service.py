@@ -111,15 +111,20 @@ class ServiceRuntime:
         self._loops.append((name, step, interval_s, singleton))
 
     def on_startup(self, action: Callable[[], Awaitable[None]]) -> None:
-        """Run `action` once at start, after the tables exist and before consuming."""
+        """Run `action` once at start, after the tables exist and before consuming.
+
+        Startup actions of replicas that start together run one replica at a time, so an
+        action that adds what is missing (seed data) finds what the other one added.
+        """
         self._startup.append(action)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Start the database, the broker, the relay and the loops; stop them all on exit."""
-        await self.database.create_tables(self.tables)
-        for action in self._startup:
-            await action()
+        async with self.database.exclusive(f"{self.name}:startup"):
+            await self.database.create_tables(self.tables)
+            for action in self._startup:
+                await action()
         self.subscribe()
         await self._create_topics()
         await self.broker.start()

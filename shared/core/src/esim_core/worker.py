@@ -36,6 +36,9 @@ async def claim_due(
     """Lease up to `limit` rows of `table` that are due, and return their primary keys.
 
     The table needs `id`, `due_at` (null when nothing is due) and `lease_until` columns.
+    On PostgreSQL the due rows are locked with SKIP LOCKED, so replicas claiming at the same
+    time take different rows instead of queueing behind one another's locks for the same
+    ones; SQLite leaves the clause out (its write transactions run one at a time).
     """
     now = utcnow()
     id_column: Any = table.id  # type: ignore[attr-defined]
@@ -48,8 +51,9 @@ async def claim_due(
             await session.exec(
                 select(id_column)
                 .where(col(due_column).is_not(None), col(due_column) <= now, free)
-                .order_by(col(due_column))
+                .order_by(col(due_column), col(id_column))
                 .limit(limit)
+                .with_for_update(skip_locked=True)
             )
         ).all()
         for key in candidates:
