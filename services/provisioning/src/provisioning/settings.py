@@ -2,7 +2,7 @@
 
 from typing import Literal
 
-from esim_core.settings import ServiceSettings
+from esim_core.settings import ServiceSettings, lease_outlasts_a_round, not_below
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -91,34 +91,14 @@ class ProvisioningSettings(ServiceSettings):
     @field_validator("poll_interval_max_s")
     @classmethod
     def _poll_cap_not_below_base(cls, value: float, info: ValidationInfo) -> float:
-        base = info.data.get("poll_interval_s")
-        if base is not None and value < base:
-            raise ValueError(f"must not be below PROVISIONING_POLL_INTERVAL_S ({base:g})")
-        return value
+        return not_below(cls, value, info, "poll_interval_s")
 
     @field_validator("retry_backoff_max_s")
     @classmethod
     def _retry_cap_not_below_base(cls, value: float, info: ValidationInfo) -> float:
-        base = info.data.get("retry_backoff_s")
-        if base is not None and value < base:
-            raise ValueError(f"must not be below PROVISIONING_RETRY_BACKOFF_S ({base:g})")
-        return value
+        return not_below(cls, value, info, "retry_backoff_s")
 
     @field_validator("worker_lease_s")
     @classmethod
     def _lease_outlasts_a_round(cls, value: float, info: ValidationInfo) -> float:
-        attempts = info.data.get("platform_attempts")
-        timeout = info.data.get("platform_timeout_s")
-        backoff = info.data.get("platform_backoff_max_s")
-        if attempts is None or timeout is None or backoff is None:
-            return value  # those fields are invalid and reported on their own
-        # A round that outlives its lease may be claimed by another replica meanwhile; the
-        # idempotency key keeps that from ordering twice, but the work would be done twice.
-        longest_round = attempts * timeout + (attempts - 1) * backoff
-        if value <= longest_round:
-            raise ValueError(
-                f"must exceed the longest platform round, {longest_round:g} s "
-                "(PROVISIONING_PLATFORM_ATTEMPTS x PROVISIONING_PLATFORM_TIMEOUT_S plus the "
-                "waits between tries)"
-            )
-        return value
+        return lease_outlasts_a_round(cls, value, info, "platform", "platform")

@@ -3,7 +3,7 @@
 from typing import TypeVar
 
 from esim_schemas import events
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, ValidationInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -115,3 +115,46 @@ def load_settings(model: type[SettingsT]) -> SettingsT:
             ).upper()
             lines.append(f"  {name}: {item['msg']}")
         raise SettingsError(f"{model.__name__}: invalid settings\n" + "\n".join(lines)) from None
+
+
+def not_below(
+    model: type[BaseSettings], value: float, info: ValidationInfo, base_field: str
+) -> float:
+    """Validate that a cap is not below the base it caps (both settings of one model).
+
+    Raises:
+        ValueError: the cap is lower than the base; the message names the base's variable.
+    """
+    base = info.data.get(base_field)
+    if base is not None and value < base:
+        prefix = str(model.model_config.get("env_prefix", ""))
+        raise ValueError(f"must not be below {(prefix + base_field).upper()} ({base:g})")
+    return value
+
+
+def lease_outlasts_a_round(
+    model: type[BaseSettings], value: float, info: ValidationInfo, call: str, system: str
+) -> float:
+    """Validate that a worker's lease outlasts its longest round of tries at an outside system.
+
+    `call` names the settings `<call>_attempts`, `<call>_timeout_s` and `<call>_backoff_max_s`.
+    A round that outlives its lease may be claimed by another replica meanwhile; the idempotency
+    key keeps the outside effect single, but the work would be done twice.
+
+    Raises:
+        ValueError: the lease is too short; the message names the variables involved.
+    """
+    attempts = info.data.get(f"{call}_attempts")
+    timeout = info.data.get(f"{call}_timeout_s")
+    backoff = info.data.get(f"{call}_backoff_max_s")
+    if attempts is None or timeout is None or backoff is None:
+        return value  # those fields are invalid and reported on their own
+    longest_round = attempts * timeout + (attempts - 1) * backoff
+    if value <= longest_round:
+        prefix = str(model.model_config.get("env_prefix", "")).upper()
+        raise ValueError(
+            f"must exceed the longest {system} round, {longest_round:g} s "
+            f"({prefix}{call.upper()}_ATTEMPTS x {prefix}{call.upper()}_TIMEOUT_S plus the "
+            "waits between tries)"
+        )
+    return value
