@@ -18,7 +18,7 @@ endif
 endif
 RUN := $(UV) run --frozen
 
-.PHONY: help run test test-unit lint format schemas clean sync kafka-jars redis
+.PHONY: help run test test-unit lint format schemas migration clean sync kafka-jars redis
 
 help: ## list the targets
 	@echo "Targets:"
@@ -81,6 +81,14 @@ format: sync ## apply ruff's fixes and formatting
 schemas: sync ## regenerate the committed JSON Schemas / AsyncAPI from shared/schemas
 	$(RUN) python -m esim_schemas.generate
 	$(RUN) python scripts/generate_asyncapi.py
+
+migration: sync ## autogenerate a schema revision: make migration SERVICE=billing MESSAGE="add refund note"
+	@if [ -z "$${SERVICE:-}" ] || [ -z "$${MESSAGE:-}" ]; then \
+	  echo 'usage: make migration SERVICE=<accounts|billing|provisioning|notifier> MESSAGE="..."' >&2; \
+	  exit 2; fi
+	$(RUN) python scripts/new_migration.py "$(SERVICE)" "$(MESSAGE)"
+	$(RUN) ruff check --fix -q services/$(SERVICE)/migrations
+	$(RUN) ruff format -q services/$(SERVICE)/migrations
 
 clean: ## remove var/ (logs, databases, mail, Kafka and Redis data)
 	rm -rf var/

@@ -3,6 +3,7 @@
 import logging
 
 from esim_core.consumer import Route
+from esim_core.migrations import service_migrations
 from esim_core.service import ServiceRuntime
 from esim_schemas import (
     ActivationFailed,
@@ -28,10 +29,13 @@ from accounts.store import TABLES
 
 logger = logging.getLogger(__name__)
 
+# services/accounts/migrations: the Alembic scripts applied at start.
+MIGRATIONS = service_migrations(__file__)
+
 
 def build(settings: AccountsSettings) -> ServiceRuntime:
     """Wire the accounts service: its consumers, its seeding and its HTTP API."""
-    runtime = ServiceRuntime("accounts", settings, TABLES)
+    runtime = ServiceRuntime("accounts", settings, TABLES, migrations=MIGRATIONS)
     deadlines = Deadlines(
         payment_s=settings.payment_deadline_s, activation_s=settings.activation_deadline_s
     )

@@ -4,6 +4,7 @@ import logging
 from dataclasses import dataclass
 
 from esim_core.consumer import Route
+from esim_core.migrations import service_migrations
 from esim_core.retry import TryPolicy
 from esim_core.service import ServiceRuntime
 from esim_schemas import (
@@ -22,6 +23,9 @@ from billing.handlers import on_payment_requested, on_refund_requested
 from billing.settings import BillingSettings
 from billing.store import TABLES
 from billing.workers import ChargeWorker, RefundWorker
+
+# services/billing/migrations: the Alembic scripts applied at start.
+MIGRATIONS = service_migrations(__file__)
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ def build(
     tries: TryPolicy | None = None,
 ) -> Billing:
     """Wire billing; tests pass a fake `gateway` and a `tries` policy without waits."""
-    runtime = ServiceRuntime("billing", settings, TABLES)
+    runtime = ServiceRuntime("billing", settings, TABLES, migrations=MIGRATIONS)
     _keep_tokens_out_of_logs(runtime)
     chosen = gateway if gateway is not None else build_gateway(settings)
     rules = RetryRules(

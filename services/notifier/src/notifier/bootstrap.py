@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from esim_core.consumer import Route
+from esim_core.migrations import service_migrations
 from esim_core.service import ServiceRuntime
 from esim_schemas import (
     CardBound,
@@ -18,6 +19,9 @@ from notifier.mail.smtp import SmtpMailer
 from notifier.sender import NotificationSender
 from notifier.settings import NotifierSettings
 from notifier.store import TABLES
+
+# services/notifier/migrations: the Alembic scripts applied at start.
+MIGRATIONS = service_migrations(__file__)
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ def build(settings: NotifierSettings, *, mailer: Mailer | None = None) -> Notifi
         settings: the service's settings.
         mailer: where e-mail goes; SMTP to `NOTIFIER_SMTP_HOST` unless a test passes a fake.
     """
-    runtime = ServiceRuntime("notifier", settings, tables=TABLES)
+    runtime = ServiceRuntime("notifier", settings, tables=TABLES, migrations=MIGRATIONS)
     topics = runtime.topics
     chosen: Mailer = mailer if mailer is not None else smtp_mailer(settings)
     sender = NotificationSender(runtime.database, chosen, settings)

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from esim_core.consumer import Route
+from esim_core.migrations import service_migrations
 from esim_core.retry import TryPolicy
 from esim_core.service import ServiceRuntime
 from esim_schemas import ActivationFailed, PaymentSettled, ProfileActivated
@@ -15,6 +16,9 @@ from provisioning.platforms.http import HttpEsimPlatform
 from provisioning.settings import ProvisioningSettings
 from provisioning.store import TABLES
 from provisioning.workers import ActivationWorker
+
+# services/provisioning/migrations: the Alembic scripts applied at start.
+MIGRATIONS = service_migrations(__file__)
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ def build(
     tries: TryPolicy | None = None,
 ) -> Provisioning:
     """Wire provisioning; tests pass a fake `platform` and a `tries` policy without waits."""
-    runtime = ServiceRuntime("provisioning", settings, TABLES)
+    runtime = ServiceRuntime("provisioning", settings, TABLES, migrations=MIGRATIONS)
     chosen = platform if platform is not None else build_platform(settings)
     rules = FollowUpRules(
         poll_interval_s=settings.poll_interval_s,

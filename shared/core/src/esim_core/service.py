@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from esim_schemas import CloudEvent, EventData
@@ -25,6 +26,7 @@ from esim_core.http import install_problem_handlers, problem_response
 from esim_core.inbox import InboxEntry
 from esim_core.kafka import EventPublisher, make_broker
 from esim_core.locks import RedisLock
+from esim_core.migrations import upgrade_to_head
 from esim_core.outbox import Outbox, OutboxMessage, OutboxRelay
 from esim_core.settings import ServiceSettings, Topics
 from esim_core.topics import ensure_topics
@@ -42,8 +44,11 @@ class ServiceRuntime:
         settings: ServiceSettings,
         tables: Sequence[type[SQLModel]],
         topics: Topics | None = None,
+        migrations: Path | None = None,
     ) -> None:
         self.name = name
+        # The service's Alembic scripts; without them (tests) the tables are created directly.
+        self.migrations = migrations
         self.settings = settings
         self.topics = topics or Topics()
         self.database = Database(settings.database_url)
@@ -111,7 +116,7 @@ class ServiceRuntime:
         self._loops.append((name, step, interval_s, singleton))
 
     def on_startup(self, action: Callable[[], Awaitable[None]]) -> None:
-        """Run `action` once at start, after the tables exist and before consuming.
+        """Run `action` once at start, after the migrations and before consuming.
 
         Startup actions of replicas that start together run one replica at a time, so an
         action that adds what is missing (seed data) finds what the other one added.
@@ -122,7 +127,10 @@ class ServiceRuntime:
     async def running(self) -> AsyncIterator[None]:
         """Start the database, the broker, the relay and the loops; stop them all on exit."""
         async with self.database.exclusive(f"{self.name}:startup"):
-            await self.database.create_tables(self.tables)
+            if self.migrations is not None:
+                await upgrade_to_head(self.settings.database_url, self.migrations)
+            else:
+                await self.database.create_tables(self.tables)
             for action in self._startup:
                 await action()
         self.subscribe()
