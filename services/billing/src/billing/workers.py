@@ -6,7 +6,6 @@ from the renewal_id, so a crash between the call and the commit only means the n
 again and gets the same capture (or refund) back: never a second one.
 """
 
-import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -18,7 +17,7 @@ from esim_core import retry
 from esim_core.db import Database
 from esim_core.outbox import Outbox
 from esim_core.retry import TryPolicy, same_lease
-from esim_core.worker import claim_due, utcnow
+from esim_core.worker import utcnow, work_due
 from esim_schemas import Money, PaymentFailed, PaymentRefunded, PaymentSettled, PlanRef
 from esim_schemas.types import PaymentMethod, Start
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -94,21 +93,14 @@ class ChargeWorker:
 
     async def run_once(self) -> int:
         """Claim the due payments and charge them concurrently; returns how many were claimed."""
-        ids: list[str] = await claim_due(
-            self.database, Payment, limit=self.batch, lease_s=self.lease_s
+        return await work_due(
+            self.database,
+            Payment,
+            self.charge,
+            what="charging payment",
+            limit=self.batch,
+            lease_s=self.lease_s,
         )
-        await asyncio.gather(*(self._charge_safely(payment_id) for payment_id in ids))
-        return len(ids)
-
-    async def _charge_safely(self, payment_id: str) -> None:
-        try:
-            await self.charge(payment_id)
-        except Exception:
-            # Nothing was committed; the lease runs out and a later round asks again under the
-            # same idempotency key.
-            logger.exception(
-                "charging %s failed; it is retried once its lease runs out", payment_id
-            )
 
     async def charge(self, payment_id: str) -> None:
         """One charge round of a claimed payment."""
@@ -307,17 +299,14 @@ class RefundWorker:
 
     async def run_once(self) -> int:
         """Claim the due refunds and refund them concurrently; returns how many were claimed."""
-        ids: list[str] = await claim_due(
-            self.database, Refund, limit=self.batch, lease_s=self.lease_s
+        return await work_due(
+            self.database,
+            Refund,
+            self.refund,
+            what="refund",
+            limit=self.batch,
+            lease_s=self.lease_s,
         )
-        await asyncio.gather(*(self._refund_safely(refund_id) for refund_id in ids))
-        return len(ids)
-
-    async def _refund_safely(self, refund_id: str) -> None:
-        try:
-            await self.refund(refund_id)
-        except Exception:
-            logger.exception("refund %s failed; it is retried once its lease runs out", refund_id)
 
     async def refund(self, refund_id: str) -> None:
         """One refund round of a claimed refund."""

@@ -6,7 +6,6 @@ derived from the renewal_id, so a crash between the call and the commit only mea
 round orders again and gets the same order back: the bundle is never applied twice.
 """
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -17,7 +16,7 @@ from esim_core import retry
 from esim_core.db import Database
 from esim_core.outbox import Outbox
 from esim_core.retry import TryPolicy, same_lease
-from esim_core.worker import as_utc, claim_due, utcnow
+from esim_core.worker import as_utc, utcnow, work_due
 from esim_schemas import ActivationFailed, ProfileActivated
 from prometheus_client import Counter, Histogram
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -103,22 +102,14 @@ class ActivationWorker:
 
     async def run_once(self) -> int:
         """Claim the due activations and advance them concurrently; returns how many."""
-        ids: list[str] = await claim_due(
-            self.database, Activation, limit=self.batch, lease_s=self.lease_s
+        return await work_due(
+            self.database,
+            Activation,
+            self.advance,
+            what="advancing activation",
+            limit=self.batch,
+            lease_s=self.lease_s,
         )
-        await asyncio.gather(*(self._advance_safely(activation_id) for activation_id in ids))
-        return len(ids)
-
-    async def _advance_safely(self, activation_id: str) -> None:
-        try:
-            await self.advance(activation_id)
-        except Exception:
-            # Nothing was committed; the lease runs out and a later round repeats the call
-            # (an order under the same idempotency key).
-            logger.exception(
-                "advancing activation %s failed; it is retried once its lease runs out",
-                activation_id,
-            )
 
     async def advance(self, activation_id: str) -> None:
         """One round of a claimed activation: one call to the platform, one commit."""

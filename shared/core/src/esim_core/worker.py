@@ -67,6 +67,32 @@ async def claim_due(
     return claimed
 
 
+async def work_due(
+    database: Database,
+    table: type[SQLModel],
+    work: Callable[[Any], Awaitable[Any]],
+    *,
+    what: str,
+    limit: int = 20,
+    lease_s: float = 60.0,
+) -> int:
+    """Claim due rows of `table` and run `work` on each concurrently; returns how many.
+
+    A failing `work` commits nothing: its lease runs out and a later round repeats the outside
+    call under the same idempotency key.
+    """
+    keys = await claim_due(database, table, limit=limit, lease_s=lease_s)
+
+    async def safely(key: Any) -> None:
+        try:
+            await work(key)
+        except Exception:
+            logger.exception("%s %s failed; it is retried once its lease runs out", what, key)
+
+    await asyncio.gather(*(safely(key) for key in keys))
+    return len(keys)
+
+
 async def run_forever(name: str, step: Callable[[], Awaitable[Any]], interval_s: float) -> None:
     """Run `step` every `interval_s` seconds until cancelled, logging and surviving its errors."""
     while True:
