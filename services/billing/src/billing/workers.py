@@ -14,10 +14,8 @@ from typing import TypeVar
 from uuid import UUID
 
 from esim_core import retry
-from esim_core.db import Database
-from esim_core.outbox import Outbox
-from esim_core.retry import TryPolicy, same_lease
-from esim_core.worker import utcnow, work_due
+from esim_core.retry import DueWorker, TryPolicy, same_lease
+from esim_core.worker import utcnow
 from esim_schemas import Money, PaymentFailed, PaymentRefunded, PaymentSettled, PlanRef
 from esim_schemas.types import PaymentMethod, Start
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -69,38 +67,20 @@ def _scrub(text: str, secret: str | None) -> str:
     return text[:500]
 
 
-class ChargeWorker:
+class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
     """Charges due payments: capture, hard or soft decline, or an unavailable gateway."""
 
-    def __init__(
-        self,
-        database: Database,
-        outbox: Outbox,
-        gateway: PaymentGateway,
-        rules: RetryRules,
-        tries: TryPolicy,
-        *,
-        batch: int = 20,
-        lease_s: float = 60.0,
-    ) -> None:
-        self.database = database
-        self.outbox = outbox
-        self.gateway = gateway
-        self.rules = rules
-        self.tries = tries
-        self.batch = batch
-        self.lease_s = lease_s
+    table = Payment
+    what = "charging payment"
 
-    async def run_once(self) -> int:
-        """Claim the due payments and charge them concurrently; returns how many were claimed."""
-        return await work_due(
-            self.database,
-            Payment,
-            self.charge,
-            what="charging payment",
-            limit=self.batch,
-            lease_s=self.lease_s,
-        )
+    @property
+    def gateway(self) -> PaymentGateway:
+        """The outside system this worker calls."""
+        return self.port
+
+    async def work(self, key: str) -> None:
+        """One round for one claimed row."""
+        await self.charge(key)
 
     async def charge(self, payment_id: str) -> None:
         """One charge round of a claimed payment."""
@@ -270,7 +250,7 @@ class ChargeWorker:
         )
 
 
-class RefundWorker:
+class RefundWorker(DueWorker[PaymentGateway, RetryRules]):
     """Refunds due refunds; one the gateway keeps refusing is parked as `failed`, never dropped.
 
     A parked refund is money still owed: it is logged at ERROR, shown by
@@ -278,35 +258,17 @@ class RefundWorker:
     the loop once the cause is fixed.
     """
 
-    def __init__(
-        self,
-        database: Database,
-        outbox: Outbox,
-        gateway: PaymentGateway,
-        rules: RetryRules,
-        tries: TryPolicy,
-        *,
-        batch: int = 20,
-        lease_s: float = 60.0,
-    ) -> None:
-        self.database = database
-        self.outbox = outbox
-        self.gateway = gateway
-        self.rules = rules
-        self.tries = tries
-        self.batch = batch
-        self.lease_s = lease_s
+    table = Refund
+    what = "refund"
 
-    async def run_once(self) -> int:
-        """Claim the due refunds and refund them concurrently; returns how many were claimed."""
-        return await work_due(
-            self.database,
-            Refund,
-            self.refund,
-            what="refund",
-            limit=self.batch,
-            lease_s=self.lease_s,
-        )
+    @property
+    def gateway(self) -> PaymentGateway:
+        """The outside system this worker calls."""
+        return self.port
+
+    async def work(self, key: str) -> None:
+        """One round for one claimed row."""
+        await self.refund(key)
 
     async def refund(self, refund_id: str) -> None:
         """One refund round of a claimed refund."""

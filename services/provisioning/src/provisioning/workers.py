@@ -13,10 +13,8 @@ from typing import TypeVar
 from uuid import UUID
 
 from esim_core import retry
-from esim_core.db import Database
-from esim_core.outbox import Outbox
-from esim_core.retry import TryPolicy, same_lease
-from esim_core.worker import as_utc, utcnow, work_due
+from esim_core.retry import DueWorker, TryPolicy, same_lease
+from esim_core.worker import as_utc, utcnow
 from esim_schemas import ActivationFailed, ProfileActivated
 from prometheus_client import Counter, Histogram
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -78,38 +76,20 @@ async def within_round(what: str, call: Callable[[], Awaitable[T]], policy: TryP
     return await retry.within_round(what, call, policy, PlatformUnavailableError, "eSIM platform")
 
 
-class ActivationWorker:
+class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
     """Moves due activations on: order the bundle, follow it, then activate or fail."""
 
-    def __init__(
-        self,
-        database: Database,
-        outbox: Outbox,
-        platform: EsimPlatform,
-        rules: FollowUpRules,
-        tries: TryPolicy,
-        *,
-        batch: int = 20,
-        lease_s: float = 60.0,
-    ) -> None:
-        self.database = database
-        self.outbox = outbox
-        self.platform = platform
-        self.rules = rules
-        self.tries = tries
-        self.batch = batch
-        self.lease_s = lease_s
+    table = Activation
+    what = "advancing activation"
 
-    async def run_once(self) -> int:
-        """Claim the due activations and advance them concurrently; returns how many."""
-        return await work_due(
-            self.database,
-            Activation,
-            self.advance,
-            what="advancing activation",
-            limit=self.batch,
-            lease_s=self.lease_s,
-        )
+    @property
+    def platform(self) -> EsimPlatform:
+        """The outside system this worker calls."""
+        return self.port
+
+    async def work(self, key: str) -> None:
+        """One round for one claimed row."""
+        await self.advance(key)
 
     async def advance(self, activation_id: str) -> None:
         """One round of a claimed activation: one call to the platform, one commit."""

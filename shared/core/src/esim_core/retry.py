@@ -4,8 +4,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
+from sqlmodel import SQLModel
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -14,11 +15,15 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from esim_core.worker import as_utc
+from esim_core.db import Database
+from esim_core.outbox import Outbox
+from esim_core.worker import as_utc, work_due
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+PortT = TypeVar("PortT")
+RulesT = TypeVar("RulesT")
 
 
 @dataclass(frozen=True)
@@ -71,3 +76,48 @@ def same_lease(stored: datetime | None, claimed: datetime | None) -> bool:
     if stored is None or claimed is None:
         return False
     return as_utc(stored) == as_utc(claimed)
+
+
+class DueWorker(Generic[PortT, RulesT]):
+    """A loop step over due rows of `table` that each need a call to an outside system.
+
+    Subclasses set `table` and `what` and implement `work(key)`: one round for one claimed row
+    (the outside call through `port` with `tries`, then one commit of outcome and event).
+    """
+
+    table: ClassVar[type[SQLModel]]
+    what: ClassVar[str]
+
+    def __init__(
+        self,
+        database: Database,
+        outbox: Outbox,
+        port: PortT,
+        rules: RulesT,
+        tries: TryPolicy,
+        *,
+        batch: int = 20,
+        lease_s: float = 60.0,
+    ) -> None:
+        self.database = database
+        self.outbox = outbox
+        self.port = port
+        self.rules = rules
+        self.tries = tries
+        self.batch = batch
+        self.lease_s = lease_s
+
+    async def run_once(self) -> int:
+        """Claim due rows and work them concurrently; returns how many were claimed."""
+        return await work_due(
+            self.database,
+            self.table,
+            self.work,
+            what=self.what,
+            limit=self.batch,
+            lease_s=self.lease_s,
+        )
+
+    async def work(self, key: Any) -> None:
+        """One round for one claimed row."""
+        raise NotImplementedError
