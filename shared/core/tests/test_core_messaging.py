@@ -10,6 +10,7 @@ import pytest
 from esim_core.consumer import EventConsumer, MessageInfo, PermanentEventError, Route
 from esim_core.db import Database
 from esim_core.inbox import InboxEntry
+from esim_core.kafka import OutgoingMessage
 from esim_core.locks import LocalLock
 from esim_core.outbox import Outbox, OutboxMessage, OutboxRelay
 from esim_core.settings import ServiceSettings, SettingsError, Topics, load_settings
@@ -33,6 +34,19 @@ class FakePublisher:
         if self.fail_after is not None and len(self.sent) >= self.fail_after:
             raise ConnectionError("broker unreachable")
         self.sent.append({"value": value, "topic": topic, "key": key, "headers": headers})
+
+    async def publish_many(self, messages: list[OutgoingMessage]) -> list[Exception | None]:
+        outcomes: list[Exception | None] = []
+        for message in messages:
+            try:
+                await self.publish_raw(
+                    message.value, topic=message.topic, key=message.key, headers=message.headers
+                )
+            except ConnectionError as error:
+                outcomes.append(error)
+            else:
+                outcomes.append(None)
+        return outcomes
 
 
 @pytest.fixture

@@ -78,8 +78,10 @@ def build(
     topics = runtime.topics
     runtime.consume(topics.payment_requested, [Route(PaymentRequested, on_payment_requested)])
     runtime.consume(topics.refund_requested, [Route(RefundRequested, on_refund_requested)])
-    runtime.loop("billing-charges", charges.run_once, settings.worker_interval_s)
-    runtime.loop("billing-refunds", refunds.run_once, settings.worker_interval_s)
+    for worker in (charges, refunds):
+        runtime.due_work(
+            worker.table, worker.work, what=worker.what, concurrency=batch, lease_s=lease_s
+        )
     runtime.produces(PaymentSettled, PaymentFailed, PaymentRefunded)
     runtime.routers.append(build_router(runtime.database))
     return Billing(runtime=runtime, gateway=chosen, charges=charges, refunds=refunds)

@@ -69,7 +69,10 @@ class BillingSettings(ServiceSettings):
         description="longest pause between two unavailable rounds",
     )
     worker_batch: int = Field(
-        20, ge=1, le=500, description="payments (or refunds) claimed and worked on per loop round"
+        50,
+        ge=1,
+        le=500,
+        description="payments (or refunds) in flight at once: each a gateway call and a commit",
     )
     worker_lease_s: float = Field(
         60.0,

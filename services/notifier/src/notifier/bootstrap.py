@@ -18,7 +18,7 @@ from notifier.mail import Mailer
 from notifier.mail.smtp import SmtpMailer
 from notifier.sender import NotificationSender
 from notifier.settings import NotifierSettings
-from notifier.store import TABLES
+from notifier.store import TABLES, Notification
 
 # services/notifier/migrations: the Alembic scripts applied at start.
 MIGRATIONS = service_migrations(__file__)
@@ -67,5 +67,11 @@ def build(settings: NotifierSettings, *, mailer: Mailer | None = None) -> Notifi
     runtime.consume(topics.payment_failed, [Route(PaymentFailed, handlers.on_payment_failed)])
     runtime.consume(topics.payment_refunded, [Route(PaymentRefunded, handlers.on_payment_refunded)])
     runtime.consume(topics.renewal_rejected, [Route(RenewalRejected, handlers.on_renewal_rejected)])
-    runtime.loop("notifier-send", sender.send_due, settings.worker_interval_s)
+    runtime.due_work(
+        Notification,
+        sender.deliver,
+        what=sender.what,
+        concurrency=settings.send_batch,
+        lease_s=settings.send_lease_s,
+    )
     return Notifier(runtime=runtime, mailer=chosen, sender=sender)

@@ -1,13 +1,12 @@
 """The send loop: claims due notifications, finds their contact, renders and mails them."""
 
-import asyncio
 import logging
 import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from esim_core.db import Database
-from esim_core.worker import as_utc, claim_due, utcnow
+from esim_core.worker import as_utc, utcnow, work_due
 from prometheus_client import Counter
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity import wait_random_exponential as jittered
@@ -57,24 +56,22 @@ class NotificationSender:
         self.settings = settings
         self.clock = clock
 
+    what = "sending notification"
+
     async def send_due(self) -> int:
-        """One loop round: claim due notifications and work each; returns how many it claimed."""
-        keys = await claim_due(
+        """Claim due notifications once and work each; returns how many it claimed.
+
+        The service runs `deliver` in the core's due-work loop (`ServiceRuntime.due_work`);
+        this single round is for tests and tools.
+        """
+        return await work_due(
             self.database,
             Notification,
+            self.deliver,
+            what=self.what,
             limit=self.settings.send_batch,
             lease_s=self.settings.send_lease_s,
         )
-        # All at once, so the last of the batch is not still waiting when its lease runs out
-        # and another replica takes it; the batch size bounds the concurrency.
-        outcomes = await asyncio.gather(
-            *(self.deliver(key) for key in keys), return_exceptions=True
-        )
-        for key, outcome in zip(keys, outcomes, strict=True):
-            if isinstance(outcome, Exception):
-                # The lease runs out and a later round tries again; the others went on.
-                logger.error("send round of notification %s failed", key, exc_info=outcome)
-        return len(keys)
 
     async def deliver(self, key: str) -> None:
         """Work one claimed notification: send it, wait for its contact, or give up on it."""

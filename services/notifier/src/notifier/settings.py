@@ -68,7 +68,7 @@ class NotifierSettings(ServiceSettings):
         3600.0, gt=0, validate_default=True, description="longest pause between two send rounds"
     )
     send_batch: int = Field(
-        20, ge=1, le=200, description="notifications claimed and sent concurrently per loop round"
+        50, ge=1, le=200, description="notifications being sent at once, each over SMTP"
     )
     send_lease_s: float = Field(
         120.0,

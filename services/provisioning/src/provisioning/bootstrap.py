@@ -70,7 +70,13 @@ def build(
     runtime.consume(
         runtime.topics.payment_settled, [Route(PaymentSettled, handlers.on_payment_settled)]
     )
-    runtime.loop("provisioning-activations", activations.run_once, settings.worker_interval_s)
+    runtime.due_work(
+        activations.table,
+        activations.work,
+        what=activations.what,
+        concurrency=settings.worker_batch,
+        lease_s=settings.worker_lease_s,
+    )
     runtime.produces(ProfileActivated, ActivationFailed)
     runtime.routers.append(build_router(runtime.database))
     return Provisioning(

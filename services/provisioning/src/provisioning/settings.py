@@ -77,7 +77,10 @@ class ProvisioningSettings(ServiceSettings):
         description="longest pause between two rounds in which the platform did not answer",
     )
     worker_batch: int = Field(
-        20, ge=1, le=500, description="activations claimed and worked on per loop round"
+        50,
+        ge=1,
+        le=500,
+        description="activations in flight at once: each a platform call and a commit",
     )
     worker_lease_s: float = Field(
         60.0,

@@ -119,6 +119,11 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         lease = activation.lease_until
         state = activation.state
         outcome = await self._call(activation)
+        # An order the platform answers as already live (or failed) is looked up in the same
+        # round, for its dates: one commit instead of a second round a poll interval later.
+        follow_up: BundleStatus | None = None
+        if isinstance(outcome, BundleOrder) and verdict(outcome.status) != "pending":
+            follow_up = await self._status_now(activation_id, outcome.order_id)
         async with self.database.session() as session:
             # Locked until the outcome commits, so no claim can slip in between check and write.
             current = await session.get(Activation, activation_id, with_for_update=True)
@@ -132,6 +137,23 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
                 )
                 return
             self._apply(session, current, outcome)
+            if follow_up is not None and current.state == ActivationState.FOLLOWING:
+                self._follow(session, current, follow_up, utcnow(), as_utc(current.deadline_at))
+
+    async def _status_now(self, activation_id: str, order_id: str) -> BundleStatus | None:
+        try:
+            return await within_round(
+                f"status of activation {activation_id}",
+                lambda: self.platform.bundle_status(order_id),
+                self.tries,
+            )
+        except (PlatformUnavailableError, PlatformRejectedError) as error:
+            logger.info(
+                "activation %s: no status right after the order (%s); it is polled later",
+                activation_id,
+                error,
+            )
+            return None
 
     async def _call(self, activation: Activation) -> Outcome:
         if activation.state == ActivationState.ORDERING:

@@ -56,7 +56,8 @@ class FakePlatform:
     `flaky` (the first two calls answer 503, then as `none`). Each order answers `processing`
     to its first `processing_checks` status checks. `outage` makes every call transient,
     `order_refusal` refuses every order with that HTTP status, `status_override` makes every
-    check answer that status, `after_order` runs after an order is recorded.
+    check answer that status, `after_order` runs after an order is recorded, and
+    `order_answer` is the status an order answers with (a platform that activates at once).
     """
 
     modes: dict[str, str] = field(default_factory=dict)
@@ -65,6 +66,7 @@ class FakePlatform:
     outage: bool = False
     order_refusal: int | None = None
     status_override: str | None = None
+    order_answer: str = "processing"
     with_dates: bool = True
     orders: dict[str, FakeOrder] = field(default_factory=dict)
     order_calls: list[BundleOrderRequest] = field(default_factory=list)
@@ -88,7 +90,7 @@ class FakePlatform:
             self.orders[request.idempotency_key] = order
         if self.after_order is not None:
             await self.after_order(request)
-        return BundleOrder(order_id=order.order_id, status="processing")
+        return BundleOrder(order_id=order.order_id, status=self.order_answer)
 
     async def bundle_status(self, order_id: str) -> BundleStatus:
         self.status_calls.append(order_id)

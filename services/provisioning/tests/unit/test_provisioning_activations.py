@@ -583,3 +583,42 @@ async def test_several_renewals_are_worked_on_in_one_round(
     assert await provisioning.activations.run_once() == 5
 
     assert {call.reference for call in platform.order_calls} == {str(r) for r in renewals}
+
+
+async def test_an_order_answered_as_live_is_activated_in_the_same_round(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    platform.order_answer, platform.processing_checks = "active", 0
+    data = payment_settled()
+    await handle(provisioning, data)
+
+    assert await provisioning.activations.run_once() == 1
+    row = await activation_of(database, data.renewal_id)
+    assert (row.state, row.bundle_state, row.attempts) == (ActivationState.ACTIVATED, "active", 1)
+    assert (len(platform.order_calls), len(platform.status_calls)) == (1, 1)
+    [activated] = await published(database, "esim.profile.activated.v1")
+    assert activated["data"]["valid_from"] is not None
+
+
+async def test_an_order_answered_as_live_without_a_status_is_followed_later(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    platform.order_answer, platform.processing_checks = "active", 0
+
+    async def outage_after_order(_: BundleOrderRequest) -> None:
+        platform.outage = True
+
+    platform.after_order = outage_after_order
+    data = payment_settled()
+    await handle(provisioning, data)
+
+    await provisioning.activations.run_once()
+    row = await activation_of(database, data.renewal_id)
+    assert (row.state, row.attempts) == (ActivationState.FOLLOWING, 1)
+    assert row.order_id is not None and row.due_at is not None
+    assert await published(database, "esim.profile.activated.v1") == []
+
+    platform.outage, platform.after_order = False, None
+    row = await run_until_final(provisioning, data.renewal_id)
+    assert row.state == ActivationState.ACTIVATED
+    assert len(platform.orders) == 1, "one bundle"

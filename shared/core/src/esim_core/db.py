@@ -21,10 +21,15 @@ class Database:
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         self.is_postgresql = parsed.get_backend_name() == "postgresql"
         connect_args: dict[str, Any] = {}
+        pool: dict[str, Any] = {}
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             connect_args["timeout"] = 30
+            # Every SQLite transaction takes the write lock up front (_sqlite_begin_immediate),
+            # so a second connection could only wait in SQLite's sleeping busy handler; one
+            # connection makes sessions queue in the pool instead, woken the moment it frees.
+            pool = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 60}
         # hide_parameters: SQL errors end up in logs and dead-letter headers, and statement
         # parameters can hold payment tokens or password hashes.
         self.engine: AsyncEngine = create_async_engine(
@@ -32,6 +37,7 @@ class Database:
             connect_args=connect_args,
             pool_pre_ping=not self.is_sqlite,
             hide_parameters=True,
+            **pool,
         )
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)

@@ -3,15 +3,16 @@
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from esim_schemas import CloudEvent, EventData, new_event
-from sqlalchemy import Column, LargeBinary, update
+from sqlalchemy import Column, LargeBinary, delete, event, update
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from esim_core.db import Database
-from esim_core.kafka import EventPublisher
+from esim_core.kafka import EventPublisher, OutgoingMessage
 from esim_core.locks import Lock
 from esim_core.metrics import OUTBOX_PUBLISHED, OUTBOX_RELAY_ERRORS
 from esim_core.settings import Topics
@@ -67,7 +68,7 @@ class Outbox:
                 value=envelope.to_json(),
             )
         )
-        self._pending.set()
+        _wake_after_commit(session, self._pending)
         return envelope
 
     def notify(self) -> None:
@@ -75,17 +76,45 @@ class Outbox:
         self._pending.set()
 
     async def wait_for_pending(self, seconds: float) -> None:
-        """Return when an event was added, or after `seconds`."""
+        """Return when an event was committed since the last call, or after `seconds`."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._pending.wait(), seconds)
         self._pending.clear()
 
 
+def _wake_after_commit(session: AsyncSession, pending: asyncio.Event) -> None:
+    # Waking the relay at `add` would let it look before the row is visible and then sleep a
+    # whole interval; the session's commit is the moment the row can be published.
+    sync_session = session.sync_session
+    if sync_session.info.get(_WAKE_KEY):
+        return
+    sync_session.info[_WAKE_KEY] = True
+
+    def wake(committed: Any) -> None:
+        committed.info.pop(_WAKE_KEY, None)
+        pending.set()
+
+    def forget(rolled_back: Any, _transaction: Any) -> None:
+        rolled_back.info.pop(_WAKE_KEY, None)
+        if event.contains(rolled_back, "after_commit", wake):
+            event.remove(rolled_back, "after_commit", wake)
+
+    event.listen(sync_session, "after_commit", wake, once=True)
+    event.listen(sync_session, "after_soft_rollback", forget, once=True)
+
+
+_WAKE_KEY = "esim_core.outbox.wake"
+
+
 class OutboxRelay:
     """Publishes unpublished outbox rows in order and marks them published.
 
-    Publishing is at least once: a crash between the broker's ack and the mark publishes the
-    row again with the same CloudEvents id, which consumers' inboxes drop.
+    A round sends a whole batch at once and awaits the acks together (the idempotent producer
+    keeps each partition's order), then marks every acknowledged row in one statement. A row
+    whose send failed stays unpublished and goes out in a later round. Publishing is at least
+    once: a crash between the broker's ack and the mark publishes the row again with the same
+    CloudEvents id, which consumers' inboxes drop. Rows published longer ago than `retention_s`
+    are deleted, a bounded chunk at a time, so the table does not grow without end.
     """
 
     def __init__(
@@ -96,7 +125,8 @@ class OutboxRelay:
         lock: Lock,
         *,
         interval_s: float = 0.5,
-        batch_size: int = 100,
+        batch_size: int = 500,
+        retention_s: float = 24 * 3600.0,
     ) -> None:
         self.database = database
         self.outbox = outbox
@@ -104,21 +134,44 @@ class OutboxRelay:
         self.lock = lock
         self.interval_s = interval_s
         self.batch_size = batch_size
+        self.retention_s = retention_s
+        self._stopping = asyncio.Event()
+        self._next_cleanup = 0.0
 
     async def run(self) -> None:
-        """Relay until cancelled; only the replica holding the lock publishes."""
-        while True:
+        """Relay until `stop`; only the replica holding the lock publishes."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
             try:
                 if await self.lock.acquire():
                     while await self.relay_once() == self.batch_size:
-                        pass
+                        if self._stopping.is_set():
+                            break
+                    if loop.time() >= self._next_cleanup:
+                        self._next_cleanup = loop.time() + 60.0
+                        await self.delete_published()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 OUTBOX_RELAY_ERRORS.inc()
                 logger.exception("outbox relay failed; will retry")
-                await asyncio.sleep(min(5.0, self.interval_s * 4))
+                await _sleep_unless(self._stopping, min(5.0, self.interval_s * 4))
             await self.outbox.wait_for_pending(self.interval_s)
+
+    def stop(self) -> None:
+        """Let `run` return after its current round."""
+        self._stopping.set()
+        self.outbox.notify()
+
+    async def flush(self) -> int:
+        """Publish what is pending now, for a stop; returns how many rows were published."""
+        total = 0
+        if await self.lock.acquire():
+            while (published := await self.relay_once()) > 0:
+                total += published
+                if published < self.batch_size:
+                    break
+        return total
 
     async def relay_once(self) -> int:
         """Publish one batch of pending rows; returns how many were published."""
@@ -131,24 +184,51 @@ class OutboxRelay:
                     .limit(self.batch_size)
                 )
             ).all()
-        published: list[int] = []
-        try:
-            for row in rows:
-                await self.publisher.publish_raw(
-                    row.value, topic=row.topic, key=row.key, headers=_headers(row)
+        if not rows:
+            return 0
+        messages = [OutgoingMessage(row.value, row.topic, row.key, _headers(row)) for row in rows]
+        outcomes = await self.publisher.publish_many(messages)
+        published = [row.id for row, outcome in zip(rows, outcomes, strict=True) if outcome is None]
+        if published:
+            async with self.database.session() as session:
+                await session.exec(
+                    update(OutboxMessage)
+                    .where(col(OutboxMessage.id).in_(published))
+                    .values(published_at=utcnow())
                 )
-                assert row.id is not None
-                published.append(row.id)
-        finally:
-            if published:
-                async with self.database.session() as session:
-                    await session.exec(
-                        update(OutboxMessage)
-                        .where(col(OutboxMessage.id).in_(published))
-                        .values(published_at=utcnow())
-                    )
-                OUTBOX_PUBLISHED.inc(len(published))
+            OUTBOX_PUBLISHED.inc(len(published))
+        failed = next((outcome for outcome in outcomes if outcome is not None), None)
+        if failed is not None:
+            logger.warning(
+                "outbox relay: %d of %d rows not acknowledged; they go out in a later round",
+                len(rows) - len(published),
+                len(rows),
+            )
+            raise failed
         return len(published)
+
+    async def delete_published(self, *, chunk: int = 5000) -> int:
+        """Delete one chunk of rows published longer ago than the retention; returns how many."""
+        cutoff = utcnow() - timedelta(seconds=self.retention_s)
+        async with self.database.session() as session:
+            old = (
+                select(OutboxMessage.id)
+                .where(
+                    col(OutboxMessage.published_at).is_not(None),
+                    col(OutboxMessage.published_at) < cutoff,
+                )
+                .limit(chunk)
+            )
+            result: Any = await session.exec(
+                delete(OutboxMessage).where(col(OutboxMessage.id).in_(old.scalar_subquery()))
+            )
+        deleted: int = result.rowcount or 0
+        return deleted
+
+
+async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)
 
 
 def _headers(row: OutboxMessage) -> dict[str, str]:

@@ -8,11 +8,16 @@ or `runtime.worker_app()` (the worker alone).
 import asyncio
 import logging
 import os
+import signal
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
+import uvicorn
 from esim_schemas import CloudEvent, EventData
 from fastapi import APIRouter, FastAPI, Response
 from faststream import FastStream
@@ -30,7 +35,7 @@ from esim_core.migrations import upgrade_to_head
 from esim_core.outbox import Outbox, OutboxMessage, OutboxRelay
 from esim_core.settings import ServiceSettings, Topics
 from esim_core.topics import ensure_topics
-from esim_core.worker import run_forever
+from esim_core.worker import DueLoop, Work, run_forever
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +59,7 @@ class ServiceRuntime:
         self.database = Database(settings.database_url)
         self.redis: Redis = Redis.from_url(settings.redis_url, socket_timeout=5)
         self.broker = make_broker(settings, client_id=name)
-        self.publisher = EventPublisher(self.broker)
+        self.publisher = EventPublisher(settings.kafka_bootstrap_servers, client_id=name)
         self.outbox = Outbox(f"/services/{name}", self.topics)
         self.tables: list[type[SQLModel]] = [OutboxMessage, InboxEntry, *tables]
         self.consumer: EventConsumer | None = None
@@ -62,7 +67,9 @@ class ServiceRuntime:
         self._produces: list[type[EventData]] = []
         self.routers: list[APIRouter] = []
         self._loops: list[tuple[str, Callable[[], Awaitable[Any]], float, bool]] = []
+        self.due_loops: list[DueLoop] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
         self._startup: list[Callable[[], Awaitable[None]]] = []
         self.relay = OutboxRelay(
             self.database,
@@ -70,6 +77,8 @@ class ServiceRuntime:
             self.publisher,
             RedisLock(self.redis, f"{name}:outbox-relay", ttl_s=10),
             interval_s=settings.relay_interval_s,
+            batch_size=settings.relay_batch,
+            retention_s=settings.outbox_retention_s,
         )
 
     def consume(self, topic: str, routes: Sequence[Route]) -> None:
@@ -91,7 +100,8 @@ class ServiceRuntime:
                 database=self.database,
                 publisher=self.publisher,
                 attempts=self.settings.consumer_retries,
-                after_commit=self.outbox.notify,
+                after_commit=self.wake,
+                batch_size=self.settings.consumer_batch,
             )
             self.consumer.subscribe(self.broker, group_id=self.name)
             for model in self._produces:
@@ -103,6 +113,38 @@ class ServiceRuntime:
                     schema=CloudEvent[model],  # type: ignore[valid-type]
                 )
         return self.consumer
+
+    def wake(self) -> None:
+        """A commit may have created due work or outbox rows: look for them now."""
+        self.outbox.notify()
+        for due in self.due_loops:
+            due.wake()
+
+    def due_work(
+        self,
+        table: type[SQLModel],
+        work: Work,
+        *,
+        what: str,
+        concurrency: int = 20,
+        lease_s: float = 60.0,
+    ) -> DueLoop:
+        """Work the due rows of `table` with `work(key)`, up to `concurrency` at a time.
+
+        The loop is woken by every commit of the service's consumer, so a row that a handler
+        makes due now is worked right after that commit; see `DueLoop`.
+        """
+        due = DueLoop(
+            self.database,
+            table,
+            work,
+            what=what,
+            concurrency=concurrency,
+            lease_s=lease_s,
+            interval_s=self.settings.worker_interval_s,
+        )
+        self.due_loops.append(due)
+        return due
 
     def loop(
         self,
@@ -135,8 +177,12 @@ class ServiceRuntime:
                 await action()
         self.subscribe()
         await self._create_topics()
+        await self.publisher.start()
         await self.broker.start()
+        self._stopping.clear()
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+        for due in self.due_loops:
+            self._tasks.append(asyncio.create_task(due.run(), name=due.what))
         for name, step, interval_s, singleton in self._loops:
             self._tasks.append(
                 asyncio.create_task(self._run_loop(name, step, interval_s, singleton), name=name)
@@ -145,14 +191,58 @@ class ServiceRuntime:
         try:
             yield
         finally:
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            self._tasks.clear()
-            await self.broker.stop()
-            await self.redis.aclose()
-            await self.database.close()
-            logger.info("%s stopped", self.name)
+            await self.stop()
+
+    async def stop(self) -> None:
+        """Stop in the order that leaves nothing consumed but unworked, within `stop_timeout_s`.
+
+        First the consumer leaves its group (the batch being handled finishes and its offsets
+        commit; the rest is redelivered to whoever takes the partitions); then the due-work
+        loops stop claiming and their rounds in flight finish or are abandoned with their
+        leases released; then the periodic loops end; then the relay publishes what was
+        committed; then the connections close. Whatever a step cannot do in time is durable
+        (offsets, rows, outbox) and is redone by the next process.
+        """
+        started = time.monotonic()
+        budget = self.settings.stop_timeout_s
+
+        def left(reserve: float = 0.0) -> float:
+            return max(0.05, budget - reserve - (time.monotonic() - started))
+
+        async def step(what: str, action: Awaitable[Any], seconds: float) -> None:
+            begun = time.monotonic()
+            try:
+                async with asyncio.timeout(seconds):
+                    await action
+            except TimeoutError:
+                logger.warning("%s: %s did not finish within %.1f s", self.name, what, seconds)
+            except Exception:
+                logger.exception("%s: %s failed", self.name, what)
+            else:
+                logger.info("%s: %s in %.2f s", self.name, what, time.monotonic() - begun)
+
+        # Leave room at the end for the relay's flush and closing the connections.
+        await step("stopped consuming", self.broker.stop(), left(reserve=budget * 0.4))
+        self._stopping.set()
+        await step(
+            "stopped due work",
+            asyncio.gather(*(due.stop(left(reserve=budget * 0.3)) for due in self.due_loops)),
+            left(reserve=budget * 0.2),
+        )
+        self.relay.stop()
+        loops = [task for task in self._tasks if task.get_name() != "outbox-relay"]
+        relay = [task for task in self._tasks if task.get_name() == "outbox-relay"]
+        await step("stopped loops", asyncio.gather(*loops), min(2.0, left(reserve=budget * 0.2)))
+        await step("stopped the relay", asyncio.gather(*relay), min(2.0, left(budget * 0.15)))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await step("flushed the outbox", self.relay.flush(), left(reserve=1.0))
+        await step("closed the producer", self.publisher.stop(), left(reserve=0.5))
+        await step("closed redis", self.redis.aclose(), min(1.0, left()))
+        await step("closed the database", self.database.close(), min(1.0, left()))
+        logger.info("%s stopped in %.2f s", self.name, time.monotonic() - started)
 
     async def _create_topics(self) -> None:
         try:
@@ -170,7 +260,7 @@ class ServiceRuntime:
         self, name: str, step: Callable[[], Awaitable[Any]], interval_s: float, singleton: bool
     ) -> None:
         if not singleton:
-            await run_forever(name, step, interval_s)
+            await run_forever(name, step, interval_s, self._stopping)
             return
         lock = RedisLock(self.redis, f"{self.name}:{name}", ttl_s=max(10.0, interval_s * 4))
 
@@ -178,7 +268,7 @@ class ServiceRuntime:
             if await lock.acquire():
                 await step()
 
-        await run_forever(name, guarded, interval_s)
+        await run_forever(name, guarded, interval_s, self._stopping)
 
     async def readiness(self) -> dict[str, str]:
         """Check the database, Redis and Kafka; each maps to `ok` or what is wrong."""
@@ -249,13 +339,50 @@ class ServiceRuntime:
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
-    """Serve the app with uvicorn until SIGTERM or SIGINT."""
-    import uvicorn
+    """Serve the app with uvicorn until SIGTERM or SIGINT, and exit within the stop bound.
 
+    uvicorn stops taking requests, lets those in flight finish, then runs the lifespan's
+    shutdown (`ServiceRuntime.stop`). Should anything hang past `stop_timeout_s` plus a short
+    grace, a watchdog thread ends the process: everything it left is durable and redone.
+    """
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # aiosqlite logs every call with its arguments at DEBUG, tokens included.
     logging.getLogger("aiosqlite").setLevel(max(logging.INFO, logging.getLogger().level))
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None)
+    config = uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        timeout_graceful_shutdown=max(1, int(settings.stop_timeout_s / 4)),
+    )
+    BoundedServer(config, settings.stop_timeout_s + 3.0).run()
+
+
+class BoundedServer(uvicorn.Server):
+    """A uvicorn server whose first stop signal also arms an exit watchdog."""
+
+    def __init__(self, config: uvicorn.Config, bound_s: float) -> None:
+        super().__init__(config)
+        self.bound_s = bound_s
+        self._armed = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """Begin uvicorn's graceful stop, and make sure the process ends within the bound."""
+        if not self._armed:
+            self._armed = True
+            _arm_watchdog(self.bound_s, signal.Signals(sig).name)
+        super().handle_exit(sig, frame)
+
+
+def _arm_watchdog(bound_s: float, why: str) -> None:
+    def expire() -> None:
+        logger.error("stop (%s) took longer than %.0f s; exiting now", why, bound_s)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(bound_s, expire)
+    timer.daemon = True
+    timer.start()

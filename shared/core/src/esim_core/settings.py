@@ -84,7 +84,28 @@ class ServiceSettings(BaseSettings):
         1, ge=1, le=10, description="replication factor of a topic this service creates"
     )
     worker_interval_s: float = Field(
-        0.25, gt=0, description="how often due work (charges, follow-ups, sends) is looked for"
+        0.25,
+        gt=0,
+        description="how often due work (charges, follow-ups, sends) is looked for when no "
+        "commit announced any; new work is taken at once",
+    )
+    consumer_batch: int = Field(
+        100, ge=1, le=10_000, description="most messages handled per fetch of the consumer"
+    )
+    relay_batch: int = Field(
+        500, ge=1, le=10_000, description="most outbox rows the relay sends in one round"
+    )
+    outbox_retention_s: float = Field(
+        24 * 3600.0,
+        ge=0,
+        description="how long published outbox rows are kept (for inspection) before deletion",
+    )
+    stop_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        le=600,
+        description="seconds a stop (SIGTERM) may take: stop consuming, finish or abandon the "
+        "rounds in flight, flush the outbox; past it the process exits anyway",
     )
 
 

@@ -6,8 +6,10 @@ row at once, and a replica that dies mid-work leaves a lease that simply runs ou
 """
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,10 +32,18 @@ def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-async def claim_due(
+@dataclass(frozen=True)
+class Claim:
+    """Rows leased by one claim, and the lease they carry until it runs out."""
+
+    keys: list[Any]
+    lease_until: datetime
+
+
+async def claim(
     database: Database, table: type[SQLModel], *, limit: int = 20, lease_s: float = 60.0
-) -> list[Any]:
-    """Lease up to `limit` rows of `table` that are due, and return their primary keys.
+) -> Claim:
+    """Lease up to `limit` rows of `table` that are due, in one statement.
 
     The table needs `id`, `due_at` (null when nothing is due) and `lease_until` columns.
     On PostgreSQL the due rows are locked with SKIP LOCKED, so replicas claiming at the same
@@ -41,61 +51,209 @@ async def claim_due(
     ones; SQLite leaves the clause out (its write transactions run one at a time).
     """
     now = utcnow()
+    lease_until = now + timedelta(seconds=lease_s)
     id_column: Any = table.id  # type: ignore[attr-defined]
     due_column: Any = table.due_at  # type: ignore[attr-defined]
     lease_column: Any = table.lease_until  # type: ignore[attr-defined]
     free = or_(col(lease_column).is_(None), col(lease_column) < now)
-    claimed: list[Any] = []
+    due = (
+        select(id_column)
+        .where(col(due_column).is_not(None), col(due_column) <= now, free)
+        .order_by(col(due_column), col(id_column))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
     async with database.session() as session:
-        candidates = (
-            await session.exec(
-                select(id_column)
-                .where(col(due_column).is_not(None), col(due_column) <= now, free)
-                .order_by(col(due_column), col(id_column))
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-        ).all()
-        for key in candidates:
-            result: Any = await session.exec(
-                update(table)
-                .where(col(id_column) == key, free)
-                .values(lease_until=now + timedelta(seconds=lease_s))
-            )
-            if result.rowcount:
-                claimed.append(key)
-    return claimed
+        result: Any = await session.exec(
+            update(table)
+            .where(col(id_column).in_(due.scalar_subquery()), free)
+            .values(lease_until=lease_until)
+            .returning(id_column)
+        )
+        keys = list(result.scalars().all())
+    return Claim(keys=keys, lease_until=lease_until)
+
+
+async def claim_due(
+    database: Database, table: type[SQLModel], *, limit: int = 20, lease_s: float = 60.0
+) -> list[Any]:
+    """Lease up to `limit` due rows of `table` (see `claim`) and return their primary keys."""
+    return (await claim(database, table, limit=limit, lease_s=lease_s)).keys
+
+
+async def release(
+    database: Database, table: type[SQLModel], keys: Iterable[Any], lease_until: datetime
+) -> int:
+    """Give up leases this process still holds, so that a successor need not wait them out.
+
+    Only rows that still carry exactly this lease are released: a row whose round committed
+    (and so cleared or replaced its lease) is left as it is. Returns how many were released.
+    """
+    wanted = list(keys)
+    if not wanted:
+        return 0
+    id_column: Any = table.id  # type: ignore[attr-defined]
+    lease_column: Any = table.lease_until  # type: ignore[attr-defined]
+    async with database.session() as session:
+        result: Any = await session.exec(
+            update(table)
+            .where(col(id_column).in_(wanted), col(lease_column) == lease_until)
+            .values(lease_until=None)
+        )
+    released: int = result.rowcount or 0
+    return released
+
+
+Work = Callable[[Any], Awaitable[Any]]
 
 
 async def work_due(
     database: Database,
     table: type[SQLModel],
-    work: Callable[[Any], Awaitable[Any]],
+    work: Work,
     *,
     what: str,
     limit: int = 20,
     lease_s: float = 60.0,
 ) -> int:
-    """Claim due rows of `table` and run `work` on each concurrently; returns how many.
+    """Claim due rows of `table` once and run `work` on each concurrently; returns how many.
 
     A failing `work` commits nothing: its lease runs out and a later round repeats the outside
-    call under the same idempotency key.
+    call under the same idempotency key. `DueLoop` is the long-running form of this.
     """
     keys = await claim_due(database, table, limit=limit, lease_s=lease_s)
-
-    async def safely(key: Any) -> None:
-        try:
-            await work(key)
-        except Exception:
-            logger.exception("%s %s failed; it is retried once its lease runs out", what, key)
-
-    await asyncio.gather(*(safely(key) for key in keys))
+    await asyncio.gather(*(_safely(work, key, what) for key in keys))
     return len(keys)
 
 
-async def run_forever(name: str, step: Callable[[], Awaitable[Any]], interval_s: float) -> None:
-    """Run `step` every `interval_s` seconds until cancelled, logging and surviving its errors."""
-    while True:
+async def _safely(work: Work, key: Any, what: str) -> None:
+    try:
+        await work(key)
+    except Exception:
+        WORKER_ERRORS.labels(what).inc()
+        logger.exception("%s %s failed; it is retried once its lease runs out", what, key)
+
+
+class DueLoop:
+    """Works the due rows of one table as a pipeline, as fast as the work allows.
+
+    Up to `concurrency` rows are in flight at once. A free slot is filled as soon as it frees
+    while the last claim came back full (a backlog), and the loop is woken (`wake`) when a
+    commit creates due work, so nothing waits for a timer while work is due; `interval_s` is
+    only the fallback for rows that fall due later or whose lease ran out.
+
+    `stop` ends claiming, gives the rounds in flight until a deadline to finish, cancels the
+    rest and releases their leases: their outside calls carry idempotency keys, so whoever
+    takes the rows next repeats them safely, without waiting out the lease.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        table: type[SQLModel],
+        work: Work,
+        *,
+        what: str,
+        concurrency: int = 20,
+        lease_s: float = 60.0,
+        interval_s: float = 0.25,
+    ) -> None:
+        self.database = database
+        self.table = table
+        self.work = work
+        self.what = what
+        self.concurrency = concurrency
+        self.lease_s = lease_s
+        self.interval_s = interval_s
+        self._wake = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._stopping = False
+        self._inflight: dict[asyncio.Task[None], tuple[Any, datetime]] = {}
+
+    def wake(self) -> None:
+        """Look for due rows now: a commit may have created some."""
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        """How many rounds are running now."""
+        return len(self._inflight)
+
+    async def run(self) -> None:
+        """Claim and work due rows until `stop`."""
+        while not self._stopping:
+            self._wake.clear()
+            free = self.concurrency - len(self._inflight)
+            if free <= 0:
+                await self._slot_freed.wait()
+                self._slot_freed.clear()
+                continue
+            try:
+                claimed = await claim(self.database, self.table, limit=free, lease_s=self.lease_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                WORKER_ERRORS.labels(self.what).inc()
+                logger.exception("%s: claiming due rows failed; will retry", self.what)
+                await self._pause(min(5.0, self.interval_s * 8))
+                continue
+            for key in claimed.keys:
+                self._start(key, claimed.lease_until)
+            if len(claimed.keys) < free:
+                await self._pause(self.interval_s)
+
+    async def stop(self, deadline_s: float) -> None:
+        """Stop claiming; wait up to `deadline_s` for rounds in flight, then abandon them."""
+        self._stopping = True
+        self._wake.set()
+        self._slot_freed.set()
+        running = list(self._inflight)
+        if running:
+            await asyncio.wait(running, timeout=max(0.0, deadline_s))
+        abandoned = [(task, *self._inflight[task]) for task in running if not task.done()]
+        for task, _, _ in abandoned:
+            task.cancel()
+        if abandoned:
+            await asyncio.gather(*(task for task, _, _ in abandoned), return_exceptions=True)
+            by_lease: dict[datetime, list[Any]] = {}
+            for _, key, lease in abandoned:
+                by_lease.setdefault(lease, []).append(key)
+            released = 0
+            for lease, keys in by_lease.items():
+                released += await release(self.database, self.table, keys, lease)
+            logger.warning(
+                "%s: %d round(s) abandoned at stop; %d lease(s) released for a successor",
+                self.what,
+                len(abandoned),
+                released,
+            )
+
+    def _start(self, key: Any, lease_until: datetime) -> None:
+        task = asyncio.create_task(_safely(self.work, key, self.what), name=f"{self.what} {key}")
+        self._inflight[task] = (key, lease_until)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.pop(task, None)
+        self._slot_freed.set()
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+
+async def run_forever(
+    name: str,
+    step: Callable[[], Awaitable[Any]],
+    interval_s: float,
+    stopping: asyncio.Event | None = None,
+) -> None:
+    """Run `step` every `interval_s` seconds until `stopping` is set (or cancelled).
+
+    Errors of a step are logged and counted, and the loop goes on.
+    """
+    stopping = stopping or asyncio.Event()
+    while not stopping.is_set():
         try:
             await step()
         except asyncio.CancelledError:
@@ -103,4 +261,5 @@ async def run_forever(name: str, step: Callable[[], Awaitable[Any]], interval_s:
         except Exception:
             WORKER_ERRORS.labels(name).inc()
             logger.exception("%s failed; will retry", name)
-        await asyncio.sleep(interval_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), interval_s)
