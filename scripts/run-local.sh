@@ -4,7 +4,8 @@
 # Makes uv available, syncs the workspace venv, fetches the Kafka jars and installs redis-server
 # (each only the first time), then hands over to scripts/supervise.py, which starts Kafka,
 # Redis, the sandboxes and the four services with one log per process in var/log/, waits
-# until all answer (RUN_LOCAL_TIMEOUT, 180 s), and stops them all on Ctrl-C or SIGTERM.
+# until all answer (RUN_LOCAL_TIMEOUT, 180 s), restarts one that dies (with a back-off), and stops
+# them all on Ctrl-C or SIGTERM.
 # RUN_LOCAL_ONLY="kafka redis smtp payment-sandbox esim-sandbox" starts just those (e.g. to run a
 # service from an IDE against the rest).
 set -euo pipefail
