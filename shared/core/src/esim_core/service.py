@@ -56,7 +56,7 @@ class ServiceRuntime:
         self.migrations = migrations
         self.settings = settings
         self.topics = topics or Topics()
-        self.database = Database(settings.database_url)
+        self.database = Database(settings.database_url, sqlite_inline=settings.sqlite_inline)
         self.redis: Redis = Redis.from_url(settings.redis_url, socket_timeout=5)
         self.broker = make_broker(settings, client_id=name)
         self.publisher = EventPublisher(settings.kafka_bootstrap_servers, client_id=name)
