@@ -16,7 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from esim_core.db import Database
-from esim_core.inbox import already_processed, mark_processed
+from esim_core.inbox import processed_ids, record_processed
 from esim_core.kafka import EventPublisher
 from esim_core.metrics import DEAD_LETTERS, EVENT_HANDLING_SECONDS, EVENTS_CONSUMED
 
@@ -179,16 +179,18 @@ class EventConsumer:
         self, decoded: Sequence[tuple[bytes, MessageInfo, Handler, CloudEvent[Any]]]
     ) -> list[str]:
         outcomes: list[str] = []
-        seen: set[str] = set()
+        handled: list[tuple[str, str]] = []
         async with self.database.session() as session:
+            seen = await processed_ids(session, self.name, {event.id for *_, event in decoded})
             for _, _, handler, event in decoded:
-                if event.id in seen or await already_processed(session, self.name, event.id):
+                if event.id in seen:
                     outcomes.append("duplicate")
                     continue
                 await handler(session, event)
-                mark_processed(session, self.name, event.id, event.type)
                 seen.add(event.id)
+                handled.append((event.id, event.type))
                 outcomes.append("handled")
+            await record_processed(session, self.name, handled)
         if self.after_commit is not None:
             self.after_commit()
         return outcomes
@@ -232,14 +234,14 @@ class EventConsumer:
     async def _handle_once(self, handler: Handler, event: CloudEvent[Any]) -> str:
         try:
             async with self.database.session() as session:
-                if await already_processed(session, self.name, event.id):
+                if await processed_ids(session, self.name, [event.id]):
                     return "duplicate"
                 await handler(session, event)
-                mark_processed(session, self.name, event.id, event.type)
+                await record_processed(session, self.name, [(event.id, event.type)])
         except IntegrityError:
             # Another replica committed the same event id first: the effects exist once.
             async with self.database.session() as session:
-                if await already_processed(session, self.name, event.id):
+                if await processed_ids(session, self.name, [event.id]):
                     return "duplicate"
             raise
         if self.after_commit is not None:

@@ -1,7 +1,9 @@
 """Inbox: the ids of consumed events, stored in the same transaction as their effects."""
 
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 
+from sqlalchemy import insert, select
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -17,11 +19,48 @@ class InboxEntry(SQLModel, table=True):
     processed_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
-async def already_processed(session: AsyncSession, consumer: str, event_id: str) -> bool:
-    """Tell whether this consumer already committed the effects of this event."""
-    return await session.get(InboxEntry, (consumer, event_id)) is not None
+async def processed_ids(
+    session: AsyncSession, consumer: str, event_ids: Collection[str]
+) -> set[str]:
+    """Which of these events this consumer already committed the effects of.
+
+    A Core query on the session's connection: it needs no ORM objects, and it does not flush
+    what the handlers added so far.
+    """
+    if not event_ids:
+        return set()
+    table = InboxEntry.__table__  # type: ignore[attr-defined]
+    connection = await session.connection()
+    rows = await connection.execute(
+        select(table.c.event_id).where(
+            table.c.consumer == consumer, table.c.event_id.in_(list(event_ids))
+        )
+    )
+    return {row[0] for row in rows}
 
 
-def mark_processed(session: AsyncSession, consumer: str, event_id: str, event_type: str) -> None:
-    """Record the event as consumed; commits with the handler's effects."""
-    session.add(InboxEntry(consumer=consumer, event_id=event_id, event_type=event_type))
+async def record_processed(
+    session: AsyncSession, consumer: str, events: Sequence[tuple[str, str]]
+) -> None:
+    """Record events (id, type) as consumed, in one statement; commits with their effects.
+
+    Raises:
+        IntegrityError: another process recorded one of them first.
+    """
+    if not events:
+        return
+    table = InboxEntry.__table__  # type: ignore[attr-defined]
+    now = datetime.now(UTC)
+    connection = await session.connection()
+    await connection.execute(
+        insert(table),
+        [
+            {
+                "consumer": consumer,
+                "event_id": event_id,
+                "event_type": event_type,
+                "processed_at": now,
+            }
+            for event_id, event_type in events
+        ],
+    )
