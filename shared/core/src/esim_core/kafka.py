@@ -22,8 +22,10 @@ def make_broker(settings: ServiceSettings, client_id: str) -> KafkaBroker:
         acks="all",
         enable_idempotence=True,
         request_timeout_ms=30_000,
-        # Stopping waits this long for the batch being handled before it leaves the group.
-        graceful_timeout=settings.stop_timeout_s,
+        # Stopping waits this long for the batch in hand, then cancels it (its transaction
+        # rolls back and its offsets stay uncommitted, so it is redelivered) and leaves the
+        # group; well inside the stop's own budget (ServiceRuntime.stop).
+        graceful_timeout=settings.stop_timeout_s * 0.4,
     )
 
 
