@@ -43,7 +43,7 @@ class Claim:
 async def claim(
     database: Database, table: type[SQLModel], *, limit: int = 20, lease_s: float = 60.0
 ) -> Claim:
-    """Lease up to `limit` rows of `table` that are due, in one statement.
+    """Lease up to `limit` rows of `table` that are due.
 
     The table needs `id`, `due_at` (null when nothing is due) and `lease_until` columns.
     On PostgreSQL the due rows are locked with SKIP LOCKED, so replicas claiming at the same
@@ -64,13 +64,24 @@ async def claim(
         .with_for_update(skip_locked=True)
     )
     async with database.session() as session:
-        result: Any = await session.exec(
-            update(table)
-            .where(col(id_column).in_(due.scalar_subquery()), free)
-            .values(lease_until=lease_until)
-            .returning(id_column)
-        )
-        keys = list(result.scalars().all())
+        if database.is_sqlite:
+            # One statement; SQLite runs one write transaction at a time, so nothing can take
+            # a row between the choice and the lease.
+            result: Any = await session.exec(
+                update(table)
+                .where(col(id_column).in_(due.scalar_subquery()), free)
+                .values(lease_until=lease_until)
+                .returning(id_column)
+            )
+            keys = list(result.scalars().all())
+        else:
+            # The chosen rows stay locked until this transaction ends, so the lease written
+            # next lands on exactly them; other replicas skip them meanwhile.
+            keys = list((await session.exec(due)).all())
+            if keys:
+                await session.exec(
+                    update(table).where(col(id_column).in_(keys)).values(lease_until=lease_until)
+                )
     return Claim(keys=keys, lease_until=lease_until)
 
 
