@@ -2,10 +2,14 @@
 
 `py-spy record --format raw` writes collapsed stacks, one `frame;frame;...;leaf count` line per
 distinct stack (a frame is `function (file:line)`); the leaf is where the sample's time was
-spent ("own" time), every frame of the stack shares it ("total" time). Idle threads are not
-sampled (py-spy's default), so the percentages are of the time the process was doing something.
+spent ("own" time), every frame of the stack shares it ("total" time). py-spy leaves out
+threads it sees idle, but counts some blocked ones as active (aiosqlite's connection threads
+waiting on their queue, the event loop waiting in uvloop's C code); those leaves are told
+apart here, and the top functions are over the samples that did work.
 """
 
+import importlib
+import inspect
 import re
 import shutil
 import subprocess
@@ -19,7 +23,16 @@ from tests.support.infra import ROOT
 
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
 SAMPLE_RATE = 100
-PROJECT_TREES = ("services", "shared", "sandboxes")
+#: Where the project's own code is, as a frame's short file begins.
+PROJECT_PACKAGES = (
+    "accounts/",
+    "billing/",
+    "provisioning/",
+    "notifier/",
+    "esim_core/",
+    "esim_schemas/",
+    "sandboxes/",
+)
 
 
 def py_spy() -> str:
@@ -32,7 +45,11 @@ def py_spy() -> str:
 
 
 def record(pid: int, output: Path, seconds: float, log: Path) -> subprocess.Popen[bytes]:
-    """Start sampling a process for `seconds` (without pausing it); raw output to `output`."""
+    """Start sampling a process for `seconds`; raw output to `output`.
+
+    py-spy pauses the process for each sample: only then does it ask the OS which threads run
+    (in `--nonblocking` mode it guesses, and counts an event loop waiting in epoll as busy).
+    """
     argv = [
         py_spy(),
         "record",
@@ -44,7 +61,6 @@ def record(pid: int, output: Path, seconds: float, log: Path) -> subprocess.Pope
         str(SAMPLE_RATE),
         "--format",
         "raw",
-        "--nonblocking",
         "--output",
         str(output),
     ]
@@ -79,7 +95,7 @@ class Hot:
 
 
 def parse_collapsed(lines: Iterable[str]) -> list[tuple[list[str], int]]:
-    """(frames root first, count) per line of py-spy's raw output."""
+    """(raw frames root first, count) per line of py-spy's raw output."""
     stacks = []
     for line in lines:
         line = line.rstrip("\n")
@@ -88,47 +104,109 @@ def parse_collapsed(lines: Iterable[str]) -> list[tuple[list[str], int]]:
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
-        stacks.append(([frame_name(f) for f in stack.split(";") if f], int(count)))
+        stacks.append(([f for f in stack.split(";") if f], int(count)))
     return stacks
 
 
-def top_functions(lines: Iterable[str]) -> tuple[int, list[Hot]]:
-    """The sample count, and every function with its own and total samples, most own first."""
+def _wait_lines() -> set[tuple[str, int]]:
+    """(function, line) of the blocking queue reads of worker threads py-spy cannot tell idle:
+    aiosqlite's connection thread and the thread pool's worker, in the versions installed."""
+    targets = (
+        ("aiosqlite.core", "_connection_worker_thread", "tx.get("),
+        ("concurrent.futures.thread", "_worker", "work_queue.get("),
+    )
+    found = set()
+    for module_name, function, text in targets:
+        try:
+            module = importlib.import_module(module_name)
+            source, first = inspect.getsourcelines(getattr(module, function))
+        except (ImportError, AttributeError, OSError, TypeError):
+            continue
+        found.update((function, first + n) for n, line in enumerate(source) if text in line)
+    return found
+
+
+WAIT_LINES = _wait_lines()
+WAIT_FUNCTIONS = ("Condition.wait", "Event.wait", "Thread.join")
+
+
+def classify(leaf: str) -> str:
+    """What a sample's leaf frame was doing: `wait` (a thread blocked on a queue or condition,
+    which py-spy still counts as active), `loop` (the event loop in C: epoll or socket I/O),
+    or `work` (Python code, or SQLite and other C code called from it)."""
+    match = FRAME.match(leaf.strip())
+    if match is None:
+        return "work"
+    function, line = match["function"], int(match["line"] or 0)
+    if function in WAIT_FUNCTIONS or (function, line) in WAIT_LINES:
+        return "wait"
+    if function == "Runner.run" and match["file"].endswith("asyncio/runners.py"):
+        return "loop"
+    return "work"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A process's samples: how many of each kind, and the functions of the working ones."""
+
+    samples: int
+    kinds: dict[str, int]
+    hot: list[Hot]
+
+    @property
+    def working(self) -> int:
+        """Samples in which a thread did work."""
+        return self.kinds.get("work", 0)
+
+
+def top_functions(lines: Iterable[str]) -> Profile:
+    """Own and total samples of every function over the working samples, most own first."""
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
-    samples = 0
+    kinds: Counter[str] = Counter()
     for frames, count in parse_collapsed(lines):
         if not frames:
             continue
-        samples += count
-        own[frames[-1]] += count
-        for name in set(frames):
+        kind = classify(frames[-1])
+        kinds[kind] += count
+        if kind != "work":
+            continue
+        names = [frame_name(f) for f in frames]
+        own[names[-1]] += count
+        for name in set(names):
             total[name] += count
     ranked = sorted(total, key=lambda name: (-own[name], -total[name], name))
-    return samples, [Hot(name, own[name], total[name]) for name in ranked]
+    hot = [Hot(name, own[name], total[name]) for name in ranked]
+    return Profile(sum(kinds.values()), dict(kinds), hot)
 
 
 def _in_project(name: str) -> bool:
-    return any(f"({tree}/" in name for tree in PROJECT_TREES)
+    return any(f"({package}" in name for package in PROJECT_PACKAGES)
 
 
 def summary(service: str, lines: Iterable[str], seconds: float, top: int = 15) -> str:
-    """A short text: the `top` functions by own time, then by total time."""
-    samples, hot = top_functions(lines)
-    busy = samples / (SAMPLE_RATE * seconds) if seconds > 0 else 0.0
+    """A short text: the `top` functions by own time, then the project's by total time."""
+    found = top_functions(lines)
+    ticks = SAMPLE_RATE * seconds
+    share = {kind: found.kinds.get(kind, 0) / ticks if ticks else 0.0 for kind in KINDS}
     out = [
-        f"{service}: {samples} samples in {seconds:.0f} s at {SAMPLE_RATE} Hz"
-        f" (a thread was active in {busy:.0%} of the ticks; idle time not sampled)",
+        f"{service}: {found.samples} thread samples in {seconds:.0f} s at {SAMPLE_RATE} Hz;"
+        f" per tick, threads working {share['work']:.2f}, blocked on a queue {share['wait']:.2f},"
+        f" in the event loop's C code {share['loop']:.2f}",
         "",
-        f"top {top} by own time:",
+        f"top {top} by own time (% of working samples):",
         "  own%  total%  function (file)",
     ]
-    if samples == 0:
-        return "\n".join([*out, "  (no samples)"]) + "\n"
-    for item in hot[:top]:
-        out.append(f"{item.own / samples:6.1%}  {item.total / samples:6.1%}  {item.name}")
+    working = found.working
+    if working == 0:
+        return "\n".join([*out, "  (no working samples)"]) + "\n"
+    for item in found.hot[:top]:
+        out.append(f"{item.own / working:6.1%}  {item.total / working:6.1%}  {item.name}")
     out += ["", f"top {top} of the project's own functions by total time (with what they call):"]
-    ours = [h for h in hot if _in_project(h.name)]
+    ours = [h for h in found.hot if _in_project(h.name)]
     for item in sorted(ours, key=lambda h: (-h.total, h.name))[:top]:
-        out.append(f"{item.own / samples:6.1%}  {item.total / samples:6.1%}  {item.name}")
+        out.append(f"{item.own / working:6.1%}  {item.total / working:6.1%}  {item.name}")
     return "\n".join(out) + "\n"
+
+
+KINDS = ("work", "wait", "loop")

@@ -7,6 +7,8 @@ from typing import Any
 
 from tests.support.load import LatencyStats
 
+#: A renewal's three hops, each named by the event that ends it.
+HOP_NAMES = ("payment.requested", "payment.settled", "profile.activated")
 QUANTILES = (("p50", 50.0), ("p95", 95.0), ("p99", 99.0), ("max", 100.0))
 
 
@@ -61,6 +63,7 @@ class PhaseResult:
     sent: int
     load_window_s: float
     completed_in_window: int
+    activations_in_window: int
     completed: int
     other_outcomes: dict[str, int]
     not_completed: int
@@ -68,6 +71,10 @@ class PhaseResult:
     latency: dict[str, Quantile]
     latency_done: dict[str, float | int | None]
     resources: dict[str, dict[str, float]]
+    #: Per hop (HOP_NAMES): latency stats of the renewals that got through it.
+    hops: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
+    #: Per service, from its /metrics: events handled, mean ms, handler busy share, published.
+    handling: dict[str, dict[str, float]] = field(default_factory=dict)
     backlog_at_start: int = 0
     http_errors: int = 0
     notes: list[str] = field(default_factory=list)
@@ -76,6 +83,11 @@ class PhaseResult:
     def offered_per_s(self) -> float:
         """What was actually offered: sent over the load window."""
         return self.sent / self.load_window_s if self.load_window_s > 0 else 0.0
+
+    @property
+    def all_done_per_s(self) -> float:
+        """Activations of any phase's renewals seen in the load window, per second of it."""
+        return self.activations_in_window / self.load_window_s if self.load_window_s > 0 else 0.0
 
     @property
     def done_per_s(self) -> float:
@@ -88,6 +100,7 @@ class PhaseResult:
         values["latency"] = {k: asdict(v) for k, v in self.latency.items()}
         values["offered_per_s"] = round(self.offered_per_s, 2)
         values["done_per_s"] = round(self.done_per_s, 2)
+        values["all_done_per_s"] = round(self.all_done_per_s, 2)
         return values
 
 
@@ -142,6 +155,7 @@ def render_table(phases: Sequence[PhaseResult], order: Sequence[str]) -> str:
         "done",
         "not done",
         "done/s",
+        "all/s",
         "p50 s",
         "p95 s",
         "p99 s",
@@ -162,6 +176,7 @@ def render_table(phases: Sequence[PhaseResult], order: Sequence[str]) -> str:
                 str(phase.completed),
                 str(phase.not_completed),
                 f"{phase.done_per_s:.1f}",
+                f"{phase.all_done_per_s:.1f}",
                 *(phase.latency[name].text() for name in ("p50", "p95", "p99", "max")),
                 _fmt_ratio(ratio.get("throughput")),
                 _fmt_ratio(ratio.get("p50"), phase.latency["p50"].lower_bound),
@@ -169,6 +184,11 @@ def render_table(phases: Sequence[PhaseResult], order: Sequence[str]) -> str:
             )
         )
     lines = _columns(rows)
+    lines += [
+        "done/s: this phase's renewals activated within its load window, per second;"
+        " all/s: every activation seen then (earlier phases' backlog too);"
+        " ratios: platform / baseline (> : at least, some renewals never finished)",
+    ]
     names = [n for n in order if any(n in phase.resources for phase in phases)]
     if names:
         lines += ["", "CPU seconds / peak RSS MiB per process tree, load + drain of each phase:"]
@@ -186,10 +206,52 @@ def render_table(phases: Sequence[PhaseResult], order: Sequence[str]) -> str:
                     cells.append(f"{usage['cpu_s']:.1f}")
             usage_rows.append((phase.name, f"{wall:.0f}", *cells))
         lines += _columns(usage_rows)
+    if any(phase.hops for phase in phases):
+        lines += [
+            "",
+            "Per hop, p50/p95 s (renewals that got through it), from the event before to its own:",
+        ]
+        hop_rows: list[tuple[str, ...]] = [("phase", *(f"-> {name}" for name in HOP_NAMES))]
+        for phase in phases:
+            cells = []
+            for name in HOP_NAMES:
+                hop = phase.hops.get(name, {})
+                if not hop or not hop.get("count"):
+                    cells.append("-")
+                    continue
+                cells.append(f"{_seconds(hop['p50'])}/{_seconds(hop['p95'])} ({hop['count']})")
+            hop_rows.append((phase.name, *cells))
+        lines += _columns(hop_rows)
+    handled = [phase for phase in phases if phase.handling]
+    if handled:
+        services = sorted({name for phase in handled for name in phase.handling})
+        lines += [
+            "",
+            "Per service, from its /metrics: events handled, mean ms in the handler,"
+            " share of the phase its consumer spent in handlers:",
+        ]
+        rows = [("phase", *services)]
+        for phase in handled:
+            cells = []
+            for name in services:
+                h = phase.handling.get(name)
+                cells.append(
+                    "-"
+                    if h is None
+                    else f"{h['events']:.0f} ev {h['mean_ms']:.0f} ms {h['handler_busy']:.0%}"
+                )
+            rows.append((phase.name, *cells))
+        lines += _columns(rows)
     notes = [f"{phase.name}: {note}" for phase in phases for note in phase.notes]
     if notes:
         lines += ["", *notes]
     return "\n".join(lines)
+
+
+def _seconds(value: object) -> str:
+    if not isinstance(value, int | float):
+        return "-"
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
 
 
 def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
@@ -213,6 +275,7 @@ def history_line(phases: Sequence[PhaseResult], meta: Mapping[str, Any]) -> dict
             phase.name: {
                 "offered_per_s": round(phase.offered_per_s, 2),
                 "done_per_s": round(phase.done_per_s, 2),
+                "all_done_per_s": round(phase.all_done_per_s, 2),
                 "sent": phase.sent,
                 "completed": phase.completed,
                 "not_completed": phase.not_completed,

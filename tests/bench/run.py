@@ -17,9 +17,16 @@ from typing import Any, TextIO
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from esim_schemas import PaymentRequested, PaymentSettled, ProfileActivated, RenewalRequested
 
-from tests.bench import profile
+from tests.bench import metrics, profile
 from tests.bench.procstat import Sampler, find_roots, machine_busy_s
-from tests.bench.report import PhaseResult, history_line, quantiles, ratios, render_table
+from tests.bench.report import (
+    HOP_NAMES,
+    PhaseResult,
+    history_line,
+    quantiles,
+    ratios,
+    render_table,
+)
 from tests.bench.stack import Stack, own_stack, running_stack
 from tests.support.infra import ROOT, Process
 from tests.support.load import (
@@ -27,6 +34,7 @@ from tests.support.load import (
     LatencyStats,
     LoadDriver,
     Outcomes,
+    Sent,
     Start,
     Target,
     setup_cards,
@@ -55,6 +63,8 @@ PROCESS_ORDER = (
     "bench",
     "other",
 )
+#: The intermediate events of a renewal, watched to split its latency into hops.
+STAGES = {PaymentRequested.topic: "payment_requested", PaymentSettled.topic: "payment_settled"}
 PROFILED = ("accounts", "billing", "provisioning", "notifier", "esim-sandbox")
 #: A single Python process busier than this share of one core is probably what limits a phase.
 BUSY_CORE = 0.7
@@ -96,7 +106,7 @@ class Config:
     def quick_version(self) -> "Config":
         """About two minutes in all: shorter phases and drains, the same rates."""
         return replace(
-            self, quick=True, seconds=10, http_seconds=10, flat_seconds=15, drain_s=20, cards=100
+            self, quick=True, seconds=10, http_seconds=10, flat_seconds=10, drain_s=15, cards=50
         )
 
     def specs(self) -> list[PhaseSpec]:
@@ -257,6 +267,7 @@ class Measured:
     phases: list[PhaseResult] = field(default_factory=list)
     event_sizes: dict[str, int] = field(default_factory=dict)
     setup_s: float = 0.0
+    warmup_s: float = 0.0
     profiles: dict[str, str] = field(default_factory=dict)
 
 
@@ -292,10 +303,13 @@ class Bench:
         try:
             async with (
                 Outcomes(target) as outcomes,
+                Outcomes(target, STAGES) as stages,
                 LoadDriver(target, source="/frontends/bench") as driver,
             ):
                 self.progress.say("==> bench: one warm-up renewal (its events size the baseline)")
+                warm = time.monotonic()
                 templates = await capture_events(target, driver, cards[0], config.start)
+                self.measured.warmup_s = time.monotonic() - warm
                 sizes = {"renewal_requested": len(driver.renewal_requested(cards[0]))}
                 sizes.update({kind: wire_size(event) for kind, event in templates.items()})
                 self.measured.event_sizes = sizes
@@ -306,13 +320,16 @@ class Bench:
                 try:
                     async with (
                         Outcomes(baseline.target, {ProfileActivated.topic: "activated"}) as relayed,
+                        Outcomes(baseline.target, STAGES) as relay_stages,
                         LoadDriver(baseline.target, source="/frontends/bench") as relay_driver,
                     ):
                         for spec in specs:
                             if spec.kind == "baseline":
-                                result = await self.phase(spec, relay_driver, relayed, cards)
+                                result = await self.phase(
+                                    spec, relay_driver, relayed, relay_stages, cards
+                                )
                             else:
-                                result = await self.phase(spec, driver, outcomes, cards)
+                                result = await self.phase(spec, driver, outcomes, stages, cards)
                             self.measured.phases.append(result)
                             self.progress.say(summary_line(result))
                 finally:
@@ -322,12 +339,18 @@ class Bench:
         return self.measured
 
     async def phase(
-        self, spec: PhaseSpec, driver: LoadDriver, outcomes: Outcomes, cards: Sequence[Card]
+        self,
+        spec: PhaseSpec,
+        driver: LoadDriver,
+        outcomes: Outcomes,
+        stages: Outcomes,
+        cards: Sequence[Card],
     ) -> PhaseResult:
         """Offer the phase's load, then drain (bounded); measure it all."""
         config = self.config
         backlog = {r for r in self.pending if outcomes.first(r) is None}
         first_index = len(driver.sent)
+        counters = await asyncio.to_thread(metrics.snapshot, self.stack.service_urls)
         began = time.monotonic()
         busy_before = machine_busy_s()
         self.sampler.begin()
@@ -358,6 +381,11 @@ class Bench:
         drain_end = time.monotonic()
         usage = self.sampler.window()
         busy = machine_busy_s() - busy_before
+        handling = metrics.difference(
+            counters,
+            await asyncio.to_thread(metrics.snapshot, self.stack.service_urls),
+            drain_end - began,
+        )
         self.finish_profilers(profilers, spec)
         if spec.kind == "platform":
             self.pending = {r for r in self.pending | set(missing) if outcomes.first(r) is None}
@@ -370,6 +398,13 @@ class Bench:
             1
             for r in activated
             if (o := outcomes.first(r)) is not None and o.at <= first_at + window
+        )
+        # Every activation seen in the window, whichever phase asked for it: what the platform
+        # got through while saturated, even when it was still working on an earlier backlog.
+        any_in_window = sum(
+            1
+            for seen in outcomes.by_renewal.values()
+            if seen[0].kind == "activated" and first_at <= seen[0].at <= first_at + window
         )
         others: dict[str, int] = {}
         for r in ids:
@@ -393,6 +428,7 @@ class Bench:
             sent=len(sent),
             load_window_s=round(window, 3),
             completed_in_window=in_window,
+            activations_in_window=any_in_window,
             completed=len(activated),
             other_outcomes=others,
             not_completed=len(missing),
@@ -400,6 +436,8 @@ class Bench:
             latency=quantiles(done_latencies, waiting),
             latency_done=LatencyStats.of(done_latencies).as_dict(),
             resources=resources,
+            hops=hop_latencies(sent, stages, outcomes),
+            handling=handling if spec.kind == "platform" else {},
             backlog_at_start=len(backlog),
             http_errors=len(driver.http_errors),
         )
@@ -438,6 +476,31 @@ class Bench:
             text = profile.summary(name, raw.read_text().splitlines(), spec.seconds)
             (out / f"{name}.top.txt").write_text(text)
             self.measured.profiles[name] = text
+
+
+def hop_latencies(
+    sent: Sequence[Sent], stages: Outcomes, outcomes: Outcomes
+) -> dict[str, dict[str, float | int | None]]:
+    """Each hop's latency (from the event before it was seen to its own event being seen), over
+    the renewals that got that far: where the time of a renewal goes."""
+    samples: list[list[float]] = [[] for _ in HOP_NAMES]
+    for request in sent:
+        times = [
+            request.at,
+            *(
+                o.at if (o := stages.first_of(request.renewal_id, kind)) else None
+                for kind in STAGES.values()
+            ),
+            o.at if (o := outcomes.first_of(request.renewal_id, "activated")) else None,
+        ]
+        for index in range(len(HOP_NAMES)):
+            start, end = times[index], times[index + 1]
+            if start is not None and end is not None:
+                samples[index].append(end - start)
+    return {
+        name: LatencyStats.of(values).as_dict()
+        for name, values in zip(HOP_NAMES, samples, strict=True)
+    }
 
 
 def phase_notes(result: PhaseResult, busy_s: float, cores: int, drain_s: float) -> list[str]:
@@ -534,6 +597,7 @@ def write_results(measured: Measured, table: str) -> dict[str, Any]:
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
         "event_sizes_bytes": measured.event_sizes,
         "setup_s": round(measured.setup_s, 1),
+        "warmup_renewal_s": round(measured.warmup_s, 3),
         "stack_notes": measured.stack.notes,
         "phases": [phase.as_dict() for phase in measured.phases],
         "ratios": ratios(measured.phases),
@@ -574,6 +638,7 @@ def execute(config: Config, progress: Progress, out: Callable[[str], None] = pri
             f"bench {config.db} {stack.mode} stack, {os.cpu_count()} cores,"
             f" start={config.start}, {config.cards} cards"
             f"; event bytes {measured.event_sizes}"
+            f"\none renewal alone on the idle platform (warm-up): {measured.warmup_s:.2f} s"
         )
         table = header + "\n" + render_table(measured.phases, PROCESS_ORDER)
         if stack.notes:

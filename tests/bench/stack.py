@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from tests.support.infra import Platform, kafka, new_suffix, postgres, redis
+from tests.support.infra import SERVICES, Platform, kafka, new_suffix, postgres, redis
 from tests.support.load import DEMO_CARDS, Target
 
 #: Sandboxes answer at once, so what is measured is the platform (payment tokens `card_ok`).
@@ -40,6 +40,8 @@ class Stack:
     pids: dict[str, int] = field(default_factory=dict)
     #: Ports to find processes by, for the ones whose pid is not known.
     ports: dict[str, int] = field(default_factory=dict)
+    #: Each service's HTTP base URL (its /metrics).
+    service_urls: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -102,7 +104,8 @@ def own_stack(workdir: Path, db: str, inventory_size: int) -> Iterator[Stack]:
             ports["redis"] = int(redis_url.rsplit(":", 1)[1].split("/")[0])
             if databases:
                 ports["postgres"] = int(databases["accounts"].rsplit(":", 1)[1].split("/")[0])
-            yield Stack(Target.of(platform), "own", db, cards_csv, pids, ports)
+            urls = {name: platform.url(name) for name in SERVICES}
+            yield Stack(Target.of(platform), "own", db, cards_csv, pids, ports, urls)
         finally:
             platform.stop()
 
@@ -124,4 +127,5 @@ def running_stack(db: str) -> Iterator[Stack]:
         "running stack: sandbox delays and settings are whatever it was started with"
         " (the bench's own stack sets ESIM_SANDBOX_ACTIVATION_DELAY=0)",
     ]
-    yield Stack(target, "running", db, DEMO_CARDS, {}, ports, notes)
+    urls = {name: f"http://127.0.0.1:{ports[name]}" for name in SERVICES}
+    yield Stack(target, "running", db, DEMO_CARDS, {}, ports, urls, notes)

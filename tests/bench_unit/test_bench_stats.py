@@ -5,6 +5,8 @@ import math
 
 import pytest
 
+from tests.bench.metrics import difference
+from tests.bench.metrics import parse as parse_metrics
 from tests.bench.procstat import parse_stat, tree
 from tests.bench.profile import summary, top_functions
 from tests.bench.report import (
@@ -32,6 +34,7 @@ def phase(
         "sent": sent,
         "load_window_s": 10.0,
         "completed_in_window": done_in_window,
+        "activations_in_window": done_in_window,
         "completed": done_in_window,
         "other_outcomes": {},
         "not_completed": sent - done_in_window,
@@ -174,3 +177,22 @@ def test_the_default_phases_run_the_baselines_first_and_flat_out_last() -> None:
     assert quick.quick and quick.seconds < Config().seconds
     with pytest.raises(ValueError, match="unknown phases"):
         Config(phases=("kafka", "warp")).specs()
+
+
+def test_service_metrics_give_events_mean_handling_time_and_consumer_busy_share() -> None:
+    before = parse_metrics(
+        'esim_event_handling_seconds_sum{topic="esim.payment.requested"} 1.0\n'
+        'esim_event_handling_seconds_count{topic="esim.payment.requested"} 10.0\n'
+        "esim_outbox_published_total 10.0\n"
+    )
+    after = parse_metrics(
+        "# HELP esim_event_handling_seconds Time spent handling one event\n"
+        'esim_event_handling_seconds_bucket{le="0.005",topic="esim.payment.requested"} 3.0\n'
+        'esim_event_handling_seconds_sum{topic="esim.payment.requested"} 6.0\n'
+        'esim_event_handling_seconds_count{topic="esim.payment.requested"} 110.0\n'
+        'esim_event_handling_seconds_sum{topic="esim.refund.requested"} 1.0\n'
+        'esim_event_handling_seconds_count{topic="esim.refund.requested"} 10.0\n'
+        "esim_outbox_published_total 130.0\n"
+    )
+    found = difference({"billing": before}, {"billing": after}, wall_s=20)["billing"]
+    assert found == {"events": 110, "mean_ms": 54.55, "handler_busy": 0.3, "published": 120}

@@ -520,6 +520,13 @@ class Outcomes:
         seen = self.by_renewal.get(renewal_id)
         return seen[0] if seen else None
 
+    def first_of(self, renewal_id: str, kind: str) -> Outcome | None:
+        """The first event of one kind seen for a renewal, if any."""
+        for outcome in self.by_renewal.get(renewal_id, []):
+            if outcome.kind == kind:
+                return outcome
+        return None
+
     def terminal(self, renewal_id: str) -> list[Outcome]:
         """The distinct terminal events of a renewal (one per CloudEvents id)."""
         distinct: dict[str, Outcome] = {}
