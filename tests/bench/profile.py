@@ -115,7 +115,7 @@ def _wait_lines() -> set[tuple[str, int]]:
         ("aiosqlite.core", "_connection_worker_thread", "tx.get("),
         ("concurrent.futures.thread", "_worker", "work_queue.get("),
     )
-    found = set()
+    found: set[tuple[str, int]] = set()
     for module_name, function, text in targets:
         try:
             module = importlib.import_module(module_name)

@@ -146,16 +146,21 @@ def test_top_functions_count_the_leaf_as_own_time_and_every_frame_as_total() -> 
         "main (app.py:1);handle (handlers.py:10);commit (sqlalchemy/orm/session.py:5) 6",
         "main (app.py:1);handle (handlers.py:12);dumps (json/encoder.py:3) 3",
         "main (app.py:1);poll (kafka.py:9) 1",
+        "_bootstrap (threading.py:1);Condition.wait (threading.py:327) 5",
+        "main (app.py:1);Runner.run (/usr/lib/python3.11/asyncio/runners.py:118) 2",
         "",
     ]
-    samples, hot = top_functions(raw)
-    assert samples == 10
-    first = hot[0]
+    found = top_functions(raw)
+    assert found.samples == 17
+    assert found.kinds == {"work": 10, "wait": 5, "loop": 2}
+    first = found.hot[0]
     assert (first.name, first.own, first.total) == ("commit (sqlalchemy/orm/session.py)", 6, 6)
-    handle = next(h for h in hot if h.name.startswith("handle"))
+    handle = next(h for h in found.hot if h.name.startswith("handle"))
     assert (handle.own, handle.total) == (0, 9)  # two lines of one function merge
+    assert not any(h.name.startswith("Condition.wait") for h in found.hot)
     text = summary("accounts", raw, seconds=1)
-    assert "accounts: 10 samples" in text
+    assert "accounts: 17 thread samples" in text
+    assert "threads working 0.10, blocked on a queue 0.05" in text
     assert " 60.0%" in text.splitlines()[4]
 
 
