@@ -377,8 +377,11 @@ class Bench:
         load_end = time.monotonic()
         stage = "drain"
         ids = [s.renewal_id for s in sent]
-        missing = await outcomes.wait_for(ids, config.drain_s, on_tick=tick)
+        await outcomes.wait_for(ids, config.drain_s, on_tick=tick)
         drain_end = time.monotonic()
+        # What had ended by now, taken before anything else awaits (outcomes keep arriving).
+        ended = {r: o for r in ids if (o := outcomes.first(r)) is not None}
+        missing = {r for r in ids if r not in ended}
         usage = self.sampler.window()
         busy = machine_busy_s() - busy_before
         handling = metrics.difference(
@@ -393,12 +396,8 @@ class Bench:
         first_at = min((s.at for s in sent), default=began)
         last_at = max((s.at for s in sent), default=load_end)
         window = last_at - first_at + 1 / spec.rate
-        activated = set(outcomes.done(ids, "activated"))
-        in_window = sum(
-            1
-            for r in activated
-            if (o := outcomes.first(r)) is not None and o.at <= first_at + window
-        )
+        activated = {r for r, o in ended.items() if o.kind == "activated"}
+        in_window = sum(1 for r in activated if ended[r].at <= first_at + window)
         # Every activation seen in the window, whichever phase asked for it: what the platform
         # got through while saturated, even when it was still working on an earlier backlog.
         any_in_window = sum(
@@ -407,11 +406,10 @@ class Bench:
             if seen[0].kind == "activated" and first_at <= seen[0].at <= first_at + window
         )
         others: dict[str, int] = {}
-        for r in ids:
-            o = outcomes.first(r)
-            if o is not None and o.kind != "activated":
+        for o in ended.values():
+            if o.kind != "activated":
                 others[o.kind] = others.get(o.kind, 0) + 1
-        done_latencies = outcomes.latencies(sent)
+        done_latencies = [ended[s.renewal_id].at - s.at for s in sent if s.renewal_id in activated]
         waiting = [drain_end - s.at for s in sent if s.renewal_id in missing]
         resources = {
             name: {"cpu_s": round(u.cpu_s, 2), "peak_rss_mb": round(u.peak_rss_mb, 1)}
@@ -436,7 +434,7 @@ class Bench:
             latency=quantiles(done_latencies, waiting),
             latency_done=LatencyStats.of(done_latencies).as_dict(),
             resources=resources,
-            hops=hop_latencies(sent, stages, outcomes),
+            hops=hop_latencies(sent, stages, outcomes, drain_end),
             handling=handling if spec.kind == "platform" else {},
             backlog_at_start=len(backlog),
             http_errors=len(driver.http_errors),
@@ -479,19 +477,21 @@ class Bench:
 
 
 def hop_latencies(
-    sent: Sequence[Sent], stages: Outcomes, outcomes: Outcomes
+    sent: Sequence[Sent], stages: Outcomes, outcomes: Outcomes, cutoff: float
 ) -> dict[str, dict[str, float | int | None]]:
     """Each hop's latency (from the event before it was seen to its own event being seen), over
-    the renewals that got that far: where the time of a renewal goes."""
+    the renewals that got that far by `cutoff`: where the time of a renewal goes."""
+
+    def seen(found: Outcomes, renewal: str, kind: str) -> float | None:
+        o = found.first_of(renewal, kind)
+        return o.at if o is not None and o.at <= cutoff else None
+
     samples: list[list[float]] = [[] for _ in HOP_NAMES]
     for request in sent:
         times = [
             request.at,
-            *(
-                o.at if (o := stages.first_of(request.renewal_id, kind)) else None
-                for kind in STAGES.values()
-            ),
-            o.at if (o := outcomes.first_of(request.renewal_id, "activated")) else None,
+            *(seen(stages, request.renewal_id, kind) for kind in STAGES.values()),
+            seen(outcomes, request.renewal_id, "activated"),
         ]
         for index in range(len(HOP_NAMES)):
             start, end = times[index], times[index + 1]
