@@ -75,8 +75,12 @@ class PhaseResult:
     hops: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
     #: Per service, from its /metrics: events handled, mean ms, handler busy share, published.
     handling: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: From the first request to the end of the drain.
+    wall_s: float = 0.0
     backlog_at_start: int = 0
     http_errors: int = 0
+    #: Latency stats of the API's 202 answers (HTTP phases).
+    http_answer: dict[str, float | int | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -194,7 +198,7 @@ def render_table(phases: Sequence[PhaseResult], order: Sequence[str]) -> str:
         lines += ["", "CPU seconds / peak RSS MiB per process tree, load + drain of each phase:"]
         usage_rows: list[tuple[str, ...]] = [("phase", "wall s", *names)]
         for phase in phases:
-            wall = phase.load_window_s + phase.drain_s
+            wall = phase.wall_s or phase.load_window_s + phase.drain_s
             cells = []
             for name in names:
                 usage = phase.resources.get(name)

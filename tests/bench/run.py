@@ -436,10 +436,15 @@ class Bench:
             resources=resources,
             hops=hop_latencies(sent, stages, outcomes, drain_end),
             handling=handling if spec.kind == "platform" else {},
+            wall_s=round(drain_end - began, 2),
             backlog_at_start=len(backlog),
             http_errors=len(driver.http_errors),
+            http_answer=LatencyStats.of(driver.http_answer_s).as_dict()
+            if spec.via == "http"
+            else {},
         )
         driver.http_errors.clear()
+        driver.http_answer_s.clear()
         result.notes = phase_notes(result, busy, os.cpu_count() or 1, config.drain_s)
         return result
 
@@ -506,7 +511,7 @@ def hop_latencies(
 def phase_notes(result: PhaseResult, busy_s: float, cores: int, drain_s: float) -> list[str]:
     """What a reader should know about a phase: what did not finish, what looked saturated."""
     notes = []
-    wall = result.load_window_s + result.drain_s
+    wall = result.wall_s
     if result.not_completed:
         notes.append(
             f"{result.not_completed} of {result.sent} renewals not activated within the"
@@ -519,6 +524,12 @@ def phase_notes(result: PhaseResult, busy_s: float, cores: int, drain_s: float) 
         )
     if result.http_errors:
         notes.append(f"{result.http_errors} HTTP renewal requests were refused or failed")
+    if result.http_answer.get("count"):
+        answer = result.http_answer
+        notes.append(
+            f"the API answered 202 in p50 {answer['p50']} s, p99 {answer['p99']} s,"
+            f" max {answer['max']} s"
+        )
     for name, usage in result.resources.items():
         share = usage["cpu_s"] / wall if wall > 0 else 0.0
         if name in ("other", "kafka", "postgres", "relays") or share < BUSY_CORE:

@@ -218,6 +218,8 @@ class LoadDriver:
         self.sent: dict[str, Sent] = {}
         #: HTTP renewals the API did not accept, as (status, body) pairs.
         self.http_errors: list[tuple[int, str]] = []
+        #: Seconds each accepted HTTP renewal took to be answered (202).
+        self.http_answer_s: list[float] = []
         self._http_connections = http_connections
         self._producer: AIOKafkaProducer | None = None
         self._http: httpx.AsyncClient | None = None
@@ -329,6 +331,7 @@ class LoadDriver:
             self.http_errors.append((answer.status_code, answer.text[:500]))
             return None
         renewal: str = answer.json()["renewal_id"]
+        self.http_answer_s.append(time.monotonic() - at)
         self.sent.setdefault(renewal, Sent(renewal, card.iccid, token, at))
         return renewal
 
