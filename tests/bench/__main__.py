@@ -37,7 +37,7 @@ def parse(argv: list[str]) -> Config:
     )
     parser.add_argument("--quick", action="store_true", default=_flag("BENCH_QUICK"))
     parser.add_argument("--profile", action="store_true", default=_flag("PROFILE"))
-    parser.add_argument("--cards", type=int, help=f"cards to renew ({defaults.cards}; quick: 100)")
+    parser.add_argument("--cards", type=int, help=f"cards to renew ({defaults.cards}; quick: 50)")
     parser.add_argument("--cards-per-user", type=int, default=defaults.cards_per_user)
     parser.add_argument(
         "--inventory",

@@ -106,7 +106,7 @@ class Config:
     def quick_version(self) -> "Config":
         """About two minutes in all: shorter phases and drains, the same rates."""
         return replace(
-            self, quick=True, seconds=10, http_seconds=10, flat_seconds=10, drain_s=15, cards=50
+            self, quick=True, seconds=10, http_seconds=10, flat_seconds=10, drain_s=10, cards=50
         )
 
     def specs(self) -> list[PhaseSpec]:

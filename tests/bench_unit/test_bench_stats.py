@@ -97,8 +97,12 @@ def test_ratios_compare_each_platform_phase_with_its_baseline() -> None:
         phase("baseline-50", "baseline", 500, 500, 0.02),
         phase("kafka-50", "platform", 500, 100, 8.0),
         phase("http-50", "platform", 500, 50, 10.0),
+        # Nothing of its own done in its window, but 30/s of an earlier backlog: throughput 30/s.
+        phase("http-60", "platform", 500, 0, 10.0, activations_in_window=300),
+        phase("baseline-60", "baseline", 600, 600, 0.02),
     ]
     found = ratios(phases)
+    assert found["http-60"]["throughput"] == pytest.approx(0.5)
     assert found["kafka-50"]["baseline"] == "baseline-50"
     assert found["kafka-50"]["throughput"] == pytest.approx(0.2)
     assert found["kafka-50"]["p50"] == pytest.approx(400.0)
