@@ -585,7 +585,10 @@ def run_meta(config: Config, stack: Stack) -> dict[str, Any]:
     return {
         "commit": git("rev-parse", "HEAD"),
         "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        # The history file is the bench's own output: a change to it is not a change measured.
+        "dirty": bool(
+            git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/history.jsonl")
+        ),
         "date": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "db": stack.db,
         "stack": stack.mode,

@@ -23,6 +23,7 @@ RUNNING_PORTS = {
     "notifier": ("NOTIFIER_HTTP_PORT", 8003),
     "payment-sandbox": ("PAYMENT_SANDBOX_PORT", 8010),
     "esim-sandbox": ("ESIM_SANDBOX_PORT", 8011),
+    "smtp": ("SMTP_SINK_PORT", 1025),
     "kafka": ("KAFKA_PORT", 9092),
     "redis": ("REDIS_PORT", 6379),
 }
@@ -125,7 +126,8 @@ def running_stack(db: str) -> Iterator[Stack]:
     target = Target(accounts, bootstrap, os.environ.get("BENCH_TOPIC_SUFFIX", ""))
     notes = [
         "running stack: sandbox delays and settings are whatever it was started with"
-        " (the bench's own stack sets ESIM_SANDBOX_ACTIVATION_DELAY=0)",
+        " (the bench's own stack sets ESIM_SANDBOX_ACTIVATION_DELAY=0);"
+        f" its database is reported as DB says ({db})",
     ]
     urls = {name: f"http://127.0.0.1:{ports[name]}" for name in SERVICES}
     yield Stack(target, "running", db, DEMO_CARDS, {}, ports, urls, notes)
