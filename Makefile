@@ -7,7 +7,15 @@ SHELL := /bin/bash
 
 PYTEST_ARGS ?=
 TEST_PATHS := shared services sandboxes tests
-MYPY_PATHS := shared/schemas/src shared/core/src services/*/src sandboxes/src
+MYPY_PATHS := shared/schemas/src shared/core/src services/*/src sandboxes/src \
+  tests/support tests/bench tests/bench_unit
+# make bench: DB=postgres, PROFILE=1 (py-spy), BENCH_QUICK=1 (about 2 minutes),
+# BENCH_STACK=running (the stack `make run` started), BENCH_ARGS for the rest (--help lists it).
+DB ?=
+PROFILE ?=
+BENCH_QUICK ?=
+BENCH_STACK ?=
+BENCH_ARGS ?=
 
 # Resolve uv once per make invocation, and only for targets that need it.
 ifneq ($(filter-out help clean,$(or $(MAKECMDGOALS),$(.DEFAULT_GOAL))),)
@@ -18,7 +26,7 @@ endif
 endif
 RUN := $(UV) run --frozen
 
-.PHONY: help run test test-unit lint format schemas migration clean sync kafka-jars redis
+.PHONY: help run test test-unit bench lint format schemas migration clean sync kafka-jars redis
 
 help: ## list the targets
 	@echo "Targets:"
@@ -65,6 +73,10 @@ test-unit: sync ## the tests that need no broker (pytest -m "not integration")
 	else \
 	  status=$$?; echo "==> make test-unit: FAILED (pytest exit status $$status)" >&2; exit $$status; \
 	fi
+
+bench: sync kafka-jars redis ## throughput and latency vs a bare Kafka relay baseline (DB=postgres PROFILE=1 BENCH_QUICK=1 BENCH_STACK=running)
+	@DB="$(DB)" PROFILE="$(PROFILE)" BENCH_QUICK="$(BENCH_QUICK)" BENCH_STACK="$(BENCH_STACK)" \
+	  $(RUN) python -m tests.bench $(BENCH_ARGS)
 
 lint: sync ## ruff check, ruff format --check, mypy --strict
 	@echo "==> ruff check"

@@ -402,6 +402,10 @@ class Platform:
     redis: str
     topic_suffix: str = ""
     databases: dict[str, str] = field(default_factory=dict)
+    #: The card inventory that accounts and the eSIM sandbox import.
+    cards_csv: Path = ROOT / "deploy/local/cards.csv"
+    #: Extra environment for every process started here (e.g. sandbox delays); it wins.
+    env: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
 
@@ -443,14 +447,14 @@ class Platform:
             "payment": {"PAYMENT_SANDBOX_PORT": str(self.ports["payment"])},
             "esim": {
                 "ESIM_SANDBOX_PORT": str(self.ports["esim"]),
-                "ESIM_SANDBOX_CARDS_CSV": str(ROOT / "deploy/local/cards.csv"),
+                "ESIM_SANDBOX_CARDS_CSV": str(self.cards_csv),
             },
         }
         for name in ("payment", "esim"):
             self.processes[name] = Process(
                 f"{name}-sandbox",
                 [python, "-m", f"sandboxes.{name}"],
-                sandbox_env[name],
+                {**sandbox_env[name], **self.env},
                 self.workdir / f"{name}-sandbox.log",
                 http_ok(f"{self.url(name)}/sandbox/ledger"),
             ).start()
@@ -474,7 +478,7 @@ class Platform:
             **self.common_env(),
             f"{prefix}_HTTP_PORT": str(self.ports[name]),
             f"{prefix}_DATABASE_URL": self.database_url(name),
-            "ACCOUNTS_CARDS_CSV": str(ROOT / "deploy/local/cards.csv"),
+            "ACCOUNTS_CARDS_CSV": str(self.cards_csv),
             "BILLING_PAYMENT_GATEWAY_URL": self.url("payment"),
             "BILLING_DUNNING_SCHEDULE_S": "0.5,1",
             # Short leases so a killed worker's rows are taken up again within a test's patience.
@@ -489,6 +493,7 @@ class Platform:
             "PROVISIONING_ESIM_PLATFORM_URL": self.url("esim"),
             "NOTIFIER_SMTP_HOST": "127.0.0.1",
             "NOTIFIER_SMTP_PORT": str(self.ports["smtp"]),
+            **self.env,
         }
         return Process(
             name,

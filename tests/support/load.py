@@ -218,6 +218,8 @@ class LoadDriver:
         self.sent: dict[str, Sent] = {}
         #: HTTP renewals the API did not accept, as (status, body) pairs.
         self.http_errors: list[tuple[int, str]] = []
+        #: Seconds each accepted HTTP renewal took to be answered (202).
+        self.http_answer_s: list[float] = []
         self._http_connections = http_connections
         self._producer: AIOKafkaProducer | None = None
         self._http: httpx.AsyncClient | None = None
@@ -329,6 +331,7 @@ class LoadDriver:
             self.http_errors.append((answer.status_code, answer.text[:500]))
             return None
         renewal: str = answer.json()["renewal_id"]
+        self.http_answer_s.append(time.monotonic() - at)
         self.sent.setdefault(renewal, Sent(renewal, card.iccid, token, at))
         return renewal
 
@@ -519,6 +522,13 @@ class Outcomes:
         """The first terminal event seen for a renewal, if any."""
         seen = self.by_renewal.get(renewal_id)
         return seen[0] if seen else None
+
+    def first_of(self, renewal_id: str, kind: str) -> Outcome | None:
+        """The first event of one kind seen for a renewal, if any."""
+        for outcome in self.by_renewal.get(renewal_id, []):
+            if outcome.kind == kind:
+                return outcome
+        return None
 
     def terminal(self, renewal_id: str) -> list[Outcome]:
         """The distinct terminal events of a renewal (one per CloudEvents id)."""

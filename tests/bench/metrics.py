@@ -1,0 +1,58 @@
+"""The services' own account of a phase, from their Prometheus `/metrics`: events and time spent."""
+
+import re
+from collections.abc import Mapping
+
+import httpx
+
+SAMPLE = re.compile(
+    r'^esim_event_handling_seconds_(?P<what>sum|count)\{topic="(?P<topic>[^"]+)"\}'
+    r" (?P<value>[-+0-9.eE]+|NaN)$"
+)
+PUBLISHED = re.compile(r"^esim_outbox_published_total (?P<value>[-+0-9.eE]+)$")
+
+#: Per service: topic -> (seconds handling, events handled), plus outbox events published.
+Snapshot = dict[str, tuple[dict[str, tuple[float, float]], float]]
+
+
+def parse(text: str) -> tuple[dict[str, tuple[float, float]], float]:
+    """Handling seconds and counts per topic, and outbox events published, from /metrics."""
+    topics: dict[str, list[float]] = {}
+    published = 0.0
+    for line in text.splitlines():
+        if match := SAMPLE.match(line):
+            pair = topics.setdefault(match["topic"], [0.0, 0.0])
+            pair[0 if match["what"] == "sum" else 1] = float(match["value"])
+        elif match := PUBLISHED.match(line):
+            published = float(match["value"])
+    return {topic: (pair[0], pair[1]) for topic, pair in topics.items()}, published
+
+
+def snapshot(urls: Mapping[str, str]) -> Snapshot:
+    """Every service's figures now; a service that does not answer is left out."""
+    found: Snapshot = {}
+    for name, url in urls.items():
+        try:
+            answer = httpx.get(f"{url}/metrics", timeout=10)
+        except httpx.HTTPError:
+            continue
+        if answer.status_code == 200:
+            found[name] = parse(answer.text)
+    return found
+
+
+def difference(before: Snapshot, after: Snapshot, wall_s: float) -> dict[str, dict[str, float]]:
+    """Per service over a phase: events handled, mean ms per event, share of the wall time
+    its consumer spent in handlers (it handles one event at a time), outbox events published."""
+    result = {}
+    for name, (topics, published) in after.items():
+        old_topics, old_published = before.get(name, ({}, 0.0))
+        seconds = sum(s - old_topics.get(t, (0.0, 0.0))[0] for t, (s, _) in topics.items())
+        events = sum(c - old_topics.get(t, (0.0, 0.0))[1] for t, (_, c) in topics.items())
+        result[name] = {
+            "events": round(events),
+            "mean_ms": round(1000 * seconds / events, 2) if events else 0.0,
+            "handler_busy": round(seconds / wall_s, 3) if wall_s > 0 else 0.0,
+            "published": round(published - old_published),
+        }
+    return result

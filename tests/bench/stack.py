@@ -1,0 +1,133 @@
+"""The platform the bench measures: one it starts itself, or one already running (`make run`)."""
+
+import importlib.util
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+from tests.support.infra import SERVICES, Platform, kafka, new_suffix, postgres, redis
+from tests.support.load import DEMO_CARDS, Target
+
+#: Sandboxes answer at once, so what is measured is the platform (payment tokens `card_ok`).
+SANDBOX_ENV = {"ESIM_SANDBOX_ACTIVATION_DELAY": "0"}
+
+#: The local run's ports (CONTRACT.md), each overridable as scripts/run-local.sh reads it.
+RUNNING_PORTS = {
+    "accounts": ("ACCOUNTS_HTTP_PORT", 8000),
+    "billing": ("BILLING_HTTP_PORT", 8001),
+    "provisioning": ("PROVISIONING_HTTP_PORT", 8002),
+    "notifier": ("NOTIFIER_HTTP_PORT", 8003),
+    "payment-sandbox": ("PAYMENT_SANDBOX_PORT", 8010),
+    "esim-sandbox": ("ESIM_SANDBOX_PORT", 8011),
+    "smtp": ("SMTP_SINK_PORT", 1025),
+    "kafka": ("KAFKA_PORT", 9092),
+    "redis": ("REDIS_PORT", 6379),
+}
+
+
+@dataclass
+class Stack:
+    """Where the platform is, which processes make it up, and what it was given."""
+
+    target: Target
+    mode: str  # "own" or "running"
+    db: str
+    cards_csv: Path
+    #: Process roots to sample, by name (services, sandboxes, broker, ...).
+    pids: dict[str, int] = field(default_factory=dict)
+    #: Ports to find processes by, for the ones whose pid is not known.
+    ports: dict[str, int] = field(default_factory=dict)
+    #: Each service's HTTP base URL (its /metrics).
+    service_urls: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _make_cards() -> ModuleType:
+    path = DEMO_CARDS.parent / "make_cards.py"
+    spec = importlib.util.spec_from_file_location("make_cards", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_cards(path: Path, count: int) -> Path:
+    """An inventory CSV of `count` demo cards: the committed ones first, then more serials.
+
+    deploy/local/make_cards.py makes the committed file, so its first rows are the same cards.
+    """
+    cards = _make_cards()
+    rows = [f"{iccid},{cards.activation_code(iccid)}" for iccid in cards.iccids(count)]
+    path.write_text("iccid,activation_code\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+@contextmanager
+def own_stack(workdir: Path, db: str, inventory_size: int) -> Iterator[Stack]:
+    """Kafka, Redis, sandboxes and the four services as processes on free ports.
+
+    Args:
+        workdir: emptied, then holds logs, SQLite files and the broker's data.
+        db: `sqlite` or `postgres` (a throwaway server, see `tests.support.infra.postgres`).
+        inventory_size: cards in the inventory given to accounts and the eSIM sandbox.
+    """
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    cards_csv = DEMO_CARDS
+    if inventory_size > sum(1 for _ in DEMO_CARDS.open()) - 1:
+        cards_csv = write_cards(workdir / "cards.csv", inventory_size)
+    with ExitStack() as stack:
+        databases = stack.enter_context(postgres(workdir)) if db == "postgres" else {}
+        bootstrap = stack.enter_context(kafka(workdir))
+        redis_url = stack.enter_context(redis(workdir))
+        shared_cluster = bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+        platform = Platform(
+            workdir,
+            bootstrap,
+            redis_url,
+            topic_suffix=new_suffix() if shared_cluster else "",
+            databases=databases,
+            cards_csv=cards_csv,
+            env=dict(SANDBOX_ENV),
+        )
+        try:
+            platform.start()
+            pids = {}
+            for name, process in platform.processes.items():
+                if process.popen is not None:
+                    label = {"payment": "payment-sandbox", "esim": "esim-sandbox"}.get(name, name)
+                    pids[label] = process.popen.pid
+            ports = {"kafka": int(bootstrap.rsplit(":", 1)[1])}
+            ports["redis"] = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+            if databases:
+                ports["postgres"] = int(databases["accounts"].rsplit(":", 1)[1].split("/")[0])
+            urls = {name: platform.url(name) for name in SERVICES}
+            yield Stack(Target.of(platform), "own", db, cards_csv, pids, ports, urls)
+        finally:
+            platform.stop()
+
+
+@contextmanager
+def running_stack(db: str) -> Iterator[Stack]:
+    """The platform `make run` (or anyone) runs, at the addresses the environment names.
+
+    `BENCH_ACCOUNTS_URL` (http://127.0.0.1:8000), `KAFKA_BOOTSTRAP_SERVERS` (127.0.0.1:9092),
+    `BENCH_TOPIC_SUFFIX` (none); process ports as scripts/run-local.sh reads them.
+    """
+    ports = {
+        name: int(os.environ.get(var) or default) for name, (var, default) in RUNNING_PORTS.items()
+    }
+    accounts = os.environ.get("BENCH_ACCOUNTS_URL") or f"http://127.0.0.1:{ports['accounts']}"
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or f"127.0.0.1:{ports['kafka']}"
+    target = Target(accounts, bootstrap, os.environ.get("BENCH_TOPIC_SUFFIX", ""))
+    notes = [
+        "running stack: sandbox delays and settings are whatever it was started with"
+        " (the bench's own stack sets ESIM_SANDBOX_ACTIVATION_DELAY=0);"
+        f" its database is reported as DB says ({db})",
+    ]
+    urls = {name: f"http://127.0.0.1:{ports[name]}" for name in SERVICES}
+    yield Stack(target, "running", db, DEMO_CARDS, {}, ports, urls, notes)

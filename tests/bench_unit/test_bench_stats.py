@@ -1,0 +1,207 @@
+"""The bench's arithmetic and reports, without a broker: what a reader of its table relies on."""
+
+import json
+import math
+
+import pytest
+
+from tests.bench.metrics import difference
+from tests.bench.metrics import parse as parse_metrics
+from tests.bench.procstat import parse_stat, tree
+from tests.bench.profile import summary, top_functions
+from tests.bench.report import (
+    PhaseResult,
+    Quantile,
+    history_line,
+    quantiles,
+    ratios,
+    render_table,
+)
+from tests.bench.run import Config
+from tests.support.load import LatencyStats, percentile
+
+
+def phase(
+    name: str, kind: str, sent: int, done_in_window: int, p50: float, **extra: object
+) -> PhaseResult:
+    latency = quantiles([p50] * done_in_window, [])
+    values: dict[str, object] = {
+        "name": name,
+        "kind": kind,
+        "via": "relay" if kind == "baseline" else "kafka",
+        "rate": 50.0,
+        "seconds": 10.0,
+        "sent": sent,
+        "load_window_s": 10.0,
+        "completed_in_window": done_in_window,
+        "activations_in_window": done_in_window,
+        "completed": done_in_window,
+        "other_outcomes": {},
+        "not_completed": sent - done_in_window,
+        "drain_s": 5.0,
+        "latency": latency,
+        "latency_done": LatencyStats.of([p50]).as_dict(),
+        "resources": {"accounts": {"cpu_s": 4.0, "peak_rss_mb": 130.0}, "other": {"cpu_s": 1.5}},
+    }
+    values.update(extra)
+    return PhaseResult(**values)  # type: ignore[arg-type]
+
+
+def test_percentiles_interpolate_between_ranks() -> None:
+    samples = [float(n) for n in range(1, 101)]
+    assert percentile(samples, 50) == pytest.approx(50.5)
+    assert percentile(samples, 99) == pytest.approx(99.01)
+    assert percentile(samples, 100) == 100.0
+    assert percentile([3.0], 95) == 3.0
+    with pytest.raises(ValueError, match="between 0 and 100"):
+        percentile(samples, 101)
+
+
+def test_latency_stats_summarize_and_have_none_for_no_samples() -> None:
+    stats = LatencyStats.of([0.3, 0.1, 0.2])
+    assert (stats.count, stats.p50, stats.max) == (3, 0.2, 0.3)
+    assert stats.mean == pytest.approx(0.2)
+    empty = LatencyStats.of([])
+    assert empty.count == 0 and math.isnan(empty.p99)
+    assert empty.as_dict() == {
+        "count": 0,
+        "p50": None,
+        "p95": None,
+        "p99": None,
+        "max": None,
+        "mean": None,
+    }
+
+
+def test_quantiles_are_exact_while_every_renewal_at_or_below_the_rank_finished() -> None:
+    found = quantiles([1.0, 2.0, 3.0, 4.0], [])
+    assert found["p50"] == Quantile(2.0, False)
+    assert found["max"] == Quantile(4.0, False)
+
+
+def test_unfinished_renewals_make_the_quantiles_above_them_lower_bounds() -> None:
+    # 8 finished within 9 s; 2 still waiting after 6.5 s: the median (5th of 10, 6 s) is
+    # exact, p95 is at least 9 s (either waiting one may end up above it).
+    found = quantiles([1.0, 2.0, 3.0, 4.0, 6.0, 7.0, 8.0, 9.0], [6.5, 6.5])
+    assert found["p50"] == Quantile(6.0, False)
+    assert found["p95"].lower_bound and found["p95"].value == 9.0
+    assert found["p95"].text() == ">9.000"
+    # Nothing finished: every quantile is a bound.
+    waiting = quantiles([], [12.0, 13.0])
+    assert all(q.lower_bound for q in waiting.values())
+    assert waiting["p50"].text() == ">12.0"
+
+
+def test_ratios_compare_each_platform_phase_with_its_baseline() -> None:
+    phases = [
+        phase("baseline-50", "baseline", 500, 500, 0.02),
+        phase("kafka-50", "platform", 500, 100, 8.0),
+        phase("http-50", "platform", 500, 50, 10.0),
+        # Nothing of its own done in its window, but 30/s of an earlier backlog: throughput 30/s.
+        phase("http-60", "platform", 500, 0, 10.0, activations_in_window=300),
+        phase("baseline-60", "baseline", 600, 600, 0.02),
+    ]
+    found = ratios(phases)
+    assert found["http-60"]["throughput"] == pytest.approx(0.5)
+    assert found["kafka-50"]["baseline"] == "baseline-50"
+    assert found["kafka-50"]["throughput"] == pytest.approx(0.2)
+    assert found["kafka-50"]["p50"] == pytest.approx(400.0)
+    assert found["http-50"]["throughput"] == pytest.approx(0.1)
+    assert "baseline-50" not in found
+
+
+def test_a_platform_phase_without_its_baseline_has_no_ratio() -> None:
+    assert ratios([phase("kafka-flat", "platform", 100, 10, 3.0)]) == {}
+
+
+def test_the_table_shows_each_phase_its_ratios_and_what_each_process_used() -> None:
+    phases = [
+        phase("baseline-50", "baseline", 500, 500, 0.02),
+        phase("kafka-50", "platform", 500, 100, 8.0, notes=["400 of 500 renewals not activated"]),
+    ]
+    table = render_table(phases, ["accounts", "billing", "other"])
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["phase", "via", "offered/s"]
+    platform_row = next(line for line in lines if line.startswith("kafka-50"))
+    assert "10.0" in platform_row.split()  # 100 done over a 10 s window
+    assert "0.20x" in platform_row and "400x" in platform_row
+    assert "4.0/130" in table  # accounts CPU seconds / peak RSS
+    assert "billing" not in table  # no process of that name was measured
+    assert "kafka-50: 400 of 500 renewals not activated" in table
+
+
+def test_the_history_line_is_one_json_object_with_the_headline_figures() -> None:
+    phases = [
+        phase("baseline-50", "baseline", 500, 500, 0.02),
+        phase("kafka-50", "platform", 500, 100, 8.0),
+    ]
+    meta = {"commit": "abc123", "date": "2026-11-24T10:00:00Z", "db": "sqlite", "cores": 2}
+    line = json.dumps(history_line(phases, meta))
+    assert "\n" not in line
+    back = json.loads(line)
+    assert back["commit"] == "abc123" and back["db"] == "sqlite" and back["cores"] == 2
+    assert back["phases"]["kafka-50"]["done_per_s"] == 10.0
+    assert back["phases"]["kafka-50"]["not_completed"] == 400
+    assert back["ratios"]["kafka-50"]["throughput"] == pytest.approx(0.2)
+
+
+def test_top_functions_count_the_leaf_as_own_time_and_every_frame_as_total() -> None:
+    raw = [
+        "main (app.py:1);handle (handlers.py:10);commit (sqlalchemy/orm/session.py:5) 6",
+        "main (app.py:1);handle (handlers.py:12);dumps (json/encoder.py:3) 3",
+        "main (app.py:1);poll (kafka.py:9) 1",
+        "_bootstrap (threading.py:1);Condition.wait (threading.py:327) 5",
+        "main (app.py:1);Runner.run (/usr/lib/python3.11/asyncio/runners.py:118) 2",
+        "",
+    ]
+    found = top_functions(raw)
+    assert found.samples == 17
+    assert found.kinds == {"work": 10, "wait": 5, "loop": 2}
+    first = found.hot[0]
+    assert (first.name, first.own, first.total) == ("commit (sqlalchemy/orm/session.py)", 6, 6)
+    handle = next(h for h in found.hot if h.name.startswith("handle"))
+    assert (handle.own, handle.total) == (0, 9)  # two lines of one function merge
+    assert not any(h.name.startswith("Condition.wait") for h in found.hot)
+    text = summary("accounts", raw, seconds=1)
+    assert "accounts: 17 thread samples" in text
+    assert "threads working 0.10, blocked on a queue 0.05" in text
+    assert " 60.0%" in text.splitlines()[4]
+
+
+def test_proc_stat_is_parsed_even_when_the_command_name_has_spaces_and_parentheses() -> None:
+    fields = ["S", "41"] + ["0"] * 9 + ["250", "50"] + ["0"] * 8 + ["1000"] + ["0"] * 20
+    sample = parse_stat(42, "42 (python (worker) 1) " + " ".join(fields))
+    assert sample.ppid == 41
+    assert sample.cpu_s > 0
+    assert sample.rss_bytes > 0
+    parent_fields = ["S", "1", *fields[2:]]
+    family = tree(41, {42: sample, 41: parse_stat(41, "41 (sh) " + " ".join(parent_fields))})
+    assert {s.pid for s in family} == {41, 42}
+
+
+def test_the_default_phases_run_the_baselines_first_and_flat_out_last() -> None:
+    names = [spec.name for spec in Config().specs()]
+    assert names == ["baseline-50", "baseline-flat", "kafka-50", "http-50", "kafka-flat"]
+    quick = Config().quick_version()
+    assert quick.quick and quick.seconds < Config().seconds
+    with pytest.raises(ValueError, match="unknown phases"):
+        Config(phases=("kafka", "warp")).specs()
+
+
+def test_service_metrics_give_events_mean_handling_time_and_consumer_busy_share() -> None:
+    before = parse_metrics(
+        'esim_event_handling_seconds_sum{topic="esim.payment.requested"} 1.0\n'
+        'esim_event_handling_seconds_count{topic="esim.payment.requested"} 10.0\n'
+        "esim_outbox_published_total 10.0\n"
+    )
+    after = parse_metrics(
+        "# HELP esim_event_handling_seconds Time spent handling one event\n"
+        'esim_event_handling_seconds_bucket{le="0.005",topic="esim.payment.requested"} 3.0\n'
+        'esim_event_handling_seconds_sum{topic="esim.payment.requested"} 6.0\n'
+        'esim_event_handling_seconds_count{topic="esim.payment.requested"} 110.0\n'
+        'esim_event_handling_seconds_sum{topic="esim.refund.requested"} 1.0\n'
+        'esim_event_handling_seconds_count{topic="esim.refund.requested"} 10.0\n'
+        "esim_outbox_published_total 130.0\n"
+    )
+    found = difference({"billing": before}, {"billing": after}, wall_s=20)["billing"]
+    assert found == {"events": 110, "mean_ms": 54.55, "handler_busy": 0.3, "published": 120}
