@@ -183,6 +183,18 @@ async def test_order_is_processing_then_active(client: httpx.AsyncClient) -> Non
     assert parse(current["valid_from"]) >= parse(accepted["created_at"])
 
 
+async def test_without_an_activation_delay_an_order_is_live_as_it_is_placed(
+    cards_csv: Path,
+) -> None:
+    instant = EsimSandboxSettings(cards_csv=cards_csv, activation_delay=0, slow_delay=SLOW_DELAY)
+    async with client_for(instant) as client:
+        response = await order(client, "k1")
+        assert response.status_code == 202
+        assert response.json()["status"] == "active"
+        current = (await client.get(f"/v1/bundles/{response.json()['order_id']}")).json()
+        assert current["status"] == "active" and current["valid_from"] is not None
+
+
 async def test_same_key_and_body_is_the_same_order(client: httpx.AsyncClient) -> None:
     responses = [await order(client, "k1") for _ in range(3)]
     conflicting = await order(client, "k1", order_body(data_mb=1))

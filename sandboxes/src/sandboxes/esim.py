@@ -258,6 +258,9 @@ class EsimPlatform:
         self._clock = clock
         self._cards = load_cards(settings.cards_csv)
         self._orders: dict[str, _Order] = {}
+        # Indexes over _orders, so a request costs the same after thousands of orders.
+        self._unsettled: dict[str, _Order] = {}
+        self._by_iccid: dict[str, list[_Order]] = {}
         self._keys: dict[str, _Order] = {}
         self._faults: dict[str, Literal["fail", "slow"]] = {}
         self._flaky_left: dict[str, int] = {}
@@ -316,6 +319,8 @@ class EsimPlatform:
             sequence=len(self._orders),
         )
         self._orders[order.order_id] = order
+        self._unsettled[order.order_id] = order
+        self._by_iccid.setdefault(request.iccid, []).append(order)
         self._keys[key] = order
         logger.info(
             "order %s: %s on %s start=%s reference=%s",
@@ -325,6 +330,9 @@ class EsimPlatform:
             request.start,
             request.reference,
         )
+        if order.ready_at <= now:
+            # No activation delay: the order is live as it is placed, and its answer says so.
+            self._activate(order, now)
         return order.view(now), False
 
     def order(self, order_id: str) -> Bundle:
@@ -434,6 +442,8 @@ class EsimPlatform:
     def reset(self) -> None:
         """Forget every order, idempotency key and fault; keep the cards."""
         self._orders.clear()
+        self._unsettled.clear()
+        self._by_iccid.clear()
         self._keys.clear()
         self._faults.clear()
         self._flaky_left.clear()
@@ -455,7 +465,7 @@ class EsimPlatform:
         )
 
     def _orders_of(self, iccid: str) -> list[_Order]:
-        return [o for o in self._orders.values() if o.request.iccid == iccid]
+        return list(self._by_iccid.get(iccid, ()))
 
     def _current(self, iccid: str, moment: datetime) -> _Order | None:
         in_force = [o for o in self._orders_of(iccid) if o.status_at(moment) == "active"]
@@ -465,13 +475,14 @@ class EsimPlatform:
 
     def _settle(self) -> datetime:
         now = self._clock()
-        due = [o for o in self._orders.values() if not o.settled and o.ready_at <= now]
+        due = [o for o in self._unsettled.values() if o.ready_at <= now]
         for order in sorted(due, key=lambda o: (o.ready_at, o.sequence)):
             self._activate(order, order.ready_at)
         return now
 
     def _activate(self, order: _Order, moment: datetime) -> None:
         order.settled = True
+        self._unsettled.pop(order.order_id, None)
         if order.fails:
             order.failed = True
             logger.info("order %s failed: %s", order.order_id, FAILURE_REASON)
