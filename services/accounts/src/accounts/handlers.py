@@ -1,6 +1,7 @@
 """The renewal saga: reacts to each event of a renewal and decides what happens next."""
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -101,11 +102,21 @@ def fingerprint_of(data: RenewalRequested) -> str:
 
 
 class RenewalSaga:
-    """The saga's event handlers; each runs inside the consumer's transaction."""
+    """The saga's event handlers; each runs inside the consumer's transaction.
 
-    def __init__(self, outbox: Outbox, deadlines: Deadlines | None = None) -> None:
+    `clock` tells the time that deadlines are set and swept by (tests move it on).
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        deadlines: Deadlines | None = None,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.outbox = outbox
         self.deadlines = deadlines or Deadlines()
+        self.clock = clock
 
     async def on_renewal_requested(
         self, session: AsyncSession, event: CloudEvent[RenewalRequested]
@@ -159,7 +170,7 @@ class RenewalSaga:
         assert saga.price_amount is not None and saga.currency is not None
         assert saga.data_mb is not None and saga.validity_days is not None
         saga.status = SagaStatus.PAYMENT_PENDING
-        saga.deadline_at = utcnow() + timedelta(seconds=self.deadlines.payment_s)
+        saga.deadline_at = self.clock() + timedelta(seconds=self.deadlines.payment_s)
         self.outbox.add(
             session,
             PaymentRequested(
@@ -220,7 +231,7 @@ class RenewalSaga:
         saga.currency = data.price.currency
         if saga.status in AWAITING_PAYMENT:
             saga.status = SagaStatus.PAID
-            saga.deadline_at = utcnow() + timedelta(seconds=self.deadlines.activation_s)
+            saga.deadline_at = self.clock() + timedelta(seconds=self.deadlines.activation_s)
         record_step(session, saga, "payment_settled", event_id=event.id)
         if saga.activation_failure is not None:
             self._request_refund(session, saga, saga.activation_failure)
