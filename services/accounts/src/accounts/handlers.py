@@ -141,7 +141,9 @@ class RenewalSaga:
                     reason="conflicting_duplicate",
                     detail=f"renewal {renewal_id} was already requested with other content",
                 ),
-                event_id=derived_id("rejected", event.id),
+                # A kind of its own: a requester may use the renewal_id as the event id, and
+                # then "rejected" would give the id of the saga's own rejection.
+                event_id=derived_id("conflict-rejected", event.id),
             )
             record_step(session, saga, "conflicting_duplicate_rejected", event_id=event.id)
             return
