@@ -236,7 +236,7 @@ class RenewalSaga:
             saga.deadline_at = self.clock() + timedelta(seconds=self.deadlines.activation_s)
         record_step(session, saga, "payment_settled", event_id=event.id)
         if saga.activation_failure is not None:
-            self._request_refund(session, saga, saga.activation_failure)
+            self._request_refund(session, saga, f"activation failed: {saga.activation_failure}")
         elif saga.status == SagaStatus.TIMED_OUT:
             self._request_refund(session, saga, "payment settled after the saga timed out")
 
@@ -283,7 +283,7 @@ class RenewalSaga:
             saga.activation_failure = data.reason[:256]
         record_step(session, saga, "activation_failed", event_id=event.id, detail=data.reason[:512])
         if saga.payment_id is not None:
-            self._request_refund(session, saga, saga.activation_failure)
+            self._request_refund(session, saga, f"activation failed: {saga.activation_failure}")
 
     async def on_payment_refunded(
         self, session: AsyncSession, event: CloudEvent[PaymentRefunded]
@@ -312,7 +312,7 @@ class RenewalSaga:
                 payment_id=saga.payment_id,
                 iccid=saga.iccid,
                 price=Money(amount=saga.price_amount, currency=saga.currency),
-                reason=f"activation failed: {reason}",
+                reason=reason,
             ),
             event_id=derived_id("refund-requested", saga.renewal_id),
         )

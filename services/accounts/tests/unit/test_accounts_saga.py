@@ -251,6 +251,7 @@ async def test_failed_activation_is_refunded_once(database: Database, saga: Rene
     [refund] = await published(database, "esim.refund.requested.v1")
     body = json.loads(refund.value)["data"]
     assert (body["payment_id"], body["price"]["amount"]) == ("pay_1", 9900)
+    assert body["reason"] == "activation failed: bundle_rejected"
     assert (await saga_row(database, data.renewal_id)).status == "REFUNDING"
     refunded = PaymentRefunded(
         renewal_id=data.renewal_id,
