@@ -1,10 +1,14 @@
 """The one place where the accounts service is wired: runtime, saga, API, seeding."""
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 
 from esim_core.consumer import Route
 from esim_core.migrations import service_migrations
 from esim_core.service import ServiceRuntime
+from esim_core.worker import utcnow
 from esim_schemas import (
     ActivationFailed,
     CardBound,
@@ -33,13 +37,24 @@ logger = logging.getLogger(__name__)
 MIGRATIONS = service_migrations(__file__)
 
 
-def build(settings: AccountsSettings) -> ServiceRuntime:
-    """Wire the accounts service: its consumers, its seeding and its HTTP API."""
+@dataclass(frozen=True)
+class Accounts:
+    """The wired service: its runtime, and the saga that tests drive directly."""
+
+    runtime: ServiceRuntime
+    saga: RenewalSaga
+
+
+def build(settings: AccountsSettings, *, clock: Callable[[], datetime] = utcnow) -> Accounts:
+    """Wire the accounts service: its consumers, its seeding and its HTTP API.
+
+    Tests pass a `clock` to move the saga's deadlines on without waiting for them.
+    """
     runtime = ServiceRuntime("accounts", settings, TABLES, migrations=MIGRATIONS)
     deadlines = Deadlines(
         payment_s=settings.payment_deadline_s, activation_s=settings.activation_deadline_s
     )
-    saga = RenewalSaga(runtime.outbox, deadlines)
+    saga = RenewalSaga(runtime.outbox, deadlines, clock=clock)
     topics = runtime.topics
     runtime.consume(topics.renewal_requested, [Route(RenewalRequested, saga.on_renewal_requested)])
     runtime.consume(topics.payment_settled, [Route(PaymentSettled, saga.on_payment_settled)])
@@ -67,4 +82,4 @@ def build(settings: AccountsSettings) -> ServiceRuntime:
         logger.warning("ACCOUNTS_JWT_SECRET is not set: using the local development key")
     tokens = TokenIssuer(settings.jwt_secret.get_secret_value(), settings.jwt_ttl_s)
     runtime.routers.append(build_router(runtime.database, runtime.outbox, tokens))
-    return runtime
+    return Accounts(runtime=runtime, saga=saga)

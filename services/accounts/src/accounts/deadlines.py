@@ -1,7 +1,6 @@
 """The deadline sweep: durable timers that move on sagas stuck waiting for an outcome."""
 
 from esim_core.db import Database
-from esim_core.worker import utcnow
 from sqlmodel import col, select
 
 from accounts.domain import WITH_DEADLINE
@@ -15,7 +14,7 @@ async def sweep_deadlines(database: Database, saga: RenewalSaga, *, limit: int =
     The deadline is a column of the saga row, so it outlives any process; the runtime runs this
     sweep on one replica at a time (a Redis lease).
     """
-    now = utcnow()
+    now = saga.clock()
     async with database.session() as session:
         query = (
             select(Renewal.renewal_id)
@@ -29,6 +28,6 @@ async def sweep_deadlines(database: Database, saga: RenewalSaga, *, limit: int =
     for renewal_id in due:
         async with database.session() as session:
             row = await session.get(Renewal, renewal_id, with_for_update=True)
-            if row is not None and saga.expire(session, row, utcnow()):
+            if row is not None and saga.expire(session, row, saga.clock()):
                 expired += 1
     return expired

@@ -1,6 +1,7 @@
 """The renewal saga: reacts to each event of a renewal and decides what happens next."""
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -101,11 +102,21 @@ def fingerprint_of(data: RenewalRequested) -> str:
 
 
 class RenewalSaga:
-    """The saga's event handlers; each runs inside the consumer's transaction."""
+    """The saga's event handlers; each runs inside the consumer's transaction.
 
-    def __init__(self, outbox: Outbox, deadlines: Deadlines | None = None) -> None:
+    `clock` tells the time that deadlines are set and swept by (tests move it on).
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        deadlines: Deadlines | None = None,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.outbox = outbox
         self.deadlines = deadlines or Deadlines()
+        self.clock = clock
 
     async def on_renewal_requested(
         self, session: AsyncSession, event: CloudEvent[RenewalRequested]
@@ -130,7 +141,9 @@ class RenewalSaga:
                     reason="conflicting_duplicate",
                     detail=f"renewal {renewal_id} was already requested with other content",
                 ),
-                event_id=derived_id("rejected", event.id),
+                # A kind of its own: a requester may use the renewal_id as the event id, and
+                # then "rejected" would give the id of the saga's own rejection.
+                event_id=derived_id("conflict-rejected", event.id),
             )
             record_step(session, saga, "conflicting_duplicate_rejected", event_id=event.id)
             return
@@ -159,7 +172,7 @@ class RenewalSaga:
         assert saga.price_amount is not None and saga.currency is not None
         assert saga.data_mb is not None and saga.validity_days is not None
         saga.status = SagaStatus.PAYMENT_PENDING
-        saga.deadline_at = utcnow() + timedelta(seconds=self.deadlines.payment_s)
+        saga.deadline_at = self.clock() + timedelta(seconds=self.deadlines.payment_s)
         self.outbox.add(
             session,
             PaymentRequested(
@@ -220,10 +233,10 @@ class RenewalSaga:
         saga.currency = data.price.currency
         if saga.status in AWAITING_PAYMENT:
             saga.status = SagaStatus.PAID
-            saga.deadline_at = utcnow() + timedelta(seconds=self.deadlines.activation_s)
+            saga.deadline_at = self.clock() + timedelta(seconds=self.deadlines.activation_s)
         record_step(session, saga, "payment_settled", event_id=event.id)
         if saga.activation_failure is not None:
-            self._request_refund(session, saga, saga.activation_failure)
+            self._request_refund(session, saga, f"activation failed: {saga.activation_failure}")
         elif saga.status == SagaStatus.TIMED_OUT:
             self._request_refund(session, saga, "payment settled after the saga timed out")
 
@@ -270,7 +283,7 @@ class RenewalSaga:
             saga.activation_failure = data.reason[:256]
         record_step(session, saga, "activation_failed", event_id=event.id, detail=data.reason[:512])
         if saga.payment_id is not None:
-            self._request_refund(session, saga, saga.activation_failure)
+            self._request_refund(session, saga, f"activation failed: {saga.activation_failure}")
 
     async def on_payment_refunded(
         self, session: AsyncSession, event: CloudEvent[PaymentRefunded]
@@ -299,7 +312,7 @@ class RenewalSaga:
                 payment_id=saga.payment_id,
                 iccid=saga.iccid,
                 price=Money(amount=saga.price_amount, currency=saga.currency),
-                reason=f"activation failed: {reason}",
+                reason=reason,
             ),
             event_id=derived_id("refund-requested", saga.renewal_id),
         )

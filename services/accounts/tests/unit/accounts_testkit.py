@@ -1,5 +1,7 @@
 """Shared bits of the accounts unit tests."""
 
+from datetime import datetime, timedelta
+
 from esim_core.db import Database
 from esim_core.outbox import OutboxMessage
 from sqlmodel import col, select
@@ -16,3 +18,32 @@ async def published(database: Database, event_type: str | None = None) -> list[O
         if event_type is not None:
             query = query.where(OutboxMessage.event_type == event_type)
         return list((await session.exec(query)).all())
+
+
+class RecordingPublisher:
+    """Stands in for the Kafka publisher: keeps what would have been sent, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, dict[str, str]]] = []
+
+    async def publish_raw(
+        self, value: bytes, *, topic: str, key: str | None, headers: dict[str, str]
+    ) -> None:
+        self.sent.append((topic, value, headers))
+
+
+class Clock:
+    """A clock that stands still until a test moves it on."""
+
+    def __init__(self, start: datetime) -> None:
+        self.start = start
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    def reset(self) -> None:
+        self.now = self.start

@@ -1,5 +1,12 @@
-"""Accounts unit fixtures: a throwaway SQLite database, the outbox, the saga, the API."""
+"""Accounts unit fixtures: a throwaway SQLite database, the outbox, the saga, the API.
 
+Hypothesis profiles: `ci` (chosen when CI=true) replays the same examples on every run, so a red
+CI is reproducible; `dev` (the default elsewhere) explores new examples each run and keeps
+failing ones in `.hypothesis/`; `thorough` runs many more. `HYPOTHESIS_PROFILE` picks one.
+A failing example is printed either way, with a `@reproduce_failure` blob.
+"""
+
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +24,19 @@ from esim_core.inbox import InboxEntry
 from esim_core.outbox import Outbox, OutboxMessage
 from esim_core.settings import Topics
 from fastapi import FastAPI
+from hypothesis import settings
+
+# A saga example runs dozens of transactions: 120 keep the module under 10 s on an idle 2-core
+# machine (and near 30 s when others load it hard).
+EXAMPLES = 120
+settings.register_profile(
+    "ci", max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, print_blob=True
+)
+settings.register_profile("dev", max_examples=EXAMPLES, deadline=None, print_blob=True)
+settings.register_profile("thorough", max_examples=3000, deadline=None, print_blob=True)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev")
+)
 
 
 @pytest.fixture

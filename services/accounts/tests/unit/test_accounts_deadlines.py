@@ -62,7 +62,12 @@ async def test_unpaid_saga_times_out_and_a_late_capture_is_refunded(
 
     await handle(database, saga.on_payment_settled, settled(data.renewal_id))
     [refund] = await published(database, "esim.refund.requested.v1")
-    assert json.loads(refund.value)["data"]["payment_id"] == "pay_1"
+    body = json.loads(refund.value)["data"]
+    # The reason billing and ops read says what happened, not "activation failed".
+    assert (body["payment_id"], body["reason"]) == (
+        "pay_1",
+        "payment settled after the saga timed out",
+    )
     assert await sweep_deadlines(database, saga) == 0
 
 
@@ -77,7 +82,8 @@ async def test_paid_saga_without_activation_times_out_and_is_refunded_once(
     assert await sweep_deadlines(database, saga) == 1
     assert await sweep_deadlines(database, saga) == 0
 
-    assert len(await published(database, "esim.refund.requested.v1")) == 1
+    [refund] = await published(database, "esim.refund.requested.v1")
+    assert json.loads(refund.value)["data"]["reason"] == "activation timed out"
     row = await saga_row(database, data.renewal_id)
     assert row.status == "TIMED_OUT"
     await handle(database, saga.on_profile_activated, activated(data.renewal_id))

@@ -133,6 +133,27 @@ async def test_reused_renewal_id_with_other_content_is_rejected_not_merged(
     assert (row.status, row.plan_code) == ("PAYMENT_PENDING", "JP-30D-10GB")
 
 
+async def test_conflict_whose_event_id_is_the_renewal_id_gets_a_rejection_of_its_own(
+    database: Database, saga: RenewalSaga
+) -> None:
+    # A requester may use its renewal_id (the idempotency key) as the CloudEvents id. The
+    # rejection of a conflicting request must not take the id of the saga's own rejection, or
+    # consumers' inboxes drop one of the two as a duplicate.
+    await bind(database)
+    first = request(plan_code="XX-1D")
+    async with database.session() as session:
+        await saga.on_renewal_requested(session, new_event(first, source="/frontends/web"))
+    conflicting = request(first.renewal_id, plan_code="JP-1D-1GB")
+    envelope = new_event(conflicting, source="/frontends/app", event_id=str(first.renewal_id))
+    async with database.session() as session:
+        await saga.on_renewal_requested(session, envelope)
+
+    rejections = await published(database, "esim.renewal.rejected.v1")
+    reasons = [json.loads(row.value)["data"]["reason"] for row in rejections]
+    assert reasons == ["unknown_plan", "conflicting_duplicate"]
+    assert len({row.event_id for row in rejections}) == 2
+
+
 def settled(renewal_id: uuid.UUID) -> PaymentSettled:
     return PaymentSettled(
         renewal_id=renewal_id,
@@ -230,6 +251,7 @@ async def test_failed_activation_is_refunded_once(database: Database, saga: Rene
     [refund] = await published(database, "esim.refund.requested.v1")
     body = json.loads(refund.value)["data"]
     assert (body["payment_id"], body["price"]["amount"]) == ("pay_1", 9900)
+    assert body["reason"] == "activation failed: bundle_rejected"
     assert (await saga_row(database, data.renewal_id)).status == "REFUNDING"
     refunded = PaymentRefunded(
         renewal_id=data.renewal_id,
