@@ -3,6 +3,7 @@
 from datetime import datetime, timedelta
 
 from esim_core.db import Database
+from esim_core.kafka import OutgoingMessage
 from esim_core.outbox import OutboxMessage
 from sqlmodel import col, select
 
@@ -30,6 +31,11 @@ class RecordingPublisher:
         self, value: bytes, *, topic: str, key: str | None, headers: dict[str, str]
     ) -> None:
         self.sent.append((topic, value, headers))
+
+    async def publish_many(self, messages: list[OutgoingMessage]) -> list[Exception | None]:
+        for message in messages:
+            self.sent.append((message.topic, message.value, message.headers))
+        return [None] * len(messages)
 
 
 class Clock:

@@ -31,7 +31,9 @@ class Database:
             # Every SQLite transaction takes the write lock up front (_sqlite_begin_immediate),
             # so a second connection could only wait in SQLite's sleeping busy handler; one
             # connection makes sessions queue in the pool instead, woken the moment it frees.
-            pool = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 60}
+            in_memory = parsed.database in (None, "", ":memory:")
+            # (An in-memory database gets SQLAlchemy's StaticPool: one connection already.)
+            pool = {} if in_memory else {"pool_size": 1, "max_overflow": 0, "pool_timeout": 60}
             if sqlite_inline:
                 pool["async_creator"] = _inline_sqlite(parsed.database or ":memory:")
         # hide_parameters: SQL errors end up in logs and dead-letter headers, and statement
