@@ -359,7 +359,12 @@ def local_postgres(workdir: Path) -> Iterator[str]:
 
 def create_databases(base: str, names: Iterable[str]) -> None:
     """Create these databases on the server at `base` (waiting for it to accept connections)."""
-    wait_until(lambda: _run_admin(base, ["SELECT 1"]) or True, timeout=60, what="PostgreSQL")
+
+    def answers() -> bool:
+        _run_admin(base, ["SELECT 1"])
+        return True
+
+    wait_until(answers, timeout=60, what="PostgreSQL")
     _run_admin(base, [f'CREATE DATABASE "{name}"' for name in names])
 
 
