@@ -7,7 +7,10 @@ SHELL := /bin/bash
 
 PYTEST_ARGS ?=
 TEST_PATHS := shared services sandboxes tests
-MYPY_PATHS := shared/schemas/src shared/core/src services/*/src sandboxes/src
+MYPY_PATHS := shared/schemas/src shared/core/src services/*/src sandboxes/src tests/support tests/chaos
+# make chaos: seconds of load with crashes, and the services' database (sqlite or postgres).
+CHAOS_SECONDS ?= 300
+DB ?= sqlite
 
 # Resolve uv once per make invocation, and only for targets that need it.
 ifneq ($(filter-out help clean,$(or $(MAKECMDGOALS),$(.DEFAULT_GOAL))),)
@@ -18,7 +21,7 @@ endif
 endif
 RUN := $(UV) run --frozen
 
-.PHONY: help run test test-unit lint format schemas migration clean sync kafka-jars redis
+.PHONY: help run test test-unit chaos lint format schemas migration clean sync kafka-jars redis
 
 help: ## list the targets
 	@echo "Targets:"
@@ -65,6 +68,14 @@ test-unit: sync ## the tests that need no broker (pytest -m "not integration")
 	else \
 	  status=$$?; echo "==> make test-unit: FAILED (pytest exit status $$status)" >&2; exit $$status; \
 	fi
+
+# The run starts its own platform (so it can kill it); CHAOS_RATE, CHAOS_SEED, ... in tests/chaos/config.py.
+chaos: sync kafka-jars redis ## load while services, broker and Redis crash, then check every renewal (CHAOS_SECONDS=300 DB=sqlite|postgres)
+	@echo "==> python -m tests.chaos ($(CHAOS_SECONDS) s, $(DB))"
+	@CHAOS_SECONDS="$(CHAOS_SECONDS)" CHAOS_DB="$(DB)" $(RUN) python -m tests.chaos || { \
+	  status=$$?; echo "==> make chaos: FAILED (exit status $$status; report in var/chaos/latest.json)" >&2; \
+	  exit $$status; }
+	@echo "==> make chaos: PASSED"
 
 lint: sync ## ruff check, ruff format --check, mypy --strict
 	@echo "==> ruff check"
