@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from esim_core.settings import Topics
 
 from tests.chaos.config import ChaosConfig
 from tests.chaos.mayhem import ActionRecord, Mayhem, plan_actions
@@ -78,6 +80,7 @@ class Gathered:
     timings: dict[str, float] = field(default_factory=dict)
     owners: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    dead_letters: list[str] = field(default_factory=list)
 
 
 def main() -> int:
@@ -152,6 +155,7 @@ def main() -> int:
                     ],
                     kills=sum(1 for r in gathered.records if r.kind == "kill"),
                     troubles=gathered.troubles,
+                    dead_letters=gathered.dead_letters,
                 )
             )
             diagnosis = asyncio.run(diagnose(platform, verdict, gathered))
@@ -318,6 +322,7 @@ async def exercise(
         for outcomes in census.by_renewal.values()
         for o in outcomes
     ]
+    gathered.dead_letters = await dead_letters(target)
     async with httpx.AsyncClient(timeout=60) as client:
         payments = (await client.get(f"{platform.url('payment')}/sandbox/ledger")).json()
         bundles = (await client.get(f"{esim}/sandbox/ledger")).json()
@@ -327,6 +332,43 @@ async def exercise(
         reference_of.get(r["charge_id"], r["charge_id"]) for r in payments["refunds"]
     ]
     gathered.orders = [o["reference"] for o in bundles["orders"]]
+
+
+async def dead_letters(target: Target, timeout: float = 60) -> list[str]:
+    """Every record on the platform's dead-letter topics, as `topic: error type: error`."""
+    names = [target.topic(name) + ".dlq" for name in Topics().model_dump().values()]
+    consumer = AIOKafkaConsumer(bootstrap_servers=target.kafka, enable_auto_commit=False)
+    await consumer.start()
+    found: list[str] = []
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in names
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not partitions:
+            return found
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            behind = [tp for tp in partitions if await consumer.position(tp) < ends[tp]]
+            if not behind:
+                return found
+            batches = await consumer.getmany(timeout_ms=500)
+            for partition, records in batches.items():
+                for record in records:
+                    headers = {k: v.decode(errors="replace") for k, v in record.headers}
+                    found.append(
+                        f"{partition.topic}@{record.offset}: {headers.get('x-error-type')}: "
+                        f"{headers.get('x-error', '')[:300]}"
+                    )
+        found.append(f"(the dead-letter topics could not be read to their end in {timeout:g} s)")
+        return found
+    finally:
+        await consumer.stop()
 
 
 class _Progress:
@@ -571,7 +613,8 @@ def _print_summary(
     say(
         f"captures {counts['captures']} (ACTIVATED + REFUNDED = "
         f"{states.get('ACTIVATED', 0) + states.get('REFUNDED', 0)}), refunds {counts['refunds']} "
-        f"(REFUNDED = {states.get('REFUNDED', 0)}), bundle orders {counts['bundle_orders']}"
+        f"(REFUNDED = {states.get('REFUNDED', 0)}), bundle orders {counts['bundle_orders']}, "
+        f"dead letters {counts['dead_letters']}"
     )
     kinds = Counter(record.kind for record in gathered.records)
     say(

@@ -206,6 +206,15 @@ def test_a_restart_that_failed_fails() -> None:
     assert verdict.failed_rules() == {"recovery"}
 
 
+def test_a_dead_letter_fails() -> None:
+    letter = "esim.payment.settled.dlq: retries_exhausted: OperationalError: database is locked"
+
+    verdict = judge(broken(dead_letters=[letter]))
+
+    assert verdict.failed_rules() == {"no_dead_letters"}
+    assert verdict.failures[0].examples == (letter,)
+
+
 def test_an_unacknowledged_request_counts_only_once_it_shows() -> None:
     lost = Asked("r-lost", "ACTIVATED", acknowledged=False)
     arrived = Asked(ACTIVATED, "ACTIVATED", acknowledged=False)

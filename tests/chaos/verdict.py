@@ -94,6 +94,9 @@ class Evidence:
     kills: int = 0
     #: Chaos steps that could not be done: a restart that failed, a service not ready again.
     troubles: Sequence[str] = ()
+    #: Every record on a `<topic>.dlq`, described (topic, error type, error). Nothing the load
+    #: sends is poison, so each is an event a service gave up on.
+    dead_letters: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,8 @@ class _Rules:
             self.failures.append(RuleFailure(rule, message, len(found), tuple(found[:SAMPLE])))
 
     def fail(self, rule: str, message: str, examples: Sequence[str] = ()) -> None:
-        self.failures.append(RuleFailure(rule, message, max(1, len(examples)), tuple(examples)))
+        shown = tuple(examples[:SAMPLE])
+        self.failures.append(RuleFailure(rule, message, max(1, len(examples)), shown))
 
 
 def judge(evidence: Evidence) -> Verdict:
@@ -276,6 +280,12 @@ def judge(evidence: Evidence) -> Verdict:
     )
     if evidence.troubles:
         rules.fail("recovery", "chaos steps the platform did not recover from", evidence.troubles)
+    if evidence.dead_letters:
+        rules.fail(
+            "no_dead_letters",
+            "events dead-lettered during the run (none of the load is poison)",
+            evidence.dead_letters,
+        )
 
     by_state = Counter(str(status) for status in statuses.values())
     by_kind = Counter(kind for by_id in events.values() for kind in by_id.values())
@@ -291,6 +301,7 @@ def judge(evidence: Evidence) -> Verdict:
         "captures": sum(captures.values()),
         "refunds": sum(refunds.values()),
         "bundle_orders": sum(orders.values()),
+        "dead_letters": len(evidence.dead_letters),
         "sigkills": evidence.kills,
         "sigterm_stops": len(evidence.stops),
     }
