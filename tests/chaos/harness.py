@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from esim_core.settings import Topics
 
 from tests.chaos.config import ChaosConfig
-from tests.chaos.mayhem import ActionRecord, Mayhem, plan_actions
+from tests.chaos.mayhem import ActionRecord, Mayhem, Plan
 from tests.chaos.verdict import (
     TERMINAL_EVENT_OF,
     Asked,
@@ -134,30 +134,7 @@ def main() -> int:
             platform.start()
             gathered.timings["startup_s"] = time.monotonic() - begun
             asyncio.run(exercise(platform, broker, redis, config, gathered))
-            verdict = judge(
-                Evidence(
-                    asked=gathered.asked,
-                    statuses=gathered.statuses,
-                    events=gathered.events,
-                    captures=gathered.captures,
-                    refunds=gathered.refunds,
-                    orders=gathered.orders,
-                    stops=[
-                        StopTimed(
-                            r.target,
-                            r.stop_s,
-                            config.stop_bound_s,
-                            r.exit_code,
-                            r.overstayed,
-                        )
-                        for r in gathered.records
-                        if r.kind == "stop" and r.stop_s is not None
-                    ],
-                    kills=sum(1 for r in gathered.records if r.kind == "kill"),
-                    troubles=gathered.troubles,
-                    dead_letters=gathered.dead_letters,
-                )
-            )
+            verdict = judge(_evidence(gathered, config))
             diagnosis = asyncio.run(diagnose(platform, verdict, gathered))
             report = _report(
                 config, run_id, workdir, started, gathered, verdict, skipped, diagnosis
@@ -171,6 +148,26 @@ def main() -> int:
         say(f"chaos: logs are in {workdir}")
         return 2
     return 0 if verdict.passed else 1
+
+
+def _evidence(gathered: Gathered, config: ChaosConfig) -> Evidence:
+    stops = [
+        StopTimed(r.target, r.stop_s, config.stop_bound_s, r.exit_code, r.overstayed)
+        for r in gathered.records
+        if r.kind == "stop" and r.stop_s is not None
+    ]
+    return Evidence(
+        asked=gathered.asked,
+        statuses=gathered.statuses,
+        events=gathered.events,
+        captures=gathered.captures,
+        refunds=gathered.refunds,
+        orders=gathered.orders,
+        stops=stops,
+        kills=sum(1 for r in gathered.records if r.kind == "kill"),
+        troubles=gathered.troubles,
+        dead_letters=gathered.dead_letters,
+    )
 
 
 def say(line: str) -> None:
@@ -198,14 +195,14 @@ async def exercise(
     await _set_faults(esim, {iccid: f for iccid, f in faults.items() if f != "none"})
     flaky = [iccid for iccid, fault in faults.items() if fault == "flaky"]
     tokens = _token_chooser(random.Random(rng.random()))
-    actions = plan_actions(
+    plan = Plan(
         config.seconds,
         rng,
         every_s=(config.every_min_s, config.every_max_s),
         broker=broker.process is not None,
         redis=redis.process is not None,
     )
-    say("chaos: plan: " + ", ".join(f"{a.at_s:g} s {a.kind} {a.target}" for a in actions))
+    say(f"chaos: plan: {plan.describe()}")
     mayhem = Mayhem(platform, broker, redis, stop_bound_s=config.stop_bound_s, rng=rng, say=say)
     by_card = {card.iccid: card for card in cards}
 
@@ -251,7 +248,7 @@ async def exercise(
 
         async def crashes() -> None:
             try:
-                await mayhem.run(actions, began, load_over)
+                await mayhem.run(plan, began, load_over)
             finally:
                 left = began + config.seconds - time.monotonic()
                 if left > 0:
@@ -263,10 +260,10 @@ async def exercise(
         await asyncio.gather(steady(), crashes())
         gathered.timings["load_s"] = time.monotonic() - began
         await rearm
-        if len(mayhem.records) < len(actions):
+        if plan.owed():
             gathered.notes.append(
-                f"{len(actions) - len(mayhem.records)} planned crash(es) not done: the load "
-                f"reached its longest length ({longest:g} s)"
+                f"not done ({', '.join(plan.owed())}): the load reached its longest length "
+                f"({longest:g} s)"
             )
         say("chaos: load over; checking that every service is up")
         await asyncio.to_thread(mayhem.revive_the_dead, began)
@@ -518,7 +515,8 @@ async def diagnose(
     renewals = [r for r in verdict.renewals_at_fault() if r in gathered.owners][:most]
     if not renewals:
         return found
-    logs = sorted(platform.workdir.glob("*.log"))
+    # The platform's own logs; the harness's and the access lines only echo its questions.
+    logs = sorted(log for log in platform.workdir.glob("*.log") if log.name != "harness.log")
     async with httpx.AsyncClient(base_url=platform.url("accounts"), timeout=30) as client:
         for renewal_id in renewals:
             answer = await client.get(
@@ -545,7 +543,11 @@ def _grep(logs: Iterable[Path], needle: str, *, most: int = 40) -> list[str]:
     lines: list[str] = []
     for log in logs:
         with log.open(errors="replace") as handle:
-            lines.extend(f"{log.name}: {line.rstrip()[:400]}" for line in handle if needle in line)
+            lines.extend(
+                f"{log.name}: {line.rstrip()[:400]}"
+                for line in handle
+                if needle in line and "uvicorn.access" not in line
+            )
     return lines[:most]
 
 

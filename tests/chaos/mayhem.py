@@ -3,8 +3,8 @@
 A service is SIGKILLed (a crash at whatever line it is on) or, every third action, stopped with
 SIGTERM, and the time until its process is gone is measured against the stop bound. The broker
 and Redis are each SIGKILLed once and started again as they were (same port, same data
-directory), where they are local processes. Every action is started again after a short pause,
-and the run waits until the service (or, after the broker or Redis, every service) is ready.
+directory), where they are local processes. Each process is started again after a short pause,
+and the next action waits until it (or, after the broker or Redis, every service) is ready.
 """
 
 import asyncio
@@ -31,62 +31,104 @@ RESTART_TRIES = 3
 
 @dataclass(frozen=True)
 class Action:
-    """One planned crash: when (seconds into the load), what, and of which process."""
+    """One crash: what, and of which process."""
 
-    at_s: float
     kind: Kind
     target: str
 
 
-def plan_actions(
-    seconds: float,
-    rng: random.Random,
-    *,
-    every_s: tuple[float, float] = (20.0, 30.0),
-    broker: bool = True,
-    redis: bool = True,
-) -> list[Action]:
-    """The actions of a run: a service every `every_s` seconds, the broker and Redis once.
+class Plan:
+    """Decides the next crash, given how far into the load the run is.
 
-    Every third service action (the second, fifth, ...) is a SIGTERM stop, so even a short run
-    has one. The broker goes down about 40 % into the run and Redis about 70 % in, each half way
-    between the service actions around that moment, so that one outage ends before the next.
+    A service action comes every `every_s` seconds (start to start, or right after the one
+    before when that took longer), and every third of them (the second, fifth, ...) is a
+    SIGTERM stop. The broker goes down once in the first slot after 40 % of the run, Redis in
+    the first after 70 %. Once the run's seconds are over, only what it must still have had
+    comes (the broker, Redis, a kill, a stop), at half the shortest gap, so that even a short
+    run has every kind without lasting much longer.
     """
-    times: list[float] = []
-    moment = rng.uniform(*every_s)
-    while moment < seconds:
-        times.append(moment)
-        moment += rng.uniform(*every_s)
-    actions = [
-        Action(round(at, 1), "stop" if n % 3 == 1 else "kill", rng.choice(SERVICES))
-        for n, at in enumerate(times)
-    ]
-    extra: list[tuple[float, Kind, str]] = []
-    if broker:
-        extra.append((0.4 * seconds, "kill-broker", "kafka"))
-    if redis:
-        extra.append((0.7 * seconds, "kill-redis", "redis"))
-    actions.extend(_between(times, seconds, extra))
-    return sorted(actions, key=lambda action: action.at_s)
+
+    def __init__(
+        self,
+        seconds: float,
+        rng: random.Random,
+        *,
+        every_s: tuple[float, float] = (20.0, 30.0),
+        broker: bool = True,
+        redis: bool = True,
+    ) -> None:
+        self.seconds = seconds
+        self.rng = rng
+        self.every_s = every_s
+        self._one_offs: list[tuple[float, Action]] = []
+        if broker:
+            self._one_offs.append((0.4 * seconds, Action("kill-broker", "kafka")))
+        if redis:
+            self._one_offs.append((0.7 * seconds, Action("kill-redis", "redis")))
+        self._services_done = 0
+        self._kinds_done: set[Kind] = set()
+
+    def gap(self, elapsed: float = 0.0) -> float:
+        """Seconds from the start of an action, `elapsed` seconds into the load, to the next."""
+        if elapsed >= self.seconds:
+            return self.every_s[0] / 2
+        return self.rng.uniform(*self.every_s)
+
+    def next(self, elapsed: float) -> Action | None:
+        """The action to do now, `elapsed` seconds into the load; None when the plan is done."""
+        due = [entry for entry in self._one_offs if entry[0] <= elapsed]
+        if due:
+            self._one_offs.remove(due[0])
+            return self._done(due[0][1])
+        if elapsed < self.seconds:
+            return self._done(self._service_action())
+        if self._one_offs:
+            return self._done(self._one_offs.pop(0)[1])
+        for kind in ("kill", "stop"):
+            if kind not in self._kinds_done:
+                return self._done(Action(kind, self.rng.choice(SERVICES)))
+        return None
+
+    def _service_action(self) -> Action:
+        kind: Kind = "stop" if self._services_done % 3 == 1 else "kill"
+        self._services_done += 1
+        return Action(kind, self.rng.choice(SERVICES))
+
+    def _done(self, action: Action) -> Action:
+        self._kinds_done.add(action.kind)
+        return action
+
+    def owed(self) -> list[str]:
+        """What the plan must still do: the broker, Redis, a first kill or stop."""
+        owed = [f"{action.kind} {action.target}" for _, action in self._one_offs]
+        owed.extend(kind for kind in ("kill", "stop") if kind not in self._kinds_done)
+        return owed
+
+    def describe(self) -> str:
+        """The plan in one line, for the start of a run."""
+        text = (
+            f"a service every {self.every_s[0]:g}-{self.every_s[1]:g} s (every third a SIGTERM "
+            "stop)"
+        )
+        for at, action in self._one_offs:
+            text += f", {action.target} once from {at:.0f} s"
+        return text
 
 
-def _between(
-    times: Sequence[float], seconds: float, wanted: Sequence[tuple[float, Kind, str]]
-) -> list[Action]:
-    """Place each wanted action in the gap between service actions its moment falls into."""
-    edges = [0.0, *times, seconds]
-    gaps: dict[int, list[tuple[Kind, str]]] = {}
-    for point, kind, target in wanted:
-        gap = next(i for i in range(len(edges) - 1) if point < edges[i + 1] or i == len(edges) - 2)
-        gaps.setdefault(gap, []).append((kind, target))
-    placed = []
-    for gap, members in gaps.items():
-        low, high = edges[gap], edges[gap + 1]
-        for n, (kind, target) in enumerate(members, start=1):
-            placed.append(
-                Action(round(low + (high - low) * n / (len(members) + 1), 1), kind, target)
-            )
-    return placed
+def simulate(plan: Plan, took: Callable[[Action], float], *, longest: float) -> list[float]:
+    """The moments a plan's actions would start at if each took `took(action)` seconds.
+
+    What `Mayhem.run` does with time, without the processes: for tests of the plan.
+    """
+    moments: list[float] = []
+    now = plan.gap()
+    while now < longest:
+        action = plan.next(now)
+        if action is None:
+            break
+        moments.append(now)
+        now = max(now + plan.gap(now), now + took(action))
+    return moments
 
 
 @dataclass
@@ -95,7 +137,6 @@ class ActionRecord:
 
     kind: Kind
     target: str
-    planned_s: float
     #: Seconds into the load when the action began.
     began_s: float = 0.0
     #: SIGTERM only: seconds from the signal until the process was gone, its exit code, and
@@ -165,23 +206,29 @@ class Mayhem:
         #: Chaos steps the platform did not recover from (the verdict's `recovery` rule).
         self.troubles: list[str] = []
 
-    async def run(self, actions: Sequence[Action], began: float, stopping: asyncio.Event) -> None:
-        """Do each action at its moment (seconds after `began`) until `stopping` is set."""
-        for action in actions:
-            wait = began + action.at_s - time.monotonic()
+    async def run(self, plan: Plan, began: float, stopping: asyncio.Event) -> None:
+        """Do the plan's actions (the load began at `began`) until it is done or `stopping`."""
+        at = began + plan.gap()
+        while True:
+            wait = at - time.monotonic()
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), wait)
             if stopping.is_set():
                 return
+            started = time.monotonic()
+            action = plan.next(started - began)
+            if action is None:
+                return
             record = await asyncio.to_thread(self.perform, action, began)
             self.records.append(record)
             self.say(f"chaos: {record.describe()}")
+            at = started + plan.gap(started - began)
 
     def perform(self, action: Action, began: float) -> ActionRecord:
         """Do one action and bring the process back (blocking)."""
         self.revive_the_dead(began)
-        record = ActionRecord(action.kind, action.target, action.at_s)
+        record = ActionRecord(action.kind, action.target)
         record.began_s = time.monotonic() - began
         if action.kind == "kill":
             self._kill_service(record)
