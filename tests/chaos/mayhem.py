@@ -42,7 +42,8 @@ class Plan:
 
     A service action comes every `every_s` seconds (start to start, or right after the one
     before when that took longer), and every third of them (the second, fifth, ...) is a
-    SIGTERM stop. The broker goes down once in the first slot after 40 % of the run, Redis in
+    SIGTERM stop. Services are dealt from a shuffled deck, so each of four actions in a row
+    hits another one. The broker goes down once in the first slot after 40 % of the run, Redis in
     the first after 70 %. Once the run's seconds are over, only what it must still have had
     comes (the broker, Redis, a kill, a stop), at half the shortest gap, so that even a short
     run has every kind without lasting much longer.
@@ -67,6 +68,7 @@ class Plan:
             self._one_offs.append((0.7 * seconds, Action("kill-redis", "redis")))
         self._services_done = 0
         self._kinds_done: set[Kind] = set()
+        self._deck: list[str] = []
 
     def gap(self, elapsed: float = 0.0) -> float:
         """Seconds from the start of an action, `elapsed` seconds into the load, to the next."""
@@ -86,13 +88,19 @@ class Plan:
             return self._done(self._one_offs.pop(0)[1])
         for kind in ("kill", "stop"):
             if kind not in self._kinds_done:
-                return self._done(Action(kind, self.rng.choice(SERVICES)))
+                return self._done(Action(kind, self._deal()))
         return None
 
     def _service_action(self) -> Action:
         kind: Kind = "stop" if self._services_done % 3 == 1 else "kill"
         self._services_done += 1
-        return Action(kind, self.rng.choice(SERVICES))
+        return Action(kind, self._deal())
+
+    def _deal(self) -> str:
+        if not self._deck:
+            self._deck = list(SERVICES)
+            self.rng.shuffle(self._deck)
+        return self._deck.pop()
 
     def _done(self, action: Action) -> Action:
         self._kinds_done.add(action.kind)

@@ -68,6 +68,20 @@ def test_the_broker_and_redis_come_after_their_share_of_the_run() -> None:
     assert plan.next(320) is None  # the run is over and owes nothing
 
 
+def test_every_service_is_hit_in_four_service_actions() -> None:
+    plan = Plan(600, random.Random(5), broker=False, redis=False)
+
+    targets = []
+    for elapsed in range(25, 225, 25):
+        action = plan.next(elapsed)
+        assert action is not None
+        targets.append(action.target)
+
+    assert (
+        set(targets[:4]) == set(targets[4:]) == {"accounts", "billing", "provisioning", "notifier"}
+    )
+
+
 def test_no_broker_or_redis_crash_when_they_are_not_ours() -> None:
     kinds, _ = kinds_of(Plan(300, random.Random(3), broker=False, redis=False), 5.0)
 
