@@ -8,14 +8,16 @@ SHELL := /bin/bash
 PYTEST_ARGS ?=
 TEST_PATHS := shared services sandboxes tests
 MYPY_PATHS := shared/schemas/src shared/core/src services/*/src sandboxes/src \
-  tests/support tests/bench tests/bench_unit
+  tests/support tests/bench tests/bench_unit tests/chaos
 # make bench: DB=postgres, PROFILE=1 (py-spy), BENCH_QUICK=1 (about 2 minutes),
 # BENCH_STACK=running (the stack `make run` started), BENCH_ARGS for the rest (--help lists it).
-DB ?=
+# make chaos: CHAOS_SECONDS of load with crashes, on DB (sqlite or postgres).
+DB ?= sqlite
 PROFILE ?=
 BENCH_QUICK ?=
 BENCH_STACK ?=
 BENCH_ARGS ?=
+CHAOS_SECONDS ?= 300
 
 # Resolve uv once per make invocation, and only for targets that need it.
 ifneq ($(filter-out help clean,$(or $(MAKECMDGOALS),$(.DEFAULT_GOAL))),)
@@ -26,7 +28,7 @@ endif
 endif
 RUN := $(UV) run --frozen
 
-.PHONY: help run test test-unit bench lint format schemas migration clean sync kafka-jars redis
+.PHONY: help run test test-unit bench chaos lint format schemas migration clean sync kafka-jars redis
 
 help: ## list the targets
 	@echo "Targets:"
@@ -77,6 +79,14 @@ test-unit: sync ## the tests that need no broker (pytest -m "not integration")
 bench: sync kafka-jars redis ## throughput and latency vs a bare Kafka relay baseline (DB=postgres PROFILE=1 BENCH_QUICK=1 BENCH_STACK=running)
 	@DB="$(DB)" PROFILE="$(PROFILE)" BENCH_QUICK="$(BENCH_QUICK)" BENCH_STACK="$(BENCH_STACK)" \
 	  $(RUN) python -m tests.bench $(BENCH_ARGS)
+
+# The run starts its own platform (so it can kill it); CHAOS_RATE, CHAOS_SEED, ... in tests/chaos/config.py.
+chaos: sync kafka-jars redis ## load while services, broker and Redis crash, then check every renewal (CHAOS_SECONDS=300 DB=sqlite|postgres)
+	@echo "==> python -m tests.chaos ($(CHAOS_SECONDS) s, $(DB))"
+	@CHAOS_SECONDS="$(CHAOS_SECONDS)" CHAOS_DB="$(DB)" $(RUN) python -m tests.chaos || { \
+	  status=$$?; echo "==> make chaos: FAILED (exit status $$status; report in var/chaos/latest.json)" >&2; \
+	  exit $$status; }
+	@echo "==> make chaos: PASSED"
 
 lint: sync ## ruff check, ruff format --check, mypy --strict
 	@echo "==> ruff check"

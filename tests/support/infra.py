@@ -156,18 +156,38 @@ def http_ok(url: str) -> Callable[[], bool]:
     return probe
 
 
+@dataclass(frozen=True)
+class Server:
+    """A server the platform uses: its address, and its process where it runs locally.
+
+    `process` is None for a server given from outside or run in a testcontainer; a local one
+    can be killed and started again as it was (`Process.start` relaunches the same command on
+    the same port and data directory).
+    """
+
+    address: str
+    process: Process | None = None
+
+
 @contextmanager
 def kafka(workdir: Path) -> Iterator[str]:
     """A Kafka bootstrap address: the given one, a testcontainer, or a local KRaft broker."""
+    with kafka_server(workdir) as server:
+        yield server.address
+
+
+@contextmanager
+def kafka_server(workdir: Path) -> Iterator[Server]:
+    """Like `kafka`, with the broker's process where it is a local one."""
     given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if given:
-        yield given
+        yield Server(given)
         return
     if docker_available():
         from testcontainers.kafka import KafkaContainer
 
         with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
-            yield container.get_bootstrap_server()
+            yield Server(container.get_bootstrap_server())
         return
     port, controller = free_port(), free_port()
     broker = Process(
@@ -182,7 +202,7 @@ def kafka(workdir: Path) -> Iterator[str]:
         lambda: port_open(port),
     ).start(timeout=180)
     try:
-        yield f"127.0.0.1:{port}"
+        yield Server(f"127.0.0.1:{port}", broker)
     finally:
         broker.stop(timeout=30)
 
@@ -190,16 +210,23 @@ def kafka(workdir: Path) -> Iterator[str]:
 @contextmanager
 def redis(workdir: Path) -> Iterator[str]:
     """A Redis URL: the given one, a testcontainer, or a local `redis-server`."""
+    with redis_server(workdir) as server:
+        yield server.address
+
+
+@contextmanager
+def redis_server(workdir: Path) -> Iterator[Server]:
+    """Like `redis`, with the server's process where it is a local one."""
     given = os.environ.get("REDIS_URL")
     if given:
-        yield given
+        yield Server(given)
         return
     if docker_available():
         from testcontainers.redis import RedisContainer
 
         with RedisContainer("redis:7") as container:
             host = container.get_container_host_ip()
-            yield f"redis://{host}:{container.get_exposed_port(6379)}/0"
+            yield Server(f"redis://{host}:{container.get_exposed_port(6379)}/0")
         return
     subprocess.run([str(ROOT / "deploy/redis/ensure.sh")], check=True)
     port = free_port()
@@ -223,7 +250,7 @@ def redis(workdir: Path) -> Iterator[str]:
         lambda: port_open(port),
     ).start()
     try:
-        yield f"redis://127.0.0.1:{port}/0"
+        yield Server(f"redis://127.0.0.1:{port}/0", server)
     finally:
         server.stop()
 
@@ -408,6 +435,8 @@ class Platform:
     env: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
+    #: Added to (and overriding) every service's environment, e.g. a shorter stop timeout.
+    service_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def mail_dir(self) -> Path:
@@ -494,6 +523,7 @@ class Platform:
             "NOTIFIER_SMTP_HOST": "127.0.0.1",
             "NOTIFIER_SMTP_PORT": str(self.ports["smtp"]),
             **self.env,
+            **self.service_env,
         }
         return Process(
             name,

@@ -11,8 +11,9 @@ The pieces, each usable on its own (the bench and the chaos test build on them):
   at a time (`publish_renewal`) or at a fixed rate (`run_at_rate`), or asks over the accounts
   HTTP API (`renew_over_http`, `run_http_at_rate`); remembers when each renewal was sent.
 * `Outcomes`: reads the terminal topics (`esim.profile.activated`, `esim.payment.failed`,
-  `esim.renewal.rejected`, `esim.payment.refunded`) from their end and records, per
-  `renewal_id`, every terminal event seen and when; `wait_for` waits (bounded) for a set.
+  `esim.renewal.rejected`, `esim.payment.refunded`) from their end (or, with
+  `from_beginning=True`, all of them) and records, per `renewal_id`, every terminal event seen
+  and when; `wait_for` waits (bounded) for a set, `catch_up` until all written so far is read.
 * `LatencyStats.of(samples)`: count, p50/p95/p99/max/mean.
 
 Start `Outcomes` before publishing (it reads from the end), e.g.::
@@ -209,7 +210,16 @@ class LoadDriver:
         source: str = "/frontends/load-driver",
         plan_code: str = DEFAULT_PLAN,
         http_connections: int = 64,
+        producer_options: Mapping[str, Any] | None = None,
     ) -> None:
+        """Args:
+        target: the platform, or where it is.
+        source: the CloudEvents `source` of what this driver publishes.
+        plan_code: the plan every renewal asks for.
+        http_connections: most HTTP connections to accounts at once.
+        producer_options: extra `AIOKafkaProducer` arguments, e.g. a longer
+            `request_timeout_ms` to ride out a broker restart.
+        """
         self.target = target if isinstance(target, Target) else Target.of(target)
         self.source = source
         self.plan_code = plan_code
@@ -220,10 +230,14 @@ class LoadDriver:
         self.http_errors: list[tuple[int, str]] = []
         #: Seconds each accepted HTTP renewal took to be answered (202).
         self.http_answer_s: list[float] = []
+        #: Renewals published with `keep_going` whose send or ack failed: renewal_id -> error.
+        #: Such a renewal may still have reached the broker (an ack lost, not the message).
+        self.unacknowledged: dict[str, str] = {}
         self._http_connections = http_connections
+        self._producer_options = dict(producer_options or {})
         self._producer: AIOKafkaProducer | None = None
         self._http: httpx.AsyncClient | None = None
-        self._acks: list[asyncio.Future[Any]] = []
+        self._acks: list[tuple[str, asyncio.Future[Any]]] = []
 
     async def __aenter__(self) -> Self:
         self._producer = AIOKafkaProducer(
@@ -231,6 +245,7 @@ class LoadDriver:
             acks="all",
             enable_idempotence=True,
             linger_ms=2,
+            **self._producer_options,
         )
         await self._producer.start()
         limits = httpx.Limits(max_connections=self._http_connections)
@@ -296,13 +311,22 @@ class LoadDriver:
         if wait:
             await ack
         else:
-            self._acks.append(ack)
+            self._acks.append((renewal, ack))
         return renewal
 
-    async def flush(self) -> None:
-        """Wait for the broker's ack of every message published with `wait=False`."""
+    async def flush(self, *, keep_going: bool = False) -> None:
+        """Wait for the broker's ack of every message published with `wait=False`.
+
+        Args:
+            keep_going: record a failed ack in `unacknowledged` instead of raising it.
+        """
         acks, self._acks = self._acks, []
-        await asyncio.gather(*acks)
+        outcomes = await asyncio.gather(*(ack for _, ack in acks), return_exceptions=True)
+        for (renewal, _), outcome in zip(acks, outcomes, strict=True):
+            if isinstance(outcome, Exception) and keep_going:
+                self.unacknowledged[renewal] = repr(outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
 
     async def renew_over_http(
         self, card: Card, *, token: str = "card_ok", start: Start = "now"
@@ -344,20 +368,32 @@ class LoadDriver:
         token_chooser: TokenChooser = always("card_ok"),
         start: Start = "now",
         on_tick: Tick | None = None,
+        keep_going: bool = False,
+        stop: asyncio.Event | None = None,
     ) -> list[Sent]:
         """Publish `rate` renewals a second for `seconds`, cycling over the cards.
 
         The schedule is fixed in advance (the n-th at n / rate); when publishing falls behind
         it catches up at once, so what was offered is `len(result) / seconds` at best.
+        With `keep_going` a renewal whose send or ack fails (the broker is down) is recorded in
+        `unacknowledged` and the run goes on; it is still in the result. Setting `stop` ends
+        the run early (then `seconds` is only its longest length).
         """
 
         async def one(n: int, card: Card) -> str:
-            return await self.publish_renewal(
-                card, token=token_chooser(n, card), start=start, wait=False
-            )
+            renewal = str(uuid.uuid4())
+            try:
+                return await self.publish_renewal(
+                    card, token=token_chooser(n, card), start=start, renewal_id=renewal, wait=False
+                )
+            except Exception as error:
+                if not keep_going:
+                    raise
+                self.unacknowledged[renewal] = repr(error)
+                return renewal
 
-        ids = await _paced(cards, rate, seconds, one, on_tick)
-        await self.flush()
+        ids = await _paced(cards, rate, seconds, one, on_tick, stop)
+        await self.flush(keep_going=keep_going)
         return [self.sent[renewal] for renewal in ids if renewal is not None]
 
     async def run_http_at_rate(
@@ -389,6 +425,7 @@ async def _paced(
     seconds: float,
     action: Callable[[int, Card], Any],
     on_tick: Tick | None,
+    stop: asyncio.Event | None = None,
 ) -> list[Any]:
     if not cards:
         raise ValueError("no cards to renew")
@@ -397,6 +434,8 @@ async def _paced(
     next_tick = begin + 1
     results: list[Any] = []
     for n, card in zip(range(total), itertools.cycle(cards), strict=False):
+        if stop is not None and stop.is_set():
+            break
         due = begin + n / rate
         now = time.monotonic()
         if due > now:
@@ -428,10 +467,14 @@ class Outcomes:
         self,
         target: Target | Platform | str,
         topics: Mapping[str, str] | None = None,
+        *,
+        from_beginning: bool = False,
     ) -> None:
         """Args:
         target: the platform, or a bootstrap address (then `topics` are taken as they are).
         topics: topic base name -> outcome kind; `TERMINAL_TOPICS` when omitted.
+        from_beginning: read every record the topics hold, not only those written after
+            `start` (a census of a run's own cluster or topic suffix).
         """
         if isinstance(target, str):
             bootstrap, suffix = target, ""
@@ -444,6 +487,8 @@ class Outcomes:
         self.by_renewal: dict[str, list[Outcome]] = {}
         #: Records that carried no renewal id or were not JSON.
         self.unreadable = 0
+        self.from_beginning = from_beginning
+        self._partitions: list[TopicPartition] = []
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._arrived = asyncio.Event()
@@ -461,7 +506,8 @@ class Outcomes:
         await self.stop()
 
     async def start(self, timeout: float = 60) -> None:
-        """Assign every partition of the topics and fix the positions at their current end."""
+        """Assign every partition of the topics and fix the positions at their current end
+        (or at their beginning, with `from_beginning`)."""
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
         )
@@ -482,10 +528,27 @@ class Outcomes:
                 await consumer._client.force_metadata_update()
                 await asyncio.sleep(0.5)
         consumer.assign(partitions)
-        await consumer.seek_to_end(*partitions)
+        if self.from_beginning:
+            await consumer.seek_to_beginning(*partitions)
+        else:
+            await consumer.seek_to_end(*partitions)
         for partition in partitions:  # resolve "end" now, not at the first fetch
             await consumer.position(partition)
+        self._partitions = partitions
         self._task = asyncio.create_task(self._consume())
+
+    async def catch_up(self, timeout: float = 60) -> bool:
+        """Wait until every record the topics held when called has been read; False on timeout."""
+        assert self._consumer is not None, "start Outcomes first"
+        consumer = self._consumer
+        ends = await consumer.end_offsets(self._partitions)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            behind = [tp for tp in self._partitions if await consumer.position(tp) < ends[tp]]
+            if not behind:
+                return True
+            await asyncio.sleep(0.2)
+        return False
 
     async def stop(self) -> None:
         """Stop reading."""

@@ -1,0 +1,1 @@
+"""`make chaos`: steady load while services, the broker and Redis are killed; then a verdict."""

@@ -1,0 +1,246 @@
+"""The chaos verdict: a clean run passes, and each broken promise fails the rule that guards it."""
+
+from dataclasses import replace
+
+import pytest
+
+from tests.chaos.verdict import (
+    Asked,
+    Evidence,
+    StopTimed,
+    TerminalEvent,
+    expected_status,
+    judge,
+)
+
+ACTIVATED, FAILED, REJECTED, REFUNDED = "r-activated", "r-failed", "r-rejected", "r-refunded"
+STOP = StopTimed("billing", 4.2, 20.0, 0, overstayed=False)
+
+
+def clean() -> Evidence:
+    """A run in which every renewal ended once, as the sandboxes decided."""
+    return Evidence(
+        asked=[
+            Asked(ACTIVATED, "ACTIVATED"),
+            Asked(FAILED, "PAYMENT_FAILED"),
+            Asked(REJECTED, "REJECTED"),
+            Asked(REFUNDED, "REFUNDED"),
+        ],
+        statuses={
+            ACTIVATED: "ACTIVATED",
+            FAILED: "PAYMENT_FAILED",
+            REJECTED: "REJECTED",
+            REFUNDED: "REFUNDED",
+        },
+        events=[
+            TerminalEvent(ACTIVATED, "activated", "e1"),
+            TerminalEvent(ACTIVATED, "activated", "e1"),  # a redelivery: the same id again
+            TerminalEvent(FAILED, "payment_failed", "e2"),
+            TerminalEvent(REJECTED, "rejected", "e3"),
+            TerminalEvent(REFUNDED, "refunded", "e4"),
+        ],
+        captures=[ACTIVATED, REFUNDED],
+        refunds=[REFUNDED],
+        orders=[ACTIVATED, REFUNDED],
+        stops=[STOP],
+        kills=3,
+    )
+
+
+def test_a_clean_run_passes_with_its_counts() -> None:
+    verdict = judge(clean())
+
+    assert verdict.passed, verdict.failures
+    assert verdict.word == "PASS"
+    assert verdict.counts["terminal_by_state"] == {
+        "ACTIVATED": 1,
+        "PAYMENT_FAILED": 1,
+        "REFUNDED": 1,
+        "REJECTED": 1,
+    }
+    assert verdict.counts["terminal_events_redelivered"] == 1
+    assert (verdict.counts["captures"], verdict.counts["refunds"]) == (2, 1)
+    assert verdict.counts["bundle_orders"] == 2
+
+
+def broken(**changes: object) -> Evidence:
+    return replace(clean(), **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("evidence", "rules", "renewal"),
+    [
+        pytest.param(
+            broken(statuses={**clean().statuses, ACTIVATED: "PAID"}),
+            # Not terminal, and its capture has no ACTIVATED or REFUNDED saga behind it.
+            {"terminal", "captures_match"},
+            ACTIVATED,
+            id="a saga stuck in PAID",
+        ),
+        pytest.param(
+            broken(statuses={**clean().statuses, FAILED: None}),
+            {"terminal"},
+            FAILED,
+            id="a renewal accounts never saw",
+        ),
+        pytest.param(
+            broken(events=[e for e in clean().events if e.renewal_id != FAILED]),
+            {"no_terminal_event"},
+            FAILED,
+            id="a lost terminal event",
+        ),
+        pytest.param(
+            broken(events=[*clean().events, TerminalEvent(ACTIVATED, "activated", "e1-bis")]),
+            {"one_terminal_event"},
+            ACTIVATED,
+            id="two ProfileActivated ids for one renewal",
+        ),
+        pytest.param(
+            broken(events=[*clean().events, TerminalEvent(REFUNDED, "payment_failed", "e9")]),
+            {"one_terminal_event"},
+            REFUNDED,
+            id="two terminal kinds for one renewal",
+        ),
+        pytest.param(
+            broken(
+                events=[
+                    e if e.renewal_id != FAILED else TerminalEvent(FAILED, "rejected", "e2")
+                    for e in clean().events
+                ]
+            ),
+            {"event_matches_state"},
+            FAILED,
+            id="an event that contradicts the saga",
+        ),
+        pytest.param(
+            broken(asked=[*clean().asked[:3], Asked(REFUNDED, "ACTIVATED")]),
+            {"expected_outcome"},
+            REFUNDED,
+            id="an outcome the sandboxes did not decide",
+        ),
+        pytest.param(
+            broken(captures=[*clean().captures, ACTIVATED]),
+            {"one_capture"},
+            ACTIVATED,
+            id="a double charge",
+        ),
+        pytest.param(
+            broken(captures=[*clean().captures, FAILED]),
+            {"captures_match"},
+            FAILED,
+            id="a capture of a failed payment",
+        ),
+        pytest.param(
+            broken(captures=[REFUNDED]),
+            {"captures_match"},
+            ACTIVATED,
+            id="an activation without a capture",
+        ),
+        pytest.param(
+            broken(refunds=[REFUNDED, REFUNDED]),
+            {"one_refund"},
+            REFUNDED,
+            id="a double refund",
+        ),
+        pytest.param(
+            broken(refunds=[]),
+            {"refunds_match"},
+            REFUNDED,
+            id="a REFUNDED saga without a refund",
+        ),
+        pytest.param(
+            broken(refunds=[REFUNDED, ACTIVATED]),
+            {"refunds_match"},
+            ACTIVATED,
+            id="a refund of an activated renewal",
+        ),
+        pytest.param(
+            broken(orders=[*clean().orders, REFUNDED]),
+            {"one_order"},
+            REFUNDED,
+            id="a bundle ordered twice",
+        ),
+        pytest.param(
+            broken(orders=[REFUNDED]),
+            {"activated_has_order"},
+            ACTIVATED,
+            id="an activation without a bundle order",
+        ),
+        pytest.param(
+            broken(captures=[*clean().captures, "r-stranger"]),
+            {"unasked_effects"},
+            "r-stranger",
+            id="a capture nobody asked for",
+        ),
+    ],
+)
+def test_each_broken_promise_fails_its_rule(
+    evidence: Evidence, rules: set[str], renewal: str
+) -> None:
+    verdict = judge(evidence)
+
+    assert verdict.word == "FAIL"
+    assert verdict.failed_rules() == rules
+    assert renewal in verdict.renewals_at_fault()
+
+
+def test_a_stop_past_the_bound_fails() -> None:
+    slow = StopTimed("accounts", 21.3, 20.0, -9, overstayed=True)
+
+    verdict = judge(broken(stops=[STOP, slow]))
+
+    assert verdict.failed_rules() == {"stop_bound"}
+    assert verdict.failures[0].examples == ("accounts (21.3 s > 20 s)",)
+
+
+def test_a_run_without_chaos_or_load_fails() -> None:
+    assert judge(broken(stops=[])).failed_rules() == {"chaos"}
+    assert judge(broken(kills=0)).failed_rules() == {"chaos"}
+    nothing = broken(asked=[], statuses={}, events=[], captures=[], refunds=[], orders=[])
+    assert judge(nothing).failed_rules() == {"load"}
+
+
+def test_a_restart_that_failed_fails() -> None:
+    verdict = judge(broken(troubles=["billing did not start again: TimeoutError"]))
+
+    assert verdict.failed_rules() == {"recovery"}
+
+
+def test_a_dead_letter_fails() -> None:
+    letter = "esim.payment.settled.dlq: retries_exhausted: OperationalError: database is locked"
+
+    verdict = judge(broken(dead_letters=[letter]))
+
+    assert verdict.failed_rules() == {"no_dead_letters"}
+    assert verdict.failures[0].examples == (letter,)
+
+
+def test_an_unacknowledged_request_counts_only_once_it_shows() -> None:
+    lost = Asked("r-lost", "ACTIVATED", acknowledged=False)
+    arrived = Asked(ACTIVATED, "ACTIVATED", acknowledged=False)
+    evidence = broken(asked=[*clean().asked[1:], arrived, lost], statuses={**clean().statuses})
+
+    verdict = judge(evidence)
+
+    assert verdict.passed, verdict.failures
+    assert verdict.counts["unacknowledged"] == 2
+    assert verdict.counts["undelivered"] == 1
+    assert verdict.counts["renewals_counted"] == 4
+
+
+@pytest.mark.parametrize(
+    ("token", "fault", "plan_exists", "status"),
+    [
+        ("card_ok", "none", True, "ACTIVATED"),
+        ("paypal_flaky", "flaky", True, "ACTIVATED"),
+        ("alipay_slow", "none", True, "ACTIVATED"),
+        ("card_ok", "fail", True, "REFUNDED"),
+        ("card_declined", "fail", True, "PAYMENT_FAILED"),
+        ("paypal_insufficient", "none", True, "PAYMENT_FAILED"),
+        ("card_ok", "none", False, "REJECTED"),
+    ],
+)
+def test_expected_status_follows_the_sandbox_contract(
+    token: str, fault: str, plan_exists: bool, status: str
+) -> None:
+    assert expected_status(token, fault, plan_exists=plan_exists) == status
