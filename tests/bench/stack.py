@@ -4,12 +4,12 @@ import importlib.util
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from tests.support.infra import SERVICES, Platform, kafka, new_suffix, postgres, redis
+from tests.support.infra import SERVICES, platform_on
 from tests.support.load import DEMO_CARDS, Target
 
 #: Sandboxes answer at once, so what is measured is the platform (payment tokens `card_ok`).
@@ -80,35 +80,18 @@ def own_stack(workdir: Path, db: str, inventory_size: int) -> Iterator[Stack]:
     cards_csv = DEMO_CARDS
     if inventory_size > sum(1 for _ in DEMO_CARDS.open()) - 1:
         cards_csv = write_cards(workdir / "cards.csv", inventory_size)
-    with ExitStack() as stack:
-        databases = stack.enter_context(postgres(workdir)) if db == "postgres" else {}
-        bootstrap = stack.enter_context(kafka(workdir))
-        redis_url = stack.enter_context(redis(workdir))
-        shared_cluster = bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
-        platform = Platform(
-            workdir,
-            bootstrap,
-            redis_url,
-            topic_suffix=new_suffix() if shared_cluster else "",
-            databases=databases,
-            cards_csv=cards_csv,
-            env=dict(SANDBOX_ENV),
-        )
-        try:
-            platform.start()
-            pids = {}
-            for name, process in platform.processes.items():
-                if process.popen is not None:
-                    label = {"payment": "payment-sandbox", "esim": "esim-sandbox"}.get(name, name)
-                    pids[label] = process.popen.pid
-            ports = {"kafka": int(bootstrap.rsplit(":", 1)[1])}
-            ports["redis"] = int(redis_url.rsplit(":", 1)[1].split("/")[0])
-            if databases:
-                ports["postgres"] = int(databases["accounts"].rsplit(":", 1)[1].split("/")[0])
-            urls = {name: platform.url(name) for name in SERVICES}
-            yield Stack(Target.of(platform), "own", db, cards_csv, pids, ports, urls)
-        finally:
-            platform.stop()
+    with platform_on(workdir, database=db, cards_csv=cards_csv, env=dict(SANDBOX_ENV)) as platform:
+        pids = {}
+        for name, process in platform.processes.items():
+            if process.popen is not None:
+                label = {"payment": "payment-sandbox", "esim": "esim-sandbox"}.get(name, name)
+                pids[label] = process.popen.pid
+        ports = {"kafka": int(platform.kafka.rsplit(":", 1)[1])}
+        ports["redis"] = int(platform.redis.rsplit(":", 1)[1].split("/")[0])
+        if platform.databases:
+            ports["postgres"] = int(platform.databases["accounts"].rsplit(":", 1)[1].split("/")[0])
+        urls = {name: platform.url(name) for name in SERVICES}
+        yield Stack(Target.of(platform), "own", db, cards_csv, pids, ports, urls)
 
 
 @contextmanager

@@ -6,12 +6,11 @@ per service) or `postgres` (one PostgreSQL database per service; see `tests.supp
 
 import os
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from tests.support.infra import DATABASE_MODES, Platform, kafka, new_suffix, postgres, redis
+from tests.support.infra import DATABASE_MODES, Platform, platform_on
 
 pytestmark = pytest.mark.integration
 
@@ -30,20 +29,5 @@ def database_mode() -> str:
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """Kafka, Redis, the sandboxes, the SMTP sink and the four services, for the session."""
     workdir: Path = tmp_path_factory.mktemp("platform")
-    with ExitStack() as stack:
-        databases = stack.enter_context(postgres(workdir)) if database_mode() == "postgres" else {}
-        bootstrap = stack.enter_context(kafka(workdir))
-        redis_url = stack.enter_context(redis(workdir))
-        shared_cluster = bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
-        running = Platform(
-            workdir,
-            bootstrap,
-            redis_url,
-            topic_suffix=new_suffix() if shared_cluster else "",
-            databases=databases,
-        )
-        try:
-            running.start()
-            yield running
-        finally:
-            running.stop()
+    with platform_on(workdir, database=database_mode()) as running:
+        yield running

@@ -21,7 +21,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -545,6 +545,32 @@ class Platform:
         """Stop every process, services first."""
         for name in reversed(list(self.processes)):
             self.processes[name].stop()
+
+
+@contextmanager
+def platform_on(workdir: Path, *, database: str = "sqlite", **options: Any) -> Iterator[Platform]:
+    """Kafka, Redis (and PostgreSQL, with `database="postgres"`), then the platform on them.
+
+    `options` go to `Platform` (e.g. `cards_csv`, `env`). Everything stops when the block ends.
+    """
+    with ExitStack() as stack:
+        databases = stack.enter_context(postgres(workdir)) if database == "postgres" else {}
+        bootstrap = stack.enter_context(kafka(workdir))
+        redis_url = stack.enter_context(redis(workdir))
+        shared_cluster = bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+        running = Platform(
+            workdir,
+            bootstrap,
+            redis_url,
+            topic_suffix=new_suffix() if shared_cluster else "",
+            databases=databases,
+            **options,
+        )
+        try:
+            running.start()
+            yield running
+        finally:
+            running.stop()
 
 
 def new_suffix() -> str:
