@@ -51,6 +51,18 @@ step "redis-server"
 deploy/redis/ensure.sh
 mkdir -p var/log var/db var/mail var/redis var/kafka "$SMTP_SINK_DIR"
 
+# The operator token of the services' operator endpoints (CONTRACT.md, "Operator endpoints"):
+# OPERATOR_TOKEN when it is set, else a new random one each run, kept in var/operator.token
+# (readable by this user only) for esimctl and curl, and given to the services.
+if [ -z "${OPERATOR_TOKEN:-}" ]; then
+  rm -f var/operator.token
+  (umask 077 && "$python" -c 'import secrets; print(secrets.token_urlsafe(32))' >var/operator.token)
+  OPERATOR_TOKEN=$(cat var/operator.token)
+  export OPERATOR_TOKEN RUN_LOCAL_OPERATOR_TOKEN_FILE=var/operator.token
+else
+  rm -f var/operator.token
+fi
+
 step "starting the local stack (logs in var/log/)"
 exec "$python" scripts/supervise.py --procfile Procfile.local --only "$only" --log-dir var/log \
   --timeout "${RUN_LOCAL_TIMEOUT:-180}"

@@ -239,6 +239,20 @@ def _env_port(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+def operator_token_line(env: Mapping[str, str]) -> str:
+    """Where the operator token of this run is: the one run-local.sh generated, or the given one."""
+    token_file = env.get("RUN_LOCAL_OPERATOR_TOKEN_FILE", "")
+    if token_file and env.get("OPERATOR_TOKEN"):
+        # A throwaway token of this local run, shown once on the terminal as the contract says.
+        return (
+            f"  operator token: {env['OPERATOR_TOKEN']}   (in {token_file}; "
+            "Authorization: Bearer <token> on /v1/ of billing, provisioning, notifier; esimctl)"
+        )
+    if env.get("OPERATOR_TOKEN"):
+        return "  operator token: the one in OPERATOR_TOKEN"
+    return "  operator token: none (OPERATOR_TOKEN unset): the services will refuse to start"
+
+
 def build_specs(env: Mapping[str, str]) -> dict[str, Spec]:
     kafka_port = _env_port(env, "KAFKA_PORT", 9092)
     controller_port = _env_port(env, "KAFKA_CONTROLLER_PORT", 9093)
@@ -825,6 +839,8 @@ class Supervisor:
         ]
         if "smtp" in self.by_name:
             lines.append(f"  mail: {self.env.get('SMTP_SINK_DIR', 'var/mail')}/*.eml")
+        if any(name in self.by_name for name in SERVICES):
+            lines.append(operator_token_line(self.env))
         lines += [
             "",
             "A process that dies is restarted; Ctrl-C stops everything.",

@@ -25,7 +25,13 @@ def test_billing_killed_while_charging(platform: Platform) -> None:
     iccid = traveller.bind_new_card()
     renewal_id = traveller.renew(iccid, "card_slow").json()["renewal_id"]
     wait_until(
-        lambda: httpx.get(f"{platform.url('billing')}/v1/payments/{renewal_id}").status_code == 200,
+        lambda: (
+            httpx.get(
+                f"{platform.url('billing')}/v1/payments/{renewal_id}",
+                headers=platform.operator_headers,
+            ).status_code
+            == 200
+        ),
         what="billing to take the payment",
     )
     platform.processes["billing"].kill()  # the sandbox is still holding the slow charge
@@ -68,6 +74,10 @@ def test_notifier_killed_before_confirming(platform: Platform) -> None:
         ]
 
     wait_until(mails, what="the confirmation mail")
-    listing = httpx.get(f"{platform.url('notifier')}/v1/notifications", params={"iccid": iccid})
+    listing = httpx.get(
+        f"{platform.url('notifier')}/v1/notifications",
+        params={"iccid": iccid},
+        headers=platform.operator_headers,
+    )
     assert listing.status_code == 200
     assert len(mails()) == 1

@@ -76,7 +76,9 @@ def test_sigterm_under_load_exits_in_bound_and_every_renewal_ends_once(
         sent: Counter[str] = Counter()
         for iccid in cards:
             listing = httpx.get(
-                f"{platform.url('notifier')}/v1/notifications", params={"iccid": iccid}
+                f"{platform.url('notifier')}/v1/notifications",
+                params={"iccid": iccid},
+                headers=platform.operator_headers,
             )
             listing.raise_for_status()
             for item in listing.json():

@@ -12,6 +12,7 @@ throwaway local server run from Debian's `postgresql` binaries.
 import asyncio
 import concurrent.futures
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -437,6 +438,8 @@ class Platform:
     processes: dict[str, Process] = field(default_factory=dict)
     #: Added to (and overriding) every service's environment, e.g. a shorter stop timeout.
     service_env: dict[str, str] = field(default_factory=dict)
+    #: The bearer token of the services' operator endpoints (`OPERATOR_TOKEN`), new each run.
+    operator_token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
 
     @property
     def mail_dir(self) -> Path:
@@ -447,6 +450,11 @@ class Platform:
         """The HTTP base URL of a service or sandbox."""
         return f"http://127.0.0.1:{self.ports[name]}"
 
+    @property
+    def operator_headers(self) -> dict[str, str]:
+        """The authorization header of an operator call (billing, provisioning, notifier)."""
+        return {"Authorization": f"Bearer {self.operator_token}"}
+
     def topic(self, base: str) -> str:
         """The name this run uses for a contract topic."""
         return base + self.topic_suffix
@@ -456,6 +464,7 @@ class Platform:
         env = {
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka,
             "REDIS_URL": self.redis,
+            "OPERATOR_TOKEN": self.operator_token,
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
         }

@@ -6,9 +6,11 @@ from uuid import UUID
 
 from esim_core.db import Database
 from esim_core.http import ProblemError
+from esim_core.operator import OperatorAuth
+from esim_core.service import ServiceRuntime
 from esim_core.worker import as_utc, utcnow
 from esim_schemas import Money
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, FastAPI, Path, status
 from pydantic import BaseModel, Field
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -171,3 +173,12 @@ def build_router(database: Database) -> APIRouter:
 
 async def _refund(session: AsyncSession, renewal_id: UUID) -> Refund | None:
     return (await session.exec(select(Refund).where(Refund.renewal_id == str(renewal_id)))).first()
+
+
+def http_app(runtime: ServiceRuntime, operator: OperatorAuth) -> FastAPI:
+    """The HTTP surface: health and metrics open, the ops API behind the operator token."""
+    return runtime.http_app(
+        "eSIM billing",
+        routers=[operator.guard(build_router(runtime.database))],
+        description="Payments, dunning and refunds; the ops view of each renewal's.",
+    )

@@ -1,13 +1,14 @@
 """The billing service's FastAPI app (which also runs its FastStream worker) and worker."""
 
+from esim_core.operator import load_operator_auth
 from esim_core.settings import load_settings
 
+from billing.api import http_app
 from billing.bootstrap import build
 from billing.settings import BillingSettings
 
 settings = load_settings(BillingSettings)
+operator = load_operator_auth()
 runtime = build(settings).runtime
-api = runtime.http_app(
-    "eSIM billing", description="Payments, dunning and refunds; the ops view of each renewal's."
-)
+api = http_app(runtime, operator)
 worker = runtime.worker_app()

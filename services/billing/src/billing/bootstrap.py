@@ -1,4 +1,4 @@
-"""The one place where billing is wired: runtime, consumers, gateway adapter, loops, API."""
+"""The one place where billing is wired: runtime, consumers, gateway adapter, loops."""
 
 import logging
 from dataclasses import dataclass
@@ -15,7 +15,6 @@ from esim_schemas import (
     RefundRequested,
 )
 
-from billing.api import build_router
 from billing.domain import RetryRules
 from billing.gateways import PaymentGateway
 from billing.gateways.http import HttpPaymentGateway
@@ -83,7 +82,6 @@ def build(
             worker.table, worker.work, what=worker.what, concurrency=batch, lease_s=lease_s
         )
     runtime.produces(PaymentSettled, PaymentFailed, PaymentRefunded)
-    runtime.routers.append(build_router(runtime.database))
     return Billing(runtime=runtime, gateway=chosen, charges=charges, refunds=refunds)
 
 

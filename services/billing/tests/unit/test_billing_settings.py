@@ -2,8 +2,10 @@
 
 import pytest
 from billing import bootstrap
+from billing.api import http_app
 from billing.gateways.http import HttpPaymentGateway
 from billing.settings import BillingSettings
+from esim_core.operator import OperatorAuth
 from esim_core.settings import SettingsError, load_settings
 
 
@@ -89,11 +91,8 @@ async def test_bootstrap_wires_the_http_gateway_and_both_consumers(tmp_path: obj
         consumer = billing.runtime.subscribe()
         assert consumer is not None
         assert sorted(consumer.topics) == ["esim.payment.requested", "esim.refund.requested"]
-        paths = {
-            getattr(route, "path", "")
-            for router in billing.runtime.routers
-            for route in router.routes
-        }
+        app = http_app(billing.runtime, OperatorAuth("operator-token-for-tests"))
+        paths = set(app.openapi()["paths"])
         assert {"/v1/payments/{renewal_id}", "/v1/refunds/{renewal_id}"} <= paths
     finally:
         assert isinstance(billing.gateway, HttpPaymentGateway)

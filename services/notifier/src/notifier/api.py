@@ -6,10 +6,12 @@ from uuid import UUID
 
 from esim_core.db import Database
 from esim_core.http import ProblemError
+from esim_core.operator import OperatorAuth
+from esim_core.service import ServiceRuntime
 from esim_core.worker import as_utc
 from esim_schemas import luhn_valid
 from esim_schemas.types import UtcDatetime
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, FastAPI, Query
 from pydantic import BaseModel, Field
 from sqlmodel import col, select
 
@@ -105,4 +107,13 @@ def _check_iccid(iccid: str) -> None:
         f"The request is not valid: query.iccid: {problem}",
         kind="validation",
         errors=[{"field": "query.iccid", "message": problem, "type": "value_error"}],
+    )
+
+
+def http_app(runtime: ServiceRuntime, operator: OperatorAuth) -> FastAPI:
+    """The HTTP surface: health and metrics open, the send log behind the operator token."""
+    return runtime.http_app(
+        "eSIM notifier",
+        routers=[operator.guard(notifications_router(runtime.database))],
+        description="Tells travellers by e-mail what happened to their renewals.",
     )

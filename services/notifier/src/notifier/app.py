@@ -1,16 +1,14 @@
 """The notifier's FastAPI app (which runs its consumers and send loop) and its worker alone."""
 
+from esim_core.operator import load_operator_auth
 from esim_core.settings import load_settings
 
 from notifier import bootstrap
-from notifier.api import notifications_router
+from notifier.api import http_app
 from notifier.settings import NotifierSettings
 
 settings = load_settings(NotifierSettings)
+operator = load_operator_auth()
 runtime = bootstrap.build(settings).runtime
-api = runtime.http_app(
-    "eSIM notifier",
-    routers=[notifications_router(runtime.database)],
-    description="Tells travellers by e-mail what happened to their renewals.",
-)
+api = http_app(runtime, operator)
 worker = runtime.worker_app()

@@ -7,10 +7,12 @@ from uuid import UUID
 
 from esim_core.db import Database
 from esim_core.http import ProblemError
+from esim_core.operator import OperatorAuth
+from esim_core.service import ServiceRuntime
 from esim_core.worker import as_utc
 from esim_schemas import PlanRef, luhn_valid
 from esim_schemas.types import UtcDatetime
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, FastAPI, Path, Query
 from pydantic import BaseModel, Field
 from sqlmodel import col, select
 
@@ -137,4 +139,14 @@ def _check_iccid(iccid: str) -> None:
         f"The request is not valid: query.iccid: {problem}",
         kind="validation",
         errors=[{"field": "query.iccid", "message": problem, "type": "value_error"}],
+    )
+
+
+def http_app(runtime: ServiceRuntime, operator: OperatorAuth) -> FastAPI:
+    """The HTTP surface: health and metrics open, the ops API behind the operator token."""
+    return runtime.http_app(
+        "eSIM provisioning",
+        routers=[operator.guard(build_router(runtime.database))],
+        description="Bundle orders at the eSIM platform and their follow-up; the ops view of "
+        "each renewal's activation.",
     )

@@ -1,4 +1,4 @@
-"""The one place where provisioning is wired: runtime, consumer, platform adapter, loop, API."""
+"""The one place where provisioning is wired: runtime, consumer, platform adapter, loop."""
 
 from dataclasses import dataclass
 
@@ -8,7 +8,6 @@ from esim_core.retry import TryPolicy
 from esim_core.service import ServiceRuntime
 from esim_schemas import ActivationFailed, PaymentSettled, ProfileActivated
 
-from provisioning.api import build_router
 from provisioning.domain import FollowUpRules
 from provisioning.handlers import Handlers
 from provisioning.platforms import EsimPlatform
@@ -78,7 +77,6 @@ def build(
         lease_s=settings.worker_lease_s,
     )
     runtime.produces(ProfileActivated, ActivationFailed)
-    runtime.routers.append(build_router(runtime.database))
     return Provisioning(
         runtime=runtime, platform=chosen, handlers=handlers, activations=activations
     )

@@ -1,0 +1,133 @@
+"""Operator auth: the bearer token every operator endpoint (`/v1/` of billing, provisioning and
+notifier, `/v1/operator/` of accounts) requires; health and metrics stay open.
+
+The token is the setting `OPERATOR_TOKEN`. `make run` generates one when it is unset, writes it
+to `var/operator.token` and hands it to the processes it starts; anywhere else a service without
+it stops at start with a settings error rather than answer anyone who reaches its port.
+"""
+
+import hmac
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from esim_core.http import PROBLEM_JSON, ProblemError
+from esim_core.settings import SettingsError, load_settings
+
+#: The local run's token file, relative to the repository root (`make run` writes it).
+LOCAL_TOKEN_FILE = "var/operator.token"
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="operator"'}
+MIN_TOKEN_LENGTH = 16
+
+_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="OperatorToken",
+    description="the operator token (`OPERATOR_TOKEN`; in the local run `var/operator.token`)",
+)
+
+#: The 401 answer as OpenAPI documents it, for `responses=` of an operator route.
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {
+        "description": "No operator token, or a wrong one",
+        "headers": {
+            "WWW-Authenticate": {
+                "description": "the scheme to authenticate with",
+                "schema": {"type": "string", "example": CHALLENGE["WWW-Authenticate"]},
+            }
+        },
+        "content": {
+            PROBLEM_JSON: {
+                "schema": {
+                    "type": "object",
+                    "required": ["type", "title", "status", "detail"],
+                    "properties": {
+                        "type": {"type": "string", "format": "uri"},
+                        "title": {"type": "string"},
+                        "status": {"type": "integer"},
+                        "detail": {"type": "string"},
+                    },
+                },
+                "example": {
+                    "type": "https://esim.example/problems/operator-unauthorized",
+                    "title": "Unauthorized",
+                    "status": 401,
+                    "detail": "This endpoint is for operators: send Authorization: Bearer "
+                    "<operator token>.",
+                },
+            }
+        },
+    }
+}
+
+
+class OperatorSettings(BaseSettings):
+    """The operator token, read from the unprefixed `OPERATOR_TOKEN` (shared by every service)."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    operator_token: SecretStr = Field(
+        validation_alias=AliasChoices("OPERATOR_TOKEN"),
+        description="bearer token operators send to the operator endpoints; at least "
+        f"{MIN_TOKEN_LENGTH} characters (`make run` generates one into {LOCAL_TOKEN_FILE})",
+        min_length=MIN_TOKEN_LENGTH,
+    )
+
+
+class OperatorAuth:
+    """A FastAPI dependency that lets a request through only with the operator token."""
+
+    def __init__(self, token: str | SecretStr) -> None:
+        secret = token.get_secret_value() if isinstance(token, SecretStr) else token
+        if len(secret) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"an operator token has at least {MIN_TOKEN_LENGTH} characters")
+        self._token = secret.encode()
+
+    def __repr__(self) -> str:
+        return "OperatorAuth(token=***)"
+
+    async def __call__(
+        self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_scheme)]
+    ) -> None:
+        """Raise a 401 problem unless the request carries the operator token."""
+        if credentials is None:
+            raise ProblemError(
+                401,
+                "This endpoint is for operators: send Authorization: Bearer <operator token>.",
+                kind="operator-unauthorized",
+                headers=CHALLENGE,
+            )
+        # compare_digest: the time taken does not tell how much of a guess was right.
+        if not hmac.compare_digest(credentials.credentials.encode(), self._token):
+            raise ProblemError(
+                401,
+                "The operator token is not valid.",
+                kind="operator-unauthorized",
+                headers={"WWW-Authenticate": 'Bearer realm="operator", error="invalid_token"'},
+            )
+
+    def guard(self, *routers: APIRouter) -> APIRouter:
+        """One router that includes `routers`, every route of it requiring the operator token."""
+        guarded = APIRouter(dependencies=[Depends(self)], responses=UNAUTHORIZED)
+        for router in routers:
+            guarded.include_router(router)
+        return guarded
+
+
+def load_operator_auth() -> OperatorAuth:
+    """The operator auth of a service process, from `OPERATOR_TOKEN`.
+
+    Raises:
+        SettingsError: the token is unset or too short; the message says where one comes from.
+    """
+    try:
+        settings = load_settings(OperatorSettings)
+    except SettingsError as error:
+        raise SettingsError(
+            f"{error}\n  OPERATOR_TOKEN is the bearer token of the operator endpoints (at least "
+            f"{MIN_TOKEN_LENGTH} characters, e.g. `openssl rand -hex 32`); `make run` generates "
+            f"one into {LOCAL_TOKEN_FILE}. Without it the service does not start."
+        ) from None
+    return OperatorAuth(settings.operator_token)
