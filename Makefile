@@ -6,8 +6,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTEST_ARGS ?=
-TEST_PATHS := shared services sandboxes tests
-MYPY_PATHS := shared/schemas/src shared/core/src services/*/src sandboxes/src \
+TEST_PATHS := shared services sandboxes tools tests
+MYPY_PATHS := shared/schemas/src shared/core/src services/*/src sandboxes/src tools/*/src \
   tests/support tests/bench tests/bench_unit tests/chaos
 # make bench: DB=postgres, PROFILE=1 (py-spy), BENCH_QUICK=1 (about 2 minutes),
 # BENCH_STACK=running (the stack `make run` started), BENCH_ARGS for the rest (--help lists it).

@@ -256,7 +256,7 @@ def build_router(database: Database, outbox: Outbox, tokens: TokenIssuer) -> API
                     raise ProblemError(422, invalid.detail, kind="plan-not-available") from invalid
                 saga = saga_from_request(request)
                 record_step(unit, saga, "requested")
-                outbox.add(unit, request, event_id=str(uuid5(_KEYS, f"requested:{renewal_id}")))
+                outbox.add(unit, request, event_id=requested_event_id(renewal_id))
         except IntegrityError:
             # The same key in a request running alongside this one, which stored the renewal
             # first (on PostgreSQL both get past the check above): answer as for a repeat.
@@ -309,6 +309,11 @@ def build_router(database: Database, outbox: Outbox, tokens: TokenIssuer) -> API
         )
 
     return router
+
+
+def requested_event_id(renewal_id: UUID) -> str:
+    """The id of the RenewalRequested that the HTTP API publishes for a renewal."""
+    return str(uuid5(_KEYS, f"requested:{renewal_id}"))
 
 
 def renewal_id_for(user_id: str, idempotency_key: str | None) -> UUID:

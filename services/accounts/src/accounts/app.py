@@ -1,11 +1,15 @@
 """The accounts service's FastAPI app (which also runs its FastStream worker) and worker."""
 
+from esim_core.operator import load_operator_auth
 from esim_core.settings import load_settings
 
 from accounts.bootstrap import build
+from accounts.operator_api import http_app
 from accounts.settings import AccountsSettings
 
 settings = load_settings(AccountsSettings)
-runtime = build(settings).runtime
-api = runtime.http_app("eSIM accounts", description="Users, cards, plans and renewals.")
+operator = load_operator_auth()
+accounts = build(settings)
+runtime = accounts.runtime
+api = http_app(runtime, accounts.saga, operator)
 worker = runtime.worker_app()

@@ -4,7 +4,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from esim_core.consumer import PermanentEventError
 from esim_core.outbox import Outbox
@@ -175,17 +175,7 @@ class RenewalSaga:
         saga.deadline_at = self.clock() + timedelta(seconds=self.deadlines.payment_s)
         self.outbox.add(
             session,
-            PaymentRequested(
-                renewal_id=data.renewal_id,
-                user_id=data.user_id,
-                iccid=data.iccid,
-                plan=PlanRef(
-                    code=saga.plan_code, data_mb=saga.data_mb, validity_days=saga.validity_days
-                ),
-                price=Money(amount=saga.price_amount, currency=saga.currency),
-                payment=PaymentDetails(method=data.payment.method, token=data.payment.token),
-                start=data.start,
-            ),
+            payment_request_of(saga, data.payment),
             event_id=derived_id("payment-requested", renewal_id),
         )
         record_step(
@@ -307,13 +297,7 @@ class RenewalSaga:
             saga.status = SagaStatus.REFUNDING
         self.outbox.add(
             session,
-            RefundRequested(
-                renewal_id=UUID(saga.renewal_id),
-                payment_id=saga.payment_id,
-                iccid=saga.iccid,
-                price=Money(amount=saga.price_amount, currency=saga.currency),
-                reason=reason,
-            ),
+            refund_request_of(saga, reason),
             event_id=derived_id("refund-requested", saga.renewal_id),
         )
         record_step(session, saga, "refund_requested", detail=reason)
@@ -336,11 +320,149 @@ class RenewalSaga:
             self._request_refund(session, saga, f"{waited_for} timed out")
         return True
 
+    def retry(self, session: AsyncSession, saga: Renewal, *, refund_reason: str) -> str:
+        """Send again the command a saga waits on; returns what was sent (an operator action).
+
+        The command goes out with the id it had (or, for the request itself, one derived from
+        it), so a consumer that already handled it drops it, and a second retry changes nothing
+        more than the first. A saga waiting for a payment outcome gets its deadline back.
+
+        Raises:
+            SagaActionRefusedError: the saga waits on nothing that accounts sends.
+        """
+        renewal_id = saga.renewal_id
+        status = SagaStatus(saga.status)
+        if status == SagaStatus.REQUESTED and saga.payment_token is not None:
+            request = renewal_request_of(saga, saga.payment_token)
+            event_id = derived_id("operator-retry-requested", renewal_id)
+            self.outbox.add(session, request, event_id=event_id)
+            record_step(
+                session,
+                saga,
+                "operator_retried",
+                event_id=_operator_mark(),
+                detail="RenewalRequested sent again",
+            )
+            return f"RenewalRequested {event_id} sent again"
+        if status == SagaStatus.PAYMENT_PENDING and saga.payment_token is not None:
+            method = PaymentDetails(method=saga.payment_method, token=saga.payment_token)
+            event_id = derived_id("payment-requested", renewal_id)
+            self.outbox.add(session, payment_request_of(saga, method), event_id=event_id)
+            saga.deadline_at = self.clock() + timedelta(seconds=self.deadlines.payment_s)
+            record_step(
+                session,
+                saga,
+                "operator_retried",
+                event_id=_operator_mark(),
+                detail="PaymentRequested sent again",
+            )
+            return f"PaymentRequested {event_id} sent again; payment deadline restarted"
+        if saga.refund_requested and status in {SagaStatus.REFUNDING, SagaStatus.TIMED_OUT}:
+            event_id = derived_id("refund-requested", renewal_id)
+            self.outbox.add(session, refund_request_of(saga, refund_reason), event_id=event_id)
+            record_step(
+                session,
+                saga,
+                "operator_retried",
+                event_id=_operator_mark(),
+                detail="RefundRequested sent again",
+            )
+            return f"RefundRequested {event_id} sent again"
+        if status == SagaStatus.PAID:
+            raise SagaActionRefusedError(
+                f"renewal {renewal_id} is PAID and waits for provisioning to activate the "
+                "bundle: look at its activation (esimctl sagas show), or compensate to refund"
+            )
+        raise SagaActionRefusedError(
+            f"renewal {renewal_id} is {status.value}: it waits on nothing accounts could send again"
+        )
+
+    def compensate(self, session: AsyncSession, saga: Renewal, why: str) -> str:
+        """Give up a stuck saga: TIMED_OUT, and the payment refunded once it is known.
+
+        Compensating twice does nothing the second time: a saga already compensating is left
+        as it is (use `retry` to send its refund request again).
+
+        Raises:
+            SagaActionRefusedError: the saga has ended already.
+        """
+        status = SagaStatus(saga.status)
+        if status in TERMINAL:
+            raise SagaActionRefusedError(
+                f"renewal {saga.renewal_id} has ended ({status.value}): nothing to compensate"
+            )
+        if status == SagaStatus.REFUNDING or status == SagaStatus.TIMED_OUT:
+            owed = "its refund is requested" if saga.refund_requested else "nothing was captured"
+            return f"already compensating ({status.value}, {owed}); nothing changed"
+        saga.status = SagaStatus.TIMED_OUT
+        saga.reason = "compensated_by_operator"
+        saga.deadline_at = None
+        record_step(
+            session, saga, "operator_compensated", event_id=_operator_mark(), detail=why[:512]
+        )
+        if saga.payment_id is None:
+            # A capture that still comes is refunded by on_payment_settled (TIMED_OUT).
+            return "TIMED_OUT; no payment is captured yet (a late capture is refunded)"
+        self._request_refund(session, saga, f"compensated by an operator: {why}"[:256])
+        return "TIMED_OUT; refund of the captured payment requested"
+
     async def _saga(self, session: AsyncSession, renewal_id: UUID) -> Renewal:
         saga = await session.get(Renewal, str(renewal_id), with_for_update=True)
         if saga is None:
             raise PermanentEventError(f"renewal {renewal_id} is not known to accounts")
         return saga
+
+
+def _operator_mark() -> str:
+    # Steps are unique by (renewal, step, event id); each operator action is a step of its own.
+    return f"operator:{uuid4()}"
+
+
+class SagaActionRefusedError(Exception):
+    """An operator action that does not apply to the saga as it stands."""
+
+
+def renewal_request_of(saga: Renewal, token: str) -> RenewalRequested:
+    """The RenewalRequested a saga was started by, rebuilt from its row."""
+    return RenewalRequested(
+        renewal_id=UUID(saga.renewal_id),
+        user_id=saga.user_id,
+        iccid=saga.iccid,
+        plan_code=saga.plan_code,
+        payment=PaymentDetails(method=saga.payment_method, token=token),
+        start=saga.start,
+        requested_at=as_utc(saga.created_at),
+        locale=saga.locale,
+        channel=saga.channel,
+    )
+
+
+def payment_request_of(saga: Renewal, payment: PaymentDetails) -> PaymentRequested:
+    """The PaymentRequested of a priced saga."""
+    assert saga.price_amount is not None and saga.currency is not None
+    assert saga.data_mb is not None and saga.validity_days is not None
+    return PaymentRequested(
+        renewal_id=UUID(saga.renewal_id),
+        user_id=saga.user_id,
+        iccid=saga.iccid,
+        plan=PlanRef(code=saga.plan_code, data_mb=saga.data_mb, validity_days=saga.validity_days),
+        price=Money(amount=saga.price_amount, currency=saga.currency),
+        payment=payment,
+        start=saga.start,
+    )
+
+
+def refund_request_of(saga: Renewal, reason: str) -> RefundRequested:
+    """The RefundRequested of a saga whose payment is captured."""
+    assert saga.payment_id is not None
+    assert saga.price_amount is not None and saga.currency is not None
+    return RefundRequested(
+        renewal_id=UUID(saga.renewal_id),
+        payment_id=saga.payment_id,
+        iccid=saga.iccid,
+        price=Money(amount=saga.price_amount, currency=saga.currency),
+        reason=reason,
+    )
 
 
 def apply_bundle(card: Card, data: ProfileActivated) -> None:

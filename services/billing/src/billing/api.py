@@ -6,7 +6,7 @@ from uuid import UUID
 
 from esim_core.db import Database
 from esim_core.http import ProblemError
-from esim_core.operator import OperatorAuth
+from esim_core.operator import OperatorAuth, outbox_router
 from esim_core.service import ServiceRuntime
 from esim_core.worker import as_utc, utcnow
 from esim_schemas import Money
@@ -179,6 +179,10 @@ def http_app(runtime: ServiceRuntime, operator: OperatorAuth) -> FastAPI:
     """The HTTP surface: health and metrics open, the ops API behind the operator token."""
     return runtime.http_app(
         "eSIM billing",
-        routers=[operator.guard(build_router(runtime.database))],
+        routers=[
+            operator.guard(
+                build_router(runtime.database), outbox_router(runtime.database, runtime.name)
+            )
+        ],
         description="Payments, dunning and refunds; the ops view of each renewal's.",
     )

@@ -6,7 +6,7 @@ from uuid import UUID
 
 from esim_core.db import Database
 from esim_core.http import ProblemError
-from esim_core.operator import OperatorAuth
+from esim_core.operator import OperatorAuth, outbox_router
 from esim_core.service import ServiceRuntime
 from esim_core.worker import as_utc
 from esim_schemas import luhn_valid
@@ -114,6 +114,11 @@ def http_app(runtime: ServiceRuntime, operator: OperatorAuth) -> FastAPI:
     """The HTTP surface: health and metrics open, the send log behind the operator token."""
     return runtime.http_app(
         "eSIM notifier",
-        routers=[operator.guard(notifications_router(runtime.database))],
+        routers=[
+            operator.guard(
+                notifications_router(runtime.database),
+                outbox_router(runtime.database, runtime.name),
+            )
+        ],
         description="Tells travellers by e-mail what happened to their renewals.",
     )

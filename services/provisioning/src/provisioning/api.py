@@ -7,7 +7,7 @@ from uuid import UUID
 
 from esim_core.db import Database
 from esim_core.http import ProblemError
-from esim_core.operator import OperatorAuth
+from esim_core.operator import OperatorAuth, outbox_router
 from esim_core.service import ServiceRuntime
 from esim_core.worker import as_utc
 from esim_schemas import PlanRef, luhn_valid
@@ -146,7 +146,11 @@ def http_app(runtime: ServiceRuntime, operator: OperatorAuth) -> FastAPI:
     """The HTTP surface: health and metrics open, the ops API behind the operator token."""
     return runtime.http_app(
         "eSIM provisioning",
-        routers=[operator.guard(build_router(runtime.database))],
+        routers=[
+            operator.guard(
+                build_router(runtime.database), outbox_router(runtime.database, runtime.name)
+            )
+        ],
         description="Bundle orders at the eSIM platform and their follow-up; the ops view of "
         "each renewal's activation.",
     )

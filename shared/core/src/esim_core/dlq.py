@@ -1,4 +1,7 @@
-"""Ops command for dead letters: list what is on `<topic>.dlq`, and replay it to its topic.
+"""Dead letters: list what is on `<topic>.dlq`, read one, and replay them to their topic.
+
+`esimctl dlq list|show|replay <topic>` is the operator command; this module is its library and
+keeps its own small command for scripts:
 
     python -m esim_core.dlq list esim.renewal.requested
     python -m esim_core.dlq replay esim.renewal.requested [--limit N]
@@ -19,13 +22,22 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 
+async def _start(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    # A client whose start failed (broker unreachable) still holds connections until stopped.
+    try:
+        await client.start()
+    except BaseException:
+        await client.stop()
+        raise
+
+
 def _headers(record: Any) -> dict[str, str]:
     return {name: value.decode("utf-8", "replace") for name, value in record.headers or ()}
 
 
 async def _dlq_partitions(bootstrap: str, dlq: str) -> list[TopicPartition]:
     probe = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await probe.start()
+    await _start(probe)
     try:
         if dlq not in await probe.topics():
             return []
@@ -33,7 +45,7 @@ async def _dlq_partitions(bootstrap: str, dlq: str) -> list[TopicPartition]:
         await probe.stop()
     # Subscribing without a group assigns every partition and fetches their metadata.
     reader = AIOKafkaConsumer(dlq, bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await reader.start()
+    await _start(reader)
     try:
         return sorted(reader.assignment(), key=lambda tp: tp.partition)
     finally:
@@ -61,7 +73,7 @@ async def list_dead_letters(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
-    await consumer.start()
+    await _start(consumer)
     found: list[dict[str, Any]] = []
     try:
         consumer.assign(assigned)
@@ -77,6 +89,50 @@ async def list_dead_letters(bootstrap: str, topic: str) -> list[dict[str, Any]]:
                 }
             )
         return found
+    finally:
+        await consumer.stop()
+
+
+async def topic_exists(bootstrap: str, topic: str) -> bool:
+    """Whether the broker knows the topic."""
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await _start(probe)
+    try:
+        return topic in await probe.topics()
+    finally:
+        await probe.stop()
+
+
+async def read_dead_letter(
+    bootstrap: str, topic: str, partition: int, offset: int
+) -> dict[str, Any] | None:
+    """One dead letter of a topic, with its headers and raw value; None if there is none there."""
+    assigned = await _dlq_partitions(bootstrap, f"{topic}.dlq")
+    wanted = TopicPartition(f"{topic}.dlq", partition)
+    if wanted not in assigned:
+        return None
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await _start(consumer)
+    try:
+        consumer.assign([wanted])
+        start = (await consumer.beginning_offsets([wanted]))[wanted]
+        end = (await consumer.end_offsets([wanted]))[wanted]
+        if not start <= offset < end:
+            return None
+        consumer.seek(wanted, offset)
+        for _ in range(10):  # a few fetches; an offset that holds no record (a marker) is None
+            batch = await consumer.getmany(wanted, timeout_ms=1000, max_records=1)
+            for record in batch.get(wanted, []):
+                if record.offset != offset:
+                    return None
+                return {
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "key": record.key.decode("utf-8", "replace") if record.key else None,
+                    "headers": _headers(record),
+                    "value": record.value or b"",
+                }
+        return None
     finally:
         await consumer.stop()
 
@@ -97,8 +153,8 @@ async def replay(bootstrap: str, topic: str, limit: int | None = None) -> int:
         auto_offset_reset="earliest",
     )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await consumer.start()
-    await producer.start()
+    await _start(consumer)
+    await _start(producer)
     replayed = 0
     try:
         consumer.assign(assigned)

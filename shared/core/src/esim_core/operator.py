@@ -1,5 +1,6 @@
 """Operator auth: the bearer token every operator endpoint (`/v1/` of billing, provisioning and
-notifier, `/v1/operator/` of accounts) requires; health and metrics stay open.
+notifier, `/v1/operator/` of accounts) requires; health and metrics stay open. Also the operator
+endpoint every service has the same way: its outbox's status.
 
 The token is the setting `OPERATOR_TOKEN`. `make run` generates one when it is unset, writes it
 to `var/operator.token` and hands it to the processes it starts; anywhere else a service without
@@ -7,15 +8,21 @@ it stops at start with a settings error rather than answer anyone who reaches it
 """
 
 import hmac
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import func
+from sqlmodel import col, select
 
+from esim_core.db import Database
 from esim_core.http import PROBLEM_JSON, ProblemError
+from esim_core.outbox import OutboxMessage
 from esim_core.settings import SettingsError, load_settings
+from esim_core.worker import as_utc, utcnow
 
 #: The local run's token file, relative to the repository root (`make run` writes it).
 LOCAL_TOKEN_FILE = "var/operator.token"
@@ -131,3 +138,59 @@ def load_operator_auth() -> OperatorAuth:
             f"one into {LOCAL_TOKEN_FILE}. Without it the service does not start."
         ) from None
     return OperatorAuth(settings.operator_token)
+
+
+class OutboxStatus(BaseModel):
+    """How far a service's outbox relay is behind."""
+
+    service: str
+    unpublished: int = Field(description="events committed but not yet acknowledged by Kafka")
+    oldest_unpublished_at: datetime | None = Field(
+        description="when the oldest unpublished event was committed"
+    )
+    oldest_unpublished_age_s: float | None = Field(description="its age in seconds, now")
+    published_kept: int = Field(
+        description="published events still kept for inspection (OUTBOX_RETENTION_S)"
+    )
+    last_published_at: datetime | None
+
+
+async def outbox_status(database: Database, service: str) -> OutboxStatus:
+    """Count a service's unpublished and kept outbox rows, and date the oldest unpublished one."""
+    published = col(OutboxMessage.published_at)
+    async with database.session() as session:
+        pending, oldest = (
+            await session.exec(
+                select(func.count(), func.min(col(OutboxMessage.created_at))).where(
+                    published.is_(None)
+                )
+            )
+        ).one()
+        kept, last = (
+            await session.exec(
+                select(func.count(), func.max(published)).where(published.is_not(None))
+            )
+        ).one()
+    oldest_at = as_utc(oldest) if oldest is not None else None
+    return OutboxStatus(
+        service=service,
+        unpublished=pending,
+        oldest_unpublished_at=oldest_at,
+        oldest_unpublished_age_s=(
+            round((utcnow() - oldest_at).total_seconds(), 3) if oldest_at is not None else None
+        ),
+        published_kept=kept,
+        last_published_at=as_utc(last) if last is not None else None,
+    )
+
+
+def outbox_router(database: Database, service: str) -> APIRouter:
+    """`GET /v1/operator/outbox`: the service's outbox status (guard it with `OperatorAuth`)."""
+    router = APIRouter(prefix="/v1/operator", tags=["operator"])
+
+    @router.get("/outbox")
+    async def get_outbox_status() -> OutboxStatus:
+        """How many events wait to be published, and since when."""
+        return await outbox_status(database, service)
+
+    return router

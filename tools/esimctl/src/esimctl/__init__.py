@@ -1,0 +1,1 @@
+"""esimctl: the operator CLI of the eSIM renewal platform."""

@@ -1,0 +1,383 @@
+"""`esimctl`: see a saga and move a stuck one on, read and replay dead letters, watch outboxes.
+
+Sagas and outboxes go through the services' operator APIs with the operator token (see
+`esimctl.client`); dead letters are Kafka topics no service owns, so `dlq` reads and writes the
+broker itself (`KAFKA_BOOTSTRAP_SERVERS`, through `esim_core.dlq`). Every failure is one
+sentence on stderr and a non-zero exit status: 1 for an error, 2 for a wrong argument.
+"""
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+from uuid import UUID
+
+import typer
+from aiokafka.errors import KafkaError
+from esim_core import dlq
+from esim_core.settings import Topics
+
+from esimctl.client import SERVICES, CtlError, Operator, operator_from_env
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="esimctl",
+    help="Operator CLI of the eSIM renewal platform.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+sagas = typer.Typer(help="Renewal sagas (accounts).", no_args_is_help=True)
+dead_letters = typer.Typer(help="Dead letters on <topic>.dlq (Kafka).", no_args_is_help=True)
+outbox = typer.Typer(help="The services' outboxes.", no_args_is_help=True)
+app.add_typer(sagas, name="sagas")
+app.add_typer(dead_letters, name="dlq")
+app.add_typer(outbox, name="outbox")
+
+#: Replaced by tests to point at a test platform or to use a fake transport.
+make_operator: Callable[[], Operator] = operator_from_env
+
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of text")]
+RenewalArg = Annotated[str, typer.Argument(help="the renewal's id (a UUID)")]
+TopicArg = Annotated[str, typer.Argument(help="the original topic, e.g. esim.payment.requested")]
+#: Payment tokens, passwords and codes travel in some events; `dlq show` hides them by default.
+SECRET_KEYS = frozenset({"token", "password", "code", "secret", "activation_code"})
+
+
+def _fail(message: str, status: int = 1) -> typer.Exit:
+    typer.echo(f"esimctl: {message}", err=True)
+    return typer.Exit(status)
+
+
+def _renewal_id(raw: str) -> str:
+    try:
+        return str(UUID(raw))
+    except ValueError:
+        raise _fail(f"{raw!r} is not a renewal id (a UUID such as 9f0c...-...)", 2) from None
+
+
+def _operator() -> Operator:
+    try:
+        return make_operator()
+    except CtlError as error:
+        raise _fail(str(error)) from None
+
+
+def _run(action: Callable[[], T]) -> T:
+    try:
+        return action()
+    except CtlError as error:
+        raise _fail(str(error)) from None
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def _short(value: Any) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+# sagas ------------------------------------------------------------------------------------------
+
+
+def _saga_report(operator: Operator, renewal_id: str) -> tuple[dict[str, Any], list[str]]:
+    """The saga from accounts plus its payment, refund and activation; and what was unreachable."""
+    saga = operator.call("accounts", "GET", f"/v1/operator/sagas/{renewal_id}")
+    report: dict[str, Any] = {"saga": saga}
+    missing: list[str] = []
+    for name, service, path in (
+        ("payment", "billing", f"/v1/payments/{renewal_id}"),
+        ("refund", "billing", f"/v1/refunds/{renewal_id}"),
+        ("activation", "provisioning", f"/v1/activations/{renewal_id}"),
+    ):
+        try:
+            report[name] = operator.call(service, "GET", path, missing_ok=True)
+        except CtlError as error:
+            report[name] = {"error": str(error)}
+            missing.append(str(error))
+    return report, missing
+
+
+def _print_saga(report: dict[str, Any]) -> None:
+    saga = report["saga"]
+    ended = "ended" if saga["terminal"] else "open"
+    typer.echo(f"renewal {saga['renewal_id']}  {saga['status']}  ({ended})")
+    price = saga.get("price") or {}
+    typer.echo(
+        f"  card {saga['iccid']}  plan {saga['plan_code']}  start {saga['start']}  "
+        f"price {_short(price.get('amount'))} {price.get('currency', '')}  "
+        f"method {saga['payment_method']}"
+    )
+    typer.echo(
+        f"  user {saga['user_id']}  created {saga['created_at']}  updated {saga['updated_at']}"
+    )
+    for label in ("reason", "detail", "deadline_at", "activation_failure", "stuck"):
+        if saga.get(label):
+            typer.echo(f"  {label}: {saga[label]}")
+    typer.echo("timeline:")
+    for step in saga["timeline"]:
+        detail = f"  {step['detail']}" if step.get("detail") else ""
+        typer.echo(f"  {step['at']}  {step['step']:<28} {step['status']:<16}{detail}")
+    typer.echo("events published by accounts:")
+    for event in saga["events"] or []:
+        sent = f"published {event['published_at']}" if event["published_at"] else "NOT YET SENT"
+        typer.echo(f"  {event['type']:<32} {event['event_id']}  {sent}")
+    if not saga["events"]:
+        typer.echo("  (none kept)")
+    payment = report.get("payment")
+    typer.echo("payment (billing):")
+    if payment is None:
+        typer.echo("  none")
+    elif "error" in payment:
+        typer.echo(f"  unknown: {payment['error']}")
+    else:
+        typer.echo(
+            f"  {payment['state']}  {payment['payment_id']}  attempts {payment['attempts']}  "
+            f"provider {_short(payment['provider_reference'])}  "
+            f"failure {_short(payment['failure_reason'])}  "
+            f"last error {_short(payment['last_error'])}"
+        )
+    refund = report.get("refund")
+    if refund is not None:
+        typer.echo("refund (billing):")
+        if "error" in refund:
+            typer.echo(f"  unknown: {refund['error']}")
+        else:
+            typer.echo(
+                f"  {refund['state']}  {refund['refund_id']}  attempts {refund['attempts']}  "
+                f"provider {_short(refund['provider_reference'])}  "
+                f"last error {_short(refund['last_error'])}"
+            )
+    activation = report.get("activation")
+    typer.echo("bundle (provisioning):")
+    if activation is None:
+        typer.echo("  none")
+    elif "error" in activation:
+        typer.echo(f"  unknown: {activation['error']}")
+    else:
+        typer.echo(
+            f"  {activation['state']}  order {_short(activation['order_id'])}  "
+            f"bundle {_short(activation['bundle_state'])}  "
+            f"valid {_short(activation['valid_from'])} .. {_short(activation['valid_until'])}  "
+            f"rounds {activation['attempts']}  last error {_short(activation['last_error'])}"
+        )
+
+
+@sagas.command("show")
+def sagas_show(renewal_id: RenewalArg, as_json: JsonOption = False) -> None:
+    """A saga: state, timeline, events, and its payment and bundle from billing and provisioning."""
+    wanted = _renewal_id(renewal_id)
+    operator = _operator()
+    report, missing = _run(lambda: _saga_report(operator, wanted))
+    if as_json:
+        _print_json(report)
+    else:
+        _print_saga(report)
+    if missing:
+        raise _fail("shown without what these did not tell: " + "; ".join(missing))
+
+
+@sagas.command("stuck")
+def sagas_stuck(
+    older_than: Annotated[
+        float,
+        typer.Option(help="seconds without progress after which a saga without deadline counts"),
+    ] = 900.0,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="at most this many")] = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """Sagas past their deadline, or without progress for --older-than seconds."""
+    if older_than <= 0:
+        raise _fail("--older-than must be a positive number of seconds", 2)
+    operator = _operator()
+    found: list[dict[str, Any]] = _run(
+        lambda: operator.call(
+            "accounts",
+            "GET",
+            "/v1/operator/sagas",
+            params={"stuck": "true", "stuck_after_s": older_than, "limit": limit},
+        )
+    )
+    if as_json:
+        _print_json(found)
+        return
+    if not found:
+        typer.echo("no stuck sagas")
+        return
+    for item in found:
+        typer.echo(
+            f"{item['renewal_id']}  {item['status']:<16} card {item['iccid']}  {item['stuck']}"
+        )
+    typer.echo(f"{len(found)} stuck saga(s); esimctl sagas show|retry|compensate <renewal_id>")
+
+
+def _act(renewal_id: str, action: str, params: dict[str, str], as_json: bool) -> None:
+    wanted = _renewal_id(renewal_id)
+    operator = _operator()
+    result = _run(
+        lambda: operator.call(
+            "accounts", "POST", f"/v1/operator/sagas/{wanted}/{action}", params=params
+        )
+    )
+    if as_json:
+        _print_json(result)
+    else:
+        typer.echo(f"{action} {result['renewal_id']}: {result['outcome']} (now {result['status']})")
+
+
+@sagas.command("retry")
+def sagas_retry(renewal_id: RenewalArg, as_json: JsonOption = False) -> None:
+    """Send again the command a stuck saga waits on (same event id: safe to run twice)."""
+    _act(renewal_id, "retry", {}, as_json)
+
+
+@sagas.command("compensate")
+def sagas_compensate(
+    renewal_id: RenewalArg,
+    reason: Annotated[str, typer.Option(help="why, for the saga's timeline")] = "stuck",
+    as_json: JsonOption = False,
+) -> None:
+    """Give a stuck saga up: TIMED_OUT and its payment refunded (a second run changes nothing)."""
+    _act(renewal_id, "compensate", {"reason": reason}, as_json)
+
+
+# dlq --------------------------------------------------------------------------------------------
+
+
+def _bootstrap() -> str:
+    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+
+
+def _kafka(action: Callable[[str], Awaitable[T]], timeout_s: float = 60.0) -> T:
+    bootstrap = _bootstrap()
+
+    async def bounded() -> T:
+        async with asyncio.timeout(timeout_s):
+            return await action(bootstrap)
+
+    try:
+        return asyncio.run(bounded())
+    except TimeoutError:
+        raise _fail(f"Kafka at {bootstrap} did not answer within {timeout_s:g} s") from None
+    except (KafkaError, OSError) as error:
+        raise _fail(
+            f"Kafka is not reachable at {bootstrap} ({error}); set KAFKA_BOOTSTRAP_SERVERS"
+        ) from None
+
+
+def _topic(topic: str) -> str:
+    if topic.endswith(".dlq"):
+        raise _fail(f"name the original topic, not its dead-letter topic: {topic[:-4]}", 2)
+    known = set(Topics().model_dump().values())
+    if topic not in known and not _kafka(lambda servers: dlq.topic_exists(servers, topic)):
+        raise _fail(f"no topic {topic!r} (the contract's are: {', '.join(sorted(known))})", 2)
+    return topic
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: "***" if key in SECRET_KEYS and isinstance(item, str) else _redact(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact(item) for item in value]
+    return value
+
+
+@dead_letters.command("list")
+def dlq_list(topic: TopicArg, as_json: JsonOption = False) -> None:
+    """The dead letters of a topic, oldest first, with the error that put each there."""
+    name = _topic(topic)
+    found = _kafka(lambda servers: dlq.list_dead_letters(servers, name))
+    if as_json:
+        _print_json(found)
+        return
+    if not found:
+        typer.echo(f"no dead letters on {name}.dlq")
+        return
+    for item in found:
+        headers = item["headers"]
+        typer.echo(
+            f"{item['partition']}:{item['offset']}  key {_short(item['key'])}  "
+            f"{headers.get('x-error-type', '?')}: {headers.get('x-error', '')[:160]}"
+        )
+    typer.echo(f"{len(found)} dead letter(s); esimctl dlq show {name} <partition>:<offset>")
+
+
+@dead_letters.command("show")
+def dlq_show(
+    topic: TopicArg,
+    position: Annotated[str, typer.Argument(help="<partition>:<offset>, as `dlq list` prints")],
+    raw: Annotated[bool, typer.Option(help="show tokens and codes in the value too")] = False,
+) -> None:
+    """One dead letter: its headers and its value (tokens and codes hidden unless --raw)."""
+    name = _topic(topic)
+    try:
+        partition, offset = (int(part) for part in position.split(":", 1))
+    except ValueError:
+        raise _fail(f"{position!r} is not <partition>:<offset> (e.g. 0:12)", 2) from None
+    found = _kafka(lambda servers: dlq.read_dead_letter(servers, name, partition, offset))
+    if found is None:
+        raise _fail(f"no dead letter at {position} on {name}.dlq")
+    value: Any
+    try:
+        value = json.loads(found["value"])
+    except ValueError:
+        value = found["value"].decode("utf-8", "replace")
+    found["value"] = value if raw else _redact(value)
+    _print_json(found)
+
+
+@dead_letters.command("replay")
+def dlq_replay(
+    topic: TopicArg,
+    limit: Annotated[int | None, typer.Option(min=1, help="replay at most this many")] = None,
+) -> None:
+    """Publish dead letters back to their topic, each once (consumer group `dlq-replay`)."""
+    name = _topic(topic)
+    count = _kafka(lambda servers: dlq.replay(servers, name, limit), timeout_s=300)
+    typer.echo(f"replayed {count} dead letter(s) from {name}.dlq to {name}")
+
+
+# outbox -----------------------------------------------------------------------------------------
+
+
+@outbox.command("status")
+def outbox_status(as_json: JsonOption = False) -> None:
+    """Each service's outbox: events not yet published, and how old the oldest is."""
+    operator = _operator()
+    rows: dict[str, Any] = {}
+    failed: list[str] = []
+    for service in SERVICES:
+        try:
+            rows[service] = operator.call(service, "GET", "/v1/operator/outbox")
+        except CtlError as error:
+            rows[service] = {"error": str(error)}
+            failed.append(service)
+    if as_json:
+        _print_json(rows)
+    else:
+        for service, row in rows.items():
+            if "error" in row:
+                typer.echo(f"{service:<13} unknown: {row['error']}")
+                continue
+            age = row["oldest_unpublished_age_s"]
+            oldest = f"oldest {age:.1f} s" if age is not None else "nothing waiting"
+            typer.echo(
+                f"{service:<13} unpublished {row['unpublished']:<6} {oldest:<22} "
+                f"published kept {row['published_kept']}  last {_short(row['last_published_at'])}"
+            )
+    if failed:
+        raise _fail(f"no outbox status from {', '.join(failed)}")
+
+
+def main() -> None:
+    """The `esimctl` entry point."""
+    # aiokafka logs each failed connection itself; the command says it once, in a sentence.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    app()
