@@ -88,13 +88,15 @@ chaos: sync kafka-jars redis ## load while services, broker and Redis crash, the
 	  exit $$status; }
 	@echo "==> make chaos: PASSED"
 
-lint: sync ## ruff check, ruff format --check, mypy --strict
+lint: sync ## ruff check, ruff format --check, mypy --strict, alert rules and dashboards
 	@echo "==> ruff check"
 	$(RUN) ruff check .
 	@echo "==> ruff format --check"
 	$(RUN) ruff format --check .
 	@echo "==> mypy"
 	$(RUN) mypy $(MYPY_PATHS)
+	@echo "==> alert rules and dashboards (scripts/check_observability.py)"
+	$(RUN) python scripts/check_observability.py
 
 format: sync ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .

@@ -4,7 +4,7 @@ Everything here is under `/v1/operator/` behind the operator token (`esim_core.o
 traveller-facing API (`api.py`) never shows payment ids, events or other users' sagas.
 """
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -13,25 +13,25 @@ from esim_core.http import ProblemError
 from esim_core.operator import OperatorAuth, outbox_router
 from esim_core.outbox import OutboxMessage
 from esim_core.service import ServiceRuntime
+from esim_core.telemetry import refresh_on_scrape, scrape_gauges
 from esim_core.worker import as_utc
 from esim_schemas import Money
 from fastapi import APIRouter, FastAPI, Path, Query, status
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, and_, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from accounts.api import requested_event_id
-from accounts.domain import TERMINAL, WITH_DEADLINE, SagaStatus
+from accounts.domain import TERMINAL, SagaStatus
 from accounts.handlers import RenewalSaga, SagaActionRefusedError, derived_id
 from accounts.store import Renewal, RenewalStep
+from accounts.stuck import DEFAULT_STUCK_AFTER_S, stuck_clause, stuck_reason
+from accounts.telemetry import saga_gauges
 
 RenewalId = Annotated[UUID, Path(description="the renewal's id (a UUID)")]
 
 #: Kinds of the event ids the saga derives from its renewal_id (see `handlers.derived_id`).
 _PUBLISHED_KINDS = ("payment-requested", "refund-requested", "rejected", "operator-retry-requested")
-#: A saga without a deadline (requested, refunding) that has not moved for this long is stuck.
-DEFAULT_STUCK_AFTER_S = 900.0
 
 
 class StepOut(BaseModel):
@@ -100,39 +100,6 @@ class SagaActionOut(BaseModel):
     action: str = Field(description="retry or compensate")
     status: str = Field(description="the saga's status after the action")
     outcome: str = Field(description="what was sent or changed, or why nothing was")
-
-
-def stuck_reason(saga: Renewal, now: datetime, stuck_after_s: float) -> str | None:
-    """Why a saga counts as stuck at `now`, or None.
-
-    A saga waiting for a payment or an activation is stuck once its deadline passed (the sweep
-    should have moved it on); one without a deadline (requested, refunding, timed out with a
-    refund owed) once it has not moved for `stuck_after_s`.
-    """
-    status = SagaStatus(saga.status)
-    if status in TERMINAL:
-        return None
-    if status in WITH_DEADLINE:
-        if saga.deadline_at is not None and as_utc(saga.deadline_at) <= now:
-            return f"{status.value} past its deadline {as_utc(saga.deadline_at).isoformat()}"
-        return None
-    if status == SagaStatus.TIMED_OUT and not saga.refund_requested:
-        return None  # nothing captured, nothing owed: closed
-    idle = (now - as_utc(saga.updated_at)).total_seconds()
-    if idle >= stuck_after_s:
-        return f"{status.value} without progress for {idle:.0f} s"
-    return None
-
-
-def stuck_clause(now: datetime, stuck_after_s: float) -> ColumnElement[bool]:
-    """`stuck_reason` as a SQL condition, so the stuck list is one query."""
-    idle = col(Renewal.updated_at) <= now - timedelta(seconds=stuck_after_s)
-    state = col(Renewal.status)
-    return or_(
-        and_(state.in_([s.value for s in WITH_DEADLINE]), col(Renewal.deadline_at) <= now),
-        and_(state.in_([SagaStatus.REQUESTED.value, SagaStatus.REFUNDING.value]), idle),
-        and_(state == SagaStatus.TIMED_OUT.value, col(Renewal.refund_requested), idle),
-    )
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -317,7 +284,9 @@ def operator_router(database: Database, saga: RenewalSaga) -> APIRouter:
 
 def http_app(runtime: ServiceRuntime, saga: RenewalSaga, operator: OperatorAuth) -> FastAPI:
     """The accounts HTTP surface: the traveller API, and the operator API behind the token."""
-    return runtime.http_app(
+    gauges = scrape_gauges(runtime)
+    gauges.add("sagas", saga_gauges(runtime.database))
+    app = runtime.http_app(
         "eSIM accounts",
         routers=[
             operator.guard(
@@ -328,3 +297,4 @@ def http_app(runtime: ServiceRuntime, saga: RenewalSaga, operator: OperatorAuth)
         description="Users, cards, plans and renewals; under /v1/operator/ the operators' view "
         "of each saga.",
     )
+    return refresh_on_scrape(app, gauges)

@@ -8,6 +8,7 @@ from esim_core.db import Database
 from esim_core.http import ProblemError
 from esim_core.operator import OperatorAuth, outbox_router
 from esim_core.service import ServiceRuntime
+from esim_core.telemetry import refresh_on_scrape, scrape_gauges
 from esim_core.worker import as_utc, utcnow
 from esim_schemas import Money
 from fastapi import APIRouter, FastAPI, Path, status
@@ -177,7 +178,7 @@ async def _refund(session: AsyncSession, renewal_id: UUID) -> Refund | None:
 
 def http_app(runtime: ServiceRuntime, operator: OperatorAuth) -> FastAPI:
     """The HTTP surface: health and metrics open, the ops API behind the operator token."""
-    return runtime.http_app(
+    app = runtime.http_app(
         "eSIM billing",
         routers=[
             operator.guard(
@@ -186,3 +187,4 @@ def http_app(runtime: ServiceRuntime, operator: OperatorAuth) -> FastAPI:
         ],
         description="Payments, dunning and refunds; the ops view of each renewal's.",
     )
+    return refresh_on_scrape(app, scrape_gauges(runtime))

@@ -7,6 +7,7 @@ from esim_core.consumer import Route
 from esim_core.migrations import service_migrations
 from esim_core.retry import TryPolicy
 from esim_core.service import ServiceRuntime
+from esim_core.telemetry import TimedTransport
 from esim_schemas import (
     PaymentFailed,
     PaymentRefunded,
@@ -45,7 +46,9 @@ def build_gateway(settings: BillingSettings) -> PaymentGateway:
     """
     if settings.payment_gateway == "http":
         return HttpPaymentGateway(
-            settings.payment_gateway_url, timeout_s=settings.gateway_timeout_s
+            settings.payment_gateway_url,
+            timeout_s=settings.gateway_timeout_s,
+            transport=TimedTransport("payment_gateway"),
         )
     raise ValueError(f"unknown payment gateway adapter {settings.payment_gateway!r}")
 

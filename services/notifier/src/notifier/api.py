@@ -8,6 +8,7 @@ from esim_core.db import Database
 from esim_core.http import ProblemError
 from esim_core.operator import OperatorAuth, outbox_router
 from esim_core.service import ServiceRuntime
+from esim_core.telemetry import refresh_on_scrape, scrape_gauges
 from esim_core.worker import as_utc
 from esim_schemas import luhn_valid
 from esim_schemas.types import UtcDatetime
@@ -112,7 +113,7 @@ def _check_iccid(iccid: str) -> None:
 
 def http_app(runtime: ServiceRuntime, operator: OperatorAuth) -> FastAPI:
     """The HTTP surface: health and metrics open, the send log behind the operator token."""
-    return runtime.http_app(
+    app = runtime.http_app(
         "eSIM notifier",
         routers=[
             operator.guard(
@@ -122,3 +123,4 @@ def http_app(runtime: ServiceRuntime, operator: OperatorAuth) -> FastAPI:
         ],
         description="Tells travellers by e-mail what happened to their renewals.",
     )
+    return refresh_on_scrape(app, scrape_gauges(runtime))

@@ -9,6 +9,7 @@ from esim_core.db import Database
 from esim_core.http import ProblemError
 from esim_core.operator import OperatorAuth, outbox_router
 from esim_core.service import ServiceRuntime
+from esim_core.telemetry import refresh_on_scrape, scrape_gauges
 from esim_core.worker import as_utc
 from esim_schemas import PlanRef, luhn_valid
 from esim_schemas.types import UtcDatetime
@@ -144,7 +145,7 @@ def _check_iccid(iccid: str) -> None:
 
 def http_app(runtime: ServiceRuntime, operator: OperatorAuth) -> FastAPI:
     """The HTTP surface: health and metrics open, the ops API behind the operator token."""
-    return runtime.http_app(
+    app = runtime.http_app(
         "eSIM provisioning",
         routers=[
             operator.guard(
@@ -154,3 +155,4 @@ def http_app(runtime: ServiceRuntime, operator: OperatorAuth) -> FastAPI:
         description="Bundle orders at the eSIM platform and their follow-up; the ops view of "
         "each renewal's activation.",
     )
+    return refresh_on_scrape(app, scrape_gauges(runtime))

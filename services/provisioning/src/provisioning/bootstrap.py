@@ -6,6 +6,7 @@ from esim_core.consumer import Route
 from esim_core.migrations import service_migrations
 from esim_core.retry import TryPolicy
 from esim_core.service import ServiceRuntime
+from esim_core.telemetry import TimedTransport
 from esim_schemas import ActivationFailed, PaymentSettled, ProfileActivated
 
 from provisioning.domain import FollowUpRules
@@ -33,7 +34,11 @@ class Provisioning:
 def build_platform(settings: ProvisioningSettings) -> EsimPlatform:
     """The eSIM platform adapter that `PROVISIONING_ESIM_PLATFORM` names."""
     if settings.esim_platform == "http":
-        return HttpEsimPlatform(settings.esim_platform_url, timeout_s=settings.platform_timeout_s)
+        return HttpEsimPlatform(
+            settings.esim_platform_url,
+            timeout_s=settings.platform_timeout_s,
+            transport=TimedTransport("esim_platform"),
+        )
     raise ValueError(f"unknown eSIM platform adapter {settings.esim_platform!r}")
 
 

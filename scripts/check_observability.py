@@ -1,0 +1,214 @@
+"""Offline check of the alert rules and dashboards in deploy/ (`make lint`; promtool-like).
+
+Every rule and panel expression must parse as PromQL (promql-parser, the Rust parser's Python
+binding) and name only metrics the services expose: the catalogue is what the services'
+modules register with prometheus_client, the same registry `/metrics` serves (an integration
+test also checks the names against the running services). Rules need a CamelCase `alert`, a
+duration `for`, a `severity` of page or ticket and a summary and description; dashboards need
+a uid, a title, unique panel ids and the `${datasource}` variable on every query.
+
+    python scripts/check_observability.py        # exit status 1 and one line per problem
+"""
+
+import importlib
+import json
+import re
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import promql_parser
+import yaml
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[1]
+RULES = sorted((ROOT / "deploy/prometheus").glob("*.yaml"))
+DASHBOARDS = sorted((ROOT / "deploy/grafana").glob("*.json"))
+#: The modules that define the services' metrics (importing them registers the metrics).
+METRIC_MODULES = (
+    "esim_core.metrics",
+    "esim_core.telemetry",
+    "accounts.telemetry",
+    "provisioning.workers",
+    "notifier.sender",
+)
+#: Series Prometheus itself adds to every target.
+PROMETHEUS_SERIES = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped"})
+_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "summary": ("", "_count", "_sum", "_created"),
+    "info": ("_info",),
+}
+_DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
+_ALERT_NAME = re.compile(r"^[A-Z][A-Za-z0-9]+$")
+
+
+def metric_catalogue() -> set[str]:
+    """Every series name the services' metrics produce (`_total`, `_bucket`, ... included)."""
+    for module in METRIC_MODULES:
+        importlib.import_module(module)
+    return series_names(REGISTRY.collect())
+
+
+def series_names(families: Iterable[Any]) -> set[str]:
+    """The series names of metric families (from a registry or a parsed `/metrics` text)."""
+    names = set(PROMETHEUS_SERIES)
+    for family in families:
+        names.update(family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",)))
+    return names
+
+
+def exposed_names(metrics_text: str) -> set[str]:
+    """The series names a `/metrics` answer declares (with or without samples yet)."""
+    return series_names(text_string_to_metric_families(metrics_text))
+
+
+def metric_names_in(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects.
+
+    Raises:
+        ValueError: it is not valid PromQL (the parser's message).
+    """
+    tree = promql_parser.parse(expr)
+    found: set[str] = set()
+
+    def visit(node: Any) -> bool:
+        if isinstance(node, promql_parser.VectorSelector) and node.name:
+            found.add(node.name)
+        return True
+
+    promql_parser.walk(tree, visit)
+    return found
+
+
+def check_expr(where: str, expr: Any, known: set[str]) -> list[str]:
+    """Problems with one expression: unparseable, or a metric no service exposes."""
+    if not isinstance(expr, str) or not expr.strip():
+        return [f"{where}: no expression"]
+    try:
+        names = metric_names_in(expr)
+    except ValueError as error:
+        return [f"{where}: not PromQL ({error}): {expr}"]
+    if not names:
+        return [f"{where}: selects no metric: {expr}"]
+    return [f"{where}: no service exposes {name}" for name in sorted(names - known)]
+
+
+def check_rules(path: Path, known: set[str]) -> list[str]:
+    """Problems with a Prometheus rule file."""
+    problems: list[str] = []
+    document = yaml.safe_load(path.read_text())
+    groups = document.get("groups") if isinstance(document, dict) else None
+    if not isinstance(groups, list) or not groups:
+        return [f"{path.name}: no `groups`"]
+    seen: set[str] = set()
+    for group in groups:
+        name = group.get("name")
+        if not name or name in seen:
+            problems.append(f"{path.name}: a group without a name, or a repeated one ({name})")
+        seen.add(name)
+        for rule in group.get("rules") or [f"{path.name}: group {name} has no rules"]:
+            if not isinstance(rule, dict):
+                problems.append(str(rule))
+                continue
+            alert = str(rule.get("alert", ""))
+            where = f"{path.name}: {alert or rule.get('record', '?')}"
+            if not _ALERT_NAME.match(alert):
+                problems.append(f"{where}: `alert` must be CamelCase")
+            if not _DURATION.match(str(rule.get("for", "0m"))):
+                problems.append(f"{where}: `for` is not a duration: {rule.get('for')}")
+            if rule.get("labels", {}).get("severity") not in {"page", "ticket"}:
+                problems.append(f"{where}: labels.severity must be page or ticket")
+            annotations = rule.get("annotations", {})
+            problems += [
+                f"{where}: annotations.{key} is missing"
+                for key in ("summary", "description")
+                if not annotations.get(key)
+            ]
+            unknown = set(rule) - {"alert", "expr", "for", "labels", "annotations"}
+            if unknown:
+                problems.append(f"{where}: unknown keys {sorted(unknown)}")
+            problems += check_expr(where, rule.get("expr"), known)
+    return problems
+
+
+def _panels(panels: Iterable[Any]) -> Iterable[dict[str, Any]]:
+    for panel in panels:
+        yield panel
+        yield from _panels(panel.get("panels", []))  # rows hold panels of their own
+
+
+def check_dashboard(path: Path, known: set[str]) -> list[str]:
+    """Problems with a Grafana dashboard JSON."""
+    try:
+        board = json.loads(path.read_text())
+    except ValueError as error:
+        return [f"{path.name}: not JSON ({error})"]
+    problems = [
+        f"{path.name}: `{key}` is missing"
+        for key in ("uid", "title", "schemaVersion", "panels")
+        if not board.get(key)
+    ]
+    variables = {v.get("name") for v in board.get("templating", {}).get("list", [])}
+    if "datasource" not in variables:
+        problems.append(f"{path.name}: no `datasource` template variable")
+    ids: set[int] = set()
+    for panel in _panels(board.get("panels", [])):
+        where = f"{path.name}: panel {panel.get('id')} {panel.get('title')!r}"
+        if panel.get("id") in ids:
+            problems.append(f"{where}: repeated id")
+        ids.add(panel.get("id"))
+        grid = panel.get("gridPos", {})
+        if not all(isinstance(grid.get(k), int) for k in ("h", "w", "x", "y")) or (
+            grid.get("x", 0) + grid.get("w", 0) > 24
+        ):
+            problems.append(f"{where}: gridPos must be whole numbers within 24 columns")
+        if panel.get("type") == "row":
+            continue
+        targets = panel.get("targets") or []
+        if not targets:
+            problems.append(f"{where}: no targets")
+        for target in targets:
+            if target.get("datasource", {}).get("uid") != "${datasource}":
+                problems.append(f"{where}: target {target.get('refId')} not on ${{datasource}}")
+            problems += check_expr(f"{where} {target.get('refId')}", target.get("expr"), known)
+    return problems
+
+
+def used_names() -> set[str]:
+    """Every metric name the committed rules and dashboards select."""
+    used: set[str] = set()
+    for path in RULES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                used |= metric_names_in(rule["expr"])
+    for path in DASHBOARDS:
+        for panel in _panels(json.loads(path.read_text())["panels"]):
+            for target in panel.get("targets", []):
+                used |= metric_names_in(target["expr"])
+    return used
+
+
+def main() -> int:
+    """Check every rule file and dashboard; print the problems."""
+    known = metric_catalogue()
+    problems: list[str] = []
+    if not RULES or not DASHBOARDS:
+        problems.append("deploy/prometheus/*.yaml or deploy/grafana/*.json is missing")
+    for path in RULES:
+        problems += check_rules(path, known)
+    for path in DASHBOARDS:
+        problems += check_dashboard(path, known)
+    for problem in problems:
+        print(f"check_observability: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"check_observability: {len(RULES)} rule file(s), {len(DASHBOARDS)} dashboard(s) ok")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""The running services' /metrics: scrape-time gauges, outside-call latency, and every metric the
+alert rules and the dashboard in deploy/ use."""
+
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.client import Traveller
+from tests.support.infra import SERVICES, Platform
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+import check_observability
+
+pytestmark = pytest.mark.integration
+
+
+def scrape(platform: Platform, service: str) -> str:
+    answer = httpx.get(f"{platform.url(service)}/metrics", timeout=30)
+    assert answer.status_code == 200
+    return answer.text
+
+
+def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    return [
+        (sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+@pytest.fixture(scope="module")
+def scraped(platform: Platform) -> dict[str, str]:
+    traveller = Traveller.register(platform)
+    iccid = traveller.bind_new_card()
+    renewal_id = traveller.renew(iccid).json()["renewal_id"]
+    traveller.wait_for_status(renewal_id, "ACTIVATED", timeout=90)
+    return {service: scrape(platform, service) for service in SERVICES}
+
+
+def test_every_metric_of_the_rules_and_dashboard_is_exposed(scraped: dict[str, str]) -> None:
+    exposed = set().union(*(check_observability.exposed_names(text) for text in scraped.values()))
+    assert check_observability.used_names() - exposed == set()
+
+
+def test_each_service_reports_its_outbox_lag_and_dead_letters(
+    platform: Platform, scraped: dict[str, str]
+) -> None:
+    for service, text in scraped.items():
+        assert [labels for labels, _ in samples(text, "esim_outbox_unpublished")] == [
+            {"service": service}
+        ]
+        lag_topics = {labels["topic"] for labels, _ in samples(text, "esim_consumer_lag")}
+        assert lag_topics, f"{service} reports no consumer lag"
+        assert all(value >= 0 for _, value in samples(text, "esim_consumer_lag"))
+        waiting = {labels["topic"] for labels, _ in samples(text, "esim_dead_letters_waiting")}
+        assert waiting == lag_topics
+        assert samples(text, "esim_scrape_errors_total") == [], f"{service}: scrape errors"
+    billing_topics = {
+        labels["topic"] for labels, _ in samples(scraped["billing"], "esim_consumer_lag")
+    }
+    assert billing_topics == {
+        platform.topic("esim.payment.requested"),
+        platform.topic("esim.refund.requested"),
+    }
+
+
+def test_accounts_reports_sagas_by_state(scraped: dict[str, str]) -> None:
+    by_state = {
+        labels["state"]: value for labels, value in samples(scraped["accounts"], "esim_sagas")
+    }
+    assert by_state["ACTIVATED"] >= 1
+    assert {"REQUESTED", "PAID", "REFUNDED", "TIMED_OUT"} <= set(by_state)
+    [(_, stuck)] = samples(scraped["accounts"], "esim_sagas_stuck")
+    assert stuck == 0
+    assert samples(scraped["accounts"], "esim_saga_oldest_open_age_seconds")
+
+
+def test_gateway_and_platform_calls_are_timed(scraped: dict[str, str]) -> None:
+    for service, system in (("billing", "payment_gateway"), ("provisioning", "esim_platform")):
+        counts = [
+            (labels, value)
+            for labels, value in samples(scraped[service], "esim_outside_call_seconds_count")
+            if labels["system"] == system
+        ]
+        assert sum(value for _, value in counts) >= 1, f"{service}: no {system} call timed"
+        assert all(labels["operation"].count("/") <= 2 for labels, _ in counts)
