@@ -88,7 +88,7 @@ chaos: sync kafka-jars redis ## load while services, broker and Redis crash, the
 	  exit $$status; }
 	@echo "==> make chaos: PASSED"
 
-lint: sync ## ruff check, ruff format --check, mypy --strict, alert rules and dashboards
+lint: sync ## ruff, mypy --strict, and offline checks of alert rules, dashboards and deploy files
 	@echo "==> ruff check"
 	$(RUN) ruff check .
 	@echo "==> ruff format --check"
@@ -97,6 +97,8 @@ lint: sync ## ruff check, ruff format --check, mypy --strict, alert rules and da
 	$(RUN) mypy $(MYPY_PATHS)
 	@echo "==> alert rules and dashboards (scripts/check_observability.py)"
 	$(RUN) python scripts/check_observability.py
+	@echo "==> Dockerfile, compose.yaml and Kubernetes manifests (scripts/check_deploy.py)"
+	$(RUN) python scripts/check_deploy.py
 
 format: sync ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .

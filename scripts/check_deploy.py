@@ -1,0 +1,743 @@
+"""Offline checks of the deploy files (`make lint`): the Dockerfile, compose and Kubernetes.
+
+- `deploy/Dockerfile`: rules in the spirit of hadolint (pinned base images, no ADD, exec-form
+  CMD/ENTRYPOINT, absolute WORKDIR, pinned apt/pip installs, a non-root USER, EXPOSE and a
+  HEALTHCHECK in every runtime stage, more than one stage), every COPY source present, and every
+  uv workspace member's pyproject.toml copied before the lock is synced.
+- `deploy/compose.yaml`: a bundled subset of the Compose Specification's schema, then against the
+  code: each service built from deploy/Dockerfile with its SERVICE and PORT, its published port
+  and every environment name known to its settings class, depends_on and volumes declared.
+- `deploy/k8s/*.yaml`: each document against a bundled schema of its kind (what kubeconform does
+  with the cluster's), then names, labels, selectors, ports, probes (the health endpoints the
+  services serve), env names (the settings), config map and secret keys, Prometheus
+  annotations, and each KEDA ScaledObject: its group and topics are what the service consumes
+  and its max replicas do not exceed the partitions its topics are created with.
+
+    python scripts/check_deploy.py        # exit status 1 and one line per problem
+"""
+
+import asyncio
+import glob
+import logging
+import re
+import shlex
+import sys
+import tempfile
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from pydantic import AliasChoices
+from pydantic_settings import BaseSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "deploy/Dockerfile"
+COMPOSE = ROOT / "deploy/compose.yaml"
+K8S = ROOT / "deploy/k8s"
+SERVICES = ("accounts", "billing", "provisioning", "notifier")
+HEALTH_PATHS = {"/health/live", "/health/ready"}
+#: Read by every service outside its settings classes (`esim_core.service.serve`).
+PROCESS_ENV = frozenset({"LOG_LEVEL", "PYTHONUNBUFFERED"})
+RUNTIME_STAGES = ("service", "sandboxes")
+
+
+@dataclass
+class ServiceFacts:
+    """What the code says about one service: its env names, port, group and topics."""
+
+    name: str
+    prefix: str
+    env: set[str]
+    port: int
+    partitions_default: int
+    topics: list[str] = field(default_factory=list)
+
+
+def env_names(model: type[BaseSettings]) -> set[str]:
+    """The environment variables a settings class reads."""
+    prefix = str(model.model_config.get("env_prefix", ""))
+    names: set[str] = set()
+    for name, info in model.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(str(choice).upper() for choice in alias.choices)
+        elif isinstance(alias, str):
+            names.add(alias.upper())
+        else:
+            names.add((prefix + name).upper())
+    return names
+
+
+def service_facts() -> dict[str, ServiceFacts]:
+    """Each service's facts, from its settings class and its wired runtime."""
+    from accounts import bootstrap as accounts
+    from accounts.settings import AccountsSettings
+    from billing import bootstrap as billing
+    from billing.settings import BillingSettings
+    from esim_core.operator import OperatorSettings
+    from esim_core.settings import Topics
+    from notifier import bootstrap as notifier
+    from notifier.settings import NotifierSettings
+    from provisioning import bootstrap as provisioning
+    from provisioning.settings import ProvisioningSettings
+
+    logging.getLogger("accounts").setLevel(logging.ERROR)  # the dev JWT key warning
+    shared = env_names(OperatorSettings) | env_names(Topics) | PROCESS_ENV
+    wiring: dict[str, tuple[Any, type[BaseSettings]]] = {
+        "accounts": (accounts, AccountsSettings),
+        "billing": (billing, BillingSettings),
+        "provisioning": (provisioning, ProvisioningSettings),
+        "notifier": (notifier, NotifierSettings),
+    }
+    facts: dict[str, ServiceFacts] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, (module, model) in wiring.items():
+            settings = model(database_url=f"sqlite+aiosqlite:///{scratch}/{name}.sqlite")
+            built = module.build(settings)
+            consumer = built.runtime.subscribe()
+            facts[name] = ServiceFacts(
+                name=name,
+                prefix=str(model.model_config.get("env_prefix", "")),
+                env=env_names(model) | shared,
+                port=settings.http_port,  # type: ignore[attr-defined]
+                partitions_default=settings.topic_partitions,  # type: ignore[attr-defined]
+                topics=list(consumer.topics) if consumer is not None else [],
+            )
+            asyncio.run(_close(built))
+    return facts
+
+
+async def _close(built: Any) -> None:
+    await built.runtime.redis.aclose()
+    await built.runtime.database.close()
+    for adapter in ("gateway", "platform"):
+        client = getattr(built, adapter, None)
+        if client is not None and hasattr(client, "aclose"):
+            await client.aclose()
+
+
+# Dockerfile -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Instruction:
+    """One Dockerfile instruction, continuation lines joined."""
+
+    line: int
+    keyword: str
+    args: str
+
+
+def dockerfile_instructions(text: str) -> list[Instruction]:
+    """The instructions of a Dockerfile (comments and the syntax directive left out)."""
+    found: list[Instruction] = []
+    pending = ""
+    start = 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        stripped = raw.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if not pending:
+            start = number
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        pending += stripped
+        keyword, _, args = pending.partition(" ")
+        found.append(Instruction(start, keyword.upper(), args.strip()))
+        pending = ""
+    return found
+
+
+def check_dockerfile(path: Path, members: list[Path]) -> list[str]:
+    """Problems with the Dockerfile (see the module's docstring)."""
+    problems: list[str] = []
+    instructions = dockerfile_instructions(path.read_text())
+    args: dict[str, str] = {}
+    stages: dict[str, list[Instruction]] = {}
+    current: list[Instruction] | None = None
+    for ins in instructions:
+        where = f"{path.name}:{ins.line}"
+        if ins.keyword == "ARG" and current is None:
+            name, _, default = ins.args.partition("=")
+            args[name] = default
+        if ins.keyword == "FROM":
+            words = ins.args.split()
+            image = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), ""), words[0])
+            base = image.rsplit("/", 1)[-1]
+            if words[0] not in stages and (":" not in base or base.endswith(":latest")):
+                problems.append(f"{where}: FROM {words[0]} is not pinned to a tag (DL3006/DL3007)")
+            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else f"#{len(stages)}"
+            current = stages.setdefault(name, [])
+            continue
+        if current is not None:
+            current.append(ins)
+        if ins.keyword == "ADD":
+            problems.append(f"{where}: use COPY instead of ADD (DL3020)")
+        if ins.keyword in {"CMD", "ENTRYPOINT"} and not ins.args.startswith("["):
+            problems.append(f"{where}: {ins.keyword} in exec (JSON) form (DL3025)")
+        if ins.keyword == "WORKDIR" and not ins.args.startswith(("/", "$")):
+            problems.append(f"{where}: WORKDIR must be absolute (DL3000)")
+        if ins.keyword == "RUN":
+            problems += _check_run(where, ins.args)
+        if ins.keyword == "COPY" and "--from=" not in ins.args:
+            for source in shlex.split(ins.args)[:-1]:
+                if source.startswith("--"):
+                    continue
+                pattern = re.sub(r"\$\{\w+\}", "*", source)
+                if not glob.glob(str(ROOT / pattern)):
+                    problems.append(f"{where}: COPY source {source} does not exist")
+    if len(stages) < 2:
+        problems.append(f"{path.name}: not a multi-stage build")
+    for stage in RUNTIME_STAGES:
+        body = stages.get(stage)
+        if body is None:
+            problems.append(f"{path.name}: no `{stage}` stage")
+            continue
+        users = [ins.args for ins in body if ins.keyword == "USER"]
+        if not users or users[-1] in {"root", "0"}:
+            problems.append(f"{path.name}: stage {stage} must end as a non-root USER (DL3002)")
+        for keyword in ("HEALTHCHECK", "EXPOSE"):
+            if not any(ins.keyword == keyword for ins in body):
+                problems.append(f"{path.name}: stage {stage} has no {keyword}")
+        if not any(ins.keyword in {"CMD", "ENTRYPOINT"} for ins in body):
+            problems.append(f"{path.name}: stage {stage} has no CMD or ENTRYPOINT")
+    if list(stages)[-1:] != ["service"]:
+        problems.append(f"{path.name}: the last (default) stage must be `service`")
+    copied = {
+        shlex.split(ins.args)[0]
+        for ins in stages.get("deps", [])
+        if ins.keyword == "COPY" and ins.args.split()[0].endswith("pyproject.toml")
+    }
+    for member in members:
+        wanted = str((member / "pyproject.toml").relative_to(ROOT))
+        if wanted not in copied:
+            problems.append(f"{path.name}: stage deps does not copy {wanted} (uv needs it)")
+    return problems
+
+
+def _check_run(where: str, command: str) -> list[str]:
+    problems: list[str] = []
+    for part in re.split(r"&&|;|\|\|", command):
+        words = part.split()
+        if words[:2] == ["apt-get", "install"] or words[:3] == ["apt-get", "-y", "install"]:
+            packages = [w for w in words[2:] if not w.startswith("-") and w != "install"]
+            if any("=" not in package for package in packages):
+                problems.append(f"{where}: pin apt-get install versions (DL3008)")
+            if "--no-install-recommends" not in words:
+                problems.append(f"{where}: apt-get install --no-install-recommends (DL3015)")
+        if words[:2] in (["pip", "install"], ["pip3", "install"]):
+            packages = [w for w in words[2:] if not w.startswith("-")]
+            if any("==" not in package for package in packages):
+                problems.append(f"{where}: pin pip install versions (DL3013)")
+    return problems
+
+
+def workspace_members() -> list[Path]:
+    """The uv workspace's member folders, as the root pyproject.toml's globs name them."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    members: list[Path] = []
+    for pattern in config["tool"]["uv"]["workspace"]["members"]:
+        members += [Path(p) for p in sorted(glob.glob(str(ROOT / pattern)))]
+    members.insert(0, ROOT)
+    return [member for member in members if (member / "pyproject.toml").is_file()]
+
+
+# compose ----------------------------------------------------------------------------------------
+
+#: The part of the Compose Specification's schema this project uses; unknown keys are errors.
+COMPOSE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["services"],
+    "patternProperties": {"^x-": {}},
+    "properties": {
+        "name": {"type": "string"},
+        "services": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "patternProperties": {"^x-": {}},
+                "additionalProperties": False,
+                "properties": {
+                    "image": {"type": "string"},
+                    "build": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["context"],
+                        "properties": {
+                            "context": {"type": "string"},
+                            "dockerfile": {"type": "string"},
+                            "target": {"type": "string"},
+                            "args": {
+                                "type": "object",
+                                "additionalProperties": {"type": ["string", "number"]},
+                            },
+                        },
+                    },
+                    "hostname": {"type": "string"},
+                    "restart": {"enum": ["no", "always", "on-failure", "unless-stopped"]},
+                    "command": {"type": "array", "items": {"type": "string"}},
+                    "ports": {"type": "array", "items": {"type": "string"}},
+                    "environment": {
+                        "type": "object",
+                        "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
+                    },
+                    "volumes": {"type": "array", "items": {"type": "string"}},
+                    "depends_on": {
+                        "type": "object",
+                        "additionalProperties": {
+                            "type": "object",
+                            "required": ["condition"],
+                            "properties": {
+                                "condition": {
+                                    "enum": [
+                                        "service_started",
+                                        "service_healthy",
+                                        "service_completed_successfully",
+                                    ]
+                                }
+                            },
+                        },
+                    },
+                    "healthcheck": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "test": {"type": ["array", "string"]},
+                            "interval": {"type": "string"},
+                            "timeout": {"type": "string"},
+                            "start_period": {"type": "string"},
+                            "retries": {"type": "integer"},
+                        },
+                    },
+                },
+            },
+        },
+        "volumes": {"type": "object"},
+        "networks": {"type": "object"},
+    },
+    "additionalProperties": False,
+}
+
+
+def check_compose(path: Path, facts: dict[str, ServiceFacts]) -> list[str]:
+    """Problems with the compose file (see the module's docstring)."""
+    document = yaml.safe_load(path.read_text())
+    problems = [
+        f"{path.name}: {'/'.join(map(str, error.absolute_path))}: {error.message}"
+        for error in jsonschema.Draft202012Validator(COMPOSE_SCHEMA).iter_errors(document)
+    ]
+    if problems:
+        return problems
+    services: dict[str, Any] = document["services"]
+    volumes = set(document.get("volumes") or {})
+    for name, spec in services.items():
+        where = f"{path.name}: {name}"
+        build = spec.get("build")
+        if build is not None:
+            dockerfile = path.parent / build["context"] / build.get("dockerfile", "Dockerfile")
+            if not dockerfile.resolve().is_file():
+                problems.append(f"{where}: no Dockerfile at {dockerfile}")
+        for dependency in spec.get("depends_on", {}):
+            if dependency not in services:
+                problems.append(f"{where}: depends on {dependency}, which is not a service")
+            elif "healthcheck" not in services[dependency] and "build" not in services[dependency]:
+                problems.append(f"{where}: waits for {dependency}, which has no health check")
+        for volume in spec.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if not source.startswith((".", "/")) and source not in volumes:
+                problems.append(f"{where}: volume {source} is not declared")
+            if source.startswith(".") and not (path.parent / source).exists():
+                problems.append(f"{where}: mounts {source}, which does not exist")
+        if name not in facts:
+            continue
+        fact = facts[name]
+        if build is None or build.get("target") != "service":
+            problems.append(f"{where}: must build deploy/Dockerfile's `service` target")
+        else:
+            build_args = {key: str(value) for key, value in (build.get("args") or {}).items()}
+            if build_args.get("SERVICE") != name or build_args.get("PORT") != str(fact.port):
+                problems.append(f"{where}: build args must be SERVICE={name}, PORT={fact.port}")
+        published = [port.rsplit(":", 1)[-1] for port in spec.get("ports", [])]
+        if published != [str(fact.port)]:
+            problems.append(f"{where}: publishes {published}, the service listens on {fact.port}")
+        for variable in spec.get("environment") or {}:
+            if variable not in fact.env:
+                problems.append(f"{where}: {variable} is not a setting of {name}")
+        if "OPERATOR_TOKEN" not in (spec.get("environment") or {}):
+            problems.append(f"{where}: no OPERATOR_TOKEN (the service would not start)")
+    return problems
+
+
+# Kubernetes -------------------------------------------------------------------------------------
+
+_META = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+        "namespace": {"type": "string"},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+    "additionalProperties": False,
+}
+_PROBE = {
+    "type": "object",
+    "required": ["httpGet"],
+    "properties": {
+        "httpGet": {
+            "type": "object",
+            "required": ["path", "port"],
+            "properties": {"path": {"type": "string"}, "port": {"type": ["string", "integer"]}},
+        },
+        "periodSeconds": {"type": "integer", "minimum": 1},
+        "timeoutSeconds": {"type": "integer", "minimum": 1},
+        "failureThreshold": {"type": "integer", "minimum": 1},
+        "initialDelaySeconds": {"type": "integer", "minimum": 0},
+    },
+    "additionalProperties": False,
+}
+_ENV_VAR = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "pattern": "^[A-Z_][A-Z0-9_]*$"},
+        "value": {"type": "string"},
+        "valueFrom": {"type": "object"},
+    },
+    "additionalProperties": False,
+}
+_CONTAINER = {
+    "type": "object",
+    "required": ["name", "image", "ports", "readinessProbe", "livenessProbe", "resources"],
+    "properties": {
+        "name": {"type": "string"},
+        "image": {"type": "string"},
+        "imagePullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
+        "ports": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["containerPort"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "containerPort": {"type": "integer", "minimum": 1, "maximum": 65535},
+                },
+                "additionalProperties": False,
+            },
+        },
+        "env": {"type": "array", "items": _ENV_VAR},
+        "envFrom": {"type": "array"},
+        "startupProbe": _PROBE,
+        "livenessProbe": _PROBE,
+        "readinessProbe": _PROBE,
+        "resources": {"type": "object", "required": ["requests"]},
+        "securityContext": {"type": "object"},
+        "volumeMounts": {"type": "array"},
+    },
+    "additionalProperties": False,
+}
+K8S_SCHEMAS: dict[str, dict[str, Any]] = {
+    "Namespace": {"type": "object", "required": ["metadata"]},
+    "ConfigMap": {
+        "type": "object",
+        "required": ["metadata", "data"],
+        "properties": {"data": {"type": "object", "additionalProperties": {"type": "string"}}},
+    },
+    "Secret": {
+        "type": "object",
+        "required": ["metadata", "stringData"],
+        "properties": {
+            "stringData": {"type": "object", "additionalProperties": {"type": "string"}}
+        },
+    },
+    "Deployment": {
+        "type": "object",
+        "required": ["metadata", "spec"],
+        "properties": {
+            "spec": {
+                "type": "object",
+                "required": ["selector", "template"],
+                "properties": {
+                    "selector": {"type": "object", "required": ["matchLabels"]},
+                    "template": {
+                        "type": "object",
+                        "required": ["metadata", "spec"],
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "required": ["containers", "securityContext"],
+                                "properties": {
+                                    "containers": {
+                                        "type": "array",
+                                        "minItems": 1,
+                                        "items": _CONTAINER,
+                                    },
+                                },
+                            }
+                        },
+                    },
+                },
+            }
+        },
+    },
+    "Service": {
+        "type": "object",
+        "required": ["metadata", "spec"],
+        "properties": {
+            "spec": {
+                "type": "object",
+                "required": ["selector", "ports"],
+                "properties": {"ports": {"type": "array", "minItems": 1}},
+            }
+        },
+    },
+    "ScaledObject": {
+        "type": "object",
+        "required": ["metadata", "spec"],
+        "properties": {
+            "spec": {
+                "type": "object",
+                "required": ["scaleTargetRef", "maxReplicaCount", "triggers"],
+                "properties": {
+                    "minReplicaCount": {"type": "integer", "minimum": 0},
+                    "maxReplicaCount": {"type": "integer", "minimum": 1},
+                    "triggers": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["type", "metadata"],
+                            "properties": {
+                                "type": {"const": "kafka"},
+                                "metadata": {
+                                    "type": "object",
+                                    "required": ["consumerGroup", "topic", "lagThreshold"],
+                                },
+                            },
+                        },
+                    },
+                },
+            }
+        },
+    },
+}
+API_VERSIONS = {
+    "Namespace": "v1",
+    "ConfigMap": "v1",
+    "Secret": "v1",
+    "Service": "v1",
+    "Deployment": "apps/v1",
+    "ScaledObject": "keda.sh/v1alpha1",
+}
+
+
+def k8s_documents(folder: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every manifest document with the file it is in (the Kustomization left out)."""
+    for path in sorted(folder.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if document and document.get("kind") != "Kustomization":
+                yield path.name, document
+
+
+def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
+    """Problems with the Kubernetes manifests (see the module's docstring)."""
+    problems: list[str] = []
+    by_kind: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {}
+    for file, document in k8s_documents(folder):
+        kind = document.get("kind", "?")
+        name = document.get("metadata", {}).get("name", "?")
+        where = f"{file}: {kind} {name}"
+        schema = K8S_SCHEMAS.get(kind)
+        if schema is None:
+            problems.append(f"{where}: no schema for kind {kind}")
+            continue
+        if document.get("apiVersion") != API_VERSIONS[kind]:
+            problems.append(f"{where}: apiVersion must be {API_VERSIONS[kind]}")
+        full = {**schema, "properties": {**schema.get("properties", {}), "metadata": _META}}
+        problems += [
+            f"{where}: {'/'.join(map(str, error.absolute_path))}: {error.message}"
+            for error in jsonschema.Draft202012Validator(full).iter_errors(document)
+        ]
+        if kind not in {"Namespace"} and document.get("metadata", {}).get("namespace") != "esim":
+            problems.append(f"{where}: not in namespace esim")
+        by_kind.setdefault(kind, {})[name] = (file, document)
+    if problems:
+        return problems
+    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    listed = set(kustomization.get("resources", []))
+    for path in sorted(folder.glob("*.yaml")):
+        if path.name not in listed | {"kustomization.yaml", "secret.example.yaml"}:
+            problems.append(f"kustomization.yaml: {path.name} is not among the resources")
+    config_keys = {
+        key for _, doc in by_kind.get("ConfigMap", {}).values() for key in doc.get("data", {})
+    }
+    secret_keys = {
+        key for _, doc in by_kind.get("Secret", {}).values() for key in doc.get("stringData", {})
+    }
+    config_names = set(by_kind.get("ConfigMap", {}))
+    all_env = set().union(*(fact.env for fact in facts.values()))
+    esim_config = by_kind.get("ConfigMap", {}).get("esim-config")
+    for key in esim_config[1]["data"] if esim_config else {}:
+        if key not in all_env:
+            problems.append(f"configmap.yaml: {key} is not a setting of any service")
+    partitions: dict[str, int] = {}
+    for name, fact in facts.items():
+        deployment = by_kind.get("Deployment", {}).get(name)
+        if deployment is None:
+            problems.append(f"no Deployment {name}")
+            continue
+        file, doc = deployment
+        problems += _check_deployment(file, doc, fact, config_names, config_keys, secret_keys)
+        env = {
+            e["name"]: e.get("value")
+            for e in doc["spec"]["template"]["spec"]["containers"][0].get("env", [])
+        }
+        configured = env.get(f"{fact.prefix}TOPIC_PARTITIONS")
+        if configured is None and esim_config is not None:
+            configured = esim_config[1]["data"].get(f"{fact.prefix}TOPIC_PARTITIONS")
+        partitions[name] = int(configured) if configured else fact.partitions_default
+        service = by_kind.get("Service", {}).get(name)
+        if service is None:
+            problems.append(f"no Service {name}")
+        else:
+            problems += _check_service(service[0], service[1], doc, fact)
+        scaled = by_kind.get("ScaledObject", {}).get(name)
+        if scaled is None:
+            problems.append(f"no ScaledObject {name}")
+        else:
+            problems += _check_scaled(scaled[0], scaled[1], fact, partitions[name])
+    if len(set(partitions.values())) > 1:
+        problems.append(
+            "the services would create topics with different partition counts "
+            f"({partitions}): the first to start decides; give them one <SERVICE>_TOPIC_PARTITIONS"
+        )
+    return problems
+
+
+def _check_deployment(
+    file: str,
+    doc: dict[str, Any],
+    fact: ServiceFacts,
+    config_names: set[str],
+    config_keys: set[str],
+    secret_keys: set[str],
+) -> list[str]:
+    where = f"{file}: Deployment {fact.name}"
+    problems: list[str] = []
+    spec = doc["spec"]
+    labels = doc["metadata"].get("labels", {})
+    template = spec["template"]
+    pod = template["spec"]
+    selector = spec["selector"]["matchLabels"]
+    if labels.get("app.kubernetes.io/name") != fact.name or selector != {
+        "app.kubernetes.io/name": fact.name
+    }:
+        problems.append(f"{where}: labels and selector must name {fact.name}")
+    if any(template["metadata"].get("labels", {}).get(k) != v for k, v in selector.items()):
+        problems.append(f"{where}: the pod template's labels do not match the selector")
+    if pod["securityContext"].get("runAsNonRoot") is not True:
+        problems.append(f"{where}: securityContext.runAsNonRoot must be true")
+    [container] = pod["containers"]
+    if container["name"] != fact.name:
+        problems.append(f"{where}: the container must be named {fact.name}")
+    ports = {p.get("name"): p["containerPort"] for p in container["ports"]}
+    if ports.get("http") != fact.port:
+        problems.append(f"{where}: port `http` must be {fact.port}, the service's port")
+    env = {item["name"]: item for item in container.get("env", [])}
+    for name, item in env.items():
+        if name not in fact.env:
+            problems.append(f"{where}: {name} is not a setting of {fact.name}")
+        ref = item.get("valueFrom", {}).get("secretKeyRef")
+        if ref is not None and ref.get("key") not in secret_keys:
+            problems.append(f"{where}: secret key {ref.get('key')} is not in secret.example.yaml")
+    if env.get(f"{fact.prefix}HTTP_PORT", {}).get("value") != str(fact.port):
+        problems.append(f"{where}: {fact.prefix}HTTP_PORT must be {fact.port}")
+    if env.get(f"{fact.prefix}HTTP_HOST", {}).get("value") != "0.0.0.0":
+        problems.append(
+            f"{where}: {fact.prefix}HTTP_HOST must be 0.0.0.0 (else no probe reaches it)"
+        )
+    if "OPERATOR_TOKEN" not in env:
+        problems.append(f"{where}: no OPERATOR_TOKEN (the service would not start)")
+    for source in container.get("envFrom", []):
+        name = source.get("configMapRef", {}).get("name")
+        if name is not None and name not in config_names:
+            problems.append(f"{where}: envFrom names the missing config map {name}")
+    del config_keys  # the config map's keys are checked against all settings in check_k8s
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        if probe not in container:
+            continue
+        get = container[probe]["httpGet"]
+        if get["path"] not in HEALTH_PATHS:
+            problems.append(f"{where}: {probe} asks {get['path']}, not a health endpoint")
+        if get["port"] not in ("http", fact.port):
+            problems.append(f"{where}: {probe} asks port {get['port']}")
+    if container["readinessProbe"]["httpGet"]["path"] != "/health/ready":
+        problems.append(f"{where}: readinessProbe must ask /health/ready")
+    annotations = template["metadata"].get("annotations", {})
+    if (
+        annotations.get("prometheus.io/port") != str(fact.port)
+        or annotations.get("prometheus.io/path") != "/metrics"
+    ):
+        problems.append(f"{where}: prometheus.io annotations must point at {fact.port}/metrics")
+    return problems
+
+
+def _check_service(
+    file: str, doc: dict[str, Any], deployment: dict[str, Any], fact: ServiceFacts
+) -> list[str]:
+    where = f"{file}: Service {fact.name}"
+    problems: list[str] = []
+    if doc["spec"]["selector"] != deployment["spec"]["selector"]["matchLabels"]:
+        problems.append(f"{where}: its selector does not select the Deployment's pods")
+    for port in doc["spec"]["ports"]:
+        if port.get("targetPort") not in ("http", fact.port) or port.get("port") != fact.port:
+            problems.append(f"{where}: port must be {fact.port} to the container's `http`")
+    return problems
+
+
+def _check_scaled(file: str, doc: dict[str, Any], fact: ServiceFacts, partitions: int) -> list[str]:
+    where = f"{file}: ScaledObject {fact.name}"
+    problems: list[str] = []
+    spec = doc["spec"]
+    if spec["scaleTargetRef"].get("name") != fact.name:
+        problems.append(f"{where}: must scale the Deployment {fact.name}")
+    triggers = [trigger["metadata"] for trigger in spec["triggers"]]
+    if any(trigger["consumerGroup"] != fact.name for trigger in triggers):
+        problems.append(f"{where}: consumerGroup must be {fact.name}, the service's group")
+    topics = sorted(trigger["topic"] for trigger in triggers)
+    if topics != sorted(fact.topics):
+        problems.append(
+            f"{where}: triggers on {topics}, but {fact.name} consumes {sorted(fact.topics)}"
+        )
+    if spec["maxReplicaCount"] > partitions:
+        problems.append(
+            f"{where}: maxReplicaCount {spec['maxReplicaCount']} exceeds the {partitions} "
+            "partitions of its topics (idle replicas); raise <SERVICE>_TOPIC_PARTITIONS or "
+            "lower it"
+        )
+    if spec.get("minReplicaCount", 0) > spec["maxReplicaCount"]:
+        problems.append(f"{where}: minReplicaCount is above maxReplicaCount")
+    return problems
+
+
+def main() -> int:
+    """Run every check; print the problems."""
+    facts = service_facts()
+    problems = check_dockerfile(DOCKERFILE, workspace_members())
+    problems += check_compose(COMPOSE, facts)
+    problems += check_k8s(K8S, facts)
+    for problem in problems:
+        print(f"check_deploy: {problem}", file=sys.stderr)
+    if not problems:
+        print("check_deploy: Dockerfile, compose.yaml and k8s/ ok")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,114 @@
+"""scripts/check_deploy.py passes on the committed deploy files and catches what it is for."""
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+import check_deploy as check
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def facts() -> dict[str, check.ServiceFacts]:
+    return check.service_facts()
+
+
+def test_the_committed_deploy_files_pass() -> None:
+    assert check.main() == 0
+
+
+def test_the_facts_come_from_the_code(facts: dict[str, check.ServiceFacts]) -> None:
+    assert facts["billing"].port == 8001
+    assert sorted(facts["billing"].topics) == ["esim.payment.requested", "esim.refund.requested"]
+    assert {"BILLING_PAYMENT_GATEWAY_URL", "OPERATOR_TOKEN", "KAFKA_BOOTSTRAP_SERVERS"} <= (
+        facts["billing"].env
+    )
+    assert "ACCOUNTS_JWT_SECRET" not in facts["billing"].env
+
+
+def edited(tmp_path: Path, source: Path, old: str, new: str) -> Path:
+    text = source.read_text()
+    assert old in text, old
+    target = tmp_path / source.name
+    target.write_text(text.replace(old, new, 1))
+    return target
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("ARG PYTHON_IMAGE=python:3.11-slim", "ARG PYTHON_IMAGE=python", "not pinned"),
+        ("COPY sandboxes sandboxes", "ADD sandboxes sandboxes", "COPY instead of ADD"),
+        ('CMD ["python", "-m", "sandboxes.payment"]', "CMD python -m sandboxes.payment", "exec"),
+        ("COPY tools/esimctl/pyproject.toml tools/esimctl/\n", "", "tools/esimctl/pyproject"),
+        ("COPY deploy/docker/run-service.sh", "COPY deploy/docker/gone.sh", "does not exist"),
+        ("USER esim\nENV SERVICE", "USER root\nENV SERVICE", "non-root USER"),
+        (
+            "RUN --mount=type=cache,target=/root/.cache/uv \\\n    uv sync --frozen --no-dev "
+            "--package esim-sandboxes",
+            "RUN pip install requests && uv sync --frozen --no-dev --package esim-sandboxes",
+            "pin pip install",
+        ),
+    ],
+)
+def test_dockerfile_rules_fail(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    path = edited(tmp_path, check.DOCKERFILE, old, new)
+    problems = check.check_dockerfile(path, check.workspace_members())
+    assert any(expected in problem for problem in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("BILLING_PAYMENT_GATEWAY_URL:", "BILLING_PAYMENT_GATEWAY_ADDRESS:", "not a setting"),
+        ('"8001:8001"', '"8001:8011"', "listens on 8001"),
+        ('        PORT: "8002"', '        PORT: "8012"', "PORT=8002"),
+        ("    restart: unless-stopped\n    command:", "    restrt: no\n    command:", "restrt"),
+        ("- mail:/app/var/mail", "- letters:/app/var/mail", "not declared"),
+    ],
+)
+def test_compose_rules_fail(
+    tmp_path: Path, facts: dict[str, check.ServiceFacts], old: str, new: str, expected: str
+) -> None:
+    shutil.copytree(ROOT / "deploy", tmp_path / "deploy", ignore=shutil.ignore_patterns("lib"))
+    path = edited(tmp_path / "deploy", check.COMPOSE, old, new)
+    problems = check.check_compose(path, facts)
+    assert any(expected in problem for problem in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        ("billing.yaml", "maxReplicaCount: 12", "maxReplicaCount: 24", "exceeds the 12 partitions"),
+        ("billing.yaml", "topic: esim.refund.requested", "topic: esim.refunds", "consumes"),
+        ("billing.yaml", "path: /health/ready", "path: /ready", "not a health endpoint"),
+        ("billing.yaml", "containerPort: 8001", 'containerPort: "8001"', "is not of type"),
+        ("billing.yaml", "- name: BILLING_HTTP_PORT", "- name: BILLING_PORT", "not a setting"),
+        ("billing.yaml", "key: operator-token", "key: op-token", "not in secret.example"),
+        ("billing.yaml", "runAsNonRoot: true", "runAsNonRoot: false", "runAsNonRoot"),
+        (
+            "configmap.yaml",
+            'BILLING_TOPIC_PARTITIONS: "12"',
+            'BILLING_TOPIC_PARTITIONS: "6"',
+            "different partition counts",
+        ),
+        ("notifier.yaml", "consumerGroup: notifier", "consumerGroup: notify", "consumerGroup"),
+    ],
+)
+def test_manifest_rules_fail(
+    tmp_path: Path,
+    facts: dict[str, check.ServiceFacts],
+    file: str,
+    old: str,
+    new: str,
+    expected: str,
+) -> None:
+    folder = tmp_path / "k8s"
+    shutil.copytree(check.K8S, folder)
+    edited(folder, folder / file, old, new)
+    problems = check.check_k8s(folder, facts)
+    assert any(expected in problem for problem in problems), problems
