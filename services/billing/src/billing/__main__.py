@@ -1,7 +1,12 @@
 """`python -m billing`: serve the billing API and worker."""
 
-from esim_core.service import serve
+from esim_core.logs import configure_logging
 
-from billing.app import api, settings
+# Before the app is imported: wiring it may already log (JSON lines, one schema; esim_core.logs).
+configure_logging("billing")
+
+from esim_core.service import serve  # noqa: E402
+
+from billing.app import api, settings  # noqa: E402
 
 serve(api, settings)

@@ -1,8 +1,13 @@
 """`python -m notifier`: serve the notifier's HTTP API, consumers and send loop."""
 
-from esim_core.service import serve
+from esim_core.logs import configure_logging
 
-from notifier.app import api, settings
+# Before the app is imported: wiring it may already log (JSON lines, one schema; esim_core.logs).
+configure_logging("notifier")
+
+from esim_core.service import serve  # noqa: E402
+
+from notifier.app import api, settings  # noqa: E402
 
 if __name__ == "__main__":
     serve(api, settings)

@@ -1,0 +1,172 @@
+"""Structured logs: one JSON object a line, the same schema for every service and library.
+
+Every record, from the services' own loggers and from uvicorn, aiokafka or SQLAlchemy alike,
+goes through structlog's formatter into: `time` (RFC 3339, UTC), `level`, `service`, `logger`,
+`message`, and, where they are bound (`bind_ids`, `structlog.contextvars`), `renewal_id`,
+`iccid`, `event_id`, `event_type`, `trace_id`, `span_id`; an exception adds `exception`.
+Values under names that hold secrets (password, token, code, authorization, ...) are replaced
+by `***` before anything is written.
+
+Lines go to stdout (what `make run`'s supervisor keeps in `var/log/<process>.log`, and what a
+container runtime collects), and also to `LOG_FILE` when it is set. `LOG_FORMAT=console` makes
+stdout readable for a person (the file stays JSON); `LOG_LEVEL` sets the level (INFO).
+"""
+
+import logging
+import os
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import IO, Any
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+#: The ids a log line carries when they are known where it is written.
+IDS = ("renewal_id", "iccid", "event_id", "event_type", "trace_id", "span_id")
+#: Keys whose values are never written (matched case-insensitively, also as a suffix: `jwt_secret`).
+SECRET_KEYS = ("password", "token", "secret", "authorization", "code", "cookie", "api_key")
+_REDACTED = "***"
+FASTSTREAM_LOGGERS = ("faststream", "faststream.access.kafka")
+_HANDLER_MARK = "esim_core.logs"
+
+
+def bind_ids(**ids: str | None) -> None:
+    """Bind ids to every line logged from this task on (contextvars: one per asyncio task)."""
+    structlog.contextvars.bind_contextvars(
+        **{key: value for key, value in ids.items() if value is not None}
+    )
+
+
+def clear_ids() -> None:
+    """Forget the ids bound in this context."""
+    structlog.contextvars.clear_contextvars()
+
+
+def _is_secret(key: str) -> bool:
+    lowered = key.lower()
+    return any(lowered == name or lowered.endswith(f"_{name}") for name in SECRET_KEYS)
+
+
+def redact(value: Any) -> Any:
+    """`value` with the values under secret-looking keys replaced, at any depth."""
+    if isinstance(value, Mapping):
+        return {
+            key: _REDACTED if _is_secret(str(key)) else redact(item) for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact(item) for item in value]
+    return value
+
+
+def _redact_secrets(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    return {key: _REDACTED if _is_secret(key) else redact(item) for key, item in event.items()}
+
+
+def _schema(service: str) -> Processor:
+    def shape(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+        record = event.pop("_record", None)
+        event.pop("_from_structlog", None)
+        shaped: MutableMapping[str, Any] = {
+            "time": event.pop("timestamp", None),
+            "level": str(event.pop("level", "info")).lower(),
+            "service": service,
+            "logger": event.pop("logger", None) or (record.name if record is not None else None),
+            "message": str(event.pop("event", "")),
+        }
+        for key in IDS:
+            if key in event:
+                shaped[key] = event.pop(key)
+        for key in ("exception", "stack"):
+            if key in event:
+                shaped[key] = event.pop(key)
+        shaped.update(event)  # anything else bound or passed as a keyword
+        return dict(shaped)
+
+    return shape
+
+
+def configure_logging(
+    service: str,
+    *,
+    level: str | None = None,
+    stream: IO[str] | None = None,
+    log_file: str | None = None,
+    console: bool | None = None,
+) -> None:
+    """Send every log record of this process through the one JSON schema.
+
+    Args:
+        service: the process's name, on every line.
+        level: the root level; `LOG_LEVEL` or INFO by default.
+        stream: where lines go; stdout by default.
+        log_file: a file to append JSON lines to as well; `LOG_FILE` by default.
+        console: human-readable lines on `stream` (`LOG_FORMAT=console`); files stay JSON.
+    """
+    level = (level or os.environ.get("LOG_LEVEL") or "INFO").upper()
+    log_file = log_file if log_file is not None else os.environ.get("LOG_FILE") or None
+    if console is None:
+        console = os.environ.get("LOG_FORMAT", "json").lower() == "console"
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        _redact_secrets,
+    ]
+    json_formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _schema(service),
+            structlog.processors.JSONRenderer(default=str),
+        ],
+    )
+    handlers: list[logging.Handler] = []
+    out = logging.StreamHandler(stream or sys.stdout)
+    if console:
+        out.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                foreign_pre_chain=shared,
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.dev.ConsoleRenderer(colors=False),
+                ],
+            )
+        )
+    else:
+        out.setFormatter(json_formatter)
+    handlers.append(out)
+    if log_file:
+        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+        to_file = logging.FileHandler(log_file, encoding="utf-8")
+        to_file.setFormatter(json_formatter)
+        handlers.append(to_file)
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(handler)
+        handler.close()
+    for handler in handlers:
+        setattr(handler, _HANDLER_MARK, True)
+        root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(True)  # warnings become records too, not plain lines on stderr
+    # uvicorn's own loggers would otherwise keep their handlers and plain format.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    # FastStream's loggers never propagate, and add a coloured stdout handler unless they find
+    # one on stdout already: give them ours first.
+    for name in FASTSTREAM_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        for handler in handlers:
+            logger.addHandler(handler)
+        logger.propagate = False
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,89 @@
+"""Structured logs: one JSON schema for every logger, ids bound once, secrets never written."""
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from esim_core.logs import bind_ids, clear_ids, configure_logging
+
+
+@pytest.fixture
+def stream() -> Iterator[io.StringIO]:
+    out = io.StringIO()
+    configure_logging("billing", level="INFO", stream=out, log_file="", console=False)
+    yield out
+    clear_ids()
+    for handler in list(logging.getLogger().handlers):
+        if getattr(handler, "esim_core.logs", False):
+            logging.getLogger().removeHandler(handler)
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_a_library_line_gets_the_schema(stream: io.StringIO) -> None:
+    logging.getLogger("aiokafka.consumer").warning("rebalance in %s", "group billing")
+    [line] = lines(stream)
+    assert line["service"] == "billing"
+    assert line["logger"] == "aiokafka.consumer"
+    assert line["level"] == "warning"
+    assert line["message"] == "rebalance in group billing"
+    assert str(line["time"]).endswith("Z")
+
+
+def test_bound_ids_travel_on_every_line_until_cleared(stream: io.StringIO) -> None:
+    bind_ids(renewal_id="r-1", iccid="8944", event_id="e-1", event_type="x.v1", trace_id=None)
+    logging.getLogger("billing.handlers").info("charging")
+    structlog.get_logger("billing.workers").info("captured", attempts=1)
+    clear_ids()
+    logging.getLogger("billing.handlers").info("idle")
+    first, second, third = lines(stream)
+    for line in (first, second):
+        assert {k: line[k] for k in ("renewal_id", "iccid", "event_id", "event_type")} == {
+            "renewal_id": "r-1",
+            "iccid": "8944",
+            "event_id": "e-1",
+            "event_type": "x.v1",
+        }
+        assert "trace_id" not in line
+    assert second["attempts"] == 1 and second["logger"] == "billing.workers"
+    assert "renewal_id" not in third
+
+
+def test_secrets_are_never_written(stream: io.StringIO) -> None:
+    log = structlog.get_logger("accounts.api")
+    log.info("login", password="hunter2", token="card_secret_ok", payload={"reset_code": "123456"})
+    text = stream.getvalue()
+    assert "hunter2" not in text and "card_secret_ok" not in text and "123456" not in text
+    [line] = lines(stream)
+    assert line["password"] == "***" and line["payload"] == {"reset_code": "***"}
+
+
+def test_an_exception_is_one_json_line(stream: io.StringIO) -> None:
+    try:
+        raise ValueError("bad input")
+    except ValueError:
+        logging.getLogger("billing").exception("failed")
+    [line] = lines(stream)
+    assert "ValueError: bad input" in str(line["exception"])
+
+
+def test_the_file_stays_json_when_stdout_is_for_people(tmp_path: Path) -> None:
+    out = io.StringIO()
+    log_file = tmp_path / "log" / "billing.log"
+    configure_logging("billing", stream=out, log_file=str(log_file), console=True)
+    try:
+        logging.getLogger("billing").info("hello %s", "there")
+    finally:
+        for handler in list(logging.getLogger().handlers):
+            if getattr(handler, "esim_core.logs", False):
+                logging.getLogger().removeHandler(handler)
+                handler.close()
+    assert "hello there" in out.getvalue() and not out.getvalue().startswith("{")
+    [line] = [json.loads(raw) for raw in log_file.read_text().splitlines()]
+    assert line["message"] == "hello there"
