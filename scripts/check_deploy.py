@@ -574,9 +574,6 @@ def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
     for path in sorted(folder.glob("*.yaml")):
         if path.name not in listed | {"kustomization.yaml", "secret.example.yaml"}:
             problems.append(f"kustomization.yaml: {path.name} is not among the resources")
-    config_keys = {
-        key for _, doc in by_kind.get("ConfigMap", {}).values() for key in doc.get("data", {})
-    }
     secret_keys = {
         key for _, doc in by_kind.get("Secret", {}).values() for key in doc.get("stringData", {})
     }
@@ -593,7 +590,7 @@ def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
             problems.append(f"no Deployment {name}")
             continue
         file, doc = deployment
-        problems += _check_deployment(file, doc, fact, config_names, config_keys, secret_keys)
+        problems += _check_deployment(file, doc, fact, config_names, secret_keys)
         env = {
             e["name"]: e.get("value")
             for e in doc["spec"]["template"]["spec"]["containers"][0].get("env", [])
@@ -625,7 +622,6 @@ def _check_deployment(
     doc: dict[str, Any],
     fact: ServiceFacts,
     config_names: set[str],
-    config_keys: set[str],
     secret_keys: set[str],
 ) -> list[str]:
     where = f"{file}: Deployment {fact.name}"
@@ -668,7 +664,6 @@ def _check_deployment(
         name = source.get("configMapRef", {}).get("name")
         if name is not None and name not in config_names:
             problems.append(f"{where}: envFrom names the missing config map {name}")
-    del config_keys  # the config map's keys are checked against all settings in check_k8s
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         if probe not in container:
             continue

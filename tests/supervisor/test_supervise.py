@@ -194,6 +194,15 @@ def test_the_restart_delay_doubles_up_to_its_cap_and_starts_over_after_a_long_ru
     assert backoff.next_delay(30.0, uptime=61.0) == 1.0
 
 
+def test_the_summary_tells_where_the_operator_token_is() -> None:
+    line = load_supervise().operator_token_line
+    generated = line({"OPERATOR_TOKEN": "t" * 43, "RUN_LOCAL_OPERATOR_TOKEN_FILE": "var/x.token"})
+    assert "t" * 43 in generated and "var/x.token" in generated
+    # A token the operator gave is theirs: the summary does not print it.
+    assert "secret-given" not in line({"OPERATOR_TOKEN": "secret-given"})
+    assert "refuse to start" in line({})
+
+
 def test_a_process_that_dies_is_restarted_with_backoff_and_the_others_keep_running(
     supervise: Start, tmp_path: Path
 ) -> None:
