@@ -6,8 +6,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
+from itertools import chain
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
 from esim_schemas import CloudEvent, EventData, EventDecodeError, decode_event, format_time
 from faststream.kafka import KafkaBroker
 from faststream.middlewares import AckPolicy
@@ -23,6 +26,16 @@ from esim_core.metrics import DEAD_LETTERS, EVENT_HANDLING_SECONDS, EVENTS_CONSU
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[AsyncSession, CloudEvent[Any]], Awaitable[None]]
+
+
+# How long one fetch waits for messages when none are there (it returns as soon as one comes).
+POLL_MS = 500
+
+
+async def fetch_batch(consumer: AIOKafkaConsumer, *, max_records: int) -> tuple[Any, ...]:
+    """The records the consumer has fetched, up to `max_records`; waits at most POLL_MS."""
+    fetched = await consumer.getmany(timeout_ms=POLL_MS, max_records=max_records)
+    return tuple(chain.from_iterable(fetched.values()))
 
 
 class PermanentEventError(Exception):
@@ -87,14 +100,12 @@ class EventConsumer:
         commits the batch's offsets once every message of it is handled or dead-lettered.
         """
 
-        @broker.subscriber(
+        subscriber = broker.subscriber(
             *self.topics,
             group_id=group_id,
             batch=True,
             max_records=self.batch_size,
-            # Only how long one fetch waits when nothing is there: a waiting message is
-            # taken at once.
-            batch_timeout_ms=10,
+            batch_timeout_ms=POLL_MS,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=_raw_records,
@@ -103,6 +114,13 @@ class EventConsumer:
                 model.event_type for routes in self.routes.values() for model in routes
             ),
         )
+        # FastStream's batch fetch sleeps another `batch_timeout_ms` after an empty one, so a
+        # message arriving then waits that long; with 10 ms that was 100 polls a second, some
+        # 40 ms of CPU a second per idle service. Without the sleep, one fetch waits up to
+        # POLL_MS and returns the moment a message arrives.
+        subscriber.get_msg = partial(fetch_batch, max_records=self.batch_size)  # type: ignore[method-assign]
+
+        @subscriber
         async def consume(records: Any) -> None:
             await self.handle_batch(
                 [
