@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,6 @@ from faststream.kafka import KafkaBroker
 from faststream.middlewares import AckPolicy
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from esim_core.db import Database
 from esim_core.inbox import processed_ids, record_processed
@@ -225,17 +225,7 @@ class EventConsumer:
             return
         handler = routes[type(event.data)]
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.attempts),
-                wait=wait_random_exponential(multiplier=0.2, max=5),
-                # Exceptions only: a cancelled task (a stop) must not be retried.
-                retry=retry_if_exception(
-                    lambda e: isinstance(e, Exception) and not isinstance(e, PermanentEventError)
-                ),
-                reraise=True,
-            ):
-                with attempt:
-                    outcome = await self._handle_once(handler, event)
+            outcome = await self._handle_with_retries(handler, event)
         except PermanentEventError as error:
             await self._dead_letter(body, info, str(error), "unprocessable")
             return
@@ -249,6 +239,22 @@ class EventConsumer:
             return
         EVENTS_CONSUMED.labels(info.topic, outcome).inc()
         EVENT_HANDLING_SECONDS.labels(info.topic).observe(time.perf_counter() - started)
+
+    async def _handle_with_retries(self, handler: Handler, event: CloudEvent[Any]) -> str:
+        """Up to `attempts` tries, with jittered exponential waits (at most 5 s) between them.
+
+        Exceptions only: a cancelled task (a stop) is not retried, nor a `PermanentEventError`.
+        """
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await self._handle_once(handler, event)
+            except PermanentEventError:
+                raise
+            except Exception:
+                if attempt >= self.attempts:
+                    raise
+                await asyncio.sleep(random.uniform(0, min(5.0, 0.2 * 2 ** (attempt - 1))))
+        raise AssertionError("unreachable: the last try returned or raised")  # pragma: no cover
 
     async def _handle_once(self, handler: Handler, event: CloudEvent[Any]) -> str:
         try:
