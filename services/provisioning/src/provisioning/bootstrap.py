@@ -76,10 +76,11 @@ def build(
     )
     runtime.due_work(
         activations.table,
-        activations.work,
+        activations.round,
         what=activations.what,
         concurrency=settings.worker_batch,
         lease_s=settings.worker_lease_s,
+        rows=activations.claims_rows,
     )
     runtime.produces(ProfileActivated, ActivationFailed)
     return Provisioning(

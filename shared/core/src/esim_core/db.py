@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
-from sqlalchemy import Table, event, text
+from sqlalchemy import Table, event, insert, text
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlmodel import SQLModel
@@ -18,7 +18,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 class Database:
     """One service's database: SQLite by default, PostgreSQL in production."""
 
-    def __init__(self, url: str, *, sqlite_inline: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        sqlite_inline: bool = True,
+        pool_size: int = 10,
+        pre_ping: bool = False,
+    ) -> None:
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         self.is_postgresql = parsed.get_backend_name() == "postgresql"
@@ -36,12 +43,19 @@ class Database:
             pool = {} if in_memory else {"pool_size": 1, "max_overflow": 0, "pool_timeout": 60}
             if sqlite_inline:
                 pool["async_creator"] = _inline_sqlite(parsed.database or ":memory:")
+        else:
+            # Due-work rounds (up to their concurrency) and the consumer's groups each hold a
+            # connection only for a short transaction; the overflow absorbs a burst of them.
+            pool = {"pool_size": pool_size, "max_overflow": 2 * pool_size, "pool_recycle": 1800}
         # hide_parameters: SQL errors end up in logs and dead-letter headers, and statement
         # parameters can hold payment tokens or password hashes.
         self.engine: AsyncEngine = create_async_engine(
             url,
             connect_args=connect_args,
-            pool_pre_ping=not self.is_sqlite,
+            # A pre-ping is a round trip before every transaction. Without it a connection that
+            # a database restart broke fails its transaction once, and SQLAlchemy then renews
+            # the pool; every consumer and due-work round retries such a failure.
+            pool_pre_ping=pre_ping and not self.is_sqlite,
             hide_parameters=True,
             **pool,
         )
@@ -55,6 +69,7 @@ class Database:
         async with AsyncSession(self.engine, expire_on_commit=False) as session:
             try:
                 yield session
+                await insert_added_rows(session)
                 await session.commit()
             except BaseException:
                 await session.rollback()
@@ -125,6 +140,35 @@ def _inline_sqlite(database: str) -> Callable[[], Any]:
         return connection
 
     return connect
+
+
+_ADDED_ROWS = "esim_core.db.added_rows"
+
+
+def add_row(session: AsyncSession, model: type[SQLModel], row: dict[str, Any]) -> None:
+    """Insert `row` into `model`'s table when the session commits (`Database.session`).
+
+    For rows a transaction only writes (timeline steps, outbox events): no ORM object, and one
+    statement per table for every row the unit added, in the order added. The row is not seen
+    by queries of the same transaction, and a constraint it breaks fails the commit (an
+    `IntegrityError`, rolling everything back) as a flushed ORM object would. Give every column
+    without a database default.
+    """
+    added: dict[Table, list[dict[str, Any]]] = session.sync_session.info.setdefault(_ADDED_ROWS, {})
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    added.setdefault(table, []).append(row)
+
+
+async def insert_added_rows(session: AsyncSession) -> None:
+    """Insert the rows `add_row` queued on this session, one statement per table."""
+    added: dict[Table, list[dict[str, Any]]] | None = session.sync_session.info.pop(
+        _ADDED_ROWS, None
+    )
+    if not added:
+        return
+    connection = await session.connection()
+    for table, rows in added.items():
+        await connection.execute(insert(table), rows)
 
 
 async def _advisory_lock(connection: AsyncConnection, name: str) -> None:

@@ -24,6 +24,7 @@ from sqlmodel import col, select
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from esim_core.db import Database
+from esim_core.http_transport import AiohttpTransport
 from esim_core.outbox import OutboxMessage
 from esim_core.worker import DueLoop, as_utc, utcnow
 
@@ -203,7 +204,7 @@ def _age(oldest: datetime | None) -> float:
 
 
 class TimedTransport(httpx.AsyncBaseTransport):
-    """An httpx transport that records each call's time to answer in `esim_outside_call_seconds`.
+    """A transport that times each call, to its answer, in `esim_outside_call_seconds`.
 
     `operation` is the method and the path's first two segments (`POST /v1/charges`), so ids in
     paths do not become labels.
@@ -211,7 +212,8 @@ class TimedTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, system: str, inner: httpx.AsyncBaseTransport | None = None) -> None:
         self.system = system
-        self.inner = inner or httpx.AsyncHTTPTransport()
+        # By default the adapters' own transport: aiohttp's pool (esim_core.http_transport).
+        self.inner = inner or AiohttpTransport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Forward the request, timing it until the answer's headers arrived."""
