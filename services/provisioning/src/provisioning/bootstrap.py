@@ -1,4 +1,4 @@
-"""The one place where provisioning is wired: runtime, consumer, platform adapter, loop, API."""
+"""The one place where provisioning is wired: runtime, consumer, platform adapter, loops, API."""
 
 from dataclasses import dataclass
 
@@ -6,15 +6,25 @@ from esim_core.consumer import Route
 from esim_core.migrations import service_migrations
 from esim_core.retry import TryPolicy
 from esim_core.service import ServiceRuntime
-from esim_schemas import ActivationFailed, PaymentSettled, ProfileActivated
+from esim_schemas import (
+    ActivationFailed,
+    BundleEnded,
+    BundleStarted,
+    DataLow,
+    PaymentSettled,
+    ProfileActivated,
+    UsageUpdated,
+)
 
 from provisioning.api import build_router
-from provisioning.domain import FollowUpRules
+from provisioning.callbacks import CallbackReceiver, build_callback_router
+from provisioning.domain import FollowUpRules, UsageRules
 from provisioning.handlers import Handlers
 from provisioning.platforms import EsimPlatform
 from provisioning.platforms.http import HttpEsimPlatform
 from provisioning.settings import ProvisioningSettings
 from provisioning.store import TABLES
+from provisioning.usage import UsagePoller
 from provisioning.workers import ActivationWorker
 
 # services/provisioning/migrations: the Alembic scripts applied at start.
@@ -29,6 +39,8 @@ class Provisioning:
     platform: EsimPlatform
     handlers: Handlers
     activations: ActivationWorker
+    usage: UsagePoller
+    callbacks: CallbackReceiver
 
 
 def build_platform(settings: ProvisioningSettings) -> EsimPlatform:
@@ -65,6 +77,28 @@ def build(
         batch=settings.worker_batch,
         lease_s=settings.worker_lease_s,
     )
+    activations.usage_poll_after_s = settings.usage_poll_interval_s
+    usage = UsagePoller(
+        runtime.database,
+        runtime.outbox,
+        chosen,
+        UsageRules(
+            interval_s=settings.usage_poll_interval_s,
+            interval_max_s=settings.usage_poll_interval_max_s,
+            retry_backoff_s=settings.retry_backoff_s,
+            retry_backoff_max_s=settings.retry_backoff_max_s,
+        ),
+        policy,
+        batch=settings.usage_poll_batch,
+        lease_s=settings.worker_lease_s,
+    )
+    callbacks = CallbackReceiver(
+        runtime.database,
+        runtime.outbox,
+        settings.callback_secret.get_secret_value(),
+        tolerance_s=settings.callback_tolerance_s,
+        poll_later_s=settings.usage_poll_interval_max_s,
+    )
     handlers = Handlers(activation_deadline_s=settings.activation_deadline_s)
 
     runtime.consume(
@@ -77,8 +111,23 @@ def build(
         concurrency=settings.worker_batch,
         lease_s=settings.worker_lease_s,
     )
-    runtime.produces(ProfileActivated, ActivationFailed)
+    runtime.due_work(
+        usage.table,
+        usage.work,
+        what=usage.what,
+        concurrency=settings.usage_poll_batch,
+        lease_s=settings.worker_lease_s,
+    )
+    runtime.produces(
+        ProfileActivated, ActivationFailed, UsageUpdated, DataLow, BundleStarted, BundleEnded
+    )
     runtime.routers.append(build_router(runtime.database))
+    runtime.routers.append(build_callback_router(callbacks))
     return Provisioning(
-        runtime=runtime, platform=chosen, handlers=handlers, activations=activations
+        runtime=runtime,
+        platform=chosen,
+        handlers=handlers,
+        activations=activations,
+        usage=usage,
+        callbacks=callbacks,
     )
