@@ -562,11 +562,8 @@ class EsimPlatform:
         return self._usage(iccid, now)
 
     def _usage(self, iccid: str, now: datetime) -> Usage:
-        bundles = [
-            o.usage_view(now)
-            for o in self._orders_of(iccid)
-            if o.settled and not o.failed and not o.replaced
-        ]
+        # A bundle replaced by one started now is listed as expired, so pollers see it end.
+        bundles = [o.usage_view(now) for o in self._orders_of(iccid) if o.settled and not o.failed]
         current = self._current(iccid, now)
         if current is None:
             return Usage(

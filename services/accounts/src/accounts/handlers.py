@@ -26,6 +26,7 @@ from esim_schemas import (
 )
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from accounts.cardplans import record_activation
 from accounts.domain import (
     AWAITING_PAYMENT,
     CLOSED_TO_ACTIVATION,
@@ -272,6 +273,7 @@ class RenewalSaga:
             raise PermanentEventError(f"card {data.iccid} of renewal {saga.renewal_id} is unknown")
         apply_bundle(card, data)
         session.add(card)
+        await record_activation(session, data)
 
     async def on_activation_failed(
         self, session: AsyncSession, event: CloudEvent[ActivationFailed]
@@ -400,4 +402,6 @@ def effective_status(card: Card, now: datetime) -> dict[str, Any]:
             valid_until=datetime.fromisoformat(head["valid_until"]),
             queued=status["queued"][1:],
         )
+    if status["state"] == "active" and status["valid_until"] and status["valid_until"] <= now:
+        status["state"] = "expired"  # its time is up and nothing was queued behind it
     return status
