@@ -97,6 +97,17 @@ def test_thresholds_75_and_90_once_each_as_usage_goes_80_82_95(
     assert {e["data"]["renewal_id"] for e in events} == {renewal_id}
     assert len({e["id"] for e in events}) == 2
 
+    def low_data_mails() -> list[str]:
+        return [
+            text
+            for path in sorted(platform.mail_dir.glob("*.eml"))
+            if iccid in (text := path.read_text(errors="replace")) and "data left" in text
+        ]
+
+    # The notifier writes at 90 % (not at 75 %), with a link back to renewal.
+    [mail] = wait_until(low_data_mails, what="the low-data mail")
+    assert "/docs#/renewals" in mail
+
 
 def test_a_jump_from_10_to_100_publishes_75_90_100_once_each(
     platform: Platform, kafka_client: PlainKafka
