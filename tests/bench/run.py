@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -314,15 +315,22 @@ class Bench:
                 sizes.update({kind: wire_size(event) for kind, event in templates.items()})
                 self.measured.event_sizes = sizes
                 baseline = Baseline(target, templates, config.out_dir / "baseline")
-                if any(spec.kind == "baseline" for spec in specs):
-                    await baseline.start()
-                    self.sampler.add("relays", *baseline.pids())
                 try:
-                    async with (
-                        Outcomes(baseline.target, {ProfileActivated.topic: "activated"}) as relayed,
-                        Outcomes(baseline.target, STAGES) as relay_stages,
-                        LoadDriver(baseline.target, source="/frontends/bench") as relay_driver,
-                    ):
+                    async with AsyncExitStack() as relay:
+                        if any(spec.kind == "baseline" for spec in specs):
+                            await baseline.start()
+                            self.sampler.add("relays", *baseline.pids())
+                            # The relays' topics exist only once they run: no baseline phase,
+                            # no waiting for them.
+                            relayed = await relay.enter_async_context(
+                                Outcomes(baseline.target, {ProfileActivated.topic: "activated"})
+                            )
+                            relay_stages = await relay.enter_async_context(
+                                Outcomes(baseline.target, STAGES)
+                            )
+                            relay_driver = await relay.enter_async_context(
+                                LoadDriver(baseline.target, source="/frontends/bench")
+                            )
                         for spec in specs:
                             if spec.kind == "baseline":
                                 result = await self.phase(

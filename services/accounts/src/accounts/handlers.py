@@ -7,6 +7,7 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from esim_core.consumer import PermanentEventError
+from esim_core.db import add_row
 from esim_core.outbox import Outbox
 from esim_core.worker import as_utc, utcnow
 from esim_schemas import (
@@ -24,6 +25,8 @@ from esim_schemas import (
     RenewalRejected,
     RenewalRequested,
 )
+from sqlalchemy import select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from accounts.cardplans import record_activation
@@ -60,16 +63,20 @@ def record_step(
     detail: str | None = None,
 ) -> None:
     """Add a step to the saga's timeline and touch its update time."""
-    saga.updated_at = utcnow()
+    now = utcnow()
+    saga.updated_at = now
     session.add(saga)
-    session.add(
-        RenewalStep(
-            renewal_id=saga.renewal_id,
-            step=step,
-            status=saga.status,
-            event_id=event_id,
-            detail=detail,
-        )
+    add_row(
+        session,
+        RenewalStep,
+        {
+            "renewal_id": saga.renewal_id,
+            "step": step,
+            "status": saga.status,
+            "event_id": event_id,
+            "detail": detail,
+            "at": now,
+        },
     )
 
 
@@ -200,28 +207,44 @@ class RenewalSaga:
     async def _validate_and_price(
         self, session: AsyncSession, saga: Renewal, data: RenewalRequested
     ) -> None:
-        card = await session.get(Card, data.iccid)
-        if card is None:
+        # One Core query for the card, the plan and the owner's locale: no ORM objects, since
+        # none of them is changed here.
+        connection = await session.connection()
+        found = (
+            await connection.execute(
+                select(
+                    col(Card.user_id),
+                    col(Plan.code),
+                    col(Plan.available),
+                    col(Plan.prices),
+                    col(Plan.data_mb),
+                    col(Plan.validity_days),
+                    col(User.locale),
+                )
+                .select_from(Card)
+                .outerjoin(Plan, col(Plan.code) == data.plan_code)
+                .outerjoin(User, col(User.id) == col(Card.user_id))
+                .where(col(Card.iccid) == data.iccid)
+            )
+        ).first()
+        if found is None:
             raise RenewalInvalidError("unknown_card", f"card {data.iccid} is not known")
-        if card.user_id != data.user_id:
+        owner, plan_code, available, prices, data_mb, validity_days, user_locale = found
+        if owner != data.user_id:
             raise RenewalInvalidError(
                 "card_not_owned", f"card {data.iccid} is not bound to user {data.user_id}"
             )
-        plan = await session.get(Plan, data.plan_code)
-        if plan is None:
+        if plan_code is None:
             raise RenewalInvalidError("unknown_plan", f"plan {data.plan_code!r} does not exist")
-        if not plan.available:
+        if not available:
             raise RenewalInvalidError(
                 "plan_not_available", f"plan {data.plan_code!r} is no longer sold"
             )
-        locale: str | None = data.locale
-        if locale is None:
-            user = await session.get(User, data.user_id)
-            locale = user.locale if user is not None else None
+        locale: str | None = data.locale if data.locale is not None else user_locale
         saga.currency = currency_for(locale)
-        saga.price_amount = price_for(plan.prices, saga.currency)
-        saga.data_mb = plan.data_mb
-        saga.validity_days = plan.validity_days
+        saga.price_amount = price_for(prices, saga.currency)
+        saga.data_mb = data_mb
+        saga.validity_days = validity_days
 
     async def on_payment_settled(
         self, session: AsyncSession, event: CloudEvent[PaymentSettled]

@@ -46,6 +46,7 @@ def smtp_mailer(settings: NotifierSettings) -> SmtpMailer:
         starttls=settings.smtp_starttls,
         use_tls=settings.smtp_use_tls,
         timeout_s=settings.smtp_timeout_s,
+        connections=settings.smtp_connections,
     )
 
 

@@ -39,6 +39,13 @@ class NotifierSettings(ServiceSettings):
         description="connect with implicit TLS (SMTPS, usually port 465)",
     )
     smtp_timeout_s: float = Field(10.0, gt=0, le=300, description="timeout of each SMTP operation")
+    smtp_connections: int = Field(
+        8,
+        ge=1,
+        le=100,
+        description="SMTP connections to the relay kept open and reused, at most; sends beyond "
+        "wait for one",
+    )
     smtp_attempts: int = Field(
         3, ge=1, le=10, description="SMTP tries within one send round before it is rescheduled"
     )

@@ -1,5 +1,6 @@
 """SmtpMailer against a real in-process SMTP server (aiosmtpd) on a free port."""
 
+import asyncio
 import socket
 from collections.abc import Iterator
 from email import message_from_bytes, policy
@@ -22,6 +23,7 @@ class Collector:
         self.envelopes: list[tuple[str, list[str]]] = []
         self.rcpt_reply: str | None = None
         self.data_replies: list[str] = []
+        self.sessions: list[int] = []  # the connection each accepted message came over
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any
@@ -39,6 +41,7 @@ class Collector:
         self.messages.append(parsed)
         self.raw.append(envelope.original_content)
         self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        self.sessions.append(id(session))
         return "250 Message accepted"
 
 
@@ -67,6 +70,7 @@ def mailer_for(port: int, **overrides: Any) -> SmtpMailer:
         "port": port,
         "mail_from": "eSIM <no-reply@esim.local>",
         "timeout_s": 5,
+        "connections": 4,
         **overrides,
     }
     return SmtpMailer(**values)
@@ -141,6 +145,50 @@ async def test_a_temporary_data_failure_is_transient(smtp_server: tuple[Collecto
     with pytest.raises(TransientMailError, match="451") as caught:
         await mailer_for(port).send(MAIL)
     assert "套餐" not in str(caught.value)  # the body never ends up in an error
+
+
+async def test_messages_share_a_kept_connection(smtp_server: tuple[Collector, int]) -> None:
+    collector, port = smtp_server
+    mailer = mailer_for(port)
+
+    for _ in range(3):
+        await mailer.send(MAIL)
+    await asyncio.gather(*(mailer.send(MAIL) for _ in range(6)))
+    await mailer.aclose()
+
+    assert len(collector.messages) == 9
+    assert len(set(collector.sessions)) <= 4  # 6 at once on at most 4 connections (the default)
+    assert collector.sessions[0] == collector.sessions[1] == collector.sessions[2]
+
+
+async def test_a_refusal_leaves_the_connection_usable(smtp_server: tuple[Collector, int]) -> None:
+    collector, port = smtp_server
+    mailer = mailer_for(port)
+    collector.rcpt_reply = "550 5.1.1 No such mailbox"
+    with pytest.raises(PermanentMailError):
+        await mailer.send(MAIL)
+    collector.rcpt_reply = None
+
+    await mailer.send(MAIL)
+
+    assert collector.envelopes == [("no-reply@esim.local", ["traveller@example.com"])]
+
+
+async def test_a_connection_the_relay_dropped_is_replaced() -> None:
+    collector, port = Collector(), free_port()
+    mailer = mailer_for(port)
+    for _ in range(2):
+        controller = Controller(collector, hostname="127.0.0.1", port=port)
+        controller.start()
+        try:
+            # The kept connection has been idle long enough to be checked before use.
+            mailer._idle = [(client, since - 5.0) for client, since in mailer._idle]
+            await mailer.send(MAIL)
+        finally:
+            controller.stop()  # the relay restarts: its connections are gone
+
+    assert len(collector.messages) == 2
+    assert len(set(collector.sessions)) == 2
 
 
 async def test_the_send_loop_mails_through_smtp_and_retries_a_temporary_failure(

@@ -182,14 +182,15 @@ class EventConsumer:
         handled: list[tuple[str, str]] = []
         async with self.database.session() as session:
             seen = await processed_ids(session, self.name, {event.id for *_, event in decoded})
-            for _, _, handler, event in decoded:
-                if event.id in seen:
-                    outcomes.append("duplicate")
-                    continue
-                await handler(session, event)
-                seen.add(event.id)
-                handled.append((event.id, event.type))
-                outcomes.append("handled")
+            with session.no_autoflush:
+                for _, _, handler, event in decoded:
+                    if event.id in seen:
+                        outcomes.append("duplicate")
+                        continue
+                    await handler(session, event)
+                    seen.add(event.id)
+                    handled.append((event.id, event.type))
+                    outcomes.append("handled")
             await record_processed(session, self.name, handled)
         if self.after_commit is not None:
             self.after_commit()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
-from sqlalchemy import Table, event, text
+from sqlalchemy import Table, event, insert, text
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlmodel import SQLModel
@@ -55,6 +55,7 @@ class Database:
         async with AsyncSession(self.engine, expire_on_commit=False) as session:
             try:
                 yield session
+                await insert_added_rows(session)
                 await session.commit()
             except BaseException:
                 await session.rollback()
@@ -125,6 +126,35 @@ def _inline_sqlite(database: str) -> Callable[[], Any]:
         return connection
 
     return connect
+
+
+_ADDED_ROWS = "esim_core.db.added_rows"
+
+
+def add_row(session: AsyncSession, model: type[SQLModel], row: dict[str, Any]) -> None:
+    """Insert `row` into `model`'s table when the session commits (`Database.session`).
+
+    For rows a transaction only writes (timeline steps, outbox events): no ORM object, and one
+    statement per table for every row the unit added, in the order added. The row is not seen
+    by queries of the same transaction, and a constraint it breaks fails the commit (an
+    `IntegrityError`, rolling everything back) as a flushed ORM object would. Give every column
+    without a database default.
+    """
+    added: dict[Table, list[dict[str, Any]]] = session.sync_session.info.setdefault(_ADDED_ROWS, {})
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    added.setdefault(table, []).append(row)
+
+
+async def insert_added_rows(session: AsyncSession) -> None:
+    """Insert the rows `add_row` queued on this session, one statement per table."""
+    added: dict[Table, list[dict[str, Any]]] | None = session.sync_session.info.pop(
+        _ADDED_ROWS, None
+    )
+    if not added:
+        return
+    connection = await session.connection()
+    for table, rows in added.items():
+        await connection.execute(insert(table), rows)
 
 
 async def _advisory_lock(connection: AsyncConnection, name: str) -> None:

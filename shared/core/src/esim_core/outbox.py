@@ -11,7 +11,7 @@ from sqlalchemy import Column, LargeBinary, delete, event, update
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from esim_core.db import Database
+from esim_core.db import Database, add_row
 from esim_core.kafka import EventPublisher, OutgoingMessage
 from esim_core.locks import Lock
 from esim_core.metrics import OUTBOX_PUBLISHED, OUTBOX_RELAY_ERRORS
@@ -59,14 +59,18 @@ class Outbox:
             event_id: a deterministic id, where the caller derives one from what caused it.
         """
         envelope: CloudEvent[EventData] = new_event(data, source=self.source, event_id=event_id)
-        session.add(
-            OutboxMessage(
-                event_id=envelope.id,
-                event_type=data.event_type,
-                topic=self.topics.for_event(type(data)),
-                key=envelope.subject,
-                value=envelope.to_json(),
-            )
+        add_row(
+            session,
+            OutboxMessage,
+            {
+                "event_id": envelope.id,
+                "event_type": data.event_type,
+                "topic": self.topics.for_event(type(data)),
+                "key": envelope.subject,
+                "value": envelope.to_json(),
+                "created_at": utcnow(),
+                "published_at": None,
+            },
         )
         _wake_after_commit(session, self._pending)
         return envelope
