@@ -4,12 +4,13 @@ import hashlib
 import hmac
 import json
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from esim_testkit import FakeClock, iccid
 from sandboxes.esim import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -17,30 +18,13 @@ from sandboxes.esim import (
     EsimPlatform,
     EsimSandboxSettings,
     create_app,
-    is_valid_iccid,
 )
 
 SECRET = "test-secret"
 CALLBACKS = "http://provisioning.test/callbacks/esim"
 
 
-def iccid(serial: int) -> str:
-    base = f"894450010219830{serial:03d}"
-    return next(base + str(d) for d in range(10) if is_valid_iccid(base + str(d)))
-
-
 CARD = iccid(1)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 class Receiver:

@@ -31,6 +31,11 @@ def _later(known: str | None, reported: str) -> str:
 
 
 async def _plan(session: AsyncSession, renewal_id: str, iccid: str) -> CardPlan:
+    # The consumer handles a batch without autoflush: a row an earlier event of the same batch
+    # added is pending, not yet where `get` looks.
+    for pending in session.new:
+        if isinstance(pending, CardPlan) and pending.renewal_id == renewal_id:
+            return pending
     plan = await session.get(CardPlan, renewal_id, with_for_update=True)
     if plan is None:
         plan = CardPlan(renewal_id=renewal_id, iccid=iccid)

@@ -183,3 +183,19 @@ async def test_the_api_shows_usage_and_the_history(database: Database, client: A
     ]
     async with database.session() as session:
         assert await session.get(Card, ICCID) is not None
+
+
+async def test_two_events_of_one_bundle_in_one_batch_make_one_row(database: Database) -> None:
+    renewal = uuid.uuid4()
+    # As the consumer handles a batch: one transaction, no autoflush between handlers.
+    async with database.session() as session:
+        with session.no_autoflush:
+            await cardplans.on_usage_updated(
+                session, new_event(usage(renewal, 100, NOW), source="/services/test")
+            )
+            await cardplans.record_activation(session, activated(renewal, NOW - DAY))
+            await cardplans.on_usage_updated(
+                session, new_event(usage(renewal, 200, NOW), source="/services/test")
+            )
+    shown = await status(database)
+    assert (shown["data_remaining_mb"], shown["state"]) == (800, "active")

@@ -123,6 +123,10 @@ def build(
     )
     runtime.routers.append(build_router(runtime.database))
     runtime.routers.append(build_callback_router(callbacks))
+    # A callback id only needs keeping while its signed timestamp would still be taken.
+    runtime.loop(
+        "callback-retention", callbacks.forget_old, settings.callback_tolerance_s, singleton=True
+    )
     return Provisioning(
         runtime=runtime,
         platform=chosen,

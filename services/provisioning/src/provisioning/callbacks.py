@@ -20,6 +20,7 @@ from esim_core.outbox import Outbox
 from esim_core.worker import utcnow
 from fastapi import APIRouter, Request
 from prometheus_client import Counter
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -141,6 +142,19 @@ class CallbackReceiver:
         CALLBACKS.labels(outcome).inc()
         logger.info("eSIM platform callback %s (%s): %s", callback_id, kind, outcome)
         return {"status": outcome, "id": callback_id}
+
+    async def forget_old(self) -> int:
+        """Delete the ids of callbacks too old to be taken again (their timestamp is refused).
+
+        Returns how many were deleted.
+        """
+        cutoff = utcnow() - timedelta(seconds=2 * self.tolerance_s)
+        async with self.database.session() as session:
+            result: Any = await session.exec(
+                delete(PlatformCallback).where(col(PlatformCallback.received_at) < cutoff)
+            )
+        deleted: int = result.rowcount or 0
+        return deleted
 
     async def _apply(
         self, session: AsyncSession, kind: str, document: dict[str, Any], now: datetime

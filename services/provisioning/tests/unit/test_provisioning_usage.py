@@ -282,3 +282,17 @@ async def test_a_poll_redone_after_a_crash_publishes_nothing_twice(
     await poll(provisioning)
     await poll(provisioning)
     assert await thresholds(database) == [75, 90]
+
+
+async def test_callback_ids_are_kept_only_while_a_replay_could_be_taken(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    renewal_id = await activate(provisioning)
+    callback = threshold_callback(await order_of(platform, renewal_id), percent(50))
+    await provisioning.callbacks.receive(*signed(callback))
+    assert await provisioning.callbacks.forget_old() == 0
+    async with database.session() as session:
+        await session.exec(
+            update(PlatformCallback).values(received_at=utcnow() - timedelta(hours=1))
+        )
+    assert await provisioning.callbacks.forget_old() == 1
