@@ -1,7 +1,11 @@
 """Usage from the eSIM platform over the real broker: card status, alerts once, plan changes."""
 
+import email
+import email.policy
 import uuid
 from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +24,14 @@ def kafka_client(platform: Platform) -> Iterator[PlainKafka]:
     client = PlainKafka(platform.kafka)
     yield client
     client.close()
+
+
+def read_mail(path: Path) -> tuple[str, str]:
+    """The decoded subject and text of a mail the SMTP sink kept."""
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    body = message.get_body(("plain",))
+    return str(message["Subject"]), body.get_content() if body is not None else ""
 
 
 def sandbox(platform: Platform, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -98,11 +110,8 @@ def test_thresholds_75_and_90_once_each_as_usage_goes_80_82_95(
     assert len({e["id"] for e in events}) == 2
 
     def low_data_mails() -> list[str]:
-        return [
-            text
-            for path in sorted(platform.mail_dir.glob("*.eml"))
-            if iccid in (text := path.read_text(errors="replace")) and "data left" in text
-        ]
+        mails = [read_mail(path) for path in sorted(platform.mail_dir.glob("*.eml"))]
+        return [body for subject, body in mails if iccid in body and "data left" in subject]
 
     # The notifier writes at 90 % (not at 75 %), with a link back to renewal.
     [mail] = wait_until(low_data_mails, what="the low-data mail")
