@@ -39,6 +39,37 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_accounts_card_plan_iccid"), ["iccid"], unique=False)
 
     # ### end Alembic commands ###
+    _plans_activated_before()
+
+
+def _plans_activated_before() -> None:
+    """Plans activated before this revision get their rows, so usage measured later shows."""
+    columns = ["renewal_id", "iccid", "plan_code", "data_mb", "state", "valid_from", "valid_until"]
+    renewal = sa.table(
+        "accounts_renewal",
+        *(sa.column(name) for name in ("status", "bundle_state", "renewal_id", "iccid")),
+        *(sa.column(name) for name in ("plan_code", "data_mb", "valid_from", "valid_until")),
+    )
+    plan = sa.table("accounts_card_plan", *(sa.column(name) for name in [*columns, "updated_at"]))
+    op.execute(
+        plan.insert().from_select(
+            [*columns, "updated_at"],
+            sa.select(
+                renewal.c.renewal_id,
+                renewal.c.iccid,
+                renewal.c.plan_code,
+                renewal.c.data_mb,
+                sa.func.coalesce(renewal.c.bundle_state, "active"),
+                renewal.c.valid_from,
+                renewal.c.valid_until,
+                sa.func.current_timestamp(),
+            ).where(
+                renewal.c.status == "ACTIVATED",
+                renewal.c.valid_from.is_not(None),
+                renewal.c.valid_until.is_not(None),
+            ),
+        )
+    )
 
 
 def downgrade() -> None:

@@ -73,6 +73,86 @@ def upgrade() -> None:
         )
 
     # ### end Alembic commands ###
+    _follow_bundles_activated_before()
+
+
+def _follow_bundles_activated_before() -> None:
+    """Bundles that went live before this revision are followed too, from the next start on."""
+    activation = sa.table(
+        "provisioning_activation",
+        *(
+            sa.column(name)
+            for name in (
+                "order_id",
+                "renewal_id",
+                "iccid",
+                "plan_code",
+                "data_mb",
+                "state",
+                "bundle_state",
+                "valid_from",
+                "valid_until",
+            )
+        ),
+    )
+    bundle_columns = [
+        "order_id",
+        "renewal_id",
+        "iccid",
+        "plan_code",
+        "data_mb",
+        "first_state",
+        "status",
+        "valid_from",
+        "valid_until",
+        "data_used_mb",
+        "alerted_pct",
+        "started_published",
+        "ended_published",
+        "updated_at",
+    ]
+    bundle = sa.table("provisioning_bundle", *(sa.column(name) for name in bundle_columns))
+    watch_columns = ["id", "idle_polls", "unavailable_rounds", "polls", "due_at"]
+    watch = sa.table("provisioning_usage_watch", *(sa.column(name) for name in watch_columns))
+    live = sa.and_(
+        activation.c.state == "activated",
+        activation.c.order_id.is_not(None),
+        activation.c.valid_from.is_not(None),
+        activation.c.valid_until.is_not(None),
+    )
+    state = sa.func.coalesce(activation.c.bundle_state, "active")
+    now = sa.func.current_timestamp()
+    op.execute(
+        bundle.insert().from_select(
+            bundle_columns,
+            sa.select(
+                activation.c.order_id,
+                activation.c.renewal_id,
+                activation.c.iccid,
+                activation.c.plan_code,
+                activation.c.data_mb,
+                state,
+                state,
+                activation.c.valid_from,
+                activation.c.valid_until,
+                sa.literal(0),
+                sa.literal(0),
+                sa.false(),
+                sa.false(),
+                now,
+            ).where(live),
+        )
+    )
+    op.execute(
+        watch.insert().from_select(
+            watch_columns,
+            sa.select(
+                activation.c.iccid, sa.literal(0), sa.literal(0), sa.literal(0), sa.func.min(now)
+            )
+            .where(live)
+            .group_by(activation.c.iccid),
+        )
+    )
 
 
 def downgrade() -> None:
