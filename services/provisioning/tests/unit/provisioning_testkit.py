@@ -26,7 +26,7 @@ from provisioning.platforms import (
     PlatformUnavailableError,
     UnknownIccidError,
 )
-from provisioning.store import Activation
+from provisioning.store import Activation, UsageWatch
 from sqlalchemy import update
 from sqlmodel import col, select
 
@@ -266,3 +266,15 @@ async def run_until_final(
             return row
         await fast_forward(database)
     raise AssertionError(f"activation of {renewal_id} is still {row.state} after {rounds} rounds")
+
+
+async def poll(provisioning: Provisioning) -> int:
+    """Make every usage watch due now and run one poll round."""
+    database = provisioning.runtime.database
+    async with database.session() as session:
+        await session.exec(
+            update(UsageWatch)
+            .where(col(UsageWatch.due_at).is_not(None))
+            .values(due_at=utcnow() - timedelta(seconds=1), lease_until=None)
+        )
+    return await provisioning.usage.run_once()

@@ -18,11 +18,12 @@ from provisioning_testkit import (
     FakePlatform,
     handle,
     payment_settled,
+    poll,
     published,
     run_until_final,
 )
 from sqlalchemy import update
-from sqlmodel import col, select
+from sqlmodel import select
 
 SECRET = "sandbox-callback-secret"
 DATA_LOW = "esim.data.low.v1"
@@ -37,18 +38,6 @@ async def activate(provisioning: Provisioning, **changes: Any) -> uuid.UUID:
     await handle(provisioning, data)
     await run_until_final(provisioning, data.renewal_id)
     return data.renewal_id
-
-
-async def poll(provisioning: Provisioning) -> int:
-    """Make the card's usage watch due now and run one poll round."""
-    database = provisioning.runtime.database
-    async with database.session() as session:
-        await session.exec(
-            update(UsageWatch)
-            .where(col(UsageWatch.due_at).is_not(None))
-            .values(due_at=utcnow() - timedelta(seconds=1), lease_until=None)
-        )
-    return await provisioning.usage.run_once()
 
 
 async def thresholds(database: Database) -> list[int]:
