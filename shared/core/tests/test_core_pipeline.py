@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from esim_core.consumer import EventConsumer, MessageInfo, PermanentEventError, Route
+from esim_core import worker
+from esim_core.consumer import (
+    POLL_MS,
+    EventConsumer,
+    MessageInfo,
+    PermanentEventError,
+    Route,
+    fetch_batch,
+)
 from esim_core.db import Database
 from esim_core.inbox import InboxEntry
 from esim_core.kafka import OutgoingMessage
@@ -130,6 +138,63 @@ async def test_a_backlog_is_worked_through_without_waiting_for_the_interval(
     await task
     assert sorted(worked) == keys, "each row once"
     assert most <= 4, "never more rounds in flight than the concurrency"
+
+
+async def test_an_idle_loop_looks_less_often_until_work_or_a_wake_comes(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looks = 0
+    real_claim = worker.claim
+
+    async def counted_claim(*args: Any, **kwargs: Any) -> Any:
+        nonlocal looks
+        looks += 1
+        return await real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(worker, "claim", counted_claim)
+    worked: list[str] = []
+
+    async def work(key: str) -> None:
+        worked.append(key)
+        async with database.session() as session:
+            row = await session.get(Chore, key)
+            assert row is not None
+            row.done, row.due_at, row.lease_until = True, None, None
+            session.add(row)
+
+    loop = DueLoop(database, Chore, work, what="chore", interval_s=0.01, idle_max_s=0.08)
+    task = asyncio.create_task(loop.run())
+
+    async def settled() -> bool:
+        return looks >= 6
+
+    await wait_for(settled)
+    assert loop._idle_wait_s == 0.08, "empty looks double the wait up to idle_max_s"
+    loop.wake()
+    assert loop._idle_wait_s == 0.01, "a wake starts again from the interval"
+    await add_chores(database, 2)  # due now, but nobody woke the loop: the fallback finds them
+
+    async def found() -> bool:
+        return len(worked) == 2
+
+    await wait_for(found)
+    await loop.stop(1.0)
+    await task
+
+
+async def test_a_fetch_waits_for_messages_without_sleeping_after_an_empty_one() -> None:
+    calls: list[dict[str, Any]] = []
+    answers: list[dict[str, list[str]]] = [{}, {"t-0": ["a", "b"], "t-1": ["c"]}]
+
+    class Consumer:
+        async def getmany(self, **kwargs: Any) -> dict[str, list[str]]:
+            calls.append(kwargs)
+            return answers.pop(0)
+
+    fake: Any = Consumer()
+    assert await fetch_batch(fake, max_records=7) == ()
+    assert await fetch_batch(fake, max_records=7) == ("a", "b", "c")
+    assert calls == [{"timeout_ms": POLL_MS, "max_records": 7}] * 2
 
 
 async def test_stop_abandons_slow_rounds_and_releases_their_leases(database: Database) -> None:

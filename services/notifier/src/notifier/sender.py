@@ -6,10 +6,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from esim_core.db import Database
+from esim_core.retry import TryPolicy, within_round
 from esim_core.worker import as_utc, utcnow, work_due
 from prometheus_client import Counter
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
-from tenacity import wait_random_exponential as jittered
 
 from notifier.domain import (
     NotificationStatus,
@@ -118,14 +117,16 @@ class NotificationSender:
 
     async def _send_with_retries(self, mail: OutgoingMail) -> None:
         wait = self.settings.smtp_retry_wait_s
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(self.settings.smtp_attempts),
-            wait=jittered(multiplier=wait, max=wait * 8),
-            retry=retry_if_exception_type(TransientMailError),
-            reraise=True,
-        ):
-            with attempt:
-                await self.mailer.send(mail)
+        policy = TryPolicy(
+            attempts=self.settings.smtp_attempts, wait_multiplier_s=wait, wait_max_s=wait * 8
+        )
+        await within_round(
+            f"mail {mail.message_id}",
+            lambda: self.mailer.send(mail),
+            policy,
+            TransientMailError,
+            "SMTP relay",
+        )
 
     async def _record(
         self,

@@ -142,6 +142,7 @@ class ServiceRuntime:
             concurrency=concurrency,
             lease_s=lease_s,
             interval_s=self.settings.worker_interval_s,
+            idle_max_s=self.settings.worker_idle_max_s,
         )
         self.due_loops.append(due)
         return due

@@ -89,6 +89,13 @@ class ServiceSettings(BaseSettings):
         description="how often due work (charges, follow-ups, sends) is looked for when no "
         "commit announced any; new work is taken at once",
     )
+    worker_idle_max_s: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="longest wait between looks for due work while none is found: the wait "
+        "doubles from the worker interval up to this, and a commit or a find resets it",
+    )
     consumer_batch: int = Field(
         100, ge=1, le=10_000, description="most messages handled per fetch of the consumer"
     )

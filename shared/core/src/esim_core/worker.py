@@ -151,7 +151,9 @@ class DueLoop:
     Up to `concurrency` rows are in flight at once. A free slot is filled as soon as it frees
     while the last claim came back full (a backlog), and the loop is woken (`wake`) when a
     commit creates due work, so nothing waits for a timer while work is due; `interval_s` is
-    only the fallback for rows that fall due later or whose lease ran out.
+    only the fallback for rows that fall due later or whose lease ran out. While look after
+    look finds nothing, the fallback doubles up to `idle_max_s`, so an idle service does not
+    spend its CPU on empty claims; anything found, or a wake, brings it back to `interval_s`.
 
     `stop` ends claiming, gives the rounds in flight until a deadline to finish, cancels the
     rest and releases their leases: their outside calls carry idempotency keys, so whoever
@@ -168,6 +170,7 @@ class DueLoop:
         concurrency: int = 20,
         lease_s: float = 60.0,
         interval_s: float = 0.25,
+        idle_max_s: float = 2.0,
     ) -> None:
         self.database = database
         self.table = table
@@ -176,6 +179,8 @@ class DueLoop:
         self.concurrency = concurrency
         self.lease_s = lease_s
         self.interval_s = interval_s
+        self.idle_max_s = max(idle_max_s, interval_s)
+        self._idle_wait_s = interval_s
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._stopping = False
@@ -183,6 +188,7 @@ class DueLoop:
 
     def wake(self) -> None:
         """Look for due rows now: a commit may have created some."""
+        self._idle_wait_s = self.interval_s
         self._wake.set()
 
     @property
@@ -210,8 +216,13 @@ class DueLoop:
                 continue
             for key in claimed.keys:
                 self._start(key, claimed.lease_until)
+            if claimed.keys:
+                self._idle_wait_s = self.interval_s
             if len(claimed.keys) < free:
-                await self._pause(self.interval_s)
+                wait_s = self._idle_wait_s
+                if not claimed.keys:  # the next empty look waits longer, unless woken
+                    self._idle_wait_s = min(wait_s * 2, self.idle_max_s)
+                await self._pause(wait_s)
 
     async def stop(self, deadline_s: float) -> None:
         """Stop claiming; wait up to `deadline_s` for rounds in flight, then abandon them."""
