@@ -98,6 +98,7 @@ def build(
         settings.callback_secret.get_secret_value(),
         tolerance_s=settings.callback_tolerance_s,
         poll_later_s=settings.usage_poll_interval_max_s,
+        after_commit=runtime.wake,
     )
     handlers = Handlers(activation_deadline_s=settings.activation_deadline_s)
 

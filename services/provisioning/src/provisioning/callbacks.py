@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -90,12 +91,15 @@ class CallbackReceiver:
         *,
         tolerance_s: float,
         poll_later_s: float,
+        after_commit: Callable[[], None] | None = None,
     ) -> None:
         self.database = database
         self.outbox = outbox
         self.secret = secret.encode()
         self.tolerance_s = tolerance_s
         self.poll_later_s = poll_later_s
+        # Wakes the due-work loops: an order completion makes its activation due now.
+        self.after_commit = after_commit
 
     async def receive(self, body: bytes, headers: dict[str, str]) -> dict[str, str]:
         """Verify and apply one callback; returns what became of it.
@@ -139,6 +143,8 @@ class CallbackReceiver:
             # The same callback taken by another request at the same moment; that one applied it.
             CALLBACKS.labels("duplicate").inc()
             return {"status": "duplicate", "id": callback_id}
+        if outcome == "applied" and self.after_commit is not None:
+            self.after_commit()
         CALLBACKS.labels(outcome).inc()
         logger.info("eSIM platform callback %s (%s): %s", callback_id, kind, outcome)
         return {"status": outcome, "id": callback_id}
