@@ -22,7 +22,7 @@ from esim_core.inbox import InboxEntry
 from esim_core.kafka import OutgoingMessage
 from esim_core.outbox import Outbox, OutboxMessage
 from esim_core.settings import Topics
-from esim_core.worker import DueLoop, as_utc, claim
+from esim_core.worker import DueLoop, as_utc, claim, clear_due
 from esim_schemas import CloudEvent, RenewalRejected, RenewalRequested, new_event
 from sqlmodel import Field, SQLModel, col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -230,6 +230,34 @@ async def test_claim_leases_each_due_row_once(database: Database) -> None:
         row = await session.get(Chore, first.keys[0])
     assert row is not None and row.lease_until is not None
     assert as_utc(row.lease_until) == first.lease_until
+
+
+async def test_a_claim_can_return_its_rows_as_leased(database: Database) -> None:
+    await add_chores(database, 3)
+    claimed = await claim(database, Chore, limit=2, lease_s=30, rows=True)
+
+    assert claimed.rows is not None and len(claimed.rows) == 2
+    assert [row.id for row in claimed.rows] == claimed.keys
+    for row in claimed.rows:
+        assert isinstance(row, Chore) and row.done is False
+        assert row.lease_until is not None and as_utc(row.lease_until) == claimed.lease_until
+    assert (await claim(database, Chore, limit=10)).keys == ["chore-002"]
+
+
+async def test_clear_due_takes_a_row_off_only_while_it_holds_the_lease(
+    database: Database,
+) -> None:
+    await add_chores(database, 1)
+    first = await claim(database, Chore, limit=1, lease_s=30, rows=True)
+    assert first.rows is not None
+    [row] = first.rows
+    stale = first.lease_until - timedelta(seconds=1)
+
+    assert not await clear_due(database, Chore, row.id, stale), "another lease: left alone"
+    assert await clear_due(database, Chore, row.id, row.lease_until)
+    async with database.session() as session:
+        stored = await session.get(Chore, row.id)
+    assert stored is not None and stored.due_at is None and stored.lease_until is None
 
 
 async def add_chores_later(database: Database) -> None:

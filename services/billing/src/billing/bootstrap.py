@@ -80,7 +80,12 @@ def build(
     runtime.consume(topics.refund_requested, [Route(RefundRequested, on_refund_requested)])
     for worker in (charges, refunds):
         runtime.due_work(
-            worker.table, worker.work, what=worker.what, concurrency=batch, lease_s=lease_s
+            worker.table,
+            worker.round,
+            what=worker.what,
+            concurrency=batch,
+            lease_s=lease_s,
+            rows=worker.claims_rows,
         )
     runtime.produces(PaymentSettled, PaymentFailed, PaymentRefunded)
     runtime.routers.append(build_router(runtime.database))

@@ -10,12 +10,12 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from esim_core import retry
 from esim_core.retry import DueWorker, TryPolicy, same_lease
-from esim_core.worker import utcnow
+from esim_core.worker import clear_due, utcnow
 from esim_schemas import Money, PaymentFailed, PaymentRefunded, PaymentSettled, PlanRef
 from esim_schemas.types import PaymentMethod, Start
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -72,6 +72,7 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
 
     table = Payment
     what = "charging payment"
+    claims_rows = True  # a round starts from the row its claim returned: no read of its own
 
     @property
     def gateway(self) -> PaymentGateway:
@@ -82,20 +83,24 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
         """One round for one claimed row."""
         await self.charge(key)
 
-    async def charge(self, payment_id: str) -> None:
-        """One charge round of a claimed payment."""
-        async with self.database.session() as session:
-            payment = await session.get(Payment, payment_id)
+    async def work_claimed(self, row: Any) -> None:
+        """One round for a payment as its claim leased it."""
+        await self.charge(row.id, claimed=row)
+
+    async def charge(self, payment_id: str, *, claimed: Payment | None = None) -> None:
+        """One charge round of a claimed payment (read here unless the claim returned it)."""
+        payment = claimed
+        if payment is None:
+            async with self.database.session() as session:
+                payment = await session.get(Payment, payment_id)
             if payment is None:
                 return
-            if payment.state != PaymentState.PENDING or payment.token is None:
-                # Final already: a stale due time must not send it to the gateway again.
-                if payment.state == PaymentState.PENDING:
-                    logger.error("payment %s is pending without a token; it needs ops", payment_id)
-                payment.due_at = None
-                payment.lease_until = None
-                session.add(payment)
-                return
+        if payment.state != PaymentState.PENDING or payment.token is None:
+            # Final already: a stale due time must not send it to the gateway again.
+            if payment.state == PaymentState.PENDING:
+                logger.error("payment %s is pending without a token; it needs ops", payment_id)
+            await clear_due(self.database, Payment, payment_id, payment.lease_until)
+            return
         lease = payment.lease_until
         request = ChargeRequest(
             idempotency_key=charge_key(payment.renewal_id),

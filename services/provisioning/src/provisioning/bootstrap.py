@@ -107,17 +107,19 @@ def build(
     )
     runtime.due_work(
         activations.table,
-        activations.work,
+        activations.round,
         what=activations.what,
         concurrency=settings.worker_batch,
         lease_s=settings.worker_lease_s,
+        rows=activations.claims_rows,
     )
     runtime.due_work(
         usage.table,
-        usage.work,
+        usage.round,
         what=usage.what,
         concurrency=settings.usage_poll_batch,
         lease_s=settings.worker_lease_s,
+        rows=usage.claims_rows,
     )
     runtime.produces(
         ProfileActivated, ActivationFailed, UsageUpdated, DataLow, BundleStarted, BundleEnded

@@ -219,14 +219,18 @@ class UsagePoller(DueWorker[EsimPlatform, UsageRules]):
 
     table = UsageWatch
     what = "polling card usage"
+    claims_rows = True  # a poll starts from the row its claim returned: no read of its own
 
     async def work(self, key: str) -> None:
-        """One poll of one claimed card: one platform call, one commit."""
+        """One poll of one claimed card, given its key."""
         async with self.database.session() as session:
             watch = await session.get(UsageWatch, key)
-            if watch is None:
-                return
-            lease = watch.lease_until
+        if watch is not None:
+            await self.work_claimed(watch)
+
+    async def work_claimed(self, row: Any) -> None:
+        """One poll of a card as its claim leased it: one platform call, one commit."""
+        key, lease = row.id, row.lease_until
         try:
             # One try: a poll is a round already, and a 429 must not be asked again at once.
             outcome: CardUsage | Exception = await self.port.card_usage(key)

@@ -9,12 +9,12 @@ round orders again and gets the same order back: the bundle is never applied twi
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from esim_core import retry
 from esim_core.retry import DueWorker, TryPolicy, same_lease
-from esim_core.worker import as_utc, utcnow
+from esim_core.worker import as_utc, clear_due, utcnow
 from esim_schemas import ActivationFailed, ProfileActivated
 from prometheus_client import Counter, Histogram
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -85,6 +85,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
 
     table = Activation
     what = "advancing activation"
+    claims_rows = True  # a round starts from the row its claim returned: no read of its own
     usage_poll_after_s: float = 10.0
 
     @property
@@ -96,31 +97,44 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         """One round for one claimed row."""
         await self.advance(key)
 
-    async def advance(self, activation_id: str) -> None:
-        """One round of a claimed activation: one call to the platform, one commit."""
-        async with self.database.session() as session:
-            activation = await session.get(Activation, activation_id)
+    async def work_claimed(self, row: Any) -> None:
+        """One round for an activation as its claim leased it."""
+        await self.advance(row.id, claimed=row)
+
+    async def advance(self, activation_id: str, *, claimed: Activation | None = None) -> None:
+        """One round of a claimed activation: one call to the platform, one commit.
+
+        It starts from the row its claim returned, or reads it when given only the key.
+        """
+        activation = claimed
+        if activation is None:
+            async with self.database.session() as session:
+                activation = await session.get(Activation, activation_id)
             if activation is None:
                 return
-            if activation.state in FINAL_STATES:
-                # Final already: a stale due time must not send it to the platform again.
-                activation.due_at = None
-                activation.lease_until = None
-                session.add(activation)
-                return
-            now = utcnow()
-            if activation.state == ActivationState.ORDERING and now >= as_utc(
-                activation.deadline_at
-            ):
-                # Ordering now would apply a bundle the saga is about to refund.
-                activation.last_error = (
-                    f"not ordered by the deadline; last round: {activation.last_error}"
+        if activation.state in FINAL_STATES:
+            # Final already: a stale due time must not send it to the platform again.
+            await clear_due(self.database, Activation, activation_id, activation.lease_until)
+            return
+        now = utcnow()
+        if activation.state == ActivationState.ORDERING and now >= as_utc(activation.deadline_at):
+            # Ordering now would apply a bundle the saga is about to refund.
+            async with self.database.session() as session:
+                current = await session.get(Activation, activation_id, with_for_update=True)
+                if (
+                    current is None
+                    or current.state != ActivationState.ORDERING
+                    or not same_lease(current.lease_until, activation.lease_until)
+                ):
+                    return  # moved on, or claimed again meanwhile
+                current.last_error = (
+                    f"not ordered by the deadline; last round: {current.last_error}"
                 )[:500]
-                activation.lease_until = None
-                activation.updated_at = now
-                session.add(activation)
-                self._fail(session, activation, ACTIVATION_TIMEOUT, now)
-                return
+                current.lease_until = None
+                current.updated_at = now
+                session.add(current)
+                self._fail(session, current, ACTIVATION_TIMEOUT, now)
+            return
         lease = activation.lease_until
         state = activation.state
         outcome = await self._call(activation)

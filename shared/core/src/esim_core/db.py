@@ -18,7 +18,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 class Database:
     """One service's database: SQLite by default, PostgreSQL in production."""
 
-    def __init__(self, url: str, *, sqlite_inline: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        sqlite_inline: bool = True,
+        pool_size: int = 10,
+        pre_ping: bool = False,
+    ) -> None:
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         self.is_postgresql = parsed.get_backend_name() == "postgresql"
@@ -36,12 +43,19 @@ class Database:
             pool = {} if in_memory else {"pool_size": 1, "max_overflow": 0, "pool_timeout": 60}
             if sqlite_inline:
                 pool["async_creator"] = _inline_sqlite(parsed.database or ":memory:")
+        else:
+            # Due-work rounds (up to their concurrency) and the consumer's groups each hold a
+            # connection only for a short transaction; the overflow absorbs a burst of them.
+            pool = {"pool_size": pool_size, "max_overflow": 2 * pool_size, "pool_recycle": 1800}
         # hide_parameters: SQL errors end up in logs and dead-letter headers, and statement
         # parameters can hold payment tokens or password hashes.
         self.engine: AsyncEngine = create_async_engine(
             url,
             connect_args=connect_args,
-            pool_pre_ping=not self.is_sqlite,
+            # A pre-ping is a round trip before every transaction. Without it a connection that
+            # a database restart broke fails its transaction once, and SQLAlchemy then renews
+            # the pool; every consumer and due-work round retries such a failure.
+            pool_pre_ping=pre_ping and not self.is_sqlite,
             hide_parameters=True,
             **pool,
         )

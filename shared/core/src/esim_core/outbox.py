@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from esim_schemas import CloudEvent, EventData, new_event
-from sqlalchemy import Column, LargeBinary, delete, event, update
-from sqlmodel import Field, SQLModel, col, select
+from sqlalchemy import Column, LargeBinary, delete, event, select, update
+from sqlmodel import Field, SQLModel, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from esim_core.db import Database, add_row
@@ -179,18 +179,25 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish one batch of pending rows; returns how many were published."""
+        table: Any = OutboxMessage.__table__  # type: ignore[attr-defined]
         async with self.database.session() as session:
+            # Core rows, not ORM objects: the relay only reads them.
+            connection = await session.connection()
             rows = (
-                await session.exec(
-                    select(OutboxMessage)
-                    .where(col(OutboxMessage.published_at).is_(None))
-                    .order_by(col(OutboxMessage.id))
+                await connection.execute(
+                    select(
+                        table.c.id, table.c.value, table.c.topic, table.c.key, table.c.event_type
+                    )
+                    .where(table.c.published_at.is_(None))
+                    .order_by(table.c.id)
                     .limit(self.batch_size)
                 )
             ).all()
         if not rows:
             return 0
-        messages = [OutgoingMessage(row.value, row.topic, row.key, _headers(row)) for row in rows]
+        messages = [
+            OutgoingMessage(row.value, row.topic, row.key, _headers(row.event_type)) for row in rows
+        ]
         outcomes = await self.publisher.publish_many(messages)
         published = [row.id for row, outcome in zip(rows, outcomes, strict=True) if outcome is None]
         if published:
@@ -216,7 +223,7 @@ class OutboxRelay:
         cutoff = utcnow() - timedelta(seconds=self.retention_s)
         async with self.database.session() as session:
             old = (
-                select(OutboxMessage.id)
+                select(col(OutboxMessage.id))
                 .where(
                     col(OutboxMessage.published_at).is_not(None),
                     col(OutboxMessage.published_at) < cutoff,
@@ -235,8 +242,8 @@ async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stopping.wait(), seconds)
 
 
-def _headers(row: OutboxMessage) -> dict[str, str]:
+def _headers(event_type: str) -> dict[str, str]:
     return {
         "content-type": "application/cloudevents+json; charset=utf-8",
-        "ce_type": row.event_type,
+        "ce_type": event_type,
     }

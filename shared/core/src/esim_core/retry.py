@@ -97,17 +97,30 @@ class DueWorker(Generic[PortT, RulesT]):
         self.batch = batch
         self.lease_s = lease_s
 
+    # Subclasses that start a round from the row its claim returned (`work_claimed`) set this.
+    claims_rows: ClassVar[bool] = False
+
+    @property
+    def round(self) -> Callable[[Any], Awaitable[None]]:
+        """What the due-work loop runs per claimed row: `work_claimed` or `work`."""
+        return self.work_claimed if self.claims_rows else self.work
+
     async def run_once(self) -> int:
         """Claim due rows and work them concurrently; returns how many were claimed."""
         return await work_due(
             self.database,
             self.table,
-            self.work,
+            self.round,
             what=self.what,
             limit=self.batch,
             lease_s=self.lease_s,
+            rows=self.claims_rows,
         )
 
     async def work(self, key: Any) -> None:
         """One round for one claimed row."""
         raise NotImplementedError
+
+    async def work_claimed(self, row: Any) -> None:
+        """One round for a row as its claim leased it; by default, `work` on its key."""
+        await self.work(row.id)

@@ -56,7 +56,12 @@ class ServiceRuntime:
         self.migrations = migrations
         self.settings = settings
         self.topics = topics or Topics()
-        self.database = Database(settings.database_url, sqlite_inline=settings.sqlite_inline)
+        self.database = Database(
+            settings.database_url,
+            sqlite_inline=settings.sqlite_inline,
+            pool_size=settings.database_pool_size,
+            pre_ping=settings.database_pre_ping,
+        )
         self.redis: Redis = Redis.from_url(settings.redis_url, socket_timeout=5)
         self.broker = make_broker(settings, client_id=name)
         self.publisher = EventPublisher(settings.kafka_bootstrap_servers, client_id=name)
@@ -128,8 +133,11 @@ class ServiceRuntime:
         what: str,
         concurrency: int = 20,
         lease_s: float = 60.0,
+        rows: bool = False,
     ) -> DueLoop:
-        """Work the due rows of `table` with `work(key)`, up to `concurrency` at a time.
+        """Work the due rows of `table`, up to `concurrency` at a time (see `DueLoop`).
+
+        `work` gets each row's key, or with `rows` the row as its claim leased it.
 
         The loop is woken by every commit of the service's consumer, so a row that a handler
         makes due now is worked right after that commit; see `DueLoop`.
@@ -143,6 +151,7 @@ class ServiceRuntime:
             lease_s=lease_s,
             interval_s=self.settings.worker_interval_s,
             idle_max_s=self.settings.worker_idle_max_s,
+            rows=rows,
         )
         self.due_loops.append(due)
         return due

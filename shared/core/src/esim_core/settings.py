@@ -69,6 +69,18 @@ class ServiceSettings(BaseSettings):
         pattern=r"^rediss?://",
     )
     database_url: str = Field(description="SQLAlchemy async URL of the service's own database")
+    database_pool_size: int = Field(
+        10,
+        ge=1,
+        le=200,
+        description="PostgreSQL connections kept per process (as many again may open in a "
+        "burst); SQLite always uses one",
+    )
+    database_pre_ping: bool = Field(
+        False,
+        description="check a pooled PostgreSQL connection with a round trip before each "
+        "transaction (off: a connection broken by a restart fails one transaction, retried)",
+    )
     http_host: str = Field("127.0.0.1", description="address the HTTP surface listens on")
     http_port: int = Field(description="port the HTTP surface listens on", ge=1, le=65535)
     consumer_retries: int = Field(
