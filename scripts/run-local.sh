@@ -33,6 +33,8 @@ export NOTIFIER_SMTP_HOST=${NOTIFIER_SMTP_HOST:-127.0.0.1}
 export NOTIFIER_SMTP_PORT=${NOTIFIER_SMTP_PORT:-$SMTP_SINK_PORT}
 export BILLING_PAYMENT_GATEWAY_URL=${BILLING_PAYMENT_GATEWAY_URL:-http://127.0.0.1:$PAYMENT_SANDBOX_PORT}
 export PROVISIONING_ESIM_PLATFORM_URL=${PROVISIONING_ESIM_PLATFORM_URL:-http://127.0.0.1:$ESIM_SANDBOX_PORT}
+# The sandbox calls provisioning back, signed with the secret both sides share.
+export ESIM_SANDBOX_CALLBACK_URL=${ESIM_SANDBOX_CALLBACK_URL:-http://127.0.0.1:${PROVISIONING_HTTP_PORT:-8002}/callbacks/esim}
 export PYTHONUNBUFFERED=1
 
 # Fail fast, before any download, when something already holds one of the ports.

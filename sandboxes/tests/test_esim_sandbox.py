@@ -4,38 +4,23 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sandboxes.esim import EsimSandboxSettings, create_app, is_valid_iccid
+from esim_testkit import FakeClock, iccid
+from sandboxes.esim import EsimSandboxSettings, create_app
 from sandboxes.timestamps import Clock, utc_now
 
 ACTIVATION_DELAY = 0.05
 SLOW_DELAY = 0.3
 
 
-def iccid(serial: int) -> str:
-    base = f"894450010219830{serial:03d}"
-    return next(base + str(d) for d in range(10) if is_valid_iccid(base + str(d)))
-
-
 CARD = iccid(1)
 OTHER_CARD = iccid(2)
 UNKNOWN_CARD = iccid(3)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 @pytest.fixture

@@ -98,8 +98,22 @@ TABLE: dict[str, dict[str, str]] = {
         "email": "string",
         "code_expires_at": "string",
     },
+    "esim.usage.updated.v1": {
+        "iccid": "string",
+        "renewal_id?": "string",
+        "data_total_mb": "integer",
+        "data_used_mb": "integer",
+        "as_of": "string",
+    },
+    "esim.data.low.v1": {
+        "iccid": "string",
+        "renewal_id?": "string",
+        "threshold": "integer",
+        "data_remaining_mb": "integer",
+        "as_of": "string",
+    },
 }
-ENUMS: dict[tuple[str, str], set[str]] = {
+ENUMS: dict[tuple[str, str], set[str] | set[int]] = {
     ("esim.renewal.requested.v1", "start"): {"now", "after_current"},
     ("esim.renewal.requested.v1", "locale"): {"zh-CN", "en"},
     ("esim.renewal.rejected.v1", "reason"): {
@@ -118,6 +132,7 @@ ENUMS: dict[tuple[str, str], set[str]] = {
         "invalid_token",
     },
     ("esim.profile.activated.v1", "bundle_state"): {"active", "queued"},
+    ("esim.data.low.v1", "threshold"): {75, 90, 100},
 }
 TOPICS: dict[str, str] = {
     "esim.renewal.requested.v1": "esim.renewal.requested",
@@ -131,4 +146,6 @@ TOPICS: dict[str, str] = {
     "esim.payment.refunded.v1": "esim.payment.refunded",
     "esim.plan.expiring.v1": "esim.plan.expiring",
     "esim.account.password-reset.v1": "esim.account.password-reset",
+    "esim.usage.updated.v1": "esim.usage.updated",
+    "esim.data.low.v1": "esim.data.low",
 }

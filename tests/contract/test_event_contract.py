@@ -6,8 +6,10 @@ from typing import Any
 
 import jsonschema
 import pytest
-from esim_schemas import EVENTS_BY_TYPE, decode_event
+from esim_core.settings import Topics
+from esim_schemas import EVENT_MODELS, EVENTS_BY_TYPE, EventData, decode_event
 from esim_schemas.generate import SAMPLE_DIR, SCHEMA_DIR, expected_files
+from esim_schemas.samples import SAMPLE_DATA
 
 from tests.contract.contract_table import ENUMS, TABLE, TOPICS
 
@@ -59,7 +61,7 @@ def test_schema_keeps_every_contract_field_and_type(event_type: str) -> None:
 
 
 @pytest.mark.parametrize(("key", "values"), sorted(ENUMS.items()))
-def test_enumerations_keep_their_values(key: tuple[str, str], values: set[str]) -> None:
+def test_enumerations_keep_their_values(key: tuple[str, str], values: set[str] | set[int]) -> None:
     event_type, field = key
     data, schema = data_schema(event_type)
     resolved = resolve(data["properties"][field], schema)
@@ -109,3 +111,21 @@ def test_a_sample_missing_a_required_field_is_refused(event_type: str) -> None:
     assert field in str(refused.value)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(sample, committed(SCHEMA_DIR, event_type))
+
+
+@pytest.mark.parametrize("model", EVENT_MODELS, ids=lambda model: model.__name__)
+def test_every_event_model_has_a_topic_a_setting_and_a_sample(model: type[EventData]) -> None:
+    assert model.topic.startswith("esim."), f"{model.__name__} has no contract-style topic"
+    assert model.event_type.startswith(model.topic + "."), "type and topic disagree"
+    assert model.event_type in SAMPLE_DATA, f"add a sample of {model.__name__} to samples.py"
+    topics = Topics()
+    assert topics.for_event(model) == model.topic
+    assert getattr(topics, model.topic_setting()) == model.topic
+
+
+def test_topics_and_event_models_are_one_to_one() -> None:
+    names = [model.topic_setting() for model in EVENT_MODELS]
+    assert len(set(names)) == len(names), "two event models share a topic setting"
+    assert set(Topics().model_dump()) == set(names)
+    assert len({model.topic for model in EVENT_MODELS}) == len(EVENT_MODELS)
+    assert set(SAMPLE_DATA) == set(EVENTS_BY_TYPE), "a sample of an event that does not exist"

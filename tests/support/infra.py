@@ -258,6 +258,9 @@ def redis_server(workdir: Path) -> Iterator[Server]:
 
 SERVICES = ("accounts", "billing", "provisioning", "notifier")
 
+CALLBACK_SECRET = "integration-callback-secret"
+"""What the eSIM sandbox signs its callbacks with and provisioning checks them by."""
+
 
 DATABASE_MODES = ("sqlite", "postgres")
 
@@ -486,6 +489,10 @@ class Platform:
             "esim": {
                 "ESIM_SANDBOX_PORT": str(self.ports["esim"]),
                 "ESIM_SANDBOX_CARDS_CSV": str(self.cards_csv),
+                "ESIM_SANDBOX_CALLBACK_URL": f"{self.url('provisioning')}/callbacks/esim",
+                "ESIM_SANDBOX_CALLBACK_SECRET": CALLBACK_SECRET,
+                "ESIM_SANDBOX_USAGE_POLLS_PER_MIN": "600",
+                "ESIM_SANDBOX_TICK_S": "0.2",
             },
         }
         for name in ("payment", "esim"):
@@ -529,6 +536,10 @@ class Platform:
             "PROVISIONING_PLATFORM_BACKOFF_MAX_S": "1",
             "PROVISIONING_WORKER_LEASE_S": "20",
             "PROVISIONING_ESIM_PLATFORM_URL": self.url("esim"),
+            "PROVISIONING_CALLBACK_SECRET": CALLBACK_SECRET,
+            # Usage reaches the card status within a few seconds, not the local run's 60.
+            "PROVISIONING_USAGE_POLL_INTERVAL_S": "0.5",
+            "PROVISIONING_USAGE_POLL_INTERVAL_MAX_S": "2",
             "NOTIFIER_SMTP_HOST": "127.0.0.1",
             "NOTIFIER_SMTP_PORT": str(self.ports["smtp"]),
             **self.env,

@@ -1,26 +1,41 @@
 """eSIM platform sandbox: a reseller API that applies data bundles to known ICCIDs."""
 
+import asyncio
 import csv
+import hashlib
+import hmac
+import json
 import logging
+import math
 import uuid
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
+import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import AfterValidator, BaseModel, Field
 
 from sandboxes.idempotency import REPLAYED_HEADER, IdempotencyKey, conflict, fingerprint
 from sandboxes.problems import ProblemError, install_problem_handlers
 from sandboxes.serving import configure_logging, env_float, env_int, env_str, health_router, serve
-from sandboxes.timestamps import Clock, Timestamp, utc_now
+from sandboxes.timestamps import Clock, Timestamp, rfc3339, utc_now
 
 logger = logging.getLogger("sandboxes.esim")
 
 BundleStatus = Literal["processing", "queued", "active", "depleted", "expired", "revoked", "failed"]
 Start = Literal["now", "after_current"]
 FaultMode = Literal["fail", "flaky", "slow", "none"]
+CallbackMode = Literal["signed", "bad_signature", "off"]
+
+THRESHOLDS = (75, 90, 100)
+"""Per cent of a bundle's data at which the platform calls back once (100 = used up)."""
+
+SIGNATURE_HEADER = "X-Esim-Signature"
+TIMESTAMP_HEADER = "X-Esim-Timestamp"
 
 FLAKY_FAILURES = 2
 """How many requests for an ICCID answer 503 after its fault is set to ``flaky``."""
@@ -37,6 +52,17 @@ class EsimSandboxSettings:
     cards_csv: Path = Path("deploy/local/cards.csv")
     activation_delay: float = 0.5
     slow_delay: float = 5.0
+    usage_mb_per_min: float = 0.0
+    """MB an active bundle uses by itself each minute (0: only `POST /sandbox/usage` moves it)."""
+    usage_polls_per_min: int = 60
+    """Usage requests per ICCID and minute before the platform answers 429."""
+    callback_url: str = ""
+    """Where the platform posts its signed callbacks; empty: no callbacks."""
+    callback_secret: str = "sandbox-callback-secret"
+    """The shared secret of the callbacks' HMAC-SHA256 signature."""
+    callback_attempts: int = 3
+    tick_s: float = 1.0
+    """How often the platform looks at the clock by itself (usage growth, due callbacks)."""
 
     @classmethod
     def from_env(cls) -> Self:
@@ -47,6 +73,14 @@ class EsimSandboxSettings:
             cards_csv=Path(env_str("ESIM_SANDBOX_CARDS_CSV", str(cls.cards_csv))),
             activation_delay=env_float("ESIM_SANDBOX_ACTIVATION_DELAY", cls.activation_delay),
             slow_delay=env_float("ESIM_SANDBOX_SLOW_DELAY", cls.slow_delay),
+            usage_mb_per_min=env_float("ESIM_SANDBOX_USAGE_MB_PER_MIN", cls.usage_mb_per_min),
+            usage_polls_per_min=env_int(
+                "ESIM_SANDBOX_USAGE_POLLS_PER_MIN", cls.usage_polls_per_min
+            ),
+            callback_url=env_str("ESIM_SANDBOX_CALLBACK_URL", cls.callback_url),
+            callback_secret=env_str("ESIM_SANDBOX_CALLBACK_SECRET", cls.callback_secret),
+            callback_attempts=env_int("ESIM_SANDBOX_CALLBACK_ATTEMPTS", cls.callback_attempts),
+            tick_s=env_float("ESIM_SANDBOX_TICK_S", cls.tick_s) or cls.tick_s,
         )
 
 
@@ -162,14 +196,69 @@ class CardBundles(BaseModel):
     bundles: list[Bundle]
 
 
+class BundleUsage(BaseModel):
+    """One bundle that went live on a card, and its data use."""
+
+    order_id: str
+    reference: str
+    bundle_code: str
+    status: BundleStatus
+    data_mb: int
+    data_used_mb: int
+    valid_from: Timestamp | None
+    valid_until: Timestamp | None
+
+
 class Usage(BaseModel):
-    """Data use of the card's current bundle; zeros when it has none."""
+    """Data use of the card's current bundle (zeros when it has none), and of all its bundles."""
 
     iccid: str
     order_id: str | None
+    reference: str | None = None
+    status: BundleStatus | None = None
     data_total_mb: int
     data_used_mb: int
     data_remaining_mb: int
+    as_of: Timestamp | None = None
+    bundles: list[BundleUsage] = Field(default_factory=list)
+
+
+class ValidityChange(BaseModel):
+    """Compress time for tests: the card's current bundle ends `ends_in_s` from now."""
+
+    iccid: str = Field(min_length=1)
+    ends_in_s: float = Field(ge=0)
+
+
+class CallbackSetting(BaseModel):
+    """How callbacks about one ICCID are sent: signed, signed with a wrong key, or not at all."""
+
+    iccid: str = Field(min_length=1)
+    mode: CallbackMode
+
+
+class CallbackDelivery(BaseModel):
+    """One callback the platform sent (or is sending), with what the receiver answered."""
+
+    id: str
+    type: str
+    iccid: str
+    body: dict[str, Any]
+    attempts: int
+    statuses: list[int]
+    delivered: bool
+
+
+class CallbackLog(BaseModel):
+    """Every callback, oldest first."""
+
+    callbacks: list[CallbackDelivery]
+
+
+class Redelivery(BaseModel):
+    """Send a callback again, as platforms do when they are unsure it arrived."""
+
+    id: str = Field(min_length=1)
 
 
 class UsageUpdate(BaseModel):
@@ -207,6 +296,10 @@ class _Order:
     valid_until: datetime | None = None
     data_used_mb: int = 0
     sequence: int = 0
+    # Fractional MB of growth not yet counted, and when growth was last counted.
+    growth_mb: float = 0.0
+    grown_until: datetime | None = None
+    thresholds_called: int = 0
 
     def status_at(self, moment: datetime) -> BundleStatus:
         if not self.settled:
@@ -225,6 +318,18 @@ class _Order:
             return "depleted"
         return "active"
 
+    def usage_view(self, moment: datetime) -> BundleUsage:
+        return BundleUsage(
+            order_id=self.order_id,
+            reference=self.request.reference,
+            bundle_code=self.request.bundle_code,
+            status=self.status_at(moment),
+            data_mb=self.request.data_mb,
+            data_used_mb=self.data_used_mb,
+            valid_from=self.valid_from,
+            valid_until=self.valid_until,
+        )
+
     def view(self, moment: datetime) -> Bundle:
         status = self.status_at(moment)
         return Bundle(
@@ -242,6 +347,54 @@ class _Order:
             failure_reason=FAILURE_REASON if status == "failed" else None,
             created_at=self.created_at,
         )
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The callback signature: HMAC-SHA256 over `<timestamp>.<raw body>`, as `v1=<hex>`."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"v1={mac.hexdigest()}"
+
+
+@dataclass
+class _Callback:
+    id: str
+    type: str
+    iccid: str
+    body: dict[str, Any]
+    attempts: int = 0
+    statuses: list[int] = field(default_factory=list)
+    delivered: bool = False
+
+    def view(self) -> CallbackDelivery:
+        return CallbackDelivery(
+            id=self.id,
+            type=self.type,
+            iccid=self.iccid,
+            body=self.body,
+            attempts=self.attempts,
+            statuses=list(self.statuses),
+            delivered=self.delivered,
+        )
+
+
+class _Bucket:
+    """A token bucket per ICCID: `per_min` requests a minute, bursts of a tenth of that."""
+
+    def __init__(self, per_min: int, now: datetime) -> None:
+        self.capacity = max(1.0, per_min / 10)
+        self.rate_s = per_min / 60
+        self.tokens = self.capacity
+        self.at = now
+
+    def take(self, now: datetime) -> float:
+        """Take a token; returns 0, or the seconds until one is free."""
+        elapsed = max(0.0, (now - self.at).total_seconds())
+        self.tokens = min(self.capacity, self.tokens + elapsed * self.rate_s)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate_s if self.rate_s > 0 else 60.0
 
 
 class EsimPlatform:
@@ -264,6 +417,12 @@ class EsimPlatform:
         self._keys: dict[str, _Order] = {}
         self._faults: dict[str, Literal["fail", "slow"]] = {}
         self._flaky_left: dict[str, int] = {}
+        # Bundles that are or may become live: the only ones usage growth looks at.
+        self._live: dict[str, _Order] = {}
+        self._buckets: dict[str, _Bucket] = {}
+        self._callback_modes: dict[str, CallbackMode] = {}
+        self.callbacks: dict[str, _Callback] = {}
+        self.callbacks_due: asyncio.Queue[str] = asyncio.Queue()
 
     def add_card(self, card: CardIn) -> CardIn:
         """Make a card known; adding the same card again changes nothing.
@@ -375,18 +534,58 @@ class EsimPlatform:
         """
         now = self._settle()
         self._require_card(iccid)
+        return self._usage(iccid, now)
+
+    def poll_usage(self, iccid: str) -> Usage:
+        """Return a card's usage to a poller, at most `usage_polls_per_min` times a minute.
+
+        Args:
+            iccid: The card's ICCID.
+
+        Raises:
+            ProblemError: 404 for an unknown ICCID; 429 (with Retry-After) when polled too often.
+        """
+        now = self._settle()
+        self._require_card(iccid)
+        bucket = self._buckets.get(iccid)
+        if bucket is None:
+            bucket = self._buckets[iccid] = _Bucket(self._settings.usage_polls_per_min, now)
+        wait_s = bucket.take(now)
+        if wait_s > 0:
+            raise ProblemError(
+                429,
+                f"Usage of {iccid} was asked for too often; try again later.",
+                code="rate_limited",
+                retryable=True,
+                headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+            )
+        return self._usage(iccid, now)
+
+    def _usage(self, iccid: str, now: datetime) -> Usage:
+        # A bundle replaced by one started now is listed as expired, so pollers see it end.
+        bundles = [o.usage_view(now) for o in self._orders_of(iccid) if o.settled and not o.failed]
         current = self._current(iccid, now)
         if current is None:
             return Usage(
-                iccid=iccid, order_id=None, data_total_mb=0, data_used_mb=0, data_remaining_mb=0
+                iccid=iccid,
+                order_id=None,
+                data_total_mb=0,
+                data_used_mb=0,
+                data_remaining_mb=0,
+                as_of=now,
+                bundles=bundles,
             )
         total = current.request.data_mb
         return Usage(
             iccid=iccid,
             order_id=current.order_id,
+            reference=current.request.reference,
+            status=current.status_at(now),
             data_total_mb=total,
             data_used_mb=current.data_used_mb,
             data_remaining_mb=max(total - current.data_used_mb, 0),
+            as_of=now,
+            bundles=bundles,
         )
 
     def set_usage(self, update: UsageUpdate) -> Usage:
@@ -406,7 +605,152 @@ class EsimPlatform:
                 409, f"Card {update.iccid} has no active bundle.", code="no_active_bundle"
             )
         current.data_used_mb = min(update.data_used_mb, current.request.data_mb)
-        return self.usage(update.iccid)
+        current.growth_mb = 0.0
+        self._after_use(current, now)
+        return self._usage(update.iccid, now)
+
+    def set_validity(self, change: ValidityChange) -> CardBundles:
+        """End the card's current bundle `ends_in_s` from now; queued bundles follow it.
+
+        Each queued bundle keeps its length, so a test can see a plan end and the next one start
+        without waiting days.
+
+        Raises:
+            ProblemError: Unknown ICCID, or no current bundle.
+        """
+        now = self._settle()
+        self._require_card(change.iccid)
+        current = self._current(change.iccid, now)
+        if current is None:
+            raise ProblemError(
+                409, f"Card {change.iccid} has no active bundle.", code="no_active_bundle"
+            )
+        current.valid_until = now + timedelta(seconds=change.ends_in_s)
+        self._chain_queued(change.iccid, current.valid_until, now, keep_length=True)
+        logger.info("order %s now ends at %s", current.order_id, rfc3339(current.valid_until))
+        return self.card(change.iccid)
+
+    def set_callback_mode(self, setting: CallbackSetting) -> CallbackSetting:
+        """Choose how callbacks about one ICCID are sent."""
+        if setting.mode == "signed":
+            self._callback_modes.pop(setting.iccid, None)
+        else:
+            self._callback_modes[setting.iccid] = setting.mode
+        logger.info("callbacks for %s: %s", setting.iccid, setting.mode)
+        return setting
+
+    def callback_log(self, iccid: str | None = None) -> CallbackLog:
+        """Every callback sent or being sent, optionally only those about one ICCID."""
+        self._settle()
+        return CallbackLog(
+            callbacks=[c.view() for c in self.callbacks.values() if iccid in (None, c.iccid)]
+        )
+
+    def redeliver(self, redelivery: Redelivery) -> CallbackDelivery:
+        """Send a callback again under its id, freshly timestamped and signed.
+
+        Raises:
+            ProblemError: 404 for an unknown callback id.
+        """
+        callback = self.callbacks.get(redelivery.id)
+        if callback is None:
+            raise ProblemError(404, f"No callback {redelivery.id!r}.", code="callback_not_found")
+        self.callbacks_due.put_nowait(callback.id)
+        return callback.view()
+
+    def signed_request(self, callback_id: str, now: datetime) -> tuple[bytes, dict[str, str]]:
+        """The raw body and headers of a callback, signed as of `now` (or tampered with)."""
+        callback = self.callbacks[callback_id]
+        body = json.dumps(callback.body, separators=(",", ":"), sort_keys=True).encode()
+        timestamp = int(now.timestamp())
+        secret = self._settings.callback_secret
+        if self._callback_modes.get(callback.iccid) == "bad_signature":
+            secret = "not-the-shared-secret"
+        return body, {
+            "Content-Type": "application/json",
+            TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: sign(secret, timestamp, body),
+        }
+
+    def tick(self) -> None:
+        """Look at the clock: activations, usage growth and bundle ends that are due."""
+        self._settle()
+
+    def _callback(self, kind: str, order: _Order, moment: datetime, **fields: Any) -> None:
+        if not self._settings.callback_url:
+            return
+        if self._callback_modes.get(order.request.iccid) == "off":
+            return
+        callback_id = f"cb_{uuid.uuid4().hex[:24]}"
+        body = {
+            "id": callback_id,
+            "type": kind,
+            "iccid": order.request.iccid,
+            "order_id": order.order_id,
+            "reference": order.request.reference,
+            "bundle_code": order.request.bundle_code,
+            "status": order.status_at(moment),
+            "data_mb": order.request.data_mb,
+            "data_used_mb": order.data_used_mb,
+            "valid_from": rfc3339(order.valid_from) if order.valid_from else None,
+            "valid_until": rfc3339(order.valid_until) if order.valid_until else None,
+            "occurred_at": rfc3339(moment),
+            **fields,
+        }
+        self.callbacks[callback_id] = _Callback(callback_id, kind, order.request.iccid, body)
+        self.callbacks_due.put_nowait(callback_id)
+
+    def _after_use(self, order: _Order, moment: datetime) -> None:
+        # Thresholds are called back once each, even when use jumps past several at once.
+        total = order.request.data_mb
+        for threshold in THRESHOLDS:
+            reached = order.data_used_mb * 100 >= threshold * total
+            if reached and threshold > order.thresholds_called:
+                order.thresholds_called = threshold
+                self._callback("usage.threshold", order, moment, threshold=threshold)
+        if order.data_used_mb >= total and order.valid_until and moment < order.valid_until:
+            # Used up: what was queued behind it starts now, as on real platforms.
+            self._chain_queued(order.request.iccid, moment, moment, keep_length=False)
+
+    def _chain_queued(
+        self, iccid: str, start: datetime, now: datetime, *, keep_length: bool
+    ) -> None:
+        queued = sorted(
+            (o for o in self._orders_of(iccid) if o.settled and o.status_at(now) == "queued"),
+            key=lambda o: (o.valid_from or now, o.sequence),
+        )
+        end = start
+        for bundle in queued:
+            assert bundle.valid_from is not None and bundle.valid_until is not None
+            length = (
+                bundle.valid_until - bundle.valid_from
+                if keep_length
+                else timedelta(days=bundle.request.validity_days)
+            )
+            bundle.valid_from, bundle.valid_until = end, end + length
+            end = bundle.valid_until
+
+    def _grow(self, now: datetime) -> None:
+        rate = self._settings.usage_mb_per_min
+        for order in list(self._live.values()):
+            if order.failed or order.replaced or order.valid_from is None:
+                self._live.pop(order.order_id, None)
+                continue
+            assert order.valid_until is not None
+            if now >= order.valid_until or order.data_used_mb >= order.request.data_mb:
+                self._live.pop(order.order_id, None)
+                continue
+            if rate <= 0 or now <= order.valid_from:
+                continue
+            since = max(order.grown_until or order.valid_from, order.valid_from)
+            until = min(now, order.valid_until)
+            order.grown_until = until
+            order.growth_mb += rate * max(0.0, (until - since).total_seconds()) / 60
+            whole = int(order.growth_mb)
+            if whole:
+                order.growth_mb -= whole
+                order.data_used_mb = min(order.request.data_mb, order.data_used_mb + whole)
+                self._after_use(order, until)
 
     def set_fault(self, fault: Fault) -> Fault:
         """Inject a fault for one ICCID, replacing the one it had.
@@ -447,6 +791,10 @@ class EsimPlatform:
         self._keys.clear()
         self._faults.clear()
         self._flaky_left.clear()
+        self._live.clear()
+        self._buckets.clear()
+        self._callback_modes.clear()
+        self.callbacks.clear()
 
     def _require_card(self, iccid: str) -> None:
         if iccid not in self._cards:
@@ -478,6 +826,8 @@ class EsimPlatform:
         due = [o for o in self._unsettled.values() if o.ready_at <= now]
         for order in sorted(due, key=lambda o: (o.ready_at, o.sequence)):
             self._activate(order, order.ready_at)
+        if self._live:
+            self._grow(now)
         return now
 
     def _activate(self, order: _Order, moment: datetime) -> None:
@@ -486,6 +836,7 @@ class EsimPlatform:
         if order.fails:
             order.failed = True
             logger.info("order %s failed: %s", order.order_id, FAILURE_REASON)
+            self._callback("order.completed", order, moment)
             return
         others = [o for o in self._orders_of(order.request.iccid) if o is not order]
         validity = timedelta(days=order.request.validity_days)
@@ -499,12 +850,14 @@ class EsimPlatform:
             chain = [o for o in others if o.status_at(moment) in ("active", "queued")]
             start = max((o.valid_until for o in chain if o.valid_until), default=moment)
             order.valid_from, order.valid_until = start, start + validity
+        self._live[order.order_id] = order
         logger.info(
             "order %s %s from %s",
             order.order_id,
             order.status_at(moment),
             order.valid_from.isoformat(),
         )
+        self._callback("order.completed", order, moment)
 
     @staticmethod
     def _requeue_after(head: _Order, others: list[_Order], moment: datetime) -> None:
@@ -562,8 +915,8 @@ async def get_card(iccid: str, request: Request) -> CardBundles:
 
 @router.get("/v1/cards/{iccid}/usage", response_model=Usage, tags=["cards"])
 async def get_usage(iccid: str, request: Request) -> Usage:
-    """Return the data use of the card's current bundle."""
-    return _platform(request).usage(iccid)
+    """Return the data use of the card's bundles; 429 with Retry-After when polled too often."""
+    return _platform(request).poll_usage(iccid)
 
 
 @router.post("/sandbox/cards", status_code=201, response_model=CardIn, tags=["sandbox"])
@@ -582,6 +935,30 @@ async def list_cards(request: Request) -> dict[str, list[CardIn]]:
 async def set_usage(body: UsageUpdate, request: Request) -> Usage:
     """Set how much data the card's current bundle has used."""
     return _platform(request).set_usage(body)
+
+
+@router.post("/sandbox/validity", response_model=CardBundles, tags=["sandbox"])
+async def set_validity(body: ValidityChange, request: Request) -> CardBundles:
+    """End the card's current bundle soon; the queued ones follow it, each as long as before."""
+    return _platform(request).set_validity(body)
+
+
+@router.post("/sandbox/callbacks/mode", response_model=CallbackSetting, tags=["sandbox"])
+async def set_callback_mode(body: CallbackSetting, request: Request) -> CallbackSetting:
+    """Send callbacks about an ICCID signed (default), with a bad signature, or not at all."""
+    return _platform(request).set_callback_mode(body)
+
+
+@router.get("/sandbox/callbacks", response_model=CallbackLog, tags=["sandbox"])
+async def list_callbacks(request: Request, iccid: str | None = None) -> CallbackLog:
+    """List the callbacks sent, with the receiver's answers."""
+    return _platform(request).callback_log(iccid)
+
+
+@router.post("/sandbox/callbacks/redeliver", response_model=CallbackDelivery, tags=["sandbox"])
+async def redeliver(body: Redelivery, request: Request) -> CallbackDelivery:
+    """Send a callback once more under the same id."""
+    return _platform(request).redeliver(body)
 
 
 @router.post("/sandbox/faults", response_model=Fault, tags=["sandbox"])
@@ -613,15 +990,100 @@ def create_app(settings: EsimSandboxSettings | None = None, *, clock: Clock = ut
         clock: The time source for activation and validity.
     """
     settings = settings or EsimSandboxSettings.from_env()
+    platform = EsimPlatform(settings, clock)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        sender = CallbackSender(platform, settings, clock)
+        tasks = [
+            asyncio.create_task(_ticking(platform, settings.tick_s)),
+            asyncio.create_task(sender.run()),
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await sender.aclose()
+
     app = FastAPI(
         title="eSIM platform sandbox",
-        description="Bundles on known ICCIDs, activated asynchronously; faults on demand.",
+        description="Bundles on known ICCIDs, activated asynchronously; usage, signed "
+        "callbacks and faults on demand.",
+        lifespan=lifespan,
     )
-    app.state.platform = EsimPlatform(settings, clock)
+    app.state.platform = platform
     install_problem_handlers(app)
     app.include_router(router)
     app.include_router(health_router)
     return app
+
+
+async def _ticking(platform: EsimPlatform, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            platform.tick()
+        except Exception:
+            logger.exception("tick failed")
+
+
+class CallbackSender:
+    """Posts due callbacks to `callback_url`, signed, retrying a few times on failure."""
+
+    def __init__(
+        self,
+        platform: EsimPlatform,
+        settings: EsimSandboxSettings,
+        clock: Clock = utc_now,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.platform = platform
+        self.settings = settings
+        self.clock = clock
+        self.client = httpx.AsyncClient(timeout=5.0, transport=transport)
+
+    async def run(self) -> None:
+        """Send callbacks as they fall due, until cancelled."""
+        while True:
+            callback_id = await self.platform.callbacks_due.get()
+            await self.deliver(callback_id)
+
+    async def deliver_pending(self) -> int:
+        """Send every callback due now (for tests); returns how many."""
+        sent = 0
+        while not self.platform.callbacks_due.empty():
+            await self.deliver(self.platform.callbacks_due.get_nowait())
+            sent += 1
+        return sent
+
+    async def deliver(self, callback_id: str) -> None:
+        """Post one callback, up to `callback_attempts` times until it is answered 2xx."""
+        callback = self.platform.callbacks.get(callback_id)
+        if callback is None or not self.settings.callback_url:
+            return
+        for attempt in range(self.settings.callback_attempts):
+            body, headers = self.platform.signed_request(callback_id, self.clock())
+            callback.attempts += 1
+            try:
+                response = await self.client.post(
+                    self.settings.callback_url, content=body, headers=headers
+                )
+                status = response.status_code
+            except httpx.HTTPError as error:
+                logger.info("callback %s: %s", callback_id, error)
+                status = 0
+            callback.statuses.append(status)
+            if 200 <= status < 300:
+                callback.delivered = True
+                return
+            await asyncio.sleep(min(4.0, 0.5 * 2**attempt))
+        logger.warning("callback %s not accepted after %d tries", callback_id, callback.attempts)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self.client.aclose()
 
 
 def main() -> None:

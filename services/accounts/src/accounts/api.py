@@ -1,5 +1,6 @@
 """The accounts HTTP API for frontends: users, tokens, plans, cards and renewals."""
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
@@ -15,12 +16,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from accounts.cardplans import card_status, plan_entry, plans_of
 from accounts.domain import RenewalInvalidError, SagaStatus, currency_for, price_for
 from accounts.handlers import effective_status, fingerprint_of, record_step, saga_from_request
 from accounts.schemas import (
     AutoRenewUpdate,
     CardBind,
     CardPublic,
+    PlanHistoryEntry,
     PlanPublic,
     QueuedPlan,
     RenewalAccepted,
@@ -32,7 +35,7 @@ from accounts.schemas import (
     UserPublic,
 )
 from accounts.security import TokenError, TokenIssuer, hash_password, verify_password
-from accounts.store import Card, Plan, Renewal, RenewalStep, User
+from accounts.store import Card, CardPlan, Plan, Renewal, RenewalStep, User
 
 _KEYS = uuid5(NAMESPACE_URL, "https://esim.example/accounts/idempotency-keys")
 oauth2 = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
@@ -174,13 +177,31 @@ def build_router(database: Database, outbox: Outbox, tokens: TokenIssuer) -> API
         """The caller's cards."""
         async with database.session() as unit:
             query = select(Card).where(Card.user_id == caller.id).order_by(col(Card.iccid))
-            return [card_public(card) for card in (await unit.exec(query)).all()]
+            found = (await unit.exec(query)).all()
+            plans = await plans_of(unit, [card.iccid for card in found])
+            return [card_public(card, plans.get(card.iccid, ())) for card in found]
 
     @router.get("/cards/{iccid}", tags=["cards"])
     async def card(caller: Caller, iccid: str) -> CardPublic:
-        """One of the caller's cards: plan, data left, validity, plans queued."""
+        """One of the caller's cards: plan, data left (as measured when), validity, queue."""
         async with database.session() as unit:
-            return card_public(await own_card(unit, caller, iccid))
+            found = await own_card(unit, caller, iccid)
+            plans = await plans_of(unit, [iccid])
+            return card_public(found, plans.get(iccid, ()))
+
+    @router.get("/cards/{iccid}/plans", tags=["cards"])
+    async def card_plans(caller: Caller, iccid: str) -> list[PlanHistoryEntry]:
+        """The card's plans, newest first: queued, live, and those that expired or were used up."""
+        async with database.session() as unit:
+            await own_card(unit, caller, iccid)
+            plans = (await plans_of(unit, [iccid])).get(iccid, [])
+        now = utcnow()
+        entries = [
+            PlanHistoryEntry.model_validate(plan_entry(plan, now))
+            for plan in plans
+            if plan.valid_from is not None
+        ]
+        return sorted(entries, key=lambda entry: entry.valid_from, reverse=True)
 
     @router.put("/cards/{iccid}/auto-renew", tags=["cards"])
     async def auto_renew(caller: Caller, iccid: str, body: AutoRenewUpdate) -> CardPublic:
@@ -202,7 +223,8 @@ def build_router(database: Database, outbox: Outbox, tokens: TokenIssuer) -> API
                 found.auto_renew_method = found.auto_renew_token = None
             found.auto_renew = body.enabled
             unit.add(found)
-        return card_public(found)
+            plans = await plans_of(unit, [iccid])
+        return card_public(found, plans.get(iccid, ()))
 
     @router.post("/cards/{iccid}/renewals", status_code=status.HTTP_202_ACCEPTED, tags=["renewals"])
     async def renew(
@@ -326,9 +348,11 @@ def renewal_id_for(user_id: str, idempotency_key: str | None) -> UUID:
         return uuid5(_KEYS, f"{user_id}:{idempotency_key}")
 
 
-def card_public(card: Card) -> CardPublic:
-    """A card's status as the API shows it, with queued plans that have started brought forward."""
-    status = effective_status(card, utcnow())
+def card_public(card: Card, plans: Sequence[CardPlan] = ()) -> CardPublic:
+    """A card's status as the API shows it: from its plans as the platform measured them, else
+    from the card's own columns, with queued plans that have started brought forward."""
+    now = utcnow()
+    status = card_status(plans, now) or effective_status(card, now)
     queued = [QueuedPlan.model_validate(item) for item in status.pop("queued")]
     return CardPublic(
         iccid=card.iccid,

@@ -11,6 +11,8 @@ from esim_core.service import ServiceRuntime
 from esim_core.worker import utcnow
 from esim_schemas import (
     ActivationFailed,
+    BundleEnded,
+    BundleStarted,
     CardBound,
     PaymentFailed,
     PaymentRefunded,
@@ -20,8 +22,10 @@ from esim_schemas import (
     RefundRequested,
     RenewalRejected,
     RenewalRequested,
+    UsageUpdated,
 )
 
+from accounts import cardplans
 from accounts.api import build_router
 from accounts.deadlines import sweep_deadlines
 from accounts.domain import Deadlines
@@ -62,6 +66,9 @@ def build(settings: AccountsSettings, *, clock: Callable[[], datetime] = utcnow)
     runtime.consume(topics.profile_activated, [Route(ProfileActivated, saga.on_profile_activated)])
     runtime.consume(topics.activation_failed, [Route(ActivationFailed, saga.on_activation_failed)])
     runtime.consume(topics.payment_refunded, [Route(PaymentRefunded, saga.on_payment_refunded)])
+    runtime.consume(topics.usage_updated, [Route(UsageUpdated, cardplans.on_usage_updated)])
+    runtime.consume(topics.bundle_started, [Route(BundleStarted, cardplans.on_bundle_started)])
+    runtime.consume(topics.bundle_ended, [Route(BundleEnded, cardplans.on_bundle_ended)])
 
     async def seed() -> None:
         await seed_catalogue(runtime.database)

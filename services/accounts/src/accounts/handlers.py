@@ -29,6 +29,7 @@ from sqlalchemy import select
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from accounts.cardplans import record_activation
 from accounts.domain import (
     AWAITING_PAYMENT,
     CLOSED_TO_ACTIVATION,
@@ -285,6 +286,7 @@ class RenewalSaga:
             raise PermanentEventError(f"card {data.iccid} of renewal {saga.renewal_id} is unknown")
         apply_bundle(card, data)
         session.add(card)
+        await record_activation(session, data)
 
     async def on_activation_failed(
         self, session: AsyncSession, event: CloudEvent[ActivationFailed]
@@ -545,4 +547,6 @@ def effective_status(card: Card, now: datetime) -> dict[str, Any]:
             valid_until=datetime.fromisoformat(head["valid_until"]),
             queued=status["queued"][1:],
         )
+    if status["state"] == "active" and status["valid_until"] and status["valid_until"] <= now:
+        status["state"] = "expired"  # its time is up and nothing was queued behind it
     return status

@@ -81,11 +81,28 @@ class CardPublic(BaseModel):
     state: str
     data_total_mb: int
     data_remaining_mb: int
+    usage_as_of: datetime | None = Field(
+        default=None, description="when the platform last measured data_remaining_mb"
+    )
     valid_from: datetime | None
     valid_until: datetime | None
     queued: list[QueuedPlan]
     auto_renew: bool
     auto_renew_plan_code: str | None
+
+
+class PlanHistoryEntry(BaseModel):
+    """One plan a card had, has or will have, with what the platform measured."""
+
+    renewal_id: str
+    plan_code: str | None
+    state: str = Field(description="queued, active, expired or depleted")
+    data_mb: int | None
+    data_remaining_mb: int
+    usage_as_of: datetime | None
+    valid_from: datetime
+    valid_until: datetime
+    ended_at: datetime | None
 
 
 class PaymentIn(Body):

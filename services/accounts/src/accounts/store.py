@@ -111,4 +111,27 @@ class RenewalStep(SQLModel, table=True):
     at: datetime = _time(default_factory=utcnow)
 
 
-TABLES: list[type[SQLModel]] = [User, Plan, Card, Renewal, RenewalStep]
+class CardPlan(SQLModel, table=True):
+    """One bundle of a card, from its activation on: dates, state and measured use; the history.
+
+    Filled by whichever of ProfileActivated, BundleStarted, BundleEnded and UsageUpdated comes
+    first, so its terms may be missing until the activation arrives.
+    """
+
+    __tablename__ = "accounts_card_plan"
+
+    renewal_id: str = Field(primary_key=True, max_length=36)
+    iccid: str = Field(index=True, max_length=20)
+    plan_code: str | None = Field(default=None, max_length=64)
+    data_mb: int | None = None
+    state: str | None = Field(default=None, max_length=16)
+    valid_from: datetime | None = _time(default=None)
+    valid_until: datetime | None = _time(default=None)
+    data_used_mb: int | None = None
+    usage_as_of: datetime | None = _time(default=None)
+    started_at: datetime | None = _time(default=None)
+    ended_at: datetime | None = _time(default=None)
+    updated_at: datetime = _time(default_factory=utcnow)
+
+
+TABLES: list[type[SQLModel]] = [User, Plan, Card, Renewal, RenewalStep, CardPlan]

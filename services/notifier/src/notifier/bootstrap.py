@@ -7,6 +7,7 @@ from esim_core.migrations import service_migrations
 from esim_core.service import ServiceRuntime
 from esim_schemas import (
     CardBound,
+    DataLow,
     PaymentFailed,
     PaymentRefunded,
     ProfileActivated,
@@ -68,6 +69,9 @@ def build(settings: NotifierSettings, *, mailer: Mailer | None = None) -> Notifi
     runtime.consume(topics.payment_failed, [Route(PaymentFailed, handlers.on_payment_failed)])
     runtime.consume(topics.payment_refunded, [Route(PaymentRefunded, handlers.on_payment_refunded)])
     runtime.consume(topics.renewal_rejected, [Route(RenewalRejected, handlers.on_renewal_rejected)])
+    runtime.consume(
+        topics.data_low, [Route(DataLow, handlers.on_data_low_with(settings.renew_url))]
+    )
     runtime.due_work(
         Notification,
         sender.deliver,

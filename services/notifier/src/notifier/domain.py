@@ -17,6 +17,8 @@ class NotificationKind(StrEnum):
     PAYMENT_FAILED = "payment_failed"
     PAYMENT_REFUNDED = "payment_refunded"
     RENEWAL_REJECTED = "renewal_rejected"
+    DATA_LOW = "data_low"
+    DATA_USED_UP = "data_used_up"
 
 
 class NotificationStatus(StrEnum):
@@ -146,6 +148,13 @@ def template_fields(kind: str, payload: Mapping[str, Any], locale: str) -> dict[
         fields |= {
             "amount": format_money(int(price["amount"]), str(price["currency"])),
             "refund_id": str(payload["refund_id"]),
+        }
+    elif kind in (NotificationKind.DATA_LOW, NotificationKind.DATA_USED_UP):
+        fields |= {
+            "plan_code": str(payload.get("plan_code") or "-"),
+            "remaining": format_data(int(payload.get("data_remaining_mb", 0))),
+            "threshold": str(payload.get("threshold", "")),
+            "renew_url": str(payload.get("renew_url", "")),
         }
     elif kind == NotificationKind.RENEWAL_REJECTED:
         fields |= {

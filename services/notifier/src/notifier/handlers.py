@@ -1,12 +1,14 @@
 """Reactions to consumed events: remember contacts, and queue one notification per event."""
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from esim_core.worker import as_utc, utcnow
 from esim_schemas import (
     CardBound,
     CloudEvent,
+    DataLow,
     EventData,
     PaymentFailed,
     PaymentRefunded,
@@ -107,12 +109,34 @@ async def on_renewal_rejected(session: AsyncSession, event: CloudEvent[RenewalRe
     await queue_notification(session, event, NotificationKind.RENEWAL_REJECTED, contact=contact)
 
 
+def on_data_low_with(
+    renew_url: str,
+) -> Callable[[AsyncSession, CloudEvent[DataLow]], Awaitable[None]]:
+    """The DataLow handler, with the renewal link (`{iccid}` filled in) the messages carry."""
+
+    async def on_data_low(session: AsyncSession, event: CloudEvent[DataLow]) -> None:
+        """Queue the message at 90 % used and when used up; 75 % is not worth a message."""
+        data = event.data
+        kind = {90: NotificationKind.DATA_LOW, 100: NotificationKind.DATA_USED_UP}.get(
+            data.threshold
+        )
+        if kind is None:
+            logger.info("card %s at %d %%: no message", data.iccid, data.threshold)
+            return
+        await queue_notification(
+            session, event, kind, extra={"renew_url": renew_url.replace("{iccid}", data.iccid)}
+        )
+
+    return on_data_low
+
+
 async def queue_notification(
     session: AsyncSession,
     event: CloudEvent[Any],
     kind: NotificationKind,
     *,
     contact: Contact | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Notification | None:
     """Add a pending e-mail notification about `event`, unless one exists for it already.
 
@@ -146,7 +170,7 @@ async def queue_notification(
         iccid=iccid,
         renewal_id=renewal_id,
         locale=contact.locale if contact is not None else None,
-        payload=data.model_dump(mode="json"),
+        payload=data.model_dump(mode="json") | (extra or {}),
         status=NotificationStatus.PENDING,
         created_at=now,
         due_at=now,

@@ -56,6 +56,12 @@ class NotifierSettings(ServiceSettings):
         "eSIM <no-reply@esim.local>", description="the From header of every e-mail"
     )
 
+    renew_url: str = Field(
+        "http://127.0.0.1:8000/docs#/renewals",
+        pattern=r"^https?://",
+        description="the renewal link in low-data messages; `{iccid}` is replaced by the card's "
+        "ICCID (the local run points at the accounts API docs)",
+    )
     contact_wait_s: float = Field(
         600.0,
         ge=0,

@@ -204,6 +204,71 @@ TEMPLATES: dict[str, dict[str, Template]] = {
             ),
         ),
     },
+    "data_low": {
+        "en": Template(
+            subject="Your eSIM has {remaining} of data left",
+            body=(
+                "Hello,\n"
+                "\n"
+                "you have used {threshold} % of the data of your plan {plan_code}: "
+                "{remaining} are left.\n"
+                "\n"
+                "Renew or add a plan now, so you stay connected:\n"
+                "{renew_url}\n"
+                "\n"
+                "Card (ICCID): {iccid}\n"
+                "\n"
+                f"Safe travels,\n{_SIGNATURE_EN}\n"
+            ),
+        ),
+        "zh-CN": Template(
+            subject="您的 eSIM 流量仅剩 {remaining}",
+            body=(
+                "您好：\n"
+                "\n"
+                "您的套餐 {plan_code} 已使用 {threshold}% 的流量，剩余 {remaining}。\n"
+                "\n"
+                "现在续费或加购套餐，保持网络畅通：\n"
+                "{renew_url}\n"
+                "\n"
+                "卡号（ICCID）：{iccid}\n"
+                "\n"
+                f"祝您旅途愉快！\n{_SIGNATURE_ZH}\n"
+            ),
+        ),
+    },
+    "data_used_up": {
+        "en": Template(
+            subject="Your eSIM data is used up",
+            body=(
+                "Hello,\n"
+                "\n"
+                "the data of your plan {plan_code} is used up.\n"
+                "\n"
+                "Renew now to get back online:\n"
+                "{renew_url}\n"
+                "\n"
+                "Card (ICCID): {iccid}\n"
+                "\n"
+                f"{_SIGNATURE_EN}\n"
+            ),
+        ),
+        "zh-CN": Template(
+            subject="您的 eSIM 流量已用完",
+            body=(
+                "您好：\n"
+                "\n"
+                "您的套餐 {plan_code} 的流量已用完。\n"
+                "\n"
+                "立即续费，恢复上网：\n"
+                "{renew_url}\n"
+                "\n"
+                "卡号（ICCID）：{iccid}\n"
+                "\n"
+                f"{_SIGNATURE_ZH}\n"
+            ),
+        ),
+    },
 }
 
 # Words for the contract's reason codes; `other` covers a code added to the contract later.

@@ -229,6 +229,7 @@ async def test_bootstrap_wires_smtp_from_the_settings(tmp_path: Any) -> None:
             topics.payment_failed,
             topics.payment_refunded,
             topics.renewal_rejected,
+            topics.data_low,
         }
     finally:
         await notifier.runtime.database.close()

@@ -1,4 +1,4 @@
-"""The provisioning HTTP API for ops: a renewal's activation, and the activations of a card."""
+"""The provisioning HTTP API for ops: activations, and the bundles followed for usage."""
 
 import re
 from datetime import datetime
@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import col, select
 
 from provisioning.domain import ActivationState
-from provisioning.store import Activation
+from provisioning.store import Activation, Bundle, UsageWatch
 
 RenewalId = Annotated[UUID, Path(description="the renewal's id (a UUID)")]
 
@@ -78,6 +78,26 @@ class ActivationPublic(BaseModel):
         )
 
 
+class BundlePublic(BaseModel):
+    """A bundle followed for usage, as ops see it: what the platform measured, what was sent."""
+
+    order_id: str
+    renewal_id: str
+    iccid: str
+    plan_code: str
+    status: str = Field(description="queued, active, depleted or expired, as last reported")
+    data_mb: int
+    data_used_mb: int
+    usage_as_of: UtcDatetime | None
+    valid_from: UtcDatetime
+    valid_until: UtcDatetime
+    alerted_pct: int = Field(description="the highest DataLow threshold published (0: none)")
+    started_published: bool
+    ended_published: bool
+    next_poll_at: UtcDatetime | None = Field(description="when the card's usage is polled next")
+    last_poll_error: str | None
+
+
 def _utc(value: datetime | None) -> datetime | None:
     return as_utc(value) if value is not None else None
 
@@ -124,6 +144,44 @@ def build_router(database: Database) -> APIRouter:
         async with database.session() as session:
             rows = (await session.exec(query)).all()
         return [ActivationPublic.of(row) for row in rows]
+
+    @router.get("/bundles", response_model=list[BundlePublic])
+    async def list_bundles(
+        iccid: Annotated[
+            str, Query(description="the card's ICCID: 19 or 20 digits with a valid check digit")
+        ],
+    ) -> list[BundlePublic]:
+        """The bundles of a card that provisioning follows, oldest first."""
+        _check_iccid(iccid)
+        async with database.session() as session:
+            rows = (
+                await session.exec(
+                    select(Bundle)
+                    .where(col(Bundle.iccid) == iccid)
+                    .order_by(col(Bundle.valid_from), col(Bundle.order_id))
+                )
+            ).all()
+            watch = await session.get(UsageWatch, iccid)
+        return [
+            BundlePublic(
+                order_id=row.order_id,
+                renewal_id=row.renewal_id,
+                iccid=row.iccid,
+                plan_code=row.plan_code,
+                status=row.status,
+                data_mb=row.data_mb,
+                data_used_mb=row.data_used_mb,
+                usage_as_of=_utc(row.usage_as_of),
+                valid_from=as_utc(row.valid_from),
+                valid_until=as_utc(row.valid_until),
+                alerted_pct=row.alerted_pct,
+                started_published=row.started_published,
+                ended_published=row.ended_published,
+                next_poll_at=_utc(watch.due_at) if watch is not None else None,
+                last_poll_error=watch.last_error if watch is not None else None,
+            )
+            for row in rows
+        ]
 
     return router
 

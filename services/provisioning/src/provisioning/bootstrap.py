@@ -1,4 +1,4 @@
-"""The one place where provisioning is wired: runtime, consumer, platform adapter, loop."""
+"""The one place where provisioning is wired: runtime, consumer, platform, loops, callbacks."""
 
 from dataclasses import dataclass
 
@@ -7,14 +7,24 @@ from esim_core.migrations import service_migrations
 from esim_core.retry import TryPolicy
 from esim_core.service import ServiceRuntime
 from esim_core.telemetry import TimedTransport
-from esim_schemas import ActivationFailed, PaymentSettled, ProfileActivated
+from esim_schemas import (
+    ActivationFailed,
+    BundleEnded,
+    BundleStarted,
+    DataLow,
+    PaymentSettled,
+    ProfileActivated,
+    UsageUpdated,
+)
 
-from provisioning.domain import FollowUpRules
+from provisioning.callbacks import CallbackReceiver, build_callback_router
+from provisioning.domain import FollowUpRules, UsageRules
 from provisioning.handlers import Handlers
 from provisioning.platforms import EsimPlatform
 from provisioning.platforms.http import HttpEsimPlatform
 from provisioning.settings import ProvisioningSettings
 from provisioning.store import TABLES
+from provisioning.usage import UsagePoller
 from provisioning.workers import ActivationWorker
 
 # services/provisioning/migrations: the Alembic scripts applied at start.
@@ -29,6 +39,8 @@ class Provisioning:
     platform: EsimPlatform
     handlers: Handlers
     activations: ActivationWorker
+    usage: UsagePoller
+    callbacks: CallbackReceiver
 
 
 def build_platform(settings: ProvisioningSettings) -> EsimPlatform:
@@ -69,6 +81,29 @@ def build(
         batch=settings.worker_batch,
         lease_s=settings.worker_lease_s,
     )
+    activations.usage_poll_after_s = settings.usage_poll_interval_s
+    usage = UsagePoller(
+        runtime.database,
+        runtime.outbox,
+        chosen,
+        UsageRules(
+            interval_s=settings.usage_poll_interval_s,
+            interval_max_s=settings.usage_poll_interval_max_s,
+            retry_backoff_s=settings.retry_backoff_s,
+            retry_backoff_max_s=settings.retry_backoff_max_s,
+        ),
+        policy,
+        batch=settings.usage_poll_batch,
+        lease_s=settings.worker_lease_s,
+    )
+    callbacks = CallbackReceiver(
+        runtime.database,
+        runtime.outbox,
+        settings.callback_secret.get_secret_value(),
+        tolerance_s=settings.callback_tolerance_s,
+        poll_later_s=settings.usage_poll_interval_max_s,
+        after_commit=runtime.wake,
+    )
     handlers = Handlers(activation_deadline_s=settings.activation_deadline_s)
 
     runtime.consume(
@@ -82,7 +117,27 @@ def build(
         lease_s=settings.worker_lease_s,
         rows=activations.claims_rows,
     )
-    runtime.produces(ProfileActivated, ActivationFailed)
+    runtime.due_work(
+        usage.table,
+        usage.round,
+        what=usage.what,
+        concurrency=settings.usage_poll_batch,
+        lease_s=settings.worker_lease_s,
+        rows=usage.claims_rows,
+    )
+    runtime.produces(
+        ProfileActivated, ActivationFailed, UsageUpdated, DataLow, BundleStarted, BundleEnded
+    )
+    runtime.routers.append(build_callback_router(callbacks))
+    # A callback id only needs keeping while its signed timestamp would still be taken.
+    runtime.loop(
+        "callback-retention", callbacks.forget_old, settings.callback_tolerance_s, singleton=True
+    )
     return Provisioning(
-        runtime=runtime, platform=chosen, handlers=handlers, activations=activations
+        runtime=runtime,
+        platform=chosen,
+        handlers=handlers,
+        activations=activations,
+        usage=usage,
+        callbacks=callbacks,
     )

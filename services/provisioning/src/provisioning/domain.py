@@ -1,10 +1,10 @@
-"""Activations: their states, ids, and the rules that decide polling, retries and outcomes."""
+"""Activations and bundles: states, ids, and the rules for polling, retries, usage and alerts."""
 
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, Protocol
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 _IDS = uuid5(NAMESPACE_URL, "https://esim.example/provisioning")
@@ -105,7 +105,21 @@ def poll_delay(polls: int, rules: FollowUpRules) -> float:
     return min(rules.poll_interval_max_s, delay)
 
 
-def retry_delay(rounds: int, rules: FollowUpRules) -> float:
+class Backoff(Protocol):
+    """Rules with a back-off for rounds in which the platform did not answer."""
+
+    @property
+    def retry_backoff_s(self) -> float:
+        """The first pause."""
+        ...
+
+    @property
+    def retry_backoff_max_s(self) -> float:
+        """The longest pause."""
+        ...
+
+
+def retry_delay(rounds: int, rules: Backoff) -> float:
     """Seconds to the next round after `rounds` rounds in a row without an answer (jittered)."""
     delay: float = min(rules.retry_backoff_max_s, rules.retry_backoff_s * 2.0 ** max(0, rounds - 1))
     # Many activations hit by one outage should not all come back in the same instant.
@@ -134,3 +148,56 @@ class ActivationTerms:
             for name in self.__dataclass_fields__
             if getattr(self, name) != getattr(other, name)
         ]
+
+
+THRESHOLDS: tuple[int, ...] = (75, 90, 100)
+"""Per cent of a bundle's data at which `DataLow` is published, once each (100 = used up)."""
+
+_BUNDLE_RANKS = {"queued": 0, "active": 1, "depleted": 2, "expired": 2}
+ENDED_STATUSES = frozenset({"depleted", "expired"})
+
+
+def bundle_rank(status: str) -> int | None:
+    """How far along a bundle is (queued, active, ended); None for a status that is not one."""
+    return _BUNDLE_RANKS.get(status)
+
+
+def later_status(known: str, reported: str) -> str:
+    """A bundle's status after a report: it never goes back (a late report changes nothing)."""
+    new, old = bundle_rank(reported), bundle_rank(known)
+    if new is None:
+        return known
+    if old is None or new > old:
+        return reported
+    return known
+
+
+def thresholds_reached(used_mb: int, total_mb: int, status: str, already: int) -> list[int]:
+    """The thresholds newly reached by a bundle's use, in order; `already` is the highest sent.
+
+    A bundle the platform calls `depleted` is used up whatever the count says.
+    """
+    if total_mb <= 0:
+        return []
+    used_up = status == "depleted"
+    return [
+        threshold
+        for threshold in THRESHOLDS
+        if threshold > already and (used_up or used_mb * 100 >= threshold * total_mb)
+    ]
+
+
+@dataclass(frozen=True)
+class UsageRules:
+    """How often a card's usage is polled: quickly after a change, slower while nothing moves."""
+
+    interval_s: float
+    interval_max_s: float
+    retry_backoff_s: float
+    retry_backoff_max_s: float
+
+
+def usage_poll_delay(idle_polls: int, rules: UsageRules) -> float:
+    """Seconds to the next usage poll after `idle_polls` polls in a row that saw no change."""
+    delay: float = rules.interval_s * 1.5 ** max(0, idle_polls)
+    return min(rules.interval_max_s, delay)

@@ -3,7 +3,7 @@
 from typing import Literal
 
 from esim_core.settings import ServiceSettings, lease_outlasts_a_round, not_below
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 _DAY_S = 86400.0
@@ -90,6 +90,42 @@ class ProvisioningSettings(ServiceSettings):
         description="how long a claimed activation is reserved for one replica's round; "
         "longer than a round can take",
     )
+
+    usage_poll_interval_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="seconds from a change of a card's usage (or its activation) to the next "
+        "usage poll; each poll that sees no change waits 1.5 times longer",
+    )
+    usage_poll_interval_max_s: float = Field(
+        40.0,
+        gt=0,
+        le=3600,
+        validate_default=True,
+        description="longest pause between two usage polls of a card with a live bundle (the "
+        "contract wants a change on the card status within 60 s)",
+    )
+    usage_poll_batch: int = Field(
+        20, ge=1, le=500, description="cards whose usage is polled at once"
+    )
+    callback_secret: SecretStr = Field(
+        SecretStr("sandbox-callback-secret"),
+        description="shared secret of the eSIM platform's HMAC-SHA256 callback signatures "
+        "(the sandbox's default in the local run; set it in production)",
+    )
+    callback_tolerance_s: float = Field(
+        300.0,
+        gt=0,
+        le=3600,
+        description="how far a callback's signed timestamp may be from now; older ones are "
+        "refused as replays",
+    )
+
+    @field_validator("usage_poll_interval_max_s")
+    @classmethod
+    def _usage_cap_not_below_base(cls, value: float, info: ValidationInfo) -> float:
+        return not_below(cls, value, info, "usage_poll_interval_s")
 
     @field_validator("poll_interval_max_s")
     @classmethod

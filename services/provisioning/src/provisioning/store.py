@@ -1,4 +1,4 @@
-"""Provisioning tables: one activation per renewal, the due work of the activation loop."""
+"""Provisioning tables: activations (due work), live bundles, usage polls, callbacks seen."""
 
 from datetime import datetime
 from typing import Any
@@ -64,4 +64,60 @@ class Activation(SQLModel, table=True):
         )
 
 
-TABLES: list[type[SQLModel]] = [Activation]
+class Bundle(SQLModel, table=True):
+    """A bundle that went live (or was queued) on a card, and what the platform last measured.
+
+    The flags and `alerted_pct` make each transition and threshold publish once per bundle:
+    they change in the same transaction as the outbox row of the event they stand for.
+    """
+
+    __tablename__ = "provisioning_bundle"
+
+    order_id: str = Field(primary_key=True, max_length=128)
+    renewal_id: str = Field(unique=True, max_length=36)
+    iccid: str = Field(index=True, max_length=20)
+    plan_code: str = Field(max_length=64)
+    data_mb: int
+    first_state: str = Field(max_length=16, description="queued or active, as activated")
+    status: str = Field(max_length=16, description="queued, active, depleted or expired")
+    valid_from: datetime = _time()
+    valid_until: datetime = _time()
+    data_used_mb: int = 0
+    usage_as_of: datetime | None = _time(default=None)
+    alerted_pct: int = Field(default=0, description="the highest DataLow threshold published")
+    started_published: bool = False
+    ended_published: bool = False
+    updated_at: datetime = _time(default_factory=utcnow)
+
+
+class UsageWatch(SQLModel, table=True):
+    """Due work of the usage poller: one row per card with a live or queued bundle (`id` = ICCID).
+
+    Polls come quickly after a change and back off while nothing moves; callbacks that report
+    a change make the polls rarer; a card whose bundles all ended is no longer polled.
+    """
+
+    __tablename__ = "provisioning_usage_watch"
+
+    id: str = Field(primary_key=True, max_length=20)
+    idle_polls: int = Field(default=0, description="polls in a row that saw no change")
+    unavailable_rounds: int = 0
+    polls: int = 0
+    last_polled_at: datetime | None = _time(default=None)
+    last_error: str | None = Field(default=None, max_length=512)
+    due_at: datetime | None = _time(default=None, index=True)
+    lease_until: datetime | None = _time(default=None)
+
+
+class PlatformCallback(SQLModel, table=True):
+    """A signed callback of the eSIM platform that was taken; its id makes a repeat a no-op."""
+
+    __tablename__ = "provisioning_callback"
+
+    id: str = Field(primary_key=True, max_length=128)
+    kind: str = Field(max_length=64)
+    iccid: str | None = Field(default=None, max_length=20)
+    received_at: datetime = _time(default_factory=utcnow, index=True)
+
+
+TABLES: list[type[SQLModel]] = [Activation, Bundle, UsageWatch, PlatformCallback]

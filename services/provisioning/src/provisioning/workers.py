@@ -45,6 +45,7 @@ from provisioning.platforms import (
     UnknownIccidError,
 )
 from provisioning.store import Activation
+from provisioning.usage import track_bundle, watch_card
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +78,15 @@ async def within_round(what: str, call: Callable[[], Awaitable[T]], policy: TryP
 
 
 class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
-    """Moves due activations on: order the bundle, follow it, then activate or fail."""
+    """Moves due activations on: order the bundle, follow it, then activate or fail.
+
+    A live (or queued) bundle is handed to the usage poller in the same commit.
+    """
 
     table = Activation
     what = "advancing activation"
     claims_rows = True  # a round starts from the row its claim returned: no read of its own
+    usage_poll_after_s: float = 10.0
 
     @property
     def platform(self) -> EsimPlatform:
@@ -153,6 +158,9 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
             self._apply(session, current, outcome)
             if follow_up is not None and current.state == ActivationState.FOLLOWING:
                 self._follow(session, current, follow_up, utcnow(), as_utc(current.deadline_at))
+            if current.state == ActivationState.ACTIVATED and current.order_id is not None:
+                due = utcnow() + timedelta(seconds=self.usage_poll_after_s)
+                await watch_card(session, current.iccid, due)
 
     async def _status_now(self, activation_id: str, order_id: str) -> BundleStatus | None:
         try:
@@ -349,6 +357,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         activation.activated_at = now
         activation.due_at = None
         activation.last_error = None
+        track_bundle(session, activation, data_mb)
         self.outbox.add(
             session,
             ProfileActivated(

@@ -18,12 +18,15 @@ from provisioning.platforms import (
     BundleOrder,
     BundleOrderRequest,
     BundleStatus,
+    BundleUsage,
+    CardUsage,
     OrderNotFoundError,
+    PlatformRateLimitedError,
     PlatformRejectedError,
     PlatformUnavailableError,
     UnknownIccidError,
 )
-from provisioning.store import Activation
+from provisioning.store import Activation, UsageWatch
 from sqlalchemy import update
 from sqlmodel import col, select
 
@@ -73,6 +76,38 @@ class FakePlatform:
     status_calls: list[str] = field(default_factory=list)
     flakes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     after_order: Callable[[BundleOrderRequest], Awaitable[None]] | None = None
+    usage: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """Per order id: the status and MB used that `card_usage` reports (else as ordered, 0)."""
+    usage_calls: list[str] = field(default_factory=list)
+    rate_limited_for: float | None = None
+
+    def set_usage(self, renewal_id: uuid.UUID | str, used_mb: int, status: str = "active") -> None:
+        """What the platform will report for a renewal's bundle from now on."""
+        [order] = self.orders_of(renewal_id)
+        self.usage[order.order_id] = (status, used_mb)
+
+    async def card_usage(self, iccid: str) -> CardUsage:
+        self.usage_calls.append(iccid)
+        self._transient(iccid)
+        if self.rate_limited_for is not None:
+            raise PlatformRateLimitedError("HTTP 429: too often", self.rate_limited_for)
+        bundles = []
+        for order in self.orders.values():
+            if order.request.iccid != iccid:
+                continue
+            mode = self.modes.get(iccid, "none")
+            status, used = self.usage.get(
+                order.order_id, ("queued" if mode == "queued" else "active", 0)
+            )
+            bundles.append(
+                BundleUsage(
+                    order_id=order.order_id,
+                    status=status,
+                    data_mb=order.request.data_mb,
+                    data_used_mb=used,
+                )
+            )
+        return CardUsage(iccid=iccid, as_of=utcnow(), bundles=tuple(bundles))
 
     async def order_bundle(self, request: BundleOrderRequest) -> BundleOrder:
         self.order_calls.append(request)
@@ -231,3 +266,15 @@ async def run_until_final(
             return row
         await fast_forward(database)
     raise AssertionError(f"activation of {renewal_id} is still {row.state} after {rounds} rounds")
+
+
+async def poll(provisioning: Provisioning) -> int:
+    """Make every usage watch due now and run one poll round."""
+    database = provisioning.runtime.database
+    async with database.session() as session:
+        await session.exec(
+            update(UsageWatch)
+            .where(col(UsageWatch.due_at).is_not(None))
+            .values(due_at=utcnow() - timedelta(seconds=1), lease_until=None)
+        )
+    return await provisioning.usage.run_once()

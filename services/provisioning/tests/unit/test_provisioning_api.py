@@ -15,6 +15,7 @@ from provisioning_testkit import (
     FakePlatform,
     handle,
     payment_settled,
+    poll,
     run_until_final,
 )
 
@@ -131,3 +132,21 @@ async def test_bad_filters_are_422_problems(
     assert answer.status_code == 422
     assert answer.headers["content-type"] == "application/problem+json"
     assert answer.json()["errors"][0]["field"] == field
+
+
+async def test_the_bundles_of_a_card_show_usage_alerts_and_the_next_poll(
+    provisioning: Provisioning, client: httpx.AsyncClient, platform: FakePlatform
+) -> None:
+    data = payment_settled()
+    await handle(provisioning, data)
+    await run_until_final(provisioning, data.renewal_id)
+    platform.set_usage(data.renewal_id, 9300)
+    await poll(provisioning)
+    answer = await client.get("/v1/bundles", params={"iccid": data.iccid})
+    assert answer.status_code == 200
+    [bundle] = answer.json()
+    assert (bundle["renewal_id"], bundle["status"]) == (str(data.renewal_id), "active")
+    assert (bundle["data_used_mb"], bundle["alerted_pct"]) == (9300, 90)
+    assert bundle["usage_as_of"].endswith("Z") and bundle["next_poll_at"] is not None
+    refused = await client.get("/v1/bundles", params={"iccid": "123"})
+    assert refused.status_code == 422

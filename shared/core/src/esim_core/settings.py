@@ -1,50 +1,50 @@
 """Settings every service reads the same way: Kafka, Redis, topics, its database and HTTP port."""
 
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from esim_schemas import events
-from pydantic import AliasChoices, Field, ValidationError, ValidationInfo
+from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class Topics(BaseSettings):
-    """Kafka topic names; each defaults to the contract's name and may be set by `TOPIC_<NAME>`."""
+class _TopicSettings(BaseSettings):
+    """What every `Topics` has besides its fields: the topic of an event model."""
 
     model_config = SettingsConfigDict(env_prefix="TOPIC_", frozen=True)
 
-    renewal_requested: str = Field(events.RenewalRequested.topic, description="RenewalRequested")
-    renewal_rejected: str = Field(events.RenewalRejected.topic, description="RenewalRejected")
-    payment_requested: str = Field(events.PaymentRequested.topic, description="PaymentRequested")
-    payment_settled: str = Field(events.PaymentSettled.topic, description="PaymentSettled")
-    payment_failed: str = Field(events.PaymentFailed.topic, description="PaymentFailed")
-    profile_activated: str = Field(events.ProfileActivated.topic, description="ProfileActivated")
-    activation_failed: str = Field(events.ActivationFailed.topic, description="ActivationFailed")
-    refund_requested: str = Field(events.RefundRequested.topic, description="RefundRequested")
-    payment_refunded: str = Field(events.PaymentRefunded.topic, description="PaymentRefunded")
-    plan_expiring: str = Field(events.PlanExpiring.topic, description="PlanExpiring")
-    password_reset: str = Field(
-        events.PasswordResetRequested.topic, description="PasswordResetRequested"
-    )
-    card_bound: str = Field(events.CardBound.topic, description="CardBound")
-
     def for_event(self, model: type[events.EventData]) -> str:
         """The configured topic of an event model."""
-        name = {
-            events.RenewalRequested: "renewal_requested",
-            events.RenewalRejected: "renewal_rejected",
-            events.PaymentRequested: "payment_requested",
-            events.PaymentSettled: "payment_settled",
-            events.PaymentFailed: "payment_failed",
-            events.ProfileActivated: "profile_activated",
-            events.ActivationFailed: "activation_failed",
-            events.RefundRequested: "refund_requested",
-            events.PaymentRefunded: "payment_refunded",
-            events.PlanExpiring: "plan_expiring",
-            events.PasswordResetRequested: "password_reset",
-            events.CardBound: "card_bound",
-        }[model]
-        topic: str = getattr(self, name)
+        topic: str = getattr(self, model.topic_setting())
         return topic
+
+
+def _topic_fields() -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for model in events.EVENT_MODELS:
+        name = model.topic_setting()
+        if name in fields:
+            raise RuntimeError(f"{model.__name__} and another event share the setting {name}")
+        fields[name] = (str, Field(model.topic, description=model.__name__))
+    return fields
+
+
+if TYPE_CHECKING:
+
+    class Topics(_TopicSettings):
+        """Kafka topic names: one field per event model, named by `EventData.topic_setting`."""
+
+        def __getattr__(self, name: str) -> str: ...
+
+else:
+    # Derived from the event models, so a new event needs no edit here.
+    Topics = create_model(
+        "Topics",
+        __base__=_TopicSettings,
+        __doc__="Kafka topic names; each defaults to the contract's name and may be set by "
+        "`TOPIC_<NAME>` (one field per event model, named by `EventData.topic_setting`).",
+        __module__=__name__,
+        **_topic_fields(),
+    )
 
 
 class ServiceSettings(BaseSettings):

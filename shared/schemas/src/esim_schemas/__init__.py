@@ -6,7 +6,10 @@ from esim_schemas.events import (
     EVENT_MODELS,
     EVENTS_BY_TYPE,
     ActivationFailed,
+    BundleEnded,
+    BundleStarted,
     CardBound,
+    DataLow,
     EventData,
     PasswordResetRequested,
     PaymentFailed,
@@ -18,6 +21,7 @@ from esim_schemas.events import (
     RefundRequested,
     RenewalRejected,
     RenewalRequested,
+    UsageUpdated,
 )
 from esim_schemas.types import Money, PaymentDetails, PlanRef, format_time, luhn_valid
 
@@ -26,8 +30,11 @@ __all__ = [
     "EVENTS_BY_TYPE",
     "EVENT_MODELS",
     "ActivationFailed",
+    "BundleEnded",
+    "BundleStarted",
     "CardBound",
     "CloudEvent",
+    "DataLow",
     "Envelope",
     "EventData",
     "EventDecodeError",
@@ -44,6 +51,7 @@ __all__ = [
     "RefundRequested",
     "RenewalRejected",
     "RenewalRequested",
+    "UsageUpdated",
     "decode_event",
     "format_time",
     "luhn_valid",

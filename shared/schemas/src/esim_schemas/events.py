@@ -7,6 +7,7 @@ from pydantic import EmailStr, Field
 
 from esim_schemas.types import (
     BundleState,
+    BundleStatus,
     ContractModel,
     Iccid,
     Locale,
@@ -20,10 +21,24 @@ from esim_schemas.types import (
 
 
 class EventData(ContractModel):
-    """The `data` of a CloudEvent; subclasses name their CloudEvents type and default topic."""
+    """The `data` of a CloudEvent; subclasses name their CloudEvents type and default topic.
+
+    The model is the one source of an event's facts: `esim_core.settings.Topics` derives its
+    settings (`TOPIC_<NAME>`) from `topic_setting()`, and `EVENT_MODELS` lists every model.
+    """
 
     event_type: ClassVar[str]
     topic: ClassVar[str]
+    topic_name: ClassVar[str | None] = None
+    """The topic's setting name where it is not the topic without `esim.` (dots and dashes
+    become underscores)."""
+
+    @classmethod
+    def topic_setting(cls) -> str:
+        """The name of the topic's setting: `payment_settled` is `TOPIC_PAYMENT_SETTLED`."""
+        if cls.topic_name is not None:
+            return cls.topic_name
+        return cls.topic.removeprefix("esim.").replace(".", "_").replace("-", "_")
 
     def subject(self) -> str | None:
         """The CloudEvents subject: the ICCID where the event has one."""
@@ -202,6 +217,7 @@ class PasswordResetRequested(EventData):
 
     event_type = "esim.account.password-reset.v1"
     topic = "esim.account.password-reset"
+    topic_name = "password_reset"
 
     user_id: str
     email: EmailStr
@@ -224,6 +240,83 @@ class CardBound(EventData):
     locale: Locale = "en"
 
 
+class UsageUpdated(EventData):
+    """The eSIM platform measured a bundle's data use anew (a poll or a signed callback)."""
+
+    event_type = "esim.usage.updated.v1"
+    topic = "esim.usage.updated"
+
+    iccid: Iccid
+    renewal_id: UUID | None = Field(default=None, description="the bundle's renewal")
+    data_total_mb: int = Field(ge=0)
+    data_used_mb: int = Field(ge=0)
+    as_of: UtcDatetime
+    plan_code: str | None = Field(default=None, description="an addition: the bundle's plan")
+    bundle_status: BundleStatus | None = Field(
+        default=None, description="an addition: the bundle's state at the platform then"
+    )
+
+
+DataLowThreshold = Literal[75, 90, 100]
+
+
+class DataLow(EventData):
+    """A bundle's data use reached 75, 90 or 100 % (100 = used up); once per bundle, threshold."""
+
+    event_type = "esim.data.low.v1"
+    topic = "esim.data.low"
+
+    iccid: Iccid
+    renewal_id: UUID | None = None
+    threshold: DataLowThreshold = Field(description="per cent used; 100 is depleted")
+    data_remaining_mb: int = Field(ge=0)
+    as_of: UtcDatetime
+    data_total_mb: int | None = Field(default=None, ge=0, description="an addition")
+    plan_code: str | None = Field(default=None, description="an addition: the bundle's plan")
+
+
+class BundleStarted(EventData):
+    """A queued bundle became the card's live plan (the one before it ended).
+
+    An addition to the contract, for carriers and accounts: with `ProfileActivated` (active),
+    `BundleEnded` and `BundleCancelled` it tells which plan of a card is live now.
+    """
+
+    event_type = "esim.bundle.started.v1"
+    topic = "esim.bundle.started"
+
+    renewal_id: UUID
+    iccid: Iccid
+    plan_code: str
+    data_mb: int = Field(gt=0)
+    valid_from: UtcDatetime
+    valid_until: UtcDatetime
+    platform_reference: str
+    started_at: UtcDatetime
+
+
+BundleEndReason = Literal["expired", "depleted"]
+
+
+class BundleEnded(EventData):
+    """A live bundle ended: its validity ran out (`expired`) or its data was used up (`depleted`).
+
+    An addition to the contract; published once per bundle, for carriers and accounts.
+    """
+
+    event_type = "esim.bundle.ended.v1"
+    topic = "esim.bundle.ended"
+
+    renewal_id: UUID
+    iccid: Iccid
+    plan_code: str
+    reason: BundleEndReason
+    valid_from: UtcDatetime
+    valid_until: UtcDatetime
+    platform_reference: str
+    ended_at: UtcDatetime
+
+
 EVENT_MODELS: tuple[type[EventData], ...] = (
     RenewalRequested,
     RenewalRejected,
@@ -237,6 +330,10 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     PlanExpiring,
     PasswordResetRequested,
     CardBound,
+    UsageUpdated,
+    DataLow,
+    BundleStarted,
+    BundleEnded,
 )
 EVENTS_BY_TYPE: dict[str, type[EventData]] = {model.event_type: model for model in EVENT_MODELS}
 DEFAULT_TOPICS: dict[str, str] = {model.__name__: model.topic for model in EVENT_MODELS}

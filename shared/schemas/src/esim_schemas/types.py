@@ -49,6 +49,8 @@ PaymentMethod = Literal["card", "paypal", "alipay"]
 Start = Literal["now", "after_current"]
 Locale = Literal["zh-CN", "en"]
 BundleState = Literal["active", "queued"]
+BundleStatus = Literal["queued", "active", "depleted", "expired"]
+"""Where a bundle that went live stands at the platform."""
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
 
 

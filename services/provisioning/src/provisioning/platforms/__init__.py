@@ -1,7 +1,8 @@
 """eSIM platforms: the port provisioning orders and follows bundles through, and its adapters.
 
 `port.py` says what a platform does; `http.py` is `HttpEsimPlatform`, the adapter for the
-reseller-style HTTP API (`POST /v1/bundles`, `GET /v1/bundles/{order_id}`) that the sandbox
+reseller-style HTTP API (`POST /v1/bundles`, `GET /v1/bundles/{order_id}`,
+`GET /v1/cards/{iccid}/usage`) that the sandbox
 emulates. An SM-DP+ (GSMA SGP.22 ES2+) adapter would be another module here implementing
 `EsimPlatform`, chosen by `bootstrap.build_platform` from configuration.
 """
@@ -10,8 +11,11 @@ from provisioning.platforms.port import (
     BundleOrder,
     BundleOrderRequest,
     BundleStatus,
+    BundleUsage,
+    CardUsage,
     EsimPlatform,
     OrderNotFoundError,
+    PlatformRateLimitedError,
     PlatformRejectedError,
     PlatformUnavailableError,
     UnknownIccidError,
@@ -21,8 +25,11 @@ __all__ = [
     "BundleOrder",
     "BundleOrderRequest",
     "BundleStatus",
+    "BundleUsage",
+    "CardUsage",
     "EsimPlatform",
     "OrderNotFoundError",
+    "PlatformRateLimitedError",
     "PlatformRejectedError",
     "PlatformUnavailableError",
     "UnknownIccidError",

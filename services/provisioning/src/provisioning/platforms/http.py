@@ -13,7 +13,10 @@ from provisioning.platforms.port import (
     BundleOrder,
     BundleOrderRequest,
     BundleStatus,
+    BundleUsage,
+    CardUsage,
     OrderNotFoundError,
+    PlatformRateLimitedError,
     PlatformRejectedError,
     PlatformUnavailableError,
     UnknownIccidError,
@@ -92,6 +95,22 @@ class HttpEsimPlatform:
         _raise_for_transient(status, message)
         raise PlatformRejectedError(status, message)
 
+    async def card_usage(self, iccid: str) -> CardUsage:
+        """Every bundle of a card and its use; see `EsimPlatform.card_usage`."""
+        response = await self._send("GET", f"/v1/cards/{quote(iccid, safe='')}/usage")
+        status = response.status_code
+        if response.is_success:
+            return _card_usage(iccid, _json(response), status)
+        message = _problem(response)
+        if status == 404:
+            raise UnknownIccidError(f"the platform does not know card {iccid}: {message}")
+        if status == 429:
+            raise PlatformRateLimitedError(
+                f"HTTP 429: {message}", _retry_after(response.headers.get("Retry-After"))
+            )
+        _raise_for_transient(status, message)
+        raise PlatformRejectedError(status, message)
+
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._client.aclose()
@@ -133,6 +152,44 @@ def _bundle(order_id: str, document: dict[str, Any], http_status: int) -> Bundle
         else None,
         failure_reason=str(reason)[:128] if isinstance(reason, str) and reason else None,
     )
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds from a Retry-After header (seconds only); a missing or odd one means 1 s."""
+    try:
+        return min(3600.0, max(1.0, float(value))) if value else 1.0
+    except ValueError:
+        return 1.0
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _card_usage(iccid: str, document: dict[str, Any], http_status: int) -> CardUsage:
+    as_of = _time(document.get("as_of"), "as_of", iccid) or datetime.now(UTC)
+    bundles: list[BundleUsage] = []
+    for item in document.get("bundles") or ():
+        if not isinstance(item, dict):
+            continue
+        order_id, state = item.get("order_id"), item.get("status")
+        data_mb, used = _count(item.get("data_mb")), _count(item.get("data_used_mb"))
+        if not (isinstance(order_id, str) and isinstance(state, str)) or data_mb is None:
+            logger.warning("card %s: a usage entry without order, status or size: %r", iccid, item)
+            continue
+        bundles.append(
+            BundleUsage(
+                order_id=order_id,
+                status=state,
+                data_mb=data_mb,
+                data_used_mb=used or 0,
+                valid_from=_time(item.get("valid_from"), "valid_from", order_id),
+                valid_until=_time(item.get("valid_until"), "valid_until", order_id),
+            )
+        )
+    if not bundles and "bundles" not in document:
+        raise PlatformUnavailableError(f"HTTP {http_status}: a usage answer without bundles")
+    return CardUsage(iccid=iccid, as_of=as_of, bundles=tuple(bundles))
 
 
 def _time(value: Any, name: str, order_id: str) -> datetime | None:

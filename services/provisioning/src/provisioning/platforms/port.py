@@ -42,12 +42,41 @@ class BundleStatus:
     failure_reason: str | None = None
 
 
+@dataclass(frozen=True)
+class BundleUsage:
+    """One bundle of a card as the platform measured it: its state and data use."""
+
+    order_id: str
+    status: str
+    data_mb: int
+    data_used_mb: int
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CardUsage:
+    """Every bundle of a card that went live, measured `as_of`."""
+
+    iccid: str
+    as_of: datetime
+    bundles: tuple[BundleUsage, ...]
+
+
 class UnknownIccidError(Exception):
     """The platform does not know the card: no order on it can ever succeed."""
 
 
 class PlatformUnavailableError(Exception):
     """The platform could not answer now (connection, timeout, 5xx): the same call may succeed."""
+
+
+class PlatformRateLimitedError(PlatformUnavailableError):
+    """The platform asks to be called less often (429): not before `retry_after_s`."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class PlatformRejectedError(Exception):
@@ -80,6 +109,17 @@ class EsimPlatform(Protocol):
 
         Raises:
             OrderNotFoundError: the platform does not know the order.
+            PlatformUnavailableError: no answer now; repeating the call is safe.
+            PlatformRejectedError: the request was refused.
+        """
+        ...
+
+    async def card_usage(self, iccid: str) -> CardUsage:
+        """The state and data use of every bundle of a card (rate-limited per card).
+
+        Raises:
+            UnknownIccidError: the platform does not know the card.
+            PlatformRateLimitedError: asked too often; try after `retry_after_s`.
             PlatformUnavailableError: no answer now; repeating the call is safe.
             PlatformRejectedError: the request was refused.
         """

@@ -1,0 +1,304 @@
+"""Following live bundles: what the platform measured becomes UsageUpdated, DataLow and transitions.
+
+Polls (`UsagePoller`, due work per card) and signed callbacks (`callbacks.py`) both report to
+`observe`, which compares a report with the stored bundle under a row lock and publishes only
+what is new, in the same transaction as the new state: a callback and a poll that report the
+same change, a redelivered callback or a redo after a crash publish nothing the second time.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+from uuid import UUID
+
+from esim_core.outbox import Outbox
+from esim_core.retry import DueWorker, same_lease
+from esim_core.worker import as_utc, utcnow
+from esim_schemas import BundleEnded, BundleStarted, DataLow, UsageUpdated
+from esim_schemas.types import BundleStatus
+from prometheus_client import Counter
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from provisioning.domain import (
+    ENDED_STATUSES,
+    UsageRules,
+    event_id,
+    later_status,
+    retry_delay,
+    thresholds_reached,
+    usage_poll_delay,
+)
+from provisioning.platforms import (
+    CardUsage,
+    EsimPlatform,
+    PlatformRateLimitedError,
+    PlatformRejectedError,
+    PlatformUnavailableError,
+    UnknownIccidError,
+)
+from provisioning.store import Activation, Bundle, UsageWatch
+
+logger = logging.getLogger(__name__)
+
+DATA_LOW = Counter("esim_provisioning_data_low_total", "DataLow events published", ["threshold"])
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the platform said about one bundle at one moment."""
+
+    order_id: str
+    status: str
+    data_used_mb: int
+    as_of: datetime
+    data_mb: int | None = None
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+
+
+def observe(outbox: Outbox, session: AsyncSession, bundle: Bundle, seen: Observation) -> bool:
+    """Fold one report into a (locked) bundle; publish what changed. Returns whether anything did.
+
+    A report older than the last measurement does not move usage back; a status never goes back
+    (queued → active → depleted | expired); each threshold and transition is published once.
+    """
+    changed = False
+    renewal = UUID(bundle.renewal_id)
+    status = later_status(bundle.status, seen.status)
+    # A queued bundle moves forward when the one before it ends early (used up, cut short).
+    moved = seen.valid_from is not None and seen.valid_until is not None and status != "queued"
+    if moved and (as_utc(bundle.valid_from), as_utc(bundle.valid_until)) != (
+        seen.valid_from,
+        seen.valid_until,
+    ):
+        assert seen.valid_from is not None and seen.valid_until is not None
+        bundle.valid_from, bundle.valid_until = seen.valid_from, seen.valid_until
+        changed = True
+    if status != bundle.status:
+        bundle.status = status
+        changed = True
+    last = as_utc(bundle.usage_as_of) if bundle.usage_as_of is not None else None
+    fresh = last is None or seen.as_of >= last
+    if fresh and (bundle.usage_as_of is None or seen.data_used_mb != bundle.data_used_mb):
+        bundle.data_used_mb = min(seen.data_used_mb, bundle.data_mb)
+        bundle.usage_as_of = seen.as_of
+        changed = True
+        outbox.add(
+            session,
+            UsageUpdated(
+                iccid=bundle.iccid,
+                renewal_id=renewal,
+                data_total_mb=bundle.data_mb,
+                data_used_mb=bundle.data_used_mb,
+                as_of=seen.as_of,
+                plan_code=bundle.plan_code,
+                bundle_status=cast(BundleStatus, bundle.status),
+            ),
+            event_id=event_id(
+                f"usage-updated:{bundle.data_used_mb}:{seen.as_of.isoformat()}", bundle.order_id
+            ),
+        )
+    elif fresh:
+        bundle.usage_as_of = seen.as_of
+    if (
+        bundle.status != "queued"
+        and not bundle.started_published
+        and bundle.first_state == "queued"
+    ):
+        bundle.started_published = True
+        changed = True
+        outbox.add(
+            session,
+            BundleStarted(
+                renewal_id=renewal,
+                iccid=bundle.iccid,
+                plan_code=bundle.plan_code,
+                data_mb=bundle.data_mb,
+                valid_from=as_utc(bundle.valid_from),
+                valid_until=as_utc(bundle.valid_until),
+                platform_reference=bundle.order_id,
+                started_at=min(as_utc(bundle.valid_from), seen.as_of),
+            ),
+            event_id=event_id("bundle-started", bundle.order_id),
+        )
+    for threshold in thresholds_reached(
+        bundle.data_used_mb, bundle.data_mb, bundle.status, bundle.alerted_pct
+    ):
+        bundle.alerted_pct = threshold
+        changed = True
+        remaining = 0 if threshold == 100 else max(0, bundle.data_mb - bundle.data_used_mb)
+        outbox.add(
+            session,
+            DataLow(
+                iccid=bundle.iccid,
+                renewal_id=renewal,
+                threshold=cast(Any, threshold),
+                data_remaining_mb=remaining,
+                as_of=seen.as_of,
+                data_total_mb=bundle.data_mb,
+                plan_code=bundle.plan_code,
+            ),
+            event_id=event_id(f"data-low:{threshold}", bundle.order_id),
+        )
+        DATA_LOW.labels(str(threshold)).inc()
+        logger.info(
+            "bundle %s on card %s: %d %% used (%d of %d MB)",
+            bundle.order_id,
+            bundle.iccid,
+            threshold,
+            bundle.data_used_mb,
+            bundle.data_mb,
+        )
+    if bundle.status in ENDED_STATUSES and not bundle.ended_published:
+        bundle.ended_published = True
+        changed = True
+        outbox.add(
+            session,
+            BundleEnded(
+                renewal_id=renewal,
+                iccid=bundle.iccid,
+                plan_code=bundle.plan_code,
+                reason="depleted" if bundle.status == "depleted" else "expired",
+                valid_from=as_utc(bundle.valid_from),
+                valid_until=as_utc(bundle.valid_until),
+                platform_reference=bundle.order_id,
+                ended_at=seen.as_of
+                if bundle.status == "depleted"
+                else min(as_utc(bundle.valid_until), seen.as_of),
+            ),
+            event_id=event_id("bundle-ended", bundle.order_id),
+        )
+        logger.info("bundle %s on card %s %s", bundle.order_id, bundle.iccid, bundle.status)
+    if changed:
+        bundle.updated_at = utcnow()
+    session.add(bundle)
+    return changed
+
+
+def track_bundle(session: AsyncSession, activation: Activation, data_mb: int) -> Bundle:
+    """Start following the bundle of an activation that just went live or was queued."""
+    assert activation.order_id is not None
+    assert activation.valid_from is not None and activation.valid_until is not None
+    state = activation.bundle_state or "active"
+    bundle = Bundle(
+        order_id=activation.order_id,
+        renewal_id=activation.renewal_id,
+        iccid=activation.iccid,
+        plan_code=activation.plan_code,
+        data_mb=data_mb,
+        first_state=state,
+        status=state,
+        valid_from=activation.valid_from,
+        valid_until=activation.valid_until,
+    )
+    session.add(bundle)
+    return bundle
+
+
+async def locked_bundle(session: AsyncSession, order_id: str) -> Bundle | None:
+    """A bundle, locked until the transaction ends (PostgreSQL; SQLite serializes writers)."""
+    return await session.get(Bundle, order_id, with_for_update=True)
+
+
+async def watch_card(session: AsyncSession, iccid: str, due_at: datetime) -> None:
+    """Make sure a card's usage is polled by `due_at` at the latest."""
+    watch = await session.get(UsageWatch, iccid, with_for_update=True)
+    if watch is None:
+        session.add(UsageWatch(id=iccid, due_at=due_at))
+        return
+    if watch.due_at is None or as_utc(watch.due_at) > due_at:
+        watch.due_at = due_at
+    watch.idle_polls = 0
+    session.add(watch)
+
+
+class UsagePoller(DueWorker[EsimPlatform, UsageRules]):
+    """Polls the usage of cards with live bundles, backing off while nothing changes."""
+
+    table = UsageWatch
+    what = "polling card usage"
+    claims_rows = True  # a poll starts from the row its claim returned: no read of its own
+
+    async def work(self, key: str) -> None:
+        """One poll of one claimed card, given its key."""
+        async with self.database.session() as session:
+            watch = await session.get(UsageWatch, key)
+        if watch is not None:
+            await self.work_claimed(watch)
+
+    async def work_claimed(self, row: Any) -> None:
+        """One poll of a card as its claim leased it: one platform call, one commit."""
+        key, lease = row.id, row.lease_until
+        try:
+            # One try: a poll is a round already, and a 429 must not be asked again at once.
+            outcome: CardUsage | Exception = await self.port.card_usage(key)
+        except (PlatformUnavailableError, PlatformRejectedError, UnknownIccidError) as error:
+            outcome = error
+        async with self.database.session() as session:
+            current = await session.get(UsageWatch, key, with_for_update=True)
+            if current is None or not same_lease(current.lease_until, lease):
+                logger.warning("usage watch %s was claimed again during its poll; dropped", key)
+                return
+            await self._apply(session, current, outcome, utcnow())
+
+    async def _apply(
+        self,
+        session: AsyncSession,
+        watch: UsageWatch,
+        outcome: CardUsage | Exception,
+        now: datetime,
+    ) -> None:
+        watch.lease_until = None
+        watch.last_polled_at = now
+        session.add(watch)
+        if isinstance(outcome, Exception):
+            watch.last_error = str(outcome)[:500]
+            if isinstance(outcome, PlatformRateLimitedError):
+                delay = outcome.retry_after_s
+            else:
+                watch.unavailable_rounds += 1
+                delay = retry_delay(watch.unavailable_rounds, self.rules)
+            watch.due_at = now + timedelta(seconds=delay)
+            logger.info("usage of card %s: %s; next poll in %.1f s", watch.id, outcome, delay)
+            return
+        watch.polls += 1
+        watch.unavailable_rounds = 0
+        watch.last_error = None
+        reported = {item.order_id: item for item in outcome.bundles}
+        bundles = (
+            await session.exec(
+                select(Bundle)
+                .where(col(Bundle.iccid) == watch.id)
+                .with_for_update()
+                .order_by(col(Bundle.valid_from))
+            )
+        ).all()
+        changed = False
+        open_bundles = 0
+        for bundle in bundles:
+            item = reported.get(bundle.order_id)
+            if item is not None:
+                changed |= observe(
+                    self.outbox,
+                    session,
+                    bundle,
+                    Observation(
+                        order_id=item.order_id,
+                        status=item.status,
+                        data_used_mb=item.data_used_mb,
+                        as_of=outcome.as_of,
+                        data_mb=item.data_mb,
+                        valid_from=item.valid_from,
+                        valid_until=item.valid_until,
+                    ),
+                )
+            if bundle.status not in ENDED_STATUSES:
+                open_bundles += 1
+        if open_bundles == 0:
+            # Nothing left to follow; a new activation on the card makes it due again.
+            watch.due_at = None
+            return
+        watch.idle_polls = 0 if changed else watch.idle_polls + 1
+        watch.due_at = now + timedelta(seconds=usage_poll_delay(watch.idle_polls, self.rules))

@@ -1,0 +1,287 @@
+"""Usage: polls and signed callbacks become UsageUpdated, DataLow once a threshold, transitions."""
+
+import hashlib
+import hmac
+import json
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from esim_core.db import Database
+from esim_core.http import ProblemError
+from esim_core.worker import as_utc, utcnow
+from provisioning.bootstrap import Provisioning
+from provisioning.store import Bundle, PlatformCallback, UsageWatch
+from provisioning_testkit import (
+    ICCID,
+    FakePlatform,
+    handle,
+    payment_settled,
+    poll,
+    published,
+    run_until_final,
+)
+from sqlalchemy import update
+from sqlmodel import select
+
+SECRET = "sandbox-callback-secret"
+DATA_LOW = "esim.data.low.v1"
+USAGE = "esim.usage.updated.v1"
+STARTED = "esim.bundle.started.v1"
+ENDED = "esim.bundle.ended.v1"
+MB = 10240  # the test plan's allowance
+
+
+async def activate(provisioning: Provisioning, **changes: Any) -> uuid.UUID:
+    data = payment_settled(**changes)
+    await handle(provisioning, data)
+    await run_until_final(provisioning, data.renewal_id)
+    return data.renewal_id
+
+
+async def thresholds(database: Database) -> list[int]:
+    return [e["data"]["threshold"] for e in await published(database, DATA_LOW)]
+
+
+async def watch(database: Database, iccid: str = ICCID) -> UsageWatch:
+    async with database.session() as session:
+        row = await session.get(UsageWatch, iccid)
+    assert row is not None
+    return row
+
+
+def percent(share: int) -> int:
+    return MB * share // 100
+
+
+def signed(
+    body: dict[str, Any], *, secret: str = SECRET, at: int | None = None
+) -> tuple[bytes, dict[str, str]]:
+    raw = json.dumps(body).encode()
+    timestamp = str(at if at is not None else int(utcnow().timestamp()))
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + raw, hashlib.sha256).hexdigest()
+    return raw, {"x-esim-timestamp": timestamp, "x-esim-signature": f"v1={mac}"}
+
+
+async def order_of(platform: FakePlatform, renewal_id: uuid.UUID) -> str:
+    [order] = platform.orders_of(renewal_id)
+    return order.order_id
+
+
+def threshold_callback(order_id: str, used_mb: int, status: str = "active") -> dict[str, Any]:
+    return {
+        "id": f"cb_{uuid.uuid4().hex[:12]}",
+        "type": "usage.threshold",
+        "iccid": ICCID,
+        "order_id": order_id,
+        "status": status,
+        "data_mb": MB,
+        "data_used_mb": used_mb,
+        "occurred_at": utcnow().isoformat(),
+    }
+
+
+async def test_an_activation_starts_following_the_bundle(
+    provisioning: Provisioning, database: Database
+) -> None:
+    renewal_id = await activate(provisioning)
+    async with database.session() as session:
+        bundle = (await session.exec(select(Bundle))).one()
+    assert (bundle.renewal_id, bundle.status, bundle.data_mb) == (str(renewal_id), "active", MB)
+    row = await watch(database)
+    assert row.due_at is not None and as_utc(row.due_at) > utcnow()
+
+
+async def test_thresholds_75_and_90_once_each_as_usage_goes_80_82_95(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    renewal_id = await activate(provisioning)
+    for share in (80, 82, 95):
+        platform.set_usage(renewal_id, percent(share))
+        await poll(provisioning)
+        await poll(provisioning)  # a poll that sees nothing new publishes nothing
+    assert await thresholds(database) == [75, 90]
+    usage = await published(database, USAGE)
+    assert [e["data"]["data_used_mb"] for e in usage] == [percent(80), percent(82), percent(95)]
+    assert usage[0]["data"]["renewal_id"] == str(renewal_id)
+    assert usage[0]["data"]["data_total_mb"] == MB and usage[0]["_key"] == ICCID
+
+
+async def test_a_jump_from_10_to_100_publishes_75_90_100_once_and_ends_the_bundle(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    renewal_id = await activate(provisioning)
+    platform.set_usage(renewal_id, percent(10))
+    await poll(provisioning)
+    platform.set_usage(renewal_id, MB, status="depleted")
+    await poll(provisioning)
+    await poll(provisioning)
+    events = await published(database, DATA_LOW)
+    assert [e["data"]["threshold"] for e in events] == [75, 90, 100]
+    assert events[-1]["data"]["data_remaining_mb"] == 0
+    [ended] = await published(database, ENDED)
+    assert ended["data"]["reason"] == "depleted"
+    assert ended["data"]["renewal_id"] == str(renewal_id)
+    # Nothing live is left on the card: it is no longer polled.
+    assert (await watch(database)).due_at is None
+
+
+async def test_polls_back_off_while_nothing_changes_and_speed_up_on_a_change(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    renewal_id = await activate(provisioning)
+    gaps = []
+    for _ in range(4):
+        await poll(provisioning)
+        row = await watch(database)
+        assert row.due_at is not None and row.last_polled_at is not None
+        gaps.append((as_utc(row.due_at) - as_utc(row.last_polled_at)).total_seconds())
+    assert gaps[0] < gaps[1] < gaps[2] < gaps[3]
+    platform.set_usage(renewal_id, 1)
+    await poll(provisioning)
+    row = await watch(database)
+    assert row.idle_polls == 0
+
+
+async def test_a_rate_limited_poll_waits_as_long_as_the_platform_asks(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    await activate(provisioning)
+    platform.rate_limited_for = 30.0
+    await poll(provisioning)
+    row = await watch(database)
+    assert row.due_at is not None and row.last_polled_at is not None
+    assert (as_utc(row.due_at) - as_utc(row.last_polled_at)).total_seconds() == pytest.approx(30)
+    assert row.last_error is not None and "429" in row.last_error
+
+
+async def test_a_callback_and_a_poll_reporting_the_same_change_publish_once(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    renewal_id = await activate(provisioning)
+    order_id = await order_of(platform, renewal_id)
+    body, headers = signed(threshold_callback(order_id, percent(92)))
+    answer = await provisioning.callbacks.receive(body, headers)
+    assert answer["status"] == "applied"
+    platform.set_usage(renewal_id, percent(92))
+    await poll(provisioning)
+    assert await thresholds(database) == [75, 90]
+    assert len(await published(database, USAGE)) == 1
+
+
+async def test_a_duplicated_callback_is_handled_once(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    renewal_id = await activate(provisioning)
+    callback = threshold_callback(await order_of(platform, renewal_id), percent(76))
+    first = await provisioning.callbacks.receive(*signed(callback))
+    again = await provisioning.callbacks.receive(*signed(callback))
+    assert (first["status"], again["status"]) == ("applied", "duplicate")
+    assert await thresholds(database) == [75]
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["wrong secret", "changed body", "stale timestamp", "no signature"],
+)
+async def test_a_bad_signature_is_refused_and_changes_nothing(
+    provisioning: Provisioning, database: Database, platform: FakePlatform, tamper: str
+) -> None:
+    renewal_id = await activate(provisioning)
+    callback = threshold_callback(await order_of(platform, renewal_id), percent(99))
+    before = await published(database)
+    if tamper == "wrong secret":
+        body, headers = signed(callback, secret="guessed")
+    elif tamper == "changed body":
+        body, headers = signed(callback)
+        body = body.replace(b'"active"', b'"depleted"')
+    elif tamper == "stale timestamp":
+        body, headers = signed(callback, at=int(utcnow().timestamp()) - 3600)
+    else:
+        body, headers = signed(callback)
+        del headers["x-esim-signature"]
+    with pytest.raises(ProblemError) as refused:
+        await provisioning.callbacks.receive(body, headers)
+    assert refused.value.status == 401
+    assert await published(database) == before
+    async with database.session() as session:
+        assert (await session.exec(select(PlatformCallback))).all() == []
+    # Polling still finds the change.
+    platform.set_usage(renewal_id, percent(99))
+    await poll(provisioning)
+    assert await thresholds(database) == [75, 90]
+
+
+async def test_an_order_completed_callback_makes_the_activation_look_now(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    platform.processing_checks = 0
+    data = payment_settled()
+    await handle(provisioning, data)
+    await provisioning.activations.run_once()  # ordered, now following, next look later
+    assert await provisioning.activations.run_once() == 0
+    order_id = await order_of(platform, data.renewal_id)
+    body, headers = signed(
+        {"id": "cb_1", "type": "order.completed", "iccid": ICCID, "order_id": order_id}
+    )
+    assert (await provisioning.callbacks.receive(body, headers))["status"] == "applied"
+    await provisioning.activations.run_once()
+    assert len(await published(database, "esim.profile.activated.v1")) == 1
+
+
+async def test_a_queued_bundle_that_starts_and_expires_is_announced_once_each(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    platform.modes[ICCID] = "queued"
+    renewal_id = await activate(provisioning, start="after_current")
+    await poll(provisioning)
+    assert await published(database, STARTED) == []
+    platform.set_usage(renewal_id, 0, status="active")
+    await poll(provisioning)
+    await poll(provisioning)
+    [started] = await published(database, STARTED)
+    assert started["data"]["renewal_id"] == str(renewal_id)
+    platform.set_usage(renewal_id, 5, status="expired")
+    await poll(provisioning)
+    await poll(provisioning)
+    [ended] = await published(database, ENDED)
+    assert ended["data"]["reason"] == "expired"
+    # A late report of an earlier state does not move the bundle back.
+    platform.set_usage(renewal_id, 5, status="active")
+    await poll(provisioning)
+    assert len(await published(database, STARTED)) == 1
+
+
+async def test_a_poll_redone_after_a_crash_publishes_nothing_twice(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    renewal_id = await activate(provisioning)
+    platform.set_usage(renewal_id, percent(91))
+    original = provisioning.usage._apply
+
+    async def crash(*args: Any) -> None:
+        await original(*args)
+        raise RuntimeError("killed before the commit")
+
+    provisioning.usage._apply = crash  # type: ignore[method-assign]
+    await poll(provisioning)  # the round fails: nothing commits
+    assert await thresholds(database) == []
+    provisioning.usage._apply = original  # type: ignore[method-assign]
+    await poll(provisioning)
+    await poll(provisioning)
+    assert await thresholds(database) == [75, 90]
+
+
+async def test_callback_ids_are_kept_only_while_a_replay_could_be_taken(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    renewal_id = await activate(provisioning)
+    callback = threshold_callback(await order_of(platform, renewal_id), percent(50))
+    await provisioning.callbacks.receive(*signed(callback))
+    assert await provisioning.callbacks.forget_old() == 0
+    async with database.session() as session:
+        await session.exec(
+            update(PlatformCallback).values(received_at=utcnow() - timedelta(hours=1))
+        )
+    assert await provisioning.callbacks.forget_old() == 1
