@@ -25,6 +25,7 @@ class Topics(BaseSettings):
     password_reset: str = Field(
         events.PasswordResetRequested.topic, description="PasswordResetRequested"
     )
+    password_changed: str = Field(events.PasswordChanged.topic, description="PasswordChanged")
     card_bound: str = Field(events.CardBound.topic, description="CardBound")
 
     def for_event(self, model: type[events.EventData]) -> str:
@@ -41,6 +42,7 @@ class Topics(BaseSettings):
             events.PaymentRefunded: "payment_refunded",
             events.PlanExpiring: "plan_expiring",
             events.PasswordResetRequested: "password_reset",
+            events.PasswordChanged: "password_changed",
             events.CardBound: "card_bound",
         }[model]
         topic: str = getattr(self, name)
