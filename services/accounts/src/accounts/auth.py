@@ -115,7 +115,9 @@ def build_auth_router(parts: AuthParts) -> APIRouter:
             except TokenError as error:
                 raise ProblemError(401, str(error), kind="invalid-grant") from error
             return TokenResponse(
-                access_token=access, refresh_token=refresh, expires_in=settings.jwt_ttl_s
+                access_token=access,
+                refresh_token=refresh,
+                expires_in=parts.sessions.tokens.access_ttl_s,
             )
         if not username or not password:
             raise ProblemError(400, "username and password are required", kind="invalid-request")
@@ -146,7 +148,9 @@ def build_auth_router(parts: AuthParts) -> APIRouter:
             logger.info("user %s: password hash upgraded", user.id)
         access, refresh = await parts.sessions.open(user.id)
         return TokenResponse(
-            access_token=access, refresh_token=refresh, expires_in=settings.jwt_ttl_s
+            access_token=access,
+            refresh_token=refresh,
+            expires_in=parts.sessions.tokens.access_ttl_s,
         )
 
     @router.post(
