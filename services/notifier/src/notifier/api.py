@@ -23,13 +23,13 @@ class NotificationPublic(BaseModel):
 
     id: str
     kind: str = Field(description="profile_activated, payment_failed, payment_refunded, ...")
-    channel: str = Field(description="email")
+    channel: str = Field(description="email or sms")
     recipient: str | None = Field(description="the address it went to; null until a send round")
     subject: str | None
     status: str = Field(description="pending, sent, failed or undeliverable")
     detail: str | None = Field(description="why it is waiting, failed or undeliverable")
     locale: str | None
-    iccid: str
+    iccid: str | None = Field(description="the card it is about; null for account messages")
     renewal_id: str | None
     event_id: str = Field(description="the CloudEvents id of the event it is about")
     created_at: UtcDatetime

@@ -8,6 +8,8 @@ from esim_schemas import (
     CardBound,
     CloudEvent,
     EventData,
+    PasswordChanged,
+    PasswordResetRequested,
     PaymentFailed,
     PaymentRefunded,
     ProfileActivated,
@@ -154,3 +156,47 @@ async def queue_notification(
     session.add(notification)
     logger.info("queued %s %s for card %s (event %s)", kind, key, iccid, event.id)
     return notification
+
+
+async def on_password_reset_requested(
+    session: AsyncSession, event: CloudEvent[PasswordResetRequested]
+) -> None:
+    """Queue the reset code by e-mail, and by SMS where the account has a phone.
+
+    The code stays sealed in the stored payload; it is opened only to write the message.
+    """
+    await queue_account_notification(session, event, NotificationKind.PASSWORD_RESET)
+
+
+async def on_password_changed(session: AsyncSession, event: CloudEvent[PasswordChanged]) -> None:
+    """Queue the notice that the password was changed, by e-mail and SMS where there is one."""
+    await queue_account_notification(session, event, NotificationKind.PASSWORD_CHANGED)
+
+
+async def queue_account_notification(
+    session: AsyncSession, event: CloudEvent[Any], kind: NotificationKind
+) -> None:
+    """Add a pending notification about the account on each channel it can reach."""
+    data = event.data
+    channels = [Channel.EMAIL] + ([Channel.SMS] if data.phone else [])
+    now = utcnow()
+    for channel in channels:
+        key = notification_id(kind, channel, renewal_id=None, event_id=event.id)
+        if await session.get(Notification, key) is not None:
+            continue
+        session.add(
+            Notification(
+                id=key,
+                event_id=event.id,
+                event_type=event.type,
+                kind=kind,
+                channel=channel,
+                iccid=None,
+                locale=data.locale,
+                payload=data.model_dump(mode="json"),
+                status=NotificationStatus.PENDING,
+                created_at=now,
+                due_at=now,
+            )
+        )
+        logger.info("queued %s %s by %s for user %s", kind, key, channel, data.user_id)
