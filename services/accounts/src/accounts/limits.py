@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator
+from pydantic_settings import NoDecode
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -52,7 +53,8 @@ def _parse_rate(value: Any) -> Any:
     return Rate(int(match.group(1)), int(match.group(2)))
 
 
-RateSetting = Annotated[Rate, BeforeValidator(_parse_rate)]
+# NoDecode: the environment gives '10/900', not JSON.
+RateSetting = Annotated[Rate, BeforeValidator(_parse_rate), NoDecode]
 
 
 class RateLimitedError(Exception):

@@ -21,8 +21,8 @@ from accounts.passwords import Passwords
 from accounts.resets import ResetCodes
 from accounts.sessions import Sessions
 from accounts.settings import AccountsSettings
-from accounts.tokens import TokenIssuer
 from accounts.store import TABLES, Card
+from accounts.tokens import TokenIssuer
 from accounts_testkit import CODE, ICCID, OTHER_ICCID
 from esim_core.db import Database
 from esim_core.http import install_problem_handlers
