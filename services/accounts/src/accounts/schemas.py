@@ -28,9 +28,13 @@ ApiTime = Annotated[
 
 
 class Body(BaseModel):
-    """A request body: unknown fields are refused, so typos are caught."""
+    """A request body: unknown fields are refused, so typos are caught, and types are strict.
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    Strict: `0` is not `false` and `"5"` is not `5`; a client that sends the wrong type hears
+    so instead of having it guessed.
+    """
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
 
 
 Password = Annotated[str, Field(min_length=8, max_length=128, repr=False)]
@@ -59,7 +63,7 @@ class UserCreate(Body):
 class NotifyChoices(BaseModel):
     """Which channels the traveller hears from us on."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     email: bool = True
     sms: bool = True

@@ -5,7 +5,7 @@ from typing import Annotated
 from uuid import UUID
 
 from esim_core.db import Database
-from esim_core.http import ProblemError
+from esim_core.http import ProblemError, problem_responses
 from esim_core.worker import as_utc
 from esim_schemas import luhn_valid
 from esim_schemas.types import UtcDatetime
@@ -59,7 +59,7 @@ def notifications_router(database: Database) -> APIRouter:
     """`GET /v1/notifications?iccid=` (or `?renewal_id=`), newest first."""
     router = APIRouter(prefix="/v1", tags=["notifications"])
 
-    @router.get("/notifications")
+    @router.get("/notifications", responses=problem_responses(401, 422))
     async def list_notifications(
         iccid: Annotated[
             str | None,

@@ -8,6 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 logger = logging.getLogger(__name__)
 
@@ -139,11 +140,20 @@ def document_problems(app: FastAPI) -> None:
         components.pop("ValidationError", None)
         components["Problem"] = _PROBLEM_SCHEMA
         validation = problem_responses(422)[422]
-        for path in schema.get("paths", {}).values():
+        malformed = problem_responses(400)[400]
+        for route, path in schema.get("paths", {}).items():
             for operation in path.values():
                 responses = operation.get("responses", {})
                 if "422" in responses:
                     responses["422"] = validation
+                if "requestBody" in operation:
+                    # A body that is not JSON (or not a form) at all is a 400 from FastAPI.
+                    responses.setdefault("400", malformed)
+            if route == "/metrics" and "get" in path:
+                # The core's Prometheus route answers in the text exposition format.
+                path["get"]["responses"]["200"]["content"] = {
+                    "text/plain": {"schema": {"type": "string"}}
+                }
         app.openapi_schema = schema
         return schema
 
@@ -192,6 +202,16 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app serves on the request's path."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Answer every error, including validation and unknown routes, as problem details."""
 
@@ -221,9 +241,13 @@ def install_problem_handlers(app: FastAPI) -> None:
             422, f"The request is not valid: {summary}", kind="validation", errors=errors
         )
 
-    async def on_http(_: Request, error: Exception) -> JSONResponse:
+    async def on_http(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
         headers = dict(error.headers) if error.headers else None
+        if error.status_code == 405:
+            # Starlette names the methods of the first route on the path only; a path served
+            # by several routes (GET and PATCH /users/me) allows all of theirs.
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
         return problem_response(error.status_code, str(error.detail), headers=headers)
 
     async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
