@@ -13,7 +13,11 @@ from tests.support.infra import SERVICES, platform_on
 from tests.support.load import DEMO_CARDS, Target
 
 #: Sandboxes answer at once, so what is measured is the platform (payment tokens `card_ok`).
-SANDBOX_ENV = {"ESIM_SANDBOX_ACTIVATION_DELAY": "0"}
+SANDBOX_ENV = {
+    "ESIM_SANDBOX_ACTIVATION_DELAY": "0",
+    # Access tokens live 15 minutes by default; a bench's travellers keep theirs for the whole run.
+    "ACCOUNTS_JWT_TTL_S": "86400",
+}
 
 #: The local run's ports (CONTRACT.md), each overridable as scripts/run-local.sh reads it.
 RUNNING_PORTS = {

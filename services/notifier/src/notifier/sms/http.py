@@ -23,8 +23,10 @@ class HttpSmsGateway:
         username: str | None = None,
         password: str | None = None,
         timeout_s: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._url = base_url.rstrip("/") + "/v1/messages"
+        self._transport = transport
         self._sender = sender
         self._auth = (username, password) if username and password else None
         self._timeout = httpx.Timeout(timeout_s)
@@ -37,7 +39,9 @@ class HttpSmsGateway:
             PermanentSmsError: the provider refused the message (4xx).
         """
         try:
-            async with httpx.AsyncClient(timeout=self._timeout, auth=self._auth) as client:
+            async with httpx.AsyncClient(
+                timeout=self._timeout, auth=self._auth, transport=self._transport
+            ) as client:
                 answer = await client.post(
                     self._url,
                     data={"To": sms.to, "From": self._sender, "Body": sms.text},
