@@ -53,6 +53,21 @@ ResetCode = Annotated[str, Field(pattern=r"^[0-9]{6}$", repr=False, examples=["0
 class UserCreate(Body):
     """Registration."""
 
+    model_config = ConfigDict(
+        **Body.model_config,
+        json_schema_extra={
+            "examples": [
+                {
+                    "email": "li.wei@example.com",
+                    "password": "a long password",
+                    "name": "Li Wei",
+                    "phone": "+8613800138000",
+                    "locale": "zh-CN",
+                }
+            ]
+        },
+    )
+
     email: EmailStr
     password: Password
     name: Name | None = None
@@ -71,6 +86,20 @@ class NotifyChoices(BaseModel):
 
 class UserUpdate(Body):
     """A change to the caller's profile; only the fields given change (null clears a phone)."""
+
+    model_config = ConfigDict(
+        **Body.model_config,
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Li Wei",
+                    "phone": "+8613800138000",
+                    "locale": "en",
+                    "notify": {"email": True, "sms": False},
+                }
+            ]
+        },
+    )
 
     name: Name | None = None
     phone: Phone | None = None
@@ -102,17 +131,41 @@ class TokenResponse(BaseModel):
 class LogoutRequest(Body):
     """Ending a session."""
 
+    model_config = ConfigDict(
+        **Body.model_config,
+        json_schema_extra={
+            "examples": [{"refresh_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9..."}]
+        },
+    )
+
     refresh_token: str = Field(min_length=1, max_length=4096, repr=False)
 
 
 class PasswordResetRequest(Body):
     """Asking for a reset code."""
 
+    model_config = ConfigDict(
+        **Body.model_config, json_schema_extra={"examples": [{"email": "li.wei@example.com"}]}
+    )
+
     email: EmailStr
 
 
 class PasswordResetConfirm(Body):
     """Setting a new password with the code that was sent."""
+
+    model_config = ConfigDict(
+        **Body.model_config,
+        json_schema_extra={
+            "examples": [
+                {
+                    "email": "li.wei@example.com",
+                    "code": "042137",
+                    "new_password": "a new long password",
+                }
+            ]
+        },
+    )
 
     email: EmailStr
     code: ResetCode
