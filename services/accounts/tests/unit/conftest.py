@@ -33,6 +33,7 @@ from esim_core.settings import Topics
 from fakeredis import FakeAsyncRedis
 from fastapi import FastAPI
 from hypothesis import settings
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 # A saga example runs dozens of transactions: 120 keep the module under 10 s on an idle 2-core
 # machine (and near 30 s when others load it hard).
@@ -78,8 +79,9 @@ def redis() -> FakeAsyncRedis:
 
 
 @pytest.fixture
-def accounts_settings() -> AccountsSettings:
-    return AccountsSettings()
+def accounts_settings(request: pytest.FixtureRequest) -> AccountsSettings:
+    """The defaults, or those a test overrides with `indirect` parametrization."""
+    return AccountsSettings(**getattr(request, "param", {}))
 
 
 @pytest.fixture
@@ -104,6 +106,8 @@ def parts(
 async def client(parts: AuthParts) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     install_problem_handlers(app)
+    # As uvicorn runs it (proxy_headers): X-Forwarded-For from the trusted local proxy counts.
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts="127.0.0.1")
     app.include_router(build_auth_router(parts))
     app.include_router(build_router(parts))
     transport = httpx.ASGITransport(app=app)

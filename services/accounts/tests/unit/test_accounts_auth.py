@@ -282,3 +282,53 @@ async def test_reset_requests_are_limited_per_account(client: httpx.AsyncClient)
         for _ in range(6)
     ]
     assert answers == [202] * 5 + [429]
+
+
+@pytest.mark.parametrize(
+    ("accounts_settings", "attempt"),
+    [
+        ({"limit_login_failures_address": "3/60"}, "failed login"),
+        ({"limit_registrations_address": "3/60"}, "registration"),
+        ({"limit_resets_address": "3/60"}, "reset request"),
+    ],
+    indirect=["accounts_settings"],
+)
+async def test_limits_per_client_address(client: httpx.AsyncClient, attempt: str) -> None:
+    """Three a minute from one address, whichever accounts they name; another address is free."""
+
+    async def once(n: int, address: str) -> int:
+        headers = {"X-Forwarded-For": address}
+        if attempt == "failed login":
+            answer = await client.post(
+                "/v1/auth/token",
+                data={"username": f"u{n}@example.com", "password": "wrong password"},
+                headers=headers,
+            )
+        elif attempt == "registration":
+            answer = await client.post(
+                "/v1/users",
+                json={"email": f"u{n}@example.com", "password": PASSWORD},
+                headers=headers,
+            )
+        else:
+            answer = await client.post(
+                "/v1/auth/password-reset", json={"email": f"u{n}@example.com"}, headers=headers
+            )
+        return answer.status_code
+
+    first = [await once(n, "203.0.113.7") for n in range(4)]
+    assert first[3] == 429 and 429 not in first[:3]
+    assert await once(9, "203.0.113.8") != 429
+
+
+@pytest.mark.parametrize(
+    "accounts_settings", [{"limit_reset_confirmations_account": "3/60"}], indirect=True
+)
+async def test_reset_confirmations_are_limited_per_account(client: httpx.AsyncClient) -> None:
+    await sign_up(client)
+    body = {"email": "a@example.com", "code": "000000", "new_password": "a new password"}
+    answers = [
+        (await client.post("/v1/auth/password-reset/confirm", json=body)).status_code
+        for _ in range(4)
+    ]
+    assert answers == [400, 400, 400, 429]
