@@ -36,7 +36,7 @@ from accounts.inventory import import_cards, seed_catalogue
 from accounts.limits import RateLimiter
 from accounts.passwords import Passwords
 from accounts.resets import ResetCodes
-from accounts.sessions import Sessions
+from accounts.sessions import Sessions, purge_sessions
 from accounts.settings import DEV_JWT_SECRET, DEV_RESET_CODE_KEY, AccountsSettings
 from accounts.store import TABLES
 from accounts.tokens import TokenIssuer
@@ -99,6 +99,12 @@ def build(settings: AccountsSettings, *, clock: Callable[[], datetime] = utcnow)
     if settings.reset_code_key.get_secret_value() == DEV_RESET_CODE_KEY:
         logger.warning("RESET_CODE_KEY is not set: using the local development key")
     parts = auth_parts(settings, runtime)
+    runtime.loop(
+        "session-purge",
+        lambda: purge_sessions(runtime.database, keep_s=settings.session_keep_s),
+        settings.session_purge_interval_s,
+        singleton=True,
+    )
     runtime.routers.append(build_auth_router(parts))
     runtime.routers.append(build_router(parts))
     return Accounts(runtime=runtime, saga=saga)

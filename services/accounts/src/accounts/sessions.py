@@ -2,10 +2,11 @@
 
 import logging
 import uuid
+from datetime import timedelta
 
 from esim_core.db import Database
 from esim_core.worker import as_utc, utcnow
-from sqlalchemy import update
+from sqlalchemy import delete, or_, update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -113,6 +114,31 @@ class Sessions:
             raise SessionEndedError("the token's session has ended; sign in again")
         if as_utc(row.expires_at) <= utcnow():
             raise SessionEndedError("the session has expired; sign in again")
+
+
+async def purge_sessions(database: Database, *, keep_s: float) -> int:
+    """Delete sessions that ended (expired or revoked) more than `keep_s` seconds ago.
+
+    An ended session only has to outlive its refresh token's reuse being told apart from a
+    forgery; past `keep_s`, its tokens are refused by their own `exp` anyway.
+
+    Returns:
+        How many sessions were deleted.
+    """
+    before = utcnow() - timedelta(seconds=keep_s)
+    async with database.session() as unit:
+        result = await unit.exec(
+            delete(UserSession).where(
+                or_(
+                    col(UserSession.expires_at) < before,
+                    col(UserSession.revoked_at) < before,
+                )
+            )
+        )
+    deleted = int(result.rowcount or 0)
+    if deleted:
+        logger.info("purged %d ended sessions", deleted)
+    return deleted
 
 
 async def revoke_all(unit: AsyncSession, user_id: str, reason: str) -> None:

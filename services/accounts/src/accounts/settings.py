@@ -28,6 +28,14 @@ class AccountsSettings(ServiceSettings):
     refresh_ttl_s: int = Field(
         30 * 86400, ge=300, le=365 * 86400, description="lifetime of a session's refresh token"
     )
+    session_keep_s: float = Field(
+        7 * 86400,
+        ge=0,
+        description="how long an ended (expired or revoked) session is kept before it is purged",
+    )
+    session_purge_interval_s: float = Field(
+        3600, gt=0, description="how often ended sessions are purged"
+    )
     jwt_issuer: str = Field(
         "https://accounts.esim.example", min_length=1, description="the tokens' `iss`"
     )

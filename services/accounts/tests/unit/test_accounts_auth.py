@@ -9,7 +9,8 @@ import httpx
 import jwt
 import pytest
 from accounts.auth import AuthParts
-from accounts.store import User
+from accounts.sessions import purge_sessions
+from accounts.store import User, UserSession
 from accounts_testkit import published
 from conftest import SEAL_KEY
 from esim_core.db import Database
@@ -332,3 +333,20 @@ async def test_reset_confirmations_are_limited_per_account(client: httpx.AsyncCl
         for _ in range(4)
     ]
     assert answers == [400, 400, 400, 429]
+
+
+async def test_ended_sessions_are_purged_after_the_keep_time(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    await sign_up(client)
+    ended = (await sign_in(client)).json()
+    live = (await sign_in(client)).json()
+    await client.post("/v1/auth/logout", json={"refresh_token": ended["refresh_token"]})
+    assert await purge_sessions(database, keep_s=3600) == 0  # ended just now: kept
+    assert await purge_sessions(database, keep_s=0) == 1
+    async with database.session() as unit:
+        left = (await unit.exec(select(UserSession))).all()
+    assert len(left) == 1
+    assert (
+        await client.get("/v1/users/me", headers=bearer(live["access_token"]))
+    ).status_code == 200
