@@ -138,20 +138,14 @@ async def queue_notification(
         raise ValueError(f"{event.type} carries no ICCID")
     if contact is None:
         contact = await session.get(Contact, iccid)
-    now = utcnow()
-    notification = Notification(
-        id=key,
-        event_id=event.id,
-        event_type=event.type,
-        kind=kind,
-        channel=channel,
+    notification = pending(
+        key,
+        event,
+        kind,
+        channel,
         iccid=iccid,
         renewal_id=renewal_id,
         locale=contact.locale if contact is not None else None,
-        payload=data.model_dump(mode="json"),
-        status=NotificationStatus.PENDING,
-        created_at=now,
-        due_at=now,
     )
     session.add(notification)
     logger.info("queued %s %s for card %s (event %s)", kind, key, iccid, event.id)
@@ -179,24 +173,37 @@ async def queue_account_notification(
     """Add a pending notification about the account on each channel it can reach."""
     data = event.data
     channels = [Channel.EMAIL] + ([Channel.SMS] if data.phone else [])
-    now = utcnow()
     for channel in channels:
         key = notification_id(kind, channel, renewal_id=None, event_id=event.id)
         if await session.get(Notification, key) is not None:
             continue
-        session.add(
-            Notification(
-                id=key,
-                event_id=event.id,
-                event_type=event.type,
-                kind=kind,
-                channel=channel,
-                iccid=None,
-                locale=data.locale,
-                payload=data.model_dump(mode="json"),
-                status=NotificationStatus.PENDING,
-                created_at=now,
-                due_at=now,
-            )
-        )
+        session.add(pending(key, event, kind, channel, iccid=None, locale=data.locale))
         logger.info("queued %s %s by %s for user %s", kind, key, channel, data.user_id)
+
+
+def pending(
+    key: str,
+    event: CloudEvent[Any],
+    kind: NotificationKind,
+    channel: Channel,
+    *,
+    iccid: str | None,
+    renewal_id: str | None = None,
+    locale: str | None,
+) -> Notification:
+    """A new notification about `event`, due now, keeping the event's data as it came."""
+    now = utcnow()
+    return Notification(
+        id=key,
+        event_id=event.id,
+        event_type=event.type,
+        kind=kind,
+        channel=channel,
+        iccid=iccid,
+        renewal_id=renewal_id,
+        locale=locale,
+        payload=event.data.model_dump(mode="json"),
+        status=NotificationStatus.PENDING,
+        created_at=now,
+        due_at=now,
+    )

@@ -2,7 +2,7 @@
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from esim_core.db import Database
@@ -155,26 +155,25 @@ class NotificationSender:
     async def _send_sms(self, sms: OutgoingSms) -> None:
         if self.sms is None:
             raise PermanentSmsError("no SMS gateway is configured")
-        wait = self.settings.smtp_retry_wait_s
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(self.settings.smtp_attempts),
-            wait=jittered(multiplier=wait, max=wait * 8),
-            retry=retry_if_exception_type(TransientSmsError),
-            reraise=True,
-        ):
-            with attempt:
-                await self.sms.send(sms)
+        gateway = self.sms
+        await self._with_retries(lambda: gateway.send(sms), TransientSmsError)
 
     async def _send_with_retries(self, mail: OutgoingMail) -> None:
+        await self._with_retries(lambda: self.mailer.send(mail), TransientMailError)
+
+    async def _with_retries(
+        self, send: Callable[[], Awaitable[None]], transient: type[Exception]
+    ) -> None:
+        """A few jittered tries within this round; what still fails waits for a later round."""
         wait = self.settings.smtp_retry_wait_s
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(self.settings.smtp_attempts),
             wait=jittered(multiplier=wait, max=wait * 8),
-            retry=retry_if_exception_type(TransientMailError),
+            retry=retry_if_exception_type(transient),
             reraise=True,
         ):
             with attempt:
-                await self.mailer.send(mail)
+                await send()
 
     async def _record(
         self,
