@@ -116,14 +116,12 @@ async def messages(
     ]
 
 
-def create_app(settings: SmsSandboxSettings | None = None, *, clock: Clock = utc_now) -> FastAPI:
-    """Build the SMS gateway sandbox app.
+def create_app(*, clock: Clock = utc_now) -> FastAPI:
+    """Build the SMS gateway sandbox app (it keeps what it receives in memory).
 
     Args:
-        settings: Its settings; read from the environment when omitted.
         clock: The source of `received_at` times.
     """
-    del settings  # the app itself needs none of them; main uses the address
     app = FastAPI(
         title="SMS gateway sandbox",
         description="POST /v1/messages (form To, From, Body) as an HTTP SMS provider takes them; "
@@ -140,7 +138,7 @@ def main() -> None:
     """Serve the SMS sandbox on SMS_SANDBOX_HOST:SMS_SANDBOX_PORT."""
     configure_logging()
     settings = SmsSandboxSettings.from_env()
-    serve(create_app(settings), settings.host, settings.port)
+    serve(create_app(), settings.host, settings.port)
 
 
 if __name__ == "__main__":
