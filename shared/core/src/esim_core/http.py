@@ -154,6 +154,12 @@ def document_problems(app: FastAPI) -> None:
                 path["get"]["responses"]["200"]["content"] = {
                     "text/plain": {"schema": {"type": "string"}}
                 }
+            if route == "/health/ready" and "get" in path:
+                # The core's readiness route answers a problem while a dependency is down.
+                not_ready = problem_responses(503)[503]
+                not_ready["description"] = "a database, Kafka or Redis does not answer"
+                not_ready.pop("headers", None)
+                path["get"]["responses"].setdefault("503", not_ready)
         app.openapi_schema = schema
         return schema
 
