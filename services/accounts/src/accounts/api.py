@@ -121,6 +121,11 @@ def build_router(parts: AuthParts) -> APIRouter:
                 user.notify_email = body.notify.email
                 user.notify_sms = body.notify.sms
             unit.add(user)
+            # The notifier addresses people per card from CardBound: tell it again for each
+            # card, so its messages follow the new phone, language and SMS choice.
+            cards = (await unit.exec(select(Card).where(Card.user_id == user.id))).all()
+            for card in cards:
+                outbox.add(unit, card_bound(user, card.iccid))
         return user_public(user)
 
     @router.get("/plans", tags=["plans"], responses=problems(422))
@@ -179,16 +184,7 @@ def build_router(parts: AuthParts) -> APIRouter:
             card.user_id = caller.id
             card.bound_at = utcnow()
             unit.add(card)
-            outbox.add(
-                unit,
-                CardBound(
-                    user_id=caller.id,
-                    iccid=card.iccid,
-                    email=caller.email,
-                    phone=caller.phone,
-                    locale=caller.locale,
-                ),
-            )
+            outbox.add(unit, card_bound(caller, card.iccid))
         return card_public(card)
 
     @router.get("/cards", tags=["cards"], responses=problems(401))
@@ -346,6 +342,17 @@ def renewal_id_for(user_id: str, idempotency_key: str | None) -> UUID:
         return UUID(idempotency_key)
     except ValueError:
         return uuid5(_KEYS, f"{user_id}:{idempotency_key}")
+
+
+def card_bound(user: User, iccid: str) -> CardBound:
+    """Whom the notifier writes to about a card: the holder's address, phone and language."""
+    return CardBound(
+        user_id=user.id,
+        iccid=iccid,
+        email=user.email,
+        phone=user.phone if user.notify_sms else None,
+        locale=user.locale,
+    )
 
 
 def card_public(card: Card) -> CardPublic:

@@ -11,7 +11,7 @@ import pytest
 from accounts.auth import AuthParts
 from accounts.sessions import purge_sessions
 from accounts.store import User, UserSession
-from accounts_testkit import published
+from accounts_testkit import CODE, ICCID, published
 from conftest import SEAL_KEY
 from esim_core.db import Database
 from esim_core.sealing import Sealer
@@ -350,3 +350,29 @@ async def test_ended_sessions_are_purged_after_the_keep_time(
     assert (
         await client.get("/v1/users/me", headers=bearer(live["access_token"]))
     ).status_code == 200
+
+
+async def test_a_profile_change_tells_the_notifier_again_about_each_card(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    await sign_up(client)
+    headers = bearer((await sign_in(client)).json()["access_token"])
+    bound = await client.post(
+        "/v1/cards", json={"iccid": ICCID, "activation_code": CODE}, headers=headers
+    )
+    assert bound.status_code == 201
+    await client.patch(
+        "/v1/users/me",
+        headers=headers,
+        json={"phone": "+8613800138000", "locale": "zh-CN"},
+    )
+    await client.patch(
+        "/v1/users/me", headers=headers, json={"notify": {"email": True, "sms": False}}
+    )
+    rows = await published(database, "esim.card.bound.v1")
+    data = [json.loads(row.value)["data"] for row in rows]
+    assert [(d["iccid"], d.get("phone"), d["locale"]) for d in data] == [
+        (ICCID, None, "en"),
+        (ICCID, "+8613800138000", "zh-CN"),
+        (ICCID, None, "zh-CN"),
+    ]
