@@ -88,7 +88,11 @@ def own_stack(workdir: Path, db: str, inventory_size: int) -> Iterator[Stack]:
         pids = {}
         for name, process in platform.processes.items():
             if process.popen is not None:
-                label = {"payment": "payment-sandbox", "esim": "esim-sandbox"}.get(name, name)
+                label = {
+                    "payment": "payment-sandbox",
+                    "esim": "esim-sandbox",
+                    "sms": "sms-sandbox",
+                }.get(name, name)
                 pids[label] = process.popen.pid
         ports = {"kafka": int(platform.kafka.rsplit(":", 1)[1])}
         ports["redis"] = int(platform.redis.rsplit(":", 1)[1].split("/")[0])
