@@ -6,7 +6,7 @@ from typing import Annotated
 from uuid import UUID
 
 from esim_core.db import Database
-from esim_core.http import ProblemError
+from esim_core.http import ProblemError, problem_responses
 from esim_core.worker import as_utc
 from esim_schemas import PlanRef, luhn_valid
 from esim_schemas.types import UtcDatetime
@@ -103,7 +103,11 @@ def build_router(database: Database) -> APIRouter:
     """The ops routes, bound to the provisioning database."""
     router = APIRouter(prefix="/v1", tags=["provisioning"])
 
-    @router.get("/activations/{renewal_id}", response_model=ActivationPublic)
+    @router.get(
+        "/activations/{renewal_id}",
+        response_model=ActivationPublic,
+        responses=problem_responses(401, 404, 422),
+    )
     async def get_activation(renewal_id: RenewalId) -> ActivationPublic:
         """The activation of a renewal: state, order id, rounds, last error, times."""
         async with database.session() as session:
@@ -118,7 +122,11 @@ def build_router(database: Database) -> APIRouter:
             )
         return ActivationPublic.of(row)
 
-    @router.get("/activations", response_model=list[ActivationPublic])
+    @router.get(
+        "/activations",
+        response_model=list[ActivationPublic],
+        responses=problem_responses(401, 422),
+    )
     async def list_activations(
         iccid: Annotated[
             str | None,
