@@ -28,7 +28,7 @@ endif
 endif
 RUN := $(UV) run --frozen
 
-.PHONY: help run test test-unit bench chaos lint format schemas migration clean sync kafka-jars redis
+.PHONY: help run test test-unit bench chaos fuzz lint format schemas migration clean sync kafka-jars redis
 
 help: ## list the targets
 	@echo "Targets:"
@@ -87,6 +87,10 @@ chaos: sync kafka-jars redis ## load while services, broker and Redis crash, the
 	  status=$$?; echo "==> make chaos: FAILED (exit status $$status; report in var/chaos/latest.json)" >&2; \
 	  exit $$status; }
 	@echo "==> make chaos: PASSED"
+
+# Against the stack `make run` started (addresses as there; FUZZ_EXAMPLES, FUZZ_SEED).
+fuzz: sync ## schemathesis against the four running services, signed in (make run first)
+	@$(RUN) python scripts/fuzz.py
 
 lint: sync ## ruff, mypy --strict, and offline checks of alert rules, dashboards and deploy files
 	@echo "==> ruff check"

@@ -85,7 +85,8 @@ def service_facts() -> dict[str, ServiceFacts]:
     from provisioning import bootstrap as provisioning
     from provisioning.settings import ProvisioningSettings
 
-    logging.getLogger("accounts").setLevel(logging.ERROR)  # the dev JWT key warning
+    for name in ("accounts", "notifier"):  # their warnings about local development keys
+        logging.getLogger(name).setLevel(logging.ERROR)
     shared = env_names(OperatorSettings) | env_names(Topics) | PROCESS_ENV
     wiring: dict[str, tuple[Any, type[BaseSettings]]] = {
         "accounts": (accounts, AccountsSettings),

@@ -6,7 +6,7 @@
 # Redis, the sandboxes and the four services with one log per process in var/log/, waits
 # until all answer (RUN_LOCAL_TIMEOUT, 180 s), restarts one that dies (with a back-off), and stops
 # them all on Ctrl-C or SIGTERM.
-# RUN_LOCAL_ONLY="kafka redis smtp payment-sandbox esim-sandbox" starts just those (e.g. to run a
+# RUN_LOCAL_ONLY="kafka redis smtp payment-sandbox esim-sandbox sms-sandbox" starts just those (e.g. to run a
 # service from an IDE against the rest).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -29,12 +29,14 @@ export SMTP_SINK_DIR=${SMTP_SINK_DIR:-$root/var/mail}
 export SMTP_SINK_PORT=${SMTP_SINK_PORT:-1025}
 export PAYMENT_SANDBOX_PORT=${PAYMENT_SANDBOX_PORT:-8010}
 export ESIM_SANDBOX_PORT=${ESIM_SANDBOX_PORT:-8011}
+export SMS_SANDBOX_PORT=${SMS_SANDBOX_PORT:-8012}
 export NOTIFIER_SMTP_HOST=${NOTIFIER_SMTP_HOST:-127.0.0.1}
 export NOTIFIER_SMTP_PORT=${NOTIFIER_SMTP_PORT:-$SMTP_SINK_PORT}
 export BILLING_PAYMENT_GATEWAY_URL=${BILLING_PAYMENT_GATEWAY_URL:-http://127.0.0.1:$PAYMENT_SANDBOX_PORT}
 export PROVISIONING_ESIM_PLATFORM_URL=${PROVISIONING_ESIM_PLATFORM_URL:-http://127.0.0.1:$ESIM_SANDBOX_PORT}
 # The sandbox calls provisioning back, signed with the secret both sides share.
 export ESIM_SANDBOX_CALLBACK_URL=${ESIM_SANDBOX_CALLBACK_URL:-http://127.0.0.1:${PROVISIONING_HTTP_PORT:-8002}/callbacks/esim}
+export NOTIFIER_SMS_GATEWAY_URL=${NOTIFIER_SMS_GATEWAY_URL:-http://127.0.0.1:$SMS_SANDBOX_PORT}
 export PYTHONUNBUFFERED=1
 
 # Fail fast, before any download, when something already holds one of the ports.

@@ -258,11 +258,13 @@ def build_specs(env: Mapping[str, str]) -> dict[str, Spec]:
     controller_port = _env_port(env, "KAFKA_CONTROLLER_PORT", 9093)
     redis_port = _env_port(env, "REDIS_PORT", 6379)
     # The sandboxes listen where their own variables say; the services are pointed at them by
-    # BILLING_PAYMENT_GATEWAY_URL, PROVISIONING_ESIM_PLATFORM_URL and NOTIFIER_SMTP_PORT
+    # BILLING_PAYMENT_GATEWAY_URL, PROVISIONING_ESIM_PLATFORM_URL, NOTIFIER_SMTP_PORT and
+    # NOTIFIER_SMS_GATEWAY_URL
     # (scripts/run-local.sh derives those from these).
     smtp_port = _env_port(env, "SMTP_SINK_PORT", 1025)
     pay_port = _env_port(env, "PAYMENT_SANDBOX_PORT", 8010)
     esim_port = _env_port(env, "ESIM_SANDBOX_PORT", 8011)
+    sms_port = _env_port(env, "SMS_SANDBOX_PORT", 8012)
     mail_dir = env.get("SMTP_SINK_DIR", "var/mail")
 
     specs = {
@@ -296,6 +298,12 @@ def build_specs(env: Mapping[str, str]) -> dict[str, Spec]:
             check=http_200(LOCALHOST, esim_port, "/sandbox/ledger"),
             check_label=f"GET http://{LOCALHOST}:{esim_port}/sandbox/ledger",
             urls=(f"eSIM platform sandbox    http://{LOCALHOST}:{esim_port}/sandbox/ledger",),
+        ),
+        "sms-sandbox": Spec(
+            ports=(sms_port,),
+            check=http_200(LOCALHOST, sms_port, "/sandbox/messages"),
+            check_label=f"GET http://{LOCALHOST}:{sms_port}/sandbox/messages",
+            urls=(f"SMS gateway sandbox      http://{LOCALHOST}:{sms_port}/sandbox/messages?to=",),
         ),
     }
     for service in SERVICES:

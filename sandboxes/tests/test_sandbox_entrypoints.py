@@ -45,6 +45,7 @@ def first_reply(port: int, probe: bytes) -> bytes:
     [
         ("sandboxes.payment", "PAYMENT_SANDBOX_PORT", HEALTH, b"200", HTTP_FAREWELL),
         ("sandboxes.esim", "ESIM_SANDBOX_PORT", HEALTH, b"200", HTTP_FAREWELL),
+        ("sandboxes.sms", "SMS_SANDBOX_PORT", HEALTH, b"200", HTTP_FAREWELL),
         ("sandboxes.smtp", "SMTP_SINK_PORT", b"", b"220", "SMTP sink stopped"),
     ],
 )

@@ -13,7 +13,11 @@ from tests.support.infra import SERVICES, platform_on
 from tests.support.load import DEMO_CARDS, Target
 
 #: Sandboxes answer at once, so what is measured is the platform (payment tokens `card_ok`).
-SANDBOX_ENV = {"ESIM_SANDBOX_ACTIVATION_DELAY": "0"}
+SANDBOX_ENV = {
+    "ESIM_SANDBOX_ACTIVATION_DELAY": "0",
+    # Access tokens live 15 minutes by default; a bench's travellers keep theirs for the whole run.
+    "ACCOUNTS_JWT_TTL_S": "86400",
+}
 
 #: The local run's ports (CONTRACT.md), each overridable as scripts/run-local.sh reads it.
 RUNNING_PORTS = {
@@ -84,7 +88,11 @@ def own_stack(workdir: Path, db: str, inventory_size: int) -> Iterator[Stack]:
         pids = {}
         for name, process in platform.processes.items():
             if process.popen is not None:
-                label = {"payment": "payment-sandbox", "esim": "esim-sandbox"}.get(name, name)
+                label = {
+                    "payment": "payment-sandbox",
+                    "esim": "esim-sandbox",
+                    "sms": "sms-sandbox",
+                }.get(name, name)
                 pids[label] = process.popen.pid
         ports = {"kafka": int(platform.kafka.rsplit(":", 1)[1])}
         ports["redis"] = int(platform.redis.rsplit(":", 1)[1].split("/")[0])

@@ -480,7 +480,7 @@ class Platform:
 
     def start(self) -> None:
         """Start the sandboxes, the SMTP sink and the four services."""
-        for name in ("payment", "esim", "smtp", *SERVICES):
+        for name in ("payment", "esim", "sms", "smtp", *SERVICES):
             self.ports[name] = free_port()
         self.mail_dir.mkdir(parents=True, exist_ok=True)
         python = sys.executable
@@ -494,14 +494,20 @@ class Platform:
                 "ESIM_SANDBOX_USAGE_POLLS_PER_MIN": "600",
                 "ESIM_SANDBOX_TICK_S": "0.2",
             },
+            "sms": {"SMS_SANDBOX_PORT": str(self.ports["sms"])},
         }
-        for name in ("payment", "esim"):
+        ready_path = {
+            "payment": "/sandbox/ledger",
+            "esim": "/sandbox/ledger",
+            "sms": "/sandbox/messages",
+        }
+        for name in ("payment", "esim", "sms"):
             self.processes[name] = Process(
                 f"{name}-sandbox",
                 [python, "-m", f"sandboxes.{name}"],
                 {**sandbox_env[name], **self.env},
                 self.workdir / f"{name}-sandbox.log",
-                http_ok(f"{self.url(name)}/sandbox/ledger"),
+                http_ok(f"{self.url(name)}{ready_path[name]}"),
             ).start()
         smtp_port = self.ports["smtp"]
         self.processes["smtp"] = Process(
@@ -542,6 +548,12 @@ class Platform:
             "PROVISIONING_USAGE_POLL_INTERVAL_MAX_S": "2",
             "NOTIFIER_SMTP_HOST": "127.0.0.1",
             "NOTIFIER_SMTP_PORT": str(self.ports["smtp"]),
+            "NOTIFIER_SMS_GATEWAY_URL": self.url("sms"),
+            # Every traveller of a test session comes from 127.0.0.1: limits per client address
+            # would throttle the suite itself. Limits per account stay as configured.
+            "ACCOUNTS_LIMIT_REGISTRATIONS_ADDRESS": "1000000/3600",
+            "ACCOUNTS_LIMIT_LOGIN_FAILURES_ADDRESS": "1000000/900",
+            "ACCOUNTS_LIMIT_RESETS_ADDRESS": "1000000/3600",
             **self.env,
             **self.service_env,
         }

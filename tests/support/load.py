@@ -146,13 +146,20 @@ async def setup_cards(
     async def traveller(client: httpx.AsyncClient) -> None:
         async with gate:
             email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
+            # Each traveller as its own client behind the trusted local proxy, so the limits
+            # per client address see many clients, as in production, not one.
+            client_address = {"X-Forwarded-For": f"2001:db8::{uuid.uuid4().hex[:4]}"}
             created = await client.post(
-                "/v1/users", json={"email": email, "password": PASSWORD, "locale": "en"}
+                "/v1/users",
+                json={"email": email, "password": PASSWORD, "locale": "en"},
+                headers=client_address,
             )
             if created.status_code != 201:
                 raise RuntimeError(f"registering {email}: {created.status_code} {created.text}")
             login = await client.post(
-                "/v1/auth/token", data={"username": email, "password": PASSWORD}
+                "/v1/auth/token",
+                data={"username": email, "password": PASSWORD},
+                headers=client_address,
             )
             if login.status_code != 200:
                 raise RuntimeError(f"logging in {email}: {login.status_code} {login.text}")

@@ -5,17 +5,17 @@ from datetime import UTC, datetime
 from typing import Annotated
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
-from esim_core.db import Database
 from esim_core.http import ProblemError
-from esim_core.outbox import Outbox
+from esim_core.http import problem_responses as problems
 from esim_core.worker import as_utc, utcnow
 from esim_schemas import CardBound, Money, PaymentDetails, RenewalRequested
-from fastapi import APIRouter, Depends, Header, Query, Response, status
-from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from accounts.auth import AuthParts, client_address, guarded
 from accounts.cardplans import card_status, plan_entry, plans_of
 from accounts.domain import RenewalInvalidError, SagaStatus, currency_for, price_for
 from accounts.handlers import effective_status, fingerprint_of, record_step, saga_from_request
@@ -30,20 +30,22 @@ from accounts.schemas import (
     RenewalCreate,
     RenewalPublic,
     TimelineStep,
-    TokenResponse,
     UserCreate,
     UserPublic,
+    UserUpdate,
+    user_public,
 )
-from accounts.security import TokenError, TokenIssuer, hash_password, verify_password
 from accounts.store import Card, CardPlan, Plan, Renewal, RenewalStep, User
+from accounts.tokens import TokenError
 
 _KEYS = uuid5(NAMESPACE_URL, "https://esim.example/accounts/idempotency-keys")
 oauth2 = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
 
 
-def build_router(database: Database, outbox: Outbox, tokens: TokenIssuer) -> APIRouter:
-    """The API's routes, bound to the service's database, outbox and token issuer."""
+def build_router(parts: AuthParts) -> APIRouter:
+    """The API's routes, bound to the service's database, outbox and sessions."""
     router = APIRouter(prefix="/v1")
+    database, outbox, settings = parts.database, parts.outbox, parts.settings
 
     # Every route opens its own unit of work and commits it before answering; none holds two at
     # once (on SQLite each takes the write lock, so nesting them would deadlock).
@@ -54,19 +56,9 @@ def build_router(database: Database, outbox: Outbox, tokens: TokenIssuer) -> API
                 401, "an access token is required", kind="unauthorized", headers=challenge
             )
         try:
-            user_id = tokens.user_id(token)
+            return await parts.sessions.caller(token)
         except TokenError as error:
             raise ProblemError(401, str(error), kind="unauthorized", headers=challenge) from error
-        async with database.session() as unit:
-            user = await unit.get(User, user_id)
-        if user is None:
-            raise ProblemError(
-                401,
-                "the access token's user no longer exists",
-                kind="unauthorized",
-                headers=challenge,
-            )
-        return user
 
     Caller = Annotated[User, Depends(current_user)]
 
@@ -76,14 +68,27 @@ def build_router(database: Database, outbox: Outbox, tokens: TokenIssuer) -> API
             raise ProblemError(404, f"no card {iccid} on your account", kind="card-not-found")
         return card
 
-    @router.post("/users", status_code=status.HTTP_201_CREATED, tags=["users"])
-    async def register(body: UserCreate) -> UserPublic:
+    @router.post(
+        "/users",
+        status_code=status.HTTP_201_CREATED,
+        tags=["users"],
+        responses=problems(409, 422, 429, 503),
+    )
+    async def register(body: UserCreate, request: Request) -> UserPublic:
         """Register a traveller."""
         email = body.email.lower()
+        async with guarded():
+            await parts.limiter.hit(
+                "registrations from this address",
+                settings.limit_registrations_address,
+                client_address(request),
+            )
+            await parts.limiter.hit("registrations", settings.limit_registrations_account, email)
         user = User(
             id=str(uuid4()),
             email=email,
-            password_hash=hash_password(body.password),
+            password_hash=await parts.passwords.hash(body.password),
+            name=body.name,
             phone=body.phone,
             locale=body.locale,
         )
@@ -94,25 +99,39 @@ def build_router(database: Database, outbox: Outbox, tokens: TokenIssuer) -> API
                 unit.add(user)
         except IntegrityError as error:
             raise ProblemError(409, f"{email} is already registered", kind="email-taken") from error
-        return UserPublic.model_validate(user, from_attributes=True)
+        return user_public(user)
 
-    @router.post("/auth/token", tags=["auth"])
-    async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> TokenResponse:
-        """OAuth2 password flow: the e-mail as username."""
-        async with database.session() as unit:
-            user = (
-                await unit.exec(select(User).where(User.email == form.username.strip().lower()))
-            ).first()
-        if user is None or not verify_password(form.password, user.password_hash):
-            raise ProblemError(401, "wrong e-mail or password", kind="invalid-credentials")
-        return TokenResponse(access_token=tokens.issue(user.id), expires_in=tokens.ttl_s)
-
-    @router.get("/users/me", tags=["users"])
+    @router.get("/users/me", tags=["users"], responses=problems(401))
     async def me(caller: Caller) -> UserPublic:
         """The caller's account."""
-        return UserPublic.model_validate(caller, from_attributes=True)
+        return user_public(caller)
 
-    @router.get("/plans", tags=["plans"])
+    @router.patch("/users/me", tags=["users"], responses=problems(401, 422))
+    async def update_me(caller: Caller, body: UserUpdate) -> UserPublic:
+        """Change the caller's name, phone (E.164; null removes it), locale or channels."""
+        given = body.model_fields_set
+        async with database.session() as unit:
+            user = await unit.get(User, caller.id)
+            if user is None:
+                raise ProblemError(401, "the caller no longer exists", kind="unauthorized")
+            if "name" in given:
+                user.name = body.name
+            if "phone" in given:
+                user.phone = body.phone
+            if "locale" in given and body.locale is not None:
+                user.locale = body.locale
+            if "notify" in given and body.notify is not None:
+                user.notify_email = body.notify.email
+                user.notify_sms = body.notify.sms
+            unit.add(user)
+            # The notifier addresses people per card from CardBound: tell it again for each
+            # card, so its messages follow the new phone, language and SMS choice.
+            cards = (await unit.exec(select(Card).where(Card.user_id == user.id))).all()
+            for card in cards:
+                outbox.add(unit, card_bound(user, card.iccid))
+        return user_public(user)
+
+    @router.get("/plans", tags=["plans"], responses=problems(422))
     async def plans(
         country: Annotated[
             str | None, Query(pattern=r"^[A-Za-z]{2}$", description="ISO 3166 alpha-2")
@@ -138,7 +157,15 @@ def build_router(database: Database, outbox: Outbox, tokens: TokenIssuer) -> API
             if (wanted is None or wanted in plan.countries) and currency in plan.prices
         ]
 
-    @router.post("/cards", status_code=status.HTTP_201_CREATED, tags=["cards"])
+    @router.post(
+        "/cards",
+        status_code=status.HTTP_201_CREATED,
+        tags=["cards"],
+        responses={
+            200: {"description": "already bound to the caller"},
+            **problems(401, 404, 409, 422),
+        },
+    )
     async def bind_card(body: CardBind, caller: Caller, response: Response) -> CardPublic:
         """Bind a card to the caller with the activation code printed with it."""
         async with database.session() as unit:
@@ -160,19 +187,10 @@ def build_router(database: Database, outbox: Outbox, tokens: TokenIssuer) -> API
             card.user_id = caller.id
             card.bound_at = utcnow()
             unit.add(card)
-            outbox.add(
-                unit,
-                CardBound(
-                    user_id=caller.id,
-                    iccid=card.iccid,
-                    email=caller.email,
-                    phone=caller.phone,
-                    locale=caller.locale,
-                ),
-            )
+            outbox.add(unit, card_bound(caller, card.iccid))
         return card_public(card)
 
-    @router.get("/cards", tags=["cards"])
+    @router.get("/cards", tags=["cards"], responses=problems(401))
     async def cards(caller: Caller) -> list[CardPublic]:
         """The caller's cards."""
         async with database.session() as unit:
@@ -181,7 +199,7 @@ def build_router(database: Database, outbox: Outbox, tokens: TokenIssuer) -> API
             plans = await plans_of(unit, [card.iccid for card in found])
             return [card_public(card, plans.get(card.iccid, ())) for card in found]
 
-    @router.get("/cards/{iccid}", tags=["cards"])
+    @router.get("/cards/{iccid}", tags=["cards"], responses=problems(401, 404, 422))
     async def card(caller: Caller, iccid: str) -> CardPublic:
         """One of the caller's cards: plan, data left (as measured when), validity, queue."""
         async with database.session() as unit:
@@ -189,7 +207,7 @@ def build_router(database: Database, outbox: Outbox, tokens: TokenIssuer) -> API
             plans = await plans_of(unit, [iccid])
             return card_public(found, plans.get(iccid, ()))
 
-    @router.get("/cards/{iccid}/plans", tags=["cards"])
+    @router.get("/cards/{iccid}/plans", tags=["cards"], responses=problems(401, 404, 422))
     async def card_plans(caller: Caller, iccid: str) -> list[PlanHistoryEntry]:
         """The card's plans, newest first: queued, live, and those that expired or were used up."""
         async with database.session() as unit:
@@ -203,7 +221,7 @@ def build_router(database: Database, outbox: Outbox, tokens: TokenIssuer) -> API
         ]
         return sorted(entries, key=lambda entry: entry.valid_from, reverse=True)
 
-    @router.put("/cards/{iccid}/auto-renew", tags=["cards"])
+    @router.put("/cards/{iccid}/auto-renew", tags=["cards"], responses=problems(401, 404, 422))
     async def auto_renew(caller: Caller, iccid: str, body: AutoRenewUpdate) -> CardPublic:
         """Turn automatic renewal on (with a plan and a way to pay) or off."""
         async with database.session() as unit:
@@ -226,7 +244,12 @@ def build_router(database: Database, outbox: Outbox, tokens: TokenIssuer) -> API
             plans = await plans_of(unit, [iccid])
         return card_public(found, plans.get(iccid, ()))
 
-    @router.post("/cards/{iccid}/renewals", status_code=status.HTTP_202_ACCEPTED, tags=["renewals"])
+    @router.post(
+        "/cards/{iccid}/renewals",
+        status_code=status.HTTP_202_ACCEPTED,
+        tags=["renewals"],
+        responses=problems(401, 404, 409, 422),
+    )
     async def renew(
         caller: Caller,
         iccid: str,
@@ -290,7 +313,7 @@ def build_router(database: Database, outbox: Outbox, tokens: TokenIssuer) -> API
         response.headers["Location"] = f"/v1/renewals/{renewal_id}"
         return RenewalAccepted(renewal_id=renewal_id, status=SagaStatus.REQUESTED)
 
-    @router.get("/renewals/{renewal_id}", tags=["renewals"])
+    @router.get("/renewals/{renewal_id}", tags=["renewals"], responses=problems(401, 404, 422))
     async def renewal(caller: Caller, renewal_id: UUID) -> RenewalPublic:
         """A renewal's status and the timeline of its steps."""
         async with database.session() as unit:
@@ -346,6 +369,17 @@ def renewal_id_for(user_id: str, idempotency_key: str | None) -> UUID:
         return UUID(idempotency_key)
     except ValueError:
         return uuid5(_KEYS, f"{user_id}:{idempotency_key}")
+
+
+def card_bound(user: User, iccid: str) -> CardBound:
+    """Whom the notifier writes to about a card: the holder's address, phone and language."""
+    return CardBound(
+        user_id=user.id,
+        iccid=iccid,
+        email=user.email,
+        phone=user.phone if user.notify_sms else None,
+        locale=user.locale,
+    )
 
 
 def card_public(card: Card, plans: Sequence[CardPlan] = ()) -> CardPublic:

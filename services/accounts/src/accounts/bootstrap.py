@@ -1,5 +1,7 @@
 """The one place where the accounts service is wired: runtime, saga, API, seeding."""
 
+import hashlib
+import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -7,6 +9,7 @@ from datetime import datetime
 
 from esim_core.consumer import Route
 from esim_core.migrations import service_migrations
+from esim_core.sealing import Sealer
 from esim_core.service import ServiceRuntime
 from esim_core.worker import utcnow
 from esim_schemas import (
@@ -14,6 +17,8 @@ from esim_schemas import (
     BundleEnded,
     BundleStarted,
     CardBound,
+    PasswordChanged,
+    PasswordResetRequested,
     PaymentFailed,
     PaymentRefunded,
     PaymentRequested,
@@ -27,13 +32,18 @@ from esim_schemas import (
 
 from accounts import cardplans
 from accounts.api import build_router
+from accounts.auth import AuthParts, build_auth_router
 from accounts.deadlines import sweep_deadlines
 from accounts.domain import Deadlines
 from accounts.handlers import RenewalSaga
 from accounts.inventory import import_cards, seed_catalogue
-from accounts.security import TokenIssuer
-from accounts.settings import DEV_JWT_SECRET, AccountsSettings
+from accounts.limits import RateLimiter
+from accounts.passwords import Passwords
+from accounts.resets import ResetCodes
+from accounts.sessions import Sessions, purge_sessions
+from accounts.settings import DEV_JWT_SECRET, DEV_RESET_CODE_KEY, AccountsSettings
 from accounts.store import TABLES
+from accounts.tokens import TokenIssuer
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +86,13 @@ def build(settings: AccountsSettings, *, clock: Callable[[], datetime] = utcnow)
             await import_cards(runtime.database, settings.cards_csv)
 
     runtime.produces(
-        RenewalRequested, RenewalRejected, PaymentRequested, RefundRequested, CardBound
+        RenewalRequested,
+        RenewalRejected,
+        PaymentRequested,
+        RefundRequested,
+        CardBound,
+        PasswordResetRequested,
+        PasswordChanged,
     )
     runtime.on_startup(seed)
     runtime.loop(
@@ -87,6 +103,45 @@ def build(settings: AccountsSettings, *, clock: Callable[[], datetime] = utcnow)
     )
     if settings.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
         logger.warning("ACCOUNTS_JWT_SECRET is not set: using the local development key")
-    tokens = TokenIssuer(settings.jwt_secret.get_secret_value(), settings.jwt_ttl_s)
-    runtime.routers.append(build_router(runtime.database, runtime.outbox, tokens))
+    if settings.reset_code_key.get_secret_value() == DEV_RESET_CODE_KEY:
+        logger.warning("RESET_CODE_KEY is not set: using the local development key")
+    parts = auth_parts(settings, runtime)
+    runtime.loop(
+        "session-purge",
+        lambda: purge_sessions(runtime.database, keep_s=settings.session_keep_s),
+        settings.session_purge_interval_s,
+        singleton=True,
+    )
+    runtime.routers.append(build_auth_router(parts))
+    runtime.routers.append(build_router(parts))
     return Accounts(runtime=runtime, saga=saga)
+
+
+def auth_parts(settings: AccountsSettings, runtime: ServiceRuntime) -> AuthParts:
+    """Sessions, password hashing, rate limits and reset codes, configured from settings."""
+    secret = settings.jwt_secret.get_secret_value()
+    tokens = TokenIssuer(
+        secret,
+        access_ttl_s=settings.jwt_ttl_s,
+        refresh_ttl_s=settings.refresh_ttl_s,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+    )
+    pepper = hmac.new(secret.encode(), b"password-reset-code-digest", hashlib.sha256).digest()
+    return AuthParts(
+        database=runtime.database,
+        outbox=runtime.outbox,
+        sessions=Sessions(runtime.database, tokens),
+        passwords=Passwords(
+            time_cost=settings.password_time_cost, memory_kib=settings.password_memory_kib
+        ),
+        limiter=RateLimiter(runtime.redis),
+        codes=ResetCodes(
+            runtime.redis,
+            pepper,
+            ttl_s=settings.reset_code_ttl_s,
+            max_tries=settings.reset_code_max_tries,
+        ),
+        sealer=Sealer(settings.reset_code_key.get_secret_value()),
+        settings=settings,
+    )

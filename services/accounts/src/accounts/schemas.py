@@ -1,47 +1,175 @@
 """Request and response bodies of the accounts HTTP API."""
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
+from esim_core.worker import as_utc
+from esim_schemas import format_time
 from esim_schemas.types import Iccid, Locale, Money, PaymentMethod, Start
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
+
+# Every time the API answers with is RFC 3339 with an offset, whatever the database handed back
+# (SQLite returns naive datetimes, PostgreSQL aware ones; both hold UTC).
+ApiTime = Annotated[
+    datetime,
+    AfterValidator(as_utc),
+    PlainSerializer(format_time, return_type=str, when_used="json"),
+    Field(description="RFC 3339 timestamp in UTC, e.g. 2026-11-23T10:15:30.123Z"),
+]
 
 
 class Body(BaseModel):
-    """A request body: unknown fields are refused, so typos are caught."""
+    """A request body: unknown fields are refused, so typos are caught, and types are strict.
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    Strict: `0` is not `false` and `"5"` is not `5`; a client that sends the wrong type hears
+    so instead of having it guessed.
+    """
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
 
 
 Password = Annotated[str, Field(min_length=8, max_length=128, repr=False)]
+Phone = Annotated[
+    str,
+    Field(
+        pattern=r"^\+[1-9][0-9]{6,14}$",
+        description="E.164: a plus, the country code and the number, no spaces",
+        examples=["+8613800138000"],
+    ),
+]
+Name = Annotated[str, Field(min_length=1, max_length=128, examples=["Li Wei"])]
+ResetCode = Annotated[str, Field(pattern=r"^[0-9]{6}$", repr=False, examples=["042137"])]
 
 
 class UserCreate(Body):
     """Registration."""
 
+    model_config = ConfigDict(
+        **Body.model_config,
+        json_schema_extra={
+            "examples": [
+                {
+                    "email": "li.wei@example.com",
+                    "password": "a long password",
+                    "name": "Li Wei",
+                    "phone": "+8613800138000",
+                    "locale": "zh-CN",
+                }
+            ]
+        },
+    )
+
     email: EmailStr
     password: Password
-    phone: str | None = Field(default=None, pattern=r"^\+?[0-9 ()-]{6,20}$")
+    name: Name | None = None
+    phone: Phone | None = None
     locale: Locale = "en"
+
+
+class NotifyChoices(BaseModel):
+    """Which channels the traveller hears from us on."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    email: bool = True
+    sms: bool = True
+
+
+class UserUpdate(Body):
+    """A change to the caller's profile; only the fields given change (null clears a phone)."""
+
+    model_config = ConfigDict(
+        **Body.model_config,
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Li Wei",
+                    "phone": "+8613800138000",
+                    "locale": "en",
+                    "notify": {"email": True, "sms": False},
+                }
+            ]
+        },
+    )
+
+    name: Name | None = None
+    phone: Phone | None = None
+    locale: Locale | None = None
+    notify: NotifyChoices | None = None
 
 
 class UserPublic(BaseModel):
     """A user as the API shows them."""
 
-    id: str
+    id: str = Field(description="the user_id used in events")
     email: str
+    name: str | None
     phone: str | None
     locale: str
-    created_at: datetime
+    notify: NotifyChoices
+    created_at: ApiTime
 
 
 class TokenResponse(BaseModel):
-    """An OAuth2 bearer token."""
+    """OAuth2 bearer tokens: a short-lived access token and the refresh token that renews it."""
 
     access_token: str
+    refresh_token: str
     token_type: Literal["bearer"] = "bearer"
-    expires_in: int
+    expires_in: int = Field(description="seconds the access token stays valid")
+
+
+class LogoutRequest(Body):
+    """Ending a session."""
+
+    model_config = ConfigDict(
+        **Body.model_config,
+        json_schema_extra={
+            "examples": [{"refresh_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9..."}]
+        },
+    )
+
+    refresh_token: str = Field(min_length=1, max_length=4096, repr=False)
+
+
+class PasswordResetRequest(Body):
+    """Asking for a reset code."""
+
+    model_config = ConfigDict(
+        **Body.model_config, json_schema_extra={"examples": [{"email": "li.wei@example.com"}]}
+    )
+
+    email: EmailStr
+
+
+class PasswordResetConfirm(Body):
+    """Setting a new password with the code that was sent."""
+
+    model_config = ConfigDict(
+        **Body.model_config,
+        json_schema_extra={
+            "examples": [
+                {
+                    "email": "li.wei@example.com",
+                    "code": "042137",
+                    "new_password": "a new long password",
+                }
+            ]
+        },
+    )
+
+    email: EmailStr
+    code: ResetCode
+    new_password: Password
 
 
 class PlanPublic(BaseModel):
@@ -69,8 +197,8 @@ class QueuedPlan(BaseModel):
     renewal_id: str
     plan_code: str
     data_mb: int
-    valid_from: datetime
-    valid_until: datetime
+    valid_from: ApiTime
+    valid_until: ApiTime
 
 
 class CardPublic(BaseModel):
@@ -81,11 +209,11 @@ class CardPublic(BaseModel):
     state: str
     data_total_mb: int
     data_remaining_mb: int
-    usage_as_of: datetime | None = Field(
+    usage_as_of: ApiTime | None = Field(
         default=None, description="when the platform last measured data_remaining_mb"
     )
-    valid_from: datetime | None
-    valid_until: datetime | None
+    valid_from: ApiTime | None
+    valid_until: ApiTime | None
     queued: list[QueuedPlan]
     auto_renew: bool
     auto_renew_plan_code: str | None
@@ -99,10 +227,10 @@ class PlanHistoryEntry(BaseModel):
     state: str = Field(description="queued, active, expired or depleted")
     data_mb: int | None
     data_remaining_mb: int
-    usage_as_of: datetime | None
-    valid_from: datetime
-    valid_until: datetime
-    ended_at: datetime | None
+    usage_as_of: ApiTime | None
+    valid_from: ApiTime
+    valid_until: ApiTime
+    ended_at: ApiTime | None
 
 
 class PaymentIn(Body):
@@ -132,7 +260,7 @@ class TimelineStep(BaseModel):
 
     step: str
     status: str
-    at: datetime
+    at: ApiTime
     detail: str | None = None
 
 
@@ -147,11 +275,11 @@ class RenewalPublic(BaseModel):
     price: Money | None
     reason: str | None
     detail: str | None
-    valid_from: datetime | None
-    valid_until: datetime | None
+    valid_from: ApiTime | None
+    valid_until: ApiTime | None
     bundle_state: str | None
-    created_at: datetime
-    updated_at: datetime
+    created_at: ApiTime
+    updated_at: ApiTime
     timeline: list[TimelineStep]
 
 
@@ -167,3 +295,22 @@ class AutoRenewUpdate(Body):
         if self.enabled and (self.plan_code is None or self.payment is None):
             raise ValueError("plan_code and payment are required when enabled is true")
         return self
+
+
+class ResetAccepted(BaseModel):
+    """The answer to a reset request, the same whether or not the address is registered."""
+
+    detail: str = "If the address is registered, a code is on its way by e-mail (and SMS)."
+
+
+def user_public(user: Any) -> UserPublic:
+    """The public view of a stored user."""
+    return UserPublic(
+        id=user.id,
+        email=user.email,
+        name=user.name,
+        phone=user.phone,
+        locale=user.locale,
+        notify=NotifyChoices(email=user.notify_email, sms=user.notify_sms),
+        created_at=user.created_at,
+    )

@@ -3,10 +3,13 @@
 from pathlib import Path
 
 from esim_core.settings import ServiceSettings
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from accounts.limits import Rate, RateSetting
+
 DEV_JWT_SECRET = "local-development-only-secret-change-me"
+DEV_RESET_CODE_KEY = "local-development-only-reset-code-key"
 
 
 class AccountsSettings(ServiceSettings):
@@ -21,7 +24,57 @@ class AccountsSettings(ServiceSettings):
     jwt_secret: SecretStr = Field(
         SecretStr(DEV_JWT_SECRET), description="HMAC key that signs access tokens"
     )
-    jwt_ttl_s: int = Field(3600, ge=60, le=86400, description="lifetime of an access token")
+    jwt_ttl_s: int = Field(900, ge=60, le=86400, description="lifetime of an access token")
+    refresh_ttl_s: int = Field(
+        30 * 86400, ge=300, le=365 * 86400, description="lifetime of a session's refresh token"
+    )
+    session_keep_s: float = Field(
+        7 * 86400,
+        ge=0,
+        description="how long an ended (expired or revoked) session is kept before it is purged",
+    )
+    session_purge_interval_s: float = Field(
+        3600, gt=0, description="how often ended sessions are purged"
+    )
+    jwt_issuer: str = Field(
+        "https://accounts.esim.example", min_length=1, description="the tokens' `iss`"
+    )
+    jwt_audience: str = Field("esim-accounts", min_length=1, description="the tokens' `aud`")
+    reset_code_key: SecretStr = Field(
+        SecretStr(DEV_RESET_CODE_KEY),
+        validation_alias=AliasChoices("RESET_CODE_KEY"),
+        description="key (32+ characters) that seals reset codes for the notifier; the "
+        "notifier must have the same RESET_CODE_KEY",
+    )
+    reset_code_ttl_s: int = Field(900, ge=60, le=86400, description="how long a reset code works")
+    reset_code_max_tries: int = Field(
+        5, ge=1, le=20, description="wrong codes before the code stops working"
+    )
+    password_time_cost: int = Field(3, ge=1, le=20, description="Argon2 passes over memory")
+    password_memory_kib: int = Field(
+        65536, ge=8192, le=1048576, description="Argon2 memory per hash, in KiB"
+    )
+    limit_login_failures_account: RateSetting = Field(
+        Rate(10, 900), description="failed logins for one account, as count/seconds"
+    )
+    limit_login_failures_address: RateSetting = Field(
+        Rate(50, 900), description="failed logins from one client address, as count/seconds"
+    )
+    limit_registrations_address: RateSetting = Field(
+        Rate(20, 3600), description="registrations from one client address, as count/seconds"
+    )
+    limit_registrations_account: RateSetting = Field(
+        Rate(5, 3600), description="registration attempts for one e-mail, as count/seconds"
+    )
+    limit_resets_address: RateSetting = Field(
+        Rate(20, 3600), description="reset requests from one client address, as count/seconds"
+    )
+    limit_resets_account: RateSetting = Field(
+        Rate(5, 3600), description="reset requests for one account, as count/seconds"
+    )
+    limit_reset_confirmations_account: RateSetting = Field(
+        Rate(10, 900), description="reset confirmations for one account, as count/seconds"
+    )
     payment_deadline_s: float = Field(
         48 * 3600, gt=0, description="how long a saga waits for a payment outcome"
     )
@@ -41,9 +94,9 @@ class AccountsSettings(ServiceSettings):
     def _empty_means_none(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("jwt_secret")
+    @field_validator("jwt_secret", "reset_code_key")
     @classmethod
     def _long_enough(cls, value: SecretStr) -> SecretStr:
         if len(value.get_secret_value()) < 32:
-            raise ValueError("ACCOUNTS_JWT_SECRET must be at least 32 characters long")
+            raise ValueError("must be at least 32 characters long")
         return value

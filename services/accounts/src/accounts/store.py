@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Any
 
 from esim_core.worker import utcnow
-from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, UniqueConstraint, true
 from sqlmodel import Field, SQLModel
 
 
@@ -20,9 +20,32 @@ class User(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=36)
     email: str = Field(unique=True, index=True, max_length=320)
     password_hash: str = Field(max_length=256)
+    name: str | None = Field(default=None, max_length=128)
     phone: str | None = Field(default=None, max_length=32)
     locale: str = Field(default="en", max_length=8)
+    notify_email: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
+    notify_sms: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
     created_at: datetime = _time(default_factory=utcnow)
+    password_changed_at: datetime | None = _time(default=None)
+
+
+class UserSession(SQLModel, table=True):
+    """One sign-in and the refresh tokens rotated from it (a family); revoked as a whole.
+
+    Only the newest refresh token of a family works: one presented again after it was
+    rotated is a stolen copy or a replay, and revokes the family (OAuth 2.0 Security BCP).
+    """
+
+    __tablename__ = "accounts_session"
+
+    id: str = Field(primary_key=True, max_length=36)
+    user_id: str = Field(index=True, max_length=36)
+    refresh_jti: str = Field(max_length=36, description="the one refresh token that still works")
+    created_at: datetime = _time(default_factory=utcnow)
+    refreshed_at: datetime | None = _time(default=None)
+    expires_at: datetime = _time()
+    revoked_at: datetime | None = _time(default=None)
+    revoked_reason: str | None = Field(default=None, max_length=32)
 
 
 class Plan(SQLModel, table=True):
@@ -134,4 +157,4 @@ class CardPlan(SQLModel, table=True):
     updated_at: datetime = _time(default_factory=utcnow)
 
 
-TABLES: list[type[SQLModel]] = [User, Plan, Card, Renewal, RenewalStep, CardPlan]
+TABLES: list[type[SQLModel]] = [User, UserSession, Plan, Card, Renewal, RenewalStep, CardPlan]

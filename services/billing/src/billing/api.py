@@ -5,7 +5,7 @@ from typing import Annotated
 from uuid import UUID
 
 from esim_core.db import Database
-from esim_core.http import ProblemError
+from esim_core.http import ProblemError, problem_responses
 from esim_core.operator import OperatorAuth, outbox_router
 from esim_core.service import ServiceRuntime
 from esim_core.telemetry import refresh_on_scrape, scrape_gauges
@@ -114,7 +114,11 @@ def build_router(database: Database) -> APIRouter:
     """The ops routes, bound to the billing database."""
     router = APIRouter(prefix="/v1", tags=["billing"])
 
-    @router.get("/payments/{renewal_id}", response_model=PaymentPublic)
+    @router.get(
+        "/payments/{renewal_id}",
+        response_model=PaymentPublic,
+        responses=problem_responses(401, 404, 422),
+    )
     async def get_payment(renewal_id: RenewalId) -> PaymentPublic:
         """The payment of a renewal: state, attempts, provider reference, last error."""
         async with database.session() as session:
@@ -127,7 +131,11 @@ def build_router(database: Database) -> APIRouter:
             )
         return PaymentPublic.of(payment)
 
-    @router.get("/refunds/{renewal_id}", response_model=RefundPublic)
+    @router.get(
+        "/refunds/{renewal_id}",
+        response_model=RefundPublic,
+        responses=problem_responses(401, 404, 422),
+    )
     async def get_refund(renewal_id: RenewalId) -> RefundPublic:
         """The refund of a renewal: state, attempts, provider reference, last error."""
         async with database.session() as session:
@@ -140,6 +148,7 @@ def build_router(database: Database) -> APIRouter:
         "/refunds/{renewal_id}/retry",
         response_model=RefundPublic,
         status_code=status.HTTP_202_ACCEPTED,
+        responses=problem_responses(401, 404, 409, 422),
     )
     async def retry_refund(renewal_id: RenewalId) -> RefundPublic:
         """Send a refund parked as failed back to the refund loop, due now.

@@ -5,7 +5,7 @@ from typing import Annotated
 from uuid import UUID
 
 from esim_core.db import Database
-from esim_core.http import ProblemError
+from esim_core.http import ProblemError, problem_responses
 from esim_core.operator import OperatorAuth, outbox_router
 from esim_core.service import ServiceRuntime
 from esim_core.telemetry import refresh_on_scrape, scrape_gauges
@@ -26,13 +26,13 @@ class NotificationPublic(BaseModel):
 
     id: str
     kind: str = Field(description="profile_activated, payment_failed, payment_refunded, ...")
-    channel: str = Field(description="email")
+    channel: str = Field(description="email or sms")
     recipient: str | None = Field(description="the address it went to; null until a send round")
     subject: str | None
     status: str = Field(description="pending, sent, failed or undeliverable")
     detail: str | None = Field(description="why it is waiting, failed or undeliverable")
     locale: str | None
-    iccid: str
+    iccid: str | None = Field(description="the card it is about; null for account messages")
     renewal_id: str | None
     event_id: str = Field(description="the CloudEvents id of the event it is about")
     created_at: UtcDatetime
@@ -62,7 +62,7 @@ def notifications_router(database: Database) -> APIRouter:
     """`GET /v1/notifications?iccid=` (or `?renewal_id=`), newest first."""
     router = APIRouter(prefix="/v1", tags=["notifications"])
 
-    @router.get("/notifications")
+    @router.get("/notifications", responses=problem_responses(401, 422))
     async def list_notifications(
         iccid: Annotated[
             str | None,

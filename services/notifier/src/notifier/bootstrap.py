@@ -1,13 +1,17 @@
 """The one place where the notifier's adapters are chosen and wired to its runtime."""
 
+import logging
 from dataclasses import dataclass
 
 from esim_core.consumer import Route
 from esim_core.migrations import service_migrations
+from esim_core.sealing import Sealer
 from esim_core.service import ServiceRuntime
 from esim_schemas import (
     CardBound,
     DataLow,
+    PasswordChanged,
+    PasswordResetRequested,
     PaymentFailed,
     PaymentRefunded,
     ProfileActivated,
@@ -18,8 +22,12 @@ from notifier import handlers
 from notifier.mail import Mailer
 from notifier.mail.smtp import SmtpMailer
 from notifier.sender import NotificationSender
-from notifier.settings import NotifierSettings
+from notifier.settings import DEV_RESET_CODE_KEY, NotifierSettings
+from notifier.sms import SmsGateway
+from notifier.sms.http import HttpSmsGateway
 from notifier.store import TABLES, Notification
+
+logger = logging.getLogger(__name__)
 
 # services/notifier/migrations: the Alembic scripts applied at start.
 MIGRATIONS = service_migrations(__file__)
@@ -31,6 +39,7 @@ class Notifier:
 
     runtime: ServiceRuntime
     mailer: Mailer
+    sms: SmsGateway
     sender: NotificationSender
 
 
@@ -50,17 +59,41 @@ def smtp_mailer(settings: NotifierSettings) -> SmtpMailer:
     )
 
 
-def build(settings: NotifierSettings, *, mailer: Mailer | None = None) -> Notifier:
+def http_sms_gateway(settings: NotifierSettings) -> HttpSmsGateway:
+    """The HTTP SMS provider adapter configured from settings."""
+    password = settings.sms_password
+    return HttpSmsGateway(
+        settings.sms_gateway_url,
+        sender=settings.sms_sender,
+        username=settings.sms_username,
+        password=password.get_secret_value() if password is not None else None,
+        timeout_s=settings.sms_timeout_s,
+    )
+
+
+def build(
+    settings: NotifierSettings, *, mailer: Mailer | None = None, sms: SmsGateway | None = None
+) -> Notifier:
     """Wire the notifier: consumers for each event it mails about, and the send loop.
 
     Args:
         settings: the service's settings.
         mailer: where e-mail goes; SMTP to `NOTIFIER_SMTP_HOST` unless a test passes a fake.
+        sms: where text messages go; HTTP to `NOTIFIER_SMS_GATEWAY_URL` unless a test passes one.
     """
     runtime = ServiceRuntime("notifier", settings, tables=TABLES, migrations=MIGRATIONS)
     topics = runtime.topics
     chosen: Mailer = mailer if mailer is not None else smtp_mailer(settings)
-    sender = NotificationSender(runtime.database, chosen, settings)
+    texts: SmsGateway = sms if sms is not None else http_sms_gateway(settings)
+    if settings.reset_code_key.get_secret_value() == DEV_RESET_CODE_KEY:
+        logger.warning("RESET_CODE_KEY is not set: using the local development key")
+    sender = NotificationSender(
+        runtime.database,
+        chosen,
+        settings,
+        sms=texts,
+        sealer=Sealer(settings.reset_code_key.get_secret_value()),
+    )
 
     runtime.consume(topics.card_bound, [Route(CardBound, handlers.on_card_bound)])
     runtime.consume(
@@ -72,6 +105,11 @@ def build(settings: NotifierSettings, *, mailer: Mailer | None = None) -> Notifi
     runtime.consume(
         topics.data_low, [Route(DataLow, handlers.on_data_low_with(settings.renew_url))]
     )
+    runtime.consume(
+        topics.password_reset,
+        [Route(PasswordResetRequested, handlers.on_password_reset_requested)],
+    )
+    runtime.consume(topics.password_changed, [Route(PasswordChanged, handlers.on_password_changed)])
     runtime.due_work(
         Notification,
         sender.deliver,
@@ -79,4 +117,4 @@ def build(settings: NotifierSettings, *, mailer: Mailer | None = None) -> Notifi
         concurrency=settings.send_batch,
         lease_s=settings.send_lease_s,
     )
-    return Notifier(runtime=runtime, mailer=chosen, sender=sender)
+    return Notifier(runtime=runtime, mailer=chosen, sms=texts, sender=sender)

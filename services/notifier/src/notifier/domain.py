@@ -19,6 +19,12 @@ class NotificationKind(StrEnum):
     RENEWAL_REJECTED = "renewal_rejected"
     DATA_LOW = "data_low"
     DATA_USED_UP = "data_used_up"
+    PASSWORD_RESET = "password_reset"
+    PASSWORD_CHANGED = "password_changed"
+
+
+# Kinds about the account, not a card: the recipient comes with the event, not from a contact.
+ACCOUNT_KINDS = frozenset({NotificationKind.PASSWORD_RESET, NotificationKind.PASSWORD_CHANGED})
 
 
 class NotificationStatus(StrEnum):
@@ -31,9 +37,10 @@ class NotificationStatus(StrEnum):
 
 
 class Channel(StrEnum):
-    """How a notification travels; only e-mail for now."""
+    """How a notification travels."""
 
     EMAIL = "email"
+    SMS = "sms"
 
 
 class TemplateMissingError(LookupError):
@@ -161,11 +168,22 @@ def template_fields(kind: str, payload: Mapping[str, Any], locale: str) -> dict[
             "reason": _phrase(templates.REJECTION_REASONS, locale, str(payload["reason"])),
             "detail": str(payload.get("detail", "")),
         }
+    elif kind == NotificationKind.PASSWORD_RESET:
+        fields["expires_at"] = format_moment(payload["code_expires_at"], locale)
+    elif kind == NotificationKind.PASSWORD_CHANGED:
+        fields["changed_at"] = format_moment(payload["changed_at"], locale)
     return fields
 
 
-def render(kind: str, locale: str | None, payload: Mapping[str, Any]) -> RenderedMail:
+def render(
+    kind: str,
+    locale: str | None,
+    payload: Mapping[str, Any],
+    secrets: Mapping[str, str] | None = None,
+) -> RenderedMail:
     """The e-mail for a notification of `kind`, in `locale`, about the event data `payload`.
+
+    `secrets` (a reset code) fill the body only, never the subject that the send log keeps.
 
     Raises:
         TemplateMissingError: the kind has no template.
@@ -178,8 +196,23 @@ def render(kind: str, locale: str | None, payload: Mapping[str, Any]) -> Rendere
         raise TemplateMissingError(f"no {language} template {name!r}") from error
     fields = template_fields(kind, payload, language)
     return RenderedMail(
-        subject=template.subject.format_map(fields), body=template.body.format_map(fields)
+        subject=template.subject.format_map(fields),
+        body=template.body.format_map({**fields, **(secrets or {})}),
     )
+
+
+def render_sms(kind: str, locale: str | None, secrets: Mapping[str, str] | None = None) -> str:
+    """The text message for a notification of `kind`, in `locale`.
+
+    Raises:
+        TemplateMissingError: the kind has no text message.
+    """
+    language = supported_locale(locale)
+    try:
+        template = templates.SMS_TEMPLATES[kind][language]
+    except KeyError as error:
+        raise TemplateMissingError(f"no {language} text message {kind!r}") from error
+    return template.format_map(dict(secrets or {}))
 
 
 def send_backoff_s(rounds: int, base_s: float, max_s: float) -> float:

@@ -10,6 +10,8 @@ from esim_schemas import (
     CloudEvent,
     DataLow,
     EventData,
+    PasswordChanged,
+    PasswordResetRequested,
     PaymentFailed,
     PaymentRefunded,
     ProfileActivated,
@@ -123,9 +125,14 @@ def on_data_low_with(
         if kind is None:
             logger.info("card %s at %d %%: no message", data.iccid, data.threshold)
             return
-        await queue_notification(
-            session, event, kind, extra={"renew_url": renew_url.replace("{iccid}", data.iccid)}
-        )
+        extra = {"renew_url": renew_url.replace("{iccid}", data.iccid)}
+        contact = await session.get(Contact, data.iccid)
+        await queue_notification(session, event, kind, contact=contact, extra=extra)
+        if contact is not None and contact.phone:
+            # The phone is there only for users who chose SMS (CardBound leaves it out else).
+            await queue_notification(
+                session, event, kind, contact=contact, extra=extra, channel=Channel.SMS
+            )
 
     return on_data_low
 
@@ -137,8 +144,10 @@ async def queue_notification(
     *,
     contact: Contact | None = None,
     extra: dict[str, Any] | None = None,
+    channel: Channel = Channel.EMAIL,
 ) -> Notification | None:
-    """Add a pending e-mail notification about `event`, unless one exists for it already.
+    """Add a pending notification about `event` (by e-mail unless `channel` says otherwise),
+    unless one exists for it already.
 
     The row's id is derived from the renewal and kind (or the event id where there is no
     renewal), so a redelivery or a re-published duplicate with a new event id finds it.
@@ -148,7 +157,6 @@ async def queue_notification(
     """
     data: EventData = event.data
     renewal_id = data.renewal()
-    channel = Channel.EMAIL
     key = notification_id(kind, channel, renewal_id=renewal_id, event_id=event.id)
     if await session.get(Notification, key) is not None:
         logger.info(
@@ -160,8 +168,65 @@ async def queue_notification(
         raise ValueError(f"{event.type} carries no ICCID")
     if contact is None:
         contact = await session.get(Contact, iccid)
+    notification = pending(
+        key,
+        event,
+        kind,
+        channel,
+        iccid=iccid,
+        renewal_id=renewal_id,
+        locale=contact.locale if contact is not None else None,
+        extra=extra,
+    )
+    session.add(notification)
+    logger.info("queued %s %s for card %s (event %s)", kind, key, iccid, event.id)
+    return notification
+
+
+async def on_password_reset_requested(
+    session: AsyncSession, event: CloudEvent[PasswordResetRequested]
+) -> None:
+    """Queue the reset code by e-mail, and by SMS where the account has a phone.
+
+    The code stays sealed in the stored payload; it is opened only to write the message.
+    """
+    await queue_account_notification(session, event, NotificationKind.PASSWORD_RESET)
+
+
+async def on_password_changed(session: AsyncSession, event: CloudEvent[PasswordChanged]) -> None:
+    """Queue the notice that the password was changed, by e-mail and SMS where there is one."""
+    await queue_account_notification(session, event, NotificationKind.PASSWORD_CHANGED)
+
+
+async def queue_account_notification(
+    session: AsyncSession, event: CloudEvent[Any], kind: NotificationKind
+) -> None:
+    """Add a pending notification about the account on each channel it can reach."""
+    data = event.data
+    channels = [Channel.EMAIL] + ([Channel.SMS] if data.phone else [])
+    for channel in channels:
+        key = notification_id(kind, channel, renewal_id=None, event_id=event.id)
+        if await session.get(Notification, key) is not None:
+            continue
+        session.add(pending(key, event, kind, channel, iccid=None, locale=data.locale))
+        logger.info("queued %s %s by %s for user %s", kind, key, channel, data.user_id)
+
+
+def pending(
+    key: str,
+    event: CloudEvent[Any],
+    kind: NotificationKind,
+    channel: Channel,
+    *,
+    iccid: str | None,
+    renewal_id: str | None = None,
+    locale: str | None,
+    extra: dict[str, Any] | None = None,
+) -> Notification:
+    """A new notification about `event`, due now, keeping the event's data as it came (and
+    `extra`, what the message needs beyond it)."""
     now = utcnow()
-    notification = Notification(
+    return Notification(
         id=key,
         event_id=event.id,
         event_type=event.type,
@@ -169,12 +234,9 @@ async def queue_notification(
         channel=channel,
         iccid=iccid,
         renewal_id=renewal_id,
-        locale=contact.locale if contact is not None else None,
-        payload=data.model_dump(mode="json") | (extra or {}),
+        locale=locale,
+        payload=event.data.model_dump(mode="json") | (extra or {}),
         status=NotificationStatus.PENDING,
         created_at=now,
         due_at=now,
     )
-    session.add(notification)
-    logger.info("queued %s %s for card %s (event %s)", kind, key, iccid, event.id)
-    return notification

@@ -2,26 +2,32 @@
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from esim_core.db import Database
 from esim_core.retry import TryPolicy, within_round
+from esim_core.sealing import Sealer, SealError
 from esim_core.worker import as_utc, utcnow, work_due
 from prometheus_client import Counter
 
 from notifier.domain import (
+    ACCOUNT_KINDS,
+    Channel,
+    NotificationKind,
     NotificationStatus,
     RenderedMail,
     TemplateMissingError,
     contact_recheck_s,
     message_id,
     render,
+    render_sms,
     send_backoff_s,
     supported_locale,
 )
 from notifier.mail import Mailer, OutgoingMail, PermanentMailError, TransientMailError
 from notifier.settings import NotifierSettings
+from notifier.sms import OutgoingSms, PermanentSmsError, SmsGateway, TransientSmsError
 from notifier.store import Contact, Notification
 
 logger = logging.getLogger(__name__)
@@ -48,10 +54,14 @@ class NotificationSender:
         mailer: Mailer,
         settings: NotifierSettings,
         *,
+        sms: SmsGateway | None = None,
+        sealer: Sealer | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.database = database
         self.mailer = mailer
+        self.sms = sms
+        self.sealer = sealer
         self.settings = settings
         self.clock = clock
 
@@ -82,57 +92,111 @@ class NotificationSender:
                 _settle(row, row.status)
                 session.add(row)
                 return
-            contact = await session.get(Contact, row.iccid)
-            if contact is None:
-                self._wait_for_contact(row)
-                session.add(row)
-                return
-            locale = supported_locale(row.locale or contact.locale)
+            if row.kind in ACCOUNT_KINDS:
+                # About the account: the event named the recipient itself.
+                field = "phone" if row.channel == Channel.SMS else "email"
+                recipient = str(row.payload.get(field) or "")
+                locale = supported_locale(row.locale)
+            else:
+                contact = await session.get(Contact, row.iccid)
+                if contact is None:
+                    self._wait_for_contact(row)
+                    session.add(row)
+                    return
+                recipient = (contact.phone or "") if row.channel == Channel.SMS else contact.email
+                locale = supported_locale(row.locale or contact.locale)
+                if not recipient:
+                    # SMS turned off (the phone left the contact) after this was queued.
+                    _settle(row, NotificationStatus.UNDELIVERABLE, "the contact has no phone now")
+                    NOTIFICATIONS.labels(row.kind, "undeliverable").inc()
+                    session.add(row)
+                    return
             try:
-                rendered = render(row.kind, locale, row.payload)
-            except (TemplateMissingError, KeyError, TypeError, ValueError) as error:
+                rendered = self._compose(row, locale)
+            except (TemplateMissingError, SealError, KeyError, TypeError, ValueError) as error:
                 logger.error("notification %s cannot be rendered: %r", key, error)
                 _settle(row, NotificationStatus.FAILED, f"cannot render: {error!r}"[:512])
                 NOTIFICATIONS.labels(row.kind, "failed").inc()
                 session.add(row)
                 return
-            kind, recipient = row.kind, contact.email
-        mail = OutgoingMail(
-            message_id=message_id(key, self.settings.mail_domain),
-            recipient=recipient,
-            subject=rendered.subject,
-            body=rendered.body,
-        )
+            kind, channel = row.kind, row.channel
+        outcome: Exception | None = None
         try:
-            await self._send_with_retries(mail)
-        except PermanentMailError as error:
-            await self._record(key, locale, mail, rendered, error=error, permanent=True)
+            if channel == Channel.SMS:
+                await self._send_sms(OutgoingSms(key, recipient, rendered.body))
+            else:
+                await self._send_with_retries(
+                    OutgoingMail(
+                        message_id=message_id(key, self.settings.mail_domain),
+                        recipient=recipient,
+                        subject=rendered.subject,
+                        body=rendered.body,
+                    )
+                )
+        except (PermanentMailError, PermanentSmsError) as error:
+            outcome = error
+            await self._record(key, locale, recipient, rendered, error=error, permanent=True)
             logger.warning("%s %s to %s refused for good: %s", kind, key, recipient, error)
-        except TransientMailError as error:
-            await self._record(key, locale, mail, rendered, error=error, permanent=False)
+        except (TransientMailError, TransientSmsError) as error:
+            outcome = error
+            await self._record(key, locale, recipient, rendered, error=error, permanent=False)
             logger.warning("%s %s to %s not sent this round: %s", kind, key, recipient, error)
-        else:
-            await self._record(key, locale, mail, rendered)
-            logger.info("sent %s %s to %s", kind, key, recipient)
+        if outcome is None:
+            await self._record(key, locale, recipient, rendered)
+            logger.info("sent %s %s by %s to %s", kind, key, channel, recipient)
+
+    def _compose(self, row: Notification, locale: str) -> RenderedMail:
+        """The message of a notification; a sealed reset code is opened only here."""
+        secrets: dict[str, str] = {}
+        sealed = row.payload.get("code_sealed")
+        if row.kind == NotificationKind.PASSWORD_RESET:
+            if not isinstance(sealed, str) or self.sealer is None:
+                raise ValueError("the reset event carries no code this notifier can open")
+            secrets["code"] = self.sealer.open(sealed, str(row.payload["user_id"]))
+        if row.channel == Channel.SMS:
+            values = {key: str(value) for key, value in row.payload.items()} | secrets
+            return RenderedMail(subject="", body=render_sms(row.kind, locale, values))
+        return render(row.kind, locale, row.payload, secrets)
+
+    async def _send_sms(self, sms: OutgoingSms) -> None:
+        if self.sms is None:
+            raise PermanentSmsError("no SMS gateway is configured")
+        gateway = self.sms
+        await self._with_retries(
+            lambda: gateway.send(sms),
+            TransientSmsError,
+            what=f"sms {sms.message_id}",
+            system="SMS gateway",
+        )
 
     async def _send_with_retries(self, mail: OutgoingMail) -> None:
+        await self._with_retries(
+            lambda: self.mailer.send(mail),
+            TransientMailError,
+            what=f"mail {mail.message_id}",
+            system="SMTP relay",
+        )
+
+    async def _with_retries(
+        self,
+        send: Callable[[], Awaitable[None]],
+        transient: type[Exception],
+        *,
+        what: str,
+        system: str,
+    ) -> None:
+        """A few jittered tries within this round; what still fails waits for a later round."""
         wait = self.settings.smtp_retry_wait_s
         policy = TryPolicy(
             attempts=self.settings.smtp_attempts, wait_multiplier_s=wait, wait_max_s=wait * 8
         )
-        await within_round(
-            f"mail {mail.message_id}",
-            lambda: self.mailer.send(mail),
-            policy,
-            TransientMailError,
-            "SMTP relay",
-        )
+        await within_round(what, send, policy, transient, system)
 
     async def _record(
         self,
         key: str,
         locale: str,
-        mail: OutgoingMail,
+        recipient: str,
         rendered: RenderedMail,
         *,
         error: Exception | None = None,
@@ -144,8 +208,8 @@ class NotificationSender:
             if row is None:
                 return
             row.locale = locale
-            row.recipient = mail.recipient
-            row.subject = rendered.subject[:512]
+            row.recipient = recipient
+            row.subject = rendered.subject[:512] or None
             if error is None:
                 row.sent_at = now
                 _settle(row, NotificationStatus.SENT)

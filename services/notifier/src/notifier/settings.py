@@ -3,10 +3,11 @@
 from email.utils import parseaddr
 
 from esim_core.settings import ServiceSettings
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+DEV_RESET_CODE_KEY = "local-development-only-reset-code-key"
 
 
 # esim_core ships no py.typed marker, so mypy sees ServiceSettings as Any.
@@ -62,6 +63,28 @@ class NotifierSettings(ServiceSettings):
         description="the renewal link in low-data messages; `{iccid}` is replaced by the card's "
         "ICCID (the local run points at the accounts API docs)",
     )
+    sms_gateway_url: str = Field(
+        "http://127.0.0.1:8012",
+        pattern=r"^https?://[^\s/]+",
+        description="base URL of the SMS provider's HTTP API",
+    )
+    sms_sender: str = Field(
+        "eSIM", min_length=1, max_length=16, description="the From of every text message"
+    )
+    sms_username: str | None = Field(
+        None, min_length=1, description="the SMS provider's account id (HTTP basic auth)"
+    )
+    sms_password: SecretStr | None = Field(
+        None, description="the SMS provider's auth token (HTTP basic auth)"
+    )
+    sms_timeout_s: float = Field(10.0, gt=0, le=120, description="timeout of one SMS request")
+    reset_code_key: SecretStr = Field(
+        SecretStr(DEV_RESET_CODE_KEY),
+        validation_alias=AliasChoices("RESET_CODE_KEY"),
+        description="key (32+ characters) that opens reset codes sealed by accounts; "
+        "the same RESET_CODE_KEY as accounts'",
+    )
+
     contact_wait_s: float = Field(
         600.0,
         ge=0,
@@ -107,6 +130,13 @@ class NotifierSettings(ServiceSettings):
     def _a_host(cls, value: str) -> str:
         if any(char.isspace() for char in value) or "/" in value:
             raise ValueError(f"NOTIFIER_SMTP_HOST must be a host name or address, got {value!r}")
+        return value
+
+    @field_validator("reset_code_key")
+    @classmethod
+    def _key_long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters long")
         return value
 
     # Checks that involve two settings sit on the later one, so the error names it.

@@ -44,7 +44,7 @@ class Notification(SQLModel, table=True):
     event_type: str = Field(max_length=256)
     kind: str = Field(max_length=32)
     channel: str = Field(max_length=16)
-    iccid: str = Field(index=True, max_length=20)
+    iccid: str | None = Field(default=None, index=True, max_length=20)
     renewal_id: str | None = Field(default=None, index=True, max_length=36)
     locale: str | None = Field(default=None, max_length=8)
     payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))

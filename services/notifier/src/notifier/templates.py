@@ -271,6 +271,87 @@ TEMPLATES: dict[str, dict[str, Template]] = {
     },
 }
 
+# Account messages: not about a card, so no ICCID; the code is filled in at send time only.
+TEMPLATES["password_reset"] = {
+    "en": Template(
+        subject="Your eSIM password reset code",
+        body=(
+            "Hello,\n"
+            "\n"
+            "someone (we hope you) asked to reset the password of your eSIM account.\n"
+            "\n"
+            "Your code: {code}\n"
+            "It works once, until {expires_at}.\n"
+            "\n"
+            "If it was not you, ignore this message: your password stays as it is.\n"
+            "\n"
+            f"{_SIGNATURE_EN}\n"
+        ),
+    ),
+    "zh-CN": Template(
+        subject="您的 eSIM 密码重置验证码",
+        body=(
+            "您好：\n"
+            "\n"
+            "有人（希望是您本人）申请重置您的 eSIM 账户密码。\n"
+            "\n"
+            "验证码：{code}\n"
+            "仅可使用一次，有效期至 {expires_at}。\n"
+            "\n"
+            "如果不是您本人操作，请忽略本邮件，您的密码不会改变。\n"
+            "\n"
+            f"{_SIGNATURE_ZH}\n"
+        ),
+    ),
+}
+TEMPLATES["password_changed"] = {
+    "en": Template(
+        subject="Your eSIM password was changed",
+        body=(
+            "Hello,\n"
+            "\n"
+            "the password of your eSIM account was changed on {changed_at}, and every device\n"
+            "that was signed in has been signed out.\n"
+            "\n"
+            "If you did not do this, reset your password at once and contact us.\n"
+            "\n"
+            f"{_SIGNATURE_EN}\n"
+        ),
+    ),
+    "zh-CN": Template(
+        subject="您的 eSIM 密码已更改",
+        body=(
+            "您好：\n"
+            "\n"
+            "您的 eSIM 账户密码已于 {changed_at} 更改，所有已登录的设备均已退出。\n"
+            "\n"
+            "如果这不是您本人操作，请立即重置密码并联系我们。\n"
+            "\n"
+            f"{_SIGNATURE_ZH}\n"
+        ),
+    ),
+}
+
+# Text messages: short, one segment where the alphabet allows.
+SMS_TEMPLATES: dict[str, dict[str, str]] = {
+    "password_reset": {
+        "en": "eSIM: your password reset code is {code}. It works once, for 15 minutes.",
+        "zh-CN": "【eSIM】您的密码重置验证码为 {code}，15 分钟内有效，仅可使用一次。",
+    },
+    "password_changed": {
+        "en": "eSIM: your password was changed and every device signed out. Not you? Reset it now.",
+        "zh-CN": "【eSIM】您的密码已更改，所有设备均已退出。如非本人操作，请立即重置密码。",
+    },
+    "data_low": {
+        "en": "eSIM: {threshold}% of your {plan_code} data is used. Renew: {renew_url}",
+        "zh-CN": "【eSIM】您的套餐 {plan_code} 已使用 {threshold}% 流量。续费：{renew_url}",
+    },
+    "data_used_up": {
+        "en": "eSIM: your {plan_code} data is used up. Renew to get back online: {renew_url}",
+        "zh-CN": "【eSIM】您的套餐 {plan_code} 流量已用完。续费即可恢复上网：{renew_url}",
+    },
+}
+
 # Words for the contract's reason codes; `other` covers a code added to the contract later.
 PAYMENT_FAILURE_REASONS: dict[str, dict[str, str]] = {
     "en": {

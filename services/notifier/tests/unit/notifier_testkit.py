@@ -20,6 +20,7 @@ from esim_schemas import (
 from notifier import bootstrap
 from notifier.mail import OutgoingMail
 from notifier.settings import NotifierSettings
+from notifier.sms import OutgoingSms
 from notifier.store import Contact, Notification
 from sqlmodel import col, select
 
@@ -48,6 +49,19 @@ class FakeMailer:
         if self.failures:
             raise self.failures.pop(0)
         self.sent.append(mail)
+
+
+class FakeSms:
+    """Keeps the text messages it is given; raises the queued failures first."""
+
+    def __init__(self) -> None:
+        self.sent: list[OutgoingSms] = []
+        self.failures: list[Exception] = []
+
+    async def send(self, sms: OutgoingSms) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.sent.append(sms)
 
 
 class Harness:

@@ -4,7 +4,7 @@ from uuid import UUID, uuid4
 
 import pytest
 from esim_schemas import DataLow
-from notifier_testkit import ICCID, NOW, Harness, card_bound
+from notifier_testkit import ICCID, NOW, FakeSms, Harness, card_bound
 
 
 def data_low(threshold: int, renewal_id: UUID, remaining: int = 1024) -> DataLow:
@@ -72,3 +72,39 @@ async def test_the_renewal_link_names_the_card(make_harness) -> None:  # type: i
     await harness.send()
     [mail] = harness.mailer.sent
     assert f"https://shop.example/cards/{ICCID}/renew" in mail.body
+
+
+@pytest.mark.parametrize(
+    ("threshold", "locale", "text"),
+    [
+        (90, "en", "eSIM: 90% of your JP-30D-10GB data is used. Renew: "),
+        (100, "zh-CN", "【eSIM】您的套餐 JP-30D-10GB 流量已用完。续费即可恢复上网："),  # noqa: RUF001
+    ],
+)
+async def test_a_user_who_chose_sms_is_also_texted(
+    harness: Harness, sms: FakeSms, threshold: int, locale: str, text: str
+) -> None:
+    await harness.publish(card_bound(locale))  # with a phone: the user chose SMS
+    await harness.publish(data_low(threshold, uuid4(), 0 if threshold == 100 else 1024))
+    await harness.send()
+
+    assert len(harness.mailer.sent) == 1
+    [message] = sms.sent
+    assert message.to == "+8613800000000"
+    assert message.text.startswith(text)
+    assert message.text.endswith("http://127.0.0.1:8000/docs#/renewals")
+
+
+async def test_no_phone_no_text_and_one_text_per_bundle(harness: Harness, sms: FakeSms) -> None:
+    bound = card_bound("en").model_copy(update={"phone": None})
+    await harness.publish(bound)
+    await harness.publish(data_low(90, uuid4()))
+    await harness.send()
+    assert len(harness.mailer.sent) == 1 and sms.sent == []
+
+    await harness.publish(card_bound("en"))  # SMS chosen now
+    renewal = uuid4()
+    await harness.publish(data_low(90, renewal))
+    await harness.publish(data_low(90, renewal))  # the same alert again, under another id
+    await harness.send()
+    assert len(sms.sent) == 1

@@ -230,6 +230,8 @@ async def test_bootstrap_wires_smtp_from_the_settings(tmp_path: Any) -> None:
             topics.payment_refunded,
             topics.renewal_rejected,
             topics.data_low,
+            topics.password_reset,
+            topics.password_changed,
         }
     finally:
         await notifier.runtime.database.close()

@@ -6,7 +6,7 @@ from typing import Annotated
 from uuid import UUID
 
 from esim_core.db import Database
-from esim_core.http import ProblemError
+from esim_core.http import ProblemError, problem_responses
 from esim_core.operator import OperatorAuth, outbox_router
 from esim_core.service import ServiceRuntime
 from esim_core.telemetry import refresh_on_scrape, scrape_gauges
@@ -106,7 +106,11 @@ def build_router(database: Database) -> APIRouter:
     """The ops routes, bound to the provisioning database."""
     router = APIRouter(prefix="/v1", tags=["provisioning"])
 
-    @router.get("/activations/{renewal_id}", response_model=ActivationPublic)
+    @router.get(
+        "/activations/{renewal_id}",
+        response_model=ActivationPublic,
+        responses=problem_responses(401, 404, 422),
+    )
     async def get_activation(renewal_id: RenewalId) -> ActivationPublic:
         """The activation of a renewal: state, order id, rounds, last error, times."""
         async with database.session() as session:
@@ -121,7 +125,11 @@ def build_router(database: Database) -> APIRouter:
             )
         return ActivationPublic.of(row)
 
-    @router.get("/activations", response_model=list[ActivationPublic])
+    @router.get(
+        "/activations",
+        response_model=list[ActivationPublic],
+        responses=problem_responses(401, 422),
+    )
     async def list_activations(
         iccid: Annotated[
             str | None,

@@ -222,6 +222,31 @@ class PasswordResetRequested(EventData):
     user_id: str
     email: EmailStr
     code_expires_at: UtcDatetime
+    phone: str | None = Field(default=None, description="E.164; the code goes by SMS there too")
+    locale: Locale | None = None
+    code_sealed: str | None = Field(
+        default=None,
+        repr=False,
+        description="the code, AES-256-GCM sealed with the key that only accounts and the "
+        "notifier hold (RESET_CODE_KEY), bound to user_id; opaque to every other reader",
+    )
+
+
+class PasswordChanged(EventData):
+    """A user's password was changed (by a reset); every earlier session was ended.
+
+    An addition to the contract, so the notifier can tell the user it happened.
+    """
+
+    event_type = "esim.account.password-changed.v1"
+    topic = "esim.account.password-changed"
+    topic_name = "password_changed"
+
+    user_id: str
+    email: EmailStr
+    phone: str | None = None
+    locale: Locale | None = None
+    changed_at: UtcDatetime
 
 
 class CardBound(EventData):
@@ -329,6 +354,7 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     PaymentRefunded,
     PlanExpiring,
     PasswordResetRequested,
+    PasswordChanged,
     CardBound,
     UsageUpdated,
     DataLow,

@@ -101,6 +101,16 @@ SAMPLE_DATA: dict[str, dict[str, Any]] = {
         "user_id": _USER,
         "email": "traveller@example.com",
         "code_expires_at": "2026-11-23T10:30:00.000Z",
+        "phone": "+8613800000000",
+        "locale": "zh-CN",
+        "code_sealed": "v1.c2VhbGVkLWNvZGUtc2FtcGxlLW5vdC1hLXJlYWwtb25l",
+    },
+    "esim.account.password-changed.v1": {
+        "user_id": _USER,
+        "email": "traveller@example.com",
+        "phone": "+8613800000000",
+        "locale": "zh-CN",
+        "changed_at": "2026-11-23T10:20:00.000Z",
     },
     "esim.card.bound.v1": {
         "user_id": _USER,
