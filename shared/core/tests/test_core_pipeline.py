@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from esim_core import worker
 from esim_core.consumer import (
     POLL_MS,
@@ -319,6 +320,39 @@ async def test_a_batch_is_handled_once_each_with_duplicates_and_poison_in_it(
     assert await inbox_ids(database) == ["e-1", "e-2", "e-3"]
     assert [message.topic for message in publisher.sent] == [f"{TOPIC}.dlq"]
     assert publisher.sent[0].headers["x-original-offset"] == "2"
+
+
+async def test_log_lines_of_a_handler_carry_its_events_ids(database: Database) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def handler(session: AsyncSession, event: CloudEvent[Any]) -> None:
+        seen.append(dict(structlog.contextvars.get_contextvars()))
+
+    renewal = uuid.uuid4()
+    together = [(request(renewal, event_id="e-1"), at(0, 1)), (request(event_id="e-2"), at(0, 2))]
+    await consumer(database, Recorder(), handler).handle_batch(together)
+    await consumer(database, Recorder(), handler).handle_batch(
+        [(request(event_id="e-3"), at(1, 1))]
+    )
+
+    assert [ids["event_id"] for ids in seen] == ["e-1", "e-2", "e-3"]
+    assert seen[0]["renewal_id"] == str(renewal)
+    assert seen[0]["event_type"] == "esim.renewal.requested.v1" and seen[0]["iccid"] == ICCID
+    assert structlog.contextvars.get_contextvars() == {}, "nothing stays bound afterwards"
+
+
+async def test_a_claimed_rows_round_logs_with_its_renewal_and_card() -> None:
+    seen: list[dict[str, Any]] = []
+
+    class Row:
+        renewal_id = "5b0f2a4e-8d8b-4a53-9f5c-3d9a7f1e2c11"
+        iccid = ICCID
+
+    async def work(_: Any) -> None:
+        seen.append(dict(structlog.contextvars.get_contextvars()))
+
+    await worker._safely(work, Row(), "chore", "k-1")
+    assert seen == [{"renewal_id": Row.renewal_id, "iccid": ICCID}]
 
 
 async def test_one_failing_message_rolls_back_its_batch_and_the_rest_is_handled_alone(

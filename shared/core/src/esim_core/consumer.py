@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from esim_core.db import Database
 from esim_core.inbox import processed_ids, record_processed
 from esim_core.kafka import EventPublisher
+from esim_core.logs import ids_bound
 from esim_core.metrics import DEAD_LETTERS, EVENT_HANDLING_SECONDS, EVENTS_CONSUMED
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,16 @@ Handler = Callable[[AsyncSession, CloudEvent[Any]], Awaitable[None]]
 
 # How long one fetch waits for messages when none are there (it returns as soon as one comes).
 POLL_MS = 500
+
+
+def _ids(event: CloudEvent[Any]) -> dict[str, str | None]:
+    """The ids a log line about `event` carries (esim_core.logs)."""
+    return {
+        "event_id": event.id,
+        "event_type": event.type,
+        "renewal_id": event.renewalid,
+        "iccid": event.subject,
+    }
 
 
 async def fetch_batch(consumer: AIOKafkaConsumer, *, max_records: int) -> tuple[Any, ...]:
@@ -205,7 +216,8 @@ class EventConsumer:
                     if event.id in seen:
                         outcomes.append("duplicate")
                         continue
-                    await handler(session, event)
+                    with ids_bound(**_ids(event)):
+                        await handler(session, event)
                     seen.add(event.id)
                     handled.append((event.id, event.type))
                     outcomes.append("handled")
@@ -224,6 +236,17 @@ class EventConsumer:
             await self._dead_letter(body, info, str(error), error.error_type)
             return
         handler = routes[type(event.data)]
+        with ids_bound(**_ids(event)):
+            await self._handle_one(handler, event, body, info, started)
+
+    async def _handle_one(
+        self,
+        handler: Handler,
+        event: CloudEvent[Any],
+        body: bytes,
+        info: MessageInfo,
+        started: float,
+    ) -> None:
         try:
             outcome = await self._handle_with_retries(handler, event)
         except PermanentEventError as error:

@@ -15,7 +15,8 @@ stdout readable for a person (the file stays JSON); `LOG_LEVEL` sets the level (
 import logging
 import os
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from typing import IO, Any
 
 import structlog
@@ -35,6 +36,15 @@ def bind_ids(**ids: str | None) -> None:
     structlog.contextvars.bind_contextvars(
         **{key: value for key, value in ids.items() if value is not None}
     )
+
+
+@contextmanager
+def ids_bound(**ids: str | None) -> Iterator[None]:
+    """Bind ids to the lines logged inside the block, then restore what was bound before."""
+    with structlog.contextvars.bound_contextvars(
+        **{key: value for key, value in ids.items() if value is not None}
+    ):
+        yield
 
 
 def clear_ids() -> None:

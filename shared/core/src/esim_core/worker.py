@@ -17,6 +17,7 @@ from sqlalchemy import or_, update
 from sqlmodel import SQLModel, col, select
 
 from esim_core.db import Database
+from esim_core.logs import ids_bound
 from esim_core.metrics import WORKER_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -193,8 +194,11 @@ async def work_due(
 
 async def _safely(work: Work, subject: Any, what: str, key: Any = None) -> None:
     key = subject if key is None else key
+    # A claimed row (DueLoop rows=True) names its renewal and card for the round's log lines.
+    ids = {name: getattr(subject, name, None) for name in ("renewal_id", "iccid")}
     try:
-        await work(subject)
+        with ids_bound(**{name: str(value) for name, value in ids.items() if value}):
+            await work(subject)
     except Exception:
         WORKER_ERRORS.labels(what).inc()
         logger.exception("%s %s failed; it is retried once its lease runs out", what, key)
