@@ -345,14 +345,16 @@ async def test_a_claimed_rows_round_logs_with_its_renewal_and_card() -> None:
     seen: list[dict[str, Any]] = []
 
     class Row:
-        renewal_id = "5b0f2a4e-8d8b-4a53-9f5c-3d9a7f1e2c11"
-        iccid = ICCID
+        def __init__(self) -> None:
+            self.renewal_id = "5b0f2a4e-8d8b-4a53-9f5c-3d9a7f1e2c11"
+            self.iccid = ICCID
 
     async def work(_: Any) -> None:
         seen.append(dict(structlog.contextvars.get_contextvars()))
 
-    await worker._safely(work, Row(), "chore", "k-1")
-    assert seen == [{"renewal_id": Row.renewal_id, "iccid": ICCID}]
+    row = Row()
+    await worker._safely(work, row, "chore", "k-1")
+    assert seen == [{"renewal_id": row.renewal_id, "iccid": ICCID}]
 
 
 async def test_one_failing_message_rolls_back_its_batch_and_the_rest_is_handled_alone(

@@ -87,3 +87,13 @@ def test_the_file_stays_json_when_stdout_is_for_people(tmp_path: Path) -> None:
     assert "hello there" in out.getvalue() and not out.getvalue().startswith("{")
     [line] = [json.loads(raw) for raw in log_file.read_text().splitlines()]
     assert line["message"] == "hello there"
+
+
+def test_routine_library_chatter_stays_out_but_its_warnings_come_through(
+    stream: io.StringIO,
+) -> None:
+    logging.getLogger("httpx").info("HTTP Request: POST http://payments/v1/charges")
+    logging.getLogger("faststream.access.kafka").info("Received")
+    logging.getLogger("httpx").warning("connection pool is full")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["message"] for line in lines] == ["connection pool is full"]

@@ -28,6 +28,8 @@ IDS = ("renewal_id", "iccid", "event_id", "event_type", "trace_id", "span_id")
 SECRET_KEYS = ("password", "token", "secret", "authorization", "code", "cookie", "api_key")
 _REDACTED = "***"
 FASTSTREAM_LOGGERS = ("faststream", "faststream.access.kafka")
+#: Libraries that log routine work at INFO; kept at WARNING.
+NOISY_LOGGERS = ("httpx", "httpcore", "faststream.access.kafka")
 _HANDLER_MARK = "esim_core.logs"
 
 
@@ -161,6 +163,11 @@ def configure_logging(
         root.addHandler(handler)
     root.setLevel(level)
     logging.captureWarnings(True)  # warnings become records too, not plain lines on stderr
+    # Libraries' chatter at INFO: httpx logs every request ("HTTP Request: POST ..."), several
+    # lines a renewal, and FastStream every batch it hands over; the services log the outcomes
+    # that matter themselves. Their warnings and errors still come through.
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     # uvicorn's own loggers would otherwise keep their handlers and plain format.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()

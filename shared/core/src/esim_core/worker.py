@@ -195,7 +195,8 @@ async def work_due(
 async def _safely(work: Work, subject: Any, what: str, key: Any = None) -> None:
     key = subject if key is None else key
     # A claimed row (DueLoop rows=True) names its renewal and card for the round's log lines.
-    ids = {name: getattr(subject, name, None) for name in ("renewal_id", "iccid")}
+    loaded = getattr(subject, "__dict__", None) or {}  # a row's loaded columns; a key has none
+    ids = {name: loaded.get(name) for name in ("renewal_id", "iccid")}
     try:
         with ids_bound(**{name: str(value) for name, value in ids.items() if value}):
             await work(subject)
