@@ -25,7 +25,7 @@ from esim_schemas import (
     RenewalRejected,
     RenewalRequested,
 )
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -107,6 +107,25 @@ def fingerprint_of(data: RenewalRequested) -> str:
         token=data.payment.token,
         start=data.start,
     )
+
+
+# The card, the plan and the owner's locale of a request, in one statement built once (building
+# a joined select costs more than running it on SQLite).
+_CARD_PLAN_OWNER = (
+    select(
+        col(Card.user_id),
+        col(Plan.code),
+        col(Plan.available),
+        col(Plan.prices),
+        col(Plan.data_mb),
+        col(Plan.validity_days),
+        col(User.locale),
+    )
+    .select_from(Card)
+    .outerjoin(Plan, col(Plan.code) == bindparam("plan"))
+    .outerjoin(User, col(User.id) == col(Card.user_id))
+    .where(col(Card.iccid) == bindparam("iccid"))
+)
 
 
 class RenewalSaga:
@@ -200,23 +219,8 @@ class RenewalSaga:
         # One Core query for the card, the plan and the owner's locale: no ORM objects, since
         # none of them is changed here.
         connection = await session.connection()
-        found = (
-            await connection.execute(
-                select(
-                    col(Card.user_id),
-                    col(Plan.code),
-                    col(Plan.available),
-                    col(Plan.prices),
-                    col(Plan.data_mb),
-                    col(Plan.validity_days),
-                    col(User.locale),
-                )
-                .select_from(Card)
-                .outerjoin(Plan, col(Plan.code) == data.plan_code)
-                .outerjoin(User, col(User.id) == col(Card.user_id))
-                .where(col(Card.iccid) == data.iccid)
-            )
-        ).first()
+        keys = {"iccid": data.iccid, "plan": data.plan_code}
+        found = (await connection.execute(_CARD_PLAN_OWNER, keys)).first()
         if found is None:
             raise RenewalInvalidError("unknown_card", f"card {data.iccid} is not known")
         owner, plan_code, available, prices, data_mb, validity_days, user_locale = found
