@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from esim_core.db import Database
-from esim_core.http import ProblemError
+from esim_core.http import ProblemError, problem_responses
 from esim_core.outbox import Outbox
 from esim_core.worker import utcnow
 from fastapi import APIRouter, Request
@@ -227,7 +227,7 @@ def build_callback_router(receiver: CallbackReceiver) -> APIRouter:
     """`POST /callbacks/esim`: outside `/v1/` (no operator token); the signature is the auth."""
     router = APIRouter(tags=["callbacks"])
 
-    @router.post("/callbacks/esim")
+    @router.post("/callbacks/esim", responses=problem_responses(400, 401))
     async def esim_callback(request: Request) -> dict[str, str]:
         """Take a signed callback of the eSIM platform; 401 for a bad signature or timestamp."""
         body = await request.body()
