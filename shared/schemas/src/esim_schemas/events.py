@@ -103,6 +103,10 @@ class PaymentRequested(EventData):
     price: Money
     payment: PaymentDetails
     start: Start
+    discount: Money | None = Field(
+        default=None, description="an addition: what a promotion took off; `price` is after it"
+    )
+    promo_code: str | None = Field(default=None, max_length=32, description="an addition")
 
 
 class PaymentSettled(EventData):
@@ -121,6 +125,10 @@ class PaymentSettled(EventData):
     attempts: int = Field(ge=1)
     settled_at: UtcDatetime
     start: Start
+    discount: Money | None = Field(
+        default=None, description="an addition: what a promotion took off; `price` is after it"
+    )
+    promo_code: str | None = Field(default=None, max_length=32, description="an addition")
 
 
 PaymentFailureReason = Literal[
@@ -210,6 +218,10 @@ class PlanExpiring(EventData):
     plan_code: str
     valid_until: UtcDatetime
     days_left: int = Field(ge=0)
+    renewal_id: UUID | None = Field(default=None, description="an addition: the plan's renewal")
+    auto_renew: bool | None = Field(
+        default=None, description="an addition: whether auto-renew will queue the next plan"
+    )
 
 
 class PasswordResetRequested(EventData):
@@ -342,6 +354,64 @@ class BundleEnded(EventData):
     ended_at: UtcDatetime
 
 
+BundleCancelReason = Literal["cancelled_by_user", "replaced"]
+
+
+class BundleCancelled(EventData):
+    """A plan that carriers were told about (queued or active) will not run (further)."""
+
+    event_type = "esim.bundle.cancelled.v1"
+    topic = "esim.bundle.cancelled"
+
+    renewal_id: UUID
+    iccid: Iccid
+    plan_code: str
+    reason: BundleCancelReason
+    cancelled_at: UtcDatetime
+    platform_reference: str | None = Field(default=None, description="an addition")
+
+
+class BundleCancelRequested(EventData):
+    """Accounts asks provisioning to cancel a bundle at the eSIM platform.
+
+    An addition to the contract (a command between services): `cancelled_by_user` for a queued
+    plan its owner cancelled, `replaced` for the live plan a `start=now` renewal replaces.
+    """
+
+    event_type = "esim.bundle.cancel-requested.v1"
+    topic = "esim.bundle.cancel-requested"
+    topic_name = "bundle_cancel_requested"
+
+    renewal_id: UUID = Field(description="the renewal whose bundle is to be cancelled")
+    iccid: Iccid
+    reason: BundleCancelReason
+    requested_at: UtcDatetime
+    replaced_by: UUID | None = Field(
+        default=None, description="for `replaced`: the renewal whose plan takes its place"
+    )
+
+
+AutoRenewOffReason = Literal["declined", "expired_method", "invalid_token", "monthly_cap"]
+
+
+class AutoRenewDisabled(EventData):
+    """Accounts turned a card's auto-renew off because its saved payment cannot be used.
+
+    An addition to the contract, so the notifier can tell the user why and what to do.
+    """
+
+    event_type = "esim.card.auto-renew-disabled.v1"
+    topic = "esim.card.auto-renew-disabled"
+    topic_name = "auto_renew_disabled"
+
+    iccid: Iccid
+    user_id: str
+    reason: AutoRenewOffReason
+    renewal_id: UUID | None = Field(default=None, description="the auto-renewal that failed")
+    plan_code: str | None = None
+    disabled_at: UtcDatetime
+
+
 EVENT_MODELS: tuple[type[EventData], ...] = (
     RenewalRequested,
     RenewalRejected,
@@ -360,6 +430,9 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     DataLow,
     BundleStarted,
     BundleEnded,
+    BundleCancelled,
+    BundleCancelRequested,
+    AutoRenewDisabled,
 )
 EVENTS_BY_TYPE: dict[str, type[EventData]] = {model.event_type: model for model in EVENT_MODELS}
 DEFAULT_TOPICS: dict[str, str] = {model.__name__: model.topic for model in EVENT_MODELS}

@@ -157,6 +157,28 @@ SAMPLE_DATA: dict[str, dict[str, Any]] = {
         "platform_reference": "ord_4c2a",
         "ended_at": "2026-12-20T14:00:00.000Z",
     },
+    "esim.bundle.cancelled.v1": {
+        "renewal_id": _RENEWAL,
+        "iccid": _ICCID,
+        "plan_code": "JP-30D-10GB",
+        "reason": "cancelled_by_user",
+        "cancelled_at": "2026-11-24T09:00:00.000Z",
+        "platform_reference": "ord_4c2a",
+    },
+    "esim.bundle.cancel-requested.v1": {
+        "renewal_id": _RENEWAL,
+        "iccid": _ICCID,
+        "reason": "cancelled_by_user",
+        "requested_at": "2026-11-24T08:59:59.000Z",
+    },
+    "esim.card.auto-renew-disabled.v1": {
+        "iccid": _ICCID,
+        "user_id": _USER,
+        "reason": "declined",
+        "renewal_id": _RENEWAL,
+        "plan_code": "JP-30D-10GB",
+        "disabled_at": "2026-12-30T00:00:05.000Z",
+    },
 }
 
 
