@@ -186,6 +186,31 @@ async def test_usage_lists_every_bundle_of_the_card(sandbox: Sandbox) -> None:
     assert usage["reference"] == "r-1"
 
 
+async def test_a_poller_can_leave_out_bundles_that_ended_long_ago(sandbox: Sandbox) -> None:
+    replaced = await sandbox.order("r-1")
+    sandbox.clock.advance(seconds=100)
+    used_up = await sandbox.order("r-2")  # replaces r-1 now
+    sandbox.clock.advance(seconds=100)
+    await sandbox.use(1000)  # r-2 is used up, 100 s after r-1 ended
+    sandbox.clock.advance(seconds=50)
+    live = await sandbox.order("r-3")
+
+    async def listed(within: float | None) -> list[str]:
+        query = {} if within is None else {"ended_within_s": within}
+        response = await sandbox.client.get(f"/v1/cards/{CARD}/usage", params=query)
+        assert response.status_code == 200, response.text
+        return [bundle["order_id"] for bundle in response.json()["bundles"]]
+
+    everything = [replaced["order_id"], used_up["order_id"], live["order_id"]]
+    assert await listed(None) == everything
+    assert await listed(1000) == everything
+    assert await listed(120) == everything[1:]
+    assert await listed(10) == everything[2:]
+    assert await listed(0) == everything[2:]
+    refused = await sandbox.client.get(f"/v1/cards/{CARD}/usage", params={"ended_within_s": -1})
+    assert refused.status_code == 422
+
+
 async def test_compressed_validity_ends_the_plan_and_starts_the_queued_one(
     sandbox: Sandbox,
 ) -> None:

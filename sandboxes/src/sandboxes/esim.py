@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import httpx
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 from pydantic import AfterValidator, BaseModel, Field
 
 from sandboxes.idempotency import REPLAYED_HEADER, IdempotencyKey, conflict, fingerprint
@@ -292,6 +292,8 @@ class _Order:
     settled: bool = False
     failed: bool = False
     replaced: bool = False
+    ended: datetime | None = None
+    """When it was replaced or used up; an expiry ends it at `valid_until`."""
     valid_from: datetime | None = None
     valid_until: datetime | None = None
     data_used_mb: int = 0
@@ -317,6 +319,16 @@ class _Order:
         if self.data_used_mb >= self.request.data_mb:
             return "depleted"
         return "active"
+
+    def ended_before(self, moment: datetime, cutoff: datetime) -> bool:
+        """Whether the bundle had ended (replaced, expired or used up) before `cutoff`."""
+        status = self.status_at(moment)
+        if status == "expired" and not self.replaced:
+            assert self.valid_until is not None
+            return self.valid_until < cutoff
+        if status in ("expired", "depleted"):
+            return self.ended is not None and self.ended < cutoff
+        return False
 
     def usage_view(self, moment: datetime) -> BundleUsage:
         return BundleUsage(
@@ -536,11 +548,13 @@ class EsimPlatform:
         self._require_card(iccid)
         return self._usage(iccid, now)
 
-    def poll_usage(self, iccid: str) -> Usage:
+    def poll_usage(self, iccid: str, ended_within_s: float | None = None) -> Usage:
         """Return a card's usage to a poller, at most `usage_polls_per_min` times a minute.
 
         Args:
             iccid: The card's ICCID.
+            ended_within_s: Leave out bundles that ended longer ago than this (a poller
+                asks only for what can have changed since it last looked).
 
         Raises:
             ProblemError: 404 for an unknown ICCID; 429 (with Retry-After) when polled too often.
@@ -559,11 +573,16 @@ class EsimPlatform:
                 retryable=True,
                 headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
             )
-        return self._usage(iccid, now)
+        return self._usage(iccid, now, ended_within_s)
 
-    def _usage(self, iccid: str, now: datetime) -> Usage:
+    def _usage(self, iccid: str, now: datetime, ended_within_s: float | None = None) -> Usage:
         # A bundle replaced by one started now is listed as expired, so pollers see it end.
-        bundles = [o.usage_view(now) for o in self._orders_of(iccid) if o.settled and not o.failed]
+        cutoff = now - timedelta(seconds=ended_within_s) if ended_within_s is not None else None
+        bundles = [
+            o.usage_view(now)
+            for o in self._orders_of(iccid)
+            if o.settled and not o.failed and (cutoff is None or not o.ended_before(now, cutoff))
+        ]
         current = self._current(iccid, now)
         if current is None:
             return Usage(
@@ -708,6 +727,8 @@ class EsimPlatform:
             if reached and threshold > order.thresholds_called:
                 order.thresholds_called = threshold
                 self._callback("usage.threshold", order, moment, threshold=threshold)
+        if order.data_used_mb >= total and order.ended is None:
+            order.ended = moment
         if order.data_used_mb >= total and order.valid_until and moment < order.valid_until:
             # Used up: what was queued behind it starts now, as on real platforms.
             self._chain_queued(order.request.iccid, moment, moment, keep_length=False)
@@ -844,6 +865,7 @@ class EsimPlatform:
             for other in others:
                 if other.status_at(moment) in ("active", "depleted"):
                     other.replaced = True
+                    other.ended = other.ended or moment
             order.valid_from, order.valid_until = moment, moment + validity
             self._requeue_after(order, others, moment)
         else:
@@ -914,9 +936,17 @@ async def get_card(iccid: str, request: Request) -> CardBundles:
 
 
 @router.get("/v1/cards/{iccid}/usage", response_model=Usage, tags=["cards"])
-async def get_usage(iccid: str, request: Request) -> Usage:
-    """Return the data use of the card's bundles; 429 with Retry-After when polled too often."""
-    return _platform(request).poll_usage(iccid)
+async def get_usage(
+    iccid: str,
+    request: Request,
+    ended_within_s: Annotated[float | None, Query(ge=0, le=366 * 86400)] = None,
+) -> Usage:
+    """Return the data use of the card's bundles; 429 with Retry-After when polled too often.
+
+    With `ended_within_s`, bundles that ended (expired, replaced or used up) longer ago than
+    that are left out: a poller asks only for what can have changed since it last looked.
+    """
+    return _platform(request).poll_usage(iccid, ended_within_s)
 
 
 @router.post("/sandbox/cards", status_code=201, response_model=CardIn, tags=["sandbox"])

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from esim_core.consumer import EventConsumer, MessageInfo, PermanentEventError, Route
 from esim_core.db import Database
-from esim_core.inbox import InboxEntry
+from esim_core.inbox import InboxEntry, processed_ids, record_new
 from esim_core.kafka import OutgoingMessage
 from esim_core.locks import LocalLock
 from esim_core.outbox import Outbox, OutboxMessage, OutboxRelay
@@ -83,6 +83,22 @@ def consumer_with(
         publisher=publisher,  # type: ignore[arg-type]
         attempts=attempts,
     )
+
+
+async def test_the_inbox_records_each_id_once_and_says_which_were_new(
+    database: Database,
+) -> None:
+    async with database.session() as session:
+        first = await record_new(session, "c", [("e1", "t"), ("e2", "t"), ("e1", "t")])
+    async with database.session() as session:
+        again = await record_new(session, "c", [("e2", "t"), ("e3", "t")])
+        other_consumer = await record_new(session, "d", [("e1", "t")])
+    assert (first, again, other_consumer) == ({"e1", "e2"}, {"e3"}, {"e1"})
+    async with database.session() as session:
+        await record_new(session, "c", [("e4", "t")])
+        await session.rollback()  # a failed handler's transaction takes its inbox row along
+    async with database.session() as session:
+        assert await processed_ids(session, "c", ["e1", "e2", "e3", "e4"]) == {"e1", "e2", "e3"}
 
 
 async def test_a_redelivered_event_is_handled_once(database: Database) -> None:

@@ -124,6 +124,11 @@ class CallbackReceiver:
             raise
         document = _document(body)
         callback_id, kind = str(document["id"]), str(document["type"])
+        if not await self._may_apply(kind, document):
+            # Nothing it could change (an order activated already, a kind not followed): no
+            # write transaction, which on SQLite would queue behind every other writer.
+            CALLBACKS.labels("ignored").inc()
+            return {"status": "ignored", "id": callback_id}
         try:
             async with self.database.session() as session:
                 if await session.get(PlatformCallback, callback_id) is not None:
@@ -161,6 +166,26 @@ class CallbackReceiver:
             )
         deleted: int = result.rowcount or 0
         return deleted
+
+    async def _may_apply(self, kind: str, document: dict[str, Any]) -> bool:
+        """Whether a verified callback could change anything, read without a write lock.
+
+        An `order.completed` only matters while its activation follows the order; a repeat
+        or a stale one is answered as ignored, as `_apply` would, without recording its id
+        (applying it again later changes nothing either: the activation is looked at anew).
+        """
+        order_id = document.get("order_id")
+        if not isinstance(order_id, str) or kind not in ("order.completed", "usage.threshold"):
+            return False
+        if kind != "order.completed":
+            return True
+        async with self.database.session() as session:
+            state = (
+                await session.exec(
+                    select(Activation.state).where(col(Activation.order_id) == order_id)
+                )
+            ).first()
+        return state == ActivationState.FOLLOWING
 
     async def _apply(
         self, session: AsyncSession, kind: str, document: dict[str, Any], now: datetime

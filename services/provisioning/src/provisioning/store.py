@@ -33,7 +33,7 @@ class Activation(SQLModel, table=True):
     validity_days: int
     start: str = Field(max_length=16)
     state: str = Field(default=ActivationState.ORDERING, max_length=16, index=True)
-    order_id: str | None = Field(default=None, max_length=128)
+    order_id: str | None = Field(default=None, max_length=128, index=True)
     bundle_state: str | None = Field(default=None, max_length=16)
     valid_from: datetime | None = _time(default=None)
     valid_until: datetime | None = _time(default=None)

@@ -30,7 +30,9 @@ from provisioning.domain import (
     thresholds_reached,
     usage_poll_delay,
 )
+from provisioning.platforms import BundleStatus as OrderStatus
 from provisioning.platforms import (
+    BundleUsage,
     CardUsage,
     EsimPlatform,
     PlatformRateLimitedError,
@@ -81,7 +83,8 @@ def observe(outbox: Outbox, session: AsyncSession, bundle: Bundle, seen: Observa
         changed = True
     last = as_utc(bundle.usage_as_of) if bundle.usage_as_of is not None else None
     fresh = last is None or seen.as_of >= last
-    if fresh and (bundle.usage_as_of is None or seen.data_used_mb != bundle.data_used_mb):
+    # A bundle starts with nothing used: a first report of 0 MB is measured, not published.
+    if fresh and seen.data_used_mb != bundle.data_used_mb:
         bundle.data_used_mb = min(seen.data_used_mb, bundle.data_mb)
         bundle.usage_as_of = seen.as_of
         changed = True
@@ -220,6 +223,10 @@ class UsagePoller(DueWorker[EsimPlatform, UsageRules]):
     table = UsageWatch
     what = "polling card usage"
     claims_rows = True  # a poll starts from the row its claim returned: no read of its own
+    ended_margin_s: float = 60.0
+    """How much further back than the last look a poll asks for ended bundles (clock skew)."""
+    look_ups_per_poll: int = 5
+    """Followed bundles a usage answer left out, looked up one by one in a poll at most."""
 
     async def work(self, key: str) -> None:
         """One poll of one claimed card, given its key."""
@@ -229,25 +236,63 @@ class UsagePoller(DueWorker[EsimPlatform, UsageRules]):
             await self.work_claimed(watch)
 
     async def work_claimed(self, row: Any) -> None:
-        """One poll of a card as its claim leased it: one platform call, one commit."""
+        """One poll of a card as its claim leased it: the platform's answer, then one commit.
+
+        The poll asks only for bundles that ended since the card was last looked at (with a
+        margin); a bundle followed here that the answer leaves out is looked up on its own,
+        so its end is never missed.
+        """
         key, lease = row.id, row.lease_until
+        now = utcnow()
         try:
             # One try: a poll is a round already, and a 429 must not be asked again at once.
-            outcome: CardUsage | Exception = await self.port.card_usage(key)
+            outcome: CardUsage | Exception = await self.port.card_usage(
+                key, ended_within_s=self._window(row, now)
+            )
         except (PlatformUnavailableError, PlatformRejectedError, UnknownIccidError) as error:
             outcome = error
+        missing: dict[str, OrderStatus] = {}
+        if isinstance(outcome, CardUsage):
+            missing = await self._look_up_missing(key, outcome)
         async with self.database.session() as session:
             current = await session.get(UsageWatch, key, with_for_update=True)
             if current is None or not same_lease(current.lease_until, lease):
                 logger.warning("usage watch %s was claimed again during its poll; dropped", key)
                 return
-            await self._apply(session, current, outcome, utcnow())
+            await self._apply(session, current, outcome, missing, utcnow())
+
+    def _window(self, watch: UsageWatch, now: datetime) -> float | None:
+        """How far back the poll asks for ended bundles: since the last look, with a margin."""
+        if watch.last_polled_at is None:
+            return None
+        since = (now - as_utc(watch.last_polled_at)).total_seconds()
+        return max(0.0, since) + self.ended_margin_s
+
+    async def _look_up_missing(self, iccid: str, usage: CardUsage) -> dict[str, OrderStatus]:
+        """The status of followed bundles that a usage answer left out (at most a few a poll)."""
+        reported = {item.order_id for item in usage.bundles}
+        async with self.database.session() as session:
+            followed = (
+                await session.exec(
+                    select(Bundle.order_id).where(
+                        col(Bundle.iccid) == iccid, col(Bundle.status).not_in(ENDED_STATUSES)
+                    )
+                )
+            ).all()
+        found: dict[str, OrderStatus] = {}
+        for order_id in [o for o in followed if o not in reported][: self.look_ups_per_poll]:
+            try:
+                found[order_id] = await self.port.bundle_status(order_id)
+            except (PlatformUnavailableError, PlatformRejectedError) as error:
+                logger.info("bundle %s left out of card %s's usage: %s", order_id, iccid, error)
+        return found
 
     async def _apply(
         self,
         session: AsyncSession,
         watch: UsageWatch,
         outcome: CardUsage | Exception,
+        missing: dict[str, OrderStatus],
         now: datetime,
     ) -> None:
         watch.lease_until = None
@@ -267,10 +312,11 @@ class UsagePoller(DueWorker[EsimPlatform, UsageRules]):
         watch.unavailable_rounds = 0
         watch.last_error = None
         reported = {item.order_id: item for item in outcome.bundles}
+        # Only bundles still followed: an ended one has nothing more to report.
         bundles = (
             await session.exec(
                 select(Bundle)
-                .where(col(Bundle.iccid) == watch.id)
+                .where(col(Bundle.iccid) == watch.id, col(Bundle.status).not_in(ENDED_STATUSES))
                 .with_for_update()
                 .order_by(col(Bundle.valid_from))
             )
@@ -278,22 +324,11 @@ class UsagePoller(DueWorker[EsimPlatform, UsageRules]):
         changed = False
         open_bundles = 0
         for bundle in bundles:
-            item = reported.get(bundle.order_id)
-            if item is not None:
-                changed |= observe(
-                    self.outbox,
-                    session,
-                    bundle,
-                    Observation(
-                        order_id=item.order_id,
-                        status=item.status,
-                        data_used_mb=item.data_used_mb,
-                        as_of=outcome.as_of,
-                        data_mb=item.data_mb,
-                        valid_from=item.valid_from,
-                        valid_until=item.valid_until,
-                    ),
-                )
+            seen = _observation(bundle, reported.get(bundle.order_id), outcome.as_of)
+            if seen is None and bundle.order_id in missing:
+                seen = _looked_up(bundle, missing[bundle.order_id], outcome.as_of)
+            if seen is not None:
+                changed |= observe(self.outbox, session, bundle, seen)
             if bundle.status not in ENDED_STATUSES:
                 open_bundles += 1
         if open_bundles == 0:
@@ -302,3 +337,30 @@ class UsagePoller(DueWorker[EsimPlatform, UsageRules]):
             return
         watch.idle_polls = 0 if changed else watch.idle_polls + 1
         watch.due_at = now + timedelta(seconds=usage_poll_delay(watch.idle_polls, self.rules))
+
+
+def _observation(bundle: Bundle, item: BundleUsage | None, as_of: datetime) -> Observation | None:
+    if item is None:
+        return None
+    return Observation(
+        order_id=item.order_id,
+        status=item.status,
+        data_used_mb=item.data_used_mb,
+        as_of=as_of,
+        data_mb=item.data_mb,
+        valid_from=item.valid_from,
+        valid_until=item.valid_until,
+    )
+
+
+def _looked_up(bundle: Bundle, status: OrderStatus, as_of: datetime) -> Observation:
+    # A status lookup tells the state and dates, not the data used: that stays as measured.
+    return Observation(
+        order_id=bundle.order_id,
+        status=status.status,
+        data_used_mb=bundle.data_used_mb,
+        as_of=as_of,
+        data_mb=status.data_mb,
+        valid_from=status.valid_from,
+        valid_until=status.valid_until,
+    )

@@ -72,6 +72,16 @@ Outcome = (
 _FINAL_ORDER_REFUSALS = frozenset({400, 409, 422})
 
 
+def _complete(bundle: BundleStatus | None) -> bool:
+    """Whether an order's answer tells all that activating or failing its bundle needs."""
+    if bundle is None:
+        return False
+    meaning = verdict(bundle.status)
+    if meaning == "activated":
+        return bundle.valid_from is not None and bundle.valid_until is not None
+    return meaning == "failed"
+
+
 async def within_round(what: str, call: Callable[[], Awaitable[T]], policy: TryPolicy) -> T:
     """Run a eSIM platform call, retrying it on `PlatformUnavailableError` within the round."""
     return await retry.within_round(what, call, policy, PlatformUnavailableError, "eSIM platform")
@@ -142,7 +152,9 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         # round, for its dates: one commit instead of a second round a poll interval later.
         follow_up: BundleStatus | None = None
         if isinstance(outcome, BundleOrder) and verdict(outcome.status) != "pending":
-            follow_up = await self._status_now(activation_id, outcome.order_id)
+            follow_up = outcome.bundle if _complete(outcome.bundle) else None
+            if follow_up is None:
+                follow_up = await self._status_now(activation_id, outcome.order_id)
         async with self.database.session() as session:
             # Locked until the outcome commits, so no claim can slip in between check and write.
             current = await session.get(Activation, activation_id, with_for_update=True)

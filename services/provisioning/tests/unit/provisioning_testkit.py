@@ -60,7 +60,9 @@ class FakePlatform:
     to its first `processing_checks` status checks. `outage` makes every call transient,
     `order_refusal` refuses every order with that HTTP status, `status_override` makes every
     check answer that status, `after_order` runs after an order is recorded, and
-    `order_answer` is the status an order answers with (a platform that activates at once).
+    `order_answer` is the status an order answers with (a platform that activates at once);
+    with `order_describes_bundle` that answer carries the bundle as a status check would give
+    it (without counting as one).
     """
 
     modes: dict[str, str] = field(default_factory=dict)
@@ -70,6 +72,7 @@ class FakePlatform:
     order_refusal: int | None = None
     status_override: str | None = None
     order_answer: str = "processing"
+    order_describes_bundle: bool = False
     with_dates: bool = True
     orders: dict[str, FakeOrder] = field(default_factory=dict)
     order_calls: list[BundleOrderRequest] = field(default_factory=list)
@@ -79,6 +82,10 @@ class FakePlatform:
     usage: dict[str, tuple[str, int]] = field(default_factory=dict)
     """Per order id: the status and MB used that `card_usage` reports (else as ordered, 0)."""
     usage_calls: list[str] = field(default_factory=list)
+    usage_windows: list[float | None] = field(default_factory=list)
+    """The `ended_within_s` each usage call asked with."""
+    left_out: set[str] = field(default_factory=set)
+    """Order ids that usage answers leave out (a platform listing only what ended lately)."""
     rate_limited_for: float | None = None
 
     def set_usage(self, renewal_id: uuid.UUID | str, used_mb: int, status: str = "active") -> None:
@@ -86,14 +93,15 @@ class FakePlatform:
         [order] = self.orders_of(renewal_id)
         self.usage[order.order_id] = (status, used_mb)
 
-    async def card_usage(self, iccid: str) -> CardUsage:
+    async def card_usage(self, iccid: str, *, ended_within_s: float | None = None) -> CardUsage:
         self.usage_calls.append(iccid)
+        self.usage_windows.append(ended_within_s)
         self._transient(iccid)
         if self.rate_limited_for is not None:
             raise PlatformRateLimitedError("HTTP 429: too often", self.rate_limited_for)
         bundles = []
         for order in self.orders.values():
-            if order.request.iccid != iccid:
+            if order.request.iccid != iccid or order.order_id in self.left_out:
                 continue
             mode = self.modes.get(iccid, "none")
             status, used = self.usage.get(
@@ -125,7 +133,13 @@ class FakePlatform:
             self.orders[request.idempotency_key] = order
         if self.after_order is not None:
             await self.after_order(request)
-        return BundleOrder(order_id=order.order_id, status=self.order_answer)
+        if not self.order_describes_bundle:
+            return BundleOrder(order_id=order.order_id, status=self.order_answer)
+        return BundleOrder(
+            order_id=order.order_id,
+            status=self.order_answer,
+            bundle=self._described(order.order_id, order, self.order_answer),
+        )
 
     async def bundle_status(self, order_id: str) -> BundleStatus:
         self.status_calls.append(order_id)
@@ -148,7 +162,17 @@ class FakePlatform:
                 data_mb=request.data_mb,
                 failure_reason="bundle_rejected",
             )
-        status = "queued" if mode == "queued" else "active"
+        return self._described(order_id, order, "queued" if mode == "queued" else "active")
+
+    def _described(self, order_id: str, order: FakeOrder, status: str) -> BundleStatus:
+        request = order.request
+        if status == "failed":
+            return BundleStatus(
+                order_id=order_id,
+                status=status,
+                data_mb=request.data_mb,
+                failure_reason="bundle_rejected",
+            )
         start = QUEUED_FROM if status == "queued" else order.created_at
         return BundleStatus(
             order_id=order_id,

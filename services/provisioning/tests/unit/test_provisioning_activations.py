@@ -403,7 +403,7 @@ async def test_the_next_round_is_never_later_than_the_deadline(
     from provisioning import bootstrap
 
     built = bootstrap.build(
-        settings_for(tmp_path, activation_deadline_s=3.0, retry_backoff_s=60.0),
+        settings_for(tmp_path, activation_deadline_s=60.0, retry_backoff_s=100.0),
         platform=platform,
         tries=NO_WAIT,
     )
@@ -598,6 +598,48 @@ async def test_an_order_answered_as_live_is_activated_in_the_same_round(
     assert (len(platform.order_calls), len(platform.status_calls)) == (1, 1)
     [activated] = await published(database, "esim.profile.activated.v1")
     assert activated["data"]["valid_from"] is not None
+
+
+@pytest.mark.parametrize(
+    ("answer", "state", "published_type"),
+    [
+        ("active", ActivationState.ACTIVATED, "esim.profile.activated.v1"),
+        ("queued", ActivationState.ACTIVATED, "esim.profile.activated.v1"),
+        ("failed", ActivationState.FAILED, "esim.activation.failed.v1"),
+    ],
+)
+async def test_an_order_answer_that_describes_the_bundle_needs_no_status_check(
+    provisioning: Provisioning,
+    database: Database,
+    platform: FakePlatform,
+    answer: str,
+    state: ActivationState,
+    published_type: str,
+) -> None:
+    platform.order_answer, platform.order_describes_bundle = answer, True
+    data = payment_settled()
+    await handle(provisioning, data)
+
+    assert await provisioning.activations.run_once() == 1
+    row = await activation_of(database, data.renewal_id)
+    assert (row.state, row.attempts) == (state, 1)
+    assert (len(platform.order_calls), platform.status_calls) == (1, [])
+    [event] = await published(database, published_type)
+    if answer != "failed":
+        assert event["data"]["bundle_state"] == answer
+        assert event["data"]["valid_from"] is not None
+
+
+async def test_an_order_answered_as_live_without_dates_is_looked_up_in_the_same_round(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    platform.order_answer, platform.processing_checks = "active", 0
+    platform.order_describes_bundle, platform.with_dates = True, False
+    data = payment_settled()
+    await handle(provisioning, data)
+
+    assert await provisioning.activations.run_once() == 1
+    assert (len(platform.order_calls), len(platform.status_calls)) == (1, 1)
 
 
 async def test_an_order_answered_as_live_without_a_status_is_followed_later(

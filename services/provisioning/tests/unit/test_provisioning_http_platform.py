@@ -9,7 +9,6 @@ from typing import Any
 import httpx
 import pytest
 from provisioning.platforms import (
-    BundleOrder,
     BundleOrderRequest,
     BundleStatus,
     OrderNotFoundError,
@@ -69,7 +68,8 @@ async def test_an_order_sends_the_bundle_with_its_idempotency_key() -> None:
 
     order = await platform(answer).order_bundle(ORDER)
 
-    assert order == BundleOrder(order_id="ord_4c2a", status="processing")
+    assert (order.order_id, order.status) == ("ord_4c2a", "processing")
+    assert order.bundle == BundleStatus(order_id="ord_4c2a", status="processing")
     [request] = seen
     assert (request.method, request.url.path) == ("POST", "/v1/bundles")
     assert request.headers["Idempotency-Key"] == f"bundle:{RENEWAL}"

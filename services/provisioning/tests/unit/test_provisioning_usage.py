@@ -13,6 +13,7 @@ from esim_core.http import ProblemError
 from esim_core.worker import as_utc, utcnow
 from provisioning.bootstrap import Provisioning
 from provisioning.store import Bundle, PlatformCallback, UsageWatch
+from provisioning.usage import UsagePoller
 from provisioning_testkit import (
     ICCID,
     FakePlatform,
@@ -230,6 +231,23 @@ async def test_an_order_completed_callback_makes_the_activation_look_now(
     assert len(await published(database, "esim.profile.activated.v1")) == 1
 
 
+async def test_an_order_completed_callback_for_a_live_order_writes_nothing(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    renewal_id = await activate(provisioning)
+    order_id = await order_of(platform, renewal_id)
+    unknown = {"id": "cb_3", "type": "order.completed", "iccid": ICCID, "order_id": "ord_none"}
+    for callback in (
+        {"id": "cb_2", "type": "order.completed", "iccid": ICCID, "order_id": order_id},
+        unknown,
+        {"id": "cb_4", "type": "bundle.renamed", "iccid": ICCID, "order_id": order_id},
+    ):
+        assert (await provisioning.callbacks.receive(*signed(callback)))["status"] == "ignored"
+    async with database.session() as session:
+        assert (await session.exec(select(PlatformCallback))).all() == []
+    assert len(await published(database, "esim.profile.activated.v1")) == 1
+
+
 async def test_a_queued_bundle_that_starts_and_expires_is_announced_once_each(
     provisioning: Provisioning, database: Database, platform: FakePlatform
 ) -> None:
@@ -285,3 +303,51 @@ async def test_callback_ids_are_kept_only_while_a_replay_could_be_taken(
             update(PlatformCallback).values(received_at=utcnow() - timedelta(hours=1))
         )
     assert await provisioning.callbacks.forget_old() == 1
+
+
+async def test_a_new_bundle_that_nothing_used_yet_publishes_no_usage(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    renewal_id = await activate(provisioning)
+    await poll(provisioning)
+    assert await published(database, USAGE) == []
+    async with database.session() as session:
+        bundle = (await session.exec(select(Bundle))).one()
+    assert (bundle.data_used_mb, bundle.usage_as_of is not None) == (0, True)
+    platform.set_usage(renewal_id, 1)
+    await poll(provisioning)
+    assert [e["data"]["data_used_mb"] for e in await published(database, USAGE)] == [1]
+
+
+async def test_a_poll_asks_only_for_bundles_that_ended_since_the_last_look(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    await activate(provisioning)
+    await poll(provisioning)
+    await poll(provisioning)
+    first, second = platform.usage_windows
+    assert first is None  # never looked at: everything
+    assert second is not None
+    assert UsagePoller.ended_margin_s <= second < UsagePoller.ended_margin_s + 30
+
+
+async def test_a_followed_bundle_left_out_of_the_answer_is_looked_up_and_ends_once(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    first = await activate(provisioning)
+    second = await activate(provisioning)
+    [order] = platform.orders_of(first)
+    platform.left_out.add(order.order_id)
+    platform.status_override = "expired"
+    calls = len(platform.status_calls)
+    await poll(provisioning)
+    assert platform.status_calls[calls:] == [order.order_id]
+    [ended] = await published(database, ENDED)
+    assert (ended["data"]["renewal_id"], ended["data"]["reason"]) == (str(first), "expired")
+    # Ended, it is no longer followed: the next polls neither look it up nor publish again.
+    await poll(provisioning)
+    await poll(provisioning)
+    assert platform.status_calls[calls:] == [order.order_id]
+    assert len(await published(database, ENDED)) == 1
+    assert (await watch(database)).due_at is not None  # the second bundle is still followed
+    assert second != first

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from esim_core.db import Database
-from esim_core.inbox import processed_ids, record_processed
+from esim_core.inbox import processed_ids, record_new
 from esim_core.kafka import EventPublisher
 from esim_core.logs import ids_bound
 from esim_core.metrics import DEAD_LETTERS, EVENT_HANDLING_SECONDS, EVENTS_CONSUMED
@@ -183,8 +183,7 @@ class EventConsumer:
         if not decoded:
             return
         if len(decoded) == 1:
-            body, info, _, _ = decoded[0]
-            await self.handle(body, info)
+            await self._handle_decoded(*decoded[0], started)
             return
         try:
             outcomes = await self._handle_together(decoded)
@@ -196,8 +195,8 @@ class EventConsumer:
                 type(error).__name__,
                 str(error)[:200],
             )
-            for body, info, _, _ in decoded:
-                await self.handle(body, info)
+            for item in decoded:
+                await self._handle_decoded(*item, time.perf_counter())
             return
         share = (time.perf_counter() - started) / len(decoded)
         for (_, info, _, _), outcome in zip(decoded, outcomes, strict=True):
@@ -208,20 +207,17 @@ class EventConsumer:
         self, decoded: Sequence[tuple[bytes, MessageInfo, Handler, CloudEvent[Any]]]
     ) -> list[str]:
         outcomes: list[str] = []
-        handled: list[tuple[str, str]] = []
         async with self.database.session() as session:
-            seen = await processed_ids(session, self.name, {event.id for *_, event in decoded})
+            new = await record_new(session, self.name, [(e.id, e.type) for *_, e in decoded])
             with session.no_autoflush:
                 for _, _, handler, event in decoded:
-                    if event.id in seen:
+                    if event.id not in new:
                         outcomes.append("duplicate")
                         continue
+                    new.discard(event.id)  # the same id twice in a batch is one event
                     with ids_bound(**_ids(event)):
                         await handler(session, event)
-                    seen.add(event.id)
-                    handled.append((event.id, event.type))
                     outcomes.append("handled")
-            await record_processed(session, self.name, handled)
         if self.after_commit is not None:
             self.after_commit()
         return outcomes
@@ -235,7 +231,16 @@ class EventConsumer:
         except EventDecodeError as error:
             await self._dead_letter(body, info, str(error), error.error_type)
             return
-        handler = routes[type(event.data)]
+        await self._handle_decoded(body, info, routes[type(event.data)], event, started)
+
+    async def _handle_decoded(
+        self,
+        body: bytes,
+        info: MessageInfo,
+        handler: Handler,
+        event: CloudEvent[Any],
+        started: float,
+    ) -> None:
         with ids_bound(**_ids(event)):
             await self._handle_one(handler, event, body, info, started)
 
@@ -282,12 +287,12 @@ class EventConsumer:
     async def _handle_once(self, handler: Handler, event: CloudEvent[Any]) -> str:
         try:
             async with self.database.session() as session:
-                if await processed_ids(session, self.name, [event.id]):
+                if not await record_new(session, self.name, [(event.id, event.type)]):
                     return "duplicate"
                 await handler(session, event)
-                await record_processed(session, self.name, [(event.id, event.type)])
         except IntegrityError:
-            # Another replica committed the same event id first: the effects exist once.
+            # A handler's own unique constraint, met because another replica committed the
+            # same event's effects under another id first: the effects exist once.
             async with self.database.session() as session:
                 if await processed_ids(session, self.name, [event.id]):
                     return "duplicate"

@@ -2,8 +2,10 @@
 
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -64,3 +66,30 @@ async def record_processed(
             for event_id, event_type in events
         ],
     )
+
+
+async def record_new(
+    session: AsyncSession, consumer: str, events: Sequence[tuple[str, str]]
+) -> set[str]:
+    """Record events (id, type) as consumed where they are not yet; returns the new ids.
+
+    One statement (`INSERT ... ON CONFLICT DO NOTHING RETURNING`) both checks and records, at
+    the start of the transaction that works the events: an id it does not return was
+    consumed before (or by a concurrent transaction, which PostgreSQL waits for), and its
+    event is a duplicate. Rolled back with the effects when a handler fails.
+    """
+    if not events:
+        return set()
+    table = InboxEntry.__table__  # type: ignore[attr-defined]
+    now = datetime.now(UTC)
+    connection = await session.connection()
+    dialect = connection.dialect.name
+    rows = [
+        {"consumer": consumer, "event_id": event_id, "event_type": event_type, "processed_at": now}
+        for event_id, event_type in dict(events).items()
+    ]
+    # SQLite and PostgreSQL, the two databases the services run on, share this syntax.
+    dialect_insert: Any = sqlite.insert if dialect == "sqlite" else postgresql.insert
+    statement = dialect_insert(table).values(rows).on_conflict_do_nothing()
+    result = await connection.execute(statement.returning(table.c.event_id))
+    return {row[0] for row in result}

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import math
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -74,8 +75,10 @@ class HttpEsimPlatform:
                 # The order may exist; asking again under the same key returns it.
                 raise PlatformUnavailableError(f"HTTP {status}: an order answer without order_id")
             state = document.get("status")
+            if not isinstance(state, str) or not state:
+                return BundleOrder(order_id=order_id, status="processing")
             return BundleOrder(
-                order_id=order_id, status=state if isinstance(state, str) else "processing"
+                order_id=order_id, status=state, bundle=_bundle(order_id, document, status)
             )
         message = _problem(response)
         if status == 404:
@@ -95,9 +98,12 @@ class HttpEsimPlatform:
         _raise_for_transient(status, message)
         raise PlatformRejectedError(status, message)
 
-    async def card_usage(self, iccid: str) -> CardUsage:
+    async def card_usage(self, iccid: str, *, ended_within_s: float | None = None) -> CardUsage:
         """Every bundle of a card and its use; see `EsimPlatform.card_usage`."""
-        response = await self._send("GET", f"/v1/cards/{quote(iccid, safe='')}/usage")
+        params = {} if ended_within_s is None else {"ended_within_s": math.ceil(ended_within_s)}
+        response = await self._send(
+            "GET", f"/v1/cards/{quote(iccid, safe='')}/usage", params=params
+        )
         status = response.status_code
         if response.is_success:
             return _card_usage(iccid, _json(response), status)

@@ -20,10 +20,16 @@ class BundleOrderRequest:
 
 @dataclass(frozen=True)
 class BundleOrder:
-    """An accepted order; `order_id` is the platform's reference to follow it by."""
+    """An accepted order; `order_id` is the platform's reference to follow it by.
+
+    `bundle` is the bundle as the order's answer described it, where the answer carried what
+    a status lookup would (a platform that activates at once says so, with the dates): then
+    no lookup is needed to activate or fail it.
+    """
 
     order_id: str
     status: str
+    bundle: "BundleStatus | None" = None
 
 
 @dataclass(frozen=True)
@@ -114,8 +120,11 @@ class EsimPlatform(Protocol):
         """
         ...
 
-    async def card_usage(self, iccid: str) -> CardUsage:
+    async def card_usage(self, iccid: str, *, ended_within_s: float | None = None) -> CardUsage:
         """The state and data use of every bundle of a card (rate-limited per card).
+
+        With `ended_within_s`, the platform may leave out bundles that ended longer ago than
+        that: a poller asks only for what can have changed since it last looked.
 
         Raises:
             UnknownIccidError: the platform does not know the card.
