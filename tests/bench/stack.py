@@ -13,10 +13,15 @@ from tests.support.infra import SERVICES, platform_on
 from tests.support.load import DEMO_CARDS, Target
 
 #: Sandboxes answer at once, so what is measured is the platform (payment tokens `card_ok`).
-SANDBOX_ENV = {
+BENCH_ENV = {
     "ESIM_SANDBOX_ACTIVATION_DELAY": "0",
     # Access tokens live 15 minutes by default; a bench's travellers keep theirs for the whole run.
     "ACCOUNTS_JWT_TTL_S": "86400",
+    # The integration tests poll usage every 0.5-2 s so that a test sees a change at once; the
+    # bench measures the platform as it runs (the services' defaults, as in `make run`).
+    "PROVISIONING_USAGE_POLL_INTERVAL_S": "10",
+    "PROVISIONING_USAGE_POLL_INTERVAL_MAX_S": "40",
+    "ESIM_SANDBOX_TICK_S": "1",
 }
 
 #: The local run's ports (CONTRACT.md), each overridable as scripts/run-local.sh reads it.
@@ -84,7 +89,7 @@ def own_stack(workdir: Path, db: str, inventory_size: int) -> Iterator[Stack]:
     cards_csv = DEMO_CARDS
     if inventory_size > sum(1 for _ in DEMO_CARDS.open()) - 1:
         cards_csv = write_cards(workdir / "cards.csv", inventory_size)
-    with platform_on(workdir, database=db, cards_csv=cards_csv, env=dict(SANDBOX_ENV)) as platform:
+    with platform_on(workdir, database=db, cards_csv=cards_csv, env=dict(BENCH_ENV)) as platform:
         pids = {}
         for name, process in platform.processes.items():
             if process.popen is not None:
