@@ -8,6 +8,7 @@ from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from esim_core.consumer import PermanentEventError
 from esim_core.db import add_row
+from esim_core.logs import ids_bound
 from esim_core.outbox import Outbox
 from esim_core.worker import as_utc, utcnow
 from esim_schemas import (
@@ -62,7 +63,15 @@ def record_step(
     event_id: str = "",
     detail: str | None = None,
 ) -> None:
-    """Add a step to the saga's timeline and touch its update time."""
+    """Add a step to the saga's timeline and touch its update time (and log it)."""
+    with ids_bound(renewal_id=saga.renewal_id, iccid=saga.iccid):
+        logger.info(
+            "renewal %s: %s, now %s%s",
+            saga.renewal_id,
+            step,
+            saga.status,
+            f" ({detail})" if detail else "",
+        )
     now = utcnow()
     saga.updated_at = now
     session.add(saga)

@@ -3,6 +3,7 @@
 from datetime import datetime
 from typing import Any
 
+from esim_core.tracing import current_traceparent
 from esim_core.worker import utcnow
 from sqlalchemy import DateTime
 from sqlmodel import Field, SQLModel
@@ -48,6 +49,12 @@ class Payment(SQLModel, table=True):
     failed_at: datetime | None = _time(default=None)
     due_at: datetime | None = _time(default=None, index=True)
     lease_until: datetime | None = _time(default=None)
+    traceparent: str | None = Field(
+        default_factory=current_traceparent,
+        max_length=64,
+        description="the W3C trace context of the transaction that made it due; its rounds "
+        "continue that trace (esim_core.tracing)",
+    )
 
     def terms(self) -> PaymentTerms:
         """What was asked, to compare with a later request for the same renewal."""
@@ -87,6 +94,12 @@ class Refund(SQLModel, table=True):
     failed_at: datetime | None = _time(default=None)
     due_at: datetime | None = _time(default=None, index=True)
     lease_until: datetime | None = _time(default=None)
+    traceparent: str | None = Field(
+        default_factory=current_traceparent,
+        max_length=64,
+        description="the W3C trace context of the transaction that made it due; its rounds "
+        "continue that trace (esim_core.tracing)",
+    )
 
 
 TABLES: list[type[SQLModel]] = [Payment, Refund]

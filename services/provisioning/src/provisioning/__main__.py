@@ -1,9 +1,11 @@
 """`python -m provisioning`: serve the provisioning API and worker."""
 
 from esim_core.logs import configure_logging
+from esim_core.tracing import configure_tracing
 
 # Before the app is imported: wiring it may already log (JSON lines, one schema; esim_core.logs).
 configure_logging("provisioning")
+configure_tracing("provisioning")
 
 from esim_core.service import serve  # noqa: E402
 

@@ -3,6 +3,7 @@
 from datetime import datetime
 from typing import Any
 
+from esim_core.tracing import current_traceparent
 from esim_core.worker import utcnow
 from sqlalchemy import DateTime
 from sqlmodel import Field, SQLModel
@@ -52,6 +53,12 @@ class Activation(SQLModel, table=True):
     failed_at: datetime | None = _time(default=None)
     due_at: datetime | None = _time(default=None, index=True)
     lease_until: datetime | None = _time(default=None)
+    traceparent: str | None = Field(
+        default_factory=current_traceparent,
+        max_length=64,
+        description="the W3C trace context of the transaction that made it due; its rounds "
+        "continue that trace (esim_core.tracing)",
+    )
 
     def terms(self) -> ActivationTerms:
         """What was asked, to compare with a later delivery for the same renewal."""

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer
 from esim_schemas import CloudEvent, EventData, EventDecodeError, decode_event, format_time
 from faststream.kafka import KafkaBroker
 from faststream.middlewares import AckPolicy
+from opentelemetry.trace import SpanKind
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -23,6 +24,7 @@ from esim_core.inbox import processed_ids, record_new
 from esim_core.kafka import EventPublisher
 from esim_core.logs import ids_bound
 from esim_core.metrics import DEAD_LETTERS, EVENT_HANDLING_SECONDS, EVENTS_CONSUMED
+from esim_core.tracing import TRACEPARENT, span
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +33,29 @@ Handler = Callable[[AsyncSession, CloudEvent[Any]], Awaitable[None]]
 
 # How long one fetch waits for messages when none are there (it returns as soon as one comes).
 POLL_MS = 500
+
+
+def _header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> bytes | None:
+    return next((value for key, value in headers or () if key == name), None)
+
+
+def _consumer_span(event: CloudEvent[Any], info: "MessageInfo") -> Any:
+    """The CONSUMER span of one event's handling, under the span that produced it: the event's
+    `traceparent` attribute, else the message's `traceparent` header."""
+    return span(
+        f"process {info.topic}",
+        kind=SpanKind.CONSUMER,
+        parent=event.traceparent or info.traceparent,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": info.topic,
+            "messaging.destination.partition.id": str(info.partition),
+            "messaging.kafka.offset": info.offset,
+            "messaging.message.id": event.id,
+            "cloudevents.event_type": event.type,
+        },
+    )
 
 
 def _ids(event: CloudEvent[Any]) -> dict[str, str | None]:
@@ -69,6 +94,8 @@ class MessageInfo:
     partition: int
     offset: int
     key: bytes | None
+    traceparent: bytes | None = None
+    """The message's `traceparent` header, where it has one."""
 
 
 class EventConsumer:
@@ -142,6 +169,7 @@ class EventConsumer:
                             partition=record.partition,
                             offset=record.offset,
                             key=record.key,
+                            traceparent=_header(record.headers, TRACEPARENT),
                         ),
                     )
                     for record in records
@@ -207,15 +235,16 @@ class EventConsumer:
         self, decoded: Sequence[tuple[bytes, MessageInfo, Handler, CloudEvent[Any]]]
     ) -> list[str]:
         outcomes: list[str] = []
-        async with self.database.session() as session:
+        links = [event.traceparent or info.traceparent for _, info, _, event in decoded]
+        async with self.database.session(links=links) as session:
             new = await record_new(session, self.name, [(e.id, e.type) for *_, e in decoded])
             with session.no_autoflush:
-                for _, _, handler, event in decoded:
+                for _, info, handler, event in decoded:
                     if event.id not in new:
                         outcomes.append("duplicate")
                         continue
                     new.discard(event.id)  # the same id twice in a batch is one event
-                    with ids_bound(**_ids(event)):
+                    with ids_bound(**_ids(event)), _consumer_span(event, info):
                         await handler(session, event)
                     outcomes.append("handled")
         if self.after_commit is not None:
@@ -241,7 +270,7 @@ class EventConsumer:
         event: CloudEvent[Any],
         started: float,
     ) -> None:
-        with ids_bound(**_ids(event)):
+        with ids_bound(**_ids(event)), _consumer_span(event, info):
             await self._handle_one(handler, event, body, info, started)
 
     async def _handle_one(

@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from esim_core.tracing import span
+
 
 class Database:
     """One service's database: SQLite by default, PostgreSQL in production."""
@@ -29,6 +31,10 @@ class Database:
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         self.is_postgresql = parsed.get_backend_name() == "postgresql"
+        self._span_attributes = {
+            "db.system.name": "sqlite" if self.is_sqlite else parsed.get_backend_name(),
+            "db.namespace": str(parsed.database or ""),
+        }
         connect_args: dict[str, Any] = {}
         pool: dict[str, Any] = {}
         if self.is_sqlite:
@@ -64,16 +70,23 @@ class Database:
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin_immediate)
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session whose transaction commits on success and rolls back on error."""
-        async with AsyncSession(self.engine, expire_on_commit=False) as session:
-            try:
-                yield session
-                await insert_added_rows(session)
-                await session.commit()
-            except BaseException:
-                await session.rollback()
-                raise
+    async def session(
+        self, *, links: Sequence[str | bytes | None] = ()
+    ) -> AsyncIterator[AsyncSession]:
+        """A session whose transaction commits on success and rolls back on error.
+
+        The transaction is a span (its statements are not spans of their own), under the span
+        current here; `links` (traceparents) link it to the traces of a batch's events.
+        """
+        with span("db transaction", attributes=self._span_attributes, links=links):
+            async with AsyncSession(self.engine, expire_on_commit=False) as session:
+                try:
+                    yield session
+                    await insert_added_rows(session)
+                    await session.commit()
+                except BaseException:
+                    await session.rollback()
+                    raise
 
     @asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[None]:

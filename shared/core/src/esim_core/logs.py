@@ -3,7 +3,8 @@
 Every record, from the services' own loggers and from uvicorn, aiokafka or SQLAlchemy alike,
 goes through structlog's formatter into: `time` (RFC 3339, UTC), `level`, `service`, `logger`,
 `message`, and, where they are bound (`bind_ids`, `structlog.contextvars`), `renewal_id`,
-`iccid`, `event_id`, `event_type`, `trace_id`, `span_id`; an exception adds `exception`.
+`iccid`, `event_id`, `event_type`, and `trace_id`, `span_id` of the span current where the line
+is written (esim_core.tracing); an exception adds `exception`.
 Values under names that hold secrets (password, token, code, authorization, ...) are replaced
 by `***` before anything is written.
 
@@ -21,6 +22,8 @@ from typing import IO, Any
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from esim_core.tracing import log_ids
 
 #: The ids a log line carries when they are known where it is written.
 IDS = ("renewal_id", "iccid", "event_id", "event_type", "trace_id", "span_id")
@@ -68,6 +71,13 @@ def redact(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [redact(item) for item in value]
     return value
+
+
+def _trace_ids(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    # The span current where the line is logged (a request, an event, a round): its ids.
+    if "trace_id" not in event:
+        event.update(log_ids())
+    return event
 
 
 def _redact_secrets(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
@@ -120,6 +130,7 @@ def configure_logging(
         console = os.environ.get("LOG_FORMAT", "json").lower() == "console"
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        _trace_ids,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -12,6 +12,9 @@ DEAD_LETTERS = Counter(
     "esim_dead_letters_total", "Messages sent to a dead-letter topic", ["topic", "error_type"]
 )
 OUTBOX_PUBLISHED = Counter("esim_outbox_published_total", "Outbox events published to Kafka")
+EVENTS_PUBLISHED = Counter(
+    "esim_events_published_total", "Events the outbox relay published, by topic", ["topic"]
+)
 OUTBOX_RELAY_ERRORS = Counter("esim_outbox_relay_errors_total", "Failed outbox relay rounds")
 WORKER_ERRORS = Counter(
     "esim_worker_errors_total", "Failed rounds of a background worker", ["worker"]

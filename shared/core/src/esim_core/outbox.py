@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from esim_schemas import CloudEvent, EventData, new_event
+from opentelemetry.trace import SpanKind
 from sqlalchemy import Column, LargeBinary, delete, event, select, update
 from sqlmodel import Field, SQLModel, col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -14,8 +15,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from esim_core.db import Database, add_row
 from esim_core.kafka import EventPublisher, OutgoingMessage
 from esim_core.locks import Lock
-from esim_core.metrics import OUTBOX_PUBLISHED, OUTBOX_RELAY_ERRORS
+from esim_core.metrics import EVENTS_PUBLISHED, OUTBOX_PUBLISHED, OUTBOX_RELAY_ERRORS
 from esim_core.settings import Topics
+from esim_core.tracing import TRACEPARENT, current_traceparent, detached_span, traceparent_in
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,11 @@ class Outbox:
             data: the event's fields.
             event_id: a deterministic id, where the caller derives one from what caused it.
         """
-        envelope: CloudEvent[EventData] = new_event(data, source=self.source, event_id=event_id)
+        # The span this transaction works in (a request, an event, a round) goes with the
+        # event: its consumers continue the trace (esim_core.tracing).
+        envelope: CloudEvent[EventData] = new_event(
+            data, source=self.source, event_id=event_id, traceparent=current_traceparent()
+        )
         add_row(
             session,
             OutboxMessage,
@@ -196,9 +202,28 @@ class OutboxRelay:
         if not rows:
             return 0
         messages = [
-            OutgoingMessage(row.value, row.topic, row.key, _headers(row.event_type)) for row in rows
+            OutgoingMessage(row.value, row.topic, row.key, _headers(row.event_type, row.value))
+            for row in rows
         ]
-        outcomes = await self.publisher.publish_many(messages)
+        # One PRODUCER span per event, under the span that added it to the outbox.
+        spans = [
+            detached_span(
+                f"publish {message.topic}",
+                kind=SpanKind.PRODUCER,
+                parent=message.headers.get(TRACEPARENT),
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.operation.type": "send",
+                    "messaging.destination.name": message.topic,
+                },
+            )
+            for message in messages
+        ]
+        try:
+            outcomes = await self.publisher.publish_many(messages)
+        finally:
+            for each in spans:
+                each.end()
         published = [row.id for row, outcome in zip(rows, outcomes, strict=True) if outcome is None]
         if published:
             async with self.database.session() as session:
@@ -208,6 +233,9 @@ class OutboxRelay:
                     .values(published_at=utcnow())
                 )
             OUTBOX_PUBLISHED.inc(len(published))
+            for row, outcome in zip(rows, outcomes, strict=True):
+                if outcome is None:
+                    EVENTS_PUBLISHED.labels(row.topic).inc()
         failed = next((outcome for outcome in outcomes if outcome is not None), None)
         if failed is not None:
             logger.warning(
@@ -242,8 +270,12 @@ async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stopping.wait(), seconds)
 
 
-def _headers(event_type: str) -> dict[str, str]:
-    return {
+def _headers(event_type: str, value: bytes) -> dict[str, str]:
+    headers = {
         "content-type": "application/cloudevents+json; charset=utf-8",
         "ce_type": event_type,
     }
+    traceparent = traceparent_in(value)
+    if traceparent is not None:
+        headers[TRACEPARENT] = traceparent  # the W3C header, for readers of the header alone
+    return headers

@@ -21,6 +21,7 @@ import uvicorn
 from esim_schemas import CloudEvent, EventData
 from fastapi import APIRouter, FastAPI, Response
 from faststream import FastStream
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from sqlmodel import SQLModel
@@ -35,6 +36,7 @@ from esim_core.migrations import upgrade_to_head
 from esim_core.outbox import Outbox, OutboxMessage, OutboxRelay
 from esim_core.settings import ServiceSettings, Topics
 from esim_core.topics import ensure_topics
+from esim_core.tracing import shutdown_tracing
 from esim_core.worker import DueLoop, Work, run_forever
 
 logger = logging.getLogger(__name__)
@@ -249,6 +251,8 @@ class ServiceRuntime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         await step("flushed the outbox", self.relay.flush(), left(reserve=1.0))
+        # The span processor's flush blocks on its exporter: a thread, within the bound.
+        await step("flushed the traces", asyncio.to_thread(shutdown_tracing), min(2.0, left(0.5)))
         await step("closed the producer", self.publisher.stop(), left(reserve=0.5))
         await step("closed redis", self.redis.aclose(), min(1.0, left()))
         await step("closed the database", self.database.close(), min(1.0, left()))
@@ -331,6 +335,13 @@ class ServiceRuntime:
                 yield
 
         app = FastAPI(title=title, lifespan=lifespan, **kwargs)
+        # A SERVER span per request, under the caller's `traceparent` header; what a request
+        # adds to the outbox carries it on (esim_core.tracing). Probes and scrapes are not.
+        FastAPIInstrumentor.instrument_app(
+            app,
+            excluded_urls="/health/live,/health/ready,/metrics",
+            exclude_spans=["receive", "send"],
+        )
         install_problem_handlers(app)
         app.include_router(self.health_router())
         for router in [*self.routers, *routers]:

@@ -18,6 +18,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import func
 from sqlmodel import col, select
@@ -26,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from esim_core.db import Database
 from esim_core.http_transport import AiohttpTransport
 from esim_core.outbox import OutboxMessage
+from esim_core.tracing import TRACEPARENT, current_traceparent, span
 from esim_core.worker import DueLoop, as_utc, utcnow
 
 logger = logging.getLogger(__name__)
@@ -216,22 +218,36 @@ class TimedTransport(httpx.AsyncBaseTransport):
         self.inner = inner or AiohttpTransport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Forward the request, timing it until the answer's headers arrived."""
+        """Forward the request, timing it until the answer's headers arrived (a CLIENT span,
+        whose context goes out as the request's `traceparent` header)."""
         segments = [part for part in request.url.path.split("/") if part][:2]
         operation = f"{request.method} /{'/'.join(segments)}"
         started = time.perf_counter()
         outcome = "error"
-        try:
-            response = await self.inner.handle_async_request(request)
-            outcome = f"{response.status_code // 100}xx"
-            return response
-        except httpx.TimeoutException:
-            outcome = "timeout"
-            raise
-        finally:
-            OUTSIDE_CALL_SECONDS.labels(self.system, operation, outcome).observe(
-                time.perf_counter() - started
-            )
+        attributes = {
+            "http.request.method": request.method,
+            "server.address": request.url.host,
+            "url.template": operation.split(" ", 1)[1],
+            "peer.service": self.system,
+        }
+        with span(operation, kind=SpanKind.CLIENT, attributes=attributes) as current:
+            traceparent = current_traceparent()
+            if traceparent is not None:
+                request.headers[TRACEPARENT] = traceparent
+            try:
+                response = await self.inner.handle_async_request(request)
+                outcome = f"{response.status_code // 100}xx"
+                current.set_attribute("http.response.status_code", response.status_code)
+                if response.status_code >= 500:
+                    current.set_status(StatusCode.ERROR)
+                return response
+            except httpx.TimeoutException:
+                outcome = "timeout"
+                raise
+            finally:
+                OUTSIDE_CALL_SECONDS.labels(self.system, operation, outcome).observe(
+                    time.perf_counter() - started
+                )
 
     async def aclose(self) -> None:
         """Close the wrapped transport."""

@@ -19,6 +19,7 @@ from sqlmodel import SQLModel, col, select
 from esim_core.db import Database
 from esim_core.logs import ids_bound
 from esim_core.metrics import WORKER_ERRORS
+from esim_core.tracing import span
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +199,12 @@ async def _safely(work: Work, subject: Any, what: str, key: Any = None) -> None:
     loaded = getattr(subject, "__dict__", None) or {}  # a row's loaded columns; a key has none
     ids = {name: loaded.get(name) for name in ("renewal_id", "iccid")}
     try:
-        with ids_bound(**{name: str(value) for name, value in ids.items() if value}):
+        # The round continues the trace of the transaction that made the row due, where the
+        # row keeps its `traceparent`.
+        with (
+            ids_bound(**{name: str(value) for name, value in ids.items() if value}),
+            span(what, parent=loaded.get("traceparent"), attributes={"esim.work.key": str(key)}),
+        ):
             await work(subject)
     except Exception:
         WORKER_ERRORS.labels(what).inc()

@@ -60,9 +60,15 @@ class EventDecodeError(ValueError):
 
 
 def new_event(
-    data: DataT, *, source: str, event_id: str | None = None, time: datetime | None = None
+    data: DataT,
+    *,
+    source: str,
+    event_id: str | None = None,
+    time: datetime | None = None,
+    traceparent: str | None = None,
 ) -> CloudEvent[DataT]:
-    """Wrap event data in an envelope with its type, the ICCID as subject and the renewal id."""
+    """Wrap event data in an envelope with its type, the ICCID as subject and the renewal id
+    (and the W3C trace context it was produced in, where there is one)."""
     fields: dict[str, Any] = {
         "source": source,
         "type": data.event_type,
@@ -74,6 +80,8 @@ def new_event(
         fields["id"] = event_id
     if time is not None:
         fields["time"] = time
+    if traceparent is not None:
+        fields["traceparent"] = traceparent
     model: Any = CloudEvent[type(data)]  # type: ignore[misc]
     event: CloudEvent[DataT] = model(**fields)
     return event
