@@ -159,6 +159,8 @@ def environment(locale: str) -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        # Package data does not change while the service runs: no stat() per message.
+        auto_reload=False,
     )
     env.filters["money"] = lambda value: format_money(value, language)
     env.filters["data"] = lambda value: format_data(int(value), language)
