@@ -1,12 +1,16 @@
 """The renewal saga end to end over the real broker: HTTP, plain Kafka, failures, poison."""
 
+import email
+import email.policy
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
+from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
 import pytest
+from notifier.messages import format_money
 
 from tests.support.client import (
     PlainKafka,
@@ -33,6 +37,48 @@ def mails_about(platform: Platform, iccid: str) -> list[str]:
         path.read_text(errors="replace") for path in sorted(Path(platform.mail_dir).glob("*.eml"))
     ]
     return [text for text in texts if iccid in text]
+
+
+def receipts_about(platform: Platform, iccid: str) -> list[EmailMessage]:
+    """The parsed mails of the SMTP sink about a card."""
+    found = []
+    for path in sorted(Path(platform.mail_dir).glob("*.eml")):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        plain = message.get_body(("plain",))
+        if plain is not None and iccid in plain.get_content():
+            found.append(message)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("locale", "token", "words"),
+    [
+        ("en", "card_ok", ("Amount paid: ", "Payment method: credit card", "Provider reference: ")),
+        ("zh-CN", "alipay_ok", ("实付金额：", "支付方式：支付宝", "支付流水号：")),  # noqa: RUF001
+    ],
+)
+def test_the_confirmation_is_a_receipt_in_the_travellers_language(
+    platform: Platform, locale: str, token: str, words: tuple[str, str, str]
+) -> None:
+    traveller = Traveller.register(platform, locale=locale)
+    iccid = traveller.bind_new_card()
+    renewal_id = traveller.renew(iccid, token).json()["renewal_id"]
+    traveller.wait_for_status(renewal_id, "ACTIVATED")
+    [capture] = ledger(platform, "payment", reference=renewal_id)["captures"]
+
+    [mail] = wait_until(lambda: receipts_about(platform, iccid), what="the receipt")
+
+    assert mail.get_content_type() == "multipart/alternative"
+    plain, html = mail.get_body(("plain",)), mail.get_body(("html",))
+    assert plain is not None and html is not None
+    text, page = plain.get_content(), html.get_content()
+    paid = format_money({"amount": capture["amount"], "currency": capture["currency"]}, locale)
+    assert f"{words[0]}{paid}" in text and paid in page
+    assert words[1] in text
+    assert f"{words[2]}{capture['id']}" in text and capture["id"] in page
+    assert "JP-30D-10GB" in text and renewal_id in text and renewal_id in page
+    assert f'<html lang="{locale}">' in page
 
 
 def activated_events(

@@ -8,12 +8,16 @@ from esim_core.migrations import service_migrations
 from esim_core.sealing import Sealer
 from esim_core.service import ServiceRuntime
 from esim_schemas import (
+    AutoRenewDisabled,
+    BundleCancelled,
     CardBound,
     DataLow,
     PasswordChanged,
     PasswordResetRequested,
     PaymentFailed,
     PaymentRefunded,
+    PaymentSettled,
+    PlanExpiring,
     ProfileActivated,
     RenewalRejected,
 )
@@ -102,9 +106,13 @@ def build(
     runtime.consume(topics.payment_failed, [Route(PaymentFailed, handlers.on_payment_failed)])
     runtime.consume(topics.payment_refunded, [Route(PaymentRefunded, handlers.on_payment_refunded)])
     runtime.consume(topics.renewal_rejected, [Route(RenewalRejected, handlers.on_renewal_rejected)])
+    runtime.consume(topics.payment_settled, [Route(PaymentSettled, handlers.on_payment_settled)])
+    runtime.consume(topics.data_low, [Route(DataLow, handlers.on_data_low)])
+    runtime.consume(topics.plan_expiring, [Route(PlanExpiring, handlers.on_plan_expiring)])
     runtime.consume(
-        topics.data_low, [Route(DataLow, handlers.on_data_low_with(settings.renew_url))]
+        topics.auto_renew_disabled, [Route(AutoRenewDisabled, handlers.on_auto_renew_disabled)]
     )
+    runtime.consume(topics.bundle_cancelled, [Route(BundleCancelled, handlers.on_bundle_cancelled)])
     runtime.consume(
         topics.password_reset,
         [Route(PasswordResetRequested, handlers.on_password_reset_requested)],

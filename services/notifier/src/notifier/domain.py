@@ -1,13 +1,24 @@
-"""What a notification is, its states, and how one becomes an e-mail's subject and body."""
+"""What a notification is, its states, its id, and the event each kind is about."""
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 from uuid import NAMESPACE_URL, uuid5
 
-from notifier import templates
+from esim_schemas import (
+    AutoRenewDisabled,
+    BundleCancelled,
+    DataLow,
+    EventData,
+    PasswordChanged,
+    PasswordResetRequested,
+    PaymentFailed,
+    PaymentRefunded,
+    PlanExpiring,
+    ProfileActivated,
+    RenewalRejected,
+)
 
 
 class NotificationKind(StrEnum):
@@ -21,6 +32,9 @@ class NotificationKind(StrEnum):
     DATA_USED_UP = "data_used_up"
     PASSWORD_RESET = "password_reset"
     PASSWORD_CHANGED = "password_changed"
+    PLAN_EXPIRING = "plan_expiring"
+    AUTO_RENEW_DISABLED = "auto_renew_disabled"
+    BUNDLE_CANCELLED = "bundle_cancelled"
 
 
 # Kinds about the account, not a card: the recipient comes with the event, not from a contact.
@@ -43,39 +57,31 @@ class Channel(StrEnum):
     SMS = "sms"
 
 
-class TemplateMissingError(LookupError):
-    """No template exists for a notification kind (a bug, not a delivery problem)."""
-
-
-@dataclass(frozen=True)
-class RenderedMail:
-    """An e-mail's subject and plain-text body, in the recipient's language."""
-
-    subject: str
-    body: str
-
-
 _IDS = uuid5(NAMESPACE_URL, "https://esim.example/notifier/notifications")
-
-# ISO 4217 minor units that differ from the usual two decimals.
-_ZERO_DECIMALS = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX VND VUV XAF XOF XPF"
-_THREE_DECIMALS = "BHD IQD JOD KWD LYD OMR TND"
-_MINOR_UNITS = {
-    **dict.fromkeys(_ZERO_DECIMALS.split(), 0),
-    **dict.fromkeys(_THREE_DECIMALS.split(), 3),
-}
 
 
 def notification_id(
-    kind: NotificationKind, channel: Channel, *, renewal_id: str | None, event_id: str
+    kind: NotificationKind,
+    channel: Channel,
+    *,
+    renewal_id: str | None,
+    event_id: str,
+    cause: str | None = None,
 ) -> str:
     """A stable id for one notification, so a duplicate event maps onto the same row.
 
     Within a renewal there is one notification per kind and channel, whatever the event id of
-    the (possibly re-published) event; without a renewal the event id decides.
+    the (possibly re-published) event; `cause` names what else makes one notification (a
+    reminder's plan and lead); without either the event id decides.
     """
-    cause = f"renewal:{renewal_id}" if renewal_id is not None else f"event:{event_id}"
+    if cause is None:
+        cause = f"renewal:{renewal_id}" if renewal_id is not None else f"event:{event_id}"
     return str(uuid5(_IDS, f"{kind}:{channel}:{cause}"))
+
+
+def reminder_cause(iccid: str, valid_until: datetime, days_left: int) -> str:
+    """What makes one expiry reminder: the card, the end of its plan, and the lead."""
+    return f"reminder:{iccid}:{valid_until.astimezone(UTC).isoformat()}:{days_left}"
 
 
 def message_id(notification: str, domain: str) -> str:
@@ -83,136 +89,45 @@ def message_id(notification: str, domain: str) -> str:
     return f"<{notification}@{domain}>"
 
 
-def supported_locale(locale: str | None) -> str:
-    """The locale to write in: the given one where templates exist, else the default."""
-    return locale if locale in templates.LOCALES else templates.DEFAULT_LOCALE
+EVENT_OF_KIND: dict[str, type[EventData]] = {
+    NotificationKind.PROFILE_ACTIVATED: ProfileActivated,
+    NotificationKind.PAYMENT_FAILED: PaymentFailed,
+    NotificationKind.PAYMENT_REFUNDED: PaymentRefunded,
+    NotificationKind.RENEWAL_REJECTED: RenewalRejected,
+    NotificationKind.DATA_LOW: DataLow,
+    NotificationKind.DATA_USED_UP: DataLow,
+    NotificationKind.PASSWORD_RESET: PasswordResetRequested,
+    NotificationKind.PASSWORD_CHANGED: PasswordChanged,
+    NotificationKind.PLAN_EXPIRING: PlanExpiring,
+    NotificationKind.AUTO_RENEW_DISABLED: AutoRenewDisabled,
+    NotificationKind.BUNDLE_CANCELLED: BundleCancelled,
+}
+"""The event each kind of notification is about; its stored data is read back with it."""
 
 
-def format_money(amount: int, currency: str) -> str:
-    """Render an amount in minor units with its currency: 9900 CNY is `99.00 CNY`."""
-    digits = _MINOR_UNITS.get(currency, 2)
-    if digits == 0:
-        return f"{amount} {currency}"
-    units, minor = divmod(amount, 10**digits)
-    return f"{units}.{minor:0{digits}d} {currency}"
-
-
-def format_data(data_mb: int) -> str:
-    """Render a data allowance: whole gigabytes as GB, the rest in MB."""
-    if data_mb >= 1024 and data_mb % 1024 == 0:
-        return f"{data_mb // 1024} GB"
-    if data_mb >= 1024:
-        return f"{data_mb / 1024:.1f} GB"
-    return f"{data_mb} MB"
-
-
-def format_moment(value: datetime | str, locale: str) -> str:
-    """Render a timestamp in UTC the way the locale writes dates."""
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return templates.DATE_FORMATS[supported_locale(locale)].format(
-        year=moment.year,
-        month=moment.month,
-        month_name=templates.MONTHS_EN[moment.month - 1],
-        day=moment.day,
-        hour=moment.hour,
-        minute=moment.minute,
-    )
-
-
-def _phrase(table: Mapping[str, Mapping[str, str]], locale: str, code: str) -> str:
-    words = table[locale]
-    return words.get(code, words["other"])
-
-
-def template_name(kind: str, payload: Mapping[str, Any]) -> str:
-    """Which template a notification uses; an activation depends on its bundle state."""
-    if kind == NotificationKind.PROFILE_ACTIVATED:
-        state = "queued" if payload.get("bundle_state") == "queued" else "active"
-        return f"{kind}.{state}"
-    return kind
-
-
-def template_fields(kind: str, payload: Mapping[str, Any], locale: str) -> dict[str, str]:
-    """The values a kind's template is filled with, from the event data it was created from."""
-    fields = {
-        "iccid": str(payload.get("iccid", "")),
-        "renewal_id": str(payload.get("renewal_id", "")),
-    }
-    if kind == NotificationKind.PROFILE_ACTIVATED:
-        fields |= {
-            "plan_code": str(payload["plan_code"]),
-            "data": format_data(int(payload["data_mb"])),
-            "valid_from": format_moment(payload["valid_from"], locale),
-            "valid_until": format_moment(payload["valid_until"], locale),
-        }
-    elif kind == NotificationKind.PAYMENT_FAILED:
-        fields["reason"] = _phrase(
-            templates.PAYMENT_FAILURE_REASONS, locale, str(payload["reason"])
-        )
-    elif kind == NotificationKind.PAYMENT_REFUNDED:
-        price = payload["price"]
-        fields |= {
-            "amount": format_money(int(price["amount"]), str(price["currency"])),
-            "refund_id": str(payload["refund_id"]),
-        }
-    elif kind in (NotificationKind.DATA_LOW, NotificationKind.DATA_USED_UP):
-        fields |= {
-            "plan_code": str(payload.get("plan_code") or "-"),
-            "remaining": format_data(int(payload.get("data_remaining_mb", 0))),
-            "threshold": str(payload.get("threshold", "")),
-            "renew_url": str(payload.get("renew_url", "")),
-        }
-    elif kind == NotificationKind.RENEWAL_REJECTED:
-        fields |= {
-            "reason": _phrase(templates.REJECTION_REASONS, locale, str(payload["reason"])),
-            "detail": str(payload.get("detail", "")),
-        }
-    elif kind == NotificationKind.PASSWORD_RESET:
-        fields["expires_at"] = format_moment(payload["code_expires_at"], locale)
-    elif kind == NotificationKind.PASSWORD_CHANGED:
-        fields["changed_at"] = format_moment(payload["changed_at"], locale)
-    return fields
-
-
-def render(
-    kind: str,
-    locale: str | None,
-    payload: Mapping[str, Any],
-    secrets: Mapping[str, str] | None = None,
-) -> RenderedMail:
-    """The e-mail for a notification of `kind`, in `locale`, about the event data `payload`.
-
-    `secrets` (a reset code) fill the body only, never the subject that the send log keeps.
+def event_of(kind: str, payload: Mapping[str, Any]) -> EventData:
+    """The event a notification was made from, validated again from its stored data.
 
     Raises:
-        TemplateMissingError: the kind has no template.
+        KeyError: an unknown kind.
+        pydantic.ValidationError: the stored data is not that event's.
     """
-    language = supported_locale(locale)
-    name = template_name(kind, payload)
-    try:
-        template = templates.TEMPLATES[name][language]
-    except KeyError as error:
-        raise TemplateMissingError(f"no {language} template {name!r}") from error
-    fields = template_fields(kind, payload, language)
-    return RenderedMail(
-        subject=template.subject.format_map(fields),
-        body=template.body.format_map({**fields, **(secrets or {})}),
-    )
+    return EVENT_OF_KIND[kind].model_validate(dict(payload))
 
 
-def render_sms(kind: str, locale: str | None, secrets: Mapping[str, str] | None = None) -> str:
-    """The text message for a notification of `kind`, in `locale`.
+class RefundCause(StrEnum):
+    """Why a refund was made, as far as the notifier can tell from what it heard."""
 
-    Raises:
-        TemplateMissingError: the kind has no text message.
-    """
-    language = supported_locale(locale)
-    try:
-        template = templates.SMS_TEMPLATES[kind][language]
-    except KeyError as error:
-        raise TemplateMissingError(f"no {language} text message {kind!r}") from error
-    return template.format_map(dict(secrets or {}))
+    CANCELLED = "cancelled"  # the owner cancelled the queued plan (BundleCancelled)
+    AFTER_ACTIVATION = "after_activation"  # the plan was confirmed, then refunded
+    NOT_ACTIVATED = "not_activated"  # the plan never went live
+
+
+def refund_cause(*, cancelled_by_user: bool, confirmed: bool) -> RefundCause:
+    """The cause a refund message gives, from the renewal's other notifications."""
+    if cancelled_by_user:
+        return RefundCause.CANCELLED
+    return RefundCause.AFTER_ACTIVATION if confirmed else RefundCause.NOT_ACTIVATED
 
 
 def send_backoff_s(rounds: int, base_s: float, max_s: float) -> float:

@@ -1,11 +1,13 @@
-"""Reactions to consumed events: remember contacts, and queue one notification per event."""
+"""Reactions to consumed events: remember contacts and payments, and queue one notification per
+event and channel."""
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from esim_core.worker import as_utc, utcnow
 from esim_schemas import (
+    AutoRenewDisabled,
+    BundleCancelled,
     CardBound,
     CloudEvent,
     DataLow,
@@ -14,6 +16,8 @@ from esim_schemas import (
     PasswordResetRequested,
     PaymentFailed,
     PaymentRefunded,
+    PaymentSettled,
+    PlanExpiring,
     ProfileActivated,
     RenewalRejected,
 )
@@ -21,8 +25,14 @@ from sqlalchemy import update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from notifier.domain import Channel, NotificationKind, NotificationStatus, notification_id
-from notifier.store import Contact, Notification
+from notifier.domain import (
+    Channel,
+    NotificationKind,
+    NotificationStatus,
+    notification_id,
+    reminder_cause,
+)
+from notifier.store import Contact, Notification, SettledPayment
 
 logger = logging.getLogger(__name__)
 
@@ -69,18 +79,53 @@ async def on_card_bound(session: AsyncSession, event: CloudEvent[CardBound]) -> 
 
 
 async def on_profile_activated(session: AsyncSession, event: CloudEvent[ProfileActivated]) -> None:
-    """Queue the confirmation that the plan is live or queued."""
-    await queue_notification(session, event, NotificationKind.PROFILE_ACTIVATED)
+    """Queue the receipt: the plan is live or queued, and what was paid for it.
+
+    The payment's part comes from the renewal's PaymentSettled, which may arrive later: the
+    sender waits a bounded time for it (`NOTIFIER_RECEIPT_PAYMENT_WAIT_S`).
+    """
+    await notify_card(session, event, NotificationKind.PROFILE_ACTIVATED)
+
+
+async def on_payment_settled(session: AsyncSession, event: CloudEvent[PaymentSettled]) -> None:
+    """Keep what the receipt needs of the payment, once per renewal, and wake a receipt that
+    waits for it."""
+    data = event.data
+    renewal_id = str(data.renewal_id)
+    if await session.get(SettledPayment, renewal_id) is not None:
+        logger.info("payment of renewal %s is known; skipping event %s", renewal_id, event.id)
+        return
+    # A second PaymentSettled of the renewal in the same batch fails the commit on the key;
+    # the consumer then redoes the batch one event at a time, and this finds the first.
+    session.add(
+        SettledPayment(
+            renewal_id=renewal_id,
+            iccid=data.iccid,
+            event_id=event.id,
+            payload=data.model_dump(mode="json"),
+        )
+    )
+    await session.exec(
+        update(Notification)
+        .where(
+            col(Notification.renewal_id) == renewal_id,
+            col(Notification.kind) == NotificationKind.PROFILE_ACTIVATED,
+            col(Notification.status) == NotificationStatus.PENDING,
+            col(Notification.send_rounds) == 0,
+            col(Notification.due_at).is_not(None),
+        )
+        .values(due_at=utcnow())
+    )
 
 
 async def on_payment_failed(session: AsyncSession, event: CloudEvent[PaymentFailed]) -> None:
     """Queue the message that the payment failed and nothing was charged."""
-    await queue_notification(session, event, NotificationKind.PAYMENT_FAILED)
+    await notify_card(session, event, NotificationKind.PAYMENT_FAILED)
 
 
 async def on_payment_refunded(session: AsyncSession, event: CloudEvent[PaymentRefunded]) -> None:
-    """Queue the message that the plan could not be activated and the payment was refunded."""
-    await queue_notification(session, event, NotificationKind.PAYMENT_REFUNDED)
+    """Queue the message that the payment was refunded (why is told at send time)."""
+    await notify_card(session, event, NotificationKind.PAYMENT_REFUNDED)
 
 
 async def on_renewal_rejected(session: AsyncSession, event: CloudEvent[RenewalRejected]) -> None:
@@ -108,33 +153,74 @@ async def on_renewal_rejected(session: AsyncSession, event: CloudEvent[RenewalRe
             data.iccid,
         )
         return
-    await queue_notification(session, event, NotificationKind.RENEWAL_REJECTED, contact=contact)
+    await notify_card(session, event, NotificationKind.RENEWAL_REJECTED, contact=contact)
 
 
-def on_data_low_with(
-    renew_url: str,
-) -> Callable[[AsyncSession, CloudEvent[DataLow]], Awaitable[None]]:
-    """The DataLow handler, with the renewal link (`{iccid}` filled in) the messages carry."""
+async def on_data_low(session: AsyncSession, event: CloudEvent[DataLow]) -> None:
+    """Queue the message at 90 % used and when used up; 75 % is not worth a message."""
+    data = event.data
+    kind = {90: NotificationKind.DATA_LOW, 100: NotificationKind.DATA_USED_UP}.get(data.threshold)
+    if kind is None:
+        logger.info("card %s at %d %%: no message", data.iccid, data.threshold)
+        return
+    await notify_card(session, event, kind)
 
-    async def on_data_low(session: AsyncSession, event: CloudEvent[DataLow]) -> None:
-        """Queue the message at 90 % used and when used up; 75 % is not worth a message."""
-        data = event.data
-        kind = {90: NotificationKind.DATA_LOW, 100: NotificationKind.DATA_USED_UP}.get(
-            data.threshold
+
+async def on_plan_expiring(session: AsyncSession, event: CloudEvent[PlanExpiring]) -> None:
+    """Queue the reminder that the card's plan ends soon, once per plan and lead.
+
+    One renewal gets a reminder per lead (3 days, then 1 day), so the reminder is not one per
+    renewal: the card, the plan's end and the days left make it one.
+    """
+    data = event.data
+    await notify_card(
+        session,
+        event,
+        NotificationKind.PLAN_EXPIRING,
+        cause=reminder_cause(data.iccid, data.valid_until, data.days_left),
+        per_renewal=False,
+    )
+
+
+async def on_auto_renew_disabled(
+    session: AsyncSession, event: CloudEvent[AutoRenewDisabled]
+) -> None:
+    """Queue the message that auto-renew was turned off, why, and what to do."""
+    await notify_card(session, event, NotificationKind.AUTO_RENEW_DISABLED)
+
+
+async def on_bundle_cancelled(session: AsyncSession, event: CloudEvent[BundleCancelled]) -> None:
+    """Queue the notice that a plan was cancelled by its owner (a refund follows) or replaced."""
+    await notify_card(session, event, NotificationKind.BUNDLE_CANCELLED)
+
+
+async def notify_card(
+    session: AsyncSession,
+    event: CloudEvent[Any],
+    kind: NotificationKind,
+    *,
+    contact: Contact | None = None,
+    cause: str | None = None,
+    per_renewal: bool = True,
+) -> None:
+    """Queue a card's message by e-mail, and by SMS where the card's contact has a phone.
+
+    The phone is in the contact only for users who chose SMS (CardBound leaves it out else).
+    """
+    iccid = event.data.subject()
+    if contact is None and iccid is not None:
+        contact = await session.get(Contact, iccid)
+    channels = [Channel.EMAIL] + ([Channel.SMS] if contact is not None and contact.phone else [])
+    for channel in channels:
+        await queue_notification(
+            session,
+            event,
+            kind,
+            contact=contact,
+            channel=channel,
+            cause=cause,
+            per_renewal=per_renewal,
         )
-        if kind is None:
-            logger.info("card %s at %d %%: no message", data.iccid, data.threshold)
-            return
-        extra = {"renew_url": renew_url.replace("{iccid}", data.iccid)}
-        contact = await session.get(Contact, data.iccid)
-        await queue_notification(session, event, kind, contact=contact, extra=extra)
-        if contact is not None and contact.phone:
-            # The phone is there only for users who chose SMS (CardBound leaves it out else).
-            await queue_notification(
-                session, event, kind, contact=contact, extra=extra, channel=Channel.SMS
-            )
-
-    return on_data_low
 
 
 async def queue_notification(
@@ -143,24 +229,31 @@ async def queue_notification(
     kind: NotificationKind,
     *,
     contact: Contact | None = None,
-    extra: dict[str, Any] | None = None,
     channel: Channel = Channel.EMAIL,
+    cause: str | None = None,
+    per_renewal: bool = True,
 ) -> Notification | None:
     """Add a pending notification about `event` (by e-mail unless `channel` says otherwise),
     unless one exists for it already.
 
-    The row's id is derived from the renewal and kind (or the event id where there is no
-    renewal), so a redelivery or a re-published duplicate with a new event id finds it.
+    The row's id is derived from the renewal and kind (or `cause`, or the event id where there
+    is neither), so a redelivery or a re-published duplicate with a new event id finds it.
+    With `per_renewal` false the row names no renewal, so the one-per-renewal-and-kind
+    constraint does not hold it to one.
 
     Returns:
         The new notification, or None when it was a duplicate.
     """
     data: EventData = event.data
-    renewal_id = data.renewal()
-    key = notification_id(kind, channel, renewal_id=renewal_id, event_id=event.id)
+    renewal_id = data.renewal() if per_renewal else None
+    key = notification_id(kind, channel, renewal_id=renewal_id, event_id=event.id, cause=cause)
     if await session.get(Notification, key) is not None:
         logger.info(
-            "%s for renewal %s is already queued; skipping event %s", kind, renewal_id, event.id
+            "%s %s for renewal %s is already queued; skipping event %s",
+            kind,
+            channel,
+            data.renewal(),
+            event.id,
         )
         return None
     iccid = data.subject()
@@ -176,10 +269,9 @@ async def queue_notification(
         iccid=iccid,
         renewal_id=renewal_id,
         locale=contact.locale if contact is not None else None,
-        extra=extra,
     )
     session.add(notification)
-    logger.info("queued %s %s for card %s (event %s)", kind, key, iccid, event.id)
+    logger.info("queued %s %s by %s for card %s (event %s)", kind, key, channel, iccid, event.id)
     return notification
 
 
@@ -221,10 +313,8 @@ def pending(
     iccid: str | None,
     renewal_id: str | None = None,
     locale: str | None,
-    extra: dict[str, Any] | None = None,
 ) -> Notification:
-    """A new notification about `event`, due now, keeping the event's data as it came (and
-    `extra`, what the message needs beyond it)."""
+    """A new notification about `event`, due now, keeping the event's data as it came."""
     now = utcnow()
     return Notification(
         id=key,
@@ -235,7 +325,7 @@ def pending(
         iccid=iccid,
         renewal_id=renewal_id,
         locale=locale,
-        payload=event.data.model_dump(mode="json") | (extra or {}),
+        payload=event.data.model_dump(mode="json"),
         status=NotificationStatus.PENDING,
         created_at=now,
         due_at=now,

@@ -1,34 +1,45 @@
-"""The send loop: claims due notifications, finds their contact, renders and mails them."""
+"""The send loop: claims due notifications, finds their contact (and a receipt's payment),
+renders and sends them."""
 
 import logging
 import random
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from esim_core.db import Database
 from esim_core.retry import TryPolicy, within_round
 from esim_core.sealing import Sealer, SealError
 from esim_core.worker import as_utc, utcnow, work_due
+from esim_schemas import PaymentSettled
 from prometheus_client import Counter
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from notifier.domain import (
     ACCOUNT_KINDS,
     Channel,
     NotificationKind,
     NotificationStatus,
-    RenderedMail,
-    TemplateMissingError,
     contact_recheck_s,
+    event_of,
     message_id,
-    render,
-    render_sms,
+    refund_cause,
     send_backoff_s,
-    supported_locale,
 )
 from notifier.mail import Mailer, OutgoingMail, PermanentMailError, TransientMailError
+from notifier.messages import (
+    RenderedMail,
+    RenderError,
+    TemplateMissingError,
+    render_mail,
+    render_sms,
+    sms_segments,
+    supported_locale,
+)
 from notifier.settings import NotifierSettings
 from notifier.sms import OutgoingSms, PermanentSmsError, SmsGateway, TransientSmsError
-from notifier.store import Contact, Notification
+from notifier.store import Contact, Notification, SettledPayment
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +123,19 @@ class NotificationSender:
                     session.add(row)
                     return
             try:
-                rendered = self._compose(row, locale)
-            except (TemplateMissingError, SealError, KeyError, TypeError, ValueError) as error:
+                context = await self._context(session, row)
+                if context is None:
+                    session.add(row)  # waits for the renewal's payment
+                    return
+                rendered = self._compose(row, locale, context)
+            except (
+                TemplateMissingError,
+                RenderError,
+                SealError,
+                KeyError,
+                TypeError,
+                ValueError,
+            ) as error:
                 logger.error("notification %s cannot be rendered: %r", key, error)
                 _settle(row, NotificationStatus.FAILED, f"cannot render: {error!r}"[:512])
                 NOTIFICATIONS.labels(row.kind, "failed").inc()
@@ -123,14 +145,15 @@ class NotificationSender:
         outcome: Exception | None = None
         try:
             if channel == Channel.SMS:
-                await self._send_sms(OutgoingSms(key, recipient, rendered.body))
+                await self._send_sms(OutgoingSms(key, recipient, rendered.text))
             else:
                 await self._send_with_retries(
                     OutgoingMail(
                         message_id=message_id(key, self.settings.mail_domain),
                         recipient=recipient,
                         subject=rendered.subject,
-                        body=rendered.body,
+                        body=rendered.text,
+                        html=rendered.html,
                     )
                 )
         except (PermanentMailError, PermanentSmsError) as error:
@@ -145,18 +168,50 @@ class NotificationSender:
             await self._record(key, locale, recipient, rendered)
             logger.info("sent %s %s by %s to %s", kind, key, channel, recipient)
 
-    def _compose(self, row: Notification, locale: str) -> RenderedMail:
+    async def _context(self, session: AsyncSession, row: Notification) -> dict[str, Any] | None:
+        """What a notification's templates are filled with; None while a receipt waits for
+        its payment.
+
+        A receipt waits for the renewal's PaymentSettled at most `receipt_payment_wait_s` from
+        when it was queued (a PaymentSettled wakes it at once); after that it goes out without
+        the payment's part rather than not at all.
+        """
+        context: dict[str, Any] = {"event": event_of(row.kind, row.payload)}
+        if row.iccid is not None:
+            context["renew_url"] = self.settings.renew_url.replace("{iccid}", row.iccid)
+        if row.kind in (NotificationKind.PROFILE_ACTIVATED, NotificationKind.BUNDLE_CANCELLED):
+            payment = await _payment(session, row.renewal_id)
+            if payment is None and row.kind == NotificationKind.PROFILE_ACTIVATED:
+                if self._wait(row, self.settings.receipt_payment_wait_s):
+                    row.detail = "waiting for the renewal's payment (PaymentSettled)"
+                    return None
+                logger.warning(
+                    "receipt %s goes without its payment: no PaymentSettled for renewal %s",
+                    row.id,
+                    row.renewal_id,
+                )
+            context["payment"] = payment
+        elif row.kind == NotificationKind.PAYMENT_REFUNDED:
+            kinds = await _told(session, row.renewal_id)
+            context["refund_cause"] = refund_cause(
+                cancelled_by_user=NotificationKind.BUNDLE_CANCELLED in kinds,
+                confirmed=NotificationKind.PROFILE_ACTIVATED in kinds,
+            )
+        return context
+
+    def _compose(self, row: Notification, locale: str, context: dict[str, Any]) -> RenderedMail:
         """The message of a notification; a sealed reset code is opened only here."""
-        secrets: dict[str, str] = {}
-        sealed = row.payload.get("code_sealed")
         if row.kind == NotificationKind.PASSWORD_RESET:
+            sealed = row.payload.get("code_sealed")
             if not isinstance(sealed, str) or self.sealer is None:
                 raise ValueError("the reset event carries no code this notifier can open")
-            secrets["code"] = self.sealer.open(sealed, str(row.payload["user_id"]))
+            context = context | {"code": self.sealer.open(sealed, str(row.payload["user_id"]))}
         if row.channel == Channel.SMS:
-            values = {key: str(value) for key, value in row.payload.items()} | secrets
-            return RenderedMail(subject="", body=render_sms(row.kind, locale, values))
-        return render(row.kind, locale, row.payload, secrets)
+            text = render_sms(row.kind, locale, context)
+            if sms_segments(text) > 2:
+                logger.warning("text message %s takes %d segments", row.id, sms_segments(text))
+            return RenderedMail(subject="", text=text, html="")
+        return render_mail(row.kind, locale, context)
 
     async def _send_sms(self, sms: OutgoingSms) -> None:
         if self.sms is None:
@@ -240,29 +295,57 @@ class NotificationSender:
             session.add(row)
 
     def _wait_for_contact(self, row: Notification) -> None:
+        if self._wait(row, self.settings.contact_wait_s):
+            row.detail = "waiting for the card's contact (CardBound)"
+            return
+        limit = self.settings.contact_wait_s
+        _settle(
+            row,
+            NotificationStatus.UNDELIVERABLE,
+            f"no contact for card {row.iccid}: no CardBound arrived within {limit:g} s",
+        )
+        NOTIFICATIONS.labels(row.kind, "undeliverable").inc()
+        logger.warning(
+            "%s %s is undeliverable: no contact for card %s after %g s",
+            row.kind,
+            row.id,
+            row.iccid,
+            limit,
+        )
+
+    def _wait(self, row: Notification, limit_s: float) -> bool:
+        """Look again later, if the row was queued less than `limit_s` ago; tells whether."""
         now = self.clock()
         created = as_utc(row.created_at)
         waited = (now - created).total_seconds()
-        limit = self.settings.contact_wait_s
-        if waited >= limit:
-            _settle(
-                row,
-                NotificationStatus.UNDELIVERABLE,
-                f"no contact for card {row.iccid}: no CardBound arrived within {limit:g} s",
-            )
-            NOTIFICATIONS.labels(row.kind, "undeliverable").inc()
-            logger.warning(
-                "%s %s is undeliverable: no contact for card %s after %.0f s",
-                row.kind,
-                row.id,
-                row.iccid,
-                waited,
-            )
-            return
+        if waited >= limit_s:
+            return False
         pause = timedelta(seconds=contact_recheck_s(waited, self.settings.contact_recheck_max_s))
-        row.due_at = min(now + pause, created + timedelta(seconds=limit))
+        row.due_at = min(now + pause, created + timedelta(seconds=limit_s))
         row.lease_until = None
-        row.detail = "waiting for the card's contact (CardBound)"
+        return True
+
+
+async def _payment(session: AsyncSession, renewal_id: str | None) -> PaymentSettled | None:
+    """The renewal's PaymentSettled, where one has arrived."""
+    if renewal_id is None:
+        return None
+    stored = await session.get(SettledPayment, renewal_id)
+    return PaymentSettled.model_validate(stored.payload) if stored is not None else None
+
+
+async def _told(session: AsyncSession, renewal_id: str | None) -> set[str]:
+    """The kinds of message queued about a renewal; a cancellation counts when its owner's."""
+    if renewal_id is None:
+        return set()
+    query = select(Notification.kind, Notification.payload).where(
+        col(Notification.renewal_id) == renewal_id
+    )
+    return {
+        kind
+        for kind, payload in (await session.exec(query)).all()
+        if kind != NotificationKind.BUNDLE_CANCELLED or payload.get("reason") == "cancelled_by_user"
+    }
 
 
 def _settle(row: Notification, status: str, detail: str | None = None) -> None:

@@ -60,8 +60,15 @@ class NotifierSettings(ServiceSettings):
     renew_url: str = Field(
         "http://127.0.0.1:8000/docs#/renewals",
         pattern=r"^https?://",
-        description="the renewal link in low-data messages; `{iccid}` is replaced by the card's "
-        "ICCID (the local run points at the accounts API docs)",
+        description="the renewal link in the messages about a card (low data, expiry "
+        "reminders, auto-renew turned off, ...); `{iccid}` is replaced by the card's ICCID (the "
+        "local run points at the accounts API docs)",
+    )
+    receipt_payment_wait_s: float = Field(
+        120.0,
+        ge=0,
+        description="how long a confirmation waits for its renewal's PaymentSettled (amount, "
+        "method, reference) before it goes out without the payment's part",
     )
     sms_gateway_url: str = Field(
         "http://127.0.0.1:8012",

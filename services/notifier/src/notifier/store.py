@@ -1,4 +1,5 @@
-"""Notifier tables: whom to write to about a card, and the log of notifications to send."""
+"""Notifier tables: whom to write to about a card, what a receipt needs of a payment, and the
+log of notifications to send."""
 
 from datetime import datetime
 from typing import Any
@@ -66,4 +67,23 @@ class Notification(SQLModel, table=True):
     )
 
 
-TABLES: list[type[SQLModel]] = [Contact, Notification]
+class SettledPayment(SQLModel, table=True):
+    """What the receipt of a renewal needs of its payment, from the first PaymentSettled.
+
+    The confirmation (ProfileActivated) and the payment travel on different topics, in either
+    order; the receipt is written from both once both are here (`notifier.sender`).
+    """
+
+    __tablename__ = "notifier_payment"
+
+    renewal_id: str = Field(primary_key=True, max_length=36)
+    iccid: str = Field(max_length=20)
+    event_id: str = Field(max_length=256)
+    payload: dict[str, Any] = Field(
+        sa_column=Column(JSON, nullable=False),
+        description="the PaymentSettled data as it came (no payment token travels in it)",
+    )
+    received_at: datetime = _time(default_factory=utcnow)
+
+
+TABLES: list[type[SQLModel]] = [Contact, Notification, SettledPayment]

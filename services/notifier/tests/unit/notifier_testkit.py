@@ -7,11 +7,17 @@ from uuid import UUID, uuid4
 
 from esim_core.consumer import MessageInfo
 from esim_schemas import (
+    AutoRenewDisabled,
+    BundleCancelled,
     CardBound,
+    DataLow,
     EventData,
     Money,
     PaymentFailed,
     PaymentRefunded,
+    PaymentSettled,
+    PlanExpiring,
+    PlanRef,
     ProfileActivated,
     RenewalRejected,
     luhn_valid,
@@ -88,9 +94,14 @@ class Harness:
         """One round of the send loop."""
         return await self.notifier.sender.send_due()
 
-    async def notifications(self, iccid: str = ICCID) -> list[Notification]:
+    async def notifications(
+        self, iccid: str = ICCID, channel: str | None = "email"
+    ) -> list[Notification]:
+        """The card's notifications on one channel (e-mail unless told), or on all (None)."""
         async with self.runtime.database.session() as session:
             query = select(Notification).where(col(Notification.iccid) == iccid)
+            if channel is not None:
+                query = query.where(col(Notification.channel) == channel)
             return list((await session.exec(query)).all())
 
     async def contact(self, iccid: str = ICCID) -> Contact | None:
@@ -117,13 +128,19 @@ def settings_for(tmp_path: Path, **overrides: Any) -> NotifierSettings:
 
 
 def card_bound(
-    locale: str = "en", *, iccid: str = ICCID, user_id: str = "user-1", email: str = ""
+    locale: str = "en",
+    *,
+    iccid: str = ICCID,
+    user_id: str = "user-1",
+    email: str = "",
+    phone: str | None = "+8613800000000",
 ) -> CardBound:
+    """The card's contact; with a phone, so the user chose SMS, unless `phone` is None."""
     return CardBound(
         user_id=user_id,
         iccid=iccid,
         email=email or f"{user_id}@example.com",
-        phone="+8613800000000",
+        phone=phone,
         locale=locale,  # type: ignore[arg-type]
     )
 
@@ -175,4 +192,93 @@ def renewal_rejected(
         user_id=user_id,
         reason=reason,  # type: ignore[arg-type]
         detail="plan XX-1D-1GB is not in the catalogue",
+    )
+
+
+def payment_settled(
+    renewal_id: UUID | None = None,
+    *,
+    amount: int = 8910,
+    discount: int | None = 990,
+    promo_code: str | None = "WELCOME10",
+    iccid: str = ICCID,
+) -> PaymentSettled:
+    """The payment of a renewal: 89.10 CNY by Alipay after 9.90 off with WELCOME10."""
+    return PaymentSettled(
+        renewal_id=renewal_id or uuid4(),
+        payment_id="pay-1",
+        iccid=iccid,
+        plan=PlanRef(code="JP-30D-10GB", data_mb=10240, validity_days=30),
+        price=Money(amount=amount, currency="CNY"),
+        method="alipay",
+        provider_reference="ch_3PZ9xK",
+        attempts=1,
+        settled_at=NOW,
+        start="now",
+        discount=Money(amount=discount, currency="CNY") if discount is not None else None,
+        promo_code=promo_code,
+    )
+
+
+def data_low(
+    threshold: int,
+    renewal_id: UUID | None = None,
+    remaining: int = 1024,
+    *,
+    plan: str | None = "JP-30D-10GB",
+) -> DataLow:
+    return DataLow(
+        iccid=ICCID,
+        renewal_id=renewal_id or uuid4(),
+        threshold=threshold,  # type: ignore[arg-type]
+        data_remaining_mb=remaining,
+        as_of=NOW,
+        data_total_mb=10240,
+        plan_code=plan,
+    )
+
+
+def plan_expiring(
+    days_left: int = 1,
+    *,
+    auto_renew: bool | None = False,
+    renewal_id: UUID | None = None,
+    valid_until: datetime | None = None,
+) -> PlanExpiring:
+    return PlanExpiring(
+        iccid=ICCID,
+        user_id="user-1",
+        plan_code="JP-1D-1GB",
+        valid_until=valid_until or NOW + timedelta(days=days_left),
+        days_left=days_left,
+        renewal_id=renewal_id,
+        auto_renew=auto_renew,
+    )
+
+
+def auto_renew_disabled(
+    reason: str = "declined",
+    *,
+    renewal_id: UUID | None = None,
+    plan: str | None = "JP-1D-1GB",
+) -> AutoRenewDisabled:
+    return AutoRenewDisabled(
+        iccid=ICCID,
+        user_id="user-1",
+        reason=reason,  # type: ignore[arg-type]
+        renewal_id=renewal_id,
+        plan_code=plan,
+        disabled_at=NOW,
+    )
+
+
+def bundle_cancelled(
+    renewal_id: UUID | None = None, *, reason: str = "cancelled_by_user"
+) -> BundleCancelled:
+    return BundleCancelled(
+        renewal_id=renewal_id or uuid4(),
+        iccid=ICCID,
+        plan_code="JP-30D-10GB",
+        reason=reason,  # type: ignore[arg-type]
+        cancelled_at=NOW,
     )

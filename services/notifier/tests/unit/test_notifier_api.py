@@ -12,6 +12,7 @@ from notifier_testkit import (
     card_bound,
     make_iccid,
     payment_failed,
+    payment_settled,
     profile_activated,
 )
 
@@ -28,7 +29,8 @@ async def client(harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
 
 async def test_lists_what_was_sent_for_a_card(harness: Harness, client: httpx.AsyncClient) -> None:
     renewal_id = uuid4()
-    await harness.publish(card_bound("en"))
+    await harness.publish(card_bound("en", phone=None))
+    await harness.publish(payment_settled(renewal_id))
     activated = await harness.publish(profile_activated(renewal_id))
     await harness.send()
     failed = await harness.publish(payment_failed())  # no send round yet: still pending
@@ -63,7 +65,9 @@ async def test_filters_by_renewal(harness: Harness, client: httpx.AsyncClient) -
     response = await client.get("/v1/notifications", params={"renewal_id": str(renewal_id)})
 
     assert response.status_code == 200
-    assert [item["renewal_id"] for item in response.json()] == [str(renewal_id)]
+    listed = response.json()
+    assert sorted(item["channel"] for item in listed) == ["email", "sms"]
+    assert {item["renewal_id"] for item in listed} == {str(renewal_id)}
 
 
 async def test_a_card_without_notifications_has_an_empty_list(client: httpx.AsyncClient) -> None:

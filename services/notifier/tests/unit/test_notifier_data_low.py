@@ -1,22 +1,9 @@
 """Low-data messages: at 90 % and when used up, once per bundle, in the contact's language."""
 
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import pytest
-from esim_schemas import DataLow
-from notifier_testkit import ICCID, NOW, FakeSms, Harness, card_bound
-
-
-def data_low(threshold: int, renewal_id: UUID, remaining: int = 1024) -> DataLow:
-    return DataLow(
-        iccid=ICCID,
-        renewal_id=renewal_id,
-        threshold=threshold,  # type: ignore[arg-type]
-        data_remaining_mb=remaining,
-        as_of=NOW,
-        data_total_mb=10240,
-        plan_code="JP-30D-10GB",
-    )
+from notifier_testkit import ICCID, FakeSms, Harness, card_bound, data_low
 
 
 @pytest.mark.parametrize(

@@ -10,21 +10,42 @@ from esim_schemas import EventData
 from notifier.mail import PermanentMailError, TransientMailError
 from notifier_testkit import (
     ICCID,
+    FakeSms,
     Harness,
+    auto_renew_disabled,
+    bundle_cancelled,
     card_bound,
     make_iccid,
     payment_failed,
     payment_refunded,
+    payment_settled,
     profile_activated,
     renewal_rejected,
 )
 
 # The Chinese texts use full-width punctuation on purpose.
 # ruff: noqa: RUF001
+EN_FROM = "Nov 23, 2026, 10:15\u202fAM UTC"
+EN_UNTIL = "Dec 23, 2026, 10:15\u202fAM UTC"
+
+
+def receipt(bundle_state: str = "active") -> list[EventData]:
+    """A renewal's payment and activation, as the notifier hears of both."""
+    renewal_id = uuid4()
+    return [payment_settled(renewal_id), profile_activated(renewal_id, bundle_state=bundle_state)]
+
+
+async def publish_receipt(harness: Harness, *, iccid: str = ICCID) -> None:
+    """Hand the notifier a renewal's payment and its activation."""
+    renewal_id = uuid4()
+    await harness.publish(payment_settled(renewal_id, iccid=iccid))
+    await harness.publish(profile_activated(renewal_id, iccid=iccid))
+
+
 CASES = [
     (
         "profile_activated",
-        lambda: profile_activated(),
+        lambda: receipt(),
         {
             "en": (
                 "Your eSIM plan JP-30D-10GB is active",
@@ -32,8 +53,12 @@ CASES = [
                     "your new plan is live",
                     "Plan: JP-30D-10GB",
                     "Data: 10 GB",
-                    "Valid from: 23 Nov 2026, 10:15 UTC",
-                    "Valid until: 23 Dec 2026, 10:15 UTC",
+                    f"Valid from: {EN_FROM}",
+                    f"Valid until: {EN_UNTIL}",
+                    "Amount paid: CN¥89.10",
+                    "Discount (WELCOME10): -CN¥9.90",
+                    "Payment method: Alipay",
+                    "Provider reference: ch_3PZ9xK",
                     f"Card (ICCID): {ICCID}",
                 ],
             ),
@@ -43,19 +68,21 @@ CASES = [
                     "新套餐已在您的 eSIM 上生效",
                     "套餐：JP-30D-10GB",
                     "流量：10 GB",
-                    "生效时间：2026年11月23日 10:15（UTC）",
-                    "到期时间：2026年12月23日 10:15（UTC）",
+                    "生效时间：2026年11月23日 10:15 UTC",
+                    "到期时间：2026年12月23日 10:15 UTC",
+                    "实付金额：¥89.10",
+                    "支付方式：支付宝",
                 ],
             ),
         },
     ),
     (
         "profile_activated",
-        lambda: profile_activated(bundle_state="queued"),
+        lambda: receipt("queued"),
         {
             "en": (
                 "Your eSIM plan JP-30D-10GB is confirmed and queued",
-                ["queued behind your current plan", "Data: 10 GB", "Valid from: 23 Nov 2026"],
+                ["queued behind your current plan", "Data: 10 GB", f"Valid from: {EN_FROM}"],
             ),
             "zh-CN": (
                 "您的 eSIM 套餐 JP-30D-10GB 已确认，排在当前套餐之后",
@@ -65,7 +92,7 @@ CASES = [
     ),
     (
         "payment_failed",
-        lambda: payment_failed(reason="insufficient_funds"),
+        lambda: [payment_failed(reason="insufficient_funds")],
         {
             "en": (
                 "Your eSIM renewal payment did not go through",
@@ -76,21 +103,21 @@ CASES = [
     ),
     (
         "payment_refunded",
-        lambda: payment_refunded(),
+        lambda: [payment_refunded()],
         {
             "en": (
-                "Your eSIM renewal was refunded: 99.00 CNY",
-                ["could not be activated", "We refunded 99.00 CNY", "Refund: refund-7"],
+                "Your eSIM renewal was refunded: CN¥99.00",
+                ["could not be activated", "We refunded CN¥99.00", "Refund: refund-7"],
             ),
             "zh-CN": (
-                "您的 eSIM 续费已退款：99.00 CNY",
-                ["未能在您的 eSIM 上激活", "我们已将 99.00 CNY 退回", "退款编号：refund-7"],
+                "您的 eSIM 续费已退款：¥99.00",
+                ["未能在您的 eSIM 上激活", "我们已将 ¥99.00 退回", "退款编号：refund-7"],
             ),
         },
     ),
     (
         "renewal_rejected",
-        lambda: renewal_rejected(),
+        lambda: [renewal_rejected()],
         {
             "en": (
                 "Your eSIM renewal was not accepted",
@@ -103,20 +130,44 @@ CASES = [
             "zh-CN": ("您的 eSIM 续费申请未被受理", ["您选择的套餐不存在", "没有扣取任何费用"]),
         },
     ),
+    (
+        "auto_renew_disabled",
+        lambda: [auto_renew_disabled("expired_method", renewal_id=uuid4())],
+        {
+            "en": (
+                "Auto-renew is off for your eSIM",
+                ["the saved payment method has expired", "Save a current payment method"],
+            ),
+            "zh-CN": ("您的 eSIM 自动续费已关闭", ["已保存的支付方式已过期"]),
+        },
+    ),
+    (
+        "bundle_cancelled",
+        lambda: [bundle_cancelled()],
+        {
+            "en": (
+                "Your queued eSIM plan JP-30D-10GB is cancelled",
+                ["as you asked, we cancelled your queued plan", "A full refund"],
+            ),
+            "zh-CN": ("您排队中的 eSIM 套餐 JP-30D-10GB 已取消", ["全额退回"]),
+        },
+    ),
 ]
 
 
 @pytest.mark.parametrize("locale", ["en", "zh-CN"])
 @pytest.mark.parametrize(("kind", "build", "expected"), CASES)
 async def test_each_event_sends_one_mail_in_the_contacts_language(
-    harness: Harness, locale: str, kind: str, build, expected
+    harness: Harness, sms: FakeSms, locale: str, kind: str, build, expected
 ) -> None:
     await harness.publish(card_bound(locale))
-    data: EventData = build()
+    events: list[EventData] = build()
 
-    await harness.publish(data)
+    for data in events:
+        await harness.publish(data)
     await harness.send()
 
+    data = events[-1]
     subject, snippets = expected[locale]
     [mail] = harness.mailer.sent
     assert mail.recipient == "user-1@example.com"
@@ -124,17 +175,24 @@ async def test_each_event_sends_one_mail_in_the_contacts_language(
     for snippet in snippets:
         assert snippet in mail.body
     assert str(data.renewal()) in mail.body
+    assert mail.html is not None and str(data.renewal()) in mail.html
     [row] = await harness.notifications()
     assert (row.kind, row.channel, row.status, row.locale) == (kind, "email", "sent", locale)
     assert row.renewal_id == data.renewal()
     assert row.sent_at is not None
     assert row.due_at is None
     assert mail.message_id == f"<{row.id}@esim.local>"
+    # The user chose SMS (the contact has a phone): one short text too, in the same language.
+    [text] = sms.sent
+    assert text.to == "+8613800000000"
+    assert text.text.startswith("eSIM: " if locale == "en" else "【eSIM】")
 
 
 async def test_a_redelivered_event_sends_one_mail(harness: Harness) -> None:
     await harness.publish(card_bound())
-    event = profile_activated()
+    renewal_id = uuid4()
+    await harness.publish(payment_settled(renewal_id))
+    event = profile_activated(renewal_id)
 
     event_id = await harness.publish(event)
     await harness.publish(event, event_id=event_id)
@@ -176,7 +234,7 @@ async def test_different_kinds_for_one_renewal_are_separate_mails(harness: Harne
 async def test_an_event_before_its_card_bound_is_mailed_once_the_contact_arrives(
     harness: Harness,
 ) -> None:
-    await harness.publish(profile_activated())
+    await publish_receipt(harness)
     await harness.send()
 
     assert harness.mailer.sent == []
@@ -228,7 +286,7 @@ async def test_contact_wait_is_configurable(make_harness) -> None:
 
 async def test_a_transient_smtp_failure_is_retried_then_sent(harness: Harness) -> None:
     await harness.publish(card_bound())
-    await harness.publish(profile_activated())
+    await publish_receipt(harness)
     harness.mailer.failures = [
         TransientMailError("SMTP relay 127.0.0.1:1025 failed: ConnectionRefusedError"),
         TransientMailError("451 4.3.0 try again later"),
@@ -246,7 +304,7 @@ async def test_a_transient_smtp_failure_is_retried_then_sent(harness: Harness) -
 async def test_a_relay_down_for_a_round_reschedules_then_gives_up(make_harness) -> None:
     harness = await make_harness(smtp_attempts=2, max_send_rounds=2)
     await harness.publish(card_bound())
-    await harness.publish(profile_activated())
+    await publish_receipt(harness)
     harness.mailer.failures = [TransientMailError("relay down")] * 4
 
     await harness.send()
@@ -338,8 +396,8 @@ async def test_an_older_card_bound_delivered_late_is_ignored(harness: Harness) -
 async def test_cards_do_not_mix(harness: Harness) -> None:
     other = make_iccid(111111)
     await harness.publish(card_bound(iccid=other, user_id="other"))
-    await harness.publish(profile_activated(iccid=other))
-    await harness.publish(profile_activated())
+    await publish_receipt(harness, iccid=other)
+    await publish_receipt(harness)
     await harness.send()
 
     assert [mail.recipient for mail in harness.mailer.sent] == ["other@example.com"]
@@ -366,7 +424,7 @@ async def test_a_notification_that_cannot_be_rendered_fails_without_stopping_oth
     harness: Harness,
 ) -> None:
     await harness.publish(card_bound())
-    await harness.publish(profile_activated())
+    await publish_receipt(harness)
     await harness.publish(payment_failed())
     [broken] = [row for row in await harness.notifications() if row.kind == "profile_activated"]
     await harness.update(broken.id, payload={"iccid": ICCID})

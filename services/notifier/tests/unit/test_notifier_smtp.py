@@ -6,12 +6,13 @@ from collections.abc import Iterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from aiosmtpd.controller import Controller
 from notifier.mail import OutgoingMail, PermanentMailError, TransientMailError
 from notifier.mail.smtp import SmtpMailer
-from notifier_testkit import Harness, card_bound, profile_activated
+from notifier_testkit import Harness, card_bound, payment_settled, profile_activated
 
 
 class Collector:
@@ -197,8 +198,10 @@ async def test_the_send_loop_mails_through_smtp_and_retries_a_temporary_failure(
     collector, port = smtp_server
     harness: Harness = await make_harness(smtp=mailer_for(port))
     collector.data_replies = ["451 4.3.0 try again later"]
-    await harness.publish(card_bound("en"))
-    await harness.publish(profile_activated())
+    await harness.publish(card_bound("en", phone=None))
+    renewal_id = uuid4()
+    await harness.publish(payment_settled(renewal_id))
+    await harness.publish(profile_activated(renewal_id))
 
     await harness.send()
 
@@ -207,7 +210,14 @@ async def test_the_send_loop_mails_through_smtp_and_retries_a_temporary_failure(
     assert row.status == "sent"
     assert message["Message-ID"] == f"<{row.id}@esim.local>"
     assert message["Subject"] == "Your eSIM plan JP-30D-10GB is active"
-    assert "Data: 10 GB" in message.get_content()
+    # multipart/alternative: the plain text first, the HTML last (the one readers prefer).
+    assert message.get_content_type() == "multipart/alternative"
+    plain, html = message.iter_parts()
+    assert (plain.get_content_type(), html.get_content_type()) == ("text/plain", "text/html")
+    assert "Data: 10 GB" in plain.get_content()
+    assert "Amount paid: CN¥89.10" in plain.get_content()
+    assert "<strong>live</strong>" in html.get_content()
+    assert plain["MIME-Version"] is None and message["MIME-Version"] == "1.0"
 
 
 async def test_bootstrap_wires_smtp_from_the_settings(tmp_path: Any) -> None:
@@ -232,6 +242,10 @@ async def test_bootstrap_wires_smtp_from_the_settings(tmp_path: Any) -> None:
             topics.data_low,
             topics.password_reset,
             topics.password_changed,
+            topics.payment_settled,
+            topics.plan_expiring,
+            topics.auto_renew_disabled,
+            topics.bundle_cancelled,
         }
     finally:
         await notifier.runtime.database.close()

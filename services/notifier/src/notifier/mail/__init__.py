@@ -6,12 +6,13 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class OutgoingMail:
-    """One plain-text e-mail, ready to hand to a relay."""
+    """One e-mail, ready to hand to a relay: a plain-text body, and its HTML alternative."""
 
     message_id: str
     recipient: str
     subject: str
     body: str
+    html: str | None = None
 
     def __repr__(self) -> str:
         # The body may be personal; keep it out of reprs that end up in logs and tracebacks.
