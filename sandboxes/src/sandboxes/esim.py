@@ -1015,9 +1015,7 @@ async def get_bundle(order_id: str, request: Request) -> Bundle:
     return _platform(request).order(order_id)
 
 
-@router.post(
-    "/v1/bundles/{order_id}/cancel", response_model=BundleCancellation, tags=["bundles"]
-)
+@router.post("/v1/bundles/{order_id}/cancel", response_model=BundleCancellation, tags=["bundles"])
 async def cancel_bundle(order_id: str, request: Request) -> BundleCancellation:
     """Cancel a bundle that has not started (idempotent); says whether it will never run."""
     return _platform(request).cancel(order_id)
