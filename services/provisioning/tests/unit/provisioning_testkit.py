@@ -267,7 +267,7 @@ async def fast_forward(database: Database) -> None:
         for table in (Activation, Cancellation):
             await session.exec(
                 update(table)
-                .where(col(table.due_at).is_not(None))  # type: ignore[attr-defined]
+                .where(col(table.due_at).is_not(None))
                 .values(due_at=past, lease_until=None)
             )
 
