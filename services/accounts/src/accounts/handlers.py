@@ -54,6 +54,9 @@ logger = logging.getLogger(__name__)
 
 _IDS = uuid5(NAMESPACE_URL, "https://esim.example/accounts/events")
 
+COMPENSATED = "compensated_by_operator"
+"""The reason of a saga an operator gave up (`RenewalSaga.compensate`)."""
+
 
 def derived_id(kind: str, cause: str) -> str:
     """A stable event id for what `cause` led to, so a redo publishes the same event."""
@@ -249,7 +252,12 @@ class RenewalSaga:
     async def on_payment_settled(
         self, session: AsyncSession, event: CloudEvent[PaymentSettled]
     ) -> None:
-        """Record the capture; refund at once if activation already failed."""
+        """Record the capture; refund at once if activation already failed.
+
+        A capture after the payment deadline is not refunded here: provisioning applies the
+        bundle of every capture, and its answer decides (ProfileActivated: the plan stays;
+        ActivationFailed, only once the bundle is sure not to run: the refund).
+        """
         data = event.data
         saga = await self._saga(session, data.renewal_id)
         saga.payment_id = data.payment_id
@@ -261,8 +269,9 @@ class RenewalSaga:
         record_step(session, saga, "payment_settled", event_id=event.id)
         if saga.activation_failure is not None:
             self._request_refund(session, saga, f"activation failed: {saga.activation_failure}")
-        elif saga.status == SagaStatus.TIMED_OUT:
-            self._request_refund(session, saga, "payment settled after the saga timed out")
+        elif saga.status == SagaStatus.TIMED_OUT and saga.reason == COMPENSATED:
+            # An operator gave this renewal up on purpose: a capture that still comes goes back.
+            self._request_refund(session, saga, "payment settled after an operator compensated")
 
     async def on_payment_failed(
         self, session: AsyncSession, event: CloudEvent[PaymentFailed]
@@ -280,13 +289,21 @@ class RenewalSaga:
     async def on_profile_activated(
         self, session: AsyncSession, event: CloudEvent[ProfileActivated]
     ) -> None:
-        """The plan is live or queued: the saga ends in ACTIVATED and the card moves on."""
+        """The plan is live or queued: the saga ends in ACTIVATED and the card moves on.
+
+        Also after a deadline passed, as long as no refund was asked for: provisioning only
+        answers ProfileActivated for a bundle that runs (it cancels one that is not live by its
+        own deadline), so the traveller keeps the plan they paid for.
+        """
         data = event.data
         saga = await self._saga(session, data.renewal_id)
-        if saga.status not in CLOSED_TO_ACTIVATION:
+        late = saga.status == SagaStatus.TIMED_OUT and not saga.refund_requested
+        if saga.status not in CLOSED_TO_ACTIVATION or late:
             saga.status = SagaStatus.ACTIVATED
             saga.payment_token = None
             saga.deadline_at = None
+            if late:
+                saga.reason = None
         saga.valid_from = data.valid_from
         saga.valid_until = data.valid_until
         saga.bundle_state = data.bundle_state
@@ -423,8 +440,11 @@ class RenewalSaga:
     def expire(self, session: AsyncSession, saga: Renewal, now: datetime) -> bool:
         """Move on a saga whose deadline passed; returns whether it did.
 
-        Waiting for a payment outcome ends in TIMED_OUT (a capture that still comes is refunded);
-        waiting for activation ends in TIMED_OUT and the captured payment is refunded.
+        Waiting for a payment or an activation outcome ends in TIMED_OUT. Nothing is refunded
+        here: a capture is always followed by provisioning's answer, ActivationFailed (then
+        the refund) or ProfileActivated (the plan stays, the saga is ACTIVATED after all), and
+        provisioning cancels a bundle that is not live by its own (earlier) deadline. A saga
+        that waits on that answer too long shows as stuck.
         """
         deadline = as_utc(saga.deadline_at) if saga.deadline_at is not None else None
         if saga.status not in WITH_DEADLINE or deadline is None or deadline > now:
@@ -434,8 +454,6 @@ class RenewalSaga:
         saga.reason = f"{waited_for}_timed_out"
         saga.deadline_at = None
         record_step(session, saga, "timed_out", detail=f"no {waited_for} outcome in time")
-        if saga.payment_id is not None:
-            self._request_refund(session, saga, f"{waited_for} timed out")
         return True
 
     def retry(self, session: AsyncSession, saga: Renewal, *, refund_reason: str) -> str:
@@ -528,7 +546,7 @@ class RenewalSaga:
             # Provisioning decides whether the plan runs; retry sends the pending command again.
             return "its owner is cancelling it (CANCELLING); nothing changed"
         saga.status = SagaStatus.TIMED_OUT
-        saga.reason = "compensated_by_operator"
+        saga.reason = COMPENSATED
         saga.deadline_at = None
         record_step(
             session, saga, "operator_compensated", event_id=_operator_mark(), detail=why[:512]

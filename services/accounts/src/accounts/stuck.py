@@ -21,7 +21,8 @@ def stuck_reason(saga: Renewal, now: datetime, stuck_after_s: float) -> str | No
 
     A saga waiting for a payment or an activation is stuck once its deadline passed (the sweep
     should have moved it on); one without a deadline (requested, refunding, cancelling, timed
-    out with a refund owed) once it has not moved for `stuck_after_s`.
+    out with a capture: refund owed, or provisioning's answer awaited) once it has not moved
+    for `stuck_after_s`.
     """
     status = SagaStatus(saga.status)
     if status in TERMINAL:
@@ -30,7 +31,7 @@ def stuck_reason(saga: Renewal, now: datetime, stuck_after_s: float) -> str | No
         if saga.deadline_at is not None and as_utc(saga.deadline_at) <= now:
             return f"{status.value} past its deadline {as_utc(saga.deadline_at).isoformat()}"
         return None
-    if status == SagaStatus.TIMED_OUT and not saga.refund_requested:
+    if status == SagaStatus.TIMED_OUT and not saga.refund_requested and saga.payment_id is None:
         return None  # nothing captured, nothing owed: closed
     idle = (now - as_utc(saga.updated_at)).total_seconds()
     if idle >= stuck_after_s:
@@ -45,5 +46,9 @@ def stuck_clause(now: datetime, stuck_after_s: float) -> ColumnElement[bool]:
     return or_(
         and_(state.in_([s.value for s in WITH_DEADLINE]), col(Renewal.deadline_at) <= now),
         and_(state.in_([s.value for s in _WAITING_WITHOUT_DEADLINE]), idle),
-        and_(state == SagaStatus.TIMED_OUT.value, col(Renewal.refund_requested), idle),
+        and_(
+            state == SagaStatus.TIMED_OUT.value,
+            or_(col(Renewal.refund_requested), col(Renewal.payment_id).is_not(None)),
+            idle,
+        ),
     )
