@@ -100,7 +100,8 @@ async def record_cancellation(session: AsyncSession, data: BundleCancelled) -> C
     card's queue and stays in the history."""
     plan = await _plan(session, str(data.renewal_id), data.iccid)
     plan.plan_code = plan.plan_code or data.plan_code
-    if plan.state not in ENDED:
+    if plan.state not in _CANCEL_STATE.values():
+        # Over a plain `expired`: the platform may list a replaced bundle so before this came.
         plan.state = _CANCEL_STATE[data.reason]
         plan.ended_at = data.cancelled_at
     plan.updated_at = utcnow()

@@ -219,7 +219,7 @@ async def replace_live_bundles(
     """A bundle started `now` replaced the card's live one: BundleCancelled (`replaced`) for it.
 
     The platform ends the live bundle when one with start=now goes live; queued bundles move
-    behind the new one and stay. Returns how many bundles were replaced.
+    behind the new one and stay, a used-up one had ended already. Returns how many were replaced.
     """
     assert activation.valid_from is not None
     starts = as_utc(activation.valid_from)
@@ -230,13 +230,15 @@ async def replace_live_bundles(
                 col(Bundle.iccid) == activation.iccid,
                 col(Bundle.order_id) != activation.order_id,
                 col(Bundle.cancelled_at).is_(None),
-                col(Bundle.ended_published).is_(False),
+                col(Bundle.status) != "depleted",
             )
             .with_for_update()
         )
     ).all()
     replaced = 0
     for bundle in others:
+        # A poll may have seen it `expired` (the platform ended it for the new one) before this
+        # commit: it was still replaced, and carriers hear so.
         if as_utc(bundle.valid_from) > starts or as_utc(bundle.valid_until) <= starts:
             continue  # queued behind the new bundle, or over before it started
         replaced += mark_cancelled(outbox, session, bundle, "replaced", now)

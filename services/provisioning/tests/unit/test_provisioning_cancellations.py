@@ -253,3 +253,16 @@ async def test_a_requested_cancel_of_a_replaced_bundle_publishes_nothing_more(
     assert (await cancellation(database, first)).state == CancellationState.ABANDONED
     assert platform.cancel_calls == []
     assert len(await published(database, CANCELLED)) == 1
+
+
+async def test_a_replaced_plan_a_poll_saw_expired_first_is_still_announced_replaced(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    first = await activate(provisioning)
+    platform.set_usage(first, 0, status="expired")  # the platform ended it for the new one
+    await poll(provisioning)
+
+    await activate(provisioning, start="now")
+
+    [replaced] = await published(database, CANCELLED)
+    assert (replaced["data"]["renewal_id"], replaced["data"]["reason"]) == (str(first), "replaced")
