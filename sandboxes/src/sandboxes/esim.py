@@ -535,11 +535,14 @@ class EsimPlatform:
             ProblemError: Unknown order, or an injected transient failure.
         """
         now = self._settle()
+        return self._known_order(order_id).view(now)
+
+    def _known_order(self, order_id: str) -> _Order:
         order = self._orders.get(order_id)
         if order is None:
             raise ProblemError(404, f"No order {order_id!r}.", code="order_not_found")
         self._maybe_flake(order.request.iccid)
-        return order.view(now)
+        return order
 
     def cancel(self, order_id: str) -> BundleCancellation:
         """Cancel a bundle that has not started: a `processing` order or a `queued` bundle.
@@ -555,10 +558,7 @@ class EsimPlatform:
             ProblemError: Unknown order, or an injected transient failure.
         """
         now = self._settle()
-        order = self._orders.get(order_id)
-        if order is None:
-            raise ProblemError(404, f"No order {order_id!r}.", code="order_not_found")
-        self._maybe_flake(order.request.iccid)
+        order = self._known_order(order_id)
         before = order.status_at(now)
         outcome: CancelOutcome
         if before == "revoked":

@@ -75,7 +75,12 @@ async def on_bundle_started(session: AsyncSession, event: CloudEvent[BundleStart
     plan.state = _later(plan.state, "active")
     plan.updated_at = utcnow()
     session.add(plan)
-    card = await session.get(Card, data.iccid, with_for_update=True)
+    await _off_the_queue(session, plan)
+
+
+async def _off_the_queue(session: AsyncSession, plan: CardPlan) -> None:
+    # The card's own list of queued plans (its status before any plan row is known).
+    card = await session.get(Card, plan.iccid, with_for_update=True)
     if card is not None:
         card.queued = [item for item in card.queued if item.get("renewal_id") != plan.renewal_id]
         session.add(card)
@@ -106,10 +111,7 @@ async def record_cancellation(session: AsyncSession, data: BundleCancelled) -> C
         plan.ended_at = data.cancelled_at
     plan.updated_at = utcnow()
     session.add(plan)
-    card = await session.get(Card, data.iccid, with_for_update=True)
-    if card is not None:
-        card.queued = [item for item in card.queued if item.get("renewal_id") != plan.renewal_id]
-        session.add(card)
+    await _off_the_queue(session, plan)
     return plan
 
 

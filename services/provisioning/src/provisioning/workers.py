@@ -206,21 +206,15 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         order_id = activation.order_id
         if order_id is None:
             raise RuntimeError(f"activation {activation.id} is {activation.state} without an order")
-        if activation.state == ActivationState.CANCELLING:
-            try:
-                return await within_round(
-                    f"cancel of activation {activation.id}",
-                    lambda: self.platform.cancel_bundle(order_id),
-                    self.tries,
-                )
-            except (PlatformUnavailableError, PlatformRejectedError) as error:
-                return error
+        cancelling = activation.state == ActivationState.CANCELLING
+        call: Callable[[], Awaitable[BundleStatus | BundleCancellation]] = (
+            (lambda: self.platform.cancel_bundle(order_id))
+            if cancelling
+            else (lambda: self.platform.bundle_status(order_id))
+        )
+        what = "cancel" if cancelling else "status"
         try:
-            return await within_round(
-                f"status of activation {activation.id}",
-                lambda: self.platform.bundle_status(order_id),
-                self.tries,
-            )
+            return await within_round(f"{what} of activation {activation.id}", call, self.tries)
         except (PlatformUnavailableError, PlatformRejectedError) as error:
             return error
 
