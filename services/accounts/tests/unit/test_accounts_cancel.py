@@ -382,3 +382,22 @@ async def test_a_cancellation_without_an_answer_counts_as_stuck(
     assert stuck_reason(row, utcnow(), 900) is None
     assert (stuck_reason(row, later, 900) or "").startswith("CANCELLING without progress")
     assert stuck == 1
+
+
+async def test_two_cancellations_of_one_plan_in_one_batch_refund_once(
+    client: httpx.AsyncClient, database: Database, saga: RenewalSaga
+) -> None:
+    traveller = await Traveller(client, database, saga).sign_in()
+    renewal_id = await traveller.renewal()
+    await traveller.cancel(renewal_id)
+
+    # As the consumer handles a batch: one transaction, no autoflush between handlers.
+    async with database.session() as session:
+        with session.no_autoflush:
+            for _ in range(2):
+                await saga.on_bundle_cancelled(
+                    session, new_event(cancelled(renewal_id), source="/services/provisioning")
+                )
+
+    assert len(await published(database, REFUND_REQUESTED)) == 1
+    assert (await traveller.card())["queued"] == []

@@ -3,6 +3,7 @@
 import uuid
 from typing import Any
 
+from esim_core.consumer import MessageInfo
 from esim_core.db import Database
 from esim_core.worker import as_utc, utcnow
 from esim_schemas import BundleCancelRequested
@@ -266,3 +267,29 @@ async def test_a_replaced_plan_a_poll_saw_expired_first_is_still_announced_repla
 
     [replaced] = await published(database, CANCELLED)
     assert (replaced["data"]["renewal_id"], replaced["data"]["reason"]) == (str(first), "replaced")
+
+
+async def test_two_cancel_requests_of_one_renewal_in_one_batch_make_one_row(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    platform.modes[ICCID] = "queued"
+    renewal_id = await activate(provisioning)
+    consumer = provisioning.runtime.subscribe()
+    assert consumer is not None
+    data = BundleCancelRequested(
+        renewal_id=renewal_id, iccid=ICCID, reason="cancelled_by_user", requested_at=utcnow()
+    )
+    topic = "esim.bundle.cancel-requested"
+    batch = [
+        (event(data, event_id=f"cancel-{n}").to_json(), MessageInfo(topic, 0, n, ICCID.encode()))
+        for n in range(2)
+    ]
+
+    await consumer.handle_batch([*batch, batch[0]])
+    await provisioning.cancellations.run_once()
+
+    async with database.session() as session:
+        rows = (await session.exec(select(Cancellation))).all()
+    assert [row.request_event_id for row in rows] == ["cancel-0"]
+    assert len(platform.cancel_calls) == 1
+    assert len(await published(database, CANCELLED)) == 1
