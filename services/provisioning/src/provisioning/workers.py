@@ -121,8 +121,14 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
             await clear_due(self.database, Activation, activation_id, activation.lease_until)
             return
         now = utcnow()
-        if activation.state == ActivationState.ORDERING and now >= as_utc(activation.deadline_at):
-            # Ordering now would apply a bundle the saga is about to refund.
+        if (
+            activation.state == ActivationState.ORDERING
+            and activation.attempts == 0
+            and now >= as_utc(activation.deadline_at)
+        ):
+            # Never sent to the platform: ordering now would apply a bundle nobody waits for.
+            # (After a round without an answer the order may exist: it is asked for again under
+            # its key below, and cancelled.)
             async with self.database.session() as session:
                 current = await session.get(Activation, activation_id, with_for_update=True)
                 if (
@@ -131,9 +137,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
                     or not same_lease(current.lease_until, activation.lease_until)
                 ):
                     return  # moved on, or claimed again meanwhile
-                current.last_error = (
-                    f"not ordered by the deadline; last round: {current.last_error}"
-                )[:500]
+                current.last_error = "not sent to the platform by the deadline"
                 current.lease_until = None
                 current.updated_at = now
                 session.add(current)
@@ -242,6 +246,9 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
                 outcome.order_id,
                 outcome.status,
             )
+            if now >= deadline:
+                # Placed by an unanswered round before the deadline, or by this one: too late.
+                self._cancel_at_deadline(activation, "ordered only at the deadline", now)
         elif isinstance(outcome, UnknownIccidError):
             activation.last_error = str(outcome)[:500]
             self._fail(session, activation, UNKNOWN_ICCID, now)
@@ -387,7 +394,11 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
             if activation.state == ActivationState.FOLLOWING:
                 self._cancel_at_deadline(activation, "no answer", now)
                 return
-            self._fail(session, activation, ACTIVATION_TIMEOUT, now)
+            # An order sent without an answer may exist: ask again under its key (past the
+            # deadline if need be) until the platform says, then cancel it.
+            activation.due_at = now + timedelta(
+                seconds=retry_delay(activation.unavailable_rounds, self.rules)
+            )
             return
         activation.due_at = next_due(
             now, retry_delay(activation.unavailable_rounds, self.rules), deadline

@@ -450,27 +450,51 @@ async def test_a_bundle_that_goes_live_at_the_deadline_is_activated(
     assert await published(database, FAILED) == []
 
 
-async def test_an_order_never_placed_by_the_deadline_times_out_without_ordering(
+async def test_an_activation_never_sent_by_the_deadline_fails_without_ordering(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    data = payment_settled()
+    await handle(provisioning, data)
+    await pass_deadline(database, data.renewal_id)
+
+    await provisioning.activations.run_once()
+
+    assert platform.order_calls == []
+    row = await activation_of(database, data.renewal_id)
+    assert (row.state, row.failure_reason) == (ActivationState.FAILED, "activation_timeout")
+    [failed] = await published(database, FAILED)
+    assert failed["data"]["attempts"] == 1
+
+
+async def test_an_order_unanswered_by_the_deadline_is_asked_for_again_and_cancelled(
     provisioning: Provisioning, database: Database, platform: FakePlatform
 ) -> None:
     platform.outage = True
     data = payment_settled()
     await handle(provisioning, data)
     await provisioning.activations.run_once()
-    calls = len(platform.order_calls)
     await pass_deadline(database, data.renewal_id)
     await fast_forward(database)
 
     await provisioning.activations.run_once()
 
-    assert len(platform.order_calls) == calls
+    # The unanswered order may exist at the platform: nothing is given up before it says.
     row = await activation_of(database, data.renewal_id)
+    assert (row.state, row.unavailable_rounds) == (ActivationState.ORDERING, 2)
+    assert row.due_at is not None and as_utc(row.due_at) > as_utc(row.deadline_at)
+    assert await published(database, FAILED) == []
+
+    platform.outage = False
+    row = await run_until_final(provisioning, data.renewal_id)
+
+    [order] = platform.orders_of(data.renewal_id)
+    assert {request.idempotency_key for request in platform.order_calls} == {
+        f"bundle:{data.renewal_id}"
+    }
+    assert platform.cancel_calls == [order.order_id]
     assert (row.state, row.failure_reason) == (ActivationState.FAILED, "activation_timeout")
-    assert "not ordered by the deadline; last round: PlatformUnavailableError" in (
-        row.last_error or ""
-    )
-    [failed] = await published(database, FAILED)
-    assert failed["data"]["attempts"] == 1
+    assert len(await published(database, FAILED)) == 1
+    assert await published(database, ACTIVATED) == []
 
 
 async def test_the_next_round_is_never_later_than_the_deadline(
