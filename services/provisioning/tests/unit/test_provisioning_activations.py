@@ -462,6 +462,7 @@ async def test_an_activation_never_sent_by_the_deadline_fails_without_ordering(
     assert platform.order_calls == []
     row = await activation_of(database, data.renewal_id)
     assert (row.state, row.failure_reason) == (ActivationState.FAILED, "activation_timeout")
+    assert row.last_error == "not sent to the platform by the deadline"
     [failed] = await published(database, FAILED)
     assert failed["data"]["attempts"] == 1
 
