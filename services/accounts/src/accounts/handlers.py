@@ -540,7 +540,13 @@ class RenewalSaga:
                 f"renewal {saga.renewal_id} has ended ({status.value}): nothing to compensate"
             )
         if status == SagaStatus.REFUNDING or status == SagaStatus.TIMED_OUT:
-            owed = "its refund is requested" if saga.refund_requested else "nothing was captured"
+            if saga.refund_requested:
+                owed = "its refund is requested"
+            elif saga.payment_id is not None:
+                # Refunding now could leave a live plan paid back: provisioning's answer decides.
+                owed = "captured; provisioning's answer decides: a failure is refunded"
+            else:
+                owed = "nothing was captured"
             return f"already compensating ({status.value}, {owed}); nothing changed"
         if status == SagaStatus.CANCELLING:
             # Provisioning decides whether the plan runs; retry sends the pending command again.

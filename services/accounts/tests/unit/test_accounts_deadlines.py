@@ -126,3 +126,25 @@ def failed_activation(renewal_id: uuid.UUID) -> ActivationFailed:
         attempts=3,
         failed_at=utcnow(),
     )
+
+
+async def test_compensating_a_timed_out_capture_waits_for_provisioning(
+    database: Database, saga: RenewalSaga
+) -> None:
+    await bind(database)
+    data = request()
+    await handle(database, saga.on_renewal_requested, data)
+    await handle(database, saga.on_payment_settled, settled(data.renewal_id))
+    await overdue(database)
+    await sweep_deadlines(database, saga)
+
+    async with database.session() as session:
+        row = await session.get(Renewal, str(data.renewal_id), with_for_update=True)
+        assert row is not None
+        outcome = saga.compensate(session, row, "stuck")
+
+    assert outcome == (
+        "already compensating (TIMED_OUT, captured; provisioning's answer decides: "
+        "a failure is refunded); nothing changed"
+    )
+    assert await published(database, "esim.refund.requested.v1") == []
