@@ -102,3 +102,44 @@ def test_a_start_now_plan_replaces_the_live_one_and_says_so_once(
     )
     assert ended == []
     assert len(events_of(kafka_client, platform, "esim.bundle.cancelled", iccid)) == 1
+
+
+def test_a_cancel_that_races_the_plans_start_keeps_the_plan(
+    platform: Platform, kafka_client: PlainKafka
+) -> None:
+    traveller, iccid, current = active_card(platform)
+    queued = traveller.renew(iccid, "card_ok", start="after_current").json()["renewal_id"]
+    traveller.wait_for_status(queued, "ACTIVATED")
+
+    # The current plan ends now at the platform: the queued one starts before anyone is told.
+    sandbox = httpx.post(
+        f"{platform.url('esim')}/sandbox/validity", json={"iccid": iccid, "ends_in_s": 0}
+    )
+    assert sandbox.status_code == 200, sandbox.text
+    answer = httpx.post(
+        f"{platform.url('accounts')}/v1/renewals/{queued}/cancel", headers=traveller.headers
+    )
+
+    # Accepted before accounts heard of the start (then refused by the platform), or refused
+    # at once: either way the plan stays, nothing is cancelled and nothing refunded.
+    assert answer.status_code in (202, 409), answer.text
+    events_of(kafka_client, platform, "esim.bundle.started", iccid, renewal_id=queued)
+
+    def settled() -> dict[str, object] | None:
+        saga: dict[str, object] = traveller.get(f"/v1/renewals/{queued}").json()
+        return saga if saga["status"] == "ACTIVATED" else None
+
+    saga = wait_until(settled, what="the renewal ACTIVATED again")
+    steps = [step["step"] for step in saga["timeline"]]  # type: ignore[attr-defined]
+    if answer.status_code == 202:
+        assert steps[-1] == "cancel_refused", steps
+    assert ledger(platform, "esim", reference=queued)["cancellations"] == []
+    assert ledger(platform, "payment", reference=queued)["refunds"] == []
+    assert (
+        events_of(
+            kafka_client, platform, "esim.bundle.cancelled", iccid, at_least=0, renewal_id=queued
+        )
+        == []
+    )
+    assert live_plans(kafka_client, platform, iccid) == queued
+    assert current != queued
