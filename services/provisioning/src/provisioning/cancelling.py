@@ -114,7 +114,13 @@ class CancellationWorker(DueWorker[EsimPlatform, FollowUpRules]):
             cancellation.order_id = outcome.order_id
             cancellation.bundle_status = outcome.bundle.status[:16]
             bundle = await session.get(Bundle, outcome.order_id, with_for_update=True)
-            if outcome.cancelled and bundle is not None:
+            if outcome.cancelled and bundle is None:
+                # Looked up before the call; gone since would be a bug worth an ERROR.
+                logger.error(
+                    "cancellation %s: bundle %s is gone", cancellation.id, outcome.order_id
+                )
+                self._done(cancellation, CancellationState.ABANDONED, "bundle row gone", now)
+            elif outcome.cancelled and bundle is not None:
                 reason = cast(BundleCancelReason, cancellation.reason)
                 mark_cancelled(self.outbox, session, bundle, reason, now)
                 self._done(cancellation, CancellationState.CANCELLED, None, now)
@@ -127,6 +133,9 @@ class CancellationWorker(DueWorker[EsimPlatform, FollowUpRules]):
                     f"the platform did not cancel: bundle {outcome.bundle.status[:64]}",
                     now,
                 )
+        elif outcome == f"already {cancellation.reason}":
+            # Cancelled for this very reason before (a start=now plan replaced it): told once.
+            self._done(cancellation, CancellationState.CANCELLED, outcome, now)
         elif isinstance(outcome, str) and outcome != _NOT_YET:
             self._done(cancellation, CancellationState.ABANDONED, outcome, now)
         elif isinstance(outcome, OrderNotFoundError):

@@ -251,7 +251,8 @@ async def test_a_requested_cancel_of_a_replaced_bundle_publishes_nothing_more(
 
     await provisioning.cancellations.run_once()
 
-    assert (await cancellation(database, first)).state == CancellationState.ABANDONED
+    row = await cancellation(database, first)
+    assert (row.state, row.last_error) == (CancellationState.CANCELLED, "already replaced")
     assert platform.cancel_calls == []
     assert len(await published(database, CANCELLED)) == 1
 
@@ -293,3 +294,18 @@ async def test_two_cancel_requests_of_one_renewal_in_one_batch_make_one_row(
     assert [row.request_event_id for row in rows] == ["cancel-0"]
     assert len(platform.cancel_calls) == 1
     assert len(await published(database, CANCELLED)) == 1
+
+
+async def test_a_user_cancel_of_a_plan_replaced_meanwhile_is_abandoned(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    first = await activate(provisioning)
+    await activate(provisioning, start="now")
+    await request_cancel(provisioning, first)
+
+    await provisioning.cancellations.run_once()
+
+    row = await cancellation(database, first)
+    assert (row.state, row.last_error) == (CancellationState.ABANDONED, "already replaced")
+    assert platform.cancel_calls == []
+    assert [e["data"]["reason"] for e in await published(database, CANCELLED)] == ["replaced"]
