@@ -400,3 +400,113 @@ async def test_ledger_filters_and_reset_keeps_cards(client: httpx.AsyncClient) -
     assert reset.status_code == 204
     assert after_reset == []
     assert fresh["status"] == "active"
+
+
+async def cancel(client: httpx.AsyncClient, order_id: str) -> dict[str, Any]:
+    response = await client.post(f"/v1/bundles/{order_id}/cancel")
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def test_a_queued_bundle_is_cancelled_once_and_never_starts(
+    timed_client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    await order(timed_client, "k1")
+    queued_id = (
+        await order(timed_client, "k2", order_body(start="after_current", reference="r-2"))
+    ).json()["order_id"]
+    clock.advance(seconds=1)
+    assert (await bundle(timed_client, queued_id))["status"] == "queued"
+
+    first = await cancel(timed_client, queued_id)
+    again = await cancel(timed_client, queued_id)
+    clock.advance(days=31)
+
+    assert (first["cancelled"], first["outcome"], first["status"]) == (True, "cancelled", "revoked")
+    assert (again["cancelled"], again["outcome"]) == (True, "already_cancelled")
+    assert (await bundle(timed_client, queued_id))["status"] == "revoked"
+    ledger = (await timed_client.get("/sandbox/ledger", params={"reference": "r-2"})).json()
+    assert [(c["order_id"], c["status_before"]) for c in ledger["cancellations"]] == [
+        (queued_id, "queued")
+    ]
+    assert ledger["orders"][0]["cancelled_at"] == first["cancelled_at"]
+
+
+async def test_a_processing_order_that_is_cancelled_never_goes_live(
+    timed_client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    order_id = (await order(timed_client, "k1")).json()["order_id"]
+
+    answer = await cancel(timed_client, order_id)
+    clock.advance(seconds=5)
+
+    assert (answer["cancelled"], answer["status"]) == (True, "revoked")
+    assert (await bundle(timed_client, order_id))["status"] == "revoked"
+    usage = (await timed_client.get(f"/v1/cards/{CARD}/usage")).json()
+    assert usage["order_id"] is None
+
+
+async def test_a_live_bundle_is_not_cancelled(
+    timed_client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    order_id = (await order(timed_client, "k1")).json()["order_id"]
+    clock.advance(seconds=1)
+
+    answer = await cancel(timed_client, order_id)
+
+    assert (answer["cancelled"], answer["outcome"], answer["status"]) == (
+        False,
+        "already_started",
+        "active",
+    )
+    assert (await bundle(timed_client, order_id))["status"] == "active"
+    assert (await timed_client.get("/sandbox/ledger")).json()["cancellations"] == []
+
+
+async def test_ended_and_failed_bundles_are_not_cancelled(
+    timed_client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    ended_id = (await order(timed_client, "k1")).json()["order_id"]
+    await timed_client.post("/sandbox/faults", json={"iccid": OTHER_CARD, "mode": "fail"})
+    failed_id = (await order(timed_client, "k2", order_body(OTHER_CARD))).json()["order_id"]
+    clock.advance(days=31)
+
+    ended = await cancel(timed_client, ended_id)
+    failed = await cancel(timed_client, failed_id)
+
+    assert (ended["cancelled"], ended["outcome"]) == (False, "ended")
+    assert (failed["cancelled"], failed["outcome"]) == (False, "failed")
+
+
+async def test_a_cancelled_queued_bundle_makes_room_for_the_next(
+    timed_client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    first_id = (await order(timed_client, "k1")).json()["order_id"]
+    second_id = (await order(timed_client, "k2", order_body(start="after_current"))).json()[
+        "order_id"
+    ]
+    third_id = (
+        await order(timed_client, "k3", order_body(start="after_current", validity_days=7))
+    ).json()["order_id"]
+    clock.advance(seconds=1)
+
+    await cancel(timed_client, second_id)
+
+    first, third = await bundle(timed_client, first_id), await bundle(timed_client, third_id)
+    assert third["status"] == "queued"
+    assert third["valid_from"] == first["valid_until"]
+    assert parse(third["valid_until"]) - parse(third["valid_from"]) == timedelta(days=7)
+
+
+async def test_cancel_of_an_unknown_order_is_404_and_a_flaky_platform_503(
+    client: httpx.AsyncClient,
+) -> None:
+    order_id = (await order(client, "k1")).json()["order_id"]
+    await client.post("/sandbox/faults", json={"iccid": CARD, "mode": "flaky"})
+
+    missing = await client.post("/v1/bundles/ord_nope/cancel")
+    flaky = await client.post(f"/v1/bundles/{order_id}/cancel")
+
+    assert_problem(missing, 404, "order_not_found")
+    assert_problem(flaky, 503, "unavailable")

@@ -73,7 +73,9 @@ def test_accounts_reports_sagas_by_state(scraped: dict[str, str]) -> None:
         labels["state"]: value for labels, value in samples(scraped["accounts"], "esim_sagas")
     }
     assert by_state["ACTIVATED"] >= 1
-    assert {"REQUESTED", "PAID", "REFUNDED", "TIMED_OUT"} <= set(by_state)
+    assert {"REQUESTED", "PAID", "REFUNDED", "TIMED_OUT", "CANCELLING", "CANCELLED"} <= set(
+        by_state
+    )
     [(_, stuck)] = samples(scraped["accounts"], "esim_sagas_stuck")
     assert stuck == 0
     assert samples(scraped["accounts"], "esim_saga_oldest_open_age_seconds")

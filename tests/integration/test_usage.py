@@ -185,17 +185,19 @@ def live_plans(kafka: PlainKafka, platform: Platform, iccid: str) -> str | None:
     """A carrier's view from the public topics alone: the renewal whose plan is live on a card.
 
     Live is the latest-starting bundle announced live (ProfileActivated `active`, or
-    BundleStarted) that has not ended (BundleEnded); topic order does not matter.
+    BundleStarted) that has not ended (BundleEnded) nor been cancelled or replaced
+    (BundleCancelled); topic order does not matter.
     """
     starts: dict[str, str] = {}
     ended: set[str] = set()
-    for topic in ("esim.profile.activated", "esim.bundle.started", "esim.bundle.ended"):
+    topics = ("esim.profile.activated", "esim.bundle.started", "esim.bundle.ended")
+    for topic in (*topics, "esim.bundle.cancelled"):
         records = kafka.records(
             platform.topic(topic), lambda r: cloudevent(r).get("subject") == iccid, at_least=0
         )
         for record in records:
             data = cloudevent(record)["data"]
-            if topic == "esim.bundle.ended":
+            if topic in ("esim.bundle.ended", "esim.bundle.cancelled"):
                 ended.add(data["renewal_id"])
             elif data.get("bundle_state", "active") == "active":
                 starts[data["renewal_id"]] = data["valid_from"]

@@ -14,7 +14,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from tests.support.infra import ROOT, Platform, wait_until
 
-TERMINAL = {"ACTIVATED", "PAYMENT_FAILED", "REFUNDED", "REJECTED", "TIMED_OUT"}
+TERMINAL = {"ACTIVATED", "PAYMENT_FAILED", "REFUNDED", "REJECTED", "TIMED_OUT", "CANCELLED"}
 
 
 def _demo_cards() -> Iterator[tuple[str, str]]:

@@ -42,6 +42,8 @@ FLAKY_FAILURES = 2
 
 FAILURE_REASON = "bundle_rejected"
 
+CancelOutcome = Literal["cancelled", "already_cancelled", "already_started", "ended", "failed"]
+
 
 @dataclass(frozen=True)
 class EsimSandboxSettings:
@@ -187,6 +189,29 @@ class Bundle(BaseModel):
     reference: str
     failure_reason: str | None
     created_at: Timestamp
+    cancelled_at: Timestamp | None = None
+
+
+class BundleCancellation(Bundle):
+    """The answer to a cancel: the bundle as it stands, and whether it will never run.
+
+    `cancelled` is true when the bundle is cancelled (now or by an earlier call); false when it
+    had already started (`already_started`), ended (`ended`) or failed (`failed`).
+    """
+
+    cancelled: bool
+    outcome: CancelOutcome
+
+
+class Cancellation(BaseModel):
+    """One bundle the platform cancelled (each at most once)."""
+
+    order_id: str
+    iccid: str
+    reference: str
+    bundle_code: str
+    status_before: BundleStatus
+    cancelled_at: Timestamp
 
 
 class CardBundles(BaseModel):
@@ -276,9 +301,10 @@ class Fault(BaseModel):
 
 
 class OrderLedger(BaseModel):
-    """Every bundle order the platform received."""
+    """Every bundle order the platform received, and every bundle it cancelled."""
 
     orders: list[Bundle]
+    cancellations: list[Cancellation] = Field(default_factory=list)
 
 
 @dataclass
@@ -294,6 +320,7 @@ class _Order:
     replaced: bool = False
     ended: datetime | None = None
     """When it was replaced or used up; an expiry ends it at `valid_until`."""
+    cancelled_at: datetime | None = None
     valid_from: datetime | None = None
     valid_until: datetime | None = None
     data_used_mb: int = 0
@@ -304,6 +331,8 @@ class _Order:
     thresholds_called: int = 0
 
     def status_at(self, moment: datetime) -> BundleStatus:
+        if self.cancelled_at is not None:
+            return "revoked"
         if not self.settled:
             return "processing"
         if self.failed:
@@ -321,7 +350,9 @@ class _Order:
         return "active"
 
     def ended_before(self, moment: datetime, cutoff: datetime) -> bool:
-        """Whether the bundle had ended (replaced, expired or used up) before `cutoff`."""
+        """Whether the bundle had ended (replaced, expired, used up, cancelled) before `cutoff`."""
+        if self.cancelled_at is not None:
+            return self.cancelled_at < cutoff
         status = self.status_at(moment)
         if status == "expired" and not self.replaced:
             assert self.valid_until is not None
@@ -358,6 +389,7 @@ class _Order:
             reference=self.request.reference,
             failure_reason=FAILURE_REASON if status == "failed" else None,
             created_at=self.created_at,
+            cancelled_at=self.cancelled_at,
         )
 
 
@@ -433,6 +465,7 @@ class EsimPlatform:
         self._live: dict[str, _Order] = {}
         self._buckets: dict[str, _Bucket] = {}
         self._callback_modes: dict[str, CallbackMode] = {}
+        self._cancellations: list[Cancellation] = []
         self.callbacks: dict[str, _Callback] = {}
         self.callbacks_due: asyncio.Queue[str] = asyncio.Queue()
 
@@ -516,11 +549,82 @@ class EsimPlatform:
             ProblemError: Unknown order, or an injected transient failure.
         """
         now = self._settle()
+        return self._known_order(order_id).view(now)
+
+    def _known_order(self, order_id: str) -> _Order:
         order = self._orders.get(order_id)
         if order is None:
             raise ProblemError(404, f"No order {order_id!r}.", code="order_not_found")
         self._maybe_flake(order.request.iccid)
-        return order.view(now)
+        return order
+
+    def cancel(self, order_id: str) -> BundleCancellation:
+        """Cancel a bundle that has not started: a `processing` order or a `queued` bundle.
+
+        Idempotent: cancelling a cancelled bundle answers `cancelled` again and records nothing
+        more. A bundle that is live, has ended or failed is left as it is (`cancelled` false).
+        The bundles queued behind a cancelled one move up into its place.
+
+        Args:
+            order_id: The order id.
+
+        Raises:
+            ProblemError: Unknown order, or an injected transient failure.
+        """
+        now = self._settle()
+        order = self._known_order(order_id)
+        before = order.status_at(now)
+        outcome: CancelOutcome
+        if before == "revoked":
+            outcome = "already_cancelled"
+        elif before in ("processing", "queued"):
+            outcome = "cancelled"
+            order.cancelled_at = now
+            self._unsettled.pop(order.order_id, None)
+            self._live.pop(order.order_id, None)
+            self._cancellations.append(
+                Cancellation(
+                    order_id=order.order_id,
+                    iccid=order.request.iccid,
+                    reference=order.request.reference,
+                    bundle_code=order.request.bundle_code,
+                    status_before=before,
+                    cancelled_at=now,
+                )
+            )
+            if before == "queued" and order.valid_from is not None:
+                self._close_gap(order, now)
+            logger.info("order %s cancelled (was %s)", order.order_id, before)
+        elif before == "failed":
+            outcome = "failed"
+        elif before == "expired":
+            outcome = "ended"
+        else:
+            outcome = "already_started"
+        view = order.view(now)
+        return BundleCancellation(
+            **view.model_dump(), cancelled=order.cancelled_at is not None, outcome=outcome
+        )
+
+    def _close_gap(self, cancelled: _Order, now: datetime) -> None:
+        # The bundles queued behind a cancelled one start where it would have started.
+        assert cancelled.valid_from is not None
+        behind = sorted(
+            (
+                o
+                for o in self._orders_of(cancelled.request.iccid)
+                if o.status_at(now) == "queued"
+                and o.valid_from is not None
+                and o.valid_from >= cancelled.valid_from
+            ),
+            key=lambda o: (o.valid_from or now, o.sequence),
+        )
+        start = cancelled.valid_from
+        for bundle in behind:
+            assert bundle.valid_from is not None and bundle.valid_until is not None
+            length = bundle.valid_until - bundle.valid_from
+            bundle.valid_from, bundle.valid_until = start, start + length
+            start = bundle.valid_until
 
     def card(self, iccid: str) -> CardBundles:
         """Return a card with all its bundles.
@@ -754,7 +858,7 @@ class EsimPlatform:
     def _grow(self, now: datetime) -> None:
         rate = self._settings.usage_mb_per_min
         for order in list(self._live.values()):
-            if order.failed or order.replaced or order.valid_from is None:
+            if order.failed or order.replaced or order.cancelled_at or order.valid_from is None:
                 self._live.pop(order.order_id, None)
                 continue
             assert order.valid_until is not None
@@ -801,7 +905,12 @@ class EsimPlatform:
                 o.view(now)
                 for o in self._orders.values()
                 if iccid in (None, o.request.iccid) and reference in (None, o.request.reference)
-            ]
+            ],
+            cancellations=[
+                c
+                for c in self._cancellations
+                if iccid in (None, c.iccid) and reference in (None, c.reference)
+            ],
         )
 
     def reset(self) -> None:
@@ -815,6 +924,7 @@ class EsimPlatform:
         self._live.clear()
         self._buckets.clear()
         self._callback_modes.clear()
+        self._cancellations.clear()
         self.callbacks.clear()
 
     def _require_card(self, iccid: str) -> None:
@@ -929,6 +1039,12 @@ async def get_bundle(order_id: str, request: Request) -> Bundle:
     return _platform(request).order(order_id)
 
 
+@router.post("/v1/bundles/{order_id}/cancel", response_model=BundleCancellation, tags=["bundles"])
+async def cancel_bundle(order_id: str, request: Request) -> BundleCancellation:
+    """Cancel a bundle that has not started (idempotent); says whether it will never run."""
+    return _platform(request).cancel(order_id)
+
+
 @router.get("/v1/cards/{iccid}", response_model=CardBundles, tags=["cards"])
 async def get_card(iccid: str, request: Request) -> CardBundles:
     """Return a card and all its bundles."""
@@ -1001,7 +1117,7 @@ async def set_fault(body: Fault, request: Request) -> Fault:
 async def get_ledger(
     request: Request, iccid: str | None = None, reference: str | None = None
 ) -> OrderLedger:
-    """List every bundle order with its status, optionally filtered."""
+    """List every bundle order with its status, and every cancellation, optionally filtered."""
     return _platform(request).ledger(iccid, reference)
 
 

@@ -136,7 +136,38 @@ def test_show_prints_state_timeline_payment_and_bundle(
     assert "payment (billing):\n  settled  pay_1" in done.output
     assert "bundle (provisioning):\n  activated  order ord_1" in done.output
     assert "refund (billing)" not in done.output  # none: billing answered 404
+    assert "cancellation (provisioning)" not in done.output  # none asked: 404
     assert all(call.headers["authorization"] == f"Bearer {TOKEN}" for call in calls)
+
+
+def test_show_prints_a_cancellation_when_there_is_one(serve: Any) -> None:
+    cancellation = {
+        "renewal_id": RENEWAL,
+        "iccid": "8944500102198304826",
+        "reason": "cancelled_by_user",
+        "state": "refused",
+        "order_id": "ord_1",
+        "bundle_status": "active",
+        "attempts": 1,
+        "last_error": "the platform did not cancel: bundle active",
+        "next_attempt_at": None,
+        "created_at": "2026-11-24T10:00:00Z",
+        "done_at": "2026-11-24T10:00:01Z",
+    }
+
+    def answers(request: httpx.Request) -> httpx.Response:
+        if request.url.path == f"/v1/cancellations/{RENEWAL}":
+            return httpx.Response(200, json=cancellation)
+        return platform_answers(request)
+
+    serve(answers)
+    done = run("sagas", "show", RENEWAL)
+
+    assert done.exit_code == 0, done.output
+    assert (
+        "cancellation (provisioning):\n  refused  cancelled_by_user  order ord_1  "
+        "platform said active  rounds 1"
+    ) in done.output
 
 
 def test_show_of_an_unknown_renewal_is_one_sentence(serve: Any) -> None:

@@ -17,8 +17,20 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from accounts.auth import AuthParts, client_address, guarded
 from accounts.cardplans import card_status, plan_entry, plans_of
-from accounts.domain import RenewalInvalidError, SagaStatus, currency_for, price_for
-from accounts.handlers import effective_status, fingerprint_of, record_step, saga_from_request
+from accounts.domain import (
+    NotCancellableError,
+    RenewalInvalidError,
+    SagaStatus,
+    currency_for,
+    price_for,
+)
+from accounts.handlers import (
+    RenewalSaga,
+    effective_status,
+    fingerprint_of,
+    record_step,
+    saga_from_request,
+)
 from accounts.schemas import (
     AutoRenewUpdate,
     CardBind,
@@ -42,8 +54,8 @@ _KEYS = uuid5(NAMESPACE_URL, "https://esim.example/accounts/idempotency-keys")
 oauth2 = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
 
 
-def build_router(parts: AuthParts) -> APIRouter:
-    """The API's routes, bound to the service's database, outbox and sessions."""
+def build_router(parts: AuthParts, saga: RenewalSaga) -> APIRouter:
+    """The API's routes, bound to the service's database, outbox, sessions and saga."""
     router = APIRouter(prefix="/v1")
     database, outbox, settings = parts.database, parts.outbox, parts.settings
 
@@ -313,15 +325,46 @@ def build_router(parts: AuthParts) -> APIRouter:
         response.headers["Location"] = f"/v1/renewals/{renewal_id}"
         return RenewalAccepted(renewal_id=renewal_id, status=SagaStatus.REQUESTED)
 
+    async def own_renewal(
+        unit: AsyncSession, caller: User, renewal_id: UUID, *, lock: bool = False
+    ) -> Renewal:
+        found = await unit.get(Renewal, str(renewal_id), with_for_update=lock)
+        if found is None or found.user_id != caller.id:
+            raise ProblemError(
+                404, f"no renewal {renewal_id} on your account", kind="renewal-not-found"
+            )
+        return found
+
+    @router.post(
+        "/renewals/{renewal_id}/cancel",
+        status_code=status.HTTP_202_ACCEPTED,
+        tags=["renewals"],
+        responses=problems(401, 404, 409, 422),
+    )
+    async def cancel_renewal(
+        caller: Caller, renewal_id: UUID, response: Response
+    ) -> RenewalAccepted:
+        """Cancel a queued plan that has not started: the bundle is cancelled at the platform
+        and the payment refunded in full; the renewal ends `CANCELLED` (follow it at its URL).
+
+        409 `not-cancellable` for anything else: a plan that is live or has started, a renewal
+        that is not `ACTIVATED`, or one already being cancelled.
+        """
+        async with database.session() as unit:
+            # Locked: two cancels of one renewal take turns, and the second one is refused.
+            found = await own_renewal(unit, caller, renewal_id, lock=True)
+            try:
+                await saga.request_cancel(unit, found, utcnow())
+            except NotCancellableError as refused:
+                raise ProblemError(409, str(refused), kind="not-cancellable") from refused
+        response.headers["Location"] = f"/v1/renewals/{renewal_id}"
+        return RenewalAccepted(renewal_id=renewal_id, status=found.status)
+
     @router.get("/renewals/{renewal_id}", tags=["renewals"], responses=problems(401, 404, 422))
     async def renewal(caller: Caller, renewal_id: UUID) -> RenewalPublic:
         """A renewal's status and the timeline of its steps."""
         async with database.session() as unit:
-            saga = await unit.get(Renewal, str(renewal_id))
-            if saga is None or saga.user_id != caller.id:
-                raise ProblemError(
-                    404, f"no renewal {renewal_id} on your account", kind="renewal-not-found"
-                )
+            saga = await own_renewal(unit, caller, renewal_id)
             query = (
                 select(RenewalStep)
                 .where(RenewalStep.renewal_id == saga.renewal_id)

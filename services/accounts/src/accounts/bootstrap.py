@@ -14,6 +14,8 @@ from esim_core.service import ServiceRuntime
 from esim_core.worker import utcnow
 from esim_schemas import (
     ActivationFailed,
+    BundleCancelled,
+    BundleCancelRequested,
     BundleEnded,
     BundleStarted,
     CardBound,
@@ -77,8 +79,9 @@ def build(settings: AccountsSettings, *, clock: Callable[[], datetime] = utcnow)
     runtime.consume(topics.activation_failed, [Route(ActivationFailed, saga.on_activation_failed)])
     runtime.consume(topics.payment_refunded, [Route(PaymentRefunded, saga.on_payment_refunded)])
     runtime.consume(topics.usage_updated, [Route(UsageUpdated, cardplans.on_usage_updated)])
-    runtime.consume(topics.bundle_started, [Route(BundleStarted, cardplans.on_bundle_started)])
-    runtime.consume(topics.bundle_ended, [Route(BundleEnded, cardplans.on_bundle_ended)])
+    runtime.consume(topics.bundle_started, [Route(BundleStarted, saga.on_bundle_started)])
+    runtime.consume(topics.bundle_ended, [Route(BundleEnded, saga.on_bundle_ended)])
+    runtime.consume(topics.bundle_cancelled, [Route(BundleCancelled, saga.on_bundle_cancelled)])
 
     async def seed() -> None:
         await seed_catalogue(runtime.database)
@@ -90,6 +93,7 @@ def build(settings: AccountsSettings, *, clock: Callable[[], datetime] = utcnow)
         RenewalRejected,
         PaymentRequested,
         RefundRequested,
+        BundleCancelRequested,
         CardBound,
         PasswordResetRequested,
         PasswordChanged,
@@ -113,7 +117,7 @@ def build(settings: AccountsSettings, *, clock: Callable[[], datetime] = utcnow)
         singleton=True,
     )
     runtime.routers.append(build_auth_router(parts))
-    runtime.routers.append(build_router(parts))
+    runtime.routers.append(build_router(parts, saga))
     return Accounts(runtime=runtime, saga=saga)
 
 

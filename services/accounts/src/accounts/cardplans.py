@@ -1,6 +1,7 @@
 """A card's plans as the platform measured them: usage, start and end of each bundle, history.
 
-Every event about one bundle (ProfileActivated, BundleStarted, BundleEnded, UsageUpdated)
+Every event about one bundle (ProfileActivated, BundleStarted, BundleEnded, BundleCancelled,
+UsageUpdated)
 updates that bundle's `CardPlan` row, whatever order the topics deliver them in: each fact only
 moves forward (a state never goes back, an older measurement never replaces a newer one). The
 card's status is derived from its rows when it is read, as of that moment.
@@ -12,7 +13,14 @@ from datetime import datetime
 from typing import Any
 
 from esim_core.worker import as_utc, utcnow
-from esim_schemas import BundleEnded, BundleStarted, CloudEvent, ProfileActivated, UsageUpdated
+from esim_schemas import (
+    BundleCancelled,
+    BundleEnded,
+    BundleStarted,
+    CloudEvent,
+    ProfileActivated,
+    UsageUpdated,
+)
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -20,8 +28,10 @@ from accounts.store import Card, CardPlan
 
 logger = logging.getLogger(__name__)
 
-_RANK = {"queued": 0, "active": 1, "expired": 2, "depleted": 2}
-ENDED = frozenset({"expired", "depleted"})
+# A cancelled plan never ran; a replaced one ran until a start=now plan took its place.
+_RANK = {"queued": 0, "active": 1, "expired": 2, "depleted": 2, "cancelled": 3, "replaced": 3}
+ENDED = frozenset({"expired", "depleted", "cancelled", "replaced"})
+_CANCEL_STATE = {"cancelled_by_user": "cancelled", "replaced": "replaced"}
 
 
 def _later(known: str | None, reported: str) -> str:
@@ -65,7 +75,12 @@ async def on_bundle_started(session: AsyncSession, event: CloudEvent[BundleStart
     plan.state = _later(plan.state, "active")
     plan.updated_at = utcnow()
     session.add(plan)
-    card = await session.get(Card, data.iccid, with_for_update=True)
+    await _off_the_queue(session, plan)
+
+
+async def _off_the_queue(session: AsyncSession, plan: CardPlan) -> None:
+    # The card's own list of queued plans (its status before any plan row is known).
+    card = await session.get(Card, plan.iccid, with_for_update=True)
     if card is not None:
         card.queued = [item for item in card.queued if item.get("renewal_id") != plan.renewal_id]
         session.add(card)
@@ -83,6 +98,21 @@ async def on_bundle_ended(session: AsyncSession, event: CloudEvent[BundleEnded])
         plan.ended_at = data.ended_at
     plan.updated_at = utcnow()
     session.add(plan)
+
+
+async def record_cancellation(session: AsyncSession, data: BundleCancelled) -> CardPlan:
+    """A plan will not run (further): cancelled before it started, or replaced; it leaves the
+    card's queue and stays in the history."""
+    plan = await _plan(session, str(data.renewal_id), data.iccid)
+    plan.plan_code = plan.plan_code or data.plan_code
+    if plan.state not in _CANCEL_STATE.values():
+        # Over a plain `expired`: the platform may list a replaced bundle so before this came.
+        plan.state = _CANCEL_STATE[data.reason]
+        plan.ended_at = data.cancelled_at
+    plan.updated_at = utcnow()
+    session.add(plan)
+    await _off_the_queue(session, plan)
+    return plan
 
 
 async def on_usage_updated(session: AsyncSession, event: CloudEvent[UsageUpdated]) -> None:
@@ -163,7 +193,12 @@ def card_status(plans: Sequence[CardPlan], now: datetime) -> dict[str, Any] | No
 
     None when no plan is known well enough (no dates yet); the caller falls back to the card.
     """
-    known = [plan for plan in plans if plan.valid_from is not None and plan.plan_code]
+    # A cancelled plan never ran: the card's status does not show it at all.
+    known = [
+        plan
+        for plan in plans
+        if plan.valid_from is not None and plan.plan_code and plan.state != "cancelled"
+    ]
     if not known:
         return None
     states = {plan.renewal_id: state_at(plan, now) for plan in known}

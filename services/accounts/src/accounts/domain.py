@@ -3,6 +3,7 @@
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -19,14 +20,26 @@ class SagaStatus(StrEnum):
     REFUNDING = "REFUNDING"
     REFUNDED = "REFUNDED"
     TIMED_OUT = "TIMED_OUT"
+    CANCELLING = "CANCELLING"
+    CANCELLED = "CANCELLED"
 
 
 TERMINAL = frozenset(
-    {SagaStatus.ACTIVATED, SagaStatus.REJECTED, SagaStatus.PAYMENT_FAILED, SagaStatus.REFUNDED}
+    {
+        SagaStatus.ACTIVATED,
+        SagaStatus.REJECTED,
+        SagaStatus.PAYMENT_FAILED,
+        SagaStatus.REFUNDED,
+        SagaStatus.CANCELLED,
+    }
 )
 AWAITING_PAYMENT = frozenset({SagaStatus.REQUESTED, SagaStatus.PAYMENT_PENDING})
 # Once compensation has begun (or the deadline passed) a late activation no longer ends the saga.
-CLOSED_TO_ACTIVATION = TERMINAL | {SagaStatus.REFUNDING, SagaStatus.TIMED_OUT}
+CLOSED_TO_ACTIVATION = TERMINAL | {
+    SagaStatus.REFUNDING,
+    SagaStatus.TIMED_OUT,
+    SagaStatus.CANCELLING,
+}
 WITH_DEADLINE = frozenset({SagaStatus.PAYMENT_PENDING, SagaStatus.PAID})
 
 
@@ -36,6 +49,38 @@ class Deadlines:
 
     payment_s: float = 48 * 3600
     activation_s: float = 25 * 3600
+
+
+class NotCancellableError(Exception):
+    """A cancel of a renewal whose plan is not a queued one that has not started."""
+
+
+def check_cancellable(
+    status: str,
+    bundle_state: str | None,
+    plan_state: str | None,
+    valid_from: datetime | None,
+    now: datetime,
+) -> None:
+    """Whether the owner may cancel a renewal now: only a queued plan that has not started.
+
+    `plan_state` is the plan's state as measured (queued, active, expired, ...), if known.
+
+    Raises:
+        NotCancellableError: with what stands in the way.
+    """
+    if status == SagaStatus.CANCELLING:
+        raise NotCancellableError("the renewal is already being cancelled")
+    if status == SagaStatus.CANCELLED:
+        raise NotCancellableError("the renewal is already cancelled")
+    if status != SagaStatus.ACTIVATED:
+        raise NotCancellableError(
+            f"the renewal is {status}: only a queued plan that has not started can be cancelled"
+        )
+    if bundle_state != "queued":
+        raise NotCancellableError("the plan went live at once: it was never queued")
+    if plan_state not in (None, "queued") or valid_from is None or valid_from <= now:
+        raise NotCancellableError("the queued plan has already started")
 
 
 class RenewalInvalidError(Exception):

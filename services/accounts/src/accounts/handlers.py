@@ -13,6 +13,10 @@ from esim_core.outbox import Outbox
 from esim_core.worker import as_utc, utcnow
 from esim_schemas import (
     ActivationFailed,
+    BundleCancelled,
+    BundleCancelRequested,
+    BundleEnded,
+    BundleStarted,
     CloudEvent,
     Money,
     PaymentDetails,
@@ -30,6 +34,7 @@ from sqlalchemy import bindparam, select
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from accounts import cardplans
 from accounts.cardplans import record_activation
 from accounts.domain import (
     AWAITING_PAYMENT,
@@ -39,15 +44,19 @@ from accounts.domain import (
     Deadlines,
     RenewalInvalidError,
     SagaStatus,
+    check_cancellable,
     currency_for,
     price_for,
     request_fingerprint,
 )
-from accounts.store import Card, Plan, Renewal, RenewalStep, User
+from accounts.store import Card, CardPlan, Plan, Renewal, RenewalStep, User
 
 logger = logging.getLogger(__name__)
 
 _IDS = uuid5(NAMESPACE_URL, "https://esim.example/accounts/events")
+
+COMPENSATED = "compensated_by_operator"
+"""The reason of a saga an operator gave up (`RenewalSaga.compensate`)."""
 
 
 def derived_id(kind: str, cause: str) -> str:
@@ -252,7 +261,12 @@ class RenewalSaga:
     async def on_payment_settled(
         self, session: AsyncSession, event: CloudEvent[PaymentSettled]
     ) -> None:
-        """Record the capture; refund at once if activation already failed."""
+        """Record the capture; refund at once if activation already failed.
+
+        A capture after the payment deadline is not refunded here: provisioning applies the
+        bundle of every capture, and its answer decides (ProfileActivated: the plan stays;
+        ActivationFailed, only once the bundle is sure not to run: the refund).
+        """
         data = event.data
         saga = await self._saga(session, data.renewal_id)
         saga.payment_id = data.payment_id
@@ -264,8 +278,9 @@ class RenewalSaga:
         record_step(session, saga, "payment_settled", event_id=event.id)
         if saga.activation_failure is not None:
             self._request_refund(session, saga, f"activation failed: {saga.activation_failure}")
-        elif saga.status == SagaStatus.TIMED_OUT:
-            self._request_refund(session, saga, "payment settled after the saga timed out")
+        elif saga.status == SagaStatus.TIMED_OUT and saga.reason == COMPENSATED:
+            # An operator gave this renewal up on purpose: a capture that still comes goes back.
+            self._request_refund(session, saga, "payment settled after an operator compensated")
 
     async def on_payment_failed(
         self, session: AsyncSession, event: CloudEvent[PaymentFailed]
@@ -283,17 +298,27 @@ class RenewalSaga:
     async def on_profile_activated(
         self, session: AsyncSession, event: CloudEvent[ProfileActivated]
     ) -> None:
-        """The plan is live or queued: the saga ends in ACTIVATED and the card moves on."""
+        """The plan is live or queued: the saga ends in ACTIVATED and the card moves on.
+
+        Also after a deadline passed, as long as no refund was asked for: provisioning only
+        answers ProfileActivated for a bundle that runs (it cancels one that is not live by its
+        own deadline), so the traveller keeps the plan they paid for.
+        """
         data = event.data
         saga = await self._saga(session, data.renewal_id)
-        if saga.status not in CLOSED_TO_ACTIVATION:
+        late = saga.status == SagaStatus.TIMED_OUT and not saga.refund_requested
+        if saga.status not in CLOSED_TO_ACTIVATION or late:
             saga.status = SagaStatus.ACTIVATED
             saga.payment_token = None
             saga.deadline_at = None
+            if late:
+                saga.reason = None
         saga.valid_from = data.valid_from
         saga.valid_until = data.valid_until
         saga.bundle_state = data.bundle_state
         record_step(session, saga, "profile_activated", event_id=event.id, detail=data.bundle_state)
+        if saga.status == SagaStatus.CANCELLED:
+            return  # a late repeat must not put a cancelled plan back on the card
         card = await session.get(Card, data.iccid, with_for_update=True)
         if card is None:
             raise PermanentEventError(f"card {data.iccid} of renewal {saga.renewal_id} is unknown")
@@ -316,13 +341,94 @@ class RenewalSaga:
     async def on_payment_refunded(
         self, session: AsyncSession, event: CloudEvent[PaymentRefunded]
     ) -> None:
-        """The refund went through: the saga ends in REFUNDED."""
+        """The refund went through: the saga ends in CANCELLED (cancelled by its owner), else
+        REFUNDED."""
         saga = await self._saga(session, event.data.renewal_id)
-        if saga.status not in TERMINAL:
+        if saga.status == SagaStatus.CANCELLING:
+            saga.status = SagaStatus.CANCELLED
+            saga.payment_token = None
+        elif saga.status not in TERMINAL:
             saga.status = SagaStatus.REFUNDED
             saga.payment_token = None
             saga.deadline_at = None
         record_step(session, saga, "payment_refunded", event_id=event.id)
+
+    async def request_cancel(self, session: AsyncSession, saga: Renewal, now: datetime) -> None:
+        """The owner cancels a queued plan that has not started: ask provisioning to cancel it.
+
+        The saga is CANCELLING until provisioning answers: BundleCancelled (then the payment is
+        refunded in full and the saga ends CANCELLED), or the plan's start (BundleStarted or
+        BundleEnded: the plan stays and the saga is ACTIVATED again). The caller holds the
+        saga's row lock, so two cancels of one renewal take turns and the second is refused.
+
+        Raises:
+            NotCancellableError: the renewal is not a queued plan that has not started.
+        """
+        plan = await session.get(CardPlan, saga.renewal_id)
+        plan_state = (
+            cardplans.state_at(plan, now)
+            if plan is not None and plan.valid_from is not None and plan.valid_until is not None
+            else None
+        )
+        valid_from = as_utc(saga.valid_from) if saga.valid_from is not None else None
+        check_cancellable(saga.status, saga.bundle_state, plan_state, valid_from, now)
+        saga.status = SagaStatus.CANCELLING
+        self.outbox.add(
+            session,
+            cancel_request_of(saga, now),
+            event_id=derived_id("bundle-cancel-requested", saga.renewal_id),
+        )
+        record_step(session, saga, "cancel_requested", event_id=f"api:{uuid4()}")
+
+    async def on_bundle_cancelled(
+        self, session: AsyncSession, event: CloudEvent[BundleCancelled]
+    ) -> None:
+        """A plan will not run (further): off the card; a cancelled one is refunded in full."""
+        data = event.data
+        await cardplans.record_cancellation(session, data)
+        saga = await session.get(Renewal, str(data.renewal_id), with_for_update=True)
+        if saga is None:
+            logger.warning(
+                "BundleCancelled %s for renewal %s unknown here", event.id, data.renewal_id
+            )
+            return
+        record_step(session, saga, "bundle_cancelled", event_id=event.id, detail=data.reason)
+        if saga.status != SagaStatus.CANCELLING:
+            return
+        if data.reason == "replaced":
+            # It ran, and a start=now plan took its place: nothing to give back.
+            self._cancel_refused(session, saga, event.id, "the plan was replaced after it started")
+            return
+        self._request_refund(session, saga, "cancelled by the user before the plan started")
+
+    async def on_bundle_started(
+        self, session: AsyncSession, event: CloudEvent[BundleStarted]
+    ) -> None:
+        """A queued plan went live: the card moves on, and a cancel in flight came too late."""
+        await cardplans.on_bundle_started(session, event)
+        await self._started_while_cancelling(session, event.data.renewal_id, event.id)
+
+    async def on_bundle_ended(self, session: AsyncSession, event: CloudEvent[BundleEnded]) -> None:
+        """A plan ended: it stays in the history, and a cancel in flight came too late."""
+        await cardplans.on_bundle_ended(session, event)
+        await self._started_while_cancelling(session, event.data.renewal_id, event.id)
+
+    async def _started_while_cancelling(
+        self, session: AsyncSession, renewal_id: UUID, event_id: str
+    ) -> None:
+        saga = await session.get(Renewal, str(renewal_id), with_for_update=True)
+        if saga is not None and saga.status == SagaStatus.CANCELLING:
+            self._cancel_refused(
+                session, saga, event_id, "the plan started before it was cancelled"
+            )
+
+    def _cancel_refused(
+        self, session: AsyncSession, saga: Renewal, event_id: str, why: str
+    ) -> None:
+        if saga.refund_requested:
+            return  # the cancellation was confirmed first; the refund stands
+        saga.status = SagaStatus.ACTIVATED
+        record_step(session, saga, "cancel_refused", event_id=event_id, detail=why)
 
     def _request_refund(self, session: AsyncSession, saga: Renewal, reason: str) -> None:
         if saga.refund_requested or saga.status in TERMINAL:
@@ -331,7 +437,7 @@ class RenewalSaga:
         assert saga.price_amount is not None and saga.currency is not None
         saga.refund_requested = True
         saga.deadline_at = None
-        if saga.status != SagaStatus.TIMED_OUT:
+        if saga.status not in (SagaStatus.TIMED_OUT, SagaStatus.CANCELLING):
             saga.status = SagaStatus.REFUNDING
         self.outbox.add(
             session,
@@ -343,8 +449,11 @@ class RenewalSaga:
     def expire(self, session: AsyncSession, saga: Renewal, now: datetime) -> bool:
         """Move on a saga whose deadline passed; returns whether it did.
 
-        Waiting for a payment outcome ends in TIMED_OUT (a capture that still comes is refunded);
-        waiting for activation ends in TIMED_OUT and the captured payment is refunded.
+        Waiting for a payment or an activation outcome ends in TIMED_OUT. Nothing is refunded
+        here: a capture is always followed by provisioning's answer, ActivationFailed (then
+        the refund) or ProfileActivated (the plan stays, the saga is ACTIVATED after all), and
+        provisioning cancels a bundle that is not live by its own (earlier) deadline. A saga
+        that waits on that answer too long shows as stuck.
         """
         deadline = as_utc(saga.deadline_at) if saga.deadline_at is not None else None
         if saga.status not in WITH_DEADLINE or deadline is None or deadline > now:
@@ -354,8 +463,6 @@ class RenewalSaga:
         saga.reason = f"{waited_for}_timed_out"
         saga.deadline_at = None
         record_step(session, saga, "timed_out", detail=f"no {waited_for} outcome in time")
-        if saga.payment_id is not None:
-            self._request_refund(session, saga, f"{waited_for} timed out")
         return True
 
     def retry(self, session: AsyncSession, saga: Renewal, *, refund_reason: str) -> str:
@@ -395,7 +502,19 @@ class RenewalSaga:
                 detail="PaymentRequested sent again",
             )
             return f"PaymentRequested {event_id} sent again; payment deadline restarted"
-        if saga.refund_requested and status in {SagaStatus.REFUNDING, SagaStatus.TIMED_OUT}:
+        if status == SagaStatus.CANCELLING and not saga.refund_requested:
+            event_id = derived_id("bundle-cancel-requested", renewal_id)
+            self.outbox.add(session, cancel_request_of(saga, self.clock()), event_id=event_id)
+            record_step(
+                session,
+                saga,
+                "operator_retried",
+                event_id=_operator_mark(),
+                detail="BundleCancelRequested sent again",
+            )
+            return f"BundleCancelRequested {event_id} sent again"
+        refunding = {SagaStatus.REFUNDING, SagaStatus.TIMED_OUT, SagaStatus.CANCELLING}
+        if saga.refund_requested and status in refunding:
             event_id = derived_id("refund-requested", renewal_id)
             self.outbox.add(session, refund_request_of(saga, refund_reason), event_id=event_id)
             record_step(
@@ -430,10 +549,19 @@ class RenewalSaga:
                 f"renewal {saga.renewal_id} has ended ({status.value}): nothing to compensate"
             )
         if status == SagaStatus.REFUNDING or status == SagaStatus.TIMED_OUT:
-            owed = "its refund is requested" if saga.refund_requested else "nothing was captured"
+            if saga.refund_requested:
+                owed = "its refund is requested"
+            elif saga.payment_id is not None:
+                # Refunding now could leave a live plan paid back: provisioning's answer decides.
+                owed = "captured; provisioning's answer decides: a failure is refunded"
+            else:
+                owed = "nothing was captured"
             return f"already compensating ({status.value}, {owed}); nothing changed"
+        if status == SagaStatus.CANCELLING:
+            # Provisioning decides whether the plan runs; retry sends the pending command again.
+            return "its owner is cancelling it (CANCELLING); nothing changed"
         saga.status = SagaStatus.TIMED_OUT
-        saga.reason = "compensated_by_operator"
+        saga.reason = COMPENSATED
         saga.deadline_at = None
         record_step(
             session, saga, "operator_compensated", event_id=_operator_mark(), detail=why[:512]
@@ -487,6 +615,16 @@ def payment_request_of(saga: Renewal, payment: PaymentDetails) -> PaymentRequest
         price=Money(amount=saga.price_amount, currency=saga.currency),
         payment=payment,
         start=saga.start,
+    )
+
+
+def cancel_request_of(saga: Renewal, now: datetime) -> BundleCancelRequested:
+    """The BundleCancelRequested of a queued plan its owner cancels."""
+    return BundleCancelRequested(
+        renewal_id=UUID(saga.renewal_id),
+        iccid=saga.iccid,
+        reason="cancelled_by_user",
+        requested_at=now,
     )
 
 

@@ -9,7 +9,10 @@ from sqlmodel import col
 from accounts.domain import TERMINAL, WITH_DEADLINE, SagaStatus
 from accounts.store import Renewal
 
-#: A saga without a deadline (requested, refunding) that has not moved for this long is stuck.
+# Waiting on another service without a deadline of its own: stuck once idle for too long.
+_WAITING_WITHOUT_DEADLINE = (SagaStatus.REQUESTED, SagaStatus.REFUNDING, SagaStatus.CANCELLING)
+
+#: A saga without a deadline (requested, refunding, cancelling) idle this long is stuck.
 DEFAULT_STUCK_AFTER_S = 900.0
 
 
@@ -17,8 +20,9 @@ def stuck_reason(saga: Renewal, now: datetime, stuck_after_s: float) -> str | No
     """Why a saga counts as stuck at `now`, or None.
 
     A saga waiting for a payment or an activation is stuck once its deadline passed (the sweep
-    should have moved it on); one without a deadline (requested, refunding, timed out with a
-    refund owed) once it has not moved for `stuck_after_s`.
+    should have moved it on); one without a deadline (requested, refunding, cancelling, timed
+    out with a capture: refund owed, or provisioning's answer awaited) once it has not moved
+    for `stuck_after_s`.
     """
     status = SagaStatus(saga.status)
     if status in TERMINAL:
@@ -27,7 +31,7 @@ def stuck_reason(saga: Renewal, now: datetime, stuck_after_s: float) -> str | No
         if saga.deadline_at is not None and as_utc(saga.deadline_at) <= now:
             return f"{status.value} past its deadline {as_utc(saga.deadline_at).isoformat()}"
         return None
-    if status == SagaStatus.TIMED_OUT and not saga.refund_requested:
+    if status == SagaStatus.TIMED_OUT and not saga.refund_requested and saga.payment_id is None:
         return None  # nothing captured, nothing owed: closed
     idle = (now - as_utc(saga.updated_at)).total_seconds()
     if idle >= stuck_after_s:
@@ -41,6 +45,10 @@ def stuck_clause(now: datetime, stuck_after_s: float) -> ColumnElement[bool]:
     state = col(Renewal.status)
     return or_(
         and_(state.in_([s.value for s in WITH_DEADLINE]), col(Renewal.deadline_at) <= now),
-        and_(state.in_([SagaStatus.REQUESTED.value, SagaStatus.REFUNDING.value]), idle),
-        and_(state == SagaStatus.TIMED_OUT.value, col(Renewal.refund_requested), idle),
+        and_(state.in_([s.value for s in _WAITING_WITHOUT_DEADLINE]), idle),
+        and_(
+            state == SagaStatus.TIMED_OUT.value,
+            or_(col(Renewal.refund_requested), col(Renewal.payment_id).is_not(None)),
+            idle,
+        ),
     )

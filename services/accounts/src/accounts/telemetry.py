@@ -27,7 +27,9 @@ def saga_gauges(database: Database) -> Refresh:
     open_states = [state.value for state in SagaStatus if state not in TERMINAL]
     # TIMED_OUT with nothing captured is over: no refund is owed and nothing will move it.
     is_open = col(Renewal.status).in_(open_states) & or_(
-        col(Renewal.status) != SagaStatus.TIMED_OUT.value, col(Renewal.refund_requested)
+        col(Renewal.status) != SagaStatus.TIMED_OUT.value,
+        col(Renewal.refund_requested),
+        col(Renewal.payment_id).is_not(None),
     )
 
     async def refresh() -> None:

@@ -103,13 +103,13 @@ def parts(
 
 
 @pytest.fixture
-async def client(parts: AuthParts) -> AsyncIterator[httpx.AsyncClient]:
+async def client(parts: AuthParts, saga: RenewalSaga) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     install_problem_handlers(app)
     # As uvicorn runs it (proxy_headers): X-Forwarded-For from the trusted local proxy counts.
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts="127.0.0.1")
     app.include_router(build_auth_router(parts))
-    app.include_router(build_router(parts))
+    app.include_router(build_router(parts, saga))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://accounts") as http:
         yield http

@@ -1,17 +1,20 @@
-"""The deadline sweep: a saga stuck waiting is moved on, and compensated when it was paid."""
+"""The deadline sweep: a saga stuck waiting is moved on; provisioning's answer decides a refund."""
 
 import json
+import uuid
 from datetime import timedelta
 
 from accounts.deadlines import sweep_deadlines
 from accounts.domain import Deadlines
 from accounts.handlers import RenewalSaga
-from accounts.store import Renewal
-from accounts_testkit import published
+from accounts.store import Card, Renewal
+from accounts.stuck import stuck_reason
+from accounts_testkit import ICCID, published
 from esim_core.db import Database
 from esim_core.outbox import Outbox
 from esim_core.worker import as_utc, utcnow
-from sqlmodel import col, select
+from esim_schemas import ActivationFailed
+from sqlmodel import select
 from test_accounts_saga import activated, bind, handle, request, saga_row, settled
 
 
@@ -48,7 +51,7 @@ async def test_sweep_leaves_sagas_within_their_deadline(
     assert await sweep_deadlines(database, saga) == 0
 
 
-async def test_unpaid_saga_times_out_and_a_late_capture_is_refunded(
+async def test_unpaid_saga_times_out_and_a_late_capture_waits_for_provisioning(
     database: Database, saga: RenewalSaga
 ) -> None:
     await bind(database)
@@ -58,20 +61,37 @@ async def test_unpaid_saga_times_out_and_a_late_capture_is_refunded(
     assert await sweep_deadlines(database, saga) == 1
     row = await saga_row(database, data.renewal_id)
     assert (row.status, row.reason) == ("TIMED_OUT", "payment_timed_out")
+
+    # Provisioning applies the bundle of every capture: its answer, not accounts, decides.
+    await handle(database, saga.on_payment_settled, settled(data.renewal_id))
+    assert await published(database, "esim.refund.requested.v1") == []
+    assert await sweep_deadlines(database, saga) == 0
+    await handle(database, saga.on_profile_activated, activated(data.renewal_id))
+
+    row = await saga_row(database, data.renewal_id)
+    assert (row.status, row.reason, row.payment_id) == ("ACTIVATED", None, "pay_1")
     assert await published(database, "esim.refund.requested.v1") == []
 
+
+async def test_a_late_capture_whose_activation_fails_is_refunded_once(
+    database: Database, saga: RenewalSaga
+) -> None:
+    await bind(database)
+    data = request()
+    await handle(database, saga.on_renewal_requested, data)
+    await overdue(database)
+    await sweep_deadlines(database, saga)
     await handle(database, saga.on_payment_settled, settled(data.renewal_id))
+
+    await handle(database, saga.on_activation_failed, failed_activation(data.renewal_id))
+    await handle(database, saga.on_activation_failed, failed_activation(data.renewal_id))
+
     [refund] = await published(database, "esim.refund.requested.v1")
-    body = json.loads(refund.value)["data"]
-    # The reason billing and ops read says what happened, not "activation failed".
-    assert (body["payment_id"], body["reason"]) == (
-        "pay_1",
-        "payment settled after the saga timed out",
-    )
-    assert await sweep_deadlines(database, saga) == 0
+    assert json.loads(refund.value)["data"]["payment_id"] == "pay_1"
+    assert (await saga_row(database, data.renewal_id)).status == "TIMED_OUT"
 
 
-async def test_paid_saga_without_activation_times_out_and_is_refunded_once(
+async def test_paid_saga_without_activation_times_out_and_keeps_a_late_activation(
     database: Database, saga: RenewalSaga
 ) -> None:
     await bind(database)
@@ -82,14 +102,49 @@ async def test_paid_saga_without_activation_times_out_and_is_refunded_once(
     assert await sweep_deadlines(database, saga) == 1
     assert await sweep_deadlines(database, saga) == 0
 
-    [refund] = await published(database, "esim.refund.requested.v1")
-    assert json.loads(refund.value)["data"]["reason"] == "activation timed out"
     row = await saga_row(database, data.renewal_id)
-    assert row.status == "TIMED_OUT"
+    assert (row.status, row.reason) == ("TIMED_OUT", "activation_timed_out")
+    assert await published(database, "esim.refund.requested.v1") == []
+    stuck_later = stuck_reason(row, utcnow() + timedelta(hours=1), 900)
+    assert (stuck_later or "").startswith("TIMED_OUT without progress")
+
+    # Provisioning cancels a bundle that is not live by its deadline; one that went live stays.
     await handle(database, saga.on_profile_activated, activated(data.renewal_id))
-    assert (await saga_row(database, data.renewal_id)).status == "TIMED_OUT"
+
+    assert (await saga_row(database, data.renewal_id)).status == "ACTIVATED"
+    assert await published(database, "esim.refund.requested.v1") == []
     async with database.session() as session:
-        steps = (
-            await session.exec(select(Renewal).where(col(Renewal.status) == "TIMED_OUT"))
-        ).all()
-    assert len(steps) == 1
+        card = await session.get(Card, ICCID)
+    assert card is not None and card.last_renewal_id == str(data.renewal_id)
+
+
+def failed_activation(renewal_id: uuid.UUID) -> ActivationFailed:
+    return ActivationFailed(
+        renewal_id=renewal_id,
+        iccid=ICCID,
+        reason="activation_timeout",
+        attempts=3,
+        failed_at=utcnow(),
+    )
+
+
+async def test_compensating_a_timed_out_capture_waits_for_provisioning(
+    database: Database, saga: RenewalSaga
+) -> None:
+    await bind(database)
+    data = request()
+    await handle(database, saga.on_renewal_requested, data)
+    await handle(database, saga.on_payment_settled, settled(data.renewal_id))
+    await overdue(database)
+    await sweep_deadlines(database, saga)
+
+    async with database.session() as session:
+        row = await session.get(Renewal, str(data.renewal_id), with_for_update=True)
+        assert row is not None
+        outcome = saga.compensate(session, row, "stuck")
+
+    assert outcome == (
+        "already compensating (TIMED_OUT, captured; provisioning's answer decides: "
+        "a failure is refunded); nothing changed"
+    )
+    assert await published(database, "esim.refund.requested.v1") == []

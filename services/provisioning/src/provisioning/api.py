@@ -1,4 +1,4 @@
-"""The provisioning HTTP API for ops: activations, and the bundles followed for usage."""
+"""The provisioning HTTP API for ops: activations, cancellations, the bundles followed for usage."""
 
 import re
 from datetime import datetime
@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import col, select
 
 from provisioning.domain import ActivationState
-from provisioning.store import Activation, Bundle, UsageWatch
+from provisioning.store import Activation, Bundle, Cancellation, UsageWatch
 
 RenewalId = Annotated[UUID, Path(description="the renewal's id (a UUID)")]
 
@@ -30,7 +30,7 @@ class ActivationPublic(BaseModel):
 
     renewal_id: str
     activation_id: str
-    state: str = Field(description="ordering, following, activated or failed")
+    state: str = Field(description="ordering, following, cancelling, activated or failed")
     iccid: str
     plan: PlanRef
     start: str = Field(description="now or after_current")
@@ -98,6 +98,39 @@ class BundlePublic(BaseModel):
     last_poll_error: str | None
 
 
+class CancellationPublic(BaseModel):
+    """A requested cancellation of a renewal's bundle as ops see it."""
+
+    renewal_id: str
+    iccid: str
+    reason: str = Field(description="cancelled_by_user or replaced")
+    state: str = Field(description="pending, cancelled, refused or abandoned")
+    order_id: str | None = Field(description="the eSIM platform's order id, once asked")
+    bundle_status: str | None = Field(description="what the platform said the bundle was")
+    attempts: int = Field(description="rounds with the eSIM platform so far")
+    last_error: str | None = Field(description="why it is still pending, or was refused")
+    next_attempt_at: UtcDatetime | None
+    created_at: UtcDatetime
+    done_at: UtcDatetime | None
+
+    @classmethod
+    def of(cls, row: Cancellation) -> "CancellationPublic":
+        """The public view of a stored cancellation."""
+        return cls(
+            renewal_id=row.id,
+            iccid=row.iccid,
+            reason=row.reason,
+            state=row.state,
+            order_id=row.order_id,
+            bundle_status=row.bundle_status,
+            attempts=row.attempts,
+            last_error=row.last_error,
+            next_attempt_at=_utc(row.due_at),
+            created_at=as_utc(row.created_at),
+            done_at=_utc(row.done_at),
+        )
+
+
 def _utc(value: datetime | None) -> datetime | None:
     return as_utc(value) if value is not None else None
 
@@ -124,6 +157,21 @@ def build_router(database: Database) -> APIRouter:
                 404, f"no activation for renewal {renewal_id}", kind="activation-not-found"
             )
         return ActivationPublic.of(row)
+
+    @router.get(
+        "/cancellations/{renewal_id}",
+        response_model=CancellationPublic,
+        responses=problem_responses(401, 404, 422),
+    )
+    async def get_cancellation(renewal_id: RenewalId) -> CancellationPublic:
+        """The cancellation accounts asked for a renewal's bundle: state, platform's answer."""
+        async with database.session() as session:
+            row = await session.get(Cancellation, str(renewal_id))
+        if row is None:
+            raise ProblemError(
+                404, f"no cancellation for renewal {renewal_id}", kind="cancellation-not-found"
+            )
+        return CancellationPublic.of(row)
 
     @router.get(
         "/activations",

@@ -9,6 +9,8 @@ from esim_core.service import ServiceRuntime
 from esim_core.telemetry import TimedTransport
 from esim_schemas import (
     ActivationFailed,
+    BundleCancelled,
+    BundleCancelRequested,
     BundleEnded,
     BundleStarted,
     DataLow,
@@ -18,6 +20,7 @@ from esim_schemas import (
 )
 
 from provisioning.callbacks import CallbackReceiver, build_callback_router
+from provisioning.cancelling import CancellationWorker
 from provisioning.domain import FollowUpRules, UsageRules
 from provisioning.handlers import Handlers
 from provisioning.platforms import EsimPlatform
@@ -39,6 +42,7 @@ class Provisioning:
     platform: EsimPlatform
     handlers: Handlers
     activations: ActivationWorker
+    cancellations: CancellationWorker
     usage: UsagePoller
     callbacks: CallbackReceiver
 
@@ -82,6 +86,15 @@ def build(
         lease_s=settings.worker_lease_s,
     )
     activations.usage_poll_after_s = settings.usage_poll_interval_s
+    cancellations = CancellationWorker(
+        runtime.database,
+        runtime.outbox,
+        chosen,
+        rules,
+        policy,
+        batch=settings.worker_batch,
+        lease_s=settings.worker_lease_s,
+    )
     usage = UsagePoller(
         runtime.database,
         runtime.outbox,
@@ -109,6 +122,10 @@ def build(
     runtime.consume(
         runtime.topics.payment_settled, [Route(PaymentSettled, handlers.on_payment_settled)]
     )
+    runtime.consume(
+        runtime.topics.bundle_cancel_requested,
+        [Route(BundleCancelRequested, handlers.on_bundle_cancel_requested)],
+    )
     runtime.due_work(
         activations.table,
         activations.round,
@@ -116,6 +133,14 @@ def build(
         concurrency=settings.worker_batch,
         lease_s=settings.worker_lease_s,
         rows=activations.claims_rows,
+    )
+    runtime.due_work(
+        cancellations.table,
+        cancellations.round,
+        what=cancellations.what,
+        concurrency=settings.worker_batch,
+        lease_s=settings.worker_lease_s,
+        rows=cancellations.claims_rows,
     )
     runtime.due_work(
         usage.table,
@@ -126,7 +151,13 @@ def build(
         rows=usage.claims_rows,
     )
     runtime.produces(
-        ProfileActivated, ActivationFailed, UsageUpdated, DataLow, BundleStarted, BundleEnded
+        ProfileActivated,
+        ActivationFailed,
+        UsageUpdated,
+        DataLow,
+        BundleStarted,
+        BundleEnded,
+        BundleCancelled,
     )
     runtime.routers.append(build_callback_router(callbacks))
     # A callback id only needs keeping while its signed timestamp would still be taken.
@@ -138,6 +169,7 @@ def build(
         platform=chosen,
         handlers=handlers,
         activations=activations,
+        cancellations=cancellations,
         usage=usage,
         callbacks=callbacks,
     )

@@ -207,6 +207,8 @@ class CallbackReceiver:
             bundle = await locked_bundle(session, order_id)
             if bundle is None:
                 return "ignored"  # not live here yet; the poll after activation catches up
+            if bundle.cancelled_at is not None:
+                return "ignored"  # cancelled or replaced: nothing more to tell about it
             seen = Observation(
                 order_id=order_id,
                 status=str(document.get("status") or bundle.status),

@@ -23,12 +23,30 @@ BUNDLE_FAILED = "bundle_failed"
 
 
 class ActivationState(StrEnum):
-    """Where an activation is: ordering the bundle, following it, or final."""
+    """Where an activation is: ordering the bundle, following it, cancelling it, or final.
+
+    `cancelling`: the deadline passed while the order was not live; the bundle is cancelled at
+    the platform before the activation fails, so a refunded renewal never goes live later.
+    """
 
     ORDERING = "ordering"
     FOLLOWING = "following"
+    CANCELLING = "cancelling"
     ACTIVATED = "activated"
     FAILED = "failed"
+
+
+class CancellationState(StrEnum):
+    """Where a requested cancellation is: waiting for the platform, or its answer.
+
+    `cancelled`: the bundle will never run (BundleCancelled published); `refused`: it had
+    started, ended or failed; `abandoned`: there is nothing that could be cancelled.
+    """
+
+    PENDING = "pending"
+    CANCELLED = "cancelled"
+    REFUSED = "refused"
+    ABANDONED = "abandoned"
 
 
 FINAL_STATES: frozenset[str] = frozenset({ActivationState.ACTIVATED, ActivationState.FAILED})
@@ -50,6 +68,17 @@ def activation_id_for(renewal_id: UUID | str) -> str:
 def order_key(renewal_id: UUID | str) -> str:
     """The platform Idempotency-Key of a renewal's bundle order: identical on every attempt."""
     return f"bundle:{renewal_id}"
+
+
+def cancel_verdict(cancelled: bool, status: str) -> Verdict:
+    """What the platform's answer to a cancel at the deadline means for the activation.
+
+    Cancelled: it will never run, so the activation fails; not cancelled: the bundle's status
+    decides (live or spent: activated; failed: failed; still pending: ask again).
+    """
+    if cancelled:
+        return "failed"
+    return verdict(status)
 
 
 def event_id(kind: str, renewal_id: UUID | str) -> str:

@@ -1,7 +1,8 @@
-"""Provisioning's event handler: record the activation of a paid renewal, once per renewal.
+"""Provisioning's event handlers: the activation of a paid renewal, the cancellation of a bundle.
 
-The handler only writes a row that is due now; the activation loop (workers.py) calls the eSIM
-platform, so a handler never calls anything outside its own transaction.
+Each handler only writes a row that is due now, once per renewal; the activation loop
+(workers.py) and the cancellation loop (cancelling.py) call the eSIM platform, so a handler
+never calls anything outside its own transaction.
 """
 
 import logging
@@ -9,12 +10,12 @@ from datetime import timedelta
 
 from esim_core.consumer import PermanentEventError
 from esim_core.worker import utcnow
-from esim_schemas import CloudEvent, PaymentSettled
+from esim_schemas import BundleCancelRequested, CloudEvent, PaymentSettled
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from provisioning.domain import ActivationTerms, activation_id_for
-from provisioning.store import Activation
+from provisioning.domain import ActivationTerms, CancellationState, activation_id_for
+from provisioning.store import Activation, Cancellation
 
 logger = logging.getLogger(__name__)
 
@@ -88,4 +89,44 @@ class Handlers:
             activation.plan_code,
             activation.iccid,
             activation.start,
+        )
+
+    async def on_bundle_cancel_requested(
+        self, session: AsyncSession, event: CloudEvent[BundleCancelRequested]
+    ) -> None:
+        """Record that a renewal's bundle is to be cancelled, due now; a repeat changes nothing.
+
+        The row's primary key is the renewal_id, so a duplicate in one consumer batch fails the
+        commit and the batch is redone one by one, finding the row.
+        """
+        data = event.data
+        renewal_id = str(data.renewal_id)
+        existing = await session.get(Cancellation, renewal_id)
+        if existing is not None:
+            logger.info(
+                "BundleCancelRequested %s repeats renewal %s: cancellation %s stays as it is",
+                event.id,
+                renewal_id,
+                existing.state,
+            )
+            return
+        now = utcnow()
+        session.add(
+            Cancellation(
+                id=renewal_id,
+                iccid=data.iccid,
+                reason=data.reason,
+                replaced_by=str(data.replaced_by) if data.replaced_by is not None else None,
+                request_event_id=event.id,
+                state=CancellationState.PENDING,
+                created_at=now,
+                updated_at=now,
+                due_at=now,
+            )
+        )
+        logger.info(
+            "cancellation of renewal %s on card %s (%s), due now",
+            renewal_id,
+            data.iccid,
+            data.reason,
         )

@@ -1,4 +1,4 @@
-"""Provisioning tables: activations (due work), live bundles, usage polls, callbacks seen."""
+"""Provisioning tables: activations and cancellations (due work), bundles, polls, callbacks."""
 
 from datetime import datetime
 from typing import Any
@@ -94,6 +94,10 @@ class Bundle(SQLModel, table=True):
     alerted_pct: int = Field(default=0, description="the highest DataLow threshold published")
     started_published: bool = False
     ended_published: bool = False
+    cancelled_at: datetime | None = _time(default=None)
+    cancel_reason: str | None = Field(
+        default=None, max_length=32, description="cancelled_by_user or replaced, once published"
+    )
     updated_at: datetime = _time(default_factory=utcnow)
 
 
@@ -127,4 +131,39 @@ class PlatformCallback(SQLModel, table=True):
     received_at: datetime = _time(default_factory=utcnow, index=True)
 
 
-TABLES: list[type[SQLModel]] = [Activation, Bundle, UsageWatch, PlatformCallback]
+class Cancellation(SQLModel, table=True):
+    """Accounts asked to cancel a renewal's bundle: due work until the platform has answered.
+
+    One row per renewal (`id` = renewal_id), so a repeated BundleCancelRequested changes
+    nothing; the round calls the platform, then commits the outcome and BundleCancelled.
+    """
+
+    __tablename__ = "provisioning_cancellation"
+
+    id: str = Field(primary_key=True, max_length=36)
+    iccid: str = Field(index=True, max_length=20)
+    reason: str = Field(max_length=32)
+    replaced_by: str | None = Field(default=None, max_length=36)
+    request_event_id: str = Field(max_length=256)
+    state: str = Field(max_length=16, index=True)
+    order_id: str | None = Field(default=None, max_length=128)
+    bundle_status: str | None = Field(
+        default=None, max_length=16, description="what the platform said the bundle was"
+    )
+    attempts: int = 0
+    unavailable_rounds: int = 0
+    last_error: str | None = Field(default=None, max_length=512)
+    created_at: datetime = _time(default_factory=utcnow)
+    updated_at: datetime = _time(default_factory=utcnow)
+    done_at: datetime | None = _time(default=None)
+    due_at: datetime | None = _time(default=None, index=True)
+    lease_until: datetime | None = _time(default=None)
+    traceparent: str | None = Field(
+        default_factory=current_traceparent,
+        max_length=64,
+        description="the W3C trace context of the transaction that made it due; its rounds "
+        "continue that trace (esim_core.tracing)",
+    )
+
+
+TABLES: list[type[SQLModel]] = [Activation, Bundle, UsageWatch, PlatformCallback, Cancellation]

@@ -15,7 +15,8 @@ from uuid import UUID
 from esim_core.outbox import Outbox
 from esim_core.retry import DueWorker, same_lease
 from esim_core.worker import as_utc, utcnow
-from esim_schemas import BundleEnded, BundleStarted, DataLow, UsageUpdated
+from esim_schemas import BundleCancelled, BundleEnded, BundleStarted, DataLow, UsageUpdated
+from esim_schemas.events import BundleCancelReason
 from esim_schemas.types import BundleStatus
 from prometheus_client import Counter
 from sqlmodel import col, select
@@ -180,6 +181,76 @@ def observe(outbox: Outbox, session: AsyncSession, bundle: Bundle, seen: Observa
     return changed
 
 
+def mark_cancelled(
+    outbox: Outbox,
+    session: AsyncSession,
+    bundle: Bundle,
+    reason: BundleCancelReason,
+    now: datetime,
+) -> bool:
+    """Record that a (locked) bundle will not run (further) and tell carriers, once per bundle.
+
+    Returns whether it did: a bundle already cancelled (or replaced) keeps its first reason.
+    It is no longer followed, and no BundleEnded follows its BundleCancelled.
+    """
+    if bundle.cancelled_at is not None:
+        return False
+    bundle.cancelled_at = now
+    bundle.cancel_reason = reason
+    bundle.ended_published = True
+    bundle.updated_at = now
+    session.add(bundle)
+    outbox.add(
+        session,
+        BundleCancelled(
+            renewal_id=UUID(bundle.renewal_id),
+            iccid=bundle.iccid,
+            plan_code=bundle.plan_code,
+            reason=reason,
+            cancelled_at=now,
+            platform_reference=bundle.order_id,
+        ),
+        event_id=event_id("bundle-cancelled", bundle.order_id),
+    )
+    logger.info("bundle %s on card %s cancelled: %s", bundle.order_id, bundle.iccid, reason)
+    return True
+
+
+async def replace_live_bundles(
+    outbox: Outbox, session: AsyncSession, activation: Activation, now: datetime
+) -> int:
+    """A bundle started `now` replaced the card's live one: BundleCancelled (`replaced`) for it.
+
+    The platform ends the live bundle when one with start=now goes live; queued bundles move
+    behind the new one and stay, a used-up one had ended already. Returns how many were replaced.
+    """
+    assert activation.valid_from is not None
+    starts = as_utc(activation.valid_from)
+    others = (
+        await session.exec(
+            select(Bundle)
+            .where(
+                col(Bundle.iccid) == activation.iccid,
+                col(Bundle.order_id) != activation.order_id,
+                col(Bundle.cancelled_at).is_(None),
+                col(Bundle.status) != "depleted",
+                # Only what was live when the new one started, not the card's whole history.
+                col(Bundle.valid_from) <= starts,
+                col(Bundle.valid_until) > starts,
+            )
+            .with_for_update()
+        )
+    ).all()
+    replaced = 0
+    for bundle in others:
+        # A poll may have seen it `expired` (the platform ended it for the new one) before this
+        # commit: it was still replaced, and carriers hear so.
+        if as_utc(bundle.valid_from) > starts or as_utc(bundle.valid_until) <= starts:
+            continue  # queued behind the new bundle, or over before it started
+        replaced += mark_cancelled(outbox, session, bundle, "replaced", now)
+    return replaced
+
+
 def track_bundle(session: AsyncSession, activation: Activation, data_mb: int) -> Bundle:
     """Start following the bundle of an activation that just went live or was queued."""
     assert activation.order_id is not None
@@ -275,7 +346,9 @@ class UsagePoller(DueWorker[EsimPlatform, UsageRules]):
             followed = (
                 await session.exec(
                     select(Bundle.order_id).where(
-                        col(Bundle.iccid) == iccid, col(Bundle.status).not_in(ENDED_STATUSES)
+                        col(Bundle.iccid) == iccid,
+                        col(Bundle.status).not_in(ENDED_STATUSES),
+                        col(Bundle.cancelled_at).is_(None),
                     )
                 )
             ).all()
@@ -316,7 +389,11 @@ class UsagePoller(DueWorker[EsimPlatform, UsageRules]):
         bundles = (
             await session.exec(
                 select(Bundle)
-                .where(col(Bundle.iccid) == watch.id, col(Bundle.status).not_in(ENDED_STATUSES))
+                .where(
+                    col(Bundle.iccid) == watch.id,
+                    col(Bundle.status).not_in(ENDED_STATUSES),
+                    col(Bundle.cancelled_at).is_(None),
+                )
                 .with_for_update()
                 .order_by(col(Bundle.valid_from))
             )
@@ -324,6 +401,8 @@ class UsagePoller(DueWorker[EsimPlatform, UsageRules]):
         changed = False
         open_bundles = 0
         for bundle in bundles:
+            if bundle.cancelled_at is not None:
+                continue  # cancelled or replaced: nothing more to tell about it
             seen = _observation(bundle, reported.get(bundle.order_id), outcome.as_of)
             if seen is None and bundle.order_id in missing:
                 seen = _looked_up(bundle, missing[bundle.order_id], outcome.as_of)

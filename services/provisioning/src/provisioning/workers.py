@@ -27,6 +27,7 @@ from provisioning.domain import (
     ActivationState,
     FollowUpRules,
     bundle_state,
+    cancel_verdict,
     event_id,
     failure_reason,
     next_due,
@@ -36,16 +37,18 @@ from provisioning.domain import (
     verdict,
 )
 from provisioning.platforms import (
+    BundleCancellation,
     BundleOrder,
     BundleOrderRequest,
     BundleStatus,
     EsimPlatform,
+    OrderNotFoundError,
     PlatformRejectedError,
     PlatformUnavailableError,
     UnknownIccidError,
 )
 from provisioning.store import Activation
-from provisioning.usage import track_bundle, watch_card
+from provisioning.usage import replace_live_bundles, track_bundle, watch_card
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +65,7 @@ T = TypeVar("T")
 Outcome = (
     BundleOrder
     | BundleStatus
+    | BundleCancellation
     | UnknownIccidError
     | PlatformUnavailableError
     | PlatformRejectedError
@@ -127,8 +131,14 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
             await clear_due(self.database, Activation, activation_id, activation.lease_until)
             return
         now = utcnow()
-        if activation.state == ActivationState.ORDERING and now >= as_utc(activation.deadline_at):
-            # Ordering now would apply a bundle the saga is about to refund.
+        if (
+            activation.state == ActivationState.ORDERING
+            and activation.attempts == 0
+            and now >= as_utc(activation.deadline_at)
+        ):
+            # Never sent to the platform: ordering now would apply a bundle nobody waits for.
+            # (After a round without an answer the order may exist: it is asked for again under
+            # its key below, and cancelled.)
             async with self.database.session() as session:
                 current = await session.get(Activation, activation_id, with_for_update=True)
                 if (
@@ -137,9 +147,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
                     or not same_lease(current.lease_until, activation.lease_until)
                 ):
                     return  # moved on, or claimed again meanwhile
-                current.last_error = (
-                    f"not ordered by the deadline; last round: {current.last_error}"
-                )[:500]
+                current.last_error = "not sent to the platform by the deadline"
                 current.lease_until = None
                 current.updated_at = now
                 session.add(current)
@@ -173,6 +181,9 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
             if current.state == ActivationState.ACTIVATED and current.order_id is not None:
                 due = utcnow() + timedelta(seconds=self.usage_poll_after_s)
                 await watch_card(session, current.iccid, due)
+                if current.start == "now" and current.bundle_state == "active":
+                    # The platform replaced the card's live plan: carriers must stop granting it.
+                    await replace_live_bundles(self.outbox, session, current, utcnow())
 
     async def _status_now(self, activation_id: str, order_id: str) -> BundleStatus | None:
         try:
@@ -210,13 +221,16 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
                 return error
         order_id = activation.order_id
         if order_id is None:
-            raise RuntimeError(f"activation {activation.id} is following without an order id")
+            raise RuntimeError(f"activation {activation.id} is {activation.state} without an order")
+        cancelling = activation.state == ActivationState.CANCELLING
+        call: Callable[[], Awaitable[BundleStatus | BundleCancellation]] = (
+            (lambda: self.platform.cancel_bundle(order_id))
+            if cancelling
+            else (lambda: self.platform.bundle_status(order_id))
+        )
+        what = "cancel" if cancelling else "status"
         try:
-            return await within_round(
-                f"status of activation {activation.id}",
-                lambda: self.platform.bundle_status(order_id),
-                self.tries,
-            )
+            return await within_round(f"{what} of activation {activation.id}", call, self.tries)
         except (PlatformUnavailableError, PlatformRejectedError) as error:
             return error
 
@@ -227,7 +241,9 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         activation.lease_until = None
         session.add(activation)
         deadline = as_utc(activation.deadline_at)
-        if isinstance(outcome, BundleOrder):
+        if activation.state == ActivationState.CANCELLING:
+            self._after_cancel(session, activation, outcome, now)
+        elif isinstance(outcome, BundleOrder):
             activation.state = ActivationState.FOLLOWING
             activation.order_id = outcome.order_id
             activation.ordered_at = now
@@ -242,6 +258,9 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
                 outcome.order_id,
                 outcome.status,
             )
+            if now >= deadline:
+                # Placed by an unanswered round before the deadline, or by this one: too late.
+                self._cancel_at_deadline(activation, "ordered only at the deadline", now)
         elif isinstance(outcome, UnknownIccidError):
             activation.last_error = str(outcome)[:500]
             self._fail(session, activation, UNKNOWN_ICCID, now)
@@ -260,8 +279,12 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
                 outcome,
             )
             self._fail(session, activation, ORDER_REJECTED, now)
-        else:
+        elif isinstance(outcome, Exception):
             self._no_answer(session, activation, outcome, now, deadline)
+        else:
+            raise RuntimeError(
+                f"activation {activation.id}: a cancel answer while {activation.state}"
+            )
 
     def _follow(
         self,
@@ -298,10 +321,69 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         else:
             activation.last_error = None
         if now >= deadline:
-            activation.last_error = f"bundle still {bundle.status[:64]!r} at the deadline"
-            self._fail(session, activation, ACTIVATION_TIMEOUT, now)
+            self._cancel_at_deadline(activation, f"bundle still {bundle.status[:64]!r}", now)
             return
         activation.due_at = next_due(now, poll_delay(activation.polls, self.rules), deadline)
+
+    def _cancel_at_deadline(self, activation: Activation, why: str, now: datetime) -> None:
+        # Failing now would refund a bundle the platform may still make live: cancel it first.
+        activation.state = ActivationState.CANCELLING
+        activation.last_error = f"{why} at the deadline; cancelling it at the platform"[:500]
+        activation.unavailable_rounds = 0
+        activation.due_at = now
+        logger.warning(
+            "activation %s of renewal %s: %s; cancelling order %s before giving up",
+            activation.id,
+            activation.renewal_id,
+            why,
+            activation.order_id,
+        )
+
+    def _after_cancel(
+        self, session: AsyncSession, activation: Activation, outcome: Outcome, now: datetime
+    ) -> None:
+        """The platform's answer to the cancel at the deadline: failed, live after all, or again."""
+        if isinstance(outcome, BundleCancellation):
+            bundle = outcome.bundle
+            meaning = cancel_verdict(outcome.cancelled, bundle.status)
+            if meaning == "activated":
+                logger.warning(
+                    "activation %s: order %s went %s before it could be cancelled; the plan stays",
+                    activation.id,
+                    activation.order_id,
+                    bundle.status,
+                )
+                self._activate(session, activation, bundle, now)
+                return
+            if meaning == "failed":
+                if outcome.cancelled:
+                    activation.last_error = "not live by the deadline; cancelled at the platform"
+                    reason = ACTIVATION_TIMEOUT
+                else:
+                    activation.last_error = f"bundle {bundle.status[:64]} at the deadline"
+                    reason = failure_reason(bundle.status, bundle.failure_reason)
+                self._fail(session, activation, reason, now)
+                return
+            error = f"cancel not done, bundle still {bundle.status[:64]!r}"
+        elif isinstance(outcome, OrderNotFoundError):
+            # An order the platform does not know can never go live.
+            activation.last_error = f"cancel at the deadline: {outcome}"[:500]
+            self._fail(session, activation, ACTIVATION_TIMEOUT, now)
+            return
+        else:
+            error = f"{type(outcome).__name__}: {outcome}"
+        # Until the platform answers, nobody knows whether the bundle runs: ask again, past the
+        # deadline if need be (accounts' own deadline is later; ops see the row in `cancelling`).
+        activation.unavailable_rounds += 1
+        activation.last_error = error[:500]
+        delay = retry_delay(activation.unavailable_rounds, self.rules)
+        activation.due_at = now + timedelta(seconds=delay)
+        logger.warning(
+            "activation %s: cancel at the deadline not answered (%s); next try in %.0f s",
+            activation.id,
+            activation.last_error,
+            delay,
+        )
 
     def _no_answer(
         self,
@@ -321,7 +403,14 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
                 activation.id,
                 activation.last_error,
             )
-            self._fail(session, activation, ACTIVATION_TIMEOUT, now)
+            if activation.state == ActivationState.FOLLOWING:
+                self._cancel_at_deadline(activation, "no answer", now)
+                return
+            # An order sent without an answer may exist: ask again under its key (past the
+            # deadline if need be) until the platform says, then cancel it.
+            activation.due_at = now + timedelta(
+                seconds=retry_delay(activation.unavailable_rounds, self.rules)
+            )
             return
         activation.due_at = next_due(
             now, retry_delay(activation.unavailable_rounds, self.rules), deadline

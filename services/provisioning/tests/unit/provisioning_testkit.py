@@ -6,15 +6,18 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from esim_core.db import Database
 from esim_core.outbox import OutboxMessage
+from esim_core.retry import TryPolicy
 from esim_core.worker import utcnow
 from esim_schemas import CloudEvent, EventData, PaymentSettled, new_event
 from provisioning.bootstrap import Provisioning
 from provisioning.domain import FINAL_STATES
 from provisioning.platforms import (
+    BundleCancellation,
     BundleOrder,
     BundleOrderRequest,
     BundleStatus,
@@ -26,7 +29,8 @@ from provisioning.platforms import (
     PlatformUnavailableError,
     UnknownIccidError,
 )
-from provisioning.store import Activation, UsageWatch
+from provisioning.settings import ProvisioningSettings
+from provisioning.store import Activation, Cancellation, UsageWatch
 from sqlalchemy import update
 from sqlmodel import col, select
 
@@ -39,6 +43,21 @@ FAILED = "esim.activation.failed.v1"
 FLAKY_FAILURES = 2
 QUEUED_FROM = datetime(2026, 12, 20, tzinfo=UTC)
 """When the current plan of a card with a `queued` bundle ends."""
+
+
+NO_WAIT = TryPolicy(attempts=4, wait_multiplier_s=0, wait_max_s=0)
+
+
+def settings_for(tmp_path: Path, **overrides: object) -> ProvisioningSettings:
+    values: dict[str, object] = {
+        "database_url": f"sqlite+aiosqlite:///{tmp_path}/provisioning.sqlite",
+        "activation_deadline_s": 86400.0,
+        "poll_interval_s": 0.5,
+        "poll_interval_max_s": 5.0,
+        "retry_backoff_s": 1.0,
+        "retry_backoff_max_s": 120.0,
+    }
+    return ProvisioningSettings(**(values | overrides))  # type: ignore[arg-type]
 
 
 @dataclass
@@ -63,6 +82,8 @@ class FakePlatform:
     `order_answer` is the status an order answers with (a platform that activates at once);
     with `order_describes_bundle` that answer carries the bundle as a status check would give
     it (without counting as one).
+    A cancel revokes the bundle (its checks answer `revoked` from then on) unless
+    `cancel_refusal` names the status it had reached first (`active`: it started).
     """
 
     modes: dict[str, str] = field(default_factory=dict)
@@ -87,6 +108,36 @@ class FakePlatform:
     left_out: set[str] = field(default_factory=set)
     """Order ids that usage answers leave out (a platform listing only what ended lately)."""
     rate_limited_for: float | None = None
+    cancel_refusal: str | None = None
+    cancelled: set[str] = field(default_factory=set)
+    cancel_calls: list[str] = field(default_factory=list)
+
+    async def cancel_bundle(self, order_id: str) -> BundleCancellation:
+        self.cancel_calls.append(order_id)
+        order = next((o for o in self.orders.values() if o.order_id == order_id), None)
+        if order is None:
+            self._transient(None)
+            raise OrderNotFoundError(404, f"order {order_id} is unknown")
+        self._transient(order.request.iccid)
+        if self.cancel_refusal is not None and order_id not in self.cancelled:
+            start = order.created_at
+            return BundleCancellation(
+                order_id=order_id,
+                cancelled=False,
+                bundle=BundleStatus(
+                    order_id=order_id,
+                    status=self.cancel_refusal,
+                    valid_from=start,
+                    valid_until=start + timedelta(days=order.request.validity_days),
+                    data_mb=order.request.data_mb,
+                ),
+            )
+        self.cancelled.add(order_id)
+        return BundleCancellation(
+            order_id=order_id,
+            cancelled=True,
+            bundle=BundleStatus(order_id=order_id, status="revoked", data_mb=order.request.data_mb),
+        )
 
     def set_usage(self, renewal_id: uuid.UUID | str, used_mb: int, status: str = "active") -> None:
         """What the platform will report for a renewal's bundle from now on."""
@@ -153,6 +204,8 @@ class FakePlatform:
         mode = self.modes.get(request.iccid, "none")
         if self.status_override is not None:
             return BundleStatus(order_id=order_id, status=self.status_override)
+        if order_id in self.cancelled:
+            return BundleStatus(order_id=order_id, status="revoked", data_mb=request.data_mb)
         if mode == "slow" or order.status_checks <= self.processing_checks:
             return BundleStatus(order_id=order_id, status="processing", data_mb=request.data_mb)
         if mode == "fail":
@@ -250,14 +303,15 @@ async def activations(database: Database) -> list[Activation]:
 
 
 async def fast_forward(database: Database) -> None:
-    """Make every scheduled activation due now, and let every lease run out."""
+    """Make every scheduled activation and cancellation due now, and let every lease run out."""
     past = utcnow() - timedelta(seconds=1)
     async with database.session() as session:
-        await session.exec(
-            update(Activation)
-            .where(col(Activation.due_at).is_not(None))
-            .values(due_at=past, lease_until=None)
-        )
+        for table in (Activation, Cancellation):
+            await session.exec(
+                update(table)
+                .where(col(table.due_at).is_not(None))
+                .values(due_at=past, lease_until=None)
+            )
 
 
 async def expire_leases(database: Database) -> None:

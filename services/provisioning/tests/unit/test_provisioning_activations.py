@@ -328,7 +328,7 @@ async def test_an_outage_while_following_keeps_the_order(
     assert len(platform.order_calls) == 1
 
 
-async def test_a_bundle_not_live_by_the_deadline_times_out(
+async def test_a_bundle_not_live_by_the_deadline_is_cancelled_then_times_out(
     provisioning: Provisioning, database: Database, platform: FakePlatform
 ) -> None:
     platform.modes[OTHER_ICCID] = "slow"
@@ -344,15 +344,92 @@ async def test_a_bundle_not_live_by_the_deadline_times_out(
     await provisioning.activations.run_once()
 
     row = await activation_of(database, data.renewal_id)
+    assert row.state == ActivationState.CANCELLING
+    assert row.last_error == (
+        "bundle still 'processing' at the deadline; cancelling it at the platform"
+    )
+    assert await published(database, FAILED) == []
+
+    await provisioning.activations.run_once()
+
+    row = await activation_of(database, data.renewal_id)
     assert (row.state, row.failure_reason, row.attempts) == (
         ActivationState.FAILED,
         "activation_timeout",
-        5,
+        6,
     )
-    assert row.last_error == "bundle still 'processing' at the deadline"
+    assert row.last_error == "not live by the deadline; cancelled at the platform"
+    assert platform.cancel_calls == [row.order_id]
     [failed] = await published(database, FAILED)
-    assert (failed["data"]["reason"], failed["data"]["attempts"]) == ("activation_timeout", 5)
+    assert (failed["data"]["reason"], failed["data"]["attempts"]) == ("activation_timeout", 6)
     assert await published(database, ACTIVATED) == []
+
+
+async def test_a_bundle_that_went_live_before_the_cancel_at_the_deadline_stays(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    platform.modes[OTHER_ICCID] = "slow"
+    data = payment_settled(iccid=OTHER_ICCID)
+    await handle(provisioning, data)
+    await provisioning.activations.run_once()
+    await pass_deadline(database, data.renewal_id)
+    await fast_forward(database)
+    await provisioning.activations.run_once()  # processing at the deadline: cancelling
+    platform.cancel_refusal = "active"  # ... but it went live meanwhile
+
+    row = await run_until_final(provisioning, data.renewal_id)
+
+    assert (row.state, row.bundle_state) == (ActivationState.ACTIVATED, "active")
+    [activated] = await published(database, ACTIVATED)
+    assert activated["data"]["platform_reference"] == row.order_id
+    assert await published(database, FAILED) == []
+
+
+async def test_a_cancel_at_the_deadline_is_asked_again_until_the_platform_answers(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    platform.modes[OTHER_ICCID] = "slow"
+    data = payment_settled(iccid=OTHER_ICCID)
+    await handle(provisioning, data)
+    await provisioning.activations.run_once()
+    await pass_deadline(database, data.renewal_id)
+    await fast_forward(database)
+    await provisioning.activations.run_once()
+    platform.outage = True
+
+    for _ in range(3):
+        await provisioning.activations.run_once()
+        await fast_forward(database)
+
+    row = await activation_of(database, data.renewal_id)
+    assert (row.state, row.unavailable_rounds) == (ActivationState.CANCELLING, 3)
+    assert row.due_at is not None and as_utc(row.due_at) > as_utc(row.deadline_at)
+    assert await published(database, FAILED) == []
+
+    platform.outage = False
+    row = await run_until_final(provisioning, data.renewal_id)
+    assert (row.state, row.failure_reason) == (ActivationState.FAILED, "activation_timeout")
+    assert len(await published(database, FAILED)) == 1
+
+
+async def test_no_answer_while_following_at_the_deadline_cancels_too(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    platform.modes[OTHER_ICCID] = "slow"
+    data = payment_settled(iccid=OTHER_ICCID)
+    await handle(provisioning, data)
+    await provisioning.activations.run_once()
+    platform.outage = True
+    await pass_deadline(database, data.renewal_id)
+    await fast_forward(database)
+    await provisioning.activations.run_once()
+
+    row = await activation_of(database, data.renewal_id)
+    assert row.state == ActivationState.CANCELLING
+    platform.outage = False
+    row = await run_until_final(provisioning, data.renewal_id)
+    assert row.state == ActivationState.FAILED
+    assert platform.cancel_calls == [row.order_id]
 
 
 async def test_a_bundle_that_goes_live_at_the_deadline_is_activated(
@@ -373,34 +450,59 @@ async def test_a_bundle_that_goes_live_at_the_deadline_is_activated(
     assert await published(database, FAILED) == []
 
 
-async def test_an_order_never_placed_by_the_deadline_times_out_without_ordering(
+async def test_an_activation_never_sent_by_the_deadline_fails_without_ordering(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    data = payment_settled()
+    await handle(provisioning, data)
+    await pass_deadline(database, data.renewal_id)
+
+    await provisioning.activations.run_once()
+
+    assert platform.order_calls == []
+    row = await activation_of(database, data.renewal_id)
+    assert (row.state, row.failure_reason) == (ActivationState.FAILED, "activation_timeout")
+    assert row.last_error == "not sent to the platform by the deadline"
+    [failed] = await published(database, FAILED)
+    assert failed["data"]["attempts"] == 1
+
+
+async def test_an_order_unanswered_by_the_deadline_is_asked_for_again_and_cancelled(
     provisioning: Provisioning, database: Database, platform: FakePlatform
 ) -> None:
     platform.outage = True
     data = payment_settled()
     await handle(provisioning, data)
     await provisioning.activations.run_once()
-    calls = len(platform.order_calls)
     await pass_deadline(database, data.renewal_id)
     await fast_forward(database)
 
     await provisioning.activations.run_once()
 
-    assert len(platform.order_calls) == calls
+    # The unanswered order may exist at the platform: nothing is given up before it says.
     row = await activation_of(database, data.renewal_id)
+    assert (row.state, row.unavailable_rounds) == (ActivationState.ORDERING, 2)
+    assert row.due_at is not None and as_utc(row.due_at) > as_utc(row.deadline_at)
+    assert await published(database, FAILED) == []
+
+    platform.outage = False
+    row = await run_until_final(provisioning, data.renewal_id)
+
+    [order] = platform.orders_of(data.renewal_id)
+    assert {request.idempotency_key for request in platform.order_calls} == {
+        f"bundle:{data.renewal_id}"
+    }
+    assert platform.cancel_calls == [order.order_id]
     assert (row.state, row.failure_reason) == (ActivationState.FAILED, "activation_timeout")
-    assert "not ordered by the deadline; last round: PlatformUnavailableError" in (
-        row.last_error or ""
-    )
-    [failed] = await published(database, FAILED)
-    assert failed["data"]["attempts"] == 1
+    assert len(await published(database, FAILED)) == 1
+    assert await published(database, ACTIVATED) == []
 
 
 async def test_the_next_round_is_never_later_than_the_deadline(
     tmp_path: Any, platform: FakePlatform
 ) -> None:
-    from conftest import NO_WAIT, settings_for
     from provisioning import bootstrap
+    from provisioning_testkit import NO_WAIT, settings_for
 
     built = bootstrap.build(
         settings_for(tmp_path, activation_deadline_s=60.0, retry_backoff_s=100.0),

@@ -150,3 +150,34 @@ async def test_the_bundles_of_a_card_show_usage_alerts_and_the_next_poll(
     assert bundle["usage_as_of"].endswith("Z") and bundle["next_poll_at"] is not None
     refused = await client.get("/v1/bundles", params={"iccid": "123"})
     assert refused.status_code == 422
+
+
+async def test_a_cancellation_shows_the_platforms_answer(
+    provisioning: Provisioning, client: httpx.AsyncClient, platform: FakePlatform
+) -> None:
+    from provisioning_testkit import ICCID
+    from test_provisioning_cancellations import request_cancel
+
+    platform.modes[ICCID] = "queued"
+    data = payment_settled()
+    await handle(provisioning, data)
+    await run_until_final(provisioning, data.renewal_id)
+    await request_cancel(provisioning, data.renewal_id)
+    pending = (await client.get(f"/v1/cancellations/{data.renewal_id}")).json()
+    await provisioning.cancellations.run_once()
+
+    answer = await client.get(f"/v1/cancellations/{data.renewal_id}")
+
+    assert (pending["state"], pending["order_id"]) == ("pending", None)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert (body["state"], body["reason"], body["bundle_status"]) == (
+        "cancelled",
+        "cancelled_by_user",
+        "revoked",
+    )
+    assert body["order_id"] == platform.cancel_calls[0]
+    assert body["done_at"].endswith("Z") and body["next_attempt_at"] is None
+    missing = await client.get(f"/v1/cancellations/{payment_settled().renewal_id}")
+    assert missing.status_code == 404
+    assert missing.json()["type"].endswith("cancellation-not-found")

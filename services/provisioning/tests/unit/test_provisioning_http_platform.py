@@ -236,3 +236,52 @@ async def test_bundle_answers(fields: dict[str, Any], expected: BundleStatus) ->
 async def test_status_errors(answer: httpx.Response, error: type[Exception]) -> None:
     with pytest.raises(error):
         await platform(lambda _: answer).bundle_status("ord_4c2a")
+
+
+async def test_a_cancel_posts_to_the_order_and_says_whether_it_will_run() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return bundle(status="revoked", cancelled=True, outcome="cancelled")
+
+    cancellation = await platform(answer).cancel_bundle("ord/4c2a")
+
+    [request] = seen
+    assert (request.method, request.url.raw_path) == ("POST", b"/v1/bundles/ord%2F4c2a/cancel")
+    assert cancellation.cancelled is True
+    assert cancellation.bundle.status == "revoked"
+
+
+async def test_a_cancel_refused_for_a_live_bundle_carries_its_dates() -> None:
+    answer = bundle(
+        status="active",
+        cancelled=False,
+        outcome="already_started",
+        valid_from="2026-11-24T10:00:00Z",
+        valid_until="2026-12-24T10:00:00Z",
+    )
+
+    cancellation = await platform(lambda _: answer).cancel_bundle("ord_4c2a")
+
+    assert cancellation.cancelled is False
+    assert cancellation.bundle.status == "active"
+    assert cancellation.bundle.valid_from == datetime(2026, 11, 24, 10, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (problem(404), OrderNotFoundError),
+        (problem(503), PlatformUnavailableError),
+        (problem(429), PlatformUnavailableError),
+        (problem(403), PlatformRejectedError),
+        (bundle(status="revoked"), PlatformUnavailableError),
+        (bundle(status="revoked", cancelled="yes"), PlatformUnavailableError),
+        (bundle(cancelled=True), PlatformUnavailableError),
+        (httpx.Response(200, text="not json"), PlatformUnavailableError),
+    ],
+)
+async def test_cancel_errors(answer: httpx.Response, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        await platform(lambda _: answer).cancel_bundle("ord_4c2a")

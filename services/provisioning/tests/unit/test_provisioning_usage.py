@@ -335,7 +335,7 @@ async def test_a_followed_bundle_left_out_of_the_answer_is_looked_up_and_ends_on
     provisioning: Provisioning, database: Database, platform: FakePlatform
 ) -> None:
     first = await activate(provisioning)
-    second = await activate(provisioning)
+    queued = await activate(provisioning, start="after_current")
     [order] = platform.orders_of(first)
     platform.left_out.add(order.order_id)
     platform.status_override = "expired"
@@ -349,5 +349,5 @@ async def test_a_followed_bundle_left_out_of_the_answer_is_looked_up_and_ends_on
     await poll(provisioning)
     assert platform.status_calls[calls:] == [order.order_id]
     assert len(await published(database, ENDED)) == 1
-    assert (await watch(database)).due_at is not None  # the second bundle is still followed
-    assert second != first
+    assert (await watch(database)).due_at is not None  # the queued bundle is still followed
+    assert queued != first

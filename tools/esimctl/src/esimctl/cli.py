@@ -85,7 +85,8 @@ def _short(value: Any) -> str:
 
 
 def _saga_report(operator: Operator, renewal_id: str) -> tuple[dict[str, Any], list[str]]:
-    """The saga from accounts plus its payment, refund and activation; and what was unreachable."""
+    """The saga from accounts plus its payment, refund, activation and cancellation; and what was
+    unreachable."""
     saga = operator.call("accounts", "GET", f"/v1/operator/sagas/{renewal_id}")
     report: dict[str, Any] = {"saga": saga}
     missing: list[str] = []
@@ -93,6 +94,7 @@ def _saga_report(operator: Operator, renewal_id: str) -> tuple[dict[str, Any], l
         ("payment", "billing", f"/v1/payments/{renewal_id}"),
         ("refund", "billing", f"/v1/refunds/{renewal_id}"),
         ("activation", "provisioning", f"/v1/activations/{renewal_id}"),
+        ("cancellation", "provisioning", f"/v1/cancellations/{renewal_id}"),
     ):
         try:
             report[name] = operator.call(service, "GET", path, missing_ok=True)
@@ -165,11 +167,24 @@ def _print_saga(report: dict[str, Any]) -> None:
             f"valid {_short(activation['valid_from'])} .. {_short(activation['valid_until'])}  "
             f"rounds {activation['attempts']}  last error {_short(activation['last_error'])}"
         )
+    cancellation = report.get("cancellation")
+    if cancellation is not None:
+        typer.echo("cancellation (provisioning):")
+        if "error" in cancellation:
+            typer.echo(f"  unknown: {cancellation['error']}")
+        else:
+            typer.echo(
+                f"  {cancellation['state']}  {cancellation['reason']}  "
+                f"order {_short(cancellation['order_id'])}  "
+                f"platform said {_short(cancellation['bundle_status'])}  "
+                f"rounds {cancellation['attempts']}  "
+                f"last error {_short(cancellation['last_error'])}"
+            )
 
 
 @sagas.command("show")
 def sagas_show(renewal_id: RenewalArg, as_json: JsonOption = False) -> None:
-    """A saga: state, timeline, events, and its payment and bundle from billing and provisioning."""
+    """A saga: state, timeline, events; its payment, bundle and any cancellation of it."""
     wanted = _renewal_id(renewal_id)
     operator = _operator()
     report, missing = _run(lambda: _saga_report(operator, wanted))

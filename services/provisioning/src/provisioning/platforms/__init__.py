@@ -2,12 +2,13 @@
 
 `port.py` says what a platform does; `http.py` is `HttpEsimPlatform`, the adapter for the
 reseller-style HTTP API (`POST /v1/bundles`, `GET /v1/bundles/{order_id}`,
-`GET /v1/cards/{iccid}/usage`) that the sandbox
+`POST /v1/bundles/{order_id}/cancel`, `GET /v1/cards/{iccid}/usage`) that the sandbox
 emulates. An SM-DP+ (GSMA SGP.22 ES2+) adapter would be another module here implementing
 `EsimPlatform`, chosen by `bootstrap.build_platform` from configuration.
 """
 
 from provisioning.platforms.port import (
+    BundleCancellation,
     BundleOrder,
     BundleOrderRequest,
     BundleStatus,
@@ -22,6 +23,7 @@ from provisioning.platforms.port import (
 )
 
 __all__ = [
+    "BundleCancellation",
     "BundleOrder",
     "BundleOrderRequest",
     "BundleStatus",

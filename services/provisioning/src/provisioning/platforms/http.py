@@ -11,6 +11,7 @@ import httpx
 from esim_core.http_transport import AiohttpTransport
 
 from provisioning.platforms.port import (
+    BundleCancellation,
     BundleOrder,
     BundleOrderRequest,
     BundleStatus,
@@ -29,7 +30,8 @@ _TRANSIENT_STATUSES = frozenset({408, 425, 429})
 
 
 class HttpEsimPlatform:
-    """The platform's API: `POST /v1/bundles` (with Idempotency-Key), `GET /v1/bundles/{id}`.
+    """The platform's API: `POST /v1/bundles` (with Idempotency-Key), `GET /v1/bundles/{id}`,
+    `POST /v1/bundles/{id}/cancel`, `GET /v1/cards/{iccid}/usage`.
 
     It maps answers onto the port: 404 on an order is an unknown card, 404 on a status an
     unknown order; 5xx, 408/425/429, timeouts, connection errors and garbled success answers are
@@ -92,6 +94,25 @@ class HttpEsimPlatform:
         status = response.status_code
         if response.is_success:
             return _bundle(order_id, _json(response), status)
+        message = _problem(response)
+        if status == 404:
+            raise OrderNotFoundError(404, f"order {order_id} is unknown: {message}")
+        _raise_for_transient(status, message)
+        raise PlatformRejectedError(status, message)
+
+    async def cancel_bundle(self, order_id: str) -> BundleCancellation:
+        """Cancel a bundle that has not started; see `EsimPlatform.cancel_bundle`."""
+        response = await self._send("POST", f"/v1/bundles/{quote(order_id, safe='')}/cancel")
+        status = response.status_code
+        if response.is_success:
+            document = _json(response)
+            cancelled = document.get("cancelled")
+            if not isinstance(cancelled, bool):
+                # Whether the bundle will run is the whole answer: without it, ask again.
+                raise PlatformUnavailableError(f"HTTP {status}: a cancel answer without cancelled")
+            return BundleCancellation(
+                order_id=order_id, cancelled=cancelled, bundle=_bundle(order_id, document, status)
+            )
         message = _problem(response)
         if status == 404:
             raise OrderNotFoundError(404, f"order {order_id} is unknown: {message}")

@@ -1,4 +1,4 @@
-"""The EsimPlatform port: order a bundle on a card with an idempotency key, follow the order."""
+"""The EsimPlatform port: order a bundle on a card with an idempotency key, follow it, cancel it."""
 
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,6 +46,19 @@ class BundleStatus:
     valid_until: datetime | None = None
     data_mb: int | None = None
     failure_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class BundleCancellation:
+    """The platform's answer to a cancel: whether the bundle will never run, and where it is.
+
+    `cancelled` false means it could not be cancelled: it is live or queued-and-started
+    (`active`, `depleted`), ended (`expired`) or `failed`; `bundle.status` says which.
+    """
+
+    order_id: str
+    cancelled: bool
+    bundle: BundleStatus
 
 
 @dataclass(frozen=True)
@@ -112,6 +125,16 @@ class EsimPlatform(Protocol):
 
     async def bundle_status(self, order_id: str) -> BundleStatus:
         """Where an order's bundle is now.
+
+        Raises:
+            OrderNotFoundError: the platform does not know the order.
+            PlatformUnavailableError: no answer now; repeating the call is safe.
+            PlatformRejectedError: the request was refused.
+        """
+        ...
+
+    async def cancel_bundle(self, order_id: str) -> BundleCancellation:
+        """Cancel an order's bundle if it has not started; repeating it is safe.
 
         Raises:
             OrderNotFoundError: the platform does not know the order.
