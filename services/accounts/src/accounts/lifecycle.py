@@ -101,8 +101,8 @@ def decide(
 
     Of the leads that have come (and were not handled before), only the shortest is reminded
     of: a daily plan starting with one day left hears "1 day", not "3 days" and "1 day". A
-    plan with a later plan queued behind it is not the card's last plan: its due leads are
-    passed over and it is not auto-renewed (the later plan will be). A used-up plan is
+    plan with a later plan queued behind it is not the card's last plan: it is neither
+    reminded nor auto-renewed (the later plan will be). A used-up plan is
     auto-renewed at once, and not reminded of its time.
     """
     if plan.ended or plan.valid_until <= now:
@@ -114,15 +114,14 @@ def decide(
         if plan.reminded_lead_s is None or lead < plan.reminded_lead_s
     ]
     due = [lead for lead in pending if left_s <= lead]
-    reminded = min(due) if due else plan.reminded_lead_s
-    remind = min(due) if due and not later_plan and not plan.depleted else None
+    # Passed over while a later plan waits, a lead stays owed: should that plan be cancelled,
+    # the shortest lead due then still goes out.
+    handled = bool(due) and not later_plan
+    reminded = min(due) if handled else plan.reminded_lead_s
+    remind = min(due) if handled and not plan.depleted else None
     wants_renewal = auto_renew and not plan.auto_renewed and not later_plan
     renew = wants_renewal and (plan.depleted or left_s <= rules.auto_renew_lead_s)
-    times = [
-        plan.valid_until - timedelta(seconds=lead)
-        for lead in pending
-        if reminded is None or lead < reminded
-    ]
+    times = [plan.valid_until - timedelta(seconds=lead) for lead in pending if lead < left_s]
     if wants_renewal and not renew:
         times.append(plan.valid_until - timedelta(seconds=rules.auto_renew_lead_s))
     return Decision(remind, reminded, renew, min(times) if times else None)

@@ -56,6 +56,8 @@ _NOT_SPENT = frozenset(
         "CANCELLED",
     }
 )
+# The dates of a plan whose end or use was heard of before its activation.
+_UNKNOWN = datetime(1970, 1, 1, tzinfo=UTC)
 _AUTO_RENEWALS = uuid5(NAMESPACE_URL, "https://esim.example/accounts/auto-renewals")
 
 
@@ -133,13 +135,22 @@ class PlanWatcher:
         row.updated_at = now
         session.add(row)
 
-    async def _mark(self, session: AsyncSession, renewal_id: str, *, depleted: bool) -> None:
+    async def _mark(
+        self, session: AsyncSession, renewal_id: str, iccid: str, *, depleted: bool
+    ) -> None:
         row = await _watch_row(session, renewal_id)
-        if row is None or row.ended:
-            return
         now = self.clock()
+        if row is None:
+            # Ahead of the plan's activation (topics are not ordered among each other): the
+            # row keeps the fact, and the activation fills in the plan's terms.
+            row = PlanWatch(
+                id=renewal_id, iccid=iccid, plan_code="", valid_from=_UNKNOWN, valid_until=_UNKNOWN
+            )
+        if row.ended:
+            return
         if depleted:
-            row.depleted, row.due_at = True, now  # auto-renewed at once
+            row.depleted = True
+            row.due_at = now if as_utc(row.valid_until) > _UNKNOWN else None  # renewed at once
         else:
             row.ended, row.due_at = True, None
         row.updated_at = now
@@ -187,7 +198,9 @@ class PlanWatcher:
     async def on_bundle_ended(self, session: AsyncSession, event: CloudEvent[BundleEnded]) -> None:
         """A plan ran out: of data, it is auto-renewed at once; of time, nothing more is owed."""
         data = event.data
-        await self._mark(session, str(data.renewal_id), depleted=data.reason == "depleted")
+        await self._mark(
+            session, str(data.renewal_id), data.iccid, depleted=data.reason == "depleted"
+        )
 
     async def on_usage_updated(
         self, session: AsyncSession, event: CloudEvent[UsageUpdated]
@@ -198,20 +211,20 @@ class PlanWatcher:
             data.data_total_mb > 0 and data.data_used_mb >= data.data_total_mb
         )
         if data.renewal_id is not None and used_up:
-            await self._mark(session, str(data.renewal_id), depleted=True)
+            await self._mark(session, str(data.renewal_id), data.iccid, depleted=True)
 
     async def on_data_low(self, session: AsyncSession, event: CloudEvent[DataLow]) -> None:
         """DataLow at 100 %: the plan's data is used up."""
         data = event.data
         if data.renewal_id is not None and data.threshold == 100:
-            await self._mark(session, str(data.renewal_id), depleted=True)
+            await self._mark(session, str(data.renewal_id), data.iccid, depleted=True)
 
     async def on_bundle_cancelled(
         self, session: AsyncSession, event: CloudEvent[BundleCancelled]
     ) -> None:
         """A plan will not run: nothing is owed for it, and the plan before it may be last again."""
         data = event.data
-        await self._mark(session, str(data.renewal_id), depleted=False)
+        await self._mark(session, str(data.renewal_id), data.iccid, depleted=False)
         await self.rearm(session, data.iccid)
 
     async def on_payment_failed(
