@@ -12,7 +12,7 @@ from esim_core.http import ProblemError
 from esim_core.http import problem_responses as problems
 from esim_core.worker import as_utc, utcnow
 from esim_schemas import Money
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, FastAPI, Query
 from sqlalchemy import and_, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -231,3 +231,38 @@ def build_lifecycle_router(
         )
 
     return router
+
+
+# The operations that take a promotion code: their 422 answer names the promotion problems too.
+_WITH_CODES = (("/v1/cards/{iccid}/renewals", "post"), ("/v1/cards/{iccid}/quote", "post"))
+
+
+def document_promotion_problems(app: FastAPI) -> None:
+    """Add the promotion problems to the 422 answers of the operations that take a code.
+
+    The core documents every 422 as a validation problem, after the routes declared theirs;
+    this runs after it, so the generic example stays the default and each code problem is one
+    more named example.
+    """
+    documented = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = documented()
+        for path, method in _WITH_CODES:
+            operation = schema.get("paths", {}).get(path, {}).get(method)
+            if operation is None or "422" not in operation["responses"]:
+                continue
+            if "examples" in operation["responses"]["422"]["content"]["application/problem+json"]:
+                continue  # the schema is built once and kept: done already
+            answer = dict(operation["responses"]["422"])
+            content = dict(answer["content"]["application/problem+json"])
+            examples = promotion_problems(422)[422]["content"]["application/problem+json"]
+            content["examples"] = {"default": {"value": content.pop("example")}} | {
+                kind: example for kind, example in examples["examples"].items() if kind != "default"
+            }
+            answer["content"] = {"application/problem+json": content}
+            answer["description"] = promotion_problems(422)[422]["description"]
+            operation["responses"]["422"] = answer
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

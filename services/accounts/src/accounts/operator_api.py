@@ -24,6 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from accounts.api import requested_event_id
 from accounts.domain import TERMINAL, SagaStatus
 from accounts.handlers import RenewalSaga, SagaActionRefusedError, derived_id
+from accounts.lifecycle_api import document_promotion_problems
 from accounts.store import Renewal, RenewalStep
 from accounts.stuck import DEFAULT_STUCK_AFTER_S, stuck_clause, stuck_reason
 from accounts.telemetry import saga_gauges
@@ -297,4 +298,5 @@ def http_app(runtime: ServiceRuntime, saga: RenewalSaga, operator: OperatorAuth)
         description="Users, cards, plans and renewals; under /v1/operator/ the operators' view "
         "of each saga.",
     )
+    document_promotion_problems(app)
     return refresh_on_scrape(app, gauges)

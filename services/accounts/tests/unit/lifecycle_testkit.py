@@ -107,7 +107,9 @@ async def start_service(
         await seed_catalogue(runtime.database)
         await seed_promotions(runtime.database)
         async with runtime.database.session() as session:
-            session.add(User(id=USER_ID, email="u-1@example.com", password_hash="x", locale="zh-CN"))
+            session.add(
+                User(id=USER_ID, email="u-1@example.com", password_hash="x", locale="zh-CN")
+            )
             session.add(Card(iccid=ICCID, activation_code="LPA:1$x$y", user_id=USER_ID))
     consumer = runtime.subscribe()
     assert consumer is not None

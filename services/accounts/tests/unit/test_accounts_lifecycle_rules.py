@@ -56,7 +56,9 @@ def plan(left: timedelta, **known: object) -> WatchedPlan:
 
 
 def test_a_daily_plan_starting_hears_only_the_shortest_lead() -> None:
-    decision = decide(plan(timedelta(hours=23, minutes=59)), NOW, RULES, auto_renew=False, later_plan=False)
+    decision = decide(
+        plan(timedelta(hours=23, minutes=59)), NOW, RULES, auto_renew=False, later_plan=False
+    )
     assert (decision.remind_lead_s, decision.reminded_lead_s) == (DAY_S, DAY_S)
     assert decision.next_due is None and not decision.renew
 
@@ -67,11 +69,19 @@ def test_a_monthly_plan_is_reminded_at_each_lead_in_turn() -> None:
     at_3d = decide(plan(timedelta(days=3)), NOW, RULES, auto_renew=False, later_plan=False)
     assert at_3d.remind_lead_s == 3 * DAY_S and at_3d.next_due == NOW + timedelta(days=2)
     at_1d = decide(
-        plan(timedelta(days=1), reminded_lead_s=3 * DAY_S), NOW, RULES, auto_renew=False, later_plan=False
+        plan(timedelta(days=1), reminded_lead_s=3 * DAY_S),
+        NOW,
+        RULES,
+        auto_renew=False,
+        later_plan=False,
     )
     assert at_1d.remind_lead_s == DAY_S and at_1d.next_due is None
     again = decide(
-        plan(timedelta(hours=5), reminded_lead_s=DAY_S), NOW, RULES, auto_renew=False, later_plan=False
+        plan(timedelta(hours=5), reminded_lead_s=DAY_S),
+        NOW,
+        RULES,
+        auto_renew=False,
+        later_plan=False,
     )
     assert again.remind_lead_s is None and again.next_due is None
 
@@ -86,7 +96,13 @@ def test_a_plan_with_a_later_one_queued_is_passed_over() -> None:
 def test_auto_renew_at_its_lead_once() -> None:
     early = decide(plan(timedelta(days=5)), NOW, RULES, auto_renew=True, later_plan=False)
     assert not early.renew and early.next_due == NOW + timedelta(days=2)
-    due = decide(plan(timedelta(hours=20), reminded_lead_s=3 * DAY_S), NOW, RULES, auto_renew=True, later_plan=False)
+    due = decide(
+        plan(timedelta(hours=20), reminded_lead_s=3 * DAY_S),
+        NOW,
+        RULES,
+        auto_renew=True,
+        later_plan=False,
+    )
     assert due.renew and due.remind_lead_s == DAY_S
     done = decide(
         plan(timedelta(hours=20), reminded_lead_s=DAY_S, auto_renewed=True),
@@ -99,9 +115,13 @@ def test_auto_renew_at_its_lead_once() -> None:
 
 
 def test_a_used_up_plan_renews_at_once_without_a_time_reminder() -> None:
-    decision = decide(plan(timedelta(days=20), depleted=True), NOW, RULES, auto_renew=True, later_plan=False)
+    decision = decide(
+        plan(timedelta(days=20), depleted=True), NOW, RULES, auto_renew=True, later_plan=False
+    )
     assert decision.renew and decision.remind_lead_s is None
-    off = decide(plan(timedelta(days=2), depleted=True), NOW, RULES, auto_renew=False, later_plan=False)
+    off = decide(
+        plan(timedelta(days=2), depleted=True), NOW, RULES, auto_renew=False, later_plan=False
+    )
     assert not off.renew and off.remind_lead_s is None
 
 

@@ -3,7 +3,6 @@
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -137,7 +136,9 @@ async def test_a_newly_queued_plan_supersedes_the_reminders_left(service: Servic
     await service.deliver(activated(now + 30 * DAY, 30, state="queued"))
     service.clock.advance((2 * DAY).total_seconds())
     await service.sweep()
-    reminded = [(e["data"]["renewal_id"], e["data"]["days_left"]) for e in await events(service, EXPIRING)]
+    reminded = [
+        (e["data"]["renewal_id"], e["data"]["days_left"]) for e in await events(service, EXPIRING)
+    ]
     assert reminded == [(str(current.renewal_id), 3)]
 
 
@@ -161,7 +162,10 @@ async def test_a_cancelled_later_plan_makes_the_plan_before_it_last_again(servic
     )
     await service.sweep()
     [reminder] = await events(service, EXPIRING)
-    assert (reminder["data"]["renewal_id"], reminder["data"]["days_left"]) == (str(current.renewal_id), 1)
+    assert (reminder["data"]["renewal_id"], reminder["data"]["days_left"]) == (
+        str(current.renewal_id),
+        1,
+    )
 
 
 async def test_two_replicas_send_one_reminder_and_one_auto_renewal(tmp_path: Path) -> None:
@@ -179,7 +183,10 @@ async def test_two_replicas_send_one_reminder_and_one_auto_renewal(tmp_path: Pat
         ]
         await asyncio.gather(*rounds)
         # Even two rounds on one row at once (a lease that ran out mid-round) do it once.
-        await asyncio.gather(first.accounts.watcher.work(str(plan.renewal_id)), second.accounts.watcher.work(str(plan.renewal_id)))
+        await asyncio.gather(
+            first.accounts.watcher.work(str(plan.renewal_id)),
+            second.accounts.watcher.work(str(plan.renewal_id)),
+        )
         assert len(await events(first, EXPIRING)) == 1
         [renewal] = await events(first, REQUESTED)
         assert renewal["data"]["renewal_id"] == str(auto_renewal_id(str(plan.renewal_id)))
@@ -199,7 +206,11 @@ async def test_auto_renew_queues_the_saved_plan_at_its_lead(service: Service) ->
     await service.sweep()
     [request] = await events(service, REQUESTED)
     data = request["data"]
-    assert (data["start"], data["channel"], data["plan_code"]) == ("after_current", "auto_renew", "JP-30D-10GB")
+    assert (data["start"], data["channel"], data["plan_code"]) == (
+        "after_current",
+        "auto_renew",
+        "JP-30D-10GB",
+    )
     assert data["payment"] == {"method": "card", "token": "tok_card_ok"}
     assert data["renewal_id"] == str(auto_renewal_id(str(plan.renewal_id)))
     [reminder] = [e for e in await events(service, EXPIRING) if e["data"]["days_left"] == 1]
@@ -241,7 +252,9 @@ async def test_over_the_monthly_cap_auto_renew_turns_itself_off(service: Service
     [request] = await events(service, REQUESTED)
     renewal_id = uuid.UUID(request["data"]["renewal_id"])
     await service.deliver(RenewalRequested.model_validate(request["data"]), event_id=request["id"])
-    await service.deliver(activated(now + DAY, 1, renewal_id=renewal_id, state="queued", plan_code="JP-1D-1GB"))
+    await service.deliver(
+        activated(now + DAY, 1, renewal_id=renewal_id, state="queued", plan_code="JP-1D-1GB")
+    )
     service.clock.advance(DAY.total_seconds() + 60)
     await service.sweep()
     assert len(await events(service, REQUESTED)) == 1
@@ -261,11 +274,19 @@ async def test_a_cap_below_one_plan_renews_nothing(service: Service) -> None:
 def used_up(kind: str, renewal_id: uuid.UUID, now: object) -> EventData:
     if kind == "usage":
         return UsageUpdated(
-            iccid=ICCID, renewal_id=renewal_id, data_total_mb=10240, data_used_mb=10240, as_of=now  # type: ignore[arg-type]
+            iccid=ICCID,
+            renewal_id=renewal_id,
+            data_total_mb=10240,
+            data_used_mb=10240,
+            as_of=now,  # type: ignore[arg-type]
         )
     if kind == "data_low":
         return DataLow(
-            iccid=ICCID, renewal_id=renewal_id, threshold=100, data_remaining_mb=0, as_of=now  # type: ignore[arg-type]
+            iccid=ICCID,
+            renewal_id=renewal_id,
+            threshold=100,
+            data_remaining_mb=0,
+            as_of=now,  # type: ignore[arg-type]
         )
     return BundleEnded(
         renewal_id=renewal_id,
@@ -304,7 +325,9 @@ async def test_a_used_up_plan_without_auto_renew_renews_nothing(service: Service
     assert await events(service, REQUESTED) == []
 
 
-async def failed_auto_renewal(service: Service, reason: str, *, change_payment: bool = False) -> None:
+async def failed_auto_renewal(
+    service: Service, reason: str, *, change_payment: bool = False
+) -> None:
     await set_auto_renew(service, plan_code="JP-1D-1GB", token="card_declined")
     await service.deliver(activated(service.clock(), 1, plan_code="JP-1D-1GB"))
     await service.sweep()
