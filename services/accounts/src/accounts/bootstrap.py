@@ -99,7 +99,7 @@ def build(settings: AccountsSettings, *, clock: Callable[[], datetime] = utcnow)
     )
     runtime.consume(
         topics.profile_activated,
-        [Route(ProfileActivated, chain(saga.on_profile_activated, watcher.on_profile_activated))],
+        [Route(ProfileActivated, chain(saga.on_profile_activated, watcher.on_plan_dated))],
     )
     runtime.consume(topics.activation_failed, [Route(ActivationFailed, saga.on_activation_failed)])
     runtime.consume(
@@ -112,7 +112,7 @@ def build(settings: AccountsSettings, *, clock: Callable[[], datetime] = utcnow)
     )
     runtime.consume(
         topics.bundle_started,
-        [Route(BundleStarted, chain(cardplans.on_bundle_started, watcher.on_bundle_started))],
+        [Route(BundleStarted, chain(cardplans.on_bundle_started, watcher.on_plan_dated))],
     )
     runtime.consume(
         topics.bundle_ended,

@@ -167,24 +167,12 @@ class PlanWatcher:
             .values(due_at=now)
         )
 
-    async def on_profile_activated(
-        self, session: AsyncSession, event: CloudEvent[ProfileActivated]
+    async def on_plan_dated(
+        self, session: AsyncSession, event: CloudEvent[ProfileActivated] | CloudEvent[BundleStarted]
     ) -> None:
-        """A plan went live or was queued: watch it (and the plan before it is no longer last)."""
-        data = event.data
-        await self.watch(
-            session,
-            str(data.renewal_id),
-            data.iccid,
-            data.plan_code,
-            data.valid_from,
-            data.valid_until,
-        )
-
-    async def on_bundle_started(
-        self, session: AsyncSession, event: CloudEvent[BundleStarted]
-    ) -> None:
-        """A queued plan started: its dates are now the ones it really runs."""
+        """A plan went live or was queued (ProfileActivated), or a queued one started with the
+        dates it really runs (BundleStarted): watch it with those dates. The plan before it is
+        no longer the card's last."""
         data = event.data
         await self.watch(
             session,
