@@ -314,30 +314,30 @@ def build_router(parts: AuthParts) -> APIRouter:
                 if body.promo_code is not None:
                     # Redeemed here, with the renewal, so a code that cannot be had is a 4xx
                     # now; the saga finds the redemption and applies it.
-                    try:
-                        await redeem(
-                            unit,
-                            body.promo_code,
-                            renewal_id=str(renewal_id),
-                            user_id=caller.id,
-                            iccid=found.iccid,
-                            price=price,
-                            currency=currency,
-                            now=utcnow(),
-                        )
-                    except PromotionError as error:
-                        raise promotion_problem(error) from error
+                    await redeem(
+                        unit,
+                        body.promo_code,
+                        renewal_id=str(renewal_id),
+                        user_id=caller.id,
+                        iccid=found.iccid,
+                        price=price,
+                        currency=currency,
+                        now=utcnow(),
+                    )
                 saga = saga_from_request(request)
                 record_step(unit, saga, "requested")
                 outbox.add(unit, request, event_id=requested_event_id(renewal_id))
-        except IntegrityError:
+        except (IntegrityError, PromotionError) as error:
             # The same key in a request running alongside this one, which stored the renewal
-            # first (on PostgreSQL both get past the check above): answer as for a repeat.
+            # first (on PostgreSQL both get past the check above, and the other one holds the
+            # code): answer as for a repeat.
             async with database.session() as unit:
                 existing = await unit.get(Renewal, str(renewal_id))
-            if existing is None or request is None:
-                raise
-            return repeated(existing, request)
+            if existing is not None and request is not None:
+                return repeated(existing, request)
+            if isinstance(error, PromotionError):
+                raise promotion_problem(error) from error
+            raise
         response.headers["Location"] = f"/v1/renewals/{renewal_id}"
         return RenewalAccepted(renewal_id=renewal_id, status=SagaStatus.REQUESTED)
 

@@ -302,3 +302,20 @@ def _parse(value: str) -> Any:
     from datetime import datetime
 
     return datetime.fromisoformat(value)
+
+
+async def test_a_repeated_request_with_a_code_redeems_it_once(
+    client: httpx.AsyncClient, database: Database, traveller: dict[str, str]
+) -> None:
+    body = {"plan_code": "JP-30D-10GB", "payment": PAY, "promo_code": "WELCOME10"}
+    headers = traveller | {"Idempotency-Key": "same-key"}
+    first = await client.post(f"/v1/cards/{ICCID}/renewals", json=body, headers=headers)
+    again = await client.post(f"/v1/cards/{ICCID}/renewals", json=body, headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert first.json() == again.json()
+    async with database.session() as session:
+        promotion = await session.get(Promotion, "WELCOME10")
+    assert promotion is not None and promotion.redeemed == 1
+    other_code = body | {"promo_code": "OTHER"}
+    conflict = await client.post(f"/v1/cards/{ICCID}/renewals", json=other_code, headers=headers)
+    assert is_problem(conflict, 409)["type"].endswith("/idempotency-key-reused")  # type: ignore[union-attr]
