@@ -269,11 +269,18 @@ class PlanWatcher:
     async def work(self, key: str) -> None:
         """Look at one due plan: send the reminder and request the auto-renewal it is owed."""
         async with self.database.session() as session:
+            iccid = (
+                await session.exec(select(PlanWatch.iccid).where(col(PlanWatch.id) == key))
+            ).first()
+            if iccid is None:
+                return
+            # The card before its plan's row, in the order the consumer's handlers lock them
+            # (card, then plan), so a round and a handler never wait on each other in a circle.
+            card = await session.get(Card, iccid, with_for_update=True)
             row = await session.get(PlanWatch, key, with_for_update=True)
             now = self.clock()
             if row is None or row.due_at is None or as_utc(row.due_at) > now:
                 return  # done or moved meanwhile; its lease runs out by itself
-            card = await session.get(Card, row.iccid, with_for_update=True)
             later = (
                 await session.exec(
                     select(PlanWatch.id).where(
