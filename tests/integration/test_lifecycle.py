@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.integration.conftest import database_mode
 from tests.integration.test_usage import events_of
 from tests.support.client import PlainKafka, Traveller, ledger
 from tests.support.infra import Platform, free_port, http_ok, platform_on, wait_until
@@ -29,7 +30,7 @@ LEADS = {
 def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """The platform with short leads, and a second accounts replica on the same database."""
     workdir: Path = tmp_path_factory.mktemp("lifecycle")
-    with platform_on(workdir, service_env=LEADS) as running:
+    with platform_on(workdir, database=database_mode(), service_env=LEADS) as running:
         replica = running.service_process("accounts")
         port = free_port()
         replica.name = "accounts-2"
