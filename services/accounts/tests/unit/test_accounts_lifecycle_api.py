@@ -106,7 +106,10 @@ async def test_openapi_names_the_promotion_problems(client: httpx.AsyncClient) -
     assert "promo-unknown" in quote["422"]["content"]["application/problem+json"]["examples"]
 
 
-async def live_plan(database: Database, *, days_left: float, used_mb: int) -> None:
+async def add_plan(
+    database: Database, *, state: str, starts_in: timedelta, days: float, used_mb: int = 0
+) -> None:
+    """A plan of the card as the platform measured it (a minute ago)."""
     now = utcnow()
     async with database.session() as session:
         session.add(
@@ -115,13 +118,23 @@ async def live_plan(database: Database, *, days_left: float, used_mb: int) -> No
                 iccid=ICCID,
                 plan_code="JP-30D-10GB",
                 data_mb=10240,
-                state="active",
-                valid_from=now - timedelta(days=30 - days_left),
-                valid_until=now + timedelta(days=days_left),
+                state=state,
+                valid_from=now + starts_in,
+                valid_until=now + starts_in + timedelta(days=days),
                 data_used_mb=used_mb,
                 usage_as_of=now - timedelta(minutes=1),
             )
         )
+
+
+async def live_plan(database: Database, *, days_left: float, used_mb: int) -> None:
+    await add_plan(
+        database,
+        state="active",
+        starts_in=timedelta(days=days_left - 30),
+        days=30,
+        used_mb=used_mb,
+    )
 
 
 async def test_a_quote_says_what_start_now_forfeits(
@@ -161,18 +174,7 @@ async def test_a_quote_after_current_starts_after_the_last_queued_plan(
 ) -> None:
     await live_plan(database, days_left=2, used_mb=0)
     now = utcnow()
-    async with database.session() as session:
-        session.add(
-            CardPlan(
-                renewal_id=str(uuid.uuid4()),
-                iccid=ICCID,
-                plan_code="JP-30D-10GB",
-                data_mb=10240,
-                state="queued",
-                valid_from=now + timedelta(days=2),
-                valid_until=now + timedelta(days=32),
-            )
-        )
+    await add_plan(database, state="queued", starts_in=timedelta(days=2), days=30)
     quoted = (
         await client.post(
             f"/v1/cards/{ICCID}/quote", json={"plan_code": "JP-30D-10GB"}, headers=traveller
