@@ -19,10 +19,7 @@ from accounts.auth import AuthParts, client_address, guarded
 from accounts.cardplans import card_status, plan_entry, plans_of
 from accounts.domain import (
     NotCancellableError,
-    RenewalInvalidError,
     SagaStatus,
-    currency_for,
-    price_for,
 )
 from accounts.handlers import (
     RenewalSaga,
@@ -31,6 +28,14 @@ from accounts.handlers import (
     record_step,
     saga_from_request,
 )
+from accounts.lifecycle_api import (
+    build_lifecycle_router,
+    priced_plan,
+    promotion_problem,
+    promotion_problems,
+)
+from accounts.planwatch import PlanWatcher, disable_auto_renew
+from accounts.promotions import PromotionError, redeem
 from accounts.schemas import (
     AutoRenewUpdate,
     CardBind,
@@ -58,6 +63,7 @@ def build_router(parts: AuthParts, saga: RenewalSaga) -> APIRouter:
     """The API's routes, bound to the service's database, outbox, sessions and saga."""
     router = APIRouter(prefix="/v1")
     database, outbox, settings = parts.database, parts.outbox, parts.settings
+    watcher = PlanWatcher(database, outbox)
 
     # Every route opens its own unit of work and commits it before answering; none holds two at
     # once (on SQLite each takes the write lock, so nesting them would deadlock).
@@ -245,13 +251,23 @@ def build_router(parts: AuthParts, saga: RenewalSaga) -> APIRouter:
                     raise ProblemError(
                         422, f"plan {body.plan_code!r} is not on sale", kind="unknown-plan"
                     )
+                cap = body.monthly_cap
+                if cap is not None and cap.currency not in plan.prices:
+                    raise ProblemError(
+                        422,
+                        f"plan {plan.code!r} is not sold in {cap.currency}, the cap's currency",
+                        kind="cap-currency",
+                    )
                 found.auto_renew_plan_code = plan.code
                 found.auto_renew_method = body.payment.method
                 found.auto_renew_token = body.payment.token
+                found.auto_renew_cap_amount = cap.amount if cap is not None else None
+                found.auto_renew_cap_currency = cap.currency if cap is not None else None
+                found.auto_renew = True
+                # A plan whose auto-renew lead has passed already is renewed at once.
+                await watcher.rearm(unit, iccid)
             else:
-                found.auto_renew_plan_code = None
-                found.auto_renew_method = found.auto_renew_token = None
-            found.auto_renew = body.enabled
+                disable_auto_renew(found)
             unit.add(found)
             plans = await plans_of(unit, [iccid])
         return card_public(found, plans.get(iccid, ()))
@@ -260,7 +276,7 @@ def build_router(parts: AuthParts, saga: RenewalSaga) -> APIRouter:
         "/cards/{iccid}/renewals",
         status_code=status.HTTP_202_ACCEPTED,
         tags=["renewals"],
-        responses=problems(401, 404, 409, 422),
+        responses=promotion_problems(401, 404, 409, 422),
     )
     async def renew(
         caller: Caller,
@@ -298,30 +314,39 @@ def build_router(parts: AuthParts, saga: RenewalSaga) -> APIRouter:
                     requested_at=datetime.now(UTC),
                     locale=caller.locale,
                     channel="accounts-api",
+                    promo_code=body.promo_code,
                 )
                 existing = await unit.get(Renewal, str(renewal_id))
                 if existing is not None:
                     return repeated(existing, request)
-                plan = await unit.get(Plan, body.plan_code)
-                if plan is None or not plan.available:
-                    raise ProblemError(
-                        422, f"plan {body.plan_code!r} is not on sale", kind="unknown-plan"
+                _, price, currency = await priced_plan(unit, body.plan_code, caller.locale)
+                if body.promo_code is not None:
+                    # Redeemed here, with the renewal, so a code that cannot be had is a 4xx
+                    # now; the saga finds the redemption and applies it.
+                    await redeem(
+                        unit,
+                        body.promo_code,
+                        renewal_id=str(renewal_id),
+                        user_id=caller.id,
+                        iccid=found.iccid,
+                        price=price,
+                        currency=currency,
+                        now=utcnow(),
                     )
-                try:
-                    price_for(plan.prices, currency_for(caller.locale))
-                except RenewalInvalidError as invalid:
-                    raise ProblemError(422, invalid.detail, kind="plan-not-available") from invalid
                 saga = saga_from_request(request)
                 record_step(unit, saga, "requested")
                 outbox.add(unit, request, event_id=requested_event_id(renewal_id))
-        except IntegrityError:
+        except (IntegrityError, PromotionError) as error:
             # The same key in a request running alongside this one, which stored the renewal
-            # first (on PostgreSQL both get past the check above): answer as for a repeat.
+            # first (on PostgreSQL both get past the check above, and the other one holds the
+            # code): answer as for a repeat.
             async with database.session() as unit:
                 existing = await unit.get(Renewal, str(renewal_id))
-            if existing is None or request is None:
-                raise
-            return repeated(existing, request)
+            if existing is not None and request is not None:
+                return repeated(existing, request)
+            if isinstance(error, PromotionError):
+                raise promotion_problem(error) from error
+            raise
         response.headers["Location"] = f"/v1/renewals/{renewal_id}"
         return RenewalAccepted(renewal_id=renewal_id, status=SagaStatus.REQUESTED)
 
@@ -383,6 +408,12 @@ def build_router(parts: AuthParts, saga: RenewalSaga) -> APIRouter:
             status=saga.status,
             start=saga.start,
             price=price,
+            discount=(
+                Money(amount=saga.discount_amount, currency=saga.currency)
+                if saga.discount_amount is not None and saga.currency is not None
+                else None
+            ),
+            promo_code=saga.promo_code,
             reason=saga.reason,
             detail=saga.detail,
             valid_from=_maybe_utc(saga.valid_from),
@@ -396,6 +427,7 @@ def build_router(parts: AuthParts, saga: RenewalSaga) -> APIRouter:
             ],
         )
 
+    router.include_router(build_lifecycle_router(parts, current_user, own_card))
     return router
 
 
@@ -436,6 +468,11 @@ def card_public(card: Card, plans: Sequence[CardPlan] = ()) -> CardPublic:
         queued=queued,
         auto_renew=card.auto_renew,
         auto_renew_plan_code=card.auto_renew_plan_code,
+        auto_renew_monthly_cap=(
+            Money(amount=card.auto_renew_cap_amount, currency=card.auto_renew_cap_currency)
+            if card.auto_renew_cap_amount is not None and card.auto_renew_cap_currency
+            else None
+        ),
         **status,
     )
 

@@ -14,17 +14,20 @@ from esim_core.service import ServiceRuntime
 from esim_core.worker import utcnow
 from esim_schemas import (
     ActivationFailed,
+    AutoRenewDisabled,
     BundleCancelled,
     BundleCancelRequested,
     BundleEnded,
     BundleStarted,
     CardBound,
+    DataLow,
     PasswordChanged,
     PasswordResetRequested,
     PaymentFailed,
     PaymentRefunded,
     PaymentRequested,
     PaymentSettled,
+    PlanExpiring,
     ProfileActivated,
     RefundRequested,
     RenewalRejected,
@@ -32,19 +35,21 @@ from esim_schemas import (
     UsageUpdated,
 )
 
-from accounts import cardplans
+from accounts import cardplans, promotions
 from accounts.api import build_router
 from accounts.auth import AuthParts, build_auth_router
 from accounts.deadlines import sweep_deadlines
 from accounts.domain import Deadlines
 from accounts.handlers import RenewalSaga
 from accounts.inventory import import_cards, seed_catalogue
+from accounts.lifecycle import LifecycleRules
 from accounts.limits import RateLimiter
 from accounts.passwords import Passwords
+from accounts.planwatch import PlanWatcher, chain
 from accounts.resets import ResetCodes
 from accounts.sessions import Sessions, purge_sessions
 from accounts.settings import DEV_JWT_SECRET, DEV_RESET_CODE_KEY, AccountsSettings
-from accounts.store import TABLES
+from accounts.store import TABLES, PlanWatch
 from accounts.tokens import TokenIssuer
 
 logger = logging.getLogger(__name__)
@@ -59,6 +64,7 @@ class Accounts:
 
     runtime: ServiceRuntime
     saga: RenewalSaga
+    watcher: PlanWatcher
 
 
 def build(settings: AccountsSettings, *, clock: Callable[[], datetime] = utcnow) -> Accounts:
@@ -71,20 +77,59 @@ def build(settings: AccountsSettings, *, clock: Callable[[], datetime] = utcnow)
         payment_s=settings.payment_deadline_s, activation_s=settings.activation_deadline_s
     )
     saga = RenewalSaga(runtime.outbox, deadlines, clock=clock)
+    rules = LifecycleRules(
+        reminder_leads_s=settings.reminder_leads, auto_renew_lead_s=settings.auto_renew_lead
+    )
+    watcher = PlanWatcher(runtime.database, runtime.outbox, rules, clock=clock)
     topics = runtime.topics
-    runtime.consume(topics.renewal_requested, [Route(RenewalRequested, saga.on_renewal_requested)])
+    # The lifecycle's and the promotions' reactions run in the saga's transaction, after (or,
+    # for a failed auto-renewal, before) the saga's own, so each commits with what caused it.
+    runtime.consume(
+        topics.renewal_requested,
+        [Route(RenewalRequested, chain(saga.on_renewal_requested, promotions.on_saga_event))],
+    )
     runtime.consume(topics.payment_settled, [Route(PaymentSettled, saga.on_payment_settled)])
-    runtime.consume(topics.payment_failed, [Route(PaymentFailed, saga.on_payment_failed)])
-    runtime.consume(topics.profile_activated, [Route(ProfileActivated, saga.on_profile_activated)])
+    runtime.consume(
+        topics.payment_failed,
+        [
+            Route(
+                PaymentFailed,
+                chain(watcher.on_payment_failed, saga.on_payment_failed, promotions.on_saga_event),
+            )
+        ],
+    )
+    runtime.consume(
+        topics.profile_activated,
+        [Route(ProfileActivated, chain(saga.on_profile_activated, watcher.on_plan_dated))],
+    )
     runtime.consume(topics.activation_failed, [Route(ActivationFailed, saga.on_activation_failed)])
-    runtime.consume(topics.payment_refunded, [Route(PaymentRefunded, saga.on_payment_refunded)])
-    runtime.consume(topics.usage_updated, [Route(UsageUpdated, cardplans.on_usage_updated)])
-    runtime.consume(topics.bundle_started, [Route(BundleStarted, saga.on_bundle_started)])
-    runtime.consume(topics.bundle_ended, [Route(BundleEnded, saga.on_bundle_ended)])
-    runtime.consume(topics.bundle_cancelled, [Route(BundleCancelled, saga.on_bundle_cancelled)])
+    runtime.consume(
+        topics.payment_refunded,
+        [Route(PaymentRefunded, chain(saga.on_payment_refunded, promotions.on_saga_event))],
+    )
+    runtime.consume(
+        topics.usage_updated,
+        [Route(UsageUpdated, chain(cardplans.on_usage_updated, watcher.on_usage_updated))],
+    )
+    runtime.consume(
+        topics.bundle_started,
+        [Route(BundleStarted, chain(saga.on_bundle_started, watcher.on_plan_dated))],
+    )
+    runtime.consume(
+        topics.bundle_ended,
+        [Route(BundleEnded, chain(saga.on_bundle_ended, watcher.on_bundle_ended))],
+    )
+    runtime.consume(topics.data_low, [Route(DataLow, watcher.on_data_low)])
+    runtime.consume(
+        topics.bundle_cancelled,
+        [Route(BundleCancelled, chain(saga.on_bundle_cancelled, watcher.on_bundle_cancelled))],
+    )
+    runtime.due_work(PlanWatch, watcher.work, what="plan-watch")
 
     async def seed() -> None:
         await seed_catalogue(runtime.database)
+        if settings.seed_promotions:
+            await promotions.seed_promotions(runtime.database)
         if settings.cards_csv is not None:
             await import_cards(runtime.database, settings.cards_csv)
 
@@ -97,6 +142,8 @@ def build(settings: AccountsSettings, *, clock: Callable[[], datetime] = utcnow)
         CardBound,
         PasswordResetRequested,
         PasswordChanged,
+        PlanExpiring,
+        AutoRenewDisabled,
     )
     runtime.on_startup(seed)
     runtime.loop(
@@ -118,7 +165,7 @@ def build(settings: AccountsSettings, *, clock: Callable[[], datetime] = utcnow)
     )
     runtime.routers.append(build_auth_router(parts))
     runtime.routers.append(build_router(parts, saga))
-    return Accounts(runtime=runtime, saga=saga)
+    return Accounts(runtime=runtime, saga=saga, watcher=watcher)
 
 
 def auth_parts(settings: AccountsSettings, runtime: ServiceRuntime) -> AuthParts:

@@ -93,20 +93,27 @@ class RenewalInvalidError(Exception):
 
 
 def request_fingerprint(
-    *, user_id: str, iccid: str, plan_code: str, method: str, token: str, start: str
+    *,
+    user_id: str,
+    iccid: str,
+    plan_code: str,
+    method: str,
+    token: str,
+    start: str,
+    promo_code: str | None = None,
 ) -> str:
     """A digest of what a renewal request asks for, to tell a true duplicate from a conflict."""
-    canonical = json.dumps(
-        {
-            "user_id": user_id,
-            "iccid": iccid,
-            "plan_code": plan_code,
-            "method": method,
-            "token": token,
-            "start": start,
-        },
-        sort_keys=True,
-    )
+    asked: dict[str, str] = {
+        "user_id": user_id,
+        "iccid": iccid,
+        "plan_code": plan_code,
+        "method": method,
+        "token": token,
+        "start": start,
+    }
+    if promo_code is not None:  # absent, the digest is the one stored before promotions
+        asked["promo_code"] = promo_code
+    canonical = json.dumps(asked, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -49,6 +49,7 @@ from accounts.domain import (
     price_for,
     request_fingerprint,
 )
+from accounts.promotions import apply_promotion
 from accounts.store import Card, CardPlan, Plan, Renewal, RenewalStep, User
 
 logger = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ def saga_from_request(data: RenewalRequested) -> Renewal:
         start=data.start,
         locale=data.locale,
         channel=data.channel,
+        promo_code=data.promo_code,
         status=SagaStatus.REQUESTED,
     )
 
@@ -124,6 +126,7 @@ def fingerprint_of(data: RenewalRequested) -> str:
         method=data.payment.method,
         token=data.payment.token,
         start=data.start,
+        promo_code=data.promo_code,
     )
 
 
@@ -257,6 +260,8 @@ class RenewalSaga:
         saga.price_amount = price_for(prices, saga.currency)
         saga.data_mb = data_mb
         saga.validity_days = validity_days
+        if data.promo_code is not None:
+            await apply_promotion(session, saga, data.promo_code, self.clock())
 
     async def on_payment_settled(
         self, session: AsyncSession, event: CloudEvent[PaymentSettled]
@@ -600,6 +605,7 @@ def renewal_request_of(saga: Renewal, token: str) -> RenewalRequested:
         requested_at=as_utc(saga.created_at),
         locale=saga.locale,
         channel=saga.channel,
+        promo_code=saga.promo_code,
     )
 
 
@@ -615,6 +621,12 @@ def payment_request_of(saga: Renewal, payment: PaymentDetails) -> PaymentRequest
         price=Money(amount=saga.price_amount, currency=saga.currency),
         payment=payment,
         start=saga.start,
+        discount=(
+            Money(amount=saga.discount_amount, currency=saga.currency)
+            if saga.discount_amount is not None
+            else None
+        ),
+        promo_code=saga.promo_code if saga.discount_amount is not None else None,
     )
 
 

@@ -14,7 +14,7 @@ from esim_core.operator import OperatorAuth, outbox_router
 from esim_core.outbox import OutboxMessage
 from esim_core.service import ServiceRuntime
 from esim_core.telemetry import refresh_on_scrape, scrape_gauges
-from esim_core.worker import as_utc
+from esim_core.worker import as_utc, utcnow
 from esim_schemas import Money
 from fastapi import APIRouter, FastAPI, Path, Query, status
 from pydantic import BaseModel, Field
@@ -24,6 +24,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from accounts.api import requested_event_id
 from accounts.domain import TERMINAL, SagaStatus
 from accounts.handlers import RenewalSaga, SagaActionRefusedError, derived_id
+from accounts.lifecycle_api import document_promotion_problems
+from accounts.promotions import release_if_uncaptured
 from accounts.store import Renewal, RenewalStep
 from accounts.stuck import DEFAULT_STUCK_AFTER_S, stuck_clause, stuck_reason
 from accounts.telemetry import saga_gauges
@@ -249,6 +251,7 @@ def operator_router(database: Database, saga: RenewalSaga) -> APIRouter:
                     )
                 else:
                     outcome = saga.compensate(session, row, why)
+                    await release_if_uncaptured(session, row, utcnow())
             except SagaActionRefusedError as refused:
                 raise ProblemError(409, str(refused), kind="saga-action-refused") from refused
             result = SagaActionOut(
@@ -297,4 +300,5 @@ def http_app(runtime: ServiceRuntime, saga: RenewalSaga, operator: OperatorAuth)
         description="Users, cards, plans and renewals; under /v1/operator/ the operators' view "
         "of each saga.",
     )
+    document_promotion_problems(app)
     return refresh_on_scrape(app, gauges)

@@ -217,6 +217,7 @@ class CardPublic(BaseModel):
     queued: list[QueuedPlan]
     auto_renew: bool
     auto_renew_plan_code: str | None
+    auto_renew_monthly_cap: Money | None = None
 
 
 class PlanHistoryEntry(BaseModel):
@@ -240,12 +241,85 @@ class PaymentIn(Body):
     token: str = Field(min_length=1, max_length=256, repr=False)
 
 
+PromoCode = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=32,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="a promotion code (case does not matter)",
+        examples=["WELCOME10"],
+    ),
+]
+
+
 class RenewalCreate(Body):
     """A renewal request from a frontend."""
 
     plan_code: str = Field(min_length=1, max_length=64)
     payment: PaymentIn
     start: Start = "after_current"
+    promo_code: PromoCode | None = None
+
+
+class QuoteRequest(Body):
+    """What a renewal would cost and give: nothing is charged or redeemed."""
+
+    model_config = ConfigDict(
+        **Body.model_config,
+        json_schema_extra={
+            "examples": [{"plan_code": "JP-30D-10GB", "start": "now", "promo_code": "WELCOME10"}]
+        },
+    )
+
+    plan_code: str = Field(min_length=1, max_length=64)
+    start: Start = "after_current"
+    promo_code: PromoCode | None = None
+
+
+class Forfeits(BaseModel):
+    """What `start=now` gives up of the live plan: its data left and its whole days left."""
+
+    data_mb: int
+    days: int
+
+
+class Quote(BaseModel):
+    """A renewal's price before and after a promotion, and the dates it would run."""
+
+    plan_code: str
+    start: str
+    price: Money = Field(description="the plan's price")
+    discount: Money = Field(description="what the promotion takes off (zero without one)")
+    total: Money = Field(description="what would be charged")
+    promo_code: str | None
+    valid_from: ApiTime
+    valid_until: ApiTime
+    forfeits: Forfeits
+
+
+class RenewalSummary(BaseModel):
+    """One renewal of a card, as its history lists it."""
+
+    renewal_id: UUID
+    plan_code: str
+    status: str
+    start: str
+    channel: str | None
+    price: Money | None = Field(description="what is (or would be) charged, after any discount")
+    discount: Money | None
+    promo_code: str | None
+    valid_from: ApiTime | None
+    valid_until: ApiTime | None
+    created_at: ApiTime
+    updated_at: ApiTime
+
+
+class RenewalPage(BaseModel):
+    """A page of a card's renewals, newest first; `next_cursor` fetches the next (null: none)."""
+
+    items: list[RenewalSummary]
+    next_cursor: str | None
 
 
 class RenewalAccepted(BaseModel):
@@ -272,7 +346,9 @@ class RenewalPublic(BaseModel):
     plan_code: str
     status: str
     start: str
-    price: Money | None
+    price: Money | None = Field(description="what is (or would be) charged, after any discount")
+    discount: Money | None = Field(default=None, description="what a promotion took off")
+    promo_code: str | None = None
     reason: str | None
     detail: str | None
     valid_from: ApiTime | None
@@ -283,12 +359,38 @@ class RenewalPublic(BaseModel):
     timeline: list[TimelineStep]
 
 
+class MonthlyCap(Body):
+    """An amount in a currency's minor unit."""
+
+    amount: int = Field(gt=0, description="minor units (9900 is 99.00)")
+    currency: Literal["CNY", "USD"]
+
+
 class AutoRenewUpdate(Body):
     """Turning automatic renewal on or off."""
+
+    model_config = ConfigDict(
+        **Body.model_config,
+        json_schema_extra={
+            "examples": [
+                {
+                    "enabled": True,
+                    "plan_code": "JP-30D-10GB",
+                    "payment": {"method": "card", "token": "tok_card_ok"},
+                    "monthly_cap": {"amount": 20000, "currency": "CNY"},
+                }
+            ]
+        },
+    )
 
     enabled: bool
     plan_code: str | None = Field(default=None, min_length=1, max_length=64)
     payment: PaymentIn | None = None
+    monthly_cap: MonthlyCap | None = Field(
+        default=None,
+        description="the most auto-renewals may cost in a calendar month (UTC); past it "
+        "auto-renew turns itself off",
+    )
 
     @model_validator(mode="after")
     def _complete_when_enabled(self) -> "AutoRenewUpdate":

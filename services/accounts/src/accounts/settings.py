@@ -6,6 +6,7 @@ from esim_core.settings import ServiceSettings
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from accounts.lifecycle import DAY_S, DurationSetting, LeadsSetting
 from accounts.limits import Rate, RateSetting
 
 DEV_JWT_SECRET = "local-development-only-secret-change-me"
@@ -83,6 +84,19 @@ class AccountsSettings(ServiceSettings):
     )
     deadline_sweep_interval_s: float = Field(
         30, gt=0, description="how often the deadline sweep looks for overdue sagas"
+    )
+    reminder_leads: LeadsSetting = Field(
+        (3 * DAY_S, DAY_S),
+        description="how long before a card's last plan ends PlanExpiring goes out, as "
+        "comma-separated durations (3d,1d; units d, h, m, s); only the shortest due one is sent",
+    )
+    auto_renew_lead: DurationSetting = Field(
+        DAY_S,
+        description="how long before a card's last plan ends auto-renew queues the next plan "
+        "(1d; units d, h, m, s)",
+    )
+    seed_promotions: bool = Field(
+        True, description="add the promotions of the local run (WELCOME10) at start"
     )
     cards_csv: Path | None = Field(
         Path("deploy/local/cards.csv"),

@@ -83,6 +83,10 @@ class Card(SQLModel, table=True):
     auto_renew_plan_code: str | None = Field(default=None, max_length=64)
     auto_renew_method: str | None = Field(default=None, max_length=16)
     auto_renew_token: str | None = Field(default=None, max_length=256, repr=False)
+    auto_renew_cap_amount: int | None = Field(
+        default=None, description="most auto-renewals may spend in a calendar month (minor units)"
+    )
+    auto_renew_cap_currency: str | None = Field(default=None, max_length=3)
     bound_at: datetime | None = _time(default=None)
 
 
@@ -102,8 +106,10 @@ class Renewal(SQLModel, table=True):
     locale: str | None = Field(default=None, max_length=8)
     channel: str | None = Field(default=None, max_length=64)
     status: str = Field(max_length=24, index=True)
-    price_amount: int | None = None
+    price_amount: int | None = Field(default=None, description="what is charged, after discount")
     currency: str | None = Field(default=None, max_length=3)
+    discount_amount: int | None = Field(default=None, description="what a promotion took off")
+    promo_code: str | None = Field(default=None, max_length=32)
     data_mb: int | None = None
     validity_days: int | None = None
     payment_id: str | None = Field(default=None, max_length=64)
@@ -157,4 +163,89 @@ class CardPlan(SQLModel, table=True):
     updated_at: datetime = _time(default_factory=utcnow)
 
 
-TABLES: list[type[SQLModel]] = [User, UserSession, Plan, Card, Renewal, RenewalStep, CardPlan]
+class PlanWatch(SQLModel, table=True):
+    """The lifecycle's due work for one plan of a card: its reminders and its auto-renewal.
+
+    Durable due work (`due_at`, `lease_until`) keyed by the plan's renewal_id: what was done is
+    kept on the row (`reminded_lead_s`, `auto_renewal_id`), so a reminder or an auto-renewal
+    happens once per plan across restarts and replicas.
+    """
+
+    __tablename__ = "accounts_plan_watch"
+
+    id: str = Field(primary_key=True, max_length=36, description="the plan's renewal_id")
+    iccid: str = Field(index=True, max_length=20)
+    plan_code: str = Field(max_length=64)
+    valid_from: datetime = _time()
+    valid_until: datetime = _time()
+    reminded_lead_s: int | None = Field(
+        default=None, description="the shortest reminder lead sent (or passed over) so far"
+    )
+    auto_renewal_id: str | None = Field(
+        default=None, max_length=36, description="the auto-renewal requested for this plan"
+    )
+    depleted: bool = False
+    ended: bool = False
+    due_at: datetime | None = _time(default=None, index=True)
+    lease_until: datetime | None = _time(default=None)
+    updated_at: datetime = _time(default_factory=utcnow)
+
+
+class Promotion(SQLModel, table=True):
+    """A promotion code of the catalogue: a percentage or a fixed amount off, with limits.
+
+    `redeemed` counts redemptions held or captured; it only moves in one guarded UPDATE, so the
+    total limit holds under concurrent redemptions on SQLite and PostgreSQL alike.
+    """
+
+    __tablename__ = "accounts_promotion"
+
+    code: str = Field(primary_key=True, max_length=32)
+    percent_off: int | None = Field(default=None, description="1-100, or null for a fixed amount")
+    amount_off: int | None = Field(default=None, description="minor units of `currency`")
+    currency: str | None = Field(default=None, max_length=3)
+    valid_from: datetime | None = _time(default=None)
+    valid_until: datetime | None = _time(default=None)
+    per_user_limit: int | None = Field(default=None, description="redemptions per user; null: any")
+    total_limit: int | None = Field(default=None, description="redemptions in all; null: any")
+    redeemed: int = 0
+
+
+class PromotionUse(SQLModel, table=True):
+    """How many redemptions of a code one user holds: the per-user limit's guarded counter."""
+
+    __tablename__ = "accounts_promotion_use"
+
+    code: str = Field(primary_key=True, max_length=32)
+    user_id: str = Field(primary_key=True, max_length=64)
+    used: int = 0
+
+
+class Redemption(SQLModel, table=True):
+    """A promotion applied to one renewal (once: keyed by the renewal); released if unpaid."""
+
+    __tablename__ = "accounts_redemption"
+
+    renewal_id: str = Field(primary_key=True, max_length=36)
+    code: str = Field(index=True, max_length=32)
+    user_id: str = Field(index=True, max_length=64)
+    iccid: str = Field(max_length=20)
+    discount_amount: int
+    currency: str = Field(max_length=3)
+    released_at: datetime | None = _time(default=None)
+    created_at: datetime = _time(default_factory=utcnow)
+
+
+TABLES: list[type[SQLModel]] = [
+    User,
+    UserSession,
+    Plan,
+    Card,
+    Renewal,
+    RenewalStep,
+    CardPlan,
+    PlanWatch,
+    Promotion,
+    PromotionUse,
+    Redemption,
+]

@@ -1,4 +1,4 @@
-"""Revision 0002 gives plans activated before it their rows, so later usage shows on the card."""
+"""Data migrations: 0002 gives plans activated before it their rows, 0004 watches known plans."""
 
 from pathlib import Path
 
@@ -35,3 +35,33 @@ def test_plans_activated_before_the_upgrade_get_their_rows(tmp_path: Path) -> No
     finally:
         engine.dispose()
     assert plans == [("00000000-0000-0000-0000-000000000000", "JP-30D-10GB", 10240, "queued")]
+
+
+def test_plans_known_before_0004_are_watched_from_the_upgrade_on(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/accounts.sqlite"
+    command.upgrade(alembic_config(url, MIGRATIONS), "0003")
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/accounts.sqlite")
+    try:
+        with engine.begin() as connection:
+            for number, state in enumerate(("active", "queued", "expired")):
+                connection.execute(
+                    sa.text(
+                        "INSERT INTO accounts_card_plan (renewal_id, iccid, plan_code, data_mb, "
+                        "state, valid_from, valid_until, updated_at) VALUES (:renewal, "
+                        "'8944500102198304826', 'JP-30D-10GB', 10240, :state, "
+                        "'2026-12-01 10:00:00.000000', '2026-12-31 10:00:00.000000', "
+                        "'2026-12-01 10:00:00')"
+                    ),
+                    {"renewal": f"00000000-0000-0000-0000-00000000000{number}", "state": state},
+                )
+        upgrade_to_head_sync(url, MIGRATIONS)
+        with engine.connect() as connection:
+            watched = connection.execute(
+                sa.text("SELECT id, due_at IS NOT NULL, ended FROM accounts_plan_watch ORDER BY id")
+            ).all()
+    finally:
+        engine.dispose()
+    assert watched == [
+        ("00000000-0000-0000-0000-000000000000", 1, 0),
+        ("00000000-0000-0000-0000-000000000001", 1, 0),
+    ]

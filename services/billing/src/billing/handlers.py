@@ -78,6 +78,8 @@ async def on_payment_requested(session: AsyncSession, event: CloudEvent[PaymentR
         method=terms.method,
         token=data.payment.token,
         start=terms.start,
+        discount_amount=data.discount.amount if data.discount is not None else None,
+        promo_code=data.promo_code,
         created_at=now,
         updated_at=now,
         due_at=now,

@@ -33,6 +33,10 @@ class Payment(SQLModel, table=True):
     validity_days: int
     amount: int
     currency: str = Field(max_length=3)
+    discount_amount: int | None = Field(
+        default=None, description="what a promotion took off (accounts priced it); for receipts"
+    )
+    promo_code: str | None = Field(default=None, max_length=32)
     method: str = Field(max_length=16)
     token: str | None = Field(default=None, max_length=256, repr=False)
     start: str = Field(max_length=16)

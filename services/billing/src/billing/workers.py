@@ -215,6 +215,12 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
                 attempts=payment.attempts,
                 settled_at=now,
                 start=_start(payment.start),
+                discount=(
+                    Money(amount=payment.discount_amount, currency=payment.currency)
+                    if payment.discount_amount is not None
+                    else None
+                ),
+                promo_code=payment.promo_code,
             ),
             event_id=event_id("payment-settled", payment.renewal_id),
         )

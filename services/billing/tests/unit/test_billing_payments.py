@@ -333,3 +333,21 @@ async def test_a_zero_price_is_refused(billing: Billing, database: Database) -> 
     data = payment_requested(price={"amount": 0, "currency": "CNY"})
     with pytest.raises(PermanentEventError, match="nothing to charge"):
         await handle(database, on_payment_requested, data)
+
+
+async def test_a_discount_is_kept_and_shown_on_the_settlement(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    data = payment_requested(
+        price={"amount": 8910, "currency": "CNY"},
+        discount={"amount": 990, "currency": "CNY"},
+        promo_code="WELCOME10",
+    )
+    await handle(database, on_payment_requested, data)
+    assert await billing.charges.run_once() == 1
+    [request] = gateway.charges
+    assert request.amount == 8910  # the price is what is charged; the discount is for receipts
+    [settled] = await published(database, SETTLED)
+    assert settled["data"]["price"] == {"amount": 8910, "currency": "CNY"}
+    assert settled["data"]["discount"] == {"amount": 990, "currency": "CNY"}
+    assert settled["data"]["promo_code"] == "WELCOME10"

@@ -65,6 +65,12 @@ class RenewalRequested(EventData):
     requested_at: UtcDatetime
     locale: Locale | None = None
     channel: str | None = Field(default=None, max_length=64)
+    promo_code: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=32,
+        description="an addition: a promotion code to apply; a bad one rejects the request",
+    )
 
 
 RejectionReason = Literal[

@@ -1,0 +1,428 @@
+"""Reminders before a card's last plan ends, and auto-renewal: durable due work per plan.
+
+Each plan a card gets (ProfileActivated, BundleStarted) has a `PlanWatch` row whose `due_at` is
+the next time something may be owed for it: a reminder lead or the auto-renew lead. The due
+loop (`esim_core.worker.DueLoop`) leases due rows, so replicas never work one row at once; the
+work locks the row, decides (`lifecycle.decide`) and writes what it did on the row in the same
+transaction as the events it publishes, so each reminder and each auto-renewal happens once
+per plan across restarts and replicas, under event ids and a renewal_id derived from the plan.
+"""
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from esim_core.db import Database
+from esim_core.outbox import Outbox
+from esim_core.worker import as_utc, utcnow
+from esim_schemas import (
+    AutoRenewDisabled,
+    BundleCancelled,
+    BundleEnded,
+    BundleStarted,
+    CloudEvent,
+    DataLow,
+    PaymentDetails,
+    PaymentFailed,
+    PlanExpiring,
+    ProfileActivated,
+    RenewalRequested,
+    UsageUpdated,
+)
+from sqlalchemy import update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from accounts.domain import AWAITING_PAYMENT, SagaStatus
+from accounts.handlers import derived_id, record_step, saga_from_request
+from accounts.lifecycle import LifecycleRules, WatchedPlan, days_left, decide
+from accounts.store import Card, Plan, PlanWatch, Renewal, User
+
+logger = logging.getLogger(__name__)
+
+AUTO_RENEW_CHANNEL = "auto_renew"
+#: Payment failures that no retry can cure: the saved payment is no good, auto-renew stops.
+HARD_FAILURES = frozenset({"declined", "expired_method", "invalid_token"})
+# Auto-renewals that did not (or will not) keep a payment do not count against a monthly cap.
+_NOT_SPENT = frozenset(
+    {
+        SagaStatus.REJECTED,
+        SagaStatus.PAYMENT_FAILED,
+        SagaStatus.REFUNDED,
+        SagaStatus.REFUNDING,
+        SagaStatus.TIMED_OUT,
+        "CANCELLED",
+    }
+)
+# The dates of a plan whose end or use was heard of before its activation.
+_UNKNOWN = datetime(1970, 1, 1, tzinfo=UTC)
+_AUTO_RENEWALS = uuid5(NAMESPACE_URL, "https://esim.example/accounts/auto-renewals")
+
+
+def auto_renewal_id(plan_renewal_id: str) -> UUID:
+    """The renewal_id of the auto-renewal that follows a plan: one per plan, on any replica."""
+    return uuid5(_AUTO_RENEWALS, plan_renewal_id)
+
+
+def month_start(now: datetime) -> datetime:
+    """The start of `now`'s calendar month, in UTC: the period a monthly cap counts over."""
+    return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def disable_auto_renew(card: Card) -> None:
+    """Auto-renew off: the saved plan, payment and cap are forgotten with it."""
+    card.auto_renew = False
+    card.auto_renew_plan_code = None
+    card.auto_renew_method = card.auto_renew_token = None
+    card.auto_renew_cap_amount = card.auto_renew_cap_currency = None
+
+
+async def _watch_row(session: AsyncSession, renewal_id: str) -> PlanWatch | None:
+    # The consumer handles a batch without autoflush: a row added by an earlier event of the
+    # batch is pending, not yet where `get` looks.
+    for pending in session.new:
+        if isinstance(pending, PlanWatch) and pending.id == renewal_id:
+            return pending
+    return await session.get(PlanWatch, renewal_id, with_for_update=True)
+
+
+class PlanWatcher:
+    """Keeps each plan's watch row from the card's events, and works the rows when due.
+
+    `clock` tells the time the rules run by (tests move it on).
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        outbox: Outbox,
+        rules: LifecycleRules | None = None,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.database = database
+        self.outbox = outbox
+        self.rules = rules or LifecycleRules()
+        self.clock = clock
+
+    async def watch(
+        self,
+        session: AsyncSession,
+        renewal_id: str,
+        iccid: str,
+        plan_code: str,
+        valid_from: datetime,
+        valid_until: datetime,
+    ) -> None:
+        """Watch a plan (or take its new dates): it is looked at now, in the caller's commit."""
+        row = await _watch_row(session, renewal_id)
+        now = self.clock()
+        if row is None:
+            row = PlanWatch(
+                id=renewal_id,
+                iccid=iccid,
+                plan_code=plan_code,
+                valid_from=valid_from,
+                valid_until=valid_until,
+            )
+        elif row.ended:
+            return
+        row.plan_code = plan_code
+        row.valid_from, row.valid_until = valid_from, valid_until
+        row.due_at = now
+        row.updated_at = now
+        session.add(row)
+
+    async def _mark(
+        self, session: AsyncSession, renewal_id: str, iccid: str, *, depleted: bool
+    ) -> None:
+        row = await _watch_row(session, renewal_id)
+        now = self.clock()
+        if row is None:
+            # Ahead of the plan's activation (topics are not ordered among each other): the
+            # row keeps the fact, and the activation fills in the plan's terms.
+            row = PlanWatch(
+                id=renewal_id, iccid=iccid, plan_code="", valid_from=_UNKNOWN, valid_until=_UNKNOWN
+            )
+        if row.ended:
+            return
+        if depleted:
+            row.depleted = True
+            row.due_at = now if as_utc(row.valid_until) > _UNKNOWN else None  # renewed at once
+        else:
+            row.ended, row.due_at = True, None
+        row.updated_at = now
+        session.add(row)
+
+    async def rearm(self, session: AsyncSession, iccid: str) -> None:
+        """Look at a card's live and queued plans again now (auto-renew was turned on, a
+        later plan went away)."""
+        now = self.clock()
+        await session.exec(
+            update(PlanWatch)
+            .where(col(PlanWatch.iccid) == iccid, col(PlanWatch.ended).is_(False))
+            .where(col(PlanWatch.valid_until) > now)
+            .values(due_at=now)
+        )
+
+    async def on_plan_dated(
+        self, session: AsyncSession, event: CloudEvent[ProfileActivated] | CloudEvent[BundleStarted]
+    ) -> None:
+        """A plan went live or was queued (ProfileActivated), or a queued one started with the
+        dates it really runs (BundleStarted): watch it with those dates. The plan before it is
+        no longer the card's last."""
+        data = event.data
+        await self.watch(
+            session,
+            str(data.renewal_id),
+            data.iccid,
+            data.plan_code,
+            data.valid_from,
+            data.valid_until,
+        )
+
+    async def on_bundle_ended(self, session: AsyncSession, event: CloudEvent[BundleEnded]) -> None:
+        """A plan ran out: of data, it is auto-renewed at once; of time, nothing more is owed."""
+        data = event.data
+        await self._mark(
+            session, str(data.renewal_id), data.iccid, depleted=data.reason == "depleted"
+        )
+
+    async def on_usage_updated(
+        self, session: AsyncSession, event: CloudEvent[UsageUpdated]
+    ) -> None:
+        """A measurement that says the plan's data is used up."""
+        data = event.data
+        used_up = data.bundle_status == "depleted" or (
+            data.data_total_mb > 0 and data.data_used_mb >= data.data_total_mb
+        )
+        if data.renewal_id is not None and used_up:
+            await self._mark(session, str(data.renewal_id), data.iccid, depleted=True)
+
+    async def on_data_low(self, session: AsyncSession, event: CloudEvent[DataLow]) -> None:
+        """DataLow at 100 %: the plan's data is used up."""
+        data = event.data
+        if data.renewal_id is not None and data.threshold == 100:
+            await self._mark(session, str(data.renewal_id), data.iccid, depleted=True)
+
+    async def on_bundle_cancelled(
+        self, session: AsyncSession, event: CloudEvent[BundleCancelled]
+    ) -> None:
+        """A plan will not run: nothing is owed for it, and the plan before it may be last again."""
+        data = event.data
+        await self._mark(session, str(data.renewal_id), data.iccid, depleted=False)
+        await self.rearm(session, data.iccid)
+
+    async def on_payment_failed(
+        self, session: AsyncSession, event: CloudEvent[PaymentFailed]
+    ) -> None:
+        """An auto-renewal's saved payment failed for good: auto-renew is turned off.
+
+        Runs before the saga's own handler, in its transaction: only a saga still waiting for
+        its payment counts (a redelivery or a late failure finds it ended), and only while the
+        card still has the payment that failed saved (the user may have changed it since).
+        """
+        data = event.data
+        saga = await session.get(Renewal, str(data.renewal_id), with_for_update=True)
+        if (
+            saga is None
+            or saga.channel != AUTO_RENEW_CHANNEL
+            or saga.status not in AWAITING_PAYMENT
+            or data.reason not in HARD_FAILURES
+        ):
+            return
+        card = await session.get(Card, saga.iccid, with_for_update=True)
+        if card is None or not card.auto_renew or card.auto_renew_token != saga.payment_token:
+            return
+        self._turn_off(
+            session, card, data.reason, renewal_id=saga.renewal_id, plan_code=saga.plan_code
+        )
+
+    def _turn_off(
+        self,
+        session: AsyncSession,
+        card: Card,
+        reason: Any,
+        *,
+        renewal_id: str,
+        plan_code: str | None,
+    ) -> None:
+        assert card.user_id is not None
+        disable_auto_renew(card)
+        session.add(card)
+        self.outbox.add(
+            session,
+            AutoRenewDisabled(
+                iccid=card.iccid,
+                user_id=card.user_id,
+                reason=reason,
+                renewal_id=UUID(renewal_id),
+                plan_code=plan_code,
+                disabled_at=self.clock(),
+            ),
+            event_id=derived_id(f"auto-renew-disabled:{reason}", renewal_id),
+        )
+        logger.info("auto-renew of card %s turned off: %s", card.iccid, reason)
+
+    async def work(self, key: str) -> None:
+        """Look at one due plan: send the reminder and request the auto-renewal it is owed."""
+        async with self.database.session() as session:
+            iccid = (
+                await session.exec(select(PlanWatch.iccid).where(col(PlanWatch.id) == key))
+            ).first()
+            if iccid is None:
+                return
+            # The card before its plan's row, in the order the consumer's handlers lock them
+            # (card, then plan), so a round and a handler never wait on each other in a circle.
+            card = await session.get(Card, iccid, with_for_update=True)
+            row = await session.get(PlanWatch, key, with_for_update=True)
+            now = self.clock()
+            if row is None or row.due_at is None or as_utc(row.due_at) > now:
+                return  # done or moved meanwhile; its lease runs out by itself
+            later = (
+                await session.exec(
+                    select(PlanWatch.id).where(
+                        col(PlanWatch.iccid) == row.iccid,
+                        col(PlanWatch.id) != row.id,
+                        col(PlanWatch.ended).is_(False),
+                        col(PlanWatch.valid_from) > row.valid_from,
+                    )
+                )
+            ).first()
+            auto_renew = card is not None and card.auto_renew and card.user_id is not None
+            plan = WatchedPlan(
+                valid_until=as_utc(row.valid_until),
+                reminded_lead_s=row.reminded_lead_s,
+                auto_renewed=row.auto_renewal_id is not None,
+                depleted=row.depleted,
+                ended=row.ended,
+            )
+            decision = decide(
+                plan, now, self.rules, auto_renew=auto_renew, later_plan=later is not None
+            )
+            if card is not None and card.user_id is not None:
+                if decision.renew:
+                    await self._renew(session, row, card, now)
+                if decision.remind_lead_s is not None:
+                    self._remind(session, row, card, decision.remind_lead_s, now)
+            row.reminded_lead_s = decision.reminded_lead_s
+            row.due_at = decision.next_due
+            row.lease_until = None
+            row.updated_at = now
+            session.add(row)
+
+    def _remind(
+        self, session: AsyncSession, row: PlanWatch, card: Card, lead_s: int, now: datetime
+    ) -> None:
+        assert card.user_id is not None
+        valid_until = as_utc(row.valid_until)
+        self.outbox.add(
+            session,
+            PlanExpiring(
+                iccid=row.iccid,
+                user_id=card.user_id,
+                plan_code=row.plan_code,
+                valid_until=valid_until,
+                days_left=days_left(valid_until, now),
+                renewal_id=UUID(row.id),
+                auto_renew=card.auto_renew,
+            ),
+            event_id=derived_id(f"plan-expiring:{lead_s}", row.id),
+        )
+        logger.info(
+            "card %s: plan %s ends %s; reminded", row.iccid, row.id, valid_until.isoformat()
+        )
+
+    async def _renew(
+        self, session: AsyncSession, row: PlanWatch, card: Card, now: datetime
+    ) -> None:
+        assert card.user_id is not None
+        if (
+            card.auto_renew_plan_code is None
+            or card.auto_renew_method is None
+            or card.auto_renew_token is None
+        ):
+            return
+        renewal_id = auto_renewal_id(row.id)
+        if card.auto_renew_cap_amount is not None and card.auto_renew_cap_currency is not None:
+            price = await self._price(
+                session, card.auto_renew_plan_code, card.auto_renew_cap_currency
+            )
+            spent = await self.spent_this_month(
+                session, card.iccid, card.auto_renew_cap_currency, now
+            )
+            if price is None or spent + price > card.auto_renew_cap_amount:
+                self._turn_off(
+                    session,
+                    card,
+                    "monthly_cap",
+                    renewal_id=str(renewal_id),
+                    plan_code=card.auto_renew_plan_code,
+                )
+                return
+        user = await session.get(User, card.user_id)
+        request = RenewalRequested(
+            renewal_id=renewal_id,
+            user_id=card.user_id,
+            iccid=card.iccid,
+            plan_code=card.auto_renew_plan_code,
+            payment=PaymentDetails(method=card.auto_renew_method, token=card.auto_renew_token),
+            start="after_current",
+            requested_at=now,
+            locale=user.locale if user is not None else None,
+            channel=AUTO_RENEW_CHANNEL,
+        )
+        if await session.get(Renewal, str(renewal_id)) is None:
+            # The saga exists from now on, as for a request over HTTP: it shows in the card's
+            # renewals and counts against the monthly cap before accounts consumes the request.
+            saga = saga_from_request(request)
+            record_step(session, saga, "requested", detail=f"auto-renewal after plan {row.id}")
+            self.outbox.add(session, request, event_id=derived_id("auto-renewal-requested", row.id))
+        row.auto_renewal_id = str(renewal_id)
+        logger.info(
+            "card %s: auto-renewal %s requested after plan %s", card.iccid, renewal_id, row.id
+        )
+
+    @staticmethod
+    async def _price(session: AsyncSession, plan_code: str, currency: str) -> int | None:
+        plan = await session.get(Plan, plan_code)
+        if plan is None:
+            return None
+        amount = plan.prices.get(currency)
+        return amount if isinstance(amount, int) else None
+
+    async def spent_this_month(
+        self, session: AsyncSession, iccid: str, currency: str, now: datetime
+    ) -> int:
+        """What the card's auto-renewals of this calendar month (UTC) cost, in `currency`."""
+        rows = (
+            await session.exec(
+                select(Renewal.plan_code, Renewal.price_amount, Renewal.currency).where(
+                    col(Renewal.iccid) == iccid,
+                    col(Renewal.channel) == AUTO_RENEW_CHANNEL,
+                    col(Renewal.created_at) >= month_start(now),
+                    col(Renewal.status).not_in(list(_NOT_SPENT)),
+                )
+            )
+        ).all()
+        spent = 0
+        for plan_code, amount, paid_in in rows:
+            if amount is not None and paid_in == currency:
+                spent += amount
+            else:
+                spent += await self._price(session, plan_code, currency) or 0
+        return spent
+
+
+def chain(
+    *handlers: Callable[[AsyncSession, Any], Awaitable[None]],
+) -> Callable[[AsyncSession, Any], Awaitable[None]]:
+    """One consumer handler that runs several, in order, in the same transaction."""
+
+    async def handle(session: AsyncSession, event: Any) -> None:
+        for handler in handlers:
+            await handler(session, event)
+
+    return handle
