@@ -241,3 +241,46 @@ def test_exporters_follow_the_standard_settings() -> None:
 
 def test_the_sdk_can_be_switched_off() -> None:
     assert tracing.configure_tracing("test", {"OTEL_SDK_DISABLED": "true"}) is None
+
+
+def test_spans_reach_an_otlp_receiver_over_http() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    received: list[bytes] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_port}"
+        [exporter] = tracing._exporters({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+        provider = TracerProvider(resource=Resource.create({"service.name": "billing"}))
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+        with provider.get_tracer("test").start_as_current_span("charge", context=None):
+            pass
+        assert provider.force_flush(10_000)
+        provider.shutdown()
+    finally:
+        server.shutdown()
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(received[0])
+    [resource_spans] = request.resource_spans
+    names = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+    assert names["service.name"] == "billing"
+    assert [s.name for s in resource_spans.scope_spans[0].spans] == ["charge"]

@@ -103,7 +103,11 @@ def _exporters(environ: Mapping[str, str]) -> list[Any]:
                 )
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            exporters.append(OTLPSpanExporter())
+            traces = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            base = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            # As the exporter reads them (headers, timeout, ... it takes from the environment).
+            url = traces or (f"{base.rstrip('/')}/v1/traces" if base else None)
+            exporters.append(OTLPSpanExporter(endpoint=url))
         elif name == "console":
             exporters.append(ConsoleSpanExporter())
         else:
