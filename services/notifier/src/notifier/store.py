@@ -4,7 +4,7 @@ log of notifications to send."""
 from datetime import datetime
 from typing import Any
 
-from esim_core.tracing import current_traceparent
+from esim_core.tracing import traceparent_field
 from esim_core.worker import utcnow
 from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -59,12 +59,7 @@ class Notification(SQLModel, table=True):
     sent_at: datetime | None = _time(default=None)
     due_at: datetime | None = _time(default=None, index=True)
     lease_until: datetime | None = _time(default=None)
-    traceparent: str | None = Field(
-        default_factory=current_traceparent,
-        max_length=64,
-        description="the W3C trace context of the transaction that made it due; its rounds "
-        "continue that trace (esim_core.tracing)",
-    )
+    traceparent: str | None = traceparent_field()
 
 
 class SettledPayment(SQLModel, table=True):

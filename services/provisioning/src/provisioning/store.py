@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from esim_core.tracing import current_traceparent
+from esim_core.tracing import traceparent_field
 from esim_core.worker import utcnow
 from sqlalchemy import DateTime
 from sqlmodel import Field, SQLModel
@@ -53,12 +53,7 @@ class Activation(SQLModel, table=True):
     failed_at: datetime | None = _time(default=None)
     due_at: datetime | None = _time(default=None, index=True)
     lease_until: datetime | None = _time(default=None)
-    traceparent: str | None = Field(
-        default_factory=current_traceparent,
-        max_length=64,
-        description="the W3C trace context of the transaction that made it due; its rounds "
-        "continue that trace (esim_core.tracing)",
-    )
+    traceparent: str | None = traceparent_field()
 
     def terms(self) -> ActivationTerms:
         """What was asked, to compare with a later delivery for the same renewal."""
@@ -158,12 +153,7 @@ class Cancellation(SQLModel, table=True):
     done_at: datetime | None = _time(default=None)
     due_at: datetime | None = _time(default=None, index=True)
     lease_until: datetime | None = _time(default=None)
-    traceparent: str | None = Field(
-        default_factory=current_traceparent,
-        max_length=64,
-        description="the W3C trace context of the transaction that made it due; its rounds "
-        "continue that trace (esim_core.tracing)",
-    )
+    traceparent: str | None = traceparent_field()
 
 
 TABLES: list[type[SQLModel]] = [Activation, Bundle, UsageWatch, PlatformCallback, Cancellation]

@@ -208,6 +208,19 @@ def detached_span(
     )
 
 
+def traceparent_field() -> Any:
+    """The `traceparent` column of a due-work row: the trace context of the transaction that
+    made the row due (the span current when the row is built), which its rounds continue."""
+    from sqlmodel import Field
+
+    return Field(
+        default_factory=current_traceparent,
+        max_length=64,
+        description="the W3C trace context of the transaction that made it due; its rounds "
+        "continue that trace (esim_core.tracing)",
+    )
+
+
 def log_ids() -> dict[str, str]:
     """`trace_id` and `span_id` of the span current here, for a log line; empty outside one."""
     context = trace.get_current_span().get_span_context()
