@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.integration.test_usage import active_card, events_of, live_plans
+from tests.integration.test_usage import active_card, events_of, live_plans, sandbox
 from tests.support.client import PlainKafka, ledger
 from tests.support.infra import Platform, wait_until
 
@@ -95,7 +95,9 @@ def test_a_start_now_plan_replaces_the_live_one_and_says_so_once(
     assert (card["plan_code"], card["state"]) == ("JP-30D-10GB", "active")
     assert traveller.get(f"/v1/renewals/{first}").json()["status"] == "ACTIVATED"
     assert ledger(platform, "payment", reference=first)["refunds"] == []
-    # A poll that sees the replaced bundle expired announces no end of it (carriers were told).
+    # A poll that sees the replaced bundle expired announces no end of it (carriers were told):
+    # use on the new plan makes the next poll publish, so one has run.
+    sandbox(platform, "/sandbox/usage", {"iccid": iccid, "data_used_mb": 1})
     events_of(kafka_client, platform, "esim.usage.updated", iccid, renewal_id=second)
     ended = events_of(
         kafka_client, platform, "esim.bundle.ended", iccid, at_least=0, renewal_id=first
