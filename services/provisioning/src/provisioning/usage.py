@@ -155,6 +155,18 @@ def observe(outbox: Outbox, session: AsyncSession, bundle: Bundle, seen: Observa
             bundle.data_used_mb,
             bundle.data_mb,
         )
+    if (
+        bundle.status == "expired"
+        and not bundle.ended_published
+        and seen.valid_until is not None
+        and seen.as_of < seen.valid_until
+    ):
+        # Reported ended before the end the platform itself gives it, with data left: a plan
+        # started now replaced it (that is what replacing looks like from a poll). Carriers
+        # hear BundleCancelled (replaced) once, whichever of this poll and the new plan's
+        # activation commits first.
+        mark_cancelled(outbox, session, bundle, "replaced", seen.as_of)
+        return True
     if bundle.status in ENDED_STATUSES and not bundle.ended_published:
         bundle.ended_published = True
         changed = True

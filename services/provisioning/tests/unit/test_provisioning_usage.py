@@ -13,7 +13,7 @@ from esim_core.http import ProblemError
 from esim_core.worker import as_utc, utcnow
 from provisioning.bootstrap import Provisioning
 from provisioning.store import Bundle, PlatformCallback, UsageWatch
-from provisioning.usage import UsagePoller
+from provisioning.usage import Observation, UsagePoller, observe
 from provisioning_testkit import (
     ICCID,
     FakePlatform,
@@ -351,3 +351,40 @@ async def test_a_followed_bundle_left_out_of_the_answer_is_looked_up_and_ends_on
     assert len(await published(database, ENDED)) == 1
     assert (await watch(database)).due_at is not None  # the queued bundle is still followed
     assert queued != first
+
+
+async def test_a_bundle_a_poll_sees_cut_short_was_replaced_and_is_announced_once(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    first = await activate(provisioning)
+    [order] = platform.orders_of(first)
+    async with database.session() as session:
+        bundle = await session.get(Bundle, order.order_id)
+    assert bundle is not None
+    # What the platform reports of a bundle a start=now plan replaced, before provisioning has
+    # committed that plan's activation: ended, though its own end is a month away.
+    runtime = provisioning.runtime
+    seen = Observation(
+        order_id=order.order_id,
+        status="expired",
+        data_used_mb=0,
+        as_of=utcnow(),
+        valid_from=as_utc(bundle.valid_from),
+        valid_until=as_utc(bundle.valid_until),
+    )
+    async with database.session() as session:
+        locked = await session.get(Bundle, order.order_id)
+        assert locked is not None
+        assert observe(runtime.outbox, session, locked, seen)
+    async with database.session() as session:
+        again = await session.get(Bundle, order.order_id)
+        assert again is not None
+        assert not observe(runtime.outbox, session, again, seen)
+    # The replacing plan's activation then finds it cancelled already: nothing more is said.
+    await activate(provisioning)
+    [cancelled] = await published(database, "esim.bundle.cancelled.v1")
+    assert (cancelled["data"]["renewal_id"], cancelled["data"]["reason"]) == (
+        str(first),
+        "replaced",
+    )
+    assert await published(database, ENDED) == []
