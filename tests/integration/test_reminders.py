@@ -3,13 +3,19 @@ daily plan gets exactly one reminder, by mail and SMS in the user's language, an
 after accounts restarts."""
 
 from collections.abc import Iterator
-from typing import Any
+from email.message import EmailMessage
 
-import httpx
 import pytest
 
 from tests.integration.test_lifecycle import of_card
-from tests.support.client import PlainKafka, Traveller, mail_parts, mails_to, texts_to
+from tests.support.client import (
+    PlainKafka,
+    Traveller,
+    mail_parts,
+    mails_to,
+    notifications,
+    texts_to,
+)
 from tests.support.infra import Platform, wait_until
 
 pytestmark = pytest.mark.integration
@@ -27,7 +33,7 @@ def kafka(platform: Platform) -> Iterator[PlainKafka]:
     client.close()
 
 
-def reminder_mails(platform: Platform, traveller: Traveller, plan_code: str) -> list[Any]:
+def reminder_mails(platform: Platform, traveller: Traveller, plan_code: str) -> list[EmailMessage]:
     """The zh-CN expiry reminders the traveller was mailed about a plan."""
     return [
         mail
@@ -41,19 +47,9 @@ def reminder_texts(platform: Platform, phone: str, plan_code: str) -> list[str]:
     return [text for text in texts_to(platform, phone) if plan_code in text and "到期" in text]
 
 
-def sent_reminders(platform: Platform, iccid: str) -> dict[str, list[str]]:
-    """The notifier's expiry reminders for a card, their statuses per channel."""
-    response = httpx.get(
-        f"{platform.url('notifier')}/v1/notifications",
-        params={"iccid": iccid},
-        headers=platform.operator_headers,
-    )
-    assert response.status_code == 200, response.text
-    found: dict[str, list[str]] = {}
-    for item in response.json():
-        if item["kind"] == "plan_expiring":
-            found.setdefault(item["channel"], []).append(item["status"])
-    return found
+def reminded(platform: Platform, iccid: str) -> bool:
+    """Whether the notifier sent the card exactly one reminder by each channel."""
+    return notifications(platform, iccid, "plan_expiring") == SENT_ONCE
 
 
 def daily_plan_reminded(platform: Platform, kafka: PlainKafka) -> tuple[Traveller, str, str]:
@@ -87,16 +83,16 @@ def test_a_daily_plan_is_reminded_once_by_mail_and_sms_and_not_again_after_a_res
     platform: Platform, kafka: PlainKafka
 ) -> None:
     traveller, phone, iccid = daily_plan_reminded(platform, kafka)
-    wait_until(lambda: sent_reminders(platform, iccid) == SENT_ONCE, what="the reminders sent")
+    wait_until(lambda: reminded(platform, iccid), what="the reminders sent")
 
     platform.processes["accounts"].stop()
     platform.restart("accounts")
     # The restarted accounts demonstrably works its due plans: another card's reminder comes,
     # and the notifier has taken it (mail and SMS) before the first card is looked at again.
     _, _, other = daily_plan_reminded(platform, kafka)
-    wait_until(lambda: sent_reminders(platform, other) == SENT_ONCE, what="the reminders sent")
+    wait_until(lambda: reminded(platform, other), what="the reminders sent")
 
     assert len(of_card(kafka, platform, "esim.plan.expiring", iccid)) == 1
     assert len(reminder_mails(platform, traveller, DAILY)) == 1
     assert len(reminder_texts(platform, phone, DAILY)) == 1
-    assert sent_reminders(platform, iccid) == SENT_ONCE
+    assert reminded(platform, iccid)

@@ -175,6 +175,21 @@ def texts_to(platform: Platform, number: str) -> list[str]:
     return [item["text"] for item in listed.json()]
 
 
+def notifications(platform: Platform, iccid: str, kind: str) -> dict[str, list[str]]:
+    """The statuses of the notifier's notifications of one kind about a card, per channel."""
+    response = httpx.get(
+        f"{platform.url('notifier')}/v1/notifications",
+        params={"iccid": iccid},
+        headers=platform.operator_headers,
+    )
+    assert response.status_code == 200, response.text
+    found: dict[str, list[str]] = {}
+    for item in response.json():
+        if item["kind"] == kind:
+            found.setdefault(item["channel"], []).append(item["status"])
+    return found
+
+
 def renewal_requested_event(
     *,
     user_id: str,
