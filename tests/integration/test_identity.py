@@ -16,6 +16,7 @@ import httpx
 import pytest
 import redis
 
+from tests.support.client import texts_to
 from tests.support.infra import Platform, Process, free_port, http_ok, port_open, wait_until
 
 pytestmark = pytest.mark.integration
@@ -64,12 +65,6 @@ def mails_to(platform: Platform, address: str) -> list[str]:
             text = body.get_content() if body is not None else ""
             found.append(f"{message['Subject']}\n{text}")
     return found
-
-
-def texts_to(platform: Platform, number: str) -> list[str]:
-    listed = httpx.get(f"{platform.url('sms')}/sandbox/messages", params={"to": number})
-    assert listed.status_code == 200
-    return [item["text"] for item in listed.json()]
 
 
 def code_in(text: str) -> str:

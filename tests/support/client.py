@@ -1,12 +1,15 @@
 """What a frontend, a carrier and an operator do in the tests: HTTP calls and plain Kafka."""
 
 import csv
+import email
+import email.policy
 import itertools
 import json
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from email.message import EmailMessage
 from typing import Any
 
 import httpx
@@ -66,6 +69,21 @@ class Traveller:
     def get(self, path: str) -> httpx.Response:
         """GET on the accounts API as this user."""
         return httpx.get(f"{self.platform.url('accounts')}{path}", headers=self.headers)
+
+    def choose_sms(self) -> str:
+        """Give the account a new phone number and choose SMS (and e-mail); returns the number.
+
+        The notifier learns a card's phone from CardBound: choose before binding the card.
+        """
+        phone = f"+86139{uuid.uuid4().int % 10**8:08d}"
+        response = httpx.patch(
+            f"{self.platform.url('accounts')}/v1/users/me",
+            json={"phone": phone, "notify": {"email": True, "sms": True}},
+            headers=self.headers,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["phone"] == phone
+        return phone
 
     def bind_new_card(self) -> str:
         """Bind an unused demo card; returns its ICCID."""
@@ -129,6 +147,47 @@ def ledger(platform: Platform, sandbox: str, **filters: str) -> dict[str, Any]:
     response.raise_for_status()
     body: dict[str, Any] = response.json()
     return body
+
+
+def mails_to(platform: Platform, address: str) -> list[EmailMessage]:
+    """The mails the SMTP sink received for an address, in the order they came."""
+    found = []
+    # The sink names each file by the UTC time it came.
+    for path in sorted(platform.mail_dir.glob("*.eml")):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        if address in str(message["To"]):
+            found.append(message)
+    return found
+
+
+def mail_parts(message: EmailMessage) -> tuple[str, str]:
+    """The plain-text and the HTML part of a mail (each must be there)."""
+    text, html = message.get_body(("plain",)), message.get_body(("html",))
+    assert text is not None and html is not None, f"not text and HTML: {message['Subject']}"
+    return text.get_content(), html.get_content()
+
+
+def texts_to(platform: Platform, number: str) -> list[str]:
+    """The text messages the SMS sandbox received for a number, oldest first."""
+    listed = httpx.get(f"{platform.url('sms')}/sandbox/messages", params={"to": number})
+    assert listed.status_code == 200, listed.text
+    return [item["text"] for item in listed.json()]
+
+
+def notifications(platform: Platform, iccid: str, kind: str) -> dict[str, list[str]]:
+    """The statuses of the notifier's notifications of one kind about a card, per channel."""
+    response = httpx.get(
+        f"{platform.url('notifier')}/v1/notifications",
+        params={"iccid": iccid},
+        headers=platform.operator_headers,
+    )
+    assert response.status_code == 200, response.text
+    found: dict[str, list[str]] = {}
+    for item in response.json():
+        if item["kind"] == kind:
+            found.setdefault(item["channel"], []).append(item["status"])
+    return found
 
 
 def renewal_requested_event(

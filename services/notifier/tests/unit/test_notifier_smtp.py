@@ -108,6 +108,25 @@ async def test_a_message_arrives_with_its_headers_and_utf8_text(
     assert b"JP-30D-10GB" in collector.raw[0]
 
 
+async def test_a_subject_too_long_for_one_encoded_word_arrives_as_it_was_written(
+    smtp_server: tuple[Collector, int],
+) -> None:
+    collector, port = smtp_server
+    # A reminder's subject in zh-CN takes two encoded words: folded before the first one, the
+    # header read back with a leading space.
+    subject = "您的 eSIM 套餐 JP-1D-1GB 将在 1天后到期"
+    mail = OutgoingMail(
+        message_id=MAIL.message_id, recipient=MAIL.recipient, subject=subject, body=MAIL.body
+    )
+
+    await mailer_for(port).send(mail)
+
+    [message] = collector.messages
+    assert str(message["Subject"]) == subject
+    [head] = [line for line in collector.raw[0].splitlines() if line.startswith(b"Subject:")]
+    assert head.startswith(b"Subject: =?utf-8?")
+
+
 async def test_credentials_are_used_where_configured(smtp_server: tuple[Collector, int]) -> None:
     collector, port = smtp_server
 

@@ -76,7 +76,10 @@ class SmtpMailer:
             message = MIMEMultipart("alternative", _subparts=[text, html])
         message["From"] = self.mail_from
         message["To"] = mail.recipient
-        message["Subject"] = Header(mail.subject, "utf-8").encode()
+        # The Header itself, folded by the generator with the field's name counted: encoded
+        # beforehand, a subject of two encoded words was folded before the first, and readers
+        # took the fold for a leading space.
+        message["Subject"] = Header(mail.subject, "utf-8", header_name="Subject")
         message["Message-ID"] = mail.message_id
         message["Date"] = formatdate(usegmt=True)
         # RFC 3834: tells auto-responders not to answer.
