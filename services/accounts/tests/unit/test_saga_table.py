@@ -20,17 +20,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from accounts.bootstrap import Accounts, build
 from accounts.deadlines import sweep_deadlines
 from accounts.domain import TERMINAL, WITH_DEADLINE, NotCancellableError, SagaStatus
 from accounts.handlers import COMPENSATED, SagaActionRefusedError, fingerprint_of
 from accounts.inventory import seed_catalogue
 from accounts.promotions import release_if_uncaptured
-from accounts.settings import AccountsSettings
 from accounts.store import Card, CardPlan, Plan, PlanWatch, Renewal, RenewalStep, User
-from accounts_testkit import ICCID, Clock, RecordingPublisher
-from esim_core.consumer import EventConsumer, MessageInfo
-from esim_core.db import Database
+from accounts_testkit import ICCID, Clock, Wired, wired_accounts
+from esim_core.consumer import MessageInfo
 from esim_core.inbox import InboxEntry
 from esim_core.outbox import OutboxMessage
 from esim_schemas import (
@@ -618,7 +615,7 @@ def test_the_table_covers_every_state_and_input() -> None:
     assert {state.status for state in STATES.values()} == {None, *SagaStatus}
 
 
-def test_the_inputs_are_every_event_accounts_consumes(accounts_wired: "Wired") -> None:
+def test_the_inputs_are_every_event_accounts_consumes(accounts_wired: Wired) -> None:
     consumed = {model for routes in accounts_wired.consumer.routes.values() for model in routes}
     assert consumed == {type(build_event(given)) for given in EVENT_INPUTS}
 
@@ -649,38 +646,14 @@ def test_the_table_keeps_the_contract() -> None:
 # Running each pair on accounts as wired.
 
 
-@dataclass
-class Wired:
-    accounts: Accounts
-    consumer: EventConsumer
-    clock: Clock
-    dead_letters: RecordingPublisher
-
-    @property
-    def database(self) -> Database:
-        return self.accounts.runtime.database
-
-
 @pytest.fixture(scope="module")
 async def accounts_wired() -> AsyncIterator[Wired]:
-    clock = Clock(START)
-    settings = AccountsSettings(
-        database_url="sqlite+aiosqlite:///:memory:",
-        cards_csv="",
+    async with wired_accounts(
+        Clock(START),
         payment_deadline_s=PAYMENT_DEADLINE_S,
         activation_deadline_s=ACTIVATION_DEADLINE_S,
-        consumer_retries=1,
-    )
-    accounts = build(settings, clock=clock)
-    runtime = accounts.runtime
-    await runtime.database.create_tables(runtime.tables)
-    consumer = runtime.subscribe()
-    assert consumer is not None
-    dead_letters = RecordingPublisher()
-    consumer.publisher = dead_letters
-    yield Wired(accounts, consumer, clock, dead_letters)
-    await runtime.database.close()
-    await runtime.redis.aclose()
+    ) as wired:
+        yield wired
 
 
 def request(plan_code: str = PLAN, token: str = TOKEN) -> RenewalRequested:
@@ -782,13 +755,13 @@ async def put_in_state(wired: Wired, state: State) -> None:
     """A clean database with the traveller, their card (auto-renew on) and the saga as `state`."""
     wired.clock.reset()
     wired.dead_letters.sent.clear()
-    async with wired.database.session() as session:
+    async with wired.accounts.runtime.database.session() as session:
         for table in (InboxEntry, OutboxMessage, RenewalStep, PlanWatch, CardPlan, Renewal):
             await session.exec(delete(table))
         for table in (Card, User, Plan):
             await session.exec(delete(table))
-    await seed_catalogue(wired.database)
-    async with wired.database.session() as session:
+    await seed_catalogue(wired.accounts.runtime.database)
+    async with wired.accounts.runtime.database.session() as session:
         session.add(User(id=USER_ID, email="t@example.com", password_hash="x", locale="en"))
         session.add(
             Card(
@@ -842,7 +815,7 @@ async def put_in_state(wired: Wired, state: State) -> None:
 
 async def snapshot(wired: Wired) -> tuple[dict[str, Any] | None, list[tuple[str, str]], int]:
     """The saga row (but its update time), the outbox (type, id) and the timeline's length."""
-    async with wired.database.session() as session:
+    async with wired.accounts.runtime.database.session() as session:
         row = await session.get(Renewal, str(RENEWAL_ID))
         saga = None if row is None else row.model_dump(exclude={"updated_at"})
         sent = (await session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id)))).all()
@@ -868,9 +841,9 @@ async def act(wired: Wired, given: str, state: State) -> bool:
             wired.clock.now = (deadline or START) - timedelta(seconds=1)
         else:
             wired.clock.now = deadline or START + timedelta(days=60)
-        await sweep_deadlines(wired.database, saga)
+        await sweep_deadlines(wired.accounts.runtime.database, saga)
         return False
-    async with wired.database.session() as session:
+    async with wired.accounts.runtime.database.session() as session:
         row = await session.get(Renewal, str(RENEWAL_ID), with_for_update=True)
         if row is None:
             return True  # 404: no such renewal
@@ -892,7 +865,7 @@ async def apply(wired: Wired, given: str, state: State, offset: int) -> bool:
     if given in EVENT_INPUTS:
         before = len(wired.dead_letters.sent)
         if given == RR_WITHDRAWN:
-            async with wired.database.session() as session:
+            async with wired.accounts.runtime.database.session() as session:
                 plan = await session.get(Plan, PLAN)
                 assert plan is not None
                 plan.available = False
