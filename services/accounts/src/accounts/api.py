@@ -373,7 +373,8 @@ def build_router(parts: AuthParts, saga: RenewalSaga) -> APIRouter:
         and the payment refunded in full; the renewal ends `CANCELLED` (follow it at its URL).
 
         409 `not-cancellable` for anything else: a plan that is live or has started, a renewal
-        that is not `ACTIVATED`, or one already being cancelled.
+        that is not `ACTIVATED`, one already being cancelled, or one whose payment accounts
+        has not seen confirmed yet (a moment after the activation, at most).
         """
         async with database.session() as unit:
             # Locked: two cancels of one renewal take turns, and the second one is refused.

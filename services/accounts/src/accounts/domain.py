@@ -61,10 +61,14 @@ def check_cancellable(
     plan_state: str | None,
     valid_from: datetime | None,
     now: datetime,
+    *,
+    captured: bool = True,
 ) -> None:
     """Whether the owner may cancel a renewal now: only a queued plan that has not started.
 
-    `plan_state` is the plan's state as measured (queued, active, expired, ...), if known.
+    `plan_state` is the plan's state as measured (queued, active, expired, ...), if known;
+    `captured`, whether the payment's capture has reached accounts (ProfileActivated may come
+    first): a cancellation is refunded, so it waits until there is a capture to refund.
 
     Raises:
         NotCancellableError: with what stands in the way.
@@ -81,6 +85,8 @@ def check_cancellable(
         raise NotCancellableError("the plan went live at once: it was never queued")
     if plan_state not in (None, "queued") or valid_from is None or valid_from <= now:
         raise NotCancellableError("the queued plan has already started")
+    if not captured:
+        raise NotCancellableError("the payment is not confirmed yet: try again in a moment")
 
 
 class RenewalInvalidError(Exception):

@@ -337,6 +337,18 @@ class RenewalSaga:
         """The bundle could not be applied: give the money back (once it is known to be taken)."""
         data = event.data
         saga = await self._saga(session, data.renewal_id)
+        if saga.bundle_state is not None:
+            # Provisioning answers once per renewal, and this one's plan was announced by a
+            # ProfileActivated: it stands (a cancel in flight decides any refund), so nothing
+            # is remembered that a later capture would refund.
+            record_step(
+                session,
+                saga,
+                "activation_failed_ignored",
+                event_id=event.id,
+                detail=data.reason[:512],
+            )
+            return
         if saga.activation_failure is None:
             saga.activation_failure = data.reason[:256]
         record_step(session, saga, "activation_failed", event_id=event.id, detail=data.reason[:512])
@@ -347,8 +359,18 @@ class RenewalSaga:
         self, session: AsyncSession, event: CloudEvent[PaymentRefunded]
     ) -> None:
         """The refund went through: the saga ends in CANCELLED (cancelled by its owner), else
-        REFUNDED."""
+        REFUNDED.
+
+        Billing refunds only what a RefundRequested asked for: a refund this saga never asked
+        for is refused (dead-lettered), so it cannot end a saga without a capture, nor cancel
+        a plan whose cancellation provisioning has not confirmed.
+        """
         saga = await self._saga(session, event.data.renewal_id)
+        if not saga.refund_requested:
+            raise PermanentEventError(
+                f"PaymentRefunded {event.id} for renewal {saga.renewal_id} ({saga.status}), "
+                "which asked for no refund"
+            )
         if saga.status == SagaStatus.CANCELLING:
             saga.status = SagaStatus.CANCELLED
             saga.payment_token = None
@@ -376,7 +398,14 @@ class RenewalSaga:
             else None
         )
         valid_from = as_utc(saga.valid_from) if saga.valid_from is not None else None
-        check_cancellable(saga.status, saga.bundle_state, plan_state, valid_from, now)
+        check_cancellable(
+            saga.status,
+            saga.bundle_state,
+            plan_state,
+            valid_from,
+            now,
+            captured=saga.payment_id is not None,
+        )
         saga.status = SagaStatus.CANCELLING
         self.outbox.add(
             session,

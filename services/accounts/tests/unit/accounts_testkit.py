@@ -1,7 +1,13 @@
 """Shared bits of the accounts unit tests."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from accounts.bootstrap import Accounts, build
+from accounts.settings import AccountsSettings
+from esim_core.consumer import EventConsumer
 from esim_core.db import Database
 from esim_core.kafka import OutgoingMessage
 from esim_core.outbox import OutboxMessage
@@ -53,3 +59,43 @@ class Clock:
 
     def reset(self) -> None:
         self.now = self.start
+
+
+@dataclass(frozen=True)
+class Wired:
+    """Accounts as its bootstrap wires it, its consumer, and what it would have sent."""
+
+    accounts: Accounts
+    consumer: EventConsumer
+    clock: Clock
+    relayed: RecordingPublisher
+    dead_letters: RecordingPublisher
+
+
+@asynccontextmanager
+async def wired_accounts(
+    clock: Clock, *, payment_deadline_s: float, activation_deadline_s: float
+) -> AsyncIterator[Wired]:
+    """The service over in-memory SQLite, its relay and dead letters recorded, not sent."""
+    settings = AccountsSettings(
+        # One connection (SQLAlchemy's StaticPool for SQLite in memory), reset per example.
+        database_url="sqlite+aiosqlite:///:memory:",
+        cards_csv="",
+        payment_deadline_s=payment_deadline_s,
+        activation_deadline_s=activation_deadline_s,
+        # A handler error is a failed example here, not a transient fault worth waiting for.
+        consumer_retries=1,
+    )
+    accounts = build(settings, clock=clock)
+    runtime = accounts.runtime
+    await runtime.database.create_tables(runtime.tables)
+    consumer = runtime.subscribe()
+    assert consumer is not None
+    dead_letters, relayed = RecordingPublisher(), RecordingPublisher()
+    consumer.publisher = dead_letters
+    runtime.relay.publisher = relayed
+    try:
+        yield Wired(accounts, consumer, clock, relayed, dead_letters)
+    finally:
+        await runtime.database.close()
+        await runtime.redis.aclose()

@@ -12,7 +12,13 @@ from accounts.store import Promotion, PromotionUse, Redemption
 from accounts_testkit import ICCID, Clock
 from esim_core.db import Database
 from esim_core.worker import utcnow
-from esim_schemas import PaymentFailed, PaymentRefunded, PaymentSettled, RenewalRequested
+from esim_schemas import (
+    ActivationFailed,
+    PaymentFailed,
+    PaymentRefunded,
+    PaymentSettled,
+    RenewalRequested,
+)
 from lifecycle_testkit import USER_ID, Service, events, start_service
 
 NOW = utcnow()
@@ -221,6 +227,16 @@ async def test_a_refund_gives_the_code_back_and_a_capture_keeps_it(service: Serv
     )
     await service.deliver(settled)
     assert (await redemption(service, data.renewal_id)).released_at is None
+    # The refund answers the one the saga asks for when the activation fails.
+    await service.deliver(
+        ActivationFailed(
+            renewal_id=data.renewal_id,
+            iccid=ICCID,
+            reason="bundle_rejected",
+            attempts=3,
+            failed_at=NOW,
+        )
+    )
     await service.deliver(
         PaymentRefunded(
             renewal_id=data.renewal_id,

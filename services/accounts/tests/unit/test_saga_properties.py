@@ -69,13 +69,12 @@ from functools import partial
 from typing import Any
 
 import pytest
-from accounts.bootstrap import Accounts, build
+from accounts.bootstrap import Accounts
 from accounts.deadlines import sweep_deadlines
 from accounts.domain import TERMINAL, SagaStatus, request_fingerprint
 from accounts.inventory import seed_catalogue
-from accounts.settings import AccountsSettings
 from accounts.store import Card, Renewal, RenewalStep, User
-from accounts_testkit import ICCID, OTHER_ICCID, Clock, RecordingPublisher
+from accounts_testkit import ICCID, OTHER_ICCID, Clock, RecordingPublisher, wired_accounts
 from esim_core.consumer import EventConsumer, MessageInfo
 from esim_core.db import Database
 from esim_core.inbox import InboxEntry
@@ -738,27 +737,11 @@ class Harness:
 @pytest.fixture(scope="module")
 async def harness() -> AsyncIterator[Harness]:
     clock = Clock(START)
-    settings = AccountsSettings(
-        # One connection (SQLAlchemy's StaticPool for SQLite in memory), reset per example.
-        database_url="sqlite+aiosqlite:///:memory:",
-        cards_csv="",
-        payment_deadline_s=PAYMENT_DEADLINE_S,
-        activation_deadline_s=ACTIVATION_DEADLINE_S,
-        # A handler error is a failed example here, not a transient fault worth waiting for.
-        consumer_retries=1,
-    )
-    accounts = build(settings, clock=clock)
-    runtime = accounts.runtime
-    await runtime.database.create_tables(runtime.tables)
-    await seed_catalogue(runtime.database)
-    consumer = runtime.subscribe()
-    assert consumer is not None
-    dead_letters, relayed = RecordingPublisher(), RecordingPublisher()
-    consumer.publisher = dead_letters
-    runtime.relay.publisher = relayed
-    yield Harness(accounts, consumer, clock, relayed, dead_letters)
-    await runtime.database.close()
-    await runtime.redis.aclose()
+    async with wired_accounts(
+        clock, payment_deadline_s=PAYMENT_DEADLINE_S, activation_deadline_s=ACTIVATION_DEADLINE_S
+    ) as wired:
+        await seed_catalogue(wired.accounts.runtime.database)
+        yield Harness(wired.accounts, wired.consumer, clock, wired.relayed, wired.dead_letters)
 
 
 # Shrinking a failure takes minutes on a busy machine; Hypothesis stops itself after five.
