@@ -79,7 +79,7 @@ class SmtpMailer:
         # The Header itself, folded by the generator with the field's name counted: encoded
         # beforehand, a subject of two encoded words was folded before the first, and readers
         # took the fold for a leading space.
-        message["Subject"] = Header(mail.subject, "utf-8", header_name="Subject")
+        message["Subject"] = Header(mail.subject, "utf-8", header_name="Subject")  # type: ignore[assignment]  # compat32 takes a Header
         message["Message-ID"] = mail.message_id
         message["Date"] = formatdate(usegmt=True)
         # RFC 3834: tells auto-responders not to answer.
