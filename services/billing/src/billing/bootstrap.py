@@ -81,14 +81,7 @@ def build(
     runtime.consume(topics.payment_requested, [Route(PaymentRequested, on_payment_requested)])
     runtime.consume(topics.refund_requested, [Route(RefundRequested, on_refund_requested)])
     for worker in (charges, refunds):
-        runtime.due_work(
-            worker.table,
-            worker.round,
-            what=worker.what,
-            concurrency=batch,
-            lease_s=lease_s,
-            rows=worker.claims_rows,
-        )
+        runtime.due_worker(worker)
     runtime.produces(PaymentSettled, PaymentFailed, PaymentRefunded)
     return Billing(runtime=runtime, gateway=chosen, charges=charges, refunds=refunds)
 

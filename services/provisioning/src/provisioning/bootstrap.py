@@ -126,30 +126,9 @@ def build(
         runtime.topics.bundle_cancel_requested,
         [Route(BundleCancelRequested, handlers.on_bundle_cancel_requested)],
     )
-    runtime.due_work(
-        activations.table,
-        activations.round,
-        what=activations.what,
-        concurrency=settings.worker_batch,
-        lease_s=settings.worker_lease_s,
-        rows=activations.claims_rows,
-    )
-    runtime.due_work(
-        cancellations.table,
-        cancellations.round,
-        what=cancellations.what,
-        concurrency=settings.worker_batch,
-        lease_s=settings.worker_lease_s,
-        rows=cancellations.claims_rows,
-    )
-    runtime.due_work(
-        usage.table,
-        usage.round,
-        what=usage.what,
-        concurrency=settings.usage_poll_batch,
-        lease_s=settings.worker_lease_s,
-        rows=usage.claims_rows,
-    )
+    runtime.due_worker(activations)
+    runtime.due_worker(cancellations)
+    runtime.due_worker(usage)
     runtime.produces(
         ProfileActivated,
         ActivationFailed,

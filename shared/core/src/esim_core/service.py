@@ -34,6 +34,7 @@ from esim_core.kafka import EventPublisher, make_broker
 from esim_core.locks import RedisLock
 from esim_core.migrations import upgrade_to_head
 from esim_core.outbox import Outbox, OutboxMessage, OutboxRelay
+from esim_core.retry import DueWorker
 from esim_core.settings import ServiceSettings, Topics
 from esim_core.topics import ensure_topics
 from esim_core.tracing import shutdown_tracing
@@ -157,6 +158,17 @@ class ServiceRuntime:
         )
         self.due_loops.append(due)
         return due
+
+    def due_worker(self, worker: "DueWorker[Any, Any]") -> DueLoop:
+        """Work a `DueWorker`'s table with its own batch, lease and way of claiming rows."""
+        return self.due_work(
+            worker.table,
+            worker.round,
+            what=worker.what,
+            concurrency=worker.batch,
+            lease_s=worker.lease_s,
+            rows=worker.claims_rows,
+        )
 
     def loop(
         self,

@@ -130,56 +130,67 @@ def _print_saga(report: dict[str, Any]) -> None:
         typer.echo(f"  {event['type']:<32} {event['event_id']}  {sent}")
     if not saga["events"]:
         typer.echo("  (none kept)")
-    payment = report.get("payment")
-    typer.echo("payment (billing):")
-    if payment is None:
+    _section(
+        "payment (billing)",
+        report.get("payment"),
+        lambda p: (
+            f"{p['state']}  {p['payment_id']}  attempts {p['attempts']}  "
+            f"provider {_short(p['provider_reference'])}  "
+            f"failure {_short(p['failure_reason'])}  "
+            f"last error {_short(p['last_error'])}"
+        ),
+    )
+    _section(
+        "refund (billing)",
+        report.get("refund"),
+        lambda r: (
+            f"{r['state']}  {r['refund_id']}  attempts {r['attempts']}  "
+            f"provider {_short(r['provider_reference'])}  "
+            f"last error {_short(r['last_error'])}"
+        ),
+        optional=True,
+    )
+    _section(
+        "bundle (provisioning)",
+        report.get("activation"),
+        lambda a: (
+            f"{a['state']}  order {_short(a['order_id'])}  "
+            f"bundle {_short(a['bundle_state'])}  "
+            f"valid {_short(a['valid_from'])} .. {_short(a['valid_until'])}  "
+            f"rounds {a['attempts']}  last error {_short(a['last_error'])}"
+        ),
+    )
+    _section(
+        "cancellation (provisioning)",
+        report.get("cancellation"),
+        lambda c: (
+            f"{c['state']}  {c['reason']}  "
+            f"order {_short(c['order_id'])}  "
+            f"platform said {_short(c['bundle_status'])}  "
+            f"rounds {c['attempts']}  "
+            f"last error {_short(c['last_error'])}"
+        ),
+        optional=True,
+    )
+
+
+def _section(
+    title: str,
+    item: dict[str, Any] | None,
+    line: Callable[[dict[str, Any]], str],
+    *,
+    optional: bool = False,
+) -> None:
+    """One part of a saga's report: `none` (or nothing, if optional), why it is unknown, or it."""
+    if item is None and optional:
+        return
+    typer.echo(f"{title}:")
+    if item is None:
         typer.echo("  none")
-    elif "error" in payment:
-        typer.echo(f"  unknown: {payment['error']}")
+    elif "error" in item:
+        typer.echo(f"  unknown: {item['error']}")
     else:
-        typer.echo(
-            f"  {payment['state']}  {payment['payment_id']}  attempts {payment['attempts']}  "
-            f"provider {_short(payment['provider_reference'])}  "
-            f"failure {_short(payment['failure_reason'])}  "
-            f"last error {_short(payment['last_error'])}"
-        )
-    refund = report.get("refund")
-    if refund is not None:
-        typer.echo("refund (billing):")
-        if "error" in refund:
-            typer.echo(f"  unknown: {refund['error']}")
-        else:
-            typer.echo(
-                f"  {refund['state']}  {refund['refund_id']}  attempts {refund['attempts']}  "
-                f"provider {_short(refund['provider_reference'])}  "
-                f"last error {_short(refund['last_error'])}"
-            )
-    activation = report.get("activation")
-    typer.echo("bundle (provisioning):")
-    if activation is None:
-        typer.echo("  none")
-    elif "error" in activation:
-        typer.echo(f"  unknown: {activation['error']}")
-    else:
-        typer.echo(
-            f"  {activation['state']}  order {_short(activation['order_id'])}  "
-            f"bundle {_short(activation['bundle_state'])}  "
-            f"valid {_short(activation['valid_from'])} .. {_short(activation['valid_until'])}  "
-            f"rounds {activation['attempts']}  last error {_short(activation['last_error'])}"
-        )
-    cancellation = report.get("cancellation")
-    if cancellation is not None:
-        typer.echo("cancellation (provisioning):")
-        if "error" in cancellation:
-            typer.echo(f"  unknown: {cancellation['error']}")
-        else:
-            typer.echo(
-                f"  {cancellation['state']}  {cancellation['reason']}  "
-                f"order {_short(cancellation['order_id'])}  "
-                f"platform said {_short(cancellation['bundle_status'])}  "
-                f"rounds {cancellation['attempts']}  "
-                f"last error {_short(cancellation['last_error'])}"
-            )
+        typer.echo(f"  {line(item)}")
 
 
 @sagas.command("show")
