@@ -80,16 +80,23 @@ async def record_new(
     """
     if not events:
         return set()
-    table = InboxEntry.__table__  # type: ignore[attr-defined]
     now = datetime.now(UTC)
     connection = await session.connection()
-    dialect = connection.dialect.name
     rows = [
         {"consumer": consumer, "event_id": event_id, "event_type": event_type, "processed_at": now}
         for event_id, event_type in dict(events).items()
     ]
-    # SQLite and PostgreSQL, the two databases the services run on, share this syntax.
-    dialect_insert: Any = sqlite.insert if dialect == "sqlite" else postgresql.insert
-    statement = dialect_insert(table).values(rows).on_conflict_do_nothing()
-    result = await connection.execute(statement.returning(table.c.event_id))
+    result = await connection.execute(_INSERT_NEW[connection.dialect.name], rows)
     return {row[0] for row in result}
+
+
+def _insert_new(dialect_insert: Any) -> Any:
+    table = InboxEntry.__table__  # type: ignore[attr-defined]
+    return dialect_insert(table).on_conflict_do_nothing().returning(table.c.event_id)
+
+
+#: One statement per dialect, built once: executed with a list of rows (SQLAlchemy sends them
+#: as one multi-row INSERT with RETURNING), so it is compiled once, where `.values(rows)` made
+#: a new statement, and a new compilation, for every transaction. SQLite and PostgreSQL, the
+#: two databases the services run on, share this syntax.
+_INSERT_NEW = {"sqlite": _insert_new(sqlite.insert), "postgresql": _insert_new(postgresql.insert)}
