@@ -284,3 +284,29 @@ def test_spans_reach_an_otlp_receiver_over_http() -> None:
     names = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
     assert names["service.name"] == "billing"
     assert [s.name for s in resource_spans.scope_spans[0].spans] == ["charge"]
+
+
+def test_without_an_exporter_spans_keep_ids_but_skip_attributes_and_links() -> None:
+    import subprocess
+    import sys
+
+    script = """
+from esim_core import tracing
+from opentelemetry import trace
+assert tracing.recording()
+tracing.configure_tracing("billing", {})
+assert not tracing.recording()
+parent = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+with tracing.span("round", parent=parent, attributes={"k": "v"}, links=[parent]) as current:
+    context = current.get_span_context()
+    assert f"{context.trace_id:032x}" == "a" * 32 and not current.is_recording()
+    assert tracing.log_ids()["trace_id"] == "a" * 32
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    exporting = "from esim_core import tracing\n" + (
+        "tracing.configure_tracing('billing', {'OTEL_TRACES_EXPORTER': 'console'})\n"
+        "assert tracing.recording()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", exporting], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

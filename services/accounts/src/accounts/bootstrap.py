@@ -86,7 +86,7 @@ def build(settings: AccountsSettings, *, clock: Callable[[], datetime] = utcnow)
     # for a failed auto-renewal, before) the saga's own, so each commits with what caused it.
     runtime.consume(
         topics.renewal_requested,
-        [Route(RenewalRequested, chain(saga.on_renewal_requested, promotions.on_saga_event))],
+        [Route(RenewalRequested, saga.on_renewal_requested)],
     )
     runtime.consume(topics.payment_settled, [Route(PaymentSettled, saga.on_payment_settled)])
     runtime.consume(

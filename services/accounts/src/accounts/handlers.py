@@ -49,7 +49,7 @@ from accounts.domain import (
     price_for,
     request_fingerprint,
 )
-from accounts.promotions import apply_promotion
+from accounts.promotions import apply_promotion, release_if_uncaptured
 from accounts.store import Card, CardPlan, Plan, Renewal, RenewalStep, User
 
 logger = logging.getLogger(__name__)
@@ -204,6 +204,8 @@ class RenewalSaga:
             saga.reason = invalid.reason
             saga.detail = invalid.detail
             saga.payment_token = None
+            # A code the API redeemed when it took the request goes back with the rejection.
+            await release_if_uncaptured(session, saga, self.clock())
             self.outbox.add(
                 session,
                 RenewalRejected(

@@ -259,3 +259,27 @@ async def test_a_timed_out_unpaid_saga_gives_the_code_back(service: Service) -> 
     service.clock.advance(49 * 3600)
     assert await sweep_deadlines(service.database, service.accounts.saga) == 1
     assert (await redemption(service, data.renewal_id)).released_at is not None
+
+
+async def test_a_request_taken_with_a_code_then_rejected_gives_the_code_back(
+    service: Service,
+) -> None:
+    from accounts.handlers import record_step, saga_from_request
+    from accounts.store import Plan
+
+    data = request()
+    # As the API takes it: the code redeemed and the saga stored, in one transaction ...
+    assert await try_redeem(service.database, "WELCOME10", renewal_id=str(data.renewal_id)) == 990
+    async with service.database.session() as session:
+        record_step(session, saga_from_request(data), "requested")
+    # ... then the plan is withdrawn before the saga prices the request.
+    async with service.database.session() as session:
+        plan = await session.get(Plan, data.plan_code)
+        assert plan is not None
+        plan.available = False
+        session.add(plan)
+    await service.deliver(data)
+    [rejected] = await events(service, "esim.renewal.rejected.v1")
+    assert rejected["data"]["reason"] == "plan_not_available"
+    assert (await redemption(service, data.renewal_id)).released_at is not None
+    assert await counters(service.database, "WELCOME10") == (0, {USER_ID: 0})

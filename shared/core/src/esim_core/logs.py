@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import IO, Any
 
 import structlog
@@ -57,7 +58,9 @@ def clear_ids() -> None:
     structlog.contextvars.clear_contextvars()
 
 
+@lru_cache(maxsize=4096)
 def _is_secret(key: str) -> bool:
+    # Cached: every key of every line is asked, and the keys are a small set of names.
     lowered = key.lower()
     return any(lowered == name or lowered.endswith(f"_{name}") for name in SECRET_KEYS)
 

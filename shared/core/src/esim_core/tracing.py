@@ -43,6 +43,10 @@ TRACEPARENT = "traceparent"
 _TRACEPARENT = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _IN_VALUE = b'"traceparent":"'
 _provider: TracerProvider | None = None
+#: Whether spans are recorded (exported): only then are their attributes and links worth
+#: building. False once `configure_tracing` installed a provider without exporters; True
+#: before that (a test's own provider records).
+_recording = True
 
 
 def configure_tracing(
@@ -57,12 +61,13 @@ def configure_tracing(
         SettingsError: `OTEL_TRACES_EXPORTER` or the OTLP protocol names what this service
             does not ship.
     """
-    global _provider
+    global _provider, _recording
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
     if _provider is not None or _installed_elsewhere():
         return _provider
     exporters = _exporters(environ)
+    _recording = bool(exporters)
     resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME") or service})
     # Not exporting: ids for logs and events, but no span is recorded (ALWAYS_OFF).
     provider = TracerProvider(resource=resource, sampler=None if exporters else ALWAYS_OFF)
@@ -173,16 +178,22 @@ def span(
 ) -> Iterator[Span]:
     """A span current for the block: under `parent` (a traceparent) where one is given and
     valid, else under the span current here (a new trace where there is none); linked to the
-    spans that `links` (traceparents) name."""
+    spans that `links` (traceparents) name. Attributes and links are left out where spans are
+    not recorded (`recording`): nobody sees them, and a batch's links cost a parse each."""
     context = parent_from(parent) if parent is not None else None
     with TRACER.start_as_current_span(
         name,
         context=context,
         kind=kind,
-        attributes=dict(attributes) if attributes else None,
-        links=_links(links) if links else None,
+        attributes=dict(attributes) if attributes and _recording else None,
+        links=_links(links) if links and _recording else None,
     ) as current:
         yield current
+
+
+def recording() -> bool:
+    """Whether this process records spans: without an exporter it only keeps their ids."""
+    return _recording
 
 
 def _links(traceparents: Sequence[str | bytes | None]) -> list[Link]:
@@ -204,7 +215,10 @@ def detached_span(
     """A started span that is not made current, under `parent` or else a root; `end()` it."""
     context = parent_from(parent) or Context()
     return TRACER.start_span(
-        name, context=context, kind=kind, attributes=dict(attributes) if attributes else None
+        name,
+        context=context,
+        kind=kind,
+        attributes=dict(attributes) if attributes and _recording else None,
     )
 
 
