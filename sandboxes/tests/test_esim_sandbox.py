@@ -160,6 +160,7 @@ async def test_order_is_processing_then_active(client: httpx.AsyncClient) -> Non
     assert accepted["order_id"].startswith("ord_")
     assert (accepted["iccid"], accepted["bundle_code"]) == (CARD, "JP_10GB_30D")
     assert accepted["status"] == "processing"
+    assert accepted["valid_from"] is None and accepted["valid_until"] is None
     current = await settled(client, accepted["order_id"])
     assert current["status"] == "active"
     assert current["failure_reason"] is None
@@ -175,9 +176,13 @@ async def test_without_an_activation_delay_an_order_is_live_as_it_is_placed(
     async with client_for(instant) as client:
         response = await order(client, "k1")
         assert response.status_code == 202
-        assert response.json()["status"] == "active"
-        current = (await client.get(f"/v1/bundles/{response.json()['order_id']}")).json()
+        accepted = response.json()
+        assert accepted["status"] == "active"
+        current = (await client.get(f"/v1/bundles/{accepted['order_id']}")).json()
         assert current["status"] == "active" and current["valid_from"] is not None
+        # The answer carries the bundle as it stands: no status call needed to activate it.
+        for field in ("valid_from", "valid_until", "data_mb", "failure_reason"):
+            assert accepted[field] == current[field], field
 
 
 async def test_same_key_and_body_is_the_same_order(client: httpx.AsyncClient) -> None:

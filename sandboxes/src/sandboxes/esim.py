@@ -164,13 +164,22 @@ class BundleOrderRequest(BaseModel):
 
 
 class OrderAccepted(BaseModel):
-    """The answer to a bundle order: the order, still being processed."""
+    """The answer to a bundle order: the order, and where its bundle stands already.
+
+    An order the platform settles as it is placed (no activation delay) answers with its dates
+    (or its failure), as reseller APIs do, so the reseller need not ask for its status at once;
+    one still `processing` has none yet.
+    """
 
     order_id: str
     iccid: str
     bundle_code: str
     status: BundleStatus
     created_at: Timestamp
+    valid_from: Timestamp | None = None
+    valid_until: Timestamp | None = None
+    data_mb: int | None = None
+    failure_reason: str | None = None
 
 
 class Bundle(BaseModel):
@@ -1030,6 +1039,10 @@ async def create_bundle(
         bundle_code=view.bundle_code,
         status=view.status,
         created_at=view.created_at,
+        valid_from=view.valid_from,
+        valid_until=view.valid_until,
+        data_mb=view.data_mb,
+        failure_reason=view.failure_reason,
     )
 
 

@@ -285,3 +285,25 @@ async def test_a_cancel_refused_for_a_live_bundle_carries_its_dates() -> None:
 async def test_cancel_errors(answer: httpx.Response, error: type[Exception]) -> None:
     with pytest.raises(error):
         await platform(lambda _: answer).cancel_bundle("ord_4c2a")
+
+
+async def test_the_sandboxs_answer_to_an_instant_order_is_the_whole_bundle(tmp_path: Any) -> None:
+    """An order the platform settles as placed needs no status call to be activated."""
+    from provisioning.workers import _complete
+    from sandboxes.esim import EsimSandboxSettings, create_app
+
+    cards = tmp_path / "cards.csv"
+    cards.write_text(f"iccid,activation_code\n{ORDER.iccid},LPA:1$sm-dp.example$AAA\n")
+    app = create_app(EsimSandboxSettings(cards_csv=cards, activation_delay=0))
+    seen: list[str] = []
+
+    class Counting(httpx.ASGITransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            seen.append(f"{request.method} {request.url.path}")
+            return await super().handle_async_request(request)
+
+    adapter = HttpEsimPlatform("http://esim.test", timeout_s=5.0, transport=Counting(app=app))
+    order = await adapter.order_bundle(ORDER)
+    assert order.status == "active" and _complete(order.bundle)
+    assert order.bundle is not None and order.bundle.valid_from is not None
+    assert seen == ["POST /v1/bundles"]
