@@ -1,6 +1,7 @@
 """The bench's phases: the bare relay baseline and the platform, at a fixed rate and flat out."""
 
 import asyncio
+import fcntl
 import json
 import math
 import os
@@ -8,8 +9,8 @@ import platform as host
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -642,8 +643,34 @@ def _json(value: object) -> object:
     return str(value)
 
 
+@contextmanager
+def one_bench_at_a_time(out_dir: Path) -> Iterator[None]:
+    """Hold `out_dir`'s lock for the run: a second bench would empty the first one's stack
+    directory (its broker's data among it) and measure the first one's load as its own."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / ".lock").open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise SystemExit(
+                f"another bench ({holder}) is running on {out_dir}; wait for it or stop it"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}\n")
+        lock.flush()
+        yield
+
+
 def execute(config: Config, progress: Progress, out: Callable[[str], None] = print) -> int:
     """Bring up (or find) the stack, run the bench, print and write the results."""
+    with one_bench_at_a_time(config.out_dir):
+        return _execute(config, progress, out)
+
+
+def _execute(config: Config, progress: Progress, out: Callable[[str], None]) -> int:
     progress.say(
         f"==> bench: {config.stack} stack on {config.db}"
         + (" (quick)" if config.quick else "")

@@ -2,6 +2,8 @@
 
 import json
 import math
+import os
+from pathlib import Path
 
 import pytest
 
@@ -205,3 +207,13 @@ def test_service_metrics_give_events_mean_handling_time_and_consumer_busy_share(
     )
     found = difference({"billing": before}, {"billing": after}, wall_s=20)["billing"]
     assert found == {"events": 110, "mean_ms": 54.55, "handler_busy": 0.3, "published": 120}
+
+
+def test_a_second_bench_on_the_same_directory_is_refused(tmp_path: Path) -> None:
+    from tests.bench.run import one_bench_at_a_time
+
+    refused = pytest.raises(SystemExit, match=f"pid {os.getpid()}")
+    with one_bench_at_a_time(tmp_path), refused, one_bench_at_a_time(tmp_path):
+        pass
+    with one_bench_at_a_time(tmp_path):  # free again once the first ended
+        pass
