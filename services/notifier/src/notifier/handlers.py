@@ -190,7 +190,21 @@ async def on_auto_renew_disabled(
 
 
 async def on_bundle_cancelled(session: AsyncSession, event: CloudEvent[BundleCancelled]) -> None:
-    """Queue the notice that a plan was cancelled by its owner (a refund follows) or replaced."""
+    """Queue the notice that a plan was cancelled by its owner (a refund follows) or replaced.
+
+    A plan replaced by a known renewal (`replaced_by`) is told in that renewal's receipt: its
+    ProfileActivated, published with this event, lists the plan under `replaces`.
+    """
+    data = event.data
+    if data.reason == "replaced" and data.replaced_by is not None:
+        logger.info(
+            "plan %s of renewal %s on card %s: told in the receipt of renewal %s",
+            data.plan_code,
+            data.renewal_id,
+            data.iccid,
+            data.replaced_by,
+        )
+        return
     await notify_card(session, event, NotificationKind.BUNDLE_CANCELLED)
 
 

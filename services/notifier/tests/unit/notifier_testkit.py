@@ -146,7 +146,11 @@ def card_bound(
 
 
 def profile_activated(
-    renewal_id: UUID | None = None, *, bundle_state: str = "active", iccid: str = ICCID
+    renewal_id: UUID | None = None,
+    *,
+    bundle_state: str = "active",
+    iccid: str = ICCID,
+    replaces: list[str] | None = None,
 ) -> ProfileActivated:
     return ProfileActivated(
         renewal_id=renewal_id or uuid4(),
@@ -158,6 +162,7 @@ def profile_activated(
         bundle_state=bundle_state,  # type: ignore[arg-type]
         platform_reference="bundle-1",
         activated_at=NOW,
+        replaces=replaces,
     )
 
 
@@ -273,7 +278,10 @@ def auto_renew_disabled(
 
 
 def bundle_cancelled(
-    renewal_id: UUID | None = None, *, reason: str = "cancelled_by_user"
+    renewal_id: UUID | None = None,
+    *,
+    reason: str = "cancelled_by_user",
+    replaced_by: UUID | None = None,
 ) -> BundleCancelled:
     return BundleCancelled(
         renewal_id=renewal_id or uuid4(),
@@ -281,4 +289,5 @@ def bundle_cancelled(
         plan_code="JP-30D-10GB",
         reason=reason,  # type: ignore[arg-type]
         cancelled_at=NOW,
+        replaced_by=replaced_by,
     )

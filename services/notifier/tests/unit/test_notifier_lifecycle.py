@@ -4,6 +4,7 @@ expiry reminders, auto-renew turned off, and cancelled or replaced plans; each o
 from datetime import timedelta
 from uuid import uuid4
 
+import pytest
 from esim_core.worker import as_utc, utcnow
 from notifier.store import SettledPayment
 from notifier_testkit import (
@@ -240,6 +241,35 @@ async def test_a_replaced_plan_is_a_short_notice(harness: Harness, sms: FakeSms)
     assert mail.subject == "您的 eSIM 套餐 JP-30D-10GB 已被替换"
     assert "退" not in mail.body
     assert sms.sent[0].text == "【eSIM】您的套餐 JP-30D-10GB 已被新套餐替换。"
+
+
+@pytest.mark.parametrize(
+    ("locale", "said", "texted"),
+    [
+        (
+            "en",
+            "It replaces your plan JP-7D-3GB, which ended as the new one started",
+            "replacing JP-7D-3GB.",
+        ),
+        ("zh-CN", "新套餐替换了您的套餐 JP-7D-3GB", "已替换 JP-7D-3GB。"),
+    ],
+)
+async def test_a_plan_replaced_by_a_renewal_is_told_in_its_receipt_alone(
+    harness: Harness, sms: FakeSms, locale: str, said: str, texted: str
+) -> None:
+    renewal_id = uuid4()
+    await harness.publish(card_bound(locale))
+    await harness.publish(payment_settled(renewal_id))
+    # Published together by provisioning; either may be consumed first.
+    await harness.publish(bundle_cancelled(reason="replaced", replaced_by=renewal_id))
+    await harness.publish(profile_activated(renewal_id, replaces=["JP-7D-3GB"]))
+    await harness.send()
+
+    [receipt] = harness.mailer.sent
+    assert said in receipt.body
+    assert said in (receipt.html or "")
+    [text] = sms.sent
+    assert text.text.endswith(texted)
 
 
 async def test_a_refund_of_a_confirmed_plan_does_not_say_it_never_went_live(

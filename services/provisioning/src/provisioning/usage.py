@@ -7,6 +7,7 @@ same change, a redelivered callback or a redo after a crash publish nothing the 
 """
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -199,11 +200,14 @@ def mark_cancelled(
     bundle: Bundle,
     reason: BundleCancelReason,
     now: datetime,
+    *,
+    replaced_by: str | None = None,
 ) -> bool:
     """Record that a (locked) bundle will not run (further) and tell carriers, once per bundle.
 
     Returns whether it did: a bundle already cancelled (or replaced) keeps its first reason.
-    It is no longer followed, and no BundleEnded follows its BundleCancelled.
+    It is no longer followed, and no BundleEnded follows its BundleCancelled. `replaced_by`:
+    the renewal whose plan took its place, where known.
     """
     if bundle.cancelled_at is not None:
         return False
@@ -221,6 +225,7 @@ def mark_cancelled(
             reason=reason,
             cancelled_at=now,
             platform_reference=bundle.order_id,
+            replaced_by=UUID(replaced_by) if replaced_by is not None else None,
         ),
         event_id=event_id("bundle-cancelled", bundle.order_id),
     )
@@ -228,22 +233,18 @@ def mark_cancelled(
     return True
 
 
-async def replace_live_bundles(
-    outbox: Outbox, session: AsyncSession, activation: Activation, now: datetime
-) -> int:
-    """A bundle started `now` replaced the card's live one: BundleCancelled (`replaced`) for it.
+async def live_bundles(session: AsyncSession, iccid: str, starts: datetime) -> list[Bundle]:
+    """The card's bundles live at `starts`, locked: what a plan started then at once ends.
 
     The platform ends the live bundle when one with start=now goes live; queued bundles move
-    behind the new one and stay, a used-up one had ended already. Returns how many were replaced.
+    behind the new one and stay, a used-up one had ended already. A poll may have seen the live
+    one `expired` (the platform ended it for the new one) before this: it was still replaced.
     """
-    assert activation.valid_from is not None
-    starts = as_utc(activation.valid_from)
-    others = (
+    found = (
         await session.exec(
             select(Bundle)
             .where(
-                col(Bundle.iccid) == activation.iccid,
-                col(Bundle.order_id) != activation.order_id,
+                col(Bundle.iccid) == iccid,
                 col(Bundle.cancelled_at).is_(None),
                 col(Bundle.status) != "depleted",
                 # Only what was live when the new one started, not the card's whole history.
@@ -253,14 +254,18 @@ async def replace_live_bundles(
             .with_for_update()
         )
     ).all()
-    replaced = 0
-    for bundle in others:
-        # A poll may have seen it `expired` (the platform ended it for the new one) before this
-        # commit: it was still replaced, and carriers hear so.
-        if as_utc(bundle.valid_from) > starts or as_utc(bundle.valid_until) <= starts:
-            continue  # queued behind the new bundle, or over before it started
-        replaced += mark_cancelled(outbox, session, bundle, "replaced", now)
-    return replaced
+    return list(found)
+
+
+def replaced_at(candidates: Sequence[Bundle], order_id: str, starts: datetime) -> list[Bundle]:
+    """Of `live_bundles`, those a bundle (`order_id`) started at once at `starts` replaced."""
+    return [
+        bundle
+        for bundle in candidates
+        if bundle.order_id != order_id
+        and bundle.cancelled_at is None
+        and as_utc(bundle.valid_from) <= starts < as_utc(bundle.valid_until)
+    ]
 
 
 def track_bundle(session: AsyncSession, activation: Activation, data_mb: int) -> Bundle:

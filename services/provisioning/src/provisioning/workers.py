@@ -7,7 +7,7 @@ round orders again and gets the same order back: the bundle is never applied twi
 """
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
@@ -47,8 +47,14 @@ from provisioning.platforms import (
     PlatformUnavailableError,
     UnknownIccidError,
 )
-from provisioning.store import Activation
-from provisioning.usage import replace_live_bundles, track_bundle, watch_card
+from provisioning.store import Activation, Bundle
+from provisioning.usage import (
+    live_bundles,
+    mark_cancelled,
+    replaced_at,
+    track_bundle,
+    watch_card,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +80,18 @@ Outcome = (
 # Refusals of an order that no later try can turn into a bundle; other refusals (401, 403, ...)
 # are likely a configuration fault that ops can fix before the deadline, so they are retried.
 _FINAL_ORDER_REFUSALS = frozenset({400, 409, 422})
+
+
+def _settled_bundle(outcome: Outcome, follow_up: BundleStatus | None) -> BundleStatus | None:
+    """The bundle a round's answer settles, where it names one: a status, a cancel's answer,
+    or an order answered with its bundle (`follow_up`)."""
+    if follow_up is not None:
+        return follow_up
+    if isinstance(outcome, BundleStatus):
+        return outcome
+    if isinstance(outcome, BundleCancellation):
+        return outcome.bundle
+    return None
 
 
 def _complete(bundle: BundleStatus | None) -> bool:
@@ -175,15 +193,24 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
                     activation_id,
                 )
                 return
-            self._apply(session, current, outcome)
+            # A plan started at once that goes live in this round ends the card's live one: that
+            # one is looked up (and locked) first, so ProfileActivated can name what it replaced.
+            settled = _settled_bundle(outcome, follow_up)
+            live = (
+                await live_bundles(session, current.iccid, settled.valid_from or utcnow())
+                if current.start == "now"
+                and settled is not None
+                and verdict(settled.status) == "activated"
+                else []
+            )
+            self._apply(session, current, outcome, live)
             if follow_up is not None and current.state == ActivationState.FOLLOWING:
-                self._follow(session, current, follow_up, utcnow(), as_utc(current.deadline_at))
+                self._follow(
+                    session, current, follow_up, utcnow(), as_utc(current.deadline_at), live
+                )
             if current.state == ActivationState.ACTIVATED and current.order_id is not None:
                 due = utcnow() + timedelta(seconds=self.usage_poll_after_s)
                 await watch_card(session, current.iccid, due)
-                if current.start == "now" and current.bundle_state == "active":
-                    # The platform replaced the card's live plan: carriers must stop granting it.
-                    await replace_live_bundles(self.outbox, session, current, utcnow())
 
     async def _status_now(self, activation_id: str, order_id: str) -> BundleStatus | None:
         try:
@@ -234,7 +261,13 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         except (PlatformUnavailableError, PlatformRejectedError) as error:
             return error
 
-    def _apply(self, session: AsyncSession, activation: Activation, outcome: Outcome) -> None:
+    def _apply(
+        self,
+        session: AsyncSession,
+        activation: Activation,
+        outcome: Outcome,
+        live: Sequence[Bundle] = (),
+    ) -> None:
         now = utcnow()
         activation.attempts += 1
         activation.updated_at = now
@@ -242,7 +275,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         session.add(activation)
         deadline = as_utc(activation.deadline_at)
         if activation.state == ActivationState.CANCELLING:
-            self._after_cancel(session, activation, outcome, now)
+            self._after_cancel(session, activation, outcome, now, live)
         elif isinstance(outcome, BundleOrder):
             activation.state = ActivationState.FOLLOWING
             activation.order_id = outcome.order_id
@@ -265,7 +298,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
             activation.last_error = str(outcome)[:500]
             self._fail(session, activation, UNKNOWN_ICCID, now)
         elif isinstance(outcome, BundleStatus):
-            self._follow(session, activation, outcome, now, deadline)
+            self._follow(session, activation, outcome, now, deadline, live)
         elif (
             isinstance(outcome, PlatformRejectedError)
             and activation.state == ActivationState.ORDERING
@@ -293,11 +326,12 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         bundle: BundleStatus,
         now: datetime,
         deadline: datetime,
+        live: Sequence[Bundle] = (),
     ) -> None:
         activation.unavailable_rounds = 0
         meaning = verdict(bundle.status)
         if meaning == "activated":
-            self._activate(session, activation, bundle, now)
+            self._activate(session, activation, bundle, now, live)
             return
         if meaning == "failed":
             # The status is the platform's text: bounded like every last_error (VARCHAR(512)).
@@ -340,7 +374,12 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         )
 
     def _after_cancel(
-        self, session: AsyncSession, activation: Activation, outcome: Outcome, now: datetime
+        self,
+        session: AsyncSession,
+        activation: Activation,
+        outcome: Outcome,
+        now: datetime,
+        live: Sequence[Bundle] = (),
     ) -> None:
         """The platform's answer to the cancel at the deadline: failed, live after all, or again."""
         if isinstance(outcome, BundleCancellation):
@@ -353,7 +392,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
                     activation.order_id,
                     bundle.status,
                 )
-                self._activate(session, activation, bundle, now)
+                self._activate(session, activation, bundle, now, live)
                 return
             if meaning == "failed":
                 if outcome.cancelled:
@@ -425,8 +464,16 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         )
 
     def _activate(
-        self, session: AsyncSession, activation: Activation, bundle: BundleStatus, now: datetime
+        self,
+        session: AsyncSession,
+        activation: Activation,
+        bundle: BundleStatus,
+        now: datetime,
+        live: Sequence[Bundle] = (),
     ) -> None:
+        """The bundle is live or queued: ProfileActivated, once; a plan started at once ends
+        the card's live one (`live`, locked by the round), which carriers hear as
+        BundleCancelled (`replaced`) and the traveller in this plan's receipt (`replaces`)."""
         assert activation.order_id is not None
         valid_from, valid_until = bundle.valid_from, bundle.valid_until
         if valid_from is None or valid_until is None:
@@ -459,6 +506,11 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         activation.due_at = None
         activation.last_error = None
         track_bundle(session, activation, data_mb)
+        replaced = (
+            replaced_at(live, activation.order_id, valid_from)
+            if activation.start == "now" and state == "active"
+            else []
+        )
         self.outbox.add(
             session,
             ProfileActivated(
@@ -471,9 +523,14 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
                 bundle_state=state,
                 platform_reference=activation.order_id,
                 activated_at=now,
+                replaces=[bundle.plan_code for bundle in replaced] or None,
             ),
             event_id=event_id("profile-activated", activation.renewal_id),
         )
+        for ended in replaced:
+            mark_cancelled(
+                self.outbox, session, ended, "replaced", now, replaced_by=activation.renewal_id
+            )
         ACTIVATIONS.labels("activated").inc()
         ACTIVATION_SECONDS.observe((now - as_utc(activation.created_at)).total_seconds())
         logger.info(

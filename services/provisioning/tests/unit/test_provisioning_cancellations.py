@@ -230,6 +230,12 @@ async def test_a_start_now_renewal_replaces_the_live_plan_once(
     old = await bundle_of(database, first)
     assert (replaced["data"]["renewal_id"], replaced["data"]["reason"]) == (str(first), "replaced")
     assert replaced["data"]["platform_reference"] == old.order_id
+    # The new plan's ProfileActivated names the plan it ended, for the traveller's receipt.
+    assert replaced["data"]["replaced_by"] == str(second)
+    replaces = {
+        e["data"]["renewal_id"]: e["data"].get("replaces") for e in await activated(database)
+    }
+    assert replaces == {str(first): None, str(queued): None, str(second): [old.plan_code]}
     assert (await bundle_of(database, queued)).cancelled_at is None
     assert (await bundle_of(database, second)).cancelled_at is None
     assert platform.cancel_calls == []  # the platform replaced it by itself
@@ -264,10 +270,17 @@ async def test_a_replaced_plan_a_poll_saw_expired_first_is_still_announced_repla
     platform.set_usage(first, 0, status="expired")  # the platform ended it for the new one
     await poll(provisioning)
 
-    await activate(provisioning, start="now")
+    second = await activate(provisioning, start="now")
 
     [replaced] = await published(database, CANCELLED)
     assert (replaced["data"]["renewal_id"], replaced["data"]["reason"]) == (str(first), "replaced")
+    assert replaced["data"]["replaced_by"] == str(second)
+    replaces = [e["data"].get("replaces") for e in await activated(database)]
+    assert replaces == [None, [(await bundle_of(database, first)).plan_code]]
+
+
+async def activated(database: Database) -> list[dict[str, Any]]:
+    return await published(database, "esim.profile.activated.v1")
 
 
 async def test_two_cancel_requests_of_one_renewal_in_one_batch_make_one_row(

@@ -171,6 +171,12 @@ class ProfileActivated(EventData):
     bundle_state: BundleState
     platform_reference: str
     activated_at: UtcDatetime
+    replaces: list[str] | None = Field(
+        default=None,
+        description="an addition: for a plan started at once, the plan codes of the live plans "
+        "it ended; each is also announced by BundleCancelled (`replaced`, `replaced_by` this "
+        "renewal), so the traveller hears of both in the receipt",
+    )
 
 
 class ActivationFailed(EventData):
@@ -375,6 +381,11 @@ class BundleCancelled(EventData):
     reason: BundleCancelReason
     cancelled_at: UtcDatetime
     platform_reference: str | None = Field(default=None, description="an addition")
+    replaced_by: UUID | None = Field(
+        default=None,
+        description="an addition: for `replaced`, the renewal whose plan took its place, when "
+        "known; its ProfileActivated lists this plan under `replaces`",
+    )
 
 
 class BundleCancelRequested(EventData):
