@@ -180,12 +180,59 @@ def top_functions(lines: Iterable[str]) -> Profile:
     return Profile(sum(kinds.values()), dict(kinds), hot)
 
 
+#: The parts of a service a working sample is counted to. From the leaf outwards, the first
+#: frame in the project's own code or in one of these packages decides (so a query the saga
+#: makes is the database's, the saga's own Python is the services'); frames of the standard
+#: library outside these (uuid, datetime, contextlib, ...) count to whoever called them.
+PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("database", ("/sqlalchemy/", "/sqlmodel/", "/aiosqlite/", "/asyncpg/", "/sqlite3/")),
+    ("Kafka client", ("/aiokafka/", "/kafka/", "/faststream/")),
+    ("HTTP client", ("/httpx/", "/httpcore/", "/aiohttp/", "/yarl/", "/multidict/")),
+    ("HTTP server", ("/uvicorn/", "/starlette/", "/fastapi/", "/h11/")),
+    ("logs", ("/logging/", "/structlog/")),
+    ("messages", ("/jinja2/", "/babel/", "/email/", "/aiosmtplib/", "/markupsafe/")),
+    ("events (pydantic, JSON)", ("/pydantic/", "/pydantic_core/", "/json/", "/esim_schemas/")),
+    ("tracing, metrics", ("/opentelemetry/", "/prometheus_client/")),
+    ("Redis", ("/redis/",)),
+    ("event loop", ("/asyncio/", "/uvloop/", "/selectors.py")),
+)
+#: Leaf functions of the project that stand for a library's C code (SQLite runs inside this one).
+_C_CALLS = {"InlineSqliteConnection._execute": "database"}
+
+
+def part_of(frames: list[str]) -> str:
+    """The part (see PARTS) a working sample's stack is counted to."""
+    leaf = FRAME.match(frames[-1].strip())
+    if leaf is not None and leaf["function"] in _C_CALLS:
+        return _C_CALLS[leaf["function"]]
+    for frame in reversed(frames):
+        match = FRAME.match(frame.strip())
+        path = f"/{match['file']}" if match is not None else frame
+        for part, markers in PARTS:
+            if any(marker in path for marker in markers):
+                return part
+        if _in_project(frame_name(frame)):
+            return "services' own code"
+    return "other"
+
+
+def by_part(lines: Iterable[str]) -> Counter[str]:
+    """Working samples per part of the service (see PARTS)."""
+    parts: Counter[str] = Counter()
+    for frames, count in parse_collapsed(lines):
+        if frames and classify(frames[-1]) == "work":
+            parts[part_of(frames)] += count
+    return parts
+
+
 def _in_project(name: str) -> bool:
     return any(f"({package}" in name for package in PROJECT_PACKAGES)
 
 
 def summary(service: str, lines: Iterable[str], seconds: float, top: int = 15) -> str:
-    """A short text: the `top` functions by own time, then the project's by total time."""
+    """A short text: the share of each part of the service, the `top` functions by own time,
+    then the project's by total time."""
+    lines = list(lines)
     found = top_functions(lines)
     ticks = SAMPLE_RATE * seconds
     share = {kind: found.kinds.get(kind, 0) / ticks if ticks else 0.0 for kind in KINDS}
@@ -200,6 +247,12 @@ def summary(service: str, lines: Iterable[str], seconds: float, top: int = 15) -
     working = found.working
     if working == 0:
         return "\n".join([*out, "  (no working samples)"]) + "\n"
+    parts = by_part(lines)
+    out.insert(
+        1,
+        "where the time goes (% of working samples, by the innermost frame's library): "
+        + ", ".join(f"{part} {count / working:.0%}" for part, count in parts.most_common()),
+    )
     for item in found.hot[:top]:
         out.append(f"{item.own / working:6.1%}  {item.total / working:6.1%}  {item.name}")
     out += ["", f"top {top} of the project's own functions by total time (with what they call):"]

@@ -167,7 +167,25 @@ def test_top_functions_count_the_leaf_as_own_time_and_every_frame_as_total() -> 
     text = summary("accounts", raw, seconds=1)
     assert "accounts: 17 thread samples" in text
     assert "threads working 0.10, blocked on a queue 0.05" in text
-    assert " 60.0%" in text.splitlines()[4]
+    assert " 60.0%" in text.splitlines()[5]
+    assert "database 60%, events (pydantic, JSON) 30%, other 10%" in text.splitlines()[1]
+
+
+def test_a_sample_counts_to_the_innermost_library_and_sqlite_to_the_database() -> None:
+    from tests.bench.profile import part_of
+
+    # As py-spy names frames: files relative to the import path they were found on.
+    inline = "InlineSqliteConnection._execute (esim_core/db.py:140)"
+    session = "Session.execute (sqlalchemy/orm/session.py:10)"
+    handler = "on_renewal_requested (accounts/handlers.py:170)"
+    log = "Logger.info (logging/__init__.py:1489)"
+    assert part_of([handler, session, inline]) == "database"
+    assert part_of([handler, session]) == "database"
+    assert part_of([session, handler, log]) == "logs"  # a log line written inside a query
+    assert part_of([handler]) == "services' own code"
+    uuid4 = "uuid4 (uuid.py:723)"
+    assert part_of(["Runner.run (asyncio/runners.py:118)", handler, uuid4]) == "services' own code"
+    assert part_of(["main (app.py:1)"]) == "other"
 
 
 def test_proc_stat_is_parsed_even_when_the_command_name_has_spaces_and_parentheses() -> None:
