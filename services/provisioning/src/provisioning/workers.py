@@ -195,21 +195,27 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
                 return
             # A plan started at once that goes live in this round ends the card's live one: that
             # one is looked up (and locked) first, so ProfileActivated can name what it replaced.
+            # Locks in the usage poller's order, the card's usage watch before its bundles: the
+            # other order deadlocked the two on PostgreSQL.
             settled = _settled_bundle(outcome, follow_up)
-            live = (
-                await live_bundles(session, current.iccid, settled.valid_from or utcnow())
-                if current.start == "now"
+            replacing = (
+                current.start == "now"
                 and settled is not None
                 and verdict(settled.status) == "activated"
-                else []
             )
+            due = utcnow() + timedelta(seconds=self.usage_poll_after_s)
+            live: list[Bundle] = []
+            if replacing:
+                assert settled is not None
+                await watch_card(session, current.iccid, due)
+                live = await live_bundles(session, current.iccid, settled.valid_from or utcnow())
             self._apply(session, current, outcome, live)
             if follow_up is not None and current.state == ActivationState.FOLLOWING:
                 self._follow(
                     session, current, follow_up, utcnow(), as_utc(current.deadline_at), live
                 )
-            if current.state == ActivationState.ACTIVATED and current.order_id is not None:
-                due = utcnow() + timedelta(seconds=self.usage_poll_after_s)
+            activated = current.state == ActivationState.ACTIVATED and current.order_id is not None
+            if activated and not replacing:
                 await watch_card(session, current.iccid, due)
 
     async def _status_now(self, activation_id: str, order_id: str) -> BundleStatus | None:
