@@ -247,3 +247,16 @@ def test_bad_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None
     message = str(stopped.value)
     assert "KAFKA_BOOTSTRAP_SERVERS" in message
     assert "REDIS_URL" in message
+
+
+def test_asyncpg_keeps_more_statements_prepared_unless_the_url_says_otherwise() -> None:
+    from esim_core.db import ASYNCPG_STATEMENT_CACHE, _asyncpg_args
+    from sqlalchemy.engine.url import make_url
+
+    base = "postgresql+asyncpg://u@db:5432/accounts"
+    assert _asyncpg_args(make_url(base)) == {
+        "prepared_statement_cache_size": ASYNCPG_STATEMENT_CACHE
+    }
+    assert _asyncpg_args(make_url(f"{base}?prepared_statement_cache_size=0")) == {}
+    assert _asyncpg_args(make_url("postgresql+psycopg://u@db:5432/accounts")) == {}
+    assert _asyncpg_args(make_url("sqlite+aiosqlite:///x.sqlite")) == {}

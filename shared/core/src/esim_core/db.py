@@ -9,7 +9,7 @@ from typing import Any
 
 import aiosqlite
 from sqlalchemy import Table, event, insert, text
-from sqlalchemy.engine.url import make_url
+from sqlalchemy.engine.url import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -50,6 +50,7 @@ class Database:
             if sqlite_inline:
                 pool["async_creator"] = _inline_sqlite(parsed.database or ":memory:")
         else:
+            connect_args.update(_asyncpg_args(parsed))
             # Due-work rounds (up to their concurrency) and the consumer's groups each hold a
             # connection only for a short transaction; the overflow absorbs a burst of them.
             pool = {"pool_size": pool_size, "max_overflow": 2 * pool_size, "pool_recycle": 1800}
@@ -123,6 +124,20 @@ class Database:
     async def close(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+
+
+#: Statements asyncpg keeps prepared per connection. SQLAlchemy's default, 100, is fewer than a
+#: service runs: every table's multi-row INSERT is a statement per row count, so the cache
+#: thrashed and most statements were prepared again, a round trip and a parse each. With 1000,
+#: a quick PostgreSQL bench went from 9.7 to 25.1 renewals/s at 50/s offered.
+ASYNCPG_STATEMENT_CACHE = 1000
+
+
+def _asyncpg_args(url: URL) -> dict[str, Any]:
+    """Connect arguments for an asyncpg URL; the URL's own `prepared_statement_cache_size` wins."""
+    if url.get_driver_name() != "asyncpg" or "prepared_statement_cache_size" in url.query:
+        return {}
+    return {"prepared_statement_cache_size": ASYNCPG_STATEMENT_CACHE}
 
 
 class InlineSqliteConnection(aiosqlite.Connection):
