@@ -1,4 +1,5 @@
-"""The services' own account of a phase, from their Prometheus `/metrics`: events and time spent."""
+"""The services' own account of a phase, from their Prometheus `/metrics`: events, time spent,
+events published, and the database transactions and statements it took."""
 
 import re
 from collections.abc import Mapping
@@ -9,23 +10,30 @@ SAMPLE = re.compile(
     r'^esim_event_handling_seconds_(?P<what>sum|count)\{topic="(?P<topic>[^"]+)"\}'
     r" (?P<value>[-+0-9.eE]+|NaN)$"
 )
-PUBLISHED = re.compile(r"^esim_outbox_published_total (?P<value>[-+0-9.eE]+)$")
+#: Counters summed over their labels: name in /metrics -> name in the snapshot.
+TOTALS = {
+    "esim_outbox_published_total": "published",
+    "esim_db_transactions_total": "transactions",
+    "esim_db_statements_total": "statements",
+}
+TOTAL = re.compile(r"^(?P<name>" + "|".join(TOTALS) + r")(?:\{[^}]*\})? (?P<value>[-+0-9.eE]+)$")
 
-#: Per service: topic -> (seconds handling, events handled), plus outbox events published.
-Snapshot = dict[str, tuple[dict[str, tuple[float, float]], float]]
+#: Per service: topic -> (seconds handling, events handled), and the counters of TOTALS.
+Figures = tuple[dict[str, tuple[float, float]], dict[str, float]]
+Snapshot = dict[str, Figures]
 
 
-def parse(text: str) -> tuple[dict[str, tuple[float, float]], float]:
-    """Handling seconds and counts per topic, and outbox events published, from /metrics."""
+def parse(text: str) -> Figures:
+    """Handling seconds and counts per topic, and the TOTALS counters, from /metrics."""
     topics: dict[str, list[float]] = {}
-    published = 0.0
+    totals = dict.fromkeys(TOTALS.values(), 0.0)
     for line in text.splitlines():
         if match := SAMPLE.match(line):
             pair = topics.setdefault(match["topic"], [0.0, 0.0])
             pair[0 if match["what"] == "sum" else 1] = float(match["value"])
-        elif match := PUBLISHED.match(line):
-            published = float(match["value"])
-    return {topic: (pair[0], pair[1]) for topic, pair in topics.items()}, published
+        elif match := TOTAL.match(line):
+            totals[TOTALS[match["name"]]] += float(match["value"])
+    return {topic: (pair[0], pair[1]) for topic, pair in topics.items()}, totals
 
 
 def snapshot(urls: Mapping[str, str]) -> Snapshot:
@@ -43,16 +51,17 @@ def snapshot(urls: Mapping[str, str]) -> Snapshot:
 
 def difference(before: Snapshot, after: Snapshot, wall_s: float) -> dict[str, dict[str, float]]:
     """Per service over a phase: events handled, mean ms per event, share of the wall time
-    its consumer spent in handlers (it handles one event at a time), outbox events published."""
+    its consumer spent in handlers (it handles one event at a time), outbox events published,
+    database transactions begun and statements sent."""
     result = {}
-    for name, (topics, published) in after.items():
-        old_topics, old_published = before.get(name, ({}, 0.0))
+    for name, (topics, totals) in after.items():
+        old_topics, old_totals = before.get(name, ({}, {}))
         seconds = sum(s - old_topics.get(t, (0.0, 0.0))[0] for t, (s, _) in topics.items())
         events = sum(c - old_topics.get(t, (0.0, 0.0))[1] for t, (_, c) in topics.items())
         result[name] = {
             "events": round(events),
             "mean_ms": round(1000 * seconds / events, 2) if events else 0.0,
             "handler_busy": round(seconds / wall_s, 3) if wall_s > 0 else 0.0,
-            "published": round(published - old_published),
+            **{key: round(value - old_totals.get(key, 0.0)) for key, value in totals.items()},
         }
     return result

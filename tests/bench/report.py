@@ -98,6 +98,26 @@ class PhaseResult:
         """Renewals of this phase completed within the load window, per second of it."""
         return self.completed_in_window / self.load_window_s if self.load_window_s > 0 else 0.0
 
+    @property
+    def ended(self) -> int:
+        """This phase's renewals that reached a terminal state (activated or not)."""
+        return self.completed + sum(self.other_outcomes.values())
+
+    def per_renewal(self) -> dict[str, dict[str, float]]:
+        """CPU ms per process tree, and database transactions and statements per service, per
+        renewal of this phase that ended. A saturated phase's figures also carry the work done
+        on renewals that had not ended, and on an earlier phase's backlog."""
+        if not self.ended:
+            return {}
+        found: dict[str, dict[str, float]] = {}
+        for name, usage in self.resources.items():
+            found.setdefault(name, {})["cpu_ms"] = round(1000 * usage["cpu_s"] / self.ended, 2)
+        for name, figures in self.handling.items():
+            for key in ("transactions", "statements"):
+                if key in figures:
+                    found.setdefault(name, {})[key] = round(figures[key] / self.ended, 2)
+        return found
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly."""
         values = asdict(self)
@@ -105,6 +125,7 @@ class PhaseResult:
         values["offered_per_s"] = round(self.offered_per_s, 2)
         values["done_per_s"] = round(self.done_per_s, 2)
         values["all_done_per_s"] = round(self.all_done_per_s, 2)
+        values["per_renewal"] = self.per_renewal()
         return values
 
 
@@ -213,6 +234,26 @@ def render_table(phases: Sequence[PhaseResult], order: Sequence[str]) -> str:
                     cells.append(f"{usage['cpu_s']:.1f}")
             usage_rows.append((phase.name, f"{wall:.0f}", *cells))
         lines += _columns(usage_rows)
+    if names and any(phase.ended for phase in phases):
+        lines += [
+            "",
+            "Per renewal that ended in the phase: CPU ms per process tree, and for each service"
+            " the database transactions + statements it took (tx+st):",
+        ]
+        per_rows: list[tuple[str, ...]] = [("phase", "ended", *names)]
+        for phase in phases:
+            per = phase.per_renewal()
+            if not per:
+                continue
+            cells = []
+            for name in names:
+                figures = per.get(name, {})
+                cell = f"{figures['cpu_ms']:.1f}" if "cpu_ms" in figures else "-"
+                if "transactions" in figures:
+                    cell += f" {figures['transactions']:.1f}+{figures.get('statements', 0):.0f}"
+                cells.append(cell)
+            per_rows.append((phase.name, str(phase.ended), *cells))
+        lines += _columns(per_rows)
     if any(phase.hops for phase in phases):
         lines += [
             "",

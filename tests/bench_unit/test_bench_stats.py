@@ -132,6 +132,40 @@ def test_the_table_shows_each_phase_its_ratios_and_what_each_process_used() -> N
     assert "kafka-50: 400 of 500 renewals not activated" in table
 
 
+def test_per_renewal_figures_divide_by_every_renewal_of_the_phase_that_ended() -> None:
+    # 100 activated and 60 ended otherwise: 160 renewals shared 4 s of accounts' CPU and its
+    # 800 transactions and 4,000 statements.
+    handling = {
+        "accounts": {
+            "events": 400,
+            "mean_ms": 2.0,
+            "handler_busy": 0.05,
+            "published": 300,
+            "transactions": 800,
+            "statements": 4000,
+        }
+    }
+    kafka = phase(
+        "kafka-50",
+        "platform",
+        500,
+        100,
+        8.0,
+        other_outcomes={"payment_failed": 60},
+        handling=handling,
+    )
+    assert kafka.ended == 160
+    assert kafka.per_renewal() == {
+        "accounts": {"cpu_ms": 25.0, "transactions": 5.0, "statements": 25.0},
+        "other": {"cpu_ms": 9.38},
+    }
+    assert kafka.as_dict()["per_renewal"] == kafka.per_renewal()
+    table = render_table([kafka], ["accounts", "other"])
+    row = next(line for line in table.splitlines() if line.startswith("kafka-50") and "160" in line)
+    assert row.split()[1:] == ["160", "25.0", "5.0+25", "9.4"]
+    assert phase("kafka-60", "platform", 10, 0, 1.0).per_renewal() == {}  # nothing ended
+
+
 def test_the_history_line_is_one_json_object_with_the_headline_figures() -> None:
     phases = [
         phase("baseline-50", "baseline", 500, 500, 0.02),
@@ -213,6 +247,8 @@ def test_service_metrics_give_events_mean_handling_time_and_consumer_busy_share(
         'esim_event_handling_seconds_sum{topic="esim.payment.requested"} 1.0\n'
         'esim_event_handling_seconds_count{topic="esim.payment.requested"} 10.0\n'
         "esim_outbox_published_total 10.0\n"
+        "esim_db_transactions_total 40.0\n"
+        'esim_db_statements_total{verb="select"} 70.0\n'
     )
     after = parse_metrics(
         "# HELP esim_event_handling_seconds Time spent handling one event\n"
@@ -222,9 +258,21 @@ def test_service_metrics_give_events_mean_handling_time_and_consumer_busy_share(
         'esim_event_handling_seconds_sum{topic="esim.refund.requested"} 1.0\n'
         'esim_event_handling_seconds_count{topic="esim.refund.requested"} 10.0\n'
         "esim_outbox_published_total 130.0\n"
+        "# TYPE esim_db_transactions_total counter\n"
+        "esim_db_transactions_total 440.0\n"
+        'esim_db_statements_total{verb="select"} 370.0\n'
+        'esim_db_statements_total{verb="update"} 200.0\n'
+        "esim_db_statements_created 1.7e9\n"
     )
     found = difference({"billing": before}, {"billing": after}, wall_s=20)["billing"]
-    assert found == {"events": 110, "mean_ms": 54.55, "handler_busy": 0.3, "published": 120}
+    assert found == {
+        "events": 110,
+        "mean_ms": 54.55,
+        "handler_busy": 0.3,
+        "published": 120,
+        "transactions": 400,
+        "statements": 500,
+    }
 
 
 def test_a_second_bench_on_the_same_directory_is_refused(tmp_path: Path) -> None:

@@ -260,3 +260,32 @@ def test_asyncpg_keeps_more_statements_prepared_unless_the_url_says_otherwise() 
     assert _asyncpg_args(make_url(f"{base}?prepared_statement_cache_size=0")) == {}
     assert _asyncpg_args(make_url("postgresql+psycopg://u@db:5432/accounts")) == {}
     assert _asyncpg_args(make_url("sqlite+aiosqlite:///x.sqlite")) == {}
+
+
+async def test_the_database_counts_its_transactions_and_statements_by_verb(
+    database: Database,
+) -> None:
+    from prometheus_client import REGISTRY
+
+    def counted() -> dict[str, float]:
+        found = {"transactions": REGISTRY.get_sample_value("esim_db_transactions_total") or 0.0}
+        for verb in ("select", "insert", "update", "delete", "other"):
+            value = REGISTRY.get_sample_value("esim_db_statements_total", {"verb": verb})
+            found[verb] = value or 0.0
+        return found
+
+    before = counted()
+    async with database.session() as session:
+        assert await record_new(session, "demo", [("e-1", "demo.type")]) == {"e-1"}
+        assert await processed_ids(session, "demo", ["e-1"]) == {"e-1"}
+    after = counted()
+    change = {key: after[key] - before[key] for key in after}
+    # SQLite's BEGIN IMMEDIATE is the transaction, not a statement of it.
+    assert change == {
+        "transactions": 1,
+        "select": 1,
+        "insert": 1,
+        "update": 0,
+        "delete": 0,
+        "other": 0,
+    }

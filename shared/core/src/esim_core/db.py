@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from esim_core.metrics import DB_STATEMENTS, DB_TRANSACTIONS
 from esim_core.tracing import span
 
 
@@ -66,6 +67,9 @@ class Database:
             hide_parameters=True,
             **pool,
         )
+        # Counted for the bench's account of a renewal (transactions and statements each costs).
+        event.listen(self.engine.sync_engine, "begin", _count_transaction)
+        event.listen(self.engine.sync_engine, "before_cursor_execute", _count_statement)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin_immediate)
@@ -203,6 +207,23 @@ async def _advisory_lock(connection: AsyncConnection, name: str) -> None:
     # PostgreSQL names advisory locks by a 64-bit number; released when the transaction ends.
     key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
     await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+_COUNTED_VERBS = {
+    verb: DB_STATEMENTS.labels(verb) for verb in ("select", "insert", "update", "delete")
+}
+_OTHER_STATEMENT = DB_STATEMENTS.labels("other")
+
+
+def _count_transaction(_connection: Any) -> None:
+    DB_TRANSACTIONS.inc()
+
+
+def _count_statement(_connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    verb = statement[:6].lower()
+    if verb == "begin ":
+        return  # SQLite's BEGIN IMMEDIATE (_sqlite_begin_immediate): counted as a transaction
+    _COUNTED_VERBS.get(verb, _OTHER_STATEMENT).inc()
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

@@ -19,3 +19,11 @@ OUTBOX_RELAY_ERRORS = Counter("esim_outbox_relay_errors_total", "Failed outbox r
 WORKER_ERRORS = Counter(
     "esim_worker_errors_total", "Failed rounds of a background worker", ["worker"]
 )
+DB_TRANSACTIONS = Counter(
+    "esim_db_transactions_total", "Database transactions begun by this process"
+)
+DB_STATEMENTS = Counter(
+    "esim_db_statements_total",
+    "SQL statements this process sent to its database, by verb",
+    ["verb"],
+)
