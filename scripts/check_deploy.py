@@ -74,6 +74,19 @@ def env_names(model: type[BaseSettings]) -> set[str]:
 
 def service_facts() -> dict[str, ServiceFacts]:
     """Each service's facts, from its settings class and its wired runtime."""
+    # Their warnings about local development keys are not this check's business; the levels go
+    # back afterwards, so a test process that runs this check still logs as configured.
+    quiet = {name: logging.getLogger(name).level for name in ("accounts", "notifier")}
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        return _facts()
+    finally:
+        for name, level in quiet.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _facts() -> dict[str, ServiceFacts]:
     from accounts import bootstrap as accounts
     from accounts.settings import AccountsSettings
     from billing import bootstrap as billing
@@ -85,8 +98,6 @@ def service_facts() -> dict[str, ServiceFacts]:
     from provisioning import bootstrap as provisioning
     from provisioning.settings import ProvisioningSettings
 
-    for name in ("accounts", "notifier"):  # their warnings about local development keys
-        logging.getLogger(name).setLevel(logging.ERROR)
     shared = env_names(OperatorSettings) | env_names(Topics) | PROCESS_ENV
     wiring: dict[str, tuple[Any, type[BaseSettings]]] = {
         "accounts": (accounts, AccountsSettings),

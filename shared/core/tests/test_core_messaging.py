@@ -289,3 +289,13 @@ async def test_the_database_counts_its_transactions_and_statements_by_verb(
         "delete": 0,
         "other": 0,
     }
+
+
+def test_a_postgresql_pool_keeps_its_connections_and_makes_a_burst_wait() -> None:
+    # An overflow connection is closed when it comes back to a full pool, so a burst over the
+    # pool's size meant new connections (a backend forked, statements prepared again) each time.
+    database = Database("postgresql+asyncpg://u@db:5432/accounts", pool_size=7)
+    pool: Any = database.engine.pool
+    assert pool.size() == 7
+    assert pool._max_overflow == 0  # no public accessor; the burst waits up to the timeout
+    assert pool.timeout() == 60

@@ -70,11 +70,11 @@ class ServiceSettings(BaseSettings):
     )
     database_url: str = Field(description="SQLAlchemy async URL of the service's own database")
     database_pool_size: int = Field(
-        10,
+        20,
         ge=1,
         le=200,
-        description="PostgreSQL connections kept per process (as many again may open in a "
-        "burst); SQLite always uses one",
+        description="PostgreSQL connections per process, kept open; a transaction waits for a "
+        "free one (SQLite always uses one)",
     )
     database_pre_ping: bool = Field(
         False,
