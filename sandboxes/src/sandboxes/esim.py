@@ -991,7 +991,10 @@ class EsimPlatform:
             chain = [o for o in others if o.status_at(moment) in ("active", "queued")]
             start = max((o.valid_until for o in chain if o.valid_until), default=moment)
             order.valid_from, order.valid_until = start, start + validity
-        self._live[order.order_id] = order
+        if self._settings.usage_mb_per_min > 0:
+            # Only a platform that measures use keeps orders to grow: every request looks at
+            # each of them, and without use they would pile up for nothing.
+            self._live[order.order_id] = order
         logger.info(
             "order %s %s from %s",
             order.order_id,
