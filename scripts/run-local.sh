@@ -37,6 +37,9 @@ export PROVISIONING_ESIM_PLATFORM_URL=${PROVISIONING_ESIM_PLATFORM_URL:-http://1
 # The sandbox calls provisioning back, signed with the secret both sides share.
 export ESIM_SANDBOX_CALLBACK_URL=${ESIM_SANDBOX_CALLBACK_URL:-http://127.0.0.1:${PROVISIONING_HTTP_PORT:-8002}/callbacks/esim}
 export NOTIFIER_SMS_GATEWAY_URL=${NOTIFIER_SMS_GATEWAY_URL:-http://127.0.0.1:$SMS_SANDBOX_PORT}
+# Work in progress on this one machine: past 400 sagas waiting on a payment or an activation
+# (some ten seconds of its capacity), new requests wait in Kafka while the begun ones finish.
+export ACCOUNTS_MAX_SAGAS_IN_FLIGHT=${ACCOUNTS_MAX_SAGAS_IN_FLIGHT:-400}
 export PYTHONUNBUFFERED=1
 
 # Fail fast, before any download, when something already holds one of the ports.

@@ -22,6 +22,8 @@ BENCH_ENV = {
     "PROVISIONING_USAGE_POLL_INTERVAL_S": "10",
     "PROVISIONING_USAGE_POLL_INTERVAL_MAX_S": "40",
     "ESIM_SANDBOX_TICK_S": "1",
+    # The work-in-progress limit of the local run (scripts/run-local.sh); the environment's wins.
+    "ACCOUNTS_MAX_SAGAS_IN_FLIGHT": os.environ.get("ACCOUNTS_MAX_SAGAS_IN_FLIGHT", "400"),
 }
 
 #: The local run's ports (CONTRACT.md), each overridable as scripts/run-local.sh reads it.

@@ -179,6 +179,9 @@ def _service_env(config: ChaosConfig) -> dict[str, str]:
     env = {f"{name.upper()}_STOP_TIMEOUT_S": f"{config.stop_timeout_s:g}" for name in SERVICES}
     # The verdict asks accounts as each renewal's owner long after the tokens were issued.
     env["ACCOUNTS_JWT_TTL_S"] = "86400"
+    # Low enough that a killed billing or provisioning makes the intake hold new requests back,
+    # so the run also shows none of them is lost or doubled when it pauses and resumes.
+    env["ACCOUNTS_MAX_SAGAS_IN_FLIGHT"] = "60"
     return env
 
 

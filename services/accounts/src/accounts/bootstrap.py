@@ -38,7 +38,7 @@ from esim_schemas import (
 from accounts import cardplans, promotions
 from accounts.api import build_router
 from accounts.auth import AuthParts, build_auth_router
-from accounts.deadlines import sweep_deadlines
+from accounts.deadlines import sagas_in_flight, sweep_deadlines
 from accounts.domain import Deadlines
 from accounts.handlers import RenewalSaga
 from accounts.inventory import import_cards, seed_catalogue
@@ -125,6 +125,15 @@ def build(settings: AccountsSettings, *, clock: Callable[[], datetime] = utcnow)
         [Route(BundleCancelled, chain(saga.on_bundle_cancelled, watcher.on_bundle_cancelled))],
     )
     runtime.due_work(PlanWatch, watcher.work, what="plan-watch")
+    if settings.max_sagas_in_flight:
+        # Past the limit, new requests wait in Kafka, and the CPU finishes the renewals begun.
+        runtime.limit_intake(
+            [topics.renewal_requested],
+            lambda: sagas_in_flight(
+                runtime.database, clock(), window_s=settings.in_flight_window_s
+            ),
+            settings.max_sagas_in_flight,
+        )
 
     async def seed() -> None:
         await seed_catalogue(runtime.database)

@@ -1,6 +1,9 @@
 """The deadline sweep: durable timers that move on sagas stuck waiting for an outcome."""
 
+from datetime import datetime, timedelta
+
 from esim_core.db import Database
+from sqlalchemy import func
 from sqlmodel import col, select
 
 from accounts.domain import WITH_DEADLINE
@@ -33,3 +36,20 @@ async def sweep_deadlines(database: Database, saga: RenewalSaga, *, limit: int =
                 await release_if_uncaptured(session, row, saga.clock())
                 expired += 1
     return expired
+
+
+async def sagas_in_flight(database: Database, now: datetime, *, window_s: float) -> int:
+    """How many sagas wait on a payment or an activation and moved in the last `window_s`.
+
+    The work in flight that the intake limit counts (`ACCOUNTS_MAX_SAGAS_IN_FLIGHT`). A saga
+    that has waited longer is stuck or slow, and stops holding new requests back: at worst the
+    limit lets a new `limit` in per window while the platform is down.
+    """
+    query = (
+        select(func.count())
+        .select_from(Renewal)
+        .where(col(Renewal.status).in_(list(WITH_DEADLINE)))
+        .where(col(Renewal.updated_at) >= now - timedelta(seconds=window_s))
+    )
+    async with database.session() as session:
+        return int((await session.exec(query)).one())

@@ -85,6 +85,18 @@ class AccountsSettings(ServiceSettings):
     deadline_sweep_interval_s: float = Field(
         30, gt=0, description="how often the deadline sweep looks for overdue sagas"
     )
+    max_sagas_in_flight: int = Field(
+        0,
+        ge=0,
+        description="new renewal requests wait in Kafka while this many sagas wait on a payment "
+        "or an activation, across replicas (0: no limit); about the peak rate times a renewal's "
+        "usual duration, twice over",
+    )
+    in_flight_window_s: float = Field(
+        600,
+        gt=0,
+        description="a saga that has not moved for this long no longer counts as in flight",
+    )
     reminder_leads: LeadsSetting = Field(
         (3 * DAY_S, DAY_S),
         description="how long before a card's last plan ends PlanExpiring goes out, as "

@@ -4,7 +4,7 @@ import json
 import uuid
 from datetime import timedelta
 
-from accounts.deadlines import sweep_deadlines
+from accounts.deadlines import sagas_in_flight, sweep_deadlines
 from accounts.domain import Deadlines
 from accounts.handlers import RenewalSaga
 from accounts.store import Card, Renewal
@@ -148,3 +148,25 @@ async def test_compensating_a_timed_out_capture_waits_for_provisioning(
         "a failure is refunded); nothing changed"
     )
     assert await published(database, "esim.refund.requested.v1") == []
+
+
+async def test_in_flight_counts_sagas_waiting_on_a_payment_or_activation_that_moved_lately(
+    database: Database, saga: RenewalSaga
+) -> None:
+    await bind(database)
+    waiting_payment, paid, done, rejected, stale = (request() for _ in range(5))
+    for data in (waiting_payment, paid, done, stale):
+        await handle(database, saga.on_renewal_requested, data)
+    await handle(database, saga.on_renewal_requested, rejected.model_copy(update={"user_id": "x"}))
+    for data in (paid, done):
+        await handle(database, saga.on_payment_settled, settled(data.renewal_id))
+    await handle(database, saga.on_profile_activated, activated(done.renewal_id))
+    async with database.session() as session:
+        row = await session.get(Renewal, str(stale.renewal_id))
+        assert row is not None
+        row.updated_at = utcnow() - timedelta(seconds=601)
+        session.add(row)
+
+    # PAYMENT_PENDING and PAID count; ACTIVATED, REJECTED and one stuck for 10 minutes do not.
+    assert await sagas_in_flight(database, utcnow(), window_s=600) == 2
+    assert await sagas_in_flight(database, utcnow(), window_s=3600) == 3

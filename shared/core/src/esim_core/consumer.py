@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from esim_core.db import Database
 from esim_core.inbox import processed_ids, record_new
+from esim_core.intake import Intake
 from esim_core.kafka import EventPublisher
 from esim_core.logs import ids_bound
 from esim_core.metrics import DEAD_LETTERS, EVENT_HANDLING_SECONDS, EVENTS_CONSUMED
@@ -68,10 +69,24 @@ def _ids(event: CloudEvent[Any]) -> dict[str, str | None]:
     }
 
 
-async def fetch_batch(consumer: AIOKafkaConsumer, *, max_records: int) -> tuple[Any, ...]:
-    """The records the consumer has fetched, up to `max_records`; waits at most POLL_MS."""
-    fetched = await consumer.getmany(timeout_ms=POLL_MS, max_records=max_records)
-    return tuple(chain.from_iterable(fetched.values()))
+async def fetch_batch(
+    consumer: AIOKafkaConsumer, *, max_records: int, intake: Intake | None = None
+) -> tuple[Any, ...]:
+    """The records the consumer has fetched, up to `max_records`; waits at most POLL_MS.
+
+    With an `intake`, its topics are paused while the work in flight is at its limit (and the
+    fetch then waits only until the intake is looked at again).
+    """
+    timeout_ms = POLL_MS
+    if intake is not None:
+        max_records = await intake.regulate(consumer, max_records)
+        if intake.held:
+            timeout_ms = min(POLL_MS, intake.recheck_ms)
+    fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+    records = tuple(chain.from_iterable(fetched.values()))
+    if intake is not None:
+        intake.taken(records)
+    return records
 
 
 class PermanentEventError(Exception):
@@ -117,6 +132,7 @@ class EventConsumer:
         attempts: int = 3,
         after_commit: Callable[[], None] | None = None,
         batch_size: int = 100,
+        intake: Intake | None = None,
     ) -> None:
         self.name = name
         self.topics = list(subscriptions)
@@ -129,6 +145,7 @@ class EventConsumer:
         self.attempts = attempts
         self.after_commit = after_commit
         self.batch_size = batch_size
+        self.intake = intake
 
     def subscribe(self, broker: KafkaBroker, group_id: str) -> None:
         """Register this consumer on the broker; offsets commit only after handling.
@@ -156,7 +173,9 @@ class EventConsumer:
         # message arriving then waits that long; with 10 ms that was 100 polls a second, some
         # 40 ms of CPU a second per idle service. Without the sleep, one fetch waits up to
         # POLL_MS and returns the moment a message arrives.
-        subscriber.get_msg = partial(fetch_batch, max_records=self.batch_size)  # type: ignore[method-assign]
+        subscriber.get_msg = partial(  # type: ignore[method-assign]
+            fetch_batch, max_records=self.batch_size, intake=self.intake
+        )
 
         @subscriber
         async def consume(records: Any) -> None:

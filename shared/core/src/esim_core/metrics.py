@@ -1,6 +1,6 @@
 """Prometheus metrics that every service exposes on `GET /metrics`."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_CONSUMED = Counter(
     "esim_events_consumed_total", "Events handled, by topic and outcome", ["topic", "outcome"]
@@ -26,4 +26,11 @@ DB_STATEMENTS = Counter(
     "esim_db_statements_total",
     "SQL statements this process sent to its database, by verb",
     ["verb"],
+)
+INTAKE_HELD = Gauge(
+    "esim_intake_held",
+    "1 while the consumer holds back new work because the work in flight is at its limit",
+)
+INTAKE_IN_FLIGHT = Gauge(
+    "esim_intake_in_flight", "Work in flight at the intake's last count (esim_core.intake)"
 )

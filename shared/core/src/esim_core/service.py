@@ -30,6 +30,7 @@ from esim_core.consumer import EventConsumer, Route
 from esim_core.db import Database
 from esim_core.http import install_problem_handlers, problem_response
 from esim_core.inbox import InboxEntry
+from esim_core.intake import Intake
 from esim_core.kafka import EventPublisher, make_broker
 from esim_core.locks import RedisLock
 from esim_core.migrations import upgrade_to_head
@@ -71,6 +72,7 @@ class ServiceRuntime:
         self.outbox = Outbox(f"/services/{name}", self.topics)
         self.tables: list[type[SQLModel]] = [OutboxMessage, InboxEntry, *tables]
         self.consumer: EventConsumer | None = None
+        self.intake: Intake | None = None
         self._subscriptions: dict[str, list[Route]] = {}
         self._produces: list[type[EventData]] = []
         self.routers: list[APIRouter] = []
@@ -95,6 +97,15 @@ class ServiceRuntime:
             raise RuntimeError("consumers must be registered before the service starts")
         self._subscriptions.setdefault(topic, []).extend(routes)
 
+    def limit_intake(
+        self, topics: Sequence[str], in_flight: Callable[[], Awaitable[int]], limit: int
+    ) -> None:
+        """Hold back the topics that start new work while `in_flight()` is at `limit`
+        (`esim_core.intake`)."""
+        if self.consumer is not None:
+            raise RuntimeError("the intake must be limited before the service starts")
+        self.intake = Intake(self.name, topics, in_flight, limit=limit)
+
     def produces(self, *models: type[EventData]) -> None:
         """Declare the events this service publishes, for its AsyncAPI document."""
         self._produces.extend(model for model in models if model not in self._produces)
@@ -110,6 +121,7 @@ class ServiceRuntime:
                 attempts=self.settings.consumer_retries,
                 after_commit=self.wake,
                 batch_size=self.settings.consumer_batch,
+                intake=self.intake,
             )
             self.consumer.subscribe(self.broker, group_id=self.name)
             for model in self._produces:
