@@ -4,14 +4,17 @@ import json
 import uuid
 from datetime import timedelta
 
+import pytest
 from accounts.deadlines import sagas_in_flight, sweep_deadlines
 from accounts.domain import Deadlines
 from accounts.handlers import RenewalSaga
+from accounts.settings import AccountsSettings
 from accounts.store import Card, Renewal
 from accounts.stuck import stuck_reason
 from accounts_testkit import ICCID, published
 from esim_core.db import Database
 from esim_core.outbox import Outbox
+from esim_core.settings import SettingsError, load_settings
 from esim_core.worker import as_utc, utcnow
 from esim_schemas import ActivationFailed
 from sqlmodel import select
@@ -170,3 +173,26 @@ async def test_in_flight_counts_sagas_waiting_on_a_payment_or_activation_that_mo
     # PAYMENT_PENDING and PAID count; ACTIVATED, REJECTED and one stuck for 10 minutes do not.
     assert await sagas_in_flight(database, utcnow(), window_s=600) == 2
     assert await sagas_in_flight(database, utcnow(), window_s=3600) == 3
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("ACCOUNTS_MAX_SAGAS_IN_FLIGHT", "-1", "greater than or equal to 0"),
+        ("ACCOUNTS_MAX_SAGAS_IN_FLIGHT", "many", "valid integer"),
+        ("ACCOUNTS_IN_FLIGHT_WINDOW_S", "0", "greater than 0"),
+    ],
+)
+def test_a_wrong_intake_setting_stops_the_service_naming_it(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=f"{variable}: .*{message}"):
+        load_settings(AccountsSettings)
+
+
+def test_the_intake_limit_is_off_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ACCOUNTS_MAX_SAGAS_IN_FLIGHT", raising=False)
+    assert load_settings(AccountsSettings).max_sagas_in_flight == 0
+    monkeypatch.setenv("ACCOUNTS_MAX_SAGAS_IN_FLIGHT", "250")
+    assert load_settings(AccountsSettings).max_sagas_in_flight == 250
