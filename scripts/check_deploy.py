@@ -40,7 +40,7 @@ COMPOSE = ROOT / "deploy/compose.yaml"
 K8S = ROOT / "deploy/k8s"
 SERVICES = ("accounts", "billing", "provisioning", "notifier")
 HEALTH_PATHS = {"/health/live", "/health/ready"}
-#: Read by every service outside its settings classes (`esim_core.service.serve`).
+#: Read by every service outside its settings classes (`esim_core.web.server.serve`).
 PROCESS_ENV = frozenset({"LOG_LEVEL", "PYTHONUNBUFFERED"})
 RUNTIME_STAGES = ("service", "sandboxes")
 
@@ -91,8 +91,8 @@ def _facts() -> dict[str, ServiceFacts]:
     from accounts.settings import AccountsSettings
     from billing import bootstrap as billing
     from billing.settings import BillingSettings
-    from esim_core.operator import OperatorSettings
     from esim_core.settings import Topics
+    from esim_core.web.operator import OperatorSettings
     from notifier import bootstrap as notifier
     from notifier.settings import NotifierSettings
     from provisioning import bootstrap as provisioning

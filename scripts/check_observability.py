@@ -28,8 +28,8 @@ RULES = sorted((ROOT / "deploy/prometheus").glob("*.yaml"))
 DASHBOARDS = sorted((ROOT / "deploy/grafana").glob("*.json"))
 #: The modules that define the services' metrics (importing them registers the metrics).
 METRIC_MODULES = (
-    "esim_core.metrics",
-    "esim_core.telemetry",
+    "esim_core.observability.metrics",
+    "esim_core.observability.telemetry",
     "accounts.telemetry",
     "provisioning.workers",
     "notifier.sender",

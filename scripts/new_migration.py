@@ -12,7 +12,7 @@ from typing import Any
 
 from alembic import command
 from alembic.operations.ops import MigrationScript
-from esim_core.migrations import alembic_config, upgrade_to_head_sync
+from esim_core.persistence.migrations import alembic_config, upgrade_to_head_sync
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("accounts", "billing", "provisioning", "notifier")

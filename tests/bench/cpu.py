@@ -22,8 +22,8 @@ from accounts.bootstrap import build
 from accounts.inventory import seed_catalogue
 from accounts.settings import AccountsSettings
 from accounts.store import Card, User
-from esim_core.consumer import MessageInfo
-from esim_core.migrations import upgrade_to_head
+from esim_core.messaging.consumer import MessageInfo
+from esim_core.persistence.migrations import upgrade_to_head
 from esim_schemas import (
     Money,
     PaymentDetails,

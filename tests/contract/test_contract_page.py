@@ -41,7 +41,7 @@ def test_every_topic_named_is_a_default_topic_and_every_one_is_named() -> None:
 
 @pytest.fixture(autouse=True)
 def operator_token(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The apps refuse to be built without one (esim_core.operator)."""
+    """The apps refuse to be built without one (esim_core.web.operator)."""
     monkeypatch.setenv("OPERATOR_TOKEN", "contract-page-test-operator-token")
 
 

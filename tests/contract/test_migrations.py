@@ -13,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from esim_core.migrations import alembic_config, service_metadata, upgrade_to_head_sync
+from esim_core.persistence.migrations import alembic_config, service_metadata, upgrade_to_head_sync
 from sqlmodel import SQLModel
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -276,7 +276,7 @@ def test_operator_lists_and_replays_dead_letters(
 ) -> None:
     import asyncio
 
-    from esim_core.dlq import list_dead_letters, replay
+    from esim_core.messaging.dlq import list_dead_letters, replay
 
     traveller = Traveller.register(platform)
     iccid = traveller.bind_new_card()

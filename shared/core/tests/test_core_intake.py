@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from esim_core.consumer import fetch_batch
-from esim_core.intake import LOG_EVERY_S, Intake
+from esim_core.messaging.consumer import fetch_batch
+from esim_core.messaging.intake import LOG_EVERY_S, Intake
 
 REQUESTS = "esim.renewal.requested"
 SETTLED = "esim.payment.settled"
@@ -180,7 +180,7 @@ async def test_an_intake_turning_often_logs_one_line_each_way_per_interval(
     counted = Counted(10)
     intake = Intake("accounts", [REQUESTS], counted, limit=10, clock=clock)
     consumer = consumer_with(requests=0, settled=0)
-    caplog.set_level(logging.INFO, logger="esim_core.intake")
+    caplog.set_level(logging.INFO, logger="esim_core.messaging.intake")
     for turn in range(10):  # held, open, held, ... within 10 s
         counted.value = 10 if turn % 2 == 0 else 0
         await fetch_batch(consumer, max_records=100, intake=intake)  # type: ignore[arg-type]

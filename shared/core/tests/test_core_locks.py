@@ -3,8 +3,8 @@
 from typing import Any
 
 import pytest
-from esim_core import locks
-from esim_core.locks import RedisLock
+from esim_core.duework import leases as locks
+from esim_core.duework.leases import RedisLock
 
 
 class FakeRedis:

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from esim_core.consumer import EventConsumer, MessageInfo, PermanentEventError, Route
-from esim_core.db import Database
-from esim_core.inbox import InboxEntry, processed_ids, record_new
-from esim_core.kafka import OutgoingMessage
-from esim_core.locks import LocalLock
-from esim_core.outbox import Outbox, OutboxMessage, OutboxRelay
+from esim_core.duework.leases import LocalLock
+from esim_core.messaging.consumer import EventConsumer, MessageInfo, PermanentEventError, Route
+from esim_core.messaging.inbox import InboxEntry, processed_ids, record_new
+from esim_core.messaging.kafka import OutgoingMessage
+from esim_core.messaging.outbox import Outbox, OutboxMessage, OutboxRelay
+from esim_core.persistence.db import Database
 from esim_core.settings import ServiceSettings, SettingsError, Topics, load_settings
 from esim_schemas import CloudEvent, RenewalRejected, RenewalRequested, new_event
 from sqlmodel import col, select
@@ -250,7 +250,7 @@ def test_bad_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_asyncpg_keeps_more_statements_prepared_unless_the_url_says_otherwise() -> None:
-    from esim_core.db import ASYNCPG_STATEMENT_CACHE, _asyncpg_args
+    from esim_core.persistence.db import ASYNCPG_STATEMENT_CACHE, _asyncpg_args
     from sqlalchemy.engine.url import make_url
 
     base = "postgresql+asyncpg://u@db:5432/accounts"

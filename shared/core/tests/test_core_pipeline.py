@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 import structlog
-from esim_core import worker
-from esim_core.consumer import (
+from esim_core.clock import as_utc
+from esim_core.duework import loop as worker
+from esim_core.duework.loop import DueLoop, claim, clear_due
+from esim_core.messaging.consumer import (
     POLL_MS,
     EventConsumer,
     MessageInfo,
@@ -18,12 +20,11 @@ from esim_core.consumer import (
     Route,
     fetch_batch,
 )
-from esim_core.db import Database
-from esim_core.inbox import InboxEntry
-from esim_core.kafka import OutgoingMessage
-from esim_core.outbox import Outbox, OutboxMessage
+from esim_core.messaging.inbox import InboxEntry
+from esim_core.messaging.kafka import OutgoingMessage
+from esim_core.messaging.outbox import Outbox, OutboxMessage
+from esim_core.persistence.db import Database
 from esim_core.settings import Topics
-from esim_core.worker import DueLoop, as_utc, claim, clear_due
 from esim_schemas import CloudEvent, RenewalRejected, RenewalRequested, new_event
 from sqlmodel import Field, SQLModel, col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession

@@ -3,8 +3,8 @@
 from typing import Any
 
 import pytest
-from esim_core import retry
-from esim_core.retry import TryPolicy, within_round
+from esim_core.outside import retry
+from esim_core.outside.retry import TryPolicy, within_round
 
 
 class Unavailable(Exception):

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 from aiohttp import web
-from esim_core.http_transport import AiohttpTransport
+from esim_core.outside.transport import AiohttpTransport
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

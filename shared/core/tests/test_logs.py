@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import structlog
-from esim_core.logs import bind_ids, clear_ids, configure_logging
+from esim_core.observability.logs import bind_ids, clear_ids, configure_logging
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def stream() -> Iterator[io.StringIO]:
     yield out
     clear_ids()
     for handler in list(logging.getLogger().handlers):
-        if getattr(handler, "esim_core.logs", False):
+        if getattr(handler, "esim_core.observability.logs", False):
             logging.getLogger().removeHandler(handler)
 
 
@@ -81,7 +81,7 @@ def test_the_file_stays_json_when_stdout_is_for_people(tmp_path: Path) -> None:
         logging.getLogger("billing").info("hello %s", "there")
     finally:
         for handler in list(logging.getLogger().handlers):
-            if getattr(handler, "esim_core.logs", False):
+            if getattr(handler, "esim_core.observability.logs", False):
                 logging.getLogger().removeHandler(handler)
                 handler.close()
     assert "hello there" in out.getvalue() and not out.getvalue().startswith("{")

@@ -4,9 +4,9 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from esim_core.http import install_problem_handlers
-from esim_core.operator import OperatorAuth, OperatorSettings, load_operator_auth
 from esim_core.settings import SettingsError
+from esim_core.web.operator import OperatorAuth, OperatorSettings, load_operator_auth
+from esim_core.web.problems import install_problem_handlers
 from fastapi import APIRouter, FastAPI
 
 TOKEN = "op-test-token-4c1d9e0b7a52"

@@ -3,15 +3,11 @@
 from pathlib import Path
 
 import httpx
-from esim_core.db import Database
-from esim_core.outbox import Outbox, OutboxMessage
+from esim_core.messaging.outbox import Outbox, OutboxMessage
+from esim_core.observability.telemetry import ScrapeGauges, outbox_gauges, refresh_on_scrape
+from esim_core.outside.transport import TimedTransport
+from esim_core.persistence.db import Database
 from esim_core.settings import Topics
-from esim_core.telemetry import (
-    ScrapeGauges,
-    TimedTransport,
-    outbox_gauges,
-    refresh_on_scrape,
-)
 from esim_schemas import RenewalRejected
 from fastapi import FastAPI
 from prometheus_client import REGISTRY

@@ -10,16 +10,16 @@ from typing import Any
 
 import httpx
 import pytest
-from esim_core import tracing
-from esim_core.consumer import EventConsumer, MessageInfo, Route
-from esim_core.db import Database
-from esim_core.inbox import InboxEntry
-from esim_core.locks import LocalLock
-from esim_core.logs import configure_logging
-from esim_core.outbox import Outbox, OutboxMessage, OutboxRelay
+from esim_core.duework.leases import LocalLock
+from esim_core.duework.loop import work_due
+from esim_core.messaging.consumer import EventConsumer, MessageInfo, Route
+from esim_core.messaging.inbox import InboxEntry
+from esim_core.messaging.outbox import Outbox, OutboxMessage, OutboxRelay
+from esim_core.observability import tracing
+from esim_core.observability.logs import configure_logging
+from esim_core.outside.transport import TimedTransport
+from esim_core.persistence.db import Database
 from esim_core.settings import SettingsError, Topics
-from esim_core.telemetry import TimedTransport
-from esim_core.worker import work_due
 from esim_schemas import CloudEvent, RenewalRejected, RenewalRequested, new_event
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -291,7 +291,7 @@ def test_without_an_exporter_spans_keep_ids_but_skip_attributes_and_links() -> N
     import sys
 
     script = """
-from esim_core import tracing
+from esim_core.observability import tracing
 from opentelemetry import trace
 assert tracing.recording()
 tracing.configure_tracing("billing", {})
@@ -304,7 +304,7 @@ with tracing.span("round", parent=parent, attributes={"k": "v"}, links=[parent])
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    exporting = "from esim_core import tracing\n" + (
+    exporting = "from esim_core.observability import tracing\n" + (
         "tracing.configure_tracing('billing', {'OTEL_TRACES_EXPORTER': 'console'})\n"
         "assert tracing.recording()\n"
     )

@@ -1,13 +1,14 @@
 """`python -m accounts`: serve the accounts API and worker."""
 
-from esim_core.logs import configure_logging
-from esim_core.tracing import configure_tracing
+from esim_core.observability.logs import configure_logging
+from esim_core.observability.tracing import configure_tracing
 
-# Before the app is imported: wiring it may already log (JSON lines, one schema; esim_core.logs).
+# Before the app is imported: wiring it may already log (JSON lines, one
+# schema; esim_core.observability.logs).
 configure_logging("accounts")
 configure_tracing("accounts")
 
-from esim_core.service import serve  # noqa: E402
+from esim_core.web.server import serve  # noqa: E402
 
 from accounts.app import api, settings  # noqa: E402
 

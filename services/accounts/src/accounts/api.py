@@ -5,9 +5,9 @@ from datetime import UTC, datetime
 from typing import Annotated
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
-from esim_core.http import ProblemError
-from esim_core.http import problem_responses as problems
-from esim_core.worker import as_utc, utcnow
+from esim_core.clock import as_utc, utcnow
+from esim_core.web.problems import ProblemError
+from esim_core.web.problems import problem_responses as problems
 from esim_schemas import CardBound, Money, PaymentDetails, RenewalRequested
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.security import OAuth2PasswordBearer

@@ -6,12 +6,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from esim_core.db import Database
-from esim_core.http import ProblemError
-from esim_core.http import problem_responses as problems
-from esim_core.outbox import Outbox
+from esim_core.clock import utcnow
+from esim_core.messaging.outbox import Outbox
+from esim_core.persistence.db import Database
 from esim_core.sealing import Sealer
-from esim_core.worker import utcnow
+from esim_core.web.problems import ProblemError
+from esim_core.web.problems import problem_responses as problems
 from esim_schemas import PasswordChanged, PasswordResetRequested
 from fastapi import APIRouter, Form, Request, Response, status
 from sqlmodel import select

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from esim_core.consumer import Route
-from esim_core.migrations import service_migrations
+from esim_core.clock import utcnow
+from esim_core.messaging.consumer import Route
+from esim_core.persistence.migrations import service_migrations
 from esim_core.sealing import Sealer
 from esim_core.service import ServiceRuntime
-from esim_core.worker import utcnow
 from esim_schemas import (
     ActivationFailed,
     AutoRenewDisabled,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from esim_core.worker import as_utc, utcnow
+from esim_core.clock import as_utc, utcnow
 from esim_schemas import (
     BundleCancelled,
     BundleEnded,

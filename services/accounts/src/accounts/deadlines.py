@@ -2,7 +2,7 @@
 
 from datetime import datetime, timedelta
 
-from esim_core.db import Database
+from esim_core.persistence.db import Database
 from sqlalchemy import func
 from sqlmodel import col, select
 

@@ -6,11 +6,11 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
-from esim_core.consumer import PermanentEventError
-from esim_core.db import add_row
-from esim_core.logs import ids_bound
-from esim_core.outbox import Outbox
-from esim_core.worker import as_utc, utcnow
+from esim_core.clock import as_utc, utcnow
+from esim_core.messaging.consumer import PermanentEventError
+from esim_core.messaging.outbox import Outbox
+from esim_core.observability.logs import ids_bound
+from esim_core.persistence.db import add_row
 from esim_schemas import (
     ActivationFailed,
     BundleCancelled,

@@ -4,7 +4,7 @@ import csv
 import logging
 from pathlib import Path
 
-from esim_core.db import Database
+from esim_core.persistence.db import Database
 from esim_schemas import luhn_valid
 from sqlmodel import select
 

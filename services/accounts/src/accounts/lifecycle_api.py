@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
-from esim_core.http import ProblemError
-from esim_core.http import problem_responses as problems
-from esim_core.worker import as_utc, utcnow
+from esim_core.clock import as_utc, utcnow
+from esim_core.web.problems import ProblemError
+from esim_core.web.problems import problem_responses as problems
 from esim_schemas import Money
 from fastapi import APIRouter, Depends, FastAPI, Query
 from sqlalchemy import and_, or_

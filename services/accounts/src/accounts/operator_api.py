@@ -1,6 +1,6 @@
 """The accounts operator API: a saga in full, the stuck ones, and retrying or compensating one.
 
-Everything here is under `/v1/operator/` behind the operator token (`esim_core.operator`); the
+Everything here is under `/v1/operator/` behind the operator token (`esim_core.web.operator`); the
 traveller-facing API (`api.py`) never shows payment ids, events or other users' sagas.
 """
 
@@ -8,13 +8,13 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from esim_core.db import Database
-from esim_core.http import ProblemError
-from esim_core.operator import OperatorAuth, outbox_router
-from esim_core.outbox import OutboxMessage
+from esim_core.clock import as_utc, utcnow
+from esim_core.messaging.outbox import OutboxMessage
+from esim_core.observability.telemetry import refresh_on_scrape, scrape_gauges
+from esim_core.persistence.db import Database
 from esim_core.service import ServiceRuntime
-from esim_core.telemetry import refresh_on_scrape, scrape_gauges
-from esim_core.worker import as_utc, utcnow
+from esim_core.web.operator import OperatorAuth, outbox_router
+from esim_core.web.problems import ProblemError
 from esim_schemas import Money
 from fastapi import APIRouter, FastAPI, Path, Query, status
 from pydantic import BaseModel, Field

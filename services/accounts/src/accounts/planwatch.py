@@ -2,7 +2,7 @@
 
 Each plan a card gets (ProfileActivated, BundleStarted) has a `PlanWatch` row whose `due_at` is
 the next time something may be owed for it: a reminder lead or the auto-renew lead. The due
-loop (`esim_core.worker.DueLoop`) leases due rows, so replicas never work one row at once; the
+loop (`esim_core.duework.loop.DueLoop`) leases due rows, so replicas never work one row at once; the
 work locks the row, decides (`lifecycle.decide`) and writes what it did on the row in the same
 transaction as the events it publishes, so each reminder and each auto-renewal happens once
 per plan across restarts and replicas, under event ids and a renewal_id derived from the plan.
@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from esim_core.db import Database
-from esim_core.outbox import Outbox
-from esim_core.worker import as_utc, utcnow
+from esim_core.clock import as_utc, utcnow
+from esim_core.messaging.outbox import Outbox
+from esim_core.persistence.db import Database
 from esim_schemas import (
     AutoRenewDisabled,
     BundleCancelled,

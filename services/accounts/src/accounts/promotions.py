@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from esim_core.db import Database, add_row
-from esim_core.worker import as_utc, utcnow
+from esim_core.clock import as_utc, utcnow
+from esim_core.persistence.db import Database, add_row
 from esim_schemas import CloudEvent
 from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert

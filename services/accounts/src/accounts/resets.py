@@ -5,7 +5,7 @@ import hmac
 import secrets
 from datetime import datetime, timedelta
 
-from esim_core.worker import utcnow
+from esim_core.clock import utcnow
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 

@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from esim_core.worker import as_utc
+from esim_core.clock import as_utc
 from esim_schemas import format_time
 from esim_schemas.types import Iccid, Locale, Money, PaymentMethod, Start
 from pydantic import (

@@ -4,8 +4,8 @@ import logging
 import uuid
 from datetime import timedelta
 
-from esim_core.db import Database
-from esim_core.worker import as_utc, utcnow
+from esim_core.clock import as_utc, utcnow
+from esim_core.persistence.db import Database
 from sqlalchemy import delete, or_, update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession

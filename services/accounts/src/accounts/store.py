@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from esim_core.worker import utcnow
+from esim_core.clock import utcnow
 from sqlalchemy import JSON, Column, DateTime, UniqueConstraint, true
 from sqlmodel import Field, SQLModel
 

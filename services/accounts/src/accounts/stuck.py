@@ -2,7 +2,7 @@
 
 from datetime import datetime, timedelta
 
-from esim_core.worker import as_utc
+from esim_core.clock import as_utc
 from sqlalchemy import ColumnElement, and_, or_
 from sqlmodel import col
 

@@ -1,8 +1,8 @@
 """The accounts gauges computed at scrape time: sagas by state, stuck, and the oldest open one."""
 
-from esim_core.db import Database
-from esim_core.telemetry import Refresh
-from esim_core.worker import as_utc, utcnow
+from esim_core.clock import as_utc, utcnow
+from esim_core.observability.telemetry import Refresh
+from esim_core.persistence.db import Database
 from prometheus_client import Gauge
 from sqlalchemy import func, or_
 from sqlmodel import col, select

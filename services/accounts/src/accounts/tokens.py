@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import jwt
-from esim_core.worker import utcnow
+from esim_core.clock import utcnow
 
 TokenKind = Literal["access", "refresh"]
 _REQUIRED = ["iss", "aud", "sub", "exp", "iat", "jti", "sid", "typ"]

@@ -7,10 +7,10 @@ from datetime import datetime, timedelta
 
 from accounts.bootstrap import Accounts, build
 from accounts.settings import AccountsSettings
-from esim_core.consumer import EventConsumer
-from esim_core.db import Database
-from esim_core.kafka import OutgoingMessage
-from esim_core.outbox import OutboxMessage
+from esim_core.messaging.consumer import EventConsumer
+from esim_core.messaging.kafka import OutgoingMessage
+from esim_core.messaging.outbox import OutboxMessage
+from esim_core.persistence.db import Database
 from sqlmodel import col, select
 
 ICCID = "8944500102198304826"

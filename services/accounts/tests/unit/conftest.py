@@ -24,12 +24,12 @@ from accounts.settings import AccountsSettings
 from accounts.store import TABLES, Card
 from accounts.tokens import TokenIssuer
 from accounts_testkit import CODE, ICCID, OTHER_ICCID
-from esim_core.db import Database
-from esim_core.http import install_problem_handlers
-from esim_core.inbox import InboxEntry
-from esim_core.outbox import Outbox, OutboxMessage
+from esim_core.messaging.inbox import InboxEntry
+from esim_core.messaging.outbox import Outbox, OutboxMessage
+from esim_core.persistence.db import Database
 from esim_core.sealing import Sealer
 from esim_core.settings import Topics
+from esim_core.web.problems import install_problem_handlers
 from fakeredis import FakeAsyncRedis
 from fastapi import FastAPI
 from hypothesis import settings

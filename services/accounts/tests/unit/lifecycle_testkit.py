@@ -13,7 +13,7 @@ from accounts.promotions import seed_promotions
 from accounts.settings import AccountsSettings
 from accounts.store import Card, PlanWatch, Renewal, User
 from accounts_testkit import ICCID, Clock, RecordingPublisher, published
-from esim_core.consumer import EventConsumer, MessageInfo
+from esim_core.messaging.consumer import EventConsumer, MessageInfo
 from esim_schemas import EventData, ProfileActivated, new_event
 from sqlmodel import col, select
 

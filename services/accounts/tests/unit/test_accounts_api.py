@@ -6,7 +6,7 @@ import uuid
 import httpx
 import pytest
 from accounts_testkit import CODE, ICCID, OTHER_ICCID, published
-from esim_core.db import Database
+from esim_core.persistence.db import Database
 
 
 async def login(client: httpx.AsyncClient, email: str = "a@example.com") -> dict[str, str]:

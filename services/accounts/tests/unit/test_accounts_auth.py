@@ -13,7 +13,7 @@ from accounts.sessions import purge_sessions
 from accounts.store import User, UserSession
 from accounts_testkit import CODE, ICCID, published
 from conftest import SEAL_KEY
-from esim_core.db import Database
+from esim_core.persistence.db import Database
 from esim_core.sealing import Sealer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlmodel import select

@@ -9,8 +9,8 @@ import httpx
 from accounts.handlers import RenewalSaga
 from accounts.store import Renewal
 from accounts_testkit import CODE, ICCID, published
-from esim_core.db import Database
-from esim_core.worker import utcnow
+from esim_core.clock import utcnow
+from esim_core.persistence.db import Database
 from esim_schemas import (
     BundleCancelled,
     BundleEnded,

@@ -10,8 +10,8 @@ import pytest
 from accounts import cardplans
 from accounts.store import Card
 from accounts_testkit import ICCID
-from esim_core.db import Database
-from esim_core.worker import utcnow
+from esim_core.clock import utcnow
+from esim_core.persistence.db import Database
 from esim_schemas import (
     BundleEnded,
     BundleStarted,

@@ -12,10 +12,10 @@ from accounts.settings import AccountsSettings
 from accounts.store import Card, Renewal
 from accounts.stuck import stuck_reason
 from accounts_testkit import ICCID, published
-from esim_core.db import Database
-from esim_core.outbox import Outbox
+from esim_core.clock import as_utc, utcnow
+from esim_core.messaging.outbox import Outbox
+from esim_core.persistence.db import Database
 from esim_core.settings import SettingsError, load_settings
-from esim_core.worker import as_utc, utcnow
 from esim_schemas import ActivationFailed
 from sqlmodel import select
 from test_accounts_saga import activated, bind, handle, request, saga_row, settled

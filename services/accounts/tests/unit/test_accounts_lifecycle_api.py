@@ -12,8 +12,8 @@ from accounts.lifecycle_api import document_promotion_problems
 from accounts.promotions import seed_promotions
 from accounts.store import CardPlan, PlanWatch, Promotion, Renewal
 from accounts_testkit import CODE, ICCID, OTHER_ICCID, published
-from esim_core.db import Database
-from esim_core.worker import as_utc, utcnow
+from esim_core.clock import as_utc, utcnow
+from esim_core.persistence.db import Database
 from test_accounts_api import is_problem, login
 
 PAY = {"method": "card", "token": "card_ok"}

@@ -5,7 +5,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from accounts.bootstrap import MIGRATIONS
 from alembic import command
-from esim_core.migrations import alembic_config, upgrade_to_head_sync
+from esim_core.persistence.migrations import alembic_config, upgrade_to_head_sync
 
 
 def test_plans_activated_before_the_upgrade_get_their_rows(tmp_path: Path) -> None:

@@ -10,11 +10,11 @@ from accounts.handlers import RenewalSaga
 from accounts.operator_api import operator_router
 from accounts.store import Renewal
 from accounts_testkit import Clock, published
-from esim_core.db import Database
-from esim_core.http import install_problem_handlers
-from esim_core.operator import OperatorAuth, outbox_router
-from esim_core.outbox import Outbox
-from esim_core.worker import utcnow
+from esim_core.clock import utcnow
+from esim_core.messaging.outbox import Outbox
+from esim_core.persistence.db import Database
+from esim_core.web.operator import OperatorAuth, outbox_router
+from esim_core.web.problems import install_problem_handlers
 from fastapi import FastAPI
 from test_accounts_saga import activated, bind, handle, request, saga_row, settled
 

@@ -9,7 +9,8 @@ import pytest
 from accounts.planwatch import auto_renewal_id
 from accounts.store import Card, PlanWatch, Renewal
 from accounts_testkit import ICCID, Clock
-from esim_core.worker import utcnow, work_due
+from esim_core.clock import utcnow
+from esim_core.duework.loop import work_due
 from esim_schemas import (
     BundleCancelled,
     BundleEnded,

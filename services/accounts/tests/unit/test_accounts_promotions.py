@@ -10,8 +10,8 @@ import pytest
 from accounts.promotions import PromotionError, preview, redeem
 from accounts.store import Promotion, PromotionUse, Redemption
 from accounts_testkit import ICCID, Clock
-from esim_core.db import Database
-from esim_core.worker import utcnow
+from esim_core.clock import utcnow
+from esim_core.persistence.db import Database
 from esim_schemas import (
     ActivationFailed,
     PaymentFailed,

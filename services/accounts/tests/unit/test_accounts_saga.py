@@ -9,8 +9,8 @@ import pytest
 from accounts.handlers import RenewalSaga
 from accounts.store import Card, Renewal, User
 from accounts_testkit import ICCID, published
-from esim_core.consumer import PermanentEventError
-from esim_core.db import Database
+from esim_core.messaging.consumer import PermanentEventError
+from esim_core.persistence.db import Database
 from esim_schemas import (
     ActivationFailed,
     CloudEvent,

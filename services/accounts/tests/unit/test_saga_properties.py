@@ -75,10 +75,10 @@ from accounts.domain import TERMINAL, SagaStatus, request_fingerprint
 from accounts.inventory import seed_catalogue
 from accounts.store import Card, Renewal, RenewalStep, User
 from accounts_testkit import ICCID, OTHER_ICCID, Clock, RecordingPublisher, wired_accounts
-from esim_core.consumer import EventConsumer, MessageInfo
-from esim_core.db import Database
-from esim_core.inbox import InboxEntry
-from esim_core.outbox import OutboxMessage
+from esim_core.messaging.consumer import EventConsumer, MessageInfo
+from esim_core.messaging.inbox import InboxEntry
+from esim_core.messaging.outbox import OutboxMessage
+from esim_core.persistence.db import Database
 from esim_schemas import (
     ActivationFailed,
     EventData,

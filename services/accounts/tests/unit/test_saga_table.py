@@ -27,9 +27,9 @@ from accounts.inventory import seed_catalogue
 from accounts.promotions import release_if_uncaptured
 from accounts.store import Card, CardPlan, Plan, PlanWatch, Renewal, RenewalStep, User
 from accounts_testkit import ICCID, Clock, Wired, wired_accounts
-from esim_core.consumer import MessageInfo
-from esim_core.inbox import InboxEntry
-from esim_core.outbox import OutboxMessage
+from esim_core.messaging.consumer import MessageInfo
+from esim_core.messaging.inbox import InboxEntry
+from esim_core.messaging.outbox import OutboxMessage
 from esim_schemas import (
     ActivationFailed,
     AutoRenewDisabled,

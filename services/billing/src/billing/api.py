@@ -4,12 +4,12 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from esim_core.db import Database
-from esim_core.http import ProblemError, problem_responses
-from esim_core.operator import OperatorAuth, outbox_router
+from esim_core.clock import as_utc, utcnow
+from esim_core.observability.telemetry import refresh_on_scrape, scrape_gauges
+from esim_core.persistence.db import Database
 from esim_core.service import ServiceRuntime
-from esim_core.telemetry import refresh_on_scrape, scrape_gauges
-from esim_core.worker import as_utc, utcnow
+from esim_core.web.operator import OperatorAuth, outbox_router
+from esim_core.web.problems import ProblemError, problem_responses
 from esim_schemas import Money
 from fastapi import APIRouter, FastAPI, Path, status
 from pydantic import BaseModel, Field

@@ -1,7 +1,7 @@
 """The billing service's FastAPI app (which also runs its FastStream worker) and worker."""
 
-from esim_core.operator import load_operator_auth
 from esim_core.settings import load_settings
+from esim_core.web.operator import load_operator_auth
 
 from billing.api import http_app
 from billing.bootstrap import build

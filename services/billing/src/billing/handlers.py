@@ -6,8 +6,8 @@ calls to the gateway, so a handler never calls anything outside its own transact
 
 import logging
 
-from esim_core.consumer import PermanentEventError
-from esim_core.worker import utcnow
+from esim_core.clock import utcnow
+from esim_core.messaging.consumer import PermanentEventError
 from esim_schemas import CloudEvent, PaymentRequested, RefundRequested
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession

@@ -13,9 +13,11 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
-from esim_core import retry
-from esim_core.retry import DueWorker, TryPolicy, same_lease
-from esim_core.worker import clear_due, utcnow
+from esim_core.clock import utcnow
+from esim_core.duework.loop import clear_due
+from esim_core.duework.worker import DueWorker, same_lease
+from esim_core.outside import retry
+from esim_core.outside.retry import TryPolicy
 from esim_schemas import Money, PaymentFailed, PaymentRefunded, PaymentSettled, PlanRef
 from esim_schemas.types import PaymentMethod, Start
 from sqlmodel.ext.asyncio.session import AsyncSession

@@ -19,9 +19,9 @@ from billing.gateways import (
     RefundRequest,
 )
 from billing.store import Payment, Refund
-from esim_core.db import Database
-from esim_core.outbox import OutboxMessage
-from esim_core.worker import utcnow
+from esim_core.clock import utcnow
+from esim_core.messaging.outbox import OutboxMessage
+from esim_core.persistence.db import Database
 from esim_schemas import CloudEvent, EventData, PaymentRequested, RefundRequested, new_event
 from sqlalchemy import update
 from sqlmodel import col, select

@@ -9,8 +9,8 @@ from billing import bootstrap
 from billing.bootstrap import Billing
 from billing.settings import BillingSettings
 from billing_testkit import FakeGateway
-from esim_core.db import Database
-from esim_core.retry import TryPolicy
+from esim_core.outside.retry import TryPolicy
+from esim_core.persistence.db import Database
 
 NO_WAIT = TryPolicy(attempts=4, wait_multiplier_s=0, wait_max_s=0)
 

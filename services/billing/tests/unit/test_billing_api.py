@@ -17,8 +17,8 @@ from billing_testkit import (
     refund_requested,
     settle,
 )
-from esim_core.db import Database
-from esim_core.http import install_problem_handlers
+from esim_core.persistence.db import Database
+from esim_core.web.problems import install_problem_handlers
 from fastapi import FastAPI
 
 

@@ -16,8 +16,8 @@ from billing_testkit import (
     published,
     refund_requested,
 )
-from esim_core.consumer import MessageInfo
-from esim_core.db import Database
+from esim_core.messaging.consumer import MessageInfo
+from esim_core.persistence.db import Database
 from esim_schemas import RefundRequested, decode_event
 from esim_schemas.generate import SAMPLE_DIR, SCHEMA_DIR
 

@@ -22,9 +22,9 @@ from billing_testkit import (
     payment_requested,
     published,
 )
-from esim_core.consumer import MessageInfo, PermanentEventError
-from esim_core.db import Database
-from esim_core.worker import as_utc, utcnow
+from esim_core.clock import as_utc, utcnow
+from esim_core.messaging.consumer import MessageInfo, PermanentEventError
+from esim_core.persistence.db import Database
 
 
 async def test_a_good_token_is_captured_once_and_settled(

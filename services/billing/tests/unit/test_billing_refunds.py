@@ -21,8 +21,8 @@ from billing_testkit import (
     refund_requested,
     settle,
 )
-from esim_core.consumer import PermanentEventError
-from esim_core.db import Database
+from esim_core.messaging.consumer import PermanentEventError
+from esim_core.persistence.db import Database
 
 
 async def test_a_settled_payment_is_refunded_once(

@@ -17,8 +17,8 @@ from billing.handlers import on_payment_requested
 from billing.store import Payment
 from billing_testkit import fast_forward, handle, payment_of, payment_requested, published
 from conftest import NO_WAIT, settings_for
-from esim_core.consumer import PermanentEventError
-from esim_core.http import install_problem_handlers
+from esim_core.messaging.consumer import PermanentEventError
+from esim_core.web.problems import install_problem_handlers
 from fastapi import FastAPI
 from sqlalchemy.exc import IntegrityError
 

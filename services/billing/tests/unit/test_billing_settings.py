@@ -5,8 +5,8 @@ from billing import bootstrap
 from billing.api import http_app
 from billing.gateways.http import HttpPaymentGateway
 from billing.settings import BillingSettings
-from esim_core.operator import OperatorAuth
 from esim_core.settings import SettingsError, load_settings
+from esim_core.web.operator import OperatorAuth
 
 
 @pytest.fixture(autouse=True)

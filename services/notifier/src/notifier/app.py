@@ -1,7 +1,7 @@
 """The notifier's FastAPI app (which runs its consumers and send loop) and its worker alone."""
 
-from esim_core.operator import load_operator_auth
 from esim_core.settings import load_settings
+from esim_core.web.operator import load_operator_auth
 
 from notifier import bootstrap
 from notifier.api import http_app

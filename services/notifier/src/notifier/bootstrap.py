@@ -3,8 +3,8 @@
 import logging
 from dataclasses import dataclass
 
-from esim_core.consumer import Route
-from esim_core.migrations import service_migrations
+from esim_core.messaging.consumer import Route
+from esim_core.persistence.migrations import service_migrations
 from esim_core.sealing import Sealer
 from esim_core.service import ServiceRuntime
 from esim_schemas import (

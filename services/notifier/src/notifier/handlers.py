@@ -4,7 +4,7 @@ event and channel."""
 import logging
 from typing import Any
 
-from esim_core.worker import as_utc, utcnow
+from esim_core.clock import as_utc, utcnow
 from esim_schemas import (
     AutoRenewDisabled,
     BundleCancelled,

@@ -7,10 +7,11 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from esim_core.db import Database
-from esim_core.retry import TryPolicy, within_round
+from esim_core.clock import as_utc, utcnow
+from esim_core.duework.loop import work_due
+from esim_core.outside.retry import TryPolicy, within_round
+from esim_core.persistence.db import Database
 from esim_core.sealing import Sealer, SealError
-from esim_core.worker import as_utc, utcnow, work_due
 from esim_schemas import PaymentSettled
 from prometheus_client import Counter
 from sqlmodel import col, select

@@ -4,8 +4,8 @@ log of notifications to send."""
 from datetime import datetime
 from typing import Any
 
-from esim_core.tracing import traceparent_field
-from esim_core.worker import utcnow
+from esim_core.clock import utcnow
+from esim_core.observability.tracing import traceparent_field
 from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
 from sqlmodel import Field, SQLModel
 

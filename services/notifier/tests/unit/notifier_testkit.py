@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
-from esim_core.consumer import MessageInfo
+from esim_core.messaging.consumer import MessageInfo
 from esim_schemas import (
     AutoRenewDisabled,
     BundleCancelled,

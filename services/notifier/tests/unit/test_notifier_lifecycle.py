@@ -5,7 +5,7 @@ from datetime import timedelta
 from uuid import uuid4
 
 import pytest
-from esim_core.worker import as_utc, utcnow
+from esim_core.clock import as_utc, utcnow
 from notifier.store import SettledPayment
 from notifier_testkit import (
     ICCID,

@@ -1,7 +1,7 @@
 """The provisioning service's FastAPI app (which also runs its FastStream worker) and worker."""
 
-from esim_core.operator import load_operator_auth
 from esim_core.settings import load_settings
+from esim_core.web.operator import load_operator_auth
 
 from provisioning.api import http_app
 from provisioning.bootstrap import build

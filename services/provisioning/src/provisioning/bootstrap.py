@@ -2,11 +2,11 @@
 
 from dataclasses import dataclass
 
-from esim_core.consumer import Route
-from esim_core.migrations import service_migrations
-from esim_core.retry import TryPolicy
+from esim_core.messaging.consumer import Route
+from esim_core.outside.retry import TryPolicy
+from esim_core.outside.transport import TimedTransport
+from esim_core.persistence.migrations import service_migrations
 from esim_core.service import ServiceRuntime
-from esim_core.telemetry import TimedTransport
 from esim_schemas import (
     ActivationFailed,
     BundleCancelled,

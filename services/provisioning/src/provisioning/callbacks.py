@@ -15,10 +15,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from esim_core.db import Database
-from esim_core.http import ProblemError, problem_responses
-from esim_core.outbox import Outbox
-from esim_core.worker import utcnow
+from esim_core.clock import utcnow
+from esim_core.messaging.outbox import Outbox
+from esim_core.persistence.db import Database
+from esim_core.web.problems import ProblemError, problem_responses
 from fastapi import APIRouter, Request
 from prometheus_client import Counter
 from sqlalchemy import delete

@@ -12,8 +12,9 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from esim_core.retry import DueWorker, same_lease
-from esim_core.worker import clear_due, utcnow
+from esim_core.clock import utcnow
+from esim_core.duework.loop import clear_due
+from esim_core.duework.worker import DueWorker, same_lease
 from esim_schemas.events import BundleCancelReason
 from prometheus_client import Counter
 from sqlmodel import select

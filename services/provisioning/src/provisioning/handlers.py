@@ -8,8 +8,8 @@ never calls anything outside its own transaction.
 import logging
 from datetime import timedelta
 
-from esim_core.consumer import PermanentEventError
-from esim_core.worker import utcnow
+from esim_core.clock import utcnow
+from esim_core.messaging.consumer import PermanentEventError
 from esim_schemas import BundleCancelRequested, CloudEvent, PaymentSettled
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession

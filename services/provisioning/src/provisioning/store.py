@@ -3,8 +3,8 @@
 from datetime import datetime
 from typing import Any
 
-from esim_core.tracing import traceparent_field
-from esim_core.worker import utcnow
+from esim_core.clock import utcnow
+from esim_core.observability.tracing import traceparent_field
 from sqlalchemy import DateTime
 from sqlmodel import Field, SQLModel
 

@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 from uuid import UUID
 
-from esim_core.outbox import Outbox
-from esim_core.retry import DueWorker, same_lease
-from esim_core.worker import as_utc, utcnow
+from esim_core.clock import as_utc, utcnow
+from esim_core.duework.worker import DueWorker, same_lease
+from esim_core.messaging.outbox import Outbox
 from esim_schemas import BundleCancelled, BundleEnded, BundleStarted, DataLow, UsageUpdated
 from esim_schemas.events import BundleCancelReason
 from esim_schemas.types import BundleStatus

@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from esim_core.db import Database
+from esim_core.persistence.db import Database
 from provisioning import bootstrap
 from provisioning.bootstrap import Provisioning
 from provisioning_testkit import NO_WAIT, FakePlatform, settings_for

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from esim_core.db import Database
-from esim_core.outbox import OutboxMessage
-from esim_core.retry import TryPolicy
-from esim_core.worker import utcnow
+from esim_core.clock import utcnow
+from esim_core.messaging.outbox import OutboxMessage
+from esim_core.outside.retry import TryPolicy
+from esim_core.persistence.db import Database
 from esim_schemas import CloudEvent, EventData, PaymentSettled, new_event
 from provisioning.bootstrap import Provisioning
 from provisioning.domain import FINAL_STATES

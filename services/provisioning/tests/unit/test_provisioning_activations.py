@@ -5,9 +5,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from esim_core.consumer import MessageInfo, PermanentEventError
-from esim_core.db import Database
-from esim_core.worker import as_utc, utcnow
+from esim_core.clock import as_utc, utcnow
+from esim_core.messaging.consumer import MessageInfo, PermanentEventError
+from esim_core.persistence.db import Database
 from provisioning.bootstrap import Provisioning
 from provisioning.domain import ActivationState, activation_id_for, event_id
 from provisioning.platforms import BundleOrderRequest

@@ -4,8 +4,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from esim_core.db import Database
-from esim_core.http import install_problem_handlers
+from esim_core.persistence.db import Database
+from esim_core.web.problems import install_problem_handlers
 from fastapi import FastAPI
 from provisioning.api import build_router
 from provisioning.bootstrap import Provisioning

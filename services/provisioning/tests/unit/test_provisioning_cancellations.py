@@ -3,9 +3,9 @@
 import uuid
 from typing import Any
 
-from esim_core.consumer import MessageInfo
-from esim_core.db import Database
-from esim_core.worker import as_utc, utcnow
+from esim_core.clock import as_utc, utcnow
+from esim_core.messaging.consumer import MessageInfo
+from esim_core.persistence.db import Database
 from esim_schemas import BundleCancelRequested
 from provisioning.bootstrap import Provisioning
 from provisioning.domain import CancellationState, event_id

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import command
-from esim_core.migrations import alembic_config, upgrade_to_head_sync
+from esim_core.persistence.migrations import alembic_config, upgrade_to_head_sync
 from provisioning.bootstrap import MIGRATIONS
 
 

@@ -4,8 +4,8 @@ import os
 from pathlib import Path
 
 import pytest
-from esim_core.operator import OperatorAuth
 from esim_core.settings import SettingsError, load_settings
+from esim_core.web.operator import OperatorAuth
 from provisioning import bootstrap
 from provisioning.api import http_app
 from provisioning.platforms.http import HttpEsimPlatform

@@ -8,9 +8,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from esim_core.db import Database
-from esim_core.http import ProblemError
-from esim_core.worker import as_utc, utcnow
+from esim_core.clock import as_utc, utcnow
+from esim_core.persistence.db import Database
+from esim_core.web.problems import ProblemError
 from provisioning.bootstrap import Provisioning
 from provisioning.store import Bundle, PlatformCallback, UsageWatch
 from provisioning.usage import Observation, UsagePoller, observe

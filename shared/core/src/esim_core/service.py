@@ -7,17 +7,12 @@ or `runtime.worker_app()` (the worker alone).
 
 import asyncio
 import logging
-import os
-import signal
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-import uvicorn
 from esim_schemas import CloudEvent, EventData
 from fastapi import APIRouter, FastAPI, Response
 from faststream import FastStream
@@ -26,20 +21,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from sqlmodel import SQLModel
 
-from esim_core.consumer import EventConsumer, Route
-from esim_core.db import Database
-from esim_core.http import install_problem_handlers, problem_response
-from esim_core.inbox import InboxEntry
-from esim_core.intake import Intake
-from esim_core.kafka import EventPublisher, make_broker
-from esim_core.locks import RedisLock
-from esim_core.migrations import upgrade_to_head
-from esim_core.outbox import Outbox, OutboxMessage, OutboxRelay
-from esim_core.retry import DueWorker
+from esim_core.duework.leases import RedisLock
+from esim_core.duework.loop import DueLoop, Work, run_forever
+from esim_core.duework.worker import DueWorker
+from esim_core.messaging.consumer import EventConsumer, Route
+from esim_core.messaging.inbox import InboxEntry
+from esim_core.messaging.intake import Intake
+from esim_core.messaging.kafka import EventPublisher, make_broker
+from esim_core.messaging.outbox import Outbox, OutboxMessage, OutboxRelay
+from esim_core.messaging.topics import ensure_topics
+from esim_core.observability.tracing import shutdown_tracing
+from esim_core.persistence.db import Database
+from esim_core.persistence.migrations import upgrade_to_head
 from esim_core.settings import ServiceSettings, Topics
-from esim_core.topics import ensure_topics
-from esim_core.tracing import shutdown_tracing
-from esim_core.worker import DueLoop, Work, run_forever
+from esim_core.web.problems import install_problem_handlers, problem_response
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +96,7 @@ class ServiceRuntime:
         self, topics: Sequence[str], in_flight: Callable[[], Awaitable[int]], limit: int
     ) -> None:
         """Hold back the topics that start new work while `in_flight()` is at `limit`
-        (`esim_core.intake`)."""
+        (`esim_core.messaging.intake`)."""
         if self.consumer is not None:
             raise RuntimeError("the intake must be limited before the service starts")
         self.intake = Intake(self.name, topics, in_flight, limit=limit)
@@ -359,8 +354,9 @@ class ServiceRuntime:
                 yield
 
         app = FastAPI(title=title, lifespan=lifespan, **kwargs)
-        # A SERVER span per request, under the caller's `traceparent` header; what a request
-        # adds to the outbox carries it on (esim_core.tracing). Probes and scrapes are not.
+        # A SERVER span per request, under the caller's `traceparent` header; what a request adds
+        # to the outbox carries it on (esim_core.observability.tracing). Probes and scrapes are
+        # not.
         FastAPIInstrumentor.instrument_app(
             app,
             excluded_urls="/health/live,/health/ready,/metrics",
@@ -381,53 +377,3 @@ class ServiceRuntime:
                 yield
 
         return FastStream(self.broker, lifespan=lifespan)
-
-
-def serve(app: FastAPI, settings: ServiceSettings) -> None:
-    """Serve the app with uvicorn until SIGTERM or SIGINT, and exit within the stop bound.
-
-    uvicorn stops taking requests, lets those in flight finish, then runs the lifespan's
-    shutdown (`ServiceRuntime.stop`). Should anything hang past `stop_timeout_s` plus a short
-    grace, a watchdog thread ends the process: everything it left is durable and redone.
-    """
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # aiosqlite logs every call with its arguments at DEBUG, tokens included.
-    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, logging.getLogger().level))
-    config = uvicorn.Config(
-        app,
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        timeout_graceful_shutdown=max(1, int(settings.stop_timeout_s / 4)),
-    )
-    BoundedServer(config, settings.stop_timeout_s + 3.0).run()
-
-
-class BoundedServer(uvicorn.Server):
-    """A uvicorn server whose first stop signal also arms an exit watchdog."""
-
-    def __init__(self, config: uvicorn.Config, bound_s: float) -> None:
-        super().__init__(config)
-        self.bound_s = bound_s
-        self._armed = False
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        """Begin uvicorn's graceful stop, and make sure the process ends within the bound."""
-        if not self._armed:
-            self._armed = True
-            _arm_watchdog(self.bound_s, signal.Signals(sig).name)
-        super().handle_exit(sig, frame)
-
-
-def _arm_watchdog(bound_s: float, why: str) -> None:
-    def expire() -> None:
-        logger.error("stop (%s) took longer than %.0f s; exiting now", why, bound_s)
-        logging.shutdown()
-        os._exit(1)
-
-    timer = threading.Timer(bound_s, expire)
-    timer.daemon = True
-    timer.start()

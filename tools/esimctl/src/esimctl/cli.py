@@ -2,7 +2,7 @@
 
 Sagas and outboxes go through the services' operator APIs with the operator token (see
 `esimctl.client`); dead letters are Kafka topics no service owns, so `dlq` reads and writes the
-broker itself (`KAFKA_BOOTSTRAP_SERVERS`, through `esim_core.dlq`). Every failure is one
+broker itself (`KAFKA_BOOTSTRAP_SERVERS`, through `esim_core.messaging.dlq`). Every failure is one
 sentence on stderr and a non-zero exit status: 1 for an error, 2 for a wrong argument.
 """
 
@@ -16,7 +16,7 @@ from uuid import UUID
 
 import typer
 from aiokafka.errors import KafkaError
-from esim_core import dlq
+from esim_core.messaging import dlq
 from esim_core.settings import Topics
 
 from esimctl.client import SERVICES, CtlError, Operator, operator_from_env

@@ -4,7 +4,7 @@ import asyncio
 from typing import Any
 
 import httpx
-from esim_core.http_transport import AiohttpTransport
+from esim_core.outside.transport import AiohttpTransport
 
 from billing.gateways.port import (
     Capture,
@@ -38,7 +38,7 @@ class HttpPaymentGateway:
         self._client = httpx.AsyncClient(
             base_url=base_url,
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
-            # Tests give a MockTransport; otherwise aiohttp's pool (esim_core.http_transport).
+            # Tests give a MockTransport; otherwise aiohttp's pool (esim_core.outside.transport).
             transport=transport if transport is not None else AiohttpTransport(),
             headers={"User-Agent": "esim-billing"},
             follow_redirects=False,

@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from esim_core.http_transport import AiohttpTransport
+from esim_core.outside.transport import AiohttpTransport
 
 from provisioning.platforms.port import (
     BundleCancellation,
@@ -50,7 +50,7 @@ class HttpEsimPlatform:
         self._client = httpx.AsyncClient(
             base_url=base_url,
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
-            # Tests give a MockTransport; otherwise aiohttp's pool (esim_core.http_transport).
+            # Tests give a MockTransport; otherwise aiohttp's pool (esim_core.outside.transport).
             transport=transport if transport is not None else AiohttpTransport(),
             headers={"User-Agent": "esim-provisioning", "Accept": "application/json"},
             follow_redirects=False,

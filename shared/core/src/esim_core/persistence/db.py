@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from esim_core.metrics import DB_STATEMENTS, DB_TRANSACTIONS
-from esim_core.tracing import span
+from esim_core.observability.metrics import DB_STATEMENTS, DB_TRANSACTIONS
+from esim_core.observability.tracing import span
 
 
 class Database:
@@ -182,7 +182,7 @@ def _inline_sqlite(database: str) -> Callable[[], Any]:
     return connect
 
 
-_ADDED_ROWS = "esim_core.db.added_rows"
+_ADDED_ROWS = "esim_core.persistence.db.added_rows"
 
 
 def add_row(session: AsyncSession, model: type[SQLModel], row: dict[str, Any]) -> None:

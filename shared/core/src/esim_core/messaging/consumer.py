@@ -19,13 +19,13 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from esim_core.db import Database
-from esim_core.inbox import processed_ids, record_new
-from esim_core.intake import Intake
-from esim_core.kafka import EventPublisher
-from esim_core.logs import ids_bound
-from esim_core.metrics import DEAD_LETTERS, EVENT_HANDLING_SECONDS, EVENTS_CONSUMED
-from esim_core.tracing import TRACEPARENT, span
+from esim_core.messaging.inbox import processed_ids, record_new
+from esim_core.messaging.intake import Intake
+from esim_core.messaging.kafka import EventPublisher
+from esim_core.observability.logs import ids_bound
+from esim_core.observability.metrics import DEAD_LETTERS, EVENT_HANDLING_SECONDS, EVENTS_CONSUMED
+from esim_core.observability.tracing import TRACEPARENT, span
+from esim_core.persistence.db import Database
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _consumer_span(event: CloudEvent[Any], info: "MessageInfo") -> Any:
 
 
 def _ids(event: CloudEvent[Any]) -> dict[str, str | None]:
-    """The ids a log line about `event` carries (esim_core.logs)."""
+    """The ids a log line about `event` carries (esim_core.observability.logs)."""
     return {
         "event_id": event.id,
         "event_type": event.type,

@@ -9,10 +9,15 @@ side). This transport keeps the httpx surface and sends through aiohttp: bodies 
 encoding is left to httpx."""
 
 import asyncio
+import time
 from typing import Any
 
 import aiohttp
 import httpx
+from opentelemetry.trace import SpanKind, StatusCode
+
+from esim_core.observability.metrics import OUTSIDE_CALL_SECONDS
+from esim_core.observability.tracing import TRACEPARENT, current_traceparent, span
 
 # Framing headers aiohttp writes itself, from the body it is given and the URL.
 _FRAMING = frozenset({"host", "content-length", "transfer-encoding", "connection"})
@@ -100,3 +105,52 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             # Let the connections' transports close before the loop may end.
             await asyncio.sleep(0)
         self._session = None
+
+
+class TimedTransport(httpx.AsyncBaseTransport):
+    """A transport that times each call, to its answer, in `esim_outside_call_seconds`.
+
+    `operation` is the method and the path's first two segments (`POST /v1/charges`), so ids in
+    paths do not become labels.
+    """
+
+    def __init__(self, system: str, inner: httpx.AsyncBaseTransport | None = None) -> None:
+        self.system = system
+        # By default the adapters' own transport: aiohttp's pool (esim_core.outside.transport).
+        self.inner = inner or AiohttpTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Forward the request, timing it until the answer's headers arrived (a CLIENT span,
+        whose context goes out as the request's `traceparent` header)."""
+        segments = [part for part in request.url.path.split("/") if part][:2]
+        operation = f"{request.method} /{'/'.join(segments)}"
+        started = time.perf_counter()
+        outcome = "error"
+        attributes = {
+            "http.request.method": request.method,
+            "server.address": request.url.host,
+            "url.template": operation.split(" ", 1)[1],
+            "peer.service": self.system,
+        }
+        with span(operation, kind=SpanKind.CLIENT, attributes=attributes) as current:
+            traceparent = current_traceparent()
+            if traceparent is not None:
+                request.headers[TRACEPARENT] = traceparent
+            try:
+                response = await self.inner.handle_async_request(request)
+                outcome = f"{response.status_code // 100}xx"
+                current.set_attribute("http.response.status_code", response.status_code)
+                if response.status_code >= 500:
+                    current.set_status(StatusCode.ERROR)
+                return response
+            except httpx.TimeoutException:
+                outcome = "timeout"
+                raise
+            finally:
+                OUTSIDE_CALL_SECONDS.labels(self.system, operation, outcome).observe(
+                    time.perf_counter() - started
+                )
+
+    async def aclose(self) -> None:
+        """Close the wrapped transport."""
+        await self.inner.aclose()

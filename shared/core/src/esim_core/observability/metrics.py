@@ -32,5 +32,12 @@ INTAKE_HELD = Gauge(
     "1 while the consumer holds back new work because the work in flight is at its limit",
 )
 INTAKE_IN_FLIGHT = Gauge(
-    "esim_intake_in_flight", "Work in flight at the intake's last count (esim_core.intake)"
+    "esim_intake_in_flight",
+    "Work in flight at the intake's last count (esim_core.messaging.intake)",
+)
+OUTSIDE_CALL_SECONDS = Histogram(
+    "esim_outside_call_seconds",
+    "Time to the answer of one call to an outside system (payment gateway, eSIM platform)",
+    ["system", "operation", "outcome"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
-from esim_core.metrics import INTAKE_HELD, INTAKE_IN_FLIGHT
+from esim_core.observability.metrics import INTAKE_HELD, INTAKE_IN_FLIGHT
 
 logger = logging.getLogger(__name__)
 

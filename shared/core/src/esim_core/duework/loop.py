@@ -10,28 +10,19 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, update
 from sqlmodel import SQLModel, col, select
 
-from esim_core.db import Database
-from esim_core.logs import ids_bound
-from esim_core.metrics import WORKER_ERRORS
-from esim_core.tracing import span
+from esim_core.clock import utcnow
+from esim_core.observability.logs import ids_bound
+from esim_core.observability.metrics import WORKER_ERRORS
+from esim_core.observability.tracing import span
+from esim_core.persistence.db import Database
 
 logger = logging.getLogger(__name__)
-
-
-def utcnow() -> datetime:
-    """The current time, in UTC."""
-    return datetime.now(UTC)
-
-
-def as_utc(value: datetime) -> datetime:
-    """Read a stored timestamp as UTC (SQLite hands back naive datetimes)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -111,13 +102,6 @@ async def claim(
         lease_until=lease_until,
         rows=leased,
     )
-
-
-async def claim_due(
-    database: Database, table: type[SQLModel], *, limit: int = 20, lease_s: float = 60.0
-) -> list[Any]:
-    """Lease up to `limit` due rows of `table` (see `claim`) and return their primary keys."""
-    return (await claim(database, table, limit=limit, lease_s=lease_s)).keys
 
 
 async def release(

@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from esim_schemas import CloudEvent, EventData, new_event
@@ -12,19 +12,20 @@ from sqlalchemy import Column, LargeBinary, delete, event, select, update
 from sqlmodel import Field, SQLModel, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from esim_core.db import Database, add_row
-from esim_core.kafka import EventPublisher, OutgoingMessage
-from esim_core.locks import Lock
-from esim_core.metrics import EVENTS_PUBLISHED, OUTBOX_PUBLISHED, OUTBOX_RELAY_ERRORS
+from esim_core.clock import utcnow
+from esim_core.duework.leases import Lock
+from esim_core.messaging.kafka import EventPublisher, OutgoingMessage
+from esim_core.observability.metrics import EVENTS_PUBLISHED, OUTBOX_PUBLISHED, OUTBOX_RELAY_ERRORS
+from esim_core.observability.tracing import (
+    TRACEPARENT,
+    current_traceparent,
+    detached_span,
+    traceparent_in,
+)
+from esim_core.persistence.db import Database, add_row
 from esim_core.settings import Topics
-from esim_core.tracing import TRACEPARENT, current_traceparent, detached_span, traceparent_in
 
 logger = logging.getLogger(__name__)
-
-
-def utcnow() -> datetime:
-    """The current time, in UTC."""
-    return datetime.now(UTC)
 
 
 class OutboxMessage(SQLModel, table=True):
@@ -61,7 +62,7 @@ class Outbox:
             event_id: a deterministic id, where the caller derives one from what caused it.
         """
         # The span this transaction works in (a request, an event, a round) goes with the
-        # event: its consumers continue the trace (esim_core.tracing).
+        # event: its consumers continue the trace (esim_core.observability.tracing).
         envelope: CloudEvent[EventData] = new_event(
             data, source=self.source, event_id=event_id, traceparent=current_traceparent()
         )
@@ -113,7 +114,7 @@ def _wake_after_commit(session: AsyncSession, pending: asyncio.Event) -> None:
     event.listen(sync_session, "after_soft_rollback", forget, once=True)
 
 
-_WAKE_KEY = "esim_core.outbox.wake"
+_WAKE_KEY = "esim_core.messaging.outbox.wake"
 
 
 class OutboxRelay:

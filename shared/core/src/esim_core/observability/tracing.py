@@ -231,7 +231,7 @@ def traceparent_field() -> Any:
         default_factory=current_traceparent,
         max_length=64,
         description="the W3C trace context of the transaction that made it due; its rounds "
-        "continue that trace (esim_core.tracing)",
+        "continue that trace (esim_core.observability.tracing)",
     )
 
 

@@ -9,26 +9,22 @@ keeps its last values and counts `esim_scrape_errors_total`, so a scrape never h
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI
-from opentelemetry.trace import SpanKind, StatusCode
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
 from sqlalchemy import func
 from sqlmodel import col, select
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from esim_core.db import Database
-from esim_core.http_transport import AiohttpTransport
-from esim_core.outbox import OutboxMessage
-from esim_core.tracing import TRACEPARENT, current_traceparent, span
-from esim_core.worker import DueLoop, as_utc, utcnow
+from esim_core.clock import as_utc, utcnow
+from esim_core.duework.loop import DueLoop
+from esim_core.messaging.outbox import OutboxMessage
+from esim_core.persistence.db import Database
 
 logger = logging.getLogger(__name__)
 
@@ -60,13 +56,6 @@ SCRAPE_ERRORS = Counter(
     "Scrape-time gauge sources that could not be read",
     ["service", "source"],
 )
-OUTSIDE_CALL_SECONDS = Histogram(
-    "esim_outside_call_seconds",
-    "Time to the answer of one call to an outside system (payment gateway, eSIM platform)",
-    ["system", "operation", "outcome"],
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
-
 Refresh = Callable[[], Awaitable[None]]
 
 
@@ -203,55 +192,6 @@ async def _close(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer) -> None
 
 def _age(oldest: datetime | None) -> float:
     return max(0.0, (utcnow() - as_utc(oldest)).total_seconds()) if oldest is not None else 0.0
-
-
-class TimedTransport(httpx.AsyncBaseTransport):
-    """A transport that times each call, to its answer, in `esim_outside_call_seconds`.
-
-    `operation` is the method and the path's first two segments (`POST /v1/charges`), so ids in
-    paths do not become labels.
-    """
-
-    def __init__(self, system: str, inner: httpx.AsyncBaseTransport | None = None) -> None:
-        self.system = system
-        # By default the adapters' own transport: aiohttp's pool (esim_core.http_transport).
-        self.inner = inner or AiohttpTransport()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Forward the request, timing it until the answer's headers arrived (a CLIENT span,
-        whose context goes out as the request's `traceparent` header)."""
-        segments = [part for part in request.url.path.split("/") if part][:2]
-        operation = f"{request.method} /{'/'.join(segments)}"
-        started = time.perf_counter()
-        outcome = "error"
-        attributes = {
-            "http.request.method": request.method,
-            "server.address": request.url.host,
-            "url.template": operation.split(" ", 1)[1],
-            "peer.service": self.system,
-        }
-        with span(operation, kind=SpanKind.CLIENT, attributes=attributes) as current:
-            traceparent = current_traceparent()
-            if traceparent is not None:
-                request.headers[TRACEPARENT] = traceparent
-            try:
-                response = await self.inner.handle_async_request(request)
-                outcome = f"{response.status_code // 100}xx"
-                current.set_attribute("http.response.status_code", response.status_code)
-                if response.status_code >= 500:
-                    current.set_status(StatusCode.ERROR)
-                return response
-            except httpx.TimeoutException:
-                outcome = "timeout"
-                raise
-            finally:
-                OUTSIDE_CALL_SECONDS.labels(self.system, operation, outcome).observe(
-                    time.perf_counter() - started
-                )
-
-    async def aclose(self) -> None:
-        """Close the wrapped transport."""
-        await self.inner.aclose()
 
 
 def refresh_on_scrape(app: FastAPI, gauges: ScrapeGauges) -> FastAPI:

@@ -1,64 +1,19 @@
-"""Bounded retries of one call to an outside system within a round of due work."""
+"""A due-work loop step whose rounds each make one call to an outside system."""
 
-import asyncio
-import logging
-import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlmodel import SQLModel
 
-from esim_core.db import Database
-from esim_core.outbox import Outbox
-from esim_core.worker import as_utc, work_due
+from esim_core.clock import as_utc
+from esim_core.duework.loop import work_due
+from esim_core.messaging.outbox import Outbox
+from esim_core.outside.retry import TryPolicy
+from esim_core.persistence.db import Database
 
-logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 PortT = TypeVar("PortT")
 RulesT = TypeVar("RulesT")
-
-
-@dataclass(frozen=True)
-class TryPolicy:
-    """Tries of one outside call within a round, on transient errors only."""
-
-    attempts: int = 4
-    wait_multiplier_s: float = 0.1
-    wait_max_s: float = 2.0
-
-
-async def within_round(
-    what: str,
-    call: Callable[[], Awaitable[T]],
-    policy: TryPolicy,
-    transient: type[Exception],
-    system: str = "outside system",
-) -> T:
-    """Run a call, retrying it on `transient` errors with jittered exponential backoff.
-
-    The wait before try n+1 is uniform in [0, min(wait_max_s, wait_multiplier_s * 2^(n-1))]
-    ("full jitter"). A plain loop: the first try, which nearly always answers, costs nothing
-    beyond the call (a retrying library's machinery cost more than the call's own Python).
-
-    Raises:
-        transient: still failing after `policy.attempts` tries; the caller reschedules the row.
-    """
-    attempts = max(1, policy.attempts)
-    for attempt in range(1, attempts + 1):
-        try:
-            return await call()
-        except transient as error:
-            if attempt == attempts:
-                raise
-            logger.info(
-                "%s: %s unavailable (%s); try %d of %d", what, system, error, attempt, attempts
-            )
-            ceiling = min(policy.wait_max_s, policy.wait_multiplier_s * 2 ** (attempt - 1))
-            await asyncio.sleep(random.uniform(0, ceiling))
-    raise AssertionError("unreachable: the last try returned or raised")  # pragma: no cover
 
 
 def same_lease(stored: datetime | None, claimed: datetime | None) -> bool:

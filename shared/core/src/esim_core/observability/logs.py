@@ -4,7 +4,7 @@ Every record, from the services' own loggers and from uvicorn, aiokafka or SQLAl
 goes through structlog's formatter into: `time` (RFC 3339, UTC), `level`, `service`, `logger`,
 `message`, and, where they are bound (`bind_ids`, `structlog.contextvars`), `renewal_id`,
 `iccid`, `event_id`, `event_type`, and `trace_id`, `span_id` of the span current where the line
-is written (esim_core.tracing); an exception adds `exception`.
+is written (esim_core.observability.tracing); an exception adds `exception`.
 Values under names that hold secrets (password, token, code, authorization, ...) are replaced
 by `***` before anything is written.
 
@@ -24,7 +24,7 @@ from typing import IO, Any
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from esim_core.tracing import log_ids
+from esim_core.observability.tracing import log_ids
 
 #: The ids a log line carries when they are known where it is written.
 IDS = ("renewal_id", "iccid", "event_id", "event_type", "trace_id", "span_id")
@@ -34,7 +34,7 @@ _REDACTED = "***"
 FASTSTREAM_LOGGERS = ("faststream", "faststream.access.kafka")
 #: Libraries that log routine work at INFO; kept at WARNING.
 NOISY_LOGGERS = ("httpx", "httpcore", "faststream.access.kafka")
-_HANDLER_MARK = "esim_core.logs"
+_HANDLER_MARK = "esim_core.observability.logs"
 
 
 def bind_ids(**ids: str | None) -> None:

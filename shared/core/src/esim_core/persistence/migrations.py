@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 from sqlmodel.sql.sqltypes import AutoString, UTCDateTime
 
-from esim_core.inbox import InboxEntry
-from esim_core.outbox import OutboxMessage
+from esim_core.messaging.inbox import InboxEntry
+from esim_core.messaging.outbox import OutboxMessage
 
 
 def service_metadata(tables: Sequence[type[SQLModel]]) -> MetaData:

@@ -4,7 +4,7 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -39,33 +39,6 @@ async def processed_ids(
         )
     )
     return {row[0] for row in rows}
-
-
-async def record_processed(
-    session: AsyncSession, consumer: str, events: Sequence[tuple[str, str]]
-) -> None:
-    """Record events (id, type) as consumed, in one statement; commits with their effects.
-
-    Raises:
-        IntegrityError: another process recorded one of them first.
-    """
-    if not events:
-        return
-    table = InboxEntry.__table__  # type: ignore[attr-defined]
-    now = datetime.now(UTC)
-    connection = await session.connection()
-    await connection.execute(
-        insert(table),
-        [
-            {
-                "consumer": consumer,
-                "event_id": event_id,
-                "event_type": event_type,
-                "processed_at": now,
-            }
-            for event_id, event_type in events
-        ],
-    )
 
 
 async def record_new(

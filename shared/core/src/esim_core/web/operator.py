@@ -18,11 +18,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from esim_core.db import Database
-from esim_core.http import PROBLEM_JSON, ProblemError
-from esim_core.outbox import OutboxMessage
+from esim_core.clock import as_utc, utcnow
+from esim_core.messaging.outbox import OutboxMessage
+from esim_core.persistence.db import Database
 from esim_core.settings import SettingsError, load_settings
-from esim_core.worker import as_utc, utcnow
+from esim_core.web.problems import PROBLEM_JSON, ProblemError
 
 #: The local run's token file, relative to the repository root (`make run` writes it).
 LOCAL_TOKEN_FILE = "var/operator.token"

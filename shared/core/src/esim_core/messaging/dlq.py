@@ -1,21 +1,12 @@
 """Dead letters: list what is on `<topic>.dlq`, read one, and replay them to their topic.
 
-`esimctl dlq list|show|replay <topic>` is the operator command; this module is its library and
-keeps its own small command for scripts:
-
-    python -m esim_core.dlq list esim.renewal.requested
-    python -m esim_core.dlq replay esim.renewal.requested [--limit N]
+`esimctl dlq list|show|replay <topic>` is the operator command; this module is its library.
 
 Replay publishes each dead letter, unchanged, back to the topic it came from and commits its
 position in the consumer group `dlq-replay`, so a dead letter is replayed once; a fixed consumer
 then handles it (or dead-letters it again, with the new error).
 """
 
-import argparse
-import asyncio
-import json
-import os
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -175,30 +166,3 @@ async def replay(bootstrap: str, topic: str, limit: int | None = None) -> int:
     finally:
         await producer.stop()
         await consumer.stop()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m esim_core.dlq`."""
-    parser = argparse.ArgumentParser(prog="python -m esim_core.dlq", description=__doc__)
-    parser.add_argument("command", choices=["list", "replay"])
-    parser.add_argument("topic", help="the original topic, e.g. esim.renewal.requested")
-    parser.add_argument("--limit", type=int, default=None, help="replay at most this many")
-    parser.add_argument(
-        "--bootstrap",
-        default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
-    )
-    args = parser.parse_args(argv)
-    if args.topic.endswith(".dlq"):
-        parser.error("name the original topic, not its .dlq")
-    if args.command == "list":
-        for item in asyncio.run(list_dead_letters(args.bootstrap, args.topic)):
-            print(json.dumps(item, ensure_ascii=False))
-        return 0
-    count = asyncio.run(replay(args.bootstrap, args.topic, args.limit))
-    print(f"replayed {count} dead letter(s) from {args.topic}.dlq", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Events in and out: broker, producer, consumer and inbox, outbox, dead letters, intake."""

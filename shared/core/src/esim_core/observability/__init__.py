@@ -1,0 +1,1 @@
+"""Logs, metrics, scrape-time gauges and traces, the same for every service."""

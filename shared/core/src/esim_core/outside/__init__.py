@@ -1,0 +1,1 @@
+"""Calls to outside systems over HTTP: the pooled, timed transport and retries in a round."""

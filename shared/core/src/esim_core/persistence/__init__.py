@@ -1,0 +1,1 @@
+"""The service's own database: engine, sessions, tables and schema migrations."""

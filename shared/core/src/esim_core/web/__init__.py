@@ -1,0 +1,1 @@
+"""The HTTP surface every service shares: problem details, operator auth, the server."""
