@@ -2,6 +2,7 @@
 
 import json
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from esim_core.messaging.kafka import OutgoingMessage
 from esim_core.messaging.outbox import Outbox, OutboxMessage, OutboxRelay
 from esim_core.persistence.db import Database
 from esim_core.settings import ServiceSettings, SettingsError, Topics, load_settings
+from esim_core.testing import temporary_database
 from esim_schemas import CloudEvent, RenewalRejected, RenewalRequested, new_event
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -50,11 +52,9 @@ class FakePublisher:
 
 
 @pytest.fixture
-async def database(tmp_path: Path) -> Any:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path}/core.sqlite")
-    await db.create_tables([OutboxMessage, InboxEntry])
-    yield db
-    await db.close()
+async def database(tmp_path: Path) -> AsyncIterator[Database]:
+    async with temporary_database(tmp_path, [OutboxMessage, InboxEntry]) as db:
+        yield db
 
 
 def request_bytes(event_id: str | None = None) -> bytes:

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from esim_core.messaging.kafka import OutgoingMessage
 from esim_core.messaging.outbox import Outbox, OutboxMessage
 from esim_core.persistence.db import Database
 from esim_core.settings import Topics
+from esim_core.testing import temporary_database
 from esim_schemas import CloudEvent, RenewalRejected, RenewalRequested, new_event
 from sqlmodel import Field, SQLModel, col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -61,11 +63,9 @@ class Recorder:
 
 
 @pytest.fixture
-async def database(tmp_path: Path) -> Any:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path}/core.sqlite")
-    await db.create_tables([OutboxMessage, InboxEntry, Chore])
-    yield db
-    await db.close()
+async def database(tmp_path: Path) -> AsyncIterator[Database]:
+    async with temporary_database(tmp_path, [OutboxMessage, InboxEntry, Chore]) as db:
+        yield db
 
 
 async def add_chores(database: Database, count: int, *, due: bool = True) -> list[str]:

@@ -3,7 +3,7 @@
 import io
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from esim_core.observability.logs import configure_logging
 from esim_core.outside.transport import TimedTransport
 from esim_core.persistence.db import Database
 from esim_core.settings import SettingsError, Topics
+from esim_core.testing import temporary_database
 from esim_schemas import CloudEvent, RenewalRejected, RenewalRequested, new_event
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -57,11 +58,9 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
 
 
 @pytest.fixture
-async def database(tmp_path: Path) -> Any:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path}/core.sqlite")
-    await db.create_tables([OutboxMessage, InboxEntry, DueThing])
-    yield db
-    await db.close()
+async def database(tmp_path: Path) -> AsyncIterator[Database]:
+    async with temporary_database(tmp_path, [OutboxMessage, InboxEntry, DueThing]) as db:
+        yield db
 
 
 def request(traceparent: str | None) -> CloudEvent[RenewalRequested]:
