@@ -31,7 +31,7 @@ METRIC_MODULES = (
     "esim_core.metrics",
     "esim_core.telemetry",
     "accounts.telemetry",
-    "provisioning.workers",
+    "provisioning.activating",
     "notifier.sender",
 )
 #: Series Prometheus itself adds to every target.

@@ -16,13 +16,14 @@ from esim_schemas import (
     RefundRequested,
 )
 
+from billing.charging import ChargeWorker
 from billing.domain import RetryRules
 from billing.gateways import PaymentGateway
 from billing.gateways.http import HttpPaymentGateway
 from billing.handlers import on_payment_requested, on_refund_requested
+from billing.refunding import RefundWorker
 from billing.settings import BillingSettings
 from billing.store import TABLES
-from billing.workers import ChargeWorker, RefundWorker
 
 # services/billing/migrations: the Alembic scripts applied at start.
 MIGRATIONS = service_migrations(__file__)

@@ -19,6 +19,7 @@ from esim_schemas import (
     UsageUpdated,
 )
 
+from provisioning.activating import ActivationWorker
 from provisioning.callbacks import CallbackReceiver, build_callback_router
 from provisioning.cancelling import CancellationWorker
 from provisioning.domain import FollowUpRules, UsageRules
@@ -28,7 +29,6 @@ from provisioning.platforms.http import HttpEsimPlatform
 from provisioning.settings import ProvisioningSettings
 from provisioning.store import TABLES
 from provisioning.usage import UsagePoller
-from provisioning.workers import ActivationWorker
 
 # services/provisioning/migrations: the Alembic scripts applied at start.
 MIGRATIONS = service_migrations(__file__)
