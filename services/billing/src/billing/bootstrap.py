@@ -7,7 +7,6 @@ from esim_core.consumer import Route
 from esim_core.migrations import service_migrations
 from esim_core.retry import TryPolicy
 from esim_core.service import ServiceRuntime
-from esim_core.telemetry import TimedTransport
 from esim_schemas import (
     PaymentFailed,
     PaymentRefunded,
@@ -49,7 +48,6 @@ def build_gateway(settings: BillingSettings) -> PaymentGateway:
         return HttpPaymentGateway(
             settings.payment_gateway_url,
             timeout_s=settings.gateway_timeout_s,
-            transport=TimedTransport("payment_gateway"),
         )
     raise ValueError(f"unknown payment gateway adapter {settings.payment_gateway!r}")
 

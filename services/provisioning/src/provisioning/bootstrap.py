@@ -6,7 +6,6 @@ from esim_core.consumer import Route
 from esim_core.migrations import service_migrations
 from esim_core.retry import TryPolicy
 from esim_core.service import ServiceRuntime
-from esim_core.telemetry import TimedTransport
 from esim_schemas import (
     ActivationFailed,
     BundleCancelled,
@@ -53,7 +52,6 @@ def build_platform(settings: ProvisioningSettings) -> EsimPlatform:
         return HttpEsimPlatform(
             settings.esim_platform_url,
             timeout_s=settings.platform_timeout_s,
-            transport=TimedTransport("esim_platform"),
         )
     raise ValueError(f"unknown eSIM platform adapter {settings.esim_platform!r}")
 
