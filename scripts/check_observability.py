@@ -31,7 +31,7 @@ METRIC_MODULES = (
     "esim_core.observability.metrics",
     "esim_core.observability.telemetry",
     "accounts.telemetry",
-    "provisioning.workers",
+    "provisioning.activating",
     "notifier.sender",
 )
 #: Series Prometheus itself adds to every target.

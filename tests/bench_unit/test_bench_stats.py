@@ -209,7 +209,7 @@ def test_a_sample_counts_to_the_innermost_library_and_sqlite_to_the_database() -
     from tests.bench.profile import part_of
 
     # As py-spy names frames: files relative to the import path they were found on.
-    inline = "InlineSqliteConnection._execute (esim_core/db.py:140)"
+    inline = "InlineSqliteConnection._execute (esim_core/persistence/db.py:140)"
     session = "Session.execute (sqlalchemy/orm/session.py:10)"
     handler = "on_renewal_requested (accounts/handlers.py:170)"
     log = "Logger.info (logging/__init__.py:1489)"

@@ -39,7 +39,7 @@ def test_a_library_line_gets_the_schema(stream: io.StringIO) -> None:
 def test_bound_ids_travel_on_every_line_until_cleared(stream: io.StringIO) -> None:
     bind_ids(renewal_id="r-1", iccid="8944", event_id="e-1", event_type="x.v1", trace_id=None)
     logging.getLogger("billing.handlers").info("charging")
-    structlog.get_logger("billing.workers").info("captured", attempts=1)
+    structlog.get_logger("billing.charging").info("captured", attempts=1)
     clear_ids()
     logging.getLogger("billing.handlers").info("idle")
     first, second, third = lines(stream)
@@ -51,7 +51,7 @@ def test_bound_ids_travel_on_every_line_until_cleared(stream: io.StringIO) -> No
             "event_type": "x.v1",
         }
         assert "trace_id" not in line
-    assert second["attempts"] == 1 and second["logger"] == "billing.workers"
+    assert second["attempts"] == 1 and second["logger"] == "billing.charging"
     assert "renewal_id" not in third
 
 

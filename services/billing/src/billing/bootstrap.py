@@ -5,7 +5,6 @@ from dataclasses import dataclass
 
 from esim_core.messaging.consumer import Route
 from esim_core.outside.retry import TryPolicy
-from esim_core.outside.transport import TimedTransport
 from esim_core.persistence.migrations import service_migrations
 from esim_core.service import ServiceRuntime
 from esim_schemas import (
@@ -16,13 +15,14 @@ from esim_schemas import (
     RefundRequested,
 )
 
+from billing.charging import ChargeWorker
 from billing.domain import RetryRules
 from billing.gateways import PaymentGateway
 from billing.gateways.http import HttpPaymentGateway
 from billing.handlers import on_payment_requested, on_refund_requested
+from billing.refunding import RefundWorker
 from billing.settings import BillingSettings
 from billing.store import TABLES
-from billing.workers import ChargeWorker, RefundWorker
 
 # services/billing/migrations: the Alembic scripts applied at start.
 MIGRATIONS = service_migrations(__file__)
@@ -48,7 +48,6 @@ def build_gateway(settings: BillingSettings) -> PaymentGateway:
         return HttpPaymentGateway(
             settings.payment_gateway_url,
             timeout_s=settings.gateway_timeout_s,
-            transport=TimedTransport("payment_gateway"),
         )
     raise ValueError(f"unknown payment gateway adapter {settings.payment_gateway!r}")
 

@@ -1,5 +1,6 @@
 """Payments and refunds: their states, ids, and the rules that decide retries and failures."""
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -95,6 +96,19 @@ def unavailable_delay(rounds: int, rules: RetryRules) -> float | None:
         return None
     delay: float = min(rules.backoff_max_s, rules.backoff_s * 2.0 ** (rounds - 1))
     return delay
+
+
+def jittered(delay_s: float) -> float:
+    """A round's delay, shortened at random by up to a quarter."""
+    # Many payments hit by one outage should not all come back in the same instant.
+    return delay_s * random.uniform(0.75, 1.0)
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """An error text fit to store: the payment token masked, at most 500 characters."""
+    if secret:
+        text = text.replace(secret, "***")
+    return text[:500]
 
 
 def _reason(code: str) -> FailureReason:

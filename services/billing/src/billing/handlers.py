@@ -1,7 +1,7 @@
 """Billing's event handlers: record a payment or a refund to do, once per renewal.
 
-Handlers only write rows that are due now; the charge and refund loops (workers.py) make the
-calls to the gateway, so a handler never calls anything outside its own transaction.
+Handlers only write rows that are due now; the charge and refund loops (`charging.py`,
+`refunding.py`) call the gateway, so a handler never calls anything outside its own transaction.
 """
 
 import logging

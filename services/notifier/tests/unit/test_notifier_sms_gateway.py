@@ -4,6 +4,7 @@ import httpx
 import pytest
 from notifier.sms import OutgoingSms, PermanentSmsError, TransientSmsError
 from notifier.sms.http import HttpSmsGateway
+from prometheus_client import REGISTRY
 from sandboxes.sms import create_app
 
 SMS = OutgoingSms(message_id="n-1", to="+8613800138000", text="code 482913")
@@ -49,3 +50,13 @@ async def test_an_unreachable_gateway_is_transient() -> None:
     gateway = HttpSmsGateway("http://sms", sender="eSIM", transport=httpx.MockTransport(refuse))
     with pytest.raises(TransientSmsError):
         await gateway.send(SMS)
+
+
+async def test_each_message_is_timed_as_a_call_to_the_sms_gateway() -> None:
+    labels = {"system": "sms_gateway", "operation": "POST /v1/messages", "outcome": "2xx"}
+    before = REGISTRY.get_sample_value("esim_outside_call_seconds_count", labels) or 0.0
+    gateway = HttpSmsGateway(
+        "http://sms", sender="eSIM", transport=httpx.MockTransport(lambda _: httpx.Response(201))
+    )
+    await gateway.send(SMS)
+    assert REGISTRY.get_sample_value("esim_outside_call_seconds_count", labels) == before + 1

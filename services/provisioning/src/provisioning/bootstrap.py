@@ -4,7 +4,6 @@ from dataclasses import dataclass
 
 from esim_core.messaging.consumer import Route
 from esim_core.outside.retry import TryPolicy
-from esim_core.outside.transport import TimedTransport
 from esim_core.persistence.migrations import service_migrations
 from esim_core.service import ServiceRuntime
 from esim_schemas import (
@@ -19,6 +18,7 @@ from esim_schemas import (
     UsageUpdated,
 )
 
+from provisioning.activating import ActivationWorker
 from provisioning.callbacks import CallbackReceiver, build_callback_router
 from provisioning.cancelling import CancellationWorker
 from provisioning.domain import FollowUpRules, UsageRules
@@ -28,7 +28,6 @@ from provisioning.platforms.http import HttpEsimPlatform
 from provisioning.settings import ProvisioningSettings
 from provisioning.store import TABLES
 from provisioning.usage import UsagePoller
-from provisioning.workers import ActivationWorker
 
 # services/provisioning/migrations: the Alembic scripts applied at start.
 MIGRATIONS = service_migrations(__file__)
@@ -53,7 +52,6 @@ def build_platform(settings: ProvisioningSettings) -> EsimPlatform:
         return HttpEsimPlatform(
             settings.esim_platform_url,
             timeout_s=settings.platform_timeout_s,
-            transport=TimedTransport("esim_platform"),
         )
     raise ValueError(f"unknown eSIM platform adapter {settings.esim_platform!r}")
 

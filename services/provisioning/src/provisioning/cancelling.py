@@ -27,10 +27,10 @@ from provisioning.platforms import (
     OrderNotFoundError,
     PlatformRejectedError,
     PlatformUnavailableError,
+    within_round,
 )
 from provisioning.store import Activation, Bundle, Cancellation
 from provisioning.usage import mark_cancelled, watch_card
-from provisioning.workers import within_round
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Provisioning's event handlers: the activation of a paid renewal, the cancellation of a bundle.
 
 Each handler only writes a row that is due now, once per renewal; the activation loop
-(workers.py) and the cancellation loop (cancelling.py) call the eSIM platform, so a handler
+(`activating.py`) and the cancellation loop (`cancelling.py`) call the eSIM platform, so a handler
 never calls anything outside its own transaction.
 """
 

@@ -289,7 +289,7 @@ async def test_cancel_errors(answer: httpx.Response, error: type[Exception]) -> 
 
 async def test_the_sandboxs_answer_to_an_instant_order_is_the_whole_bundle(tmp_path: Any) -> None:
     """An order the platform settles as placed needs no status call to be activated."""
-    from provisioning.workers import _complete
+    from provisioning.activating import _complete
     from sandboxes.esim import EsimSandboxSettings, create_app
 
     cards = tmp_path / "cards.csv"

@@ -1,6 +1,5 @@
 """HttpEsimPlatform: bundle orders and their follow-up over the eSIM platform's HTTP API."""
 
-import asyncio
 import logging
 import math
 from datetime import UTC, datetime
@@ -8,7 +7,8 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from esim_core.outside.transport import AiohttpTransport
+from esim_core.outside.adapter import HttpAdapter, NonEmpty, is_transient, problem
+from pydantic import BaseModel, StrictBool
 
 from provisioning.platforms.port import (
     BundleCancellation,
@@ -26,10 +26,21 @@ from provisioning.platforms.port import (
 
 logger = logging.getLogger(__name__)
 
-_TRANSIENT_STATUSES = frozenset({408, 425, 429})
+
+class _Order(BaseModel):
+    order_id: NonEmpty
+    status: str | None = None
 
 
-class HttpEsimPlatform:
+class _Cancelled(BaseModel):
+    cancelled: StrictBool
+
+
+class _Status(BaseModel):
+    status: NonEmpty
+
+
+class HttpEsimPlatform(HttpAdapter):
     """The platform's API: `POST /v1/bundles` (with Idempotency-Key), `GET /v1/bundles/{id}`,
     `POST /v1/bundles/{id}/cancel`, `GET /v1/cards/{iccid}/usage`.
 
@@ -39,6 +50,10 @@ class HttpEsimPlatform:
     itself; provisioning's activation loop decides how often.
     """
 
+    system = "esim_platform"
+    called = "eSIM platform"
+    unavailable = PlatformUnavailableError
+
     def __init__(
         self,
         base_url: str,
@@ -46,14 +61,11 @@ class HttpEsimPlatform:
         timeout_s: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._timeout_s = timeout_s
-        self._client = httpx.AsyncClient(
-            base_url=base_url,
-            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
-            # Tests give a MockTransport; otherwise aiohttp's pool (esim_core.outside.transport).
-            transport=transport if transport is not None else AiohttpTransport(),
+        super().__init__(
+            base_url,
+            timeout_s=timeout_s,
+            transport=transport,
             headers={"User-Agent": "esim-provisioning", "Accept": "application/json"},
-            follow_redirects=False,
         )
 
     async def order_bundle(self, request: BundleOrderRequest) -> BundleOrder:
@@ -66,23 +78,22 @@ class HttpEsimPlatform:
             "start": request.start,
             "reference": request.reference,
         }
-        response = await self._send(
+        response = await self.call(
             "POST", "/v1/bundles", json=body, headers={"Idempotency-Key": request.idempotency_key}
         )
         status = response.status_code
         if response.is_success:
-            document = _json(response)
-            order_id = document.get("order_id")
-            if not isinstance(order_id, str) or not order_id:
-                # The order may exist; asking again under the same key returns it.
-                raise PlatformUnavailableError(f"HTTP {status}: an order answer without order_id")
-            state = document.get("status")
-            if not isinstance(state, str) or not state:
-                return BundleOrder(order_id=order_id, status="processing")
+            document = self.document(response)
+            # Without order_id the order may exist; asking again under the same key returns it.
+            order = self.validate(document, response, _Order, "an order answer without order_id")
+            if not order.status:
+                return BundleOrder(order_id=order.order_id, status="processing")
             return BundleOrder(
-                order_id=order_id, status=state, bundle=_bundle(order_id, document, status)
+                order_id=order.order_id,
+                status=order.status,
+                bundle=self._bundle(order.order_id, document, response),
             )
-        message = _problem(response)
+        message = problem(response).text
         if status == 404:
             raise UnknownIccidError(f"the platform does not know card {request.iccid}: {message}")
         _raise_for_transient(status, message)
@@ -90,11 +101,11 @@ class HttpEsimPlatform:
 
     async def bundle_status(self, order_id: str) -> BundleStatus:
         """Where an order's bundle is; see `EsimPlatform.bundle_status`."""
-        response = await self._send("GET", f"/v1/bundles/{quote(order_id, safe='')}")
+        response = await self.call("GET", f"/v1/bundles/{quote(order_id, safe='')}")
         status = response.status_code
         if response.is_success:
-            return _bundle(order_id, _json(response), status)
-        message = _problem(response)
+            return self._bundle(order_id, self.document(response), response)
+        message = problem(response).text
         if status == 404:
             raise OrderNotFoundError(404, f"order {order_id} is unknown: {message}")
         _raise_for_transient(status, message)
@@ -102,18 +113,20 @@ class HttpEsimPlatform:
 
     async def cancel_bundle(self, order_id: str) -> BundleCancellation:
         """Cancel a bundle that has not started; see `EsimPlatform.cancel_bundle`."""
-        response = await self._send("POST", f"/v1/bundles/{quote(order_id, safe='')}/cancel")
+        response = await self.call("POST", f"/v1/bundles/{quote(order_id, safe='')}/cancel")
         status = response.status_code
         if response.is_success:
-            document = _json(response)
-            cancelled = document.get("cancelled")
-            if not isinstance(cancelled, bool):
-                # Whether the bundle will run is the whole answer: without it, ask again.
-                raise PlatformUnavailableError(f"HTTP {status}: a cancel answer without cancelled")
-            return BundleCancellation(
-                order_id=order_id, cancelled=cancelled, bundle=_bundle(order_id, document, status)
+            document = self.document(response)
+            # Whether the bundle will run is the whole answer: without it, ask again.
+            answer = self.validate(
+                document, response, _Cancelled, "a cancel answer without cancelled"
             )
-        message = _problem(response)
+            return BundleCancellation(
+                order_id=order_id,
+                cancelled=answer.cancelled,
+                bundle=self._bundle(order_id, document, response),
+            )
+        message = problem(response).text
         if status == 404:
             raise OrderNotFoundError(404, f"order {order_id} is unknown: {message}")
         _raise_for_transient(status, message)
@@ -122,13 +135,11 @@ class HttpEsimPlatform:
     async def card_usage(self, iccid: str, *, ended_within_s: float | None = None) -> CardUsage:
         """Every bundle of a card and its use; see `EsimPlatform.card_usage`."""
         params = {} if ended_within_s is None else {"ended_within_s": math.ceil(ended_within_s)}
-        response = await self._send(
-            "GET", f"/v1/cards/{quote(iccid, safe='')}/usage", params=params
-        )
+        response = await self.call("GET", f"/v1/cards/{quote(iccid, safe='')}/usage", params=params)
         status = response.status_code
         if response.is_success:
-            return _card_usage(iccid, _json(response), status)
-        message = _problem(response)
+            return _card_usage(iccid, self.document(response), status)
+        message = problem(response).text
         if status == 404:
             raise UnknownIccidError(f"the platform does not know card {iccid}: {message}")
         if status == 429:
@@ -138,40 +149,25 @@ class HttpEsimPlatform:
         _raise_for_transient(status, message)
         raise PlatformRejectedError(status, message)
 
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._client.aclose()
-
-    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            # httpx times each phase (connect, write, read) on its own; this bounds the whole.
-            async with asyncio.timeout(self._timeout_s):
-                return await self._client.request(method, path, **kwargs)
-        except TimeoutError as error:
-            raise PlatformUnavailableError(
-                f"no answer from the eSIM platform within {self._timeout_s:g} s"
-            ) from error
-        except httpx.TransportError as error:
-            raise PlatformUnavailableError(
-                f"eSIM platform unreachable ({type(error).__name__}: {error})"[:300]
-            ) from error
+    def _bundle(
+        self, order_id: str, document: dict[str, Any], response: httpx.Response
+    ) -> BundleStatus:
+        self.validate(document, response, _Status, "a bundle answer without a status")
+        return _bundle(order_id, document)
 
 
 def _raise_for_transient(status: int, message: str) -> None:
-    if status >= 500 or status in _TRANSIENT_STATUSES:
+    if is_transient(status):
         raise PlatformUnavailableError(f"HTTP {status}: {message}")
 
 
-def _bundle(order_id: str, document: dict[str, Any], http_status: int) -> BundleStatus:
-    state = document.get("status")
-    if not isinstance(state, str) or not state:
-        raise PlatformUnavailableError(f"HTTP {http_status}: a bundle answer without a status")
+def _bundle(order_id: str, document: dict[str, Any]) -> BundleStatus:
     data_mb = document.get("data_mb")
     reason = document.get("failure_reason")
     returned_id = document.get("order_id")
     return BundleStatus(
         order_id=returned_id if isinstance(returned_id, str) and returned_id else order_id,
-        status=state,
+        status=document["status"],
         valid_from=_time(document.get("valid_from"), "valid_from", order_id),
         valid_until=_time(document.get("valid_until"), "valid_until", order_id),
         data_mb=data_mb
@@ -229,36 +225,3 @@ def _time(value: Any, name: str, order_id: str) -> datetime | None:
         logger.warning("order %s: %s %r is not an RFC 3339 time; ignored", order_id, name, value)
         return None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        document = response.json()
-    except ValueError as error:
-        raise PlatformUnavailableError(
-            f"HTTP {response.status_code}: an answer that is not JSON"
-        ) from error
-    if not isinstance(document, dict):
-        raise PlatformUnavailableError(
-            f"HTTP {response.status_code}: an answer that is not an object"
-        )
-    return document
-
-
-def _problem(response: httpx.Response) -> str:
-    """A short text of an error answer: problem+json `detail` / `title`, or the reason phrase."""
-    fallback = response.reason_phrase or f"HTTP {response.status_code}"
-    try:
-        document = response.json()
-    except ValueError:
-        return fallback
-    if not isinstance(document, dict):
-        return fallback
-    error = document.get("error")
-    source: dict[str, Any] = error if isinstance(error, dict) else document
-    code = source.get("code")
-    message = source.get("message") or document.get("detail") or document.get("title")
-    text = str(message) if message else fallback
-    if isinstance(code, str) and code:
-        text = f"{code}: {text}"
-    return text[:200]

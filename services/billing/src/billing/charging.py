@@ -1,37 +1,33 @@
-"""The charge and refund loops: claim due rows, call the gateway, commit outcome and event.
+"""Charging: claim due payments, call the gateway, commit the capture or the decline and its event.
 
 Each round calls the gateway outside any transaction, then writes the outcome, the outbox event
-and the next due time in one transaction. The gateway call carries an idempotency key derived
-from the renewal_id, so a crash between the call and the commit only means the next round asks
-again and gets the same capture (or refund) back: never a second one.
+and the next due time in one transaction. The charge carries an idempotency key derived from the
+renewal_id, so a crash between the call and the commit only means the next round asks again and
+gets the same capture back: never a second one.
 """
 
 import logging
-import random
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 from esim_core.clock import utcnow
 from esim_core.duework.loop import clear_due
 from esim_core.duework.worker import DueWorker, same_lease
-from esim_core.outside import retry
-from esim_core.outside.retry import TryPolicy
-from esim_schemas import Money, PaymentFailed, PaymentRefunded, PaymentSettled, PlanRef
+from esim_schemas import Money, PaymentFailed, PaymentSettled, PlanRef
 from esim_schemas.types import PaymentMethod, Start
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.domain import (
     FailureReason,
     PaymentState,
-    RefundState,
     RetryRules,
     charge_key,
     decline_reason,
     dunning_delay,
     event_id,
-    refund_key,
+    jittered,
+    scrub,
     unavailable_delay,
 )
 from billing.gateways import (
@@ -41,32 +37,13 @@ from billing.gateways import (
     GatewayUnavailableError,
     PaymentDeclinedError,
     PaymentGateway,
-    RefundReceipt,
-    RefundRequest,
+    within_round,
 )
-from billing.store import Payment, Refund
+from billing.store import Payment
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 ChargeOutcome = Capture | PaymentDeclinedError | GatewayUnavailableError | GatewayRejectedError
-RefundOutcome = RefundReceipt | GatewayUnavailableError | GatewayRejectedError
-
-
-async def within_round(what: str, call: Callable[[], Awaitable[T]], policy: TryPolicy) -> T:
-    """Run a payment gateway call, retrying it on `GatewayUnavailableError` within the round."""
-    return await retry.within_round(what, call, policy, GatewayUnavailableError, "payment gateway")
-
-
-def _jittered(delay_s: float) -> float:
-    # Many payments hit by one outage should not all come back in the same instant.
-    return delay_s * random.uniform(0.75, 1.0)
-
-
-def _scrub(text: str, secret: str | None) -> str:
-    if secret:
-        text = text.replace(secret, "***")
-    return text[:500]
 
 
 class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
@@ -146,7 +123,7 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
             self._settle(session, payment, outcome, now)
         elif isinstance(outcome, PaymentDeclinedError):
             payment.unavailable_rounds = 0
-            payment.last_error = _scrub(f"declined: {outcome}", token)
+            payment.last_error = scrub(f"declined: {outcome}", token)
             reason, soft = decline_reason(outcome.code, outcome.retryable)
             delay = None
             if soft:
@@ -166,7 +143,7 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
             )
         else:
             payment.unavailable_rounds += 1
-            payment.last_error = _scrub(f"{type(outcome).__name__}: {outcome}", token)
+            payment.last_error = scrub(f"{type(outcome).__name__}: {outcome}", token)
             # A refused request is not an outage but a fault on one side: worth an ERROR.
             log = logger.error if isinstance(outcome, GatewayRejectedError) else logger.warning
             delay = unavailable_delay(payment.unavailable_rounds, self.rules)
@@ -179,7 +156,7 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
                 )
                 self._fail(session, payment, "provider_unavailable", now)
                 return
-            delay = _jittered(delay)
+            delay = jittered(delay)
             payment.due_at = now + timedelta(seconds=delay)
             log(
                 "payment %s: no charge in round %d of %d (%s); next round in %.1f s",
@@ -260,131 +237,6 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
             payment.renewal_id,
             reason,
             payment.attempts,
-        )
-
-
-class RefundWorker(DueWorker[PaymentGateway, RetryRules]):
-    """Refunds due refunds; one the gateway keeps refusing is parked as `failed`, never dropped.
-
-    A parked refund is money still owed: it is logged at ERROR, shown by
-    `GET /v1/refunds/{renewal_id}`, and `POST /v1/refunds/{renewal_id}/retry` sends it back to
-    the loop once the cause is fixed.
-    """
-
-    table = Refund
-    what = "refund"
-
-    @property
-    def gateway(self) -> PaymentGateway:
-        """The outside system this worker calls."""
-        return self.port
-
-    async def work(self, key: str) -> None:
-        """One round for one claimed row."""
-        await self.refund(key)
-
-    async def refund(self, refund_id: str) -> None:
-        """One refund round of a claimed refund."""
-        async with self.database.session() as session:
-            refund = await session.get(Refund, refund_id)
-            if refund is None:
-                return
-            payment = await session.get(Payment, refund.payment_id)
-            if refund.state != RefundState.PENDING or payment is None:
-                refund.due_at = None
-                refund.lease_until = None
-                session.add(refund)
-                return
-        if payment.provider_reference is None:
-            raise RuntimeError(f"payment {payment.id} has no capture to refund")
-        lease = refund.lease_until
-        request = RefundRequest(
-            idempotency_key=refund_key(refund.renewal_id),
-            charge_id=payment.provider_reference,
-            amount=refund.amount,
-            method=payment.method,
-            reason=refund.reason,
-        )
-        outcome: RefundOutcome
-        try:
-            outcome = await within_round(
-                f"refund {refund_id}", lambda: self.gateway.refund(request), self.tries
-            )
-        except (GatewayUnavailableError, GatewayRejectedError) as error:
-            outcome = error
-        async with self.database.session() as session:
-            # Locked until the outcome commits, so no claim can slip in between check and write.
-            current = await session.get(Refund, refund_id, with_for_update=True)
-            if current is None or current.state != RefundState.PENDING:
-                return
-            if not same_lease(current.lease_until, lease):
-                logger.warning(
-                    "refund %s was claimed again during its round; this round's outcome is "
-                    "dropped (the gateway's idempotency key keeps one refund)",
-                    refund_id,
-                )
-                return
-            self._apply(session, current, outcome)
-
-    def _apply(self, session: AsyncSession, refund: Refund, outcome: RefundOutcome) -> None:
-        now = utcnow()
-        refund.attempts += 1
-        refund.updated_at = now
-        refund.lease_until = None
-        session.add(refund)
-        if isinstance(outcome, RefundReceipt):
-            refund.state = RefundState.REFUNDED
-            refund.provider_reference = outcome.refund_id
-            refund.refunded_at = now
-            refund.due_at = None
-            refund.last_error = None
-            refund.unavailable_rounds = 0
-            self.outbox.add(
-                session,
-                PaymentRefunded(
-                    renewal_id=UUID(refund.renewal_id),
-                    payment_id=refund.payment_id,
-                    refund_id=outcome.refund_id,
-                    iccid=refund.iccid,
-                    price=Money(amount=refund.amount, currency=refund.currency),
-                    refunded_at=now,
-                ),
-                event_id=event_id("payment-refunded", refund.renewal_id),
-            )
-            logger.info(
-                "refund %s of renewal %s done: %s", refund.id, refund.renewal_id, outcome.refund_id
-            )
-            return
-        refund.last_error = _scrub(f"{type(outcome).__name__}: {outcome}", None)
-        delay = None
-        if isinstance(outcome, GatewayUnavailableError):
-            refund.unavailable_rounds += 1
-            delay = unavailable_delay(refund.unavailable_rounds, self.rules)
-        if delay is None:
-            refund.state = RefundState.FAILED
-            refund.failed_at = now
-            refund.due_at = None
-            logger.error(
-                "refund %s of renewal %s (%d %s) is OWED but parked as failed after %d "
-                "round(s): %s; fix the cause, then POST /v1/refunds/%s/retry",
-                refund.id,
-                refund.renewal_id,
-                refund.amount,
-                refund.currency,
-                refund.attempts,
-                refund.last_error,
-                refund.renewal_id,
-            )
-            return
-        delay = _jittered(delay)
-        refund.due_at = now + timedelta(seconds=delay)
-        logger.warning(
-            "refund %s: gateway unavailable, round %d of %d (%s); next round in %.1f s",
-            refund.id,
-            refund.unavailable_rounds,
-            self.rules.max_unavailable_rounds,
-            refund.last_error,
-            delay,
         )
 
 

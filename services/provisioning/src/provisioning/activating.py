@@ -1,4 +1,4 @@
-"""The activation loop: claim due activations, order or follow the bundle, commit the outcome.
+"""Activating: claim due activations, order or follow the bundle, commit the outcome.
 
 Each round makes one call to the eSIM platform outside any transaction, then writes the outcome,
 the outbox event and the next due time in one transaction. The order carries an idempotency key
@@ -9,14 +9,12 @@ round orders again and gets the same order back: the bundle is never applied twi
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 from esim_core.clock import as_utc, utcnow
 from esim_core.duework.loop import clear_due
 from esim_core.duework.worker import DueWorker, same_lease
-from esim_core.outside import retry
-from esim_core.outside.retry import TryPolicy
 from esim_schemas import ActivationFailed, ProfileActivated
 from prometheus_client import Counter, Histogram
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -48,6 +46,7 @@ from provisioning.platforms import (
     PlatformRejectedError,
     PlatformUnavailableError,
     UnknownIccidError,
+    within_round,
 )
 from provisioning.store import Activation, Bundle
 from provisioning.usage import (
@@ -69,7 +68,6 @@ ACTIVATION_SECONDS = Histogram(
     buckets=(0.5, 1, 2, 5, 10, 30, 60, 300, 3600, 21600, 86400),
 )
 
-T = TypeVar("T")
 Outcome = (
     BundleOrder
     | BundleStatus
@@ -104,11 +102,6 @@ def _complete(bundle: BundleStatus | None) -> bool:
     if meaning == "activated":
         return bundle.valid_from is not None and bundle.valid_until is not None
     return meaning == "failed"
-
-
-async def within_round(what: str, call: Callable[[], Awaitable[T]], policy: TryPolicy) -> T:
-    """Run a eSIM platform call, retrying it on `PlatformUnavailableError` within the round."""
-    return await retry.within_round(what, call, policy, PlatformUnavailableError, "eSIM platform")
 
 
 class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
