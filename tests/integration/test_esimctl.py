@@ -111,12 +111,28 @@ def test_a_wrong_operator_token_is_refused(platform: Platform) -> None:
 
 
 def test_outbox_status_and_stuck_answer_for_every_service(platform: Platform) -> None:
-    status = as_json(esimctl(platform, "outbox", "status", "--json"))
+    def outboxes() -> dict[str, Any]:
+        status: dict[str, Any] = as_json(esimctl(platform, "outbox", "status", "--json"))
+        return status
+
+    settled_before = outboxes()["billing"]["published_kept"]
+    traveller = Traveller.register(platform)
+    iccid = traveller.bind_new_card()
+    renewal_id = traveller.renew(iccid).json()["renewal_id"]
+    traveller.wait_for_status(renewal_id, "ACTIVATED", timeout=90)
+
+    wait_until(
+        lambda: all(row["unpublished"] == 0 for row in outboxes().values()),
+        timeout=30,
+        what="every outbox drained",
+    )
+    status = outboxes()
     assert set(status) == set(SERVICES)
-    for row in status.values():
-        assert row["unpublished"] >= 0 and row["published_kept"] >= 0
-    stuck = as_json(esimctl(platform, "sagas", "stuck", "--json"))
-    assert isinstance(stuck, list)
+    # The renewal's one PaymentSettled is billing's only event since.
+    assert status["billing"]["published_kept"] == settled_before + 1
+    stuck = as_json(esimctl(platform, "sagas", "stuck", "--older-than", "0.001", "--json"))
+    assert renewal_id not in {item["renewal_id"] for item in stuck}
+    assert all(item["stuck"] for item in stuck), stuck
 
 
 def test_dlq_replay_redelivers_a_dead_letter_once_its_cause_is_fixed(

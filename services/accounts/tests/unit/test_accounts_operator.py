@@ -200,4 +200,5 @@ async def test_outbox_status_counts_what_waits(
     body = (await ops.get("/v1/operator/outbox")).json()
     assert body["service"] == "accounts"
     assert body["unpublished"] == 1 and body["published_kept"] == 0
-    assert body["oldest_unpublished_age_s"] >= 0
+    # The one waiting event was queued by this test a moment ago.
+    assert 0 <= body["oldest_unpublished_age_s"] < 60

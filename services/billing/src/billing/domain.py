@@ -5,9 +5,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import UUID
 
-_IDS = uuid5(NAMESPACE_URL, "https://esim.example/billing")
+from esim_core.ids import derived_id, namespace
+
+_IDS = namespace("billing")
 
 FailureReason = Literal[
     "declined", "insufficient_funds", "expired_method", "provider_unavailable", "invalid_token"
@@ -38,12 +40,12 @@ class RefundState(StrEnum):
 
 def payment_id_for(renewal_id: UUID | str) -> str:
     """The payment id of a renewal: the same for every delivery of its PaymentRequested."""
-    return f"pay_{uuid5(_IDS, f'payment:{renewal_id}')}"
+    return f"pay_{derived_id(_IDS, f'payment:{renewal_id}')}"
 
 
 def refund_row_id_for(renewal_id: UUID | str) -> str:
     """The id of billing's refund record of a renewal (the provider's refund id is separate)."""
-    return f"rfd_{uuid5(_IDS, f'refund:{renewal_id}')}"
+    return f"rfd_{derived_id(_IDS, f'refund:{renewal_id}')}"
 
 
 def charge_key(renewal_id: UUID | str) -> str:
@@ -58,7 +60,7 @@ def refund_key(renewal_id: UUID | str) -> str:
 
 def event_id(kind: str, renewal_id: UUID | str) -> str:
     """A CloudEvents id derived from what caused the event, so a redo publishes the same id."""
-    return str(uuid5(_IDS, f"{kind}:{renewal_id}"))
+    return derived_id(_IDS, f"{kind}:{renewal_id}")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from billing.gateways import (
 )
 from billing.gateways.http import HttpPaymentGateway
 
+from sandboxes import payment as payment_sandbox
+
 TOKEN = "card_tok_6b1f0c_ok"
 CHARGE = ChargeRequest(
     idempotency_key="charge:5b0f2a4e-8d8b-4a53-9f5c-3d9a7f1e2c11",
@@ -84,8 +86,19 @@ async def test_a_capture_sends_the_request_with_its_idempotency_key() -> None:
 
 
 async def test_an_idempotent_replay_is_the_same_capture() -> None:
-    capture = await gateway(lambda _: httpx.Response(200, json=CAPTURED)).charge(CHARGE)
-    assert capture.charge_id == "ch_abc"
+    sandbox = payment_sandbox.create_app()
+    through_sandbox = HttpPaymentGateway(
+        "http://payments.test", transport=httpx.ASGITransport(sandbox)
+    )
+    first = await through_sandbox.charge(CHARGE)
+    # A round after a crash between the call and the commit asks again under the same key.
+    replayed = await through_sandbox.charge(CHARGE)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(sandbox), base_url="http://payments.test"
+    ) as provider:
+        ledger = await provider.get("/sandbox/ledger", params={"reference": CHARGE.reference})
+    assert replayed == first
+    assert [capture["id"] for capture in ledger.json()["captures"]] == [first.charge_id]
 
 
 @pytest.mark.parametrize(

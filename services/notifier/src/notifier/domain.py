@@ -4,8 +4,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
-from uuid import NAMESPACE_URL, uuid5
 
+from esim_core.ids import derived_id, namespace
 from esim_schemas import (
     AutoRenewDisabled,
     BundleCancelled,
@@ -57,7 +57,7 @@ class Channel(StrEnum):
     SMS = "sms"
 
 
-_IDS = uuid5(NAMESPACE_URL, "https://esim.example/notifier/notifications")
+_IDS = namespace("notifier/notifications")
 
 
 def notification_id(
@@ -76,7 +76,7 @@ def notification_id(
     """
     if cause is None:
         cause = f"renewal:{renewal_id}" if renewal_id is not None else f"event:{event_id}"
-    return str(uuid5(_IDS, f"{kind}:{channel}:{cause}"))
+    return derived_id(_IDS, f"{kind}:{channel}:{cause}")
 
 
 def reminder_cause(iccid: str, valid_until: datetime, days_left: int) -> str:

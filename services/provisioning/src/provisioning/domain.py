@@ -5,9 +5,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Literal, Protocol
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import UUID
 
-_IDS = uuid5(NAMESPACE_URL, "https://esim.example/provisioning")
+from esim_core.ids import derived_id, namespace
+
+_IDS = namespace("provisioning")
 
 UNKNOWN_ICCID = "unknown_iccid"
 """ActivationFailed reason: the eSIM platform does not know the card."""
@@ -62,7 +64,7 @@ _FAILED_STATUSES = frozenset({"failed", "revoked"})
 
 def activation_id_for(renewal_id: UUID | str) -> str:
     """The activation id of a renewal: the same for every delivery of its PaymentSettled."""
-    return f"act_{uuid5(_IDS, f'activation:{renewal_id}')}"
+    return f"act_{derived_id(_IDS, f'activation:{renewal_id}')}"
 
 
 def order_key(renewal_id: UUID | str) -> str:
@@ -83,7 +85,7 @@ def cancel_verdict(cancelled: bool, status: str) -> Verdict:
 
 def event_id(kind: str, renewal_id: UUID | str) -> str:
     """A CloudEvents id derived from what caused the event, so a redo publishes the same id."""
-    return str(uuid5(_IDS, f"{kind}:{renewal_id}"))
+    return derived_id(_IDS, f"{kind}:{renewal_id}")
 
 
 def verdict(status: str) -> Verdict:

@@ -4,6 +4,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +18,8 @@ from provisioning.platforms import (
     UnknownIccidError,
 )
 from provisioning.platforms.http import HttpEsimPlatform
+
+from sandboxes import esim as esim_sandbox
 
 RENEWAL = "5b0f2a4e-8d8b-4a53-9f5c-3d9a7f1e2c11"
 ORDER = BundleOrderRequest(
@@ -83,9 +86,22 @@ async def test_an_order_sends_the_bundle_with_its_idempotency_key() -> None:
     }
 
 
-async def test_an_idempotent_replay_is_the_same_order() -> None:
-    order = await platform(lambda _: httpx.Response(200, json=ACCEPTED)).order_bundle(ORDER)
-    assert order.order_id == "ord_4c2a"
+async def test_an_idempotent_replay_is_the_same_order(tmp_path: Path) -> None:
+    cards = tmp_path / "cards.csv"
+    cards.write_text(f"iccid,activation_code\n{ORDER.iccid},LPA:1$sm-dp.example$AAA\n")
+    sandbox = esim_sandbox.create_app(esim_sandbox.EsimSandboxSettings(cards_csv=cards))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(sandbox), base_url="http://esim.test"
+    ) as provider:
+        through_sandbox = HttpEsimPlatform(
+            "http://esim.test", transport=httpx.ASGITransport(sandbox)
+        )
+        first = await through_sandbox.order_bundle(ORDER)
+        # A round after a crash between the call and the commit orders again under the same key.
+        replayed = await through_sandbox.order_bundle(ORDER)
+        ledger = await provider.get("/sandbox/ledger", params={"reference": ORDER.reference})
+    assert replayed.order_id == first.order_id
+    assert [order["order_id"] for order in ledger.json()["orders"]] == [first.order_id]
 
 
 async def test_an_unknown_card_is_its_own_error() -> None:
