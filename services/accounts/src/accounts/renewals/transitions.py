@@ -138,6 +138,11 @@ def no_refund_asked(facts: Facts) -> bool:
     return not facts.refund_requested
 
 
+def refund_due(facts: Facts) -> bool:
+    """A capture to refund, and no refund requested yet: at most one per renewal."""
+    return facts.captured and not facts.refund_requested
+
+
 def compensated(facts: Facts) -> bool:
     """An operator gave the saga up."""
     return facts.compensated
@@ -558,7 +563,7 @@ TABLE: tuple[Row, ...] = (
             sends=(Command.REQUEST_REFUND,),
             step="refund_requested",
         ),
-        no_refund_asked,
+        refund_due,
     ),
     Row(
         (S.TIMED_OUT, S.CANCELLING),
@@ -568,7 +573,7 @@ TABLE: tuple[Row, ...] = (
             sends=(Command.REQUEST_REFUND,),
             step="refund_requested",
         ),
-        no_refund_asked,
+        refund_due,
     ),
 )
 
