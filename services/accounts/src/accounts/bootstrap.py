@@ -76,37 +76,31 @@ def build(settings: AccountsSettings, *, clock: Callable[[], datetime] = utcnow)
     deadlines = Deadlines(
         payment_s=settings.payment_deadline_s, activation_s=settings.activation_deadline_s
     )
-    saga = RenewalSaga(runtime.outbox, deadlines, clock=clock)
     rules = LifecycleRules(
         reminder_leads_s=settings.reminder_leads, auto_renew_lead_s=settings.auto_renew_lead
     )
     watcher = PlanWatcher(runtime.database, runtime.outbox, rules, clock=clock)
+    # A hard decline of an auto-renewal and a promotion's release are commands of the saga's
+    # decisions; the plan watch's own reactions run after the saga's, in its transaction.
+    saga = RenewalSaga(
+        runtime.outbox,
+        deadlines,
+        clock=clock,
+        turn_off_auto_renew=watcher.turn_off_after_decline,
+    )
     topics = runtime.topics
-    # The lifecycle's and the promotions' reactions run in the saga's transaction, after (or,
-    # for a failed auto-renewal, before) the saga's own, so each commits with what caused it.
     runtime.consume(
         topics.renewal_requested,
         [Route(RenewalRequested, saga.on_renewal_requested)],
     )
     runtime.consume(topics.payment_settled, [Route(PaymentSettled, saga.on_payment_settled)])
-    runtime.consume(
-        topics.payment_failed,
-        [
-            Route(
-                PaymentFailed,
-                chain(watcher.on_payment_failed, saga.on_payment_failed, promotions.on_saga_event),
-            )
-        ],
-    )
+    runtime.consume(topics.payment_failed, [Route(PaymentFailed, saga.on_payment_failed)])
     runtime.consume(
         topics.profile_activated,
         [Route(ProfileActivated, chain(saga.on_profile_activated, watcher.on_plan_dated))],
     )
     runtime.consume(topics.activation_failed, [Route(ActivationFailed, saga.on_activation_failed)])
-    runtime.consume(
-        topics.payment_refunded,
-        [Route(PaymentRefunded, chain(saga.on_payment_refunded, promotions.on_saga_event))],
-    )
+    runtime.consume(topics.payment_refunded, [Route(PaymentRefunded, saga.on_payment_refunded)])
     runtime.consume(
         topics.usage_updated,
         [Route(UsageUpdated, chain(cardplans.on_usage_updated, watcher.on_usage_updated))],

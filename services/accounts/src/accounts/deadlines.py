@@ -8,7 +8,6 @@ from sqlmodel import col, select
 
 from accounts.domain import WITH_DEADLINE
 from accounts.handlers import RenewalSaga
-from accounts.promotions import release_if_uncaptured
 from accounts.store import Renewal
 
 
@@ -32,8 +31,7 @@ async def sweep_deadlines(database: Database, saga: RenewalSaga, *, limit: int =
     for renewal_id in due:
         async with database.session() as session:
             row = await session.get(Renewal, renewal_id, with_for_update=True)
-            if row is not None and saga.expire(session, row, saga.clock()):
-                await release_if_uncaptured(session, row, saga.clock())
+            if row is not None and await saga.expire(session, row, saga.clock()):
                 expired += 1
     return expired
 

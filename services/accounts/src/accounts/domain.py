@@ -33,14 +33,14 @@ TERMINAL = frozenset(
         SagaStatus.CANCELLED,
     }
 )
-AWAITING_PAYMENT = frozenset({SagaStatus.REQUESTED, SagaStatus.PAYMENT_PENDING})
-# Once compensation has begun (or the deadline passed) a late activation no longer ends the saga.
-CLOSED_TO_ACTIVATION = TERMINAL | {
-    SagaStatus.REFUNDING,
-    SagaStatus.TIMED_OUT,
-    SagaStatus.CANCELLING,
-}
 WITH_DEADLINE = frozenset({SagaStatus.PAYMENT_PENDING, SagaStatus.PAID})
+
+COMPENSATED = "compensated_by_operator"
+"""The reason of a saga an operator gave up (`RenewalSaga.compensate`)."""
+
+AUTO_RENEW_CHANNEL = "auto_renew"
+#: Payment failures that no retry can cure: the saved payment is no good, auto-renew stops.
+HARD_FAILURES = frozenset({"declined", "expired_method", "invalid_token"})
 
 
 @dataclass(frozen=True)

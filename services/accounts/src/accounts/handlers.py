@@ -1,7 +1,8 @@
-"""The renewal saga: reacts to each event of a renewal and decides what happens next."""
+"""The renewal saga: loads a renewal, decides what an event or action does, and applies it."""
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
@@ -18,6 +19,7 @@ from esim_schemas import (
     BundleEnded,
     BundleStarted,
     CloudEvent,
+    EventData,
     Money,
     PaymentDetails,
     PaymentFailed,
@@ -37,11 +39,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from accounts import cardplans
 from accounts.cardplans import record_activation
 from accounts.domain import (
-    AWAITING_PAYMENT,
-    CLOSED_TO_ACTIVATION,
-    TERMINAL,
-    WITH_DEADLINE,
+    AUTO_RENEW_CHANNEL,
+    COMPENSATED,
+    HARD_FAILURES,
     Deadlines,
+    NotCancellableError,
     RenewalInvalidError,
     SagaStatus,
     check_cancellable,
@@ -50,14 +52,12 @@ from accounts.domain import (
     request_fingerprint,
 )
 from accounts.promotions import apply_promotion, release_if_uncaptured
+from accounts.renewals.transitions import Command, Decision, Facts, Input, Write, decide
 from accounts.store import Card, CardPlan, Plan, Renewal, RenewalStep, User
 
 logger = logging.getLogger(__name__)
 
 _IDS = uuid5(NAMESPACE_URL, "https://esim.example/accounts/events")
-
-COMPENSATED = "compensated_by_operator"
-"""The reason of a saga an operator gave up (`RenewalSaga.compensate`)."""
 
 
 def derived_id(kind: str, cause: str) -> str:
@@ -149,10 +149,50 @@ _CARD_PLAN_OWNER = (
 )
 
 
+@dataclass(frozen=True)
+class Cause:
+    """What a saga decides on: the event or action's id, its time, and what it says."""
+
+    now: datetime
+    event_id: str = ""
+    detail: str | None = None
+    reason: str | None = None
+    refund_reason: str | None = None
+    request: RenewalRequested | None = None
+    activation: ProfileActivated | None = None
+
+
+def facts_of(saga: Renewal | None, now: datetime) -> Facts:
+    """What a decision needs to know of a saga row (None: no saga yet)."""
+    if saga is None:
+        return Facts(status=None)
+    deadline = as_utc(saga.deadline_at) if saga.deadline_at is not None else None
+    return Facts(
+        status=SagaStatus(saga.status),
+        captured=saga.payment_id is not None,
+        refund_requested=saga.refund_requested,
+        activation_failed=saga.activation_failure is not None,
+        bundle=saga.bundle_state,
+        compensated=saga.reason == COMPENSATED,
+        token=saga.payment_token is not None,
+        auto_renewal=saga.channel == AUTO_RENEW_CHANNEL,
+        overdue=deadline is not None and deadline <= now,
+    )
+
+
+AutoRenewSwitch = Callable[[AsyncSession, Renewal, str], Awaitable[None]]
+
+# Carried out after the saga row is written: it looks at how the saga ended.
+_AFTER_WRITES = frozenset({Command.RELEASE_PROMOTION, Command.PRICE})
+
+
 class RenewalSaga:
     """The saga's event handlers; each runs inside the consumer's transaction.
 
-    `clock` tells the time that deadlines are set and swept by (tests move it on).
+    Each loads the saga, decides what the input does (`accounts.renewals.transitions`), and
+    applies the decision (`_apply`, the only place a saga's status is written). `clock` tells
+    the time that deadlines are set and swept by (tests move it on); `turn_off_auto_renew`
+    carries out an auto-renewal's hard decline (without it, auto-renew is left as it is).
     """
 
     def __init__(
@@ -161,80 +201,40 @@ class RenewalSaga:
         deadlines: Deadlines | None = None,
         *,
         clock: Callable[[], datetime] = utcnow,
+        turn_off_auto_renew: AutoRenewSwitch | None = None,
     ) -> None:
         self.outbox = outbox
         self.deadlines = deadlines or Deadlines()
         self.clock = clock
+        self.turn_off_auto_renew = turn_off_auto_renew
 
     async def on_renewal_requested(
         self, session: AsyncSession, event: CloudEvent[RenewalRequested]
     ) -> None:
         """Validate and price a request, then ask billing to charge it (or reject it)."""
         data = event.data
-        renewal_id = str(data.renewal_id)
         # Row locks (PostgreSQL; SQLite serializes writers anyway) keep a concurrent handler or
         # the deadline sweep from overwriting this transaction's change to the same saga.
-        saga = await session.get(Renewal, renewal_id, with_for_update=True)
-        if saga is None:
-            saga = saga_from_request(data)
-            record_step(session, saga, "requested", event_id=event.id)
-        elif saga.fingerprint != fingerprint_of(data):
-            # Same renewal_id, other content: refuse the newcomer, leave the saga alone.
-            self.outbox.add(
-                session,
-                RenewalRejected(
-                    renewal_id=data.renewal_id,
-                    iccid=data.iccid,
-                    user_id=data.user_id,
-                    reason="conflicting_duplicate",
-                    detail=f"renewal {renewal_id} was already requested with other content",
-                ),
-                # A kind of its own: a requester may use the renewal_id as the event id, and
-                # then "rejected" would give the id of the saga's own rejection.
-                event_id=derived_id("conflict-rejected", event.id),
+        found = await session.get(Renewal, str(data.renewal_id), with_for_update=True)
+        cause = Cause(now=self.clock(), event_id=event.id, request=data)
+        if found is None:
+            await self._move(
+                session, saga_from_request(data), Input.RENEWAL_REQUESTED, cause, new=True
             )
-            record_step(session, saga, "conflicting_duplicate_rejected", event_id=event.id)
-            return
-        elif saga.status != SagaStatus.REQUESTED:
-            return
+        elif found.fingerprint != fingerprint_of(data):
+            await self._move(session, found, Input.RENEWAL_CONFLICTS, cause)
+        else:
+            await self._move(session, found, Input.RENEWAL_REQUESTED, cause)
+
+    async def _price(self, session: AsyncSession, saga: Renewal, cause: Cause) -> str:
+        assert cause.request is not None
         try:
-            await self._validate_and_price(session, saga, data)
+            await self._validate_and_price(session, saga, cause.request)
         except RenewalInvalidError as invalid:
-            saga.status = SagaStatus.REJECTED
-            saga.reason = invalid.reason
-            saga.detail = invalid.detail
-            saga.payment_token = None
-            # A code the API redeemed when it took the request goes back with the rejection.
-            await release_if_uncaptured(session, saga, self.clock())
-            self.outbox.add(
-                session,
-                RenewalRejected(
-                    renewal_id=data.renewal_id,
-                    iccid=data.iccid,
-                    user_id=data.user_id,
-                    reason=invalid.reason,
-                    detail=invalid.detail,
-                ),
-                event_id=derived_id("rejected", renewal_id),
-            )
-            record_step(session, saga, "rejected", event_id=event.id, detail=invalid.detail)
-            return
-        assert saga.price_amount is not None and saga.currency is not None
-        assert saga.data_mb is not None and saga.validity_days is not None
-        saga.status = SagaStatus.PAYMENT_PENDING
-        saga.deadline_at = self.clock() + timedelta(seconds=self.deadlines.payment_s)
-        self.outbox.add(
-            session,
-            payment_request_of(saga, data.payment),
-            event_id=derived_id("payment-requested", renewal_id),
-        )
-        record_step(
-            session,
-            saga,
-            "payment_requested",
-            event_id=event.id,
-            detail=f"{saga.price_amount} {saga.currency}",
-        )
+            rejected = replace(cause, reason=invalid.reason, detail=invalid.detail)
+            return await self._move(session, saga, Input.RENEWAL_INVALID, rejected)
+        priced = replace(cause, detail=f"{saga.price_amount} {saga.currency}")
+        return await self._move(session, saga, Input.RENEWAL_PRICED, priced)
 
     async def _validate_and_price(
         self, session: AsyncSession, saga: Renewal, data: RenewalRequested
@@ -276,18 +276,13 @@ class RenewalSaga:
         """
         data = event.data
         saga = await self._saga(session, data.renewal_id)
+        # The capture is recorded whatever the saga does with it: a refund needs it.
         saga.payment_id = data.payment_id
         saga.price_amount = data.price.amount
         saga.currency = data.price.currency
-        if saga.status in AWAITING_PAYMENT:
-            saga.status = SagaStatus.PAID
-            saga.deadline_at = self.clock() + timedelta(seconds=self.deadlines.activation_s)
-        record_step(session, saga, "payment_settled", event_id=event.id)
-        if saga.activation_failure is not None:
-            self._request_refund(session, saga, f"activation failed: {saga.activation_failure}")
-        elif saga.status == SagaStatus.TIMED_OUT and saga.reason == COMPENSATED:
-            # An operator gave this renewal up on purpose: a capture that still comes goes back.
-            self._request_refund(session, saga, "payment settled after an operator compensated")
+        await self._move(
+            session, saga, Input.PAYMENT_SETTLED, Cause(now=self.clock(), event_id=event.id)
+        )
 
     async def on_payment_failed(
         self, session: AsyncSession, event: CloudEvent[PaymentFailed]
@@ -295,12 +290,9 @@ class RenewalSaga:
         """The charge failed for good: the saga ends in PAYMENT_FAILED."""
         data = event.data
         saga = await self._saga(session, data.renewal_id)
-        if saga.status in AWAITING_PAYMENT:
-            saga.status = SagaStatus.PAYMENT_FAILED
-            saga.reason = data.reason
-            saga.payment_token = None
-            saga.deadline_at = None
-        record_step(session, saga, "payment_failed", event_id=event.id, detail=data.reason)
+        given = Input.PAYMENT_DECLINED if data.reason in HARD_FAILURES else Input.PAYMENT_FAILED
+        cause = Cause(now=self.clock(), event_id=event.id, reason=data.reason, detail=data.reason)
+        await self._move(session, saga, given, cause)
 
     async def on_profile_activated(
         self, session: AsyncSession, event: CloudEvent[ProfileActivated]
@@ -313,19 +305,17 @@ class RenewalSaga:
         """
         data = event.data
         saga = await self._saga(session, data.renewal_id)
-        late = saga.status == SagaStatus.TIMED_OUT and not saga.refund_requested
-        if saga.status not in CLOSED_TO_ACTIVATION or late:
-            saga.status = SagaStatus.ACTIVATED
-            saga.payment_token = None
-            saga.deadline_at = None
-            if late:
-                saga.reason = None
         saga.valid_from = data.valid_from
         saga.valid_until = data.valid_until
         saga.bundle_state = data.bundle_state
-        record_step(session, saga, "profile_activated", event_id=event.id, detail=data.bundle_state)
-        if saga.status == SagaStatus.CANCELLED:
-            return  # a late repeat must not put a cancelled plan back on the card
+        cause = Cause(
+            now=self.clock(), event_id=event.id, detail=data.bundle_state, activation=data
+        )
+        await self._move(session, saga, Input.PROFILE_ACTIVATED, cause)
+
+    async def _move_card(
+        self, session: AsyncSession, saga: Renewal, data: ProfileActivated
+    ) -> None:
         card = await session.get(Card, data.iccid, with_for_update=True)
         if card is None:
             raise PermanentEventError(f"card {data.iccid} of renewal {saga.renewal_id} is unknown")
@@ -339,23 +329,10 @@ class RenewalSaga:
         """The bundle could not be applied: give the money back (once it is known to be taken)."""
         data = event.data
         saga = await self._saga(session, data.renewal_id)
-        if saga.bundle_state is not None:
-            # Provisioning answers once per renewal, and this one's plan was announced by a
-            # ProfileActivated: it stands (a cancel in flight decides any refund), so nothing
-            # is remembered that a later capture would refund.
-            record_step(
-                session,
-                saga,
-                "activation_failed_ignored",
-                event_id=event.id,
-                detail=data.reason[:512],
-            )
-            return
-        if saga.activation_failure is None:
-            saga.activation_failure = data.reason[:256]
-        record_step(session, saga, "activation_failed", event_id=event.id, detail=data.reason[:512])
-        if saga.payment_id is not None:
-            self._request_refund(session, saga, f"activation failed: {saga.activation_failure}")
+        cause = Cause(
+            now=self.clock(), event_id=event.id, reason=data.reason, detail=data.reason[:512]
+        )
+        await self._move(session, saga, Input.ACTIVATION_FAILED, cause)
 
     async def on_payment_refunded(
         self, session: AsyncSession, event: CloudEvent[PaymentRefunded]
@@ -368,19 +345,8 @@ class RenewalSaga:
         a plan whose cancellation provisioning has not confirmed.
         """
         saga = await self._saga(session, event.data.renewal_id)
-        if not saga.refund_requested:
-            raise PermanentEventError(
-                f"PaymentRefunded {event.id} for renewal {saga.renewal_id} ({saga.status}), "
-                "which asked for no refund"
-            )
-        if saga.status == SagaStatus.CANCELLING:
-            saga.status = SagaStatus.CANCELLED
-            saga.payment_token = None
-        elif saga.status not in TERMINAL:
-            saga.status = SagaStatus.REFUNDED
-            saga.payment_token = None
-            saga.deadline_at = None
-        record_step(session, saga, "payment_refunded", event_id=event.id)
+        cause = Cause(now=self.clock(), event_id=event.id)
+        await self._move(session, saga, Input.PAYMENT_REFUNDED, cause)
 
     async def request_cancel(self, session: AsyncSession, saga: Renewal, now: datetime) -> None:
         """The owner cancels a queued plan that has not started: ask provisioning to cancel it.
@@ -408,13 +374,8 @@ class RenewalSaga:
             now,
             captured=saga.payment_id is not None,
         )
-        saga.status = SagaStatus.CANCELLING
-        self.outbox.add(
-            session,
-            cancel_request_of(saga, now),
-            event_id=derived_id("bundle-cancel-requested", saga.renewal_id),
-        )
-        record_step(session, saga, "cancel_requested", event_id=f"api:{uuid4()}")
+        cause = Cause(now=now, event_id=f"api:{uuid4()}")
+        await self._move(session, saga, Input.CANCEL, cause, NotCancellableError)
 
     async def on_bundle_cancelled(
         self, session: AsyncSession, event: CloudEvent[BundleCancelled]
@@ -428,61 +389,30 @@ class RenewalSaga:
                 "BundleCancelled %s for renewal %s unknown here", event.id, data.renewal_id
             )
             return
-        record_step(session, saga, "bundle_cancelled", event_id=event.id, detail=data.reason)
-        if saga.status != SagaStatus.CANCELLING:
-            return
-        if data.reason == "replaced":
-            # It ran, and a start=now plan took its place: nothing to give back.
-            self._cancel_refused(session, saga, event.id, "the plan was replaced after it started")
-            return
-        self._request_refund(session, saga, "cancelled by the user before the plan started")
+        given = Input.BUNDLE_REPLACED if data.reason == "replaced" else Input.BUNDLE_CANCELLED
+        cause = Cause(now=self.clock(), event_id=event.id, detail=data.reason)
+        await self._move(session, saga, given, cause)
 
     async def on_bundle_started(
         self, session: AsyncSession, event: CloudEvent[BundleStarted]
     ) -> None:
         """A queued plan went live: the card moves on, and a cancel in flight came too late."""
         await cardplans.on_bundle_started(session, event)
-        await self._started_while_cancelling(session, event.data.renewal_id, event.id)
+        await self._plan_ran(session, event.data.renewal_id, Input.BUNDLE_STARTED, event.id)
 
     async def on_bundle_ended(self, session: AsyncSession, event: CloudEvent[BundleEnded]) -> None:
         """A plan ended: it stays in the history, and a cancel in flight came too late."""
         await cardplans.on_bundle_ended(session, event)
-        await self._started_while_cancelling(session, event.data.renewal_id, event.id)
+        await self._plan_ran(session, event.data.renewal_id, Input.BUNDLE_ENDED, event.id)
 
-    async def _started_while_cancelling(
-        self, session: AsyncSession, renewal_id: UUID, event_id: str
+    async def _plan_ran(
+        self, session: AsyncSession, renewal_id: UUID, given: Input, event_id: str
     ) -> None:
         saga = await session.get(Renewal, str(renewal_id), with_for_update=True)
-        if saga is not None and saga.status == SagaStatus.CANCELLING:
-            self._cancel_refused(
-                session, saga, event_id, "the plan started before it was cancelled"
-            )
+        if saga is not None:
+            await self._move(session, saga, given, Cause(now=self.clock(), event_id=event_id))
 
-    def _cancel_refused(
-        self, session: AsyncSession, saga: Renewal, event_id: str, why: str
-    ) -> None:
-        if saga.refund_requested:
-            return  # the cancellation was confirmed first; the refund stands
-        saga.status = SagaStatus.ACTIVATED
-        record_step(session, saga, "cancel_refused", event_id=event_id, detail=why)
-
-    def _request_refund(self, session: AsyncSession, saga: Renewal, reason: str) -> None:
-        if saga.refund_requested or saga.status in TERMINAL:
-            return
-        assert saga.payment_id is not None
-        assert saga.price_amount is not None and saga.currency is not None
-        saga.refund_requested = True
-        saga.deadline_at = None
-        if saga.status not in (SagaStatus.TIMED_OUT, SagaStatus.CANCELLING):
-            saga.status = SagaStatus.REFUNDING
-        self.outbox.add(
-            session,
-            refund_request_of(saga, reason),
-            event_id=derived_id("refund-requested", saga.renewal_id),
-        )
-        record_step(session, saga, "refund_requested", detail=reason)
-
-    def expire(self, session: AsyncSession, saga: Renewal, now: datetime) -> bool:
+    async def expire(self, session: AsyncSession, saga: Renewal, now: datetime) -> bool:
         """Move on a saga whose deadline passed; returns whether it did.
 
         Waiting for a payment or an activation outcome ends in TIMED_OUT. Nothing is refunded
@@ -491,17 +421,11 @@ class RenewalSaga:
         provisioning cancels a bundle that is not live by its own (earlier) deadline. A saga
         that waits on that answer too long shows as stuck.
         """
-        deadline = as_utc(saga.deadline_at) if saga.deadline_at is not None else None
-        if saga.status not in WITH_DEADLINE or deadline is None or deadline > now:
-            return False
-        waited_for = "payment" if saga.status == SagaStatus.PAYMENT_PENDING else "activation"
-        saga.status = SagaStatus.TIMED_OUT
-        saga.reason = f"{waited_for}_timed_out"
-        saga.deadline_at = None
-        record_step(session, saga, "timed_out", detail=f"no {waited_for} outcome in time")
-        return True
+        before = saga.status
+        await self._move(session, saga, Input.DEADLINE, Cause(now=now))
+        return saga.status != before
 
-    def retry(self, session: AsyncSession, saga: Renewal, *, refund_reason: str) -> str:
+    async def retry(self, session: AsyncSession, saga: Renewal, *, refund_reason: str) -> str:
         """Send again the command a saga waits on; returns what was sent (an operator action).
 
         The command goes out with the id it had (or, for the request itself, one derived from
@@ -511,66 +435,10 @@ class RenewalSaga:
         Raises:
             SagaActionRefusedError: the saga waits on nothing that accounts sends.
         """
-        renewal_id = saga.renewal_id
-        status = SagaStatus(saga.status)
-        if status == SagaStatus.REQUESTED and saga.payment_token is not None:
-            request = renewal_request_of(saga, saga.payment_token)
-            event_id = derived_id("operator-retry-requested", renewal_id)
-            self.outbox.add(session, request, event_id=event_id)
-            record_step(
-                session,
-                saga,
-                "operator_retried",
-                event_id=_operator_mark(),
-                detail="RenewalRequested sent again",
-            )
-            return f"RenewalRequested {event_id} sent again"
-        if status == SagaStatus.PAYMENT_PENDING and saga.payment_token is not None:
-            method = PaymentDetails(method=saga.payment_method, token=saga.payment_token)
-            event_id = derived_id("payment-requested", renewal_id)
-            self.outbox.add(session, payment_request_of(saga, method), event_id=event_id)
-            saga.deadline_at = self.clock() + timedelta(seconds=self.deadlines.payment_s)
-            record_step(
-                session,
-                saga,
-                "operator_retried",
-                event_id=_operator_mark(),
-                detail="PaymentRequested sent again",
-            )
-            return f"PaymentRequested {event_id} sent again; payment deadline restarted"
-        if status == SagaStatus.CANCELLING and not saga.refund_requested:
-            event_id = derived_id("bundle-cancel-requested", renewal_id)
-            self.outbox.add(session, cancel_request_of(saga, self.clock()), event_id=event_id)
-            record_step(
-                session,
-                saga,
-                "operator_retried",
-                event_id=_operator_mark(),
-                detail="BundleCancelRequested sent again",
-            )
-            return f"BundleCancelRequested {event_id} sent again"
-        refunding = {SagaStatus.REFUNDING, SagaStatus.TIMED_OUT, SagaStatus.CANCELLING}
-        if saga.refund_requested and status in refunding:
-            event_id = derived_id("refund-requested", renewal_id)
-            self.outbox.add(session, refund_request_of(saga, refund_reason), event_id=event_id)
-            record_step(
-                session,
-                saga,
-                "operator_retried",
-                event_id=_operator_mark(),
-                detail="RefundRequested sent again",
-            )
-            return f"RefundRequested {event_id} sent again"
-        if status == SagaStatus.PAID:
-            raise SagaActionRefusedError(
-                f"renewal {renewal_id} is PAID and waits for provisioning to activate the "
-                "bundle: look at its activation (esimctl sagas show), or compensate to refund"
-            )
-        raise SagaActionRefusedError(
-            f"renewal {renewal_id} is {status.value}: it waits on nothing accounts could send again"
-        )
+        cause = Cause(now=self.clock(), event_id=_operator_mark(), refund_reason=refund_reason)
+        return await self._move(session, saga, Input.RETRY, cause, SagaActionRefusedError)
 
-    def compensate(self, session: AsyncSession, saga: Renewal, why: str) -> str:
+    async def compensate(self, session: AsyncSession, saga: Renewal, why: str) -> str:
         """Give up a stuck saga: TIMED_OUT, and the payment refunded once it is known.
 
         Compensating twice does nothing the second time: a saga already compensating is left
@@ -579,34 +447,146 @@ class RenewalSaga:
         Raises:
             SagaActionRefusedError: the saga has ended already.
         """
-        status = SagaStatus(saga.status)
-        if status in TERMINAL:
-            raise SagaActionRefusedError(
-                f"renewal {saga.renewal_id} has ended ({status.value}): nothing to compensate"
-            )
-        if status == SagaStatus.REFUNDING or status == SagaStatus.TIMED_OUT:
-            if saga.refund_requested:
-                owed = "its refund is requested"
-            elif saga.payment_id is not None:
-                # Refunding now could leave a live plan paid back: provisioning's answer decides.
-                owed = "captured; provisioning's answer decides: a failure is refunded"
-            else:
-                owed = "nothing was captured"
-            return f"already compensating ({status.value}, {owed}); nothing changed"
-        if status == SagaStatus.CANCELLING:
-            # Provisioning decides whether the plan runs; retry sends the pending command again.
-            return "its owner is cancelling it (CANCELLING); nothing changed"
-        saga.status = SagaStatus.TIMED_OUT
-        saga.reason = COMPENSATED
-        saga.deadline_at = None
-        record_step(
-            session, saga, "operator_compensated", event_id=_operator_mark(), detail=why[:512]
+        cause = Cause(
+            now=self.clock(),
+            event_id=_operator_mark(),
+            detail=why[:512],
+            refund_reason=f"compensated by an operator: {why}"[:256],
         )
-        if saga.payment_id is None:
-            # A capture that still comes is refunded by on_payment_settled (TIMED_OUT).
-            return "TIMED_OUT; no payment is captured yet (a late capture is refunded)"
-        self._request_refund(session, saga, f"compensated by an operator: {why}"[:256])
-        return "TIMED_OUT; refund of the captured payment requested"
+        return await self._move(session, saga, Input.COMPENSATE, cause, SagaActionRefusedError)
+
+    async def _move(
+        self,
+        session: AsyncSession,
+        saga: Renewal,
+        given: Input,
+        cause: Cause,
+        refusal: Callable[[str], Exception] = PermanentEventError,
+        *,
+        new: bool = False,
+    ) -> str:
+        """Decide what `given` does to the saga (`new`: a row just made for it) and apply it.
+
+        Returns what an action answers.
+
+        Raises:
+            Exception: `refusal`, with why, when the table refuses the input.
+        """
+        decision = decide(facts_of(None if new else saga, cause.now), given)
+        said = {"renewal_id": saga.renewal_id, "status": saga.status, "event_id": cause.event_id}
+        if decision.refused is not None:
+            raise refusal(decision.refused.format(**said))
+        sent = await self._apply(session, saga, decision, cause)
+        answer = decision.answer or ""
+        return answer.format(**(said | {"status": saga.status, "event_id": sent}))
+
+    async def _apply(
+        self, session: AsyncSession, saga: Renewal, decision: Decision, cause: Cause
+    ) -> str:
+        """Carry a decision out; returns the id of the message it sent, if one.
+
+        In this order: the commands to others (auto-renew goes off while the saga still holds
+        its token), the saga row's writes, the promotion's release (it looks at how the saga
+        ended), the timeline step, then what follows at once.
+        """
+        sent = ""
+        for command in decision.sends:
+            if command not in _AFTER_WRITES:
+                sent = await self._carry_out(session, saga, command, cause) or sent
+        if decision.to is not None:
+            saga.status = decision.to
+        if decision.reason is not None:
+            saga.reason = decision.reason
+        for write in decision.writes:
+            self._write(saga, write, cause)
+        if Command.RELEASE_PROMOTION in decision.sends:
+            await release_if_uncaptured(session, saga, cause.now)
+        if decision.step is not None:
+            detail = decision.detail if decision.detail is not None else cause.detail
+            record_step(session, saga, decision.step, event_id=cause.event_id, detail=detail)
+        if Command.PRICE in decision.sends:
+            await self._price(session, saga, cause)
+        elif decision.then is Input.REFUND_OWED:
+            reason = cause.refund_reason
+            if decision.refund_reason is not None:
+                reason = decision.refund_reason.format(activation_failure=saga.activation_failure)
+            # The refund is the saga's own step, one per renewal: its timeline entry names no event.
+            owed = replace(cause, event_id="", detail=reason, refund_reason=reason)
+            await self._move(session, saga, Input.REFUND_OWED, owed)
+        elif decision.then is not None:
+            await self._move(session, saga, decision.then, cause)
+        return sent
+
+    def _write(self, saga: Renewal, write: Write, cause: Cause) -> None:
+        match write:
+            case Write.PAYMENT_DEADLINE:
+                saga.deadline_at = cause.now + timedelta(seconds=self.deadlines.payment_s)
+            case Write.ACTIVATION_DEADLINE:
+                saga.deadline_at = cause.now + timedelta(seconds=self.deadlines.activation_s)
+            case Write.NO_DEADLINE:
+                saga.deadline_at = None
+            case Write.FORGET_TOKEN:
+                saga.payment_token = None
+            case Write.REASON:
+                saga.reason = cause.reason
+            case Write.REASON_AND_DETAIL:
+                saga.reason = cause.reason
+                saga.detail = cause.detail
+            case Write.NO_REASON:
+                saga.reason = None
+            case Write.REMEMBER_FAILURE:
+                if saga.activation_failure is None:
+                    saga.activation_failure = (cause.reason or "")[:256]
+            case Write.REFUND_ASKED:
+                saga.refund_requested = True
+
+    async def _carry_out(
+        self, session: AsyncSession, saga: Renewal, command: Command, cause: Cause
+    ) -> str | None:
+        """Carry out a command; returns the id of the message it sent, if one."""
+        renewal_id = saga.renewal_id
+        message: EventData
+        match command:
+            case Command.REQUEST_PAYMENT:
+                assert saga.payment_token is not None
+                payment = PaymentDetails(method=saga.payment_method, token=saga.payment_token)
+                message, kind = payment_request_of(saga, payment), "payment-requested"
+            case Command.REQUEST_REFUND:
+                assert cause.refund_reason is not None
+                message, kind = refund_request_of(saga, cause.refund_reason), "refund-requested"
+            case Command.REQUEST_BUNDLE_CANCEL:
+                message, kind = cancel_request_of(saga, cause.now), "bundle-cancel-requested"
+            case Command.RESEND_RENEWAL_REQUEST:
+                assert saga.payment_token is not None
+                message = renewal_request_of(saga, saga.payment_token)
+                kind = "operator-retry-requested"
+            case Command.REJECT_RENEWAL:
+                assert cause.request is not None and cause.reason is not None
+                assert cause.detail is not None
+                message, kind = rejection_of(cause.request, cause.reason, cause.detail), "rejected"
+            case Command.REJECT_DUPLICATE:
+                assert cause.request is not None
+                detail = f"renewal {renewal_id} was already requested with other content"
+                message = rejection_of(cause.request, "conflicting_duplicate", detail)
+                # A kind of its own: a requester may use the renewal_id as the event id, and
+                # then "rejected" would give the id of the saga's own rejection.
+                event_id = derived_id("conflict-rejected", cause.event_id)
+                self.outbox.add(session, message, event_id=event_id)
+                return event_id
+            case Command.DISABLE_AUTO_RENEW:
+                if self.turn_off_auto_renew is not None:
+                    assert cause.reason is not None
+                    await self.turn_off_auto_renew(session, saga, cause.reason)
+                return None
+            case Command.MOVE_CARD:
+                assert cause.activation is not None
+                await self._move_card(session, saga, cause.activation)
+                return None
+            case _:
+                raise AssertionError(f"{command} is carried out after the writes")
+        event_id = derived_id(kind, renewal_id)
+        self.outbox.add(session, message, event_id=event_id)
+        return event_id
 
     async def _saga(self, session: AsyncSession, renewal_id: UUID) -> Renewal:
         saga = await session.get(Renewal, str(renewal_id), with_for_update=True)
@@ -622,6 +602,17 @@ def _operator_mark() -> str:
 
 class SagaActionRefusedError(Exception):
     """An operator action that does not apply to the saga as it stands."""
+
+
+def rejection_of(data: RenewalRequested, reason: str, detail: str) -> RenewalRejected:
+    """The RenewalRejected answering a renewal request."""
+    return RenewalRejected(
+        renewal_id=data.renewal_id,
+        iccid=data.iccid,
+        user_id=data.user_id,
+        reason=reason,
+        detail=detail,
+    )
 
 
 def renewal_request_of(saga: Renewal, token: str) -> RenewalRequested:

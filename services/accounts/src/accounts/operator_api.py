@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from esim_core.clock import as_utc, utcnow
+from esim_core.clock import as_utc
 from esim_core.messaging.outbox import OutboxMessage
 from esim_core.observability.telemetry import refresh_on_scrape, scrape_gauges
 from esim_core.persistence.db import Database
@@ -25,7 +25,6 @@ from accounts.api import requested_event_id
 from accounts.domain import TERMINAL, SagaStatus
 from accounts.handlers import RenewalSaga, SagaActionRefusedError, derived_id
 from accounts.lifecycle_api import document_promotion_problems
-from accounts.promotions import release_if_uncaptured
 from accounts.store import Renewal, RenewalStep
 from accounts.stuck import DEFAULT_STUCK_AFTER_S, stuck_clause, stuck_reason
 from accounts.telemetry import saga_gauges
@@ -246,12 +245,11 @@ def operator_router(database: Database, saga: RenewalSaga) -> APIRouter:
                         for s in await _steps(session, row.renewal_id)
                         if s.step == "refund_requested" and s.detail
                     ]
-                    outcome = saga.retry(
+                    outcome = await saga.retry(
                         session, row, refund_reason=reasons[-1] if reasons else why
                     )
                 else:
-                    outcome = saga.compensate(session, row, why)
-                    await release_if_uncaptured(session, row, utcnow())
+                    outcome = await saga.compensate(session, row, why)
             except SagaActionRefusedError as refused:
                 raise ProblemError(409, str(refused), kind="saga-action-refused") from refused
             result = SagaActionOut(

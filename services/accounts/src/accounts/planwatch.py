@@ -25,7 +25,6 @@ from esim_schemas import (
     CloudEvent,
     DataLow,
     PaymentDetails,
-    PaymentFailed,
     PlanExpiring,
     ProfileActivated,
     RenewalRequested,
@@ -35,16 +34,13 @@ from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from accounts.domain import AWAITING_PAYMENT, SagaStatus
+from accounts.domain import AUTO_RENEW_CHANNEL, SagaStatus
 from accounts.handlers import derived_id, record_step, saga_from_request
 from accounts.lifecycle import LifecycleRules, WatchedPlan, days_left, decide
 from accounts.store import Card, Plan, PlanWatch, Renewal, User
 
 logger = logging.getLogger(__name__)
 
-AUTO_RENEW_CHANNEL = "auto_renew"
-#: Payment failures that no retry can cure: the saved payment is no good, auto-renew stops.
-HARD_FAILURES = frozenset({"declined", "expired_method", "invalid_token"})
 # Auto-renewals that did not (or will not) keep a payment do not count against a monthly cap.
 _NOT_SPENT = frozenset(
     {
@@ -215,30 +211,19 @@ class PlanWatcher:
         await self._mark(session, str(data.renewal_id), data.iccid, depleted=False)
         await self.rearm(session, data.iccid)
 
-    async def on_payment_failed(
-        self, session: AsyncSession, event: CloudEvent[PaymentFailed]
+    async def turn_off_after_decline(
+        self, session: AsyncSession, saga: Renewal, reason: str
     ) -> None:
         """An auto-renewal's saved payment failed for good: auto-renew is turned off.
 
-        Runs before the saga's own handler, in its transaction: only a saga still waiting for
-        its payment counts (a redelivery or a late failure finds it ended), and only while the
-        card still has the payment that failed saved (the user may have changed it since).
+        The saga's decision asks for it (`Command.DISABLE_AUTO_RENEW`) before it forgets the
+        payment token: only while the card still has the payment that failed saved (the user
+        may have changed it since).
         """
-        data = event.data
-        saga = await session.get(Renewal, str(data.renewal_id), with_for_update=True)
-        if (
-            saga is None
-            or saga.channel != AUTO_RENEW_CHANNEL
-            or saga.status not in AWAITING_PAYMENT
-            or data.reason not in HARD_FAILURES
-        ):
-            return
         card = await session.get(Card, saga.iccid, with_for_update=True)
         if card is None or not card.auto_renew or card.auto_renew_token != saga.payment_token:
             return
-        self._turn_off(
-            session, card, data.reason, renewal_id=saga.renewal_id, plan_code=saga.plan_code
-        )
+        self._turn_off(session, card, reason, renewal_id=saga.renewal_id, plan_code=saga.plan_code)
 
     def _turn_off(
         self,

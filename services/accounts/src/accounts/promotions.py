@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from esim_core.clock import as_utc, utcnow
+from esim_core.clock import as_utc
 from esim_core.persistence.db import Database, add_row
-from esim_schemas import CloudEvent
 from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -294,13 +293,3 @@ async def apply_promotion(session: AsyncSession, saga: Renewal, code: str, now: 
     saga.price_amount = priced.total
     saga.discount_amount = priced.discount
     saga.promo_code = priced.code
-
-
-async def on_saga_event(session: AsyncSession, event: CloudEvent[Any]) -> None:
-    """After the saga handled an event of a renewal: give back its redemption if it ended unpaid.
-
-    Chained after the saga's handler, in its transaction, so the release commits with the end.
-    """
-    saga = await session.get(Renewal, str(event.data.renewal_id))
-    if saga is not None:
-        await release_if_uncaptured(session, saga, utcnow())

@@ -354,8 +354,8 @@ async def test_an_operator_retry_sends_the_same_cancel_request_again(
     async with database.session() as session:
         row = await session.get(Renewal, renewal_id, with_for_update=True)
         assert row is not None
-        outcome = saga.retry(session, row, refund_reason="operator")
-        compensate = saga.compensate(session, row, "stuck")
+        outcome = await saga.retry(session, row, refund_reason="operator")
+        compensate = await saga.compensate(session, row, "stuck")
 
     assert outcome.startswith("BundleCancelRequested")
     assert compensate == "its owner is cancelling it (CANCELLING); nothing changed"

@@ -144,7 +144,7 @@ async def test_compensating_a_timed_out_capture_waits_for_provisioning(
     async with database.session() as session:
         row = await session.get(Renewal, str(data.renewal_id), with_for_update=True)
         assert row is not None
-        outcome = saga.compensate(session, row, "stuck")
+        outcome = await saga.compensate(session, row, "stuck")
 
     assert outcome == (
         "already compensating (TIMED_OUT, captured; provisioning's answer decides: "

@@ -851,9 +851,9 @@ async def act(wired: Wired, given: str, state: State) -> bool:
             if given == CANCEL:
                 await saga.request_cancel(session, row, wired.clock())
             elif given == RETRY:
-                saga.retry(session, row, refund_reason="operator retry")
+                await saga.retry(session, row, refund_reason="operator retry")
             else:
-                saga.compensate(session, row, "operator compensate")
+                await saga.compensate(session, row, "operator compensate")
                 await release_if_uncaptured(session, row, wired.clock())
         except (NotCancellableError, SagaActionRefusedError):
             return True

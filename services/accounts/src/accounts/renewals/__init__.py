@@ -1,0 +1,1 @@
+"""Renewals: how a renewal moves from its request to its end."""
