@@ -7,7 +7,7 @@ PostgreSQL. The old reader is written out here as it was, so this test does not 
 """
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +33,10 @@ MOMENTS = [T0 + days * DAY for days in (0, 10, 25, 26, 40, 60, 75, 150)]
 """When each card is read: now, and as its live and queued plans start and end."""
 
 
+Plan = tuple[int, datetime, int]
+"""A plan on a card's columns: its renewal's number, its start, and how many days it runs."""
+
+
 @dataclass
 class OldCard:
     """A card as revision 0004 kept it: its columns, and its plan rows."""
@@ -53,98 +57,112 @@ def renewal(number: int) -> str:
     return f"00000000-0000-0000-0000-{number:012d}"
 
 
-def live(card: OldCard, number: int, starts: datetime, days: int, used_mb: int = 0) -> OldCard:
-    """The card's columns after ProfileActivated(active), as the old `apply_bundle` set them."""
-    card.state, card.plan_code, card.last_renewal_id = "active", f"PLAN-{number}", renewal(number)
-    card.data_total_mb, card.data_remaining_mb = 10240, 10240 - used_mb
-    card.valid_from, card.valid_until = starts, starts + days * DAY
+def old_card(
+    number: int,
+    current: Plan | None = None,
+    *queued: Plan,
+    used_mb: int = 0,
+    rows: Sequence[dict[str, Any]] = (),
+) -> OldCard:
+    """A card whose columns the old `apply_bundle` set: a live plan (ProfileActivated active)
+    and queued ones (ProfileActivated queued); with plan rows of these renewal numbers."""
+    card = OldCard(f"894400000000000000{number:02d}")
+    if current is not None:
+        plan, starts, days = current
+        card.state, card.plan_code, card.last_renewal_id = "active", f"PLAN-{plan}", renewal(plan)
+        card.data_total_mb, card.data_remaining_mb = 10240, 10240 - used_mb
+        card.valid_from, card.valid_until = starts, starts + days * DAY
+    for plan, starts, days in queued:
+        card.queued.append(
+            {
+                "renewal_id": renewal(plan),
+                "plan_code": f"PLAN-{plan}",
+                "data_mb": 5120,
+                "valid_from": starts.isoformat(),
+                "valid_until": (starts + days * DAY).isoformat(),
+            }
+        )
+    card.rows = [
+        CardPlan(**{**fields, "renewal_id": renewal(fields["renewal_id"]), "iccid": card.iccid})
+        for fields in rows
+    ]
     return card
-
-
-def queue(card: OldCard, number: int, starts: datetime, days: int) -> OldCard:
-    """A plan queued on the card's columns, as the old `apply_bundle` wrote it."""
-    card.queued.append(
-        {
-            "renewal_id": renewal(number),
-            "plan_code": f"PLAN-{number}",
-            "data_mb": 5120,
-            "valid_from": starts.isoformat(),
-            "valid_until": (starts + days * DAY).isoformat(),
-        }
-    )
-    return card
-
-
-def row(iccid: str, number: int, **fields: Any) -> CardPlan:
-    return CardPlan(renewal_id=renewal(number), iccid=iccid, **fields)
 
 
 def old_cards() -> list[OldCard]:
     """Cards with live, queued, ended and all-cancelled plans, with rows and without."""
-    iccids = iter(f"894400000000000000{n:02d}" for n in range(1, 100))
-    cards = [
-        OldCard(next(iccids)),  # never renewed
-        live(OldCard(next(iccids)), 1, T0 - 5 * DAY, 30, used_mb=6240),
-        queue(
-            queue(live(OldCard(next(iccids)), 2, T0 - 5 * DAY, 30), 3, T0 + 25 * DAY, 30),
-            4,
-            T0 + 55 * DAY,
+    live = (T0 - 5 * DAY, 30)
+    return [
+        old_card(1),
+        old_card(2, (1, *live), used_mb=6240),
+        old_card(3, (2, *live), (3, T0 + 25 * DAY, 30), (4, T0 + 55 * DAY, 7)),
+        old_card(4, (5, T0 - 40 * DAY, 30)),
+        old_card(5, (6, T0 - 70 * DAY, 30), (7, T0 - 40 * DAY, 30)),
+        old_card(6, None, (8, T0 + 3 * DAY, 30)),
+        # Its one row was queued, then cancelled: the columns showed the live plan.
+        old_card(
             7,
+            (9, *live),
+            rows=[
+                {
+                    "renewal_id": 10,
+                    "plan_code": "PLAN-10",
+                    "data_mb": 5120,
+                    "state": "cancelled",
+                    "valid_from": T0 + 25 * DAY,
+                    "valid_until": T0 + 55 * DAY,
+                }
+            ],
         ),
-        live(OldCard(next(iccids)), 5, T0 - 40 * DAY, 30),  # ended
-        queue(live(OldCard(next(iccids)), 6, T0 - 70 * DAY, 30), 7, T0 - 40 * DAY, 30),
-        queue(OldCard(next(iccids)), 8, T0 + 3 * DAY, 30),  # only queued
-    ]
-    cancelled = live(OldCard(next(iccids)), 9, T0 - 5 * DAY, 30)
-    cancelled.rows = [
-        row(
-            cancelled.iccid,
+        # Usage of the live plan came before any of its dates: the row did not count.
+        old_card(
+            8,
+            (11, *live),
+            rows=[
+                {"renewal_id": 11, "state": "active", "data_used_mb": 100, "usage_as_of": T0 - DAY}
+            ],
+        ),
+        # A row counted: the old reader showed the rows alone, whatever the columns said.
+        old_card(
+            9,
+            (12, *live),
+            (13, T0 + 25 * DAY, 30),
+            rows=[
+                {
+                    "renewal_id": 14,
+                    "plan_code": "PLAN-14",
+                    "data_mb": 2048,
+                    "state": "expired",
+                    "valid_from": T0 - 40 * DAY,
+                    "valid_until": T0 - 10 * DAY,
+                }
+            ],
+        ),
+        old_card(
             10,
-            plan_code="PLAN-10",
-            data_mb=5120,
-            state="cancelled",
-            valid_from=T0 + 25 * DAY,
-            valid_until=T0 + 55 * DAY,
-        )
+            (15, *live),
+            rows=[
+                {
+                    "renewal_id": 15,
+                    "plan_code": "PLAN-15",
+                    "data_mb": 10240,
+                    "state": "active",
+                    "valid_from": T0 - 5 * DAY,
+                    "valid_until": T0 + 25 * DAY,
+                    "data_used_mb": 1000,
+                    "usage_as_of": T0 - DAY,
+                }
+            ],
+        ),
     ]
-    measured_only = live(OldCard(next(iccids)), 11, T0 - 5 * DAY, 30)
-    measured_only.rows = [
-        row(measured_only.iccid, 11, state="active", data_used_mb=100, usage_as_of=T0 - DAY)
-    ]
-    columns_say_more = queue(
-        live(OldCard(next(iccids)), 12, T0 - 5 * DAY, 30), 13, T0 + 25 * DAY, 30
-    )
-    columns_say_more.rows = [
-        row(
-            columns_say_more.iccid,
-            14,
-            plan_code="PLAN-14",
-            data_mb=2048,
-            state="expired",
-            valid_from=T0 - 40 * DAY,
-            valid_until=T0 - 10 * DAY,
-        )
-    ]
-    both = live(OldCard(next(iccids)), 15, T0 - 5 * DAY, 30)
-    both.rows = [
-        row(
-            both.iccid,
-            15,
-            plan_code="PLAN-15",
-            data_mb=10240,
-            state="active",
-            valid_from=T0 - 5 * DAY,
-            valid_until=T0 + 25 * DAY,
-            data_used_mb=1000,
-            usage_as_of=T0 - DAY,
-        )
-    ]
-    return [*cards, cancelled, measured_only, columns_say_more, both]
 
 
-def counts(plan: CardPlan) -> bool:
-    """Whether the old reader took a card's status from its rows: one such row was enough."""
-    return plan.valid_from is not None and bool(plan.plan_code) and plan.state != "cancelled"
+def old_reader(plans: list[CardPlan], card: sa.Row[Any], now: datetime) -> dict[str, Any]:
+    """The old `card_status(plans) or effective_status(card)`: a card read from its rows as soon
+    as one of them counted (its start and plan known, and not cancelled), else its columns."""
+    if any(p.valid_from is not None and p.plan_code and p.state != "cancelled" for p in plans):
+        return card_status(plans, now)
+    return old_columns_status(card, now)
 
 
 def old_columns_status(card: sa.Row[Any], now: datetime) -> dict[str, Any]:
@@ -248,14 +266,7 @@ async def test_every_card_reads_the_same_after_its_columns_go(database_url: str)
         async with database.session() as session:
             rows = await plans_of(session, iccids)
         before = {
-            iccid: [
-                shown(
-                    card_status(rows[iccid], now)
-                    if any(counts(plan) for plan in rows.get(iccid, []))
-                    else old_columns_status(columns[iccid], now)
-                )
-                for now in MOMENTS
-            ]
+            iccid: [shown(old_reader(rows.get(iccid, []), columns[iccid], now)) for now in MOMENTS]
             for iccid in iccids
         }
 
