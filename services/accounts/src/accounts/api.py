@@ -23,7 +23,6 @@ from accounts.domain import (
 )
 from accounts.handlers import (
     RenewalSaga,
-    effective_status,
     fingerprint_of,
     record_step,
     saga_from_request,
@@ -459,10 +458,8 @@ def card_bound(user: User, iccid: str) -> CardBound:
 
 
 def card_public(card: Card, plans: Sequence[CardPlan] = ()) -> CardPublic:
-    """A card's status as the API shows it: from its plans as the platform measured them, else
-    from the card's own columns, with queued plans that have started brought forward."""
-    now = utcnow()
-    status = card_status(plans, now) or effective_status(card, now)
+    """A card's status as the API shows it: from its plans as the platform measured them."""
+    status = card_status(plans, utcnow())
     queued = [QueuedPlan.model_validate(item) for item in status.pop("queued")]
     return CardPublic(
         iccid=card.iccid,

@@ -24,7 +24,7 @@ from esim_schemas import (
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from accounts.store import Card, CardPlan
+from accounts.store import CardPlan
 
 logger = logging.getLogger(__name__)
 
@@ -75,15 +75,6 @@ async def on_bundle_started(session: AsyncSession, event: CloudEvent[BundleStart
     plan.state = _later(plan.state, "active")
     plan.updated_at = utcnow()
     session.add(plan)
-    await _off_the_queue(session, plan)
-
-
-async def _off_the_queue(session: AsyncSession, plan: CardPlan) -> None:
-    # The card's own list of queued plans (its status before any plan row is known).
-    card = await session.get(Card, plan.iccid, with_for_update=True)
-    if card is not None:
-        card.queued = [item for item in card.queued if item.get("renewal_id") != plan.renewal_id]
-        session.add(card)
 
 
 async def on_bundle_ended(session: AsyncSession, event: CloudEvent[BundleEnded]) -> None:
@@ -101,8 +92,8 @@ async def on_bundle_ended(session: AsyncSession, event: CloudEvent[BundleEnded])
 
 
 async def record_cancellation(session: AsyncSession, data: BundleCancelled) -> CardPlan:
-    """A plan will not run (further): cancelled before it started, or replaced; it leaves the
-    card's queue and stays in the history."""
+    """A plan will not run (further): cancelled before it started, or replaced; it stays in the
+    history."""
     plan = await _plan(session, str(data.renewal_id), data.iccid)
     plan.plan_code = plan.plan_code or data.plan_code
     if plan.state not in _CANCEL_STATE.values():
@@ -111,7 +102,6 @@ async def record_cancellation(session: AsyncSession, data: BundleCancelled) -> C
         plan.ended_at = data.cancelled_at
     plan.updated_at = utcnow()
     session.add(plan)
-    await _off_the_queue(session, plan)
     return plan
 
 
@@ -188,10 +178,10 @@ def plan_entry(plan: CardPlan, now: datetime) -> dict[str, Any]:
     }
 
 
-def card_status(plans: Sequence[CardPlan], now: datetime) -> dict[str, Any] | None:
+def card_status(plans: Sequence[CardPlan], now: datetime) -> dict[str, Any]:
     """The card's status from its plans: the live one (or the last that ended), and the queue.
 
-    None when no plan is known well enough (no dates yet); the caller falls back to the card.
+    A plan not known well enough yet (no dates) does not count; a card without one is inactive.
     """
     # A cancelled plan never ran: the card's status does not show it at all.
     known = [
@@ -199,8 +189,6 @@ def card_status(plans: Sequence[CardPlan], now: datetime) -> dict[str, Any] | No
         for plan in plans
         if plan.valid_from is not None and plan.plan_code and plan.state != "cancelled"
     ]
-    if not known:
-        return None
     states = {plan.renewal_id: state_at(plan, now) for plan in known}
     started = [plan for plan in known if states[plan.renewal_id] != "queued"]
     queued = sorted(

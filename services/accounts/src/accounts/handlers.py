@@ -4,7 +4,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from esim_core.clock import as_utc, utcnow
@@ -316,11 +315,8 @@ class RenewalSaga:
     async def _move_card(
         self, session: AsyncSession, saga: Renewal, data: ProfileActivated
     ) -> None:
-        card = await session.get(Card, data.iccid, with_for_update=True)
-        if card is None:
+        if await session.get(Card, data.iccid) is None:
             raise PermanentEventError(f"card {data.iccid} of renewal {saga.renewal_id} is unknown")
-        apply_bundle(card, data)
-        session.add(card)
         await record_activation(session, data)
 
     async def on_activation_failed(
@@ -673,65 +669,3 @@ def refund_request_of(saga: Renewal, reason: str) -> RefundRequested:
         price=Money(amount=saga.price_amount, currency=saga.currency),
         reason=reason,
     )
-
-
-def apply_bundle(card: Card, data: ProfileActivated) -> None:
-    """Move the card on: an active bundle replaces the current plan, a queued one waits."""
-    renewal_id = str(data.renewal_id)
-    if data.bundle_state == "queued":
-        if all(item.get("renewal_id") != renewal_id for item in card.queued):
-            entry: dict[str, Any] = {
-                "renewal_id": renewal_id,
-                "plan_code": data.plan_code,
-                "data_mb": data.data_mb,
-                "valid_from": data.valid_from.isoformat(),
-                "valid_until": data.valid_until.isoformat(),
-            }
-            card.queued = sorted([*card.queued, entry], key=lambda item: item["valid_from"])
-        return
-    current_from = as_utc(card.valid_from) if card.valid_from is not None else None
-    if current_from is not None and current_from > data.valid_from:
-        return  # an older activation arriving late must not roll the card back
-    card.state = "active"
-    card.plan_code = data.plan_code
-    card.data_total_mb = data.data_mb
-    card.data_remaining_mb = data.data_mb
-    card.valid_from = data.valid_from
-    card.valid_until = data.valid_until
-    card.last_renewal_id = renewal_id
-    card.queued = [item for item in card.queued if item.get("renewal_id") != renewal_id]
-
-
-def effective_status(card: Card, now: datetime) -> dict[str, Any]:
-    """The card's status as of `now`: queued bundles whose start has come count as current.
-
-    The platform activates a queued bundle when the one before it ends; reading the card does
-    not write, so a status shown never races a consumer that is updating the card.
-    """
-    status: dict[str, Any] = {
-        "plan_code": card.plan_code,
-        "state": card.state,
-        "data_total_mb": card.data_total_mb,
-        "data_remaining_mb": card.data_remaining_mb,
-        "valid_from": as_utc(card.valid_from) if card.valid_from is not None else None,
-        "valid_until": as_utc(card.valid_until) if card.valid_until is not None else None,
-        "queued": list(card.queued),
-    }
-    while status["queued"]:
-        head = status["queued"][0]
-        starts = datetime.fromisoformat(head["valid_from"])
-        current_end = status["valid_until"]
-        if starts > now or (current_end is not None and current_end > now):
-            break
-        status.update(
-            plan_code=head["plan_code"],
-            state="active",
-            data_total_mb=int(head["data_mb"]),
-            data_remaining_mb=int(head["data_mb"]),
-            valid_from=starts,
-            valid_until=datetime.fromisoformat(head["valid_until"]),
-            queued=status["queued"][1:],
-        )
-    if status["state"] == "active" and status["valid_until"] and status["valid_until"] <= now:
-        status["state"] = "expired"  # its time is up and nothing was queued behind it
-    return status

@@ -20,7 +20,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from accounts.auth import AuthParts
 from accounts.cardplans import card_status, plans_of
 from accounts.domain import RenewalInvalidError, currency_for, price_for
-from accounts.handlers import effective_status
 from accounts.lifecycle import DAY_S
 from accounts.promotions import PROBLEMS, PromotionError, preview
 from accounts.schemas import Forfeits, Quote, QuoteRequest, RenewalPage, RenewalSummary
@@ -70,32 +69,28 @@ async def priced_plan(unit: AsyncSession, plan_code: str, locale: str) -> tuple[
         raise ProblemError(422, invalid.detail, kind="plan-not-available") from invalid
 
 
-def _time(value: Any) -> datetime:
-    return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
-
-
 def schedule(
-    card: Card, plans: list[CardPlan], validity_days: int, start: str, now: datetime
+    plans: list[CardPlan], validity_days: int, start: str, now: datetime
 ) -> tuple[datetime, datetime, Forfeits]:
     """When a renewal would run, and what `start=now` gives up of the live plan.
 
     `after_current` starts when the last live or queued plan ends (now, without one); `now`
     starts now and forfeits the live plan's data left (as last measured) and whole days left.
     """
-    status = card_status(plans, now) or effective_status(card, now)
+    status = card_status(plans, now)
     live = status["state"] == "active" and status["valid_until"] is not None
     if start == "now":
         valid_from = now
         forfeits = Forfeits(data_mb=0, days=0)
         if live:
-            left_s = (_time(status["valid_until"]) - now).total_seconds()
+            left_s = (status["valid_until"] - now).total_seconds()
             forfeits = Forfeits(
                 data_mb=int(status["data_remaining_mb"]), days=max(0, int(left_s // DAY_S))
             )
     else:
-        ends = [_time(item["valid_until"]) for item in status["queued"]]
+        ends = [item["valid_until"] for item in status["queued"]]
         if live:
-            ends.append(_time(status["valid_until"]))
+            ends.append(status["valid_until"])
         valid_from = max([now, *ends])
         forfeits = Forfeits(data_mb=0, days=0)
     return valid_from, valid_from + timedelta(days=validity_days), forfeits
@@ -161,7 +156,7 @@ def build_lifecycle_router(
         live plan; nothing is charged and no code is redeemed."""
         now = utcnow()
         async with database.session() as unit:
-            card = await own_card(unit, caller, iccid)
+            await own_card(unit, caller, iccid)
             plan, price, currency = await priced_plan(unit, body.plan_code, caller.locale)
             discount, code = 0, None
             if body.promo_code is not None:
@@ -178,9 +173,7 @@ def build_lifecycle_router(
                     raise promotion_problem(error) from error
                 discount, code = priced.discount, priced.code
             plans = (await plans_of(unit, [iccid])).get(iccid, [])
-            valid_from, valid_until, forfeits = schedule(
-                card, plans, plan.validity_days, body.start, now
-            )
+            valid_from, valid_until, forfeits = schedule(plans, plan.validity_days, body.start, now)
         return Quote(
             plan_code=plan.code,
             start=body.start,

@@ -64,21 +64,16 @@ class Plan(SQLModel, table=True):
 
 
 class Card(SQLModel, table=True):
-    """An eSIM card of the inventory; bound to a user once they claim it with its code."""
+    """An eSIM card of the inventory; bound to a user once they claim it with its code.
+
+    What runs on it is in its `CardPlan` rows, not here.
+    """
 
     __tablename__ = "accounts_card"
 
     iccid: str = Field(primary_key=True, max_length=20)
     activation_code: str = Field(max_length=256)
     user_id: str | None = Field(default=None, index=True, max_length=36)
-    state: str = Field(default="inactive", max_length=16)
-    plan_code: str | None = Field(default=None, max_length=64)
-    data_total_mb: int = 0
-    data_remaining_mb: int = 0
-    valid_from: datetime | None = _time(default=None)
-    valid_until: datetime | None = _time(default=None)
-    last_renewal_id: str | None = Field(default=None, max_length=36)
-    queued: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
     auto_renew: bool = False
     auto_renew_plan_code: str | None = Field(default=None, max_length=64)
     auto_renew_method: str | None = Field(default=None, max_length=16)

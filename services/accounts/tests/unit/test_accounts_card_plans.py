@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from accounts import cardplans
-from accounts.store import Card
+from accounts.store import Card, CardPlan
 from accounts_testkit import ICCID
 from esim_core.clock import utcnow
 from esim_core.persistence.db import Database
@@ -92,9 +92,7 @@ async def deliver(database: Database, data: EventData) -> None:
 async def status(database: Database, now: datetime = NOW) -> dict[str, Any]:
     async with database.session() as session:
         plans = (await cardplans.plans_of(session, [ICCID]))[ICCID]
-    found = cardplans.card_status(plans, now)
-    assert found is not None
-    return found
+    return cardplans.card_status(plans, now)
 
 
 async def test_usage_shows_as_data_remaining_with_when_it_was_measured(
@@ -121,6 +119,32 @@ async def test_a_used_up_plan_with_nothing_behind_is_depleted(database: Database
     await deliver(database, ended(renewal, NOW - DAY, "depleted"))
     shown = await status(database)
     assert (shown["state"], shown["data_remaining_mb"]) == ("depleted", 0)
+
+
+def test_a_card_with_no_plan_that_ran_or_waits_reads_inactive() -> None:
+    cancelled = CardPlan(
+        renewal_id=str(uuid.uuid4()),
+        iccid=ICCID,
+        plan_code="JP-30D-10GB",
+        data_mb=10240,
+        state="cancelled",
+        valid_from=NOW + DAY,
+        valid_until=NOW + 31 * DAY,
+    )
+    measured_before_its_activation = CardPlan(
+        renewal_id=str(uuid.uuid4()), iccid=ICCID, data_used_mb=10
+    )
+    for plans in ([], [cancelled, measured_before_its_activation]):
+        assert cardplans.card_status(plans, NOW) == {
+            "plan_code": None,
+            "state": "inactive",
+            "data_total_mb": 0,
+            "data_remaining_mb": 0,
+            "usage_as_of": None,
+            "valid_from": None,
+            "valid_until": None,
+            "queued": [],
+        }
 
 
 async def test_an_expired_plan_with_nothing_behind_reads_expired(database: Database) -> None:

@@ -9,7 +9,7 @@ from accounts.deadlines import sagas_in_flight, sweep_deadlines
 from accounts.domain import Deadlines
 from accounts.handlers import RenewalSaga
 from accounts.settings import AccountsSettings
-from accounts.store import Card, Renewal
+from accounts.store import Renewal
 from accounts.stuck import stuck_reason
 from accounts_testkit import ICCID, published
 from esim_core.clock import as_utc, utcnow
@@ -18,7 +18,7 @@ from esim_core.persistence.db import Database
 from esim_core.settings import SettingsError, load_settings
 from esim_schemas import ActivationFailed
 from sqlmodel import select
-from test_accounts_saga import activated, bind, handle, request, saga_row, settled
+from test_accounts_saga import activated, bind, card_plans, handle, request, saga_row, settled
 
 
 async def overdue(database: Database) -> None:
@@ -116,9 +116,8 @@ async def test_paid_saga_without_activation_times_out_and_keeps_a_late_activatio
 
     assert (await saga_row(database, data.renewal_id)).status == "ACTIVATED"
     assert await published(database, "esim.refund.requested.v1") == []
-    async with database.session() as session:
-        card = await session.get(Card, ICCID)
-    assert card is not None and card.last_renewal_id == str(data.renewal_id)
+    plans = await card_plans(database)
+    assert [(plan.renewal_id, plan.state) for plan in plans] == [(str(data.renewal_id), "active")]
 
 
 def failed_activation(renewal_id: uuid.UUID) -> ActivationFailed:

@@ -70,10 +70,11 @@ from typing import Any
 
 import pytest
 from accounts.bootstrap import Accounts
+from accounts.cardplans import plans_of
 from accounts.deadlines import sweep_deadlines
 from accounts.domain import TERMINAL, SagaStatus, request_fingerprint
 from accounts.inventory import seed_catalogue
-from accounts.store import Card, Renewal, RenewalStep, User
+from accounts.store import Card, CardPlan, Renewal, RenewalStep, User
 from accounts_testkit import ICCID, OTHER_ICCID, Clock, RecordingPublisher, wired_accounts
 from esim_core.messaging.consumer import EventConsumer, MessageInfo
 from esim_core.messaging.inbox import InboxEntry
@@ -626,8 +627,8 @@ class World:
                 )
             ).all()
             inbox = (await session.exec(select(func.count()).select_from(InboxEntry))).one()
-            card = await session.get(Card, ICCID)
-        assert saga is not None and card is not None
+            plans = (await plans_of(session, [ICCID])).get(ICCID, [])
+        assert saga is not None
         tell("timeline: " + " -> ".join(f"{s.step}:{s.status}" for s in steps))
 
         # One final state, reached once and never left.
@@ -684,15 +685,13 @@ class World:
         assert bool(refunds) == (expected == SagaStatus.REFUNDED)
 
         # The card carries the plan once the saga is ACTIVATED, and nothing it was not told of.
+        carried = [(plan.renewal_id, plan.plan_code, plan.state) for plan in plans]
         if saga.status == SagaStatus.ACTIVATED and self.scenario.activation == "queued":
-            assert [item["renewal_id"] for item in card.queued] == [str(RENEWAL_ID)]
+            assert carried == [(str(RENEWAL_ID), winner.content.plan_code, "queued")]
         elif saga.status == SagaStatus.ACTIVATED:
-            assert (card.last_renewal_id, card.plan_code) == (
-                str(RENEWAL_ID),
-                winner.content.plan_code,
-            )
+            assert carried == [(str(RENEWAL_ID), winner.content.plan_code, "active")]
         elif "activated" not in self.facts.order:
-            assert (card.plan_code, card.queued) == (None, [])
+            assert carried == []
 
         # Calm means calm: nothing is left waiting for a deadline.
         self.clock.advance(PAYMENT_DEADLINE_S + ACTIVATION_DEADLINE_S)
@@ -724,7 +723,7 @@ class Harness:
         self.relayed.sent.clear()
         self.dead_letters.sent.clear()
         async with self.accounts.runtime.database.session() as session:
-            for table in (InboxEntry, OutboxMessage, RenewalStep, Renewal, Card, User):
+            for table in (InboxEntry, OutboxMessage, RenewalStep, Renewal, CardPlan, Card, User):
                 await session.exec(delete(table))
             session.add(
                 User(id=USER_ID, email="u-1@example.com", password_hash="x", locale="zh-CN")
@@ -934,9 +933,9 @@ async def test_a_late_answer_never_leaves_a_live_bundle_refunded(
     await world.settle_down()
     async with world.database.session() as session:
         saga = await session.get(Renewal, str(RENEWAL_ID))
-        card = await session.get(Card, ICCID)
-    assert saga is not None and card is not None
-    tell(f"saga {saga.status}, card plan {card.plan_code}")
+        plans = (await plans_of(session, [ICCID])).get(ICCID, [])
+    assert saga is not None
+    tell(f"saga {saga.status}, card plans {[plan.plan_code for plan in plans]}")
     assert saga.status == SagaStatus.ACTIVATED
     assert await world.outbox(REFUND_REQUESTED) == []
-    assert card.plan_code == "JP-30D-10GB"
+    assert [plan.plan_code for plan in plans] == ["JP-30D-10GB"]
