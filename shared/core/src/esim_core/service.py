@@ -94,6 +94,11 @@ class ServiceRuntime:
             raise RuntimeError("consumers must be registered before the service starts")
         self._subscriptions.setdefault(topic, []).extend(routes)
 
+    def consume_each(self, routes: Sequence[Route]) -> None:
+        """Consume each route's event model on the topic configured for it."""
+        for route in routes:
+            self.consume(self.topics.for_event(route.model), [route])
+
     def limit_intake(
         self, topics: Sequence[str], in_flight: Callable[[], Awaitable[int]], limit: int
     ) -> None:
