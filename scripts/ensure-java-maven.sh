@@ -6,6 +6,8 @@
 set -euo pipefail
 
 say() { printf 'ensure-java-maven: %s\n' "$*" >&2; }
+# shellcheck source=lib/apt.sh
+. "$(dirname "$0")/lib/apt.sh"
 
 java_major() {
   # `java -version` prints e.g.: openjdk version "17.0.15" 2025-04-15  (or "1.8.0_392")
@@ -20,22 +22,9 @@ command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 
 if [ "${#missing[@]}" -gt 0 ]; then
-  if ! command -v apt-get >/dev/null 2>&1; then
-    say "missing ${missing[*]} and apt-get is not available; install Java 17+ and Maven yourself"
-    exit 1
-  fi
-  as_root=()
-  if [ "$(id -u)" -ne 0 ]; then
-    if ! command -v sudo >/dev/null 2>&1; then
-      say "missing ${missing[*]}; installing needs root, and sudo is not available"
-      exit 1
-    fi
-    as_root=(sudo -n)
-  fi
+  apt_can_install "missing ${missing[*]}" "Java 17+ and Maven"
   say "installing ${missing[*]} (Debian packages)"
-  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
-  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    "${missing[@]}" >&2
+  apt_install "${missing[@]}"
 fi
 
 major=$(java_major)

@@ -7,6 +7,8 @@
 set -euo pipefail
 
 say() { printf 'postgres/ensure: %s\n' "$*" >&2; }
+# shellcheck source=../../scripts/lib/apt.sh
+. "$(dirname "$0")/../../scripts/lib/apt.sh"
 
 have_server() {
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
@@ -17,20 +19,7 @@ if have_server; then
   exit 0
 fi
 
-if ! command -v apt-get >/dev/null 2>&1; then
-  say "PostgreSQL is missing and apt-get is not available; install PostgreSQL 14+ yourself"
-  exit 1
-fi
-
-as_root=()
-if [ "$(id -u)" -ne 0 ]; then
-  if ! command -v sudo >/dev/null 2>&1; then
-    say "PostgreSQL is missing; installing it needs root, and sudo is not available"
-    exit 1
-  fi
-  # -n: never prompt (CI runs without stdin); fail clearly instead.
-  as_root=(sudo -n)
-fi
+apt_can_install "PostgreSQL is missing" "PostgreSQL 14+"
 
 # invoke-rc.d asks /usr/sbin/policy-rc.d whether a package may start its service; exit 101 means
 # "no". Put one in place for the install unless the machine already has its own policy.
@@ -48,15 +37,9 @@ cleanup() {
 trap cleanup EXIT
 
 say "PostgreSQL is missing; installing the Debian package"
-"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
-"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-  -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold postgresql >&2
-
-# On a machine with systemd, a policy of its own may still have let the cluster start; stop it
-# so that nothing runs that the project did not start.
-if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-  "${as_root[@]}" systemctl disable --now postgresql.service >/dev/null 2>&1 || true
-fi
+apt_install -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold postgresql
+# A policy of the machine's own may still have let the cluster start.
+stop_service postgresql.service
 
 if ! have_server; then
   say "apt-get finished but /usr/lib/postgresql/*/bin/{initdb,postgres} are still missing"

@@ -10,32 +10,14 @@ if command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ]; then
 fi
 
 say() { printf 'redis/ensure: %s\n' "$*" >&2; }
+# shellcheck source=../../scripts/lib/apt.sh
+. "$(dirname "$0")/../../scripts/lib/apt.sh"
 
-if ! command -v apt-get >/dev/null 2>&1; then
-  say "redis-server is missing and apt-get is not available; install Redis 7 yourself"
-  exit 1
-fi
-
-as_root=()
-if [ "$(id -u)" -ne 0 ]; then
-  if ! command -v sudo >/dev/null 2>&1; then
-    say "redis-server is missing; installing it needs root, and sudo is not available"
-    exit 1
-  fi
-  # -n: never prompt (CI runs without stdin); fail clearly instead.
-  as_root=(sudo -n)
-fi
-
+apt_can_install "redis-server is missing" "Redis 7"
 say "redis-server is missing; installing the Debian package"
-export DEBIAN_FRONTEND=noninteractive
-"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
-"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-  -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold redis-server >&2
-
-# On a machine with systemd the package starts redis on 6379 at once; give the port back.
-if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-  "${as_root[@]}" systemctl disable --now redis-server.service >/dev/null 2>&1 || true
-fi
+apt_install -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold redis-server
+# The package starts redis on 6379 at once; give the port back.
+stop_service redis-server.service
 
 if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then
   say "apt-get finished but redis-server is still not on PATH"

@@ -1,25 +1,22 @@
 """The billing HTTP API for ops: a renewal's payment and refund, and re-sending a parked refund."""
 
 from datetime import datetime
-from typing import Annotated
 from uuid import UUID
 
-from esim_core.clock import as_utc, utcnow
-from esim_core.observability.telemetry import refresh_on_scrape, scrape_gauges
+from esim_core.clock import utcnow
 from esim_core.persistence.db import Database
 from esim_core.service import ServiceRuntime
-from esim_core.web.operator import OperatorAuth, outbox_router
+from esim_core.web.operator import OperatorAuth
 from esim_core.web.problems import ProblemError, problem_responses
+from esim_core.web.rows import RenewalId, renewal_row, row_view
 from esim_schemas import Money
-from fastapi import APIRouter, FastAPI, Path, status
+from fastapi import APIRouter, FastAPI, status
 from pydantic import BaseModel, Field
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.domain import RefundState
 from billing.store import Payment, Refund
-
-RenewalId = Annotated[UUID, Path(description="the renewal's id (a UUID)")]
 
 
 class PaymentPublic(BaseModel):
@@ -46,24 +43,12 @@ class PaymentPublic(BaseModel):
     @classmethod
     def of(cls, payment: Payment) -> "PaymentPublic":
         """The public view of a stored payment."""
-        return cls(
-            renewal_id=payment.renewal_id,
+        return row_view(
+            cls,
+            payment,
             payment_id=payment.id,
-            state=payment.state,
-            iccid=payment.iccid,
-            plan_code=payment.plan_code,
             price=Money(amount=payment.amount, currency=payment.currency),
-            method=payment.method,
-            attempts=payment.attempts,
-            soft_declines=payment.soft_declines,
-            provider_reference=payment.provider_reference,
-            failure_reason=payment.failure_reason,
-            last_error=payment.last_error,
-            next_attempt_at=_utc(payment.due_at),
-            created_at=as_utc(payment.created_at),
-            updated_at=as_utc(payment.updated_at),
-            settled_at=_utc(payment.settled_at),
-            failed_at=_utc(payment.failed_at),
+            next_attempt_at=payment.due_at,
         )
 
 
@@ -88,26 +73,13 @@ class RefundPublic(BaseModel):
     @classmethod
     def of(cls, refund: Refund) -> "RefundPublic":
         """The public view of a stored refund."""
-        return cls(
-            renewal_id=refund.renewal_id,
+        return row_view(
+            cls,
+            refund,
             refund_id=refund.id,
-            payment_id=refund.payment_id,
-            state=refund.state,
             price=Money(amount=refund.amount, currency=refund.currency),
-            reason=refund.reason,
-            attempts=refund.attempts,
-            provider_reference=refund.provider_reference,
-            last_error=refund.last_error,
-            next_attempt_at=_utc(refund.due_at),
-            created_at=as_utc(refund.created_at),
-            updated_at=as_utc(refund.updated_at),
-            refunded_at=_utc(refund.refunded_at),
-            failed_at=_utc(refund.failed_at),
+            next_attempt_at=refund.due_at,
         )
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return as_utc(value) if value is not None else None
 
 
 def build_router(database: Database) -> APIRouter:
@@ -121,14 +93,7 @@ def build_router(database: Database) -> APIRouter:
     )
     async def get_payment(renewal_id: RenewalId) -> PaymentPublic:
         """The payment of a renewal: state, attempts, provider reference, last error."""
-        async with database.session() as session:
-            payment = (
-                await session.exec(select(Payment).where(Payment.renewal_id == str(renewal_id)))
-            ).first()
-        if payment is None:
-            raise ProblemError(
-                404, f"no payment for renewal {renewal_id}", kind="payment-not-found"
-            )
+        payment = await renewal_row(database, Payment, Payment.renewal_id, renewal_id)
         return PaymentPublic.of(payment)
 
     @router.get(
@@ -138,10 +103,7 @@ def build_router(database: Database) -> APIRouter:
     )
     async def get_refund(renewal_id: RenewalId) -> RefundPublic:
         """The refund of a renewal: state, attempts, provider reference, last error."""
-        async with database.session() as session:
-            refund = await _refund(session, renewal_id)
-        if refund is None:
-            raise ProblemError(404, f"no refund for renewal {renewal_id}", kind="refund-not-found")
+        refund = await renewal_row(database, Refund, Refund.renewal_id, renewal_id)
         return RefundPublic.of(refund)
 
     @router.post(
@@ -187,13 +149,9 @@ async def _refund(session: AsyncSession, renewal_id: UUID) -> Refund | None:
 
 def http_app(runtime: ServiceRuntime, operator: OperatorAuth) -> FastAPI:
     """The HTTP surface: health and metrics open, the ops API behind the operator token."""
-    app = runtime.http_app(
+    return runtime.operator_app(
         "eSIM billing",
-        routers=[
-            operator.guard(
-                build_router(runtime.database), outbox_router(runtime.database, runtime.name)
-            )
-        ],
+        operator,
+        build_router(runtime.database),
         description="Payments, dunning and refunds; the ops view of each renewal's.",
     )
-    return refresh_on_scrape(app, scrape_gauges(runtime))

@@ -76,9 +76,9 @@ def build(
     charges = ChargeWorker(db, outbox, chosen, rules, policy, batch=batch, lease_s=lease_s)
     refunds = RefundWorker(db, outbox, chosen, rules, policy, batch=batch, lease_s=lease_s)
 
-    topics = runtime.topics
-    runtime.consume(topics.payment_requested, [Route(PaymentRequested, on_payment_requested)])
-    runtime.consume(topics.refund_requested, [Route(RefundRequested, on_refund_requested)])
+    runtime.consume_each(
+        [Route(PaymentRequested, on_payment_requested), Route(RefundRequested, on_refund_requested)]
+    )
     for worker in (charges, refunds):
         runtime.due_worker(worker)
     runtime.produces(PaymentSettled, PaymentFailed, PaymentRefunded)

@@ -4,17 +4,15 @@ import re
 from typing import Annotated
 from uuid import UUID
 
-from esim_core.clock import as_utc
-from esim_core.observability.telemetry import refresh_on_scrape, scrape_gauges
 from esim_core.persistence.db import Database
 from esim_core.service import ServiceRuntime
-from esim_core.web.operator import OperatorAuth, outbox_router
+from esim_core.web.operator import OperatorAuth
 from esim_core.web.problems import ProblemError, problem_responses
+from esim_core.web.rows import IccidFilter, Limit, newest_rows, row_view
 from esim_schemas import luhn_valid
 from esim_schemas.types import UtcDatetime
 from fastapi import APIRouter, FastAPI, Query
 from pydantic import BaseModel, Field
-from sqlmodel import col, select
 
 from notifier.store import Notification
 
@@ -41,21 +39,7 @@ class NotificationPublic(BaseModel):
     @classmethod
     def of(cls, row: Notification) -> "NotificationPublic":
         """The public view of a stored notification."""
-        return cls(
-            id=row.id,
-            kind=row.kind,
-            channel=row.channel,
-            recipient=row.recipient,
-            subject=row.subject,
-            status=row.status,
-            detail=row.detail,
-            locale=row.locale,
-            iccid=row.iccid,
-            renewal_id=row.renewal_id,
-            event_id=row.event_id,
-            created_at=as_utc(row.created_at),
-            sent_at=as_utc(row.sent_at) if row.sent_at is not None else None,
-        )
+        return row_view(cls, row)
 
 
 def notifications_router(database: Database) -> APIRouter:
@@ -64,12 +48,9 @@ def notifications_router(database: Database) -> APIRouter:
 
     @router.get("/notifications", responses=problem_responses(401, 422))
     async def list_notifications(
-        iccid: Annotated[
-            str | None,
-            Query(description="the card's ICCID: 19 or 20 digits with a valid Luhn check digit"),
-        ] = None,
+        iccid: IccidFilter = None,
         renewal_id: Annotated[UUID | None, Query(description="a renewal's id")] = None,
-        limit: Annotated[int, Query(ge=1, le=500, description="at most this many")] = 100,
+        limit: Limit = 100,
     ) -> list[NotificationPublic]:
         """List the notifications for a card or a renewal (or both at once), newest first."""
         if iccid is None and renewal_id is None:
@@ -81,16 +62,11 @@ def notifications_router(database: Database) -> APIRouter:
             )
         if iccid is not None:
             _check_iccid(iccid)
-        query = select(Notification)
-        if iccid is not None:
-            query = query.where(col(Notification.iccid) == iccid)
-        if renewal_id is not None:
-            query = query.where(col(Notification.renewal_id) == str(renewal_id))
-        query = query.order_by(col(Notification.created_at).desc(), col(Notification.id)).limit(
-            limit
-        )
-        async with database.session() as session:
-            rows = (await session.exec(query)).all()
+        filters = [
+            (Notification.iccid, iccid),
+            (Notification.renewal_id, str(renewal_id) if renewal_id is not None else None),
+        ]
+        rows = await newest_rows(database, Notification, filters, limit)
         return [NotificationPublic.of(row) for row in rows]
 
     return router
@@ -113,14 +89,9 @@ def _check_iccid(iccid: str) -> None:
 
 def http_app(runtime: ServiceRuntime, operator: OperatorAuth) -> FastAPI:
     """The HTTP surface: health and metrics open, the send log behind the operator token."""
-    app = runtime.http_app(
+    return runtime.operator_app(
         "eSIM notifier",
-        routers=[
-            operator.guard(
-                notifications_router(runtime.database),
-                outbox_router(runtime.database, runtime.name),
-            )
-        ],
+        operator,
+        notifications_router(runtime.database),
         description="Tells travellers by e-mail what happened to their renewals.",
     )
-    return refresh_on_scrape(app, scrape_gauges(runtime))

@@ -3,24 +3,9 @@
 import logging
 from dataclasses import dataclass
 
-from esim_core.messaging.consumer import Route
 from esim_core.persistence.migrations import service_migrations
 from esim_core.sealing import Sealer
 from esim_core.service import ServiceRuntime
-from esim_schemas import (
-    AutoRenewDisabled,
-    BundleCancelled,
-    CardBound,
-    DataLow,
-    PasswordChanged,
-    PasswordResetRequested,
-    PaymentFailed,
-    PaymentRefunded,
-    PaymentSettled,
-    PlanExpiring,
-    ProfileActivated,
-    RenewalRejected,
-)
 
 from notifier import handlers
 from notifier.mail import Mailer
@@ -86,7 +71,6 @@ def build(
         sms: where text messages go; HTTP to `NOTIFIER_SMS_GATEWAY_URL` unless a test passes one.
     """
     runtime = ServiceRuntime("notifier", settings, tables=TABLES, migrations=MIGRATIONS)
-    topics = runtime.topics
     chosen: Mailer = mailer if mailer is not None else smtp_mailer(settings)
     texts: SmsGateway = sms if sms is not None else http_sms_gateway(settings)
     if settings.reset_code_key.get_secret_value() == DEV_RESET_CODE_KEY:
@@ -99,25 +83,7 @@ def build(
         sealer=Sealer(settings.reset_code_key.get_secret_value()),
     )
 
-    runtime.consume(topics.card_bound, [Route(CardBound, handlers.on_card_bound)])
-    runtime.consume(
-        topics.profile_activated, [Route(ProfileActivated, handlers.on_profile_activated)]
-    )
-    runtime.consume(topics.payment_failed, [Route(PaymentFailed, handlers.on_payment_failed)])
-    runtime.consume(topics.payment_refunded, [Route(PaymentRefunded, handlers.on_payment_refunded)])
-    runtime.consume(topics.renewal_rejected, [Route(RenewalRejected, handlers.on_renewal_rejected)])
-    runtime.consume(topics.payment_settled, [Route(PaymentSettled, handlers.on_payment_settled)])
-    runtime.consume(topics.data_low, [Route(DataLow, handlers.on_data_low)])
-    runtime.consume(topics.plan_expiring, [Route(PlanExpiring, handlers.on_plan_expiring)])
-    runtime.consume(
-        topics.auto_renew_disabled, [Route(AutoRenewDisabled, handlers.on_auto_renew_disabled)]
-    )
-    runtime.consume(topics.bundle_cancelled, [Route(BundleCancelled, handlers.on_bundle_cancelled)])
-    runtime.consume(
-        topics.password_reset,
-        [Route(PasswordResetRequested, handlers.on_password_reset_requested)],
-    )
-    runtime.consume(topics.password_changed, [Route(PasswordChanged, handlers.on_password_changed)])
+    runtime.consume_each(handlers.ROUTES)
     runtime.due_work(
         Notification,
         sender.deliver,

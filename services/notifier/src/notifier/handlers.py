@@ -5,6 +5,7 @@ import logging
 from typing import Any
 
 from esim_core.clock import as_utc, utcnow
+from esim_core.messaging.consumer import Route
 from esim_schemas import (
     AutoRenewDisabled,
     BundleCancelled,
@@ -344,3 +345,20 @@ def pending(
         created_at=now,
         due_at=now,
     )
+
+
+#: What the notifier reacts to: each event model, consumed on its own topic, and its handler.
+ROUTES = [
+    Route(CardBound, on_card_bound),
+    Route(ProfileActivated, on_profile_activated),
+    Route(PaymentFailed, on_payment_failed),
+    Route(PaymentRefunded, on_payment_refunded),
+    Route(RenewalRejected, on_renewal_rejected),
+    Route(PaymentSettled, on_payment_settled),
+    Route(DataLow, on_data_low),
+    Route(PlanExpiring, on_plan_expiring),
+    Route(AutoRenewDisabled, on_auto_renew_disabled),
+    Route(BundleCancelled, on_bundle_cancelled),
+    Route(PasswordResetRequested, on_password_reset_requested),
+    Route(PasswordChanged, on_password_changed),
+]

@@ -1,26 +1,21 @@
 """The provisioning HTTP API for ops: activations, cancellations, the bundles followed for usage."""
 
 import re
-from datetime import datetime
 from typing import Annotated
-from uuid import UUID
 
-from esim_core.clock import as_utc
-from esim_core.observability.telemetry import refresh_on_scrape, scrape_gauges
 from esim_core.persistence.db import Database
 from esim_core.service import ServiceRuntime
-from esim_core.web.operator import OperatorAuth, outbox_router
+from esim_core.web.operator import OperatorAuth
 from esim_core.web.problems import ProblemError, problem_responses
+from esim_core.web.rows import IccidFilter, Limit, RenewalId, newest_rows, renewal_row, row_view
 from esim_schemas import PlanRef, luhn_valid
 from esim_schemas.types import UtcDatetime
-from fastapi import APIRouter, FastAPI, Path, Query
+from fastapi import APIRouter, FastAPI, Query
 from pydantic import BaseModel, Field
 from sqlmodel import col, select
 
 from provisioning.domain import ActivationState
 from provisioning.store import Activation, Bundle, Cancellation, UsageWatch
-
-RenewalId = Annotated[UUID, Path(description="the renewal's id (a UUID)")]
 
 _ICCID = re.compile(r"[0-9]{19,20}")
 
@@ -53,28 +48,12 @@ class ActivationPublic(BaseModel):
     @classmethod
     def of(cls, row: Activation) -> "ActivationPublic":
         """The public view of a stored activation."""
-        return cls(
-            renewal_id=row.renewal_id,
+        return row_view(
+            cls,
+            row,
             activation_id=row.id,
-            state=row.state,
-            iccid=row.iccid,
             plan=PlanRef(code=row.plan_code, data_mb=row.data_mb, validity_days=row.validity_days),
-            start=row.start,
-            payment_id=row.payment_id,
-            order_id=row.order_id,
-            bundle_state=row.bundle_state,
-            valid_from=_utc(row.valid_from),
-            valid_until=_utc(row.valid_until),
-            attempts=row.attempts,
-            failure_reason=row.failure_reason,
-            last_error=row.last_error,
-            next_attempt_at=_utc(row.due_at),
-            deadline_at=as_utc(row.deadline_at),
-            created_at=as_utc(row.created_at),
-            updated_at=as_utc(row.updated_at),
-            ordered_at=_utc(row.ordered_at),
-            activated_at=_utc(row.activated_at),
-            failed_at=_utc(row.failed_at),
+            next_attempt_at=row.due_at,
         )
 
 
@@ -116,23 +95,7 @@ class CancellationPublic(BaseModel):
     @classmethod
     def of(cls, row: Cancellation) -> "CancellationPublic":
         """The public view of a stored cancellation."""
-        return cls(
-            renewal_id=row.id,
-            iccid=row.iccid,
-            reason=row.reason,
-            state=row.state,
-            order_id=row.order_id,
-            bundle_status=row.bundle_status,
-            attempts=row.attempts,
-            last_error=row.last_error,
-            next_attempt_at=_utc(row.due_at),
-            created_at=as_utc(row.created_at),
-            done_at=_utc(row.done_at),
-        )
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return as_utc(value) if value is not None else None
+        return row_view(cls, row, renewal_id=row.id, next_attempt_at=row.due_at)
 
 
 def build_router(database: Database) -> APIRouter:
@@ -146,16 +109,7 @@ def build_router(database: Database) -> APIRouter:
     )
     async def get_activation(renewal_id: RenewalId) -> ActivationPublic:
         """The activation of a renewal: state, order id, rounds, last error, times."""
-        async with database.session() as session:
-            row = (
-                await session.exec(
-                    select(Activation).where(Activation.renewal_id == str(renewal_id))
-                )
-            ).first()
-        if row is None:
-            raise ProblemError(
-                404, f"no activation for renewal {renewal_id}", kind="activation-not-found"
-            )
+        row = await renewal_row(database, Activation, Activation.renewal_id, renewal_id)
         return ActivationPublic.of(row)
 
     @router.get(
@@ -165,12 +119,7 @@ def build_router(database: Database) -> APIRouter:
     )
     async def get_cancellation(renewal_id: RenewalId) -> CancellationPublic:
         """The cancellation accounts asked for a renewal's bundle: state, platform's answer."""
-        async with database.session() as session:
-            row = await session.get(Cancellation, str(renewal_id))
-        if row is None:
-            raise ProblemError(
-                404, f"no cancellation for renewal {renewal_id}", kind="cancellation-not-found"
-            )
+        row = await renewal_row(database, Cancellation, Cancellation.id, renewal_id)
         return CancellationPublic.of(row)
 
     @router.get(
@@ -179,26 +128,19 @@ def build_router(database: Database) -> APIRouter:
         responses=problem_responses(401, 422),
     )
     async def list_activations(
-        iccid: Annotated[
-            str | None,
-            Query(description="the card's ICCID: 19 or 20 digits with a valid Luhn check digit"),
-        ] = None,
+        iccid: IccidFilter = None,
         state: Annotated[
             ActivationState | None,
             Query(description="only activations in this state, e.g. `following` for open ones"),
         ] = None,
-        limit: Annotated[int, Query(ge=1, le=500, description="at most this many")] = 100,
+        limit: Limit = 100,
     ) -> list[ActivationPublic]:
         """List activations, newest first: of one card, in one state, or both."""
-        query = select(Activation)
         if iccid is not None:
             _check_iccid(iccid)
-            query = query.where(col(Activation.iccid) == iccid)
-        if state is not None:
-            query = query.where(col(Activation.state) == state.value)
-        query = query.order_by(col(Activation.created_at).desc(), col(Activation.id)).limit(limit)
-        async with database.session() as session:
-            rows = (await session.exec(query)).all()
+        value = state.value if state is not None else None
+        filters = [(Activation.iccid, iccid), (Activation.state, value)]
+        rows = await newest_rows(database, Activation, filters, limit)
         return [ActivationPublic.of(row) for row in rows]
 
     @router.get("/bundles", response_model=list[BundlePublic])
@@ -219,21 +161,10 @@ def build_router(database: Database) -> APIRouter:
             ).all()
             watch = await session.get(UsageWatch, iccid)
         return [
-            BundlePublic(
-                order_id=row.order_id,
-                renewal_id=row.renewal_id,
-                iccid=row.iccid,
-                plan_code=row.plan_code,
-                status=row.status,
-                data_mb=row.data_mb,
-                data_used_mb=row.data_used_mb,
-                usage_as_of=_utc(row.usage_as_of),
-                valid_from=as_utc(row.valid_from),
-                valid_until=as_utc(row.valid_until),
-                alerted_pct=row.alerted_pct,
-                started_published=row.started_published,
-                ended_published=row.ended_published,
-                next_poll_at=_utc(watch.due_at) if watch is not None else None,
+            row_view(
+                BundlePublic,
+                row,
+                next_poll_at=watch.due_at if watch is not None else None,
                 last_poll_error=watch.last_error if watch is not None else None,
             )
             for row in rows
@@ -259,14 +190,10 @@ def _check_iccid(iccid: str) -> None:
 
 def http_app(runtime: ServiceRuntime, operator: OperatorAuth) -> FastAPI:
     """The HTTP surface: health and metrics open, the ops API behind the operator token."""
-    app = runtime.http_app(
+    return runtime.operator_app(
         "eSIM provisioning",
-        routers=[
-            operator.guard(
-                build_router(runtime.database), outbox_router(runtime.database, runtime.name)
-            )
-        ],
+        operator,
+        build_router(runtime.database),
         description="Bundle orders at the eSIM platform and their follow-up; the ops view of "
         "each renewal's activation.",
     )
-    return refresh_on_scrape(app, scrape_gauges(runtime))

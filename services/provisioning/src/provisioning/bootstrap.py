@@ -74,25 +74,12 @@ def build(
     policy = tries or TryPolicy(
         attempts=settings.platform_attempts, wait_max_s=settings.platform_backoff_max_s
     )
-    activations = ActivationWorker(
-        runtime.database,
-        runtime.outbox,
-        chosen,
-        rules,
-        policy,
-        batch=settings.worker_batch,
-        lease_s=settings.worker_lease_s,
-    )
+    # Activations and cancellations are rounds at the same platform under the same rules.
+    parts = (runtime.database, runtime.outbox, chosen, rules, policy)
+    batch, lease_s = settings.worker_batch, settings.worker_lease_s
+    activations = ActivationWorker(*parts, batch=batch, lease_s=lease_s)
     activations.usage_poll_after_s = settings.usage_poll_interval_s
-    cancellations = CancellationWorker(
-        runtime.database,
-        runtime.outbox,
-        chosen,
-        rules,
-        policy,
-        batch=settings.worker_batch,
-        lease_s=settings.worker_lease_s,
-    )
+    cancellations = CancellationWorker(*parts, batch=batch, lease_s=lease_s)
     usage = UsagePoller(
         runtime.database,
         runtime.outbox,
@@ -105,7 +92,7 @@ def build(
         ),
         policy,
         batch=settings.usage_poll_batch,
-        lease_s=settings.worker_lease_s,
+        lease_s=lease_s,
     )
     callbacks = CallbackReceiver(
         runtime.database,
@@ -117,16 +104,14 @@ def build(
     )
     handlers = Handlers(activation_deadline_s=settings.activation_deadline_s)
 
-    runtime.consume(
-        runtime.topics.payment_settled, [Route(PaymentSettled, handlers.on_payment_settled)]
+    runtime.consume_each(
+        [
+            Route(PaymentSettled, handlers.on_payment_settled),
+            Route(BundleCancelRequested, handlers.on_bundle_cancel_requested),
+        ]
     )
-    runtime.consume(
-        runtime.topics.bundle_cancel_requested,
-        [Route(BundleCancelRequested, handlers.on_bundle_cancel_requested)],
-    )
-    runtime.due_worker(activations)
-    runtime.due_worker(cancellations)
-    runtime.due_worker(usage)
+    for worker in (activations, cancellations, usage):
+        runtime.due_worker(worker)
     runtime.produces(
         ProfileActivated,
         ActivationFailed,

@@ -30,10 +30,12 @@ from esim_core.messaging.intake import Intake
 from esim_core.messaging.kafka import EventPublisher, make_broker
 from esim_core.messaging.outbox import Outbox, OutboxMessage, OutboxRelay
 from esim_core.messaging.topics import ensure_topics
+from esim_core.observability.telemetry import refresh_on_scrape, scrape_gauges
 from esim_core.observability.tracing import shutdown_tracing
 from esim_core.persistence.db import Database
 from esim_core.persistence.migrations import upgrade_to_head
 from esim_core.settings import ServiceSettings, Topics
+from esim_core.web.operator import OperatorAuth, outbox_router
 from esim_core.web.problems import install_problem_handlers, problem_response
 
 logger = logging.getLogger(__name__)
@@ -91,6 +93,11 @@ class ServiceRuntime:
         if self.consumer is not None:
             raise RuntimeError("consumers must be registered before the service starts")
         self._subscriptions.setdefault(topic, []).extend(routes)
+
+    def consume_each(self, routes: Sequence[Route]) -> None:
+        """Consume each route's event model on the topic configured for it."""
+        for route in routes:
+            self.consume(self.topics.for_event(route.model), [route])
 
     def limit_intake(
         self, topics: Sequence[str], in_flight: Callable[[], Awaitable[int]], limit: int
@@ -367,6 +374,18 @@ class ServiceRuntime:
         for router in [*self.routers, *routers]:
             app.include_router(router)
         return app
+
+    def operator_app(
+        self, title: str, operator: OperatorAuth, *routers: APIRouter, description: str
+    ) -> FastAPI:
+        """The HTTP surface of a service whose API is for operators.
+
+        Health and metrics stay open; `routers` and the outbox status require the operator
+        token, and the gauges are refreshed at each scrape.
+        """
+        guarded = operator.guard(*routers, outbox_router(self.database, self.name))
+        app = self.http_app(title, routers=[guarded], description=description)
+        return refresh_on_scrape(app, scrape_gauges(self))
 
     def worker_app(self) -> FastStream:
         """The FastStream worker alone, for `faststream run`, without the HTTP surface."""

@@ -8,6 +8,15 @@ _ICCID = "8944500102198304826"
 _USER = "0d3c9a63-5d7e-4f0b-9b8e-2a3f1c7d6e54"
 _PLAN = {"code": "JP-30D-10GB", "data_mb": 10240, "validity_days": 30}
 _PRICE = {"amount": 9900, "currency": "CNY"}
+# The one bundle the samples follow: activated, started, then used up.
+_BUNDLE = {
+    "renewal_id": _RENEWAL,
+    "iccid": _ICCID,
+    "plan_code": "JP-30D-10GB",
+    "data_mb": 10240,
+    "valid_from": "2026-12-01T00:00:00.000Z",
+    "valid_until": "2026-12-31T00:00:00.000Z",
+}
 
 SAMPLE_DATA: dict[str, dict[str, Any]] = {
     "esim.renewal.requested.v1": {
@@ -58,12 +67,7 @@ SAMPLE_DATA: dict[str, dict[str, Any]] = {
         "failed_at": "2026-11-23T10:15:01.000Z",
     },
     "esim.profile.activated.v1": {
-        "renewal_id": _RENEWAL,
-        "iccid": _ICCID,
-        "plan_code": "JP-30D-10GB",
-        "data_mb": 10240,
-        "valid_from": "2026-12-01T00:00:00.000Z",
-        "valid_until": "2026-12-31T00:00:00.000Z",
+        **_BUNDLE,
         "bundle_state": "queued",
         "platform_reference": "ord_4c2a",
         "activated_at": "2026-11-23T10:15:02.000Z",
@@ -138,12 +142,7 @@ SAMPLE_DATA: dict[str, dict[str, Any]] = {
         "plan_code": "JP-30D-10GB",
     },
     "esim.bundle.started.v1": {
-        "renewal_id": _RENEWAL,
-        "iccid": _ICCID,
-        "plan_code": "JP-30D-10GB",
-        "data_mb": 10240,
-        "valid_from": "2026-12-01T00:00:00.000Z",
-        "valid_until": "2026-12-31T00:00:00.000Z",
+        **_BUNDLE,
         "platform_reference": "ord_4c2a",
         "started_at": "2026-12-01T00:00:01.000Z",
     },

@@ -1,0 +1,70 @@
+"""Stored rows as the operator endpoints show them: a public view, one row or a 404, a page."""
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+from uuid import UUID
+
+from fastapi import Path, Query
+from pydantic import BaseModel
+from sqlmodel import SQLModel, col, select
+
+from esim_core.clock import as_utc
+from esim_core.persistence.db import Database
+from esim_core.web.problems import ProblemError
+
+RowT = TypeVar("RowT", bound=SQLModel)
+ViewT = TypeVar("ViewT", bound=BaseModel)
+
+RenewalId = Annotated[UUID, Path(description="the renewal's id (a UUID)")]
+IccidFilter = Annotated[
+    str | None,
+    Query(description="the card's ICCID: 19 or 20 digits with a valid Luhn check digit"),
+]
+Limit = Annotated[int, Query(ge=1, le=500, description="at most this many")]
+
+
+def row_view(model: type[ViewT], row: object, **values: Any) -> ViewT:
+    """The public `model` of a stored row: each field the row has by name, `values` for others.
+
+    Timestamps come out in UTC, since SQLite hands stored ones back naive.
+    """
+    fields = {name: getattr(row, name) for name in model.model_fields if hasattr(row, name)}
+    fields.update(values)
+    return model(
+        **{
+            name: as_utc(value) if isinstance(value, datetime) else value
+            for name, value in fields.items()
+        }
+    )
+
+
+async def renewal_row(database: Database, model: type[RowT], key: Any, renewal_id: UUID) -> RowT:
+    """The row of `model` whose column `key` holds the renewal id.
+
+    Raises:
+        ProblemError: a 404 `<table>-not-found` when there is none.
+    """
+    async with database.session() as session:
+        row = (await session.exec(select(model).where(col(key) == str(renewal_id)))).first()
+    if row is None:
+        what = model.__name__.lower()
+        raise ProblemError(404, f"no {what} for renewal {renewal_id}", kind=f"{what}-not-found")
+    return row
+
+
+async def newest_rows(
+    database: Database, model: type[RowT], filters: Sequence[tuple[Any, object]], limit: int
+) -> Sequence[RowT]:
+    """The rows of `model` that match each filter (a column and its value; None: any), newest first.
+
+    Rows created at the same moment come in the order of their ids, so pages stay stable.
+    """
+    query = select(model)
+    for column, value in filters:
+        if value is not None:
+            query = query.where(col(column) == value)
+    created, key = (getattr(model, name) for name in ("created_at", "id"))
+    query = query.order_by(col(created).desc(), col(key)).limit(limit)
+    async with database.session() as session:
+        return (await session.exec(query)).all()
