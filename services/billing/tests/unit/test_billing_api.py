@@ -12,12 +12,12 @@ from billing.handlers import on_payment_requested, on_refund_requested
 from billing_testkit import (
     FakeGateway,
     fast_forward,
-    handle,
     payment_requested,
     refund_requested,
     settle,
 )
 from esim_core.persistence.db import Database
+from esim_core.testing import handle
 from esim_core.web.problems import install_problem_handlers
 from fastapi import FastAPI
 

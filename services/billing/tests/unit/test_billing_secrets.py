@@ -15,9 +15,14 @@ from billing.domain import PaymentState
 from billing.gateways.http import HttpPaymentGateway
 from billing.handlers import on_payment_requested
 from billing.store import Payment
-from billing_testkit import fast_forward, handle, payment_of, payment_requested, published
+from billing_testkit import (
+    fast_forward,
+    payment_of,
+    payment_requested,
+)
 from conftest import NO_WAIT, settings_for
 from esim_core.messaging.consumer import PermanentEventError
+from esim_core.testing import handle, published
 from esim_core.web.problems import install_problem_handlers
 from fastapi import FastAPI
 from sqlalchemy.exc import IntegrityError
