@@ -12,6 +12,7 @@ from sqlalchemy import update
 from sqlmodel import SQLModel, col, select
 
 from esim_core.clock import utcnow
+from esim_core.duework.rows import DueColumns
 from esim_core.messaging.outbox import OutboxMessage
 from esim_core.persistence.db import Database
 
@@ -66,19 +67,19 @@ async def published(database: Database, event_type: str | None = None) -> list[d
     ]
 
 
-async def make_due_now(database: Database, tables: Iterable[type[SQLModel]]) -> None:
+async def make_due_now(database: Database, tables: Iterable[type[DueColumns]]) -> None:
     """Make every scheduled row of `tables` due now, and let every lease run out."""
     past = utcnow() - timedelta(seconds=1)
     async with database.session() as session:
         for table in tables:
             await session.exec(
                 update(table)
-                .where(col(table.due_at).is_not(None))  # type: ignore[attr-defined]
+                .where(col(table.due_at).is_not(None))
                 .values(due_at=past, lease_until=None)
             )
 
 
-async def expire_leases(database: Database, tables: Iterable[type[SQLModel]]) -> None:
+async def expire_leases(database: Database, tables: Iterable[type[DueColumns]]) -> None:
     """Let every lease on rows of `tables` run out, as if the replica holding it had died."""
     past = utcnow() - timedelta(seconds=1)
     async with database.session() as session:
