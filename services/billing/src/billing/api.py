@@ -59,11 +59,11 @@ class PaymentPublic(BaseModel):
             provider_reference=payment.provider_reference,
             failure_reason=payment.failure_reason,
             last_error=payment.last_error,
-            next_attempt_at=_utc(payment.due_at),
+            next_attempt_at=as_utc(payment.due_at),
             created_at=as_utc(payment.created_at),
             updated_at=as_utc(payment.updated_at),
-            settled_at=_utc(payment.settled_at),
-            failed_at=_utc(payment.failed_at),
+            settled_at=as_utc(payment.settled_at),
+            failed_at=as_utc(payment.failed_at),
         )
 
 
@@ -98,16 +98,12 @@ class RefundPublic(BaseModel):
             attempts=refund.attempts,
             provider_reference=refund.provider_reference,
             last_error=refund.last_error,
-            next_attempt_at=_utc(refund.due_at),
+            next_attempt_at=as_utc(refund.due_at),
             created_at=as_utc(refund.created_at),
             updated_at=as_utc(refund.updated_at),
-            refunded_at=_utc(refund.refunded_at),
-            failed_at=_utc(refund.failed_at),
+            refunded_at=as_utc(refund.refunded_at),
+            failed_at=as_utc(refund.failed_at),
         )
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return as_utc(value) if value is not None else None
 
 
 def build_router(database: Database) -> APIRouter:

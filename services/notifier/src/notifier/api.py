@@ -1,6 +1,5 @@
 """The notifier's HTTP API: what it sent (or tried to send) for a card or a renewal."""
 
-import re
 from typing import Annotated
 from uuid import UUID
 
@@ -10,15 +9,12 @@ from esim_core.persistence.db import Database
 from esim_core.service import ServiceRuntime
 from esim_core.web.operator import OperatorAuth, outbox_router
 from esim_core.web.problems import ProblemError, problem_responses
-from esim_schemas import luhn_valid
-from esim_schemas.types import UtcDatetime
+from esim_schemas.types import Iccid, UtcDatetime
 from fastapi import APIRouter, FastAPI, Query
 from pydantic import BaseModel, Field
 from sqlmodel import col, select
 
 from notifier.store import Notification
-
-_ICCID = re.compile(r"[0-9]{19,20}")
 
 
 class NotificationPublic(BaseModel):
@@ -54,7 +50,7 @@ class NotificationPublic(BaseModel):
             renewal_id=row.renewal_id,
             event_id=row.event_id,
             created_at=as_utc(row.created_at),
-            sent_at=as_utc(row.sent_at) if row.sent_at is not None else None,
+            sent_at=as_utc(row.sent_at),
         )
 
 
@@ -65,7 +61,7 @@ def notifications_router(database: Database) -> APIRouter:
     @router.get("/notifications", responses=problem_responses(401, 422))
     async def list_notifications(
         iccid: Annotated[
-            str | None,
+            Iccid | None,
             Query(description="the card's ICCID: 19 or 20 digits with a valid Luhn check digit"),
         ] = None,
         renewal_id: Annotated[UUID | None, Query(description="a renewal's id")] = None,
@@ -79,8 +75,6 @@ def notifications_router(database: Database) -> APIRouter:
                 kind="validation",
                 errors=[{"field": "query.iccid", "message": "required", "type": "missing"}],
             )
-        if iccid is not None:
-            _check_iccid(iccid)
         query = select(Notification)
         if iccid is not None:
             query = query.where(col(Notification.iccid) == iccid)
@@ -94,21 +88,6 @@ def notifications_router(database: Database) -> APIRouter:
         return [NotificationPublic.of(row) for row in rows]
 
     return router
-
-
-def _check_iccid(iccid: str) -> None:
-    if _ICCID.fullmatch(iccid) is None:
-        problem = f"an ICCID is 19 or 20 digits (0-9), got {iccid[:32]!r}"
-    elif not luhn_valid(iccid):
-        problem = "the ICCID check digit is wrong (Luhn)"
-    else:
-        return
-    raise ProblemError(
-        422,
-        f"The request is not valid: query.iccid: {problem}",
-        kind="validation",
-        errors=[{"field": "query.iccid", "message": problem, "type": "value_error"}],
-    )
 
 
 def http_app(runtime: ServiceRuntime, operator: OperatorAuth) -> FastAPI:

@@ -1,7 +1,5 @@
 """The provisioning HTTP API for ops: activations, cancellations, the bundles followed for usage."""
 
-import re
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -11,8 +9,8 @@ from esim_core.persistence.db import Database
 from esim_core.service import ServiceRuntime
 from esim_core.web.operator import OperatorAuth, outbox_router
 from esim_core.web.problems import ProblemError, problem_responses
-from esim_schemas import PlanRef, luhn_valid
-from esim_schemas.types import UtcDatetime
+from esim_schemas import PlanRef
+from esim_schemas.types import Iccid, UtcDatetime
 from fastapi import APIRouter, FastAPI, Path, Query
 from pydantic import BaseModel, Field
 from sqlmodel import col, select
@@ -21,8 +19,6 @@ from provisioning.domain import ActivationState
 from provisioning.store import Activation, Bundle, Cancellation, UsageWatch
 
 RenewalId = Annotated[UUID, Path(description="the renewal's id (a UUID)")]
-
-_ICCID = re.compile(r"[0-9]{19,20}")
 
 
 class ActivationPublic(BaseModel):
@@ -63,18 +59,18 @@ class ActivationPublic(BaseModel):
             payment_id=row.payment_id,
             order_id=row.order_id,
             bundle_state=row.bundle_state,
-            valid_from=_utc(row.valid_from),
-            valid_until=_utc(row.valid_until),
+            valid_from=as_utc(row.valid_from),
+            valid_until=as_utc(row.valid_until),
             attempts=row.attempts,
             failure_reason=row.failure_reason,
             last_error=row.last_error,
-            next_attempt_at=_utc(row.due_at),
+            next_attempt_at=as_utc(row.due_at),
             deadline_at=as_utc(row.deadline_at),
             created_at=as_utc(row.created_at),
             updated_at=as_utc(row.updated_at),
-            ordered_at=_utc(row.ordered_at),
-            activated_at=_utc(row.activated_at),
-            failed_at=_utc(row.failed_at),
+            ordered_at=as_utc(row.ordered_at),
+            activated_at=as_utc(row.activated_at),
+            failed_at=as_utc(row.failed_at),
         )
 
 
@@ -125,14 +121,10 @@ class CancellationPublic(BaseModel):
             bundle_status=row.bundle_status,
             attempts=row.attempts,
             last_error=row.last_error,
-            next_attempt_at=_utc(row.due_at),
+            next_attempt_at=as_utc(row.due_at),
             created_at=as_utc(row.created_at),
-            done_at=_utc(row.done_at),
+            done_at=as_utc(row.done_at),
         )
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return as_utc(value) if value is not None else None
 
 
 def build_router(database: Database) -> APIRouter:
@@ -180,7 +172,7 @@ def build_router(database: Database) -> APIRouter:
     )
     async def list_activations(
         iccid: Annotated[
-            str | None,
+            Iccid | None,
             Query(description="the card's ICCID: 19 or 20 digits with a valid Luhn check digit"),
         ] = None,
         state: Annotated[
@@ -192,7 +184,6 @@ def build_router(database: Database) -> APIRouter:
         """List activations, newest first: of one card, in one state, or both."""
         query = select(Activation)
         if iccid is not None:
-            _check_iccid(iccid)
             query = query.where(col(Activation.iccid) == iccid)
         if state is not None:
             query = query.where(col(Activation.state) == state.value)
@@ -204,11 +195,10 @@ def build_router(database: Database) -> APIRouter:
     @router.get("/bundles", response_model=list[BundlePublic])
     async def list_bundles(
         iccid: Annotated[
-            str, Query(description="the card's ICCID: 19 or 20 digits with a valid check digit")
+            Iccid, Query(description="the card's ICCID: 19 or 20 digits with a valid check digit")
         ],
     ) -> list[BundlePublic]:
         """The bundles of a card that provisioning follows, oldest first."""
-        _check_iccid(iccid)
         async with database.session() as session:
             rows = (
                 await session.exec(
@@ -227,34 +217,19 @@ def build_router(database: Database) -> APIRouter:
                 status=row.status,
                 data_mb=row.data_mb,
                 data_used_mb=row.data_used_mb,
-                usage_as_of=_utc(row.usage_as_of),
+                usage_as_of=as_utc(row.usage_as_of),
                 valid_from=as_utc(row.valid_from),
                 valid_until=as_utc(row.valid_until),
                 alerted_pct=row.alerted_pct,
                 started_published=row.started_published,
                 ended_published=row.ended_published,
-                next_poll_at=_utc(watch.due_at) if watch is not None else None,
+                next_poll_at=as_utc(watch.due_at) if watch is not None else None,
                 last_poll_error=watch.last_error if watch is not None else None,
             )
             for row in rows
         ]
 
     return router
-
-
-def _check_iccid(iccid: str) -> None:
-    if _ICCID.fullmatch(iccid) is None:
-        problem = f"an ICCID is 19 or 20 digits (0-9), got {iccid[:32]!r}"
-    elif not luhn_valid(iccid):
-        problem = "the ICCID check digit is wrong (Luhn)"
-    else:
-        return
-    raise ProblemError(
-        422,
-        f"The request is not valid: query.iccid: {problem}",
-        kind="validation",
-        errors=[{"field": "query.iccid", "message": problem, "type": "value_error"}],
-    )
 
 
 def http_app(runtime: ServiceRuntime, operator: OperatorAuth) -> FastAPI:
