@@ -8,7 +8,7 @@ import pytest
 from esim_core.clock import as_utc, utcnow
 from esim_core.messaging.consumer import MessageInfo, PermanentEventError
 from esim_core.persistence.db import Database
-from esim_core.testing import event, expire_leases, published
+from esim_core.testing import event, expire_leases, published, with_tables
 from provisioning.bootstrap import Provisioning
 from provisioning.domain import ActivationState, activation_id_for, event_id
 from provisioning.platforms import BundleOrderRequest
@@ -509,19 +509,14 @@ async def test_the_next_round_is_never_later_than_the_deadline(
         platform=platform,
         tries=NO_WAIT,
     )
-    database = built.runtime.database
-    try:
-        await database.create_tables(built.runtime.tables)
+    async with with_tables(built.runtime):
         platform.outage = True
         data = payment_settled()
         await handle(built, data)
         await built.activations.run_once()
-        row = await activation_of(database, data.renewal_id)
+        row = await activation_of(built.runtime.database, data.renewal_id)
         assert row.due_at is not None
         assert as_utc(row.due_at) == as_utc(row.deadline_at)
-    finally:
-        await database.close()
-        await built.runtime.redis.aclose()
 
 
 async def test_a_crash_after_the_order_before_the_commit_orders_again_under_the_same_key(

@@ -7,7 +7,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 from esim_schemas import CloudEvent, EventData, new_event
+from fastapi import APIRouter, FastAPI
 from sqlalchemy import update
 from sqlmodel import SQLModel, col, select
 
@@ -15,6 +17,8 @@ from esim_core.clock import utcnow
 from esim_core.duework.rows import DueColumns
 from esim_core.messaging.outbox import OutboxMessage
 from esim_core.persistence.db import Database
+from esim_core.service import ServiceRuntime
+from esim_core.web.problems import install_problem_handlers
 
 
 @asynccontextmanager
@@ -28,6 +32,36 @@ async def temporary_database(
         yield database
     finally:
         await database.close()
+
+
+@asynccontextmanager
+async def with_tables(runtime: ServiceRuntime) -> AsyncIterator[ServiceRuntime]:
+    """A wired runtime with its tables created, not started; its connections closed on the way out.
+
+    Closed without `stop()`: nothing was started, and unit tests should not wait for a shutdown.
+    """
+    await runtime.database.create_tables(runtime.tables)
+    try:
+        yield runtime
+    finally:
+        await runtime.database.close()
+        await runtime.redis.aclose()
+
+
+def problem_app(*routers: APIRouter) -> FastAPI:
+    """An app of `routers` that answers errors as RFC 9457 problems, as every service's does."""
+    app = FastAPI()
+    install_problem_handlers(app)
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+@asynccontextmanager
+async def api_client(app: FastAPI, base_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client that calls `app` in this process, without a server."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url) as http:
+        yield http
 
 
 def event(
