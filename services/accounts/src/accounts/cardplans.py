@@ -178,6 +178,11 @@ def plan_entry(plan: CardPlan, now: datetime) -> dict[str, Any]:
     }
 
 
+def _starts(plan: CardPlan) -> datetime:
+    assert plan.valid_from is not None  # only plans whose start is known are ordered
+    return as_utc(plan.valid_from)
+
+
 def card_status(plans: Sequence[CardPlan], now: datetime) -> dict[str, Any]:
     """The card's status from its plans: the live one (or the last that ended), and the queue.
 
@@ -193,18 +198,18 @@ def card_status(plans: Sequence[CardPlan], now: datetime) -> dict[str, Any]:
     started = [plan for plan in known if states[plan.renewal_id] != "queued"]
     queued = sorted(
         (plan for plan in known if states[plan.renewal_id] == "queued"),
-        key=lambda plan: as_utc(plan.valid_from),  # type: ignore[arg-type]
+        key=_starts,
     )
     live = [plan for plan in started if states[plan.renewal_id] == "active"]
-    current = max(live or started, key=lambda p: as_utc(p.valid_from), default=None)  # type: ignore[arg-type]
+    current = max(live or started, key=_starts, default=None)
     status: dict[str, Any] = {
         "queued": [
             {
                 "renewal_id": plan.renewal_id,
                 "plan_code": plan.plan_code,
                 "data_mb": plan.data_mb,
-                "valid_from": as_utc(plan.valid_from),  # type: ignore[arg-type]
-                "valid_until": as_utc(plan.valid_until),  # type: ignore[arg-type]
+                "valid_from": as_utc(plan.valid_from),
+                "valid_until": as_utc(plan.valid_until),
             }
             for plan in queued
         ]

@@ -26,7 +26,6 @@ from billing.domain import (
     decline_reason,
     dunning_delay,
     event_id,
-    jittered,
     scrub,
     unavailable_delay,
 )
@@ -156,7 +155,6 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
                 )
                 self._fail(session, payment, "provider_unavailable", now)
                 return
-            delay = jittered(delay)
             payment.due_at = now + timedelta(seconds=delay)
             log(
                 "payment %s: no charge in round %d of %d (%s); next round in %.1f s",

@@ -1,12 +1,12 @@
 """Payments and refunds: their states, ids, and the rules that decide retries and failures."""
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 from uuid import UUID
 
+from esim_core.duework.backoff import backoff
 from esim_core.ids import derived_id, namespace
 
 _IDS = namespace("billing")
@@ -96,14 +96,8 @@ def unavailable_delay(rounds: int, rules: RetryRules) -> float | None:
     """Seconds to the next round after `rounds` unavailable rounds in a row; None: stop trying."""
     if rounds >= rules.max_unavailable_rounds:
         return None
-    delay: float = min(rules.backoff_max_s, rules.backoff_s * 2.0 ** (rounds - 1))
-    return delay
-
-
-def jittered(delay_s: float) -> float:
-    """A round's delay, shortened at random by up to a quarter."""
     # Many payments hit by one outage should not all come back in the same instant.
-    return delay_s * random.uniform(0.75, 1.0)
+    return backoff(rounds, rules.backoff_s, rules.backoff_max_s, jitter=0.25)
 
 
 def scrub(text: str, secret: str | None) -> str:

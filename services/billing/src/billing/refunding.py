@@ -17,7 +17,6 @@ from billing.domain import (
     RefundState,
     RetryRules,
     event_id,
-    jittered,
     refund_key,
     scrub,
     unavailable_delay,
@@ -150,7 +149,6 @@ class RefundWorker(DueWorker[PaymentGateway, RetryRules]):
                 refund.renewal_id,
             )
             return
-        delay = jittered(delay)
         refund.due_at = now + timedelta(seconds=delay)
         logger.warning(
             "refund %s: gateway unavailable, round %d of %d (%s); next round in %.1f s",

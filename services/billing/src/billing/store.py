@@ -1,21 +1,17 @@
 """Billing tables: payments (which are also the ledger of captures) and refunds."""
 
 from datetime import datetime
-from typing import Any
 
 from esim_core.clock import utcnow
+from esim_core.duework.rows import OutsideCallColumns
 from esim_core.observability.tracing import traceparent_field
-from sqlalchemy import DateTime
+from esim_core.persistence.db import timestamp
 from sqlmodel import Field, SQLModel
 
 from billing.domain import PaymentState, PaymentTerms, RefundState
 
 
-def _time(**kwargs: Any) -> Any:
-    return Field(sa_type=DateTime(timezone=True), **kwargs)
-
-
-class Payment(SQLModel, table=True):
+class Payment(OutsideCallColumns, table=True):
     """One renewal's payment, from the request to its capture or failure.
 
     It is durable due work (`due_at`, `lease_until`): the charge loop claims it when due. The
@@ -43,16 +39,12 @@ class Payment(SQLModel, table=True):
     state: str = Field(default=PaymentState.PENDING, max_length=16, index=True)
     attempts: int = 0
     soft_declines: int = 0
-    unavailable_rounds: int = 0
     provider_reference: str | None = Field(default=None, max_length=128)
     failure_reason: str | None = Field(default=None, max_length=32)
-    last_error: str | None = Field(default=None, max_length=512)
-    created_at: datetime = _time(default_factory=utcnow)
-    updated_at: datetime = _time(default_factory=utcnow)
-    settled_at: datetime | None = _time(default=None)
-    failed_at: datetime | None = _time(default=None)
-    due_at: datetime | None = _time(default=None, index=True)
-    lease_until: datetime | None = _time(default=None)
+    created_at: datetime = timestamp(default_factory=utcnow)
+    updated_at: datetime = timestamp(default_factory=utcnow)
+    settled_at: datetime | None = timestamp(default=None)
+    failed_at: datetime | None = timestamp(default=None)
     traceparent: str | None = traceparent_field()
 
     def terms(self) -> PaymentTerms:
@@ -70,7 +62,7 @@ class Payment(SQLModel, table=True):
         )
 
 
-class Refund(SQLModel, table=True):
+class Refund(OutsideCallColumns, table=True):
     """One renewal's refund of its captured payment; due work for the refund loop."""
 
     __tablename__ = "billing_refund"
@@ -84,15 +76,11 @@ class Refund(SQLModel, table=True):
     reason: str = Field(max_length=256)
     state: str = Field(default=RefundState.PENDING, max_length=16, index=True)
     attempts: int = 0
-    unavailable_rounds: int = 0
     provider_reference: str | None = Field(default=None, max_length=128)
-    last_error: str | None = Field(default=None, max_length=512)
-    created_at: datetime = _time(default_factory=utcnow)
-    updated_at: datetime = _time(default_factory=utcnow)
-    refunded_at: datetime | None = _time(default=None)
-    failed_at: datetime | None = _time(default=None)
-    due_at: datetime | None = _time(default=None, index=True)
-    lease_until: datetime | None = _time(default=None)
+    created_at: datetime = timestamp(default_factory=utcnow)
+    updated_at: datetime = timestamp(default_factory=utcnow)
+    refunded_at: datetime | None = timestamp(default=None)
+    failed_at: datetime | None = timestamp(default=None)
     traceparent: str | None = traceparent_field()
 
 

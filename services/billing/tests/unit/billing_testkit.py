@@ -1,10 +1,8 @@
 """Shared bits of the billing unit tests: a FakeGateway, events, and looks into the database."""
 
-import json
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from billing.bootstrap import Billing
@@ -19,12 +17,10 @@ from billing.gateways import (
     RefundRequest,
 )
 from billing.store import Payment, Refund
-from esim_core.clock import utcnow
-from esim_core.messaging.outbox import OutboxMessage
 from esim_core.persistence.db import Database
-from esim_schemas import CloudEvent, EventData, PaymentRequested, RefundRequested, new_event
-from sqlalchemy import update
-from sqlmodel import col, select
+from esim_core.testing import handle, make_due_now
+from esim_schemas import PaymentRequested, RefundRequested
+from sqlmodel import select
 
 ICCID = "8944500102198304826"
 OTHER_ICCID = "8944500102198304834"
@@ -33,6 +29,8 @@ FAILED = "esim.payment.failed.v1"
 REFUNDED = "esim.payment.refunded.v1"
 
 FLAKY_FAILURES = 2
+DUE_TABLES = (Payment, Refund)
+"""The tables whose rows billing's loops claim when they are due."""
 
 
 @dataclass
@@ -105,10 +103,6 @@ class FakeGateway:
         return sum(1 for key in self.captures if key == f"charge:{renewal_id}")
 
 
-def event(data: EventData, event_id: str | None = None) -> CloudEvent[Any]:
-    return new_event(data, source="/services/accounts", event_id=event_id)
-
-
 def payment_requested(
     renewal_id: uuid.UUID | None = None, token: str = "card_ok", **changes: Any
 ) -> PaymentRequested:
@@ -135,24 +129,6 @@ def refund_requested(payment: Payment, **changes: Any) -> RefundRequested:
     return RefundRequested(**(fields | changes))
 
 
-async def handle(
-    database: Database, handler: Any, data: EventData, event_id: str | None = None
-) -> None:
-    """Run a handler in one transaction, as the consumer does."""
-    async with database.session() as session:
-        await handler(session, event(data, event_id))
-
-
-async def published(database: Database, event_type: str | None = None) -> list[dict[str, Any]]:
-    """The outbox's CloudEvents, oldest first, optionally of one type."""
-    async with database.session() as session:
-        query = select(OutboxMessage).order_by(col(OutboxMessage.id))
-        if event_type is not None:
-            query = query.where(OutboxMessage.event_type == event_type)
-        rows = (await session.exec(query)).all()
-    return [json.loads(row.value) | {"_key": row.key, "_topic": row.topic} for row in rows]
-
-
 async def payment_of(database: Database, renewal_id: uuid.UUID | str) -> Payment:
     async with database.session() as session:
         row = (
@@ -173,22 +149,7 @@ async def refund_of(database: Database, renewal_id: uuid.UUID | str) -> Refund:
 
 async def fast_forward(database: Database) -> None:
     """Make every scheduled payment and refund due now, and let every lease run out."""
-    past = utcnow() - timedelta(seconds=1)
-    async with database.session() as session:
-        for table in (Payment, Refund):
-            await session.exec(
-                update(table)
-                .where(col(table.due_at).is_not(None))
-                .values(due_at=past, lease_until=None)
-            )
-
-
-async def expire_leases(database: Database) -> None:
-    """Let every lease run out, as if the replica that held it had died."""
-    past = utcnow() - timedelta(seconds=1)
-    async with database.session() as session:
-        for table in (Payment, Refund):
-            await session.exec(update(table).values(lease_until=past))
+    await make_due_now(database, DUE_TABLES)
 
 
 async def settle(billing: Billing, data: PaymentRequested | None = None) -> Payment:

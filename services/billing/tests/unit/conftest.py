@@ -11,6 +11,7 @@ from billing.settings import BillingSettings
 from billing_testkit import FakeGateway
 from esim_core.outside.retry import TryPolicy
 from esim_core.persistence.db import Database
+from esim_core.testing import with_tables
 
 NO_WAIT = TryPolicy(attempts=4, wait_multiplier_s=0, wait_max_s=0)
 
@@ -32,10 +33,8 @@ def gateway() -> FakeGateway:
 @pytest.fixture
 async def billing(tmp_path: Path, gateway: FakeGateway) -> AsyncIterator[Billing]:
     built = bootstrap.build(settings_for(tmp_path), gateway=gateway, tries=NO_WAIT)
-    await built.runtime.database.create_tables(built.runtime.tables)
-    yield built
-    await built.runtime.database.close()
-    await built.runtime.redis.aclose()
+    async with with_tables(built.runtime):
+        yield built
 
 
 @pytest.fixture

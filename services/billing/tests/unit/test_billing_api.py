@@ -12,23 +12,17 @@ from billing.handlers import on_payment_requested, on_refund_requested
 from billing_testkit import (
     FakeGateway,
     fast_forward,
-    handle,
     payment_requested,
     refund_requested,
     settle,
 )
 from esim_core.persistence.db import Database
-from esim_core.web.problems import install_problem_handlers
-from fastapi import FastAPI
+from esim_core.testing import api_client, handle, problem_app
 
 
 @pytest.fixture
 async def client(database: Database) -> AsyncIterator[httpx.AsyncClient]:
-    app = FastAPI()
-    install_problem_handlers(app)
-    app.include_router(build_router(database))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://billing") as http:
+    async with api_client(problem_app(build_router(database)), "http://billing") as http:
         yield http
 
 

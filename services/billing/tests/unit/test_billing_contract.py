@@ -11,13 +11,12 @@ from billing_testkit import (
     FAILED,
     REFUNDED,
     SETTLED,
-    handle,
     payment_of,
-    published,
     refund_requested,
 )
 from esim_core.messaging.consumer import MessageInfo
 from esim_core.persistence.db import Database
+from esim_core.testing import handle, published
 from esim_schemas import RefundRequested, decode_event
 from esim_schemas.generate import SAMPLE_DIR, SCHEMA_DIR
 

@@ -10,21 +10,19 @@ from billing.domain import PaymentState, event_id, payment_id_for
 from billing.gateways import ChargeRequest
 from billing.handlers import on_payment_requested
 from billing_testkit import (
+    DUE_TABLES,
     FAILED,
     OTHER_ICCID,
     SETTLED,
     FakeGateway,
-    event,
-    expire_leases,
     fast_forward,
-    handle,
     payment_of,
     payment_requested,
-    published,
 )
 from esim_core.clock import as_utc, utcnow
 from esim_core.messaging.consumer import MessageInfo, PermanentEventError
 from esim_core.persistence.db import Database
+from esim_core.testing import event, expire_leases, handle, published
 
 
 async def test_a_good_token_is_captured_once_and_settled(
@@ -294,7 +292,7 @@ async def test_a_crash_between_capture_and_commit_never_captures_twice(
 
     monkeypatch.setattr(outbox, "add", real_add)
     assert await billing.charges.run_once() == 0  # leased until the lease runs out
-    await expire_leases(database)
+    await expire_leases(database, DUE_TABLES)
     await billing.charges.run_once()
 
     first, second = gateway.charges
@@ -317,7 +315,7 @@ async def test_a_round_whose_lease_was_taken_over_keeps_its_hands_off(
     async def another_replica_claims(_: ChargeRequest) -> None:
         # The round outlived its lease and another replica claimed the payment meanwhile.
         gateway.on_charge = None
-        await expire_leases(database)
+        await expire_leases(database, DUE_TABLES)
         assert await billing.charges.run_once() == 1
 
     gateway.on_charge = another_replica_claims

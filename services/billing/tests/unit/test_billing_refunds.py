@@ -9,20 +9,19 @@ from billing.domain import PaymentState, RefundState
 from billing.gateways import GatewayRejectedError
 from billing.handlers import on_payment_requested, on_refund_requested
 from billing_testkit import (
+    DUE_TABLES,
     REFUNDED,
     FakeGateway,
-    expire_leases,
     fast_forward,
-    handle,
     payment_of,
     payment_requested,
-    published,
     refund_of,
     refund_requested,
     settle,
 )
 from esim_core.messaging.consumer import PermanentEventError
 from esim_core.persistence.db import Database
+from esim_core.testing import expire_leases, handle, published
 
 
 async def test_a_settled_payment_is_refunded_once(
@@ -172,7 +171,7 @@ async def test_a_crash_between_refund_and_commit_never_refunds_twice(
     assert (await refund_of(database, payment.renewal_id)).state == RefundState.PENDING
 
     monkeypatch.setattr(outbox, "add", real_add)
-    await expire_leases(database)
+    await expire_leases(database, DUE_TABLES)
     await billing.refunds.run_once()
 
     assert len(gateway.refunds) == 2

@@ -15,11 +15,14 @@ from billing.domain import PaymentState
 from billing.gateways.http import HttpPaymentGateway
 from billing.handlers import on_payment_requested
 from billing.store import Payment
-from billing_testkit import fast_forward, handle, payment_of, payment_requested, published
+from billing_testkit import (
+    fast_forward,
+    payment_of,
+    payment_requested,
+)
 from conftest import NO_WAIT, settings_for
 from esim_core.messaging.consumer import PermanentEventError
-from esim_core.web.problems import install_problem_handlers
-from fastapi import FastAPI
+from esim_core.testing import api_client, handle, problem_app, published, with_tables
 from sqlalchemy.exc import IntegrityError
 
 SECRET = "tok_4f9d2c7e1a"
@@ -79,11 +82,9 @@ async def wired(tmp_path: Path) -> AsyncIterator[tuple[Billing, SandboxLike]]:
     sandbox = SandboxLike()
     gateway = HttpPaymentGateway("http://sandbox.test", transport=httpx.MockTransport(sandbox))
     billing = bootstrap.build(settings_for(tmp_path), gateway=gateway, tries=NO_WAIT)
-    await billing.runtime.database.create_tables(billing.runtime.tables)
-    yield billing, sandbox
+    async with with_tables(billing.runtime):
+        yield billing, sandbox
     await gateway.aclose()
-    await billing.runtime.database.close()
-    await billing.runtime.redis.aclose()
 
 
 async def test_the_whole_flow_through_the_http_adapter_logs_no_token(
@@ -134,11 +135,7 @@ async def test_the_ops_view_never_shows_the_token(wired: tuple[Billing, SandboxL
     await billing.charges.run_once()  # soft-declined: the token is still stored for dunning
     assert (await payment_of(database, pending.renewal_id)).token is not None
 
-    app = FastAPI()
-    install_problem_handlers(app)
-    app.include_router(build_router(database))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://billing") as client:
+    async with api_client(problem_app(build_router(database)), "http://billing") as client:
         answer = await client.get(f"/v1/payments/{pending.renewal_id}")
     assert answer.status_code == 200
     assert SECRET not in answer.text

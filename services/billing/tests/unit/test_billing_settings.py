@@ -95,7 +95,8 @@ async def test_bootstrap_wires_the_http_gateway_and_both_consumers(tmp_path: obj
         paths = set(app.openapi()["paths"])
         assert {"/v1/payments/{renewal_id}", "/v1/refunds/{renewal_id}"} <= paths
     finally:
-        assert isinstance(billing.gateway, HttpPaymentGateway)
-        await billing.gateway.aclose()
-        await billing.runtime.redis.aclose()
-        await billing.runtime.database.close()
+        await billing.runtime.stop()
+    # The stop closed the gateway's pool with the rest.
+    assert isinstance(billing.gateway, HttpPaymentGateway)
+    with pytest.raises(RuntimeError, match="closed"):
+        await billing.gateway.call("GET", "/v1/charges")

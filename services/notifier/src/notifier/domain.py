@@ -130,11 +130,6 @@ def refund_cause(*, cancelled_by_user: bool, confirmed: bool) -> RefundCause:
     return RefundCause.AFTER_ACTIVATION if confirmed else RefundCause.NOT_ACTIVATED
 
 
-def send_backoff_s(rounds: int, base_s: float, max_s: float) -> float:
-    """The pause after `rounds` failed send rounds: doubling from `base_s`, at most `max_s`."""
-    return float(min(max_s, base_s * 2 ** max(0, rounds - 1)))
-
-
 def contact_recheck_s(waited_s: float, max_s: float) -> float:
     """The pause before looking for a missing contact again: half the time waited so far.
 

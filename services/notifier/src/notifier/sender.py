@@ -2,12 +2,12 @@
 renders and sends them."""
 
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from esim_core.clock import as_utc, utcnow
+from esim_core.duework.backoff import backoff
 from esim_core.duework.loop import work_due
 from esim_core.outside.retry import TryPolicy, within_round
 from esim_core.persistence.db import Database
@@ -26,7 +26,6 @@ from notifier.domain import (
     event_of,
     message_id,
     refund_cause,
-    send_backoff_s,
 )
 from notifier.mail import Mailer, OutgoingMail, PermanentMailError, TransientMailError
 from notifier.messages import (
@@ -283,13 +282,14 @@ class NotificationSender:
                     )
                     NOTIFICATIONS.labels(row.kind, "failed").inc()
                 else:
-                    pause = send_backoff_s(
+                    # Jitter spreads the retries of many messages that failed together.
+                    pause = backoff(
                         row.send_rounds,
                         self.settings.send_backoff_s,
                         self.settings.send_backoff_max_s,
+                        jitter=0.2,
                     )
-                    # Jitter spreads the retries of many messages that failed together.
-                    row.due_at = now + timedelta(seconds=pause * random.uniform(0.8, 1.0))
+                    row.due_at = now + timedelta(seconds=pause)
                     row.lease_until = None
                     row.detail = f"send round {row.send_rounds} failed: {error}"[:512]
                     NOTIFICATIONS.labels(row.kind, "retry").inc()

@@ -5,13 +5,11 @@ from datetime import datetime
 from typing import Any
 
 from esim_core.clock import utcnow
+from esim_core.duework.rows import DueColumns
 from esim_core.observability.tracing import traceparent_field
-from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
+from esim_core.persistence.db import timestamp
+from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
-
-
-def _time(**kwargs: Any) -> Any:
-    return Field(sa_type=DateTime(timezone=True), **kwargs)
 
 
 class Contact(SQLModel, table=True):
@@ -24,11 +22,11 @@ class Contact(SQLModel, table=True):
     email: str = Field(max_length=320)
     phone: str | None = Field(default=None, max_length=32)
     locale: str = Field(default="en", max_length=8)
-    bound_at: datetime = _time(description="the CloudEvents time of the CardBound it came from")
-    updated_at: datetime = _time(default_factory=utcnow)
+    bound_at: datetime = timestamp(description="the CloudEvents time of the CardBound it came from")
+    updated_at: datetime = timestamp(default_factory=utcnow)
 
 
-class Notification(SQLModel, table=True):
+class Notification(DueColumns, table=True):
     """One message to one person about one event, on one channel, and how sending it went.
 
     It is also due work: the send loop claims rows whose `due_at` has come.
@@ -55,10 +53,8 @@ class Notification(SQLModel, table=True):
     subject: str | None = Field(default=None, max_length=512)
     detail: str | None = Field(default=None, max_length=512)
     send_rounds: int = 0
-    created_at: datetime = _time(default_factory=utcnow)
-    sent_at: datetime | None = _time(default=None)
-    due_at: datetime | None = _time(default=None, index=True)
-    lease_until: datetime | None = _time(default=None)
+    created_at: datetime = timestamp(default_factory=utcnow)
+    sent_at: datetime | None = timestamp(default=None)
     traceparent: str | None = traceparent_field()
 
 
@@ -78,7 +74,7 @@ class SettledPayment(SQLModel, table=True):
         sa_column=Column(JSON, nullable=False),
         description="the PaymentSettled data as it came (no payment token travels in it)",
     )
-    received_at: datetime = _time(default_factory=utcnow)
+    received_at: datetime = timestamp(default_factory=utcnow)
 
 
 TABLES: list[type[SQLModel]] = [Contact, Notification, SettledPayment]

@@ -1,10 +1,12 @@
 """Fixtures: a notifier wired to a FakeMailer and a SQLite file."""
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
+from esim_core.testing import with_tables
 from notifier import bootstrap
 from notifier.mail import Mailer
 from notifier_testkit import FakeMailer, FakeSms, Harness, settings_for
@@ -25,20 +27,15 @@ async def make_harness(
     tmp_path: Path, mailer: FakeMailer, sms: FakeSms
 ) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
     """Build a notifier with settings overridden by keyword; closes what it built."""
-    built: list[Harness] = []
+    async with AsyncExitStack() as built:
 
-    async def make(smtp: Mailer | None = None, **overrides: Any) -> Harness:
-        chosen = smtp or mailer
-        notifier = bootstrap.build(settings_for(tmp_path, **overrides), mailer=chosen, sms=sms)
-        await notifier.runtime.database.create_tables(notifier.runtime.tables)
-        harness = Harness(notifier, mailer)
-        built.append(harness)
-        return harness
+        async def make(smtp: Mailer | None = None, **overrides: Any) -> Harness:
+            chosen = smtp or mailer
+            notifier = bootstrap.build(settings_for(tmp_path, **overrides), mailer=chosen, sms=sms)
+            await built.enter_async_context(with_tables(notifier.runtime))
+            return Harness(notifier, mailer)
 
-    yield make
-    for harness in built:
-        await harness.runtime.database.close()
-        await harness.runtime.redis.aclose()
+        yield make
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from uuid import uuid4
 
 import httpx
 import pytest
+from esim_core.testing import api_client
 from notifier.api import notifications_router
 from notifier_testkit import (
     ICCID,
@@ -22,8 +23,7 @@ async def client(harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
     app = harness.runtime.http_app(
         "notifier", routers=[notifications_router(harness.runtime.database)]
     )
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://notifier") as client:
+    async with api_client(app, "http://notifier") as client:
         yield client
 
 

@@ -12,6 +12,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from notifier.mail import OutgoingMail, PermanentMailError, TransientMailError
 from notifier.mail.smtp import SmtpMailer
+from notifier.sms.http import HttpSmsGateway
 from notifier_testkit import Harness, card_bound, payment_settled, profile_activated
 
 
@@ -267,5 +268,8 @@ async def test_bootstrap_wires_smtp_from_the_settings(tmp_path: Any) -> None:
             topics.bundle_cancelled,
         }
     finally:
-        await notifier.runtime.database.close()
-        await notifier.runtime.redis.aclose()
+        await notifier.runtime.stop()
+    # The stop closed the SMS gateway's pool with the rest.
+    assert isinstance(notifier.sms, HttpSmsGateway)
+    with pytest.raises(RuntimeError, match="closed"):
+        await notifier.sms.call("POST", "/messages")

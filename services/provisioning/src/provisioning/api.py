@@ -1,23 +1,20 @@
 """The provisioning HTTP API for ops: activations, cancellations, the bundles followed for usage."""
 
-import re
 from typing import Annotated
 
 from esim_core.persistence.db import Database
 from esim_core.service import ServiceRuntime
 from esim_core.web.operator import OperatorAuth
-from esim_core.web.problems import ProblemError, problem_responses
+from esim_core.web.problems import problem_responses
 from esim_core.web.rows import IccidFilter, Limit, RenewalId, newest_rows, renewal_row, row_view
-from esim_schemas import PlanRef, luhn_valid
-from esim_schemas.types import UtcDatetime
+from esim_schemas import PlanRef
+from esim_schemas.types import Iccid, UtcDatetime
 from fastapi import APIRouter, FastAPI, Query
 from pydantic import BaseModel, Field
 from sqlmodel import col, select
 
 from provisioning.domain import ActivationState
 from provisioning.store import Activation, Bundle, Cancellation, UsageWatch
-
-_ICCID = re.compile(r"[0-9]{19,20}")
 
 
 class ActivationPublic(BaseModel):
@@ -136,8 +133,6 @@ def build_router(database: Database) -> APIRouter:
         limit: Limit = 100,
     ) -> list[ActivationPublic]:
         """List activations, newest first: of one card, in one state, or both."""
-        if iccid is not None:
-            _check_iccid(iccid)
         value = state.value if state is not None else None
         filters = [(Activation.iccid, iccid), (Activation.state, value)]
         rows = await newest_rows(database, Activation, filters, limit)
@@ -146,11 +141,10 @@ def build_router(database: Database) -> APIRouter:
     @router.get("/bundles", response_model=list[BundlePublic])
     async def list_bundles(
         iccid: Annotated[
-            str, Query(description="the card's ICCID: 19 or 20 digits with a valid check digit")
+            Iccid, Query(description="the card's ICCID: 19 or 20 digits with a valid check digit")
         ],
     ) -> list[BundlePublic]:
         """The bundles of a card that provisioning follows, oldest first."""
-        _check_iccid(iccid)
         async with database.session() as session:
             rows = (
                 await session.exec(
@@ -171,21 +165,6 @@ def build_router(database: Database) -> APIRouter:
         ]
 
     return router
-
-
-def _check_iccid(iccid: str) -> None:
-    if _ICCID.fullmatch(iccid) is None:
-        problem = f"an ICCID is 19 or 20 digits (0-9), got {iccid[:32]!r}"
-    elif not luhn_valid(iccid):
-        problem = "the ICCID check digit is wrong (Luhn)"
-    else:
-        return
-    raise ProblemError(
-        422,
-        f"The request is not valid: query.iccid: {problem}",
-        kind="validation",
-        errors=[{"field": "query.iccid", "message": problem, "type": "value_error"}],
-    )
 
 
 def http_app(runtime: ServiceRuntime, operator: OperatorAuth) -> FastAPI:

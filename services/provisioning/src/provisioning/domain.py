@@ -1,12 +1,12 @@
 """Activations and bundles: states, ids, and the rules for polling, retries, usage and alerts."""
 
-import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Literal, Protocol
 from uuid import UUID
 
+from esim_core.duework.backoff import backoff
 from esim_core.ids import derived_id, namespace
 
 _IDS = namespace("provisioning")
@@ -132,8 +132,7 @@ def poll_delay(polls: int, rules: FollowUpRules) -> float:
     The first check comes one poll interval after the order; each further one waits 1.5 times
     longer, up to the cap, so a slow activation is not hammered.
     """
-    delay: float = rules.poll_interval_s * 1.5 ** max(0, polls)
-    return min(rules.poll_interval_max_s, delay)
+    return backoff(polls + 1, rules.poll_interval_s, rules.poll_interval_max_s, factor=1.5)
 
 
 class Backoff(Protocol):
@@ -152,9 +151,8 @@ class Backoff(Protocol):
 
 def retry_delay(rounds: int, rules: Backoff) -> float:
     """Seconds to the next round after `rounds` rounds in a row without an answer (jittered)."""
-    delay: float = min(rules.retry_backoff_max_s, rules.retry_backoff_s * 2.0 ** max(0, rounds - 1))
     # Many activations hit by one outage should not all come back in the same instant.
-    return delay * random.uniform(0.75, 1.0)
+    return backoff(rounds, rules.retry_backoff_s, rules.retry_backoff_max_s, jitter=0.25)
 
 
 def next_due(now: datetime, delay_s: float, deadline: datetime) -> datetime:
@@ -230,5 +228,4 @@ class UsageRules:
 
 def usage_poll_delay(idle_polls: int, rules: UsageRules) -> float:
     """Seconds to the next usage poll after `idle_polls` polls in a row that saw no change."""
-    delay: float = rules.interval_s * 1.5 ** max(0, idle_polls)
-    return min(rules.interval_max_s, delay)
+    return backoff(idle_polls + 1, rules.interval_s, rules.interval_max_s, factor=1.5)

@@ -1,21 +1,17 @@
 """Provisioning tables: activations and cancellations (due work), bundles, polls, callbacks."""
 
 from datetime import datetime
-from typing import Any
 
 from esim_core.clock import utcnow
+from esim_core.duework.rows import OutsideCallColumns
 from esim_core.observability.tracing import traceparent_field
-from sqlalchemy import DateTime
+from esim_core.persistence.db import timestamp
 from sqlmodel import Field, SQLModel
 
 from provisioning.domain import ActivationState, ActivationTerms
 
 
-def _time(**kwargs: Any) -> Any:
-    return Field(sa_type=DateTime(timezone=True), **kwargs)
-
-
-class Activation(SQLModel, table=True):
+class Activation(OutsideCallColumns, table=True):
     """One renewal's bundle, from the settled payment to live at the platform, or failed.
 
     It is durable due work (`due_at`, `lease_until`): the activation loop claims it when due,
@@ -36,23 +32,17 @@ class Activation(SQLModel, table=True):
     state: str = Field(default=ActivationState.ORDERING, max_length=16, index=True)
     order_id: str | None = Field(default=None, max_length=128, index=True)
     bundle_state: str | None = Field(default=None, max_length=16)
-    valid_from: datetime | None = _time(default=None)
-    valid_until: datetime | None = _time(default=None)
+    valid_from: datetime | None = timestamp(default=None)
+    valid_until: datetime | None = timestamp(default=None)
     attempts: int = Field(default=0, description="platform rounds so far")
     polls: int = Field(default=0, description="status checks that found the bundle pending")
-    unavailable_rounds: int = Field(
-        default=0, description="rounds in a row in which the platform did not answer"
-    )
     failure_reason: str | None = Field(default=None, max_length=128)
-    last_error: str | None = Field(default=None, max_length=512)
-    created_at: datetime = _time(default_factory=utcnow)
-    updated_at: datetime = _time(default_factory=utcnow)
-    deadline_at: datetime = _time()
-    ordered_at: datetime | None = _time(default=None)
-    activated_at: datetime | None = _time(default=None)
-    failed_at: datetime | None = _time(default=None)
-    due_at: datetime | None = _time(default=None, index=True)
-    lease_until: datetime | None = _time(default=None)
+    created_at: datetime = timestamp(default_factory=utcnow)
+    updated_at: datetime = timestamp(default_factory=utcnow)
+    deadline_at: datetime = timestamp()
+    ordered_at: datetime | None = timestamp(default=None)
+    activated_at: datetime | None = timestamp(default=None)
+    failed_at: datetime | None = timestamp(default=None)
     traceparent: str | None = traceparent_field()
 
     def terms(self) -> ActivationTerms:
@@ -82,21 +72,21 @@ class Bundle(SQLModel, table=True):
     data_mb: int
     first_state: str = Field(max_length=16, description="queued or active, as activated")
     status: str = Field(max_length=16, description="queued, active, depleted or expired")
-    valid_from: datetime = _time()
-    valid_until: datetime = _time()
+    valid_from: datetime = timestamp()
+    valid_until: datetime = timestamp()
     data_used_mb: int = 0
-    usage_as_of: datetime | None = _time(default=None)
+    usage_as_of: datetime | None = timestamp(default=None)
     alerted_pct: int = Field(default=0, description="the highest DataLow threshold published")
     started_published: bool = False
     ended_published: bool = False
-    cancelled_at: datetime | None = _time(default=None)
+    cancelled_at: datetime | None = timestamp(default=None)
     cancel_reason: str | None = Field(
         default=None, max_length=32, description="cancelled_by_user or replaced, once published"
     )
-    updated_at: datetime = _time(default_factory=utcnow)
+    updated_at: datetime = timestamp(default_factory=utcnow)
 
 
-class UsageWatch(SQLModel, table=True):
+class UsageWatch(OutsideCallColumns, table=True):
     """Due work of the usage poller: one row per card with a live or queued bundle (`id` = ICCID).
 
     Polls come quickly after a change and back off while nothing moves; callbacks that report
@@ -107,12 +97,8 @@ class UsageWatch(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=20)
     idle_polls: int = Field(default=0, description="polls in a row that saw no change")
-    unavailable_rounds: int = 0
     polls: int = 0
-    last_polled_at: datetime | None = _time(default=None)
-    last_error: str | None = Field(default=None, max_length=512)
-    due_at: datetime | None = _time(default=None, index=True)
-    lease_until: datetime | None = _time(default=None)
+    last_polled_at: datetime | None = timestamp(default=None)
 
 
 class PlatformCallback(SQLModel, table=True):
@@ -123,10 +109,10 @@ class PlatformCallback(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=128)
     kind: str = Field(max_length=64)
     iccid: str | None = Field(default=None, max_length=20)
-    received_at: datetime = _time(default_factory=utcnow, index=True)
+    received_at: datetime = timestamp(default_factory=utcnow, index=True)
 
 
-class Cancellation(SQLModel, table=True):
+class Cancellation(OutsideCallColumns, table=True):
     """Accounts asked to cancel a renewal's bundle: due work until the platform has answered.
 
     One row per renewal (`id` = renewal_id), so a repeated BundleCancelRequested changes
@@ -146,13 +132,9 @@ class Cancellation(SQLModel, table=True):
         default=None, max_length=16, description="what the platform said the bundle was"
     )
     attempts: int = 0
-    unavailable_rounds: int = 0
-    last_error: str | None = Field(default=None, max_length=512)
-    created_at: datetime = _time(default_factory=utcnow)
-    updated_at: datetime = _time(default_factory=utcnow)
-    done_at: datetime | None = _time(default=None)
-    due_at: datetime | None = _time(default=None, index=True)
-    lease_until: datetime | None = _time(default=None)
+    created_at: datetime = timestamp(default_factory=utcnow)
+    updated_at: datetime = timestamp(default_factory=utcnow)
+    done_at: datetime | None = timestamp(default=None)
     traceparent: str | None = traceparent_field()
 
 

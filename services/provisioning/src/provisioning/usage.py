@@ -83,7 +83,7 @@ def observe(outbox: Outbox, session: AsyncSession, bundle: Bundle, seen: Observa
     if status != bundle.status:
         bundle.status = status
         changed = True
-    last = as_utc(bundle.usage_as_of) if bundle.usage_as_of is not None else None
+    last = as_utc(bundle.usage_as_of)
     fresh = last is None or seen.as_of >= last
     # A bundle starts with nothing used: a first report of 0 MB is measured, not published.
     if fresh and seen.data_used_mb != bundle.data_used_mb:

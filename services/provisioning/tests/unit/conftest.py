@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 from esim_core.persistence.db import Database
+from esim_core.testing import with_tables
 from provisioning import bootstrap
 from provisioning.bootstrap import Provisioning
 from provisioning_testkit import NO_WAIT, FakePlatform, settings_for
@@ -18,10 +19,8 @@ def platform() -> FakePlatform:
 @pytest.fixture
 async def provisioning(tmp_path: Path, platform: FakePlatform) -> AsyncIterator[Provisioning]:
     built = bootstrap.build(settings_for(tmp_path), platform=platform, tries=NO_WAIT)
-    await built.runtime.database.create_tables(built.runtime.tables)
-    yield built
-    await built.runtime.database.close()
-    await built.runtime.redis.aclose()
+    async with with_tables(built.runtime):
+        yield built
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """Shared bits of the provisioning unit tests: a FakePlatform, events, looks into the database."""
 
-import json
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -9,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from esim_core import testing
 from esim_core.clock import utcnow
-from esim_core.messaging.outbox import OutboxMessage
 from esim_core.outside.retry import TryPolicy
 from esim_core.persistence.db import Database
-from esim_schemas import CloudEvent, EventData, PaymentSettled, new_event
+from esim_schemas import PaymentSettled
 from provisioning.bootstrap import Provisioning
 from provisioning.domain import FINAL_STATES
 from provisioning.platforms import (
@@ -41,6 +40,10 @@ ACTIVATED = "esim.profile.activated.v1"
 FAILED = "esim.activation.failed.v1"
 
 FLAKY_FAILURES = 2
+DUE_TABLES = (Activation, Cancellation)
+"""The tables whose rows the activation and cancellation loops claim when they are due."""
+BILLING = "/services/billing"
+"""The source of the PaymentSettled events provisioning consumes."""
 QUEUED_FROM = datetime(2026, 12, 20, tzinfo=UTC)
 """When the current plan of a card with a `queued` bundle ends."""
 
@@ -266,26 +269,17 @@ def payment_settled(
     return PaymentSettled(**(fields | changes))
 
 
-def event(data: EventData, event_id: str | None = None) -> CloudEvent[Any]:
-    return new_event(data, source="/services/billing", event_id=event_id)
-
-
 async def handle(
     provisioning: Provisioning, data: PaymentSettled, event_id: str | None = None
 ) -> None:
     """Run the handler in one transaction, as the consumer does."""
-    async with provisioning.runtime.database.session() as session:
-        await provisioning.handlers.on_payment_settled(session, event(data, event_id))
-
-
-async def published(database: Database, event_type: str | None = None) -> list[dict[str, Any]]:
-    """The outbox's CloudEvents, oldest first, optionally of one type."""
-    async with database.session() as session:
-        query = select(OutboxMessage).order_by(col(OutboxMessage.id))
-        if event_type is not None:
-            query = query.where(OutboxMessage.event_type == event_type)
-        rows = (await session.exec(query)).all()
-    return [json.loads(row.value) | {"_key": row.key, "_topic": row.topic} for row in rows]
+    await testing.handle(
+        provisioning.runtime.database,
+        provisioning.handlers.on_payment_settled,
+        data,
+        event_id,
+        source=BILLING,
+    )
 
 
 async def activation_of(database: Database, renewal_id: uuid.UUID | str) -> Activation:
@@ -304,21 +298,7 @@ async def activations(database: Database) -> list[Activation]:
 
 async def fast_forward(database: Database) -> None:
     """Make every scheduled activation and cancellation due now, and let every lease run out."""
-    past = utcnow() - timedelta(seconds=1)
-    async with database.session() as session:
-        for table in (Activation, Cancellation):
-            await session.exec(
-                update(table)
-                .where(col(table.due_at).is_not(None))
-                .values(due_at=past, lease_until=None)
-            )
-
-
-async def expire_leases(database: Database) -> None:
-    """Let every lease run out, as if the replica that held it had died."""
-    past = utcnow() - timedelta(seconds=1)
-    async with database.session() as session:
-        await session.exec(update(Activation).values(lease_until=past))
+    await testing.make_due_now(database, DUE_TABLES)
 
 
 async def pass_deadline(database: Database, renewal_id: uuid.UUID | str) -> None:
@@ -348,11 +328,5 @@ async def run_until_final(
 
 async def poll(provisioning: Provisioning) -> int:
     """Make every usage watch due now and run one poll round."""
-    database = provisioning.runtime.database
-    async with database.session() as session:
-        await session.exec(
-            update(UsageWatch)
-            .where(col(UsageWatch.due_at).is_not(None))
-            .values(due_at=utcnow() - timedelta(seconds=1), lease_until=None)
-        )
+    await testing.make_due_now(provisioning.runtime.database, (UsageWatch,))
     return await provisioning.usage.run_once()

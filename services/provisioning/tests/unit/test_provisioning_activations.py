@@ -8,12 +8,15 @@ import pytest
 from esim_core.clock import as_utc, utcnow
 from esim_core.messaging.consumer import MessageInfo, PermanentEventError
 from esim_core.persistence.db import Database
+from esim_core.testing import event, expire_leases, published, with_tables
 from provisioning.bootstrap import Provisioning
 from provisioning.domain import ActivationState, activation_id_for, event_id
 from provisioning.platforms import BundleOrderRequest
 from provisioning.store import Activation
 from provisioning_testkit import (
     ACTIVATED,
+    BILLING,
+    DUE_TABLES,
     FAILED,
     OTHER_ICCID,
     QUEUED_FROM,
@@ -21,13 +24,10 @@ from provisioning_testkit import (
     FakePlatform,
     activation_of,
     activations,
-    event,
-    expire_leases,
     fast_forward,
     handle,
     pass_deadline,
     payment_settled,
-    published,
     run_until_final,
 )
 from sqlalchemy import update
@@ -170,12 +170,12 @@ async def test_the_consumer_drops_a_redelivery_and_handles_a_repeat_once(
     consumer = provisioning.runtime.subscribe()
     assert consumer is not None
     data = payment_settled()
-    body = event(data, event_id="evt-1").to_json()
+    body = event(data, "evt-1", source=BILLING).to_json()
     info = MessageInfo(topic="esim.payment.settled", partition=0, offset=7, key=None)
 
     await consumer.handle(body, info)
     await consumer.handle(body, info)  # redelivered: the inbox drops it
-    await consumer.handle(event(data, event_id="evt-2").to_json(), info)
+    await consumer.handle(event(data, "evt-2", source=BILLING).to_json(), info)
 
     await run_until_final(provisioning, data.renewal_id)
     assert len(await activations(database)) == 1
@@ -509,19 +509,14 @@ async def test_the_next_round_is_never_later_than_the_deadline(
         platform=platform,
         tries=NO_WAIT,
     )
-    database = built.runtime.database
-    try:
-        await database.create_tables(built.runtime.tables)
+    async with with_tables(built.runtime):
         platform.outage = True
         data = payment_settled()
         await handle(built, data)
         await built.activations.run_once()
-        row = await activation_of(database, data.renewal_id)
+        row = await activation_of(built.runtime.database, data.renewal_id)
         assert row.due_at is not None
         assert as_utc(row.due_at) == as_utc(row.deadline_at)
-    finally:
-        await database.close()
-        await built.runtime.redis.aclose()
 
 
 async def test_a_crash_after_the_order_before_the_commit_orders_again_under_the_same_key(
@@ -551,7 +546,7 @@ async def test_a_crash_after_the_order_before_the_commit_orders_again_under_the_
     assert len(platform.orders_of(data.renewal_id)) == 1
     assert await worker.run_once() == 0, "the lease of the crashed round still holds"
 
-    await expire_leases(database)
+    await expire_leases(database, DUE_TABLES)
     row = await run_until_final(provisioning, data.renewal_id)
 
     first, second = platform.order_calls
@@ -581,7 +576,7 @@ async def test_a_round_whose_row_was_claimed_again_drops_its_outcome(
     row = await activation_of(database, data.renewal_id)
     assert (row.state, row.order_id) == (ActivationState.ORDERING, None)
     platform.after_order = None
-    await expire_leases(database)
+    await expire_leases(database, DUE_TABLES)
     await run_until_final(provisioning, data.renewal_id)
     assert len(platform.orders_of(data.renewal_id)) == 1
 

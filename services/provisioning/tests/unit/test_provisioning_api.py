@@ -5,8 +5,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from esim_core.persistence.db import Database
-from esim_core.web.problems import install_problem_handlers
-from fastapi import FastAPI
+from esim_core.testing import api_client, problem_app
 from provisioning.api import build_router
 from provisioning.bootstrap import Provisioning
 from provisioning_testkit import (
@@ -22,11 +21,7 @@ from provisioning_testkit import (
 
 @pytest.fixture
 async def client(database: Database) -> AsyncIterator[httpx.AsyncClient]:
-    app = FastAPI()
-    install_problem_handlers(app)
-    app.include_router(build_router(database))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://provisioning") as http:
+    async with api_client(problem_app(build_router(database)), "http://provisioning") as http:
         yield http
 
 

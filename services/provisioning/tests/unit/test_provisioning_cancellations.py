@@ -6,20 +6,19 @@ from typing import Any
 from esim_core.clock import as_utc, utcnow
 from esim_core.messaging.consumer import MessageInfo
 from esim_core.persistence.db import Database
+from esim_core.testing import event, expire_leases, published
 from esim_schemas import BundleCancelRequested
 from provisioning.bootstrap import Provisioning
 from provisioning.domain import CancellationState, event_id
 from provisioning.store import Bundle, Cancellation, UsageWatch
 from provisioning_testkit import (
+    DUE_TABLES,
     ICCID,
     FakePlatform,
-    event,
-    expire_leases,
     fast_forward,
     handle,
     payment_settled,
     poll,
-    published,
     run_until_final,
 )
 from sqlmodel import select
@@ -126,7 +125,7 @@ async def test_a_round_redone_after_a_crash_publishes_one_cancellation(
     order_id = (await bundle_of(database, renewal_id)).order_id
     # The first round's answer is lost (the replica died between the call and its commit).
     await platform.cancel_bundle(order_id)
-    await expire_leases(database)
+    await expire_leases(database, DUE_TABLES)
 
     await provisioning.cancellations.run_once()
 

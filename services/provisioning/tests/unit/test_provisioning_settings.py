@@ -88,7 +88,8 @@ async def test_bootstrap_wires_the_http_platform_and_the_consumer(
         paths = set(app.openapi()["paths"])
         assert {"/v1/activations/{renewal_id}", "/v1/activations"} <= paths
     finally:
-        assert isinstance(built.platform, HttpEsimPlatform)
-        await built.platform.aclose()
-        await built.runtime.redis.aclose()
-        await built.runtime.database.close()
+        await built.runtime.stop()
+    # The stop closed the platform's pool with the rest.
+    assert isinstance(built.platform, HttpEsimPlatform)
+    with pytest.raises(RuntimeError, match="closed"):
+        await built.platform.call("GET", "/v1/bundles")

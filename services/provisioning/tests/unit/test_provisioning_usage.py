@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from esim_core.clock import as_utc, utcnow
 from esim_core.persistence.db import Database
+from esim_core.testing import published
 from esim_core.web.problems import ProblemError
 from provisioning.bootstrap import Provisioning
 from provisioning.store import Bundle, PlatformCallback, UsageWatch
@@ -20,7 +21,6 @@ from provisioning_testkit import (
     handle,
     payment_settled,
     poll,
-    published,
     run_until_final,
 )
 from sqlalchemy import update

@@ -78,6 +78,7 @@ class ServiceRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._startup: list[Callable[[], Awaitable[None]]] = []
+        self._on_stop: list[Callable[[], Awaitable[None]]] = []
         self.relay = OutboxRelay(
             self.database,
             self.outbox,
@@ -203,6 +204,14 @@ class ServiceRuntime:
         """
         self._startup.append(action)
 
+    def on_stop(self, action: Callable[[], Awaitable[None]]) -> None:
+        """Run `action` once at stop, after the loops have ended and before the database closes.
+
+        For what the loops used and the runtime does not own, such as an adapter's connection
+        pool; an action that fails is logged and the stop goes on.
+        """
+        self._on_stop.append(action)
+
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Start the database, the broker, the relay and the loops; stop them all on exit."""
@@ -237,9 +246,9 @@ class ServiceRuntime:
         First the consumer leaves its group (the batch being handled finishes and its offsets
         commit; the rest is redelivered to whoever takes the partitions); then the due-work
         loops stop claiming and their rounds in flight finish or are abandoned with their
-        leases released; then the periodic loops end; then the relay publishes what was
-        committed; then the connections close. Whatever a step cannot do in time is durable
-        (offsets, rows, outbox) and is redone by the next process.
+        leases released; then the periodic loops end; then the `on_stop` actions run; then the
+        relay publishes what was committed; then the connections close. Whatever a step cannot
+        do in time is durable (offsets, rows, outbox) and is redone by the next process.
         """
         started = time.monotonic()
         budget = self.settings.stop_timeout_s
@@ -276,6 +285,11 @@ class ServiceRuntime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        # Once each: what an action closed cannot be closed again by a second stop.
+        actions, self._on_stop = self._on_stop, []
+        for action in actions:
+            name = getattr(action, "__qualname__", repr(action))
+            await step(f"ran {name}", action(), min(2.0, left(reserve=1.0)))
         await step("flushed the outbox", self.relay.flush(), left(reserve=1.0))
         # The span processor's flush blocks on its exporter: a thread, within the bound.
         await step("flushed the traces", asyncio.to_thread(shutdown_tracing), min(2.0, left(0.5)))

@@ -7,13 +7,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 from esim_schemas import CloudEvent, EventData, new_event
+from fastapi import APIRouter, FastAPI
 from sqlalchemy import update
 from sqlmodel import SQLModel, col, select
 
 from esim_core.clock import utcnow
+from esim_core.duework.rows import DueColumns
 from esim_core.messaging.outbox import OutboxMessage
 from esim_core.persistence.db import Database
+from esim_core.service import ServiceRuntime
+from esim_core.web.problems import install_problem_handlers
 
 
 @asynccontextmanager
@@ -27,6 +32,36 @@ async def temporary_database(
         yield database
     finally:
         await database.close()
+
+
+@asynccontextmanager
+async def with_tables(runtime: ServiceRuntime) -> AsyncIterator[ServiceRuntime]:
+    """A wired runtime with its tables created, not started; its connections closed on the way out.
+
+    Closed without `stop()`: nothing was started, and unit tests should not wait for a shutdown.
+    """
+    await runtime.database.create_tables(runtime.tables)
+    try:
+        yield runtime
+    finally:
+        await runtime.database.close()
+        await runtime.redis.aclose()
+
+
+def problem_app(*routers: APIRouter) -> FastAPI:
+    """An app of `routers` that answers errors as RFC 9457 problems, as every service's does."""
+    app = FastAPI()
+    install_problem_handlers(app)
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+@asynccontextmanager
+async def api_client(app: FastAPI, base_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client that calls `app` in this process, without a server."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url) as http:
+        yield http
 
 
 def event(
@@ -66,19 +101,19 @@ async def published(database: Database, event_type: str | None = None) -> list[d
     ]
 
 
-async def make_due_now(database: Database, tables: Iterable[type[SQLModel]]) -> None:
+async def make_due_now(database: Database, tables: Iterable[type[DueColumns]]) -> None:
     """Make every scheduled row of `tables` due now, and let every lease run out."""
     past = utcnow() - timedelta(seconds=1)
     async with database.session() as session:
         for table in tables:
             await session.exec(
                 update(table)
-                .where(col(table.due_at).is_not(None))  # type: ignore[attr-defined]
+                .where(col(table.due_at).is_not(None))
                 .values(due_at=past, lease_until=None)
             )
 
 
-async def expire_leases(database: Database, tables: Iterable[type[SQLModel]]) -> None:
+async def expire_leases(database: Database, tables: Iterable[type[DueColumns]]) -> None:
     """Let every lease on rows of `tables` run out, as if the replica holding it had died."""
     past = utcnow() - timedelta(seconds=1)
     async with database.session() as session:

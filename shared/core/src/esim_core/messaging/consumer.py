@@ -2,7 +2,6 @@
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from esim_core.duework.backoff import backoff
 from esim_core.messaging.inbox import processed_ids, record_new
 from esim_core.messaging.intake import Intake
 from esim_core.messaging.kafka import EventPublisher
@@ -329,7 +329,7 @@ class EventConsumer:
             except Exception:
                 if attempt >= self.attempts:
                     raise
-                await asyncio.sleep(random.uniform(0, min(5.0, 0.2 * 2 ** (attempt - 1))))
+                await asyncio.sleep(backoff(attempt, 0.2, 5.0, jitter=1.0))
         raise AssertionError("unreachable: the last try returned or raised")  # pragma: no cover
 
     async def _handle_once(self, handler: Handler, event: CloudEvent[Any]) -> str:

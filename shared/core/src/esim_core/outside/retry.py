@@ -2,10 +2,11 @@
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
+
+from esim_core.duework.backoff import backoff
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ async def within_round(
             logger.info(
                 "%s: %s unavailable (%s); try %d of %d", what, system, error, attempt, attempts
             )
-            ceiling = min(policy.wait_max_s, policy.wait_multiplier_s * 2 ** (attempt - 1))
-            await asyncio.sleep(random.uniform(0, ceiling))
+            await asyncio.sleep(
+                backoff(attempt, policy.wait_multiplier_s, policy.wait_max_s, jitter=1.0)
+            )
     raise AssertionError("unreachable: the last try returned or raised")  # pragma: no cover

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
-from sqlalchemy import Table, event, insert, text
+from sqlalchemy import DateTime, Table, event, insert, text
 from sqlalchemy.engine.url import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlmodel import SQLModel
+from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from esim_core.observability.metrics import DB_STATEMENTS, DB_TRANSACTIONS
@@ -180,6 +180,11 @@ def _inline_sqlite(database: str) -> Callable[[], Any]:
         return connection
 
     return connect
+
+
+def timestamp(**kwargs: Any) -> Any:
+    """A model field stored as a timestamp with its time zone; `kwargs` go to `Field`."""
+    return Field(sa_type=DateTime(timezone=True), **kwargs)
 
 
 _ADDED_ROWS = "esim_core.persistence.db.added_rows"

@@ -171,7 +171,7 @@ async def outbox_status(database: Database, service: str) -> OutboxStatus:
                 select(func.count(), func.max(published)).where(published.is_not(None))
             )
         ).one()
-    oldest_at = as_utc(oldest) if oldest is not None else None
+    oldest_at = as_utc(oldest)
     return OutboxStatus(
         service=service,
         unpublished=pending,
@@ -180,7 +180,7 @@ async def outbox_status(database: Database, service: str) -> OutboxStatus:
             round((utcnow() - oldest_at).total_seconds(), 3) if oldest_at is not None else None
         ),
         published_kept=kept,
-        last_published_at=as_utc(last) if last is not None else None,
+        last_published_at=as_utc(last),
     )
 
 

@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
+from esim_schemas.types import Iccid
 from fastapi import Path, Query
 from pydantic import BaseModel
 from sqlmodel import SQLModel, col, select
@@ -18,7 +19,7 @@ ViewT = TypeVar("ViewT", bound=BaseModel)
 
 RenewalId = Annotated[UUID, Path(description="the renewal's id (a UUID)")]
 IccidFilter = Annotated[
-    str | None,
+    Iccid | None,
     Query(description="the card's ICCID: 19 or 20 digits with a valid Luhn check digit"),
 ]
 Limit = Annotated[int, Query(ge=1, le=500, description="at most this many")]
