@@ -10,7 +10,7 @@ TEST_PATHS := shared services sandboxes tools tests
 # What `make test` and `make test-unit` run: a service's tests or one file, e.g.
 # make test TESTS=services/billing, make test TESTS=services/billing/tests/unit/test_billing_payments.py
 TESTS ?= $(TEST_PATHS)
-# pytest-xdist workers (0: none, in one process). With --dist loadgroup (conftest.py) one worker
+# pytest-xdist workers (0: none, in one process). With --dist loadgroup (tests/conftest.py) one worker
 # runs a platform's integration tests in order while the others take the unit tests.
 WORKERS ?= 2
 comma := ,

@@ -4,7 +4,7 @@
 per service), `postgres` (one PostgreSQL database per service; see `tests.support.infra`), or
 `sqlite,postgres`: every integration test once on each, on a platform of its own.
 
-Under pytest-xdist (`--dist loadgroup`, see the root conftest.py) each platform's tests are one
+Under pytest-xdist (`--dist loadgroup`, see tests/conftest.py) each platform's tests are one
 unit of work: one worker runs them in order on one platform while the others take the rest.
 """
 

@@ -5,6 +5,7 @@ allows, so `xdist_group` marks are ignored; this scheduler groups by path instea
 database's integration tests are one unit of work, run in order by one worker on one platform
 (the session's Kafka, Redis and services are not shared between processes, and tests that kill
 a service must not run beside others on it); every other module is a unit of its own.
+It takes effect where tests/ is among the paths pytest is given (as in `make test`).
 """
 
 from typing import Any
