@@ -7,6 +7,15 @@ SHELL := /bin/bash
 
 PYTEST_ARGS ?=
 TEST_PATHS := shared services sandboxes tools tests
+# What `make test` and `make test-unit` run: a service's tests or one file, e.g.
+# make test TESTS=services/billing, make test TESTS=services/billing/tests/unit/test_billing_payments.py
+TESTS ?= $(TEST_PATHS)
+# pytest-xdist workers (0: none, in one process). With --dist loadgroup (tests/conftest.py) one worker
+# runs a platform's integration tests in order while the others take the unit tests.
+WORKERS ?= 2
+comma := ,
+# Where the integration tests run: SQLite; with CI=true on PostgreSQL as well, each its own platform.
+TEST_DATABASES ?= $(if $(filter true,$(CI)),sqlite$(comma)postgres,sqlite)
 MYPY_PATHS := shared/schemas/src shared/core/src services/*/src sandboxes/src tools/*/src \
   tests/support tests/bench tests/bench_unit tests/chaos
 # make bench: DB=postgres, PROFILE=1 (py-spy), BENCH_QUICK=1 (about 2 minutes),
@@ -51,26 +60,24 @@ redis: ## install redis-server if it is missing
 	@echo "==> redis-server"
 	deploy/redis/ensure.sh
 
-# With CI=true the integration tests run a second time with every service on PostgreSQL
-# (deploy/postgres/ensure.sh installs it if missing; tests/support/infra.py runs the server).
+# With CI=true the integration tests run on PostgreSQL too, beside the SQLite ones (another worker,
+# another platform; deploy/postgres/ensure.sh installs it if missing, tests/support/infra.py runs it).
 test: sync kafka-jars redis ## unit, contract and integration tests (real Kafka, Redis, sandboxes; CI=true: integration on PostgreSQL too)
-	@echo "==> pytest $(TEST_PATHS)"
-	@$(RUN) pytest -p no:cacheprovider -q $(PYTEST_ARGS) $(TEST_PATHS) || { \
-	  status=$$?; echo "==> make test: FAILED (pytest exit status $$status)" >&2; exit $$status; }
-	@if [ "$${CI:-}" = "true" ]; then \
+	@if [[ ",$(TEST_DATABASES)," == *,postgres,* ]]; then \
 	  echo "==> PostgreSQL (deploy/postgres/ensure.sh)"; \
 	  deploy/postgres/ensure.sh || { \
 	    status=$$?; echo "==> make test: FAILED (PostgreSQL is not available)" >&2; exit $$status; }; \
-	  echo "==> ESIM_TEST_DATABASE=postgres pytest tests/integration"; \
-	  ESIM_TEST_DATABASE=postgres $(RUN) pytest -p no:cacheprovider -q $(PYTEST_ARGS) tests/integration || { \
-	    status=$$?; echo "==> make test: FAILED (pytest on PostgreSQL, exit status $$status)" >&2; \
-	    exit $$status; }; \
 	fi
+	@echo "==> pytest $(TESTS) (integration on $(TEST_DATABASES), $(WORKERS) workers)"
+	@ESIM_TEST_DATABASE="$(TEST_DATABASES)" $(RUN) pytest -p no:cacheprovider -q \
+	  -n $(WORKERS) --dist loadgroup $(PYTEST_ARGS) $(TESTS) || { \
+	  status=$$?; echo "==> make test: FAILED (pytest exit status $$status)" >&2; exit $$status; }
 	@echo "==> make test: PASSED"
 
 test-unit: sync ## the tests that need no broker (pytest -m "not integration")
-	@echo "==> pytest -m 'not integration' $(TEST_PATHS)"
-	@if $(RUN) pytest -p no:cacheprovider -q -m "not integration" $(PYTEST_ARGS) $(TEST_PATHS); then \
+	@echo "==> pytest -m 'not integration' $(TESTS)"
+	@if $(RUN) pytest -p no:cacheprovider -q -m "not integration" -n $(WORKERS) --dist loadgroup \
+	  $(PYTEST_ARGS) $(TESTS); then \
 	  echo "==> make test-unit: PASSED"; \
 	else \
 	  status=$$?; echo "==> make test-unit: FAILED (pytest exit status $$status)" >&2; exit $$status; \

@@ -20,7 +20,7 @@ RACERS = 6
 
 def test_one_card_bound_by_several_travellers_at_once_has_one_owner(platform: Platform) -> None:
     travellers = [Traveller.register(platform) for _ in range(RACERS)]
-    iccid, code = next_card()
+    iccid, code = next_card(platform)
 
     def bind(traveller: Traveller) -> httpx.Response:
         return httpx.post(

@@ -4,13 +4,11 @@ a hard decline (told once by mail and SMS), and a WELCOME10 renewal capturing ex
 quoted total."""
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.integration.conftest import database_mode
 from tests.integration.test_usage import events_of
 from tests.support.client import (
     PlainKafka,
@@ -21,7 +19,7 @@ from tests.support.client import (
     notifications,
     texts_to,
 )
-from tests.support.infra import Platform, free_port, http_ok, platform_on, wait_until
+from tests.support.infra import Platform, free_port, http_ok, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -38,18 +36,32 @@ LEADS = {
 
 
 @pytest.fixture(scope="module")
-def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    """The platform with short leads, and a second accounts replica on the same database."""
-    workdir: Path = tmp_path_factory.mktemp("lifecycle")
-    with platform_on(workdir, database=database_mode(), service_env=LEADS) as running:
-        replica = running.service_process("accounts")
+def lifecycle(platform: Platform) -> Iterator[Platform]:
+    """The session's platform with accounts on short leads, and a second accounts replica on the
+    same database; accounts goes back to the usual leads when the module is done.
+
+    Only accounts reads the leads, so only accounts is started again: a platform of its own
+    (a second broker, Redis, sandboxes and services) cost this module about a minute and a half.
+    """
+    platform.processes["accounts"].stop()
+    platform.service_env.update(LEADS)
+    try:
+        platform.restart("accounts")
+        replica = platform.service_process("accounts")
         port = free_port()
         replica.name = "accounts-2"
         replica.env = {**replica.env, "ACCOUNTS_HTTP_PORT": str(port)}
-        replica.log_path = workdir / "accounts-2.log"
+        replica.log_path = platform.workdir / "accounts-2.log"
         replica.ready = http_ok(f"http://127.0.0.1:{port}/health/ready")
-        running.processes["accounts-2"] = replica.start()
-        yield running
+        platform.processes["accounts-2"] = replica.start()
+        yield platform
+    finally:
+        if "accounts-2" in platform.processes:
+            platform.processes.pop("accounts-2").stop()
+        platform.processes["accounts"].stop()
+        for name in LEADS:
+            platform.service_env.pop(name, None)
+        platform.restart("accounts")
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,14 +27,15 @@ def _demo_cards() -> Iterator[tuple[str, str]]:
     return iter(rows)
 
 
-_cards = _demo_cards()
+# One pass over the inventory per platform: a session may run one on SQLite and one on PostgreSQL.
+_cards: dict[Path, Iterator[tuple[str, str]]] = {}
 _cards_lock = threading.Lock()
 
 
-def next_card() -> tuple[str, str]:
-    """A demo card no other test has used in this session."""
+def next_card(platform: Platform) -> tuple[str, str]:
+    """A demo card no other test has used on this platform."""
     with _cards_lock:
-        return next(_cards)
+        return next(_cards.setdefault(platform.workdir, _demo_cards()))
 
 
 @dataclass
@@ -87,7 +89,7 @@ class Traveller:
 
     def bind_new_card(self) -> str:
         """Bind an unused demo card; returns its ICCID."""
-        iccid, code = next_card()
+        iccid, code = next_card(self.platform)
         response = httpx.post(
             f"{self.platform.url('accounts')}/v1/cards",
             json={"iccid": iccid, "activation_code": code},

@@ -501,6 +501,7 @@ class Platform:
             "esim": "/sandbox/ledger",
             "sms": "/sandbox/messages",
         }
+        # Launched together, then waited for: each spends its first seconds importing.
         for name in ("payment", "esim", "sms"):
             self.processes[name] = Process(
                 f"{name}-sandbox",
@@ -508,7 +509,7 @@ class Platform:
                 {**sandbox_env[name], **self.env},
                 self.workdir / f"{name}-sandbox.log",
                 http_ok(f"{self.url(name)}{ready_path[name]}"),
-            ).start()
+            ).launch()
         smtp_port = self.ports["smtp"]
         self.processes["smtp"] = Process(
             "smtp",
@@ -516,7 +517,9 @@ class Platform:
             {"SMTP_SINK_PORT": str(smtp_port), "SMTP_SINK_DIR": str(self.mail_dir)},
             self.workdir / "smtp.log",
             lambda: port_open(smtp_port),
-        ).start()
+        ).launch()
+        for name in ("payment", "esim", "sms", "smtp"):
+            self.processes[name].wait_ready()
         for name in SERVICES:
             self.processes[name] = self.service_process(name).launch()
         for name in SERVICES:
