@@ -35,8 +35,8 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from accounts.domain import AUTO_RENEW_CHANNEL, SagaStatus
-from accounts.handlers import derived_id, record_step, saga_from_request
-from accounts.lifecycle import LifecycleRules, WatchedPlan, days_left, decide
+from accounts.lifecycle.rules import LifecycleRules, WatchedPlan, days_left, decide
+from accounts.renewals.saga import derived_id, record_step, saga_from_request
 from accounts.store import Card, Plan, PlanWatch, Renewal, User
 
 logger = logging.getLogger(__name__)

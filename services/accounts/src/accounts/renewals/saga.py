@@ -35,8 +35,9 @@ from sqlalchemy import bindparam, select
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from accounts import cardplans
-from accounts.cardplans import record_activation
+from accounts.cards import plans as cardplans
+from accounts.cards.plans import record_activation
+from accounts.catalogue.promotions import apply_promotion, release_if_uncaptured
 from accounts.domain import (
     AUTO_RENEW_CHANNEL,
     COMPENSATED,
@@ -50,7 +51,6 @@ from accounts.domain import (
     price_for,
     request_fingerprint,
 )
-from accounts.promotions import apply_promotion, release_if_uncaptured
 from accounts.renewals.transitions import Command, Decision, Facts, Input, Write, decide
 from accounts.store import Card, CardPlan, Plan, Renewal, RenewalStep, User
 

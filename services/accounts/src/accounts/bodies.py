@@ -1,10 +1,11 @@
 """Request and response bodies of the accounts HTTP API."""
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from esim_core.clock import as_utc
+from esim_core.clock import as_utc, utcnow
 from esim_schemas import format_time
 from esim_schemas.types import Iccid, Locale, Money, PaymentMethod, Start
 from pydantic import (
@@ -16,6 +17,9 @@ from pydantic import (
     PlainSerializer,
     model_validator,
 )
+
+from accounts.cards.plans import card_status
+from accounts.store import Card, CardPlan
 
 # Every time the API answers with is RFC 3339 with an offset, whatever the database handed back
 # (SQLite returns naive datetimes, PostgreSQL aware ones; both hold UTC).
@@ -415,4 +419,22 @@ def user_public(user: Any) -> UserPublic:
         locale=user.locale,
         notify=NotifyChoices(email=user.notify_email, sms=user.notify_sms),
         created_at=user.created_at,
+    )
+
+
+def card_public(card: Card, plans: Sequence[CardPlan] = ()) -> CardPublic:
+    """A card's status as the API shows it: from its plans as the platform measured them."""
+    status = card_status(plans, utcnow())
+    queued = [QueuedPlan.model_validate(item) for item in status.pop("queued")]
+    return CardPublic(
+        iccid=card.iccid,
+        queued=queued,
+        auto_renew=card.auto_renew,
+        auto_renew_plan_code=card.auto_renew_plan_code,
+        auto_renew_monthly_cap=(
+            Money(amount=card.auto_renew_cap_amount, currency=card.auto_renew_cap_currency)
+            if card.auto_renew_cap_amount is not None and card.auto_renew_cap_currency
+            else None
+        ),
+        **status,
     )
