@@ -6,8 +6,8 @@ from esim_core.web.problems import problem_responses as problems
 from fastapi import APIRouter, Response, status
 from sqlmodel import col, select
 
-from accounts.bodies import CardBind, CardPublic, PlanHistoryEntry, card_public
 from accounts.cards.binding import card_bound, own_card
+from accounts.cards.models import CardBind, CardPublic, PlanHistoryEntry, card_public
 from accounts.cards.plans import plan_entry, plans_of
 from accounts.deps import CurrentUser, DatabaseDep, OutboxDep
 from accounts.store import Card

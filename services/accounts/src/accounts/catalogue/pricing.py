@@ -5,8 +5,8 @@ from datetime import datetime, timedelta
 from esim_core.web.problems import ProblemError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from accounts.bodies import Forfeits
 from accounts.cards.plans import card_status
+from accounts.catalogue.models import Forfeits
 from accounts.domain import RenewalInvalidError, currency_for, price_for
 from accounts.lifecycle.rules import DAY_S
 from accounts.store import CardPlan, Plan

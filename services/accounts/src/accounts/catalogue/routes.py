@@ -8,9 +8,9 @@ from esim_schemas import Money
 from fastapi import APIRouter, Query
 from sqlmodel import col, select
 
-from accounts.bodies import PlanPublic, Quote, QuoteRequest
 from accounts.cards.binding import own_card
 from accounts.cards.plans import plans_of
+from accounts.catalogue.models import PlanPublic, Quote, QuoteRequest
 from accounts.catalogue.pricing import priced_plan, schedule
 from accounts.catalogue.problems import promotion_problem, promotion_problems
 from accounts.catalogue.promotions import PromotionError, preview

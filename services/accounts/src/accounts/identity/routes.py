@@ -15,7 +15,10 @@ from fastapi import APIRouter, Form, Request, Response, status
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from accounts.bodies import (
+from accounts.cards.binding import card_bound
+from accounts.deps import CurrentUser, DatabaseDep, IdentityDep, OutboxDep, SettingsDep
+from accounts.identity.limits import RateLimitedError, RedisUnavailableError
+from accounts.identity.models import (
     LogoutRequest,
     PasswordResetConfirm,
     PasswordResetRequest,
@@ -26,9 +29,6 @@ from accounts.bodies import (
     UserUpdate,
     user_public,
 )
-from accounts.cards.binding import card_bound
-from accounts.deps import CurrentUser, DatabaseDep, IdentityDep, OutboxDep, SettingsDep
-from accounts.identity.limits import RateLimitedError, RedisUnavailableError
 from accounts.identity.sessions import revoke_all
 from accounts.identity.tokens import TokenError
 from accounts.store import Card, User

@@ -4,10 +4,11 @@ from esim_core.web.problems import ProblemError
 from esim_core.web.problems import problem_responses as problems
 from fastapi import APIRouter
 
-from accounts.bodies import AutoRenewUpdate, CardPublic, card_public
 from accounts.cards.binding import own_card
+from accounts.cards.models import CardPublic, card_public
 from accounts.cards.plans import plans_of
 from accounts.deps import CurrentUser, DatabaseDep, WatcherDep
+from accounts.lifecycle.models import AutoRenewUpdate
 from accounts.lifecycle.planwatch import disable_auto_renew
 from accounts.store import Plan
 

@@ -8,18 +8,17 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from esim_core.clock import as_utc
 from esim_core.messaging.outbox import OutboxMessage
 from esim_core.persistence.db import Database
 from esim_core.web.problems import ProblemError
 from esim_schemas import Money
 from fastapi import APIRouter, Path, Query, status
-from pydantic import BaseModel, Field
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from accounts.deps import DatabaseDep, SagaDep
 from accounts.domain import TERMINAL, SagaStatus
+from accounts.renewals.models import EventOut, SagaActionOut, SagaDetail, SagaSummary, StepOut
 from accounts.renewals.routes import requested_event_id
 from accounts.renewals.saga import RenewalSaga, SagaActionRefusedError, derived_id
 from accounts.renewals.stuck import DEFAULT_STUCK_AFTER_S, stuck_clause, stuck_reason
@@ -29,78 +28,6 @@ RenewalId = Annotated[UUID, Path(description="the renewal's id (a UUID)")]
 
 #: Kinds of the event ids the saga derives from its renewal_id (see `saga.derived_id`).
 _PUBLISHED_KINDS = ("payment-requested", "refund-requested", "rejected", "operator-retry-requested")
-
-
-class StepOut(BaseModel):
-    """One step of the saga's timeline, with the event that caused it."""
-
-    step: str
-    status: str
-    at: datetime
-    detail: str | None
-    event_id: str | None = Field(description="the consumed event's id, if an event caused it")
-
-
-class EventOut(BaseModel):
-    """An event accounts published for this saga (kept for `OUTBOX_RETENTION_S`)."""
-
-    event_id: str
-    type: str
-    topic: str
-    created_at: datetime
-    published_at: datetime | None = Field(description="null while the relay has not sent it")
-
-
-class SagaDetail(BaseModel):
-    """A renewal saga as an operator sees it; the payment token is never part of it."""
-
-    renewal_id: str
-    user_id: str
-    iccid: str
-    plan_code: str
-    status: str
-    terminal: bool
-    reason: str | None
-    detail: str | None
-    start: str
-    price: Money | None
-    payment_method: str
-    payment_id: str | None = Field(description="billing's payment id once settled")
-    refund_requested: bool
-    activation_failure: str | None
-    bundle_state: str | None
-    valid_from: datetime | None
-    valid_until: datetime | None
-    deadline_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    stuck: str | None = Field(description="why the saga counts as stuck, or null")
-    timeline: list[StepOut]
-    events: list[EventOut]
-
-
-class SagaSummary(BaseModel):
-    """One line of the stuck list."""
-
-    renewal_id: str
-    iccid: str
-    status: str
-    updated_at: datetime
-    deadline_at: datetime | None
-    stuck: str
-
-
-class SagaActionOut(BaseModel):
-    """What an operator action did."""
-
-    renewal_id: str
-    action: str = Field(description="retry or compensate")
-    status: str = Field(description="the saga's status after the action")
-    outcome: str = Field(description="what was sent or changed, or why nothing was")
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return as_utc(value) if value is not None else None
 
 
 async def _steps(session: AsyncSession, renewal_id: str) -> list[RenewalStep]:
@@ -147,17 +74,17 @@ def _detail(
         refund_requested=saga.refund_requested,
         activation_failure=saga.activation_failure,
         bundle_state=saga.bundle_state,
-        valid_from=_utc(saga.valid_from),
-        valid_until=_utc(saga.valid_until),
-        deadline_at=_utc(saga.deadline_at),
-        created_at=as_utc(saga.created_at),
-        updated_at=as_utc(saga.updated_at),
+        valid_from=saga.valid_from,
+        valid_until=saga.valid_until,
+        deadline_at=saga.deadline_at,
+        created_at=saga.created_at,
+        updated_at=saga.updated_at,
         stuck=stuck_reason(saga, now, DEFAULT_STUCK_AFTER_S),
         timeline=[
             StepOut(
                 step=s.step,
                 status=s.status,
-                at=as_utc(s.at),
+                at=s.at,
                 detail=s.detail,
                 event_id=s.event_id or None,
             )
@@ -168,8 +95,8 @@ def _detail(
                 event_id=e.event_id,
                 type=e.event_type,
                 topic=e.topic,
-                created_at=as_utc(e.created_at),
-                published_at=_utc(e.published_at),
+                created_at=e.created_at,
+                published_at=e.published_at,
             )
             for e in events
         ],
@@ -224,8 +151,8 @@ async def list_sagas(
             renewal_id=row.renewal_id,
             iccid=row.iccid,
             status=row.status,
-            updated_at=as_utc(row.updated_at),
-            deadline_at=_utc(row.deadline_at),
+            updated_at=row.updated_at,
+            deadline_at=row.deadline_at,
             stuck=stuck_reason(row, now, stuck_after_s) or "",
         )
         for row in rows

@@ -5,8 +5,9 @@ import binascii
 import json
 from datetime import UTC, datetime
 from typing import Annotated
-from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
+from uuid import UUID, uuid4
 
+from esim_core import ids
 from esim_core.clock import as_utc, utcnow
 from esim_core.web.problems import ProblemError
 from esim_core.web.problems import problem_responses as problems
@@ -17,7 +18,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from accounts.bodies import (
+from accounts.cards.binding import own_card
+from accounts.catalogue.pricing import priced_plan
+from accounts.catalogue.problems import promotion_problem, promotion_problems
+from accounts.catalogue.promotions import PromotionError, redeem
+from accounts.deps import CurrentUser, DatabaseDep, OutboxDep, SagaDep
+from accounts.domain import NotCancellableError, SagaStatus
+from accounts.renewals.models import (
     RenewalAccepted,
     RenewalCreate,
     RenewalPage,
@@ -25,17 +32,11 @@ from accounts.bodies import (
     RenewalSummary,
     TimelineStep,
 )
-from accounts.cards.binding import own_card
-from accounts.catalogue.pricing import priced_plan
-from accounts.catalogue.problems import promotion_problem, promotion_problems
-from accounts.catalogue.promotions import PromotionError, redeem
-from accounts.deps import CurrentUser, DatabaseDep, OutboxDep, SagaDep
-from accounts.domain import NotCancellableError, SagaStatus
 from accounts.renewals.saga import fingerprint_of, record_step, saga_from_request
 from accounts.store import Renewal, RenewalStep, User
 
 MAX_PAGE = 100
-_KEYS = uuid5(NAMESPACE_URL, "https://esim.example/accounts/idempotency-keys")
+_KEYS = ids.namespace("accounts/idempotency-keys")
 
 renewals_router = APIRouter(prefix="/v1", tags=["renewals"])
 
@@ -218,14 +219,13 @@ async def renewal(caller: CurrentUser, renewal_id: UUID, database: DatabaseDep) 
         promo_code=saga.promo_code,
         reason=saga.reason,
         detail=saga.detail,
-        valid_from=_maybe_utc(saga.valid_from),
-        valid_until=_maybe_utc(saga.valid_until),
+        valid_from=saga.valid_from,
+        valid_until=saga.valid_until,
         bundle_state=saga.bundle_state,
-        created_at=as_utc(saga.created_at),
-        updated_at=as_utc(saga.updated_at),
+        created_at=saga.created_at,
+        updated_at=saga.updated_at,
         timeline=[
-            TimelineStep(step=s.step, status=s.status, at=as_utc(s.at), detail=s.detail)
-            for s in steps
+            TimelineStep(step=s.step, status=s.status, at=s.at, detail=s.detail) for s in steps
         ],
     )
 
@@ -274,16 +274,16 @@ def summary(saga: Renewal) -> RenewalSummary:
         price=_money(saga.price_amount, saga.currency),
         discount=_money(saga.discount_amount, saga.currency),
         promo_code=saga.promo_code if saga.discount_amount is not None else None,
-        valid_from=as_utc(saga.valid_from) if saga.valid_from else None,
-        valid_until=as_utc(saga.valid_until) if saga.valid_until else None,
-        created_at=as_utc(saga.created_at),
-        updated_at=as_utc(saga.updated_at),
+        valid_from=saga.valid_from,
+        valid_until=saga.valid_until,
+        created_at=saga.created_at,
+        updated_at=saga.updated_at,
     )
 
 
 def requested_event_id(renewal_id: UUID) -> str:
     """The id of the RenewalRequested that the HTTP API publishes for a renewal."""
-    return str(uuid5(_KEYS, f"requested:{renewal_id}"))
+    return ids.derived_id(_KEYS, f"requested:{renewal_id}")
 
 
 def renewal_id_for(user_id: str, idempotency_key: str | None) -> UUID:
@@ -293,8 +293,4 @@ def renewal_id_for(user_id: str, idempotency_key: str | None) -> UUID:
     try:
         return UUID(idempotency_key)
     except ValueError:
-        return uuid5(_KEYS, f"{user_id}:{idempotency_key}")
-
-
-def _maybe_utc(value: datetime | None) -> datetime | None:
-    return as_utc(value) if value is not None else None
+        return UUID(ids.derived_id(_KEYS, f"{user_id}:{idempotency_key}"))

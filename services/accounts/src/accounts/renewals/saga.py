@@ -4,8 +4,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
+from uuid import UUID, uuid4
 
+from esim_core import ids
 from esim_core.clock import as_utc, utcnow
 from esim_core.messaging.consumer import PermanentEventError
 from esim_core.messaging.outbox import Outbox
@@ -56,12 +57,12 @@ from accounts.store import Card, CardPlan, Plan, Renewal, RenewalStep, User
 
 logger = logging.getLogger(__name__)
 
-_IDS = uuid5(NAMESPACE_URL, "https://esim.example/accounts/events")
+_EVENTS = ids.namespace("accounts/events")
 
 
 def derived_id(kind: str, cause: str) -> str:
     """A stable event id for what `cause` led to, so a redo publishes the same event."""
-    return str(uuid5(_IDS, f"{kind}:{cause}"))
+    return ids.derived_id(_EVENTS, f"{kind}:{cause}")
 
 
 def record_step(
