@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from accounts.bootstrap import build
-from accounts.inventory import seed_catalogue
+from accounts.catalogue.plans import seed_catalogue
 from accounts.settings import AccountsSettings
 from accounts.store import Card, User
 from esim_core.messaging.consumer import MessageInfo

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from accounts.bootstrap import MIGRATIONS
-from accounts.cardplans import card_status, plans_of
+from accounts.cards.plans import card_status, plans_of
 from accounts.store import CardPlan
 from alembic import command
 from esim_core.clock import as_utc

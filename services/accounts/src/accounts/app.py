@@ -3,13 +3,13 @@
 from esim_core.settings import load_settings
 from esim_core.web.operator import load_operator_auth
 
+from accounts.api import http_app
 from accounts.bootstrap import build
-from accounts.operator_api import http_app
 from accounts.settings import AccountsSettings
 
 settings = load_settings(AccountsSettings)
 operator = load_operator_auth()
 accounts = build(settings)
 runtime = accounts.runtime
-api = http_app(runtime, accounts.saga, operator)
+api = http_app(accounts, operator)
 worker = runtime.worker_app()

@@ -1,4 +1,4 @@
-"""The one place where the accounts service is wired: runtime, saga, API, seeding."""
+"""The one place where the accounts service is wired: runtime, saga, plan watch, identity."""
 
 import hashlib
 import hmac
@@ -9,6 +9,7 @@ from datetime import datetime
 
 from esim_core.clock import utcnow
 from esim_core.messaging.consumer import Route
+from esim_core.persistence.db import Database
 from esim_core.persistence.migrations import service_migrations
 from esim_core.sealing import Sealer
 from esim_core.service import ServiceRuntime
@@ -34,23 +35,25 @@ from esim_schemas import (
     RenewalRequested,
     UsageUpdated,
 )
+from redis.asyncio import Redis
 
-from accounts import cardplans, promotions
-from accounts.api import build_router
-from accounts.auth import AuthParts, build_auth_router
-from accounts.deadlines import sagas_in_flight, sweep_deadlines
+from accounts.cards import plans as cardplans
+from accounts.cards.inventory import import_cards
+from accounts.catalogue.plans import seed_catalogue
+from accounts.catalogue.promotions import seed_promotions
 from accounts.domain import Deadlines
-from accounts.handlers import RenewalSaga
-from accounts.inventory import import_cards, seed_catalogue
-from accounts.lifecycle import LifecycleRules
-from accounts.limits import RateLimiter
-from accounts.passwords import Passwords
-from accounts.planwatch import PlanWatcher, chain
-from accounts.resets import ResetCodes
-from accounts.sessions import Sessions, purge_sessions
+from accounts.identity.limits import RateLimiter
+from accounts.identity.parts import Identity
+from accounts.identity.passwords import Passwords
+from accounts.identity.resets import ResetCodes
+from accounts.identity.sessions import Sessions, purge_sessions
+from accounts.identity.tokens import TokenIssuer
+from accounts.lifecycle.planwatch import PlanWatcher, chain
+from accounts.lifecycle.rules import LifecycleRules
+from accounts.renewals.deadlines import sagas_in_flight, sweep_deadlines
+from accounts.renewals.saga import RenewalSaga
 from accounts.settings import DEV_JWT_SECRET, DEV_RESET_CODE_KEY, AccountsSettings
 from accounts.store import TABLES, PlanWatch
-from accounts.tokens import TokenIssuer
 
 logger = logging.getLogger(__name__)
 
@@ -60,17 +63,25 @@ MIGRATIONS = service_migrations(__file__)
 
 @dataclass(frozen=True)
 class Accounts:
-    """The wired service: its runtime, and the saga that tests drive directly."""
+    """The wired service: what its consumers, loops and HTTP routes (`accounts.deps`) use."""
 
+    settings: AccountsSettings
     runtime: ServiceRuntime
     saga: RenewalSaga
     watcher: PlanWatcher
+    identity: Identity
 
 
-def build(settings: AccountsSettings, *, clock: Callable[[], datetime] = utcnow) -> Accounts:
-    """Wire the accounts service: its consumers, its seeding and its HTTP API.
+def build(
+    settings: AccountsSettings,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    redis: Redis | None = None,
+) -> Accounts:
+    """Wire the accounts service: its consumers, loops, seeding and what its routes use.
 
-    Tests pass a `clock` to move the saga's deadlines on without waiting for them.
+    Tests pass a `clock` to move the saga's deadlines on without waiting for them, and a
+    `redis` (a fake) for the rate limits and reset codes.
     """
     runtime = ServiceRuntime("accounts", settings, TABLES, migrations=MIGRATIONS)
     deadlines = Deadlines(
@@ -132,7 +143,7 @@ def build(settings: AccountsSettings, *, clock: Callable[[], datetime] = utcnow)
     async def seed() -> None:
         await seed_catalogue(runtime.database)
         if settings.seed_promotions:
-            await promotions.seed_promotions(runtime.database)
+            await seed_promotions(runtime.database)
         if settings.cards_csv is not None:
             await import_cards(runtime.database, settings.cards_csv)
 
@@ -159,19 +170,19 @@ def build(settings: AccountsSettings, *, clock: Callable[[], datetime] = utcnow)
         logger.warning("ACCOUNTS_JWT_SECRET is not set: using the local development key")
     if settings.reset_code_key.get_secret_value() == DEV_RESET_CODE_KEY:
         logger.warning("RESET_CODE_KEY is not set: using the local development key")
-    parts = auth_parts(settings, runtime)
     runtime.loop(
         "session-purge",
         lambda: purge_sessions(runtime.database, keep_s=settings.session_keep_s),
         settings.session_purge_interval_s,
         singleton=True,
     )
-    runtime.routers.append(build_auth_router(parts))
-    runtime.routers.append(build_router(parts, saga))
-    return Accounts(runtime=runtime, saga=saga, watcher=watcher)
+    identity = build_identity(settings, runtime.database, redis or runtime.redis)
+    return Accounts(
+        settings=settings, runtime=runtime, saga=saga, watcher=watcher, identity=identity
+    )
 
 
-def auth_parts(settings: AccountsSettings, runtime: ServiceRuntime) -> AuthParts:
+def build_identity(settings: AccountsSettings, database: Database, redis: Redis) -> Identity:
     """Sessions, password hashing, rate limits and reset codes, configured from settings."""
     secret = settings.jwt_secret.get_secret_value()
     tokens = TokenIssuer(
@@ -182,20 +193,17 @@ def auth_parts(settings: AccountsSettings, runtime: ServiceRuntime) -> AuthParts
         audience=settings.jwt_audience,
     )
     pepper = hmac.new(secret.encode(), b"password-reset-code-digest", hashlib.sha256).digest()
-    return AuthParts(
-        database=runtime.database,
-        outbox=runtime.outbox,
-        sessions=Sessions(runtime.database, tokens),
+    return Identity(
+        sessions=Sessions(database, tokens),
         passwords=Passwords(
             time_cost=settings.password_time_cost, memory_kib=settings.password_memory_kib
         ),
-        limiter=RateLimiter(runtime.redis),
+        limiter=RateLimiter(redis),
         codes=ResetCodes(
-            runtime.redis,
+            redis,
             pepper,
             ttl_s=settings.reset_code_ttl_s,
             max_tries=settings.reset_code_max_tries,
         ),
         sealer=Sealer(settings.reset_code_key.get_secret_value()),
-        settings=settings,
     )

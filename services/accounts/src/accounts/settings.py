@@ -6,8 +6,8 @@ from esim_core.settings import ServiceSettings
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from accounts.lifecycle import DAY_S, DurationSetting, LeadsSetting
-from accounts.limits import Rate, RateSetting
+from accounts.identity.limits import Rate, RateSetting
+from accounts.lifecycle.rules import DAY_S, DurationSetting, LeadsSetting
 
 DEV_JWT_SECRET = "local-development-only-secret-change-me"
 DEV_RESET_CODE_KEY = "local-development-only-reset-code-key"

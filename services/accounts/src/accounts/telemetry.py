@@ -8,8 +8,8 @@ from sqlalchemy import func, or_
 from sqlmodel import col, select
 
 from accounts.domain import TERMINAL, SagaStatus
+from accounts.renewals.stuck import DEFAULT_STUCK_AFTER_S, stuck_clause
 from accounts.store import Renewal
-from accounts.stuck import DEFAULT_STUCK_AFTER_S, stuck_clause
 
 SAGAS = Gauge("esim_sagas", "Renewal sagas, by state", ["state"])
 SAGAS_STUCK = Gauge(

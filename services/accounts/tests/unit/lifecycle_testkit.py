@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from accounts.bootstrap import Accounts, build
-from accounts.inventory import seed_catalogue
-from accounts.promotions import seed_promotions
+from accounts.catalogue.plans import seed_catalogue
+from accounts.catalogue.promotions import seed_promotions
 from accounts.settings import AccountsSettings
 from accounts.store import Card, PlanWatch, Renewal, User
 from accounts_testkit import ICCID, Clock, RecordingPublisher, published

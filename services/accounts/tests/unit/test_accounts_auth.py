@@ -8,8 +8,8 @@ import secrets
 import httpx
 import jwt
 import pytest
-from accounts.auth import AuthParts
-from accounts.sessions import purge_sessions
+from accounts.identity.parts import Identity
+from accounts.identity.sessions import purge_sessions
 from accounts.store import User, UserSession
 from accounts_testkit import CODE, ICCID, published
 from conftest import SEAL_KEY
@@ -107,7 +107,7 @@ async def test_logout_ends_the_session(client: httpx.AsyncClient) -> None:
 
 
 async def test_tokens_of_another_issuer_or_audience_are_refused(
-    client: httpx.AsyncClient, parts: AuthParts
+    client: httpx.AsyncClient, identity: Identity
 ) -> None:
 
     await sign_up(client)
@@ -193,14 +193,14 @@ async def test_failed_logins_are_limited_per_account(client: httpx.AsyncClient) 
 
 
 async def test_redis_outage_fails_closed_with_a_problem(
-    client: httpx.AsyncClient, parts: AuthParts, monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient, identity: Identity, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await sign_up(client)
 
     async def down(*_: object, **__: object) -> object:
         raise RedisConnectionError("Connection refused")
 
-    monkeypatch.setattr(parts.limiter._redis, "eval", down)
+    monkeypatch.setattr(identity.limiter._redis, "eval", down)
     for answer in (
         await sign_in(client),
         await client.post("/v1/auth/password-reset", json={"email": "a@example.com"}),

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from accounts.handlers import RenewalSaga
+from accounts.renewals.saga import RenewalSaga
 from accounts.store import Renewal
 from accounts_testkit import CODE, ICCID, published
 from esim_core.clock import utcnow
@@ -366,7 +366,7 @@ async def test_an_operator_retry_sends_the_same_cancel_request_again(
 async def test_a_cancellation_without_an_answer_counts_as_stuck(
     client: httpx.AsyncClient, database: Database, saga: RenewalSaga
 ) -> None:
-    from accounts.stuck import stuck_clause, stuck_reason
+    from accounts.renewals.stuck import stuck_clause, stuck_reason
     from sqlalchemy import func
     from sqlmodel import select
 

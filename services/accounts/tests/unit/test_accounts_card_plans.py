@@ -7,7 +7,7 @@ from itertools import permutations
 from typing import Any
 
 import pytest
-from accounts import cardplans
+from accounts.cards import plans as cardplans
 from accounts.store import Card, CardPlan
 from accounts_testkit import ICCID
 from esim_core.clock import utcnow

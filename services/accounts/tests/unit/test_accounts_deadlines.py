@@ -5,12 +5,12 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from accounts.deadlines import sagas_in_flight, sweep_deadlines
 from accounts.domain import Deadlines
-from accounts.handlers import RenewalSaga
+from accounts.renewals.deadlines import sagas_in_flight, sweep_deadlines
+from accounts.renewals.saga import RenewalSaga
+from accounts.renewals.stuck import stuck_reason
 from accounts.settings import AccountsSettings
 from accounts.store import Renewal
-from accounts.stuck import stuck_reason
 from accounts_testkit import ICCID, published
 from esim_core.clock import as_utc, utcnow
 from esim_core.messaging.outbox import Outbox

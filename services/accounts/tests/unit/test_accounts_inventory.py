@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from accounts.inventory import InventoryFileError, import_cards, read_cards
+from accounts.cards.inventory import InventoryFileError, import_cards, read_cards
 from accounts.store import Card
 from esim_core.persistence.db import Database
 from sqlmodel import select

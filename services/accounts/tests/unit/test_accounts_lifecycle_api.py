@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
-from accounts.lifecycle_api import document_promotion_problems
-from accounts.promotions import seed_promotions
+from accounts.catalogue.problems import document_promotion_problems
+from accounts.catalogue.promotions import seed_promotions
 from accounts.store import CardPlan, PlanWatch, Promotion, Renewal
 from accounts_testkit import CODE, ICCID, OTHER_ICCID, published
 from esim_core.clock import as_utc, utcnow

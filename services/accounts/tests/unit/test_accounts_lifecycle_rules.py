@@ -3,7 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from accounts.lifecycle import (
+from accounts.lifecycle.rules import (
     DAY_S,
     LifecycleRules,
     WatchedPlan,

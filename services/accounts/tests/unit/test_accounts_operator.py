@@ -5,17 +5,15 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from accounts.domain import Deadlines
-from accounts.handlers import RenewalSaga
-from accounts.operator_api import operator_router
+from accounts.api import http_app
+from accounts.bootstrap import Accounts
+from accounts.renewals.saga import RenewalSaga
+from accounts.settings import AccountsSettings
 from accounts.store import Renewal
 from accounts_testkit import Clock, published
 from esim_core.clock import utcnow
-from esim_core.messaging.outbox import Outbox
 from esim_core.persistence.db import Database
-from esim_core.web.operator import OperatorAuth, outbox_router
-from esim_core.web.problems import install_problem_handlers
-from fastapi import FastAPI
+from esim_core.web.operator import OperatorAuth
 from test_accounts_saga import activated, bind, handle, request, saga_row, settled
 
 TOKEN = "operator-token-for-the-unit-tests"
@@ -30,16 +28,16 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def saga(outbox: Outbox, clock: Clock) -> RenewalSaga:
-    return RenewalSaga(outbox, Deadlines(payment_s=100, activation_s=200), clock=clock)
+def accounts_settings(accounts_settings: AccountsSettings) -> AccountsSettings:
+    # Short deadlines, which the tests pass by moving the clock on.
+    return accounts_settings.model_copy(
+        update={"payment_deadline_s": 100, "activation_deadline_s": 200}
+    )
 
 
 @pytest.fixture
-async def ops(database: Database, saga: RenewalSaga) -> AsyncIterator[httpx.AsyncClient]:
-    app = FastAPI()
-    install_problem_handlers(app)
-    guard = OperatorAuth(TOKEN).guard
-    app.include_router(guard(operator_router(database, saga), outbox_router(database, "accounts")))
+async def ops(accounts: Accounts) -> AsyncIterator[httpx.AsyncClient]:
+    app = http_app(accounts, OperatorAuth(TOKEN))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://accounts", headers=AUTH

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from accounts.planwatch import auto_renewal_id
+from accounts.lifecycle.planwatch import auto_renewal_id
 from accounts.store import Card, PlanWatch, Renewal
 from accounts_testkit import ICCID, Clock
 from esim_core.clock import utcnow

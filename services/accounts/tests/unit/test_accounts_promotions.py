@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from accounts.promotions import PromotionError, preview, redeem
+from accounts.catalogue.promotions import PromotionError, preview, redeem
 from accounts.store import Promotion, PromotionUse, Redemption
 from accounts_testkit import ICCID, Clock
 from esim_core.clock import utcnow
@@ -252,7 +252,7 @@ async def test_a_refund_gives_the_code_back_and_a_capture_keeps_it(service: Serv
 
 
 async def test_a_timed_out_unpaid_saga_gives_the_code_back(service: Service) -> None:
-    from accounts.deadlines import sweep_deadlines
+    from accounts.renewals.deadlines import sweep_deadlines
 
     data = request()
     await service.deliver(data)
@@ -264,7 +264,7 @@ async def test_a_timed_out_unpaid_saga_gives_the_code_back(service: Service) -> 
 async def test_a_request_taken_with_a_code_then_rejected_gives_the_code_back(
     service: Service,
 ) -> None:
-    from accounts.handlers import record_step, saga_from_request
+    from accounts.renewals.saga import record_step, saga_from_request
     from accounts.store import Plan
 
     data = request()

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from accounts.cardplans import card_status, plans_of
-from accounts.handlers import RenewalSaga
+from accounts.cards.plans import card_status, plans_of
+from accounts.renewals.saga import RenewalSaga
 from accounts.store import Card, CardPlan, Renewal, User
 from accounts_testkit import ICCID, published
 from esim_core.messaging.consumer import PermanentEventError

@@ -54,7 +54,7 @@ Once every event is delivered and the outbox relayed, these must hold:
 A late answer never leaves a live bundle refunded (`test_a_late_answer_...` below): the
 deadline sweep does not refund by itself, provisioning's answer does.
 
-The saga's transitions are code in `accounts.handlers`, not a table in `accounts.domain`, so
+The saga's transitions are code in `accounts.renewals.saga`, not a table in `accounts.domain`, so
 the pure-domain property here is on the request fingerprint, which tells a duplicate from a
 conflict. Hypothesis settings come from the profiles in conftest.py (`ci` is derandomized).
 """
@@ -70,10 +70,10 @@ from typing import Any
 
 import pytest
 from accounts.bootstrap import Accounts
-from accounts.cardplans import plans_of
-from accounts.deadlines import sweep_deadlines
+from accounts.cards.plans import plans_of
+from accounts.catalogue.plans import seed_catalogue
 from accounts.domain import TERMINAL, SagaStatus, request_fingerprint
-from accounts.inventory import seed_catalogue
+from accounts.renewals.deadlines import sweep_deadlines
 from accounts.store import Card, CardPlan, Renewal, RenewalStep, User
 from accounts_testkit import ICCID, OTHER_ICCID, Clock, RecordingPublisher, wired_accounts
 from esim_core.messaging.consumer import EventConsumer, MessageInfo

@@ -20,11 +20,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from accounts.deadlines import sweep_deadlines
+from accounts.catalogue.plans import seed_catalogue
+from accounts.catalogue.promotions import release_if_uncaptured
 from accounts.domain import TERMINAL, WITH_DEADLINE, NotCancellableError, SagaStatus
-from accounts.handlers import COMPENSATED, SagaActionRefusedError, fingerprint_of
-from accounts.inventory import seed_catalogue
-from accounts.promotions import release_if_uncaptured
+from accounts.renewals.deadlines import sweep_deadlines
+from accounts.renewals.saga import COMPENSATED, SagaActionRefusedError, fingerprint_of
 from accounts.store import Card, CardPlan, Plan, PlanWatch, Renewal, RenewalStep, User
 from accounts_testkit import ICCID, Clock, Wired, wired_accounts
 from esim_core.messaging.consumer import MessageInfo

@@ -243,7 +243,7 @@ def status_writes() -> list[str]:
 
 
 def test_only_the_apply_step_writes_a_sagas_status() -> None:
-    assert status_writes() == ["handlers.py:_apply"], (
+    assert status_writes() == ["renewals/saga.py:_apply"], (
         "a saga's status is written outside RenewalSaga._apply: add a row to "
         "accounts/renewals/transitions.py instead"
     )

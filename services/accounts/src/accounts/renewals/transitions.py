@@ -4,7 +4,7 @@ A row reads (states, input, guard) -> decision: the status the saga moves to (or
 fields written, the commands carried out, the step put on its timeline, and an input that
 follows at once (a refund owed, a price known), or a refusal. The first row that matches
 decides; an input no row matches does what `OTHERWISE` says (a step at most). Nothing here does
-I/O: `accounts.handlers.RenewalSaga` loads the saga, decides, applies the decision and saves.
+I/O: `accounts.renewals.saga.RenewalSaga` loads the saga, decides, applies the decision and saves.
 
 Adding a state: add it to `accounts.domain.SagaStatus`, then one row for each input it meets.
 """

@@ -2,6 +2,11 @@
 
 from typing import Any
 
+from esim_core.persistence.db import Database
+from sqlmodel import select
+
+from accounts.store import Plan
+
 ASIA = ["JP", "KR", "SG", "TH", "HK", "TW", "MY", "CN"]
 EUROPE = ["FR", "DE", "IT", "ES", "NL", "BE", "AT", "PT", "CH", "GB"]
 
@@ -107,3 +112,12 @@ PLANS: list[dict[str, Any]] = [
         "available": False,
     },
 ]
+
+
+async def seed_catalogue(database: Database) -> None:
+    """Add the catalogue's plans that the database does not have yet."""
+    async with database.session() as session:
+        known = set((await session.exec(select(Plan.code))).all())
+        for plan in PLANS:
+            if plan["code"] not in known:
+                session.add(Plan(**plan))

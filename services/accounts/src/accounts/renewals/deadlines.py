@@ -7,7 +7,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from accounts.domain import WITH_DEADLINE
-from accounts.handlers import RenewalSaga
+from accounts.renewals.saga import RenewalSaga
 from accounts.store import Renewal
 
 

@@ -1,4 +1,4 @@
-"""Seeding: the plan catalogue and the card inventory (a CSV of iccid,activation_code)."""
+"""The card inventory: a CSV of iccid,activation_code, imported at start."""
 
 import csv
 import logging
@@ -8,8 +8,7 @@ from esim_core.persistence.db import Database
 from esim_schemas import luhn_valid
 from sqlmodel import select
 
-from accounts.catalogue import PLANS
-from accounts.store import Card, Plan
+from accounts.store import Card
 
 logger = logging.getLogger(__name__)
 
@@ -42,15 +41,6 @@ def read_cards(path: Path) -> list[tuple[str, str]]:
             seen.add(iccid)
             cards.append((iccid, code))
     return cards
-
-
-async def seed_catalogue(database: Database) -> None:
-    """Add the catalogue's plans that the database does not have yet."""
-    async with database.session() as session:
-        known = set((await session.exec(select(Plan.code))).all())
-        for plan in PLANS:
-            if plan["code"] not in known:
-                session.add(Plan(**plan))
 
 
 async def import_cards(database: Database, path: Path) -> int:

@@ -9,7 +9,7 @@ from esim_core.clock import utcnow
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from accounts.limits import RedisUnavailableError
+from accounts.identity.limits import RedisUnavailableError
 
 # One use, a bounded number of wrong tries: the compare, the count and the deletion happen in
 # one script so two confirmations at once cannot both use the code or both miss the count.

@@ -12,8 +12,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import UUID
 
+from esim_core import ids
 from esim_core.clock import as_utc, utcnow
 from esim_core.messaging.outbox import Outbox
 from esim_core.persistence.db import Database
@@ -35,8 +36,8 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from accounts.domain import AUTO_RENEW_CHANNEL, SagaStatus
-from accounts.handlers import derived_id, record_step, saga_from_request
-from accounts.lifecycle import LifecycleRules, WatchedPlan, days_left, decide
+from accounts.lifecycle.rules import LifecycleRules, WatchedPlan, days_left, decide
+from accounts.renewals.saga import derived_id, record_step, saga_from_request
 from accounts.store import Card, Plan, PlanWatch, Renewal, User
 
 logger = logging.getLogger(__name__)
@@ -54,12 +55,12 @@ _NOT_SPENT = frozenset(
 )
 # The dates of a plan whose end or use was heard of before its activation.
 _UNKNOWN = datetime(1970, 1, 1, tzinfo=UTC)
-_AUTO_RENEWALS = uuid5(NAMESPACE_URL, "https://esim.example/accounts/auto-renewals")
+_AUTO_RENEWALS = ids.namespace("accounts/auto-renewals")
 
 
 def auto_renewal_id(plan_renewal_id: str) -> UUID:
     """The renewal_id of the auto-renewal that follows a plan: one per plan, on any replica."""
-    return uuid5(_AUTO_RENEWALS, plan_renewal_id)
+    return UUID(ids.derived_id(_AUTO_RENEWALS, plan_renewal_id))
 
 
 def month_start(now: datetime) -> datetime:

@@ -4,8 +4,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
+from uuid import UUID, uuid4
 
+from esim_core import ids
 from esim_core.clock import as_utc, utcnow
 from esim_core.messaging.consumer import PermanentEventError
 from esim_core.messaging.outbox import Outbox
@@ -35,8 +36,9 @@ from sqlalchemy import bindparam, select
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from accounts import cardplans
-from accounts.cardplans import record_activation
+from accounts.cards import plans as cardplans
+from accounts.cards.plans import record_activation
+from accounts.catalogue.promotions import apply_promotion, release_if_uncaptured
 from accounts.domain import (
     AUTO_RENEW_CHANNEL,
     COMPENSATED,
@@ -50,18 +52,17 @@ from accounts.domain import (
     price_for,
     request_fingerprint,
 )
-from accounts.promotions import apply_promotion, release_if_uncaptured
 from accounts.renewals.transitions import Command, Decision, Facts, Input, Write, decide
 from accounts.store import Card, CardPlan, Plan, Renewal, RenewalStep, User
 
 logger = logging.getLogger(__name__)
 
-_IDS = uuid5(NAMESPACE_URL, "https://esim.example/accounts/events")
+_EVENTS = ids.namespace("accounts/events")
 
 
 def derived_id(kind: str, cause: str) -> str:
     """A stable event id for what `cause` led to, so a redo publishes the same event."""
-    return str(uuid5(_IDS, f"{kind}:{cause}"))
+    return ids.derived_id(_EVENTS, f"{kind}:{cause}")
 
 
 def record_step(

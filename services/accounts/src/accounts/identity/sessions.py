@@ -10,8 +10,8 @@ from sqlalchemy import delete, or_, update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from accounts.identity.tokens import TokenError, TokenIssuer
 from accounts.store import User, UserSession
-from accounts.tokens import TokenError, TokenIssuer
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The catalogue: plans on sale, their prices, promotion codes and quotes."""

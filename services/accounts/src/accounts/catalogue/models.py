@@ -1,0 +1,69 @@
+"""The catalogue routes' bodies: a plan on sale, a quote asked for and given."""
+
+from typing import Annotated
+
+from esim_schemas import Money
+from esim_schemas.types import Start
+from pydantic import BaseModel, ConfigDict, Field
+
+from accounts.bodies import ApiTime, Body
+
+
+class PlanPublic(BaseModel):
+    """A plan of the catalogue, priced in the asked currency."""
+
+    code: str
+    name: str
+    kind: str
+    data_mb: int
+    validity_days: int
+    countries: list[str]
+    price: Money
+
+
+PromoCode = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=32,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="a promotion code (case does not matter)",
+        examples=["WELCOME10"],
+    ),
+]
+
+
+class QuoteRequest(Body):
+    """What a renewal would cost and give: nothing is charged or redeemed."""
+
+    model_config = ConfigDict(
+        **Body.model_config,
+        json_schema_extra={
+            "examples": [{"plan_code": "JP-30D-10GB", "start": "now", "promo_code": "WELCOME10"}]
+        },
+    )
+
+    plan_code: str = Field(min_length=1, max_length=64)
+    start: Start = "after_current"
+    promo_code: PromoCode | None = None
+
+
+class Forfeits(BaseModel):
+    """What `start=now` gives up of the live plan: its data left and its whole days left."""
+
+    data_mb: int
+    days: int
+
+
+class Quote(BaseModel):
+    """A renewal's price before and after a promotion, and the dates it would run."""
+
+    plan_code: str
+    start: str
+    price: Money = Field(description="the plan's price")
+    discount: Money = Field(description="what the promotion takes off (zero without one)")
+    total: Money = Field(description="what would be charged")
+    promo_code: str | None
+    valid_from: ApiTime
+    valid_until: ApiTime
+    forfeits: Forfeits

@@ -1,0 +1,1 @@
+"""The plan lifecycle: reminders before a plan ends, and automatic renewal."""
