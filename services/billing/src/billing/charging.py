@@ -91,10 +91,7 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
         self, session: AsyncSession, payment: Payment, outcome: ChargeOutcome, token: str
     ) -> None:
         now = utcnow()
-        payment.attempts += 1
-        payment.updated_at = now
-        payment.lease_until = None
-        session.add(payment)
+        self.count_round(session, payment, now)
         if isinstance(outcome, Capture):
             self._settle(session, payment, outcome, now)
         elif isinstance(outcome, PaymentDeclinedError):

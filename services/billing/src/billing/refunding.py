@@ -85,10 +85,7 @@ class RefundWorker(DueWorker[PaymentGateway, RetryRules]):
 
     def _apply(self, session: AsyncSession, refund: Refund, outcome: RefundOutcome) -> None:
         now = utcnow()
-        refund.attempts += 1
-        refund.updated_at = now
-        refund.lease_until = None
-        session.add(refund)
+        self.count_round(session, refund, now)
         if isinstance(outcome, RefundReceipt):
             refund.state = RefundState.REFUNDED
             refund.provider_reference = outcome.refund_id

@@ -240,10 +240,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         live: Sequence[Bundle] = (),
     ) -> None:
         now = utcnow()
-        activation.attempts += 1
-        activation.updated_at = now
-        activation.lease_until = None
-        session.add(activation)
+        self.count_round(session, activation, now)
         deadline = as_utc(activation.deadline_at)
         if activation.state == ActivationState.CANCELLING:
             self._after_cancel(session, activation, outcome, now, live)

@@ -102,10 +102,7 @@ class CancellationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         outcome: BundleCancellation | Exception | str,
         now: datetime,
     ) -> None:
-        cancellation.attempts += 1
-        cancellation.updated_at = now
-        cancellation.lease_until = None
-        session.add(cancellation)
+        self.count_round(session, cancellation, now)
         if isinstance(outcome, BundleCancellation):
             cancellation.order_id = outcome.order_id
             cancellation.bundle_status = outcome.bundle.status[:16]

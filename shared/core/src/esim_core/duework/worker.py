@@ -138,6 +138,13 @@ class DueWorker(Generic[PortT, RulesT]):
                 return
             await apply(session, current)
 
+    def count_round(self, session: AsyncSession, row: Any, now: datetime) -> None:
+        """Record on a locked row that a round ran, whatever its outcome, and end its lease."""
+        row.attempts += 1
+        row.updated_at = now
+        row.lease_until = None
+        session.add(row)
+
     def another_round(
         self,
         row: Any,
