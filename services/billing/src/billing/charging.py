@@ -8,7 +8,6 @@ gets the same capture back: never a second one.
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any, cast
 from uuid import UUID
 
 from esim_core.clock import utcnow
@@ -54,9 +53,8 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
     transient = GatewayUnavailableError
     system = "payment gateway"
 
-    async def work_claimed(self, row: Any) -> None:
+    async def charge(self, payment: Payment) -> None:
         """One charge round of a payment as its claim leased it."""
-        payment = cast(Payment, row)
         if payment.state != PaymentState.PENDING or payment.token is None:
             # Final already: a stale due time must not send it to the gateway again.
             if payment.state == PaymentState.PENDING:
@@ -86,6 +84,8 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
         await self.commit_round(
             payment.id, payment.lease_until, apply, lambda row: row.state == PaymentState.PENDING
         )
+
+    work_claimed = charge
 
     def _apply(
         self, session: AsyncSession, payment: Payment, outcome: ChargeOutcome, token: str

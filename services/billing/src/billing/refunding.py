@@ -49,7 +49,7 @@ class RefundWorker(DueWorker[PaymentGateway, RetryRules]):
     transient = GatewayUnavailableError
     system = "payment gateway"
 
-    async def work(self, key: str) -> None:
+    async def refund(self, key: str) -> None:
         """One refund round of a claimed refund."""
         async with self.database.session() as session:
             refund = await session.get(Refund, key)
@@ -82,6 +82,8 @@ class RefundWorker(DueWorker[PaymentGateway, RetryRules]):
         await self.commit_round(
             key, refund.lease_until, apply, lambda row: row.state == RefundState.PENDING
         )
+
+    work = refund
 
     def _apply(self, session: AsyncSession, refund: Refund, outcome: RefundOutcome) -> None:
         now = utcnow()

@@ -9,7 +9,6 @@ round orders again and gets the same order back: the bundle is never applied twi
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, cast
 from uuid import UUID
 
 from esim_core.clock import as_utc, utcnow
@@ -117,9 +116,8 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
     transient = PlatformUnavailableError
     system = "eSIM platform"
 
-    async def work_claimed(self, row: Any) -> None:
+    async def advance(self, activation: Activation) -> None:
         """One round of an activation as its claim leased it: one platform call, one commit."""
-        activation = cast(Activation, row)
         activation_id = activation.id
         if activation.state in FINAL_STATES:
             # Final already: a stale due time must not send it to the platform again.
@@ -184,6 +182,8 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
                 await watch_card(session, current.iccid, due)
 
         await self.commit_round(activation_id, lease, apply, lambda row: row.state == state)
+
+    work_claimed = advance
 
     async def _status_now(self, activation_id: str, order_id: str) -> BundleStatus | None:
         try:

@@ -88,7 +88,7 @@ class DueWorker(Generic[PortT, RulesT]):
             rows=self.claims_rows,
         )
 
-    async def work(self, key: Any) -> None:
+    async def work(self, key: Any, /) -> None:
         """One round for one claimed row, given its key; with `claims_rows`, read it first."""
         if not self.claims_rows:
             raise NotImplementedError
@@ -97,7 +97,7 @@ class DueWorker(Generic[PortT, RulesT]):
         if row is not None:
             await self.work_claimed(row)
 
-    async def work_claimed(self, row: Any) -> None:
+    async def work_claimed(self, row: Any, /) -> None:
         """One round for a row as its claim leased it; without `claims_rows`, `work` on its key."""
         if self.claims_rows:
             raise NotImplementedError
