@@ -8,7 +8,7 @@ from esim_core.persistence.db import Database
 from esim_core.service import ServiceRuntime
 from esim_core.web.operator import OperatorAuth
 from esim_core.web.problems import ProblemError, problem_responses
-from esim_core.web.rows import RenewalId, renewal_row, row_view
+from esim_core.web.rows import RenewalId, renewal_route, row_view
 from esim_schemas import Money
 from fastapi import APIRouter, FastAPI, status
 from pydantic import BaseModel, Field
@@ -86,25 +86,20 @@ def build_router(database: Database) -> APIRouter:
     """The ops routes, bound to the billing database."""
     router = APIRouter(prefix="/v1", tags=["billing"])
 
-    @router.get(
-        "/payments/{renewal_id}",
-        response_model=PaymentPublic,
-        responses=problem_responses(401, 404, 422),
+    renewal_route(
+        router,
+        database,
+        PaymentPublic,
+        Payment.renewal_id,
+        "The payment of a renewal: state, attempts, provider reference, last error.",
     )
-    async def get_payment(renewal_id: RenewalId) -> PaymentPublic:
-        """The payment of a renewal: state, attempts, provider reference, last error."""
-        payment = await renewal_row(database, Payment, Payment.renewal_id, renewal_id)
-        return PaymentPublic.of(payment)
-
-    @router.get(
-        "/refunds/{renewal_id}",
-        response_model=RefundPublic,
-        responses=problem_responses(401, 404, 422),
+    renewal_route(
+        router,
+        database,
+        RefundPublic,
+        Refund.renewal_id,
+        "The refund of a renewal: state, attempts, provider reference, last error.",
     )
-    async def get_refund(renewal_id: RenewalId) -> RefundPublic:
-        """The refund of a renewal: state, attempts, provider reference, last error."""
-        refund = await renewal_row(database, Refund, Refund.renewal_id, renewal_id)
-        return RefundPublic.of(refund)
 
     @router.post(
         "/refunds/{renewal_id}/retry",

@@ -4,7 +4,6 @@ import logging
 from dataclasses import dataclass
 
 from esim_core.messaging.consumer import Route
-from esim_core.outside.adapter import HttpAdapter
 from esim_core.outside.retry import TryPolicy
 from esim_core.persistence.migrations import service_migrations
 from esim_core.service import ServiceRuntime
@@ -62,10 +61,7 @@ def build(
     """Wire billing; tests pass a fake `gateway` and a `tries` policy without waits."""
     runtime = ServiceRuntime("billing", settings, TABLES, migrations=MIGRATIONS)
     _keep_tokens_out_of_logs(runtime)
-    chosen = gateway if gateway is not None else build_gateway(settings)
-    if gateway is None and isinstance(chosen, HttpAdapter):
-        # What the bootstrap opened it closes, once the loops that call it have ended.
-        runtime.on_stop(chosen.aclose)
+    chosen = runtime.adapter(gateway, lambda: build_gateway(settings))
     rules = RetryRules(
         dunning_schedule_s=settings.dunning_schedule_s,
         max_unavailable_rounds=settings.max_transient_rounds,

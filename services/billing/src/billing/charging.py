@@ -8,12 +8,10 @@ gets the same capture back: never a second one.
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 from esim_core.clock import utcnow
-from esim_core.duework.loop import clear_due
-from esim_core.duework.worker import DueWorker, same_lease
+from esim_core.duework.worker import DueWorker
 from esim_schemas import Money, PaymentFailed, PaymentSettled, PlanRef
 from esim_schemas.types import PaymentMethod, Start
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -36,7 +34,6 @@ from billing.gateways import (
     GatewayUnavailableError,
     PaymentDeclinedError,
     PaymentGateway,
-    within_round,
 )
 from billing.store import Payment
 
@@ -51,35 +48,19 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
     table = Payment
     what = "charging payment"
     claims_rows = True  # a round starts from the row its claim returned: no read of its own
+    noun = "payment"
+    kept_by = "the gateway's idempotency key keeps one capture"
+    transient = GatewayUnavailableError
+    system = "payment gateway"
 
-    @property
-    def gateway(self) -> PaymentGateway:
-        """The outside system this worker calls."""
-        return self.port
-
-    async def work(self, key: str) -> None:
-        """One round for one claimed row."""
-        await self.charge(key)
-
-    async def work_claimed(self, row: Any) -> None:
-        """One round for a payment as its claim leased it."""
-        await self.charge(row.id, claimed=row)
-
-    async def charge(self, payment_id: str, *, claimed: Payment | None = None) -> None:
-        """One charge round of a claimed payment (read here unless the claim returned it)."""
-        payment = claimed
-        if payment is None:
-            async with self.database.session() as session:
-                payment = await session.get(Payment, payment_id)
-            if payment is None:
-                return
+    async def charge(self, payment: Payment) -> None:
+        """One charge round of a payment as its claim leased it."""
         if payment.state != PaymentState.PENDING or payment.token is None:
             # Final already: a stale due time must not send it to the gateway again.
             if payment.state == PaymentState.PENDING:
-                logger.error("payment %s is pending without a token; it needs ops", payment_id)
-            await clear_due(self.database, Payment, payment_id, payment.lease_until)
+                logger.error("payment %s is pending without a token; it needs ops", payment.id)
+            await self.clear(payment)
             return
-        lease = payment.lease_until
         request = ChargeRequest(
             idempotency_key=charge_key(payment.renewal_id),
             reference=payment.renewal_id,
@@ -91,33 +72,26 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
         )
         outcome: ChargeOutcome
         try:
-            outcome = await within_round(
-                f"charge {payment_id}", lambda: self.gateway.charge(request), self.tries
+            outcome = await self.within_round(
+                f"charge {payment.id}", lambda: self.port.charge(request)
             )
         except (PaymentDeclinedError, GatewayUnavailableError, GatewayRejectedError) as error:
             outcome = error
-        async with self.database.session() as session:
-            # Locked until the outcome commits, so no claim can slip in between check and write.
-            current = await session.get(Payment, payment_id, with_for_update=True)
-            if current is None or current.state != PaymentState.PENDING:
-                return
-            if not same_lease(current.lease_until, lease):
-                logger.warning(
-                    "payment %s was claimed again during its round; this round's outcome is "
-                    "dropped (the gateway's idempotency key keeps one capture)",
-                    payment_id,
-                )
-                return
+
+        async def apply(session: AsyncSession, current: Payment) -> None:
             self._apply(session, current, outcome, request.token)
+
+        await self.commit_round(
+            payment.id, payment.lease_until, apply, lambda row: row.state == PaymentState.PENDING
+        )
+
+    work_claimed = charge
 
     def _apply(
         self, session: AsyncSession, payment: Payment, outcome: ChargeOutcome, token: str
     ) -> None:
         now = utcnow()
-        payment.attempts += 1
-        payment.updated_at = now
-        payment.lease_until = None
-        session.add(payment)
+        self.count_round(session, payment, now)
         if isinstance(outcome, Capture):
             self._settle(session, payment, outcome, now)
         elif isinstance(outcome, PaymentDeclinedError):
@@ -141,11 +115,10 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
                 delay,
             )
         else:
-            payment.unavailable_rounds += 1
-            payment.last_error = scrub(f"{type(outcome).__name__}: {outcome}", token)
+            error = scrub(f"{type(outcome).__name__}: {outcome}", token)
             # A refused request is not an outage but a fault on one side: worth an ERROR.
             log = logger.error if isinstance(outcome, GatewayRejectedError) else logger.warning
-            delay = unavailable_delay(payment.unavailable_rounds, self.rules)
+            delay = self.another_round(payment, error, now, unavailable_delay)
             if delay is None:
                 log(
                     "payment %s: no charge after %d rounds (%s); failing it",
@@ -155,7 +128,6 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
                 )
                 self._fail(session, payment, "provider_unavailable", now)
                 return
-            payment.due_at = now + timedelta(seconds=delay)
             log(
                 "payment %s: no charge in round %d of %d (%s); next round in %.1f s",
                 payment.id,

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from esim_core.duework.backoff import backoff
 from esim_core.ids import derived_id, namespace
+from esim_core.terms import Terms
 
 _IDS = namespace("billing")
 
@@ -118,7 +119,7 @@ def _reason(code: str) -> FailureReason:
 
 
 @dataclass(frozen=True)
-class PaymentTerms:
+class PaymentTerms(Terms):
     """What a payment request asks for; two requests of one renewal must agree on all of it."""
 
     user_id: str
@@ -130,11 +131,3 @@ class PaymentTerms:
     currency: str
     method: str
     start: str
-
-    def differences(self, other: "PaymentTerms") -> list[str]:
-        """The names of the terms that differ, in declaration order."""
-        return [
-            name
-            for name in self.__dataclass_fields__
-            if getattr(self, name) != getattr(other, name)
-        ]

@@ -5,11 +5,10 @@ commit only makes the next round ask again, and the gateway answers with the sam
 """
 
 import logging
-from datetime import timedelta
 from uuid import UUID
 
 from esim_core.clock import utcnow
-from esim_core.duework.worker import DueWorker, same_lease
+from esim_core.duework.worker import DueWorker
 from esim_schemas import Money, PaymentRefunded
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -27,7 +26,6 @@ from billing.gateways import (
     PaymentGateway,
     RefundReceipt,
     RefundRequest,
-    within_round,
 )
 from billing.store import Payment, Refund
 
@@ -46,20 +44,15 @@ class RefundWorker(DueWorker[PaymentGateway, RetryRules]):
 
     table = Refund
     what = "refund"
+    noun = "refund"
+    kept_by = "the gateway's idempotency key keeps one refund"
+    transient = GatewayUnavailableError
+    system = "payment gateway"
 
-    @property
-    def gateway(self) -> PaymentGateway:
-        """The outside system this worker calls."""
-        return self.port
-
-    async def work(self, key: str) -> None:
-        """One round for one claimed row."""
-        await self.refund(key)
-
-    async def refund(self, refund_id: str) -> None:
+    async def refund(self, key: str) -> None:
         """One refund round of a claimed refund."""
         async with self.database.session() as session:
-            refund = await session.get(Refund, refund_id)
+            refund = await session.get(Refund, key)
             if refund is None:
                 return
             payment = await session.get(Payment, refund.payment_id)
@@ -70,7 +63,6 @@ class RefundWorker(DueWorker[PaymentGateway, RetryRules]):
                 return
         if payment.provider_reference is None:
             raise RuntimeError(f"payment {payment.id} has no capture to refund")
-        lease = refund.lease_until
         request = RefundRequest(
             idempotency_key=refund_key(refund.renewal_id),
             charge_id=payment.provider_reference,
@@ -80,31 +72,22 @@ class RefundWorker(DueWorker[PaymentGateway, RetryRules]):
         )
         outcome: RefundOutcome
         try:
-            outcome = await within_round(
-                f"refund {refund_id}", lambda: self.gateway.refund(request), self.tries
-            )
+            outcome = await self.within_round(f"refund {key}", lambda: self.port.refund(request))
         except (GatewayUnavailableError, GatewayRejectedError) as error:
             outcome = error
-        async with self.database.session() as session:
-            # Locked until the outcome commits, so no claim can slip in between check and write.
-            current = await session.get(Refund, refund_id, with_for_update=True)
-            if current is None or current.state != RefundState.PENDING:
-                return
-            if not same_lease(current.lease_until, lease):
-                logger.warning(
-                    "refund %s was claimed again during its round; this round's outcome is "
-                    "dropped (the gateway's idempotency key keeps one refund)",
-                    refund_id,
-                )
-                return
+
+        async def apply(session: AsyncSession, current: Refund) -> None:
             self._apply(session, current, outcome)
+
+        await self.commit_round(
+            key, refund.lease_until, apply, lambda row: row.state == RefundState.PENDING
+        )
+
+    work = refund
 
     def _apply(self, session: AsyncSession, refund: Refund, outcome: RefundOutcome) -> None:
         now = utcnow()
-        refund.attempts += 1
-        refund.updated_at = now
-        refund.lease_until = None
-        session.add(refund)
+        self.count_round(session, refund, now)
         if isinstance(outcome, RefundReceipt):
             refund.state = RefundState.REFUNDED
             refund.provider_reference = outcome.refund_id
@@ -131,8 +114,7 @@ class RefundWorker(DueWorker[PaymentGateway, RetryRules]):
         refund.last_error = scrub(f"{type(outcome).__name__}: {outcome}", None)
         delay = None
         if isinstance(outcome, GatewayUnavailableError):
-            refund.unavailable_rounds += 1
-            delay = unavailable_delay(refund.unavailable_rounds, self.rules)
+            delay = self.another_round(refund, refund.last_error, now, unavailable_delay)
         if delay is None:
             refund.state = RefundState.FAILED
             refund.failed_at = now
@@ -149,7 +131,6 @@ class RefundWorker(DueWorker[PaymentGateway, RetryRules]):
                 refund.renewal_id,
             )
             return
-        refund.due_at = now + timedelta(seconds=delay)
         logger.warning(
             "refund %s: gateway unavailable, round %d of %d (%s); next round in %.1f s",
             refund.id,

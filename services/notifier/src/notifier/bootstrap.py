@@ -3,7 +3,6 @@
 import logging
 from dataclasses import dataclass
 
-from esim_core.outside.adapter import HttpAdapter
 from esim_core.persistence.migrations import service_migrations
 from esim_core.sealing import Sealer
 from esim_core.service import ServiceRuntime
@@ -72,11 +71,8 @@ def build(
         sms: where text messages go; HTTP to `NOTIFIER_SMS_GATEWAY_URL` unless a test passes one.
     """
     runtime = ServiceRuntime("notifier", settings, tables=TABLES, migrations=MIGRATIONS)
-    chosen: Mailer = mailer if mailer is not None else smtp_mailer(settings)
-    texts: SmsGateway = sms if sms is not None else http_sms_gateway(settings)
-    if sms is None and isinstance(texts, HttpAdapter):
-        # What the bootstrap opened it closes, once the loops that call it have ended.
-        runtime.on_stop(texts.aclose)
+    chosen: Mailer = runtime.adapter(mailer, lambda: smtp_mailer(settings))
+    texts: SmsGateway = runtime.adapter(sms, lambda: http_sms_gateway(settings))
     if settings.reset_code_key.get_secret_value() == DEV_RESET_CODE_KEY:
         logger.warning("RESET_CODE_KEY is not set: using the local development key")
     sender = NotificationSender(

@@ -9,12 +9,10 @@ round orders again and gets the same order back: the bundle is never applied twi
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 from esim_core.clock import as_utc, utcnow
-from esim_core.duework.loop import clear_due
-from esim_core.duework.worker import DueWorker, same_lease
+from esim_core.duework.worker import DueWorker
 from esim_schemas import ActivationFailed, ProfileActivated
 from prometheus_client import Counter, Histogram
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -46,7 +44,6 @@ from provisioning.platforms import (
     PlatformRejectedError,
     PlatformUnavailableError,
     UnknownIccidError,
-    within_round,
 )
 from provisioning.store import Activation, Bundle
 from provisioning.usage import (
@@ -114,34 +111,17 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
     what = "advancing activation"
     claims_rows = True  # a round starts from the row its claim returned: no read of its own
     usage_poll_after_s: float = 10.0
+    noun = "activation"
+    kept_by = "the order's idempotency key keeps one bundle"
+    transient = PlatformUnavailableError
+    system = "eSIM platform"
 
-    @property
-    def platform(self) -> EsimPlatform:
-        """The outside system this worker calls."""
-        return self.port
-
-    async def work(self, key: str) -> None:
-        """One round for one claimed row."""
-        await self.advance(key)
-
-    async def work_claimed(self, row: Any) -> None:
-        """One round for an activation as its claim leased it."""
-        await self.advance(row.id, claimed=row)
-
-    async def advance(self, activation_id: str, *, claimed: Activation | None = None) -> None:
-        """One round of a claimed activation: one call to the platform, one commit.
-
-        It starts from the row its claim returned, or reads it when given only the key.
-        """
-        activation = claimed
-        if activation is None:
-            async with self.database.session() as session:
-                activation = await session.get(Activation, activation_id)
-            if activation is None:
-                return
+    async def advance(self, activation: Activation) -> None:
+        """One round of an activation as its claim leased it: one platform call, one commit."""
+        activation_id = activation.id
         if activation.state in FINAL_STATES:
             # Final already: a stale due time must not send it to the platform again.
-            await clear_due(self.database, Activation, activation_id, activation.lease_until)
+            await self.clear(activation)
             return
         now = utcnow()
         if (
@@ -152,19 +132,17 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
             # Never sent to the platform: ordering now would apply a bundle nobody waits for.
             # (After a round without an answer the order may exist: it is asked for again under
             # its key below, and cancelled.)
-            async with self.database.session() as session:
-                current = await session.get(Activation, activation_id, with_for_update=True)
-                if (
-                    current is None
-                    or current.state != ActivationState.ORDERING
-                    or not same_lease(current.lease_until, activation.lease_until)
-                ):
-                    return  # moved on, or claimed again meanwhile
+            async def give_up(session: AsyncSession, current: Activation) -> None:
                 current.last_error = "not sent to the platform by the deadline"
                 current.lease_until = None
                 current.updated_at = now
                 session.add(current)
                 self._fail(session, current, ACTIVATION_TIMEOUT, now)
+
+            ordering = ActivationState.ORDERING
+            await self.commit_round(
+                activation_id, activation.lease_until, give_up, lambda row: row.state == ordering
+            )
             return
         lease = activation.lease_until
         state = activation.state
@@ -176,18 +154,8 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
             follow_up = outcome.bundle if _complete(outcome.bundle) else None
             if follow_up is None:
                 follow_up = await self._status_now(activation_id, outcome.order_id)
-        async with self.database.session() as session:
-            # Locked until the outcome commits, so no claim can slip in between check and write.
-            current = await session.get(Activation, activation_id, with_for_update=True)
-            if current is None or current.state != state:
-                return
-            if not same_lease(current.lease_until, lease):
-                logger.warning(
-                    "activation %s was claimed again during its round; this round's outcome "
-                    "is dropped (the order's idempotency key keeps one bundle)",
-                    activation_id,
-                )
-                return
+
+        async def apply(session: AsyncSession, current: Activation) -> None:
             # A plan started at once that goes live in this round ends the card's live one: that
             # one is looked up (and locked) first, so ProfileActivated can name what it replaced.
             # Locks in the usage poller's order, the card's usage watch before its bundles: the
@@ -213,12 +181,15 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
             if activated and not replacing:
                 await watch_card(session, current.iccid, due)
 
+        await self.commit_round(activation_id, lease, apply, lambda row: row.state == state)
+
+    work_claimed = advance
+
     async def _status_now(self, activation_id: str, order_id: str) -> BundleStatus | None:
         try:
-            return await within_round(
+            return await self.within_round(
                 f"status of activation {activation_id}",
-                lambda: self.platform.bundle_status(order_id),
-                self.tries,
+                lambda: self.port.bundle_status(order_id),
             )
         except (PlatformUnavailableError, PlatformRejectedError) as error:
             logger.info(
@@ -240,10 +211,9 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
                 reference=activation.renewal_id,
             )
             try:
-                return await within_round(
+                return await self.within_round(
                     f"order of activation {activation.id}",
-                    lambda: self.platform.order_bundle(request),
-                    self.tries,
+                    lambda: self.port.order_bundle(request),
                 )
             except (UnknownIccidError, PlatformUnavailableError, PlatformRejectedError) as error:
                 return error
@@ -252,13 +222,13 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
             raise RuntimeError(f"activation {activation.id} is {activation.state} without an order")
         cancelling = activation.state == ActivationState.CANCELLING
         call: Callable[[], Awaitable[BundleStatus | BundleCancellation]] = (
-            (lambda: self.platform.cancel_bundle(order_id))
+            (lambda: self.port.cancel_bundle(order_id))
             if cancelling
-            else (lambda: self.platform.bundle_status(order_id))
+            else (lambda: self.port.bundle_status(order_id))
         )
         what = "cancel" if cancelling else "status"
         try:
-            return await within_round(f"{what} of activation {activation.id}", call, self.tries)
+            return await self.within_round(f"{what} of activation {activation.id}", call)
         except (PlatformUnavailableError, PlatformRejectedError) as error:
             return error
 
@@ -270,10 +240,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         live: Sequence[Bundle] = (),
     ) -> None:
         now = utcnow()
-        activation.attempts += 1
-        activation.updated_at = now
-        activation.lease_until = None
-        session.add(activation)
+        self.count_round(session, activation, now)
         deadline = as_utc(activation.deadline_at)
         if activation.state == ActivationState.CANCELLING:
             self._after_cancel(session, activation, outcome, now, live)
@@ -414,10 +381,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
             error = f"{type(outcome).__name__}: {outcome}"
         # Until the platform answers, nobody knows whether the bundle runs: ask again, past the
         # deadline if need be (accounts' own deadline is later; ops see the row in `cancelling`).
-        activation.unavailable_rounds += 1
-        activation.last_error = error[:500]
-        delay = retry_delay(activation.unavailable_rounds, self.rules)
-        activation.due_at = now + timedelta(seconds=delay)
+        delay = self.another_round(activation, error, now, retry_delay)
         logger.warning(
             "activation %s: cancel at the deadline not answered (%s); next try in %.0f s",
             activation.id,
@@ -433,11 +397,20 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         now: datetime,
         deadline: datetime,
     ) -> None:
-        activation.unavailable_rounds += 1
-        activation.last_error = f"{type(error).__name__}: {error}"[:500]
+        late = now >= deadline
+        # An order sent without an answer may exist: past the deadline it is asked for again
+        # under its key (later than the deadline if need be) until the platform says, then
+        # cancelled; before it, the next round comes no later than the deadline.
+        self.another_round(
+            activation,
+            f"{type(error).__name__}: {error}",
+            now,
+            retry_delay,
+            until=None if late else deadline,
+        )
         # A refused request is not an outage but a fault on one side: worth an ERROR.
         log = logger.error if isinstance(error, PlatformRejectedError) else logger.warning
-        if now >= deadline:
+        if late:
             log(
                 "activation %s: no answer from the platform by the deadline (%s)",
                 activation.id,
@@ -445,16 +418,8 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
             )
             if activation.state == ActivationState.FOLLOWING:
                 self._cancel_at_deadline(activation, "no answer", now)
-                return
-            # An order sent without an answer may exist: ask again under its key (past the
-            # deadline if need be) until the platform says, then cancel it.
-            activation.due_at = now + timedelta(
-                seconds=retry_delay(activation.unavailable_rounds, self.rules)
-            )
             return
-        activation.due_at = next_due(
-            now, retry_delay(activation.unavailable_rounds, self.rules), deadline
-        )
+        assert activation.due_at is not None
         log(
             "activation %s (%s): no answer in round %d in a row (%s); next round at %s",
             activation.id,

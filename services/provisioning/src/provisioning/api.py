@@ -6,7 +6,7 @@ from esim_core.persistence.db import Database
 from esim_core.service import ServiceRuntime
 from esim_core.web.operator import OperatorAuth
 from esim_core.web.problems import problem_responses
-from esim_core.web.rows import IccidFilter, Limit, RenewalId, newest_rows, renewal_row, row_view
+from esim_core.web.rows import IccidFilter, Limit, newest_rows, renewal_route, row_view
 from esim_schemas import PlanRef
 from esim_schemas.types import Iccid, UtcDatetime
 from fastapi import APIRouter, FastAPI, Query
@@ -99,25 +99,20 @@ def build_router(database: Database) -> APIRouter:
     """The ops routes, bound to the provisioning database."""
     router = APIRouter(prefix="/v1", tags=["provisioning"])
 
-    @router.get(
-        "/activations/{renewal_id}",
-        response_model=ActivationPublic,
-        responses=problem_responses(401, 404, 422),
+    renewal_route(
+        router,
+        database,
+        ActivationPublic,
+        Activation.renewal_id,
+        "The activation of a renewal: state, order id, rounds, last error, times.",
     )
-    async def get_activation(renewal_id: RenewalId) -> ActivationPublic:
-        """The activation of a renewal: state, order id, rounds, last error, times."""
-        row = await renewal_row(database, Activation, Activation.renewal_id, renewal_id)
-        return ActivationPublic.of(row)
-
-    @router.get(
-        "/cancellations/{renewal_id}",
-        response_model=CancellationPublic,
-        responses=problem_responses(401, 404, 422),
+    renewal_route(
+        router,
+        database,
+        CancellationPublic,
+        Cancellation.id,
+        "The cancellation accounts asked for a renewal's bundle: state, platform's answer.",
     )
-    async def get_cancellation(renewal_id: RenewalId) -> CancellationPublic:
-        """The cancellation accounts asked for a renewal's bundle: state, platform's answer."""
-        row = await renewal_row(database, Cancellation, Cancellation.id, renewal_id)
-        return CancellationPublic.of(row)
 
     @router.get(
         "/activations",

@@ -3,7 +3,6 @@
 from dataclasses import dataclass
 
 from esim_core.messaging.consumer import Route
-from esim_core.outside.adapter import HttpAdapter
 from esim_core.outside.retry import TryPolicy
 from esim_core.persistence.migrations import service_migrations
 from esim_core.service import ServiceRuntime
@@ -65,10 +64,7 @@ def build(
 ) -> Provisioning:
     """Wire provisioning; tests pass a fake `platform` and a `tries` policy without waits."""
     runtime = ServiceRuntime("provisioning", settings, TABLES, migrations=MIGRATIONS)
-    chosen = platform if platform is not None else build_platform(settings)
-    if platform is None and isinstance(chosen, HttpAdapter):
-        # What the bootstrap opened it closes, once the loops that call it have ended.
-        runtime.on_stop(chosen.aclose)
+    chosen = runtime.adapter(platform, lambda: build_platform(settings))
     rules = FollowUpRules(
         poll_interval_s=settings.poll_interval_s,
         poll_interval_max_s=settings.poll_interval_max_s,

@@ -9,12 +9,11 @@ BundleEnded that tells accounts the plan stays goes out; no answer means another
 """
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 
 from esim_core.clock import utcnow
-from esim_core.duework.loop import clear_due
-from esim_core.duework.worker import DueWorker, same_lease
+from esim_core.duework.worker import DueWorker
 from esim_schemas.events import BundleCancelReason
 from prometheus_client import Counter
 from sqlmodel import select
@@ -27,7 +26,6 @@ from provisioning.platforms import (
     OrderNotFoundError,
     PlatformRejectedError,
     PlatformUnavailableError,
-    within_round,
 )
 from provisioning.store import Activation, Bundle, Cancellation
 from provisioning.usage import mark_cancelled, watch_card
@@ -49,19 +47,15 @@ class CancellationWorker(DueWorker[EsimPlatform, FollowUpRules]):
     table = Cancellation
     what = "cancelling a bundle"
     claims_rows = True
-
-    async def work(self, key: str) -> None:
-        """One round for one claimed cancellation, given its key."""
-        async with self.database.session() as session:
-            row = await session.get(Cancellation, key)
-        if row is not None:
-            await self.work_claimed(row)
+    noun = "cancellation"
+    transient = PlatformUnavailableError
+    system = "eSIM platform"
 
     async def work_claimed(self, row: Any) -> None:
         """One round of a cancellation as its claim leased it: one platform call, one commit."""
         cancellation = cast(Cancellation, row)
         if cancellation.state != CancellationState.PENDING:
-            await clear_due(self.database, Cancellation, cancellation.id, cancellation.lease_until)
+            await self.clear(cancellation)
             return
         async with self.database.session() as session:
             activation = (
@@ -84,21 +78,22 @@ class CancellationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         else:
             order_id = bundle.order_id
             try:
-                outcome = await within_round(
+                outcome = await self.within_round(
                     f"cancel of renewal {cancellation.id}",
                     lambda: self.port.cancel_bundle(order_id),
-                    self.tries,
                 )
             except (PlatformUnavailableError, PlatformRejectedError) as error:
                 outcome = error
-        async with self.database.session() as session:
-            current = await session.get(Cancellation, cancellation.id, with_for_update=True)
-            if current is None or current.state != CancellationState.PENDING:
-                return
-            if not same_lease(current.lease_until, cancellation.lease_until):
-                logger.warning("cancellation %s was claimed again during its round", current.id)
-                return
+
+        async def apply(session: AsyncSession, current: Cancellation) -> None:
             await self._apply(session, current, outcome, utcnow())
+
+        await self.commit_round(
+            cancellation.id,
+            cancellation.lease_until,
+            apply,
+            lambda row: row.state == CancellationState.PENDING,
+        )
 
     async def _apply(
         self,
@@ -107,10 +102,7 @@ class CancellationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         outcome: BundleCancellation | Exception | str,
         now: datetime,
     ) -> None:
-        cancellation.attempts += 1
-        cancellation.updated_at = now
-        cancellation.lease_until = None
-        session.add(cancellation)
+        self.count_round(session, cancellation, now)
         if isinstance(outcome, BundleCancellation):
             cancellation.order_id = outcome.order_id
             cancellation.bundle_status = outcome.bundle.status[:16]
@@ -144,10 +136,7 @@ class CancellationWorker(DueWorker[EsimPlatform, FollowUpRules]):
             self._done(cancellation, CancellationState.ABANDONED, str(outcome), now)
         else:
             # No answer, or the activation not yet live here: another round later.
-            cancellation.unavailable_rounds += 1
-            cancellation.last_error = str(outcome)[:500]
-            delay = retry_delay(cancellation.unavailable_rounds, self.rules)
-            cancellation.due_at = now + timedelta(seconds=delay)
+            delay = self.another_round(cancellation, str(outcome), now, retry_delay)
             logger.warning(
                 "cancellation %s: %s; next round in %.1f s", cancellation.id, outcome, delay
             )

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from esim_core.duework.backoff import backoff
 from esim_core.ids import derived_id, namespace
+from esim_core.terms import Terms
 
 _IDS = namespace("provisioning")
 
@@ -161,7 +162,7 @@ def next_due(now: datetime, delay_s: float, deadline: datetime) -> datetime:
 
 
 @dataclass(frozen=True)
-class ActivationTerms:
+class ActivationTerms(Terms):
     """What a renewal asks provisioning to apply; two deliveries of one renewal must agree."""
 
     iccid: str
@@ -169,14 +170,6 @@ class ActivationTerms:
     data_mb: int
     validity_days: int
     start: str
-
-    def differences(self, other: "ActivationTerms") -> list[str]:
-        """The names of the terms that differ, in declaration order."""
-        return [
-            name
-            for name in self.__dataclass_fields__
-            if getattr(self, name) != getattr(other, name)
-        ]
 
 
 THRESHOLDS: tuple[int, ...] = (75, 90, 100)

@@ -14,7 +14,7 @@ from typing import Any, cast
 from uuid import UUID
 
 from esim_core.clock import as_utc, utcnow
-from esim_core.duework.worker import DueWorker, same_lease
+from esim_core.duework.worker import DueWorker
 from esim_core.messaging.outbox import Outbox
 from esim_schemas import BundleCancelled, BundleEnded, BundleStarted, DataLow, UsageUpdated
 from esim_schemas.events import BundleCancelReason
@@ -315,13 +315,7 @@ class UsagePoller(DueWorker[EsimPlatform, UsageRules]):
     """How much further back than the last look a poll asks for ended bundles (clock skew)."""
     look_ups_per_poll: int = 5
     """Followed bundles a usage answer left out, looked up one by one in a poll at most."""
-
-    async def work(self, key: str) -> None:
-        """One poll of one claimed card, given its key."""
-        async with self.database.session() as session:
-            watch = await session.get(UsageWatch, key)
-        if watch is not None:
-            await self.work_claimed(watch)
+    noun = "usage watch"
 
     async def work_claimed(self, row: Any) -> None:
         """One poll of a card as its claim leased it: the platform's answer, then one commit.
@@ -342,12 +336,11 @@ class UsagePoller(DueWorker[EsimPlatform, UsageRules]):
         missing: dict[str, OrderStatus] = {}
         if isinstance(outcome, CardUsage):
             missing = await self._look_up_missing(key, outcome)
-        async with self.database.session() as session:
-            current = await session.get(UsageWatch, key, with_for_update=True)
-            if current is None or not same_lease(current.lease_until, lease):
-                logger.warning("usage watch %s was claimed again during its poll; dropped", key)
-                return
+
+        async def apply(session: AsyncSession, current: UsageWatch) -> None:
             await self._apply(session, current, outcome, missing, utcnow())
+
+        await self.commit_round(key, lease, apply)
 
     def _window(self, watch: UsageWatch, now: datetime) -> float | None:
         """How far back the poll asks for ended bundles: since the last look, with a margin."""

@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from esim_schemas import CloudEvent, EventData
 from fastapi import APIRouter, FastAPI, Response
@@ -32,11 +32,14 @@ from esim_core.messaging.outbox import Outbox, OutboxMessage, OutboxRelay
 from esim_core.messaging.topics import ensure_topics
 from esim_core.observability.telemetry import refresh_on_scrape, scrape_gauges
 from esim_core.observability.tracing import shutdown_tracing
+from esim_core.outside.adapter import HttpAdapter
 from esim_core.persistence.db import Database
 from esim_core.persistence.migrations import upgrade_to_head
 from esim_core.settings import ServiceSettings, Topics
 from esim_core.web.operator import OperatorAuth, outbox_router
 from esim_core.web.problems import install_problem_handlers, problem_response
+
+AdapterT = TypeVar("AdapterT")
 
 logger = logging.getLogger(__name__)
 
@@ -211,6 +214,19 @@ class ServiceRuntime:
         pool; an action that fails is logged and the stop goes on.
         """
         self._on_stop.append(action)
+
+    def adapter(self, given: AdapterT | None, build: Callable[[], AdapterT]) -> AdapterT:
+        """The adapter a test passed (`given`), else the one `build` opens from the settings.
+
+        What the bootstrap opened it closes: a built HTTP adapter's pool is closed at stop, once
+        the loops that call it have ended; a given one stays its owner's.
+        """
+        if given is not None:
+            return given
+        built = build()
+        if isinstance(built, HttpAdapter):
+            self.on_stop(built.aclose)
+        return built
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

@@ -6,12 +6,6 @@ its own adapter gets a module here implementing `PaymentGateway`, and `bootstrap
 chooses it by configuration.
 """
 
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
-from esim_core.outside import retry
-from esim_core.outside.retry import TryPolicy
-
 from billing.gateways.port import (
     Capture,
     ChargeRequest,
@@ -23,14 +17,6 @@ from billing.gateways.port import (
     RefundRequest,
 )
 
-T = TypeVar("T")
-
-
-async def within_round(what: str, call: Callable[[], Awaitable[T]], policy: TryPolicy) -> T:
-    """Run a payment gateway call, retrying it on `GatewayUnavailableError` within the round."""
-    return await retry.within_round(what, call, policy, GatewayUnavailableError, "payment gateway")
-
-
 __all__ = [
     "Capture",
     "ChargeRequest",
@@ -40,5 +26,4 @@ __all__ = [
     "PaymentGateway",
     "RefundReceipt",
     "RefundRequest",
-    "within_round",
 ]

@@ -7,12 +7,6 @@ emulates. An SM-DP+ (GSMA SGP.22 ES2+) adapter would be another module here impl
 `EsimPlatform`, chosen by `bootstrap.build_platform` from configuration.
 """
 
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
-from esim_core.outside import retry
-from esim_core.outside.retry import TryPolicy
-
 from provisioning.platforms.port import (
     BundleCancellation,
     BundleOrder,
@@ -28,14 +22,6 @@ from provisioning.platforms.port import (
     UnknownIccidError,
 )
 
-T = TypeVar("T")
-
-
-async def within_round(what: str, call: Callable[[], Awaitable[T]], policy: TryPolicy) -> T:
-    """Run an eSIM platform call, retrying it on `PlatformUnavailableError` within the round."""
-    return await retry.within_round(what, call, policy, PlatformUnavailableError, "eSIM platform")
-
-
 __all__ = [
     "BundleCancellation",
     "BundleOrder",
@@ -49,5 +35,4 @@ __all__ = [
     "PlatformRejectedError",
     "PlatformUnavailableError",
     "UnknownIccidError",
-    "within_round",
 ]

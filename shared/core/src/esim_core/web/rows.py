@@ -2,20 +2,30 @@
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, Self, TypeVar
 from uuid import UUID
 
 from esim_schemas.types import Iccid
-from fastapi import Path, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 from sqlmodel import SQLModel, col, select
 
 from esim_core.clock import as_utc
 from esim_core.persistence.db import Database
-from esim_core.web.problems import ProblemError
+from esim_core.web.problems import ProblemError, problem_responses
 
 RowT = TypeVar("RowT", bound=SQLModel)
 ViewT = TypeVar("ViewT", bound=BaseModel)
+
+
+class RowView(Protocol):
+    """A public view that is made from its stored row."""
+
+    @classmethod
+    def of(cls, row: Any) -> Self:
+        """The view of `row`."""
+        ...
+
 
 RenewalId = Annotated[UUID, Path(description="the renewal's id (a UUID)")]
 IccidFilter = Annotated[
@@ -52,6 +62,31 @@ async def renewal_row(database: Database, model: type[RowT], key: Any, renewal_i
         what = model.__name__.lower()
         raise ProblemError(404, f"no {what} for renewal {renewal_id}", kind=f"{what}-not-found")
     return row
+
+
+def renewal_route(
+    router: APIRouter, database: Database, view: type[RowView], key: Any, description: str
+) -> None:
+    """Add `GET /<table>s/{renewal_id}`: the row whose column `key` holds the renewal id, as `view`.
+
+    The route is named `get_<table>` (its operation id and summary) after the table of `key`;
+    a renewal without a row is a 404 problem (`renewal_row`).
+    """
+    table = key.class_
+    name = table.__name__.lower()
+
+    async def get_row(renewal_id: RenewalId) -> Any:
+        return view.of(await renewal_row(database, table, key, renewal_id))
+
+    router.add_api_route(
+        f"/{name}s/{{renewal_id}}",
+        get_row,
+        methods=["GET"],
+        response_model=view,
+        responses=problem_responses(401, 404, 422),
+        name=f"get_{name}",
+        description=description,
+    )
 
 
 async def newest_rows(
