@@ -130,6 +130,7 @@ ENUMS: dict[tuple[str, str], set[str] | set[int]] = {
         "expired_method",
         "provider_unavailable",
         "invalid_token",
+        "not_approved",
     },
     ("esim.profile.activated.v1", "bundle_state"): {"active", "queued"},
     ("esim.data.low.v1", "threshold"): {75, 90, 100},

@@ -17,7 +17,7 @@ from esim_schemas import (
 
 from billing.charging import ChargeWorker
 from billing.domain import RetryRules
-from billing.gateways import PaymentGateway
+from billing.gateways import ChargingGateway
 from billing.gateways.http import HttpPaymentGateway
 from billing.handlers import on_payment_requested, on_refund_requested
 from billing.refunding import RefundWorker
@@ -33,12 +33,12 @@ class Billing:
     """The wired service: its runtime, and the parts tests drive directly."""
 
     runtime: ServiceRuntime
-    gateway: PaymentGateway
+    gateway: ChargingGateway
     charges: ChargeWorker
     refunds: RefundWorker
 
 
-def build_gateway(settings: BillingSettings) -> PaymentGateway:
+def build_gateway(settings: BillingSettings) -> ChargingGateway:
     """The gateway adapter that `BILLING_PAYMENT_GATEWAY` names.
 
     Every method (card, PayPal, Alipay) goes through the one HTTP adapter today; a provider
@@ -55,7 +55,7 @@ def build_gateway(settings: BillingSettings) -> PaymentGateway:
 def build(
     settings: BillingSettings,
     *,
-    gateway: PaymentGateway | None = None,
+    gateway: ChargingGateway | None = None,
     tries: TryPolicy | None = None,
 ) -> Billing:
     """Wire billing; tests pass a fake `gateway` and a `tries` policy without waits."""

@@ -30,10 +30,10 @@ from billing.domain import (
 from billing.gateways import (
     Capture,
     ChargeRequest,
+    ChargingGateway,
     GatewayRejectedError,
     GatewayUnavailableError,
     PaymentDeclinedError,
-    PaymentGateway,
 )
 from billing.store import Payment
 
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 ChargeOutcome = Capture | PaymentDeclinedError | GatewayUnavailableError | GatewayRejectedError
 
 
-class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
+class ChargeWorker(DueWorker[ChargingGateway, RetryRules]):
     """Charges due payments: capture, hard or soft decline, or an unavailable gateway."""
 
     table = Payment
@@ -79,7 +79,7 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
             outcome = error
 
         async def apply(session: AsyncSession, current: Payment) -> None:
-            self._apply(session, current, outcome, request.token)
+            self._apply(session, current, outcome, payment.token)
 
         await self.commit_round(
             payment.id, payment.lease_until, apply, lambda row: row.state == PaymentState.PENDING
@@ -88,7 +88,7 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
     work_claimed = charge
 
     def _apply(
-        self, session: AsyncSession, payment: Payment, outcome: ChargeOutcome, token: str
+        self, session: AsyncSession, payment: Payment, outcome: ChargeOutcome, token: str | None
     ) -> None:
         now = utcnow()
         self.count_round(session, payment, now)
@@ -141,7 +141,7 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
         self, session: AsyncSession, payment: Payment, capture: Capture, now: datetime
     ) -> None:
         payment.state = PaymentState.SETTLED
-        payment.provider_reference = capture.charge_id
+        payment.provider_reference = capture.provider_reference
         payment.settled_at = now
         payment.token = None
         payment.due_at = None
@@ -160,7 +160,7 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
                 ),
                 price=Money(amount=payment.amount, currency=payment.currency),
                 method=_method(payment.method),
-                provider_reference=capture.charge_id,
+                provider_reference=capture.provider_reference,
                 attempts=payment.attempts,
                 settled_at=now,
                 start=_start(payment.start),
@@ -177,7 +177,7 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
             "payment %s of renewal %s settled: %s after %d round(s)",
             payment.id,
             payment.renewal_id,
-            capture.charge_id,
+            capture.provider_reference,
             payment.attempts,
         )
 

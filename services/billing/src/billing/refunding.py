@@ -21,9 +21,9 @@ from billing.domain import (
     unavailable_delay,
 )
 from billing.gateways import (
+    ChargingGateway,
     GatewayRejectedError,
     GatewayUnavailableError,
-    PaymentGateway,
     RefundReceipt,
     RefundRequest,
 )
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 RefundOutcome = RefundReceipt | GatewayUnavailableError | GatewayRejectedError
 
 
-class RefundWorker(DueWorker[PaymentGateway, RetryRules]):
+class RefundWorker(DueWorker[ChargingGateway, RetryRules]):
     """Refunds due refunds; one the gateway keeps refusing is parked as `failed`, never dropped.
 
     A parked refund is money still owed: it is logged at ERROR, shown by

@@ -75,7 +75,7 @@ class FakeGateway:
         if not token.endswith(("_ok", "_slow", "_flaky")):
             raise PaymentDeclinedError("invalid_token", False, "The token is not valid.")
         capture = Capture(
-            charge_id=f"ch_{uuid.uuid4().hex[:24]}",
+            provider_reference=f"ch_{uuid.uuid4().hex[:24]}",
             amount=request.amount,
             currency=request.currency,
         )
@@ -90,7 +90,7 @@ class FakeGateway:
             raise self.refund_error
         if request.idempotency_key in self.refunded:
             return self.refunded[request.idempotency_key]
-        if request.charge_id not in {c.charge_id for c in self.captures.values()}:
+        if request.charge_id not in {c.provider_reference for c in self.captures.values()}:
             raise GatewayRejectedError(404, f"charge_not_found: No charge {request.charge_id!r}.")
         receipt = RefundReceipt(
             refund_id=f"re_{uuid.uuid4().hex[:24]}", amount=request.amount, currency="CNY"

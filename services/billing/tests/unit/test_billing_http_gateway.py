@@ -71,7 +71,7 @@ async def test_a_capture_sends_the_request_with_its_idempotency_key() -> None:
 
     capture = await gateway(answer).charge(CHARGE)
 
-    assert capture == Capture(charge_id="ch_abc", amount=9900, currency="CNY")
+    assert capture == Capture(provider_reference="ch_abc", amount=9900, currency="CNY")
     [request] = seen
     assert request.method == "POST" and request.url.path == "/v1/charges"
     assert request.headers["Idempotency-Key"] == CHARGE.idempotency_key
@@ -98,7 +98,7 @@ async def test_an_idempotent_replay_is_the_same_capture() -> None:
     ) as provider:
         ledger = await provider.get("/sandbox/ledger", params={"reference": CHARGE.reference})
     assert replayed == first
-    assert [capture["id"] for capture in ledger.json()["captures"]] == [first.charge_id]
+    assert [capture["id"] for capture in ledger.json()["captures"]] == [first.provider_reference]
 
 
 @pytest.mark.parametrize(

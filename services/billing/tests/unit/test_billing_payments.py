@@ -48,7 +48,7 @@ async def test_a_good_token_is_captured_once_and_settled(
     payment = await payment_of(database, data.renewal_id)
     capture = gateway.captures[request.idempotency_key]
     assert payment.state == PaymentState.SETTLED
-    assert payment.provider_reference == capture.charge_id
+    assert payment.provider_reference == capture.provider_reference
     assert payment.token is None
     assert payment.due_at is None
 
@@ -64,7 +64,7 @@ async def test_a_good_token_is_captured_once_and_settled(
         "plan": {"code": "JP-30D-10GB", "data_mb": 10240, "validity_days": 30},
         "price": {"amount": 9900, "currency": "CNY"},
         "method": "card",
-        "provider_reference": capture.charge_id,
+        "provider_reference": capture.provider_reference,
         "attempts": 1,
         "settled_at": None,
         "start": "now",
@@ -301,9 +301,9 @@ async def test_a_crash_between_capture_and_commit_never_captures_twice(
     payment = await payment_of(database, data.renewal_id)
     capture = gateway.captures[first.idempotency_key]
     assert payment.state == PaymentState.SETTLED
-    assert payment.provider_reference == capture.charge_id
+    assert payment.provider_reference == capture.provider_reference
     [settled] = await published(database, SETTLED)
-    assert settled["data"]["provider_reference"] == capture.charge_id
+    assert settled["data"]["provider_reference"] == capture.provider_reference
 
 
 async def test_a_round_whose_lease_was_taken_over_keeps_its_hands_off(

@@ -137,8 +137,56 @@ class PaymentSettled(EventData):
     promo_code: str | None = Field(default=None, max_length=32, description="an addition")
 
 
+class PaymentAction(ContractModel):
+    """What the buyer must do at the provider: open `url` (3-D Secure, PayPal, Alipay's cashier)."""
+
+    type: Literal["redirect"] = "redirect"
+    url: str = Field(min_length=1, max_length=2048)
+
+
+class PaymentActionRequired(EventData):
+    """The provider needs the buyer before it takes the money: the saga waits for their answer."""
+
+    event_type = "esim.payment.action-required.v1"
+    topic = "esim.payment.action-required"
+
+    renewal_id: UUID
+    payment_id: str
+    iccid: Iccid
+    method: PaymentMethod
+    action: PaymentAction
+    expires_at: UtcDatetime
+
+
+class PaymentAuthorized(EventData):
+    """The money is held at the provider, not yet taken: billing captures it after activation."""
+
+    event_type = "esim.payment.authorized.v1"
+    topic = "esim.payment.authorized"
+
+    renewal_id: UUID
+    payment_id: str
+    iccid: Iccid
+    plan: PlanRef
+    price: Money
+    method: PaymentMethod
+    provider_reference: str
+    authorized_at: UtcDatetime
+    capture_before: UtcDatetime
+    start: Start
+    discount: Money | None = Field(
+        default=None, description="an addition: what a promotion took off; `price` is after it"
+    )
+    promo_code: str | None = Field(default=None, max_length=32, description="an addition")
+
+
 PaymentFailureReason = Literal[
-    "declined", "insufficient_funds", "expired_method", "provider_unavailable", "invalid_token"
+    "declined",
+    "insufficient_funds",
+    "expired_method",
+    "provider_unavailable",
+    "invalid_token",
+    "not_approved",
 ]
 
 
@@ -217,6 +265,11 @@ class PaymentRefunded(EventData):
     iccid: Iccid
     price: Money
     refunded_at: UtcDatetime
+    via: Literal["refund", "void"] | None = Field(
+        default=None,
+        description="an addition: `void` where an authorization was released and nothing was "
+        "captured; `refund` (also when absent) where captured money was given back",
+    )
 
 
 class PlanExpiring(EventData):
@@ -435,6 +488,8 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     PaymentRequested,
     PaymentSettled,
     PaymentFailed,
+    PaymentActionRequired,
+    PaymentAuthorized,
     ProfileActivated,
     ActivationFailed,
     RefundRequested,

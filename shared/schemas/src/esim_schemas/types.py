@@ -68,10 +68,23 @@ class Money(ContractModel):
 
 
 class PaymentDetails(ContractModel):
-    """How the traveller pays: the method and the provider's token (a secret: never logged)."""
+    """How the traveller pays: the method, a source saved at the provider, where to come back.
+
+    `token` (a secret: never logged) is a payment source saved at the provider (a Stripe payment
+    method `pm_...`, a PayPal vault token, or a sandbox token such as `card_ok`): required for
+    `card` and for any charge made without the buyer present. Without one, PayPal and Alipay ask
+    the buyer at the provider's page, and `return_url` is where the provider sends them back.
+    """
 
     method: PaymentMethod
     token: str = Field(min_length=1, max_length=256, repr=False)
+    return_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://[^\s]+$",
+        description="the frontend page the provider sends the buyer back to after an approval "
+        "step (default: a setting)",
+    )
 
 
 class PlanRef(ContractModel):

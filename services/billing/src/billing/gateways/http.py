@@ -70,12 +70,12 @@ class HttpPaymentGateway(HttpAdapter):
             # Without an id the charge may exist all the same; asking again under the key tells.
             answer = self.reply(response, _Answer, "a charge answer without an id")
             return Capture(
-                charge_id=answer.id,
+                provider_reference=answer.id,
                 amount=request.amount if answer.amount is None else answer.amount,
                 currency=answer.currency or request.currency,
             )
         said = problem(response)
-        message = said.message.replace(request.token, "***")
+        message = said.message.replace(request.token, "***") if request.token else said.message
         if status == 402:
             raise PaymentDeclinedError(said.code or "declined", said.retryable, message)
         if status == 422:
