@@ -12,6 +12,10 @@ from pydantic import BaseModel, Field
 
 from sandboxes.idempotency import REPLAYED_HEADER, IdempotencyKey, conflict, fingerprint
 from sandboxes.problems import ProblemError, install_problem_handlers
+from sandboxes.providers import MOUNTS, World
+from sandboxes.providers.delivery import Deliveries
+from sandboxes.providers.ledger import Entry, Plant
+from sandboxes.providers.ledger import Ledger as ProviderLedger
 from sandboxes.serving import configure_logging, env_float, env_int, env_str, health_router, serve
 from sandboxes.timestamps import Clock, Timestamp, utc_now
 
@@ -30,14 +34,20 @@ class PaymentSandboxSettings:
     host: str = "127.0.0.1"
     port: int = 8010
     slow_delay: float = 2.0
+    public_url: str = ""
+    """The sandbox's address as a buyer's browser reaches it; empty: http://<host>:<port>."""
+    webhook_base_url: str = ""
+    """Where billing takes the providers' calls (`<url>/webhooks/<provider>`); empty: none."""
 
     @classmethod
     def from_env(cls) -> Self:
-        """Read PAYMENT_SANDBOX_HOST, PAYMENT_SANDBOX_PORT and PAYMENT_SANDBOX_SLOW_DELAY."""
+        """Read PAYMENT_SANDBOX_HOST, _PORT, _SLOW_DELAY, _PUBLIC_URL and _WEBHOOK_URL."""
         return cls(
             host=env_str("PAYMENT_SANDBOX_HOST", cls.host),
             port=env_int("PAYMENT_SANDBOX_PORT", cls.port),
             slow_delay=env_float("PAYMENT_SANDBOX_SLOW_DELAY", cls.slow_delay),
+            public_url=env_str("PAYMENT_SANDBOX_PUBLIC_URL", cls.public_url),
+            webhook_base_url=env_str("PAYMENT_SANDBOX_WEBHOOK_URL", cls.webhook_base_url),
         )
 
 
@@ -88,10 +98,17 @@ class Refund(BaseModel):
 
 
 class Ledger(BaseModel):
-    """Everything the gateway has captured and refunded."""
+    """Everything the sandbox holds, took, released and gave back, by any of its APIs.
 
-    captures: list[Charge]
-    refunds: list[Refund]
+    The generic API's captures and refunds keep their own shape; the providers' APIs
+    (`sandboxes.providers`) add `Entry` rows, each with `reference`, `method`, `amount` and
+    `currency`.
+    """
+
+    authorizations: list[Entry] = []
+    captures: list[Charge | Entry]
+    voids: list[Entry] = []
+    refunds: list[Refund | Entry]
 
 
 class Outcome(StrEnum):
@@ -346,16 +363,52 @@ async def create_refund(
     return refund
 
 
+def _world(request: Request) -> World:
+    world: World = request.app.state.world
+    return world
+
+
 @router.get("/sandbox/ledger", response_model=Ledger, tags=["sandbox"])
 async def get_ledger(request: Request, reference: str | None = None) -> Ledger:
-    """List captures and refunds, optionally of one charge reference."""
-    return _gateway(request).ledger(reference)
+    """List authorizations, captures, voids and refunds, optionally of one reference."""
+    generic = _gateway(request).ledger(reference)
+    providers = _world(request).ledger.view(reference)
+    return Ledger(
+        authorizations=providers.authorizations,
+        captures=[*generic.captures, *providers.captures],
+        voids=providers.voids,
+        refunds=[*generic.refunds, *providers.refunds],
+    )
+
+
+@router.post("/sandbox/ledger/plant", status_code=201, response_model=Entry, tags=["sandbox"])
+async def plant(body: Plant, request: Request) -> Entry:
+    """Record a capture that billing never asked for, as a reconciliation test needs."""
+    world = _world(request)
+    return world.ledger.record(
+        "captures",
+        id=f"planted_{uuid.uuid4().hex[:20]}",
+        reference=body.reference,
+        method=body.method,
+        amount=body.amount,
+        currency=body.currency,
+        provider={"card": "stripe", "paypal": "paypal", "alipay": "alipay"}[body.method],
+        planted=True,
+    )
+
+
+@router.get("/sandbox/deliveries", tags=["sandbox"])
+async def deliveries(request: Request, reference: str | None = None) -> list[dict[str, object]]:
+    """Every webhook or notify sent to billing, with its attempts, optionally of one reference."""
+    return [r.model_dump(mode="json") for r in _world(request).deliveries.records(reference)]
 
 
 @router.post("/sandbox/reset", status_code=204, tags=["sandbox"])
 async def reset(request: Request) -> Response:
     """Forget everything the gateway recorded."""
     _gateway(request).reset()
+    _world(request).ledger.reset()
+    _world(request).deliveries.reset()
     return Response(status_code=204)
 
 
@@ -375,9 +428,21 @@ def create_app(
         "_slow, _expired.",
     )
     app.state.gateway = PaymentGateway(settings.slow_delay, clock)
+    deliveries = Deliveries(clock=clock)
+    app.state.world = World(
+        ledger=ProviderLedger(clock=clock),
+        deliveries=deliveries,
+        clock=clock,
+        public_url=(settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/"),
+        webhook_base_url=settings.webhook_base_url.rstrip("/"),
+        slow_delay=settings.slow_delay,
+    )
+    app.router.add_event_handler("shutdown", deliveries.close)
     install_problem_handlers(app)
     app.include_router(router)
     app.include_router(health_router)
+    for mount in MOUNTS:
+        mount(app, app.state.world)
     return app
 
 
