@@ -293,11 +293,14 @@ class PaymentGateway(Protocol):
         """
         ...
 
-    def read_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookNotice:
+    async def read_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookNotice:
         """Verify a provider's call by its own scheme and say what it reports.
+
+        Async because some schemes ask the provider (PayPal's verify-webhook-signature).
 
         Raises:
             WebhookRejectedError: forged, malformed or stale.
+            GatewayUnavailableError: the provider could not be asked now (answer 5xx: it retries).
         """
         ...
 
