@@ -651,6 +651,7 @@ class StripeSandbox:
         intent.last_payment_error = {
             "type": "invalid_request_error",
             "code": "payment_intent_authentication_failure",
+            "decline_code": None,
             "message": "The provided PaymentMethod has failed authentication. You can provide "
             "payment_method_data or a new PaymentMethod to attempt to fulfill this "
             "PaymentIntent again.",
@@ -663,6 +664,13 @@ class StripeSandbox:
 
     def refund(self, params: Params) -> tuple[int, dict[str, Any]]:
         intent_id = params.get("payment_intent")
+        charge_id = params.get("charge")
+        if not intent_id and charge_id:
+            intent_id = next(
+                (i.id for i in self.intents.values() if i.latest_charge == charge_id), None
+            )
+            if intent_id is None:
+                raise missing("charge", charge_id, "charge", 400)
         if not intent_id:
             raise invalid(
                 "One of the following params should be provided for this request: "
