@@ -214,6 +214,15 @@ async def test_an_unknown_payment_method_is_an_invalid_request_naming_it(
     assert raised.value.param == "payment_method"
 
 
+async def test_an_unknown_path_answers_in_stripes_error_shape(
+    sandbox: Sandbox, web: httpx.AsyncClient
+) -> None:
+    response = await web.get("/stripe/v1/customers", headers={"Authorization": f"Bearer {API_KEY}"})
+
+    assert response.status_code == 404
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
 async def test_a_wrong_api_key_is_refused(sandbox: Sandbox) -> None:
     http = stripe.HTTPXClient(timeout=5)
     wrong = stripe.StripeClient(

@@ -992,6 +992,18 @@ def mount_with(app: FastAPI, world: "World", settings: StripeSettings) -> Stripe
         )
         return RedirectResponse(target, status_code=303)
 
+    @api.api_route("/{rest:path}", methods=["GET", "POST", "DELETE"])
+    async def unrecognized(rest: str, request: Request) -> Response:
+        async def handle(params: Params) -> Response:
+            raise StripeApiError(
+                404,
+                "invalid_request_error",
+                f"Unrecognized request URL ({request.method}: /v1/{rest}). The sandbox serves "
+                "payment_intents and refunds.",
+            )
+
+        return await guarded(request, handle)
+
     app.include_router(api)
     app.include_router(pages)
     return stripe

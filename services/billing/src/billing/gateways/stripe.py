@@ -265,9 +265,12 @@ class StripeGateway:
     async def refund(self, request: RefundRequest) -> RefundReceipt:
         """Refund a capture (by its charge or PaymentIntent id); see `PaymentGateway.refund`."""
         target = "payment_intent" if request.charge_id.startswith("pi_") else "charge"
-        metadata = {"reason": request.reason or ""}
-        if request.reference is not None:
-            metadata["reference"] = request.reference
+        # Stripe's own `reason` takes three values; billing's reason travels as metadata.
+        metadata = {
+            name: value
+            for name, value in (("reason", request.reason), ("reference", request.reference))
+            if value is not None
+        }
         params: RefundCreateParams = {"amount": request.amount, "metadata": metadata}
         if target == "payment_intent":
             params["payment_intent"] = request.charge_id
