@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -480,3 +481,17 @@ async def test_forged_stale_replayed_or_malformed_calls_are_refused(
     assert (await stripe_gateway.read_webhook(_signed(body, now), body)).view.reference == (
         request.reference
     )
+
+
+async def test_neither_the_key_nor_the_payment_method_reaches_logs_or_errors(
+    stripe_gateway: StripeGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = payment("pm_saved_card_4242_unknown_here")
+
+    with caplog.at_level(logging.DEBUG), pytest.raises(GatewayRejectedError) as raised:
+        await stripe_gateway.pay(request)
+
+    assert "pm_saved_card_4242" not in str(raised.value)
+    assert "pm_saved_card_4242" not in caplog.text
+    assert API_KEY not in caplog.text
+    assert "pm_saved_card_4242" not in repr(request)

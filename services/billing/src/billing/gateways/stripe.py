@@ -13,7 +13,8 @@ sandbox stands in for Stripe. It does not retry by itself (`max_network_retries=
 loops decide when to try again, always under the same key.
 
 Nothing here logs the API key, the webhook secret or the payment method; the library's own
-`stripe` logger writes request bodies at DEBUG, so the adapter keeps it at INFO or above.
+`stripe` logger writes request bodies at DEBUG and Stripe's error messages at INFO, so the
+adapter keeps it at WARNING or above.
 """
 
 import logging
@@ -144,9 +145,11 @@ class StripeGateway:
             http_client=self._http,
             max_network_retries=0,
         )
-        # The library logs request bodies (the payment method) and answers at DEBUG.
+        self._api_key = api_key
+        # The library logs request bodies (the payment method) at DEBUG and Stripe's error
+        # messages (which can name the payment method) at INFO; it writes nothing above that.
         library = logging.getLogger("stripe")
-        library.setLevel(max(logging.INFO, library.getEffectiveLevel()))
+        library.setLevel(max(logging.WARNING, library.getEffectiveLevel()))
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
@@ -452,34 +455,37 @@ class StripeGateway:
     # Errors ------------------------------------------------------------------------------
 
     @contextmanager
-    def _calling(self, secret: str | None = None) -> Iterator[None]:
-        """Turn the library's errors into the port's, with the payment method kept out."""
+    def _calling(self, token: str | None = None) -> Iterator[None]:
+        """Turn the library's errors into the port's, with the key and payment method kept out."""
+        secrets = (self._api_key, token) if token else (self._api_key,)
         try:
             yield
         except stripe.CardError as error:
             details = error.error
             code, retryable = billing_decline(details.decline_code if details else None, error.code)
-            raise PaymentDeclinedError(code, retryable, _said(error, secret)) from None
+            raise PaymentDeclinedError(code, retryable, _said(error, secrets)) from None
         except (stripe.APIConnectionError, stripe.RateLimitError) as error:
-            _unavailable(error, secret)
+            _unavailable(error, secrets)
         except stripe.StripeError as error:
             status = error.http_status
             if status is None or status >= 500 or status == 429:
-                _unavailable(error, secret)
-            raise GatewayRejectedError(status, _said(error, secret)) from None
+                _unavailable(error, secrets)
+            raise GatewayRejectedError(status, _said(error, secrets)) from None
 
 
-def _unavailable(error: stripe.StripeError, secret: str | None) -> NoReturn:
+def _unavailable(error: stripe.StripeError, secrets: tuple[str, ...]) -> NoReturn:
     raise GatewayUnavailableError(
-        f"Stripe: {type(error).__name__} {error.http_status or ''} {_said(error, secret)}".strip()
+        f"Stripe: {type(error).__name__} {error.http_status or ''} {_said(error, secrets)}".strip()
     ) from None
 
 
-def _said(error: stripe.StripeError, secret: str | None) -> str:
+def _said(error: stripe.StripeError, secrets: tuple[str, ...]) -> str:
     message = error.user_message or type(error).__name__
     if error.code:
         message = f"{error.code}: {message}"
-    return message.replace(secret, "***") if secret else message
+    for secret in secrets:
+        message = message.replace(secret, "***")
+    return message
 
 
 def _attr(obj: object, name: str) -> str | None:
