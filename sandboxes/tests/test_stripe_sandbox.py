@@ -204,6 +204,24 @@ async def test_a_slow_card_answers_after_the_sandbox_delay(client: stripe.Stripe
     assert time.monotonic() - started >= SLOW_DELAY
 
 
+async def test_a_second_request_while_the_first_runs_under_its_key_is_a_conflict(
+    client: stripe.StripeClient, web: httpx.AsyncClient
+) -> None:
+    ref = reference()
+    first = asyncio.create_task(pay(client, "card_tok_slow", ref))
+    await asyncio.sleep(SLOW_DELAY / 3)
+
+    with pytest.raises(stripe.APIError) as raised:
+        await pay(client, "card_tok_slow", ref)
+
+    assert raised.value.http_status == 409
+    assert raised.value.error is not None
+    assert raised.value.error.code == "idempotency_key_in_use"
+    assert (await first).status == "requires_capture"
+    assert (await pay(client, "card_tok_slow", ref)).id == (await first).id
+    assert len((await ledger(web, ref))["authorizations"]) == 1
+
+
 async def test_an_unknown_payment_method_is_an_invalid_request_naming_it(
     client: stripe.StripeClient,
 ) -> None:

@@ -392,7 +392,8 @@ class StripeSandbox:
 
         A `_flaky` method's 503s are not kept (as at Stripe, where a request that never ran is
         not saved), so the third try under the key runs for real; a key reused with other
-        parameters or on another endpoint is an `idempotency_error`.
+        parameters or on another endpoint is an `idempotency_error`, and a request while
+        another under its key still runs is a 409 `idempotency_key_in_use`.
         """
         key = request.headers.get("idempotency-key")
         if key is None:
@@ -401,7 +402,18 @@ class StripeSandbox:
             raise invalid(f"Idempotency keys must be 1 to {MAX_KEY_LENGTH} characters long.")
         canonical = json.dumps([request.method, request.url.path, sorted(params.items())])
         digest = hashlib.sha256(canonical.encode()).hexdigest()
-        async with self._key_locks.setdefault(key, asyncio.Lock()):
+        lock = self._key_locks.setdefault(key, asyncio.Lock())
+        if lock.locked():
+            # Stripe does not queue a second request behind one still running under its key.
+            raise StripeApiError(
+                409,
+                "invalid_request_error",
+                "There is currently another in-progress request using this Idempotent Key "
+                "(that probably means you submitted twice, and the other request is still "
+                "going through). Please try again later.",
+                code="idempotency_key_in_use",
+            )
+        async with lock:
             record = self._keys.setdefault(key, _KeyRecord(digest))
             if record.fingerprint != digest:
                 raise StripeApiError(

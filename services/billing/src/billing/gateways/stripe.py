@@ -102,7 +102,8 @@ class StripeGateway:
 
     Errors: a `card_error` is a `PaymentDeclinedError` (`insufficient_funds` retryable,
     `expired_card` as `expired_method`, anything else `declined`); timeouts, connection errors,
-    429 and 5xx are `GatewayUnavailableError` (the outcome is unknown: ask); any other refusal
+    409 (a request under the same key still running), 429 and 5xx are
+    `GatewayUnavailableError` (the outcome is unknown: ask); any other refusal
     (`idempotency_error`, `invalid_request_error`, a wrong key) is `GatewayRejectedError`.
     """
 
@@ -468,7 +469,9 @@ class StripeGateway:
             _unavailable(error, secrets)
         except stripe.StripeError as error:
             status = error.http_status
-            if status is None or status >= 500 or status == 429:
+            # 409: another request under the key is still running (`idempotency_key_in_use`) or
+            # Stripe timed out on a lock: the outcome is not known yet, as after a timeout.
+            if status is None or status >= 500 or status in (409, 429):
                 _unavailable(error, secrets)
             raise GatewayRejectedError(status, _said(error, secrets)) from None
 
