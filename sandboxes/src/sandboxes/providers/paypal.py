@@ -524,10 +524,12 @@ class PayPalSandbox:
         if order.authorization_id is not None:
             authorization = self._authorizations[order.authorization_id]
             payments: dict[str, Any] = {"authorizations": [self.authorization_view(authorization)]}
-            if authorization.capture_ids:
-                payments["captures"] = [
-                    self.capture_view(self._captures[c]) for c in authorization.capture_ids
-                ]
+            captures = [self._captures[c] for c in authorization.capture_ids]
+            if captures:
+                payments["captures"] = [self.capture_view(c) for c in captures]
+            refunds = [self._refunds[r] for c in captures for r in c.refund_ids]
+            if refunds:
+                payments["refunds"] = [self.refund_view(r) for r in refunds]
             unit["payments"] = payments
         links = [
             {"href": f"{self.base}/v2/checkout/orders/{order.id}", "rel": "self", "method": "GET"}
@@ -967,7 +969,8 @@ class PayPalSandbox:
 
     def refund_view(self, refund: _Refund) -> dict[str, Any]:
         """The refund in Payments v2's shape."""
-        return {
+        order = self._orders[self._captures[refund.capture_id].order_id]
+        view: dict[str, Any] = {
             "id": refund.id,
             "status": "COMPLETED",
             "amount": _money(refund.amount, refund.currency),
@@ -986,6 +989,9 @@ class PayPalSandbox:
                 },
             ],
         }
+        if order.custom_id is not None:
+            view["custom_id"] = order.custom_id
+        return view
 
     # ---- reporting -----------------------------------------------------------------------
 
@@ -1022,8 +1028,6 @@ class PayPalSandbox:
                 if entry.charge_id is not None:
                     info["paypal_reference_id"] = entry.charge_id
                     info["paypal_reference_id_type"] = "TXN"
-                if entry.provider_reference is not None:
-                    info["invoice_id"] = entry.provider_reference
                 details.append({"transaction_info": info})
         details.sort(key=lambda d: str(d["transaction_info"]["transaction_initiation_date"]))
         return {
