@@ -499,8 +499,9 @@ class PayPalGateway:
     async def list_payments(self, since: datetime) -> list[PaymentView]:
         """Captures and refunds from Transaction Search, 31 days per request."""
         views: list[PaymentView] = []
-        start = since.astimezone(UTC)
-        now = datetime.now(UTC)
+        # Whole seconds, as PayPal's dates go: the start rounded down, the end up.
+        start = since.astimezone(UTC).replace(microsecond=0)
+        now = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
         while start < now:
             end = min(start + SEARCH_WINDOW, now)
             page, pages = 1, 1
