@@ -616,3 +616,91 @@ async def test_an_unacknowledged_webhook_is_redelivered_until_acknowledged(
         len({json.loads(b)["id"] for _, b in sandbox.receiver.calls if reference.encode() in b})
         == 1
     )
+
+
+# ---- time ----------------------------------------------------------------------------------
+
+
+class Clock:
+    """A clock a test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def sign_in(http: httpx.AsyncClient) -> None:
+    """Get a token now and send it with every later request."""
+    token = await http.post(
+        "/paypal/v1/oauth2/token",
+        data={"grant_type": "client_credentials"},
+        auth=(CLIENT_ID, SECRET),
+    )
+    http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+
+
+@pytest.fixture
+async def timed() -> AsyncIterator[tuple[httpx.AsyncClient, Clock]]:
+    """The sandbox in process on a clock of the test's own, with a token already issued."""
+    clock = Clock()
+    app = create_app(PaymentSandboxSettings(slow_delay=0), clock=clock)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://payment") as http:
+        await sign_in(http)
+        yield http, clock
+
+
+async def test_an_order_nobody_approves_expires_after_three_hours(
+    timed: tuple[httpx.AsyncClient, Clock],
+) -> None:
+    http, clock = timed
+    order = (await http.post("/paypal/v2/checkout/orders", json=order_body("r-expiring"))).json()
+    page = f"/paypal/checkoutnow?token={order['id']}"
+
+    clock.now += timedelta(hours=2, minutes=59)
+    still = (await http.get(f"/paypal/v2/checkout/orders/{order['id']}")).json()
+    clock.now += timedelta(minutes=1)
+    expired = (await http.get(f"/paypal/v2/checkout/orders/{order['id']}")).json()
+
+    assert still["status"] == "PAYER_ACTION_REQUIRED"
+    assert expired["status"] == "VOIDED"
+    assert not [link for link in expired["links"] if link["rel"] == "payer-action"]
+    assert (await http.get(page)).status_code == 409
+    assert (await http.post(page, data={"decision": "approve"})).status_code == 409
+
+
+async def test_an_authorization_expires_after_29_days_and_cannot_be_captured(
+    timed: tuple[httpx.AsyncClient, Clock],
+) -> None:
+    http, clock = timed
+    created = await http.post(
+        "/paypal/v2/checkout/orders", json=order_body("r-held", vault_id="v_ok")
+    )
+    authorized = (
+        await http.post(f"/paypal/v2/checkout/orders/{created.json()['id']}/authorize")
+    ).json()
+    authorization = authorized["purchase_units"][0]["payments"]["authorizations"][0]
+    assert authorization["expiration_time"] == "2027-01-04T09:00:00.000Z"
+    clock.now += timedelta(days=29)
+    await sign_in(http)
+
+    answer = await http.post(f"/paypal/v2/payments/authorizations/{authorization['id']}/capture")
+
+    assert answer.status_code == 422
+    assert answer.json()["details"][0]["issue"] == "AUTHORIZATION_EXPIRED"
+    view = await http.get(f"/paypal/v2/payments/authorizations/{authorization['id']}")
+    assert view.json()["status"] == "EXPIRED"
+
+
+async def test_an_access_token_expires_after_nine_hours(
+    timed: tuple[httpx.AsyncClient, Clock],
+) -> None:
+    http, clock = timed
+    clock.now += timedelta(hours=9)
+
+    answer = await http.get("/paypal/v2/checkout/orders/ANY")
+
+    assert answer.status_code == 401
+    assert answer.json()["name"] == "AUTHENTICATION_FAILURE"

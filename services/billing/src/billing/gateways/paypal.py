@@ -32,10 +32,13 @@ tokens are never logged.
 """
 
 import asyncio
+import contextvars
+import functools
 import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -347,7 +350,9 @@ class PayPalGateway:
     ) -> None:
         self._timeout_s = timeout_s
         self._webhook_id = webhook_id
-        self._slots = asyncio.Semaphore(max_concurrent)
+        # Threads of its own: the SDK's calls never starve the loop's default executor (which
+        # also resolves host names), and at most `max_concurrent` run at once.
+        self._threads = ThreadPoolExecutor(max_concurrent, thread_name_prefix="paypal-sdk")
         self._client = PaypalServersdkClient(
             config=_Configuration(
                 base_url,
@@ -361,8 +366,9 @@ class PayPalGateway:
         self._verifier = _Verifier(base_url, client_id, secret, timeout_s)
 
     async def aclose(self) -> None:
-        """Close the webhook verifier's connection pool."""
+        """Close the webhook verifier's connection pool and the SDK's threads."""
         await self._verifier.aclose()
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     # ---- the port ------------------------------------------------------------------------
 
@@ -371,13 +377,13 @@ class PayPalGateway:
         order = await self._create_order(request)
         if order.status in ("CREATED", "PAYER_ACTION_REQUIRED"):
             return self._action_required(order)
-        if order.status == "VOIDED":
+        if order.status == "VOIDED" and order.authorization is None:
             raise PaymentDeclinedError(
                 "not_approved", False, f"PayPal order {order.id} was cancelled or expired"
             )
         if order.status == "APPROVED":
             order = await self._authorize(order.id, request.idempotency_key)
-        if order.status != "COMPLETED":
+        if order.status not in ("COMPLETED", "VOIDED"):
             raise GatewayRejectedError(422, f"PayPal order {order.id} is {order.status}")
         return self._authorization_outcome(order)
 
@@ -561,24 +567,26 @@ class PayPalGateway:
         self, what: str, endpoint: Callable[[dict[str, Any]], Any], options: dict[str, Any]
     ) -> dict[str, Any] | None:
         """One SDK call off the event loop; its JSON answer, or the port's error."""
-        async with self._slots:
-            try:
-                async with asyncio.timeout(self._timeout_s):
-                    response = await asyncio.to_thread(endpoint, options)
-            except TimeoutError as error:
-                raise GatewayUnavailableError(
-                    f"PayPal {what}: no answer within {self._timeout_s:g} s"
-                ) from error
-            except requests.RequestException as error:
-                raise GatewayUnavailableError(
-                    f"PayPal {what}: unreachable ({type(error).__name__})"
-                ) from error
-            except AuthValidationException as error:
-                # The SDK gives up on the token without saying why: the credentials were
-                # refused, or PayPal could not be reached for a token.
-                raise GatewayUnavailableError(f"PayPal {what}: no access token") from error
-            except ApiException as error:
-                raise _refusal(what, error) from error
+        # The bound covers waiting for a free thread too; a call that outlives it goes on in
+        # its thread until the SDK's own timeout, and its answer is left for asking.
+        call = functools.partial(contextvars.copy_context().run, endpoint, options)
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                response = await asyncio.get_running_loop().run_in_executor(self._threads, call)
+        except TimeoutError as error:
+            raise GatewayUnavailableError(
+                f"PayPal {what}: no answer within {self._timeout_s:g} s"
+            ) from error
+        except requests.RequestException as error:
+            raise GatewayUnavailableError(
+                f"PayPal {what}: unreachable ({type(error).__name__})"
+            ) from error
+        except AuthValidationException as error:
+            # The SDK gives up on the token without saying why: the credentials were
+            # refused, or PayPal could not be reached for a token.
+            raise GatewayUnavailableError(f"PayPal {what}: no access token") from error
+        except ApiException as error:
+            raise _refusal(what, error) from error
         text = response.text or ""
         if not text.strip():
             return None
