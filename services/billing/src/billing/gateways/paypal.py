@@ -582,8 +582,11 @@ class PayPalGateway:
                 f"PayPal {what}: unreachable ({type(error).__name__})"
             ) from error
         except AuthValidationException as error:
-            # The SDK gives up on the token without saying why: the credentials were
-            # refused, or PayPal could not be reached for a token.
+            # The SDK gives up on the token without saying why: PayPal refused the client
+            # credentials, or failed while issuing one. Either way nothing was sent.
+            logger.warning(
+                "PayPal gave no access token for %s: check the client id and secret", what
+            )
             raise GatewayUnavailableError(f"PayPal {what}: no access token") from error
         except ApiException as error:
             raise _refusal(what, error) from error
