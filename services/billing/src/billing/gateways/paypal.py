@@ -12,14 +12,17 @@ How a payment goes (CONTRACT.md, "Payments, the way each provider takes them"):
   (`reference_id` and `custom_id` = the renewal id). With a saved source (`vault_id`) the order
   is APPROVED at once; without one PayPal answers PAYER_ACTION_REQUIRED and the buyer opens
   the `payer-action` link (`ActionRequired`, expiring 3 hours after the order was made, when
-  PayPal drops an order nobody approved). `pay` again under the same key finds the same order
+  PayPal drops an order nobody approved; past it, or once the order is VOIDED (the payment
+  sandbox voids it on the buyer's cancel; PayPal leaves it waiting), `look_up` reads CANCELLED
+  and `pay` raises `not_approved`). `pay` again under the same key finds the same order
   (PayPal answers a repeated request id with it) and, once approved, authorizes it
   (`PayPal-Request-Id` = `<key>:authorize`): `Authorized` until the authorization's
   `expiration_time` (29 days; PayPal promises the funds for the first 3 of them).
 - An order can be COMPLETED while its authorization or capture is DECLINED: the status trusted
   is always the authorization's or the capture's own.
-- `provider_reference` is the order id everywhere; `capture` and `void` find the
-  authorization on the order. The buyer's cancel sends them to `return_url` with
+- `provider_reference` is the order id everywhere but in `Captured`, where it is the capture
+  id (the `charge_id` a refund takes) and `payment_reference` is the order id; `capture` and
+  `void` find the authorization on the order. The buyer's cancel sends them to `return_url` with
   `cancelled=true` added (PayPal's cancel URL carries only `token`).
 - `look_up` needs the order id: PayPal finds an order by nothing else. When a create's answer
   was lost, `pay` under the same key is the question (it returns the same order, never a
@@ -375,9 +378,11 @@ class PayPalGateway:
     async def pay(self, request: PaymentRequest) -> PayOutcome:
         """Create (or find) the order under the key and authorize it once approved."""
         order = await self._create_order(request)
-        if order.status in ("CREATED", "PAYER_ACTION_REQUIRED"):
+        if _waiting(order):
             return self._action_required(order)
-        if order.status == "VOIDED" and order.authorization is None:
+        if order.status in ("CREATED", "PAYER_ACTION_REQUIRED", "VOIDED") and (
+            order.authorization is None
+        ):
             raise PaymentDeclinedError(
                 "not_approved", False, f"PayPal order {order.id} was cancelled or expired"
             )
@@ -718,7 +723,7 @@ class PayPalGateway:
             "currency": unit.amount.currency_code if unit.amount else None,
             "method": METHOD,
         }
-        if order.status in ("CREATED", "PAYER_ACTION_REQUIRED"):
+        if _waiting(order):
             action = self._action_required(order)
             return PaymentView(
                 standing=Standing.ACTION_REQUIRED,
@@ -730,6 +735,8 @@ class PayPalGateway:
             return PaymentView(standing=Standing.APPROVED, **common)
         authorization = order.authorization
         if authorization is None:
+            # Cancelled, or never approved in time: PayPal leaves a cancelled order waiting
+            # until it expires, so an order past its approval window counts as cancelled.
             return PaymentView(standing=Standing.CANCELLED, **common)
         capture = order.completed_capture
         if capture is not None:
@@ -756,6 +763,14 @@ class PayPalGateway:
 
 
 # ---- helpers -----------------------------------------------------------------------------
+
+
+def _waiting(order: _Order) -> bool:
+    """Whether the order still waits for the buyer (and may still be approved)."""
+    if order.status not in ("CREATED", "PAYER_ACTION_REQUIRED"):
+        return False
+    created = order.create_time
+    return created is None or datetime.now(UTC) < created + ORDER_APPROVAL_WINDOW
 
 
 def _refusal(what: str, error: ApiException) -> Exception:
