@@ -50,6 +50,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 import requests
 from apimatic_core.exceptions.auth_validation_exception import AuthValidationException
+from esim_core.observability.metrics import OUTSIDE_CALL_SECONDS
 from esim_core.outside.adapter import HttpAdapter, is_transient
 from paypalserversdk.configuration import Configuration, Server
 from paypalserversdk.exceptions.api_exception import ApiException
@@ -276,7 +277,7 @@ class _Configuration(Configuration):  # type: ignore[misc]  # the SDK ships no t
 class _Verifier(HttpAdapter):
     """verify-webhook-signature, which the SDK lacks, with a client-credentials token."""
 
-    system = "paypal"
+    system = "payment_gateway"
     called = "PayPal"
     unavailable = GatewayUnavailableError
 
@@ -575,10 +576,13 @@ class PayPalGateway:
         # The bound covers waiting for a free thread too; a call that outlives it goes on in
         # its thread until the SDK's own timeout, and its answer is left for asking.
         call = functools.partial(contextvars.copy_context().run, endpoint, options)
+        started, outcome = time.perf_counter(), "error"
         try:
             async with asyncio.timeout(self._timeout_s):
                 response = await asyncio.get_running_loop().run_in_executor(self._threads, call)
+            outcome = f"{response.status_code // 100}xx"
         except TimeoutError as error:
+            outcome = "timeout"
             raise GatewayUnavailableError(
                 f"PayPal {what}: no answer within {self._timeout_s:g} s"
             ) from error
@@ -594,7 +598,13 @@ class PayPalGateway:
             )
             raise GatewayUnavailableError(f"PayPal {what}: no access token") from error
         except ApiException as error:
+            outcome = f"{int(error.response_code) // 100}xx"
             raise _refusal(what, error) from error
+        finally:
+            # The SDK's calls bypass the adapters' timed transport: timed here, per operation.
+            OUTSIDE_CALL_SECONDS.labels("payment_gateway", f"paypal {what}", outcome).observe(
+                time.perf_counter() - started
+            )
         text = response.text or ""
         if not text.strip():
             return None
