@@ -588,7 +588,9 @@ async def test_the_authorization_webhook_says_until_when_to_capture(
     assert notice.view.provider_reference == held.provider_reference
 
 
-async def test_a_webhook_that_cannot_be_verified_now_is_unavailable(sandbox: Sandbox) -> None:
+async def test_a_webhook_that_cannot_be_verified_now_is_unavailable_for_a_redelivery(
+    sandbox: Sandbox,
+) -> None:
     request = payment()
     gateway = sandbox.gateway()
     await authorized(gateway, request)
@@ -596,10 +598,14 @@ async def test_a_webhook_that_cannot_be_verified_now_is_unavailable(sandbox: San
     headers, body = sandbox.webhooks_about(request.reference)[0]
     unreachable = sandbox.gateway(base_url=f"http://127.0.0.1:{free_port()}/paypal")
 
+    refused = sandbox.gateway(secret="not-the-secret")
+
     with pytest.raises(GatewayUnavailableError):
         await unreachable.read_webhook(headers, body)
-    await unreachable.aclose()
-    await gateway.aclose()
+    with pytest.raises(GatewayUnavailableError):
+        await refused.read_webhook(headers, body)
+    for built in (unreachable, refused, gateway):
+        await built.aclose()
 
 
 async def test_every_step_of_a_payment_reads_from_its_webhook(

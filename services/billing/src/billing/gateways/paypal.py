@@ -288,7 +288,13 @@ class _Verifier(HttpAdapter):
         self._expires = 0.0
 
     async def verify(self, body: dict[str, Any]) -> bool:
-        """Ask PayPal whether a webhook call is genuine; a stale token is renewed once."""
+        """Ask PayPal whether a webhook call is genuine; a stale token is renewed once.
+
+        Raises:
+            GatewayUnavailableError: PayPal cannot be asked now, or refuses billing's own
+                credentials (an operator's fix; PayPal redelivers meanwhile).
+            WebhookRejectedError: PayPal refuses to verify what the call carries.
+        """
         for attempt in range(2):
             token = await self._access_token(renew=attempt > 0)
             response = await self.call(
@@ -302,10 +308,10 @@ class _Verifier(HttpAdapter):
             if response.is_success:
                 answer = self.reply(response, _Verification, "an answer without a status")
                 return answer.verification_status == "SUCCESS"
-            if is_transient(response.status_code):
+            if is_transient(response.status_code) or response.status_code in (401, 403):
                 raise GatewayUnavailableError(f"PayPal verify: HTTP {response.status_code}")
-            raise GatewayRejectedError(response.status_code, _error_text(response.text))
-        raise GatewayRejectedError(401, "PayPal refused the access token")
+            raise WebhookRejectedError(f"PayPal would not verify it: {_error_text(response.text)}")
+        raise GatewayUnavailableError("PayPal verify: the access token was refused")
 
     async def _access_token(self, *, renew: bool) -> str:
         if self._token is not None and not renew and time.monotonic() < self._expires:
@@ -316,12 +322,10 @@ class _Verifier(HttpAdapter):
             data={"grant_type": "client_credentials"},
             auth=httpx.BasicAuth(*self._credentials),
         )
-        if is_transient(response.status_code):
-            raise GatewayUnavailableError(f"PayPal token: HTTP {response.status_code}")
         if not response.is_success:
-            raise GatewayRejectedError(
-                response.status_code, "PayPal refused the client credentials"
-            )
+            if not is_transient(response.status_code):
+                logger.warning("PayPal refused billing's client credentials: check them")
+            raise GatewayUnavailableError(f"PayPal token: HTTP {response.status_code}")
         token = self.reply(response, _Token, "a token answer without a token")
         # Renew a minute early, so a token never expires between asking and using it.
         self._expires = time.monotonic() + max(token.expires_in - 60, 0)
