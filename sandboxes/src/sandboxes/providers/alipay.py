@@ -358,6 +358,13 @@ class AlipaySandbox:
         self._flaky: dict[str, int] = {}
         self._bills: dict[str, str] = {}
 
+    def reset(self) -> None:
+        """Forget every trade, bill and `_flaky` count (for the sandbox's `/sandbox/reset`)."""
+        self._trades.clear()
+        self._locks.clear()
+        self._flaky.clear()
+        self._bills.clear()
+
     # --- the gateway ---------------------------------------------------------------------
 
     def verify(self, params: dict[str, str]) -> _Call:
@@ -807,6 +814,8 @@ class AlipaySandbox:
             if self._world.clock() >= deadline:
                 raise _business("ACQ.TRADE_HAS_CLOSE", "the payment link has expired")
             return self._new_trade(call.params, call.biz, "WAIT_BUYER_PAY")
+        # A trade made by trade.pay (`_action`) and paid here: the link's own expiry binds too.
+        trade.expires_at = min(trade.expires_at, self._deadline(call.biz, trade.created_at))
         self._expire(trade)
         if trade.amount != amount:
             raise _business("ACQ.CONTEXT_INCONSISTENT", "the trade has another amount")
