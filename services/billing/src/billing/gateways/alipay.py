@@ -275,9 +275,9 @@ class AlipayGateway(HttpAdapter):
         inner = self._verified(response, method)
         code = str(inner.get("code", ""))
         if code == "20000" or inner.get("sub_code") in _UNAVAILABLE_SUB_CODES:
-            raise GatewayUnavailableError(f"Alipay {code}: {_said(inner)}")
+            raise GatewayUnavailableError(f"Alipay {_said(inner)}")
         if code in ("40001", "40002", "40003", "40006", "20001"):
-            raise GatewayRejectedError(400, f"Alipay {code}: {_said(inner)}")
+            raise GatewayRejectedError(400, f"Alipay {_said(inner)}")
         return inner
 
     def _verified(self, response: httpx.Response, method: str) -> dict[str, Any]:
