@@ -21,7 +21,9 @@ What a merchant's Alipay client sees at `<sandbox>/alipay/gateway.do`, in Alipay
   Alipay. `POST <same url>` with `decision` = `approve` or `cancel` answers 303 to `return_url`
   with Alipay's signed return parameters; approve makes the trade `TRADE_SUCCESS` (a capture in
   the ledger), cancel `TRADE_CLOSED` (the contract's sandbox rule; Alipay itself just lets the
-  trade time out). Either way a signed notify goes out. `time_expire` (absolute) and
+  trade time out). Either way a signed notify goes out (`TRADE_CLOSED` notifies are the ones
+  Alipay sends when the merchant turns them on; a trade closed by its expiry or by
+  `trade.close`, and a refund, send none here). `time_expire` (absolute) and
   `timeout_express` (from the trade's creation) close an unpaid trade when they pass, checked
   whenever the trade is touched.
 - **`alipay.trade.pay`** with a saved source (`agreement_params.agreement_no`, or `auth_code`

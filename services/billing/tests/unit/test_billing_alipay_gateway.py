@@ -534,3 +534,18 @@ def test_keys_that_cannot_be_read_are_refused_without_quoting_them(sandbox: Sand
 
     assert garbled not in str(refused.value)
     assert "PRIVATE" not in repr(_gateway(sandbox))
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(502, b"Bad Gateway"), (200, b"<html>maintenance</html>"), (200, b'{"sign":"x"}')],
+)
+async def test_a_5xx_or_an_answer_that_is_not_alipays_is_unavailable(
+    sandbox: Sandbox, status: int, body: bytes
+) -> None:
+    transport = httpx.MockTransport(lambda _: httpx.Response(status, content=body))
+    gateway = _gateway(sandbox, transport)
+
+    with pytest.raises(GatewayUnavailableError):
+        await gateway.pay(payment("alipay_ok"))
+    await gateway.aclose()
