@@ -402,13 +402,13 @@ class AlipayGateway(HttpAdapter):
         return _view(trade)
 
     async def list_payments(self, since: datetime) -> list[PaymentView]:
-        """Every payment in Alipay's daily trade bills from `since`'s day (Beijing) to today."""
-        day = since.astimezone(BEIJING).date()
-        today = self._clock().astimezone(BEIJING).date()
+        """Every payment in Alipay's trade bills from `since`'s day (Beijing) to today.
+
+        A whole month before this one is read as its monthly bill, other days one by one.
+        """
         rows: list[dict[str, str]] = []
-        while day <= today:
-            rows += await self._bill(day.isoformat())
-            day += timedelta(days=1)
+        for period in bill_periods(since, self._clock()):
+            rows += await self._bill(period)
         return [v for v in _bill_views(rows) if v.at is None or v.at >= since]
 
     async def read_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookNotice:
@@ -528,6 +528,24 @@ class AlipayGateway(HttpAdapter):
         if not response.is_success:
             raise GatewayRejectedError(response.status_code, "Alipay's bill could not be read")
         return _bill_rows(response.text)
+
+
+def bill_periods(since: datetime, now: datetime) -> list[str]:
+    """The bills (`yyyy-MM` for a whole month before `now`'s, else `yyyy-MM-dd`) that cover
+    `since`'s day to `now`'s, in Beijing days."""
+    day = since.astimezone(BEIJING).date()
+    today = now.astimezone(BEIJING).date()
+    this_month = today.replace(day=1)
+    periods: list[str] = []
+    while day <= today:
+        next_month = (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+        if day.day == 1 and next_month <= this_month:
+            periods.append(day.strftime("%Y-%m"))
+            day = next_month
+        else:
+            periods.append(day.isoformat())
+            day += timedelta(days=1)
+    return periods
 
 
 _STANDINGS = {
