@@ -376,7 +376,15 @@ class StripeSandbox:
         self._key_locks: dict[str, asyncio.Lock] = {}
 
     def now(self) -> int:
+        """The account's clock in Unix seconds, as Stripe's objects carry it."""
         return int(self.world.clock().timestamp())
+
+    def reset(self) -> None:
+        """Forget every intent, refund and idempotency key."""
+        self.intents.clear()
+        self.refunds.clear()
+        self._keys.clear()
+        self._key_locks.clear()
 
     # Idempotency -------------------------------------------------------------------------
 
