@@ -786,6 +786,11 @@ class StripeSandbox:
             },
             waits=[w * self.settings.retry_scale for w in RETRY_SCHEDULE_S],
             reference=reference,
+            # Stripe signs every attempt with the time it is sent, so a late redelivery is
+            # not stale at the receiver's 300 s tolerance.
+            resign=lambda raw: {
+                "Stripe-Signature": _sign(self.settings.webhook_secret, self.now(), raw)
+            },
         )
 
 
