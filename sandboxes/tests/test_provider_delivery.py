@@ -43,9 +43,12 @@ async def test_a_call_is_redelivered_until_acknowledged_and_each_attempt_is_sign
 async def test_a_call_for_a_held_reference_is_not_sent() -> None:
     sent: list[httpx.Request] = []
     deliveries = Deliveries()
-    deliveries._client = httpx.AsyncClient(
-        transport=httpx.MockTransport(lambda r: sent.append(r) or httpx.Response(200))
-    )
+
+    def receiver(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200)
+
+    deliveries._client = httpx.AsyncClient(transport=httpx.MockTransport(receiver))
     deliveries.held.add("r-lost")
     record = deliveries.send(
         id="evt_2",
