@@ -2,18 +2,18 @@
 
 from pathlib import Path
 
+from esim_core.sealing import ResetCodeKeySettings
 from esim_core.settings import ServiceSettings
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from accounts.identity.limits import Rate, RateSetting
 from accounts.lifecycle.rules import DAY_S, DurationSetting, LeadsSetting
 
 DEV_JWT_SECRET = "local-development-only-secret-change-me"
-DEV_RESET_CODE_KEY = "local-development-only-reset-code-key"
 
 
-class AccountsSettings(ServiceSettings):
+class AccountsSettings(ServiceSettings, ResetCodeKeySettings):
     """What the accounts service needs to run."""
 
     model_config = SettingsConfigDict(env_prefix="ACCOUNTS_", extra="ignore", frozen=True)
@@ -41,12 +41,6 @@ class AccountsSettings(ServiceSettings):
         "https://accounts.esim.example", min_length=1, description="the tokens' `iss`"
     )
     jwt_audience: str = Field("esim-accounts", min_length=1, description="the tokens' `aud`")
-    reset_code_key: SecretStr = Field(
-        SecretStr(DEV_RESET_CODE_KEY),
-        validation_alias=AliasChoices("RESET_CODE_KEY"),
-        description="key (32+ characters) that seals reset codes for the notifier; the "
-        "notifier must have the same RESET_CODE_KEY",
-    )
     reset_code_ttl_s: int = Field(900, ge=60, le=86400, description="how long a reset code works")
     reset_code_max_tries: int = Field(
         5, ge=1, le=20, description="wrong codes before the code stops working"
@@ -120,7 +114,7 @@ class AccountsSettings(ServiceSettings):
     def _empty_means_none(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("jwt_secret", "reset_code_key")
+    @field_validator("jwt_secret")
     @classmethod
     def _long_enough(cls, value: SecretStr) -> SecretStr:
         if len(value.get_secret_value()) < 32:
