@@ -3,7 +3,7 @@
 from email.utils import parseaddr
 
 from esim_core.sealing import ResetCodeKeySettings
-from esim_core.settings import ServiceSettings
+from esim_core.settings import BaseUrl, ServiceSettings
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -70,9 +70,8 @@ class NotifierSettings(ServiceSettings, ResetCodeKeySettings):
         description="how long a confirmation waits for its renewal's PaymentSettled (amount, "
         "method, reference) before it goes out without the payment's part",
     )
-    sms_gateway_url: str = Field(
+    sms_gateway_url: BaseUrl = Field(
         "http://127.0.0.1:8012",
-        pattern=r"^https?://[^\s/]+",
         description="base URL of the SMS provider's HTTP API",
     )
     sms_sender: str = Field(

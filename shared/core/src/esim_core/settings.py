@@ -1,6 +1,6 @@
 """Settings every service reads the same way: Kafka, Redis, topics, its database and HTTP port."""
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from esim_schemas import events
 from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, create_model
@@ -45,6 +45,10 @@ else:
         __module__=__name__,
         **_topic_fields(),
     )
+
+
+BaseUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+")]
+"""A setting naming the root of an outside system's HTTP API: `http(s)://` and a host."""
 
 
 class ServiceSettings(BaseSettings):
