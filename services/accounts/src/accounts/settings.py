@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from esim_core.sealing import ResetCodeKeySettings
-from esim_core.settings import ServiceSettings
+from esim_core.settings import KeySetting, ServiceSettings
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -22,7 +22,7 @@ class AccountsSettings(ServiceSettings, ResetCodeKeySettings):
         "sqlite+aiosqlite:///var/db/accounts.sqlite", description="the accounts database"
     )
     http_port: int = Field(8000, ge=1, le=65535, description="port of the accounts HTTP API")
-    jwt_secret: SecretStr = Field(
+    jwt_secret: KeySetting = Field(
         SecretStr(DEV_JWT_SECRET), description="HMAC key that signs access tokens"
     )
     jwt_ttl_s: int = Field(900, ge=60, le=86400, description="lifetime of an access token")
@@ -113,10 +113,3 @@ class AccountsSettings(ServiceSettings, ResetCodeKeySettings):
     @classmethod
     def _empty_means_none(cls, value: object) -> object:
         return None if value == "" else value
-
-    @field_validator("jwt_secret")
-    @classmethod
-    def _long_enough(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value()) < 32:
-            raise ValueError("must be at least 32 characters long")
-        return value

@@ -11,8 +11,10 @@ import secrets
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings
+
+from esim_core.settings import KeySetting
 
 _VERSION = "v1"
 
@@ -61,19 +63,12 @@ class ResetCodeKeySettings(BaseSettings):
     password reset codes: one unprefixed variable, so both read the same key.
     """
 
-    reset_code_key: SecretStr = Field(
+    reset_code_key: KeySetting = Field(
         SecretStr(DEV_RESET_CODE_KEY),
         validation_alias=AliasChoices("RESET_CODE_KEY"),
         description="key (32+ characters) under which accounts seals reset codes for the "
         "notifier; accounts and the notifier must have the same RESET_CODE_KEY",
     )
-
-    @field_validator("reset_code_key")
-    @classmethod
-    def _key_long_enough(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value()) < 32:
-            raise ValueError("must be at least 32 characters long")
-        return value
 
     def reset_code_sealer(self) -> Sealer:
         """The sealer under `RESET_CODE_KEY`; says so in the log when that is the local key."""

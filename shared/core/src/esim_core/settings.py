@@ -3,7 +3,15 @@
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from esim_schemas import events
-from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, create_model
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -49,6 +57,16 @@ else:
 
 BaseUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+")]
 """A setting naming the root of an outside system's HTTP API: `http(s)://` and a host."""
+
+
+def _long_enough(value: SecretStr) -> SecretStr:
+    if len(value.get_secret_value()) < 32:
+        raise ValueError("must be at least 32 characters long")
+    return value
+
+
+KeySetting = Annotated[SecretStr, AfterValidator(_long_enough)]
+"""A setting holding a key (signing, sealing): at least 32 characters, never shown."""
 
 
 class ServiceSettings(BaseSettings):
