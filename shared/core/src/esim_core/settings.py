@@ -172,14 +172,17 @@ def load_settings(model: type[SettingsT]) -> SettingsT:
         return model()
     except ValidationError as error:
         prefix = str(model.model_config.get("env_prefix", ""))
+        aliases = {
+            str(choice)
+            for info in model.model_fields.values()
+            if isinstance(info.validation_alias, AliasChoices)
+            for choice in info.validation_alias.choices
+        }
         lines = []
         for item in error.errors(include_input=False, include_url=False):
             field = str(item["loc"][0]) if item["loc"] else "?"
-            info = model.model_fields.get(field)
-            alias = info.validation_alias if info is not None else None
-            name = (
-                str(alias.choices[0]) if isinstance(alias, AliasChoices) else prefix + field
-            ).upper()
+            # An aliased field's error is located by the alias: the variable's own name.
+            name = (field if field in aliases else prefix + field).upper()
             lines.append(f"  {name}: {item['msg']}")
         raise SettingsError(f"{model.__name__}: invalid settings\n" + "\n".join(lines)) from None
 
