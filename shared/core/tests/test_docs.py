@@ -8,7 +8,15 @@ import httpx
 import pytest
 from esim_core.service import ServiceRuntime
 from esim_core.settings import ServiceSettings
-from esim_core.web.docs import ASSETS_DIR, REDOC, SWAGGER_UI, install_offline_docs
+from esim_core.web.docs import (
+    A11Y_JS,
+    ASSETS_DIR,
+    CONTRAST_CSS,
+    OWN,
+    REDOC,
+    SWAGGER_UI,
+    install_offline_docs,
+)
 from fastapi import FastAPI
 
 # Anything a page would fetch: src/href attributes and `url(...)`s, absolute or not.
@@ -51,9 +59,12 @@ async def test_swagger_ui_loads_its_script_and_style_from_the_service(
     page = (await client.get("/docs")).text
     assert f'src="/docs/assets/{SWAGGER_UI}/swagger-ui-bundle.js"' in page
     assert f'href="/docs/assets/{SWAGGER_UI}/swagger-ui.css"' in page
+    assert f'href="/docs/assets/{OWN}/{CONTRAST_CSS}"' in page
+    assert f'src="/docs/assets/{OWN}/{A11Y_JS}"' in page
     assert "url: '/openapi.json'" in page
     # The validator badge would be an image from validator.swagger.io.
     assert '"validatorUrl": null' in page
+    assert '"deepLinking": false' in page
 
 
 async def test_redoc_loads_its_script_from_the_service(client: httpx.AsyncClient) -> None:
@@ -68,7 +79,8 @@ async def test_redoc_loads_its_script_from_the_service(client: httpx.AsyncClient
         (f"/docs/assets/{SWAGGER_UI}/swagger-ui-bundle.js", "text/javascript", b"/*!"),
         (f"/docs/assets/{SWAGGER_UI}/swagger-ui.css", "text/css", b".swagger-ui"),
         (f"/docs/assets/{SWAGGER_UI}/favicon-32x32.png", "image/png", b"\x89PNG"),
-        (f"/docs/assets/{REDOC}/redoc.standalone.js", "text/javascript", b"/*!"),
+        (f"/docs/assets/{OWN}/{CONTRAST_CSS}", "text/css", b"/*"),
+        (f"/docs/assets/{OWN}/{A11Y_JS}", "text/javascript", b"/*"),
     ],
 )
 async def test_the_vendored_assets_are_served(
@@ -79,6 +91,19 @@ async def test_the_vendored_assets_are_served(
     assert answer.headers["content-type"].startswith(media_type)
     assert answer.content.startswith(starts_with)
     assert len(answer.content) == (ASSETS_DIR / path.removeprefix("/docs/assets/")).stat().st_size
+
+
+async def test_redoc_is_served_without_its_logo_from_redoclys_cdn(
+    client: httpx.AsyncClient,
+) -> None:
+    shipped = (ASSETS_DIR / REDOC / "redoc.standalone.js").read_bytes()
+    answer = await client.get(f"/docs/assets/{REDOC}/redoc.standalone.js")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/javascript")
+    assert b"https://cdn.redoc.ly/redoc/logo-mini.svg" in shipped  # as npm ships it
+    assert b"cdn.redoc.ly" not in answer.content
+    assert answer.content.startswith(b"/*!")
+    assert abs(len(answer.content) - len(shipped)) < 100
 
 
 @pytest.mark.parametrize("package", [SWAGGER_UI, REDOC])

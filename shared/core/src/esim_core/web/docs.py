@@ -15,6 +15,7 @@ import base64
 import hashlib
 import re
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import (
@@ -22,7 +23,7 @@ from fastapi.openapi.docs import (
     get_swagger_ui_html,
     get_swagger_ui_oauth2_redirect_html,
 )
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 ASSETS_DIR = Path(__file__).with_name("docs_assets")
@@ -34,9 +35,28 @@ DOCS_PATH = "/docs"
 REDOC_PATH = "/redoc"
 OAUTH2_REDIRECT_PATH = "/docs/oauth2-redirect"
 
+OWN = "esim"  # our own additions, beside the vendored packages
+CONTRAST_CSS = "swagger-ui-contrast.css"
+A11Y_JS = "swagger-ui-a11y.js"
+
 # Swagger UI's default `validatorUrl` shows a badge image fetched from validator.swagger.io:
-# an outside host, so it is turned off.
-SWAGGER_UI_PARAMETERS = {"validatorUrl": None}
+# an outside host, so it is turned off. Deep links put a link inside each operation's
+# expand button (two nested controls, which a screen reader cannot tell apart: axe's
+# nested-interactive), so they are off too. The "obsidian" highlighting is the one of Swagger
+# UI's themes whose colours all meet WCAG AA contrast on its background (the default, agate,
+# does not).
+SWAGGER_UI_PARAMETERS: dict[str, Any] = {
+    "validatorUrl": None,
+    "deepLinking": False,
+    "syntaxHighlight": {"theme": "obsidian"},
+}
+
+# ReDoc 2 always shows Redocly's logo from cdn.redoc.ly in its menu. The vendored file stays
+# as npm ships it; the service serves it with that one address replaced by an empty image, so
+# the page fetches nothing from outside (the policy would block it, with a console error).
+REDOC_SCRIPT = "redoc.standalone.js"
+REDOC_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+EMPTY_IMAGE = b"data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg'/%3E"
 
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
 
@@ -71,9 +91,16 @@ def content_security_policy(html: str) -> str:
     )
 
 
-def _page(response: HTMLResponse) -> HTMLResponse:
-    """FastAPI's page with a language (screen readers need it) and the policy that fits it."""
+def _page(response: HTMLResponse, stylesheet: str = "", script: str = "") -> HTMLResponse:
+    """FastAPI's page with a language (screen readers need it), an added `stylesheet` (after
+    the page's own, so it wins) and `script`, and the policy that fits it."""
     html = bytes(response.body).decode().replace("<html>", '<html lang="en">', 1)
+    added = ""
+    if stylesheet:
+        added += f'<link type="text/css" rel="stylesheet" href="{stylesheet}">\n'
+    if script:
+        added += f'<script src="{script}"></script>\n'
+    html = html.replace("</head>", f"{added}</head>", 1)
     return HTMLResponse(
         html,
         headers={
@@ -94,6 +121,17 @@ def install_offline_docs(app: FastAPI) -> None:
         raise ValueError("build the app with docs_url=None and redoc_url=None")
     if app.openapi_url is None:
         return  # no OpenAPI document, nothing to show
+    redoc_script = (ASSETS_DIR / REDOC / REDOC_SCRIPT).read_bytes().replace(REDOC_LOGO, EMPTY_IMAGE)
+
+    # Registered before the mount, which would otherwise answer with the file as shipped.
+    @app.get(f"{ASSETS_PATH}/{REDOC}/{REDOC_SCRIPT}", include_in_schema=False)
+    async def redoc_script_without_outside_logo() -> Response:
+        return Response(
+            redoc_script,
+            media_type="text/javascript; charset=utf-8",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
+
     app.mount(ASSETS_PATH, StaticFiles(directory=ASSETS_DIR), name="docs-assets")
 
     @app.get(DOCS_PATH, include_in_schema=False)
@@ -110,7 +148,9 @@ def install_offline_docs(app: FastAPI) -> None:
                 oauth2_redirect_url=f"{root}{OAUTH2_REDIRECT_PATH}",
                 init_oauth=app.swagger_ui_init_oauth,
                 swagger_ui_parameters=parameters,
-            )
+            ),
+            stylesheet=asset_url(root, OWN, CONTRAST_CSS),
+            script=asset_url(root, OWN, A11Y_JS),
         )
 
     @app.get(OAUTH2_REDIRECT_PATH, include_in_schema=False)
