@@ -4,6 +4,10 @@ Chromium and chromedriver are Debian's (`deploy/chromium/ensure.sh` installs the
 missing); Selenium drives them through the system chromedriver, never a downloaded one.
 The browser reaches no host but `localhost` and 127.0.0.1: anything a page tries to load from
 outside the machine fails, shows in the console, and so fails the test.
+
+axe-core is vendored in `vendor/axe-core-4.14.1/` as npm ships it (`npm pack axe-core@4.14.1`,
+`package/axe.min.js`; integrity sha512-FHfa+lmNjQZfJz1q8wKqIDwC6DExcHt/pkjNQb09a3NPjCKg2rhu5qb2
+S4r76ASyFNNtuFooJpZe37OgudVGtQ==), with its licence (MPL-2.0) and third-party notices.
 """
 
 import base64
