@@ -111,7 +111,7 @@ def _browser(
     request: pytest.FixtureRequest, driver: webdriver.Chrome, size: str
 ) -> Iterator[Browser]:
     if _in_use:
-        raise pytest.UsageError("a test takes either `desktop` or `phone`: one browser, one size")
+        pytest.fail("a test takes either `desktop` or `phone`: one browser, one size")
     _in_use.add(size)
     try:
         reset(driver, DESKTOP if size == "desktop" else PHONE, phone=size == "phone")
