@@ -26,6 +26,9 @@ Fixtures
 
     - `open(url)`; `find(css, timeout=10)` (visible element or a clear failure);
       `find_all(css)`; `driver` for anything else Selenium does.
+    - keyboard: `keys(*keys)` types to the focused element (`Keys.TAB`, `Keys.ENTER`, text),
+      `tab_to(css)` presses Tab until an element matching `css` has the focus (fails after
+      100 presses), `focused()`; `wait_until_url(fragment)` after a redirect or a post.
     - `step(name)`: writes `var/screenshots/<test>/<NN>-<name>.png` (full page) and fails
       if the console has logged an error since the last check. Call it after each step a
       person would see; the screenshots are written on every run, passed or failed, and

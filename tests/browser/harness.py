@@ -21,6 +21,8 @@ from typing import Any
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.command import Command
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions
@@ -148,6 +150,38 @@ class Browser:
     def find_all(self, css: str) -> list[WebElement]:
         """Every element matching `css` now (possibly none)."""
         return list(self.driver.find_elements("css selector", css))
+
+    def focused(self) -> WebElement:
+        """The element that has the keyboard's focus."""
+        return self.driver.switch_to.active_element
+
+    def keys(self, *keys: str) -> None:
+        """Type `keys` as a keyboard would, to whatever has the focus (`Keys.TAB`, text, ...)."""
+        ActionChains(self.driver).send_keys(*keys).perform()
+
+    def tab_to(self, css: str, limit: int = 100) -> WebElement:
+        """Press Tab until an element matching `css` has the focus; fails after `limit` presses.
+
+        For keyboard-only journeys: what a person reaches by Tab, in the page's order.
+        """
+        for _ in range(limit):
+            self.keys(Keys.TAB)
+            element = self.focused()
+            if self.driver.execute_script(
+                "return arguments[0].matches(arguments[1])", element, css
+            ):
+                return element
+        raise AssertionError(
+            f"{limit} presses of Tab never reached {css!r} on {self.driver.current_url}"
+        )
+
+    def wait_until_url(self, fragment: str, timeout: float = 10) -> str:
+        """Wait until the address contains `fragment` (after a redirect or a form post)."""
+        WebDriverWait(self.driver, timeout).until(
+            expected_conditions.url_contains(fragment),
+            f"the address never contained {fragment!r} (it is {self.driver.current_url})",
+        )
+        return self.driver.current_url
 
     def step(self, name: str, *, full_page: bool = True) -> Path:
         """Record a step: a screenshot `NN-<name>.png`, and no console error so far.

@@ -5,6 +5,7 @@ loaded a script, stylesheet, font or image from a CDN would log an error and fai
 """
 
 import pytest
+from selenium.webdriver.common.keys import Keys
 
 from tests.browser.harness import Browser
 from tests.support.infra import Platform
@@ -53,3 +54,18 @@ def test_the_accounts_docs_work_at_a_phones_width(platform: Platform, phone: Bro
     assert width <= 390 + 1, f"the page scrolls sideways at a phone's width ({width} px wide)"
     phone.step("operations")
     phone.check_accessibility(name="phone")
+
+
+def test_an_operation_opens_and_closes_from_the_keyboard(
+    platform: Platform, desktop: Browser
+) -> None:
+    desktop.open(platform.url("accounts") + "/docs")
+    desktop.find(".swagger-ui .opblock")
+    control = desktop.tab_to(".opblock-summary-control")
+    assert control.get_attribute("aria-expanded") == "false"
+    desktop.keys(Keys.ENTER)
+    desktop.find(".swagger-ui .opblock.is-open .responses-wrapper")
+    assert desktop.focused().get_attribute("aria-expanded") == "true"
+    desktop.step("opened by keyboard")
+    desktop.keys(Keys.ENTER)
+    assert not desktop.find_all(".swagger-ui .opblock.is-open")
