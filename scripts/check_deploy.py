@@ -41,7 +41,8 @@ K8S = ROOT / "deploy/k8s"
 SERVICES = ("accounts", "billing", "provisioning", "notifier")
 HEALTH_PATHS = {"/health/live", "/health/ready"}
 #: Read by every service outside its settings classes (`esim_core.web.server.serve`).
-PROCESS_ENV = frozenset({"LOG_LEVEL", "PYTHONUNBUFFERED"})
+# Read by the process rather than a settings class (uvicorn reads FORWARDED_ALLOW_IPS).
+PROCESS_ENV = frozenset({"LOG_LEVEL", "PYTHONUNBUFFERED", "FORWARDED_ALLOW_IPS"})
 RUNTIME_STAGES = ("service", "sandboxes")
 
 
