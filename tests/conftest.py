@@ -1,20 +1,28 @@
-"""Splits the suite for pytest-xdist (`-n 2 --dist loadgroup`): one platform's tests per worker.
+"""Splits the suite for pytest-xdist (`-n N --dist loadgroup`): integration groups first.
 
 pytest-xdist 3.8's own `loadgroup` renames items to group them, which pytest 9 no longer
-allows, so `xdist_group` marks are ignored; this scheduler groups by path instead. Each
-database's integration tests are one unit of work, run in order by one worker on one platform
-(the session's Kafka, Redis and services are not shared between processes, and tests that kill
-a service must not run beside others on it); every other module is a unit of its own.
-It takes effect where tests/ is among the paths pytest is given (as in `make test`).
+allows, so `xdist_group` marks are ignored; this scheduler groups by path instead. The
+integration tests of each database are cut into a few groups of files (`PLATFORM_GROUPS`);
+each group is one unit of work, run in order by one worker on that worker's platform (the
+session's Kafka, Redis and services are not shared between processes, and tests that kill a
+service must not run beside others on it). Two groups on two workers run on two platforms side
+by side: most of an integration test's time is spent waiting (on a renewal's round trip, a
+restart, a sweep), so the waits overlap. Groups given to one worker share its platform. Every
+other module is a unit of its own.
+
+The integration groups are handed out first, longest first, since they are the longest units:
+a worker that took them last would finish alone. It takes effect where tests/ is among the
+paths pytest is given (as in `make test`).
 
 The browser tests (tests/browser) drive a browser against the same platform, so they belong
-to the same unit of work as the integration tests; the `platform` fixture is defined here,
-once, for both directories (defined in each, it would start two platforms in one worker).
+to the platform groups like the integration tests (in `main`, unless `PLATFORM_GROUPS` names
+them); the `platform` fixture is defined here, once, for both directories (defined in each, it
+would start two platforms in one worker).
 """
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -26,15 +34,29 @@ BROWSER = "tests/browser/"
 # Test directories whose tests run on the session's platform (the `platform` fixture).
 ON_PLATFORM = (INTEGRATION, BROWSER)
 
+#: Integration files that run on a platform of their own when a worker is free for them: the
+#: ones that restart or kill services, or wait on a plan's leads (`restarts`); the rest (`main`,
+#: and any new file) share one. The two take about as long (`pytest --durations` on
+#: tests/integration: some 260 s each on a loaded 2-core machine, start-up included).
+PLATFORM_GROUPS = {
+    "test_lifecycle.py": "restarts",
+    "test_graceful_stop.py": "restarts",
+    "test_crash_recovery.py": "restarts",
+    "test_scaling.py": "restarts",
+    "test_reminders.py": "restarts",
+}
+GROUP_ORDER = ("main", "restarts")
+
 
 def work_unit(nodeid: str) -> str:
-    """The unit of work a test belongs to: its platform's integration tests, or its module."""
+    """The unit of work a test belongs to: its platform group's integration tests, or its module."""
     path, _, rest = nodeid.partition("::")
     if not path.startswith(ON_PLATFORM):
         return path
+    group = PLATFORM_GROUPS.get(PurePosixPath(path).name, "main")
     ids = rest.partition("[")[2].rstrip("]").split("-")
     database = next((name for name in DATABASE_MODES if name in ids), "")
-    return f"integration-{database}" if database else "integration"
+    return f"integration-{group}-{database}" if database else f"integration-{group}"
 
 
 def database_modes() -> list[str]:
@@ -63,6 +85,15 @@ def platform(
         yield running
 
 
+def unit_rank(unit: str, size: int) -> tuple[int, int, int]:
+    """Where a unit goes in the work queue: integration groups first, then the largest units."""
+    if not unit.startswith("integration-"):
+        return (1, 0, -size)
+    group = unit.removeprefix("integration-").split("-")[0]
+    order = GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER)
+    return (0, order, 0)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Schedule by `work_unit` when xdist runs with `--dist loadgroup`."""
     if not config.pluginmanager.hasplugin("xdist"):
@@ -76,6 +107,28 @@ def pytest_configure(config: pytest.Config) -> None:
     class Scheduler:
         @pytest.hookimpl
         def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
-            return ByPlatform(config, log) if config.getvalue("dist") == "loadgroup" else None
+            if config.getvalue("dist") != "loadgroup":
+                return None
+            # The queue follows the workers' collection, which `pytest_collection_modifyitems`
+            # puts in `unit_rank` order, instead of xdist's ordering by test count.
+            config.option.loadscopereorder = False
+            return ByPlatform(config, log)
 
     config.pluginmanager.register(Scheduler(), "esim-xdist-scheduler")
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own ordering by parametrized fixtures
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On an xdist worker, order the tests by `unit_rank`, each unit's own order kept."""
+    if not hasattr(config, "workerinput"):
+        return
+    units = [work_unit(item.nodeid) for item in items]
+    sizes: dict[str, int] = {}
+    for unit in units:
+        sizes[unit] = sizes.get(unit, 0) + 1
+    first_seen = {unit: index for index, unit in reversed(list(enumerate(units)))}
+    ranked = sorted(
+        range(len(items)),
+        key=lambda i: (*unit_rank(units[i], sizes[units[i]]), first_seen[units[i]], i),
+    )
+    items[:] = [items[i] for i in ranked]

@@ -25,13 +25,16 @@ pytestmark = pytest.mark.integration
 
 PLAN = "JP-30D-10GB"
 THIRTY_DAYS_S = 30 * 86400
-# Leads just short of a 30-day plan's length: its reminder falls due about 10 s after it starts
-# and its auto-renewal about 30 s after; the 1-day lead is far off. (Shortening a live plan at the
-# sandbox, POST /sandbox/validity, would not do instead: provisioning takes the new end on its
-# bundle, but no event carries it to accounts, whose plan watch keeps the 30-day end.)
+# Leads just short of a 30-day plan's length: its reminder falls due about 3 s after it starts
+# and its auto-renewal about 9 s after; the 1-day lead is far off. The auto-renewal must come
+# after the reminder (a plan with a later plan queued is not reminded of), with room for the due
+# loop's idle wait (at most 2 s) and a loaded machine; each second more is a second of waiting.
+# (Shortening a live plan at the sandbox, POST /sandbox/validity, would not do instead:
+# provisioning takes the new end on its bundle, but no event carries it to accounts, whose plan
+# watch keeps the 30-day end.)
 LEADS = {
-    "ACCOUNTS_REMINDER_LEADS": f"{THIRTY_DAYS_S - 10}s,1d",
-    "ACCOUNTS_AUTO_RENEW_LEAD": f"{THIRTY_DAYS_S - 30}s",
+    "ACCOUNTS_REMINDER_LEADS": f"{THIRTY_DAYS_S - 3}s,1d",
+    "ACCOUNTS_AUTO_RENEW_LEAD": f"{THIRTY_DAYS_S - 9}s",
 }
 
 

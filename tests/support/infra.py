@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -480,6 +480,15 @@ class Platform:
 
     def start(self) -> None:
         """Start the sandboxes, the SMTP sink and the four services."""
+        self.launch_sandboxes()
+        self.start_services()
+
+    def launch_sandboxes(self) -> None:
+        """Launch the sandboxes and the SMTP sink without waiting for them.
+
+        They need neither the broker, Redis nor a database, so `platform_on` launches them
+        first and they import while those start.
+        """
         for name in ("payment", "esim", "sms", "smtp", *SERVICES):
             self.ports[name] = free_port()
         self.mail_dir.mkdir(parents=True, exist_ok=True)
@@ -518,6 +527,9 @@ class Platform:
             self.workdir / "smtp.log",
             lambda: port_open(smtp_port),
         ).launch()
+
+    def start_services(self) -> None:
+        """Wait for the sandboxes (`launch_sandboxes`), then start the four services."""
         for name in ("payment", "esim", "sms", "smtp"):
             self.processes[name].wait_ready()
         for name in SERVICES:
@@ -586,26 +598,52 @@ class Platform:
 def platform_on(workdir: Path, *, database: str = "sqlite", **options: Any) -> Iterator[Platform]:
     """Kafka, Redis (and PostgreSQL, with `database="postgres"`), then the platform on them.
 
+    The sandboxes are launched first and the servers are started side by side while they import:
+    a platform is up in the time of its slowest part, not of all its parts one after another.
     `options` go to `Platform` (e.g. `cards_csv`, `env`). Everything stops when the block ends.
     """
-    with ExitStack() as stack:
-        databases = stack.enter_context(postgres(workdir)) if database == "postgres" else {}
-        bootstrap = stack.enter_context(kafka(workdir))
-        redis_url = stack.enter_context(redis(workdir))
-        shared_cluster = bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
-        running = Platform(
-            workdir,
-            bootstrap,
-            redis_url,
-            topic_suffix=new_suffix() if shared_cluster else "",
-            databases=databases,
-            **options,
-        )
-        try:
-            running.start()
-            yield running
-        finally:
-            running.stop()
+    # The broker and Redis addresses are filled in once those servers are up.
+    running = Platform(workdir, "", "", **options)
+    try:
+        running.launch_sandboxes()
+        with ExitStack() as servers:
+            managers: list[Any] = [kafka(workdir), redis(workdir)]
+            if database == "postgres":
+                managers.append(postgres(workdir))
+            bootstrap, redis_url, *databases = enter_together(servers, managers)
+            running.kafka, running.redis = bootstrap, redis_url
+            running.databases = databases[0] if databases else {}
+            if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):  # a cluster shared with other runs
+                running.topic_suffix = new_suffix()
+            try:
+                running.start_services()
+                yield running
+            finally:
+                running.stop()  # before the servers it runs on
+    finally:
+        running.stop()  # the sandboxes, where a server did not start
+
+
+def enter_together(stack: ExitStack, managers: Sequence[Any]) -> list[Any]:
+    """Enter these context managers at once, each in a thread; `stack` exits those that entered.
+
+    Raises:
+        BaseException: the first error of an `__enter__`, once every other one has ended.
+    """
+    with concurrent.futures.ThreadPoolExecutor(len(managers)) as pool:
+        futures = [pool.submit(manager.__enter__) for manager in managers]
+    values: list[Any] = []
+    failure: BaseException | None = None
+    for manager, future in zip(managers, futures, strict=True):
+        error = future.exception()
+        if error is None:
+            stack.push(manager)
+            values.append(future.result())
+        elif failure is None:
+            failure = error
+    if failure is not None:
+        raise failure
+    return values
 
 
 def new_suffix() -> str:
