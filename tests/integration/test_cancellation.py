@@ -22,6 +22,8 @@ def kafka_client(platform: Platform) -> Iterator[PlainKafka]:
 def test_a_queued_plan_is_cancelled_at_the_platform_refunded_and_ends_cancelled(
     platform: Platform, kafka_client: PlainKafka
 ) -> None:
+    """About 8 s: two renewals, then a cancellation at the platform and a refund, each a round
+    trip over the broker."""
     traveller, iccid, current = active_card(platform)
     queued = traveller.renew(iccid, "card_ok", start="after_current").json()["renewal_id"]
     traveller.wait_for_status(queued, "ACTIVATED")
@@ -73,6 +75,7 @@ def test_a_live_plan_is_not_cancellable(platform: Platform) -> None:
 def test_a_start_now_plan_replaces_the_live_one_and_says_so_once(
     platform: Platform, kafka_client: PlainKafka
 ) -> None:
+    """About 9 s: two renewals, then a usage poll that must announce no end of the replaced plan."""
     traveller, iccid, first = active_card(platform, plan_code="JP-1D-1GB")
 
     second = traveller.renew(iccid, "card_ok", start="now").json()["renewal_id"]
@@ -109,6 +112,7 @@ def test_a_start_now_plan_replaces_the_live_one_and_says_so_once(
 def test_a_cancel_that_races_the_plans_start_keeps_the_plan(
     platform: Platform, kafka_client: PlainKafka
 ) -> None:
+    """About 7 s: two renewals, then the plan's start at the sandbox races the cancel."""
     traveller, iccid, current = active_card(platform)
     queued = traveller.renew(iccid, "card_ok", start="after_current").json()["renewal_id"]
     traveller.wait_for_status(queued, "ACTIVATED")

@@ -19,6 +19,7 @@ RACERS = 6
 
 
 def test_one_card_bound_by_several_travellers_at_once_has_one_owner(platform: Platform) -> None:
+    """About 8 s: six users are registered first, each registration hashing a password."""
     travellers = [Traveller.register(platform) for _ in range(RACERS)]
     iccid, code = next_card(platform)
 

@@ -10,6 +10,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_accounts_killed_after_accepting_a_renewal(platform: Platform) -> None:
+    """About 15 s: accounts starts again, and the broker hands the killed consumer's partitions on
+    only once its session (10 s) has run out."""
     traveller = Traveller.register(platform)
     iccid = traveller.bind_new_card()
     renewal_id = traveller.renew(iccid, "card_slow").json()["renewal_id"]
@@ -21,6 +23,8 @@ def test_accounts_killed_after_accepting_a_renewal(platform: Platform) -> None:
 
 
 def test_billing_killed_while_charging(platform: Platform) -> None:
+    """About 20 s: the charge the killed billing had claimed is taken up again only when its lease
+    (15 s on the test platform) runs out."""
     traveller = Traveller.register(platform)
     iccid = traveller.bind_new_card()
     renewal_id = traveller.renew(iccid, "card_slow").json()["renewal_id"]
@@ -42,6 +46,7 @@ def test_billing_killed_while_charging(platform: Platform) -> None:
 
 
 def test_provisioning_killed_while_following_an_activation(platform: Platform) -> None:
+    """About 12 s: a slow activation (5 s at the sandbox) and a restart of provisioning."""
     traveller = Traveller.register(platform)
     iccid = traveller.bind_new_card()
     httpx.post(f"{platform.url('esim')}/sandbox/faults", json={"iccid": iccid, "mode": "slow"})
@@ -59,6 +64,8 @@ def test_provisioning_killed_while_following_an_activation(platform: Platform) -
 
 
 def test_notifier_killed_before_confirming(platform: Platform) -> None:
+    """About 12 s: the renewal ends while the notifier is down, then the notifier starts again
+    and its consumer group settles before the mail goes out."""
     traveller = Traveller.register(platform)
     iccid = traveller.bind_new_card()
     platform.processes["notifier"].kill()

@@ -45,6 +45,8 @@ def kafka_client(platform: Platform) -> Any:
 
 
 def test_sagas_show_prints_the_timeline_ending_activated(platform: Platform) -> None:
+    """About 10 s: a renewal, then four `esimctl` runs, each a new Python process (some 2 s of
+    imports on a loaded 2-core machine), as an operator runs it."""
     traveller = Traveller.register(platform)
     iccid = traveller.bind_new_card()
     renewal_id = traveller.renew(iccid).json()["renewal_id"]
@@ -111,6 +113,8 @@ def test_a_wrong_operator_token_is_refused(platform: Platform) -> None:
 
 
 def test_outbox_status_and_stuck_answer_for_every_service(platform: Platform) -> None:
+    """About 10 s: a renewal, and `esimctl` runs (a new process each) until every outbox drained."""
+
     def outboxes() -> dict[str, Any]:
         status: dict[str, Any] = as_json(esimctl(platform, "outbox", "status", "--json"))
         return status
@@ -138,6 +142,7 @@ def test_outbox_status_and_stuck_answer_for_every_service(platform: Platform) ->
 def test_dlq_replay_redelivers_a_dead_letter_once_its_cause_is_fixed(
     platform: Platform, kafka_client: PlainKafka
 ) -> None:
+    """About 12 s: a dead letter, a renewal, and some six `esimctl` runs (a new process each)."""
     traveller = Traveller.register(platform)
     iccid = traveller.bind_new_card()
     renewal_id = str(uuid.uuid4())

@@ -50,6 +50,8 @@ def in_flight(platform: Platform, service: str, renewal_ids: list[str]) -> bool:
 def test_sigterm_under_load_exits_in_bound_and_every_renewal_ends_once(
     platform: Platform, service: str
 ) -> None:
+    """About 15 to 25 s each: 20 renewals, with slow and retried captures, are in flight when the
+    service is stopped, and every one must end (and be confirmed) after it starts again."""
     traveller = Traveller.register(platform)
     cards = [traveller.bind_new_card() for _ in range(4)]
     renewal_ids: list[str] = []

@@ -31,6 +31,8 @@ def limited_accounts(platform: Platform) -> Iterator[Process]:
 def test_new_requests_wait_while_the_sagas_in_flight_are_at_the_limit(
     platform: Platform, limited_accounts: Process
 ) -> None:
+    """About 15 s: six `_slow` charges (2 s each) go through two at a time, and accounts is
+    restarted before and after with another intake limit."""
     traveller = Traveller.register(platform)
     cards = [traveller.bind_new_card() for _ in range(RENEWALS)]
     log_start = limited_accounts.log_path.stat().st_size

@@ -106,6 +106,8 @@ def renewals(traveller: Traveller, iccid: str) -> list[dict[str, Any]]:
 def test_one_reminder_and_one_auto_renewal_with_two_replicas_and_a_restart(
     lifecycle: Platform, kafka: PlainKafka
 ) -> None:
+    """Some 30 s: it waits for the plan's reminder and auto-renewal leads (3 s and 9 s after it
+    starts), the auto-renewal's round trip, a restart of accounts and one more renewal."""
     traveller = Traveller.register(lifecycle)
     iccid = traveller.bind_new_card()
     auto_renew(traveller, iccid, "card_ok", monthly_cap={"amount": 5000, "currency": "USD"})
@@ -146,6 +148,8 @@ def test_one_reminder_and_one_auto_renewal_with_two_replicas_and_a_restart(
 def test_a_hard_decline_turns_auto_renew_off_and_tells_the_user_once(
     lifecycle: Platform, kafka: PlainKafka
 ) -> None:
+    """About 15 s: the declined auto-renewal is tried only when its lead falls due, 9 s after the
+    plan starts, and then both notices go out."""
     traveller = Traveller.register(lifecycle)
     phone = traveller.choose_sms()
     iccid = traveller.bind_new_card()

@@ -82,6 +82,8 @@ def daily_plan_reminded(platform: Platform, kafka: PlainKafka) -> tuple[Travelle
 def test_a_daily_plan_is_reminded_once_by_mail_and_sms_and_not_again_after_a_restart(
     platform: Platform, kafka: PlainKafka
 ) -> None:
+    """About 15 s: two daily plans are renewed and reminded by mail and SMS, around a restart of
+    accounts."""
     traveller, phone, iccid = daily_plan_reminded(platform, kafka)
     wait_until(lambda: reminded(platform, iccid), what="the reminders sent")
 

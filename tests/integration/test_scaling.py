@@ -47,6 +47,8 @@ def second_billing(platform: Platform) -> Iterator[Process]:
 def test_a_killed_replica_s_partitions_and_work_are_taken_over(
     platform: Platform, second_billing: Process
 ) -> None:
+    """About 20 s: the group rebalances twice, and the charges the killed replica had claimed
+    wait out their lease (15 s on the test platform)."""
     wait_until(lambda: group_members(platform, "billing") == 2, timeout=60, what="two members")
     traveller = Traveller.register(platform)
     cards = [traveller.bind_new_card() for _ in range(RENEWALS)]

@@ -208,6 +208,8 @@ def live_plans(kafka: PlainKafka, platform: Platform, iccid: str) -> str | None:
 def test_a_queued_plan_becomes_the_cards_plan_when_the_current_one_ends(
     platform: Platform, kafka_client: PlainKafka
 ) -> None:
+    """About 10 s: two renewals, then the current plan ends at the sandbox and the switch is
+    heard at the next usage polls (every 0.5 to 2 s)."""
     traveller, iccid, first = active_card(platform, plan_code="JP-1D-1GB")
     second = traveller.renew(iccid, "card_ok", start="after_current").json()["renewal_id"]
     traveller.wait_for_status(second, "ACTIVATED")
@@ -238,6 +240,7 @@ def test_a_queued_plan_becomes_the_cards_plan_when_the_current_one_ends(
 def test_provisioning_killed_while_usage_changes_loses_and_doubles_no_threshold(
     platform: Platform, kafka_client: PlainKafka
 ) -> None:
+    """About 20 s: provisioning is killed and started again twice."""
     _, iccid, _ = active_card(platform)
     use(platform, iccid, 50)
     usage_seen(kafka_client, platform, iccid, 50)

@@ -547,11 +547,14 @@ class Platform:
             "ACCOUNTS_CARDS_CSV": str(self.cards_csv),
             "BILLING_PAYMENT_GATEWAY_URL": self.url("payment"),
             "BILLING_DUNNING_SCHEDULE_S": "0.5,1",
-            # Short leases so a killed worker's rows are taken up again within a test's patience.
-            "BILLING_GATEWAY_TIMEOUT_S": "5",
+            # Short leases so a killed worker's rows are taken up again within a test's patience:
+            # a charge claimed by a killed billing waits out its lease, so the tests that kill
+            # billing mid-charge take about that long. The lease must outlast the longest round
+            # (3 x 4 s + 2 x 1 s); 4 s is twice a `_slow` charge's 2 s at the sandbox.
+            "BILLING_GATEWAY_TIMEOUT_S": "4",
             "BILLING_GATEWAY_ATTEMPTS": "3",
             "BILLING_GATEWAY_BACKOFF_MAX_S": "1",
-            "BILLING_WORKER_LEASE_S": "20",
+            "BILLING_WORKER_LEASE_S": "15",
             "PROVISIONING_PLATFORM_TIMEOUT_S": "5",
             "PROVISIONING_PLATFORM_ATTEMPTS": "3",
             "PROVISIONING_PLATFORM_BACKOFF_MAX_S": "1",
