@@ -10,9 +10,12 @@ TEST_PATHS := shared services sandboxes tools tests
 # What `make test` and `make test-unit` run: a service's tests or one file, e.g.
 # make test TESTS=services/billing, make test TESTS=services/billing/tests/unit/test_billing_payments.py
 TESTS ?= $(TEST_PATHS)
-# pytest-xdist workers (0: none, in one process). With --dist loadgroup (tests/conftest.py) one worker
-# runs a platform's integration tests in order while the others take the unit tests.
-WORKERS ?= 2
+# pytest-xdist workers (0: none, in one process). With --dist loadgroup (tests/conftest.py) the
+# integration tests of each database are two groups, handed out first, each run in order by one
+# worker on a platform of its own; the other workers take the unit tests. An integration worker
+# mostly waits (on renewals, restarts, leads), so there are more workers than the two cores: one
+# per integration group and one more.
+WORKERS ?= $(if $(filter true,$(CI)),5,3)
 comma := ,
 # Where the integration tests run: SQLite; with CI=true on PostgreSQL as well, each its own platform.
 TEST_DATABASES ?= $(if $(filter true,$(CI)),sqlite$(comma)postgres,sqlite)
