@@ -16,6 +16,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,37 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _share_the_default_ssl_context() -> None:
+    """Make httpx build its default SSL context once per process instead of once per call.
+
+    Each `httpx.get`/`httpx.post` opens a client, and each client loaded the CA bundle into a
+    new SSL context: some 20 ms of CPU per call, and under py-spy about nine tenths of a test
+    process's CPU while it polls the platform (every URL here is plain HTTP on the loopback).
+    With a platform's own processes on the same two cores, that CPU was taken from them. The
+    default context (verify=True, no client certificate) is built once and shared, as one
+    `httpx.Client` would share it; any other choice is built as httpx builds it.
+    """
+    from httpx._transports import default
+
+    build = httpx.create_ssl_context  # the same function, under its public name
+    shared: list[ssl.SSLContext] = []
+
+    def create_ssl_context(
+        verify: ssl.SSLContext | str | bool = True, cert: Any = None, trust_env: bool = True
+    ) -> ssl.SSLContext:
+        if verify is not True or cert is not None:
+            return build(verify=verify, cert=cert, trust_env=trust_env)
+        if not shared:
+            shared.append(build(verify=verify, cert=cert, trust_env=trust_env))
+        return shared[0]
+
+    # The transports look the function up in their module's namespace at each client.
+    vars(default)["create_ssl_context"] = create_ssl_context
+
+
+_share_the_default_ssl_context()
 
 
 def free_port() -> int:
