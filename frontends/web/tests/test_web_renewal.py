@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from web.i18n import use_locale
-from web.pages.renew import outcome
+from web.outcomes import outcome
 from web_fake_accounts import FakeAccounts
 from web_testkit import csrf_of
 

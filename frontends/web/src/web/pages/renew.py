@@ -1,6 +1,5 @@
 """Plans, the quote, paying, following a renewal to its end, receipts and cancelling."""
 
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 from uuid import UUID, uuid4
@@ -10,7 +9,8 @@ from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from web.accounts import AccountsUnavailableError, ApiProblemError
-from web.i18n import _, babel_locale, current_locale, format_day
+from web.i18n import _, babel_locale, current_locale
+from web.outcomes import outcome
 from web.pages.cards import CURRENCIES, card_path, currency_for, plans_by_code
 from web.pages.common import anonymous, checked_form, see_other, session_of, text, traveller
 from web.problems import FormErrors, explain, unavailable
@@ -20,10 +20,6 @@ router = APIRouter()
 
 KINDS = ("daily", "monthly", "quarterly")
 METHODS = ("card", "paypal", "alipay")
-#: Statuses after which nothing more happens to a renewal.
-TERMINAL = frozenset(
-    {"ACTIVATED", "REJECTED", "PAYMENT_FAILED", "REFUNDED", "CANCELLED", "TIMED_OUT"}
-)
 
 
 def country_names(codes: set[str]) -> list[tuple[str, str]]:
@@ -192,93 +188,6 @@ def _refuses_return_url(problem: ApiProblemError) -> bool:
         and item.get("type") == "extra_forbidden"
         for item in problem.errors
     )
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """Where a renewal stands, in one sentence, and whether it has ended."""
-
-    tone: str  # "ok", "wait", "bad": how the page marks it
-    sentence: str
-    ended: bool
-
-
-def outcome(renewal: dict[str, Any]) -> Outcome:
-    """The plain sentence for a renewal's status (unknown statuses are still in progress)."""
-    status = str(renewal.get("status", ""))
-    reason = str(renewal.get("reason") or "")
-    until = format_day(renewal.get("valid_until"))
-    since = format_day(renewal.get("valid_from"))
-    if status == "ACTIVATED":
-        if renewal.get("bundle_state") == "queued":
-            return Outcome(
-                "ok",
-                _(
-                    "Paid and queued: the plan starts on {start} when the current one ends, and "
-                    "is valid until {end}."
-                ).format(start=since, end=until),
-                True,
-            )
-        return Outcome("ok", _("Live now: the plan is active until {end}.").format(end=until), True)
-    if status == "PAYMENT_FAILED":
-        reasons = {
-            "declined": _(
-                "The payment was declined by the card's bank or the provider. Nothing was charged."
-            ),
-            "insufficient_funds": _(
-                "Declined for insufficient funds, after several tries. Nothing was charged."
-            ),
-            "expired_method": _("The saved payment method has expired. Nothing was charged."),
-            "invalid_token": _("The saved payment method is not valid. Nothing was charged."),
-            "provider_unavailable": _(
-                "The payment provider could not be reached. Nothing was charged: try again later."
-            ),
-            "not_approved": _(
-                "The payment was not approved (cancelled or timed out). Nothing was charged."
-            ),
-        }
-        return Outcome(
-            "bad", reasons.get(reason, _("The payment failed. Nothing was charged.")), True
-        )
-    if status == "REJECTED":
-        return Outcome(
-            "bad",
-            _("The renewal was refused before any payment: {why}").format(
-                why=renewal.get("detail") or reason or "-"
-            ),
-            True,
-        )
-    if status == "REFUNDED":
-        if str(renewal.get("via") or renewal.get("refund_via") or "") == "void":
-            return Outcome(
-                "bad",
-                _("Activation failed: the hold on your money is released, nothing was charged."),
-                True,
-            )
-        return Outcome(
-            "bad", _("The plan could not be activated, so your payment was refunded in full."), True
-        )
-    if status == "CANCELLED":
-        return Outcome("bad", _("The queued plan was cancelled and your payment refunded."), True)
-    if status == "TIMED_OUT":
-        return Outcome(
-            "bad", _("The renewal took too long and was stopped; any payment is returned."), True
-        )
-    if status == "PAYMENT_ACTION_REQUIRED":
-        return Outcome(
-            "wait",
-            _("Your payment provider needs your approval: open its page, approve, then come back."),
-            False,
-        )
-    if status == "AUTHORIZED":
-        return Outcome(
-            "wait", _("The money is held (not yet charged); the plan is being activated."), False
-        )
-    if status == "PAID":
-        return Outcome("wait", _("Paid; the plan is being activated on your card."), False)
-    if status in ("REFUNDING", "CANCELLING"):
-        return Outcome("wait", _("Your money is being returned."), False)
-    return Outcome("wait", _("The payment is being processed."), False)
 
 
 @router.get("/renewals/{renewal_id}")
