@@ -13,7 +13,13 @@ PAGE = ROOT / "docs" / "architecture.md"
 TOP_LEVEL = frozenset(
     {"services", "shared", "sandboxes", "tools", "frontends", "tests", "deploy", "scripts"}
 )
-PACKAGE_ROOTS = ("services/*/src", "shared/*/src", "sandboxes/src", "tools/*/src", "frontends/*/src")
+PACKAGE_ROOTS = (
+    "services/*/src",
+    "shared/*/src",
+    "sandboxes/src",
+    "tools/*/src",
+    "frontends/*/src",
+)
 SYMBOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 # Objects the page names by their usual variable, e.g. `runtime.due_work`.
 OBJECTS = {"runtime": ("shared/core/src/esim_core/service.py", "ServiceRuntime")}
