@@ -174,3 +174,22 @@ def test_an_unknown_page_is_a_page_not_a_json_body(client: TestClient) -> None:
     assert answer.status_code == 404
     assert "There is no such page." in answer.text
     assert answer.headers["content-type"].startswith("text/html")
+
+
+def test_a_renewal_address_that_is_no_renewal_id_is_a_missing_page(traveller: TestClient) -> None:
+    answer = traveller.get("/renewals/not-a-uuid")
+
+    assert answer.status_code == 404
+    assert "There is no such page." in answer.text
+
+
+def test_the_monthly_cap_is_shown_in_major_units(traveller: TestClient, fake: FakeAccounts) -> None:
+    fake.cards[ICCID].update(
+        auto_renew=True,
+        auto_renew_plan_code="JP-30D-10GB",
+        auto_renew_monthly_cap={"amount": 20000, "currency": "USD"},
+    )
+
+    page = traveller.get(f"/cards/{ICCID}").text
+
+    assert 'value="200.00"' in page and "At most $200.00 a month." in page

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
@@ -194,3 +195,10 @@ def _errors(app: FastAPI) -> None:
     app.add_exception_handler(AccountsUnavailableError, no_answer)
     app.add_exception_handler(ApiProblemError, problem)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    # A path that does not parse (a renewal id that is no UUID) is a page that does not exist.
+    app.add_exception_handler(
+        RequestValidationError,
+        lambda request, _: render(
+            request, "error.html", status_code=404, message=i18n._("There is no such page.")
+        ),
+    )
