@@ -193,3 +193,10 @@ def test_the_monthly_cap_is_shown_in_major_units(traveller: TestClient, fake: Fa
     page = traveller.get(f"/cards/{ICCID}").text
 
     assert 'value="200.00"' in page and "At most $200.00 a month." in page
+
+
+def test_the_browsers_own_favicon_request_finds_an_icon(client: TestClient) -> None:
+    answer = client.get("/favicon.ico")
+
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("image/svg+xml")

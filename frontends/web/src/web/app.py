@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from web import i18n
 from web.accounts import AccountsClient, AccountsUnavailableError, ApiProblemError, SignedOutError
@@ -143,6 +143,11 @@ def _operations(app: FastAPI) -> None:
             status_code=503,
             media_type="application/problem+json",
         )
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        # Browsers ask for it whatever the page says; a 404 would be an error in their console.
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
