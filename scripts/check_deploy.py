@@ -42,13 +42,10 @@ DOCKERFILE = ROOT / "deploy/Dockerfile"
 COMPOSE = ROOT / "deploy/compose.yaml"
 K8S = ROOT / "deploy/k8s"
 SERVICES = ("accounts", "billing", "provisioning", "notifier")
-#: Deployables that speak HTTP only: no Kafka consumer group, no operator token.
-FRONTENDS = ("web",)
 HEALTH_PATHS = {"/health/live", "/health/ready"}
 #: Read by every service outside its settings classes (`esim_core.web.server.serve`).
-PROCESS_ENV = frozenset({"LOG_LEVEL", "PYTHONUNBUFFERED"})
-#: Read by uvicorn in the website's process: the proxies it trusts for X-Forwarded-For.
-FRONTEND_ENV = frozenset({"FORWARDED_ALLOW_IPS"})
+# Read by the process rather than a settings class (uvicorn reads FORWARDED_ALLOW_IPS).
+PROCESS_ENV = frozenset({"LOG_LEVEL", "PYTHONUNBUFFERED", "FORWARDED_ALLOW_IPS"})
 RUNTIME_STAGES = ("service", "sandboxes")
 
 
@@ -135,7 +132,7 @@ def _facts() -> dict[str, ServiceFacts]:
     facts["web"] = ServiceFacts(
         name="web",
         prefix="WEB_",
-        env=env_names(WebSettings) | PROCESS_ENV | FRONTEND_ENV,
+        env=env_names(WebSettings) | PROCESS_ENV,
         port=web.http_port,
         partitions_default=0,
         frontend=True,

@@ -47,6 +47,10 @@ export WEB_HTTP_PORT=${WEB_HTTP_PORT:-8080}
 export WEB_ACCOUNTS_URL=${WEB_ACCOUNTS_URL:-http://127.0.0.1:${ACCOUNTS_HTTP_PORT:-8000}}
 export WEB_PUBLIC_URL=${WEB_PUBLIC_URL:-http://127.0.0.1:$WEB_HTTP_PORT}
 export WEB_SECURE_COOKIES=${WEB_SECURE_COOKIES:-false}
+# The proxies whose X-Forwarded-For uvicorn believes (every service; what counts for accounts'
+# per-address rate limits): the travellers' website (127.0.0.1:8080) calls accounts from
+# 127.0.0.1 and passes each traveller's address on, so limits count per traveller, not per site.
+export FORWARDED_ALLOW_IPS=${FORWARDED_ALLOW_IPS:-127.0.0.1}
 export PYTHONUNBUFFERED=1
 
 # Fail fast, before any download, when something already holds one of the ports.
