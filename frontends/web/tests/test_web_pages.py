@@ -151,14 +151,17 @@ def test_offers_list_the_public_promotions_and_none_when_accounts_has_no_list(
         {
             "code": "WELCOME10",
             "percent_off": 10,
+            "amount_off": None,
             "valid_from": None,
             "valid_until": "2027-01-31T00:00:00Z",
+            "per_user_limit": 1,
         },
-        {"code": "TEN", "discount": {"amount_off": 1000, "currency": "CNY"}},
+        {"code": "TEN", "percent_off": None, "amount_off": {"amount": 1000, "currency": "CNY"}},
     ]
     page = client.get("/offers").text
 
     assert "WELCOME10" in page and "10% off" in page and "until Jan 31, 2027" in page
+    assert "Once per traveller." in page
     assert "CN¥10.00 off" in page
 
 

@@ -95,6 +95,8 @@ def _discount(promotion: dict[str, Any]) -> dict[str, Any]:
     if percent is not None:
         return {"percent": percent}
     amount = source.get("amount_off", source.get("amount"))
+    if isinstance(amount, dict) and amount.get("currency"):
+        return {"money": amount}  # accounts' shape: `amount_off` is {amount, currency}
     if amount is not None and source.get("currency"):
         return {"money": {"amount": amount, "currency": source["currency"]}}
     return {}
@@ -116,6 +118,7 @@ async def offers_page(request: Request) -> Response:
                     "starts": item.get("valid_from") or item.get("starts_at"),
                     "ends": item.get("valid_until") or item.get("ends_at"),
                     "description": item.get("description"),
+                    "per_user_limit": item.get("per_user_limit"),
                 }
             )
     except ApiProblemError as problem:
