@@ -21,6 +21,8 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.browser.harness import Browser
 from tests.support.infra import Platform, Process, free_port, http_ok
@@ -84,8 +86,10 @@ def fill(browser: Browser, label: str, value: str) -> WebElement:
 
 
 def press(browser: Browser, text: str) -> None:
-    """Click the button whose text is `text`."""
+    """Click the button whose text is `text`, and wait for the page its form leads to."""
+    page = browser.driver.find_element(By.TAG_NAME, "html")
     browser.driver.find_element(By.XPATH, f"//button[normalize-space()={text!r}]").click()
+    WebDriverWait(browser.driver, 30).until(expected_conditions.staleness_of(page))
 
 
 def sentence(browser: Browser) -> str:
@@ -218,8 +222,7 @@ def test_a_forgotten_password_is_reset_with_the_mailed_code_on_a_phone(
 ) -> None:
     """At a phone's width: ask for a code, read it from the mail, set a new password."""
     address = new_traveller(phone, site)
-    phone.find("form[action='/signout'] button").click()
-    phone.find(".flash")  # signed out: the home page says so
+    press(phone, "Sign out")
 
     phone.open(f"{site}/password/forgot")
     phone.check_accessibility(name="forgot")
