@@ -6,7 +6,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTEST_ARGS ?=
-TEST_PATHS := shared services sandboxes tools tests
+TEST_PATHS := shared services sandboxes tools frontends tests
 # What `make test` and `make test-unit` run: a service's tests or one file, e.g.
 # make test TESTS=services/billing, make test TESTS=services/billing/tests/unit/test_billing_payments.py
 TESTS ?= $(TEST_PATHS)
@@ -19,7 +19,7 @@ WORKERS ?= $(if $(filter true,$(CI)),5,3)
 comma := ,
 # Where the integration tests run: SQLite; with CI=true on PostgreSQL as well, each its own platform.
 TEST_DATABASES ?= $(if $(filter true,$(CI)),sqlite$(comma)postgres,sqlite)
-MYPY_PATHS := shared/schemas/src shared/core/src services/*/src sandboxes/src tools/*/src \
+MYPY_PATHS := shared/schemas/src shared/core/src services/*/src sandboxes/src tools/*/src frontends/*/src \
   tests/support tests/bench tests/bench_unit tests/chaos tests/browser
 # make bench: DB=postgres, PROFILE=1 (py-spy), BENCH_QUICK=1 (about 2 minutes),
 # BENCH_STACK=running (the stack `make run` started), BENCH_ARGS for the rest (--help lists it).

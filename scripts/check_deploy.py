@@ -13,6 +13,9 @@
   annotations, and each KEDA ScaledObject: its group and topics are what the service consumes
   and its max replicas do not exceed the partitions its topics are created with.
 
+The travellers' website (`frontends/web`, SERVICE=web) is checked like a service, except that it
+has no operator token, no topics and so no ScaledObject (it scales by a fixed replica count).
+
     python scripts/check_deploy.py        # exit status 1 and one line per problem
 """
 
@@ -56,6 +59,8 @@ class ServiceFacts:
     port: int
     partitions_default: int
     topics: list[str] = field(default_factory=list)
+    #: A frontend (the website): HTTP only, no operator token, no consumer group to scale on.
+    frontend: bool = False
 
 
 def env_names(model: type[BaseSettings]) -> set[str]:
@@ -121,6 +126,17 @@ def _facts() -> dict[str, ServiceFacts]:
                 topics=list(consumer.topics) if consumer is not None else [],
             )
             asyncio.run(_close(built))
+    from web.settings import WebSettings
+
+    web = WebSettings(secure_cookies=False)
+    facts["web"] = ServiceFacts(
+        name="web",
+        prefix="WEB_",
+        env=env_names(WebSettings) | PROCESS_ENV,
+        port=web.http_port,
+        partitions_default=0,
+        frontend=True,
+    )
     return facts
 
 
@@ -375,13 +391,16 @@ def check_compose(path: Path, facts: dict[str, ServiceFacts]) -> list[str]:
             build_args = {key: str(value) for key, value in (build.get("args") or {}).items()}
             if build_args.get("SERVICE") != name or build_args.get("PORT") != str(fact.port):
                 problems.append(f"{where}: build args must be SERVICE={name}, PORT={fact.port}")
+            source = build_args.get("SOURCE", f"services/{name}")
+            if not (ROOT / source / "pyproject.toml").is_file():
+                problems.append(f"{where}: build arg SOURCE={source} is not a workspace package")
         published = [port.rsplit(":", 1)[-1] for port in spec.get("ports", [])]
         if published != [str(fact.port)]:
             problems.append(f"{where}: publishes {published}, the service listens on {fact.port}")
         for variable in spec.get("environment") or {}:
             if variable not in fact.env:
                 problems.append(f"{where}: {variable} is not a setting of {name}")
-        if "OPERATOR_TOKEN" not in (spec.get("environment") or {}):
+        if not fact.frontend and "OPERATOR_TOKEN" not in (spec.get("environment") or {}):
             problems.append(f"{where}: no OPERATOR_TOKEN (the service would not start)")
     return problems
 
@@ -575,15 +594,19 @@ def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
             e["name"]: e.get("value")
             for e in doc["spec"]["template"]["spec"]["containers"][0].get("env", [])
         }
-        configured = env.get(f"{fact.prefix}TOPIC_PARTITIONS")
-        if configured is None and esim_config is not None:
-            configured = esim_config[1]["data"].get(f"{fact.prefix}TOPIC_PARTITIONS")
-        partitions[name] = int(configured) if configured else fact.partitions_default
         service = by_kind.get("Service", {}).get(name)
         if service is None:
             problems.append(f"no Service {name}")
         else:
             problems += _check_service(service[0], service[1], doc, fact)
+        if fact.frontend:
+            if name in by_kind.get("ScaledObject", {}):
+                problems.append(f"ScaledObject {name}: {name} consumes no topic to scale on")
+            continue
+        configured = env.get(f"{fact.prefix}TOPIC_PARTITIONS")
+        if configured is None and esim_config is not None:
+            configured = esim_config[1]["data"].get(f"{fact.prefix}TOPIC_PARTITIONS")
+        partitions[name] = int(configured) if configured else fact.partitions_default
         scaled = by_kind.get("ScaledObject", {}).get(name)
         if scaled is None:
             problems.append(f"no ScaledObject {name}")
@@ -638,7 +661,7 @@ def _check_deployment(
         problems.append(
             f"{where}: {fact.prefix}HTTP_HOST must be 0.0.0.0 (else no probe reaches it)"
         )
-    if "OPERATOR_TOKEN" not in env:
+    if not fact.frontend and "OPERATOR_TOKEN" not in env:
         problems.append(f"{where}: no OPERATOR_TOKEN (the service would not start)")
     for source in container.get("envFrom", []):
         name = source.get("configMapRef", {}).get("name")

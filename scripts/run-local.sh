@@ -3,9 +3,10 @@
 #
 # Makes uv available, syncs the workspace venv, fetches the Kafka jars and installs redis-server
 # (each only the first time), then hands over to scripts/supervise.py, which starts Kafka,
-# Redis, the sandboxes and the four services with one log per process in var/log/, waits
-# until all answer (RUN_LOCAL_TIMEOUT, 180 s), restarts one that dies (with a back-off), and stops
-# them all on Ctrl-C or SIGTERM.
+# Redis, the sandboxes, the four services and the travellers' website (http://127.0.0.1:8080,
+# printed first) with one log per process in var/log/, waits until all answer
+# (RUN_LOCAL_TIMEOUT, 180 s), restarts one that dies (with a back-off), and stops them all on
+# Ctrl-C or SIGTERM.
 # RUN_LOCAL_ONLY="kafka redis smtp payment-sandbox esim-sandbox sms-sandbox" starts just those (e.g. to run a
 # service from an IDE against the rest).
 set -euo pipefail
@@ -40,6 +41,12 @@ export NOTIFIER_SMS_GATEWAY_URL=${NOTIFIER_SMS_GATEWAY_URL:-http://127.0.0.1:$SM
 # Work in progress on this one machine: past 400 sagas waiting on a payment or an activation
 # (some ten seconds of its capacity), new requests wait in Kafka while the begun ones finish.
 export ACCOUNTS_MAX_SAGAS_IN_FLIGHT=${ACCOUNTS_MAX_SAGAS_IN_FLIGHT:-400}
+# The travellers' website: plain http on this machine, so its cookies cannot be Secure here; its
+# secrets are random per run unless given (a restart signs everyone out, which is fine locally).
+export WEB_HTTP_PORT=${WEB_HTTP_PORT:-8080}
+export WEB_ACCOUNTS_URL=${WEB_ACCOUNTS_URL:-http://127.0.0.1:${ACCOUNTS_HTTP_PORT:-8000}}
+export WEB_PUBLIC_URL=${WEB_PUBLIC_URL:-http://127.0.0.1:$WEB_HTTP_PORT}
+export WEB_SECURE_COOKIES=${WEB_SECURE_COOKIES:-false}
 # The proxies whose X-Forwarded-For uvicorn believes (every service; what counts for accounts'
 # per-address rate limits): the travellers' website (127.0.0.1:8080) calls accounts from
 # 127.0.0.1 and passes each traveller's address on, so limits count per traveller, not per site.

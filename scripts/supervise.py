@@ -8,8 +8,8 @@ It reads a honcho-format Procfile (``name: command``) and
   ``<log-dir>/<name>.log`` (the previous run's log is kept as ``<name>.log.1``; a restart
   appends to the same log);
 * starts a process only once those it comes ``after`` answer (the services after Kafka and
-  Redis, see ``build_specs``; ``--after NAME=DEP,...`` adds such an order, e.g. for a test
-  Procfile);
+  Redis, the website after accounts, see ``build_specs``; ``--after NAME=DEP,...`` adds such an
+  order, e.g. for a test Procfile);
 * with ``--only``, starts just the named processes (e.g. the infrastructure alone);
 * waits, bounded by ``--timeout``, until every process answers its readiness check, then
   prints how long that took and where everything is, and stays in the foreground;
@@ -82,6 +82,9 @@ PROCFILE_LINE = re.compile(r"^([A-Za-z0-9_-]+):\s*(.+)$")
 LOCALHOST = "127.0.0.1"
 SERVICES = ("accounts", "billing", "provisioning", "notifier")
 SERVICE_PORTS = {"accounts": 8000, "billing": 8001, "provisioning": 8002, "notifier": 8003}
+#: The travellers' website: what a newcomer opens first, so its address is printed first.
+WEBSITE = "web"
+WEBSITE_PORT = 8080
 POLL_S = 0.1  # how often the supervisor looks at its processes
 KILL_WAIT_S = 10.0  # how long a group may take to vanish after SIGKILL before we give up
 
@@ -314,6 +317,15 @@ def build_specs(env: Mapping[str, str]) -> dict[str, Spec]:
             stop_timeout=20.0,
             urls=(f"{service + ' API':<25}{base}/docs{extra}",),
         )
+    web_port = _env_port(env, "WEB_HTTP_PORT", WEBSITE_PORT)
+    specs[WEBSITE] = Spec(
+        ports=(web_port,),
+        check=http_200(LOCALHOST, web_port, "/health/ready"),
+        check_label=f"GET http://{LOCALHOST}:{web_port}/health/ready",
+        after=("accounts",),
+        stop_timeout=15.0,
+        urls=(f"{'travellers website':<25}http://{LOCALHOST}:{web_port}",),
+    )
     return specs
 
 
@@ -834,7 +846,8 @@ class Supervisor:
             f"Everything is up: {len(self.procs)} processes ready in {elapsed:.1f} s.",
             "",
         ]
-        for proc in self.procs:
+        # The website first: it is where a newcomer begins (sign up, bind a card, renew).
+        for proc in sorted(self.procs, key=lambda proc: proc.name != WEBSITE):
             lines.extend(f"  {url}" for url in proc.spec.urls)
         log_dir = self.procs[0].log_path.parent
         lines += [

@@ -10,13 +10,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "architecture.md"
 # Paths the page writes from the repository's root; any other is inside a package or a tree.
-TOP_LEVEL = frozenset({"services", "shared", "sandboxes", "tools", "tests", "deploy", "scripts"})
-PACKAGE_ROOTS = ("services/*/src", "shared/*/src", "sandboxes/src", "tools/*/src")
+TOP_LEVEL = frozenset(
+    {"services", "shared", "sandboxes", "tools", "frontends", "tests", "deploy", "scripts"}
+)
+PACKAGE_ROOTS = (
+    "services/*/src",
+    "shared/*/src",
+    "sandboxes/src",
+    "tools/*/src",
+    "frontends/*/src",
+)
 SYMBOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 # Objects the page names by their usual variable, e.g. `runtime.due_work`.
 OBJECTS = {"runtime": ("shared/core/src/esim_core/service.py", "ServiceRuntime")}
 TICKED = re.compile(r"`([^`]+)`")
-HEADING_TREE = re.compile(r"`((?:services|shared|sandboxes)/[^`]*)`")
+HEADING_TREE = re.compile(r"`((?:services|shared|sandboxes|frontends)/[^`]*)`")
 
 
 @dataclass(frozen=True)

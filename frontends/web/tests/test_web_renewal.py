@@ -1,0 +1,250 @@
+"""Renewing from a card: the quote, the payment sent, following the saga, each way it ends."""
+
+import json
+import re
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from web.i18n import use_locale
+from web.outcomes import outcome
+from web_fake_accounts import FakeAccounts
+from web_testkit import csrf_of
+
+ICCID = "8986012345678901234"
+
+
+def quote(client: TestClient, **form: str) -> str:
+    token = csrf_of(client, "/plans")
+    answer = client.post(
+        f"/cards/{ICCID}/quote", data={"plan_code": "JP-30D-10GB", "csrf_token": token, **form}
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.text
+
+
+def pay(client: TestClient, page: str, **form: str) -> Any:
+    fields = dict(re.findall(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)"', page))
+    return client.post(f"/cards/{ICCID}/renewals", data={**fields, **form})
+
+
+def sent_payment(fake: FakeAccounts) -> dict[str, Any]:
+    request = [r for r in fake.requests if r.url.path.endswith("/renewals") and r.method == "POST"][
+        -1
+    ]
+    body: dict[str, Any] = json.loads(request.read())
+    return body
+
+
+def test_the_quote_shows_what_starting_now_forfeits_and_the_promotions_discount(
+    traveller: TestClient,
+) -> None:
+    page = quote(traveller, start="now", promo_code="WELCOME10")
+
+    assert "you give up 3.5 GB of data and 14 days" in page
+    assert "Discount (WELCOME10)" in page and "\u2212$1.90" in page
+    assert "Pay $17.10 now" in page
+
+
+def test_the_quote_after_the_current_plan_says_it_waits_in_the_queue(traveller: TestClient) -> None:
+    page = quote(traveller)
+
+    assert "starts when the current plan ends, on Dec 20, 2026" in page
+    assert "give up" not in page
+
+
+def test_paying_by_card_sends_the_saved_card_and_the_return_page_then_follows_the_renewal(
+    traveller: TestClient, fake: FakeAccounts
+) -> None:
+    page = quote(traveller)
+
+    answer = pay(traveller, page, method="card", token="pm_card_visa")
+
+    key = re.search(r'name="renewal_key" value="([^"]+)"', page).group(1)
+    assert answer.status_code == 303 and answer.headers["location"] == f"/renewals/{key}"
+    assert sent_payment(fake)["payment"] == {
+        "method": "card",
+        "token": "pm_card_visa",
+        "return_url": f"http://testserver/renewals/{key}",
+    }
+    request = [r for r in fake.requests if r.url.path.endswith("/renewals")][-1]
+    assert request.headers["idempotency-key"] == key
+
+
+def test_sending_the_payment_form_twice_renews_once(
+    traveller: TestClient, fake: FakeAccounts
+) -> None:
+    page = quote(traveller)
+
+    pay(traveller, page, method="card", token="card_ok")
+    pay(traveller, page, method="card", token="card_ok")
+
+    keys = {r.headers["idempotency-key"] for r in fake.requests if r.url.path.endswith("/renewals")}
+    assert len(keys) == 1 and len(fake.renewals) == 1
+
+
+def test_paypal_and_alipay_go_without_a_token_to_the_providers_page(
+    traveller: TestClient, fake: FakeAccounts
+) -> None:
+    pay(traveller, quote(traveller), method="paypal")
+    assert "token" not in sent_payment(fake)["payment"]
+
+    pay(traveller, quote(traveller), method="alipay")
+    assert sent_payment(fake)["payment"]["method"] == "alipay"
+
+
+def test_an_accounts_without_return_url_gets_the_same_request_without_it(
+    traveller: TestClient, fake: FakeAccounts
+) -> None:
+    fake.accepts_return_url = False
+
+    answer = pay(traveller, quote(traveller), method="card", token="card_ok")
+
+    assert answer.status_code == 303
+    sent = [r for r in fake.requests if r.url.path.endswith("/renewals") and r.method == "POST"]
+    assert (
+        len(sent) == 2 and sent[0].headers["idempotency-key"] == sent[1].headers["idempotency-key"]
+    )
+    assert sent_payment(fake)["payment"] == {"method": "card", "token": "card_ok"}
+
+
+def test_a_card_payment_without_a_saved_card_is_said_beside_the_card_field(
+    traveller: TestClient, fake: FakeAccounts
+) -> None:
+    answer = pay(traveller, quote(traveller), method="card", token="")
+
+    assert answer.status_code == 422
+    assert '<p class="error" id="e-token">Choose a saved card.</p>' in answer.text
+    assert not fake.renewals
+
+
+def test_the_renewal_page_polls_while_the_saga_runs_and_stops_at_its_end(
+    traveller: TestClient, fake: FakeAccounts
+) -> None:
+    pay(traveller, quote(traveller), method="card", token="card_ok")
+    renewal_id = next(iter(fake.renewals))
+
+    running = traveller.get(f"/renewals/{renewal_id}", headers={"HX-Request": "true"}).text
+    assert 'hx-trigger="every 2s"' in running and "<html" not in running
+    assert f'<a href="/renewals/{renewal_id}">Reload</a>' in running
+
+    fake.renewals[renewal_id].update(
+        status="ACTIVATED", bundle_state="active", valid_until="2027-01-19T00:00:00Z"
+    )
+    ended = traveller.get(f"/renewals/{renewal_id}", headers={"HX-Request": "true"}).text
+    assert "hx-trigger" not in ended
+    assert "Live now: the plan is active until Jan 19, 2027." in ended
+
+
+def test_an_approval_step_shows_the_providers_page_to_open(
+    traveller: TestClient, fake: FakeAccounts
+) -> None:
+    pay(traveller, quote(traveller), method="paypal")
+    renewal_id = next(iter(fake.renewals))
+    fake.renewals[renewal_id].update(
+        status="PAYMENT_ACTION_REQUIRED",
+        payment_action={
+            "type": "redirect",
+            "url": "http://127.0.0.1:8010/paypal/checkoutnow?token=5O190127TN364715T",
+            "expires_at": "2026-12-06T06:00:00Z",
+        },
+    )
+
+    page = traveller.get(f"/renewals/{renewal_id}").text
+
+    assert 'href="http://127.0.0.1:8010/paypal/checkoutnow?token=5O190127TN364715T"' in page
+    assert "Approve before Dec 6, 2026 06:00 UTC." in page
+
+
+RENEWAL = {"valid_from": "2026-12-20T00:00:00Z", "valid_until": "2027-01-19T00:00:00Z"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "sentence", "ended"),
+    [
+        (
+            {"status": "ACTIVATED", "bundle_state": "active"},
+            "Live now: the plan is active until Jan 19, 2027.",
+            True,
+        ),
+        (
+            {"status": "ACTIVATED", "bundle_state": "queued"},
+            "Paid and queued: the plan starts on Dec 20, 2026",
+            True,
+        ),
+        ({"status": "PAYMENT_FAILED", "reason": "declined"}, "declined by the card's bank", True),
+        ({"status": "PAYMENT_FAILED", "reason": "insufficient_funds"}, "insufficient funds", True),
+        (
+            {"status": "PAYMENT_FAILED", "reason": "not_approved"},
+            "not approved (cancelled or timed out)",
+            True,
+        ),
+        (
+            {"status": "PAYMENT_FAILED", "reason": "something_new"},
+            "The payment failed. Nothing was charged.",
+            True,
+        ),
+        (
+            {"status": "REJECTED", "reason": "unknown-plan", "detail": "no plan X"},
+            "refused before any payment: no plan X",
+            True,
+        ),
+        ({"status": "REFUNDED"}, "your payment was refunded in full", True),
+        ({"status": "REFUNDED", "via": "void"}, "the hold on your money is released", True),
+        ({"status": "CANCELLED"}, "cancelled and your payment refunded", True),
+        ({"status": "PAYMENT_ACTION_REQUIRED"}, "needs your approval", False),
+        ({"status": "AUTHORIZED"}, "The money is held (not yet charged)", False),
+        ({"status": "PAID"}, "being activated", False),
+        ({"status": "REFUNDING"}, "being returned", False),
+        ({"status": "PAYMENT_PENDING"}, "being processed", False),
+    ],
+)
+def test_each_way_a_renewal_can_end_has_its_own_sentence(
+    fields: dict[str, str], sentence: str, ended: bool
+) -> None:
+    use_locale("en")
+
+    said = outcome({**RENEWAL, **fields})
+
+    assert sentence in said.sentence
+    assert said.ended is ended
+
+
+def test_the_sentences_are_chinese_in_chinese() -> None:
+    use_locale("zh-CN")
+    try:
+        said = outcome({**RENEWAL, "status": "ACTIVATED", "bundle_state": "queued"})
+    finally:
+        use_locale("en")
+
+    assert said.sentence.startswith("已支付并排队") and "2026年12月20日" in said.sentence
+
+
+def test_history_lists_renewals_with_their_receipts(
+    traveller: TestClient, fake: FakeAccounts
+) -> None:
+    pay(traveller, quote(traveller), method="card", token="card_ok")
+    renewal_id = next(iter(fake.renewals))
+    fake.renewals[renewal_id].update(status="ACTIVATED", bundle_state="active", **RENEWAL)
+
+    history = traveller.get(f"/cards/{ICCID}/history").text
+    receipt = traveller.get(f"/renewals/{renewal_id}/receipt").text
+
+    assert f'href="/renewals/{renewal_id}/receipt"' in history
+    assert renewal_id in receipt and "$19.00" in receipt and "Japan 30 days 10 GB" in receipt
+
+
+def test_cancelling_a_queued_plan_follows_its_refund(
+    traveller: TestClient, fake: FakeAccounts
+) -> None:
+    pay(traveller, quote(traveller), method="card", token="card_ok")
+    renewal_id = next(iter(fake.renewals))
+    fake.renewals[renewal_id].update(status="ACTIVATED", bundle_state="queued", **RENEWAL)
+
+    answer = traveller.post(
+        f"/renewals/{renewal_id}/cancel",
+        data={"understood": "on", "iccid": ICCID, "csrf_token": csrf_of(traveller, "/plans")},
+    )
+
+    assert answer.headers["location"] == f"/renewals/{renewal_id}"
+    assert "Your money is being returned." in traveller.get(answer.headers["location"]).text

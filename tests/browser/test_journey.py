@@ -1,0 +1,300 @@
+"""The travellers' website in a real Chromium, against the whole platform: the seed's journey.
+
+Each test takes a new traveller from sign-up on, binds a card of the demo inventory, and walks
+the pages a person would, checking each with axe-core and leaving a screenshot of every step
+under `var/screenshots/<test>/` (tests/browser/conftest.py). These run for tens of seconds each:
+a renewal goes through Kafka, billing, the payment sandbox and provisioning for real.
+"""
+
+import csv
+import email
+import email.policy
+import random
+import re
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.browser.harness import Browser
+from tests.support.infra import Platform, Process, free_port, http_ok
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+PASSWORD = "a long password"
+#: How long a renewal may take to reach its end through the real services.
+SAGA_S = 60.0
+
+
+@pytest.fixture(scope="module")
+def site(platform: Platform) -> Iterator[str]:
+    """The website (`python -m web`) on a free port, in front of the platform's accounts."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = Process(
+        "web",
+        [sys.executable, "-m", "web"],
+        {
+            "WEB_HTTP_PORT": str(port),
+            "WEB_ACCOUNTS_URL": platform.url("accounts"),
+            "WEB_PUBLIC_URL": base,
+            "WEB_SECURE_COOKIES": "false",
+            "WEB_POLL_INTERVAL_S": "1",
+            "PYTHONUNBUFFERED": "1",
+        },
+        platform.workdir / "web.log",
+        http_ok(f"{base}/health/ready"),
+    ).launch()
+    try:
+        process.wait_ready()
+        yield base
+    finally:
+        process.stop()
+
+
+def until(condition: Callable[[], bool], what: str, timeout: float = SAGA_S) -> None:
+    """Wait for `condition`, polling (bounded); fail saying `what` did not happen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
+
+
+def fill(browser: Browser, label: str, value: str) -> WebElement:
+    """Type into the control a label names (as a person finds it: by its label)."""
+    xpath = f"//label[normalize-space()={label!r}]"
+    until(
+        lambda: bool(browser.driver.find_elements(By.XPATH, xpath)),
+        f"a field labelled {label!r}",
+        timeout=10,
+    )
+    target = browser.driver.find_element(By.XPATH, xpath)
+    field = browser.find(f"#{target.get_attribute('for')}")
+    field.clear()
+    field.send_keys(value)
+    return field
+
+
+def press(browser: Browser, text: str) -> None:
+    """Click the button whose text is `text`, and wait for the page its form leads to."""
+    page = browser.driver.find_element(By.TAG_NAME, "html")
+    browser.driver.find_element(By.XPATH, f"//button[normalize-space()={text!r}]").click()
+    WebDriverWait(browser.driver, 30).until(expected_conditions.staleness_of(page))
+
+
+def sentence(browser: Browser) -> str:
+    return browser.find("#progress .sentence").text
+
+
+def new_traveller(browser: Browser, site: str) -> str:
+    """Sign up through the form; the traveller lands on their (empty) cards page."""
+    address = f"web-{uuid.uuid4().hex[:10]}@example.com"
+    browser.open(f"{site}/signup")
+    fill(browser, "E-mail address", address)
+    fill(browser, "Password", PASSWORD)
+    browser.step("sign-up form")
+    browser.check_accessibility(name="sign up")
+    press(browser, "Create account")
+    browser.find(".flash")
+    return address
+
+
+def bind_a_card(browser: Browser, platform: Platform) -> str:
+    """Bind a demo card nobody in this session holds yet (others' tests bind some too)."""
+    with platform.cards_csv.open() as inventory:
+        cards = list(csv.DictReader(inventory))
+    random.shuffle(cards)
+    for card in cards[:40]:
+        fill(browser, "ICCID", card["iccid"])
+        fill(browser, "Activation code", card["activation_code"])
+        browser.allow_console_error(r"status of 409")
+        press(browser, "Bind the card")
+        if browser.driver.current_url.endswith(f"/cards/{card['iccid']}"):
+            browser.step("card bound")
+            return card["iccid"]
+    raise AssertionError("no free demo card could be bound")
+
+
+def renew(browser: Browser, site: str, iccid: str, start: str, token: str) -> str:
+    """Choose the first plan, see the quote, pay with a saved card; the renewal's id."""
+    browser.open(f"{site}/cards/{iccid}/renew")
+    browser.find("input[name=plan_code]")
+    browser.find(f"input[name=start][value={start}]").click()
+    browser.step(f"plan chosen ({start})")
+    browser.check_accessibility(name="renew")
+    press(browser, "See the price")
+    browser.find("input[name=token]")
+    browser.step("quote")
+    browser.check_accessibility(name="quote")
+    fill(browser, "Saved card (for Card)", token)
+    browser.driver.find_element(By.CSS_SELECTOR, "form[action$='/renewals'] button").click()
+    browser.find("#progress")
+    return browser.driver.current_url.rsplit("/", 1)[1]
+
+
+def mail_to(platform: Platform, address: str, containing: str) -> str:
+    """The text of the mail the SMTP sink received for `address` that mentions `containing`."""
+    found: list[str] = []
+
+    def arrived() -> bool:
+        for path in sorted(platform.mail_dir.glob("*.eml")):
+            message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            if address not in str(message["To"]):
+                continue
+            body = message.get_body(("plain",))
+            text = body.get_content() if body is not None else ""
+            if containing in text or containing in str(message["Subject"]):
+                found.append(text)
+                return True
+        return False
+
+    until(arrived, f"a mail to {address} about {containing}")
+    return found[0]
+
+
+def test_a_new_traveller_renews_a_card_to_a_live_plan_and_gets_the_receipt(
+    platform: Platform, site: str, desktop: Browser
+) -> None:
+    """Sign-up, binding, the quote, paying by card and the saga to ACTIVATED (some 20 s)."""
+    address = new_traveller(desktop, site)
+    desktop.check_accessibility(name="cards")
+    iccid = bind_a_card(desktop, platform)
+    desktop.check_accessibility(name="card")
+
+    renewal_id = renew(desktop, site, iccid, "now", "card_ok")
+    desktop.step("renewal running")
+
+    # htmx swaps the progress in place: the page itself is never reloaded here.
+    until(lambda: "Live now" in sentence(desktop), "the renewal going live")
+    desktop.step("renewal live")
+    desktop.check_accessibility(name="renewal")
+    receipt = mail_to(platform, address, renewal_id)
+    assert renewal_id in receipt
+
+    desktop.open(f"{site}/cards/{iccid}/history")
+    desktop.find(f"a[href='/renewals/{renewal_id}/receipt']").click()
+    assert renewal_id in desktop.find("main").text
+    desktop.step("receipt")
+    desktop.check_accessibility(name="receipt")
+    desktop.open(f"{site}/cards/{iccid}")
+    assert "Measured at" in desktop.find("main").text
+    desktop.step("card with its live plan")
+
+
+def test_an_early_renewal_waits_in_the_queue_with_its_dates_and_can_be_cancelled(
+    platform: Platform, site: str, desktop: Browser
+) -> None:
+    """Two renewals (now, then after the current plan), then a cancel (some 30 s)."""
+    new_traveller(desktop, site)
+    iccid = bind_a_card(desktop, platform)
+    renew(desktop, site, iccid, "now", "card_ok")
+    until(lambda: "Live now" in sentence(desktop), "the first renewal going live")
+
+    queued_id = renew(desktop, site, iccid, "after_current", "card_ok")
+    until(lambda: "Paid and queued" in sentence(desktop), "the early renewal being queued")
+    assert re.search(r"starts on \w+ \d+, \d{4}", sentence(desktop))
+    desktop.step("early renewal queued")
+
+    desktop.open(f"{site}/cards/{iccid}")
+    queued = desktop.find(".queued li").text
+    assert re.search(r"From .+ until .+", queued)
+    desktop.step("queued plan with its dates")
+    desktop.check_accessibility(name="card with a queued plan")
+    desktop.find(".queued input[name=understood]").click()
+    press(desktop, "Cancel this plan")
+    assert desktop.driver.current_url.endswith(f"/renewals/{queued_id}")
+    until(lambda: "cancelled and your payment refunded" in sentence(desktop), "the refund")
+    desktop.step("queued plan cancelled")
+
+
+def test_a_forgotten_password_is_reset_with_the_mailed_code_on_a_phone(
+    platform: Platform, site: str, phone: Browser
+) -> None:
+    """At a phone's width: ask for a code, read it from the mail, set a new password."""
+    address = new_traveller(phone, site)
+    press(phone, "Sign out")
+
+    phone.open(f"{site}/password/forgot")
+    phone.check_accessibility(name="forgot")
+    fill(phone, "E-mail address", address)
+    press(phone, "Send me a code")
+    phone.step("code asked")
+    code = re.search(r"\b(\d{6})\b", mail_to(platform, address, "code"))
+    assert code, "the mail carries a 6-digit code"
+    fill(phone, "Code", code.group(1))
+    fill(phone, "New password", "another long password")
+    phone.check_accessibility(name="reset")
+    press(phone, "Set the new password")
+    assert phone.driver.current_url.endswith("/signin")
+    fill(phone, "E-mail address", address)
+    fill(phone, "Password", "another long password")
+    phone.step("sign in with the new password")
+    press(phone, "Sign in")
+    phone.find(".flash, h1")
+    assert phone.driver.current_url.endswith("/cards")
+    phone.step("signed in again")
+    width = phone.driver.execute_script("return document.documentElement.scrollWidth")
+    assert width <= 400, "nothing is wider than the phone's screen"
+
+
+def test_the_language_switch_turns_every_page_into_chinese(
+    platform: Platform, site: str, phone: Browser
+) -> None:
+    """The switch in the header, then each page of the journey in Chinese, at a phone's width."""
+    phone.open(f"{site}/")
+    phone.find("#language option[value='zh-CN']").click()
+    press(phone, "Change")
+    assert phone.find("html").get_attribute("lang") == "zh-Hans-CN"
+    phone.step("home in Chinese")
+    for path, heading in [
+        ("/plans", "套餐"),
+        ("/phones", "我的手机支持 eSIM 吗\uff1f"),
+        ("/offers", "当前优惠"),
+        ("/signup", "创建您的账户"),
+    ]:
+        phone.open(f"{site}{path}")
+        assert phone.find("h1").text == heading
+        phone.step(f"{path.strip('/')} in Chinese")
+        phone.check_accessibility(name=path)
+
+
+def test_a_whole_renewal_can_be_done_with_the_keyboard_alone(
+    platform: Platform, site: str, desktop: Browser
+) -> None:
+    """Tab, the arrow keys, typing and Enter only, from the card's page to the live plan
+    (some 20 s)."""
+    new_traveller(desktop, site)
+    iccid = bind_a_card(desktop, platform)
+
+    def tab_to(css: str) -> WebElement:
+        for _ in range(120):
+            ActionChains(desktop.driver).send_keys(Keys.TAB).perform()
+            active = desktop.driver.switch_to.active_element
+            if desktop.driver.execute_script(
+                "return arguments[0].matches(arguments[1])", active, css
+            ):
+                return active
+        raise AssertionError(f"{css} cannot be reached with the Tab key")
+
+    tab_to(f"a[href='/cards/{iccid}/renew']").send_keys(Keys.ENTER)
+    desktop.find("input[name=plan_code]")
+    # A radio group is one Tab stop; the arrow keys choose within it.
+    tab_to("input[name=start]").send_keys(Keys.ARROW_DOWN)
+    assert desktop.find("input[name=start][value=now]").is_selected()
+    tab_to("form[action$='/quote'] button").send_keys(Keys.ENTER)
+    desktop.find("input[name=token]")
+    tab_to("input[name=token]").send_keys("card_ok")
+    desktop.step("payment filled by keyboard")
+    tab_to("form[action$='/renewals'] button").send_keys(Keys.ENTER)
+    until(lambda: "Live now" in sentence(desktop), "the renewal going live")
+    desktop.step("live after a keyboard-only renewal")
