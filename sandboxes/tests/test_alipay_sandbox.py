@@ -181,7 +181,7 @@ def _add_receiver(app: FastAPI, receiver: Receiver) -> None:
     app.add_api_route("/notify/refuse", receive, methods=["POST"])
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 5.0) -> Any:
+def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = check()

@@ -184,7 +184,7 @@ def sdk_call(endpoint: Any, options: dict[str, Any]) -> dict[str, Any]:
     return body(endpoint(options))
 
 
-async def wait_for(condition: Any, timeout: float = 5.0) -> None:
+async def wait_for(condition: Any, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting"

@@ -163,7 +163,7 @@ def lookup(request: PaymentRequest) -> LookupRequest:
     )
 
 
-async def wait_for(check: Callable[[], Any], timeout: float = 5.0) -> Any:
+async def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = check()
