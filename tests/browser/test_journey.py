@@ -92,8 +92,19 @@ def press(browser: Browser, text: str) -> None:
     WebDriverWait(browser.driver, 30).until(expected_conditions.staleness_of(page))
 
 
+def text_of(browser: Browser, css: str) -> str:
+    """The text of the element `css` names now, or "" while there is none; read in one script
+    call, since a navigation or an htmx swap may replace it at any moment (a WebElement found
+    before that goes stale)."""
+    text = browser.driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e === null ? '' : e.innerText;",
+        css,
+    )
+    return str(text)
+
+
 def sentence(browser: Browser) -> str:
-    return browser.find("#progress .sentence").text
+    return text_of(browser, "#progress .sentence")
 
 
 def new_traveller(browser: Browser, site: str) -> str:
@@ -183,7 +194,8 @@ def test_a_new_traveller_renews_a_card_to_a_live_plan_and_gets_the_receipt(
 
     desktop.open(f"{site}/cards/{iccid}/history")
     desktop.find(f"a[href='/renewals/{renewal_id}/receipt']").click()
-    assert renewal_id in desktop.find("main").text
+    until(lambda: "/receipt" in desktop.driver.current_url, "the receipt page opening", 30)
+    assert renewal_id in text_of(desktop, "main")
     desktop.step("receipt")
     desktop.check_accessibility(name="receipt")
     desktop.open(f"{site}/cards/{iccid}")
