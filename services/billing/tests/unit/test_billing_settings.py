@@ -3,8 +3,8 @@
 import pytest
 from billing import bootstrap
 from billing.api import http_app
-from billing.gateways.http import HttpPaymentGateway
 from billing.settings import BillingSettings
+from billing_testkit import FakeGateway, router_of
 from esim_core.settings import SettingsError, load_settings
 from esim_core.web.operator import OperatorAuth
 
@@ -22,7 +22,10 @@ def test_defaults() -> None:
     settings = load_settings(BillingSettings)
     assert settings.http_port == 8001
     assert settings.database_url == "sqlite+aiosqlite:///var/db/billing.sqlite"
-    assert settings.payment_gateway_url == "http://127.0.0.1:8010"
+    assert settings.stripe_base_url == "http://127.0.0.1:8010/stripe"
+    assert settings.paypal_base_url == "http://127.0.0.1:8010/paypal"
+    assert settings.alipay_gateway_url == "http://127.0.0.1:8010/alipay/gateway.do"
+    assert settings.unknown_schedule_s == (5.0, 30.0, 120.0, 600.0, 1800.0)
     assert settings.dunning_schedule_s == (30.0, 120.0, 600.0)
     assert settings.max_transient_rounds == 5
 
@@ -63,8 +66,11 @@ def test_a_bad_dunning_schedule_names_the_variable_and_the_problem(
     ("name", "value"),
     [
         ("BILLING_MAX_TRANSIENT_ROUNDS", "0"),
-        ("BILLING_PAYMENT_GATEWAY_URL", "payments.example"),
-        ("BILLING_PAYMENT_GATEWAY", "stripe"),
+        ("BILLING_STRIPE_BASE_URL", "payments.example"),
+        ("BILLING_RETURN_URL", "/renewals/return"),
+        ("BILLING_APPROVAL_EXPIRY_S", "5"),
+        ("BILLING_UNKNOWN_SCHEDULE_S", "5,soon"),
+        ("BILLING_ALIPAY_PRIVATE_KEY_FILE", "/nonexistent/app.pem"),
         ("BILLING_WORKER_LEASE_S", "20"),
         ("BILLING_RETRY_BACKOFF_MAX_S", "1"),
     ],
@@ -83,20 +89,30 @@ def test_the_lease_must_outlast_a_round(monkeypatch: pytest.MonkeyPatch) -> None
         load_settings(BillingSettings)
 
 
-async def test_bootstrap_wires_the_http_gateway_and_both_consumers(tmp_path: object) -> None:
+async def test_bootstrap_wires_the_consumers_the_webhooks_and_the_operator_routes(
+    tmp_path: object,
+) -> None:
     settings = BillingSettings(database_url=f"sqlite+aiosqlite:///{tmp_path}/b.sqlite")
-    billing = bootstrap.build(settings)
+    billing = bootstrap.build(settings, gateway=router_of(FakeGateway()))
     try:
-        assert isinstance(billing.gateway, HttpPaymentGateway)
         consumer = billing.runtime.subscribe()
         assert consumer is not None
-        assert sorted(consumer.topics) == ["esim.payment.requested", "esim.refund.requested"]
+        assert sorted(consumer.topics) == [
+            "esim.payment.requested",
+            "esim.profile.activated",
+            "esim.refund.requested",
+        ]
         app = http_app(billing.runtime, OperatorAuth("operator-token-for-tests"))
         paths = set(app.openapi()["paths"])
-        assert {"/v1/payments/{renewal_id}", "/v1/refunds/{renewal_id}"} <= paths
+        assert {
+            "/v1/payments/{renewal_id}",
+            "/v1/refunds/{renewal_id}",
+            "/v1/payments/unknown",
+            "/v1/payments/overdue",
+            "/v1/payments/reconciliation",
+            "/webhooks/stripe",
+            "/webhooks/paypal",
+            "/webhooks/alipay",
+        } <= paths
     finally:
         await billing.runtime.stop()
-    # The stop closed the gateway's pool with the rest.
-    assert isinstance(billing.gateway, HttpPaymentGateway)
-    with pytest.raises(RuntimeError, match="closed"):
-        await billing.gateway.call("GET", "/v1/charges")
