@@ -216,6 +216,7 @@ class FakeGateway:
         self.captures_made.append(request)
         self._transient()
         if request.idempotency_key in self.captures:
+            self._lost("capture")
             return self.captures[request.idempotency_key]
         payment = self._by_reference(request.provider_reference)
         if payment.status != Standing.AUTHORIZED:
@@ -243,6 +244,7 @@ class FakeGateway:
         if self.refund_error is not None:
             raise self.refund_error
         if request.idempotency_key in self.refunded:
+            self._lost("refund")
             return self.refunded[request.idempotency_key]
         payment = next(
             (p for p in self.payments.values() if p.capture_reference == request.charge_id), None
