@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
+from sandboxes.providers import stripe
 from sandboxes.providers.delivery import Deliveries
 from sandboxes.providers.ledger import Ledger
 from sandboxes.timestamps import Clock
@@ -34,5 +35,5 @@ class World:
 
 Mount = Callable[[FastAPI, World], None]
 
-MOUNTS: list[Mount] = []
+MOUNTS: list[Mount] = [stripe.mount]
 """Each provider's `mount`, added here as the provider modules land."""

@@ -1,0 +1,519 @@
+"""StripeGateway: the `card` method over Stripe's PaymentIntents, through the official library.
+
+`pay` creates and confirms a PaymentIntent with `capture_method=manual` under the renewal's
+idempotency key, so the money is held (`requires_capture`) until billing captures it after
+activation, or the buyer is sent through 3-D Secure first (`requires_action`). Stripe replays
+the first answer to a repeated key (`Idempotent-Replayed: true`); that first answer may be old
+(the buyer approved since), so a replayed PaymentIntent is retrieved again to report where it
+stands now.
+
+The library is `stripe` (`StripeClient` with its async methods over `HTTPXClient`), pointed at
+another address by `base_url` alone (`base_addresses={"api": ...}`), which is how the payment
+sandbox stands in for Stripe. It does not retry by itself (`max_network_retries=0`): billing's
+loops decide when to try again, always under the same key.
+
+Nothing here logs the API key, the webhook secret or the payment method; the library's own
+`stripe` logger writes request bodies at DEBUG and Stripe's error messages at INFO, so the
+adapter keeps it at WARNING or above.
+"""
+
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import NoReturn
+
+import stripe
+from stripe.params import PaymentIntentCreateParams, RefundCreateParams
+
+from billing.gateways.port import (
+    ActionRequired,
+    Authorized,
+    Captured,
+    CaptureRequest,
+    GatewayRejectedError,
+    GatewayUnavailableError,
+    LookupRequest,
+    PaymentDeclinedError,
+    PaymentRequest,
+    PaymentView,
+    PayOutcome,
+    RefundReceipt,
+    RefundRequest,
+    Standing,
+    Voided,
+    VoidRequest,
+    WebhookNotice,
+    WebhookRejectedError,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.stripe.com"
+CAPTURE_WINDOW = timedelta(days=7)
+"""How long Stripe holds an online card authorization; `capture_before` counts it from the
+PaymentIntent's creation, which is never later than the authorization itself."""
+ACTION_WINDOW = timedelta(hours=1)
+"""How long billing lets the buyer take for 3-D Secure before it asks and gives up (Stripe sets
+no expiry on `requires_action`; billing cancels the PaymentIntent itself)."""
+KEY_RETENTION = timedelta(hours=24)
+"""Stripe keeps an idempotency key for at least 24 hours: older payments cannot be replayed."""
+WEBHOOK_TOLERANCE_S = 300
+AUTHENTICATION_FAILED = "payment_intent_authentication_failure"
+IDEMPOTENCY_METADATA = "idempotency_key"
+"""The metadata entry that carries the key a PaymentIntent was created under, so `look_up` can
+find the payment a lost call made without repeating that call."""
+
+
+def billing_decline(decline_code: str | None, code: str | None) -> tuple[str, bool]:
+    """Billing's decline code for Stripe's, and whether a later attempt may succeed.
+
+    Args:
+        decline_code: The issuer's reason (`insufficient_funds`, `generic_decline`, ...).
+        code: Stripe's error code (`card_declined`, `expired_card`, ...).
+    """
+    if decline_code == "insufficient_funds":
+        return "insufficient_funds", True
+    if "expired_card" in (decline_code, code):
+        return "expired_method", False
+    if code == AUTHENTICATION_FAILED:
+        return "not_approved", False
+    return "declined", False
+
+
+def _moment(unix: int | None) -> datetime | None:
+    return None if unix is None else datetime.fromtimestamp(unix, UTC)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    wanted = name.lower()
+    return next((v for k, v in headers.items() if k.lower() == wanted), None)
+
+
+def _charge_id(intent: stripe.PaymentIntent) -> str | None:
+    charge = intent.latest_charge
+    if charge is None or isinstance(charge, str):
+        return charge
+    return charge.id
+
+
+class StripeGateway:
+    """`PaymentGateway` for `card`: Stripe PaymentIntents, authorize then capture.
+
+    Errors: a `card_error` is a `PaymentDeclinedError` (`insufficient_funds` retryable,
+    `expired_card` as `expired_method`, anything else `declined`); timeouts, connection errors,
+    409 (a request under the same key still running), 429 and 5xx are
+    `GatewayUnavailableError` (the outcome is unknown: ask); any other refusal
+    (`idempotency_error`, `invalid_request_error`, a wrong key) is `GatewayRejectedError`.
+    """
+
+    method = "card"
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        webhook_secret: str,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout_s: float = 10.0,
+        capture_window: timedelta = CAPTURE_WINDOW,
+        action_window: timedelta = ACTION_WINDOW,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        """Build the adapter.
+
+        Args:
+            api_key: Stripe's secret key (`sk_...`); never logged.
+            webhook_secret: The webhook endpoint's signing secret (`whsec_...`); never logged.
+            base_url: Stripe's API address, or the sandbox's `http://<host>/stripe`.
+            timeout_s: How long one call may take before its outcome counts as unknown.
+            capture_window: How long an authorization can be captured.
+            action_window: How long the buyer has for 3-D Secure.
+            clock: The time `look_up` counts Stripe's key retention back from.
+        """
+        if not api_key:
+            raise ValueError("the Stripe API key is empty")
+        if not webhook_secret:
+            raise ValueError("the Stripe webhook secret is empty")
+        self._webhook_secret = webhook_secret
+        self._capture_window = capture_window
+        self._action_window = action_window
+        self._clock = clock
+        self._http = stripe.HTTPXClient(timeout=timeout_s)
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": base_url.rstrip("/")},
+            http_client=self._http,
+            max_network_retries=0,
+        )
+        self._api_key = api_key
+        # The library logs request bodies (the payment method) at DEBUG and Stripe's error
+        # messages (which can name the payment method) at INFO; it writes nothing above that.
+        library = logging.getLogger("stripe")
+        library.setLevel(max(logging.WARNING, library.getEffectiveLevel()))
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._http.close_async()  # type: ignore[no-untyped-call]  # unannotated upstream
+
+    # Payments ----------------------------------------------------------------------------
+
+    async def pay(self, request: PaymentRequest) -> PayOutcome:
+        """Create and confirm a manual-capture PaymentIntent; see `PaymentGateway.pay`."""
+        if not request.token:
+            raise GatewayRejectedError(
+                400, "a card payment needs a payment method saved at Stripe (token)"
+            )
+        params: PaymentIntentCreateParams = {
+            "amount": request.amount,
+            "currency": request.currency.lower(),
+            "payment_method": request.token,
+            "confirm": True,
+            "capture_method": "manual",
+            "metadata": {
+                "reference": request.reference,
+                IDEMPOTENCY_METADATA: request.idempotency_key,
+            },
+        }
+        if request.return_url is not None:
+            params["return_url"] = request.return_url
+        if request.description is not None:
+            params["description"] = request.description
+        with self._calling(request.token):
+            intent = await self._client.v1.payment_intents.create_async(
+                params,
+                {"idempotency_key": request.idempotency_key},
+            )
+            if _replayed(intent):
+                # The first answer may be old: the buyer may have approved or cancelled since.
+                intent = await self._client.v1.payment_intents.retrieve_async(intent.id)
+        return self._outcome(intent)
+
+    def _outcome(self, intent: stripe.PaymentIntent) -> PayOutcome:
+        view = self._view(intent)
+        match view.standing:
+            case Standing.AUTHORIZED:
+                assert view.capture_before is not None
+                return Authorized(
+                    intent.id,
+                    intent.amount_capturable,
+                    intent.currency.upper(),
+                    view.capture_before,
+                )
+            case Standing.ACTION_REQUIRED if view.action_url and view.action_expires_at:
+                return ActionRequired(intent.id, view.action_url, view.action_expires_at)
+            case Standing.CAPTURED | Standing.REFUNDED:
+                return self._captured(intent)
+            case Standing.DECLINED | Standing.CANCELLED if intent.status != "canceled":
+                error = intent.last_payment_error
+                code, retryable = (
+                    billing_decline(_attr(error, "decline_code"), _attr(error, "code"))
+                    if error is not None
+                    else ("declined", False)
+                )
+                raise PaymentDeclinedError(code, retryable, f"PaymentIntent {intent.id}")
+        raise GatewayRejectedError(
+            409, f"PaymentIntent {intent.id} is {intent.status}: nothing to pay"
+        )
+
+    async def capture(self, request: CaptureRequest) -> Captured:
+        """Capture the held amount once; see `PaymentGateway.capture`.
+
+        A capture already made (under this key or, after a lost answer, any other) is returned
+        as it is: Stripe refuses a second capture of a PaymentIntent, so money is taken once.
+        """
+        with self._calling():
+            try:
+                intent = await self._client.v1.payment_intents.capture_async(
+                    request.provider_reference,
+                    {"amount_to_capture": request.amount},
+                    {"idempotency_key": request.idempotency_key},
+                )
+            except stripe.InvalidRequestError as error:
+                if error.code != "payment_intent_unexpected_state":
+                    raise
+                intent = await self._client.v1.payment_intents.retrieve_async(
+                    request.provider_reference
+                )
+                if intent.status != "succeeded":
+                    raise GatewayRejectedError(
+                        400, f"PaymentIntent {intent.id} is {intent.status}: nothing to capture"
+                    ) from None
+        if intent.status != "succeeded":
+            raise GatewayRejectedError(
+                409, f"PaymentIntent {intent.id} is {intent.status} after its capture"
+            )
+        return self._captured(intent)
+
+    async def void(self, request: VoidRequest) -> Voided:
+        """Cancel the PaymentIntent, releasing its hold; see `PaymentGateway.void`."""
+        with self._calling():
+            try:
+                intent = await self._client.v1.payment_intents.cancel_async(
+                    request.provider_reference,
+                    {"cancellation_reason": "abandoned"},
+                    {"idempotency_key": request.idempotency_key},
+                )
+            except stripe.InvalidRequestError as error:
+                if error.code != "payment_intent_unexpected_state":
+                    raise
+                intent = await self._client.v1.payment_intents.retrieve_async(
+                    request.provider_reference
+                )
+        if intent.status != "canceled":
+            raise GatewayRejectedError(
+                409, f"PaymentIntent {intent.id} is {intent.status}: it cannot be released"
+            )
+        return Voided(intent.id)
+
+    async def refund(self, request: RefundRequest) -> RefundReceipt:
+        """Refund a capture (by its charge or PaymentIntent id); see `PaymentGateway.refund`."""
+        target = "payment_intent" if request.charge_id.startswith("pi_") else "charge"
+        # Stripe's own `reason` takes three values; billing's reason travels as metadata.
+        metadata = {
+            name: value
+            for name, value in (("reason", request.reason), ("reference", request.reference))
+            if value is not None
+        }
+        params: RefundCreateParams = {"amount": request.amount, "metadata": metadata}
+        if target == "payment_intent":
+            params["payment_intent"] = request.charge_id
+        else:
+            params["charge"] = request.charge_id
+        with self._calling():
+            refund = await self._client.v1.refunds.create_async(
+                params,
+                {"idempotency_key": request.idempotency_key},
+            )
+        return RefundReceipt(refund.id, refund.amount, refund.currency.upper())
+
+    # Asking ------------------------------------------------------------------------------
+
+    async def look_up(self, request: LookupRequest) -> PaymentView:
+        """Where the payment stands; retrieves and lists, never creates or confirms.
+
+        With the PaymentIntent's id it is retrieved. Without one (the answer to `pay` was lost)
+        the PaymentIntents of Stripe's key-retention window are listed and the one created
+        under `request.idempotency_key` (kept in its metadata) is the answer; none means the
+        call never arrived. That asks without acting: repeating the create would need the
+        very same parameters (a payment method billing does not hand to `look_up`) and, with
+        any other, Stripe answers `idempotency_error` or, had the first call never arrived,
+        makes a new PaymentIntent. Repeating `pay` itself under the same key stays safe (Stripe
+        replays the first answer, and `pay` retrieves where it stands now); only a new key
+        could pay twice.
+        """
+        with self._calling():
+            if request.provider_reference is not None:
+                try:
+                    intent = await self._client.v1.payment_intents.retrieve_async(
+                        request.provider_reference
+                    )
+                except stripe.InvalidRequestError as error:
+                    if error.code == "resource_missing":
+                        return PaymentView(Standing.NOT_FOUND, reference=request.reference)
+                    raise
+                return await self._full_view(intent)
+            since = self._clock() - KEY_RETENTION
+            async for intent in self._intents_since(since):
+                if intent.metadata.to_dict().get(IDEMPOTENCY_METADATA) == request.idempotency_key:
+                    return await self._full_view(intent)
+        return PaymentView(Standing.NOT_FOUND, reference=request.reference, method=self.method)
+
+    async def list_payments(self, since: datetime) -> list[PaymentView]:
+        """Every PaymentIntent created since `since`, with what was refunded of each."""
+        with self._calling():
+            refunded: dict[str, int] = {}
+            listed = await self._client.v1.refunds.list_async(
+                {"created": {"gte": int(since.timestamp())}, "limit": 100}
+            )
+            async for refund in listed.auto_paging_iter():
+                intent_id = refund.payment_intent
+                if isinstance(intent_id, str) and refund.status == "succeeded":
+                    refunded[intent_id] = refunded.get(intent_id, 0) + refund.amount
+            return [
+                self._view(intent, refunded.get(intent.id, 0))
+                async for intent in self._intents_since(since)
+            ]
+
+    async def _intents_since(self, since: datetime) -> AsyncIterator[stripe.PaymentIntent]:
+        page = await self._client.v1.payment_intents.list_async(
+            {"created": {"gte": int(since.timestamp())}, "limit": 100}
+        )
+        async for intent in page.auto_paging_iter():
+            yield intent
+
+    async def _full_view(self, intent: stripe.PaymentIntent) -> PaymentView:
+        if intent.status != "succeeded":
+            return self._view(intent)
+        refunds = await self._client.v1.refunds.list_async(
+            {"payment_intent": intent.id, "limit": 100}
+        )
+        amounts = [r.amount async for r in refunds.auto_paging_iter() if r.status == "succeeded"]
+        refunded = sum(amounts)
+        return self._view(intent, refunded)
+
+    def _view(self, intent: stripe.PaymentIntent, refunded: int = 0) -> PaymentView:
+        """What a PaymentIntent says, in the port's terms."""
+        error = intent.last_payment_error
+        decline_code = None
+        standing: Standing
+        match intent.status:
+            case "requires_capture":
+                standing = Standing.AUTHORIZED
+            case "requires_action":
+                standing = Standing.ACTION_REQUIRED
+            case "succeeded":
+                received = intent.amount_received
+                standing = (
+                    Standing.REFUNDED if refunded and refunded >= received else Standing.CAPTURED
+                )
+            case "canceled":
+                # A PaymentIntent cancelled after it was authorized released a hold.
+                held = _charge_id(intent) is not None and error is None
+                standing = Standing.VOIDED if held else Standing.CANCELLED
+            case "requires_payment_method" if error is not None:
+                if _attr(error, "code") == AUTHENTICATION_FAILED:
+                    standing = Standing.CANCELLED
+                else:
+                    standing = Standing.DECLINED
+                    decline_code = billing_decline(
+                        _attr(error, "decline_code"), _attr(error, "code")
+                    )[0]
+            case "processing":
+                raise GatewayUnavailableError(f"PaymentIntent {intent.id} is still processing")
+            case _:
+                # Created but never confirmed: nothing was, or will be, taken under it.
+                standing = Standing.CANCELLED
+        created = _moment(intent.created)
+        assert created is not None
+        action_url = None
+        expires_at = None
+        if standing is Standing.ACTION_REQUIRED:
+            redirect = intent.next_action.redirect_to_url if intent.next_action else None
+            action_url = redirect.url if redirect else None
+            expires_at = created + self._action_window
+        return PaymentView(
+            standing=standing,
+            reference=intent.metadata.to_dict().get("reference"),
+            provider_reference=intent.id,
+            amount=intent.amount,
+            currency=intent.currency.upper(),
+            captured_amount=intent.amount_received,
+            refunded_amount=refunded,
+            capture_reference=_charge_id(intent) if intent.amount_received else None,
+            capture_before=created + self._capture_window
+            if standing is Standing.AUTHORIZED
+            else None,
+            action_url=action_url,
+            action_expires_at=expires_at,
+            decline_code=decline_code,
+            method=self.method,
+            at=created,
+        )
+
+    def _captured(self, intent: stripe.PaymentIntent) -> Captured:
+        return Captured(
+            provider_reference=_charge_id(intent) or intent.id,
+            amount=intent.amount_received,
+            currency=intent.currency.upper(),
+            payment_reference=intent.id,
+        )
+
+    # Webhooks ----------------------------------------------------------------------------
+
+    async def read_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookNotice:
+        """Verify `Stripe-Signature` (300 s tolerance) and read the event's payment.
+
+        Raises:
+            WebhookRejectedError: no or a wrong signature, a stale timestamp, a body that is
+                not an event, or an event about something other than a card payment.
+        """
+        signature = _header(headers, "Stripe-Signature")
+        if signature is None:
+            raise WebhookRejectedError("no Stripe-Signature header")
+        try:
+            event = self._client.construct_event(
+                body, signature, self._webhook_secret, tolerance=WEBHOOK_TOLERANCE_S
+            )
+        except stripe.SignatureVerificationError as error:
+            raise WebhookRejectedError(f"Stripe-Signature does not verify: {error}") from None
+        except ValueError as error:
+            raise WebhookRejectedError(f"the body is not a Stripe event: {error}") from None
+        return WebhookNotice(event.id, self.method, self._event_view(event))
+
+    def _event_view(self, event: stripe.Event) -> PaymentView:
+        try:
+            obj = event.data.object
+            if isinstance(obj, stripe.PaymentIntent):
+                return self._view(obj)
+            if isinstance(obj, stripe.Charge):
+                return _charge_view(obj)
+            kind = getattr(obj, "object", None)
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
+            raise WebhookRejectedError(f"a malformed Stripe event: {error}") from None
+        raise WebhookRejectedError(f"{event.type} events ({kind}) are not card payments")
+
+    # Errors ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _calling(self, token: str | None = None) -> Iterator[None]:
+        """Turn the library's errors into the port's, with the key and payment method kept out."""
+        secrets = (self._api_key, token) if token else (self._api_key,)
+        try:
+            yield
+        except stripe.CardError as error:
+            details = error.error
+            code, retryable = billing_decline(details.decline_code if details else None, error.code)
+            raise PaymentDeclinedError(code, retryable, _said(error, secrets)) from None
+        except (stripe.APIConnectionError, stripe.RateLimitError) as error:
+            _unavailable(error, secrets)
+        except stripe.StripeError as error:
+            status = error.http_status
+            # 409: another request under the key is still running (`idempotency_key_in_use`) or
+            # Stripe timed out on a lock: the outcome is not known yet, as after a timeout.
+            if status is None or status >= 500 or status in (409, 429):
+                _unavailable(error, secrets)
+            raise GatewayRejectedError(status, _said(error, secrets)) from None
+
+
+def _unavailable(error: stripe.StripeError, secrets: tuple[str, ...]) -> NoReturn:
+    raise GatewayUnavailableError(
+        f"Stripe: {type(error).__name__} {error.http_status or ''} {_said(error, secrets)}".strip()
+    ) from None
+
+
+def _said(error: stripe.StripeError, secrets: tuple[str, ...]) -> str:
+    message = error.user_message or type(error).__name__
+    if error.code:
+        message = f"{error.code}: {message}"
+    for secret in secrets:
+        message = message.replace(secret, "***")
+    return message
+
+
+def _attr(obj: object, name: str) -> str | None:
+    """A field Stripe may leave out (a StripeObject raises AttributeError for those)."""
+    value = getattr(obj, name, None)
+    return value if isinstance(value, str) else None
+
+
+def _replayed(intent: stripe.PaymentIntent) -> bool:
+    response = intent.last_response
+    return response is not None and response.headers.get("idempotent-replayed") == "true"
+
+
+def _charge_view(charge: stripe.Charge) -> PaymentView:
+    intent = charge.payment_intent
+    refunded = charge.amount_refunded
+    return PaymentView(
+        standing=Standing.REFUNDED if charge.refunded else Standing.CAPTURED,
+        reference=charge.metadata.to_dict().get("reference"),
+        provider_reference=intent if isinstance(intent, str) else getattr(intent, "id", None),
+        amount=charge.amount,
+        currency=charge.currency.upper(),
+        captured_amount=charge.amount_captured,
+        refunded_amount=refunded,
+        capture_reference=charge.id,
+        method="card",
+        at=_moment(charge.created),
+    )
