@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
-from sandboxes.providers import paypal, stripe
+from sandboxes.providers import alipay, paypal, stripe
 from sandboxes.providers.delivery import Deliveries
 from sandboxes.providers.ledger import Ledger
 from sandboxes.timestamps import Clock
@@ -35,5 +35,5 @@ class World:
 
 Mount = Callable[[FastAPI, World], None]
 
-MOUNTS: list[Mount] = [stripe.mount, paypal.mount]
+MOUNTS: list[Mount] = [stripe.mount, paypal.mount, alipay.mount]
 """Each provider's `mount`, added here as the provider modules land."""
