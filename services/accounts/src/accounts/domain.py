@@ -112,24 +112,35 @@ CHARGEABLE_WITHOUT_BUYER = frozenset({"card", "paypal"})
 
 
 def payment_refusal(method: str, token: str | None, *, buyer_present: bool) -> str | None:
-    """Why a payment object cannot be used, or None: the contract's rules on `token`.
+    """Why a payment object cannot be used, or None: the contract's rule on `token`.
 
     `token` is required for `card`, and for any charge made without the buyer present
-    (auto-renew), which Alipay cannot take at all.
+    (auto-renew); PayPal and Alipay without one ask the buyer at the provider's page.
     """
-    if not buyer_present and method not in CHARGEABLE_WITHOUT_BUYER:
+    if token is not None:
+        return None
+    if not buyer_present:
+        return (
+            "payment.token is required for auto-renew, which charges without the buyer: a "
+            "payment source saved at the provider (a card payment method or a PayPal vault token)"
+        )
+    if method not in BUYER_APPROVES:
+        return f"payment.token is required for {method}: a payment source saved at the provider"
+    return None
+
+
+def auto_renew_refusal(method: str, token: str | None) -> str | None:
+    """Why auto-renew cannot charge this payment without the buyer, or None.
+
+    Only a source chargeable without the buyer will do: a saved card, a PayPal vault token;
+    Alipay's page pay always needs the buyer.
+    """
+    if method not in CHARGEABLE_WITHOUT_BUYER:
         return (
             f"{method} cannot be charged without the buyer present: auto-renew takes a saved "
             "card or a PayPal vault token"
         )
-    if token is None and (method not in BUYER_APPROVES or not buyer_present):
-        if not buyer_present:
-            return (
-                "payment.token is required for auto-renew: a payment source saved at the "
-                "provider (a card payment method or a PayPal vault token)"
-            )
-        return f"payment.token is required for {method}: a payment source saved at the provider"
-    return None
+    return payment_refusal(method, token, buyer_present=False)
 
 
 class RenewalInvalidError(Exception):

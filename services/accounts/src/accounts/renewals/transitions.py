@@ -444,6 +444,17 @@ TABLE: tuple[Row, ...] = (
         no_refund_asked,
     ),
     Row(
+        (S.CANCELLING,),
+        Input.PAYMENT_VOIDED,
+        Decision(
+            to=S.CANCELLED,
+            writes=(Write.FORGET_TOKEN,),
+            sends=(Command.RELEASE_PROMOTION,),
+            step="hold_released",
+            detail=_RELEASED,
+        ),
+    ),
+    Row(
         (*OPEN, S.REFUNDING, S.TIMED_OUT),
         Input.PAYMENT_VOIDED,
         Decision(
@@ -624,6 +635,16 @@ TABLE: tuple[Row, ...] = (
             "failure is refunded); nothing changed",
         ),
         captured,
+    ),
+    Row(
+        (S.REFUNDING, S.TIMED_OUT),
+        Input.COMPENSATE,
+        Decision(
+            sends=(Command.RELEASE_PROMOTION,),
+            answer="already compensating ({status}, the payment is held; provisioning's answer "
+            "decides: a failure releases it); nothing changed",
+        ),
+        held,
     ),
     Row(
         (S.REFUNDING, S.TIMED_OUT),
