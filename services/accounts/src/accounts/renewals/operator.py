@@ -71,6 +71,7 @@ def _detail(
         price=price,
         payment_method=saga.payment_method,
         payment_id=saga.payment_id,
+        payment_held=saga.payment_held,
         refund_requested=saga.refund_requested,
         activation_failure=saga.activation_failure,
         bundle_state=saga.bundle_state,
