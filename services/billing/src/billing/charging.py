@@ -180,7 +180,7 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
         ):
             await self._apply_view(payment, view)
             return
-        if isinstance(view, GatewayUnavailableError):
+        if isinstance(view, GatewayUnavailableError | GatewayRejectedError):
             error = view
 
             async def later(session: AsyncSession, row: Payment, now: datetime) -> None:
@@ -258,6 +258,11 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
 
     async def _ask(self, payment: Payment) -> None:
         view = await self._look_up(payment)
+        if isinstance(view, GatewayRejectedError) and payment.unknown_step == Step.PAY:
+            # A provider that finds a payment by its own id only (PayPal, before billing knows
+            # the order): the question is the pay under the same key, which makes nothing new.
+            await self._pay(payment)
+            return
         if (
             isinstance(view, PaymentView)
             and view.standing == Standing.NOT_FOUND
@@ -280,13 +285,15 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
 
     # Helpers.
 
-    async def _look_up(self, payment: Payment) -> PaymentView | GatewayUnavailableError:
+    async def _look_up(
+        self, payment: Payment
+    ) -> PaymentView | GatewayUnavailableError | GatewayRejectedError:
         request = lookup_request(payment)
         try:
             return await self.within_round(
                 f"look up {payment.id}", lambda: self.port.look_up(request)
             )
-        except GatewayUnavailableError as error:
+        except (GatewayUnavailableError, GatewayRejectedError) as error:
             return error
 
     async def _apply_view(self, payment: Payment, view: PaymentView) -> None:

@@ -21,7 +21,9 @@ FailureReason = Literal[
     "not_approved",
 ]
 
-HARD_DECLINES: frozenset[str] = frozenset({"declined", "expired_method", "invalid_token"})
+HARD_DECLINES: frozenset[str] = frozenset(
+    {"declined", "expired_method", "invalid_token", "not_approved"}
+)
 """Decline codes that no later attempt can turn into a capture: the payment fails at once."""
 
 SOFT_DECLINES: frozenset[str] = frozenset({"insufficient_funds"})

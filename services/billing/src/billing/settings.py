@@ -41,12 +41,12 @@ class BillingSettings(ServiceSettings):
         description="PayPal's REST API: `https://api-m.paypal.com` in production, the payment "
         "sandbox's `/paypal` in the local run",
     )
-    paypal_client_id: str = Field("sandbox-client", min_length=1, max_length=256)
+    paypal_client_id: str = Field("sandbox-paypal-client", min_length=1, max_length=256)
     paypal_client_secret: SecretStr = Field(
-        SecretStr("sandbox-secret"), description="PayPal's client secret; never logged"
+        SecretStr("sandbox-paypal-secret"), description="PayPal's client secret; never logged"
     )
     paypal_webhook_id: str = Field(
-        "WH-SANDBOX",
+        "SANDBOXWEBHOOK0000000001",
         min_length=1,
         max_length=128,
         description="the id PayPal gave billing's webhook (its signature is verified by it)",
@@ -56,11 +56,13 @@ class BillingSettings(ServiceSettings):
         pattern=_URL,
         description="Alipay's gateway: `https://openapi.alipay.com/gateway.do` in production",
     )
-    alipay_app_id: str = Field("2021000000000000", min_length=1, max_length=32)
-    alipay_private_key: SecretStr | None = Field(
-        None, description="the app's RSA2 private key (PEM); or `alipay_private_key_file`"
+    alipay_app_id: str = Field(
+        "2021000000000001", min_length=1, max_length=32, description="the merchant app's id"
     )
-    alipay_private_key_file: Path | None = Field(
+    alipay_app_private_key: SecretStr | None = Field(
+        None, description="the app's RSA2 private key (PEM); or `alipay_app_private_key_file`"
+    )
+    alipay_app_private_key_file: Path | None = Field(
         None, description="a file holding the app's RSA2 private key (PEM)"
     )
     alipay_public_key: str | None = Field(
@@ -192,26 +194,26 @@ class BillingSettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _one_key_source(self) -> "BillingSettings":
-        for name in ("alipay_private_key", "alipay_public_key"):
+        for name in ("alipay_app_private_key", "alipay_public_key"):
             if getattr(self, name) is not None and getattr(self, f"{name}_file") is not None:
                 raise ValueError(
-                    f"set {name} or {name}_file (BILLING_{name.upper()}[_FILE]), not both"
+                    f"set BILLING_{name.upper()} or BILLING_{name.upper()}_FILE, not both"
                 )
         return self
 
-    @field_validator("alipay_private_key_file", "alipay_public_key_file")
+    @field_validator("alipay_app_private_key_file", "alipay_public_key_file")
     @classmethod
     def _a_readable_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"no such file {str(value)!r}")
         return value
 
-    def alipay_private_key_pem(self) -> str | None:
+    def alipay_app_private_key_pem(self) -> str | None:
         """The app's private key, from the setting or its file; None where neither is set."""
-        if self.alipay_private_key_file is not None:
-            return self.alipay_private_key_file.read_text()
-        if self.alipay_private_key is not None:
-            return self.alipay_private_key.get_secret_value()
+        if self.alipay_app_private_key_file is not None:
+            return self.alipay_app_private_key_file.read_text()
+        if self.alipay_app_private_key is not None:
+            return self.alipay_app_private_key.get_secret_value()
         return None
 
     def alipay_public_key_pem(self) -> str | None:
