@@ -503,17 +503,25 @@ def _replayed(intent: stripe.PaymentIntent) -> bool:
 
 
 def _charge_view(charge: stripe.Charge) -> PaymentView:
+    """What a Charge event says (`charge.refunded`; other charge events if subscribed)."""
     intent = charge.payment_intent
-    refunded = charge.amount_refunded
+    standing = Standing.CAPTURED
+    if charge.status == "failed":
+        standing = Standing.DECLINED
+    elif charge.refunded:
+        standing = Standing.REFUNDED
+    elif not charge.captured:
+        # `charge.succeeded` comes at authorization too, with nothing captured yet.
+        standing = Standing.AUTHORIZED
     return PaymentView(
-        standing=Standing.REFUNDED if charge.refunded else Standing.CAPTURED,
+        standing=standing,
         reference=charge.metadata.to_dict().get("reference"),
         provider_reference=intent if isinstance(intent, str) else getattr(intent, "id", None),
         amount=charge.amount,
         currency=charge.currency.upper(),
         captured_amount=charge.amount_captured,
-        refunded_amount=refunded,
-        capture_reference=charge.id,
+        refunded_amount=charge.amount_refunded,
+        capture_reference=charge.id if charge.captured else None,
         method="card",
         at=_moment(charge.created),
     )
