@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import threading
@@ -33,6 +34,7 @@ from billing.gateways.port import (
     WebhookRejectedError,
 )
 from fastapi import FastAPI, Request, Response
+from prometheus_client import REGISTRY
 from sandboxes.payment import PaymentSandboxSettings, create_app
 from sandboxes.providers.paypal import PayPalSandboxSettings
 
@@ -297,6 +299,24 @@ async def test_an_unreachable_provider_is_unavailable(sandbox: Sandbox) -> None:
 
     with pytest.raises(GatewayUnavailableError):
         await gateway.pay(payment())
+
+
+def calls_timed(operation: str, outcome: str) -> float:
+    labels = {"system": "payment_gateway", "operation": operation, "outcome": outcome}
+    return REGISTRY.get_sample_value("esim_outside_call_seconds_count", labels) or 0.0
+
+
+async def test_each_sdk_call_is_timed_with_its_outcome(gateway: PayPalGateway) -> None:
+    created, declined = (
+        calls_timed("paypal create order", "2xx"),
+        calls_timed("paypal authorize", "4xx"),
+    )
+
+    with pytest.raises(PaymentDeclinedError):
+        await gateway.pay(payment(token="vault_paypal_insufficient"))
+
+    assert calls_timed("paypal create order", "2xx") == created + 1
+    assert calls_timed("paypal authorize", "4xx") == declined + 1
 
 
 # ---- capture, void, refund -----------------------------------------------------------------
@@ -568,7 +588,9 @@ async def test_the_authorization_webhook_says_until_when_to_capture(
     assert notice.view.provider_reference == held.provider_reference
 
 
-async def test_a_webhook_that_cannot_be_verified_now_is_unavailable(sandbox: Sandbox) -> None:
+async def test_a_webhook_that_cannot_be_verified_now_is_unavailable_for_a_redelivery(
+    sandbox: Sandbox,
+) -> None:
     request = payment()
     gateway = sandbox.gateway()
     await authorized(gateway, request)
@@ -576,7 +598,99 @@ async def test_a_webhook_that_cannot_be_verified_now_is_unavailable(sandbox: San
     headers, body = sandbox.webhooks_about(request.reference)[0]
     unreachable = sandbox.gateway(base_url=f"http://127.0.0.1:{free_port()}/paypal")
 
+    refused = sandbox.gateway(secret="not-the-secret")
+
     with pytest.raises(GatewayUnavailableError):
         await unreachable.read_webhook(headers, body)
-    await unreachable.aclose()
+    with pytest.raises(GatewayUnavailableError):
+        await refused.read_webhook(headers, body)
+    for built in (unreachable, refused, gateway):
+        await built.aclose()
+
+
+async def test_every_step_of_a_payment_reads_from_its_webhook(
+    gateway: PayPalGateway, sandbox: Sandbox
+) -> None:
+    request = payment(token=None)
+    waiting = await gateway.pay(request)
+    assert isinstance(waiting, ActionRequired)
+    await sandbox.decide(waiting.url, "approve")
+    held = await authorized(gateway, request)
+    captured = await gateway.capture(capture_of(request, held.provider_reference))
+    await gateway.refund(
+        RefundRequest(
+            idempotency_key=f"refund:{request.reference}",
+            charge_id=captured.provider_reference,
+            amount=2500,
+            method="paypal",
+            currency="USD",
+        )
+    )
+    await wait_for(lambda: len(sandbox.webhooks_about(request.reference)) == 4)
+
+    notices = [
+        await gateway.read_webhook(h, b) for h, b in sandbox.webhooks_about(request.reference)
+    ]
+
+    assert [n.view.standing for n in notices] == [
+        Standing.APPROVED,
+        Standing.AUTHORIZED,
+        Standing.CAPTURED,
+        Standing.REFUNDED,
+    ]
+    assert {n.view.reference for n in notices} == {request.reference}
+    assert notices[0].view.provider_reference == held.provider_reference
+    assert (notices[3].view.refunded_amount, notices[3].view.capture_reference) == (
+        2500,
+        captured.provider_reference,
+    )
+    assert len({n.provider_event_id for n in notices}) == 4
+
+
+async def test_a_void_reads_from_its_webhook(gateway: PayPalGateway, sandbox: Sandbox) -> None:
+    request = payment()
+    held = await authorized(gateway, request)
+    await gateway.void(
+        VoidRequest(
+            idempotency_key=f"void:{request.reference}",
+            reference=request.reference,
+            provider_reference=held.provider_reference,
+            method="paypal",
+        )
+    )
+    await wait_for(lambda: len(sandbox.webhooks_about(request.reference)) == 2)
+    headers, body = sandbox.webhooks_about(request.reference)[-1]
+
+    notice = await gateway.read_webhook(headers, body)
+
+    assert (notice.view.standing, notice.view.provider_reference) == (
+        Standing.VOIDED,
+        held.provider_reference,
+    )
+
+
+async def test_neither_the_secret_nor_tokens_reach_the_logs(
+    sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    vault = f"vault-{uuid.uuid4().hex}_ok"
+    gateway = sandbox.gateway(secret=secret)
+    caplog.set_level(logging.DEBUG)
+
+    with pytest.raises(GatewayUnavailableError):
+        await gateway.pay(payment(token=vault))
+    right = sandbox.gateway()
+    request = payment(token=vault)
+    held = await authorized(right, request)
+    await right.capture(capture_of(request, held.provider_reference))
+    await wait_for(lambda: len(sandbox.webhooks_about(request.reference)) == 2)
+    await right.read_webhook(*sandbox.webhooks_about(request.reference)[-1])
+    await right.aclose()
     await gateway.aclose()
+
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert held.provider_reference in logged
+    assert secret not in logged
+    assert vault not in logged
+    assert SETTINGS.secret not in logged
+    assert "A21AA" not in logged

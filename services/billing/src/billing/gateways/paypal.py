@@ -12,14 +12,17 @@ How a payment goes (CONTRACT.md, "Payments, the way each provider takes them"):
   (`reference_id` and `custom_id` = the renewal id). With a saved source (`vault_id`) the order
   is APPROVED at once; without one PayPal answers PAYER_ACTION_REQUIRED and the buyer opens
   the `payer-action` link (`ActionRequired`, expiring 3 hours after the order was made, when
-  PayPal drops an order nobody approved). `pay` again under the same key finds the same order
+  PayPal drops an order nobody approved; past it, or once the order is VOIDED (the payment
+  sandbox voids it on the buyer's cancel; PayPal leaves it waiting), `look_up` reads CANCELLED
+  and `pay` raises `not_approved`). `pay` again under the same key finds the same order
   (PayPal answers a repeated request id with it) and, once approved, authorizes it
   (`PayPal-Request-Id` = `<key>:authorize`): `Authorized` until the authorization's
   `expiration_time` (29 days; PayPal promises the funds for the first 3 of them).
 - An order can be COMPLETED while its authorization or capture is DECLINED: the status trusted
   is always the authorization's or the capture's own.
-- `provider_reference` is the order id everywhere; `capture` and `void` find the
-  authorization on the order. The buyer's cancel sends them to `return_url` with
+- `provider_reference` is the order id everywhere but in `Captured`, where it is the capture
+  id (the `charge_id` a refund takes) and `payment_reference` is the order id; `capture` and
+  `void` find the authorization on the order. The buyer's cancel sends them to `return_url` with
   `cancelled=true` added (PayPal's cancel URL carries only `token`).
 - `look_up` needs the order id: PayPal finds an order by nothing else. When a create's answer
   was lost, `pay` under the same key is the question (it returns the same order, never a
@@ -47,6 +50,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 import requests
 from apimatic_core.exceptions.auth_validation_exception import AuthValidationException
+from esim_core.observability.metrics import OUTSIDE_CALL_SECONDS
 from esim_core.outside.adapter import HttpAdapter, is_transient
 from paypalserversdk.configuration import Configuration, Server
 from paypalserversdk.exceptions.api_exception import ApiException
@@ -273,7 +277,7 @@ class _Configuration(Configuration):  # type: ignore[misc]  # the SDK ships no t
 class _Verifier(HttpAdapter):
     """verify-webhook-signature, which the SDK lacks, with a client-credentials token."""
 
-    system = "paypal"
+    system = "payment_gateway"
     called = "PayPal"
     unavailable = GatewayUnavailableError
 
@@ -284,7 +288,13 @@ class _Verifier(HttpAdapter):
         self._expires = 0.0
 
     async def verify(self, body: dict[str, Any]) -> bool:
-        """Ask PayPal whether a webhook call is genuine; a stale token is renewed once."""
+        """Ask PayPal whether a webhook call is genuine; a stale token is renewed once.
+
+        Raises:
+            GatewayUnavailableError: PayPal cannot be asked now, or refuses billing's own
+                credentials (an operator's fix; PayPal redelivers meanwhile).
+            WebhookRejectedError: PayPal refuses to verify what the call carries.
+        """
         for attempt in range(2):
             token = await self._access_token(renew=attempt > 0)
             response = await self.call(
@@ -298,10 +308,10 @@ class _Verifier(HttpAdapter):
             if response.is_success:
                 answer = self.reply(response, _Verification, "an answer without a status")
                 return answer.verification_status == "SUCCESS"
-            if is_transient(response.status_code):
+            if is_transient(response.status_code) or response.status_code in (401, 403):
                 raise GatewayUnavailableError(f"PayPal verify: HTTP {response.status_code}")
-            raise GatewayRejectedError(response.status_code, _error_text(response.text))
-        raise GatewayRejectedError(401, "PayPal refused the access token")
+            raise WebhookRejectedError(f"PayPal would not verify it: {_error_text(response.text)}")
+        raise GatewayUnavailableError("PayPal verify: the access token was refused")
 
     async def _access_token(self, *, renew: bool) -> str:
         if self._token is not None and not renew and time.monotonic() < self._expires:
@@ -312,12 +322,10 @@ class _Verifier(HttpAdapter):
             data={"grant_type": "client_credentials"},
             auth=httpx.BasicAuth(*self._credentials),
         )
-        if is_transient(response.status_code):
-            raise GatewayUnavailableError(f"PayPal token: HTTP {response.status_code}")
         if not response.is_success:
-            raise GatewayRejectedError(
-                response.status_code, "PayPal refused the client credentials"
-            )
+            if not is_transient(response.status_code):
+                logger.warning("PayPal refused billing's client credentials: check them")
+            raise GatewayUnavailableError(f"PayPal token: HTTP {response.status_code}")
         token = self.reply(response, _Token, "a token answer without a token")
         # Renew a minute early, so a token never expires between asking and using it.
         self._expires = time.monotonic() + max(token.expires_in - 60, 0)
@@ -375,9 +383,11 @@ class PayPalGateway:
     async def pay(self, request: PaymentRequest) -> PayOutcome:
         """Create (or find) the order under the key and authorize it once approved."""
         order = await self._create_order(request)
-        if order.status in ("CREATED", "PAYER_ACTION_REQUIRED"):
+        if _waiting(order):
             return self._action_required(order)
-        if order.status == "VOIDED" and order.authorization is None:
+        if order.status in ("CREATED", "PAYER_ACTION_REQUIRED", "VOIDED") and (
+            order.authorization is None
+        ):
             raise PaymentDeclinedError(
                 "not_approved", False, f"PayPal order {order.id} was cancelled or expired"
             )
@@ -570,10 +580,13 @@ class PayPalGateway:
         # The bound covers waiting for a free thread too; a call that outlives it goes on in
         # its thread until the SDK's own timeout, and its answer is left for asking.
         call = functools.partial(contextvars.copy_context().run, endpoint, options)
+        started, outcome = time.perf_counter(), "error"
         try:
             async with asyncio.timeout(self._timeout_s):
                 response = await asyncio.get_running_loop().run_in_executor(self._threads, call)
+            outcome = f"{response.status_code // 100}xx"
         except TimeoutError as error:
+            outcome = "timeout"
             raise GatewayUnavailableError(
                 f"PayPal {what}: no answer within {self._timeout_s:g} s"
             ) from error
@@ -582,11 +595,20 @@ class PayPalGateway:
                 f"PayPal {what}: unreachable ({type(error).__name__})"
             ) from error
         except AuthValidationException as error:
-            # The SDK gives up on the token without saying why: the credentials were
-            # refused, or PayPal could not be reached for a token.
+            # The SDK gives up on the token without saying why: PayPal refused the client
+            # credentials, or failed while issuing one. Either way nothing was sent.
+            logger.warning(
+                "PayPal gave no access token for %s: check the client id and secret", what
+            )
             raise GatewayUnavailableError(f"PayPal {what}: no access token") from error
         except ApiException as error:
+            outcome = f"{int(error.response_code) // 100}xx"
             raise _refusal(what, error) from error
+        finally:
+            # The SDK's calls bypass the adapters' timed transport: timed here, per operation.
+            OUTSIDE_CALL_SECONDS.labels("payment_gateway", f"paypal {what}", outcome).observe(
+                time.perf_counter() - started
+            )
         text = response.text or ""
         if not text.strip():
             return None
@@ -715,7 +737,7 @@ class PayPalGateway:
             "currency": unit.amount.currency_code if unit.amount else None,
             "method": METHOD,
         }
-        if order.status in ("CREATED", "PAYER_ACTION_REQUIRED"):
+        if _waiting(order):
             action = self._action_required(order)
             return PaymentView(
                 standing=Standing.ACTION_REQUIRED,
@@ -727,6 +749,8 @@ class PayPalGateway:
             return PaymentView(standing=Standing.APPROVED, **common)
         authorization = order.authorization
         if authorization is None:
+            # Cancelled, or never approved in time: PayPal leaves a cancelled order waiting
+            # until it expires, so an order past its approval window counts as cancelled.
             return PaymentView(standing=Standing.CANCELLED, **common)
         capture = order.completed_capture
         if capture is not None:
@@ -753,6 +777,14 @@ class PayPalGateway:
 
 
 # ---- helpers -----------------------------------------------------------------------------
+
+
+def _waiting(order: _Order) -> bool:
+    """Whether the order still waits for the buyer (and may still be approved)."""
+    if order.status not in ("CREATED", "PAYER_ACTION_REQUIRED"):
+        return False
+    created = order.create_time
+    return created is None or datetime.now(UTC) < created + ORDER_APPROVAL_WINDOW
 
 
 def _refusal(what: str, error: ApiException) -> Exception:
