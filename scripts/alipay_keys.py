@@ -4,9 +4,10 @@ Alipay signs with two pairs: the merchant app's (billing signs requests with its
 the sandbox verifies them with its public key) and Alipay's own (the sandbox signs answers and
 notifies, billing verifies them). A pair that is already there is kept, so billing and the
 sandbox keep agreeing across restarts. With `--env` it prints the settings that point both sides
-at the files, one `export NAME=value` a line, for the run script to `eval`:
+at the files, one `export NAME=value` a line (leaving out any already set), for the run script
+to `eval`:
 
-    eval "$(python3 scripts/alipay_keys.py --env var/alipay)"
+    eval "$(.venv/bin/python scripts/alipay_keys.py --env var/alipay)"
 
 Needs only `cryptography` (in the workspace venv). The private keys are written mode 0600 and
 never printed.
@@ -78,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         ensure_pair(args.folder, name)
     if args.env:
         for variable, value in settings(args.folder).items():
-            sys.stdout.write(f"export {variable}={shlex.quote(value)}\n")
+            # An operator's own setting wins over the local pair.
+            if not os.environ.get(variable):
+                sys.stdout.write(f"export {variable}={shlex.quote(value)}\n")
     return 0
 
 

@@ -509,3 +509,18 @@ async def test_without_keys_the_gateway_says_which_settings_are_missing(
     inner = response.json()["alipay_trade_query_response"]
     assert inner["sub_code"] == "isv.sandbox-keys-missing"
     assert "PAYMENT_SANDBOX_ALIPAY_PRIVATE_KEY_FILE" in inner["sub_msg"]
+
+
+def test_a_waiting_trade_closes_when_the_page_pay_link_for_it_has_expired(
+    sandbox: Sandbox,
+) -> None:
+    biz = saved("alipay_action", timeout_express="30m")
+    sandbox.call("alipay.trade.pay", biz)
+    past = (datetime.now(BEIJING) - timedelta(minutes=1)).strftime("%Y-%m-%d %H:%M:%S")
+    link = {k: biz[k] for k in ("out_trade_no", "total_amount", "subject")} | {"time_expire": past}
+
+    page = sandbox.http.post(sandbox.page_url(link), data={"decision": "approve"})
+
+    assert page.status_code == 409 and "nothing was taken" in page.text
+    assert sandbox.call("alipay.trade.query", biz)["trade_status"] == "TRADE_CLOSED"
+    assert sandbox.ledger(biz["out_trade_no"])["captures"] == []

@@ -21,7 +21,9 @@ What a merchant's Alipay client sees at `<sandbox>/alipay/gateway.do`, in Alipay
   Alipay. `POST <same url>` with `decision` = `approve` or `cancel` answers 303 to `return_url`
   with Alipay's signed return parameters; approve makes the trade `TRADE_SUCCESS` (a capture in
   the ledger), cancel `TRADE_CLOSED` (the contract's sandbox rule; Alipay itself just lets the
-  trade time out). Either way a signed notify goes out. `time_expire` (absolute) and
+  trade time out). Either way a signed notify goes out (`TRADE_CLOSED` notifies are the ones
+  Alipay sends when the merchant turns them on; a trade closed by its expiry or by
+  `trade.close`, and a refund, send none here). `time_expire` (absolute) and
   `timeout_express` (from the trade's creation) close an unpaid trade when they pass, checked
   whenever the trade is touched.
 - **`alipay.trade.pay`** with a saved source (`agreement_params.agreement_no`, or `auth_code`
@@ -357,6 +359,13 @@ class AlipaySandbox:
         self._locks: dict[str, asyncio.Lock] = {}
         self._flaky: dict[str, int] = {}
         self._bills: dict[str, str] = {}
+
+    def reset(self) -> None:
+        """Forget every trade, bill and `_flaky` count (for the sandbox's `/sandbox/reset`)."""
+        self._trades.clear()
+        self._locks.clear()
+        self._flaky.clear()
+        self._bills.clear()
 
     # --- the gateway ---------------------------------------------------------------------
 
@@ -807,6 +816,8 @@ class AlipaySandbox:
             if self._world.clock() >= deadline:
                 raise _business("ACQ.TRADE_HAS_CLOSE", "the payment link has expired")
             return self._new_trade(call.params, call.biz, "WAIT_BUYER_PAY")
+        # A trade made by trade.pay (`_action`) and paid here: the link's own expiry binds too.
+        trade.expires_at = min(trade.expires_at, self._deadline(call.biz, trade.created_at))
         self._expire(trade)
         if trade.amount != amount:
             raise _business("ACQ.CONTEXT_INCONSISTENT", "the trade has another amount")

@@ -34,7 +34,7 @@ from billing.gateways import (
     VoidRequest,
     WebhookRejectedError,
 )
-from billing.gateways.alipay import AlipayGateway
+from billing.gateways.alipay import AlipayGateway, bill_periods
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Request, Response
@@ -534,3 +534,27 @@ def test_keys_that_cannot_be_read_are_refused_without_quoting_them(sandbox: Sand
 
     assert garbled not in str(refused.value)
     assert "PRIVATE" not in repr(_gateway(sandbox))
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(502, b"Bad Gateway"), (200, b"<html>maintenance</html>"), (200, b'{"sign":"x"}')],
+)
+async def test_a_5xx_or_an_answer_that_is_not_alipays_is_unavailable(
+    sandbox: Sandbox, status: int, body: bytes
+) -> None:
+    transport = httpx.MockTransport(lambda _: httpx.Response(status, content=body))
+    gateway = _gateway(sandbox, transport)
+
+    with pytest.raises(GatewayUnavailableError):
+        await gateway.pay(payment("alipay_ok"))
+    await gateway.aclose()
+
+
+def test_reconciliation_reads_whole_past_months_as_monthly_bills_and_other_days_daily() -> None:
+    now = datetime(2026, 12, 3, 1, 0, tzinfo=UTC)  # 09:00 on 3 December in Beijing
+
+    periods = bill_periods(datetime(2026, 9, 29, 17, 0, tzinfo=UTC), now)
+
+    assert periods == ["2026-09-30", "2026-10", "2026-11", "2026-12-01", "2026-12-02", "2026-12-03"]
+    assert bill_periods(now, now) == ["2026-12-03"]
