@@ -556,6 +556,8 @@ class Platform:
             "BILLING_PAYPAL_BASE_URL": f"{self.url('payment')}/paypal",
             "BILLING_ALIPAY_GATEWAY_URL": f"{self.url('payment')}/alipay/gateway.do",
             "BILLING_PUBLIC_URL": self.url("billing"),
+            # PayPal says nothing of a buyer's cancel: billing learns it at the expiry.
+            "BILLING_APPROVAL_EXPIRY_S": "20",
             **self.alipay_keys(),
             "BILLING_DUNNING_SCHEDULE_S": "0.5,1",
             # Short leases so a killed worker's rows are taken up again within a test's patience.

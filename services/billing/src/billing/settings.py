@@ -85,7 +85,7 @@ class BillingSettings(ServiceSettings):
     )
     approval_expiry_s: float = Field(
         1800.0,
-        gt=60,
+        ge=5,
         le=86400,
         description="the longest billing waits for the buyer's approval before it asks the "
         "provider and, still waiting, closes the payment (`not_approved`)",

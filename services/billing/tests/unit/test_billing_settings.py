@@ -68,7 +68,7 @@ def test_a_bad_dunning_schedule_names_the_variable_and_the_problem(
         ("BILLING_MAX_TRANSIENT_ROUNDS", "0"),
         ("BILLING_STRIPE_BASE_URL", "payments.example"),
         ("BILLING_RETURN_URL", "/renewals/return"),
-        ("BILLING_APPROVAL_EXPIRY_S", "5"),
+        ("BILLING_APPROVAL_EXPIRY_S", "4"),
         ("BILLING_UNKNOWN_SCHEDULE_S", "5,soon"),
         ("BILLING_ALIPAY_APP_PRIVATE_KEY_FILE", "/nonexistent/app.pem"),
         ("BILLING_WORKER_LEASE_S", "20"),
