@@ -1,8 +1,10 @@
 """Payments the way each provider takes them, end to end on the real broker and the payment
 sandbox's Stripe, PayPal and Alipay (the adapters billing runs, over the providers' libraries):
-the buyer's approval given or refused, a hold captured once after activation, and forged
-webhooks refused."""
+the buyer's approval given or refused, a hold captured once after activation, forged
+webhooks refused, and reconciliation finding a capture billing never asked for."""
 
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -129,3 +131,27 @@ def test_a_forged_webhook_of_each_provider_is_refused(
     )
     assert answer.status_code == 400, answer.text
     assert answer.headers["content-type"].startswith("application/problem+json")
+
+
+@pytest.mark.parametrize(("method", "currency"), [("paypal", "USD"), ("alipay", "CNY")])
+def test_reconciliation_finds_a_capture_billing_never_asked_for(
+    platform: Platform, method: str, currency: str
+) -> None:
+    since = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    reference = str(uuid.uuid4())
+    planted = httpx.post(
+        f"{platform.url('payment')}/sandbox/ledger/plant",
+        json={"method": method, "reference": reference, "amount": 1234, "currency": currency},
+    )
+    assert planted.status_code in (200, 201), planted.text
+
+    answer = httpx.get(
+        f"{platform.url('billing')}/v1/payments/reconciliation",
+        params={"since": since},
+        headers=platform.operator_headers,
+        timeout=30,
+    )
+
+    assert answer.status_code == 200, answer.text
+    found = [d for d in answer.json()["differences"] if d["reference"] == reference]
+    assert [(d["kind"], d["method"]) for d in found] == [("unknown_capture", method)]
