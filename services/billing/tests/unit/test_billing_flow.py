@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from billing.bootstrap import Billing
 from billing.domain import PaymentState, RefundState, event_id
-from billing.gateways import Standing
+from billing.gateways import Captured, CaptureRequest, Standing
 from billing.handlers import on_payment_requested, on_profile_activated, on_refund_requested
 from billing.store import Payment
 from billing_testkit import (
@@ -210,12 +210,12 @@ async def test_a_refund_asked_while_capturing_gives_the_money_back_after_the_cap
 
     real_capture = gateway.capture
 
-    async def capture(request: object) -> object:
-        answer = await real_capture(request)  # type: ignore[arg-type]  # the fake's own call
+    async def capture(request: CaptureRequest) -> Captured:
+        answer = await real_capture(request)
         await refund_meanwhile()
         return answer
 
-    gateway.capture = capture  # type: ignore[assignment,method-assign]  # a race, staged
+    gateway.capture = capture  # type: ignore[method-assign]  # a race, staged
     await billing.charges.run_once()
     await billing.refunds.run_once()
 
