@@ -3,19 +3,10 @@
 import httpx
 import pytest
 
-from tests.support.client import Traveller, ledger
+from tests.support.client import Traveller, captures_of, ledger
 from tests.support.infra import Platform, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def captured(platform: Platform, renewal_id: str) -> list[dict]:
-    """The renewal's captures, once there is one: a card is captured after its activation."""
-    captures: list[dict] = wait_until(
-        lambda: ledger(platform, "payment", reference=renewal_id)["captures"],
-        what="the capture after activation",
-    )
-    return captures
 
 
 def test_accounts_killed_after_accepting_a_renewal(platform: Platform) -> None:
@@ -26,7 +17,7 @@ def test_accounts_killed_after_accepting_a_renewal(platform: Platform) -> None:
     platform.restart("accounts")
 
     traveller.wait_for_status(renewal_id, "ACTIVATED", timeout=90)
-    assert len(captured(platform, renewal_id)) == 1
+    assert len(captures_of(platform, renewal_id)) == 1
 
 
 def test_billing_killed_while_charging(platform: Platform) -> None:
@@ -47,7 +38,7 @@ def test_billing_killed_while_charging(platform: Platform) -> None:
     platform.restart("billing")
 
     traveller.wait_for_status(renewal_id, "ACTIVATED", timeout=90)
-    assert len(captured(platform, renewal_id)) == 1
+    assert len(captures_of(platform, renewal_id)) == 1
 
 
 def test_provisioning_killed_while_following_an_activation(platform: Platform) -> None:
@@ -64,7 +55,7 @@ def test_provisioning_killed_while_following_an_activation(platform: Platform) -
 
     traveller.wait_for_status(renewal_id, "ACTIVATED", timeout=90)
     assert len(ledger(platform, "esim", reference=renewal_id)["orders"]) == 1
-    assert len(captured(platform, renewal_id)) == 1
+    assert len(captures_of(platform, renewal_id)) == 1
 
 
 def test_notifier_killed_before_confirming(platform: Platform) -> None:

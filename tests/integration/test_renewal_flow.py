@@ -15,6 +15,7 @@ from notifier.messages import format_money
 from tests.support.client import (
     PlainKafka,
     Traveller,
+    captures_of,
     cloudevent,
     ledger,
     renewal_requested_event,
@@ -29,15 +30,6 @@ def kafka_client(platform: Platform) -> Iterator[PlainKafka]:
     client = PlainKafka(platform.kafka)
     yield client
     client.close()
-
-
-def captured(platform: Platform, renewal_id: str) -> list[dict]:
-    """The renewal's captures, once there is one: a hold is captured after the activation."""
-    captures: list[dict] = wait_until(
-        lambda: ledger(platform, "payment", reference=renewal_id)["captures"],
-        what="the capture after activation",
-    )
-    return captures
 
 
 def mails_about(platform: Platform, iccid: str) -> list[str]:
@@ -161,7 +153,7 @@ def test_kafka_request_from_a_plain_client_is_processed_once(
     marker = renewal_requested_event(user_id=traveller.user_id, iccid=iccid, token="card_declined")
     kafka_client.send(topic, iccid, marker)
     traveller.wait_for_status(marker["data"]["renewal_id"], "PAYMENT_FAILED")
-    assert len(captured(platform, renewal_id)) == 1
+    assert len(captures_of(platform, renewal_id)) == 1
     assert len(ledger(platform, "esim", reference=renewal_id)["orders"]) == 1
     events = activated_events(kafka_client, platform, renewal_id)
     assert len({e["id"] for e in events}) == 1
@@ -192,7 +184,7 @@ def test_conflicting_duplicate_is_rejected_and_the_original_goes_on(
     assert cloudevent(rejected)["data"]["reason"] == "conflicting_duplicate"
     saga = traveller.wait_for_status(renewal_id, "ACTIVATED")
     assert saga["plan_code"] == "JP-30D-10GB"
-    assert len(captured(platform, renewal_id)) == 1
+    assert len(captures_of(platform, renewal_id)) == 1
 
 
 @pytest.mark.parametrize(
@@ -219,7 +211,7 @@ def test_flaky_provider_still_captures_once(platform: Platform) -> None:
     renewal_id = traveller.renew(iccid, "paypal_flaky").json()["renewal_id"]
 
     traveller.wait_for_status(renewal_id, "ACTIVATED")
-    assert len(captured(platform, renewal_id)) == 1
+    assert len(captures_of(platform, renewal_id)) == 1
 
 
 @pytest.mark.parametrize(
