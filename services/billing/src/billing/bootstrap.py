@@ -23,6 +23,7 @@ from billing.charging import ChargeWorker
 from billing.domain import RetryRules
 from billing.gateways.alipay import AlipayGateway
 from billing.gateways.paypal import PayPalGateway
+from billing.gateways.port import PaymentGateway
 from billing.gateways.router import MethodRouter
 from billing.gateways.stripe import StripeGateway
 from billing.handlers import on_payment_requested, on_profile_activated, on_refund_requested
@@ -30,6 +31,8 @@ from billing.refunding import RefundWorker
 from billing.settings import BillingSettings
 from billing.store import TABLES
 from billing.webhooks import build_webhook_router
+
+logger = logging.getLogger(__name__)
 
 # services/billing/migrations: the Alembic scripts applied at start.
 MIGRATIONS = service_migrations(__file__)
@@ -49,44 +52,46 @@ class Billing:
 def build_gateway(settings: BillingSettings) -> MethodRouter:
     """One adapter per method, each pointed at its provider by the settings alone.
 
-    Raises:
-        ValueError: Alipay's keys are missing (`BILLING_ALIPAY_APP_PRIVATE_KEY[_FILE]` and
-            `BILLING_ALIPAY_PUBLIC_KEY[_FILE]`; `scripts/alipay_keys.py` makes a local pair).
+    Alipay needs its keys (`BILLING_ALIPAY_APP_PRIVATE_KEY[_FILE]` and
+    `BILLING_ALIPAY_PUBLIC_KEY[_FILE]`; `scripts/alipay_keys.py` makes a local pair): without
+    them billing takes card and PayPal only, says so at start, and refuses Alipay payments.
     """
+    timeout_s = settings.gateway_timeout_s
+    adapters: dict[str, PaymentGateway] = {
+        "card": StripeGateway(
+            api_key=settings.stripe_api_key.get_secret_value(),
+            webhook_secret=settings.stripe_webhook_secret.get_secret_value(),
+            base_url=settings.stripe_base_url,
+            timeout_s=timeout_s,
+            capture_window=timedelta(seconds=settings.capture_window_s),
+        ),
+        "paypal": PayPalGateway(
+            settings.paypal_client_id,
+            settings.paypal_client_secret.get_secret_value(),
+            settings.paypal_base_url,
+            settings.paypal_webhook_id,
+            timeout_s,
+        ),
+    }
     private_key = settings.alipay_app_private_key_pem()
     public_key = settings.alipay_public_key_pem()
-    if not private_key or not public_key:
-        raise ValueError(
-            "Alipay needs the app's private key and Alipay's public key: set "
-            "BILLING_ALIPAY_APP_PRIVATE_KEY_FILE and BILLING_ALIPAY_PUBLIC_KEY_FILE (or the "
-            "keys themselves without _FILE); `python scripts/alipay_keys.py --env` makes a "
-            "local pair for the payment sandbox"
+    if private_key and public_key:
+        adapters["alipay"] = AlipayGateway(
+            settings.alipay_app_id,
+            private_key,
+            public_key,
+            settings.alipay_gateway_url,
+            f"{settings.public_url.rstrip('/')}/webhooks/alipay",
+            timeout_s=timeout_s,
+            page_timeout=timedelta(minutes=max(1, int(settings.approval_expiry_s // 60))),
         )
-    timeout_s = settings.gateway_timeout_s
-    card = StripeGateway(
-        api_key=settings.stripe_api_key.get_secret_value(),
-        webhook_secret=settings.stripe_webhook_secret.get_secret_value(),
-        base_url=settings.stripe_base_url,
-        timeout_s=timeout_s,
-        capture_window=timedelta(seconds=settings.capture_window_s),
-    )
-    paypal = PayPalGateway(
-        settings.paypal_client_id,
-        settings.paypal_client_secret.get_secret_value(),
-        settings.paypal_base_url,
-        settings.paypal_webhook_id,
-        timeout_s,
-    )
-    alipay = AlipayGateway(
-        settings.alipay_app_id,
-        private_key,
-        public_key,
-        settings.alipay_gateway_url,
-        f"{settings.public_url.rstrip('/')}/webhooks/alipay",
-        timeout_s=timeout_s,
-        page_timeout=timedelta(minutes=max(1, int(settings.approval_expiry_s // 60))),
-    )
-    return MethodRouter({"card": card, "paypal": paypal, "alipay": alipay})
+    else:
+        logger.error(
+            "Alipay is not configured: set BILLING_ALIPAY_APP_PRIVATE_KEY_FILE and "
+            "BILLING_ALIPAY_PUBLIC_KEY_FILE (`python scripts/alipay_keys.py --env` makes a "
+            "local pair); Alipay payments are refused until then"
+        )
+    return MethodRouter(adapters)
 
 
 def build(

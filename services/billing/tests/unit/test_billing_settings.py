@@ -1,10 +1,14 @@
 """Settings: defaults, the dunning schedule, and clear errors for what cannot be used."""
 
+from pathlib import Path
+
 import pytest
 from billing import bootstrap
 from billing.api import http_app
 from billing.settings import BillingSettings
 from billing_testkit import FakeGateway, router_of
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from esim_core.settings import SettingsError, load_settings
 from esim_core.web.operator import OperatorAuth
 
@@ -116,3 +120,46 @@ async def test_bootstrap_wires_the_consumers_the_webhooks_and_the_operator_route
         } <= paths
     finally:
         await billing.runtime.stop()
+
+
+def _key_pair(folder: Path, name: str) -> tuple[Path, Path]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private, public = folder / f"{name}_private.pem", folder / f"{name}_public.pem"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public
+
+
+async def test_each_method_goes_to_its_providers_adapter_alipay_only_with_its_keys(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app_private, _ = _key_pair(tmp_path, "app")
+    _, alipay_public = _key_pair(tmp_path, "alipay")
+    full = bootstrap.build_gateway(
+        BillingSettings(
+            alipay_app_private_key_file=app_private, alipay_public_key_file=alipay_public
+        )
+    )
+    without_keys = bootstrap.build_gateway(BillingSettings())
+    try:
+        assert {m: type(a).__name__ for m, a in full.adapters.items()} == {
+            "card": "StripeGateway",
+            "paypal": "PayPalGateway",
+            "alipay": "AlipayGateway",
+        }
+        assert set(without_keys.adapters) == {"card", "paypal"}
+        assert "Alipay is not configured" in caplog.text
+        assert app_private.read_text() not in caplog.text
+    finally:
+        await full.aclose()
+        await without_keys.aclose()
