@@ -92,6 +92,9 @@ async def apply_notice(
         moved = await flow.apply_view(session, payment, notice.view, now)
         if moved:
             payment.updated_at = now
+            # A round in flight (its call answered after this news) commits nothing now; its
+            # lease must not hold back the payment's next step until it runs out.
+            payment.lease_until = None
             session.add(payment)
         logger.info(
             "%s webhook %s: payment %s %s (%s)",
