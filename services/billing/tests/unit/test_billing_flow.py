@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from billing.bootstrap import Billing
 from billing.domain import PaymentState, RefundState, event_id
-from billing.gateways import Captured, CaptureRequest, Standing
+from billing.gateways import Captured, CaptureRequest, PaymentRequest, PayOutcome, Standing
 from billing.handlers import on_payment_requested, on_profile_activated, on_refund_requested
 from billing.store import Payment
 from billing_testkit import (
@@ -286,3 +286,34 @@ async def test_a_refund_whose_answer_was_lost_is_not_sent_twice(
     assert len(gateway.refunds) == sent  # asked, found, not sent again
     assert len(gateway.refunded) == 1
     assert len(await published(database, REFUNDED)) == 1
+
+
+async def test_a_webhook_during_the_pay_round_wins_once_and_frees_the_payment(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    from billing.webhooks import apply_notice
+
+    data = payment_requested(method="card", token="card_ok")
+    await handle(database, on_payment_requested, data)
+    real_pay = gateway.pay
+
+    async def pay_then_hear(request: PaymentRequest) -> PayOutcome:
+        # The provider's webhook is applied before the round commits the pay's answer.
+        outcome = await real_pay(request)
+        notice = await gateway.read_webhook(
+            {"x-fake-signature": "valid"},
+            f'{{"id": "evt_early", "key": "{request.idempotency_key}"}}'.encode(),
+        )
+        assert await apply_notice(database, billing.charges.flow, "stripe", notice)
+        return outcome
+
+    gateway.pay = pay_then_hear  # type: ignore[method-assign]  # a race, staged
+    await billing.charges.run_once()
+
+    payment = await payment_of(database, data.renewal_id)
+    assert payment.state == PaymentState.AUTHORIZED
+    assert payment.lease_until is None
+    assert len(await published(database, AUTHORIZED)) == 1
+    await handle(database, on_profile_activated, profile_activated(data.renewal_id))
+    assert await billing.charges.run_once() == 1  # the capture is not held back by a lease
+    assert gateway.captures_of(str(data.renewal_id)) == 1
