@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.client import Traveller, ledger
+from tests.support.client import Traveller, captures_of, ledger
 from tests.support.infra import Platform, wait_until
 
 pytestmark = pytest.mark.integration
@@ -155,3 +155,25 @@ def test_reconciliation_finds_a_capture_billing_never_asked_for(
     assert answer.status_code == 200, answer.text
     found = [d for d in answer.json()["differences"] if d["reference"] == reference]
     assert [(d["kind"], d["method"]) for d in found] == [("unknown_capture", method)]
+
+
+@pytest.mark.parametrize(("method", "token"), [("alipay", None), ("card", "card_action")])
+def test_a_lost_webhook_is_made_up_for_by_asking_at_the_expiry(
+    platform: Platform, method: str, token: str | None
+) -> None:
+    """No webhook or notify ever reaches billing: it asks the provider when the approval
+    expires (20 s on the test platform), so this takes some 25 seconds."""
+    traveller, renewal_id = ask_the_buyer(platform, method, token)
+    lost = httpx.post(
+        f"{platform.url('payment')}/sandbox/deliveries/lose", json={"reference": renewal_id}
+    )
+    assert lost.status_code == 204, lost.text
+
+    answer_at_the_provider(traveller, renewal_id, "approve")
+
+    traveller.wait_for_status(renewal_id, "ACTIVATED", timeout=90)
+    assert len(captures_of(platform, renewal_id)) == 1
+    deliveries = httpx.get(
+        f"{platform.url('payment')}/sandbox/deliveries", params={"reference": renewal_id}
+    ).json()
+    assert all(not record["attempts"] for record in deliveries)
