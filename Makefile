@@ -17,7 +17,7 @@ comma := ,
 # Where the integration tests run: SQLite; with CI=true on PostgreSQL as well, each its own platform.
 TEST_DATABASES ?= $(if $(filter true,$(CI)),sqlite$(comma)postgres,sqlite)
 MYPY_PATHS := shared/schemas/src shared/core/src services/*/src sandboxes/src tools/*/src \
-  tests/support tests/bench tests/bench_unit tests/chaos
+  tests/support tests/bench tests/bench_unit tests/chaos tests/browser
 # make bench: DB=postgres, PROFILE=1 (py-spy), BENCH_QUICK=1 (about 2 minutes),
 # BENCH_STACK=running (the stack `make run` started), BENCH_ARGS for the rest (--help lists it).
 # make chaos: CHAOS_SECONDS of load with crashes, on DB (sqlite or postgres).
@@ -37,7 +37,7 @@ endif
 endif
 RUN := $(UV) run --frozen
 
-.PHONY: help run test test-unit bench chaos fuzz lint format schemas migration clean sync kafka-jars redis
+.PHONY: help run test test-unit bench chaos fuzz lint format schemas migration clean sync kafka-jars redis chromium
 
 help: ## list the targets
 	@echo "Targets:"
@@ -60,9 +60,13 @@ redis: ## install redis-server if it is missing
 	@echo "==> redis-server"
 	deploy/redis/ensure.sh
 
+chromium: ## install Debian's chromium and chromium-driver (the browser tests) if missing
+	@echo "==> chromium and chromedriver"
+	deploy/chromium/ensure.sh
+
 # With CI=true the integration tests run on PostgreSQL too, beside the SQLite ones (another worker,
 # another platform; deploy/postgres/ensure.sh installs it if missing, tests/support/infra.py runs it).
-test: sync kafka-jars redis ## unit, contract and integration tests (real Kafka, Redis, sandboxes; CI=true: integration on PostgreSQL too)
+test: sync kafka-jars redis chromium ## unit, contract, integration and browser tests (real Kafka, Redis, sandboxes, Chromium; CI=true: integration on PostgreSQL too)
 	@if [[ ",$(TEST_DATABASES)," == *,postgres,* ]]; then \
 	  echo "==> PostgreSQL (deploy/postgres/ensure.sh)"; \
 	  deploy/postgres/ensure.sh || { \

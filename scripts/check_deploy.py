@@ -41,7 +41,8 @@ K8S = ROOT / "deploy/k8s"
 SERVICES = ("accounts", "billing", "provisioning", "notifier")
 HEALTH_PATHS = {"/health/live", "/health/ready"}
 #: Read by every service outside its settings classes (`esim_core.web.server.serve`).
-PROCESS_ENV = frozenset({"LOG_LEVEL", "PYTHONUNBUFFERED"})
+# Read by the process rather than a settings class (uvicorn reads FORWARDED_ALLOW_IPS).
+PROCESS_ENV = frozenset({"LOG_LEVEL", "PYTHONUNBUFFERED", "FORWARDED_ALLOW_IPS"})
 RUNTIME_STAGES = ("service", "sandboxes")
 
 
@@ -472,6 +473,14 @@ _CONTAINER = {
     },
     "additionalProperties": False,
 }
+
+
+def _with_spec(required: list[str], **properties: dict[str, Any]) -> dict[str, Any]:
+    """A Kubernetes object's (or pod template's) schema: `metadata`, and a `spec` as given."""
+    spec = {"type": "object", "required": required, "properties": properties}
+    return {"type": "object", "required": ["metadata", "spec"], "properties": {"spec": spec}}
+
+
 K8S_SCHEMAS: dict[str, dict[str, Any]] = {
     "Namespace": {"type": "object", "required": ["metadata"]},
     "ConfigMap": {
@@ -486,76 +495,35 @@ K8S_SCHEMAS: dict[str, dict[str, Any]] = {
             "stringData": {"type": "object", "additionalProperties": {"type": "string"}}
         },
     },
-    "Deployment": {
-        "type": "object",
-        "required": ["metadata", "spec"],
-        "properties": {
-            "spec": {
+    "Deployment": _with_spec(
+        ["selector", "template"],
+        selector={"type": "object", "required": ["matchLabels"]},
+        template=_with_spec(
+            ["containers", "securityContext"],
+            containers={"type": "array", "minItems": 1, "items": _CONTAINER},
+        ),
+    ),
+    "Service": _with_spec(["selector", "ports"], ports={"type": "array", "minItems": 1}),
+    "ScaledObject": _with_spec(
+        ["scaleTargetRef", "maxReplicaCount", "triggers"],
+        minReplicaCount={"type": "integer", "minimum": 0},
+        maxReplicaCount={"type": "integer", "minimum": 1},
+        triggers={
+            "type": "array",
+            "minItems": 1,
+            "items": {
                 "type": "object",
-                "required": ["selector", "template"],
+                "required": ["type", "metadata"],
                 "properties": {
-                    "selector": {"type": "object", "required": ["matchLabels"]},
-                    "template": {
+                    "type": {"const": "kafka"},
+                    "metadata": {
                         "type": "object",
-                        "required": ["metadata", "spec"],
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "required": ["containers", "securityContext"],
-                                "properties": {
-                                    "containers": {
-                                        "type": "array",
-                                        "minItems": 1,
-                                        "items": _CONTAINER,
-                                    },
-                                },
-                            }
-                        },
+                        "required": ["consumerGroup", "topic", "lagThreshold"],
                     },
                 },
-            }
+            },
         },
-    },
-    "Service": {
-        "type": "object",
-        "required": ["metadata", "spec"],
-        "properties": {
-            "spec": {
-                "type": "object",
-                "required": ["selector", "ports"],
-                "properties": {"ports": {"type": "array", "minItems": 1}},
-            }
-        },
-    },
-    "ScaledObject": {
-        "type": "object",
-        "required": ["metadata", "spec"],
-        "properties": {
-            "spec": {
-                "type": "object",
-                "required": ["scaleTargetRef", "maxReplicaCount", "triggers"],
-                "properties": {
-                    "minReplicaCount": {"type": "integer", "minimum": 0},
-                    "maxReplicaCount": {"type": "integer", "minimum": 1},
-                    "triggers": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "required": ["type", "metadata"],
-                            "properties": {
-                                "type": {"const": "kafka"},
-                                "metadata": {
-                                    "type": "object",
-                                    "required": ["consumerGroup", "topic", "lagThreshold"],
-                                },
-                            },
-                        },
-                    },
-                },
-            }
-        },
-    },
+    ),
 }
 API_VERSIONS = {
     "Namespace": "v1",

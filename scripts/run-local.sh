@@ -47,6 +47,10 @@ export NOTIFIER_SMS_GATEWAY_URL=${NOTIFIER_SMS_GATEWAY_URL:-http://127.0.0.1:$SM
 # Work in progress on this one machine: past 400 sagas waiting on a payment or an activation
 # (some ten seconds of its capacity), new requests wait in Kafka while the begun ones finish.
 export ACCOUNTS_MAX_SAGAS_IN_FLIGHT=${ACCOUNTS_MAX_SAGAS_IN_FLIGHT:-400}
+# The proxies whose X-Forwarded-For uvicorn believes (every service; what counts for accounts'
+# per-address rate limits): the travellers' website (127.0.0.1:8080) calls accounts from
+# 127.0.0.1 and passes each traveller's address on, so limits count per traveller, not per site.
+export FORWARDED_ALLOW_IPS=${FORWARDED_ALLOW_IPS:-127.0.0.1}
 export PYTHONUNBUFFERED=1
 
 # Fail fast, before any download, when something already holds one of the ports.

@@ -253,6 +253,17 @@ def operator_token_line(env: Mapping[str, str]) -> str:
     return "  operator token: none (OPERATOR_TOKEN unset): the services will refuse to start"
 
 
+def _sandbox(system: str, port: int, path: str, *, shown: str = "") -> Spec:
+    """A sandbox of an outside system: ready once `path` answers 200; listed with `shown` added."""
+    url = f"http://{LOCALHOST}:{port}{path}"
+    return Spec(
+        ports=(port,),
+        check=http_200(LOCALHOST, port, path),
+        check_label=f"GET {url}",
+        urls=(f"{system + ' sandbox':<25}{url}{shown}",),
+    )
+
+
 def build_specs(env: Mapping[str, str]) -> dict[str, Spec]:
     kafka_port = _env_port(env, "KAFKA_PORT", 9092)
     controller_port = _env_port(env, "KAFKA_CONTROLLER_PORT", 9093)
@@ -287,24 +298,9 @@ def build_specs(env: Mapping[str, str]) -> dict[str, Spec]:
             check_label=f"SMTP greeting on {LOCALHOST}:{smtp_port}",
             urls=(f"SMTP sink                {LOCALHOST}:{smtp_port}  (mails in {mail_dir}/)",),
         ),
-        "payment-sandbox": Spec(
-            ports=(pay_port,),
-            check=http_200(LOCALHOST, pay_port, "/sandbox/ledger"),
-            check_label=f"GET http://{LOCALHOST}:{pay_port}/sandbox/ledger",
-            urls=(f"payment gateway sandbox  http://{LOCALHOST}:{pay_port}/sandbox/ledger",),
-        ),
-        "esim-sandbox": Spec(
-            ports=(esim_port,),
-            check=http_200(LOCALHOST, esim_port, "/sandbox/ledger"),
-            check_label=f"GET http://{LOCALHOST}:{esim_port}/sandbox/ledger",
-            urls=(f"eSIM platform sandbox    http://{LOCALHOST}:{esim_port}/sandbox/ledger",),
-        ),
-        "sms-sandbox": Spec(
-            ports=(sms_port,),
-            check=http_200(LOCALHOST, sms_port, "/sandbox/messages"),
-            check_label=f"GET http://{LOCALHOST}:{sms_port}/sandbox/messages",
-            urls=(f"SMS gateway sandbox      http://{LOCALHOST}:{sms_port}/sandbox/messages?to=",),
-        ),
+        "payment-sandbox": _sandbox("payment gateway", pay_port, "/sandbox/ledger"),
+        "esim-sandbox": _sandbox("eSIM platform", esim_port, "/sandbox/ledger"),
+        "sms-sandbox": _sandbox("SMS gateway", sms_port, "/sandbox/messages", shown="?to="),
     }
     for service in SERVICES:
         port = _env_port(env, f"{service.upper()}_HTTP_PORT", SERVICE_PORTS[service])

@@ -10,7 +10,7 @@ import math
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -21,7 +21,7 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from sandboxes.idempotency import REPLAYED_HEADER, IdempotencyKey, conflict, fingerprint
 from sandboxes.problems import ProblemError, install_problem_handlers
-from sandboxes.serving import configure_logging, env_float, env_int, env_str, health_router, serve
+from sandboxes.serving import configure_logging, env_settings, health_router, serve
 from sandboxes.timestamps import Clock, Timestamp, rfc3339, utc_now
 
 logger = logging.getLogger("sandboxes.esim")
@@ -68,22 +68,9 @@ class EsimSandboxSettings:
 
     @classmethod
     def from_env(cls) -> Self:
-        """Read the ESIM_SANDBOX_* environment variables."""
-        return cls(
-            host=env_str("ESIM_SANDBOX_HOST", cls.host),
-            port=env_int("ESIM_SANDBOX_PORT", cls.port),
-            cards_csv=Path(env_str("ESIM_SANDBOX_CARDS_CSV", str(cls.cards_csv))),
-            activation_delay=env_float("ESIM_SANDBOX_ACTIVATION_DELAY", cls.activation_delay),
-            slow_delay=env_float("ESIM_SANDBOX_SLOW_DELAY", cls.slow_delay),
-            usage_mb_per_min=env_float("ESIM_SANDBOX_USAGE_MB_PER_MIN", cls.usage_mb_per_min),
-            usage_polls_per_min=env_int(
-                "ESIM_SANDBOX_USAGE_POLLS_PER_MIN", cls.usage_polls_per_min
-            ),
-            callback_url=env_str("ESIM_SANDBOX_CALLBACK_URL", cls.callback_url),
-            callback_secret=env_str("ESIM_SANDBOX_CALLBACK_SECRET", cls.callback_secret),
-            callback_attempts=env_int("ESIM_SANDBOX_CALLBACK_ATTEMPTS", cls.callback_attempts),
-            tick_s=env_float("ESIM_SANDBOX_TICK_S", cls.tick_s) or cls.tick_s,
-        )
+        """Read the ESIM_SANDBOX_* environment variables; a tick of 0 means the default."""
+        settings = env_settings(cls, "ESIM_SANDBOX_")
+        return settings if settings.tick_s else replace(settings, tick_s=cls.tick_s)
 
 
 def is_valid_iccid(iccid: str) -> bool:

@@ -423,6 +423,10 @@ async def reset(request: Request) -> Response:
     _gateway(request).reset()
     _world(request).ledger.reset()
     _world(request).deliveries.reset()
+    for provider in ("stripe", "paypal", "alipay"):
+        state = getattr(request.app.state, provider, None)
+        if state is not None:
+            state.reset()
     return Response(status_code=204)
 
 

@@ -1,10 +1,20 @@
 """Environment settings, health routes and the uvicorn runner shared by the HTTP sandboxes."""
 
+import dataclasses
 import logging
 import os
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+SettingsT = TypeVar("SettingsT", bound="DataclassInstance")
 
 health_router = APIRouter(prefix="/health", tags=["health"])
 
@@ -70,6 +80,34 @@ def env_float(name: str, default: float) -> float:
     if value < 0:
         raise ValueError(f"{name} must not be negative, got {raw!r}")
     return value
+
+
+_READERS: dict[Any, Callable[[str, Any], Any]] = {
+    str: env_str,
+    int: env_int,
+    float: env_float,
+    Path: lambda name, default: Path(env_str(name, str(default))),
+}
+
+
+def env_settings(cls: type[SettingsT], prefix: str) -> SettingsT:
+    """A sandbox's settings dataclass read from `<prefix><FIELD>` variables (`ESIM_SANDBOX_PORT`).
+
+    Each field is read by its type (str, int, non-negative float, Path) and keeps its default
+    where its variable is unset or empty.
+
+    Raises:
+        ValueError: a variable is set but not of its field's type.
+        TypeError: a field has a type no variable can give.
+    """
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        reader = _READERS.get(hints[field.name])
+        if reader is None:
+            raise TypeError(f"{cls.__name__}.{field.name}: no environment reader for its type")
+        values[field.name] = reader(prefix + field.name.upper(), field.default)
+    return cls(**values)
 
 
 def configure_logging() -> None:

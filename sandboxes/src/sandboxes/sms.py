@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI, Form, Header, Query, Request, Response
 from pydantic import BaseModel
 
 from sandboxes.problems import ProblemError, install_problem_handlers
-from sandboxes.serving import configure_logging, env_int, env_str, health_router, serve
+from sandboxes.serving import configure_logging, env_settings, health_router, serve
 from sandboxes.timestamps import Clock, Timestamp, utc_now
 
 logger = logging.getLogger("sandboxes.sms")
@@ -28,10 +28,7 @@ class SmsSandboxSettings:
     @classmethod
     def from_env(cls) -> Self:
         """Read SMS_SANDBOX_HOST and SMS_SANDBOX_PORT."""
-        return cls(
-            host=env_str("SMS_SANDBOX_HOST", cls.host),
-            port=env_int("SMS_SANDBOX_PORT", cls.port),
-        )
+        return env_settings(cls, "SMS_SANDBOX_")
 
 
 class Message(BaseModel):

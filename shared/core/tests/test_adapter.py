@@ -5,6 +5,7 @@ import asyncio
 import httpx
 import pytest
 from esim_core.outside.adapter import HttpAdapter, is_transient, problem
+from esim_core.outside.errors import RejectedError
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
@@ -17,10 +18,16 @@ class Reply(BaseModel):
     id: str
 
 
+class ShopRejectedError(RejectedError):
+    """The test system's refusal."""
+
+
 class Shop(HttpAdapter):
     system = "test_shop"
     called = "shop"
     unavailable = UnavailableError
+    rejected = ShopRejectedError
+    default_headers = {"User-Agent": "esim-test", "Accept": "application/json"}
 
 
 def calls(outcome: str) -> float:
@@ -90,3 +97,35 @@ async def test_a_reply_that_is_not_the_model_is_unavailable_saying_what_it_lacks
         shop.reply(httpx.Response(200, content=b"ok"), Reply, "no id")
     with pytest.raises(UnavailableError, match="HTTP 200: an answer that is not an object"):
         shop.reply(httpx.Response(200, json=["t-1"]), Reply, "no id")
+
+
+async def test_the_class_headers_go_with_every_call_and_the_given_ones_win() -> None:
+    seen: list[httpx.Headers] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers)
+        return httpx.Response(204)
+
+    shop = Shop(
+        "http://shop", transport=httpx.MockTransport(record), headers={"User-Agent": "esim-other"}
+    )
+    await shop.call("GET", "/v1/things")
+    assert (seen[0]["User-Agent"], seen[0]["Accept"]) == ("esim-other", "application/json")
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "text"),
+    [
+        (503, UnavailableError, "HTTP 503: busy"),
+        (429, UnavailableError, "HTTP 429: busy"),
+        (409, ShopRejectedError, "HTTP 409: busy"),
+    ],
+)
+def test_a_refusal_is_the_port_s_transient_error_or_its_rejection_with_the_status(
+    status: int, error: type[Exception], text: str
+) -> None:
+    shop = Shop("http://shop", transport=httpx.MockTransport(lambda _: httpx.Response(200)))
+    refusal = shop.refused(httpx.Response(status), "busy")
+    assert type(refusal) is error
+    assert str(refusal) == text
+    assert not isinstance(refusal, ShopRejectedError) or refusal.status == status

@@ -1,7 +1,9 @@
 """Sealed secrets open only with the same key and context, and not at all once altered."""
 
 import pytest
-from esim_core.sealing import Sealer, SealError
+from esim_core.sealing import ResetCodeKeySettings, Sealer, SealError
+from pydantic import ValidationError
+from pydantic_settings import SettingsConfigDict
 
 KEY = "k" * 32
 
@@ -37,3 +39,25 @@ def test_an_altered_value_is_refused(mangle: object) -> None:
 def test_a_short_key_is_refused() -> None:
     with pytest.raises(ValueError, match="32 characters"):
         Sealer("short")
+
+
+def test_the_reset_code_key_is_read_unprefixed_and_refused_when_short(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Accounts(ResetCodeKeySettings):
+        model_config = SettingsConfigDict(env_prefix="ACCOUNTS_")
+
+    monkeypatch.setenv("RESET_CODE_KEY", KEY)
+    sealed = Accounts().reset_code_sealer().seal("123456", "user-1")
+    assert Sealer(KEY).open(sealed, "user-1") == "123456"
+    monkeypatch.setenv("RESET_CODE_KEY", "short")
+    with pytest.raises(ValidationError, match="at least 32 characters"):
+        Accounts()
+
+
+def test_the_local_development_key_is_named_in_the_log(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("RESET_CODE_KEY", raising=False)
+    ResetCodeKeySettings().reset_code_sealer()
+    assert "RESET_CODE_KEY is not set" in caplog.text

@@ -21,6 +21,8 @@ from sandboxes.timestamps import Clock, Timestamp, utc_now
 logger = logging.getLogger("sandboxes.payment.delivery")
 
 Acknowledged = Callable[[httpx.Response], bool]
+Resign = Callable[[bytes], dict[str, str]]
+"""Fresh signature headers for an attempt (Stripe signs each delivery with the time it is sent)."""
 
 
 def any_2xx(response: httpx.Response) -> bool:
@@ -55,6 +57,7 @@ class _Pending:
     headers: dict[str, str]
     waits: list[float]
     acknowledged: Acknowledged
+    resign: Resign | None
 
 
 @dataclass
@@ -81,8 +84,13 @@ class Deliveries:
         waits: Sequence[float],
         reference: str | None = None,
         acknowledged: Acknowledged = any_2xx,
+        resign: Resign | None = None,
     ) -> DeliveryRecord:
-        """Deliver now and, until acknowledged, again after each of `waits` seconds."""
+        """Deliver now and, until acknowledged, again after each of `waits` seconds.
+
+        `resign`, where given, makes the signature headers of each attempt anew (merged over
+        `headers`), as a provider whose signature carries a timestamp does.
+        """
         record = DeliveryRecord(
             id=id,
             provider=provider,
@@ -93,7 +101,7 @@ class Deliveries:
             attempts=[],
         )
         self._records.append(record)
-        pending = _Pending(record, body, dict(headers), list(waits), acknowledged)
+        pending = _Pending(record, body, dict(headers), list(waits), acknowledged, resign)
         task = asyncio.get_running_loop().create_task(self._run(pending))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -125,9 +133,12 @@ class Deliveries:
     async def _attempt(self, pending: _Pending) -> int | None:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self.timeout_s)
+        headers = pending.headers
+        if pending.resign is not None:
+            headers = headers | pending.resign(pending.body)
         try:
             response = await self._client.post(
-                pending.record.url, content=pending.body, headers=pending.headers
+                pending.record.url, content=pending.body, headers=headers
             )
         except httpx.HTTPError as error:
             logger.info("%s call %s: %s", pending.record.provider, pending.record.id, error)

@@ -376,7 +376,15 @@ class StripeSandbox:
         self._key_locks: dict[str, asyncio.Lock] = {}
 
     def now(self) -> int:
+        """The account's clock in Unix seconds, as Stripe's objects carry it."""
         return int(self.world.clock().timestamp())
+
+    def reset(self) -> None:
+        """Forget every intent, refund and idempotency key."""
+        self.intents.clear()
+        self.refunds.clear()
+        self._keys.clear()
+        self._key_locks.clear()
 
     # Idempotency -------------------------------------------------------------------------
 
@@ -778,6 +786,11 @@ class StripeSandbox:
             },
             waits=[w * self.settings.retry_scale for w in RETRY_SCHEDULE_S],
             reference=reference,
+            # Stripe signs every attempt with the time it is sent, so a late redelivery is
+            # not stale at the receiver's 300 s tolerance.
+            resign=lambda raw: {
+                "Stripe-Signature": _sign(self.settings.webhook_secret, self.now(), raw)
+            },
         )
 
 

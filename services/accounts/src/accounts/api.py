@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from accounts.bootstrap import Accounts
 from accounts.cards.routes import cards_router
 from accounts.catalogue.problems import document_promotion_problems
-from accounts.catalogue.routes import plans_router, quote_router
+from accounts.catalogue.routes import plans_router, promotions_router, quote_router
 from accounts.identity.routes import auth_router, users_router
 from accounts.lifecycle.routes import auto_renew_router
 from accounts.renewals.operator import operator_router
@@ -19,6 +19,7 @@ TRAVELLER_ROUTERS = (
     auth_router,
     users_router,
     plans_router,
+    promotions_router,
     cards_router,
     auto_renew_router,
     renewals_router,

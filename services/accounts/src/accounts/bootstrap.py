@@ -11,7 +11,6 @@ from esim_core.clock import utcnow
 from esim_core.messaging.consumer import Route
 from esim_core.persistence.db import Database
 from esim_core.persistence.migrations import service_migrations
-from esim_core.sealing import Sealer
 from esim_core.service import ServiceRuntime
 from esim_schemas import (
     ActivationFailed,
@@ -54,7 +53,7 @@ from accounts.lifecycle.planwatch import PlanWatcher, chain
 from accounts.lifecycle.rules import LifecycleRules
 from accounts.renewals.deadlines import sagas_in_flight, sweep_deadlines
 from accounts.renewals.saga import RenewalSaga
-from accounts.settings import DEV_JWT_SECRET, DEV_RESET_CODE_KEY, AccountsSettings
+from accounts.settings import DEV_JWT_SECRET, AccountsSettings
 from accounts.store import TABLES, PlanWatch
 
 logger = logging.getLogger(__name__)
@@ -179,8 +178,6 @@ def build(
     )
     if settings.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
         logger.warning("ACCOUNTS_JWT_SECRET is not set: using the local development key")
-    if settings.reset_code_key.get_secret_value() == DEV_RESET_CODE_KEY:
-        logger.warning("RESET_CODE_KEY is not set: using the local development key")
     runtime.loop(
         "session-purge",
         lambda: purge_sessions(runtime.database, keep_s=settings.session_keep_s),
@@ -216,5 +213,5 @@ def build_identity(settings: AccountsSettings, database: Database, redis: Redis)
             ttl_s=settings.reset_code_ttl_s,
             max_tries=settings.reset_code_max_tries,
         ),
-        sealer=Sealer(settings.reset_code_key.get_secret_value()),
+        sealer=settings.reset_code_sealer(),
     )

@@ -2,18 +2,18 @@
 
 from pathlib import Path
 
-from esim_core.settings import ServiceSettings
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from esim_core.sealing import ResetCodeKeySettings
+from esim_core.settings import KeySetting, ServiceSettings
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from accounts.identity.limits import Rate, RateSetting
 from accounts.lifecycle.rules import DAY_S, DurationSetting, LeadsSetting
 
 DEV_JWT_SECRET = "local-development-only-secret-change-me"
-DEV_RESET_CODE_KEY = "local-development-only-reset-code-key"
 
 
-class AccountsSettings(ServiceSettings):
+class AccountsSettings(ServiceSettings, ResetCodeKeySettings):
     """What the accounts service needs to run."""
 
     model_config = SettingsConfigDict(env_prefix="ACCOUNTS_", extra="ignore", frozen=True)
@@ -22,7 +22,7 @@ class AccountsSettings(ServiceSettings):
         "sqlite+aiosqlite:///var/db/accounts.sqlite", description="the accounts database"
     )
     http_port: int = Field(8000, ge=1, le=65535, description="port of the accounts HTTP API")
-    jwt_secret: SecretStr = Field(
+    jwt_secret: KeySetting = Field(
         SecretStr(DEV_JWT_SECRET), description="HMAC key that signs access tokens"
     )
     jwt_ttl_s: int = Field(900, ge=60, le=86400, description="lifetime of an access token")
@@ -41,12 +41,6 @@ class AccountsSettings(ServiceSettings):
         "https://accounts.esim.example", min_length=1, description="the tokens' `iss`"
     )
     jwt_audience: str = Field("esim-accounts", min_length=1, description="the tokens' `aud`")
-    reset_code_key: SecretStr = Field(
-        SecretStr(DEV_RESET_CODE_KEY),
-        validation_alias=AliasChoices("RESET_CODE_KEY"),
-        description="key (32+ characters) that seals reset codes for the notifier; the "
-        "notifier must have the same RESET_CODE_KEY",
-    )
     reset_code_ttl_s: int = Field(900, ge=60, le=86400, description="how long a reset code works")
     reset_code_max_tries: int = Field(
         5, ge=1, le=20, description="wrong codes before the code stops working"
@@ -125,10 +119,3 @@ class AccountsSettings(ServiceSettings):
     @classmethod
     def _empty_means_none(cls, value: object) -> object:
         return None if value == "" else value
-
-    @field_validator("jwt_secret", "reset_code_key")
-    @classmethod
-    def _long_enough(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value()) < 32:
-            raise ValueError("must be at least 32 characters long")
-        return value

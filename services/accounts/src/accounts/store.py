@@ -217,6 +217,12 @@ class Promotion(SQLModel, table=True):
     per_user_limit: int | None = Field(default=None, description="redemptions per user; null: any")
     total_limit: int | None = Field(default=None, description="redemptions in all; null: any")
     redeemed: int = 0
+    public: bool = Field(
+        default=False,
+        sa_column_kwargs={"server_default": false()},
+        description="shown to everyone on GET /v1/promotions while it runs; a code that is "
+        "not public works only for those it was given to",
+    )
 
 
 class PromotionUse(SQLModel, table=True):

@@ -4,14 +4,13 @@ import logging
 from dataclasses import dataclass
 
 from esim_core.persistence.migrations import service_migrations
-from esim_core.sealing import Sealer
 from esim_core.service import ServiceRuntime
 
 from notifier import handlers
 from notifier.mail import Mailer
 from notifier.mail.smtp import SmtpMailer
 from notifier.sender import NotificationSender
-from notifier.settings import DEV_RESET_CODE_KEY, NotifierSettings
+from notifier.settings import NotifierSettings
 from notifier.sms import SmsGateway
 from notifier.sms.http import HttpSmsGateway
 from notifier.store import TABLES, Notification
@@ -73,14 +72,12 @@ def build(
     runtime = ServiceRuntime("notifier", settings, tables=TABLES, migrations=MIGRATIONS)
     chosen: Mailer = runtime.adapter(mailer, lambda: smtp_mailer(settings))
     texts: SmsGateway = runtime.adapter(sms, lambda: http_sms_gateway(settings))
-    if settings.reset_code_key.get_secret_value() == DEV_RESET_CODE_KEY:
-        logger.warning("RESET_CODE_KEY is not set: using the local development key")
     sender = NotificationSender(
         runtime.database,
         chosen,
         settings,
         sms=texts,
-        sealer=Sealer(settings.reset_code_key.get_secret_value()),
+        sealer=settings.reset_code_sealer(),
     )
 
     runtime.consume_each(handlers.ROUTES)

@@ -2,16 +2,16 @@
 
 from email.utils import parseaddr
 
-from esim_core.settings import ServiceSettings
-from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
+from esim_core.sealing import ResetCodeKeySettings
+from esim_core.settings import BaseUrl, ServiceSettings
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-DEV_RESET_CODE_KEY = "local-development-only-reset-code-key"
 
 
 # esim_core ships no py.typed marker, so mypy sees ServiceSettings as Any.
-class NotifierSettings(ServiceSettings):
+class NotifierSettings(ServiceSettings, ResetCodeKeySettings):
     """What the notifier needs to run: its database, the SMTP relay and the send schedule."""
 
     model_config = SettingsConfigDict(env_prefix="NOTIFIER_", extra="ignore", frozen=True)
@@ -70,9 +70,8 @@ class NotifierSettings(ServiceSettings):
         description="how long a confirmation waits for its renewal's PaymentSettled (amount, "
         "method, reference) before it goes out without the payment's part",
     )
-    sms_gateway_url: str = Field(
+    sms_gateway_url: BaseUrl = Field(
         "http://127.0.0.1:8012",
-        pattern=r"^https?://[^\s/]+",
         description="base URL of the SMS provider's HTTP API",
     )
     sms_sender: str = Field(
@@ -85,12 +84,6 @@ class NotifierSettings(ServiceSettings):
         None, description="the SMS provider's auth token (HTTP basic auth)"
     )
     sms_timeout_s: float = Field(10.0, gt=0, le=120, description="timeout of one SMS request")
-    reset_code_key: SecretStr = Field(
-        SecretStr(DEV_RESET_CODE_KEY),
-        validation_alias=AliasChoices("RESET_CODE_KEY"),
-        description="key (32+ characters) that opens reset codes sealed by accounts; "
-        "the same RESET_CODE_KEY as accounts'",
-    )
 
     contact_wait_s: float = Field(
         600.0,
@@ -137,13 +130,6 @@ class NotifierSettings(ServiceSettings):
     def _a_host(cls, value: str) -> str:
         if any(char.isspace() for char in value) or "/" in value:
             raise ValueError(f"NOTIFIER_SMTP_HOST must be a host name or address, got {value!r}")
-        return value
-
-    @field_validator("reset_code_key")
-    @classmethod
-    def _key_long_enough(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value()) < 32:
-            raise ValueError("must be at least 32 characters long")
         return value
 
     # Checks that involve two settings sit on the later one, so the error names it.

@@ -2,9 +2,8 @@
 
 from datetime import timedelta
 
-from esim_core.sealing import Sealer
+from esim_core.sealing import DEV_RESET_CODE_KEY, Sealer
 from esim_schemas import PasswordChanged, PasswordResetRequested
-from notifier.settings import DEV_RESET_CODE_KEY
 from notifier.sms import TransientSmsError
 from notifier.store import Notification
 from notifier_testkit import NOW, FakeMailer, FakeSms, Harness

@@ -2,7 +2,7 @@
 
 from typing import Literal
 
-from esim_core.settings import ServiceSettings, lease_outlasts_a_round, not_below
+from esim_core.settings import BaseUrl, ServiceSettings, lease_outlasts_a_round, not_below
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -24,9 +24,8 @@ class ProvisioningSettings(ServiceSettings):
         description="which adapter orders bundles: `http` is the reseller-style HTTP API "
         "(`POST /v1/bundles`, `GET /v1/bundles/{order_id}`) that the sandbox emulates",
     )
-    esim_platform_url: str = Field(
+    esim_platform_url: BaseUrl = Field(
         "http://127.0.0.1:8011",
-        pattern=r"^https?://[^\s/]+",
         description="base URL of the eSIM platform (the sandbox in the local run)",
     )
     platform_timeout_s: float = Field(

@@ -413,9 +413,12 @@ class UsagePoller(DueWorker[EsimPlatform, UsageRules]):
         for bundle in bundles:
             if bundle.cancelled_at is not None:
                 continue  # cancelled or replaced: nothing more to tell about it
-            seen = _observation(bundle, reported.get(bundle.order_id), outcome.as_of)
-            if seen is None and bundle.order_id in missing:
-                seen = _looked_up(bundle, missing[bundle.order_id], outcome.as_of)
+            seen = _observation(
+                bundle,
+                reported.get(bundle.order_id),
+                missing.get(bundle.order_id),
+                outcome.as_of,
+            )
             if seen is not None:
                 changed |= observe(self.outbox, session, bundle, seen)
             if bundle.status not in ENDED_STATUSES:
@@ -428,28 +431,22 @@ class UsagePoller(DueWorker[EsimPlatform, UsageRules]):
         watch.due_at = now + timedelta(seconds=usage_poll_delay(watch.idle_polls, self.rules))
 
 
-def _observation(bundle: Bundle, item: BundleUsage | None, as_of: datetime) -> Observation | None:
-    if item is None:
+def _observation(
+    bundle: Bundle, usage: BundleUsage | None, looked_up: OrderStatus | None, as_of: datetime
+) -> Observation | None:
+    """What the platform said of `bundle`: its entry in the usage report, else a status lookup.
+
+    A status lookup tells the state, size and dates, not the data used: that stays as measured.
+    """
+    said = usage or looked_up
+    if said is None:
         return None
     return Observation(
-        order_id=item.order_id,
-        status=item.status,
-        data_used_mb=item.data_used_mb,
-        as_of=as_of,
-        data_mb=item.data_mb,
-        valid_from=item.valid_from,
-        valid_until=item.valid_until,
-    )
-
-
-def _looked_up(bundle: Bundle, status: OrderStatus, as_of: datetime) -> Observation:
-    # A status lookup tells the state and dates, not the data used: that stays as measured.
-    return Observation(
         order_id=bundle.order_id,
-        status=status.status,
-        data_used_mb=bundle.data_used_mb,
+        status=said.status,
+        data_used_mb=bundle.data_used_mb if usage is None else usage.data_used_mb,
         as_of=as_of,
-        data_mb=status.data_mb,
-        valid_from=status.valid_from,
-        valid_until=status.valid_until,
+        data_mb=said.data_mb,
+        valid_from=said.valid_from,
+        valid_until=said.valid_until,
     )

@@ -36,6 +36,7 @@ from esim_core.outside.adapter import HttpAdapter
 from esim_core.persistence.db import Database
 from esim_core.persistence.migrations import upgrade_to_head
 from esim_core.settings import ServiceSettings, Topics
+from esim_core.web.docs import install_offline_docs
 from esim_core.web.operator import OperatorAuth, outbox_router
 from esim_core.web.problems import install_problem_handlers, problem_response
 
@@ -390,7 +391,9 @@ class ServiceRuntime:
             async with self.running():
                 yield
 
-        app = FastAPI(title=title, lifespan=lifespan, **kwargs)
+        # The docs pages are ours (esim_core.web.docs): FastAPI's load their assets from a CDN.
+        app = FastAPI(title=title, lifespan=lifespan, docs_url=None, redoc_url=None, **kwargs)
+        install_offline_docs(app)
         # A SERVER span per request, under the caller's `traceparent` header; what a request adds
         # to the outbox carries it on (esim_core.observability.tracing). Probes and scrapes are
         # not.

@@ -1,9 +1,17 @@
 """Settings every service reads the same way: Kafka, Redis, topics, its database and HTTP port."""
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from esim_schemas import events
-from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, create_model
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,6 +53,20 @@ else:
         __module__=__name__,
         **_topic_fields(),
     )
+
+
+BaseUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+")]
+"""A setting naming the root of an outside system's HTTP API: `http(s)://` and a host."""
+
+
+def _long_enough(value: SecretStr) -> SecretStr:
+    if len(value.get_secret_value()) < 32:
+        raise ValueError("must be at least 32 characters long")
+    return value
+
+
+KeySetting = Annotated[SecretStr, AfterValidator(_long_enough)]
+"""A setting holding a key (signing, sealing): at least 32 characters, never shown."""
 
 
 class ServiceSettings(BaseSettings):
@@ -150,14 +172,17 @@ def load_settings(model: type[SettingsT]) -> SettingsT:
         return model()
     except ValidationError as error:
         prefix = str(model.model_config.get("env_prefix", ""))
+        aliases = {
+            str(choice)
+            for info in model.model_fields.values()
+            if isinstance(info.validation_alias, AliasChoices)
+            for choice in info.validation_alias.choices
+        }
         lines = []
         for item in error.errors(include_input=False, include_url=False):
             field = str(item["loc"][0]) if item["loc"] else "?"
-            info = model.model_fields.get(field)
-            alias = info.validation_alias if info is not None else None
-            name = (
-                str(alias.choices[0]) if isinstance(alias, AliasChoices) else prefix + field
-            ).upper()
+            # An aliased field's error is located by the alias: the variable's own name.
+            name = (field if field in aliases else prefix + field).upper()
             lines.append(f"  {name}: {item['msg']}")
         raise SettingsError(f"{model.__name__}: invalid settings\n" + "\n".join(lines)) from None
 

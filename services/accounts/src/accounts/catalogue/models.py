@@ -1,4 +1,5 @@
-"""The catalogue routes' bodies: a plan on sale, a quote asked for and given."""
+"""The catalogue routes' bodies: a plan on sale, a public promotion, a quote asked for and
+given."""
 
 from typing import Annotated
 
@@ -19,6 +20,41 @@ class PlanPublic(BaseModel):
     validity_days: int
     countries: list[str]
     price: Money
+
+
+class PromotionPublic(BaseModel):
+    """A promotion running now that any traveller may use: its code, what it takes off, when."""
+
+    code: str = Field(description="what to enter as `promo_code` (case does not matter)")
+    percent_off: int | None = Field(
+        description="percent off the plan's price (1-100); null when it is a fixed amount"
+    )
+    amount_off: Money | None = Field(
+        description="a fixed amount off, for plans paid in its currency only; null when it is "
+        "a percentage"
+    )
+    valid_from: ApiTime | None = Field(description="when it started; null: no start date")
+    valid_until: ApiTime | None = Field(
+        description="when it ends (the first instant it no longer applies); null: no end date"
+    )
+    per_user_limit: int | None = Field(
+        description="how many renewals of one traveller it may take off; null: any number"
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "code": "WELCOME10",
+                    "percent_off": 10,
+                    "amount_off": None,
+                    "valid_from": None,
+                    "valid_until": None,
+                    "per_user_limit": 1,
+                }
+            ]
+        }
+    )
 
 
 PromoCode = Annotated[

@@ -23,7 +23,7 @@ from accounts.store import Promotion, PromotionUse, Redemption, Renewal
 
 #: The promotions the local run offers (added at start when `ACCOUNTS_SEED_PROMOTIONS`).
 PROMOTIONS: list[dict[str, Any]] = [
-    {"code": "WELCOME10", "percent_off": 10, "per_user_limit": 1},
+    {"code": "WELCOME10", "percent_off": 10, "per_user_limit": 1, "public": True},
 ]
 
 # Sagas that ended without keeping a capture give their redemption back. CANCELLED (a queued
@@ -262,12 +262,57 @@ async def release_if_uncaptured(session: AsyncSession, saga: Renewal, now: datet
 
 
 async def seed_promotions(database: Database) -> None:
-    """Add the local run's promotions that the database does not have yet."""
+    """Add the local run's promotions that the database does not have yet, and list those the
+    seed makes public (a database from before promotions could be listed has them unlisted)."""
     async with database.session() as session:
-        known = set((await session.exec(select(Promotion.code))).all())
+        known = {row.code: row for row in (await session.exec(select(Promotion))).all()}
         for promotion in PROMOTIONS:
-            if promotion["code"] not in known:
+            row = known.get(promotion["code"])
+            if row is None:
                 session.add(Promotion(**promotion))
+            elif promotion.get("public") and not row.public:
+                row.public = True
+                session.add(row)
+
+
+def running(promotion: Promotion, now: datetime) -> bool:
+    """Within its window at `now` (`valid_until` is the first instant it no longer runs)."""
+    started = promotion.valid_from is None or as_utc(promotion.valid_from) <= now
+    ended = promotion.valid_until is not None and as_utc(promotion.valid_until) <= now
+    return started and not ended
+
+
+def used_up(promotion: Promotion) -> bool:
+    """Redeemed as often as its total limit allows (a released redemption makes room again)."""
+    return promotion.total_limit is not None and promotion.redeemed >= promotion.total_limit
+
+
+@dataclass(frozen=True)
+class Offers:
+    """The public promotions running now, and when that list next changes by the clock."""
+
+    promotions: list[Promotion]
+    next_change: datetime | None
+
+
+async def public_offers(session: AsyncSession, now: datetime) -> Offers:
+    """The public promotions a traveller can use now, the soonest ending first.
+
+    A promotion used up in all is left out: showing a code that can only be refused would
+    mislead. `next_change` is the next start or end among the public ones, for caches.
+    """
+    query = select(Promotion).where(col(Promotion.public).is_(True))
+    rows = (await session.exec(query)).all()
+    offered = [row for row in rows if running(row, now) and not used_up(row)]
+    never = datetime.max.replace(tzinfo=now.tzinfo)
+    offered.sort(key=lambda row: (as_utc(row.valid_until) if row.valid_until else never, row.code))
+    boundaries = [
+        as_utc(moment)
+        for row in rows
+        for moment in (row.valid_from, row.valid_until)
+        if moment is not None and as_utc(moment) > now
+    ]
+    return Offers(promotions=offered, next_change=min(boundaries, default=None))
 
 
 async def apply_promotion(session: AsyncSession, saga: Renewal, code: str, now: datetime) -> None:

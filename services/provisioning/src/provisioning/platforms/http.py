@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from esim_core.outside.adapter import HttpAdapter, NonEmpty, is_transient, problem
+from esim_core.outside.adapter import HttpAdapter, NonEmpty, problem
 from pydantic import BaseModel, StrictBool
 
 from provisioning.platforms.port import (
@@ -53,20 +53,8 @@ class HttpEsimPlatform(HttpAdapter):
     system = "esim_platform"
     called = "eSIM platform"
     unavailable = PlatformUnavailableError
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        timeout_s: float = 10.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        super().__init__(
-            base_url,
-            timeout_s=timeout_s,
-            transport=transport,
-            headers={"User-Agent": "esim-provisioning", "Accept": "application/json"},
-        )
+    rejected = PlatformRejectedError
+    default_headers = {"User-Agent": "esim-provisioning", "Accept": "application/json"}
 
     async def order_bundle(self, request: BundleOrderRequest) -> BundleOrder:
         """Order a bundle; see `EsimPlatform.order_bundle`."""
@@ -96,8 +84,7 @@ class HttpEsimPlatform(HttpAdapter):
         message = problem(response).text
         if status == 404:
             raise UnknownIccidError(f"the platform does not know card {request.iccid}: {message}")
-        _raise_for_transient(status, message)
-        raise PlatformRejectedError(status, message)
+        raise self.refused(response, message)
 
     async def bundle_status(self, order_id: str) -> BundleStatus:
         """Where an order's bundle is; see `EsimPlatform.bundle_status`."""
@@ -108,8 +95,7 @@ class HttpEsimPlatform(HttpAdapter):
         message = problem(response).text
         if status == 404:
             raise OrderNotFoundError(404, f"order {order_id} is unknown: {message}")
-        _raise_for_transient(status, message)
-        raise PlatformRejectedError(status, message)
+        raise self.refused(response, message)
 
     async def cancel_bundle(self, order_id: str) -> BundleCancellation:
         """Cancel a bundle that has not started; see `EsimPlatform.cancel_bundle`."""
@@ -129,8 +115,7 @@ class HttpEsimPlatform(HttpAdapter):
         message = problem(response).text
         if status == 404:
             raise OrderNotFoundError(404, f"order {order_id} is unknown: {message}")
-        _raise_for_transient(status, message)
-        raise PlatformRejectedError(status, message)
+        raise self.refused(response, message)
 
     async def card_usage(self, iccid: str, *, ended_within_s: float | None = None) -> CardUsage:
         """Every bundle of a card and its use; see `EsimPlatform.card_usage`."""
@@ -146,19 +131,13 @@ class HttpEsimPlatform(HttpAdapter):
             raise PlatformRateLimitedError(
                 f"HTTP 429: {message}", _retry_after(response.headers.get("Retry-After"))
             )
-        _raise_for_transient(status, message)
-        raise PlatformRejectedError(status, message)
+        raise self.refused(response, message)
 
     def _bundle(
         self, order_id: str, document: dict[str, Any], response: httpx.Response
     ) -> BundleStatus:
         self.validate(document, response, _Status, "a bundle answer without a status")
         return _bundle(order_id, document)
-
-
-def _raise_for_transient(status: int, message: str) -> None:
-    if is_transient(status):
-        raise PlatformUnavailableError(f"HTTP {status}: {message}")
 
 
 def _bundle(order_id: str, document: dict[str, Any]) -> BundleStatus:

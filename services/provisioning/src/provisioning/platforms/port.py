@@ -4,6 +4,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from esim_core.outside.errors import RejectedError
+
 
 @dataclass(frozen=True)
 class BundleOrderRequest:
@@ -98,12 +100,8 @@ class PlatformRateLimitedError(PlatformUnavailableError):
         self.retry_after_s = retry_after_s
 
 
-class PlatformRejectedError(Exception):
+class PlatformRejectedError(RejectedError):
     """The platform refused the request itself (key conflict, invalid order, unknown order)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
 
 
 class OrderNotFoundError(PlatformRejectedError):

@@ -8,6 +8,7 @@ worth another try, what a problem answer says, and replies validated by pydantic
 """
 
 import asyncio
+from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, TypeVar
 
 import httpx
@@ -20,6 +21,7 @@ from pydantic import (
     WrapValidator,
 )
 
+from esim_core.outside.errors import RejectedError
 from esim_core.outside.transport import TimedTransport
 
 ReplyT = TypeVar("ReplyT", bound=BaseModel)
@@ -99,7 +101,7 @@ class HttpAdapter:
         timeout_s: the bound on a whole call, connecting included.
         transport: tests give a `MockTransport`; by default aiohttp's pool. Either way every
             call is timed and traced.
-        headers: sent with every request.
+        headers: sent with every request, over the class's `default_headers`.
         auth: HTTP basic credentials, if the system takes them.
     """
 
@@ -109,6 +111,10 @@ class HttpAdapter:
     """How errors name the system, e.g. `eSIM platform`."""
     unavailable: ClassVar[type[Exception]]
     """The port's error for "no answer, try again later", built from one message."""
+    rejected: ClassVar[type[RejectedError]] = RejectedError
+    """The port's error for a refusal that another try will not change (see `refused`)."""
+    default_headers: ClassVar[Mapping[str, str]] = {}
+    """Sent with every request (e.g. the User-Agent); `headers` given to the constructor win."""
 
     def __init__(
         self,
@@ -124,7 +130,7 @@ class HttpAdapter:
             base_url=base_url,
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
             transport=TimedTransport(self.system, transport),
-            headers=headers,
+            headers={**self.default_headers, **(headers or {})},
             auth=auth,
             follow_redirects=False,
         )
@@ -147,6 +153,17 @@ class HttpAdapter:
             raise self.unavailable(
                 f"{self.called} unreachable ({type(error).__name__}: {error})"[:300]
             ) from error
+
+    def refused(self, response: httpx.Response, message: str) -> Exception:
+        """The port's error for an error answer: `unavailable` if transient, else `rejected`.
+
+        `message` says what the answer said (`problem(response).text`, or more); the caller
+        raises the result, after mapping the statuses its port gives a meaning of their own.
+        """
+        status = response.status_code
+        if is_transient(status):
+            return self.unavailable(f"HTTP {status}: {message}")
+        return self.rejected(status, message)
 
     def reply(self, response: httpx.Response, model: type[ReplyT], lacking: str) -> ReplyT:
         """A success answer as `model`.
