@@ -31,6 +31,7 @@ METRIC_MODULES = (
     "esim_core.observability.metrics",
     "esim_core.observability.telemetry",
     "accounts.telemetry",
+    "billing.metrics",
     "provisioning.activating",
     "notifier.sender",
 )

@@ -33,7 +33,14 @@ export ESIM_SANDBOX_PORT=${ESIM_SANDBOX_PORT:-8011}
 export SMS_SANDBOX_PORT=${SMS_SANDBOX_PORT:-8012}
 export NOTIFIER_SMTP_HOST=${NOTIFIER_SMTP_HOST:-127.0.0.1}
 export NOTIFIER_SMTP_PORT=${NOTIFIER_SMTP_PORT:-$SMTP_SINK_PORT}
-export BILLING_PAYMENT_GATEWAY_URL=${BILLING_PAYMENT_GATEWAY_URL:-http://127.0.0.1:$PAYMENT_SANDBOX_PORT}
+# Billing pays at each provider's own API, served by the payment sandbox; the sandbox's
+# providers call billing back on its webhooks (CONTRACT.md, "Payments, the way each provider
+# takes them").
+export BILLING_STRIPE_BASE_URL=${BILLING_STRIPE_BASE_URL:-http://127.0.0.1:$PAYMENT_SANDBOX_PORT/stripe}
+export BILLING_PAYPAL_BASE_URL=${BILLING_PAYPAL_BASE_URL:-http://127.0.0.1:$PAYMENT_SANDBOX_PORT/paypal}
+export BILLING_ALIPAY_GATEWAY_URL=${BILLING_ALIPAY_GATEWAY_URL:-http://127.0.0.1:$PAYMENT_SANDBOX_PORT/alipay/gateway.do}
+export BILLING_PUBLIC_URL=${BILLING_PUBLIC_URL:-http://127.0.0.1:${BILLING_HTTP_PORT:-8001}}
+export PAYMENT_SANDBOX_WEBHOOK_URL=${PAYMENT_SANDBOX_WEBHOOK_URL:-$BILLING_PUBLIC_URL}
 export PROVISIONING_ESIM_PLATFORM_URL=${PROVISIONING_ESIM_PLATFORM_URL:-http://127.0.0.1:$ESIM_SANDBOX_PORT}
 # The sandbox calls provisioning back, signed with the secret both sides share.
 export ESIM_SANDBOX_CALLBACK_URL=${ESIM_SANDBOX_CALLBACK_URL:-http://127.0.0.1:${PROVISIONING_HTTP_PORT:-8002}/callbacks/esim}
@@ -62,6 +69,9 @@ UV=$(scripts/ensure-uv.sh)
 export UV
 step "uv sync --frozen"
 "$UV" sync --frozen
+step "Alipay's key pairs (var/alipay)"
+# The merchant app's pair and the sandbox's (Alipay's), made once; settings already given win.
+eval "$("$UV" run --frozen python scripts/alipay_keys.py --env var/alipay)"
 step "Kafka jars (deploy/kafka/lib)"
 scripts/ensure-java-maven.sh
 deploy/kafka/fetch.sh

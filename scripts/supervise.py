@@ -272,8 +272,8 @@ def build_specs(env: Mapping[str, str]) -> dict[str, Spec]:
     controller_port = _env_port(env, "KAFKA_CONTROLLER_PORT", 9093)
     redis_port = _env_port(env, "REDIS_PORT", 6379)
     # The sandboxes listen where their own variables say; the services are pointed at them by
-    # BILLING_PAYMENT_GATEWAY_URL, PROVISIONING_ESIM_PLATFORM_URL, NOTIFIER_SMTP_PORT and
-    # NOTIFIER_SMS_GATEWAY_URL
+    # BILLING_STRIPE_BASE_URL (and PayPal's, Alipay's), PROVISIONING_ESIM_PLATFORM_URL,
+    # NOTIFIER_SMTP_PORT and NOTIFIER_SMS_GATEWAY_URL
     # (scripts/run-local.sh derives those from these).
     smtp_port = _env_port(env, "SMTP_SINK_PORT", 1025)
     pay_port = _env_port(env, "PAYMENT_SANDBOX_PORT", 8010)

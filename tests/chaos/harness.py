@@ -55,6 +55,8 @@ from tests.support.load import Card, LoadDriver, Outcomes, Target, setup_cards
 #: sandbox does with each is in CONTRACT.md.
 TOKEN_MIX: dict[str, int] = {"ok": 50, "flaky": 15, "slow": 10, "declined": 15, "insufficient": 10}
 METHODS = ("card", "paypal", "alipay")
+#: The methods whose money is held first, captured after activation, released if it fails.
+HOLDING_METHODS = frozenset({"card", "paypal"})
 #: Share of the load asking for a plan the catalogue does not have (ends in RenewalRejected).
 UNKNOWN_PLAN_SHARE = 0.04
 UNKNOWN_PLAN = "XX-NO-SUCH-PLAN"
@@ -74,6 +76,8 @@ class Gathered:
     events: list[TerminalEvent] = field(default_factory=list)
     captures: list[str] = field(default_factory=list)
     refunds: list[str] = field(default_factory=list)
+    authorizations: list[str] = field(default_factory=list)
+    voids: list[str] = field(default_factory=list)
     orders: list[str] = field(default_factory=list)
     records: list[ActionRecord] = field(default_factory=list)
     troubles: list[str] = field(default_factory=list)
@@ -162,6 +166,8 @@ def _evidence(gathered: Gathered, config: ChaosConfig) -> Evidence:
         events=gathered.events,
         captures=gathered.captures,
         refunds=gathered.refunds,
+        authorizations=gathered.authorizations,
+        voids=gathered.voids,
         orders=gathered.orders,
         stops=stops,
         kills=sum(1 for r in gathered.records if r.kind == "kill"),
@@ -282,6 +288,7 @@ async def exercise(
                         sent.renewal_id,
                         expected_status(sent.token, faults[sent.iccid], plan_exists=plan_exists),
                         acknowledged=sent.renewal_id not in driver.unacknowledged,
+                        holds=sent.token.split("_", 1)[0] in HOLDING_METHODS,
                     )
                 )
                 gathered.owners[sent.renewal_id] = by_card[sent.iccid].access_token
@@ -326,11 +333,10 @@ async def exercise(
     async with httpx.AsyncClient(timeout=60) as client:
         payments = (await client.get(f"{platform.url('payment')}/sandbox/ledger")).json()
         bundles = (await client.get(f"{esim}/sandbox/ledger")).json()
-    reference_of = {c["id"]: c["reference"] for c in payments["captures"]}
     gathered.captures = [c["reference"] for c in payments["captures"]]
-    gathered.refunds = [
-        reference_of.get(r["charge_id"], r["charge_id"]) for r in payments["refunds"]
-    ]
+    gathered.refunds = [r["reference"] for r in payments["refunds"]]
+    gathered.authorizations = [a["reference"] for a in payments["authorizations"]]
+    gathered.voids = [v["reference"] for v in payments["voids"]]
     gathered.orders = [o["reference"] for o in bundles["orders"]]
 
 

@@ -244,3 +244,51 @@ def test_expected_status_follows_the_sandbox_contract(
     token: str, fault: str, plan_exists: bool, status: str
 ) -> None:
     assert expected_status(token, fault, plan_exists=plan_exists) == status
+
+
+HELD = "r-held-refunded"
+
+
+def with_a_released_hold() -> Evidence:
+    """The clean run plus a card renewal whose activation failed: its hold released, no capture."""
+    base = clean()
+    return replace(
+        base,
+        asked=[*base.asked, Asked(HELD, "REFUNDED", holds=True)],
+        statuses={**base.statuses, HELD: "REFUNDED"},
+        events=[*base.events, TerminalEvent(HELD, "refunded", "e5")],
+        authorizations=[HELD, ACTIVATED],
+        captures=[*base.captures],
+        voids=[HELD],
+        orders=[*base.orders, HELD],
+    )
+
+
+def test_a_hold_released_after_a_failed_activation_passes() -> None:
+    verdict = judge(with_a_released_hold())
+    assert verdict.passed, verdict.failures
+    assert (verdict.counts["authorizations"], verdict.counts["voids"]) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    ("changes", "rules"),
+    [
+        pytest.param(
+            {"captures": [ACTIVATED, REFUNDED, HELD]},
+            {"captures_match"},
+            id="a failed activation's hold captured",
+        ),
+        pytest.param({"voids": []}, {"voids_match", "nothing_held"}, id="a hold never released"),
+        pytest.param(
+            {"refunds": [REFUNDED, HELD]},
+            {"refunds_match"},
+            id="a hold refunded instead of released",
+        ),
+    ],
+)
+def test_a_broken_promise_about_holds_fails_its_rule(
+    changes: dict[str, object], rules: set[str]
+) -> None:
+    verdict = judge(replace(with_a_released_hold(), **changes))  # type: ignore[arg-type]
+    assert verdict.failed_rules() == rules
+    assert HELD in verdict.renewals_at_fault()

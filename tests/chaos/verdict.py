@@ -53,6 +53,9 @@ class Asked:
     expected: str
     #: False when the broker never acknowledged the request (it may or may not have arrived).
     acknowledged: bool = True
+    #: True for a method whose money is held first and captured after activation (card,
+    #: PayPal): a failed activation releases the hold (a void), never captures it.
+    holds: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,9 @@ class Evidence:
     #: Every record on a `<topic>.dlq`, described (topic, error type, error). Nothing the load
     #: sends is poison, so each is an event a service gave up on.
     dead_letters: Sequence[str] = ()
+    #: The renewal_id of every authorization (a hold) and every void (a hold released).
+    authorizations: Sequence[str] = ()
+    voids: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -235,14 +241,24 @@ def judge(evidence: Evidence) -> Verdict:
         "renewals captured more than once at the payment gateway",
         (rid for rid, n in captures.items() if n > 1),
     )
-    captured_states = {rid for rid, status in statuses.items() if status in CAPTURED_STATES}
+    holding = {a.renewal_id for a in counted if a.holds}
+    # ACTIVATED is captured exactly once; a failed activation (REFUNDED) is captured and refunded
+    # where the money was taken at once (Alipay), and never captured where it was held.
+    captured_states = {
+        rid
+        for rid, status in statuses.items()
+        if status == "ACTIVATED" or (status in CAPTURED_STATES and rid not in holding)
+    }
     rules.check(
         "captures_match",
-        "captures without an ACTIVATED or REFUNDED saga, or such sagas without a capture "
-        f"(captures {sum(captures.values())}, ACTIVATED + REFUNDED {len(captured_states)})",
+        "captures without an ACTIVATED saga (or a REFUNDED one paid at once), or such sagas "
+        f"without a capture (captures {sum(captures.values())}, expected {len(captured_states)})",
         (set(captures) & ids) ^ captured_states,
     )
-    refunded = {rid for rid, status in statuses.items() if status == "REFUNDED"}
+    refunded = {
+        rid for rid, status in statuses.items() if status == "REFUNDED" and rid not in holding
+    }
+    released = {rid for rid, status in statuses.items() if status == "REFUNDED" and rid in holding}
     rules.check(
         "one_refund",
         "renewals refunded more than once",
@@ -250,9 +266,26 @@ def judge(evidence: Evidence) -> Verdict:
     )
     rules.check(
         "refunds_match",
-        "refunds without a REFUNDED saga, or REFUNDED sagas without a refund "
-        f"(refunds {sum(refunds.values())}, REFUNDED {len(refunded)})",
+        "refunds without a REFUNDED saga paid at once, or such sagas without a refund "
+        f"(refunds {sum(refunds.values())}, expected {len(refunded)})",
         (set(refunds) & ids) ^ refunded,
+    )
+    voids = Counter(evidence.voids)
+    rules.check(
+        "voids_match",
+        "voids without a REFUNDED saga whose money was held, or such sagas without a void "
+        f"(voids {sum(voids.values())}, expected {len(released)})",
+        (set(voids) & ids) ^ released,
+    )
+    authorizations = Counter(evidence.authorizations)
+    rules.check(
+        "nothing_held",
+        "renewals whose hold was neither captured nor released at the end",
+        (
+            rid
+            for rid, n in authorizations.items()
+            if rid in ids and n > captures.get(rid, 0) + voids.get(rid, 0)
+        ),
     )
     rules.check(
         "one_order",
@@ -300,6 +333,8 @@ def judge(evidence: Evidence) -> Verdict:
         "expected_by_state": dict(sorted(Counter(a.expected for a in counted).items())),
         "captures": sum(captures.values()),
         "refunds": sum(refunds.values()),
+        "authorizations": sum(authorizations.values()),
+        "voids": sum(voids.values()),
         "bundle_orders": sum(orders.values()),
         "dead_letters": len(evidence.dead_letters),
         "sigkills": evidence.kills,
@@ -314,5 +349,7 @@ def _traced(evidence: Evidence) -> set[str]:
     found.update(event.renewal_id for event in evidence.events)
     found.update(evidence.captures)
     found.update(evidence.refunds)
+    found.update(evidence.authorizations)
+    found.update(evidence.voids)
     found.update(evidence.orders)
     return found

@@ -23,8 +23,12 @@ def test_the_committed_deploy_files_pass() -> None:
 
 def test_the_facts_come_from_the_code(facts: dict[str, check.ServiceFacts]) -> None:
     assert facts["billing"].port == 8001
-    assert sorted(facts["billing"].topics) == ["esim.payment.requested", "esim.refund.requested"]
-    assert {"BILLING_PAYMENT_GATEWAY_URL", "OPERATOR_TOKEN", "KAFKA_BOOTSTRAP_SERVERS"} <= (
+    assert sorted(facts["billing"].topics) == [
+        "esim.payment.requested",
+        "esim.profile.activated",
+        "esim.refund.requested",
+    ]
+    assert {"BILLING_STRIPE_BASE_URL", "OPERATOR_TOKEN", "KAFKA_BOOTSTRAP_SERVERS"} <= (
         facts["billing"].env
     )
     assert "ACCOUNTS_JWT_SECRET" not in facts["billing"].env
@@ -64,7 +68,7 @@ def test_dockerfile_rules_fail(tmp_path: Path, old: str, new: str, expected: str
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("BILLING_PAYMENT_GATEWAY_URL:", "BILLING_PAYMENT_GATEWAY_ADDRESS:", "not a setting"),
+        ("BILLING_STRIPE_BASE_URL:", "BILLING_STRIPE_BASE_ADDRESS:", "not a setting"),
         ('"8001:8001"', '"8001:8011"', "listens on 8001"),
         ('        PORT: "8002"', '        PORT: "8012"', "PORT=8002"),
         ("    restart: unless-stopped\n    command:", "    restrt: no\n    command:", "restrt"),

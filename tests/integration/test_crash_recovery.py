@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from tests.support.client import Traveller, ledger
+from tests.support.client import Traveller, captures_of, ledger
 from tests.support.infra import Platform, wait_until
 
 pytestmark = pytest.mark.integration
@@ -19,7 +19,7 @@ def test_accounts_killed_after_accepting_a_renewal(platform: Platform) -> None:
     platform.restart("accounts")
 
     traveller.wait_for_status(renewal_id, "ACTIVATED", timeout=90)
-    assert len(ledger(platform, "payment", reference=renewal_id)["captures"]) == 1
+    assert len(captures_of(platform, renewal_id)) == 1
 
 
 def test_billing_killed_while_charging(platform: Platform) -> None:
@@ -42,7 +42,7 @@ def test_billing_killed_while_charging(platform: Platform) -> None:
     platform.restart("billing")
 
     traveller.wait_for_status(renewal_id, "ACTIVATED", timeout=90)
-    assert len(ledger(platform, "payment", reference=renewal_id)["captures"]) == 1
+    assert len(captures_of(platform, renewal_id)) == 1
 
 
 def test_provisioning_killed_while_following_an_activation(platform: Platform) -> None:
@@ -60,7 +60,7 @@ def test_provisioning_killed_while_following_an_activation(platform: Platform) -
 
     traveller.wait_for_status(renewal_id, "ACTIVATED", timeout=90)
     assert len(ledger(platform, "esim", reference=renewal_id)["orders"]) == 1
-    assert len(ledger(platform, "payment", reference=renewal_id)["captures"]) == 1
+    assert len(captures_of(platform, renewal_id)) == 1
 
 
 def test_notifier_killed_before_confirming(platform: Platform) -> None:

@@ -52,12 +52,19 @@ def test_sagas_show_prints_the_timeline_ending_activated(platform: Platform) -> 
     renewal_id = traveller.renew(iccid).json()["renewal_id"]
     traveller.wait_for_status(renewal_id, "ACTIVATED", timeout=90)
 
-    shown = esimctl(platform, "sagas", "show", renewal_id)
-
-    assert shown.returncode == 0, shown.stderr
+    # A card is held, then captured once the plan is active: the capture ends the timeline.
+    shown = wait_until(
+        lambda: (
+            (run := esimctl(platform, "sagas", "show", renewal_id)).returncode == 0
+            and "payment (billing):\n  settled" in run.stdout
+            and run
+        ),
+        what="the capture in the saga's report",
+    )
     timeline = shown.stdout.split("timeline:")[1].split("events published")[0]
-    last_step = timeline.strip().splitlines()[-1].split()
-    assert last_step[1:3] == ["profile_activated", "ACTIVATED"], last_step
+    steps = [line.split()[1:3] for line in timeline.strip().splitlines()]
+    assert ["profile_activated", "ACTIVATED"] in steps, steps
+    assert steps[-1] == ["payment_captured", "ACTIVATED"], steps
     assert "payment (billing):\n  settled" in shown.stdout
     assert "bundle (provisioning):\n  activated" in shown.stdout
     report = as_json(esimctl(platform, "sagas", "show", renewal_id, "--json"))
@@ -124,7 +131,12 @@ def test_outbox_status_and_stuck_answer_for_every_service(platform: Platform) ->
     iccid = traveller.bind_new_card()
     renewal_id = traveller.renew(iccid).json()["renewal_id"]
     traveller.wait_for_status(renewal_id, "ACTIVATED", timeout=90)
-
+    # The renewal's PaymentAuthorized and PaymentSettled (after the capture) are billing's only
+    # events since.
+    wait_until(
+        lambda: outboxes()["billing"]["published_kept"] == settled_before + 2,
+        what="billing's two events of the renewal",
+    )
     wait_until(
         lambda: all(row["unpublished"] == 0 for row in outboxes().values()),
         timeout=30,
@@ -132,8 +144,7 @@ def test_outbox_status_and_stuck_answer_for_every_service(platform: Platform) ->
     )
     status = outboxes()
     assert set(status) == set(SERVICES)
-    # The renewal's one PaymentSettled is billing's only event since.
-    assert status["billing"]["published_kept"] == settled_before + 1
+    assert status["billing"]["published_kept"] == settled_before + 2
     stuck = as_json(esimctl(platform, "sagas", "stuck", "--older-than", "0.001", "--json"))
     assert renewal_id not in {item["renewal_id"] for item in stuck}
     assert all(item["stuck"] for item in stuck), stuck

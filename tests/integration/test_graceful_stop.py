@@ -12,7 +12,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from tests.support.client import Traveller, ledger
+from tests.support.client import Traveller, captures_of, ledger
 from tests.support.infra import SERVICES, Platform, wait_until
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,8 @@ def stop_with_sigterm(platform: Platform, service: str) -> tuple[float, int]:
 def in_flight(platform: Platform, service: str, renewal_ids: list[str]) -> bool:
     """Tell whether the service has begun working the burst (so the stop lands mid-load)."""
     if service == "billing":
-        return bool(ledger(platform, "payment")["captures"])
+        payments = ledger(platform, "payment")
+        return bool(payments["authorizations"] or payments["captures"])
     if service == "provisioning":
         return any(ledger(platform, "esim", reference=r)["orders"] for r in renewal_ids[:5])
     return True  # accounts and the notifier are stopped right after the burst was sent
@@ -71,7 +72,7 @@ def test_sigterm_under_load_exits_in_bound_and_every_renewal_ends_once(
     for renewal_id in renewal_ids:
         traveller.wait_for_status(renewal_id, "ACTIVATED", timeout=120)
     for renewal_id in renewal_ids:
-        assert len(ledger(platform, "payment", reference=renewal_id)["captures"]) == 1
+        assert len(captures_of(platform, renewal_id)) == 1
         assert len(ledger(platform, "esim", reference=renewal_id)["orders"]) == 1
 
     def confirmations() -> Counter[str]:

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.client import Traveller, ledger
+from tests.support.client import Traveller, captures_of
 from tests.support.infra import Platform, Process, wait_until
 
 pytestmark = pytest.mark.integration
@@ -56,7 +56,7 @@ def test_new_requests_wait_while_the_sagas_in_flight_are_at_the_limit(
     assert most_in_flight == LIMIT
     assert waited >= 1, "no request was seen waiting while the limit was reached"
     for renewal_id in renewals:
-        assert len(ledger(platform, "payment", reference=renewal_id)["captures"]) == 1
+        assert len(captures_of(platform, renewal_id)) == 1
     log = limited_accounts.log_path.read_bytes()[log_start:].decode()
     assert "holding back new work (esim.renewal.requested" in log
     assert "taking new work" in log

@@ -13,7 +13,7 @@ from tests.integration.test_usage import events_of
 from tests.support.client import (
     PlainKafka,
     Traveller,
-    ledger,
+    captures_of,
     mail_parts,
     mails_to,
     notifications,
@@ -141,8 +141,8 @@ def test_one_reminder_and_one_auto_renewal_with_two_replicas_and_a_restart(
     assert len(of_card(kafka, lifecycle, "esim.plan.expiring", iccid)) == 1
     requested = of_card(kafka, lifecycle, "esim.renewal.requested", iccid, channel="auto_renew")
     assert {e["data"]["renewal_id"] for e in requested} == {renewal["renewal_id"]}
-    captures = ledger(lifecycle, "payment")["captures"]
-    assert len([c for c in captures if c.get("reference") in (first, renewal["renewal_id"])]) == 2
+    captures = [*captures_of(lifecycle, first), *captures_of(lifecycle, renewal["renewal_id"])]
+    assert len(captures) == 2
 
 
 def test_a_hard_decline_turns_auto_renew_off_and_tells_the_user_once(
@@ -208,9 +208,7 @@ def test_a_welcome10_renewal_captures_the_quoted_total(
     renewal_id = accepted.json()["renewal_id"]
     shown = traveller.wait_for_status(renewal_id, "ACTIVATED")
     assert shown["price"] == quoted["total"] and shown["discount"] == quoted["discount"]
-    [capture] = [
-        c for c in ledger(lifecycle, "payment")["captures"] if c.get("reference") == renewal_id
-    ]
+    [capture] = captures_of(lifecycle, renewal_id)
     assert capture["amount"] == quoted["total"]["amount"]
     [settled] = of_card(kafka, lifecycle, "esim.payment.settled", iccid)
     assert settled["data"]["discount"] == quoted["discount"]

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from kafka import KafkaAdminClient
 
-from tests.support.client import Traveller, ledger
+from tests.support.client import Traveller, captures_of
 from tests.support.infra import Platform, Process, free_port, http_ok, wait_until
 
 pytestmark = pytest.mark.integration
@@ -72,7 +72,7 @@ def test_a_killed_replica_s_partitions_and_work_are_taken_over(
     for renewal_id in renewals:
         traveller.wait_for_status(renewal_id, "ACTIVATED", timeout=120)
     for renewal_id in renewals:
-        captures = ledger(platform, "payment", reference=renewal_id)["captures"]
+        captures = captures_of(platform, renewal_id)
         assert len(captures) == 1, (renewal_id, captures)
     assert second_billing.popen is not None and second_billing.popen.poll() is None
     wait_until(lambda: group_members(platform, "billing") == 1, timeout=60, what="one member")

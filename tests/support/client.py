@@ -151,6 +151,22 @@ def ledger(platform: Platform, sandbox: str, **filters: str) -> dict[str, Any]:
     return body
 
 
+def captures_of(platform: Platform, renewal_id: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """A renewal's captures at the payment sandbox, once there is one.
+
+    A card or PayPal payment is held first and captured after `ProfileActivated`, so its
+    capture may come just after the saga shows ACTIVATED.
+    """
+    from tests.support.infra import wait_until
+
+    captures: list[dict[str, Any]] = wait_until(
+        lambda: ledger(platform, "payment", reference=renewal_id)["captures"],
+        timeout=timeout,
+        what=f"the capture of renewal {renewal_id}",
+    )
+    return captures
+
+
 def mails_to(platform: Platform, address: str) -> list[EmailMessage]:
     """The mails the SMTP sink received for an address, in the order they came."""
     found = []

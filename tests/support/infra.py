@@ -526,7 +526,12 @@ class Platform:
         self.mail_dir.mkdir(parents=True, exist_ok=True)
         python = sys.executable
         sandbox_env = {
-            "payment": {"PAYMENT_SANDBOX_PORT": str(self.ports["payment"])},
+            "payment": {
+                "PAYMENT_SANDBOX_PORT": str(self.ports["payment"]),
+                # The providers call billing back (webhooks, notifies), signed.
+                "PAYMENT_SANDBOX_WEBHOOK_URL": self.url("billing"),
+                **self.alipay_keys(),
+            },
             "esim": {
                 "ESIM_SANDBOX_PORT": str(self.ports["esim"]),
                 "ESIM_SANDBOX_CARDS_CSV": str(self.cards_csv),
@@ -569,6 +574,20 @@ class Platform:
         for name in SERVICES:
             self.processes[name].wait_ready()
 
+    def alipay_keys(self) -> dict[str, str]:
+        """The two RSA2 key pairs Alipay signs with, made once in the work folder, as the
+        settings of the payment sandbox and billing (`scripts/alipay_keys.py`)."""
+        sys.path.insert(0, str(ROOT / "scripts"))
+        try:
+            import alipay_keys
+        finally:
+            sys.path.pop(0)
+        folder = self.workdir / "alipay"
+        for pair in alipay_keys.PAIRS:
+            alipay_keys.ensure_pair(folder, pair)
+        settings: dict[str, str] = alipay_keys.settings(folder)
+        return settings
+
     def service_process(self, name: str) -> Process:
         """The process of one service, configured for this platform (not started)."""
         prefix = name.upper()
@@ -577,7 +596,13 @@ class Platform:
             f"{prefix}_HTTP_PORT": str(self.ports[name]),
             f"{prefix}_DATABASE_URL": self.database_url(name),
             "ACCOUNTS_CARDS_CSV": str(self.cards_csv),
-            "BILLING_PAYMENT_GATEWAY_URL": self.url("payment"),
+            "BILLING_STRIPE_BASE_URL": f"{self.url('payment')}/stripe",
+            "BILLING_PAYPAL_BASE_URL": f"{self.url('payment')}/paypal",
+            "BILLING_ALIPAY_GATEWAY_URL": f"{self.url('payment')}/alipay/gateway.do",
+            "BILLING_PUBLIC_URL": self.url("billing"),
+            # PayPal says nothing of a buyer's cancel: billing learns it at the expiry.
+            "BILLING_APPROVAL_EXPIRY_S": "20",
+            **self.alipay_keys(),
             "BILLING_DUNNING_SCHEDULE_S": "0.5,1",
             # Short leases so a killed worker's rows are taken up again within a test's patience:
             # a charge claimed by a killed billing waits out its lease, so the tests that kill

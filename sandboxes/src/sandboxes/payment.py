@@ -403,6 +403,20 @@ async def deliveries(request: Request, reference: str | None = None) -> list[dic
     return [r.model_dump(mode="json") for r in _world(request).deliveries.records(reference)]
 
 
+class Lose(BaseModel):
+    """`POST /sandbox/deliveries/lose`: a renewal whose webhooks and notifies never arrive."""
+
+    reference: str = Field(min_length=1, max_length=128)
+
+
+@router.post("/sandbox/deliveries/lose", status_code=204, tags=["sandbox"])
+async def lose(body: Lose, request: Request) -> Response:
+    """Send none of a reference's calls to billing from now on (a lost-webhook test): billing
+    must learn where the payment stands by asking."""
+    _world(request).deliveries.held.add(body.reference)
+    return Response(status_code=204)
+
+
 @router.post("/sandbox/reset", status_code=204, tags=["sandbox"])
 async def reset(request: Request) -> Response:
     """Forget everything the gateway recorded."""

@@ -302,3 +302,74 @@ def test_the_token_comes_from_the_environment_or_the_local_runs_file(tmp_path: P
     assert find_token({"ESIMCTL_TOKEN_FILE": str(named)}, tmp_path) == "t3"
     with pytest.raises(CtlError, match="no operator token"):
         find_token({"ESIMCTL_TOKEN_FILE": str(tmp_path / "absent")}, tmp_path)
+
+
+UNKNOWN_PAYMENT = {
+    "renewal_id": RENEWAL,
+    "state": "unknown",
+    "unknown_step": "capture",
+    "unknown_since": "2026-12-01T12:00:00Z",
+    "method": "paypal",
+    "price": {"amount": 9900, "currency": "CNY"},
+    "last_error": "GatewayUnavailableError: timeout",
+    "capture_before": "2026-12-04T12:00:00Z",
+    "capture_overdue_at": "2026-12-04T12:00:01Z",
+}
+
+
+def test_payments_unknown_lists_them_and_fails_while_there_are_any(
+    serve: Any, calls: list[httpx.Request]
+) -> None:
+    answers = iter([[UNKNOWN_PAYMENT], []])
+    serve(lambda request: httpx.Response(200, json=next(answers)))
+
+    listed = run("payments", "unknown", "--all")
+    assert listed.exit_code == 1
+    assert f"{RENEWAL}  unknown (capture)  paypal 9900 CNY" in listed.output
+    assert "1 payment(s) unknown" in listed.output
+    assert calls[0].url.path == "/v1/payments/unknown" and calls[0].url.params["every"] == "true"
+    none = run("payments", "unknown")
+    assert none.exit_code == 0 and none.output.strip() == "no payments unknown"
+
+
+def test_payments_overdue_names_the_capture_window(serve: Any) -> None:
+    serve(lambda request: httpx.Response(200, json=[UNKNOWN_PAYMENT]))
+    listed = run("payments", "overdue")
+    assert listed.exit_code == 1
+    assert "capture before 2026-12-04T12:00:00Z" in listed.output
+
+
+def test_payments_reconcile_prints_every_difference_and_exits_non_zero(
+    serve: Any, calls: list[httpx.Request]
+) -> None:
+    report = {
+        "since": "2026-12-01T00:00:00Z",
+        "checked_at": "2026-12-02T00:00:00Z",
+        "provider_payments": 3,
+        "billing_payments": 2,
+        "differences": [
+            {
+                "kind": "unknown_capture",
+                "method": "card",
+                "reference": RENEWAL,
+                "provider_reference": "pi_1",
+                "billing": "no payment",
+                "provider": "9900 CNY captured (captured)",
+            }
+        ],
+    }
+    answers = iter([report, report | {"differences": []}])
+    serve(lambda request: httpx.Response(200, json=next(answers)))
+
+    found = run("payments", "reconcile", "--since", "2026-12-01T00:00:00Z")
+    assert found.exit_code == 1
+    assert f"unknown_capture  card    {RENEWAL}" in found.output
+    assert "1 difference(s) since 2026-12-01T00:00:00Z" in found.output
+    assert calls[0].url.params["since"] == "2026-12-01T00:00:00Z"
+    clean = run("payments", "reconcile")
+    assert clean.exit_code == 0 and "0 difference(s)" in clean.output
+
+
+def test_payments_reconcile_refuses_a_time_without_an_offset() -> None:
+    refused = run("payments", "reconcile", "--since", "2026-12-01T00:00:00")
+    assert refused.exit_code == 2 and "offset" in refused.output

@@ -278,6 +278,8 @@ class Trade:
     notify_url: str
     paid_at: datetime | None = None
     refunds: dict[str, Refund] = field(default_factory=dict)
+    currency: str = "CNY"
+    """The price's currency: `trans_currency` of a cross-border merchant, else CNY."""
 
     @property
     def refunded(self) -> int:
@@ -493,6 +495,14 @@ class AlipaySandbox:
             raise _business("ACQ.INVALID_PARAMETER", "subject is required")
         return out_trade_no, amount, subject[:256]
 
+    @staticmethod
+    def _currency(biz: Mapping[str, Any]) -> str:
+        """`trans_currency` (a cross-border merchant prices in its own currency), else CNY."""
+        currency = biz.get("trans_currency", "CNY")
+        if not isinstance(currency, str) or not re.fullmatch(r"[A-Z]{3}", currency):
+            raise _business("ACQ.INVALID_PARAMETER", "trans_currency must be like USD")
+        return currency
+
     def _deadline(self, biz: Mapping[str, Any], now: datetime) -> datetime:
         deadline = now + DEFAULT_TIMEOUT
         timeout = biz.get("timeout_express")
@@ -540,6 +550,7 @@ class AlipaySandbox:
             created_at=now,
             expires_at=self._deadline(biz, now),
             notify_url=self._notify_url(params),
+            currency=self._currency(biz),
         )
         self._trades[out_trade_no] = trade
         return trade
@@ -553,14 +564,15 @@ class AlipaySandbox:
             reference=trade.out_trade_no,
             method="alipay",
             amount=trade.amount,
-            currency="CNY",
+            currency=trade.currency,
             provider="alipay",
             provider_reference=trade.trade_no,
         )
         logger.info(
-            "alipay trade %s paid %s CNY out_trade_no=%s",
+            "alipay trade %s paid %s %s out_trade_no=%s",
             trade.trade_no,
             _yuan(trade.amount),
+            trade.currency,
             trade.out_trade_no,
         )
         self._notify(trade)
@@ -576,6 +588,8 @@ class AlipaySandbox:
             "buyer_pay_amount": _yuan(trade.amount if paid else 0),
             "receipt_amount": _yuan(trade.amount if paid else 0),
         }
+        if trade.currency != "CNY":
+            fields["trans_currency"] = trade.currency
         if trade.paid_at is not None:
             fields["send_pay_date"] = beijing(trade.paid_at)
         return fields
@@ -654,7 +668,7 @@ class AlipaySandbox:
                     reference=trade.out_trade_no,
                     method="alipay",
                     amount=amount,
-                    currency="CNY",
+                    currency=trade.currency,
                     provider="alipay",
                     provider_reference=trade.trade_no,
                     charge_id=trade.trade_no,
@@ -726,6 +740,8 @@ class AlipaySandbox:
             "gmt_create": beijing(trade.created_at),
             "gmt_close": beijing(now) if trade.status == "TRADE_CLOSED" else "",
         }
+        if trade.currency != "CNY":
+            fields["trans_currency"] = trade.currency
         if trade.paid_at is not None:
             fields |= {
                 "gmt_payment": beijing(trade.paid_at),

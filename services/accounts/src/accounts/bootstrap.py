@@ -23,6 +23,8 @@ from esim_schemas import (
     DataLow,
     PasswordChanged,
     PasswordResetRequested,
+    PaymentActionRequired,
+    PaymentAuthorized,
     PaymentFailed,
     PaymentRefunded,
     PaymentRequested,
@@ -84,7 +86,9 @@ def build(
     """
     runtime = ServiceRuntime("accounts", settings, TABLES, migrations=MIGRATIONS)
     deadlines = Deadlines(
-        payment_s=settings.payment_deadline_s, activation_s=settings.activation_deadline_s
+        payment_s=settings.payment_deadline_s,
+        activation_s=settings.activation_deadline_s,
+        action_grace_s=settings.payment_action_grace_s,
     )
     rules = LifecycleRules(
         reminder_leads_s=settings.reminder_leads, auto_renew_lead_s=settings.auto_renew_lead
@@ -102,6 +106,13 @@ def build(
     runtime.consume(
         topics.renewal_requested,
         [Route(RenewalRequested, saga.on_renewal_requested)],
+    )
+    runtime.consume(
+        topics.payment_action_required,
+        [Route(PaymentActionRequired, saga.on_payment_action_required)],
+    )
+    runtime.consume(
+        topics.payment_authorized, [Route(PaymentAuthorized, saga.on_payment_authorized)]
     )
     runtime.consume(topics.payment_settled, [Route(PaymentSettled, saga.on_payment_settled)])
     runtime.consume(topics.payment_failed, [Route(PaymentFailed, saga.on_payment_failed)])

@@ -13,6 +13,8 @@ class SagaStatus(StrEnum):
 
     REQUESTED = "REQUESTED"
     PAYMENT_PENDING = "PAYMENT_PENDING"
+    PAYMENT_ACTION_REQUIRED = "PAYMENT_ACTION_REQUIRED"
+    AUTHORIZED = "AUTHORIZED"
     PAID = "PAID"
     ACTIVATED = "ACTIVATED"
     REJECTED = "REJECTED"
@@ -33,7 +35,17 @@ TERMINAL = frozenset(
         SagaStatus.CANCELLED,
     }
 )
-WITH_DEADLINE = frozenset({SagaStatus.PAYMENT_PENDING, SagaStatus.PAID})
+WITH_DEADLINE = frozenset(
+    {
+        SagaStatus.PAYMENT_PENDING,
+        SagaStatus.PAYMENT_ACTION_REQUIRED,
+        SagaStatus.AUTHORIZED,
+        SagaStatus.PAID,
+    }
+)
+#: Sagas the platform works on (the intake limit counts them); one that waits for the buyer's
+#: approval at the provider waits on a person, not on the platform.
+IN_FLIGHT = WITH_DEADLINE - {SagaStatus.PAYMENT_ACTION_REQUIRED}
 
 COMPENSATED = "compensated_by_operator"
 """The reason of a saga an operator gave up (`RenewalSaga.compensate`)."""
@@ -49,6 +61,9 @@ class Deadlines:
 
     payment_s: float = 48 * 3600
     activation_s: float = 25 * 3600
+    #: How long past the buyer's approval expiry the saga still waits for billing's answer
+    #: (billing asks the provider once nothing came by the expiry).
+    action_grace_s: float = 15 * 60
 
 
 class NotCancellableError(Exception):
@@ -89,6 +104,45 @@ def check_cancellable(
         raise NotCancellableError("the payment is not confirmed yet: try again in a moment")
 
 
+#: Methods whose provider can ask the buyer when no saved source (token) is given.
+BUYER_APPROVES = frozenset({"paypal", "alipay"})
+#: Methods that can be charged without the buyer, given a saved source: a card payment method,
+#: a PayPal vault token (Alipay's page pay always needs the buyer).
+CHARGEABLE_WITHOUT_BUYER = frozenset({"card", "paypal"})
+
+
+def payment_refusal(method: str, token: str | None, *, buyer_present: bool) -> str | None:
+    """Why a payment object cannot be used, or None: the contract's rule on `token`.
+
+    `token` is required for `card`, and for any charge made without the buyer present
+    (auto-renew); PayPal and Alipay without one ask the buyer at the provider's page.
+    """
+    if token is not None:
+        return None
+    if not buyer_present:
+        return (
+            "payment.token is required for auto-renew, which charges without the buyer: a "
+            "payment source saved at the provider (a card payment method or a PayPal vault token)"
+        )
+    if method not in BUYER_APPROVES:
+        return f"payment.token is required for {method}: a payment source saved at the provider"
+    return None
+
+
+def auto_renew_refusal(method: str, token: str | None) -> str | None:
+    """Why auto-renew cannot charge this payment without the buyer, or None.
+
+    Only a source chargeable without the buyer will do: a saved card, a PayPal vault token;
+    Alipay's page pay always needs the buyer.
+    """
+    if method not in CHARGEABLE_WITHOUT_BUYER:
+        return (
+            f"{method} cannot be charged without the buyer present: auto-renew takes a saved "
+            "card or a PayPal vault token"
+        )
+    return payment_refusal(method, token, buyer_present=False)
+
+
 class RenewalInvalidError(Exception):
     """A renewal request that cannot be accepted; `reason` is the contract's rejection reason."""
 
@@ -104,12 +158,13 @@ def request_fingerprint(
     iccid: str,
     plan_code: str,
     method: str,
-    token: str,
+    token: str | None,
     start: str,
     promo_code: str | None = None,
+    return_url: str | None = None,
 ) -> str:
     """A digest of what a renewal request asks for, to tell a true duplicate from a conflict."""
-    asked: dict[str, str] = {
+    asked: dict[str, str | None] = {
         "user_id": user_id,
         "iccid": iccid,
         "plan_code": plan_code,
@@ -117,8 +172,11 @@ def request_fingerprint(
         "token": token,
         "start": start,
     }
-    if promo_code is not None:  # absent, the digest is the one stored before promotions
+    # Absent, each leaves the digest as it was stored before it existed.
+    if promo_code is not None:
         asked["promo_code"] = promo_code
+    if return_url is not None:
+        asked["return_url"] = return_url
     canonical = json.dumps(asked, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -76,6 +76,12 @@ class AccountsSettings(ServiceSettings, ResetCodeKeySettings):
     activation_deadline_s: float = Field(
         25 * 3600, gt=0, description="how long a paid saga waits for activation (24 h SLA)"
     )
+    payment_action_grace_s: float = Field(
+        15 * 60,
+        ge=0,
+        description="how long past the buyer's approval expiry a saga still waits for billing's "
+        "answer (billing asks the provider at the expiry)",
+    )
     deadline_sweep_interval_s: float = Field(
         30, gt=0, description="how often the deadline sweep looks for overdue sagas"
     )

@@ -78,6 +78,7 @@ class Card(SQLModel, table=True):
     auto_renew_plan_code: str | None = Field(default=None, max_length=64)
     auto_renew_method: str | None = Field(default=None, max_length=16)
     auto_renew_token: str | None = Field(default=None, max_length=256, repr=False)
+    auto_renew_return_url: str | None = Field(default=None, max_length=2048)
     auto_renew_cap_amount: int | None = Field(
         default=None, description="most auto-renewals may spend in a calendar month (minor units)"
     )
@@ -97,6 +98,9 @@ class Renewal(SQLModel, table=True):
     plan_code: str = Field(max_length=64)
     payment_method: str = Field(max_length=16)
     payment_token: str | None = Field(default=None, max_length=256, repr=False)
+    payment_return_url: str | None = Field(
+        default=None, max_length=2048, description="where the provider sends the buyer back"
+    )
     start: str = Field(max_length=16)
     locale: str | None = Field(default=None, max_length=8)
     channel: str | None = Field(default=None, max_length=64)
@@ -108,6 +112,15 @@ class Renewal(SQLModel, table=True):
     data_mb: int | None = None
     validity_days: int | None = None
     payment_id: str | None = Field(default=None, max_length=64)
+    payment_held: bool = Field(
+        default=False,
+        sa_column_kwargs={"server_default": false()},
+        description="the payment is an authorization (money held), not yet captured",
+    )
+    action_url: str | None = Field(
+        default=None, max_length=2048, description="where the buyer approves the payment"
+    )
+    action_expires_at: datetime | None = _time(default=None)
     activation_failure: str | None = Field(default=None, max_length=256)
     refund_requested: bool = False
     reason: str | None = Field(default=None, max_length=64)

@@ -9,10 +9,12 @@ The world around accounts is modelled as it behaves, not as a free-for-all:
   same renewal_id with the same content or with other content, each a distinct CloudEvent; a
   requester may use the renewal_id (its idempotency key) as the CloudEvents id;
 - billing answers a PaymentRequested only once accounts' outbox relay has published it, with
-  PaymentSettled or PaymentFailed, never both;
-- provisioning answers a PaymentSettled once billing has published it (it consumes that topic on
-  its own, so ProfileActivated may reach accounts before PaymentSettled does), with
-  ProfileActivated or ActivationFailed;
+  PaymentSettled or PaymentFailed, never both; or, for a payment it holds first (card, PayPal),
+  with PaymentAuthorized, and then captures it (PaymentSettled) only once provisioning has
+  published ProfileActivated, or releases it (PaymentRefunded `via` `void`) when asked;
+- provisioning answers a PaymentSettled (or a PaymentAuthorized) once billing has published it
+  (it consumes that topic on its own, so ProfileActivated may reach accounts before the payment
+  does), with ProfileActivated or ActivationFailed;
 - billing answers a RefundRequested, once it is published, with PaymentRefunded;
 - every published event is delivered at least once and in any order; any of them may be
   delivered again (the same Kafka message: same bytes, same offset) or re-published (the same
@@ -39,9 +41,9 @@ Once every event is delivered and the outbox relayed, these must hold:
 - PaymentRequested and RefundRequested are each in the outbox at most once (rows and distinct
   ids); the saga's own RenewalRejected at most once; one conflicting_duplicate rejection per
   distinct conflicting request, and no two RenewalRejected rows share an id;
-- no RefundRequested before a PaymentSettled reached accounts (checked after every step), and
-  it names the captured payment and amount; nothing is dead-lettered; the inbox holds each
-  delivered event id once;
+- no RefundRequested before a PaymentSettled or PaymentAuthorized reached accounts (checked
+  after every step), and it names the captured or held payment and amount; nothing is
+  dead-lettered; the inbox holds each delivered event id once;
 - the final state is the one the facts call for: the winning request invalid: REJECTED; the
   payment failed: PAYMENT_FAILED, or TIMED_OUT if its deadline passed first; captured and
   activated, even after a deadline passed: ACTIVATED (provisioning cancels a bundle that is not
@@ -83,6 +85,7 @@ from esim_core.persistence.db import Database
 from esim_schemas import (
     ActivationFailed,
     EventData,
+    PaymentAuthorized,
     PaymentFailed,
     PaymentRefunded,
     PaymentRequested,
@@ -177,7 +180,7 @@ class Scenario:
     """What the outside world will do for this renewal, drawn before anything happens."""
 
     asks: tuple[Ask, ...]
-    payment: str  # "settled" or "failed"
+    payment: str  # "settled", "failed" or "authorized" (held, captured after the activation)
     activation: str  # "active", "queued" or "failed"
 
 
@@ -202,7 +205,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     )
     return Scenario(
         asks=asks,
-        payment=draw(st.sampled_from(("settled", "failed"))),
+        payment=draw(st.sampled_from(("settled", "failed", "authorized"))),
         activation=draw(st.sampled_from(("active", "queued", "failed"))),
     )
 
@@ -252,13 +255,16 @@ class Facts:
                     self.deadline = now + timedelta(seconds=PAYMENT_DEADLINE_S)
             elif message.ask.content.key != self.winner.content.key:
                 self.conflicts.add(message.event_id)
-        elif kind == "settled":
+        elif kind in ("settled", "authorized", "captured"):
+            # The first word of a payment (a capture or a hold) starts the wait for the
+            # activation; the second (a hold's capture, or a late hold) changes no deadline.
+            if not self.paid:
+                waiting = self.deadline is not None
+                if waiting and "activation_failed" not in self.order:
+                    self.deadline = now + timedelta(seconds=ACTIVATION_DEADLINE_S)
+                else:
+                    self.deadline = None
             self.paid = True
-            waiting = self.deadline is not None
-            if waiting and "activation_failed" not in self.order:
-                self.deadline = now + timedelta(seconds=ACTIVATION_DEADLINE_S)
-            else:
-                self.deadline = None
         elif kind in ("failed", "activated") or (kind == "activation_failed" and self.paid):
             # An outcome ends the wait; an activation failure before the capture does not.
             self.deadline = None
@@ -306,6 +312,7 @@ class World:
         self.charge: PaymentRequested | None = None
         self.refund: RefundRequested | None = None
         self.settled: PaymentSettled | None = None
+        self.held: PaymentAuthorized | None = None
         self.answered: set[str] = set()
         for ask in scenario.asks:
             self.publish(
@@ -363,8 +370,11 @@ class World:
                 progress[f"deliver {message.label}"] = partial(self.deliver, message)
         if self.charge is not None and "billing" not in self.answered:
             progress["billing answers the charge"] = self.billing_answers
-        if self.settled is not None and "provisioning" not in self.answered:
+        if self.paid() is not None and "provisioning" not in self.answered:
             progress["provisioning answers the capture"] = self.provisioning_answers
+        activated = any(message.kind == "activated" for message in self.messages)
+        if self.held is not None and activated and "capture" not in self.answered:
+            progress["billing captures the hold"] = self.billing_captures
         if self.refund is not None and "refund" not in self.answered:
             progress["billing answers the refund"] = self.billing_refunds
         progress["relay the accounts outbox"] = self.relay
@@ -454,11 +464,35 @@ class World:
                 self.refund = RefundRequested.model_validate(body["data"])
         self.read_from_relay = len(sent.sent)
 
+    def paid(self) -> PaymentSettled | PaymentAuthorized | None:
+        """What billing said it took or holds first: provisioning activates on it."""
+        return self.held or self.settled
+
     async def billing_answers(self) -> None:
         charge = self.charge
         assert charge is not None
         self.answered.add("billing")
-        if self.scenario.payment == "settled":
+        if self.scenario.payment == "authorized":
+            self.held = PaymentAuthorized(
+                renewal_id=RENEWAL_ID,
+                payment_id="pay_1",
+                iccid=charge.iccid,
+                plan=charge.plan,
+                price=charge.price,
+                method="paypal",
+                provider_reference="auth_1",
+                authorized_at=self.clock(),
+                capture_before=self.clock() + timedelta(days=29),
+                start=charge.start,
+            )
+            self.publish(
+                self.held,
+                label="PaymentAuthorized",
+                kind="authorized",
+                source="/services/billing",
+                event_id=fixed_id("authorized"),
+            )
+        elif self.scenario.payment == "settled":
             self.settled = PaymentSettled(
                 renewal_id=RENEWAL_ID,
                 payment_id="pay_1",
@@ -495,8 +529,33 @@ class World:
                 event_id=fixed_id("failed"),
             )
 
+    async def billing_captures(self) -> None:
+        """Billing saw ProfileActivated: it captures the hold and says so (PaymentSettled)."""
+        held = self.held
+        assert held is not None
+        self.answered.add("capture")
+        self.settled = PaymentSettled(
+            renewal_id=RENEWAL_ID,
+            payment_id=held.payment_id,
+            iccid=held.iccid,
+            plan=held.plan,
+            price=held.price,
+            method=held.method,
+            provider_reference=held.provider_reference,
+            attempts=1,
+            settled_at=self.clock(),
+            start=held.start,
+        )
+        self.publish(
+            self.settled,
+            label="PaymentSettled (the hold captured)",
+            kind="captured",
+            source="/services/billing",
+            event_id=fixed_id("captured"),
+        )
+
     async def provisioning_answers(self) -> None:
-        settled = self.settled
+        settled = self.paid()
         assert settled is not None
         self.answered.add("provisioning")
         data: EventData
@@ -531,18 +590,22 @@ class World:
 
     async def billing_refunds(self) -> None:
         refund = self.refund
-        assert refund is not None and self.settled is not None
+        paid = self.paid()
+        assert refund is not None and paid is not None
         self.answered.add("refund")
-        # Billing refunds only a settled payment of this renewal, for what was captured.
-        assert (refund.payment_id, refund.price) == (self.settled.payment_id, self.settled.price)
+        # Billing refunds only a payment of this renewal it took or holds, for its amount; a
+        # hold never captured is released (void).
+        assert (refund.payment_id, refund.price) == (paid.payment_id, paid.price)
+        released = self.held is not None and self.settled is None
         self.publish(
             PaymentRefunded(
                 renewal_id=RENEWAL_ID,
                 payment_id=refund.payment_id,
-                refund_id="re_1",
+                refund_id="void_1" if released else "re_1",
                 iccid=refund.iccid,
                 price=refund.price,
                 refunded_at=self.clock(),
+                via="void" if released else None,
             ),
             label="PaymentRefunded",
             kind="refunded",
@@ -578,6 +641,7 @@ class World:
             for label in (
                 "billing answers the charge",
                 "provisioning answers the capture",
+                "billing captures the hold",
                 "billing answers the refund",
             ):
                 if label in acts:
@@ -601,8 +665,8 @@ class World:
     async def check_along_the_way(self) -> None:
         """What must hold after every step, not only at the end."""
         assert self.harness.dead_letters.sent == [], "an event of a real run was dead-lettered"
-        if "settled" in self.facts.order:
-            return  # from here on a refund has its capture; no need to look
+        if {"settled", "authorized", "captured"} & set(self.facts.order):
+            return  # from here on a refund has its capture or hold; no need to look
         async with self.database.session() as session:
             refunds = (
                 await session.exec(
@@ -612,7 +676,7 @@ class World:
                 )
             ).one()
         if refunds:
-            assert "settled" in self.facts.order, "a refund was requested before any capture"
+            raise AssertionError("a refund was requested before any capture or hold")
 
     async def check_final(self) -> None:
         tell("steps: " + " -> ".join(self.trace))
@@ -679,9 +743,10 @@ class World:
             assert own == []
             assert len(payments) == 1
         if refunds:
-            assert self.settled is not None
-            assert refunds[0]["data"]["payment_id"] == self.settled.payment_id
-            assert refunds[0]["data"]["price"] == self.settled.price.model_dump()
+            paid = self.paid()
+            assert paid is not None
+            assert refunds[0]["data"]["payment_id"] == paid.payment_id
+            assert refunds[0]["data"]["price"] == paid.price.model_dump()
         assert bool(refunds) == (expected == SagaStatus.REFUNDED)
 
         # The card carries the plan once the saga is ACTIVATED, and nothing it was not told of.
@@ -862,6 +927,34 @@ NAMED: dict[str, tuple[Scenario, list[str]]] = {
             "active",
         ),
         ["deliver RenewalRequested", "deliver RenewalRequested again"],
+    ),
+    "a hold captured after the activation, the capture heard before the hold": (
+        Scenario(one_request(), "authorized", "active"),
+        [
+            "deliver RenewalRequested",
+            "relay the accounts outbox",
+            "billing answers the charge",
+            "provisioning answers the capture",
+            "billing captures the hold",
+            "deliver PaymentSettled (the hold captured)",
+            "deliver ProfileActivated",
+            "deliver PaymentAuthorized",
+        ],
+    ),
+    "a hold released after the activation failed, then the activation deadline": (
+        Scenario(one_request(), "authorized", "failed"),
+        [
+            "deliver RenewalRequested",
+            "relay the accounts outbox",
+            "billing answers the charge",
+            "deliver PaymentAuthorized",
+            "sweep a second after the activation deadline",
+            "provisioning answers the capture",
+            "deliver ActivationFailed",
+            "relay the accounts outbox",
+            "billing answers the refund",
+            "deliver PaymentRefunded",
+        ],
     ),
 }
 

@@ -39,6 +39,8 @@ from esim_schemas import (
     BundleStarted,
     DataLow,
     EventData,
+    PaymentActionRequired,
+    PaymentAuthorized,
     PaymentFailed,
     PaymentRefunded,
     PaymentRequested,
@@ -60,6 +62,11 @@ START = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 PAYMENT_DEADLINE_S = 48 * 3600
 ACTIVATION_DEADLINE_S = 25 * 3600
 PAYMENT_ID = "pay_table"
+# The buyer's approval step: it expires half an hour in, and the saga waits a grace past it
+# (accounts' default `ACCOUNTS_PAYMENT_ACTION_GRACE_S`).
+ACTION_URL = "https://www.paypal.com/checkoutnow?token=5O190127TN364715T"
+ACTION_EXPIRES = START + timedelta(minutes=30)
+ACTION_GRACE_S = 15 * 60
 
 # What the saga sends, by the model's name in the table.
 SENT: dict[str, type[EventData]] = {
@@ -86,6 +93,7 @@ class State:
     status: SagaStatus | None  # None: accounts knows no saga of this renewal_id
     priced: bool = True
     captured: bool = False
+    held: bool = False  # authorized: the money is held at the provider, not yet captured
     refund_requested: bool = False
     activation_failure: bool = False
     bundle: str | None = None  # "active" or "queued": announced by ProfileActivated
@@ -94,7 +102,9 @@ class State:
     def deadline(self) -> datetime | None:
         if self.status == SagaStatus.PAYMENT_PENDING:
             return START + timedelta(seconds=PAYMENT_DEADLINE_S)
-        if self.status == SagaStatus.PAID:
+        if self.status == SagaStatus.PAYMENT_ACTION_REQUIRED:
+            return ACTION_EXPIRES + timedelta(seconds=ACTION_GRACE_S)
+        if self.status in (SagaStatus.PAID, SagaStatus.AUTHORIZED):
             return START + timedelta(seconds=ACTIVATION_DEADLINE_S)
         return None
 
@@ -124,6 +134,14 @@ STATES: dict[str, State] = {
         S.CANCELLING, captured=True, bundle="queued", refund_requested=True
     ),
     "CANCELLED": State(S.CANCELLED, captured=True, bundle="queued", refund_requested=True),
+    "PAYMENT_ACTION_REQUIRED": State(S.PAYMENT_ACTION_REQUIRED),
+    "AUTHORIZED": State(S.AUTHORIZED, held=True),
+    "ACTIVATED, live, capture follows": State(S.ACTIVATED, held=True, bundle="active"),
+    "ACTIVATED, queued, capture follows": State(S.ACTIVATED, held=True, bundle="queued"),
+    "REFUNDING, a hold's release": State(
+        S.REFUNDING, held=True, refund_requested=True, activation_failure=True
+    ),
+    "TIMED_OUT, authorized": State(S.TIMED_OUT, held=True, reason="activation_timed_out"),
 }
 
 
@@ -135,10 +153,14 @@ RR_OTHER = "RenewalRequested, other content"
 RR_WITHDRAWN = "RenewalRequested, same content, plan withdrawn since"
 PS = "PaymentSettled"
 PF = "PaymentFailed (declined)"
+PF_NA = "PaymentFailed (not_approved)"
+PAR = "PaymentActionRequired"
+PAU = "PaymentAuthorized"
 PA_LIVE = "ProfileActivated (active)"
 PA_QUEUED = "ProfileActivated (queued)"
 AF = "ActivationFailed"
 PR = "PaymentRefunded"
+PR_VOID = "PaymentRefunded (via void)"
 BC_USER = "BundleCancelled (cancelled_by_user)"
 BC_REPLACED = "BundleCancelled (replaced)"
 BS = "BundleStarted"
@@ -152,7 +174,7 @@ RETRY = "operator retry"
 COMPENSATE = "operator compensate"
 
 EVENT_INPUTS: tuple[str, ...] = (RR, RR_OTHER, RR_WITHDRAWN, PS, PF, PA_LIVE, PA_QUEUED, AF, PR)
-EVENT_INPUTS += (BC_USER, BC_REPLACED, BS, BE, UU, DL)
+EVENT_INPUTS += (BC_USER, BC_REPLACED, BS, BE, UU, DL, PAR, PAU, PF_NA, PR_VOID)
 ACTIONS = (SWEEP_EARLY, SWEEP_DUE, CANCEL, RETRY, COMPENSATE)
 INPUTS = EVENT_INPUTS + ACTIONS
 
@@ -202,6 +224,10 @@ TABLE: dict[str, dict[str, Outcome]] = {
         CANCEL: NO,
         RETRY: NO,
         COMPENSATE: NO,
+        PAR: NO,
+        PAU: NO,
+        PF_NA: NO,
+        PR_VOID: NO,
     },
     "REQUESTED": {
         RR: go(S.PAYMENT_PENDING, "PaymentRequested"),
@@ -224,6 +250,10 @@ TABLE: dict[str, dict[str, Outcome]] = {
         CANCEL: NO,
         RETRY: stay("RenewalRequested"),
         COMPENSATE: go(S.TIMED_OUT),
+        PAR: go(S.PAYMENT_ACTION_REQUIRED),
+        PAU: go(S.AUTHORIZED),
+        PF_NA: go(S.PAYMENT_FAILED),  # a soft failure: auto-renew stays on
+        PR_VOID: NO,
     },
     "PAYMENT_PENDING": {
         RR: KEEP,
@@ -246,6 +276,10 @@ TABLE: dict[str, dict[str, Outcome]] = {
         CANCEL: NO,
         RETRY: stay("PaymentRequested"),
         COMPENSATE: go(S.TIMED_OUT),
+        PAR: go(S.PAYMENT_ACTION_REQUIRED),  # the provider needs the buyer
+        PAU: go(S.AUTHORIZED),
+        PF_NA: go(S.PAYMENT_FAILED),
+        PR_VOID: NO,
     },
     "PAYMENT_PENDING, activation failed first": {
         RR: KEEP,
@@ -268,6 +302,10 @@ TABLE: dict[str, dict[str, Outcome]] = {
         CANCEL: NO,
         RETRY: stay("PaymentRequested"),
         COMPENSATE: go(S.TIMED_OUT),
+        PAR: go(S.PAYMENT_ACTION_REQUIRED),
+        PAU: go(S.REFUNDING, "RefundRequested"),  # released at once
+        PF_NA: go(S.PAYMENT_FAILED),
+        PR_VOID: NO,
     },
     "PAID": {
         RR: KEEP,
@@ -290,6 +328,10 @@ TABLE: dict[str, dict[str, Outcome]] = {
         CANCEL: NO,
         RETRY: NO,  # it waits on provisioning
         COMPENSATE: go(S.TIMED_OUT, "RefundRequested"),
+        PAR: KEEP,  # paid already: a late action changes nothing
+        PAU: KEEP,  # captured already: not held again
+        PF_NA: KEEP,
+        PR_VOID: NO,
     },
     "ACTIVATED, live": {
         RR: KEEP,
@@ -312,6 +354,10 @@ TABLE: dict[str, dict[str, Outcome]] = {
         CANCEL: NO,  # never queued
         RETRY: NO,
         COMPENSATE: NO,
+        PAR: KEEP,
+        PAU: KEEP,
+        PF_NA: KEEP,
+        PR_VOID: NO,
     },
     "ACTIVATED, queued": {
         RR: KEEP,
@@ -334,6 +380,10 @@ TABLE: dict[str, dict[str, Outcome]] = {
         CANCEL: go(S.CANCELLING, "BundleCancelRequested"),
         RETRY: NO,
         COMPENSATE: NO,
+        PAR: KEEP,
+        PAU: KEEP,
+        PF_NA: KEEP,
+        PR_VOID: NO,
     },
     "ACTIVATED, queued, capture not seen yet": {
         RR: KEEP,
@@ -356,6 +406,10 @@ TABLE: dict[str, dict[str, Outcome]] = {
         CANCEL: NO,  # nothing to refund yet: try again once the capture is known
         RETRY: NO,
         COMPENSATE: NO,
+        PAR: KEEP,
+        PAU: KEEP,  # the hold is recorded; the plan stays
+        PF_NA: KEEP,
+        PR_VOID: NO,
     },
     "REJECTED": {
         RR: KEEP,
@@ -378,6 +432,10 @@ TABLE: dict[str, dict[str, Outcome]] = {
         CANCEL: NO,
         RETRY: NO,
         COMPENSATE: NO,
+        PAR: KEEP,
+        PAU: KEEP,
+        PF_NA: KEEP,
+        PR_VOID: NO,
     },
     "PAYMENT_FAILED": {
         RR: KEEP,
@@ -400,6 +458,10 @@ TABLE: dict[str, dict[str, Outcome]] = {
         CANCEL: NO,
         RETRY: NO,
         COMPENSATE: NO,
+        PAR: KEEP,  # the failure overtook it: the saga has ended
+        PAU: KEEP,
+        PF_NA: KEEP,
+        PR_VOID: NO,
     },
     "REFUNDING": {
         RR: KEEP,
@@ -422,6 +484,10 @@ TABLE: dict[str, dict[str, Outcome]] = {
         CANCEL: NO,
         RETRY: stay("RefundRequested"),  # the same command again, under its own id
         COMPENSATE: KEEP,  # already compensating
+        PAR: KEEP,
+        PAU: KEEP,
+        PF_NA: KEEP,
+        PR_VOID: go(S.REFUNDED),  # the answer to the refund it asked for
     },
     "REFUNDED": {
         RR: KEEP,
@@ -444,6 +510,10 @@ TABLE: dict[str, dict[str, Outcome]] = {
         CANCEL: NO,
         RETRY: NO,
         COMPENSATE: NO,
+        PAR: KEEP,
+        PAU: KEEP,
+        PF_NA: KEEP,
+        PR_VOID: KEEP,
     },
     "TIMED_OUT, payment": {
         RR: KEEP,
@@ -466,6 +536,10 @@ TABLE: dict[str, dict[str, Outcome]] = {
         CANCEL: NO,
         RETRY: NO,
         COMPENSATE: KEEP,
+        PAR: KEEP,
+        PAU: KEEP,  # a late hold: provisioning's answer decides
+        PF_NA: KEEP,
+        PR_VOID: NO,
     },
     "TIMED_OUT, activation": {
         RR: KEEP,
@@ -488,6 +562,10 @@ TABLE: dict[str, dict[str, Outcome]] = {
         CANCEL: NO,
         RETRY: NO,
         COMPENSATE: KEEP,  # refunding now could pay back a live plan
+        PAR: KEEP,
+        PAU: KEEP,
+        PF_NA: KEEP,
+        PR_VOID: NO,
     },
     "TIMED_OUT, compensated, nothing captured": {
         RR: KEEP,
@@ -510,6 +588,10 @@ TABLE: dict[str, dict[str, Outcome]] = {
         CANCEL: NO,
         RETRY: NO,
         COMPENSATE: KEEP,
+        PAR: KEEP,
+        PAU: stay("RefundRequested"),  # given up: a late hold is released
+        PF_NA: KEEP,
+        PR_VOID: NO,
     },
     "TIMED_OUT, refund requested": {
         RR: KEEP,
@@ -532,6 +614,10 @@ TABLE: dict[str, dict[str, Outcome]] = {
         CANCEL: NO,
         RETRY: stay("RefundRequested"),
         COMPENSATE: KEEP,
+        PAR: KEEP,
+        PAU: KEEP,
+        PF_NA: KEEP,
+        PR_VOID: go(S.REFUNDED),
     },
     "CANCELLING": {
         RR: KEEP,
@@ -554,6 +640,10 @@ TABLE: dict[str, dict[str, Outcome]] = {
         CANCEL: NO,  # already being cancelled
         RETRY: stay("BundleCancelRequested"),
         COMPENSATE: KEEP,  # provisioning decides whether the plan runs
+        PAR: KEEP,
+        PAU: KEEP,
+        PF_NA: KEEP,
+        PR_VOID: NO,
     },
     "CANCELLING, refund requested": {
         RR: KEEP,
@@ -576,6 +666,10 @@ TABLE: dict[str, dict[str, Outcome]] = {
         CANCEL: NO,
         RETRY: stay("RefundRequested"),
         COMPENSATE: KEEP,
+        PAR: KEEP,
+        PAU: KEEP,
+        PF_NA: KEEP,
+        PR_VOID: go(S.CANCELLED),
     },
     "CANCELLED": {
         RR: KEEP,
@@ -598,6 +692,166 @@ TABLE: dict[str, dict[str, Outcome]] = {
         CANCEL: NO,
         RETRY: NO,
         COMPENSATE: NO,
+        PAR: KEEP,
+        PAU: KEEP,
+        PF_NA: KEEP,
+        PR_VOID: KEEP,
+    },
+    "PAYMENT_ACTION_REQUIRED": {
+        RR: KEEP,
+        RR_OTHER: stay("RenewalRejected"),
+        RR_WITHDRAWN: KEEP,
+        PS: go(S.PAID),  # Alipay: settled when the buyer pays
+        PF: go(S.PAYMENT_FAILED, "AutoRenewDisabled"),
+        PA_LIVE: go(S.ACTIVATED),  # provisioning heard of the payment first
+        PA_QUEUED: go(S.ACTIVATED),
+        AF: KEEP,
+        PR: NO,
+        BC_USER: KEEP,
+        BC_REPLACED: KEEP,
+        BS: KEEP,
+        BE: KEEP,
+        UU: KEEP,
+        DL: KEEP,
+        SWEEP_EARLY: KEEP,
+        SWEEP_DUE: go(S.TIMED_OUT),  # the action expired and no answer came within the grace
+        CANCEL: NO,
+        RETRY: NO,  # it waits for the buyer, not on a command
+        COMPENSATE: go(S.TIMED_OUT),
+        PAR: KEEP,  # a newer action is kept
+        PAU: go(S.AUTHORIZED),  # approved
+        PF_NA: go(S.PAYMENT_FAILED),  # cancelled or expired
+        PR_VOID: NO,
+    },
+    "AUTHORIZED": {
+        RR: KEEP,
+        RR_OTHER: stay("RenewalRejected"),
+        RR_WITHDRAWN: KEEP,
+        PS: go(S.PAID),  # captured after a ProfileActivated accounts has not seen yet
+        PF: KEEP,  # billing answers once
+        PA_LIVE: go(S.ACTIVATED),
+        PA_QUEUED: go(S.ACTIVATED),
+        AF: go(S.REFUNDING, "RefundRequested"),  # billing voids the hold
+        PR: NO,
+        BC_USER: KEEP,
+        BC_REPLACED: KEEP,
+        BS: KEEP,
+        BE: KEEP,
+        UU: KEEP,
+        DL: KEEP,
+        SWEEP_EARLY: KEEP,
+        SWEEP_DUE: go(S.TIMED_OUT),  # as PAID: provisioning's answer decides
+        CANCEL: NO,
+        RETRY: NO,
+        COMPENSATE: go(S.TIMED_OUT, "RefundRequested"),  # the hold is released
+        PAR: KEEP,
+        PAU: KEEP,
+        PF_NA: KEEP,
+        PR_VOID: NO,
+    },
+    "ACTIVATED, live, capture follows": {
+        RR: KEEP,
+        RR_OTHER: stay("RenewalRejected"),
+        RR_WITHDRAWN: KEEP,
+        PS: KEEP,  # the capture is recorded; it never ends the saga again
+        PF: KEEP,
+        PA_LIVE: KEEP,
+        PA_QUEUED: KEEP,
+        AF: KEEP,
+        PR: NO,
+        BC_USER: KEEP,
+        BC_REPLACED: KEEP,
+        BS: KEEP,
+        BE: KEEP,
+        UU: KEEP,
+        DL: KEEP,
+        SWEEP_EARLY: KEEP,
+        SWEEP_DUE: KEEP,
+        CANCEL: NO,
+        RETRY: NO,
+        COMPENSATE: NO,
+        PAR: KEEP,
+        PAU: KEEP,
+        PF_NA: KEEP,
+        PR_VOID: NO,
+    },
+    "ACTIVATED, queued, capture follows": {
+        RR: KEEP,
+        RR_OTHER: stay("RenewalRejected"),
+        RR_WITHDRAWN: KEEP,
+        PS: KEEP,
+        PF: KEEP,
+        PA_LIVE: KEEP,
+        PA_QUEUED: KEEP,
+        AF: KEEP,
+        PR: NO,
+        BC_USER: KEEP,
+        BC_REPLACED: KEEP,
+        BS: KEEP,
+        BE: KEEP,
+        UU: KEEP,
+        DL: KEEP,
+        SWEEP_EARLY: KEEP,
+        SWEEP_DUE: KEEP,
+        CANCEL: NO,  # nothing taken yet to refund: once captured
+        RETRY: NO,
+        COMPENSATE: NO,
+        PAR: KEEP,
+        PAU: KEEP,
+        PF_NA: KEEP,
+        PR_VOID: NO,
+    },
+    "REFUNDING, a hold's release": {
+        RR: KEEP,
+        RR_OTHER: stay("RenewalRejected"),
+        RR_WITHDRAWN: KEEP,
+        PS: KEEP,  # recorded; the release asked for stands (no second one)
+        PF: KEEP,
+        PA_LIVE: KEEP,
+        PA_QUEUED: KEEP,
+        AF: KEEP,
+        PR: go(S.REFUNDED),
+        BC_USER: KEEP,
+        BC_REPLACED: KEEP,
+        BS: KEEP,
+        BE: KEEP,
+        UU: KEEP,
+        DL: KEEP,
+        SWEEP_EARLY: KEEP,
+        SWEEP_DUE: KEEP,
+        CANCEL: NO,
+        RETRY: stay("RefundRequested"),
+        COMPENSATE: KEEP,
+        PAR: KEEP,
+        PAU: KEEP,
+        PF_NA: KEEP,
+        PR_VOID: go(S.REFUNDED),  # released: nothing was taken
+    },
+    "TIMED_OUT, authorized": {
+        RR: KEEP,
+        RR_OTHER: stay("RenewalRejected"),
+        RR_WITHDRAWN: KEEP,
+        PS: KEEP,
+        PF: KEEP,
+        PA_LIVE: go(S.ACTIVATED),
+        PA_QUEUED: go(S.ACTIVATED),
+        AF: stay("RefundRequested"),  # REFUNDED once released
+        PR: NO,
+        BC_USER: KEEP,
+        BC_REPLACED: KEEP,
+        BS: KEEP,
+        BE: KEEP,
+        UU: KEEP,
+        DL: KEEP,
+        SWEEP_EARLY: KEEP,
+        SWEEP_DUE: KEEP,
+        CANCEL: NO,
+        RETRY: NO,
+        COMPENSATE: KEEP,  # releasing now could leave a live plan unpaid
+        PAR: KEEP,
+        PAU: KEEP,
+        PF_NA: KEEP,
+        PR_VOID: NO,
     },
 }
 
@@ -631,14 +885,16 @@ def test_the_table_keeps_the_contract() -> None:
             assert outcome.to is None, f"{where}: a terminal saga moved"
         refunds = outcome.sends.count("RefundRequested")
         if refunds and given != COMPENSATE:
-            assert state.captured or given == PS, f"{where}: a refund without a capture"
+            # A refund gives back a capture; a hold is released (billing voids it).
+            paid = state.captured or state.held or given in (PS, PAU)
+            assert paid, f"{where}: a refund without a capture or a hold"
         if refunds and given != RETRY:
             assert refunds == 1 and not state.refund_requested, f"{where}: a second refund"
         if outcome.to == S.CANCELLED:
             assert state.status == S.CANCELLING and state.refund_requested, where
         if outcome.to in (S.REFUNDED, S.CANCELLED):
-            assert given == PR and state.refund_requested, where
-        if given == PR and not state.refund_requested:
+            assert given in (PR, PR_VOID) and state.refund_requested, where
+        if given in (PR, PR_VOID) and not state.refund_requested:
             assert outcome.refused, f"{where}: a refund nobody asked for is not an answer"
 
 
@@ -696,6 +952,27 @@ def build_event(given: str) -> EventData:
         PF: lambda: PaymentFailed(
             **common, payment_id=PAYMENT_ID, reason="declined", attempts=1, failed_at=START
         ),
+        PF_NA: lambda: PaymentFailed(
+            **common, payment_id=PAYMENT_ID, reason="not_approved", attempts=1, failed_at=START
+        ),
+        PAR: lambda: PaymentActionRequired(
+            **common,
+            payment_id=PAYMENT_ID,
+            method="alipay",
+            action={"type": "redirect", "url": ACTION_URL},
+            expires_at=ACTION_EXPIRES,
+        ),
+        PAU: lambda: PaymentAuthorized(
+            **common,
+            payment_id=PAYMENT_ID,
+            plan=plan,
+            price=price,
+            method="alipay",
+            provider_reference="auth_table",
+            authorized_at=START,
+            capture_before=START + timedelta(days=7),
+            start="after_current",
+        ),
         PA_LIVE: lambda: ProfileActivated(
             **common,
             plan_code=PLAN,
@@ -720,6 +997,14 @@ def build_event(given: str) -> EventData:
         ),
         PR: lambda: PaymentRefunded(
             **common, payment_id=PAYMENT_ID, refund_id="ref_table", price=price, refunded_at=START
+        ),
+        PR_VOID: lambda: PaymentRefunded(
+            **common,
+            payment_id=PAYMENT_ID,
+            refund_id="void_table",
+            price=price,
+            refunded_at=START,
+            via="void",
         ),
         BC_USER: lambda: BundleCancelled(
             **common, plan_code=PLAN, reason="cancelled_by_user", cancelled_at=START
@@ -794,7 +1079,12 @@ async def put_in_state(wired: Wired, state: State) -> None:
                 currency="USD" if state.priced else None,
                 data_mb=10240 if state.priced else None,
                 validity_days=30 if state.priced else None,
-                payment_id=PAYMENT_ID if state.captured else None,
+                payment_id=PAYMENT_ID if state.captured or state.held else None,
+                payment_held=state.held,
+                action_url=ACTION_URL if state.status == S.PAYMENT_ACTION_REQUIRED else None,
+                action_expires_at=(
+                    ACTION_EXPIRES if state.status == S.PAYMENT_ACTION_REQUIRED else None
+                ),
                 activation_failure="bundle_rejected" if state.activation_failure else None,
                 refund_requested=state.refund_requested,
                 reason=state.reason,

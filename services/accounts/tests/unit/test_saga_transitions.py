@@ -33,6 +33,8 @@ END = "<!-- end of the saga table -->"
 CAPTURED = {"captured": True}
 REFUND = {"captured": True, "refund_requested": True}
 QUEUED = {"captured": True, "bundle": "queued"}
+HELD = {"held": True}
+HELD_REFUND = {"held": True, "refund_requested": True}
 
 # (status, facts besides, input) -> (next status or None, what it has carried out, refused).
 CASES: list[tuple[S | None, Mapping[str, object], Input, S | None, tuple[Command, ...], bool]] = [
@@ -120,6 +122,74 @@ CASES: list[tuple[S | None, Mapping[str, object], Input, S | None, tuple[Command
     (S.PAID, CAPTURED, Input.COMPENSATE, S.TIMED_OUT, (Command.RELEASE_PROMOTION,), False),
     (S.TIMED_OUT, CAPTURED, Input.COMPENSATE, None, (Command.RELEASE_PROMOTION,), False),
     (S.ACTIVATED, CAPTURED, Input.COMPENSATE, None, (), True),
+    # The buyer's approval step, and authorize then capture after activation.
+    (S.PAYMENT_PENDING, {}, Input.PAYMENT_ACTION_REQUIRED, S.PAYMENT_ACTION_REQUIRED, (), False),
+    (
+        S.PAYMENT_ACTION_REQUIRED,
+        {},
+        Input.PAYMENT_ACTION_REQUIRED,
+        S.PAYMENT_ACTION_REQUIRED,
+        (),
+        False,
+    ),
+    (S.AUTHORIZED, HELD, Input.PAYMENT_ACTION_REQUIRED, None, (), False),
+    (S.PAYMENT_FAILED, {}, Input.PAYMENT_ACTION_REQUIRED, None, (), False),
+    (S.PAYMENT_PENDING, {}, Input.PAYMENT_AUTHORIZED, S.AUTHORIZED, (), False),
+    (S.PAYMENT_ACTION_REQUIRED, {}, Input.PAYMENT_AUTHORIZED, S.AUTHORIZED, (), False),
+    (S.PAYMENT_ACTION_REQUIRED, {}, Input.PAYMENT_SETTLED, S.PAID, (), False),
+    (
+        S.PAYMENT_ACTION_REQUIRED,
+        {},
+        Input.PAYMENT_FAILED,
+        S.PAYMENT_FAILED,
+        (Command.RELEASE_PROMOTION,),
+        False,
+    ),
+    (S.AUTHORIZED, HELD, Input.PROFILE_ACTIVATED, S.ACTIVATED, (Command.MOVE_CARD,), False),
+    (
+        S.PAYMENT_ACTION_REQUIRED,
+        {},
+        Input.PROFILE_ACTIVATED,
+        S.ACTIVATED,
+        (Command.MOVE_CARD,),
+        False,
+    ),
+    (S.AUTHORIZED, CAPTURED, Input.PAYMENT_CAPTURED, S.PAID, (), False),
+    (S.ACTIVATED, CAPTURED, Input.PAYMENT_CAPTURED, None, (), False),
+    (S.ACTIVATED, HELD, Input.PAYMENT_AUTHORIZED, None, (), False),
+    (S.AUTHORIZED, HELD, Input.ACTIVATION_FAILED, None, (), False),
+    (S.AUTHORIZED, HELD, Input.REFUND_OWED, S.REFUNDING, (Command.REQUEST_REFUND,), False),
+    (
+        S.REFUNDING,
+        HELD_REFUND,
+        Input.PAYMENT_VOIDED,
+        S.REFUNDED,
+        (Command.RELEASE_PROMOTION,),
+        False,
+    ),
+    (S.AUTHORIZED, HELD, Input.PAYMENT_VOIDED, None, (), True),
+    (S.REFUNDED, HELD_REFUND, Input.PAYMENT_VOIDED, None, (Command.RELEASE_PROMOTION,), False),
+    (
+        S.PAYMENT_ACTION_REQUIRED,
+        {"overdue": True},
+        Input.DEADLINE,
+        S.TIMED_OUT,
+        (Command.RELEASE_PROMOTION,),
+        False,
+    ),
+    (S.PAYMENT_ACTION_REQUIRED, {}, Input.DEADLINE, None, (), False),
+    (
+        S.AUTHORIZED,
+        {**HELD, "overdue": True},
+        Input.DEADLINE,
+        S.TIMED_OUT,
+        (Command.RELEASE_PROMOTION,),
+        False,
+    ),
+    (S.PAYMENT_ACTION_REQUIRED, {"token": True}, Input.RETRY, None, (), True),
+    (S.AUTHORIZED, HELD, Input.RETRY, None, (), True),
+    (S.AUTHORIZED, HELD, Input.COMPENSATE, S.TIMED_OUT, (Command.RELEASE_PROMOTION,), False),
+    (S.TIMED_OUT, {"compensated": True}, Input.PAYMENT_AUTHORIZED, None, (), False),
 ]
 
 
@@ -157,6 +227,44 @@ def test_a_capture_after_activation_failed_first_is_paid_then_refunded() -> None
     )
 
 
+def test_a_hold_when_activation_failed_first_is_authorized_then_released() -> None:
+    facts = Facts(S.PAYMENT_ACTION_REQUIRED, held=True, activation_failed=True)
+
+    decision = decide(facts, Input.PAYMENT_AUTHORIZED)
+
+    assert (decision.to, decision.then) == (S.AUTHORIZED, Input.REFUND_OWED)
+    assert decide(Facts(S.AUTHORIZED, held=True), Input.REFUND_OWED).sends == (
+        Command.REQUEST_REFUND,
+    )
+
+
+def test_a_failed_activation_of_a_hold_asks_for_its_release() -> None:
+    decision = decide(Facts(S.AUTHORIZED, held=True), Input.ACTIVATION_FAILED)
+
+    assert decision.then is Input.REFUND_OWED
+    assert Write.REMEMBER_FAILURE in decision.writes
+
+
+def test_a_release_ends_the_saga_saying_nothing_was_taken() -> None:
+    decision = decide(Facts(S.REFUNDING, held=True, refund_requested=True), Input.PAYMENT_VOIDED)
+
+    assert (decision.to, decision.step) == (S.REFUNDED, "hold_released")
+    assert decision.detail is not None and "nothing was taken" in decision.detail
+
+
+def test_the_buyers_action_keeps_its_url_and_expiry() -> None:
+    decision = decide(Facts(S.PAYMENT_PENDING), Input.PAYMENT_ACTION_REQUIRED)
+
+    assert Write.ACTION in decision.writes
+
+
+def test_a_late_hold_of_a_compensated_saga_is_released() -> None:
+    facts = Facts(S.TIMED_OUT, held=True, compensated=True)
+
+    assert decide(facts, Input.PAYMENT_AUTHORIZED).then is Input.REFUND_OWED
+    assert decide(Facts(S.TIMED_OUT, held=True), Input.PAYMENT_AUTHORIZED).then is None
+
+
 def test_a_late_capture_of_a_compensated_saga_is_refunded() -> None:
     facts = Facts(S.TIMED_OUT, captured=True, compensated=True)
 
@@ -165,13 +273,15 @@ def test_a_late_capture_of_a_compensated_saga_is_refunded() -> None:
 
 
 def every_facts() -> list[Facts]:
-    flags = ("captured", "refund_requested", "activation_failed", "compensated", "token")
+    flags = ("captured", "held", "refund_requested", "activation_failed", "compensated", "token")
     more = ("auto_renewal", "overdue")
     return [
         Facts(status, bundle=bundle, **dict(zip(flags + more, values, strict=True)))
         for status in (None, *SagaStatus)
         for bundle in (None, "active", "queued")
         for values in itertools.product((False, True), repeat=len(flags + more))
+        # A payment is captured or held, never both at once.
+        if not (values[0] and values[1])
     ]
 
 
@@ -183,16 +293,54 @@ def test_an_ended_saga_never_moves_but_by_its_owners_cancel() -> None:
             assert (facts.status, given, facts.bundle) == (S.ACTIVATED, Input.CANCEL, "queued")
 
 
-def test_a_refund_is_requested_only_once_and_only_of_a_capture() -> None:
+def test_a_refund_is_requested_only_once_and_only_of_a_capture_or_a_hold() -> None:
     for facts, given in itertools.product(every_facts(), Input):
         decision = decide(facts, given)
         if Command.REQUEST_REFUND in decision.sends and given is not Input.RETRY:
-            assert facts.captured and not facts.refund_requested, (facts, given)
+            assert (facts.captured or facts.held) and not facts.refund_requested, (facts, given)
 
 
-def test_a_refund_nobody_asked_for_is_refused_in_every_state() -> None:
+def test_a_refund_or_release_nobody_asked_for_is_refused_in_every_state() -> None:
     for status in SagaStatus:
         assert decide(Facts(status), Input.PAYMENT_REFUNDED).refused is not None
+        assert decide(Facts(status, held=True), Input.PAYMENT_VOIDED).refused is not None
+
+
+def test_a_capture_never_ends_a_saga_nor_moves_one_but_an_authorized_one() -> None:
+    for facts in every_facts():
+        decision = decide(facts, Input.PAYMENT_CAPTURED)
+        assert decision.to in (None, S.PAID), facts
+        if decision.to is not None:
+            assert facts.status is S.AUTHORIZED
+
+
+def test_a_wait_for_the_buyer_ends_only_by_billings_answer_activation_or_the_sweep() -> None:
+    # Waiting for the buyer, nothing is captured or held yet, so nothing is given back.
+    waits = [
+        f
+        for f in every_facts()
+        if f.status is S.PAYMENT_ACTION_REQUIRED
+        and not (f.captured or f.held or f.refund_requested)
+    ]
+    for facts, given in itertools.product(waits, Input):
+        moved = decide(facts, given).to
+        if moved is not None and moved is not S.PAYMENT_ACTION_REQUIRED:
+            assert given in {
+                Input.PAYMENT_AUTHORIZED,
+                Input.PAYMENT_SETTLED,
+                Input.PAYMENT_FAILED,
+                Input.PAYMENT_DECLINED,
+                Input.PROFILE_ACTIVATED,
+                Input.DEADLINE,
+                Input.COMPENSATE,
+            }, (facts, given, moved)
+
+
+def test_a_hold_of_an_ended_saga_is_given_back_only_once_and_only_when_asked() -> None:
+    for facts in every_facts():
+        if facts.status in {S.ACTIVATED, S.REJECTED, S.PAYMENT_FAILED, S.REFUNDED}:
+            decision = decide(facts, Input.PAYMENT_AUTHORIZED)
+            assert decision.to is None
 
 
 def test_every_row_names_a_step_a_move_or_a_command_and_is_reachable() -> None:

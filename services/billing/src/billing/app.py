@@ -9,6 +9,7 @@ from billing.settings import BillingSettings
 
 settings = load_settings(BillingSettings)
 operator = load_operator_auth()
-runtime = build(settings).runtime
-api = http_app(runtime, operator)
+billing = build(settings)
+runtime = billing.runtime
+api = http_app(runtime, operator, billing.gateway, billing.rules)
 worker = runtime.worker_app()

@@ -1,220 +1,376 @@
-"""Charging: claim due payments, call the gateway, commit the capture or the decline and its event.
+"""The payment loop: claim due payments and take each one step at its provider.
 
-Each round calls the gateway outside any transaction, then writes the outcome, the outbox event
-and the next due time in one transaction. The charge carries an idempotency key derived from the
-renewal_id, so a crash between the call and the commit only means the next round asks again and
-gets the same capture back: never a second one.
+A round makes the one call the payment's state calls for, outside any transaction (pay a
+pending payment; ask where a payment waiting for the buyer stands at its expiry, and close it
+if the buyer never answered; capture an authorization once the plan is active, or release it
+when activation failed; ask about a payment whose last answer was lost), then commits the
+outcome, its event and the next due time in one transaction (`flow.PaymentFlow`).
+
+Every call carries an idempotency key derived from the renewal, the same on every attempt. A
+call that got no answer (`GatewayUnavailableError`) leaves the payment `unknown`: the next
+rounds ask the provider (`look_up`) on a schedule before anything else, so a crash or a
+timeout never leads to a call under a new key, nor to a second capture.
 """
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from uuid import UUID
 
-from esim_core.clock import utcnow
+from esim_core.clock import as_utc, utcnow
 from esim_core.duework.worker import DueWorker
-from esim_schemas import Money, PaymentFailed, PaymentSettled, PlanRef
-from esim_schemas.types import PaymentMethod, Start
+from esim_core.messaging.outbox import Outbox
+from esim_core.outside.retry import TryPolicy
+from esim_core.persistence.db import Database
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.domain import (
-    FailureReason,
     PaymentState,
     RetryRules,
+    Step,
+    capture_key,
     charge_key,
-    decline_reason,
-    dunning_delay,
-    event_id,
     scrub,
     unavailable_delay,
+    unknown_delay,
+    void_key,
 )
+from billing.flow import PaymentFlow, amount_differs
 from billing.gateways import (
-    Capture,
-    ChargeRequest,
-    ChargingGateway,
+    ActionRequired,
+    Authorized,
+    Captured,
+    CaptureRequest,
     GatewayRejectedError,
     GatewayUnavailableError,
+    LookupRequest,
     PaymentDeclinedError,
+    PaymentGateway,
+    PaymentRequest,
+    PaymentView,
+    Standing,
+    Voided,
+    VoidRequest,
 )
 from billing.store import Payment
 
 logger = logging.getLogger(__name__)
 
-ChargeOutcome = Capture | PaymentDeclinedError | GatewayUnavailableError | GatewayRejectedError
+Failure = PaymentDeclinedError | GatewayUnavailableError | GatewayRejectedError
+Apply = Callable[[AsyncSession, Payment, datetime], Awaitable[None]]
 
 
-class ChargeWorker(DueWorker[ChargingGateway, RetryRules]):
-    """Charges due payments: capture, hard or soft decline, or an unavailable gateway."""
+def lookup_request(payment: Payment) -> LookupRequest:
+    """How to find a payment at its provider: the key and reference billing sent."""
+    return LookupRequest(
+        method=payment.method,
+        reference=payment.renewal_id,
+        idempotency_key=charge_key(payment.renewal_id),
+        provider_reference=payment.provider_reference,
+        amount=payment.amount,
+        currency=payment.currency,
+    )
+
+
+class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
+    """Takes each due payment one step: pay, ask, capture, release, or close."""
 
     table = Payment
     what = "charging payment"
     claims_rows = True  # a round starts from the row its claim returned: no read of its own
     noun = "payment"
-    kept_by = "the gateway's idempotency key keeps one capture"
+    kept_by = "the provider's idempotency key keeps one payment and one capture"
     transient = GatewayUnavailableError
     system = "payment gateway"
+    #: Where a provider sends the buyer back when the payment names no page of its own.
+    return_url: str | None = None
+
+    def __init__(
+        self,
+        database: Database,
+        outbox: Outbox,
+        port: PaymentGateway,
+        rules: RetryRules,
+        tries: TryPolicy,
+        *,
+        batch: int = 20,
+        lease_s: float = 60.0,
+    ) -> None:
+        super().__init__(database, outbox, port, rules, tries, batch=batch, lease_s=lease_s)
+        self.flow = PaymentFlow(outbox, rules)
 
     async def charge(self, payment: Payment) -> None:
-        """One charge round of a payment as its claim leased it."""
-        if payment.state != PaymentState.PENDING or payment.token is None:
-            # Final already: a stale due time must not send it to the gateway again.
-            if payment.state == PaymentState.PENDING:
-                logger.error("payment %s is pending without a token; it needs ops", payment.id)
+        """One round of a payment as its claim leased it."""
+        state = payment.state
+        if state == PaymentState.PENDING:
+            await self._pay(payment)
+        elif state == PaymentState.ACTION_REQUIRED:
+            await self._ask_the_buyer(payment)
+        elif state == PaymentState.AUTHORIZED and payment.release_requested_at is not None:
+            await self._void(payment)
+        elif (
+            state == PaymentState.AUTHORIZED
+            and payment.capture_requested_at is not None
+            and payment.capture_overdue_at is None
+        ):
+            await self._capture(payment)
+        elif state == PaymentState.UNKNOWN:
+            await self._ask(payment)
+        else:
+            # Final, or waiting for an event: a stale due time must not call the provider.
             await self.clear(payment)
-            return
-        request = ChargeRequest(
+
+    work_claimed = charge
+
+    # The steps.
+
+    async def _pay(self, payment: Payment) -> None:
+        request = PaymentRequest(
             idempotency_key=charge_key(payment.renewal_id),
             reference=payment.renewal_id,
             amount=payment.amount,
             currency=payment.currency,
             method=payment.method,
             token=payment.token,
+            return_url=payment.return_url or self.return_url,
             description=f"eSIM plan {payment.plan_code}",
         )
-        outcome: ChargeOutcome
+        token = payment.token
         try:
-            outcome = await self.within_round(
-                f"charge {payment.id}", lambda: self.port.charge(request)
+            outcome: object = await self.within_round(
+                f"pay {payment.id}", lambda: self.port.pay(request)
             )
         except (PaymentDeclinedError, GatewayUnavailableError, GatewayRejectedError) as error:
             outcome = error
 
-        async def apply(session: AsyncSession, current: Payment) -> None:
-            self._apply(session, current, outcome, payment.token)
+        async def apply(session: AsyncSession, row: Payment, now: datetime) -> None:
+            if isinstance(outcome, Authorized | Captured):
+                differs = amount_differs(row, outcome.amount, outcome.currency)
+                if differs is not None:
+                    self.flow.mismatch(row, differs, now)
+                elif isinstance(outcome, Authorized):
+                    self.flow.authorize(session, row, outcome, now)
+                else:
+                    await self.flow.settle(session, row, outcome, now)
+            elif isinstance(outcome, ActionRequired):
+                self.flow.wait_for_buyer(session, row, outcome, now)
+            elif isinstance(outcome, PaymentDeclinedError):
+                row.last_error = scrub(f"declined: {outcome}", token)
+                self.flow.decline(session, row, outcome.code, outcome.retryable, now)
+            elif isinstance(outcome, GatewayUnavailableError):
+                self._lost(row, Step.PAY, outcome, token, now)
+            elif isinstance(outcome, GatewayRejectedError):
+                self._refused(session, row, outcome, token, now)
 
-        await self.commit_round(
-            payment.id, payment.lease_until, apply, lambda row: row.state == PaymentState.PENDING
-        )
+        await self._commit(payment, apply)
 
-    work_claimed = charge
-
-    def _apply(
-        self, session: AsyncSession, payment: Payment, outcome: ChargeOutcome, token: str | None
-    ) -> None:
+    async def _ask_the_buyer(self, payment: Payment) -> None:
+        expires = payment.action_expires_at
         now = utcnow()
-        self.count_round(session, payment, now)
-        if isinstance(outcome, Capture):
-            self._settle(session, payment, outcome, now)
-        elif isinstance(outcome, PaymentDeclinedError):
-            payment.unavailable_rounds = 0
-            payment.last_error = scrub(f"declined: {outcome}", token)
-            reason, soft = decline_reason(outcome.code, outcome.retryable)
-            delay = None
-            if soft:
-                payment.soft_declines += 1
-                delay = dunning_delay(payment.soft_declines, self.rules)
-            if delay is None:
-                self._fail(session, payment, reason, now)
-                return
-            payment.due_at = now + timedelta(seconds=delay)
-            logger.info(
-                "payment %s soft-declined (%s), charge %d of %d; next charge in %g s",
-                payment.id,
-                outcome.code,
-                payment.soft_declines,
-                len(self.rules.dunning_schedule_s) + 1,
-                delay,
+        if expires is not None and as_utc(expires) > now:
+            # Woken early: the buyer's answer comes by webhook; ask only at the expiry.
+            async def wait(session: AsyncSession, row: Payment, at: datetime) -> None:
+                row.due_at = expires
+
+            await self._commit(payment, wait, count=False)
+            return
+        view = await self._look_up(payment)
+        if isinstance(view, PaymentView) and view.standing not in (
+            Standing.ACTION_REQUIRED,
+            Standing.NOT_FOUND,
+        ):
+            await self._apply_view(payment, view)
+            return
+        if isinstance(view, GatewayUnavailableError | GatewayRejectedError):
+            error = view
+
+            async def later(session: AsyncSession, row: Payment, now: datetime) -> None:
+                row.last_error = scrub(f"look-up: {error}", None)
+                row.unavailable_rounds += 1
+                pause = unknown_delay(row.unavailable_rounds, self.rules.unknown_schedule_s)
+                row.due_at = now + timedelta(seconds=pause)
+
+            await self._commit(payment, later)
+            return
+        # The buyer never answered in time: close the payment, then it fails not_approved.
+        await self._void(payment, step=Step.CLOSE)
+
+    async def _capture(self, payment: Payment) -> None:
+        reference = payment.provider_reference
+        if reference is None:
+            raise RuntimeError(f"payment {payment.id} is authorized without a provider reference")
+        request = CaptureRequest(
+            idempotency_key=capture_key(payment.renewal_id),
+            reference=payment.renewal_id,
+            provider_reference=reference,
+            amount=payment.amount,
+            currency=payment.currency,
+            method=payment.method,
+        )
+        try:
+            outcome: object = await self.within_round(
+                f"capture {payment.id}", lambda: self.port.capture(request)
             )
-        else:
-            error = scrub(f"{type(outcome).__name__}: {outcome}", token)
-            # A refused request is not an outage but a fault on one side: worth an ERROR.
-            log = logger.error if isinstance(outcome, GatewayRejectedError) else logger.warning
-            delay = self.another_round(payment, error, now, unavailable_delay)
-            if delay is None:
-                log(
-                    "payment %s: no charge after %d rounds (%s); failing it",
-                    payment.id,
-                    payment.unavailable_rounds,
-                    payment.last_error,
-                )
-                self._fail(session, payment, "provider_unavailable", now)
-                return
-            log(
-                "payment %s: no charge in round %d of %d (%s); next round in %.1f s",
-                payment.id,
-                payment.unavailable_rounds,
-                self.rules.max_unavailable_rounds,
-                payment.last_error,
-                delay,
+        except (PaymentDeclinedError, GatewayUnavailableError, GatewayRejectedError) as error:
+            outcome = error
+
+        async def apply(session: AsyncSession, row: Payment, now: datetime) -> None:
+            if isinstance(outcome, Captured):
+                differs = amount_differs(row, outcome.amount, outcome.currency)
+                if differs is not None:
+                    self.flow.mismatch(row, differs, now)
+                else:
+                    await self.flow.settle(session, row, outcome, now)
+            elif isinstance(outcome, PaymentDeclinedError):
+                row.last_error = scrub(f"capture declined: {outcome}", None)
+                row.due_at = None
+                self.flow.capture_overdue(row, f"the provider declined the capture: {outcome}", now)
+            elif isinstance(outcome, GatewayUnavailableError | GatewayRejectedError):
+                # Refused or unanswered, the capture may have been made: ask before anything.
+                self._lost(row, Step.CAPTURE, outcome, None, now)
+
+        await self._commit(payment, apply)
+
+    async def _void(self, payment: Payment, step: Step = Step.VOID) -> None:
+        request = VoidRequest(
+            idempotency_key=void_key(payment.renewal_id),
+            reference=payment.renewal_id,
+            provider_reference=payment.provider_reference or "",
+            method=payment.method,
+        )
+        try:
+            outcome: object = await self.within_round(
+                f"{step} {payment.id}", lambda: self.port.void(request)
             )
+        except (GatewayUnavailableError, GatewayRejectedError) as error:
+            outcome = error
 
-    def _settle(
-        self, session: AsyncSession, payment: Payment, capture: Capture, now: datetime
+        async def apply(session: AsyncSession, row: Payment, now: datetime) -> None:
+            if isinstance(outcome, Voided):
+                if step == Step.CLOSE:
+                    self.flow.fail(session, row, "not_approved", now)
+                else:
+                    await self.flow.release(session, row, outcome.provider_reference, now)
+            elif isinstance(outcome, GatewayUnavailableError | GatewayRejectedError):
+                # A refusal may mean the buyer paid at the last moment: ask what stands.
+                self._lost(row, step, outcome, None, now)
+
+        await self._commit(payment, apply)
+
+    async def _ask(self, payment: Payment) -> None:
+        view = await self._look_up(payment)
+        if isinstance(view, GatewayRejectedError) and payment.unknown_step == Step.PAY:
+            # A provider that finds a payment by its own id only (PayPal, before billing knows
+            # the order): the question is the pay under the same key, which makes nothing new.
+            await self._pay(payment)
+            return
+        if (
+            isinstance(view, PaymentView)
+            and view.standing == Standing.NOT_FOUND
+            and payment.unknown_step == Step.PAY
+            and payment.unavailable_rounds < self.rules.max_unavailable_rounds
+        ):
+            # The call never arrived: paying now under the same key is the same payment.
+            await self._pay(payment)
+            return
+        if isinstance(view, PaymentView):
+            await self._apply_view(payment, view)
+            return
+        error = view
+        step = Step(payment.unknown_step or Step.PAY)
+
+        async def apply(session: AsyncSession, row: Payment, now: datetime) -> None:
+            self._lost(row, step, error, None, now)
+
+        await self._commit(payment, apply)
+
+    # Helpers.
+
+    async def _look_up(
+        self, payment: Payment
+    ) -> PaymentView | GatewayUnavailableError | GatewayRejectedError:
+        request = lookup_request(payment)
+        try:
+            return await self.within_round(
+                f"look up {payment.id}", lambda: self.port.look_up(request)
+            )
+        except (GatewayUnavailableError, GatewayRejectedError) as error:
+            return error
+
+    async def _apply_view(self, payment: Payment, view: PaymentView) -> None:
+        async def apply(session: AsyncSession, row: Payment, now: datetime) -> None:
+            if not await self.flow.apply_view(session, row, view, now):
+                # Nothing changed: ask again on the schedule rather than at once.
+                if row.state == PaymentState.UNKNOWN:
+                    self._lost(row, Step(row.unknown_step or Step.PAY), None, None, now)
+                else:
+                    row.due_at = None
+                session.add(row)
+
+        await self._commit(payment, apply)
+
+    def _lost(
+        self,
+        row: Payment,
+        step: Step,
+        error: Exception | None,
+        token: str | None,
+        now: datetime,
     ) -> None:
-        payment.state = PaymentState.SETTLED
-        payment.provider_reference = capture.provider_reference
-        payment.settled_at = now
-        payment.token = None
-        payment.due_at = None
-        payment.unavailable_rounds = 0
-        payment.last_error = None
-        self.outbox.add(
-            session,
-            PaymentSettled(
-                renewal_id=UUID(payment.renewal_id),
-                payment_id=payment.id,
-                iccid=payment.iccid,
-                plan=PlanRef(
-                    code=payment.plan_code,
-                    data_mb=payment.data_mb,
-                    validity_days=payment.validity_days,
-                ),
-                price=Money(amount=payment.amount, currency=payment.currency),
-                method=_method(payment.method),
-                provider_reference=capture.provider_reference,
-                attempts=payment.attempts,
-                settled_at=now,
-                start=_start(payment.start),
-                discount=(
-                    Money(amount=payment.discount_amount, currency=payment.currency)
-                    if payment.discount_amount is not None
-                    else None
-                ),
-                promo_code=payment.promo_code,
-            ),
-            event_id=event_id("payment-settled", payment.renewal_id),
-        )
-        logger.info(
-            "payment %s of renewal %s settled: %s after %d round(s)",
-            payment.id,
-            payment.renewal_id,
-            capture.provider_reference,
-            payment.attempts,
+        text = scrub(f"{type(error).__name__}: {error}", token) if error else "still unknown"
+        pause = self.flow.unknown(row, step, text, now)
+        logger.warning(
+            "payment %s: the answer to %s is unknown (%s); asking the provider in %.1f s",
+            row.id,
+            step,
+            text,
+            pause,
         )
 
-    def _fail(
-        self, session: AsyncSession, payment: Payment, reason: FailureReason, now: datetime
+    def _refused(
+        self,
+        session: AsyncSession,
+        row: Payment,
+        error: GatewayRejectedError,
+        token: str | None,
+        now: datetime,
     ) -> None:
-        payment.state = PaymentState.FAILED
-        payment.failure_reason = reason
-        payment.failed_at = now
-        payment.token = None
-        payment.due_at = None
-        self.outbox.add(
-            session,
-            PaymentFailed(
-                renewal_id=UUID(payment.renewal_id),
-                payment_id=payment.id,
-                iccid=payment.iccid,
-                reason=reason,
-                attempts=payment.attempts,
-                failed_at=now,
-            ),
-            event_id=event_id("payment-failed", payment.renewal_id),
+        text = scrub(f"{type(error).__name__}: {error}", token)
+        # A refused request is not an outage but a fault on one side: worth an ERROR.
+        delay = self.another_round(row, text, now, unavailable_delay)
+        if delay is None:
+            logger.error(
+                "payment %s: refused %d rounds in a row (%s); failing it",
+                row.id,
+                row.unavailable_rounds,
+                row.last_error,
+            )
+            self.flow.fail(session, row, "provider_unavailable", now)
+            return
+        logger.error(
+            "payment %s: refused in round %d of %d (%s); next round in %.1f s",
+            row.id,
+            row.unavailable_rounds,
+            self.rules.max_unavailable_rounds,
+            row.last_error,
+            delay,
         )
-        logger.info(
-            "payment %s of renewal %s failed: %s after %d round(s)",
+
+    async def _commit(self, payment: Payment, apply: Apply, *, count: bool = True) -> None:
+        state, step = payment.state, payment.unknown_step
+
+        async def locked(session: AsyncSession, row: Payment) -> None:
+            now = utcnow()
+            if count:
+                self.count_round(session, row, now)
+            else:
+                row.lease_until = None
+            await apply(session, row, now)
+            session.add(row)
+
+        # A webhook may have moved the payment during the call: then its news is newer.
+        await self.commit_round(
             payment.id,
-            payment.renewal_id,
-            reason,
-            payment.attempts,
+            payment.lease_until,
+            locked,
+            lambda row: row.state == state and row.unknown_step == step,
         )
-
-
-def _method(value: str) -> PaymentMethod:
-    methods: dict[str, PaymentMethod] = {"card": "card", "paypal": "paypal", "alipay": "alipay"}
-    return methods[value]
-
-
-def _start(value: str) -> Start:
-    starts: dict[str, Start] = {"now": "now", "after_current": "after_current"}
-    return starts[value]

@@ -13,10 +13,17 @@ from esim_core.terms import Terms
 _IDS = namespace("billing")
 
 FailureReason = Literal[
-    "declined", "insufficient_funds", "expired_method", "provider_unavailable", "invalid_token"
+    "declined",
+    "insufficient_funds",
+    "expired_method",
+    "provider_unavailable",
+    "invalid_token",
+    "not_approved",
 ]
 
-HARD_DECLINES: frozenset[str] = frozenset({"declined", "expired_method", "invalid_token"})
+HARD_DECLINES: frozenset[str] = frozenset(
+    {"declined", "expired_method", "invalid_token", "not_approved"}
+)
 """Decline codes that no later attempt can turn into a capture: the payment fails at once."""
 
 SOFT_DECLINES: frozenset[str] = frozenset({"insufficient_funds"})
@@ -24,19 +31,52 @@ SOFT_DECLINES: frozenset[str] = frozenset({"insufficient_funds"})
 
 
 class PaymentState(StrEnum):
-    """Where a payment is: waiting for (another) charge, or final."""
+    """Where a payment is (CONTRACT.md, "Payments, the way each provider takes them").
+
+    pending → (pay) → authorized | settled | action_required | failed; action_required →
+    (the buyer's answer, by webhook or by asking at the expiry) → authorized | settled | failed
+    (not_approved); authorized → (ProfileActivated) → settled, or (RefundRequested) → voided.
+    A call whose answer was lost leaves the payment `unknown` with the step it was taking
+    (`unknown_step`) until asking the provider tells.
+    """
 
     PENDING = "pending"
+    ACTION_REQUIRED = "action_required"
+    AUTHORIZED = "authorized"
     SETTLED = "settled"
+    """Captured: the money is taken (the name every earlier client knows)."""
     FAILED = "failed"
+    VOIDED = "voided"
+    """The authorization was released after a failed activation; nothing was taken."""
+    UNKNOWN = "unknown"
+
+
+FINAL_PAYMENT_STATES: frozenset[str] = frozenset(
+    {PaymentState.SETTLED, PaymentState.FAILED, PaymentState.VOIDED}
+)
+
+
+class Step(StrEnum):
+    """The call a payment was making when its answer was lost (`Payment.unknown_step`)."""
+
+    PAY = "pay"
+    CAPTURE = "capture"
+    VOID = "void"
+    """Releasing an authorization after a failed activation."""
+    CLOSE = "close"
+    """Closing a payment whose buyer never answered before the expiry."""
 
 
 class RefundState(StrEnum):
-    """Where a refund is; `failed` is parked for ops, never dropped (see README)."""
+    """Where a refund is; `failed` is parked for ops, never dropped (see README).
+
+    `unknown`: the refund call's answer was lost; the next rounds ask the provider first.
+    """
 
     PENDING = "pending"
     REFUNDED = "refunded"
     FAILED = "failed"
+    UNKNOWN = "unknown"
 
 
 def payment_id_for(renewal_id: UUID | str) -> str:
@@ -52,6 +92,16 @@ def refund_row_id_for(renewal_id: UUID | str) -> str:
 def charge_key(renewal_id: UUID | str) -> str:
     """The gateway Idempotency-Key of a renewal's charge: identical on every attempt."""
     return f"charge:{renewal_id}"
+
+
+def capture_key(renewal_id: UUID | str) -> str:
+    """The idempotency key of a renewal's capture: identical on every attempt."""
+    return f"capture:{renewal_id}"
+
+
+def void_key(renewal_id: UUID | str) -> str:
+    """The idempotency key of releasing (or closing) a renewal's payment."""
+    return f"void:{renewal_id}"
 
 
 def refund_key(renewal_id: UUID | str) -> str:
@@ -72,6 +122,12 @@ class RetryRules:
     max_unavailable_rounds: int
     backoff_s: float
     backoff_max_s: float
+    unknown_schedule_s: Sequence[float] = (5.0, 30.0, 120.0, 600.0, 1800.0)
+    """Pauses between the look-ups of a payment whose call's answer was lost."""
+    approval_expiry_s: float = 1800.0
+    """The longest a payment waits for the buyer, whatever the provider allows."""
+    capture_window_s: float = 7 * 86400.0
+    """An authorization's capture window where the provider does not say (Stripe: 7 days)."""
 
 
 def decline_reason(code: str, retryable: bool) -> tuple[FailureReason, bool]:
@@ -101,6 +157,15 @@ def unavailable_delay(rounds: int, rules: RetryRules) -> float | None:
     return backoff(rounds, rules.backoff_s, rules.backoff_max_s, jitter=0.25)
 
 
+def unknown_delay(rounds: int, schedule: Sequence[float]) -> float:
+    """Seconds to the next look-up after `rounds` rounds without an answer.
+
+    Past the schedule the last pause repeats: the payment is still asked about, and listed for
+    an operator (`esimctl payments unknown`).
+    """
+    return schedule[min(max(rounds, 1), len(schedule)) - 1]
+
+
 def scrub(text: str, secret: str | None) -> str:
     """An error text fit to store: the payment token masked, at most 500 characters."""
     if secret:
@@ -114,6 +179,7 @@ def _reason(code: str) -> FailureReason:
         "insufficient_funds": "insufficient_funds",
         "expired_method": "expired_method",
         "invalid_token": "invalid_token",
+        "not_approved": "not_approved",
     }
     return reasons[code]
 

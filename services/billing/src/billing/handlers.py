@@ -1,18 +1,26 @@
-"""Billing's event handlers: record a payment or a refund to do, once per renewal.
+"""Billing's event handlers: record a payment, a capture or a refund to do, once per renewal.
 
-Handlers only write rows that are due now; the charge and refund loops (`charging.py`,
-`refunding.py`) call the gateway, so a handler never calls anything outside its own transaction.
+Handlers only write rows that are due now; the payment and refund loops (`charging.py`,
+`refunding.py`) call the providers, so a handler never calls anything outside its own
+transaction.
 """
 
 import logging
 
 from esim_core.clock import utcnow
 from esim_core.messaging.consumer import PermanentEventError
-from esim_schemas import CloudEvent, PaymentRequested, RefundRequested
+from esim_schemas import CloudEvent, PaymentRequested, ProfileActivated, RefundRequested
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing.domain import PaymentState, PaymentTerms, payment_id_for, refund_row_id_for
+from billing.domain import (
+    FINAL_PAYMENT_STATES,
+    PaymentState,
+    PaymentTerms,
+    Step,
+    payment_id_for,
+    refund_row_id_for,
+)
 from billing.store import Payment, Refund
 
 logger = logging.getLogger(__name__)
@@ -77,6 +85,7 @@ async def on_payment_requested(session: AsyncSession, event: CloudEvent[PaymentR
         currency=terms.currency,
         method=terms.method,
         token=data.payment.token,
+        return_url=getattr(data.payment, "return_url", None),
         start=terms.start,
         discount_amount=data.discount.amount if data.discount is not None else None,
         promo_code=data.promo_code,
@@ -133,10 +142,13 @@ async def on_refund_requested(session: AsyncSession, event: CloudEvent[RefundReq
         raise PermanentEventError(
             f"refund for renewal {renewal_id} names payment {payment.id} of another renewal"
         )
-    if payment.state != PaymentState.SETTLED:
+    holding = payment.state == PaymentState.AUTHORIZED or (
+        payment.state == PaymentState.UNKNOWN and payment.unknown_step in (Step.CAPTURE, Step.VOID)
+    )
+    if payment.state != PaymentState.SETTLED and not holding:
         raise PermanentEventError(
             f"refund for renewal {renewal_id}: payment {payment.id} is {payment.state}, "
-            "not settled, so there is nothing to refund"
+            "neither settled nor authorized, so there is nothing to refund"
         )
     if data.price.currency != payment.currency or not 0 < data.price.amount <= payment.amount:
         raise PermanentEventError(
@@ -152,16 +164,47 @@ async def on_refund_requested(session: AsyncSession, event: CloudEvent[RefundReq
         amount=data.price.amount,
         currency=data.price.currency,
         reason=data.reason[:_REASON_LENGTH],
+        via="void" if holding else "refund",
         created_at=now,
         updated_at=now,
-        due_at=now,
+        # A release is the payment loop's to make; this row records it once made.
+        due_at=None if holding else now,
     )
     session.add(refund)
+    if holding:
+        payment.release_requested_at = now
+        payment.updated_at = now
+        if payment.state == PaymentState.AUTHORIZED:
+            payment.due_at = now
+        session.add(payment)
     logger.info(
-        "refund %s of renewal %s: %d %s of payment %s, due now",
+        "refund %s of renewal %s: %d %s of payment %s by %s, due now",
         refund.id,
         renewal_id,
         refund.amount,
         refund.currency,
         payment.id,
+        refund.via,
     )
+
+
+async def on_profile_activated(session: AsyncSession, event: CloudEvent[ProfileActivated]) -> None:
+    """The plan is live: capture the renewal's authorization (once; a repeat changes nothing).
+
+    A payment already captured (Alipay, or one taken at once) has nothing left to do; one that
+    billing does not know is not billing's to capture.
+    """
+    renewal_id = str(event.data.renewal_id)
+    payment = (await session.exec(select(Payment).where(Payment.renewal_id == renewal_id))).first()
+    if payment is None:
+        logger.warning("ProfileActivated %s: renewal %s has no payment here", event.id, renewal_id)
+        return
+    if payment.state in FINAL_PAYMENT_STATES or payment.capture_requested_at is not None:
+        return
+    now = utcnow()
+    payment.capture_requested_at = now
+    payment.updated_at = now
+    if payment.state == PaymentState.AUTHORIZED:
+        payment.due_at = now
+    session.add(payment)
+    logger.info("payment %s of renewal %s: activated, capture due", payment.id, renewal_id)

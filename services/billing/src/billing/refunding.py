@@ -1,7 +1,10 @@
-"""Refunding: claim due refunds, call the gateway, commit the refund and its event, or park it.
+"""Refunding: claim due refunds, call the provider, commit the refund and its event, or park it.
 
-A round is a charge's (`charging.py`) with the refund's key: a crash between the call and the
-commit only makes the next round ask again, and the gateway answers with the same refund.
+A round is a charge's (`charging.py`) with the refund's key. A refund whose answer was lost is
+`unknown`: the next round asks the provider first (`look_up`); a refund it reports is recorded
+without another call, and otherwise the refund is sent again under the same key, which the
+provider answers with the same refund. A payment that was never captured is not refunded here:
+the payment loop releases its authorization (`via: void`).
 """
 
 import logging
@@ -12,7 +15,9 @@ from esim_core.duework.worker import DueWorker
 from esim_schemas import Money, PaymentRefunded
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing.charging import lookup_request
 from billing.domain import (
+    PaymentState,
     RefundState,
     RetryRules,
     event_id,
@@ -21,9 +26,10 @@ from billing.domain import (
     unavailable_delay,
 )
 from billing.gateways import (
-    ChargingGateway,
     GatewayRejectedError,
     GatewayUnavailableError,
+    PaymentGateway,
+    PaymentView,
     RefundReceipt,
     RefundRequest,
 )
@@ -34,7 +40,7 @@ logger = logging.getLogger(__name__)
 RefundOutcome = RefundReceipt | GatewayUnavailableError | GatewayRejectedError
 
 
-class RefundWorker(DueWorker[ChargingGateway, RetryRules]):
+class RefundWorker(DueWorker[PaymentGateway, RetryRules]):
     """Refunds due refunds; one the gateway keeps refusing is parked as `failed`, never dropped.
 
     A parked refund is money still owed: it is logged at ERROR, shown by
@@ -56,31 +62,55 @@ class RefundWorker(DueWorker[ChargingGateway, RetryRules]):
             if refund is None:
                 return
             payment = await session.get(Payment, refund.payment_id)
-            if refund.state != RefundState.PENDING or payment is None:
+            if (
+                refund.state not in (RefundState.PENDING, RefundState.UNKNOWN)
+                or refund.via != "refund"
+                or payment is None
+                or payment.state != PaymentState.SETTLED
+            ):
+                # Final, or a release the payment loop makes: nothing to send from here.
                 refund.due_at = None
                 refund.lease_until = None
                 session.add(refund)
                 return
-        if payment.provider_reference is None:
+        charge_id = payment.capture_reference or payment.provider_reference
+        if charge_id is None:
             raise RuntimeError(f"payment {payment.id} has no capture to refund")
-        request = RefundRequest(
-            idempotency_key=refund_key(refund.renewal_id),
-            charge_id=payment.provider_reference,
-            amount=refund.amount,
-            method=payment.method,
-            reason=refund.reason,
-        )
-        outcome: RefundOutcome
-        try:
-            outcome = await self.within_round(f"refund {key}", lambda: self.port.refund(request))
-        except (GatewayUnavailableError, GatewayRejectedError) as error:
-            outcome = error
+        claimed_state = refund.state
+        outcome: RefundOutcome | None = None
+        if refund.state == RefundState.UNKNOWN:
+            # The last answer was lost: ask before sending anything again.
+            try:
+                view = await self.within_round(
+                    f"look up {payment.id}", lambda: self.port.look_up(lookup_request(payment))
+                )
+            except GatewayUnavailableError as error:
+                outcome = error
+            else:
+                outcome = _refunded(view, refund)
+        if outcome is None:
+            request = RefundRequest(
+                idempotency_key=refund_key(refund.renewal_id),
+                charge_id=charge_id,
+                amount=refund.amount,
+                method=payment.method,
+                reason=refund.reason,
+                reference=refund.renewal_id,
+                currency=refund.currency,
+            )
+            try:
+                outcome = await self.within_round(
+                    f"refund {key}", lambda: self.port.refund(request)
+                )
+            except (GatewayUnavailableError, GatewayRejectedError) as error:
+                outcome = error
+        final = outcome
 
         async def apply(session: AsyncSession, current: Refund) -> None:
-            self._apply(session, current, outcome)
+            self._apply(session, current, final)
 
         await self.commit_round(
-            key, refund.lease_until, apply, lambda row: row.state == RefundState.PENDING
+            key, refund.lease_until, apply, lambda row: row.state == claimed_state
         )
 
     work = refund
@@ -90,6 +120,7 @@ class RefundWorker(DueWorker[ChargingGateway, RetryRules]):
         self.count_round(session, refund, now)
         if isinstance(outcome, RefundReceipt):
             refund.state = RefundState.REFUNDED
+            refund.unknown_since = None
             refund.provider_reference = outcome.refund_id
             refund.refunded_at = now
             refund.due_at = None
@@ -104,6 +135,7 @@ class RefundWorker(DueWorker[ChargingGateway, RetryRules]):
                     iccid=refund.iccid,
                     price=Money(amount=refund.amount, currency=refund.currency),
                     refunded_at=now,
+                    via="refund",
                 ),
                 event_id=event_id("payment-refunded", refund.renewal_id),
             )
@@ -114,6 +146,9 @@ class RefundWorker(DueWorker[ChargingGateway, RetryRules]):
         refund.last_error = scrub(f"{type(outcome).__name__}: {outcome}", None)
         delay = None
         if isinstance(outcome, GatewayUnavailableError):
+            if refund.state != RefundState.UNKNOWN:
+                refund.unknown_since = now
+            refund.state = RefundState.UNKNOWN
             delay = self.another_round(refund, refund.last_error, now, unavailable_delay)
         if delay is None:
             refund.state = RefundState.FAILED
@@ -139,3 +174,15 @@ class RefundWorker(DueWorker[ChargingGateway, RetryRules]):
             refund.last_error,
             delay,
         )
+
+
+def _refunded(view: PaymentView, refund: Refund) -> RefundReceipt | None:
+    """The refund the provider reports, or None when it has none: then send it (same key)."""
+    if view.refunded_amount >= refund.amount:
+        return RefundReceipt(
+            # The provider's list does not name the refund: billing's own id stands for it.
+            refund_id=refund.id,
+            amount=refund.amount,
+            currency=refund.currency,
+        )
+    return None

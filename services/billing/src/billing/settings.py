@@ -1,13 +1,15 @@
 """Billing settings, read from `BILLING_*` environment variables."""
 
 import math
-from typing import Annotated, Any, Literal
+from pathlib import Path
+from typing import Annotated, Any
 
 from esim_core.settings import ServiceSettings, lease_outlasts_a_round, not_below
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 _MAX_DELAY_S = 30 * 86400.0
+_URL = r"^https?://[^\s/]+[^\s]*$"
 
 
 class BillingSettings(ServiceSettings):
@@ -20,15 +22,85 @@ class BillingSettings(ServiceSettings):
     )
     http_port: int = Field(8001, ge=1, le=65535, description="port of the billing HTTP API")
 
-    payment_gateway: Literal["http"] = Field(
-        "http",
-        description="which adapter charges and refunds: `http` is the one HTTP gateway adapter "
-        "that serves card, PayPal and Alipay (the sandbox's and the provider's API)",
+    stripe_base_url: str = Field(
+        "http://127.0.0.1:8010/stripe",
+        pattern=_URL,
+        description="Stripe's API (card payments): `https://api.stripe.com` in production, "
+        "the payment sandbox's `/stripe` in the local run",
     )
-    payment_gateway_url: str = Field(
-        "http://127.0.0.1:8010",
-        pattern=r"^https?://[^\s/]+",
-        description="base URL of the payment gateway (the sandbox in the local run)",
+    stripe_api_key: SecretStr = Field(
+        SecretStr("sk_test_sandbox"), description="Stripe's secret key (`sk_...`); never logged"
+    )
+    stripe_webhook_secret: SecretStr = Field(
+        SecretStr("whsec_sandbox"),
+        description="the signing secret of billing's Stripe webhook endpoint (`whsec_...`)",
+    )
+    paypal_base_url: str = Field(
+        "http://127.0.0.1:8010/paypal",
+        pattern=_URL,
+        description="PayPal's REST API: `https://api-m.paypal.com` in production, the payment "
+        "sandbox's `/paypal` in the local run",
+    )
+    paypal_client_id: str = Field("sandbox-paypal-client", min_length=1, max_length=256)
+    paypal_client_secret: SecretStr = Field(
+        SecretStr("sandbox-paypal-secret"), description="PayPal's client secret; never logged"
+    )
+    paypal_webhook_id: str = Field(
+        "SANDBOXWEBHOOK0000000001",
+        min_length=1,
+        max_length=128,
+        description="the id PayPal gave billing's webhook (its signature is verified by it)",
+    )
+    alipay_gateway_url: str = Field(
+        "http://127.0.0.1:8010/alipay/gateway.do",
+        pattern=_URL,
+        description="Alipay's gateway: `https://openapi.alipay.com/gateway.do` in production",
+    )
+    alipay_app_id: str = Field(
+        "2021000000000001", min_length=1, max_length=32, description="the merchant app's id"
+    )
+    alipay_app_private_key: SecretStr | None = Field(
+        None, description="the app's RSA2 private key (PEM); or `alipay_app_private_key_file`"
+    )
+    alipay_app_private_key_file: Path | None = Field(
+        None, description="a file holding the app's RSA2 private key (PEM)"
+    )
+    alipay_public_key: str | None = Field(
+        None, description="Alipay's RSA2 public key (PEM), to verify its answers and notifies"
+    )
+    alipay_public_key_file: Path | None = Field(
+        None, description="a file holding Alipay's RSA2 public key (PEM)"
+    )
+    public_url: str = Field(
+        "http://127.0.0.1:8001",
+        pattern=_URL,
+        description="billing's address as the providers reach it (Alipay's `notify_url` is "
+        "`<public_url>/webhooks/alipay`)",
+    )
+    return_url: str = Field(
+        "http://127.0.0.1:8080/renewals/return",
+        pattern=_URL,
+        description="where a provider sends the buyer back after an approval step, when the "
+        "payment names no `return_url` of its own",
+    )
+    approval_expiry_s: float = Field(
+        1800.0,
+        ge=5,
+        le=86400,
+        description="the longest billing waits for the buyer's approval before it asks the "
+        "provider and, still waiting, closes the payment (`not_approved`)",
+    )
+    unknown_schedule_s: Annotated[tuple[float, ...], NoDecode] = Field(
+        (5.0, 30.0, 120.0, 600.0, 1800.0),
+        description="seconds between the look-ups of a payment whose call's answer was lost, "
+        "comma separated; past it the payment is listed by `esimctl payments unknown` (and "
+        "still asked about at the last pause)",
+    )
+    capture_window_s: float = Field(
+        7 * 86400.0,
+        gt=0,
+        le=30 * 86400,
+        description="an authorization's capture window where the provider does not say",
     )
     gateway_timeout_s: float = Field(
         10.0,
@@ -83,7 +155,7 @@ class BillingSettings(ServiceSettings):
         "longer than a round can take",
     )
 
-    @field_validator("dunning_schedule_s", mode="before")
+    @field_validator("dunning_schedule_s", "unknown_schedule_s", mode="before")
     @classmethod
     def _parse_schedule(cls, value: Any) -> Any:
         if not isinstance(value, str):
@@ -97,7 +169,7 @@ class BillingSettings(ServiceSettings):
             ) from None
         return delays
 
-    @field_validator("dunning_schedule_s")
+    @field_validator("dunning_schedule_s", "unknown_schedule_s")
     @classmethod
     def _check_schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         if not value:
@@ -119,3 +191,33 @@ class BillingSettings(ServiceSettings):
     @classmethod
     def _lease_outlasts_a_round(cls, value: float, info: ValidationInfo) -> float:
         return lease_outlasts_a_round(cls, value, info, "gateway", "gateway")
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> "BillingSettings":
+        for name in ("alipay_app_private_key", "alipay_public_key"):
+            if getattr(self, name) is not None and getattr(self, f"{name}_file") is not None:
+                raise ValueError(
+                    f"set BILLING_{name.upper()} or BILLING_{name.upper()}_FILE, not both"
+                )
+        return self
+
+    @field_validator("alipay_app_private_key_file", "alipay_public_key_file")
+    @classmethod
+    def _a_readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file {str(value)!r}")
+        return value
+
+    def alipay_app_private_key_pem(self) -> str | None:
+        """The app's private key, from the setting or its file; None where neither is set."""
+        if self.alipay_app_private_key_file is not None:
+            return self.alipay_app_private_key_file.read_text()
+        if self.alipay_app_private_key is not None:
+            return self.alipay_app_private_key.get_secret_value()
+        return None
+
+    def alipay_public_key_pem(self) -> str | None:
+        """Alipay's public key, from the setting or its file; None where neither is set."""
+        if self.alipay_public_key_file is not None:
+            return self.alipay_public_key_file.read_text()
+        return self.alipay_public_key

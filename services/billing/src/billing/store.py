@@ -14,8 +14,9 @@ from billing.domain import PaymentState, PaymentTerms, RefundState
 class Payment(OutsideCallColumns, table=True):
     """One renewal's payment, from the request to its capture or failure.
 
-    It is durable due work (`due_at`, `lease_until`): the charge loop claims it when due. The
-    token is kept only while another charge may follow, and cleared once the payment is final.
+    It is durable due work (`due_at`, `lease_until`): the payment loop claims it when due (to
+    pay, ask, capture, release or close it). The token is kept only while another charge may
+    follow, and cleared once the payment is final.
     """
 
     __tablename__ = "billing_payment"
@@ -39,12 +40,38 @@ class Payment(OutsideCallColumns, table=True):
     state: str = Field(default=PaymentState.PENDING, max_length=16, index=True)
     attempts: int = 0
     soft_declines: int = 0
-    provider_reference: str | None = Field(default=None, max_length=128)
+    provider_reference: str | None = Field(
+        default=None,
+        max_length=128,
+        description="the provider's payment (PaymentIntent, order, trade) once it exists",
+    )
+    capture_reference: str | None = Field(
+        default=None, max_length=128, description="the provider's capture once the money is taken"
+    )
+    return_url: str | None = Field(default=None, max_length=2048)
+    action_url: str | None = Field(default=None, max_length=2048)
+    action_expires_at: datetime | None = timestamp(default=None)
+    authorized_at: datetime | None = timestamp(default=None)
+    capture_before: datetime | None = timestamp(default=None)
+    capture_requested_at: datetime | None = timestamp(
+        default=None, description="when billing saw ProfileActivated: the capture is due"
+    )
+    release_requested_at: datetime | None = timestamp(
+        default=None, description="when a refund was asked of a payment not yet captured"
+    )
+    capture_overdue_at: datetime | None = timestamp(
+        default=None, description="when billing found it could not capture in time (alerted)"
+    )
+    unknown_step: str | None = Field(
+        default=None, max_length=16, description="the call whose answer was lost (Step)"
+    )
+    unknown_since: datetime | None = timestamp(default=None)
     failure_reason: str | None = Field(default=None, max_length=32)
     created_at: datetime = timestamp(default_factory=utcnow)
     updated_at: datetime = timestamp(default_factory=utcnow)
     settled_at: datetime | None = timestamp(default=None)
     failed_at: datetime | None = timestamp(default=None)
+    voided_at: datetime | None = timestamp(default=None)
     traceparent: str | None = traceparent_field()
 
     def terms(self) -> PaymentTerms:
@@ -75,8 +102,15 @@ class Refund(OutsideCallColumns, table=True):
     currency: str = Field(max_length=3)
     reason: str = Field(max_length=256)
     state: str = Field(default=RefundState.PENDING, max_length=16, index=True)
+    via: str = Field(
+        default="refund",
+        max_length=8,
+        description="`refund`: money given back; `void`: an authorization released (the "
+        "payment loop does it, this row records it)",
+    )
     attempts: int = 0
     provider_reference: str | None = Field(default=None, max_length=128)
+    unknown_since: datetime | None = timestamp(default=None)
     created_at: datetime = timestamp(default_factory=utcnow)
     updated_at: datetime = timestamp(default_factory=utcnow)
     refunded_at: datetime | None = timestamp(default=None)

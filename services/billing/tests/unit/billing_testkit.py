@@ -1,30 +1,48 @@
 """Shared bits of the billing unit tests: a FakeGateway, events, and looks into the database."""
 
+import json
 import uuid
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from billing.bootstrap import Billing
 from billing.domain import PaymentState
 from billing.gateways import (
-    Capture,
-    ChargeRequest,
+    ActionRequired,
+    Authorized,
+    Captured,
+    CaptureRequest,
     GatewayRejectedError,
     GatewayUnavailableError,
+    LookupRequest,
     PaymentDeclinedError,
+    PaymentRequest,
+    PaymentView,
+    PayOutcome,
     RefundReceipt,
     RefundRequest,
+    Standing,
+    Voided,
+    VoidRequest,
+    WebhookNotice,
+    WebhookRejectedError,
 )
+from billing.gateways.router import MethodRouter
 from billing.store import Payment, Refund
+from esim_core.clock import utcnow
 from esim_core.persistence.db import Database
 from esim_core.testing import handle, make_due_now
-from esim_schemas import PaymentRequested, RefundRequested
+from esim_schemas import PaymentRequested, ProfileActivated, RefundRequested
 from sqlmodel import select
 
 ICCID = "8944500102198304826"
 OTHER_ICCID = "8944500102198304834"
 SETTLED = "esim.payment.settled.v1"
+AUTHORIZED = "esim.payment.authorized.v1"
+ACTION_REQUIRED = "esim.payment.action-required.v1"
 FAILED = "esim.payment.failed.v1"
 REFUNDED = "esim.payment.refunded.v1"
 
@@ -34,33 +52,111 @@ DUE_TABLES = (Payment, Refund)
 
 
 @dataclass
-class FakeGateway:
-    """An in-memory gateway that behaves like the payment sandbox.
+class FakePayment:
+    """One payment as the fake provider keeps it."""
 
-    The token's suffix decides the outcome; an Idempotency-Key that captured returns the same
-    capture again; `_flaky` fails twice per key before it captures. `outage` makes every call
-    transient, `refund_error` makes refunds fail with the given error.
+    key: str
+    reference: str
+    method: str
+    amount: int
+    currency: str
+    status: Standing
+    provider_reference: str
+    capture_before: datetime
+    action_url: str | None = None
+    action_expires_at: datetime | None = None
+    capture_reference: str | None = None
+    refunded_amount: int = 0
+    decline_code: str | None = None
+
+    def view(self) -> PaymentView:
+        """What `look_up`, a webhook or the list reports of it."""
+        captured = self.status in (Standing.CAPTURED, Standing.REFUNDED)
+        return PaymentView(
+            standing=self.status,
+            reference=self.reference,
+            provider_reference=self.provider_reference,
+            amount=self.amount,
+            currency=self.currency,
+            captured_amount=self.amount if captured else 0,
+            refunded_amount=self.refunded_amount,
+            capture_reference=self.capture_reference,
+            capture_before=self.capture_before,
+            action_url=self.action_url,
+            action_expires_at=self.action_expires_at,
+            decline_code=self.decline_code,
+            method=self.method,
+        )
+
+
+@dataclass
+class FakeGateway:
+    """An in-memory `PaymentGateway` that behaves like the providers in the payment sandbox.
+
+    The token's suffix decides the outcome as at the sandbox; no token or `_action` waits for
+    the buyer (`buyer` answers). Card and PayPal are authorized, Alipay is captured at once.
+    Every key acts once: a repeat answers where the payment stands. `outage` makes every call
+    transient; `lose` counts, per call (`pay`, `capture`, `void`, `refund`), the answers
+    still to be lost after the call took effect; `refund_error` makes refunds fail with that error.
     """
 
-    charges: list[ChargeRequest] = field(default_factory=list)
+    charges: list[PaymentRequest] = field(default_factory=list)
+    captures_made: list[CaptureRequest] = field(default_factory=list)
+    voids: list[VoidRequest] = field(default_factory=list)
     refunds: list[RefundRequest] = field(default_factory=list)
-    captures: dict[str, Capture] = field(default_factory=dict)
+    lookups: list[LookupRequest] = field(default_factory=list)
+    payments: dict[str, FakePayment] = field(default_factory=dict)
+    captures: dict[str, Captured] = field(default_factory=dict)
+    """Every capture, by the key of the call that made it (a pay for Alipay, else a capture)."""
     refunded: dict[str, RefundReceipt] = field(default_factory=dict)
     outage: bool = False
+    lose: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     refund_error: Exception | None = None
     tries_per_key: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     on_charge: Any = None
+    reported_amount: int | None = None
+    """An amount the fake reports instead of the one asked (a provider that disagrees)."""
 
-    async def charge(self, request: ChargeRequest) -> Capture:
+    def _transient(self) -> None:
+        if self.outage:
+            raise GatewayUnavailableError("HTTP 503: unavailable")
+
+    def _lost(self, call: str) -> None:
+        if self.lose[call] > 0:
+            self.lose[call] -= 1
+            raise GatewayUnavailableError(f"timeout: the answer to {call} was lost")
+
+    def _held(self, payment: FakePayment) -> PayOutcome:
+        if payment.status == Standing.ACTION_REQUIRED:
+            assert payment.action_url is not None and payment.action_expires_at is not None
+            return ActionRequired(
+                payment.provider_reference, payment.action_url, payment.action_expires_at
+            )
+        if payment.status == Standing.APPROVED:
+            payment.status = Standing.AUTHORIZED
+        if payment.status == Standing.AUTHORIZED:
+            return Authorized(
+                payment.provider_reference,
+                self.reported_amount or payment.amount,
+                payment.currency,
+                payment.capture_before,
+            )
+        if payment.status == Standing.CAPTURED:
+            return self.captures[payment.key]
+        raise PaymentDeclinedError(payment.decline_code or "declined", False, "not payable")
+
+    async def pay(self, request: PaymentRequest) -> PayOutcome:
         self.charges.append(request)
         if self.on_charge is not None:
             await self.on_charge(request)
-        if self.outage:
-            raise GatewayUnavailableError("HTTP 503: unavailable")
-        if request.idempotency_key in self.captures:
-            return self.captures[request.idempotency_key]
+        self._transient()
+        existing = self.payments.get(request.idempotency_key)
+        if existing is not None:
+            outcome = self._held(existing)
+            self._lost("pay")
+            return outcome
         self.tries_per_key[request.idempotency_key] += 1
-        token = request.token
+        token = request.token or ""
         if (
             token.endswith("_flaky")
             and self.tries_per_key[request.idempotency_key] <= FLAKY_FAILURES
@@ -72,47 +168,166 @@ class FakeGateway:
             raise PaymentDeclinedError("expired_method", False, "The method has expired.")
         if token.endswith("_insufficient"):
             raise PaymentDeclinedError("insufficient_funds", True, "The method lacks funds.")
-        if not token.endswith(("_ok", "_slow", "_flaky")):
+        if token and not token.endswith(("_ok", "_slow", "_flaky", "_action")):
             raise PaymentDeclinedError("invalid_token", False, "The token is not valid.")
-        capture = Capture(
-            provider_reference=f"ch_{uuid.uuid4().hex[:24]}",
+        now = utcnow()
+        payment = FakePayment(
+            key=request.idempotency_key,
+            reference=request.reference,
+            method=request.method,
             amount=request.amount,
             currency=request.currency,
+            status=Standing.AUTHORIZED,
+            provider_reference=f"pi_{uuid.uuid4().hex[:20]}",
+            capture_before=now + timedelta(days=7),
         )
-        self.captures[request.idempotency_key] = capture
+        self.payments[request.idempotency_key] = payment
+        if not token or token.endswith("_action"):
+            payment.status = Standing.ACTION_REQUIRED
+            payment.action_url = f"https://provider.test/approve/{payment.provider_reference}"
+            payment.action_expires_at = now + timedelta(hours=3)
+        elif request.method == "alipay":
+            self._capture(payment, request.idempotency_key)
+        outcome = self._held(payment)
+        self._lost("pay")
+        return outcome
+
+    def _capture(self, payment: FakePayment, key: str) -> Captured:
+        payment.status = Standing.CAPTURED
+        payment.capture_reference = f"ch_{uuid.uuid4().hex[:24]}"
+        capture = Captured(
+            payment.capture_reference,
+            self.reported_amount or payment.amount,
+            payment.currency,
+            payment.provider_reference,
+        )
+        self.captures[key] = capture
+        if key != payment.key:
+            self.captures[payment.key] = capture
         return capture
+
+    def _by_reference(self, provider_reference: str) -> FakePayment:
+        for payment in self.payments.values():
+            if payment.provider_reference == provider_reference:
+                return payment
+        raise GatewayRejectedError(404, f"no payment {provider_reference!r}")
+
+    async def capture(self, request: CaptureRequest) -> Captured:
+        self.captures_made.append(request)
+        self._transient()
+        if request.idempotency_key in self.captures:
+            self._lost("capture")
+            return self.captures[request.idempotency_key]
+        payment = self._by_reference(request.provider_reference)
+        if payment.status != Standing.AUTHORIZED:
+            raise GatewayRejectedError(409, f"cannot capture a payment that is {payment.status}")
+        capture = self._capture(payment, request.idempotency_key)
+        self._lost("capture")
+        return capture
+
+    async def void(self, request: VoidRequest) -> Voided:
+        self.voids.append(request)
+        self._transient()
+        payment = self._by_reference(request.provider_reference)
+        if payment.status in (Standing.AUTHORIZED, Standing.VOIDED):
+            payment.status = Standing.VOIDED
+        elif payment.status in (Standing.ACTION_REQUIRED, Standing.CANCELLED):
+            payment.status = Standing.CANCELLED
+        else:
+            raise GatewayRejectedError(409, f"cannot void a payment that is {payment.status}")
+        self._lost("void")
+        return Voided(payment.provider_reference)
 
     async def refund(self, request: RefundRequest) -> RefundReceipt:
         self.refunds.append(request)
-        if self.outage:
-            raise GatewayUnavailableError("HTTP 503: unavailable")
+        self._transient()
         if self.refund_error is not None:
             raise self.refund_error
         if request.idempotency_key in self.refunded:
+            self._lost("refund")
             return self.refunded[request.idempotency_key]
-        if request.charge_id not in {c.provider_reference for c in self.captures.values()}:
+        payment = next(
+            (p for p in self.payments.values() if p.capture_reference == request.charge_id), None
+        )
+        if payment is None:
             raise GatewayRejectedError(404, f"charge_not_found: No charge {request.charge_id!r}.")
+        payment.refunded_amount += request.amount
+        payment.status = Standing.REFUNDED
         receipt = RefundReceipt(
             refund_id=f"re_{uuid.uuid4().hex[:24]}", amount=request.amount, currency="CNY"
         )
         self.refunded[request.idempotency_key] = receipt
+        self._lost("refund")
         return receipt
+
+    async def look_up(self, request: LookupRequest) -> PaymentView:
+        self.lookups.append(request)
+        self._transient()
+        payment = self.payments.get(request.idempotency_key)
+        if payment is None:
+            return PaymentView(standing=Standing.NOT_FOUND, reference=request.reference)
+        return payment.view()
+
+    async def list_payments(self, since: datetime) -> list[PaymentView]:
+        self._transient()
+        return [payment.view() for payment in self.payments.values()]
+
+    async def read_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookNotice:
+        if headers.get("x-fake-signature") != "valid":
+            raise WebhookRejectedError("the signature does not match")
+        said = json.loads(body)
+        payment = self.payments[said["key"]]
+        return WebhookNotice(
+            provider_event_id=said["id"],
+            method=payment.method,
+            view=payment.view(),
+            answer="success" if payment.method == "alipay" else "",
+        )
+
+    def buyer(self, renewal_id: str, decision: str) -> FakePayment:
+        """The buyer answers at the provider's page: approve or cancel."""
+        payment = self.payments[f"charge:{renewal_id}"]
+        assert payment.status == Standing.ACTION_REQUIRED
+        if decision == "cancel":
+            payment.status = Standing.CANCELLED
+        elif payment.method == "paypal":
+            payment.status = Standing.APPROVED  # authorized when billing pays again
+        elif payment.method == "alipay":
+            self._capture(payment, payment.key)
+        else:
+            payment.status = Standing.AUTHORIZED
+        return payment
 
     def captures_of(self, renewal_id: str) -> int:
         """How many captures exist for a renewal (the contract allows at most one)."""
-        return sum(1 for key in self.captures if key == f"charge:{renewal_id}")
+        return len(
+            {
+                c.provider_reference
+                for key, c in self.captures.items()
+                if key.endswith(f":{renewal_id}")
+            }
+        )
+
+
+def router_of(fake: FakeGateway) -> MethodRouter:
+    """Billing's gateway with the one fake behind every method."""
+    return MethodRouter({"card": fake, "paypal": fake, "alipay": fake})
 
 
 def payment_requested(
-    renewal_id: uuid.UUID | None = None, token: str = "card_ok", **changes: Any
+    renewal_id: uuid.UUID | None = None,
+    token: str = "alipay_ok",
+    method: str = "alipay",
+    **changes: Any,
 ) -> PaymentRequested:
+    """A payment request; by default Alipay's, which is captured at once."""
     fields: dict[str, Any] = {
         "renewal_id": renewal_id or uuid.uuid4(),
         "user_id": "u-1",
         "iccid": ICCID,
         "plan": {"code": "JP-30D-10GB", "data_mb": 10240, "validity_days": 30},
         "price": {"amount": 9900, "currency": "CNY"},
-        "payment": {"method": "card", "token": token},
+        "payment": {"method": method, "token": token},
         "start": "now",
     }
     return PaymentRequested(**(fields | changes))
@@ -162,3 +377,19 @@ async def settle(billing: Billing, data: PaymentRequested | None = None) -> Paym
     payment = await payment_of(billing.runtime.database, data.renewal_id)
     assert payment.state == PaymentState.SETTLED
     return payment
+
+
+def profile_activated(renewal_id: uuid.UUID | str) -> ProfileActivated:
+    """Provisioning's word that the renewal's plan is live."""
+    now = utcnow()
+    return ProfileActivated(
+        renewal_id=uuid.UUID(str(renewal_id)),
+        iccid=ICCID,
+        plan_code="JP-30D-10GB",
+        data_mb=10240,
+        valid_from=now,
+        valid_until=now + timedelta(days=30),
+        bundle_state="active",
+        platform_reference="ord_1",
+        activated_at=now,
+    )

@@ -8,7 +8,7 @@ import pytest
 from billing import bootstrap
 from billing.bootstrap import Billing
 from billing.settings import BillingSettings
-from billing_testkit import FakeGateway
+from billing_testkit import FakeGateway, router_of
 from esim_core.outside.retry import TryPolicy
 from esim_core.persistence.db import Database
 from esim_core.testing import with_tables
@@ -32,7 +32,7 @@ def gateway() -> FakeGateway:
 
 @pytest.fixture
 async def billing(tmp_path: Path, gateway: FakeGateway) -> AsyncIterator[Billing]:
-    built = bootstrap.build(settings_for(tmp_path), gateway=gateway, tries=NO_WAIT)
+    built = bootstrap.build(settings_for(tmp_path), gateway=router_of(gateway), tries=NO_WAIT)
     async with with_tables(built.runtime):
         yield built
 

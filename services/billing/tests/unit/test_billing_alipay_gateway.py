@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -197,6 +197,21 @@ async def test_a_saved_source_is_paid_at_once_and_a_repeat_returns_the_same_trad
     assert [c["provider_reference"] for c in sandbox.ledger(request.reference)["captures"]] == [
         first.provider_reference
     ]
+
+
+async def test_a_price_in_another_currency_is_paid_in_it_as_a_cross_border_merchant_is(
+    gateway: AlipayGateway, sandbox: Sandbox
+) -> None:
+    request = replace(payment("alipay_ok", amount=1400), currency="USD")
+
+    captured = await gateway.pay(request)
+    view = await gateway.look_up(lookup(request))
+
+    assert isinstance(captured, Captured)
+    assert (captured.amount, captured.currency) == (1400, "USD")
+    assert (view.amount, view.currency) == (1400, "USD")
+    [entry] = sandbox.ledger(request.reference)["captures"]
+    assert (entry["amount"], entry["currency"]) == (1400, "USD")
 
 
 async def test_page_pay_approved_at_the_cashier_is_captured_and_its_notify_verifies(

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from billing.bootstrap import Billing
 from billing.domain import PaymentState, event_id, payment_id_for
-from billing.gateways import ChargeRequest
+from billing.gateways import GatewayUnavailableError, PaymentRequest
 from billing.handlers import on_payment_requested
 from billing_testkit import (
     DUE_TABLES,
@@ -25,10 +25,10 @@ from esim_core.persistence.db import Database
 from esim_core.testing import event, expire_leases, handle, published
 
 
-async def test_a_good_token_is_captured_once_and_settled(
+async def test_a_payment_taken_at_once_is_captured_once_and_settled(
     billing: Billing, database: Database, gateway: FakeGateway
 ) -> None:
-    data = payment_requested(token="card_ok")
+    data = payment_requested(token="alipay_ok")
     await handle(database, on_payment_requested, data)
 
     pending = await payment_of(database, data.renewal_id)
@@ -43,12 +43,12 @@ async def test_a_good_token_is_captured_once_and_settled(
         str(data.renewal_id),
         9900,
         "CNY",
-        "card",
+        "alipay",
     )
     payment = await payment_of(database, data.renewal_id)
     capture = gateway.captures[request.idempotency_key]
     assert payment.state == PaymentState.SETTLED
-    assert payment.provider_reference == capture.provider_reference
+    assert payment.capture_reference == capture.provider_reference
     assert payment.token is None
     assert payment.due_at is None
 
@@ -63,7 +63,7 @@ async def test_a_good_token_is_captured_once_and_settled(
         "iccid": data.iccid,
         "plan": {"code": "JP-30D-10GB", "data_mb": 10240, "validity_days": 30},
         "price": {"amount": 9900, "currency": "CNY"},
-        "method": "card",
+        "method": "alipay",
         "provider_reference": capture.provider_reference,
         "attempts": 1,
         "settled_at": None,
@@ -163,38 +163,61 @@ async def test_a_flaky_gateway_is_retried_within_the_round_and_captures_once(
     assert settled["data"]["attempts"] == 1
 
 
-async def test_an_unreachable_gateway_fails_the_payment_after_the_bound(
+async def test_an_unreachable_provider_leaves_the_payment_unknown_and_asks_on_the_schedule(
     billing: Billing, database: Database, gateway: FakeGateway
 ) -> None:
     gateway.outage = True
     data = payment_requested()
     await handle(database, on_payment_requested, data)
 
-    for round_number in range(1, 5):
+    schedule = billing.rules.unknown_schedule_s
+    for round_number in range(1, len(schedule) + 2):
         before = utcnow()
         await billing.charges.run_once()
         payment = await payment_of(database, data.renewal_id)
-        assert payment.state == PaymentState.PENDING
+        assert payment.state == PaymentState.UNKNOWN and payment.unknown_step == "pay"
         assert payment.unavailable_rounds == round_number
         assert payment.last_error is not None and "503" in payment.last_error
         assert payment.due_at is not None
-        backoff = 5.0 * 2 ** (round_number - 1)  # BILLING_RETRY_BACKOFF_S doubled per round
+        pause = schedule[min(round_number, len(schedule)) - 1]
         wait = (as_utc(payment.due_at) - before).total_seconds()
-        assert backoff * 0.75 - 1 <= wait <= backoff + 1
+        assert pause - 1 <= wait <= pause + 1
         await fast_forward(database)
 
+    # Never a guess: no event, and every call was a look-up or a pay under the one key.
+    assert await published(database) == []
+    assert {c.idempotency_key for c in gateway.charges} == {f"charge:{data.renewal_id}"}
+    assert len(gateway.lookups) == len(schedule) * 4  # every round after the first asks first
+
+
+async def test_a_pay_the_provider_never_received_is_failed_after_the_bound(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    data = payment_requested()
+    await handle(database, on_payment_requested, data)
+    gateway.outage = True
     await billing.charges.run_once()
+    for _ in range(billing.rules.max_unavailable_rounds):
+        # The look-up answers (the payment does not exist); the pay that follows does not.
+        gateway.outage = False
+        real_pay = gateway.pay
+
+        async def unavailable(request: Any) -> Any:
+            raise GatewayUnavailableError("HTTP 503: unavailable")
+
+        gateway.pay = unavailable  # type: ignore[method-assign]  # an outage of pay alone
+        await fast_forward(database)
+        await billing.charges.run_once()
+        gateway.pay = real_pay  # type: ignore[method-assign]
+
     payment = await payment_of(database, data.renewal_id)
     assert payment.state == PaymentState.FAILED
     assert payment.failure_reason == "provider_unavailable"
-    assert payment.token is None
     [failed] = await published(database, FAILED)
     assert failed["data"]["reason"] == "provider_unavailable"
-    assert failed["data"]["attempts"] == 5
-    assert len(gateway.charges) == 5 * 4  # five rounds of four tries
 
 
-async def test_the_gateway_coming_back_settles_the_payment(
+async def test_the_provider_coming_back_settles_the_payment_under_the_same_key(
     billing: Billing, database: Database, gateway: FakeGateway
 ) -> None:
     gateway.outage = True
@@ -207,9 +230,31 @@ async def test_the_gateway_coming_back_settles_the_payment(
 
     payment = await payment_of(database, data.renewal_id)
     assert payment.state == PaymentState.SETTLED
-    assert payment.last_error is None
+    assert payment.last_error is None and payment.unknown_step is None
     [settled] = await published(database, SETTLED)
     assert settled["data"]["attempts"] == 2
+    assert gateway.lookups[-1].idempotency_key == f"charge:{data.renewal_id}"
+
+
+async def test_a_lost_answer_is_resolved_by_asking_never_by_paying_again(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    gateway.lose["pay"] = 4  # every try of the round: the answer is lost each time
+    data = payment_requested()
+    await handle(database, on_payment_requested, data)
+    await billing.charges.run_once()
+    payment = await payment_of(database, data.renewal_id)
+    assert payment.state == PaymentState.UNKNOWN and payment.unknown_step == "pay"
+    pays = len(gateway.charges)
+
+    await fast_forward(database)
+    await billing.charges.run_once()
+
+    payment = await payment_of(database, data.renewal_id)
+    assert payment.state == PaymentState.SETTLED
+    assert len(gateway.charges) == pays  # asked, not paid again
+    assert gateway.captures_of(str(data.renewal_id)) == 1
+    assert len(await published(database, SETTLED)) == 1
 
 
 async def test_a_duplicate_request_makes_one_payment_and_one_charge(
@@ -251,7 +296,7 @@ async def test_a_conflicting_duplicate_is_a_permanent_error(
 
     await billing.charges.run_once()
     [request] = gateway.charges
-    assert request.amount == 9900 and request.method == "card"
+    assert request.amount == 9900 and request.method == "alipay"
     payment = await payment_of(database, data.renewal_id)
     assert payment.iccid == data.iccid and payment.amount == 9900
 
@@ -301,7 +346,7 @@ async def test_a_crash_between_capture_and_commit_never_captures_twice(
     payment = await payment_of(database, data.renewal_id)
     capture = gateway.captures[first.idempotency_key]
     assert payment.state == PaymentState.SETTLED
-    assert payment.provider_reference == capture.provider_reference
+    assert payment.capture_reference == capture.provider_reference
     [settled] = await published(database, SETTLED)
     assert settled["data"]["provider_reference"] == capture.provider_reference
 
@@ -312,7 +357,7 @@ async def test_a_round_whose_lease_was_taken_over_keeps_its_hands_off(
     data = payment_requested()
     await handle(database, on_payment_requested, data)
 
-    async def another_replica_claims(_: ChargeRequest) -> None:
+    async def another_replica_claims(_: PaymentRequest) -> None:
         # The round outlived its lease and another replica claimed the payment meanwhile.
         gateway.on_charge = None
         await expire_leases(database, DUE_TABLES)

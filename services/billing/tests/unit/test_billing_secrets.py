@@ -2,23 +2,22 @@
 
 import json
 import logging
-from collections import defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 from billing import bootstrap
 from billing.api import build_router
 from billing.bootstrap import Billing
 from billing.domain import PaymentState
-from billing.gateways.http import HttpPaymentGateway
 from billing.handlers import on_payment_requested
 from billing.store import Payment
 from billing_testkit import (
+    FakeGateway,
     fast_forward,
     payment_of,
     payment_requested,
+    router_of,
 )
 from conftest import NO_WAIT, settings_for
 from esim_core.messaging.consumer import PermanentEventError
@@ -28,71 +27,20 @@ from sqlalchemy.exc import IntegrityError
 SECRET = "tok_4f9d2c7e1a"
 
 
-class SandboxLike:
-    """Answers /v1/charges the way the payment sandbox does, by token suffix."""
-
-    def __init__(self) -> None:
-        self.tries: dict[str, int] = defaultdict(int)
-        self.captures: dict[str, str] = {}
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        key = request.headers["Idempotency-Key"]
-        body = json.loads(request.content)
-        if key in self.captures:
-            return httpx.Response(200, json=self._charge(self.captures[key], body))
-        self.tries[key] += 1
-        token = body["token"]
-        if (token.endswith("_flaky") and self.tries[key] <= 2) or token.endswith("_down"):
-            return self._problem(503, "unavailable", True)
-        if token.endswith("_declined"):
-            return self._problem(402, "declined", False)
-        if token.endswith("_insufficient"):
-            return self._problem(402, "insufficient_funds", True)
-        if not token.endswith("_ok") and not token.endswith("_flaky"):
-            return self._problem(422, "invalid_token", False)
-        self.captures[key] = f"ch_{len(self.captures) + 1}"
-        return httpx.Response(201, json=self._charge(self.captures[key], body))
-
-    @staticmethod
-    def _charge(charge_id: str, body: dict[str, object]) -> dict[str, object]:
-        fields = {k: body[k] for k in ("amount", "currency", "method", "reference")}
-        return {
-            "id": charge_id,
-            "status": "captured",
-            "created_at": "2026-11-24T10:00:00Z",
-        } | fields
-
-    @staticmethod
-    def _problem(status: int, code: str, retryable: bool) -> httpx.Response:
-        return httpx.Response(
-            status,
-            json={
-                "type": f"urn:esim-sandbox:problem:{code}",
-                "title": "x",
-                "status": status,
-                "detail": "no",
-                "error": {"code": code, "retryable": retryable, "message": "no"},
-            },
-            headers={"content-type": "application/problem+json"},
-        )
-
-
 @pytest.fixture
-async def wired(tmp_path: Path) -> AsyncIterator[tuple[Billing, SandboxLike]]:
-    sandbox = SandboxLike()
-    gateway = HttpPaymentGateway("http://sandbox.test", transport=httpx.MockTransport(sandbox))
-    billing = bootstrap.build(settings_for(tmp_path), gateway=gateway, tries=NO_WAIT)
+async def wired(tmp_path: Path) -> AsyncIterator[tuple[Billing, FakeGateway]]:
+    fake = FakeGateway()
+    billing = bootstrap.build(settings_for(tmp_path), gateway=router_of(fake), tries=NO_WAIT)
     async with with_tables(billing.runtime):
-        yield billing, sandbox
-    await gateway.aclose()
+        yield billing, fake
 
 
-async def test_the_whole_flow_through_the_http_adapter_logs_no_token(
-    wired: tuple[Billing, SandboxLike], caplog: pytest.LogCaptureFixture
+async def test_the_whole_flow_logs_no_token(
+    wired: tuple[Billing, FakeGateway], caplog: pytest.LogCaptureFixture
 ) -> None:
-    billing, sandbox = wired
+    billing, fake = wired
     database = billing.runtime.database
-    suffixes = ["_ok", "_flaky", "_declined", "_insufficient", "_down", "_unknown"]
+    suffixes = ["_ok", "_flaky", "_declined", "_insufficient", "_unknown"]
     requests = {s: payment_requested(token=f"card_{SECRET}{s}") for s in suffixes}
     caplog.set_level(logging.DEBUG)
 
@@ -109,9 +57,8 @@ async def test_the_whole_flow_through_the_http_adapter_logs_no_token(
     assert states["_ok"].state == states["_flaky"].state == PaymentState.SETTLED
     assert states["_declined"].failure_reason == "declined"
     assert states["_insufficient"].failure_reason == "insufficient_funds"
-    assert states["_down"].failure_reason == "provider_unavailable"
     assert states["_unknown"].failure_reason == "invalid_token"
-    assert len(sandbox.captures) == 2
+    assert fake.captures_of(str(requests["_ok"].renewal_id)) == 1
     assert all(payment.token is None for payment in states.values())
 
     assert caplog.records, "the flow should have logged something"
@@ -127,7 +74,7 @@ async def test_the_whole_flow_through_the_http_adapter_logs_no_token(
         assert SECRET not in repr(payment)
 
 
-async def test_the_ops_view_never_shows_the_token(wired: tuple[Billing, SandboxLike]) -> None:
+async def test_the_ops_view_never_shows_the_token(wired: tuple[Billing, FakeGateway]) -> None:
     billing, _ = wired
     database = billing.runtime.database
     pending = payment_requested(token=f"card_{SECRET}_insufficient")
@@ -142,7 +89,7 @@ async def test_the_ops_view_never_shows_the_token(wired: tuple[Billing, SandboxL
 
 
 async def test_a_database_error_does_not_carry_the_token(
-    wired: tuple[Billing, SandboxLike],
+    wired: tuple[Billing, FakeGateway],
 ) -> None:
     # SQL errors end up in logs and dead-letter headers; their parameters must stay hidden.
     billing, _ = wired

@@ -1,10 +1,14 @@
 """Settings: defaults, the dunning schedule, and clear errors for what cannot be used."""
 
+from pathlib import Path
+
 import pytest
 from billing import bootstrap
 from billing.api import http_app
-from billing.gateways.http import HttpPaymentGateway
 from billing.settings import BillingSettings
+from billing_testkit import FakeGateway, router_of
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from esim_core.settings import SettingsError, load_settings
 from esim_core.web.operator import OperatorAuth
 
@@ -22,7 +26,10 @@ def test_defaults() -> None:
     settings = load_settings(BillingSettings)
     assert settings.http_port == 8001
     assert settings.database_url == "sqlite+aiosqlite:///var/db/billing.sqlite"
-    assert settings.payment_gateway_url == "http://127.0.0.1:8010"
+    assert settings.stripe_base_url == "http://127.0.0.1:8010/stripe"
+    assert settings.paypal_base_url == "http://127.0.0.1:8010/paypal"
+    assert settings.alipay_gateway_url == "http://127.0.0.1:8010/alipay/gateway.do"
+    assert settings.unknown_schedule_s == (5.0, 30.0, 120.0, 600.0, 1800.0)
     assert settings.dunning_schedule_s == (30.0, 120.0, 600.0)
     assert settings.max_transient_rounds == 5
 
@@ -63,8 +70,11 @@ def test_a_bad_dunning_schedule_names_the_variable_and_the_problem(
     ("name", "value"),
     [
         ("BILLING_MAX_TRANSIENT_ROUNDS", "0"),
-        ("BILLING_PAYMENT_GATEWAY_URL", "payments.example"),
-        ("BILLING_PAYMENT_GATEWAY", "stripe"),
+        ("BILLING_STRIPE_BASE_URL", "payments.example"),
+        ("BILLING_RETURN_URL", "/renewals/return"),
+        ("BILLING_APPROVAL_EXPIRY_S", "4"),
+        ("BILLING_UNKNOWN_SCHEDULE_S", "5,soon"),
+        ("BILLING_ALIPAY_APP_PRIVATE_KEY_FILE", "/nonexistent/app.pem"),
         ("BILLING_WORKER_LEASE_S", "20"),
         ("BILLING_RETRY_BACKOFF_MAX_S", "1"),
     ],
@@ -83,20 +93,73 @@ def test_the_lease_must_outlast_a_round(monkeypatch: pytest.MonkeyPatch) -> None
         load_settings(BillingSettings)
 
 
-async def test_bootstrap_wires_the_http_gateway_and_both_consumers(tmp_path: object) -> None:
+async def test_bootstrap_wires_the_consumers_the_webhooks_and_the_operator_routes(
+    tmp_path: object,
+) -> None:
     settings = BillingSettings(database_url=f"sqlite+aiosqlite:///{tmp_path}/b.sqlite")
-    billing = bootstrap.build(settings)
+    billing = bootstrap.build(settings, gateway=router_of(FakeGateway()))
     try:
-        assert isinstance(billing.gateway, HttpPaymentGateway)
         consumer = billing.runtime.subscribe()
         assert consumer is not None
-        assert sorted(consumer.topics) == ["esim.payment.requested", "esim.refund.requested"]
+        assert sorted(consumer.topics) == [
+            "esim.payment.requested",
+            "esim.profile.activated",
+            "esim.refund.requested",
+        ]
         app = http_app(billing.runtime, OperatorAuth("operator-token-for-tests"))
         paths = set(app.openapi()["paths"])
-        assert {"/v1/payments/{renewal_id}", "/v1/refunds/{renewal_id}"} <= paths
+        assert {
+            "/v1/payments/{renewal_id}",
+            "/v1/refunds/{renewal_id}",
+            "/v1/payments/unknown",
+            "/v1/payments/overdue",
+            "/v1/payments/reconciliation",
+            "/webhooks/stripe",
+            "/webhooks/paypal",
+            "/webhooks/alipay",
+        } <= paths
     finally:
         await billing.runtime.stop()
-    # The stop closed the gateway's pool with the rest.
-    assert isinstance(billing.gateway, HttpPaymentGateway)
-    with pytest.raises(RuntimeError, match="closed"):
-        await billing.gateway.call("GET", "/v1/charges")
+
+
+def _key_pair(folder: Path, name: str) -> tuple[Path, Path]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private, public = folder / f"{name}_private.pem", folder / f"{name}_public.pem"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public
+
+
+async def test_each_method_goes_to_its_providers_adapter_alipay_only_with_its_keys(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app_private, _ = _key_pair(tmp_path, "app")
+    _, alipay_public = _key_pair(tmp_path, "alipay")
+    full = bootstrap.build_gateway(
+        BillingSettings(
+            alipay_app_private_key_file=app_private, alipay_public_key_file=alipay_public
+        )
+    )
+    without_keys = bootstrap.build_gateway(BillingSettings())
+    try:
+        assert {m: type(a).__name__ for m, a in full.adapters.items()} == {
+            "card": "StripeGateway",
+            "paypal": "PayPalGateway",
+            "alipay": "AlipayGateway",
+        }
+        assert set(without_keys.adapters) == {"card", "paypal"}
+        assert "Alipay is not configured" in caplog.text
+        assert app_private.read_text() not in caplog.text
+    finally:
+        await full.aclose()
+        await without_keys.aclose()

@@ -15,6 +15,7 @@ from esim_schemas import (
     EventData,
     PasswordChanged,
     PasswordResetRequested,
+    PaymentAuthorized,
     PaymentFailed,
     PaymentRefunded,
     PaymentSettled,
@@ -33,7 +34,7 @@ from notifier.domain import (
     notification_id,
     reminder_cause,
 )
-from notifier.store import Contact, Notification, SettledPayment
+from notifier.store import Contact, HeldPayment, Notification, SettledPayment
 
 logger = logging.getLogger(__name__)
 
@@ -119,13 +120,38 @@ async def on_payment_settled(session: AsyncSession, event: CloudEvent[PaymentSet
     )
 
 
+async def on_payment_authorized(
+    session: AsyncSession, event: CloudEvent[PaymentAuthorized]
+) -> None:
+    """Keep when and what the provider holds of the payment, once per renewal, for the receipt.
+
+    A receipt does not go out on the hold alone while it may still wait: billing captures the
+    held money once the plan is live, and the receipt says when it was taken (the PaymentSettled
+    that follows wakes it).
+    """
+    data = event.data
+    renewal_id = str(data.renewal_id)
+    if await session.get(HeldPayment, renewal_id) is not None:
+        logger.info("hold of renewal %s is known; skipping event %s", renewal_id, event.id)
+        return
+    session.add(
+        HeldPayment(
+            renewal_id=renewal_id,
+            iccid=data.iccid,
+            event_id=event.id,
+            payload=data.model_dump(mode="json"),
+        )
+    )
+
+
 async def on_payment_failed(session: AsyncSession, event: CloudEvent[PaymentFailed]) -> None:
     """Queue the message that the payment failed and nothing was charged."""
     await notify_card(session, event, NotificationKind.PAYMENT_FAILED)
 
 
 async def on_payment_refunded(session: AsyncSession, event: CloudEvent[PaymentRefunded]) -> None:
-    """Queue the message that the payment was refunded (why is told at send time)."""
+    """Queue the message that the payment was refunded, or its hold released (`via` `void`:
+    nothing was taken); why is told at send time."""
     await notify_card(session, event, NotificationKind.PAYMENT_REFUNDED)
 
 
@@ -355,6 +381,7 @@ ROUTES = [
     Route(PaymentRefunded, on_payment_refunded),
     Route(RenewalRejected, on_renewal_rejected),
     Route(PaymentSettled, on_payment_settled),
+    Route(PaymentAuthorized, on_payment_authorized),
     Route(DataLow, on_data_low),
     Route(PlanExpiring, on_plan_expiring),
     Route(AutoRenewDisabled, on_auto_renew_disabled),

@@ -12,7 +12,7 @@ from esim_core.duework.loop import work_due
 from esim_core.outside.retry import TryPolicy, within_round
 from esim_core.persistence.db import Database
 from esim_core.sealing import Sealer, SealError
-from esim_schemas import PaymentSettled
+from esim_schemas import PaymentAuthorized, PaymentSettled
 from prometheus_client import Counter
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -39,7 +39,7 @@ from notifier.messages import (
 )
 from notifier.settings import NotifierSettings
 from notifier.sms import OutgoingSms, PermanentSmsError, SmsGateway, TransientSmsError
-from notifier.store import Contact, Notification, SettledPayment
+from notifier.store import Contact, HeldPayment, Notification, SettledPayment
 
 logger = logging.getLogger(__name__)
 
@@ -174,16 +174,24 @@ class NotificationSender:
 
         A receipt waits for the renewal's PaymentSettled at most `receipt_payment_wait_s` from
         when it was queued (a PaymentSettled wakes it at once); after that it goes out without
-        the payment's part rather than not at all.
+        the payment's part rather than not at all. A payment held first (PaymentAuthorized:
+        card, PayPal) is captured after the activation, so its receipt waits for that capture
+        the same way, and says when the money was held and when it was taken (or, past the
+        wait, that it is held and taken now that the plan is live).
         """
         context: dict[str, Any] = {"event": event_of(row.kind, row.payload)}
         if row.iccid is not None:
             context["renew_url"] = self.settings.renew_url.replace("{iccid}", row.iccid)
         if row.kind in (NotificationKind.PROFILE_ACTIVATED, NotificationKind.BUNDLE_CANCELLED):
             payment = await _payment(session, row.renewal_id)
+            hold = await _hold(session, row.renewal_id)
             if payment is None and row.kind == NotificationKind.PROFILE_ACTIVATED:
                 if self._wait(row, self.settings.receipt_payment_wait_s):
-                    row.detail = "waiting for the renewal's payment (PaymentSettled)"
+                    row.detail = (
+                        "waiting for the capture of the held payment (PaymentSettled)"
+                        if hold is not None
+                        else "waiting for the renewal's payment (PaymentSettled)"
+                    )
                     return None
                 logger.warning(
                     "receipt %s goes without its payment: no PaymentSettled for renewal %s",
@@ -191,6 +199,7 @@ class NotificationSender:
                     row.renewal_id,
                 )
             context["payment"] = payment
+            context["hold"] = hold
         elif row.kind == NotificationKind.PAYMENT_REFUNDED:
             kinds = await _told(session, row.renewal_id)
             context["refund_cause"] = refund_cause(
@@ -333,6 +342,14 @@ async def _payment(session: AsyncSession, renewal_id: str | None) -> PaymentSett
         return None
     stored = await session.get(SettledPayment, renewal_id)
     return PaymentSettled.model_validate(stored.payload) if stored is not None else None
+
+
+async def _hold(session: AsyncSession, renewal_id: str | None) -> PaymentAuthorized | None:
+    """The renewal's PaymentAuthorized (its payment held first), where one has arrived."""
+    if renewal_id is None:
+        return None
+    stored = await session.get(HeldPayment, renewal_id)
+    return PaymentAuthorized.model_validate(stored.payload) if stored is not None else None
 
 
 async def _told(session: AsyncSession, renewal_id: str | None) -> set[str]:

@@ -77,4 +77,23 @@ class SettledPayment(SQLModel, table=True):
     received_at: datetime = timestamp(default_factory=utcnow)
 
 
-TABLES: list[type[SQLModel]] = [Contact, Notification, SettledPayment]
+class HeldPayment(SQLModel, table=True):
+    """A renewal's payment held at the provider (the first PaymentAuthorized), for its receipt.
+
+    Card and PayPal payments are authorized first and captured after the activation: the
+    receipt says when the money was held and, once the PaymentSettled came, when it was taken.
+    """
+
+    __tablename__ = "notifier_authorization"
+
+    renewal_id: str = Field(primary_key=True, max_length=36)
+    iccid: str = Field(max_length=20)
+    event_id: str = Field(max_length=256)
+    payload: dict[str, Any] = Field(
+        sa_column=Column(JSON, nullable=False),
+        description="the PaymentAuthorized data as it came (no payment token travels in it)",
+    )
+    received_at: datetime = timestamp(default_factory=utcnow)
+
+
+TABLES: list[type[SQLModel]] = [Contact, Notification, SettledPayment, HeldPayment]

@@ -17,7 +17,9 @@ from esim_schemas import (
     Money,
     PasswordChanged,
     PasswordResetRequested,
+    PaymentAuthorized,
     PaymentFailed,
+    PaymentRefunded,
     PaymentSettled,
     PlanExpiring,
 )
@@ -77,6 +79,16 @@ def samples() -> Iterator[tuple[str, str, dict[str, Any]]]:
             f"{state}, no payment yet",
             card | {"event": event, "payment": None},
         )
+        yield (
+            "profile_activated",
+            f"{state}, held then captured",
+            card | {"event": event, "payment": settled(), "hold": held()},
+        )
+        yield (
+            "profile_activated",
+            f"{state}, held, capture not heard of",
+            card | {"event": event, "payment": None, "hold": held()},
+        )
     for reason in get_args(PaymentFailureReason):
         yield "payment_failed", reason, card | {"event": payment_failed(RENEWAL, reason=reason)}
     for cause in RefundCause:
@@ -84,6 +96,11 @@ def samples() -> Iterator[tuple[str, str, dict[str, Any]]]:
             "payment_refunded",
             cause,
             card | {"event": payment_refunded(RENEWAL), "refund_cause": cause},
+        )
+        yield (
+            "payment_refunded",
+            f"{cause}, a hold released",
+            card | {"event": released(), "refund_cause": cause},
         )
     for reason in get_args(RejectionReason):
         yield "renewal_rejected", reason, card | {"event": renewal_rejected(RENEWAL, reason=reason)}
@@ -122,6 +139,30 @@ def password_changed() -> PasswordChanged:
 
 def settled(**values: Any) -> PaymentSettled:
     return payment_settled(RENEWAL, **values)
+
+
+def held() -> PaymentAuthorized:
+    """The payment of `settled()`, held first (PayPal), as billing authorizes it."""
+    paid = settled()
+    return PaymentAuthorized(
+        renewal_id=RENEWAL,
+        payment_id=paid.payment_id,
+        iccid=paid.iccid,
+        plan=paid.plan,
+        price=paid.price,
+        method="paypal",
+        provider_reference="5O190127TN364715T",
+        authorized_at=paid.settled_at,
+        capture_before=paid.settled_at + timedelta(days=29),
+        start=paid.start,
+        discount=paid.discount,
+        promo_code=paid.promo_code,
+    )
+
+
+def released() -> PaymentRefunded:
+    """A hold released: billing voided the authorization, nothing was taken."""
+    return payment_refunded(RENEWAL).model_copy(update={"via": "void"})
 
 
 def expiring(days: int, auto_renew: bool | None) -> PlanExpiring:

@@ -13,6 +13,7 @@ from esim_schemas import (
     BundleEnded,
     BundleStarted,
     DataLow,
+    PaymentAuthorized,
     PaymentSettled,
     ProfileActivated,
     UsageUpdated,
@@ -107,6 +108,8 @@ def build(
     runtime.consume_each(
         [
             Route(PaymentSettled, handlers.on_payment_settled),
+            # Card and PayPal payments are held until the plan is live: activate on the hold.
+            Route(PaymentAuthorized, handlers.on_payment_authorized),
             Route(BundleCancelRequested, handlers.on_bundle_cancel_requested),
         ]
     )

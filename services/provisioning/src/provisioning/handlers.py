@@ -1,5 +1,9 @@
 """Provisioning's event handlers: the activation of a paid renewal, the cancellation of a bundle.
 
+A renewal is paid for once billing says so by `PaymentAuthorized` (card and PayPal: the money is
+held, billing captures it after `ProfileActivated`) or by `PaymentSettled` (Alipay, and anything
+captured at once); whichever comes first starts the activation, the other changes nothing.
+
 Each handler only writes a row that is due now, once per renewal; the activation loop
 (`activating.py`) and the cancellation loop (`cancelling.py`) call the eSIM platform, so a handler
 never calls anything outside its own transaction.
@@ -10,7 +14,7 @@ from datetime import timedelta
 
 from esim_core.clock import utcnow
 from esim_core.messaging.consumer import PermanentEventError
-from esim_schemas import BundleCancelRequested, CloudEvent, PaymentSettled
+from esim_schemas import BundleCancelRequested, CloudEvent, PaymentAuthorized, PaymentSettled
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -20,7 +24,7 @@ from provisioning.store import Activation, Cancellation
 logger = logging.getLogger(__name__)
 
 
-def _terms(data: PaymentSettled) -> ActivationTerms:
+def _terms(data: PaymentSettled | PaymentAuthorized) -> ActivationTerms:
     return ActivationTerms(
         iccid=data.iccid,
         plan_code=data.plan.code,
@@ -45,7 +49,27 @@ class Handlers:
             PermanentEventError: the renewal already has an activation of another card, plan
                 or start (a renewal_id reused with other content is rejected, not merged).
         """
-        data = event.data
+        await self._activate(session, event.id, event.data, "PaymentSettled")
+
+    async def on_payment_authorized(
+        self, session: AsyncSession, event: CloudEvent[PaymentAuthorized]
+    ) -> None:
+        """Record the activation of a renewal whose payment is held, due now, exactly as for
+        PaymentSettled: whichever of the two comes first starts it, the other changes nothing.
+
+        Raises:
+            PermanentEventError: the renewal already has an activation of another card, plan
+                or start.
+        """
+        await self._activate(session, event.id, event.data, "PaymentAuthorized")
+
+    async def _activate(
+        self,
+        session: AsyncSession,
+        event_id: str,
+        data: PaymentSettled | PaymentAuthorized,
+        kind: str,
+    ) -> None:
         renewal_id = str(data.renewal_id)
         terms = _terms(data)
         existing = (
@@ -55,12 +79,13 @@ class Handlers:
             differing = existing.terms().differences(terms)
             if differing:
                 raise PermanentEventError(
-                    f"conflicting PaymentSettled for renewal {renewal_id}: "
+                    f"conflicting {kind} for renewal {renewal_id}: "
                     f"{', '.join(differing)} differ from activation {existing.id}"
                 )
             logger.info(
-                "PaymentSettled %s repeats renewal %s: activation %s (%s) stays as it is",
-                event.id,
+                "%s %s repeats renewal %s: activation %s (%s) stays as it is",
+                kind,
+                event_id,
                 renewal_id,
                 existing.id,
                 existing.state,

@@ -77,7 +77,16 @@ class PaymentDetails(ContractModel):
     """
 
     method: PaymentMethod
-    token: str = Field(min_length=1, max_length=256, repr=False)
+    # Optional here so that a card request without one reaches accounts and is answered
+    # (`RenewalRejected` `invalid_request`) instead of being dead-lettered as undecodable.
+    token: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        repr=False,
+        description="a payment source saved at the provider: required for `card` and for any "
+        "charge made without the buyer (auto-renew); without one, PayPal and Alipay ask the buyer",
+    )
     return_url: str | None = Field(
         default=None,
         max_length=2048,

@@ -1,4 +1,5 @@
-"""`esimctl`: see a saga and move a stuck one on, read and replay dead letters, watch outboxes.
+"""`esimctl`: see a saga and move a stuck one on, read and replay dead letters, watch outboxes,
+list payments still unknown or not captured in time, reconcile billing with the providers.
 
 Sagas and outboxes go through the services' operator APIs with the operator token (see
 `esimctl.client`); dead letters are Kafka topics no service owns, so `dlq` reads and writes the
@@ -11,6 +12,7 @@ import json
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
@@ -33,7 +35,11 @@ app = typer.Typer(
 sagas = typer.Typer(help="Renewal sagas (accounts).", no_args_is_help=True)
 dead_letters = typer.Typer(help="Dead letters on <topic>.dlq (Kafka).", no_args_is_help=True)
 outbox = typer.Typer(help="The services' outboxes.", no_args_is_help=True)
+payments = typer.Typer(
+    help="Payments at the providers (billing): unknown, overdue, reconciled.", no_args_is_help=True
+)
 app.add_typer(sagas, name="sagas")
+app.add_typer(payments, name="payments")
 app.add_typer(dead_letters, name="dlq")
 app.add_typer(outbox, name="outbox")
 
@@ -269,6 +275,120 @@ def sagas_compensate(
 ) -> None:
     """Give a stuck saga up: TIMED_OUT and its payment refunded (a second run changes nothing)."""
     _act(renewal_id, "compensate", {"reason": reason}, as_json)
+
+
+# payments ---------------------------------------------------------------------------------------
+
+
+def _payment_line(item: dict[str, Any]) -> str:
+    step = f" ({item['unknown_step']})" if item.get("unknown_step") else ""
+    price = item["price"]
+    return (
+        f"{item['renewal_id']}  {item['state']}{step}  {item['method']} "
+        f"{price['amount']} {price['currency']}  since {_short(item.get('unknown_since'))}  "
+        f"{_short(item.get('last_error'))}"
+    )
+
+
+@payments.command("unknown")
+def payments_unknown(
+    every: Annotated[
+        bool, typer.Option("--all", help="also those billing is still asking about on schedule")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Payments whose call's answer is still unknown after billing's schedule of asking.
+
+    Exits 1 when there is any: each needs an operator to look at the provider.
+    """
+    operator = _operator()
+    params = {"every": "true"} if every else {}
+    found: list[dict[str, Any]] = _run(
+        lambda: operator.call("billing", "GET", "/v1/payments/unknown", params=params)
+    )
+    if as_json:
+        _print_json(found)
+    elif not found:
+        typer.echo("no payments unknown")
+    else:
+        for item in found:
+            typer.echo(_payment_line(item))
+        typer.echo(
+            f"{len(found)} payment(s) unknown; look each up at its provider, then "
+            "esimctl sagas show <renewal_id>"
+        )
+    if found:
+        raise typer.Exit(1)
+
+
+@payments.command("overdue")
+def payments_overdue(as_json: JsonOption = False) -> None:
+    """Active plans whose capture billing could not make in time (the money was not taken).
+
+    Exits 1 when there is any.
+    """
+    operator = _operator()
+    found: list[dict[str, Any]] = _run(
+        lambda: operator.call("billing", "GET", "/v1/payments/overdue")
+    )
+    if as_json:
+        _print_json(found)
+    elif not found:
+        typer.echo("no captures overdue")
+    else:
+        for item in found:
+            typer.echo(
+                f"{item['renewal_id']}  {item['method']}  {item['price']['amount']} "
+                f"{item['price']['currency']}  capture before {_short(item['capture_before'])}  "
+                f"overdue since {_short(item['capture_overdue_at'])}  "
+                f"{_short(item.get('last_error'))}"
+            )
+        typer.echo(f"{len(found)} capture(s) overdue")
+    if found:
+        raise typer.Exit(1)
+
+
+@payments.command("reconcile")
+def payments_reconcile(
+    since: Annotated[
+        str | None,
+        typer.Option(help="RFC 3339 with an offset, e.g. 2026-12-01T00:00:00Z; default 24 h ago"),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Billing's payments against each provider's own list: every difference.
+
+    Exits 1 when there is any difference.
+    """
+    if since is not None:
+        try:
+            moment = datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError:
+            raise _fail(f"--since {since!r} is not an RFC 3339 time", 2) from None
+        if moment.tzinfo is None:
+            raise _fail("--since needs an offset (Z or +00:00)", 2)
+    operator = _operator()
+    params = {"since": since} if since is not None else {}
+    report: dict[str, Any] = _run(
+        lambda: operator.call("billing", "GET", "/v1/payments/reconciliation", params=params)
+    )
+    differences: list[dict[str, Any]] = report["differences"]
+    if as_json:
+        _print_json(report)
+    else:
+        for item in differences:
+            typer.echo(
+                f"{item['kind']:<16} {_short(item['method']):<7} {_short(item['reference'])}  "
+                f"billing: {_short(item['billing'])}  provider: {_short(item['provider'])}  "
+                f"({_short(item['provider_reference'])})"
+            )
+        typer.echo(
+            f"{len(differences)} difference(s) since {report['since']}: "
+            f"{report['provider_payments']} provider payment(s), "
+            f"{report['billing_payments']} billing payment(s)"
+        )
+    if differences:
+        raise typer.Exit(1)
 
 
 # dlq --------------------------------------------------------------------------------------------

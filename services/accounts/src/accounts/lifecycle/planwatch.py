@@ -72,7 +72,7 @@ def disable_auto_renew(card: Card) -> None:
     """Auto-renew off: the saved plan, payment and cap are forgotten with it."""
     card.auto_renew = False
     card.auto_renew_plan_code = None
-    card.auto_renew_method = card.auto_renew_token = None
+    card.auto_renew_method = card.auto_renew_token = card.auto_renew_return_url = None
     card.auto_renew_cap_amount = card.auto_renew_cap_currency = None
 
 
@@ -354,7 +354,11 @@ class PlanWatcher:
             user_id=card.user_id,
             iccid=card.iccid,
             plan_code=card.auto_renew_plan_code,
-            payment=PaymentDetails(method=card.auto_renew_method, token=card.auto_renew_token),
+            payment=PaymentDetails(
+                method=card.auto_renew_method,
+                token=card.auto_renew_token,
+                return_url=card.auto_renew_return_url,
+            ),
             start="after_current",
             requested_at=now,
             locale=user.locale if user is not None else None,

@@ -6,7 +6,7 @@ from esim_core.persistence.db import Database
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from accounts.domain import WITH_DEADLINE
+from accounts.domain import IN_FLIGHT, WITH_DEADLINE
 from accounts.renewals.saga import RenewalSaga
 from accounts.store import Renewal
 
@@ -39,6 +39,9 @@ async def sweep_deadlines(database: Database, saga: RenewalSaga, *, limit: int =
 async def sagas_in_flight(database: Database, now: datetime, *, window_s: float) -> int:
     """How many sagas wait on a payment or an activation and moved in the last `window_s`.
 
+    One waiting for the buyer's approval at the provider (PAYMENT_ACTION_REQUIRED) waits on a
+    person, not on the platform, and is not counted.
+
     The work in flight that the intake limit counts (`ACCOUNTS_MAX_SAGAS_IN_FLIGHT`). A saga
     that has waited longer is stuck or slow, and stops holding new requests back: at worst the
     limit lets a new `limit` in per window while the platform is down.
@@ -46,7 +49,7 @@ async def sagas_in_flight(database: Database, now: datetime, *, window_s: float)
     query = (
         select(func.count())
         .select_from(Renewal)
-        .where(col(Renewal.status).in_(list(WITH_DEADLINE)))
+        .where(col(Renewal.status).in_(list(IN_FLIGHT)))
         .where(col(Renewal.updated_at) >= now - timedelta(seconds=window_s))
     )
     async with database.session() as session:

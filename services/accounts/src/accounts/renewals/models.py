@@ -1,5 +1,6 @@
 """The renewals routes' bodies: a renewal asked for, shown and listed; the operator's view."""
 
+from typing import Literal
 from uuid import UUID
 
 from esim_schemas import Money
@@ -11,10 +12,36 @@ from accounts.catalogue.models import PromoCode
 
 
 class PaymentIn(Body):
-    """How the renewal is paid."""
+    """How the renewal is paid: the method, a source saved at the provider, where to come back.
+
+    `token` is required for `card` and for auto-renew (a charge without the buyer); PayPal and
+    Alipay without one ask the buyer at the provider's page (`payment_action` on the renewal).
+    """
 
     method: PaymentMethod
-    token: str = Field(min_length=1, max_length=256, repr=False)
+    token: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        repr=False,
+        description="a payment source saved at the provider (a Stripe payment method `pm_...`, "
+        "a PayPal vault token): required for `card` and for auto-renew",
+    )
+    return_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://[^\s]+$",
+        description="the page the provider sends the buyer back to after an approval step "
+        "(default: a setting of billing)",
+    )
+
+
+class PaymentActionOut(BaseModel):
+    """What the buyer must do at the provider before the payment can go on."""
+
+    type: Literal["redirect"] = Field(description="open `url` in the buyer's browser")
+    url: str = Field(description="the provider's page: 3-D Secure, PayPal's approval, Alipay")
+    expires_at: ApiTime = Field(description="past it, the renewal ends `PAYMENT_FAILED`")
 
 
 class RenewalCreate(Body):
@@ -82,6 +109,11 @@ class RenewalPublic(BaseModel):
     valid_from: ApiTime | None
     valid_until: ApiTime | None
     bundle_state: str | None
+    payment_action: PaymentActionOut | None = Field(
+        default=None,
+        description="while the status is `PAYMENT_ACTION_REQUIRED`: where the buyer approves the "
+        "payment, and until when; null otherwise",
+    )
     created_at: ApiTime
     updated_at: ApiTime
     timeline: list[TimelineStep]
@@ -121,7 +153,10 @@ class SagaDetail(BaseModel):
     start: str
     price: Money | None
     payment_method: str
-    payment_id: str | None = Field(description="billing's payment id once settled")
+    payment_id: str | None = Field(description="billing's payment id once authorized or settled")
+    payment_held: bool = Field(
+        default=False, description="the payment is an authorization, not captured yet"
+    )
     refund_requested: bool
     activation_failure: str | None
     bundle_state: str | None

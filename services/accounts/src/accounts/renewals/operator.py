@@ -71,6 +71,7 @@ def _detail(
         price=price,
         payment_method=saga.payment_method,
         payment_id=saga.payment_id,
+        payment_held=saga.payment_held,
         refund_requested=saga.refund_requested,
         activation_failure=saga.activation_failure,
         bundle_state=saga.bundle_state,
@@ -193,7 +194,8 @@ async def retry_saga(renewal_id: RenewalId, database: DatabaseDep, saga: SagaDep
 
     REQUESTED: its RenewalRequested; PAYMENT_PENDING: its PaymentRequested (and a new
     payment deadline); REFUNDING or TIMED_OUT with a refund owed: its RefundRequested.
-    PAID and ended sagas answer 409.
+    PAID, AUTHORIZED (waiting on provisioning), PAYMENT_ACTION_REQUIRED (waiting on the buyer)
+    and ended sagas answer 409.
     """
     return await act(database, saga, renewal_id, "retry", "operator retry")
 

@@ -23,8 +23,9 @@ from accounts.catalogue.pricing import priced_plan
 from accounts.catalogue.problems import promotion_problem, promotion_problems
 from accounts.catalogue.promotions import PromotionError, redeem
 from accounts.deps import CurrentUser, DatabaseDep, OutboxDep, SagaDep
-from accounts.domain import NotCancellableError, SagaStatus
+from accounts.domain import NotCancellableError, SagaStatus, payment_refusal
 from accounts.renewals.models import (
+    PaymentActionOut,
     RenewalAccepted,
     RenewalCreate,
     RenewalPage,
@@ -57,7 +58,14 @@ async def renew(
         str | None, Header(min_length=1, max_length=255, description="retry-safe key")
     ] = None,
 ) -> RenewalAccepted:
-    """Renew a card: the saga starts and runs asynchronously; follow it at the renewal URL."""
+    """Renew a card: the saga starts and runs asynchronously; follow it at the renewal URL.
+
+    `payment.token` is required for `card`; PayPal and Alipay without one ask the buyer at the
+    provider's page (the renewal shows `payment_action` while it waits).
+    """
+    refusal = payment_refusal(body.payment.method, body.payment.token, buyer_present=True)
+    if refusal is not None:
+        raise payment_field_problem("token", refusal)
     renewal_id = renewal_id_for(caller.id, idempotency_key)
 
     def repeated(existing: Renewal, request: RenewalRequested) -> RenewalAccepted:
@@ -79,7 +87,11 @@ async def renew(
                 user_id=caller.id,
                 iccid=found.iccid,
                 plan_code=body.plan_code,
-                payment=PaymentDetails(method=body.payment.method, token=body.payment.token),
+                payment=PaymentDetails(
+                    method=body.payment.method,
+                    token=body.payment.token,
+                    return_url=body.payment.return_url,
+                ),
                 start=body.start,
                 requested_at=datetime.now(UTC),
                 locale=caller.locale,
@@ -222,11 +234,34 @@ async def renewal(caller: CurrentUser, renewal_id: UUID, database: DatabaseDep) 
         valid_from=saga.valid_from,
         valid_until=saga.valid_until,
         bundle_state=saga.bundle_state,
+        payment_action=payment_action_of(saga),
         created_at=saga.created_at,
         updated_at=saga.updated_at,
         timeline=[
             TimelineStep(step=s.step, status=s.status, at=s.at, detail=s.detail) for s in steps
         ],
+    )
+
+
+def payment_action_of(saga: Renewal) -> PaymentActionOut | None:
+    """What the buyer must do at the provider, while the saga waits for it (else None)."""
+    if (
+        saga.status != SagaStatus.PAYMENT_ACTION_REQUIRED
+        or saga.action_url is None
+        or saga.action_expires_at is None
+    ):
+        return None
+    return PaymentActionOut(type="redirect", url=saga.action_url, expires_at=saga.action_expires_at)
+
+
+def payment_field_problem(field: str, detail: str, *, kind: str = "validation") -> ProblemError:
+    """A 422 problem naming one field of the request's `payment` object."""
+    name = f"body.payment.{field}"
+    return ProblemError(
+        422,
+        f"The request is not valid: {name}: {detail}",
+        kind=kind,
+        errors=[{"field": name, "message": detail, "type": "value_error"}],
     )
 
 

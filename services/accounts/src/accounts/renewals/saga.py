@@ -21,6 +21,8 @@ from esim_schemas import (
     CloudEvent,
     EventData,
     Money,
+    PaymentActionRequired,
+    PaymentAuthorized,
     PaymentDetails,
     PaymentFailed,
     PaymentRefunded,
@@ -31,6 +33,7 @@ from esim_schemas import (
     RefundRequested,
     RenewalRejected,
     RenewalRequested,
+    format_time,
 )
 from sqlalchemy import bindparam, select
 from sqlmodel import col
@@ -41,14 +44,17 @@ from accounts.cards.plans import record_activation
 from accounts.catalogue.promotions import apply_promotion, release_if_uncaptured
 from accounts.domain import (
     AUTO_RENEW_CHANNEL,
+    BUYER_APPROVES,
     COMPENSATED,
     HARD_FAILURES,
+    TERMINAL,
     Deadlines,
     NotCancellableError,
     RenewalInvalidError,
     SagaStatus,
     check_cancellable,
     currency_for,
+    payment_refusal,
     price_for,
     request_fingerprint,
 )
@@ -109,6 +115,7 @@ def saga_from_request(data: RenewalRequested) -> Renewal:
         plan_code=data.plan_code,
         payment_method=data.payment.method,
         payment_token=data.payment.token,
+        payment_return_url=data.payment.return_url,
         start=data.start,
         locale=data.locale,
         channel=data.channel,
@@ -127,6 +134,7 @@ def fingerprint_of(data: RenewalRequested) -> str:
         token=data.payment.token,
         start=data.start,
         promo_code=data.promo_code,
+        return_url=data.payment.return_url,
     )
 
 
@@ -160,6 +168,7 @@ class Cause:
     refund_reason: str | None = None
     request: RenewalRequested | None = None
     activation: ProfileActivated | None = None
+    action: PaymentActionRequired | None = None
 
 
 def facts_of(saga: Renewal | None, now: datetime) -> Facts:
@@ -167,14 +176,19 @@ def facts_of(saga: Renewal | None, now: datetime) -> Facts:
     if saga is None:
         return Facts(status=None)
     deadline = as_utc(saga.deadline_at) if saga.deadline_at is not None else None
+    status = SagaStatus(saga.status)
     return Facts(
-        status=SagaStatus(saga.status),
-        captured=saga.payment_id is not None,
+        status=status,
+        captured=saga.payment_id is not None and not saga.payment_held,
+        held=saga.payment_id is not None and saga.payment_held,
         refund_requested=saga.refund_requested,
         activation_failed=saga.activation_failure is not None,
         bundle=saga.bundle_state,
         compensated=saga.reason == COMPENSATED,
-        token=saga.payment_token is not None,
+        # A payment without a token (the buyer approves at the provider) can be sent again
+        # while the saga is open, as one with a token can until the saga forgets it.
+        token=saga.payment_token is not None
+        or (saga.payment_method in BUYER_APPROVES and status not in TERMINAL),
         auto_renewal=saga.channel == AUTO_RENEW_CHANNEL,
         overdue=deadline is not None and deadline <= now,
     )
@@ -241,6 +255,13 @@ class RenewalSaga:
     ) -> None:
         # One Core query for the card, the plan and the owner's locale: no ORM objects, since
         # none of them is changed here.
+        refusal = payment_refusal(
+            data.payment.method,
+            data.payment.token,
+            buyer_present=data.channel != AUTO_RENEW_CHANNEL,
+        )
+        if refusal is not None:
+            raise RenewalInvalidError("invalid_request", refusal)
         connection = await session.connection()
         keys = {"iccid": data.iccid, "plan": data.plan_code}
         found = (await connection.execute(_CARD_PLAN_OWNER, keys)).first()
@@ -265,6 +286,43 @@ class RenewalSaga:
         if data.promo_code is not None:
             await apply_promotion(session, saga, data.promo_code, self.clock())
 
+    async def on_payment_action_required(
+        self, session: AsyncSession, event: CloudEvent[PaymentActionRequired]
+    ) -> None:
+        """The provider needs the buyer: the saga waits, keeping the action until its expiry.
+
+        `GET /v1/renewals/{renewal_id}` shows the action (`payment_action`) while the saga
+        waits; the deadline is the action's expiry plus a grace, for billing's answer.
+        """
+        data = event.data
+        saga = await self._saga(session, data.renewal_id)
+        detail = f"{data.method}: the buyer approves by {format_time(data.expires_at)}"
+        cause = Cause(now=self.clock(), event_id=event.id, detail=detail, action=data)
+        await self._move(session, saga, Input.PAYMENT_ACTION_REQUIRED, cause)
+
+    async def on_payment_authorized(
+        self, session: AsyncSession, event: CloudEvent[PaymentAuthorized]
+    ) -> None:
+        """Record the hold; release it at once if activation already failed.
+
+        Billing captures it once it sees ProfileActivated (then PaymentSettled, which may come
+        after the saga ended ACTIVATED); a capture seen first is not made a hold again.
+        """
+        data = event.data
+        saga = await self._saga(session, data.renewal_id)
+        if saga.payment_id is None or saga.payment_held:
+            # Recorded whatever the saga does with it: releasing the hold needs it.
+            saga.payment_id = data.payment_id
+            saga.payment_held = True
+            saga.price_amount = data.price.amount
+            saga.currency = data.price.currency
+        detail = (
+            f"{data.price.amount} {data.price.currency} held at "
+            f"{format_time(data.authorized_at)}, to capture by {format_time(data.capture_before)}"
+        )
+        cause = Cause(now=self.clock(), event_id=event.id, detail=detail)
+        await self._move(session, saga, Input.PAYMENT_AUTHORIZED, cause)
+
     async def on_payment_settled(
         self, session: AsyncSession, event: CloudEvent[PaymentSettled]
     ) -> None:
@@ -272,16 +330,26 @@ class RenewalSaga:
 
         A capture after the payment deadline is not refunded here: provisioning applies the
         bundle of every capture, and its answer decides (ProfileActivated: the plan stays;
-        ActivationFailed, only once the bundle is sure not to run: the refund).
+        ActivationFailed, only once the bundle is sure not to run: the refund). The capture of
+        a hold (billing captures after ProfileActivated) is a timeline step and moves an
+        AUTHORIZED saga to PAID; it never ends a saga again.
         """
         data = event.data
         saga = await self._saga(session, data.renewal_id)
+        given, detail = Input.PAYMENT_SETTLED, None
+        if saga.payment_held:
+            given = Input.PAYMENT_CAPTURED
+            detail = (
+                f"{data.price.amount} {data.price.currency} captured at "
+                f"{format_time(data.settled_at)}"
+            )
         # The capture is recorded whatever the saga does with it: a refund needs it.
         saga.payment_id = data.payment_id
+        saga.payment_held = False
         saga.price_amount = data.price.amount
         saga.currency = data.price.currency
         await self._move(
-            session, saga, Input.PAYMENT_SETTLED, Cause(now=self.clock(), event_id=event.id)
+            session, saga, given, Cause(now=self.clock(), event_id=event.id, detail=detail)
         )
 
     async def on_payment_failed(
@@ -334,8 +402,8 @@ class RenewalSaga:
     async def on_payment_refunded(
         self, session: AsyncSession, event: CloudEvent[PaymentRefunded]
     ) -> None:
-        """The refund went through: the saga ends in CANCELLED (cancelled by its owner), else
-        REFUNDED.
+        """The refund (or a hold's release, `via` `void`) went through: the saga ends in
+        CANCELLED (cancelled by its owner), else REFUNDED.
 
         Billing refunds only what a RefundRequested asked for: a refund this saga never asked
         for is refused (dead-lettered), so it cannot end a saga without a capture, nor cancel
@@ -343,7 +411,9 @@ class RenewalSaga:
         """
         saga = await self._saga(session, event.data.renewal_id)
         cause = Cause(now=self.clock(), event_id=event.id)
-        await self._move(session, saga, Input.PAYMENT_REFUNDED, cause)
+        # A void released a hold: nothing was taken (the timeline says so).
+        given = Input.PAYMENT_VOIDED if event.data.via == "void" else Input.PAYMENT_REFUNDED
+        await self._move(session, saga, given, cause)
 
     async def request_cancel(self, session: AsyncSession, saga: Renewal, now: datetime) -> None:
         """The owner cancels a queued plan that has not started: ask provisioning to cancel it.
@@ -369,7 +439,7 @@ class RenewalSaga:
             plan_state,
             valid_from,
             now,
-            captured=saga.payment_id is not None,
+            captured=saga.payment_id is not None and not saga.payment_held,
         )
         cause = Cause(now=now, event_id=f"api:{uuid4()}")
         await self._move(session, saga, Input.CANCEL, cause, NotCancellableError)
@@ -518,6 +588,12 @@ class RenewalSaga:
         match write:
             case Write.PAYMENT_DEADLINE:
                 saga.deadline_at = cause.now + timedelta(seconds=self.deadlines.payment_s)
+            case Write.ACTION:
+                assert cause.action is not None
+                saga.action_url = cause.action.action.url
+                saga.action_expires_at = cause.action.expires_at
+                grace = timedelta(seconds=self.deadlines.action_grace_s)
+                saga.deadline_at = cause.action.expires_at + grace
             case Write.ACTIVATION_DEADLINE:
                 saga.deadline_at = cause.now + timedelta(seconds=self.deadlines.activation_s)
             case Write.NO_DEADLINE:
@@ -545,8 +621,11 @@ class RenewalSaga:
         message: EventData
         match command:
             case Command.REQUEST_PAYMENT:
-                assert saga.payment_token is not None
-                payment = PaymentDetails(method=saga.payment_method, token=saga.payment_token)
+                payment = PaymentDetails(
+                    method=saga.payment_method,
+                    token=saga.payment_token,
+                    return_url=saga.payment_return_url,
+                )
                 message, kind = payment_request_of(saga, payment), "payment-requested"
             case Command.REQUEST_REFUND:
                 assert cause.refund_reason is not None
@@ -554,7 +633,6 @@ class RenewalSaga:
             case Command.REQUEST_BUNDLE_CANCEL:
                 message, kind = cancel_request_of(saga, cause.now), "bundle-cancel-requested"
             case Command.RESEND_RENEWAL_REQUEST:
-                assert saga.payment_token is not None
                 message = renewal_request_of(saga, saga.payment_token)
                 kind = "operator-retry-requested"
             case Command.REJECT_RENEWAL:
@@ -612,14 +690,16 @@ def rejection_of(data: RenewalRequested, reason: str, detail: str) -> RenewalRej
     )
 
 
-def renewal_request_of(saga: Renewal, token: str) -> RenewalRequested:
+def renewal_request_of(saga: Renewal, token: str | None) -> RenewalRequested:
     """The RenewalRequested a saga was started by, rebuilt from its row."""
     return RenewalRequested(
         renewal_id=UUID(saga.renewal_id),
         user_id=saga.user_id,
         iccid=saga.iccid,
         plan_code=saga.plan_code,
-        payment=PaymentDetails(method=saga.payment_method, token=token),
+        payment=PaymentDetails(
+            method=saga.payment_method, token=token, return_url=saga.payment_return_url
+        ),
         start=saga.start,
         requested_at=as_utc(saga.created_at),
         locale=saga.locale,
@@ -660,7 +740,7 @@ def cancel_request_of(saga: Renewal, now: datetime) -> BundleCancelRequested:
 
 
 def refund_request_of(saga: Renewal, reason: str) -> RefundRequested:
-    """The RefundRequested of a saga whose payment is captured."""
+    """The RefundRequested of a saga whose payment is captured or held (billing voids a hold)."""
     assert saga.payment_id is not None
     assert saga.price_amount is not None and saga.currency is not None
     return RefundRequested(

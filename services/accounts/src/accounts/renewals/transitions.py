@@ -24,6 +24,7 @@ class Facts:
 
     status: SagaStatus | None
     captured: bool = False
+    held: bool = False  # an authorization: the money is held at the provider, not yet taken
     refund_requested: bool = False
     activation_failed: bool = False
     bundle: str | None = None  # "active" or "queued", once a ProfileActivated announced it
@@ -40,12 +41,16 @@ class Input(StrEnum):
     RENEWAL_CONFLICTS = "RenewalRequested, other content"
     RENEWAL_PRICED = "RenewalRequested, priced"
     RENEWAL_INVALID = "RenewalRequested, invalid"
+    PAYMENT_ACTION_REQUIRED = "PaymentActionRequired"
+    PAYMENT_AUTHORIZED = "PaymentAuthorized"
     PAYMENT_SETTLED = "PaymentSettled"
+    PAYMENT_CAPTURED = "PaymentSettled, of an authorization"
     PAYMENT_FAILED = "PaymentFailed"
     PAYMENT_DECLINED = "PaymentFailed, a hard decline"
     PROFILE_ACTIVATED = "ProfileActivated"
     ACTIVATION_FAILED = "ActivationFailed"
     PAYMENT_REFUNDED = "PaymentRefunded"
+    PAYMENT_VOIDED = "PaymentRefunded (via void)"
     BUNDLE_CANCELLED = "BundleCancelled (cancelled_by_user)"
     BUNDLE_REPLACED = "BundleCancelled (replaced)"
     BUNDLE_STARTED = "BundleStarted"
@@ -77,6 +82,7 @@ class Write(StrEnum):
     """A field of the saga row a decision writes, besides its status."""
 
     PAYMENT_DEADLINE = "payment deadline set"
+    ACTION = "buyer's action and its deadline kept"
     ACTIVATION_DEADLINE = "activation deadline set"
     NO_DEADLINE = "deadline cleared"
     FORGET_TOKEN = "payment token forgotten"
@@ -138,9 +144,14 @@ def no_refund_asked(facts: Facts) -> bool:
     return not facts.refund_requested
 
 
+def held(facts: Facts) -> bool:
+    """The payment is an authorization: money held at the provider, not yet captured."""
+    return facts.held
+
+
 def refund_due(facts: Facts) -> bool:
-    """A capture to refund, and no refund requested yet: at most one per renewal."""
-    return facts.captured and not facts.refund_requested
+    """A capture to refund or a hold to release, and no refund requested yet: at most one."""
+    return (facts.captured or facts.held) and not facts.refund_requested
 
 
 def compensated(facts: Facts) -> bool:
@@ -159,7 +170,7 @@ def queued_and_captured(facts: Facts) -> bool:
 
 
 def holds_token(facts: Facts) -> bool:
-    """The saga still holds the payment token it can send again."""
+    """The saga can send its payment again: it holds its token, or its payment needs none."""
     return facts.token
 
 
@@ -185,11 +196,14 @@ class Row:
 
 ANY: tuple[SagaStatus, ...] = tuple(SagaStatus)
 ENDED = (S.ACTIVATED, S.REJECTED, S.PAYMENT_FAILED, S.REFUNDED, S.CANCELLED)
-AWAITING_PAYMENT = (S.REQUESTED, S.PAYMENT_PENDING)
-OPEN = (S.REQUESTED, S.PAYMENT_PENDING, S.PAID)
+AWAITING_PAYMENT = (S.REQUESTED, S.PAYMENT_PENDING, S.PAYMENT_ACTION_REQUIRED)
+# Paid for, captured or held: provisioning's answer decides.
+PAID_FOR = (S.AUTHORIZED, S.PAID)
+OPEN = (*AWAITING_PAYMENT, *PAID_FOR)
 
 _ACTIVATION_FAILED = "activation failed: {activation_failure}"
 _STARTED_FIRST = "the plan started before it was cancelled"
+_RELEASED = "the hold on the payment was released; nothing was taken"
 _ENDS = (Write.FORGET_TOKEN, Write.NO_DEADLINE)
 
 
@@ -226,8 +240,56 @@ TABLE: tuple[Row, ...] = (
             step="rejected",
         ),
     ),
-    # Billing's answers. A capture is recorded in every state; a late one is refunded only if
-    # activation failed or an operator gave the saga up (else provisioning's answer decides).
+    # Billing's answers. The provider needs the buyer: the saga waits for their answer (a
+    # newer action replaces the one kept); once paid for, a late one changes nothing.
+    Row(
+        AWAITING_PAYMENT,
+        Input.PAYMENT_ACTION_REQUIRED,
+        Decision(
+            to=S.PAYMENT_ACTION_REQUIRED, writes=(Write.ACTION,), step="payment_action_required"
+        ),
+    ),
+    # An authorization is recorded in every state, as a capture is (below): the same rules.
+    Row(
+        AWAITING_PAYMENT,
+        Input.PAYMENT_AUTHORIZED,
+        Decision(
+            to=S.AUTHORIZED,
+            writes=(Write.ACTIVATION_DEADLINE,),
+            step="payment_authorized",
+            then=Input.REFUND_OWED,
+            refund_reason=_ACTIVATION_FAILED,
+        ),
+        activation_failed_first,
+    ),
+    Row(
+        AWAITING_PAYMENT,
+        Input.PAYMENT_AUTHORIZED,
+        Decision(to=S.AUTHORIZED, writes=(Write.ACTIVATION_DEADLINE,), step="payment_authorized"),
+    ),
+    Row(
+        ANY,
+        Input.PAYMENT_AUTHORIZED,
+        Decision(
+            step="payment_authorized", then=Input.REFUND_OWED, refund_reason=_ACTIVATION_FAILED
+        ),
+        activation_failed_first,
+    ),
+    Row(
+        (S.TIMED_OUT,),
+        Input.PAYMENT_AUTHORIZED,
+        Decision(
+            step="payment_authorized",
+            then=Input.REFUND_OWED,
+            refund_reason="payment authorized after an operator compensated",
+        ),
+        compensated,
+    ),
+    # Billing captures a hold once it sees ProfileActivated, which may reach accounts later:
+    # AUTHORIZED becomes PAID (its activation deadline stands); anywhere else, a timeline step.
+    Row((S.AUTHORIZED,), Input.PAYMENT_CAPTURED, Decision(to=S.PAID, step="payment_captured")),
+    # A capture is recorded in every state; a late one is refunded only if activation failed
+    # or an operator gave the saga up (else provisioning's answer decides).
     Row(
         AWAITING_PAYMENT,
         Input.PAYMENT_SETTLED,
@@ -327,6 +389,18 @@ TABLE: tuple[Row, ...] = (
         ),
         captured,
     ),
+    # A hold is released (billing voids it: nothing is taken).
+    Row(
+        ANY,
+        Input.ACTIVATION_FAILED,
+        Decision(
+            writes=(Write.REMEMBER_FAILURE,),
+            step="activation_failed",
+            then=Input.REFUND_OWED,
+            refund_reason=_ACTIVATION_FAILED,
+        ),
+        held,
+    ),
     Row(
         ANY,
         Input.ACTIVATION_FAILED,
@@ -357,6 +431,38 @@ TABLE: tuple[Row, ...] = (
         Input.PAYMENT_REFUNDED,
         Decision(
             to=S.REFUNDED, writes=_ENDS, sends=(Command.RELEASE_PROMOTION,), step="payment_refunded"
+        ),
+    ),
+    # The release of a hold ends the saga as a refund does; the timeline says nothing was taken.
+    Row(
+        ANY,
+        Input.PAYMENT_VOIDED,
+        Decision(
+            refused="PaymentRefunded {event_id} (void) for renewal {renewal_id} ({status}), "
+            "which asked for no refund"
+        ),
+        no_refund_asked,
+    ),
+    Row(
+        (S.CANCELLING,),
+        Input.PAYMENT_VOIDED,
+        Decision(
+            to=S.CANCELLED,
+            writes=(Write.FORGET_TOKEN,),
+            sends=(Command.RELEASE_PROMOTION,),
+            step="hold_released",
+            detail=_RELEASED,
+        ),
+    ),
+    Row(
+        (*OPEN, S.REFUNDING, S.TIMED_OUT),
+        Input.PAYMENT_VOIDED,
+        Decision(
+            to=S.REFUNDED,
+            writes=_ENDS,
+            sends=(Command.RELEASE_PROMOTION,),
+            step="hold_released",
+            detail=_RELEASED,
         ),
     ),
     # The owner's cancel of a queued plan, and provisioning's answer to it.
@@ -416,7 +522,20 @@ TABLE: tuple[Row, ...] = (
         overdue,
     ),
     Row(
-        (S.PAID,),
+        (S.PAYMENT_ACTION_REQUIRED,),
+        Input.DEADLINE,
+        Decision(
+            to=S.TIMED_OUT,
+            reason="payment_timed_out",
+            writes=(Write.NO_DEADLINE,),
+            sends=(Command.RELEASE_PROMOTION,),
+            step="timed_out",
+            detail="no answer to the buyer's approval in time",
+        ),
+        overdue,
+    ),
+    Row(
+        PAID_FOR,
         Input.DEADLINE,
         Decision(
             to=S.TIMED_OUT,
@@ -475,11 +594,20 @@ TABLE: tuple[Row, ...] = (
         refund_asked,
     ),
     Row(
-        (S.PAID,),
+        PAID_FOR,
         Input.RETRY,
         Decision(
-            refused="renewal {renewal_id} is PAID and waits for provisioning to activate the "
+            refused="renewal {renewal_id} is {status} and waits for provisioning to activate the "
             "bundle: look at its activation (esimctl sagas show), or compensate to refund"
+        ),
+    ),
+    Row(
+        (S.PAYMENT_ACTION_REQUIRED,),
+        Input.RETRY,
+        Decision(
+            refused="renewal {renewal_id} is PAYMENT_ACTION_REQUIRED and waits for the buyer "
+            "to approve the payment at the provider (billing asks the provider at its expiry): "
+            "nothing to send again"
         ),
     ),
     # An operator's compensate gives an open saga up; one already compensating stays as it is.
@@ -513,6 +641,16 @@ TABLE: tuple[Row, ...] = (
         Input.COMPENSATE,
         Decision(
             sends=(Command.RELEASE_PROMOTION,),
+            answer="already compensating ({status}, the payment is held; provisioning's answer "
+            "decides: a failure releases it); nothing changed",
+        ),
+        held,
+    ),
+    Row(
+        (S.REFUNDING, S.TIMED_OUT),
+        Input.COMPENSATE,
+        Decision(
+            sends=(Command.RELEASE_PROMOTION,),
             answer="already compensating ({status}, nothing was captured); nothing changed",
         ),
     ),
@@ -539,7 +677,6 @@ TABLE: tuple[Row, ...] = (
         ),
         captured,
     ),
-    # A capture that still comes is refunded on PaymentSettled (TIMED_OUT, compensated).
     Row(
         OPEN,
         Input.COMPENSATE,
@@ -549,7 +686,22 @@ TABLE: tuple[Row, ...] = (
             writes=(Write.NO_DEADLINE,),
             sends=(Command.RELEASE_PROMOTION,),
             step="operator_compensated",
-            answer="TIMED_OUT; no payment is captured yet (a late capture is refunded)",
+            then=Input.REFUND_OWED,
+            answer="TIMED_OUT; release of the held payment requested",
+        ),
+        held,
+    ),
+    # A capture or hold that still comes is given back (TIMED_OUT, compensated).
+    Row(
+        OPEN,
+        Input.COMPENSATE,
+        Decision(
+            to=S.TIMED_OUT,
+            reason=COMPENSATED,
+            writes=(Write.NO_DEADLINE,),
+            sends=(Command.RELEASE_PROMOTION,),
+            step="operator_compensated",
+            answer="TIMED_OUT; no payment is captured or held yet (a late one is given back)",
         ),
     ),
     # At most one refund per renewal, never once it has ended; a timed-out or cancelling saga
@@ -579,12 +731,19 @@ TABLE: tuple[Row, ...] = (
 
 #: What an input does where no row matches: a step on the timeline at most, or a refusal.
 OTHERWISE: dict[Input, Decision] = {
+    Input.PAYMENT_ACTION_REQUIRED: Decision(step="payment_action_required"),
+    Input.PAYMENT_AUTHORIZED: Decision(step="payment_authorized"),
     Input.PAYMENT_SETTLED: Decision(step="payment_settled"),
+    # Billing captured a hold after the activation: recorded, it never ends the saga again.
+    Input.PAYMENT_CAPTURED: Decision(step="payment_captured"),
     # A promotion is given back after every failure of an ended saga it held (once at most).
     Input.PAYMENT_FAILED: Decision(sends=(Command.RELEASE_PROMOTION,), step="payment_failed"),
     Input.PAYMENT_DECLINED: Decision(sends=(Command.RELEASE_PROMOTION,), step="payment_failed"),
     Input.PROFILE_ACTIVATED: Decision(step="profile_activated", sends=(Command.MOVE_CARD,)),
     Input.PAYMENT_REFUNDED: Decision(sends=(Command.RELEASE_PROMOTION,), step="payment_refunded"),
+    Input.PAYMENT_VOIDED: Decision(
+        sends=(Command.RELEASE_PROMOTION,), step="hold_released", detail=_RELEASED
+    ),
     Input.BUNDLE_CANCELLED: Decision(step="bundle_cancelled"),
     Input.BUNDLE_REPLACED: Decision(step="bundle_cancelled"),
     Input.CANCEL: Decision(

@@ -1,9 +1,8 @@
 """Payment gateways: the port billing charges and refunds through, and its adapters.
 
-`port.py` says what a provider does for billing (`PaymentGateway`); `http.py` is
-`HttpPaymentGateway`, the charge-at-once adapter (`ChargingGateway`) over the sandbox's generic
-`/v1/charges` API that the loops use until they move to the provider adapters (one module a
-provider, each implementing `PaymentGateway`).
+`port.py` says what a provider does for billing (`PaymentGateway`); each provider has its
+adapter module (`stripe.py`, `paypal.py`, `alipay.py`), and `router.py`'s `MethodRouter` sends
+each call to the adapter of its payment method.
 """
 
 from billing.gateways.port import (
@@ -13,7 +12,6 @@ from billing.gateways.port import (
     Captured,
     CaptureRequest,
     ChargeRequest,
-    ChargingGateway,
     GatewayRejectedError,
     GatewayUnavailableError,
     LookupRequest,
@@ -38,7 +36,6 @@ __all__ = [
     "CaptureRequest",
     "Captured",
     "ChargeRequest",
-    "ChargingGateway",
     "GatewayRejectedError",
     "GatewayUnavailableError",
     "LookupRequest",

@@ -317,6 +317,7 @@ class AlipayGateway(HttpAdapter):
             "subject": self._subject(request),
             "product_code": "GENERAL_WITHHOLDING",
             "agreement_params": {"agreement_no": request.token},
+            **_priced_in(request.currency),
             # Where Alipay answers 10003 (the buyer must confirm at the cashier), the trade
             # closes when the page-pay URL handed out for it does.
             "timeout_express": self._timeout_express,
@@ -381,7 +382,9 @@ class AlipayGateway(HttpAdapter):
         inner = await self._api("alipay.trade.refund", biz)
         if inner.get("code") == "10000":
             return RefundReceipt(
-                refund_id=request.idempotency_key, amount=request.amount, currency="CNY"
+                refund_id=request.idempotency_key,
+                amount=request.amount,
+                currency=request.currency or "CNY",
             )
         sub_code = str(inner.get("sub_code", ""))
         status = {
@@ -447,8 +450,8 @@ class AlipayGateway(HttpAdapter):
     def _check(method: str, currency: str, amount: int) -> None:
         if method != "alipay":
             raise GatewayRejectedError(422, f"the Alipay gateway does not take {method!r}")
-        if currency != "CNY":
-            raise GatewayRejectedError(422, f"Alipay takes CNY here, not {currency!r}")
+        if len(currency) != 3 or not currency.isalpha() or not currency.isupper():
+            raise GatewayRejectedError(422, f"not a currency Alipay can price in: {currency!r}")
         if amount <= 0:
             raise GatewayRejectedError(422, "an Alipay payment must be more than 0")
 
@@ -488,7 +491,7 @@ class AlipayGateway(HttpAdapter):
         return Captured(
             provider_reference=trade_no,
             amount=request.amount if amount is None else amount,
-            currency="CNY",
+            currency=str(answer.get("trans_currency") or "CNY"),
         )
 
     def _page_pay(self, request: PaymentRequest) -> ActionRequired:
@@ -498,6 +501,7 @@ class AlipayGateway(HttpAdapter):
             "total_amount": _yuan(request.amount),
             "subject": self._subject(request),
             "product_code": "FAST_INSTANT_TRADE_PAY",
+            **_priced_in(request.currency),
             "timeout_express": self._timeout_express,
             "time_expire": expires_at.astimezone(BEIJING).strftime(_TIME),
         }
@@ -563,6 +567,11 @@ def _paid(trade: Mapping[str, Any]) -> bool:
     )
 
 
+def _priced_in(currency: str) -> dict[str, str]:
+    """A cross-border merchant prices in its own currency (`trans_currency`); CNY needs none."""
+    return {} if currency == "CNY" else {"trans_currency": currency}
+
+
 def _view(trade: Mapping[str, Any]) -> PaymentView:
     """A trade, as `trade.query` or a notify tells it."""
     status = str(trade.get("trade_status"))
@@ -580,7 +589,7 @@ def _view(trade: Mapping[str, Any]) -> PaymentView:
         reference=str(trade.get("out_trade_no") or "") or None,
         provider_reference=trade_no if isinstance(trade_no, str) and trade_no else None,
         amount=amount,
-        currency="CNY",
+        currency=str(trade.get("trans_currency") or "CNY"),
         captured_amount=(amount or 0) if paid else 0,
         refunded_amount=refunded,
         capture_reference=trade_no if paid and isinstance(trade_no, str) else None,

@@ -303,25 +303,3 @@ class PaymentGateway(Protocol):
             GatewayUnavailableError: the provider could not be asked now (answer 5xx: it retries).
         """
         ...
-
-
-class ChargingGateway(Protocol):
-    """The charge-at-once port the charge and refund loops use until they move to `pay`.
-
-    `HttpPaymentGateway` (the sandbox's generic `/v1/charges` API) implements it; the provider
-    adapters implement `PaymentGateway`.
-    """
-
-    async def charge(self, request: PaymentRequest) -> Captured:
-        """Capture a charge, or return the capture already made under its idempotency key.
-
-        Raises:
-            PaymentDeclinedError: the provider declined the payment.
-            GatewayUnavailableError: no answer now; repeating the call is safe.
-            GatewayRejectedError: the request itself was refused.
-        """
-        ...
-
-    async def refund(self, request: RefundRequest) -> RefundReceipt:
-        """Refund a capture, or return the refund already made under its idempotency key."""
-        ...

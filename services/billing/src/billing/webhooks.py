@@ -1,0 +1,161 @@
+"""The providers' calls to billing: `POST /webhooks/stripe`, `/webhooks/paypal`, `/webhooks/alipay`.
+
+No operator token: each call is verified by its provider's own scheme (the adapter's
+`read_webhook`); a forged, malformed or stale one is answered 400 and changes nothing. A
+verified call is applied once: its provider's event id goes into the inbox table in the same
+transaction as its effect (`flow.PaymentFlow.apply_view` on the locked payment), so a
+redelivery, a call out of order or a crash at any line leaves one effect or none, and the
+provider, not hearing back, sends it again. The answer is the one each provider expects
+(Alipay: the literal body `success`).
+"""
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from esim_core.clock import utcnow
+from esim_core.messaging.inbox import record_new
+from esim_core.persistence.db import Database
+from esim_core.web.problems import ProblemError, problem_responses
+from fastapi import APIRouter, Request, Response
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from billing.flow import PaymentFlow
+from billing.gateways.port import (
+    GatewayUnavailableError,
+    PaymentView,
+    WebhookNotice,
+    WebhookRejectedError,
+)
+from billing.store import Payment
+
+logger = logging.getLogger(__name__)
+
+PROVIDERS = ("stripe", "paypal", "alipay")
+MAX_BODY_BYTES = 256 * 1024
+
+
+class WebhookReader(Protocol):
+    """What the webhooks need of the gateway: read a call by its provider's name."""
+
+    async def read_webhook_of(
+        self, provider: str, headers: dict[str, str], body: bytes
+    ) -> WebhookNotice:
+        """Verify the call and say what it reports (see `MethodRouter.read_webhook_of`)."""
+        ...
+
+
+async def payment_of_view(session: AsyncSession, view: PaymentView) -> Payment | None:
+    """The payment a provider's view is about, locked: by the renewal id, else the reference."""
+    if view.reference:
+        found = (
+            await session.exec(
+                select(Payment).where(Payment.renewal_id == view.reference).with_for_update()
+            )
+        ).first()
+        if found is not None:
+            return found
+    if view.provider_reference:
+        return (
+            await session.exec(
+                select(Payment)
+                .where(col(Payment.provider_reference) == view.provider_reference)
+                .with_for_update()
+            )
+        ).first()
+    return None
+
+
+async def apply_notice(
+    database: Database, flow: PaymentFlow, provider: str, notice: WebhookNotice
+) -> bool:
+    """Apply a verified call once; True when it moved a payment."""
+    async with database.session() as session:
+        new = await record_new(
+            session, f"webhook:{provider}", [(notice.provider_event_id, notice.view.standing)]
+        )
+        if not new:
+            logger.info("%s webhook %s again: applied before", provider, notice.provider_event_id)
+            return False
+        payment = await payment_of_view(session, notice.view)
+        if payment is None:
+            # Not billing's, or about a payment billing has not recorded: the look-ups find it.
+            logger.warning(
+                "%s webhook %s (%s) names no payment here",
+                provider,
+                notice.provider_event_id,
+                notice.view.standing,
+            )
+            return False
+        now = utcnow()
+        moved = await flow.apply_view(session, payment, notice.view, now)
+        if moved:
+            payment.updated_at = now
+            # A round in flight (its call answered after this news) commits nothing now; its
+            # lease must not hold back the payment's next step until it runs out.
+            payment.lease_until = None
+            session.add(payment)
+        logger.info(
+            "%s webhook %s: payment %s %s (%s)",
+            provider,
+            notice.provider_event_id,
+            payment.id,
+            f"now {payment.state}" if moved else "unchanged",
+            notice.view.standing,
+        )
+        return moved
+
+
+def build_webhook_router(
+    database: Database,
+    flow: PaymentFlow,
+    gateway: WebhookReader,
+    wake: Callable[[], None],
+) -> APIRouter:
+    """The three webhook routes; they sit outside the operator guard."""
+    router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+
+    async def receive(provider: str, request: Request) -> Response:
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            raise ProblemError(400, f"a {provider} call of {len(body)} bytes is too large")
+        headers = {key.lower(): value for key, value in request.headers.items()}
+        try:
+            notice = await gateway.read_webhook_of(provider, headers, body)
+        except WebhookRejectedError as error:
+            logger.warning("%s webhook rejected: %s", provider, error)
+            raise ProblemError(
+                400, f"not a valid {provider} call: {error}", kind="webhook-rejected"
+            ) from None
+        except GatewayUnavailableError as error:
+            # The provider could not be asked to verify it: it sends the call again.
+            raise ProblemError(
+                503, f"{provider} could not be asked now: {error}", kind="provider-unavailable"
+            ) from None
+        if await apply_notice(database, flow, provider, notice):
+            wake()
+        if notice.answer:
+            return Response(notice.answer, media_type="text/plain")
+        return Response('{"received":true}', media_type="application/json")
+
+    for provider in PROVIDERS:
+        router.add_api_route(
+            f"/{provider}",
+            _route(receive, provider),
+            methods=["POST"],
+            summary=f"A signed call from {provider}",
+            responses=problem_responses(400, 503),
+            response_class=Response,
+        )
+    return router
+
+
+def _route(
+    receive: Callable[[str, Request], Awaitable[Response]], provider: str
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        return await receive(provider, request)
+
+    endpoint.__name__ = f"webhook_{provider}"
+    return endpoint

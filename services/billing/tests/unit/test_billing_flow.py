@@ -1,0 +1,319 @@
+"""The provider flow: authorize then capture after activation, the buyer's approval, releases,
+answers lost and found by asking, and captures that cannot be made in time."""
+
+import uuid
+from datetime import timedelta
+
+from billing.bootstrap import Billing
+from billing.domain import PaymentState, RefundState, event_id
+from billing.gateways import Captured, CaptureRequest, PaymentRequest, PayOutcome, Standing
+from billing.handlers import on_payment_requested, on_profile_activated, on_refund_requested
+from billing.store import Payment
+from billing_testkit import (
+    ACTION_REQUIRED,
+    AUTHORIZED,
+    FAILED,
+    REFUNDED,
+    SETTLED,
+    FakeGateway,
+    fast_forward,
+    payment_of,
+    payment_requested,
+    profile_activated,
+    refund_of,
+    refund_requested,
+)
+from esim_core.clock import as_utc, utcnow
+from esim_core.persistence.db import Database
+from esim_core.testing import handle, published
+from sqlalchemy import update
+from sqlmodel import col
+
+
+async def authorized(billing: Billing, method: str = "card") -> Payment:
+    """A payment held at the provider after one round."""
+    data = payment_requested(method=method, token=f"{method}_ok")
+    await handle(billing.runtime.database, on_payment_requested, data)
+    await billing.charges.run_once()
+    payment = await payment_of(billing.runtime.database, data.renewal_id)
+    assert payment.state == PaymentState.AUTHORIZED
+    return payment
+
+
+async def test_a_card_is_authorized_then_captured_once_after_activation(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    payment = await authorized(billing)
+
+    [held] = await published(database, AUTHORIZED)
+    assert held["id"] == event_id("payment-authorized", payment.renewal_id)
+    assert held["data"]["provider_reference"] == payment.provider_reference
+    assert held["data"]["capture_before"].endswith("Z")
+    assert held["data"]["method"] == "card"
+    assert await published(database, SETTLED) == []
+    assert gateway.captures_of(payment.renewal_id) == 0
+
+    activated = profile_activated(payment.renewal_id)
+    await handle(database, on_profile_activated, activated)
+    await handle(database, on_profile_activated, activated, event_id=str(uuid.uuid4()))
+    assert await billing.charges.run_once() == 1
+    await fast_forward(database)
+    assert await billing.charges.run_once() == 0
+
+    settled = await payment_of(database, payment.renewal_id)
+    assert settled.state == PaymentState.SETTLED
+    assert settled.provider_reference == payment.provider_reference
+    assert gateway.captures_of(payment.renewal_id) == 1
+    assert len(gateway.captures_made) == 1
+    assert gateway.captures_made[0].idempotency_key == f"capture:{payment.renewal_id}"
+    [event] = await published(database, SETTLED)
+    assert event["data"]["provider_reference"] == settled.capture_reference
+
+
+async def test_a_capture_whose_answer_was_lost_is_found_by_asking(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    payment = await authorized(billing, "paypal")
+    gateway.lose["capture"] = 4
+    await handle(database, on_profile_activated, profile_activated(payment.renewal_id))
+    await billing.charges.run_once()
+    lost = await payment_of(database, payment.renewal_id)
+    assert (lost.state, lost.unknown_step) == (PaymentState.UNKNOWN, "capture")
+
+    await fast_forward(database)
+    await billing.charges.run_once()
+
+    found = await payment_of(database, payment.renewal_id)
+    assert found.state == PaymentState.SETTLED
+    assert gateway.captures_of(payment.renewal_id) == 1
+    assert len(await published(database, SETTLED)) == 1
+
+
+async def test_the_buyer_approving_by_webhook_authorizes_the_payment(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    from billing.webhooks import apply_notice
+
+    data = payment_requested(method="paypal", token="paypal_action")
+    await handle(database, on_payment_requested, data)
+    await billing.charges.run_once()
+
+    waiting = await payment_of(database, data.renewal_id)
+    assert waiting.state == PaymentState.ACTION_REQUIRED
+    [action] = await published(database, ACTION_REQUIRED)
+    assert action["data"]["action"] == {"type": "redirect", "url": waiting.action_url}
+    assert action["data"]["expires_at"].endswith("Z")
+    assert waiting.due_at is not None and waiting.action_expires_at is not None
+    # Nothing is asked before the expiry: the answer comes by webhook.
+    assert as_utc(waiting.due_at) == as_utc(waiting.action_expires_at)
+
+    gateway.buyer(str(data.renewal_id), "approve")
+    notice = await gateway.read_webhook(
+        {"x-fake-signature": "valid"},
+        f'{{"id": "WH-1", "key": "charge:{data.renewal_id}"}}'.encode(),
+    )
+    assert notice.view.standing == Standing.APPROVED
+    assert await apply_notice(database, billing.charges.flow, "paypal", notice)
+    await billing.charges.run_once()  # pays again: the approved order is authorized
+
+    payment = await payment_of(database, data.renewal_id)
+    assert payment.state == PaymentState.AUTHORIZED
+    assert len(await published(database, AUTHORIZED)) == 1
+    assert {c.idempotency_key for c in gateway.charges} == {f"charge:{data.renewal_id}"}
+
+
+async def test_an_approval_never_given_is_closed_at_the_expiry_and_fails_not_approved(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    data = payment_requested(method="alipay", token="alipay_action")
+    await handle(database, on_payment_requested, data)
+    await billing.charges.run_once()
+    await fast_forward(database)
+    assert await billing.charges.run_once() == 1  # due, but not expired: it waits on
+    assert (await payment_of(database, data.renewal_id)).state == PaymentState.ACTION_REQUIRED
+
+    async with database.session() as session:
+        await session.exec(
+            update(Payment)
+            .where(col(Payment.renewal_id) == str(data.renewal_id))
+            .values(action_expires_at=utcnow() - timedelta(seconds=1), due_at=utcnow())
+        )
+    await billing.charges.run_once()
+
+    payment = await payment_of(database, data.renewal_id)
+    assert payment.state == PaymentState.FAILED
+    assert payment.failure_reason == "not_approved"
+    [failed] = await published(database, FAILED)
+    assert failed["data"]["reason"] == "not_approved"
+    [closed] = gateway.voids
+    assert closed.idempotency_key == f"void:{data.renewal_id}"
+    assert gateway.payments[f"charge:{data.renewal_id}"].status == Standing.CANCELLED
+
+
+async def test_a_cancelled_approval_fails_not_approved_once_whatever_the_redeliveries(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    from billing.webhooks import apply_notice
+
+    data = payment_requested(method="card", token="card_action")
+    await handle(database, on_payment_requested, data)
+    await billing.charges.run_once()
+    gateway.buyer(str(data.renewal_id), "cancel")
+    body = f'{{"id": "evt_1", "key": "charge:{data.renewal_id}"}}'.encode()
+    notice = await gateway.read_webhook({"x-fake-signature": "valid"}, body)
+    assert await apply_notice(database, billing.charges.flow, "stripe", notice)
+    assert not await apply_notice(database, billing.charges.flow, "stripe", notice)
+    other = await gateway.read_webhook(
+        {"x-fake-signature": "valid"},
+        f'{{"id": "evt_2", "key": "charge:{data.renewal_id}"}}'.encode(),
+    )
+    assert not await apply_notice(database, billing.charges.flow, "stripe", other)
+
+    payment = await payment_of(database, data.renewal_id)
+    assert (payment.state, payment.failure_reason) == (PaymentState.FAILED, "not_approved")
+    assert len(await published(database, FAILED)) == 1
+
+
+async def test_a_refund_of_an_authorization_releases_it_without_any_capture(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    payment = await authorized(billing)
+    await handle(database, on_refund_requested, refund_requested(payment))
+    assert await billing.refunds.run_once() == 0  # the payment loop releases it
+    await billing.charges.run_once()
+
+    voided = await payment_of(database, payment.renewal_id)
+    assert voided.state == PaymentState.VOIDED
+    refund = await refund_of(database, payment.renewal_id)
+    assert (refund.state, refund.via) == (RefundState.REFUNDED, "void")
+    [event] = await published(database, REFUNDED)
+    assert event["data"]["via"] == "void"
+    assert event["data"]["price"] == {"amount": 9900, "currency": "CNY"}
+    assert gateway.captures_of(payment.renewal_id) == 0
+    assert gateway.refunds == []
+    # Activation news after the release changes nothing.
+    await handle(database, on_profile_activated, profile_activated(payment.renewal_id))
+    await fast_forward(database)
+    await billing.charges.run_once()
+    assert gateway.captures_made == []
+
+
+async def test_a_refund_asked_while_capturing_gives_the_money_back_after_the_capture(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    payment = await authorized(billing, "paypal")
+    await handle(database, on_profile_activated, profile_activated(payment.renewal_id))
+
+    async def refund_meanwhile() -> None:
+        # The capture is under way when the user cancels the queued plan.
+        await handle(database, on_refund_requested, refund_requested(payment))
+
+    real_capture = gateway.capture
+
+    async def capture(request: CaptureRequest) -> Captured:
+        answer = await real_capture(request)
+        await refund_meanwhile()
+        return answer
+
+    gateway.capture = capture  # type: ignore[method-assign]  # a race, staged
+    await billing.charges.run_once()
+    await billing.refunds.run_once()
+
+    assert (await payment_of(database, payment.renewal_id)).state == PaymentState.SETTLED
+    refund = await refund_of(database, payment.renewal_id)
+    assert (refund.state, refund.via) == (RefundState.REFUNDED, "refund")
+    assert gateway.captures_of(payment.renewal_id) == 1
+    assert len(gateway.refunds) == 1
+
+
+async def test_a_capture_past_its_window_alerts_an_operator_and_ends_nothing_again(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    payment = await authorized(billing)
+    # The authorization lapsed at the provider before the plan was activated.
+    gateway.payments[f"charge:{payment.renewal_id}"].status = Standing.VOIDED
+    async with database.session() as session:
+        await session.exec(
+            update(Payment)
+            .where(col(Payment.id) == payment.id)
+            .values(capture_before=utcnow() - timedelta(minutes=1))
+        )
+    await handle(database, on_profile_activated, profile_activated(payment.renewal_id))
+    for _ in range(3):
+        await billing.charges.run_once()
+        await fast_forward(database)
+
+    overdue = await payment_of(database, payment.renewal_id)
+    assert overdue.capture_overdue_at is not None
+    assert overdue.state != PaymentState.SETTLED
+    assert await published(database, FAILED) == []
+    assert await published(database, SETTLED) == []
+    assert gateway.captures_of(payment.renewal_id) == 0
+
+
+async def test_an_amount_the_provider_reports_otherwise_is_not_taken_for_granted(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    gateway.reported_amount = 100
+    data = payment_requested(method="card", token="card_ok")
+    await handle(database, on_payment_requested, data)
+    await billing.charges.run_once()
+
+    payment = await payment_of(database, data.renewal_id)
+    assert payment.state == PaymentState.UNKNOWN
+    assert payment.last_error is not None and "amount differs" in payment.last_error
+    assert payment.unavailable_rounds >= len(billing.rules.unknown_schedule_s)
+    assert await published(database, AUTHORIZED) == []
+
+
+async def test_a_refund_whose_answer_was_lost_is_not_sent_twice(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    from billing_testkit import settle
+
+    payment = await settle(billing)
+    gateway.lose["refund"] = 4
+    await handle(database, on_refund_requested, refund_requested(payment))
+    await billing.refunds.run_once()
+    assert (await refund_of(database, payment.renewal_id)).state == RefundState.UNKNOWN
+    sent = len(gateway.refunds)
+
+    await fast_forward(database)
+    await billing.refunds.run_once()
+
+    refund = await refund_of(database, payment.renewal_id)
+    assert refund.state == RefundState.REFUNDED
+    assert len(gateway.refunds) == sent  # asked, found, not sent again
+    assert len(gateway.refunded) == 1
+    assert len(await published(database, REFUNDED)) == 1
+
+
+async def test_a_webhook_during_the_pay_round_wins_once_and_frees_the_payment(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    from billing.webhooks import apply_notice
+
+    data = payment_requested(method="card", token="card_ok")
+    await handle(database, on_payment_requested, data)
+    real_pay = gateway.pay
+
+    async def pay_then_hear(request: PaymentRequest) -> PayOutcome:
+        # The provider's webhook is applied before the round commits the pay's answer.
+        outcome = await real_pay(request)
+        notice = await gateway.read_webhook(
+            {"x-fake-signature": "valid"},
+            f'{{"id": "evt_early", "key": "{request.idempotency_key}"}}'.encode(),
+        )
+        assert await apply_notice(database, billing.charges.flow, "stripe", notice)
+        return outcome
+
+    gateway.pay = pay_then_hear  # type: ignore[method-assign]  # a race, staged
+    await billing.charges.run_once()
+
+    payment = await payment_of(database, data.renewal_id)
+    assert payment.state == PaymentState.AUTHORIZED
+    assert payment.lease_until is None
+    assert len(await published(database, AUTHORIZED)) == 1
+    await handle(database, on_profile_activated, profile_activated(data.renewal_id))
+    assert await billing.charges.run_once() == 1  # the capture is not held back by a lease
+    assert gateway.captures_of(str(data.renewal_id)) == 1

@@ -1,0 +1,170 @@
+"""The providers' webhooks on billing's HTTP app, and the operator views: payments still unknown,
+captures overdue, reconciliation with the providers' lists, and their gauges."""
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import httpx
+import pytest
+from billing.api import http_app
+from billing.bootstrap import Billing
+from billing.domain import PaymentState
+from billing.handlers import on_payment_requested
+from billing.store import Payment
+from billing_testkit import (
+    FAILED,
+    FakeGateway,
+    fast_forward,
+    payment_of,
+    payment_requested,
+    settle,
+)
+from esim_core.clock import utcnow
+from esim_core.persistence.db import Database
+from esim_core.testing import api_client, handle, published
+from esim_core.web.operator import OperatorAuth
+from sqlalchemy import update
+from sqlmodel import col
+
+TOKEN = "operator-token-for-tests"
+OPERATOR = {"Authorization": f"Bearer {TOKEN}"}
+SIGNED = {"x-fake-signature": "valid"}
+
+
+@pytest.fixture
+async def client(billing: Billing) -> AsyncIterator[httpx.AsyncClient]:
+    app = http_app(billing.runtime, OperatorAuth(TOKEN), billing.gateway, billing.rules)
+    async with api_client(app, "http://billing") as http:
+        yield http
+
+
+async def waiting_for_the_buyer(billing: Billing, method: str) -> str:
+    data = payment_requested(method=method, token=f"{method}_action")
+    await handle(billing.runtime.database, on_payment_requested, data)
+    await billing.charges.run_once()
+    return str(data.renewal_id)
+
+
+async def test_a_forged_webhook_is_a_400_problem_and_changes_nothing(
+    billing: Billing, database: Database, gateway: FakeGateway, client: httpx.AsyncClient
+) -> None:
+    renewal_id = await waiting_for_the_buyer(billing, "card")
+    gateway.buyer(renewal_id, "cancel")
+    body = f'{{"id": "evt_forged", "key": "charge:{renewal_id}"}}'
+
+    answer = await client.post(
+        "/webhooks/stripe", content=body, headers={"x-fake-signature": "forged"}
+    )
+
+    assert answer.status_code == 400
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert "signature" in answer.json()["detail"]
+    payment = await payment_of(database, renewal_id)
+    assert payment.state == PaymentState.ACTION_REQUIRED
+    assert await published(database, FAILED) == []
+
+
+async def test_a_replayed_webhook_is_applied_once_and_alipay_hears_success(
+    billing: Billing, database: Database, gateway: FakeGateway, client: httpx.AsyncClient
+) -> None:
+    renewal_id = await waiting_for_the_buyer(billing, "alipay")
+    gateway.buyer(renewal_id, "approve")  # Alipay: paid at once
+    body = f'{{"id": "notify_1", "key": "charge:{renewal_id}"}}'
+
+    answers = [
+        await client.post("/webhooks/alipay", content=body, headers=SIGNED) for _ in range(2)
+    ]
+
+    for answer in answers:
+        assert answer.status_code == 200
+        assert answer.text == "success"
+    payment = await payment_of(database, renewal_id)
+    assert payment.state == PaymentState.SETTLED
+    assert len(await published(database, "esim.payment.settled.v1")) == 1
+
+
+async def test_a_webhook_needs_no_operator_token_but_the_operator_views_do(
+    client: httpx.AsyncClient,
+) -> None:
+    assert (await client.post("/webhooks/paypal", content=b"{}")).status_code == 400
+    assert (await client.get("/v1/payments/unknown")).status_code == 401
+
+
+async def test_payments_unknown_past_the_schedule_are_listed_for_an_operator(
+    billing: Billing, database: Database, gateway: FakeGateway, client: httpx.AsyncClient
+) -> None:
+    gateway.outage = True
+    data = payment_requested()
+    await handle(database, on_payment_requested, data)
+    await billing.charges.run_once()
+    listed = await client.get("/v1/payments/unknown", headers=OPERATOR)
+    assert listed.status_code == 200 and listed.json() == []
+    within = await client.get("/v1/payments/unknown?every=true", headers=OPERATOR)
+    assert [p["renewal_id"] for p in within.json()] == [str(data.renewal_id)]
+
+    for _ in billing.rules.unknown_schedule_s:
+        await fast_forward(database)
+        await billing.charges.run_once()
+
+    [row] = (await client.get("/v1/payments/unknown", headers=OPERATOR)).json()
+    assert row["renewal_id"] == str(data.renewal_id)
+    assert row["state"] == "unknown" and row["unknown_step"] == "pay"
+    assert row["unknown_since"] is not None
+    metrics = (await client.get("/metrics")).text
+    assert "esim_payments_unknown 1.0" in metrics
+
+
+async def test_an_overdue_capture_is_listed_and_counted(
+    billing: Billing, database: Database, client: httpx.AsyncClient
+) -> None:
+    payment = await settle(billing)
+    async with database.session() as session:
+        await session.exec(
+            update(Payment)
+            .where(col(Payment.id) == payment.id)
+            .values(state=PaymentState.AUTHORIZED, capture_overdue_at=utcnow())
+        )
+
+    [row] = (await client.get("/v1/payments/overdue", headers=OPERATOR)).json()
+    assert row["renewal_id"] == payment.renewal_id
+    assert "esim_payment_capture_overdue 1.0" in (await client.get("/metrics")).text
+
+
+async def test_reconciliation_prints_every_difference_with_the_providers(
+    billing: Billing, database: Database, gateway: FakeGateway, client: httpx.AsyncClient
+) -> None:
+    agreed = await settle(billing)
+    missing = await settle(billing)
+    unknown = await settle(billing)
+    # The provider lost one capture, and took one billing knows as failed.
+    del gateway.payments[f"charge:{missing.renewal_id}"]
+    async with database.session() as session:
+        await session.exec(
+            update(Payment).where(col(Payment.id) == unknown.id).values(state=PaymentState.FAILED)
+        )
+        await session.exec(update(Payment).where(col(Payment.id) == agreed.id).values(amount=9800))
+
+    since = (utcnow() - timedelta(hours=1)).isoformat()
+    answer = await client.get(
+        "/v1/payments/reconciliation", params={"since": since}, headers=OPERATOR
+    )
+
+    assert answer.status_code == 200
+    found = {(d["kind"], d["reference"]) for d in answer.json()["differences"]}
+    assert found == {
+        ("amount_differs", agreed.renewal_id),
+        ("missing_capture", missing.renewal_id),
+        ("unknown_capture", unknown.renewal_id),
+    }
+
+
+async def test_reconciliation_needs_an_offset_and_a_provider_that_answers(
+    gateway: FakeGateway, client: httpx.AsyncClient
+) -> None:
+    bare = await client.get(
+        "/v1/payments/reconciliation", params={"since": "2026-12-01T00:00:00"}, headers=OPERATOR
+    )
+    assert bare.status_code == 422
+    gateway.outage = True
+    down = await client.get("/v1/payments/reconciliation", headers=OPERATOR)
+    assert down.status_code == 503
