@@ -266,6 +266,7 @@ async def test_bootstrap_wires_smtp_from_the_settings(tmp_path: Any) -> None:
             topics.plan_expiring,
             topics.auto_renew_disabled,
             topics.bundle_cancelled,
+            topics.payment_authorized,
         }
     finally:
         await notifier.runtime.stop()

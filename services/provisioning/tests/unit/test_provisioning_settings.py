@@ -82,7 +82,11 @@ async def test_bootstrap_wires_the_http_platform_and_the_consumer(
         assert isinstance(built.platform, HttpEsimPlatform)
         consumer = built.runtime.subscribe()
         assert consumer is not None
-        assert consumer.topics == ["esim.payment.settled", "esim.bundle.cancel-requested"]
+        assert consumer.topics == [
+            "esim.payment.settled",
+            "esim.payment.authorized",
+            "esim.bundle.cancel-requested",
+        ]
         assert consumer.name == "provisioning"
         app = http_app(built.runtime, OperatorAuth("operator-token-for-tests"))
         paths = set(app.openapi()["paths"])
