@@ -151,7 +151,9 @@ async def test_a_visa_card_is_held_until_the_capture_window_closes(
     assert held["captures"] == []
 
 
-async def test_each_call_is_timed_at_the_outside_call_histogram(stripe_gateway: StripeGateway) -> None:
+async def test_each_call_is_timed_at_the_outside_call_histogram(
+    stripe_gateway: StripeGateway,
+) -> None:
     def timed() -> float:
         # The operation is the path's first two segments: here under the sandbox's /stripe.
         labels = {"system": "stripe", "operation": "POST /stripe/v1", "outcome": "2xx"}

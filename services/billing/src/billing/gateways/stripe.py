@@ -25,9 +25,8 @@ from typing import NoReturn
 
 import httpx
 import stripe
-from stripe.params import PaymentIntentCreateParams, RefundCreateParams
-
 from esim_core.outside.transport import TimedTransport
+from stripe.params import PaymentIntentCreateParams, RefundCreateParams
 
 from billing.gateways.port import (
     ActionRequired,
