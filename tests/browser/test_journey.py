@@ -369,6 +369,12 @@ def test_the_language_switch_turns_every_page_into_chinese(
     press(phone, "Change")
     assert phone.find("html").get_attribute("lang") == "zh-Hans-CN"
     phone.step("home in Chinese")
+    lines = phone.driver.execute_script(
+        "const label = document.querySelector('.language label');"
+        "const line = parseFloat(getComputedStyle(label).lineHeight);"
+        "return label.getBoundingClientRect().height / line;"
+    )
+    assert lines < 1.5, "the switch's label (语言) stays on one line at a phone's width"
     for path, heading in [
         ("/plans", "套餐"),
         ("/phones", "我的手机支持 eSIM 吗\uff1f"),
@@ -377,6 +383,12 @@ def test_the_language_switch_turns_every_page_into_chinese(
     ]:
         phone.open(f"{site}{path}")
         assert phone.find("h1").text == heading
+        if path == "/plans":
+            # The catalogue's English names and country codes, in Chinese.
+            assert "日本 10 GB / 30 天" in text_of(phone, ".plans") and "Japan" not in text_of(
+                phone, ".plans"
+            )
+            assert "日本、韩国" in text_of(phone, ".plans")
         phone.step(f"{path.strip('/')} in Chinese")
         phone.check_accessibility(name=path)
 

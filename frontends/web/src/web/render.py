@@ -30,6 +30,7 @@ def environment() -> Environment:
         data=i18n.format_data,
         day=i18n.format_day,
         moment=i18n.format_moment,
+        countries=i18n.format_countries,
         status=status_label,
     )
     env.globals.update(languages=i18n.LANGUAGE_NAMES, html_lang=i18n.html_lang)

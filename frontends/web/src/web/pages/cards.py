@@ -9,6 +9,7 @@ from starlette.responses import Response
 from web.accounts import AccountsUnavailableError, ApiProblemError
 from web.i18n import _, current_locale
 from web.pages.common import anonymous, checked_form, see_other, session_of, text, traveller
+from web.plan_names import localized
 from web.problems import FormErrors, explain, unavailable
 from web.render import render
 
@@ -31,7 +32,7 @@ async def plans_by_code(request: Request, currency: str) -> dict[str, dict[str, 
         plans = await anonymous(request, "GET", "/v1/plans", params={"currency": currency})
     except (ApiProblemError, AccountsUnavailableError):
         return {}
-    return {plan["code"]: plan for plan in plans}
+    return {plan["code"]: localized(plan) for plan in plans}
 
 
 def card_path(iccid: str) -> str:

@@ -13,6 +13,7 @@ from web.i18n import _, babel_locale, current_locale
 from web.outcomes import outcome
 from web.pages.cards import CURRENCIES, card_path, currency_for, plans_by_code
 from web.pages.common import anonymous, checked_form, see_other, session_of, text, traveller
+from web.plan_names import localized
 from web.problems import FormErrors, explain, unavailable
 from web.render import render
 
@@ -66,7 +67,7 @@ async def _catalogue(request: Request) -> dict[str, Any]:
     country = request.query_params.get("country", "").upper()
     kind = request.query_params.get("kind", "")
     shown = [
-        plan
+        localized(plan)
         for plan in every
         if (not country or country in plan["countries"])
         and (kind not in KINDS or plan["kind"] == kind)
