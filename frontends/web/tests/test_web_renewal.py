@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from web.i18n import use_locale
 from web.outcomes import outcome
 from web_fake_accounts import FakeAccounts
-from web_testkit import csrf_of
+from web_testkit import EMAIL, PASSWORD, csrf_of, sign_in
 
 ICCID = "8986012345678901234"
 
@@ -162,6 +162,29 @@ def test_an_approval_step_shows_the_providers_page_to_open(
 
     assert 'href="http://127.0.0.1:8010/paypal/checkoutnow?token=5O190127TN364715T"' in page
     assert "Approve before Dec 6, 2026 06:00 UTC." in page
+
+
+def test_the_approval_step_is_in_chinese_for_a_chinese_traveller(
+    client: TestClient, fake: FakeAccounts
+) -> None:
+    fake.add_user(EMAIL, PASSWORD, locale="zh-CN")
+    fake.add_card(EMAIL, ICCID)
+    sign_in(client, fake)
+    pay(client, quote(client), method="alipay")
+    renewal_id = next(iter(fake.renewals))
+    fake.renewals[renewal_id].update(
+        status="PAYMENT_ACTION_REQUIRED",
+        payment_action={
+            "type": "redirect",
+            "url": "http://127.0.0.1:8010/alipay/gateway.do?method=alipay.trade.page.pay",
+            "expires_at": "2026-12-06T06:00:00Z",
+        },
+    )
+
+    page = client.get(f"/renewals/{renewal_id}").text
+
+    assert "支付机构需要您确认" in page and ">打开支付页面</a>" in page
+    assert "请在 2026年12月6日 06:00 UTC 前完成确认。" in page
 
 
 def test_back_from_the_provider_the_buyer_lands_on_the_clean_renewal_page(
