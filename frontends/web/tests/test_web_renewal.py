@@ -290,6 +290,29 @@ def test_each_way_a_renewal_can_end_has_its_own_sentence(
     assert said.ended is ended
 
 
+def test_the_timeline_names_the_capture_after_activation_rather_than_repeat_active(
+    traveller: TestClient, fake: FakeAccounts
+) -> None:
+    pay(traveller, quote(traveller), method="card", token="pm_card_visa")
+    renewal_id = next(iter(fake.renewals))
+    at = "2026-12-06T05:00:00Z"
+    fake.renewals[renewal_id].update(
+        status="ACTIVATED",
+        bundle_state="active",
+        **RENEWAL,
+        timeline=[
+            {"step": "payment_authorized", "status": "AUTHORIZED", "at": at},
+            {"step": "profile_activated", "status": "ACTIVATED", "at": at},
+            {"step": "payment_settled", "status": "ACTIVATED", "at": at},
+        ],
+    )
+
+    page = traveller.get(f"/renewals/{renewal_id}").text
+    steps = re.findall(r"UTC</span> ([^<]+)</li>", page)
+
+    assert steps == ["Money held", "Active", "Charged"]
+
+
 def test_the_sentences_are_chinese_in_chinese() -> None:
     use_locale("zh-CN")
     try:
