@@ -151,6 +151,10 @@ def renew(
     browser.find("input[name=token]")
     browser.step("quote")
     browser.check_accessibility(name="quote")
+    overflow = browser.driver.execute_script(
+        "const page = document.documentElement; return page.scrollWidth - page.clientWidth;"
+    )
+    assert overflow <= 0, "the payment step (its long test card names too) fits the screen"
     browser.find(f"input[name=method][value={method}]").click()
     if token:
         fill(browser, "Saved card (for Card)", token)
@@ -301,6 +305,31 @@ def test_an_alipay_payment_cancelled_at_the_cashier_ends_not_approved_in_chinese
     assert "未扣任何费用" in sentence(desktop)
     desktop.step("not approved, in Chinese")
     desktop.check_accessibility(name="not approved")
+
+
+def test_a_card_asking_for_3d_secure_is_approved_at_the_banks_page_on_a_phone(
+    platform: Platform, site: str, phone: Browser
+) -> None:
+    """At a phone's width, Stripe's test card that needs 3-D Secure: the bank's page (the
+    payment sandbox's), then back to a live plan (some 20 s)."""
+    new_traveller(phone, site)
+    iccid = bind_a_card(phone, platform)
+
+    renewal_id = renew(phone, site, iccid, "now", "pm_card_authenticationRequired")
+    width = phone.driver.execute_script("return document.documentElement.scrollWidth")
+    assert width <= 400, "the approval step fits the phone's screen"
+    waiting_for_approval(phone)
+    phone.step("waiting for 3-D Secure")
+
+    to_the_providers_page(phone, site)
+    phone.find("button[name=decision][value=approve]")
+    phone.step("the bank's 3-D Secure page")
+    press(phone, "Approve payment")
+
+    assert phone.driver.current_url == f"{site}/renewals/{renewal_id}"
+    until(lambda: "Live now" in sentence(phone), "the confirmed card payment going live")
+    phone.step("live after 3-D Secure")
+    phone.check_accessibility(name="renewal after 3-D Secure")
 
 
 def test_an_early_renewal_waits_in_the_queue_with_its_dates_and_can_be_cancelled(
