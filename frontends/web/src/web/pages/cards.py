@@ -35,6 +35,10 @@ async def plans_by_code(request: Request, currency: str) -> dict[str, dict[str, 
     return {plan["code"]: localized(plan) for plan in plans}
 
 
+#: The methods auto-renew can charge without the traveller present: a saved card, a PayPal vault.
+AUTO_RENEW_METHODS = ("card", "paypal")
+
+
 def card_path(iccid: str) -> str:
     """The page of one card."""
     return f"/cards/{quote(iccid, safe='')}"
@@ -134,8 +138,31 @@ async def auto_renew(request: Request, iccid: str) -> Response:
     enabled = form.get("enabled") == "on"
     body: dict[str, Any] = {"enabled": enabled}
     if enabled:
+        method = text(form, "method") or "card"
+        token = text(form, "token")
+        # Auto-renew pays without the traveller: only a saved card or PayPal account can
+        # (CONTRACT.md), said beside the field before accounts refuses it.
+        if method not in AUTO_RENEW_METHODS:
+            said = FormErrors(
+                fields={
+                    "method": _(
+                        "Auto-renew pays without you: choose a card or PayPal (Alipay asks you "
+                        "every time)."
+                    )
+                }
+            )
+            return await _card_page(request, iccid, said, 422)
+        if not token:
+            said = FormErrors(
+                fields={
+                    "token": _(
+                        "Auto-renew pays without you, so it needs a saved card or PayPal account."
+                    )
+                }
+            )
+            return await _card_page(request, iccid, said, 422)
         body["plan_code"] = text(form, "plan_code")
-        body["payment"] = {"method": text(form, "method") or "card", "token": text(form, "token")}
+        body["payment"] = {"method": method, "token": token}
         cap = text(form, "cap_amount")
         if cap:
             try:
