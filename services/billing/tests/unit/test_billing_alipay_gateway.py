@@ -6,8 +6,6 @@ here; its notifies go to a route on the same server that keeps them, as billing'
 """
 
 import asyncio
-import socket
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,7 +16,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 import pytest
-import uvicorn
 from billing.gateways import (
     ActionRequired,
     Captured,
@@ -40,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Request, Response
 from sandboxes.payment import PaymentSandboxSettings, create_app
 from sandboxes.providers.alipay import DEFAULT_APP_ID
+from sandboxes.threaded import free_port, serving
 
 RETURN_URL = "https://travel.example/renewals/back"
 
@@ -55,13 +53,6 @@ def _pair() -> tuple[str, str]:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return private, public.decode()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -91,24 +82,15 @@ class Sandbox:
 def sandbox() -> Iterator[Sandbox]:
     app_private, app_public = _pair()
     alipay_private, alipay_public = _pair()
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    world = Sandbox(base, app_private, alipay_private, alipay_public)
+    port = free_port()
+    world = Sandbox(f"http://127.0.0.1:{port}", app_private, alipay_private, alipay_public)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("PAYMENT_SANDBOX_ALIPAY_PRIVATE_KEY", alipay_private)
         env.setenv("PAYMENT_SANDBOX_ALIPAY_APP_PUBLIC_KEY", app_public)
         app = create_app(PaymentSandboxSettings(port=port, slow_delay=0.2))
     _add_receiver(app, world)
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the payment sandbox did not start"
-        time.sleep(0.02)
-    yield world
-    server.should_exit = True
-    thread.join(10)
+    with serving(app, port):
+        yield world
 
 
 def _add_receiver(app: FastAPI, world: Sandbox) -> None:
@@ -486,7 +468,7 @@ async def test_an_answer_not_signed_by_alipay_is_unavailable_not_believed(
 
 
 async def test_an_unreachable_gateway_is_unavailable(sandbox: Sandbox) -> None:
-    gateway = _gateway(sandbox, gateway_url=f"http://127.0.0.1:{_free_port()}/gateway.do")
+    gateway = _gateway(sandbox, gateway_url=f"http://127.0.0.1:{free_port()}/gateway.do")
 
     with pytest.raises(GatewayUnavailableError):
         await gateway.pay(payment("alipay_ok"))

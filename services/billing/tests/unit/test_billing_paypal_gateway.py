@@ -4,8 +4,6 @@ import asyncio
 import json
 import logging
 import os
-import socket
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -16,7 +14,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-import uvicorn
 from billing.gateways.paypal import PayPalGateway
 from billing.gateways.port import (
     ActionRequired,
@@ -37,6 +34,7 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import REGISTRY
 from sandboxes.payment import PaymentSandboxSettings, create_app
 from sandboxes.providers.paypal import PayPalSandboxSettings
+from sandboxes.threaded import free_port, serving
 
 SLOW_DELAY = 0.5
 RETURN_URL = "https://travel.example/renewals/done"
@@ -74,13 +72,6 @@ class Sandbox:
         return [(h, b) for h, b in self.webhooks if reference.encode() in b]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Sandbox]:
     """One payment sandbox for the file; its PayPal webhooks land in a list."""
@@ -93,16 +84,8 @@ def sandbox() -> Iterator[Sandbox]:
     with mock.patch.dict(os.environ, {"PAYMENT_SANDBOX_PAYPAL_REDELIVERY_SCALE": "0.001"}):
         app = create_app(settings)
     add_receiver(app, webhooks)
-    running = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not running.started:
-        assert time.monotonic() < deadline, "the payment sandbox did not start"
-        time.sleep(0.02)
-    yield Sandbox(url, webhooks)
-    running.should_exit = True
-    thread.join(timeout=10)
+    with serving(app, port):
+        yield Sandbox(url, webhooks)
 
 
 def add_receiver(app: FastAPI, webhooks: list[tuple[dict[str, str], bytes]]) -> None:
