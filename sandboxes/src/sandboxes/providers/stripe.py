@@ -28,6 +28,7 @@ schedule multiplied by `PAYMENT_SANDBOX_STRIPE_RETRY_SCALE`.
 """
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import html
@@ -929,35 +930,32 @@ def mount_with(app: FastAPI, world: "World", settings: StripeSettings) -> Stripe
 
         return await guarded(request, handle)
 
+    def once_per_key(
+        request: Request, act: Callable[[Params], tuple[int, dict[str, Any]]]
+    ) -> Callable[[Params], Awaitable[Response]]:
+        """A handler that runs `act` once per Idempotency-Key (see `StripeSandbox.idempotent`)."""
+
+        async def handle(params: Params) -> Response:
+            async def run() -> tuple[int, dict[str, Any]]:
+                return act(params)
+
+            return await stripe.idempotent(request, params, run)
+
+        return handle
+
     @api.post("/payment_intents/{intent_id}/capture")
     async def capture_intent(intent_id: str, request: Request) -> Response:
-        async def handle(params: Params) -> Response:
-            async def act() -> tuple[int, dict[str, Any]]:
-                return stripe.capture(intent_id, params)
-
-            return await stripe.idempotent(request, params, act)
-
-        return await guarded(request, handle)
+        capture = functools.partial(stripe.capture, intent_id)
+        return await guarded(request, once_per_key(request, capture))
 
     @api.post("/payment_intents/{intent_id}/cancel")
     async def cancel_intent(intent_id: str, request: Request) -> Response:
-        async def handle(params: Params) -> Response:
-            async def act() -> tuple[int, dict[str, Any]]:
-                return stripe.cancel(intent_id, params)
-
-            return await stripe.idempotent(request, params, act)
-
-        return await guarded(request, handle)
+        cancel = functools.partial(stripe.cancel, intent_id)
+        return await guarded(request, once_per_key(request, cancel))
 
     @api.post("/refunds")
     async def create_refund(request: Request) -> Response:
-        async def handle(params: Params) -> Response:
-            async def act() -> tuple[int, dict[str, Any]]:
-                return stripe.refund(params)
-
-            return await stripe.idempotent(request, params, act)
-
-        return await guarded(request, handle)
+        return await guarded(request, once_per_key(request, stripe.refund))
 
     @api.get("/refunds")
     async def list_refunds(request: Request) -> Response:
