@@ -5,10 +5,8 @@ here; its notifies go to a route on the same server that keeps them, as billing'
 `/webhooks/alipay` would receive them.
 """
 
-import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +20,6 @@ from billing.gateways import (
     CaptureRequest,
     GatewayRejectedError,
     GatewayUnavailableError,
-    LookupRequest,
     PaymentDeclinedError,
     PaymentRequest,
     RefundRequest,
@@ -35,6 +32,7 @@ from billing.gateways.alipay import AlipayGateway, bill_periods
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Request, Response
+from gateway_kit import lookup_of, wait_for
 from sandboxes.payment import PaymentSandboxSettings, create_app
 from sandboxes.providers.alipay import DEFAULT_APP_ID
 from sandboxes.threaded import free_port, serving
@@ -139,22 +137,6 @@ def payment(token: str | None = None, amount: int = 9900) -> PaymentRequest:
     )
 
 
-def lookup(request: PaymentRequest) -> LookupRequest:
-    return LookupRequest(
-        method="alipay", reference=request.reference, idempotency_key=request.idempotency_key
-    )
-
-
-async def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {check}")
-
-
 async def buyer(url: str, decision: str | None = None) -> httpx.Response:
     """The buyer's browser: opens the cashier, then approves or cancels there."""
     async with httpx.AsyncClient(timeout=5) as browser:
@@ -187,7 +169,7 @@ async def test_a_price_in_another_currency_is_paid_in_it_as_a_cross_border_merch
     request = replace(payment("alipay_ok", amount=1400), currency="USD")
 
     captured = await gateway.pay(request)
-    view = await gateway.look_up(lookup(request))
+    view = await gateway.look_up(lookup_of(request))
 
     assert isinstance(captured, Captured)
     assert (captured.amount, captured.currency) == (1400, "USD")
@@ -204,12 +186,12 @@ async def test_page_pay_approved_at_the_cashier_is_captured_and_its_notify_verif
 
     action = await gateway.pay(request)
     assert isinstance(action, ActionRequired)
-    before_opening = await gateway.look_up(lookup(request))
+    before_opening = await gateway.look_up(lookup_of(request))
     await buyer(action.url)
-    opened = await gateway.look_up(lookup(request))
+    opened = await gateway.look_up(lookup_of(request))
     still_waiting = await gateway.pay(request)
     back = await buyer(action.url, "approve")
-    after = await gateway.look_up(lookup(request))
+    after = await gateway.look_up(lookup_of(request))
     paid = await gateway.pay(request)
 
     assert timedelta(minutes=29) < action.expires_at - started <= timedelta(minutes=30)
@@ -240,7 +222,7 @@ async def test_a_cancel_at_the_cashier_ends_not_approved_with_nothing_taken(
     assert isinstance(action, ActionRequired)
 
     await buyer(action.url, "cancel")
-    view = await gateway.look_up(lookup(request))
+    view = await gateway.look_up(lookup_of(request))
     with pytest.raises(PaymentDeclinedError) as declined:
         await gateway.pay(request)
 
@@ -282,7 +264,7 @@ async def test_void_closes_a_trade_waiting_for_the_buyer_and_refuses_an_unknown_
 
     assert isinstance(voided, Voided)
     assert unknown.value.status == 404
-    assert (await gateway.look_up(lookup(request))).standing is Standing.CANCELLED
+    assert (await gateway.look_up(lookup_of(request))).standing is Standing.CANCELLED
     assert approve.status_code == 409
     assert sandbox.ledger(request.reference)["captures"] == []
 
@@ -305,7 +287,7 @@ async def test_a_refund_is_made_once_under_its_key_and_the_trade_reads_refunded(
 
     first = await gateway.refund(refund)
     again = await gateway.refund(refund)
-    view = await gateway.look_up(lookup(request))
+    view = await gateway.look_up(lookup_of(request))
 
     assert first == again
     assert (first.amount, first.currency) == (9900, "CNY")
@@ -416,7 +398,7 @@ async def test_a_payment_whose_answer_was_lost_is_found_by_asking_never_paid_twi
 
     with pytest.raises(GatewayUnavailableError):
         await gateway.pay(request)
-    view = await gateway.look_up(lookup(request))
+    view = await gateway.look_up(lookup_of(request))
     again = await gateway.pay(request)
     await gateway.aclose()
 
@@ -463,7 +445,7 @@ async def test_an_answer_not_signed_by_alipay_is_unavailable_not_believed(
     gateway = _gateway(sandbox, alipay_public_key=stranger_public)
 
     with pytest.raises(GatewayUnavailableError, match="signature"):
-        await gateway.look_up(lookup(payment()))
+        await gateway.look_up(lookup_of(payment()))
     await gateway.aclose()
 
 

@@ -19,10 +19,8 @@ from billing.gateways.port import (
     ActionRequired,
     Authorized,
     Captured,
-    CaptureRequest,
     GatewayRejectedError,
     GatewayUnavailableError,
-    LookupRequest,
     PaymentDeclinedError,
     PaymentRequest,
     RefundRequest,
@@ -31,6 +29,7 @@ from billing.gateways.port import (
     WebhookRejectedError,
 )
 from fastapi import FastAPI, Request, Response
+from gateway_kit import authorized, capture_of, lookup_of, wait_for
 from prometheus_client import REGISTRY
 from sandboxes.payment import PaymentSandboxSettings, create_app
 from sandboxes.providers.paypal import PayPalSandboxSettings
@@ -115,39 +114,6 @@ def payment(token: str | None = "vault_paypal_ok", **overrides: Any) -> PaymentR
         "description": "eSIM plan JP-30D-10GB",
     }
     return PaymentRequest(**(values | overrides))
-
-
-def capture_of(request: PaymentRequest, order_id: str, key: str | None = None) -> CaptureRequest:
-    return CaptureRequest(
-        idempotency_key=key or f"capture:{request.reference}",
-        reference=request.reference,
-        provider_reference=order_id,
-        amount=request.amount,
-        currency=request.currency,
-        method="paypal",
-    )
-
-
-def lookup_of(request: PaymentRequest, order_id: str) -> LookupRequest:
-    return LookupRequest(
-        method="paypal",
-        reference=request.reference,
-        idempotency_key=request.idempotency_key,
-        provider_reference=order_id,
-    )
-
-
-async def authorized(gateway: PayPalGateway, request: PaymentRequest) -> Authorized:
-    outcome = await gateway.pay(request)
-    assert isinstance(outcome, Authorized)
-    return outcome
-
-
-async def wait_for(condition: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        await asyncio.sleep(0.02)
 
 
 # ---- pay -----------------------------------------------------------------------------------

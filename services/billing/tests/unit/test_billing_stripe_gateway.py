@@ -22,12 +22,9 @@ import httpx
 import pytest
 from billing.gateways import (
     ActionRequired,
-    Authorized,
     Captured,
-    CaptureRequest,
     GatewayRejectedError,
     GatewayUnavailableError,
-    LookupRequest,
     PaymentDeclinedError,
     PaymentRequest,
     RefundRequest,
@@ -38,6 +35,7 @@ from billing.gateways import (
 )
 from billing.gateways.stripe import StripeGateway
 from fastapi import Request, Response
+from gateway_kit import authorized, capture_of, lookup_of
 from sandboxes.payment import PaymentSandboxSettings, create_app
 from sandboxes.threaded import free_port, serving
 
@@ -101,37 +99,11 @@ def payment(token: str, renewal: str | None = None, attempt: int = 1) -> Payment
     )
 
 
-def capture_of(request: PaymentRequest, provider_reference: str, key: str = "") -> CaptureRequest:
-    return CaptureRequest(
-        idempotency_key=key or f"capture:{request.reference}",
-        reference=request.reference,
-        provider_reference=provider_reference,
-        amount=request.amount,
-        currency=request.currency,
-        method="card",
-    )
-
-
-def lookup_of(request: PaymentRequest, provider_reference: str | None = None) -> LookupRequest:
-    return LookupRequest(
-        method="card",
-        reference=request.reference,
-        idempotency_key=request.idempotency_key,
-        provider_reference=provider_reference,
-    )
-
-
 async def ledger(web: httpx.AsyncClient, reference: str) -> dict[str, list[dict[str, Any]]]:
     response = await web.get("/sandbox/ledger", params={"reference": reference})
     assert response.status_code == 200
     body: dict[str, list[dict[str, Any]]] = response.json()
     return body
-
-
-async def authorized(gateway: StripeGateway, request: PaymentRequest) -> Authorized:
-    outcome = await gateway.pay(request)
-    assert isinstance(outcome, Authorized)
-    return outcome
 
 
 async def test_a_visa_card_is_held_until_the_capture_window_closes(
