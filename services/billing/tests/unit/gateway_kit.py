@@ -2,8 +2,9 @@
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from billing.gateways.port import (
     Authorized,
@@ -14,6 +15,34 @@ from billing.gateways.port import (
 )
 
 _T = TypeVar("_T")
+
+
+def payment_request(
+    method: str,
+    currency: str,
+    token: str | None,
+    *,
+    return_url: str | None,
+    renewal: str | None = None,
+    key: str | None = None,
+    **overrides: Any,
+) -> PaymentRequest:
+    """A renewal's payment of 99.00 for a 10 GB plan; a new renewal id unless one is given.
+
+    The idempotency key is `charge:<renewal>` unless `key` says otherwise.
+    """
+    renewal = renewal or str(uuid.uuid4())
+    values: dict[str, Any] = {
+        "idempotency_key": key or f"charge:{renewal}",
+        "reference": renewal,
+        "amount": 9900,
+        "currency": currency,
+        "method": method,
+        "token": token,
+        "return_url": return_url,
+        "description": "eSIM plan JP-30D-10GB",
+    }
+    return PaymentRequest(**(values | overrides))
 
 
 def capture_of(

@@ -32,7 +32,7 @@ from billing.gateways.alipay import AlipayGateway, bill_periods
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Request, Response
-from gateway_kit import lookup_of, wait_for
+from gateway_kit import lookup_of, payment_request, wait_for
 from sandboxes.payment import PaymentSandboxSettings, create_app
 from sandboxes.providers.alipay import DEFAULT_APP_ID
 from sandboxes.threaded import free_port, serving
@@ -124,17 +124,7 @@ async def gateway(sandbox: Sandbox) -> AsyncIterator[AlipayGateway]:
 
 
 def payment(token: str | None = None, amount: int = 9900) -> PaymentRequest:
-    reference = str(uuid.uuid4())
-    return PaymentRequest(
-        idempotency_key=f"charge:{reference}",
-        reference=reference,
-        amount=amount,
-        currency="CNY",
-        method="alipay",
-        token=token,
-        return_url=RETURN_URL,
-        description="eSIM plan JP-30D-10GB",
-    )
+    return payment_request("alipay", "CNY", token, return_url=RETURN_URL, amount=amount)
 
 
 async def buyer(url: str, decision: str | None = None) -> httpx.Response:

@@ -29,7 +29,7 @@ from billing.gateways.port import (
     WebhookRejectedError,
 )
 from fastapi import FastAPI, Request, Response
-from gateway_kit import authorized, capture_of, lookup_of, wait_for
+from gateway_kit import authorized, capture_of, lookup_of, payment_request, wait_for
 from prometheus_client import REGISTRY
 from sandboxes.payment import PaymentSandboxSettings, create_app
 from sandboxes.providers.paypal import PayPalSandboxSettings
@@ -101,19 +101,10 @@ async def gateway(sandbox: Sandbox) -> AsyncIterator[PayPalGateway]:
     await built.aclose()
 
 
-def payment(token: str | None = "vault_paypal_ok", **overrides: Any) -> PaymentRequest:
-    renewal = str(uuid.uuid4())
-    values: dict[str, Any] = {
-        "idempotency_key": f"charge:{renewal}",
-        "reference": renewal,
-        "amount": 9900,
-        "currency": "USD",
-        "method": "paypal",
-        "token": token,
-        "return_url": RETURN_URL,
-        "description": "eSIM plan JP-30D-10GB",
-    }
-    return PaymentRequest(**(values | overrides))
+def payment(
+    token: str | None = "vault_paypal_ok", return_url: str | None = RETURN_URL, **overrides: Any
+) -> PaymentRequest:
+    return payment_request("paypal", "USD", token, return_url=return_url, **overrides)
 
 
 # ---- pay -----------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from billing.gateways import (
 )
 from billing.gateways.stripe import StripeGateway
 from fastapi import Request, Response
-from gateway_kit import authorized, capture_of, lookup_of
+from gateway_kit import authorized, capture_of, lookup_of, payment_request
 from sandboxes.payment import PaymentSandboxSettings, create_app
 from sandboxes.threaded import free_port, serving
 
@@ -87,16 +87,8 @@ async def web(sandbox: Sandbox) -> AsyncIterator[httpx.AsyncClient]:
 
 def payment(token: str, renewal: str | None = None, attempt: int = 1) -> PaymentRequest:
     renewal = renewal or str(uuid.uuid4())
-    return PaymentRequest(
-        idempotency_key=f"charge:{renewal}:{attempt}",
-        reference=renewal,
-        amount=9900,
-        currency="CNY",
-        method="card",
-        token=token,
-        return_url=RETURN_URL,
-        description="eSIM plan JP-30D-10GB",
-    )
+    key = f"charge:{renewal}:{attempt}"
+    return payment_request("card", "CNY", token, return_url=RETURN_URL, renewal=renewal, key=key)
 
 
 async def ledger(web: httpx.AsyncClient, reference: str) -> dict[str, list[dict[str, Any]]]:
