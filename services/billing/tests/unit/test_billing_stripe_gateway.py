@@ -196,8 +196,10 @@ async def test_a_void_releases_the_hold_and_nothing_can_be_captured_after(
 
     view = await stripe_gateway.look_up(lookup_of(request, held.provider_reference))
     assert view.standing is Standing.VOIDED
-    with pytest.raises(GatewayRejectedError):
+    with pytest.raises(GatewayRejectedError) as refused:
         await stripe_gateway.capture(capture_of(request, held.provider_reference))
+    assert refused.value.status == 400
+    assert "canceled: nothing to capture" in str(refused.value)
     entries = await ledger(web, request.reference)
     assert (len(entries["voids"]), entries["captures"]) == (1, [])
 
