@@ -7,8 +7,6 @@ with the sandbox's pair, both made with `cryptography`, as a merchant's own code
 import base64
 import json
 import re
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,12 +17,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from fastapi import FastAPI, Request, Response
 from sandboxes.payment import PaymentSandboxSettings, create_app
 from sandboxes.providers.alipay import BEIJING, DEFAULT_APP_ID
+from sandboxes.threaded import free_port, serving
 
 SLOW_DELAY = 0.3
 NOTIFY_SCALE = 0.001
@@ -61,13 +59,6 @@ def _sign(key: rsa.RSAPrivateKey, content: bytes) -> str:
 
 def _verify(key: rsa.RSAPublicKey, content: bytes, sign: str) -> None:
     key.verify(base64.b64decode(sign), content, padding.PKCS1v15(), hashes.SHA256())
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -142,7 +133,7 @@ class Sandbox:
 def sandbox() -> Iterator[Sandbox]:
     app_key, app_public = _pair()
     alipay_key, alipay_public = _pair()
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     receiver = Receiver()
     with pytest.MonkeyPatch.context() as env:
@@ -155,19 +146,10 @@ def sandbox() -> Iterator[Sandbox]:
             )
         )
     _add_receiver(app, receiver)
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the sandbox did not start"
-        time.sleep(0.02)
     public = serialization.load_pem_public_key(alipay_public.encode())
     assert isinstance(public, rsa.RSAPublicKey)
-    with httpx.Client(base_url=base, timeout=10) as http:
+    with serving(app, port), httpx.Client(base_url=base, timeout=10) as http:
         yield Sandbox(base, http, app_key, public, receiver)
-    server.should_exit = True
-    thread.join(10)
 
 
 def _add_receiver(app: FastAPI, receiver: Receiver) -> None:

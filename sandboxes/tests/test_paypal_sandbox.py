@@ -4,8 +4,6 @@ import asyncio
 import base64
 import json
 import os
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +13,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request, Response
 from paypalserversdk.configuration import Configuration, Server
 from paypalserversdk.exceptions.error_exception import ErrorException
@@ -23,6 +20,7 @@ from paypalserversdk.http.auth.o_auth_2 import ClientCredentialsAuthCredentials
 from paypalserversdk.paypal_serversdk_client import PaypalServersdkClient
 from sandboxes.payment import PaymentSandboxSettings, create_app
 from sandboxes.providers.paypal import PayPalSandboxSettings
+from sandboxes.threaded import free_port, serving
 
 SLOW_DELAY = 0.3
 CLIENT_ID = PayPalSandboxSettings.client_id
@@ -78,13 +76,6 @@ class Sandbox:
         return result
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[str, Receiver]]:
     """One sandbox on a free port for the whole file, its webhooks sent to a receiver in it."""
@@ -97,17 +88,8 @@ def server() -> Iterator[tuple[str, Receiver]]:
     with mock.patch.dict(os.environ, {"PAYMENT_SANDBOX_PAYPAL_REDELIVERY_SCALE": "0.001"}):
         app = create_app(settings)
     add_receiver(app, receiver)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    running = uvicorn.Server(config)
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not running.started:
-        assert time.monotonic() < deadline, "the sandbox did not start"
-        time.sleep(0.02)
-    yield url, receiver
-    running.should_exit = True
-    thread.join(timeout=10)
+    with serving(app, port):
+        yield url, receiver
 
 
 def add_receiver(app: FastAPI, receiver: Receiver) -> None:

@@ -13,17 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from sandboxes.threaded import free_port
 
 STARTUP_TIMEOUT = 10.0
 HEALTH = b"GET /health/live HTTP/1.0\r\n\r\n"
 HTTP_FAREWELL = "Application shutdown complete"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def first_reply(port: int, probe: bytes) -> bytes:

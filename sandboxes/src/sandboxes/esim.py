@@ -19,7 +19,7 @@ import httpx
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from pydantic import AfterValidator, BaseModel, Field
 
-from sandboxes.idempotency import REPLAYED_HEADER, IdempotencyKey, conflict, fingerprint
+from sandboxes.idempotency import IdempotencyKey, conflict, fingerprint, mark_replayed
 from sandboxes.problems import ProblemError, install_problem_handlers
 from sandboxes.serving import configure_logging, env_settings, health_router, serve
 from sandboxes.timestamps import Clock, Timestamp, rfc3339, utc_now
@@ -1020,9 +1020,7 @@ async def create_bundle(
 ) -> OrderAccepted:
     """Order a bundle; 200 with ``Idempotent-Replayed: true`` and its status now on replay."""
     view, replayed = _platform(request).place_order(key, body)
-    if replayed:
-        response.status_code = 200
-        response.headers[REPLAYED_HEADER] = "true"
+    mark_replayed(response, replayed)
     return OrderAccepted(
         order_id=view.order_id,
         iccid=view.iccid,

@@ -4,7 +4,7 @@ import hashlib
 import json
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Response
 from pydantic import BaseModel
 
 from sandboxes.problems import ProblemError
@@ -58,3 +58,15 @@ def conflict(key: str) -> ProblemError:
         f"{IDEMPOTENCY_KEY_HEADER} {key!r} was already used with a different request body.",
         code="idempotency_conflict",
     )
+
+
+def mark_replayed(response: Response, replayed: bool) -> None:
+    """Answer a replayed key 200 with `Idempotent-Replayed: true`; a first call keeps its status.
+
+    Args:
+        response: The route's response, whose status and headers FastAPI sends.
+        replayed: Whether the key's first answer is being given again.
+    """
+    if replayed:
+        response.status_code = 200
+        response.headers[REPLAYED_HEADER] = "true"

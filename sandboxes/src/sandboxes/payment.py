@@ -10,7 +10,7 @@ from typing import Literal, Self
 from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import BaseModel, Field
 
-from sandboxes.idempotency import REPLAYED_HEADER, IdempotencyKey, conflict, fingerprint
+from sandboxes.idempotency import IdempotencyKey, conflict, fingerprint, mark_replayed
 from sandboxes.problems import ProblemError, install_problem_handlers
 from sandboxes.providers import MOUNTS, World
 from sandboxes.providers.delivery import Deliveries
@@ -339,9 +339,7 @@ async def create_charge(
 ) -> Charge:
     """Capture a charge; 200 with ``Idempotent-Replayed: true`` when the key was captured."""
     charge, replayed = await _gateway(request).charge(key, body)
-    if replayed:
-        response.status_code = 200
-        response.headers[REPLAYED_HEADER] = "true"
+    mark_replayed(response, replayed)
     return charge
 
 
@@ -357,9 +355,7 @@ async def create_refund(
 ) -> Refund:
     """Refund a charge; 200 with ``Idempotent-Replayed: true`` when the key was used."""
     refund, replayed = await _gateway(request).refund(key, body)
-    if replayed:
-        response.status_code = 200
-        response.headers[REPLAYED_HEADER] = "true"
+    mark_replayed(response, replayed)
     return refund
 
 

@@ -168,6 +168,10 @@ def _key_setting(name: str) -> str:
         raise ValueError(f"{name}_FILE: cannot read {path}: {error.strerror}") from None
 
 
+# The key reading and RSA2 signing below are written apart from billing's own
+# (`billing.gateways.alipay`) on purpose: the sandbox stands for Alipay, so a mistake in the
+# merchant's signing must fail against it rather than be shared by both sides and pass. The
+# sandboxes also depend on no package of the platform, so nothing could be shared but by copy.
 def load_private_key(text: str) -> rsa.RSAPrivateKey:
     """An RSA private key from PEM (PKCS#1 or PKCS#8) or Alipay's bare base64 DER.
 

@@ -62,7 +62,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -71,6 +71,7 @@ from sandboxes.timestamps import rfc3339
 
 if TYPE_CHECKING:
     from sandboxes.providers import World
+    from sandboxes.providers.ledger import Kind
 
 logger = logging.getLogger("sandboxes.payment.paypal")
 
@@ -222,6 +223,36 @@ def to_value(minor: int, currency: str) -> str:
 
 def _money(minor: int, currency: str) -> dict[str, str]:
     return {"currency_code": currency, "value": to_value(minor, currency)}
+
+
+_SPENT_AUTHORIZATIONS = {
+    "CAPTURED": "AUTHORIZATION_ALREADY_CAPTURED",
+    "VOIDED": "AUTHORIZATION_VOIDED",
+    "EXPIRED": "AUTHORIZATION_EXPIRED",
+    "DECLINED": "AUTHORIZATION_DENIED",
+}
+"""PayPal's issue for capturing or voiding an authorization in each closed status."""
+
+
+def _check_open(authorization: "_Authorization") -> None:
+    """Refuse, as PayPal does, to capture or void an authorization that is no longer open."""
+    issue = _SPENT_AUTHORIZATIONS.get(authorization.status)
+    if issue is not None:
+        raise _unprocessable(issue, f"The authorization is {authorization.status}.")
+
+
+def _order_ids(order: "_Order") -> dict[str, str]:
+    """The merchant's own ids of an order, as its payments repeat them when they were given."""
+    ids = {"custom_id": order.custom_id, "invoice_id": order.invoice_id}
+    return {name: value for name, value in ids.items() if value is not None}
+
+
+def _processor_fields(processor: tuple[str, str] | None) -> dict[str, Any]:
+    """A declined payment's processor code and reason; nothing for an approved one."""
+    if processor is None:
+        return {}
+    code, reason = processor
+    return {"processor_response": {"response_code": code}, "status_details": {"reason": reason}}
 
 
 def _paypal_id(length: int = 17) -> str:
@@ -517,10 +548,7 @@ class PayPalSandbox:
             "reference_id": order.reference,
             "amount": _money(order.amount, order.currency),
         }
-        if order.custom_id is not None:
-            unit["custom_id"] = order.custom_id
-        if order.invoice_id is not None:
-            unit["invoice_id"] = order.invoice_id
+        unit |= _order_ids(order)
         if order.authorization_id is not None:
             authorization = self._authorizations[order.authorization_id]
             payments: dict[str, Any] = {"authorizations": [self.authorization_view(authorization)]}
@@ -614,16 +642,7 @@ class PayPalSandbox:
             order.status = "COMPLETED"
             order.updated = now
             if processor is None:
-                self.world.ledger.record(
-                    "authorizations",
-                    id=authorization.id,
-                    reference=order.reference,
-                    method="paypal",
-                    amount=order.amount,
-                    currency=order.currency,
-                    provider="paypal",
-                    provider_reference=order.id,
-                )
+                self._record("authorizations", authorization.id, order, order.amount)
                 self._notify(
                     "PAYMENT.AUTHORIZATION.CREATED",
                     "authorization",
@@ -706,15 +725,7 @@ class PayPalSandbox:
                 },
             ],
         }
-        if order.custom_id is not None:
-            view["custom_id"] = order.custom_id
-        if order.invoice_id is not None:
-            view["invoice_id"] = order.invoice_id
-        if authorization.processor is not None:
-            code, reason = authorization.processor
-            view["processor_response"] = {"response_code": code}
-            view["status_details"] = {"reason": reason}
-        return view
+        return view | _order_ids(order) | _processor_fields(authorization.processor)
 
     async def capture(
         self, authorization_id: str, request_id: str | None, raw: bytes, mock: str | None
@@ -738,14 +749,7 @@ class PayPalSandbox:
                     "PARTIAL_CAPTURE_NOT_SUPPORTED",
                     "This sandbox captures an authorization in full only.",
                 )
-            issue = {
-                "CAPTURED": "AUTHORIZATION_ALREADY_CAPTURED",
-                "VOIDED": "AUTHORIZATION_VOIDED",
-                "EXPIRED": "AUTHORIZATION_EXPIRED",
-                "DECLINED": "AUTHORIZATION_DENIED",
-            }.get(authorization.status)
-            if issue is not None:
-                raise _unprocessable(issue, f"The authorization is {authorization.status}.")
+            _check_open(authorization)
             if _mocked(mock) == "INSTRUMENT_DECLINED":
                 raise _unprocessable(
                     "INSTRUMENT_DECLINED", "The instrument presented was declined."
@@ -770,17 +774,7 @@ class PayPalSandbox:
             if not declined:
                 authorization.status = "CAPTURED"
                 authorization.updated = now
-                self.world.ledger.record(
-                    "captures",
-                    id=capture.id,
-                    reference=order.reference,
-                    method="paypal",
-                    amount=capture.amount,
-                    currency=capture.currency,
-                    provider="paypal",
-                    provider_reference=order.id,
-                    charge_id=authorization.id,
-                )
+                self._record("captures", capture.id, order, capture.amount, authorization.id)
             answer = self.capture_view(capture)
             self._notify(
                 "PAYMENT.CAPTURE.DECLINED" if declined else "PAYMENT.CAPTURE.COMPLETED",
@@ -831,15 +825,7 @@ class PayPalSandbox:
                 },
             ],
         }
-        if order.custom_id is not None:
-            view["custom_id"] = order.custom_id
-        if order.invoice_id is not None:
-            view["invoice_id"] = order.invoice_id
-        if capture.processor is not None:
-            code, reason = capture.processor
-            view["processor_response"] = {"response_code": code}
-            view["status_details"] = {"reason": reason}
-        return view
+        return view | _order_ids(order) | _processor_fields(capture.processor)
 
     async def void(self, authorization_id: str, request_id: str | None) -> tuple[int, Any]:
         """Void an authorization (204, as PayPal answers without `Prefer`)."""
@@ -852,26 +838,11 @@ class PayPalSandbox:
             replay = self._replay("void", request_id)
             if replay is not None:
                 return replay
-            issue = {
-                "CAPTURED": "AUTHORIZATION_ALREADY_CAPTURED",
-                "VOIDED": "AUTHORIZATION_VOIDED",
-                "EXPIRED": "AUTHORIZATION_EXPIRED",
-                "DECLINED": "AUTHORIZATION_DENIED",
-            }.get(authorization.status)
-            if issue is not None:
-                raise _unprocessable(issue, f"The authorization is {authorization.status}.")
+            _check_open(authorization)
             authorization.status = "VOIDED"
             authorization.updated = self.now()
-            self.world.ledger.record(
-                "voids",
-                id=f"void_{authorization.id}",
-                reference=order.reference,
-                method="paypal",
-                amount=authorization.amount,
-                currency=authorization.currency,
-                provider="paypal",
-                provider_reference=order.id,
-                charge_id=authorization.id,
+            self._record(
+                "voids", f"void_{authorization.id}", order, authorization.amount, authorization.id
             )
             view = self.authorization_view(authorization)
             self._notify(
@@ -934,17 +905,7 @@ class PayPalSandbox:
             capture.refund_ids.append(refund.id)
             capture.status = "REFUNDED" if amount == left else "PARTIALLY_REFUNDED"
             capture.updated = now
-            self.world.ledger.record(
-                "refunds",
-                id=refund.id,
-                reference=order.reference,
-                method="paypal",
-                amount=amount,
-                currency=capture.currency,
-                provider="paypal",
-                provider_reference=order.id,
-                charge_id=capture.id,
-            )
+            self._record("refunds", refund.id, order, amount, capture.id)
             answer = self.refund_view(refund)
             self._notify(
                 "PAYMENT.CAPTURE.REFUNDED",
@@ -1126,6 +1087,22 @@ class PayPalSandbox:
             reference=reference,
         )
 
+    def _record(
+        self, kind: "Kind", id: str, order: _Order, amount: int, charge_id: str | None = None
+    ) -> None:
+        """A ledger entry of PayPal's, under the order it belongs to."""
+        self.world.ledger.record(
+            kind,
+            id=id,
+            reference=order.reference,
+            method="paypal",
+            amount=amount,
+            currency=order.currency,
+            provider="paypal",
+            provider_reference=order.id,
+            charge_id=charge_id,
+        )
+
     # ---- idempotency ---------------------------------------------------------------------
 
     def _replay(self, operation: str, request_id: str | None) -> tuple[int, Any] | None:
@@ -1254,6 +1231,12 @@ def mount(app: FastAPI, world: "World", settings: PayPalSandboxSettings | None =
     app.state.paypal = sandbox
     router = APIRouter(prefix=PREFIX, tags=["paypal"])
 
+    def authenticated(request: Request) -> None:
+        """Every REST call but the token's carries a bearer token the sandbox issued."""
+        sandbox.authenticate(request.headers.get("authorization"))
+
+    api = APIRouter(prefix=PREFIX, tags=["paypal"], dependencies=[Depends(authenticated)])
+
     async def paypal_error(_: Request, error: Exception) -> Response:
         assert isinstance(error, PayPalError)
         return JSONResponse(error.body(), error.status)
@@ -1281,26 +1264,23 @@ def mount(app: FastAPI, world: "World", settings: PayPalSandboxSettings | None =
             )
         return JSONResponse(sandbox.issue_token(request.headers.get("authorization")))
 
-    @router.post("/v2/checkout/orders")
+    @api.post("/v2/checkout/orders")
     async def create_order(request: Request) -> Response:
         """Create an order (201), or return the one made under the same PayPal-Request-Id."""
-        sandbox.authenticate(request.headers.get("authorization"))
         return json_answer(
             await sandbox.create_order(
                 request.headers.get("paypal-request-id"), await request.body()
             )
         )
 
-    @router.get("/v2/checkout/orders/{order_id}")
-    async def get_order(order_id: str, request: Request) -> JSONResponse:
+    @api.get("/v2/checkout/orders/{order_id}")
+    async def get_order(order_id: str) -> JSONResponse:
         """An order as it stands."""
-        sandbox.authenticate(request.headers.get("authorization"))
         return JSONResponse(sandbox.order_view(sandbox.order(order_id)))
 
-    @router.post("/v2/checkout/orders/{order_id}/authorize")
+    @api.post("/v2/checkout/orders/{order_id}/authorize")
     async def authorize(order_id: str, request: Request) -> Response:
         """Authorize an approved order."""
-        sandbox.authenticate(request.headers.get("authorization"))
         return json_answer(
             await sandbox.authorize(
                 order_id,
@@ -1309,16 +1289,14 @@ def mount(app: FastAPI, world: "World", settings: PayPalSandboxSettings | None =
             )
         )
 
-    @router.get("/v2/payments/authorizations/{authorization_id}")
-    async def get_authorization(authorization_id: str, request: Request) -> JSONResponse:
+    @api.get("/v2/payments/authorizations/{authorization_id}")
+    async def get_authorization(authorization_id: str) -> JSONResponse:
         """An authorization as it stands."""
-        sandbox.authenticate(request.headers.get("authorization"))
         return JSONResponse(sandbox.authorization_view(sandbox.authorization(authorization_id)))
 
-    @router.post("/v2/payments/authorizations/{authorization_id}/capture")
+    @api.post("/v2/payments/authorizations/{authorization_id}/capture")
     async def capture(authorization_id: str, request: Request) -> Response:
         """Capture an authorization."""
-        sandbox.authenticate(request.headers.get("authorization"))
         return json_answer(
             await sandbox.capture(
                 authorization_id,
@@ -1328,50 +1306,44 @@ def mount(app: FastAPI, world: "World", settings: PayPalSandboxSettings | None =
             )
         )
 
-    @router.post("/v2/payments/authorizations/{authorization_id}/void")
+    @api.post("/v2/payments/authorizations/{authorization_id}/void")
     async def void(authorization_id: str, request: Request) -> Response:
         """Void an authorization: 204, or 200 with it under `Prefer: return=representation`."""
-        sandbox.authenticate(request.headers.get("authorization"))
         status, _ = await sandbox.void(authorization_id, request.headers.get("paypal-request-id"))
         if "return=representation" in request.headers.get("prefer", ""):
             view = sandbox.authorization_view(sandbox.authorization(authorization_id))
             return JSONResponse(view, 200)
         return Response(status_code=status)
 
-    @router.get("/v2/payments/captures/{capture_id}")
-    async def get_capture(capture_id: str, request: Request) -> JSONResponse:
+    @api.get("/v2/payments/captures/{capture_id}")
+    async def get_capture(capture_id: str) -> JSONResponse:
         """A capture as it stands."""
-        sandbox.authenticate(request.headers.get("authorization"))
         return JSONResponse(sandbox.capture_view(sandbox.capture_record(capture_id)))
 
-    @router.post("/v2/payments/captures/{capture_id}/refund")
+    @api.post("/v2/payments/captures/{capture_id}/refund")
     async def refund(capture_id: str, request: Request) -> Response:
         """Refund a capture."""
-        sandbox.authenticate(request.headers.get("authorization"))
         return json_answer(
             await sandbox.refund(
                 capture_id, request.headers.get("paypal-request-id"), await request.body()
             )
         )
 
-    @router.get("/v2/payments/refunds/{refund_id}")
-    async def get_refund(refund_id: str, request: Request) -> JSONResponse:
+    @api.get("/v2/payments/refunds/{refund_id}")
+    async def get_refund(refund_id: str) -> JSONResponse:
         """A refund."""
-        sandbox.authenticate(request.headers.get("authorization"))
         return JSONResponse(sandbox.refund_view(sandbox.refund_record(refund_id)))
 
-    @router.get("/v1/reporting/transactions")
+    @api.get("/v1/reporting/transactions")
     async def transactions(
-        request: Request, start_date: str | None = None, end_date: str | None = None
+        start_date: str | None = None, end_date: str | None = None
     ) -> JSONResponse:
         """Transaction Search over captures and refunds."""
-        sandbox.authenticate(request.headers.get("authorization"))
         return JSONResponse(sandbox.transactions(start_date, end_date))
 
-    @router.post("/v1/notifications/verify-webhook-signature")
+    @api.post("/v1/notifications/verify-webhook-signature")
     async def verify(request: Request) -> JSONResponse:
         """Tell whether a webhook call is genuine."""
-        sandbox.authenticate(request.headers.get("authorization"))
         return JSONResponse(sandbox.verify(await request.body()))
 
     @router.get("/v1/notifications/certs/{name}")
@@ -1423,3 +1395,4 @@ def mount(app: FastAPI, world: "World", settings: PayPalSandboxSettings | None =
         return RedirectResponse(target, status_code=303)
 
     app.include_router(router)
+    app.include_router(api)

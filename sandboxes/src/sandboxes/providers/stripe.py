@@ -28,6 +28,7 @@ schedule multiplied by `PAYMENT_SANDBOX_STRIPE_RETRY_SCALE`.
 """
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import html
@@ -48,6 +49,7 @@ from sandboxes.serving import env_float, env_str
 
 if TYPE_CHECKING:  # the package imports this module to list it in MOUNTS
     from sandboxes.providers import World
+    from sandboxes.providers.ledger import Entry, Kind
 
 logger = logging.getLogger("sandboxes.payment.stripe")
 
@@ -563,16 +565,7 @@ class StripeSandbox:
     def _authorize(self, intent: _Intent) -> None:
         intent.latest_charge = _new_id("ch")
         intent.last_payment_error = None
-        entry = self.world.ledger.record(
-            "authorizations",
-            id=intent.latest_charge,
-            reference=intent.reference,
-            method="card",
-            amount=intent.amount,
-            currency=intent.currency.upper(),
-            provider="stripe",
-            provider_reference=intent.id,
-        )
+        entry = self._record("authorizations", intent.latest_charge, intent, intent.amount, None)
         intent.authorization_id = entry.id
         if intent.capture_method == "manual":
             intent.status = "requires_capture"
@@ -588,17 +581,8 @@ class StripeSandbox:
         intent.status = "succeeded"
         intent.amount_capturable = 0
         intent.amount_received = amount
-        self.world.ledger.record(
-            "captures",
-            id=intent.latest_charge or _new_id("ch"),
-            reference=intent.reference,
-            method="card",
-            amount=amount,
-            currency=intent.currency.upper(),
-            provider="stripe",
-            provider_reference=intent.id,
-            charge_id=intent.authorization_id,
-        )
+        charge = intent.latest_charge or _new_id("ch")
+        self._record("captures", charge, intent, amount, intent.authorization_id)
         logger.info("stripe %s captured %d reference=%s", intent.id, amount, intent.reference)
         self.emit("payment_intent.succeeded", intent.to_json(), intent.reference)
 
@@ -648,17 +632,7 @@ class StripeSandbox:
         intent.canceled_at = self.now()
         intent.cancellation_reason = reason
         if held:
-            self.world.ledger.record(
-                "voids",
-                id=_new_id("void"),
-                reference=intent.reference,
-                method="card",
-                amount=intent.amount,
-                currency=intent.currency.upper(),
-                provider="stripe",
-                provider_reference=intent.id,
-                charge_id=intent.authorization_id,
-            )
+            self._record("voids", _new_id("void"), intent, intent.amount, intent.authorization_id)
         logger.info("stripe %s canceled (held: %s) reference=%s", intent.id, held, intent.reference)
         self.emit("payment_intent.canceled", intent.to_json(), intent.reference)
         return 200, intent.to_json()
@@ -733,17 +707,7 @@ class StripeSandbox:
         )
         self.refunds[refund.id] = refund
         intent.refunded += refund.amount
-        self.world.ledger.record(
-            "refunds",
-            id=refund.id,
-            reference=intent.reference,
-            method="card",
-            amount=refund.amount,
-            currency=intent.currency.upper(),
-            provider="stripe",
-            provider_reference=intent.id,
-            charge_id=intent.latest_charge,
-        )
+        self._record("refunds", refund.id, intent, refund.amount, intent.latest_charge)
         logger.info(
             "stripe refund %s of %d on %s reference=%s",
             refund.id,
@@ -755,6 +719,22 @@ class StripeSandbox:
         return 200, refund.to_json()
 
     # Webhooks ----------------------------------------------------------------------------
+
+    def _record(
+        self, kind: "Kind", id: str, intent: _Intent, amount: int, charge_id: str | None
+    ) -> "Entry":
+        """A ledger entry of Stripe's, under the PaymentIntent it belongs to."""
+        return self.world.ledger.record(
+            kind,
+            id=id,
+            reference=intent.reference,
+            method="card",
+            amount=amount,
+            currency=intent.currency.upper(),
+            provider="stripe",
+            provider_reference=intent.id,
+            charge_id=charge_id,
+        )
 
     def emit(self, type_: str, obj: dict[str, Any], reference: str) -> None:
         """Send one event to billing, signed, redelivered until a 2xx; nothing without a URL."""
@@ -929,35 +909,32 @@ def mount_with(app: FastAPI, world: "World", settings: StripeSettings) -> Stripe
 
         return await guarded(request, handle)
 
+    def once_per_key(
+        request: Request, act: Callable[[Params], tuple[int, dict[str, Any]]]
+    ) -> Callable[[Params], Awaitable[Response]]:
+        """A handler that runs `act` once per Idempotency-Key (see `StripeSandbox.idempotent`)."""
+
+        async def handle(params: Params) -> Response:
+            async def run() -> tuple[int, dict[str, Any]]:
+                return act(params)
+
+            return await stripe.idempotent(request, params, run)
+
+        return handle
+
     @api.post("/payment_intents/{intent_id}/capture")
     async def capture_intent(intent_id: str, request: Request) -> Response:
-        async def handle(params: Params) -> Response:
-            async def act() -> tuple[int, dict[str, Any]]:
-                return stripe.capture(intent_id, params)
-
-            return await stripe.idempotent(request, params, act)
-
-        return await guarded(request, handle)
+        capture = functools.partial(stripe.capture, intent_id)
+        return await guarded(request, once_per_key(request, capture))
 
     @api.post("/payment_intents/{intent_id}/cancel")
     async def cancel_intent(intent_id: str, request: Request) -> Response:
-        async def handle(params: Params) -> Response:
-            async def act() -> tuple[int, dict[str, Any]]:
-                return stripe.cancel(intent_id, params)
-
-            return await stripe.idempotent(request, params, act)
-
-        return await guarded(request, handle)
+        cancel = functools.partial(stripe.cancel, intent_id)
+        return await guarded(request, once_per_key(request, cancel))
 
     @api.post("/refunds")
     async def create_refund(request: Request) -> Response:
-        async def handle(params: Params) -> Response:
-            async def act() -> tuple[int, dict[str, Any]]:
-                return stripe.refund(params)
-
-            return await stripe.idempotent(request, params, act)
-
-        return await guarded(request, handle)
+        return await guarded(request, once_per_key(request, stripe.refund))
 
     @api.get("/refunds")
     async def list_refunds(request: Request) -> Response:

@@ -3,23 +3,17 @@
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
 from uuid import UUID
 
 from esim_core.duework.backoff import backoff
 from esim_core.ids import derived_id, namespace
 from esim_core.terms import Terms
+from esim_schemas.events import PaymentFailureReason
 
 _IDS = namespace("billing")
 
-FailureReason = Literal[
-    "declined",
-    "insufficient_funds",
-    "expired_method",
-    "provider_unavailable",
-    "invalid_token",
-    "not_approved",
-]
+FailureReason = PaymentFailureReason
+"""Why a payment ends without money: the reasons the contract lets PaymentFailed carry."""
 
 HARD_DECLINES: frozenset[str] = frozenset(
     {"declined", "expired_method", "invalid_token", "not_approved"}

@@ -9,6 +9,7 @@ made twice would publish one event.
 
 import logging
 from datetime import datetime, timedelta
+from typing import Literal, TypedDict
 from uuid import UUID
 
 from esim_core.clock import as_utc
@@ -99,18 +100,10 @@ class PaymentFlow:
         self.outbox.add(
             session,
             PaymentAuthorized(
-                renewal_id=UUID(payment.renewal_id),
-                payment_id=payment.id,
-                iccid=payment.iccid,
-                plan=_plan(payment),
-                price=Money(amount=payment.amount, currency=payment.currency),
-                method=_method(payment.method),
+                **_sale(payment),
                 provider_reference=hold.provider_reference,
                 authorized_at=now,
                 capture_before=hold.capture_before,
-                start=_start(payment.start),
-                discount=_discount(payment),
-                promo_code=payment.promo_code,
             ),
             event_id=event_id("payment-authorized", payment.renewal_id),
         )
@@ -140,18 +133,10 @@ class PaymentFlow:
         self.outbox.add(
             session,
             PaymentSettled(
-                renewal_id=UUID(payment.renewal_id),
-                payment_id=payment.id,
-                iccid=payment.iccid,
-                plan=_plan(payment),
-                price=Money(amount=payment.amount, currency=payment.currency),
-                method=_method(payment.method),
+                **_sale(payment),
                 provider_reference=capture.provider_reference,
                 attempts=max(1, payment.attempts),
                 settled_at=now,
-                start=_start(payment.start),
-                discount=_discount(payment),
-                promo_code=payment.promo_code,
             ),
             event_id=event_id("payment-settled", payment.renewal_id),
         )
@@ -293,18 +278,8 @@ class PaymentFlow:
         refund.updated_at = now
         refund.due_at = None
         session.add(refund)
-        self.outbox.add(
-            session,
-            PaymentRefunded(
-                renewal_id=UUID(refund.renewal_id),
-                payment_id=refund.payment_id,
-                refund_id=refund.provider_reference or refund.id,
-                iccid=refund.iccid,
-                price=Money(amount=refund.amount, currency=refund.currency),
-                refunded_at=now,
-                via="void",
-            ),
-            event_id=event_id("payment-refunded", refund.renewal_id),
+        publish_refunded(
+            self.outbox, session, refund, refund.provider_reference or refund.id, "void", now
         )
         logger.info(
             "payment %s of renewal %s voided: nothing taken", payment.id, payment.renewal_id
@@ -499,6 +474,58 @@ async def _refund_of(session: AsyncSession, payment: Payment) -> Refund | None:
     return (
         await session.exec(select(Refund).where(Refund.renewal_id == payment.renewal_id))
     ).first()
+
+
+def publish_refunded(
+    outbox: Outbox,
+    session: AsyncSession,
+    refund: Refund,
+    refund_id: str,
+    via: Literal["refund", "void"],
+    now: datetime,
+) -> None:
+    """Publish PaymentRefunded for a refund that is done, however the money went back."""
+    outbox.add(
+        session,
+        PaymentRefunded(
+            renewal_id=UUID(refund.renewal_id),
+            payment_id=refund.payment_id,
+            refund_id=refund_id,
+            iccid=refund.iccid,
+            price=Money(amount=refund.amount, currency=refund.currency),
+            refunded_at=now,
+            via=via,
+        ),
+        event_id=event_id("payment-refunded", refund.renewal_id),
+    )
+
+
+class _Sale(TypedDict):
+    """What PaymentAuthorized and PaymentSettled both say of the plan sold and its price."""
+
+    renewal_id: UUID
+    payment_id: str
+    iccid: str
+    plan: PlanRef
+    price: Money
+    method: PaymentMethod
+    start: Start
+    discount: Money | None
+    promo_code: str | None
+
+
+def _sale(payment: Payment) -> _Sale:
+    return _Sale(
+        renewal_id=UUID(payment.renewal_id),
+        payment_id=payment.id,
+        iccid=payment.iccid,
+        plan=_plan(payment),
+        price=Money(amount=payment.amount, currency=payment.currency),
+        method=_method(payment.method),
+        start=_start(payment.start),
+        discount=_discount(payment),
+        promo_code=payment.promo_code,
+    )
 
 
 def _plan(payment: Payment) -> PlanRef:

@@ -8,11 +8,9 @@ the payment loop releases its authorization (`via: void`).
 """
 
 import logging
-from uuid import UUID
 
 from esim_core.clock import utcnow
 from esim_core.duework.worker import DueWorker
-from esim_schemas import Money, PaymentRefunded
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.charging import lookup_request
@@ -20,11 +18,11 @@ from billing.domain import (
     PaymentState,
     RefundState,
     RetryRules,
-    event_id,
     refund_key,
     scrub,
     unavailable_delay,
 )
+from billing.flow import publish_refunded
 from billing.gateways import (
     GatewayRejectedError,
     GatewayUnavailableError,
@@ -126,19 +124,7 @@ class RefundWorker(DueWorker[PaymentGateway, RetryRules]):
             refund.due_at = None
             refund.last_error = None
             refund.unavailable_rounds = 0
-            self.outbox.add(
-                session,
-                PaymentRefunded(
-                    renewal_id=UUID(refund.renewal_id),
-                    payment_id=refund.payment_id,
-                    refund_id=outcome.refund_id,
-                    iccid=refund.iccid,
-                    price=Money(amount=refund.amount, currency=refund.currency),
-                    refunded_at=now,
-                    via="refund",
-                ),
-                event_id=event_id("payment-refunded", refund.renewal_id),
-            )
+            publish_refunded(self.outbox, session, refund, outcome.refund_id, "refund", now)
             logger.info(
                 "refund %s of renewal %s done: %s", refund.id, refund.renewal_id, outcome.refund_id
             )

@@ -5,12 +5,8 @@ here; its notifies go to a route on the same server that keeps them, as billing'
 `/webhooks/alipay` would receive them.
 """
 
-import asyncio
-import socket
-import threading
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,14 +14,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 import pytest
-import uvicorn
 from billing.gateways import (
     ActionRequired,
     Captured,
     CaptureRequest,
     GatewayRejectedError,
     GatewayUnavailableError,
-    LookupRequest,
     PaymentDeclinedError,
     PaymentRequest,
     RefundRequest,
@@ -38,8 +32,10 @@ from billing.gateways.alipay import AlipayGateway, bill_periods
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Request, Response
+from gateway_kit import lookup_of, payment_request, wait_for
 from sandboxes.payment import PaymentSandboxSettings, create_app
 from sandboxes.providers.alipay import DEFAULT_APP_ID
+from sandboxes.threaded import free_port, serving
 
 RETURN_URL = "https://travel.example/renewals/back"
 
@@ -55,13 +51,6 @@ def _pair() -> tuple[str, str]:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return private, public.decode()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -91,24 +80,15 @@ class Sandbox:
 def sandbox() -> Iterator[Sandbox]:
     app_private, app_public = _pair()
     alipay_private, alipay_public = _pair()
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    world = Sandbox(base, app_private, alipay_private, alipay_public)
+    port = free_port()
+    world = Sandbox(f"http://127.0.0.1:{port}", app_private, alipay_private, alipay_public)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("PAYMENT_SANDBOX_ALIPAY_PRIVATE_KEY", alipay_private)
         env.setenv("PAYMENT_SANDBOX_ALIPAY_APP_PUBLIC_KEY", app_public)
         app = create_app(PaymentSandboxSettings(port=port, slow_delay=0.2))
     _add_receiver(app, world)
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the payment sandbox did not start"
-        time.sleep(0.02)
-    yield world
-    server.should_exit = True
-    thread.join(10)
+    with serving(app, port):
+        yield world
 
 
 def _add_receiver(app: FastAPI, world: Sandbox) -> None:
@@ -144,33 +124,7 @@ async def gateway(sandbox: Sandbox) -> AsyncIterator[AlipayGateway]:
 
 
 def payment(token: str | None = None, amount: int = 9900) -> PaymentRequest:
-    reference = str(uuid.uuid4())
-    return PaymentRequest(
-        idempotency_key=f"charge:{reference}",
-        reference=reference,
-        amount=amount,
-        currency="CNY",
-        method="alipay",
-        token=token,
-        return_url=RETURN_URL,
-        description="eSIM plan JP-30D-10GB",
-    )
-
-
-def lookup(request: PaymentRequest) -> LookupRequest:
-    return LookupRequest(
-        method="alipay", reference=request.reference, idempotency_key=request.idempotency_key
-    )
-
-
-async def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {check}")
+    return payment_request("alipay", "CNY", token, return_url=RETURN_URL, amount=amount)
 
 
 async def buyer(url: str, decision: str | None = None) -> httpx.Response:
@@ -205,7 +159,7 @@ async def test_a_price_in_another_currency_is_paid_in_it_as_a_cross_border_merch
     request = replace(payment("alipay_ok", amount=1400), currency="USD")
 
     captured = await gateway.pay(request)
-    view = await gateway.look_up(lookup(request))
+    view = await gateway.look_up(lookup_of(request))
 
     assert isinstance(captured, Captured)
     assert (captured.amount, captured.currency) == (1400, "USD")
@@ -222,12 +176,12 @@ async def test_page_pay_approved_at_the_cashier_is_captured_and_its_notify_verif
 
     action = await gateway.pay(request)
     assert isinstance(action, ActionRequired)
-    before_opening = await gateway.look_up(lookup(request))
+    before_opening = await gateway.look_up(lookup_of(request))
     await buyer(action.url)
-    opened = await gateway.look_up(lookup(request))
+    opened = await gateway.look_up(lookup_of(request))
     still_waiting = await gateway.pay(request)
     back = await buyer(action.url, "approve")
-    after = await gateway.look_up(lookup(request))
+    after = await gateway.look_up(lookup_of(request))
     paid = await gateway.pay(request)
 
     assert timedelta(minutes=29) < action.expires_at - started <= timedelta(minutes=30)
@@ -258,7 +212,7 @@ async def test_a_cancel_at_the_cashier_ends_not_approved_with_nothing_taken(
     assert isinstance(action, ActionRequired)
 
     await buyer(action.url, "cancel")
-    view = await gateway.look_up(lookup(request))
+    view = await gateway.look_up(lookup_of(request))
     with pytest.raises(PaymentDeclinedError) as declined:
         await gateway.pay(request)
 
@@ -300,7 +254,7 @@ async def test_void_closes_a_trade_waiting_for_the_buyer_and_refuses_an_unknown_
 
     assert isinstance(voided, Voided)
     assert unknown.value.status == 404
-    assert (await gateway.look_up(lookup(request))).standing is Standing.CANCELLED
+    assert (await gateway.look_up(lookup_of(request))).standing is Standing.CANCELLED
     assert approve.status_code == 409
     assert sandbox.ledger(request.reference)["captures"] == []
 
@@ -323,7 +277,7 @@ async def test_a_refund_is_made_once_under_its_key_and_the_trade_reads_refunded(
 
     first = await gateway.refund(refund)
     again = await gateway.refund(refund)
-    view = await gateway.look_up(lookup(request))
+    view = await gateway.look_up(lookup_of(request))
 
     assert first == again
     assert (first.amount, first.currency) == (9900, "CNY")
@@ -434,7 +388,7 @@ async def test_a_payment_whose_answer_was_lost_is_found_by_asking_never_paid_twi
 
     with pytest.raises(GatewayUnavailableError):
         await gateway.pay(request)
-    view = await gateway.look_up(lookup(request))
+    view = await gateway.look_up(lookup_of(request))
     again = await gateway.pay(request)
     await gateway.aclose()
 
@@ -481,12 +435,12 @@ async def test_an_answer_not_signed_by_alipay_is_unavailable_not_believed(
     gateway = _gateway(sandbox, alipay_public_key=stranger_public)
 
     with pytest.raises(GatewayUnavailableError, match="signature"):
-        await gateway.look_up(lookup(payment()))
+        await gateway.look_up(lookup_of(payment()))
     await gateway.aclose()
 
 
 async def test_an_unreachable_gateway_is_unavailable(sandbox: Sandbox) -> None:
-    gateway = _gateway(sandbox, gateway_url=f"http://127.0.0.1:{_free_port()}/gateway.do")
+    gateway = _gateway(sandbox, gateway_url=f"http://127.0.0.1:{free_port()}/gateway.do")
 
     with pytest.raises(GatewayUnavailableError):
         await gateway.pay(payment("alipay_ok"))

@@ -4,8 +4,6 @@ import asyncio
 import json
 import logging
 import os
-import socket
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -16,16 +14,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-import uvicorn
 from billing.gateways.paypal import PayPalGateway
 from billing.gateways.port import (
     ActionRequired,
     Authorized,
     Captured,
-    CaptureRequest,
     GatewayRejectedError,
     GatewayUnavailableError,
-    LookupRequest,
     PaymentDeclinedError,
     PaymentRequest,
     RefundRequest,
@@ -34,9 +29,11 @@ from billing.gateways.port import (
     WebhookRejectedError,
 )
 from fastapi import FastAPI, Request, Response
+from gateway_kit import authorized, capture_of, lookup_of, payment_request, wait_for
 from prometheus_client import REGISTRY
 from sandboxes.payment import PaymentSandboxSettings, create_app
 from sandboxes.providers.paypal import PayPalSandboxSettings
+from sandboxes.threaded import free_port, serving
 
 SLOW_DELAY = 0.5
 RETURN_URL = "https://travel.example/renewals/done"
@@ -74,13 +71,6 @@ class Sandbox:
         return [(h, b) for h, b in self.webhooks if reference.encode() in b]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Sandbox]:
     """One payment sandbox for the file; its PayPal webhooks land in a list."""
@@ -93,16 +83,8 @@ def sandbox() -> Iterator[Sandbox]:
     with mock.patch.dict(os.environ, {"PAYMENT_SANDBOX_PAYPAL_REDELIVERY_SCALE": "0.001"}):
         app = create_app(settings)
     add_receiver(app, webhooks)
-    running = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not running.started:
-        assert time.monotonic() < deadline, "the payment sandbox did not start"
-        time.sleep(0.02)
-    yield Sandbox(url, webhooks)
-    running.should_exit = True
-    thread.join(timeout=10)
+    with serving(app, port):
+        yield Sandbox(url, webhooks)
 
 
 def add_receiver(app: FastAPI, webhooks: list[tuple[dict[str, str], bytes]]) -> None:
@@ -119,52 +101,10 @@ async def gateway(sandbox: Sandbox) -> AsyncIterator[PayPalGateway]:
     await built.aclose()
 
 
-def payment(token: str | None = "vault_paypal_ok", **overrides: Any) -> PaymentRequest:
-    renewal = str(uuid.uuid4())
-    values: dict[str, Any] = {
-        "idempotency_key": f"charge:{renewal}",
-        "reference": renewal,
-        "amount": 9900,
-        "currency": "USD",
-        "method": "paypal",
-        "token": token,
-        "return_url": RETURN_URL,
-        "description": "eSIM plan JP-30D-10GB",
-    }
-    return PaymentRequest(**(values | overrides))
-
-
-def capture_of(request: PaymentRequest, order_id: str, key: str | None = None) -> CaptureRequest:
-    return CaptureRequest(
-        idempotency_key=key or f"capture:{request.reference}",
-        reference=request.reference,
-        provider_reference=order_id,
-        amount=request.amount,
-        currency=request.currency,
-        method="paypal",
-    )
-
-
-def lookup_of(request: PaymentRequest, order_id: str) -> LookupRequest:
-    return LookupRequest(
-        method="paypal",
-        reference=request.reference,
-        idempotency_key=request.idempotency_key,
-        provider_reference=order_id,
-    )
-
-
-async def authorized(gateway: PayPalGateway, request: PaymentRequest) -> Authorized:
-    outcome = await gateway.pay(request)
-    assert isinstance(outcome, Authorized)
-    return outcome
-
-
-async def wait_for(condition: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        await asyncio.sleep(0.02)
+def payment(
+    token: str | None = "vault_paypal_ok", return_url: str | None = RETURN_URL, **overrides: Any
+) -> PaymentRequest:
+    return payment_request("paypal", "USD", token, return_url=return_url, **overrides)
 
 
 # ---- pay -----------------------------------------------------------------------------------

@@ -22,12 +22,9 @@ import httpx
 import pytest
 from billing.gateways import (
     ActionRequired,
-    Authorized,
     Captured,
-    CaptureRequest,
     GatewayRejectedError,
     GatewayUnavailableError,
-    LookupRequest,
     PaymentDeclinedError,
     PaymentRequest,
     RefundRequest,
@@ -38,6 +35,7 @@ from billing.gateways import (
 )
 from billing.gateways.stripe import StripeGateway
 from fastapi import Request, Response
+from gateway_kit import authorized, capture_of, lookup_of, payment_request
 from prometheus_client import REGISTRY
 from sandboxes.payment import PaymentSandboxSettings, create_app
 from sandboxes.threaded import free_port, serving
@@ -90,36 +88,8 @@ async def web(sandbox: Sandbox) -> AsyncIterator[httpx.AsyncClient]:
 
 def payment(token: str, renewal: str | None = None, attempt: int = 1) -> PaymentRequest:
     renewal = renewal or str(uuid.uuid4())
-    return PaymentRequest(
-        idempotency_key=f"charge:{renewal}:{attempt}",
-        reference=renewal,
-        amount=9900,
-        currency="CNY",
-        method="card",
-        token=token,
-        return_url=RETURN_URL,
-        description="eSIM plan JP-30D-10GB",
-    )
-
-
-def capture_of(request: PaymentRequest, provider_reference: str, key: str = "") -> CaptureRequest:
-    return CaptureRequest(
-        idempotency_key=key or f"capture:{request.reference}",
-        reference=request.reference,
-        provider_reference=provider_reference,
-        amount=request.amount,
-        currency=request.currency,
-        method="card",
-    )
-
-
-def lookup_of(request: PaymentRequest, provider_reference: str | None = None) -> LookupRequest:
-    return LookupRequest(
-        method="card",
-        reference=request.reference,
-        idempotency_key=request.idempotency_key,
-        provider_reference=provider_reference,
-    )
+    key = f"charge:{renewal}:{attempt}"
+    return payment_request("card", "CNY", token, return_url=RETURN_URL, renewal=renewal, key=key)
 
 
 async def ledger(web: httpx.AsyncClient, reference: str) -> dict[str, list[dict[str, Any]]]:
@@ -127,12 +97,6 @@ async def ledger(web: httpx.AsyncClient, reference: str) -> dict[str, list[dict[
     assert response.status_code == 200
     body: dict[str, list[dict[str, Any]]] = response.json()
     return body
-
-
-async def authorized(gateway: StripeGateway, request: PaymentRequest) -> Authorized:
-    outcome = await gateway.pay(request)
-    assert isinstance(outcome, Authorized)
-    return outcome
 
 
 async def test_a_visa_card_is_held_until_the_capture_window_closes(
@@ -248,8 +212,10 @@ async def test_a_void_releases_the_hold_and_nothing_can_be_captured_after(
 
     view = await stripe_gateway.look_up(lookup_of(request, held.provider_reference))
     assert view.standing is Standing.VOIDED
-    with pytest.raises(GatewayRejectedError):
+    with pytest.raises(GatewayRejectedError) as refused:
         await stripe_gateway.capture(capture_of(request, held.provider_reference))
+    assert refused.value.status == 400
+    assert "canceled: nothing to capture" in str(refused.value)
     entries = await ledger(web, request.reference)
     assert (len(entries["voids"]), entries["captures"]) == (1, [])
 

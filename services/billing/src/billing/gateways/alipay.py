@@ -94,6 +94,8 @@ _SUBJECT_UNSAFE = re.compile(r"[/=&\x00-\x1f]")
 _AMOUNT = re.compile(r"^-?\d{1,12}(\.\d{1,2})?$")
 
 
+# The payment sandbox signs and verifies with code of its own (`sandboxes.providers.alipay`),
+# not this: as the stand-in for Alipay it must catch a mistake here, not share it.
 def load_private_key(text: str) -> rsa.RSAPrivateKey:
     """The app's RSA private key from PEM (PKCS#1 or PKCS#8) or Alipay's bare base64.
 

@@ -18,7 +18,7 @@ adapter keeps it at WARNING or above.
 """
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import NoReturn
@@ -241,22 +241,18 @@ class StripeGateway:
         as it is: Stripe refuses a second capture of a PaymentIntent, so money is taken once.
         """
         with self._calling():
-            try:
-                intent = await self._client.v1.payment_intents.capture_async(
+            intent, captured = await self._or_as_it_stands(
+                request.provider_reference,
+                lambda: self._client.v1.payment_intents.capture_async(
                     request.provider_reference,
                     {"amount_to_capture": request.amount},
                     {"idempotency_key": request.idempotency_key},
-                )
-            except stripe.InvalidRequestError as error:
-                if error.code != "payment_intent_unexpected_state":
-                    raise
-                intent = await self._client.v1.payment_intents.retrieve_async(
-                    request.provider_reference
-                )
-                if intent.status != "succeeded":
-                    raise GatewayRejectedError(
-                        400, f"PaymentIntent {intent.id} is {intent.status}: nothing to capture"
-                    ) from None
+                ),
+            )
+        if intent.status != "succeeded" and not captured:
+            raise GatewayRejectedError(
+                400, f"PaymentIntent {intent.id} is {intent.status}: nothing to capture"
+            )
         if intent.status != "succeeded":
             raise GatewayRejectedError(
                 409, f"PaymentIntent {intent.id} is {intent.status} after its capture"
@@ -266,18 +262,14 @@ class StripeGateway:
     async def void(self, request: VoidRequest) -> Voided:
         """Cancel the PaymentIntent, releasing its hold; see `PaymentGateway.void`."""
         with self._calling():
-            try:
-                intent = await self._client.v1.payment_intents.cancel_async(
+            intent, _ = await self._or_as_it_stands(
+                request.provider_reference,
+                lambda: self._client.v1.payment_intents.cancel_async(
                     request.provider_reference,
                     {"cancellation_reason": "abandoned"},
                     {"idempotency_key": request.idempotency_key},
-                )
-            except stripe.InvalidRequestError as error:
-                if error.code != "payment_intent_unexpected_state":
-                    raise
-                intent = await self._client.v1.payment_intents.retrieve_async(
-                    request.provider_reference
-                )
+                ),
+            )
         if intent.status != "canceled":
             raise GatewayRejectedError(
                 409, f"PaymentIntent {intent.id} is {intent.status}: it cannot be released"
@@ -470,6 +462,24 @@ class StripeGateway:
         except (AttributeError, KeyError, TypeError, ValueError) as error:
             raise WebhookRejectedError(f"a malformed Stripe event: {error}") from None
         raise WebhookRejectedError(f"{event.type} events ({kind}) are not card payments")
+
+    async def _or_as_it_stands(
+        self, reference: str, act: Callable[[], Awaitable[stripe.PaymentIntent]]
+    ) -> tuple[stripe.PaymentIntent, bool]:
+        """`act` on a PaymentIntent or, when Stripe says its state forbids that, read it.
+
+        A capture or cancel that an earlier call (whose answer was lost) already made finds the
+        intent moved on; what it is now tells whether the money went the way asked.
+
+        Returns:
+            The PaymentIntent, and whether `act` went through (False: it was read instead).
+        """
+        try:
+            return await act(), True
+        except stripe.InvalidRequestError as error:
+            if error.code != "payment_intent_unexpected_state":
+                raise
+        return await self._client.v1.payment_intents.retrieve_async(reference), False
 
     # Errors ------------------------------------------------------------------------------
 
