@@ -417,18 +417,20 @@ async def test_capture_cancel_and_refund_each_send_their_event(
     voided = await pay(client, "pm_card_visa", voided_ref)
     await client.v1.payment_intents.cancel_async(voided.id)
 
-    kinds = [_type(body) for _, body in await _events_for(sandbox, ref, count=3)]
-    assert kinds == [
+    # Each delivery runs on its own, and Stripe promises no order either: compare as sets.
+    kinds = {_type(body) for _, body in await _events_for(sandbox, ref, count=3)}
+    assert kinds == {
         "payment_intent.amount_capturable_updated",
         "payment_intent.succeeded",
         "charge.refunded",
-    ]
+    }
     assert [_type(b) for _, b in await _events_for(sandbox, failed_ref, 1)] == [
         "payment_intent.payment_failed"
     ]
-    assert [_type(b) for _, b in await _events_for(sandbox, voided_ref, 2)][-1] == (
-        "payment_intent.canceled"
-    )
+    assert {_type(b) for _, b in await _events_for(sandbox, voided_ref, 2)} == {
+        "payment_intent.amount_capturable_updated",
+        "payment_intent.canceled",
+    }
 
 
 def _type(body: bytes) -> str:
@@ -437,8 +439,9 @@ def _type(body: bytes) -> str:
 
 
 async def _events_for(sandbox: Sandbox, ref: str, count: int) -> list[tuple[dict[str, str], bytes]]:
-    """The events about one reference, once `count` of them arrived (within 5 s)."""
-    for _ in range(500):
+    """The events about one reference, once `count` of them arrived (within 30 s: a loaded
+    machine may be slow to deliver)."""
+    for _ in range(3000):
         found = [
             (headers, body)
             for headers, body in sandbox.webhooks.received
