@@ -29,7 +29,7 @@ async def test_a_call_is_redelivered_until_acknowledged_and_each_attempt_is_sign
         reference="r-1",
         resign=lambda body: {"Signature": f"t={next(ticks)}"},
     )
-    for _ in range(200):
+    for _ in range(3000):
         if record.delivered:
             break
         await asyncio.sleep(0.01)

@@ -368,7 +368,7 @@ async def test_the_payments_list_has_everything_since_a_moment(
 
 
 async def _event_about(sandbox: Sandbox, reference: str, kind: str) -> tuple[dict[str, str], bytes]:
-    for _ in range(500):
+    for _ in range(3000):
         for headers, body in sandbox.received:
             event = json.loads(body)
             if (event["type"], event["data"]["object"]["metadata"].get("reference")) == (
