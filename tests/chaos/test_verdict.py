@@ -324,6 +324,10 @@ def test_a_saved_source_or_a_card_without_a_token_needs_no_buyer(token: str) -> 
 APPROVED, CANCELLED, ALIPAY_FAILED = "r-approved", "r-cancelled", "r-alipay-approved-failed"
 
 
+def _statuses_with(renewal_id: str, status: str) -> dict[str, str | None]:
+    return {**with_buyers().statuses, renewal_id: status}
+
+
 def with_buyers() -> Evidence:
     """The clean run plus three buyers at a provider's page: a card approved after 3-D Secure
     (held, then captured), a PayPal approval cancelled (nothing taken), an Alipay payment
@@ -388,7 +392,7 @@ def _asked_as(renewal_id: str, **changes: object) -> list[Asked]:
         ),
         pytest.param(
             {
-                "statuses": {**with_buyers().statuses, CANCELLED: "PAYMENT_ACTION_REQUIRED"},
+                "statuses": _statuses_with(CANCELLED, "PAYMENT_ACTION_REQUIRED"),
                 "events": [e for e in with_buyers().events if e.renewal_id != CANCELLED],
             },
             {"terminal", "no_terminal_event", "approval_ends", "not_approved"},
@@ -396,7 +400,7 @@ def _asked_as(renewal_id: str, **changes: object) -> list[Asked]:
             id="a cancelled approval still waiting after the drain",
         ),
         pytest.param(
-            {"statuses": {**with_buyers().statuses, APPROVED: "AUTHORIZED"}},
+            {"statuses": _statuses_with(APPROVED, "AUTHORIZED")},
             {"terminal", "approval_ends", "captures_match"},
             APPROVED,
             id="an approved payment left authorized",
@@ -421,7 +425,7 @@ def _asked_as(renewal_id: str, **changes: object) -> list[Asked]:
         ),
         pytest.param(
             {
-                "statuses": {**with_buyers().statuses, APPROVED: "PAYMENT_FAILED"},
+                "statuses": _statuses_with(APPROVED, "PAYMENT_FAILED"),
                 "events": [
                     TerminalEvent(APPROVED, "payment_failed", "e6", "not_approved")
                     if e.renewal_id == APPROVED
