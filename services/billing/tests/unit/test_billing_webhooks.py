@@ -168,3 +168,35 @@ async def test_reconciliation_needs_an_offset_and_a_provider_that_answers(
     gateway.outage = True
     down = await client.get("/v1/payments/reconciliation", headers=OPERATOR)
     assert down.status_code == 503
+
+
+@pytest.mark.parametrize(
+    ("provider", "media_type", "headers"),
+    [
+        ("stripe", "application/json", {"Stripe-Signature"}),
+        (
+            "paypal",
+            "application/json",
+            {
+                "PAYPAL-TRANSMISSION-ID",
+                "PAYPAL-TRANSMISSION-TIME",
+                "PAYPAL-TRANSMISSION-SIG",
+                "PAYPAL-CERT-URL",
+                "PAYPAL-AUTH-ALGO",
+            },
+        ),
+        ("alipay", "application/x-www-form-urlencoded", set()),
+    ],
+)
+async def test_the_openapi_document_shows_each_providers_call_with_its_signature(
+    client: httpx.AsyncClient, provider: str, media_type: str, headers: set[str]
+) -> None:
+    operation = (await client.get("/openapi.json")).json()["paths"][f"/webhooks/{provider}"]["post"]
+
+    body = operation["requestBody"]["content"][media_type]["schema"]
+    assert body["type"] == "object" and body["required"]
+    required = {p["name"] for p in operation.get("parameters", []) if p["required"]}
+    assert required == headers
+    if provider == "alipay":
+        assert {"sign", "sign_type"} <= set(body["required"])
+    assert {"400", "503"} <= set(operation["responses"])
