@@ -322,7 +322,12 @@ async def exercise(
 
         drain_began = time.monotonic()
         deadline = drain_began + config.drain_s
-        acknowledged = [a.renewal_id for a in gathered.asked if a.acknowledged]
+        acknowledged = [
+            renewal_id
+            for driver in (load, strays)
+            for renewal_id in driver.sent
+            if renewal_id not in driver.unacknowledged
+        ]
         say(f"chaos: draining: waiting up to {config.drain_s:g} s for {len(acknowledged)} renewals")
         missing = await live.wait_for(
             acknowledged, timeout=config.drain_s, on_tick=_every(10, lambda: _drain_line(live))
