@@ -30,9 +30,6 @@ def _targets() -> dict[str, str]:
     return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
 
-TARGETS = _targets()
-
-
 def _provider(path: str) -> str | None:
     return path.removeprefix(WEBHOOKS) if path.startswith(WEBHOOKS) else None
 
@@ -42,7 +39,7 @@ def map_body(context: Any, body: Any) -> Any:
     """Aim a well-shaped forged webhook body at a real payment waiting for its buyer."""
     operation = getattr(context, "operation", None)
     provider = _provider(operation.path) if operation is not None else None
-    target = TARGETS.get(provider or "")
+    target = _targets().get(provider or "")
     if target is None or not isinstance(body, dict):
         return body
     if provider == "stripe":
