@@ -22,8 +22,8 @@ def _load() -> ModuleType:
 hooks = _load()
 
 
-def on(path: str) -> SimpleNamespace:
-    return SimpleNamespace(operation=SimpleNamespace(path=path), path=path)
+def on(path: str, method: str = "POST") -> SimpleNamespace:
+    return SimpleNamespace(operation=SimpleNamespace(path=path), path=path, method=method)
 
 
 def answered(status: int) -> SimpleNamespace:
@@ -86,3 +86,9 @@ def test_a_webhook_answer_other_than_400_fails_the_check() -> None:
 def test_a_400_from_a_webhook_or_any_answer_elsewhere_passes_the_check() -> None:
     assert hooks.forged_webhook_refused(None, answered(400), on("/webhooks/paypal")) is None
     assert hooks.forged_webhook_refused(None, answered(200), on("/v1/payments/unknown")) is None
+
+
+def test_another_method_on_a_webhook_may_be_refused_with_405() -> None:
+    assert (
+        hooks.forged_webhook_refused(None, answered(405), on("/webhooks/stripe", "TRACE")) is None
+    )

@@ -170,6 +170,34 @@ async def test_reconciliation_needs_an_offset_and_a_provider_that_answers(
     assert down.status_code == 503
 
 
+async def test_reconciliation_looks_back_at_most_three_years(client: httpx.AsyncClient) -> None:
+    too_old = await client.get(
+        "/v1/payments/reconciliation",
+        params={"since": "1970-01-01T00:00:00.5Z"},
+        headers=OPERATOR,
+    )
+    recent = (utcnow() - timedelta(days=3 * 365 - 1)).isoformat()
+    within = await client.get(
+        "/v1/payments/reconciliation", params={"since": recent}, headers=OPERATOR
+    )
+
+    assert too_old.status_code == 422
+    assert "at most 1095 days ago" in too_old.json()["detail"]
+    assert within.status_code == 200
+
+
+@pytest.mark.parametrize("since", ["0.5", "1733011200", "yesterday", "2026-12"])
+async def test_reconciliation_takes_since_only_as_an_rfc_3339_date_time(
+    client: httpx.AsyncClient, since: str
+) -> None:
+    answer = await client.get(
+        "/v1/payments/reconciliation", params={"since": since}, headers=OPERATOR
+    )
+
+    assert answer.status_code == 422
+    assert "RFC 3339" in answer.text
+
+
 @pytest.mark.parametrize(
     ("provider", "media_type", "headers"),
     [
