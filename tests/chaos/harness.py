@@ -707,7 +707,10 @@ async def diagnose(
                     for e in gathered.events
                     if e.renewal_id == renewal_id
                 ],
+                "buyer": gathered.approvals.get(renewal_id),
+                "authorizations": gathered.authorizations.count(renewal_id),
                 "captures": gathered.captures.count(renewal_id),
+                "voids": gathered.voids.count(renewal_id),
                 "refunds": gathered.refunds.count(renewal_id),
                 "orders": gathered.orders.count(renewal_id),
                 "log_lines": _grep(logs, renewal_id),
