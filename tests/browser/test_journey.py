@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -136,8 +137,11 @@ def bind_a_card(browser: Browser, platform: Platform) -> str:
     raise AssertionError("no free demo card could be bound")
 
 
-def renew(browser: Browser, site: str, iccid: str, start: str, token: str) -> str:
-    """Choose the first plan, see the quote, pay with a saved card; the renewal's id."""
+def renew(
+    browser: Browser, site: str, iccid: str, start: str, token: str = "", method: str = "card"
+) -> str:
+    """Choose the first plan, see the quote, pay with a saved card (or by PayPal or Alipay,
+    which need none); the renewal's id."""
     browser.open(f"{site}/cards/{iccid}/renew")
     browser.find("input[name=plan_code]")
     browser.find(f"input[name=start][value={start}]").click()
@@ -147,10 +151,45 @@ def renew(browser: Browser, site: str, iccid: str, start: str, token: str) -> st
     browser.find("input[name=token]")
     browser.step("quote")
     browser.check_accessibility(name="quote")
-    fill(browser, "Saved card (for Card)", token)
+    overflow = browser.driver.execute_script(
+        "const page = document.documentElement; return page.scrollWidth - page.clientWidth;"
+    )
+    assert overflow <= 0, "the payment step (its long test card names too) fits the screen"
+    browser.find(f"input[name=method][value={method}]").click()
+    if token:
+        fill(browser, "Saved card (for Card)", token)
     browser.driver.find_element(By.CSS_SELECTOR, "form[action$='/renewals'] button").click()
     browser.find("#progress")
     return browser.driver.current_url.rsplit("/", 1)[1]
+
+
+def to_the_providers_page(browser: Browser, site: str) -> None:
+    """Follow the renewal page's link to the provider's page (3-D Secure, PayPal, Alipay).
+
+    The link is inside the progress that htmx swaps every second, so a link found just before
+    a swap goes stale: find and click it again until the browser has left the site."""
+
+    def clicked() -> bool:
+        try:
+            browser.driver.find_element(By.CSS_SELECTOR, "#progress a.button").click()
+        except StaleElementReferenceException:
+            return False
+        return not browser.driver.current_url.startswith(site)
+
+    until(clicked, "leaving for the provider's page", timeout=30)
+    # The sandbox serves the provider's page and no icon: the browser's own favicon request.
+    browser.allow_console_error(r"/favicon\.ico ")
+
+
+def waiting_for_approval(browser: Browser) -> None:
+    """Wait until the renewal page asks the buyer to approve at the provider."""
+    until(
+        lambda: (
+            "needs your approval" in sentence(browser)
+            and "Approve before" in text_of(browser, "#progress")
+        ),
+        "the renewal asking for the buyer's approval",
+    )
 
 
 def mail_to(platform: Platform, address: str, containing: str) -> str:
@@ -201,6 +240,96 @@ def test_a_new_traveller_renews_a_card_to_a_live_plan_and_gets_the_receipt(
     desktop.open(f"{site}/cards/{iccid}")
     assert "Measured at" in desktop.find("main").text
     desktop.step("card with its live plan")
+
+
+def test_a_paypal_renewal_approved_at_paypals_page_comes_back_and_goes_live(
+    platform: Platform, site: str, desktop: Browser
+) -> None:
+    """PayPal without a saved account: the buyer approves at PayPal's page (the payment
+    sandbox's), comes back to the renewal, which goes on to a live plan (some 20 s)."""
+    new_traveller(desktop, site)
+    iccid = bind_a_card(desktop, platform)
+
+    renewal_id = renew(desktop, site, iccid, "now", method="paypal")
+    waiting_for_approval(desktop)
+    desktop.step("waiting for the approval at PayPal")
+    desktop.check_accessibility(name="approval step")
+
+    to_the_providers_page(desktop, site)
+    desktop.find("button[name=decision][value=approve]")
+    desktop.step("PayPal's approval page")
+    press(desktop, "Approve and continue")
+
+    # Back on the renewal's own page, the provider's order id and payer id left out of it.
+    assert desktop.driver.current_url == f"{site}/renewals/{renewal_id}"
+    assert "Welcome back from the payment provider" in text_of(desktop, ".flash")
+    desktop.step("back from PayPal")
+    until(lambda: "Live now" in sentence(desktop), "the approved renewal going live")
+    assert "Waiting for your approval" in text_of(desktop, "#progress .timeline")
+    desktop.step("live after the approval")
+    desktop.check_accessibility(name="renewal after the approval")
+
+
+def test_an_alipay_payment_cancelled_at_the_cashier_ends_not_approved_in_chinese(
+    platform: Platform, site: str, desktop: Browser
+) -> None:
+    """Alipay: the approval step in Chinese, the buyer cancels at Alipay's cashier (the
+    payment sandbox's), and the renewal ends with the not-approved sentence (some 15 s)."""
+    new_traveller(desktop, site)
+    iccid = bind_a_card(desktop, platform)
+    renewal_id = renew(desktop, site, iccid, "now", method="alipay")
+    waiting_for_approval(desktop)
+
+    desktop.find("#language option[value='zh-CN']").click()
+    press(desktop, "Change")
+    assert desktop.driver.current_url == f"{site}/renewals/{renewal_id}"
+    until(
+        lambda: (
+            "支付机构需要您确认" in sentence(desktop)
+            and "打开支付页面" in text_of(desktop, "#progress a.button")
+        ),
+        "the approval step in Chinese",
+        timeout=10,
+    )
+    assert "请在" in text_of(desktop, "#progress")
+    desktop.step("approval step in Chinese")
+    desktop.check_accessibility(name="approval step in Chinese")
+
+    to_the_providers_page(desktop, site)
+    desktop.find("button[name=decision][value=cancel]")
+    desktop.step("Alipay's cashier")
+    press(desktop, "Cancel payment")
+
+    assert desktop.driver.current_url == f"{site}/renewals/{renewal_id}"
+    until(lambda: "付款未获确认" in sentence(desktop), "the renewal ending not approved")
+    assert "未扣任何费用" in sentence(desktop)
+    desktop.step("not approved, in Chinese")
+    desktop.check_accessibility(name="not approved")
+
+
+def test_a_card_asking_for_3d_secure_is_approved_at_the_banks_page_on_a_phone(
+    platform: Platform, site: str, phone: Browser
+) -> None:
+    """At a phone's width, Stripe's test card that needs 3-D Secure: the bank's page (the
+    payment sandbox's), then back to a live plan (some 20 s)."""
+    new_traveller(phone, site)
+    iccid = bind_a_card(phone, platform)
+
+    renewal_id = renew(phone, site, iccid, "now", "pm_card_authenticationRequired")
+    width = phone.driver.execute_script("return document.documentElement.scrollWidth")
+    assert width <= 400, "the approval step fits the phone's screen"
+    waiting_for_approval(phone)
+    phone.step("waiting for 3-D Secure")
+
+    to_the_providers_page(phone, site)
+    phone.find("button[name=decision][value=approve]")
+    phone.step("the bank's 3-D Secure page")
+    press(phone, "Approve payment")
+
+    assert phone.driver.current_url == f"{site}/renewals/{renewal_id}"
+    until(lambda: "Live now" in sentence(phone), "the confirmed card payment going live")
+    phone.step("live after 3-D Secure")
+    phone.check_accessibility(name="renewal after 3-D Secure")
 
 
 def test_an_early_renewal_waits_in_the_queue_with_its_dates_and_can_be_cancelled(
@@ -268,6 +397,12 @@ def test_the_language_switch_turns_every_page_into_chinese(
     press(phone, "Change")
     assert phone.find("html").get_attribute("lang") == "zh-Hans-CN"
     phone.step("home in Chinese")
+    lines = phone.driver.execute_script(
+        "const label = document.querySelector('.language label');"
+        "const line = parseFloat(getComputedStyle(label).lineHeight);"
+        "return label.getBoundingClientRect().height / line;"
+    )
+    assert lines < 1.5, "the switch's label (语言) stays on one line at a phone's width"
     for path, heading in [
         ("/plans", "套餐"),
         ("/phones", "我的手机支持 eSIM 吗\uff1f"),
@@ -276,6 +411,12 @@ def test_the_language_switch_turns_every_page_into_chinese(
     ]:
         phone.open(f"{site}{path}")
         assert phone.find("h1").text == heading
+        if path == "/plans":
+            # The catalogue's English names and country codes, in Chinese.
+            assert "日本 10 GB / 30 天" in text_of(phone, ".plans") and "Japan" not in text_of(
+                phone, ".plans"
+            )
+            assert "日本、韩国" in text_of(phone, ".plans")
         phone.step(f"{path.strip('/')} in Chinese")
         phone.check_accessibility(name=path)
 

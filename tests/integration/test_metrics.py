@@ -65,6 +65,8 @@ def test_each_service_reports_its_outbox_lag_and_dead_letters(
     assert billing_topics == {
         platform.topic("esim.payment.requested"),
         platform.topic("esim.refund.requested"),
+        # The capture after activation (or the void after a failed one).
+        platform.topic("esim.profile.activated"),
     }
 
 
@@ -82,7 +84,9 @@ def test_accounts_reports_sagas_by_state(scraped: dict[str, str]) -> None:
 
 
 def test_gateway_and_platform_calls_are_timed(scraped: dict[str, str]) -> None:
-    for service, system in (("billing", "payment_gateway"), ("provisioning", "esim_platform")):
+    # The renewal of `scraped` pays by card: Stripe's calls (PayPal's and Alipay's are `paypal`
+    # and `alipay`).
+    for service, system in (("billing", "stripe"), ("provisioning", "esim_platform")):
         counts = [
             (labels, value)
             for labels, value in samples(scraped[service], "esim_outside_call_seconds_count")

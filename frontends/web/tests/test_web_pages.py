@@ -1,7 +1,11 @@
 """Every page renders, in English and in Simplified Chinese, with the language switch."""
 
+import re
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
+from web.plan_names import PLAN_NAMES, PlanNamesError, read_names
 from web_fake_accounts import FakeAccounts
 from web_testkit import EMAIL, PASSWORD, sign_in
 
@@ -203,3 +207,46 @@ def test_the_browsers_own_favicon_request_finds_an_icon(client: TestClient) -> N
 
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("image/svg+xml")
+
+
+def test_the_chinese_plans_page_names_plans_and_countries_in_chinese(client: TestClient) -> None:
+    page = client.get("/plans", headers={"Accept-Language": ACCEPT["zh-CN"]}).text
+
+    assert "<h2>日本 10 GB / 30 天</h2>" in page and "Japan 30 days 10 GB" not in page
+    assert "日本、韩国和泰国" in page and "JP, KR" not in page
+    # A plan the seller's file does not name yet keeps the catalogue's name.
+    assert "<h2>Asia day pass</h2>" in page
+
+
+def test_the_english_plans_page_keeps_the_catalogues_names_and_names_the_countries(
+    client: TestClient,
+) -> None:
+    page = client.get("/plans", headers={"Accept-Language": ACCEPT["en"]}).text
+
+    assert "<h2>Japan 30 days 10 GB</h2>" in page
+    assert "Japan, South Korea, and Thailand" in page
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ('["fr"]\n"JP-1D-1GB" = "Japon"\n', "[fr] is not a language of the site"),
+        ('["zh-CN"]\n"JP-1D-1GB" = ""\n', "[zh-CN] JP-1D-1GB must be a non-empty name"),
+        ('"zh-CN" = 3\n', "[zh-CN] must be a table"),
+        ('["zh-CN"\n', "not valid TOML"),
+    ],
+)
+def test_a_plan_names_file_the_site_cannot_use_is_refused_saying_where(
+    tmp_path: Path, text: str, said: str
+) -> None:
+    path = tmp_path / "plan_names.toml"
+    path.write_text(text, encoding="utf-8")
+
+    with pytest.raises(PlanNamesError, match=re.escape(said)):
+        read_names(path)
+
+
+def test_the_shipped_plan_names_file_is_usable() -> None:
+    names = read_names(PLAN_NAMES)
+
+    assert names["zh-CN"]["JP-30D-10GB"] == "日本 10 GB / 30 天"

@@ -274,3 +274,29 @@ def test_accounts_not_answering_is_a_sentence_not_a_stack_trace(
     assert page.status_code == 503
     assert "not answering just now" in page.text
     assert "Traceback" not in page.text
+
+
+@pytest.mark.parametrize(
+    ("method", "token", "field", "said"),
+    [
+        ("alipay", "alipay_ok", "method", "choose a card or PayPal (Alipay asks you every time)"),
+        ("paypal", "", "token", "it needs a saved card or PayPal account"),
+    ],
+)
+def test_auto_renew_without_a_source_it_can_charge_alone_is_said_beside_the_field(
+    traveller: TestClient, fake: FakeAccounts, method: str, token: str, field: str, said: str
+) -> None:
+    page = traveller.post(
+        f"/cards/{ICCID}/auto-renew",
+        data={
+            "enabled": "on",
+            "plan_code": "JP-30D-10GB",
+            "method": method,
+            "token": token,
+            "csrf_token": csrf_of(traveller, "/plans"),
+        },
+    )
+
+    assert page.status_code == 422
+    assert re.search(rf'<p class="error"( id="e-{field}")?>[^<]*{re.escape(said)}', page.text)
+    assert not [r for r in fake.requests if r.url.path.endswith("/auto-renew")]

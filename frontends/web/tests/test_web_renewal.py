@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from web.i18n import use_locale
 from web.outcomes import outcome
 from web_fake_accounts import FakeAccounts
-from web_testkit import csrf_of
+from web_testkit import EMAIL, PASSWORD, csrf_of, sign_in
 
 ICCID = "8986012345678901234"
 
@@ -93,19 +93,27 @@ def test_paypal_and_alipay_go_without_a_token_to_the_providers_page(
     assert sent_payment(fake)["payment"]["method"] == "alipay"
 
 
-def test_an_accounts_without_return_url_gets_the_same_request_without_it(
+def test_a_card_typed_before_switching_to_paypal_is_not_sent_to_paypal(
     traveller: TestClient, fake: FakeAccounts
 ) -> None:
-    fake.accepts_return_url = False
+    pay(traveller, quote(traveller), method="paypal", token="pm_card_visa")
 
-    answer = pay(traveller, quote(traveller), method="card", token="card_ok")
+    key = next(iter(fake.renewals))
+    assert sent_payment(fake)["payment"] == {
+        "method": "paypal",
+        "return_url": f"http://testserver/renewals/{key}",
+    }
 
-    assert answer.status_code == 303
-    sent = [r for r in fake.requests if r.url.path.endswith("/renewals") and r.method == "POST"]
+
+def test_the_payment_step_says_what_each_test_card_does(traveller: TestClient) -> None:
+    page = quote(traveller)
+
+    assert "<li><code>pm_card_visa</code>: approved</li>" in page
     assert (
-        len(sent) == 2 and sent[0].headers["idempotency-key"] == sent[1].headers["idempotency-key"]
-    )
-    assert sent_payment(fake)["payment"] == {"method": "card", "token": "card_ok"}
+        "<li><code>pm_card_authenticationRequired</code>: asks for 3-D Secure at the bank's "
+        "page first</li>"
+    ).replace("'", "&#39;") in page
+    assert '<option value="card_declined" label="declined">' in page
 
 
 def test_a_card_payment_without_a_saved_card_is_said_beside_the_card_field(
@@ -154,6 +162,78 @@ def test_an_approval_step_shows_the_providers_page_to_open(
 
     assert 'href="http://127.0.0.1:8010/paypal/checkoutnow?token=5O190127TN364715T"' in page
     assert "Approve before Dec 6, 2026 06:00 UTC." in page
+
+
+def test_the_approval_step_is_in_chinese_for_a_chinese_traveller(
+    client: TestClient, fake: FakeAccounts
+) -> None:
+    fake.add_user(EMAIL, PASSWORD, locale="zh-CN")
+    fake.add_card(EMAIL, ICCID)
+    sign_in(client, fake)
+    pay(client, quote(client), method="alipay")
+    renewal_id = next(iter(fake.renewals))
+    fake.renewals[renewal_id].update(
+        status="PAYMENT_ACTION_REQUIRED",
+        payment_action={
+            "type": "redirect",
+            "url": "http://127.0.0.1:8010/alipay/gateway.do?method=alipay.trade.page.pay",
+            "expires_at": "2026-12-06T06:00:00Z",
+        },
+    )
+
+    page = client.get(f"/renewals/{renewal_id}").text
+
+    assert "支付机构需要您确认" in page and ">打开支付页面</a>" in page
+    assert "请在 2026年12月6日 06:00 UTC 前完成确认。" in page
+
+
+def test_back_from_the_provider_the_buyer_lands_on_the_clean_renewal_page(
+    traveller: TestClient, fake: FakeAccounts
+) -> None:
+    pay(traveller, quote(traveller), method="paypal")
+    renewal_id = next(iter(fake.renewals))
+
+    back = traveller.get(f"/renewals/{renewal_id}?token=5O190127TN364715T&PayerID=QYR5Z8XDVJNXQ")
+
+    assert back.status_code == 303 and back.headers["location"] == f"/renewals/{renewal_id}"
+    page = traveller.get(back.headers["location"]).text
+    assert "Welcome back from the payment provider" in page
+    assert "5O190127TN364715T" not in page
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["cancelled=true&token=5O190127TN364715T", "payment_intent=pi_1&redirect_status=failed"],
+)
+def test_a_buyer_who_cancelled_at_the_provider_is_told_nothing_is_charged(
+    traveller: TestClient, fake: FakeAccounts, query: str
+) -> None:
+    pay(traveller, quote(traveller), method="paypal")
+    renewal_id = next(iter(fake.renewals))
+
+    back = traveller.get(f"/renewals/{renewal_id}?{query}")
+
+    assert "You did not approve the payment" in traveller.get(back.headers["location"]).text
+
+
+def test_the_default_return_page_finds_an_alipay_renewal_by_its_trade_number(
+    traveller: TestClient,
+) -> None:
+    renewal_id = "0b6f5bde-64a4-4c37-9d35-5f1b1c5a8a11"
+
+    back = traveller.get(f"/renewals/return?out_trade_no={renewal_id}&trade_no=2026120622001")
+
+    assert back.status_code == 303 and back.headers["location"] == f"/renewals/{renewal_id}"
+
+
+@pytest.mark.parametrize("query", ["token=5O190127TN364715T", "out_trade_no=%3Cscript%3E"])
+def test_the_default_return_page_sends_other_returns_to_the_cards(
+    traveller: TestClient, query: str
+) -> None:
+    back = traveller.get(f"/renewals/return?{query}")
+
+    assert back.status_code == 303 and back.headers["location"] == "/cards"
+    assert "Welcome back from the payment provider" in traveller.get("/cards").text
 
 
 RENEWAL = {"valid_from": "2026-12-20T00:00:00Z", "valid_until": "2027-01-19T00:00:00Z"}
@@ -208,6 +288,29 @@ def test_each_way_a_renewal_can_end_has_its_own_sentence(
 
     assert sentence in said.sentence
     assert said.ended is ended
+
+
+def test_the_timeline_names_the_capture_after_activation_rather_than_repeat_active(
+    traveller: TestClient, fake: FakeAccounts
+) -> None:
+    pay(traveller, quote(traveller), method="card", token="pm_card_visa")
+    renewal_id = next(iter(fake.renewals))
+    at = "2026-12-06T05:00:00Z"
+    fake.renewals[renewal_id].update(
+        status="ACTIVATED",
+        bundle_state="active",
+        **RENEWAL,
+        timeline=[
+            {"step": "payment_authorized", "status": "AUTHORIZED", "at": at},
+            {"step": "profile_activated", "status": "ACTIVATED", "at": at},
+            {"step": "payment_settled", "status": "ACTIVATED", "at": at},
+        ],
+    )
+
+    page = traveller.get(f"/renewals/{renewal_id}").text
+    steps = re.findall(r"UTC</span> ([^<]+)</li>", page)
+
+    assert steps == ["Money held", "Active", "Charged"]
 
 
 def test_the_sentences_are_chinese_in_chinese() -> None:

@@ -72,7 +72,6 @@ class FakeAccounts:
     promotions: list[dict[str, Any]] | None = None
     reset_code: str = "123456"
     logged_out: list[str] = field(default_factory=list)
-    accepts_return_url: bool = True
     up: bool = True
 
     def transport(self) -> httpx.MockTransport:
@@ -273,14 +272,6 @@ class FakeAccounts:
             if rest == ["renewals"] and method == "POST":
                 body = self._json(request)
                 payment = body["payment"]
-                if "return_url" in payment and not self.accepts_return_url:
-                    return validation(
-                        (
-                            "body.payment.return_url",
-                            "Extra inputs are not permitted",
-                            "extra_forbidden",
-                        )
-                    )
                 renewal_id = request.headers.get("idempotency-key") or str(uuid.uuid4())
                 self.renewals[renewal_id] = {
                     "renewal_id": renewal_id,

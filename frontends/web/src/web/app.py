@@ -20,6 +20,7 @@ from web import i18n
 from web.accounts import AccountsClient, AccountsUnavailableError, ApiProblemError, SignedOutError
 from web.pages import account, cards, info, renew
 from web.pages.common import CsrfError, session_of
+from web.plan_names import plan_names
 from web.problems import explain, unavailable
 from web.render import environment, render
 from web.sessions import SessionCodec
@@ -68,6 +69,7 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
+    plan_names()  # the seller's file of plan names: a broken one stops the start, saying why
     app.state.settings = settings
     app.state.clock = clock
     app.state.accounts = AccountsClient(

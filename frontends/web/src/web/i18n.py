@@ -18,6 +18,7 @@ from typing import Any
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_datetime, format_skeleton
+from babel.lists import format_list
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_currency, get_currency_precision
@@ -157,6 +158,16 @@ def format_moment(value: datetime | str | None) -> str:
     day = format_skeleton("yMMMd", moment, tzinfo=UTC, locale=language)
     clock = format_datetime(moment, "HH:mm", tzinfo=UTC, locale=language)
     return f"{day} {clock} UTC"
+
+
+def format_countries(codes: list[str] | None) -> str:
+    """Country codes as the locale names and lists them (`日本、韩国和新加坡`, `Japan, South
+    Korea, and Singapore`); a code Babel does not know stays as it is."""
+    if not codes:
+        return ""
+    language = babel_locale(current_locale())
+    names = [language.territories.get(str(code), str(code)) for code in codes]
+    return str(format_list(names, locale=language))
 
 
 def html_lang(locale: str) -> str:

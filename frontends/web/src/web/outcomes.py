@@ -29,6 +29,17 @@ def status_label(status: str | None) -> str:
     return labels.get(str(status), str(status or ""))
 
 
+def step_label(step: dict[str, Any]) -> str:
+    """A timeline step in a word or two: its status's label, but for the steps that leave the
+    status as it was (the capture after activation would read "Active" twice)."""
+    named = {
+        "payment_captured": _("Charged"),
+        "payment_settled": _("Charged"),
+        "hold_released": _("Hold released"),
+    }
+    return named.get(str(step.get("step")), status_label(step.get("status")))
+
+
 @dataclass(frozen=True)
 class Outcome:
     """Where a renewal stands, in one sentence, and whether it has ended."""

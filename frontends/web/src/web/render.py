@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from web import i18n
-from web.outcomes import status_label
+from web.outcomes import status_label, step_label
 
 
 def environment() -> Environment:
@@ -30,7 +30,9 @@ def environment() -> Environment:
         data=i18n.format_data,
         day=i18n.format_day,
         moment=i18n.format_moment,
+        countries=i18n.format_countries,
         status=status_label,
+        step=step_label,
     )
     env.globals.update(languages=i18n.LANGUAGE_NAMES, html_lang=i18n.html_lang)
     return env

@@ -12,6 +12,7 @@ SANDBOX_CARD_TOKENS = (
     "pm_card_authenticationRequired",
     "pm_card_chargeDeclined",
     "pm_card_chargeDeclinedInsufficientFunds",
+    "pm_card_chargeDeclinedExpiredCard",
     "card_ok",
     "card_declined",
     "card_action",

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 from esim_core.clock import utcnow
 from esim_core.messaging.inbox import record_new
+from esim_core.observability.logs import ids_bound
+from esim_core.observability.tracing import current_traceparent, span
 from esim_core.persistence.db import Database
 from esim_core.web.problems import ProblemError, problem_responses
 from fastapi import APIRouter, Request, Response
@@ -208,22 +210,33 @@ async def apply_notice(
                 notice.view.standing,
             )
             return False
-        now = utcnow()
-        moved = await flow.apply_view(session, payment, notice.view, now)
-        if moved:
-            payment.updated_at = now
-            # A round in flight (its call answered after this news) commits nothing now; its
-            # lease must not hold back the payment's next step until it runs out.
-            payment.lease_until = None
-            session.add(payment)
-        logger.info(
-            "%s webhook %s: payment %s %s (%s)",
-            provider,
-            notice.provider_event_id,
-            payment.id,
-            f"now {payment.state}" if moved else "unchanged",
-            notice.view.standing,
-        )
+        # The effect (and any event it publishes) continues the renewal's own trace, which the
+        # payment row keeps, so a renewal stays one trace whichever way the news came; the
+        # provider's call is linked to it.
+        with (
+            ids_bound(renewal_id=payment.renewal_id, iccid=payment.iccid),
+            span(
+                f"{provider} webhook",
+                parent=payment.traceparent,
+                links=(current_traceparent(),),
+            ),
+        ):
+            now = utcnow()
+            moved = await flow.apply_view(session, payment, notice.view, now)
+            if moved:
+                payment.updated_at = now
+                # A round in flight (its call answered after this news) commits nothing now;
+                # its lease must not hold back the payment's next step until it runs out.
+                payment.lease_until = None
+                session.add(payment)
+            logger.info(
+                "%s webhook %s: payment %s %s (%s)",
+                provider,
+                notice.provider_event_id,
+                payment.id,
+                f"now {payment.state}" if moved else "unchanged",
+                notice.view.standing,
+            )
         return moved
 
 

@@ -302,21 +302,21 @@ async def test_an_unreachable_provider_is_unavailable(sandbox: Sandbox) -> None:
 
 
 def calls_timed(operation: str, outcome: str) -> float:
-    labels = {"system": "payment_gateway", "operation": operation, "outcome": outcome}
+    labels = {"system": "paypal", "operation": operation, "outcome": outcome}
     return REGISTRY.get_sample_value("esim_outside_call_seconds_count", labels) or 0.0
 
 
 async def test_each_sdk_call_is_timed_with_its_outcome(gateway: PayPalGateway) -> None:
     created, declined = (
-        calls_timed("paypal create order", "2xx"),
-        calls_timed("paypal authorize", "4xx"),
+        calls_timed("create order", "2xx"),
+        calls_timed("authorize", "4xx"),
     )
 
     with pytest.raises(PaymentDeclinedError):
         await gateway.pay(payment(token="vault_paypal_insufficient"))
 
-    assert calls_timed("paypal create order", "2xx") == created + 1
-    assert calls_timed("paypal authorize", "4xx") == declined + 1
+    assert calls_timed("create order", "2xx") == created + 1
+    assert calls_timed("authorize", "4xx") == declined + 1
 
 
 # ---- capture, void, refund -----------------------------------------------------------------

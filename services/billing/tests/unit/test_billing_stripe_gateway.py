@@ -38,6 +38,7 @@ from billing.gateways import (
 )
 from billing.gateways.stripe import StripeGateway
 from fastapi import Request, Response
+from prometheus_client import REGISTRY
 from sandboxes.payment import PaymentSandboxSettings, create_app
 from sandboxes.threaded import free_port, serving
 
@@ -148,6 +149,21 @@ async def test_a_visa_card_is_held_until_the_capture_window_closes(
     held = await ledger(web, request.reference)
     assert [e["provider_reference"] for e in held["authorizations"]] == [outcome.provider_reference]
     assert held["captures"] == []
+
+
+async def test_each_call_is_timed_at_the_outside_call_histogram(
+    stripe_gateway: StripeGateway,
+) -> None:
+    def timed() -> float:
+        # The operation is the path's first two segments: here under the sandbox's /stripe.
+        labels = {"system": "stripe", "operation": "POST /stripe/v1", "outcome": "2xx"}
+        return REGISTRY.get_sample_value("esim_outside_call_seconds_count", labels) or 0.0
+
+    before = timed()
+
+    await authorized(stripe_gateway, payment("pm_card_visa"))
+
+    assert timed() == before + 1
 
 
 async def test_3d_secure_sends_the_buyer_to_the_page_and_after_approval_it_is_authorized(

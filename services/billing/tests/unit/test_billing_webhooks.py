@@ -20,6 +20,7 @@ from billing_testkit import (
     settle,
 )
 from esim_core.clock import utcnow
+from esim_core.observability.tracing import configure_tracing, current_traceparent, span
 from esim_core.persistence.db import Database
 from esim_core.testing import api_client, handle, published
 from esim_core.web.operator import OperatorAuth
@@ -81,6 +82,27 @@ async def test_a_replayed_webhook_is_applied_once_and_alipay_hears_success(
     payment = await payment_of(database, renewal_id)
     assert payment.state == PaymentState.SETTLED
     assert len(await published(database, "esim.payment.settled.v1")) == 1
+
+
+async def test_what_a_webhook_publishes_continues_the_renewals_trace(
+    billing: Billing, database: Database, gateway: FakeGateway, client: httpx.AsyncClient
+) -> None:
+    configure_tracing("billing", {})  # trace ids (no exporter), as the service has them
+    data = payment_requested(method="alipay", token="alipay_action")
+    with span("consuming PaymentRequested"):
+        requested = current_traceparent()
+        await handle(billing.runtime.database, on_payment_requested, data)
+    await billing.charges.run_once()
+    renewal_id = str(data.renewal_id)
+    gateway.buyer(renewal_id, "approve")
+    body = f'{{"id": "notify_trace", "key": "charge:{renewal_id}"}}'
+
+    answer = await client.post("/webhooks/alipay", content=body, headers=SIGNED)
+
+    assert answer.status_code == 200
+    assert requested is not None
+    [settled] = await published(database, "esim.payment.settled.v1")
+    assert settled["traceparent"].split("-")[1] == requested.split("-")[1]
 
 
 async def test_a_webhook_needs_no_operator_token_but_the_operator_views_do(

@@ -9,6 +9,7 @@ from starlette.responses import Response
 from web.accounts import AccountsUnavailableError, ApiProblemError
 from web.i18n import _, current_locale
 from web.pages.common import anonymous, checked_form, see_other, session_of, text, traveller
+from web.plan_names import localized
 from web.problems import FormErrors, explain, unavailable
 from web.render import render
 
@@ -31,7 +32,11 @@ async def plans_by_code(request: Request, currency: str) -> dict[str, dict[str, 
         plans = await anonymous(request, "GET", "/v1/plans", params={"currency": currency})
     except (ApiProblemError, AccountsUnavailableError):
         return {}
-    return {plan["code"]: plan for plan in plans}
+    return {plan["code"]: localized(plan) for plan in plans}
+
+
+#: The methods auto-renew can charge without the traveller present: a saved card, a PayPal vault.
+AUTO_RENEW_METHODS = ("card", "paypal")
 
 
 def card_path(iccid: str) -> str:
@@ -133,8 +138,31 @@ async def auto_renew(request: Request, iccid: str) -> Response:
     enabled = form.get("enabled") == "on"
     body: dict[str, Any] = {"enabled": enabled}
     if enabled:
+        method = text(form, "method") or "card"
+        token = text(form, "token")
+        # Auto-renew pays without the traveller: only a saved card or PayPal account can
+        # (CONTRACT.md), said beside the field before accounts refuses it.
+        if method not in AUTO_RENEW_METHODS:
+            said = FormErrors(
+                fields={
+                    "method": _(
+                        "Auto-renew pays without you: choose a card or PayPal (Alipay asks you "
+                        "every time)."
+                    )
+                }
+            )
+            return await _card_page(request, iccid, said, 422)
+        if not token:
+            said = FormErrors(
+                fields={
+                    "token": _(
+                        "Auto-renew pays without you, so it needs a saved card or PayPal account."
+                    )
+                }
+            )
+            return await _card_page(request, iccid, said, 422)
         body["plan_code"] = text(form, "plan_code")
-        body["payment"] = {"method": text(form, "method") or "card", "token": text(form, "token")}
+        body["payment"] = {"method": method, "token": token}
         cap = text(form, "cap_amount")
         if cap:
             try:

@@ -13,6 +13,7 @@ from web.i18n import _, babel_locale, current_locale
 from web.outcomes import outcome
 from web.pages.cards import CURRENCIES, card_path, currency_for, plans_by_code
 from web.pages.common import anonymous, checked_form, see_other, session_of, text, traveller
+from web.plan_names import localized
 from web.problems import FormErrors, explain, unavailable
 from web.render import render
 
@@ -20,6 +21,37 @@ router = APIRouter()
 
 KINDS = ("daily", "monthly", "quarterly")
 METHODS = ("card", "paypal", "alipay")
+
+
+def test_cards(tokens: list[str]) -> list[tuple[str, str]]:
+    """Each test card offered with what it does at the payment sandbox (CONTRACT.md, "Sandbox
+    behaviour"): Stripe's own test payment methods, then the sandbox's suffixes; "" unknown."""
+    named = {
+        "pm_card_visa": _("approved"),
+        "pm_card_mastercard": _("approved"),
+        "pm_card_authenticationRequired": _("asks for 3-D Secure at the bank's page first"),
+        "pm_card_chargeDeclined": _("declined"),
+        "pm_card_chargeDeclinedInsufficientFunds": _(
+            "declined for insufficient funds, after several tries"
+        ),
+        "pm_card_chargeDeclinedExpiredCard": _("declined: the card has expired"),
+    }
+    suffixes = {
+        "_ok": _("approved"),
+        "_action": _("asks for 3-D Secure at the bank's page first"),
+        "_declined": _("declined"),
+        "_insufficient": _("declined for insufficient funds, after several tries"),
+        "_expired": _("declined: the card has expired"),
+        "_flaky": _("approved after two passing errors"),
+        "_slow": _("approved after a few seconds"),
+    }
+
+    def said(token: str) -> str:
+        if token in named:
+            return named[token]
+        return next((text for end, text in suffixes.items() if token.endswith(end)), "")
+
+    return [(token, said(token)) for token in tokens]
 
 
 def country_names(codes: set[str]) -> list[tuple[str, str]]:
@@ -35,7 +67,7 @@ async def _catalogue(request: Request) -> dict[str, Any]:
     country = request.query_params.get("country", "").upper()
     kind = request.query_params.get("kind", "")
     shown = [
-        plan
+        localized(plan)
         for plan in every
         if (not country or country in plan["countries"])
         and (kind not in KINDS or plan["kind"] == kind)
@@ -112,7 +144,7 @@ async def _quote_page(
         methods=METHODS,
         method=text(form, "method") or "card",
         token=text(form, "token"),
-        card_tokens=request.app.state.settings.card_tokens(),
+        card_tokens=test_cards(request.app.state.settings.card_tokens()),
         renewal_key=text(form, "renewal_key") or str(uuid4()),
         errors=said.fields,
         problem=said.general,
@@ -150,12 +182,14 @@ async def pay(request: Request, iccid: str) -> Response:
         "return_url": f"{settings.public_url.rstrip('/')}/renewals/{key}",
     }
     token = text(form, "token")
-    if token:
-        # A saved card, or a saved PayPal or Alipay account; without one those two ask the buyer.
+    if method == "card":
+        if not token:
+            said = FormErrors(fields={"token": _("Choose a saved card.")})
+            return await _quote_page(request, iccid, form, said, 422)
         payment["token"] = token
-    if method == "card" and not token:
-        said = FormErrors(fields={"token": _("Choose a saved card.")})
-        return await _quote_page(request, iccid, form, said, 422)
+    # PayPal and Alipay go to the provider's page for the buyer's approval: the saved-card
+    # field is the card's alone, so a card typed there before switching to PayPal is not sent
+    # to PayPal as a saved account (it would be refused as an invalid source).
     body: dict[str, Any] = {
         "plan_code": text(form, "plan_code"),
         "start": "now" if text(form, "start") == "now" else "after_current",
@@ -166,15 +200,7 @@ async def pay(request: Request, iccid: str) -> Response:
     api = traveller(request)
     path = f"/v1/cards/{quote(iccid, safe='')}/renewals"
     try:
-        try:
-            accepted = await api.call("POST", path, json=body, headers={"Idempotency-Key": key})
-        except ApiProblemError as problem:
-            if not _refuses_return_url(problem):
-                raise
-            # An accounts that predates `return_url` refuses the field before recording
-            # anything: the same request without it, under the same key.
-            payment.pop("return_url")
-            accepted = await api.call("POST", path, json=body, headers={"Idempotency-Key": key})
+        accepted = await api.call("POST", path, json=body, headers={"Idempotency-Key": key})
     except ApiProblemError as problem:
         return await _quote_page(request, iccid, form, explain(problem), problem.status)
     except AccountsUnavailableError:
@@ -182,12 +208,33 @@ async def pay(request: Request, iccid: str) -> Response:
     return see_other(f"/renewals/{accepted['renewal_id']}")
 
 
-def _refuses_return_url(problem: ApiProblemError) -> bool:
-    return problem.status == 422 and any(
-        str(item.get("field", "")).endswith("payment.return_url")
-        and item.get("type") == "extra_forbidden"
-        for item in problem.errors
-    )
+def _back_from_provider(request: Request) -> None:
+    """Tell the buyer back from a provider's page what happens next (once, as a flash)."""
+    query = request.query_params
+    # Stripe's 3-D Secure return says `redirect_status=failed`, PayPal's cancel page is our
+    # return page with `cancelled=true` (billing's choice); Alipay's return says nothing of it.
+    if query.get("redirect_status") == "failed" or query.get("cancelled") == "true":
+        said = _(
+            "You did not approve the payment, so nothing is charged. This page shows the "
+            "renewal's end as soon as the provider confirms it."
+        )
+    else:
+        said = _("Welcome back from the payment provider: this page follows your renewal.")
+    session_of(request).say(said)
+
+
+@router.get("/renewals/return")
+async def provider_return(request: Request) -> Response:
+    """Where a provider sends back a buyer whose renewal named no return page of its own
+    (billing's default `return_url`): to the renewal where the provider names it, else to
+    the cards, whose history lists it."""
+    _back_from_provider(request)
+    # Alipay names the renewal (`out_trade_no`); Stripe and PayPal only their own ids.
+    try:
+        renewal_id = UUID(request.query_params.get("out_trade_no", ""))
+    except ValueError:
+        return see_other("/cards")
+    return see_other(f"/renewals/{renewal_id}")
 
 
 @router.get("/renewals/{renewal_id}")
@@ -195,6 +242,7 @@ async def renewal_page(request: Request, renewal_id: UUID) -> Response:
     """A renewal's progress until it ends; htmx asks again by itself, a reload works too."""
     if request.url.query and not request.headers.get("hx-request"):
         # Back from a payment provider, whose parameters (order ids, tokens) stay off the page.
+        _back_from_provider(request)
         return see_other(f"/renewals/{renewal_id}")
     renewal = await traveller(request).call("GET", f"/v1/renewals/{renewal_id}")
     said = outcome(renewal)

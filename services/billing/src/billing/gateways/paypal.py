@@ -277,7 +277,7 @@ class _Configuration(Configuration):  # type: ignore[misc]  # the SDK ships no t
 class _Verifier(HttpAdapter):
     """verify-webhook-signature, which the SDK lacks, with a client-credentials token."""
 
-    system = "payment_gateway"
+    system = "paypal"
     called = "PayPal"
     unavailable = GatewayUnavailableError
 
@@ -606,7 +606,7 @@ class PayPalGateway:
             raise _refusal(what, error) from error
         finally:
             # The SDK's calls bypass the adapters' timed transport: timed here, per operation.
-            OUTSIDE_CALL_SECONDS.labels("payment_gateway", f"paypal {what}", outcome).observe(
+            OUTSIDE_CALL_SECONDS.labels("paypal", what, outcome).observe(
                 time.perf_counter() - started
             )
         text = response.text or ""

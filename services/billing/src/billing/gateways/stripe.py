@@ -24,7 +24,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 
+import httpx
 import stripe
+from esim_core.outside.transport import TimedTransport
 from stripe.params import PaymentIntentCreateParams, RefundCreateParams
 
 from billing.gateways.port import (
@@ -51,6 +53,8 @@ from billing.gateways.port import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.stripe.com"
+SYSTEM = "stripe"
+"""The `system` label of Stripe's calls in `esim_outside_call_seconds`."""
 CAPTURE_WINDOW = timedelta(days=7)
 """How long Stripe holds an online card authorization; `capture_before` counts it from the
 PaymentIntent's creation, which is never later than the authorization itself."""
@@ -98,6 +102,20 @@ def _charge_id(intent: stripe.PaymentIntent) -> str | None:
     return charge.id
 
 
+class _TimedHTTPXClient(stripe.HTTPXClient):
+    """The library's httpx client over the adapters' timed transport: each call is timed in
+    `esim_outside_call_seconds{system="stripe"}`, traced (its `traceparent` goes out with it)
+    and sent over the shared aiohttp pool, like every other outside call.
+
+    `HTTPXClient` takes no transport, so its async client (`_client_async`, the one its async
+    methods use) is replaced right after it is made; the library's own requests are unchanged.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(timeout=timeout)
+        self._client_async = httpx.AsyncClient(transport=TimedTransport(SYSTEM))
+
+
 class StripeGateway:
     """`PaymentGateway` for `card`: Stripe PaymentIntents, authorize then capture.
 
@@ -140,7 +158,7 @@ class StripeGateway:
         self._capture_window = capture_window
         self._action_window = action_window
         self._clock = clock
-        self._http = stripe.HTTPXClient(timeout=timeout_s)
+        self._http = _TimedHTTPXClient(timeout_s)
         self._client = stripe.StripeClient(
             api_key,
             base_addresses={"api": base_url.rstrip("/")},
