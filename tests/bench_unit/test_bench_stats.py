@@ -20,7 +20,7 @@ from tests.bench.report import (
     render_table,
 )
 from tests.bench.run import Config
-from tests.support.load import LatencyStats, percentile
+from tests.support.load import LatencyStats, payment_of, percentile
 
 
 def phase(
@@ -283,3 +283,19 @@ def test_a_second_bench_on_the_same_directory_is_refused(tmp_path: Path) -> None
         pass
     with one_bench_at_a_time(tmp_path):  # free again once the first ended
         pass
+
+
+@pytest.mark.parametrize(
+    ("token", "method", "sent"),
+    [
+        ("card_action", "card", "card_action"),
+        ("paypal", "paypal", None),
+        ("alipay", "alipay", None),
+    ],
+)
+def test_a_load_token_is_its_method_and_a_bare_method_name_sends_no_token(
+    token: str, method: str, sent: str | None
+) -> None:
+    payment = payment_of(token)
+
+    assert (payment.method, payment.token) == (method, sent)

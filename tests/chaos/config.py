@@ -49,8 +49,11 @@ class ChaosConfig:
     #: within which a SIGTERMed process must be gone.
     stop_timeout_s: float = 15.0
     stop_margin_s: float = 5.0
-    #: The longest wait, after the load, for every renewal to end.
-    drain_s: float = 180.0
+    #: The longest wait, after the load, for every renewal to end. It covers billing's approval
+    #: expiry in the run (120 s: a PayPal approval the buyer cancels ends only then, as PayPal
+    #: says nothing of a cancel) plus the backlog the last crashes leave; it ends early once
+    #: every renewal has ended.
+    drain_s: float = 300.0
     #: Seeds the choice of services, tokens and pauses; a run is repeated with its seed.
     seed: int = field(default_factory=lambda: random.randrange(1_000_000))
     #: Where runs keep their workdir (logs, data) and the latest report.

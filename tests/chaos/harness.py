@@ -1,8 +1,11 @@
 """One chaos run: start the platform, load it while crashing its parts, drain, judge, report.
 
 Everything is judged from the outside: saga states over the accounts API (as each renewal's
-owner), terminal events from the topics, and the sandboxes' ledgers of captures, refunds and
-bundle orders. The platform's workdir (one log per process) is kept under `var/chaos/<run>/`.
+owner), terminal events from the topics, and the sandboxes' ledgers of authorizations,
+captures, voids, refunds and bundle orders. A share of the load waits for the buyer (3-D
+Secure, PayPal's approval, Alipay's cashier): the load plays each buyer, as a website would,
+opening the provider's page from the saga's `payment_action` and approving or cancelling it.
+The platform's workdir (one log per process) is kept under `var/chaos/<run>/`.
 """
 
 import asyncio
@@ -31,7 +34,10 @@ from esim_core.settings import Topics
 from tests.chaos.config import ChaosConfig
 from tests.chaos.mayhem import ActionRecord, Mayhem, Plan
 from tests.chaos.verdict import (
+    APPROVE,
+    CANCEL,
     TERMINAL_EVENT_OF,
+    UNANSWERED,
     Asked,
     Evidence,
     StopTimed,
@@ -39,6 +45,7 @@ from tests.chaos.verdict import (
     Verdict,
     expected_status,
     judge,
+    needs_approval,
 )
 from tests.support.infra import (
     SERVICES,
@@ -57,6 +64,21 @@ TOKEN_MIX: dict[str, int] = {"ok": 50, "flaky": 15, "slow": 10, "declined": 15, 
 METHODS = ("card", "paypal", "alipay")
 #: The methods whose money is held first, captured after activation, released if it fails.
 HOLDING_METHODS = frozenset({"card", "paypal"})
+#: Share of the load whose payment waits for the buyer at the provider's page, and the tokens
+#: that do so: 3-D Secure for a card, PayPal's approval (with its `_action` token or none at
+#: all: a bare method name sends no token), Alipay's cashier likewise.
+APPROVAL_SHARE = 0.2
+APPROVAL_TOKENS = ("card_action", "paypal_action", "paypal", "alipay_action", "alipay")
+#: Share of those buyers who cancel instead of approving.
+CANCEL_SHARE = 0.25
+#: How long billing waits for a buyer in a chaos run (BILLING_APPROVAL_EXPIRY_S). Longer than
+#: a crashed accounts or broker keeps a buyer from the page, so an approval is not lost to the
+#: expiry; short enough that PayPal's cancels (which billing learns at the expiry) end within
+#: the drain.
+APPROVAL_EXPIRY_S = 120
+#: A buyer answers only while the page has this much time left (else the approval might race
+#: the expiry, and the outcome would not be decided): such a buyer counts as unanswered.
+ANSWER_MARGIN_S = 10.0
 #: Share of the load asking for a plan the catalogue does not have (ends in RenewalRejected).
 UNKNOWN_PLAN_SHARE = 0.04
 UNKNOWN_PLAN = "XX-NO-SUCH-PLAN"
@@ -84,6 +106,8 @@ class Gathered:
     timings: dict[str, float] = field(default_factory=dict)
     owners: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: What each buyer did on the provider's page (approve, cancel, unanswered), by renewal.
+    approvals: dict[str, str] = field(default_factory=dict)
     dead_letters: list[str] = field(default_factory=list)
 
 
@@ -188,6 +212,7 @@ def _service_env(config: ChaosConfig) -> dict[str, str]:
     # Low enough that a killed billing or provisioning makes the intake hold new requests back,
     # so the run also shows none of them is lost or doubled when it pauses and resumes.
     env["ACCOUNTS_MAX_SAGAS_IN_FLIGHT"] = "60"
+    env["BILLING_APPROVAL_EXPIRY_S"] = str(APPROVAL_EXPIRY_S)
     return env
 
 
@@ -214,6 +239,7 @@ async def exercise(
     say(f"chaos: plan: {plan.describe()}")
     mayhem = Mayhem(platform, broker, redis, stop_bound_s=config.stop_bound_s, rng=rng, say=say)
     by_card = {card.iccid: card for card in cards}
+    buyers = Buyers(platform.url("accounts"), by_card, random.Random(rng.random()))
 
     # The load lasts its seconds, and on until the last crash is over, so that every crash
     # of the plan happens under load; `longest` bounds it should a crash take forever.
@@ -266,7 +292,10 @@ async def exercise(
                 end_load.set()
 
         rearm = asyncio.create_task(_rearm_flaky(esim, flaky, load_over))
+        # The buyers act until the drain is over (each stops once its renewal has ended).
+        buying = asyncio.create_task(buyers.run(load, until=began + longest + 2 * config.drain_s))
         await asyncio.gather(steady(), crashes())
+        buyers.no_more_renewals()
         gathered.timings["load_s"] = time.monotonic() - began
         await rearm
         if plan.owed():
@@ -281,16 +310,8 @@ async def exercise(
         gathered.records = mayhem.records
         gathered.troubles = mayhem.troubles
 
-        for driver, plan_exists in ((load, True), (strays, False)):
+        for driver in (load, strays):
             for sent in driver.sent.values():
-                gathered.asked.append(
-                    Asked(
-                        sent.renewal_id,
-                        expected_status(sent.token, faults[sent.iccid], plan_exists=plan_exists),
-                        acknowledged=sent.renewal_id not in driver.unacknowledged,
-                        holds=sent.token.split("_", 1)[0] in HOLDING_METHODS,
-                    )
-                )
                 gathered.owners[sent.renewal_id] = by_card[sent.iccid].access_token
         if load.unacknowledged or strays.unacknowledged:
             gathered.notes.append(
@@ -301,7 +322,12 @@ async def exercise(
 
         drain_began = time.monotonic()
         deadline = drain_began + config.drain_s
-        acknowledged = [a.renewal_id for a in gathered.asked if a.acknowledged]
+        acknowledged = [
+            renewal_id
+            for driver in (load, strays)
+            for renewal_id in driver.sent
+            if renewal_id not in driver.unacknowledged
+        ]
         say(f"chaos: draining: waiting up to {config.drain_s:g} s for {len(acknowledged)} renewals")
         missing = await live.wait_for(
             acknowledged, timeout=config.drain_s, on_tick=_every(10, lambda: _drain_line(live))
@@ -315,6 +341,25 @@ async def exercise(
         )
         await _quiet(live, QUIET_S, timeout=30)
         gathered.timings["drain_s"] = time.monotonic() - drain_began
+        await buyers.stop(buying)
+        gathered.approvals = buyers.approvals()
+        for driver, plan_exists in ((load, True), (strays, False)):
+            for sent in driver.sent.values():
+                approval = gathered.approvals.get(sent.renewal_id)
+                gathered.asked.append(
+                    Asked(
+                        sent.renewal_id,
+                        expected_status(
+                            sent.token,
+                            faults[sent.iccid],
+                            plan_exists=plan_exists,
+                            approval=approval,
+                        ),
+                        acknowledged=sent.renewal_id not in driver.unacknowledged,
+                        holds=sent.token.split("_", 1)[0] in HOLDING_METHODS,
+                        approval=approval,
+                    )
+                )
 
     say("chaos: census of the terminal topics and the sandboxes' ledgers")
     census = Outcomes(target, from_beginning=True)
@@ -325,7 +370,7 @@ async def exercise(
     finally:
         await census.stop()
     gathered.events = [
-        TerminalEvent(o.renewal_id, o.kind, str(o.event.get("id")))
+        TerminalEvent(o.renewal_id, o.kind, str(o.event.get("id")), _reason(o.event))
         for outcomes in census.by_renewal.values()
         for o in outcomes
     ]
@@ -338,6 +383,126 @@ async def exercise(
     gathered.authorizations = [a["reference"] for a in payments["authorizations"]]
     gathered.voids = [v["reference"] for v in payments["voids"]]
     gathered.orders = [o["reference"] for o in bundles["orders"]]
+
+
+def _reason(event: Mapping[str, Any]) -> str | None:
+    """The `reason` of a terminal event's data (PaymentFailed has one), if any."""
+    data = event.get("data")
+    reason = data.get("reason") if isinstance(data, dict) else None
+    return str(reason) if reason is not None else None
+
+
+class Buyers:
+    """The buyers of the renewals that wait for them, each answering at the provider's page.
+
+    For each such renewal the load sends, a buyer (its card's owner) follows the saga over the
+    accounts API until it shows `payment_action`, opens the page (`GET <url>`) and posts its
+    decision (`POST <url>` with `decision`), as a website sends its traveller there and back.
+    A buyer approves or, for `CANCEL_SHARE` of them, cancels; what it did is kept: `approve` or
+    `cancel` once the page answered 303, `unanswered` when it never could (the saga ended
+    first, the page had less than `ANSWER_MARGIN_S` left, or the page refused).
+    """
+
+    def __init__(self, accounts_url: str, cards: Mapping[str, Card], rng: random.Random) -> None:
+        """Args:
+        accounts_url: where the saga's status is read.
+        cards: the load's cards by ICCID (their owners' access tokens).
+        rng: draws each buyer's decision.
+        """
+        self.accounts_url = accounts_url
+        self.cards = cards
+        self.rng = rng
+        self._meant: dict[str, str] = {}
+        self._done: dict[str, str] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._more = True
+
+    def no_more_renewals(self) -> None:
+        """The load is over: the buyers of what it sent are all under way."""
+        self._more = False
+
+    def approvals(self) -> dict[str, str]:
+        """What each buyer did, by renewal (after `stop`)."""
+        return {rid: self._done.get(rid, UNANSWERED) for rid in self._meant}
+
+    async def run(self, load: LoadDriver, *, until: float) -> None:
+        """Start a buyer for each renewal of `load` that needs one, until the load is over."""
+        seen = 0
+        limits = httpx.Limits(max_connections=32)
+        async with httpx.AsyncClient(timeout=15, limits=limits) as client:
+            while True:
+                more = self._more  # read first: what was sent before it ended is taken below
+                sent = list(load.sent.values())
+                for one in sent[seen:]:
+                    if not needs_approval(one.token):
+                        continue
+                    decision = CANCEL if self.rng.random() < CANCEL_SHARE else APPROVE
+                    self._meant[one.renewal_id] = decision
+                    self._tasks.append(
+                        asyncio.create_task(self._buy(client, one.renewal_id, one.iccid, until))
+                    )
+                seen = len(sent)
+                if not more:
+                    break
+                await asyncio.sleep(0.5)
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def stop(self, running: "asyncio.Task[None]") -> None:
+        """End the buyers still waiting (their renewals never showed a page) and the loop."""
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _buy(
+        self, client: httpx.AsyncClient, renewal_id: str, iccid: str, until: float
+    ) -> None:
+        headers = {"Authorization": f"Bearer {self.cards[iccid].access_token}"}
+        url = f"{self.accounts_url}/v1/renewals/{renewal_id}"
+        while time.monotonic() < until:
+            await asyncio.sleep(1)
+            try:
+                answer = await client.get(url, headers=headers)
+            except httpx.HTTPError:
+                continue  # accounts is down (on purpose): ask again
+            if answer.status_code != 200:
+                continue  # 404 until accounts has the request; 5xx while it restarts
+            saga = answer.json()
+            if saga["status"] in TERMINAL_EVENT_OF:
+                return
+            action = saga.get("payment_action")
+            if saga["status"] != "PAYMENT_ACTION_REQUIRED" or not action:
+                continue
+            expires = datetime.fromisoformat(action["expires_at"])
+            if (expires - datetime.now(UTC)).total_seconds() < ANSWER_MARGIN_S:
+                logging.warning("buyer of %s: the page expires too soon to answer", renewal_id)
+                return
+            await self._answer(client, renewal_id, action["url"])
+            return
+
+    async def _answer(self, client: httpx.AsyncClient, renewal_id: str, page: str) -> None:
+        decision = self._meant[renewal_id]
+        try:
+            shown = await client.get(page)
+            if shown.status_code != 200:
+                logging.warning("buyer of %s: page answered %s", renewal_id, shown.status_code)
+                return
+            answered = await client.post(page, data={"decision": decision})
+        except httpx.HTTPError as error:
+            logging.warning("buyer of %s: page unreachable: %r", renewal_id, error)
+            return
+        if answered.status_code != 303:
+            logging.warning(
+                "buyer of %s: %s answered %s %s",
+                renewal_id,
+                decision,
+                answered.status_code,
+                answered.text[:200],
+            )
+            return
+        self._done[renewal_id] = decision
 
 
 async def dead_letters(target: Target, timeout: float = 60) -> list[str]:
@@ -457,6 +622,8 @@ def _token_chooser(rng: random.Random) -> Callable[[int, Card], str]:
     kinds, weights = list(TOKEN_MIX), list(TOKEN_MIX.values())
 
     def choose(_n: int, _card: Card) -> str:
+        if rng.random() < APPROVAL_SHARE:
+            return rng.choice(APPROVAL_TOKENS)
         return f"{rng.choice(METHODS)}_{rng.choices(kinds, weights)[0]}"
 
     return choose
@@ -540,7 +707,10 @@ async def diagnose(
                     for e in gathered.events
                     if e.renewal_id == renewal_id
                 ],
+                "buyer": gathered.approvals.get(renewal_id),
+                "authorizations": gathered.authorizations.count(renewal_id),
                 "captures": gathered.captures.count(renewal_id),
+                "voids": gathered.voids.count(renewal_id),
                 "refunds": gathered.refunds.count(renewal_id),
                 "orders": gathered.orders.count(renewal_id),
                 "log_lines": _grep(logs, renewal_id),
@@ -622,11 +792,13 @@ def _print_summary(
         + f" (redelivered duplicates, same id: {counts['terminal_events_redelivered']})"
     )
     say(
-        f"captures {counts['captures']} (ACTIVATED + REFUNDED = "
-        f"{states.get('ACTIVATED', 0) + states.get('REFUNDED', 0)}), refunds {counts['refunds']} "
-        f"(REFUNDED = {states.get('REFUNDED', 0)}), bundle orders {counts['bundle_orders']}, "
-        f"dead letters {counts['dead_letters']}"
+        f"captures {counts['captures']} (ACTIVATED = {states.get('ACTIVATED', 0)}, plus the "
+        f"REFUNDED paid at once), authorizations {counts['authorizations']}, voids "
+        f"{counts['voids']}, refunds {counts['refunds']} (REFUNDED = "
+        f"{states.get('REFUNDED', 0)}, voided or refunded), bundle orders "
+        f"{counts['bundle_orders']}, dead letters {counts['dead_letters']}"
     )
+    say("buyers at the provider's page: " + _pairs(counts["approvals"]))
     kinds = Counter(record.kind for record in gathered.records)
     say(
         f"crashes: {kinds['kill']} SIGKILL, {kinds['stop']} SIGTERM (bound "

@@ -5,12 +5,16 @@ from dataclasses import replace
 import pytest
 
 from tests.chaos.verdict import (
+    APPROVE,
+    CANCEL,
+    UNANSWERED,
     Asked,
     Evidence,
     StopTimed,
     TerminalEvent,
     expected_status,
     judge,
+    needs_approval,
 )
 
 ACTIVATED, FAILED, REJECTED, REFUNDED = "r-activated", "r-failed", "r-rejected", "r-refunded"
@@ -292,3 +296,162 @@ def test_a_broken_promise_about_holds_fails_its_rule(
     verdict = judge(replace(with_a_released_hold(), **changes))  # type: ignore[arg-type]
     assert verdict.failed_rules() == rules
     assert HELD in verdict.renewals_at_fault()
+
+
+@pytest.mark.parametrize(
+    ("token", "fault", "approval", "status"),
+    [
+        ("card_action", "none", APPROVE, "ACTIVATED"),
+        ("paypal", "flaky", APPROVE, "ACTIVATED"),
+        ("alipay_action", "fail", APPROVE, "REFUNDED"),
+        ("paypal_action", "none", CANCEL, "PAYMENT_FAILED"),
+        ("alipay", "none", UNANSWERED, "PAYMENT_FAILED"),
+        ("card_action", "fail", CANCEL, "PAYMENT_FAILED"),
+    ],
+)
+def test_a_payment_waiting_for_the_buyer_goes_on_only_once_approved(
+    token: str, fault: str, approval: str, status: str
+) -> None:
+    assert needs_approval(token)
+    assert expected_status(token, fault, approval=approval) == status
+
+
+@pytest.mark.parametrize("token", ["card_ok", "paypal_flaky", "alipay_declined", "card"])
+def test_a_saved_source_or_a_card_without_a_token_needs_no_buyer(token: str) -> None:
+    assert not needs_approval(token)
+
+
+APPROVED, CANCELLED, ALIPAY_FAILED = "r-approved", "r-cancelled", "r-alipay-approved-failed"
+
+
+def _statuses_with(renewal_id: str, status: str) -> dict[str, str | None]:
+    return {**with_buyers().statuses, renewal_id: status}
+
+
+def with_buyers() -> Evidence:
+    """The clean run plus three buyers at a provider's page: a card approved after 3-D Secure
+    (held, then captured), a PayPal approval cancelled (nothing taken), an Alipay payment
+    approved whose activation failed (paid at once, refunded once)."""
+    base = clean()
+    return replace(
+        base,
+        asked=[
+            *base.asked,
+            Asked(APPROVED, "ACTIVATED", holds=True, approval=APPROVE),
+            Asked(CANCELLED, "PAYMENT_FAILED", holds=True, approval=CANCEL),
+            Asked(ALIPAY_FAILED, "REFUNDED", approval=APPROVE),
+        ],
+        statuses={
+            **base.statuses,
+            APPROVED: "ACTIVATED",
+            CANCELLED: "PAYMENT_FAILED",
+            ALIPAY_FAILED: "REFUNDED",
+        },
+        events=[
+            *base.events,
+            TerminalEvent(APPROVED, "activated", "e6"),
+            TerminalEvent(CANCELLED, "payment_failed", "e7", reason="not_approved"),
+            TerminalEvent(ALIPAY_FAILED, "refunded", "e8"),
+        ],
+        authorizations=[APPROVED],
+        captures=[*base.captures, APPROVED, ALIPAY_FAILED],
+        refunds=[*base.refunds, ALIPAY_FAILED],
+        orders=[*base.orders, APPROVED, ALIPAY_FAILED],
+    )
+
+
+def test_buyers_who_approve_or_cancel_pass_with_their_counts() -> None:
+    verdict = judge(with_buyers())
+
+    assert verdict.passed, verdict.failures
+    assert verdict.counts["approvals"] == {"approve": 2, "cancel": 1}
+
+
+def _failed_with(reason: str) -> list[TerminalEvent]:
+    return [
+        TerminalEvent(e.renewal_id, e.kind, e.event_id, reason) if e.renewal_id == CANCELLED else e
+        for e in with_buyers().events
+    ]
+
+
+def _asked_as(renewal_id: str, **changes: object) -> list[Asked]:
+    return [
+        replace(a, **changes) if a.renewal_id == renewal_id else a  # type: ignore[arg-type]
+        for a in with_buyers().asked
+    ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "rules", "renewal"),
+    [
+        pytest.param(
+            {"events": _failed_with("declined")},
+            {"not_approved"},
+            CANCELLED,
+            id="a cancel that ends with another reason",
+        ),
+        pytest.param(
+            {
+                "statuses": _statuses_with(CANCELLED, "PAYMENT_ACTION_REQUIRED"),
+                "events": [e for e in with_buyers().events if e.renewal_id != CANCELLED],
+            },
+            {"terminal", "no_terminal_event", "approval_ends", "not_approved"},
+            CANCELLED,
+            id="a cancelled approval still waiting after the drain",
+        ),
+        pytest.param(
+            {"statuses": _statuses_with(APPROVED, "AUTHORIZED")},
+            {"terminal", "approval_ends", "captures_match"},
+            APPROVED,
+            id="an approved payment left authorized",
+        ),
+        pytest.param(
+            {"captures": [*with_buyers().captures, CANCELLED]},
+            {"captures_match"},
+            CANCELLED,
+            id="a cancelled approval captured",
+        ),
+        pytest.param(
+            {"authorizations": [APPROVED, CANCELLED]},
+            {"nothing_held"},
+            CANCELLED,
+            id="a cancelled approval left holding the money",
+        ),
+        pytest.param(
+            {"asked": _asked_as(CANCELLED, approval=UNANSWERED)},
+            {"approval_answered"},
+            CANCELLED,
+            id="a buyer who never reached the page",
+        ),
+        pytest.param(
+            {
+                "statuses": _statuses_with(APPROVED, "PAYMENT_FAILED"),
+                "events": [
+                    TerminalEvent(APPROVED, "payment_failed", "e6", "not_approved")
+                    if e.renewal_id == APPROVED
+                    else e
+                    for e in with_buyers().events
+                ],
+                "authorizations": [],
+                "captures": [c for c in with_buyers().captures if c != APPROVED],
+                "orders": [o for o in with_buyers().orders if o != APPROVED],
+            },
+            {"expected_outcome", "approved_not_refused"},
+            APPROVED,
+            id="an approval taken for a cancel",
+        ),
+        pytest.param(
+            {"voids": [ALIPAY_FAILED], "refunds": [REFUNDED]},
+            {"refunds_match", "voids_match"},
+            ALIPAY_FAILED,
+            id="an Alipay payment voided instead of refunded",
+        ),
+    ],
+)
+def test_a_broken_promise_about_the_buyers_step_fails_its_rule(
+    changes: dict[str, object], rules: set[str], renewal: str
+) -> None:
+    verdict = judge(replace(with_buyers(), **changes))  # type: ignore[arg-type]
+
+    assert verdict.failed_rules() == rules
+    assert renewal in verdict.renewals_at_fault()

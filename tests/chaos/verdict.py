@@ -25,20 +25,44 @@ SAMPLE = 20
 
 #: The payment sandbox's outcome by token suffix: a capture, or the saga's failed state.
 _DECLINING_SUFFIXES = ("_declined", "_insufficient", "_expired")
+#: Methods that ask the buyer when the payment names no token (CONTRACT.md).
+_ASKING_WITHOUT_TOKEN = ("paypal", "alipay")
+#: What the buyer did on the provider's page; `unanswered` when the load never could.
+APPROVE, CANCEL, UNANSWERED = "approve", "cancel", "unanswered"
+#: The reason of the `PaymentFailed` that ends a cancelled or expired approval.
+NOT_APPROVED = "not_approved"
 
 
-def expected_status(token: str, card_fault: str, *, plan_exists: bool = True) -> str:
+def needs_approval(token: str) -> bool:
+    """True when the payment waits for the buyer at the provider's page.
+
+    Args:
+        token: the payment token (`card_action`, ...), or a bare method name (`paypal`,
+            `alipay`) for a payment that names no token.
+    """
+    return token.endswith("_action") or token in _ASKING_WITHOUT_TOKEN
+
+
+def expected_status(
+    token: str, card_fault: str, *, plan_exists: bool = True, approval: str | None = None
+) -> str:
     """The terminal state the sandboxes decide for a renewal, whatever crashes happen meanwhile.
 
     Args:
-        token: the payment token; its suffix decides the charge (CONTRACT.md).
+        token: the payment token; its suffix decides the charge (CONTRACT.md). A bare method
+            name stands for a payment without a token.
         card_fault: the eSIM sandbox fault on the card: `fail` (every order fails for good),
             or `flaky`/`slow`/`none` (the bundle goes live in the end).
         plan_exists: False for a renewal of a plan the catalogue does not have.
+        approval: for a payment that needs the buyer, what the buyer did (`approve`, `cancel`,
+            `unanswered`): only an approval goes on, as `_ok` does; the rest end
+            `PAYMENT_FAILED` (`not_approved`).
     """
     if not plan_exists:
         return "REJECTED"
     if token.endswith(_DECLINING_SUFFIXES):
+        return "PAYMENT_FAILED"
+    if needs_approval(token) and approval != APPROVE:
         return "PAYMENT_FAILED"
     if card_fault == "fail":
         return "REFUNDED"
@@ -56,6 +80,9 @@ class Asked:
     #: True for a method whose money is held first and captured after activation (card,
     #: PayPal): a failed activation releases the hold (a void), never captures it.
     holds: bool = False
+    #: For a payment that waits for the buyer: `approve` or `cancel` once the load answered
+    #: the provider's page (a 303 back), `unanswered` when it never could. None otherwise.
+    approval: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +92,8 @@ class TerminalEvent:
     renewal_id: str
     kind: str
     event_id: str
+    #: The `reason` of a `PaymentFailed` (`declined`, `not_approved`, ...); None for the others.
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -287,6 +316,7 @@ def judge(evidence: Evidence) -> Verdict:
             if rid in ids and n > captures.get(rid, 0) + voids.get(rid, 0)
         ),
     )
+    _check_approvals(rules, counted, statuses, evidence.events)
     rules.check(
         "one_order",
         "renewals with more than one bundle order at the eSIM platform",
@@ -331,6 +361,7 @@ def judge(evidence: Evidence) -> Verdict:
         "terminal_events_by_kind": dict(sorted(by_kind.items())),
         "terminal_events_redelivered": redelivered,
         "expected_by_state": dict(sorted(Counter(a.expected for a in counted).items())),
+        "approvals": dict(sorted(Counter(a.approval for a in counted if a.approval).items())),
         "captures": sum(captures.values()),
         "refunds": sum(refunds.values()),
         "authorizations": sum(authorizations.values()),
@@ -341,6 +372,57 @@ def judge(evidence: Evidence) -> Verdict:
         "sigterm_stops": len(evidence.stops),
     }
     return Verdict(counts=counts, failures=tuple(rules.failures))
+
+
+def _check_approvals(
+    rules: _Rules,
+    counted: Sequence[Asked],
+    statuses: Mapping[str, str | None],
+    events: Sequence[TerminalEvent],
+) -> None:
+    """The buyer's step: every payment that waits for the buyer is answered and ends; one not
+    approved ends `PAYMENT_FAILED` with `not_approved` (its captures and holds are judged with
+    everyone's: a `PAYMENT_FAILED` saga has none)."""
+    waiting = [a for a in counted if a.approval is not None]
+    rules.check(
+        "approval_answered",
+        "renewals waiting for the buyer whose provider page the load could not answer "
+        "(no payment_action before the saga ended or the drain, or the page refused)",
+        (a.renewal_id for a in waiting if a.approval == UNANSWERED),
+    )
+    rules.check(
+        "approval_ends",
+        "renewals waiting for the buyer that did not end (still PAYMENT_ACTION_REQUIRED, "
+        "AUTHORIZED, ... after the drain)",
+        (a.renewal_id for a in waiting if statuses.get(a.renewal_id) not in TERMINAL_EVENT_OF),
+    )
+    reasons: dict[str, set[str | None]] = {}
+    for event in events:
+        if event.kind == "payment_failed":
+            reasons.setdefault(event.renewal_id, set()).add(event.reason)
+    rules.check(
+        "not_approved",
+        "renewals whose buyer cancelled (or never answered) that did not end PAYMENT_FAILED "
+        "with the reason not_approved",
+        (
+            a.renewal_id
+            for a in waiting
+            if a.approval != APPROVE
+            and (
+                statuses.get(a.renewal_id) != "PAYMENT_FAILED"
+                or reasons.get(a.renewal_id) != {NOT_APPROVED}
+            )
+        ),
+    )
+    rules.check(
+        "approved_not_refused",
+        "renewals the buyer approved that ended PaymentFailed not_approved all the same",
+        (
+            a.renewal_id
+            for a in waiting
+            if a.approval == APPROVE and NOT_APPROVED in reasons.get(a.renewal_id, set())
+        ),
+    )
 
 
 def _traced(evidence: Evidence) -> set[str]:

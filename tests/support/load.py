@@ -61,7 +61,8 @@ PASSWORD = "bench traveller password"
 DEFAULT_PLAN = "JP-30D-10GB"
 
 Start = Literal["now", "after_current"]
-#: Chooses the payment token of the n-th renewal of a run (e.g. every tenth `card_declined`).
+#: Chooses the payment token of the n-th renewal of a run (e.g. every tenth `card_declined`);
+#: a bare method name (`paypal`, `alipay`) asks for a payment without a token (see `payment_of`).
 TokenChooser = Callable[[int, "Card"], str]
 #: Called about once a second while a run or a wait goes on (for progress lines).
 Tick = Callable[[], None]
@@ -202,6 +203,20 @@ class Sent:
     at: float
 
 
+def payment_of(token: str) -> PaymentDetails:
+    """The payment a load token stands for: the method is its prefix (`paypal_ok` is PayPal);
+    a bare method name (`paypal`) is that method without a token, which asks the buyer."""
+    method, _, suffix = token.partition("_")
+    return PaymentDetails(method=method, token=token if suffix else None)
+
+
+def _payment_json(token: str) -> dict[str, str]:
+    """The API's payment object for a load token, as `payment_of` reads it (not validated here:
+    the API answers a wrong one)."""
+    method, _, suffix = token.partition("_")
+    return {"method": method, "token": token} if suffix else {"method": method}
+
+
 def always(token: str) -> TokenChooser:
     """A token chooser that always answers `token`."""
     return lambda _n, _card: token
@@ -284,7 +299,7 @@ class LoadDriver:
             user_id=card.user_id,
             iccid=card.iccid,
             plan_code=self.plan_code,
-            payment=PaymentDetails(method=token.split("_", 1)[0], token=token),
+            payment=payment_of(token),
             start=start,
             requested_at=datetime.now(UTC),
             locale="en",
@@ -350,7 +365,7 @@ class LoadDriver:
                 f"/v1/cards/{card.iccid}/renewals",
                 json={
                     "plan_code": self.plan_code,
-                    "payment": {"method": token.split("_", 1)[0], "token": token},
+                    "payment": _payment_json(token),
                     "start": start,
                 },
                 headers={"Authorization": f"Bearer {card.access_token}", "Idempotency-Key": key},

@@ -2,6 +2,7 @@
 payments still unknown or not captured in time, and reconciliation with the providers' lists.
 The providers' webhooks (`webhooks.py`) sit beside it, outside the operator guard."""
 
+import re
 from datetime import datetime, timedelta
 from typing import Annotated, Protocol
 from uuid import UUID
@@ -15,7 +16,7 @@ from esim_core.web.problems import ProblemError, problem_responses
 from esim_core.web.rows import RenewalId, renewal_route, row_view
 from esim_schemas import Money
 from fastapi import APIRouter, FastAPI, Query, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from sqlalchemy import or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -24,6 +25,23 @@ from billing.domain import PaymentState, RefundState, RetryRules
 from billing.gateways.port import GatewayUnavailableError, PaymentView, Standing
 from billing.metrics import payment_gauges
 from billing.store import Payment, Refund
+
+#: An RFC 3339 date-time as text: a date, `T`, a time (pydantic alone would also take a number
+#: of seconds since 1970, which the OpenAPI `date-time` format does not allow).
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _rfc3339_text(value: object) -> object:
+    if isinstance(value, str) and not _RFC3339.match(value):
+        raise ValueError("expected an RFC 3339 date-time, e.g. 2026-12-01T00:00:00Z")
+    return value
+
+
+#: How far back a reconciliation may look: the providers keep three years of their lists.
+RECONCILIATION_SPAN = timedelta(days=3 * 365)
+
+#: A query parameter that is an RFC 3339 date-time, and nothing else.
+Rfc3339 = Annotated[datetime, BeforeValidator(_rfc3339_text)]
 
 
 class PaymentPublic(BaseModel):
@@ -253,7 +271,7 @@ def build_router(
     )
     async def reconciliation(
         since: Annotated[
-            datetime | None,
+            Rfc3339 | None,
             Query(description="RFC 3339 with an offset; default: 24 hours ago"),
         ] = None,
     ) -> Reconciliation:
@@ -262,6 +280,12 @@ def build_router(
         start = as_utc(since) if since is not None else now - timedelta(days=1)
         if since is not None and since.tzinfo is None:
             raise ProblemError(422, "since needs an explicit offset (Z or +00:00)")
+        if start < now - RECONCILIATION_SPAN:
+            # PayPal searches 31 days a request and keeps three years: an older start would
+            # only make hundreds of calls for nothing.
+            raise ProblemError(
+                422, f"since may be at most {RECONCILIATION_SPAN.days} days ago (three years)"
+            )
         if gateway is None:
             raise ProblemError(503, "no payment gateway is wired", kind="provider-unavailable")
         try:

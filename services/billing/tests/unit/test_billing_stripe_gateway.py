@@ -468,6 +468,32 @@ async def test_forged_stale_replayed_or_malformed_calls_are_refused(
     )
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[1, 2]",
+        b'"evt_1"',
+        b"null",
+        b'{"id": "evt_1", "object": "event", "type": "x", "data": null}',
+        b'{"id": "evt_1", "object": "event", "type": "x", "data": {"object": "pi_1"}}',
+        b'{"id": "evt_1", "object": "event", "type": "x", "data": {"object": []}}',
+        b'{"id": "evt_1", "object": "event", "type": "x", '
+        b'"data": {"object": {"object": "payment_intent"}}}',
+        b'{"id": "evt_1", "object": "event", "type": "x", '
+        b'"data": {"object": {"object": "payment_intent", "id": 7, "status": {}, "amount": "x"}}}',
+        b'{"id": "evt_1", "object": "event", "type": "charge.succeeded", '
+        b'"data": {"object": {"object": "charge"}}}',
+        b'{"id": "evt_1", "object": "event", "type": "x", '
+        b'"data": {"object": {"object": "customer", "id": "cus_1"}}}',
+    ],
+)
+async def test_a_rightly_signed_body_that_is_no_payment_event_is_refused(
+    stripe_gateway: StripeGateway, body: bytes
+) -> None:
+    with pytest.raises(WebhookRejectedError):
+        await stripe_gateway.read_webhook(_signed(body, int(time.time())), body)
+
+
 async def test_neither_the_key_nor_the_payment_method_reaches_logs_or_errors(
     stripe_gateway: StripeGateway, caplog: pytest.LogCaptureFixture
 ) -> None:

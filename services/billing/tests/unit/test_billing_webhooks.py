@@ -190,3 +190,63 @@ async def test_reconciliation_needs_an_offset_and_a_provider_that_answers(
     gateway.outage = True
     down = await client.get("/v1/payments/reconciliation", headers=OPERATOR)
     assert down.status_code == 503
+
+
+async def test_reconciliation_looks_back_at_most_three_years(client: httpx.AsyncClient) -> None:
+    too_old = await client.get(
+        "/v1/payments/reconciliation",
+        params={"since": "1970-01-01T00:00:00.5Z"},
+        headers=OPERATOR,
+    )
+    recent = (utcnow() - timedelta(days=3 * 365 - 1)).isoformat()
+    within = await client.get(
+        "/v1/payments/reconciliation", params={"since": recent}, headers=OPERATOR
+    )
+
+    assert too_old.status_code == 422
+    assert "at most 1095 days ago" in too_old.json()["detail"]
+    assert within.status_code == 200
+
+
+@pytest.mark.parametrize("since", ["0.5", "1733011200", "yesterday", "2026-12"])
+async def test_reconciliation_takes_since_only_as_an_rfc_3339_date_time(
+    client: httpx.AsyncClient, since: str
+) -> None:
+    answer = await client.get(
+        "/v1/payments/reconciliation", params={"since": since}, headers=OPERATOR
+    )
+
+    assert answer.status_code == 422
+    assert "RFC 3339" in answer.text
+
+
+@pytest.mark.parametrize(
+    ("provider", "media_type", "headers"),
+    [
+        ("stripe", "application/json", {"Stripe-Signature"}),
+        (
+            "paypal",
+            "application/json",
+            {
+                "PAYPAL-TRANSMISSION-ID",
+                "PAYPAL-TRANSMISSION-TIME",
+                "PAYPAL-TRANSMISSION-SIG",
+                "PAYPAL-CERT-URL",
+                "PAYPAL-AUTH-ALGO",
+            },
+        ),
+        ("alipay", "application/x-www-form-urlencoded", set()),
+    ],
+)
+async def test_the_openapi_document_shows_each_providers_call_with_its_signature(
+    client: httpx.AsyncClient, provider: str, media_type: str, headers: set[str]
+) -> None:
+    operation = (await client.get("/openapi.json")).json()["paths"][f"/webhooks/{provider}"]["post"]
+
+    body = operation["requestBody"]["content"][media_type]["schema"]
+    assert body["type"] == "object" and body["required"]
+    required = {p["name"] for p in operation.get("parameters", []) if p["required"]}
+    assert required == headers
+    if provider == "alipay":
+        assert {"sign", "sign_type"} <= set(body["required"])
+    assert {"400", "503"} <= set(operation["responses"])

@@ -17,6 +17,7 @@ Nothing here logs the API key, the webhook secret or the payment method; the lib
 adapter keeps it at WARNING or above.
 """
 
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -441,6 +442,14 @@ class StripeGateway:
         signature = _header(headers, "Stripe-Signature")
         if signature is None:
             raise WebhookRejectedError("no Stripe-Signature header")
+        # The library reads any JSON after the signature and fails on one that is no object
+        # (an AttributeError): such a body is no event, whoever signed it.
+        try:
+            document = json.loads(body)
+        except ValueError as error:
+            raise WebhookRejectedError(f"the body is not a Stripe event: {error}") from None
+        if not isinstance(document, dict):
+            raise WebhookRejectedError("the body is not a Stripe event: not a JSON object")
         try:
             event = self._client.construct_event(
                 body, signature, self._webhook_secret, tolerance=WEBHOOK_TOLERANCE_S
