@@ -336,13 +336,13 @@ class RenewalSaga:
         """
         data = event.data
         saga = await self._saga(session, data.renewal_id)
-        given, detail = Input.PAYMENT_SETTLED, None
+        given, taken = Input.PAYMENT_SETTLED, "paid"
         if saga.payment_held:
-            given = Input.PAYMENT_CAPTURED
-            detail = (
-                f"{data.price.amount} {data.price.currency} captured at "
-                f"{format_time(data.settled_at)}"
-            )
+            given, taken = Input.PAYMENT_CAPTURED, "captured"
+        # What was taken and when, in the timeline, whether captured after a hold or paid at once.
+        detail = (
+            f"{data.price.amount} {data.price.currency} {taken} at {format_time(data.settled_at)}"
+        )
         # The capture is recorded whatever the saga does with it: a refund needs it.
         saga.payment_id = data.payment_id
         saga.payment_held = False
