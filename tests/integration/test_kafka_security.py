@@ -20,6 +20,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from tests.support.infra import ROOT, Process, free_port, http_ok, port_open, re
 pytestmark = pytest.mark.integration
 
 SERVICE_USER = "esim"
-PLAIN_USER = "esim-plain"
+PLAIN_USER = "esim_plain"
 BROKER_USER = "broker"
 
 
@@ -67,7 +68,7 @@ class SecuredKafka:
 
     def settings(self) -> KafkaSettings:
         """The service user's settings, for the test's own clients."""
-        return KafkaSettings(**{name.lower(): value for name, value in self.env().items()})
+        return KafkaSettings(**self.env())
 
 
 def broker_template(certificates: TestCertificates, passwords: dict[str, str]) -> str:
@@ -152,11 +153,12 @@ async def _topics(settings: KafkaSettings) -> set[str]:
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=5000)
-    await admin.start()
     try:
+        await admin.start()
         return set(await admin.list_topics())
     finally:
-        await admin.close()
+        with suppress(Exception):  # closing what did not start must not hide why
+            await admin.close()
 
 
 async def _send(settings: KafkaSettings, topic: str, value: bytes) -> None:
@@ -229,9 +231,12 @@ def test_the_notifier_esimctl_and_the_dead_letter_tool_work_over_sasl_ssl(
         )
         assert [item["key"] for item in found] == ["8944000000000000001"]
         # The metrics read the brokers with the admin client, logged in too.
-        metrics = httpx.get(f"{service_url(service)}/metrics", timeout=10).text
         waiting = f'esim_dead_letters_waiting{{service="notifier",topic="{topic}"}} 1.0'
-        assert waiting in metrics
+        wait_until(
+            lambda: waiting in httpx.get(f"{service_url(service)}/metrics", timeout=10).text,
+            timeout=30,
+            what="the dead letter in the notifier's metrics",
+        )
         for mechanism in ("SCRAM-SHA-512", "PLAIN"):
             assert len(dead_letters(secured, topic, mechanism)) == 1, mechanism
         shown = esimctl(
