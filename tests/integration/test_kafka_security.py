@@ -170,8 +170,8 @@ async def _send(settings: KafkaSettings, topic: str, value: bytes) -> None:
         await producer.stop()
 
 
-def notifier(kafka: SecuredKafka, **overrides: str) -> Process:
-    """The notifier as a process, on the secured broker (not started)."""
+def notifier(kafka: SecuredKafka, log: str, **overrides: str) -> Process:
+    """The notifier as a process, on the secured broker (not started), logging to `log`."""
     port = free_port()
     return Process(
         "notifier",
@@ -185,7 +185,7 @@ def notifier(kafka: SecuredKafka, **overrides: str) -> Process:
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
         },
-        kafka.workdir / "notifier.log",
+        kafka.workdir / log,
         http_ok(f"http://127.0.0.1:{port}/health/ready"),
     )
 
@@ -218,7 +218,7 @@ def test_the_notifier_esimctl_and_the_dead_letter_tool_work_over_sasl_ssl(
     from notifier.handlers import ROUTES
 
     topic = Topics().for_event(ROUTES[0].model)
-    service = notifier(secured).start(timeout=120)
+    service = notifier(secured, "notifier.log").start(timeout=120)
     try:
         # Its admin client created the topics; its consumer and producer dead-letter a message
         # that is not an event.
@@ -272,7 +272,9 @@ def test_a_wrong_password_stops_the_notifier_and_esimctl_naming_the_settings(
 ) -> None:
     """About 10 s: two processes start and stop at once."""
     wrong = secrets.token_urlsafe(18)
-    service = notifier(secured, KAFKA_SASL_PASSWORD=wrong, KAFKA_SASL_PASSWORD_FILE="").launch()
+    service = notifier(
+        secured, "refused.log", KAFKA_SASL_PASSWORD=wrong, KAFKA_SASL_PASSWORD_FILE=""
+    ).launch()
     assert service.popen is not None
     assert service.popen.wait(timeout=90) != 0
     said = service.log_path.read_text(errors="replace")
