@@ -594,6 +594,8 @@ API_VERSIONS = {
     "ScaledObject": "keda.sh/v1alpha1",
     "TriggerAuthentication": "keda.sh/v1alpha1",
 }
+#: KEDA's name (TriggerAuthentication `sasl`) of each `KAFKA_SASL_MECHANISM`.
+KEDA_SASL = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}
 #: The settings naming files a Kafka client reads: each must be inside a mounted volume.
 KAFKA_FILES = (
     "KAFKA_SASL_PASSWORD_FILE",
@@ -699,6 +701,11 @@ def _check_kafka_auth(
     secrets = {
         name: set(doc.get("stringData", {})) for name, (_, doc) in by_kind.get("Secret", {}).items()
     }
+    values = {
+        (name, key): value
+        for name, (_, doc) in by_kind.get("Secret", {}).items()
+        for key, value in doc.get("stringData", {}).items()
+    }
     auths = by_kind.get("TriggerAuthentication", {})
     for name, (file, doc) in auths.items():
         for ref in doc["spec"]["secretTargetRef"]:
@@ -711,6 +718,22 @@ def _check_kafka_auth(
     needed = {"sasl", "username", "password"} if protocol.startswith("SASL_") else set()
     if protocol in ("SSL", "SASL_SSL"):
         needed.add("tls")
+    # What KEDA must be told for the services' own mechanism and protocol.
+    expected = {
+        "sasl": KEDA_SASL.get(config.get("KAFKA_SASL_MECHANISM", "").upper(), "none"),
+        "tls": "enable" if protocol in ("SSL", "SASL_SSL") else "disable",
+    }
+    for name, (file, doc) in auths.items():
+        for ref in doc["spec"]["secretTargetRef"]:
+            given_value = values.get((ref["name"], ref["key"]))
+            wanted = expected.get(ref["parameter"])
+            if wanted is not None and given_value is not None and given_value != wanted:
+                problems.append(
+                    f"{file}: TriggerAuthentication {name}: {ref['parameter']} is "
+                    f"{given_value!r} in {ref['name']}, but the services use "
+                    f"KAFKA_SECURITY_PROTOCOL={protocol} and KAFKA_SASL_MECHANISM="
+                    f"{config.get('KAFKA_SASL_MECHANISM', '(unset)')}: KEDA needs {wanted!r}"
+                )
     for name, (file, doc) in by_kind.get("ScaledObject", {}).items():
         for trigger in doc["spec"]["triggers"]:
             where = f"{file}: ScaledObject {name}: trigger on {trigger['metadata']['topic']}"

@@ -124,6 +124,12 @@ def test_compose_rules_fail(
         ),
         (
             "configmap.yaml",
+            'KAFKA_SASL_MECHANISM: "SCRAM-SHA-512"',
+            'KAFKA_SASL_MECHANISM: "SCRAM-SHA-256"',
+            "KEDA needs 'scram_sha256'",
+        ),
+        (
+            "configmap.yaml",
             'KAFKA_SSL_CA_FILE: "/etc/esim/kafka/ca.crt"',
             'KAFKA_SSL_CA_FILE: "/etc/kafka/ca.crt"',
             "in no volume mounted",
