@@ -11,7 +11,10 @@
   with the cluster's), then names, labels, selectors, ports, probes (the health endpoints the
   services serve), env names (the settings), config map and secret keys, Prometheus
   annotations, and each KEDA ScaledObject: its group and topics are what the service consumes
-  and its max replicas do not exceed the partitions its topics are created with.
+  and its max replicas do not exceed the partitions its topics are created with; with a secured
+  Kafka (`KAFKA_SECURITY_PROTOCOL` of esim-config other than PLAINTEXT) every trigger logs in
+  through a TriggerAuthentication whose Secret keys exist and whose `sasl`/`tls` are given, and
+  the Kafka files the settings name are mounted in each service's container.
 
 The travellers' website (`frontends/web`, SERVICE=web) is checked like a service, except that it
 has no operator token, no topics and so no ScaledObject (it scales by a fixed replica count).
@@ -539,7 +542,45 @@ K8S_SCHEMAS: dict[str, dict[str, Any]] = {
                         "type": "object",
                         "required": ["consumerGroup", "topic", "lagThreshold"],
                     },
+                    "authenticationRef": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "kind": {"enum": ["TriggerAuthentication"]},
+                        },
+                        "additionalProperties": False,
+                    },
                 },
+            },
+        },
+    ),
+    "TriggerAuthentication": _with_spec(
+        ["secretTargetRef"],
+        secretTargetRef={
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["parameter", "name", "key"],
+                "properties": {
+                    # What KEDA's Kafka scaler reads from a TriggerAuthentication.
+                    "parameter": {
+                        "enum": [
+                            "sasl",
+                            "username",
+                            "password",
+                            "tls",
+                            "ca",
+                            "cert",
+                            "key",
+                            "keyPassword",
+                        ]
+                    },
+                    "name": {"type": "string", "minLength": 1},
+                    "key": {"type": "string", "minLength": 1},
+                },
+                "additionalProperties": False,
             },
         },
     ),
@@ -551,7 +592,17 @@ API_VERSIONS = {
     "Service": "v1",
     "Deployment": "apps/v1",
     "ScaledObject": "keda.sh/v1alpha1",
+    "TriggerAuthentication": "keda.sh/v1alpha1",
 }
+#: KEDA's name (TriggerAuthentication `sasl`) of each `KAFKA_SASL_MECHANISM`.
+KEDA_SASL = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}
+#: The settings naming files a Kafka client reads: each must be inside a mounted volume.
+KAFKA_FILES = (
+    "KAFKA_SASL_PASSWORD_FILE",
+    "KAFKA_SSL_CA_FILE",
+    "KAFKA_SSL_CERT_FILE",
+    "KAFKA_SSL_KEY_FILE",
+)
 
 
 def k8s_documents(folder: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -635,6 +686,87 @@ def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
             "the services would create topics with different partition counts "
             f"({partitions}): the first to start decides; give them one <SERVICE>_TOPIC_PARTITIONS"
         )
+    config = esim_config[1]["data"] if esim_config else {}
+    problems += _check_kafka_auth(by_kind, config, facts)
+    return problems
+
+
+def _check_kafka_auth(
+    by_kind: dict[str, dict[str, tuple[str, dict[str, Any]]]],
+    config: dict[str, str],
+    facts: dict[str, ServiceFacts],
+) -> list[str]:
+    """A secured Kafka reached by every client: KEDA's scalers and the services' containers."""
+    problems: list[str] = []
+    secrets = {
+        name: set(doc.get("stringData", {})) for name, (_, doc) in by_kind.get("Secret", {}).items()
+    }
+    values = {
+        (name, key): value
+        for name, (_, doc) in by_kind.get("Secret", {}).items()
+        for key, value in doc.get("stringData", {}).items()
+    }
+    auths = by_kind.get("TriggerAuthentication", {})
+    for name, (file, doc) in auths.items():
+        for ref in doc["spec"]["secretTargetRef"]:
+            if ref["key"] not in secrets.get(ref["name"], set()):
+                problems.append(
+                    f"{file}: TriggerAuthentication {name}: {ref['parameter']} reads "
+                    f"{ref['name']}/{ref['key']}, not in secret.example.yaml"
+                )
+    protocol = config.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
+    needed = {"sasl", "username", "password"} if protocol.startswith("SASL_") else set()
+    if protocol in ("SSL", "SASL_SSL"):
+        needed.add("tls")
+    # What KEDA must be told for the services' own mechanism and protocol.
+    expected = {
+        "sasl": KEDA_SASL.get(config.get("KAFKA_SASL_MECHANISM", "").upper(), "none"),
+        "tls": "enable" if protocol in ("SSL", "SASL_SSL") else "disable",
+    }
+    for name, (file, doc) in auths.items():
+        for ref in doc["spec"]["secretTargetRef"]:
+            given_value = values.get((ref["name"], ref["key"]))
+            wanted = expected.get(ref["parameter"])
+            if wanted is not None and given_value is not None and given_value != wanted:
+                problems.append(
+                    f"{file}: TriggerAuthentication {name}: {ref['parameter']} is "
+                    f"{given_value!r} in {ref['name']}, but the services use "
+                    f"KAFKA_SECURITY_PROTOCOL={protocol} and KAFKA_SASL_MECHANISM="
+                    f"{config.get('KAFKA_SASL_MECHANISM', '(unset)')}: KEDA needs {wanted!r}"
+                )
+    for name, (file, doc) in by_kind.get("ScaledObject", {}).items():
+        for trigger in doc["spec"]["triggers"]:
+            where = f"{file}: ScaledObject {name}: trigger on {trigger['metadata']['topic']}"
+            ref = trigger.get("authenticationRef", {}).get("name")
+            if ref is None:
+                if protocol != "PLAINTEXT":
+                    problems.append(
+                        f"{where}: no authenticationRef, but the services reach Kafka with "
+                        f"KAFKA_SECURITY_PROTOCOL={protocol} (the scaler could not connect)"
+                    )
+                continue
+            if ref not in auths:
+                problems.append(f"{where}: authenticationRef names no TriggerAuthentication {ref}")
+                continue
+            given = {item["parameter"] for item in auths[ref][1]["spec"]["secretTargetRef"]}
+            for parameter in sorted(needed - given):
+                problems.append(
+                    f"{where}: TriggerAuthentication {ref} gives no `{parameter}`, which "
+                    f"KAFKA_SECURITY_PROTOCOL={protocol} needs"
+                )
+    files = {name: config[name] for name in KAFKA_FILES if config.get(name)}
+    for name, fact in facts.items():
+        if fact.frontend or name not in by_kind.get("Deployment", {}):
+            continue
+        file, doc = by_kind["Deployment"][name]
+        [container] = doc["spec"]["template"]["spec"]["containers"]
+        mounts = [m["mountPath"].rstrip("/") + "/" for m in container.get("volumeMounts", [])]
+        for setting, path in files.items():
+            if not any(path.startswith(mount) for mount in mounts):
+                problems.append(
+                    f"{file}: Deployment {name}: {setting} is {path}, in no volume mounted "
+                    "in the container"
+                )
     return problems
 
 

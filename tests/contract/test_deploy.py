@@ -101,6 +101,39 @@ def test_compose_rules_fail(
             "different partition counts",
         ),
         ("notifier.yaml", "consumerGroup: notifier", "consumerGroup: notify", "consumerGroup"),
+        # A secured Kafka: KEDA's scalers log in as the services do, with what the Secret has.
+        (
+            "notifier.yaml",
+            "      authenticationRef:\n        name: esim-kafka\n",
+            "",
+            "no authenticationRef",
+        ),
+        (
+            "billing.yaml",
+            "        name: esim-kafka\n      metadata:",
+            "        name: kafka\n      metadata:",
+            "names no TriggerAuthentication kafka",
+        ),
+        ("kafka-auth.yaml", "key: password", "key: pasword", "esim-kafka/pasword"),
+        ("kafka-auth.yaml", "parameter: ca", "parameter: caFile", "caFile"),
+        (
+            "kafka-auth.yaml",
+            "    - parameter: tls\n      name: esim-kafka\n      key: tls\n",
+            "",
+            "gives no `tls`",
+        ),
+        (
+            "configmap.yaml",
+            'KAFKA_SASL_MECHANISM: "SCRAM-SHA-512"',
+            'KAFKA_SASL_MECHANISM: "SCRAM-SHA-256"',
+            "KEDA needs 'scram_sha256'",
+        ),
+        (
+            "configmap.yaml",
+            'KAFKA_SSL_CA_FILE: "/etc/esim/kafka/ca.crt"',
+            'KAFKA_SSL_CA_FILE: "/etc/kafka/ca.crt"',
+            "in no volume mounted",
+        ),
     ],
 )
 def test_manifest_rules_fail(

@@ -69,7 +69,7 @@ class ServiceRuntime:
         )
         self.redis: Redis = Redis.from_url(settings.redis_url, socket_timeout=5)
         self.broker = make_broker(settings, client_id=name)
-        self.publisher = EventPublisher(settings.kafka_bootstrap_servers, client_id=name)
+        self.publisher = EventPublisher(settings, client_id=name)
         self.outbox = Outbox(f"/services/{name}", self.topics)
         self.tables: list[type[SQLModel]] = [OutboxMessage, InboxEntry, *tables]
         self.consumer: EventConsumer | None = None
@@ -318,7 +318,7 @@ class ServiceRuntime:
     async def _create_topics(self) -> None:
         try:
             await ensure_topics(
-                self.settings.kafka_bootstrap_servers,
+                self.settings,
                 self.topics,
                 partitions=self.settings.topic_partitions,
                 replication=self.settings.topic_replication,

@@ -1,16 +1,19 @@
 """Settings every service reads the same way: Kafka, Redis, topics, its database and HTTP port."""
 
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from esim_schemas import events
 from pydantic import (
     AfterValidator,
     AliasChoices,
+    BeforeValidator,
     Field,
     SecretStr,
     ValidationError,
     ValidationInfo,
     create_model,
+    field_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -69,21 +72,215 @@ KeySetting = Annotated[SecretStr, AfterValidator(_long_enough)]
 """A setting holding a key (signing, sealing): at least 32 characters, never shown."""
 
 
-class ServiceSettings(BaseSettings):
-    """Base of each service's settings; subclasses set `env_prefix` (e.g. `BILLING_`).
+def _upper(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.strip().upper() or None
+    return value
 
-    Kafka and Redis addresses are shared by every service, so they are read from unprefixed
-    variables (`KAFKA_BOOTSTRAP_SERVERS`, `REDIS_URL`).
+
+def _unset_if_empty(value: Any) -> Any:
+    # A variable set to "" (a manifest's empty placeholder) means "not set".
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+OptionalFile = Annotated[Path | None, BeforeValidator(_unset_if_empty)]
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name.upper())
+
+
+class KafkaSettings(BaseSettings):
+    """How every Kafka client of the platform reaches the brokers: address, TLS and SASL.
+
+    Read from unprefixed variables (`KAFKA_...`), the same for each service, the dead-letter
+    tools and `esimctl`. PLAINTEXT is the local run's default; a cluster shared with carriers
+    is reached with `SASL_SSL` (deploy/README.md says what each must be in production).
+    A combination that cannot work is refused when the settings are read, naming the setting.
     """
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:9092",
-        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS"),
+        validation_alias=_env("kafka_bootstrap_servers"),
         description="Kafka bootstrap servers, comma separated host:port",
         pattern=r"^[^\s,]+:\d+(,[^\s,]+:\d+)*$",
     )
+    kafka_security_protocol: Annotated[SecurityProtocol, BeforeValidator(_upper)] = Field(
+        "PLAINTEXT",
+        validation_alias=_env("kafka_security_protocol"),
+        description="PLAINTEXT (local run only), SSL (TLS, optionally a client certificate), "
+        "SASL_PLAINTEXT (SASL without TLS: never across a network) or SASL_SSL (production)",
+    )
+    kafka_sasl_mechanism: Annotated[SaslMechanism | None, BeforeValidator(_upper)] = Field(
+        None,
+        validation_alias=_env("kafka_sasl_mechanism"),
+        validate_default=True,
+        description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; required with SASL_*, refused without",
+    )
+    kafka_sasl_username: Annotated[str | None, BeforeValidator(_unset_if_empty)] = Field(
+        None,
+        validation_alias=_env("kafka_sasl_username"),
+        validate_default=True,
+        max_length=256,
+        description="the SASL user; required with SASL_*",
+    )
+    kafka_sasl_password: Annotated[SecretStr | None, BeforeValidator(_unset_if_empty)] = Field(
+        None,
+        validation_alias=_env("kafka_sasl_password"),
+        description="the SASL user's password; never logged. Or KAFKA_SASL_PASSWORD_FILE",
+    )
+    kafka_sasl_password_file: OptionalFile = Field(
+        None,
+        validation_alias=_env("kafka_sasl_password_file"),
+        validate_default=True,
+        description="a file holding the SASL password (e.g. a mounted Secret); its trailing "
+        "newline is not part of it",
+    )
+    kafka_ssl_ca_file: OptionalFile = Field(
+        None,
+        validation_alias=_env("kafka_ssl_ca_file"),
+        validate_default=True,
+        description="PEM file of the CA(s) the brokers' certificates are checked against; "
+        "unset: the system's trust store. Only with SSL or SASL_SSL",
+    )
+    kafka_ssl_cert_file: OptionalFile = Field(
+        None,
+        validation_alias=_env("kafka_ssl_cert_file"),
+        validate_default=True,
+        description="PEM client certificate (chain) for brokers that require one (mutual TLS); "
+        "with KAFKA_SSL_KEY_FILE",
+    )
+    kafka_ssl_key_file: OptionalFile = Field(
+        None,
+        validation_alias=_env("kafka_ssl_key_file"),
+        validate_default=True,
+        description="PEM private key of the client certificate; with KAFKA_SSL_CERT_FILE",
+    )
+    kafka_ssl_key_password: Annotated[SecretStr | None, BeforeValidator(_unset_if_empty)] = Field(
+        None,
+        validation_alias=_env("kafka_ssl_key_password"),
+        validate_default=True,
+        description="the password of an encrypted KAFKA_SSL_KEY_FILE; never logged",
+    )
+
+    @property
+    def kafka_uses_tls(self) -> bool:
+        """Whether the clients speak TLS to the brokers."""
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def kafka_uses_sasl(self) -> bool:
+        """Whether the clients authenticate with SASL."""
+        return self.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    def kafka_password(self) -> str | None:
+        """The SASL password, from the setting or its file; None without SASL."""
+        if self.kafka_sasl_password_file is not None:
+            return self.kafka_sasl_password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        if self.kafka_sasl_password is not None:
+            return self.kafka_sasl_password.get_secret_value()
+        return None
+
+    @staticmethod
+    def _protocol(info: ValidationInfo) -> str | None:
+        protocol: str | None = info.data.get("kafka_security_protocol")
+        return protocol  # None: the protocol itself is invalid and reported on its own
+
+    @field_validator("kafka_sasl_mechanism", "kafka_sasl_username")
+    @classmethod
+    def _sasl_setting(cls, value: str | None, info: ValidationInfo) -> str | None:
+        protocol = cls._protocol(info)
+        if protocol is None:
+            return value
+        sasl = protocol.startswith("SASL_")
+        if sasl and value is None:
+            raise ValueError(f"required with KAFKA_SECURITY_PROTOCOL={protocol}")
+        if not sasl and value is not None:
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={protocol} uses no SASL: set it to SASL_SSL "
+                "(or SASL_PLAINTEXT) or unset this"
+            )
+        return value
+
+    @field_validator("kafka_sasl_password_file")
+    @classmethod
+    def _one_password(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        protocol = cls._protocol(info)
+        password = info.data.get("kafka_sasl_password")
+        if value is not None and password is not None:
+            raise ValueError("set KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE, not both")
+        if protocol is None:
+            return value
+        given = value is not None or password is not None
+        if protocol.startswith("SASL_") and not given:
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={protocol} needs the password: set "
+                "KAFKA_SASL_PASSWORD_FILE (or KAFKA_SASL_PASSWORD)"
+            )
+        if not protocol.startswith("SASL_") and given:
+            raise ValueError(
+                f"a SASL password is set, but KAFKA_SECURITY_PROTOCOL={protocol} uses no SASL"
+            )
+        if value is not None:
+            _readable(value)
+            if not value.read_text(encoding="utf-8").rstrip("\r\n"):
+                raise ValueError(f"the file {str(value)!r} is empty")
+        return value
+
+    @field_validator("kafka_ssl_ca_file", "kafka_ssl_cert_file", "kafka_ssl_key_file")
+    @classmethod
+    def _tls_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        protocol = cls._protocol(info)
+        if value is None:
+            return value
+        if protocol is not None and protocol not in ("SSL", "SASL_SSL"):
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={protocol} uses no TLS: set it to SSL or SASL_SSL "
+                "or unset this"
+            )
+        return _readable(value)
+
+    @field_validator("kafka_ssl_key_file")
+    @classmethod
+    def _key_with_cert(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        cert = info.data.get("kafka_ssl_cert_file")
+        if (value is None) != (cert is None) and "kafka_ssl_cert_file" in info.data:
+            missing = "KAFKA_SSL_KEY_FILE" if value is None else "KAFKA_SSL_CERT_FILE"
+            raise ValueError(f"a client certificate needs both files: set {missing} too")
+        return value
+
+    @field_validator("kafka_ssl_key_password")
+    @classmethod
+    def _password_with_key(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None and info.data.get("kafka_ssl_key_file") is None:
+            raise ValueError("only with KAFKA_SSL_KEY_FILE (the key it unlocks)")
+        return value
+
+
+def _readable(path: Path) -> Path:
+    if not path.is_file():
+        raise ValueError(f"no such file {str(path)!r}")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as error:
+        raise ValueError(f"cannot read {str(path)!r}: {error.strerror}") from None
+    return path
+
+
+class ServiceSettings(KafkaSettings):
+    """Base of each service's settings; subclasses set `env_prefix` (e.g. `BILLING_`).
+
+    Kafka and Redis addresses are shared by every service, so they are read from unprefixed
+    variables (`KAFKA_BOOTSTRAP_SERVERS`, `KAFKA_SECURITY_PROTOCOL`, ..., `REDIS_URL`).
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("REDIS_URL"),
@@ -178,9 +375,16 @@ def load_settings(model: type[SettingsT]) -> SettingsT:
             if isinstance(info.validation_alias, AliasChoices)
             for choice in info.validation_alias.choices
         }
+        # A validator's error on an aliased field is located by the field's name instead.
+        aliased = {
+            field: str(info.validation_alias.choices[0])
+            for field, info in model.model_fields.items()
+            if isinstance(info.validation_alias, AliasChoices)
+        }
         lines = []
         for item in error.errors(include_input=False, include_url=False):
             field = str(item["loc"][0]) if item["loc"] else "?"
+            field = aliased.get(field, field)
             # An aliased field's error is located by the alias: the variable's own name.
             name = (field if field in aliases else prefix + field).upper()
             lines.append(f"  {name}: {item['msg']}")

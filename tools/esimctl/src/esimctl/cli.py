@@ -3,14 +3,14 @@ list payments still unknown or not captured in time, reconcile billing with the 
 
 Sagas and outboxes go through the services' operator APIs with the operator token (see
 `esimctl.client`); dead letters are Kafka topics no service owns, so `dlq` reads and writes the
-broker itself (`KAFKA_BOOTSTRAP_SERVERS`, through `esim_core.messaging.dlq`). Every failure is one
+broker itself (`KAFKA_BOOTSTRAP_SERVERS` and, for a secured cluster, the services' other
+`KAFKA_...` settings: TLS and SASL; through `esim_core.messaging.dlq`). Every failure is one
 sentence on stderr and a non-zero exit status: 1 for an error, 2 for a wrong argument.
 """
 
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -19,7 +19,8 @@ from uuid import UUID
 import typer
 from aiokafka.errors import KafkaError
 from esim_core.messaging import dlq
-from esim_core.settings import Topics
+from esim_core.messaging.kafka import KafkaAccessRefused, check_access, ssl_context
+from esim_core.settings import KafkaSettings, SettingsError, Topics, load_settings
 
 from esimctl.client import SERVICES, CtlError, Operator, operator_from_env
 
@@ -394,21 +395,35 @@ def payments_reconcile(
 # dlq --------------------------------------------------------------------------------------------
 
 
-def _bootstrap() -> str:
-    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+def _kafka_settings() -> KafkaSettings:
+    """The `KAFKA_...` settings, as the services read them; a wrong one is one sentence."""
+    try:
+        settings = load_settings(KafkaSettings)
+        ssl_context(settings)  # a CA or client certificate that cannot be loaded is said now
+    except SettingsError as error:
+        raise _fail(str(error).replace("\n", " ").replace("   ", " ")) from None
+    return settings
 
 
-def _kafka(action: Callable[[str], Awaitable[T]], timeout_s: float = 60.0) -> T:
-    bootstrap = _bootstrap()
+def _kafka(action: Callable[[KafkaSettings], Awaitable[T]], timeout_s: float = 60.0) -> T:
+    settings = _kafka_settings()
+    bootstrap = settings.kafka_bootstrap_servers
 
     async def bounded() -> T:
         async with asyncio.timeout(timeout_s):
-            return await action(bootstrap)
+            # A wrong login or an untrusted certificate is named, not retried until the timeout.
+            await check_access(settings, timeout_s=min(10.0, timeout_s))
+            return await action(settings)
 
     try:
         return asyncio.run(bounded())
+    except KafkaAccessRefused as error:
+        raise _fail(str(error)) from None
     except TimeoutError:
-        raise _fail(f"Kafka at {bootstrap} did not answer within {timeout_s:g} s") from None
+        raise _fail(
+            f"Kafka at {bootstrap} did not answer within {timeout_s:g} s (is "
+            f"KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} what it speaks?)"
+        ) from None
     except (KafkaError, OSError) as error:
         raise _fail(
             f"Kafka is not reachable at {bootstrap} ({error}); set KAFKA_BOOTSTRAP_SERVERS"
@@ -419,7 +434,7 @@ def _topic(topic: str) -> str:
     if topic.endswith(".dlq"):
         raise _fail(f"name the original topic, not its dead-letter topic: {topic[:-4]}", 2)
     known = set(Topics().model_dump().values())
-    if topic not in known and not _kafka(lambda servers: dlq.topic_exists(servers, topic)):
+    if topic not in known and not _kafka(lambda kafka: dlq.topic_exists(kafka, topic)):
         raise _fail(f"no topic {topic!r} (the contract's are: {', '.join(sorted(known))})", 2)
     return topic
 
@@ -439,7 +454,7 @@ def _redact(value: Any) -> Any:
 def dlq_list(topic: TopicArg, as_json: JsonOption = False) -> None:
     """The dead letters of a topic, oldest first, with the error that put each there."""
     name = _topic(topic)
-    found = _kafka(lambda servers: dlq.list_dead_letters(servers, name))
+    found = _kafka(lambda kafka: dlq.list_dead_letters(kafka, name))
     if as_json:
         _print_json(found)
         return
@@ -467,7 +482,7 @@ def dlq_show(
         partition, offset = (int(part) for part in position.split(":", 1))
     except ValueError:
         raise _fail(f"{position!r} is not <partition>:<offset> (e.g. 0:12)", 2) from None
-    found = _kafka(lambda servers: dlq.read_dead_letter(servers, name, partition, offset))
+    found = _kafka(lambda kafka: dlq.read_dead_letter(kafka, name, partition, offset))
     if found is None:
         raise _fail(f"no dead letter at {position} on {name}.dlq")
     value: Any
@@ -486,7 +501,7 @@ def dlq_replay(
 ) -> None:
     """Publish dead letters back to their topic, each once (consumer group `dlq-replay`)."""
     name = _topic(topic)
-    count = _kafka(lambda servers: dlq.replay(servers, name, limit), timeout_s=300)
+    count = _kafka(lambda kafka: dlq.replay(kafka, name, limit), timeout_s=300)
     typer.echo(f"replayed {count} dead letter(s) from {name}.dlq to {name}")
 
 
@@ -526,4 +541,5 @@ def main() -> None:
     """The `esimctl` entry point."""
     # aiokafka logs each failed connection itself; the command says it once, in a sentence.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    logging.getLogger("esim_core.messaging.kafka").setLevel(logging.CRITICAL)
     app()

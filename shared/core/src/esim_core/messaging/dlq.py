@@ -1,6 +1,7 @@
 """Dead letters: list what is on `<topic>.dlq`, read one, and replay them to their topic.
 
 `esimctl dlq list|show|replay <topic>` is the operator command; this module is its library.
+Its clients connect as the services' do (`KafkaSettings`: TLS and SASL included).
 
 Replay publishes each dead letter, unchanged, back to the topic it came from and commits its
 position in the consumer group `dlq-replay`, so a dead letter is replayed once; a fixed consumer
@@ -11,6 +12,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from esim_core.messaging.kafka import client_options
+from esim_core.settings import KafkaSettings
 
 
 async def _start(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
@@ -26,8 +30,8 @@ def _headers(record: Any) -> dict[str, str]:
     return {name: value.decode("utf-8", "replace") for name, value in record.headers or ()}
 
 
-async def _dlq_partitions(bootstrap: str, dlq: str) -> list[TopicPartition]:
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+async def _dlq_partitions(kafka: KafkaSettings, dlq: str) -> list[TopicPartition]:
+    probe = AIOKafkaConsumer(**client_options(kafka))
     await _start(probe)
     try:
         if dlq not in await probe.topics():
@@ -35,7 +39,7 @@ async def _dlq_partitions(bootstrap: str, dlq: str) -> list[TopicPartition]:
     finally:
         await probe.stop()
     # Subscribing without a group assigns every partition and fetches their metadata.
-    reader = AIOKafkaConsumer(dlq, bootstrap_servers=bootstrap, enable_auto_commit=False)
+    reader = AIOKafkaConsumer(dlq, **client_options(kafka), enable_auto_commit=False)
     await _start(reader)
     try:
         return sorted(reader.assignment(), key=lambda tp: tp.partition)
@@ -56,13 +60,13 @@ async def _read_until_end(
                     yield record
 
 
-async def list_dead_letters(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+async def list_dead_letters(kafka: KafkaSettings, topic: str) -> list[dict[str, Any]]:
     """Every dead letter of a topic, oldest first, with its error headers."""
-    assigned = await _dlq_partitions(bootstrap, f"{topic}.dlq")
+    assigned = await _dlq_partitions(kafka, f"{topic}.dlq")
     if not assigned:
         return []
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        **client_options(kafka), enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await _start(consumer)
     found: list[dict[str, Any]] = []
@@ -84,9 +88,9 @@ async def list_dead_letters(bootstrap: str, topic: str) -> list[dict[str, Any]]:
         await consumer.stop()
 
 
-async def topic_exists(bootstrap: str, topic: str) -> bool:
+async def topic_exists(kafka: KafkaSettings, topic: str) -> bool:
     """Whether the broker knows the topic."""
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    probe = AIOKafkaConsumer(**client_options(kafka))
     await _start(probe)
     try:
         return topic in await probe.topics()
@@ -95,14 +99,14 @@ async def topic_exists(bootstrap: str, topic: str) -> bool:
 
 
 async def read_dead_letter(
-    bootstrap: str, topic: str, partition: int, offset: int
+    kafka: KafkaSettings, topic: str, partition: int, offset: int
 ) -> dict[str, Any] | None:
     """One dead letter of a topic, with its headers and raw value; None if there is none there."""
-    assigned = await _dlq_partitions(bootstrap, f"{topic}.dlq")
+    assigned = await _dlq_partitions(kafka, f"{topic}.dlq")
     wanted = TopicPartition(f"{topic}.dlq", partition)
     if wanted not in assigned:
         return None
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False)
     await _start(consumer)
     try:
         consumer.assign([wanted])
@@ -128,22 +132,22 @@ async def read_dead_letter(
         await consumer.stop()
 
 
-async def replay(bootstrap: str, topic: str, limit: int | None = None) -> int:
+async def replay(kafka: KafkaSettings, topic: str, limit: int | None = None) -> int:
     """Publish not-yet-replayed dead letters back to their original topic; returns how many.
 
     Only what was on the dead-letter topic when the replay began is replayed, so a message
     that fails again (and is dead-lettered again) is not replayed in a loop.
     """
-    assigned = await _dlq_partitions(bootstrap, f"{topic}.dlq")
+    assigned = await _dlq_partitions(kafka, f"{topic}.dlq")
     if not assigned:
         return 0
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **client_options(kafka),
         group_id="dlq-replay",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**client_options(kafka), acks="all", enable_idempotence=True)
     await _start(consumer)
     await _start(producer)
     replayed = 0

@@ -1,13 +1,186 @@
-"""The Kafka side: the broker every service consumes with, and the producer it publishes with."""
+"""The Kafka side: how every client connects (TLS, SASL), the broker every service consumes
+with, and the producer it publishes with.
+
+Every Kafka client of the platform (the services' consumers, producers and admin clients, the
+dead-letter tools, `esimctl`) is built from `client_options`, so one set of `KAFKA_...`
+settings (`esim_core.settings.KafkaSettings`) reaches a plaintext local broker and a cluster
+that asks for SASL over TLS alike.
+"""
 
 import asyncio
+import logging
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
 from faststream.kafka import KafkaBroker
+from faststream.security import (
+    BaseSecurity,
+    SASLPlaintext,
+    SASLScram256,
+    SASLScram512,
+)
 
-from esim_core.settings import ServiceSettings
+from esim_core.settings import KafkaSettings, ServiceSettings, SettingsError
+
+logger = logging.getLogger(__name__)
+
+
+def ssl_context(settings: KafkaSettings) -> ssl.SSLContext | None:
+    """The TLS context of the clients (None without TLS): the brokers' certificates checked
+    against `KAFKA_SSL_CA_FILE` (else the system's trust store), host names checked too, and
+    the client certificate where one is set.
+
+    Raises:
+        SettingsError: a file is not what its setting says (not PEM, a key that does not match
+            its certificate, a wrong key password); the message names the setting.
+    """
+    if not settings.kafka_uses_tls:
+        return None
+    try:
+        # The same defaults as aiokafka's `create_ssl_context`: verify the peer and its name.
+        context = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH,
+            cafile=str(settings.kafka_ssl_ca_file) if settings.kafka_ssl_ca_file else None,
+        )
+    except ssl.SSLError as error:
+        raise SettingsError(
+            f"KAFKA_SSL_CA_FILE: {settings.kafka_ssl_ca_file} holds no usable PEM certificate "
+            f"({error.reason or error})"
+        ) from None
+    if settings.kafka_ssl_cert_file is not None:
+        password = settings.kafka_ssl_key_password
+        try:
+            context.load_cert_chain(
+                str(settings.kafka_ssl_cert_file),
+                str(settings.kafka_ssl_key_file),
+                # A callable, so OpenSSL never prompts on a terminal for a missing password.
+                lambda: password.get_secret_value() if password is not None else "",
+            )
+        except ssl.SSLError as error:
+            raise SettingsError(
+                "KAFKA_SSL_CERT_FILE / KAFKA_SSL_KEY_FILE: the client certificate and key "
+                f"cannot be used together ({error.reason or error}); an encrypted key needs "
+                "KAFKA_SSL_KEY_PASSWORD"
+            ) from None
+    return context
+
+
+def client_options(settings: KafkaSettings) -> dict[str, Any]:
+    """The keyword arguments every aiokafka client (consumer, producer, admin) is built with:
+    the bootstrap servers, the security protocol, the TLS context and the SASL login."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers.split(","),
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    context = ssl_context(settings)
+    if context is not None:
+        options["ssl_context"] = context
+    if settings.kafka_uses_sasl:
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = settings.kafka_password()
+    return options
+
+
+def broker_security(settings: KafkaSettings) -> BaseSecurity | None:
+    """The same connection settings in FastStream's terms, for its `KafkaBroker`."""
+    context = ssl_context(settings)
+    if not settings.kafka_uses_sasl:
+        return BaseSecurity(ssl_context=context) if context is not None else None
+    kinds: dict[str, type[SASLPlaintext | SASLScram256 | SASLScram512]] = {
+        "PLAIN": SASLPlaintext,
+        "SCRAM-SHA-256": SASLScram256,
+        "SCRAM-SHA-512": SASLScram512,
+    }
+    kind = kinds[str(settings.kafka_sasl_mechanism)]
+    return kind(
+        username=str(settings.kafka_sasl_username),
+        password=settings.kafka_password() or "",
+        ssl_context=context,
+        use_ssl=settings.kafka_uses_tls,
+    )
+
+
+class KafkaAccessRefused(Exception):
+    """The brokers answered but refused these settings: a wrong login, mechanism or trust.
+
+    Its message names the settings to fix and holds no secret.
+    """
+
+
+async def check_access(settings: KafkaSettings, *, timeout_s: float = 10.0) -> None:
+    """Connect once to a bootstrap server as every client will, and say clearly what refused.
+
+    A wrong password, a mechanism the brokers do not offer or a certificate that is not trusted
+    would otherwise surface as aiokafka's "Unable to bootstrap" after retries; this names the
+    settings to fix. A broker that does not answer at all is only logged: the clients retry it
+    as they always do.
+
+    Raises:
+        KafkaAccessRefused: the brokers refused the login or the TLS handshake failed.
+    """
+    options = client_options(settings)
+    servers: list[str] = options.pop("bootstrap_servers")
+    options.pop("security_protocol")
+    protocol = settings.kafka_security_protocol
+    unreachable: list[str] = []
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        try:
+            async with asyncio.timeout(timeout_s):
+                connection = await create_conn(
+                    host,
+                    int(port),
+                    client_id="esim-access-check",
+                    request_timeout_ms=int(timeout_s * 1000),
+                    security_protocol=protocol,
+                    **options,
+                )
+        except SaslAuthenticationFailed as error:
+            raise KafkaAccessRefused(
+                f"Kafka at {server} refused the login of KAFKA_SASL_USERNAME="
+                f"{settings.kafka_sasl_username!r} with {settings.kafka_sasl_mechanism} "
+                f"({_said(error)}): check KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD "
+                "(or its _FILE)"
+            ) from None
+        except UnsupportedSaslMechanismError as error:
+            raise KafkaAccessRefused(
+                f"Kafka at {server} does not offer KAFKA_SASL_MECHANISM="
+                f"{settings.kafka_sasl_mechanism} ({_said(error)})"
+            ) from None
+        except ssl.SSLCertVerificationError as error:
+            raise KafkaAccessRefused(
+                f"the certificate of Kafka at {server} is not trusted "
+                f"({error.verify_message or error.reason}): check KAFKA_SSL_CA_FILE and that "
+                "KAFKA_BOOTSTRAP_SERVERS names the hosts the certificate is for"
+            ) from None
+        except ssl.SSLError as error:
+            raise KafkaAccessRefused(
+                f"the TLS handshake with Kafka at {server} failed ({error.reason or error}): "
+                f"is KAFKA_SECURITY_PROTOCOL={protocol} what that listener speaks?"
+            ) from None
+        except (TimeoutError, OSError, KafkaError) as error:
+            unreachable.append(f"{server} ({type(error).__name__}: {error})")
+            continue
+        connection.close()
+        return
+    logger.warning(
+        "Kafka did not answer with KAFKA_SECURITY_PROTOCOL=%s at %s; the clients keep trying "
+        "(a listener that speaks another protocol does not answer either)",
+        protocol,
+        ", ".join(unreachable),
+    )
+
+
+def _said(error: KafkaError) -> str:
+    # The broker's own sentence, where it gave one, else the error's name.
+    said = " ".join(str(arg) for arg in error.args if arg)
+    return said or type(error).__name__
 
 
 def make_broker(settings: ServiceSettings, client_id: str) -> KafkaBroker:
@@ -18,6 +191,7 @@ def make_broker(settings: ServiceSettings, client_id: str) -> KafkaBroker:
     """
     return KafkaBroker(
         settings.kafka_bootstrap_servers.split(","),
+        security=broker_security(settings),
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
@@ -46,8 +220,8 @@ class EventPublisher:
     across its own retries, so a batch can be sent at once and its acks awaited together.
     """
 
-    def __init__(self, bootstrap_servers: str, *, client_id: str) -> None:
-        self._bootstrap_servers = bootstrap_servers.split(",")
+    def __init__(self, settings: KafkaSettings, *, client_id: str) -> None:
+        self._settings = settings
         self._client_id = client_id
         self._producer: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
@@ -58,7 +232,7 @@ class EventPublisher:
             if self._producer is not None:
                 return
             producer = AIOKafkaProducer(
-                bootstrap_servers=self._bootstrap_servers,
+                **client_options(self._settings),
                 client_id=f"{self._client_id}-publisher",
                 acks="all",
                 enable_idempotence=True,

@@ -4,13 +4,14 @@ import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from esim_core.settings import Topics
+from esim_core.messaging.kafka import client_options
+from esim_core.settings import KafkaSettings, Topics
 
 logger = logging.getLogger(__name__)
 
 
 async def ensure_topics(
-    bootstrap_servers: str, topics: Topics, *, partitions: int = 3, replication: int = 1
+    kafka: KafkaSettings, topics: Topics, *, partitions: int = 3, replication: int = 1
 ) -> list[str]:
     """Create every contract topic and its `.dlq` that the cluster does not have yet.
 
@@ -20,7 +21,7 @@ async def ensure_topics(
     wanted = set()
     for name in topics.model_dump().values():
         wanted.update({name, f"{name}.dlq"})
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","))
+    admin = AIOKafkaAdminClient(**client_options(kafka))
     await admin.start()
     try:
         missing = sorted(wanted - set(await admin.list_topics()))

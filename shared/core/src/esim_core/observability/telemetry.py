@@ -23,8 +23,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from esim_core.clock import as_utc, utcnow
 from esim_core.duework.loop import DueLoop
+from esim_core.messaging.kafka import client_options
 from esim_core.messaging.outbox import OutboxMessage
 from esim_core.persistence.db import Database
+from esim_core.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
 
@@ -141,17 +143,18 @@ class KafkaGauges:
     metadata requests, and nothing is left open when the service stops.
     """
 
-    def __init__(self, bootstrap: str, service: str, topics: Callable[[], Sequence[str]]) -> None:
-        self.bootstrap = bootstrap
+    def __init__(
+        self, kafka: KafkaSettings, service: str, topics: Callable[[], Sequence[str]]
+    ) -> None:
+        self.kafka = kafka
         self.service = service
         self.topics = topics
 
     async def refresh(self) -> None:
         """Set `esim_consumer_lag` and `esim_dead_letters_waiting` for each topic."""
-        servers = self.bootstrap.split(",")
-        admin = AIOKafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=3000)
+        admin = AIOKafkaAdminClient(**client_options(self.kafka), request_timeout_ms=3000)
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=servers, enable_auto_commit=False, request_timeout_ms=3000
+            **client_options(self.kafka), enable_auto_commit=False, request_timeout_ms=3000
         )
         try:
             await admin.start()
@@ -210,7 +213,7 @@ def scrape_gauges(runtime: Any) -> ScrapeGauges:
     if runtime.due_loops:
         gauges.add("due-work", due_work_gauges(runtime.database, runtime.name, runtime.due_loops))
     kafka = KafkaGauges(
-        runtime.settings.kafka_bootstrap_servers,
+        runtime.settings,
         runtime.name,
         lambda: list(runtime.consumer.topics) if runtime.consumer is not None else [],
     )

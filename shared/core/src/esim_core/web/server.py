@@ -1,5 +1,6 @@
 """Serving a service's app: uvicorn until a stop signal, and an exit within the stop bound."""
 
+import asyncio
 import logging
 import os
 import signal
@@ -9,7 +10,8 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-from esim_core.settings import ServiceSettings
+from esim_core.messaging.kafka import KafkaAccessRefused, check_access
+from esim_core.settings import ServiceSettings, SettingsError
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +22,9 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
     uvicorn stops taking requests, lets those in flight finish, then runs the lifespan's
     shutdown (`ServiceRuntime.stop`). Should anything hang past `stop_timeout_s` plus a short
     grace, a watchdog thread ends the process: everything it left is durable and redone.
+
+    Raises:
+        SettingsError: the Kafka brokers refuse the settings (`refuse_unless_kafka_accepts`).
     """
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO"),
@@ -27,6 +32,7 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
     )
     # aiosqlite logs every call with its arguments at DEBUG, tokens included.
     logging.getLogger("aiosqlite").setLevel(max(logging.INFO, logging.getLogger().level))
+    refuse_unless_kafka_accepts(settings)
     config = uvicorn.Config(
         app,
         host=settings.http_host,
@@ -35,6 +41,23 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         timeout_graceful_shutdown=max(1, int(settings.stop_timeout_s / 4)),
     )
     BoundedServer(config, settings.stop_timeout_s + 3.0).run()
+
+
+def refuse_unless_kafka_accepts(settings: ServiceSettings) -> None:
+    """Stop before anything starts when the brokers refuse the login or the TLS handshake.
+
+    Without this a wrong password shows as a startup failure deep in a client's retries; a
+    process that exits with the setting to fix is what an operator (and a pod's restarts) can
+    act on. A broker that does not answer yet is left to the clients' own retries.
+
+    Raises:
+        SettingsError: the brokers refused; the message names the settings to check.
+    """
+    try:
+        asyncio.run(check_access(settings))
+    except KafkaAccessRefused as error:
+        logger.error("refusing to start: %s", error)
+        raise SettingsError(f"refusing to start: {error}") from None
 
 
 class BoundedServer(uvicorn.Server):
