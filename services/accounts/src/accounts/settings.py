@@ -1,8 +1,10 @@
 """Accounts settings, read from `ACCOUNTS_*` environment variables."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
-from esim_core.sealing import ResetCodeKeySettings
+from esim_core.production import LocalDefault, demo_secret
+from esim_core.sealing import DEV_RESET_CODE_KEY, ResetCodeKeySettings
 from esim_core.settings import KeySetting, ServiceSettings
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -11,6 +13,8 @@ from accounts.identity.limits import Rate, RateSetting
 from accounts.lifecycle.rules import DAY_S, DurationSetting, LeadsSetting
 
 DEV_JWT_SECRET = "local-development-only-secret-change-me"
+#: The demo card inventory of the local run: its activation codes are in the repository.
+DEMO_CARDS_CSV = Path("deploy/local/cards.csv")
 
 
 class AccountsSettings(ServiceSettings, ResetCodeKeySettings):
@@ -111,9 +115,28 @@ class AccountsSettings(ServiceSettings, ResetCodeKeySettings):
         True, description="add the promotions of the local run (WELCOME10) at start"
     )
     cards_csv: Path | None = Field(
-        Path("deploy/local/cards.csv"),
+        DEMO_CARDS_CSV,
         description="card inventory to import at start (iccid,activation_code); empty to skip",
     )
+
+    def local_defaults(self) -> Iterator[LocalDefault]:
+        """The settings that keep a local run's value (refused in production at start)."""
+        yield from demo_secret("ACCOUNTS_JWT_SECRET", self.jwt_secret, DEV_JWT_SECRET)
+        yield from demo_secret("RESET_CODE_KEY", self.reset_code_key, DEV_RESET_CODE_KEY)
+        if self.seed_promotions:
+            yield LocalDefault(
+                "ACCOUNTS_SEED_PROMOTIONS",
+                "would add the local run's promotions (WELCOME10) for every customer; set it "
+                "to false and create promotions with esimctl",
+            )
+        if self.cards_csv is not None and self.cards_csv.as_posix().endswith(
+            DEMO_CARDS_CSV.as_posix()
+        ):
+            yield LocalDefault(
+                "ACCOUNTS_CARDS_CSV",
+                "imports the demo cards, whose activation codes are public; give the "
+                "environment's inventory or leave it empty",
+            )
 
     @field_validator("cards_csv", mode="before")
     @classmethod
