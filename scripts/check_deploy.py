@@ -58,6 +58,10 @@ class ServiceFacts:
     env: set[str]
     port: int
     partitions_default: int
+    #: Seconds a stop may take before the process ends itself (stop timeout + watchdog grace).
+    stop_bound_s: float
+    #: PostgreSQL connections one process keeps (its pool size; no overflow), 0 for none.
+    pool_default: int = 0
     topics: list[str] = field(default_factory=list)
     #: A frontend (the website): HTTP only, no operator token, no consumer group to scale on.
     frontend: bool = False
@@ -97,14 +101,17 @@ def _facts() -> dict[str, ServiceFacts]:
     from accounts.settings import AccountsSettings
     from billing import bootstrap as billing
     from billing.settings import BillingSettings
+    from esim_core.production import RunSettings
     from esim_core.settings import Topics
     from esim_core.web.operator import OperatorSettings
+    from esim_core.web.server import STOP_WATCHDOG_GRACE_S
     from notifier import bootstrap as notifier
     from notifier.settings import NotifierSettings
     from provisioning import bootstrap as provisioning
     from provisioning.settings import ProvisioningSettings
 
-    shared = env_names(OperatorSettings) | env_names(Topics) | PROCESS_ENV
+    run = env_names(RunSettings)
+    shared = env_names(OperatorSettings) | env_names(Topics) | run | PROCESS_ENV
     wiring: dict[str, tuple[Any, type[BaseSettings]]] = {
         "accounts": (accounts, AccountsSettings),
         "billing": (billing, BillingSettings),
@@ -126,6 +133,8 @@ def _facts() -> dict[str, ServiceFacts]:
                 env=env_names(model) | shared,
                 port=settings.http_port,  # type: ignore[attr-defined]
                 partitions_default=settings.topic_partitions,  # type: ignore[attr-defined]
+                stop_bound_s=settings.stop_timeout_s + STOP_WATCHDOG_GRACE_S,  # type: ignore[attr-defined]
+                pool_default=settings.database_pool_size,  # type: ignore[attr-defined]
                 topics=list(consumer.topics) if consumer is not None else [],
             )
             asyncio.run(_close(built))
@@ -135,9 +144,10 @@ def _facts() -> dict[str, ServiceFacts]:
     facts["web"] = ServiceFacts(
         name="web",
         prefix="WEB_",
-        env=env_names(WebSettings) | PROCESS_ENV,
+        env=env_names(WebSettings) | run | PROCESS_ENV,
         port=web.http_port,
         partitions_default=0,
+        stop_bound_s=web.stop_timeout_s + STOP_WATCHDOG_GRACE_S,
         frontend=True,
     )
     return facts
@@ -296,6 +306,19 @@ def workspace_members() -> list[Path]:
 
 # compose ----------------------------------------------------------------------------------------
 
+#: A compose duration (`30s`, `1m30s`, `500ms`): the Compose Specification's units.
+DURATION = r"^(\d+(\.\d+)?(us|ms|s|m|h))+$"
+_DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_s(text: str) -> float:
+    """Seconds of a compose duration such as `1m30s` (already matched against DURATION)."""
+    return sum(
+        float(number) * _DURATION_UNITS[unit]
+        for number, unit in re.findall(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)", text)
+    )
+
+
 #: The part of the Compose Specification's schema this project uses; unknown keys are errors.
 COMPOSE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -326,6 +349,7 @@ COMPOSE_SCHEMA: dict[str, Any] = {
                         },
                     },
                     "hostname": {"type": "string"},
+                    "stop_grace_period": {"type": "string", "pattern": DURATION},
                     "restart": {"enum": ["no", "always", "on-failure", "unless-stopped"]},
                     "command": {"type": "array", "items": {"type": "string"}},
                     "ports": {"type": "array", "items": {"type": "string"}},
@@ -384,6 +408,13 @@ def check_compose(path: Path, facts: dict[str, ServiceFacts]) -> list[str]:
     volumes = set(document.get("volumes") or {})
     for name, spec in services.items():
         where = f"{path.name}: {name}"
+        for port in spec.get("ports", []):
+            if not str(port).startswith("127.0.0.1:"):
+                problems.append(
+                    f"{where}: publishes {port} on every address; bind it to 127.0.0.1 "
+                    "(e.g. 127.0.0.1:8000:8000)"
+                )
+        problems += _check_kafka_data(where, spec, volumes)
         build = spec.get("build")
         if build is not None:
             dockerfile = path.parent / build["context"] / build.get("dockerfile", "Dockerfile")
@@ -415,12 +446,40 @@ def check_compose(path: Path, facts: dict[str, ServiceFacts]) -> list[str]:
         published = [port.rsplit(":", 1)[-1] for port in spec.get("ports", [])]
         if published != [str(fact.port)]:
             problems.append(f"{where}: publishes {published}, the service listens on {fact.port}")
-        for variable in spec.get("environment") or {}:
+        environment = spec.get("environment") or {}
+        for variable in environment:
             if variable not in fact.env:
                 problems.append(f"{where}: {variable} is not a setting of {name}")
+        if environment.get("ESIM_ENV") != "local":
+            problems.append(
+                f"{where}: no ESIM_ENV: local (compose is a local run: with its demo secrets "
+                "and sandboxes the service would refuse to start)"
+            )
+        grace = spec.get("stop_grace_period")
+        if grace is None or duration_s(grace) <= fact.stop_bound_s:
+            problems.append(
+                f"{where}: stop_grace_period {grace or '10s (the default)'} must exceed the "
+                f"service's stop bound, {fact.stop_bound_s:g} s (STOP_TIMEOUT_S + the "
+                "watchdog's grace), or Docker kills it mid-stop"
+            )
         if not fact.frontend and "OPERATOR_TOKEN" not in (spec.get("environment") or {}):
             problems.append(f"{where}: no OPERATOR_TOKEN (the service would not start)")
     return problems
+
+
+def _check_kafka_data(where: str, spec: dict[str, Any], volumes: set[str]) -> list[str]:
+    """A Kafka broker's log folder must be on a named volume, or `down` loses every event."""
+    log_dirs = (spec.get("environment") or {}).get("KAFKA_LOG_DIRS")
+    if not str(spec.get("image", "")).startswith("apache/kafka"):
+        return []
+    mounted = {
+        volume.split(":")[1]: volume.split(":")[0]
+        for volume in spec.get("volumes", [])
+        if volume.count(":") >= 1
+    }
+    if log_dirs is None or mounted.get(str(log_dirs)) not in volumes:
+        return [f"{where}: KAFKA_LOG_DIRS must be set and mounted from a named volume"]
+    return []
 
 
 # Kubernetes -------------------------------------------------------------------------------------

@@ -32,6 +32,15 @@ def test_the_facts_come_from_the_code(facts: dict[str, check.ServiceFacts]) -> N
         facts["billing"].env
     )
     assert "ACCOUNTS_JWT_SECRET" not in facts["billing"].env
+    assert "ESIM_ENV" in facts["billing"].env and "ESIM_ENV" in facts["web"].env
+    assert facts["billing"].stop_bound_s == 18.0  # 15 s stop timeout + the watchdog's 3 s
+    assert facts["billing"].pool_default == 20
+
+
+def test_a_compose_duration_is_read_in_seconds() -> None:
+    assert check.duration_s("30s") == 30.0
+    assert check.duration_s("1m30s") == 90.0
+    assert check.duration_s("1500ms") == 1.5
 
 
 def edited(tmp_path: Path, source: Path, old: str, new: str) -> Path:
@@ -69,10 +78,17 @@ def test_dockerfile_rules_fail(tmp_path: Path, old: str, new: str, expected: str
     ("old", "new", "expected"),
     [
         ("BILLING_STRIPE_BASE_URL:", "BILLING_STRIPE_BASE_ADDRESS:", "not a setting"),
-        ('"8001:8001"', '"8001:8011"', "listens on 8001"),
+        ('"127.0.0.1:8001:8001"', '"127.0.0.1:8001:8011"', "listens on 8001"),
         ('        PORT: "8002"', '        PORT: "8012"', "PORT=8002"),
         ("    restart: unless-stopped\n    command:", "    restrt: no\n    command:", "restrt"),
         ("- mail:/app/var/mail", "- letters:/app/var/mail", "not declared"),
+        ('"127.0.0.1:8001:8001"', '"8001:8001"', "publishes 8001:8001 on every address"),
+        ('"127.0.0.1:8010:8010"', '"0.0.0.0:8010:8010"', "on every address"),
+        ("  stop_grace_period: 30s\n", "", "stop_grace_period 10s (the default) must exceed"),
+        ("  stop_grace_period: 30s\n", "  stop_grace_period: 15s\n", "stop bound, 18 s"),
+        ("  stop_grace_period: 30s\n", "  stop_grace_period: soon\n", "does not match"),
+        ("  ESIM_ENV: local\n", "", "no ESIM_ENV: local"),
+        ("- kafka-data:/var/lib/kafka/data", "- /tmp/kafka:/var/lib/kafka/data", "KAFKA_LOG_DIRS"),
     ],
 )
 def test_compose_rules_fail(
