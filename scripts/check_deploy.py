@@ -22,6 +22,7 @@ has no operator token, no topics and so no ScaledObject (it scales by a fixed re
 import asyncio
 import glob
 import logging
+import math
 import re
 import shlex
 import sys
@@ -34,6 +35,7 @@ from typing import Any
 
 import jsonschema
 import yaml
+from esim_core.persistence.db import POOL_OVERFLOW
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
@@ -659,7 +661,12 @@ def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
     for key in esim_config[1]["data"] if esim_config else {}:
         if key not in all_env:
             problems.append(f"configmap.yaml: {key} is not a setting of any service")
+    config_data: dict[str, str] = esim_config[1]["data"] if esim_config else {}
+    if config_data.get("ESIM_ENV", "production") != "production":
+        problems.append("configmap.yaml: ESIM_ENV must be production (or unset) in the cluster")
     partitions: dict[str, int] = {}
+    #: Per service with a database: (pods at the most, connections each).
+    connections: dict[str, tuple[int, int]] = {}
     for name, fact in facts.items():
         deployment = by_kind.get("Deployment", {}).get(name)
         if deployment is None:
@@ -671,6 +678,10 @@ def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
             e["name"]: e.get("value")
             for e in doc["spec"]["template"]["spec"]["containers"][0].get("env", [])
         }
+        if env.get("ESIM_ENV", "production") != "production":
+            problems.append(f"{file}: Deployment {name}: ESIM_ENV must be production (or unset)")
+        if name == "accounts":
+            problems += _check_password_memory(file, doc, {**config_data, **env})
         service = by_kind.get("Service", {}).get(name)
         if service is None:
             problems.append(f"no Service {name}")
@@ -689,12 +700,105 @@ def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
             problems.append(f"no ScaledObject {name}")
         else:
             problems += _check_scaled(scaled[0], scaled[1], fact, partitions[name])
+            pool = env.get(f"{fact.prefix}DATABASE_POOL_SIZE") or config_data.get(
+                f"{fact.prefix}DATABASE_POOL_SIZE"
+            )
+            most = int(scaled[1]["spec"]["maxReplicaCount"])
+            connections[name] = (
+                most + _surge(doc, most),
+                (int(pool) if pool else fact.pool_default) + POOL_OVERFLOW,
+            )
     if len(set(partitions.values())) > 1:
         problems.append(
             "the services would create topics with different partition counts "
             f"({partitions}): the first to start decides; give them one <SERVICE>_TOPIC_PARTITIONS"
         )
+    if esim_config is not None:
+        problems += _check_connections(esim_config[1], connections)
     return problems
+
+
+#: The esim-config ConfigMap's annotations stating the PostgreSQL server's limits.
+MAX_CONNECTIONS = "esim-platform/postgres-max-connections"
+RESERVED_CONNECTIONS = "esim-platform/postgres-reserved-connections"
+
+
+def _surge(deployment: dict[str, Any], replicas: int) -> int:
+    """Pods a rolling update adds on top of `replicas` (its maxSurge; Kubernetes' 25 % unset)."""
+    strategy = deployment["spec"].get("strategy", {})
+    surge = strategy.get("rollingUpdate", {}).get("maxSurge", "25%")
+    if strategy.get("type") == "Recreate":
+        return 0
+    if isinstance(surge, str) and surge.endswith("%"):
+        return math.ceil(replicas * int(surge[:-1]) / 100)
+    return int(surge)
+
+
+def _check_connections(
+    config: dict[str, Any], connections: dict[str, tuple[int, int]]
+) -> list[str]:
+    """The services' pools at their most replicas (a rollout's surge included) must fit the
+    PostgreSQL server's `max_connections` less what it keeps for others, as the config states."""
+    annotations = config["metadata"].get("annotations", {})
+    try:
+        limit = int(annotations[MAX_CONNECTIONS])
+        reserved = int(annotations.get(RESERVED_CONNECTIONS, "0"))
+    except (KeyError, ValueError):
+        return [
+            f"configmap.yaml: esim-config must state the PostgreSQL server's max_connections in "
+            f"the annotation {MAX_CONNECTIONS} (and what it keeps for others in "
+            f"{RESERVED_CONNECTIONS})"
+        ]
+    total = sum(pods * pool for pods, pool in connections.values())
+    if total <= limit - reserved:
+        return []
+    terms = " + ".join(
+        f"{name} {pods} x {pool}" for name, (pods, pool) in sorted(connections.items())
+    )
+    return [
+        f"PostgreSQL connections at the most replicas (pods incl. a rollout's surge x pool size "
+        f"+ overflow): {terms} = {total}, over the {limit - reserved} the server has "
+        f"(max_connections {limit} less {reserved} reserved); lower <SERVICE>_DATABASE_POOL_SIZE "
+        "or maxReplicaCount, or raise max_connections"
+    ]
+
+
+_QUANTITY = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "K": 10**3, "M": 10**6, "G": 10**9}
+
+
+def memory_bytes(quantity: str) -> int:
+    """Bytes of a Kubernetes memory quantity (`512Mi`, `1Gi`, `800M`, `536870912`)."""
+    found = re.fullmatch(r"(\d+)(Ki|Mi|Gi|K|M|G)?", str(quantity))
+    if found is None:
+        raise ValueError(f"not a memory quantity: {quantity!r}")
+    return int(found.group(1)) * _QUANTITY.get(found.group(2) or "", 1)
+
+
+def _check_password_memory(file: str, doc: dict[str, Any], env: dict[str, str | None]) -> list[str]:
+    """Accounts' Argon2 hashes at once, at their memory each, must fit its memory limit."""
+    from accounts.identity.passwords import PROCESS_RESERVE_BYTES, hashes_within
+    from accounts.settings import AccountsSettings
+
+    where = f"{file}: Deployment accounts"
+    limit = doc["spec"]["template"]["spec"]["containers"][0]["resources"].get("limits", {})
+    if "memory" not in limit:
+        return [f"{where}: no memory limit (Argon2's concurrency is sized from it)"]
+    limit_bytes = memory_bytes(limit["memory"])
+    defaults = AccountsSettings.model_fields
+    memory_kib = int(
+        env.get("ACCOUNTS_PASSWORD_MEMORY_KIB") or defaults["password_memory_kib"].default
+    )
+    at_once = int(
+        env.get("ACCOUNTS_PASSWORD_HASHES_AT_ONCE") or hashes_within(limit_bytes, memory_kib)
+    )
+    needed = PROCESS_RESERVE_BYTES + at_once * memory_kib * 1024
+    if needed > limit_bytes:
+        return [
+            f"{where}: {at_once} Argon2 hashes of {memory_kib // 1024} MiB beside the process's "
+            f"{PROCESS_RESERVE_BYTES >> 20} MiB need {needed >> 20} MiB, over the memory limit "
+            f"{limit['memory']}: raise the limit or lower ACCOUNTS_PASSWORD_HASHES_AT_ONCE"
+        ]
+    return []
 
 
 def _check_deployment(

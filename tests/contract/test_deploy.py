@@ -37,6 +37,14 @@ def test_the_facts_come_from_the_code(facts: dict[str, check.ServiceFacts]) -> N
     assert facts["billing"].pool_default == 20
 
 
+def test_a_memory_quantity_is_read_in_bytes() -> None:
+    assert check.memory_bytes("512Mi") == 512 * 2**20
+    assert check.memory_bytes("1Gi") == 2**30
+    assert check.memory_bytes("800M") == 800 * 10**6
+    with pytest.raises(ValueError, match="not a memory quantity"):
+        check.memory_bytes("lots")
+
+
 def test_a_compose_duration_is_read_in_seconds() -> None:
     assert check.duration_s("30s") == 30.0
     assert check.duration_s("1m30s") == 90.0
@@ -117,6 +125,32 @@ def test_compose_rules_fail(
             "different partition counts",
         ),
         ("notifier.yaml", "consumerGroup: notifier", "consumerGroup: notify", "consumerGroup"),
+        (
+            "configmap.yaml",
+            'ACCOUNTS_DATABASE_POOL_SIZE: "3"',
+            'ACCOUNTS_DATABASE_POOL_SIZE: "20"',
+            "accounts 7 x 20 + billing 13 x 2 + notifier 7 x 2 + provisioning 13 x 2 = 206, "
+            "over the 90",
+        ),
+        (
+            "configmap.yaml",
+            '    esim-platform/postgres-max-connections: "100"\n',
+            "",
+            "must state the PostgreSQL server's max_connections",
+        ),
+        ("configmap.yaml", 'ACCOUNTS_SEED_PROMOTIONS: "false"', 'ESIM_ENV: "local"', "ESIM_ENV"),
+        (
+            "accounts.yaml",
+            "            limits:\n              memory: 512Mi",
+            "            limits:\n              memory: 384Mi",
+            "need 512 MiB, over the memory limit 384Mi",
+        ),
+        (
+            "accounts.yaml",
+            'ACCOUNTS_PASSWORD_HASHES_AT_ONCE\n              value: "4"',
+            'ACCOUNTS_PASSWORD_HASHES_AT_ONCE\n              value: "8"',
+            "8 Argon2 hashes of 64 MiB",
+        ),
     ],
 )
 def test_manifest_rules_fail(

@@ -53,6 +53,15 @@ class AccountsSettings(ServiceSettings, ResetCodeKeySettings):
     password_memory_kib: int = Field(
         65536, ge=8192, le=1048576, description="Argon2 memory per hash, in KiB"
     )
+    password_hashes_at_once: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Argon2 hashes (logins, registrations, password changes) computed at once "
+        "by one process; the others wait their turn. Unset: as many as fit the container's "
+        "memory limit beside 256 MiB for the rest of the process, at "
+        "ACCOUNTS_PASSWORD_MEMORY_KIB each (4 under a 512 MiB limit); 4 without a limit",
+    )
     limit_login_failures_account: RateSetting = Field(
         Rate(10, 900), description="failed logins for one account, as count/seconds"
     )
