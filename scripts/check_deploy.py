@@ -6,12 +6,18 @@
   uv workspace member's pyproject.toml copied before the lock is synced.
 - `deploy/compose.yaml`: a bundled subset of the Compose Specification's schema, then against the
   code: each service built from deploy/Dockerfile with its SERVICE and PORT, its published port
-  and every environment name known to its settings class, depends_on and volumes declared.
+  and every environment name known to its settings class, depends_on and volumes declared;
+  every port published on 127.0.0.1 only, each service's `stop_grace_period` past its stop
+  bound (stop timeout + the watchdog's grace), `ESIM_ENV: local` declared, Kafka's log on a
+  named volume.
 - `deploy/k8s/*.yaml`: each document against a bundled schema of its kind (what kubeconform does
   with the cluster's), then names, labels, selectors, ports, probes (the health endpoints the
   services serve), env names (the settings), config map and secret keys, Prometheus
   annotations, and each KEDA ScaledObject: its group and topics are what the service consumes
-  and its max replicas do not exceed the partitions its topics are created with.
+  and its max replicas do not exceed the partitions its topics are created with; the values a
+  pod gets pass the production settings check (esim_core.production; CHANGE-ME placeholders
+  aside) and never say ESIM_ENV=local; the database pools at the most replicas fit the
+  PostgreSQL limit esim-config states; accounts' Argon2 hashes at once fit its memory limit.
 
 The travellers' website (`frontends/web`, SERVICE=web) is checked like a service, except that it
 has no operator token, no topics and so no ScaledObject (it scales by a fixed replica count).
@@ -67,6 +73,8 @@ class ServiceFacts:
     topics: list[str] = field(default_factory=list)
     #: A frontend (the website): HTTP only, no operator token, no consumer group to scale on.
     frontend: bool = False
+    #: Its settings class, whose `local_defaults()` production refuses.
+    model: type[BaseSettings] | None = None
 
 
 def env_names(model: type[BaseSettings]) -> set[str]:
@@ -130,6 +138,7 @@ def _facts() -> dict[str, ServiceFacts]:
             built = module.build(settings)
             consumer = built.runtime.subscribe()
             facts[name] = ServiceFacts(
+                model=model,
                 name=name,
                 prefix=str(model.model_config.get("env_prefix", "")),
                 env=env_names(model) | shared,
@@ -144,6 +153,7 @@ def _facts() -> dict[str, ServiceFacts]:
 
     web = WebSettings(secure_cookies=False)
     facts["web"] = ServiceFacts(
+        model=WebSettings,
         name="web",
         prefix="WEB_",
         env=env_names(WebSettings) | run | PROCESS_ENV,
@@ -652,9 +662,12 @@ def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
     for path in sorted(folder.glob("*.yaml")):
         if path.name not in listed | {"kustomization.yaml", "secret.example.yaml"}:
             problems.append(f"kustomization.yaml: {path.name} is not among the resources")
-    secret_keys = {
-        key for _, doc in by_kind.get("Secret", {}).values() for key in doc.get("stringData", {})
+    secret_values: dict[str, str] = {
+        key: value
+        for _, doc in by_kind.get("Secret", {}).values()
+        for key, value in doc.get("stringData", {}).items()
     }
+    secret_keys = set(secret_values)
     config_names = set(by_kind.get("ConfigMap", {}))
     all_env = set().union(*(fact.env for fact in facts.values()))
     esim_config = by_kind.get("ConfigMap", {}).get("esim-config")
@@ -682,6 +695,7 @@ def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
             problems.append(f"{file}: Deployment {name}: ESIM_ENV must be production (or unset)")
         if name == "accounts":
             problems += _check_password_memory(file, doc, {**config_data, **env})
+        problems += _check_production_values(file, doc, fact, config_data, secret_values)
         service = by_kind.get("Service", {}).get(name)
         if service is None:
             problems.append(f"no Service {name}")
@@ -716,6 +730,60 @@ def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
     if esim_config is not None:
         problems += _check_connections(esim_config[1], connections)
     return problems
+
+
+#: A value the committed manifests leave for the operator to fill in.
+PLACEHOLDER = "CHANGE-ME"
+
+
+def _check_production_values(
+    file: str,
+    doc: dict[str, Any],
+    fact: ServiceFacts,
+    config_data: dict[str, str],
+    secret_values: dict[str, str],
+) -> list[str]:
+    """The values a pod gets (esim-config, its env, the example Secret) must pass the production
+    check at start (`esim_core.production`), placeholders left for the operator aside: a
+    setting missing from the manifests would keep its local default and stop the pod."""
+    from esim_core.production import NamesLocalDefaults, shared_local_defaults
+    from esim_core.settings import ServiceSettings
+
+    if fact.model is None:
+        return []
+    given: dict[str, str] = {**config_data}
+    for item in doc["spec"]["template"]["spec"]["containers"][0].get("env", []):
+        ref = item.get("valueFrom", {}).get("secretKeyRef")
+        value = secret_values.get(ref.get("key", "")) if ref is not None else item.get("value")
+        if value is not None:
+            given[item["name"]] = value
+    aliases = {
+        str(choice).upper()
+        for info in fact.model.model_fields.values()
+        if isinstance(info.validation_alias, AliasChoices)
+        for choice in info.validation_alias.choices
+    }
+    # By field name (the prefix off), or by alias for the unprefixed ones (REDIS_URL, ...).
+    values = {
+        variable if variable in aliases else variable[len(fact.prefix) :].lower(): value
+        for variable, value in given.items()
+        if variable in env_names(fact.model)
+    }
+    try:
+        settings = fact.model.model_validate(values)
+    except ValueError as error:
+        return [f"{file}: Deployment {fact.name}: its settings do not load: {error}"]
+    if not isinstance(settings, NamesLocalDefaults):
+        return [f"{file}: Deployment {fact.name}: its settings name no local defaults"]
+    found = list(settings.local_defaults())
+    if isinstance(settings, ServiceSettings):
+        found += shared_local_defaults(settings)
+    return [
+        f"{file}: Deployment {fact.name}: {item.setting}: {item.problem} (production refuses "
+        "to start on it)"
+        for item in found
+        if PLACEHOLDER not in given.get(item.setting, "")
+    ]
 
 
 #: The esim-config ConfigMap's annotations stating the PostgreSQL server's limits.

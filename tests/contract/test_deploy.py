@@ -140,6 +140,19 @@ def test_compose_rules_fail(
         ),
         ("configmap.yaml", 'ACCOUNTS_SEED_PROMOTIONS: "false"', 'ESIM_ENV: "local"', "ESIM_ENV"),
         (
+            "configmap.yaml",
+            '  NOTIFIER_RENEW_URL: "https://www.example.invalid/cards/{iccid}"\n',
+            "",
+            "Deployment notifier: NOTIFIER_RENEW_URL: points at this machine",
+        ),
+        (
+            "configmap.yaml",
+            'BILLING_PAYPAL_BASE_URL: "https://api-m.paypal.com"',
+            'BILLING_PAYPAL_BASE_URL: "https://api-m.sandbox.paypal.com"',
+            "BILLING_PAYPAL_BASE_URL: is a sandbox",
+        ),
+        ("configmap.yaml", 'ACCOUNTS_SEED_PROMOTIONS: "false"', "", "ACCOUNTS_SEED_PROMOTIONS"),
+        (
             "accounts.yaml",
             "            limits:\n              memory: 512Mi",
             "            limits:\n              memory: 384Mi",

@@ -10,7 +10,7 @@ stops the process with one line per setting.
 
 import ipaddress
 from collections.abc import Iterable, Iterator
-from typing import Literal, NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr
@@ -45,6 +45,7 @@ class LocalDefault(NamedTuple):
     problem: str
 
 
+@runtime_checkable
 class NamesLocalDefaults(Protocol):
     """Settings that can name their own values that only a local run may keep."""
 
