@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from accounts.bootstrap import Accounts
 from accounts.identity.passwords import (
     PROCESS_RESERVE_BYTES,
     UNLIMITED_HASHES_AT_ONCE,
@@ -101,3 +102,13 @@ def test_the_memory_limit_is_read_from_the_cgroup(
 def test_no_hash_at_once_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one"):
         Passwords(time_cost=1, memory_kib=8192, at_once=0)
+
+
+@pytest.mark.parametrize("accounts_settings", [{"password_hashes_at_once": 3}], indirect=True)
+async def test_the_setting_sizes_the_bound_the_service_is_wired_with(accounts: Accounts) -> None:
+    assert accounts.identity.passwords.at_once == 3
+
+
+async def test_unset_the_bound_comes_from_the_memory_limit(accounts: Accounts) -> None:
+    memory_kib = accounts.settings.password_memory_kib
+    assert accounts.identity.passwords.at_once == hashes_within(memory_limit_bytes(), memory_kib)
