@@ -6,7 +6,10 @@
   uv workspace member's pyproject.toml copied before the lock is synced.
 - `deploy/compose.yaml`: a bundled subset of the Compose Specification's schema, then against the
   code: each service built from deploy/Dockerfile with its SERVICE and PORT, its published port
-  and every environment name known to its settings class, depends_on and volumes declared.
+  and every environment name known to its settings class, depends_on and volumes declared;
+  every port published on 127.0.0.1 only, each service's `stop_grace_period` past its stop
+  bound (stop timeout + the watchdog's grace), `ESIM_ENV: local` declared, Kafka's log on a
+  named volume.
 - `deploy/k8s/*.yaml`: each document against a bundled schema of its kind (what kubeconform does
   with the cluster's), then names, labels, selectors, ports, probes (the health endpoints the
   services serve), env names (the settings), config map and secret keys, Prometheus
@@ -14,7 +17,10 @@
   and its max replicas do not exceed the partitions its topics are created with; with a secured
   Kafka (`KAFKA_SECURITY_PROTOCOL` of esim-config other than PLAINTEXT) every trigger logs in
   through a TriggerAuthentication whose Secret keys exist and whose `sasl`/`tls` are given, and
-  the Kafka files the settings name are mounted in each service's container.
+  the Kafka files the settings name are mounted in each service's container; the values a
+  pod gets pass the production settings check (esim_core.production; CHANGE-ME placeholders
+  aside) and never say ESIM_ENV=local; the database pools at the most replicas fit the
+  PostgreSQL limit esim-config states; accounts' Argon2 hashes at once fit its memory limit.
 
 The travellers' website (`frontends/web`, SERVICE=web) is checked like a service, except that it
 has no operator token, no topics and so no ScaledObject (it scales by a fixed replica count).
@@ -25,6 +31,7 @@ has no operator token, no topics and so no ScaledObject (it scales by a fixed re
 import asyncio
 import glob
 import logging
+import math
 import re
 import shlex
 import sys
@@ -37,6 +44,7 @@ from typing import Any
 
 import jsonschema
 import yaml
+from esim_core.persistence.db import POOL_OVERFLOW
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
@@ -61,9 +69,15 @@ class ServiceFacts:
     env: set[str]
     port: int
     partitions_default: int
+    #: Seconds a stop may take before the process ends itself (stop timeout + watchdog grace).
+    stop_bound_s: float
+    #: PostgreSQL connections one process keeps (its pool size; no overflow), 0 for none.
+    pool_default: int = 0
     topics: list[str] = field(default_factory=list)
     #: A frontend (the website): HTTP only, no operator token, no consumer group to scale on.
     frontend: bool = False
+    #: Its settings class, whose `local_defaults()` production refuses.
+    model: type[BaseSettings] | None = None
 
 
 def env_names(model: type[BaseSettings]) -> set[str]:
@@ -100,14 +114,17 @@ def _facts() -> dict[str, ServiceFacts]:
     from accounts.settings import AccountsSettings
     from billing import bootstrap as billing
     from billing.settings import BillingSettings
+    from esim_core.production import RunSettings
     from esim_core.settings import Topics
     from esim_core.web.operator import OperatorSettings
+    from esim_core.web.server import STOP_WATCHDOG_GRACE_S
     from notifier import bootstrap as notifier
     from notifier.settings import NotifierSettings
     from provisioning import bootstrap as provisioning
     from provisioning.settings import ProvisioningSettings
 
-    shared = env_names(OperatorSettings) | env_names(Topics) | PROCESS_ENV
+    run = env_names(RunSettings)
+    shared = env_names(OperatorSettings) | env_names(Topics) | run | PROCESS_ENV
     wiring: dict[str, tuple[Any, type[BaseSettings]]] = {
         "accounts": (accounts, AccountsSettings),
         "billing": (billing, BillingSettings),
@@ -124,11 +141,14 @@ def _facts() -> dict[str, ServiceFacts]:
             built = module.build(settings)
             consumer = built.runtime.subscribe()
             facts[name] = ServiceFacts(
+                model=model,
                 name=name,
                 prefix=str(model.model_config.get("env_prefix", "")),
                 env=env_names(model) | shared,
                 port=settings.http_port,  # type: ignore[attr-defined]
                 partitions_default=settings.topic_partitions,  # type: ignore[attr-defined]
+                stop_bound_s=settings.stop_timeout_s + STOP_WATCHDOG_GRACE_S,  # type: ignore[attr-defined]
+                pool_default=settings.database_pool_size,  # type: ignore[attr-defined]
                 topics=list(consumer.topics) if consumer is not None else [],
             )
             asyncio.run(_close(built))
@@ -136,11 +156,13 @@ def _facts() -> dict[str, ServiceFacts]:
 
     web = WebSettings(secure_cookies=False)
     facts["web"] = ServiceFacts(
+        model=WebSettings,
         name="web",
         prefix="WEB_",
-        env=env_names(WebSettings) | PROCESS_ENV,
+        env=env_names(WebSettings) | run | PROCESS_ENV,
         port=web.http_port,
         partitions_default=0,
+        stop_bound_s=web.stop_timeout_s + STOP_WATCHDOG_GRACE_S,
         frontend=True,
     )
     return facts
@@ -299,6 +321,19 @@ def workspace_members() -> list[Path]:
 
 # compose ----------------------------------------------------------------------------------------
 
+#: A compose duration (`30s`, `1m30s`, `500ms`): the Compose Specification's units.
+DURATION = r"^(\d+(\.\d+)?(us|ms|s|m|h))+$"
+_DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_s(text: str) -> float:
+    """Seconds of a compose duration such as `1m30s` (already matched against DURATION)."""
+    return sum(
+        float(number) * _DURATION_UNITS[unit]
+        for number, unit in re.findall(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)", text)
+    )
+
+
 #: The part of the Compose Specification's schema this project uses; unknown keys are errors.
 COMPOSE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -329,6 +364,7 @@ COMPOSE_SCHEMA: dict[str, Any] = {
                         },
                     },
                     "hostname": {"type": "string"},
+                    "stop_grace_period": {"type": "string", "pattern": DURATION},
                     "restart": {"enum": ["no", "always", "on-failure", "unless-stopped"]},
                     "command": {"type": "array", "items": {"type": "string"}},
                     "ports": {"type": "array", "items": {"type": "string"}},
@@ -387,6 +423,13 @@ def check_compose(path: Path, facts: dict[str, ServiceFacts]) -> list[str]:
     volumes = set(document.get("volumes") or {})
     for name, spec in services.items():
         where = f"{path.name}: {name}"
+        for port in spec.get("ports", []):
+            if not str(port).startswith("127.0.0.1:"):
+                problems.append(
+                    f"{where}: publishes {port} on every address; bind it to 127.0.0.1 "
+                    "(e.g. 127.0.0.1:8000:8000)"
+                )
+        problems += _check_kafka_data(where, spec, volumes)
         build = spec.get("build")
         if build is not None:
             dockerfile = path.parent / build["context"] / build.get("dockerfile", "Dockerfile")
@@ -418,12 +461,40 @@ def check_compose(path: Path, facts: dict[str, ServiceFacts]) -> list[str]:
         published = [port.rsplit(":", 1)[-1] for port in spec.get("ports", [])]
         if published != [str(fact.port)]:
             problems.append(f"{where}: publishes {published}, the service listens on {fact.port}")
-        for variable in spec.get("environment") or {}:
+        environment = spec.get("environment") or {}
+        for variable in environment:
             if variable not in fact.env:
                 problems.append(f"{where}: {variable} is not a setting of {name}")
+        if environment.get("ESIM_ENV") != "local":
+            problems.append(
+                f"{where}: no ESIM_ENV: local (compose is a local run: with its demo secrets "
+                "and sandboxes the service would refuse to start)"
+            )
+        grace = spec.get("stop_grace_period")
+        if grace is None or duration_s(grace) <= fact.stop_bound_s:
+            problems.append(
+                f"{where}: stop_grace_period {grace or '10s (the default)'} must exceed the "
+                f"service's stop bound, {fact.stop_bound_s:g} s (STOP_TIMEOUT_S + the "
+                "watchdog's grace), or Docker kills it mid-stop"
+            )
         if not fact.frontend and "OPERATOR_TOKEN" not in (spec.get("environment") or {}):
             problems.append(f"{where}: no OPERATOR_TOKEN (the service would not start)")
     return problems
+
+
+def _check_kafka_data(where: str, spec: dict[str, Any], volumes: set[str]) -> list[str]:
+    """A Kafka broker's log folder must be on a named volume, or `down` loses every event."""
+    log_dirs = (spec.get("environment") or {}).get("KAFKA_LOG_DIRS")
+    if not str(spec.get("image", "")).startswith("apache/kafka"):
+        return []
+    mounted = {
+        volume.split(":")[1]: volume.split(":")[0]
+        for volume in spec.get("volumes", [])
+        if volume.count(":") >= 1
+    }
+    if log_dirs is None or mounted.get(str(log_dirs)) not in volumes:
+        return [f"{where}: KAFKA_LOG_DIRS must be set and mounted from a named volume"]
+    return []
 
 
 # Kubernetes -------------------------------------------------------------------------------------
@@ -642,16 +713,24 @@ def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
     for path in sorted(folder.glob("*.yaml")):
         if path.name not in listed | {"kustomization.yaml", "secret.example.yaml"}:
             problems.append(f"kustomization.yaml: {path.name} is not among the resources")
-    secret_keys = {
-        key for _, doc in by_kind.get("Secret", {}).values() for key in doc.get("stringData", {})
+    secret_values: dict[str, str] = {
+        key: value
+        for _, doc in by_kind.get("Secret", {}).values()
+        for key, value in doc.get("stringData", {}).items()
     }
+    secret_keys = set(secret_values)
     config_names = set(by_kind.get("ConfigMap", {}))
     all_env = set().union(*(fact.env for fact in facts.values()))
     esim_config = by_kind.get("ConfigMap", {}).get("esim-config")
     for key in esim_config[1]["data"] if esim_config else {}:
         if key not in all_env:
             problems.append(f"configmap.yaml: {key} is not a setting of any service")
+    config_data: dict[str, str] = esim_config[1]["data"] if esim_config else {}
+    if config_data.get("ESIM_ENV", "production") != "production":
+        problems.append("configmap.yaml: ESIM_ENV must be production (or unset) in the cluster")
     partitions: dict[str, int] = {}
+    #: Per service with a database: (pods at the most, connections each).
+    connections: dict[str, tuple[int, int]] = {}
     for name, fact in facts.items():
         deployment = by_kind.get("Deployment", {}).get(name)
         if deployment is None:
@@ -663,6 +742,11 @@ def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
             e["name"]: e.get("value")
             for e in doc["spec"]["template"]["spec"]["containers"][0].get("env", [])
         }
+        if env.get("ESIM_ENV", "production") != "production":
+            problems.append(f"{file}: Deployment {name}: ESIM_ENV must be production (or unset)")
+        if name == "accounts":
+            problems += _check_password_memory(file, doc, {**config_data, **env})
+        problems += _check_production_values(file, doc, fact, config_data, secret_values)
         service = by_kind.get("Service", {}).get(name)
         if service is None:
             problems.append(f"no Service {name}")
@@ -681,6 +765,14 @@ def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
             problems.append(f"no ScaledObject {name}")
         else:
             problems += _check_scaled(scaled[0], scaled[1], fact, partitions[name])
+            pool = env.get(f"{fact.prefix}DATABASE_POOL_SIZE") or config_data.get(
+                f"{fact.prefix}DATABASE_POOL_SIZE"
+            )
+            most = int(scaled[1]["spec"]["maxReplicaCount"])
+            connections[name] = (
+                most + _surge(doc, most),
+                (int(pool) if pool else fact.pool_default) + POOL_OVERFLOW,
+            )
     if len(set(partitions.values())) > 1:
         problems.append(
             "the services would create topics with different partition counts "
@@ -688,6 +780,8 @@ def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
         )
     config = esim_config[1]["data"] if esim_config else {}
     problems += _check_kafka_auth(by_kind, config, facts)
+    if esim_config is not None:
+        problems += _check_connections(esim_config[1], connections)
     return problems
 
 
@@ -768,6 +862,152 @@ def _check_kafka_auth(
                     "in the container"
                 )
     return problems
+
+
+#: A value the committed manifests leave for the operator to fill in.
+PLACEHOLDER = "CHANGE-ME"
+
+
+def _check_production_values(
+    file: str,
+    doc: dict[str, Any],
+    fact: ServiceFacts,
+    config_data: dict[str, str],
+    secret_values: dict[str, str],
+) -> list[str]:
+    """The values a pod gets (esim-config, its env, the example Secret) must pass the production
+    check at start (`esim_core.production`), placeholders left for the operator aside: a
+    setting missing from the manifests would keep its local default and stop the pod."""
+    from esim_core.production import NamesLocalDefaults, shared_local_defaults
+    from esim_core.settings import ServiceSettings
+
+    if fact.model is None:
+        return []
+    given: dict[str, str] = {**config_data}
+    for item in doc["spec"]["template"]["spec"]["containers"][0].get("env", []):
+        ref = item.get("valueFrom", {}).get("secretKeyRef")
+        value = secret_values.get(ref.get("key", "")) if ref is not None else item.get("value")
+        if value is not None:
+            given[item["name"]] = value
+    aliases = {
+        str(choice).upper()
+        for info in fact.model.model_fields.values()
+        if isinstance(info.validation_alias, AliasChoices)
+        for choice in info.validation_alias.choices
+    }
+    # By field name (the prefix off), or by alias for the unprefixed ones (REDIS_URL, ...).
+    values = {
+        variable if variable in aliases else variable[len(fact.prefix) :].lower(): value
+        for variable, value in given.items()
+        if variable in env_names(fact.model)
+    }
+    # The Kafka files are mounted from the Secret in the pod, not present here (that they are
+    # mounted is `_check_kafka_auth`'s part): stand-ins let the settings load.
+    with tempfile.TemporaryDirectory() as mounted:
+        for variable in KAFKA_FILES:
+            key = variable if variable in aliases else variable[len(fact.prefix) :].lower()
+            if key in values:
+                stand_in = Path(mounted) / variable
+                stand_in.write_text("stand-in\n")
+                values[key] = str(stand_in)
+        try:
+            settings = fact.model.model_validate(values)
+        except ValueError as error:
+            return [f"{file}: Deployment {fact.name}: its settings do not load: {error}"]
+    if not isinstance(settings, NamesLocalDefaults):
+        return [f"{file}: Deployment {fact.name}: its settings name no local defaults"]
+    found = list(settings.local_defaults())
+    if isinstance(settings, ServiceSettings):
+        found += shared_local_defaults(settings)
+    return [
+        f"{file}: Deployment {fact.name}: {item.setting}: {item.problem} (production refuses "
+        "to start on it)"
+        for item in found
+        if PLACEHOLDER not in given.get(item.setting, "")
+    ]
+
+
+#: The esim-config ConfigMap's annotations stating the PostgreSQL server's limits.
+MAX_CONNECTIONS = "esim-platform/postgres-max-connections"
+RESERVED_CONNECTIONS = "esim-platform/postgres-reserved-connections"
+
+
+def _surge(deployment: dict[str, Any], replicas: int) -> int:
+    """Pods a rolling update adds on top of `replicas` (its maxSurge; Kubernetes' 25 % unset)."""
+    strategy = deployment["spec"].get("strategy", {})
+    surge = strategy.get("rollingUpdate", {}).get("maxSurge", "25%")
+    if strategy.get("type") == "Recreate":
+        return 0
+    if isinstance(surge, str) and surge.endswith("%"):
+        return math.ceil(replicas * int(surge[:-1]) / 100)
+    return int(surge)
+
+
+def _check_connections(
+    config: dict[str, Any], connections: dict[str, tuple[int, int]]
+) -> list[str]:
+    """The services' pools at their most replicas (a rollout's surge included) must fit the
+    PostgreSQL server's `max_connections` less what it keeps for others, as the config states."""
+    annotations = config["metadata"].get("annotations", {})
+    try:
+        limit = int(annotations[MAX_CONNECTIONS])
+        reserved = int(annotations.get(RESERVED_CONNECTIONS, "0"))
+    except (KeyError, ValueError):
+        return [
+            f"configmap.yaml: esim-config must state the PostgreSQL server's max_connections in "
+            f"the annotation {MAX_CONNECTIONS} (and what it keeps for others in "
+            f"{RESERVED_CONNECTIONS})"
+        ]
+    total = sum(pods * pool for pods, pool in connections.values())
+    if total <= limit - reserved:
+        return []
+    terms = " + ".join(
+        f"{name} {pods} x {pool}" for name, (pods, pool) in sorted(connections.items())
+    )
+    return [
+        f"PostgreSQL connections at the most replicas (pods incl. a rollout's surge x pool size "
+        f"+ overflow): {terms} = {total}, over the {limit - reserved} the server has "
+        f"(max_connections {limit} less {reserved} reserved); lower <SERVICE>_DATABASE_POOL_SIZE "
+        "or maxReplicaCount, or raise max_connections"
+    ]
+
+
+_QUANTITY = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "K": 10**3, "M": 10**6, "G": 10**9}
+
+
+def memory_bytes(quantity: str) -> int:
+    """Bytes of a Kubernetes memory quantity (`512Mi`, `1Gi`, `800M`, `536870912`)."""
+    found = re.fullmatch(r"(\d+)(Ki|Mi|Gi|K|M|G)?", str(quantity))
+    if found is None:
+        raise ValueError(f"not a memory quantity: {quantity!r}")
+    return int(found.group(1)) * _QUANTITY.get(found.group(2) or "", 1)
+
+
+def _check_password_memory(file: str, doc: dict[str, Any], env: dict[str, str | None]) -> list[str]:
+    """Accounts' Argon2 hashes at once, at their memory each, must fit its memory limit."""
+    from accounts.identity.passwords import PROCESS_RESERVE_BYTES, hashes_within
+    from accounts.settings import AccountsSettings
+
+    where = f"{file}: Deployment accounts"
+    limit = doc["spec"]["template"]["spec"]["containers"][0]["resources"].get("limits", {})
+    if "memory" not in limit:
+        return [f"{where}: no memory limit (Argon2's concurrency is sized from it)"]
+    limit_bytes = memory_bytes(limit["memory"])
+    defaults = AccountsSettings.model_fields
+    memory_kib = int(
+        env.get("ACCOUNTS_PASSWORD_MEMORY_KIB") or defaults["password_memory_kib"].default
+    )
+    at_once = int(
+        env.get("ACCOUNTS_PASSWORD_HASHES_AT_ONCE") or hashes_within(limit_bytes, memory_kib)
+    )
+    needed = PROCESS_RESERVE_BYTES + at_once * memory_kib * 1024
+    if needed > limit_bytes:
+        return [
+            f"{where}: {at_once} Argon2 hashes of {memory_kib // 1024} MiB beside the process's "
+            f"{PROCESS_RESERVE_BYTES >> 20} MiB need {needed >> 20} MiB, over the memory limit "
+            f"{limit['memory']}: raise the limit or lower ACCOUNTS_PASSWORD_HASHES_AT_ONCE"
+        ]
+    return []
 
 
 def _check_deployment(

@@ -21,6 +21,9 @@ if [ -z "$python" ]; then
   exit 1
 fi
 
+# A local run: the services accept the local defaults below (loopback addresses, the sandboxes,
+# demo secrets), which they refuse at start anywhere else (esim_core/production.py).
+export ESIM_ENV=local
 # Shared addresses, derived from the port variables unless given outright.
 export KAFKA_PORT=${KAFKA_PORT:-9092}
 export REDIS_PORT=${REDIS_PORT:-6379}

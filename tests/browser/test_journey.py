@@ -44,6 +44,7 @@ def site(platform: Platform) -> Iterator[str]:
         "web",
         [sys.executable, "-m", "web"],
         {
+            "ESIM_ENV": "local",
             "WEB_HTTP_PORT": str(port),
             "WEB_ACCOUNTS_URL": platform.url("accounts"),
             "WEB_PUBLIC_URL": base,

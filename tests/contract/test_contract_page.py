@@ -41,8 +41,10 @@ def test_every_topic_named_is_a_default_topic_and_every_one_is_named() -> None:
 
 @pytest.fixture(autouse=True)
 def operator_token(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The apps refuse to be built without one (esim_core.web.operator)."""
+    """The apps refuse to be built without one (esim_core.web.operator), and on their local
+    defaults unless the run is a local one (esim_core.production)."""
     monkeypatch.setenv("OPERATOR_TOKEN", "contract-page-test-operator-token")
+    monkeypatch.setenv("ESIM_ENV", "local")
 
 
 def _operations(app_module: str) -> set[tuple[str, str]]:

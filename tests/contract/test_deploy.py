@@ -32,6 +32,23 @@ def test_the_facts_come_from_the_code(facts: dict[str, check.ServiceFacts]) -> N
         facts["billing"].env
     )
     assert "ACCOUNTS_JWT_SECRET" not in facts["billing"].env
+    assert "ESIM_ENV" in facts["billing"].env and "ESIM_ENV" in facts["web"].env
+    assert facts["billing"].stop_bound_s == 18.0  # 15 s stop timeout + the watchdog's 3 s
+    assert facts["billing"].pool_default == 20
+
+
+def test_a_memory_quantity_is_read_in_bytes() -> None:
+    assert check.memory_bytes("512Mi") == 512 * 2**20
+    assert check.memory_bytes("1Gi") == 2**30
+    assert check.memory_bytes("800M") == 800 * 10**6
+    with pytest.raises(ValueError, match="not a memory quantity"):
+        check.memory_bytes("lots")
+
+
+def test_a_compose_duration_is_read_in_seconds() -> None:
+    assert check.duration_s("30s") == 30.0
+    assert check.duration_s("1m30s") == 90.0
+    assert check.duration_s("1500ms") == 1.5
 
 
 def edited(tmp_path: Path, source: Path, old: str, new: str) -> Path:
@@ -69,10 +86,17 @@ def test_dockerfile_rules_fail(tmp_path: Path, old: str, new: str, expected: str
     ("old", "new", "expected"),
     [
         ("BILLING_STRIPE_BASE_URL:", "BILLING_STRIPE_BASE_ADDRESS:", "not a setting"),
-        ('"8001:8001"', '"8001:8011"', "listens on 8001"),
+        ('"127.0.0.1:8001:8001"', '"127.0.0.1:8001:8011"', "listens on 8001"),
         ('        PORT: "8002"', '        PORT: "8012"', "PORT=8002"),
         ("    restart: unless-stopped\n    command:", "    restrt: no\n    command:", "restrt"),
         ("- mail:/app/var/mail", "- letters:/app/var/mail", "not declared"),
+        ('"127.0.0.1:8001:8001"', '"8001:8001"', "publishes 8001:8001 on every address"),
+        ('"127.0.0.1:8010:8010"', '"0.0.0.0:8010:8010"', "on every address"),
+        ("  stop_grace_period: 30s\n", "", "stop_grace_period 10s (the default) must exceed"),
+        ("  stop_grace_period: 30s\n", "  stop_grace_period: 15s\n", "stop bound, 18 s"),
+        ("  stop_grace_period: 30s\n", "  stop_grace_period: soon\n", "does not match"),
+        ("  ESIM_ENV: local\n", "", "no ESIM_ENV: local"),
+        ("- kafka-data:/var/lib/kafka/data", "- /tmp/kafka:/var/lib/kafka/data", "KAFKA_LOG_DIRS"),
     ],
 )
 def test_compose_rules_fail(
@@ -133,6 +157,45 @@ def test_compose_rules_fail(
             'KAFKA_SSL_CA_FILE: "/etc/esim/kafka/ca.crt"',
             'KAFKA_SSL_CA_FILE: "/etc/kafka/ca.crt"',
             "in no volume mounted",
+        ),
+        (
+            "configmap.yaml",
+            'ACCOUNTS_DATABASE_POOL_SIZE: "3"',
+            'ACCOUNTS_DATABASE_POOL_SIZE: "20"',
+            "accounts 7 x 20 + billing 13 x 2 + notifier 7 x 2 + provisioning 13 x 2 = 206, "
+            "over the 90",
+        ),
+        (
+            "configmap.yaml",
+            '    esim-platform/postgres-max-connections: "100"\n',
+            "",
+            "must state the PostgreSQL server's max_connections",
+        ),
+        ("configmap.yaml", 'ACCOUNTS_SEED_PROMOTIONS: "false"', 'ESIM_ENV: "local"', "ESIM_ENV"),
+        (
+            "configmap.yaml",
+            '  NOTIFIER_RENEW_URL: "https://www.example.invalid/cards/{iccid}"\n',
+            "",
+            "Deployment notifier: NOTIFIER_RENEW_URL: points at this machine",
+        ),
+        (
+            "configmap.yaml",
+            'BILLING_PAYPAL_BASE_URL: "https://api-m.paypal.com"',
+            'BILLING_PAYPAL_BASE_URL: "https://api-m.sandbox.paypal.com"',
+            "BILLING_PAYPAL_BASE_URL: is a sandbox",
+        ),
+        ("configmap.yaml", 'ACCOUNTS_SEED_PROMOTIONS: "false"', "", "ACCOUNTS_SEED_PROMOTIONS"),
+        (
+            "accounts.yaml",
+            "            limits:\n              memory: 512Mi",
+            "            limits:\n              memory: 384Mi",
+            "need 512 MiB, over the memory limit 384Mi",
+        ),
+        (
+            "accounts.yaml",
+            'ACCOUNTS_PASSWORD_HASHES_AT_ONCE\n              value: "4"',
+            'ACCOUNTS_PASSWORD_HASHES_AT_ONCE\n              value: "8"',
+            "8 Argon2 hashes of 64 MiB",
         ),
     ],
 )

@@ -497,6 +497,9 @@ class Platform:
     def common_env(self) -> dict[str, str]:
         """Environment shared by every service process."""
         env = {
+            # A local run: loopback addresses, sandboxes and demo secrets are allowed
+            # (esim_core.production refuses them anywhere else).
+            "ESIM_ENV": "local",
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka,
             "REDIS_URL": self.redis,
             "OPERATOR_TOKEN": self.operator_token,

@@ -3,6 +3,7 @@
 import re
 
 import pytest
+from esim_core.production import LocalDefaultsError, refuse_local_defaults
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from web.app import create_app
@@ -214,3 +215,42 @@ def test_back_from_the_provider_its_parameters_are_dropped_from_the_address(
 
     assert answer.status_code == 303
     assert answer.headers["location"] == "/renewals/11111111-1111-1111-1111-111111111111"
+
+
+def test_production_refuses_the_local_runs_website_settings_by_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("ESIM_ENV", raising=False)
+    settings = WebSettings(
+        secure_cookies=False,
+        cookie_secret="compose-demo-only-cookie-secret-change-me-0123456789",
+        csrf_secret="Jq8Zr2Lx7Vm3Pt9KaWn4Yb6Hd1Fs5Gc0",
+    )
+
+    with pytest.raises(LocalDefaultsError) as caught:
+        refuse_local_defaults(settings)
+
+    message = str(caught.value)
+    for setting in (
+        "WEB_PUBLIC_URL: points at this machine (http://127.0.0.1:8080)",
+        "WEB_ACCOUNTS_URL: points at this machine",
+        "WEB_SECURE_COOKIES: is off",
+        "WEB_TEST_CARD_TOKENS: offers the sandbox's test cards",
+        "WEB_COOKIE_SECRET: is a demo or placeholder value",
+    ):
+        assert setting in message
+    assert "WEB_CSRF_SECRET" not in message
+    assert "compose-demo-only" not in message
+
+
+def test_production_website_settings_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ESIM_ENV", raising=False)
+    settings = WebSettings(
+        public_url="https://www.travel.example.com",
+        accounts_url="http://accounts.esim.svc.cluster.local:8000",
+        cookie_secret="Kq8Zr2Lx7Vm3Pt9KaWn4Yb6Hd1Fs5Gc0",
+        csrf_secret="Jq8Zr2Lx7Vm3Pt9KaWn4Yb6Hd1Fs5Gc0",
+        test_card_tokens="",
+    )
+
+    refuse_local_defaults(settings)

@@ -8,7 +8,8 @@ configure_logging("web")
 configure_tracing("web")
 
 import uvicorn  # noqa: E402
-from esim_core.web.server import BoundedServer  # noqa: E402
+from esim_core.production import refuse_local_defaults  # noqa: E402
+from esim_core.web.server import STOP_WATCHDOG_GRACE_S, BoundedServer  # noqa: E402
 
 from web.app import create_app  # noqa: E402
 from web.settings import WebSettings  # noqa: E402
@@ -17,6 +18,7 @@ from web.settings import WebSettings  # noqa: E402
 def main() -> None:
     """Serve until SIGTERM or SIGINT, and exit within the stop bound."""
     settings = WebSettings()
+    refuse_local_defaults(settings)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.http_host,
@@ -27,7 +29,7 @@ def main() -> None:
         proxy_headers=True,
         timeout_graceful_shutdown=max(1, int(settings.stop_timeout_s / 4)),
     )
-    BoundedServer(config, settings.stop_timeout_s + 3.0).run()
+    BoundedServer(config, settings.stop_timeout_s + STOP_WATCHDOG_GRACE_S).run()
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Website settings, read from `WEB_*` environment variables."""
 
 import secrets
+from collections.abc import Iterator
 from typing import Self
 
+from esim_core.production import LocalDefault, demo_secret, local_url, public_url
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -81,6 +83,26 @@ class WebSettings(BaseSettings):
                     "WEB_SECURE_COOKIES=false, may go without and use a random one)"
                 )
         return self
+
+    def local_defaults(self) -> Iterator[LocalDefault]:
+        """The settings that keep a local run's value (refused in production at start)."""
+        yield from public_url("WEB_PUBLIC_URL", self.public_url, "the site's public https address")
+        yield from local_url(
+            "WEB_ACCOUNTS_URL", self.accounts_url, "the accounts API as the website reaches it"
+        )
+        if not self.secure_cookies:
+            yield LocalDefault(
+                "WEB_SECURE_COOKIES",
+                "is off, so session cookies would travel over plain http; set it to true "
+                "(the site is served over https)",
+            )
+        if self.card_tokens():
+            yield LocalDefault(
+                "WEB_TEST_CARD_TOKENS",
+                "offers the sandbox's test cards as saved cards; set it empty",
+            )
+        yield from demo_secret("WEB_COOKIE_SECRET", self.cookie_secret)
+        yield from demo_secret("WEB_CSRF_SECRET", self.csrf_secret)
 
     def cookie_key(self) -> str:
         """The session-sealing key: the configured one, or a random one for this process."""

@@ -45,7 +45,7 @@ from accounts.catalogue.promotions import seed_promotions
 from accounts.domain import Deadlines
 from accounts.identity.limits import RateLimiter
 from accounts.identity.parts import Identity
-from accounts.identity.passwords import Passwords
+from accounts.identity.passwords import Passwords, hashes_within, memory_limit_bytes
 from accounts.identity.resets import ResetCodes
 from accounts.identity.sessions import Sessions, purge_sessions
 from accounts.identity.tokens import TokenIssuer
@@ -204,7 +204,10 @@ def build_identity(settings: AccountsSettings, database: Database, redis: Redis)
     return Identity(
         sessions=Sessions(database, tokens),
         passwords=Passwords(
-            time_cost=settings.password_time_cost, memory_kib=settings.password_memory_kib
+            time_cost=settings.password_time_cost,
+            memory_kib=settings.password_memory_kib,
+            at_once=settings.password_hashes_at_once
+            or hashes_within(memory_limit_bytes(), settings.password_memory_kib),
         ),
         limiter=RateLimiter(redis),
         codes=ResetCodes(

@@ -1,8 +1,10 @@
 """Accounts settings, read from `ACCOUNTS_*` environment variables."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
-from esim_core.sealing import ResetCodeKeySettings
+from esim_core.production import LocalDefault, demo_secret
+from esim_core.sealing import DEV_RESET_CODE_KEY, ResetCodeKeySettings
 from esim_core.settings import KeySetting, ServiceSettings
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -11,6 +13,8 @@ from accounts.identity.limits import Rate, RateSetting
 from accounts.lifecycle.rules import DAY_S, DurationSetting, LeadsSetting
 
 DEV_JWT_SECRET = "local-development-only-secret-change-me"
+#: The demo card inventory of the local run: its activation codes are in the repository.
+DEMO_CARDS_CSV = Path("deploy/local/cards.csv")
 
 
 class AccountsSettings(ServiceSettings, ResetCodeKeySettings):
@@ -48,6 +52,15 @@ class AccountsSettings(ServiceSettings, ResetCodeKeySettings):
     password_time_cost: int = Field(3, ge=1, le=20, description="Argon2 passes over memory")
     password_memory_kib: int = Field(
         65536, ge=8192, le=1048576, description="Argon2 memory per hash, in KiB"
+    )
+    password_hashes_at_once: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Argon2 hashes (logins, registrations, password changes) computed at once "
+        "by one process; the others wait their turn. Unset: as many as fit the container's "
+        "memory limit beside 256 MiB for the rest of the process, at "
+        "ACCOUNTS_PASSWORD_MEMORY_KIB each (4 under a 512 MiB limit); 4 without a limit",
     )
     limit_login_failures_account: RateSetting = Field(
         Rate(10, 900), description="failed logins for one account, as count/seconds"
@@ -111,9 +124,28 @@ class AccountsSettings(ServiceSettings, ResetCodeKeySettings):
         True, description="add the promotions of the local run (WELCOME10) at start"
     )
     cards_csv: Path | None = Field(
-        Path("deploy/local/cards.csv"),
+        DEMO_CARDS_CSV,
         description="card inventory to import at start (iccid,activation_code); empty to skip",
     )
+
+    def local_defaults(self) -> Iterator[LocalDefault]:
+        """The settings that keep a local run's value (refused in production at start)."""
+        yield from demo_secret("ACCOUNTS_JWT_SECRET", self.jwt_secret, DEV_JWT_SECRET)
+        yield from demo_secret("RESET_CODE_KEY", self.reset_code_key, DEV_RESET_CODE_KEY)
+        if self.seed_promotions:
+            yield LocalDefault(
+                "ACCOUNTS_SEED_PROMOTIONS",
+                "would add the local run's promotions (WELCOME10) for every customer; set it "
+                "to false and create promotions with esimctl",
+            )
+        if self.cards_csv is not None and self.cards_csv.as_posix().endswith(
+            DEMO_CARDS_CSV.as_posix()
+        ):
+            yield LocalDefault(
+                "ACCOUNTS_CARDS_CSV",
+                "imports the demo cards, whose activation codes are public; give the "
+                "environment's inventory or leave it empty",
+            )
 
     @field_validator("cards_csv", mode="before")
     @classmethod

@@ -1,15 +1,19 @@
 """Billing settings, read from `BILLING_*` environment variables."""
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
+from esim_core.production import LocalDefault, demo_secret, public_url, sandbox_url
 from esim_core.settings import ServiceSettings, lease_outlasts_a_round, not_below
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 _MAX_DELAY_S = 30 * 86400.0
 _URL = r"^https?://[^\s/]+[^\s]*$"
+#: The payment sandbox's merchant app id, the default of BILLING_ALIPAY_APP_ID.
+SANDBOX_ALIPAY_APP_ID = "2021000000000001"
 
 
 class BillingSettings(ServiceSettings):
@@ -57,7 +61,7 @@ class BillingSettings(ServiceSettings):
         description="Alipay's gateway: `https://openapi.alipay.com/gateway.do` in production",
     )
     alipay_app_id: str = Field(
-        "2021000000000001", min_length=1, max_length=32, description="the merchant app's id"
+        SANDBOX_ALIPAY_APP_ID, min_length=1, max_length=32, description="the merchant app's id"
     )
     alipay_app_private_key: SecretStr | None = Field(
         None, description="the app's RSA2 private key (PEM); or `alipay_app_private_key_file`"
@@ -207,6 +211,37 @@ class BillingSettings(ServiceSettings):
         if value is not None and not value.is_file():
             raise ValueError(f"no such file {str(value)!r}")
         return value
+
+    def local_defaults(self) -> Iterator[LocalDefault]:
+        """The settings that keep a local run's value (refused in production at start)."""
+        yield from sandbox_url(
+            "BILLING_STRIPE_BASE_URL", self.stripe_base_url, "https://api.stripe.com"
+        )
+        yield from sandbox_url(
+            "BILLING_PAYPAL_BASE_URL", self.paypal_base_url, "https://api-m.paypal.com"
+        )
+        yield from sandbox_url(
+            "BILLING_ALIPAY_GATEWAY_URL",
+            self.alipay_gateway_url,
+            "https://openapi.alipay.com/gateway.do",
+        )
+        yield from demo_secret("BILLING_STRIPE_API_KEY", self.stripe_api_key)
+        if self.stripe_api_key.get_secret_value().startswith(("sk_test_", "rk_test_")):
+            yield LocalDefault(
+                "BILLING_STRIPE_API_KEY",
+                "is a Stripe test-mode key, which moves no money; give the live key (sk_live_...)",
+            )
+        yield from demo_secret("BILLING_STRIPE_WEBHOOK_SECRET", self.stripe_webhook_secret)
+        yield from demo_secret("BILLING_PAYPAL_CLIENT_ID", self.paypal_client_id)
+        yield from demo_secret("BILLING_PAYPAL_CLIENT_SECRET", self.paypal_client_secret)
+        yield from demo_secret("BILLING_PAYPAL_WEBHOOK_ID", self.paypal_webhook_id)
+        yield from demo_secret("BILLING_ALIPAY_APP_ID", self.alipay_app_id, SANDBOX_ALIPAY_APP_ID)
+        yield from public_url(
+            "BILLING_PUBLIC_URL", self.public_url, "billing's address as the providers reach it"
+        )
+        yield from public_url(
+            "BILLING_RETURN_URL", self.return_url, "the website's page for a returning buyer"
+        )
 
     def alipay_app_private_key_pem(self) -> str | None:
         """The app's private key, from the setting or its file; None where neither is set."""

@@ -9,6 +9,7 @@ from billing.settings import BillingSettings
 from billing_testkit import FakeGateway, router_of
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from esim_core.production import LocalDefaultsError, refuse_local_defaults
 from esim_core.settings import SettingsError, load_settings
 from esim_core.web.operator import OperatorAuth
 
@@ -163,3 +164,72 @@ async def test_each_method_goes_to_its_providers_adapter_alipay_only_with_its_ke
     finally:
         await full.aclose()
         await without_keys.aclose()
+
+
+def live_billing(**changes: str) -> BillingSettings:
+    """Billing's settings as production has them, none a local run's value, with `changes`."""
+    values = {
+        "kafka_bootstrap_servers": "kafka.internal:9092",
+        "redis_url": "redis://redis.internal:6379/0",
+        "database_url": "postgresql+asyncpg://billing:pw@db.internal:5432/billing",
+        "stripe_base_url": "https://api.stripe.com",
+        "stripe_api_key": "sk_live_51Hx7Qm2Vb9Lp4Rt8Zw1Nc",
+        "stripe_webhook_secret": "whsec_Kq8Zr2Lx7Vm3Pt9Ka",
+        "paypal_base_url": "https://api-m.paypal.com",
+        "paypal_client_id": "AbX7Qm2Vb9Lp4Rt8",
+        "paypal_client_secret": "EJq8Zr2Lx7Vm3Pt9",
+        "paypal_webhook_id": "8PT597110X687430LKGECATA",
+        "alipay_gateway_url": "https://openapi.alipay.com/gateway.do",
+        "alipay_app_id": "2021004112345678",
+        "public_url": "https://billing.travel.example.com",
+        "return_url": "https://www.travel.example.com/renewals/return",
+        **changes,
+    }
+    return BillingSettings.model_validate(values)
+
+
+def test_production_settings_without_local_values_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ESIM_ENV", raising=False)
+
+    refuse_local_defaults(live_billing())
+
+
+def test_production_refuses_the_sandboxes_and_their_keys_by_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("ESIM_ENV", raising=False)
+    # The local run's values (the settings' defaults), and the providers' own test systems.
+    settings = live_billing(
+        stripe_base_url="http://127.0.0.1:8010/stripe",
+        stripe_api_key="sk_test_sandbox",
+        stripe_webhook_secret="whsec_sandbox",
+        paypal_base_url="https://api-m.sandbox.paypal.com",
+        paypal_client_id="sandbox-paypal-client",
+        paypal_client_secret="sandbox-paypal-secret",
+        paypal_webhook_id="SANDBOXWEBHOOK0000000001",
+        alipay_gateway_url="https://openapi-sandbox.dl.alipaydev.com/gateway.do",
+        alipay_app_id="2021000000000001",
+        public_url="http://127.0.0.1:8001",
+        return_url="http://localhost:8080/renewals/return",
+    )
+
+    with pytest.raises(LocalDefaultsError) as caught:
+        refuse_local_defaults(settings)
+
+    message = str(caught.value)
+    for setting in (
+        "BILLING_STRIPE_BASE_URL: points at this machine",
+        "BILLING_STRIPE_API_KEY: is a demo or placeholder value",
+        "BILLING_STRIPE_API_KEY: is a Stripe test-mode key",
+        "BILLING_STRIPE_WEBHOOK_SECRET: is a demo",
+        "BILLING_PAYPAL_BASE_URL: is a sandbox (https://api-m.sandbox.paypal.com)",
+        "BILLING_PAYPAL_CLIENT_ID: is a demo",
+        "BILLING_PAYPAL_CLIENT_SECRET: is a demo",
+        "BILLING_PAYPAL_WEBHOOK_ID: is a demo",
+        "BILLING_ALIPAY_GATEWAY_URL: is a sandbox",
+        "BILLING_ALIPAY_APP_ID: is a demo",
+        "BILLING_PUBLIC_URL: points at this machine",
+        "BILLING_RETURN_URL: points at this machine",
+    ):
+        assert setting in message
+    assert "sk_test_sandbox" not in message and "whsec_sandbox" not in message

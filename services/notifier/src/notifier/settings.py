@@ -1,8 +1,10 @@
 """Notifier settings, read from `NOTIFIER_*` environment variables."""
 
+from collections.abc import Iterator
 from email.utils import parseaddr
 
-from esim_core.sealing import ResetCodeKeySettings
+from esim_core.production import LocalDefault, demo_secret, is_private_name, local_url, public_url
+from esim_core.sealing import DEV_RESET_CODE_KEY, ResetCodeKeySettings
 from esim_core.settings import BaseUrl, ServiceSettings
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -181,6 +183,42 @@ class NotifierSettings(ServiceSettings, ResetCodeKeySettings):
                 "and another replica would send the same mail again"
             )
         return value
+
+    def local_defaults(self) -> Iterator[LocalDefault]:
+        """The settings that keep a local run's value (refused in production at start)."""
+        yield from public_url(
+            "NOTIFIER_RENEW_URL", self.renew_url, "the website's renewal page that mails link to"
+        )
+        if is_private_name(self.mail_domain):
+            yield LocalDefault(
+                "NOTIFIER_MAIL_FROM",
+                f"sends from the local domain {self.mail_domain!r}; give an address of a domain "
+                "that travellers' mail servers accept",
+            )
+        if not (self.smtp_starttls or self.smtp_use_tls):
+            yield LocalDefault(
+                "NOTIFIER_SMTP_STARTTLS",
+                "SMTP without TLS: set NOTIFIER_SMTP_STARTTLS=true (port 587) or "
+                "NOTIFIER_SMTP_USE_TLS=true (port 465)",
+            )
+        if self.smtp_username is None:
+            yield LocalDefault(
+                "NOTIFIER_SMTP_USERNAME",
+                "SMTP without credentials: give NOTIFIER_SMTP_USERNAME and "
+                "NOTIFIER_SMTP_PASSWORD of the relay",
+            )
+        yield from demo_secret("NOTIFIER_SMTP_PASSWORD", self.smtp_password)
+        yield from local_url(
+            "NOTIFIER_SMS_GATEWAY_URL", self.sms_gateway_url, "the SMS provider's API"
+        )
+        if self.sms_username is None or self.sms_password is None:
+            yield LocalDefault(
+                "NOTIFIER_SMS_USERNAME",
+                "the SMS provider's account is not set: give NOTIFIER_SMS_USERNAME and "
+                "NOTIFIER_SMS_PASSWORD",
+            )
+        yield from demo_secret("NOTIFIER_SMS_PASSWORD", self.sms_password)
+        yield from demo_secret("RESET_CODE_KEY", self.reset_code_key, DEV_RESET_CODE_KEY)
 
     @property
     def mail_domain(self) -> str:

@@ -1,12 +1,16 @@
 """Provisioning settings, read from `PROVISIONING_*` environment variables."""
 
+from collections.abc import Iterator
 from typing import Literal
 
+from esim_core.production import LocalDefault, demo_secret, sandbox_url
 from esim_core.settings import BaseUrl, ServiceSettings, lease_outlasts_a_round, not_below
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 _DAY_S = 86400.0
+#: The eSIM sandbox's callback secret, the default of PROVISIONING_CALLBACK_SECRET.
+SANDBOX_CALLBACK_SECRET = "sandbox-callback-secret"
 
 
 class ProvisioningSettings(ServiceSettings):
@@ -109,7 +113,7 @@ class ProvisioningSettings(ServiceSettings):
         20, ge=1, le=500, description="cards whose usage is polled at once"
     )
     callback_secret: SecretStr = Field(
-        SecretStr("sandbox-callback-secret"),
+        SecretStr(SANDBOX_CALLBACK_SECRET),
         description="shared secret of the eSIM platform's HMAC-SHA256 callback signatures "
         "(the sandbox's default in the local run; set it in production)",
     )
@@ -120,6 +124,15 @@ class ProvisioningSettings(ServiceSettings):
         description="how far a callback's signed timestamp may be from now; older ones are "
         "refused as replays",
     )
+
+    def local_defaults(self) -> Iterator[LocalDefault]:
+        """The settings that keep a local run's value (refused in production at start)."""
+        yield from sandbox_url(
+            "PROVISIONING_ESIM_PLATFORM_URL", self.esim_platform_url, "the eSIM platform's API"
+        )
+        yield from demo_secret(
+            "PROVISIONING_CALLBACK_SECRET", self.callback_secret, SANDBOX_CALLBACK_SECRET
+        )
 
     @field_validator("usage_poll_interval_max_s")
     @classmethod

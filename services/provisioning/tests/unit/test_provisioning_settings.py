@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+from esim_core.production import LocalDefaultsError, refuse_local_defaults
 from esim_core.settings import SettingsError, load_settings
 from esim_core.web.operator import OperatorAuth
 from provisioning import bootstrap
@@ -97,3 +98,43 @@ async def test_bootstrap_wires_the_http_platform_and_the_consumer(
     assert isinstance(built.platform, HttpEsimPlatform)
     with pytest.raises(RuntimeError, match="closed"):
         await built.platform.call("GET", "/v1/bundles")
+
+
+def live_provisioning(**changes: str) -> ProvisioningSettings:
+    """Provisioning's settings as production has them, none a local run's value."""
+    values = {
+        "kafka_bootstrap_servers": "kafka.internal:9092",
+        "redis_url": "redis://redis.internal:6379/0",
+        "database_url": "postgresql+asyncpg://provisioning:pw@db.internal:5432/provisioning",
+        "esim_platform_url": "https://api.esim-platform.example.com",
+        "callback_secret": "Rk2Wq8Zm4Lx7Vb3Pt9Nc",
+        **changes,
+    }
+    return ProvisioningSettings.model_validate(values)
+
+
+def test_production_settings_without_local_values_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ESIM_ENV", raising=False)
+
+    refuse_local_defaults(live_provisioning())
+
+
+def test_production_refuses_the_sandbox_platform_and_its_secret_by_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("ESIM_ENV", raising=False)
+    defaults = ProvisioningSettings()
+    settings = live_provisioning(
+        esim_platform_url=defaults.esim_platform_url,
+        callback_secret=defaults.callback_secret.get_secret_value(),
+    )
+
+    with pytest.raises(LocalDefaultsError) as caught:
+        refuse_local_defaults(settings)
+
+    message = str(caught.value)
+    assert "PROVISIONING_ESIM_PLATFORM_URL: points at this machine (http://127.0.0.1:8011)" in (
+        message
+    )
+    assert "PROVISIONING_CALLBACK_SECRET: is a demo or placeholder value" in message
+    assert "sandbox-callback-secret" not in message

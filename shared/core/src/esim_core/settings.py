@@ -292,8 +292,10 @@ class ServiceSettings(KafkaSettings):
         20,
         ge=1,
         le=200,
-        description="PostgreSQL connections per process, kept open; a transaction waits for a "
-        "free one (SQLite always uses one)",
+        description="PostgreSQL connections per process, kept open, none beyond; a transaction "
+        "waits for a free one (SQLite always uses one). Every replica holds as many: the most "
+        "replicas times this, summed over the services, must fit the server's max_connections "
+        "(deploy/README.md, 'Database connections')",
     )
     database_pre_ping: bool = Field(
         False,

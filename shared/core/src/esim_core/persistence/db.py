@@ -17,6 +17,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from esim_core.observability.metrics import DB_STATEMENTS, DB_TRANSACTIONS
 from esim_core.observability.tracing import span
 
+#: PostgreSQL connections a process opens beyond its pool: none (see `Database`), so a
+#: process holds at most `DATABASE_POOL_SIZE`, which is what sizing against the server's
+#: `max_connections` counts (deploy/README.md, scripts/check_deploy.py).
+POOL_OVERFLOW = 0
+
 
 class Database:
     """One service's database: SQLite by default, PostgreSQL in production."""
@@ -59,7 +64,7 @@ class Database:
             # every statement prepared again), and PostgreSQL did half of SQLite's throughput.
             pool = {
                 "pool_size": pool_size,
-                "max_overflow": 0,
+                "max_overflow": POOL_OVERFLOW,
                 "pool_timeout": 60,
                 "pool_recycle": 1800,
             }

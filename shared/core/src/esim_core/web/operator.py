@@ -8,6 +8,7 @@ it stops at start with a settings error rather than answer anyone who reaches it
 """
 
 import hmac
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -21,6 +22,7 @@ from sqlmodel import col, select
 from esim_core.clock import as_utc, utcnow
 from esim_core.messaging.outbox import OutboxMessage
 from esim_core.persistence.db import Database
+from esim_core.production import LocalDefault, demo_secret
 from esim_core.settings import SettingsError, load_settings
 from esim_core.web.problems import PROBLEM_JSON, ProblemError
 
@@ -94,6 +96,10 @@ class OperatorAuth:
 
     def __repr__(self) -> str:
         return "OperatorAuth(token=***)"
+
+    def local_defaults(self) -> Iterator[LocalDefault]:
+        """The token as a local default where it is a placeholder (refused in production)."""
+        yield from demo_secret("OPERATOR_TOKEN", self._token.decode())
 
     async def __call__(
         self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_scheme)]

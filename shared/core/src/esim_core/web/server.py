@@ -15,6 +15,11 @@ from esim_core.settings import ServiceSettings, SettingsError
 
 logger = logging.getLogger(__name__)
 
+#: Seconds past `stop_timeout_s` after which the watchdog ends a stopping process: its whole
+#: stop bound is `stop_timeout_s + STOP_WATCHDOG_GRACE_S`, which an orchestrator's grace period
+#: (compose's `stop_grace_period`, a pod's `terminationGracePeriodSeconds`) must exceed.
+STOP_WATCHDOG_GRACE_S = 3.0
+
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
     """Serve the app with uvicorn until SIGTERM or SIGINT, and exit within the stop bound.
@@ -40,7 +45,7 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         log_config=None,
         timeout_graceful_shutdown=max(1, int(settings.stop_timeout_s / 4)),
     )
-    BoundedServer(config, settings.stop_timeout_s + 3.0).run()
+    BoundedServer(config, settings.stop_timeout_s + STOP_WATCHDOG_GRACE_S).run()
 
 
 def refuse_unless_kafka_accepts(settings: ServiceSettings) -> None:
