@@ -178,6 +178,8 @@ def notifier(kafka: SecuredKafka, log: str, **overrides: str) -> Process:
         [sys.executable, "-m", "notifier"],
         {
             **kafka.env(**overrides),
+            # A local run (SQLite, Redis on this machine): the production check stays out of it.
+            "ESIM_ENV": "local",
             "REDIS_URL": kafka.redis,
             "OPERATOR_TOKEN": secrets.token_urlsafe(32),
             "NOTIFIER_HTTP_PORT": str(port),
