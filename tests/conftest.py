@@ -44,6 +44,7 @@ PLATFORM_GROUPS = {
     "test_crash_recovery.py": "restarts",
     "test_scaling.py": "restarts",
     "test_reminders.py": "restarts",
+    "test_payment_crashes.py": "restarts",
 }
 GROUP_ORDER = ("main", "restarts")
 
