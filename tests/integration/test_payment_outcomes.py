@@ -139,8 +139,8 @@ def refunded_event(kafka: PlainKafka, platform: Platform, renewal_id: str) -> di
 def test_a_failed_activation_releases_the_hold_or_refunds_alipay_once(
     platform: Platform, kafka_client: PlainKafka, method: str, token: str | None
 ) -> None:
-    """PayPal and Alipay without a saved source: the buyer approves at the provider's page first.
-    About 15 s each: the eSIM platform fails the order for good after provisioning's tries."""
+    """PayPal and Alipay without a saved source: the buyer approves at the provider's page first;
+    the eSIM platform sandbox then fails the card's order for good."""
     traveller = Traveller.register(platform, locale=LOCALE[method])
     iccid = traveller.bind_new_card()
     fault = httpx.post(
@@ -190,8 +190,8 @@ def replay(platform: Platform, delivery_id: str) -> dict[str, Any]:
 def test_every_genuine_webhook_of_a_payment_replayed_is_acknowledged_and_changes_nothing(
     platform: Platform, method: str, token: str | None
 ) -> None:
-    """Some 10 s each: the whole approved payment first, then a pause after the replays to let
-    anything they might have set going show."""
+    """About 5 s each: the whole approved payment first, then a 3 s pause after the replays for
+    anything they might have set going (an event, a provider call) to show."""
     traveller, _, renewal_id = renewal_of(platform, method, token)
     traveller.wait_for_status(renewal_id, "PAYMENT_ACTION_REQUIRED")
     answer_at_the_provider(traveller, renewal_id, "approve")
