@@ -62,7 +62,7 @@ def settled(platform: Platform, renewal_id: str) -> dict[str, object]:
 def test_billing_killed_while_its_payment_is_in_flight_pays_once_and_captures_once(
     platform: Platform, method: str, token: str
 ) -> None:
-    """About 25 s each: billing starts again, and the payment the killed billing had claimed is
+    """About 20 s each: billing starts again, and the payment the killed billing had claimed is
     taken up only when its lease (15 s on the test platform) runs out."""
     traveller = Traveller.register(platform, locale=LOCALE[method])
     iccid = traveller.bind_new_card()
@@ -85,7 +85,7 @@ def test_billing_killed_while_its_payment_is_in_flight_pays_once_and_captures_on
 def test_billing_killed_while_its_capture_is_in_flight_captures_once_by_asking(
     platform: Platform,
 ) -> None:
-    """About 25 s: PayPal's `_slow` source holds the authorization and then the capture 2 s each,
+    """About 20 s: PayPal's `_slow` source holds the authorization and then the capture 2 s each,
     and the restarted billing takes the capture up when the killed one's lease (15 s) runs out.
     (Only PayPal's sandbox holds a capture: Stripe's holds the PaymentIntent's creation.)"""
     traveller = Traveller.register(platform)
