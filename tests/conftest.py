@@ -45,6 +45,7 @@ PLATFORM_GROUPS = {
     "test_scaling.py": "restarts",
     "test_reminders.py": "restarts",
     "test_kafka_security.py": "restarts",
+    "test_payment_crashes.py": "restarts",
 }
 GROUP_ORDER = ("main", "restarts")
 

@@ -288,3 +288,56 @@ async def test_tokens_never_reach_the_logs(
 
 async def test_unknown_route_is_a_problem(client: httpx.AsyncClient) -> None:
     assert_problem(await client.get("/v1/nothing"), 404)
+
+
+async def test_a_slow_call_is_listed_while_it_is_held_and_lands_after() -> None:
+    app = create_app(PaymentSandboxSettings(slow_delay=0.5))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://payment") as client:
+        paying = asyncio.create_task(
+            client.post(
+                "/stripe/v1/payment_intents",
+                data={
+                    "amount": "900",
+                    "currency": "usd",
+                    "payment_method": "pm_slow",
+                    "confirm": "true",
+                    "capture_method": "manual",
+                    "metadata[reference]": "renewal-slow",
+                },
+                headers={"Authorization": "Bearer sk_test_sandbox", "Idempotency-Key": "k-slow"},
+            )
+        )
+        held: list[Any] = []
+        for _ in range(100):
+            held = (
+                await client.get("/sandbox/slow-calls", params={"reference": "renewal-slow"})
+            ).json()
+            if held:
+                break
+            await asyncio.sleep(0.01)
+        ledger_meanwhile = (
+            await client.get("/sandbox/ledger", params={"reference": "renewal-slow"})
+        ).json()
+        answer = await paying
+        after = (await client.get("/sandbox/slow-calls")).json()
+        ledger_after = (
+            await client.get("/sandbox/ledger", params={"reference": "renewal-slow"})
+        ).json()
+
+    assert [(c["provider"], c["call"], c["reference"]) for c in held] == [
+        ("stripe", "pay", "renewal-slow")
+    ]
+    assert held[0]["since"].endswith(("Z", "+00:00"))
+    assert ledger_meanwhile["authorizations"] == []
+    assert answer.status_code == 200, answer.text
+    assert after == []
+    assert len(ledger_after["authorizations"]) == 1
+
+
+async def test_replaying_a_delivery_the_sandbox_never_sent_is_404(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/sandbox/deliveries/evt_unknown/replay")
+
+    assert_problem(response, 404, "delivery_not_found")

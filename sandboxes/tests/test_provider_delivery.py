@@ -1,10 +1,12 @@
-"""Signed calls to billing: redelivered until acknowledged, each attempt signed anew if asked."""
+"""Signed calls to billing: redelivered until acknowledged, each attempt signed anew if asked,
+and replayed as last sent on request."""
 
 import asyncio
 import itertools
 
 import httpx
-from sandboxes.providers.delivery import Deliveries
+import pytest
+from sandboxes.providers.delivery import Deliveries, UnknownDeliveryError
 
 
 async def test_a_call_is_redelivered_until_acknowledged_and_each_attempt_is_signed_anew() -> None:
@@ -64,3 +66,45 @@ async def test_a_call_for_a_held_reference_is_not_sent() -> None:
     await deliveries.close()
 
     assert sent == [] and not record.delivered and record.attempts == []
+
+
+async def test_a_replay_sends_the_call_again_exactly_as_last_sent_and_keeps_the_schedule() -> None:
+    seen: list[tuple[str, bytes]] = []
+
+    def receiver(request: httpx.Request) -> httpx.Response:
+        seen.append((request.headers["Signature"], request.content))
+        return httpx.Response(200, text="success")
+
+    ticks = itertools.count()
+    deliveries = Deliveries()
+    deliveries._client = httpx.AsyncClient(transport=httpx.MockTransport(receiver))
+    record = deliveries.send(
+        id="evt_3",
+        provider="test",
+        url="http://billing.test/webhooks/test",
+        event="thing.happened",
+        body=b'{"n": 1}',
+        headers={"Signature": "first"},
+        waits=[0.01],
+        reference="r-3",
+        resign=lambda body: {"Signature": f"t={next(ticks)}"},
+    )
+    for _ in range(200):
+        if record.delivered:
+            break
+        await asyncio.sleep(0.01)
+
+    replayed = await deliveries.replay("evt_3")
+    await deliveries.close()
+
+    assert (replayed.status, replayed.body) == (200, "success")
+    assert seen == [("t=0", b'{"n": 1}'), ("t=0", b'{"n": 1}')]
+    assert [a.status for a in record.attempts] == [200]
+    assert [a.status for a in record.replays] == [200]
+
+
+async def test_replaying_a_call_never_sent_is_an_unknown_delivery() -> None:
+    deliveries = Deliveries()
+
+    with pytest.raises(UnknownDeliveryError):
+        await deliveries.replay("evt_never")

@@ -5,52 +5,15 @@ webhooks refused, and reconciliation finding a capture billing never asked for."
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.client import Traveller, captures_of, ledger
+from tests.support.client import captures_of, ledger
 from tests.support.infra import Platform, wait_until
+from tests.support.payments import answer_at_the_provider, ask_the_buyer, held_at_the_end
 
 pytestmark = pytest.mark.integration
-
-# Alipay takes CNY: its travellers are priced in yuan (zh-CN).
-LOCALE = {"card": "en", "paypal": "en", "alipay": "zh-CN"}
-
-
-def ask_the_buyer(platform: Platform, method: str, token: str | None) -> tuple[Traveller, str]:
-    """A renewal whose provider needs the buyer; returns it once it waits for them."""
-    traveller = Traveller.register(platform, locale=LOCALE[method])
-    iccid = traveller.bind_new_card()
-    payment: dict[str, Any] = {"method": method}
-    if token is not None:
-        payment["token"] = token
-    accepted = httpx.post(
-        f"{platform.url('accounts')}/v1/cards/{iccid}/renewals",
-        json={"plan_code": "JP-30D-10GB", "payment": payment, "start": "now"},
-        headers=traveller.headers,
-    )
-    assert accepted.status_code == 202, accepted.text
-    renewal_id: str = accepted.json()["renewal_id"]
-    traveller.wait_for_status(renewal_id, "PAYMENT_ACTION_REQUIRED")
-    return traveller, renewal_id
-
-
-def answer_at_the_provider(traveller: Traveller, renewal_id: str, decision: str) -> None:
-    """The buyer opens the action's page and approves or cancels; the page sends them back."""
-    saga = traveller.get(f"/v1/renewals/{renewal_id}").json()
-    action = saga["payment_action"]
-    assert action["type"] == "redirect" and action["expires_at"].endswith(("Z", "+00:00"))
-    page = httpx.get(action["url"], follow_redirects=False)
-    assert page.status_code == 200, page.text
-    answered = httpx.post(action["url"], data={"decision": decision}, follow_redirects=False)
-    assert answered.status_code == 303, answered.text
-
-
-def held_at_the_end(payments: dict[str, Any]) -> int:
-    """Authorizations neither captured nor voided."""
-    return len(payments["authorizations"]) - len(payments["captures"]) - len(payments["voids"])
 
 
 @pytest.mark.parametrize(

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, Self
 
+import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import BaseModel, Field
 
 from sandboxes.idempotency import IdempotencyKey, conflict, fingerprint, mark_replayed
 from sandboxes.problems import ProblemError, install_problem_handlers
-from sandboxes.providers import MOUNTS, World
-from sandboxes.providers.delivery import Deliveries
+from sandboxes.providers import MOUNTS, SlowCall, World
+from sandboxes.providers.delivery import Deliveries, Replayed, UnknownDeliveryError
 from sandboxes.providers.ledger import Entry, Plant
 from sandboxes.providers.ledger import Ledger as ProviderLedger
 from sandboxes.serving import configure_logging, env_float, env_int, env_str, health_router, serve
@@ -411,6 +412,29 @@ async def lose(body: Lose, request: Request) -> Response:
     must learn where the payment stands by asking."""
     _world(request).deliveries.held.add(body.reference)
     return Response(status_code=204)
+
+
+@router.post("/sandbox/deliveries/{delivery_id}/replay", response_model=Replayed, tags=["sandbox"])
+async def replay(delivery_id: str, request: Request) -> Replayed:
+    """Send one webhook or notify to billing again, exactly as it was last sent (body and
+    signed headers), and answer what billing answered: a replayed call must change nothing."""
+    try:
+        return await _world(request).deliveries.replay(delivery_id)
+    except UnknownDeliveryError:
+        raise ProblemError(
+            404, f"No delivery {delivery_id!r} was sent.", code="delivery_not_found"
+        ) from None
+    except httpx.HTTPError as error:
+        raise ProblemError(
+            502, f"The receiver could not be reached: {error}", code="receiver_unreachable"
+        ) from None
+
+
+@router.get("/sandbox/slow-calls", response_model=list[SlowCall], tags=["sandbox"])
+async def slow_calls(request: Request, reference: str | None = None) -> list[SlowCall]:
+    """The `_slow` sources' calls being held right now (sent, not yet answered), optionally of
+    one reference: a test kills the caller while its call is in flight."""
+    return [c for c in _world(request).slow_calls if reference in (None, c.reference)]
 
 
 @router.post("/sandbox/reset", status_code=204, tags=["sandbox"])

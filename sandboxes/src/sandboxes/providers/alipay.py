@@ -634,7 +634,7 @@ class AlipaySandbox:
                 trade = self._new_trade(call.params, call.biz, "WAIT_BUYER_PAY")
                 return {"code": "10003", **self._trade_fields(trade)}
             elif source.endswith("_slow"):
-                await asyncio.sleep(self._world.slow_delay)
+                await self._world.slow("alipay", "pay", out_trade_no)
             elif not source.endswith("_ok"):
                 raise _business("ACQ.AGREEMENT_NOT_EXIST", "no such agreement")
             trade = self._new_trade(call.params, call.biz, "WAIT_BUYER_PAY")

@@ -5,6 +5,10 @@ of waits between attempts (Stripe retries for days, PayPal 25 times, Alipay 8 ti
 25 hours: each provider module names its schedule, scaled down by the sandbox's setting so a
 test sees several attempts). `acknowledged` says what counts as received (Alipay: the literal
 body `success`; the others: any 2xx). Every attempt is kept for `GET /sandbox/deliveries`.
+
+`replay` sends one call again exactly as it was last sent (the same body, the same signed
+headers), as a provider's duplicate delivery or someone who recorded the call would: a test of
+a receiver that must apply a call once (`POST /sandbox/deliveries/{id}/replay`).
 """
 
 import asyncio
@@ -48,6 +52,19 @@ class DeliveryRecord(BaseModel):
     reference: str | None
     delivered: bool
     attempts: list[Attempt]
+    replays: list[Attempt] = []
+    """The times the call was sent again as it was (`Deliveries.replay`), not by the schedule."""
+
+
+class Replayed(BaseModel):
+    """What the receiver answered to a call sent again exactly as before."""
+
+    status: int
+    body: str
+
+
+class UnknownDeliveryError(LookupError):
+    """No call with that id was sent."""
 
 
 @dataclass
@@ -58,6 +75,8 @@ class _Pending:
     waits: list[float]
     acknowledged: Acknowledged
     resign: Resign | None
+    sent_headers: dict[str, str] | None = None
+    """The headers of the last attempt, as sent (signed anew where `resign` is given)."""
 
 
 @dataclass
@@ -68,6 +87,7 @@ class Deliveries:
     timeout_s: float = 5.0
     _records: list[DeliveryRecord] = field(default_factory=list)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _pending: dict[str, _Pending] = field(default_factory=dict)
     _client: httpx.AsyncClient | None = None
     held: set[str] = field(default_factory=set)
     """References whose calls are not sent at all (a "lost webhook" test), until released."""
@@ -102,6 +122,7 @@ class Deliveries:
         )
         self._records.append(record)
         pending = _Pending(record, body, dict(headers), list(waits), acknowledged, resign)
+        self._pending[id] = pending
         task = asyncio.get_running_loop().create_task(self._run(pending))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -110,6 +131,33 @@ class Deliveries:
     def records(self, reference: str | None = None) -> list[DeliveryRecord]:
         """Every call sent (or being sent), oldest first, optionally about one reference."""
         return [r for r in self._records if reference in (None, r.reference)]
+
+    async def replay(self, id: str) -> Replayed:
+        """Send the call `id` once more, exactly as it was last sent, and say what came back.
+
+        The body and the signed headers are those of its last attempt (of its first, where it
+        was never sent): a receiver that verifies and deduplicates must accept it and change
+        nothing. The replay does not touch the call's schedule of redeliveries.
+
+        Raises:
+            UnknownDeliveryError: no call with that id was sent.
+            httpx.HTTPError: the receiver could not be reached.
+        """
+        pending = self._pending.get(id)
+        if pending is None:
+            raise UnknownDeliveryError(id)
+        response = await self._http().post(
+            pending.record.url,
+            content=pending.body,
+            headers=pending.sent_headers or pending.headers,
+        )
+        pending.record.replays.append(Attempt(at=self.clock(), status=response.status_code))
+        return Replayed(status=response.status_code, body=response.text)
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout_s)
+        return self._client
 
     async def _run(self, pending: _Pending) -> None:
         waits = [0.0, *pending.waits]
@@ -131,15 +179,13 @@ class Deliveries:
         )
 
     async def _attempt(self, pending: _Pending) -> int | None:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout_s)
+        client = self._http()
         headers = pending.headers
         if pending.resign is not None:
             headers = headers | pending.resign(pending.body)
+        pending.sent_headers = headers
         try:
-            response = await self._client.post(
-                pending.record.url, content=pending.body, headers=headers
-            )
+            response = await client.post(pending.record.url, content=pending.body, headers=headers)
         except httpx.HTTPError as error:
             logger.info("%s call %s: %s", pending.record.provider, pending.record.id, error)
             return None
@@ -160,4 +206,5 @@ class Deliveries:
     def reset(self) -> None:
         """Forget the records (calls already under way go on)."""
         self._records.clear()
+        self._pending.clear()
         self.held.clear()

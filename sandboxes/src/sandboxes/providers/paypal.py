@@ -623,7 +623,7 @@ class PayPalSandbox:
                     "(insufficient funds): the payer can fund the payment another way.",
                 )
             if order.outcome == "_slow":
-                await asyncio.sleep(self.world.slow_delay)
+                await self.world.slow("paypal", "pay", order.reference)
             now = self.now()
             processor = _DECLINED_AUTHORIZATIONS.get(order.outcome)
             authorization = _Authorization(
@@ -755,7 +755,7 @@ class PayPalSandbox:
                     "INSTRUMENT_DECLINED", "The instrument presented was declined."
                 )
             if order.outcome == "_slow":
-                await asyncio.sleep(self.world.slow_delay)
+                await self.world.slow("paypal", "capture", order.reference)
             now = self.now()
             declined = _mocked(mock) == "DECLINED"
             capture = _Capture(

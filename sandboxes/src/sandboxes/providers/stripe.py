@@ -491,7 +491,8 @@ class StripeSandbox:
             if behaviour is None:
                 raise missing("PaymentMethod", payment_method, "payment_method", 400)
             if behaviour.slow:
-                await asyncio.sleep(self.world.slow_delay)
+                reference = _nested(params, "metadata").get("reference", "")
+                await self.world.slow("stripe", "pay", reference)
         return_url = params.get("return_url") or None
         if return_url is not None and urlsplit(return_url).scheme not in ("http", "https"):
             raise invalid("return_url must be an http or https URL.", param="return_url")

@@ -404,6 +404,12 @@ class PaymentFlow:
                 return True
             return False
         if standing == Standing.DECLINED:
+            if payment.state == PaymentState.PENDING:
+                # A charge's decline reaches billing in the charge's own answer, which the round
+                # that made it records (a lost answer leaves the payment unknown, and this
+                # applies then). Counted here too, one soft decline would count twice and cut
+                # the dunning schedule short (Stripe's `payment_intent.payment_failed`).
+                return False
             if paying(payment):
                 self.decline(session, payment, view.decline_code or "declined", False, now)
                 return True

@@ -9,11 +9,13 @@ import pytest
 from billing.api import http_app
 from billing.bootstrap import Billing
 from billing.domain import PaymentState
+from billing.gateways import Standing
 from billing.handlers import on_payment_requested
 from billing.store import Payment
 from billing_testkit import (
     FAILED,
     FakeGateway,
+    FakePayment,
     fast_forward,
     payment_of,
     payment_requested,
@@ -103,6 +105,39 @@ async def test_what_a_webhook_publishes_continues_the_renewals_trace(
     assert requested is not None
     [settled] = await published(database, "esim.payment.settled.v1")
     assert settled["traceparent"].split("-")[1] == requested.split("-")[1]
+
+
+async def test_the_webhook_of_a_soft_decline_the_charge_recorded_is_not_counted_again(
+    billing: Billing, database: Database, gateway: FakeGateway, client: httpx.AsyncClient
+) -> None:
+    data = payment_requested(token="card_insufficient")
+    await handle(database, on_payment_requested, data)
+    await billing.charges.run_once()
+    before = await payment_of(database, data.renewal_id)
+    assert (before.state, before.soft_declines) == (PaymentState.PENDING, 1)
+    # The provider tells of the same decline (Stripe: `payment_intent.payment_failed`).
+    key = f"charge:{data.renewal_id}"
+    gateway.payments[key] = FakePayment(
+        key=key,
+        reference=str(data.renewal_id),
+        method="card",
+        amount=before.amount,
+        currency=before.currency,
+        status=Standing.DECLINED,
+        provider_reference="pi_declined",
+        capture_before=utcnow(),
+        decline_code="insufficient_funds",
+    )
+
+    answer = await client.post(
+        "/webhooks/stripe", content=f'{{"id": "evt_failed", "key": "{key}"}}', headers=SIGNED
+    )
+
+    assert answer.status_code == 200
+    after = await payment_of(database, data.renewal_id)
+    assert (after.state, after.soft_declines) == (PaymentState.PENDING, 1)
+    assert after.due_at == before.due_at
+    assert await published(database, FAILED) == []
 
 
 async def test_a_webhook_needs_no_operator_token_but_the_operator_views_do(
