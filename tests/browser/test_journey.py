@@ -17,12 +17,11 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.browser.harness import Browser
@@ -91,7 +90,17 @@ def press(browser: Browser, text: str) -> None:
     """Click the button whose text is `text`, and wait for the page its form leads to."""
     page = browser.driver.find_element(By.TAG_NAME, "html")
     browser.driver.find_element(By.XPATH, f"//button[normalize-space()={text!r}]").click()
-    WebDriverWait(browser.driver, 30).until(expected_conditions.staleness_of(page))
+
+    def left(_: object) -> bool:
+        # The old page is gone once its element cannot be read. Chromium may say so as a stale
+        # element or, caught mid-navigation, as "Node ... does not belong to the document".
+        try:
+            page.is_enabled()
+        except WebDriverException:
+            return True
+        return False
+
+    WebDriverWait(browser.driver, 30).until(left)
 
 
 def text_of(browser: Browser, css: str) -> str:

@@ -294,6 +294,9 @@ def test_operator_lists_and_replays_dead_letters(
     import asyncio
 
     from esim_core.messaging.dlq import list_dead_letters, replay
+    from esim_core.settings import KafkaSettings
+
+    kafka = KafkaSettings(kafka_bootstrap_servers=platform.kafka)
 
     traveller = Traveller.register(platform)
     iccid = traveller.bind_new_card()
@@ -302,9 +305,9 @@ def test_operator_lists_and_replays_dead_letters(
     kafka_client.send(topic, iccid, poison)
     kafka_client.records(f"{topic}.dlq", lambda r: r.value == poison)
 
-    listed = asyncio.run(list_dead_letters(platform.kafka, topic))
+    listed = asyncio.run(list_dead_letters(kafka, topic))
     assert any(item["key"] == iccid and item["size"] == len(poison) for item in listed)
-    assert asyncio.run(replay(platform.kafka, topic)) >= 1
+    assert asyncio.run(replay(kafka, topic)) >= 1
     # Replayed, it is dead-lettered again (still poison), so it now appears twice.
     kafka_client.records(f"{topic}.dlq", lambda r: r.value == poison, at_least=2)
-    assert asyncio.run(replay(platform.kafka, topic)) >= 1
+    assert asyncio.run(replay(kafka, topic)) >= 1
