@@ -14,7 +14,13 @@
   with the cluster's), then names, labels, selectors, ports, probes (the health endpoints the
   services serve), env names (the settings), config map and secret keys, Prometheus
   annotations, and each KEDA ScaledObject: its group and topics are what the service consumes
-  and its max replicas do not exceed the partitions its topics are created with; with a secured
+  (less the topics its intake holds on purpose, whose lag drives no replicas), its kafka
+  triggers count lag as the consumers start (`offsetResetPolicy` = AUTO_OFFSET_RESET) with a
+  `lagThreshold` of two fetch batches at least, one prometheus trigger per due-work loop on
+  that loop's `esim_due_work_backlog{service,work}` (threshold two of its batches at least), a
+  scale-down stabilization window, no inert `cooldownPeriod`, accounts' cpu trigger, two
+  replicas and a PodDisruptionBudget over its pods, and its max replicas do not exceed the
+  partitions its topics are created with; with a secured
   Kafka (`KAFKA_SECURITY_PROTOCOL` of esim-config other than PLAINTEXT) every trigger logs in
   through a TriggerAuthentication whose Secret keys exist and whose `sasl`/`tls` are given, and
   the Kafka files the settings name are mounted in each service's container; the values a
