@@ -927,6 +927,13 @@ def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
             )
             if name in API_SERVICES:
                 problems += _check_disruption(by_kind, fact)
+            requests = doc["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
+            cpu_triggers = [t for t in scaled[1]["spec"]["triggers"] if t["type"] == "cpu"]
+            if cpu_triggers and "cpu" not in requests:
+                problems.append(
+                    f"{file}: Deployment {name}: a cpu trigger scales it, but its container "
+                    "requests no cpu (utilization is measured against the request)"
+                )
             pool = env.get(f"{fact.prefix}DATABASE_POOL_SIZE") or config_data.get(
                 f"{fact.prefix}DATABASE_POOL_SIZE"
             )

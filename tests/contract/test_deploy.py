@@ -281,6 +281,7 @@ HELD_TRIGGER = """  triggers:
         ),
         # accounts: CPU, two replicas, a budget, and not the lag its intake holds on purpose.
         ("accounts.yaml", CPU_TRIGGER, "", "no cpu trigger"),
+        ("accounts.yaml", "              cpu: 500m\n", "", "requests no cpu"),
         ("accounts.yaml", "minReplicaCount: 2", "minReplicaCount: 1", "at least 2"),
         (
             "accounts.yaml",
