@@ -14,7 +14,13 @@
   with the cluster's), then names, labels, selectors, ports, probes (the health endpoints the
   services serve), env names (the settings), config map and secret keys, Prometheus
   annotations, and each KEDA ScaledObject: its group and topics are what the service consumes
-  and its max replicas do not exceed the partitions its topics are created with; with a secured
+  (less the topics its intake holds on purpose, whose lag drives no replicas), its kafka
+  triggers count lag as the consumers start (`offsetResetPolicy` = AUTO_OFFSET_RESET) with a
+  `lagThreshold` of two fetch batches at least, one prometheus trigger per due-work loop on
+  that loop's `esim_due_work_backlog{service,work}` (threshold two of its batches at least), a
+  scale-down stabilization window, no inert `cooldownPeriod`, accounts' cpu trigger, two
+  replicas and a PodDisruptionBudget over its pods, and its max replicas do not exceed the
+  partitions its topics are created with; with a secured
   Kafka (`KAFKA_SECURITY_PROTOCOL` of esim-config other than PLAINTEXT) every trigger logs in
   through a TriggerAuthentication whose Secret keys exist and whose `sasl`/`tls` are given, and
   the Kafka files the settings name are mounted in each service's container; the values a
@@ -78,6 +84,12 @@ class ServiceFacts:
     frontend: bool = False
     #: Its settings class, whose `local_defaults()` production refuses.
     model: type[BaseSettings] | None = None
+    #: Its due-work loops: the `work` label of `esim_due_work_backlog` -> rows worked at once.
+    works: dict[str, int] = field(default_factory=dict)
+    #: Topics its consumer pauses on purpose (an intake at its limit): their lag is no signal.
+    held_topics: frozenset[str] = frozenset()
+    #: Most messages one fetch of its consumer takes (`<SERVICE>_CONSUMER_BATCH`'s default).
+    consumer_batch: int = 0
 
 
 def env_names(model: type[BaseSettings]) -> set[str]:
@@ -137,6 +149,9 @@ def _facts() -> dict[str, ServiceFacts]:
             extra: dict[str, Any] = {}
             if name == "billing":
                 extra = _alipay_key_files(Path(scratch) / "alipay")
+            if name == "accounts":
+                # With a limit (as esim-config sets one), to learn which topics its intake holds.
+                extra = {"max_sagas_in_flight": 1}
             settings = model(database_url=f"sqlite+aiosqlite:///{scratch}/{name}.sqlite", **extra)
             built = module.build(settings)
             consumer = built.runtime.subscribe()
@@ -150,6 +165,13 @@ def _facts() -> dict[str, ServiceFacts]:
                 stop_bound_s=settings.stop_timeout_s + STOP_WATCHDOG_GRACE_S,  # type: ignore[attr-defined]
                 pool_default=settings.database_pool_size,  # type: ignore[attr-defined]
                 topics=list(consumer.topics) if consumer is not None else [],
+                works={loop.what: loop.concurrency for loop in built.runtime.due_loops},
+                held_topics=(
+                    frozenset(consumer.intake.topics)
+                    if consumer is not None and consumer.intake is not None
+                    else frozenset()
+                ),
+                consumer_batch=settings.consumer_batch,  # type: ignore[attr-defined]
             )
             asyncio.run(_close(built))
     from web.settings import WebSettings
@@ -574,6 +596,112 @@ def _with_spec(required: list[str], **properties: dict[str, Any]) -> dict[str, A
     return {"type": "object", "required": ["metadata", "spec"], "properties": {"spec": spec}}
 
 
+#: An HPA scaling rule (`behavior.scaleUp` / `scaleDown`), as autoscaling/v2 defines it.
+_HPA_RULES = {
+    "type": "object",
+    "properties": {
+        "stabilizationWindowSeconds": {"type": "integer", "minimum": 0, "maximum": 3600},
+        "selectPolicy": {"enum": ["Max", "Min", "Disabled"]},
+        "policies": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["type", "value", "periodSeconds"],
+                "properties": {
+                    "type": {"enum": ["Pods", "Percent"]},
+                    "value": {"type": "integer", "minimum": 1},
+                    "periodSeconds": {"type": "integer", "minimum": 1, "maximum": 1800},
+                },
+                "additionalProperties": False,
+            },
+        },
+    },
+    "additionalProperties": False,
+}
+_AUTH_REF = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "kind": {"enum": ["TriggerAuthentication"]},
+    },
+    "additionalProperties": False,
+}
+
+
+def _trigger(kind: str, required: list[str], metadata: dict[str, Any], **extra: Any) -> Any:
+    """The schema of one KEDA trigger type: its metadata's known fields, nothing else."""
+    return {
+        "type": "object",
+        "required": ["type", "metadata"],
+        "properties": {
+            "type": {"const": kind},
+            "metadata": {
+                "type": "object",
+                "required": required,
+                "properties": metadata,
+                "additionalProperties": False,
+            },
+            "name": {"type": "string"},
+            **extra,
+        },
+        "additionalProperties": False,
+    }
+
+
+_NUMBER = {"type": "string", "pattern": r"^\d+(\.\d+)?$"}
+#: The KEDA triggers this project uses: kafka (a group's lag), prometheus (a query's value: the
+#: due-work backlog) and cpu (utilization of the pods' request).
+_TRIGGER = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {"type": {"enum": ["kafka", "prometheus", "cpu"]}},
+    "allOf": [
+        {
+            "if": {"properties": {"type": {"const": kind}}},
+            "then": schema,
+        }
+        for kind, schema in {
+            "kafka": _trigger(
+                "kafka",
+                ["consumerGroup", "topic", "lagThreshold", "offsetResetPolicy"],
+                {
+                    "bootstrapServers": {"type": "string"},
+                    "bootstrapServersFromEnv": {"type": "string"},
+                    "consumerGroup": {"type": "string"},
+                    "topic": {"type": "string"},
+                    "lagThreshold": _NUMBER,
+                    "activationLagThreshold": _NUMBER,
+                    "offsetResetPolicy": {"enum": ["earliest", "latest"]},
+                    "allowIdleConsumers": {"enum": ["true", "false"]},
+                    "version": {"type": "string"},
+                },
+                authenticationRef=_AUTH_REF,
+            ),
+            "prometheus": _trigger(
+                "prometheus",
+                ["serverAddress", "query", "threshold"],
+                {
+                    "serverAddress": {"type": "string", "pattern": "^https?://"},
+                    "query": {"type": "string", "minLength": 1},
+                    "threshold": _NUMBER,
+                    "activationThreshold": _NUMBER,
+                    "ignoreNullValues": {"enum": ["true", "false"]},
+                    "unsafeSsl": {"enum": ["true", "false"]},
+                },
+                authenticationRef=_AUTH_REF,
+            ),
+            "cpu": _trigger(
+                "cpu",
+                ["value"],
+                {"value": _NUMBER, "containerName": {"type": "string"}},
+                metricType={"enum": ["Utilization", "AverageValue"]},
+            ),
+        }.items()
+    ],
+}
+
+
 K8S_SCHEMAS: dict[str, dict[str, Any]] = {
     "Namespace": {"type": "object", "required": ["metadata"]},
     "ConfigMap": {
@@ -599,32 +727,54 @@ K8S_SCHEMAS: dict[str, dict[str, Any]] = {
     "Service": _with_spec(["selector", "ports"], ports={"type": "array", "minItems": 1}),
     "ScaledObject": _with_spec(
         ["scaleTargetRef", "maxReplicaCount", "triggers"],
+        scaleTargetRef={
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string"},
+                "envSourceContainerName": {"type": "string"},
+                "kind": {"type": "string"},
+                "apiVersion": {"type": "string"},
+            },
+            "additionalProperties": False,
+        },
         minReplicaCount={"type": "integer", "minimum": 0},
         maxReplicaCount={"type": "integer", "minimum": 1},
-        triggers={
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "required": ["type", "metadata"],
-                "properties": {
-                    "type": {"const": "kafka"},
-                    "metadata": {
-                        "type": "object",
-                        "required": ["consumerGroup", "topic", "lagThreshold"],
-                    },
-                    "authenticationRef": {
-                        "type": "object",
-                        "required": ["name"],
-                        "properties": {
-                            "name": {"type": "string", "minLength": 1},
-                            "kind": {"enum": ["TriggerAuthentication"]},
+        pollingInterval={"type": "integer", "minimum": 1},
+        cooldownPeriod={"type": "integer", "minimum": 0},
+        advanced={
+            "type": "object",
+            "properties": {
+                "restoreToOriginalReplicaCount": {"type": "boolean"},
+                "horizontalPodAutoscalerConfig": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "behavior": {
+                            "type": "object",
+                            "properties": {"scaleUp": _HPA_RULES, "scaleDown": _HPA_RULES},
+                            "additionalProperties": False,
                         },
-                        "additionalProperties": False,
                     },
+                    "additionalProperties": False,
                 },
             },
+            "additionalProperties": False,
         },
+        triggers={"type": "array", "minItems": 1, "items": _TRIGGER},
+    ),
+    "PodDisruptionBudget": _with_spec(
+        ["selector"],
+        selector={
+            "type": "object",
+            "required": ["matchLabels"],
+            "properties": {
+                "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}}
+            },
+            "additionalProperties": False,
+        },
+        minAvailable={"type": ["integer", "string"]},
+        maxUnavailable={"type": ["integer", "string"]},
     ),
     "TriggerAuthentication": _with_spec(
         ["secretTargetRef"],
@@ -664,6 +814,7 @@ API_VERSIONS = {
     "Deployment": "apps/v1",
     "ScaledObject": "keda.sh/v1alpha1",
     "TriggerAuthentication": "keda.sh/v1alpha1",
+    "PodDisruptionBudget": "policy/v1",
 }
 #: KEDA's name (TriggerAuthentication `sasl`) of each `KAFKA_SASL_MECHANISM`.
 KEDA_SASL = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}
@@ -764,7 +915,25 @@ def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
         if scaled is None:
             problems.append(f"no ScaledObject {name}")
         else:
-            problems += _check_scaled(scaled[0], scaled[1], fact, partitions[name])
+            batch = env.get(f"{fact.prefix}CONSUMER_BATCH") or config_data.get(
+                f"{fact.prefix}CONSUMER_BATCH"
+            )
+            problems += _check_scaled(
+                scaled[0],
+                scaled[1],
+                fact,
+                partitions[name],
+                int(batch) if batch else fact.consumer_batch,
+            )
+            if name in API_SERVICES:
+                problems += _check_disruption(by_kind, fact)
+            requests = doc["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
+            cpu_triggers = [t for t in scaled[1]["spec"]["triggers"] if t["type"] == "cpu"]
+            if cpu_triggers and "cpu" not in requests:
+                problems.append(
+                    f"{file}: Deployment {name}: a cpu trigger scales it, but its container "
+                    "requests no cpu (utilization is measured against the request)"
+                )
             pool = env.get(f"{fact.prefix}DATABASE_POOL_SIZE") or config_data.get(
                 f"{fact.prefix}DATABASE_POOL_SIZE"
             )
@@ -830,6 +999,8 @@ def _check_kafka_auth(
                 )
     for name, (file, doc) in by_kind.get("ScaledObject", {}).items():
         for trigger in doc["spec"]["triggers"]:
+            if trigger["type"] != "kafka":
+                continue
             where = f"{file}: ScaledObject {name}: trigger on {trigger['metadata']['topic']}"
             ref = trigger.get("authenticationRef", {}).get("name")
             if ref is None:
@@ -1089,28 +1260,191 @@ def _check_service(
     return problems
 
 
-def _check_scaled(file: str, doc: dict[str, Any], fact: ServiceFacts, partitions: int) -> list[str]:
+#: Fewest fetch batches a kafka trigger's lagThreshold spans: under two, a single batch in
+#: flight reads as "behind" and adds replicas that get nothing to do.
+LAG_BATCHES = 2
+#: Fewest of a due-work loop's batches a backlog trigger's threshold spans, for the same reason.
+BACKLOG_BATCHES = 2
+#: Shortest scale-down stabilization window: below, replicas follow every dip of a backlog.
+SCALE_DOWN_WINDOW_S = 60
+#: The services whose HTTP API does CPU-bound work (Argon2): a cpu trigger, two replicas at
+#: least and a PodDisruptionBudget.
+API_SERVICES = ("accounts",)
+
+
+def backlog_works(query: str, service: str) -> set[str]:
+    """The `work` labels of `esim_due_work_backlog{service=<service>}` a PromQL query selects.
+
+    Raises:
+        ValueError: not PromQL, or it reads the backlog of another service or of no one work.
+    """
+    import promql_parser
+
+    works: set[str] = set()
+
+    def visit(node: Any) -> bool:
+        if isinstance(node, promql_parser.VectorSelector) and node.name == "esim_due_work_backlog":
+            labels = {
+                matcher.name: matcher.value
+                for matcher in node.matchers.matchers
+                if matcher.op == promql_parser.MatchOp.Equal
+            }
+            if labels.get("service") != service:
+                raise ValueError(f'it must select service="{service}", its own backlog')
+            if "work" not in labels:
+                raise ValueError('it must name one loop: work="<the loop>"')
+            works.add(labels["work"])
+        return True
+
+    promql_parser.walk(promql_parser.parse(query), visit)
+    return works
+
+
+def _check_scaled(
+    file: str,
+    doc: dict[str, Any],
+    fact: ServiceFacts,
+    partitions: int,
+    consumer_batch: int,
+) -> list[str]:
+    """A ScaledObject against the service: what it consumes (less the topics it holds on
+    purpose), its due-work loops, the consumers' offset policy, thresholds of several batches,
+    replicas within the partitions and a scale-down that does not flap."""
+    from esim_core.messaging.consumer import AUTO_OFFSET_RESET
+
     where = f"{file}: ScaledObject {fact.name}"
     problems: list[str] = []
     spec = doc["spec"]
     if spec["scaleTargetRef"].get("name") != fact.name:
         problems.append(f"{where}: must scale the Deployment {fact.name}")
-    triggers = [trigger["metadata"] for trigger in spec["triggers"]]
-    if any(trigger["consumerGroup"] != fact.name for trigger in triggers):
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for trigger in spec["triggers"]:
+        by_type.setdefault(trigger["type"], []).append(trigger["metadata"])
+    kafka = by_type.get("kafka", [])
+    if any(trigger["consumerGroup"] != fact.name for trigger in kafka):
         problems.append(f"{where}: consumerGroup must be {fact.name}, the service's group")
-    topics = sorted(trigger["topic"] for trigger in triggers)
-    if topics != sorted(fact.topics):
+    topics = sorted(trigger["topic"] for trigger in kafka)
+    for topic in sorted(set(topics) & fact.held_topics):
         problems.append(
-            f"{where}: triggers on {topics}, but {fact.name} consumes {sorted(fact.topics)}"
+            f"{where}: a kafka trigger on {topic}, which {fact.name} holds back on purpose at its "
+            "intake limit: its lag grows by design and replicas cannot help; drop the trigger"
         )
+    wanted = sorted(set(fact.topics) - fact.held_topics)
+    if sorted(set(topics) - fact.held_topics) != wanted:
+        problems.append(f"{where}: triggers on {topics}, but {fact.name} consumes {wanted}")
+    for trigger in kafka:
+        policy = trigger["offsetResetPolicy"]
+        if policy != AUTO_OFFSET_RESET:
+            problems.append(
+                f"{where}: offsetResetPolicy {policy} on {trigger['topic']}, but the consumers "
+                f"start at {AUTO_OFFSET_RESET} (esim_core.messaging.consumer): KEDA would "
+                "count another lag than theirs"
+            )
+        if float(trigger["lagThreshold"]) < LAG_BATCHES * consumer_batch:
+            problems.append(
+                f"{where}: lagThreshold {trigger['lagThreshold']} on {trigger['topic']} is under "
+                f"{LAG_BATCHES} fetch batches ({fact.prefix}CONSUMER_BATCH {consumer_batch}): "
+                "one batch in flight would add replicas"
+            )
+    problems += _check_backlog_triggers(where, by_type.get("prometheus", []), fact)
+    if fact.name in API_SERVICES and not by_type.get("cpu"):
+        problems.append(f"{where}: no cpu trigger, but its HTTP API (Argon2 logins) is CPU-bound")
     if spec["maxReplicaCount"] > partitions:
         problems.append(
             f"{where}: maxReplicaCount {spec['maxReplicaCount']} exceeds the {partitions} "
             "partitions of its topics (idle replicas); raise <SERVICE>_TOPIC_PARTITIONS or "
             "lower it"
         )
-    if spec.get("minReplicaCount", 0) > spec["maxReplicaCount"]:
+    minimum = spec.get("minReplicaCount", 0)
+    if minimum > spec["maxReplicaCount"]:
         problems.append(f"{where}: minReplicaCount is above maxReplicaCount")
+    if "cooldownPeriod" in spec and minimum >= 1:
+        problems.append(
+            f"{where}: cooldownPeriod does nothing with minReplicaCount {minimum} (it only "
+            "delays scaling to zero); set the HPA's scaleDown behaviour instead"
+        )
+    behavior = spec.get("advanced", {}).get("horizontalPodAutoscalerConfig", {}).get("behavior")
+    window = (behavior or {}).get("scaleDown", {}).get("stabilizationWindowSeconds")
+    if window is None or window < SCALE_DOWN_WINDOW_S:
+        problems.append(
+            f"{where}: advanced.horizontalPodAutoscalerConfig.behavior.scaleDown."
+            f"stabilizationWindowSeconds must be at least {SCALE_DOWN_WINDOW_S} "
+            f"(is {window}): replicas would follow every dip of the backlog"
+        )
+    return problems
+
+
+def _check_backlog_triggers(
+    where: str, triggers: list[dict[str, Any]], fact: ServiceFacts
+) -> list[str]:
+    """One prometheus trigger per due-work loop of the service, on its own backlog."""
+    problems: list[str] = []
+    covered: set[str] = set()
+    for trigger in triggers:
+        try:
+            works = backlog_works(trigger["query"], fact.name)
+        except ValueError as error:
+            problems.append(f"{where}: prometheus query {trigger['query']!r}: {error}")
+            continue
+        if not works:
+            problems.append(
+                f"{where}: prometheus query {trigger['query']!r} reads no esim_due_work_backlog"
+            )
+        for work in sorted(works - set(fact.works)):
+            problems.append(
+                f"{where}: prometheus query on work {work!r}, but {fact.name}'s due-work loops "
+                f"are {sorted(fact.works)}"
+            )
+        for work in sorted(works & set(fact.works)):
+            if float(trigger["threshold"]) < BACKLOG_BATCHES * fact.works[work]:
+                problems.append(
+                    f"{where}: threshold {trigger['threshold']} on the {work!r} backlog is "
+                    f"under {BACKLOG_BATCHES} of its batches ({fact.works[work]} rows at once)"
+                )
+        covered |= works
+    for work in sorted(set(fact.works) - covered):
+        problems.append(
+            f"{where}: no prometheus trigger on esim_due_work_backlog{{service="
+            f'"{fact.name}",work="{work}"}}: its work waits in the database, not in Kafka, '
+            "so the group's lag never shows it"
+        )
+    return problems
+
+
+def _check_disruption(
+    by_kind: dict[str, dict[str, tuple[str, dict[str, Any]]]], fact: ServiceFacts
+) -> list[str]:
+    """An API service keeps two replicas at least and a PodDisruptionBudget over its pods."""
+    problems: list[str] = []
+    scaled = by_kind.get("ScaledObject", {}).get(fact.name)
+    deployment = by_kind.get("Deployment", {}).get(fact.name)
+    if scaled is None or deployment is None:
+        return []
+    where = f"{scaled[0]}: ScaledObject {fact.name}"
+    if scaled[1]["spec"].get("minReplicaCount", 0) < 2:
+        problems.append(
+            f"{where}: minReplicaCount must be at least 2: one pod is an outage on every "
+            "restart, rollout or node drain"
+        )
+    pods = deployment[1]["spec"]["template"]["metadata"].get("labels", {})
+    budgets = [
+        doc
+        for _, doc in by_kind.get("PodDisruptionBudget", {}).values()
+        if all(
+            pods.get(key) == value for key, value in doc["spec"]["selector"]["matchLabels"].items()
+        )
+    ]
+    if not budgets:
+        problems.append(
+            f"no PodDisruptionBudget selects the pods of {fact.name} ({pods}): a node drain "
+            "may take every replica at once"
+        )
+    for budget in budgets:
+        if "minAvailable" not in budget["spec"] and "maxUnavailable" not in budget["spec"]:
+            problems.append(
+                f"PodDisruptionBudget {budget['metadata']['name']}: neither minAvailable nor "
+                "maxUnavailable"
+            )
     return problems
 
 

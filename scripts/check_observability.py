@@ -4,7 +4,9 @@ Every rule and panel expression must parse as PromQL (promql-parser, the Rust pa
 binding) and name only metrics the services expose: the catalogue is what the services'
 modules register with prometheus_client, the same registry `/metrics` serves (an integration
 test also checks the names against the running services). Rules need a CamelCase `alert`, a
-duration `for`, a `severity` of page or ticket and a summary and description; dashboards need
+duration `for`, a `severity` of page or ticket and a summary and description, and group by
+`service`, never `job`; each service deployed in deploy/k8s needs an alert on having no healthy
+pod (`absent(up{service="<name>"} == 1)`); dashboards need
 a uid, a title, unique panel ids and the `${datasource}` variable on every query.
 
     python scripts/check_observability.py        # exit status 1 and one line per problem
@@ -46,6 +48,11 @@ _SUFFIXES = {
 }
 _DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 _ALERT_NAME = re.compile(r"^[A-Z][A-Za-z0-9]+$")
+#: Grouping or matching on `job`: on Kubernetes one scrape job covers every pod of every service.
+_BY_JOB = re.compile(r"\b(by|without|on|ignoring)\s*\([^)]*\bjob\b")
+#: An alert on a service having no healthy pod: `absent(up{service="<name>"} == 1)`.
+_ABSENT_UP = re.compile(r"absent\(\s*up\s*\{[^}]*\bservice\s*=\s*\"([\w-]+)\"[^}]*\}\s*==\s*1\s*\)")
+K8S = ROOT / "deploy/k8s"
 
 
 def metric_catalogue() -> set[str]:
@@ -134,7 +141,39 @@ def check_rules(path: Path, known: set[str]) -> list[str]:
             if unknown:
                 problems.append(f"{where}: unknown keys {sorted(unknown)}")
             problems += check_expr(where, rule.get("expr"), known)
+            if _BY_JOB.search(str(rule.get("expr", ""))):
+                problems.append(
+                    f"{where}: groups or matches on `job`, one scrape job for every pod on "
+                    "Kubernetes: use `service`"
+                )
     return problems
+
+
+def deployed_services(folder: Path = K8S) -> set[str]:
+    """The services the cluster runs: the Deployments in deploy/k8s."""
+    return {
+        document["metadata"]["name"]
+        for path in sorted(folder.glob("*.yaml"))
+        for document in yaml.safe_load_all(path.read_text())
+        if isinstance(document, dict) and document.get("kind") == "Deployment"
+    }
+
+
+def check_availability(paths: Iterable[Path], services: set[str]) -> list[str]:
+    """Each service needs an alert that fires when it has no healthy pod: with none, every
+    other rule sees no series and stays silent."""
+    covered: set[str] = set()
+    for path in paths:
+        document = yaml.safe_load(path.read_text())
+        for group in (document or {}).get("groups") or []:
+            for rule in group.get("rules") or []:
+                if isinstance(rule, dict):
+                    covered.update(_ABSENT_UP.findall(str(rule.get("expr", ""))))
+    return [
+        f"no alert fires when {service} has no healthy pod: add one on "
+        f'absent(up{{service="{service}"}} == 1)'
+        for service in sorted(services - covered)
+    ]
 
 
 def _panels(panels: Iterable[Any]) -> Iterable[dict[str, Any]]:
@@ -202,6 +241,7 @@ def main() -> int:
         problems.append("deploy/prometheus/*.yaml or deploy/grafana/*.json is missing")
     for path in RULES:
         problems += check_rules(path, known)
+    problems += check_availability(RULES, deployed_services())
     for path in DASHBOARDS:
         problems += check_dashboard(path, known)
     for problem in problems:

@@ -212,3 +212,120 @@ def test_manifest_rules_fail(
     edited(folder, folder / file, old, new)
     problems = check.check_k8s(folder, facts)
     assert any(expected in problem for problem in problems), problems
+
+
+REFUND_TRIGGER = """    - type: prometheus
+      metadata:
+        # The cluster's Prometheus (deploy/README.md, "Scaling"); every replica reports the
+        # same count, so `max`.
+        serverAddress: http://prometheus.monitoring.svc.cluster.local:9090
+        query: max(esim_due_work_backlog{service="billing",work="refund"})
+        threshold: "250"
+"""
+CPU_TRIGGER = """    - type: cpu
+      metricType: Utilization
+      metadata:
+        value: "70"
+"""
+HELD_TRIGGER = """  triggers:
+    - type: kafka
+      authenticationRef:
+        name: esim-kafka
+      metadata:
+        bootstrapServersFromEnv: KAFKA_BOOTSTRAP_SERVERS
+        consumerGroup: accounts
+        topic: esim.renewal.requested
+        lagThreshold: "300"
+        offsetResetPolicy: earliest
+"""
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        # Due work scales on its backlog, each loop of the service on its own.
+        (
+            "billing.yaml",
+            REFUND_TRIGGER,
+            "",
+            'no prometheus trigger on esim_due_work_backlog{service="billing",work="refund"}',
+        ),
+        (
+            "provisioning.yaml",
+            'service="provisioning",work="cancelling a bundle"',
+            'service="billing",work="cancelling a bundle"',
+            'it must select service="provisioning", its own backlog',
+        ),
+        (
+            "notifier.yaml",
+            'work="sending notification"',
+            'work="sending notifications"',
+            "due-work loops are ['sending notification']",
+        ),
+        ("notifier.yaml", 'work="sending notification"}', "}", "must name one loop"),
+        ("billing.yaml", 'threshold: "250"', 'threshold: "60"', "under 2 of its batches (50"),
+        # Kafka lag as the consumers count it, in batches.
+        (
+            "billing.yaml",
+            "offsetResetPolicy: earliest",
+            "offsetResetPolicy: latest",
+            "offsetResetPolicy latest on esim.payment.requested, but the consumers start at "
+            "earliest",
+        ),
+        ("billing.yaml", 'lagThreshold: "300"', 'lagThreshold: "50"', "under 2 fetch batches"),
+        (
+            "billing.yaml",
+            "        offsetResetPolicy: earliest\n",
+            "",
+            "'offsetResetPolicy' is a required",
+        ),
+        # accounts: CPU, two replicas, a budget, and not the lag its intake holds on purpose.
+        ("accounts.yaml", CPU_TRIGGER, "", "no cpu trigger"),
+        ("accounts.yaml", "              cpu: 500m\n", "", "requests no cpu"),
+        ("accounts.yaml", "minReplicaCount: 2", "minReplicaCount: 1", "at least 2"),
+        (
+            "accounts.yaml",
+            "  minAvailable: 1\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: acc",
+            "  minAvailable: 1\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: bill",
+            "no PodDisruptionBudget selects the pods of accounts",
+        ),
+        ("accounts.yaml", "  triggers:\n", HELD_TRIGGER, "holds back on purpose"),
+        # HPA behaviour that does not flap; no setting that does nothing.
+        (
+            "notifier.yaml",
+            "  pollingInterval: 15\n",
+            "  pollingInterval: 15\n  cooldownPeriod: 300\n",
+            "cooldownPeriod does nothing with minReplicaCount 1",
+        ),
+        (
+            "provisioning.yaml",
+            "          stabilizationWindowSeconds: 300",
+            "          stabilizationWindowSeconds: 10",
+            "stabilizationWindowSeconds must be at least 60 (is 10)",
+        ),
+        # The schemas know the new fields, and so catch their typos.
+        ("billing.yaml", "        scaleDown:", "        scaleDwn:", "'scaleDwn' was unexpected"),
+        ("accounts.yaml", '        value: "70"', '        valu: "70"', "'valu' was unexpected"),
+        ("accounts.yaml", "  minAvailable: 1", "  minAvailable: [1]", "is not of type"),
+        # More replicas within the partitions still have to fit the database.
+        (
+            "notifier.yaml",
+            "maxReplicaCount: 6",
+            "maxReplicaCount: 12",
+            "notifier 13 x 2 + provisioning 13 x 2 = 99, over the 90",
+        ),
+    ],
+)
+def test_scaling_rules_fail(
+    tmp_path: Path,
+    facts: dict[str, check.ServiceFacts],
+    file: str,
+    old: str,
+    new: str,
+    expected: str,
+) -> None:
+    folder = tmp_path / "k8s"
+    shutil.copytree(check.K8S, folder)
+    edited(folder, folder / file, old, new)
+    problems = check.check_k8s(folder, facts)
+    assert any(expected in problem for problem in problems), problems

@@ -83,3 +83,35 @@ def test_a_broken_dashboard_fails(tmp_path: Path, change: object, expected: str)
     assert any(
         expected in problem for problem in check.check_dashboard(path, check.metric_catalogue())
     )
+
+
+def test_a_rule_grouping_by_job_fails(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        """
+groups:
+  - name: g
+    rules:
+      - alert: RelayFailing
+        expr: sum by (job) (increase(esim_outbox_relay_errors_total[10m])) > 0
+        labels: {severity: ticket}
+        annotations: {summary: s, description: d}
+"""
+    )
+    problems = check.check_rules(rules, check.metric_catalogue())
+    assert any("RelayFailing: groups or matches on `job`" in p for p in problems), problems
+
+
+def test_every_deployed_service_has_an_alert_for_no_healthy_pod(tmp_path: Path) -> None:
+    assert check.deployed_services() == {"accounts", "billing", "provisioning", "notifier", "web"}
+    assert check.check_availability(check.RULES, check.deployed_services()) == []
+    text = check.RULES[0].read_text()
+    dropped = 'absent(up{service="notifier"} == 1)'
+    assert dropped in text
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(text.replace(dropped, 'absent(up{service="notifier"})'))
+    problems = check.check_availability([rules], check.deployed_services())
+    assert problems == [
+        'no alert fires when notifier has no healthy pod: add one on absent(up{service="notifier"}'
+        " == 1)"
+    ]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from itertools import chain
-from typing import Any
+from typing import Any, Final, Literal
 
 from aiokafka import AIOKafkaConsumer
 from esim_schemas import CloudEvent, EventData, EventDecodeError, decode_event, format_time
@@ -34,6 +34,9 @@ Handler = Callable[[AsyncSession, CloudEvent[Any]], Awaitable[None]]
 
 # How long one fetch waits for messages when none are there (it returns as soon as one comes).
 POLL_MS = 500
+#: Where a group with no committed offset starts: at the oldest kept event, so none is skipped.
+#: KEDA's kafka triggers must compute lag the same way (`offsetResetPolicy`, check_deploy.py).
+AUTO_OFFSET_RESET: Final[Literal["earliest"]] = "earliest"
 
 
 def _header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> bytes | None:
@@ -161,7 +164,7 @@ class EventConsumer:
             batch=True,
             max_records=self.batch_size,
             batch_timeout_ms=POLL_MS,
-            auto_offset_reset="earliest",
+            auto_offset_reset=AUTO_OFFSET_RESET,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=_raw_records,
             title=group_id,
