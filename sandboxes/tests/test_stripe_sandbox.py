@@ -181,6 +181,30 @@ async def test_a_declined_card_is_a_card_error_with_the_intent_left_unpaid(
     assert (await ledger(web, ref))["authorizations"] == []
 
 
+async def test_a_card_funded_later_is_declined_replayed_under_its_key_then_authorized_anew(
+    client: stripe.StripeClient, web: httpx.AsyncClient
+) -> None:
+    ref = reference()
+    with pytest.raises(stripe.CardError) as raised:
+        await pay(client, "card_tok_insufficient_once", ref, key=f"charge:{ref}")
+    error = raised.value.error
+    assert error is not None and error.payment_intent is not None
+    assert error.decline_code == "insufficient_funds"
+    # The first key keeps its decline, as at Stripe: a dunning charge under it never reaches
+    # the card, however much money the account has since.
+    with pytest.raises(stripe.CardError):
+        await pay(client, "card_tok_insufficient_once", ref, key=f"charge:{ref}")
+
+    intent = await pay(client, "card_tok_insufficient_once", ref, key=f"charge:{ref}:2")
+
+    assert intent.status == "requires_capture"
+    assert intent.id != error.payment_intent.id
+    assert len((await ledger(web, ref))["authorizations"]) == 1
+    # Another renewal on the same card starts over: its first charge is declined too.
+    with pytest.raises(stripe.CardError):
+        await pay(client, "card_tok_insufficient_once", reference())
+
+
 async def test_a_flaky_card_fails_twice_under_one_key_then_is_authorized(
     client: stripe.StripeClient, web: httpx.AsyncClient
 ) -> None:

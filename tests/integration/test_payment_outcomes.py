@@ -96,6 +96,29 @@ def test_a_soft_decline_is_charged_again_on_the_dunning_schedule_then_fails_insu
     assert_nothing_taken_or_held(platform, renewal_id)
 
 
+def test_a_card_with_funds_by_the_dunning_charge_ends_activated_with_one_hold_and_one_capture(
+    platform: Platform,
+) -> None:
+    # Stripe replays a key's first answer: only a charge under a new key reaches the card.
+    traveller, _, renewal_id = renewal_of(platform, "card", "card_tok_insufficient_once")
+
+    traveller.wait_for_status(renewal_id, "ACTIVATED", timeout=90)
+
+    assert len(captures_of(platform, renewal_id, timeout=60)) == 1
+    payments = ledger(platform, "payment", reference=renewal_id)
+    assert len(payments["authorizations"]) == 1
+    assert payments["voids"] == [] and payments["refunds"] == []
+    payment = wait_until(
+        lambda: (
+            (view := billing_view(platform, "payments", renewal_id))["state"] == "settled" and view
+        ),
+        timeout=60,
+        what="billing to record the capture",
+    )
+    assert payment["soft_declines"] == 1
+    assert payment["capture_overdue_at"] is None
+
+
 @pytest.mark.parametrize(
     ("method", "token"),
     [("card", "card_flaky"), ("paypal", "paypal_flaky"), ("alipay", "alipay_flaky")],

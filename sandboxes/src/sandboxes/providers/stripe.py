@@ -171,6 +171,10 @@ class _Behaviour:
     action: bool = False
     flaky: bool = False
     slow: bool = False
+    funded_later: bool = False
+    """`insufficient_funds` on the first PaymentIntent of a reference, authorized on a later
+    one (the buyer's account has money by the dunning charge); a replay of the first key
+    still answers the decline, as at Stripe."""
 
 
 _TEST_METHODS = {
@@ -185,6 +189,7 @@ _SUFFIXES = {
     "_ok": _Behaviour(),
     "_declined": _Behaviour(decline=_DECLINES["generic_decline"]),
     "_insufficient": _Behaviour(decline=_DECLINES["insufficient_funds"]),
+    "_insufficient_once": _Behaviour(funded_later=True),
     "_expired": _Behaviour(decline=_DECLINES["expired_card"]),
     "_flaky": _Behaviour(flaky=True),
     "_slow": _Behaviour(slow=True),
@@ -376,6 +381,8 @@ class StripeSandbox:
         self.refunds: dict[str, _Refund] = {}
         self._keys: dict[str, _KeyRecord] = {}
         self._key_locks: dict[str, asyncio.Lock] = {}
+        self._declined_once: set[tuple[str, str]] = set()
+        """(payment method, reference) pairs a `_insufficient_once` method has declined."""
 
     def now(self) -> int:
         """The account's clock in Unix seconds, as Stripe's objects carry it."""
@@ -387,6 +394,7 @@ class StripeSandbox:
         self.refunds.clear()
         self._keys.clear()
         self._key_locks.clear()
+        self._declined_once.clear()
 
     # Idempotency -------------------------------------------------------------------------
 
@@ -527,14 +535,20 @@ class StripeSandbox:
         return 200, intent.to_json()
 
     def _confirm(self, intent: _Intent, behaviour: _Behaviour) -> None:
-        if behaviour.decline is not None:
-            self._fail(intent, behaviour.decline)
+        decline = behaviour.decline
+        if behaviour.funded_later:
+            first = (intent.payment_method or "", intent.reference)
+            if first not in self._declined_once:
+                self._declined_once.add(first)
+                decline = _DECLINES["insufficient_funds"]
+        if decline is not None:
+            self._fail(intent, decline)
             raise StripeApiError(
                 402,
                 "card_error",
-                behaviour.decline.message,
-                code=behaviour.decline.code,
-                decline_code=behaviour.decline.decline_code,
+                decline.message,
+                code=decline.code,
+                decline_code=decline.decline_code,
                 payment_intent=intent.to_json(),
             )
         if behaviour.action:

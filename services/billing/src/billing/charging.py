@@ -6,10 +6,14 @@ if the buyer never answered; capture an authorization once the plan is active, o
 when activation failed; ask about a payment whose last answer was lost), then commits the
 outcome, its event and the next due time in one transaction (`flow.PaymentFlow`).
 
-Every call carries an idempotency key derived from the renewal, the same on every attempt. A
-call that got no answer (`GatewayUnavailableError`) leaves the payment `unknown`: the next
-rounds ask the provider (`look_up`) on a schedule before anything else, so a crash or a
-timeout never leads to a call under a new key, nor to a second capture.
+Every call carries an idempotency key derived from the renewal, the same on every repeat. A
+dunning charge after a recorded decline is a new attempt: at Stripe, which replays a key's
+first answer (the decline too), it goes under its own key (`flow.attempt_key`), so it reaches
+the card; a decline is an answer that arrived, so that new key cannot pay twice. A call that
+got no answer (`GatewayUnavailableError`) leaves the payment `unknown`: the next rounds ask the
+provider (`look_up`, under the key of the attempt whose answer was lost) on a schedule before
+anything else, so a crash or a timeout never leads to a call under a new key, nor to a second
+capture.
 """
 
 import logging
@@ -28,13 +32,12 @@ from billing.domain import (
     RetryRules,
     Step,
     capture_key,
-    charge_key,
     scrub,
     unavailable_delay,
     unknown_delay,
     void_key,
 )
-from billing.flow import PaymentFlow, amount_differs
+from billing.flow import PaymentFlow, amount_differs, attempt_key
 from billing.gateways import (
     ActionRequired,
     Authorized,
@@ -60,11 +63,14 @@ Apply = Callable[[AsyncSession, Payment, datetime], Awaitable[None]]
 
 
 def lookup_request(payment: Payment) -> LookupRequest:
-    """How to find a payment at its provider: the key and reference billing sent."""
+    """How to find a payment at its provider: the key and reference billing sent.
+
+    The key is the current attempt's: the one whose answer, if lost, is the question.
+    """
     return LookupRequest(
         method=payment.method,
         reference=payment.renewal_id,
-        idempotency_key=charge_key(payment.renewal_id),
+        idempotency_key=attempt_key(payment),
         provider_reference=payment.provider_reference,
         amount=payment.amount,
         currency=payment.currency,
@@ -125,7 +131,7 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
 
     async def _pay(self, payment: Payment) -> None:
         request = PaymentRequest(
-            idempotency_key=charge_key(payment.renewal_id),
+            idempotency_key=attempt_key(payment),
             reference=payment.renewal_id,
             amount=payment.amount,
             currency=payment.currency,

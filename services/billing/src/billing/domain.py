@@ -83,9 +83,24 @@ def refund_row_id_for(renewal_id: UUID | str) -> str:
     return f"rfd_{derived_id(_IDS, f'refund:{renewal_id}')}"
 
 
-def charge_key(renewal_id: UUID | str) -> str:
-    """The gateway Idempotency-Key of a renewal's charge: identical on every attempt."""
-    return f"charge:{renewal_id}"
+def charge_key(renewal_id: UUID | str, attempt: int = 1) -> str:
+    """The gateway Idempotency-Key of a renewal's charge `attempt` (1 for the first charge).
+
+    Every repeat of one attempt (a transient error, a lost answer, a crash) uses the same key,
+    so it never pays twice. A new attempt comes only after a decline, an answer that arrived,
+    so its new key cannot pay twice either; it is what lets a dunning charge reach the card at
+    a provider that replays a key's first answer (Stripe). The first attempt keeps the key
+    `charge:<renewal>` that every payment has always been made under.
+    """
+    if attempt < 1:
+        raise ValueError(f"a charge attempt counts from 1, not {attempt}")
+    return f"charge:{renewal_id}" if attempt == 1 else f"charge:{renewal_id}:{attempt}"
+
+
+REPLAYING_METHODS = frozenset({"card"})
+"""Methods whose provider answers a repeated idempotency key with its first answer, a decline
+included (Stripe): each dunning charge of these goes under its own key. PayPal and Alipay try a
+payment again under the same request, so their charges keep one key."""
 
 
 def capture_key(renewal_id: UUID | str) -> str:

@@ -29,11 +29,13 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.domain import (
+    REPLAYING_METHODS,
     FailureReason,
     PaymentState,
     RefundState,
     RetryRules,
     Step,
+    charge_key,
     decline_reason,
     dunning_delay,
     event_id,
@@ -55,6 +57,41 @@ def paying(payment: Payment) -> bool:
     """The payment has no money held or taken yet as far as billing knows."""
     return payment.state in (PaymentState.PENDING, PaymentState.ACTION_REQUIRED) or (
         payment.state == PaymentState.UNKNOWN and payment.unknown_step in (Step.PAY, Step.CLOSE)
+    )
+
+
+def attempt_key(payment: Payment) -> str:
+    """The idempotency key of the payment's current charge attempt.
+
+    At a provider that replays a key's first answer (`REPLAYING_METHODS`), each charge after a
+    recorded decline is a new attempt under its own key; the count only moves when a decline
+    is recorded, so a charge whose answer was lost is asked about, and repeated, under the key
+    it was sent with. Other providers take every charge under the renewal's one key.
+    """
+    if payment.method in REPLAYING_METHODS:
+        return charge_key(payment.renewal_id, payment.soft_declines + 1)
+    return charge_key(payment.renewal_id)
+
+
+def about_another_attempt(payment: Payment, view: PaymentView) -> bool:
+    """The view is about an earlier charge attempt than the payment's current one.
+
+    Only where every attempt is its own payment at the provider (a Stripe PaymentIntent per
+    dunning charge): a late `payment_intent.payment_failed` of a declined attempt names that
+    attempt's key and PaymentIntent, not the one that is pending, held or taken now. Elsewhere
+    the reference can change as a payment goes on (Alipay's trade number arrives later), so
+    it proves nothing.
+    """
+    if payment.method not in REPLAYING_METHODS:
+        return False
+    if view.idempotency_key is not None and view.idempotency_key != attempt_key(payment):
+        return True
+    known = payment.provider_reference
+    return (
+        known is not None
+        and view.provider_reference is not None
+        and view.provider_reference != known
+        and view.provider_reference != payment.capture_reference
     )
 
 
@@ -246,6 +283,12 @@ class PaymentFlow:
             return
         payment.state = PaymentState.PENDING
         self._known(payment)
+        if payment.method in REPLAYING_METHODS:
+            # The next charge is a payment of its own at the provider, under its own key: the
+            # declined one must not be what a look-up about the next charge retrieves.
+            payment.provider_reference = None
+            payment.action_url = None
+            payment.action_expires_at = None
         payment.due_at = now + timedelta(seconds=delay)
         session.add(payment)
         logger.info(
@@ -338,6 +381,16 @@ class PaymentFlow:
         order), changes nothing: each transition starts only from the states it leaves.
         """
         standing = view.standing
+        if about_another_attempt(payment, view):
+            # A decline (or any news) of an earlier dunning charge arriving late: the payment
+            # has moved on to a charge of its own, which this view says nothing about.
+            logger.info(
+                "payment %s: %s of an earlier charge attempt (%s) ignored",
+                payment.id,
+                standing,
+                view.provider_reference,
+            )
+            return False
         if standing in (Standing.AUTHORIZED, Standing.CAPTURED):
             differs = amount_differs(payment, view.amount, view.currency)
             if differs is not None:

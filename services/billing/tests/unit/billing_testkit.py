@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from billing.bootstrap import Billing
 from billing.domain import PaymentState
@@ -86,6 +86,8 @@ class FakePayment:
             action_expires_at=self.action_expires_at,
             decline_code=self.decline_code,
             method=self.method,
+            # Stripe keeps the key in the PaymentIntent's metadata; the others do not say it.
+            idempotency_key=self.key if self.method == "card" else None,
         )
 
 
@@ -95,8 +97,10 @@ class FakeGateway:
 
     The token's suffix decides the outcome as at the sandbox; no token or `_action` waits for
     the buyer (`buyer` answers). Card and PayPal are authorized, Alipay is captured at once.
-    Every key acts once: a repeat answers where the payment stands. `outage` makes every call
-    transient; `lose` counts, per call (`pay`, `capture`, `void`, `refund`), the answers
+    Every key acts once: a repeat answers where the payment stands, and a card's decline is
+    kept under its key and answered again, as Stripe replays it (PayPal and Alipay try again for
+    real). `_insufficient_once` lacks funds at a renewal's first charge only. `outage` makes
+    every call transient; `lose` counts, per call (`pay`, `capture`, `void`, `refund`), the answers
     still to be lost after the call took effect; `refund_error` makes refunds fail with that error.
     """
 
@@ -116,6 +120,8 @@ class FakeGateway:
     on_charge: Any = None
     reported_amount: int | None = None
     """An amount the fake reports instead of the one asked (a provider that disagrees)."""
+    funded: set[str] = field(default_factory=set)
+    """Renewals whose `_insufficient_once` source has been declined once (it has money now)."""
 
     def _transient(self) -> None:
         if self.outage:
@@ -163,13 +169,18 @@ class FakeGateway:
         ):
             raise GatewayUnavailableError("HTTP 503: unavailable")
         if token.endswith("_declined"):
-            raise PaymentDeclinedError("declined", False, "The issuer declined the payment.")
+            self._decline(request, "declined", False, "The issuer declined the payment.")
         if token.endswith("_expired"):
-            raise PaymentDeclinedError("expired_method", False, "The method has expired.")
-        if token.endswith("_insufficient"):
-            raise PaymentDeclinedError("insufficient_funds", True, "The method lacks funds.")
-        if token and not token.endswith(("_ok", "_slow", "_flaky", "_action")):
-            raise PaymentDeclinedError("invalid_token", False, "The token is not valid.")
+            self._decline(request, "expired_method", False, "The method has expired.")
+        if token.endswith("_insufficient") or (
+            token.endswith("_insufficient_once") and request.reference not in self.funded
+        ):
+            self.funded.add(request.reference)
+            self._decline(request, "insufficient_funds", True, "The method lacks funds.")
+        if token and not token.endswith(
+            ("_ok", "_slow", "_flaky", "_action", "_insufficient_once")
+        ):
+            self._decline(request, "invalid_token", False, "The token is not valid.")
         now = utcnow()
         payment = FakePayment(
             key=request.idempotency_key,
@@ -191,6 +202,24 @@ class FakeGateway:
         outcome = self._held(payment)
         self._lost("pay")
         return outcome
+
+    def _decline(
+        self, request: PaymentRequest, code: str, retryable: bool, message: str
+    ) -> NoReturn:
+        if request.method == "card":
+            # Stripe keeps the declined PaymentIntent under the key and replays its decline.
+            self.payments[request.idempotency_key] = FakePayment(
+                key=request.idempotency_key,
+                reference=request.reference,
+                method=request.method,
+                amount=request.amount,
+                currency=request.currency,
+                status=Standing.DECLINED,
+                provider_reference=f"pi_{uuid.uuid4().hex[:20]}",
+                capture_before=utcnow() + timedelta(days=7),
+                decline_code=code,
+            )
+        raise PaymentDeclinedError(code, retryable, message)
 
     def _capture(self, payment: FakePayment, key: str) -> Captured:
         payment.status = Standing.CAPTURED

@@ -2,6 +2,7 @@
 answers lost and found by asking, and captures that cannot be made in time."""
 
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 
 from billing.bootstrap import Billing
@@ -317,3 +318,98 @@ async def test_a_webhook_during_the_pay_round_wins_once_and_frees_the_payment(
     await handle(database, on_profile_activated, profile_activated(data.renewal_id))
     assert await billing.charges.run_once() == 1  # the capture is not held back by a lease
     assert gateway.captures_of(str(data.renewal_id)) == 1
+
+
+async def funded_at_the_dunning_charge(billing: Billing) -> Payment:
+    """A card declined for insufficient funds, then authorized by the first dunning charge."""
+    database = billing.runtime.database
+    data = payment_requested(method="card", token="card_insufficient_once")
+    await handle(database, on_payment_requested, data)
+    await billing.charges.run_once()
+    declined = await payment_of(database, data.renewal_id)
+    assert declined.state == PaymentState.PENDING and declined.soft_declines == 1
+    await fast_forward(database)
+    await billing.charges.run_once()
+    payment = await payment_of(database, data.renewal_id)
+    assert payment.state == PaymentState.AUTHORIZED
+    return payment
+
+
+async def test_a_card_declined_for_funds_is_charged_again_under_a_new_key_and_captured_once(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    payment = await funded_at_the_dunning_charge(billing)
+
+    renewal = payment.renewal_id
+    assert [c.idempotency_key for c in gateway.charges] == [
+        f"charge:{renewal}",
+        f"charge:{renewal}:2",
+    ]
+    # The declined attempt stays at the provider; the payment follows the one that held money.
+    assert payment.provider_reference == gateway.payments[f"charge:{renewal}:2"].provider_reference
+    assert len(await published(database, AUTHORIZED)) == 1
+    await handle(database, on_profile_activated, profile_activated(renewal))
+    await billing.charges.run_once()
+    settled = await payment_of(database, renewal)
+    assert settled.state == PaymentState.SETTLED
+    assert gateway.captures_of(renewal) == 1
+    assert len(await published(database, SETTLED)) == 1
+
+
+async def test_a_dunning_charge_whose_answer_was_lost_is_asked_about_under_its_own_key(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    data = payment_requested(method="card", token="card_insufficient_once")
+    await handle(database, on_payment_requested, data)
+    await billing.charges.run_once()
+    await fast_forward(database)
+    gateway.lose["pay"] = 4  # every try of the round: the answer is lost each time
+    await billing.charges.run_once()
+    lost = await payment_of(database, data.renewal_id)
+    assert lost.state == PaymentState.UNKNOWN and lost.unknown_step == "pay"
+
+    await fast_forward(database)
+    await billing.charges.run_once()
+
+    # Asked under the key of the attempt whose answer was lost, and never charged anew.
+    assert gateway.lookups[-1].idempotency_key == f"charge:{data.renewal_id}:2"
+    assert gateway.lookups[-1].provider_reference is None
+    first, *again = [c.idempotency_key for c in gateway.charges]
+    assert first == f"charge:{data.renewal_id}"
+    assert set(again) == {f"charge:{data.renewal_id}:2"}
+    payment = await payment_of(database, data.renewal_id)
+    assert payment.state == PaymentState.AUTHORIZED
+    assert len(await published(database, AUTHORIZED)) == 1
+
+
+async def test_a_late_decline_of_an_earlier_attempt_leaves_the_later_authorization_alone(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    from billing.webhooks import apply_notice
+
+    payment = await funded_at_the_dunning_charge(billing)
+    first = gateway.payments[f"charge:{payment.renewal_id}"]
+    assert first.status == Standing.DECLINED
+
+    # Stripe's payment_intent.payment_failed of the first PaymentIntent, delivered late.
+    notice = await gateway.read_webhook(
+        {"x-fake-signature": "valid"},
+        f'{{"id": "evt_late", "key": "charge:{payment.renewal_id}"}}'.encode(),
+    )
+    assert notice.view.provider_reference == first.provider_reference
+    assert not await apply_notice(database, billing.charges.flow, "stripe", notice)
+    # Nor when a look-up or the list reports it, with the key billing did not send it under.
+    view = replace(notice.view, idempotency_key=None)
+    async with database.session() as session:
+        row = await session.get(Payment, payment.id)
+        assert row is not None
+        assert not await billing.charges.flow.apply_view(session, row, view, utcnow())
+
+    after = await payment_of(database, payment.renewal_id)
+    assert after.state == PaymentState.AUTHORIZED
+    assert after.capture_overdue_at is None
+    assert after.provider_reference == payment.provider_reference
+    await handle(database, on_profile_activated, profile_activated(payment.renewal_id))
+    await billing.charges.run_once()
+    assert (await payment_of(database, payment.renewal_id)).state == PaymentState.SETTLED
+    assert gateway.captures_of(payment.renewal_id) == 1

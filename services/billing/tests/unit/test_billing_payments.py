@@ -114,10 +114,20 @@ async def test_a_hard_decline_fails_at_once_without_retry(
     assert len(gateway.charges) == 1
 
 
+@pytest.mark.parametrize(
+    ("method", "keys"),
+    [
+        # Stripe replays a key's first answer: each dunning charge is a new attempt, new key.
+        ("card", ["charge:{r}", "charge:{r}:2", "charge:{r}:3", "charge:{r}:4"]),
+        # PayPal and Alipay charge again for real under the renewal's one key.
+        ("paypal", ["charge:{r}"] * 4),
+        ("alipay", ["charge:{r}"] * 4),
+    ],
+)
 async def test_insufficient_funds_follows_the_dunning_schedule_then_fails(
-    billing: Billing, database: Database, gateway: FakeGateway
+    billing: Billing, database: Database, gateway: FakeGateway, method: str, keys: list[str]
 ) -> None:
-    data = payment_requested(token="card_insufficient")
+    data = payment_requested(method=method, token=f"{method}_insufficient")
     await handle(database, on_payment_requested, data)
 
     for round_number, delay in enumerate([30, 120, 600], start=1):
@@ -126,7 +136,7 @@ async def test_insufficient_funds_follows_the_dunning_schedule_then_fails(
         payment = await payment_of(database, data.renewal_id)
         assert payment.state == PaymentState.PENDING
         assert payment.attempts == round_number
-        assert payment.token == "card_insufficient"  # kept for the next dunning charge
+        assert payment.token == f"{method}_insufficient"  # kept for the next dunning charge
         assert payment.due_at is not None
         wait = as_utc(payment.due_at) - before
         assert timedelta(seconds=delay) <= wait < timedelta(seconds=delay + 5)
@@ -143,8 +153,9 @@ async def test_insufficient_funds_follows_the_dunning_schedule_then_fails(
     [failed] = await published(database, FAILED)
     assert failed["data"]["reason"] == "insufficient_funds"
     assert failed["data"]["attempts"] == 4
-    assert len(gateway.charges) == 4
-    assert {c.idempotency_key for c in gateway.charges} == {f"charge:{data.renewal_id}"}
+    assert [c.idempotency_key for c in gateway.charges] == [
+        key.format(r=data.renewal_id) for key in keys
+    ]
     assert gateway.captures == {}
 
 

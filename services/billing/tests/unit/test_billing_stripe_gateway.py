@@ -278,6 +278,32 @@ async def test_a_decline_maps_to_billings_code_and_look_up_reports_it(
     assert (view.standing, view.decline_code) == (Standing.DECLINED, code)
 
 
+async def test_a_dunning_charge_under_its_own_key_reaches_the_card_and_each_is_found_by_key(
+    stripe_gateway: StripeGateway, web: httpx.AsyncClient
+) -> None:
+    first = payment("card_tok_insufficient_once")
+    with pytest.raises(PaymentDeclinedError) as raised:
+        await stripe_gateway.pay(first)
+    assert (raised.value.code, raised.value.retryable) == ("insufficient_funds", True)
+    # Under the same key Stripe replays the decline: the card is never asked again.
+    with pytest.raises(PaymentDeclinedError):
+        await stripe_gateway.pay(first)
+
+    second = payment("card_tok_insufficient_once", renewal=first.reference, attempt=2)
+    outcome = await authorized(stripe_gateway, second)
+
+    # Each attempt is its own PaymentIntent, found by its key and naming it.
+    declined = await stripe_gateway.look_up(lookup_of(first))
+    held = await stripe_gateway.look_up(lookup_of(second))
+    assert (declined.standing, declined.idempotency_key) == (
+        Standing.DECLINED,
+        first.idempotency_key,
+    )
+    assert (held.standing, held.idempotency_key) == (Standing.AUTHORIZED, second.idempotency_key)
+    assert held.provider_reference == outcome.provider_reference != declined.provider_reference
+    assert len((await ledger(web, first.reference))["authorizations"]) == 1
+
+
 async def test_a_flaky_provider_is_unavailable_twice_then_authorizes_once(
     stripe_gateway: StripeGateway, web: httpx.AsyncClient
 ) -> None:

@@ -14,8 +14,11 @@ takes them"):
 - `read_webhook` verifies a provider's signed call and says what it reports.
 
 Every call that moves money carries an idempotency key derived from the renewal, the same on
-every attempt, so a repeat never takes money twice; an answer that was lost is never followed
-by a call under a new key: billing asks (`look_up`) until it knows.
+every repeat, so a repeat never takes money twice; an answer that was lost is never followed
+by a call under a new key: billing asks (`look_up`) until it knows. The one new key is a
+dunning charge after a recorded decline at a provider that replays a key's first answer
+(Stripe: `charge:<renewal>:<attempt>`, a new PaymentIntent); a decline is an answer that
+arrived, so nothing can be taken twice by it.
 
 Each adapter serves one provider (Stripe for `card`, PayPal for `paypal`, Alipay for `alipay`);
 `billing.gateways.router.MethodRouter` sends each call to the adapter of its method.
@@ -191,6 +194,9 @@ class PaymentView:
     decline_code: str | None = None
     method: str | None = None
     at: datetime | None = None
+    idempotency_key: str | None = None
+    """The key of the call that made this payment, where the provider says it (Stripe keeps it
+    in the PaymentIntent's metadata): which charge attempt the view is about."""
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,13 @@
 """StripeGateway: the `card` method over Stripe's PaymentIntents, through the official library.
 
-`pay` creates and confirms a PaymentIntent with `capture_method=manual` under the renewal's
-idempotency key, so the money is held (`requires_capture`) until billing captures it after
-activation, or the buyer is sent through 3-D Secure first (`requires_action`). Stripe replays
-the first answer to a repeated key (`Idempotent-Replayed: true`); that first answer may be old
-(the buyer approved since), so a replayed PaymentIntent is retrieved again to report where it
-stands now.
+`pay` creates and confirms a PaymentIntent with `capture_method=manual`, so the money is held
+(`requires_capture`) until billing captures it after activation, or the buyer is sent through
+3-D Secure first (`requires_action`). Each charge attempt is a PaymentIntent of its own under
+its own key: `charge:<renewal>` first, `charge:<renewal>:<n>` for the n-th charge, made only
+after a recorded decline (the dunning schedule). Stripe replays the first answer to a repeated
+key (`Idempotent-Replayed: true`), a decline too, so a dunning charge under the first key would
+never reach the card. A replayed answer may also be old (the buyer approved since), so a
+replayed PaymentIntent is retrieved again to report where it stands now.
 
 The library is `stripe` (`StripeClient` with its async methods over `HTTPXClient`), pointed at
 another address by `base_url` alone (`base_addresses={"api": ...}`), which is how the payment
@@ -407,6 +409,7 @@ class StripeGateway:
             standing=standing,
             reference=intent.metadata.to_dict().get("reference"),
             provider_reference=intent.id,
+            idempotency_key=intent.metadata.to_dict().get(IDEMPOTENCY_METADATA),
             amount=intent.amount,
             currency=intent.currency.upper(),
             captured_amount=intent.amount_received,
