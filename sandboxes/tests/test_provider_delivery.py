@@ -108,3 +108,39 @@ async def test_replaying_a_call_never_sent_is_an_unknown_delivery() -> None:
 
     with pytest.raises(UnknownDeliveryError):
         await deliveries.replay("evt_never")
+
+
+async def test_at_most_in_flight_calls_are_sent_at_once_and_every_one_arrives() -> None:
+    now = 0
+    most = 0
+    arrived: list[str] = []
+
+    async def receiver(request: httpx.Request) -> httpx.Response:
+        nonlocal now, most
+        now += 1
+        most = max(most, now)
+        await asyncio.sleep(0.01)
+        now -= 1
+        arrived.append(request.headers["Id"])
+        return httpx.Response(200)
+
+    deliveries = Deliveries(in_flight=3)
+    deliveries._client = httpx.AsyncClient(transport=httpx.MockTransport(receiver))
+    for number in range(20):
+        deliveries.send(
+            id=f"evt_{number}",
+            provider="test",
+            url="http://billing.test/webhooks/test",
+            event="thing.happened",
+            body=b"{}",
+            headers={"Id": str(number)},
+            waits=[],
+        )
+    for _ in range(3000):
+        if len(arrived) == 20:
+            break
+        await asyncio.sleep(0.01)
+    await deliveries.close()
+
+    assert sorted(arrived, key=int) == [str(n) for n in range(20)]
+    assert most == 3

@@ -89,6 +89,11 @@ class Deliveries:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _pending: dict[str, _Pending] = field(default_factory=dict)
     _client: httpx.AsyncClient | None = None
+    in_flight: int = 16
+    """Calls sent at once at most; the others wait their turn. Unbounded, thousands of calls
+    queued in the HTTP client's pool, whose scheduling is linear in its queue per call: under
+    load the sandbox spent its CPU there and answered the payment calls too late."""
+    _slots: asyncio.Semaphore | None = None
     held: set[str] = field(default_factory=set)
     """References whose calls are not sent at all (a "lost webhook" test), until released."""
 
@@ -180,15 +185,21 @@ class Deliveries:
 
     async def _attempt(self, pending: _Pending) -> int | None:
         client = self._http()
-        headers = pending.headers
-        if pending.resign is not None:
-            headers = headers | pending.resign(pending.body)
-        pending.sent_headers = headers
-        try:
-            response = await client.post(pending.record.url, content=pending.body, headers=headers)
-        except httpx.HTTPError as error:
-            logger.info("%s call %s: %s", pending.record.provider, pending.record.id, error)
-            return None
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.in_flight)
+        async with self._slots:
+            # Signed once its turn came, so the time in the signature is the time it is sent.
+            headers = pending.headers
+            if pending.resign is not None:
+                headers = headers | pending.resign(pending.body)
+            pending.sent_headers = headers
+            try:
+                response = await client.post(
+                    pending.record.url, content=pending.body, headers=headers
+                )
+            except httpx.HTTPError as error:
+                logger.info("%s call %s: %s", pending.record.provider, pending.record.id, error)
+                return None
         pending.record.delivered = pending.acknowledged(response)
         return response.status_code
 
