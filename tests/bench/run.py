@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from esim_schemas import PaymentRequested, PaymentSettled, ProfileActivated, RenewalRequested
+from esim_schemas import (
+    PaymentAuthorized,
+    PaymentRequested,
+    PaymentSettled,
+    ProfileActivated,
+    RenewalRequested,
+)
 
 from tests.bench import metrics, profile
 from tests.bench.procstat import Sampler, find_roots, machine_busy_s
@@ -66,7 +72,11 @@ PROCESS_ORDER = (
     "other",
 )
 #: The intermediate events of a renewal, watched to split its latency into hops.
-STAGES = {PaymentRequested.topic: "payment_requested", PaymentSettled.topic: "payment_settled"}
+STAGES = {
+    PaymentRequested.topic: "payment_requested",
+    PaymentAuthorized.topic: "payment_authorized",
+    PaymentSettled.topic: "payment_settled",
+}
 PROFILED = ("accounts", "billing", "provisioning", "notifier", "esim-sandbox")
 #: A single Python process busier than this share of one core is probably what limits a phase.
 BUSY_CORE = 0.7
@@ -502,9 +512,18 @@ def hop_latencies(
 
     samples: list[list[float]] = [[] for _ in HOP_NAMES]
     for request in sent:
+        paid = [
+            at
+            for at in (
+                seen(stages, request.renewal_id, "payment_authorized"),
+                seen(stages, request.renewal_id, "payment_settled"),
+            )
+            if at is not None
+        ]
         times = [
             request.at,
-            *(seen(stages, request.renewal_id, kind) for kind in STAGES.values()),
+            seen(stages, request.renewal_id, "payment_requested"),
+            min(paid, default=None),
             seen(outcomes, request.renewal_id, "activated"),
         ]
         for index in range(len(HOP_NAMES)):

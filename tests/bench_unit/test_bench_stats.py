@@ -4,6 +4,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -12,6 +13,7 @@ from tests.bench.metrics import parse as parse_metrics
 from tests.bench.procstat import parse_stat, tree
 from tests.bench.profile import summary, top_functions
 from tests.bench.report import (
+    HOP_NAMES,
     PhaseResult,
     Quantile,
     history_line,
@@ -19,8 +21,8 @@ from tests.bench.report import (
     ratios,
     render_table,
 )
-from tests.bench.run import Config
-from tests.support.load import LatencyStats, payment_of, percentile
+from tests.bench.run import Config, hop_latencies
+from tests.support.load import LatencyStats, Outcome, Outcomes, Sent, payment_of, percentile
 
 
 def phase(
@@ -299,3 +301,25 @@ def test_a_load_token_is_its_method_and_a_bare_method_name_sends_no_token(
     payment = payment_of(token)
 
     assert (payment.method, payment.token) == (method, sent)
+
+
+class _Seen:
+    """Events seen, as `Outcomes.first_of` answers for them."""
+
+    def __init__(self, **at: float) -> None:
+        self.at = at
+
+    def first_of(self, renewal: str, kind: str) -> Outcome | None:
+        when = self.at.get(kind)
+        return None if when is None else Outcome(renewal, kind, "topic", when, {})
+
+
+def test_the_payment_hop_ends_at_the_hold_or_at_the_payment_whichever_comes_first() -> None:
+    sent = [Sent("r1", "8944", "pm_card_visa", 0.0)]
+    # A hold: authorized at 1.0, activated at 3.0, captured after that (5.0).
+    stages = _Seen(payment_requested=0.5, payment_authorized=1.0, payment_settled=5.0)
+    hops = hop_latencies(
+        sent, cast(Outcomes, stages), cast(Outcomes, _Seen(activated=3.0)), cutoff=10.0
+    )
+
+    assert [hops[name]["p50"] for name in HOP_NAMES] == [0.5, 0.5, 2.0]
