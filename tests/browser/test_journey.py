@@ -355,6 +355,13 @@ def test_an_early_renewal_waits_in_the_queue_with_its_dates_and_can_be_cancelled
     assert re.search(r"starts on \w+ \d+, \d{4}", sentence(desktop))
     desktop.step("early renewal queued")
 
+    # The card's hold is captured just after the activation; a cancel before that is refused
+    # with "try again in a moment", so wait for the "Charged" step as a traveller would.
+    def charged() -> bool:
+        desktop.open(f"{site}/renewals/{queued_id}")
+        return "Charged" in text_of(desktop, "main")
+
+    until(charged, "the capture after the activation", 60)
     desktop.open(f"{site}/cards/{iccid}")
     queued = desktop.find(".queued li").text
     assert re.search(r"From .+ until .+", queued)

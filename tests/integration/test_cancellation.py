@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests.integration.test_usage import active_card, events_of, live_plans, sandbox
-from tests.support.client import PlainKafka, ledger
+from tests.support.client import PlainKafka, Traveller, ledger
 from tests.support.infra import Platform, wait_until
 
 pytestmark = pytest.mark.integration
@@ -19,6 +19,17 @@ def kafka_client(platform: Platform) -> Iterator[PlainKafka]:
     client.close()
 
 
+def captured_after_activation(traveller: Traveller, renewal_id: str) -> None:
+    """Wait for a card's hold to be captured, just after the activation: until then a cancel
+    is refused with "try again in a moment" (the refund needs the capture), so a user waits."""
+
+    def captured() -> bool:
+        timeline = traveller.get(f"/v1/renewals/{renewal_id}").json()["timeline"]
+        return any(step["step"] == "payment_captured" for step in timeline)
+
+    wait_until(captured, timeout=60, what="the capture after the activation")
+
+
 def test_a_queued_plan_is_cancelled_at_the_platform_refunded_and_ends_cancelled(
     platform: Platform, kafka_client: PlainKafka
 ) -> None:
@@ -29,6 +40,7 @@ def test_a_queued_plan_is_cancelled_at_the_platform_refunded_and_ends_cancelled(
     traveller.wait_for_status(queued, "ACTIVATED")
     card = traveller.get(f"/v1/cards/{iccid}").json()
     assert [q["renewal_id"] for q in card["queued"]] == [queued]
+    captured_after_activation(traveller, queued)
 
     url = f"{platform.url('accounts')}/v1/renewals/{queued}/cancel"
     first = httpx.post(url, headers=traveller.headers)
@@ -120,6 +132,7 @@ def test_a_cancel_that_races_the_plans_start_keeps_the_plan(
     traveller, iccid, current = active_card(platform)
     queued = traveller.renew(iccid, "card_ok", start="after_current").json()["renewal_id"]
     traveller.wait_for_status(queued, "ACTIVATED")
+    captured_after_activation(traveller, queued)
 
     # The current plan ends now at the platform: the queued one starts before anyone is told.
     sandbox = httpx.post(
