@@ -2,6 +2,7 @@
 alert rules and the dashboard in deploy/ use."""
 
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -32,13 +33,39 @@ def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
     ]
 
 
+def scrape_errors(text: str) -> float:
+    return sum(value for _, value in samples(text, "esim_scrape_errors_total"))
+
+
+def complete_scrape(platform: Platform, service: str, within_s: float = 60) -> str:
+    """A scrape of `service` in which every gauge source was read.
+
+    A source that does not answer within its bound is counted in `esim_scrape_errors_total`
+    and its gauges are left out of that answer, which is what a loaded machine (the tests run
+    five platforms side by side) does now and then to the Kafka gauges: they open two clients
+    per scrape. So this scrapes again, as Prometheus would at its next interval, until one
+    answer adds no error and carries the consumer lag. A source that always fails never gets
+    there, and the wait ends in a failure naming the service.
+    """
+    deadline = time.monotonic() + within_s
+    errors = None
+    while True:
+        text = scrape(platform, service)
+        complete = errors == scrape_errors(text) or (errors is None and not scrape_errors(text))
+        if complete and samples(text, "esim_consumer_lag"):
+            return text
+        assert time.monotonic() < deadline, f"{service}: no scrape read every gauge source"
+        errors = scrape_errors(text)
+        time.sleep(1)
+
+
 @pytest.fixture(scope="module")
 def scraped(platform: Platform) -> dict[str, str]:
     traveller = Traveller.register(platform)
     iccid = traveller.bind_new_card()
     renewal_id = traveller.renew(iccid).json()["renewal_id"]
     traveller.wait_for_status(renewal_id, "ACTIVATED", timeout=90)
-    return {service: scrape(platform, service) for service in SERVICES}
+    return {service: complete_scrape(platform, service) for service in SERVICES}
 
 
 def test_every_metric_of_the_rules_and_dashboard_is_exposed(scraped: dict[str, str]) -> None:
@@ -58,7 +85,6 @@ def test_each_service_reports_its_outbox_lag_and_dead_letters(
         assert all(value >= 0 for _, value in samples(text, "esim_consumer_lag"))
         waiting = {labels["topic"] for labels, _ in samples(text, "esim_dead_letters_waiting")}
         assert waiting == lag_topics
-        assert samples(text, "esim_scrape_errors_total") == [], f"{service}: scrape errors"
     billing_topics = {
         labels["topic"] for labels, _ in samples(scraped["billing"], "esim_consumer_lag")
     }
