@@ -38,12 +38,14 @@ has no operator token, no topics and so no ScaledObject (it scales by a fixed re
 """
 
 import asyncio
+import atexit
 import glob
 import json
 import logging
 import math
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -933,18 +935,91 @@ def crd_schemas(crds: Path, into: Path) -> None:
 
 
 def kubernetes_schemas() -> Path:
-    """The folder of Kubernetes' own JSON schemas that the package kubernetes-validate ships."""
+    """The folder of Kubernetes' own JSON schemas (strict: no unknown field) that the package
+    kubernetes-validate ships for the release kubeconform validates against."""
     import kubernetes_validate
 
-    return Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    package = Path(kubernetes_validate.__file__).parent
+    return package / "kubernetes-json-schema" / f"v{KUBERNETES_VERSION}-local-strict"
 
 
-def kubeconform(tools: dict[str, Path], rendered: str, label: str, scratch: Path) -> list[str]:
+def schema_file(api_version: str, kind: str) -> str:
+    """The name kubeconform's template `{{ .ResourceKind }}{{ .KindSuffix }}.json` gives the
+    schema of a kind: `deployment-apps-v1.json`, `service-v1.json`."""
+    group, _, version = api_version.rpartition("/")
+    suffix = f"-{group.split('.')[0]}-{version}" if group else f"-{version}"
+    return f"{kind.lower()}{suffix.lower()}.json"
+
+
+def standalone_schemas(documents: list[dict[str, Any]], into: Path) -> None:
+    """Kubernetes' schema of each kind in `documents`, made standalone for kubeconform.
+
+    kubernetes-validate's schemas refer to one shared `_definitions.json` by an absolute
+    address on kubernetes.io, which kubeconform would try to download (and cannot here); each
+    is written with those definitions inside it and its references pointed at them."""
+    source = kubernetes_schemas()
+    definitions: dict[str, Any] | None = None
+    into.mkdir(parents=True, exist_ok=True)
+    for document in documents:
+        name = schema_file(str(document.get("apiVersion", "")), str(document.get("kind", "")))
+        if (into / name).exists() or not (source / name).is_file():
+            continue  # done, or not a Kubernetes kind (KEDA's come from its CRDs)
+        if definitions is None:
+            definitions = json.loads((source / "_definitions.json").read_text())["$defs"]
+        text = (source / name).read_text().replace('"/api/_definitions.json#/', '"#/')
+        schema = json.loads(text)
+        schema.pop("$id", None)
+        # Only what it uses: kubeconform compiles every definition a schema carries.
+        schema["$defs"] = _reachable(schema, definitions)
+        (into / name).write_text(json.dumps(schema))
+
+
+#: The part of kubeconform's message that says nothing about the manifest.
+_KUBECONFORM_NOISE = re.compile(
+    r"problem validating schema\. Check JSON formatting: jsonschema validation failed with "
+    r"'[^']*' - "
+)
+#: Where the schemas are made, once per process (KEDA's converted CRDs, Kubernetes'
+#: standalone schemas): a check of several overlays, or a test of many cases, reuses them.
+_SCHEMA_FOLDER: list[Path] = []
+
+
+def _schema_folder() -> Path:
+    if not _SCHEMA_FOLDER:
+        folder = Path(tempfile.mkdtemp(prefix="check-deploy-schemas-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _SCHEMA_FOLDER.append(folder)
+    return _SCHEMA_FOLDER[0]
+
+
+def _reachable(schema: Any, definitions: dict[str, Any]) -> dict[str, Any]:
+    """The definitions `schema` refers to, directly or through others (`#/$defs/<name>`)."""
+    found: dict[str, Any] = {}
+    pending = [schema]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                name = ref[len("#/$defs/") :]
+                if name not in found:
+                    found[name] = definitions[name]
+                    pending.append(definitions[name])
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return found
+
+
+def kubeconform(tools: dict[str, Path], rendered: str, label: str) -> list[str]:
     """`kubeconform -strict` of rendered manifests against Kubernetes' schemas and KEDA's CRDs:
     one problem per invalid object (each field's error), or per object of no known schema."""
-    keda = scratch / "keda"
+    schemas = _schema_folder()
+    keda = schemas / f"keda-{tools['keda_crds'].name}"
     if not keda.is_dir():
         crd_schemas(tools["keda_crds"], keda)
+    kubernetes = schemas / f"kubernetes-{KUBERNETES_VERSION}"
+    standalone_schemas([doc for doc in yaml.safe_load_all(rendered) if doc], kubernetes)
     command = [
         str(tools["kubeconform"]),
         "-strict",
@@ -954,9 +1029,7 @@ def kubeconform(tools: dict[str, Path], rendered: str, label: str, scratch: Path
         "-kubernetes-version",
         KUBERNETES_VERSION,
         "-schema-location",
-        str(kubernetes_schemas())
-        + "/{{ .NormalizedKubernetesVersion }}-standalone{{ .StrictSuffix }}"
-        "/{{ .ResourceKind }}{{ .KindSuffix }}.json",
+        str(kubernetes) + "/{{ .ResourceKind }}{{ .KindSuffix }}.json",
         "-schema-location",
         str(keda) + "/{{ .ResourceKind }}{{ .KindSuffix }}.json",
         "-",
@@ -971,10 +1044,8 @@ def kubeconform(tools: dict[str, Path], rendered: str, label: str, scratch: Path
         if resource.get("status") in ("statusValid", "statusEmpty"):
             continue
         where = f"{label}: {resource.get('kind')} {resource.get('name')} (kubeconform -strict)"
-        errors = resource.get("validationErrors") or []
-        if not errors:
-            problems.append(f"{where}: {resource.get('msg')}")
-        problems += [f"{where}: {error['path']}: {error['msg']}" for error in errors]
+        # Its message names the field (its errors list only the outermost object that failed).
+        problems.append(f"{where}: {_KUBECONFORM_NOISE.sub('', str(resource.get('msg')))}")
     if done.returncode != 0 and not problems:
         problems.append(f"{label}: kubeconform failed: {done.stderr.strip() or done.stdout}")
     return problems
@@ -1011,19 +1082,18 @@ def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
         return [str(error)]
     problems: list[str] = []
     production: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as scratch:
-        for overlay in sorted(p for p in (folder / "overlays").iterdir() if p.is_dir()):
-            label = f"overlays/{overlay.name}"
-            try:
-                rendered = render(tools["kustomize"], overlay)
-            except ValueError as error:
-                problems.append(f"{label}: kustomize build failed: {error}")
-                continue
-            problems += kubeconform(tools, rendered, label, Path(scratch))
-            documents = [doc for doc in yaml.safe_load_all(rendered) if doc]
-            if overlay.name == PRODUCTION:
-                production = documents
-                problems += _check_digests(label, documents)
+    for overlay in sorted(p for p in (folder / "overlays").iterdir() if p.is_dir()):
+        label = f"overlays/{overlay.name}"
+        try:
+            rendered = render(tools["kustomize"], overlay)
+        except ValueError as error:
+            problems.append(f"{label}: kustomize build failed: {error}")
+            continue
+        problems += kubeconform(tools, rendered, label)
+        documents = [doc for doc in yaml.safe_load_all(rendered) if doc]
+        if overlay.name == PRODUCTION:
+            production = documents
+            problems += _check_digests(label, documents)
     local_cards = folder / "overlays/local/cards.csv"
     if local_cards.is_file() and local_cards.read_text() != DEMO_CARDS.read_text():
         problems.append(
