@@ -106,7 +106,7 @@ chaos: sync kafka-jars redis ## load while services, broker and Redis crash, the
 fuzz: sync ## schemathesis against the four running services, signed in (make run first)
 	@$(RUN) python scripts/fuzz.py
 
-lint: sync ## ruff, mypy --strict, and offline checks of alert rules, dashboards and deploy files
+lint: sync ## ruff, mypy --strict, offline checks of alert rules, dashboards and deploy files (kustomize + kubeconform)
 	@echo "==> ruff check"
 	$(RUN) ruff check .
 	@echo "==> ruff format --check"
@@ -115,7 +115,9 @@ lint: sync ## ruff, mypy --strict, and offline checks of alert rules, dashboards
 	$(RUN) mypy $(MYPY_PATHS)
 	@echo "==> alert rules and dashboards (scripts/check_observability.py)"
 	$(RUN) python scripts/check_observability.py
-	@echo "==> Dockerfile, compose.yaml and Kubernetes manifests (scripts/check_deploy.py)"
+	@echo "==> kustomize, kubeconform and KEDA's CRDs, pinned, into .tools/ (scripts/ensure-k8s-tools.sh)"
+	scripts/ensure-k8s-tools.sh >/dev/null
+	@echo "==> Dockerfile, compose.yaml; every k8s overlay rendered, kubeconform -strict, cross-checks (scripts/check_deploy.py)"
 	$(RUN) python scripts/check_deploy.py
 
 format: sync ## apply ruff's fixes and formatting

@@ -10,8 +10,11 @@
   every port published on 127.0.0.1 only, each service's `stop_grace_period` past its stop
   bound (stop timeout + the watchdog's grace), `ESIM_ENV: local` declared, Kafka's log on a
   named volume.
-- `deploy/k8s/*.yaml`: each document against a bundled schema of its kind (what kubeconform does
-  with the cluster's), then names, labels, selectors, ports, probes (the health endpoints the
+- `deploy/k8s/`: every overlay (`overlays/*`) rendered by kustomize and validated by
+  `kubeconform -strict` against Kubernetes' own schemas (the PyPI package kubernetes-validate)
+  and KEDA's CRDs (its Go module), production's images by digest; then, on what the production
+  overlay renders, each document against a bundled schema of the fields the project relies on,
+  names, labels, selectors, ports, probes (the health endpoints the
   services serve), env names (the settings), config map and secret keys, Prometheus
   annotations, and each KEDA ScaledObject: its group and topics are what the service consumes
   (less the topics its intake holds on purpose, whose lag drives no replicas), its kafka
@@ -35,15 +38,18 @@ has no operator token, no topics and so no ScaledObject (it scales by a fixed re
 """
 
 import asyncio
+import atexit
 import glob
+import json
 import logging
 import math
 import re
 import shlex
+import shutil
+import subprocess
 import sys
 import tempfile
 import tomllib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "deploy/Dockerfile"
 COMPOSE = ROOT / "deploy/compose.yaml"
 K8S = ROOT / "deploy/k8s"
+DEMO_CARDS = ROOT / "deploy/local/cards.csv"
 SERVICES = ("accounts", "billing", "provisioning", "notifier")
 HEALTH_PATHS = {"/health/live", "/health/ready"}
 #: Read by every service outside its settings classes (`esim_core.web.server.serve`).
@@ -776,6 +783,21 @@ K8S_SCHEMAS: dict[str, dict[str, Any]] = {
         minAvailable={"type": ["integer", "string"]},
         maxUnavailable={"type": ["integer", "string"]},
     ),
+    "Job": _with_spec(
+        ["template"],
+        template=_with_spec(
+            ["containers", "securityContext", "restartPolicy"],
+            containers={
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["name", "image", "command", "env", "resources"],
+                    "properties": {"env": {"type": "array", "items": _ENV_VAR}},
+                },
+            },
+        ),
+    ),
     "TriggerAuthentication": _with_spec(
         ["secretTargetRef"],
         secretTargetRef={
@@ -815,6 +837,7 @@ API_VERSIONS = {
     "ScaledObject": "keda.sh/v1alpha1",
     "TriggerAuthentication": "keda.sh/v1alpha1",
     "PodDisruptionBudget": "policy/v1",
+    "Job": "batch/v1",
 }
 #: KEDA's name (TriggerAuthentication `sasl`) of each `KAFKA_SASL_MECHANISM`.
 KEDA_SASL = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}
@@ -827,21 +850,301 @@ KAFKA_FILES = (
 )
 
 
-def k8s_documents(folder: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every manifest document with the file it is in (the Kustomization left out)."""
-    for path in sorted(folder.glob("*.yaml")):
+#: The overlays under deploy/k8s/overlays: each is rendered and validated; the production one
+#: is what the cross-checks read.
+PRODUCTION = "production"
+#: What a production image must be: a name and a digest, no tag (a tag can move to another build).
+IMAGE_BY_DIGEST = re.compile(r"[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}")
+#: The Kubernetes release whose schemas kubeconform validates against (bundled by the PyPI
+#: package kubernetes-validate, pinned in pyproject.toml).
+KUBERNETES_VERSION = "1.33.0"
+#: The generated objects of base/kustomization.yaml: their rendered names carry a hash.
+GENERATED_FILES = {"esim-config": "config.env"}
+
+
+class ToolMissing(RuntimeError):
+    """A manifest tool (kustomize, kubeconform, KEDA's CRDs) could not be installed."""
+
+
+def k8s_tools() -> dict[str, Path]:
+    """kustomize, kubeconform and KEDA's CRDs, installed by scripts/ensure-k8s-tools.sh.
+
+    Raises:
+        ToolMissing: the script failed (no Go, no network to the Go module proxy, ...).
+    """
+    done = subprocess.run(  # noqa: S603 (the project's own script)
+        [str(ROOT / "scripts/ensure-k8s-tools.sh")], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise ToolMissing(
+            f"scripts/ensure-k8s-tools.sh failed (exit status {done.returncode}): "
+            f"{done.stderr.strip()}"
+        )
+    found = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    return {name: Path(path) for name, path in found.items()}
+
+
+def render(kustomize: Path, overlay: Path) -> str:
+    """`kustomize build` of an overlay: the YAML a `kubectl apply -k` would send.
+
+    Raises:
+        ValueError: kustomize refused the overlay (its message).
+    """
+    done = subprocess.run(  # noqa: S603 (a pinned tool, a folder of ours)
+        [str(kustomize), "build", str(overlay)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise ValueError(done.stderr.strip() or f"exit status {done.returncode}")
+    return done.stdout
+
+
+def _strict(schema: Any) -> Any:
+    """A CRD's openAPIV3Schema made strict as kubeconform's own schemas are: an object that
+    lists its properties and does not keep unknown fields takes no others (a typo fails)."""
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    strict = {key: _strict(value) for key, value in schema.items()}
+    if (
+        "properties" in strict
+        and "additionalProperties" not in strict
+        and not strict.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        strict["additionalProperties"] = False
+    return strict
+
+
+def crd_schemas(crds: Path, into: Path) -> None:
+    """Write each version of each CustomResourceDefinition in `crds` as a strict JSON schema,
+    named as kubeconform's schema template `{{ .ResourceKind }}{{ .KindSuffix }}.json` asks
+    (`scaledobject-keda-v1alpha1.json`)."""
+    into.mkdir(parents=True, exist_ok=True)
+    for path in sorted(crds.glob("*.yaml")):
+        for crd in yaml.safe_load_all(path.read_text()):
+            if not crd or crd.get("kind") != "CustomResourceDefinition":
+                continue
+            spec = crd["spec"]
+            kind = spec["names"]["kind"].lower()
+            group = spec["group"].split(".")[0].lower()
+            for version in spec["versions"]:
+                schema = _strict(version["schema"]["openAPIV3Schema"])
+                target = into / f"{kind}-{group}-{version['name']}.json"
+                target.write_text(json.dumps(schema))
+
+
+def kubernetes_schemas() -> Path:
+    """The folder of Kubernetes' own JSON schemas (strict: no unknown field) that the package
+    kubernetes-validate ships for the release kubeconform validates against."""
+    import kubernetes_validate
+
+    package = Path(kubernetes_validate.__file__).parent
+    return package / "kubernetes-json-schema" / f"v{KUBERNETES_VERSION}-local-strict"
+
+
+def schema_file(api_version: str, kind: str) -> str:
+    """The name kubeconform's template `{{ .ResourceKind }}{{ .KindSuffix }}.json` gives the
+    schema of a kind: `deployment-apps-v1.json`, `service-v1.json`."""
+    group, _, version = api_version.rpartition("/")
+    suffix = f"-{group.split('.')[0]}-{version}" if group else f"-{version}"
+    return f"{kind.lower()}{suffix.lower()}.json"
+
+
+def standalone_schemas(documents: list[dict[str, Any]], into: Path) -> None:
+    """Kubernetes' schema of each kind in `documents`, made standalone for kubeconform.
+
+    kubernetes-validate's schemas refer to one shared `_definitions.json` by an absolute
+    address on kubernetes.io, which kubeconform would try to download (and cannot here); each
+    is written with those definitions inside it and its references pointed at them."""
+    source = kubernetes_schemas()
+    definitions: dict[str, Any] | None = None
+    into.mkdir(parents=True, exist_ok=True)
+    for document in documents:
+        name = schema_file(str(document.get("apiVersion", "")), str(document.get("kind", "")))
+        if (into / name).exists() or not (source / name).is_file():
+            continue  # done, or not a Kubernetes kind (KEDA's come from its CRDs)
+        if definitions is None:
+            definitions = json.loads((source / "_definitions.json").read_text())["$defs"]
+        text = (source / name).read_text().replace('"/api/_definitions.json#/', '"#/')
+        schema = json.loads(text)
+        schema.pop("$id", None)
+        # Only what it uses: kubeconform compiles every definition a schema carries.
+        schema["$defs"] = _reachable(schema, definitions)
+        (into / name).write_text(json.dumps(schema))
+
+
+#: The part of kubeconform's message that says nothing about the manifest.
+_KUBECONFORM_NOISE = re.compile(
+    r"problem validating schema\. Check JSON formatting: jsonschema validation failed with "
+    r"'[^']*' - "
+)
+#: Where the schemas are made, once per process (KEDA's converted CRDs, Kubernetes'
+#: standalone schemas): a check of several overlays, or a test of many cases, reuses them.
+_SCHEMA_FOLDER: list[Path] = []
+
+
+def _schema_folder() -> Path:
+    if not _SCHEMA_FOLDER:
+        folder = Path(tempfile.mkdtemp(prefix="check-deploy-schemas-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _SCHEMA_FOLDER.append(folder)
+    return _SCHEMA_FOLDER[0]
+
+
+def _reachable(schema: Any, definitions: dict[str, Any]) -> dict[str, Any]:
+    """The definitions `schema` refers to, directly or through others (`#/$defs/<name>`)."""
+    found: dict[str, Any] = {}
+    pending = [schema]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                name = ref[len("#/$defs/") :]
+                if name not in found:
+                    found[name] = definitions[name]
+                    pending.append(definitions[name])
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return found
+
+
+def kubeconform(tools: dict[str, Path], rendered: str, label: str) -> list[str]:
+    """`kubeconform -strict` of rendered manifests against Kubernetes' schemas and KEDA's CRDs:
+    one problem per invalid object (each field's error), or per object of no known schema."""
+    schemas = _schema_folder()
+    keda = schemas / f"keda-{tools['keda_crds'].name}"
+    if not keda.is_dir():
+        crd_schemas(tools["keda_crds"], keda)
+    kubernetes = schemas / f"kubernetes-{KUBERNETES_VERSION}"
+    standalone_schemas([doc for doc in yaml.safe_load_all(rendered) if doc], kubernetes)
+    command = [
+        str(tools["kubeconform"]),
+        "-strict",
+        "-summary=false",
+        "-output",
+        "json",
+        "-kubernetes-version",
+        KUBERNETES_VERSION,
+        "-schema-location",
+        str(kubernetes) + "/{{ .ResourceKind }}{{ .KindSuffix }}.json",
+        "-schema-location",
+        str(keda) + "/{{ .ResourceKind }}{{ .KindSuffix }}.json",
+        "-",
+    ]
+    done = subprocess.run(  # noqa: S603 (a pinned tool, fixed flags)
+        command, input=rendered, capture_output=True, text=True, check=False
+    )
+    try:
+        report = json.loads(done.stdout or "{}")
+    except json.JSONDecodeError:
+        return [f"{label}: kubeconform: {done.stdout.strip()} {done.stderr.strip()}"]
+    problems: list[str] = []
+    for resource in report.get("resources", []):
+        if resource.get("status") in ("statusValid", "statusEmpty"):
+            continue
+        where = f"{label}: {resource.get('kind')} {resource.get('name')} (kubeconform -strict)"
+        # Its message names the field (its errors list only the outermost object that failed).
+        problems.append(f"{where}: {_KUBECONFORM_NOISE.sub('', str(resource.get('msg')))}")
+    if done.returncode != 0 and not problems:
+        problems.append(f"{label}: kubeconform failed: {done.stderr.strip() or done.stdout}")
+    return problems
+
+
+def _source_files(base: Path) -> dict[tuple[str, str], str]:
+    """(kind, name) -> the base file that declares it, for messages that name a file."""
+    files: dict[tuple[str, str], str] = {
+        ("ConfigMap", name): file for name, file in GENERATED_FILES.items()
+    }
+    for path in sorted(base.glob("*.yaml")):
         for document in yaml.safe_load_all(path.read_text()):
-            if document and document.get("kind") != "Kustomization":
-                yield path.name, document
+            if document and "kind" in document:
+                files[(document["kind"], document.get("metadata", {}).get("name", "?"))] = path.name
+    return files
+
+
+def _generated_name(kind: str, name: str) -> str:
+    """A generated object's name without its hash suffix (`esim-config-5t9c7k2b6f`)."""
+    if kind in ("ConfigMap", "Secret"):
+        for generated in GENERATED_FILES:
+            if re.fullmatch(re.escape(generated) + r"-[a-z0-9]{10}", name):
+                return generated
+    return name
 
 
 def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
-    """Problems with the Kubernetes manifests (see the module's docstring)."""
+    """Problems with the Kubernetes manifests: every overlay rendered by kustomize and validated
+    by `kubeconform -strict`, production's images by digest, then the cross-checks on what the
+    production overlay renders (see the module's docstring)."""
+    try:
+        tools = k8s_tools()
+    except ToolMissing as error:
+        return [str(error)]
+    problems: list[str] = []
+    production: list[dict[str, Any]] = []
+    for overlay in sorted(p for p in (folder / "overlays").iterdir() if p.is_dir()):
+        label = f"overlays/{overlay.name}"
+        try:
+            rendered = render(tools["kustomize"], overlay)
+        except ValueError as error:
+            problems.append(f"{label}: kustomize build failed: {error}")
+            continue
+        problems += kubeconform(tools, rendered, label)
+        documents = [doc for doc in yaml.safe_load_all(rendered) if doc]
+        if overlay.name == PRODUCTION:
+            production = documents
+            problems += _check_digests(label, documents)
+    local_cards = folder / "overlays/local/cards.csv"
+    if local_cards.is_file() and local_cards.read_text() != DEMO_CARDS.read_text():
+        problems.append(
+            "overlays/local/cards.csv differs from deploy/local/cards.csv: copy it again "
+            "(kustomize reads no file outside an overlay's folder)"
+        )
+    if not production:
+        return [*problems, f"no overlays/{PRODUCTION} rendered: nothing to cross-check"]
+    files = _source_files(folder / "base")
+    documents = [
+        (files.get((doc["kind"], _generated_name(doc["kind"], doc["metadata"]["name"])), "?"), doc)
+        for doc in production
+    ]
+    documents += [
+        ("secret.example.yaml", doc)
+        for doc in yaml.safe_load_all((folder / "secret.example.yaml").read_text())
+        if doc
+    ]
+    return problems + check_manifests(folder, documents, facts)
+
+
+def _check_digests(label: str, documents: list[dict[str, Any]]) -> list[str]:
+    """Every container of the production overlay runs an image named by its digest."""
+    problems: list[str] = []
+    for doc in documents:
+        pod = doc.get("spec", {}).get("template", {}).get("spec", {})
+        for container in pod.get("containers", []) + pod.get("initContainers", []):
+            image = str(container.get("image", ""))
+            if not IMAGE_BY_DIGEST.fullmatch(image):
+                problems.append(
+                    f"{label}: {doc['kind']} {doc['metadata']['name']}: image {image} is not "
+                    "<registry>/<name>@sha256:<64 hex digits>: production runs images by digest "
+                    "(set each in overlays/production/kustomization.yaml)"
+                )
+    return problems
+
+
+def check_manifests(
+    folder: Path, documents: list[tuple[str, dict[str, Any]]], facts: dict[str, ServiceFacts]
+) -> list[str]:
+    """The project's own checks of the rendered production manifests (the module's docstring)."""
     problems: list[str] = []
     by_kind: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {}
-    for file, document in k8s_documents(folder):
+    config_names: set[str] = set()
+    for file, document in documents:
         kind = document.get("kind", "?")
-        name = document.get("metadata", {}).get("name", "?")
+        rendered_name = document.get("metadata", {}).get("name", "?")
+        name = _generated_name(kind, rendered_name)
+        if kind == "ConfigMap":
+            config_names.add(rendered_name)
         where = f"{file}: {kind} {name}"
         schema = K8S_SCHEMAS.get(kind)
         if schema is None:
@@ -859,26 +1162,26 @@ def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
         by_kind.setdefault(kind, {})[name] = (file, document)
     if problems:
         return problems
-    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    base = folder / "base"
+    kustomization = yaml.safe_load((base / "kustomization.yaml").read_text())
     listed = set(kustomization.get("resources", []))
-    for path in sorted(folder.glob("*.yaml")):
-        if path.name not in listed | {"kustomization.yaml", "secret.example.yaml"}:
-            problems.append(f"kustomization.yaml: {path.name} is not among the resources")
+    for path in sorted(base.glob("*.yaml")):
+        if path.name not in listed | {"kustomization.yaml"}:
+            problems.append(f"base/kustomization.yaml: {path.name} is not among the resources")
     secret_values: dict[str, str] = {
         key: value
         for _, doc in by_kind.get("Secret", {}).values()
         for key, value in doc.get("stringData", {}).items()
     }
     secret_keys = set(secret_values)
-    config_names = set(by_kind.get("ConfigMap", {}))
     all_env = set().union(*(fact.env for fact in facts.values()))
     esim_config = by_kind.get("ConfigMap", {}).get("esim-config")
     for key in esim_config[1]["data"] if esim_config else {}:
         if key not in all_env:
-            problems.append(f"configmap.yaml: {key} is not a setting of any service")
+            problems.append(f"config.env: {key} is not a setting of any service")
     config_data: dict[str, str] = esim_config[1]["data"] if esim_config else {}
     if config_data.get("ESIM_ENV", "production") != "production":
-        problems.append("configmap.yaml: ESIM_ENV must be production (or unset) in the cluster")
+        problems.append("config.env: ESIM_ENV must be production (or unset) in the cluster")
     partitions: dict[str, int] = {}
     #: Per service with a database: (pods at the most, connections each).
     connections: dict[str, tuple[int, int]] = {}
@@ -911,6 +1214,7 @@ def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
         if configured is None and esim_config is not None:
             configured = esim_config[1]["data"].get(f"{fact.prefix}TOPIC_PARTITIONS")
         partitions[name] = int(configured) if configured else fact.partitions_default
+        problems += _check_migrations(by_kind, fact, doc, secret_keys)
         scaled = by_kind.get("ScaledObject", {}).get(name)
         if scaled is None:
             problems.append(f"no ScaledObject {name}")
@@ -951,6 +1255,55 @@ def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
     problems += _check_kafka_auth(by_kind, config, facts)
     if esim_config is not None:
         problems += _check_connections(esim_config[1], connections)
+    return problems
+
+
+#: The module a migrations Job runs (`python -m esim_core.persistence.migrate <service>`).
+MIGRATE_MODULE = "esim_core.persistence.migrate"
+
+
+def _check_migrations(
+    by_kind: dict[str, dict[str, tuple[str, dict[str, Any]]]],
+    fact: ServiceFacts,
+    deployment: dict[str, Any],
+    secret_keys: set[str],
+) -> list[str]:
+    """A service with a database has a Job `<service>-migrate` that migrates it with a role of
+    its own (another secret key than the Deployment's database URL), from the same image."""
+    if not fact.pool_default:
+        return []
+    job = by_kind.get("Job", {}).get(f"{fact.name}-migrate")
+    if job is None:
+        return [f"no Job {fact.name}-migrate (its database's migrations, with their own role)"]
+    file, doc = job
+    where = f"{file}: Job {fact.name}-migrate"
+    problems: list[str] = []
+    [container] = doc["spec"]["template"]["spec"]["containers"]
+    if container["command"] != ["python", "-m", MIGRATE_MODULE, fact.name]:
+        problems.append(f"{where}: command must be python -m {MIGRATE_MODULE} {fact.name}")
+    [service_container] = deployment["spec"]["template"]["spec"]["containers"]
+    if container["image"] != service_container["image"]:
+        problems.append(f"{where}: image {container['image']} is not the Deployment's")
+    variable = f"{fact.prefix}DATABASE_URL"
+    env = {item["name"]: item for item in container["env"]}
+    ref = env.get(variable, {}).get("valueFrom", {}).get("secretKeyRef", {})
+    service_env = {item["name"]: item for item in service_container.get("env", [])}
+    service_ref = service_env.get(variable, {}).get("valueFrom", {}).get("secretKeyRef", {})
+    if not ref:
+        problems.append(f"{where}: no {variable} from a Secret")
+    elif ref.get("key") not in secret_keys:
+        problems.append(f"{where}: secret key {ref.get('key')} is not in secret.example.yaml")
+    elif ref.get("key") == service_ref.get("key"):
+        problems.append(
+            f"{where}: {variable} is the service's own ({ref.get('key')}): migrate with a role "
+            "that owns the tables, run the service with one that only reads and writes rows"
+        )
+    pods = doc["spec"]["template"]["metadata"].get("labels", {})
+    if pods.get("app.kubernetes.io/name") == fact.name:
+        problems.append(
+            f"{where}: its pods are labelled app.kubernetes.io/name={fact.name}: the Service "
+            "and PodDisruptionBudget of the service would select them"
+        )
     return problems
 
 
@@ -1125,8 +1478,8 @@ def _check_connections(
         reserved = int(annotations.get(RESERVED_CONNECTIONS, "0"))
     except (KeyError, ValueError):
         return [
-            f"configmap.yaml: esim-config must state the PostgreSQL server's max_connections in "
-            f"the annotation {MAX_CONNECTIONS} (and what it keeps for others in "
+            "base/kustomization.yaml: esim-config must state the PostgreSQL server's "
+            f"max_connections in the annotation {MAX_CONNECTIONS} (and what it keeps for others in "
             f"{RESERVED_CONNECTIONS})"
         ]
     total = sum(pods * pool for pods, pool in connections.values())

@@ -52,7 +52,7 @@ _ALERT_NAME = re.compile(r"^[A-Z][A-Za-z0-9]+$")
 _BY_JOB = re.compile(r"\b(by|without|on|ignoring)\s*\([^)]*\bjob\b")
 #: An alert on a service having no healthy pod: `absent(up{service="<name>"} == 1)`.
 _ABSENT_UP = re.compile(r"absent\(\s*up\s*\{[^}]*\bservice\s*=\s*\"([\w-]+)\"[^}]*\}\s*==\s*1\s*\)")
-K8S = ROOT / "deploy/k8s"
+K8S = ROOT / "deploy/k8s/base"
 
 
 def metric_catalogue() -> set[str]:
@@ -150,7 +150,7 @@ def check_rules(path: Path, known: set[str]) -> list[str]:
 
 
 def deployed_services(folder: Path = K8S) -> set[str]:
-    """The services the cluster runs: the Deployments in deploy/k8s."""
+    """The services the cluster runs: the Deployments of deploy/k8s/base (every overlay's)."""
     return {
         document["metadata"]["name"]
         for path in sorted(folder.glob("*.yaml"))

@@ -3,8 +3,10 @@
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import check_deploy as check
@@ -57,6 +59,19 @@ def edited(tmp_path: Path, source: Path, old: str, new: str) -> Path:
     target = tmp_path / source.name
     target.write_text(text.replace(old, new, 1))
     return target
+
+
+def copied_k8s(tmp_path: Path) -> Path:
+    """A copy of deploy/k8s to plant a mistake in."""
+    folder = tmp_path / "k8s"
+    shutil.copytree(check.K8S, folder)
+    return folder
+
+
+def edited_in(folder: Path, file: str, old: str, new: str) -> Path:
+    """`file` of the k8s copy (a path under it, or a file of base/) with `old` made `new`."""
+    source = folder / file if (folder / file).is_file() else folder / "base" / file
+    return edited(source.parent, source, old, new)
 
 
 @pytest.mark.parametrize(
@@ -119,9 +134,9 @@ def test_compose_rules_fail(
         ("billing.yaml", "key: operator-token", "key: op-token", "not in secret.example"),
         ("billing.yaml", "runAsNonRoot: true", "runAsNonRoot: false", "runAsNonRoot"),
         (
-            "configmap.yaml",
-            'BILLING_TOPIC_PARTITIONS: "12"',
-            'BILLING_TOPIC_PARTITIONS: "6"',
+            "config.env",
+            "BILLING_TOPIC_PARTITIONS=12",
+            "BILLING_TOPIC_PARTITIONS=6",
             "different partition counts",
         ),
         ("notifier.yaml", "consumerGroup: notifier", "consumerGroup: notify", "consumerGroup"),
@@ -147,44 +162,44 @@ def test_compose_rules_fail(
             "gives no `tls`",
         ),
         (
-            "configmap.yaml",
-            'KAFKA_SASL_MECHANISM: "SCRAM-SHA-512"',
-            'KAFKA_SASL_MECHANISM: "SCRAM-SHA-256"',
+            "config.env",
+            "KAFKA_SASL_MECHANISM=SCRAM-SHA-512",
+            "KAFKA_SASL_MECHANISM=SCRAM-SHA-256",
             "KEDA needs 'scram_sha256'",
         ),
         (
-            "configmap.yaml",
-            'KAFKA_SSL_CA_FILE: "/etc/esim/kafka/ca.crt"',
-            'KAFKA_SSL_CA_FILE: "/etc/kafka/ca.crt"',
+            "config.env",
+            "KAFKA_SSL_CA_FILE=/etc/esim/kafka/ca.crt",
+            "KAFKA_SSL_CA_FILE=/etc/kafka/ca.crt",
             "in no volume mounted",
         ),
         (
-            "configmap.yaml",
-            'ACCOUNTS_DATABASE_POOL_SIZE: "3"',
-            'ACCOUNTS_DATABASE_POOL_SIZE: "20"',
+            "config.env",
+            "ACCOUNTS_DATABASE_POOL_SIZE=3",
+            "ACCOUNTS_DATABASE_POOL_SIZE=20",
             "accounts 7 x 20 + billing 13 x 2 + notifier 7 x 2 + provisioning 13 x 2 = 206, "
             "over the 90",
         ),
         (
-            "configmap.yaml",
-            '    esim-platform/postgres-max-connections: "100"\n',
+            "kustomization.yaml",
+            '        esim-platform/postgres-max-connections: "100"\n',
             "",
             "must state the PostgreSQL server's max_connections",
         ),
-        ("configmap.yaml", 'ACCOUNTS_SEED_PROMOTIONS: "false"', 'ESIM_ENV: "local"', "ESIM_ENV"),
+        ("config.env", "ACCOUNTS_SEED_PROMOTIONS=false", "ESIM_ENV=local", "ESIM_ENV"),
         (
-            "configmap.yaml",
-            '  NOTIFIER_RENEW_URL: "https://www.example.invalid/cards/{iccid}"\n',
+            "config.env",
+            "NOTIFIER_RENEW_URL=https://www.example.invalid/cards/{iccid}\n",
             "",
             "Deployment notifier: NOTIFIER_RENEW_URL: points at this machine",
         ),
         (
-            "configmap.yaml",
-            'BILLING_PAYPAL_BASE_URL: "https://api-m.paypal.com"',
-            'BILLING_PAYPAL_BASE_URL: "https://api-m.sandbox.paypal.com"',
+            "config.env",
+            "BILLING_PAYPAL_BASE_URL=https://api-m.paypal.com",
+            "BILLING_PAYPAL_BASE_URL=https://api-m.sandbox.paypal.com",
             "BILLING_PAYPAL_BASE_URL: is a sandbox",
         ),
-        ("configmap.yaml", 'ACCOUNTS_SEED_PROMOTIONS: "false"', "", "ACCOUNTS_SEED_PROMOTIONS"),
+        ("config.env", "ACCOUNTS_SEED_PROMOTIONS=false\n", "", "ACCOUNTS_SEED_PROMOTIONS"),
         (
             "accounts.yaml",
             "            limits:\n              memory: 512Mi",
@@ -207,9 +222,8 @@ def test_manifest_rules_fail(
     new: str,
     expected: str,
 ) -> None:
-    folder = tmp_path / "k8s"
-    shutil.copytree(check.K8S, folder)
-    edited(folder, folder / file, old, new)
+    folder = copied_k8s(tmp_path)
+    edited_in(folder, file, old, new)
     problems = check.check_k8s(folder, facts)
     assert any(expected in problem for problem in problems), problems
 
@@ -324,8 +338,151 @@ def test_scaling_rules_fail(
     new: str,
     expected: str,
 ) -> None:
-    folder = tmp_path / "k8s"
-    shutil.copytree(check.K8S, folder)
-    edited(folder, folder / file, old, new)
+    folder = copied_k8s(tmp_path)
+    edited_in(folder, file, old, new)
     problems = check.check_k8s(folder, facts)
     assert any(expected in problem for problem in problems), problems
+
+
+PRODUCTION_KUBECONFORM = "overlays/production: {kind} {name} (kubeconform -strict)"
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "kind", "name", "expected"),
+    [
+        # A typo'd field of a Deployment, where the project's own schema lets anything through.
+        (
+            "billing.yaml",
+            "      terminationGracePeriodSeconds: 45",
+            "      terminationGracePeriodSecond: 45",
+            "Deployment",
+            "billing",
+            "'terminationGracePeriodSecond'",
+        ),
+        # A wrong type: a string where Kubernetes wants an integer.
+        (
+            "billing.yaml",
+            "  revisionHistoryLimit: 5",
+            '  revisionHistoryLimit: "5"',
+            "Deployment",
+            "billing",
+            "/spec/revisionHistoryLimit",
+        ),
+        ("web.yaml", "  replicas: 2", "  replicas: two", "Deployment", "web", "/spec/replicas"),
+        # A typo in a KEDA object: its CRD's schema, made strict, knows every field.
+        (
+            "notifier.yaml",
+            "  pollingInterval: 15",
+            "  pollingIntervall: 15",
+            "ScaledObject",
+            "notifier",
+            "'pollingIntervall'",
+        ),
+        (
+            "kafka-auth.yaml",
+            "  secretTargetRef:",
+            "  secretTargetRefs:",
+            "TriggerAuthentication",
+            "esim-kafka",
+            "'secretTargetRefs'",
+        ),
+        (
+            "accounts.yaml",
+            "  minAvailable: 1\n  selector:",
+            "  minAvailable: 1\n  selectr:",
+            "PodDisruptionBudget",
+            "accounts",
+            "'selectr'",
+        ),
+    ],
+)
+def test_kubeconform_strict_fails_a_planted_mistake(
+    tmp_path: Path,
+    facts: dict[str, check.ServiceFacts],
+    file: str,
+    old: str,
+    new: str,
+    kind: str,
+    name: str,
+    expected: str,
+) -> None:
+    folder = copied_k8s(tmp_path)
+    edited_in(folder, file, old, new)
+    problems = check.check_k8s(folder, facts)
+    where = PRODUCTION_KUBECONFORM.format(kind=kind, name=name)
+    assert any(where in problem and expected in problem for problem in problems), problems
+    # The same base is in the local overlay, which is validated too.
+    local = where.replace("overlays/production", "overlays/local")
+    assert any(local in problem and expected in problem for problem in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        # Production runs images by digest: a tag, or a digest of the wrong form, is refused.
+        (
+            "overlays/production/kustomization.yaml",
+            "    digest: sha256:" + "0" * 64,
+            '    newTag: "1.4.2"',
+            "image registry.example.invalid/esim/accounts:1.4.2 is not <registry>/<name>@sha256:",
+        ),
+        (
+            "overlays/production/kustomization.yaml",
+            "    digest: sha256:" + "0" * 64,
+            "    digest: sha256:1234",
+            "image registry.example.invalid/esim/accounts@sha256:1234 is not",
+        ),
+        # What kustomize itself refuses (a resource that is not there).
+        ("kustomization.yaml", "  - web.yaml\n", "  - website.yaml\n", "kustomize build failed"),
+        ("overlays/local/cards.csv", "iccid,activation_code\n", "iccid,code\n", "differs from"),
+        # A manifest of the base left out of its kustomization is never applied.
+        ("kustomization.yaml", "  - web.yaml\n", "", "web.yaml is not among the resources"),
+    ],
+)
+def test_overlay_rules_fail(
+    tmp_path: Path,
+    facts: dict[str, check.ServiceFacts],
+    file: str,
+    old: str,
+    new: str,
+    expected: str,
+) -> None:
+    folder = copied_k8s(tmp_path)
+    edited_in(folder, file, old, new)
+    problems = check.check_k8s(folder, facts)
+    assert any(expected in problem for problem in problems), problems
+
+
+def rendered_production(folder: Path) -> list[dict[str, Any]]:
+    tools = check.k8s_tools()
+    text = check.render(tools["kustomize"], folder / "overlays/production")
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def config_map_refs(documents: list[dict[str, Any]]) -> set[str]:
+    return {
+        source["configMapRef"]["name"]
+        for doc in documents
+        if doc["kind"] == "Deployment"
+        for source in doc["spec"]["template"]["spec"]["containers"][0].get("envFrom", [])
+    }
+
+
+def test_a_config_change_renames_the_config_map_so_the_pods_roll(tmp_path: Path) -> None:
+    folder = copied_k8s(tmp_path)
+    before = config_map_refs(rendered_production(folder))
+    [name] = before
+    assert name.startswith("esim-config-") and name != "esim-config"
+    edited_in(folder, "config.env", "NOTIFIER_SMTP_PORT=587", "NOTIFIER_SMTP_PORT=465")
+    after = config_map_refs(rendered_production(folder))
+    assert len(after) == 1 and after != before
+
+
+def test_production_mounts_the_card_inventory_from_a_secret(tmp_path: Path) -> None:
+    documents = rendered_production(copied_k8s(tmp_path))
+    assert not [doc for doc in documents if doc["kind"] == "ConfigMap" and "inventory" in str(doc)]
+    [accounts] = [
+        d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "accounts"
+    ]
+    volumes = {v["name"]: v for v in accounts["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["inventory"]["secret"]["secretName"] == "esim-card-inventory"

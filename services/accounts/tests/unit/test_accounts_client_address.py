@@ -16,7 +16,7 @@ from esim_core.web.operator import OperatorAuth
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 LIMIT = {"limit_login_failures_address": "3/60"}
-# A Kubernetes pod network, as deploy/k8s/accounts.yaml trusts it, and a website pod in it.
+# A Kubernetes pod network, as deploy/k8s/base/accounts.yaml trusts it, and a website pod in it.
 POD_NETWORK = "10.244.0.0/16"
 WEBSITE_POD = "10.244.3.7"
 
