@@ -69,6 +69,7 @@ chromium: ## install Debian's chromium and chromium-driver (the browser tests) i
 
 # With CI=true the integration tests run on PostgreSQL too, beside the SQLite ones (another worker,
 # another platform; deploy/postgres/ensure.sh installs it if missing, tests/support/infra.py runs it).
+# `--durations=25` ends the output with the slowest tests: where the minutes of a run went.
 test: sync kafka-jars redis chromium ## unit, contract, integration and browser tests (real Kafka, Redis, sandboxes, Chromium; CI=true: integration on PostgreSQL too)
 	@if [[ ",$(TEST_DATABASES)," == *,postgres,* ]]; then \
 	  echo "==> PostgreSQL (deploy/postgres/ensure.sh)"; \
@@ -77,7 +78,7 @@ test: sync kafka-jars redis chromium ## unit, contract, integration and browser 
 	fi
 	@echo "==> pytest $(TESTS) (integration on $(TEST_DATABASES), $(WORKERS) workers)"
 	@ESIM_TEST_DATABASE="$(TEST_DATABASES)" $(RUN) pytest -p no:cacheprovider -q \
-	  -n $(WORKERS) --dist loadgroup $(PYTEST_ARGS) $(TESTS) || { \
+	  -n $(WORKERS) --dist loadgroup --durations=25 $(PYTEST_ARGS) $(TESTS) || { \
 	  status=$$?; echo "==> make test: FAILED (pytest exit status $$status)" >&2; exit $$status; }
 	@echo "==> make test: PASSED"
 
