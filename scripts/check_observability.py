@@ -289,12 +289,14 @@ def promtool_check_rules(tool: Path, paths: Iterable[Path]) -> list[str]:
     return problems
 
 
-def promtool_test_rules(tool: Path, paths: Iterable[Path]) -> list[str]:
-    """`promtool test rules` on each unit-test file: one problem per failing file, with what
-    promtool expected and got."""
+def promtool_test_rules(tool: Path, paths: Iterable[Path], run: str | None = None) -> list[str]:
+    """`promtool test rules` on each unit-test file (only the test groups whose names match the
+    regular expression `run`, if given): one problem per failing file, with what promtool
+    expected and got."""
     problems: list[str] = []
+    selected = ["--run", run] if run else []
     for path in paths:
-        status, text = _run_promtool(tool, "test", "rules", _shown(path))
+        status, text = _run_promtool(tool, "test", "rules", *selected, _shown(path))
         if status != 0:
             problems.append(f"{_shown(path)}: promtool test rules failed:\n{text}")
     return problems
