@@ -205,7 +205,7 @@ def check_dashboard(path: Path, known: set[str]) -> list[str]:
     variables = {v.get("name") for v in board.get("templating", {}).get("list", [])}
     if "datasource" not in variables:
         problems.append(f"{path.name}: no `datasource` template variable")
-    ids: set[int] = set()
+    ids: set[object] = set()
     for panel in _panels(board.get("panels", [])):
         where = f"{path.name}: panel {panel.get('id')} {panel.get('title')!r}"
         if panel.get("id") in ids:
