@@ -10,7 +10,8 @@ fi
 need_go() {
   if [ -z "$go_bin" ]; then
     say "Go is needed to install $1 (go install from the Go module proxy) and is not on PATH;"
-    say "install Go 1.22 or newer (Debian 12's golang-go is too old for kustomize v5)"
+    say "install Go 1.22 or newer for kustomize and kubeconform, 1.26.7 or newer for promtool"
+    say "(Debian 12's golang-go is too old for either)"
     exit 1
   fi
 }
