@@ -107,14 +107,16 @@ chaos: sync kafka-jars redis ## load while services, broker and Redis crash, the
 fuzz: sync ## schemathesis against the four running services, signed in (make run first)
 	@$(RUN) python scripts/fuzz.py
 
-lint: sync ## ruff, mypy --strict, offline checks of alert rules, dashboards and deploy files (kustomize + kubeconform)
+lint: sync ## ruff, mypy --strict, alert rules (promtool check + test), dashboards, deploy files (kustomize + kubeconform)
 	@echo "==> ruff check"
 	$(RUN) ruff check .
 	@echo "==> ruff format --check"
 	$(RUN) ruff format --check .
 	@echo "==> mypy"
 	$(RUN) mypy $(MYPY_PATHS)
-	@echo "==> alert rules and dashboards (scripts/check_observability.py)"
+	@echo "==> promtool, pinned, into .tools/ (scripts/ensure-promtool.sh)"
+	scripts/ensure-promtool.sh >/dev/null
+	@echo "==> alert rules (promtool check rules, promtool test rules) and dashboards (scripts/check_observability.py)"
 	$(RUN) python scripts/check_observability.py
 	@echo "==> kustomize, kubeconform and KEDA's CRDs, pinned, into .tools/ (scripts/ensure-k8s-tools.sh)"
 	scripts/ensure-k8s-tools.sh >/dev/null
