@@ -19,6 +19,7 @@ capture.
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from esim_core.clock import as_utc, utcnow
 from esim_core.duework.worker import DueWorker
@@ -47,6 +48,7 @@ Failure = (
     gateways.PaymentDeclinedError | gateways.GatewayUnavailableError | gateways.GatewayRejectedError
 )
 Apply = Callable[[AsyncSession, Payment, datetime], Awaitable[None]]
+T = TypeVar("T")
 
 
 def lookup_request(payment: Payment) -> gateways.LookupRequest:
@@ -128,16 +130,7 @@ class ChargeWorker(DueWorker[gateways.PaymentGateway, RetryRules]):
             description=f"eSIM plan {payment.plan_code}",
         )
         token = payment.token
-        try:
-            outcome: object = await self.within_round(
-                f"pay {payment.id}", lambda: self.port.pay(request)
-            )
-        except (
-            gateways.PaymentDeclinedError,
-            gateways.GatewayUnavailableError,
-            gateways.GatewayRejectedError,
-        ) as error:
-            outcome = error
+        outcome: object = await self._answer(f"pay {payment.id}", lambda: self.port.pay(request))
 
         async def apply(session: AsyncSession, row: Payment, now: datetime) -> None:
             if isinstance(outcome, gateways.Authorized | gateways.Captured):
@@ -203,16 +196,9 @@ class ChargeWorker(DueWorker[gateways.PaymentGateway, RetryRules]):
             currency=payment.currency,
             method=payment.method,
         )
-        try:
-            outcome: object = await self.within_round(
-                f"capture {payment.id}", lambda: self.port.capture(request)
-            )
-        except (
-            gateways.PaymentDeclinedError,
-            gateways.GatewayUnavailableError,
-            gateways.GatewayRejectedError,
-        ) as error:
-            outcome = error
+        outcome: object = await self._answer(
+            f"capture {payment.id}", lambda: self.port.capture(request)
+        )
 
         async def apply(session: AsyncSession, row: Payment, now: datetime) -> None:
             if isinstance(outcome, gateways.Captured):
@@ -289,6 +275,21 @@ class ChargeWorker(DueWorker[gateways.PaymentGateway, RetryRules]):
         await self._commit(payment, apply)
 
     # Helpers.
+
+    async def _answer(self, what: str, call: Callable[[], Awaitable[T]]) -> T | Failure:
+        """One pay or capture call within the round: its answer, or the error it ended in.
+
+        Both calls keep a decline, an unavailable gateway and a refusal as the round's outcome,
+        for the commit to apply.
+        """
+        try:
+            return await self.within_round(what, call)
+        except (
+            gateways.PaymentDeclinedError,
+            gateways.GatewayUnavailableError,
+            gateways.GatewayRejectedError,
+        ) as error:
+            return error
 
     async def _look_up(
         self, payment: Payment
