@@ -109,24 +109,50 @@ class Config:
     http_seconds: float = 30
     flat_rate: float = 400
     flat_seconds: float = 60
+    idle_rate: float = 1
+    idle_seconds: float = 30
     drain_s: float = 120
     start: Start = "now"
-    phases: tuple[str, ...] = ("baseline", "baseline-flat", "kafka", "http", "kafka-flat")
+    phases: tuple[str, ...] = (
+        "baseline-idle",
+        "baseline",
+        "baseline-flat",
+        "idle",
+        "kafka",
+        "http",
+        "kafka-flat",
+    )
     out_dir: Path = ROOT / "var/bench"
     history: Path | None = ROOT / "bench/history.jsonl"
 
     def quick_version(self) -> "Config":
         """About two minutes in all: shorter phases and drains, the same rates."""
         return replace(
-            self, quick=True, seconds=10, http_seconds=10, flat_seconds=10, drain_s=10, cards=50
+            self,
+            quick=True,
+            seconds=10,
+            http_seconds=10,
+            flat_seconds=10,
+            idle_seconds=10,
+            drain_s=10,
+            cards=50,
         )
 
     def specs(self) -> list[PhaseSpec]:
         """The phases to run, in the order given. The default runs the baselines first, while
         the platform is idle (a platform phase leaves a backlog that it goes on working through,
-        which would take CPU from a baseline after it), and flat out last for the same reason."""
+        which would take CPU from a baseline after it), and flat out last for the same reason.
+        The idle phases (1 renewal a second) show what one renewal costs and waits when nothing
+        else is going on: a hop's own latency, not a queue's."""
         fixed = f"{self.rate:g}"
+        idle = f"{self.idle_rate:g}"
         every = {
+            "baseline-idle": PhaseSpec(
+                f"baseline-{idle}", "baseline", "relay", self.idle_rate, self.idle_seconds
+            ),
+            "idle": PhaseSpec(
+                f"kafka-{idle}", "platform", "kafka", self.idle_rate, self.idle_seconds
+            ),
             "baseline": PhaseSpec(
                 f"baseline-{fixed}", "baseline", "relay", self.rate, self.seconds
             ),
