@@ -180,6 +180,7 @@ def notifier(kafka: SecuredKafka, log: str, **overrides: str) -> Process:
             **kafka.env(**overrides),
             # A local run (SQLite, Redis on this machine): the production check stays out of it.
             "ESIM_ENV": "local",
+            "KAFKA_TOPIC_REPLICATION": "1",  # one broker
             "REDIS_URL": kafka.redis,
             "OPERATOR_TOKEN": secrets.token_urlsafe(32),
             "NOTIFIER_HTTP_PORT": str(port),
