@@ -25,6 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     InvalidPartitionsError,
+    KafkaError,
     SecurityDisabled,
     TopicAlreadyExistsError,
     for_code,
@@ -709,3 +710,59 @@ def describe_declaration(declared: Mapping[str, TopicSpec]) -> list[str]:
             f"min.insync.replicas {spec.min_insync_replicas}  retention {days:g} d{carriers}"
         )
     return lines
+
+
+# -- python -m esim_core.messaging.topics apply | check ---------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """What `esimctl topics apply|check` does, from a service's image (which has no `esimctl`):
+    the Job esim-topics (deploy/k8s/base/topics.yaml) runs `apply` before the services start.
+
+    Returns:
+        0 when the cluster is (now) as declared; 1 with the reason on stderr otherwise; 2 for a
+        wrong argument.
+    """
+    import asyncio
+    import sys
+
+    from esim_core.messaging.kafka import KafkaAccessRefused, check_access
+    from esim_core.settings import SettingsError, load_settings
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args not in (["apply"], ["check"]):
+        print("usage: python -m esim_core.messaging.topics apply|check", file=sys.stderr)
+        return 2
+    try:
+        kafka = load_settings(KafkaSettings)
+        settings = load_settings(TopicSettings)
+        access = load_settings(CarrierAccessSettings)
+    except SettingsError as error:
+        print(error, file=sys.stderr)
+        return 1
+    principals = access.kafka_carrier_principals
+    prefix = access.kafka_carrier_group_prefix
+
+    async def run() -> int:
+        await check_access(kafka)
+        if args == ["check"]:
+            differences = await cluster_differences(kafka, settings, Topics(), principals, prefix)
+            for difference in differences:
+                print(difference)
+            return 1 if differences else 0
+        report = await apply_declaration(kafka, settings, Topics(), principals, prefix)
+        for line in report.done or ["nothing to change: the topics are as declared"]:
+            print(line)
+        for difference in report.left:
+            print(f"cannot change: {difference}", file=sys.stderr)
+        return 1 if report.left else 0
+
+    try:
+        return asyncio.run(run())
+    except (KafkaAccessRefused, TopicsError, KafkaError, OSError) as error:
+        print(f"topics: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
