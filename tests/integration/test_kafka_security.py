@@ -4,12 +4,13 @@ production cluster is, and the platform's clients against it.
 The broker listens on SASL_SSL alone, with a certificate from a CA this test makes, authorizes
 every request by ACLs (KRaft's StandardAuthorizer: the platform's users are super users, a
 carrier's user may do what ACLs grant), and knows its SCRAM users from the format of its data
-directory; its controller stays on a loopback plaintext listener. On it: the notifier, started as a process, creates its topics, consumes and
-dead-letters (admin, consumer and producer clients); its metrics read the lag with the admin
-client; `esimctl dlq` lists and replays (the dead-letter tool) with SCRAM-SHA-256, SCRAM-SHA-512
-and PLAIN; a wrong password stops the notifier and `esimctl` with a sentence that names the
-settings to check; and `esimctl topics apply --carrier` grants a carrier's user exactly read-only
-access to the topics carriers read, under its groups' prefix.
+directory; its controller stays on a loopback plaintext listener. On it: the notifier, started
+as a process, creates its topics, consumes and dead-letters (admin, consumer and producer
+clients); its metrics read the lag with the admin client; `esimctl dlq` lists and replays (the
+dead-letter tool) with SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN; a wrong password stops the
+notifier and `esimctl` with a sentence that names the settings to check; and `esimctl topics
+apply --carrier` grants a carrier's user exactly read-only access to the topics carriers read,
+under its groups' prefix.
 
 This module starts a broker of its own (about 20 s on a loaded 2-core machine) and none of the
 `platform` fixture's processes.
