@@ -451,10 +451,15 @@ class TopicAdmin:
                 refused.append(f"{name}: {for_code(code).__name__} ({message or '-'})")
         if refused:
             replication = specs[0].replication
+            brokers = await self.brokers()
+            hint = (
+                f"KAFKA_TOPIC_REPLICATION asks for {replication} copies, but the cluster has "
+                f"{brokers} broker(s): set it to at most {brokers} (1 for a local run)"
+                if brokers < replication
+                else "see each reason"
+            )
             raise TopicsError(
-                "the cluster refused to create topics (replication "
-                f"{replication}; a cluster of fewer brokers needs KAFKA_TOPIC_REPLICATION set to "
-                "its broker count, 1 for a local run): " + "; ".join(refused)
+                f"the cluster refused to create topics ({hint}): " + "; ".join(refused)
             )
         return sorted(created)
 
