@@ -1,7 +1,10 @@
 """The declaration of the platform's topics and the decisions taken on what a cluster holds."""
 
+import asyncio
+import logging
 from pathlib import Path
 
+import esim_core.messaging.topics as topics_module
 import pytest
 import yaml
 from esim_core.messaging.topics import (
@@ -17,13 +20,24 @@ from esim_core.messaging.topics import (
     AclBinding,
     CarrierAccessSettings,
     Difference,
+    TopicSpec,
     TopicState,
     carrier_acls,
     declared_topics,
+    prepare_topics,
     short_of_partitions,
     topic_differences,
 )
-from esim_core.settings import SettingsError, Topics, TopicSettings, load_settings
+from esim_core.service import ServiceRuntime
+from esim_core.settings import (
+    KafkaSettings,
+    ServiceSettings,
+    SettingsError,
+    Topics,
+    TopicSettings,
+    load_settings,
+)
+from esim_schemas import PaymentSettled
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -90,7 +104,7 @@ def test_carriers_read_only_the_topics_about_their_network_kept_for_two_weeks() 
 
 
 def test_renamed_topics_are_declared_under_their_configured_names() -> None:
-    topics = Topics(profile_activated="carrier-feed.activated")
+    topics = Topics(**{"profile_activated": "carrier-feed.activated"})
     declared = declared_topics(topics)
     assert declared["carrier-feed.activated"].carriers_read
     assert "carrier-feed.activated.dlq" in declared
@@ -209,3 +223,92 @@ def test_a_wrong_topic_setting_is_refused_naming_it(
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError, match=said):
         load_settings(TopicSettings)
+
+
+class FakeAdmin:
+    """A cluster that holds `found` and records what it is asked to change."""
+
+    def __init__(self, found: dict[str, TopicState]) -> None:
+        self.found = found
+        self.created: list[str] = []
+        self.grown: list[tuple[str, int]] = []
+
+    def __call__(self, kafka: object) -> "FakeAdmin":
+        return self
+
+    async def __aenter__(self) -> "FakeAdmin":
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+    async def states(self, names: set[str], *, configs: bool = False) -> dict[str, TopicState]:
+        return {name: state for name, state in self.found.items() if name in names}
+
+    async def create(self, specs: list[TopicSpec]) -> list[str]:
+        self.created += [spec.name for spec in specs]
+        return [spec.name for spec in specs]
+
+    async def grow(self, name: str, partitions: int) -> bool:
+        self.grown.append((name, partitions))
+        return True
+
+
+def everything_but(short: str, partitions: int) -> dict[str, TopicState]:
+    """A cluster with every declared topic as declared, but `short` with fewer partitions."""
+    found = {name: state(name, spec.partitions) for name, spec in declared_topics().items()}
+    found[short] = state(short, partitions)
+    return found
+
+
+@pytest.mark.parametrize("grow", [False, True])
+def test_a_service_says_which_topic_is_short_and_grows_it_only_where_allowed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, grow: bool
+) -> None:
+    admin = FakeAdmin(everything_but("esim.payment.requested", 1))
+    monkeypatch.setattr(topics_module, "TopicAdmin", admin)
+    settings = TopicSettings(kafka_topic_grow_partitions=grow)
+    used = {"esim.payment.requested", "esim.payment.requested.dlq", "esim.payment.settled"}
+    with caplog.at_level(logging.WARNING, logger="esim_core.messaging.topics"):
+        report = asyncio.run(prepare_topics(KafkaSettings(), settings, Topics(), used))
+    assert report.short == [("esim.payment.requested", 1, PARTITIONS)]
+    assert admin.created == []
+    first = caplog.records[0].getMessage()
+    assert first.startswith(f"topic esim.payment.requested has 1 partitions, {PARTITIONS} declared")
+    if grow:
+        assert admin.grown == [("esim.payment.requested", PARTITIONS)]
+        assert report.grown == ["esim.payment.requested"]
+        assert "growing it (KAFKA_TOPIC_GROW_PARTITIONS is on)" in first
+        assert caplog.records[1].getMessage() == (
+            f"grew topic esim.payment.requested from 1 to {PARTITIONS} partitions"
+        )
+    else:
+        assert (admin.grown, report.grown) == ([], [])
+        assert "grow it with `esimctl topics apply`" in first
+        assert len(caplog.records) == 1
+
+
+def test_a_service_creates_what_is_missing_and_leaves_short_topics_it_does_not_use_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    found = everything_but("esim.data.low", 1)
+    del found["esim.card.bound"]
+    admin = FakeAdmin(found)
+    monkeypatch.setattr(topics_module, "TopicAdmin", admin)
+    settings = TopicSettings(kafka_topic_grow_partitions=True)
+    report = asyncio.run(
+        prepare_topics(KafkaSettings(), settings, Topics(), {"esim.payment.requested"})
+    )
+    assert (admin.created, report.short, admin.grown) == (["esim.card.bound"], [], [])
+
+
+def test_a_runtime_uses_what_it_consumes_their_dead_letters_and_what_it_publishes() -> None:
+    settings = ServiceSettings(database_url="sqlite+aiosqlite:///:memory:", http_port=8001)
+    runtime = ServiceRuntime("billing", settings, [])
+    runtime.consume(runtime.topics.payment_requested, [])
+    runtime.produces(PaymentSettled)
+    assert runtime.used_topics() == {
+        "esim.payment.requested",
+        "esim.payment.requested.dlq",
+        "esim.payment.settled",
+    }
