@@ -104,7 +104,7 @@ def test_carriers_read_only_the_topics_about_their_network_kept_for_two_weeks() 
 
 
 def test_renamed_topics_are_declared_under_their_configured_names() -> None:
-    topics = Topics(**{"profile_activated": "carrier-feed.activated"})
+    topics = Topics.model_validate({"profile_activated": "carrier-feed.activated"})
     declared = declared_topics(topics)
     assert declared["carrier-feed.activated"].carriers_read
     assert "carrier-feed.activated.dlq" in declared
