@@ -21,7 +21,7 @@ from esim_core.service import ServiceRuntime
 from esim_core.settings import KafkaSettings, ServiceSettings, Topics
 from esim_schemas import PaymentRequested, PaymentSettled
 
-from tests.support.infra import ROOT, kafka
+from tests.support.infra import ROOT, kafka, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -39,19 +39,35 @@ def own_topics() -> Topics:
     return Topics(**{name: value + suffix for name, value in Topics().model_dump().items()})
 
 
-async def precreate(address: str, name: str, partitions: int, **configs: str) -> None:
-    """A topic as a broker that auto-creates would leave it: one partition, its defaults."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=address)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
-    finally:
-        await admin.close()
+def precreate(address: str, name: str, partitions: int, **configs: str) -> None:
+    """A topic as a broker that auto-creates would leave it, once the broker lists it."""
+
+    async def create() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=address)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+    has_partitions(address, name, partitions)
 
 
-async def partitions_of(address: str, name: str) -> int:
-    async with TopicAdmin(KafkaSettings(kafka_bootstrap_servers=address)) as admin:
-        return (await admin.states({name}))[name].partitions
+def has_partitions(address: str, name: str, partitions: int) -> None:
+    """Wait until the broker's metadata lists `partitions` partitions of the topic (a change
+    is committed by the controller first, and reaches the broker's metadata a moment later)."""
+
+    async def count() -> int:
+        async with TopicAdmin(KafkaSettings(kafka_bootstrap_servers=address)) as admin:
+            found = await admin.states({name})
+        return found[name].partitions if name in found else 0
+
+    wait_until(
+        lambda: asyncio.run(count()) == partitions,
+        timeout=30,
+        what=f"{name} listed with {partitions} partitions",
+    )
 
 
 class BillingLike(ServiceSettings):
@@ -79,7 +95,7 @@ def test_a_service_reports_a_short_topic_and_grows_it_only_where_allowed(
 ) -> None:
     topics = own_topics()
     short = topics.for_event(PaymentRequested)
-    asyncio.run(precreate(broker, short, 1))
+    precreate(broker, short, 1)
     caplog.set_level(logging.INFO, logger="esim_core.messaging.topics")
 
     held = billing(broker, topics, grow=False)
@@ -95,7 +111,7 @@ def test_a_service_reports_a_short_topic_and_grows_it_only_where_allowed(
         "no more than 1 consumers of it can work; grow it with `esimctl topics apply` "
         "(KAFKA_TOPIC_GROW_PARTITIONS is off)"
     ]
-    assert asyncio.run(partitions_of(broker, short)) == 1
+    has_partitions(broker, short, 1)
 
     caplog.clear()
     allowed = billing(broker, topics, grow=True)
@@ -104,7 +120,7 @@ def test_a_service_reports_a_short_topic_and_grows_it_only_where_allowed(
     )
     assert report.created == []
     assert report.grown == [short]
-    assert asyncio.run(partitions_of(broker, short)) == PARTITIONS
+    has_partitions(broker, short, PARTITIONS)
     assert f"grew topic {short} from 1 to {PARTITIONS} partitions" in caplog.text
     # Grown once: the next start finds nothing short.
     again = asyncio.run(
@@ -139,7 +155,7 @@ def test_esimctl_topics_check_fails_until_apply_which_changes_nothing_the_second
     topics = own_topics()
     # A topic carriers read, left by an auto-creating broker: one partition, one hour kept.
     activated = topics.profile_activated
-    asyncio.run(precreate(broker, activated, 1, **{"retention.ms": "3600000"}))
+    precreate(broker, activated, 1, **{"retention.ms": "3600000"})
     declared = declared_topics(topics, replication=1)
 
     before = esimctl(broker, topics, "check")

@@ -15,6 +15,7 @@ Replication is the one thing a cluster decides: production's three brokers hold 
 (`REPLICATION`), a local run's one broker holds one (`KAFKA_TOPIC_REPLICATION=1`, a setting).
 """
 
+import asyncio
 import logging
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -398,7 +399,9 @@ class TopicAdmin:
         found: dict[str, TopicState] = {}
         for topic in await self._admin.describe_topics(None):
             name = topic["topic"]
-            if name not in names or topic["error_code"] or not topic["partitions"]:
+            # A topic just made may answer LEADER_NOT_AVAILABLE for a moment: it exists all the
+            # same, with the partitions listed.
+            if name not in names or not topic["partitions"]:
                 continue
             found[name] = TopicState(
                 name=name,
@@ -469,9 +472,13 @@ class TopicAdmin:
         try:
             await self._admin.create_partitions({name: NewPartitions(partitions)})
         except InvalidPartitionsError:
-            current = await self.states({name})
-            if name in current and current[name].partitions >= partitions:
-                return False
+            # Grown by another client: the broker's metadata shows it a moment after the
+            # controller committed it.
+            for _ in range(20):
+                current = await self.states({name})
+                if name in current and current[name].partitions >= partitions:
+                    return False
+                await asyncio.sleep(0.25)
             raise
         return True
 
@@ -728,7 +735,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 when the cluster is (now) as declared; 1 with the reason on stderr otherwise; 2 for a
         wrong argument.
     """
-    import asyncio
     import sys
 
     from esim_core.messaging.kafka import KafkaAccessRefused, check_access
