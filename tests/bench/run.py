@@ -261,6 +261,11 @@ class Baseline:
         for process in self.processes:
             process.wait_ready(90)
 
+    def stages(self) -> dict[str, str]:
+        """The watched intermediate events the relays carry: a hold has no relay hop."""
+        relayed = {sink for _, sink, _ in HOPS}
+        return {topic: stage for topic, stage in STAGES.items() if topic in relayed}
+
     def pids(self) -> tuple[int, ...]:
         """The relays' process ids."""
         return tuple(p.popen.pid for p in self.processes if p.popen is not None)
@@ -338,7 +343,7 @@ class Bench:
                                 Outcomes(baseline.target, {ProfileActivated.topic: "activated"})
                             )
                             relay_stages = await relay.enter_async_context(
-                                Outcomes(baseline.target, STAGES)
+                                Outcomes(baseline.target, baseline.stages())
                             )
                             relay_driver = await relay.enter_async_context(
                                 LoadDriver(baseline.target, source="/frontends/bench")
