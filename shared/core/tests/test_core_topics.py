@@ -3,8 +3,10 @@
 import asyncio
 import logging
 from pathlib import Path
+from unittest.mock import AsyncMock
 
 import esim_core.messaging.topics as topics_module
+import esim_core.service as service_module
 import pytest
 import yaml
 from esim_core.messaging.topics import (
@@ -38,6 +40,7 @@ from esim_core.settings import (
     load_settings,
 )
 from esim_schemas import PaymentSettled
+from pydantic_settings import SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -312,3 +315,21 @@ def test_a_runtime_uses_what_it_consumes_their_dead_letters_and_what_it_publishe
         "esim.payment.requested.dlq",
         "esim.payment.settled",
     }
+
+
+def test_a_service_names_a_per_service_topic_setting_it_no_longer_reads(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Billing(ServiceSettings):
+        model_config = SettingsConfigDict(env_prefix="BILLING_")
+
+    monkeypatch.setenv("BILLING_TOPIC_PARTITIONS", "24")
+    monkeypatch.setattr(service_module, "prepare_topics", AsyncMock())
+    settings = Billing(database_url="sqlite+aiosqlite:///:memory:", http_port=8001)
+    runtime = ServiceRuntime("billing", settings, [])
+    with caplog.at_level(logging.WARNING, logger="esim_core.service"):
+        asyncio.run(runtime._create_topics())
+    assert caplog.messages == [
+        "BILLING_TOPIC_PARTITIONS is no longer read: partitions are declared in "
+        "esim_core/messaging/topics.py, copies set by KAFKA_TOPIC_REPLICATION; remove it"
+    ]

@@ -7,6 +7,7 @@ or `runtime.worker_app()` (the worker alone).
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -324,6 +325,15 @@ class ServiceRuntime:
     async def _create_topics(self) -> None:
         """Create the declared topics that are missing; check (and, where allowed, grow) the
         partitions of those this service uses (`esim_core.messaging.topics.prepare_topics`)."""
+        prefix = str(self.settings.model_config.get("env_prefix", "")).upper()
+        for stale in (f"{prefix}TOPIC_PARTITIONS", f"{prefix}TOPIC_REPLICATION"):
+            if stale in os.environ:
+                logger.warning(
+                    "%s is no longer read: partitions are declared in "
+                    "esim_core/messaging/topics.py, copies set by KAFKA_TOPIC_REPLICATION; "
+                    "remove it",
+                    stale,
+                )
         try:
             await prepare_topics(self.settings, self.settings, self.topics, self.used_topics())
         except TopicsError as error:
