@@ -23,7 +23,8 @@
   that loop's `esim_due_work_backlog{service,work}` (threshold two of its batches at least), a
   scale-down stabilization window, no inert `cooldownPeriod`, accounts' cpu trigger, two
   replicas and a PodDisruptionBudget over its pods, and its max replicas do not exceed the
-  partitions its topics are created with; with a secured
+  partitions the declaration (esim_core.messaging.topics) gives the topics it consumes; with a
+  secured
   Kafka (`KAFKA_SECURITY_PROTOCOL` of esim-config other than PLAINTEXT) every trigger logs in
   through a TriggerAuthentication whose Secret keys exist and whose `sasl`/`tls` are given, and
   the Kafka files the settings name are mounted in each service's container; the values a
@@ -81,7 +82,6 @@ class ServiceFacts:
     prefix: str
     env: set[str]
     port: int
-    partitions_default: int
     #: Seconds a stop may take before the process ends itself (stop timeout + watchdog grace).
     stop_bound_s: float
     #: PostgreSQL connections one process keeps (its pool size; no overflow), 0 for none.
@@ -168,7 +168,6 @@ def _facts() -> dict[str, ServiceFacts]:
                 prefix=str(model.model_config.get("env_prefix", "")),
                 env=env_names(model) | shared,
                 port=settings.http_port,  # type: ignore[attr-defined]
-                partitions_default=settings.topic_partitions,  # type: ignore[attr-defined]
                 stop_bound_s=settings.stop_timeout_s + STOP_WATCHDOG_GRACE_S,  # type: ignore[attr-defined]
                 pool_default=settings.database_pool_size,  # type: ignore[attr-defined]
                 topics=list(consumer.topics) if consumer is not None else [],
@@ -190,7 +189,6 @@ def _facts() -> dict[str, ServiceFacts]:
         prefix="WEB_",
         env=env_names(WebSettings) | run | PROCESS_ENV,
         port=web.http_port,
-        partitions_default=0,
         stop_bound_s=web.stop_timeout_s + STOP_WATCHDOG_GRACE_S,
         frontend=True,
     )
@@ -1211,7 +1209,11 @@ def check_manifests(
     config_data: dict[str, str] = esim_config[1]["data"] if esim_config else {}
     if config_data.get("ESIM_ENV", "production") != "production":
         problems.append("config.env: ESIM_ENV must be production (or unset) in the cluster")
-    partitions: dict[str, int] = {}
+    from esim_core.messaging.topics import declared_topics
+    from esim_core.settings import Topics
+
+    # The one declaration the services, `esimctl topics apply` and this check read.
+    declared = {name: spec.partitions for name, spec in declared_topics(Topics()).items()}
     #: Per service with a database: (pods at the most, connections each).
     connections: dict[str, tuple[int, int]] = {}
     for name, fact in facts.items():
@@ -1239,10 +1241,6 @@ def check_manifests(
             if name in by_kind.get("ScaledObject", {}):
                 problems.append(f"ScaledObject {name}: {name} consumes no topic to scale on")
             continue
-        configured = env.get(f"{fact.prefix}TOPIC_PARTITIONS")
-        if configured is None and esim_config is not None:
-            configured = esim_config[1]["data"].get(f"{fact.prefix}TOPIC_PARTITIONS")
-        partitions[name] = int(configured) if configured else fact.partitions_default
         problems += _check_migrations(by_kind, fact, doc, secret_keys)
         scaled = by_kind.get("ScaledObject", {}).get(name)
         if scaled is None:
@@ -1255,7 +1253,7 @@ def check_manifests(
                 scaled[0],
                 scaled[1],
                 fact,
-                partitions[name],
+                {topic: declared[topic] for topic in fact.topics if topic in declared},
                 int(batch) if batch else fact.consumer_batch,
             )
             if name in API_SERVICES:
@@ -1275,11 +1273,6 @@ def check_manifests(
                 most + _surge(doc, most),
                 (int(pool) if pool else fact.pool_default) + POOL_OVERFLOW,
             )
-    if len(set(partitions.values())) > 1:
-        problems.append(
-            "the services would create topics with different partition counts "
-            f"({partitions}): the first to start decides; give them one <SERVICE>_TOPIC_PARTITIONS"
-        )
     config = esim_config[1]["data"] if esim_config else {}
     problems += _check_kafka_auth(by_kind, config, facts)
     if esim_config is not None:
@@ -1686,7 +1679,7 @@ def _check_scaled(
     file: str,
     doc: dict[str, Any],
     fact: ServiceFacts,
-    partitions: int,
+    partitions: dict[str, int],
     consumer_batch: int,
 ) -> list[str]:
     """A ScaledObject against the service: what it consumes (less the topics it holds on
@@ -1731,11 +1724,12 @@ def _check_scaled(
     problems += _check_backlog_triggers(where, by_type.get("prometheus", []), fact)
     if fact.name in API_SERVICES and not by_type.get("cpu"):
         problems.append(f"{where}: no cpu trigger, but its HTTP API (Argon2 logins) is CPU-bound")
-    if spec["maxReplicaCount"] > partitions:
+    fewest = min(partitions.items(), key=lambda item: (item[1], item[0]), default=None)
+    if fewest is not None and spec["maxReplicaCount"] > fewest[1]:
         problems.append(
-            f"{where}: maxReplicaCount {spec['maxReplicaCount']} exceeds the {partitions} "
-            "partitions of its topics (idle replicas); raise <SERVICE>_TOPIC_PARTITIONS or "
-            "lower it"
+            f"{where}: maxReplicaCount {spec['maxReplicaCount']} exceeds the {fewest[1]} "
+            f"partitions declared for {fewest[0]}, which it consumes (idle replicas); raise "
+            "PARTITIONS in esim_core/messaging/topics.py (then `esimctl topics apply`) or lower it"
         )
     minimum = spec.get("minReplicaCount", 0)
     if minimum > spec["maxReplicaCount"]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from esim_core.messaging.topics import PARTITIONS
 from esim_schemas import (
     PaymentAuthorized,
     PaymentRequested,
@@ -198,8 +199,8 @@ class Progress:
         print(text, file=self.stream, flush=True)
 
 
-async def create_topics(bootstrap: str, names: Sequence[str], partitions: int = 3) -> None:
-    """Create topics like the services do (three partitions unless told), if missing."""
+async def create_topics(bootstrap: str, names: Sequence[str], partitions: int = PARTITIONS) -> None:
+    """Create topics like the services do (the declared partitions unless told), if missing."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:

@@ -159,11 +159,12 @@ def test_compose_rules_fail(
         ),
         ("billing.yaml", "key: operator-token", "key: op-token", "not in secret.example"),
         ("billing.yaml", "runAsNonRoot: true", "runAsNonRoot: false", "runAsNonRoot"),
+        # Partitions are declared in code (esim_core.messaging.topics), no longer a setting.
         (
             "config.env",
-            "BILLING_TOPIC_PARTITIONS=12",
-            "BILLING_TOPIC_PARTITIONS=6",
-            "different partition counts",
+            "ACCOUNTS_SEED_PROMOTIONS=false",
+            "ACCOUNTS_SEED_PROMOTIONS=false\nBILLING_TOPIC_PARTITIONS=24",
+            "BILLING_TOPIC_PARTITIONS is not a setting",
         ),
         ("notifier.yaml", "consumerGroup: notifier", "consumerGroup: notify", "consumerGroup"),
         # A secured Kafka: KEDA's scalers log in as the services do, with what the Secret has.
