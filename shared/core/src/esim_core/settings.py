@@ -272,6 +272,10 @@ def _readable(path: Path) -> Path:
     return path
 
 
+INBOX_RETENTION_S = 15 * 24 * 3600.0
+"""The inbox window's default: a topic's 7-day retention.ms plus a 7-day segment.ms, and a day."""
+
+
 class ServiceSettings(KafkaSettings):
     """Base of each service's settings; subclasses set `env_prefix` (e.g. `BILLING_`).
 
@@ -338,7 +342,34 @@ class ServiceSettings(KafkaSettings):
     outbox_retention_s: float = Field(
         24 * 3600.0,
         ge=0,
-        description="how long published outbox rows are kept (for inspection) before deletion",
+        description="how long published outbox rows are kept (for inspection: the operator's "
+        "outbox and saga views show them) before they are purged; nothing deduplicates by "
+        "them, so the window is for people, not for redeliveries",
+    )
+    inbox_retention_s: float = Field(
+        INBOX_RETENTION_S,
+        ge=60,
+        description="how long the id of a consumed Kafka event is kept, so that a redelivery "
+        "is dropped; past it the id is purged. A consumer group reset to the earliest offset "
+        "re-reads every event its topics still hold, so the window must outlast the longest "
+        "a topic holds a record: the 7 days of retention.ms of the topics carriers read, plus "
+        "up to 7 more, as Kafka deletes a log segment whole once its newest record is past "
+        "retention.ms and rolls a segment every segment.ms (7 days by default), plus a day: "
+        "15 days. Shorten it only with the topics' retention.ms and segment.ms",
+    )
+    purge_interval_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="how often the rows past their window (inbox, outbox, callback log) are "
+        "purged, by one replica at a time",
+    )
+    purge_chunk: int = Field(
+        500,
+        ge=1,
+        le=10_000,
+        description="most rows one purge statement deletes, each in a short transaction of "
+        "its own, so a purge never holds a lock that the consumer waits on for long",
     )
     sqlite_inline: bool = Field(
         True,
