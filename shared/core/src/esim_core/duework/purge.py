@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Table, delete, select, tuple_
+from sqlalchemy import Delete, Table, delete, select, tuple_
 from sqlmodel import SQLModel
 
 from esim_core.clock import utcnow
@@ -140,6 +140,14 @@ class Purger:
 
     async def delete_chunk(self, retention: Retention, cutoff: Any) -> int:
         """Delete at most `chunk` rows of `retention` older than `cutoff`, in one transaction."""
+        async with self.database.session() as session:
+            connection = await session.connection()
+            result: Any = await connection.execute(self.chunk_statement(retention, cutoff))
+        deleted: int = result.rowcount or 0
+        return deleted
+
+    def chunk_statement(self, retention: Retention, cutoff: Any) -> Delete:
+        """The DELETE of one chunk: the expired rows picked by the cutoff query, by their key."""
         table = retention.table
         key = list(table.primary_key.columns)
         conditions = [table.c[retention.column] < cutoff]
@@ -153,8 +161,4 @@ class Purger:
             statement = delete(table).where(key[0].in_(expired.scalar_subquery()))
         else:
             statement = delete(table).where(tuple_(*key).in_(expired))
-        async with self.database.session() as session:
-            connection = await session.connection()
-            result: Any = await connection.execute(statement)
-        deleted: int = result.rowcount or 0
-        return deleted
+        return statement
