@@ -281,10 +281,10 @@ class ServiceRuntime:
         First the consumer leaves its group (the batch being handled finishes and its offsets
         commit; the rest is redelivered to whoever takes the partitions); then the due-work
         loops stop claiming and their rounds in flight finish or are abandoned with their
-        leases released; then the periodic loops end, and the purge after the chunk in hand;
-        then the `on_stop` actions run; then the relay publishes what was committed; then the
-        connections close. Whatever a step cannot do in time is durable (offsets, rows,
-        outbox) and is redone by the next process.
+        leases released; then the periodic loops end (the purge, told with them, after its
+        chunk in hand); then the `on_stop` actions run; then the relay publishes what was
+        committed; then the connections close. Whatever a step cannot do in time is durable
+        (offsets, rows, outbox) and is redone by the next process.
         """
         started = time.monotonic()
         budget = self.settings.stop_timeout_s
@@ -307,13 +307,13 @@ class ServiceRuntime:
         # Leave room at the end for the relay's flush and closing the connections.
         await step("stopped consuming", self.broker.stop(), left(reserve=budget * 0.4))
         self._stopping.set()
+        self.purger.stop()
         await step(
             "stopped due work",
             asyncio.gather(*(due.stop(left(reserve=budget * 0.3)) for due in self.due_loops)),
             left(reserve=budget * 0.2),
         )
         self.relay.stop()
-        self.purger.stop()
         loops = [task for task in self._tasks if task.get_name() != "outbox-relay"]
         relay = [task for task in self._tasks if task.get_name() == "outbox-relay"]
         await step("stopped loops", asyncio.gather(*loops), min(2.0, left(reserve=budget * 0.2)))
