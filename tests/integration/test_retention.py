@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from esim_core.clock import utcnow
 from esim_core.duework.leases import LocalLock
 from esim_core.duework.purge import Purger
 from esim_core.messaging.inbox import InboxEntry, inbox_retention
 from esim_core.persistence.db import Database
-from esim_core.persistence.migrations import upgrade_to_head
+from esim_core.persistence.migrations import alembic_config, upgrade_to_head
 from sqlmodel import col, func, select
 
 from tests.support.infra import DATABASE_MODES, SERVICES, postgres
@@ -64,21 +65,29 @@ async def test_every_service_migrates_to_an_inbox_the_purge_reads_by_index(
     database_urls: dict[str, str],
 ) -> None:
     for service in SERVICES:
+        url = database_urls[service]
         migrations = importlib.import_module(f"{service}.bootstrap").MIGRATIONS
-        await upgrade_to_head(database_urls[service], migrations)
-        database = Database(database_urls[service])
+        await upgrade_to_head(url, migrations)
+        database = Database(url)
         try:
-            async with database.engine.connect() as connection:
-                indexes = await connection.run_sync(
-                    lambda sync: sa.inspect(sync).get_indexes("inbox")
-                )
-            assert {
-                index["name"]: index["column_names"] for index in indexes if index["name"] == INDEX
-            } == {INDEX: ["consumer", "processed_at"]}, service
+            assert await inbox_indexes(database) == {INDEX: ["consumer", "processed_at"]}, service
             plan = await chunk_plan(database)
             assert INDEX in plan, f"{service}: {plan}"
+            # Down and up again: on PostgreSQL both run outside a transaction (CONCURRENTLY).
+            config = alembic_config(url, migrations)
+            await asyncio.to_thread(command.downgrade, config, "-1")
+            assert await inbox_indexes(database) == {}, service
+            await upgrade_to_head(url, migrations)
+            assert await inbox_indexes(database) == {INDEX: ["consumer", "processed_at"]}, service
         finally:
             await database.close()
+
+
+async def inbox_indexes(database: Database) -> dict[str, list[str | None]]:
+    """The inbox's indexes but its primary key, by name."""
+    async with database.engine.connect() as connection:
+        indexes = await connection.run_sync(lambda sync: sa.inspect(sync).get_indexes("inbox"))
+    return {str(index["name"]): list(index["column_names"]) for index in indexes}
 
 
 async def test_two_overlapping_purgers_delete_each_expired_row_once(
