@@ -15,31 +15,21 @@ down_revision: str | Sequence[str] | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-
 INDEX = "ix_inbox_consumer_processed_at"
 
 
 def upgrade() -> None:
     # esim_core.duework.purge deletes a consumer's rows older than its window a chunk at a
-    # time; without this index every chunk would scan the whole inbox.
-    if op.get_context().dialect.name == "postgresql":
-        # An inbox of tens of millions of rows takes minutes to index: built CONCURRENTLY, the
-        # replicas still running go on writing meanwhile. A build that failed halfway leaves an
-        # invalid index behind, which the retry drops first.
-        with op.get_context().autocommit_block():
-            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {INDEX}")
-            op.create_index(
-                INDEX, "inbox", ["consumer", "processed_at"], postgresql_concurrently=True
-            )
-        return
+    # time; without this index every chunk would scan the whole inbox. It is built in the
+    # migration's transaction, as a service's start runs its migrations under a lock held in
+    # a transaction, which CREATE INDEX CONCURRENTLY would wait on for ever. Building it on a
+    # large inbox blocks the inbox's writes meanwhile: an operator may build it beforehand
+    # (CREATE INDEX CONCURRENTLY ix_inbox_consumer_processed_at ON inbox (consumer,
+    # processed_at)), and this then leaves it as it is.
     with op.batch_alter_table("inbox", schema=None) as batch_op:
-        batch_op.create_index(INDEX, ["consumer", "processed_at"], unique=False)
+        batch_op.create_index(INDEX, ["consumer", "processed_at"], if_not_exists=True)
 
 
 def downgrade() -> None:
-    if op.get_context().dialect.name == "postgresql":
-        with op.get_context().autocommit_block():
-            op.drop_index(INDEX, table_name="inbox", postgresql_concurrently=True)
-        return
     with op.batch_alter_table("inbox", schema=None) as batch_op:
         batch_op.drop_index(INDEX)
