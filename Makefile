@@ -40,7 +40,7 @@ endif
 endif
 RUN := $(UV) run --frozen
 
-.PHONY: help run test test-unit bench chaos fuzz lint format schemas migration clean sync kafka-jars redis chromium
+.PHONY: help run test test-unit bench chaos fuzz lint format schemas migration clean sync kafka-jars redis chromium deploy-tools
 
 help: ## list the targets
 	@echo "Targets:"
@@ -63,13 +63,19 @@ redis: ## install redis-server if it is missing
 	@echo "==> redis-server"
 	deploy/redis/ensure.sh
 
+deploy-tools: ## promtool, kustomize, kubeconform and KEDA's CRDs, pinned, into .tools/ (built once from the Go module proxy)
+	@echo "==> promtool, kustomize, kubeconform and KEDA's CRDs, pinned, into .tools/"
+	scripts/ensure-promtool.sh >/dev/null
+	scripts/ensure-k8s-tools.sh >/dev/null
+
 chromium: ## install Debian's chromium and chromium-driver (the browser tests) if missing
 	@echo "==> chromium and chromedriver"
 	deploy/chromium/ensure.sh
 
 # With CI=true the integration tests run on PostgreSQL too, beside the SQLite ones (another worker,
 # another platform; deploy/postgres/ensure.sh installs it if missing, tests/support/infra.py runs it).
-test: sync kafka-jars redis chromium ## unit, contract, integration and browser tests (real Kafka, Redis, sandboxes, Chromium; CI=true: integration on PostgreSQL too)
+# `--durations=25` ends the output with the slowest tests: where the minutes of a run went.
+test: sync kafka-jars redis chromium deploy-tools ## unit, contract, integration and browser tests (real Kafka, Redis, sandboxes, Chromium; CI=true: integration on PostgreSQL too)
 	@if [[ ",$(TEST_DATABASES)," == *,postgres,* ]]; then \
 	  echo "==> PostgreSQL (deploy/postgres/ensure.sh)"; \
 	  deploy/postgres/ensure.sh || { \
@@ -77,7 +83,7 @@ test: sync kafka-jars redis chromium ## unit, contract, integration and browser 
 	fi
 	@echo "==> pytest $(TESTS) (integration on $(TEST_DATABASES), $(WORKERS) workers)"
 	@ESIM_TEST_DATABASE="$(TEST_DATABASES)" $(RUN) pytest -p no:cacheprovider -q \
-	  -n $(WORKERS) --dist loadgroup $(PYTEST_ARGS) $(TESTS) || { \
+	  -n $(WORKERS) --dist loadgroup --durations=25 $(PYTEST_ARGS) $(TESTS) || { \
 	  status=$$?; echo "==> make test: FAILED (pytest exit status $$status)" >&2; exit $$status; }
 	@echo "==> make test: PASSED"
 
@@ -106,17 +112,15 @@ chaos: sync kafka-jars redis ## load while services, broker and Redis crash, the
 fuzz: sync ## schemathesis against the four running services, signed in (make run first)
 	@$(RUN) python scripts/fuzz.py
 
-lint: sync ## ruff, mypy --strict, offline checks of alert rules, dashboards and deploy files (kustomize + kubeconform)
+lint: sync deploy-tools ## ruff, mypy --strict, alert rules (promtool check + test), dashboards, deploy files (kustomize + kubeconform)
 	@echo "==> ruff check"
 	$(RUN) ruff check .
 	@echo "==> ruff format --check"
 	$(RUN) ruff format --check .
 	@echo "==> mypy"
 	$(RUN) mypy $(MYPY_PATHS)
-	@echo "==> alert rules and dashboards (scripts/check_observability.py)"
+	@echo "==> alert rules (promtool check rules, promtool test rules) and dashboards (scripts/check_observability.py)"
 	$(RUN) python scripts/check_observability.py
-	@echo "==> kustomize, kubeconform and KEDA's CRDs, pinned, into .tools/ (scripts/ensure-k8s-tools.sh)"
-	scripts/ensure-k8s-tools.sh >/dev/null
 	@echo "==> Dockerfile, compose.yaml; every k8s overlay rendered, kubeconform -strict, cross-checks (scripts/check_deploy.py)"
 	$(RUN) python scripts/check_deploy.py
 

@@ -23,7 +23,8 @@
   that loop's `esim_due_work_backlog{service,work}` (threshold two of its batches at least), a
   scale-down stabilization window, no inert `cooldownPeriod`, accounts' cpu trigger, two
   replicas and a PodDisruptionBudget over its pods, and its max replicas do not exceed the
-  partitions its topics are created with; with a secured
+  partitions the declaration (esim_core.messaging.topics) gives the topics it consumes; with a
+  secured
   Kafka (`KAFKA_SECURITY_PROTOCOL` of esim-config other than PLAINTEXT) every trigger logs in
   through a TriggerAuthentication whose Secret keys exist and whose `sasl`/`tls` are given, and
   the Kafka files the settings name are mounted in each service's container; the values a
@@ -81,7 +82,6 @@ class ServiceFacts:
     prefix: str
     env: set[str]
     port: int
-    partitions_default: int
     #: Seconds a stop may take before the process ends itself (stop timeout + watchdog grace).
     stop_bound_s: float
     #: PostgreSQL connections one process keeps (its pool size; no overflow), 0 for none.
@@ -168,7 +168,6 @@ def _facts() -> dict[str, ServiceFacts]:
                 prefix=str(model.model_config.get("env_prefix", "")),
                 env=env_names(model) | shared,
                 port=settings.http_port,  # type: ignore[attr-defined]
-                partitions_default=settings.topic_partitions,  # type: ignore[attr-defined]
                 stop_bound_s=settings.stop_timeout_s + STOP_WATCHDOG_GRACE_S,  # type: ignore[attr-defined]
                 pool_default=settings.database_pool_size,  # type: ignore[attr-defined]
                 topics=list(consumer.topics) if consumer is not None else [],
@@ -190,7 +189,6 @@ def _facts() -> dict[str, ServiceFacts]:
         prefix="WEB_",
         env=env_names(WebSettings) | run | PROCESS_ENV,
         port=web.http_port,
-        partitions_default=0,
         stop_bound_s=web.stop_timeout_s + STOP_WATCHDOG_GRACE_S,
         frontend=True,
     )
@@ -866,12 +864,29 @@ class ToolMissing(RuntimeError):
     """A manifest tool (kustomize, kubeconform, KEDA's CRDs) could not be installed."""
 
 
+#: libyaml's loader where PyYAML was built with it: a rendered overlay is some 1,500 lines, which
+#: the pure-Python loader takes most of a second to read, and the checks read several.
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_all(text: str) -> list[dict[str, Any]]:
+    """The documents of a YAML stream (as yaml.safe_load_all reads them), empty ones left out."""
+    return [document for document in yaml.load_all(text, Loader=_LOADER) if document]
+
+
+#: The tools' paths once found: the script is run once per process (a test of many cases
+#: checks many copies of the manifests).
+_TOOLS: list[dict[str, Path]] = []
+
+
 def k8s_tools() -> dict[str, Path]:
     """kustomize, kubeconform and KEDA's CRDs, installed by scripts/ensure-k8s-tools.sh.
 
     Raises:
         ToolMissing: the script failed (no Go, no network to the Go module proxy, ...).
     """
+    if _TOOLS:
+        return _TOOLS[0]
     done = subprocess.run(  # noqa: S603 (the project's own script)
         [str(ROOT / "scripts/ensure-k8s-tools.sh")], capture_output=True, text=True, check=False
     )
@@ -881,7 +896,8 @@ def k8s_tools() -> dict[str, Path]:
             f"{done.stderr.strip()}"
         )
     found = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
-    return {name: Path(path) for name, path in found.items()}
+    _TOOLS.append({name: Path(path) for name, path in found.items()})
+    return _TOOLS[0]
 
 
 def render(kustomize: Path, overlay: Path) -> str:
@@ -921,7 +937,7 @@ def crd_schemas(crds: Path, into: Path) -> None:
     (`scaledobject-keda-v1alpha1.json`)."""
     into.mkdir(parents=True, exist_ok=True)
     for path in sorted(crds.glob("*.yaml")):
-        for crd in yaml.safe_load_all(path.read_text()):
+        for crd in load_all(path.read_text()):
             if not crd or crd.get("kind") != "CustomResourceDefinition":
                 continue
             spec = crd["spec"]
@@ -1010,15 +1026,21 @@ def _reachable(schema: Any, definitions: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def kubeconform(tools: dict[str, Path], rendered: str, label: str) -> list[str]:
-    """`kubeconform -strict` of rendered manifests against Kubernetes' schemas and KEDA's CRDs:
-    one problem per invalid object (each field's error), or per object of no known schema."""
+def kubeconform(
+    tools: dict[str, Path],
+    rendered: str,
+    label: str,
+    documents: list[dict[str, Any]] | None = None,
+) -> list[str]:
+    """`kubeconform -strict` of rendered manifests (and their `documents`, read from them when
+    not given) against Kubernetes' schemas and KEDA's CRDs: one problem per invalid object
+    (each field's error), or per object of no known schema."""
     schemas = _schema_folder()
     keda = schemas / f"keda-{tools['keda_crds'].name}"
     if not keda.is_dir():
         crd_schemas(tools["keda_crds"], keda)
     kubernetes = schemas / f"kubernetes-{KUBERNETES_VERSION}"
-    standalone_schemas([doc for doc in yaml.safe_load_all(rendered) if doc], kubernetes)
+    standalone_schemas(load_all(rendered) if documents is None else documents, kubernetes)
     command = [
         str(tools["kubeconform"]),
         "-strict",
@@ -1058,8 +1080,8 @@ def _source_files(base: Path) -> dict[tuple[str, str], str]:
         ("ConfigMap", name): file for name, file in GENERATED_FILES.items()
     }
     for path in sorted(base.glob("*.yaml")):
-        for document in yaml.safe_load_all(path.read_text()):
-            if document and "kind" in document:
+        for document in load_all(path.read_text()):
+            if "kind" in document:
                 files[(document["kind"], document.get("metadata", {}).get("name", "?"))] = path.name
     return files
 
@@ -1073,10 +1095,13 @@ def _generated_name(kind: str, name: str) -> str:
     return name
 
 
-def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
+def check_k8s(folder: Path, facts: dict[str, ServiceFacts], *, validate: bool = True) -> list[str]:
     """Problems with the Kubernetes manifests: every overlay rendered by kustomize and validated
     by `kubeconform -strict`, production's images by digest, then the cross-checks on what the
-    production overlay renders (see the module's docstring)."""
+    production overlay renders (see the module's docstring).
+
+    `validate=False` renders only the production overlay and runs no kubeconform: the project's
+    own checks alone, for a test of one of them (a quarter of the time of the whole)."""
     try:
         tools = k8s_tools()
     except ToolMissing as error:
@@ -1084,14 +1109,17 @@ def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
     problems: list[str] = []
     production: list[dict[str, Any]] = []
     for overlay in sorted(p for p in (folder / "overlays").iterdir() if p.is_dir()):
+        if not validate and overlay.name != PRODUCTION:
+            continue
         label = f"overlays/{overlay.name}"
         try:
             rendered = render(tools["kustomize"], overlay)
         except ValueError as error:
             problems.append(f"{label}: kustomize build failed: {error}")
             continue
-        problems += kubeconform(tools, rendered, label)
-        documents = [doc for doc in yaml.safe_load_all(rendered) if doc]
+        documents = load_all(rendered)
+        if validate:
+            problems += kubeconform(tools, rendered, label, documents)
         if overlay.name == PRODUCTION:
             production = documents
             problems += _check_digests(label, documents)
@@ -1104,16 +1132,15 @@ def check_k8s(folder: Path, facts: dict[str, ServiceFacts]) -> list[str]:
     if not production:
         return [*problems, f"no overlays/{PRODUCTION} rendered: nothing to cross-check"]
     files = _source_files(folder / "base")
-    documents = [
+    sourced = [
         (files.get((doc["kind"], _generated_name(doc["kind"], doc["metadata"]["name"])), "?"), doc)
         for doc in production
     ]
-    documents += [
+    sourced += [
         ("secret.example.yaml", doc)
-        for doc in yaml.safe_load_all((folder / "secret.example.yaml").read_text())
-        if doc
+        for doc in load_all((folder / "secret.example.yaml").read_text())
     ]
-    return problems + check_manifests(folder, documents, facts)
+    return problems + check_manifests(folder, sourced, facts)
 
 
 def _check_digests(label: str, documents: list[dict[str, Any]]) -> list[str]:
@@ -1182,7 +1209,11 @@ def check_manifests(
     config_data: dict[str, str] = esim_config[1]["data"] if esim_config else {}
     if config_data.get("ESIM_ENV", "production") != "production":
         problems.append("config.env: ESIM_ENV must be production (or unset) in the cluster")
-    partitions: dict[str, int] = {}
+    from esim_core.messaging.topics import declared_topics
+    from esim_core.settings import Topics
+
+    # The one declaration the services, `esimctl topics apply` and this check read.
+    declared = {name: spec.partitions for name, spec in declared_topics(Topics()).items()}
     #: Per service with a database: (pods at the most, connections each).
     connections: dict[str, tuple[int, int]] = {}
     for name, fact in facts.items():
@@ -1210,10 +1241,6 @@ def check_manifests(
             if name in by_kind.get("ScaledObject", {}):
                 problems.append(f"ScaledObject {name}: {name} consumes no topic to scale on")
             continue
-        configured = env.get(f"{fact.prefix}TOPIC_PARTITIONS")
-        if configured is None and esim_config is not None:
-            configured = esim_config[1]["data"].get(f"{fact.prefix}TOPIC_PARTITIONS")
-        partitions[name] = int(configured) if configured else fact.partitions_default
         problems += _check_migrations(by_kind, fact, doc, secret_keys)
         scaled = by_kind.get("ScaledObject", {}).get(name)
         if scaled is None:
@@ -1226,7 +1253,7 @@ def check_manifests(
                 scaled[0],
                 scaled[1],
                 fact,
-                partitions[name],
+                {topic: declared[topic] for topic in fact.topics if topic in declared},
                 int(batch) if batch else fact.consumer_batch,
             )
             if name in API_SERVICES:
@@ -1246,11 +1273,6 @@ def check_manifests(
                 most + _surge(doc, most),
                 (int(pool) if pool else fact.pool_default) + POOL_OVERFLOW,
             )
-    if len(set(partitions.values())) > 1:
-        problems.append(
-            "the services would create topics with different partition counts "
-            f"({partitions}): the first to start decides; give them one <SERVICE>_TOPIC_PARTITIONS"
-        )
     config = esim_config[1]["data"] if esim_config else {}
     problems += _check_kafka_auth(by_kind, config, facts)
     if esim_config is not None:
@@ -1657,7 +1679,7 @@ def _check_scaled(
     file: str,
     doc: dict[str, Any],
     fact: ServiceFacts,
-    partitions: int,
+    partitions: dict[str, int],
     consumer_batch: int,
 ) -> list[str]:
     """A ScaledObject against the service: what it consumes (less the topics it holds on
@@ -1702,11 +1724,12 @@ def _check_scaled(
     problems += _check_backlog_triggers(where, by_type.get("prometheus", []), fact)
     if fact.name in API_SERVICES and not by_type.get("cpu"):
         problems.append(f"{where}: no cpu trigger, but its HTTP API (Argon2 logins) is CPU-bound")
-    if spec["maxReplicaCount"] > partitions:
+    fewest = min(partitions.items(), key=lambda item: (item[1], item[0]), default=None)
+    if fewest is not None and spec["maxReplicaCount"] > fewest[1]:
         problems.append(
-            f"{where}: maxReplicaCount {spec['maxReplicaCount']} exceeds the {partitions} "
-            "partitions of its topics (idle replicas); raise <SERVICE>_TOPIC_PARTITIONS or "
-            "lower it"
+            f"{where}: maxReplicaCount {spec['maxReplicaCount']} exceeds the {fewest[1]} "
+            f"partitions declared for {fewest[0]}, which it consumes (idle replicas); raise "
+            "PARTITIONS in esim_core/messaging/topics.py (then `esimctl topics apply`) or lower it"
         )
     minimum = spec.get("minReplicaCount", 0)
     if minimum > spec["maxReplicaCount"]:

@@ -9,12 +9,19 @@ duration `for`, a `severity` of page or ticket and a summary and description, an
 pod (`absent(up{service="<name>"} == 1)`); dashboards need
 a uid, a title, unique panel ids and the `${datasource}` variable on every query.
 
+Then Prometheus' own promtool (pinned, built into .tools/ by scripts/ensure-promtool.sh):
+`promtool check rules` on every rule file (what Prometheus would refuse to load: PromQL its own
+parser rejects, bad templates, duplicate rules) and `promtool test rules` on the unit tests in
+deploy/prometheus/tests/, which must test every alert both firing (its labels and annotations)
+and silent.
+
     python scripts/check_observability.py        # exit status 1 and one line per problem
 """
 
 import importlib
 import json
 import re
+import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,6 +34,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = sorted((ROOT / "deploy/prometheus").glob("*.yaml"))
+#: promtool's unit tests of the rules (`promtool test rules`), beside them in tests/.
+RULE_TESTS = sorted((ROOT / "deploy/prometheus/tests").glob("*.yaml"))
 DASHBOARDS = sorted((ROOT / "deploy/grafana").glob("*.json"))
 #: The modules that define the services' metrics (importing them registers the metrics).
 METRIC_MODULES = (
@@ -196,7 +205,7 @@ def check_dashboard(path: Path, known: set[str]) -> list[str]:
     variables = {v.get("name") for v in board.get("templating", {}).get("list", [])}
     if "datasource" not in variables:
         problems.append(f"{path.name}: no `datasource` template variable")
-    ids: set[int] = set()
+    ids: set[object] = set()
     for panel in _panels(board.get("panels", [])):
         where = f"{path.name}: panel {panel.get('id')} {panel.get('title')!r}"
         if panel.get("id") in ids:
@@ -233,6 +242,113 @@ def used_names() -> set[str]:
     return used
 
 
+class ToolMissing(RuntimeError):
+    """promtool could not be installed (scripts/ensure-promtool.sh failed)."""
+
+
+def promtool() -> Path:
+    """Prometheus' promtool, pinned, installed into .tools/ by scripts/ensure-promtool.sh.
+
+    Raises:
+        ToolMissing: the script failed (no Go, no network to the Go module proxy, ...).
+    """
+    done = subprocess.run(  # noqa: S603 (the project's own script)
+        [str(ROOT / "scripts/ensure-promtool.sh")], capture_output=True, text=True, check=False
+    )
+    found = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    if done.returncode != 0 or "promtool" not in found:
+        raise ToolMissing(
+            f"scripts/ensure-promtool.sh failed (exit status {done.returncode}): "
+            f"{done.stderr.strip()}"
+        )
+    return Path(found["promtool"])
+
+
+def _shown(path: Path) -> str:
+    """A path as messages name it: from the repository's root where it is inside."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def _run_promtool(tool: Path, *arguments: str) -> tuple[int, str]:
+    """promtool's exit status and what it printed (both streams, blank lines dropped)."""
+    done = subprocess.run(  # noqa: S603 (a pinned tool, our own files)
+        [str(tool), *arguments], capture_output=True, text=True, check=False, cwd=ROOT
+    )
+    text = "\n".join(line for line in (done.stdout + done.stderr).splitlines() if line.strip())
+    return done.returncode, text
+
+
+def promtool_check_rules(tool: Path, paths: Iterable[Path]) -> list[str]:
+    """`promtool check rules --lint-fatal`: what Prometheus would refuse to load, and duplicate
+    rules; one problem per failing file with promtool's own message."""
+    problems: list[str] = []
+    for path in paths:
+        status, text = _run_promtool(tool, "check", "rules", "--lint-fatal", _shown(path))
+        if status != 0:
+            problems.append(f"{path.name}: promtool check rules failed:\n{text}")
+    return problems
+
+
+def promtool_test_rules(tool: Path, paths: Iterable[Path], run: str | None = None) -> list[str]:
+    """`promtool test rules` on each unit-test file (only the test groups whose names match the
+    regular expression `run`, if given): one problem per failing file, with what promtool
+    expected and got."""
+    problems: list[str] = []
+    selected = ["--run", run] if run else []
+    for path in paths:
+        status, text = _run_promtool(tool, "test", "rules", *selected, _shown(path))
+        if status != 0:
+            problems.append(f"{_shown(path)}: promtool test rules failed:\n{text}")
+    return problems
+
+
+def untested_alerts(rules: Iterable[Path], tests: Iterable[Path]) -> list[str]:
+    """Every alert of the rule files needs a unit test where it fires (with its labels and
+    annotations) and one where it stays silent (`exp_alerts: []`)."""
+    alerts = [
+        str(rule["alert"])
+        for path in rules
+        for group in (yaml.safe_load(path.read_text()) or {}).get("groups") or []
+        for rule in group.get("rules") or []
+        if isinstance(rule, dict) and "alert" in rule
+    ]
+    firing: set[str] = set()
+    silent: set[str] = set()
+    for path in tests:
+        for case in (yaml.safe_load(path.read_text()) or {}).get("tests") or []:
+            for check in case.get("alert_rule_test") or []:
+                name = str(check.get("alertname"))
+                (firing if check.get("exp_alerts") else silent).add(name)
+    problems: list[str] = []
+    for alert in alerts:
+        missing = [
+            what
+            for what, tested in (("fires", firing), ("stays silent", silent))
+            if alert not in tested
+        ]
+        if missing:
+            problems.append(
+                f"{alert}: no unit test in deploy/prometheus/tests/ where it "
+                f"{' or where it '.join(missing)} (promtool test rules)"
+            )
+    return problems
+
+
+def check_with_promtool(rules: list[Path], tests: list[Path]) -> list[str]:
+    """promtool's checks of the rule files and its run of their unit tests."""
+    if not tests:
+        return ["deploy/prometheus/tests/*.yaml is missing: no unit test of the alert rules"]
+    try:
+        tool = promtool()
+    except ToolMissing as error:
+        return [str(error)]
+    return (
+        promtool_check_rules(tool, rules)
+        + untested_alerts(rules, tests)
+        + promtool_test_rules(tool, tests)
+    )
+
+
 def main() -> int:
     """Check every rule file and dashboard; print the problems."""
     known = metric_catalogue()
@@ -244,10 +360,14 @@ def main() -> int:
     problems += check_availability(RULES, deployed_services())
     for path in DASHBOARDS:
         problems += check_dashboard(path, known)
+    problems += check_with_promtool(RULES, RULE_TESTS)
     for problem in problems:
         print(f"check_observability: {problem}", file=sys.stderr)
     if not problems:
-        print(f"check_observability: {len(RULES)} rule file(s), {len(DASHBOARDS)} dashboard(s) ok")
+        print(
+            f"check_observability: {len(RULES)} rule file(s) (promtool check rules, "
+            f"{len(RULE_TESTS)} unit-test file(s)), {len(DASHBOARDS)} dashboard(s) ok"
+        )
     return 1 if problems else 0
 
 

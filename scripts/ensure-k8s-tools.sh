@@ -25,34 +25,8 @@ tools="$root/.tools"
 
 say() { printf 'ensure-k8s-tools: %s\n' "$*" >&2; }
 
-go_bin=$(command -v go 2>/dev/null || true)
-if [ -z "$go_bin" ] && [ -x /usr/local/go/bin/go ]; then
-  go_bin=/usr/local/go/bin/go
-fi
-
-need_go() {
-  if [ -z "$go_bin" ]; then
-    say "Go is needed to install $1 (go install from the Go module proxy) and is not on PATH;"
-    say "install Go 1.22 or newer (Debian 12's golang-go is too old for kustomize v5)"
-    exit 1
-  fi
-}
-
-# go_install NAME MODULE VERSION: the program NAME of MODULE@VERSION into .tools/NAME-VERSION/bin.
-go_install() {
-  local name=$1 module=$2 version=$3
-  local dest="$tools/$name-$version"
-  if [ ! -x "$dest/bin/$name" ]; then
-    need_go "$name"
-    say "installing $name $version (go install $module@$version)"
-    mkdir -p "$dest"
-    # A module cache and build cache of the project's own, so nothing else on the machine is
-    # touched; CGO off: static binaries, no C compiler needed.
-    GOBIN="$dest/bin" GOFLAGS=-modcacherw CGO_ENABLED=0 GOTOOLCHAIN=local \
-      "$go_bin" install "$module@$version" >&2
-  fi
-  printf '%s=%s\n' "$name" "$dest/bin/$name"
-}
+# shellcheck source=lib/go-install.sh
+source "$root/scripts/lib/go-install.sh"
 
 go_install kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION"
 go_install kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION"

@@ -28,6 +28,10 @@ export ESIM_ENV=local
 export KAFKA_PORT=${KAFKA_PORT:-9092}
 export REDIS_PORT=${REDIS_PORT:-6379}
 export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}
+# One broker holds one copy of each topic; a service grows a topic found with fewer partitions
+# than declared (esim_core.messaging.topics), as production leaves to `esimctl topics apply`.
+export KAFKA_TOPIC_REPLICATION=${KAFKA_TOPIC_REPLICATION:-1}
+export KAFKA_TOPIC_GROW_PARTITIONS=${KAFKA_TOPIC_GROW_PARTITIONS:-true}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
 export SMTP_SINK_DIR=${SMTP_SINK_DIR:-$root/var/mail}
 export SMTP_SINK_PORT=${SMTP_SINK_PORT:-1025}

@@ -11,6 +11,8 @@ from tests.support.load import LatencyStats
 #: first of `payment.authorized` (a hold, captured only after the activation, off the
 #: activation's path) and `payment.settled` (paid at once; the baseline's relay).
 HOP_NAMES = ("payment.requested", "payment.authorized|settled", "profile.activated")
+#: The platform's own processes: their CPU per renewal is the headline cost.
+SERVICES = ("accounts", "billing", "provisioning", "notifier")
 QUANTILES = (("p50", 50.0), ("p95", 95.0), ("p99", 99.0), ("max", 100.0))
 
 
@@ -120,6 +122,15 @@ class PhaseResult:
                     found.setdefault(name, {})[key] = round(figures[key] / self.ended, 2)
         return found
 
+    def cpu_ms_per_renewal(self) -> float | None:
+        """The headline cost: CPU ms per renewal that ended, of the four services together on a
+        platform phase, of the relays on a baseline phase (broker, sandboxes and load apart)."""
+        per = self.per_renewal()
+        payers = ("relays",) if self.kind == "baseline" else SERVICES
+        if not any(name in per for name in payers):
+            return None
+        return round(sum(per.get(name, {}).get("cpu_ms", 0.0) for name in payers), 2)
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly."""
         values = asdict(self)
@@ -156,6 +167,7 @@ def ratios(phases: Sequence[PhaseResult]) -> dict[str, dict[str, Any]]:
             "throughput": _ratio(phase.all_done_per_s, base.all_done_per_s),
             "p50": _ratio(phase.latency["p50"].value, base.latency["p50"].value),
             "p99": _ratio(phase.latency["p99"].value, base.latency["p99"].value),
+            "cpu": _ratio(phase.cpu_ms_per_renewal(), base.cpu_ms_per_renewal()),
         }
     return result
 
@@ -192,6 +204,8 @@ def render_table(phases: Sequence[PhaseResult], order: Sequence[str]) -> str:
         "thru ratio",
         "p50 ratio",
         "p99 ratio",
+        "cpu ms",
+        "cpu ratio",
     )
     rows: list[tuple[str, ...]] = [head]
     for phase in phases:
@@ -210,6 +224,8 @@ def render_table(phases: Sequence[PhaseResult], order: Sequence[str]) -> str:
                 _fmt_ratio(ratio.get("throughput")),
                 _fmt_ratio(ratio.get("p50"), phase.latency["p50"].lower_bound),
                 _fmt_ratio(ratio.get("p99"), phase.latency["p99"].lower_bound),
+                _cpu(phase.cpu_ms_per_renewal()),
+                _fmt_ratio(ratio.get("cpu")),
             )
         )
     lines = _columns(rows)
@@ -217,7 +233,8 @@ def render_table(phases: Sequence[PhaseResult], order: Sequence[str]) -> str:
         "done/s: this phase's renewals activated within its load window, per second;"
         " all/s: every activation seen then (earlier phases' backlog too);"
         " ratios: platform / baseline, throughput from all/s (> : at least, some renewals"
-        " never finished)",
+        " never finished); cpu ms: CPU per renewal that ended, of the four services together"
+        " (a baseline: of its relays), the broker, sandboxes and load apart",
     ]
     names = [n for n in order if any(n in phase.resources for phase in phases)]
     if names:
@@ -298,6 +315,10 @@ def render_table(phases: Sequence[PhaseResult], order: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def _cpu(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def _seconds(value: object) -> str:
     if not isinstance(value, int | float):
         return "-"
@@ -333,6 +354,7 @@ def history_line(phases: Sequence[PhaseResult], meta: Mapping[str, Any]) -> dict
                 "p99_s": phase.latency["p99"].value,
                 "p50_lower_bound": phase.latency["p50"].lower_bound,
                 "p99_lower_bound": phase.latency["p99"].lower_bound,
+                "cpu_ms_per_renewal": phase.cpu_ms_per_renewal(),
             }
             for phase in phases
         },

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from esim_core.messaging.topics import PARTITIONS
 from esim_schemas import (
     PaymentAuthorized,
     PaymentRequested,
@@ -109,24 +110,50 @@ class Config:
     http_seconds: float = 30
     flat_rate: float = 400
     flat_seconds: float = 60
+    idle_rate: float = 1
+    idle_seconds: float = 30
     drain_s: float = 120
     start: Start = "now"
-    phases: tuple[str, ...] = ("baseline", "baseline-flat", "kafka", "http", "kafka-flat")
+    phases: tuple[str, ...] = (
+        "baseline-idle",
+        "baseline",
+        "baseline-flat",
+        "idle",
+        "kafka",
+        "http",
+        "kafka-flat",
+    )
     out_dir: Path = ROOT / "var/bench"
     history: Path | None = ROOT / "bench/history.jsonl"
 
     def quick_version(self) -> "Config":
         """About two minutes in all: shorter phases and drains, the same rates."""
         return replace(
-            self, quick=True, seconds=10, http_seconds=10, flat_seconds=10, drain_s=10, cards=50
+            self,
+            quick=True,
+            seconds=10,
+            http_seconds=10,
+            flat_seconds=10,
+            idle_seconds=10,
+            drain_s=10,
+            cards=50,
         )
 
     def specs(self) -> list[PhaseSpec]:
         """The phases to run, in the order given. The default runs the baselines first, while
         the platform is idle (a platform phase leaves a backlog that it goes on working through,
-        which would take CPU from a baseline after it), and flat out last for the same reason."""
+        which would take CPU from a baseline after it), and flat out last for the same reason.
+        The idle phases (1 renewal a second) show what one renewal costs and waits when nothing
+        else is going on: a hop's own latency, not a queue's."""
         fixed = f"{self.rate:g}"
+        idle = f"{self.idle_rate:g}"
         every = {
+            "baseline-idle": PhaseSpec(
+                f"baseline-{idle}", "baseline", "relay", self.idle_rate, self.idle_seconds
+            ),
+            "idle": PhaseSpec(
+                f"kafka-{idle}", "platform", "kafka", self.idle_rate, self.idle_seconds
+            ),
             "baseline": PhaseSpec(
                 f"baseline-{fixed}", "baseline", "relay", self.rate, self.seconds
             ),
@@ -172,8 +199,8 @@ class Progress:
         print(text, file=self.stream, flush=True)
 
 
-async def create_topics(bootstrap: str, names: Sequence[str], partitions: int = 3) -> None:
-    """Create topics like the services do (three partitions unless told), if missing."""
+async def create_topics(bootstrap: str, names: Sequence[str], partitions: int = PARTITIONS) -> None:
+    """Create topics like the services do (the declared partitions unless told), if missing."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -260,6 +287,11 @@ class Baseline:
         for process in self.processes:
             process.wait_ready(90)
 
+    def stages(self) -> dict[str, str]:
+        """The watched intermediate events the relays carry: a hold has no relay hop."""
+        relayed = {sink for _, sink, _ in HOPS}
+        return {topic: stage for topic, stage in STAGES.items() if topic in relayed}
+
     def pids(self) -> tuple[int, ...]:
         """The relays' process ids."""
         return tuple(p.popen.pid for p in self.processes if p.popen is not None)
@@ -337,7 +369,7 @@ class Bench:
                                 Outcomes(baseline.target, {ProfileActivated.topic: "activated"})
                             )
                             relay_stages = await relay.enter_async_context(
-                                Outcomes(baseline.target, STAGES)
+                                Outcomes(baseline.target, baseline.stages())
                             )
                             relay_driver = await relay.enter_async_context(
                                 LoadDriver(baseline.target, source="/frontends/bench")

@@ -237,7 +237,15 @@ def test_proc_stat_is_parsed_even_when_the_command_name_has_spaces_and_parenthes
 
 def test_the_default_phases_run_the_baselines_first_and_flat_out_last() -> None:
     names = [spec.name for spec in Config().specs()]
-    assert names == ["baseline-50", "baseline-flat", "kafka-50", "http-50", "kafka-flat"]
+    assert names == [
+        "baseline-1",
+        "baseline-50",
+        "baseline-flat",
+        "kafka-1",
+        "kafka-50",
+        "http-50",
+        "kafka-flat",
+    ]
     quick = Config().quick_version()
     assert quick.quick and quick.seconds < Config().seconds
     with pytest.raises(ValueError, match="unknown phases"):
@@ -323,3 +331,46 @@ def test_the_payment_hop_ends_at_the_hold_or_at_the_payment_whichever_comes_firs
     )
 
     assert [hops[name]["p50"] for name in HOP_NAMES] == [0.5, 0.5, 2.0]
+
+
+def test_the_headline_cost_is_the_four_services_cpu_per_renewal_against_the_relays() -> None:
+    # 100 renewals ended in each phase: the platform's four services took 1 + 2 + 3 + 4 s
+    # (100 ms a renewal), the sandboxes' and the broker's CPU left out; the relays took 0.2 s.
+    services = {
+        name: {"cpu_s": float(n), "peak_rss_mb": 100.0}
+        for n, name in enumerate(("accounts", "billing", "provisioning", "notifier"), start=1)
+    }
+    platform = phase(
+        "kafka-1",
+        "platform",
+        100,
+        100,
+        0.09,
+        resources={**services, "esim-sandbox": {"cpu_s": 9.0}, "kafka": {"cpu_s": 9.0}},
+    )
+    baseline = phase(
+        "baseline-1",
+        "baseline",
+        100,
+        100,
+        0.004,
+        resources={"relays": {"cpu_s": 0.2}, "kafka": {"cpu_s": 9.0}},
+    )
+    assert platform.cpu_ms_per_renewal() == pytest.approx(100.0)
+    assert baseline.cpu_ms_per_renewal() == pytest.approx(2.0)
+    assert ratios([baseline, platform])["kafka-1"]["cpu"] == pytest.approx(50.0)
+    row = next(
+        line
+        for line in render_table([baseline, platform], ["accounts"]).splitlines()
+        if line.startswith("kafka-1 ")
+    )
+    assert row.split()[-2:] == ["100.0", "50.00x"]
+    line = history_line([baseline, platform], {})
+    assert line["phases"]["kafka-1"]["cpu_ms_per_renewal"] == pytest.approx(100.0)
+    assert line["ratios"]["kafka-1"]["cpu"] == pytest.approx(50.0)
+
+
+def test_the_default_run_has_an_idle_phase_at_one_renewal_a_second_with_its_baseline() -> None:
+    specs = {spec.name: spec for spec in Config().specs()}
+    assert (specs["kafka-1"].via, specs["kafka-1"].rate) == ("kafka", 1)
+    assert (specs["baseline-1"].kind, specs["baseline-1"].rate) == ("baseline", 1)

@@ -1,4 +1,13 @@
-"""scripts/check_deploy.py passes on the committed deploy files and catches what it is for."""
+"""scripts/check_deploy.py passes on the committed deploy files and catches what it is for.
+
+Each `*_fail` test plants one mistake in a copy of the deploy files and asserts the message
+`make lint` would print for it: kubeconform's (an unknown field, a wrong type, in every rendered
+overlay) and the project's cross-checks (settings, groups, topics, partitions, probes, local
+values in production, scaling, the Kafka login, the database connections). The promtool ones
+are in test_observability.py. Kubernetes' and KEDA's schemas are made once per process and the
+tools found once; a cross-check case renders only the production overlay and skips kubeconform
+(`check_k8s(..., validate=False)`), so each case takes a fraction of a second.
+"""
 
 import shutil
 import sys
@@ -16,10 +25,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def facts() -> dict[str, check.ServiceFacts]:
+    """Built once for the module: it wires each service (several seconds)."""
     return check.service_facts()
 
 
 def test_the_committed_deploy_files_pass() -> None:
+    """All of `make lint`'s deploy check: it wires the five services to learn their facts,
+    renders both overlays and validates them, so it takes several seconds."""
     assert check.main() == 0
 
 
@@ -128,16 +140,31 @@ def test_compose_rules_fail(
     [
         ("billing.yaml", "maxReplicaCount: 12", "maxReplicaCount: 24", "exceeds the 12 partitions"),
         ("billing.yaml", "topic: esim.refund.requested", "topic: esim.refunds", "consumes"),
+        # A probe on a path the service does not serve.
         ("billing.yaml", "path: /health/ready", "path: /ready", "not a health endpoint"),
+        (
+            "notifier.yaml",
+            "          startupProbe:\n            httpGet:\n              path: /health/live",
+            "          startupProbe:\n            httpGet:\n              path: /healthz",
+            "Deployment notifier: startupProbe asks /healthz, not a health endpoint",
+        ),
         ("billing.yaml", "containerPort: 8001", 'containerPort: "8001"', "is not of type"),
+        # A settings name that no service reads: in a Deployment's env, or in esim-config.
         ("billing.yaml", "- name: BILLING_HTTP_PORT", "- name: BILLING_PORT", "not a setting"),
-        ("billing.yaml", "key: operator-token", "key: op-token", "not in secret.example"),
-        ("billing.yaml", "runAsNonRoot: true", "runAsNonRoot: false", "runAsNonRoot"),
         (
             "config.env",
-            "BILLING_TOPIC_PARTITIONS=12",
-            "BILLING_TOPIC_PARTITIONS=6",
-            "different partition counts",
+            "ACCOUNTS_SEED_PROMOTIONS=false\n",
+            "ACCOUNTS_SEED_PROMOTIONS=false\nACCOUNTS_SEED_PROMOTION=false\n",
+            "config.env: ACCOUNTS_SEED_PROMOTION is not a setting of any service",
+        ),
+        ("billing.yaml", "key: operator-token", "key: op-token", "not in secret.example"),
+        ("billing.yaml", "runAsNonRoot: true", "runAsNonRoot: false", "runAsNonRoot"),
+        # Partitions are declared in code (esim_core.messaging.topics), no longer a setting.
+        (
+            "config.env",
+            "ACCOUNTS_SEED_PROMOTIONS=false",
+            "ACCOUNTS_SEED_PROMOTIONS=false\nBILLING_TOPIC_PARTITIONS=24",
+            "BILLING_TOPIC_PARTITIONS is not a setting",
         ),
         ("notifier.yaml", "consumerGroup: notifier", "consumerGroup: notify", "consumerGroup"),
         # A secured Kafka: KEDA's scalers log in as the services do, with what the Secret has.
@@ -224,7 +251,7 @@ def test_manifest_rules_fail(
 ) -> None:
     folder = copied_k8s(tmp_path)
     edited_in(folder, file, old, new)
-    problems = check.check_k8s(folder, facts)
+    problems = check.check_k8s(folder, facts, validate=False)
     assert any(expected in problem for problem in problems), problems
 
 
@@ -340,11 +367,19 @@ def test_scaling_rules_fail(
 ) -> None:
     folder = copied_k8s(tmp_path)
     edited_in(folder, file, old, new)
-    problems = check.check_k8s(folder, facts)
+    problems = check.check_k8s(folder, facts, validate=False)
     assert any(expected in problem for problem in problems), problems
 
 
 PRODUCTION_KUBECONFORM = "overlays/production: {kind} {name} (kubeconform -strict)"
+#: A setting merged into esim-config by the production overlay (before its `images:`).
+PRODUCTION_MERGE = """configMapGenerator:
+  - name: esim-config
+    behavior: merge
+    literals:
+      - {}
+images:
+"""
 
 
 @pytest.mark.parametrize(
@@ -437,6 +472,25 @@ def test_kubeconform_strict_fails_a_planted_mistake(
         ("overlays/local/cards.csv", "iccid,activation_code\n", "iccid,code\n", "differs from"),
         # A manifest of the base left out of its kustomization is never applied.
         ("kustomization.yaml", "  - web.yaml\n", "", "web.yaml is not among the resources"),
+        # A local run's value put in the production overlay itself (a merge into esim-config).
+        (
+            "overlays/production/kustomization.yaml",
+            "images:\n",
+            PRODUCTION_MERGE.format("NOTIFIER_RENEW_URL=http://127.0.0.1:8000/docs"),
+            "Deployment notifier: NOTIFIER_RENEW_URL: points at this machine",
+        ),
+        (
+            "overlays/production/kustomization.yaml",
+            "images:\n",
+            PRODUCTION_MERGE.format("NOTIFIER_MAIL_FROM=eSIM <no-reply@esim.local>"),
+            "Deployment notifier: NOTIFIER_MAIL_FROM: sends from the local domain 'esim.local'",
+        ),
+        (
+            "overlays/production/kustomization.yaml",
+            "images:\n",
+            PRODUCTION_MERGE.format("ESIM_ENV=local"),
+            "config.env: ESIM_ENV must be production (or unset) in the cluster",
+        ),
     ],
 )
 def test_overlay_rules_fail(
@@ -449,7 +503,7 @@ def test_overlay_rules_fail(
 ) -> None:
     folder = copied_k8s(tmp_path)
     edited_in(folder, file, old, new)
-    problems = check.check_k8s(folder, facts)
+    problems = check.check_k8s(folder, facts, validate=False)
     assert any(expected in problem for problem in problems), problems
 
 

@@ -11,6 +11,8 @@ import check_observability as check
 
 
 def test_the_committed_rules_and_dashboards_pass() -> None:
+    """All of `make lint`'s observability check, promtool's run of the alerts' unit tests
+    included (some seconds: the tests simulate hours of samples, a day for one alert)."""
     assert check.main() == 0
 
 
@@ -114,4 +116,112 @@ def test_every_deployed_service_has_an_alert_for_no_healthy_pod(tmp_path: Path) 
     assert problems == [
         'no alert fires when notifier has no healthy pod: add one on absent(up{service="notifier"}'
         " == 1)"
+    ]
+
+
+# promtool (make lint): each planted mistake fails with Prometheus' own message ------------------
+
+
+#: The alerts' unit tests (all but the day-long ones).
+ALERT_TESTS = check.ROOT / "deploy/prometheus/tests/alerts_test.yaml"
+
+
+@pytest.fixture(scope="module")
+def promtool() -> Path:
+    """The pinned promtool `make lint` installs (scripts/ensure-promtool.sh builds it once)."""
+    return check.promtool()
+
+
+def planted(tmp_path: Path, source: Path, old: str, new: str, name: str | None = None) -> Path:
+    """A copy of `source` in tmp_path with `old` (which must be there) made `new`."""
+    text = source.read_text()
+    assert old in text, old
+    target = tmp_path / (name or source.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text.replace(old, new, 1))
+    return target
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        # Bad PromQL: promtool names the rule and where its parser stopped.
+        (
+            "expr: max(esim_sagas_stuck) > 0",
+            "expr: max(esim_sagas_stuck) >",
+            '"EsimSagasStuck": could not parse expression: 1:24: parse error: unexpected end of '
+            "input",
+        ),
+        (
+            "expr: max(esim_payments_unknown) > 0",
+            "expr: rate(esim_payments_unknown) > 0",
+            '"EsimPaymentsUnknown": could not parse expression: 1:6: parse error: expected type '
+            'range vector in call to function "rate", got instant vector',
+        ),
+        # An annotation's template Prometheus could not expand (the Python checks never read it).
+        (
+            'summary: "{{ $value }} renewal saga(s) stuck"',
+            'summary: "{{ $value } renewal saga(s) stuck"',
+            'annotation "summary": template: __alert_EsimSagasStuck:1: unexpected "}" in operand',
+        ),
+    ],
+)
+def test_promtool_check_rules_fails_a_planted_mistake(
+    tmp_path: Path, promtool: Path, old: str, new: str, expected: str
+) -> None:
+    rules = planted(tmp_path, check.RULES[0], old, new)
+    [problem] = check.promtool_check_rules(promtool, [rules])
+    assert f"{rules.name}: promtool check rules failed:" in problem
+    assert expected in problem, problem
+
+
+def test_promtool_test_rules_fails_a_broken_expectation(tmp_path: Path, promtool: Path) -> None:
+    """A unit test expecting another annotation than the alert gives: promtool says what it
+    expected and what it got."""
+    # The tests name their rules as ../alerts.yaml: the copy keeps that layout.
+    planted(tmp_path, check.RULES[0], "", "", name=check.RULES[0].name)
+    tests = planted(
+        tmp_path,
+        ALERT_TESTS,
+        'summary: "2 renewal saga(s) stuck"',
+        'summary: "3 renewal saga(s) stuck"',
+        name="tests/alerts_test.yaml",
+    )
+    [problem] = check.promtool_test_rules(promtool, [tests], run="stuck sagas")
+    assert "promtool test rules failed" in problem
+    assert "alertname: EsimSagasStuck, time: 16m" in problem, problem
+    assert 'summary="3 renewal saga(s) stuck"' in problem  # expected
+    assert 'summary="2 renewal saga(s) stuck"' in problem  # got
+
+
+def test_promtool_test_rules_fails_an_alert_that_no_longer_fires(
+    tmp_path: Path, promtool: Path
+) -> None:
+    """The dead-letter alert as it was (increase() alone) misses a pod's first dead letter: its
+    unit test fails on the rule, not on the test."""
+    planted(
+        tmp_path,
+        check.RULES[0],
+        "(increase(esim_dead_letters_total[15m]) > 0)\n"
+        "            or (esim_dead_letters_total unless esim_dead_letters_total offset 15m)",
+        "increase(esim_dead_letters_total[15m])",
+    )
+    tests = planted(tmp_path, ALERT_TESTS, "", "", name="tests/alerts_test.yaml")
+    [problem] = check.promtool_test_rules(promtool, [tests], run="first dead letter")
+    assert "alertname: EsimDeadLettersGrowing, time: 25m" in problem, problem
+
+
+def test_an_alert_without_a_unit_test_firing_and_silent_fails(tmp_path: Path) -> None:
+    rules = planted(
+        tmp_path,
+        check.RULES[0],
+        "      - alert: EsimWebDown\n",
+        "      - alert: EsimWebsiteDown\n",
+    )
+    assert check.untested_alerts([rules], check.RULE_TESTS) == [
+        "EsimWebsiteDown: no unit test in deploy/prometheus/tests/ where it fires or where it "
+        "stays silent (promtool test rules)"
+    ]
+    assert check.check_with_promtool(check.RULES, []) == [
+        "deploy/prometheus/tests/*.yaml is missing: no unit test of the alert rules"
     ]

@@ -1,13 +1,16 @@
 """A secured Kafka: the local KRaft broker (deploy/kafka) with SASL over TLS only, as a shared
 production cluster is, and the platform's clients against it.
 
-The broker listens on SASL_SSL alone, with a certificate from a CA this test makes, and knows
-its SCRAM users from the format of its data directory; its controller stays on a loopback
-plaintext listener. On it: the notifier, started as a process, creates its topics, consumes and
-dead-letters (admin, consumer and producer clients); its metrics read the lag with the admin
-client; `esimctl dlq` lists and replays (the dead-letter tool) with SCRAM-SHA-256, SCRAM-SHA-512
-and PLAIN; and a wrong password stops the notifier and `esimctl` with a sentence that names the
-settings to check.
+The broker listens on SASL_SSL alone, with a certificate from a CA this test makes, authorizes
+every request by ACLs (KRaft's StandardAuthorizer: the platform's users are super users, a
+carrier's user may do what ACLs grant), and knows its SCRAM users from the format of its data
+directory; its controller stays on a loopback plaintext listener. On it: the notifier, started
+as a process, creates its topics, consumes and dead-letters (admin, consumer and producer
+clients); its metrics read the lag with the admin client; `esimctl dlq` lists and replays (the
+dead-letter tool) with SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN; a wrong password stops the
+notifier and `esimctl` with a sentence that names the settings to check; and `esimctl topics
+apply --carrier` grants a carrier's user exactly read-only access to the topics carriers read,
+under its groups' prefix.
 
 This module starts a broker of its own (about 20 s on a loaded 2-core machine) and none of the
 `platform` fixture's processes.
@@ -27,7 +30,8 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
 from esim_core.messaging.kafka import client_options
 from esim_core.settings import KafkaSettings, Topics
 from esim_core.testing_tls import TestCertificates, make_certificates
@@ -39,6 +43,7 @@ pytestmark = pytest.mark.integration
 SERVICE_USER = "esim"
 PLAIN_USER = "esim_plain"
 BROKER_USER = "broker"
+CARRIER_USER = "carrier"
 
 
 @dataclass
@@ -101,6 +106,12 @@ def broker_template(certificates: TestCertificates, passwords: dict[str, str]) -
             "ssl.truststore.type=PEM",
             f"ssl.truststore.location={certificates.ca_file}",
             "ssl.client.auth=none",
+            # Every request is authorized by ACLs. The platform's users (and the broker's own)
+            # may do anything; ANONYMOUS is the controller's loopback plaintext listener, the
+            # only one without a login. A carrier's user may do what `esimctl topics apply`
+            # grants it.
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            f"super.users=User:{BROKER_USER};User:{SERVICE_USER};User:{PLAIN_USER};User:ANONYMOUS",
             "",
         ]
     )
@@ -111,7 +122,9 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredKafka]:
     """A broker reachable only with SASL over TLS, and Redis for the notifier."""
     workdir = tmp_path_factory.mktemp("secured-kafka")
     certificates = make_certificates(workdir / "tls")
-    passwords = {user: secrets.token_urlsafe(18) for user in (SERVICE_USER, PLAIN_USER)}
+    passwords = {
+        user: secrets.token_urlsafe(18) for user in (SERVICE_USER, PLAIN_USER, CARRIER_USER)
+    }
     passwords[BROKER_USER] = secrets.token_urlsafe(18)
     template = workdir / "server.properties.in"
     template.write_text(broker_template(certificates, passwords))
@@ -120,6 +133,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredKafka]:
         f"SCRAM-SHA-512=[name={BROKER_USER},password={passwords[BROKER_USER]}]",
         f"SCRAM-SHA-256=[name={SERVICE_USER},password={passwords[SERVICE_USER]}]",
         f"SCRAM-SHA-512=[name={SERVICE_USER},password={passwords[SERVICE_USER]}]",
+        f"SCRAM-SHA-512=[name={CARRIER_USER},password={passwords[CARRIER_USER]}]",
     ]
     port, controller = free_port(), free_port()
     broker = Process(
@@ -180,6 +194,7 @@ def notifier(kafka: SecuredKafka, log: str, **overrides: str) -> Process:
             **kafka.env(**overrides),
             # A local run (SQLite, Redis on this machine): the production check stays out of it.
             "ESIM_ENV": "local",
+            "KAFKA_TOPIC_REPLICATION": "1",  # one broker
             "REDIS_URL": kafka.redis,
             "OPERATOR_TOKEN": secrets.token_urlsafe(32),
             "NOTIFIER_HTTP_PORT": str(port),
@@ -299,3 +314,76 @@ def test_a_wrong_password_stops_the_notifier_and_esimctl_naming_the_settings(
     assert done.stderr.startswith("esimctl: Kafka at 127.0.0.1:")
     assert "refused the login" in done.stderr and "KAFKA_SASL_PASSWORD" in done.stderr
     assert wrong not in done.stderr and "Traceback" not in done.stderr
+
+
+def carrier_settings(kafka: SecuredKafka) -> KafkaSettings:
+    """A carrier's login: its own SCRAM user."""
+    password_file = kafka.workdir / f"{CARRIER_USER}.password"
+    password_file.write_text(kafka.passwords[CARRIER_USER])
+    return KafkaSettings.model_validate(
+        kafka.env(
+            "SCRAM-SHA-512",
+            KAFKA_SASL_USERNAME=CARRIER_USER,
+            KAFKA_SASL_PASSWORD_FILE=str(password_file),
+        )
+    )
+
+
+async def carrier_reads(kafka: SecuredKafka, topic: str, group: str) -> bytes:
+    """The first message of `topic`, read as a carrier in `group` (or the broker's refusal)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        **client_options(carrier_settings(kafka)),
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        async with asyncio.timeout(60):
+            message = await consumer.getone()
+        await consumer.commit()
+        value: bytes = message.value
+        return value
+    finally:
+        await consumer.stop()
+
+
+def test_esimctl_grants_a_carrier_read_only_access_to_the_topics_carriers_read(
+    secured: SecuredKafka,
+) -> None:
+    """About 20 s: three `esimctl` processes, then a carrier's consumers and producer, each
+    refused or served by the broker's authorizer."""
+    topics = Topics()
+    env = secured.env(KAFKA_TOPIC_REPLICATION="1")
+    principal = f"User:{CARRIER_USER}"
+    before = esimctl(secured, "topics", "check", "--carrier", principal, **env)
+    assert before.returncode == 1, before.stderr
+    assert f"esim.profile.activated: no ACL {principal} READ on topic esim.profile.activated" in (
+        before.stdout.splitlines()
+    )
+    applied = esimctl(secured, "topics", "apply", "--carrier", principal, **env)
+    assert applied.returncode == 0, applied.stderr
+    added = [line for line in applied.stdout.splitlines() if line.startswith("added ACL ")]
+    # READ and DESCRIBE on each of the six topics carriers read, READ on their groups' prefix.
+    assert len(added) == 13, added
+    assert f"added ACL {principal} READ on group carrier. (prefix)" in added
+    after = esimctl(secured, "topics", "check", "--carrier", principal, **env)
+    assert (after.returncode, after.stdout) == (
+        0,
+        "the topics are as declared, and the ACLs of 1 carrier(s)\n",
+    ), after.stdout + after.stderr
+
+    activated = topics.profile_activated
+    asyncio.run(_send(secured.settings(), activated, b"granted"))
+    assert asyncio.run(carrier_reads(secured, activated, "carrier.acme.activations")) == b"granted"
+    # Not a topic carriers read: payment requests carry payment tokens.
+    asyncio.run(_send(secured.settings(), topics.payment_requested, b"secret"))
+    with pytest.raises(TopicAuthorizationFailedError):
+        asyncio.run(carrier_reads(secured, topics.payment_requested, "carrier.acme.payments"))
+    # A group outside the carriers' prefix: a service's own, whose offsets a carrier must not move.
+    with pytest.raises(GroupAuthorizationFailedError):
+        asyncio.run(carrier_reads(secured, activated, "notifier"))
+    # Read-only: no writing, not even on the topics it reads.
+    with pytest.raises(TopicAuthorizationFailedError):
+        asyncio.run(_send(carrier_settings(secured), activated, b"forged"))

@@ -501,6 +501,9 @@ class Platform:
             # (esim_core.production refuses them anywhere else).
             "ESIM_ENV": "local",
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka,
+            # One broker: one copy of each topic, and short topics grown (a local run).
+            "KAFKA_TOPIC_REPLICATION": "1",
+            "KAFKA_TOPIC_GROW_PARTITIONS": "true",
             "REDIS_URL": self.redis,
             "OPERATOR_TOKEN": self.operator_token,
             "LOG_LEVEL": "INFO",

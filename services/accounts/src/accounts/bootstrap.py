@@ -12,30 +12,7 @@ from esim_core.messaging.consumer import Route
 from esim_core.persistence.db import Database
 from esim_core.persistence.migrations import service_migrations
 from esim_core.service import ServiceRuntime
-from esim_schemas import (
-    ActivationFailed,
-    AutoRenewDisabled,
-    BundleCancelled,
-    BundleCancelRequested,
-    BundleEnded,
-    BundleStarted,
-    CardBound,
-    DataLow,
-    PasswordChanged,
-    PasswordResetRequested,
-    PaymentActionRequired,
-    PaymentAuthorized,
-    PaymentFailed,
-    PaymentRefunded,
-    PaymentRequested,
-    PaymentSettled,
-    PlanExpiring,
-    ProfileActivated,
-    RefundRequested,
-    RenewalRejected,
-    RenewalRequested,
-    UsageUpdated,
-)
+from esim_schemas import events
 from redis.asyncio import Redis
 
 from accounts.cards import plans as cardplans
@@ -105,39 +82,47 @@ def build(
     topics = runtime.topics
     runtime.consume(
         topics.renewal_requested,
-        [Route(RenewalRequested, saga.on_renewal_requested)],
+        [Route(events.RenewalRequested, saga.on_renewal_requested)],
     )
     runtime.consume(
         topics.payment_action_required,
-        [Route(PaymentActionRequired, saga.on_payment_action_required)],
+        [Route(events.PaymentActionRequired, saga.on_payment_action_required)],
     )
     runtime.consume(
-        topics.payment_authorized, [Route(PaymentAuthorized, saga.on_payment_authorized)]
+        topics.payment_authorized, [Route(events.PaymentAuthorized, saga.on_payment_authorized)]
     )
-    runtime.consume(topics.payment_settled, [Route(PaymentSettled, saga.on_payment_settled)])
-    runtime.consume(topics.payment_failed, [Route(PaymentFailed, saga.on_payment_failed)])
+    runtime.consume(topics.payment_settled, [Route(events.PaymentSettled, saga.on_payment_settled)])
+    runtime.consume(topics.payment_failed, [Route(events.PaymentFailed, saga.on_payment_failed)])
     runtime.consume(
         topics.profile_activated,
-        [Route(ProfileActivated, chain(saga.on_profile_activated, watcher.on_plan_dated))],
+        [Route(events.ProfileActivated, chain(saga.on_profile_activated, watcher.on_plan_dated))],
     )
-    runtime.consume(topics.activation_failed, [Route(ActivationFailed, saga.on_activation_failed)])
-    runtime.consume(topics.payment_refunded, [Route(PaymentRefunded, saga.on_payment_refunded)])
+    runtime.consume(
+        topics.activation_failed, [Route(events.ActivationFailed, saga.on_activation_failed)]
+    )
+    runtime.consume(
+        topics.payment_refunded, [Route(events.PaymentRefunded, saga.on_payment_refunded)]
+    )
     runtime.consume(
         topics.usage_updated,
-        [Route(UsageUpdated, chain(cardplans.on_usage_updated, watcher.on_usage_updated))],
+        [Route(events.UsageUpdated, chain(cardplans.on_usage_updated, watcher.on_usage_updated))],
     )
     runtime.consume(
         topics.bundle_started,
-        [Route(BundleStarted, chain(saga.on_bundle_started, watcher.on_plan_dated))],
+        [Route(events.BundleStarted, chain(saga.on_bundle_started, watcher.on_plan_dated))],
     )
     runtime.consume(
         topics.bundle_ended,
-        [Route(BundleEnded, chain(saga.on_bundle_ended, watcher.on_bundle_ended))],
+        [Route(events.BundleEnded, chain(saga.on_bundle_ended, watcher.on_bundle_ended))],
     )
-    runtime.consume(topics.data_low, [Route(DataLow, watcher.on_data_low)])
+    runtime.consume(topics.data_low, [Route(events.DataLow, watcher.on_data_low)])
     runtime.consume(
         topics.bundle_cancelled,
-        [Route(BundleCancelled, chain(saga.on_bundle_cancelled, watcher.on_bundle_cancelled))],
+        [
+            Route(
+                events.BundleCancelled, chain(saga.on_bundle_cancelled, watcher.on_bundle_cancelled)
+            )
+        ],
     )
     runtime.due_work(PlanWatch, watcher.work, what="plan-watch")
     if settings.max_sagas_in_flight:
@@ -158,16 +143,16 @@ def build(
             await import_cards(runtime.database, settings.cards_csv)
 
     runtime.produces(
-        RenewalRequested,
-        RenewalRejected,
-        PaymentRequested,
-        RefundRequested,
-        BundleCancelRequested,
-        CardBound,
-        PasswordResetRequested,
-        PasswordChanged,
-        PlanExpiring,
-        AutoRenewDisabled,
+        events.RenewalRequested,
+        events.RenewalRejected,
+        events.PaymentRequested,
+        events.RefundRequested,
+        events.BundleCancelRequested,
+        events.CardBound,
+        events.PasswordResetRequested,
+        events.PasswordChanged,
+        events.PlanExpiring,
+        events.AutoRenewDisabled,
     )
     runtime.on_startup(seed)
     runtime.loop(

@@ -8,16 +8,7 @@ from esim_core.messaging.consumer import Route
 from esim_core.outside.retry import TryPolicy
 from esim_core.persistence.migrations import service_migrations
 from esim_core.service import ServiceRuntime
-from esim_schemas import (
-    PaymentActionRequired,
-    PaymentAuthorized,
-    PaymentFailed,
-    PaymentRefunded,
-    PaymentRequested,
-    PaymentSettled,
-    ProfileActivated,
-    RefundRequested,
-)
+from esim_schemas import events
 
 from billing.charging import ChargeWorker
 from billing.domain import RetryRules
@@ -128,9 +119,9 @@ def build(
 
     runtime.consume_each(
         [
-            Route(PaymentRequested, on_payment_requested),
-            Route(RefundRequested, on_refund_requested),
-            Route(ProfileActivated, on_profile_activated),
+            Route(events.PaymentRequested, on_payment_requested),
+            Route(events.RefundRequested, on_refund_requested),
+            Route(events.ProfileActivated, on_profile_activated),
         ]
     )
     for worker in (charges, refunds):
@@ -140,7 +131,11 @@ def build(
     )
     runtime.retain(webhook_inbox_retention(settings.webhook_retention_s))
     runtime.produces(
-        PaymentActionRequired, PaymentAuthorized, PaymentSettled, PaymentFailed, PaymentRefunded
+        events.PaymentActionRequired,
+        events.PaymentAuthorized,
+        events.PaymentSettled,
+        events.PaymentFailed,
+        events.PaymentRefunded,
     )
     return Billing(runtime=runtime, gateway=chosen, charges=charges, refunds=refunds, rules=rules)
 

@@ -19,6 +19,7 @@ capture.
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from esim_core.clock import as_utc, utcnow
 from esim_core.duework.worker import DueWorker
@@ -27,6 +28,7 @@ from esim_core.outside.retry import TryPolicy
 from esim_core.persistence.db import Database
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing import gateways
 from billing.domain import (
     PaymentState,
     RetryRules,
@@ -38,36 +40,23 @@ from billing.domain import (
     void_key,
 )
 from billing.flow import PaymentFlow, amount_differs, attempt_key
-from billing.gateways import (
-    ActionRequired,
-    Authorized,
-    Captured,
-    CaptureRequest,
-    GatewayRejectedError,
-    GatewayUnavailableError,
-    LookupRequest,
-    PaymentDeclinedError,
-    PaymentGateway,
-    PaymentRequest,
-    PaymentView,
-    Standing,
-    Voided,
-    VoidRequest,
-)
 from billing.store import Payment
 
 logger = logging.getLogger(__name__)
 
-Failure = PaymentDeclinedError | GatewayUnavailableError | GatewayRejectedError
+Failure = (
+    gateways.PaymentDeclinedError | gateways.GatewayUnavailableError | gateways.GatewayRejectedError
+)
 Apply = Callable[[AsyncSession, Payment, datetime], Awaitable[None]]
+T = TypeVar("T")
 
 
-def lookup_request(payment: Payment) -> LookupRequest:
+def lookup_request(payment: Payment) -> gateways.LookupRequest:
     """How to find a payment at its provider: the key and reference billing sent.
 
     The key is the current attempt's: the one whose answer, if lost, is the question.
     """
-    return LookupRequest(
+    return gateways.LookupRequest(
         method=payment.method,
         reference=payment.renewal_id,
         idempotency_key=attempt_key(payment),
@@ -77,7 +66,7 @@ def lookup_request(payment: Payment) -> LookupRequest:
     )
 
 
-class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
+class ChargeWorker(DueWorker[gateways.PaymentGateway, RetryRules]):
     """Takes each due payment one step: pay, ask, capture, release, or close."""
 
     table = Payment
@@ -85,7 +74,7 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
     claims_rows = True  # a round starts from the row its claim returned: no read of its own
     noun = "payment"
     kept_by = "the provider's idempotency key keeps one payment and one capture"
-    transient = GatewayUnavailableError
+    transient = gateways.GatewayUnavailableError
     system = "payment gateway"
     #: Where a provider sends the buyer back when the payment names no page of its own.
     return_url: str | None = None
@@ -94,7 +83,7 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
         self,
         database: Database,
         outbox: Outbox,
-        port: PaymentGateway,
+        port: gateways.PaymentGateway,
         rules: RetryRules,
         tries: TryPolicy,
         *,
@@ -130,7 +119,7 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
     # The steps.
 
     async def _pay(self, payment: Payment) -> None:
-        request = PaymentRequest(
+        request = gateways.PaymentRequest(
             idempotency_key=attempt_key(payment),
             reference=payment.renewal_id,
             amount=payment.amount,
@@ -141,30 +130,25 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
             description=f"eSIM plan {payment.plan_code}",
         )
         token = payment.token
-        try:
-            outcome: object = await self.within_round(
-                f"pay {payment.id}", lambda: self.port.pay(request)
-            )
-        except (PaymentDeclinedError, GatewayUnavailableError, GatewayRejectedError) as error:
-            outcome = error
+        outcome: object = await self._answer(f"pay {payment.id}", lambda: self.port.pay(request))
 
         async def apply(session: AsyncSession, row: Payment, now: datetime) -> None:
-            if isinstance(outcome, Authorized | Captured):
+            if isinstance(outcome, gateways.Authorized | gateways.Captured):
                 differs = amount_differs(row, outcome.amount, outcome.currency)
                 if differs is not None:
                     self.flow.mismatch(row, differs, now)
-                elif isinstance(outcome, Authorized):
+                elif isinstance(outcome, gateways.Authorized):
                     self.flow.authorize(session, row, outcome, now)
                 else:
                     await self.flow.settle(session, row, outcome, now)
-            elif isinstance(outcome, ActionRequired):
+            elif isinstance(outcome, gateways.ActionRequired):
                 self.flow.wait_for_buyer(session, row, outcome, now)
-            elif isinstance(outcome, PaymentDeclinedError):
+            elif isinstance(outcome, gateways.PaymentDeclinedError):
                 row.last_error = scrub(f"declined: {outcome}", token)
                 self.flow.decline(session, row, outcome.code, outcome.retryable, now)
-            elif isinstance(outcome, GatewayUnavailableError):
+            elif isinstance(outcome, gateways.GatewayUnavailableError):
                 self._lost(row, Step.PAY, outcome, token, now)
-            elif isinstance(outcome, GatewayRejectedError):
+            elif isinstance(outcome, gateways.GatewayRejectedError):
                 self._refused(session, row, outcome, token, now)
 
         await self._commit(payment, apply)
@@ -180,13 +164,13 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
             await self._commit(payment, wait, count=False)
             return
         view = await self._look_up(payment)
-        if isinstance(view, PaymentView) and view.standing not in (
-            Standing.ACTION_REQUIRED,
-            Standing.NOT_FOUND,
+        if isinstance(view, gateways.PaymentView) and view.standing not in (
+            gateways.Standing.ACTION_REQUIRED,
+            gateways.Standing.NOT_FOUND,
         ):
             await self._apply_view(payment, view)
             return
-        if isinstance(view, GatewayUnavailableError | GatewayRejectedError):
+        if isinstance(view, gateways.GatewayUnavailableError | gateways.GatewayRejectedError):
             error = view
 
             async def later(session: AsyncSession, row: Payment, now: datetime) -> None:
@@ -204,7 +188,7 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
         reference = payment.provider_reference
         if reference is None:
             raise RuntimeError(f"payment {payment.id} is authorized without a provider reference")
-        request = CaptureRequest(
+        request = gateways.CaptureRequest(
             idempotency_key=capture_key(payment.renewal_id),
             reference=payment.renewal_id,
             provider_reference=reference,
@@ -212,32 +196,31 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
             currency=payment.currency,
             method=payment.method,
         )
-        try:
-            outcome: object = await self.within_round(
-                f"capture {payment.id}", lambda: self.port.capture(request)
-            )
-        except (PaymentDeclinedError, GatewayUnavailableError, GatewayRejectedError) as error:
-            outcome = error
+        outcome: object = await self._answer(
+            f"capture {payment.id}", lambda: self.port.capture(request)
+        )
 
         async def apply(session: AsyncSession, row: Payment, now: datetime) -> None:
-            if isinstance(outcome, Captured):
+            if isinstance(outcome, gateways.Captured):
                 differs = amount_differs(row, outcome.amount, outcome.currency)
                 if differs is not None:
                     self.flow.mismatch(row, differs, now)
                 else:
                     await self.flow.settle(session, row, outcome, now)
-            elif isinstance(outcome, PaymentDeclinedError):
+            elif isinstance(outcome, gateways.PaymentDeclinedError):
                 row.last_error = scrub(f"capture declined: {outcome}", None)
                 row.due_at = None
                 self.flow.capture_overdue(row, f"the provider declined the capture: {outcome}", now)
-            elif isinstance(outcome, GatewayUnavailableError | GatewayRejectedError):
+            elif isinstance(
+                outcome, gateways.GatewayUnavailableError | gateways.GatewayRejectedError
+            ):
                 # Refused or unanswered, the capture may have been made: ask before anything.
                 self._lost(row, Step.CAPTURE, outcome, None, now)
 
         await self._commit(payment, apply)
 
     async def _void(self, payment: Payment, step: Step = Step.VOID) -> None:
-        request = VoidRequest(
+        request = gateways.VoidRequest(
             idempotency_key=void_key(payment.renewal_id),
             reference=payment.renewal_id,
             provider_reference=payment.provider_reference or "",
@@ -247,16 +230,18 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
             outcome: object = await self.within_round(
                 f"{step} {payment.id}", lambda: self.port.void(request)
             )
-        except (GatewayUnavailableError, GatewayRejectedError) as error:
+        except (gateways.GatewayUnavailableError, gateways.GatewayRejectedError) as error:
             outcome = error
 
         async def apply(session: AsyncSession, row: Payment, now: datetime) -> None:
-            if isinstance(outcome, Voided):
+            if isinstance(outcome, gateways.Voided):
                 if step == Step.CLOSE:
                     self.flow.fail(session, row, "not_approved", now)
                 else:
                     await self.flow.release(session, row, outcome.provider_reference, now)
-            elif isinstance(outcome, GatewayUnavailableError | GatewayRejectedError):
+            elif isinstance(
+                outcome, gateways.GatewayUnavailableError | gateways.GatewayRejectedError
+            ):
                 # A refusal may mean the buyer paid at the last moment: ask what stands.
                 self._lost(row, step, outcome, None, now)
 
@@ -264,21 +249,21 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
 
     async def _ask(self, payment: Payment) -> None:
         view = await self._look_up(payment)
-        if isinstance(view, GatewayRejectedError) and payment.unknown_step == Step.PAY:
+        if isinstance(view, gateways.GatewayRejectedError) and payment.unknown_step == Step.PAY:
             # A provider that finds a payment by its own id only (PayPal, before billing knows
             # the order): the question is the pay under the same key, which makes nothing new.
             await self._pay(payment)
             return
         if (
-            isinstance(view, PaymentView)
-            and view.standing == Standing.NOT_FOUND
+            isinstance(view, gateways.PaymentView)
+            and view.standing == gateways.Standing.NOT_FOUND
             and payment.unknown_step == Step.PAY
             and payment.unavailable_rounds < self.rules.max_unavailable_rounds
         ):
             # The call never arrived: paying now under the same key is the same payment.
             await self._pay(payment)
             return
-        if isinstance(view, PaymentView):
+        if isinstance(view, gateways.PaymentView):
             await self._apply_view(payment, view)
             return
         error = view
@@ -291,18 +276,33 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
 
     # Helpers.
 
+    async def _answer(self, what: str, call: Callable[[], Awaitable[T]]) -> T | Failure:
+        """One pay or capture call within the round: its answer, or the error it ended in.
+
+        Both calls keep a decline, an unavailable gateway and a refusal as the round's outcome,
+        for the commit to apply.
+        """
+        try:
+            return await self.within_round(what, call)
+        except (
+            gateways.PaymentDeclinedError,
+            gateways.GatewayUnavailableError,
+            gateways.GatewayRejectedError,
+        ) as error:
+            return error
+
     async def _look_up(
         self, payment: Payment
-    ) -> PaymentView | GatewayUnavailableError | GatewayRejectedError:
+    ) -> gateways.PaymentView | gateways.GatewayUnavailableError | gateways.GatewayRejectedError:
         request = lookup_request(payment)
         try:
             return await self.within_round(
                 f"look up {payment.id}", lambda: self.port.look_up(request)
             )
-        except (GatewayUnavailableError, GatewayRejectedError) as error:
+        except (gateways.GatewayUnavailableError, gateways.GatewayRejectedError) as error:
             return error
 
-    async def _apply_view(self, payment: Payment, view: PaymentView) -> None:
+    async def _apply_view(self, payment: Payment, view: gateways.PaymentView) -> None:
         async def apply(session: AsyncSession, row: Payment, now: datetime) -> None:
             if not await self.flow.apply_view(session, row, view, now):
                 # Nothing changed: ask again on the schedule rather than at once.
@@ -336,7 +336,7 @@ class ChargeWorker(DueWorker[PaymentGateway, RetryRules]):
         self,
         session: AsyncSession,
         row: Payment,
-        error: GatewayRejectedError,
+        error: gateways.GatewayRejectedError,
         token: str | None,
         now: datetime,
     ) -> None:

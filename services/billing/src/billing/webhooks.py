@@ -63,6 +63,18 @@ def _text(description: str) -> dict[str, Any]:
     return {"type": "string", "description": description}
 
 
+def _body(media_type: str, required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    """A required request body of one media type: an object with these fields."""
+    return {
+        "required": True,
+        "content": {
+            media_type: {
+                "schema": {"type": "object", "required": required, "properties": properties}
+            }
+        },
+    }
+
+
 #: Each provider's call as the OpenAPI document shows it (the route reads the raw body, so
 #: FastAPI cannot infer it): the body and the signature headers. Documentation for a
 #: provider's integrator, and what `make fuzz` draws its forged calls from.
@@ -72,28 +84,21 @@ CALL_SHAPES: dict[str, dict[str, Any]] = {
         "`Stripe-Signature: t=<unix time>,v1=<HMAC-SHA256>` with the endpoint's secret; "
         'older than 300 s is stale. Answered `{"received":true}`.',
         "parameters": [_header("Stripe-Signature", "`t=<unix time>,v1=<hex HMAC-SHA256>`")],
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["id", "object", "type", "data"],
-                        "properties": {
-                            "id": _text("the event id (`evt_...`): a repeat is applied once"),
-                            "object": {"type": "string", "enum": ["event"]},
-                            "type": _text("e.g. `payment_intent.amount_capturable_updated`"),
-                            "created": {"type": "integer"},
-                            "data": {
-                                "type": "object",
-                                "required": ["object"],
-                                "properties": {"object": {"type": "object"}},
-                            },
-                        },
-                    }
-                }
+        "requestBody": _body(
+            "application/json",
+            ["id", "object", "type", "data"],
+            {
+                "id": _text("the event id (`evt_...`): a repeat is applied once"),
+                "object": {"type": "string", "enum": ["event"]},
+                "type": _text("e.g. `payment_intent.amount_capturable_updated`"),
+                "created": {"type": "integer"},
+                "data": {
+                    "type": "object",
+                    "required": ["object"],
+                    "properties": {"object": {"type": "object"}},
+                },
             },
-        },
+        ),
     },
     "paypal": {
         "description": "A PayPal webhook event about an order, an authorization or a "
@@ -106,65 +111,51 @@ CALL_SHAPES: dict[str, dict[str, Any]] = {
             _header("PAYPAL-CERT-URL", "the certificate that signed it"),
             _header("PAYPAL-AUTH-ALGO", "e.g. `SHA256withRSA`"),
         ],
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["id", "event_type", "resource"],
-                        "properties": {
-                            "id": _text("the event id (`WH-...`): a repeat is applied once"),
-                            "event_type": _text("e.g. `PAYMENT.AUTHORIZATION.CREATED`"),
-                            "resource_type": {"type": "string"},
-                            "resource": {"type": "object"},
-                        },
-                    }
-                }
+        "requestBody": _body(
+            "application/json",
+            ["id", "event_type", "resource"],
+            {
+                "id": _text("the event id (`WH-...`): a repeat is applied once"),
+                "event_type": _text("e.g. `PAYMENT.AUTHORIZATION.CREATED`"),
+                "resource_type": {"type": "string"},
+                "resource": {"type": "object"},
             },
-        },
+        ),
     },
     "alipay": {
         "description": "An Alipay asynchronous notify, RSA2-signed over every field but "
         "`sign` and `sign_type`. Answered with the literal `success`.",
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/x-www-form-urlencoded": {
-                    "schema": {
-                        "type": "object",
-                        "required": [
-                            "notify_id",
-                            "app_id",
-                            "out_trade_no",
-                            "trade_status",
-                            "sign_type",
-                            "sign",
-                        ],
-                        "properties": {
-                            "notify_id": _text("the notify's id: a repeat is applied once"),
-                            "notify_time": _text("`yyyy-MM-dd HH:mm:ss`, Beijing time"),
-                            "app_id": _text("the merchant app the notify is for"),
-                            "out_trade_no": _text("the renewal id"),
-                            "trade_no": _text("Alipay's trade number"),
-                            "trade_status": {
-                                "type": "string",
-                                "enum": [
-                                    "WAIT_BUYER_PAY",
-                                    "TRADE_SUCCESS",
-                                    "TRADE_FINISHED",
-                                    "TRADE_CLOSED",
-                                ],
-                            },
-                            "total_amount": _text("yuan, e.g. `99.00`"),
-                            "charset": {"type": "string", "enum": ["utf-8"]},
-                            "sign_type": {"type": "string", "enum": ["RSA2"]},
-                            "sign": _text("the RSA2 signature, base64"),
-                        },
-                    }
-                }
+        "requestBody": _body(
+            "application/x-www-form-urlencoded",
+            [
+                "notify_id",
+                "app_id",
+                "out_trade_no",
+                "trade_status",
+                "sign_type",
+                "sign",
+            ],
+            {
+                "notify_id": _text("the notify's id: a repeat is applied once"),
+                "notify_time": _text("`yyyy-MM-dd HH:mm:ss`, Beijing time"),
+                "app_id": _text("the merchant app the notify is for"),
+                "out_trade_no": _text("the renewal id"),
+                "trade_no": _text("Alipay's trade number"),
+                "trade_status": {
+                    "type": "string",
+                    "enum": [
+                        "WAIT_BUYER_PAY",
+                        "TRADE_SUCCESS",
+                        "TRADE_FINISHED",
+                        "TRADE_CLOSED",
+                    ],
+                },
+                "total_amount": _text("yuan, e.g. `99.00`"),
+                "charset": {"type": "string", "enum": ["utf-8"]},
+                "sign_type": {"type": "string", "enum": ["RSA2"]},
+                "sign": _text("the RSA2 signature, base64"),
             },
-        },
+        ),
     },
 }
 

@@ -8,28 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
+from billing import gateways
 from billing.bootstrap import Billing
 from billing.domain import PaymentState
-from billing.gateways import (
-    ActionRequired,
-    Authorized,
-    Captured,
-    CaptureRequest,
-    GatewayRejectedError,
-    GatewayUnavailableError,
-    LookupRequest,
-    PaymentDeclinedError,
-    PaymentRequest,
-    PaymentView,
-    PayOutcome,
-    RefundReceipt,
-    RefundRequest,
-    Standing,
-    Voided,
-    VoidRequest,
-    WebhookNotice,
-    WebhookRejectedError,
-)
 from billing.gateways.router import MethodRouter
 from billing.store import Payment, Refund
 from esim_core.clock import utcnow
@@ -60,7 +41,7 @@ class FakePayment:
     method: str
     amount: int
     currency: str
-    status: Standing
+    status: gateways.Standing
     provider_reference: str
     capture_before: datetime
     action_url: str | None = None
@@ -69,10 +50,10 @@ class FakePayment:
     refunded_amount: int = 0
     decline_code: str | None = None
 
-    def view(self) -> PaymentView:
+    def view(self) -> gateways.PaymentView:
         """What `look_up`, a webhook or the list reports of it."""
-        captured = self.status in (Standing.CAPTURED, Standing.REFUNDED)
-        return PaymentView(
+        captured = self.status in (gateways.Standing.CAPTURED, gateways.Standing.REFUNDED)
+        return gateways.PaymentView(
             standing=self.status,
             reference=self.reference,
             provider_reference=self.provider_reference,
@@ -104,15 +85,15 @@ class FakeGateway:
     still to be lost after the call took effect; `refund_error` makes refunds fail with that error.
     """
 
-    charges: list[PaymentRequest] = field(default_factory=list)
-    captures_made: list[CaptureRequest] = field(default_factory=list)
-    voids: list[VoidRequest] = field(default_factory=list)
-    refunds: list[RefundRequest] = field(default_factory=list)
-    lookups: list[LookupRequest] = field(default_factory=list)
+    charges: list[gateways.PaymentRequest] = field(default_factory=list)
+    captures_made: list[gateways.CaptureRequest] = field(default_factory=list)
+    voids: list[gateways.VoidRequest] = field(default_factory=list)
+    refunds: list[gateways.RefundRequest] = field(default_factory=list)
+    lookups: list[gateways.LookupRequest] = field(default_factory=list)
     payments: dict[str, FakePayment] = field(default_factory=dict)
-    captures: dict[str, Captured] = field(default_factory=dict)
+    captures: dict[str, gateways.Captured] = field(default_factory=dict)
     """Every capture, by the key of the call that made it (a pay for Alipay, else a capture)."""
-    refunded: dict[str, RefundReceipt] = field(default_factory=dict)
+    refunded: dict[str, gateways.RefundReceipt] = field(default_factory=dict)
     outage: bool = False
     lose: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     refund_error: Exception | None = None
@@ -125,33 +106,35 @@ class FakeGateway:
 
     def _transient(self) -> None:
         if self.outage:
-            raise GatewayUnavailableError("HTTP 503: unavailable")
+            raise gateways.GatewayUnavailableError("HTTP 503: unavailable")
 
     def _lost(self, call: str) -> None:
         if self.lose[call] > 0:
             self.lose[call] -= 1
-            raise GatewayUnavailableError(f"timeout: the answer to {call} was lost")
+            raise gateways.GatewayUnavailableError(f"timeout: the answer to {call} was lost")
 
-    def _held(self, payment: FakePayment) -> PayOutcome:
-        if payment.status == Standing.ACTION_REQUIRED:
+    def _held(self, payment: FakePayment) -> gateways.PayOutcome:
+        if payment.status == gateways.Standing.ACTION_REQUIRED:
             assert payment.action_url is not None and payment.action_expires_at is not None
-            return ActionRequired(
+            return gateways.ActionRequired(
                 payment.provider_reference, payment.action_url, payment.action_expires_at
             )
-        if payment.status == Standing.APPROVED:
-            payment.status = Standing.AUTHORIZED
-        if payment.status == Standing.AUTHORIZED:
-            return Authorized(
+        if payment.status == gateways.Standing.APPROVED:
+            payment.status = gateways.Standing.AUTHORIZED
+        if payment.status == gateways.Standing.AUTHORIZED:
+            return gateways.Authorized(
                 payment.provider_reference,
                 self.reported_amount or payment.amount,
                 payment.currency,
                 payment.capture_before,
             )
-        if payment.status == Standing.CAPTURED:
+        if payment.status == gateways.Standing.CAPTURED:
             return self.captures[payment.key]
-        raise PaymentDeclinedError(payment.decline_code or "declined", False, "not payable")
+        raise gateways.PaymentDeclinedError(
+            payment.decline_code or "declined", False, "not payable"
+        )
 
-    async def pay(self, request: PaymentRequest) -> PayOutcome:
+    async def pay(self, request: gateways.PaymentRequest) -> gateways.PayOutcome:
         self.charges.append(request)
         if self.on_charge is not None:
             await self.on_charge(request)
@@ -167,7 +150,7 @@ class FakeGateway:
             token.endswith("_flaky")
             and self.tries_per_key[request.idempotency_key] <= FLAKY_FAILURES
         ):
-            raise GatewayUnavailableError("HTTP 503: unavailable")
+            raise gateways.GatewayUnavailableError("HTTP 503: unavailable")
         if token.endswith("_declined"):
             self._decline(request, "declined", False, "The issuer declined the payment.")
         if token.endswith("_expired"):
@@ -188,13 +171,13 @@ class FakeGateway:
             method=request.method,
             amount=request.amount,
             currency=request.currency,
-            status=Standing.AUTHORIZED,
+            status=gateways.Standing.AUTHORIZED,
             provider_reference=f"pi_{uuid.uuid4().hex[:20]}",
             capture_before=now + timedelta(days=7),
         )
         self.payments[request.idempotency_key] = payment
         if not token or token.endswith("_action"):
-            payment.status = Standing.ACTION_REQUIRED
+            payment.status = gateways.Standing.ACTION_REQUIRED
             payment.action_url = f"https://provider.test/approve/{payment.provider_reference}"
             payment.action_expires_at = now + timedelta(hours=3)
         elif request.method == "alipay":
@@ -204,7 +187,7 @@ class FakeGateway:
         return outcome
 
     def _decline(
-        self, request: PaymentRequest, code: str, retryable: bool, message: str
+        self, request: gateways.PaymentRequest, code: str, retryable: bool, message: str
     ) -> NoReturn:
         if request.method == "card":
             # Stripe keeps the declined PaymentIntent under the key and replays its decline.
@@ -214,17 +197,17 @@ class FakeGateway:
                 method=request.method,
                 amount=request.amount,
                 currency=request.currency,
-                status=Standing.DECLINED,
+                status=gateways.Standing.DECLINED,
                 provider_reference=f"pi_{uuid.uuid4().hex[:20]}",
                 capture_before=utcnow() + timedelta(days=7),
                 decline_code=code,
             )
-        raise PaymentDeclinedError(code, retryable, message)
+        raise gateways.PaymentDeclinedError(code, retryable, message)
 
-    def _capture(self, payment: FakePayment, key: str) -> Captured:
-        payment.status = Standing.CAPTURED
+    def _capture(self, payment: FakePayment, key: str) -> gateways.Captured:
+        payment.status = gateways.Standing.CAPTURED
         payment.capture_reference = f"ch_{uuid.uuid4().hex[:24]}"
-        capture = Captured(
+        capture = gateways.Captured(
             payment.capture_reference,
             self.reported_amount or payment.amount,
             payment.currency,
@@ -239,35 +222,39 @@ class FakeGateway:
         for payment in self.payments.values():
             if payment.provider_reference == provider_reference:
                 return payment
-        raise GatewayRejectedError(404, f"no payment {provider_reference!r}")
+        raise gateways.GatewayRejectedError(404, f"no payment {provider_reference!r}")
 
-    async def capture(self, request: CaptureRequest) -> Captured:
+    async def capture(self, request: gateways.CaptureRequest) -> gateways.Captured:
         self.captures_made.append(request)
         self._transient()
         if request.idempotency_key in self.captures:
             self._lost("capture")
             return self.captures[request.idempotency_key]
         payment = self._by_reference(request.provider_reference)
-        if payment.status != Standing.AUTHORIZED:
-            raise GatewayRejectedError(409, f"cannot capture a payment that is {payment.status}")
+        if payment.status != gateways.Standing.AUTHORIZED:
+            raise gateways.GatewayRejectedError(
+                409, f"cannot capture a payment that is {payment.status}"
+            )
         capture = self._capture(payment, request.idempotency_key)
         self._lost("capture")
         return capture
 
-    async def void(self, request: VoidRequest) -> Voided:
+    async def void(self, request: gateways.VoidRequest) -> gateways.Voided:
         self.voids.append(request)
         self._transient()
         payment = self._by_reference(request.provider_reference)
-        if payment.status in (Standing.AUTHORIZED, Standing.VOIDED):
-            payment.status = Standing.VOIDED
-        elif payment.status in (Standing.ACTION_REQUIRED, Standing.CANCELLED):
-            payment.status = Standing.CANCELLED
+        if payment.status in (gateways.Standing.AUTHORIZED, gateways.Standing.VOIDED):
+            payment.status = gateways.Standing.VOIDED
+        elif payment.status in (gateways.Standing.ACTION_REQUIRED, gateways.Standing.CANCELLED):
+            payment.status = gateways.Standing.CANCELLED
         else:
-            raise GatewayRejectedError(409, f"cannot void a payment that is {payment.status}")
+            raise gateways.GatewayRejectedError(
+                409, f"cannot void a payment that is {payment.status}"
+            )
         self._lost("void")
-        return Voided(payment.provider_reference)
+        return gateways.Voided(payment.provider_reference)
 
-    async def refund(self, request: RefundRequest) -> RefundReceipt:
+    async def refund(self, request: gateways.RefundRequest) -> gateways.RefundReceipt:
         self.refunds.append(request)
         self._transient()
         if self.refund_error is not None:
@@ -279,34 +266,38 @@ class FakeGateway:
             (p for p in self.payments.values() if p.capture_reference == request.charge_id), None
         )
         if payment is None:
-            raise GatewayRejectedError(404, f"charge_not_found: No charge {request.charge_id!r}.")
+            raise gateways.GatewayRejectedError(
+                404, f"charge_not_found: No charge {request.charge_id!r}."
+            )
         payment.refunded_amount += request.amount
-        payment.status = Standing.REFUNDED
-        receipt = RefundReceipt(
+        payment.status = gateways.Standing.REFUNDED
+        receipt = gateways.RefundReceipt(
             refund_id=f"re_{uuid.uuid4().hex[:24]}", amount=request.amount, currency="CNY"
         )
         self.refunded[request.idempotency_key] = receipt
         self._lost("refund")
         return receipt
 
-    async def look_up(self, request: LookupRequest) -> PaymentView:
+    async def look_up(self, request: gateways.LookupRequest) -> gateways.PaymentView:
         self.lookups.append(request)
         self._transient()
         payment = self.payments.get(request.idempotency_key)
         if payment is None:
-            return PaymentView(standing=Standing.NOT_FOUND, reference=request.reference)
+            return gateways.PaymentView(
+                standing=gateways.Standing.NOT_FOUND, reference=request.reference
+            )
         return payment.view()
 
-    async def list_payments(self, since: datetime) -> list[PaymentView]:
+    async def list_payments(self, since: datetime) -> list[gateways.PaymentView]:
         self._transient()
         return [payment.view() for payment in self.payments.values()]
 
-    async def read_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookNotice:
+    async def read_webhook(self, headers: Mapping[str, str], body: bytes) -> gateways.WebhookNotice:
         if headers.get("x-fake-signature") != "valid":
-            raise WebhookRejectedError("the signature does not match")
+            raise gateways.WebhookRejectedError("the signature does not match")
         said = json.loads(body)
         payment = self.payments[said["key"]]
-        return WebhookNotice(
+        return gateways.WebhookNotice(
             provider_event_id=said["id"],
             method=payment.method,
             view=payment.view(),
@@ -316,15 +307,15 @@ class FakeGateway:
     def buyer(self, renewal_id: str, decision: str) -> FakePayment:
         """The buyer answers at the provider's page: approve or cancel."""
         payment = self.payments[f"charge:{renewal_id}"]
-        assert payment.status == Standing.ACTION_REQUIRED
+        assert payment.status == gateways.Standing.ACTION_REQUIRED
         if decision == "cancel":
-            payment.status = Standing.CANCELLED
+            payment.status = gateways.Standing.CANCELLED
         elif payment.method == "paypal":
-            payment.status = Standing.APPROVED  # authorized when billing pays again
+            payment.status = gateways.Standing.APPROVED  # authorized when billing pays again
         elif payment.method == "alipay":
             self._capture(payment, payment.key)
         else:
-            payment.status = Standing.AUTHORIZED
+            payment.status = gateways.Standing.AUTHORIZED
         return payment
 
     def captures_of(self, renewal_id: str) -> int:

@@ -6,13 +6,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from billing.gateways.port import (
-    Authorized,
-    CaptureRequest,
-    LookupRequest,
-    PaymentGateway,
-    PaymentRequest,
-)
+from billing import gateways
 
 _T = TypeVar("_T")
 
@@ -26,7 +20,7 @@ def payment_request(
     renewal: str | None = None,
     key: str | None = None,
     **overrides: Any,
-) -> PaymentRequest:
+) -> gateways.PaymentRequest:
     """A renewal's payment of 99.00 for a 10 GB plan; a new renewal id unless one is given.
 
     The idempotency key is `charge:<renewal>` unless `key` says otherwise.
@@ -42,14 +36,14 @@ def payment_request(
         "return_url": return_url,
         "description": "eSIM plan JP-30D-10GB",
     }
-    return PaymentRequest(**(values | overrides))
+    return gateways.PaymentRequest(**(values | overrides))
 
 
 def capture_of(
-    request: PaymentRequest, provider_reference: str, key: str | None = None
-) -> CaptureRequest:
+    request: gateways.PaymentRequest, provider_reference: str, key: str | None = None
+) -> gateways.CaptureRequest:
     """The capture of all of `request`'s payment, held at the provider as `provider_reference`."""
-    return CaptureRequest(
+    return gateways.CaptureRequest(
         idempotency_key=key or f"capture:{request.reference}",
         reference=request.reference,
         provider_reference=provider_reference,
@@ -59,9 +53,11 @@ def capture_of(
     )
 
 
-def lookup_of(request: PaymentRequest, provider_reference: str | None = None) -> LookupRequest:
+def lookup_of(
+    request: gateways.PaymentRequest, provider_reference: str | None = None
+) -> gateways.LookupRequest:
     """Where does `request`'s payment stand? As billing asks after a lost answer."""
-    return LookupRequest(
+    return gateways.LookupRequest(
         method=request.method,
         reference=request.reference,
         idempotency_key=request.idempotency_key,
@@ -69,10 +65,12 @@ def lookup_of(request: PaymentRequest, provider_reference: str | None = None) ->
     )
 
 
-async def authorized(gateway: PaymentGateway, request: PaymentRequest) -> Authorized:
+async def authorized(
+    gateway: gateways.PaymentGateway, request: gateways.PaymentRequest
+) -> gateways.Authorized:
     """Pay, and insist the money is held (not taken, not waiting for the buyer)."""
     outcome = await gateway.pay(request)
-    assert isinstance(outcome, Authorized)
+    assert isinstance(outcome, gateways.Authorized)
     return outcome
 
 

@@ -14,20 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 import pytest
-from billing.gateways import (
-    ActionRequired,
-    Captured,
-    CaptureRequest,
-    GatewayRejectedError,
-    GatewayUnavailableError,
-    PaymentDeclinedError,
-    PaymentRequest,
-    RefundRequest,
-    Standing,
-    Voided,
-    VoidRequest,
-    WebhookRejectedError,
-)
+from billing import gateways
 from billing.gateways.alipay import AlipayGateway, bill_periods
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -123,7 +110,7 @@ async def gateway(sandbox: Sandbox) -> AsyncIterator[AlipayGateway]:
     await gateway.aclose()
 
 
-def payment(token: str | None = None, amount: int = 9900) -> PaymentRequest:
+def payment(token: str | None = None, amount: int = 9900) -> gateways.PaymentRequest:
     return payment_request("alipay", "CNY", token, return_url=RETURN_URL, amount=amount)
 
 
@@ -145,7 +132,7 @@ async def test_a_saved_source_is_paid_at_once_and_a_repeat_returns_the_same_trad
     first = await gateway.pay(request)
     again = await gateway.pay(request)
 
-    assert isinstance(first, Captured)
+    assert isinstance(first, gateways.Captured)
     assert (first.amount, first.currency) == (9900, "CNY")
     assert again == first
     assert [c["provider_reference"] for c in sandbox.ledger(request.reference)["captures"]] == [
@@ -161,7 +148,7 @@ async def test_a_price_in_another_currency_is_paid_in_it_as_a_cross_border_merch
     captured = await gateway.pay(request)
     view = await gateway.look_up(lookup_of(request))
 
-    assert isinstance(captured, Captured)
+    assert isinstance(captured, gateways.Captured)
     assert (captured.amount, captured.currency) == (1400, "USD")
     assert (view.amount, view.currency) == (1400, "USD")
     [entry] = sandbox.ledger(request.reference)["captures"]
@@ -175,7 +162,7 @@ async def test_page_pay_approved_at_the_cashier_is_captured_and_its_notify_verif
     started = datetime.now(UTC)
 
     action = await gateway.pay(request)
-    assert isinstance(action, ActionRequired)
+    assert isinstance(action, gateways.ActionRequired)
     before_opening = await gateway.look_up(lookup_of(request))
     await buyer(action.url)
     opened = await gateway.look_up(lookup_of(request))
@@ -188,18 +175,20 @@ async def test_page_pay_approved_at_the_cashier_is_captured_and_its_notify_verif
     assert action.provider_reference == request.reference
     query = dict(parse_qsl(urlsplit(action.url).query))
     assert '"timeout_express":"30m"' in query["biz_content"]
-    assert before_opening.standing is Standing.NOT_FOUND
-    assert opened.standing is Standing.ACTION_REQUIRED
-    assert isinstance(still_waiting, ActionRequired)
+    assert before_opening.standing is gateways.Standing.NOT_FOUND
+    assert opened.standing is gateways.Standing.ACTION_REQUIRED
+    assert isinstance(still_waiting, gateways.ActionRequired)
     assert back.status_code == 303 and back.headers["location"].startswith(RETURN_URL + "?")
-    assert after.standing is Standing.CAPTURED
+    assert after.standing is gateways.Standing.CAPTURED
     assert (after.captured_amount, after.reference) == (9900, request.reference)
-    assert isinstance(paid, Captured) and paid.provider_reference == after.provider_reference
+    assert (
+        isinstance(paid, gateways.Captured) and paid.provider_reference == after.provider_reference
+    )
     body = (await wait_for(lambda: sandbox.notifies.get(request.reference)))[0]
     notice = await gateway.read_webhook({"content-type": "application/x-www-form-urlencoded"}, body)
     assert notice.answer == "success" and notice.method == "alipay"
     assert notice.provider_event_id == dict(parse_qsl(body.decode()))["notify_id"]
-    assert notice.view.standing is Standing.CAPTURED
+    assert notice.view.standing is gateways.Standing.CAPTURED
     assert notice.view.provider_reference == after.provider_reference
     assert len(sandbox.ledger(request.reference)["captures"]) == 1
 
@@ -209,19 +198,19 @@ async def test_a_cancel_at_the_cashier_ends_not_approved_with_nothing_taken(
 ) -> None:
     request = payment()
     action = await gateway.pay(request)
-    assert isinstance(action, ActionRequired)
+    assert isinstance(action, gateways.ActionRequired)
 
     await buyer(action.url, "cancel")
     view = await gateway.look_up(lookup_of(request))
-    with pytest.raises(PaymentDeclinedError) as declined:
+    with pytest.raises(gateways.PaymentDeclinedError) as declined:
         await gateway.pay(request)
 
-    assert view.standing is Standing.CANCELLED
+    assert view.standing is gateways.Standing.CANCELLED
     assert (declined.value.code, declined.value.retryable) == ("not_approved", False)
     assert sandbox.ledger(request.reference)["captures"] == []
     body = (await wait_for(lambda: sandbox.notifies.get(request.reference)))[0]
     notice = await gateway.read_webhook({}, body)
-    assert notice.view.standing is Standing.CANCELLED
+    assert notice.view.standing is gateways.Standing.CANCELLED
 
 
 async def test_void_closes_a_trade_waiting_for_the_buyer_and_refuses_an_unknown_one(
@@ -229,21 +218,21 @@ async def test_void_closes_a_trade_waiting_for_the_buyer_and_refuses_an_unknown_
 ) -> None:
     request = payment()
     action = await gateway.pay(request)
-    assert isinstance(action, ActionRequired)
+    assert isinstance(action, gateways.ActionRequired)
     await buyer(action.url)
     never_opened = payment()
 
     voided = await gateway.void(
-        VoidRequest(
+        gateways.VoidRequest(
             idempotency_key=f"void:{request.reference}",
             reference=request.reference,
             provider_reference=action.provider_reference,
             method="alipay",
         )
     )
-    with pytest.raises(GatewayRejectedError) as unknown:
+    with pytest.raises(gateways.GatewayRejectedError) as unknown:
         await gateway.void(
-            VoidRequest(
+            gateways.VoidRequest(
                 idempotency_key="void:x",
                 reference=never_opened.reference,
                 provider_reference=never_opened.reference,
@@ -252,9 +241,9 @@ async def test_void_closes_a_trade_waiting_for_the_buyer_and_refuses_an_unknown_
         )
     approve = await buyer(action.url, "approve")
 
-    assert isinstance(voided, Voided)
+    assert isinstance(voided, gateways.Voided)
     assert unknown.value.status == 404
-    assert (await gateway.look_up(lookup_of(request))).standing is Standing.CANCELLED
+    assert (await gateway.look_up(lookup_of(request))).standing is gateways.Standing.CANCELLED
     assert approve.status_code == 409
     assert sandbox.ledger(request.reference)["captures"] == []
 
@@ -264,8 +253,8 @@ async def test_a_refund_is_made_once_under_its_key_and_the_trade_reads_refunded(
 ) -> None:
     request = payment("alipay_ok")
     captured = await gateway.pay(request)
-    assert isinstance(captured, Captured)
-    refund = RefundRequest(
+    assert isinstance(captured, gateways.Captured)
+    refund = gateways.RefundRequest(
         idempotency_key=f"refund:{request.reference}",
         charge_id=captured.provider_reference,
         amount=9900,
@@ -282,7 +271,7 @@ async def test_a_refund_is_made_once_under_its_key_and_the_trade_reads_refunded(
     assert first == again
     assert (first.amount, first.currency) == (9900, "CNY")
     assert [r["amount"] for r in sandbox.ledger(request.reference)["refunds"]] == [9900]
-    assert (view.standing, view.refunded_amount) == (Standing.REFUNDED, 9900)
+    assert (view.standing, view.refunded_amount) == (gateways.Standing.REFUNDED, 9900)
 
 
 async def test_a_refund_of_an_unknown_trade_or_beyond_the_payment_is_rejected(
@@ -290,20 +279,20 @@ async def test_a_refund_of_an_unknown_trade_or_beyond_the_payment_is_rejected(
 ) -> None:
     request = payment("alipay_ok")
     captured = await gateway.pay(request)
-    assert isinstance(captured, Captured)
+    assert isinstance(captured, gateways.Captured)
 
-    with pytest.raises(GatewayRejectedError) as too_much:
+    with pytest.raises(gateways.GatewayRejectedError) as too_much:
         await gateway.refund(
-            RefundRequest(
+            gateways.RefundRequest(
                 idempotency_key="refund:too-much",
                 charge_id=captured.provider_reference,
                 amount=10000,
                 method="alipay",
             )
         )
-    with pytest.raises(GatewayRejectedError) as unknown:
+    with pytest.raises(gateways.GatewayRejectedError) as unknown:
         await gateway.refund(
-            RefundRequest(
+            gateways.RefundRequest(
                 idempotency_key="refund:unknown", charge_id="2026000000", amount=1, method="alipay"
             )
         )
@@ -326,7 +315,7 @@ async def test_declines_keep_their_meaning_and_take_nothing(
     request = payment(token)
 
     for _ in range(2):
-        with pytest.raises(PaymentDeclinedError) as declined:
+        with pytest.raises(gateways.PaymentDeclinedError) as declined:
             await gateway.pay(request)
         assert (declined.value.code, declined.value.retryable) == (code, retryable)
         assert token not in str(declined.value)
@@ -339,11 +328,11 @@ async def test_a_flaky_source_is_unavailable_twice_then_paid_once(
     request = payment("alipay_flaky")
 
     for _ in range(2):
-        with pytest.raises(GatewayUnavailableError):
+        with pytest.raises(gateways.GatewayUnavailableError):
             await gateway.pay(request)
     paid = await gateway.pay(request)
 
-    assert isinstance(paid, Captured)
+    assert isinstance(paid, gateways.Captured)
     assert len(sandbox.ledger(request.reference)["captures"]) == 1
 
 
@@ -353,11 +342,11 @@ async def test_an_action_source_sends_the_buyer_to_the_cashier_then_is_captured(
     request = payment("alipay_action")
 
     action = await gateway.pay(request)
-    assert isinstance(action, ActionRequired)
+    assert isinstance(action, gateways.ActionRequired)
     await buyer(action.url, "approve")
     paid = await gateway.pay(request)
 
-    assert isinstance(paid, Captured) and paid.amount == 9900
+    assert isinstance(paid, gateways.Captured) and paid.amount == 9900
 
 
 class LoseFirstPayAnswer(httpx.AsyncBaseTransport):
@@ -386,15 +375,17 @@ async def test_a_payment_whose_answer_was_lost_is_found_by_asking_never_paid_twi
     gateway = _gateway(sandbox, transport)
     request = payment("alipay_ok")
 
-    with pytest.raises(GatewayUnavailableError):
+    with pytest.raises(gateways.GatewayUnavailableError):
         await gateway.pay(request)
     view = await gateway.look_up(lookup_of(request))
     again = await gateway.pay(request)
     await gateway.aclose()
 
     assert transport.lost == 1
-    assert view.standing is Standing.CAPTURED
-    assert isinstance(again, Captured) and again.provider_reference == view.provider_reference
+    assert view.standing is gateways.Standing.CAPTURED
+    assert (
+        isinstance(again, gateways.Captured) and again.provider_reference == view.provider_reference
+    )
     assert len(sandbox.ledger(request.reference)["captures"]) == 1
 
 
@@ -420,12 +411,12 @@ async def test_forged_tampered_or_malformed_notifies_are_refused(
         (forger, body),
     ]
     for reader, payload in bad:
-        with pytest.raises(WebhookRejectedError):
+        with pytest.raises(gateways.WebhookRejectedError):
             await reader.read_webhook({}, payload)
     await other_app.aclose()
     await forger.aclose()
 
-    assert (await gateway.read_webhook({}, body)).view.standing is Standing.CAPTURED
+    assert (await gateway.read_webhook({}, body)).view.standing is gateways.Standing.CAPTURED
 
 
 async def test_an_answer_not_signed_by_alipay_is_unavailable_not_believed(
@@ -434,7 +425,7 @@ async def test_an_answer_not_signed_by_alipay_is_unavailable_not_believed(
     _, stranger_public = _pair()
     gateway = _gateway(sandbox, alipay_public_key=stranger_public)
 
-    with pytest.raises(GatewayUnavailableError, match="signature"):
+    with pytest.raises(gateways.GatewayUnavailableError, match="signature"):
         await gateway.look_up(lookup_of(payment()))
     await gateway.aclose()
 
@@ -442,15 +433,15 @@ async def test_an_answer_not_signed_by_alipay_is_unavailable_not_believed(
 async def test_an_unreachable_gateway_is_unavailable(sandbox: Sandbox) -> None:
     gateway = _gateway(sandbox, gateway_url=f"http://127.0.0.1:{free_port()}/gateway.do")
 
-    with pytest.raises(GatewayUnavailableError):
+    with pytest.raises(gateways.GatewayUnavailableError):
         await gateway.pay(payment("alipay_ok"))
     await gateway.aclose()
 
 
 async def test_capture_is_never_called_for_alipay(gateway: AlipayGateway) -> None:
-    with pytest.raises(GatewayRejectedError, match="nothing to capture"):
+    with pytest.raises(gateways.GatewayRejectedError, match="nothing to capture"):
         await gateway.capture(
-            CaptureRequest(
+            gateways.CaptureRequest(
                 idempotency_key="capture:x",
                 reference="x",
                 provider_reference="x",
@@ -467,9 +458,9 @@ async def test_the_list_for_reconciliation_has_payments_refunds_and_planted_capt
     since = datetime.now(UTC) - timedelta(minutes=1)
     request = payment("alipay_ok")
     captured = await gateway.pay(request)
-    assert isinstance(captured, Captured)
+    assert isinstance(captured, gateways.Captured)
     await gateway.refund(
-        RefundRequest(
+        gateways.RefundRequest(
             idempotency_key=f"refund:{request.reference}",
             charge_id=captured.provider_reference,
             amount=900,
@@ -487,7 +478,7 @@ async def test_the_list_for_reconciliation_has_payments_refunds_and_planted_capt
 
     mine = views[request.reference]
     assert (mine.standing, mine.captured_amount, mine.refunded_amount) == (
-        Standing.CAPTURED,
+        gateways.Standing.CAPTURED,
         9900,
         900,
     )
@@ -515,7 +506,7 @@ async def test_a_5xx_or_an_answer_that_is_not_alipays_is_unavailable(
     transport = httpx.MockTransport(lambda _: httpx.Response(status, content=body))
     gateway = _gateway(sandbox, transport)
 
-    with pytest.raises(GatewayUnavailableError):
+    with pytest.raises(gateways.GatewayUnavailableError):
         await gateway.pay(payment("alipay_ok"))
     await gateway.aclose()
 

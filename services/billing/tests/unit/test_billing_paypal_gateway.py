@@ -14,20 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from billing import gateways
 from billing.gateways.paypal import PayPalGateway
-from billing.gateways.port import (
-    ActionRequired,
-    Authorized,
-    Captured,
-    GatewayRejectedError,
-    GatewayUnavailableError,
-    PaymentDeclinedError,
-    PaymentRequest,
-    RefundRequest,
-    Standing,
-    VoidRequest,
-    WebhookRejectedError,
-)
 from fastapi import FastAPI, Request, Response
 from gateway_kit import authorized, capture_of, lookup_of, payment_request, wait_for
 from prometheus_client import REGISTRY
@@ -103,7 +91,7 @@ async def gateway(sandbox: Sandbox) -> AsyncIterator[PayPalGateway]:
 
 def payment(
     token: str | None = "vault_paypal_ok", return_url: str | None = RETURN_URL, **overrides: Any
-) -> PaymentRequest:
+) -> gateways.PaymentRequest:
     return payment_request("paypal", "USD", token, return_url=return_url, **overrides)
 
 
@@ -144,11 +132,11 @@ async def test_without_a_saved_source_the_buyer_approves_then_paying_again_autho
     request = payment(token=None)
 
     waiting = await gateway.pay(request)
-    assert isinstance(waiting, ActionRequired)
+    assert isinstance(waiting, gateways.ActionRequired)
     assert timedelta(hours=2, minutes=59) < waiting.expires_at - datetime.now(UTC)
     assert waiting.expires_at - datetime.now(UTC) <= timedelta(hours=3)
     assert (await gateway.look_up(lookup_of(request, waiting.provider_reference))).standing is (
-        Standing.ACTION_REQUIRED
+        gateways.Standing.ACTION_REQUIRED
     )
     decided = await sandbox.decide(waiting.url, "approve")
     assert decided.status_code == 303
@@ -159,7 +147,7 @@ async def test_without_a_saved_source_the_buyer_approves_then_paying_again_autho
 
     outcome = await authorized(gateway, request)
 
-    assert approved.standing is Standing.APPROVED
+    assert approved.standing is gateways.Standing.APPROVED
     assert outcome.provider_reference == waiting.provider_reference
     assert len((await sandbox.ledger(request.reference))["authorizations"]) == 1
 
@@ -169,7 +157,7 @@ async def test_a_cancelled_approval_looks_cancelled_and_is_not_approved(
 ) -> None:
     request = payment(token="vault_paypal_action")
     waiting = await gateway.pay(request)
-    assert isinstance(waiting, ActionRequired)
+    assert isinstance(waiting, gateways.ActionRequired)
 
     decided = await sandbox.decide(waiting.url, "cancel")
 
@@ -177,11 +165,11 @@ async def test_a_cancelled_approval_looks_cancelled_and_is_not_approved(
     assert back == {"cancelled": ["true"], "token": [waiting.provider_reference]}
     view = await gateway.look_up(lookup_of(request, waiting.provider_reference))
     assert (view.standing, view.reference, view.amount) == (
-        Standing.CANCELLED,
+        gateways.Standing.CANCELLED,
         request.reference,
         9900,
     )
-    with pytest.raises(PaymentDeclinedError) as raised:
+    with pytest.raises(gateways.PaymentDeclinedError) as raised:
         await gateway.pay(request)
     assert (raised.value.code, raised.value.retryable) == ("not_approved", False)
     assert await sandbox.ledger(request.reference) == {
@@ -195,7 +183,7 @@ async def test_a_cancelled_approval_looks_cancelled_and_is_not_approved(
 async def test_a_payment_with_neither_source_nor_return_url_is_refused(
     gateway: PayPalGateway,
 ) -> None:
-    with pytest.raises(GatewayRejectedError):
+    with pytest.raises(gateways.GatewayRejectedError):
         await gateway.pay(payment(token=None, return_url=None))
 
 
@@ -213,7 +201,7 @@ async def test_declines_are_payment_declined_with_the_reason(
 ) -> None:
     request = payment(token=token)
 
-    with pytest.raises(PaymentDeclinedError) as raised:
+    with pytest.raises(gateways.PaymentDeclinedError) as raised:
         await gateway.pay(request)
 
     assert (raised.value.code, raised.value.retryable) == (code, retryable)
@@ -227,17 +215,17 @@ async def test_a_flaky_provider_is_unavailable_twice_then_authorizes(
     request = payment(token="vault_paypal_flaky")
 
     for _ in range(2):
-        with pytest.raises(GatewayUnavailableError):
+        with pytest.raises(gateways.GatewayUnavailableError):
             await gateway.pay(request)
     outcome = await gateway.pay(request)
 
-    assert isinstance(outcome, Authorized)
+    assert isinstance(outcome, gateways.Authorized)
 
 
 async def test_an_unreachable_provider_is_unavailable(sandbox: Sandbox) -> None:
     gateway = sandbox.gateway(base_url=f"http://127.0.0.1:{free_port()}/paypal")
 
-    with pytest.raises(GatewayUnavailableError):
+    with pytest.raises(gateways.GatewayUnavailableError):
         await gateway.pay(payment())
 
 
@@ -252,7 +240,7 @@ async def test_each_sdk_call_is_timed_with_its_outcome(gateway: PayPalGateway) -
         calls_timed("authorize", "4xx"),
     )
 
-    with pytest.raises(PaymentDeclinedError):
+    with pytest.raises(gateways.PaymentDeclinedError):
         await gateway.pay(payment(token="vault_paypal_insufficient"))
 
     assert calls_timed("create order", "2xx") == created + 1
@@ -272,7 +260,7 @@ async def test_a_capture_is_made_once_whatever_the_repeats(
     again = await gateway.capture(capture_of(request, held.provider_reference))
     other_key = await gateway.capture(capture_of(request, held.provider_reference, key="other"))
 
-    assert isinstance(first, Captured)
+    assert isinstance(first, gateways.Captured)
     assert (first.amount, first.currency, first.payment_reference) == (
         9900,
         "USD",
@@ -283,7 +271,7 @@ async def test_a_capture_is_made_once_whatever_the_repeats(
     assert [c["id"] for c in captures] == [first.provider_reference]
     view = await gateway.look_up(lookup_of(request, held.provider_reference))
     assert (view.standing, view.captured_amount, view.capture_reference) == (
-        Standing.CAPTURED,
+        gateways.Standing.CAPTURED,
         9900,
         first.provider_reference,
     )
@@ -323,12 +311,12 @@ async def test_a_declined_capture_under_a_completed_order_is_a_decline(
         )
     assert declined.json()["status"] == "DECLINED"
 
-    with pytest.raises(PaymentDeclinedError) as raised:
+    with pytest.raises(gateways.PaymentDeclinedError) as raised:
         await gateway.capture(capture)
 
     assert raised.value.code == "declined"
     view = await gateway.look_up(lookup_of(request, held.provider_reference))
-    assert (view.standing, view.decline_code) == (Standing.DECLINED, "declined")
+    assert (view.standing, view.decline_code) == (gateways.Standing.DECLINED, "declined")
     assert (await sandbox.ledger(request.reference))["captures"] == []
 
 
@@ -337,7 +325,7 @@ async def test_a_void_releases_the_authorization_and_nothing_can_be_captured_aft
 ) -> None:
     request = payment()
     held = await authorized(gateway, request)
-    void = VoidRequest(
+    void = gateways.VoidRequest(
         idempotency_key=f"void:{request.reference}",
         reference=request.reference,
         provider_reference=held.provider_reference,
@@ -349,9 +337,9 @@ async def test_a_void_releases_the_authorization_and_nothing_can_be_captured_aft
 
     assert voided.provider_reference == again.provider_reference == held.provider_reference
     assert (await gateway.look_up(lookup_of(request, held.provider_reference))).standing is (
-        Standing.VOIDED
+        gateways.Standing.VOIDED
     )
-    with pytest.raises(GatewayRejectedError):
+    with pytest.raises(gateways.GatewayRejectedError):
         await gateway.capture(capture_of(request, held.provider_reference))
     ledger = await sandbox.ledger(request.reference)
     assert (len(ledger["voids"]), ledger["captures"]) == (1, [])
@@ -362,10 +350,10 @@ async def test_voiding_a_payment_still_waiting_for_the_buyer_holds_nothing(
 ) -> None:
     request = payment(token=None)
     waiting = await gateway.pay(request)
-    assert isinstance(waiting, ActionRequired)
+    assert isinstance(waiting, gateways.ActionRequired)
 
     voided = await gateway.void(
-        VoidRequest(
+        gateways.VoidRequest(
             idempotency_key=f"void:{request.reference}",
             reference=request.reference,
             provider_reference=waiting.provider_reference,
@@ -383,7 +371,7 @@ async def test_a_refund_is_made_once_per_key_and_the_payment_reads_refunded(
     request = payment()
     held = await authorized(gateway, request)
     captured = await gateway.capture(capture_of(request, held.provider_reference))
-    refund = RefundRequest(
+    refund = gateways.RefundRequest(
         idempotency_key=f"refund:{request.reference}",
         charge_id=captured.provider_reference,
         amount=9900,
@@ -398,10 +386,10 @@ async def test_a_refund_is_made_once_per_key_and_the_payment_reads_refunded(
     assert again == receipt
     assert len((await sandbox.ledger(request.reference))["refunds"]) == 1
     view = await gateway.look_up(lookup_of(request, held.provider_reference))
-    assert (view.standing, view.refunded_amount) == (Standing.REFUNDED, 9900)
-    with pytest.raises(GatewayRejectedError):
+    assert (view.standing, view.refunded_amount) == (gateways.Standing.REFUNDED, 9900)
+    with pytest.raises(gateways.GatewayRejectedError):
         await gateway.refund(
-            RefundRequest(
+            gateways.RefundRequest(
                 idempotency_key="refund:more",
                 charge_id=captured.provider_reference,
                 amount=100,
@@ -423,11 +411,11 @@ async def test_a_capture_whose_answer_was_lost_is_found_by_look_up_and_never_mad
     impatient = sandbox.gateway(timeout_s=SLOW_DELAY / 5)
     capture = capture_of(request, held.provider_reference)
 
-    with pytest.raises(GatewayUnavailableError):
+    with pytest.raises(gateways.GatewayUnavailableError):
         await impatient.capture(capture)
     await impatient.aclose()
 
-    async def standing_at_paypal() -> Standing:
+    async def standing_at_paypal() -> gateways.Standing:
         view = await gateway.look_up(lookup_of(request, held.provider_reference))
         return view.standing
 
@@ -435,8 +423,8 @@ async def test_a_capture_whose_answer_was_lost_is_found_by_look_up_and_never_mad
     # client can give up before its request is even sent. Asking tells which; give a call that
     # did arrive time to finish (it sleeps the `_slow` delay) before carrying on.
     deadline = time.monotonic() + 10
-    while (standing := await standing_at_paypal()) is not Standing.CAPTURED:
-        assert standing is Standing.AUTHORIZED, standing
+    while (standing := await standing_at_paypal()) is not gateways.Standing.CAPTURED:
+        assert standing is gateways.Standing.AUTHORIZED, standing
         if time.monotonic() > deadline:
             break
         await asyncio.sleep(0.05)
@@ -444,7 +432,7 @@ async def test_a_capture_whose_answer_was_lost_is_found_by_look_up_and_never_mad
     repeated = await gateway.capture(capture)
     captures = (await sandbox.ledger(request.reference))["captures"]
     assert [c["id"] for c in captures] == [repeated.provider_reference]
-    assert await standing_at_paypal() is Standing.CAPTURED
+    assert await standing_at_paypal() is gateways.Standing.CAPTURED
 
 
 async def test_an_unknown_order_is_not_found(gateway: PayPalGateway) -> None:
@@ -452,7 +440,7 @@ async def test_an_unknown_order_is_not_found(gateway: PayPalGateway) -> None:
 
     view = await gateway.look_up(lookup_of(request, "NOSUCHORDER000000"))
 
-    assert view.standing is Standing.NOT_FOUND
+    assert view.standing is gateways.Standing.NOT_FOUND
 
 
 async def test_the_provider_list_has_captures_refunds_and_planted_captures(
@@ -476,8 +464,8 @@ async def test_the_provider_list_has_captures_refunds_and_planted_captures(
     views = [v for v in await gateway.list_payments(since) if v.reference == request.reference]
 
     assert sorted((v.standing, v.captured_amount) for v in views) == [
-        (Standing.CAPTURED, 700),
-        (Standing.CAPTURED, 9900),
+        (gateways.Standing.CAPTURED, 700),
+        (gateways.Standing.CAPTURED, 9900),
     ]
     assert captured.provider_reference in {v.capture_reference for v in views}
 
@@ -499,23 +487,23 @@ async def test_a_genuine_webhook_is_read_and_a_forged_one_rejected(
     assert notice.provider_event_id == json.loads(body)["id"]
     assert notice.method == "paypal"
     assert (notice.view.standing, notice.view.reference, notice.view.provider_reference) == (
-        Standing.CAPTURED,
+        gateways.Standing.CAPTURED,
         request.reference,
         held.provider_reference,
     )
     assert notice.view.captured_amount == 9900
     forged = body.replace(b'"value":"99.00"', b'"value":"1.00"')
     assert forged != body
-    with pytest.raises(WebhookRejectedError):
+    with pytest.raises(gateways.WebhookRejectedError):
         await gateway.read_webhook(headers, forged)
-    with pytest.raises(WebhookRejectedError):
+    with pytest.raises(gateways.WebhookRejectedError):
         await gateway.read_webhook(
             {k: v for k, v in headers.items() if k != "paypal-transmission-sig"}, body
         )
-    with pytest.raises(WebhookRejectedError):
+    with pytest.raises(gateways.WebhookRejectedError):
         await gateway.read_webhook(headers, b"{not json")
     other = sandbox.gateway(webhook_id="ANOTHERWEBHOOKID")
-    with pytest.raises(WebhookRejectedError):
+    with pytest.raises(gateways.WebhookRejectedError):
         await other.read_webhook(headers, body)
     await other.aclose()
 
@@ -530,7 +518,7 @@ async def test_the_authorization_webhook_says_until_when_to_capture(
 
     notice = await gateway.read_webhook(headers, body)
 
-    assert notice.view.standing is Standing.AUTHORIZED
+    assert notice.view.standing is gateways.Standing.AUTHORIZED
     assert notice.view.capture_before == held.capture_before
     assert notice.view.provider_reference == held.provider_reference
 
@@ -547,9 +535,9 @@ async def test_a_webhook_that_cannot_be_verified_now_is_unavailable_for_a_redeli
 
     refused = sandbox.gateway(secret="not-the-secret")
 
-    with pytest.raises(GatewayUnavailableError):
+    with pytest.raises(gateways.GatewayUnavailableError):
         await unreachable.read_webhook(headers, body)
-    with pytest.raises(GatewayUnavailableError):
+    with pytest.raises(gateways.GatewayUnavailableError):
         await refused.read_webhook(headers, body)
     for built in (unreachable, refused, gateway):
         await built.aclose()
@@ -560,12 +548,12 @@ async def test_every_step_of_a_payment_reads_from_its_webhook(
 ) -> None:
     request = payment(token=None)
     waiting = await gateway.pay(request)
-    assert isinstance(waiting, ActionRequired)
+    assert isinstance(waiting, gateways.ActionRequired)
     await sandbox.decide(waiting.url, "approve")
     held = await authorized(gateway, request)
     captured = await gateway.capture(capture_of(request, held.provider_reference))
     await gateway.refund(
-        RefundRequest(
+        gateways.RefundRequest(
             idempotency_key=f"refund:{request.reference}",
             charge_id=captured.provider_reference,
             amount=2500,
@@ -580,10 +568,10 @@ async def test_every_step_of_a_payment_reads_from_its_webhook(
     ]
 
     assert [n.view.standing for n in notices] == [
-        Standing.APPROVED,
-        Standing.AUTHORIZED,
-        Standing.CAPTURED,
-        Standing.REFUNDED,
+        gateways.Standing.APPROVED,
+        gateways.Standing.AUTHORIZED,
+        gateways.Standing.CAPTURED,
+        gateways.Standing.REFUNDED,
     ]
     assert {n.view.reference for n in notices} == {request.reference}
     assert notices[0].view.provider_reference == held.provider_reference
@@ -598,7 +586,7 @@ async def test_a_void_reads_from_its_webhook(gateway: PayPalGateway, sandbox: Sa
     request = payment()
     held = await authorized(gateway, request)
     await gateway.void(
-        VoidRequest(
+        gateways.VoidRequest(
             idempotency_key=f"void:{request.reference}",
             reference=request.reference,
             provider_reference=held.provider_reference,
@@ -611,7 +599,7 @@ async def test_a_void_reads_from_its_webhook(gateway: PayPalGateway, sandbox: Sa
     notice = await gateway.read_webhook(headers, body)
 
     assert (notice.view.standing, notice.view.provider_reference) == (
-        Standing.VOIDED,
+        gateways.Standing.VOIDED,
         held.provider_reference,
     )
 
@@ -624,7 +612,7 @@ async def test_neither_the_secret_nor_tokens_reach_the_logs(
     gateway = sandbox.gateway(secret=secret)
     caplog.set_level(logging.DEBUG)
 
-    with pytest.raises(GatewayUnavailableError):
+    with pytest.raises(gateways.GatewayUnavailableError):
         await gateway.pay(payment(token=vault))
     right = sandbox.gateway()
     request = payment(token=vault)

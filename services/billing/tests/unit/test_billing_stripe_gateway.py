@@ -20,19 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from billing.gateways import (
-    ActionRequired,
-    Captured,
-    GatewayRejectedError,
-    GatewayUnavailableError,
-    PaymentDeclinedError,
-    PaymentRequest,
-    RefundRequest,
-    Standing,
-    Voided,
-    VoidRequest,
-    WebhookRejectedError,
-)
+from billing import gateways
 from billing.gateways.stripe import StripeGateway
 from fastapi import Request, Response
 from gateway_kit import authorized, capture_of, lookup_of, payment_request
@@ -86,7 +74,7 @@ async def web(sandbox: Sandbox) -> AsyncIterator[httpx.AsyncClient]:
         yield web
 
 
-def payment(token: str, renewal: str | None = None, attempt: int = 1) -> PaymentRequest:
+def payment(token: str, renewal: str | None = None, attempt: int = 1) -> gateways.PaymentRequest:
     renewal = renewal or str(uuid.uuid4())
     key = f"charge:{renewal}:{attempt}"
     return payment_request("card", "CNY", token, return_url=RETURN_URL, renewal=renewal, key=key)
@@ -137,10 +125,10 @@ async def test_3d_secure_sends_the_buyer_to_the_page_and_after_approval_it_is_au
 
     outcome = await stripe_gateway.pay(request)
 
-    assert isinstance(outcome, ActionRequired)
+    assert isinstance(outcome, gateways.ActionRequired)
     assert outcome.expires_at > datetime.now(UTC)
     waiting = await stripe_gateway.look_up(lookup_of(request, outcome.provider_reference))
-    assert waiting.standing is Standing.ACTION_REQUIRED
+    assert waiting.standing is gateways.Standing.ACTION_REQUIRED
     assert waiting.action_url == outcome.url
     answer = await web.post(outcome.url, data={"decision": "approve"})
     assert answer.status_code == 303
@@ -148,7 +136,7 @@ async def test_3d_secure_sends_the_buyer_to_the_page_and_after_approval_it_is_au
 
     view = await stripe_gateway.look_up(lookup_of(request, outcome.provider_reference))
 
-    assert view.standing is Standing.AUTHORIZED
+    assert view.standing is gateways.Standing.AUTHORIZED
     assert view.reference == request.reference
     assert view.capture_before is not None
     # Paying again under the key replays Stripe's first answer; the adapter reports now.
@@ -162,13 +150,13 @@ async def test_3d_secure_cancelled_by_the_buyer_is_not_approved_and_holds_nothin
 ) -> None:
     request = payment("card_tok_action")
     outcome = await stripe_gateway.pay(request)
-    assert isinstance(outcome, ActionRequired)
+    assert isinstance(outcome, gateways.ActionRequired)
 
     await web.post(outcome.url, data={"decision": "cancel"})
 
     view = await stripe_gateway.look_up(lookup_of(request, outcome.provider_reference))
-    assert view.standing is Standing.CANCELLED
-    with pytest.raises(PaymentDeclinedError) as raised:
+    assert view.standing is gateways.Standing.CANCELLED
+    with pytest.raises(gateways.PaymentDeclinedError) as raised:
         await stripe_gateway.pay(request)
     assert (raised.value.code, raised.value.retryable) == ("not_approved", False)
     assert (await ledger(web, request.reference))["authorizations"] == []
@@ -186,13 +174,13 @@ async def test_a_capture_is_taken_once_whatever_key_repeats_it(
         capture_of(request, held.provider_reference, key=f"capture-again:{request.reference}")
     )
 
-    assert isinstance(first, Captured)
+    assert isinstance(first, gateways.Captured)
     assert first == repeated == other_key
     assert (first.amount, first.currency) == (9900, "CNY")
     assert first.payment_reference == held.provider_reference
     assert len((await ledger(web, request.reference))["captures"]) == 1
     view = await stripe_gateway.look_up(lookup_of(request, held.provider_reference))
-    assert (view.standing, view.captured_amount) == (Standing.CAPTURED, 9900)
+    assert (view.standing, view.captured_amount) == (gateways.Standing.CAPTURED, 9900)
 
 
 async def test_a_void_releases_the_hold_and_nothing_can_be_captured_after(
@@ -200,19 +188,19 @@ async def test_a_void_releases_the_hold_and_nothing_can_be_captured_after(
 ) -> None:
     request = payment("pm_card_visa")
     held = await authorized(stripe_gateway, request)
-    void = VoidRequest(
+    void = gateways.VoidRequest(
         idempotency_key=f"void:{request.reference}",
         reference=request.reference,
         provider_reference=held.provider_reference,
         method="card",
     )
 
-    assert await stripe_gateway.void(void) == Voided(held.provider_reference)
-    assert await stripe_gateway.void(void) == Voided(held.provider_reference)
+    assert await stripe_gateway.void(void) == gateways.Voided(held.provider_reference)
+    assert await stripe_gateway.void(void) == gateways.Voided(held.provider_reference)
 
     view = await stripe_gateway.look_up(lookup_of(request, held.provider_reference))
-    assert view.standing is Standing.VOIDED
-    with pytest.raises(GatewayRejectedError) as refused:
+    assert view.standing is gateways.Standing.VOIDED
+    with pytest.raises(gateways.GatewayRejectedError) as refused:
         await stripe_gateway.capture(capture_of(request, held.provider_reference))
     assert refused.value.status == 400
     assert "canceled: nothing to capture" in str(refused.value)
@@ -227,8 +215,8 @@ async def test_a_refund_gives_back_what_was_captured_and_no_more(
     held = await authorized(stripe_gateway, request)
     captured = await stripe_gateway.capture(capture_of(request, held.provider_reference))
 
-    def refund(amount: int, n: int) -> RefundRequest:
-        return RefundRequest(
+    def refund(amount: int, n: int) -> gateways.RefundRequest:
+        return gateways.RefundRequest(
             idempotency_key=f"refund:{request.reference}:{n}",
             charge_id=captured.provider_reference,
             amount=amount,
@@ -241,13 +229,13 @@ async def test_a_refund_gives_back_what_was_captured_and_no_more(
     assert (part.amount, part.currency) == (4000, "CNY")
     assert await stripe_gateway.refund(refund(4000, 1)) == part
     view = await stripe_gateway.look_up(lookup_of(request, held.provider_reference))
-    assert (view.standing, view.refunded_amount) == (Standing.CAPTURED, 4000)
-    with pytest.raises(GatewayRejectedError):
+    assert (view.standing, view.refunded_amount) == (gateways.Standing.CAPTURED, 4000)
+    with pytest.raises(gateways.GatewayRejectedError):
         await stripe_gateway.refund(refund(9000, 2))
     await stripe_gateway.refund(refund(5900, 3))
 
     view = await stripe_gateway.look_up(lookup_of(request, held.provider_reference))
-    assert (view.standing, view.refunded_amount) == (Standing.REFUNDED, 9900)
+    assert (view.standing, view.refunded_amount) == (gateways.Standing.REFUNDED, 9900)
     assert sorted(e["amount"] for e in (await ledger(web, request.reference))["refunds"]) == [
         4000,
         5900,
@@ -269,24 +257,24 @@ async def test_a_decline_maps_to_billings_code_and_look_up_reports_it(
 ) -> None:
     request = payment(token)
 
-    with pytest.raises(PaymentDeclinedError) as raised:
+    with pytest.raises(gateways.PaymentDeclinedError) as raised:
         await stripe_gateway.pay(request)
 
     assert (raised.value.code, raised.value.retryable) == (code, retryable)
     assert token not in str(raised.value)
     view = await stripe_gateway.look_up(lookup_of(request))
-    assert (view.standing, view.decline_code) == (Standing.DECLINED, code)
+    assert (view.standing, view.decline_code) == (gateways.Standing.DECLINED, code)
 
 
 async def test_a_dunning_charge_under_its_own_key_reaches_the_card_and_each_is_found_by_key(
     stripe_gateway: StripeGateway, web: httpx.AsyncClient
 ) -> None:
     first = payment("card_tok_insufficient_once")
-    with pytest.raises(PaymentDeclinedError) as raised:
+    with pytest.raises(gateways.PaymentDeclinedError) as raised:
         await stripe_gateway.pay(first)
     assert (raised.value.code, raised.value.retryable) == ("insufficient_funds", True)
     # Under the same key Stripe replays the decline: the card is never asked again.
-    with pytest.raises(PaymentDeclinedError):
+    with pytest.raises(gateways.PaymentDeclinedError):
         await stripe_gateway.pay(first)
 
     second = payment("card_tok_insufficient_once", renewal=first.reference, attempt=2)
@@ -296,10 +284,13 @@ async def test_a_dunning_charge_under_its_own_key_reaches_the_card_and_each_is_f
     declined = await stripe_gateway.look_up(lookup_of(first))
     held = await stripe_gateway.look_up(lookup_of(second))
     assert (declined.standing, declined.idempotency_key) == (
-        Standing.DECLINED,
+        gateways.Standing.DECLINED,
         first.idempotency_key,
     )
-    assert (held.standing, held.idempotency_key) == (Standing.AUTHORIZED, second.idempotency_key)
+    assert (held.standing, held.idempotency_key) == (
+        gateways.Standing.AUTHORIZED,
+        second.idempotency_key,
+    )
     assert held.provider_reference == outcome.provider_reference != declined.provider_reference
     assert len((await ledger(web, first.reference))["authorizations"]) == 1
 
@@ -309,7 +300,7 @@ async def test_a_flaky_provider_is_unavailable_twice_then_authorizes_once(
 ) -> None:
     request = payment("card_tok_flaky")
     for _ in range(2):
-        with pytest.raises(GatewayUnavailableError):
+        with pytest.raises(gateways.GatewayUnavailableError):
             await stripe_gateway.pay(request)
 
     await authorized(stripe_gateway, request)
@@ -328,17 +319,17 @@ async def test_a_lost_answer_is_resolved_by_asking_and_never_pays_twice(
         timeout_s=0.2,
     )
     request = payment("card_tok_slow")
-    with pytest.raises(GatewayUnavailableError):
+    with pytest.raises(gateways.GatewayUnavailableError):
         await impatient.pay(request)
     await impatient.aclose()
     # While the first call still runs at Stripe, a repeat under its key is not an answer.
-    with pytest.raises(GatewayUnavailableError):
+    with pytest.raises(gateways.GatewayUnavailableError):
         await stripe_gateway.pay(request)
     await asyncio.sleep(SLOW_DELAY)
 
     view = await stripe_gateway.look_up(lookup_of(request))
 
-    assert view.standing is Standing.AUTHORIZED
+    assert view.standing is gateways.Standing.AUTHORIZED
     assert view.reference == request.reference
     again = await authorized(stripe_gateway, request)
     assert again.provider_reference == view.provider_reference
@@ -350,9 +341,9 @@ async def test_asking_about_a_call_that_never_arrived_finds_nothing(
 ) -> None:
     view = await stripe_gateway.look_up(lookup_of(payment("pm_card_visa")))
 
-    assert view.standing is Standing.NOT_FOUND
+    assert view.standing is gateways.Standing.NOT_FOUND
     missing = await stripe_gateway.look_up(lookup_of(payment("pm_card_visa"), "pi_nothing"))
-    assert missing.standing is Standing.NOT_FOUND
+    assert missing.standing is gateways.Standing.NOT_FOUND
 
 
 async def test_an_unreachable_provider_or_a_wrong_key_is_told_apart(sandbox: Sandbox) -> None:
@@ -367,9 +358,9 @@ async def test_an_unreachable_provider_or_a_wrong_key_is_told_apart(sandbox: San
     )
     request = payment("pm_card_visa")
 
-    with pytest.raises(GatewayUnavailableError):
+    with pytest.raises(gateways.GatewayUnavailableError):
         await nowhere.pay(request)
-    with pytest.raises(GatewayRejectedError) as raised:
+    with pytest.raises(gateways.GatewayRejectedError) as raised:
         await wrong_key.pay(request)
     assert raised.value.status == 401
     assert "sk_test_wrong" not in str(raised.value)
@@ -388,7 +379,7 @@ async def test_the_payments_list_has_everything_since_a_moment(
 
     mine = [v for v in listed if v.provider_reference == held.provider_reference]
     assert [(v.standing, v.reference, v.amount) for v in mine] == [
-        (Standing.AUTHORIZED, request.reference, 9900)
+        (gateways.Standing.AUTHORIZED, request.reference, 9900)
     ]
     assert await stripe_gateway.list_payments(datetime.now(UTC) + timedelta(hours=1)) == []
 
@@ -424,7 +415,7 @@ async def test_a_genuine_event_is_read_with_its_id_and_payment(
 
     assert notice.provider_event_id == json.loads(body)["id"]
     assert notice.method == "card"
-    assert notice.view.standing is Standing.AUTHORIZED
+    assert notice.view.standing is gateways.Standing.AUTHORIZED
     assert (notice.view.reference, notice.view.provider_reference) == (
         request.reference,
         held.provider_reference,
@@ -438,7 +429,7 @@ async def test_a_refund_event_says_what_was_given_back(
     held = await authorized(stripe_gateway, request)
     captured = await stripe_gateway.capture(capture_of(request, held.provider_reference))
     await stripe_gateway.refund(
-        RefundRequest(
+        gateways.RefundRequest(
             idempotency_key=f"refund:{request.reference}",
             charge_id=captured.provider_reference,
             amount=9900,
@@ -449,7 +440,7 @@ async def test_a_refund_event_says_what_was_given_back(
 
     notice = await stripe_gateway.read_webhook(headers, body)
 
-    assert notice.view.standing is Standing.REFUNDED
+    assert notice.view.standing is gateways.Standing.REFUNDED
     assert (notice.view.refunded_amount, notice.view.provider_reference) == (
         9900,
         held.provider_reference,
@@ -486,7 +477,7 @@ async def test_forged_stale_replayed_or_malformed_calls_are_refused(
         ),
     ]
     for call_headers, call_body in refused:
-        with pytest.raises(WebhookRejectedError):
+        with pytest.raises(gateways.WebhookRejectedError):
             await stripe_gateway.read_webhook(call_headers, call_body)
     # The same body freshly and rightly signed is read: only the signature made the difference.
     assert (await stripe_gateway.read_webhook(_signed(body, now), body)).view.reference == (
@@ -516,7 +507,7 @@ async def test_forged_stale_replayed_or_malformed_calls_are_refused(
 async def test_a_rightly_signed_body_that_is_no_payment_event_is_refused(
     stripe_gateway: StripeGateway, body: bytes
 ) -> None:
-    with pytest.raises(WebhookRejectedError):
+    with pytest.raises(gateways.WebhookRejectedError):
         await stripe_gateway.read_webhook(_signed(body, int(time.time())), body)
 
 
@@ -525,7 +516,7 @@ async def test_neither_the_key_nor_the_payment_method_reaches_logs_or_errors(
 ) -> None:
     request = payment("pm_saved_card_4242_unknown_here")
 
-    with caplog.at_level(logging.DEBUG), pytest.raises(GatewayRejectedError) as raised:
+    with caplog.at_level(logging.DEBUG), pytest.raises(gateways.GatewayRejectedError) as raised:
         await stripe_gateway.pay(request)
 
     assert "pm_saved_card_4242" not in str(raised.value)

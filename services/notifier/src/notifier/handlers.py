@@ -34,7 +34,7 @@ from notifier.domain import (
     notification_id,
     reminder_cause,
 )
-from notifier.store import Contact, HeldPayment, Notification, SettledPayment
+from notifier.store import Contact, HeldPayment, Notification, PaymentEvent, SettledPayment
 
 logger = logging.getLogger(__name__)
 
@@ -89,24 +89,38 @@ async def on_profile_activated(session: AsyncSession, event: CloudEvent[ProfileA
     await notify_card(session, event, NotificationKind.PROFILE_ACTIVATED)
 
 
+async def keep_first(
+    session: AsyncSession,
+    table: type[PaymentEvent],
+    event: CloudEvent[PaymentSettled] | CloudEvent[PaymentAuthorized],
+    what: str,
+) -> bool:
+    """Keep a payment event's data in `table`, once per renewal; False if it was kept already.
+
+    A second event of the renewal in the same batch fails the commit on the key; the consumer
+    then redoes the batch one event at a time, and this finds the first.
+    """
+    renewal_id = str(event.data.renewal_id)
+    if await session.get(table, renewal_id) is not None:
+        logger.info("%s of renewal %s is known; skipping event %s", what, renewal_id, event.id)
+        return False
+    session.add(
+        table(
+            renewal_id=renewal_id,
+            iccid=event.data.iccid,
+            event_id=event.id,
+            payload=event.data.model_dump(mode="json"),
+        )
+    )
+    return True
+
+
 async def on_payment_settled(session: AsyncSession, event: CloudEvent[PaymentSettled]) -> None:
     """Keep what the receipt needs of the payment, once per renewal, and wake a receipt that
     waits for it."""
-    data = event.data
-    renewal_id = str(data.renewal_id)
-    if await session.get(SettledPayment, renewal_id) is not None:
-        logger.info("payment of renewal %s is known; skipping event %s", renewal_id, event.id)
+    renewal_id = str(event.data.renewal_id)
+    if not await keep_first(session, SettledPayment, event, "payment"):
         return
-    # A second PaymentSettled of the renewal in the same batch fails the commit on the key;
-    # the consumer then redoes the batch one event at a time, and this finds the first.
-    session.add(
-        SettledPayment(
-            renewal_id=renewal_id,
-            iccid=data.iccid,
-            event_id=event.id,
-            payload=data.model_dump(mode="json"),
-        )
-    )
     await session.exec(
         update(Notification)
         .where(
@@ -129,19 +143,7 @@ async def on_payment_authorized(
     held money once the plan is live, and the receipt says when it was taken (the PaymentSettled
     that follows wakes it).
     """
-    data = event.data
-    renewal_id = str(data.renewal_id)
-    if await session.get(HeldPayment, renewal_id) is not None:
-        logger.info("hold of renewal %s is known; skipping event %s", renewal_id, event.id)
-        return
-    session.add(
-        HeldPayment(
-            renewal_id=renewal_id,
-            iccid=data.iccid,
-            event_id=event.id,
-            payload=data.model_dump(mode="json"),
-        )
-    )
+    await keep_first(session, HeldPayment, event, "hold")
 
 
 async def on_payment_failed(session: AsyncSession, event: CloudEvent[PaymentFailed]) -> None:

@@ -58,7 +58,25 @@ class Notification(DueColumns, table=True):
     traceparent: str | None = traceparent_field()
 
 
-class SettledPayment(SQLModel, table=True):
+class PaymentEvent(SQLModel):
+    """The first event of one kind about a renewal's payment, kept as it came for the receipt.
+
+    Each table of this shape keeps one event type (its docstring says which), one row per
+    renewal: `notifier.handlers.keep_first` writes it.
+    """
+
+    renewal_id: str = Field(primary_key=True, max_length=36)
+    iccid: str = Field(max_length=20)
+    event_id: str = Field(max_length=256)
+    payload: dict[str, Any] = Field(
+        sa_type=JSON,
+        nullable=False,
+        description="the event's data as it came (no payment token travels in it)",
+    )
+    received_at: datetime = timestamp(default_factory=utcnow)
+
+
+class SettledPayment(PaymentEvent, table=True):
     """What the receipt of a renewal needs of its payment, from the first PaymentSettled.
 
     The confirmation (ProfileActivated) and the payment travel on different topics, in either
@@ -67,17 +85,8 @@ class SettledPayment(SQLModel, table=True):
 
     __tablename__ = "notifier_payment"
 
-    renewal_id: str = Field(primary_key=True, max_length=36)
-    iccid: str = Field(max_length=20)
-    event_id: str = Field(max_length=256)
-    payload: dict[str, Any] = Field(
-        sa_column=Column(JSON, nullable=False),
-        description="the PaymentSettled data as it came (no payment token travels in it)",
-    )
-    received_at: datetime = timestamp(default_factory=utcnow)
 
-
-class HeldPayment(SQLModel, table=True):
+class HeldPayment(PaymentEvent, table=True):
     """A renewal's payment held at the provider (the first PaymentAuthorized), for its receipt.
 
     Card and PayPal payments are authorized first and captured after the activation: the
@@ -85,15 +94,6 @@ class HeldPayment(SQLModel, table=True):
     """
 
     __tablename__ = "notifier_authorization"
-
-    renewal_id: str = Field(primary_key=True, max_length=36)
-    iccid: str = Field(max_length=20)
-    event_id: str = Field(max_length=256)
-    payload: dict[str, Any] = Field(
-        sa_column=Column(JSON, nullable=False),
-        description="the PaymentAuthorized data as it came (no payment token travels in it)",
-    )
-    received_at: datetime = timestamp(default_factory=utcnow)
 
 
 TABLES: list[type[SQLModel]] = [Contact, Notification, SettledPayment, HeldPayment]

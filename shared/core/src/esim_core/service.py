@@ -7,6 +7,7 @@ or `runtime.worker_app()` (the worker alone).
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -30,7 +31,7 @@ from esim_core.messaging.inbox import InboxEntry, inbox_retention
 from esim_core.messaging.intake import Intake
 from esim_core.messaging.kafka import EventPublisher, make_broker
 from esim_core.messaging.outbox import Outbox, OutboxMessage, OutboxRelay, outbox_retention
-from esim_core.messaging.topics import ensure_topics
+from esim_core.messaging.topics import TopicsError, prepare_topics
 from esim_core.observability.telemetry import refresh_on_scrape, scrape_gauges
 from esim_core.observability.tracing import shutdown_tracing
 from esim_core.outside.adapter import HttpAdapter
@@ -335,17 +336,31 @@ class ServiceRuntime:
         await step("closed the database", self.database.close(), min(1.0, left()))
         logger.info("%s stopped in %.2f s", self.name, time.monotonic() - started)
 
+    def used_topics(self) -> set[str]:
+        """The topics this service consumes (and dead-letters to) or publishes to."""
+        used = {topic for name in self._subscriptions for topic in (name, f"{name}.dlq")}
+        used.update(self.topics.for_event(model) for model in self._produces)
+        return used
+
     async def _create_topics(self) -> None:
+        """Create the declared topics that are missing; check (and, where allowed, grow) the
+        partitions of those this service uses (`esim_core.messaging.topics.prepare_topics`)."""
+        prefix = str(self.settings.model_config.get("env_prefix", "")).upper()
+        for stale in (f"{prefix}TOPIC_PARTITIONS", f"{prefix}TOPIC_REPLICATION"):
+            if stale in os.environ:
+                logger.warning(
+                    "%s is no longer read: partitions are declared in "
+                    "esim_core/messaging/topics.py, copies set by KAFKA_TOPIC_REPLICATION; "
+                    "remove it",
+                    stale,
+                )
         try:
-            await ensure_topics(
-                self.settings,
-                self.topics,
-                partitions=self.settings.topic_partitions,
-                replication=self.settings.topic_replication,
-            )
+            await prepare_topics(self.settings, self.settings, self.topics, self.used_topics())
+        except TopicsError as error:
+            logger.error("%s: topics not as declared: %s", self.name, error)
         except Exception as error:
-            # Another replica may create them at the same moment; the broker may auto-create.
-            logger.warning("could not create topics: %s", error)
+            # Kafka unreachable for now: the clients retry it; `esimctl topics check` tells.
+            logger.warning("%s: could not check the topics: %s", self.name, error)
 
     async def _run_loop(
         self, name: str, step: Callable[[], Awaitable[Any]], interval_s: float, singleton: bool

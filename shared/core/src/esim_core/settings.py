@@ -276,7 +276,35 @@ INBOX_RETENTION_S = 15 * 24 * 3600.0
 """The inbox window's default: a topic's 7-day retention.ms plus a 7-day segment.ms, and a day."""
 
 
-class ServiceSettings(KafkaSettings):
+class TopicSettings(BaseSettings):
+    """How the declared topics (`esim_core.messaging.topics`) are made on this cluster.
+
+    Read from unprefixed variables, the same for each service and `esimctl`. Partitions,
+    retention and `min.insync.replicas` are the declaration's; only what depends on the cluster
+    is a setting.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    kafka_topic_replication: Annotated[int | None, BeforeValidator(_unset_if_empty)] = Field(
+        None,
+        ge=1,
+        le=10,
+        validation_alias=_env("kafka_topic_replication"),
+        description="copies of each topic the platform creates; unset: the declaration's 3 "
+        "(production, three brokers at least). A local run of one broker sets 1. "
+        "min.insync.replicas is 2, or this where it is lower",
+    )
+    kafka_topic_grow_partitions: bool = Field(
+        False,
+        validation_alias=_env("kafka_topic_grow_partitions"),
+        description="at start, a service adds partitions to a topic it uses that has fewer than "
+        "declared (off: it only says so, and `esimctl topics apply` grows it). Off in "
+        "production, where an operator decides when keys move; on for the local run",
+    )
+
+
+class ServiceSettings(KafkaSettings, TopicSettings):
     """Base of each service's settings; subclasses set `env_prefix` (e.g. `BILLING_`).
 
     Kafka and Redis addresses are shared by every service, so they are read from unprefixed
@@ -313,12 +341,6 @@ class ServiceSettings(KafkaSettings):
     )
     relay_interval_s: float = Field(
         0.5, gt=0, description="how often the outbox relay looks for unpublished events"
-    )
-    topic_partitions: int = Field(
-        3, ge=1, le=1000, description="partitions of a topic this service creates when missing"
-    )
-    topic_replication: int = Field(
-        1, ge=1, le=10, description="replication factor of a topic this service creates"
     )
     worker_interval_s: float = Field(
         0.25,

@@ -3,7 +3,15 @@
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+)
 
 
 def luhn_valid(digits: str) -> bool:
@@ -67,6 +75,13 @@ class Money(ContractModel):
     currency: Currency
 
 
+PaymentToken = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+"""A payment source saved at the provider (a secret: never logged, kept out of `repr`)."""
+
+ReturnUrl = Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://[^\s]+$")]
+"""The page a provider sends the buyer back to after an approval step."""
+
+
 class PaymentDetails(ContractModel):
     """How the traveller pays: the method, a source saved at the provider, where to come back.
 
@@ -79,18 +94,14 @@ class PaymentDetails(ContractModel):
     method: PaymentMethod
     # Optional here so that a card request without one reaches accounts and is answered
     # (`RenewalRejected` `invalid_request`) instead of being dead-lettered as undecodable.
-    token: str | None = Field(
+    token: PaymentToken | None = Field(
         default=None,
-        min_length=1,
-        max_length=256,
         repr=False,
         description="a payment source saved at the provider: required for `card` and for any "
         "charge made without the buyer (auto-renew); without one, PayPal and Alipay ask the buyer",
     )
-    return_url: str | None = Field(
+    return_url: ReturnUrl | None = Field(
         default=None,
-        max_length=2048,
-        pattern=r"^https?://[^\s]+$",
         description="the frontend page the provider sends the buyer back to after an approval "
         "step (default: a setting)",
     )

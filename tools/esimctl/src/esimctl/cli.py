@@ -1,10 +1,12 @@
 """`esimctl`: see a saga and move a stuck one on, read and replay dead letters, watch outboxes,
-list payments still unknown or not captured in time, reconcile billing with the providers.
+list payments still unknown or not captured in time, reconcile billing with the providers, make
+the cluster's topics and carriers' access what the platform declares.
 
 Sagas and outboxes go through the services' operator APIs with the operator token (see
 `esimctl.client`); dead letters are Kafka topics no service owns, so `dlq` reads and writes the
 broker itself (`KAFKA_BOOTSTRAP_SERVERS` and, for a secured cluster, the services' other
-`KAFKA_...` settings: TLS and SASL; through `esim_core.messaging.dlq`). Every failure is one
+`KAFKA_...` settings: TLS and SASL; through `esim_core.messaging.dlq`); so does `topics`
+(through `esim_core.messaging.topics`, the declaration of the topics). Every failure is one
 sentence on stderr and a non-zero exit status: 1 for an error, 2 for a wrong argument.
 """
 
@@ -20,7 +22,16 @@ import typer
 from aiokafka.errors import KafkaError
 from esim_core.messaging import dlq
 from esim_core.messaging.kafka import KafkaAccessRefused, check_access, ssl_context
-from esim_core.settings import KafkaSettings, SettingsError, Topics, load_settings
+from esim_core.messaging.topics import (
+    CarrierAccessSettings,
+    TopicsError,
+    apply_declaration,
+    check_principal,
+    cluster_differences,
+    declared_topics,
+    describe_declaration,
+)
+from esim_core.settings import KafkaSettings, SettingsError, Topics, TopicSettings, load_settings
 
 from esimctl.client import SERVICES, CtlError, Operator, operator_from_env
 
@@ -43,6 +54,10 @@ app.add_typer(sagas, name="sagas")
 app.add_typer(payments, name="payments")
 app.add_typer(dead_letters, name="dlq")
 app.add_typer(outbox, name="outbox")
+topics = typer.Typer(
+    help="The platform's topics and carriers' read-only access (Kafka).", no_args_is_help=True
+)
+app.add_typer(topics, name="topics")
 
 #: Replaced by tests to point at a test platform or to use a fake transport.
 make_operator: Callable[[], Operator] = operator_from_env
@@ -535,6 +550,100 @@ def outbox_status(as_json: JsonOption = False) -> None:
             )
     if failed:
         raise _fail(f"no outbox status from {', '.join(failed)}")
+
+
+# topics -----------------------------------------------------------------------------------------
+
+CarrierOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--carrier",
+        help="a carrier's Kafka principal (User:<name>) to grant read-only access; repeatable, "
+        "added to KAFKA_CARRIER_PRINCIPALS",
+    ),
+]
+
+
+def _topic_settings(given: list[str] | None) -> tuple[TopicSettings, list[str], str]:
+    """The topic settings, the carriers' principals (setting and options) and their groups'
+    prefix; a wrong one is one sentence."""
+    try:
+        settings = load_settings(TopicSettings)
+        access = load_settings(CarrierAccessSettings)
+    except SettingsError as error:
+        raise _fail(str(error).replace("\n", " ").replace("   ", " ")) from None
+    principals = list(access.kafka_carrier_principals)
+    for principal in given or []:
+        try:
+            check_principal(principal)
+        except ValueError as error:
+            raise _fail(f"--carrier {error}", 2) from None
+        if principal not in principals:
+            principals.append(principal)
+    return settings, principals, access.kafka_carrier_group_prefix
+
+
+def _topics_action(action: Callable[[KafkaSettings], Awaitable[T]]) -> T:
+    async def guarded(kafka: KafkaSettings) -> T:
+        try:
+            return await action(kafka)
+        except TopicsError as error:
+            raise CtlError(str(error)) from None
+
+    return _run(lambda: _kafka(guarded, timeout_s=300))
+
+
+@topics.command("show")
+def topics_show() -> None:
+    """The declaration: each topic with its partitions, replication and retention."""
+    try:
+        settings = load_settings(TopicSettings)
+    except SettingsError as error:
+        raise _fail(str(error).replace("\n", " ").replace("   ", " ")) from None
+    for line in describe_declaration(
+        declared_topics(Topics(), replication=settings.kafka_topic_replication)
+    ):
+        typer.echo(line)
+
+
+@topics.command("check")
+def topics_check(carrier: CarrierOption = None) -> None:
+    """Compare the cluster with the declaration (and carriers' ACLs); exit 1 listing each
+    difference."""
+    settings, principals, prefix = _topic_settings(carrier)
+    differences = _topics_action(
+        lambda kafka: cluster_differences(kafka, settings, Topics(), principals, prefix)
+    )
+    if not differences:
+        acls = f", and the ACLs of {len(principals)} carrier(s)" if principals else ""
+        typer.echo(f"the topics are as declared{acls}")
+        return
+    for difference in differences:
+        typer.echo(str(difference))
+    raise _fail(f"{len(differences)} difference(s) from the declaration; esimctl topics apply")
+
+
+@topics.command("apply")
+def topics_apply(carrier: CarrierOption = None) -> None:
+    """Create the missing topics, grow the short ones, set their declared configs, and grant
+    carriers READ and DESCRIBE on the topics they read and READ on their groups' prefix.
+    Running it again changes nothing."""
+    settings, principals, prefix = _topic_settings(carrier)
+    report = _topics_action(
+        lambda kafka: apply_declaration(kafka, settings, Topics(), principals, prefix)
+    )
+    for line in report.done:
+        typer.echo(line)
+    if not report.done:
+        typer.echo("nothing to change: the topics are as declared")
+    if report.left:
+        for difference in report.left:
+            typer.echo(str(difference))
+        raise _fail(
+            f"{len(report.left)} topic(s) have fewer copies than declared, which no topic "
+            "request changes: reassign their partitions (kafka-reassign-partitions), or set "
+            "KAFKA_TOPIC_REPLICATION to the cluster's"
+        )
 
 
 def main() -> None:

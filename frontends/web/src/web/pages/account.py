@@ -1,7 +1,8 @@
 """Signing up, in and out, a forgotten password, the profile and the language."""
 
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -22,6 +23,7 @@ from web.problems import FormErrors, explain, unavailable
 from web.render import render
 
 router = APIRouter()
+T = TypeVar("T")
 
 
 def _form_page(
@@ -35,6 +37,26 @@ def _form_page(
         problem=said.general,
         values=values,
     )
+
+
+async def _through_form(
+    request: Request,
+    template: str,
+    values: dict[str, Any],
+    call: Callable[[], Awaitable[T]],
+    problem_status: Callable[[ApiProblemError], int] = lambda problem: problem.status,
+) -> T | Response:
+    """What a form's call to accounts answers, or the form again saying what went wrong.
+
+    A problem answer puts its field and general messages on the form (with the status
+    `problem_status` gives); accounts not answering says so, with a 503.
+    """
+    try:
+        return await call()
+    except ApiProblemError as problem:
+        return _form_page(request, template, explain(problem), values, problem_status(problem))
+    except AccountsUnavailableError:
+        return _form_page(request, template, unavailable(), values, 503)
 
 
 async def _sign_in(request: Request, email: str, password: str) -> None:
@@ -76,13 +98,14 @@ async def signup(request: Request) -> Response:
         body["name"] = values["name"]
     if values["phone"]:
         body["phone"] = values["phone"]
-    try:
+
+    async def register() -> None:
         await anonymous(request, "POST", "/v1/users", json=body)
         await _sign_in(request, values["email"], password)
-    except ApiProblemError as problem:
-        return _form_page(request, "signup.html", explain(problem), values, problem.status)
-    except AccountsUnavailableError:
-        return _form_page(request, "signup.html", unavailable(), values, 503)
+
+    refused = await _through_form(request, "signup.html", values, register)
+    if isinstance(refused, Response):
+        return refused
     session_of(request).say(_("Welcome! Your account is ready: bind your card to begin."))
     return see_other("/cards")
 
@@ -98,13 +121,15 @@ async def signin(request: Request) -> Response:
     """Sign in with the e-mail and password (OAuth2 password grant at accounts)."""
     form = await checked_form(request)
     values = {"email": text(form, "email")}
-    try:
-        await _sign_in(request, values["email"], str(form.get("password") or ""))
-    except ApiProblemError as problem:
-        status = problem.status if problem.status in (401, 422, 429) else 400
-        return _form_page(request, "signin.html", explain(problem), values, status)
-    except AccountsUnavailableError:
-        return _form_page(request, "signin.html", unavailable(), values, 503)
+    refused = await _through_form(
+        request,
+        "signin.html",
+        values,
+        lambda: _sign_in(request, values["email"], str(form.get("password") or "")),
+        problem_status=lambda problem: problem.status if problem.status in (401, 422, 429) else 400,
+    )
+    if isinstance(refused, Response):
+        return refused
     return see_other(local_path(text(form, "next"), "/cards"))
 
 
@@ -130,12 +155,14 @@ async def forgot(request: Request) -> Response:
     """Ask accounts to send a code; the next page takes it (the address is kept in the form)."""
     form = await checked_form(request)
     values = {"email": text(form, "email")}
-    try:
-        await anonymous(request, "POST", "/v1/auth/password-reset", json=values)
-    except ApiProblemError as problem:
-        return _form_page(request, "forgot.html", explain(problem), values, problem.status)
-    except AccountsUnavailableError:
-        return _form_page(request, "forgot.html", unavailable(), values, 503)
+    refused = await _through_form(
+        request,
+        "forgot.html",
+        values,
+        lambda: anonymous(request, "POST", "/v1/auth/password-reset", json=values),
+    )
+    if isinstance(refused, Response):
+        return refused
     return render(request, "reset.html", values=values, sent=True)
 
 
@@ -200,12 +227,14 @@ async def profile(request: Request) -> Response:
         body["name"] = text(form, "name")
     body["phone"] = text(form, "phone") or None
     values = {**body, "notify": body["notify"], "email": session_of(request).email}
-    try:
-        me = await traveller(request).call("PATCH", "/v1/users/me", json=body)
-    except ApiProblemError as problem:
-        return _form_page(request, "profile.html", explain(problem), values, problem.status)
-    except AccountsUnavailableError:
-        return _form_page(request, "profile.html", unavailable(), values, 503)
+    me = await _through_form(
+        request,
+        "profile.html",
+        values,
+        lambda: traveller(request).call("PATCH", "/v1/users/me", json=body),
+    )
+    if isinstance(me, Response):
+        return me
     session = session_of(request)
     session.locale = i18n.supported(me.get("locale")) or locale
     i18n.use_locale(session.locale)

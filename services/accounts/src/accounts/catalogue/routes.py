@@ -5,6 +5,7 @@ from typing import Annotated
 
 from esim_core.clock import utcnow
 from esim_core.web.problems import problem_responses as problems
+from esim_core.web.rows import row_view
 from esim_schemas import Money
 from fastapi import APIRouter, Query, Response
 from sqlmodel import col, select
@@ -37,15 +38,7 @@ async def plans(
         rows = (await unit.exec(query)).all()
     wanted = country.upper() if country else None
     return [
-        PlanPublic(
-            code=plan.code,
-            name=plan.name,
-            kind=plan.kind,
-            data_mb=plan.data_mb,
-            validity_days=plan.validity_days,
-            countries=plan.countries,
-            price=Money(amount=plan.prices[currency], currency=currency),
-        )
+        row_view(PlanPublic, plan, price=Money(amount=plan.prices[currency], currency=currency))
         for plan in rows
         if (wanted is None or wanted in plan.countries) and currency in plan.prices
     ]

@@ -2,6 +2,7 @@
 
 from typing import Annotated, Any, Literal
 
+from esim_core.web.rows import row_view
 from esim_schemas.types import Locale
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
@@ -156,12 +157,6 @@ class ResetAccepted(BaseModel):
 
 def user_public(user: Any) -> UserPublic:
     """The public view of a stored user."""
-    return UserPublic(
-        id=user.id,
-        email=user.email,
-        name=user.name,
-        phone=user.phone,
-        locale=user.locale,
-        notify=NotifyChoices(email=user.notify_email, sms=user.notify_sms),
-        created_at=user.created_at,
+    return row_view(
+        UserPublic, user, notify=NotifyChoices(email=user.notify_email, sms=user.notify_sms)
     )

@@ -4,7 +4,7 @@ from typing import Literal
 from uuid import UUID
 
 from esim_schemas import Money
-from esim_schemas.types import PaymentMethod, Start
+from esim_schemas.types import PaymentMethod, PaymentToken, ReturnUrl, Start
 from pydantic import BaseModel, Field
 
 from accounts.bodies import ApiTime, Body, UtcTime
@@ -19,18 +19,14 @@ class PaymentIn(Body):
     """
 
     method: PaymentMethod
-    token: str | None = Field(
+    token: PaymentToken | None = Field(
         default=None,
-        min_length=1,
-        max_length=256,
         repr=False,
         description="a payment source saved at the provider (a Stripe payment method `pm_...`, "
         "a PayPal vault token): required for `card` and for auto-renew",
     )
-    return_url: str | None = Field(
+    return_url: ReturnUrl | None = Field(
         default=None,
-        max_length=2048,
-        pattern=r"^https?://[^\s]+$",
         description="the page the provider sends the buyer back to after an approval step "
         "(default: a setting of billing)",
     )

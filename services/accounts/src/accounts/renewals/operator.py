@@ -11,6 +11,7 @@ from uuid import UUID
 from esim_core.messaging.outbox import OutboxMessage
 from esim_core.persistence.db import Database
 from esim_core.web.problems import ProblemError
+from esim_core.web.rows import row_view
 from esim_schemas import Money
 from fastapi import APIRouter, Path, Query, status
 from sqlmodel import col, select
@@ -58,49 +59,14 @@ def _detail(
         if saga.price_amount is not None and saga.currency is not None
         else None
     )
-    return SagaDetail(
-        renewal_id=saga.renewal_id,
-        user_id=saga.user_id,
-        iccid=saga.iccid,
-        plan_code=saga.plan_code,
-        status=saga.status,
+    return row_view(
+        SagaDetail,
+        saga,
         terminal=SagaStatus(saga.status) in TERMINAL,
-        reason=saga.reason,
-        detail=saga.detail,
-        start=saga.start,
         price=price,
-        payment_method=saga.payment_method,
-        payment_id=saga.payment_id,
-        payment_held=saga.payment_held,
-        refund_requested=saga.refund_requested,
-        activation_failure=saga.activation_failure,
-        bundle_state=saga.bundle_state,
-        valid_from=saga.valid_from,
-        valid_until=saga.valid_until,
-        deadline_at=saga.deadline_at,
-        created_at=saga.created_at,
-        updated_at=saga.updated_at,
         stuck=stuck_reason(saga, now, DEFAULT_STUCK_AFTER_S),
-        timeline=[
-            StepOut(
-                step=s.step,
-                status=s.status,
-                at=s.at,
-                detail=s.detail,
-                event_id=s.event_id or None,
-            )
-            for s in steps
-        ],
-        events=[
-            EventOut(
-                event_id=e.event_id,
-                type=e.event_type,
-                topic=e.topic,
-                created_at=e.created_at,
-                published_at=e.published_at,
-            )
-            for e in events
-        ],
+        timeline=[row_view(StepOut, step, event_id=step.event_id or None) for step in steps],
+        events=[row_view(EventOut, event, type=event.event_type) for event in events],
     )
 
 
@@ -148,14 +114,7 @@ async def list_sagas(
     async with database.session() as session:
         rows = (await session.exec(query)).all()
     return [
-        SagaSummary(
-            renewal_id=row.renewal_id,
-            iccid=row.iccid,
-            status=row.status,
-            updated_at=row.updated_at,
-            deadline_at=row.deadline_at,
-            stuck=stuck_reason(row, now, stuck_after_s) or "",
-        )
+        row_view(SagaSummary, row, stuck=stuck_reason(row, now, stuck_after_s) or "")
         for row in rows
     ]
 

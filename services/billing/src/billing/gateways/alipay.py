@@ -56,25 +56,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from esim_core.outside.adapter import HttpAdapter, is_transient
 
-from billing.gateways.port import (
-    ActionRequired,
-    Captured,
-    CaptureRequest,
-    GatewayRejectedError,
-    GatewayUnavailableError,
-    LookupRequest,
-    PaymentDeclinedError,
-    PaymentRequest,
-    PaymentView,
-    PayOutcome,
-    RefundReceipt,
-    RefundRequest,
-    Standing,
-    Voided,
-    VoidRequest,
-    WebhookNotice,
-    WebhookRejectedError,
-)
+from billing.gateways import port
 
 BEIJING = timezone(timedelta(hours=8), "CST")
 """Alipay writes every time in Beijing time, without an offset."""
@@ -199,7 +181,7 @@ class AlipayGateway(HttpAdapter):
 
     system = "alipay"
     called = "Alipay"
-    unavailable = GatewayUnavailableError
+    unavailable = port.GatewayUnavailableError
 
     def __init__(
         self,
@@ -271,15 +253,15 @@ class AlipayGateway(HttpAdapter):
         form = {"biz_content": params.pop("biz_content")}
         response = await self.call("POST", self._gateway_url, params=params, data=form)
         if is_transient(response.status_code):
-            raise GatewayUnavailableError(f"HTTP {response.status_code} from Alipay")
+            raise port.GatewayUnavailableError(f"HTTP {response.status_code} from Alipay")
         if not response.is_success:
-            raise GatewayRejectedError(response.status_code, "Alipay refused the call")
+            raise port.GatewayRejectedError(response.status_code, "Alipay refused the call")
         inner = self._verified(response, method)
         code = str(inner.get("code", ""))
         if code == "20000" or inner.get("sub_code") in _UNAVAILABLE_SUB_CODES:
-            raise GatewayUnavailableError(f"Alipay {_said(inner)}")
+            raise port.GatewayUnavailableError(f"Alipay {_said(inner)}")
         if code in ("40001", "40002", "40003", "40006", "20001"):
-            raise GatewayRejectedError(400, f"Alipay {_said(inner)}")
+            raise port.GatewayRejectedError(400, f"Alipay {_said(inner)}")
         return inner
 
     def _verified(self, response: httpx.Response, method: str) -> dict[str, Any]:
@@ -291,21 +273,21 @@ class AlipayGateway(HttpAdapter):
             key = "error_response"
         inner = document.get(key)
         if not isinstance(inner, dict):
-            raise GatewayUnavailableError(f"an Alipay answer without {key}")
+            raise port.GatewayUnavailableError(f"an Alipay answer without {key}")
         sign = document.get("sign")
         if isinstance(sign, str) and sign:
             if not _verifies(self._alipay_key, _raw_object(text, key), sign):
-                raise GatewayUnavailableError(
+                raise port.GatewayUnavailableError(
                     "an Alipay answer whose signature does not verify with the Alipay public key"
                 )
         elif inner.get("code") in ("10000", "10003"):
             # An error may come unsigned; money moving never may.
-            raise GatewayUnavailableError("an unsigned Alipay answer")
+            raise port.GatewayUnavailableError("an unsigned Alipay answer")
         return inner
 
     # --- the port ------------------------------------------------------------------------
 
-    async def pay(self, request: PaymentRequest) -> PayOutcome:
+    async def pay(self, request: port.PaymentRequest) -> port.PayOutcome:
         """Pay, or say where the trade already stands; see the module's docstring."""
         self._check(request.method, request.currency, request.amount)
         trade = await self._query(request.reference)
@@ -334,44 +316,46 @@ class AlipayGateway(HttpAdapter):
         if sub_code == "ACQ.TRADE_HAS_SUCCESS":
             trade = await self._query(request.reference)
             if trade is None:
-                raise GatewayUnavailableError("Alipay says the trade is paid but cannot find it")
+                raise port.GatewayUnavailableError(
+                    "Alipay says the trade is paid but cannot find it"
+                )
             return self._outcome(trade, request)
         if sub_code == "ACQ.TRADE_HAS_CLOSE":
-            raise PaymentDeclinedError("not_approved", False, "the Alipay trade is closed")
+            raise port.PaymentDeclinedError("not_approved", False, "the Alipay trade is closed")
         code_, retryable = _DECLINES.get(sub_code, ("declined", False))
         message = _said(inner).replace(request.token, "***")
-        raise PaymentDeclinedError(code_, retryable, message)
+        raise port.PaymentDeclinedError(code_, retryable, message)
 
-    async def capture(self, request: CaptureRequest) -> Captured:
+    async def capture(self, request: port.CaptureRequest) -> port.Captured:
         """Never applies: Alipay takes the money when the buyer pays.
 
         Raises:
             GatewayRejectedError: always.
         """
-        raise GatewayRejectedError(
+        raise port.GatewayRejectedError(
             409, "Alipay takes the money when the buyer pays: there is nothing to capture"
         )
 
-    async def void(self, request: VoidRequest) -> Voided:
+    async def void(self, request: port.VoidRequest) -> port.Voided:
         """Close a trade still waiting for the buyer (`alipay.trade.close`)."""
         inner = await self._api("alipay.trade.close", {"out_trade_no": request.reference})
         if inner.get("code") == "10000":
-            return Voided(provider_reference=str(inner.get("trade_no") or request.reference))
+            return port.Voided(provider_reference=str(inner.get("trade_no") or request.reference))
         sub_code = inner.get("sub_code")
         if sub_code == "ACQ.TRADE_NOT_EXIST":
-            raise GatewayRejectedError(
+            raise port.GatewayRejectedError(
                 404,
                 "ACQ.TRADE_NOT_EXIST: the buyer never opened the cashier; the page-pay URL "
                 "stops working at its expires_at",
             )
         if sub_code == "ACQ.TRADE_STATUS_ERROR":
-            raise GatewayRejectedError(409, "the Alipay trade is paid: refund it instead")
-        raise GatewayRejectedError(400, _said(inner))
+            raise port.GatewayRejectedError(409, "the Alipay trade is paid: refund it instead")
+        raise port.GatewayRejectedError(400, _said(inner))
 
-    async def refund(self, request: RefundRequest) -> RefundReceipt:
+    async def refund(self, request: port.RefundRequest) -> port.RefundReceipt:
         """Refund under `out_request_no` = the idempotency key; a repeat answers the same."""
         if request.amount <= 0:
-            raise GatewayRejectedError(422, "a refund must be more than 0")
+            raise port.GatewayRejectedError(422, "a refund must be more than 0")
         biz: dict[str, Any] = {
             "trade_no": request.charge_id,
             "refund_amount": _yuan(request.amount),
@@ -383,7 +367,7 @@ class AlipayGateway(HttpAdapter):
             biz["refund_reason"] = request.reason[:256]
         inner = await self._api("alipay.trade.refund", biz)
         if inner.get("code") == "10000":
-            return RefundReceipt(
+            return port.RefundReceipt(
                 refund_id=request.idempotency_key,
                 amount=request.amount,
                 currency=request.currency or "CNY",
@@ -395,18 +379,18 @@ class AlipayGateway(HttpAdapter):
             "ACQ.TRADE_STATUS_ERROR": 409,
             "ACQ.INVALID_PARAMETER": 422,
         }.get(sub_code, 400)
-        raise GatewayRejectedError(status, _said(inner))
+        raise port.GatewayRejectedError(status, _said(inner))
 
-    async def look_up(self, request: LookupRequest) -> PaymentView:
+    async def look_up(self, request: port.LookupRequest) -> port.PaymentView:
         """Where the trade stands (`alipay.trade.query` by `out_trade_no`)."""
         trade = await self._query(request.reference)
         if trade is None:
-            return PaymentView(
-                standing=Standing.NOT_FOUND, reference=request.reference, method="alipay"
+            return port.PaymentView(
+                standing=port.Standing.NOT_FOUND, reference=request.reference, method="alipay"
             )
         return _view(trade)
 
-    async def list_payments(self, since: datetime) -> list[PaymentView]:
+    async def list_payments(self, since: datetime) -> list[port.PaymentView]:
         """Every payment in Alipay's trade bills from `since`'s day (Beijing) to today.
 
         A whole month before this one is read as its monthly bill, other days one by one.
@@ -416,30 +400,30 @@ class AlipayGateway(HttpAdapter):
             rows += await self._bill(period)
         return [v for v in _bill_views(rows) if v.at is None or v.at >= since]
 
-    async def read_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookNotice:
+    async def read_webhook(self, headers: Mapping[str, str], body: bytes) -> port.WebhookNotice:
         """Verify a notify (RSA2 over all fields but `sign` and `sign_type`, and `app_id`)."""
         try:
             pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True)
         except (UnicodeDecodeError, ValueError):
-            raise WebhookRejectedError("an Alipay notify that is not a utf-8 form") from None
+            raise port.WebhookRejectedError("an Alipay notify that is not a utf-8 form") from None
         fields = dict(pairs)
         if len(fields) != len(pairs):
-            raise WebhookRejectedError("an Alipay notify with a field given twice")
+            raise port.WebhookRejectedError("an Alipay notify with a field given twice")
         for name in ("sign", "sign_type", "notify_id", "app_id", "out_trade_no", "trade_status"):
             if not fields.get(name):
-                raise WebhookRejectedError(f"an Alipay notify without {name}")
+                raise port.WebhookRejectedError(f"an Alipay notify without {name}")
         if fields["sign_type"] != "RSA2":
-            raise WebhookRejectedError("an Alipay notify not signed RSA2")
+            raise port.WebhookRejectedError("an Alipay notify not signed RSA2")
         if fields.get("charset", "utf-8").lower() != "utf-8":
-            raise WebhookRejectedError("an Alipay notify in a charset other than utf-8")
+            raise port.WebhookRejectedError("an Alipay notify in a charset other than utf-8")
         content = content_to_sign(fields, ("sign", "sign_type"))
         if not _verifies(self._alipay_key, content, fields["sign"]):
-            raise WebhookRejectedError("an Alipay notify whose signature does not verify")
+            raise port.WebhookRejectedError("an Alipay notify whose signature does not verify")
         if fields["app_id"] != self._app_id:
-            raise WebhookRejectedError("an Alipay notify for another app")
+            raise port.WebhookRejectedError("an Alipay notify for another app")
         if fields["trade_status"] not in _STANDINGS:
-            raise WebhookRejectedError("an Alipay notify with an unknown trade_status")
-        return WebhookNotice(
+            raise port.WebhookRejectedError("an Alipay notify with an unknown trade_status")
+        return port.WebhookNotice(
             provider_event_id=fields["notify_id"],
             method="alipay",
             view=_view(fields),
@@ -451,14 +435,16 @@ class AlipayGateway(HttpAdapter):
     @staticmethod
     def _check(method: str, currency: str, amount: int) -> None:
         if method != "alipay":
-            raise GatewayRejectedError(422, f"the Alipay gateway does not take {method!r}")
+            raise port.GatewayRejectedError(422, f"the Alipay gateway does not take {method!r}")
         if len(currency) != 3 or not currency.isalpha() or not currency.isupper():
-            raise GatewayRejectedError(422, f"not a currency Alipay can price in: {currency!r}")
+            raise port.GatewayRejectedError(
+                422, f"not a currency Alipay can price in: {currency!r}"
+            )
         if amount <= 0:
-            raise GatewayRejectedError(422, "an Alipay payment must be more than 0")
+            raise port.GatewayRejectedError(422, "an Alipay payment must be more than 0")
 
     @staticmethod
-    def _subject(request: PaymentRequest) -> str:
+    def _subject(request: port.PaymentRequest) -> str:
         subject = _SUBJECT_UNSAFE.sub(" ", request.description or "eSIM data plan").strip()
         return subject[:256] or "eSIM data plan"
 
@@ -468,9 +454,9 @@ class AlipayGateway(HttpAdapter):
             return inner
         if inner.get("sub_code") == "ACQ.TRADE_NOT_EXIST":
             return None
-        raise GatewayRejectedError(400, _said(inner))
+        raise port.GatewayRejectedError(400, _said(inner))
 
-    def _outcome(self, trade: Mapping[str, Any], request: PaymentRequest) -> PayOutcome:
+    def _outcome(self, trade: Mapping[str, Any], request: port.PaymentRequest) -> port.PayOutcome:
         status = trade.get("trade_status")
         if status in ("TRADE_SUCCESS", "TRADE_FINISHED"):
             return self._captured(trade, request)
@@ -478,25 +464,27 @@ class AlipayGateway(HttpAdapter):
             return self._page_pay(request)
         if status == "TRADE_CLOSED":
             if _paid(trade):
-                raise GatewayRejectedError(409, "the Alipay trade was paid and refunded in full")
-            raise PaymentDeclinedError(
+                raise port.GatewayRejectedError(
+                    409, "the Alipay trade was paid and refunded in full"
+                )
+            raise port.PaymentDeclinedError(
                 "not_approved", False, "the buyer cancelled, or the payment expired, at Alipay"
             )
-        raise GatewayUnavailableError(f"Alipay answered trade_status {str(status)[:40]!r}")
+        raise port.GatewayUnavailableError(f"Alipay answered trade_status {str(status)[:40]!r}")
 
     @staticmethod
-    def _captured(answer: Mapping[str, Any], request: PaymentRequest) -> Captured:
+    def _captured(answer: Mapping[str, Any], request: port.PaymentRequest) -> port.Captured:
         trade_no = answer.get("trade_no")
         if not isinstance(trade_no, str) or not trade_no:
-            raise GatewayUnavailableError("an Alipay payment answer without trade_no")
+            raise port.GatewayUnavailableError("an Alipay payment answer without trade_no")
         amount = _minor(answer.get("total_amount"))
-        return Captured(
+        return port.Captured(
             provider_reference=trade_no,
             amount=request.amount if amount is None else amount,
             currency=str(answer.get("trans_currency") or "CNY"),
         )
 
-    def _page_pay(self, request: PaymentRequest) -> ActionRequired:
+    def _page_pay(self, request: port.PaymentRequest) -> port.ActionRequired:
         expires_at = self._clock() + self._page_timeout
         biz = {
             "out_trade_no": request.reference,
@@ -511,7 +499,7 @@ class AlipayGateway(HttpAdapter):
             "alipay.trade.page.pay", biz, notify=True, return_url=request.return_url
         )
         separator = "&" if "?" in self._gateway_url else "?"
-        return ActionRequired(
+        return port.ActionRequired(
             provider_reference=request.reference,
             url=f"{self._gateway_url}{separator}{urlencode(params)}",
             # Alipay's time_expire has whole seconds: the page closes no later than this.
@@ -527,12 +515,12 @@ class AlipayGateway(HttpAdapter):
             return []
         url = inner.get("bill_download_url")
         if inner.get("code") != "10000" or not isinstance(url, str) or not url:
-            raise GatewayRejectedError(400, _said(inner))
+            raise port.GatewayRejectedError(400, _said(inner))
         response = await self.call("GET", url)
         if is_transient(response.status_code):
-            raise GatewayUnavailableError(f"HTTP {response.status_code} for an Alipay bill")
+            raise port.GatewayUnavailableError(f"HTTP {response.status_code} for an Alipay bill")
         if not response.is_success:
-            raise GatewayRejectedError(response.status_code, "Alipay's bill could not be read")
+            raise port.GatewayRejectedError(response.status_code, "Alipay's bill could not be read")
         return _bill_rows(response.text)
 
 
@@ -555,10 +543,10 @@ def bill_periods(since: datetime, now: datetime) -> list[str]:
 
 
 _STANDINGS = {
-    "WAIT_BUYER_PAY": Standing.ACTION_REQUIRED,
-    "TRADE_SUCCESS": Standing.CAPTURED,
-    "TRADE_FINISHED": Standing.CAPTURED,
-    "TRADE_CLOSED": Standing.CANCELLED,
+    "WAIT_BUYER_PAY": port.Standing.ACTION_REQUIRED,
+    "TRADE_SUCCESS": port.Standing.CAPTURED,
+    "TRADE_FINISHED": port.Standing.CAPTURED,
+    "TRADE_CLOSED": port.Standing.CANCELLED,
 }
 
 
@@ -574,19 +562,19 @@ def _priced_in(currency: str) -> dict[str, str]:
     return {} if currency == "CNY" else {"trans_currency": currency}
 
 
-def _view(trade: Mapping[str, Any]) -> PaymentView:
+def _view(trade: Mapping[str, Any]) -> port.PaymentView:
     """A trade, as `trade.query` or a notify tells it."""
     status = str(trade.get("trade_status"))
-    standing = _STANDINGS.get(status, Standing.NOT_FOUND)
+    standing = _STANDINGS.get(status, port.Standing.NOT_FOUND)
     amount = _minor(trade.get("total_amount"))
     paid = _paid(trade)
     refunded = _minor(trade.get("refund_fee")) or 0
-    if standing is Standing.CANCELLED and paid:
-        standing = Standing.REFUNDED
+    if standing is port.Standing.CANCELLED and paid:
+        standing = port.Standing.REFUNDED
         refunded = refunded or (amount or 0)
     paid_at = _beijing_time(trade.get("gmt_payment") or trade.get("send_pay_date"))
     trade_no = trade.get("trade_no")
-    return PaymentView(
+    return port.PaymentView(
         standing=standing,
         reference=str(trade.get("out_trade_no") or "") or None,
         provider_reference=trade_no if isinstance(trade_no, str) and trade_no else None,
@@ -630,7 +618,7 @@ def _bill_rows(text: str) -> list[dict[str, str]]:
     return [dict(zip(header, (c.strip() for c in row), strict=False)) for row in reader]
 
 
-def _bill_views(rows: list[dict[str, str]]) -> list[PaymentView]:
+def _bill_views(rows: list[dict[str, str]]) -> list[port.PaymentView]:
     """One view per trade in the bill rows: what was paid and what was refunded."""
     trades: dict[str, dict[str, Any]] = {}
     for row in rows:
@@ -651,8 +639,8 @@ def _bill_views(rows: list[dict[str, str]]) -> list[PaymentView]:
         paid, refunded = trade["paid"], trade["refunded"]
         fully = paid and refunded >= paid
         views.append(
-            PaymentView(
-                standing=Standing.REFUNDED if fully else Standing.CAPTURED,
+            port.PaymentView(
+                standing=port.Standing.REFUNDED if fully else port.Standing.CAPTURED,
                 reference=trade["reference"] or None,
                 provider_reference=trade_no,
                 amount=paid or None,

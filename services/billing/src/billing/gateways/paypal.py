@@ -58,26 +58,7 @@ from paypalserversdk.http.auth.o_auth_2 import ClientCredentialsAuthCredentials
 from paypalserversdk.paypal_serversdk_client import PaypalServersdkClient
 from pydantic import BaseModel, ValidationError
 
-from billing.gateways.port import (
-    ActionRequired,
-    Authorized,
-    Captured,
-    CaptureRequest,
-    GatewayRejectedError,
-    GatewayUnavailableError,
-    LookupRequest,
-    PaymentDeclinedError,
-    PaymentRequest,
-    PaymentView,
-    PayOutcome,
-    RefundReceipt,
-    RefundRequest,
-    Standing,
-    Voided,
-    VoidRequest,
-    WebhookNotice,
-    WebhookRejectedError,
-)
+from billing.gateways import port
 
 logger = logging.getLogger("billing.gateways.paypal")
 
@@ -279,7 +260,7 @@ class _Verifier(HttpAdapter):
 
     system = "paypal"
     called = "PayPal"
-    unavailable = GatewayUnavailableError
+    unavailable = port.GatewayUnavailableError
 
     def __init__(self, base_url: str, client_id: str, secret: str, timeout_s: float) -> None:
         super().__init__(base_url.rstrip("/"), timeout_s=timeout_s)
@@ -309,9 +290,11 @@ class _Verifier(HttpAdapter):
                 answer = self.reply(response, _Verification, "an answer without a status")
                 return answer.verification_status == "SUCCESS"
             if is_transient(response.status_code) or response.status_code in (401, 403):
-                raise GatewayUnavailableError(f"PayPal verify: HTTP {response.status_code}")
-            raise WebhookRejectedError(f"PayPal would not verify it: {_error_text(response.text)}")
-        raise GatewayUnavailableError("PayPal verify: the access token was refused")
+                raise port.GatewayUnavailableError(f"PayPal verify: HTTP {response.status_code}")
+            raise port.WebhookRejectedError(
+                f"PayPal would not verify it: {_error_text(response.text)}"
+            )
+        raise port.GatewayUnavailableError("PayPal verify: the access token was refused")
 
     async def _access_token(self, *, renew: bool) -> str:
         if self._token is not None and not renew and time.monotonic() < self._expires:
@@ -325,7 +308,7 @@ class _Verifier(HttpAdapter):
         if not response.is_success:
             if not is_transient(response.status_code):
                 logger.warning("PayPal refused billing's client credentials: check them")
-            raise GatewayUnavailableError(f"PayPal token: HTTP {response.status_code}")
+            raise port.GatewayUnavailableError(f"PayPal token: HTTP {response.status_code}")
         token = self.reply(response, _Token, "a token answer without a token")
         # Renew a minute early, so a token never expires between asking and using it.
         self._expires = time.monotonic() + max(token.expires_in - 60, 0)
@@ -380,7 +363,7 @@ class PayPalGateway:
 
     # ---- the port ------------------------------------------------------------------------
 
-    async def pay(self, request: PaymentRequest) -> PayOutcome:
+    async def pay(self, request: port.PaymentRequest) -> port.PayOutcome:
         """Create (or find) the order under the key and authorize it once approved."""
         order = await self._create_order(request)
         if _waiting(order):
@@ -388,16 +371,16 @@ class PayPalGateway:
         if order.status in ("CREATED", "PAYER_ACTION_REQUIRED", "VOIDED") and (
             order.authorization is None
         ):
-            raise PaymentDeclinedError(
+            raise port.PaymentDeclinedError(
                 "not_approved", False, f"PayPal order {order.id} was cancelled or expired"
             )
         if order.status == "APPROVED":
             order = await self._authorize(order.id, request.idempotency_key)
         if order.status not in ("COMPLETED", "VOIDED"):
-            raise GatewayRejectedError(422, f"PayPal order {order.id} is {order.status}")
+            raise port.GatewayRejectedError(422, f"PayPal order {order.id} is {order.status}")
         return self._authorization_outcome(order)
 
-    async def capture(self, request: CaptureRequest) -> Captured:
+    async def capture(self, request: port.CaptureRequest) -> port.Captured:
         """Capture the order's authorization once; an earlier capture is returned as is."""
         order = await self._get_order(request.provider_reference)
         done = order.completed_capture
@@ -405,7 +388,7 @@ class PayPalGateway:
             return self._captured(order, done)
         authorization = order.authorization
         if authorization is None:
-            raise GatewayRejectedError(409, f"PayPal order {order.id} has no authorization")
+            raise port.GatewayRejectedError(409, f"PayPal order {order.id} has no authorization")
         try:
             answer = await self._call(
                 "capture",
@@ -417,7 +400,7 @@ class PayPalGateway:
                     "body": {"final_capture": True},
                 },
             )
-        except GatewayRejectedError as error:
+        except port.GatewayRejectedError as error:
             if "AUTHORIZATION_ALREADY_CAPTURED" not in str(error):
                 raise
             # Captured under another key (or the answer was lost): the one capture stands.
@@ -429,20 +412,20 @@ class PayPalGateway:
         if capture.status == "DECLINED":
             code, retryable = capture.decline()
             logger.info("paypal capture %s declined on order %s", capture.id, order.id)
-            raise PaymentDeclinedError(
+            raise port.PaymentDeclinedError(
                 code, retryable, f"PayPal declined capture {capture.id} of order {order.id}"
             )
         return self._captured(order, capture)
 
-    async def void(self, request: VoidRequest) -> Voided:
+    async def void(self, request: port.VoidRequest) -> port.Voided:
         """Void the order's authorization; an order with none holds nothing to release."""
         order = await self._get_order(request.provider_reference)
         authorization = order.authorization
         if authorization is None or authorization.status in ("VOIDED", "DECLINED", "EXPIRED"):
             # Nothing is held: an order nobody authorized expires by itself at PayPal.
-            return Voided(provider_reference=order.id)
+            return port.Voided(provider_reference=order.id)
         if authorization.status != "CREATED":
-            raise GatewayRejectedError(
+            raise port.GatewayRejectedError(
                 409, f"PayPal authorization {authorization.id} is {authorization.status}"
             )
         try:
@@ -454,12 +437,12 @@ class PayPalGateway:
                     "paypal_request_id": request.idempotency_key,
                 },
             )
-        except GatewayRejectedError as error:
+        except port.GatewayRejectedError as error:
             if "AUTHORIZATION_VOIDED" not in str(error):
                 raise
-        return Voided(provider_reference=order.id)
+        return port.Voided(provider_reference=order.id)
 
-    async def refund(self, request: RefundRequest) -> RefundReceipt:
+    async def refund(self, request: port.RefundRequest) -> port.RefundReceipt:
         """Refund `amount` of a capture (`charge_id`) once per key."""
         currency = request.currency
         if currency is None:
@@ -474,7 +457,7 @@ class PayPalGateway:
             )
             currency = capture.amount.currency_code if capture.amount else None
         if currency is None:
-            raise GatewayUnavailableError("PayPal capture without an amount")
+            raise port.GatewayUnavailableError("PayPal capture without an amount")
         answer = await self._call(
             "refund",
             self._client.payments.refund_captured_payment,
@@ -492,29 +475,29 @@ class PayPalGateway:
         )
         refund = _parse(_Payment, answer, "a refund")
         amount = refund.amount.minor() if refund.amount else request.amount
-        return RefundReceipt(refund_id=refund.id, amount=amount, currency=currency)
+        return port.RefundReceipt(refund_id=refund.id, amount=amount, currency=currency)
 
-    async def look_up(self, request: LookupRequest) -> PaymentView:
+    async def look_up(self, request: port.LookupRequest) -> port.PaymentView:
         """Where the order stands, by its id; changes nothing."""
         if request.provider_reference is None:
-            raise GatewayRejectedError(
+            raise port.GatewayRejectedError(
                 400,
                 "PayPal finds an order by its id only: call pay again under the same key, "
                 "which returns the order made under it",
             )
         try:
             order = await self._get_order(request.provider_reference)
-        except GatewayRejectedError as error:
+        except port.GatewayRejectedError as error:
             if error.status == 404:
-                return PaymentView(
-                    standing=Standing.NOT_FOUND, reference=request.reference, method=METHOD
+                return port.PaymentView(
+                    standing=port.Standing.NOT_FOUND, reference=request.reference, method=METHOD
                 )
             raise
         return self._view(order)
 
-    async def list_payments(self, since: datetime) -> list[PaymentView]:
+    async def list_payments(self, since: datetime) -> list[port.PaymentView]:
         """Captures and refunds from Transaction Search, 31 days per request."""
-        views: list[PaymentView] = []
+        views: list[port.PaymentView] = []
         # Whole seconds, as PayPal's dates go: the start rounded down, the end up.
         start = since.astimezone(UTC).replace(microsecond=0)
         now = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
@@ -538,22 +521,22 @@ class PayPalGateway:
             start = end
         return views
 
-    async def read_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookNotice:
+    async def read_webhook(self, headers: Mapping[str, str], body: bytes) -> port.WebhookNotice:
         """Verify a webhook by asking PayPal, then say what its event reports."""
         lowered = {k.lower(): v for k, v in headers.items()}
         missing = [h for h in WEBHOOK_HEADERS if not lowered.get(h)]
         if missing:
-            raise WebhookRejectedError(f"a PayPal webhook without {', '.join(missing)}")
+            raise port.WebhookRejectedError(f"a PayPal webhook without {', '.join(missing)}")
         try:
             document = json.loads(body)
         except ValueError:
-            raise WebhookRejectedError("a PayPal webhook whose body is not JSON") from None
+            raise port.WebhookRejectedError("a PayPal webhook whose body is not JSON") from None
         if not isinstance(document, dict):
-            raise WebhookRejectedError("a PayPal webhook whose body is not an object")
+            raise port.WebhookRejectedError("a PayPal webhook whose body is not an object")
         try:
             event = _Event.model_validate(document)
         except ValidationError:
-            raise WebhookRejectedError(
+            raise port.WebhookRejectedError(
                 "a PayPal webhook without id, event_type or resource"
             ) from None
         genuine = await self._verifier.verify(
@@ -568,8 +551,10 @@ class PayPalGateway:
             }
         )
         if not genuine:
-            raise WebhookRejectedError("PayPal says the webhook's signature is not genuine")
-        return WebhookNotice(provider_event_id=event.id, method=METHOD, view=_event_view(event))
+            raise port.WebhookRejectedError("PayPal says the webhook's signature is not genuine")
+        return port.WebhookNotice(
+            provider_event_id=event.id, method=METHOD, view=_event_view(event)
+        )
 
     # ---- calls ---------------------------------------------------------------------------
 
@@ -587,11 +572,11 @@ class PayPalGateway:
             outcome = f"{response.status_code // 100}xx"
         except TimeoutError as error:
             outcome = "timeout"
-            raise GatewayUnavailableError(
+            raise port.GatewayUnavailableError(
                 f"PayPal {what}: no answer within {self._timeout_s:g} s"
             ) from error
         except requests.RequestException as error:
-            raise GatewayUnavailableError(
+            raise port.GatewayUnavailableError(
                 f"PayPal {what}: unreachable ({type(error).__name__})"
             ) from error
         except AuthValidationException as error:
@@ -600,7 +585,7 @@ class PayPalGateway:
             logger.warning(
                 "PayPal gave no access token for %s: check the client id and secret", what
             )
-            raise GatewayUnavailableError(f"PayPal {what}: no access token") from error
+            raise port.GatewayUnavailableError(f"PayPal {what}: no access token") from error
         except ApiException as error:
             outcome = f"{int(error.response_code) // 100}xx"
             raise _refusal(what, error) from error
@@ -615,10 +600,12 @@ class PayPalGateway:
         try:
             document = json.loads(text)
         except ValueError as error:
-            raise GatewayUnavailableError(f"PayPal {what}: an answer that is not JSON") from error
+            raise port.GatewayUnavailableError(
+                f"PayPal {what}: an answer that is not JSON"
+            ) from error
         return document if isinstance(document, dict) else None
 
-    async def _create_order(self, request: PaymentRequest) -> _Order:
+    async def _create_order(self, request: port.PaymentRequest) -> _Order:
         source: dict[str, Any] = {}
         if request.token:
             source["vault_id"] = request.token
@@ -630,7 +617,7 @@ class PayPalGateway:
                 "user_action": "CONTINUE",
             }
         if not source:
-            raise GatewayRejectedError(
+            raise port.GatewayRejectedError(
                 400, "a PayPal payment needs a saved source (token) or a return_url for the buyer"
             )
         unit: dict[str, Any] = {
@@ -681,35 +668,39 @@ class PayPalGateway:
 
     # ---- answers -------------------------------------------------------------------------
 
-    def _action_required(self, order: _Order) -> ActionRequired:
+    def _action_required(self, order: _Order) -> port.ActionRequired:
         url = order.link("payer-action", "approve")
         if url is None:
-            raise GatewayUnavailableError(f"PayPal order {order.id} without an approval link")
+            raise port.GatewayUnavailableError(f"PayPal order {order.id} without an approval link")
         created = order.create_time or datetime.now(UTC)
-        return ActionRequired(
+        return port.ActionRequired(
             provider_reference=order.id, url=url, expires_at=created + ORDER_APPROVAL_WINDOW
         )
 
-    def _authorization_outcome(self, order: _Order) -> PayOutcome:
+    def _authorization_outcome(self, order: _Order) -> port.PayOutcome:
         authorization = order.authorization
         if authorization is None:
-            raise GatewayUnavailableError(f"PayPal order {order.id} is COMPLETED without a payment")
+            raise port.GatewayUnavailableError(
+                f"PayPal order {order.id} is COMPLETED without a payment"
+            )
         if authorization.status == "DECLINED":
             code, retryable = authorization.decline()
             logger.info("paypal authorization %s declined on order %s", authorization.id, order.id)
-            raise PaymentDeclinedError(
+            raise port.PaymentDeclinedError(
                 code, retryable, f"PayPal declined the authorization of order {order.id}"
             )
         if authorization.status == "CAPTURED" and (done := order.completed_capture) is not None:
             return self._captured(order, done)
         if authorization.status not in ("CREATED", "PENDING"):
-            raise GatewayRejectedError(
+            raise port.GatewayRejectedError(
                 422, f"PayPal authorization {authorization.id} is {authorization.status}"
             )
         money = authorization.amount or order.unit.amount
         if money is None or authorization.expiration_time is None:
-            raise GatewayUnavailableError(f"PayPal authorization {authorization.id} lacks terms")
-        return Authorized(
+            raise port.GatewayUnavailableError(
+                f"PayPal authorization {authorization.id} lacks terms"
+            )
+        return port.Authorized(
             provider_reference=order.id,
             amount=money.minor(),
             currency=money.currency_code,
@@ -717,18 +708,18 @@ class PayPalGateway:
         )
 
     @staticmethod
-    def _captured(order: _Order, capture: _Payment) -> Captured:
+    def _captured(order: _Order, capture: _Payment) -> port.Captured:
         money = capture.amount or order.unit.amount
         if money is None:
-            raise GatewayUnavailableError(f"PayPal capture {capture.id} without an amount")
-        return Captured(
+            raise port.GatewayUnavailableError(f"PayPal capture {capture.id} without an amount")
+        return port.Captured(
             provider_reference=capture.id,
             amount=money.minor(),
             currency=money.currency_code,
             payment_reference=order.id,
         )
 
-    def _view(self, order: _Order) -> PaymentView:
+    def _view(self, order: _Order) -> port.PaymentView:
         unit = order.unit
         common: dict[str, Any] = {
             "reference": unit.reference_id,
@@ -739,27 +730,27 @@ class PayPalGateway:
         }
         if _waiting(order):
             action = self._action_required(order)
-            return PaymentView(
-                standing=Standing.ACTION_REQUIRED,
+            return port.PaymentView(
+                standing=port.Standing.ACTION_REQUIRED,
                 action_url=action.url,
                 action_expires_at=action.expires_at,
                 **common,
             )
         if order.status == "APPROVED":
-            return PaymentView(standing=Standing.APPROVED, **common)
+            return port.PaymentView(standing=port.Standing.APPROVED, **common)
         authorization = order.authorization
         if authorization is None:
             # Cancelled, or never approved in time: PayPal leaves a cancelled order waiting
             # until it expires, so an order past its approval window counts as cancelled.
-            return PaymentView(standing=Standing.CANCELLED, **common)
+            return port.PaymentView(standing=port.Standing.CANCELLED, **common)
         capture = order.completed_capture
         if capture is not None:
             refunded = sum(r.amount.minor() for r in unit.payments.refunds if r.amount)
             captured = capture.amount.minor() if capture.amount else 0
-            return PaymentView(
-                standing=Standing.REFUNDED
+            return port.PaymentView(
+                standing=port.Standing.REFUNDED
                 if captured and refunded >= captured
-                else Standing.CAPTURED,
+                else port.Standing.CAPTURED,
                 captured_amount=captured,
                 refunded_amount=refunded,
                 capture_reference=capture.id,
@@ -768,11 +759,13 @@ class PayPalGateway:
         declined = [c for c in unit.payments.captures if c.status == "DECLINED"]
         if authorization.status == "DECLINED" or declined:
             code, _ = (declined[-1] if declined else authorization).decline()
-            return PaymentView(standing=Standing.DECLINED, decline_code=code, **common)
+            return port.PaymentView(standing=port.Standing.DECLINED, decline_code=code, **common)
         if authorization.status in ("VOIDED", "EXPIRED"):
-            return PaymentView(standing=Standing.VOIDED, **common)
-        return PaymentView(
-            standing=Standing.AUTHORIZED, capture_before=authorization.expiration_time, **common
+            return port.PaymentView(standing=port.Standing.VOIDED, **common)
+        return port.PaymentView(
+            standing=port.Standing.AUTHORIZED,
+            capture_before=authorization.expiration_time,
+            **common,
         )
 
 
@@ -792,13 +785,13 @@ def _refusal(what: str, error: ApiException) -> Exception:
     status = int(error.response_code)
     text = getattr(error.response, "text", "") or ""
     if is_transient(status):
-        return GatewayUnavailableError(f"PayPal {what}: HTTP {status}")
+        return port.GatewayUnavailableError(f"PayPal {what}: HTTP {status}")
     issues = _issues(text)
     for issue in issues:
         if issue in DECLINE_ISSUES:
             code, retryable = DECLINE_ISSUES[issue]
-            return PaymentDeclinedError(code, retryable, f"PayPal {what}: {issue}")
-    return GatewayRejectedError(status, f"PayPal {what}: {_error_text(text)}")
+            return port.PaymentDeclinedError(code, retryable, f"PayPal {what}: {issue}")
+    return port.GatewayRejectedError(status, f"PayPal {what}: {_error_text(text)}")
 
 
 def _issues(text: str) -> list[str]:
@@ -835,17 +828,19 @@ def _parse(model: type[_M], document: dict[str, Any] | None, what: str) -> _M:
         return model.model_validate(document or {})
     except ValidationError as error:
         # The call may have worked: billing asks again (look_up or the same key).
-        raise GatewayUnavailableError(f"PayPal answered with {what} that lacks fields") from error
+        raise port.GatewayUnavailableError(
+            f"PayPal answered with {what} that lacks fields"
+        ) from error
 
 
-def _event_view(event: _Event) -> PaymentView:
+def _event_view(event: _Event) -> port.PaymentView:
     """What a PayPal event says of the payment it is about."""
     kind = event.event_type
     if kind == "CHECKOUT.ORDER.APPROVED":
         order = _parse_event(_Order, event)
         unit = order.unit
-        return PaymentView(
-            standing=Standing.APPROVED,
+        return port.PaymentView(
+            standing=port.Standing.APPROVED,
             reference=unit.reference_id,
             provider_reference=order.id,
             amount=unit.amount.minor() if unit.amount else None,
@@ -854,33 +849,33 @@ def _event_view(event: _Event) -> PaymentView:
             at=event.create_time,
         )
     standings = {
-        "PAYMENT.AUTHORIZATION.CREATED": Standing.AUTHORIZED,
-        "PAYMENT.AUTHORIZATION.VOIDED": Standing.VOIDED,
-        "PAYMENT.CAPTURE.COMPLETED": Standing.CAPTURED,
-        "PAYMENT.CAPTURE.DECLINED": Standing.DECLINED,
-        "PAYMENT.CAPTURE.REFUNDED": Standing.REFUNDED,
+        "PAYMENT.AUTHORIZATION.CREATED": port.Standing.AUTHORIZED,
+        "PAYMENT.AUTHORIZATION.VOIDED": port.Standing.VOIDED,
+        "PAYMENT.CAPTURE.COMPLETED": port.Standing.CAPTURED,
+        "PAYMENT.CAPTURE.DECLINED": port.Standing.DECLINED,
+        "PAYMENT.CAPTURE.REFUNDED": port.Standing.REFUNDED,
     }
     if kind not in standings:
-        raise WebhookRejectedError(f"a PayPal event billing does not subscribe to: {kind}")
+        raise port.WebhookRejectedError(f"a PayPal event billing does not subscribe to: {kind}")
     payment = _parse_event(_Payment, event)
     standing = standings[kind]
     amount = payment.amount.minor() if payment.amount else None
     capture_reference: str | None = None
-    if standing in (Standing.CAPTURED, Standing.DECLINED):
+    if standing in (port.Standing.CAPTURED, port.Standing.DECLINED):
         capture_reference = payment.id
-    elif standing is Standing.REFUNDED and (up := payment.link("up")):
+    elif standing is port.Standing.REFUNDED and (up := payment.link("up")):
         capture_reference = up.rstrip("/").rsplit("/", 1)[-1]
-    return PaymentView(
+    return port.PaymentView(
         standing=standing,
         reference=payment.custom_id,
         provider_reference=payment.supplementary_data.related_ids.order_id,
-        amount=amount if standing is not Standing.REFUNDED else None,
+        amount=amount if standing is not port.Standing.REFUNDED else None,
         currency=payment.amount.currency_code if payment.amount else None,
-        captured_amount=(amount or 0) if standing is Standing.CAPTURED else 0,
-        refunded_amount=(amount or 0) if standing is Standing.REFUNDED else 0,
+        captured_amount=(amount or 0) if standing is port.Standing.CAPTURED else 0,
+        refunded_amount=(amount or 0) if standing is port.Standing.REFUNDED else 0,
         capture_reference=capture_reference,
-        capture_before=payment.expiration_time if standing is Standing.AUTHORIZED else None,
-        decline_code=payment.decline()[0] if standing is Standing.DECLINED else None,
+        capture_before=payment.expiration_time if standing is port.Standing.AUTHORIZED else None,
+        decline_code=payment.decline()[0] if standing is port.Standing.DECLINED else None,
         method=METHOD,
         at=event.create_time,
     )
@@ -890,12 +885,12 @@ def _parse_event(model: type[_M], event: _Event) -> _M:
     try:
         return model.model_validate(event.resource)
     except ValidationError:
-        raise WebhookRejectedError(
+        raise port.WebhookRejectedError(
             f"a PayPal {event.event_type} event without its resource"
         ) from None
 
 
-def _transaction(detail: _TransactionDetail) -> PaymentView | None:
+def _transaction(detail: _TransactionDetail) -> port.PaymentView | None:
     """A Transaction Search row as a payment: captures (T0006) and refunds (T1107) only."""
     info = detail.transaction_info
     amount = info.transaction_amount.minor()
@@ -906,16 +901,16 @@ def _transaction(detail: _TransactionDetail) -> PaymentView | None:
         "at": info.transaction_initiation_date,
     }
     if info.transaction_event_code == "T0006":
-        return PaymentView(
-            standing=Standing.CAPTURED,
+        return port.PaymentView(
+            standing=port.Standing.CAPTURED,
             amount=amount,
             captured_amount=amount,
             capture_reference=info.transaction_id,
             **common,
         )
     if info.transaction_event_code == "T1107":
-        return PaymentView(
-            standing=Standing.REFUNDED,
+        return port.PaymentView(
+            standing=port.Standing.REFUNDED,
             provider_reference=info.transaction_id,
             refunded_amount=-amount,
             capture_reference=info.paypal_reference_id,

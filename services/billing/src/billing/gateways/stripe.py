@@ -31,26 +31,7 @@ import stripe
 from esim_core.outside.transport import TimedTransport
 from stripe.params import PaymentIntentCreateParams, RefundCreateParams
 
-from billing.gateways.port import (
-    ActionRequired,
-    Authorized,
-    Captured,
-    CaptureRequest,
-    GatewayRejectedError,
-    GatewayUnavailableError,
-    LookupRequest,
-    PaymentDeclinedError,
-    PaymentRequest,
-    PaymentView,
-    PayOutcome,
-    RefundReceipt,
-    RefundRequest,
-    Standing,
-    Voided,
-    VoidRequest,
-    WebhookNotice,
-    WebhookRejectedError,
-)
+from billing.gateways import port
 
 logger = logging.getLogger(__name__)
 
@@ -179,10 +160,10 @@ class StripeGateway:
 
     # Payments ----------------------------------------------------------------------------
 
-    async def pay(self, request: PaymentRequest) -> PayOutcome:
+    async def pay(self, request: port.PaymentRequest) -> port.PayOutcome:
         """Create and confirm a manual-capture PaymentIntent; see `PaymentGateway.pay`."""
         if not request.token:
-            raise GatewayRejectedError(
+            raise port.GatewayRejectedError(
                 400, "a card payment needs a payment method saved at Stripe (token)"
             )
         params: PaymentIntentCreateParams = {
@@ -210,34 +191,34 @@ class StripeGateway:
                 intent = await self._client.v1.payment_intents.retrieve_async(intent.id)
         return self._outcome(intent)
 
-    def _outcome(self, intent: stripe.PaymentIntent) -> PayOutcome:
+    def _outcome(self, intent: stripe.PaymentIntent) -> port.PayOutcome:
         view = self._view(intent)
         match view.standing:
-            case Standing.AUTHORIZED:
+            case port.Standing.AUTHORIZED:
                 assert view.capture_before is not None
-                return Authorized(
+                return port.Authorized(
                     intent.id,
                     intent.amount_capturable,
                     intent.currency.upper(),
                     view.capture_before,
                 )
-            case Standing.ACTION_REQUIRED if view.action_url and view.action_expires_at:
-                return ActionRequired(intent.id, view.action_url, view.action_expires_at)
-            case Standing.CAPTURED | Standing.REFUNDED:
+            case port.Standing.ACTION_REQUIRED if view.action_url and view.action_expires_at:
+                return port.ActionRequired(intent.id, view.action_url, view.action_expires_at)
+            case port.Standing.CAPTURED | port.Standing.REFUNDED:
                 return self._captured(intent)
-            case Standing.DECLINED | Standing.CANCELLED if intent.status != "canceled":
+            case port.Standing.DECLINED | port.Standing.CANCELLED if intent.status != "canceled":
                 error = intent.last_payment_error
                 code, retryable = (
                     billing_decline(_attr(error, "decline_code"), _attr(error, "code"))
                     if error is not None
                     else ("declined", False)
                 )
-                raise PaymentDeclinedError(code, retryable, f"PaymentIntent {intent.id}")
-        raise GatewayRejectedError(
+                raise port.PaymentDeclinedError(code, retryable, f"PaymentIntent {intent.id}")
+        raise port.GatewayRejectedError(
             409, f"PaymentIntent {intent.id} is {intent.status}: nothing to pay"
         )
 
-    async def capture(self, request: CaptureRequest) -> Captured:
+    async def capture(self, request: port.CaptureRequest) -> port.Captured:
         """Capture the held amount once; see `PaymentGateway.capture`.
 
         A capture already made (under this key or, after a lost answer, any other) is returned
@@ -253,16 +234,16 @@ class StripeGateway:
                 ),
             )
         if intent.status != "succeeded" and not captured:
-            raise GatewayRejectedError(
+            raise port.GatewayRejectedError(
                 400, f"PaymentIntent {intent.id} is {intent.status}: nothing to capture"
             )
         if intent.status != "succeeded":
-            raise GatewayRejectedError(
+            raise port.GatewayRejectedError(
                 409, f"PaymentIntent {intent.id} is {intent.status} after its capture"
             )
         return self._captured(intent)
 
-    async def void(self, request: VoidRequest) -> Voided:
+    async def void(self, request: port.VoidRequest) -> port.Voided:
         """Cancel the PaymentIntent, releasing its hold; see `PaymentGateway.void`."""
         with self._calling():
             intent, _ = await self._or_as_it_stands(
@@ -274,12 +255,12 @@ class StripeGateway:
                 ),
             )
         if intent.status != "canceled":
-            raise GatewayRejectedError(
+            raise port.GatewayRejectedError(
                 409, f"PaymentIntent {intent.id} is {intent.status}: it cannot be released"
             )
-        return Voided(intent.id)
+        return port.Voided(intent.id)
 
-    async def refund(self, request: RefundRequest) -> RefundReceipt:
+    async def refund(self, request: port.RefundRequest) -> port.RefundReceipt:
         """Refund a capture (by its charge or PaymentIntent id); see `PaymentGateway.refund`."""
         target = "payment_intent" if request.charge_id.startswith("pi_") else "charge"
         # Stripe's own `reason` takes three values; billing's reason travels as metadata.
@@ -298,11 +279,11 @@ class StripeGateway:
                 params,
                 {"idempotency_key": request.idempotency_key},
             )
-        return RefundReceipt(refund.id, refund.amount, refund.currency.upper())
+        return port.RefundReceipt(refund.id, refund.amount, refund.currency.upper())
 
     # Asking ------------------------------------------------------------------------------
 
-    async def look_up(self, request: LookupRequest) -> PaymentView:
+    async def look_up(self, request: port.LookupRequest) -> port.PaymentView:
         """Where the payment stands; retrieves and lists, never creates or confirms.
 
         With the PaymentIntent's id it is retrieved. Without one (the answer to `pay` was lost)
@@ -323,16 +304,20 @@ class StripeGateway:
                     )
                 except stripe.InvalidRequestError as error:
                     if error.code == "resource_missing":
-                        return PaymentView(Standing.NOT_FOUND, reference=request.reference)
+                        return port.PaymentView(
+                            port.Standing.NOT_FOUND, reference=request.reference
+                        )
                     raise
                 return await self._full_view(intent)
             since = self._clock() - KEY_RETENTION
             async for intent in self._intents_since(since):
                 if intent.metadata.to_dict().get(IDEMPOTENCY_METADATA) == request.idempotency_key:
                     return await self._full_view(intent)
-        return PaymentView(Standing.NOT_FOUND, reference=request.reference, method=self.method)
+        return port.PaymentView(
+            port.Standing.NOT_FOUND, reference=request.reference, method=self.method
+        )
 
-    async def list_payments(self, since: datetime) -> list[PaymentView]:
+    async def list_payments(self, since: datetime) -> list[port.PaymentView]:
         """Every PaymentIntent created since `since`, with what was refunded of each."""
         with self._calling():
             refunded: dict[str, int] = {}
@@ -355,7 +340,7 @@ class StripeGateway:
         async for intent in page.auto_paging_iter():
             yield intent
 
-    async def _full_view(self, intent: stripe.PaymentIntent) -> PaymentView:
+    async def _full_view(self, intent: stripe.PaymentIntent) -> port.PaymentView:
         if intent.status != "succeeded":
             return self._view(intent)
         refunds = await self._client.v1.refunds.list_async(
@@ -365,47 +350,49 @@ class StripeGateway:
         refunded = sum(amounts)
         return self._view(intent, refunded)
 
-    def _view(self, intent: stripe.PaymentIntent, refunded: int = 0) -> PaymentView:
+    def _view(self, intent: stripe.PaymentIntent, refunded: int = 0) -> port.PaymentView:
         """What a PaymentIntent says, in the port's terms."""
         error = intent.last_payment_error
         decline_code = None
-        standing: Standing
+        standing: port.Standing
         match intent.status:
             case "requires_capture":
-                standing = Standing.AUTHORIZED
+                standing = port.Standing.AUTHORIZED
             case "requires_action":
-                standing = Standing.ACTION_REQUIRED
+                standing = port.Standing.ACTION_REQUIRED
             case "succeeded":
                 received = intent.amount_received
                 standing = (
-                    Standing.REFUNDED if refunded and refunded >= received else Standing.CAPTURED
+                    port.Standing.REFUNDED
+                    if refunded and refunded >= received
+                    else port.Standing.CAPTURED
                 )
             case "canceled":
                 # A PaymentIntent cancelled after it was authorized released a hold.
                 held = _charge_id(intent) is not None and error is None
-                standing = Standing.VOIDED if held else Standing.CANCELLED
+                standing = port.Standing.VOIDED if held else port.Standing.CANCELLED
             case "requires_payment_method" if error is not None:
                 if _attr(error, "code") == AUTHENTICATION_FAILED:
-                    standing = Standing.CANCELLED
+                    standing = port.Standing.CANCELLED
                 else:
-                    standing = Standing.DECLINED
+                    standing = port.Standing.DECLINED
                     decline_code = billing_decline(
                         _attr(error, "decline_code"), _attr(error, "code")
                     )[0]
             case "processing":
-                raise GatewayUnavailableError(f"PaymentIntent {intent.id} is still processing")
+                raise port.GatewayUnavailableError(f"PaymentIntent {intent.id} is still processing")
             case _:
                 # Created but never confirmed: nothing was, or will be, taken under it.
-                standing = Standing.CANCELLED
+                standing = port.Standing.CANCELLED
         created = _moment(intent.created)
         assert created is not None
         action_url = None
         expires_at = None
-        if standing is Standing.ACTION_REQUIRED:
+        if standing is port.Standing.ACTION_REQUIRED:
             redirect = intent.next_action.redirect_to_url if intent.next_action else None
             action_url = redirect.url if redirect else None
             expires_at = created + self._action_window
-        return PaymentView(
+        return port.PaymentView(
             standing=standing,
             reference=intent.metadata.to_dict().get("reference"),
             provider_reference=intent.id,
@@ -416,7 +403,7 @@ class StripeGateway:
             refunded_amount=refunded,
             capture_reference=_charge_id(intent) if intent.amount_received else None,
             capture_before=created + self._capture_window
-            if standing is Standing.AUTHORIZED
+            if standing is port.Standing.AUTHORIZED
             else None,
             action_url=action_url,
             action_expires_at=expires_at,
@@ -425,8 +412,8 @@ class StripeGateway:
             at=created,
         )
 
-    def _captured(self, intent: stripe.PaymentIntent) -> Captured:
-        return Captured(
+    def _captured(self, intent: stripe.PaymentIntent) -> port.Captured:
+        return port.Captured(
             provider_reference=_charge_id(intent) or intent.id,
             amount=intent.amount_received,
             currency=intent.currency.upper(),
@@ -435,7 +422,7 @@ class StripeGateway:
 
     # Webhooks ----------------------------------------------------------------------------
 
-    async def read_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookNotice:
+    async def read_webhook(self, headers: Mapping[str, str], body: bytes) -> port.WebhookNotice:
         """Verify `Stripe-Signature` (300 s tolerance) and read the event's payment.
 
         Raises:
@@ -444,26 +431,26 @@ class StripeGateway:
         """
         signature = _header(headers, "Stripe-Signature")
         if signature is None:
-            raise WebhookRejectedError("no Stripe-Signature header")
+            raise port.WebhookRejectedError("no Stripe-Signature header")
         # The library reads any JSON after the signature and fails on one that is no object
         # (an AttributeError): such a body is no event, whoever signed it.
         try:
             document = json.loads(body)
         except ValueError as error:
-            raise WebhookRejectedError(f"the body is not a Stripe event: {error}") from None
+            raise port.WebhookRejectedError(f"the body is not a Stripe event: {error}") from None
         if not isinstance(document, dict):
-            raise WebhookRejectedError("the body is not a Stripe event: not a JSON object")
+            raise port.WebhookRejectedError("the body is not a Stripe event: not a JSON object")
         try:
             event = self._client.construct_event(
                 body, signature, self._webhook_secret, tolerance=WEBHOOK_TOLERANCE_S
             )
         except stripe.SignatureVerificationError as error:
-            raise WebhookRejectedError(f"Stripe-Signature does not verify: {error}") from None
+            raise port.WebhookRejectedError(f"Stripe-Signature does not verify: {error}") from None
         except ValueError as error:
-            raise WebhookRejectedError(f"the body is not a Stripe event: {error}") from None
-        return WebhookNotice(event.id, self.method, self._event_view(event))
+            raise port.WebhookRejectedError(f"the body is not a Stripe event: {error}") from None
+        return port.WebhookNotice(event.id, self.method, self._event_view(event))
 
-    def _event_view(self, event: stripe.Event) -> PaymentView:
+    def _event_view(self, event: stripe.Event) -> port.PaymentView:
         try:
             obj = event.data.object
             if isinstance(obj, stripe.PaymentIntent):
@@ -472,8 +459,8 @@ class StripeGateway:
                 return _charge_view(obj)
             kind = getattr(obj, "object", None)
         except (AttributeError, KeyError, TypeError, ValueError) as error:
-            raise WebhookRejectedError(f"a malformed Stripe event: {error}") from None
-        raise WebhookRejectedError(f"{event.type} events ({kind}) are not card payments")
+            raise port.WebhookRejectedError(f"a malformed Stripe event: {error}") from None
+        raise port.WebhookRejectedError(f"{event.type} events ({kind}) are not card payments")
 
     async def _or_as_it_stands(
         self, reference: str, act: Callable[[], Awaitable[stripe.PaymentIntent]]
@@ -504,7 +491,7 @@ class StripeGateway:
         except stripe.CardError as error:
             details = error.error
             code, retryable = billing_decline(details.decline_code if details else None, error.code)
-            raise PaymentDeclinedError(code, retryable, _said(error, secrets)) from None
+            raise port.PaymentDeclinedError(code, retryable, _said(error, secrets)) from None
         except (stripe.APIConnectionError, stripe.RateLimitError) as error:
             _unavailable(error, secrets)
         except stripe.StripeError as error:
@@ -513,11 +500,11 @@ class StripeGateway:
             # Stripe timed out on a lock: the outcome is not known yet, as after a timeout.
             if status is None or status >= 500 or status in (409, 429):
                 _unavailable(error, secrets)
-            raise GatewayRejectedError(status, _said(error, secrets)) from None
+            raise port.GatewayRejectedError(status, _said(error, secrets)) from None
 
 
 def _unavailable(error: stripe.StripeError, secrets: tuple[str, ...]) -> NoReturn:
-    raise GatewayUnavailableError(
+    raise port.GatewayUnavailableError(
         f"Stripe: {type(error).__name__} {error.http_status or ''} {_said(error, secrets)}".strip()
     ) from None
 
@@ -542,18 +529,18 @@ def _replayed(intent: stripe.PaymentIntent) -> bool:
     return response is not None and response.headers.get("idempotent-replayed") == "true"
 
 
-def _charge_view(charge: stripe.Charge) -> PaymentView:
+def _charge_view(charge: stripe.Charge) -> port.PaymentView:
     """What a Charge event says (`charge.refunded`; other charge events if subscribed)."""
     intent = charge.payment_intent
-    standing = Standing.CAPTURED
+    standing = port.Standing.CAPTURED
     if charge.status == "failed":
-        standing = Standing.DECLINED
+        standing = port.Standing.DECLINED
     elif charge.refunded:
-        standing = Standing.REFUNDED
+        standing = port.Standing.REFUNDED
     elif not charge.captured:
         # `charge.succeeded` comes at authorization too, with nothing captured yet.
-        standing = Standing.AUTHORIZED
-    return PaymentView(
+        standing = port.Standing.AUTHORIZED
+    return port.PaymentView(
         standing=standing,
         reference=charge.metadata.to_dict().get("reference"),
         provider_reference=intent if isinstance(intent, str) else getattr(intent, "id", None),

@@ -10,19 +10,7 @@ import httpx
 from esim_core.outside.adapter import HttpAdapter, NonEmpty, problem
 from pydantic import BaseModel, StrictBool
 
-from provisioning.platforms.port import (
-    BundleCancellation,
-    BundleOrder,
-    BundleOrderRequest,
-    BundleStatus,
-    BundleUsage,
-    CardUsage,
-    OrderNotFoundError,
-    PlatformRateLimitedError,
-    PlatformRejectedError,
-    PlatformUnavailableError,
-    UnknownIccidError,
-)
+from provisioning.platforms import port
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +40,11 @@ class HttpEsimPlatform(HttpAdapter):
 
     system = "esim_platform"
     called = "eSIM platform"
-    unavailable = PlatformUnavailableError
-    rejected = PlatformRejectedError
+    unavailable = port.PlatformUnavailableError
+    rejected = port.PlatformRejectedError
     default_headers = {"User-Agent": "esim-provisioning", "Accept": "application/json"}
 
-    async def order_bundle(self, request: BundleOrderRequest) -> BundleOrder:
+    async def order_bundle(self, request: port.BundleOrderRequest) -> port.BundleOrder:
         """Order a bundle; see `EsimPlatform.order_bundle`."""
         body = {
             "iccid": request.iccid,
@@ -75,18 +63,20 @@ class HttpEsimPlatform(HttpAdapter):
             # Without order_id the order may exist; asking again under the same key returns it.
             order = self.validate(document, response, _Order, "an order answer without order_id")
             if not order.status:
-                return BundleOrder(order_id=order.order_id, status="processing")
-            return BundleOrder(
+                return port.BundleOrder(order_id=order.order_id, status="processing")
+            return port.BundleOrder(
                 order_id=order.order_id,
                 status=order.status,
                 bundle=self._bundle(order.order_id, document, response),
             )
         message = problem(response).text
         if status == 404:
-            raise UnknownIccidError(f"the platform does not know card {request.iccid}: {message}")
+            raise port.UnknownIccidError(
+                f"the platform does not know card {request.iccid}: {message}"
+            )
         raise self.refused(response, message)
 
-    async def bundle_status(self, order_id: str) -> BundleStatus:
+    async def bundle_status(self, order_id: str) -> port.BundleStatus:
         """Where an order's bundle is; see `EsimPlatform.bundle_status`."""
         response = await self.call("GET", f"/v1/bundles/{quote(order_id, safe='')}")
         status = response.status_code
@@ -94,10 +84,10 @@ class HttpEsimPlatform(HttpAdapter):
             return self._bundle(order_id, self.document(response), response)
         message = problem(response).text
         if status == 404:
-            raise OrderNotFoundError(404, f"order {order_id} is unknown: {message}")
+            raise port.OrderNotFoundError(404, f"order {order_id} is unknown: {message}")
         raise self.refused(response, message)
 
-    async def cancel_bundle(self, order_id: str) -> BundleCancellation:
+    async def cancel_bundle(self, order_id: str) -> port.BundleCancellation:
         """Cancel a bundle that has not started; see `EsimPlatform.cancel_bundle`."""
         response = await self.call("POST", f"/v1/bundles/{quote(order_id, safe='')}/cancel")
         status = response.status_code
@@ -107,17 +97,19 @@ class HttpEsimPlatform(HttpAdapter):
             answer = self.validate(
                 document, response, _Cancelled, "a cancel answer without cancelled"
             )
-            return BundleCancellation(
+            return port.BundleCancellation(
                 order_id=order_id,
                 cancelled=answer.cancelled,
                 bundle=self._bundle(order_id, document, response),
             )
         message = problem(response).text
         if status == 404:
-            raise OrderNotFoundError(404, f"order {order_id} is unknown: {message}")
+            raise port.OrderNotFoundError(404, f"order {order_id} is unknown: {message}")
         raise self.refused(response, message)
 
-    async def card_usage(self, iccid: str, *, ended_within_s: float | None = None) -> CardUsage:
+    async def card_usage(
+        self, iccid: str, *, ended_within_s: float | None = None
+    ) -> port.CardUsage:
         """Every bundle of a card and its use; see `EsimPlatform.card_usage`."""
         params = {} if ended_within_s is None else {"ended_within_s": math.ceil(ended_within_s)}
         response = await self.call("GET", f"/v1/cards/{quote(iccid, safe='')}/usage", params=params)
@@ -126,25 +118,25 @@ class HttpEsimPlatform(HttpAdapter):
             return _card_usage(iccid, self.document(response), status)
         message = problem(response).text
         if status == 404:
-            raise UnknownIccidError(f"the platform does not know card {iccid}: {message}")
+            raise port.UnknownIccidError(f"the platform does not know card {iccid}: {message}")
         if status == 429:
-            raise PlatformRateLimitedError(
+            raise port.PlatformRateLimitedError(
                 f"HTTP 429: {message}", _retry_after(response.headers.get("Retry-After"))
             )
         raise self.refused(response, message)
 
     def _bundle(
         self, order_id: str, document: dict[str, Any], response: httpx.Response
-    ) -> BundleStatus:
+    ) -> port.BundleStatus:
         self.validate(document, response, _Status, "a bundle answer without a status")
         return _bundle(order_id, document)
 
 
-def _bundle(order_id: str, document: dict[str, Any]) -> BundleStatus:
+def _bundle(order_id: str, document: dict[str, Any]) -> port.BundleStatus:
     data_mb = document.get("data_mb")
     reason = document.get("failure_reason")
     returned_id = document.get("order_id")
-    return BundleStatus(
+    return port.BundleStatus(
         order_id=returned_id if isinstance(returned_id, str) and returned_id else order_id,
         status=document["status"],
         valid_from=_time(document.get("valid_from"), "valid_from", order_id),
@@ -168,9 +160,9 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def _card_usage(iccid: str, document: dict[str, Any], http_status: int) -> CardUsage:
+def _card_usage(iccid: str, document: dict[str, Any], http_status: int) -> port.CardUsage:
     as_of = _time(document.get("as_of"), "as_of", iccid) or datetime.now(UTC)
-    bundles: list[BundleUsage] = []
+    bundles: list[port.BundleUsage] = []
     for item in document.get("bundles") or ():
         if not isinstance(item, dict):
             continue
@@ -180,7 +172,7 @@ def _card_usage(iccid: str, document: dict[str, Any], http_status: int) -> CardU
             logger.warning("card %s: a usage entry without order, status or size: %r", iccid, item)
             continue
         bundles.append(
-            BundleUsage(
+            port.BundleUsage(
                 order_id=order_id,
                 status=state,
                 data_mb=data_mb,
@@ -190,8 +182,8 @@ def _card_usage(iccid: str, document: dict[str, Any], http_status: int) -> CardU
             )
         )
     if not bundles and "bundles" not in document:
-        raise PlatformUnavailableError(f"HTTP {http_status}: a usage answer without bundles")
-    return CardUsage(iccid=iccid, as_of=as_of, bundles=tuple(bundles))
+        raise port.PlatformUnavailableError(f"HTTP {http_status}: a usage answer without bundles")
+    return port.CardUsage(iccid=iccid, as_of=as_of, bundles=tuple(bundles))
 
 
 def _time(value: Any, name: str, order_id: str) -> datetime | None:
