@@ -100,7 +100,7 @@ async def test_a_failing_action_does_not_stop_the_rest_of_the_shutdown(
 async def test_a_stop_ends_a_long_purge_after_the_chunk_in_hand(
     runtime: ServiceRuntime,
 ) -> None:
-    old = utcnow() - timedelta(days=30)
+    old = utcnow() - timedelta(seconds=runtime.settings.inbox_retention_s) - timedelta(days=1)
     await runtime.database.create_tables(runtime.tables)
     async with runtime.database.session() as session:
         for number in range(200):
@@ -118,8 +118,9 @@ async def test_a_stop_ends_a_long_purge_after_the_chunk_in_hand(
         return int(count)
 
     async with runtime.running():
-        while await left(runtime.database) == 200:
-            await asyncio.sleep(0.01)
+        async with asyncio.timeout(10):
+            while await left(runtime.database) == 200:
+                await asyncio.sleep(0.01)
         stopping_at = time.monotonic()
     assert time.monotonic() - stopping_at < 2.0
     reopened = Database(runtime.settings.database_url)

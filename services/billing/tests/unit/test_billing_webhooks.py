@@ -115,7 +115,8 @@ async def test_a_providers_call_is_remembered_for_the_webhook_window_not_the_con
             )
             return list(rows.all())
 
-    # Past the Kafka consumer's window, within the providers' (Stripe resends 30 days back).
+    # Within the providers' window (Stripe resends 30 days back), then past it: the webhook
+    # rows go by their own window, not by the Kafka consumer's (38 days).
     assert await aged(20) == ["notify_kept"]
     again = await client.post("/webhooks/alipay", content=body, headers=SIGNED)
     assert again.text == "success"

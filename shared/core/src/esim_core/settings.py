@@ -272,8 +272,9 @@ def _readable(path: Path) -> Path:
     return path
 
 
-INBOX_RETENTION_S = 15 * 24 * 3600.0
-"""The inbox window's default: a topic's 7-day retention.ms plus a 7-day segment.ms, and a day."""
+INBOX_RETENTION_S = 38 * 24 * 3600.0
+"""The inbox window's default: the longest retention.ms declared (`esim_core.messaging.topics`:
+dead letters, 30 days), plus a segment.ms (7 days), plus a day."""
 
 
 class TopicSettings(BaseSettings):
@@ -372,12 +373,14 @@ class ServiceSettings(KafkaSettings, TopicSettings):
         INBOX_RETENTION_S,
         ge=60,
         description="how long the id of a consumed Kafka event is kept, so that a redelivery "
-        "is dropped; past it the id is purged. A consumer group reset to the earliest offset "
-        "re-reads every event its topics still hold, so the window must outlast the longest "
-        "a topic holds a record: the 7 days of retention.ms of the topics carriers read, plus "
-        "up to 7 more, as Kafka deletes a log segment whole once its newest record is past "
-        "retention.ms and rolls a segment every segment.ms (7 days by default), plus a day: "
-        "15 days. Shorten it only with the topics' retention.ms and segment.ms",
+        "is dropped; past it the id is purged. The window must outlast the oldest event that "
+        "can come again: a consumer group reset to the earliest offset re-reads what its "
+        "topics hold (retention.ms: 7 days, 14 for the topics carriers read), and `esimctl "
+        "dlq replay` puts a dead letter (kept 30 days) back on its topic, where every group "
+        "reads it again, those that handled it too. Kafka deletes a log segment whole once its "
+        "newest record is past retention.ms, and rolls a segment every segment.ms (7 days by "
+        "default), so a record can outlive its retention by that much: 30 + 7 days, and a day: "
+        "38 days. Shorten it only with the topics' retention.ms and segment.ms",
     )
     purge_interval_s: float = Field(
         60.0,
