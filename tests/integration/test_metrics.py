@@ -120,3 +120,20 @@ def test_gateway_and_platform_calls_are_timed(scraped: dict[str, str]) -> None:
         ]
         assert sum(value for _, value in counts) >= 1, f"{service}: no {system} call timed"
         assert all(labels["operation"].count("/") <= 2 for labels, _ in counts)
+
+
+def test_every_service_ran_a_purge_pass_of_each_kind_without_an_error(
+    scraped: dict[str, str],
+) -> None:
+    # A kind's counter has a sample once a pass has purged it (by nothing, this young), so a
+    # sample per kind says the pass ran against the real database under its Redis lease.
+    extra = {"billing": {"webhook inbox"}, "provisioning": {"callback"}}
+    for service, text in scraped.items():
+        kinds = {labels["kind"] for labels, _ in samples(text, "esim_rows_purged_total")}
+        assert kinds == {"outbox", "inbox", *extra.get(service, set())}, service
+        errors = [
+            value
+            for labels, value in samples(text, "esim_worker_errors_total")
+            if labels.get("worker") == "purge"
+        ]
+        assert sum(errors) == 0, f"{service}: a purge pass failed"

@@ -1,13 +1,21 @@
-"""ServiceRuntime.stop runs the `on_stop` actions once, after the loops, before closing."""
+"""ServiceRuntime.stop runs the `on_stop` actions once, after the loops, before closing, and ends
+a purge between two chunks."""
 
 import asyncio
+import time
+from datetime import timedelta
 from pathlib import Path
 from unittest.mock import AsyncMock
 
 import pytest
+from esim_core.clock import utcnow
+from esim_core.duework.leases import LocalLock
+from esim_core.messaging.inbox import InboxEntry
+from esim_core.persistence.db import Database
 from esim_core.service import ServiceRuntime
 from esim_core.settings import ServiceSettings
-from sqlalchemy import text
+from sqlalchemy import func, text
+from sqlmodel import select
 
 
 @pytest.fixture
@@ -87,3 +95,36 @@ async def test_a_failing_action_does_not_stop_the_rest_of_the_shutdown(
 
     assert order == ["loop step ended", "failing action", "pool closed", "database closed"]
     runtime.publisher.stop.assert_awaited_once()  # type: ignore[attr-defined]
+
+
+async def test_a_stop_ends_a_long_purge_after_the_chunk_in_hand(
+    runtime: ServiceRuntime,
+) -> None:
+    old = utcnow() - timedelta(seconds=runtime.settings.inbox_retention_s) - timedelta(days=1)
+    await runtime.database.create_tables(runtime.tables)
+    async with runtime.database.session() as session:
+        for number in range(200):
+            session.add(
+                InboxEntry(
+                    consumer="stopper", event_id=f"e-{number}", event_type="t", processed_at=old
+                )
+            )
+    runtime.purger.lock = LocalLock()
+    runtime.purger.chunk, runtime.purger.pause_s = 1, 0.02  # a backlog of 200 chunks
+
+    async def left(database: Database) -> int:
+        async with database.session() as session:
+            count = (await session.exec(select(func.count()).select_from(InboxEntry))).one()
+        return int(count)
+
+    async with runtime.running():
+        async with asyncio.timeout(10):
+            while await left(runtime.database) == 200:
+                await asyncio.sleep(0.01)
+        stopping_at = time.monotonic()
+    assert time.monotonic() - stopping_at < 2.0
+    reopened = Database(runtime.settings.database_url)
+    try:
+        assert 0 < await left(reopened) < 200, "the purge stopped midway, between chunks"
+    finally:
+        await reopened.close()

@@ -21,7 +21,7 @@ from billing.handlers import on_payment_requested, on_profile_activated, on_refu
 from billing.refunding import RefundWorker
 from billing.settings import BillingSettings
 from billing.store import TABLES
-from billing.webhooks import build_webhook_router
+from billing.webhooks import build_webhook_router, webhook_inbox_retention
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +129,7 @@ def build(
     runtime.routers.append(
         build_webhook_router(runtime.database, charges.flow, chosen, runtime.wake)
     )
+    runtime.retain(webhook_inbox_retention(settings.webhook_retention_s))
     runtime.produces(
         events.PaymentActionRequired,
         events.PaymentAuthorized,

@@ -150,6 +150,15 @@ class BillingSettings(ServiceSettings):
         le=500,
         description="payments (or refunds) in flight at once: each a gateway call and a commit",
     )
+    webhook_retention_s: float = Field(
+        31 * 24 * 3600.0,
+        ge=3600,
+        description="how long the id of a provider's webhook call (Stripe event, PayPal event, "
+        "Alipay notify) is kept, so that the same call sent again is applied once; past it the "
+        "id is purged. The providers retry an unanswered call for up to 3 days (Alipay about "
+        "25 hours), and Stripe lists and resends the events of the last 30 days on request: "
+        "31 days outlasts them all",
+    )
     worker_lease_s: float = Field(
         60.0,
         gt=0,

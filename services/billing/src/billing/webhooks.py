@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from esim_core.clock import utcnow
-from esim_core.messaging.inbox import record_new
+from esim_core.duework.purge import Retention
+from esim_core.messaging.inbox import inbox_retention, record_new
 from esim_core.observability.logs import ids_bound
 from esim_core.observability.tracing import current_traceparent, span
 from esim_core.persistence.db import Database
@@ -36,6 +37,16 @@ logger = logging.getLogger(__name__)
 
 PROVIDERS = ("stripe", "paypal", "alipay")
 MAX_BODY_BYTES = 256 * 1024
+
+
+def webhook_consumer(provider: str) -> str:
+    """The inbox consumer a provider's calls are recorded under (kept `WEBHOOK_RETENTION_S`)."""
+    return f"webhook:{provider}"
+
+
+def webhook_inbox_retention(keep_s: float) -> Retention:
+    """The window of every provider's recorded calls: a call sent again within it is dropped."""
+    return inbox_retention("webhook inbox", [webhook_consumer(each) for each in PROVIDERS], keep_s)
 
 
 def _header(name: str, description: str) -> dict[str, Any]:
@@ -186,7 +197,7 @@ async def apply_notice(
     """Apply a verified call once; True when it moved a payment."""
     async with database.session() as session:
         new = await record_new(
-            session, f"webhook:{provider}", [(notice.provider_event_id, notice.view.standing)]
+            session, webhook_consumer(provider), [(notice.provider_event_id, notice.view.standing)]
         )
         if not new:
             logger.info("%s webhook %s again: applied before", provider, notice.provider_event_id)

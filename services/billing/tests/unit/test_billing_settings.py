@@ -119,6 +119,11 @@ async def test_bootstrap_wires_the_consumers_the_webhooks_and_the_operator_route
             "/webhooks/paypal",
             "/webhooks/alipay",
         } <= paths
+        windows = {each.kind: each for each in billing.runtime.purger.retentions}
+        assert windows["webhook inbox"].keep_s == settings.webhook_retention_s == 31 * 86400
+        assert windows["webhook inbox"].only == {
+            "consumer": ["webhook:stripe", "webhook:paypal", "webhook:alipay"]
+        }
     finally:
         await billing.runtime.stop()
 

@@ -12,6 +12,7 @@ from billing.domain import PaymentState
 from billing.gateways import Standing
 from billing.handlers import on_payment_requested
 from billing.store import Payment
+from billing.webhooks import webhook_consumer
 from billing_testkit import (
     FAILED,
     FakeGateway,
@@ -22,12 +23,14 @@ from billing_testkit import (
     settle,
 )
 from esim_core.clock import utcnow
+from esim_core.duework.leases import LocalLock
+from esim_core.messaging.inbox import InboxEntry
 from esim_core.observability.tracing import configure_tracing, current_traceparent, span
 from esim_core.persistence.db import Database
 from esim_core.testing import api_client, handle, published
 from esim_core.web.operator import OperatorAuth
 from sqlalchemy import update
-from sqlmodel import col
+from sqlmodel import col, select
 
 TOKEN = "operator-token-for-tests"
 OPERATOR = {"Authorization": f"Bearer {TOKEN}"}
@@ -84,6 +87,41 @@ async def test_a_replayed_webhook_is_applied_once_and_alipay_hears_success(
     payment = await payment_of(database, renewal_id)
     assert payment.state == PaymentState.SETTLED
     assert len(await published(database, "esim.payment.settled.v1")) == 1
+
+
+async def test_a_providers_call_is_remembered_for_the_webhook_window_not_the_consumers(
+    billing: Billing, database: Database, gateway: FakeGateway, client: httpx.AsyncClient
+) -> None:
+    renewal_id = await waiting_for_the_buyer(billing, "alipay")
+    gateway.buyer(renewal_id, "approve")
+    body = f'{{"id": "notify_kept", "key": "charge:{renewal_id}"}}'
+    assert (await client.post("/webhooks/alipay", content=body, headers=SIGNED)).text == "success"
+    purger = billing.runtime.purger
+    purger.lock = LocalLock()
+
+    async def aged(days: float) -> list[str]:
+        async with database.session() as session:
+            await session.exec(
+                update(InboxEntry)
+                .where(col(InboxEntry.consumer) == webhook_consumer("alipay"))
+                .values(processed_at=utcnow() - timedelta(days=days))
+            )
+        await purger.purge()
+        async with database.session() as session:
+            rows = await session.exec(
+                select(InboxEntry.event_id).where(
+                    col(InboxEntry.consumer) == webhook_consumer("alipay")
+                )
+            )
+            return list(rows.all())
+
+    # Within the providers' window (Stripe resends 30 days back), then past it: the webhook
+    # rows go by their own window, not by the Kafka consumer's (38 days).
+    assert await aged(20) == ["notify_kept"]
+    again = await client.post("/webhooks/alipay", content=body, headers=SIGNED)
+    assert again.text == "success"
+    assert len(await published(database, "esim.payment.settled.v1")) == 1
+    assert await aged(32) == []
 
 
 async def test_what_a_webhook_publishes_continues_the_renewals_trace(

@@ -20,7 +20,7 @@ from esim_schemas import (
 )
 
 from provisioning.activating import ActivationWorker
-from provisioning.callbacks import CallbackReceiver, build_callback_router
+from provisioning.callbacks import CallbackReceiver, build_callback_router, callback_retention
 from provisioning.cancelling import CancellationWorker
 from provisioning.domain import FollowUpRules, UsageRules
 from provisioning.handlers import Handlers
@@ -125,10 +125,7 @@ def build(
         BundleCancelled,
     )
     runtime.routers.append(build_callback_router(callbacks))
-    # A callback id only needs keeping while its signed timestamp would still be taken.
-    runtime.loop(
-        "callback-retention", callbacks.forget_old, settings.callback_tolerance_s, singleton=True
-    )
+    runtime.retain(callback_retention(settings.callback_retention_s))
     return Provisioning(
         runtime=runtime,
         platform=chosen,

@@ -2,9 +2,10 @@
 
 A callback is taken only with a valid HMAC-SHA256 signature over `<timestamp>.<raw body>` and
 a timestamp within the tolerance; anything else is 401 and changes nothing. Its id is stored
-with its effects in one transaction, so a repeat (the platform resending, an attacker replaying
-within the tolerance) is answered 200 and does nothing. Callbacks only speed things up: polling
-finds the same changes when a callback is lost or refused.
+with its effects in one transaction and kept for `PROVISIONING_CALLBACK_RETENTION_S`, so a
+repeat (the platform resending, freshly signed, or an attacker replaying within the tolerance)
+is answered 200 and does nothing. Callbacks only speed things up: polling finds the same
+changes when a callback is lost or refused.
 """
 
 import hashlib
@@ -16,12 +17,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from esim_core.clock import utcnow
+from esim_core.duework.purge import Retention
 from esim_core.messaging.outbox import Outbox
 from esim_core.persistence.db import Database
 from esim_core.web.problems import ProblemError, problem_responses
 from fastapi import APIRouter, Request
 from prometheus_client import Counter
-from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -154,19 +155,6 @@ class CallbackReceiver:
         logger.info("eSIM platform callback %s (%s): %s", callback_id, kind, outcome)
         return {"status": outcome, "id": callback_id}
 
-    async def forget_old(self) -> int:
-        """Delete the ids of callbacks too old to be taken again (their timestamp is refused).
-
-        Returns how many were deleted.
-        """
-        cutoff = utcnow() - timedelta(seconds=2 * self.tolerance_s)
-        async with self.database.session() as session:
-            result: Any = await session.exec(
-                delete(PlatformCallback).where(col(PlatformCallback.received_at) < cutoff)
-            )
-        deleted: int = result.rowcount or 0
-        return deleted
-
     async def _may_apply(self, kind: str, document: dict[str, Any]) -> bool:
         """Whether a verified callback could change anything, read without a write lock.
 
@@ -222,6 +210,11 @@ class CallbackReceiver:
             await watch_card(session, bundle.iccid, now + timedelta(seconds=self.poll_later_s))
             return "applied"
         return "ignored"
+
+
+def callback_retention(keep_s: float) -> Retention:
+    """The window of taken callbacks' ids (`received_at`, indexed): a repeat within is dropped."""
+    return Retention("callback", PlatformCallback, "received_at", keep_s)
 
 
 def _document(body: bytes) -> dict[str, Any]:

@@ -124,6 +124,17 @@ class ProvisioningSettings(ServiceSettings):
         description="how far a callback's signed timestamp may be from now; older ones are "
         "refused as replays",
     )
+    callback_retention_s: float = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        validate_default=True,
+        description="how long the id of a taken callback is kept, so that the same callback "
+        "sent again is answered `duplicate` and changes nothing; past it the id is purged. The "
+        "platform sends a callback it got no answer for again under its id, freshly signed "
+        "(as the sandbox's redeliver does), and webhook senders retry for up to 3 days: 7 "
+        "days outlasts them. Must exceed twice PROVISIONING_CALLBACK_TOLERANCE_S (a signed "
+        "timestamp is taken that far either side of now)",
+    )
 
     def local_defaults(self) -> Iterator[LocalDefault]:
         """The settings that keep a local run's value (refused in production at start)."""
@@ -148,6 +159,17 @@ class ProvisioningSettings(ServiceSettings):
     @classmethod
     def _retry_cap_not_below_base(cls, value: float, info: ValidationInfo) -> float:
         return not_below(cls, value, info, "retry_backoff_s")
+
+    @field_validator("callback_retention_s")
+    @classmethod
+    def _callback_ids_outlast_their_timestamps(cls, value: float, info: ValidationInfo) -> float:
+        tolerance = info.data.get("callback_tolerance_s")
+        if tolerance is not None and value <= 2 * tolerance:
+            raise ValueError(
+                f"must exceed twice PROVISIONING_CALLBACK_TOLERANCE_S ({2 * tolerance:g} s): a "
+                "replay of a forgotten id would be taken while its timestamp still is"
+            )
+        return value
 
     @field_validator("worker_lease_s")
     @classmethod

@@ -28,6 +28,7 @@ def test_defaults() -> None:
     assert settings.esim_platform_url == "http://127.0.0.1:8011"
     assert settings.activation_deadline_s == 86400
     assert settings.poll_interval_s == 0.5
+    assert settings.callback_retention_s == 7 * 24 * 3600
 
 
 def test_values_come_from_prefixed_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,6 +53,7 @@ def test_values_come_from_prefixed_variables(monkeypatch: pytest.MonkeyPatch) ->
         ("PROVISIONING_PLATFORM_ATTEMPTS", "0", "greater than or equal to 1"),
         ("PROVISIONING_WORKER_LEASE_S", "20", "must exceed the longest platform round, 46 s"),
         ("PROVISIONING_HTTP_PORT", "70000", "less than or equal to 65535"),
+        ("PROVISIONING_CALLBACK_RETENTION_S", "600", "must exceed twice PROVISIONING_CALLBACK"),
     ],
 )
 def test_a_bad_value_names_its_variable_and_the_problem(
@@ -92,6 +94,8 @@ async def test_bootstrap_wires_the_http_platform_and_the_consumer(
         app = http_app(built.runtime, OperatorAuth("operator-token-for-tests"))
         paths = set(app.openapi()["paths"])
         assert {"/v1/activations/{renewal_id}", "/v1/activations"} <= paths
+        windows = {each.kind: each.keep_s for each in built.runtime.purger.retentions}
+        assert windows["callback"] == settings.callback_retention_s
     finally:
         await built.runtime.stop()
     # The stop closed the platform's pool with the rest.

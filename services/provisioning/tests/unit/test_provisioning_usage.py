@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from esim_core.clock import as_utc, utcnow
+from esim_core.duework.leases import LocalLock
 from esim_core.persistence.db import Database
 from esim_core.testing import published
 from esim_core.web.problems import ProblemError
@@ -24,7 +25,7 @@ from provisioning_testkit import (
     run_until_final,
 )
 from sqlalchemy import update
-from sqlmodel import select
+from sqlmodel import col, select
 
 SECRET = "sandbox-callback-secret"
 DATA_LOW = "esim.data.low.v1"
@@ -291,18 +292,45 @@ async def test_a_poll_redone_after_a_crash_publishes_nothing_twice(
     assert await thresholds(database) == [75, 90]
 
 
-async def test_callback_ids_are_kept_only_while_a_replay_could_be_taken(
+async def test_a_callback_sent_again_freshly_signed_hours_later_is_a_duplicate(
     provisioning: Provisioning, database: Database, platform: FakePlatform
 ) -> None:
     renewal_id = await activate(provisioning)
-    callback = threshold_callback(await order_of(platform, renewal_id), percent(50))
-    await provisioning.callbacks.receive(*signed(callback))
-    assert await provisioning.callbacks.forget_old() == 0
+    callback = threshold_callback(await order_of(platform, renewal_id), percent(80))
+    first = await provisioning.callbacks.receive(*signed(callback))
     async with database.session() as session:
         await session.exec(
-            update(PlatformCallback).values(received_at=utcnow() - timedelta(hours=1))
+            update(PlatformCallback).values(received_at=utcnow() - timedelta(hours=6))
         )
-    assert await provisioning.callbacks.forget_old() == 1
+    provisioning.runtime.purger.lock = LocalLock()
+    assert await provisioning.runtime.purger.purge() == {"outbox": 0, "inbox": 0, "callback": 0}
+
+    # The platform sends it again under its id with a new timestamp and signature.
+    again = await provisioning.callbacks.receive(*signed(callback))
+    assert (first["status"], again["status"]) == ("applied", "duplicate")
+
+
+async def test_callback_ids_past_their_window_are_purged(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    renewal_id = await activate(provisioning)
+    order_id = await order_of(platform, renewal_id)
+    for used in (percent(10), percent(20)):
+        await provisioning.callbacks.receive(*signed(threshold_callback(order_id, used)))
+    window = provisioning.runtime.settings.callback_retention_s  # type: ignore[attr-defined]
+    async with database.session() as session:
+        oldest = (await session.exec(select(PlatformCallback.id))).first()
+        await session.exec(
+            update(PlatformCallback)
+            .where(col(PlatformCallback.id) == oldest)
+            .values(received_at=utcnow() - timedelta(seconds=window + 60))
+        )
+    provisioning.runtime.purger.lock = LocalLock()
+
+    assert (await provisioning.runtime.purger.purge())["callback"] == 1
+    async with database.session() as session:
+        left = (await session.exec(select(PlatformCallback.id))).all()
+    assert len(left) == 1 and oldest not in left
 
 
 async def test_a_new_bundle_that_nothing_used_yet_publishes_no_usage(

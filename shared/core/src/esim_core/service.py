@@ -24,12 +24,13 @@ from sqlmodel import SQLModel
 
 from esim_core.duework.leases import RedisLock
 from esim_core.duework.loop import DueLoop, Work, run_forever
+from esim_core.duework.purge import Purger, Retention
 from esim_core.duework.worker import DueWorker
 from esim_core.messaging.consumer import EventConsumer, Route
-from esim_core.messaging.inbox import InboxEntry
+from esim_core.messaging.inbox import InboxEntry, inbox_retention
 from esim_core.messaging.intake import Intake
 from esim_core.messaging.kafka import EventPublisher, make_broker
-from esim_core.messaging.outbox import Outbox, OutboxMessage, OutboxRelay
+from esim_core.messaging.outbox import Outbox, OutboxMessage, OutboxRelay, outbox_retention
 from esim_core.messaging.topics import TopicsError, prepare_topics
 from esim_core.observability.telemetry import refresh_on_scrape, scrape_gauges
 from esim_core.observability.tracing import shutdown_tracing
@@ -91,8 +92,17 @@ class ServiceRuntime:
             RedisLock(self.redis, f"{name}:outbox-relay", ttl_s=10),
             interval_s=settings.relay_interval_s,
             batch_size=settings.relay_batch,
-            retention_s=settings.outbox_retention_s,
         )
+        # The tables that only deduplicate or relay keep what a redelivery could still need,
+        # no more; one replica at a time purges them (esim_core.duework.purge).
+        self.purger = Purger(
+            self.database,
+            RedisLock(self.redis, f"{name}:purge", ttl_s=30),
+            chunk=settings.purge_chunk,
+            interval_s=settings.purge_interval_s,
+        )
+        self.purger.keep(outbox_retention(settings.outbox_retention_s))
+        self.purger.keep(inbox_retention("inbox", [name], settings.inbox_retention_s))
 
     def consume(self, topic: str, routes: Sequence[Route]) -> None:
         """Consume a topic in this service's consumer group, routing each event model."""
@@ -201,6 +211,13 @@ class ServiceRuntime:
         """Run `step` every `interval_s` seconds; a singleton runs on one replica at a time."""
         self._loops.append((name, step, interval_s, singleton))
 
+    def retain(self, retention: Retention) -> None:
+        """Purge the rows of one more kind past its window (a callback log, a webhook inbox).
+
+        The outbox and the inbox rows of this service's consumer have theirs already.
+        """
+        self.purger.keep(retention)
+
     def on_startup(self, action: Callable[[], Awaitable[None]]) -> None:
         """Run `action` once at start, after the migrations and before consuming.
 
@@ -246,6 +263,7 @@ class ServiceRuntime:
         await self.broker.start()
         self._stopping.clear()
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+        self._tasks.append(asyncio.create_task(self.purger.run(), name="purge"))
         for due in self.due_loops:
             self._tasks.append(asyncio.create_task(due.run(), name=due.what))
         for name, step, interval_s, singleton in self._loops:
@@ -264,9 +282,10 @@ class ServiceRuntime:
         First the consumer leaves its group (the batch being handled finishes and its offsets
         commit; the rest is redelivered to whoever takes the partitions); then the due-work
         loops stop claiming and their rounds in flight finish or are abandoned with their
-        leases released; then the periodic loops end; then the `on_stop` actions run; then the
-        relay publishes what was committed; then the connections close. Whatever a step cannot
-        do in time is durable (offsets, rows, outbox) and is redone by the next process.
+        leases released; then the periodic loops end (the purge, told with them, after its
+        chunk in hand); then the `on_stop` actions run; then the relay publishes what was
+        committed; then the connections close. Whatever a step cannot do in time is durable
+        (offsets, rows, outbox) and is redone by the next process.
         """
         started = time.monotonic()
         budget = self.settings.stop_timeout_s
@@ -289,6 +308,7 @@ class ServiceRuntime:
         # Leave room at the end for the relay's flush and closing the connections.
         await step("stopped consuming", self.broker.stop(), left(reserve=budget * 0.4))
         self._stopping.set()
+        self.purger.stop()
         await step(
             "stopped due work",
             asyncio.gather(*(due.stop(left(reserve=budget * 0.3)) for due in self.due_loops)),

@@ -272,6 +272,11 @@ def _readable(path: Path) -> Path:
     return path
 
 
+INBOX_RETENTION_S = 38 * 24 * 3600.0
+"""The inbox window's default: the longest retention.ms declared (`esim_core.messaging.topics`:
+dead letters, 30 days), plus a segment.ms (7 days), plus a day."""
+
+
 class TopicSettings(BaseSettings):
     """How the declared topics (`esim_core.messaging.topics`) are made on this cluster.
 
@@ -360,7 +365,36 @@ class ServiceSettings(KafkaSettings, TopicSettings):
     outbox_retention_s: float = Field(
         24 * 3600.0,
         ge=0,
-        description="how long published outbox rows are kept (for inspection) before deletion",
+        description="how long published outbox rows are kept (for inspection: the operator's "
+        "outbox and saga views show them) before they are purged; nothing deduplicates by "
+        "them, so the window is for people, not for redeliveries",
+    )
+    inbox_retention_s: float = Field(
+        INBOX_RETENTION_S,
+        ge=60,
+        description="how long the id of a consumed Kafka event is kept, so that a redelivery "
+        "is dropped; past it the id is purged. The window must outlast the oldest event that "
+        "can come again: a consumer group reset to the earliest offset re-reads what its "
+        "topics hold (retention.ms: 7 days, 14 for the topics carriers read), and `esimctl "
+        "dlq replay` puts a dead letter (kept 30 days) back on its topic, where every group "
+        "reads it again, those that handled it too. Kafka deletes a log segment whole once its "
+        "newest record is past retention.ms, and rolls a segment every segment.ms (7 days by "
+        "default), so a record can outlive its retention by that much: 30 + 7 days, and a day: "
+        "38 days. Shorten it only with the topics' retention.ms and segment.ms",
+    )
+    purge_interval_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="how often the rows past their window (inbox, outbox, callback log) are "
+        "purged, by one replica at a time",
+    )
+    purge_chunk: int = Field(
+        500,
+        ge=1,
+        le=10_000,
+        description="most rows one purge statement deletes, each in a short transaction of "
+        "its own, so a purge never holds a lock that the consumer waits on for long",
     )
     sqlite_inline: bool = Field(
         True,

@@ -4,16 +4,23 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Index, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from esim_core.duework.purge import Retention
+
 
 class InboxEntry(SQLModel, table=True):
-    """One consumed event, per consumer; its presence makes a redelivery a no-op."""
+    """One consumed event, per consumer; its presence makes a redelivery a no-op.
+
+    Kept for its consumer's window (`inbox_retention`), then purged: the index on
+    (consumer, processed_at) is what the purge's cutoff query reads.
+    """
 
     __tablename__ = "inbox"
+    __table_args__ = (Index("ix_inbox_consumer_processed_at", "consumer", "processed_at"),)
 
     consumer: str = Field(primary_key=True, max_length=128)
     event_id: str = Field(primary_key=True, max_length=256)
@@ -61,6 +68,17 @@ async def record_new(
     ]
     result = await connection.execute(_INSERT_NEW[connection.dialect.name], rows)
     return {row[0] for row in result}
+
+
+def inbox_retention(kind: str, consumers: Sequence[str], keep_s: float) -> Retention:
+    """The window of these consumers' inbox rows: a redelivery within it is dropped.
+
+    Every name a service records consumed events under needs one (its Kafka consumer's is
+    the runtime's), or its rows are never purged.
+    """
+    if not consumers:
+        raise ValueError(f"the {kind} window needs the consumers it is for")
+    return Retention(kind, InboxEntry, "processed_at", keep_s, only={"consumer": list(consumers)})
 
 
 def _insert_new(dialect_insert: Any) -> Any:

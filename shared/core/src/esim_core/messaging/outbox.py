@@ -3,17 +3,18 @@
 import asyncio
 import contextlib
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from esim_schemas import CloudEvent, EventData, new_event
 from opentelemetry.trace import SpanKind
-from sqlalchemy import Column, LargeBinary, delete, event, select, update
+from sqlalchemy import Column, LargeBinary, event, select, update
 from sqlmodel import Field, SQLModel, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from esim_core.clock import utcnow
 from esim_core.duework.leases import Lock
+from esim_core.duework.purge import Retention
 from esim_core.messaging.kafka import EventPublisher, OutgoingMessage
 from esim_core.observability.metrics import EVENTS_PUBLISHED, OUTBOX_PUBLISHED, OUTBOX_RELAY_ERRORS
 from esim_core.observability.tracing import (
@@ -124,8 +125,8 @@ class OutboxRelay:
     keeps each partition's order), then marks every acknowledged row in one statement. A row
     whose send failed stays unpublished and goes out in a later round. Publishing is at least
     once: a crash between the broker's ack and the mark publishes the row again with the same
-    CloudEvents id, which consumers' inboxes drop. Rows published longer ago than `retention_s`
-    are deleted, a bounded chunk at a time, so the table does not grow without end.
+    CloudEvents id, which consumers' inboxes drop. Published rows are purged by the service's
+    `Purger` once `outbox_retention` says (not here: a purge would hold up the relay's rounds).
     """
 
     def __init__(
@@ -137,7 +138,6 @@ class OutboxRelay:
         *,
         interval_s: float = 0.5,
         batch_size: int = 500,
-        retention_s: float = 24 * 3600.0,
     ) -> None:
         self.database = database
         self.outbox = outbox
@@ -145,22 +145,16 @@ class OutboxRelay:
         self.lock = lock
         self.interval_s = interval_s
         self.batch_size = batch_size
-        self.retention_s = retention_s
         self._stopping = asyncio.Event()
-        self._next_cleanup = 0.0
 
     async def run(self) -> None:
         """Relay until `stop`; only the replica holding the lock publishes."""
-        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             try:
                 if await self.lock.acquire():
                     while await self.relay_once() == self.batch_size:
                         if self._stopping.is_set():
                             break
-                    if loop.time() >= self._next_cleanup:
-                        self._next_cleanup = loop.time() + 60.0
-                        await self.delete_published()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -247,23 +241,10 @@ class OutboxRelay:
             raise failed
         return len(published)
 
-    async def delete_published(self, *, chunk: int = 5000) -> int:
-        """Delete one chunk of rows published longer ago than the retention; returns how many."""
-        cutoff = utcnow() - timedelta(seconds=self.retention_s)
-        async with self.database.session() as session:
-            old = (
-                select(col(OutboxMessage.id))
-                .where(
-                    col(OutboxMessage.published_at).is_not(None),
-                    col(OutboxMessage.published_at) < cutoff,
-                )
-                .limit(chunk)
-            )
-            result: Any = await session.exec(
-                delete(OutboxMessage).where(col(OutboxMessage.id).in_(old.scalar_subquery()))
-            )
-        deleted: int = result.rowcount or 0
-        return deleted
+
+def outbox_retention(keep_s: float) -> Retention:
+    """The window of published outbox rows (`published_at`, indexed); unpublished ones stay."""
+    return Retention("outbox", OutboxMessage, "published_at", keep_s)
 
 
 async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:

@@ -19,6 +19,12 @@ OUTBOX_RELAY_ERRORS = Counter("esim_outbox_relay_errors_total", "Failed outbox r
 WORKER_ERRORS = Counter(
     "esim_worker_errors_total", "Failed rounds of a background worker", ["worker"]
 )
+ROWS_PURGED = Counter(
+    "esim_rows_purged_total",
+    "Rows deleted past their window from a table that only deduplicates or relays "
+    "(esim_core.duework.purge), by kind",
+    ["kind"],
+)
 DB_TRANSACTIONS = Counter(
     "esim_db_transactions_total", "Database transactions begun by this process"
 )
