@@ -601,6 +601,9 @@ class Platform:
             **self.common_env(),
             f"{prefix}_HTTP_PORT": str(self.ports[name]),
             f"{prefix}_DATABASE_URL": self.database_url(name),
+            # A purge pass every 5 s, not 60: a replica killed by an earlier test can hold the
+            # purge lease for its 30 s, and a test that looks for a pass should not wait minutes.
+            f"{prefix}_PURGE_INTERVAL_S": "5",
             "ACCOUNTS_CARDS_CSV": str(self.cards_csv),
             "BILLING_STRIPE_BASE_URL": f"{self.url('payment')}/stripe",
             "BILLING_PAYPAL_BASE_URL": f"{self.url('payment')}/paypal",
