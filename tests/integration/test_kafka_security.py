@@ -249,9 +249,10 @@ def test_the_notifier_esimctl_and_the_dead_letter_tool_work_over_sasl_ssl(
         assert [item["key"] for item in found] == ["8944000000000000001"]
         # The metrics read the brokers with the admin client, logged in too.
         waiting = f'esim_dead_letters_waiting{{service="notifier",topic="{topic}"}} 1.0'
+        # A scrape opens two clients, each logging in over TLS: seconds on a loaded machine.
         wait_until(
-            lambda: waiting in httpx.get(f"{service_url(service)}/metrics", timeout=10).text,
-            timeout=30,
+            lambda: waiting in httpx.get(f"{service_url(service)}/metrics", timeout=30).text,
+            timeout=90,
             what="the dead letter in the notifier's metrics",
         )
         for mechanism in ("SCRAM-SHA-512", "PLAIN"):

@@ -30,7 +30,11 @@ from esim_core.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
 
-SCRAPE_TIMEOUT_S = 3.0
+#: Each source's bound. The Kafka gauges open an admin client and a consumer per scrape: over
+#: TLS with SCRAM that is several round trips each, which a loaded node can stretch past 3 s.
+#: Under Prometheus' default `scrape_timeout` (10 s), so a slow source costs its gauges, never
+#: the whole answer.
+SCRAPE_TIMEOUT_S = 8.0
 
 OUTBOX_UNPUBLISHED = Gauge(
     "esim_outbox_unpublished", "Outbox events committed but not yet published", ["service"]
