@@ -64,12 +64,47 @@ def _share_the_default_ssl_context() -> None:
 _share_the_default_ssl_context()
 
 
+#: Where listening ports are picked: below the kernel's ephemeral range, which outgoing
+#: connections take their local ports from. A port the kernel handed out by `bind(0)` lies in
+#: that range, and between picking it and the service binding it, any client's connection could
+#: take it ("address already in use", seen in CI with five platforms at once).
+_PORTS_FROM = 10_000
+#: Each pytest-xdist worker (and each other process, by its pid) picks in its own slice.
+_SLICES = 16
+_handed_out: set[int] = set()
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
+
 def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A TCP port nothing listens on right now, outside the ephemeral range, and never handed
+    out before by this process: in this process's own slice of the ports below that range."""
+    end = _ephemeral_start()
+    if end - _PORTS_FROM < _SLICES * 64:  # an unusual range: fall back to the kernel's pick
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            picked: int = sock.getsockname()[1]
+            return picked
+    width = (end - _PORTS_FROM) // _SLICES
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else os.getpid()
+    start = _PORTS_FROM + (index % _SLICES) * width
+    for port in range(start, start + width):
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise RuntimeError(f"no free port left in {start}-{start + width - 1}")
 
 
 def wait_until(
