@@ -42,6 +42,10 @@ Fixtures
 
     When the test ends the console is checked once more (an error fails the test), and a
     failed test also leaves `failed.png` beside its steps.
+`site` (module)
+    The travellers' website (`python -m web`) on a free port in front of the platform's
+    accounts; its address. `tests.browser.steps` has a traveller's steps on it (`new_traveller`,
+    `bind_a_card`, `renew`, `fill` a field by its label, `press` a button by its text, ...).
 
 Where they run
 --------------
@@ -52,6 +56,7 @@ run on the first database's platform only: a page does not depend on where the s
 their data. CI keeps `var/screenshots/` (see .ci/run).
 """
 
+import sys
 from collections.abc import Generator, Iterator
 
 import pytest
@@ -66,6 +71,7 @@ from tests.browser.harness import (
     start_chromium,
 )
 from tests.conftest import BROWSER, MODES
+from tests.support.infra import Platform, Process, free_port, http_ok
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by mark
@@ -138,3 +144,30 @@ def desktop(request: pytest.FixtureRequest, chromium: webdriver.Chrome) -> Itera
 def phone(request: pytest.FixtureRequest, chromium: webdriver.Chrome) -> Iterator[Browser]:
     """The browser at a phone's width (390x844, mobile viewport, touch)."""
     yield from _browser(request, chromium, "phone")
+
+
+@pytest.fixture(scope="module")
+def site(platform: Platform) -> Iterator[str]:
+    """The website (`python -m web`) on a free port, in front of the platform's accounts."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = Process(
+        "web",
+        [sys.executable, "-m", "web"],
+        {
+            "ESIM_ENV": "local",
+            "WEB_HTTP_PORT": str(port),
+            "WEB_ACCOUNTS_URL": platform.url("accounts"),
+            "WEB_PUBLIC_URL": base,
+            "WEB_SECURE_COOKIES": "false",
+            "WEB_POLL_INTERVAL_S": "1",
+            "PYTHONUNBUFFERED": "1",
+        },
+        platform.workdir / "web.log",
+        http_ok(f"{base}/health/ready"),
+    ).launch()
+    try:
+        process.wait_ready()
+        yield base
+    finally:
+        process.stop()

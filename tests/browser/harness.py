@@ -305,7 +305,7 @@ class Browser:
 
 
 def reset(driver: webdriver.Chrome, size: tuple[int, int], *, phone: bool) -> None:
-    """Make the shared browser new for a test: no cookies, no page, the given screen."""
+    """Make the shared browser new for a test: no cookies, no page, scripts on, the given screen."""
     driver.get("about:blank")
     driver.execute_cdp_cmd("Network.enable", {})
     driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
@@ -322,6 +322,8 @@ def reset(driver: webdriver.Chrome, size: tuple[int, int], *, phone: bool) -> No
     driver.execute_cdp_cmd(
         "Emulation.setTouchEmulationEnabled", {"enabled": phone, "maxTouchPoints": 5}
     )
+    # A test may have turned the page's scripts off (the site without JavaScript).
+    driver.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": False})
     browser_log(driver)  # what earlier tests left in the console
 
 
