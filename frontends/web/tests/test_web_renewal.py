@@ -53,6 +53,16 @@ def test_the_quote_after_the_current_plan_says_it_waits_in_the_queue(traveller: 
     assert "give up" not in page
 
 
+def test_the_quote_states_the_refund_rules_before_paying(traveller: TestClient) -> None:
+    page = quote(traveller)
+
+    assert "a plan waiting in the queue can be cancelled" in page
+    assert "a plan that has started is not refunded" in page
+
+    traveller.post("/locale", data={"locale": "zh-CN", "csrf_token": csrf_of(traveller, "/plans")})
+    assert "已开始的套餐不予退款" in quote(traveller)
+
+
 def test_paying_by_card_sends_the_saved_card_and_the_return_page_then_follows_the_renewal(
     traveller: TestClient, fake: FakeAccounts
 ) -> None:
