@@ -147,6 +147,9 @@ def test_a_whole_renewal_works_with_javascript_turned_off(
         desktop.driver.find_element(By.LINK_TEXT, "Reload").click()
         return False
 
+    assert "Reload" in text_of(desktop, "#progress")
+    assert "updates by itself" not in text_of(desktop, "#progress"), "no promise scripts keep"
+    desktop.step("renewal running, without JavaScript")
     until(live_after_a_reload, "the renewal going live, seen by reloading its page")
     assert desktop.driver.current_url == f"{site}/renewals/{renewal_id}"
     desktop.step("live, without JavaScript")

@@ -154,6 +154,20 @@ def test_the_renewal_page_polls_while_the_saga_runs_and_stops_at_its_end(
     assert "Live now: the plan is active until Jan 19, 2027." in ended
 
 
+def test_without_scripts_the_running_renewal_offers_reload_and_promises_no_update(
+    traveller: TestClient, fake: FakeAccounts
+) -> None:
+    pay(traveller, quote(traveller), method="card", token="card_ok")
+    renewal_id = next(iter(fake.renewals))
+
+    page = traveller.get(f"/renewals/{renewal_id}").text
+
+    # The promise is for htmx to keep; a browser without scripts loads noscript.css, hiding it.
+    assert '<span class="js-only">This page updates by itself.</span>' in page
+    assert '<noscript><link rel="stylesheet" href="/static/noscript.css"></noscript>' in page
+    assert ".js-only { display: none; }" in traveller.get("/static/noscript.css").text
+
+
 def test_an_approval_step_shows_the_providers_page_to_open(
     traveller: TestClient, fake: FakeAccounts
 ) -> None:
