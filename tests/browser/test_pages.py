@@ -77,10 +77,15 @@ def test_every_public_and_signed_in_page_passes_axe_at_a_desktops_size(
 
     new_traveller(desktop, site)
     iccid = bind_a_card(desktop, platform)
-    for path in ("/cards", f"/cards/{iccid}", f"/cards/{iccid}/history", "/profile"):
+    for path, name in (
+        ("/cards", "my cards"),
+        (f"/cards/{iccid}", "card without a plan"),
+        (f"/cards/{iccid}/history", "card's history, empty"),
+        ("/profile", "profile"),
+    ):
         desktop.open(f"{site}{path}")
         desktop.find("h1")
-        desktop.step(path.strip("/").replace("/", " "))
+        desktop.step(name)
         desktop.check_accessibility(name=path)
 
 
