@@ -46,6 +46,9 @@ def test_a_new_traveller_renews_a_card_to_a_live_plan_and_gets_the_receipt(
 
     # htmx swaps the progress in place: the page itself is never reloaded here.
     until(lambda: "Live now" in sentence(desktop), "the renewal going live")
+    # The same swap brings what was not known when the page was opened: the amount, the receipt.
+    progress = text_of(desktop, "#progress")
+    assert "Amount" in progress and "Receipt" in progress, progress
     desktop.step("renewal live")
     desktop.check_accessibility(name="renewal")
     receipt = mail_to(platform, address, renewal_id)

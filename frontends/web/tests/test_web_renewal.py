@@ -154,6 +154,29 @@ def test_the_renewal_page_polls_while_the_saga_runs_and_stops_at_its_end(
     assert "Live now: the plan is active until Jan 19, 2027." in ended
 
 
+def test_the_amount_and_the_receipt_come_with_the_update_once_accounts_has_them(
+    traveller: TestClient, fake: FakeAccounts
+) -> None:
+    pay(traveller, quote(traveller), method="card", token="card_ok")
+    renewal_id = next(iter(fake.renewals))
+    # Accounts prices a renewal as its saga starts, a moment after the 202.
+    fake.renewals[renewal_id].pop("price", None)
+
+    first = traveller.get(f"/renewals/{renewal_id}").text
+    assert "Amount" not in first and "/receipt" not in first
+
+    fake.renewals[renewal_id].update(
+        status="ACTIVATED",
+        bundle_state="active",
+        valid_until="2027-01-19T00:00:00Z",
+        price={"amount": 1900, "currency": "USD"},
+    )
+    update = traveller.get(f"/renewals/{renewal_id}", headers={"HX-Request": "true"}).text
+
+    assert "<dt>Amount</dt><dd>$19.00</dd>" in update
+    assert f'href="/renewals/{renewal_id}/receipt"' in update
+
+
 def test_without_scripts_the_running_renewal_offers_reload_and_promises_no_update(
     traveller: TestClient, fake: FakeAccounts
 ) -> None:
