@@ -10,7 +10,7 @@ per plan across restarts and replicas, under event ids and a renewal_id derived 
 
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -113,7 +113,12 @@ class PlanWatcher:
         valid_from: datetime,
         valid_until: datetime,
     ) -> None:
-        """Watch a plan (or take its new dates): it is looked at now, in the caller's commit."""
+        """Watch a plan (or take its new dates), in the caller's commit.
+
+        It is due at once if something may be owed for it already (a lead has come, or its
+        data is used up), else when its first lead comes: a plan of 30 days costs no round of
+        the due work on the day it starts.
+        """
         row = await _watch_row(session, renewal_id)
         now = self.clock()
         if row is None:
@@ -128,13 +133,24 @@ class PlanWatcher:
             return
         row.plan_code = plan_code
         row.valid_from, row.valid_until = valid_from, valid_until
-        row.due_at = now
+        row.due_at = now if row.depleted else self.first_due(valid_until, now)
         row.updated_at = now
         session.add(row)
 
+    def first_due(self, valid_until: datetime, now: datetime) -> datetime:
+        """When something may first be owed for a plan ending at `valid_until`: its longest lead.
+
+        `decide` owes nothing (no reminder, no auto-renewal, nothing recorded) for a plan that
+        is not used up while more than every lead is left, and its next look is at one of the
+        leads: the longest of the reminder and auto-renew leads is never later than that.
+        """
+        horizon = max(*self.rules.reminder_leads_s, self.rules.auto_renew_lead_s)
+        first = as_utc(valid_until) - timedelta(seconds=horizon)
+        return now if first <= now else first
+
     async def _mark(
         self, session: AsyncSession, renewal_id: str, iccid: str, *, depleted: bool
-    ) -> None:
+    ) -> PlanWatch:
         row = await _watch_row(session, renewal_id)
         now = self.clock()
         if row is None:
@@ -144,7 +160,7 @@ class PlanWatcher:
                 id=renewal_id, iccid=iccid, plan_code="", valid_from=_UNKNOWN, valid_until=_UNKNOWN
             )
         if row.ended:
-            return
+            return row
         if depleted:
             row.depleted = True
             row.due_at = now if as_utc(row.valid_until) > _UNKNOWN else None  # renewed at once
@@ -152,17 +168,27 @@ class PlanWatcher:
             row.ended, row.due_at = True, None
         row.updated_at = now
         session.add(row)
+        return row
 
-    async def rearm(self, session: AsyncSession, iccid: str) -> None:
+    async def rearm(
+        self, session: AsyncSession, iccid: str, *, starting_before: datetime | None = None
+    ) -> None:
         """Look at a card's live and queued plans again now (auto-renew was turned on, a
-        later plan went away)."""
+        later plan went away).
+
+        `starting_before`: only the plans that start before it, those a plan starting then
+        was a later plan of (`work` passes a plan over only for a later one).
+        """
         now = self.clock()
-        await session.exec(
+        statement = (
             update(PlanWatch)
             .where(col(PlanWatch.iccid) == iccid, col(PlanWatch.ended).is_(False))
             .where(col(PlanWatch.valid_until) > now)
             .values(due_at=now)
         )
+        if starting_before is not None:
+            statement = statement.where(col(PlanWatch.valid_from) < starting_before)
+        await session.exec(statement)
 
     async def on_plan_dated(
         self, session: AsyncSession, event: CloudEvent[ProfileActivated] | CloudEvent[BundleStarted]
@@ -209,8 +235,10 @@ class PlanWatcher:
     ) -> None:
         """A plan will not run: nothing is owed for it, and the plan before it may be last again."""
         data = event.data
-        await self._mark(session, str(data.renewal_id), data.iccid, depleted=False)
-        await self.rearm(session, data.iccid)
+        row = await self._mark(session, str(data.renewal_id), data.iccid, depleted=False)
+        # Only the plans that start before this one may have been passed over for it (this
+        # one, not flushed yet, is not among them: it does not start before itself).
+        await self.rearm(session, data.iccid, starting_before=as_utc(row.valid_from))
 
     async def turn_off_after_decline(
         self, session: AsyncSession, saga: Renewal, reason: str
