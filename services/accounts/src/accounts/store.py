@@ -7,6 +7,8 @@ from esim_core.clock import utcnow
 from sqlalchemy import JSON, Column, DateTime, UniqueConstraint, false, true
 from sqlmodel import Field, SQLModel
 
+from accounts.rows import Rows
+
 
 def _time(**kwargs: Any) -> Any:
     return Field(sa_type=DateTime(timezone=True), **kwargs)
@@ -263,3 +265,7 @@ TABLES: list[type[SQLModel]] = [
     PromotionUse,
     Redemption,
 ]
+
+
+#: The renewal sagas as the consumer's handlers read and write them (`accounts.rows`).
+SAGAS: Rows[Renewal] = Rows(Renewal)

@@ -38,7 +38,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from accounts.domain import AUTO_RENEW_CHANNEL, SagaStatus
 from accounts.lifecycle.rules import LifecycleRules, WatchedPlan, days_left, decide
 from accounts.renewals.saga import derived_id, record_step, saga_from_request
-from accounts.store import Card, Plan, PlanWatch, Renewal, User
+from accounts.store import SAGAS, Card, Plan, PlanWatch, Renewal, User
 
 logger = logging.getLogger(__name__)
 
@@ -392,11 +392,12 @@ class PlanWatcher:
             locale=user.locale if user is not None else None,
             channel=AUTO_RENEW_CHANNEL,
         )
-        if await session.get(Renewal, str(renewal_id)) is None:
+        if await SAGAS.get(session, str(renewal_id)) is None:
             # The saga exists from now on, as for a request over HTTP: it shows in the card's
             # renewals and counts against the monthly cap before accounts consumes the request.
             saga = saga_from_request(request)
             record_step(session, saga, "requested", detail=f"auto-renewal after plan {row.id}")
+            await SAGAS.save(session, saga)
             self.outbox.add(session, request, event_id=derived_id("auto-renewal-requested", row.id))
         row.auto_renewal_id = str(renewal_id)
         logger.info(

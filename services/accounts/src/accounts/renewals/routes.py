@@ -34,7 +34,7 @@ from accounts.renewals.models import (
     TimelineStep,
 )
 from accounts.renewals.saga import fingerprint_of, record_step, saga_from_request
-from accounts.store import Renewal, RenewalStep, User
+from accounts.store import SAGAS, Renewal, RenewalStep, User
 
 MAX_PAGE = 100
 _KEYS = ids.namespace("accounts/idempotency-keys")
@@ -117,6 +117,7 @@ async def renew(
                 )
             saga = saga_from_request(request)
             record_step(unit, saga, "requested")
+            await SAGAS.save(unit, saga)
             outbox.add(unit, request, event_id=requested_event_id(renewal_id))
     except (IntegrityError, PromotionError) as error:
         # The same key in a request running alongside this one, which stored the renewal
