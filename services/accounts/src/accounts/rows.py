@@ -120,6 +120,16 @@ class Rows(Generic[M]):
         await connection.execute(self._update, changed | {"_row_key": key})
         held.stored = values
 
+    def forget(self, session: AsyncSession) -> None:
+        """Read this table's rows again in this transaction: a statement of its own changed some.
+
+        Call it after a bulk UPDATE of the table, between handlers (every change made through
+        `save` is written already).
+        """
+        tracked = _tracked(session)
+        for key in [key for key in tracked if key[0] == self.table.name]:
+            del tracked[key]
+
     def _build(self, values: Mapping[str, Any]) -> M:
         # As the ORM builds a row it loads: the instance and its state, then its values set
         # straight into its __dict__ (no validation, no change events).

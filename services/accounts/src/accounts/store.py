@@ -267,5 +267,10 @@ TABLES: list[type[SQLModel]] = [
 ]
 
 
-#: The renewal sagas as the consumer's handlers read and write them (`accounts.rows`).
+# The rows the consumer's handlers read and write by key, with Core (`accounts.rows`).
+#: The renewal sagas.
 SAGAS: Rows[Renewal] = Rows(Renewal)
+#: The cards' plans, one per bundle.
+CARD_PLANS: Rows[CardPlan] = Rows(CardPlan)
+#: The plan watch's rows, one per plan.
+PLAN_WATCHES: Rows[PlanWatch] = Rows(PlanWatch)

@@ -38,7 +38,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from accounts.domain import AUTO_RENEW_CHANNEL, SagaStatus
 from accounts.lifecycle.rules import LifecycleRules, WatchedPlan, days_left, decide
 from accounts.renewals.saga import derived_id, record_step, saga_from_request
-from accounts.store import SAGAS, Card, Plan, PlanWatch, Renewal, User
+from accounts.store import PLAN_WATCHES, SAGAS, Card, Plan, PlanWatch, Renewal, User
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +77,8 @@ def disable_auto_renew(card: Card) -> None:
 
 
 async def _watch_row(session: AsyncSession, renewal_id: str) -> PlanWatch | None:
-    # The consumer handles a batch without autoflush: a row added by an earlier event of the
-    # batch is pending, not yet where `get` looks.
-    for pending in session.new:
-        if isinstance(pending, PlanWatch) and pending.id == renewal_id:
-            return pending
-    return await session.get(PlanWatch, renewal_id, with_for_update=True)
+    # A row an earlier event of the same transaction wrote is the object it wrote.
+    return await PLAN_WATCHES.get(session, renewal_id, lock=True)
 
 
 class PlanWatcher:
@@ -122,7 +118,7 @@ class PlanWatcher:
         row = await _watch_row(session, renewal_id)
         now = self.clock()
         if row is None:
-            row = PlanWatch(
+            row = PLAN_WATCHES.new(
                 id=renewal_id,
                 iccid=iccid,
                 plan_code=plan_code,
@@ -135,7 +131,7 @@ class PlanWatcher:
         row.valid_from, row.valid_until = valid_from, valid_until
         row.due_at = now if row.depleted else self.first_due(valid_until, now)
         row.updated_at = now
-        session.add(row)
+        await PLAN_WATCHES.save(session, row)
 
     def first_due(self, valid_until: datetime, now: datetime) -> datetime:
         """When something may first be owed for a plan ending at `valid_until`: its longest lead.
@@ -156,7 +152,7 @@ class PlanWatcher:
         if row is None:
             # Ahead of the plan's activation (topics are not ordered among each other): the
             # row keeps the fact, and the activation fills in the plan's terms.
-            row = PlanWatch(
+            row = PLAN_WATCHES.new(
                 id=renewal_id, iccid=iccid, plan_code="", valid_from=_UNKNOWN, valid_until=_UNKNOWN
             )
         if row.ended:
@@ -167,7 +163,7 @@ class PlanWatcher:
         else:
             row.ended, row.due_at = True, None
         row.updated_at = now
-        session.add(row)
+        await PLAN_WATCHES.save(session, row)
         return row
 
     async def rearm(
@@ -189,6 +185,8 @@ class PlanWatcher:
         if starting_before is not None:
             statement = statement.where(col(PlanWatch.valid_from) < starting_before)
         await session.exec(statement)
+        # Rows this transaction read before are read again if needed: their due time moved.
+        PLAN_WATCHES.forget(session)
 
     async def on_plan_dated(
         self, session: AsyncSession, event: CloudEvent[ProfileActivated] | CloudEvent[BundleStarted]
@@ -236,8 +234,7 @@ class PlanWatcher:
         """A plan will not run: nothing is owed for it, and the plan before it may be last again."""
         data = event.data
         row = await self._mark(session, str(data.renewal_id), data.iccid, depleted=False)
-        # Only the plans that start before this one may have been passed over for it (this
-        # one, not flushed yet, is not among them: it does not start before itself).
+        # Only the plans that start before this one may have been passed over for it.
         await self.rearm(session, data.iccid, starting_before=as_utc(row.valid_from))
 
     async def turn_off_after_decline(
