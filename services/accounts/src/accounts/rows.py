@@ -120,6 +120,11 @@ class Rows(Generic[M]):
         await connection.execute(self._update, changed | {"_row_key": key})
         held.stored = values
 
+    def of(self, values: Mapping[Any, Any]) -> M:
+        """An object of the model from a row's values as read (`values` has every column);
+        not tracked: `save` would insert it."""
+        return self._build({name: values[name] for name in self.columns})
+
     def forget(self, session: AsyncSession) -> None:
         """Read this table's rows again in this transaction: a statement of its own changed some.
 

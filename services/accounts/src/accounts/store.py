@@ -270,6 +270,8 @@ TABLES: list[type[SQLModel]] = [
 # The rows the consumer's handlers read and write by key, with Core (`accounts.rows`).
 #: The renewal sagas.
 SAGAS: Rows[Renewal] = Rows(Renewal)
+#: The travellers' accounts (built from a read, for the caller of every request).
+USERS: Rows[User] = Rows(User)
 #: The cards' plans, one per bundle.
 CARD_PLANS: Rows[CardPlan] = Rows(CardPlan)
 #: The plan watch's rows, one per plan.

@@ -390,9 +390,14 @@ class RenewalSaga:
     async def _move_card(
         self, session: AsyncSession, saga: Renewal, data: ProfileActivated
     ) -> None:
-        connection = await session.connection()
-        if (await connection.execute(_CARD_KNOWN, {"iccid": data.iccid})).first() is None:
-            raise PermanentEventError(f"card {data.iccid} of renewal {saga.renewal_id} is unknown")
+        # A saga priced on this card found it then, and cards are never deleted: no read. (A
+        # saga rejected as `unknown_card` was never priced.)
+        if saga.data_mb is None or saga.iccid != data.iccid:
+            connection = await session.connection()
+            if (await connection.execute(_CARD_KNOWN, {"iccid": data.iccid})).first() is None:
+                raise PermanentEventError(
+                    f"card {data.iccid} of renewal {saga.renewal_id} is unknown"
+                )
         await record_activation(session, data)
 
     async def on_activation_failed(
