@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Table, bindparam, insert, inspect, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import configure_mappers
 from sqlalchemy.orm.instrumentation import ClassManager, manager_of_class
 from sqlmodel import SQLModel
@@ -31,6 +32,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 M = TypeVar("M", bound=SQLModel)
 
 _TRACKED = "accounts.rows.tracked"
+_CONNECTION = "accounts.rows.connection"
 
 
 class _Tracked:
@@ -86,7 +88,7 @@ class Rows(Generic[M]):
         if held is not None and (held.locked or not lock):
             row: M = held.row
             return row
-        connection = await session.connection()
+        connection = await connection_of(session)
         statement = self._select_locked if lock else self._select
         found = (await connection.execute(statement, {"key": key})).first()
         if held is not None:
@@ -109,7 +111,7 @@ class Rows(Generic[M]):
         key = values[self.key]
         tracked = _tracked(session)
         held = tracked.get((self.table.name, key))
-        connection = await session.connection()
+        connection = await connection_of(session)
         if held is None or held.row is not row:
             await connection.execute(self._insert, values)
             tracked[(self.table.name, key)] = _Tracked(row, values, True)
@@ -145,6 +147,16 @@ class Rows(Generic[M]):
         row: M = manager.new_instance()
         row.__dict__.update(values)
         return row
+
+
+async def connection_of(session: AsyncSession) -> AsyncConnection:
+    """The connection of the session's transaction, asked of the session once per transaction
+    (each ask passes through SQLAlchemy's greenlet bridge)."""
+    info = session.sync_session.info
+    connection: AsyncConnection | None = info.get(_CONNECTION)
+    if connection is None:
+        connection = info[_CONNECTION] = await session.connection()
+    return connection
 
 
 def _tracked(session: AsyncSession) -> dict[tuple[str, Any], _Tracked]:

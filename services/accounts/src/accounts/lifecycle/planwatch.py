@@ -31,13 +31,14 @@ from esim_schemas import (
     RenewalRequested,
     UsageUpdated,
 )
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from accounts.domain import AUTO_RENEW_CHANNEL, SagaStatus
 from accounts.lifecycle.rules import LifecycleRules, WatchedPlan, days_left, decide
 from accounts.renewals.saga import derived_id, record_step, saga_from_request
+from accounts.rows import connection_of
 from accounts.store import PLAN_WATCHES, SAGAS, Card, Plan, PlanWatch, Renewal, User
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,15 @@ _NOT_SPENT = frozenset(
 # The dates of a plan whose end or use was heard of before its activation.
 _UNKNOWN = datetime(1970, 1, 1, tzinfo=UTC)
 _AUTO_RENEWALS = ids.namespace("accounts/auto-renewals")
+# A card's live and queued plans due now (`rearm`), built once: all, or those starting before.
+# (An UPDATE's parameters cannot be named as its columns.)
+_REARM = (
+    update(PlanWatch)
+    .where(col(PlanWatch.iccid) == bindparam("card"), col(PlanWatch.ended).is_(False))
+    .where(col(PlanWatch.valid_until) > bindparam("now"))
+    .values(due_at=bindparam("now"))
+)
+_REARM_BEFORE = _REARM.where(col(PlanWatch.valid_from) < bindparam("before"))
 
 
 def auto_renewal_id(plan_renewal_id: str) -> UUID:
@@ -176,15 +186,12 @@ class PlanWatcher:
         was a later plan of (`work` passes a plan over only for a later one).
         """
         now = self.clock()
-        statement = (
-            update(PlanWatch)
-            .where(col(PlanWatch.iccid) == iccid, col(PlanWatch.ended).is_(False))
-            .where(col(PlanWatch.valid_until) > now)
-            .values(due_at=now)
-        )
-        if starting_before is not None:
-            statement = statement.where(col(PlanWatch.valid_from) < starting_before)
-        await session.exec(statement)
+        connection = await connection_of(session)
+        if starting_before is None:
+            await connection.execute(_REARM, {"card": iccid, "now": now})
+        else:
+            keys = {"card": iccid, "now": now, "before": starting_before}
+            await connection.execute(_REARM_BEFORE, keys)
         # Rows this transaction read before are read again if needed: their due time moved.
         PLAN_WATCHES.forget(session)
 

@@ -59,6 +59,7 @@ from accounts.domain import (
     request_fingerprint,
 )
 from accounts.renewals.transitions import Command, Decision, Facts, Input, Write, decide
+from accounts.rows import connection_of
 from accounts.store import SAGAS, Card, CardPlan, Plan, Renewal, RenewalStep, User
 
 logger = logging.getLogger(__name__)
@@ -268,7 +269,7 @@ class RenewalSaga:
         )
         if refusal is not None:
             raise RenewalInvalidError("invalid_request", refusal)
-        connection = await session.connection()
+        connection = await connection_of(session)
         keys = {"iccid": data.iccid, "plan": data.plan_code}
         found = (await connection.execute(_CARD_PLAN_OWNER, keys)).first()
         if found is None:
@@ -393,7 +394,7 @@ class RenewalSaga:
         # A saga priced on this card found it then, and cards are never deleted: no read. (A
         # saga rejected as `unknown_card` was never priced.)
         if saga.data_mb is None or saga.iccid != data.iccid:
-            connection = await session.connection()
+            connection = await connection_of(session)
             if (await connection.execute(_CARD_KNOWN, {"iccid": data.iccid})).first() is None:
                 raise PermanentEventError(
                     f"card {data.iccid} of renewal {saga.renewal_id} is unknown"
