@@ -83,12 +83,12 @@ class Rows(Generic[M]):
 
     async def get(self, session: AsyncSession, key: Any, *, lock: bool = False) -> M | None:
         """The row of `key` (locked against other transactions with `lock`), or None."""
+        connection = await connection_of(session)  # first: the transaction begins
         tracked = _tracked(session)
         held = tracked.get((self.table.name, key))
         if held is not None and (held.locked or not lock):
             row: M = held.row
             return row
-        connection = await connection_of(session)
         statement = self._select_locked if lock else self._select
         found = (await connection.execute(statement, {"key": key})).first()
         if held is not None:
@@ -109,9 +109,9 @@ class Rows(Generic[M]):
             return  # the caller's ORM session tracks it: its flush writes it
         values = {name: getattr(row, name) for name in self.columns}
         key = values[self.key]
+        connection = await connection_of(session)  # first: the transaction begins
         tracked = _tracked(session)
         held = tracked.get((self.table.name, key))
-        connection = await connection_of(session)
         if held is None or held.row is not row:
             await connection.execute(self._insert, values)
             tracked[(self.table.name, key)] = _Tracked(row, values, True)
@@ -153,12 +153,19 @@ async def connection_of(session: AsyncSession) -> AsyncConnection:
     """The connection of the session's transaction, asked of the session once per transaction
     (each ask passes through SQLAlchemy's greenlet bridge)."""
     info = session.sync_session.info
-    connection: AsyncConnection | None = info.get(_CONNECTION)
-    if connection is None:
-        connection = info[_CONNECTION] = await session.connection()
+    held: tuple[Any, AsyncConnection] | None = info.get(_CONNECTION)
+    if held is not None and held[0] is session.sync_session.get_transaction():
+        return held[1]
+    connection = await session.connection()
+    info[_CONNECTION] = (session.sync_session.get_transaction(), connection)
     return connection
 
 
 def _tracked(session: AsyncSession) -> dict[tuple[str, Any], _Tracked]:
-    tracked: dict[tuple[str, Any], _Tracked] = session.sync_session.info.setdefault(_TRACKED, {})
-    return tracked
+    # The rows of the session's current transaction: a later transaction reads them afresh.
+    info = session.sync_session.info
+    transaction = session.sync_session.get_transaction()
+    held: tuple[Any, dict[tuple[str, Any], _Tracked]] | None = info.get(_TRACKED)
+    if held is None or held[0] is not transaction:
+        held = info[_TRACKED] = (transaction, {})
+    return held[1]
