@@ -7,6 +7,8 @@ from esim_core.clock import utcnow
 from sqlalchemy import JSON, Column, DateTime, UniqueConstraint, false, true
 from sqlmodel import Field, SQLModel
 
+from accounts.rows import Rows
+
 
 def _time(**kwargs: Any) -> Any:
     return Field(sa_type=DateTime(timezone=True), **kwargs)
@@ -263,3 +265,14 @@ TABLES: list[type[SQLModel]] = [
     PromotionUse,
     Redemption,
 ]
+
+
+# The rows the consumer's handlers read and write by key, with Core (`accounts.rows`).
+#: The renewal sagas.
+SAGAS: Rows[Renewal] = Rows(Renewal)
+#: The travellers' accounts (built from a read, for the caller of every request).
+USERS: Rows[User] = Rows(User)
+#: The cards' plans, one per bundle.
+CARD_PLANS: Rows[CardPlan] = Rows(CardPlan)
+#: The plan watch's rows, one per plan.
+PLAN_WATCHES: Rows[PlanWatch] = Rows(PlanWatch)

@@ -11,8 +11,13 @@ async def own_card(unit: AsyncSession, caller: User, iccid: str) -> Card:
     """The caller's card, or a 404 problem (also for a card of someone else)."""
     card = await unit.get(Card, iccid)
     if card is None or card.user_id != caller.id:
-        raise ProblemError(404, f"no card {iccid} on your account", kind="card-not-found")
+        raise card_not_found(iccid)
     return card
+
+
+def card_not_found(iccid: str) -> ProblemError:
+    """The 404 problem for a card that is not the caller's (or does not exist)."""
+    return ProblemError(404, f"no card {iccid} on your account", kind="card-not-found")
 
 
 def card_bound(user: User, iccid: str) -> CardBound:

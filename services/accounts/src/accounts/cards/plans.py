@@ -24,7 +24,7 @@ from esim_schemas import (
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from accounts.store import CardPlan
+from accounts.store import CARD_PLANS, CardPlan
 
 logger = logging.getLogger(__name__)
 
@@ -41,14 +41,10 @@ def _later(known: str | None, reported: str) -> str:
 
 
 async def _plan(session: AsyncSession, renewal_id: str, iccid: str) -> CardPlan:
-    # The consumer handles a batch without autoflush: a row an earlier event of the same batch
-    # added is pending, not yet where `get` looks.
-    for pending in session.new:
-        if isinstance(pending, CardPlan) and pending.renewal_id == renewal_id:
-            return pending
-    plan = await session.get(CardPlan, renewal_id, with_for_update=True)
+    # A row an earlier event of the same transaction wrote is the object it wrote.
+    plan = await CARD_PLANS.get(session, renewal_id, lock=True)
     if plan is None:
-        plan = CardPlan(renewal_id=renewal_id, iccid=iccid)
+        plan = CARD_PLANS.new(renewal_id=renewal_id, iccid=iccid)
     return plan
 
 
@@ -62,7 +58,7 @@ async def record_activation(session: AsyncSession, data: ProfileActivated) -> No
         plan.valid_from, plan.valid_until = data.valid_from, data.valid_until
     plan.state = _later(plan.state, data.bundle_state)
     plan.updated_at = utcnow()
-    session.add(plan)
+    await CARD_PLANS.save(session, plan)
 
 
 async def on_bundle_started(session: AsyncSession, event: CloudEvent[BundleStarted]) -> None:
@@ -74,7 +70,7 @@ async def on_bundle_started(session: AsyncSession, event: CloudEvent[BundleStart
     plan.started_at = data.started_at
     plan.state = _later(plan.state, "active")
     plan.updated_at = utcnow()
-    session.add(plan)
+    await CARD_PLANS.save(session, plan)
 
 
 async def on_bundle_ended(session: AsyncSession, event: CloudEvent[BundleEnded]) -> None:
@@ -88,7 +84,7 @@ async def on_bundle_ended(session: AsyncSession, event: CloudEvent[BundleEnded])
         plan.state = data.reason
         plan.ended_at = data.ended_at
     plan.updated_at = utcnow()
-    session.add(plan)
+    await CARD_PLANS.save(session, plan)
 
 
 async def record_cancellation(session: AsyncSession, data: BundleCancelled) -> CardPlan:
@@ -101,7 +97,7 @@ async def record_cancellation(session: AsyncSession, data: BundleCancelled) -> C
         plan.state = _CANCEL_STATE[data.reason]
         plan.ended_at = data.cancelled_at
     plan.updated_at = utcnow()
-    session.add(plan)
+    await CARD_PLANS.save(session, plan)
     return plan
 
 
@@ -122,7 +118,7 @@ async def on_usage_updated(session: AsyncSession, event: CloudEvent[UsageUpdated
     if data.bundle_status is not None:
         plan.state = _later(plan.state, data.bundle_status)
     plan.updated_at = utcnow()
-    session.add(plan)
+    await CARD_PLANS.save(session, plan)
 
 
 async def plans_of(session: AsyncSession, iccids: Sequence[str]) -> dict[str, list[CardPlan]]:

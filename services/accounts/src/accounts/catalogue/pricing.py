@@ -1,6 +1,7 @@
 """A renewal priced: the plan on sale in the caller's currency, and the dates it would run."""
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from esim_core.web.problems import ProblemError
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -15,11 +16,20 @@ from accounts.store import CardPlan, Plan
 async def priced_plan(unit: AsyncSession, plan_code: str, locale: str) -> tuple[Plan, int, str]:
     """A plan on sale and its price in the caller's currency, or the problem answer."""
     plan = await unit.get(Plan, plan_code)
-    if plan is None or not plan.available:
+    price, currency = sale_price(
+        plan_code, plan.prices if plan is not None and plan.available else None, locale
+    )
+    assert plan is not None
+    return plan, price, currency
+
+
+def sale_price(plan_code: str, prices: dict[str, Any] | None, locale: str) -> tuple[int, str]:
+    """A plan's price in the caller's currency (`prices` None: not on sale), or the problem."""
+    if prices is None:
         raise ProblemError(422, f"plan {plan_code!r} is not on sale", kind="unknown-plan")
     currency = currency_for(locale)
     try:
-        return plan, price_for(plan.prices, currency), currency
+        return price_for(prices, currency), currency
     except RenewalInvalidError as invalid:
         raise ProblemError(422, invalid.detail, kind="plan-not-available") from invalid
 

@@ -10,7 +10,7 @@ per plan across restarts and replicas, under event ids and a renewal_id derived 
 
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -31,14 +31,15 @@ from esim_schemas import (
     RenewalRequested,
     UsageUpdated,
 )
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from accounts.domain import AUTO_RENEW_CHANNEL, SagaStatus
 from accounts.lifecycle.rules import LifecycleRules, WatchedPlan, days_left, decide
 from accounts.renewals.saga import derived_id, record_step, saga_from_request
-from accounts.store import Card, Plan, PlanWatch, Renewal, User
+from accounts.rows import connection_of
+from accounts.store import PLAN_WATCHES, SAGAS, Card, Plan, PlanWatch, Renewal, User
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,15 @@ _NOT_SPENT = frozenset(
 # The dates of a plan whose end or use was heard of before its activation.
 _UNKNOWN = datetime(1970, 1, 1, tzinfo=UTC)
 _AUTO_RENEWALS = ids.namespace("accounts/auto-renewals")
+# A card's live and queued plans due now (`rearm`), built once: all, or those starting before.
+# (An UPDATE's parameters cannot be named as its columns.)
+_REARM = (
+    update(PlanWatch)
+    .where(col(PlanWatch.iccid) == bindparam("card"), col(PlanWatch.ended).is_(False))
+    .where(col(PlanWatch.valid_until) > bindparam("now"))
+    .values(due_at=bindparam("now"))
+)
+_REARM_BEFORE = _REARM.where(col(PlanWatch.valid_from) < bindparam("before"))
 
 
 def auto_renewal_id(plan_renewal_id: str) -> UUID:
@@ -77,12 +87,8 @@ def disable_auto_renew(card: Card) -> None:
 
 
 async def _watch_row(session: AsyncSession, renewal_id: str) -> PlanWatch | None:
-    # The consumer handles a batch without autoflush: a row added by an earlier event of the
-    # batch is pending, not yet where `get` looks.
-    for pending in session.new:
-        if isinstance(pending, PlanWatch) and pending.id == renewal_id:
-            return pending
-    return await session.get(PlanWatch, renewal_id, with_for_update=True)
+    # A row an earlier event of the same transaction wrote is the object it wrote.
+    return await PLAN_WATCHES.get(session, renewal_id, lock=True)
 
 
 class PlanWatcher:
@@ -113,11 +119,16 @@ class PlanWatcher:
         valid_from: datetime,
         valid_until: datetime,
     ) -> None:
-        """Watch a plan (or take its new dates): it is looked at now, in the caller's commit."""
+        """Watch a plan (or take its new dates), in the caller's commit.
+
+        It is due at once if something may be owed for it already (a lead has come, or its
+        data is used up), else when its first lead comes: a plan of 30 days costs no round of
+        the due work on the day it starts.
+        """
         row = await _watch_row(session, renewal_id)
         now = self.clock()
         if row is None:
-            row = PlanWatch(
+            row = PLAN_WATCHES.new(
                 id=renewal_id,
                 iccid=iccid,
                 plan_code=plan_code,
@@ -128,41 +139,61 @@ class PlanWatcher:
             return
         row.plan_code = plan_code
         row.valid_from, row.valid_until = valid_from, valid_until
-        row.due_at = now
+        row.due_at = now if row.depleted else self.first_due(valid_until, now)
         row.updated_at = now
-        session.add(row)
+        await PLAN_WATCHES.save(session, row)
+
+    def first_due(self, valid_until: datetime, now: datetime) -> datetime:
+        """When something may first be owed for a plan ending at `valid_until`: its longest lead.
+
+        `decide` owes nothing (no reminder, no auto-renewal, nothing recorded) for a plan that
+        is not used up while more than every lead is left, and its next look is at one of the
+        leads: the longest of the reminder and auto-renew leads is never later than that.
+        """
+        horizon = max(*self.rules.reminder_leads_s, self.rules.auto_renew_lead_s)
+        first = as_utc(valid_until) - timedelta(seconds=horizon)
+        return now if first <= now else first
 
     async def _mark(
         self, session: AsyncSession, renewal_id: str, iccid: str, *, depleted: bool
-    ) -> None:
+    ) -> PlanWatch:
         row = await _watch_row(session, renewal_id)
         now = self.clock()
         if row is None:
             # Ahead of the plan's activation (topics are not ordered among each other): the
             # row keeps the fact, and the activation fills in the plan's terms.
-            row = PlanWatch(
+            row = PLAN_WATCHES.new(
                 id=renewal_id, iccid=iccid, plan_code="", valid_from=_UNKNOWN, valid_until=_UNKNOWN
             )
         if row.ended:
-            return
+            return row
         if depleted:
             row.depleted = True
             row.due_at = now if as_utc(row.valid_until) > _UNKNOWN else None  # renewed at once
         else:
             row.ended, row.due_at = True, None
         row.updated_at = now
-        session.add(row)
+        await PLAN_WATCHES.save(session, row)
+        return row
 
-    async def rearm(self, session: AsyncSession, iccid: str) -> None:
+    async def rearm(
+        self, session: AsyncSession, iccid: str, *, starting_before: datetime | None = None
+    ) -> None:
         """Look at a card's live and queued plans again now (auto-renew was turned on, a
-        later plan went away)."""
+        later plan went away).
+
+        `starting_before`: only the plans that start before it, those a plan starting then
+        was a later plan of (`work` passes a plan over only for a later one).
+        """
         now = self.clock()
-        await session.exec(
-            update(PlanWatch)
-            .where(col(PlanWatch.iccid) == iccid, col(PlanWatch.ended).is_(False))
-            .where(col(PlanWatch.valid_until) > now)
-            .values(due_at=now)
-        )
+        connection = await connection_of(session)
+        if starting_before is None:
+            await connection.execute(_REARM, {"card": iccid, "now": now})
+        else:
+            keys = {"card": iccid, "now": now, "before": starting_before}
+            await connection.execute(_REARM_BEFORE, keys)
+        # Rows this transaction read before are read again if needed: their due time moved.
+        PLAN_WATCHES.forget(session)
 
     async def on_plan_dated(
         self, session: AsyncSession, event: CloudEvent[ProfileActivated] | CloudEvent[BundleStarted]
@@ -209,8 +240,9 @@ class PlanWatcher:
     ) -> None:
         """A plan will not run: nothing is owed for it, and the plan before it may be last again."""
         data = event.data
-        await self._mark(session, str(data.renewal_id), data.iccid, depleted=False)
-        await self.rearm(session, data.iccid)
+        row = await self._mark(session, str(data.renewal_id), data.iccid, depleted=False)
+        # Only the plans that start before this one may have been passed over for it.
+        await self.rearm(session, data.iccid, starting_before=as_utc(row.valid_from))
 
     async def turn_off_after_decline(
         self, session: AsyncSession, saga: Renewal, reason: str
@@ -364,11 +396,12 @@ class PlanWatcher:
             locale=user.locale if user is not None else None,
             channel=AUTO_RENEW_CHANNEL,
         )
-        if await session.get(Renewal, str(renewal_id)) is None:
+        if await SAGAS.get(session, str(renewal_id)) is None:
             # The saga exists from now on, as for a request over HTTP: it shows in the card's
             # renewals and counts against the monthly cap before accounts consumes the request.
             saga = saga_from_request(request)
             record_step(session, saga, "requested", detail=f"auto-renewal after plan {row.id}")
+            await SAGAS.save(session, saga)
             self.outbox.add(session, request, event_id=derived_id("auto-renewal-requested", row.id))
         row.auto_renewal_id = str(renewal_id)
         logger.info(

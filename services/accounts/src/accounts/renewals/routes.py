@@ -4,22 +4,23 @@ import base64
 import binascii
 import json
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID, uuid4
 
+import sqlalchemy as sql
 from esim_core import ids
 from esim_core.clock import as_utc, utcnow
 from esim_core.web.problems import ProblemError
 from esim_core.web.problems import problem_responses as problems
 from esim_schemas import Money, PaymentDetails, RenewalRequested
 from fastapi import APIRouter, Header, Query, Response, status
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, bindparam, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from accounts.cards.binding import own_card
-from accounts.catalogue.pricing import priced_plan
+from accounts.cards.binding import card_not_found, own_card
+from accounts.catalogue.pricing import sale_price
 from accounts.catalogue.problems import promotion_problem, promotion_problems
 from accounts.catalogue.promotions import PromotionError, redeem
 from accounts.deps import CurrentUser, DatabaseDep, OutboxDep, SagaDep
@@ -34,9 +35,25 @@ from accounts.renewals.models import (
     TimelineStep,
 )
 from accounts.renewals.saga import fingerprint_of, record_step, saga_from_request
-from accounts.store import Renewal, RenewalStep, User
+from accounts.store import SAGAS, Card, Plan, Renewal, RenewalStep, User
 
 MAX_PAGE = 100
+# What a renewal request over HTTP checks first, in one statement built once: the card's owner
+# (no row: no such card), a renewal already under the request's key, and the plan's prices.
+_RENEW_FACTS: sql.Select[*tuple[Any, ...]] = (
+    sql.select(
+        col(Card.user_id).label("owner"),
+        col(Renewal.user_id).label("renewal_user_id"),
+        col(Renewal.fingerprint),
+        col(Renewal.status),
+        col(Plan.available),
+        col(Plan.prices),
+    )
+    .select_from(Card)
+    .outerjoin(Renewal, col(Renewal.renewal_id) == bindparam("renewal_id"))
+    .outerjoin(Plan, col(Plan.code) == bindparam("plan"))
+    .where(col(Card.iccid) == bindparam("iccid"))
+)
 _KEYS = ids.namespace("accounts/idempotency-keys")
 
 renewals_router = APIRouter(prefix="/v1", tags=["renewals"])
@@ -68,24 +85,31 @@ async def renew(
         raise payment_field_problem("token", refusal)
     renewal_id = renewal_id_for(caller.id, idempotency_key)
 
-    def repeated(existing: Renewal, request: RenewalRequested) -> RenewalAccepted:
-        if existing.user_id != caller.id or existing.fingerprint != fingerprint_of(request):
+    def repeated(
+        user_id: str, fingerprint: str, status: str, request: RenewalRequested
+    ) -> RenewalAccepted:
+        if user_id != caller.id or fingerprint != fingerprint_of(request):
             raise ProblemError(
                 409,
                 "this Idempotency-Key was already used for a different renewal request",
                 kind="idempotency-key-reused",
             )
         response.headers["Location"] = f"/v1/renewals/{renewal_id}"
-        return RenewalAccepted(renewal_id=renewal_id, status=existing.status)
+        return RenewalAccepted(renewal_id=renewal_id, status=status)
 
     request: RenewalRequested | None = None
     try:
         async with database.session() as unit:
-            found = await own_card(unit, caller, iccid)
+            # The card's owner, a renewal under this key and the plan's prices: one statement.
+            connection = await unit.connection()
+            keys = {"iccid": iccid, "renewal_id": str(renewal_id), "plan": body.plan_code}
+            found = (await connection.execute(_RENEW_FACTS, keys)).first()
+            if found is None or found.owner != caller.id:
+                raise card_not_found(iccid)
             request = RenewalRequested(
                 renewal_id=renewal_id,
                 user_id=caller.id,
-                iccid=found.iccid,
+                iccid=iccid,
                 plan_code=body.plan_code,
                 payment=PaymentDetails(
                     method=body.payment.method,
@@ -98,10 +122,10 @@ async def renew(
                 channel="accounts-api",
                 promo_code=body.promo_code,
             )
-            existing = await unit.get(Renewal, str(renewal_id))
-            if existing is not None:
-                return repeated(existing, request)
-            _, price, currency = await priced_plan(unit, body.plan_code, caller.locale)
+            if found.renewal_user_id is not None:
+                return repeated(found.renewal_user_id, found.fingerprint, found.status, request)
+            on_sale = found.prices if found.available else None
+            price, currency = sale_price(body.plan_code, on_sale, caller.locale)
             if body.promo_code is not None:
                 # Redeemed here, with the renewal, so a code that cannot be had is a 4xx
                 # now; the saga finds the redemption and applies it.
@@ -110,13 +134,14 @@ async def renew(
                     body.promo_code,
                     renewal_id=str(renewal_id),
                     user_id=caller.id,
-                    iccid=found.iccid,
+                    iccid=iccid,
                     price=price,
                     currency=currency,
                     now=utcnow(),
                 )
             saga = saga_from_request(request)
             record_step(unit, saga, "requested")
+            await SAGAS.save(unit, saga)
             outbox.add(unit, request, event_id=requested_event_id(renewal_id))
     except (IntegrityError, PromotionError) as error:
         # The same key in a request running alongside this one, which stored the renewal
@@ -125,7 +150,7 @@ async def renew(
         async with database.session() as unit:
             existing = await unit.get(Renewal, str(renewal_id))
         if existing is not None and request is not None:
-            return repeated(existing, request)
+            return repeated(existing.user_id, existing.fingerprint, existing.status, request)
         if isinstance(error, PromotionError):
             raise promotion_problem(error) from error
         raise

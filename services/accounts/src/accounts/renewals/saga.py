@@ -59,7 +59,8 @@ from accounts.domain import (
     request_fingerprint,
 )
 from accounts.renewals.transitions import Command, Decision, Facts, Input, Write, decide
-from accounts.store import Card, CardPlan, Plan, Renewal, RenewalStep, User
+from accounts.rows import connection_of
+from accounts.store import SAGAS, Card, CardPlan, Plan, Renewal, RenewalStep, User
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,11 @@ def record_step(
     event_id: str = "",
     detail: str | None = None,
 ) -> None:
-    """Add a step to the saga's timeline and touch its update time (and log it)."""
+    """Add a step to the saga's timeline and touch its update time (and log it).
+
+    The step is inserted at commit; the saga row is written by whoever holds it (`SAGAS.save`,
+    or the flush of the ORM session it was read in).
+    """
     with ids_bound(renewal_id=saga.renewal_id, iccid=saga.iccid):
         logger.info(
             "renewal %s: %s, now %s%s",
@@ -90,7 +95,6 @@ def record_step(
         )
     now = utcnow()
     saga.updated_at = now
-    session.add(saga)
     add_row(
         session,
         RenewalStep,
@@ -106,8 +110,8 @@ def record_step(
 
 
 def saga_from_request(data: RenewalRequested) -> Renewal:
-    """A new saga in REQUESTED for a renewal request."""
-    return Renewal(
+    """A new saga in REQUESTED for a renewal request (not stored yet: `SAGAS.save` does)."""
+    return SAGAS.new(
         renewal_id=str(data.renewal_id),
         fingerprint=fingerprint_of(data),
         user_id=data.user_id,
@@ -155,6 +159,9 @@ _CARD_PLAN_OWNER = (
     .outerjoin(User, col(User.id) == col(Card.user_id))
     .where(col(Card.iccid) == bindparam("iccid"))
 )
+
+
+_CARD_KNOWN = select(col(Card.iccid)).where(col(Card.iccid) == bindparam("iccid"))
 
 
 @dataclass(frozen=True)
@@ -229,7 +236,7 @@ class RenewalSaga:
         data = event.data
         # Row locks (PostgreSQL; SQLite serializes writers anyway) keep a concurrent handler or
         # the deadline sweep from overwriting this transaction's change to the same saga.
-        found = await session.get(Renewal, str(data.renewal_id), with_for_update=True)
+        found = await SAGAS.get(session, str(data.renewal_id), lock=True)
         cause = Cause(now=self.clock(), event_id=event.id, request=data)
         if found is None:
             await self._move(
@@ -246,9 +253,9 @@ class RenewalSaga:
             await self._validate_and_price(session, saga, cause.request)
         except RenewalInvalidError as invalid:
             rejected = replace(cause, reason=invalid.reason, detail=invalid.detail)
-            return await self._move(session, saga, Input.RENEWAL_INVALID, rejected)
+            return await self._decide_and_apply(session, saga, Input.RENEWAL_INVALID, rejected)
         priced = replace(cause, detail=f"{saga.price_amount} {saga.currency}")
-        return await self._move(session, saga, Input.RENEWAL_PRICED, priced)
+        return await self._decide_and_apply(session, saga, Input.RENEWAL_PRICED, priced)
 
     async def _validate_and_price(
         self, session: AsyncSession, saga: Renewal, data: RenewalRequested
@@ -262,7 +269,7 @@ class RenewalSaga:
         )
         if refusal is not None:
             raise RenewalInvalidError("invalid_request", refusal)
-        connection = await session.connection()
+        connection = await connection_of(session)
         keys = {"iccid": data.iccid, "plan": data.plan_code}
         found = (await connection.execute(_CARD_PLAN_OWNER, keys)).first()
         if found is None:
@@ -384,8 +391,14 @@ class RenewalSaga:
     async def _move_card(
         self, session: AsyncSession, saga: Renewal, data: ProfileActivated
     ) -> None:
-        if await session.get(Card, data.iccid) is None:
-            raise PermanentEventError(f"card {data.iccid} of renewal {saga.renewal_id} is unknown")
+        # A saga priced on this card found it then, and cards are never deleted: no read. (A
+        # saga rejected as `unknown_card` was never priced.)
+        if saga.data_mb is None or saga.iccid != data.iccid:
+            connection = await connection_of(session)
+            if (await connection.execute(_CARD_KNOWN, {"iccid": data.iccid})).first() is None:
+                raise PermanentEventError(
+                    f"card {data.iccid} of renewal {saga.renewal_id} is unknown"
+                )
         await record_activation(session, data)
 
     async def on_activation_failed(
@@ -450,7 +463,7 @@ class RenewalSaga:
         """A plan will not run (further): off the card; a cancelled one is refunded in full."""
         data = event.data
         await cardplans.record_cancellation(session, data)
-        saga = await session.get(Renewal, str(data.renewal_id), with_for_update=True)
+        saga = await SAGAS.get(session, str(data.renewal_id), lock=True)
         if saga is None:
             logger.warning(
                 "BundleCancelled %s for renewal %s unknown here", event.id, data.renewal_id
@@ -475,7 +488,7 @@ class RenewalSaga:
     async def _plan_ran(
         self, session: AsyncSession, renewal_id: UUID, given: Input, event_id: str
     ) -> None:
-        saga = await session.get(Renewal, str(renewal_id), with_for_update=True)
+        saga = await SAGAS.get(session, str(renewal_id), lock=True)
         if saga is not None:
             await self._move(session, saga, given, Cause(now=self.clock(), event_id=event_id))
 
@@ -532,13 +545,28 @@ class RenewalSaga:
         *,
         new: bool = False,
     ) -> str:
-        """Decide what `given` does to the saga (`new`: a row just made for it) and apply it.
+        """Decide what `given` does to the saga (`new`: a row just made for it), apply it, and
+        save the saga.
 
         Returns what an action answers.
 
         Raises:
             Exception: `refusal`, with why, when the table refuses the input.
         """
+        answer = await self._decide_and_apply(session, saga, given, cause, refusal, new=new)
+        await SAGAS.save(session, saga)
+        return answer
+
+    async def _decide_and_apply(
+        self,
+        session: AsyncSession,
+        saga: Renewal,
+        given: Input,
+        cause: Cause,
+        refusal: Callable[[str], Exception] = PermanentEventError,
+        *,
+        new: bool = False,
+    ) -> str:
         decision = decide(facts_of(None if new else saga, cause.now), given)
         said = {"renewal_id": saga.renewal_id, "status": saga.status, "event_id": cause.event_id}
         if decision.refused is not None:
@@ -579,9 +607,9 @@ class RenewalSaga:
                 reason = decision.refund_reason.format(activation_failure=saga.activation_failure)
             # The refund is the saga's own step, one per renewal: its timeline entry names no event.
             owed = replace(cause, event_id="", detail=reason, refund_reason=reason)
-            await self._move(session, saga, Input.REFUND_OWED, owed)
+            await self._decide_and_apply(session, saga, Input.REFUND_OWED, owed)
         elif decision.then is not None:
-            await self._move(session, saga, decision.then, cause)
+            await self._decide_and_apply(session, saga, decision.then, cause)
         return sent
 
     def _write(self, saga: Renewal, write: Write, cause: Cause) -> None:
@@ -664,7 +692,7 @@ class RenewalSaga:
         return event_id
 
     async def _saga(self, session: AsyncSession, renewal_id: UUID) -> Renewal:
-        saga = await session.get(Renewal, str(renewal_id), with_for_update=True)
+        saga = await SAGAS.get(session, str(renewal_id), lock=True)
         if saga is None:
             raise PermanentEventError(f"renewal {renewal_id} is not known to accounts")
         return saga
