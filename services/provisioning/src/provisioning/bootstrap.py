@@ -107,9 +107,11 @@ def build(
 
     runtime.consume_each(
         [
-            Route(PaymentSettled, handlers.on_payment_settled),
+            # The second of the two payment events of a renewal (a held payment's capture comes
+            # after ProfileActivated) is ignored before any transaction where it is known.
+            Route(PaymentSettled, handlers.on_payment_settled, ignores=handlers.ignores),
             # Card and PayPal payments are held until the plan is live: activate on the hold.
-            Route(PaymentAuthorized, handlers.on_payment_authorized),
+            Route(PaymentAuthorized, handlers.on_payment_authorized, ignores=handlers.ignores),
             Route(BundleCancelRequested, handlers.on_bundle_cancel_requested),
         ]
     )

@@ -10,16 +10,18 @@ never calls anything outside its own transaction.
 """
 
 import logging
+from collections import OrderedDict
 from datetime import timedelta
+from typing import Any
 
 from esim_core.clock import utcnow
 from esim_core.messaging.consumer import PermanentEventError
 from esim_schemas import BundleCancelRequested, CloudEvent, PaymentAuthorized, PaymentSettled
-from sqlmodel import select
+from sqlalchemy import event
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from provisioning.domain import ActivationTerms, CancellationState, activation_id_for
-from provisioning.store import Activation, Cancellation
+from provisioning.store import Cancellation, activation_of_renewal, add_activation, new_activation
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +36,53 @@ def _terms(data: PaymentSettled | PaymentAuthorized) -> ActivationTerms:
     )
 
 
+class CommittedActivations:
+    """The terms of the activations this process saw committed, the newest `size` of them.
+
+    A committed activation's terms never change and its row is never deleted, so a payment
+    event whose renewal is here with the same terms would change nothing: the consumer ignores
+    it before any transaction (`Handlers.ignores`). What is not here (another replica's, one
+    from before a restart, one pushed out by newer ones) takes the handler's path, as always.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._terms: OrderedDict[str, ActivationTerms] = OrderedDict()
+
+    def holds(self, renewal_id: str, terms: ActivationTerms) -> bool:
+        """Whether the renewal's activation is known committed with exactly these terms."""
+        return self._terms.get(renewal_id) == terms
+
+    def after_commit(self, session: AsyncSession, renewal_id: str, terms: ActivationTerms) -> None:
+        """Remember the activation once the session's transaction commits (not before: a
+        rolled-back one may never be)."""
+        pending: dict[str, ActivationTerms] | None = session.sync_session.info.get(_PENDING)
+        if pending is None:
+            pending = session.sync_session.info[_PENDING] = {}
+
+            def remember(committed: Any) -> None:
+                for renewal, known in committed.info.pop(_PENDING, {}).items():
+                    self._remember(renewal, known)
+
+            event.listen(session.sync_session, "after_commit", remember, once=True)
+        pending[renewal_id] = terms
+
+    def _remember(self, renewal_id: str, terms: ActivationTerms) -> None:
+        self._terms[renewal_id] = terms
+        self._terms.move_to_end(renewal_id)
+        while len(self._terms) > self.size:
+            self._terms.popitem(last=False)
+
+
+_PENDING = "provisioning.handlers.committed_activations"
+
+
 class Handlers:
     """The handlers of provisioning's consumer, with the rules they need."""
 
     def __init__(self, *, activation_deadline_s: float) -> None:
         self.activation_deadline_s = activation_deadline_s
+        self.committed = CommittedActivations()
 
     async def on_payment_settled(
         self, session: AsyncSession, event: CloudEvent[PaymentSettled]
@@ -63,6 +107,16 @@ class Handlers:
         """
         await self._activate(session, event.id, event.data, "PaymentAuthorized")
 
+    def ignores(
+        self, event: CloudEvent[PaymentSettled] | CloudEvent[PaymentAuthorized]
+    ) -> str | None:
+        """Why a payment event would change nothing, where this process knows it for sure: its
+        renewal's activation was committed with the same terms (`Route.ignores`)."""
+        data = event.data
+        if self.committed.holds(str(data.renewal_id), _terms(data)):
+            return "the renewal's activation is committed already, with these terms"
+        return None
+
     async def _activate(
         self,
         session: AsyncSession,
@@ -72,11 +126,10 @@ class Handlers:
     ) -> None:
         renewal_id = str(data.renewal_id)
         terms = _terms(data)
-        existing = (
-            await session.exec(select(Activation).where(Activation.renewal_id == renewal_id))
-        ).first()
+        connection = await session.connection()
+        existing = await activation_of_renewal(connection, renewal_id)
         if existing is not None:
-            differing = existing.terms().differences(terms)
+            differing = existing.terms.differences(terms)
             if differing:
                 raise PermanentEventError(
                     f"conflicting {kind} for renewal {renewal_id}: "
@@ -90,30 +143,23 @@ class Handlers:
                 existing.id,
                 existing.state,
             )
+            self.committed.after_commit(session, renewal_id, terms)
             return
         now = utcnow()
-        activation = Activation(
-            id=activation_id_for(renewal_id),
-            renewal_id=renewal_id,
-            payment_id=data.payment_id,
-            iccid=terms.iccid,
-            plan_code=terms.plan_code,
-            data_mb=terms.data_mb,
-            validity_days=terms.validity_days,
-            start=terms.start,
-            created_at=now,
-            updated_at=now,
-            deadline_at=now + timedelta(seconds=self.activation_deadline_s),
-            due_at=now,
+        activation_id = activation_id_for(renewal_id)
+        deadline = now + timedelta(seconds=self.activation_deadline_s)
+        await add_activation(
+            connection,
+            new_activation(activation_id, renewal_id, data.payment_id, terms, now, deadline),
         )
-        session.add(activation)
+        self.committed.after_commit(session, renewal_id, terms)
         logger.info(
             "activation %s of renewal %s: %s on card %s (start %s), due now",
-            activation.id,
+            activation_id,
             renewal_id,
-            activation.plan_code,
-            activation.iccid,
-            activation.start,
+            terms.plan_code,
+            terms.iccid,
+            terms.start,
         )
 
     async def on_bundle_cancel_requested(

@@ -1,11 +1,15 @@
 """Provisioning tables: activations and cancellations (due work), bundles, polls, callbacks."""
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from esim_core.clock import utcnow
 from esim_core.duework.rows import OutsideCallColumns
-from esim_core.observability.tracing import traceparent_field
+from esim_core.observability.tracing import current_traceparent, traceparent_field
 from esim_core.persistence.db import timestamp
+from sqlalchemy import bindparam, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel
 
 from provisioning.domain import ActivationState, ActivationTerms
@@ -139,3 +143,92 @@ class Cancellation(OutsideCallColumns, table=True):
 
 
 TABLES: list[type[SQLModel]] = [Activation, Bundle, UsageWatch, PlatformCallback, Cancellation]
+
+
+# The consumer's reads and writes, as statements built (and so compiled) once and executed on
+# the transaction's connection: no ORM object, no unit of work, no cache key per call.
+
+_ACTIVATIONS: Any = Activation.__table__  # type: ignore[attr-defined]
+
+_ACTIVATION_OF_RENEWAL = select(
+    _ACTIVATIONS.c.id,
+    _ACTIVATIONS.c.state,
+    _ACTIVATIONS.c.iccid,
+    _ACTIVATIONS.c.plan_code,
+    _ACTIVATIONS.c.data_mb,
+    _ACTIVATIONS.c.validity_days,
+    _ACTIVATIONS.c.start,
+).where(_ACTIVATIONS.c.renewal_id == bindparam("renewal"))
+
+_NEW_ACTIVATION = insert(_ACTIVATIONS)
+
+
+@dataclass(frozen=True)
+class KnownActivation:
+    """An activation as a later delivery for its renewal is compared with it."""
+
+    id: str
+    state: str
+    terms: ActivationTerms
+
+
+async def activation_of_renewal(
+    connection: AsyncConnection, renewal_id: str
+) -> KnownActivation | None:
+    """The renewal's activation (its id, state and terms), or None."""
+    row = (await connection.execute(_ACTIVATION_OF_RENEWAL, {"renewal": renewal_id})).first()
+    if row is None:
+        return None
+    terms = ActivationTerms(
+        iccid=row.iccid,
+        plan_code=row.plan_code,
+        data_mb=row.data_mb,
+        validity_days=row.validity_days,
+        start=row.start,
+    )
+    return KnownActivation(id=row.id, state=row.state, terms=terms)
+
+
+async def add_activation(connection: AsyncConnection, row: dict[str, Any]) -> None:
+    """Insert a new activation; `row` gives every column (`new_activation`)."""
+    await connection.execute(_NEW_ACTIVATION, row)
+
+
+def new_activation(
+    activation_id: str,
+    renewal_id: str,
+    payment_id: str,
+    terms: ActivationTerms,
+    now: datetime,
+    deadline_at: datetime,
+) -> dict[str, Any]:
+    """The row of a new activation, due now: every column of `provisioning_activation`."""
+    return {
+        "id": activation_id,
+        "renewal_id": renewal_id,
+        "payment_id": payment_id,
+        "iccid": terms.iccid,
+        "plan_code": terms.plan_code,
+        "data_mb": terms.data_mb,
+        "validity_days": terms.validity_days,
+        "start": terms.start,
+        "state": ActivationState.ORDERING.value,
+        "order_id": None,
+        "bundle_state": None,
+        "valid_from": None,
+        "valid_until": None,
+        "attempts": 0,
+        "polls": 0,
+        "failure_reason": None,
+        "created_at": now,
+        "updated_at": now,
+        "deadline_at": deadline_at,
+        "ordered_at": None,
+        "activated_at": None,
+        "failed_at": None,
+        "traceparent": current_traceparent(),
+        "due_at": now,
+        "lease_until": None,
+        "unavailable_rounds": 0,
+        "last_error": None,
+    }
