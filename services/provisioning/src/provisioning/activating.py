@@ -9,6 +9,7 @@ round orders again and gets the same order back: the bundle is never applied twi
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from esim_core.clock import as_utc, utcnow
@@ -45,7 +46,7 @@ from provisioning.platforms import (
     PlatformUnavailableError,
     UnknownIccidError,
 )
-from provisioning.store import Activation, Bundle
+from provisioning.store import Activation, Bundle, write_activation_round
 from provisioning.usage import (
     live_bundles,
     mark_cancelled,
@@ -101,6 +102,10 @@ def _complete(bundle: BundleStatus | None) -> bool:
     return meaning == "failed"
 
 
+class _Dropped(Exception):
+    """A round's outcome is not written: its row was claimed again, or moved on."""
+
+
 class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
     """Moves due activations on: order the bundle, follow it, then activate or fail.
 
@@ -136,16 +141,11 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
                 current.last_error = "not sent to the platform by the deadline"
                 current.lease_until = None
                 current.updated_at = now
-                session.add(current)
                 self._fail(session, current, ACTIVATION_TIMEOUT, now)
 
-            ordering = ActivationState.ORDERING
-            await self.commit_round(
-                activation_id, activation.lease_until, give_up, lambda row: row.state == ordering
-            )
+            await self._commit(activation, activation.lease_until, give_up)
             return
         lease = activation.lease_until
-        state = activation.state
         outcome = await self._call(activation)
         # An order the platform answers as already live (or failed) is looked up in the same
         # round, for its dates: one commit instead of a second round a poll interval later.
@@ -181,9 +181,50 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
             if activated and not replacing:
                 await watch_card(session, current.iccid, due)
 
-        await self.commit_round(activation_id, lease, apply, lambda row: row.state == state)
+        await self._commit(activation, lease, apply)
 
     work_claimed = advance
+
+    def count_round(self, session: AsyncSession, row: Any, now: datetime) -> None:
+        """Record on the round's copy that a round ran, and end its lease (`_commit` writes
+        it: the copy is not added to the session, which would insert it)."""
+        row.attempts += 1
+        row.updated_at = now
+        row.lease_until = None
+
+    async def _commit(
+        self,
+        activation: Activation,
+        lease: datetime | None,
+        apply: Callable[[AsyncSession, Activation], Awaitable[None]],
+    ) -> None:
+        """Commit a round's outcome with `apply`, if the activation is still in the state its
+        claim found and still carries the claim's lease (`DueWorker.commit_round`, in Core).
+
+        The round goes on from the row its claim returned (nothing else of it changes under a
+        lease but the due time, which every outcome sets): `apply` changes that copy, and one
+        statement writes it back where the state and the lease are still the claim's. A row
+        claimed again meanwhile (its lease ran out mid-round) belongs to the newer round, and a
+        row moved on by another is not this round's either: the transaction rolls back, with
+        everything `apply` wrote.
+        """
+        state = activation.state
+        try:
+            async with self.database.session() as session:
+                await apply(session, activation)
+                written = await write_activation_round(
+                    await session.connection(), activation, was=state, lease=lease
+                )
+                if not written:
+                    raise _Dropped
+        except _Dropped:
+            logger.warning(
+                "%s %s was claimed again or moved on during its round; this round's outcome "
+                "is dropped (%s)",
+                self.noun,
+                activation.id,
+                self.kept_by,
+            )
 
     async def _status_now(self, activation_id: str, order_id: str) -> BundleStatus | None:
         try:

@@ -8,7 +8,8 @@ from esim_core.clock import utcnow
 from esim_core.duework.rows import OutsideCallColumns
 from esim_core.observability.tracing import current_traceparent, traceparent_field
 from esim_core.persistence.db import timestamp
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, case, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel
 
@@ -231,4 +232,114 @@ def new_activation(
         "lease_until": None,
         "unavailable_rounds": 0,
         "last_error": None,
+    }
+
+
+# An activation round's write: the claim returned the row whole, so a round writes every column
+# it may change in one statement compiled once (the SET clause comes from the keys of the
+# values given), where the row is still in the state and under the lease the claim left.
+
+_WRITE_ACTIVATION = update(_ACTIVATIONS).where(
+    _ACTIVATIONS.c.id == bindparam("key"),
+    _ACTIVATIONS.c.state == bindparam("was"),
+    _ACTIVATIONS.c.lease_until == bindparam("lease"),
+)
+
+#: The columns of an activation that a round may change.
+ROUND_COLUMNS = (
+    "state",
+    "order_id",
+    "bundle_state",
+    "valid_from",
+    "valid_until",
+    "attempts",
+    "polls",
+    "failure_reason",
+    "updated_at",
+    "ordered_at",
+    "activated_at",
+    "failed_at",
+    "due_at",
+    "lease_until",
+    "unavailable_rounds",
+    "last_error",
+)
+
+
+async def write_activation_round(
+    connection: AsyncConnection, activation: Activation, *, was: str, lease: datetime | None
+) -> bool:
+    """Write what a round decided of an activation (every column in `ROUND_COLUMNS`), if it is
+    still in state `was` under the round's `lease`; tells whether it was.
+
+    The row stays locked until the transaction ends (PostgreSQL; SQLite serializes writers).
+    """
+    values = {name: getattr(activation, name) for name in ROUND_COLUMNS}
+    result: Any = await connection.execute(
+        _WRITE_ACTIVATION, {"key": activation.id, "was": was, "lease": lease, **values}
+    )
+    return bool(result.rowcount)
+
+
+_WATCHES: Any = UsageWatch.__table__  # type: ignore[attr-defined]
+
+
+def _watch_card(dialect_insert: Any) -> Any:
+    statement = dialect_insert(_WATCHES)
+    sooner = statement.excluded.due_at
+    return statement.on_conflict_do_update(
+        index_elements=[_WATCHES.c.id],
+        set_={
+            "due_at": case(
+                (or_(_WATCHES.c.due_at.is_(None), _WATCHES.c.due_at > sooner), sooner),
+                else_=_WATCHES.c.due_at,
+            ),
+            "idle_polls": 0,
+        },
+    )
+
+
+#: Insert a card's usage watch, or bring its due time forward and reset its idle polls: one
+#: statement per dialect (SQLite and PostgreSQL share the syntax), built once.
+_WATCH_CARD = {"sqlite": _watch_card(sqlite.insert), "postgresql": _watch_card(postgresql.insert)}
+
+
+async def upsert_usage_watch(connection: AsyncConnection, iccid: str, due_at: datetime) -> None:
+    """Make sure the card's usage is polled by `due_at` at the latest, in one statement (the
+    watch's row locked, as a read for update would)."""
+    row = {
+        "id": iccid,
+        "idle_polls": 0,
+        "polls": 0,
+        "last_polled_at": None,
+        "due_at": due_at,
+        "lease_until": None,
+        "unavailable_rounds": 0,
+        "last_error": None,
+    }
+    await connection.execute(_WATCH_CARD[connection.dialect.name], row)
+
+
+def new_bundle(activation: Activation, data_mb: int, now: datetime) -> dict[str, Any]:
+    """The row of a bundle that an activation made live or queued: every column."""
+    assert activation.order_id is not None
+    state = activation.bundle_state or "active"
+    return {
+        "order_id": activation.order_id,
+        "renewal_id": activation.renewal_id,
+        "iccid": activation.iccid,
+        "plan_code": activation.plan_code,
+        "data_mb": data_mb,
+        "first_state": state,
+        "status": state,
+        "valid_from": activation.valid_from,
+        "valid_until": activation.valid_until,
+        "data_used_mb": 0,
+        "usage_as_of": None,
+        "alerted_pct": 0,
+        "started_published": False,
+        "ended_published": False,
+        "cancelled_at": None,
+        "cancel_reason": None,
+        "updated_at": now,
     }

@@ -16,6 +16,7 @@ from uuid import UUID
 from esim_core.clock import as_utc, utcnow
 from esim_core.duework.worker import DueWorker
 from esim_core.messaging.outbox import Outbox
+from esim_core.persistence.db import add_row
 from esim_schemas import BundleCancelled, BundleEnded, BundleStarted, DataLow, UsageUpdated
 from esim_schemas.events import BundleCancelReason
 from esim_schemas.types import BundleStatus
@@ -42,7 +43,7 @@ from provisioning.platforms import (
     PlatformUnavailableError,
     UnknownIccidError,
 )
-from provisioning.store import Activation, Bundle, UsageWatch
+from provisioning.store import Activation, Bundle, UsageWatch, new_bundle, upsert_usage_watch
 
 logger = logging.getLogger(__name__)
 
@@ -268,24 +269,14 @@ def replaced_at(candidates: Sequence[Bundle], order_id: str, starts: datetime) -
     ]
 
 
-def track_bundle(session: AsyncSession, activation: Activation, data_mb: int) -> Bundle:
-    """Start following the bundle of an activation that just went live or was queued."""
+def track_bundle(session: AsyncSession, activation: Activation, data_mb: int) -> None:
+    """Start following the bundle of an activation that just went live or was queued.
+
+    The row is inserted at commit (`add_row`): nothing in the activation's round reads it.
+    """
     assert activation.order_id is not None
     assert activation.valid_from is not None and activation.valid_until is not None
-    state = activation.bundle_state or "active"
-    bundle = Bundle(
-        order_id=activation.order_id,
-        renewal_id=activation.renewal_id,
-        iccid=activation.iccid,
-        plan_code=activation.plan_code,
-        data_mb=data_mb,
-        first_state=state,
-        status=state,
-        valid_from=activation.valid_from,
-        valid_until=activation.valid_until,
-    )
-    session.add(bundle)
-    return bundle
+    add_row(session, Bundle, new_bundle(activation, data_mb, utcnow()))
 
 
 async def locked_bundle(session: AsyncSession, order_id: str) -> Bundle | None:
@@ -294,15 +285,8 @@ async def locked_bundle(session: AsyncSession, order_id: str) -> Bundle | None:
 
 
 async def watch_card(session: AsyncSession, iccid: str, due_at: datetime) -> None:
-    """Make sure a card's usage is polled by `due_at` at the latest."""
-    watch = await session.get(UsageWatch, iccid, with_for_update=True)
-    if watch is None:
-        session.add(UsageWatch(id=iccid, due_at=due_at))
-        return
-    if watch.due_at is None or as_utc(watch.due_at) > due_at:
-        watch.due_at = due_at
-    watch.idle_polls = 0
-    session.add(watch)
+    """Make sure a card's usage is polled by `due_at` at the latest (one statement)."""
+    await upsert_usage_watch(await session.connection(), iccid, due_at)
 
 
 class UsagePoller(DueWorker[EsimPlatform, UsageRules]):
