@@ -108,6 +108,58 @@ async def test_a_woken_loop_takes_new_work_long_before_its_interval(database: Da
     assert sorted(worked) == ["chore-000", "chore-001", "chore-002"]
 
 
+async def test_a_loop_woken_only_by_notes_wakes_on_a_committed_note_alone(
+    database: Database,
+) -> None:
+    claims = 0
+    real_claim = worker.claim
+
+    async def counted_claim(*args: Any, **kwargs: Any) -> Any:
+        nonlocal claims
+        claims += 1
+        return await real_claim(*args, **kwargs)
+
+    worked: list[str] = []
+
+    async def work(key: str) -> None:
+        worked.append(key)
+        await clear_due(database, Chore, key, None)
+
+    loop = DueLoop(database, Chore, work, what="chore", interval_s=60.0, woken_by_commits=False)
+    worker.claim = counted_claim  # type: ignore[assignment]
+    try:
+        task = asyncio.create_task(loop.run())
+        await asyncio.sleep(0.05)  # the first claim found nothing; the loop now waits a minute
+        looked = claims
+
+        class RolledBackError(Exception):
+            pass
+
+        async def noted_then_rolled_back() -> None:
+            async with database.session() as session:
+                session.add(Chore(id="never", due_at=datetime.now(UTC)))
+                worker.made_due(session, Chore)
+                raise RolledBackError
+
+        with pytest.raises(RolledBackError):
+            await noted_then_rolled_back()
+        await asyncio.sleep(0.05)
+        assert claims == looked, "a rolled-back note wakes nothing"
+
+        async with database.session() as session:
+            session.add(Chore(id="noted", due_at=datetime.now(UTC)))
+            worker.made_due(session, Chore)
+
+        async def worked_it() -> bool:
+            return worked == ["noted"]
+
+        await wait_for(worked_it, timeout=5)
+        await loop.stop(1.0)
+        await task
+    finally:
+        worker.claim = real_claim  # type: ignore[assignment]
+
+
 async def test_a_backlog_is_worked_through_without_waiting_for_the_interval(
     database: Database,
 ) -> None:

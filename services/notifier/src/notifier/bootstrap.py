@@ -88,5 +88,8 @@ def build(
         concurrency=settings.send_batch,
         lease_s=settings.send_lease_s,
         rows=True,
+        # Woken by a commit that queued or woke a notification due now, not by every one (a
+        # PaymentAuthorized kept, a receipt queued to wait for its payment: nothing to send).
+        woken_by_commits=False,
     )
     return Notifier(runtime=runtime, mailer=chosen, sms=texts, sender=sender)

@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 
 from esim_core.clock import as_utc, utcnow
+from esim_core.duework.loop import made_due
 from esim_core.messaging.consumer import Route
 from esim_core.observability.tracing import current_traceparent
 from esim_schemas import (
@@ -44,6 +45,7 @@ from notifier.store import (
     Contact,
     ContactRow,
     HeldPayment,
+    Notification,
     PaymentEvent,
     SettledPayment,
     add_new_notification,
@@ -94,7 +96,8 @@ async def on_card_bound(session: AsyncSession, event: CloudEvent[CardBound]) -> 
         contact.updated_at = now
     session.add(contact)
     # Notifications that arrived before this CardBound wait with a backoff; send them now.
-    await wake_waiting_for_card(await session.connection(), data.iccid, now)
+    if await wake_waiting_for_card(await session.connection(), data.iccid, now):
+        made_due(session, Notification)
     logger.info("card %s now notifies user %s at %s", data.iccid, data.user_id, data.email)
 
 
@@ -152,7 +155,8 @@ async def on_payment_settled(session: AsyncSession, event: CloudEvent[PaymentSet
     renewal_id = str(event.data.renewal_id)
     if not await keep_first(session, SettledPayment, event, "payment"):
         return
-    await wake_waiting_receipt(await session.connection(), renewal_id, utcnow())
+    if await wake_waiting_receipt(await session.connection(), renewal_id, utcnow()):
+        made_due(session, Notification)
 
 
 async def on_payment_authorized(
@@ -343,6 +347,8 @@ async def queue_notification(
             event.id,
         )
         return False
+    if waiting is None:
+        made_due(session, Notification)
     logger.info("queued %s %s by %s for card %s (event %s)", kind, key, channel, iccid, event.id)
     return True
 
@@ -373,6 +379,7 @@ async def queue_account_notification(
         key = notification_id(kind, channel, renewal_id=None, event_id=event.id)
         row = pending(key, event, kind, channel, iccid=None, locale=data.locale)
         if await add_new_notification(connection, row):
+            made_due(session, Notification)
             logger.info("queued %s %s by %s for user %s", kind, key, channel, data.user_id)
 
 

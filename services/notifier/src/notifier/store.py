@@ -238,14 +238,17 @@ async def kinds_told_of(connection: AsyncConnection, renewal_id: str) -> list[tu
     return [(row.kind, row.payload) for row in result]
 
 
-async def wake_waiting_for_card(connection: AsyncConnection, iccid: str, now: datetime) -> None:
-    """Make the card's notifications that wait for its contact due now."""
-    await connection.execute(_WAKE_CARD, {"card": iccid, "now": now})
+async def wake_waiting_for_card(connection: AsyncConnection, iccid: str, now: datetime) -> int:
+    """Make the card's notifications that wait for its contact due now; returns how many."""
+    result: Any = await connection.execute(_WAKE_CARD, {"card": iccid, "now": now})
+    return int(result.rowcount or 0)
 
 
-async def wake_waiting_receipt(connection: AsyncConnection, renewal_id: str, now: datetime) -> None:
-    """Make the renewal's receipt that waits for its payment due now."""
-    await connection.execute(_WAKE_RECEIPT, {"renewal": renewal_id, "now": now})
+async def wake_waiting_receipt(connection: AsyncConnection, renewal_id: str, now: datetime) -> int:
+    """Make the renewal's receipt that waits for its payment due now; returns how many rows
+    (one per channel)."""
+    result: Any = await connection.execute(_WAKE_RECEIPT, {"renewal": renewal_id, "now": now})
+    return int(result.rowcount or 0)
 
 
 # The SET clause comes from the keys of the values given (compiled once per set of keys).

@@ -115,8 +115,11 @@ def build(
             Route(BundleCancelRequested, handlers.on_bundle_cancel_requested),
         ]
     )
+    # Woken by the commits that make their rows due now (`made_due`: a new activation or
+    # cancellation, an order completed), not by every commit of the consumer; the usage watch
+    # is never due at once after one, and looks at its interval.
     for worker in (activations, cancellations, usage):
-        runtime.due_worker(worker)
+        runtime.due_worker(worker, woken_by_commits=False)
     runtime.produces(
         ProfileActivated,
         ActivationFailed,

@@ -15,13 +15,20 @@ from datetime import timedelta
 from typing import Any
 
 from esim_core.clock import utcnow
+from esim_core.duework.loop import made_due
 from esim_core.messaging.consumer import PermanentEventError
 from esim_schemas import BundleCancelRequested, CloudEvent, PaymentAuthorized, PaymentSettled
 from sqlalchemy import event
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from provisioning.domain import ActivationTerms, CancellationState, activation_id_for
-from provisioning.store import Cancellation, activation_of_renewal, add_activation, new_activation
+from provisioning.store import (
+    Activation,
+    Cancellation,
+    activation_of_renewal,
+    add_activation,
+    new_activation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +160,7 @@ class Handlers:
             new_activation(activation_id, renewal_id, data.payment_id, terms, now, deadline),
         )
         self.committed.after_commit(session, renewal_id, terms)
+        made_due(session, Activation)
         logger.info(
             "activation %s of renewal %s: %s on card %s (start %s), due now",
             activation_id,
@@ -195,6 +203,7 @@ class Handlers:
                 due_at=now,
             )
         )
+        made_due(session, Cancellation)
         logger.info(
             "cancellation of renewal %s on card %s (%s), due now",
             renewal_id,

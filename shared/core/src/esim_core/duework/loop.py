@@ -8,13 +8,15 @@ row at once, and a replica that dies mid-work leaves a lease that simply runs ou
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import event, or_, update
 from sqlmodel import SQLModel, col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from esim_core.clock import utcnow
 from esim_core.observability.logs import ids_bound
@@ -149,6 +151,35 @@ async def clear_due(
 
 Work = Callable[[Any], Awaitable[Any]]
 
+#: The running loops woken only by notes (`made_due`), by the name of the table they work.
+_NOTED_LOOPS: dict[str, "weakref.WeakSet[DueLoop]"] = {}
+_NOTES = "esim_core.duework.loop.made_due"
+
+
+def made_due(session: AsyncSession, table: type[SQLModel]) -> None:
+    """Note that this transaction makes rows of `table` due now.
+
+    Once it commits, the running loops of that table that wait for such notes
+    (`DueLoop(woken_by_commits=False)`) are woken; a rolled-back transaction wakes nothing.
+    """
+    sync_session = session.sync_session
+    noted: set[str] | None = sync_session.info.get(_NOTES)
+    if noted is None:
+        noted = sync_session.info[_NOTES] = set()
+        event.listen(sync_session, "after_commit", _wake_noted, once=True)
+    noted.add(_table_name(table))
+
+
+def _table_name(table: type[SQLModel]) -> str:
+    name: str = table.__table__.name  # type: ignore[attr-defined]
+    return name
+
+
+def _wake_noted(committed: Any) -> None:
+    for name in committed.info.pop(_NOTES, ()):
+        for loop in list(_NOTED_LOOPS.get(name, ())):
+            loop.wake()
+
 
 async def work_due(
     database: Database,
@@ -211,6 +242,10 @@ class DueLoop:
     `stop` ends claiming, gives the rounds in flight until a deadline to finish, cancels the
     rest and releases their leases: their outside calls carry idempotency keys, so whoever
     takes the rows next repeats them safely, without waiting out the lease.
+
+    With `woken_by_commits` false, the service's commits do not wake the loop (each wake is
+    a claim, a transaction, which finds nothing when the commit made nothing due): only a
+    transaction that notes it made rows of the table due now (`made_due`) does, or `wake`.
     """
 
     def __init__(
@@ -225,11 +260,13 @@ class DueLoop:
         interval_s: float = 0.25,
         idle_max_s: float = 2.0,
         rows: bool = False,
+        woken_by_commits: bool = True,
     ) -> None:
         self.database = database
         self.table = table
         self.work = work
         self.rows = rows
+        self.woken_by_commits = woken_by_commits
         self.what = what
         self.concurrency = concurrency
         self.lease_s = lease_s
@@ -253,6 +290,15 @@ class DueLoop:
 
     async def run(self) -> None:
         """Claim and work due rows until `stop`."""
+        if not self.woken_by_commits:
+            _NOTED_LOOPS.setdefault(_table_name(self.table), weakref.WeakSet()).add(self)
+        try:
+            await self._run()
+        finally:
+            for loops in _NOTED_LOOPS.values():
+                loops.discard(self)
+
+    async def _run(self) -> None:
         while not self._stopping:
             self._wake.clear()
             free = self.concurrency - len(self._inflight)
