@@ -134,41 +134,40 @@ class Handlers:
         renewal_id = str(data.renewal_id)
         terms = _terms(data)
         connection = await session.connection()
-        existing = await activation_of_renewal(connection, renewal_id)
-        if existing is not None:
-            differing = existing.terms.differences(terms)
-            if differing:
-                raise PermanentEventError(
-                    f"conflicting {kind} for renewal {renewal_id}: "
-                    f"{', '.join(differing)} differ from activation {existing.id}"
-                )
-            logger.info(
-                "%s %s repeats renewal %s: activation %s (%s) stays as it is",
-                kind,
-                event_id,
-                renewal_id,
-                existing.id,
-                existing.state,
-            )
-            self.committed.after_commit(session, renewal_id, terms)
-            return
         now = utcnow()
         activation_id = activation_id_for(renewal_id)
         deadline = now + timedelta(seconds=self.activation_deadline_s)
-        await add_activation(
-            connection,
-            new_activation(activation_id, renewal_id, data.payment_id, terms, now, deadline),
+        row = new_activation(activation_id, renewal_id, data.payment_id, terms, now, deadline)
+        if await add_activation(connection, row):
+            self.committed.after_commit(session, renewal_id, terms)
+            made_due(session, Activation)
+            logger.info(
+                "activation %s of renewal %s: %s on card %s (start %s), due now",
+                activation_id,
+                renewal_id,
+                terms.plan_code,
+                terms.iccid,
+                terms.start,
+            )
+            return
+        existing = await activation_of_renewal(connection, renewal_id)
+        if existing is None:
+            raise RuntimeError(f"renewal {renewal_id} has an activation that cannot be read")
+        differing = existing.terms.differences(terms)
+        if differing:
+            raise PermanentEventError(
+                f"conflicting {kind} for renewal {renewal_id}: "
+                f"{', '.join(differing)} differ from activation {existing.id}"
+            )
+        logger.info(
+            "%s %s repeats renewal %s: activation %s (%s) stays as it is",
+            kind,
+            event_id,
+            renewal_id,
+            existing.id,
+            existing.state,
         )
         self.committed.after_commit(session, renewal_id, terms)
-        made_due(session, Activation)
-        logger.info(
-            "activation %s of renewal %s: %s on card %s (start %s), due now",
-            activation_id,
-            renewal_id,
-            terms.plan_code,
-            terms.iccid,
-            terms.start,
-        )
 
     async def on_bundle_cancel_requested(
         self, session: AsyncSession, event: CloudEvent[BundleCancelRequested]

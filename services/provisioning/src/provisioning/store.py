@@ -8,7 +8,7 @@ from esim_core.clock import utcnow
 from esim_core.duework.rows import OutsideCallColumns
 from esim_core.observability.tracing import current_traceparent, traceparent_field
 from esim_core.persistence.db import timestamp
-from sqlalchemy import bindparam, case, insert, or_, select, update
+from sqlalchemy import bindparam, case, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel
@@ -161,7 +161,17 @@ _ACTIVATION_OF_RENEWAL = select(
     _ACTIVATIONS.c.start,
 ).where(_ACTIVATIONS.c.renewal_id == bindparam("renewal"))
 
-_NEW_ACTIVATION = insert(_ACTIVATIONS)
+
+def _new_activation(dialect_insert: Any) -> Any:
+    # The id is derived from the renewal, and the renewal is unique: a renewal that has an
+    # activation inserts nothing, and returns no id.
+    return dialect_insert(_ACTIVATIONS).on_conflict_do_nothing().returning(_ACTIVATIONS.c.id)
+
+
+_NEW_ACTIVATION = {
+    "sqlite": _new_activation(sqlite.insert),
+    "postgresql": _new_activation(postgresql.insert),
+}
 
 
 @dataclass(frozen=True)
@@ -190,9 +200,11 @@ async def activation_of_renewal(
     return KnownActivation(id=row.id, state=row.state, terms=terms)
 
 
-async def add_activation(connection: AsyncConnection, row: dict[str, Any]) -> None:
-    """Insert a new activation; `row` gives every column (`new_activation`)."""
-    await connection.execute(_NEW_ACTIVATION, row)
+async def add_activation(connection: AsyncConnection, row: dict[str, Any]) -> bool:
+    """Insert a new activation unless its renewal has one; tells whether it was new. `row`
+    gives every column (`new_activation`)."""
+    result = await connection.execute(_NEW_ACTIVATION[connection.dialect.name], row)
+    return result.first() is not None
 
 
 def new_activation(
