@@ -7,7 +7,7 @@ round orders again and gets the same order back: the bundle is never applied twi
 """
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -46,10 +46,10 @@ from provisioning.platforms import (
     PlatformUnavailableError,
     UnknownIccidError,
 )
-from provisioning.store import Activation, Bundle, write_activation_round
+from provisioning.store import Activation, write_activation_round
 from provisioning.usage import (
+    LiveBundles,
     live_bundles,
-    mark_cancelled,
     replaced_at,
     track_bundle,
     watch_card,
@@ -167,7 +167,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
                 and verdict(settled.status) == "activated"
             )
             due = utcnow() + timedelta(seconds=self.usage_poll_after_s)
-            live: list[Bundle] = []
+            live = LiveBundles()
             if replacing:
                 assert settled is not None
                 await watch_card(session, current.iccid, due)
@@ -177,6 +177,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
                 self._follow(
                     session, current, follow_up, utcnow(), as_utc(current.deadline_at), live
                 )
+            await live.write(session)
             activated = current.state == ActivationState.ACTIVATED and current.order_id is not None
             if activated and not replacing:
                 await watch_card(session, current.iccid, due)
@@ -278,7 +279,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         session: AsyncSession,
         activation: Activation,
         outcome: Outcome,
-        live: Sequence[Bundle] = (),
+        live: LiveBundles | None = None,
     ) -> None:
         now = utcnow()
         self.count_round(session, activation, now)
@@ -335,7 +336,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         bundle: BundleStatus,
         now: datetime,
         deadline: datetime,
-        live: Sequence[Bundle] = (),
+        live: LiveBundles | None = None,
     ) -> None:
         activation.unavailable_rounds = 0
         meaning = verdict(bundle.status)
@@ -388,7 +389,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         activation: Activation,
         outcome: Outcome,
         now: datetime,
-        live: Sequence[Bundle] = (),
+        live: LiveBundles | None = None,
     ) -> None:
         """The platform's answer to the cancel at the deadline: failed, live after all, or again."""
         if isinstance(outcome, BundleCancellation):
@@ -476,7 +477,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         activation: Activation,
         bundle: BundleStatus,
         now: datetime,
-        live: Sequence[Bundle] = (),
+        live: LiveBundles | None = None,
     ) -> None:
         """The bundle is live or queued: ProfileActivated, once; a plan started at once ends
         the card's live one (`live`, locked by the round), which carriers hear as
@@ -514,8 +515,8 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         activation.last_error = None
         track_bundle(session, activation, data_mb)
         replaced = (
-            replaced_at(live, activation.order_id, valid_from)
-            if activation.start == "now" and state == "active"
+            replaced_at(live.rows, activation.order_id, valid_from)
+            if live is not None and activation.start == "now" and state == "active"
             else []
         )
         self.outbox.add(
@@ -534,10 +535,8 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
             ),
             event_id=event_id("profile-activated", activation.renewal_id),
         )
-        for ended in replaced:
-            mark_cancelled(
-                self.outbox, session, ended, "replaced", now, replaced_by=activation.renewal_id
-            )
+        if live is not None and replaced:
+            live.replace(self.outbox, session, replaced, now, replaced_by=activation.renewal_id)
         ACTIVATIONS.labels("activated").inc()
         ACTIVATION_SECONDS.observe((now - as_utc(activation.created_at)).total_seconds())
         logger.info(

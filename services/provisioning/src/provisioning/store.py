@@ -355,3 +355,54 @@ def new_bundle(activation: Activation, data_mb: int, now: datetime) -> dict[str,
         "cancel_reason": None,
         "updated_at": now,
     }
+
+
+_BUNDLES: Any = Bundle.__table__  # type: ignore[attr-defined]
+
+#: A card's bundles live at `starts` (not cancelled, not used up), locked: what a plan started
+#: then at once ends.
+_LIVE_BUNDLES = (
+    select(
+        _BUNDLES.c.order_id,
+        _BUNDLES.c.renewal_id,
+        _BUNDLES.c.iccid,
+        _BUNDLES.c.plan_code,
+        _BUNDLES.c.valid_from,
+        _BUNDLES.c.valid_until,
+        _BUNDLES.c.cancelled_at,
+    )
+    .where(
+        _BUNDLES.c.iccid == bindparam("card"),
+        _BUNDLES.c.cancelled_at.is_(None),
+        _BUNDLES.c.status != "depleted",
+        _BUNDLES.c.valid_from <= bindparam("starts"),
+        _BUNDLES.c.valid_until > bindparam("starts"),
+    )
+    .with_for_update()
+)
+_CANCEL_BUNDLE = update(_BUNDLES).where(
+    _BUNDLES.c.order_id == bindparam("key"), _BUNDLES.c.cancelled_at.is_(None)
+)
+
+
+async def live_bundle_rows(connection: AsyncConnection, iccid: str, starts: datetime) -> list[Any]:
+    """The card's bundles live at `starts`, locked until the transaction ends: rows with
+    `order_id`, `renewal_id`, `iccid`, `plan_code`, `valid_from`, `valid_until`, `cancelled_at`."""
+    result = await connection.execute(_LIVE_BUNDLES, {"card": iccid, "starts": starts})
+    return list(result.all())
+
+
+async def cancel_bundle(
+    connection: AsyncConnection, order_id: str, reason: str, now: datetime
+) -> None:
+    """Record that a bundle will not run (further): cancelled or replaced, no end to announce."""
+    await connection.execute(
+        _CANCEL_BUNDLE,
+        {
+            "key": order_id,
+            "cancelled_at": now,
+            "cancel_reason": reason,
+            "ended_published": True,
+            "updated_at": now,
+        },
+    )
