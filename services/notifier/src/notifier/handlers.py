@@ -49,9 +49,9 @@ from notifier.store import (
     PaymentEvent,
     SettledPayment,
     add_new_notification,
+    contact_and_payments_known,
     contact_of,
     keep_new_payment_event,
-    payment_events_known,
     wake_waiting_for_card,
     wake_waiting_receipt,
 )
@@ -113,15 +113,25 @@ async def on_profile_activated(
     at `first_look_s` after it was queued all the same, should a wake have been missed (on
     PostgreSQL the two transactions may run at once on two replicas, each not seeing the other).
     """
-    renewal_id = str(event.data.renewal_id)
-    settled, held = await payment_events_known(await session.connection(), renewal_id)
+    data = event.data
+    connection = await session.connection()
+    contact, settled, held = await contact_and_payments_known(
+        connection, data.iccid, str(data.renewal_id)
+    )
     waiting = None
     if not settled:
         waiting = Waiting(
             due_at=utcnow() + timedelta(seconds=first_look_s),
             detail=HOLD_WAIT if held else PAYMENT_WAIT,
         )
-    await notify_card(session, event, NotificationKind.PROFILE_ACTIVATED, waiting=waiting)
+    await notify_card(
+        session,
+        event,
+        NotificationKind.PROFILE_ACTIVATED,
+        contact=contact,
+        known=True,
+        waiting=waiting,
+    )
 
 
 async def keep_first(
@@ -272,16 +282,18 @@ async def notify_card(
     cause: str | None = None,
     per_renewal: bool = True,
     waiting: Waiting | None = None,
+    known: bool = False,
 ) -> None:
     """Queue a card's message by e-mail, and by SMS where the card's contact has a phone.
 
     The phone is in the contact only for users who chose SMS (CardBound leaves it out else).
+    `known`: `contact` was read already (None: the card has none yet).
     """
     iccid = event.data.subject()
     if iccid is None:
         raise ValueError(f"{event.type} carries no ICCID")
     connection = await session.connection()
-    if contact is None:
+    if contact is None and not known:
         contact = await contact_of(connection, iccid)
     channels = [Channel.EMAIL] + ([Channel.SMS] if contact is not None and contact.phone else [])
     for channel in channels:
@@ -294,6 +306,7 @@ async def notify_card(
             cause=cause,
             per_renewal=per_renewal,
             waiting=waiting,
+            known=True,
         )
 
 
@@ -307,6 +320,7 @@ async def queue_notification(
     cause: str | None = None,
     per_renewal: bool = True,
     waiting: Waiting | None = None,
+    known: bool = False,
 ) -> bool:
     """Add a pending notification about `event` (by e-mail unless `channel` says otherwise),
     unless one exists for it already; due now, or as `waiting` says.
@@ -326,7 +340,7 @@ async def queue_notification(
     if iccid is None:
         raise ValueError(f"{event.type} carries no ICCID")
     connection = await session.connection()
-    if contact is None:
+    if contact is None and not known:
         contact = await contact_of(connection, iccid)
     row = pending(
         key,

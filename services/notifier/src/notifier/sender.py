@@ -42,9 +42,8 @@ from notifier.settings import NotifierSettings
 from notifier.sms import OutgoingSms, PermanentSmsError, SmsGateway, TransientSmsError
 from notifier.store import (
     Notification,
-    contact_of,
+    contact_and_payments,
     kinds_told_of,
-    payment_events_of,
     write_notification,
 )
 
@@ -168,7 +167,11 @@ class NotificationSender:
         """A card's message: its recipient, locale and what its templates are filled with; None
         when it waits (for the contact or a receipt's payment) or cannot go (the row says)."""
         assert row.iccid is not None
-        contact = await contact_of(connection, row.iccid)
+        # A receipt (or a cancellation's notice) reads its payment with the contact, at once.
+        with_payment = row.kind in _WITH_PAYMENT
+        contact, settled, held = await contact_and_payments(
+            connection, row.iccid, row.renewal_id if with_payment else None
+        )
         if contact is None:
             self._wait_for_contact(row)
             return None
@@ -180,7 +183,7 @@ class NotificationSender:
             NOTIFICATIONS.labels(row.kind, "undeliverable").inc()
             return None
         try:
-            context = await self._context(connection, row)
+            context = await self._context(connection, row, settled, held)
         except _RENDER_ERRORS as error:
             self._cannot_render(row, error)
             return None
@@ -208,7 +211,11 @@ class NotificationSender:
             await write_notification(await session.connection(), row.id, _columns(row, names))
 
     async def _context(
-        self, connection: AsyncConnection, row: Notification
+        self,
+        connection: AsyncConnection,
+        row: Notification,
+        settled: dict[str, Any] | None,
+        held: dict[str, Any] | None,
     ) -> dict[str, Any] | None:
         """What a notification's templates are filled with; None while a receipt waits for
         its payment.
@@ -223,8 +230,9 @@ class NotificationSender:
         context: dict[str, Any] = {"event": event_of(row.kind, row.payload)}
         if row.iccid is not None:
             context["renew_url"] = self.settings.renew_url.replace("{iccid}", row.iccid)
-        if row.kind in (NotificationKind.PROFILE_ACTIVATED, NotificationKind.BUNDLE_CANCELLED):
-            payment, hold = await _payment_and_hold(connection, row.renewal_id)
+        if row.kind in _WITH_PAYMENT:
+            payment = PaymentSettled.model_validate(settled) if settled is not None else None
+            hold = PaymentAuthorized.model_validate(held) if held is not None else None
             if payment is None and row.kind == NotificationKind.PROFILE_ACTIVATED:
                 if self._wait(row, self.settings.receipt_payment_wait_s):
                     row.detail = HOLD_WAIT if hold is not None else PAYMENT_WAIT
@@ -368,20 +376,6 @@ class NotificationSender:
         return True
 
 
-async def _payment_and_hold(
-    connection: AsyncConnection, renewal_id: str | None
-) -> tuple[PaymentSettled | None, PaymentAuthorized | None]:
-    """The renewal's PaymentSettled and PaymentAuthorized (its payment held first), where each
-    has arrived."""
-    if renewal_id is None:
-        return None, None
-    settled, held = await payment_events_of(connection, renewal_id)
-    return (
-        PaymentSettled.model_validate(settled) if settled is not None else None,
-        PaymentAuthorized.model_validate(held) if held is not None else None,
-    )
-
-
 async def _told(connection: AsyncConnection, renewal_id: str | None) -> set[str]:
     """The kinds of message queued about a renewal; a cancellation counts when its owner's."""
     if renewal_id is None:
@@ -396,6 +390,9 @@ async def _told(connection: AsyncConnection, renewal_id: str | None) -> set[str]
 #: What deciding a round without a send may change of a row, and what a send round records.
 _SETTLED = ("status", "due_at", "lease_until", "detail")
 _RECORDED = (*_SETTLED, "locale", "recipient", "subject", "sent_at", "send_rounds")
+
+#: The kinds whose message tells the renewal's payment (read with the contact).
+_WITH_PAYMENT = frozenset({NotificationKind.PROFILE_ACTIVATED, NotificationKind.BUNDLE_CANCELLED})
 
 #: What a notification that cannot be rendered raises (it fails, and the others go on).
 _RENDER_ERRORS = (TemplateMissingError, RenderError, SealError, KeyError, TypeError, ValueError)

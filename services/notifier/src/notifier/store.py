@@ -117,7 +117,24 @@ _CONTACT_OF_CARD = select(
     _CONTACTS.c.user_id, _CONTACTS.c.email, _CONTACTS.c.phone, _CONTACTS.c.locale
 ).where(_CONTACTS.c.iccid == bindparam("iccid"))
 
-_PAYMENT_EVENTS_OF_RENEWAL = select(
+#: A card's contact, and whether a renewal's PaymentSettled and PaymentAuthorized are kept: no
+#: row before the card's first CardBound.
+_CONTACT_AND_PAYMENTS_KNOWN = select(
+    _CONTACTS.c.user_id,
+    _CONTACTS.c.email,
+    _CONTACTS.c.phone,
+    _CONTACTS.c.locale,
+    exists().where(_SETTLED.c.renewal_id == bindparam("renewal_id")).label("settled"),
+    exists().where(_HELD.c.renewal_id == bindparam("renewal_id")).label("held"),
+).where(_CONTACTS.c.iccid == bindparam("iccid"))
+
+#: A card's contact, and the data of a renewal's PaymentSettled and PaymentAuthorized as kept:
+#: no row before the card's first CardBound.
+_CONTACT_AND_PAYMENTS = select(
+    _CONTACTS.c.user_id,
+    _CONTACTS.c.email,
+    _CONTACTS.c.phone,
+    _CONTACTS.c.locale,
     select(_SETTLED.c.payload)
     .where(_SETTLED.c.renewal_id == bindparam("renewal_id"))
     .scalar_subquery()
@@ -126,7 +143,7 @@ _PAYMENT_EVENTS_OF_RENEWAL = select(
     .where(_HELD.c.renewal_id == bindparam("renewal_id"))
     .scalar_subquery()
     .label("held"),
-)
+).where(_CONTACTS.c.iccid == bindparam("iccid"))
 
 _PAYMENT_EVENTS_KNOWN = select(
     exists().where(_SETTLED.c.renewal_id == bindparam("renewal_id")).label("settled"),
@@ -193,6 +210,38 @@ async def contact_of(connection: AsyncConnection, iccid: str) -> ContactRow | No
     return row
 
 
+async def contact_and_payments_known(
+    connection: AsyncConnection, iccid: str, renewal_id: str
+) -> tuple[ContactRow | None, bool, bool]:
+    """The card's contact (None before its first CardBound), and whether the renewal's
+    PaymentSettled and PaymentAuthorized are kept: one read where the contact is known."""
+    row = (
+        await connection.execute(
+            _CONTACT_AND_PAYMENTS_KNOWN, {"iccid": iccid, "renewal_id": renewal_id}
+        )
+    ).first()
+    if row is None:
+        return None, *await payment_events_known(connection, renewal_id)
+    contact: ContactRow = row
+    return contact, bool(row.settled), bool(row.held)
+
+
+async def contact_and_payments(
+    connection: AsyncConnection, iccid: str, renewal_id: str | None
+) -> tuple[ContactRow | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """The card's contact (None before its first CardBound), and the data of the renewal's
+    PaymentSettled and PaymentAuthorized as kept, each where there is one: one read."""
+    if renewal_id is None:
+        return await contact_of(connection, iccid), None, None
+    row = (
+        await connection.execute(_CONTACT_AND_PAYMENTS, {"iccid": iccid, "renewal_id": renewal_id})
+    ).first()
+    if row is None:
+        return None, None, None
+    contact: ContactRow = row
+    return contact, _json(row.settled), _json(row.held)
+
+
 async def add_new_notification(connection: AsyncConnection, row: dict[str, Any]) -> bool:
     """Insert a notification unless one of it exists (same id, event and channel, or renewal,
     kind and channel); tells whether it was new. `row` gives every column."""
@@ -214,14 +263,6 @@ async def payment_events_known(connection: AsyncConnection, renewal_id: str) -> 
         await connection.execute(_PAYMENT_EVENTS_KNOWN, {"renewal_id": renewal_id})
     ).one()
     return bool(settled), bool(held)
-
-
-async def payment_events_of(
-    connection: AsyncConnection, renewal_id: str
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The data of the renewal's PaymentSettled and PaymentAuthorized as kept, in one read."""
-    row = (await connection.execute(_PAYMENT_EVENTS_OF_RENEWAL, {"renewal_id": renewal_id})).one()
-    return _json(row.settled), _json(row.held)
 
 
 def _json(value: Any) -> dict[str, Any] | None:
