@@ -12,9 +12,10 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import event, or_, update
+from sqlalchemy import bindparam, event, or_, update
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -59,41 +60,23 @@ async def claim(
     """
     now = utcnow()
     lease_until = now + timedelta(seconds=lease_s)
-    id_column: Any = table.id  # type: ignore[attr-defined]
-    due_column: Any = table.due_at  # type: ignore[attr-defined]
-    lease_column: Any = table.lease_until  # type: ignore[attr-defined]
-    free = or_(col(lease_column).is_(None), col(lease_column) < now)
-    due = (
-        select(id_column)
-        .where(col(due_column).is_not(None), col(due_column) <= now, free)
-        .order_by(col(due_column), col(id_column))
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    columns: list[Any] = list(table.__table__.columns) if rows else [id_column]  # type: ignore[attr-defined]
+    due, lease_due, lease_keys = _claim_statements(table, rows)
+    params = {"now": now, "most": limit, "new_lease": lease_until}
     found: list[Any] = []
     async with database.session() as session:
         connection = await session.connection()
         if database.is_sqlite:
             # One statement; SQLite runs one write transaction at a time, so nothing can take
             # a row between the choice and the lease.
-            result: Any = await connection.execute(
-                update(table)
-                .where(col(id_column).in_(due.scalar_subquery()), free)
-                .values(lease_until=lease_until)
-                .returning(*columns)
-            )
+            result: Any = await connection.execute(lease_due, params)
             found = list(result.all())
         else:
             # The chosen rows stay locked until this transaction ends, so the lease written
             # next lands on exactly them; other replicas skip them meanwhile.
-            keys = list((await connection.execute(due)).scalars().all())
+            keys = list((await connection.execute(due, params)).scalars().all())
             if keys:
                 result = await connection.execute(
-                    update(table)
-                    .where(col(id_column).in_(keys))
-                    .values(lease_until=lease_until)
-                    .returning(*columns)
+                    lease_keys, {"keys": keys, "new_lease": lease_until}
                 )
                 found = list(result.all())
     if not rows:
@@ -104,6 +87,37 @@ async def claim(
         lease_until=lease_until,
         rows=leased,
     )
+
+
+@cache
+def _claim_statements(table: type[SQLModel], rows: bool) -> tuple[Any, Any, Any]:
+    """A table's claim statements, built once (so compiled once, no cache key per claim): the
+    choice of due rows, the lease of the rows it chooses (SQLite), the lease of chosen keys."""
+    columns: Any = table.__table__.c  # type: ignore[attr-defined]
+    now: Any = bindparam("now")
+    free = or_(columns.lease_until.is_(None), columns.lease_until < now)
+    due = (
+        select(columns.id)
+        .where(columns.due_at.is_not(None), columns.due_at <= now, free)
+        .order_by(columns.due_at, columns.id)
+        .limit(bindparam("most"))
+        .with_for_update(skip_locked=True)
+    )
+    returned: list[Any] = list(columns) if rows else [columns.id]
+    leased: Any = bindparam("new_lease")
+    lease_due = (
+        update(table)
+        .where(columns.id.in_(due.scalar_subquery()), free)
+        .values(lease_until=leased)
+        .returning(*returned)
+    )
+    lease_keys = (
+        update(table)
+        .where(columns.id.in_(bindparam("keys", expanding=True)))
+        .values(lease_until=leased)
+        .returning(*returned)
+    )
+    return due, lease_due, lease_keys
 
 
 async def release(
