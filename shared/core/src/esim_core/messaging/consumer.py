@@ -309,7 +309,16 @@ class EventConsumer:
         """Whether the event's route ignores it (`Route.ignores`): then it is counted, logged
         at DEBUG, and neither handled nor recorded."""
         ignores = self.ignores.get(type(event.data))
-        reason = ignores(event) if ignores is not None else None
+        if ignores is None:
+            return False
+        try:
+            reason = ignores(event)
+        except Exception:
+            # A fault of the shortcut must not block the partition: the handler decides.
+            logger.exception(
+                "%s: asking whether to ignore %s %s failed", self.name, event.type, event.id
+            )
+            return False
         if reason is None:
             return False
         if logger.isEnabledFor(logging.DEBUG):
