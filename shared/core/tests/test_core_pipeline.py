@@ -24,6 +24,7 @@ from esim_core.messaging.consumer import (
 from esim_core.messaging.inbox import InboxEntry
 from esim_core.messaging.kafka import OutgoingMessage
 from esim_core.messaging.outbox import Outbox, OutboxMessage
+from esim_core.observability.metrics import DB_TRANSACTIONS
 from esim_core.persistence.db import Database
 from esim_core.settings import Topics
 from esim_core.testing import temporary_database
@@ -373,6 +374,38 @@ async def test_a_batch_is_handled_once_each_with_duplicates_and_poison_in_it(
     assert await inbox_ids(database) == ["e-1", "e-2", "e-3"]
     assert [message.topic for message in publisher.sent] == [f"{TOPIC}.dlq"]
     assert publisher.sent[0].headers["x-original-offset"] == "2"
+
+
+async def test_an_event_its_route_ignores_takes_no_transaction_and_a_faulty_check_none(
+    database: Database,
+) -> None:
+    handled: list[str] = []
+
+    async def handler(session: AsyncSession, event: CloudEvent[Any]) -> None:
+        handled.append(event.id)
+
+    def ignores(event: CloudEvent[Any]) -> str | None:
+        if event.id == "e-broken":
+            raise RuntimeError("the check itself failed")
+        return "changes nothing" if event.id.startswith("e-ignored") else None
+
+    ignoring = EventConsumer(
+        name="test",
+        subscriptions={TOPIC: [Route(RenewalRequested, handler, ignores=ignores)]},
+        database=database,
+        publisher=Recorder(),  # type: ignore[arg-type]
+        attempts=2,
+    )
+    transactions = DB_TRANSACTIONS._value.get()
+    await ignoring.handle_batch(
+        [(request(event_id="e-ignored-1"), at(0, 1)), (request(event_id="e-ignored-2"), at(1, 1))]
+    )
+    await ignoring.handle(request(event_id="e-ignored-3"), at(0, 2))
+    assert DB_TRANSACTIONS._value.get() == transactions
+    assert handled == [] and await inbox_ids(database) == []
+
+    await ignoring.handle_batch([(request(event_id="e-broken"), at(0, 3))])
+    assert handled == ["e-broken"] and await inbox_ids(database) == ["e-broken"]
 
 
 async def test_log_lines_of_a_handler_carry_its_events_ids(database: Database) -> None:
