@@ -24,6 +24,7 @@ from esim_core.messaging.consumer import (
 from esim_core.messaging.inbox import InboxEntry
 from esim_core.messaging.kafka import OutgoingMessage
 from esim_core.messaging.outbox import Outbox, OutboxMessage
+from esim_core.observability.metrics import DB_TRANSACTIONS
 from esim_core.persistence.db import Database
 from esim_core.settings import Topics
 from esim_core.testing import temporary_database
@@ -106,6 +107,58 @@ async def test_a_woken_loop_takes_new_work_long_before_its_interval(database: Da
     await loop.stop(1.0)
     await task
     assert sorted(worked) == ["chore-000", "chore-001", "chore-002"]
+
+
+async def test_a_loop_woken_only_by_notes_wakes_on_a_committed_note_alone(
+    database: Database,
+) -> None:
+    claims = 0
+    real_claim = worker.claim
+
+    async def counted_claim(*args: Any, **kwargs: Any) -> Any:
+        nonlocal claims
+        claims += 1
+        return await real_claim(*args, **kwargs)
+
+    worked: list[str] = []
+
+    async def work(key: str) -> None:
+        worked.append(key)
+        await clear_due(database, Chore, key, None)
+
+    loop = DueLoop(database, Chore, work, what="chore", interval_s=60.0, woken_by_commits=False)
+    worker.claim = counted_claim  # type: ignore[assignment]
+    try:
+        task = asyncio.create_task(loop.run())
+        await asyncio.sleep(0.05)  # the first claim found nothing; the loop now waits a minute
+        looked = claims
+
+        class RolledBackError(Exception):
+            pass
+
+        async def noted_then_rolled_back() -> None:
+            async with database.session() as session:
+                session.add(Chore(id="never", due_at=datetime.now(UTC)))
+                worker.made_due(session, Chore)
+                raise RolledBackError
+
+        with pytest.raises(RolledBackError):
+            await noted_then_rolled_back()
+        await asyncio.sleep(0.05)
+        assert claims == looked, "a rolled-back note wakes nothing"
+
+        async with database.session() as session:
+            session.add(Chore(id="noted", due_at=datetime.now(UTC)))
+            worker.made_due(session, Chore)
+
+        async def worked_it() -> bool:
+            return worked == ["noted"]
+
+        await wait_for(worked_it, timeout=5)
+        await loop.stop(1.0)
+        await task
+    finally:
+        worker.claim = real_claim  # type: ignore[assignment]
 
 
 async def test_a_backlog_is_worked_through_without_waiting_for_the_interval(
@@ -321,6 +374,38 @@ async def test_a_batch_is_handled_once_each_with_duplicates_and_poison_in_it(
     assert await inbox_ids(database) == ["e-1", "e-2", "e-3"]
     assert [message.topic for message in publisher.sent] == [f"{TOPIC}.dlq"]
     assert publisher.sent[0].headers["x-original-offset"] == "2"
+
+
+async def test_an_event_its_route_ignores_takes_no_transaction_and_a_faulty_check_none(
+    database: Database,
+) -> None:
+    handled: list[str] = []
+
+    async def handler(session: AsyncSession, event: CloudEvent[Any]) -> None:
+        handled.append(event.id)
+
+    def ignores(event: CloudEvent[Any]) -> str | None:
+        if event.id == "e-broken":
+            raise RuntimeError("the check itself failed")
+        return "changes nothing" if event.id.startswith("e-ignored") else None
+
+    ignoring = EventConsumer(
+        name="test",
+        subscriptions={TOPIC: [Route(RenewalRequested, handler, ignores=ignores)]},
+        database=database,
+        publisher=Recorder(),  # type: ignore[arg-type]
+        attempts=2,
+    )
+    transactions = DB_TRANSACTIONS._value.get()
+    await ignoring.handle_batch(
+        [(request(event_id="e-ignored-1"), at(0, 1)), (request(event_id="e-ignored-2"), at(1, 1))]
+    )
+    await ignoring.handle(request(event_id="e-ignored-3"), at(0, 2))
+    assert DB_TRANSACTIONS._value.get() == transactions
+    assert handled == [] and await inbox_ids(database) == []
+
+    await ignoring.handle_batch([(request(event_id="e-broken"), at(0, 3))])
+    assert handled == ["e-broken"] and await inbox_ids(database) == ["e-broken"]
 
 
 async def test_log_lines_of_a_handler_carry_its_events_ids(database: Database) -> None:

@@ -80,12 +80,16 @@ def build(
         sealer=settings.reset_code_sealer(),
     )
 
-    runtime.consume_each(handlers.ROUTES)
+    runtime.consume_each(handlers.routes(receipt_payment_wait_s=settings.receipt_payment_wait_s))
     runtime.due_work(
         Notification,
         sender.deliver,
         what=sender.what,
         concurrency=settings.send_batch,
         lease_s=settings.send_lease_s,
+        rows=True,
+        # Woken by a commit that queued or woke a notification due now, not by every one (a
+        # PaymentAuthorized kept, a receipt queued to wait for its payment: nothing to send).
+        woken_by_commits=False,
     )
     return Notifier(runtime=runtime, mailer=chosen, sms=texts, sender=sender)

@@ -137,3 +137,14 @@ def contact_recheck_s(waited_s: float, max_s: float) -> float:
     also wakes waiting notifications at once, so the cap only bounds a missed wake-up.
     """
     return min(max_s, max(1.0, waited_s / 2))
+
+
+RECEIPT_FIRST_LOOK_S = 5.0
+"""When a receipt queued before its payment is first looked at, unless its PaymentSettled wakes
+it sooner (it nearly always does): only a missed wake waits this long."""
+
+PAYMENT_WAIT = "waiting for the renewal's payment (PaymentSettled)"
+"""Why a receipt waits, while nothing is known of its payment."""
+
+HOLD_WAIT = "waiting for the capture of the held payment (PaymentSettled)"
+"""Why a receipt waits, while its payment is held (billing captures it after the activation)."""

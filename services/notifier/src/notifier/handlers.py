@@ -2,10 +2,15 @@
 event and channel."""
 
 import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from esim_core.clock import as_utc, utcnow
+from esim_core.duework.loop import made_due
 from esim_core.messaging.consumer import Route
+from esim_core.observability.tracing import current_traceparent
 from esim_schemas import (
     AutoRenewDisabled,
     BundleCancelled,
@@ -23,20 +28,44 @@ from esim_schemas import (
     ProfileActivated,
     RenewalRejected,
 )
-from sqlalchemy import update
-from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from notifier.domain import (
+    HOLD_WAIT,
+    PAYMENT_WAIT,
+    RECEIPT_FIRST_LOOK_S,
     Channel,
     NotificationKind,
     NotificationStatus,
     notification_id,
     reminder_cause,
 )
-from notifier.store import Contact, HeldPayment, Notification, PaymentEvent, SettledPayment
+from notifier.settings import RECEIPT_PAYMENT_WAIT_S
+from notifier.store import (
+    Contact,
+    ContactRow,
+    HeldPayment,
+    Notification,
+    PaymentEvent,
+    SettledPayment,
+    add_new_notification,
+    contact_and_payments_known,
+    contact_of,
+    keep_new_payment_event,
+    wake_waiting_for_card,
+    wake_waiting_receipt,
+)
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A notification queued to wait for something a later event brings, which wakes it:
+    looked at first at `due_at` (in case the wake was missed), saying why in `detail`."""
+
+    due_at: datetime
+    detail: str
 
 
 async def on_card_bound(session: AsyncSession, event: CloudEvent[CardBound]) -> None:
@@ -67,26 +96,42 @@ async def on_card_bound(session: AsyncSession, event: CloudEvent[CardBound]) -> 
         contact.updated_at = now
     session.add(contact)
     # Notifications that arrived before this CardBound wait with a backoff; send them now.
-    await session.exec(
-        update(Notification)
-        .where(
-            col(Notification.iccid) == data.iccid,
-            col(Notification.status) == NotificationStatus.PENDING,
-            col(Notification.send_rounds) == 0,
-            col(Notification.due_at).is_not(None),
-        )
-        .values(due_at=now)
-    )
+    if await wake_waiting_for_card(await session.connection(), data.iccid, now):
+        made_due(session, Notification)
     logger.info("card %s now notifies user %s at %s", data.iccid, data.user_id, data.email)
 
 
-async def on_profile_activated(session: AsyncSession, event: CloudEvent[ProfileActivated]) -> None:
+async def on_profile_activated(
+    session: AsyncSession, event: CloudEvent[ProfileActivated], *, first_look_s: float = 0.0
+) -> None:
     """Queue the receipt: the plan is live or queued, and what was paid for it.
 
-    The payment's part comes from the renewal's PaymentSettled, which may arrive later: the
-    sender waits a bounded time for it (`NOTIFIER_RECEIPT_PAYMENT_WAIT_S`).
+    The payment's part comes from the renewal's PaymentSettled, which may arrive later (a held
+    payment is captured only after the activation): the sender waits a bounded time for it
+    (`NOTIFIER_RECEIPT_PAYMENT_WAIT_S`). A receipt whose payment is not here yet is queued
+    waiting, so that no send round looks at it before the PaymentSettled wakes it; it is looked
+    at `first_look_s` after it was queued all the same, should a wake have been missed (on
+    PostgreSQL the two transactions may run at once on two replicas, each not seeing the other).
     """
-    await notify_card(session, event, NotificationKind.PROFILE_ACTIVATED)
+    data = event.data
+    connection = await session.connection()
+    contact, settled, held = await contact_and_payments_known(
+        connection, data.iccid, str(data.renewal_id)
+    )
+    waiting = None
+    if not settled:
+        waiting = Waiting(
+            due_at=utcnow() + timedelta(seconds=first_look_s),
+            detail=HOLD_WAIT if held else PAYMENT_WAIT,
+        )
+    await notify_card(
+        session,
+        event,
+        NotificationKind.PROFILE_ACTIVATED,
+        contact=contact,
+        known=True,
+        waiting=waiting,
+    )
 
 
 async def keep_first(
@@ -97,21 +142,20 @@ async def keep_first(
 ) -> bool:
     """Keep a payment event's data in `table`, once per renewal; False if it was kept already.
 
-    A second event of the renewal in the same batch fails the commit on the key; the consumer
-    then redoes the batch one event at a time, and this finds the first.
+    One statement inserts it unless the renewal has one (a second event of the renewal in the
+    same batch finds the first).
     """
     renewal_id = str(event.data.renewal_id)
-    if await session.get(table, renewal_id) is not None:
+    row = {
+        "renewal_id": renewal_id,
+        "iccid": event.data.iccid,
+        "event_id": event.id,
+        "payload": event.data.model_dump(mode="json"),
+        "received_at": utcnow(),
+    }
+    if not await keep_new_payment_event(await session.connection(), table, row):
         logger.info("%s of renewal %s is known; skipping event %s", what, renewal_id, event.id)
         return False
-    session.add(
-        table(
-            renewal_id=renewal_id,
-            iccid=event.data.iccid,
-            event_id=event.id,
-            payload=event.data.model_dump(mode="json"),
-        )
-    )
     return True
 
 
@@ -121,17 +165,8 @@ async def on_payment_settled(session: AsyncSession, event: CloudEvent[PaymentSet
     renewal_id = str(event.data.renewal_id)
     if not await keep_first(session, SettledPayment, event, "payment"):
         return
-    await session.exec(
-        update(Notification)
-        .where(
-            col(Notification.renewal_id) == renewal_id,
-            col(Notification.kind) == NotificationKind.PROFILE_ACTIVATED,
-            col(Notification.status) == NotificationStatus.PENDING,
-            col(Notification.send_rounds) == 0,
-            col(Notification.due_at).is_not(None),
-        )
-        .values(due_at=utcnow())
-    )
+    if await wake_waiting_receipt(await session.connection(), renewal_id, utcnow()):
+        made_due(session, Notification)
 
 
 async def on_payment_authorized(
@@ -165,7 +200,7 @@ async def on_renewal_rejected(session: AsyncSession, event: CloudEvent[RenewalRe
     attempt would confuse them, so it is skipped.
     """
     data = event.data
-    contact = await session.get(Contact, data.iccid)
+    contact = await contact_of(await session.connection(), data.iccid)
     if contact is None:
         logger.info(
             "renewal %s rejected (%s) for card %s without a known contact; nothing to send",
@@ -222,10 +257,11 @@ async def on_bundle_cancelled(session: AsyncSession, event: CloudEvent[BundleCan
     """Queue the notice that a plan was cancelled by its owner (a refund follows) or replaced.
 
     A plan replaced by a known renewal (`replaced_by`) is told in that renewal's receipt: its
-    ProfileActivated, published with this event, lists the plan under `replaces`.
+    ProfileActivated, published with this event, lists the plan under `replaces`; the consumer
+    ignores such an event before it reaches this handler (`ignore_told_elsewhere`).
     """
     data = event.data
-    if data.reason == "replaced" and data.replaced_by is not None:
+    if ignore_told_elsewhere(event) is not None:
         logger.info(
             "plan %s of renewal %s on card %s: told in the receipt of renewal %s",
             data.plan_code,
@@ -242,17 +278,23 @@ async def notify_card(
     event: CloudEvent[Any],
     kind: NotificationKind,
     *,
-    contact: Contact | None = None,
+    contact: ContactRow | None = None,
     cause: str | None = None,
     per_renewal: bool = True,
+    waiting: Waiting | None = None,
+    known: bool = False,
 ) -> None:
     """Queue a card's message by e-mail, and by SMS where the card's contact has a phone.
 
     The phone is in the contact only for users who chose SMS (CardBound leaves it out else).
+    `known`: `contact` was read already (None: the card has none yet).
     """
     iccid = event.data.subject()
-    if contact is None and iccid is not None:
-        contact = await session.get(Contact, iccid)
+    if iccid is None:
+        raise ValueError(f"{event.type} carries no ICCID")
+    connection = await session.connection()
+    if contact is None and not known:
+        contact = await contact_of(connection, iccid)
     channels = [Channel.EMAIL] + ([Channel.SMS] if contact is not None and contact.phone else [])
     for channel in channels:
         await queue_notification(
@@ -263,6 +305,8 @@ async def notify_card(
             channel=channel,
             cause=cause,
             per_renewal=per_renewal,
+            waiting=waiting,
+            known=True,
         )
 
 
@@ -271,13 +315,15 @@ async def queue_notification(
     event: CloudEvent[Any],
     kind: NotificationKind,
     *,
-    contact: Contact | None = None,
+    contact: ContactRow | None = None,
     channel: Channel = Channel.EMAIL,
     cause: str | None = None,
     per_renewal: bool = True,
-) -> Notification | None:
+    waiting: Waiting | None = None,
+    known: bool = False,
+) -> bool:
     """Add a pending notification about `event` (by e-mail unless `channel` says otherwise),
-    unless one exists for it already.
+    unless one exists for it already; due now, or as `waiting` says.
 
     The row's id is derived from the renewal and kind (or `cause`, or the event id where there
     is neither), so a redelivery or a re-published duplicate with a new event id finds it.
@@ -285,26 +331,18 @@ async def queue_notification(
     constraint does not hold it to one.
 
     Returns:
-        The new notification, or None when it was a duplicate.
+        Whether it was new (False: a duplicate).
     """
     data: EventData = event.data
     renewal_id = data.renewal() if per_renewal else None
     key = notification_id(kind, channel, renewal_id=renewal_id, event_id=event.id, cause=cause)
-    if await session.get(Notification, key) is not None:
-        logger.info(
-            "%s %s for renewal %s is already queued; skipping event %s",
-            kind,
-            channel,
-            data.renewal(),
-            event.id,
-        )
-        return None
     iccid = data.subject()
     if iccid is None:
         raise ValueError(f"{event.type} carries no ICCID")
-    if contact is None:
-        contact = await session.get(Contact, iccid)
-    notification = pending(
+    connection = await session.connection()
+    if contact is None and not known:
+        contact = await contact_of(connection, iccid)
+    row = pending(
         key,
         event,
         kind,
@@ -312,10 +350,21 @@ async def queue_notification(
         iccid=iccid,
         renewal_id=renewal_id,
         locale=contact.locale if contact is not None else None,
+        waiting=waiting,
     )
-    session.add(notification)
+    if not await add_new_notification(connection, row):
+        logger.info(
+            "%s %s for renewal %s is already queued; skipping event %s",
+            kind,
+            channel,
+            data.renewal(),
+            event.id,
+        )
+        return False
+    if waiting is None:
+        made_due(session, Notification)
     logger.info("queued %s %s by %s for card %s (event %s)", kind, key, channel, iccid, event.id)
-    return notification
+    return True
 
 
 async def on_password_reset_requested(
@@ -339,12 +388,13 @@ async def queue_account_notification(
     """Add a pending notification about the account on each channel it can reach."""
     data = event.data
     channels = [Channel.EMAIL] + ([Channel.SMS] if data.phone else [])
+    connection = await session.connection()
     for channel in channels:
         key = notification_id(kind, channel, renewal_id=None, event_id=event.id)
-        if await session.get(Notification, key) is not None:
-            continue
-        session.add(pending(key, event, kind, channel, iccid=None, locale=data.locale))
-        logger.info("queued %s %s by %s for user %s", kind, key, channel, data.user_id)
+        row = pending(key, event, kind, channel, iccid=None, locale=data.locale)
+        if await add_new_notification(connection, row):
+            made_due(session, Notification)
+            logger.info("queued %s %s by %s for user %s", kind, key, channel, data.user_id)
 
 
 def pending(
@@ -356,38 +406,63 @@ def pending(
     iccid: str | None,
     renewal_id: str | None = None,
     locale: str | None,
-) -> Notification:
-    """A new notification about `event`, due now, keeping the event's data as it came."""
+    waiting: Waiting | None = None,
+) -> dict[str, Any]:
+    """The row of a new notification about `event`, due now (or as `waiting` says), keeping
+    the event's data as it came: every column, for `add_new_notification`."""
     now = utcnow()
-    return Notification(
-        id=key,
-        event_id=event.id,
-        event_type=event.type,
-        kind=kind,
-        channel=channel,
-        iccid=iccid,
-        renewal_id=renewal_id,
-        locale=locale,
-        payload=event.data.model_dump(mode="json"),
-        status=NotificationStatus.PENDING,
-        created_at=now,
-        due_at=now,
-    )
+    return {
+        "id": key,
+        "event_id": event.id,
+        "event_type": event.type,
+        "kind": kind,
+        "channel": channel,
+        "iccid": iccid,
+        "renewal_id": renewal_id,
+        "locale": locale,
+        "payload": event.data.model_dump(mode="json"),
+        "status": NotificationStatus.PENDING,
+        "recipient": None,
+        "subject": None,
+        "detail": waiting.detail if waiting is not None else None,
+        "send_rounds": 0,
+        "created_at": now,
+        "sent_at": None,
+        "due_at": waiting.due_at if waiting is not None else now,
+        "lease_until": None,
+        "traceparent": current_traceparent(),
+    }
 
 
-#: What the notifier reacts to: each event model, consumed on its own topic, and its handler.
-ROUTES = [
-    Route(CardBound, on_card_bound),
-    Route(ProfileActivated, on_profile_activated),
-    Route(PaymentFailed, on_payment_failed),
-    Route(PaymentRefunded, on_payment_refunded),
-    Route(RenewalRejected, on_renewal_rejected),
-    Route(PaymentSettled, on_payment_settled),
-    Route(PaymentAuthorized, on_payment_authorized),
-    Route(DataLow, on_data_low),
-    Route(PlanExpiring, on_plan_expiring),
-    Route(AutoRenewDisabled, on_auto_renew_disabled),
-    Route(BundleCancelled, on_bundle_cancelled),
-    Route(PasswordResetRequested, on_password_reset_requested),
-    Route(PasswordChanged, on_password_changed),
-]
+def ignore_told_elsewhere(event: CloudEvent[BundleCancelled]) -> str | None:
+    """A plan replaced by a known renewal is told in that renewal's receipt: its cancellation
+    changes nothing here, so the consumer need not even open a transaction for it."""
+    data = event.data
+    if data.reason == "replaced" and data.replaced_by is not None:
+        return f"told in the receipt of renewal {data.replaced_by}"
+    return None
+
+
+def routes(*, receipt_payment_wait_s: float) -> list[Route]:
+    """What the notifier reacts to: each event model, consumed on its own topic, and its
+    handler; a receipt waits for its payment at most `receipt_payment_wait_s`."""
+    first_look_s = min(receipt_payment_wait_s, RECEIPT_FIRST_LOOK_S)
+    return [
+        Route(CardBound, on_card_bound),
+        Route(ProfileActivated, partial(on_profile_activated, first_look_s=first_look_s)),
+        Route(PaymentFailed, on_payment_failed),
+        Route(PaymentRefunded, on_payment_refunded),
+        Route(RenewalRejected, on_renewal_rejected),
+        Route(PaymentSettled, on_payment_settled),
+        Route(PaymentAuthorized, on_payment_authorized),
+        Route(DataLow, on_data_low),
+        Route(PlanExpiring, on_plan_expiring),
+        Route(AutoRenewDisabled, on_auto_renew_disabled),
+        Route(BundleCancelled, on_bundle_cancelled, ignores=ignore_told_elsewhere),
+        Route(PasswordResetRequested, on_password_reset_requested),
+        Route(PasswordChanged, on_password_changed),
+    ]
+
+
+#: The routes with the settings' default receipt wait (the models the notifier consumes).
+ROUTES = routes(receipt_payment_wait_s=RECEIPT_PAYMENT_WAIT_S)

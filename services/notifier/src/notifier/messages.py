@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from babel import Locale
@@ -85,9 +85,16 @@ def format_money(value: Money | Mapping[str, Any], locale: str) -> str:
     The currency's minor units come from Babel's ISO 4217 data (JPY none, KWD three).
     """
     money = _money(value)
-    digits = get_currency_precision(money.currency)
-    major = Decimal(money.amount).scaleb(-digits)
-    return str(format_currency(major, money.currency, locale=babel_locale(locale)))
+    return _formatted_money(money.amount, money.currency, locale)
+
+
+# A message writes the same few amounts and times in its text and its HTML part, and a busy
+# hour writes the same plan prices again and again: Babel's formatting is worth keeping.
+@lru_cache(maxsize=4096)
+def _formatted_money(amount: int, currency: str, locale: str) -> str:
+    digits = get_currency_precision(currency)
+    major = Decimal(amount).scaleb(-digits)
+    return str(format_currency(major, currency, locale=babel_locale(locale)))
 
 
 def format_data(data_mb: int, locale: str) -> str:
@@ -106,6 +113,7 @@ def as_moment(value: datetime | str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
+@lru_cache(maxsize=4096)
 def format_moment(value: datetime | str, locale: str, zone: str = DEFAULT_ZONE) -> str:
     """A date and time as the locale writes them, in `zone`, with the zone named.
 

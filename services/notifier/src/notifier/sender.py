@@ -14,11 +14,12 @@ from esim_core.persistence.db import Database
 from esim_core.sealing import Sealer, SealError
 from esim_schemas import PaymentAuthorized, PaymentSettled
 from prometheus_client import Counter
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.domain import (
     ACCOUNT_KINDS,
+    HOLD_WAIT,
+    PAYMENT_WAIT,
     Channel,
     NotificationKind,
     NotificationStatus,
@@ -39,7 +40,12 @@ from notifier.messages import (
 )
 from notifier.settings import NotifierSettings
 from notifier.sms import OutgoingSms, PermanentSmsError, SmsGateway, TransientSmsError
-from notifier.store import Contact, HeldPayment, Notification, SettledPayment
+from notifier.store import (
+    Notification,
+    contact_and_payments,
+    kinds_told_of,
+    write_notification,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,57 +97,44 @@ class NotificationSender:
             what=self.what,
             limit=self.settings.send_batch,
             lease_s=self.settings.send_lease_s,
+            rows=True,
         )
 
-    async def deliver(self, key: str) -> None:
-        """Work one claimed notification: send it, wait for its contact, or give up on it."""
-        async with self.database.session() as session:
-            row = await session.get(Notification, key)
-            if row is None:
-                return
-            if row.status != NotificationStatus.PENDING:
-                _settle(row, row.status)
-                session.add(row)
-                return
-            if row.kind in ACCOUNT_KINDS:
-                # About the account: the event named the recipient itself.
-                field = "phone" if row.channel == Channel.SMS else "email"
-                recipient = str(row.payload.get(field) or "")
-                locale = supported_locale(row.locale)
-            else:
-                contact = await session.get(Contact, row.iccid)
-                if contact is None:
-                    self._wait_for_contact(row)
-                    session.add(row)
+    async def deliver(self, row: Notification) -> None:
+        """Work one notification as its claim leased it: send it, wait for its contact, or give
+        up on it.
+
+        The claim returned the row whole, so a message about the account (its recipient is in
+        the event) goes out without a read; a card's message reads its contact (and a receipt
+        its payment) in one transaction, which also records a wait or a failure to render.
+        """
+        key = row.id
+        if row.status != NotificationStatus.PENDING:
+            _settle(row, row.status)
+            await self._write(row, _SETTLED)
+            return
+        if row.kind in ACCOUNT_KINDS:
+            # About the account: the event named the recipient itself.
+            field = "phone" if row.channel == Channel.SMS else "email"
+            recipient = str(row.payload.get(field) or "")
+            locale = supported_locale(row.locale)
+            prepared = self._prepare(row, locale, {"event": event_of(row.kind, row.payload)})
+        else:
+            async with self.database.session() as session:
+                connection = await session.connection()
+                found = await self._look_up(connection, row)
+                if found is None:
+                    await write_notification(connection, key, _columns(row, _SETTLED))
                     return
-                recipient = (contact.phone or "") if row.channel == Channel.SMS else contact.email
-                locale = supported_locale(row.locale or contact.locale)
-                if not recipient:
-                    # SMS turned off (the phone left the contact) after this was queued.
-                    _settle(row, NotificationStatus.UNDELIVERABLE, "the contact has no phone now")
-                    NOTIFICATIONS.labels(row.kind, "undeliverable").inc()
-                    session.add(row)
+                recipient, locale, context = found
+                prepared = self._prepare(row, locale, context)
+                if prepared is None:
+                    await write_notification(connection, key, _columns(row, _SETTLED))
                     return
-            try:
-                context = await self._context(session, row)
-                if context is None:
-                    session.add(row)  # waits for the renewal's payment
-                    return
-                rendered = self._compose(row, locale, context)
-            except (
-                TemplateMissingError,
-                RenderError,
-                SealError,
-                KeyError,
-                TypeError,
-                ValueError,
-            ) as error:
-                logger.error("notification %s cannot be rendered: %r", key, error)
-                _settle(row, NotificationStatus.FAILED, f"cannot render: {error!r}"[:512])
-                NOTIFICATIONS.labels(row.kind, "failed").inc()
-                session.add(row)
-                return
-            kind, channel = row.kind, row.channel
+        if prepared is None:
+            await self._write(row, _SETTLED)
+            return
+        rendered, kind, channel = prepared, row.kind, row.channel
         outcome: Exception | None = None
         try:
             if channel == Channel.SMS:
@@ -158,17 +151,72 @@ class NotificationSender:
                 )
         except (PermanentMailError, PermanentSmsError) as error:
             outcome = error
-            await self._record(key, locale, recipient, rendered, error=error, permanent=True)
+            await self._record(row, locale, recipient, rendered, error=error, permanent=True)
             logger.warning("%s %s to %s refused for good: %s", kind, key, recipient, error)
         except (TransientMailError, TransientSmsError) as error:
             outcome = error
-            await self._record(key, locale, recipient, rendered, error=error, permanent=False)
+            await self._record(row, locale, recipient, rendered, error=error, permanent=False)
             logger.warning("%s %s to %s not sent this round: %s", kind, key, recipient, error)
         if outcome is None:
-            await self._record(key, locale, recipient, rendered)
+            await self._record(row, locale, recipient, rendered)
             logger.info("sent %s %s by %s to %s", kind, key, channel, recipient)
 
-    async def _context(self, session: AsyncSession, row: Notification) -> dict[str, Any] | None:
+    async def _look_up(
+        self, connection: AsyncConnection, row: Notification
+    ) -> tuple[str, str, dict[str, Any]] | None:
+        """A card's message: its recipient, locale and what its templates are filled with; None
+        when it waits (for the contact or a receipt's payment) or cannot go (the row says)."""
+        assert row.iccid is not None
+        # A receipt (or a cancellation's notice) reads its payment with the contact, at once.
+        with_payment = row.kind in _WITH_PAYMENT
+        contact, settled, held = await contact_and_payments(
+            connection, row.iccid, row.renewal_id if with_payment else None
+        )
+        if contact is None:
+            self._wait_for_contact(row)
+            return None
+        recipient = (contact.phone or "") if row.channel == Channel.SMS else contact.email
+        locale = supported_locale(row.locale or contact.locale)
+        if not recipient:
+            # SMS turned off (the phone left the contact) after this was queued.
+            _settle(row, NotificationStatus.UNDELIVERABLE, "the contact has no phone now")
+            NOTIFICATIONS.labels(row.kind, "undeliverable").inc()
+            return None
+        try:
+            context = await self._context(connection, row, settled, held)
+        except _RENDER_ERRORS as error:
+            self._cannot_render(row, error)
+            return None
+        if context is None:
+            return None  # waits for the renewal's payment
+        return recipient, locale, context
+
+    def _prepare(
+        self, row: Notification, locale: str, context: dict[str, Any]
+    ) -> RenderedMail | None:
+        """The message rendered, or None when it cannot be (the row is settled as failed)."""
+        try:
+            return self._compose(row, locale, context)
+        except _RENDER_ERRORS as error:
+            self._cannot_render(row, error)
+            return None
+
+    def _cannot_render(self, row: Notification, error: Exception) -> None:
+        logger.error("notification %s cannot be rendered: %r", row.id, error)
+        _settle(row, NotificationStatus.FAILED, f"cannot render: {error!r}"[:512])
+        NOTIFICATIONS.labels(row.kind, "failed").inc()
+
+    async def _write(self, row: Notification, names: tuple[str, ...]) -> None:
+        async with self.database.session() as session:
+            await write_notification(await session.connection(), row.id, _columns(row, names))
+
+    async def _context(
+        self,
+        connection: AsyncConnection,
+        row: Notification,
+        settled: dict[str, Any] | None,
+        held: dict[str, Any] | None,
+    ) -> dict[str, Any] | None:
         """What a notification's templates are filled with; None while a receipt waits for
         its payment.
 
@@ -182,16 +230,12 @@ class NotificationSender:
         context: dict[str, Any] = {"event": event_of(row.kind, row.payload)}
         if row.iccid is not None:
             context["renew_url"] = self.settings.renew_url.replace("{iccid}", row.iccid)
-        if row.kind in (NotificationKind.PROFILE_ACTIVATED, NotificationKind.BUNDLE_CANCELLED):
-            payment = await _payment(session, row.renewal_id)
-            hold = await _hold(session, row.renewal_id)
+        if row.kind in _WITH_PAYMENT:
+            payment = PaymentSettled.model_validate(settled) if settled is not None else None
+            hold = PaymentAuthorized.model_validate(held) if held is not None else None
             if payment is None and row.kind == NotificationKind.PROFILE_ACTIVATED:
                 if self._wait(row, self.settings.receipt_payment_wait_s):
-                    row.detail = (
-                        "waiting for the capture of the held payment (PaymentSettled)"
-                        if hold is not None
-                        else "waiting for the renewal's payment (PaymentSettled)"
-                    )
+                    row.detail = HOLD_WAIT if hold is not None else PAYMENT_WAIT
                     return None
                 logger.warning(
                     "receipt %s goes without its payment: no PaymentSettled for renewal %s",
@@ -201,7 +245,7 @@ class NotificationSender:
             context["payment"] = payment
             context["hold"] = hold
         elif row.kind == NotificationKind.PAYMENT_REFUNDED:
-            kinds = await _told(session, row.renewal_id)
+            kinds = await _told(connection, row.renewal_id)
             context["refund_cause"] = refund_cause(
                 cancelled_by_user=NotificationKind.BUNDLE_CANCELLED in kinds,
                 confirmed=NotificationKind.PROFILE_ACTIVATED in kinds,
@@ -258,7 +302,7 @@ class NotificationSender:
 
     async def _record(
         self,
-        key: str,
+        row: Notification,
         locale: str,
         recipient: str,
         rendered: RenderedMail,
@@ -267,42 +311,38 @@ class NotificationSender:
         permanent: bool = False,
     ) -> None:
         now = self.clock()
-        async with self.database.session() as session:
-            row = await session.get(Notification, key)
-            if row is None:
-                return
-            row.locale = locale
-            row.recipient = recipient
-            row.subject = rendered.subject[:512] or None
-            if error is None:
-                row.sent_at = now
-                _settle(row, NotificationStatus.SENT)
-                NOTIFICATIONS.labels(row.kind, "sent").inc()
-            elif permanent:
-                _settle(row, NotificationStatus.FAILED, f"relay refused it: {error}"[:512])
+        row.locale = locale
+        row.recipient = recipient
+        row.subject = rendered.subject[:512] or None
+        if error is None:
+            row.sent_at = now
+            _settle(row, NotificationStatus.SENT)
+            NOTIFICATIONS.labels(row.kind, "sent").inc()
+        elif permanent:
+            _settle(row, NotificationStatus.FAILED, f"relay refused it: {error}"[:512])
+            NOTIFICATIONS.labels(row.kind, "failed").inc()
+        else:
+            row.send_rounds += 1
+            if row.send_rounds >= self.settings.max_send_rounds:
+                _settle(
+                    row,
+                    NotificationStatus.FAILED,
+                    f"gave up after {row.send_rounds} send rounds: {error}"[:512],
+                )
                 NOTIFICATIONS.labels(row.kind, "failed").inc()
             else:
-                row.send_rounds += 1
-                if row.send_rounds >= self.settings.max_send_rounds:
-                    _settle(
-                        row,
-                        NotificationStatus.FAILED,
-                        f"gave up after {row.send_rounds} send rounds: {error}"[:512],
-                    )
-                    NOTIFICATIONS.labels(row.kind, "failed").inc()
-                else:
-                    # Jitter spreads the retries of many messages that failed together.
-                    pause = backoff(
-                        row.send_rounds,
-                        self.settings.send_backoff_s,
-                        self.settings.send_backoff_max_s,
-                        jitter=0.2,
-                    )
-                    row.due_at = now + timedelta(seconds=pause)
-                    row.lease_until = None
-                    row.detail = f"send round {row.send_rounds} failed: {error}"[:512]
-                    NOTIFICATIONS.labels(row.kind, "retry").inc()
-            session.add(row)
+                # Jitter spreads the retries of many messages that failed together.
+                pause = backoff(
+                    row.send_rounds,
+                    self.settings.send_backoff_s,
+                    self.settings.send_backoff_max_s,
+                    jitter=0.2,
+                )
+                row.due_at = now + timedelta(seconds=pause)
+                row.lease_until = None
+                row.detail = f"send round {row.send_rounds} failed: {error}"[:512]
+                NOTIFICATIONS.labels(row.kind, "retry").inc()
+        await self._write(row, _RECORDED)
 
     def _wait_for_contact(self, row: Notification) -> None:
         if self._wait(row, self.settings.contact_wait_s):
@@ -336,34 +376,30 @@ class NotificationSender:
         return True
 
 
-async def _payment(session: AsyncSession, renewal_id: str | None) -> PaymentSettled | None:
-    """The renewal's PaymentSettled, where one has arrived."""
-    if renewal_id is None:
-        return None
-    stored = await session.get(SettledPayment, renewal_id)
-    return PaymentSettled.model_validate(stored.payload) if stored is not None else None
-
-
-async def _hold(session: AsyncSession, renewal_id: str | None) -> PaymentAuthorized | None:
-    """The renewal's PaymentAuthorized (its payment held first), where one has arrived."""
-    if renewal_id is None:
-        return None
-    stored = await session.get(HeldPayment, renewal_id)
-    return PaymentAuthorized.model_validate(stored.payload) if stored is not None else None
-
-
-async def _told(session: AsyncSession, renewal_id: str | None) -> set[str]:
+async def _told(connection: AsyncConnection, renewal_id: str | None) -> set[str]:
     """The kinds of message queued about a renewal; a cancellation counts when its owner's."""
     if renewal_id is None:
         return set()
-    query = select(Notification.kind, Notification.payload).where(
-        col(Notification.renewal_id) == renewal_id
-    )
     return {
         kind
-        for kind, payload in (await session.exec(query)).all()
+        for kind, payload in await kinds_told_of(connection, renewal_id)
         if kind != NotificationKind.BUNDLE_CANCELLED or payload.get("reason") == "cancelled_by_user"
     }
+
+
+#: What deciding a round without a send may change of a row, and what a send round records.
+_SETTLED = ("status", "due_at", "lease_until", "detail")
+_RECORDED = (*_SETTLED, "locale", "recipient", "subject", "sent_at", "send_rounds")
+
+#: The kinds whose message tells the renewal's payment (read with the contact).
+_WITH_PAYMENT = frozenset({NotificationKind.PROFILE_ACTIVATED, NotificationKind.BUNDLE_CANCELLED})
+
+#: What a notification that cannot be rendered raises (it fails, and the others go on).
+_RENDER_ERRORS = (TemplateMissingError, RenderError, SealError, KeyError, TypeError, ValueError)
+
+
+def _columns(row: Notification, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in names}
 
 
 def _settle(row: Notification, status: str, detail: str | None = None) -> None:

@@ -13,6 +13,11 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 # esim_core ships no py.typed marker, so mypy sees ServiceSettings as Any.
+
+RECEIPT_PAYMENT_WAIT_S = 120.0
+"""The default of `receipt_payment_wait_s`: what a receipt waits for its payment at most."""
+
+
 class NotifierSettings(ServiceSettings, ResetCodeKeySettings):
     """What the notifier needs to run: its database, the SMTP relay and the send schedule."""
 
@@ -67,7 +72,7 @@ class NotifierSettings(ServiceSettings, ResetCodeKeySettings):
         "local run points at the accounts API docs)",
     )
     receipt_payment_wait_s: float = Field(
-        120.0,
+        RECEIPT_PAYMENT_WAIT_S,
         ge=0,
         description="how long a confirmation waits for its renewal's PaymentSettled (amount, "
         "method, reference) before it goes out without the payment's part",

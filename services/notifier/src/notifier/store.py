@@ -1,15 +1,20 @@
 """Notifier tables: whom to write to about a card, what a receipt needs of a payment, and the
 log of notifications to send."""
 
+import json
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from esim_core.clock import utcnow
 from esim_core.duework.rows import DueColumns
 from esim_core.observability.tracing import traceparent_field
 from esim_core.persistence.db import timestamp
-from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlalchemy import JSON, Column, UniqueConstraint, bindparam, exists, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel
+
+from notifier.domain import NotificationKind, NotificationStatus
 
 
 class Contact(SQLModel, table=True):
@@ -97,3 +102,200 @@ class HeldPayment(PaymentEvent, table=True):
 
 
 TABLES: list[type[SQLModel]] = [Contact, Notification, SettledPayment, HeldPayment]
+
+
+# The hot path's reads and writes, as statements built (and so compiled) once and executed on
+# the transaction's connection: no ORM object per row, no unit of work, no cache key computed
+# per call. Handlers and the sender say what they do through these names.
+
+_CONTACTS: Any = Contact.__table__  # type: ignore[attr-defined]
+_NOTIFICATIONS: Any = Notification.__table__  # type: ignore[attr-defined]
+_SETTLED: Any = SettledPayment.__table__  # type: ignore[attr-defined]
+_HELD: Any = HeldPayment.__table__  # type: ignore[attr-defined]
+
+_CONTACT_OF_CARD = select(
+    _CONTACTS.c.user_id, _CONTACTS.c.email, _CONTACTS.c.phone, _CONTACTS.c.locale
+).where(_CONTACTS.c.iccid == bindparam("iccid"))
+
+#: A card's contact, and whether a renewal's PaymentSettled and PaymentAuthorized are kept: no
+#: row before the card's first CardBound.
+_CONTACT_AND_PAYMENTS_KNOWN = select(
+    _CONTACTS.c.user_id,
+    _CONTACTS.c.email,
+    _CONTACTS.c.phone,
+    _CONTACTS.c.locale,
+    exists().where(_SETTLED.c.renewal_id == bindparam("renewal_id")).label("settled"),
+    exists().where(_HELD.c.renewal_id == bindparam("renewal_id")).label("held"),
+).where(_CONTACTS.c.iccid == bindparam("iccid"))
+
+#: A card's contact, and the data of a renewal's PaymentSettled and PaymentAuthorized as kept:
+#: no row before the card's first CardBound.
+_CONTACT_AND_PAYMENTS = select(
+    _CONTACTS.c.user_id,
+    _CONTACTS.c.email,
+    _CONTACTS.c.phone,
+    _CONTACTS.c.locale,
+    select(_SETTLED.c.payload)
+    .where(_SETTLED.c.renewal_id == bindparam("renewal_id"))
+    .scalar_subquery()
+    .label("settled"),
+    select(_HELD.c.payload)
+    .where(_HELD.c.renewal_id == bindparam("renewal_id"))
+    .scalar_subquery()
+    .label("held"),
+).where(_CONTACTS.c.iccid == bindparam("iccid"))
+
+_PAYMENT_EVENTS_KNOWN = select(
+    exists().where(_SETTLED.c.renewal_id == bindparam("renewal_id")).label("settled"),
+    exists().where(_HELD.c.renewal_id == bindparam("renewal_id")).label("held"),
+)
+
+_KINDS_OF_RENEWAL = select(_NOTIFICATIONS.c.kind, _NOTIFICATIONS.c.payload).where(
+    _NOTIFICATIONS.c.renewal_id == bindparam("renewal_id")
+)
+
+# A notification that waits (no send round yet) for what a later event brings: made due now.
+_WAITING = (
+    _NOTIFICATIONS.c.status == NotificationStatus.PENDING.value,
+    _NOTIFICATIONS.c.send_rounds == 0,
+    _NOTIFICATIONS.c.due_at.is_not(None),
+)
+_WAKE_CARD = (
+    update(_NOTIFICATIONS)
+    .where(_NOTIFICATIONS.c.iccid == bindparam("card"), *_WAITING)
+    .values(due_at=bindparam("now"))
+)
+_WAKE_RECEIPT = (
+    update(_NOTIFICATIONS)
+    .where(
+        _NOTIFICATIONS.c.renewal_id == bindparam("renewal"),
+        _NOTIFICATIONS.c.kind == NotificationKind.PROFILE_ACTIVATED.value,
+        *_WAITING,
+    )
+    .values(due_at=bindparam("now"))
+)
+
+
+def _insert_new(dialect_insert: Any, table: Any) -> Any:
+    # ON CONFLICT DO NOTHING without a target: any unique key (the id, one per event and
+    # channel, one per renewal, kind and channel) makes a second row of the same thing a no-op.
+    key = next(iter(table.primary_key.columns))
+    return dialect_insert(table).on_conflict_do_nothing().returning(key)
+
+
+def _per_dialect(table: Any) -> dict[str, Any]:
+    return {
+        "sqlite": _insert_new(sqlite.insert, table),
+        "postgresql": _insert_new(postgresql.insert, table),
+    }
+
+
+_NEW_NOTIFICATION = _per_dialect(_NOTIFICATIONS)
+_NEW_PAYMENT_EVENT = {SettledPayment: _per_dialect(_SETTLED), HeldPayment: _per_dialect(_HELD)}
+
+
+class ContactRow(Protocol):
+    """Whom a card's messages go to, as `contact_of` reads it."""
+
+    user_id: str
+    email: str
+    phone: str | None
+    locale: str
+
+
+async def contact_of(connection: AsyncConnection, iccid: str) -> ContactRow | None:
+    """The card's contact, or None before its first CardBound."""
+    result = await connection.execute(_CONTACT_OF_CARD, {"iccid": iccid})
+    row: ContactRow | None = result.first()
+    return row
+
+
+async def contact_and_payments_known(
+    connection: AsyncConnection, iccid: str, renewal_id: str
+) -> tuple[ContactRow | None, bool, bool]:
+    """The card's contact (None before its first CardBound), and whether the renewal's
+    PaymentSettled and PaymentAuthorized are kept: one read where the contact is known."""
+    row = (
+        await connection.execute(
+            _CONTACT_AND_PAYMENTS_KNOWN, {"iccid": iccid, "renewal_id": renewal_id}
+        )
+    ).first()
+    if row is None:
+        return None, *await payment_events_known(connection, renewal_id)
+    contact: ContactRow = row
+    return contact, bool(row.settled), bool(row.held)
+
+
+async def contact_and_payments(
+    connection: AsyncConnection, iccid: str, renewal_id: str | None
+) -> tuple[ContactRow | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """The card's contact (None before its first CardBound), and the data of the renewal's
+    PaymentSettled and PaymentAuthorized as kept, each where there is one: one read."""
+    if renewal_id is None:
+        return await contact_of(connection, iccid), None, None
+    row = (
+        await connection.execute(_CONTACT_AND_PAYMENTS, {"iccid": iccid, "renewal_id": renewal_id})
+    ).first()
+    if row is None:
+        return None, None, None
+    contact: ContactRow = row
+    return contact, _json(row.settled), _json(row.held)
+
+
+async def add_new_notification(connection: AsyncConnection, row: dict[str, Any]) -> bool:
+    """Insert a notification unless one of it exists (same id, event and channel, or renewal,
+    kind and channel); tells whether it was new. `row` gives every column."""
+    result = await connection.execute(_NEW_NOTIFICATION[connection.dialect.name], row)
+    return result.first() is not None
+
+
+async def keep_new_payment_event(
+    connection: AsyncConnection, table: type[PaymentEvent], row: dict[str, Any]
+) -> bool:
+    """Keep a renewal's payment event in `table` unless one is kept; tells whether it was new."""
+    result = await connection.execute(_NEW_PAYMENT_EVENT[table][connection.dialect.name], row)
+    return result.first() is not None
+
+
+async def payment_events_known(connection: AsyncConnection, renewal_id: str) -> tuple[bool, bool]:
+    """Whether the renewal's PaymentSettled and its PaymentAuthorized are kept, in one read."""
+    settled, held = (
+        await connection.execute(_PAYMENT_EVENTS_KNOWN, {"renewal_id": renewal_id})
+    ).one()
+    return bool(settled), bool(held)
+
+
+def _json(value: Any) -> dict[str, Any] | None:
+    # The scalar subqueries keep the column's JSON type; text is decoded should a driver not.
+    if value is None or isinstance(value, dict):
+        return value
+    decoded: dict[str, Any] = json.loads(value)
+    return decoded
+
+
+async def kinds_told_of(connection: AsyncConnection, renewal_id: str) -> list[tuple[str, Any]]:
+    """(kind, payload) of every notification queued about a renewal."""
+    result = await connection.execute(_KINDS_OF_RENEWAL, {"renewal_id": renewal_id})
+    return [(row.kind, row.payload) for row in result]
+
+
+async def wake_waiting_for_card(connection: AsyncConnection, iccid: str, now: datetime) -> int:
+    """Make the card's notifications that wait for its contact due now; returns how many."""
+    result: Any = await connection.execute(_WAKE_CARD, {"card": iccid, "now": now})
+    return int(result.rowcount or 0)
+
+
+async def wake_waiting_receipt(connection: AsyncConnection, renewal_id: str, now: datetime) -> int:
+    """Make the renewal's receipt that waits for its payment due now; returns how many rows
+    (one per channel)."""
+    result: Any = await connection.execute(_WAKE_RECEIPT, {"renewal": renewal_id, "now": now})
+    return int(result.rowcount or 0)
+
+
+# The SET clause comes from the keys of the values given (compiled once per set of keys).
+_WRITE_NOTIFICATION = update(_NOTIFICATIONS).where(_NOTIFICATIONS.c.id == bindparam("key"))
+
+
+async def write_notification(connection: AsyncConnection, key: str, values: dict[str, Any]) -> None:
+    """Write what a send round decided about a notification (`values`: columns to set)."""
+    await connection.execute(_WRITE_NOTIFICATION, {"key": key, **values})

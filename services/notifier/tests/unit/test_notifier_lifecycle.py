@@ -6,6 +6,8 @@ from uuid import uuid4
 
 import pytest
 from esim_core.clock import as_utc, utcnow
+from esim_core.messaging.inbox import InboxEntry
+from esim_core.observability.metrics import DB_TRANSACTIONS
 from notifier.store import SettledPayment
 from notifier_testkit import (
     ICCID,
@@ -286,3 +288,37 @@ async def test_a_refund_of_a_confirmed_plan_does_not_say_it_never_went_live(
     assert "could not be activated" not in refunded.body
     assert "We refunded CN¥99.00" in refunded.body
     assert ICCID in refunded.body
+
+
+async def test_a_plan_replaced_by_a_renewal_costs_no_transaction_nor_inbox_row(
+    harness: Harness,
+) -> None:
+    await harness.publish(card_bound("en", phone=None))
+    transactions = DB_TRANSACTIONS._value.get()
+
+    cancelled = bundle_cancelled(reason="replaced", replaced_by=uuid4())
+    replaced = await harness.publish(cancelled)
+    await harness.publish(cancelled, event_id=replaced)  # redelivered: ignored again
+
+    assert DB_TRANSACTIONS._value.get() == transactions
+    async with harness.runtime.database.session() as session:
+        assert replaced not in set((await session.exec(select(InboxEntry.event_id))).all())
+    assert await harness.notifications() == []
+
+
+async def test_a_receipt_waiting_for_its_payment_takes_no_send_round_until_woken(
+    harness: Harness,
+) -> None:
+    renewal_id = uuid4()
+    await harness.publish(card_bound("en", phone=None))
+    await harness.publish(profile_activated(renewal_id))
+
+    assert await harness.send() == 0, "queued waiting: no round looks at it before its payment"
+    [row] = await harness.notifications()
+    assert as_utc(row.due_at) > utcnow()
+    assert "PaymentSettled" in (row.detail or "")
+
+    await harness.publish(payment_settled(renewal_id))
+    assert await harness.send() == 1
+    [mail] = harness.mailer.sent
+    assert PAID in mail.body

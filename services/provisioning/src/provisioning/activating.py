@@ -7,8 +7,9 @@ round orders again and gets the same order back: the bundle is never applied twi
 """
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from esim_core.clock import as_utc, utcnow
@@ -45,10 +46,10 @@ from provisioning.platforms import (
     PlatformUnavailableError,
     UnknownIccidError,
 )
-from provisioning.store import Activation, Bundle
+from provisioning.store import Activation, write_activation_round
 from provisioning.usage import (
+    LiveBundles,
     live_bundles,
-    mark_cancelled,
     replaced_at,
     track_bundle,
     watch_card,
@@ -101,6 +102,10 @@ def _complete(bundle: BundleStatus | None) -> bool:
     return meaning == "failed"
 
 
+class _Dropped(Exception):
+    """A round's outcome is not written: its row was claimed again, or moved on."""
+
+
 class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
     """Moves due activations on: order the bundle, follow it, then activate or fail.
 
@@ -136,16 +141,11 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
                 current.last_error = "not sent to the platform by the deadline"
                 current.lease_until = None
                 current.updated_at = now
-                session.add(current)
                 self._fail(session, current, ACTIVATION_TIMEOUT, now)
 
-            ordering = ActivationState.ORDERING
-            await self.commit_round(
-                activation_id, activation.lease_until, give_up, lambda row: row.state == ordering
-            )
+            await self._commit(activation, activation.lease_until, give_up)
             return
         lease = activation.lease_until
-        state = activation.state
         outcome = await self._call(activation)
         # An order the platform answers as already live (or failed) is looked up in the same
         # round, for its dates: one commit instead of a second round a poll interval later.
@@ -167,7 +167,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
                 and verdict(settled.status) == "activated"
             )
             due = utcnow() + timedelta(seconds=self.usage_poll_after_s)
-            live: list[Bundle] = []
+            live = LiveBundles()
             if replacing:
                 assert settled is not None
                 await watch_card(session, current.iccid, due)
@@ -177,13 +177,55 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
                 self._follow(
                     session, current, follow_up, utcnow(), as_utc(current.deadline_at), live
                 )
+            await live.write(session)
             activated = current.state == ActivationState.ACTIVATED and current.order_id is not None
             if activated and not replacing:
                 await watch_card(session, current.iccid, due)
 
-        await self.commit_round(activation_id, lease, apply, lambda row: row.state == state)
+        await self._commit(activation, lease, apply)
 
     work_claimed = advance
+
+    def count_round(self, session: AsyncSession, row: Any, now: datetime) -> None:
+        """Record on the round's copy that a round ran, and end its lease (`_commit` writes
+        it: the copy is not added to the session, which would insert it)."""
+        row.attempts += 1
+        row.updated_at = now
+        row.lease_until = None
+
+    async def _commit(
+        self,
+        activation: Activation,
+        lease: datetime | None,
+        apply: Callable[[AsyncSession, Activation], Awaitable[None]],
+    ) -> None:
+        """Commit a round's outcome with `apply`, if the activation is still in the state its
+        claim found and still carries the claim's lease (`DueWorker.commit_round`, in Core).
+
+        The round goes on from the row its claim returned (nothing else of it changes under a
+        lease but the due time, which every outcome sets): `apply` changes that copy, and one
+        statement writes it back where the state and the lease are still the claim's. A row
+        claimed again meanwhile (its lease ran out mid-round) belongs to the newer round, and a
+        row moved on by another is not this round's either: the transaction rolls back, with
+        everything `apply` wrote.
+        """
+        state = activation.state
+        try:
+            async with self.database.session() as session:
+                await apply(session, activation)
+                written = await write_activation_round(
+                    await session.connection(), activation, was=state, lease=lease
+                )
+                if not written:
+                    raise _Dropped
+        except _Dropped:
+            logger.warning(
+                "%s %s was claimed again or moved on during its round; this round's outcome "
+                "is dropped (%s)",
+                self.noun,
+                activation.id,
+                self.kept_by,
+            )
 
     async def _status_now(self, activation_id: str, order_id: str) -> BundleStatus | None:
         try:
@@ -237,7 +279,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         session: AsyncSession,
         activation: Activation,
         outcome: Outcome,
-        live: Sequence[Bundle] = (),
+        live: LiveBundles | None = None,
     ) -> None:
         now = utcnow()
         self.count_round(session, activation, now)
@@ -294,7 +336,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         bundle: BundleStatus,
         now: datetime,
         deadline: datetime,
-        live: Sequence[Bundle] = (),
+        live: LiveBundles | None = None,
     ) -> None:
         activation.unavailable_rounds = 0
         meaning = verdict(bundle.status)
@@ -347,7 +389,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         activation: Activation,
         outcome: Outcome,
         now: datetime,
-        live: Sequence[Bundle] = (),
+        live: LiveBundles | None = None,
     ) -> None:
         """The platform's answer to the cancel at the deadline: failed, live after all, or again."""
         if isinstance(outcome, BundleCancellation):
@@ -435,7 +477,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         activation: Activation,
         bundle: BundleStatus,
         now: datetime,
-        live: Sequence[Bundle] = (),
+        live: LiveBundles | None = None,
     ) -> None:
         """The bundle is live or queued: ProfileActivated, once; a plan started at once ends
         the card's live one (`live`, locked by the round), which carriers hear as
@@ -473,8 +515,8 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         activation.last_error = None
         track_bundle(session, activation, data_mb)
         replaced = (
-            replaced_at(live, activation.order_id, valid_from)
-            if activation.start == "now" and state == "active"
+            replaced_at(live.rows, activation.order_id, valid_from)
+            if live is not None and activation.start == "now" and state == "active"
             else []
         )
         self.outbox.add(
@@ -493,10 +535,8 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
             ),
             event_id=event_id("profile-activated", activation.renewal_id),
         )
-        for ended in replaced:
-            mark_cancelled(
-                self.outbox, session, ended, "replaced", now, replaced_by=activation.renewal_id
-            )
+        if live is not None and replaced:
+            live.replace(self.outbox, session, replaced, now, replaced_by=activation.renewal_id)
         ACTIVATIONS.labels("activated").inc()
         ACTIVATION_SECONDS.observe((now - as_utc(activation.created_at)).total_seconds())
         logger.info(

@@ -107,14 +107,19 @@ def build(
 
     runtime.consume_each(
         [
-            Route(PaymentSettled, handlers.on_payment_settled),
+            # The second of the two payment events of a renewal (a held payment's capture comes
+            # after ProfileActivated) is ignored before any transaction where it is known.
+            Route(PaymentSettled, handlers.on_payment_settled, ignores=handlers.ignores),
             # Card and PayPal payments are held until the plan is live: activate on the hold.
-            Route(PaymentAuthorized, handlers.on_payment_authorized),
+            Route(PaymentAuthorized, handlers.on_payment_authorized, ignores=handlers.ignores),
             Route(BundleCancelRequested, handlers.on_bundle_cancel_requested),
         ]
     )
+    # Woken by the commits that make their rows due now (`made_due`: a new activation or
+    # cancellation, an order completed), not by every commit of the consumer; the usage watch
+    # is never due at once after one, and looks at its interval.
     for worker in (activations, cancellations, usage):
-        runtime.due_worker(worker)
+        runtime.due_worker(worker, woken_by_commits=False)
     runtime.produces(
         ProfileActivated,
         ActivationFailed,

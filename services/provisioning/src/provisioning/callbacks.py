@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from esim_core.clock import utcnow
+from esim_core.duework.loop import made_due
 from esim_core.duework.purge import Retention
 from esim_core.messaging.outbox import Outbox
 from esim_core.persistence.db import Database
@@ -190,6 +191,7 @@ class CallbackReceiver:
             # The activation loop looks now instead of at its next poll, and decides as ever.
             activation.due_at = now
             session.add(activation)
+            made_due(session, Activation)
             return "applied"
         if kind == "usage.threshold":
             bundle = await locked_bundle(session, order_id)

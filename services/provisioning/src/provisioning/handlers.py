@@ -10,16 +10,25 @@ never calls anything outside its own transaction.
 """
 
 import logging
+from collections import OrderedDict
 from datetime import timedelta
+from typing import Any
 
 from esim_core.clock import utcnow
+from esim_core.duework.loop import made_due
 from esim_core.messaging.consumer import PermanentEventError
 from esim_schemas import BundleCancelRequested, CloudEvent, PaymentAuthorized, PaymentSettled
-from sqlmodel import select
+from sqlalchemy import event
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from provisioning.domain import ActivationTerms, CancellationState, activation_id_for
-from provisioning.store import Activation, Cancellation
+from provisioning.store import (
+    Activation,
+    Cancellation,
+    activation_of_renewal,
+    add_activation,
+    new_activation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +43,53 @@ def _terms(data: PaymentSettled | PaymentAuthorized) -> ActivationTerms:
     )
 
 
+class CommittedActivations:
+    """The terms of the activations this process saw committed, the newest `size` of them.
+
+    A committed activation's terms never change and its row is never deleted, so a payment
+    event whose renewal is here with the same terms would change nothing: the consumer ignores
+    it before any transaction (`Handlers.ignores`). What is not here (another replica's, one
+    from before a restart, one pushed out by newer ones) takes the handler's path, as always.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._terms: OrderedDict[str, ActivationTerms] = OrderedDict()
+
+    def holds(self, renewal_id: str, terms: ActivationTerms) -> bool:
+        """Whether the renewal's activation is known committed with exactly these terms."""
+        return self._terms.get(renewal_id) == terms
+
+    def after_commit(self, session: AsyncSession, renewal_id: str, terms: ActivationTerms) -> None:
+        """Remember the activation once the session's transaction commits (not before: a
+        rolled-back one may never be)."""
+        pending: dict[str, ActivationTerms] | None = session.sync_session.info.get(_PENDING)
+        if pending is None:
+            pending = session.sync_session.info[_PENDING] = {}
+
+            def remember(committed: Any) -> None:
+                for renewal, known in committed.info.pop(_PENDING, {}).items():
+                    self._remember(renewal, known)
+
+            event.listen(session.sync_session, "after_commit", remember, once=True)
+        pending[renewal_id] = terms
+
+    def _remember(self, renewal_id: str, terms: ActivationTerms) -> None:
+        self._terms[renewal_id] = terms
+        self._terms.move_to_end(renewal_id)
+        while len(self._terms) > self.size:
+            self._terms.popitem(last=False)
+
+
+_PENDING = "provisioning.handlers.committed_activations"
+
+
 class Handlers:
     """The handlers of provisioning's consumer, with the rules they need."""
 
     def __init__(self, *, activation_deadline_s: float) -> None:
         self.activation_deadline_s = activation_deadline_s
+        self.committed = CommittedActivations()
 
     async def on_payment_settled(
         self, session: AsyncSession, event: CloudEvent[PaymentSettled]
@@ -63,6 +114,16 @@ class Handlers:
         """
         await self._activate(session, event.id, event.data, "PaymentAuthorized")
 
+    def ignores(
+        self, event: CloudEvent[PaymentSettled] | CloudEvent[PaymentAuthorized]
+    ) -> str | None:
+        """Why a payment event would change nothing, where this process knows it for sure: its
+        renewal's activation was committed with the same terms (`Route.ignores`)."""
+        data = event.data
+        if self.committed.holds(str(data.renewal_id), _terms(data)):
+            return "the renewal's activation is committed already, with these terms"
+        return None
+
     async def _activate(
         self,
         session: AsyncSession,
@@ -72,49 +133,41 @@ class Handlers:
     ) -> None:
         renewal_id = str(data.renewal_id)
         terms = _terms(data)
-        existing = (
-            await session.exec(select(Activation).where(Activation.renewal_id == renewal_id))
-        ).first()
-        if existing is not None:
-            differing = existing.terms().differences(terms)
-            if differing:
-                raise PermanentEventError(
-                    f"conflicting {kind} for renewal {renewal_id}: "
-                    f"{', '.join(differing)} differ from activation {existing.id}"
-                )
+        connection = await session.connection()
+        now = utcnow()
+        activation_id = activation_id_for(renewal_id)
+        deadline = now + timedelta(seconds=self.activation_deadline_s)
+        row = new_activation(activation_id, renewal_id, data.payment_id, terms, now, deadline)
+        if await add_activation(connection, row):
+            self.committed.after_commit(session, renewal_id, terms)
+            made_due(session, Activation)
             logger.info(
-                "%s %s repeats renewal %s: activation %s (%s) stays as it is",
-                kind,
-                event_id,
+                "activation %s of renewal %s: %s on card %s (start %s), due now",
+                activation_id,
                 renewal_id,
-                existing.id,
-                existing.state,
+                terms.plan_code,
+                terms.iccid,
+                terms.start,
             )
             return
-        now = utcnow()
-        activation = Activation(
-            id=activation_id_for(renewal_id),
-            renewal_id=renewal_id,
-            payment_id=data.payment_id,
-            iccid=terms.iccid,
-            plan_code=terms.plan_code,
-            data_mb=terms.data_mb,
-            validity_days=terms.validity_days,
-            start=terms.start,
-            created_at=now,
-            updated_at=now,
-            deadline_at=now + timedelta(seconds=self.activation_deadline_s),
-            due_at=now,
-        )
-        session.add(activation)
+        existing = await activation_of_renewal(connection, renewal_id)
+        if existing is None:
+            raise RuntimeError(f"renewal {renewal_id} has an activation that cannot be read")
+        differing = existing.terms.differences(terms)
+        if differing:
+            raise PermanentEventError(
+                f"conflicting {kind} for renewal {renewal_id}: "
+                f"{', '.join(differing)} differ from activation {existing.id}"
+            )
         logger.info(
-            "activation %s of renewal %s: %s on card %s (start %s), due now",
-            activation.id,
+            "%s %s repeats renewal %s: activation %s (%s) stays as it is",
+            kind,
+            event_id,
             renewal_id,
-            activation.plan_code,
-            activation.iccid,
-            activation.start,
+            existing.id,
+            existing.state,
         )
+        self.committed.after_commit(session, renewal_id, terms)
 
     async def on_bundle_cancel_requested(
         self, session: AsyncSession, event: CloudEvent[BundleCancelRequested]
@@ -149,6 +202,7 @@ class Handlers:
                 due_at=now,
             )
         )
+        made_due(session, Cancellation)
         logger.info(
             "cancellation of renewal %s on card %s (%s), due now",
             renewal_id,

@@ -1,11 +1,16 @@
 """Provisioning tables: activations and cancellations (due work), bundles, polls, callbacks."""
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from esim_core.clock import utcnow
 from esim_core.duework.rows import OutsideCallColumns
-from esim_core.observability.tracing import traceparent_field
+from esim_core.observability.tracing import current_traceparent, traceparent_field
 from esim_core.persistence.db import timestamp
+from sqlalchemy import bindparam, case, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel
 
 from provisioning.domain import ActivationState, ActivationTerms
@@ -139,3 +144,265 @@ class Cancellation(OutsideCallColumns, table=True):
 
 
 TABLES: list[type[SQLModel]] = [Activation, Bundle, UsageWatch, PlatformCallback, Cancellation]
+
+
+# The consumer's reads and writes, as statements built (and so compiled) once and executed on
+# the transaction's connection: no ORM object, no unit of work, no cache key per call.
+
+_ACTIVATIONS: Any = Activation.__table__  # type: ignore[attr-defined]
+
+_ACTIVATION_OF_RENEWAL = select(
+    _ACTIVATIONS.c.id,
+    _ACTIVATIONS.c.state,
+    _ACTIVATIONS.c.iccid,
+    _ACTIVATIONS.c.plan_code,
+    _ACTIVATIONS.c.data_mb,
+    _ACTIVATIONS.c.validity_days,
+    _ACTIVATIONS.c.start,
+).where(_ACTIVATIONS.c.renewal_id == bindparam("renewal"))
+
+
+def _new_activation(dialect_insert: Any) -> Any:
+    # The id is derived from the renewal, and the renewal is unique: a renewal that has an
+    # activation inserts nothing, and returns no id.
+    return dialect_insert(_ACTIVATIONS).on_conflict_do_nothing().returning(_ACTIVATIONS.c.id)
+
+
+_NEW_ACTIVATION = {
+    "sqlite": _new_activation(sqlite.insert),
+    "postgresql": _new_activation(postgresql.insert),
+}
+
+
+@dataclass(frozen=True)
+class KnownActivation:
+    """An activation as a later delivery for its renewal is compared with it."""
+
+    id: str
+    state: str
+    terms: ActivationTerms
+
+
+async def activation_of_renewal(
+    connection: AsyncConnection, renewal_id: str
+) -> KnownActivation | None:
+    """The renewal's activation (its id, state and terms), or None."""
+    row = (await connection.execute(_ACTIVATION_OF_RENEWAL, {"renewal": renewal_id})).first()
+    if row is None:
+        return None
+    terms = ActivationTerms(
+        iccid=row.iccid,
+        plan_code=row.plan_code,
+        data_mb=row.data_mb,
+        validity_days=row.validity_days,
+        start=row.start,
+    )
+    return KnownActivation(id=row.id, state=row.state, terms=terms)
+
+
+async def add_activation(connection: AsyncConnection, row: dict[str, Any]) -> bool:
+    """Insert a new activation unless its renewal has one; tells whether it was new. `row`
+    gives every column (`new_activation`)."""
+    result = await connection.execute(_NEW_ACTIVATION[connection.dialect.name], row)
+    return result.first() is not None
+
+
+def new_activation(
+    activation_id: str,
+    renewal_id: str,
+    payment_id: str,
+    terms: ActivationTerms,
+    now: datetime,
+    deadline_at: datetime,
+) -> dict[str, Any]:
+    """The row of a new activation, due now: every column of `provisioning_activation`."""
+    return {
+        "id": activation_id,
+        "renewal_id": renewal_id,
+        "payment_id": payment_id,
+        "iccid": terms.iccid,
+        "plan_code": terms.plan_code,
+        "data_mb": terms.data_mb,
+        "validity_days": terms.validity_days,
+        "start": terms.start,
+        "state": ActivationState.ORDERING.value,
+        "order_id": None,
+        "bundle_state": None,
+        "valid_from": None,
+        "valid_until": None,
+        "attempts": 0,
+        "polls": 0,
+        "failure_reason": None,
+        "created_at": now,
+        "updated_at": now,
+        "deadline_at": deadline_at,
+        "ordered_at": None,
+        "activated_at": None,
+        "failed_at": None,
+        "traceparent": current_traceparent(),
+        "due_at": now,
+        "lease_until": None,
+        "unavailable_rounds": 0,
+        "last_error": None,
+    }
+
+
+# An activation round's write: the claim returned the row whole, so a round writes every column
+# it may change in one statement compiled once (the SET clause comes from the keys of the
+# values given), where the row is still in the state and under the lease the claim left.
+
+_WRITE_ACTIVATION = update(_ACTIVATIONS).where(
+    _ACTIVATIONS.c.id == bindparam("key"),
+    _ACTIVATIONS.c.state == bindparam("was"),
+    _ACTIVATIONS.c.lease_until == bindparam("lease"),
+)
+
+#: The columns of an activation that a round may change.
+ROUND_COLUMNS = (
+    "state",
+    "order_id",
+    "bundle_state",
+    "valid_from",
+    "valid_until",
+    "attempts",
+    "polls",
+    "failure_reason",
+    "updated_at",
+    "ordered_at",
+    "activated_at",
+    "failed_at",
+    "due_at",
+    "lease_until",
+    "unavailable_rounds",
+    "last_error",
+)
+
+
+async def write_activation_round(
+    connection: AsyncConnection, activation: Activation, *, was: str, lease: datetime | None
+) -> bool:
+    """Write what a round decided of an activation (every column in `ROUND_COLUMNS`), if it is
+    still in state `was` under the round's `lease`; tells whether it was.
+
+    The row stays locked until the transaction ends (PostgreSQL; SQLite serializes writers).
+    """
+    values = {name: getattr(activation, name) for name in ROUND_COLUMNS}
+    result: Any = await connection.execute(
+        _WRITE_ACTIVATION, {"key": activation.id, "was": was, "lease": lease, **values}
+    )
+    return bool(result.rowcount)
+
+
+_WATCHES: Any = UsageWatch.__table__  # type: ignore[attr-defined]
+
+
+def _watch_card(dialect_insert: Any) -> Any:
+    statement = dialect_insert(_WATCHES)
+    sooner = statement.excluded.due_at
+    return statement.on_conflict_do_update(
+        index_elements=[_WATCHES.c.id],
+        set_={
+            "due_at": case(
+                (or_(_WATCHES.c.due_at.is_(None), _WATCHES.c.due_at > sooner), sooner),
+                else_=_WATCHES.c.due_at,
+            ),
+            "idle_polls": 0,
+        },
+    )
+
+
+#: Insert a card's usage watch, or bring its due time forward and reset its idle polls: one
+#: statement per dialect (SQLite and PostgreSQL share the syntax), built once.
+_WATCH_CARD = {"sqlite": _watch_card(sqlite.insert), "postgresql": _watch_card(postgresql.insert)}
+
+
+async def upsert_usage_watch(connection: AsyncConnection, iccid: str, due_at: datetime) -> None:
+    """Make sure the card's usage is polled by `due_at` at the latest, in one statement (the
+    watch's row locked, as a read for update would)."""
+    row = {
+        "id": iccid,
+        "idle_polls": 0,
+        "polls": 0,
+        "last_polled_at": None,
+        "due_at": due_at,
+        "lease_until": None,
+        "unavailable_rounds": 0,
+        "last_error": None,
+    }
+    await connection.execute(_WATCH_CARD[connection.dialect.name], row)
+
+
+def new_bundle(activation: Activation, data_mb: int, now: datetime) -> dict[str, Any]:
+    """The row of a bundle that an activation made live or queued: every column."""
+    assert activation.order_id is not None
+    state = activation.bundle_state or "active"
+    return {
+        "order_id": activation.order_id,
+        "renewal_id": activation.renewal_id,
+        "iccid": activation.iccid,
+        "plan_code": activation.plan_code,
+        "data_mb": data_mb,
+        "first_state": state,
+        "status": state,
+        "valid_from": activation.valid_from,
+        "valid_until": activation.valid_until,
+        "data_used_mb": 0,
+        "usage_as_of": None,
+        "alerted_pct": 0,
+        "started_published": False,
+        "ended_published": False,
+        "cancelled_at": None,
+        "cancel_reason": None,
+        "updated_at": now,
+    }
+
+
+_BUNDLES: Any = Bundle.__table__  # type: ignore[attr-defined]
+
+#: A card's bundles live at `starts` (not cancelled, not used up), locked: what a plan started
+#: then at once ends.
+_LIVE_BUNDLES = (
+    select(
+        _BUNDLES.c.order_id,
+        _BUNDLES.c.renewal_id,
+        _BUNDLES.c.iccid,
+        _BUNDLES.c.plan_code,
+        _BUNDLES.c.valid_from,
+        _BUNDLES.c.valid_until,
+        _BUNDLES.c.cancelled_at,
+    )
+    .where(
+        _BUNDLES.c.iccid == bindparam("card"),
+        _BUNDLES.c.cancelled_at.is_(None),
+        _BUNDLES.c.status != "depleted",
+        _BUNDLES.c.valid_from <= bindparam("starts"),
+        _BUNDLES.c.valid_until > bindparam("starts"),
+    )
+    .with_for_update()
+)
+_CANCEL_BUNDLE = update(_BUNDLES).where(
+    _BUNDLES.c.order_id == bindparam("key"), _BUNDLES.c.cancelled_at.is_(None)
+)
+
+
+async def live_bundle_rows(connection: AsyncConnection, iccid: str, starts: datetime) -> list[Any]:
+    """The card's bundles live at `starts`, locked until the transaction ends: rows with
+    `order_id`, `renewal_id`, `iccid`, `plan_code`, `valid_from`, `valid_until`, `cancelled_at`."""
+    result = await connection.execute(_LIVE_BUNDLES, {"card": iccid, "starts": starts})
+    return list(result.all())
+
+
+async def cancel_bundle(
+    connection: AsyncConnection, order_id: str, reason: str, now: datetime
+) -> None:
+    """Record that a bundle will not run (further): cancelled or replaced, no end to announce."""
+    await connection.execute(
+        _CANCEL_BUNDLE,
+        {
+            "key": order_id,
+            "cancelled_at": now,
+            "cancel_reason": reason,
+            "ended_published": True,
+            "updated_at": now,
+        },
+    )

@@ -8,14 +8,15 @@ same change, a redelivered callback or a redo after a crash publish nothing the 
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from uuid import UUID
 
 from esim_core.clock import as_utc, utcnow
 from esim_core.duework.worker import DueWorker
 from esim_core.messaging.outbox import Outbox
+from esim_core.persistence.db import add_row
 from esim_schemas import BundleCancelled, BundleEnded, BundleStarted, DataLow, UsageUpdated
 from esim_schemas.events import BundleCancelReason
 from esim_schemas.types import BundleStatus
@@ -42,7 +43,15 @@ from provisioning.platforms import (
     PlatformUnavailableError,
     UnknownIccidError,
 )
-from provisioning.store import Activation, Bundle, UsageWatch
+from provisioning.store import (
+    Activation,
+    Bundle,
+    UsageWatch,
+    cancel_bundle,
+    live_bundle_rows,
+    new_bundle,
+    upsert_usage_watch,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -216,6 +225,18 @@ def mark_cancelled(
     bundle.ended_published = True
     bundle.updated_at = now
     session.add(bundle)
+    _tell_cancelled(outbox, session, bundle, reason, now, replaced_by)
+    return True
+
+
+def _tell_cancelled(
+    outbox: Outbox,
+    session: AsyncSession,
+    bundle: "LiveBundle",
+    reason: BundleCancelReason,
+    now: datetime,
+    replaced_by: str | None,
+) -> None:
     outbox.add(
         session,
         BundleCancelled(
@@ -230,34 +251,74 @@ def mark_cancelled(
         event_id=event_id("bundle-cancelled", bundle.order_id),
     )
     logger.info("bundle %s on card %s cancelled: %s", bundle.order_id, bundle.iccid, reason)
-    return True
 
 
-async def live_bundles(session: AsyncSession, iccid: str, starts: datetime) -> list[Bundle]:
+class LiveBundle(Protocol):
+    """What replacing a bundle needs of it (a `Bundle`, or a row of `live_bundle_rows`)."""
+
+    @property
+    def order_id(self) -> str: ...
+    @property
+    def renewal_id(self) -> str: ...
+    @property
+    def iccid(self) -> str: ...
+    @property
+    def plan_code(self) -> str: ...
+    @property
+    def valid_from(self) -> datetime: ...
+    @property
+    def valid_until(self) -> datetime: ...
+    @property
+    def cancelled_at(self) -> datetime | None: ...
+
+
+@dataclass
+class LiveBundles:
+    """A card's bundles live when a plan started at once goes live (locked by the round), and
+    those it replaced: their BundleCancelled goes to the outbox when the round decides
+    (`replace`), their rows are written before the round commits (`write`)."""
+
+    rows: Sequence[LiveBundle] = ()
+    replaced: list[tuple[str, datetime]] = field(default_factory=list)
+
+    def replace(
+        self,
+        outbox: Outbox,
+        session: AsyncSession,
+        bundles: Sequence[LiveBundle],
+        now: datetime,
+        *,
+        replaced_by: str,
+    ) -> None:
+        """Tell carriers that these bundles were replaced, once each; `write` records it."""
+        for bundle in bundles:
+            _tell_cancelled(outbox, session, bundle, "replaced", now, replaced_by)
+            self.replaced.append((bundle.order_id, now))
+
+    async def write(self, session: AsyncSession) -> None:
+        """Record the replaced bundles (cancelled, no end to announce)."""
+        if not self.replaced:
+            return
+        connection = await session.connection()
+        for order_id, now in self.replaced:
+            await cancel_bundle(connection, order_id, "replaced", now)
+        self.replaced.clear()
+
+
+async def live_bundles(session: AsyncSession, iccid: str, starts: datetime) -> LiveBundles:
     """The card's bundles live at `starts`, locked: what a plan started then at once ends.
 
     The platform ends the live bundle when one with start=now goes live; queued bundles move
     behind the new one and stay, a used-up one had ended already. A poll may have seen the live
     one `expired` (the platform ended it for the new one) before this: it was still replaced.
+    Only what was live when the new one started, not the card's whole history.
     """
-    found = (
-        await session.exec(
-            select(Bundle)
-            .where(
-                col(Bundle.iccid) == iccid,
-                col(Bundle.cancelled_at).is_(None),
-                col(Bundle.status) != "depleted",
-                # Only what was live when the new one started, not the card's whole history.
-                col(Bundle.valid_from) <= starts,
-                col(Bundle.valid_until) > starts,
-            )
-            .with_for_update()
-        )
-    ).all()
-    return list(found)
+    return LiveBundles(await live_bundle_rows(await session.connection(), iccid, starts))
 
 
-def replaced_at(candidates: Sequence[Bundle], order_id: str, starts: datetime) -> list[Bundle]:
+def replaced_at(
+    candidates: Sequence[LiveBundle], order_id: str, starts: datetime
+) -> list[LiveBundle]:
     """Of `live_bundles`, those a bundle (`order_id`) started at once at `starts` replaced."""
     return [
         bundle
@@ -268,24 +329,14 @@ def replaced_at(candidates: Sequence[Bundle], order_id: str, starts: datetime) -
     ]
 
 
-def track_bundle(session: AsyncSession, activation: Activation, data_mb: int) -> Bundle:
-    """Start following the bundle of an activation that just went live or was queued."""
+def track_bundle(session: AsyncSession, activation: Activation, data_mb: int) -> None:
+    """Start following the bundle of an activation that just went live or was queued.
+
+    The row is inserted at commit (`add_row`): nothing in the activation's round reads it.
+    """
     assert activation.order_id is not None
     assert activation.valid_from is not None and activation.valid_until is not None
-    state = activation.bundle_state or "active"
-    bundle = Bundle(
-        order_id=activation.order_id,
-        renewal_id=activation.renewal_id,
-        iccid=activation.iccid,
-        plan_code=activation.plan_code,
-        data_mb=data_mb,
-        first_state=state,
-        status=state,
-        valid_from=activation.valid_from,
-        valid_until=activation.valid_until,
-    )
-    session.add(bundle)
-    return bundle
+    add_row(session, Bundle, new_bundle(activation, data_mb, utcnow()))
 
 
 async def locked_bundle(session: AsyncSession, order_id: str) -> Bundle | None:
@@ -294,15 +345,8 @@ async def locked_bundle(session: AsyncSession, order_id: str) -> Bundle | None:
 
 
 async def watch_card(session: AsyncSession, iccid: str, due_at: datetime) -> None:
-    """Make sure a card's usage is polled by `due_at` at the latest."""
-    watch = await session.get(UsageWatch, iccid, with_for_update=True)
-    if watch is None:
-        session.add(UsageWatch(id=iccid, due_at=due_at))
-        return
-    if watch.due_at is None or as_utc(watch.due_at) > due_at:
-        watch.due_at = due_at
-    watch.idle_polls = 0
-    session.add(watch)
+    """Make sure a card's usage is polled by `due_at` at the latest (one statement)."""
+    await upsert_usage_watch(await session.connection(), iccid, due_at)
 
 
 class UsagePoller(DueWorker[EsimPlatform, UsageRules]):

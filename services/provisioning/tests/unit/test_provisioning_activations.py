@@ -12,7 +12,7 @@ from esim_core.testing import event, expire_leases, published, with_tables
 from provisioning.bootstrap import Provisioning
 from provisioning.domain import ActivationState, activation_id_for, event_id
 from provisioning.platforms import BundleOrderRequest
-from provisioning.store import Activation
+from provisioning.store import Activation, Bundle
 from provisioning_testkit import (
     ACTIVATED,
     BILLING,
@@ -31,7 +31,7 @@ from provisioning_testkit import (
     run_until_final,
 )
 from sqlalchemy import update
-from sqlmodel import col
+from sqlmodel import col, select
 
 
 def _close(moment: datetime | None, expected: datetime, tolerance_s: float = 2.0) -> bool:
@@ -579,6 +579,33 @@ async def test_a_round_whose_row_was_claimed_again_drops_its_outcome(
     await expire_leases(database, DUE_TABLES)
     await run_until_final(provisioning, data.renewal_id)
     assert len(platform.orders_of(data.renewal_id)) == 1
+
+
+async def test_a_dropped_round_of_a_bundle_live_at_once_writes_nothing_of_it(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    platform.order_answer, platform.order_describes_bundle = "active", True
+    data = payment_settled()
+    await handle(provisioning, data)
+
+    async def another_replica_claims(_: BundleOrderRequest) -> None:
+        async with database.session() as session:
+            await session.exec(
+                update(Activation).values(lease_until=utcnow() + timedelta(seconds=300))
+            )
+
+    platform.after_order = another_replica_claims
+    await provisioning.activations.run_once()
+
+    row = await activation_of(database, data.renewal_id)
+    assert (row.state, row.order_id) == (ActivationState.ORDERING, None)
+    assert await published(database, ACTIVATED) == []
+    async with database.session() as session:
+        assert (await session.exec(select(Bundle))).all() == []
+    platform.after_order = None
+    await expire_leases(database, DUE_TABLES)
+    await run_until_final(provisioning, data.renewal_id)
+    assert len(await published(database, ACTIVATED)) == 1
 
 
 @pytest.mark.parametrize("status", [409, 422])

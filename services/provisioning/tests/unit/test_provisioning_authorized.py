@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from esim_core.clock import utcnow
 from esim_core.messaging.consumer import MessageInfo, PermanentEventError
+from esim_core.messaging.inbox import InboxEntry
+from esim_core.observability.metrics import DB_TRANSACTIONS
 from esim_core.persistence.db import Database
 from esim_core.testing import event, published
 from esim_core.testing import handle as handle_with
@@ -26,6 +28,7 @@ from provisioning_testkit import (
     payment_settled,
     run_until_final,
 )
+from sqlmodel import select
 
 
 def payment_authorized(renewal_id: uuid.UUID | None = None, **changes: Any) -> PaymentAuthorized:
@@ -126,3 +129,71 @@ async def test_a_hold_with_other_content_than_the_activation_is_rejected(
         await handle_authorized(
             provisioning, payment_authorized(settled.renewal_id, iccid=OTHER_ICCID)
         )
+
+
+async def consumed(database: Database) -> set[str]:
+    """The event ids in provisioning's inbox."""
+    async with database.session() as session:
+        return set((await session.exec(select(InboxEntry.event_id))).all())
+
+
+async def test_the_capture_after_an_activation_committed_here_takes_no_transaction(
+    provisioning: Provisioning, database: Database, platform: FakePlatform
+) -> None:
+    consumer = provisioning.runtime.subscribe()
+    assert consumer is not None
+    held = payment_authorized()
+    captured = payment_settled(held.renewal_id, method="paypal")
+    held_info = MessageInfo(topic="esim.payment.authorized", partition=0, offset=1, key=None)
+    captured_info = MessageInfo(topic="esim.payment.settled", partition=0, offset=1, key=None)
+    await consumer.handle(event(held, "evt-held", source=BILLING).to_json(), held_info)
+    transactions = DB_TRANSACTIONS._value.get()
+
+    body = event(captured, "evt-captured", source=BILLING).to_json()
+    await consumer.handle(body, captured_info)
+    await consumer.handle(body, captured_info)  # redelivered: ignored again
+
+    assert DB_TRANSACTIONS._value.get() == transactions
+    assert await consumed(database) == {"evt-held"}
+    await run_until_final(provisioning, held.renewal_id)
+    assert len(platform.order_calls) == 1
+    assert len(await activations(database)) == 1
+
+
+async def test_a_capture_with_other_terms_than_the_committed_activation_is_still_rejected(
+    provisioning: Provisioning, database: Database
+) -> None:
+    consumer = provisioning.runtime.subscribe()
+    assert consumer is not None
+    held = payment_authorized()
+    other = payment_settled(held.renewal_id, iccid=OTHER_ICCID)
+    held_info = MessageInfo(topic="esim.payment.authorized", partition=0, offset=1, key=None)
+    await consumer.handle(event(held, "evt-held", source=BILLING).to_json(), held_info)
+
+    assert provisioning.handlers.ignores(event(other, "evt-other", source=BILLING)) is None
+    with pytest.raises(PermanentEventError, match=r"conflicting PaymentSettled .*iccid"):
+        await handle(provisioning, other)
+
+
+async def test_a_payment_event_is_ignored_only_once_its_activation_committed(
+    provisioning: Provisioning, database: Database
+) -> None:
+    held = payment_authorized()
+    captured = event(payment_settled(held.renewal_id), "evt-captured", source=BILLING)
+
+    class RolledBackError(Exception):
+        pass
+
+    async def handled_then_rolled_back() -> None:
+        async with database.session() as session:
+            await provisioning.handlers.on_payment_authorized(
+                session, event(held, "evt-held", source=BILLING)
+            )
+            raise RolledBackError
+
+    with pytest.raises(RolledBackError):
+        await handled_then_rolled_back()
+    assert provisioning.handlers.ignores(captured) is None
+
+    await handle_authorized(provisioning, held)
+    assert provisioning.handlers.ignores(captured) is not None

@@ -153,10 +153,12 @@ class ServiceRuntime:
         return self.consumer
 
     def wake(self) -> None:
-        """A commit may have created due work or outbox rows: look for them now."""
+        """A commit may have created due work or outbox rows: look for them now (the due loops
+        woken only by notes excepted: see `duework.loop.made_due`)."""
         self.outbox.notify()
         for due in self.due_loops:
-            due.wake()
+            if due.woken_by_commits:
+                due.wake()
 
     def due_work(
         self,
@@ -167,13 +169,15 @@ class ServiceRuntime:
         concurrency: int = 20,
         lease_s: float = 60.0,
         rows: bool = False,
+        woken_by_commits: bool = True,
     ) -> DueLoop:
         """Work the due rows of `table`, up to `concurrency` at a time (see `DueLoop`).
 
         `work` gets each row's key, or with `rows` the row as its claim leased it.
 
         The loop is woken by every commit of the service's consumer, so a row that a handler
-        makes due now is worked right after that commit; see `DueLoop`.
+        makes due now is worked right after that commit; with `woken_by_commits` false, only
+        by a commit that noted it made rows due now (`duework.loop.made_due`); see `DueLoop`.
         """
         due = DueLoop(
             self.database,
@@ -185,11 +189,14 @@ class ServiceRuntime:
             interval_s=self.settings.worker_interval_s,
             idle_max_s=self.settings.worker_idle_max_s,
             rows=rows,
+            woken_by_commits=woken_by_commits,
         )
         self.due_loops.append(due)
         return due
 
-    def due_worker(self, worker: "DueWorker[Any, Any]") -> DueLoop:
+    def due_worker(
+        self, worker: "DueWorker[Any, Any]", *, woken_by_commits: bool = True
+    ) -> DueLoop:
         """Work a `DueWorker`'s table with its own batch, lease and way of claiming rows."""
         return self.due_work(
             worker.table,
@@ -198,6 +205,7 @@ class ServiceRuntime:
             concurrency=worker.batch,
             lease_s=worker.lease_s,
             rows=worker.claims_rows,
+            woken_by_commits=woken_by_commits,
         )
 
     def loop(

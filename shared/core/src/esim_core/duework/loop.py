@@ -8,13 +8,16 @@ row at once, and a replica that dies mid-work leaves a lease that simply runs ou
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import bindparam, event, or_, update
 from sqlmodel import SQLModel, col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from esim_core.clock import utcnow
 from esim_core.observability.logs import ids_bound
@@ -57,41 +60,23 @@ async def claim(
     """
     now = utcnow()
     lease_until = now + timedelta(seconds=lease_s)
-    id_column: Any = table.id  # type: ignore[attr-defined]
-    due_column: Any = table.due_at  # type: ignore[attr-defined]
-    lease_column: Any = table.lease_until  # type: ignore[attr-defined]
-    free = or_(col(lease_column).is_(None), col(lease_column) < now)
-    due = (
-        select(id_column)
-        .where(col(due_column).is_not(None), col(due_column) <= now, free)
-        .order_by(col(due_column), col(id_column))
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    columns: list[Any] = list(table.__table__.columns) if rows else [id_column]  # type: ignore[attr-defined]
+    due, lease_due, lease_keys = _claim_statements(table, rows)
+    params = {"now": now, "most": limit, "new_lease": lease_until}
     found: list[Any] = []
     async with database.session() as session:
         connection = await session.connection()
         if database.is_sqlite:
             # One statement; SQLite runs one write transaction at a time, so nothing can take
             # a row between the choice and the lease.
-            result: Any = await connection.execute(
-                update(table)
-                .where(col(id_column).in_(due.scalar_subquery()), free)
-                .values(lease_until=lease_until)
-                .returning(*columns)
-            )
+            result: Any = await connection.execute(lease_due, params)
             found = list(result.all())
         else:
             # The chosen rows stay locked until this transaction ends, so the lease written
             # next lands on exactly them; other replicas skip them meanwhile.
-            keys = list((await connection.execute(due)).scalars().all())
+            keys = list((await connection.execute(due, params)).scalars().all())
             if keys:
                 result = await connection.execute(
-                    update(table)
-                    .where(col(id_column).in_(keys))
-                    .values(lease_until=lease_until)
-                    .returning(*columns)
+                    lease_keys, {"keys": keys, "new_lease": lease_until}
                 )
                 found = list(result.all())
     if not rows:
@@ -102,6 +87,37 @@ async def claim(
         lease_until=lease_until,
         rows=leased,
     )
+
+
+@cache
+def _claim_statements(table: type[SQLModel], rows: bool) -> tuple[Any, Any, Any]:
+    """A table's claim statements, built once (so compiled once, no cache key per claim): the
+    choice of due rows, the lease of the rows it chooses (SQLite), the lease of chosen keys."""
+    columns: Any = table.__table__.c  # type: ignore[attr-defined]
+    now: Any = bindparam("now")
+    free = or_(columns.lease_until.is_(None), columns.lease_until < now)
+    due = (
+        select(columns.id)
+        .where(columns.due_at.is_not(None), columns.due_at <= now, free)
+        .order_by(columns.due_at, columns.id)
+        .limit(bindparam("most"))
+        .with_for_update(skip_locked=True)
+    )
+    returned: list[Any] = list(columns) if rows else [columns.id]
+    leased: Any = bindparam("new_lease")
+    lease_due = (
+        update(table)
+        .where(columns.id.in_(due.scalar_subquery()), free)
+        .values(lease_until=leased)
+        .returning(*returned)
+    )
+    lease_keys = (
+        update(table)
+        .where(columns.id.in_(bindparam("keys", expanding=True)))
+        .values(lease_until=leased)
+        .returning(*returned)
+    )
+    return due, lease_due, lease_keys
 
 
 async def release(
@@ -148,6 +164,35 @@ async def clear_due(
 
 
 Work = Callable[[Any], Awaitable[Any]]
+
+#: The running loops woken only by notes (`made_due`), by the name of the table they work.
+_NOTED_LOOPS: dict[str, "weakref.WeakSet[DueLoop]"] = {}
+_NOTES = "esim_core.duework.loop.made_due"
+
+
+def made_due(session: AsyncSession, table: type[SQLModel]) -> None:
+    """Note that this transaction makes rows of `table` due now.
+
+    Once it commits, the running loops of that table that wait for such notes
+    (`DueLoop(woken_by_commits=False)`) are woken; a rolled-back transaction wakes nothing.
+    """
+    sync_session = session.sync_session
+    noted: set[str] | None = sync_session.info.get(_NOTES)
+    if noted is None:
+        noted = sync_session.info[_NOTES] = set()
+        event.listen(sync_session, "after_commit", _wake_noted, once=True)
+    noted.add(_table_name(table))
+
+
+def _table_name(table: type[SQLModel]) -> str:
+    name: str = table.__table__.name  # type: ignore[attr-defined]
+    return name
+
+
+def _wake_noted(committed: Any) -> None:
+    for name in committed.info.pop(_NOTES, ()):
+        for loop in list(_NOTED_LOOPS.get(name, ())):
+            loop.wake()
 
 
 async def work_due(
@@ -211,6 +256,10 @@ class DueLoop:
     `stop` ends claiming, gives the rounds in flight until a deadline to finish, cancels the
     rest and releases their leases: their outside calls carry idempotency keys, so whoever
     takes the rows next repeats them safely, without waiting out the lease.
+
+    With `woken_by_commits` false, the service's commits do not wake the loop (each wake is
+    a claim, a transaction, which finds nothing when the commit made nothing due): only a
+    transaction that notes it made rows of the table due now (`made_due`) does, or `wake`.
     """
 
     def __init__(
@@ -225,11 +274,13 @@ class DueLoop:
         interval_s: float = 0.25,
         idle_max_s: float = 2.0,
         rows: bool = False,
+        woken_by_commits: bool = True,
     ) -> None:
         self.database = database
         self.table = table
         self.work = work
         self.rows = rows
+        self.woken_by_commits = woken_by_commits
         self.what = what
         self.concurrency = concurrency
         self.lease_s = lease_s
@@ -253,6 +304,15 @@ class DueLoop:
 
     async def run(self) -> None:
         """Claim and work due rows until `stop`."""
+        if not self.woken_by_commits:
+            _NOTED_LOOPS.setdefault(_table_name(self.table), weakref.WeakSet()).add(self)
+        try:
+            await self._run()
+        finally:
+            for loops in _NOTED_LOOPS.values():
+                loops.discard(self)
+
+    async def _run(self) -> None:
         while not self._stopping:
             self._wake.clear()
             free = self.concurrency - len(self._inflight)

@@ -30,6 +30,9 @@ from esim_core.persistence.db import Database
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[AsyncSession, CloudEvent[Any]], Awaitable[None]]
+#: Tells, from the event alone (and what the process knows for sure), that handling it would
+#: change nothing; returns why, or None to handle it (see `Route.ignores`).
+Ignores = Callable[[CloudEvent[Any]], str | None]
 
 
 # How long one fetch waits for messages when none are there (it returns as soon as one comes).
@@ -98,10 +101,18 @@ class PermanentEventError(Exception):
 
 @dataclass(frozen=True)
 class Route:
-    """Which handler takes which event model on a topic."""
+    """Which handler takes which event model on a topic.
+
+    `ignores`, where given, is asked first: an event it names a reason for is counted as
+    `ignored` and goes to no transaction, inbox row or handler at all. Only for events whose
+    handler would change nothing, now and on every redelivery (a notice nobody is told about, a
+    second payment event of an activation already committed): such an event needs no inbox
+    row, as handling it again changes nothing either. It must not block (no I/O).
+    """
 
     model: type[EventData]
     handler: Handler
+    ignores: Ignores | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +153,12 @@ class EventConsumer:
         self.routes: dict[str, dict[type[EventData], Handler]] = {
             topic: {route.model: route.handler for route in routes}
             for topic, routes in subscriptions.items()
+        }
+        self.ignores: dict[type[EventData], Ignores] = {
+            route.model: route.ignores
+            for routes in subscriptions.values()
+            for route in routes
+            if route.ignores is not None
         }
         self.database = database
         self.publisher = publisher
@@ -229,6 +246,8 @@ class EventConsumer:
             except EventDecodeError as error:
                 await self._dead_letter(body, info, str(error), error.error_type)
                 continue
+            if self._ignored(event, info):
+                continue
             decoded.append((body, info, routes[type(event.data)], event))
         if not decoded:
             return
@@ -282,7 +301,31 @@ class EventConsumer:
         except EventDecodeError as error:
             await self._dead_letter(body, info, str(error), error.error_type)
             return
+        if self._ignored(event, info):
+            return
         await self._handle_decoded(body, info, routes[type(event.data)], event, started)
+
+    def _ignored(self, event: CloudEvent[Any], info: MessageInfo) -> bool:
+        """Whether the event's route ignores it (`Route.ignores`): then it is counted, logged
+        at DEBUG, and neither handled nor recorded."""
+        ignores = self.ignores.get(type(event.data))
+        if ignores is None:
+            return False
+        try:
+            reason = ignores(event)
+        except Exception:
+            # A fault of the shortcut must not block the partition: the handler decides.
+            logger.exception(
+                "%s: asking whether to ignore %s %s failed", self.name, event.type, event.id
+            )
+            return False
+        if reason is None:
+            return False
+        if logger.isEnabledFor(logging.DEBUG):
+            with ids_bound(**_ids(event)):
+                logger.debug("%s: %s %s ignored: %s", self.name, event.type, event.id, reason)
+        EVENTS_CONSUMED.labels(info.topic, "ignored").inc()
+        return True
 
     async def _handle_decoded(
         self,
