@@ -5,6 +5,10 @@ through these functions, on a row locked in the transaction that also holds the 
 outbox: whichever of them learns an outcome first applies it, the other then finds the payment
 moved on and changes nothing. Each event id is derived from the renewal, so even a transition
 made twice would publish one event.
+
+A transition changes the `Payment` it is given and queues its event on the session; the caller
+writes the row (`store.write_payment`, or `write_payment_if_unchanged` for a round that read it
+at its claim), so the row may be a transient one read by a compiled statement.
 """
 
 import logging
@@ -133,7 +137,6 @@ class PaymentFlow:
         # Activation may have come first (a webhook late, a look-up after a lost answer).
         due = payment.capture_requested_at is not None or payment.release_requested_at is not None
         payment.due_at = now if due else None
-        session.add(payment)
         self.outbox.add(
             session,
             PaymentAuthorized(
@@ -166,7 +169,6 @@ class PaymentFlow:
         payment.capture_overdue_at = None
         self._known(payment)
         payment.due_at = None
-        session.add(payment)
         self.outbox.add(
             session,
             PaymentSettled(
@@ -210,7 +212,6 @@ class PaymentFlow:
         payment.action_expires_at = expires_at
         self._known(payment)
         payment.due_at = expires_at
-        session.add(payment)
         if not first:
             return
         self.outbox.add(
@@ -242,7 +243,6 @@ class PaymentFlow:
         payment.token = None
         self._known(payment)
         payment.due_at = None
-        session.add(payment)
         self.outbox.add(
             session,
             PaymentFailed(
@@ -290,7 +290,6 @@ class PaymentFlow:
             payment.action_url = None
             payment.action_expires_at = None
         payment.due_at = now + timedelta(seconds=delay)
-        session.add(payment)
         logger.info(
             "payment %s soft-declined (%s), charge %d of %d; next charge in %g s",
             payment.id,
@@ -308,7 +307,6 @@ class PaymentFlow:
         payment.voided_at = now
         self._known(payment)
         payment.due_at = None
-        session.add(payment)
         refund = await _refund_of(session, payment)
         if refund is None:
             # Only a refund request releases a payment; without its row there is nothing owed.
@@ -395,7 +393,6 @@ class PaymentFlow:
             differs = amount_differs(payment, view.amount, view.currency)
             if differs is not None:
                 self.mismatch(payment, differs, now)
-                session.add(payment)
                 return True
         if standing == Standing.NOT_FOUND:
             return self._not_found(session, payment, now)
@@ -414,7 +411,6 @@ class PaymentFlow:
                 return True
             if payment.state == PaymentState.UNKNOWN and payment.unknown_step == Step.CLOSE:
                 self.back_to(payment, PaymentState.ACTION_REQUIRED, now)
-                session.add(payment)
                 return True
             return False
         if standing == Standing.APPROVED:
@@ -422,7 +418,6 @@ class PaymentFlow:
                 # PayPal: the approved order is authorized by paying again under the same key.
                 payment.provider_reference = view.provider_reference or payment.provider_reference
                 self.back_to(payment, PaymentState.PENDING, now)
-                session.add(payment)
                 return True
             return False
         if standing == Standing.AUTHORIZED:
@@ -441,7 +436,6 @@ class PaymentFlow:
                 self.back_to(payment, PaymentState.AUTHORIZED, now)
                 if view.capture_before is not None:
                     payment.capture_before = view.capture_before
-                session.add(payment)
                 return True
             return False
         if standing in (Standing.CAPTURED, Standing.REFUNDED):
@@ -472,7 +466,6 @@ class PaymentFlow:
                 )
                 payment.state = PaymentState.AUTHORIZED
                 payment.due_at = None
-                session.add(payment)
                 return True
             return False
         # CANCELLED, VOIDED: nothing is held any more.
@@ -487,7 +480,6 @@ class PaymentFlow:
                 payment.state = PaymentState.AUTHORIZED
                 self._known(payment)
                 payment.due_at = None
-                session.add(payment)
             return True
         return False
 
@@ -513,7 +505,6 @@ class PaymentFlow:
                 payment.unknown_step = None
                 payment.unknown_since = None
                 payment.due_at = now
-                session.add(payment)
             return True
         if payment.unknown_step == Step.CLOSE:
             # Nothing was ever paid (Alipay makes no trade before the buyer acts).
