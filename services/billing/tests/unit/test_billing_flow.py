@@ -5,6 +5,7 @@ import uuid
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
 from billing.bootstrap import Billing
 from billing.domain import PaymentState, RefundState, event_id
 from billing.gateways import Captured, CaptureRequest, PaymentRequest, PayOutcome, Standing
@@ -413,3 +414,96 @@ async def test_a_late_decline_of_an_earlier_attempt_leaves_the_later_authorizati
     await billing.charges.run_once()
     assert (await payment_of(database, payment.renewal_id)).state == PaymentState.SETTLED
     assert gateway.captures_of(payment.renewal_id) == 1
+
+
+async def test_a_webhook_that_moves_nothing_writes_nothing_and_one_that_moves_is_recorded(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    from billing.webhooks import apply_notice, webhook_consumer
+    from esim_core.messaging.inbox import processed_ids
+
+    payment = await authorized(billing)
+    key = f"charge:{payment.renewal_id}"
+
+    async def notice(event: str) -> bool:
+        read = await gateway.read_webhook(
+            {"x-fake-signature": "valid"}, f'{{"id": "{event}", "key": "{key}"}}'.encode()
+        )
+        return await apply_notice(database, billing.charges.flow, "stripe", read)
+
+    async def recorded(*events: str) -> set[str]:
+        async with database.session() as session:
+            return await processed_ids(session, webhook_consumer("stripe"), events)
+
+    # The provider reports the authorization the round recorded already: nothing to write.
+    assert not await notice("evt_authorized")
+    assert await recorded("evt_authorized") == set()
+
+    # The capture, made at the provider and heard of first by webhook: applied and recorded
+    # once; the same call again changes nothing.
+    await handle(database, on_profile_activated, profile_activated(payment.renewal_id))
+    await gateway.capture(
+        CaptureRequest(
+            idempotency_key=f"capture:{payment.renewal_id}",
+            reference=payment.renewal_id,
+            provider_reference=payment.provider_reference or "",
+            amount=payment.amount,
+            currency=payment.currency,
+            method=payment.method,
+        )
+    )
+    assert await notice("evt_captured")
+    assert not await notice("evt_captured")
+    assert await recorded("evt_captured") == {"evt_captured"}
+    settled = await payment_of(database, payment.renewal_id)
+    assert settled.state == PaymentState.SETTLED and settled.due_at is None
+    assert len(await published(database, SETTLED)) == 1
+    assert await billing.charges.run_once() == 0
+    assert gateway.captures_of(payment.renewal_id) == 1
+
+
+async def test_activation_during_the_pay_round_makes_the_capture_due_at_the_authorization(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    data = payment_requested(method="card", token="card_ok")
+    await handle(database, on_payment_requested, data)
+    real_pay = gateway.pay
+
+    async def pay_then_activate(request: PaymentRequest) -> PayOutcome:
+        # ProfileActivated is handled while the round waits for the pay's answer: the round's
+        # outcome must be applied to the row as the handler left it, not as the claim read it.
+        outcome = await real_pay(request)
+        await handle(database, on_profile_activated, profile_activated(data.renewal_id))
+        return outcome
+
+    gateway.pay = pay_then_activate  # type: ignore[method-assign]  # a race, staged
+    await billing.charges.run_once()
+
+    payment = await payment_of(database, data.renewal_id)
+    assert payment.state == PaymentState.AUTHORIZED
+    assert payment.capture_requested_at is not None and payment.attempts == 1
+    assert len(await published(database, AUTHORIZED)) == 1
+    assert await billing.charges.run_once() == 1
+    assert (await payment_of(database, data.renewal_id)).state == PaymentState.SETTLED
+    assert gateway.captures_of(str(data.renewal_id)) == 1
+
+
+async def test_activation_of_a_renewal_without_a_payment_or_with_a_final_one_changes_nothing(
+    billing: Billing, database: Database, gateway: FakeGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    unknown = str(uuid.uuid4())
+    with caplog.at_level("WARNING", logger="billing.handlers"):
+        await handle(database, on_profile_activated, profile_activated(unknown))
+    assert f"renewal {unknown} has no payment here" in caplog.text
+
+    data = payment_requested(method="alipay", token="alipay_ok")  # paid at once
+    await handle(database, on_payment_requested, data)
+    await billing.charges.run_once()
+    before = await payment_of(database, data.renewal_id)
+    assert before.state == PaymentState.SETTLED
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="billing.handlers"):
+        await handle(database, on_profile_activated, profile_activated(data.renewal_id))
+    after = await payment_of(database, data.renewal_id)
+    assert after.capture_requested_at is None and after.updated_at == before.updated_at
+    assert caplog.text == ""
