@@ -244,7 +244,9 @@ async def apply_notice(
                     # out.
                     payment.lease_until = None
                     await write_payment(connection, payment, before)
-                logger.info(
+                # Most calls repeat what billing knew (the access log has them): those at DEBUG.
+                logger.log(
+                    logging.INFO if moved else logging.DEBUG,
                     "%s webhook %s: payment %s %s (%s)",
                     provider,
                     notice.provider_event_id,
