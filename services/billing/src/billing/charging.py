@@ -396,6 +396,7 @@ class ChargeWorker(DueWorker[gateways.PaymentGateway, RetryRules]):
                     await session.connection(), payment, claimed
                 ):
                     raise _WrittenMeanwhile
+            self.flow.known.remember(payment)
             return
         except _WrittenMeanwhile:
             pass
@@ -415,6 +416,7 @@ class ChargeWorker(DueWorker[gateways.PaymentGateway, RetryRules]):
             before = snapshot(current)
             await locked(session, current)
             await write_payment(connection, current, before)
+        self.flow.known.remember(current)
 
 
 class _WrittenMeanwhile(Exception):

@@ -12,6 +12,7 @@ at its claim), so the row may be a transient one read by a compiled statement.
 """
 
 import logging
+from collections import OrderedDict
 from datetime import datetime, timedelta
 from typing import Literal, TypedDict
 from uuid import UUID
@@ -115,12 +116,66 @@ def amount_differs(payment: Payment, amount: int | None, currency: str | None) -
     return None
 
 
+class KnownOutcomes:
+    """The payments this process last committed as authorized or settled, and at what amount.
+
+    Most webhooks report what billing's own call learnt already: `payment_intent.
+    amount_capturable_updated` after the round that authorized, `payment_intent.succeeded`
+    after the one that captured. For a payment that is settled (final: nothing moves it on)
+    such a view is news to nobody; for one that is authorized it would be news only to a
+    payment whose capture or release lost its answer meanwhile, and the payment loop asks the
+    provider about those itself. `covers` tells such a view from any other, so the webhook
+    needs no transaction to find that out; any view it does not cover (another standing,
+    reference, amount or currency, a payment another replica moved) goes to the locked row.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._known: OrderedDict[str, tuple[str, str | None, int, str]] = OrderedDict()
+
+    def remember(self, payment: Payment) -> None:
+        """Note where a payment stands after a commit of this process."""
+        if payment.state in (PaymentState.AUTHORIZED, PaymentState.SETTLED):
+            self._known[payment.renewal_id] = (
+                payment.state,
+                payment.provider_reference,
+                payment.amount,
+                payment.currency,
+            )
+            self._known.move_to_end(payment.renewal_id)
+            if len(self._known) > self.size:
+                self._known.popitem(last=False)
+        else:
+            self._known.pop(payment.renewal_id, None)
+
+    def covers(self, view: PaymentView) -> bool:
+        """The view tells nothing billing did not commit: the same hold or capture, as known."""
+        known = self._known.get(view.reference) if view.reference else None
+        if known is None or view.provider_reference is None:
+            return False
+        state, reference, amount, currency = known
+        if view.standing == Standing.CAPTURED:
+            news = state != PaymentState.SETTLED
+        elif view.standing == Standing.AUTHORIZED:
+            news = state not in (PaymentState.AUTHORIZED, PaymentState.SETTLED)
+        else:
+            news = True
+        return (
+            not news
+            and view.provider_reference == reference
+            and view.amount in (None, amount)
+            and (view.currency is None or view.currency.upper() == currency)
+        )
+
+
 class PaymentFlow:
     """The transitions of billing's payments; each writes the row and at most one event."""
 
     def __init__(self, outbox: Outbox, rules: RetryRules) -> None:
         self.outbox = outbox
         self.rules = rules
+        #: What this process committed last of recent payments (`KnownOutcomes`).
+        self.known = KnownOutcomes()
 
     # The ends and the stations of a payment.
 

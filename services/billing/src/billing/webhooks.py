@@ -6,8 +6,9 @@ verified call is applied once: its provider's event id goes into the inbox table
 transaction as its effect (`flow.PaymentFlow.apply_view` on the locked payment), so a
 redelivery, a call out of order or a crash at any line leaves one effect or none, and the
 provider, not hearing back, sends it again. A call with no effect (the usual case: it reports
-what billing's own call learnt already) writes nothing. The answer is the one each provider expects
-(Alipay: the literal body `success`).
+what billing's own call learnt already) writes nothing, and one reporting what this process
+committed itself reads nothing either (`flow.KnownOutcomes`). The answer is the one each
+provider expects (Alipay: the literal body `success`).
 """
 
 import logging
@@ -200,8 +201,20 @@ async def apply_notice(
     its event id, in the same transaction as the effect (a repeat of a recorded call rolls the
     effect back). A call that moves nothing writes nothing: most calls report what billing
     learnt from its own call's answer already, and applying one of those again, or a repeat of
-    it, changes nothing either (each transition starts only from the states it leaves).
+    it, changes nothing either (each transition starts only from the states it leaves). One
+    that reports the hold or capture this process committed itself needs no transaction at all
+    (`flow.KnownOutcomes`).
     """
+    if flow.known.covers(notice.view):
+        # What this process committed itself: nothing to read, nothing to write.
+        logger.debug(
+            "%s webhook %s: payment of renewal %s as committed (%s)",
+            provider,
+            notice.provider_event_id,
+            notice.view.reference,
+            notice.view.standing,
+        )
+        return False
     try:
         async with database.session() as session:
             connection = await session.connection()
@@ -254,7 +267,8 @@ async def apply_notice(
                     f"now {payment.state}" if moved else "unchanged",
                     notice.view.standing,
                 )
-            return moved
+        flow.known.remember(payment)
+        return moved
     except _AppliedBefore:
         logger.info("%s webhook %s again: applied before", provider, notice.provider_event_id)
         return False

@@ -507,3 +507,80 @@ async def test_activation_of_a_renewal_without_a_payment_or_with_a_final_one_cha
     after = await payment_of(database, data.renewal_id)
     assert after.capture_requested_at is None and after.updated_at == before.updated_at
     assert caplog.text == ""
+
+
+async def test_a_webhook_reporting_what_this_process_committed_takes_no_transaction(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    from billing.webhooks import apply_notice
+    from prometheus_client import REGISTRY
+
+    def transactions() -> float:
+        return REGISTRY.get_sample_value("esim_db_transactions_total") or 0.0
+
+    payment = await authorized(billing)
+    read = await gateway.read_webhook(
+        {"x-fake-signature": "valid"},
+        f'{{"id": "evt_held", "key": "charge:{payment.renewal_id}"}}'.encode(),
+    )
+    assert read.view.standing == Standing.AUTHORIZED
+    before = transactions()
+
+    assert not await apply_notice(database, billing.charges.flow, "stripe", read)
+
+    assert transactions() == before
+    # The same hold at another amount is news: it goes to the row, which flags it.
+    assert await apply_notice(
+        database, billing.charges.flow, "stripe", replace(read, view=replace(read.view, amount=1))
+    )
+    assert transactions() > before
+    flagged = await payment_of(database, payment.renewal_id)
+    assert flagged.state == PaymentState.UNKNOWN and flagged.last_error is not None
+
+
+def test_known_outcomes_cover_only_the_committed_hold_or_capture_as_it_was_committed() -> None:
+    from billing.flow import KnownOutcomes
+    from billing.gateways import PaymentView
+
+    known = KnownOutcomes(size=2)
+    payment = Payment(
+        id="pay_1",
+        renewal_id="r1",
+        user_id="u",
+        iccid="8986",
+        plan_code="JP-1D-1GB",
+        data_mb=1024,
+        validity_days=1,
+        amount=9900,
+        currency="CNY",
+        method="card",
+        start="now",
+        state=PaymentState.AUTHORIZED,
+        provider_reference="pi_1",
+    )
+    held = PaymentView(Standing.AUTHORIZED, "r1", "pi_1", 9900, "cny")
+    captured = replace(held, standing=Standing.CAPTURED)
+    assert not known.covers(held)
+
+    known.remember(payment)
+    assert known.covers(held) and not known.covers(captured)
+    assert not known.covers(replace(held, provider_reference="pi_2"))
+    assert not known.covers(replace(held, amount=9800))
+    assert not known.covers(replace(held, currency="USD"))
+    assert not known.covers(replace(held, standing=Standing.CANCELLED))
+    assert not known.covers(replace(held, reference=None))
+
+    payment.state = PaymentState.SETTLED
+    known.remember(payment)
+    assert known.covers(held) and known.covers(captured)
+    assert not known.covers(replace(captured, standing=Standing.REFUNDED))
+
+    payment.state = PaymentState.UNKNOWN  # e.g. a later look-up of this process
+    known.remember(payment)
+    assert not known.covers(held)
+
+    for renewal in ("r1", "r2", "r3"):  # bounded: the oldest is forgotten
+        payment.renewal_id, payment.state = renewal, PaymentState.SETTLED
+        known.remember(payment)
+    assert not known.covers(captured)
+    assert known.covers(replace(captured, reference="r3"))
