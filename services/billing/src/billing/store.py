@@ -15,6 +15,7 @@ from esim_core.clock import utcnow
 from esim_core.duework.rows import OutsideCallColumns
 from esim_core.observability.tracing import traceparent_field
 from esim_core.persistence.db import timestamp
+from esim_core.persistence.rows import transient
 from sqlalchemy import Table, bindparam, case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -193,7 +194,7 @@ _INSERT_NEW = {"sqlite": _insert_new(sqlite.insert), "postgresql": _insert_new(p
 
 def payment_of(row: Any) -> Payment:
     """A transient `Payment` (in no session) of a row read by these statements or a claim."""
-    return Payment(**row._mapping)
+    return transient(Payment, row._mapping)
 
 
 def snapshot(payment: Payment) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from esim_core.observability.logs import ids_bound
 from esim_core.observability.metrics import WORKER_ERRORS
 from esim_core.observability.tracing import span
 from esim_core.persistence.db import Database
+from esim_core.persistence.rows import transient
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ async def claim(
                 found = list(result.all())
     if not rows:
         return Claim(keys=[row[0] for row in found], lease_until=lease_until)
-    leased = [table(**row._mapping) for row in found]
+    leased = [transient(table, row._mapping) for row in found]
     return Claim(
         keys=[item.id for item in leased],  # type: ignore[attr-defined]
         lease_until=lease_until,
