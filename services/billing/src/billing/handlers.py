@@ -115,7 +115,8 @@ async def on_payment_requested(session: AsyncSession, event: CloudEvent[PaymentR
             existing.state,
         )
         return
-    logger.info(
+    # The round's answer (authorized, settled, failed) is the payment's INFO line.
+    logger.debug(
         "payment %s of renewal %s: %d %s by %s, due now",
         payment_id,
         renewal_id,
@@ -227,4 +228,5 @@ async def on_profile_activated(session: AsyncSession, event: CloudEvent[ProfileA
             )
         return
     payment_id, _ = marked
-    logger.info("payment %s of renewal %s: activated, capture due", payment_id, renewal_id)
+    # The capture's outcome (settled) is the payment's INFO line.
+    logger.debug("payment %s of renewal %s: activated, capture due", payment_id, renewal_id)
