@@ -584,3 +584,42 @@ def test_known_outcomes_cover_only_the_committed_hold_or_capture_as_it_was_commi
         known.remember(payment)
     assert not known.covers(captured)
     assert known.covers(replace(captured, reference="r3"))
+
+
+async def test_a_card_renewal_takes_one_statement_per_handler_and_two_per_round(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    """What billing's own share of a renewal costs the database (the consumer's inbox row
+    aside): the two events one statement each, each round its claim and one guarded write
+    with its event, and the provider's two webhooks nothing."""
+    from billing.webhooks import apply_notice
+    from prometheus_client import REGISTRY
+
+    def counted() -> tuple[float, float]:
+        statements = sum(
+            REGISTRY.get_sample_value("esim_db_statements_total", {"verb": verb}) or 0.0
+            for verb in ("select", "insert", "update", "delete", "other")
+        )
+        return REGISTRY.get_sample_value("esim_db_transactions_total") or 0.0, statements
+
+    async def webhook(event: str, renewal_id: str) -> None:
+        read = await gateway.read_webhook(
+            {"x-fake-signature": "valid"},
+            f'{{"id": "{event}", "key": "charge:{renewal_id}"}}'.encode(),
+        )
+        assert not await apply_notice(database, billing.charges.flow, "stripe", read)
+
+    data = payment_requested(method="card", token="card_ok")
+    renewal_id = str(data.renewal_id)
+    before = counted()
+
+    await handle(database, on_payment_requested, data)
+    assert await billing.charges.run_once() == 1
+    await webhook("evt_held", renewal_id)
+    await handle(database, on_profile_activated, profile_activated(data.renewal_id))
+    assert await billing.charges.run_once() == 1
+    await webhook("evt_captured", renewal_id)
+
+    (transactions, statements) = (now - then for now, then in zip(counted(), before, strict=True))
+    assert (await payment_of(database, renewal_id)).state == PaymentState.SETTLED
+    assert (transactions, statements) == (6, 8)
