@@ -7,13 +7,14 @@ row at once, and a replica that dies mid-work leaves a lease that simply runs ou
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import bindparam, or_, update
 from sqlmodel import SQLModel, col, select
 
 from esim_core.clock import utcnow
@@ -58,41 +59,23 @@ async def claim(
     """
     now = utcnow()
     lease_until = now + timedelta(seconds=lease_s)
-    id_column: Any = table.id  # type: ignore[attr-defined]
-    due_column: Any = table.due_at  # type: ignore[attr-defined]
-    lease_column: Any = table.lease_until  # type: ignore[attr-defined]
-    free = or_(col(lease_column).is_(None), col(lease_column) < now)
-    due = (
-        select(id_column)
-        .where(col(due_column).is_not(None), col(due_column) <= now, free)
-        .order_by(col(due_column), col(id_column))
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    columns: list[Any] = list(table.__table__.columns) if rows else [id_column]  # type: ignore[attr-defined]
+    statements = _claim_statements(table, rows)
+    params = {"now": now, "limit": limit, "new_lease": lease_until}
     found: list[Any] = []
     async with database.session() as session:
         connection = await session.connection()
         if database.is_sqlite:
             # One statement; SQLite runs one write transaction at a time, so nothing can take
             # a row between the choice and the lease.
-            result: Any = await connection.execute(
-                update(table)
-                .where(col(id_column).in_(due.scalar_subquery()), free)
-                .values(lease_until=lease_until)
-                .returning(*columns)
-            )
+            result: Any = await connection.execute(statements.lease_due, params)
             found = list(result.all())
         else:
             # The chosen rows stay locked until this transaction ends, so the lease written
             # next lands on exactly them; other replicas skip them meanwhile.
-            keys = list((await connection.execute(due)).scalars().all())
+            keys = list((await connection.execute(statements.due, params)).scalars().all())
             if keys:
                 result = await connection.execute(
-                    update(table)
-                    .where(col(id_column).in_(keys))
-                    .values(lease_until=lease_until)
-                    .returning(*columns)
+                    statements.lease, {"keys": keys, "new_lease": lease_until}
                 )
                 found = list(result.all())
     if not rows:
@@ -102,6 +85,49 @@ async def claim(
         keys=[item.id for item in leased],  # type: ignore[attr-defined]
         lease_until=lease_until,
         rows=leased,
+    )
+
+
+@dataclass(frozen=True)
+class _ClaimStatements:
+    """A table's claim, built once (`_claim_statements`): SQLAlchemy then compiles it once and
+    finds it in its cache by a key it computes once, where a statement built per claim (with
+    its time and limit as literals) took a new cache key, coercions and all, every time."""
+
+    due: Any
+    """The ids due at `now`, at most `limit`, locked where the database can (SKIP LOCKED)."""
+    lease_due: Any
+    """SQLite: lease the due rows (`new_lease`) in one statement, returning them."""
+    lease: Any
+    """PostgreSQL: lease the rows `keys` chose (locked by `due`), returning them."""
+
+
+@functools.cache
+def _claim_statements(table: type[SQLModel], rows: bool) -> _ClaimStatements:
+    id_column: Any = table.id  # type: ignore[attr-defined]
+    due_column: Any = table.due_at  # type: ignore[attr-defined]
+    lease_column: Any = table.lease_until  # type: ignore[attr-defined]
+    now: Any = bindparam("now")
+    free = or_(col(lease_column).is_(None), col(lease_column) < now)
+    due = (
+        select(id_column)
+        .where(col(due_column).is_not(None), col(due_column) <= now, free)
+        .order_by(col(due_column), col(id_column))
+        .limit(bindparam("limit"))
+        .with_for_update(skip_locked=True)
+    )
+    columns: list[Any] = list(table.__table__.columns) if rows else [id_column]  # type: ignore[attr-defined]
+    new_lease: Any = bindparam("new_lease")
+    return _ClaimStatements(
+        due=due,
+        lease_due=update(table)
+        .where(col(id_column).in_(due.scalar_subquery()), free)
+        .values(lease_until=new_lease)
+        .returning(*columns),
+        lease=update(table)
+        .where(col(id_column).in_(bindparam("keys", expanding=True)))
+        .values(lease_until=new_lease)
+        .returning(*columns),
     )
 
 
