@@ -30,3 +30,19 @@ def test_a_row_becomes_the_instance_the_constructor_makes_and_changes_like_one()
     assert (made.count, made.note) == (4, "seen")
     assert made.model_dump()["count"] == 4
     assert values["count"] == 3  # the row's values are copied, not shared
+
+
+def test_a_row_of_a_model_never_used_before_reads_like_any_other() -> None:
+    # A model just declared has mappers not yet configured (the constructor would configure
+    # them): a claimed row must still read in a process whose first use of it is a claim.
+    class Fresh(SQLModel, table=True):
+        __tablename__ = "test_rows_fresh"
+
+        id: str = Field(primary_key=True)
+        count: int = 0
+
+    assert not inspect(Fresh).configured
+
+    made = transient(Fresh, {"id": "f1", "count": 2})
+
+    assert (made.id, made.count) == ("f1", 2)

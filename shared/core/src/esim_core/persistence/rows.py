@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from sqlalchemy import inspect
+from sqlalchemy.orm import configure_mappers
 from sqlmodel import SQLModel
 
 M = TypeVar("M", bound=SQLModel)
@@ -20,7 +21,11 @@ M = TypeVar("M", bound=SQLModel)
 
 def transient(model: type[M], values: Mapping[str, Any]) -> M:
     """An instance of the table model `model` holding `values` (every field's, by name)."""
-    instance: M = inspect(model).class_manager.new_instance()
+    mapper = inspect(model)
+    if not mapper.configured:
+        # The constructor configures the mappers on first use; attribute access needs it.
+        configure_mappers()
+    instance: M = mapper.class_manager.new_instance()
     instance.__dict__.update(values)
     object.__setattr__(instance, "__pydantic_fields_set__", set(values))
     object.__setattr__(instance, "__pydantic_extra__", None)
