@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from esim_core.clock import as_utc, utcnow
-from esim_core.duework.worker import DueWorker
+from esim_core.duework.worker import DueWorker, same_lease
 from esim_core.messaging.outbox import Outbox
 from esim_core.outside.retry import TryPolicy
 from esim_core.persistence.db import Database
@@ -40,7 +40,13 @@ from billing.domain import (
     void_key,
 )
 from billing.flow import PaymentFlow, amount_differs, attempt_key
-from billing.store import Payment
+from billing.store import (
+    Payment,
+    payment_by_id,
+    snapshot,
+    write_payment,
+    write_payment_if_unchanged,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -310,7 +316,6 @@ class ChargeWorker(DueWorker[gateways.PaymentGateway, RetryRules]):
                     self._lost(row, Step(row.unknown_step or Step.PAY), None, None, now)
                 else:
                     row.due_at = None
-                session.add(row)
 
         await self._commit(payment, apply)
 
@@ -362,21 +367,57 @@ class ChargeWorker(DueWorker[gateways.PaymentGateway, RetryRules]):
         )
 
     async def _commit(self, payment: Payment, apply: Apply, *, count: bool = True) -> None:
-        state, step = payment.state, payment.unknown_step
+        """Commit a round's outcome (`apply`), its event and the next due time, once.
+
+        Usually nobody wrote the payment since its claim: the outcome is applied to the row as
+        the claim returned it and written in one statement that checks exactly that (the
+        lease and `updated_at`, `store.write_payment_if_unchanged`). Otherwise (a handler or a
+        webhook wrote it during the call) that transaction is rolled back, and the outcome is
+        applied to the row as it is now, locked: if it is still in the state the round started
+        from and still carries the round's lease. A webhook may have moved the payment during
+        the call; then its news is newer and the round's outcome is dropped.
+        """
+        state, step, lease = payment.state, payment.unknown_step, payment.lease_until
 
         async def locked(session: AsyncSession, row: Payment) -> None:
             now = utcnow()
             if count:
-                self.count_round(session, row, now)
-            else:
-                row.lease_until = None
+                # A round ran, whatever its outcome; its lease ends with this commit.
+                row.attempts += 1
+                row.updated_at = now
+            row.lease_until = None
             await apply(session, row, now)
-            session.add(row)
 
-        # A webhook may have moved the payment during the call: then its news is newer.
-        await self.commit_round(
-            payment.id,
-            payment.lease_until,
-            locked,
-            lambda row: row.state == state and row.unknown_step == step,
-        )
+        claimed = snapshot(payment)
+        try:
+            async with self.database.session() as session:
+                await locked(session, payment)
+                if not await write_payment_if_unchanged(
+                    await session.connection(), payment, claimed
+                ):
+                    raise _WrittenMeanwhile
+            self.flow.known.remember(payment)
+            return
+        except _WrittenMeanwhile:
+            pass
+        async with self.database.session() as session:
+            connection = await session.connection()
+            current = await payment_by_id(connection, payment.id, lock=True)
+            if current is None or current.state != state or current.unknown_step != step:
+                return
+            if not same_lease(current.lease_until, lease):
+                logger.warning(
+                    "payment %s was claimed again during its round; this round's outcome is "
+                    "dropped (%s)",
+                    payment.id,
+                    self.kept_by,
+                )
+                return
+            before = snapshot(current)
+            await locked(session, current)
+            await write_payment(connection, current, before)
+        self.flow.known.remember(current)
+
+
+class _WrittenMeanwhile(Exception):
+    """The payment was written since its claim: the round's first commit is rolled back."""

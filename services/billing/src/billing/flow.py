@@ -5,9 +5,14 @@ through these functions, on a row locked in the transaction that also holds the 
 outbox: whichever of them learns an outcome first applies it, the other then finds the payment
 moved on and changes nothing. Each event id is derived from the renewal, so even a transition
 made twice would publish one event.
+
+A transition changes the `Payment` it is given and queues its event on the session; the caller
+writes the row (`store.write_payment`, or `write_payment_if_unchanged` for a round that read it
+at its claim), so the row may be a transient one read by a compiled statement.
 """
 
 import logging
+from collections import OrderedDict
 from datetime import datetime, timedelta
 from typing import Literal, TypedDict
 from uuid import UUID
@@ -111,12 +116,66 @@ def amount_differs(payment: Payment, amount: int | None, currency: str | None) -
     return None
 
 
+class KnownOutcomes:
+    """The payments this process last committed as authorized or settled, and at what amount.
+
+    Most webhooks report what billing's own call learnt already: `payment_intent.
+    amount_capturable_updated` after the round that authorized, `payment_intent.succeeded`
+    after the one that captured. For a payment that is settled (final: nothing moves it on)
+    such a view is news to nobody; for one that is authorized it would be news only to a
+    payment whose capture or release lost its answer meanwhile, and the payment loop asks the
+    provider about those itself. `covers` tells such a view from any other, so the webhook
+    needs no transaction to find that out; any view it does not cover (another standing,
+    reference, amount or currency, a payment another replica moved) goes to the locked row.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._known: OrderedDict[str, tuple[str, str | None, int, str]] = OrderedDict()
+
+    def remember(self, payment: Payment) -> None:
+        """Note where a payment stands after a commit of this process."""
+        if payment.state in (PaymentState.AUTHORIZED, PaymentState.SETTLED):
+            self._known[payment.renewal_id] = (
+                payment.state,
+                payment.provider_reference,
+                payment.amount,
+                payment.currency,
+            )
+            self._known.move_to_end(payment.renewal_id)
+            if len(self._known) > self.size:
+                self._known.popitem(last=False)
+        else:
+            self._known.pop(payment.renewal_id, None)
+
+    def covers(self, view: PaymentView) -> bool:
+        """The view tells nothing billing did not commit: the same hold or capture, as known."""
+        known = self._known.get(view.reference) if view.reference else None
+        if known is None or view.provider_reference is None:
+            return False
+        state, reference, amount, currency = known
+        if view.standing == Standing.CAPTURED:
+            news = state != PaymentState.SETTLED
+        elif view.standing == Standing.AUTHORIZED:
+            news = state not in (PaymentState.AUTHORIZED, PaymentState.SETTLED)
+        else:
+            news = True
+        return (
+            not news
+            and view.provider_reference == reference
+            and view.amount in (None, amount)
+            and (view.currency is None or view.currency.upper() == currency)
+        )
+
+
 class PaymentFlow:
     """The transitions of billing's payments; each writes the row and at most one event."""
 
     def __init__(self, outbox: Outbox, rules: RetryRules) -> None:
         self.outbox = outbox
         self.rules = rules
+        #: What this process committed last of recent payments (`KnownOutcomes`).
+        self.known = KnownOutcomes()
 
     # The ends and the stations of a payment.
 
@@ -133,7 +192,6 @@ class PaymentFlow:
         # Activation may have come first (a webhook late, a look-up after a lost answer).
         due = payment.capture_requested_at is not None or payment.release_requested_at is not None
         payment.due_at = now if due else None
-        session.add(payment)
         self.outbox.add(
             session,
             PaymentAuthorized(
@@ -166,7 +224,6 @@ class PaymentFlow:
         payment.capture_overdue_at = None
         self._known(payment)
         payment.due_at = None
-        session.add(payment)
         self.outbox.add(
             session,
             PaymentSettled(
@@ -210,7 +267,6 @@ class PaymentFlow:
         payment.action_expires_at = expires_at
         self._known(payment)
         payment.due_at = expires_at
-        session.add(payment)
         if not first:
             return
         self.outbox.add(
@@ -242,7 +298,6 @@ class PaymentFlow:
         payment.token = None
         self._known(payment)
         payment.due_at = None
-        session.add(payment)
         self.outbox.add(
             session,
             PaymentFailed(
@@ -290,7 +345,6 @@ class PaymentFlow:
             payment.action_url = None
             payment.action_expires_at = None
         payment.due_at = now + timedelta(seconds=delay)
-        session.add(payment)
         logger.info(
             "payment %s soft-declined (%s), charge %d of %d; next charge in %g s",
             payment.id,
@@ -308,7 +362,6 @@ class PaymentFlow:
         payment.voided_at = now
         self._known(payment)
         payment.due_at = None
-        session.add(payment)
         refund = await _refund_of(session, payment)
         if refund is None:
             # Only a refund request releases a payment; without its row there is nothing owed.
@@ -395,7 +448,6 @@ class PaymentFlow:
             differs = amount_differs(payment, view.amount, view.currency)
             if differs is not None:
                 self.mismatch(payment, differs, now)
-                session.add(payment)
                 return True
         if standing == Standing.NOT_FOUND:
             return self._not_found(session, payment, now)
@@ -414,7 +466,6 @@ class PaymentFlow:
                 return True
             if payment.state == PaymentState.UNKNOWN and payment.unknown_step == Step.CLOSE:
                 self.back_to(payment, PaymentState.ACTION_REQUIRED, now)
-                session.add(payment)
                 return True
             return False
         if standing == Standing.APPROVED:
@@ -422,7 +473,6 @@ class PaymentFlow:
                 # PayPal: the approved order is authorized by paying again under the same key.
                 payment.provider_reference = view.provider_reference or payment.provider_reference
                 self.back_to(payment, PaymentState.PENDING, now)
-                session.add(payment)
                 return True
             return False
         if standing == Standing.AUTHORIZED:
@@ -441,7 +491,6 @@ class PaymentFlow:
                 self.back_to(payment, PaymentState.AUTHORIZED, now)
                 if view.capture_before is not None:
                     payment.capture_before = view.capture_before
-                session.add(payment)
                 return True
             return False
         if standing in (Standing.CAPTURED, Standing.REFUNDED):
@@ -472,7 +521,6 @@ class PaymentFlow:
                 )
                 payment.state = PaymentState.AUTHORIZED
                 payment.due_at = None
-                session.add(payment)
                 return True
             return False
         # CANCELLED, VOIDED: nothing is held any more.
@@ -487,7 +535,6 @@ class PaymentFlow:
                 payment.state = PaymentState.AUTHORIZED
                 self._known(payment)
                 payment.due_at = None
-                session.add(payment)
             return True
         return False
 
@@ -513,7 +560,6 @@ class PaymentFlow:
                 payment.unknown_step = None
                 payment.unknown_since = None
                 payment.due_at = now
-                session.add(payment)
             return True
         if payment.unknown_step == Step.CLOSE:
             # Nothing was ever paid (Alipay makes no trade before the buyer acts).

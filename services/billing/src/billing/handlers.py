@@ -2,26 +2,35 @@
 
 Handlers only write rows that are due now; the payment and refund loops (`charging.py`,
 `refunding.py`) call the providers, so a handler never calls anything outside its own
-transaction.
+transaction. The two that every renewal meets (PaymentRequested, ProfileActivated) take one
+statement each in the usual case, through `store.py`'s compiled statements.
 """
 
 import logging
+from typing import Any
 
 from esim_core.clock import utcnow
 from esim_core.messaging.consumer import PermanentEventError
+from esim_core.observability.tracing import current_traceparent
 from esim_schemas import CloudEvent, PaymentRequested, ProfileActivated, RefundRequested
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.domain import (
-    FINAL_PAYMENT_STATES,
     PaymentState,
     PaymentTerms,
     Step,
     payment_id_for,
     refund_row_id_for,
 )
-from billing.store import Payment, Refund
+from billing.store import (
+    PAYMENT_COLUMNS,
+    Payment,
+    Refund,
+    insert_payment,
+    payment_by_renewal,
+    request_capture,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,29 +61,15 @@ async def on_payment_requested(session: AsyncSession, event: CloudEvent[PaymentR
     data = event.data
     renewal_id = str(data.renewal_id)
     terms = _terms(data)
-    existing = (await session.exec(select(Payment).where(Payment.renewal_id == renewal_id))).first()
-    if existing is not None:
-        differing = existing.terms().differences(terms)
-        if differing:
-            raise PermanentEventError(
-                f"conflicting payment request for renewal {renewal_id}: payment {existing.id} "
-                f"was requested with another {', '.join(differing)}"
-            )
-        logger.info(
-            "PaymentRequested %s repeats renewal %s: payment %s (%s) stays as it is",
-            event.id,
-            renewal_id,
-            existing.id,
-            existing.state,
-        )
-        return
     if data.price.amount <= 0:
         raise PermanentEventError(
             f"payment request for renewal {renewal_id} has nothing to charge (amount 0)"
         )
     now = utcnow()
-    payment = Payment(
-        id=payment_id_for(renewal_id),
+    payment_id = payment_id_for(renewal_id)
+    row: dict[str, Any] = dict.fromkeys(PAYMENT_COLUMNS)
+    row.update(
+        id=payment_id,
         renewal_id=renewal_id,
         user_id=terms.user_id,
         iccid=terms.iccid,
@@ -89,18 +84,45 @@ async def on_payment_requested(session: AsyncSession, event: CloudEvent[PaymentR
         start=terms.start,
         discount_amount=data.discount.amount if data.discount is not None else None,
         promo_code=data.promo_code,
+        state=PaymentState.PENDING.value,
+        attempts=0,
+        soft_declines=0,
+        unavailable_rounds=0,
         created_at=now,
         updated_at=now,
         due_at=now,
+        # Its rounds continue the trace of the event that asked for it.
+        traceparent=current_traceparent(),
     )
-    session.add(payment)
-    logger.info(
+    connection = await session.connection()
+    if not await insert_payment(connection, row):
+        # The renewal has its payment already (another delivery of its request, under another
+        # event id): the same terms change nothing, other terms are a conflict.
+        existing = await payment_by_renewal(connection, renewal_id)
+        if existing is None:  # pragma: no cover - the insert found it; nothing deletes payments
+            raise RuntimeError(f"payment of renewal {renewal_id} vanished")
+        differing = existing.terms().differences(terms)
+        if differing:
+            raise PermanentEventError(
+                f"conflicting payment request for renewal {renewal_id}: payment {existing.id} "
+                f"was requested with another {', '.join(differing)}"
+            )
+        logger.info(
+            "PaymentRequested %s repeats renewal %s: payment %s (%s) stays as it is",
+            event.id,
+            renewal_id,
+            existing.id,
+            existing.state,
+        )
+        return
+    # The round's answer (authorized, settled, failed) is the payment's INFO line.
+    logger.debug(
         "payment %s of renewal %s: %d %s by %s, due now",
-        payment.id,
+        payment_id,
         renewal_id,
-        payment.amount,
-        payment.currency,
-        payment.method,
+        terms.amount,
+        terms.currency,
+        terms.method,
     )
 
 
@@ -195,16 +217,16 @@ async def on_profile_activated(session: AsyncSession, event: CloudEvent[ProfileA
     billing does not know is not billing's to capture.
     """
     renewal_id = str(event.data.renewal_id)
-    payment = (await session.exec(select(Payment).where(Payment.renewal_id == renewal_id))).first()
-    if payment is None:
-        logger.warning("ProfileActivated %s: renewal %s has no payment here", event.id, renewal_id)
+    connection = await session.connection()
+    marked = await request_capture(connection, renewal_id, utcnow())
+    if marked is None:
+        # Captured already (Alipay, or a payment taken at once), final, marked before, or
+        # none at all: only the last is worth a word.
+        if await payment_by_renewal(connection, renewal_id) is None:
+            logger.warning(
+                "ProfileActivated %s: renewal %s has no payment here", event.id, renewal_id
+            )
         return
-    if payment.state in FINAL_PAYMENT_STATES or payment.capture_requested_at is not None:
-        return
-    now = utcnow()
-    payment.capture_requested_at = now
-    payment.updated_at = now
-    if payment.state == PaymentState.AUTHORIZED:
-        payment.due_at = now
-    session.add(payment)
-    logger.info("payment %s of renewal %s: activated, capture due", payment.id, renewal_id)
+    payment_id, _ = marked
+    # The capture's outcome (settled) is the payment's INFO line.
+    logger.debug("payment %s of renewal %s: activated, capture due", payment_id, renewal_id)

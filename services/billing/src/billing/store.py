@@ -1,14 +1,27 @@
-"""Billing tables: payments (which are also the ledger of captures) and refunds."""
+"""Billing tables: payments (which are also the ledger of captures) and refunds.
 
+The hot path (a payment recorded, its rounds, ProfileActivated, the providers' webhooks) reads
+and writes payments through the statements at the end of this module: SQLAlchemy Core, built
+once at import, executed on the session's connection. A payment row read that way becomes a
+transient `Payment` (attached to no session), which the transitions (`flow.PaymentFlow`) change
+like any other; `write_payment` then writes the columns they changed.
+"""
+
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from esim_core.clock import utcnow
 from esim_core.duework.rows import OutsideCallColumns
 from esim_core.observability.tracing import traceparent_field
 from esim_core.persistence.db import timestamp
+from esim_core.persistence.rows import transient
+from sqlalchemy import Table, bindparam, case, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel
 
-from billing.domain import PaymentState, PaymentTerms, RefundState
+from billing.domain import FINAL_PAYMENT_STATES, PaymentState, PaymentTerms, RefundState
 
 
 class Payment(OutsideCallColumns, table=True):
@@ -119,3 +132,153 @@ class Refund(OutsideCallColumns, table=True):
 
 
 TABLES: list[type[SQLModel]] = [Payment, Refund]
+
+
+# The hot path's statements on payments (see the module's docstring).
+
+PAYMENTS: Table = Payment.__table__  # type: ignore[attr-defined]
+_COLUMNS = tuple(PAYMENTS.columns)
+PAYMENT_COLUMNS: tuple[str, ...] = tuple(column.name for column in _COLUMNS)
+"""Every column of `billing_payment`, in table order."""
+
+_BY_ID = select(*_COLUMNS).where(PAYMENTS.c.id == bindparam("id"))
+_BY_RENEWAL = select(*_COLUMNS).where(PAYMENTS.c.renewal_id == bindparam("renewal_id"))
+_BY_PROVIDER_REFERENCE = (
+    select(*_COLUMNS)
+    .where(PAYMENTS.c.provider_reference == bindparam("provider_reference"))
+    .limit(1)
+)
+# FOR UPDATE on PostgreSQL; SQLite renders none (its transactions begin IMMEDIATE, holding the
+# database's write lock from the start: esim_core.persistence.db).
+_LOCK_BY_ID = _BY_ID.with_for_update()
+_LOCK_BY_RENEWAL = _BY_RENEWAL.with_for_update()
+_LOCK_BY_PROVIDER_REFERENCE = _BY_PROVIDER_REFERENCE.with_for_update()
+
+# The SET clause comes from the keys of the parameters given (the columns a transition
+# changed), so each shape of change is compiled once and cached.
+_WRITE = update(PAYMENTS).where(PAYMENTS.c.id == bindparam("_id"))
+_WRITE_IF_UNCHANGED = update(PAYMENTS).where(
+    PAYMENTS.c.id == bindparam("_id"),
+    PAYMENTS.c.lease_until == bindparam("_lease"),
+    PAYMENTS.c.updated_at == bindparam("_version"),
+)
+
+# ProfileActivated: the capture becomes due, once, and due now where the money is held (a
+# payment not yet authorized becomes due at its authorization, `flow.PaymentFlow.authorize`).
+_REQUEST_CAPTURE = (
+    update(PAYMENTS)
+    .where(
+        PAYMENTS.c.renewal_id == bindparam("of_renewal"),
+        *(PAYMENTS.c.state != final for final in sorted(FINAL_PAYMENT_STATES)),
+        PAYMENTS.c.capture_requested_at.is_(None),
+    )
+    .values(
+        capture_requested_at=bindparam("now"),
+        updated_at=bindparam("now"),
+        due_at=case(
+            (PAYMENTS.c.state == PaymentState.AUTHORIZED.value, bindparam("now")),
+            else_=PAYMENTS.c.due_at,
+        ),
+    )
+    .returning(PAYMENTS.c.id, PAYMENTS.c.state)
+)
+
+
+def _insert_new(dialect_insert: Any) -> Any:
+    return dialect_insert(PAYMENTS).on_conflict_do_nothing().returning(PAYMENTS.c.id)
+
+
+#: A payment recorded unless its renewal (or id, derived from it) has one: one statement.
+_INSERT_NEW = {"sqlite": _insert_new(sqlite.insert), "postgresql": _insert_new(postgresql.insert)}
+
+
+def payment_of(row: Any) -> Payment:
+    """A transient `Payment` (in no session) of a row read by these statements or a claim."""
+    return transient(Payment, row._mapping)
+
+
+def snapshot(payment: Payment) -> dict[str, Any]:
+    """The payment's column values now, to find what a transition changed (`write_payment`)."""
+    values = payment.__dict__
+    return {name: values.get(name) for name in PAYMENT_COLUMNS}
+
+
+def changes(payment: Payment, before: Mapping[str, Any]) -> dict[str, Any]:
+    """The columns whose values differ from `before` (a `snapshot`)."""
+    values = payment.__dict__
+    return {
+        name: values.get(name)
+        for name in PAYMENT_COLUMNS
+        if values.get(name) != before[name] and name != "id"
+    }
+
+
+async def insert_payment(connection: AsyncConnection, row: dict[str, Any]) -> bool:
+    """Insert a new payment (every column given); False when its renewal has one already."""
+    result = await connection.execute(_INSERT_NEW[connection.dialect.name], row)
+    return result.first() is not None
+
+
+async def payment_by_renewal(
+    connection: AsyncConnection, renewal_id: str, *, lock: bool = False
+) -> Payment | None:
+    """The renewal's payment as a transient `Payment`, locked until the transaction ends."""
+    statement = _LOCK_BY_RENEWAL if lock else _BY_RENEWAL
+    row = (await connection.execute(statement, {"renewal_id": renewal_id})).first()
+    return None if row is None else payment_of(row)
+
+
+async def payment_by_id(
+    connection: AsyncConnection, payment_id: str, *, lock: bool = False
+) -> Payment | None:
+    """The payment of this id as a transient `Payment`, locked until the transaction ends."""
+    statement = _LOCK_BY_ID if lock else _BY_ID
+    row = (await connection.execute(statement, {"id": payment_id})).first()
+    return None if row is None else payment_of(row)
+
+
+async def locked_payment_by_provider_reference(
+    connection: AsyncConnection, reference: str
+) -> Payment | None:
+    """The payment the provider knows by `reference`, locked until the transaction ends."""
+    row = (
+        await connection.execute(_LOCK_BY_PROVIDER_REFERENCE, {"provider_reference": reference})
+    ).first()
+    return None if row is None else payment_of(row)
+
+
+async def write_payment(
+    connection: AsyncConnection, payment: Payment, before: Mapping[str, Any]
+) -> None:
+    """Write what changed since `before` of a payment this transaction holds locked."""
+    changed = changes(payment, before)
+    if changed:
+        await connection.execute(_WRITE, {"_id": payment.id, **changed})
+
+
+async def write_payment_if_unchanged(
+    connection: AsyncConnection, payment: Payment, before: Mapping[str, Any]
+) -> bool:
+    """Write what changed since `before`, if nobody wrote the row since it was read then.
+
+    `before` is the row as a claim leased it: the lease it carries and its `updated_at`, which
+    every other writer of a payment moves on (the handlers, a webhook that moves it, a round's
+    commit), or it clears or renews the lease. False: someone did, and nothing was written.
+    """
+    changed = changes(payment, before)
+    params = {"_id": payment.id, "_lease": before["lease_until"], "_version": before["updated_at"]}
+    if not changed:
+        changed = {"updated_at": before["updated_at"]}  # nothing to write but the check
+    result: Any = await connection.execute(_WRITE_IF_UNCHANGED, {**params, **changed})
+    return bool(result.rowcount)
+
+
+async def request_capture(
+    connection: AsyncConnection, renewal_id: str, now: datetime
+) -> tuple[str, str] | None:
+    """Mark the renewal's payment activated, its capture due; None when there was nothing to
+    mark (no payment, a final one, or one marked before). Returns the payment's id and state."""
+    row = (
+        await connection.execute(_REQUEST_CAPTURE, {"of_renewal": renewal_id, "now": now})
+    ).first()
+    return None if row is None else (row[0], row[1])

@@ -5,8 +5,10 @@ No operator token: each call is verified by its provider's own scheme (the adapt
 verified call is applied once: its provider's event id goes into the inbox table in the same
 transaction as its effect (`flow.PaymentFlow.apply_view` on the locked payment), so a
 redelivery, a call out of order or a crash at any line leaves one effect or none, and the
-provider, not hearing back, sends it again. The answer is the one each provider expects
-(Alipay: the literal body `success`).
+provider, not hearing back, sends it again. A call with no effect (the usual case: it reports
+what billing's own call learnt already) writes nothing, and one reporting what this process
+committed itself reads nothing either (`flow.KnownOutcomes`). The answer is the one each
+provider expects (Alipay: the literal body `success`).
 """
 
 import logging
@@ -21,8 +23,7 @@ from esim_core.observability.tracing import current_traceparent, span
 from esim_core.persistence.db import Database
 from esim_core.web.problems import ProblemError, problem_responses
 from fastapi import APIRouter, Request, Response
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing.flow import PaymentFlow
 from billing.gateways.port import (
@@ -31,7 +32,13 @@ from billing.gateways.port import (
     WebhookNotice,
     WebhookRejectedError,
 )
-from billing.store import Payment
+from billing.store import (
+    Payment,
+    locked_payment_by_provider_reference,
+    payment_by_renewal,
+    snapshot,
+    write_payment,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -170,76 +177,101 @@ class WebhookReader(Protocol):
         ...
 
 
-async def payment_of_view(session: AsyncSession, view: PaymentView) -> Payment | None:
+async def payment_of_view(connection: AsyncConnection, view: PaymentView) -> Payment | None:
     """The payment a provider's view is about, locked: by the renewal id, else the reference."""
     if view.reference:
-        found = (
-            await session.exec(
-                select(Payment).where(Payment.renewal_id == view.reference).with_for_update()
-            )
-        ).first()
+        found = await payment_by_renewal(connection, view.reference, lock=True)
         if found is not None:
             return found
     if view.provider_reference:
-        return (
-            await session.exec(
-                select(Payment)
-                .where(col(Payment.provider_reference) == view.provider_reference)
-                .with_for_update()
-            )
-        ).first()
+        return await locked_payment_by_provider_reference(connection, view.provider_reference)
     return None
+
+
+class _AppliedBefore(Exception):
+    """The call's event id is in the inbox already: its effect is rolled back."""
 
 
 async def apply_notice(
     database: Database, flow: PaymentFlow, provider: str, notice: WebhookNotice
 ) -> bool:
-    """Apply a verified call once; True when it moved a payment."""
-    async with database.session() as session:
-        new = await record_new(
-            session, webhook_consumer(provider), [(notice.provider_event_id, notice.view.standing)]
+    """Apply a verified call once; True when it moved a payment.
+
+    The payment is read locked, and the call applied to it; only a call that moves it records
+    its event id, in the same transaction as the effect (a repeat of a recorded call rolls the
+    effect back). A call that moves nothing writes nothing: most calls report what billing
+    learnt from its own call's answer already, and applying one of those again, or a repeat of
+    it, changes nothing either (each transition starts only from the states it leaves). One
+    that reports the hold or capture this process committed itself needs no transaction at all
+    (`flow.KnownOutcomes`).
+    """
+    if flow.known.covers(notice.view):
+        # What this process committed itself: nothing to read, nothing to write.
+        logger.debug(
+            "%s webhook %s: payment of renewal %s as committed (%s)",
+            provider,
+            notice.provider_event_id,
+            notice.view.reference,
+            notice.view.standing,
         )
-        if not new:
-            logger.info("%s webhook %s again: applied before", provider, notice.provider_event_id)
-            return False
-        payment = await payment_of_view(session, notice.view)
-        if payment is None:
-            # Not billing's, or about a payment billing has not recorded: the look-ups find it.
-            logger.warning(
-                "%s webhook %s (%s) names no payment here",
-                provider,
-                notice.provider_event_id,
-                notice.view.standing,
-            )
-            return False
-        # The effect (and any event it publishes) continues the renewal's own trace, which the
-        # payment row keeps, so a renewal stays one trace whichever way the news came; the
-        # provider's call is linked to it.
-        with (
-            ids_bound(renewal_id=payment.renewal_id, iccid=payment.iccid),
-            span(
-                f"{provider} webhook",
-                parent=payment.traceparent,
-                links=(current_traceparent(),),
-            ),
-        ):
-            now = utcnow()
-            moved = await flow.apply_view(session, payment, notice.view, now)
-            if moved:
-                payment.updated_at = now
-                # A round in flight (its call answered after this news) commits nothing now;
-                # its lease must not hold back the payment's next step until it runs out.
-                payment.lease_until = None
-                session.add(payment)
-            logger.info(
-                "%s webhook %s: payment %s %s (%s)",
-                provider,
-                notice.provider_event_id,
-                payment.id,
-                f"now {payment.state}" if moved else "unchanged",
-                notice.view.standing,
-            )
+        return False
+    try:
+        async with database.session() as session:
+            connection = await session.connection()
+            payment = await payment_of_view(connection, notice.view)
+            if payment is None:
+                # Not billing's, or about a payment billing has not recorded: the look-ups
+                # find it.
+                logger.warning(
+                    "%s webhook %s (%s) names no payment here",
+                    provider,
+                    notice.provider_event_id,
+                    notice.view.standing,
+                )
+                return False
+            # The effect (and any event it publishes) continues the renewal's own trace, which
+            # the payment row keeps, so a renewal stays one trace whichever way the news came;
+            # the provider's call is linked to it.
+            with (
+                ids_bound(renewal_id=payment.renewal_id, iccid=payment.iccid),
+                span(
+                    f"{provider} webhook",
+                    parent=payment.traceparent,
+                    links=(current_traceparent(),),
+                ),
+            ):
+                before = snapshot(payment)
+                now = utcnow()
+                moved = await flow.apply_view(session, payment, notice.view, now)
+                if moved:
+                    new = await record_new(
+                        session,
+                        webhook_consumer(provider),
+                        [(notice.provider_event_id, notice.view.standing)],
+                    )
+                    if not new:
+                        raise _AppliedBefore
+                    payment.updated_at = now
+                    # A round in flight (its call answered after this news) commits nothing
+                    # now; its lease must not hold back the payment's next step until it runs
+                    # out.
+                    payment.lease_until = None
+                    await write_payment(connection, payment, before)
+                # Most calls repeat what billing knew (the access log has them): those at DEBUG.
+                logger.log(
+                    logging.INFO if moved else logging.DEBUG,
+                    "%s webhook %s: payment %s %s (%s)",
+                    provider,
+                    notice.provider_event_id,
+                    payment.id,
+                    f"now {payment.state}" if moved else "unchanged",
+                    notice.view.standing,
+                )
+        flow.known.remember(payment)
         return moved
+    except _AppliedBefore:
+        logger.info("%s webhook %s again: applied before", provider, notice.provider_event_id)
+        return False
 
 
 def build_webhook_router(

@@ -5,6 +5,7 @@ import uuid
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
 from billing.bootstrap import Billing
 from billing.domain import PaymentState, RefundState, event_id
 from billing.gateways import Captured, CaptureRequest, PaymentRequest, PayOutcome, Standing
@@ -413,3 +414,212 @@ async def test_a_late_decline_of_an_earlier_attempt_leaves_the_later_authorizati
     await billing.charges.run_once()
     assert (await payment_of(database, payment.renewal_id)).state == PaymentState.SETTLED
     assert gateway.captures_of(payment.renewal_id) == 1
+
+
+async def test_a_webhook_that_moves_nothing_writes_nothing_and_one_that_moves_is_recorded(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    from billing.webhooks import apply_notice, webhook_consumer
+    from esim_core.messaging.inbox import processed_ids
+
+    payment = await authorized(billing)
+    key = f"charge:{payment.renewal_id}"
+
+    async def notice(event: str) -> bool:
+        read = await gateway.read_webhook(
+            {"x-fake-signature": "valid"}, f'{{"id": "{event}", "key": "{key}"}}'.encode()
+        )
+        return await apply_notice(database, billing.charges.flow, "stripe", read)
+
+    async def recorded(*events: str) -> set[str]:
+        async with database.session() as session:
+            return await processed_ids(session, webhook_consumer("stripe"), events)
+
+    # The provider reports the authorization the round recorded already: nothing to write.
+    assert not await notice("evt_authorized")
+    assert await recorded("evt_authorized") == set()
+
+    # The capture, made at the provider and heard of first by webhook: applied and recorded
+    # once; the same call again changes nothing.
+    await handle(database, on_profile_activated, profile_activated(payment.renewal_id))
+    await gateway.capture(
+        CaptureRequest(
+            idempotency_key=f"capture:{payment.renewal_id}",
+            reference=payment.renewal_id,
+            provider_reference=payment.provider_reference or "",
+            amount=payment.amount,
+            currency=payment.currency,
+            method=payment.method,
+        )
+    )
+    assert await notice("evt_captured")
+    assert not await notice("evt_captured")
+    assert await recorded("evt_captured") == {"evt_captured"}
+    settled = await payment_of(database, payment.renewal_id)
+    assert settled.state == PaymentState.SETTLED and settled.due_at is None
+    assert len(await published(database, SETTLED)) == 1
+    assert await billing.charges.run_once() == 0
+    assert gateway.captures_of(payment.renewal_id) == 1
+
+
+async def test_activation_during_the_pay_round_makes_the_capture_due_at_the_authorization(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    data = payment_requested(method="card", token="card_ok")
+    await handle(database, on_payment_requested, data)
+    real_pay = gateway.pay
+
+    async def pay_then_activate(request: PaymentRequest) -> PayOutcome:
+        # ProfileActivated is handled while the round waits for the pay's answer: the round's
+        # outcome must be applied to the row as the handler left it, not as the claim read it.
+        outcome = await real_pay(request)
+        await handle(database, on_profile_activated, profile_activated(data.renewal_id))
+        return outcome
+
+    gateway.pay = pay_then_activate  # type: ignore[method-assign]  # a race, staged
+    await billing.charges.run_once()
+
+    payment = await payment_of(database, data.renewal_id)
+    assert payment.state == PaymentState.AUTHORIZED
+    assert payment.capture_requested_at is not None and payment.attempts == 1
+    assert len(await published(database, AUTHORIZED)) == 1
+    assert await billing.charges.run_once() == 1
+    assert (await payment_of(database, data.renewal_id)).state == PaymentState.SETTLED
+    assert gateway.captures_of(str(data.renewal_id)) == 1
+
+
+async def test_activation_of_a_renewal_without_a_payment_or_with_a_final_one_changes_nothing(
+    billing: Billing, database: Database, gateway: FakeGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    unknown = str(uuid.uuid4())
+    with caplog.at_level("WARNING", logger="billing.handlers"):
+        await handle(database, on_profile_activated, profile_activated(unknown))
+    assert f"renewal {unknown} has no payment here" in caplog.text
+
+    data = payment_requested(method="alipay", token="alipay_ok")  # paid at once
+    await handle(database, on_payment_requested, data)
+    await billing.charges.run_once()
+    before = await payment_of(database, data.renewal_id)
+    assert before.state == PaymentState.SETTLED
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="billing.handlers"):
+        await handle(database, on_profile_activated, profile_activated(data.renewal_id))
+    after = await payment_of(database, data.renewal_id)
+    assert after.capture_requested_at is None and after.updated_at == before.updated_at
+    assert caplog.text == ""
+
+
+async def test_a_webhook_reporting_what_this_process_committed_takes_no_transaction(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    from billing.webhooks import apply_notice
+    from prometheus_client import REGISTRY
+
+    def transactions() -> float:
+        return REGISTRY.get_sample_value("esim_db_transactions_total") or 0.0
+
+    payment = await authorized(billing)
+    read = await gateway.read_webhook(
+        {"x-fake-signature": "valid"},
+        f'{{"id": "evt_held", "key": "charge:{payment.renewal_id}"}}'.encode(),
+    )
+    assert read.view.standing == Standing.AUTHORIZED
+    before = transactions()
+
+    assert not await apply_notice(database, billing.charges.flow, "stripe", read)
+
+    assert transactions() == before
+    # The same hold at another amount is news: it goes to the row, which flags it.
+    assert await apply_notice(
+        database, billing.charges.flow, "stripe", replace(read, view=replace(read.view, amount=1))
+    )
+    assert transactions() > before
+    flagged = await payment_of(database, payment.renewal_id)
+    assert flagged.state == PaymentState.UNKNOWN and flagged.last_error is not None
+
+
+def test_known_outcomes_cover_only_the_committed_hold_or_capture_as_it_was_committed() -> None:
+    from billing.flow import KnownOutcomes
+    from billing.gateways import PaymentView
+
+    known = KnownOutcomes(size=2)
+    payment = Payment(
+        id="pay_1",
+        renewal_id="r1",
+        user_id="u",
+        iccid="8986",
+        plan_code="JP-1D-1GB",
+        data_mb=1024,
+        validity_days=1,
+        amount=9900,
+        currency="CNY",
+        method="card",
+        start="now",
+        state=PaymentState.AUTHORIZED,
+        provider_reference="pi_1",
+    )
+    held = PaymentView(Standing.AUTHORIZED, "r1", "pi_1", 9900, "cny")
+    captured = replace(held, standing=Standing.CAPTURED)
+    assert not known.covers(held)
+
+    known.remember(payment)
+    assert known.covers(held) and not known.covers(captured)
+    assert not known.covers(replace(held, provider_reference="pi_2"))
+    assert not known.covers(replace(held, amount=9800))
+    assert not known.covers(replace(held, currency="USD"))
+    assert not known.covers(replace(held, standing=Standing.CANCELLED))
+    assert not known.covers(replace(held, reference=None))
+
+    payment.state = PaymentState.SETTLED
+    known.remember(payment)
+    assert known.covers(held) and known.covers(captured)
+    assert not known.covers(replace(captured, standing=Standing.REFUNDED))
+
+    payment.state = PaymentState.UNKNOWN  # e.g. a later look-up of this process
+    known.remember(payment)
+    assert not known.covers(held)
+
+    for renewal in ("r1", "r2", "r3"):  # bounded: the oldest is forgotten
+        payment.renewal_id, payment.state = renewal, PaymentState.SETTLED
+        known.remember(payment)
+    assert not known.covers(captured)
+    assert known.covers(replace(captured, reference="r3"))
+
+
+async def test_a_card_renewal_takes_one_statement_per_handler_and_two_per_round(
+    billing: Billing, database: Database, gateway: FakeGateway
+) -> None:
+    """What billing's own share of a renewal costs the database (the consumer's inbox row
+    aside): the two events one statement each, each round its claim and one guarded write
+    with its event, and the provider's two webhooks nothing."""
+    from billing.webhooks import apply_notice
+    from prometheus_client import REGISTRY
+
+    def counted() -> tuple[float, float]:
+        statements = sum(
+            REGISTRY.get_sample_value("esim_db_statements_total", {"verb": verb}) or 0.0
+            for verb in ("select", "insert", "update", "delete", "other")
+        )
+        return REGISTRY.get_sample_value("esim_db_transactions_total") or 0.0, statements
+
+    async def webhook(event: str, renewal_id: str) -> None:
+        read = await gateway.read_webhook(
+            {"x-fake-signature": "valid"},
+            f'{{"id": "{event}", "key": "charge:{renewal_id}"}}'.encode(),
+        )
+        assert not await apply_notice(database, billing.charges.flow, "stripe", read)
+
+    data = payment_requested(method="card", token="card_ok")
+    renewal_id = str(data.renewal_id)
+    before = counted()
+
+    await handle(database, on_payment_requested, data)
+    assert await billing.charges.run_once() == 1
+    await webhook("evt_held", renewal_id)
+    await handle(database, on_profile_activated, profile_activated(data.renewal_id))
+    assert await billing.charges.run_once() == 1
+    await webhook("evt_captured", renewal_id)
+
+    (transactions, statements) = (now - then for now, then in zip(counted(), before, strict=True))
+    assert (await payment_of(database, renewal_id)).state == PaymentState.SETTLED
+    assert (transactions, statements) == (6, 8)

@@ -7,12 +7,12 @@ row at once, and a replica that dies mid-work leaves a lease that simply runs ou
 
 import asyncio
 import contextlib
+import functools
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
 from typing import Any
 
 from sqlalchemy import bindparam, event, or_, update
@@ -24,6 +24,7 @@ from esim_core.observability.logs import ids_bound
 from esim_core.observability.metrics import WORKER_ERRORS
 from esim_core.observability.tracing import span
 from esim_core.persistence.db import Database
+from esim_core.persistence.rows import transient
 
 logger = logging.getLogger(__name__)
 
@@ -60,28 +61,28 @@ async def claim(
     """
     now = utcnow()
     lease_until = now + timedelta(seconds=lease_s)
-    due, lease_due, lease_keys = _claim_statements(table, rows)
-    params = {"now": now, "most": limit, "new_lease": lease_until}
+    statements = _claim_statements(table, rows)
+    params = {"now": now, "limit": limit, "new_lease": lease_until}
     found: list[Any] = []
     async with database.session() as session:
         connection = await session.connection()
         if database.is_sqlite:
             # One statement; SQLite runs one write transaction at a time, so nothing can take
             # a row between the choice and the lease.
-            result: Any = await connection.execute(lease_due, params)
+            result: Any = await connection.execute(statements.lease_due, params)
             found = list(result.all())
         else:
             # The chosen rows stay locked until this transaction ends, so the lease written
             # next lands on exactly them; other replicas skip them meanwhile.
-            keys = list((await connection.execute(due, params)).scalars().all())
+            keys = list((await connection.execute(statements.due, params)).scalars().all())
             if keys:
                 result = await connection.execute(
-                    lease_keys, {"keys": keys, "new_lease": lease_until}
+                    statements.lease, {"keys": keys, "new_lease": lease_until}
                 )
                 found = list(result.all())
     if not rows:
         return Claim(keys=[row[0] for row in found], lease_until=lease_until)
-    leased = [table(**row._mapping) for row in found]
+    leased = [transient(table, row._mapping) for row in found]
     return Claim(
         keys=[item.id for item in leased],  # type: ignore[attr-defined]
         lease_until=lease_until,
@@ -89,35 +90,47 @@ async def claim(
     )
 
 
-@cache
-def _claim_statements(table: type[SQLModel], rows: bool) -> tuple[Any, Any, Any]:
-    """A table's claim statements, built once (so compiled once, no cache key per claim): the
-    choice of due rows, the lease of the rows it chooses (SQLite), the lease of chosen keys."""
-    columns: Any = table.__table__.c  # type: ignore[attr-defined]
+@dataclass(frozen=True)
+class _ClaimStatements:
+    """A table's claim, built once (`_claim_statements`): SQLAlchemy then compiles it once and
+    finds it in its cache by a key it computes once, where a statement built per claim (with
+    its time and limit as literals) took a new cache key, coercions and all, every time."""
+
+    due: Any
+    """The ids due at `now`, at most `limit`, locked where the database can (SKIP LOCKED)."""
+    lease_due: Any
+    """SQLite: lease the due rows (`new_lease`) in one statement, returning them."""
+    lease: Any
+    """PostgreSQL: lease the rows `keys` chose (locked by `due`), returning them."""
+
+
+@functools.cache
+def _claim_statements(table: type[SQLModel], rows: bool) -> _ClaimStatements:
+    id_column: Any = table.id  # type: ignore[attr-defined]
+    due_column: Any = table.due_at  # type: ignore[attr-defined]
+    lease_column: Any = table.lease_until  # type: ignore[attr-defined]
     now: Any = bindparam("now")
-    free = or_(columns.lease_until.is_(None), columns.lease_until < now)
+    free = or_(col(lease_column).is_(None), col(lease_column) < now)
     due = (
-        select(columns.id)
-        .where(columns.due_at.is_not(None), columns.due_at <= now, free)
-        .order_by(columns.due_at, columns.id)
-        .limit(bindparam("most"))
+        select(id_column)
+        .where(col(due_column).is_not(None), col(due_column) <= now, free)
+        .order_by(col(due_column), col(id_column))
+        .limit(bindparam("limit"))
         .with_for_update(skip_locked=True)
     )
-    returned: list[Any] = list(columns) if rows else [columns.id]
-    leased: Any = bindparam("new_lease")
-    lease_due = (
-        update(table)
-        .where(columns.id.in_(due.scalar_subquery()), free)
-        .values(lease_until=leased)
-        .returning(*returned)
+    columns: list[Any] = list(table.__table__.columns) if rows else [id_column]  # type: ignore[attr-defined]
+    new_lease: Any = bindparam("new_lease")
+    return _ClaimStatements(
+        due=due,
+        lease_due=update(table)
+        .where(col(id_column).in_(due.scalar_subquery()), free)
+        .values(lease_until=new_lease)
+        .returning(*columns),
+        lease=update(table)
+        .where(col(id_column).in_(bindparam("keys", expanding=True)))
+        .values(lease_until=new_lease)
+        .returning(*columns),
     )
-    lease_keys = (
-        update(table)
-        .where(columns.id.in_(bindparam("keys", expanding=True)))
-        .values(lease_until=leased)
-        .returning(*returned)
-    )
-    return due, lease_due, lease_keys
 
 
 async def release(

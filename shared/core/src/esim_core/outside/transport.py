@@ -10,6 +10,8 @@ encoding is left to httpx."""
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
@@ -122,35 +124,60 @@ class TimedTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Forward the request, timing it until the answer's headers arrived (a CLIENT span,
         whose context goes out as the request's `traceparent` header)."""
-        segments = [part for part in request.url.path.split("/") if part][:2]
-        operation = f"{request.method} /{'/'.join(segments)}"
-        started = time.perf_counter()
-        outcome = "error"
-        attributes = {
-            "http.request.method": request.method,
-            "server.address": request.url.host,
-            "url.template": operation.split(" ", 1)[1],
-            "peer.service": self.system,
-        }
-        with span(operation, kind=SpanKind.CLIENT, attributes=attributes) as current:
-            traceparent = current_traceparent()
-            if traceparent is not None:
-                request.headers[TRACEPARENT] = traceparent
-            try:
-                response = await self.inner.handle_async_request(request)
-                outcome = f"{response.status_code // 100}xx"
-                current.set_attribute("http.response.status_code", response.status_code)
-                if response.status_code >= 500:
-                    current.set_status(StatusCode.ERROR)
-                return response
-            except httpx.TimeoutException:
-                outcome = "timeout"
-                raise
-            finally:
-                OUTSIDE_CALL_SECONDS.labels(self.system, operation, outcome).observe(
-                    time.perf_counter() - started
-                )
+        with outside_call(self.system, request.method, request.url.host, request.url.path) as call:
+            if call.traceparent is not None:
+                request.headers[TRACEPARENT] = call.traceparent
+            response = await self.inner.handle_async_request(request)
+            call.answered(response.status_code)
+            return response
 
     async def aclose(self) -> None:
         """Close the wrapped transport."""
         await self.inner.aclose()
+
+
+class OutsideCall:
+    """One call being timed (`outside_call`): the `traceparent` to send, and its answer."""
+
+    def __init__(self, current: Any, traceparent: str | None) -> None:
+        self._span = current
+        self.traceparent = traceparent
+        self.outcome = "error"
+
+    def answered(self, status: int) -> None:
+        """Record the answer's HTTP status (5xx marks the span an error)."""
+        self.outcome = f"{status // 100}xx"
+        self._span.set_attribute("http.response.status_code", status)
+        if status >= 500:
+            self._span.set_status(StatusCode.ERROR)
+
+
+@contextmanager
+def outside_call(system: str, method: str, host: str | None, path: str) -> Iterator[OutsideCall]:
+    """Time one call to an outside system in `esim_outside_call_seconds`, in a CLIENT span.
+
+    For clients that are not httpx (`TimedTransport` uses it for those that are). The
+    operation is the method and the path's first two segments (`POST /v1/charges`), so ids in
+    paths do not become labels; the call's `traceparent` is the one to send with it. A call
+    that raises is an `error` (a `timeout` for a timeout) unless `answered` was called.
+    """
+    segments = [part for part in path.split("/") if part][:2]
+    operation = f"{method} /{'/'.join(segments)}"
+    started = time.perf_counter()
+    attributes = {
+        "http.request.method": method,
+        "server.address": host or "",
+        "url.template": operation.split(" ", 1)[1],
+        "peer.service": system,
+    }
+    with span(operation, kind=SpanKind.CLIENT, attributes=attributes) as current:
+        call = OutsideCall(current, current_traceparent())
+        try:
+            yield call
+        except (httpx.TimeoutException, TimeoutError):
+            call.outcome = "timeout"
+            raise
+        finally:
+            OUTSIDE_CALL_SECONDS.labels(system, operation, call.outcome).observe(
+                time.perf_counter() - started
+            )
