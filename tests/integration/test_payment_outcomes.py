@@ -207,6 +207,11 @@ def replay(platform: Platform, delivery_id: str) -> dict[str, Any]:
     return replayed
 
 
+#: The saga's steps that say the money was taken: a capture after activation, or a payment
+#: settled at once (Alipay).
+MONEY_TAKEN = {"payment_captured", "payment_settled"}
+
+
 @pytest.mark.parametrize(
     ("method", "token"), [("card", "card_action"), ("paypal", None), ("alipay", None)]
 )
@@ -237,7 +242,17 @@ def test_every_genuine_webhook_of_a_payment_replayed_is_acknowledged_and_changes
         what="every webhook to be acknowledged",
     )
     payments = ledger(platform, "payment", reference=renewal_id)
-    saga = traveller.get(f"/v1/renewals/{renewal_id}").json()
+    # The saga as it stands once accounts has heard of the money taken: a capture after the
+    # activation reaches its timeline a moment after billing records it.
+    saga = wait_until(
+        lambda: (
+            (view := traveller.get(f"/v1/renewals/{renewal_id}").json())
+            and MONEY_TAKEN & {step["step"] for step in view["timeline"]}
+            and view
+        ),
+        timeout=60,
+        what="the saga's timeline to show the money taken",
+    )
 
     answers = [replay(platform, record["id"]) for record in sent]
     time.sleep(3)
