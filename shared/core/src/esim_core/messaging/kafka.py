@@ -25,9 +25,14 @@ from faststream.security import (
     SASLScram512,
 )
 
+from esim_core.messaging import broken_writes
 from esim_core.settings import KafkaSettings, ServiceSettings, SettingsError
 
 logger = logging.getLogger(__name__)
+
+# Every Kafka client is built here: under uvloop, a write to a connection the broker closed
+# must reach aiokafka as the broken connection it is, or a consumer stops for good.
+broken_writes.install()
 
 
 def ssl_context(settings: KafkaSettings) -> ssl.SSLContext | None:
