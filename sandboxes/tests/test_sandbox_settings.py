@@ -4,6 +4,9 @@ from pathlib import Path
 
 import pytest
 from sandboxes.esim import EsimSandboxSettings
+from sandboxes.payment import PaymentSandboxSettings
+from sandboxes.providers.paypal import PayPalSandboxSettings
+from sandboxes.providers.stripe import StripeSettings
 from sandboxes.sms import SmsSandboxSettings
 
 
@@ -56,3 +59,16 @@ def test_a_malformed_variable_is_refused_by_its_name(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("ESIM_SANDBOX_SLOW_DELAY", "-1")
     with pytest.raises(ValueError, match="ESIM_SANDBOX_SLOW_DELAY must not be negative"):
         EsimSandboxSettings.from_env()
+
+
+def test_the_payment_sandbox_and_its_providers_read_their_variables_by_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PAYMENT_SANDBOX_PORT", "9010")
+    monkeypatch.setenv("PAYMENT_SANDBOX_WEBHOOK_URL", "http://127.0.0.1:8001")
+    monkeypatch.setenv("PAYMENT_SANDBOX_PAYPAL_REDELIVERY_SCALE", "0.5")
+    monkeypatch.setenv("PAYMENT_SANDBOX_STRIPE_WEBHOOK_SECRET", "whsec_other")
+    payment = PaymentSandboxSettings.from_env()
+    assert (payment.port, payment.webhook_base_url) == (9010, "http://127.0.0.1:8001")
+    assert PayPalSandboxSettings.from_env().redelivery_scale == 0.5
+    assert StripeSettings.from_env().webhook_secret == "whsec_other"

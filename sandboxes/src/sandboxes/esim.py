@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import httpx
 from fastapi import APIRouter, FastAPI, Query, Request, Response
@@ -21,7 +21,7 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from sandboxes.idempotency import IdempotencyKey, conflict, fingerprint, mark_replayed
 from sandboxes.problems import ProblemError, install_problem_handlers
-from sandboxes.serving import configure_logging, env_settings, health_router, serve
+from sandboxes.serving import EnvSettings, health_router, serve
 from sandboxes.timestamps import Clock, Timestamp, rfc3339, utc_now
 
 logger = logging.getLogger("sandboxes.esim")
@@ -46,8 +46,10 @@ CancelOutcome = Literal["cancelled", "already_cancelled", "already_started", "en
 
 
 @dataclass(frozen=True)
-class EsimSandboxSettings:
+class EsimSandboxSettings(EnvSettings):
     """Where the eSIM sandbox listens, which cards it knows and how long activation takes."""
+
+    env_prefix: ClassVar[str] = "ESIM_SANDBOX_"
 
     host: str = "127.0.0.1"
     port: int = 8011
@@ -69,7 +71,7 @@ class EsimSandboxSettings:
     @classmethod
     def from_env(cls) -> Self:
         """Read the ESIM_SANDBOX_* environment variables; a tick of 0 means the default."""
-        settings = env_settings(cls, "ESIM_SANDBOX_")
+        settings = super().from_env()
         return settings if settings.tick_s else replace(settings, tick_s=cls.tick_s)
 
 
@@ -1235,7 +1237,6 @@ class CallbackSender:
 
 def main() -> None:
     """Serve the eSIM sandbox on ESIM_SANDBOX_HOST:ESIM_SANDBOX_PORT."""
-    configure_logging()
     settings = EsimSandboxSettings.from_env()
     serve(create_app(settings), settings.host, settings.port)
 

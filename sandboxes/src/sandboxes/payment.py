@@ -3,9 +3,9 @@
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal, Self
+from typing import ClassVar, Literal
 
 import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -17,7 +17,7 @@ from sandboxes.providers import MOUNTS, SlowCall, World
 from sandboxes.providers.delivery import Deliveries, Replayed, UnknownDeliveryError
 from sandboxes.providers.ledger import Entry, Plant
 from sandboxes.providers.ledger import Ledger as ProviderLedger
-from sandboxes.serving import configure_logging, env_float, env_int, env_str, health_router, serve
+from sandboxes.serving import ENV_NAME, EnvSettings, health_router, serve
 from sandboxes.timestamps import Clock, Timestamp, utc_now
 
 logger = logging.getLogger("sandboxes.payment")
@@ -29,27 +29,18 @@ FLAKY_FAILURES = 2
 
 
 @dataclass(frozen=True)
-class PaymentSandboxSettings:
+class PaymentSandboxSettings(EnvSettings):
     """Where the payment sandbox listens and how slow ``_slow`` tokens are."""
+
+    env_prefix: ClassVar[str] = "PAYMENT_SANDBOX_"
 
     host: str = "127.0.0.1"
     port: int = 8010
     slow_delay: float = 2.0
     public_url: str = ""
     """The sandbox's address as a buyer's browser reaches it; empty: http://<host>:<port>."""
-    webhook_base_url: str = ""
+    webhook_base_url: str = field(default="", metadata={ENV_NAME: "WEBHOOK_URL"})
     """Where billing takes the providers' calls (`<url>/webhooks/<provider>`); empty: none."""
-
-    @classmethod
-    def from_env(cls) -> Self:
-        """Read PAYMENT_SANDBOX_HOST, _PORT, _SLOW_DELAY, _PUBLIC_URL and _WEBHOOK_URL."""
-        return cls(
-            host=env_str("PAYMENT_SANDBOX_HOST", cls.host),
-            port=env_int("PAYMENT_SANDBOX_PORT", cls.port),
-            slow_delay=env_float("PAYMENT_SANDBOX_SLOW_DELAY", cls.slow_delay),
-            public_url=env_str("PAYMENT_SANDBOX_PUBLIC_URL", cls.public_url),
-            webhook_base_url=env_str("PAYMENT_SANDBOX_WEBHOOK_URL", cls.webhook_base_url),
-        )
 
 
 class ChargeRequest(BaseModel):
@@ -486,7 +477,6 @@ def create_app(
 
 def main() -> None:
     """Serve the payment sandbox on PAYMENT_SANDBOX_HOST:PAYMENT_SANDBOX_PORT."""
-    configure_logging()
     settings = PaymentSandboxSettings.from_env()
     serve(create_app(settings), settings.host, settings.port)
 

@@ -6,7 +6,7 @@ import os
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 SettingsT = TypeVar("SettingsT", bound="DataclassInstance")
+
+ENV_NAME = "env_name"
+"""A settings field's metadata key for its variable's name after the prefix, where that is not
+the field's own name in capitals (`field(default="", metadata={ENV_NAME: "WEBHOOK_URL"})`)."""
 
 health_router = APIRouter(prefix="/health", tags=["health"])
 
@@ -94,7 +98,8 @@ def env_settings(cls: type[SettingsT], prefix: str) -> SettingsT:
     """A sandbox's settings dataclass read from `<prefix><FIELD>` variables (`ESIM_SANDBOX_PORT`).
 
     Each field is read by its type (str, int, non-negative float, Path) and keeps its default
-    where its variable is unset or empty.
+    where its variable is unset or empty. A field whose variable has another name says so in
+    its `ENV_NAME` metadata.
 
     Raises:
         ValueError: a variable is set but not of its field's type.
@@ -106,8 +111,28 @@ def env_settings(cls: type[SettingsT], prefix: str) -> SettingsT:
         reader = _READERS.get(hints[field.name])
         if reader is None:
             raise TypeError(f"{cls.__name__}.{field.name}: no environment reader for its type")
-        values[field.name] = reader(prefix + field.name.upper(), field.default)
+        name = field.metadata.get(ENV_NAME, field.name.upper())
+        values[field.name] = reader(prefix + name, field.default)
     return cls(**values)
+
+
+class EnvSettings:
+    """A sandbox's settings dataclass that `from_env()` reads from `<env_prefix><FIELD>` variables.
+
+    A subclass is a dataclass and names its prefix: `env_prefix: ClassVar[str] = "SMS_SANDBOX_"`.
+    """
+
+    env_prefix: ClassVar[str]
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+    @classmethod
+    def from_env(cls) -> Self:
+        """Read every field from its variable (see `env_settings`).
+
+        Raises:
+            ValueError: a variable is set but not of its field's type.
+        """
+        return env_settings(cls, cls.env_prefix)
 
 
 def configure_logging() -> None:
@@ -120,9 +145,12 @@ def configure_logging() -> None:
 def serve(app: FastAPI, host: str, port: int) -> None:
     """Run an app until SIGINT or SIGTERM, which uvicorn turns into a graceful shutdown.
 
+    The sandbox's own log lines go to stderr (`configure_logging`).
+
     Args:
         app: The application.
         host: The address to listen on.
         port: The TCP port to listen on.
     """
+    configure_logging()
     uvicorn.run(app, host=host, port=port, log_level="info")

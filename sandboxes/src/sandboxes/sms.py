@@ -4,13 +4,13 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass, field
-from typing import Annotated, Literal, Self
+from typing import Annotated, ClassVar, Literal
 
 from fastapi import APIRouter, FastAPI, Form, Header, Query, Request, Response
 from pydantic import BaseModel
 
 from sandboxes.problems import ProblemError, install_problem_handlers
-from sandboxes.serving import configure_logging, env_settings, health_router, serve
+from sandboxes.serving import EnvSettings, health_router, serve
 from sandboxes.timestamps import Clock, Timestamp, utc_now
 
 logger = logging.getLogger("sandboxes.sms")
@@ -19,16 +19,13 @@ E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 
 
 @dataclass(frozen=True)
-class SmsSandboxSettings:
+class SmsSandboxSettings(EnvSettings):
     """Where the SMS sandbox listens."""
+
+    env_prefix: ClassVar[str] = "SMS_SANDBOX_"
 
     host: str = "127.0.0.1"
     port: int = 8012
-
-    @classmethod
-    def from_env(cls) -> Self:
-        """Read SMS_SANDBOX_HOST and SMS_SANDBOX_PORT."""
-        return env_settings(cls, "SMS_SANDBOX_")
 
 
 class Message(BaseModel):
@@ -133,7 +130,6 @@ def create_app(*, clock: Clock = utc_now) -> FastAPI:
 
 def main() -> None:
     """Serve the SMS sandbox on SMS_SANDBOX_HOST:SMS_SANDBOX_PORT."""
-    configure_logging()
     settings = SmsSandboxSettings.from_env()
     serve(create_app(), settings.host, settings.port)
 

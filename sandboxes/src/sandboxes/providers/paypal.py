@@ -56,17 +56,18 @@ import re
 import secrets
 import uuid
 import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sandboxes.serving import env_float, env_str
+from sandboxes.serving import EnvSettings
 from sandboxes.timestamps import rfc3339
 
 if TYPE_CHECKING:
@@ -107,26 +108,16 @@ _DECLINED_AUTHORIZATIONS = {
 
 
 @dataclass(frozen=True)
-class PayPalSandboxSettings:
+class PayPalSandboxSettings(EnvSettings):
     """The PayPal API's credentials, webhook id and redelivery pace in the sandbox."""
+
+    env_prefix: ClassVar[str] = "PAYMENT_SANDBOX_PAYPAL_"
 
     client_id: str = "sandbox-paypal-client"
     secret: str = field(default="sandbox-paypal-secret", repr=False)
     webhook_id: str = "SANDBOXWEBHOOK0000000001"
     redelivery_scale: float = 0.001
     """PayPal's 3 days of redeliveries times this (about 4 minutes by default)."""
-
-    @classmethod
-    def from_env(cls) -> Self:
-        """Read PAYMENT_SANDBOX_PAYPAL_CLIENT_ID, _SECRET, _WEBHOOK_ID, _REDELIVERY_SCALE."""
-        return cls(
-            client_id=env_str("PAYMENT_SANDBOX_PAYPAL_CLIENT_ID", cls.client_id),
-            secret=env_str("PAYMENT_SANDBOX_PAYPAL_SECRET", cls.secret),
-            webhook_id=env_str("PAYMENT_SANDBOX_PAYPAL_WEBHOOK_ID", cls.webhook_id),
-            redelivery_scale=env_float(
-                "PAYMENT_SANDBOX_PAYPAL_REDELIVERY_SCALE", cls.redelivery_scale
-            ),
-        )
 
 
 class PayPalError(Exception):
@@ -160,35 +151,47 @@ class PayPalError(Exception):
         return body
 
 
-def _invalid(issue: str, description: str) -> PayPalError:
-    return PayPalError(
-        400,
+_ERROR_NAMES = {
+    400: (
         "INVALID_REQUEST",
         "Request is not well-formed, syntactically incorrect, or violates schema.",
-        issue,
-        description,
-    )
-
-
-def _unprocessable(issue: str, description: str) -> PayPalError:
-    return PayPalError(
-        422,
+    ),
+    404: ("RESOURCE_NOT_FOUND", "The specified resource does not exist."),
+    422: (
         "UNPROCESSABLE_ENTITY",
         "The requested action could not be performed, semantically incorrect, or failed "
         "business validation.",
-        issue,
-        description,
-    )
+    ),
+}
+"""PayPal's error name and message for each status that carries one issue in its details."""
+
+
+def _issue(status: int, issue: str, description: str) -> PayPalError:
+    name, message = _ERROR_NAMES[status]
+    return PayPalError(status, name, message, issue, description)
+
+
+def _invalid(issue: str, description: str) -> PayPalError:
+    return _issue(400, issue, description)
+
+
+def _unprocessable(issue: str, description: str) -> PayPalError:
+    return _issue(422, issue, description)
 
 
 def _not_found(what: str, id: str) -> PayPalError:
-    return PayPalError(
-        404,
-        "RESOURCE_NOT_FOUND",
-        "The specified resource does not exist.",
-        "INVALID_RESOURCE_ID",
-        f"No {what} {id!r}.",
-    )
+    return _issue(404, "INVALID_RESOURCE_ID", f"No {what} {id!r}.")
+
+
+_R = TypeVar("_R")
+
+
+def _known(records: dict[str, _R], what: str, id: str) -> _R:
+    """The record of that id, or PayPal's 404 naming what was asked for."""
+    record = records.get(id)
+    if record is None:
+        raise _not_found(what, id)
+    return record
 
 
 def to_minor(value: str, currency: str) -> int:
@@ -346,8 +349,10 @@ class _Order:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-@dataclass
-class _Authorization:
+@dataclass(kw_only=True)
+class _Payment:
+    """What an authorization and a capture share: money moved (or refused) on an order."""
+
     id: str
     order_id: str
     amount: int
@@ -355,23 +360,24 @@ class _Authorization:
     status: str
     created: datetime
     updated: datetime
-    expires: datetime
     processor: tuple[str, str] | None = None
+    """A declined payment's processor code and reason."""
+
+
+@dataclass(kw_only=True)
+class _Authorization(_Payment):
+    expires: datetime
     capture_ids: list[str] = field(default_factory=list)
 
 
-@dataclass
-class _Capture:
-    id: str
+@dataclass(kw_only=True)
+class _Capture(_Payment):
     authorization_id: str
-    order_id: str
-    amount: int
-    currency: str
-    status: str
-    created: datetime
-    updated: datetime
-    processor: tuple[str, str] | None = None
     refund_ids: list[str] = field(default_factory=list)
+
+
+_Held = TypeVar("_Held", bound="_Order | _Payment")
+"""What a PayPal-Request-Id's operation acts on: an order, or a payment on one."""
 
 
 @dataclass
@@ -533,9 +539,7 @@ class PayPalSandbox:
 
     def order(self, order_id: str) -> _Order:
         """An order by id, expired first when nobody approved it in time."""
-        order = self._orders.get(order_id)
-        if order is None:
-            raise _not_found("order", order_id)
+        order = _known(self._orders, "order", order_id)
         waiting = order.status in ("CREATED", "PAYER_ACTION_REQUIRED")
         if waiting and self.now() >= order.created + ORDER_APPROVAL_WINDOW:
             order.status = "VOIDED"
@@ -602,57 +606,56 @@ class PayPalSandbox:
         self, order_id: str, request_id: str | None, mock: str | None
     ) -> tuple[int, dict[str, Any]]:
         """Authorize an approved order (201 with the order); a repeat key replays."""
-        replay = self._replay("authorize", request_id)
-        if replay is not None:
-            return replay
-        order = self.order(order_id)
-        async with order.lock:
-            replay = self._replay("authorize", request_id)
-            if replay is not None:
-                return replay
-            if order.status != "APPROVED":
-                issue = {
-                    "COMPLETED": "ORDER_ALREADY_AUTHORIZED",
-                    "VOIDED": "ORDER_EXPIRED",
-                }.get(order.status, "ORDER_NOT_APPROVED")
-                raise _unprocessable(issue, f"The order is {order.status}.")
-            if order.outcome == "_insufficient" or _mocked(mock) == "INSTRUMENT_DECLINED":
-                raise _unprocessable(
-                    "INSTRUMENT_DECLINED",
-                    "The instrument presented was declined by the processor or bank "
-                    "(insufficient funds): the payer can fund the payment another way.",
-                )
-            if order.outcome == "_slow":
-                await self.world.slow("paypal", "pay", order.reference)
-            now = self.now()
-            processor = _DECLINED_AUTHORIZATIONS.get(order.outcome)
-            authorization = _Authorization(
-                id=_paypal_id(),
-                order_id=order.id,
-                amount=order.amount,
-                currency=order.currency,
-                status="DECLINED" if processor else "CREATED",
-                created=now,
-                updated=now,
-                expires=now + AUTHORIZATION_VALIDITY,
-                processor=processor,
+        return await self._once(
+            "authorize",
+            request_id,
+            lambda: self.order(order_id),
+            lambda o: self._authorize(o, mock),
+        )
+
+    async def _authorize(self, order: _Order, mock: str | None) -> tuple[int, dict[str, Any]]:
+        """The authorization itself, under the order's lock."""
+        if order.status != "APPROVED":
+            issue = {
+                "COMPLETED": "ORDER_ALREADY_AUTHORIZED",
+                "VOIDED": "ORDER_EXPIRED",
+            }.get(order.status, "ORDER_NOT_APPROVED")
+            raise _unprocessable(issue, f"The order is {order.status}.")
+        if order.outcome == "_insufficient" or _mocked(mock) == "INSTRUMENT_DECLINED":
+            raise _unprocessable(
+                "INSTRUMENT_DECLINED",
+                "The instrument presented was declined by the processor or bank "
+                "(insufficient funds): the payer can fund the payment another way.",
             )
-            self._authorizations[authorization.id] = authorization
-            order.authorization_id = authorization.id
-            order.status = "COMPLETED"
-            order.updated = now
-            if processor is None:
-                self._record("authorizations", authorization.id, order, order.amount)
-                self._notify(
-                    "PAYMENT.AUTHORIZATION.CREATED",
-                    "authorization",
-                    f"Payment authorization for {to_value(order.amount, order.currency)} "
-                    f"{order.currency} created",
-                    self.authorization_view(authorization),
-                    order.reference,
-                )
-            answer = self.order_view(order)
-            self._remember("authorize", request_id, 201, answer)
+        if order.outcome == "_slow":
+            await self.world.slow("paypal", "pay", order.reference)
+        now = self.now()
+        processor = _DECLINED_AUTHORIZATIONS.get(order.outcome)
+        authorization = _Authorization(
+            id=_paypal_id(),
+            order_id=order.id,
+            amount=order.amount,
+            currency=order.currency,
+            status="DECLINED" if processor else "CREATED",
+            created=now,
+            updated=now,
+            expires=now + AUTHORIZATION_VALIDITY,
+            processor=processor,
+        )
+        self._authorizations[authorization.id] = authorization
+        order.authorization_id = authorization.id
+        order.status = "COMPLETED"
+        order.updated = now
+        if processor is None:
+            self._record("authorizations", authorization.id, order, order.amount)
+            self._notify(
+                "PAYMENT.AUTHORIZATION.CREATED",
+                "authorization",
+                f"Payment authorization for {to_value(order.amount, order.currency)} "
+                f"{order.currency} created",
+                self.authorization_view(authorization),
+                order.reference,
+            )
         logger.info(
             "paypal authorization %s %s on order %s reference=%s",
             authorization.id,
@@ -660,7 +663,7 @@ class PayPalSandbox:
             order.id,
             order.reference,
         )
-        return 201, answer
+        return 201, self.order_view(order)
 
     # ---- the buyer -----------------------------------------------------------------------
 
@@ -694,9 +697,7 @@ class PayPalSandbox:
 
     def authorization(self, authorization_id: str) -> _Authorization:
         """An authorization by id, expired first when its 29 days are over."""
-        authorization = self._authorizations.get(authorization_id)
-        if authorization is None:
-            raise _not_found("authorization", authorization_id)
+        authorization = _known(self._authorizations, "authorization", authorization_id)
         if authorization.status == "CREATED" and self.now() >= authorization.expires:
             authorization.status = "EXPIRED"
             authorization.updated = authorization.expires
@@ -731,60 +732,60 @@ class PayPalSandbox:
         self, authorization_id: str, request_id: str | None, raw: bytes, mock: str | None
     ) -> tuple[int, dict[str, Any]]:
         """Capture an authorization in full; a repeat key replays the first capture."""
-        replay = self._replay("capture", request_id)
-        if replay is not None:
-            return replay
-        authorization = self.authorization(authorization_id)
+        return await self._once(
+            "capture",
+            request_id,
+            lambda: self.authorization(authorization_id),
+            lambda a: self._capture(a, raw, mock),
+        )
+
+    async def _capture(
+        self, authorization: _Authorization, raw: bytes, mock: str | None
+    ) -> tuple[int, dict[str, Any]]:
+        """The capture itself, under the order's lock."""
         order = self._orders[authorization.order_id]
-        async with order.lock:
-            replay = self._replay("capture", request_id)
-            if replay is not None:
-                return replay
-            body = _parse(_CaptureRequest, raw or b"{}")
-            if body.amount is not None and (
-                body.amount.currency_code != authorization.currency
-                or to_minor(body.amount.value, body.amount.currency_code) != authorization.amount
-            ):
-                raise _unprocessable(
-                    "PARTIAL_CAPTURE_NOT_SUPPORTED",
-                    "This sandbox captures an authorization in full only.",
-                )
-            _check_open(authorization)
-            if _mocked(mock) == "INSTRUMENT_DECLINED":
-                raise _unprocessable(
-                    "INSTRUMENT_DECLINED", "The instrument presented was declined."
-                )
-            if order.outcome == "_slow":
-                await self.world.slow("paypal", "capture", order.reference)
-            now = self.now()
-            declined = _mocked(mock) == "DECLINED"
-            capture = _Capture(
-                id=_paypal_id(),
-                authorization_id=authorization.id,
-                order_id=order.id,
-                amount=authorization.amount,
-                currency=authorization.currency,
-                status="DECLINED" if declined else "COMPLETED",
-                created=now,
-                updated=now,
-                processor=("0500", "DO_NOT_HONOR") if declined else None,
+        body = _parse(_CaptureRequest, raw or b"{}")
+        if body.amount is not None and (
+            body.amount.currency_code != authorization.currency
+            or to_minor(body.amount.value, body.amount.currency_code) != authorization.amount
+        ):
+            raise _unprocessable(
+                "PARTIAL_CAPTURE_NOT_SUPPORTED",
+                "This sandbox captures an authorization in full only.",
             )
-            self._captures[capture.id] = capture
-            authorization.capture_ids.append(capture.id)
-            if not declined:
-                authorization.status = "CAPTURED"
-                authorization.updated = now
-                self._record("captures", capture.id, order, capture.amount, authorization.id)
-            answer = self.capture_view(capture)
-            self._notify(
-                "PAYMENT.CAPTURE.DECLINED" if declined else "PAYMENT.CAPTURE.COMPLETED",
-                "capture",
-                f"Payment capture for {to_value(capture.amount, capture.currency)} "
-                f"{capture.currency} {'declined' if declined else 'completed'}",
-                answer,
-                order.reference,
-            )
-            self._remember("capture", request_id, 201, answer)
+        _check_open(authorization)
+        if _mocked(mock) == "INSTRUMENT_DECLINED":
+            raise _unprocessable("INSTRUMENT_DECLINED", "The instrument presented was declined.")
+        if order.outcome == "_slow":
+            await self.world.slow("paypal", "capture", order.reference)
+        now = self.now()
+        declined = _mocked(mock) == "DECLINED"
+        capture = _Capture(
+            id=_paypal_id(),
+            authorization_id=authorization.id,
+            order_id=order.id,
+            amount=authorization.amount,
+            currency=authorization.currency,
+            status="DECLINED" if declined else "COMPLETED",
+            created=now,
+            updated=now,
+            processor=("0500", "DO_NOT_HONOR") if declined else None,
+        )
+        self._captures[capture.id] = capture
+        authorization.capture_ids.append(capture.id)
+        if not declined:
+            authorization.status = "CAPTURED"
+            authorization.updated = now
+            self._record("captures", capture.id, order, capture.amount, authorization.id)
+        answer = self.capture_view(capture)
+        self._notify(
+            "PAYMENT.CAPTURE.DECLINED" if declined else "PAYMENT.CAPTURE.COMPLETED",
+            "capture",
+            f"Payment capture for {to_value(capture.amount, capture.currency)} "
+            f"{capture.currency} {'declined' if declined else 'completed'}",
+            answer,
+            order.reference,
+        )
         logger.info(
             "paypal capture %s %s of authorization %s reference=%s",
             capture.id,
@@ -796,10 +797,7 @@ class PayPalSandbox:
 
     def capture_record(self, capture_id: str) -> _Capture:
         """A capture by id."""
-        capture = self._captures.get(capture_id)
-        if capture is None:
-            raise _not_found("capture", capture_id)
-        return capture
+        return _known(self._captures, "capture", capture_id)
 
     def capture_view(self, capture: _Capture) -> dict[str, Any]:
         """The capture in Payments v2's shape."""
@@ -829,31 +827,28 @@ class PayPalSandbox:
 
     async def void(self, authorization_id: str, request_id: str | None) -> tuple[int, Any]:
         """Void an authorization (204, as PayPal answers without `Prefer`)."""
-        replay = self._replay("void", request_id)
-        if replay is not None:
-            return replay
-        authorization = self.authorization(authorization_id)
+        return await self._once(
+            "void", request_id, lambda: self.authorization(authorization_id), self._void
+        )
+
+    async def _void(self, authorization: _Authorization) -> tuple[int, None]:
+        """The void itself, under the order's lock."""
         order = self._orders[authorization.order_id]
-        async with order.lock:
-            replay = self._replay("void", request_id)
-            if replay is not None:
-                return replay
-            _check_open(authorization)
-            authorization.status = "VOIDED"
-            authorization.updated = self.now()
-            self._record(
-                "voids", f"void_{authorization.id}", order, authorization.amount, authorization.id
-            )
-            view = self.authorization_view(authorization)
-            self._notify(
-                "PAYMENT.AUTHORIZATION.VOIDED",
-                "authorization",
-                f"A payment authorization for {to_value(order.amount, order.currency)} "
-                f"{order.currency} was voided",
-                view,
-                order.reference,
-            )
-            self._remember("void", request_id, 204, None)
+        _check_open(authorization)
+        authorization.status = "VOIDED"
+        authorization.updated = self.now()
+        self._record(
+            "voids", f"void_{authorization.id}", order, authorization.amount, authorization.id
+        )
+        view = self.authorization_view(authorization)
+        self._notify(
+            "PAYMENT.AUTHORIZATION.VOIDED",
+            "authorization",
+            f"A payment authorization for {to_value(order.amount, order.currency)} "
+            f"{order.currency} was voided",
+            view,
+            order.reference,
+        )
         logger.info(
             "paypal authorization %s voided reference=%s", authorization.id, order.reference
         )
@@ -863,59 +858,57 @@ class PayPalSandbox:
         self, capture_id: str, request_id: str | None, raw: bytes
     ) -> tuple[int, dict[str, Any]]:
         """Refund a capture, in full or in part; a repeat key replays the first refund."""
-        replay = self._replay("refund", request_id)
-        if replay is not None:
-            return replay
-        capture = self.capture_record(capture_id)
+        return await self._once(
+            "refund",
+            request_id,
+            lambda: self.capture_record(capture_id),
+            lambda c: self._refund(c, raw),
+        )
+
+    async def _refund(self, capture: _Capture, raw: bytes) -> tuple[int, dict[str, Any]]:
+        """The refund itself, under the order's lock."""
         order = self._orders[capture.order_id]
-        async with order.lock:
-            replay = self._replay("refund", request_id)
-            if replay is not None:
-                return replay
-            body = _parse(_RefundRequest, raw or b"{}")
-            if capture.status not in ("COMPLETED", "PARTIALLY_REFUNDED"):
-                raise _unprocessable(
-                    "CAPTURE_FULLY_REFUNDED"
-                    if capture.status == "REFUNDED"
-                    else "INVALID_RESOURCE_ID",
-                    f"The capture is {capture.status}.",
-                )
-            left = capture.amount - sum(self._refunds[r].amount for r in capture.refund_ids)
-            amount = left
-            if body.amount is not None:
-                if body.amount.currency_code != capture.currency:
-                    raise _unprocessable(
-                        "REFUND_CURRENCY_MISMATCH", "Refund in the capture's currency."
-                    )
-                amount = to_minor(body.amount.value, body.amount.currency_code)
-            if amount > left:
-                raise _unprocessable(
-                    "REFUND_AMOUNT_EXCEEDED",
-                    f"{to_value(left, capture.currency)} {capture.currency} is left to refund.",
-                )
-            now = self.now()
-            refund = _Refund(
-                id=_paypal_id(),
-                capture_id=capture.id,
-                amount=amount,
-                currency=capture.currency,
-                created=now,
+        body = _parse(_RefundRequest, raw or b"{}")
+        if capture.status not in ("COMPLETED", "PARTIALLY_REFUNDED"):
+            raise _unprocessable(
+                "CAPTURE_FULLY_REFUNDED" if capture.status == "REFUNDED" else "INVALID_RESOURCE_ID",
+                f"The capture is {capture.status}.",
             )
-            self._refunds[refund.id] = refund
-            capture.refund_ids.append(refund.id)
-            capture.status = "REFUNDED" if amount == left else "PARTIALLY_REFUNDED"
-            capture.updated = now
-            self._record("refunds", refund.id, order, amount, capture.id)
-            answer = self.refund_view(refund)
-            self._notify(
-                "PAYMENT.CAPTURE.REFUNDED",
-                "refund",
-                f"A {to_value(amount, capture.currency)} {capture.currency} capture payment "
-                "was refunded",
-                answer,
-                order.reference,
+        left = capture.amount - sum(self._refunds[r].amount for r in capture.refund_ids)
+        amount = left
+        if body.amount is not None:
+            if body.amount.currency_code != capture.currency:
+                raise _unprocessable(
+                    "REFUND_CURRENCY_MISMATCH", "Refund in the capture's currency."
+                )
+            amount = to_minor(body.amount.value, body.amount.currency_code)
+        if amount > left:
+            raise _unprocessable(
+                "REFUND_AMOUNT_EXCEEDED",
+                f"{to_value(left, capture.currency)} {capture.currency} is left to refund.",
             )
-            self._remember("refund", request_id, 201, answer)
+        now = self.now()
+        refund = _Refund(
+            id=_paypal_id(),
+            capture_id=capture.id,
+            amount=amount,
+            currency=capture.currency,
+            created=now,
+        )
+        self._refunds[refund.id] = refund
+        capture.refund_ids.append(refund.id)
+        capture.status = "REFUNDED" if amount == left else "PARTIALLY_REFUNDED"
+        capture.updated = now
+        self._record("refunds", refund.id, order, amount, capture.id)
+        answer = self.refund_view(refund)
+        self._notify(
+            "PAYMENT.CAPTURE.REFUNDED",
+            "refund",
+            f"A {to_value(amount, capture.currency)} {capture.currency} capture payment "
+            "was refunded",
+            answer,
+            order.reference,
+        )
         logger.info(
             "paypal refund %s of capture %s reference=%s", refund.id, capture.id, order.reference
         )
@@ -923,10 +916,7 @@ class PayPalSandbox:
 
     def refund_record(self, refund_id: str) -> _Refund:
         """A refund by id."""
-        refund = self._refunds.get(refund_id)
-        if refund is None:
-            raise _not_found("refund", refund_id)
-        return refund
+        return _known(self._refunds, "refund", refund_id)
 
     def refund_view(self, refund: _Refund) -> dict[str, Any]:
         """The refund in Payments v2's shape."""
@@ -1104,6 +1094,31 @@ class PayPalSandbox:
         )
 
     # ---- idempotency ---------------------------------------------------------------------
+
+    async def _once(
+        self,
+        operation: str,
+        request_id: str | None,
+        find: Callable[[], _Held],
+        act: Callable[[_Held], Awaitable[tuple[int, Any]]],
+    ) -> tuple[int, Any]:
+        """Do `act` on what `find` finds, under its order's lock, once per PayPal-Request-Id.
+
+        A repeat answers what the first success answered (waiting for it while it runs); a
+        failure is not remembered, so a repeat tries again.
+        """
+        replay = self._replay(operation, request_id)
+        if replay is not None:
+            return replay
+        held = find()
+        order = held if isinstance(held, _Order) else self._orders[held.order_id]
+        async with order.lock:
+            replay = self._replay(operation, request_id)
+            if replay is not None:
+                return replay
+            status, body = await act(held)
+            self._remember(operation, request_id, status, body)
+        return status, body
 
     def _replay(self, operation: str, request_id: str | None) -> tuple[int, Any] | None:
         if request_id is None:

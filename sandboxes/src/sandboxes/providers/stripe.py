@@ -38,14 +38,14 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from sandboxes.idempotency import REPLAYED_HEADER
-from sandboxes.serving import env_float, env_str
+from sandboxes.serving import EnvSettings
 
 if TYPE_CHECKING:  # the package imports this module to list it in MOUNTS
     from sandboxes.providers import World
@@ -78,8 +78,10 @@ MAX_KEY_LENGTH = 255
 
 
 @dataclass(frozen=True)
-class StripeSettings:
+class StripeSettings(EnvSettings):
     """The sandbox's Stripe account: its secret key, webhook secret and retry scale."""
+
+    env_prefix: ClassVar[str] = "PAYMENT_SANDBOX_STRIPE_"
 
     api_key: str = "sk_test_sandbox"
     webhook_secret: str = "whsec_sandbox"
@@ -89,15 +91,6 @@ class StripeSettings:
     Every attempt carries the first one's signature (the shared `Deliveries` resends the same
     headers), so the whole schedule must stay within the receiver's 300 s tolerance: at 0.001
     the last attempt comes about 254 s after the first; above about 0.0011 late ones go stale."""
-
-    @classmethod
-    def from_env(cls) -> Self:
-        """Read PAYMENT_SANDBOX_STRIPE_API_KEY, _WEBHOOK_SECRET and _RETRY_SCALE."""
-        return cls(
-            api_key=env_str("PAYMENT_SANDBOX_STRIPE_API_KEY", cls.api_key),
-            webhook_secret=env_str("PAYMENT_SANDBOX_STRIPE_WEBHOOK_SECRET", cls.webhook_secret),
-            retry_scale=env_float("PAYMENT_SANDBOX_STRIPE_RETRY_SCALE", cls.retry_scale),
-        )
 
 
 class StripeApiError(Exception):
