@@ -408,15 +408,7 @@ class _Callback:
     delivered: bool = False
 
     def view(self) -> CallbackDelivery:
-        return CallbackDelivery(
-            id=self.id,
-            type=self.type,
-            iccid=self.iccid,
-            body=self.body,
-            attempts=self.attempts,
-            statuses=list(self.statuses),
-            delivered=self.delivered,
-        )
+        return CallbackDelivery.model_validate(self, from_attributes=True)
 
 
 class _Bucket:
@@ -633,22 +625,8 @@ class EsimPlatform:
         Raises:
             ProblemError: 404 for an unknown ICCID.
         """
-        now = self._settle()
-        self._require_card(iccid)
+        now = self._settled_card(iccid)
         return CardBundles(iccid=iccid, bundles=[o.view(now) for o in self._orders_of(iccid)])
-
-    def usage(self, iccid: str) -> Usage:
-        """Return the data use of a card's current bundle.
-
-        Args:
-            iccid: The card's ICCID.
-
-        Raises:
-            ProblemError: 404 for an unknown ICCID.
-        """
-        now = self._settle()
-        self._require_card(iccid)
-        return self._usage(iccid, now)
 
     def poll_usage(self, iccid: str, ended_within_s: float | None = None) -> Usage:
         """Return a card's usage to a poller, at most `usage_polls_per_min` times a minute.
@@ -661,8 +639,7 @@ class EsimPlatform:
         Raises:
             ProblemError: 404 for an unknown ICCID; 429 (with Retry-After) when polled too often.
         """
-        now = self._settle()
-        self._require_card(iccid)
+        now = self._settled_card(iccid)
         bucket = self._buckets.get(iccid)
         if bucket is None:
             bucket = self._buckets[iccid] = _Bucket(self._settings.usage_polls_per_min, now)
@@ -718,13 +695,7 @@ class EsimPlatform:
         Raises:
             ProblemError: Unknown ICCID, or no current bundle.
         """
-        now = self._settle()
-        self._require_card(update.iccid)
-        current = self._current(update.iccid, now)
-        if current is None:
-            raise ProblemError(
-                409, f"Card {update.iccid} has no active bundle.", code="no_active_bundle"
-            )
+        now, current = self._current_bundle(update.iccid)
         current.data_used_mb = min(update.data_used_mb, current.request.data_mb)
         current.growth_mb = 0.0
         self._after_use(current, now)
@@ -739,13 +710,7 @@ class EsimPlatform:
         Raises:
             ProblemError: Unknown ICCID, or no current bundle.
         """
-        now = self._settle()
-        self._require_card(change.iccid)
-        current = self._current(change.iccid, now)
-        if current is None:
-            raise ProblemError(
-                409, f"Card {change.iccid} has no active bundle.", code="no_active_bundle"
-            )
+        now, current = self._current_bundle(change.iccid)
         current.valid_until = now + timedelta(seconds=change.ends_in_s)
         self._chain_queued(change.iccid, current.valid_until, now, keep_length=True)
         logger.info("order %s now ends at %s", current.order_id, rfc3339(current.valid_until))
@@ -929,6 +894,20 @@ class EsimPlatform:
         if iccid not in self._cards:
             raise ProblemError(404, f"No card {iccid!r}.", code="unknown_iccid")
 
+    def _settled_card(self, iccid: str) -> datetime:
+        """Settle what is due, then refuse an unknown card (404); the moment settled."""
+        now = self._settle()
+        self._require_card(iccid)
+        return now
+
+    def _current_bundle(self, iccid: str) -> tuple[datetime, _Order]:
+        """The moment settled and the card's current bundle; 404 or 409 when there is none."""
+        now = self._settled_card(iccid)
+        current = self._current(iccid, now)
+        if current is None:
+            raise ProblemError(409, f"Card {iccid} has no active bundle.", code="no_active_bundle")
+        return now, current
+
     def _maybe_flake(self, iccid: str) -> None:
         left = self._flaky_left.get(iccid, 0)
         if left == 0:
@@ -1023,17 +1002,7 @@ async def create_bundle(
     """Order a bundle; 200 with ``Idempotent-Replayed: true`` and its status now on replay."""
     view, replayed = _platform(request).place_order(key, body)
     mark_replayed(response, replayed)
-    return OrderAccepted(
-        order_id=view.order_id,
-        iccid=view.iccid,
-        bundle_code=view.bundle_code,
-        status=view.status,
-        created_at=view.created_at,
-        valid_from=view.valid_from,
-        valid_until=view.valid_until,
-        data_mb=view.data_mb,
-        failure_reason=view.failure_reason,
-    )
+    return OrderAccepted.model_validate(view, from_attributes=True)
 
 
 @router.get("/v1/bundles/{order_id}", response_model=Bundle, tags=["bundles"])
