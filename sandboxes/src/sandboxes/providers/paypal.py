@@ -705,28 +705,44 @@ class PayPalSandbox:
 
     def authorization_view(self, authorization: _Authorization) -> dict[str, Any]:
         """The authorization in Payments v2's shape."""
-        order = self._orders[authorization.order_id]
-        base = f"{self.base}/v2/payments/authorizations/{authorization.id}"
+        return self._payment_view(
+            authorization,
+            "authorizations",
+            {"expiration_time": rfc3339(authorization.expires)},
+            actions=("capture", "void"),
+            related={},
+            up=f"/v2/checkout/orders/{authorization.order_id}",
+        )
+
+    def _payment_view(
+        self,
+        payment: _Payment,
+        kind: str,
+        own: dict[str, Any],
+        *,
+        actions: tuple[str, ...],
+        related: dict[str, str],
+        up: str,
+    ) -> dict[str, Any]:
+        """A payment in Payments v2's shape: `own` are its kind's fields, `actions` the POST
+        links it offers, `related` its ids beside the order's, `up` the path of its parent."""
+        order = self._orders[payment.order_id]
+        base = f"{self.base}/v2/payments/{kind}/{payment.id}"
         view: dict[str, Any] = {
-            "id": authorization.id,
-            "status": authorization.status,
-            "amount": _money(authorization.amount, authorization.currency),
-            "expiration_time": rfc3339(authorization.expires),
-            "create_time": rfc3339(authorization.created),
-            "update_time": rfc3339(authorization.updated),
-            "supplementary_data": {"related_ids": {"order_id": order.id}},
+            "id": payment.id,
+            "status": payment.status,
+            "amount": _money(payment.amount, payment.currency),
+            **own,
+            "create_time": rfc3339(payment.created),
+            "update_time": rfc3339(payment.updated),
+            "supplementary_data": {"related_ids": {"order_id": order.id, **related}},
             "links": [
                 {"href": base, "rel": "self", "method": "GET"},
-                {"href": f"{base}/capture", "rel": "capture", "method": "POST"},
-                {"href": f"{base}/void", "rel": "void", "method": "POST"},
-                {
-                    "href": f"{self.base}/v2/checkout/orders/{order.id}",
-                    "rel": "up",
-                    "method": "GET",
-                },
+                *({"href": f"{base}/{a}", "rel": a, "method": "POST"} for a in actions),
+                {"href": f"{self.base}{up}", "rel": "up", "method": "GET"},
             ],
         }
-        return view | _order_ids(order) | _processor_fields(authorization.processor)
+        return view | _order_ids(order) | _processor_fields(payment.processor)
 
     async def capture(
         self, authorization_id: str, request_id: str | None, raw: bytes, mock: str | None
@@ -801,29 +817,14 @@ class PayPalSandbox:
 
     def capture_view(self, capture: _Capture) -> dict[str, Any]:
         """The capture in Payments v2's shape."""
-        order = self._orders[capture.order_id]
-        base = f"{self.base}/v2/payments/captures/{capture.id}"
-        view: dict[str, Any] = {
-            "id": capture.id,
-            "status": capture.status,
-            "amount": _money(capture.amount, capture.currency),
-            "final_capture": True,
-            "create_time": rfc3339(capture.created),
-            "update_time": rfc3339(capture.updated),
-            "supplementary_data": {
-                "related_ids": {"order_id": order.id, "authorization_id": capture.authorization_id}
-            },
-            "links": [
-                {"href": base, "rel": "self", "method": "GET"},
-                {"href": f"{base}/refund", "rel": "refund", "method": "POST"},
-                {
-                    "href": f"{self.base}/v2/payments/authorizations/{capture.authorization_id}",
-                    "rel": "up",
-                    "method": "GET",
-                },
-            ],
-        }
-        return view | _order_ids(order) | _processor_fields(capture.processor)
+        return self._payment_view(
+            capture,
+            "captures",
+            {"final_capture": True},
+            actions=("refund",),
+            related={"authorization_id": capture.authorization_id},
+            up=f"/v2/payments/authorizations/{capture.authorization_id}",
+        )
 
     async def void(self, authorization_id: str, request_id: str | None) -> tuple[int, Any]:
         """Void an authorization (204, as PayPal answers without `Prefer`)."""
