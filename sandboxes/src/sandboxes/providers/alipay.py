@@ -65,10 +65,11 @@ import re
 import secrets
 import string
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -178,14 +179,12 @@ def load_private_key(text: str) -> rsa.RSAPrivateKey:
     Raises:
         ValueError: not an RSA private key (the message never contains the key).
     """
-    try:
-        if "-----BEGIN" in text:
-            key = serialization.load_pem_private_key(text.encode("ascii"), password=None)
-        else:
-            der = base64.b64decode("".join(text.split()), validate=True)
-            key = serialization.load_der_private_key(der, password=None)
-    except (ValueError, TypeError, binascii.Error, UnicodeEncodeError):
-        raise ValueError("not a readable RSA private key (PEM or base64 DER)") from None
+    key = _read_key(
+        text,
+        "private",
+        partial(serialization.load_pem_private_key, password=None),
+        partial(serialization.load_der_private_key, password=None),
+    )
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError("the private key is not an RSA key")
     return key
@@ -197,17 +196,24 @@ def load_public_key(text: str) -> rsa.RSAPublicKey:
     Raises:
         ValueError: not an RSA public key.
     """
-    try:
-        if "-----BEGIN" in text:
-            key = serialization.load_pem_public_key(text.encode("ascii"))
-        else:
-            der = base64.b64decode("".join(text.split()), validate=True)
-            key = serialization.load_der_public_key(der)
-    except (ValueError, TypeError, binascii.Error, UnicodeEncodeError):
-        raise ValueError("not a readable RSA public key (PEM or base64 DER)") from None
+    key = _read_key(
+        text, "public", serialization.load_pem_public_key, serialization.load_der_public_key
+    )
     if not isinstance(key, rsa.RSAPublicKey):
         raise ValueError("the public key is not an RSA key")
     return key
+
+
+def _read_key(
+    text: str, which: str, from_pem: Callable[[bytes], object], from_der: Callable[[bytes], object]
+) -> object:
+    """A `which` key read from PEM by `from_pem`, or from Alipay's bare base64 DER by `from_der`."""
+    try:
+        if "-----BEGIN" in text:
+            return from_pem(text.encode("ascii"))
+        return from_der(base64.b64decode("".join(text.split()), validate=True))
+    except (ValueError, TypeError, binascii.Error, UnicodeEncodeError):
+        raise ValueError(f"not a readable RSA {which} key (PEM or base64 DER)") from None
 
 
 def sign_content(params: Mapping[str, str], *, leave_out: tuple[str, ...] = ("sign",)) -> str:
