@@ -60,10 +60,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -1241,6 +1241,12 @@ def _approval_page(sandbox: PayPalSandbox, order: _Order) -> HTMLResponse:
     return _page("Approve your PayPal payment", content)
 
 
+RequestId = Annotated[str | None, Header(alias="PayPal-Request-Id")]
+"""The key that makes a create, authorize, capture, void or refund idempotent."""
+MockResponse = Annotated[str | None, Header(alias="PayPal-Mock-Response")]
+"""PayPal's negative-testing header (`{"mock_application_codes": ...}`)."""
+
+
 def mount(app: FastAPI, world: "World", settings: PayPalSandboxSettings | None = None) -> None:
     """Add PayPal's API under `/paypal` (settings from PAYMENT_SANDBOX_PAYPAL_* by default)."""
     sandbox = PayPalSandbox(world, settings or PayPalSandboxSettings.from_env())
@@ -1281,13 +1287,9 @@ def mount(app: FastAPI, world: "World", settings: PayPalSandboxSettings | None =
         return JSONResponse(sandbox.issue_token(request.headers.get("authorization")))
 
     @api.post("/v2/checkout/orders")
-    async def create_order(request: Request) -> Response:
+    async def create_order(request: Request, request_id: RequestId = None) -> Response:
         """Create an order (201), or return the one made under the same PayPal-Request-Id."""
-        return json_answer(
-            await sandbox.create_order(
-                request.headers.get("paypal-request-id"), await request.body()
-            )
-        )
+        return json_answer(await sandbox.create_order(request_id, await request.body()))
 
     @api.get("/v2/checkout/orders/{order_id}")
     async def get_order(order_id: str) -> JSONResponse:
@@ -1295,15 +1297,11 @@ def mount(app: FastAPI, world: "World", settings: PayPalSandboxSettings | None =
         return JSONResponse(sandbox.order_view(sandbox.order(order_id)))
 
     @api.post("/v2/checkout/orders/{order_id}/authorize")
-    async def authorize(order_id: str, request: Request) -> Response:
+    async def authorize(
+        order_id: str, request_id: RequestId = None, mock: MockResponse = None
+    ) -> Response:
         """Authorize an approved order."""
-        return json_answer(
-            await sandbox.authorize(
-                order_id,
-                request.headers.get("paypal-request-id"),
-                request.headers.get("paypal-mock-response"),
-            )
-        )
+        return json_answer(await sandbox.authorize(order_id, request_id, mock))
 
     @api.get("/v2/payments/authorizations/{authorization_id}")
     async def get_authorization(authorization_id: str) -> JSONResponse:
@@ -1311,22 +1309,23 @@ def mount(app: FastAPI, world: "World", settings: PayPalSandboxSettings | None =
         return JSONResponse(sandbox.authorization_view(sandbox.authorization(authorization_id)))
 
     @api.post("/v2/payments/authorizations/{authorization_id}/capture")
-    async def capture(authorization_id: str, request: Request) -> Response:
+    async def capture(
+        authorization_id: str,
+        request: Request,
+        request_id: RequestId = None,
+        mock: MockResponse = None,
+    ) -> Response:
         """Capture an authorization."""
-        return json_answer(
-            await sandbox.capture(
-                authorization_id,
-                request.headers.get("paypal-request-id"),
-                await request.body(),
-                request.headers.get("paypal-mock-response"),
-            )
-        )
+        body = await request.body()
+        return json_answer(await sandbox.capture(authorization_id, request_id, body, mock))
 
     @api.post("/v2/payments/authorizations/{authorization_id}/void")
-    async def void(authorization_id: str, request: Request) -> Response:
+    async def void(
+        authorization_id: str, request_id: RequestId = None, prefer: Annotated[str, Header()] = ""
+    ) -> Response:
         """Void an authorization: 204, or 200 with it under `Prefer: return=representation`."""
-        status, _ = await sandbox.void(authorization_id, request.headers.get("paypal-request-id"))
-        if "return=representation" in request.headers.get("prefer", ""):
+        status, _ = await sandbox.void(authorization_id, request_id)
+        if "return=representation" in prefer:
             view = sandbox.authorization_view(sandbox.authorization(authorization_id))
             return JSONResponse(view, 200)
         return Response(status_code=status)
@@ -1337,13 +1336,9 @@ def mount(app: FastAPI, world: "World", settings: PayPalSandboxSettings | None =
         return JSONResponse(sandbox.capture_view(sandbox.capture_record(capture_id)))
 
     @api.post("/v2/payments/captures/{capture_id}/refund")
-    async def refund(capture_id: str, request: Request) -> Response:
+    async def refund(capture_id: str, request: Request, request_id: RequestId = None) -> Response:
         """Refund a capture."""
-        return json_answer(
-            await sandbox.refund(
-                capture_id, request.headers.get("paypal-request-id"), await request.body()
-            )
-        )
+        return json_answer(await sandbox.refund(capture_id, request_id, await request.body()))
 
     @api.get("/v2/payments/refunds/{refund_id}")
     async def get_refund(refund_id: str) -> JSONResponse:
