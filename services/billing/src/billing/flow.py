@@ -267,9 +267,7 @@ class PaymentFlow:
             payment,
             "payment-action-required",
             PaymentActionRequired(
-                renewal_id=UUID(payment.renewal_id),
-                payment_id=payment.id,
-                iccid=payment.iccid,
+                **_payment_ref(payment),
                 method=_method(payment.method),
                 action=PaymentAction(url=action.url),
                 expires_at=expires_at,
@@ -294,9 +292,7 @@ class PaymentFlow:
             payment,
             "payment-failed",
             PaymentFailed(
-                renewal_id=UUID(payment.renewal_id),
-                payment_id=payment.id,
-                iccid=payment.iccid,
+                **_payment_ref(payment),
                 reason=reason,
                 attempts=max(1, payment.attempts),
                 failed_at=now,
@@ -613,12 +609,23 @@ def publish_refunded(
     )
 
 
-class _Sale(TypedDict):
-    """What PaymentAuthorized and PaymentSettled both say of the plan sold and its price."""
+class _PaymentRef(TypedDict):
+    """What every event of a payment says of it: its renewal, its id and the card."""
 
     renewal_id: UUID
     payment_id: str
     iccid: str
+
+
+def _payment_ref(payment: Payment) -> _PaymentRef:
+    return _PaymentRef(
+        renewal_id=UUID(payment.renewal_id), payment_id=payment.id, iccid=payment.iccid
+    )
+
+
+class _Sale(_PaymentRef):
+    """What PaymentAuthorized and PaymentSettled both say of the plan sold and its price."""
+
     plan: PlanRef
     price: Money
     method: PaymentMethod
@@ -629,9 +636,7 @@ class _Sale(TypedDict):
 
 def _sale(payment: Payment) -> _Sale:
     return _Sale(
-        renewal_id=UUID(payment.renewal_id),
-        payment_id=payment.id,
-        iccid=payment.iccid,
+        **_payment_ref(payment),
         plan=_plan(payment),
         price=Money(amount=payment.amount, currency=payment.currency),
         method=_method(payment.method),
