@@ -20,6 +20,7 @@ from uuid import UUID
 from esim_core.clock import as_utc
 from esim_core.messaging.outbox import Outbox
 from esim_schemas import (
+    EventData,
     Money,
     PaymentAction,
     PaymentActionRequired,
@@ -192,15 +193,16 @@ class PaymentFlow:
         # Activation may have come first (a webhook late, a look-up after a lost answer).
         due = payment.capture_requested_at is not None or payment.release_requested_at is not None
         payment.due_at = now if due else None
-        self.outbox.add(
+        self._publish(
             session,
+            payment,
+            "payment-authorized",
             PaymentAuthorized(
                 **_sale(payment),
                 provider_reference=hold.provider_reference,
                 authorized_at=now,
                 capture_before=hold.capture_before,
             ),
-            event_id=event_id("payment-authorized", payment.renewal_id),
         )
         logger.info(
             "payment %s of renewal %s authorized: %s, to capture before %s",
@@ -214,32 +216,23 @@ class PaymentFlow:
         self, session: AsyncSession, payment: Payment, capture: Captured, now: datetime
     ) -> None:
         """The money is taken: publish PaymentSettled; a refund asked meanwhile becomes due."""
-        payment.state = PaymentState.SETTLED
         payment.capture_reference = capture.provider_reference
         payment.provider_reference = capture.payment_reference or (
             payment.provider_reference or capture.provider_reference
         )
         payment.settled_at = now
-        payment.token = None
         payment.capture_overdue_at = None
-        self._known(payment)
-        payment.due_at = None
-        self.outbox.add(
+        self._end(payment, PaymentState.SETTLED, capture.provider_reference)
+        self._publish(
             session,
+            payment,
+            "payment-settled",
             PaymentSettled(
                 **_sale(payment),
                 provider_reference=capture.provider_reference,
                 attempts=max(1, payment.attempts),
                 settled_at=now,
             ),
-            event_id=event_id("payment-settled", payment.renewal_id),
-        )
-        logger.info(
-            "payment %s of renewal %s settled: %s after %d round(s)",
-            payment.id,
-            payment.renewal_id,
-            capture.provider_reference,
-            payment.attempts,
         )
         if payment.release_requested_at is not None:
             # A refund was asked while the capture was under way: it gives the money back now.
@@ -269,17 +262,16 @@ class PaymentFlow:
         payment.due_at = expires_at
         if not first:
             return
-        self.outbox.add(
+        self._publish(
             session,
+            payment,
+            "payment-action-required",
             PaymentActionRequired(
-                renewal_id=UUID(payment.renewal_id),
-                payment_id=payment.id,
-                iccid=payment.iccid,
+                **_payment_ref(payment),
                 method=_method(payment.method),
                 action=PaymentAction(url=action.url),
                 expires_at=expires_at,
             ),
-            event_id=event_id("payment-action-required", payment.renewal_id),
         )
         logger.info(
             "payment %s of renewal %s waits for the buyer until %s",
@@ -292,30 +284,19 @@ class PaymentFlow:
         self, session: AsyncSession, payment: Payment, reason: FailureReason, now: datetime
     ) -> None:
         """The payment ends without money: publish PaymentFailed."""
-        payment.state = PaymentState.FAILED
         payment.failure_reason = reason
         payment.failed_at = now
-        payment.token = None
-        self._known(payment)
-        payment.due_at = None
-        self.outbox.add(
+        self._end(payment, PaymentState.FAILED, reason)
+        self._publish(
             session,
+            payment,
+            "payment-failed",
             PaymentFailed(
-                renewal_id=UUID(payment.renewal_id),
-                payment_id=payment.id,
-                iccid=payment.iccid,
+                **_payment_ref(payment),
                 reason=reason,
                 attempts=max(1, payment.attempts),
                 failed_at=now,
             ),
-            event_id=event_id("payment-failed", payment.renewal_id),
-        )
-        logger.info(
-            "payment %s of renewal %s failed: %s after %d round(s)",
-            payment.id,
-            payment.renewal_id,
-            reason,
-            payment.attempts,
         )
 
     def decline(
@@ -567,6 +548,29 @@ class PaymentFlow:
             return True
         return False
 
+    def _end(self, payment: Payment, state: PaymentState, outcome: str) -> None:
+        """The payment ends `state` (settled or failed): nothing more is due, and the saved
+        source is dropped; `outcome` (the capture, the reason) goes in the log line."""
+        payment.state = state
+        payment.token = None
+        self._known(payment)
+        payment.due_at = None
+        logger.info(
+            "payment %s of renewal %s %s: %s after %d round(s)",
+            payment.id,
+            payment.renewal_id,
+            state,
+            outcome,
+            payment.attempts,
+        )
+
+    def _publish(
+        self, session: AsyncSession, payment: Payment, kind: str, event: EventData
+    ) -> None:
+        """Queue the payment's event under an id derived from its renewal and `kind`: a
+        transition made twice (a webhook and a round) publishes one event."""
+        self.outbox.add(session, event, event_id=event_id(kind, payment.renewal_id))
+
     @staticmethod
     def _known(payment: Payment) -> None:
         payment.unknown_step = None
@@ -605,12 +609,23 @@ def publish_refunded(
     )
 
 
-class _Sale(TypedDict):
-    """What PaymentAuthorized and PaymentSettled both say of the plan sold and its price."""
+class _PaymentRef(TypedDict):
+    """What every event of a payment says of it: its renewal, its id and the card."""
 
     renewal_id: UUID
     payment_id: str
     iccid: str
+
+
+def _payment_ref(payment: Payment) -> _PaymentRef:
+    return _PaymentRef(
+        renewal_id=UUID(payment.renewal_id), payment_id=payment.id, iccid=payment.iccid
+    )
+
+
+class _Sale(_PaymentRef):
+    """What PaymentAuthorized and PaymentSettled both say of the plan sold and its price."""
+
     plan: PlanRef
     price: Money
     method: PaymentMethod
@@ -621,9 +636,7 @@ class _Sale(TypedDict):
 
 def _sale(payment: Payment) -> _Sale:
     return _Sale(
-        renewal_id=UUID(payment.renewal_id),
-        payment_id=payment.id,
-        iccid=payment.iccid,
+        **_payment_ref(payment),
         plan=_plan(payment),
         price=Money(amount=payment.amount, currency=payment.currency),
         method=_method(payment.method),

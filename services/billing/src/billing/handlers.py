@@ -68,20 +68,13 @@ async def on_payment_requested(session: AsyncSession, event: CloudEvent[PaymentR
     now = utcnow()
     payment_id = payment_id_for(renewal_id)
     row: dict[str, Any] = dict.fromkeys(PAYMENT_COLUMNS)
+    # Each of the terms is the payment's column of the same name (`Payment.terms` reads them).
+    row.update(vars(terms))
     row.update(
         id=payment_id,
         renewal_id=renewal_id,
-        user_id=terms.user_id,
-        iccid=terms.iccid,
-        plan_code=terms.plan_code,
-        data_mb=terms.data_mb,
-        validity_days=terms.validity_days,
-        amount=terms.amount,
-        currency=terms.currency,
-        method=terms.method,
         token=data.payment.token,
         return_url=getattr(data.payment, "return_url", None),
-        start=terms.start,
         discount_amount=data.discount.amount if data.discount is not None else None,
         promo_code=data.promo_code,
         state=PaymentState.PENDING.value,

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypedDict, cast
 from uuid import UUID
 
 from esim_core.clock import as_utc, utcnow
@@ -126,13 +126,10 @@ def observe(outbox: Outbox, session: AsyncSession, bundle: Bundle, seen: Observa
         outbox.add(
             session,
             BundleStarted(
-                renewal_id=renewal,
-                iccid=bundle.iccid,
-                plan_code=bundle.plan_code,
+                **_bundle_ref(bundle),
                 data_mb=bundle.data_mb,
                 valid_from=as_utc(bundle.valid_from),
                 valid_until=as_utc(bundle.valid_until),
-                platform_reference=bundle.order_id,
                 started_at=min(as_utc(bundle.valid_from), seen.as_of),
             ),
             event_id=event_id("bundle-started", bundle.order_id),
@@ -183,13 +180,10 @@ def observe(outbox: Outbox, session: AsyncSession, bundle: Bundle, seen: Observa
         outbox.add(
             session,
             BundleEnded(
-                renewal_id=renewal,
-                iccid=bundle.iccid,
-                plan_code=bundle.plan_code,
+                **_bundle_ref(bundle),
                 reason="depleted" if bundle.status == "depleted" else "expired",
                 valid_from=as_utc(bundle.valid_from),
                 valid_until=as_utc(bundle.valid_until),
-                platform_reference=bundle.order_id,
                 ended_at=seen.as_of
                 if bundle.status == "depleted"
                 else min(as_utc(bundle.valid_until), seen.as_of),
@@ -240,12 +234,9 @@ def _tell_cancelled(
     outbox.add(
         session,
         BundleCancelled(
-            renewal_id=UUID(bundle.renewal_id),
-            iccid=bundle.iccid,
-            plan_code=bundle.plan_code,
+            **_bundle_ref(bundle),
             reason=reason,
             cancelled_at=now,
-            platform_reference=bundle.order_id,
             replaced_by=UUID(replaced_by) if replaced_by is not None else None,
         ),
         event_id=event_id("bundle-cancelled", bundle.order_id),
@@ -270,6 +261,25 @@ class LiveBundle(Protocol):
     def valid_until(self) -> datetime: ...
     @property
     def cancelled_at(self) -> datetime | None: ...
+
+
+class _BundleRef(TypedDict):
+    """What BundleStarted, BundleEnded and BundleCancelled each say of their bundle: its
+    renewal, card, plan and order at the platform."""
+
+    renewal_id: UUID
+    iccid: str
+    plan_code: str
+    platform_reference: str
+
+
+def _bundle_ref(bundle: LiveBundle) -> _BundleRef:
+    return _BundleRef(
+        renewal_id=UUID(bundle.renewal_id),
+        iccid=bundle.iccid,
+        plan_code=bundle.plan_code,
+        platform_reference=bundle.order_id,
+    )
 
 
 @dataclass

@@ -393,12 +393,11 @@ class PayPalGateway:
             answer = await self._call(
                 "capture",
                 self._client.payments.capture_authorized_payment,
-                {
-                    "authorization_id": authorization.id,
-                    "paypal_request_id": request.idempotency_key,
-                    "prefer": "return=representation",
-                    "body": {"final_capture": True},
-                },
+                _once(
+                    request.idempotency_key,
+                    authorization_id=authorization.id,
+                    body={"final_capture": True},
+                ),
             )
         except port.GatewayRejectedError as error:
             if "AUTHORIZATION_ALREADY_CAPTURED" not in str(error):
@@ -461,17 +460,16 @@ class PayPalGateway:
         answer = await self._call(
             "refund",
             self._client.payments.refund_captured_payment,
-            {
-                "capture_id": request.charge_id,
-                "paypal_request_id": request.idempotency_key,
-                "prefer": "return=representation",
-                "body": {
+            _once(
+                request.idempotency_key,
+                capture_id=request.charge_id,
+                body={
                     "amount": {
                         "currency_code": currency,
                         "value": to_value(request.amount, currency),
                     }
                 },
-            },
+            ),
         )
         refund = _parse(_Payment, answer, "a refund")
         amount = refund.amount.minor() if refund.amount else request.amount
@@ -633,15 +631,14 @@ class PayPalGateway:
         answer = await self._call(
             "create order",
             self._client.orders.create_order,
-            {
-                "paypal_request_id": request.idempotency_key,
-                "prefer": "return=representation",
-                "body": {
+            _once(
+                request.idempotency_key,
+                body={
                     "intent": "AUTHORIZE",
                     "purchase_units": [unit],
                     "payment_source": {"paypal": source},
                 },
-            },
+            ),
         )
         order = _parse(_Order, answer, "an order")
         logger.info("paypal order %s %s reference=%s", order.id, order.status, request.reference)
@@ -651,11 +648,7 @@ class PayPalGateway:
         answer = await self._call(
             "authorize",
             self._client.orders.authorize_order,
-            {
-                "id": order_id,
-                "paypal_request_id": f"{key}:authorize",
-                "prefer": "return=representation",
-            },
+            _once(f"{key}:authorize", id=order_id),
         )
         return _parse(_Order, answer, "an authorized order")
 
@@ -770,6 +763,12 @@ class PayPalGateway:
 
 
 # ---- helpers -----------------------------------------------------------------------------
+
+
+def _once(key: str, **options: Any) -> dict[str, Any]:
+    """The SDK options of a call that moves money: made once per `key` (PayPal-Request-Id),
+    a repeat answered with what the first made, in full (`return=representation`)."""
+    return {"paypal_request_id": key, "prefer": "return=representation", **options}
 
 
 def _waiting(order: _Order) -> bool:

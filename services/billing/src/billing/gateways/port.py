@@ -30,6 +30,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from esim_core.outside.errors import RejectedError
+
 
 @dataclass(frozen=True)
 class PaymentRequest:
@@ -226,12 +228,8 @@ class GatewayUnavailableError(Exception):
     """
 
 
-class GatewayRejectedError(Exception):
+class GatewayRejectedError(RejectedError):
     """The provider refused the request itself (unknown payment, over-refund, key conflict)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
 
 
 class WebhookRejectedError(Exception):
