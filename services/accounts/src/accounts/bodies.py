@@ -1,7 +1,7 @@
 """What every body of the accounts HTTP API shares: strict requests, times answered in UTC."""
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from esim_core.clock import as_utc
 from esim_schemas import format_time
@@ -32,3 +32,8 @@ class Body(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
+
+
+def with_example(**example: Any) -> ConfigDict:
+    """`Body`'s configuration with one example request, shown in the API's documentation."""
+    return ConfigDict(**Body.model_config, json_schema_extra={"examples": [example]})

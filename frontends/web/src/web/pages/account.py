@@ -27,7 +27,12 @@ T = TypeVar("T")
 
 
 def _form_page(
-    request: Request, template: str, said: FormErrors, values: dict[str, Any], status: int
+    request: Request,
+    template: str,
+    said: FormErrors,
+    values: dict[str, Any],
+    status: int,
+    context: dict[str, Any],
 ) -> Response:
     return render(
         request,
@@ -36,6 +41,7 @@ def _form_page(
         errors=said.fields,
         problem=said.general,
         values=values,
+        **context,
     )
 
 
@@ -45,18 +51,21 @@ async def _through_form(
     values: dict[str, Any],
     call: Callable[[], Awaitable[T]],
     problem_status: Callable[[ApiProblemError], int] = lambda problem: problem.status,
+    **context: Any,
 ) -> T | Response:
     """What a form's call to accounts answers, or the form again saying what went wrong.
 
     A problem answer puts its field and general messages on the form (with the status
-    `problem_status` gives); accounts not answering says so, with a 503.
+    `problem_status` gives); accounts not answering says so, with a 503. `context` is what
+    else the form's template is given.
     """
     try:
         return await call()
     except ApiProblemError as problem:
-        return _form_page(request, template, explain(problem), values, problem_status(problem))
+        said = explain(problem)
+        return _form_page(request, template, said, values, problem_status(problem), context)
     except AccountsUnavailableError:
-        return _form_page(request, template, unavailable(), values, 503)
+        return _form_page(request, template, unavailable(), values, 503, context)
 
 
 async def _sign_in(request: Request, email: str, password: str) -> None:
@@ -182,22 +191,15 @@ async def reset(request: Request) -> Response:
         "code": text(form, "code"),
         "new_password": str(form.get("new_password") or ""),
     }
-    try:
-        await anonymous(request, "POST", "/v1/auth/password-reset/confirm", json=body)
-    except ApiProblemError as problem:
-        said = explain(problem)
-        return render(
-            request,
-            "reset.html",
-            status_code=problem.status,
-            errors=said.fields,
-            problem=said.general,
-            values=values,
-            sent=False,
-        )
-    except AccountsUnavailableError:
-        said = unavailable()
-        return render(request, "reset.html", 503, problem=said.general, values=values, sent=False)
+    refused = await _through_form(
+        request,
+        "reset.html",
+        values,
+        lambda: anonymous(request, "POST", "/v1/auth/password-reset/confirm", json=body),
+        sent=False,
+    )
+    if isinstance(refused, Response):
+        return refused
     session = session_of(request)
     session.sign_out()
     session.say(_("Your password is changed: sign in with the new one."))

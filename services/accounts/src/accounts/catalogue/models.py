@@ -7,7 +7,7 @@ from esim_schemas import Money
 from esim_schemas.types import Start
 from pydantic import BaseModel, ConfigDict, Field
 
-from accounts.bodies import ApiTime, Body
+from accounts.bodies import ApiTime, Body, with_example
 
 
 class PlanPublic(BaseModel):
@@ -72,12 +72,7 @@ PromoCode = Annotated[
 class QuoteRequest(Body):
     """What a renewal would cost and give: nothing is charged or redeemed."""
 
-    model_config = ConfigDict(
-        **Body.model_config,
-        json_schema_extra={
-            "examples": [{"plan_code": "JP-30D-10GB", "start": "now", "promo_code": "WELCOME10"}]
-        },
-    )
+    model_config = with_example(plan_code="JP-30D-10GB", start="now", promo_code="WELCOME10")
 
     plan_code: str = Field(min_length=1, max_length=64)
     start: Start = "after_current"

@@ -6,7 +6,7 @@ from esim_core.web.rows import row_view
 from esim_schemas.types import Locale
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
-from accounts.bodies import ApiTime, Body
+from accounts.bodies import ApiTime, Body, with_example
 
 Password = Annotated[str, Field(min_length=8, max_length=128, repr=False)]
 
@@ -30,19 +30,12 @@ ResetCode = Annotated[str, Field(pattern=r"^[0-9]{6}$", repr=False, examples=["0
 class UserCreate(Body):
     """Registration."""
 
-    model_config = ConfigDict(
-        **Body.model_config,
-        json_schema_extra={
-            "examples": [
-                {
-                    "email": "li.wei@example.com",
-                    "password": "a long password",
-                    "name": "Li Wei",
-                    "phone": "+8613800138000",
-                    "locale": "zh-CN",
-                }
-            ]
-        },
+    model_config = with_example(
+        email="li.wei@example.com",
+        password="a long password",
+        name="Li Wei",
+        phone="+8613800138000",
+        locale="zh-CN",
     )
 
     email: EmailStr
@@ -64,18 +57,8 @@ class NotifyChoices(BaseModel):
 class UserUpdate(Body):
     """A change to the caller's profile; only the fields given change (null clears a phone)."""
 
-    model_config = ConfigDict(
-        **Body.model_config,
-        json_schema_extra={
-            "examples": [
-                {
-                    "name": "Li Wei",
-                    "phone": "+8613800138000",
-                    "locale": "en",
-                    "notify": {"email": True, "sms": False},
-                }
-            ]
-        },
+    model_config = with_example(
+        name="Li Wei", phone="+8613800138000", locale="en", notify={"email": True, "sms": False}
     )
 
     name: Name | None = None
@@ -108,12 +91,7 @@ class TokenResponse(BaseModel):
 class LogoutRequest(Body):
     """Ending a session."""
 
-    model_config = ConfigDict(
-        **Body.model_config,
-        json_schema_extra={
-            "examples": [{"refresh_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9..."}]
-        },
-    )
+    model_config = with_example(refresh_token="eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9...")
 
     refresh_token: str = Field(min_length=1, max_length=4096, repr=False)
 
@@ -121,9 +99,7 @@ class LogoutRequest(Body):
 class PasswordResetRequest(Body):
     """Asking for a reset code."""
 
-    model_config = ConfigDict(
-        **Body.model_config, json_schema_extra={"examples": [{"email": "li.wei@example.com"}]}
-    )
+    model_config = with_example(email="li.wei@example.com")
 
     email: EmailStr
 
@@ -131,17 +107,8 @@ class PasswordResetRequest(Body):
 class PasswordResetConfirm(Body):
     """Setting a new password with the code that was sent."""
 
-    model_config = ConfigDict(
-        **Body.model_config,
-        json_schema_extra={
-            "examples": [
-                {
-                    "email": "li.wei@example.com",
-                    "code": "042137",
-                    "new_password": "a new long password",
-                }
-            ]
-        },
+    model_config = with_example(
+        email="li.wei@example.com", code="042137", new_password="a new long password"
     )
 
     email: EmailStr

@@ -2,9 +2,9 @@
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from accounts.bodies import Body
+from accounts.bodies import Body, with_example
 from accounts.renewals.models import PaymentIn
 
 
@@ -18,18 +18,11 @@ class MonthlyCap(Body):
 class AutoRenewUpdate(Body):
     """Turning automatic renewal on or off."""
 
-    model_config = ConfigDict(
-        **Body.model_config,
-        json_schema_extra={
-            "examples": [
-                {
-                    "enabled": True,
-                    "plan_code": "JP-30D-10GB",
-                    "payment": {"method": "card", "token": "tok_card_ok"},
-                    "monthly_cap": {"amount": 20000, "currency": "CNY"},
-                }
-            ]
-        },
+    model_config = with_example(
+        enabled=True,
+        plan_code="JP-30D-10GB",
+        payment={"method": "card", "token": "tok_card_ok"},
+        monthly_cap={"amount": 20000, "currency": "CNY"},
     )
 
     enabled: bool

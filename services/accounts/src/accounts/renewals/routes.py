@@ -94,8 +94,7 @@ async def renew(
                 "this Idempotency-Key was already used for a different renewal request",
                 kind="idempotency-key-reused",
             )
-        response.headers["Location"] = f"/v1/renewals/{renewal_id}"
-        return RenewalAccepted(renewal_id=renewal_id, status=status)
+        return accepted(response, renewal_id, status)
 
     request: RenewalRequested | None = None
     try:
@@ -154,8 +153,7 @@ async def renew(
         if isinstance(error, PromotionError):
             raise promotion_problem(error) from error
         raise
-    response.headers["Location"] = f"/v1/renewals/{renewal_id}"
-    return RenewalAccepted(renewal_id=renewal_id, status=SagaStatus.REQUESTED)
+    return accepted(response, renewal_id, SagaStatus.REQUESTED)
 
 
 @renewals_router.get("/cards/{iccid}/renewals", responses=problems(400, 401, 404, 422))
@@ -221,8 +219,7 @@ async def cancel_renewal(
             await saga.request_cancel(unit, found, utcnow())
         except NotCancellableError as refused:
             raise ProblemError(409, str(refused), kind="not-cancellable") from refused
-    response.headers["Location"] = f"/v1/renewals/{renewal_id}"
-    return RenewalAccepted(renewal_id=renewal_id, status=found.status)
+    return accepted(response, renewal_id, found.status)
 
 
 @renewals_router.get("/renewals/{renewal_id}", responses=problems(401, 404, 422))
@@ -236,23 +233,14 @@ async def renewal(caller: CurrentUser, renewal_id: UUID, database: DatabaseDep) 
             .order_by(col(RenewalStep.id))
         )
         steps = (await unit.exec(query)).all()
-    price = (
-        Money(amount=saga.price_amount, currency=saga.currency)
-        if saga.price_amount is not None and saga.currency is not None
-        else None
-    )
     return RenewalPublic(
         renewal_id=UUID(saga.renewal_id),
         iccid=saga.iccid,
         plan_code=saga.plan_code,
         status=saga.status,
         start=saga.start,
-        price=price,
-        discount=(
-            Money(amount=saga.discount_amount, currency=saga.currency)
-            if saga.discount_amount is not None and saga.currency is not None
-            else None
-        ),
+        price=_money(saga.price_amount, saga.currency),
+        discount=_money(saga.discount_amount, saga.currency),
         promo_code=saga.promo_code,
         reason=saga.reason,
         detail=saga.detail,
@@ -266,6 +254,12 @@ async def renewal(caller: CurrentUser, renewal_id: UUID, database: DatabaseDep) 
             TimelineStep(step=s.step, status=s.status, at=s.at, detail=s.detail) for s in steps
         ],
     )
+
+
+def accepted(response: Response, renewal_id: UUID, status: str) -> RenewalAccepted:
+    """A renewal accepted (202): its status, and its URL in `Location` to follow it at."""
+    response.headers["Location"] = f"/v1/renewals/{renewal_id}"
+    return RenewalAccepted(renewal_id=renewal_id, status=status)
 
 
 def payment_action_of(saga: Renewal) -> PaymentActionOut | None:

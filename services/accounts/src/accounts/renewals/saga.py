@@ -247,15 +247,16 @@ class RenewalSaga:
         else:
             await self._move(session, found, Input.RENEWAL_REQUESTED, cause)
 
-    async def _price(self, session: AsyncSession, saga: Renewal, cause: Cause) -> str:
+    async def _price(self, session: AsyncSession, saga: Renewal, cause: Cause) -> None:
         assert cause.request is not None
         try:
             await self._validate_and_price(session, saga, cause.request)
         except RenewalInvalidError as invalid:
             rejected = replace(cause, reason=invalid.reason, detail=invalid.detail)
-            return await self._decide_and_apply(session, saga, Input.RENEWAL_INVALID, rejected)
+            await self._follow(session, saga, Input.RENEWAL_INVALID, rejected)
+            return
         priced = replace(cause, detail=f"{saga.price_amount} {saga.currency}")
-        return await self._decide_and_apply(session, saga, Input.RENEWAL_PRICED, priced)
+        await self._follow(session, saga, Input.RENEWAL_PRICED, priced)
 
     async def _validate_and_price(
         self, session: AsyncSession, saga: Renewal, data: RenewalRequested
@@ -553,27 +554,32 @@ class RenewalSaga:
         Raises:
             Exception: `refusal`, with why, when the table refuses the input.
         """
-        answer = await self._decide_and_apply(session, saga, given, cause, refusal, new=new)
-        await SAGAS.save(session, saga)
-        return answer
-
-    async def _decide_and_apply(
-        self,
-        session: AsyncSession,
-        saga: Renewal,
-        given: Input,
-        cause: Cause,
-        refusal: Callable[[str], Exception] = PermanentEventError,
-        *,
-        new: bool = False,
-    ) -> str:
         decision = decide(facts_of(None if new else saga, cause.now), given)
         said = {"renewal_id": saga.renewal_id, "status": saga.status, "event_id": cause.event_id}
         if decision.refused is not None:
             raise refusal(decision.refused.format(**said))
         sent = await self._apply(session, saga, decision, cause)
+        await SAGAS.save(session, saga)
         answer = decision.answer or ""
         return answer.format(**(said | {"status": saga.status, "event_id": sent}))
+
+    async def _follow(
+        self, session: AsyncSession, saga: Renewal, given: Input, cause: Cause
+    ) -> None:
+        """Decide and apply what follows a move at once (a price known, a refund owed); the
+        move's caller saves the saga.
+
+        Raises:
+            PermanentEventError: the table refuses the input.
+        """
+        decision = decide(facts_of(saga, cause.now), given)
+        if decision.refused is not None:
+            raise PermanentEventError(
+                decision.refused.format(
+                    renewal_id=saga.renewal_id, status=saga.status, event_id=cause.event_id
+                )
+            )
+        await self._apply(session, saga, decision, cause)
 
     async def _apply(
         self, session: AsyncSession, saga: Renewal, decision: Decision, cause: Cause
@@ -607,9 +613,9 @@ class RenewalSaga:
                 reason = decision.refund_reason.format(activation_failure=saga.activation_failure)
             # The refund is the saga's own step, one per renewal: its timeline entry names no event.
             owed = replace(cause, event_id="", detail=reason, refund_reason=reason)
-            await self._decide_and_apply(session, saga, Input.REFUND_OWED, owed)
+            await self._follow(session, saga, Input.REFUND_OWED, owed)
         elif decision.then is not None:
-            await self._decide_and_apply(session, saga, decision.then, cause)
+            await self._follow(session, saga, decision.then, cause)
         return sent
 
     def _write(self, saga: Renewal, write: Write, cause: Cause) -> None:

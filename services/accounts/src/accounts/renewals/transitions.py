@@ -7,6 +7,8 @@ decides; an input no row matches does what `OTHERWISE` says (a step at most). No
 I/O: `accounts.renewals.saga.RenewalSaga` loads the saga, decides, applies the decision and saves.
 
 Adding a state: add it to `accounts.domain.SagaStatus`, then one row for each input it meets.
+Where two inputs follow one rule (a hold and a capture; a refund and a hold's release), one
+function makes the rows of both, and a decision several rows share is named once above them.
 """
 
 from collections.abc import Callable
@@ -202,9 +204,141 @@ PAID_FOR = (S.AUTHORIZED, S.PAID)
 OPEN = (*AWAITING_PAYMENT, *PAID_FOR)
 
 _ACTIVATION_FAILED = "activation failed: {activation_failure}"
-_STARTED_FIRST = "the plan started before it was cancelled"
 _RELEASED = "the hold on the payment was released; nothing was taken"
 _ENDS = (Write.FORGET_TOKEN, Write.NO_DEADLINE)
+_PAYMENT_FAILED = Decision(
+    to=S.PAYMENT_FAILED,
+    writes=(Write.REASON, *_ENDS),
+    sends=(Command.RELEASE_PROMOTION,),
+    step="payment_failed",
+)
+# Money taken or held for a plan that cannot be activated is given back.
+_REFUND_FAILED_ACTIVATION = Decision(
+    writes=(Write.REMEMBER_FAILURE,),
+    step="activation_failed",
+    then=Input.REFUND_OWED,
+    refund_reason=_ACTIVATION_FAILED,
+)
+_CANCEL_TOO_LATE = Decision(
+    to=S.ACTIVATED, step="cancel_refused", detail="the plan started before it was cancelled"
+)
+
+
+def _money_in(given: Input, to: SagaStatus, step: str, after_compensate: str) -> tuple[Row, ...]:
+    """A hold (`to` AUTHORIZED) or a capture (`to` PAID), recorded in every state by one rule.
+
+    Awaited, it moves the saga and starts the activation deadline; where activation failed
+    first, or an operator gave the saga up (`after_compensate`, the refund's reason), the
+    money is given back.
+    """
+    return (
+        Row(
+            AWAITING_PAYMENT,
+            given,
+            Decision(
+                to=to,
+                writes=(Write.ACTIVATION_DEADLINE,),
+                step=step,
+                then=Input.REFUND_OWED,
+                refund_reason=_ACTIVATION_FAILED,
+            ),
+            activation_failed_first,
+        ),
+        Row(
+            AWAITING_PAYMENT, given, Decision(to=to, writes=(Write.ACTIVATION_DEADLINE,), step=step)
+        ),
+        Row(
+            ANY,
+            given,
+            Decision(step=step, then=Input.REFUND_OWED, refund_reason=_ACTIVATION_FAILED),
+            activation_failed_first,
+        ),
+        Row(
+            (S.TIMED_OUT,),
+            given,
+            Decision(step=step, then=Input.REFUND_OWED, refund_reason=after_compensate),
+            compensated,
+        ),
+    )
+
+
+def _given_back(given: Input, step: str, detail: str | None, named: str) -> tuple[Row, ...]:
+    """A refund, or a hold's release, ends the saga by one rule: CANCELLED where its owner
+    cancelled, else REFUNDED; refused where no refund was asked (`named` in the refusal).
+    """
+    return (
+        Row(
+            ANY,
+            given,
+            Decision(
+                refused=named + " for renewal {renewal_id} ({status}), which asked for no refund"
+            ),
+            no_refund_asked,
+        ),
+        Row(
+            (S.CANCELLING,),
+            given,
+            Decision(
+                to=S.CANCELLED,
+                writes=(Write.FORGET_TOKEN,),
+                sends=(Command.RELEASE_PROMOTION,),
+                step=step,
+                detail=detail,
+            ),
+        ),
+        Row(
+            (*OPEN, S.REFUNDING, S.TIMED_OUT),
+            given,
+            Decision(
+                to=S.REFUNDED,
+                writes=_ENDS,
+                sends=(Command.RELEASE_PROMOTION,),
+                step=step,
+                detail=detail,
+            ),
+        ),
+    )
+
+
+def _timed_out(reason: str, detail: str) -> Decision:
+    """The saga waited past its deadline: TIMED_OUT, and its promotion given back."""
+    return Decision(
+        to=S.TIMED_OUT,
+        reason=reason,
+        writes=(Write.NO_DEADLINE,),
+        sends=(Command.RELEASE_PROMOTION,),
+        step="timed_out",
+        detail=detail,
+    )
+
+
+def _sent_again(command: Command, *, writes: tuple[Write, ...] = (), more: str = "") -> Decision:
+    """An operator's retry: `command` (named by its event) sent again under its id."""
+    return Decision(
+        writes=writes,
+        sends=(command,),
+        step="operator_retried",
+        detail=f"{command.value} sent again",
+        answer=f"{command.value} {{event_id}} sent again{more}",
+    )
+
+
+def _given_up(answer: str, then: Input | None = None) -> Decision:
+    """An operator's compensate of an open saga: TIMED_OUT, its promotion given back."""
+    return Decision(
+        to=S.TIMED_OUT,
+        reason=COMPENSATED,
+        writes=(Write.NO_DEADLINE,),
+        sends=(Command.RELEASE_PROMOTION,),
+        step="operator_compensated",
+        then=then,
+        answer=answer,
+    )
+
+
+def _left_as_it_is(answer: str) -> Decision:
+    """An operator's compensate that changes nothing but gives a promotion back."""
+    return Decision(sends=(Command.RELEASE_PROMOTION,), answer=answer)
 
 
 TABLE: tuple[Row, ...] = (
@@ -249,79 +383,23 @@ TABLE: tuple[Row, ...] = (
             to=S.PAYMENT_ACTION_REQUIRED, writes=(Write.ACTION,), step="payment_action_required"
         ),
     ),
-    # An authorization is recorded in every state, as a capture is (below): the same rules.
-    Row(
-        AWAITING_PAYMENT,
+    # A hold and a capture are recorded in every state by the same rule.
+    *_money_in(
         Input.PAYMENT_AUTHORIZED,
-        Decision(
-            to=S.AUTHORIZED,
-            writes=(Write.ACTIVATION_DEADLINE,),
-            step="payment_authorized",
-            then=Input.REFUND_OWED,
-            refund_reason=_ACTIVATION_FAILED,
-        ),
-        activation_failed_first,
-    ),
-    Row(
-        AWAITING_PAYMENT,
-        Input.PAYMENT_AUTHORIZED,
-        Decision(to=S.AUTHORIZED, writes=(Write.ACTIVATION_DEADLINE,), step="payment_authorized"),
-    ),
-    Row(
-        ANY,
-        Input.PAYMENT_AUTHORIZED,
-        Decision(
-            step="payment_authorized", then=Input.REFUND_OWED, refund_reason=_ACTIVATION_FAILED
-        ),
-        activation_failed_first,
-    ),
-    Row(
-        (S.TIMED_OUT,),
-        Input.PAYMENT_AUTHORIZED,
-        Decision(
-            step="payment_authorized",
-            then=Input.REFUND_OWED,
-            refund_reason="payment authorized after an operator compensated",
-        ),
-        compensated,
+        S.AUTHORIZED,
+        "payment_authorized",
+        "payment authorized after an operator compensated",
     ),
     # Billing captures a hold once it sees ProfileActivated, which may reach accounts later:
     # AUTHORIZED becomes PAID (its activation deadline stands); anywhere else, a timeline step.
     Row((S.AUTHORIZED,), Input.PAYMENT_CAPTURED, Decision(to=S.PAID, step="payment_captured")),
-    # A capture is recorded in every state; a late one is refunded only if activation failed
-    # or an operator gave the saga up (else provisioning's answer decides).
-    Row(
-        AWAITING_PAYMENT,
+    # A late capture is refunded only if activation failed or an operator gave the saga up
+    # (else provisioning's answer decides).
+    *_money_in(
         Input.PAYMENT_SETTLED,
-        Decision(
-            to=S.PAID,
-            writes=(Write.ACTIVATION_DEADLINE,),
-            step="payment_settled",
-            then=Input.REFUND_OWED,
-            refund_reason=_ACTIVATION_FAILED,
-        ),
-        activation_failed_first,
-    ),
-    Row(
-        AWAITING_PAYMENT,
-        Input.PAYMENT_SETTLED,
-        Decision(to=S.PAID, writes=(Write.ACTIVATION_DEADLINE,), step="payment_settled"),
-    ),
-    Row(
-        ANY,
-        Input.PAYMENT_SETTLED,
-        Decision(step="payment_settled", then=Input.REFUND_OWED, refund_reason=_ACTIVATION_FAILED),
-        activation_failed_first,
-    ),
-    Row(
-        (S.TIMED_OUT,),
-        Input.PAYMENT_SETTLED,
-        Decision(
-            step="payment_settled",
-            then=Input.REFUND_OWED,
-            refund_reason="payment settled after an operator compensated",
-        ),
-        compensated,
+        S.PAID,
+        "payment_settled",
+        "payment settled after an operator compensated",
     ),
     Row(
         AWAITING_PAYMENT,
@@ -335,26 +413,8 @@ TABLE: tuple[Row, ...] = (
         ),
         auto_renewal,
     ),
-    Row(
-        AWAITING_PAYMENT,
-        Input.PAYMENT_DECLINED,
-        Decision(
-            to=S.PAYMENT_FAILED,
-            writes=(Write.REASON, *_ENDS),
-            sends=(Command.RELEASE_PROMOTION,),
-            step="payment_failed",
-        ),
-    ),
-    Row(
-        AWAITING_PAYMENT,
-        Input.PAYMENT_FAILED,
-        Decision(
-            to=S.PAYMENT_FAILED,
-            writes=(Write.REASON, *_ENDS),
-            sends=(Command.RELEASE_PROMOTION,),
-            step="payment_failed",
-        ),
-    ),
+    Row(AWAITING_PAYMENT, Input.PAYMENT_DECLINED, _PAYMENT_FAILED),
+    Row(AWAITING_PAYMENT, Input.PAYMENT_FAILED, _PAYMENT_FAILED),
     # Provisioning's answers. A plan that runs stays, however late, unless a refund was asked.
     Row(
         OPEN,
@@ -378,92 +438,19 @@ TABLE: tuple[Row, ...] = (
     Row((S.CANCELLED,), Input.PROFILE_ACTIVATED, Decision(step="profile_activated")),
     # Provisioning answers once per renewal: after a ProfileActivated the plan stands.
     Row(ANY, Input.ACTIVATION_FAILED, Decision(step="activation_failed_ignored"), announced),
-    Row(
-        ANY,
-        Input.ACTIVATION_FAILED,
-        Decision(
-            writes=(Write.REMEMBER_FAILURE,),
-            step="activation_failed",
-            then=Input.REFUND_OWED,
-            refund_reason=_ACTIVATION_FAILED,
-        ),
-        captured,
-    ),
+    Row(ANY, Input.ACTIVATION_FAILED, _REFUND_FAILED_ACTIVATION, captured),
     # A hold is released (billing voids it: nothing is taken).
-    Row(
-        ANY,
-        Input.ACTIVATION_FAILED,
-        Decision(
-            writes=(Write.REMEMBER_FAILURE,),
-            step="activation_failed",
-            then=Input.REFUND_OWED,
-            refund_reason=_ACTIVATION_FAILED,
-        ),
-        held,
-    ),
+    Row(ANY, Input.ACTIVATION_FAILED, _REFUND_FAILED_ACTIVATION, held),
     Row(
         ANY,
         Input.ACTIVATION_FAILED,
         Decision(writes=(Write.REMEMBER_FAILURE,), step="activation_failed"),
     ),
     # Billing refunds only what a RefundRequested asked for: anything else is a contradiction.
-    Row(
-        ANY,
-        Input.PAYMENT_REFUNDED,
-        Decision(
-            refused="PaymentRefunded {event_id} for renewal {renewal_id} ({status}), which asked "
-            "for no refund"
-        ),
-        no_refund_asked,
-    ),
-    Row(
-        (S.CANCELLING,),
-        Input.PAYMENT_REFUNDED,
-        Decision(
-            to=S.CANCELLED,
-            writes=(Write.FORGET_TOKEN,),
-            sends=(Command.RELEASE_PROMOTION,),
-            step="payment_refunded",
-        ),
-    ),
-    Row(
-        (*OPEN, S.REFUNDING, S.TIMED_OUT),
-        Input.PAYMENT_REFUNDED,
-        Decision(
-            to=S.REFUNDED, writes=_ENDS, sends=(Command.RELEASE_PROMOTION,), step="payment_refunded"
-        ),
-    ),
+    *_given_back(Input.PAYMENT_REFUNDED, "payment_refunded", None, "PaymentRefunded {event_id}"),
     # The release of a hold ends the saga as a refund does; the timeline says nothing was taken.
-    Row(
-        ANY,
-        Input.PAYMENT_VOIDED,
-        Decision(
-            refused="PaymentRefunded {event_id} (void) for renewal {renewal_id} ({status}), "
-            "which asked for no refund"
-        ),
-        no_refund_asked,
-    ),
-    Row(
-        (S.CANCELLING,),
-        Input.PAYMENT_VOIDED,
-        Decision(
-            to=S.CANCELLED,
-            writes=(Write.FORGET_TOKEN,),
-            sends=(Command.RELEASE_PROMOTION,),
-            step="hold_released",
-            detail=_RELEASED,
-        ),
-    ),
-    Row(
-        (*OPEN, S.REFUNDING, S.TIMED_OUT),
-        Input.PAYMENT_VOIDED,
-        Decision(
-            to=S.REFUNDED,
-            writes=_ENDS,
-            sends=(Command.RELEASE_PROMOTION,),
-            step="hold_released",
-            detail=_RELEASED,
-        ),
+    *_given_back(
+        Input.PAYMENT_VOIDED, "hold_released", _RELEASED, "PaymentRefunded {event_id} (void)"
     ),
     # The owner's cancel of a queued plan, and provisioning's answer to it.
     Row(
@@ -495,102 +482,44 @@ TABLE: tuple[Row, ...] = (
         ),
         no_refund_asked,
     ),
-    Row(
-        (S.CANCELLING,),
-        Input.BUNDLE_STARTED,
-        Decision(to=S.ACTIVATED, step="cancel_refused", detail=_STARTED_FIRST),
-        no_refund_asked,
-    ),
-    Row(
-        (S.CANCELLING,),
-        Input.BUNDLE_ENDED,
-        Decision(to=S.ACTIVATED, step="cancel_refused", detail=_STARTED_FIRST),
-        no_refund_asked,
-    ),
+    Row((S.CANCELLING,), Input.BUNDLE_STARTED, _CANCEL_TOO_LATE, no_refund_asked),
+    Row((S.CANCELLING,), Input.BUNDLE_ENDED, _CANCEL_TOO_LATE, no_refund_asked),
     # The sweep refunds nothing: once a capture is known, provisioning's answer decides.
     Row(
         (S.PAYMENT_PENDING,),
         Input.DEADLINE,
-        Decision(
-            to=S.TIMED_OUT,
-            reason="payment_timed_out",
-            writes=(Write.NO_DEADLINE,),
-            sends=(Command.RELEASE_PROMOTION,),
-            step="timed_out",
-            detail="no payment outcome in time",
-        ),
+        _timed_out("payment_timed_out", "no payment outcome in time"),
         overdue,
     ),
     Row(
         (S.PAYMENT_ACTION_REQUIRED,),
         Input.DEADLINE,
-        Decision(
-            to=S.TIMED_OUT,
-            reason="payment_timed_out",
-            writes=(Write.NO_DEADLINE,),
-            sends=(Command.RELEASE_PROMOTION,),
-            step="timed_out",
-            detail="no answer to the buyer's approval in time",
-        ),
+        _timed_out("payment_timed_out", "no answer to the buyer's approval in time"),
         overdue,
     ),
     Row(
         PAID_FOR,
         Input.DEADLINE,
-        Decision(
-            to=S.TIMED_OUT,
-            reason="activation_timed_out",
-            writes=(Write.NO_DEADLINE,),
-            sends=(Command.RELEASE_PROMOTION,),
-            step="timed_out",
-            detail="no activation outcome in time",
-        ),
+        _timed_out("activation_timed_out", "no activation outcome in time"),
         overdue,
     ),
     # An operator's retry sends the command the saga waits on again, under the same id.
-    Row(
-        (S.REQUESTED,),
-        Input.RETRY,
-        Decision(
-            sends=(Command.RESEND_RENEWAL_REQUEST,),
-            step="operator_retried",
-            detail="RenewalRequested sent again",
-            answer="RenewalRequested {event_id} sent again",
-        ),
-        holds_token,
-    ),
+    Row((S.REQUESTED,), Input.RETRY, _sent_again(Command.RESEND_RENEWAL_REQUEST), holds_token),
     Row(
         (S.PAYMENT_PENDING,),
         Input.RETRY,
-        Decision(
+        _sent_again(
+            Command.REQUEST_PAYMENT,
             writes=(Write.PAYMENT_DEADLINE,),
-            sends=(Command.REQUEST_PAYMENT,),
-            step="operator_retried",
-            detail="PaymentRequested sent again",
-            answer="PaymentRequested {event_id} sent again; payment deadline restarted",
+            more="; payment deadline restarted",
         ),
         holds_token,
     ),
-    Row(
-        (S.CANCELLING,),
-        Input.RETRY,
-        Decision(
-            sends=(Command.REQUEST_BUNDLE_CANCEL,),
-            step="operator_retried",
-            detail="BundleCancelRequested sent again",
-            answer="BundleCancelRequested {event_id} sent again",
-        ),
-        no_refund_asked,
-    ),
+    Row((S.CANCELLING,), Input.RETRY, _sent_again(Command.REQUEST_BUNDLE_CANCEL), no_refund_asked),
     Row(
         (S.REFUNDING, S.TIMED_OUT, S.CANCELLING),
         Input.RETRY,
-        Decision(
-            sends=(Command.REQUEST_REFUND,),
-            step="operator_retried",
-            detail="RefundRequested sent again",
-            answer="RefundRequested {event_id} sent again",
-        ),
+        _sent_again(Command.REQUEST_REFUND),
         refund_asked,
     ),
     Row(
@@ -619,90 +548,56 @@ TABLE: tuple[Row, ...] = (
     Row(
         (S.REFUNDING, S.TIMED_OUT),
         Input.COMPENSATE,
-        Decision(
-            sends=(Command.RELEASE_PROMOTION,),
-            answer="already compensating ({status}, its refund is requested); nothing changed",
-        ),
+        _left_as_it_is("already compensating ({status}, its refund is requested); nothing changed"),
         refund_asked,
     ),
     # Refunding now could leave a live plan paid back: provisioning's answer decides.
     Row(
         (S.REFUNDING, S.TIMED_OUT),
         Input.COMPENSATE,
-        Decision(
-            sends=(Command.RELEASE_PROMOTION,),
-            answer="already compensating ({status}, captured; provisioning's answer decides: a "
-            "failure is refunded); nothing changed",
+        _left_as_it_is(
+            "already compensating ({status}, captured; provisioning's answer decides: a "
+            "failure is refunded); nothing changed"
         ),
         captured,
     ),
     Row(
         (S.REFUNDING, S.TIMED_OUT),
         Input.COMPENSATE,
-        Decision(
-            sends=(Command.RELEASE_PROMOTION,),
-            answer="already compensating ({status}, the payment is held; provisioning's answer "
-            "decides: a failure releases it); nothing changed",
+        _left_as_it_is(
+            "already compensating ({status}, the payment is held; provisioning's answer "
+            "decides: a failure releases it); nothing changed"
         ),
         held,
     ),
     Row(
         (S.REFUNDING, S.TIMED_OUT),
         Input.COMPENSATE,
-        Decision(
-            sends=(Command.RELEASE_PROMOTION,),
-            answer="already compensating ({status}, nothing was captured); nothing changed",
-        ),
+        _left_as_it_is("already compensating ({status}, nothing was captured); nothing changed"),
     ),
     # Provisioning decides whether the plan runs; retry sends the pending command again.
     Row(
         (S.CANCELLING,),
         Input.COMPENSATE,
-        Decision(
-            sends=(Command.RELEASE_PROMOTION,),
-            answer="its owner is cancelling it (CANCELLING); nothing changed",
-        ),
+        _left_as_it_is("its owner is cancelling it (CANCELLING); nothing changed"),
     ),
     Row(
         OPEN,
         Input.COMPENSATE,
-        Decision(
-            to=S.TIMED_OUT,
-            reason=COMPENSATED,
-            writes=(Write.NO_DEADLINE,),
-            sends=(Command.RELEASE_PROMOTION,),
-            step="operator_compensated",
-            then=Input.REFUND_OWED,
-            answer="TIMED_OUT; refund of the captured payment requested",
-        ),
+        _given_up("TIMED_OUT; refund of the captured payment requested", Input.REFUND_OWED),
         captured,
     ),
     Row(
         OPEN,
         Input.COMPENSATE,
-        Decision(
-            to=S.TIMED_OUT,
-            reason=COMPENSATED,
-            writes=(Write.NO_DEADLINE,),
-            sends=(Command.RELEASE_PROMOTION,),
-            step="operator_compensated",
-            then=Input.REFUND_OWED,
-            answer="TIMED_OUT; release of the held payment requested",
-        ),
+        _given_up("TIMED_OUT; release of the held payment requested", Input.REFUND_OWED),
         held,
     ),
     # A capture or hold that still comes is given back (TIMED_OUT, compensated).
     Row(
         OPEN,
         Input.COMPENSATE,
-        Decision(
-            to=S.TIMED_OUT,
-            reason=COMPENSATED,
-            writes=(Write.NO_DEADLINE,),
-            sends=(Command.RELEASE_PROMOTION,),
-            step="operator_compensated",
-            answer="TIMED_OUT; no payment is captured or held yet (a late one is given back)",
-        ),
+        _given_up("TIMED_OUT; no payment is captured or held yet (a late one is given back)"),
     ),
     # At most one refund per renewal, never once it has ended; a timed-out or cancelling saga
     # keeps its status (its end comes with PaymentRefunded).
