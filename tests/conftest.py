@@ -15,19 +15,26 @@ a worker that took them last would finish alone. It takes effect where tests/ is
 paths pytest is given (as in `make test`).
 
 The browser tests (tests/browser) drive a browser against the same platform, so they belong
-to the platform groups like the integration tests (in `main`, unless `PLATFORM_GROUPS` names
-them); the `platform` fixture is defined here, once, for both directories (defined in each, it
+to the platform groups like the integration tests (in `browser`, unless `PLATFORM_GROUPS`
+names them); the `platform` fixture is defined here, once, for both directories (defined in each, it
 would start two platforms in one worker).
 """
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 
-from tests.support.infra import DATABASE_MODES, Platform, platform_on
+from tests.support.infra import (
+    DATABASE_MODES,
+    SHARED_RUN,
+    Platform,
+    platform_on,
+    stop_shared_broker,
+)
 
 INTEGRATION = "tests/integration/"
 BROWSER = "tests/browser/"
@@ -35,19 +42,23 @@ BROWSER = "tests/browser/"
 ON_PLATFORM = (INTEGRATION, BROWSER)
 
 #: Integration files that run on a platform of their own when a worker is free for them: the
-#: ones that restart or kill services, or wait on a plan's leads (`restarts`); the rest (`main`,
-#: and any new file) share one. The two take about as long (`pytest --durations` on
-#: tests/integration: some 260 s each on a loaded 2-core machine, start-up included).
+#: ones that kill services (`crashes`), or restart them and wait on a plan's leads
+#: (`restarts`); the browser tests have one too (`browser`, tests/browser); the rest (`main`,
+#: and any new file) share one. A platform costs little beside the run's shared broker, and
+#: more platforms side by side overlap more of the tests' waiting (on a renewal's round trip,
+#: a restart, a sweep): the groups are cut to take about as long each (`pytest --durations`).
 PLATFORM_GROUPS = {
-    "test_lifecycle.py": "restarts",
+    "test_crash_recovery.py": "crashes",
+    "test_payment_crashes.py": "crashes",
+    "test_scaling.py": "crashes",
     "test_graceful_stop.py": "restarts",
-    "test_crash_recovery.py": "restarts",
-    "test_scaling.py": "restarts",
+    "test_lifecycle.py": "restarts",
     "test_reminders.py": "restarts",
-    "test_kafka_security.py": "restarts",
-    "test_payment_crashes.py": "restarts",
 }
-GROUP_ORDER = ("main", "restarts")
+#: Integration files that use no platform (a broker of their own, or topics of their own on
+#: the run's): each is a unit of its own, handed out with the platform groups.
+STANDALONE = frozenset({"test_topics.py", "test_kafka_security.py"})
+GROUP_ORDER = ("browser", "main", "crashes", "restarts")
 
 
 def work_unit(nodeid: str) -> str:
@@ -55,7 +66,11 @@ def work_unit(nodeid: str) -> str:
     path, _, rest = nodeid.partition("::")
     if not path.startswith(ON_PLATFORM):
         return path
-    group = PLATFORM_GROUPS.get(PurePosixPath(path).name, "main")
+    name = PurePosixPath(path).name
+    if name in STANDALONE:
+        return f"integration-standalone-{name}"
+    default = "browser" if path.startswith(BROWSER) else "main"
+    group = PLATFORM_GROUPS.get(name, default)
     ids = rest.partition("[")[2].rstrip("]").split("-")
     database = next((name for name in DATABASE_MODES if name in ids), "")
     return f"integration-{group}-{database}" if database else f"integration-{group}"
@@ -73,6 +88,9 @@ def database_modes() -> list[str]:
 
 
 MODES = database_modes()
+
+#: Where the process that named the run's shared broker directory keeps its path.
+_SHARED_RUN_KEY = pytest.StashKey[Path]()
 
 
 # One mode keeps the test ids as they were; two add [sqlite] / [postgres] to each.
@@ -97,7 +115,16 @@ def unit_rank(unit: str, size: int) -> tuple[int, int, int]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Schedule by `work_unit` when xdist runs with `--dist loadgroup`."""
+    """Give the run one shared broker; schedule by `work_unit` when xdist runs `--dist loadgroup`.
+
+    The run's directory is named in the environment here, in the process that starts the
+    workers and before it starts them, so every worker inherits it; the first platform started
+    starts the broker in it (`tests.support.infra.shared_broker`), `pytest_unconfigure` stops it.
+    """
+    if not hasattr(config, "workerinput") and SHARED_RUN not in os.environ:
+        directory = tempfile.mkdtemp(prefix="esim-test-run-")
+        os.environ[SHARED_RUN] = directory
+        config.stash[_SHARED_RUN_KEY] = Path(directory)
     if not config.pluginmanager.hasplugin("xdist"):
         return
     from xdist.scheduler import LoadScopeScheduling
@@ -117,6 +144,14 @@ def pytest_configure(config: pytest.Config) -> None:
             return ByPlatform(config, log)
 
     config.pluginmanager.register(Scheduler(), "esim-xdist-scheduler")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the run's shared broker, in the process that named its directory."""
+    directory = config.stash.get(_SHARED_RUN_KEY, None)
+    if directory is not None:
+        stop_shared_broker(directory)
+        os.environ.pop(SHARED_RUN, None)
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's own ordering by parametrized fixtures

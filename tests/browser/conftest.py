@@ -49,9 +49,9 @@ Fixtures
 
 Where they run
 --------------
-Every test here is marked `integration` and `browser`: `make test` runs them on the
-integration tests' xdist worker and platform (tests/conftest.py `work_unit`), not on one of
-their own; `make test-unit` leaves them out. With two databases (CI: sqlite and postgres) they
+Every test here is marked `integration` and `browser`: `make test` runs them on a
+platform of their own (the `browser` group of tests/conftest.py's `work_unit`), on the run's
+shared broker; `make test-unit` leaves them out. With two databases (CI: sqlite and postgres) they
 run on the first database's platform only: a page does not depend on where the services keep
 their data. CI keeps `var/screenshots/` (see .ci/run).
 """

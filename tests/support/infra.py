@@ -11,6 +11,7 @@ throwaway local server run from Debian's `postgresql` binaries.
 
 import asyncio
 import concurrent.futures
+import fcntl
 import os
 import secrets
 import shutil
@@ -239,9 +240,77 @@ class Server:
 
 @contextmanager
 def kafka(workdir: Path) -> Iterator[str]:
-    """A Kafka bootstrap address: the given one, a testcontainer, or a local KRaft broker."""
+    """A Kafka bootstrap address: the given one, the test run's shared broker (`SHARED_RUN`),
+    a testcontainer, or a local KRaft broker of its own."""
+    shared = os.environ.get(SHARED_RUN)
+    if shared and not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield shared_broker(Path(shared))
+        return
     with kafka_server(workdir) as server:
         yield server.address
+
+
+def kafka_is_shared() -> bool:
+    """Whether `kafka()` hands out a broker that other platforms use too (topics need a suffix)."""
+    return bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get(SHARED_RUN))
+
+
+SHARED_RUN = "ESIM_TEST_SHARED_RUN"
+"""The variable naming the directory of a test run's shared broker (tests/conftest.py sets it).
+
+A broker costs a platform some 30 s of CPU to start and a share of a core to keep: one serves
+every platform of the run, each on topics and consumer groups of its own (a suffix). The first
+worker that needs it starts it; `stop_shared_broker` stops it when the run ends.
+"""
+
+
+def shared_broker(directory: Path) -> str:
+    """The address of the test run's shared broker; the first caller of the run starts it.
+
+    Workers are separate processes: a file lock makes one of them start it, the others wait and
+    read its address. The broker runs in a session of its own, so it outlives the worker.
+    """
+    with (directory / "kafka.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        address_file = directory / "kafka.address"
+        if address_file.exists():
+            address = address_file.read_text()
+            if port_open(int(address.rpartition(":")[2])):
+                return address
+            raise RuntimeError(f"the run's shared broker at {address} stopped; see {directory}")
+        port, controller = free_port(), free_port()
+        broker = Process(
+            "kafka",
+            [str(ROOT / "deploy/kafka/run.sh")],
+            {
+                "KAFKA_PORT": str(port),
+                "KAFKA_CONTROLLER_PORT": str(controller),
+                "KAFKA_DATA_DIR": str(directory / "kafka"),
+            },
+            directory / "kafka.log",
+            lambda: port_open(port),
+        ).start(timeout=180)
+        assert broker.popen is not None
+        (directory / "kafka.pid").write_text(str(broker.popen.pid))
+        address_file.write_text(f"127.0.0.1:{port}")
+        return address_file.read_text()
+
+
+def stop_shared_broker(directory: Path, timeout: float = 30.0) -> None:
+    """Stop the run's shared broker, if a worker started one, and remove its directory."""
+    pid_file = directory / "kafka.pid"
+    if pid_file.exists():
+        pid = int(pid_file.read_text())
+        with suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                with suppress(ChildProcessError):  # reap it where this process started it
+                    os.waitpid(pid, os.WNOHANG)
+                os.killpg(pid, 0)  # raises ProcessLookupError once the group is gone
+                time.sleep(0.2)
+            os.killpg(pid, signal.SIGKILL)
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @contextmanager
@@ -549,6 +618,8 @@ class Platform:
 
             for name, value in Topics().model_dump().items():
                 env[f"TOPIC_{name.upper()}"] = value + self.topic_suffix
+            # Consumer groups of their own too: another platform's `accounts` is not a replica.
+            env["KAFKA_GROUP_PREFIX"] = self.topic_suffix.removeprefix(".") + "."
         return env
 
     def start(self) -> None:
@@ -717,7 +788,7 @@ def platform_on(workdir: Path, *, database: str = "sqlite", **options: Any) -> I
             bootstrap, redis_url, *databases = enter_together(servers, managers)
             running.kafka, running.redis = bootstrap, redis_url
             running.databases = databases[0] if databases else {}
-            if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):  # a cluster shared with other runs
+            if kafka_is_shared():  # a broker other platforms use too
                 running.topic_suffix = new_suffix()
             try:
                 running.start_services()

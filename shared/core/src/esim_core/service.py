@@ -141,7 +141,7 @@ class ServiceRuntime:
                 batch_size=self.settings.consumer_batch,
                 intake=self.intake,
             )
-            self.consumer.subscribe(self.broker, group_id=self.name)
+            self.consumer.subscribe(self.broker, group_id=self.settings.consumer_group(self.name))
             for model in self._produces:
                 # Publishing goes through the outbox relay; these only document the channels.
                 self.broker.publisher(

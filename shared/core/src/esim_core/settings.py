@@ -109,6 +109,14 @@ class KafkaSettings(BaseSettings):
         description="Kafka bootstrap servers, comma separated host:port",
         pattern=r"^[^\s,]+:\d+(,[^\s,]+:\d+)*$",
     )
+    kafka_group_prefix: str = Field(
+        "",
+        validation_alias=_env("kafka_group_prefix"),
+        description="put before every consumer group's name (a service's own name, "
+        "`dlq-replay`), so that two deployments can share one cluster, each with topics of its "
+        "own (TOPIC_*); empty (the default): the groups are the services' names",
+        pattern=r"^[A-Za-z0-9._-]{0,64}$",
+    )
     kafka_security_protocol: Annotated[SecurityProtocol, BeforeValidator(_upper)] = Field(
         "PLAINTEXT",
         validation_alias=_env("kafka_security_protocol"),
@@ -166,6 +174,10 @@ class KafkaSettings(BaseSettings):
         validate_default=True,
         description="the password of an encrypted KAFKA_SSL_KEY_FILE; never logged",
     )
+
+    def consumer_group(self, name: str) -> str:
+        """The consumer group a client called `name` joins: its name after KAFKA_GROUP_PREFIX."""
+        return self.kafka_group_prefix + name
 
     @property
     def kafka_uses_tls(self) -> bool:

@@ -143,7 +143,7 @@ async def replay(kafka: KafkaSettings, topic: str, limit: int | None = None) -> 
         return 0
     consumer = AIOKafkaConsumer(
         **client_options(kafka),
-        group_id="dlq-replay",
+        group_id=kafka.consumer_group("dlq-replay"),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )

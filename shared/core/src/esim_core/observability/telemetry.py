@@ -173,7 +173,9 @@ class KafkaGauges:
                 for described in await admin.describe_topics([*topics, *dead_topics])
                 for part in described["partitions"]
             ]
-            committed = await admin.list_consumer_group_offsets(self.service)
+            committed = await admin.list_consumer_group_offsets(
+                self.kafka.consumer_group(self.service)
+            )
             ends = await consumer.end_offsets(partitions)
             starts = await consumer.beginning_offsets(partitions)
         finally:
