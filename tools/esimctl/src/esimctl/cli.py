@@ -103,6 +103,26 @@ def _short(value: Any) -> str:
     return "-" if value is None or value == "" else str(value)
 
 
+def _print_list(
+    found: list[dict[str, Any]],
+    as_json: bool,
+    *,
+    none: str,
+    line: Callable[[dict[str, Any]], str],
+    summary: str,
+) -> None:
+    """A listing as every list command prints it: the JSON as it came (`--json`), or a line per
+    item and a closing `summary`, or `none` when there is nothing."""
+    if as_json:
+        _print_json(found)
+    elif not found:
+        typer.echo(none)
+    else:
+        for item in found:
+            typer.echo(line(item))
+        typer.echo(summary)
+
+
 # sagas ------------------------------------------------------------------------------------------
 
 
@@ -250,17 +270,15 @@ def sagas_stuck(
             params={"stuck": "true", "stuck_after_s": older_than, "limit": limit},
         )
     )
-    if as_json:
-        _print_json(found)
-        return
-    if not found:
-        typer.echo("no stuck sagas")
-        return
-    for item in found:
-        typer.echo(
+    _print_list(
+        found,
+        as_json,
+        none="no stuck sagas",
+        line=lambda item: (
             f"{item['renewal_id']}  {item['status']:<16} card {item['iccid']}  {item['stuck']}"
-        )
-    typer.echo(f"{len(found)} stuck saga(s); esimctl sagas show|retry|compensate <renewal_id>")
+        ),
+        summary=f"{len(found)} stuck saga(s); esimctl sagas show|retry|compensate <renewal_id>",
+    )
 
 
 def _act(renewal_id: str, action: str, params: dict[str, str], as_json: bool) -> None:
@@ -322,19 +340,25 @@ def payments_unknown(
     found: list[dict[str, Any]] = _run(
         lambda: operator.call("billing", "GET", "/v1/payments/unknown", params=params)
     )
-    if as_json:
-        _print_json(found)
-    elif not found:
-        typer.echo("no payments unknown")
-    else:
-        for item in found:
-            typer.echo(_payment_line(item))
-        typer.echo(
-            f"{len(found)} payment(s) unknown; look each up at its provider, then "
-            "esimctl sagas show <renewal_id>"
-        )
+    _print_list(
+        found,
+        as_json,
+        none="no payments unknown",
+        line=_payment_line,
+        summary=f"{len(found)} payment(s) unknown; look each up at its provider, then "
+        "esimctl sagas show <renewal_id>",
+    )
     if found:
         raise typer.Exit(1)
+
+
+def _overdue_line(item: dict[str, Any]) -> str:
+    return (
+        f"{item['renewal_id']}  {item['method']}  {item['price']['amount']} "
+        f"{item['price']['currency']}  capture before {_short(item['capture_before'])}  "
+        f"overdue since {_short(item['capture_overdue_at'])}  "
+        f"{_short(item.get('last_error'))}"
+    )
 
 
 @payments.command("overdue")
@@ -347,19 +371,13 @@ def payments_overdue(as_json: JsonOption = False) -> None:
     found: list[dict[str, Any]] = _run(
         lambda: operator.call("billing", "GET", "/v1/payments/overdue")
     )
-    if as_json:
-        _print_json(found)
-    elif not found:
-        typer.echo("no captures overdue")
-    else:
-        for item in found:
-            typer.echo(
-                f"{item['renewal_id']}  {item['method']}  {item['price']['amount']} "
-                f"{item['price']['currency']}  capture before {_short(item['capture_before'])}  "
-                f"overdue since {_short(item['capture_overdue_at'])}  "
-                f"{_short(item.get('last_error'))}"
-            )
-        typer.echo(f"{len(found)} capture(s) overdue")
+    _print_list(
+        found,
+        as_json,
+        none="no captures overdue",
+        line=_overdue_line,
+        summary=f"{len(found)} capture(s) overdue",
+    )
     if found:
         raise typer.Exit(1)
 
@@ -470,19 +488,21 @@ def dlq_list(topic: TopicArg, as_json: JsonOption = False) -> None:
     """The dead letters of a topic, oldest first, with the error that put each there."""
     name = _topic(topic)
     found = _kafka(lambda kafka: dlq.list_dead_letters(kafka, name))
-    if as_json:
-        _print_json(found)
-        return
-    if not found:
-        typer.echo(f"no dead letters on {name}.dlq")
-        return
-    for item in found:
-        headers = item["headers"]
-        typer.echo(
-            f"{item['partition']}:{item['offset']}  key {_short(item['key'])}  "
-            f"{headers.get('x-error-type', '?')}: {headers.get('x-error', '')[:160]}"
-        )
-    typer.echo(f"{len(found)} dead letter(s); esimctl dlq show {name} <partition>:<offset>")
+    _print_list(
+        found,
+        as_json,
+        none=f"no dead letters on {name}.dlq",
+        line=_dead_letter_line,
+        summary=f"{len(found)} dead letter(s); esimctl dlq show {name} <partition>:<offset>",
+    )
+
+
+def _dead_letter_line(item: dict[str, Any]) -> str:
+    headers = item["headers"]
+    return (
+        f"{item['partition']}:{item['offset']}  key {_short(item['key'])}  "
+        f"{headers.get('x-error-type', '?')}: {headers.get('x-error', '')[:160]}"
+    )
 
 
 @dead_letters.command("show")
