@@ -24,10 +24,12 @@ from esim_core.messaging import dlq
 from esim_core.messaging.kafka import KafkaAccessRefused, check_access, ssl_context
 from esim_core.messaging.topics import (
     CarrierAccessSettings,
+    Declaration,
     TopicsError,
     apply_declaration,
     check_principal,
     cluster_differences,
+    declaration,
     declared_topics,
     describe_declaration,
 )
@@ -584,9 +586,10 @@ CarrierOption = Annotated[
 ]
 
 
-def _topic_settings(given: list[str] | None) -> tuple[TopicSettings, list[str], str]:
-    """The topic settings, the carriers' principals (setting and options) and their groups'
-    prefix; a wrong one is one sentence."""
+def _declaration(given: list[str] | None) -> tuple[Declaration, list[str]]:
+    """The declaration from the topic settings, with the ACLs of the carriers' principals
+    (setting and options) and their groups' prefix; and those principals. A wrong setting or
+    option is one sentence."""
     try:
         settings = load_settings(TopicSettings)
         access = load_settings(CarrierAccessSettings)
@@ -600,7 +603,8 @@ def _topic_settings(given: list[str] | None) -> tuple[TopicSettings, list[str], 
             raise _fail(f"--carrier {error}", 2) from None
         if principal not in principals:
             principals.append(principal)
-    return settings, principals, access.kafka_carrier_group_prefix
+    wanted = declaration(settings, Topics(), principals, access.kafka_carrier_group_prefix)
+    return wanted, principals
 
 
 def _topics_action(action: Callable[[KafkaSettings], Awaitable[T]]) -> T:
@@ -630,10 +634,8 @@ def topics_show() -> None:
 def topics_check(carrier: CarrierOption = None) -> None:
     """Compare the cluster with the declaration (and carriers' ACLs); exit 1 listing each
     difference."""
-    settings, principals, prefix = _topic_settings(carrier)
-    differences = _topics_action(
-        lambda kafka: cluster_differences(kafka, settings, Topics(), principals, prefix)
-    )
+    wanted, principals = _declaration(carrier)
+    differences = _topics_action(lambda kafka: cluster_differences(kafka, wanted))
     if not differences:
         acls = f", and the ACLs of {len(principals)} carrier(s)" if principals else ""
         typer.echo(f"the topics are as declared{acls}")
@@ -648,10 +650,8 @@ def topics_apply(carrier: CarrierOption = None) -> None:
     """Create the missing topics, grow the short ones, set their declared configs, and grant
     carriers READ and DESCRIBE on the topics they read and READ on their groups' prefix.
     Running it again changes nothing."""
-    settings, principals, prefix = _topic_settings(carrier)
-    report = _topics_action(
-        lambda kafka: apply_declaration(kafka, settings, Topics(), principals, prefix)
-    )
+    wanted, _ = _declaration(carrier)
+    report = _topics_action(lambda kafka: apply_declaration(kafka, wanted))
     for line in report.done:
         typer.echo(line)
     if not report.done:

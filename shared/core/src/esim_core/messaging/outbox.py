@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -118,6 +119,7 @@ def _wake_after_commit(session: AsyncSession, pending: asyncio.Event) -> None:
 _WAKE_KEY = "esim_core.messaging.outbox.wake"
 
 
+@dataclass(eq=False, repr=False)  # a service object: equal to itself alone, and no secrets in reprs
 class OutboxRelay:
     """Publishes unpublished outbox rows in order and marks them published.
 
@@ -129,23 +131,14 @@ class OutboxRelay:
     `Purger` once `outbox_retention` says (not here: a purge would hold up the relay's rounds).
     """
 
-    def __init__(
-        self,
-        database: Database,
-        outbox: Outbox,
-        publisher: EventPublisher,
-        lock: Lock,
-        *,
-        interval_s: float = 0.5,
-        batch_size: int = 500,
-    ) -> None:
-        self.database = database
-        self.outbox = outbox
-        self.publisher = publisher
-        self.lock = lock
-        self.interval_s = interval_s
-        self.batch_size = batch_size
-        self._stopping = asyncio.Event()
+    database: Database
+    outbox: Outbox
+    publisher: EventPublisher
+    lock: Lock
+    _: KW_ONLY
+    interval_s: float = 0.5
+    batch_size: int = 500
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     async def run(self) -> None:
         """Relay until `stop`; only the replica holding the lock publishes."""
