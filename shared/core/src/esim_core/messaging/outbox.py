@@ -1,7 +1,6 @@
 """Transactional outbox: events are stored with the state change, then relayed to Kafka."""
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
@@ -15,6 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from esim_core.clock import utcnow
 from esim_core.duework.leases import Lock
+from esim_core.duework.loop import sleep_unless
 from esim_core.duework.purge import Retention
 from esim_core.messaging.kafka import EventPublisher, OutgoingMessage
 from esim_core.observability.metrics import EVENTS_PUBLISHED, OUTBOX_PUBLISHED, OUTBOX_RELAY_ERRORS
@@ -90,8 +90,7 @@ class Outbox:
 
     async def wait_for_pending(self, seconds: float) -> None:
         """Return when an event was committed since the last call, or after `seconds`."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._pending.wait(), seconds)
+        await sleep_unless(self._pending, seconds)
         self._pending.clear()
 
 
@@ -153,7 +152,7 @@ class OutboxRelay:
             except Exception:
                 OUTBOX_RELAY_ERRORS.inc()
                 logger.exception("outbox relay failed; will retry")
-                await _sleep_unless(self._stopping, min(5.0, self.interval_s * 4))
+                await sleep_unless(self._stopping, min(5.0, self.interval_s * 4))
             await self.outbox.wait_for_pending(self.interval_s)
 
     def stop(self) -> None:
@@ -238,11 +237,6 @@ class OutboxRelay:
 def outbox_retention(keep_s: float) -> Retention:
     """The window of published outbox rows (`published_at`, indexed); unpublished ones stay."""
     return Retention("outbox", OutboxMessage, "published_at", keep_s)
-
-
-async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stopping.wait(), seconds)
 
 
 def _headers(event_type: str, value: bytes) -> dict[str, str]:
