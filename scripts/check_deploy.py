@@ -526,73 +526,63 @@ def _check_kafka_data(where: str, spec: dict[str, Any], volumes: set[str]) -> li
 
 # Kubernetes -------------------------------------------------------------------------------------
 
-_META = {
-    "type": "object",
-    "required": ["name"],
-    "properties": {
-        "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
-        "namespace": {"type": "string"},
-        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+
+def _closed(required: list[str], /, **properties: Any) -> dict[str, Any]:
+    """The schema of an object with these `properties` and no other, `required` among them."""
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    schema["additionalProperties"] = False
+    return schema
+
+
+_META = _closed(
+    ["name"],
+    name={"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+    namespace={"type": "string"},
+    labels={"type": "object", "additionalProperties": {"type": "string"}},
+    annotations={"type": "object", "additionalProperties": {"type": "string"}},
+)
+_PROBE = _closed(
+    ["httpGet"],
+    httpGet={
+        "type": "object",
+        "required": ["path", "port"],
+        "properties": {"path": {"type": "string"}, "port": {"type": ["string", "integer"]}},
     },
-    "additionalProperties": False,
-}
-_PROBE = {
-    "type": "object",
-    "required": ["httpGet"],
-    "properties": {
-        "httpGet": {
-            "type": "object",
-            "required": ["path", "port"],
-            "properties": {"path": {"type": "string"}, "port": {"type": ["string", "integer"]}},
-        },
-        "periodSeconds": {"type": "integer", "minimum": 1},
-        "timeoutSeconds": {"type": "integer", "minimum": 1},
-        "failureThreshold": {"type": "integer", "minimum": 1},
-        "initialDelaySeconds": {"type": "integer", "minimum": 0},
+    periodSeconds={"type": "integer", "minimum": 1},
+    timeoutSeconds={"type": "integer", "minimum": 1},
+    failureThreshold={"type": "integer", "minimum": 1},
+    initialDelaySeconds={"type": "integer", "minimum": 0},
+)
+_ENV_VAR = _closed(
+    ["name"],
+    name={"type": "string", "pattern": "^[A-Z_][A-Z0-9_]*$"},
+    value={"type": "string"},
+    valueFrom={"type": "object"},
+)
+_CONTAINER = _closed(
+    ["name", "image", "ports", "readinessProbe", "livenessProbe", "resources"],
+    name={"type": "string"},
+    image={"type": "string"},
+    imagePullPolicy={"enum": ["Always", "IfNotPresent", "Never"]},
+    ports={
+        "type": "array",
+        "items": _closed(
+            ["containerPort"],
+            name={"type": "string"},
+            containerPort={"type": "integer", "minimum": 1, "maximum": 65535},
+        ),
     },
-    "additionalProperties": False,
-}
-_ENV_VAR = {
-    "type": "object",
-    "required": ["name"],
-    "properties": {
-        "name": {"type": "string", "pattern": "^[A-Z_][A-Z0-9_]*$"},
-        "value": {"type": "string"},
-        "valueFrom": {"type": "object"},
-    },
-    "additionalProperties": False,
-}
-_CONTAINER = {
-    "type": "object",
-    "required": ["name", "image", "ports", "readinessProbe", "livenessProbe", "resources"],
-    "properties": {
-        "name": {"type": "string"},
-        "image": {"type": "string"},
-        "imagePullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
-        "ports": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["containerPort"],
-                "properties": {
-                    "name": {"type": "string"},
-                    "containerPort": {"type": "integer", "minimum": 1, "maximum": 65535},
-                },
-                "additionalProperties": False,
-            },
-        },
-        "env": {"type": "array", "items": _ENV_VAR},
-        "envFrom": {"type": "array"},
-        "startupProbe": _PROBE,
-        "livenessProbe": _PROBE,
-        "readinessProbe": _PROBE,
-        "resources": {"type": "object", "required": ["requests"]},
-        "securityContext": {"type": "object"},
-        "volumeMounts": {"type": "array"},
-    },
-    "additionalProperties": False,
-}
+    env={"type": "array", "items": _ENV_VAR},
+    envFrom={"type": "array"},
+    startupProbe=_PROBE,
+    livenessProbe=_PROBE,
+    readinessProbe=_PROBE,
+    resources={"type": "object", "required": ["requests"]},
+    securityContext={"type": "object"},
+    volumeMounts={"type": "array"},
+)
 
 
 def _with_spec(required: list[str], **properties: dict[str, Any]) -> dict[str, Any]:
@@ -602,56 +592,36 @@ def _with_spec(required: list[str], **properties: dict[str, Any]) -> dict[str, A
 
 
 #: An HPA scaling rule (`behavior.scaleUp` / `scaleDown`), as autoscaling/v2 defines it.
-_HPA_RULES = {
-    "type": "object",
-    "properties": {
-        "stabilizationWindowSeconds": {"type": "integer", "minimum": 0, "maximum": 3600},
-        "selectPolicy": {"enum": ["Max", "Min", "Disabled"]},
-        "policies": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["type", "value", "periodSeconds"],
-                "properties": {
-                    "type": {"enum": ["Pods", "Percent"]},
-                    "value": {"type": "integer", "minimum": 1},
-                    "periodSeconds": {"type": "integer", "minimum": 1, "maximum": 1800},
-                },
-                "additionalProperties": False,
-            },
-        },
+_HPA_RULES = _closed(
+    [],
+    stabilizationWindowSeconds={"type": "integer", "minimum": 0, "maximum": 3600},
+    selectPolicy={"enum": ["Max", "Min", "Disabled"]},
+    policies={
+        "type": "array",
+        "items": _closed(
+            ["type", "value", "periodSeconds"],
+            type={"enum": ["Pods", "Percent"]},
+            value={"type": "integer", "minimum": 1},
+            periodSeconds={"type": "integer", "minimum": 1, "maximum": 1800},
+        ),
     },
-    "additionalProperties": False,
-}
-_AUTH_REF = {
-    "type": "object",
-    "required": ["name"],
-    "properties": {
-        "name": {"type": "string", "minLength": 1},
-        "kind": {"enum": ["TriggerAuthentication"]},
-    },
-    "additionalProperties": False,
-}
+)
+_AUTH_REF = _closed(
+    ["name"],
+    name={"type": "string", "minLength": 1},
+    kind={"enum": ["TriggerAuthentication"]},
+)
 
 
 def _trigger(kind: str, required: list[str], metadata: dict[str, Any], **extra: Any) -> Any:
     """The schema of one KEDA trigger type: its metadata's known fields, nothing else."""
-    return {
-        "type": "object",
-        "required": ["type", "metadata"],
-        "properties": {
-            "type": {"const": kind},
-            "metadata": {
-                "type": "object",
-                "required": required,
-                "properties": metadata,
-                "additionalProperties": False,
-            },
-            "name": {"type": "string"},
-            **extra,
-        },
-        "additionalProperties": False,
-    }
+    return _closed(
+        ["type", "metadata"],
+        type={"const": kind},
+        metadata=_closed(required, **metadata),
+        name={"type": "string"},
+        **extra,
+    )
 
 
 _NUMBER = {"type": "string", "pattern": r"^\d+(\.\d+)?$"}
@@ -732,52 +702,34 @@ K8S_SCHEMAS: dict[str, dict[str, Any]] = {
     "Service": _with_spec(["selector", "ports"], ports={"type": "array", "minItems": 1}),
     "ScaledObject": _with_spec(
         ["scaleTargetRef", "maxReplicaCount", "triggers"],
-        scaleTargetRef={
-            "type": "object",
-            "required": ["name"],
-            "properties": {
-                "name": {"type": "string"},
-                "envSourceContainerName": {"type": "string"},
-                "kind": {"type": "string"},
-                "apiVersion": {"type": "string"},
-            },
-            "additionalProperties": False,
-        },
+        scaleTargetRef=_closed(
+            ["name"],
+            name={"type": "string"},
+            envSourceContainerName={"type": "string"},
+            kind={"type": "string"},
+            apiVersion={"type": "string"},
+        ),
         minReplicaCount={"type": "integer", "minimum": 0},
         maxReplicaCount={"type": "integer", "minimum": 1},
         pollingInterval={"type": "integer", "minimum": 1},
         cooldownPeriod={"type": "integer", "minimum": 0},
-        advanced={
-            "type": "object",
-            "properties": {
-                "restoreToOriginalReplicaCount": {"type": "boolean"},
-                "horizontalPodAutoscalerConfig": {
-                    "type": "object",
-                    "properties": {
-                        "name": {"type": "string"},
-                        "behavior": {
-                            "type": "object",
-                            "properties": {"scaleUp": _HPA_RULES, "scaleDown": _HPA_RULES},
-                            "additionalProperties": False,
-                        },
-                    },
-                    "additionalProperties": False,
-                },
-            },
-            "additionalProperties": False,
-        },
+        advanced=_closed(
+            [],
+            restoreToOriginalReplicaCount={"type": "boolean"},
+            horizontalPodAutoscalerConfig=_closed(
+                [],
+                name={"type": "string"},
+                behavior=_closed([], scaleUp=_HPA_RULES, scaleDown=_HPA_RULES),
+            ),
+        ),
         triggers={"type": "array", "minItems": 1, "items": _TRIGGER},
     ),
     "PodDisruptionBudget": _with_spec(
         ["selector"],
-        selector={
-            "type": "object",
-            "required": ["matchLabels"],
-            "properties": {
-                "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}}
-            },
-            "additionalProperties": False,
-        },
+        selector=_closed(
+            ["matchLabels"],
+            matchLabels={"type": "object", "additionalProperties": {"type": "string"}},
+        ),
         minAvailable={"type": ["integer", "string"]},
         maxUnavailable={"type": ["integer", "string"]},
     ),
@@ -801,28 +753,24 @@ K8S_SCHEMAS: dict[str, dict[str, Any]] = {
         secretTargetRef={
             "type": "array",
             "minItems": 1,
-            "items": {
-                "type": "object",
-                "required": ["parameter", "name", "key"],
-                "properties": {
-                    # What KEDA's Kafka scaler reads from a TriggerAuthentication.
-                    "parameter": {
-                        "enum": [
-                            "sasl",
-                            "username",
-                            "password",
-                            "tls",
-                            "ca",
-                            "cert",
-                            "key",
-                            "keyPassword",
-                        ]
-                    },
-                    "name": {"type": "string", "minLength": 1},
-                    "key": {"type": "string", "minLength": 1},
+            "items": _closed(
+                ["parameter", "name", "key"],
+                # What KEDA's Kafka scaler reads from a TriggerAuthentication.
+                parameter={
+                    "enum": [
+                        "sasl",
+                        "username",
+                        "password",
+                        "tls",
+                        "ca",
+                        "cert",
+                        "key",
+                        "keyPassword",
+                    ]
                 },
-                "additionalProperties": False,
-            },
+                name={"type": "string", "minLength": 1},
+                key={"type": "string", "minLength": 1},
+            ),
         },
     ),
 }

@@ -83,7 +83,15 @@ def test_openapi_documents_the_scheme_and_the_401(app: FastAPI) -> None:
     document = app.openapi()
     operation = document["paths"]["/v1/things"]["get"]
     assert operation["security"] == [{"OperatorToken": []}]
-    assert "application/problem+json" in operation["responses"]["401"]["content"]
+    answer = operation["responses"]["401"]["content"]["application/problem+json"]
+    assert answer["schema"] == {"$ref": "#/components/schemas/Problem"}
+    assert document["components"]["schemas"]["Problem"]["required"] == [
+        "type",
+        "title",
+        "status",
+        "detail",
+    ]
+    assert answer["example"]["type"] == "https://esim.example/problems/operator-unauthorized"
     assert document["components"]["securitySchemes"]["OperatorToken"]["scheme"] == "bearer"
     assert "security" not in document["paths"]["/health/live"]["get"]
 

@@ -1,5 +1,6 @@
 """esimctl without a platform: its output, its errors, where it finds services and the token."""
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -271,6 +272,35 @@ def test_dlq_refuses_a_dead_letter_topic_and_a_bad_position() -> None:
     assert named.exit_code == 2 and "name the original topic" in named.output
     bad = run("dlq", "show", "esim.payment.requested", "twelve")
     assert bad.exit_code == 2 and "<partition>:<offset>" in bad.output
+
+
+def test_dlq_list_prints_each_dead_letter_with_its_error_or_says_there_are_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    letters: list[dict[str, Any]] = [
+        {
+            "partition": 0,
+            "offset": 12,
+            "key": "8944500102198304826",
+            "headers": {"x-error-type": "ValidationError", "x-error": "price: field required"},
+        }
+    ]
+
+    async def listed(kafka: Any, topic: str) -> list[dict[str, Any]]:
+        assert topic == "esim.payment.requested"
+        return list(letters)
+
+    monkeypatch.setattr(cli, "_kafka", lambda action, timeout_s=60.0: asyncio.run(action(None)))
+    monkeypatch.setattr(cli.dlq, "list_dead_letters", listed)
+    done = run("dlq", "list", "esim.payment.requested")
+    assert done.exit_code == 0
+    assert done.output.splitlines() == [
+        "0:12  key 8944500102198304826  ValidationError: price: field required",
+        "1 dead letter(s); esimctl dlq show esim.payment.requested <partition>:<offset>",
+    ]
+    letters.clear()
+    none = run("dlq", "list", "esim.payment.requested")
+    assert none.output.strip() == "no dead letters on esim.payment.requested.dlq"
 
 
 def test_dead_letter_values_hide_tokens_and_codes() -> None:

@@ -3,8 +3,9 @@ renders and sends them."""
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from esim_core.clock import as_utc, utcnow
 from esim_core.duework.backoff import backoff
@@ -56,6 +57,7 @@ NOTIFICATIONS = Counter(
 )
 
 
+@dataclass(eq=False, repr=False)  # a service object: equal to itself alone, and no secrets in reprs
 class NotificationSender:
     """Sends due notifications once each; a failed round becomes a later due time, not a sleep.
 
@@ -65,24 +67,15 @@ class NotificationSender:
     on a later round, with the same Message-ID so it is recognisable as a resend.
     """
 
-    def __init__(
-        self,
-        database: Database,
-        mailer: Mailer,
-        settings: NotifierSettings,
-        *,
-        sms: SmsGateway | None = None,
-        sealer: Sealer | None = None,
-        clock: Callable[[], datetime] = utcnow,
-    ) -> None:
-        self.database = database
-        self.mailer = mailer
-        self.sms = sms
-        self.sealer = sealer
-        self.settings = settings
-        self.clock = clock
+    database: Database
+    mailer: Mailer
+    settings: NotifierSettings
+    _: KW_ONLY
+    sms: SmsGateway | None = None
+    sealer: Sealer | None = None
+    clock: Callable[[], datetime] = utcnow
 
-    what = "sending notification"
+    what: ClassVar[str] = "sending notification"
 
     async def send_due(self) -> int:
         """Claim due notifications once and work each; returns how many it claimed.

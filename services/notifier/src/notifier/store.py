@@ -117,24 +117,16 @@ _CONTACT_OF_CARD = select(
     _CONTACTS.c.user_id, _CONTACTS.c.email, _CONTACTS.c.phone, _CONTACTS.c.locale
 ).where(_CONTACTS.c.iccid == bindparam("iccid"))
 
+_SETTLED_KEPT = exists().where(_SETTLED.c.renewal_id == bindparam("renewal_id")).label("settled")
+_HELD_KEPT = exists().where(_HELD.c.renewal_id == bindparam("renewal_id")).label("held")
+
 #: A card's contact, and whether a renewal's PaymentSettled and PaymentAuthorized are kept: no
 #: row before the card's first CardBound.
-_CONTACT_AND_PAYMENTS_KNOWN = select(
-    _CONTACTS.c.user_id,
-    _CONTACTS.c.email,
-    _CONTACTS.c.phone,
-    _CONTACTS.c.locale,
-    exists().where(_SETTLED.c.renewal_id == bindparam("renewal_id")).label("settled"),
-    exists().where(_HELD.c.renewal_id == bindparam("renewal_id")).label("held"),
-).where(_CONTACTS.c.iccid == bindparam("iccid"))
+_CONTACT_AND_PAYMENTS_KNOWN = _CONTACT_OF_CARD.add_columns(_SETTLED_KEPT, _HELD_KEPT)
 
 #: A card's contact, and the data of a renewal's PaymentSettled and PaymentAuthorized as kept:
 #: no row before the card's first CardBound.
-_CONTACT_AND_PAYMENTS = select(
-    _CONTACTS.c.user_id,
-    _CONTACTS.c.email,
-    _CONTACTS.c.phone,
-    _CONTACTS.c.locale,
+_CONTACT_AND_PAYMENTS = _CONTACT_OF_CARD.add_columns(
     select(_SETTLED.c.payload)
     .where(_SETTLED.c.renewal_id == bindparam("renewal_id"))
     .scalar_subquery()
@@ -143,12 +135,9 @@ _CONTACT_AND_PAYMENTS = select(
     .where(_HELD.c.renewal_id == bindparam("renewal_id"))
     .scalar_subquery()
     .label("held"),
-).where(_CONTACTS.c.iccid == bindparam("iccid"))
-
-_PAYMENT_EVENTS_KNOWN = select(
-    exists().where(_SETTLED.c.renewal_id == bindparam("renewal_id")).label("settled"),
-    exists().where(_HELD.c.renewal_id == bindparam("renewal_id")).label("held"),
 )
+
+_PAYMENT_EVENTS_KNOWN = select(_SETTLED_KEPT, _HELD_KEPT)
 
 _KINDS_OF_RENEWAL = select(_NOTIFICATIONS.c.kind, _NOTIFICATIONS.c.payload).where(
     _NOTIFICATIONS.c.renewal_id == bindparam("renewal_id")

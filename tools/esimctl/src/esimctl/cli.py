@@ -24,10 +24,12 @@ from esim_core.messaging import dlq
 from esim_core.messaging.kafka import KafkaAccessRefused, check_access, ssl_context
 from esim_core.messaging.topics import (
     CarrierAccessSettings,
+    Declaration,
     TopicsError,
     apply_declaration,
     check_principal,
     cluster_differences,
+    declaration,
     declared_topics,
     describe_declaration,
 )
@@ -101,6 +103,26 @@ def _print_json(value: Any) -> None:
 
 def _short(value: Any) -> str:
     return "-" if value is None or value == "" else str(value)
+
+
+def _print_list(
+    found: list[dict[str, Any]],
+    as_json: bool,
+    *,
+    none: str,
+    line: Callable[[dict[str, Any]], str],
+    summary: str,
+) -> None:
+    """A listing as every list command prints it: the JSON as it came (`--json`), or a line per
+    item and a closing `summary`, or `none` when there is nothing."""
+    if as_json:
+        _print_json(found)
+    elif not found:
+        typer.echo(none)
+    else:
+        for item in found:
+            typer.echo(line(item))
+        typer.echo(summary)
 
 
 # sagas ------------------------------------------------------------------------------------------
@@ -250,17 +272,15 @@ def sagas_stuck(
             params={"stuck": "true", "stuck_after_s": older_than, "limit": limit},
         )
     )
-    if as_json:
-        _print_json(found)
-        return
-    if not found:
-        typer.echo("no stuck sagas")
-        return
-    for item in found:
-        typer.echo(
+    _print_list(
+        found,
+        as_json,
+        none="no stuck sagas",
+        line=lambda item: (
             f"{item['renewal_id']}  {item['status']:<16} card {item['iccid']}  {item['stuck']}"
-        )
-    typer.echo(f"{len(found)} stuck saga(s); esimctl sagas show|retry|compensate <renewal_id>")
+        ),
+        summary=f"{len(found)} stuck saga(s); esimctl sagas show|retry|compensate <renewal_id>",
+    )
 
 
 def _act(renewal_id: str, action: str, params: dict[str, str], as_json: bool) -> None:
@@ -322,19 +342,25 @@ def payments_unknown(
     found: list[dict[str, Any]] = _run(
         lambda: operator.call("billing", "GET", "/v1/payments/unknown", params=params)
     )
-    if as_json:
-        _print_json(found)
-    elif not found:
-        typer.echo("no payments unknown")
-    else:
-        for item in found:
-            typer.echo(_payment_line(item))
-        typer.echo(
-            f"{len(found)} payment(s) unknown; look each up at its provider, then "
-            "esimctl sagas show <renewal_id>"
-        )
+    _print_list(
+        found,
+        as_json,
+        none="no payments unknown",
+        line=_payment_line,
+        summary=f"{len(found)} payment(s) unknown; look each up at its provider, then "
+        "esimctl sagas show <renewal_id>",
+    )
     if found:
         raise typer.Exit(1)
+
+
+def _overdue_line(item: dict[str, Any]) -> str:
+    return (
+        f"{item['renewal_id']}  {item['method']}  {item['price']['amount']} "
+        f"{item['price']['currency']}  capture before {_short(item['capture_before'])}  "
+        f"overdue since {_short(item['capture_overdue_at'])}  "
+        f"{_short(item.get('last_error'))}"
+    )
 
 
 @payments.command("overdue")
@@ -347,19 +373,13 @@ def payments_overdue(as_json: JsonOption = False) -> None:
     found: list[dict[str, Any]] = _run(
         lambda: operator.call("billing", "GET", "/v1/payments/overdue")
     )
-    if as_json:
-        _print_json(found)
-    elif not found:
-        typer.echo("no captures overdue")
-    else:
-        for item in found:
-            typer.echo(
-                f"{item['renewal_id']}  {item['method']}  {item['price']['amount']} "
-                f"{item['price']['currency']}  capture before {_short(item['capture_before'])}  "
-                f"overdue since {_short(item['capture_overdue_at'])}  "
-                f"{_short(item.get('last_error'))}"
-            )
-        typer.echo(f"{len(found)} capture(s) overdue")
+    _print_list(
+        found,
+        as_json,
+        none="no captures overdue",
+        line=_overdue_line,
+        summary=f"{len(found)} capture(s) overdue",
+    )
     if found:
         raise typer.Exit(1)
 
@@ -470,19 +490,21 @@ def dlq_list(topic: TopicArg, as_json: JsonOption = False) -> None:
     """The dead letters of a topic, oldest first, with the error that put each there."""
     name = _topic(topic)
     found = _kafka(lambda kafka: dlq.list_dead_letters(kafka, name))
-    if as_json:
-        _print_json(found)
-        return
-    if not found:
-        typer.echo(f"no dead letters on {name}.dlq")
-        return
-    for item in found:
-        headers = item["headers"]
-        typer.echo(
-            f"{item['partition']}:{item['offset']}  key {_short(item['key'])}  "
-            f"{headers.get('x-error-type', '?')}: {headers.get('x-error', '')[:160]}"
-        )
-    typer.echo(f"{len(found)} dead letter(s); esimctl dlq show {name} <partition>:<offset>")
+    _print_list(
+        found,
+        as_json,
+        none=f"no dead letters on {name}.dlq",
+        line=_dead_letter_line,
+        summary=f"{len(found)} dead letter(s); esimctl dlq show {name} <partition>:<offset>",
+    )
+
+
+def _dead_letter_line(item: dict[str, Any]) -> str:
+    headers = item["headers"]
+    return (
+        f"{item['partition']}:{item['offset']}  key {_short(item['key'])}  "
+        f"{headers.get('x-error-type', '?')}: {headers.get('x-error', '')[:160]}"
+    )
 
 
 @dead_letters.command("show")
@@ -564,9 +586,10 @@ CarrierOption = Annotated[
 ]
 
 
-def _topic_settings(given: list[str] | None) -> tuple[TopicSettings, list[str], str]:
-    """The topic settings, the carriers' principals (setting and options) and their groups'
-    prefix; a wrong one is one sentence."""
+def _declaration(given: list[str] | None) -> tuple[Declaration, list[str]]:
+    """The declaration from the topic settings, with the ACLs of the carriers' principals
+    (setting and options) and their groups' prefix; and those principals. A wrong setting or
+    option is one sentence."""
     try:
         settings = load_settings(TopicSettings)
         access = load_settings(CarrierAccessSettings)
@@ -580,7 +603,8 @@ def _topic_settings(given: list[str] | None) -> tuple[TopicSettings, list[str], 
             raise _fail(f"--carrier {error}", 2) from None
         if principal not in principals:
             principals.append(principal)
-    return settings, principals, access.kafka_carrier_group_prefix
+    wanted = declaration(settings, Topics(), principals, access.kafka_carrier_group_prefix)
+    return wanted, principals
 
 
 def _topics_action(action: Callable[[KafkaSettings], Awaitable[T]]) -> T:
@@ -610,10 +634,8 @@ def topics_show() -> None:
 def topics_check(carrier: CarrierOption = None) -> None:
     """Compare the cluster with the declaration (and carriers' ACLs); exit 1 listing each
     difference."""
-    settings, principals, prefix = _topic_settings(carrier)
-    differences = _topics_action(
-        lambda kafka: cluster_differences(kafka, settings, Topics(), principals, prefix)
-    )
+    wanted, principals = _declaration(carrier)
+    differences = _topics_action(lambda kafka: cluster_differences(kafka, wanted))
     if not differences:
         acls = f", and the ACLs of {len(principals)} carrier(s)" if principals else ""
         typer.echo(f"the topics are as declared{acls}")
@@ -628,10 +650,8 @@ def topics_apply(carrier: CarrierOption = None) -> None:
     """Create the missing topics, grow the short ones, set their declared configs, and grant
     carriers READ and DESCRIBE on the topics they read and READ on their groups' prefix.
     Running it again changes nothing."""
-    settings, principals, prefix = _topic_settings(carrier)
-    report = _topics_action(
-        lambda kafka: apply_declaration(kafka, settings, Topics(), principals, prefix)
-    )
+    wanted, _ = _declaration(carrier)
+    report = _topics_action(lambda kafka: apply_declaration(kafka, wanted))
     for line in report.done:
         typer.echo(line)
     if not report.done:

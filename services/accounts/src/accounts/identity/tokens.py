@@ -2,7 +2,7 @@
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -35,29 +35,21 @@ class IssuedToken:
     claims: TokenClaims
 
 
+@dataclass(frozen=True)
 class TokenIssuer:
     """Signs and checks the service's tokens (HS256), with issuer and audience pinned."""
 
-    def __init__(
-        self,
-        secret: str,
-        *,
-        access_ttl_s: int,
-        refresh_ttl_s: int,
-        issuer: str = "https://accounts.esim.example",
-        audience: str = "esim-accounts",
-        clock: Callable[[], datetime] = utcnow,
-    ) -> None:
-        self._secret = secret
-        self.access_ttl_s = access_ttl_s
-        self.refresh_ttl_s = refresh_ttl_s
-        self.issuer = issuer
-        self.audience = audience
-        self._clock = clock
+    secret: str = field(repr=False)
+    _: KW_ONLY
+    access_ttl_s: int
+    refresh_ttl_s: int
+    issuer: str = "https://accounts.esim.example"
+    audience: str = "esim-accounts"
+    clock: Callable[[], datetime] = utcnow
 
     def issue(self, kind: TokenKind, user_id: str, session_id: str) -> IssuedToken:
         """A new token of `kind` for the user's session, with a fresh `jti`."""
-        now = self._clock().replace(microsecond=0)
+        now = self.clock().replace(microsecond=0)
         ttl = self.access_ttl_s if kind == "access" else self.refresh_ttl_s
         claims = TokenClaims(
             user_id=user_id,
@@ -75,7 +67,7 @@ class TokenIssuer:
             "iat": now,
             "exp": claims.expires_at,
         }
-        return IssuedToken(jwt.encode(payload, self._secret, algorithm="HS256"), claims)
+        return IssuedToken(jwt.encode(payload, self.secret, algorithm="HS256"), claims)
 
     def read(self, kind: TokenKind, token: str) -> TokenClaims:
         """The claims of a valid token of `kind`.
@@ -86,7 +78,7 @@ class TokenIssuer:
         try:
             claims = jwt.decode(
                 token,
-                self._secret,
+                self.secret,
                 algorithms=["HS256"],
                 issuer=self.issuer,
                 audience=self.audience,

@@ -342,7 +342,7 @@ class DueLoop:
             except Exception:
                 WORKER_ERRORS.labels(self.what).inc()
                 logger.exception("%s: claiming due rows failed; will retry", self.what)
-                await self._pause(min(5.0, self.interval_s * 8))
+                await sleep_unless(self._wake, min(5.0, self.interval_s * 8))
                 continue
             for index, key in enumerate(claimed.keys):
                 subject = claimed.rows[index] if claimed.rows is not None else key
@@ -353,7 +353,7 @@ class DueLoop:
                 wait_s = self._idle_wait_s
                 if not claimed.keys:  # the next empty look waits longer, unless woken
                     self._idle_wait_s = min(wait_s * 2, self.idle_max_s)
-                await self._pause(wait_s)
+                await sleep_unless(self._wake, wait_s)
 
     async def stop(self, deadline_s: float) -> None:
         """Stop claiming; wait up to `deadline_s` for rounds in flight, then abandon them."""
@@ -392,9 +392,12 @@ class DueLoop:
         self._inflight.pop(task, None)
         self._slot_freed.set()
 
-    async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+
+async def sleep_unless(event: asyncio.Event, seconds: float) -> None:
+    """Wait `seconds`, or less if `event` is set meanwhile: a loop's pause that a stop (or a
+    wake) ends at once."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
 
 
 async def run_forever(
@@ -402,10 +405,13 @@ async def run_forever(
     step: Callable[[], Awaitable[Any]],
     interval_s: float,
     stopping: asyncio.Event | None = None,
+    *,
+    doing: str | None = None,
 ) -> None:
     """Run `step` every `interval_s` seconds until `stopping` is set (or cancelled).
 
-    Errors of a step are logged and counted, and the loop goes on.
+    Errors of a step are counted (`esim_worker_errors_total` by `name`) and logged as
+    "`doing` failed; will retry" (`doing` is `name` unless given), and the loop goes on.
     """
     stopping = stopping or asyncio.Event()
     while not stopping.is_set():
@@ -415,6 +421,5 @@ async def run_forever(
             raise
         except Exception:
             WORKER_ERRORS.labels(name).inc()
-            logger.exception("%s failed; will retry", name)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), interval_s)
+            logger.exception("%s failed; will retry", doing or name)
+        await sleep_unless(stopping, interval_s)

@@ -7,7 +7,6 @@ per chunk, never inside a hot path's transaction, and only on the replica that h
 """
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,8 @@ from sqlmodel import SQLModel
 
 from esim_core.clock import utcnow
 from esim_core.duework.leases import Lock
-from esim_core.observability.metrics import ROWS_PURGED, WORKER_ERRORS
+from esim_core.duework.loop import run_forever
+from esim_core.observability.metrics import ROWS_PURGED
 from esim_core.persistence.db import Database
 
 logger = logging.getLogger(__name__)
@@ -95,16 +95,9 @@ class Purger:
 
     async def run(self) -> None:
         """Purge every `interval_s` until `stop`; a failed pass is logged, counted and retried."""
-        while not self._stopping.is_set():
-            try:
-                await self.purge()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                WORKER_ERRORS.labels("purge").inc()
-                logger.exception("purging expired rows failed; will retry")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.interval_s)
+        await run_forever(
+            "purge", self.purge, self.interval_s, self._stopping, doing="purging expired rows"
+        )
 
     def stop(self) -> None:
         """Let `run` return after the chunk in hand."""

@@ -2,6 +2,7 @@
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -31,6 +32,7 @@ def same_lease(stored: datetime | None, claimed: datetime | None) -> bool:
     return as_utc(stored) == as_utc(claimed)
 
 
+@dataclass(eq=False, repr=False)  # a service object: equal to itself alone, and no secrets in reprs
 class DueWorker(Generic[PortT, RulesT]):
     """A loop step over due rows of `table` that each need a call to an outside system.
 
@@ -49,24 +51,14 @@ class DueWorker(Generic[PortT, RulesT]):
     transient: ClassVar[type[Exception]]
     system: ClassVar[str]
 
-    def __init__(
-        self,
-        database: Database,
-        outbox: Outbox,
-        port: PortT,
-        rules: RulesT,
-        tries: TryPolicy,
-        *,
-        batch: int = 20,
-        lease_s: float = 60.0,
-    ) -> None:
-        self.database = database
-        self.outbox = outbox
-        self.port = port
-        self.rules = rules
-        self.tries = tries
-        self.batch = batch
-        self.lease_s = lease_s
+    database: Database
+    outbox: Outbox
+    port: PortT
+    rules: RulesT
+    tries: TryPolicy
+    _: KW_ONLY
+    batch: int = 20
+    lease_s: float = 60.0
 
     # Subclasses that start a round from the row its claim returned (`work_claimed`) set this.
     claims_rows: ClassVar[bool] = False

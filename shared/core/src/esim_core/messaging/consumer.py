@@ -240,15 +240,9 @@ class EventConsumer:
         started = time.perf_counter()
         decoded: list[tuple[bytes, MessageInfo, Handler, CloudEvent[Any]]] = []
         for body, info in group:
-            routes = self.routes[info.topic]
-            try:
-                event = decode_event(body, tuple(routes))
-            except EventDecodeError as error:
-                await self._dead_letter(body, info, str(error), error.error_type)
-                continue
-            if self._ignored(event, info):
-                continue
-            decoded.append((body, info, routes[type(event.data)], event))
+            routed = await self._decoded(body, info)
+            if routed is not None:
+                decoded.append((body, info, *routed))
         if not decoded:
             return
         if len(decoded) == 1:
@@ -295,15 +289,24 @@ class EventConsumer:
     async def handle(self, body: bytes, info: MessageInfo) -> None:
         """Handle one message; returns once it is handled, a duplicate, or dead-lettered."""
         started = time.perf_counter()
+        routed = await self._decoded(body, info)
+        if routed is not None:
+            await self._handle_decoded(body, info, *routed, started)
+
+    async def _decoded(
+        self, body: bytes, info: MessageInfo
+    ) -> tuple[Handler, CloudEvent[Any]] | None:
+        """The message's event and the handler its model routes to; None when there is nothing
+        to handle: the message does not decode (it is dead-lettered) or its route ignores it."""
+        routes = self.routes[info.topic]
         try:
-            routes = self.routes[info.topic]
             event = decode_event(body, tuple(routes))
         except EventDecodeError as error:
             await self._dead_letter(body, info, str(error), error.error_type)
-            return
+            return None
         if self._ignored(event, info):
-            return
-        await self._handle_decoded(body, info, routes[type(event.data)], event, started)
+            return None
+        return routes[type(event.data)], event
 
     def _ignored(self, event: CloudEvent[Any], info: MessageInfo) -> bool:
         """Whether the event's route ignores it (`Route.ignores`): then it is counted, logged

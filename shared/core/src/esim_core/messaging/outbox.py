@@ -1,8 +1,8 @@
 """Transactional outbox: events are stored with the state change, then relayed to Kafka."""
 
 import asyncio
-import contextlib
 import logging
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from esim_core.clock import utcnow
 from esim_core.duework.leases import Lock
+from esim_core.duework.loop import sleep_unless
 from esim_core.duework.purge import Retention
 from esim_core.messaging.kafka import EventPublisher, OutgoingMessage
 from esim_core.observability.metrics import EVENTS_PUBLISHED, OUTBOX_PUBLISHED, OUTBOX_RELAY_ERRORS
@@ -89,8 +90,7 @@ class Outbox:
 
     async def wait_for_pending(self, seconds: float) -> None:
         """Return when an event was committed since the last call, or after `seconds`."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._pending.wait(), seconds)
+        await sleep_unless(self._pending, seconds)
         self._pending.clear()
 
 
@@ -118,6 +118,7 @@ def _wake_after_commit(session: AsyncSession, pending: asyncio.Event) -> None:
 _WAKE_KEY = "esim_core.messaging.outbox.wake"
 
 
+@dataclass(eq=False, repr=False)  # a service object: equal to itself alone, and no secrets in reprs
 class OutboxRelay:
     """Publishes unpublished outbox rows in order and marks them published.
 
@@ -129,23 +130,14 @@ class OutboxRelay:
     `Purger` once `outbox_retention` says (not here: a purge would hold up the relay's rounds).
     """
 
-    def __init__(
-        self,
-        database: Database,
-        outbox: Outbox,
-        publisher: EventPublisher,
-        lock: Lock,
-        *,
-        interval_s: float = 0.5,
-        batch_size: int = 500,
-    ) -> None:
-        self.database = database
-        self.outbox = outbox
-        self.publisher = publisher
-        self.lock = lock
-        self.interval_s = interval_s
-        self.batch_size = batch_size
-        self._stopping = asyncio.Event()
+    database: Database
+    outbox: Outbox
+    publisher: EventPublisher
+    lock: Lock
+    _: KW_ONLY
+    interval_s: float = 0.5
+    batch_size: int = 500
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     async def run(self) -> None:
         """Relay until `stop`; only the replica holding the lock publishes."""
@@ -160,7 +152,7 @@ class OutboxRelay:
             except Exception:
                 OUTBOX_RELAY_ERRORS.inc()
                 logger.exception("outbox relay failed; will retry")
-                await _sleep_unless(self._stopping, min(5.0, self.interval_s * 4))
+                await sleep_unless(self._stopping, min(5.0, self.interval_s * 4))
             await self.outbox.wait_for_pending(self.interval_s)
 
     def stop(self) -> None:
@@ -245,11 +237,6 @@ class OutboxRelay:
 def outbox_retention(keep_s: float) -> Retention:
     """The window of published outbox rows (`published_at`, indexed); unpublished ones stay."""
     return Retention("outbox", OutboxMessage, "published_at", keep_s)
-
-
-async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stopping.wait(), seconds)
 
 
 def _headers(event_type: str, value: bytes) -> dict[str, str]:

@@ -619,20 +619,32 @@ async def prepare_topics(
 # -- esimctl topics apply | check -------------------------------------------------------------
 
 
-async def cluster_differences(
-    kafka: KafkaSettings,
+@dataclass(frozen=True)
+class Declaration:
+    """What the cluster must hold: every declared topic by name, and the carriers' ACLs."""
+
+    topics: dict[str, TopicSpec]
+    acls: list[AclBinding]
+
+
+def declaration(
     settings: TopicSettings,
     topics: Topics,
     principals: Iterable[str] = (),
     group_prefix: str = "carrier.",
-) -> list[Difference]:
-    """Every difference between the cluster and the declaration, carriers' ACLs included."""
+) -> Declaration:
+    """The declaration as these settings and topic names make it, with the ACLs of carriers
+    `principals` reading in consumer groups that start with `group_prefix`."""
     declared = declared_topics(topics, replication=settings.kafka_topic_replication)
-    wanted_acls = carrier_acls(principals, declared, group_prefix)
+    return Declaration(declared, carrier_acls(principals, declared, group_prefix))
+
+
+async def cluster_differences(kafka: KafkaSettings, wanted: Declaration) -> list[Difference]:
+    """Every difference between the cluster and the declaration, carriers' ACLs included."""
     async with TopicAdmin(kafka) as admin:
-        found = await admin.states(set(declared), configs=True)
-        differences = topic_differences(declared, found)
-        differences += await _missing_acls(admin, wanted_acls)
+        found = await admin.states(set(wanted.topics), configs=True)
+        differences = topic_differences(wanted.topics, found)
+        differences += await _missing_acls(admin, wanted.acls)
     return differences
 
 
@@ -656,21 +668,14 @@ class ApplyReport:
     left: list[Difference] = field(default_factory=list)
 
 
-async def apply_declaration(
-    kafka: KafkaSettings,
-    settings: TopicSettings,
-    topics: Topics,
-    principals: Iterable[str] = (),
-    group_prefix: str = "carrier.",
-) -> ApplyReport:
+async def apply_declaration(kafka: KafkaSettings, wanted: Declaration) -> ApplyReport:
     """Make the cluster match the declaration: create the missing topics, grow the short ones,
     set the declared configs, add the carriers' ACLs. Running it again does nothing.
 
     Raises:
         TopicsError: the cluster refused a change; what was done before it stays done.
     """
-    declared = declared_topics(topics, replication=settings.kafka_topic_replication)
-    wanted_acls = carrier_acls(principals, declared, group_prefix)
+    declared, wanted_acls = wanted.topics, wanted.acls
     report = ApplyReport()
     async with TopicAdmin(kafka) as admin:
         found = await admin.states(set(declared), configs=True)
@@ -751,17 +756,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(error, file=sys.stderr)
         return 1
-    principals = access.kafka_carrier_principals
-    prefix = access.kafka_carrier_group_prefix
+    wanted = declaration(
+        settings, Topics(), access.kafka_carrier_principals, access.kafka_carrier_group_prefix
+    )
 
     async def run() -> int:
         await check_access(kafka)
         if args == ["check"]:
-            differences = await cluster_differences(kafka, settings, Topics(), principals, prefix)
+            differences = await cluster_differences(kafka, wanted)
             for difference in differences:
                 print(difference)
             return 1 if differences else 0
-        report = await apply_declaration(kafka, settings, Topics(), principals, prefix)
+        report = await apply_declaration(kafka, wanted)
         for line in report.done or ["nothing to change: the topics are as declared"]:
             print(line)
         for difference in report.left:

@@ -24,7 +24,7 @@ from esim_core.messaging.outbox import OutboxMessage
 from esim_core.persistence.db import Database
 from esim_core.production import LocalDefault, demo_secret
 from esim_core.settings import SettingsError, load_settings
-from esim_core.web.problems import PROBLEM_JSON, ProblemError
+from esim_core.web.problems import PROBLEM_JSON, PROBLEM_SCHEMA_REF, ProblemError, problem_example
 
 #: The local run's token file, relative to the repository root (`make run` writes it).
 LOCAL_TOKEN_FILE = "var/operator.token"
@@ -49,23 +49,12 @@ UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
         },
         "content": {
             PROBLEM_JSON: {
-                "schema": {
-                    "type": "object",
-                    "required": ["type", "title", "status", "detail"],
-                    "properties": {
-                        "type": {"type": "string", "format": "uri"},
-                        "title": {"type": "string"},
-                        "status": {"type": "integer"},
-                        "detail": {"type": "string"},
-                    },
-                },
-                "example": {
-                    "type": "https://esim.example/problems/operator-unauthorized",
-                    "title": "Unauthorized",
-                    "status": 401,
-                    "detail": "This endpoint is for operators: send Authorization: Bearer "
-                    "<operator token>.",
-                },
+                "schema": PROBLEM_SCHEMA_REF,
+                "example": problem_example(
+                    401,
+                    "operator-unauthorized",
+                    "This endpoint is for operators: send Authorization: Bearer <operator token>.",
+                ),
             }
         },
     }

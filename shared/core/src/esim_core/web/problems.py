@@ -59,6 +59,9 @@ _HEADERS: dict[int, dict[str, Any]] = {
         }
     },
 }
+#: The problem details schema (`_PROBLEM_SCHEMA`), as a response's content refers to it; every
+#: app with `install_problem_handlers` has it among its components.
+PROBLEM_SCHEMA_REF = {"$ref": "#/components/schemas/Problem"}
 _PROBLEM_SCHEMA: dict[str, Any] = {
     "title": "Problem",
     "description": "RFC 9457 problem details",
@@ -109,7 +112,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "description": _TITLES.get(status, "Error"),
             "content": {
                 PROBLEM_JSON: {
-                    "schema": {"$ref": "#/components/schemas/Problem"},
+                    "schema": PROBLEM_SCHEMA_REF,
                     "example": problem_example(status),
                 }
             },
