@@ -14,9 +14,13 @@ ROOT = Path(__file__).resolve().parents[4]
 
 
 def uv() -> str:
-    found = os.environ.get("UV") or shutil.which("uv")
+    """`uv run` names itself in UV; a bare pytest finds the one `make` installed in .tools/."""
+    installed = sorted(ROOT.glob(".tools/uv-*/bin/uv"))
+    found = (
+        os.environ.get("UV") or shutil.which("uv") or (str(installed[-1]) if installed else None)
+    )
     if found is None:
-        pytest.skip("uv is not on PATH (run the tests with `uv run`)")
+        pytest.skip("uv is not installed (scripts/ensure-uv.sh installs it; `make test` does)")
     return found
 
 
