@@ -4,7 +4,7 @@ The providers' webhooks (`webhooks.py`) sit beside it, outside the operator guar
 
 import re
 from datetime import datetime, timedelta
-from typing import Annotated, Protocol
+from typing import Annotated, ClassVar, Protocol, Self
 from uuid import UUID
 
 from esim_core.clock import as_utc, utcnow
@@ -44,8 +44,31 @@ RECONCILIATION_SPAN = timedelta(days=3 * 365)
 Rfc3339 = Annotated[datetime, BeforeValidator(_rfc3339_text)]
 
 
-class PaymentPublic(BaseModel):
+class _MoneyRowPublic(BaseModel):
+    """Base of the views of a payment and a refund, which a stored row makes alike.
+
+    The row's amount and currency show as one `price`, when its next round is due (`due_at`,
+    the due-work column) as `next_attempt_at`, and its id under the name `id_field`.
+    """
+
+    id_field: ClassVar[str]
+
+    @classmethod
+    def of(cls, row: Payment | Refund) -> Self:
+        """The public view of a stored payment or refund."""
+        return row_view(
+            cls,
+            row,
+            price=Money(amount=row.amount, currency=row.currency),
+            next_attempt_at=row.due_at,
+            **{cls.id_field: row.id},
+        )
+
+
+class PaymentPublic(_MoneyRowPublic):
     """A payment as ops see it; the payment token is never part of it."""
+
+    id_field = "payment_id"
 
     renewal_id: str
     payment_id: str
@@ -82,20 +105,11 @@ class PaymentPublic(BaseModel):
     failed_at: datetime | None
     voided_at: datetime | None
 
-    @classmethod
-    def of(cls, payment: Payment) -> "PaymentPublic":
-        """The public view of a stored payment."""
-        return row_view(
-            cls,
-            payment,
-            payment_id=payment.id,
-            price=Money(amount=payment.amount, currency=payment.currency),
-            next_attempt_at=payment.due_at,
-        )
 
-
-class RefundPublic(BaseModel):
+class RefundPublic(_MoneyRowPublic):
     """A refund as ops see it."""
+
+    id_field = "refund_id"
 
     renewal_id: str
     refund_id: str = Field(description="billing's id of the refund")
@@ -114,17 +128,6 @@ class RefundPublic(BaseModel):
     updated_at: datetime
     refunded_at: datetime | None
     failed_at: datetime | None
-
-    @classmethod
-    def of(cls, refund: Refund) -> "RefundPublic":
-        """The public view of a stored refund."""
-        return row_view(
-            cls,
-            refund,
-            refund_id=refund.id,
-            price=Money(amount=refund.amount, currency=refund.currency),
-            next_attempt_at=refund.due_at,
-        )
 
 
 class Difference(BaseModel):
@@ -177,29 +180,25 @@ def reconcile(
         payment = ours.get(reference)
         said = f"{captured} {view.currency or '?'} captured ({view.standing})"
         if payment is None or payment.state != PaymentState.SETTLED:
-            differences.append(
-                Difference(
-                    kind="unknown_capture",
-                    method=view.method,
-                    reference=view.reference,
-                    provider_reference=view.provider_reference,
-                    billing=f"{payment.state} {payment.id}" if payment else "no payment",
-                    provider=said,
-                )
-            )
+            kind = "unknown_capture"
+            billing = f"{payment.state} {payment.id}" if payment else "no payment"
         elif captured != payment.amount or (
             view.currency is not None and view.currency.upper() != payment.currency
         ):
-            differences.append(
-                Difference(
-                    kind="amount_differs",
-                    method=view.method,
-                    reference=view.reference,
-                    provider_reference=view.provider_reference,
-                    billing=f"{payment.amount} {payment.currency} settled",
-                    provider=said,
-                )
+            kind = "amount_differs"
+            billing = f"{payment.amount} {payment.currency} settled"
+        else:
+            continue
+        differences.append(
+            Difference(
+                kind=kind,
+                method=view.method,
+                reference=view.reference,
+                provider_reference=view.provider_reference,
+                billing=billing,
+                provider=said,
             )
+        )
     for payment in payments:
         settled_at = payment.settled_at
         if (

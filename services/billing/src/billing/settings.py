@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from esim_core.production import LocalDefault, demo_secret, public_url, sandbox_url
-from esim_core.settings import ServiceSettings, lease_outlasts_a_round, not_below
+from esim_core.settings import ServiceSettings, lease_outlasts_a_round
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
@@ -20,6 +20,7 @@ class BillingSettings(ServiceSettings):
     """What the billing service needs to run: its gateway and its retry rules."""
 
     model_config = SettingsConfigDict(env_prefix="BILLING_", extra="ignore", frozen=True)
+    caps = {"retry_backoff_max_s": "retry_backoff_s"}
 
     database_url: str = Field(
         "sqlite+aiosqlite:///var/db/billing.sqlite", description="the billing database"
@@ -194,11 +195,6 @@ class BillingSettings(ServiceSettings):
                     f"got {delay:g}"
                 )
         return value
-
-    @field_validator("retry_backoff_max_s")
-    @classmethod
-    def _cap_not_below_base(cls, value: float, info: ValidationInfo) -> float:
-        return not_below(cls, value, info, "retry_backoff_s")
 
     @field_validator("worker_lease_s")
     @classmethod

@@ -89,17 +89,7 @@ class Payment(OutsideCallColumns, table=True):
 
     def terms(self) -> PaymentTerms:
         """What was asked, to compare with a later request for the same renewal."""
-        return PaymentTerms(
-            user_id=self.user_id,
-            iccid=self.iccid,
-            plan_code=self.plan_code,
-            data_mb=self.data_mb,
-            validity_days=self.validity_days,
-            amount=self.amount,
-            currency=self.currency,
-            method=self.method,
-            start=self.start,
-        )
+        return PaymentTerms.of(self)
 
 
 class Refund(OutsideCallColumns, table=True):

@@ -1,6 +1,5 @@
 """The one place where the notifier's adapters are chosen and wired to its runtime."""
 
-import logging
 from dataclasses import dataclass
 
 from esim_core.persistence.migrations import service_migrations
@@ -14,8 +13,6 @@ from notifier.settings import NotifierSettings
 from notifier.sms import SmsGateway
 from notifier.sms.http import HttpSmsGateway
 from notifier.store import TABLES, Notification
-
-logger = logging.getLogger(__name__)
 
 # services/notifier/migrations: the Alembic scripts applied at start.
 MIGRATIONS = service_migrations(__file__)

@@ -12,8 +12,6 @@ from pydantic_settings import SettingsConfigDict
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-# esim_core ships no py.typed marker, so mypy sees ServiceSettings as Any.
-
 RECEIPT_PAYMENT_WAIT_S = 120.0
 """The default of `receipt_payment_wait_s`: what a receipt waits for its payment at most."""
 

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 from typing import Literal
 
 from esim_core.production import LocalDefault, demo_secret, sandbox_url
-from esim_core.settings import BaseUrl, ServiceSettings, lease_outlasts_a_round, not_below
+from esim_core.settings import BaseUrl, ServiceSettings, lease_outlasts_a_round
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -17,6 +17,11 @@ class ProvisioningSettings(ServiceSettings):
     """What the provisioning service needs to run: its eSIM platform and its follow-up rules."""
 
     model_config = SettingsConfigDict(env_prefix="PROVISIONING_", extra="ignore", frozen=True)
+    caps = {
+        "poll_interval_max_s": "poll_interval_s",
+        "retry_backoff_max_s": "retry_backoff_s",
+        "usage_poll_interval_max_s": "usage_poll_interval_s",
+    }
 
     database_url: str = Field(
         "sqlite+aiosqlite:///var/db/provisioning.sqlite", description="the provisioning database"
@@ -144,21 +149,6 @@ class ProvisioningSettings(ServiceSettings):
         yield from demo_secret(
             "PROVISIONING_CALLBACK_SECRET", self.callback_secret, SANDBOX_CALLBACK_SECRET
         )
-
-    @field_validator("usage_poll_interval_max_s")
-    @classmethod
-    def _usage_cap_not_below_base(cls, value: float, info: ValidationInfo) -> float:
-        return not_below(cls, value, info, "usage_poll_interval_s")
-
-    @field_validator("poll_interval_max_s")
-    @classmethod
-    def _poll_cap_not_below_base(cls, value: float, info: ValidationInfo) -> float:
-        return not_below(cls, value, info, "poll_interval_s")
-
-    @field_validator("retry_backoff_max_s")
-    @classmethod
-    def _retry_cap_not_below_base(cls, value: float, info: ValidationInfo) -> float:
-        return not_below(cls, value, info, "retry_backoff_s")
 
     @field_validator("callback_retention_s")
     @classmethod

@@ -50,16 +50,6 @@ class Activation(OutsideCallColumns, table=True):
     failed_at: datetime | None = timestamp(default=None)
     traceparent: str | None = traceparent_field()
 
-    def terms(self) -> ActivationTerms:
-        """What was asked, to compare with a later delivery for the same renewal."""
-        return ActivationTerms(
-            iccid=self.iccid,
-            plan_code=self.plan_code,
-            data_mb=self.data_mb,
-            validity_days=self.validity_days,
-            start=self.start,
-        )
-
 
 class Bundle(SQLModel, table=True):
     """A bundle that went live (or was queued) on a card, and what the platform last measured.
@@ -190,14 +180,7 @@ async def activation_of_renewal(
     row = (await connection.execute(_ACTIVATION_OF_RENEWAL, {"renewal": renewal_id})).first()
     if row is None:
         return None
-    terms = ActivationTerms(
-        iccid=row.iccid,
-        plan_code=row.plan_code,
-        data_mb=row.data_mb,
-        validity_days=row.validity_days,
-        start=row.start,
-    )
-    return KnownActivation(id=row.id, state=row.state, terms=terms)
+    return KnownActivation(id=row.id, state=row.state, terms=ActivationTerms.of(row))
 
 
 async def add_activation(connection: AsyncConnection, row: dict[str, Any]) -> bool:

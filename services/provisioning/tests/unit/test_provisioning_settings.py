@@ -50,6 +50,7 @@ def test_values_come_from_prefixed_variables(monkeypatch: pytest.MonkeyPatch) ->
         ("PROVISIONING_POLL_INTERVAL_S", "-1", "greater than 0"),
         ("PROVISIONING_POLL_INTERVAL_MAX_S", "0.1", "must not be below PROVISIONING_POLL"),
         ("PROVISIONING_RETRY_BACKOFF_MAX_S", "0.5", "must not be below PROVISIONING_RETRY"),
+        ("PROVISIONING_USAGE_POLL_INTERVAL_MAX_S", "5", "must not be below PROVISIONING_USAGE"),
         ("PROVISIONING_PLATFORM_ATTEMPTS", "0", "greater than or equal to 1"),
         ("PROVISIONING_WORKER_LEASE_S", "20", "must exceed the longest platform round, 46 s"),
         ("PROVISIONING_HTTP_PORT", "70000", "less than or equal to 65535"),

@@ -1,7 +1,8 @@
 """Settings every service reads the same way: Kafka, Redis, topics, its database and HTTP port."""
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar
 
 from esim_schemas import events
 from pydantic import (
@@ -325,6 +326,27 @@ class ServiceSettings(KafkaSettings, TopicSettings):
     """
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    caps: ClassVar[Mapping[str, str]] = {}
+    """The settings that cap another (a longest pause over the first one), each with the
+    setting it caps, declared before it; a cap below its base is refused (`not_below`). A cap's
+    field sets `validate_default`, so that a base set above the cap's default is refused too."""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse a `caps` entry that would check nothing: a name that is no setting, or a
+        base declared after its cap (not yet read when the cap is checked)."""
+        super().__pydantic_init_subclass__(**kwargs)
+        order = list(cls.model_fields)
+        for cap, base in cls.caps.items():
+            if cap not in order or base not in order or order.index(base) > order.index(cap):
+                raise TypeError(f"{cls.__name__}.caps: {cap} must be a setting after {base}")
+
+    @field_validator("*")
+    @classmethod
+    def _cap_not_below_base(cls, value: Any, info: ValidationInfo) -> Any:
+        base = cls.caps.get(info.field_name or "")
+        return value if base is None else not_below(cls, value, info, base)
 
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0",
