@@ -15,7 +15,9 @@ pytestmark = pytest.mark.integration
 RENEWALS = 8
 
 
-def group_members(platform: Platform, group: str) -> int:
+def group_members(platform: Platform, service: str) -> int:
+    """How many replicas of `service` its consumer group holds once stable (0 while it is not)."""
+    group = platform.group(service)
     admin = KafkaAdminClient(bootstrap_servers=platform.kafka)
     try:
         described = admin.describe_groups([group])[group]

@@ -598,6 +598,16 @@ class Platform:
         """The name this run uses for a contract topic."""
         return base + self.topic_suffix
 
+    def group(self, name: str) -> str:
+        """The consumer group this run's client called `name` joins (KAFKA_GROUP_PREFIX)."""
+        return self.group_prefix + name
+
+    @property
+    def group_prefix(self) -> str:
+        """On a shared broker, groups of this platform's own: another platform's `accounts` is
+        not a replica of this one's."""
+        return self.topic_suffix.removeprefix(".") + "." if self.topic_suffix else ""
+
     def common_env(self) -> dict[str, str]:
         """Environment shared by every service process."""
         env = {
@@ -618,8 +628,7 @@ class Platform:
 
             for name, value in Topics().model_dump().items():
                 env[f"TOPIC_{name.upper()}"] = value + self.topic_suffix
-            # Consumer groups of their own too: another platform's `accounts` is not a replica.
-            env["KAFKA_GROUP_PREFIX"] = self.topic_suffix.removeprefix(".") + "."
+            env["KAFKA_GROUP_PREFIX"] = self.group_prefix
         return env
 
     def start(self) -> None:
