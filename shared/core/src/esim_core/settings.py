@@ -18,6 +18,11 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: The local run's operator token file, relative to the repository root (`make run` writes
+#: it). Here, not beside the operator auth, so that `esimctl` finds it without importing the
+#: web stack (half a second of every run of it).
+LOCAL_TOKEN_FILE = "var/operator.token"
+
 
 class _TopicSettings(BaseSettings):
     """What every `Topics` has besides its fields: the topic of an event model."""

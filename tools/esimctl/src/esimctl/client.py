@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from esim_core.web.operator import LOCAL_TOKEN_FILE
+from esim_core.settings import LOCAL_TOKEN_FILE
 
 SERVICES = ("accounts", "billing", "provisioning", "notifier")
 LOCAL_PORTS = {"accounts": 8000, "billing": 8001, "provisioning": 8002, "notifier": 8003}

@@ -23,11 +23,9 @@ from esim_core.clock import as_utc, utcnow
 from esim_core.messaging.outbox import OutboxMessage
 from esim_core.persistence.db import Database
 from esim_core.production import LocalDefault, demo_secret
-from esim_core.settings import SettingsError, load_settings
+from esim_core.settings import LOCAL_TOKEN_FILE, SettingsError, load_settings
 from esim_core.web.problems import PROBLEM_JSON, PROBLEM_SCHEMA_REF, ProblemError, problem_example
 
-#: The local run's token file, relative to the repository root (`make run` writes it).
-LOCAL_TOKEN_FILE = "var/operator.token"
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="operator"'}
 MIN_TOKEN_LENGTH = 16
 
