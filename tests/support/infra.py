@@ -278,22 +278,11 @@ def shared_broker(directory: Path) -> str:
             if port_open(int(address.rpartition(":")[2])):
                 return address
             raise RuntimeError(f"the run's shared broker at {address} stopped; see {directory}")
-        port, controller = free_port(), free_port()
-        broker = Process(
-            "kafka",
-            [str(ROOT / "deploy/kafka/run.sh")],
-            {
-                "KAFKA_PORT": str(port),
-                "KAFKA_CONTROLLER_PORT": str(controller),
-                "KAFKA_DATA_DIR": str(directory / "kafka"),
-            },
-            directory / "kafka.log",
-            lambda: port_open(port),
-        ).start(timeout=180)
+        broker, address = local_broker(directory)
         assert broker.popen is not None
         (directory / "kafka.pid").write_text(str(broker.popen.pid))
-        address_file.write_text(f"127.0.0.1:{port}")
-        return address_file.read_text()
+        address_file.write_text(address)
+        return address
 
 
 def stop_shared_broker(directory: Path, timeout: float = 30.0) -> None:
@@ -326,6 +315,16 @@ def kafka_server(workdir: Path) -> Iterator[Server]:
         with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
             yield Server(container.get_bootstrap_server())
         return
+    broker, address = local_broker(workdir)
+    try:
+        yield Server(address, broker)
+    finally:
+        broker.stop(timeout=30)
+
+
+def local_broker(workdir: Path) -> tuple[Process, str]:
+    """Start a KRaft broker from deploy/kafka's jars on free ports, its data and log in
+    `workdir`; return its process (ready) and its bootstrap address."""
     port, controller = free_port(), free_port()
     broker = Process(
         "kafka",
@@ -338,10 +337,7 @@ def kafka_server(workdir: Path) -> Iterator[Server]:
         workdir / "kafka.log",
         lambda: port_open(port),
     ).start(timeout=180)
-    try:
-        yield Server(f"127.0.0.1:{port}", broker)
-    finally:
-        broker.stop(timeout=30)
+    return broker, f"127.0.0.1:{port}"
 
 
 @contextmanager
