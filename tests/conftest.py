@@ -41,12 +41,14 @@ BROWSER = "tests/browser/"
 # Test directories whose tests run on the session's platform (the `platform` fixture).
 ON_PLATFORM = (INTEGRATION, BROWSER)
 
-#: Integration files that run on a platform of their own when a worker is free for them: the
-#: ones that kill services (`crashes`), or restart them and wait on a plan's leads
-#: (`restarts`); the browser tests have one too (`browser`, tests/browser); the rest (`main`,
-#: and any new file) share one. A platform costs little beside the run's shared broker, and
-#: more platforms side by side overlap more of the tests' waiting (on a renewal's round trip,
-#: a restart, a sweep): the groups are cut to take about as long each (`pytest --durations`).
+#: Integration files that run on a platform of their own when a worker is free for them: the ones
+#: that kill services (`crashes`), or restart them and wait on a plan's leads (`restarts`, with the
+#: operator's tool for the balance); the renewals' and payments' flows from the outside (`flows`);
+#: the browser tests have one too (`browser`, tests/browser); the rest (`main`, and any new file)
+#: share one. A platform costs little beside the run's shared broker, and more platforms side by
+#: side overlap more of the tests' waiting (on a renewal's round trip, a restart, a sweep): the
+#: groups are cut to take about as long each (`pytest --durations`), so that none of them is the
+#: run's long pole (one `main` of 410 s was, in a run of 440 s).
 PLATFORM_GROUPS = {
     "test_crash_recovery.py": "crashes",
     "test_payment_crashes.py": "crashes",
@@ -54,11 +56,16 @@ PLATFORM_GROUPS = {
     "test_graceful_stop.py": "restarts",
     "test_lifecycle.py": "restarts",
     "test_reminders.py": "restarts",
+    "test_payments.py": "flows",
+    "test_payment_outcomes.py": "flows",
+    "test_renewal_flow.py": "flows",
+    "test_intake.py": "flows",
+    "test_esimctl.py": "restarts",
 }
 #: Integration files that use no platform (a broker of their own, or topics of their own on
 #: the run's): each is a unit of its own, handed out with the platform groups.
 STANDALONE = frozenset({"test_topics.py", "test_kafka_security.py"})
-GROUP_ORDER = ("browser", "main", "crashes", "restarts")
+GROUP_ORDER = ("main", "flows", "crashes", "browser", "restarts")
 
 
 def work_unit(nodeid: str) -> str:
