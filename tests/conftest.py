@@ -176,3 +176,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         key=lambda i: (*unit_rank(units[i], sizes[units[i]]), first_seen[units[i]], i),
     )
     items[:] = [items[i] for i in ranked]
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own teardown of the item's other fixtures
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop the session's platform once the worker's next test does not run on it.
+
+    A worker's platform otherwise idles on to the end of the run while the worker takes unit
+    tests (four services polling take a tenth of a core); a later group on this worker starts
+    it again, as pytest does for the next database's platform.
+    """
+    if not isinstance(item, pytest.Function) or "platform" not in item.fixturenames:
+        return
+    if isinstance(nextitem, pytest.Function) and "platform" in nextitem.fixturenames:
+        return
+    # What pytest does between two databases' platforms: finish the fixture (its dependants
+    # first); it is set up again if a later test asks for it.
+    for fixturedef in item._fixtureinfo.name2fixturedefs.get("platform", ()):
+        fixturedef.finish(item._request)  # type: ignore[arg-type]  # only its node is read
