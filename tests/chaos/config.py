@@ -50,7 +50,7 @@ class ChaosConfig:
     stop_timeout_s: float = 15.0
     stop_margin_s: float = 5.0
     #: The longest wait, after the load, for every renewal to end. It covers billing's approval
-    #: expiry in the run (120 s: a PayPal approval the buyer cancels ends only then, as PayPal
+    #: expiry in the run (60 s: a PayPal approval the buyer cancels ends only then, as PayPal
     #: says nothing of a cancel) plus the backlog the last crashes leave; it ends early once
     #: every renewal has ended.
     drain_s: float = 300.0

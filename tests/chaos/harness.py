@@ -71,11 +71,12 @@ APPROVAL_SHARE = 0.2
 APPROVAL_TOKENS = ("card_action", "paypal_action", "paypal", "alipay_action", "alipay")
 #: Share of those buyers who cancel instead of approving.
 CANCEL_SHARE = 0.25
-#: How long billing waits for a buyer in a chaos run (BILLING_APPROVAL_EXPIRY_S). Longer than
-#: a crashed accounts or broker keeps a buyer from the page, so an approval is not lost to the
-#: expiry; short enough that PayPal's cancels (which billing learns at the expiry) end within
-#: the drain.
-APPROVAL_EXPIRY_S = 120
+#: How long billing waits for a buyer in a chaos run (BILLING_APPROVAL_EXPIRY_S). Three times
+#: as long as a crashed accounts or broker keeps a buyer from the page (about 20 s at most), so
+#: an approval is seldom lost to the expiry (a buyer who could not answer in time is counted as
+#: unanswered, and its renewal expected to fail `not_approved`); short, since the drain waits
+#: for it: PayPal's cancels, which billing learns only at the expiry, are the last to end.
+APPROVAL_EXPIRY_S = 60
 #: A buyer answers only while the page has this much time left (else the approval might race
 #: the expiry, and the outcome would not be decided): such a buyer counts as unanswered.
 ANSWER_MARGIN_S = 10.0

@@ -744,6 +744,11 @@ class Platform:
             "NOTIFIER_SMTP_HOST": "127.0.0.1",
             "NOTIFIER_SMTP_PORT": str(self.ports["smtp"]),
             "NOTIFIER_SMS_GATEWAY_URL": self.url("sms"),
+            # Argon2 at the lowest cost the settings allow: at the defaults each hash is 0.2 s of
+            # CPU by design, and a run that registers and signs in hundreds of travellers (and
+            # hashes a decoy at each accounts start) is not a measure of password hashing.
+            "ACCOUNTS_PASSWORD_TIME_COST": "1",
+            "ACCOUNTS_PASSWORD_MEMORY_KIB": "8192",
             # Every traveller of a test session comes from 127.0.0.1: limits per client address
             # would throttle the suite itself. Limits per account stay as configured.
             "ACCOUNTS_LIMIT_REGISTRATIONS_ADDRESS": "1000000/3600",
