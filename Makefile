@@ -7,8 +7,6 @@ SHELL := /bin/bash
 
 PYTEST_ARGS ?=
 TEST_PATHS := shared services sandboxes tools frontends tests
-# The project's own Python, compiled to bytecode by `make sync`.
-SOURCE_DIRS := $(TEST_PATHS) scripts
 # What `make test` and `make test-unit` run: a service's tests or one file, e.g.
 # make test TESTS=services/billing, make test TESTS=services/billing/tests/unit/test_billing_payments.py
 TESTS ?= $(TEST_PATHS)
@@ -55,14 +53,9 @@ help: ## list the targets
 run: ## run the whole platform locally (Kafka, Redis, sandboxes, services); Ctrl-C stops it
 	@UV="$(UV)" scripts/run-local.sh
 
-# Bytecode compiled once here, not by each process: where PYTHONDONTWRITEBYTECODE is set (as on
-# CI machines) Python never caches it, and every service, sandbox and tool process compiled some
-# 400 modules from source as it started (0.7 s of its 2.4 s start). Only changed files are
-# compiled again.
-sync: ## install the workspace into .venv exactly as uv.lock says, its bytecode compiled
+sync: ## install the workspace into .venv exactly as uv.lock says, its bytecode compiled (scripts/sync.sh)
 	@echo "==> uv sync --frozen --compile-bytecode"
-	$(UV) sync --frozen --compile-bytecode
-	@.venv/bin/python -m compileall -q -j0 $(SOURCE_DIRS) >/dev/null
+	@UV="$(UV)" scripts/sync.sh
 
 kafka-jars: ## Java 17+ and Maven if missing, then the Kafka broker jars into deploy/kafka/lib (once)
 	@echo "==> Kafka jars (deploy/kafka/lib)"

@@ -74,8 +74,8 @@ only=${RUN_LOCAL_ONLY:-}
 step "uv"
 UV=$(scripts/ensure-uv.sh)
 export UV
-step "uv sync --frozen"
-"$UV" sync --frozen
+step "uv sync --frozen --compile-bytecode"
+scripts/sync.sh
 step "Alipay's key pairs (var/alipay)"
 # The merchant app's pair and the sandbox's (Alipay's), made once; settings already given win.
 eval "$("$UV" run --frozen python scripts/alipay_keys.py --env var/alipay)"
