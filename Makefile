@@ -28,6 +28,8 @@ PROFILE ?=
 BENCH_QUICK ?=
 BENCH_STACK ?=
 BENCH_ARGS ?=
+# make bench SOAK_MINUTES=30: the long run alone (20 renewals/s; memory, tables, latency over time).
+SOAK_MINUTES ?=
 CHAOS_SECONDS ?= 300
 
 # Resolve uv once per make invocation, and only for targets that need it.
@@ -99,8 +101,8 @@ test-unit: sync ## the tests that need no broker (pytest -m "not integration")
 	  status=$$?; echo "==> make test-unit: FAILED (pytest exit status $$status)" >&2; exit $$status; \
 	fi
 
-bench: sync kafka-jars redis ## throughput and latency vs a bare Kafka relay baseline (DB=postgres PROFILE=1 BENCH_QUICK=1 BENCH_STACK=running)
-	@DB="$(DB)" PROFILE="$(PROFILE)" BENCH_QUICK="$(BENCH_QUICK)" BENCH_STACK="$(BENCH_STACK)" \
+bench: sync kafka-jars redis ## throughput and latency vs a bare Kafka relay baseline (DB=postgres PROFILE=1 BENCH_QUICK=1 BENCH_STACK=running SOAK_MINUTES=30)
+	@DB="$(DB)" PROFILE="$(PROFILE)" BENCH_QUICK="$(BENCH_QUICK)" BENCH_STACK="$(BENCH_STACK)" SOAK_MINUTES="$(SOAK_MINUTES)" \
 	  $(RUN) python -m tests.bench $(BENCH_ARGS)
 
 # The run starts its own platform (so it can kill it); CHAOS_RATE, CHAOS_SEED, ... in tests/chaos/config.py.

@@ -1,7 +1,7 @@
 """`python -m tests.bench` (`make bench`): the platform's throughput against a bare relay baseline.
 
 Options default from the environment the Makefile passes on: `DB` (sqlite|postgres),
-`BENCH_STACK` (own|running), `BENCH_QUICK=1`, `PROFILE=1`.
+`BENCH_STACK` (own|running), `BENCH_QUICK=1`, `PROFILE=1`, `SOAK_MINUTES` (the long run).
 """
 
 import argparse
@@ -14,6 +14,19 @@ from tests.bench.run import Config, Progress, execute
 
 def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _minutes(name: str) -> float | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        minutes = float(value)
+    except ValueError:
+        minutes = -1.0
+    if not minutes > 0:
+        raise SystemExit(f"{name}={value!r}: expected a number of minutes above 0, e.g. 30")
+    return minutes
 
 
 def parse(argv: list[str]) -> Config:
@@ -60,6 +73,14 @@ def parse(argv: list[str]) -> Config:
         "--phases", default=",".join(defaults.phases), help="comma-separated subset, in order"
     )
     parser.add_argument("--no-history", action="store_true", help="do not append to the history")
+    parser.add_argument(
+        "--soak-minutes",
+        type=float,
+        default=_minutes("SOAK_MINUTES"),
+        help="run the long phase alone (unless --phases names others) for this many minutes"
+        f" (SOAK_MINUTES; {defaults.soak_seconds / 60:g} in the soak phase's default)",
+    )
+    parser.add_argument("--soak-rate", type=float, default=defaults.soak_rate)
     args = parser.parse_args(argv)
     config = Config(
         db=args.db,
@@ -70,7 +91,10 @@ def parse(argv: list[str]) -> Config:
         rate=args.rate,
         flat_rate=args.flat_rate,
         start=args.start,
-        phases=tuple(p.strip() for p in args.phases.split(",") if p.strip()),
+        phases=tuple(p.strip() for p in args.phases.split(",") if p.strip())
+        if args.soak_minutes is None or args.phases != ",".join(defaults.phases)
+        else ("soak",),
+        soak_rate=args.soak_rate,
         history=None if args.no_history else defaults.history,
     )
     if args.quick:
@@ -81,6 +105,7 @@ def parse(argv: list[str]) -> Config:
         "http_seconds": args.http_seconds,
         "flat_seconds": args.flat_seconds,
         "drain_s": args.drain,
+        "soak_seconds": args.soak_minutes * 60 if args.soak_minutes else None,
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     config.specs()  # fail now on an unknown phase

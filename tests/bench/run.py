@@ -1,6 +1,7 @@
 """The bench's phases: the bare relay baseline and the platform, at a fixed rate and flat out."""
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import math
@@ -26,7 +27,7 @@ from esim_schemas import (
     RenewalRequested,
 )
 
-from tests.bench import metrics, profile
+from tests.bench import metrics, profile, soak
 from tests.bench.procstat import Sampler, find_roots, machine_busy_s
 from tests.bench.report import (
     HOP_NAMES,
@@ -112,6 +113,11 @@ class Config:
     flat_seconds: float = 60
     idle_rate: float = 1
     idle_seconds: float = 30
+    #: The long run (`soak`, not among the default phases): memory, tables and latency over
+    #: time at a modest rate (tests/bench/soak.py).
+    soak_rate: float = 20
+    soak_seconds: float = 1800
+    soak_sample_s: float = 60
     drain_s: float = 120
     start: Start = "now"
     phases: tuple[str, ...] = (
@@ -137,6 +143,15 @@ class Config:
             idle_seconds=10,
             drain_s=10,
             cards=50,
+            # Long enough to get past the soak's warm-up (its windows are two minutes).
+            soak_seconds=300,
+            soak_sample_s=20,
+        )
+
+    def soak_warm_up_s(self) -> float:
+        """When the soak's series are judged from: its windows filled and purged twice over."""
+        return min(
+            soak.SOAK_WINDOW_S + 2 * soak.SOAK_PURGE_S + self.soak_sample_s, self.soak_seconds / 2
         )
 
     def specs(self) -> list[PhaseSpec]:
@@ -164,6 +179,9 @@ class Config:
             ),
             "kafka-flat": PhaseSpec(
                 "kafka-flat", "platform", "kafka", self.flat_rate, self.flat_seconds
+            ),
+            "soak": PhaseSpec(
+                f"soak-{self.soak_rate:g}", "platform", "kafka", self.soak_rate, self.soak_seconds
             ),
         }
         unknown = set(self.phases) - set(every)
@@ -313,6 +331,9 @@ class Measured:
     setup_s: float = 0.0
     warmup_s: float = 0.0
     profiles: dict[str, str] = field(default_factory=dict)
+    #: The soak phase's samples and verdicts (`soak.Watch`, `soak.judge`), when it ran.
+    soak_samples: list[soak.Sample] = field(default_factory=list)
+    soak_verdicts: list[soak.Verdict] = field(default_factory=list)
 
 
 class Bench:
@@ -417,6 +438,7 @@ class Bench:
             )
 
         profilers = self.start_profilers(spec)
+        watching = self.watch_soak(spec, driver, outcomes, first_index)
         if spec.via == "http":
             sent = await driver.run_http_at_rate(
                 cards, spec.rate, spec.seconds, start=config.start, on_tick=tick
@@ -430,6 +452,8 @@ class Bench:
         ids = [s.renewal_id for s in sent]
         await outcomes.wait_for(ids, config.drain_s, on_tick=tick)
         drain_end = time.monotonic()
+        if watching is not None:
+            await self.finish_soak(watching)
         # What had ended by now, taken before anything else awaits (outcomes keep arriving).
         ended = {r: o for r in ids if (o := outcomes.first(r)) is not None}
         missing = {r for r in ids if r not in ended}
@@ -498,6 +522,37 @@ class Bench:
         driver.http_answer_s.clear()
         result.notes = phase_notes(result, busy, os.cpu_count() or 1, config.drain_s)
         return result
+
+    def watch_soak(
+        self, spec: PhaseSpec, driver: LoadDriver, outcomes: Outcomes, first_index: int
+    ) -> "tuple[soak.Watch, asyncio.Task[None], asyncio.Event] | None":
+        """Sample memory, tables and latency through a soak phase (and its drain)."""
+        if not spec.name.startswith("soak-"):
+            return None
+        roots = {name: pids for name, pids in self.sampler.roots.items() if name != "bench"}
+        watch = soak.Watch(self.stack.databases, roots, self.config.soak_sample_s)
+        done = asyncio.Event()
+
+        async def sampling() -> None:
+            while not done.is_set():
+                await watch.sample(list(driver.sent.values())[first_index:], outcomes)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), 1.0)
+            await watch.sample(list(driver.sent.values())[first_index:], outcomes, force=True)
+
+        return watch, asyncio.create_task(sampling()), done
+
+    async def finish_soak(
+        self, watching: "tuple[soak.Watch, asyncio.Task[None], asyncio.Event]"
+    ) -> None:
+        """Take the last sample and judge every series."""
+        watch, task, done = watching
+        done.set()
+        await task
+        self.measured.soak_samples = watch.samples
+        self.measured.soak_verdicts = soak.judge(
+            watch.samples, self.config.soak_warm_up_s(), self.config.soak_rate
+        )
 
     def start_profilers(self, spec: PhaseSpec) -> dict[str, Any]:
         """py-spy on the services during the flat-out platform phase, with PROFILE=1."""
@@ -675,6 +730,14 @@ def write_results(measured: Measured, table: str) -> dict[str, Any]:
         "stack_notes": measured.stack.notes,
         "phases": [phase.as_dict() for phase in measured.phases],
         "ratios": ratios(measured.phases),
+        "soak": {
+            "env": soak.SOAK_ENV if measured.stack.mode == "own" else {},
+            "warm_up_s": config.soak_warm_up_s(),
+            "samples": [asdict(sample) for sample in measured.soak_samples],
+            "verdicts": [verdict.as_dict() for verdict in measured.soak_verdicts],
+        }
+        if measured.soak_samples
+        else None,
         "table": table,
     }
     config.out_dir.mkdir(parents=True, exist_ok=True)
@@ -730,7 +793,12 @@ def _execute(config: Config, progress: Progress, out: Callable[[str], None]) -> 
     opener = (
         running_stack(config.db)
         if config.stack == "running"
-        else own_stack(config.out_dir / "stack", config.db, config.inventory)
+        else own_stack(
+            config.out_dir / "stack",
+            config.db,
+            config.inventory,
+            soak.SOAK_ENV if "soak" in config.phases else None,
+        )
     )
     with opener as stack:
         measured = asyncio.run(Bench(config, stack, progress).run())
@@ -741,6 +809,12 @@ def _execute(config: Config, progress: Progress, out: Callable[[str], None]) -> 
             f"\none renewal alone on the idle platform (warm-up): {measured.warmup_s:.2f} s"
         )
         table = header + "\n" + render_table(measured.phases, PROCESS_ORDER)
+        if measured.soak_samples:
+            table += "\n\n" + soak.render(
+                measured.soak_samples, measured.soak_verdicts, config.soak_warm_up_s()
+            )
+            if stack.mode == "running":
+                table += "\n(running stack: its rows are not counted and its windows are its own)"
         if stack.notes:
             table += "\n" + "\n".join(stack.notes)
     write_results(measured, table)

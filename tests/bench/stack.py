@@ -3,7 +3,7 @@
 import importlib.util
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +57,9 @@ class Stack:
     #: Each service's HTTP base URL (its /metrics).
     service_urls: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: Each service's database URL, where the bench knows it (its own stack): the soak counts
+    #: their rows.
+    databases: dict[str, str] = field(default_factory=dict)
 
 
 def _make_cards() -> ModuleType:
@@ -80,20 +83,25 @@ def write_cards(path: Path, count: int) -> Path:
 
 
 @contextmanager
-def own_stack(workdir: Path, db: str, inventory_size: int) -> Iterator[Stack]:
+def own_stack(
+    workdir: Path, db: str, inventory_size: int, env: Mapping[str, str] | None = None
+) -> Iterator[Stack]:
     """Kafka, Redis, sandboxes and the four services as processes on free ports.
 
     Args:
         workdir: emptied, then holds logs, SQLite files and the broker's data.
         db: `sqlite` or `postgres` (a throwaway server, see `tests.support.infra.postgres`).
         inventory_size: cards in the inventory given to accounts and the eSIM sandbox.
+        env: settings beside `BENCH_ENV` (the soak's short windows), winning over it.
     """
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     cards_csv = DEMO_CARDS
     if inventory_size > sum(1 for _ in DEMO_CARDS.open()) - 1:
         cards_csv = write_cards(workdir / "cards.csv", inventory_size)
-    with platform_on(workdir, database=db, cards_csv=cards_csv, env=dict(BENCH_ENV)) as platform:
+    with platform_on(
+        workdir, database=db, cards_csv=cards_csv, env={**BENCH_ENV, **(env or {})}
+    ) as platform:
         pids = {}
         for name, process in platform.processes.items():
             if process.popen is not None:
@@ -108,7 +116,8 @@ def own_stack(workdir: Path, db: str, inventory_size: int) -> Iterator[Stack]:
         if platform.databases:
             ports["postgres"] = int(platform.databases["accounts"].rsplit(":", 1)[1].split("/")[0])
         urls = {name: platform.url(name) for name in SERVICES}
-        yield Stack(Target.of(platform), "own", db, cards_csv, pids, ports, urls)
+        databases = {name: platform.database_url(name) for name in SERVICES}
+        yield Stack(Target.of(platform), "own", db, cards_csv, pids, ports, urls, [], databases)
 
 
 @contextmanager
