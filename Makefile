@@ -30,6 +30,8 @@ BENCH_STACK ?=
 BENCH_ARGS ?=
 # make bench SOAK_MINUTES=30: the long run alone (20 renewals/s; memory, tables, latency over time).
 SOAK_MINUTES ?=
+# make bench / make chaos DB=postgres REPLICAS=2: two processes of every service (PostgreSQL only).
+REPLICAS ?= 1
 CHAOS_SECONDS ?= 300
 
 # Resolve uv once per make invocation, and only for targets that need it.
@@ -101,14 +103,15 @@ test-unit: sync ## the tests that need no broker (pytest -m "not integration")
 	  status=$$?; echo "==> make test-unit: FAILED (pytest exit status $$status)" >&2; exit $$status; \
 	fi
 
-bench: sync kafka-jars redis ## throughput and latency vs a bare Kafka relay baseline (DB=postgres PROFILE=1 BENCH_QUICK=1 BENCH_STACK=running SOAK_MINUTES=30)
-	@DB="$(DB)" PROFILE="$(PROFILE)" BENCH_QUICK="$(BENCH_QUICK)" BENCH_STACK="$(BENCH_STACK)" SOAK_MINUTES="$(SOAK_MINUTES)" \
+bench: sync kafka-jars redis ## throughput and latency vs a bare Kafka relay baseline (DB=postgres PROFILE=1 BENCH_QUICK=1 BENCH_STACK=running SOAK_MINUTES=30 REPLICAS=2)
+	@DB="$(DB)" PROFILE="$(PROFILE)" BENCH_QUICK="$(BENCH_QUICK)" BENCH_STACK="$(BENCH_STACK)" \
+	  SOAK_MINUTES="$(SOAK_MINUTES)" REPLICAS="$(REPLICAS)" \
 	  $(RUN) python -m tests.bench $(BENCH_ARGS)
 
 # The run starts its own platform (so it can kill it); CHAOS_RATE, CHAOS_SEED, ... in tests/chaos/config.py.
-chaos: sync kafka-jars redis ## load while services, broker and Redis crash, then check every renewal (CHAOS_SECONDS=300 DB=sqlite|postgres)
+chaos: sync kafka-jars redis ## load while services, broker and Redis crash, then check every renewal (CHAOS_SECONDS=300 DB=sqlite|postgres REPLICAS=2)
 	@echo "==> python -m tests.chaos ($(CHAOS_SECONDS) s, $(DB))"
-	@CHAOS_SECONDS="$(CHAOS_SECONDS)" CHAOS_DB="$(DB)" $(RUN) python -m tests.chaos || { \
+	@CHAOS_SECONDS="$(CHAOS_SECONDS)" CHAOS_DB="$(DB)" CHAOS_REPLICAS="$(REPLICAS)" $(RUN) python -m tests.chaos || { \
 	  status=$$?; echo "==> make chaos: FAILED (exit status $$status; report in var/chaos/latest.json)" >&2; \
 	  exit $$status; }
 	@echo "==> make chaos: PASSED"

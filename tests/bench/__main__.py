@@ -29,6 +29,15 @@ def _minutes(name: str) -> float | None:
     return minutes
 
 
+def _count(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or not 1 <= int(value) <= 4:
+        raise SystemExit(f"{name}={value!r}: expected a whole number from 1 to 4")
+    return int(value)
+
+
 def parse(argv: list[str]) -> Config:
     """The run's configuration from the command line and the environment."""
     defaults = Config()
@@ -81,6 +90,13 @@ def parse(argv: list[str]) -> Config:
         f" (SOAK_MINUTES; {defaults.soak_seconds / 60:g} in the soak phase's default)",
     )
     parser.add_argument("--soak-rate", type=float, default=defaults.soak_rate)
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=_count("REPLICAS", defaults.replicas),
+        help="own stack: processes of each service, sharing its database (PostgreSQL only;"
+        " REPLICAS)",
+    )
     args = parser.parse_args(argv)
     config = Config(
         db=args.db,
@@ -95,6 +111,7 @@ def parse(argv: list[str]) -> Config:
         if args.soak_minutes is None or args.phases != ",".join(defaults.phases)
         else ("soak",),
         soak_rate=args.soak_rate,
+        replicas=args.replicas,
         history=None if args.no_history else defaults.history,
     )
     if args.quick:
@@ -109,6 +126,11 @@ def parse(argv: list[str]) -> Config:
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     config.specs()  # fail now on an unknown phase
+    if config.replicas > 1 and (config.db != "postgres" or config.stack != "own"):
+        parser.error(
+            f"--replicas {config.replicas} (REPLICAS): replicas of a service share its database,"
+            " which needs the bench's own stack on PostgreSQL (make bench DB=postgres REPLICAS=2)"
+        )
     return config
 
 

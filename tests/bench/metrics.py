@@ -6,6 +6,8 @@ from collections.abc import Mapping
 
 import httpx
 
+from tests.support.infra import service_of
+
 SAMPLE = re.compile(
     r'^esim_event_handling_seconds_(?P<what>sum|count)\{topic="(?P<topic>[^"]+)"\}'
     r" (?P<value>[-+0-9.eE]+|NaN)$"
@@ -64,4 +66,32 @@ def difference(before: Snapshot, after: Snapshot, wall_s: float) -> dict[str, di
             "handler_busy": round(seconds / wall_s, 3) if wall_s > 0 else 0.0,
             **{key: round(value - old_totals.get(key, 0.0)) for key, value in totals.items()},
         }
+    return result
+
+
+def by_service(per_process: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """`difference` of each process, its replicas (`billing-2`) summed into their service:
+    events and counters added, the mean time per event weighted by events, the handlers' busy
+    share the replicas' mean (each consumer handles one event at a time)."""
+    grouped: dict[str, list[Mapping[str, float]]] = {}
+    for name, figures in per_process.items():
+        grouped.setdefault(service_of(name), []).append(figures)
+    result: dict[str, dict[str, float]] = {}
+    for service, each in grouped.items():
+        if len(each) == 1:
+            result[service] = dict(each[0])
+            continue
+        events = sum(figures.get("events", 0.0) for figures in each)
+        merged = {
+            key: sum(figures.get(key, 0.0) for figures in each)
+            for key in each[0]
+            if key not in ("mean_ms", "handler_busy")
+        }
+        merged["mean_ms"] = (
+            round(sum(f.get("mean_ms", 0.0) * f.get("events", 0.0) for f in each) / events, 2)
+            if events
+            else 0.0
+        )
+        merged["handler_busy"] = round(sum(f.get("handler_busy", 0.0) for f in each) / len(each), 3)
+        result[service] = merged
     return result

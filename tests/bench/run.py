@@ -118,6 +118,8 @@ class Config:
     soak_rate: float = 20
     soak_seconds: float = 1800
     soak_sample_s: float = 60
+    #: Processes of each service on the own stack (more than one: PostgreSQL only).
+    replicas: int = 1
     drain_s: float = 120
     start: Start = "now"
     phases: tuple[str, ...] = (
@@ -344,7 +346,7 @@ class Bench:
         self.stack = stack
         self.progress = progress
         self.measured = Measured(config, stack)
-        roots: dict[str, tuple[int, ...]] = {name: (pid,) for name, pid in stack.pids.items()}
+        roots: dict[str, tuple[int, ...]] = dict(stack.pids)
         found = find_roots({k: v for k, v in stack.ports.items() if k not in stack.pids})
         roots.update({name: (pid,) for name, pid in found.items()})
         roots["bench"] = (os.getpid(),)
@@ -459,10 +461,12 @@ class Bench:
         missing = {r for r in ids if r not in ended}
         usage = self.sampler.window()
         busy = machine_busy_s() - busy_before
-        handling = metrics.difference(
-            counters,
-            await asyncio.to_thread(metrics.snapshot, self.stack.service_urls),
-            drain_end - began,
+        handling = metrics.by_service(
+            metrics.difference(
+                counters,
+                await asyncio.to_thread(metrics.snapshot, self.stack.service_urls),
+                drain_end - began,
+            )
         )
         self.finish_profilers(profilers, spec)
         if spec.kind == "platform":
@@ -798,13 +802,15 @@ def _execute(config: Config, progress: Progress, out: Callable[[str], None]) -> 
             config.db,
             config.inventory,
             soak.SOAK_ENV if "soak" in config.phases else None,
+            config.replicas,
         )
     )
     with opener as stack:
         measured = asyncio.run(Bench(config, stack, progress).run())
         header = (
             f"bench {config.db} {stack.mode} stack, {os.cpu_count()} cores,"
-            f" start={config.start}, {config.cards} cards"
+            + (f" {config.replicas} replicas of each service," if config.replicas > 1 else "")
+            + f" start={config.start}, {config.cards} cards"
             f"; event bytes {measured.event_sizes}"
             f"\none renewal alone on the idle platform (warm-up): {measured.warmup_s:.2f} s"
         )

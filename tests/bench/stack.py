@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from tests.support.infra import SERVICES, platform_on
+from tests.support.infra import SERVICES, platform_on, service_of
 from tests.support.load import DEMO_CARDS, Target
 
 #: Sandboxes answer at once, so what is measured is the platform (payment tokens `card_ok`).
@@ -50,11 +50,12 @@ class Stack:
     mode: str  # "own" or "running"
     db: str
     cards_csv: Path
-    #: Process roots to sample, by name (services, sandboxes, broker, ...).
-    pids: dict[str, int] = field(default_factory=dict)
+    #: Process roots to sample, by name (services, sandboxes, broker, ...): a service's
+    #: replicas together.
+    pids: dict[str, tuple[int, ...]] = field(default_factory=dict)
     #: Ports to find processes by, for the ones whose pid is not known.
     ports: dict[str, int] = field(default_factory=dict)
-    #: Each service's HTTP base URL (its /metrics).
+    #: Each service process's HTTP base URL (its /metrics): `billing`, `billing-2`, ...
     service_urls: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     #: Each service's database URL, where the bench knows it (its own stack): the soak counts
@@ -84,7 +85,11 @@ def write_cards(path: Path, count: int) -> Path:
 
 @contextmanager
 def own_stack(
-    workdir: Path, db: str, inventory_size: int, env: Mapping[str, str] | None = None
+    workdir: Path,
+    db: str,
+    inventory_size: int,
+    env: Mapping[str, str] | None = None,
+    replicas: int = 1,
 ) -> Iterator[Stack]:
     """Kafka, Redis, sandboxes and the four services as processes on free ports.
 
@@ -93,6 +98,7 @@ def own_stack(
         db: `sqlite` or `postgres` (a throwaway server, see `tests.support.infra.postgres`).
         inventory_size: cards in the inventory given to accounts and the eSIM sandbox.
         env: settings beside `BENCH_ENV` (the soak's short windows), winning over it.
+        replicas: processes of each service (more than one on PostgreSQL only).
     """
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
@@ -100,22 +106,26 @@ def own_stack(
     if inventory_size > sum(1 for _ in DEMO_CARDS.open()) - 1:
         cards_csv = write_cards(workdir / "cards.csv", inventory_size)
     with platform_on(
-        workdir, database=db, cards_csv=cards_csv, env={**BENCH_ENV, **(env or {})}
+        workdir,
+        database=db,
+        cards_csv=cards_csv,
+        env={**BENCH_ENV, **(env or {})},
+        replicas=replicas,
     ) as platform:
-        pids = {}
+        pids: dict[str, tuple[int, ...]] = {}
         for name, process in platform.processes.items():
             if process.popen is not None:
                 label = {
                     "payment": "payment-sandbox",
                     "esim": "esim-sandbox",
                     "sms": "sms-sandbox",
-                }.get(name, name)
-                pids[label] = process.popen.pid
+                }.get(name, service_of(name))
+                pids[label] = (*pids.get(label, ()), process.popen.pid)
         ports = {"kafka": int(platform.kafka.rsplit(":", 1)[1])}
         ports["redis"] = int(platform.redis.rsplit(":", 1)[1].split("/")[0])
         if platform.databases:
             ports["postgres"] = int(platform.databases["accounts"].rsplit(":", 1)[1].split("/")[0])
-        urls = {name: platform.url(name) for name in SERVICES}
+        urls = {name: platform.url(name) for name in platform.service_processes}
         databases = {name: platform.database_url(name) for name in SERVICES}
         yield Stack(Target.of(platform), "own", db, cards_csv, pids, ports, urls, [], databases)
 

@@ -42,6 +42,9 @@ class ChaosConfig:
     flaky_cards: int = 6
     #: `sqlite` (a file per service) or `postgres` (a database per service).
     db: str = "sqlite"
+    #: Processes of each service (`billing`, `billing-2`, ...), sharing its database, consumer
+    #: group and leases; the crashes hit one process at a time. More than one needs `postgres`.
+    replicas: int = 1
     #: Seconds between two actions on the services (drawn from this range).
     every_min_s: float = 20.0
     every_max_s: float = 30.0
@@ -71,6 +74,12 @@ class ChaosConfig:
         db = os.environ.get("CHAOS_DB", "").strip().lower() or base.db
         if db not in DATABASE_MODES:
             raise ConfigError(f"CHAOS_DB={db!r}: expected one of {', '.join(DATABASE_MODES)}")
+        replicas = int(_number("CHAOS_REPLICAS", base.replicas, low=1, high=4))
+        if replicas > 1 and db != "postgres":
+            raise ConfigError(
+                f"CHAOS_REPLICAS={replicas}: replicas of a service share its database, which "
+                "needs CHAOS_DB=postgres (make chaos DB=postgres REPLICAS=2)"
+            )
         cards = int(_number("CHAOS_CARDS", base.cards, low=4, high=240))
         failing = int(_number("CHAOS_FAILING_CARDS", base.failing_cards, low=0, high=cards))
         flaky = int(_number("CHAOS_FLAKY_CARDS", base.flaky_cards, low=0, high=cards - failing))
@@ -85,6 +94,7 @@ class ChaosConfig:
             failing_cards=failing,
             flaky_cards=flaky,
             db=db,
+            replicas=replicas,
             every_min_s=every_min,
             every_max_s=every_max,
             stop_timeout_s=_number("CHAOS_STOP_TIMEOUT_S", base.stop_timeout_s, low=1, high=600),

@@ -132,7 +132,9 @@ def main() -> int:
     )
     say(
         f"chaos: run {run_id}: {config.seconds:g} s at {config.rate:g} renewals/s on "
-        f"{config.db}, {config.cards} cards ({config.failing_cards} failing, "
+        f"{config.db}"
+        + (f" with {config.replicas} replicas of each service" if config.replicas > 1 else "")
+        + f", {config.cards} cards ({config.failing_cards} failing, "
         f"{config.flaky_cards} flaky), stop bound {config.stop_bound_s:g} s; workdir {workdir}"
     )
     gathered = Gathered()
@@ -156,6 +158,7 @@ def main() -> int:
                 topic_suffix=new_suffix() if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") else "",
                 databases=databases,
                 service_env=_service_env(config),
+                replicas=config.replicas,
             )
             stack.callback(platform.stop)
             say("chaos: starting the platform")
@@ -236,6 +239,7 @@ async def exercise(
         every_s=(config.every_min_s, config.every_max_s),
         broker=broker.process is not None,
         redis=redis.process is not None,
+        targets=platform.service_processes,
     )
     say(f"chaos: plan: {plan.describe()}")
     mayhem = Mayhem(platform, broker, redis, stop_bound_s=config.stop_bound_s, rng=rng, say=say)

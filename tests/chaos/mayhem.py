@@ -42,10 +42,11 @@ class Plan:
 
     A service action comes every `every_s` seconds (start to start, or right after the one
     before when that took longer), and every third of them (the second, fifth, ...) is a
-    SIGTERM stop. Services are dealt from a shuffled deck, so each of four actions in a row
-    hits another one. The broker goes down once in the first slot after 40 % of the run, Redis in
-    the first after 70 %. Once the run's seconds are over, only what it must still have had
-    comes (the broker, Redis, a kill, a stop), at half the shortest gap, so that even a short
+    SIGTERM stop. Services (with replicas, service processes: `targets`) are dealt from a
+    shuffled deck, so each of four actions in a row hits another one. The broker goes down once
+    in the first slot after 40 % of the run, Redis in the first after 70 %. Once the run's
+    seconds are over, only what it must still have had comes (the broker, Redis, a kill, a
+    stop), at half the shortest gap, so that even a short
     run has every kind without lasting much longer.
     """
 
@@ -57,8 +58,10 @@ class Plan:
         every_s: tuple[float, float] = (20.0, 30.0),
         broker: bool = True,
         redis: bool = True,
+        targets: Sequence[str] = SERVICES,
     ) -> None:
         self.seconds = seconds
+        self.targets = tuple(targets)
         self.rng = rng
         self.every_s = every_s
         self._one_offs: list[tuple[float, Action]] = []
@@ -98,7 +101,7 @@ class Plan:
 
     def _deal(self) -> str:
         if not self._deck:
-            self._deck = list(SERVICES)
+            self._deck = list(self.targets)
             self.rng.shuffle(self._deck)
         return self._deck.pop()
 
@@ -253,7 +256,7 @@ class Mayhem:
 
     def revive_the_dead(self, began: float) -> None:
         """Start again any service that exited without being told to: that is a finding."""
-        for name in SERVICES:
+        for name in self.platform.service_processes:
             popen = self.platform.processes[name].popen
             if popen is not None and popen.poll() is not None:
                 at = time.monotonic() - began
@@ -267,7 +270,7 @@ class Mayhem:
         """Wait until every service answers ready; the seconds it took, or None."""
         started = time.monotonic()
         deadline = started + timeout
-        pending = set(SERVICES)
+        pending = set(self.platform.service_processes)
         while pending and time.monotonic() < deadline:
             pending = {name for name in pending if not self._ready(name)}
             if pending:

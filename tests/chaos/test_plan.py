@@ -2,10 +2,12 @@
 
 import itertools
 import random
+from pathlib import Path
 
 import pytest
 
 from tests.chaos.mayhem import Action, Plan, simulate
+from tests.support.infra import Platform, service_of
 
 
 def kinds_of(plan: Plan, took: float, longest: float = 1000) -> tuple[list[str], list[float]]:
@@ -86,3 +88,17 @@ def test_no_broker_or_redis_crash_when_they_are_not_ours() -> None:
     kinds, _ = kinds_of(Plan(300, random.Random(3), broker=False, redis=False), 5.0)
 
     assert set(kinds) == {"kill", "stop"}
+
+
+def test_with_replicas_each_process_is_hit_in_turn_one_at_a_time() -> None:
+    replicas = Platform(Path("/unused"), "", "", replicas=2).service_processes
+    plan = Plan(600, random.Random(5), broker=False, redis=False, targets=replicas)
+    targets = [plan.next(10.0 * step) for step in range(8)]
+
+    assert replicas == [
+        "accounts", "accounts-2", "billing", "billing-2",
+        "provisioning", "provisioning-2", "notifier", "notifier-2",
+    ]  # fmt: skip
+    assert sorted(action.target for action in targets if action is not None) == sorted(replicas)
+    assert [service_of(name) for name in replicas[:2]] == ["accounts", "accounts"]
+    assert service_of("esim") == "esim"

@@ -390,6 +390,13 @@ def redis_server(workdir: Path) -> Iterator[Server]:
 
 SERVICES = ("accounts", "billing", "provisioning", "notifier")
 
+
+def service_of(process: str) -> str:
+    """The service a process runs: `billing` for `billing` and for its replica `billing-2`."""
+    base, _, number = process.rpartition("-")
+    return base if base in SERVICES and number.isdigit() else process
+
+
 CALLBACK_SECRET = "integration-callback-secret"
 """What the eSIM sandbox signs its callbacks with and provisioning checks them by."""
 
@@ -575,6 +582,19 @@ class Platform:
     service_env: dict[str, str] = field(default_factory=dict)
     #: The bearer token of the services' operator endpoints (`OPERATOR_TOKEN`), new each run.
     operator_token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    #: Processes of each service: the first is named as the service (`billing`), the others
+    #: `billing-2`, ...; each on a port of its own, all on the service's one database, consumer
+    #: group and leases (so more than one needs PostgreSQL).
+    replicas: int = 1
+
+    @property
+    def service_processes(self) -> list[str]:
+        """The names of every service process, each service's replicas together."""
+        return [
+            name if number == 1 else f"{name}-{number}"
+            for name in SERVICES
+            for number in range(1, self.replicas + 1)
+        ]
 
     @property
     def mail_dir(self) -> Path:
@@ -638,7 +658,7 @@ class Platform:
         They need neither the broker, Redis nor a database, so `platform_on` launches them
         first and they import while those start.
         """
-        for name in ("payment", "esim", "sms", "smtp", *SERVICES):
+        for name in ("payment", "esim", "sms", "smtp", *self.service_processes):
             self.ports[name] = free_port()
         self.mail_dir.mkdir(parents=True, exist_ok=True)
         python = sys.executable
@@ -686,9 +706,9 @@ class Platform:
         """Wait for the sandboxes (`launch_sandboxes`), then start the four services."""
         for name in ("payment", "esim", "sms", "smtp"):
             self.processes[name].wait_ready()
-        for name in SERVICES:
+        for name in self.service_processes:
             self.processes[name] = self.service_process(name).launch()
-        for name in SERVICES:
+        for name in self.service_processes:
             self.processes[name].wait_ready()
 
     def alipay_keys(self) -> dict[str, str]:
@@ -706,12 +726,14 @@ class Platform:
         return settings
 
     def service_process(self, name: str) -> Process:
-        """The process of one service, configured for this platform (not started)."""
-        prefix = name.upper()
+        """The process of one service or replica (`billing-2`), configured for this platform
+        (not started)."""
+        service = service_of(name)
+        prefix = service.upper()
         env = {
             **self.common_env(),
             f"{prefix}_HTTP_PORT": str(self.ports[name]),
-            f"{prefix}_DATABASE_URL": self.database_url(name),
+            f"{prefix}_DATABASE_URL": self.database_url(service),
             # A purge pass every 5 s, not 60: a replica killed by an earlier test can hold the
             # purge lease for its 30 s, and a test that looks for a pass should not wait minutes.
             f"{prefix}_PURGE_INTERVAL_S": "5",
@@ -759,7 +781,7 @@ class Platform:
         }
         return Process(
             name,
-            [sys.executable, "-m", name],
+            [sys.executable, "-m", service],
             env,
             self.workdir / f"{name}.log",
             http_ok(f"{self.url(name)}/health/ready"),
@@ -789,6 +811,11 @@ def platform_on(workdir: Path, *, database: str = "sqlite", **options: Any) -> I
     """
     # The broker and Redis addresses are filled in once those servers are up.
     running = Platform(workdir, "", "", **options)
+    if running.replicas > 1 and database != "postgres":
+        raise ValueError(
+            f"{running.replicas} replicas of each service share its database: that needs "
+            "PostgreSQL (database='postgres'), not one SQLite file per service"
+        )
     try:
         running.launch_sandboxes()
         with ExitStack() as servers:
