@@ -36,6 +36,7 @@ from tests.chaos.mayhem import ActionRecord, Mayhem, Plan
 from tests.chaos.verdict import (
     APPROVE,
     CANCEL,
+    EXPIRED,
     TERMINAL_EVENT_OF,
     UNANSWERED,
     Asked,
@@ -404,8 +405,9 @@ class Buyers:
     accounts API until it shows `payment_action`, opens the page (`GET <url>`) and posts its
     decision (`POST <url>` with `decision`), as a website sends its traveller there and back.
     A buyer approves or, for `CANCEL_SHARE` of them, cancels; what it did is kept: `approve` or
-    `cancel` once the page answered 303, `unanswered` when it never could (the saga ended
-    first, the page had less than `ANSWER_MARGIN_S` left, or the page refused).
+    `cancel` once the page answered 303, `expired` when the page had less than
+    `ANSWER_MARGIN_S` left when the saga first showed it, `unanswered` when it never could
+    (the saga ended first, or the page refused).
     """
 
     def __init__(self, accounts_url: str, cards: Mapping[str, Card], rng: random.Random) -> None:
@@ -482,7 +484,10 @@ class Buyers:
                 continue
             expires = datetime.fromisoformat(action["expires_at"])
             if (expires - datetime.now(UTC)).total_seconds() < ANSWER_MARGIN_S:
+                # The saga's news came too late (an outage held it back): the buyer finds an
+                # expired page, and the renewal must end not_approved with nothing taken.
                 logging.warning("buyer of %s: the page expires too soon to answer", renewal_id)
+                self._done[renewal_id] = EXPIRED
                 return
             await self._answer(client, renewal_id, action["url"])
             return

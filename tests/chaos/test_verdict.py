@@ -7,6 +7,7 @@ import pytest
 from tests.chaos.verdict import (
     APPROVE,
     CANCEL,
+    EXPIRED,
     UNANSWERED,
     Asked,
     Evidence,
@@ -306,6 +307,7 @@ def test_a_broken_promise_about_holds_fails_its_rule(
         ("alipay_action", "fail", APPROVE, "REFUNDED"),
         ("paypal_action", "none", CANCEL, "PAYMENT_FAILED"),
         ("alipay", "none", UNANSWERED, "PAYMENT_FAILED"),
+        ("paypal", "none", EXPIRED, "PAYMENT_FAILED"),
         ("card_action", "fail", CANCEL, "PAYMENT_FAILED"),
     ],
 )
@@ -422,6 +424,12 @@ def _asked_as(renewal_id: str, **changes: object) -> list[Asked]:
             {"approval_answered"},
             CANCELLED,
             id="a buyer who never reached the page",
+        ),
+        pytest.param(
+            {"asked": _asked_as(APPROVED, approval=EXPIRED)},
+            {"not_approved"},
+            APPROVED,
+            id="a page that expired before its buyer saw it, yet the payment went on",
         ),
         pytest.param(
             {

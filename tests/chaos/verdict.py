@@ -27,8 +27,10 @@ SAMPLE = 20
 _DECLINING_SUFFIXES = ("_declined", "_insufficient", "_expired")
 #: Methods that ask the buyer when the payment names no token (CONTRACT.md).
 _ASKING_WITHOUT_TOKEN = ("paypal", "alipay")
-#: What the buyer did on the provider's page; `unanswered` when the load never could.
-APPROVE, CANCEL, UNANSWERED = "approve", "cancel", "unanswered"
+#: What the buyer did on the provider's page; `unanswered` when the load never could;
+#: `expired` when the page reached the buyer with too little time left to answer (an outage
+#: of the broker or accounts held the saga's news back past billing's approval window).
+APPROVE, CANCEL, UNANSWERED, EXPIRED = "approve", "cancel", "unanswered", "expired"
 #: The reason of the `PaymentFailed` that ends a cancelled or expired approval.
 NOT_APPROVED = "not_approved"
 
@@ -55,7 +57,7 @@ def expected_status(
             or `flaky`/`slow`/`none` (the bundle goes live in the end).
         plan_exists: False for a renewal of a plan the catalogue does not have.
         approval: for a payment that needs the buyer, what the buyer did (`approve`, `cancel`,
-            `unanswered`): only an approval goes on, as `_ok` does; the rest end
+            `unanswered`, `expired`): only an approval goes on, as `_ok` does; the rest end
             `PAYMENT_FAILED` (`not_approved`).
     """
     if not plan_exists:
@@ -387,7 +389,8 @@ def _check_approvals(
     rules.check(
         "approval_answered",
         "renewals waiting for the buyer whose provider page the load could not answer "
-        "(no payment_action before the saga ended or the drain, or the page refused)",
+        "(no payment_action before the saga ended or the drain, or the page refused; a page "
+        "shown only as it expired is `expired`, and must end not_approved)",
         (a.renewal_id for a in waiting if a.approval == UNANSWERED),
     )
     rules.check(
