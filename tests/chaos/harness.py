@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -398,6 +399,19 @@ def _reason(event: Mapping[str, Any]) -> str | None:
     return str(reason) if reason is not None else None
 
 
+def page_was_up_s(saga: Mapping[str, Any]) -> float | None:
+    """How long a saga showed its payment page: from its `payment_action_required` step to the
+    step after it (infinite when it never left it, None when it never showed one)."""
+    steps = saga.get("timeline") or []
+    for index, step in enumerate(steps):
+        if step.get("step") == "payment_action_required":
+            if index + 1 == len(steps):
+                return math.inf
+            shown = datetime.fromisoformat(step["at"])
+            return (datetime.fromisoformat(steps[index + 1]["at"]) - shown).total_seconds()
+    return None
+
+
 class Buyers:
     """The buyers of the renewals that wait for them, each answering at the provider's page.
 
@@ -406,7 +420,8 @@ class Buyers:
     decision (`POST <url>` with `decision`), as a website sends its traveller there and back.
     A buyer approves or, for `CANCEL_SHARE` of them, cancels; what it did is kept: `approve` or
     `cancel` once the page answered 303, `expired` when the page had less than
-    `ANSWER_MARGIN_S` left when the saga first showed it, `unanswered` when it never could
+    `ANSWER_MARGIN_S` left when the buyer saw it, or was up for less than that in all (the
+    saga's news reached accounts just before the expiry), `unanswered` when it never could
     (the saga ended first, or the page refused).
     """
 
@@ -478,6 +493,11 @@ class Buyers:
                 continue  # 404 until accounts has the request; 5xx while it restarts
             saga = answer.json()
             if saga["status"] in TERMINAL_EVENT_OF:
+                up_s = page_was_up_s(saga)
+                if up_s is not None and up_s < ANSWER_MARGIN_S:
+                    # The page was up for less than a buyer needs (the saga's news came just
+                    # before the expiry, held back by an outage): expired, not a lost buyer.
+                    self._done[renewal_id] = EXPIRED
                 return
             action = saga.get("payment_action")
             if saga["status"] != "PAYMENT_ACTION_REQUIRED" or not action:

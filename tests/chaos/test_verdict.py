@@ -1,9 +1,11 @@
 """The chaos verdict: a clean run passes, and each broken promise fails the rule that guards it."""
 
+import math
 from dataclasses import replace
 
 import pytest
 
+from tests.chaos.harness import page_was_up_s
 from tests.chaos.verdict import (
     APPROVE,
     CANCEL,
@@ -463,3 +465,15 @@ def test_a_broken_promise_about_the_buyers_step_fails_its_rule(
 
     assert verdict.failed_rules() == rules
     assert renewal in verdict.renewals_at_fault()
+
+
+def test_a_page_up_for_seconds_before_its_saga_ended_is_told_from_one_never_shown() -> None:
+    def saga(*steps: tuple[str, str]) -> dict[str, object]:
+        return {"timeline": [{"step": step, "at": at} for step, at in steps]}
+
+    shown = ("payment_action_required", "2026-12-06T23:03:04.730Z")
+    assert page_was_up_s(saga(shown, ("payment_failed", "2026-12-06T23:03:08.539Z"))) == (
+        pytest.approx(3.809)
+    )
+    assert page_was_up_s(saga(("requested", "2026-12-06T23:01:59.019Z"), shown)) == math.inf
+    assert page_was_up_s(saga(("payment_failed", "2026-12-06T23:03:08.539Z"))) is None
