@@ -6,7 +6,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from esim_core.production import LocalDefault, demo_secret, public_url, sandbox_url
-from esim_core.settings import ServiceSettings, lease_outlasts_a_round
+from esim_core.settings import (
+    ServiceSettings,
+    call_attempts_field,
+    call_backoff_max_field,
+    call_timeout_field,
+    lease_outlasts_a_round,
+    round_backoff_field,
+    round_backoff_max_field,
+    worker_batch_field,
+    worker_lease_field,
+)
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
@@ -107,17 +117,14 @@ class BillingSettings(ServiceSettings):
         le=30 * 86400,
         description="an authorization's capture window where the provider does not say",
     )
-    gateway_timeout_s: float = Field(
-        10.0,
-        gt=0,
-        le=120,
-        description="timeout of one gateway request (a `_slow` charge takes ~2 s)",
+    gateway_timeout_s: float = call_timeout_field(
+        10.0, "timeout of one gateway request (a `_slow` charge takes ~2 s)"
     )
-    gateway_attempts: int = Field(
-        4, ge=1, le=10, description="tries of one gateway call within a round, on transient errors"
+    gateway_attempts: int = call_attempts_field(
+        4, "tries of one gateway call within a round, on transient errors"
     )
-    gateway_backoff_max_s: float = Field(
-        2.0, gt=0, le=60, description="longest jittered wait between two tries within a round"
+    gateway_backoff_max_s: float = call_backoff_max_field(
+        2.0, "longest jittered wait between two tries within a round"
     )
     dunning_schedule_s: Annotated[tuple[float, ...], NoDecode] = Field(
         (30.0, 120.0, 600.0),
@@ -132,24 +139,14 @@ class BillingSettings(ServiceSettings):
         description="rounds in a row the gateway may be unavailable before a payment fails "
         "(provider_unavailable) or a refund is parked as failed",
     )
-    retry_backoff_s: float = Field(
-        5.0,
-        gt=0,
-        le=3600,
-        description="pause after the first unavailable round; doubles each round",
+    retry_backoff_s: float = round_backoff_field(
+        5.0, "pause after the first unavailable round; doubles each round"
     )
-    retry_backoff_max_s: float = Field(
-        300.0,
-        gt=0,
-        le=86400,
-        validate_default=True,
-        description="longest pause between two unavailable rounds",
+    retry_backoff_max_s: float = round_backoff_max_field(
+        300.0, "longest pause between two unavailable rounds"
     )
-    worker_batch: int = Field(
-        50,
-        ge=1,
-        le=500,
-        description="payments (or refunds) in flight at once: each a gateway call and a commit",
+    worker_batch: int = worker_batch_field(
+        50, "payments (or refunds) in flight at once: each a gateway call and a commit"
     )
     webhook_retention_s: float = Field(
         31 * 24 * 3600.0,
@@ -160,12 +157,9 @@ class BillingSettings(ServiceSettings):
         "25 hours), and Stripe lists and resends the events of the last 30 days on request: "
         "31 days outlasts them all",
     )
-    worker_lease_s: float = Field(
+    worker_lease_s: float = worker_lease_field(
         60.0,
-        gt=0,
-        le=3600,
-        validate_default=True,
-        description="how long a claimed payment or refund is reserved for one replica's round; "
+        "how long a claimed payment or refund is reserved for one replica's round; "
         "longer than a round can take",
     )
 

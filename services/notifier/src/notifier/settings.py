@@ -5,7 +5,7 @@ from email.utils import parseaddr
 
 from esim_core.production import LocalDefault, demo_secret, is_private_name, local_url, public_url
 from esim_core.sealing import DEV_RESET_CODE_KEY, ResetCodeKeySettings
-from esim_core.settings import BaseUrl, ServiceSettings
+from esim_core.settings import BaseUrl, ServiceSettings, call_attempts_field, call_timeout_field
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -52,8 +52,8 @@ class NotifierSettings(ServiceSettings, ResetCodeKeySettings):
         description="SMTP connections to the relay kept open and reused, at most; sends beyond "
         "wait for one",
     )
-    smtp_attempts: int = Field(
-        3, ge=1, le=10, description="SMTP tries within one send round before it is rescheduled"
+    smtp_attempts: int = call_attempts_field(
+        3, "SMTP tries within one send round before it is rescheduled"
     )
     smtp_retry_wait_s: float = Field(
         0.5, gt=0, le=30, description="base of the jittered wait between tries within a round"
@@ -88,7 +88,7 @@ class NotifierSettings(ServiceSettings, ResetCodeKeySettings):
     sms_password: SecretStr | None = Field(
         None, description="the SMS provider's auth token (HTTP basic auth)"
     )
-    sms_timeout_s: float = Field(10.0, gt=0, le=120, description="timeout of one SMS request")
+    sms_timeout_s: float = call_timeout_field(10.0, "timeout of one SMS request")
 
     contact_wait_s: float = Field(
         600.0,

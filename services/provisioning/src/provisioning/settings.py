@@ -4,7 +4,18 @@ from collections.abc import Iterator
 from typing import Literal
 
 from esim_core.production import LocalDefault, demo_secret, sandbox_url
-from esim_core.settings import BaseUrl, ServiceSettings, lease_outlasts_a_round
+from esim_core.settings import (
+    BaseUrl,
+    ServiceSettings,
+    call_attempts_field,
+    call_backoff_max_field,
+    call_timeout_field,
+    lease_outlasts_a_round,
+    round_backoff_field,
+    round_backoff_max_field,
+    worker_batch_field,
+    worker_lease_field,
+)
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -37,17 +48,12 @@ class ProvisioningSettings(ServiceSettings):
         "http://127.0.0.1:8011",
         description="base URL of the eSIM platform (the sandbox in the local run)",
     )
-    platform_timeout_s: float = Field(
-        10.0, gt=0, le=120, description="timeout of one eSIM platform request"
+    platform_timeout_s: float = call_timeout_field(10.0, "timeout of one eSIM platform request")
+    platform_attempts: int = call_attempts_field(
+        4, "tries of one platform call within a round, on transient errors only"
     )
-    platform_attempts: int = Field(
-        4,
-        ge=1,
-        le=10,
-        description="tries of one platform call within a round, on transient errors only",
-    )
-    platform_backoff_max_s: float = Field(
-        2.0, gt=0, le=60, description="longest jittered wait between two tries within a round"
+    platform_backoff_max_s: float = call_backoff_max_field(
+        2.0, "longest jittered wait between two tries within a round"
     )
     activation_deadline_s: float = Field(
         _DAY_S,
@@ -70,32 +76,20 @@ class ProvisioningSettings(ServiceSettings):
         description="longest pause between two status checks of a bundle still processing "
         "(each check waits 1.5 times longer than the one before)",
     )
-    retry_backoff_s: float = Field(
+    retry_backoff_s: float = round_backoff_field(
         1.0,
-        gt=0,
-        le=3600,
-        description="pause after the first round in which the platform did not answer; "
+        "pause after the first round in which the platform did not answer; "
         "doubles each round in a row",
     )
-    retry_backoff_max_s: float = Field(
-        120.0,
-        gt=0,
-        le=86400,
-        validate_default=True,
-        description="longest pause between two rounds in which the platform did not answer",
+    retry_backoff_max_s: float = round_backoff_max_field(
+        120.0, "longest pause between two rounds in which the platform did not answer"
     )
-    worker_batch: int = Field(
-        50,
-        ge=1,
-        le=500,
-        description="activations in flight at once: each a platform call and a commit",
+    worker_batch: int = worker_batch_field(
+        50, "activations in flight at once: each a platform call and a commit"
     )
-    worker_lease_s: float = Field(
+    worker_lease_s: float = worker_lease_field(
         60.0,
-        gt=0,
-        le=3600,
-        validate_default=True,
-        description="how long a claimed activation is reserved for one replica's round; "
+        "how long a claimed activation is reserved for one replica's round; "
         "longer than a round can take",
     )
 

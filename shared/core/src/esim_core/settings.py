@@ -529,3 +529,53 @@ def lease_outlasts_a_round(
             "waits between tries)"
         )
     return value
+
+
+# The bounds of the settings that describe calls to an outside system and the due work around
+# them: one policy for billing's gateway, provisioning's platform and the notifier's relays, so
+# a service's settings name a call and its description, not the numbers again. Each returns the
+# field (pydantic's `Field` is typed `Any` too), e.g.
+# `gateway_attempts: int = call_attempts_field(4, "tries of one gateway call ...")`.
+
+
+def call_timeout_field(default: float, description: str) -> Any:
+    """A setting for the timeout of one request to an outside system: at most two minutes."""
+    return Field(default, gt=0, le=120, description=description)
+
+
+def call_attempts_field(default: int, description: str) -> Any:
+    """A setting for the tries of one outside call within a round: 1 to 10."""
+    return Field(default, ge=1, le=10, description=description)
+
+
+def call_backoff_max_field(default: float, description: str) -> Any:
+    """A setting for the longest wait between two tries within a round: at most a minute."""
+    return Field(default, gt=0, le=60, description=description)
+
+
+def round_backoff_field(default: float, description: str) -> Any:
+    """A setting for the pause after the first round that failed transiently: at most an hour."""
+    return Field(default, gt=0, le=3600, description=description)
+
+
+def round_backoff_max_field(default: float, description: str) -> Any:
+    """A setting for the longest pause between two failed rounds: at most a day.
+
+    It caps `round_backoff_field`'s setting (`ServiceSettings.caps`), so its default is
+    validated too: a base set above the cap's default is refused.
+    """
+    return Field(default, gt=0, le=86400, validate_default=True, description=description)
+
+
+def worker_batch_field(default: int, description: str) -> Any:
+    """A setting for the pieces of due work one replica has in flight at once: 1 to 500."""
+    return Field(default, ge=1, le=500, description=description)
+
+
+def worker_lease_field(default: float, description: str) -> Any:
+    """A setting for how long claimed due work is reserved for one replica: at most an hour.
+
+    Its default is validated too, so that `lease_outlasts_a_round` refuses a call's settings
+    whose longest round would outlive the default lease.
+    """
+    return Field(default, gt=0, le=3600, validate_default=True, description=description)
