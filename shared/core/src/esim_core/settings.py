@@ -98,6 +98,12 @@ def _env(name: str) -> AliasChoices:
     return AliasChoices(name.upper())
 
 
+def _checked_when_unset(name: str, description: str) -> Any:
+    # An optional Kafka setting whose validator checks it against the protocol (required with
+    # SASL, refused without TLS, ...) when it is unset too.
+    return Field(None, validation_alias=_env(name), validate_default=True, description=description)
+
+
 class KafkaSettings(BaseSettings):
     """How every Kafka client of the platform reaches the brokers: address, TLS and SASL.
 
@@ -129,11 +135,11 @@ class KafkaSettings(BaseSettings):
         description="PLAINTEXT (local run only), SSL (TLS, optionally a client certificate), "
         "SASL_PLAINTEXT (SASL without TLS: never across a network) or SASL_SSL (production)",
     )
-    kafka_sasl_mechanism: Annotated[SaslMechanism | None, BeforeValidator(_upper)] = Field(
-        None,
-        validation_alias=_env("kafka_sasl_mechanism"),
-        validate_default=True,
-        description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; required with SASL_*, refused without",
+    kafka_sasl_mechanism: Annotated[SaslMechanism | None, BeforeValidator(_upper)] = (
+        _checked_when_unset(
+            "kafka_sasl_mechanism",
+            "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; required with SASL_*, refused without",
+        )
     )
     kafka_sasl_username: Annotated[str | None, BeforeValidator(_unset_if_empty)] = Field(
         None,
@@ -147,38 +153,30 @@ class KafkaSettings(BaseSettings):
         validation_alias=_env("kafka_sasl_password"),
         description="the SASL user's password; never logged. Or KAFKA_SASL_PASSWORD_FILE",
     )
-    kafka_sasl_password_file: OptionalFile = Field(
-        None,
-        validation_alias=_env("kafka_sasl_password_file"),
-        validate_default=True,
-        description="a file holding the SASL password (e.g. a mounted Secret); its trailing "
+    kafka_sasl_password_file: OptionalFile = _checked_when_unset(
+        "kafka_sasl_password_file",
+        "a file holding the SASL password (e.g. a mounted Secret); its trailing "
         "newline is not part of it",
     )
-    kafka_ssl_ca_file: OptionalFile = Field(
-        None,
-        validation_alias=_env("kafka_ssl_ca_file"),
-        validate_default=True,
-        description="PEM file of the CA(s) the brokers' certificates are checked against; "
+    kafka_ssl_ca_file: OptionalFile = _checked_when_unset(
+        "kafka_ssl_ca_file",
+        "PEM file of the CA(s) the brokers' certificates are checked against; "
         "unset: the system's trust store. Only with SSL or SASL_SSL",
     )
-    kafka_ssl_cert_file: OptionalFile = Field(
-        None,
-        validation_alias=_env("kafka_ssl_cert_file"),
-        validate_default=True,
-        description="PEM client certificate (chain) for brokers that require one (mutual TLS); "
+    kafka_ssl_cert_file: OptionalFile = _checked_when_unset(
+        "kafka_ssl_cert_file",
+        "PEM client certificate (chain) for brokers that require one (mutual TLS); "
         "with KAFKA_SSL_KEY_FILE",
     )
-    kafka_ssl_key_file: OptionalFile = Field(
-        None,
-        validation_alias=_env("kafka_ssl_key_file"),
-        validate_default=True,
-        description="PEM private key of the client certificate; with KAFKA_SSL_CERT_FILE",
+    kafka_ssl_key_file: OptionalFile = _checked_when_unset(
+        "kafka_ssl_key_file",
+        "PEM private key of the client certificate; with KAFKA_SSL_CERT_FILE",
     )
-    kafka_ssl_key_password: Annotated[SecretStr | None, BeforeValidator(_unset_if_empty)] = Field(
-        None,
-        validation_alias=_env("kafka_ssl_key_password"),
-        validate_default=True,
-        description="the password of an encrypted KAFKA_SSL_KEY_FILE; never logged",
+    kafka_ssl_key_password: Annotated[SecretStr | None, BeforeValidator(_unset_if_empty)] = (
+        _checked_when_unset(
+            "kafka_ssl_key_password",
+            "the password of an encrypted KAFKA_SSL_KEY_FILE; never logged",
+        )
     )
 
     def consumer_group(self, name: str) -> str:
