@@ -9,7 +9,7 @@ from esim_core.settings import KeySetting, ServiceSettings
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from accounts.identity.limits import Rate, RateSetting
+from accounts.identity.limits import Rate, RateSetting, rate_field
 from accounts.lifecycle.rules import DAY_S, DurationSetting, LeadsSetting
 
 DEV_JWT_SECRET = "local-development-only-secret-change-me"
@@ -62,26 +62,24 @@ class AccountsSettings(ServiceSettings, ResetCodeKeySettings):
         "memory limit beside 256 MiB for the rest of the process, at "
         "ACCOUNTS_PASSWORD_MEMORY_KIB each (4 under a 512 MiB limit); 4 without a limit",
     )
-    limit_login_failures_account: RateSetting = Field(
-        Rate(10, 900), description="failed logins for one account, as count/seconds"
+    limit_login_failures_account: RateSetting = rate_field(
+        Rate(10, 900), "failed logins for one account"
     )
-    limit_login_failures_address: RateSetting = Field(
-        Rate(50, 900), description="failed logins from one client address, as count/seconds"
+    limit_login_failures_address: RateSetting = rate_field(
+        Rate(50, 900), "failed logins from one client address"
     )
-    limit_registrations_address: RateSetting = Field(
-        Rate(20, 3600), description="registrations from one client address, as count/seconds"
+    limit_registrations_address: RateSetting = rate_field(
+        Rate(20, 3600), "registrations from one client address"
     )
-    limit_registrations_account: RateSetting = Field(
-        Rate(5, 3600), description="registration attempts for one e-mail, as count/seconds"
+    limit_registrations_account: RateSetting = rate_field(
+        Rate(5, 3600), "registration attempts for one e-mail"
     )
-    limit_resets_address: RateSetting = Field(
-        Rate(20, 3600), description="reset requests from one client address, as count/seconds"
+    limit_resets_address: RateSetting = rate_field(
+        Rate(20, 3600), "reset requests from one client address"
     )
-    limit_resets_account: RateSetting = Field(
-        Rate(5, 3600), description="reset requests for one account, as count/seconds"
-    )
-    limit_reset_confirmations_account: RateSetting = Field(
-        Rate(10, 900), description="reset confirmations for one account, as count/seconds"
+    limit_resets_account: RateSetting = rate_field(Rate(5, 3600), "reset requests for one account")
+    limit_reset_confirmations_account: RateSetting = rate_field(
+        Rate(10, 900), "reset confirmations for one account"
     )
     payment_deadline_s: float = Field(
         48 * 3600, gt=0, description="how long a saga waits for a payment outcome"

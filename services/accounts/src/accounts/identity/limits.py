@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 from pydantic_settings import NoDecode
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -55,6 +55,11 @@ def _parse_rate(value: Any) -> Any:
 
 # NoDecode: the environment gives '10/900', not JSON.
 RateSetting = Annotated[Rate, BeforeValidator(_parse_rate), NoDecode]
+
+
+def rate_field(default: Rate, what: str) -> Any:
+    """A `RateSetting` field: `what` is counted, and the description says how to set it."""
+    return Field(default, description=f"{what}, as count/seconds")
 
 
 class RateLimitedError(Exception):
