@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 import httpx
-from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Query, Response
 from pydantic import AfterValidator, BaseModel, Field
 
 from sandboxes.idempotency import IdempotencyKey, conflict, fingerprint, mark_replayed
 from sandboxes.problems import ProblemError, install_problem_handlers
-from sandboxes.serving import EnvSettings, health_router, serve
+from sandboxes.serving import EnvSettings, app_state, health_router, serve
 from sandboxes.timestamps import Clock, Timestamp, rfc3339, utc_now
 
 logger = logging.getLogger("sandboxes.esim")
@@ -987,46 +987,42 @@ class EsimPlatform:
             end = bundle.valid_until
 
 
-def _platform(request: Request) -> EsimPlatform:
-    platform: EsimPlatform = request.app.state.platform
-    return platform
-
-
+PlatformDep = Annotated[EsimPlatform, app_state("platform")]
 router = APIRouter()
 
 
 @router.post("/v1/bundles", status_code=202, response_model=OrderAccepted, tags=["bundles"])
 async def create_bundle(
-    body: BundleOrderRequest, key: IdempotencyKey, request: Request, response: Response
+    body: BundleOrderRequest, key: IdempotencyKey, platform: PlatformDep, response: Response
 ) -> OrderAccepted:
     """Order a bundle; 200 with ``Idempotent-Replayed: true`` and its status now on replay."""
-    view, replayed = _platform(request).place_order(key, body)
+    view, replayed = platform.place_order(key, body)
     mark_replayed(response, replayed)
     return OrderAccepted.model_validate(view, from_attributes=True)
 
 
 @router.get("/v1/bundles/{order_id}", response_model=Bundle, tags=["bundles"])
-async def get_bundle(order_id: str, request: Request) -> Bundle:
+async def get_bundle(order_id: str, platform: PlatformDep) -> Bundle:
     """Return a bundle order as it stands now."""
-    return _platform(request).order(order_id)
+    return platform.order(order_id)
 
 
 @router.post("/v1/bundles/{order_id}/cancel", response_model=BundleCancellation, tags=["bundles"])
-async def cancel_bundle(order_id: str, request: Request) -> BundleCancellation:
+async def cancel_bundle(order_id: str, platform: PlatformDep) -> BundleCancellation:
     """Cancel a bundle that has not started (idempotent); says whether it will never run."""
-    return _platform(request).cancel(order_id)
+    return platform.cancel(order_id)
 
 
 @router.get("/v1/cards/{iccid}", response_model=CardBundles, tags=["cards"])
-async def get_card(iccid: str, request: Request) -> CardBundles:
+async def get_card(iccid: str, platform: PlatformDep) -> CardBundles:
     """Return a card and all its bundles."""
-    return _platform(request).card(iccid)
+    return platform.card(iccid)
 
 
 @router.get("/v1/cards/{iccid}/usage", response_model=Usage, tags=["cards"])
 async def get_usage(
     iccid: str,
-    request: Request,
+    platform: PlatformDep,
     ended_within_s: Annotated[float | None, Query(ge=0, le=366 * 86400)] = None,
 ) -> Usage:
     """Return the data use of the card's bundles; 429 with Retry-After when polled too often.
@@ -1034,69 +1030,69 @@ async def get_usage(
     With `ended_within_s`, bundles that ended (expired, replaced or used up) longer ago than
     that are left out: a poller asks only for what can have changed since it last looked.
     """
-    return _platform(request).poll_usage(iccid, ended_within_s)
+    return platform.poll_usage(iccid, ended_within_s)
 
 
 @router.post("/sandbox/cards", status_code=201, response_model=CardIn, tags=["sandbox"])
-async def add_card(body: CardIn, request: Request) -> CardIn:
+async def add_card(body: CardIn, platform: PlatformDep) -> CardIn:
     """Make a card known (idempotent)."""
-    return _platform(request).add_card(body)
+    return platform.add_card(body)
 
 
 @router.get("/sandbox/cards", tags=["sandbox"])
-async def list_cards(request: Request) -> dict[str, list[CardIn]]:
+async def list_cards(platform: PlatformDep) -> dict[str, list[CardIn]]:
     """List the known cards."""
-    return {"cards": _platform(request).cards()}
+    return {"cards": platform.cards()}
 
 
 @router.post("/sandbox/usage", response_model=Usage, tags=["sandbox"])
-async def set_usage(body: UsageUpdate, request: Request) -> Usage:
+async def set_usage(body: UsageUpdate, platform: PlatformDep) -> Usage:
     """Set how much data the card's current bundle has used."""
-    return _platform(request).set_usage(body)
+    return platform.set_usage(body)
 
 
 @router.post("/sandbox/validity", response_model=CardBundles, tags=["sandbox"])
-async def set_validity(body: ValidityChange, request: Request) -> CardBundles:
+async def set_validity(body: ValidityChange, platform: PlatformDep) -> CardBundles:
     """End the card's current bundle soon; the queued ones follow it, each as long as before."""
-    return _platform(request).set_validity(body)
+    return platform.set_validity(body)
 
 
 @router.post("/sandbox/callbacks/mode", response_model=CallbackSetting, tags=["sandbox"])
-async def set_callback_mode(body: CallbackSetting, request: Request) -> CallbackSetting:
+async def set_callback_mode(body: CallbackSetting, platform: PlatformDep) -> CallbackSetting:
     """Send callbacks about an ICCID signed (default), with a bad signature, or not at all."""
-    return _platform(request).set_callback_mode(body)
+    return platform.set_callback_mode(body)
 
 
 @router.get("/sandbox/callbacks", response_model=CallbackLog, tags=["sandbox"])
-async def list_callbacks(request: Request, iccid: str | None = None) -> CallbackLog:
+async def list_callbacks(platform: PlatformDep, iccid: str | None = None) -> CallbackLog:
     """List the callbacks sent, with the receiver's answers."""
-    return _platform(request).callback_log(iccid)
+    return platform.callback_log(iccid)
 
 
 @router.post("/sandbox/callbacks/redeliver", response_model=CallbackDelivery, tags=["sandbox"])
-async def redeliver(body: Redelivery, request: Request) -> CallbackDelivery:
+async def redeliver(body: Redelivery, platform: PlatformDep) -> CallbackDelivery:
     """Send a callback once more under the same id."""
-    return _platform(request).redeliver(body)
+    return platform.redeliver(body)
 
 
 @router.post("/sandbox/faults", response_model=Fault, tags=["sandbox"])
-async def set_fault(body: Fault, request: Request) -> Fault:
+async def set_fault(body: Fault, platform: PlatformDep) -> Fault:
     """Inject a fault for one ICCID: fail, flaky, slow, or none to clear it."""
-    return _platform(request).set_fault(body)
+    return platform.set_fault(body)
 
 
 @router.get("/sandbox/ledger", response_model=OrderLedger, tags=["sandbox"])
 async def get_ledger(
-    request: Request, iccid: str | None = None, reference: str | None = None
+    platform: PlatformDep, iccid: str | None = None, reference: str | None = None
 ) -> OrderLedger:
     """List every bundle order with its status, and every cancellation, optionally filtered."""
-    return _platform(request).ledger(iccid, reference)
+    return platform.ledger(iccid, reference)
 
 
 @router.post("/sandbox/reset", status_code=204, tags=["sandbox"])
-async def reset(request: Request) -> Response:
+async def reset(platform: PlatformDep) -> Response:
     """Forget orders and faults; keep the cards."""
-    _platform(request).reset()
+    platform.reset()
     return Response(status_code=204)
 
 

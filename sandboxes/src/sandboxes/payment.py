@@ -5,7 +5,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -17,7 +17,7 @@ from sandboxes.providers import MOUNTS, SlowCall, World
 from sandboxes.providers.delivery import Deliveries, Replayed, UnknownDeliveryError
 from sandboxes.providers.ledger import Entry, Plant
 from sandboxes.providers.ledger import Ledger as ProviderLedger
-from sandboxes.serving import ENV_NAME, EnvSettings, health_router, serve
+from sandboxes.serving import ENV_NAME, EnvSettings, app_state, health_router, serve
 from sandboxes.timestamps import Clock, Timestamp, utc_now
 
 logger = logging.getLogger("sandboxes.payment")
@@ -317,50 +317,42 @@ class PaymentGateway:
         self._refund_keys.clear()
 
 
-def _gateway(request: Request) -> PaymentGateway:
-    gateway: PaymentGateway = request.app.state.gateway
-    return gateway
-
-
+GatewayDep = Annotated[PaymentGateway, app_state("gateway")]
+WorldDep = Annotated[World, app_state("world")]
 router = APIRouter()
 
 
 @router.post("/v1/charges", status_code=201, response_model=Charge, tags=["charges"])
 async def create_charge(
-    body: ChargeRequest, key: IdempotencyKey, request: Request, response: Response
+    body: ChargeRequest, key: IdempotencyKey, gateway: GatewayDep, response: Response
 ) -> Charge:
     """Capture a charge; 200 with ``Idempotent-Replayed: true`` when the key was captured."""
-    charge, replayed = await _gateway(request).charge(key, body)
+    charge, replayed = await gateway.charge(key, body)
     mark_replayed(response, replayed)
     return charge
 
 
 @router.get("/v1/charges/{charge_id}", response_model=Charge, tags=["charges"])
-async def get_charge(charge_id: str, request: Request) -> Charge:
+async def get_charge(charge_id: str, gateway: GatewayDep) -> Charge:
     """Return a captured charge."""
-    return _gateway(request).get_charge(charge_id)
+    return gateway.get_charge(charge_id)
 
 
 @router.post("/v1/refunds", status_code=201, response_model=Refund, tags=["refunds"])
 async def create_refund(
-    body: RefundRequest, key: IdempotencyKey, request: Request, response: Response
+    body: RefundRequest, key: IdempotencyKey, gateway: GatewayDep, response: Response
 ) -> Refund:
     """Refund a charge; 200 with ``Idempotent-Replayed: true`` when the key was used."""
-    refund, replayed = await _gateway(request).refund(key, body)
+    refund, replayed = await gateway.refund(key, body)
     mark_replayed(response, replayed)
     return refund
 
 
-def _world(request: Request) -> World:
-    world: World = request.app.state.world
-    return world
-
-
 @router.get("/sandbox/ledger", response_model=Ledger, tags=["sandbox"])
-async def get_ledger(request: Request, reference: str | None = None) -> Ledger:
+async def get_ledger(gateway: GatewayDep, world: WorldDep, reference: str | None = None) -> Ledger:
     """List authorizations, captures, voids and refunds, optionally of one reference."""
-    generic = _gateway(request).ledger(reference)
-    providers = _world(request).ledger.view(reference)
+    generic = gateway.ledger(reference)
+    providers = world.ledger.view(reference)
     return Ledger(
         authorizations=providers.authorizations,
         captures=[*generic.captures, *providers.captures],
@@ -370,9 +362,8 @@ async def get_ledger(request: Request, reference: str | None = None) -> Ledger:
 
 
 @router.post("/sandbox/ledger/plant", status_code=201, response_model=Entry, tags=["sandbox"])
-async def plant(body: Plant, request: Request) -> Entry:
+async def plant(body: Plant, world: WorldDep) -> Entry:
     """Record a capture that billing never asked for, as a reconciliation test needs."""
-    world = _world(request)
     return world.ledger.record(
         "captures",
         id=f"planted_{uuid.uuid4().hex[:20]}",
@@ -386,9 +377,9 @@ async def plant(body: Plant, request: Request) -> Entry:
 
 
 @router.get("/sandbox/deliveries", tags=["sandbox"])
-async def deliveries(request: Request, reference: str | None = None) -> list[dict[str, object]]:
+async def deliveries(world: WorldDep, reference: str | None = None) -> list[dict[str, object]]:
     """Every webhook or notify sent to billing, with its attempts, optionally of one reference."""
-    return [r.model_dump(mode="json") for r in _world(request).deliveries.records(reference)]
+    return [r.model_dump(mode="json") for r in world.deliveries.records(reference)]
 
 
 class Lose(BaseModel):
@@ -398,19 +389,19 @@ class Lose(BaseModel):
 
 
 @router.post("/sandbox/deliveries/lose", status_code=204, tags=["sandbox"])
-async def lose(body: Lose, request: Request) -> Response:
+async def lose(body: Lose, world: WorldDep) -> Response:
     """Send none of a reference's calls to billing from now on (a lost-webhook test): billing
     must learn where the payment stands by asking."""
-    _world(request).deliveries.held.add(body.reference)
+    world.deliveries.held.add(body.reference)
     return Response(status_code=204)
 
 
 @router.post("/sandbox/deliveries/{delivery_id}/replay", response_model=Replayed, tags=["sandbox"])
-async def replay(delivery_id: str, request: Request) -> Replayed:
+async def replay(delivery_id: str, world: WorldDep) -> Replayed:
     """Send one webhook or notify to billing again, exactly as it was last sent (body and
     signed headers), and answer what billing answered: a replayed call must change nothing."""
     try:
-        return await _world(request).deliveries.replay(delivery_id)
+        return await world.deliveries.replay(delivery_id)
     except UnknownDeliveryError:
         raise ProblemError(
             404, f"No delivery {delivery_id!r} was sent.", code="delivery_not_found"
@@ -422,18 +413,18 @@ async def replay(delivery_id: str, request: Request) -> Replayed:
 
 
 @router.get("/sandbox/slow-calls", response_model=list[SlowCall], tags=["sandbox"])
-async def slow_calls(request: Request, reference: str | None = None) -> list[SlowCall]:
+async def slow_calls(world: WorldDep, reference: str | None = None) -> list[SlowCall]:
     """The `_slow` sources' calls being held right now (sent, not yet answered), optionally of
     one reference: a test kills the caller while its call is in flight."""
-    return [c for c in _world(request).slow_calls if reference in (None, c.reference)]
+    return [c for c in world.slow_calls if reference in (None, c.reference)]
 
 
 @router.post("/sandbox/reset", status_code=204, tags=["sandbox"])
-async def reset(request: Request) -> Response:
+async def reset(request: Request, gateway: GatewayDep, world: WorldDep) -> Response:
     """Forget everything the gateway recorded."""
-    _gateway(request).reset()
-    _world(request).ledger.reset()
-    _world(request).deliveries.reset()
+    gateway.reset()
+    world.ledger.reset()
+    world.deliveries.reset()
     for provider in ("stripe", "paypal", "alipay"):
         state = getattr(request.app.state, provider, None)
         if state is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 import uvicorn
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Request
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -33,6 +33,18 @@ async def live() -> dict[str, str]:
 async def ready() -> dict[str, str]:
     """Answer once the app serves requests; a sandbox has nothing else to wait for."""
     return {"status": "ok"}
+
+
+def app_state(name: str) -> Any:
+    """A route dependency on what a sandbox app keeps as `app.state.<name>`.
+
+    Name its type in an alias: `PlatformDep = Annotated[EsimPlatform, app_state("platform")]`.
+    """
+
+    def kept(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    return Depends(kept)
 
 
 def env_str(name: str, default: str) -> str:

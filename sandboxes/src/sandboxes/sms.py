@@ -6,11 +6,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Annotated, ClassVar, Literal
 
-from fastapi import APIRouter, FastAPI, Form, Header, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Form, Header, Query, Response
 from pydantic import BaseModel
 
 from sandboxes.problems import ProblemError, install_problem_handlers
-from sandboxes.serving import EnvSettings, health_router, serve
+from sandboxes.serving import EnvSettings, app_state, health_router, serve
 from sandboxes.timestamps import Clock, Timestamp, utc_now
 
 logger = logging.getLogger("sandboxes.sms")
@@ -70,17 +70,13 @@ class Inbox:
         return message, True
 
 
+InboxDep = Annotated[Inbox, app_state("inbox")]
 router = APIRouter()
-
-
-def _inbox(request: Request) -> Inbox:
-    inbox: Inbox = request.app.state.inbox
-    return inbox
 
 
 @router.post("/v1/messages", status_code=201, tags=["messages"])
 async def send_message(
-    request: Request,
+    inbox: InboxDep,
     response: Response,
     to: Annotated[str, Form(alias="To", description="E.164 number")],
     sender: Annotated[str, Form(alias="From", min_length=1, max_length=16)],
@@ -90,7 +86,7 @@ async def send_message(
     """Accept one message for delivery; the same Idempotency-Key answers the first message."""
     if E164.fullmatch(to) is None:
         raise ProblemError(400, f"'To' is not an E.164 number: {to[:32]!r}", code="invalid_to")
-    message, new = _inbox(request).take(to, sender, body, idempotency_key)
+    message, new = inbox.take(to, sender, body, idempotency_key)
     if not new:
         response.status_code = 200
     # The text may be a one-time code: the log says only that a message came.
@@ -100,12 +96,12 @@ async def send_message(
 
 @router.get("/sandbox/messages", tags=["sandbox"])
 async def messages(
-    request: Request, to: Annotated[str | None, Query(description="E.164 number")] = None
+    inbox: InboxDep, to: Annotated[str | None, Query(description="E.164 number")] = None
 ) -> list[Received]:
     """What the sandbox received, oldest first, optionally for one number."""
     return [
         Received(to=m.to, text=m.body, received_at=m.date_created, sender=m.sender, sid=m.sid)
-        for m in _inbox(request).messages
+        for m in inbox.messages
         if to is None or m.to == to
     ]
 
