@@ -303,3 +303,21 @@ def test_a_postgresql_pool_keeps_its_connections_and_makes_a_burst_wait() -> Non
     assert pool.size() == 7
     assert pool._max_overflow == 0  # no public accessor; the burst waits up to the timeout
     assert pool.timeout() == 60
+
+
+@pytest.mark.parametrize(
+    ("url", "pool_size", "listens"),
+    [
+        ("postgresql+asyncpg://u@db:5432/accounts", 2, True),
+        # Its only connection is the relay's own work: it polls rather than starve itself.
+        ("postgresql+asyncpg://u@db:5432/accounts", 1, False),
+        # SQLite runs one process: its commits wake its own relay directly.
+        ("sqlite+aiosqlite:///:memory:", 20, False),
+    ],
+)
+def test_a_relay_listens_for_other_replicas_only_on_postgresql_with_a_connection_to_spare(
+    url: str, pool_size: int, listens: bool
+) -> None:
+    database = Database(url, pool_size=pool_size)
+    relay = OutboxRelay(database, Outbox("/test", Topics()), FakePublisher(), LocalLock())  # type: ignore[arg-type]
+    assert (relay._listener is not None) is listens

@@ -363,7 +363,8 @@ class ServiceSettings(KafkaSettings, TopicSettings):
         ge=1,
         le=200,
         description="PostgreSQL connections per process, kept open, none beyond; a transaction "
-        "waits for a free one (SQLite always uses one). Every replica holds as many: the most "
+        "waits for a free one (SQLite always uses one); the replica relaying the outbox keeps one "
+        "listening for the others' events (from 2). Every replica holds as many: the most "
         "replicas times this, summed over the services, must fit the server's max_connections "
         "(deploy/README.md, 'Database connections')",
     )

@@ -24,10 +24,14 @@ from esim_core.observability.tracing import (
     detached_span,
     traceparent_in,
 )
-from esim_core.persistence.db import Database, add_row
+from esim_core.persistence.db import Database, add_row, notify_on_commit
+from esim_core.persistence.notify import Listener
 from esim_core.settings import Topics
 
 logger = logging.getLogger(__name__)
+
+#: The PostgreSQL channel on which a service's replicas wake the one that relays its outbox.
+RELAY_CHANNEL = "esim_outbox"
 
 
 class OutboxMessage(SQLModel, table=True):
@@ -52,6 +56,9 @@ class Outbox:
         self.source = source
         self.topics = topics
         self._pending = asyncio.Event()
+        #: Whether another replica relays now, so that a commit adding events must wake it
+        #: (`RELAY_CHANNEL`); `OutboxRelay` keeps it, from its lease, on PostgreSQL.
+        self.relayed_elsewhere = False
 
     def add(
         self, session: AsyncSession, data: EventData, *, event_id: str | None = None
@@ -82,6 +89,8 @@ class Outbox:
             },
         )
         _wake_after_commit(session, self._pending)
+        if self.relayed_elsewhere:
+            notify_on_commit(session, RELAY_CHANNEL)
         return envelope
 
     def notify(self) -> None:
@@ -128,6 +137,10 @@ class OutboxRelay:
     once: a crash between the broker's ack and the mark publishes the row again with the same
     CloudEvents id, which consumers' inboxes drop. Published rows are purged by the service's
     `Purger` once `outbox_retention` says (not here: a purge would hold up the relay's rounds).
+
+    On PostgreSQL the replica holding the lease LISTENs on `RELAY_CHANNEL`, and the others'
+    commits that add events NOTIFY it, so an event committed anywhere goes out at once rather
+    than after the interval, which stays as the fallback.
     """
 
     database: Database
@@ -138,22 +151,44 @@ class OutboxRelay:
     interval_s: float = 0.5
     batch_size: int = 500
     _stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _listener: Listener | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        # Listening holds a connection of the pool: not the only one, which relaying needs.
+        if self.database.is_postgresql and self.database.pool_size > 1:
+            self._listener = Listener(self.database, RELAY_CHANNEL, self.outbox.notify)
 
     async def run(self) -> None:
         """Relay until `stop`; only the replica holding the lock publishes."""
-        while not self._stopping.is_set():
-            try:
-                if await self.lock.acquire():
-                    while await self.relay_once() == self.batch_size:
-                        if self._stopping.is_set():
-                            break
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                OUTBOX_RELAY_ERRORS.inc()
-                logger.exception("outbox relay failed; will retry")
-                await sleep_unless(self._stopping, min(5.0, self.interval_s * 4))
-            await self.outbox.wait_for_pending(self.interval_s)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    holding = await self.lock.acquire()
+                    await self._listen_while(holding)
+                    if holding:
+                        while await self.relay_once() == self.batch_size:
+                            if self._stopping.is_set():
+                                break
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    OUTBOX_RELAY_ERRORS.inc()
+                    logger.exception("outbox relay failed; will retry")
+                    await sleep_unless(self._stopping, min(5.0, self.interval_s * 4))
+                await self.outbox.wait_for_pending(self.interval_s)
+        finally:
+            if self._listener is not None:
+                await self._listener.close()
+
+    async def _listen_while(self, holding: bool) -> None:
+        """Listen for the other replicas' events while relaying; tell them to wake this one."""
+        if self._listener is None:
+            return
+        self.outbox.relayed_elsewhere = not holding
+        if holding:
+            await self._listener.open()
+        else:
+            await self._listener.close()
 
     def stop(self) -> None:
         """Let `run` return after its current round."""

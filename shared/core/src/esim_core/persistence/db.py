@@ -37,6 +37,7 @@ class Database:
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         self.is_postgresql = parsed.get_backend_name() == "postgresql"
+        self.pool_size = 1 if self.is_sqlite else pool_size
         self._span_attributes = {
             "db.system.name": "sqlite" if self.is_sqlite else parsed.get_backend_name(),
             "db.namespace": str(parsed.database or ""),
@@ -101,6 +102,7 @@ class Database:
                 try:
                     yield session
                     await insert_added_rows(session)
+                    await send_notes(session)
                     await session.commit()
                 except BaseException:
                     await session.rollback()
@@ -219,6 +221,29 @@ async def insert_added_rows(session: AsyncSession) -> None:
     connection = await session.connection()
     for table, rows in added.items():
         await connection.execute(insert(table), rows)
+
+
+_NOTES = "esim_core.persistence.db.notify"
+_NOTIFY = text("SELECT pg_notify(:channel, '')")
+
+
+def notify_on_commit(session: AsyncSession, channel: str) -> None:
+    """Send a NOTIFY on `channel` with this transaction, once however often it is noted.
+
+    Sent just before `Database.session` commits; the server delivers it only if
+    the transaction commits. For PostgreSQL sessions only.
+    """
+    session.sync_session.info.setdefault(_NOTES, set()).add(channel)
+
+
+async def send_notes(session: AsyncSession) -> None:
+    """Send the NOTIFYs this transaction noted (`notify_on_commit`); none noted, no statement."""
+    channels: set[str] | None = session.sync_session.info.pop(_NOTES, None)
+    if not channels:
+        return
+    connection = await session.connection()
+    for channel in sorted(channels):
+        await connection.execute(_NOTIFY, {"channel": channel})
 
 
 async def _advisory_lock(connection: AsyncConnection, name: str) -> None:
