@@ -710,6 +710,7 @@ def run_meta(config: Config, stack: Stack) -> dict[str, Any]:
         ),
         "date": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "db": stack.db,
+        "replicas": config.replicas,
         "stack": stack.mode,
         "quick": config.quick,
         "profile": config.profile,
