@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 from esim_core.duework.leases import LocalLock
-from esim_core.messaging.consumer import EventConsumer, MessageInfo, PermanentEventError, Route
+from esim_core.messaging.consumer import (
+    AUTO_OFFSET_RESET,
+    FETCH_MAX_BYTES,
+    PARTITION_FETCH_MAX_BYTES,
+    EventConsumer,
+    MessageInfo,
+    PermanentEventError,
+    Route,
+)
 from esim_core.messaging.inbox import InboxEntry, processed_ids, record_new
 from esim_core.messaging.kafka import OutgoingMessage
 from esim_core.messaging.outbox import Outbox, OutboxMessage, OutboxRelay
@@ -17,6 +25,7 @@ from esim_core.persistence.db import Database
 from esim_core.settings import ServiceSettings, SettingsError, Topics, load_settings
 from esim_core.testing import temporary_database
 from esim_schemas import CloudEvent, RenewalRejected, RenewalRequested, new_event
+from faststream.kafka import KafkaBroker
 from pydantic_settings import SettingsConfigDict
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -321,3 +330,16 @@ def test_a_relay_listens_for_other_replicas_only_on_postgresql_with_a_connection
     database = Database(url, pool_size=pool_size)
     relay = OutboxRelay(database, Outbox("/test", Topics()), FakePublisher(), LocalLock())  # type: ignore[arg-type]
     assert (relay._listener is not None) is listens
+
+
+def test_a_consumer_fetches_ahead_a_bounded_number_of_bytes_however_far_behind_it_is(
+    database: Database,
+) -> None:
+    # The client's defaults (50 MB a response, 1 MB a partition) kept a backlog in memory.
+    broker = KafkaBroker()
+    consumer_with(database, FakePublisher(), None).subscribe(broker, "test")
+    (subscriber,) = broker.subscribers
+    options: dict[str, Any] = subscriber._connection_args  # type: ignore[attr-defined]
+    assert options["fetch_max_bytes"] == FETCH_MAX_BYTES <= 4 * 1024 * 1024
+    assert options["max_partition_fetch_bytes"] == PARTITION_FETCH_MAX_BYTES <= 256 * 1024
+    assert options["auto_offset_reset"] == AUTO_OFFSET_RESET

@@ -40,6 +40,13 @@ POLL_MS = 500
 #: Where a group with no committed offset starts: at the oldest kept event, so none is skipped.
 #: KEDA's kafka triggers must compute lag the same way (`offsetResetPolicy`, check_deploy.py).
 AUTO_OFFSET_RESET: Final[Literal["earliest"]] = "earliest"
+#: What the consumer fetches ahead of its handlers, at most: per response, and per partition.
+#: The client's defaults (50 MB and 1 MB) hold a backlog in memory as far as it reaches: with
+#: 42 MB of events waiting on 156 partitions (accounts reads 13 topics of 12), a consumer grew
+#: by 59 MB, and a service that fell behind in a 30-minute soak grew from 211 to 256 MB. These
+#: hold a few thousand events (some 700 bytes each), many batches' worth, and it grew by none.
+FETCH_MAX_BYTES = 4 * 1024 * 1024
+PARTITION_FETCH_MAX_BYTES = 256 * 1024
 
 
 def _header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> bytes | None:
@@ -182,6 +189,8 @@ class EventConsumer:
             max_records=self.batch_size,
             batch_timeout_ms=POLL_MS,
             auto_offset_reset=AUTO_OFFSET_RESET,
+            fetch_max_bytes=FETCH_MAX_BYTES,
+            max_partition_fetch_bytes=PARTITION_FETCH_MAX_BYTES,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=_raw_records,
             title=group_id,
