@@ -379,7 +379,10 @@ class ServiceSettings(KafkaSettings, TopicSettings):
         3, ge=1, le=20, description="attempts at handling one message before it is dead-lettered"
     )
     relay_interval_s: float = Field(
-        0.5, gt=0, description="how often the outbox relay looks for unpublished events"
+        0.5,
+        gt=0,
+        description="how often the outbox relay looks for unpublished events when no commit "
+        "announced any (on PostgreSQL, other replicas announce theirs too)",
     )
     worker_interval_s: float = Field(
         0.25,
