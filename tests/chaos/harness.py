@@ -55,7 +55,7 @@ from tests.support.infra import (
     Server,
     kafka_server,
     new_suffix,
-    postgres,
+    postgres_databases,
     redis_server,
 )
 from tests.support.load import Card, LoadDriver, Outcomes, Target, setup_cards
@@ -143,7 +143,16 @@ def main() -> int:
     skipped: list[str] = []
     try:
         with ExitStack() as stack:
-            databases = stack.enter_context(postgres(workdir)) if config.db == "postgres" else {}
+            database: Server | None = None
+            databases: dict[str, str] = {}
+            if config.db == "postgres":
+                # Durable: the run kills it, and what it acknowledged must outlive that.
+                databases, database = stack.enter_context(postgres_databases(workdir, durable=True))
+                if database.process is None:
+                    skipped.append(
+                        f"PostgreSQL kill: the server ({database.address.split('@')[-1]}) is "
+                        "not a local process"
+                    )
             broker = stack.enter_context(kafka_server(workdir))
             redis = stack.enter_context(redis_server(workdir))
             if broker.process is None:
@@ -167,7 +176,7 @@ def main() -> int:
             begun = time.monotonic()
             platform.start()
             gathered.timings["startup_s"] = time.monotonic() - begun
-            asyncio.run(exercise(platform, broker, redis, config, gathered))
+            asyncio.run(exercise(platform, broker, redis, database, config, gathered))
             verdict = judge(_evidence(gathered, config))
             diagnosis = asyncio.run(diagnose(platform, verdict, gathered))
             report = _report(
@@ -223,7 +232,12 @@ def _service_env(config: ChaosConfig) -> dict[str, str]:
 
 
 async def exercise(
-    platform: Platform, broker: Server, redis: Server, config: ChaosConfig, gathered: Gathered
+    platform: Platform,
+    broker: Server,
+    redis: Server,
+    database: Server | None,
+    config: ChaosConfig,
+    gathered: Gathered,
 ) -> None:
     """Bind cards, inject faults, run the load and the crashes, drain, and gather the evidence."""
     rng = random.Random(config.seed)
@@ -241,10 +255,19 @@ async def exercise(
         every_s=(config.every_min_s, config.every_max_s),
         broker=broker.process is not None,
         redis=redis.process is not None,
+        postgres=database is not None and database.process is not None,
         targets=platform.service_processes,
     )
     say(f"chaos: plan: {plan.describe()}")
-    mayhem = Mayhem(platform, broker, redis, stop_bound_s=config.stop_bound_s, rng=rng, say=say)
+    mayhem = Mayhem(
+        platform,
+        broker,
+        redis,
+        database=database,
+        stop_bound_s=config.stop_bound_s,
+        rng=rng,
+        say=say,
+    )
     by_card = {card.iccid: card for card in cards}
     buyers = Buyers(platform.url("accounts"), by_card, random.Random(rng.random()))
 
@@ -833,6 +856,7 @@ def _print_summary(
     say(
         f"crashes: {kinds['kill']} SIGKILL, {kinds['stop']} SIGTERM (bound "
         f"{config.stop_bound_s:g} s), broker {kinds['kill-broker']}, Redis {kinds['kill-redis']}"
+        + (f", PostgreSQL {kinds['kill-postgres']}" if config.db == "postgres" else "")
     )
     for record in gathered.records:
         say("  " + record.describe())

@@ -2,9 +2,10 @@
 
 A service is SIGKILLed (a crash at whatever line it is on) or, every third action, stopped with
 SIGTERM, and the time until its process is gone is measured against the stop bound. The broker
-and Redis are each SIGKILLed once and started again as they were (same port, same data
-directory), where they are local processes. Each process is started again after a short pause,
-and the next action waits until it (or, after the broker or Redis, every service) is ready.
+and Redis (and PostgreSQL, where the services use it) are each SIGKILLed once and started again
+as they were (same port, same data directory), where they are local processes. Each process is
+started again after a short pause, and the next action waits until it (or, after a server,
+every service) is ready.
 """
 
 import asyncio
@@ -22,7 +23,7 @@ import httpx
 
 from tests.support.infra import SERVICES, Platform, Process, Server
 
-Kind = Literal["kill", "stop", "kill-broker", "kill-redis"]
+Kind = Literal["kill", "stop", "kill-broker", "kill-redis", "kill-postgres"]
 #: What a SIGTERMed service's log says about its stop: its runtime's steps and the watchdog.
 STOP_LOG_MARKS = ("stopped in", "did not finish within", "abandoned at stop", "took longer than")
 READY_TIMEOUT_S = 120.0
@@ -44,7 +45,8 @@ class Plan:
     before when that took longer), and every third of them (the second, fifth, ...) is a
     SIGTERM stop. Services (with replicas, service processes: `targets`) are dealt from a
     shuffled deck, so each of four actions in a row hits another one. The broker goes down once
-    in the first slot after 40 % of the run, Redis in the first after 70 %. Once the run's
+    in the first slot after 40 % of the run, PostgreSQL (with `postgres`) after 55 %, Redis
+    after 70 %. Once the run's
     seconds are over, only what it must still have had comes (the broker, Redis, a kill, a
     stop), at half the shortest gap, so that even a short
     run has every kind without lasting much longer.
@@ -58,6 +60,7 @@ class Plan:
         every_s: tuple[float, float] = (20.0, 30.0),
         broker: bool = True,
         redis: bool = True,
+        postgres: bool = False,
         targets: Sequence[str] = SERVICES,
     ) -> None:
         self.seconds = seconds
@@ -67,6 +70,8 @@ class Plan:
         self._one_offs: list[tuple[float, Action]] = []
         if broker:
             self._one_offs.append((0.4 * seconds, Action("kill-broker", "kafka")))
+        if postgres:
+            self._one_offs.append((0.55 * seconds, Action("kill-postgres", "postgres")))
         if redis:
             self._one_offs.append((0.7 * seconds, Action("kill-redis", "redis")))
         self._services_done = 0
@@ -110,7 +115,7 @@ class Plan:
         return action
 
     def owed(self) -> list[str]:
-        """What the plan must still do: the broker, Redis, a first kill or stop."""
+        """What the plan must still do: the broker, PostgreSQL, Redis, a first kill or stop."""
         owed = [f"{action.kind} {action.target}" for _, action in self._one_offs]
         owed.extend(kind for kind in ("kill", "stop") if kind not in self._kinds_done)
         return owed
@@ -203,6 +208,7 @@ class Mayhem:
         broker: Server,
         redis: Server,
         *,
+        database: Server | None = None,
         stop_bound_s: float,
         rng: random.Random,
         say: Callable[[str], None] = print,
@@ -210,6 +216,7 @@ class Mayhem:
         self.platform = platform
         self.broker = broker
         self.redis = redis
+        self.database = database
         self.stop_bound_s = stop_bound_s
         self.rng = rng
         self.say = say
@@ -248,6 +255,9 @@ class Mayhem:
         elif action.kind == "kill-broker":
             assert self.broker.process is not None
             self._kill_server(record, self.broker.process, pause=(3.0, 6.0), timeout=180)
+        elif action.kind == "kill-postgres":
+            assert self.database is not None and self.database.process is not None
+            self._kill_server(record, self.database.process, pause=(2.0, 4.0), timeout=60)
         else:
             assert self.redis.process is not None
             self._kill_server(record, self.redis.process, pause=(2.0, 4.0), timeout=60)

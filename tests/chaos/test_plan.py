@@ -36,6 +36,24 @@ def test_a_ninety_second_run_has_every_kind_of_crash(seed: int, took: float) -> 
     assert moments[-1] < 90 + 3 * max(10.0, took)
 
 
+def test_a_run_on_postgresql_kills_the_server_once_between_the_broker_and_redis() -> None:
+    plan = Plan(300, random.Random(2), postgres=True)
+    described = plan.describe()
+    kinds = [action.kind for action in iter(lambda: plan.next(400), None)]
+
+    assert described.index("kafka") < described.index("postgres") < described.index("redis")
+    assert kinds[:3] == ["kill-broker", "kill-postgres", "kill-redis"]
+    assert kinds.count("kill-postgres") == 1
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_ninety_second_run_on_postgresql_has_the_server_crash_too(seed: int) -> None:
+    kinds, _ = kinds_of(Plan(90, random.Random(seed), postgres=True), 12.0)
+
+    assert kinds.count("kill-postgres") == 1
+    assert kinds.count("kill-broker") == kinds.count("kill-redis") == 1
+
+
 def test_every_third_service_action_is_a_stop() -> None:
     kinds, moments = kinds_of(Plan(600, random.Random(7), broker=False, redis=False), 5.0)
 

@@ -408,6 +408,18 @@ DATABASE_MODES = ("sqlite", "postgres")
 def postgres(workdir: Path) -> Iterator[dict[str, str]]:
     """One PostgreSQL database per service; yields each service's SQLAlchemy URL.
 
+    The server is chosen as `postgres_databases` says.
+    """
+    with postgres_databases(workdir) as (urls, _server):
+        yield urls
+
+
+@contextmanager
+def postgres_databases(
+    workdir: Path, *, durable: bool = False
+) -> Iterator[tuple[dict[str, str], Server]]:
+    """One PostgreSQL database per service; yields each service's SQLAlchemy URL and the server.
+
     The server is, in this order, the one `TEST_DATABASE_URL_BASE` names (a URL without a
     database, e.g. `postgresql+asyncpg://user:pw@host:5432`, whose user may create databases;
     this run's databases get a unique prefix and are dropped at the end), a testcontainer where
@@ -420,7 +432,7 @@ def postgres(workdir: Path) -> Iterator[dict[str, str]]:
         names = {name: f"esim{new_suffix().replace('.', '_')}_{name}" for name in SERVICES}
         create_databases(base, names.values())
         try:
-            yield {name: f"{base}/{database}" for name, database in names.items()}
+            yield {name: f"{base}/{database}" for name, database in names.items()}, Server(base)
         finally:
             drop_databases(base, names.values())
         return
@@ -432,11 +444,11 @@ def postgres(workdir: Path) -> Iterator[dict[str, str]]:
             port = container.get_exposed_port(container.port)
             base = f"postgresql+asyncpg://{container.username}:{container.password}@{host}:{port}"
             create_databases(base, SERVICES)
-            yield {name: f"{base}/{name}" for name in SERVICES}
+            yield {name: f"{base}/{name}" for name in SERVICES}, Server(base)
         return
-    with local_postgres(workdir) as base:
-        create_databases(base, SERVICES)
-        yield {name: f"{base}/{name}" for name in SERVICES}
+    with postgres_server(workdir, durable=durable) as server:
+        create_databases(server.address, SERVICES)
+        yield {name: f"{server.address}/{name}" for name in SERVICES}, server
 
 
 def postgres_binaries() -> Path:
@@ -455,7 +467,19 @@ def postgres_binaries() -> Path:
 
 @contextmanager
 def local_postgres(workdir: Path) -> Iterator[str]:
-    """A PostgreSQL server of its own on a free loopback port; yields its base URL.
+    """A PostgreSQL server of its own on a free loopback port; yields its base URL."""
+    with postgres_server(workdir) as server:
+        yield server.address
+
+
+@contextmanager
+def postgres_server(workdir: Path, *, durable: bool = False) -> Iterator[Server]:
+    """A PostgreSQL server of its own on a free loopback port, as a `Server` with its process.
+
+    A throwaway server skips what only durability buys. A `durable` one (for a run that kills
+    it) keeps every commit it acknowledged through its own crash: its commits wait for their
+    WAL to reach the kernel (`synchronous_commit` on). Without fsync a crash of the machine
+    could still lose them, which no run here does.
 
     PostgreSQL refuses to run as root, so under root it runs as the `postgres` OS user, and its
     data directory is then a fresh one under the system temp dir: pytest's base temp dir is
@@ -510,16 +534,15 @@ def local_postgres(workdir: Path) -> Iterator[str]:
                 "-c",
                 "fsync=off",
                 "-c",
-                "synchronous_commit=off",
-                "-c",
                 "full_page_writes=off",
+                *([] if durable else ["-c", "synchronous_commit=off"]),
             ],
             {"LC_ALL": "C"},
             workdir / "postgres.log",
             lambda: port_open(port),
         ).start(timeout=60)
         try:
-            yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}"
+            yield Server(f"postgresql+asyncpg://postgres@127.0.0.1:{port}", server)
         finally:
             # SIGINT is PostgreSQL's fast shutdown: it does not wait for clients to leave.
             server.stop(timeout=30, sig=signal.SIGINT)
