@@ -343,3 +343,62 @@ def test_a_consumer_fetches_ahead_a_bounded_number_of_bytes_however_far_behind_i
     assert options["fetch_max_bytes"] == FETCH_MAX_BYTES <= 4 * 1024 * 1024
     assert options["max_partition_fetch_bytes"] == PARTITION_FETCH_MAX_BYTES <= 256 * 1024
     assert options["auto_offset_reset"] == AUTO_OFFSET_RESET
+
+
+class DownDatabase:
+    """The test's database, made not to answer its first `down_for` pings."""
+
+    def __init__(self, database: Database, down_for: int) -> None:
+        self.database = database
+        self.down_for = down_for
+        self.pings = 0
+
+    @property
+    def down(self) -> bool:
+        return self.pings < self.down_for
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.database, name)
+
+    async def ping(self) -> None:
+        self.pings += 1
+        if self.pings <= self.down_for:
+            raise ConnectionRefusedError("the database system is not yet accepting connections")
+
+
+async def test_failures_while_the_database_is_down_spend_no_attempt_and_nothing_is_dead_lettered(
+    database: Database,
+) -> None:
+    publisher = FakePublisher()
+    flaky = DownDatabase(database, down_for=3)
+    tries: list[bool] = []
+
+    async def handler(session: AsyncSession, event: CloudEvent[Any]) -> None:
+        tries.append(flaky.down)
+        if flaky.down:
+            raise ConnectionResetError("connection was closed in the middle of operation")
+
+    # One attempt: a failure that counted would dead-letter the event at once.
+    consumer = consumer_with(flaky, publisher, handler, attempts=1)  # type: ignore[arg-type]
+    await consumer.handle(request_bytes(), INFO)
+
+    assert publisher.sent == []
+    assert tries == [True, False]  # failed while down; handled once the database answered
+    assert flaky.pings == 4  # the failure's, two while it was down, and the one it answered
+    async with database.session() as session:
+        assert len((await session.exec(select(InboxEntry))).all()) == 1
+
+
+async def test_a_failure_while_the_database_answers_spends_an_attempt(database: Database) -> None:
+    publisher = FakePublisher()
+    answering = DownDatabase(database, down_for=0)
+
+    async def handler(session: AsyncSession, event: CloudEvent[Any]) -> None:
+        raise ConnectionResetError("an outside system, not the database")
+
+    consumer = consumer_with(answering, publisher, handler, attempts=1)  # type: ignore[arg-type]
+    await consumer.handle(request_bytes(), INFO)
+
+    [dead] = publisher.sent
+    assert dead["headers"]["x-error-type"] == "retries_exhausted"
+    assert answering.pings == 1

@@ -141,6 +141,8 @@ class EventConsumer:
     row, so a redelivered event changes nothing. Handler errors are retried a bounded number
     of times; what still fails, and what does not fit the contract, goes to `<topic>.dlq`
     with the reason in headers, and the offset moves on so the partition is never blocked.
+    A failure while the database does not answer is the database's, not the message's: the
+    consumer waits until it answers again and tries once more, without spending an attempt.
     """
 
     def __init__(
@@ -378,17 +380,48 @@ class EventConsumer:
         """Up to `attempts` tries, with jittered exponential waits (at most 5 s) between them.
 
         Exceptions only: a cancelled task (a stop) is not retried, nor a `PermanentEventError`.
+        A try that failed while the database did not answer (a restart, a failover) does not
+        count: the consumer waits for the database, as long as it takes, and tries again; its
+        offsets stay uncommitted meanwhile, so a stop or a rebalance loses nothing.
         """
-        for attempt in range(1, self.attempts + 1):
+        attempt = 0
+        while True:
             try:
                 return await self._handle_once(handler, event)
             except PermanentEventError:
                 raise
-            except Exception:
+            except Exception as error:
+                if await self._database_was_down(error):
+                    continue
+                attempt += 1
                 if attempt >= self.attempts:
                     raise
                 await asyncio.sleep(backoff(attempt, 0.2, 5.0, jitter=1.0))
-        raise AssertionError("unreachable: the last try returned or raised")  # pragma: no cover
+
+    async def _database_was_down(self, error: Exception) -> bool:
+        """Whether the database does not answer now; if so, return only once it does again."""
+        try:
+            await self.database.ping()
+            return False
+        except Exception as down:
+            logger.warning(
+                "%s: the database does not answer (%s: %s) after %s; waiting for it",
+                self.name,
+                type(down).__name__,
+                str(down)[:200],
+                type(error).__name__,
+            )
+        waits = 0
+        while True:
+            waits += 1
+            await asyncio.sleep(backoff(waits, 0.25, 5.0, jitter=0.5))
+            try:
+                await self.database.ping()
+            except Exception as still:
+                logger.debug("%s: the database still does not answer: %s", self.name, still)
+                continue
+            logger.info("%s: the database answers again", self.name)
+            return True
 
     async def _handle_once(self, handler: Handler, event: CloudEvent[Any]) -> str:
         try:
