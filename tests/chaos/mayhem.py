@@ -257,7 +257,10 @@ class Mayhem:
             self._kill_server(record, self.broker.process, pause=(3.0, 6.0), timeout=180)
         elif action.kind == "kill-postgres":
             assert self.database is not None and self.database.process is not None
-            self._kill_server(record, self.database.process, pause=(2.0, 4.0), timeout=60)
+            # Every backend with it (each is a session of its own): a crash of the server.
+            self._kill_server(
+                record, self.database.process, pause=(2.0, 4.0), timeout=60, whole=True
+            )
         else:
             assert self.redis.process is not None
             self._kill_server(record, self.redis.process, pause=(2.0, 4.0), timeout=60)
@@ -326,10 +329,16 @@ class Mayhem:
             record.down_s = time.monotonic() - began
 
     def _kill_server(
-        self, record: ActionRecord, process: Process, *, pause: tuple[float, float], timeout: float
+        self,
+        record: ActionRecord,
+        process: Process,
+        *,
+        pause: tuple[float, float],
+        timeout: float,
+        whole: bool = False,
     ) -> None:
         began = time.monotonic()
-        process.kill()
+        process.kill(every_descendant=whole)
         record.pause_s = self._pause(*pause)
         for attempt in range(1, RESTART_TRIES + 1):
             try:

@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 from esim_core.messaging.kafka import OutgoingMessage
 from esim_core.messaging.outbox import RELAY_CHANNEL, Outbox, OutboxMessage, OutboxRelay
-from esim_core.persistence.db import Database, notify_on_commit
+from esim_core.persistence.db import Database, notify_on_commit, send_notes
 from esim_core.persistence.notify import Listener
 from esim_core.settings import Topics
 from esim_schemas import RenewalRequested
@@ -121,6 +121,7 @@ async def test_a_note_reaches_listeners_only_when_its_transaction_commits(
         with contextlib.suppress(RuntimeError):
             async with database.session() as session:
                 notify_on_commit(session, "esim_test")
+                await send_notes(session)  # sent, in a transaction that then rolls back
                 raise RuntimeError("rolled back")
         async with database.session() as session:
             notify_on_commit(session, "another_channel")

@@ -195,11 +195,22 @@ class Process:
             time.sleep(0.2)
         raise TimeoutError(f"{self.name} not ready after {timeout}s; see {self.log_path}")
 
-    def kill(self) -> None:
-        """SIGKILL the process (a crash at whatever line it is on)."""
-        if self.popen is not None and self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(10)
+    def kill(self, *, every_descendant: bool = False) -> None:
+        """SIGKILL the process (a crash at whatever line it is on).
+
+        Its process group dies with it. A server whose children leave that group (each
+        PostgreSQL backend calls setsid) dies whole only `every_descendant`: each process
+        below it is killed too, and this returns once all are gone.
+        """
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        below = descendants(self.popen.pid) if every_descendant else []
+        os.killpg(self.popen.pid, signal.SIGKILL)
+        for pid in below:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.popen.wait(10)
+        wait_until(lambda: not any(alive(pid) for pid in below), timeout=10, what="its children")
 
     def stop(self, timeout: float = 20.0, sig: signal.Signals = signal.SIGTERM) -> None:
         """Send `sig` (SIGTERM) to the process and wait; SIGKILL it if it does not stop."""
@@ -211,6 +222,36 @@ class Process:
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below `pid` now, children and theirs, from /proc's parent links."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        parent = int(stat.rsplit(")", 1)[1].split()[1])  # the name in () may hold spaces
+        children.setdefault(parent, []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def http_ok(url: str) -> Callable[[], bool]:

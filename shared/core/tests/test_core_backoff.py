@@ -24,3 +24,9 @@ def test_jitter_cuts_the_wait_by_at_most_its_share(jitter: float) -> None:
 def test_jitter_applies_to_the_capped_wait() -> None:
     waits = [backoff(20, 1.0, 10.0, jitter=0.25) for _ in range(200)]
     assert all(7.5 <= wait <= 10.0 for wait in waits)
+
+
+def test_a_wait_after_thousands_of_failures_in_a_row_is_the_cap() -> None:
+    # A loop that waits out an hour-long outage counts its failures past 2 ** 1024.
+    assert backoff(5_000, 0.25, 5.0) == 5.0
+    assert 2.5 <= backoff(10**9, 0.25, 5.0, jitter=0.5) <= 5.0

@@ -2,6 +2,9 @@
 
 import random
 
+#: More growth than any wait here can use: 2 ** 64 times the first wait is beyond every cap.
+_MOST_DOUBLINGS = 64
+
 
 def backoff(
     attempt: int, base_s: float, cap_s: float, *, factor: float = 2.0, jitter: float = 0.0
@@ -20,5 +23,7 @@ def backoff(
             "full jitter" (anything from nothing to the whole wait), a fraction between keeps
             a floor of `1 - jitter` of the wait that a caller can promise.
     """
-    delay = min(cap_s, base_s * factor ** max(0, attempt - 1))
+    # However many failures in a row (a loop that waits out a long outage counts on): the
+    # power is taken no further than any cap needs, so it never overflows a float.
+    delay = min(cap_s, base_s * factor ** min(max(0, attempt - 1), _MOST_DOUBLINGS))
     return delay * random.uniform(1.0 - jitter, 1.0) if jitter else delay

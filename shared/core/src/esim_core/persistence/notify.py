@@ -9,6 +9,7 @@ server delivers only if the transaction commits, to every connection that LISTEN
 the work, never loses it.
 """
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -70,6 +71,10 @@ class Listener:
             if connection is not None:
                 await _discard(connection)
             return
+        except BaseException:  # cancelled (a stop): the connection must not stay checked out
+            if connection is not None:
+                await asyncio.shield(_discard(connection))
+            raise
         self._connection, self._driver = connection, driver
         # A commit made while nobody listened woke nobody: look once now.
         self.wake()
@@ -80,14 +85,19 @@ class Listener:
         self._connection = self._driver = None
         if connection is None:
             return
+        returned = False
         try:
             if not driver.is_closed():
                 await driver.remove_listener(self.channel, self._notified)  # UNLISTEN
                 await connection.close()
-                return
+                returned = True
         except Exception:
             logger.debug("closing the listener on %s failed", self.channel, exc_info=True)
-        await _discard(connection)
+        finally:
+            # Not given back cleanly (failed, or cancelled by a stop): dropped, never pooled
+            # while it may still listen.
+            if not returned:
+                await asyncio.shield(_discard(connection))
 
     def _notified(self, *_details: Any) -> None:
         # asyncpg calls this on the event loop with (connection, pid, channel, payload).
