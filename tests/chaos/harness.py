@@ -424,10 +424,14 @@ def _reason(event: Mapping[str, Any]) -> str | None:
 
 def page_was_up_s(saga: Mapping[str, Any]) -> float | None:
     """How long a saga showed its payment page: from its `payment_action_required` step to the
-    step after it (infinite when it never left it, None when it never showed one)."""
+    step after it (infinite when it never left it, None when it never showed one, 0 when the
+    page's news reached accounts only after the saga had ended: an outage held it back past
+    the approval window, and nobody could have seen the page)."""
     steps = saga.get("timeline") or []
     for index, step in enumerate(steps):
         if step.get("step") == "payment_action_required":
+            if step.get("status", "PAYMENT_ACTION_REQUIRED") != "PAYMENT_ACTION_REQUIRED":
+                return 0.0
             if index + 1 == len(steps):
                 return math.inf
             shown = datetime.fromisoformat(step["at"])

@@ -477,3 +477,20 @@ def test_a_page_up_for_seconds_before_its_saga_ended_is_told_from_one_never_show
     )
     assert page_was_up_s(saga(("requested", "2026-12-06T23:01:59.019Z"), shown)) == math.inf
     assert page_was_up_s(saga(("payment_failed", "2026-12-06T23:03:08.539Z"))) is None
+
+
+def test_a_page_whose_news_came_after_its_saga_ended_was_never_up() -> None:
+    # Seen in a run: the broker was down 76 s, longer than the 60 s approval window, and the
+    # PaymentActionRequired reached accounts after the PaymentFailed (not_approved).
+    timeline = [
+        {"step": "payment_requested", "status": "PAYMENT_PENDING", "at": "2026-12-07T02:09:03Z"},
+        {"step": "payment_failed", "status": "PAYMENT_FAILED", "at": "2026-12-07T02:10:47Z"},
+        {
+            "step": "payment_action_required",
+            "status": "PAYMENT_FAILED",
+            "at": "2026-12-07T02:10:48Z",
+        },
+    ]
+    assert page_was_up_s({"timeline": timeline}) == 0.0
+    timeline[2]["status"] = "PAYMENT_ACTION_REQUIRED"  # shown, and never left: still up
+    assert page_was_up_s({"timeline": timeline[:1] + timeline[2:]}) == math.inf
