@@ -17,6 +17,7 @@ from esim_core.messaging.consumer import (
     MessageInfo,
     PermanentEventError,
     Route,
+    database_is_away,
 )
 from esim_core.messaging.inbox import InboxEntry, processed_ids, record_new
 from esim_core.messaging.kafka import OutgoingMessage
@@ -402,3 +403,66 @@ async def test_a_failure_while_the_database_answers_spends_an_attempt(database: 
     [dead] = publisher.sent
     assert dead["headers"]["x-error-type"] == "retries_exhausted"
     assert answering.pings == 1
+
+
+class ServerError(Exception):
+    """A driver's error with a SQLSTATE, as asyncpg's (and psycopg's `pgcode`) carry."""
+
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(f"SQLSTATE {sqlstate}")
+        self.sqlstate = sqlstate
+
+
+def wrapped(sqlstate: str) -> Exception:
+    """The error as SQLAlchemy raises it: the driver's error as `orig` and as the cause."""
+    try:
+        try:
+            raise ServerError(sqlstate)
+        except ServerError as driver_error:
+            outer = RuntimeError("(sqlalchemy.dialects.postgresql.asyncpg.Error) ...")
+            outer.orig = driver_error  # type: ignore[attr-defined]
+            raise outer from driver_error
+    except RuntimeError as error:
+        return error
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "away"),
+    [
+        ("25006", True),  # cannot execute INSERT in a read-only transaction: a standby
+        ("57P01", True),  # terminating connection due to administrator command
+        ("57P03", True),  # the database system is not yet accepting connections
+        ("08006", True),  # connection failure
+        ("53300", True),  # too many connections
+        ("23505", False),  # a unique violation: the statement's fault
+        ("40001", False),  # a serialization failure: retried as an attempt
+    ],
+)
+def test_an_error_blames_the_database_by_its_sqlstate_however_wrapped(
+    sqlstate: str, away: bool
+) -> None:
+    assert database_is_away(wrapped(sqlstate)) is away
+    assert database_is_away(ServerError(sqlstate)) is away
+    assert database_is_away(RuntimeError("no SQLSTATE")) is False
+
+
+async def test_a_read_only_database_that_answers_pings_spends_no_attempt(
+    database: Database,
+) -> None:
+    # After a failover the service can reach a standby that answers `SELECT 1` but refuses
+    # writes until it is promoted: its events wait, they are not dead-lettered.
+    publisher = FakePublisher()
+    answering = DownDatabase(database, down_for=0)
+    tries: list[int] = []
+
+    async def handler(session: AsyncSession, event: CloudEvent[Any]) -> None:
+        tries.append(1)
+        if len(tries) < 3:
+            raise wrapped("25006")
+
+    consumer = consumer_with(answering, publisher, handler, attempts=1)  # type: ignore[arg-type]
+    await consumer.handle(request_bytes(), INFO)
+
+    assert publisher.sent == []
+    assert len(tries) == 3
+    assert answering.pings == 2

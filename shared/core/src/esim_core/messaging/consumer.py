@@ -102,6 +102,28 @@ async def fetch_batch(
     return records
 
 
+#: SQLSTATEs that blame the database, not the statement: the connection lost or refused (class
+#: 08), the server shutting down or starting (57P01 to 57P03), no connection slot left (53300),
+#: a read-only server (25006: a standby, a failover not done yet).
+_AWAY_STATES = ("08", "57P01", "57P02", "57P03", "53300", "25006")
+
+
+def database_is_away(error: BaseException) -> bool:
+    """Whether `error`, or an error it wraps, carries a SQLSTATE that blames the database."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [error]
+    while todo:
+        each = todo.pop()
+        if not isinstance(each, BaseException) or id(each) in seen:
+            continue
+        seen.add(id(each))
+        state = getattr(each, "sqlstate", None) or getattr(each, "pgcode", None)
+        if isinstance(state, str) and state.startswith(_AWAY_STATES):
+            return True
+        todo.extend((getattr(each, "orig", None), each.__cause__, each.__context__))
+    return False
+
+
 class PermanentEventError(Exception):
     """An event that fits the schema but can never be handled; it is dead-lettered at once."""
 
@@ -380,41 +402,55 @@ class EventConsumer:
         """Up to `attempts` tries, with jittered exponential waits (at most 5 s) between them.
 
         Exceptions only: a cancelled task (a stop) is not retried, nor a `PermanentEventError`.
-        A try that failed while the database did not answer (a restart, a failover) does not
-        count: the consumer waits for the database, as long as it takes, and tries again; its
-        offsets stay uncommitted meanwhile, so a stop or a rebalance loses nothing.
+        A try that failed while the database did not answer (a restart, a failover), or whose
+        error says the database cannot take it now (`database_is_away`), does not count: the
+        consumer waits for the database, as long as it takes, and tries again; its offsets
+        stay uncommitted meanwhile, so a stop or a rebalance loses nothing.
         """
-        attempt = 0
+        attempt = waited = 0
         while True:
             try:
                 return await self._handle_once(handler, event)
             except PermanentEventError:
                 raise
             except Exception as error:
-                if await self._database_was_down(error):
+                if await self._database_was_away(error, waited):
+                    waited += 1
                     continue
                 attempt += 1
                 if attempt >= self.attempts:
                     raise
                 await asyncio.sleep(backoff(attempt, 0.2, 5.0, jitter=1.0))
 
-    async def _database_was_down(self, error: Exception) -> bool:
-        """Whether the database does not answer now; if so, return only once it does again."""
+    async def _database_was_away(self, error: Exception, waited: int) -> bool:
+        """Whether the database was away for this failure; if so, return once it is back.
+
+        Away: it does not answer a ping, or `error` says so (a ping answers on a read-only
+        standby). `waited` is how many times this message waited already: the waits grow
+        from 0.25 s to 5 s across them.
+        """
+        said = database_is_away(error)
         try:
             await self.database.ping()
-            return False
         except Exception as down:
+            answered, why = False, f"{type(down).__name__}: {str(down)[:200]}"
+        else:
+            if not said:
+                return False
+            answered, why = True, f"{type(error).__name__}: {str(error)[:200]}"
+        if waited == 0:
             logger.warning(
-                "%s: the database does not answer (%s: %s) after %s; waiting for it",
+                "%s: the database is away (%s) after %s; waiting for it",
                 self.name,
-                type(down).__name__,
-                str(down)[:200],
+                why,
                 type(error).__name__,
             )
-        waits = 0
+        waits = waited
         while True:
             waits += 1
             await asyncio.sleep(backoff(waits, 0.25, 5.0, jitter=0.5))
+            if answered:
+                return True  # it answers pings: try again, and find out by the statement
             try:
                 await self.database.ping()
             except Exception as still:
