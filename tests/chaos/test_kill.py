@@ -1,10 +1,21 @@
-"""A server killed by chaos dies whole: the processes that left its group die with it."""
+"""The test platform's processes: a server killed by chaos dies whole (the processes that left
+its group die with it), and a service that exits while it starts is started again."""
 
 import os
 import signal
 from pathlib import Path
 
-from tests.support.infra import Process, alive, descendants, wait_until
+import pytest
+
+from tests.support.infra import (
+    SERVICES,
+    START_TRIES,
+    Platform,
+    Process,
+    alive,
+    descendants,
+    wait_until,
+)
 
 # A parent whose child starts a session of its own, as each PostgreSQL backend does.
 SERVER = ["sh", "-c", "setsid sleep 300 & wait"]
@@ -35,3 +46,49 @@ def test_a_plain_kill_leaves_such_a_child_running(tmp_path: Path) -> None:
         assert alive(child)
     finally:
         os.kill(child, signal.SIGKILL)
+
+
+class ExitingFirst(Platform):
+    """A platform whose services are `sh`: each exits `failures` times, then stays up."""
+
+    failures = 0
+
+    def service_process(self, name: str) -> Process:
+        tries = self.workdir / f"{name}.tries"
+        script = (
+            f'echo x >> "{tries}"; '
+            f'if [ "$(wc -l < "{tries}")" -le {self.failures} ]; then exit 3; fi; '
+            f'touch "{self.workdir}/{name}.up"; exec sleep 60'
+        )
+        up = self.workdir / f"{name}.up"
+        return Process(name, ["sh", "-c", script], {}, self.workdir / f"{name}.log", up.exists)
+
+
+def platform_of(tmp_path: Path, failures: int) -> ExitingFirst:
+    platform = ExitingFirst(tmp_path, "kafka:9092", "redis://redis")
+    platform.failures = failures
+    for name in ("payment", "esim", "sms", "smtp"):  # the sandboxes: up at once
+        platform.processes[name] = Process(name, ["sleep", "60"], {}, tmp_path / name, lambda: True)
+        platform.processes[name].launch()
+    return platform
+
+
+def test_a_service_that_exits_while_it_starts_is_started_again(tmp_path: Path) -> None:
+    platform = platform_of(tmp_path, failures=START_TRIES - 1)
+    try:
+        platform.start_services()
+        tries = {name: len((tmp_path / f"{name}.tries").read_text().split()) for name in SERVICES}
+        assert tries == dict.fromkeys(SERVICES, START_TRIES)
+    finally:
+        for process in platform.processes.values():
+            process.kill()
+
+
+def test_a_service_that_never_starts_fails_the_platform(tmp_path: Path) -> None:
+    platform = platform_of(tmp_path, failures=START_TRIES)
+    try:
+        with pytest.raises(RuntimeError, match="exited with 3"):
+            platform.start_services()
+    finally:
+        for process in platform.processes.values():
+            process.kill()

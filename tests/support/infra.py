@@ -444,6 +444,9 @@ CALLBACK_SECRET = "integration-callback-secret"
 
 DATABASE_MODES = ("sqlite", "postgres")
 
+START_TRIES = 3
+"""How often `Platform.start_services` starts a service that exits while it starts."""
+
 
 @contextmanager
 def postgres(workdir: Path) -> Iterator[dict[str, str]]:
@@ -767,13 +770,31 @@ class Platform:
         ).launch()
 
     def start_services(self) -> None:
-        """Wait for the sandboxes (`launch_sandboxes`), then start the four services."""
+        """Wait for the sandboxes (`launch_sandboxes`), then start the four services.
+
+        A service that exits while it starts is started again, up to `START_TRIES` in all, as
+        `make run`'s supervisor and Kubernetes do: on a loaded machine a consumer has been seen
+        to give up waiting for topics another service had just created. Each restart is said on
+        stderr; a service that never comes up fails the platform with its log.
+        """
         for name in ("payment", "esim", "sms", "smtp"):
             self.processes[name].wait_ready()
         for name in self.service_processes:
             self.processes[name] = self.service_process(name).launch()
         for name in self.service_processes:
-            self.processes[name].wait_ready()
+            for attempt in range(1, START_TRIES + 1):
+                try:
+                    self.processes[name].wait_ready()
+                    break
+                except RuntimeError as exited:
+                    if attempt == START_TRIES:
+                        raise
+                    print(
+                        f"platform: {name} exited while starting (try {attempt} of "
+                        f"{START_TRIES}), starting it again: {str(exited).splitlines()[0]}",
+                        file=sys.stderr,
+                    )
+                    self.processes[name] = self.service_process(name).launch()
 
     def alipay_keys(self) -> dict[str, str]:
         """The two RSA2 key pairs Alipay signs with, made once in the work folder, as the
