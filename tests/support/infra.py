@@ -447,6 +447,12 @@ DATABASE_MODES = ("sqlite", "postgres")
 START_TRIES = 3
 """How often `Platform.start_services` starts a service that exits while it starts."""
 
+SERVICE_READY_TIMEOUT_S = 240.0
+"""How long a service may take to be ready. Usually seconds; but on a loaded 2-core machine
+several platforms start at once against the run's one shared broker, each creating its own
+topics (hundreds of partitions), and a consumer then waited over 90 s for the group
+coordinator and its topics' metadata."""
+
 
 @contextmanager
 def postgres(workdir: Path) -> Iterator[dict[str, str]]:
@@ -784,7 +790,7 @@ class Platform:
         for name in self.service_processes:
             for attempt in range(1, START_TRIES + 1):
                 try:
-                    self.processes[name].wait_ready()
+                    self.processes[name].wait_ready(SERVICE_READY_TIMEOUT_S)
                     break
                 except RuntimeError as exited:
                     if attempt == START_TRIES:
