@@ -76,7 +76,8 @@ def platform_of(tmp_path: Path, failures: int) -> ExitingFirst:
 def test_a_service_that_exits_while_it_starts_is_started_again(tmp_path: Path) -> None:
     platform = platform_of(tmp_path, failures=START_TRIES - 1)
     try:
-        platform.start_services()
+        with pytest.warns(RuntimeWarning, match="exited while starting"):
+            platform.start_services()
         tries = {name: len((tmp_path / f"{name}.tries").read_text().split()) for name in SERVICES}
         assert tries == dict.fromkeys(SERVICES, START_TRIES)
     finally:
@@ -87,8 +88,10 @@ def test_a_service_that_exits_while_it_starts_is_started_again(tmp_path: Path) -
 def test_a_service_that_never_starts_fails_the_platform(tmp_path: Path) -> None:
     platform = platform_of(tmp_path, failures=START_TRIES)
     try:
-        with pytest.raises(RuntimeError, match="exited with 3"):
+        with pytest.raises(RuntimeError, match="exited with 3"), pytest.warns(RuntimeWarning):
             platform.start_services()
+        first = tmp_path / f"{SERVICES[0]}.tries"  # the first waited for: every try spent
+        assert len(first.read_text().split()) == START_TRIES
     finally:
         for process in platform.processes.values():
             process.kill()

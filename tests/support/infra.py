@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
@@ -795,11 +796,13 @@ class Platform:
                 except RuntimeError as exited:
                     if attempt == START_TRIES:
                         raise
-                    print(
+                    said = (
                         f"platform: {name} exited while starting (try {attempt} of "
-                        f"{START_TRIES}), starting it again: {str(exited).splitlines()[0]}",
-                        file=sys.stderr,
+                        f"{START_TRIES}), starting it again: {str(exited).splitlines()[0]}"
                     )
+                    print(said, file=sys.stderr)
+                    # Also in pytest's warnings summary, which a passing run still shows.
+                    warnings.warn(said, RuntimeWarning, stacklevel=2)
                     self.processes[name] = self.service_process(name).launch()
 
     def alipay_keys(self) -> dict[str, str]:
@@ -884,7 +887,7 @@ class Platform:
 
     def restart(self, name: str) -> None:
         """Start a service again after it was stopped or killed."""
-        self.processes[name] = self.service_process(name).start()
+        self.processes[name] = self.service_process(name).start(SERVICE_READY_TIMEOUT_S)
 
     def stop(self) -> None:
         """Stop every process, services first."""

@@ -433,6 +433,7 @@ def wrapped(sqlstate: str) -> Exception:
         ("57P01", True),  # terminating connection due to administrator command
         ("57P03", True),  # the database system is not yet accepting connections
         ("08006", True),  # connection failure
+        ("08P01", False),  # a protocol violation: a malformed message can cause it
         ("53300", True),  # too many connections
         ("23505", False),  # a unique violation: the statement's fault
         ("40001", False),  # a serialization failure: retried as an attempt
@@ -466,3 +467,18 @@ async def test_a_read_only_database_that_answers_pings_spends_no_attempt(
     assert publisher.sent == []
     assert len(tries) == 3
     assert answering.pings == 2
+
+
+def test_an_error_raised_while_another_is_handled_is_judged_by_itself() -> None:
+    # The consumer handles a failed batch's messages one by one inside its `except`: each of
+    # their errors then has the batch's as `__context__`, which must not blame the database.
+    def handle_after_a_failed_batch() -> None:
+        try:
+            raise wrapped("25006")
+        except RuntimeError:
+            raise KeyError("the message's own fault")  # noqa: B904  (as a handler raises it)
+
+    with pytest.raises(KeyError) as raised:
+        handle_after_a_failed_batch()
+    assert raised.value.__context__ is not None
+    assert database_is_away(raised.value) is False

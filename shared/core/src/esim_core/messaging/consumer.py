@@ -103,8 +103,9 @@ async def fetch_batch(
 
 
 #: SQLSTATEs that blame the database, not the statement: the connection lost or refused (class
-#: 08), the server shutting down or starting (57P01 to 57P03), no connection slot left (53300),
-#: a read-only server (25006: a standby, a failover not done yet).
+#: 08, but for 08P01, a protocol violation a malformed message can cause), the server shutting
+#: down or starting (57P01 to 57P03), no connection slot left (53300), a read-only server
+#: (25006: a standby, a failover not done yet).
 _AWAY_STATES = ("08", "57P01", "57P02", "57P03", "53300", "25006")
 
 
@@ -118,9 +119,12 @@ def database_is_away(error: BaseException) -> bool:
             continue
         seen.add(id(each))
         state = getattr(each, "sqlstate", None) or getattr(each, "pgcode", None)
-        if isinstance(state, str) and state.startswith(_AWAY_STATES):
+        if isinstance(state, str) and state.startswith(_AWAY_STATES) and state != "08P01":
             return True
-        todo.extend((getattr(each, "orig", None), each.__cause__, each.__context__))
+        # What it wraps, only: not `__context__`, which also names whatever was being handled
+        # when it was raised (a batch that failed on the database, say) and would blame the
+        # database for a message's own fault.
+        todo.extend((getattr(each, "orig", None), each.__cause__))
     return False
 
 
