@@ -23,6 +23,8 @@ from typing import Protocol
 
 import pytest
 
+from tests.support.infra import alive
+
 ROOT = Path(__file__).resolve().parents[2]
 SUPERVISE = ROOT / "scripts" / "supervise.py"
 PYTHON = shlex.quote(sys.executable)
@@ -63,15 +65,6 @@ def load_supervise() -> ModuleType:
     sys.modules["supervise"] = module
     spec.loader.exec_module(module)
     return module
-
-
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
 
 
 def pid_in(path: Path, timeout: float = 10.0) -> int:

@@ -247,12 +247,13 @@ def descendants(pid: int) -> list[int]:
 
 
 def alive(pid: int) -> bool:
-    """Whether the process runs (a zombie, dead but not yet reaped, does not)."""
+    """Whether the process runs: it exists, and is neither a zombie (dead, not yet reaped) nor
+    dying (X)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def http_ok(url: str) -> Callable[[], bool]:
