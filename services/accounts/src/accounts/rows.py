@@ -22,8 +22,8 @@ two, never both (the consumer's handlers use `Rows`, the HTTP routes and sweeps 
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
+from esim_core.persistence.driver import Statement, connection_of, fetch, run
 from sqlalchemy import Table, bindparam, insert, inspect, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import configure_mappers
 from sqlalchemy.orm.instrumentation import ClassManager, manager_of_class
 from sqlmodel import SQLModel
@@ -32,7 +32,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 M = TypeVar("M", bound=SQLModel)
 
 _TRACKED = "accounts.rows.tracked"
-_CONNECTION = "accounts.rows.connection"
+
+__all__ = ["Rows", "connection_of"]
 
 
 class _Tracked:
@@ -57,12 +58,12 @@ class Rows(Generic[M]):
         self.key = key_column.name
         self.columns: tuple[str, ...] = tuple(column.name for column in table.columns)
         chosen = select(*table.columns).where(key_column == bindparam("key"))
-        self._select = chosen
-        self._select_locked = chosen.with_for_update()
-        self._insert = insert(table)
-        # Built once; its SET clause is the columns a write passes (SQLAlchemy compiles it once
-        # per set of columns and keeps that in its cache).
+        self._select = Statement(chosen)
+        self._select_locked = Statement(chosen.with_for_update())
+        self._insert = Statement(insert(table), keys=self.columns)
+        # One statement per set of columns a write changes, built when first written.
         self._update = update(table).where(key_column == bindparam("_row_key"))
+        self._updates: dict[tuple[str, ...], Statement] = {}
         self._defaults: dict[str, Any] = {}
         self._factories: dict[str, Any] = {}
         for name, field in model.model_fields.items():
@@ -83,21 +84,21 @@ class Rows(Generic[M]):
 
     async def get(self, session: AsyncSession, key: Any, *, lock: bool = False) -> M | None:
         """The row of `key` (locked against other transactions with `lock`), or None."""
-        connection = await connection_of(session)  # first: the transaction begins
+        await connection_of(session)  # first: the transaction begins
         tracked = _tracked(session)
         held = tracked.get((self.table.name, key))
         if held is not None and (held.locked or not lock):
             row: M = held.row
             return row
         statement = self._select_locked if lock else self._select
-        found = (await connection.execute(statement, {"key": key})).first()
+        rows = await fetch(session, statement, {"key": key})
         if held is not None:
             held.locked = True  # the lock is taken now; the object keeps this transaction's changes
             kept: M = held.row
             return kept
-        if found is None:
+        if not rows:
             return None
-        values = dict(found._mapping)
+        values = dict(zip(self.columns, rows[0], strict=True))
         loaded = self._build(values)
         tracked[(self.table.name, key)] = _Tracked(loaded, values, lock)
         return loaded
@@ -109,17 +110,21 @@ class Rows(Generic[M]):
             return  # the caller's ORM session tracks it: its flush writes it
         values = {name: getattr(row, name) for name in self.columns}
         key = values[self.key]
-        connection = await connection_of(session)  # first: the transaction begins
+        await connection_of(session)  # first: the transaction begins
         tracked = _tracked(session)
         held = tracked.get((self.table.name, key))
         if held is None or held.row is not row:
-            await connection.execute(self._insert, values)
+            await run(session, self._insert, values)
             tracked[(self.table.name, key)] = _Tracked(row, values, True)
             return
         changed = {name: value for name, value in values.items() if held.stored.get(name) != value}
         if not changed:
             return
-        await connection.execute(self._update, changed | {"_row_key": key})
+        names = tuple(changed)
+        statement = self._updates.get(names)
+        if statement is None:
+            statement = self._updates[names] = Statement(self._update, keys=[*names, "_row_key"])
+        await run(session, statement, changed | {"_row_key": key})
         held.stored = values
 
     def of(self, values: Mapping[Any, Any]) -> M:
@@ -147,18 +152,6 @@ class Rows(Generic[M]):
         row: M = manager.new_instance()
         row.__dict__.update(values)
         return row
-
-
-async def connection_of(session: AsyncSession) -> AsyncConnection:
-    """The connection of the session's transaction, asked of the session once per transaction
-    (each ask passes through SQLAlchemy's greenlet bridge)."""
-    info = session.sync_session.info
-    held: tuple[Any, AsyncConnection] | None = info.get(_CONNECTION)
-    if held is not None and held[0] is session.sync_session.get_transaction():
-        return held[1]
-    connection = await session.connection()
-    info[_CONNECTION] = (session.sync_session.get_transaction(), connection)
-    return connection
 
 
 def _tracked(session: AsyncSession) -> dict[tuple[str, Any], _Tracked]:

@@ -1,0 +1,201 @@
+"""Statements sent straight to the driver (`esim_core.persistence.driver`), on each database.
+
+They must read and write what SQLAlchemy reads and writes, inside the session's transaction,
+and fail as SQLAlchemy fails. On SQLite (the inline connection, and aiosqlite's own thread as
+the fallback) and on a PostgreSQL server of this module's own (asyncpg).
+"""
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from esim_core.persistence.db import Database
+from esim_core.persistence.driver import Statement, fetch, run
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    event,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from tests.support.infra import postgres
+
+METADATA = MetaData()
+PROBE = Table(
+    "driver_probe",
+    METADATA,
+    Column("id", String(36), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("late", DateTime(timezone=True)),
+    Column("count", Integer, nullable=False),
+    Column("live", Boolean, nullable=False),
+    Column("detail", JSON),
+)
+COLUMNS = [column.name for column in PROBE.columns]
+INSERT = Statement(insert(PROBE), keys=COLUMNS)
+BY_ID = Statement(select(*PROBE.columns).where(PROBE.c.id == bindparam("key")))
+LOCKED = Statement(select(*PROBE.columns).where(PROBE.c.id == bindparam("key")).with_for_update())
+RECOUNT = Statement(update(PROBE).where(PROBE.c.live.is_(True)), keys=["count"])
+AT = datetime(2026, 12, 7, 9, 30, 15, 123456, tzinfo=UTC)
+ROW: dict[str, Any] = {
+    "id": "a",
+    "at": AT,
+    "late": None,
+    "count": 3,
+    "live": True,
+    "detail": {"plan": "JP-30D-10GB", "prices": [990, 1290]},
+}
+
+MODES = ("sqlite", "sqlite-thread", "postgres")
+
+
+@pytest.fixture(scope="module")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with postgres(tmp_path_factory.mktemp("pg")) as urls:
+        yield urls["accounts"]
+
+
+@pytest_asyncio.fixture(params=MODES)
+async def database(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_url: str
+) -> AsyncIterator[Database]:
+    if request.param == "postgres":
+        database = Database(postgres_url, pool_size=2)
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path}/probe.sqlite"
+        database = Database(url, sqlite_inline=request.param == "sqlite")
+    async with database.engine.begin() as connection:
+        await connection.run_sync(METADATA.drop_all)
+        await connection.run_sync(METADATA.create_all)
+    yield database
+    await database.close()
+
+
+def as_utc(value: datetime) -> datetime:
+    # SQLite keeps no time zone: SQLAlchemy reads its timestamps back naive, in UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+async def stored(database: Database) -> list[dict[str, Any]]:
+    """Every probe row, read through SQLAlchemy."""
+    async with database.engine.connect() as connection:
+        rows = (await connection.execute(select(PROBE).order_by(PROBE.c.id))).all()
+    return [row._asdict() for row in rows]
+
+
+async def test_a_row_written_on_the_driver_reads_the_same_through_sqlalchemy(
+    database: Database,
+) -> None:
+    async with database.session() as session:
+        assert await run(session, INSERT, ROW) == 1
+    (found,) = await stored(database)
+    assert as_utc(found.pop("at")) == AT
+    assert found == {key: value for key, value in ROW.items() if key != "at"}
+
+
+async def test_a_row_sqlalchemy_wrote_reads_the_same_on_the_driver(database: Database) -> None:
+    late = AT + timedelta(days=30)
+    async with database.engine.begin() as connection:
+        await connection.execute(insert(PROBE), [{**ROW, "late": late, "live": False}])
+    async with database.session() as session:
+        (row,) = await fetch(session, BY_ID, {"key": "a"})
+        assert await fetch(session, BY_ID, {"key": "missing"}) == []
+    found = dict(zip(COLUMNS, row, strict=True))
+    assert as_utc(found.pop("at")) == AT
+    assert as_utc(found.pop("late")) == late
+    assert found == {"id": "a", "count": 3, "live": False, "detail": ROW["detail"]}
+
+
+async def test_the_driver_works_in_the_sessions_transaction(database: Database) -> None:
+    async with database.session() as session:
+        # Through SQLAlchemy, not committed yet:
+        await session.exec(insert(PROBE).values(**ROW))
+        assert len(await fetch(session, LOCKED, {"key": "a"})) == 1  # seen: one transaction
+        await run(session, INSERT, {**ROW, "id": "b"})
+        changed = await run(session, RECOUNT, {"count": 7})
+        assert changed == 2
+        counted = await session.exec(text("SELECT count(*) FROM driver_probe"))  # type: ignore[call-overload]
+        assert counted.scalar() == 2
+
+    async def fail_after_a_write() -> None:
+        async with database.session() as session:
+            await run(session, INSERT, {**ROW, "id": "c"})
+            raise RuntimeError("a handler failed")
+
+    with pytest.raises(RuntimeError, match="a handler failed"):
+        await fail_after_a_write()
+    assert [(row["id"], row["count"]) for row in await stored(database)] == [("a", 7), ("b", 7)]
+
+
+async def test_a_broken_constraint_fails_as_sqlalchemy_fails_and_hides_the_values(
+    database: Database,
+) -> None:
+    async with database.session() as session:
+        await run(session, INSERT, ROW)
+    secret = {**ROW, "detail": {"token": "tok_secret_4242"}}
+    with pytest.raises(IntegrityError) as failed:
+        async with database.session() as session:
+            await run(session, INSERT, secret)
+    assert "tok_secret_4242" not in str(failed.value)
+    assert "driver_probe" in str(failed.value)
+    async with database.session() as session:  # the connection went back whole
+        assert len(await fetch(session, BY_ID, {"key": "a"})) == 1
+
+
+async def test_sqlalchemys_statement_listeners_see_driver_statements(database: Database) -> None:
+    seen: list[str] = []
+
+    def listen(_connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement.split()[0])
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", listen)
+    async with database.session() as session:
+        await run(session, INSERT, ROW)
+        await fetch(session, BY_ID, {"key": "a"})
+    assert [verb for verb in seen if verb != "BEGIN"] == ["INSERT", "SELECT"]
+
+
+def test_a_statement_with_an_expanding_parameter_is_refused() -> None:
+    listed = Statement(select(PROBE.c.id).where(PROBE.c.id.in_(bindparam("ids", expanding=True))))
+    from sqlalchemy.dialects.sqlite import aiosqlite
+
+    with pytest.raises(ValueError, match="expanding"):
+        listed.compiled(aiosqlite.dialect())
+
+
+async def test_a_connection_postgresql_dropped_is_replaced(postgres_url: str) -> None:
+    database = Database(postgres_url, pool_size=1)
+    async with database.engine.begin() as connection:
+        await connection.run_sync(METADATA.drop_all)
+        await connection.run_sync(METADATA.create_all)
+    async with database.session() as session:
+        pid = (await session.exec(text("SELECT pg_backend_pid()"))).scalar()  # type: ignore[call-overload]
+    admin = Database(postgres_url, pool_size=1)
+    async with admin.engine.connect() as other:
+        await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    await admin.close()
+
+    async def read_on_the_dropped_connection() -> None:
+        async with database.session() as session:  # the pool hands out the last one returned
+            await fetch(session, BY_ID, {"key": "a"})
+
+    with pytest.raises(DBAPIError) as failed:
+        await read_on_the_dropped_connection()
+    assert failed.value.connection_invalidated
+    async with database.session() as session:
+        assert await fetch(session, BY_ID, {"key": "a"}) == []
+    await database.close()
