@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from esim_core.messaging.inbox import InboxEntry, record_new
 from esim_core.persistence.db import Database
 from esim_core.persistence.driver import Statement, fetch, run
 from sqlalchemy import (
@@ -199,3 +200,21 @@ async def test_a_connection_postgresql_dropped_is_replaced(postgres_url: str) ->
     async with database.session() as session:
         assert await fetch(session, BY_ID, {"key": "a"}) == []
     await database.close()
+
+
+async def test_the_inbox_records_any_batch_and_answers_which_events_are_new(
+    database: Database,
+) -> None:
+    await database.create_tables([InboxEntry])
+    first = [(f"e{n}", "esim.payment.settled") for n in range(150)]  # more than one INSERT
+    async with database.session() as session:
+        assert await record_new(session, "accounts", first) == {f"e{n}" for n in range(150)}
+    again = [("e7", "esim.payment.settled"), ("x1", "esim.payment.failed"), ("x1", "esim.x")]
+    async with database.session() as session:
+        assert await record_new(session, "accounts", again) == {"x1"}
+        assert await record_new(session, "notifier", again) == {"e7", "x1"}  # its own ids
+    async with database.engine.connect() as connection:
+        table = InboxEntry.__table__  # type: ignore[attr-defined]
+        kept = (await connection.execute(select(table.c.consumer, table.c.event_type))).all()
+    assert len(kept) == 153
+    assert kept.count(("accounts", "esim.x")) == 1  # an id given twice is recorded once

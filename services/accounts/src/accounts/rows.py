@@ -61,9 +61,8 @@ class Rows(Generic[M]):
         self._select = Statement(chosen)
         self._select_locked = Statement(chosen.with_for_update())
         self._insert = Statement(insert(table), keys=self.columns)
-        # One statement per set of columns a write changes, built when first written.
-        self._update = update(table).where(key_column == bindparam("_row_key"))
-        self._updates: dict[tuple[str, ...], Statement] = {}
+        # Compiled once per set of columns a write changes.
+        self._update = Statement(update(table).where(key_column == bindparam("_row_key")))
         self._defaults: dict[str, Any] = {}
         self._factories: dict[str, Any] = {}
         for name, field in model.model_fields.items():
@@ -120,11 +119,9 @@ class Rows(Generic[M]):
         changed = {name: value for name, value in values.items() if held.stored.get(name) != value}
         if not changed:
             return
-        names = tuple(changed)
-        statement = self._updates.get(names)
-        if statement is None:
-            statement = self._updates[names] = Statement(self._update, keys=[*names, "_row_key"])
-        await run(session, statement, changed | {"_row_key": key})
+        await run(
+            session, self._update.writing([*changed, "_row_key"]), changed | {"_row_key": key}
+        )
         held.stored = values
 
     def of(self, values: Mapping[Any, Any]) -> M:

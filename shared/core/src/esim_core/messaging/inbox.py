@@ -1,15 +1,17 @@
 """Inbox: the ids of consumed events, stored in the same transaction as their effects."""
 
+import functools
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Index, select
+from sqlalchemy import Index, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from esim_core.duework.purge import Retention
+from esim_core.persistence.driver import Statement, fetch
 
 
 class InboxEntry(SQLModel, table=True):
@@ -61,13 +63,16 @@ async def record_new(
     if not events:
         return set()
     now = datetime.now(UTC)
-    connection = await session.connection()
-    rows = [
-        {"consumer": consumer, "event_id": event_id, "event_type": event_type, "processed_at": now}
-        for event_id, event_type in dict(events).items()
-    ]
-    result = await connection.execute(_INSERT_NEW[connection.dialect.name], rows)
-    return {row[0] for row in result}
+    pending = list(dict(events).items())
+    new: set[str] = set()
+    for start in range(0, len(pending), _MOST_ROWS):
+        chunk = pending[start : start + _MOST_ROWS]
+        params: dict[str, Any] = {"consumer": consumer, "processed_at": now}
+        for n, (event_id, event_type) in enumerate(chunk):
+            params[f"event_id_{n}"] = event_id
+            params[f"event_type_{n}"] = event_type
+        new.update(row[0] for row in await fetch(session, _insert_new(len(chunk)), params))
+    return new
 
 
 def inbox_retention(kind: str, consumers: Sequence[str], keep_s: float) -> Retention:
@@ -81,13 +86,32 @@ def inbox_retention(kind: str, consumers: Sequence[str], keep_s: float) -> Reten
     return Retention(kind, InboxEntry, "processed_at", keep_s, only={"consumer": list(consumers)})
 
 
-def _insert_new(dialect_insert: Any) -> Any:
+#: Rows one INSERT records at most; a larger batch takes several.
+_MOST_ROWS = 100
+
+
+@functools.cache
+def _insert_new(rows: int) -> Statement:
+    """The INSERT of `rows` events, built and compiled once per number of rows: one statement
+    whatever the batch, with the consumer and the time given once. SQLite and PostgreSQL, the
+    two databases the services run on, share this syntax."""
     table = InboxEntry.__table__  # type: ignore[attr-defined]
-    return dialect_insert(table).on_conflict_do_nothing().returning(table.c.event_id)
+    values = [
+        {
+            "consumer": bindparam("consumer"),
+            "event_id": bindparam(f"event_id_{n}"),
+            "event_type": bindparam(f"event_type_{n}"),
+            "processed_at": bindparam("processed_at", type_=table.c.processed_at.type),
+        }
+        for n in range(rows)
+    ]
 
+    def built(dialect_insert: Any) -> Any:
+        return (
+            dialect_insert(table)
+            .values(values)
+            .on_conflict_do_nothing()
+            .returning(table.c.event_id)
+        )
 
-#: One statement per dialect, built once: executed with a list of rows (SQLAlchemy sends them
-#: as one multi-row INSERT with RETURNING), so it is compiled once, where `.values(rows)` made
-#: a new statement, and a new compilation, for every transaction. SQLite and PostgreSQL, the
-#: two databases the services run on, share this syntax.
-_INSERT_NEW = {"sqlite": _insert_new(sqlite.insert), "postgresql": _insert_new(postgresql.insert)}
+    return Statement({"sqlite": built(sqlite.insert), "postgresql": built(postgresql.insert)})

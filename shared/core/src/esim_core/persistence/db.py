@@ -16,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from esim_core.observability.metrics import DB_STATEMENTS, DB_TRANSACTIONS
 from esim_core.observability.tracing import span
+from esim_core.persistence.driver import Statement, run_many
 
 #: PostgreSQL connections a process opens beyond its pool: none (see `Database`), so a
 #: process holds at most `DATABASE_POOL_SIZE`, which is what sizing against the server's
@@ -167,7 +168,10 @@ class InlineSqliteConnection(aiosqlite.Connection):
     of a transaction in profiles. One pooled connection per process means no call ever waits
     for another connection's lock, so running them inline blocks the loop only as long as
     SQLite works. aiosqlite's thread still opens and closes the connection.
+    `esim_core.persistence.driver` sends hot statements to its `sqlite3` connection directly.
     """
+
+    runs_inline = True
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not self._running or not self._connection:
@@ -218,9 +222,22 @@ async def insert_added_rows(session: AsyncSession) -> None:
     )
     if not added:
         return
-    connection = await session.connection()
     for table, rows in added.items():
-        await connection.execute(insert(table), rows)
+        statement = _INSERTS.get(table)
+        if statement is None:
+            statement = _INSERTS[table] = Statement(insert(table))
+        start = 0
+        while start < len(rows):  # one batch per run of rows that give the same columns
+            keys = rows[start].keys()
+            end = start + 1
+            while end < len(rows) and rows[end].keys() == keys:
+                end += 1
+            await run_many(session, statement.writing(keys), rows[start:end])
+            start = end
+
+
+#: Each table's INSERT for `insert_added_rows`, compiled once per set of columns given.
+_INSERTS: dict[Table, Statement] = {}
 
 
 _NOTES = "esim_core.persistence.db.notify"

@@ -27,8 +27,8 @@ expanding parameter is refused when the statement is first compiled).
 
 import re
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import exc
 from sqlalchemy.engine import Dialect
@@ -36,12 +36,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ClauseElement
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from esim_core.persistence.db import InlineSqliteConnection
-
-_CONNECTION = "esim_core.persistence.driver.connection"
+_BOUND = "esim_core.persistence.driver.bound"
+_DRIVER = "esim_core.persistence.driver.driver"
 _ROWCOUNT = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")
 
 Row = tuple[Any, ...]
+T = TypeVar("T")
 
 
 class _Compiled:
@@ -89,20 +89,49 @@ class _Compiled:
 class Statement:
     """A Core statement compiled once per dialect, run on the driver (module docstring).
 
-    `keys`, for an INSERT or UPDATE, names the columns it writes: each call passes exactly
-    those (a dict with a key per parameter). Without `keys` it writes every column.
+    `statement` is one Core statement, or one per dialect name (`{"sqlite": ...,
+    "postgresql": ...}`) where their syntax differs. `keys`, for an INSERT or UPDATE, names the
+    columns it writes, each call passing exactly those; without them it writes every column.
     """
 
-    def __init__(self, statement: ClauseElement, *, keys: Iterable[str] | None = None) -> None:
+    def __init__(
+        self,
+        statement: ClauseElement | Mapping[str, ClauseElement],
+        *,
+        keys: Iterable[str] | None = None,
+    ) -> None:
         self.statement: Any = statement
         self.keys = list(keys) if keys is not None else None
         self._compiled: dict[str, _Compiled] = {}
+        self._variants: dict[tuple[str, ...], Statement] = {}
 
     def compiled(self, dialect: Dialect) -> _Compiled:
         found = self._compiled.get(dialect.name)
         if found is None:
-            found = self._compiled[dialect.name] = _Compiled(self.statement, dialect, self.keys)
+            found = self._compiled[dialect.name] = _Compiled(
+                self.of(dialect.name), dialect, self.keys
+            )
         return found
+
+    def of(self, dialect_name: str) -> Any:
+        """The Core statement for this dialect."""
+        if isinstance(self.statement, Mapping):
+            return self.statement[dialect_name]
+        return self.statement
+
+    def writing(self, keys: Iterable[str]) -> "Statement":
+        """This INSERT or UPDATE writing exactly `keys` (and its WHERE clause's parameters),
+        made once per set of keys."""
+        named = tuple(keys)
+        found = self._variants.get(named)
+        if found is None:
+            found = self._variants[named] = Statement(self.statement, keys=named)
+        return found
+
+
+Target = AsyncSession | AsyncConnection
+"""Where a statement runs: a session (in its transaction, begun if need be) or a connection
+in a transaction."""
 
 
 async def connection_of(session: AsyncSession) -> AsyncConnection:
@@ -111,24 +140,39 @@ async def connection_of(session: AsyncSession) -> AsyncConnection:
     return (await _bound(session)).connection
 
 
-async def fetch(
-    session: AsyncSession, statement: Statement, params: Mapping[str, Any]
-) -> list[Row]:
-    """The rows `statement` returns for `params`, in the session's transaction."""
-    bound = await _bound(session)
+async def fetch(target: Target, statement: Statement, params: Mapping[str, Any]) -> list[Row]:
+    """The rows `statement` returns for `params`, in the transaction of `target`."""
+    bound = await _bound(target)
     rows, _count = await bound.execute(statement, params)
     return rows
 
 
-async def run(session: AsyncSession, statement: Statement, params: Mapping[str, Any]) -> int:
-    """Run `statement` for `params` in the session's transaction; the rows it changed."""
-    bound = await _bound(session)
+async def fetch_dicts(
+    target: Target, statement: Statement, params: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """The rows `statement` returns for `params`, each as {column name: value}."""
+    bound = await _bound(target)
+    rows, _count = await bound.execute(statement, params)
+    columns = statement.compiled(bound.dialect).columns
+    return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+async def run(target: Target, statement: Statement, params: Mapping[str, Any]) -> int:
+    """Run `statement` for `params` in the transaction of `target`; the rows it changed."""
+    bound = await _bound(target)
     _rows, count = await bound.execute(statement, params)
     return count
 
 
+async def run_many(target: Target, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Run `statement` once for each of `rows` (an INSERT's rows, say), as one batch."""
+    if rows:
+        bound = await _bound(target)
+        await bound.execute_many(statement, rows)
+
+
 class _Bound:
-    """One transaction's connection and the way to its driver."""
+    """A connection in a transaction, and the way to its driver."""
 
     __slots__ = ("connection", "dialect", "driver", "kind", "seen", "sync", "transaction")
 
@@ -151,9 +195,26 @@ class _Bound:
             return self._sqlite(compiled, compiled.arguments(params))
         if self.kind == "asyncpg":
             return await self._asyncpg(compiled, compiled.arguments(params))
-        result = await self.connection.execute(statement.statement, dict(params))
+        result = await self.connection.execute(statement.of(self.dialect.name), dict(params))
         rows = [tuple(row) for row in result] if compiled.returns_rows else []
         return rows, result.rowcount
+
+    async def execute_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
+        compiled = statement.compiled(self.dialect)
+        if self.kind == "sqlalchemy":
+            await self.connection.execute(
+                statement.of(self.dialect.name), [dict(row) for row in rows]
+            )
+            return
+        arguments = [compiled.arguments(row) for row in rows]
+        self.seen(self.sync, None, compiled.sql, arguments, None, True)
+        if self.kind == "sqlite":
+            try:
+                self.driver.executemany(compiled.sql, arguments)
+            except sqlite3.Error as error:
+                raise self._wrapped(compiled, error, invalidated=False) from error
+            return
+        await self._on_asyncpg(compiled, lambda prepared: prepared.executemany(arguments))
 
     def _sqlite(self, compiled: _Compiled, arguments: list[Any]) -> tuple[list[Row], int]:
         self.seen(self.sync, None, compiled.sql, arguments, None, False)
@@ -166,6 +227,16 @@ class _Bound:
 
     async def _asyncpg(self, compiled: _Compiled, arguments: list[Any]) -> tuple[list[Row], int]:
         self.seen(self.sync, None, compiled.sql, arguments, None, False)
+
+        async def fetched(prepared: Any) -> tuple[list[Any], str | None]:
+            return await prepared.fetch(*arguments), prepared.get_statusmsg()
+
+        rows, status = await self._on_asyncpg(compiled, fetched)
+        matched = _ROWCOUNT.match(status or "")
+        return compiled.converted(rows), int(matched.group(1)) if matched else -1
+
+    async def _on_asyncpg(self, compiled: _Compiled, use: Callable[[Any], Awaitable[T]]) -> T:
+        """`use` the statement prepared on the asyncpg connection, in its transaction."""
         adapter = self.driver
         try:
             async with adapter._execute_mutex:
@@ -173,17 +244,15 @@ class _Bound:
                     await adapter._start_transaction()
                 try:
                     prepared, _attributes = await adapter._prepare(compiled.sql, 0)
-                    rows = await prepared.fetch(*arguments)
-                    status = prepared.get_statusmsg()
+                    return await use(prepared)
                 except Exception as error:
                     adapter._handle_exception(error)  # raises the driver's error as a DBAPI one
+                    raise  # (not reached)
         except self.dialect.loaded_dbapi.Error as error:
             invalidated = self.dialect.is_disconnect(error, adapter, None)
             if invalidated:
                 await self.connection.invalidate(error)
             raise self._wrapped(compiled, error, invalidated=invalidated) from error
-        matched = _ROWCOUNT.match(status or "")
-        return compiled.converted(rows), int(matched.group(1)) if matched else -1
 
     def _wrapped(self, compiled: _Compiled, error: Exception, *, invalidated: bool) -> Exception:
         wrapped: Exception = exc.DBAPIError.instance(
@@ -198,24 +267,40 @@ class _Bound:
         return wrapped
 
 
-async def _bound(session: AsyncSession) -> _Bound:
-    info = session.sync_session.info
-    transaction = session.sync_session.get_transaction()
-    held: _Bound | None = info.get(_CONNECTION)
+async def _bound(target: Target) -> _Bound:
+    if isinstance(target, AsyncConnection):
+        if not target.in_transaction():
+            raise RuntimeError("a driver statement runs in a transaction: begin one first")
+        kind, driver = await _driver_of(target)
+        return _Bound(None, target, kind, driver)
+    info = target.sync_session.info
+    transaction = target.sync_session.get_transaction()
+    held: _Bound | None = info.get(_BOUND)
     if held is not None and held.transaction is transaction and transaction is not None:
         return held
-    connection = await session.connection()
-    transaction = session.sync_session.get_transaction()
-    raw = await connection.get_raw_connection()
-    driver: Any = raw.driver_connection
-    kind, target = "sqlalchemy", None
-    if connection.dialect.name == "sqlite" and _is_inline(driver):
-        kind, target = "sqlite", driver._connection
-    elif connection.dialect.driver == "asyncpg":
-        kind, target = "asyncpg", raw.dbapi_connection
-    held = info[_CONNECTION] = _Bound(transaction, connection, kind, target)
+    connection = await target.connection()
+    kind, driver = await _driver_of(connection)
+    held = info[_BOUND] = _Bound(target.sync_session.get_transaction(), connection, kind, driver)
     return held
 
 
+async def _driver_of(connection: AsyncConnection) -> tuple[str, Any]:
+    """How to reach this connection's driver: kept with the database connection itself, which
+    stays the same driver connection until it is closed or invalidated."""
+    info = connection.info
+    found: tuple[str, Any] | None = info.get(_DRIVER)
+    if found is None:
+        raw = await connection.get_raw_connection()
+        driver: Any = raw.driver_connection
+        found = ("sqlalchemy", None)
+        if connection.dialect.name == "sqlite" and _is_inline(driver):
+            found = ("sqlite", driver._connection)
+        elif connection.dialect.driver == "asyncpg":
+            found = ("asyncpg", raw.dbapi_connection)
+        info[_DRIVER] = found
+    return found
+
+
 def _is_inline(driver: Any) -> bool:
-    return isinstance(driver, InlineSqliteConnection) and driver._connection is not None
+    # db.InlineSqliteConnection, whose calls run on the event loop's thread.
+    return getattr(driver, "runs_inline", False) and driver._connection is not None
