@@ -5,6 +5,7 @@ and fail as SQLAlchemy fails. On SQLite (the inline connection, and aiosqlite's 
 the fallback) and on a PostgreSQL server of this module's own (asyncpg).
 """
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +13,9 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from esim_core.clock import utcnow
+from esim_core.duework.loop import claim
+from esim_core.duework.rows import DueColumns
 from esim_core.messaging.inbox import InboxEntry, record_new
 from esim_core.persistence.db import Database
 from esim_core.persistence.driver import Statement, fetch, run
@@ -32,6 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlmodel import Field
 
 from tests.support.infra import postgres
 
@@ -218,3 +223,32 @@ async def test_the_inbox_records_any_batch_and_answers_which_events_are_new(
         kept = (await connection.execute(select(table.c.consumer, table.c.event_type))).all()
     assert len(kept) == 153
     assert kept.count(("accounts", "esim.x")) == 1  # an id given twice is recorded once
+
+
+class Errand(DueColumns, table=True):
+    """A row of due work, claimed by `duework.loop.claim` (partly on the driver)."""
+
+    __tablename__ = "driver_errand"
+
+    id: str = Field(primary_key=True, max_length=16)
+    note: str = Field(default="", max_length=16)
+
+
+async def test_replicas_claiming_at_once_lease_each_due_row_once(database: Database) -> None:
+    await database.create_tables([Errand])
+    now = utcnow()
+    async with database.session() as session:
+        for n in range(6):
+            session.add(Errand(id=f"e{n}", due_at=now - timedelta(seconds=n), note=f"n{n}"))
+        session.add(Errand(id="later", due_at=now + timedelta(hours=1)))
+    first, second = await asyncio.gather(
+        claim(database, Errand, limit=4, lease_s=30, rows=True),
+        claim(database, Errand, limit=4, lease_s=30, rows=True),
+    )
+    assert sorted(first.keys + second.keys) == [f"e{n}" for n in range(6)]
+    for claimed in (first, second):
+        assert claimed.rows is not None
+        for row in claimed.rows:
+            assert row.note == f"n{row.id[1:]}"
+            assert as_utc(row.lease_until) == claimed.lease_until  # the row as leased
+    assert (await claim(database, Errand, limit=10)).keys == []

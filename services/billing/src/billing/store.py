@@ -15,6 +15,7 @@ from esim_core.clock import utcnow
 from esim_core.duework.rows import OutsideCallColumns
 from esim_core.observability.tracing import traceparent_field
 from esim_core.persistence.db import timestamp
+from esim_core.persistence.driver import Statement, fetch, fetch_dicts, run
 from esim_core.persistence.rows import transient
 from sqlalchemy import Table, bindparam, case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -140,22 +141,26 @@ _BY_PROVIDER_REFERENCE = (
 )
 # FOR UPDATE on PostgreSQL; SQLite renders none (its transactions begin IMMEDIATE, holding the
 # database's write lock from the start: esim_core.persistence.db).
-_LOCK_BY_ID = _BY_ID.with_for_update()
-_LOCK_BY_RENEWAL = _BY_RENEWAL.with_for_update()
-_LOCK_BY_PROVIDER_REFERENCE = _BY_PROVIDER_REFERENCE.with_for_update()
+_READ = {
+    (statement, lock): Statement(statement.with_for_update() if lock else statement)
+    for statement in (_BY_ID, _BY_RENEWAL)
+    for lock in (False, True)
+}
+_LOCK_BY_PROVIDER_REFERENCE = Statement(_BY_PROVIDER_REFERENCE.with_for_update())
 
-# The SET clause comes from the keys of the parameters given (the columns a transition
-# changed), so each shape of change is compiled once and cached.
-_WRITE = update(PAYMENTS).where(PAYMENTS.c.id == bindparam("_id"))
-_WRITE_IF_UNCHANGED = update(PAYMENTS).where(
-    PAYMENTS.c.id == bindparam("_id"),
-    PAYMENTS.c.lease_until == bindparam("_lease"),
-    PAYMENTS.c.updated_at == bindparam("_version"),
+# The SET clause is the columns a transition changed: `writing` compiles each shape once.
+_WRITE = Statement(update(PAYMENTS).where(PAYMENTS.c.id == bindparam("_id")))
+_WRITE_IF_UNCHANGED = Statement(
+    update(PAYMENTS).where(
+        PAYMENTS.c.id == bindparam("_id"),
+        PAYMENTS.c.lease_until == bindparam("_lease"),
+        PAYMENTS.c.updated_at == bindparam("_version"),
+    )
 )
 
 # ProfileActivated: the capture becomes due, once, and due now where the money is held (a
 # payment not yet authorized becomes due at its authorization, `flow.PaymentFlow.authorize`).
-_REQUEST_CAPTURE = (
+_REQUEST_CAPTURE = Statement(
     update(PAYMENTS)
     .where(
         PAYMENTS.c.renewal_id == bindparam("of_renewal"),
@@ -179,12 +184,16 @@ def _insert_new(dialect_insert: Any) -> Any:
 
 
 #: A payment recorded unless its renewal (or id, derived from it) has one: one statement.
-_INSERT_NEW = {"sqlite": _insert_new(sqlite.insert), "postgresql": _insert_new(postgresql.insert)}
+_INSERT_NEW = Statement(
+    {"sqlite": _insert_new(sqlite.insert), "postgresql": _insert_new(postgresql.insert)},
+    keys=PAYMENT_COLUMNS,
+)
 
 
-def payment_of(row: Any) -> Payment:
-    """A transient `Payment` (in no session) of a row read by these statements or a claim."""
-    return transient(Payment, row._mapping)
+def payment_of(row: Mapping[str, Any]) -> Payment:
+    """A transient `Payment` (in no session) of a row (column name: value) read by these
+    statements or a claim."""
+    return transient(Payment, row)
 
 
 def snapshot(payment: Payment) -> dict[str, Any]:
@@ -205,36 +214,33 @@ def changes(payment: Payment, before: Mapping[str, Any]) -> dict[str, Any]:
 
 async def insert_payment(connection: AsyncConnection, row: dict[str, Any]) -> bool:
     """Insert a new payment (every column given); False when its renewal has one already."""
-    result = await connection.execute(_INSERT_NEW[connection.dialect.name], row)
-    return result.first() is not None
+    return bool(await fetch(connection, _INSERT_NEW, row))
 
 
 async def payment_by_renewal(
     connection: AsyncConnection, renewal_id: str, *, lock: bool = False
 ) -> Payment | None:
     """The renewal's payment as a transient `Payment`, locked until the transaction ends."""
-    statement = _LOCK_BY_RENEWAL if lock else _BY_RENEWAL
-    row = (await connection.execute(statement, {"renewal_id": renewal_id})).first()
-    return None if row is None else payment_of(row)
+    rows = await fetch_dicts(connection, _READ[_BY_RENEWAL, lock], {"renewal_id": renewal_id})
+    return payment_of(rows[0]) if rows else None
 
 
 async def payment_by_id(
     connection: AsyncConnection, payment_id: str, *, lock: bool = False
 ) -> Payment | None:
     """The payment of this id as a transient `Payment`, locked until the transaction ends."""
-    statement = _LOCK_BY_ID if lock else _BY_ID
-    row = (await connection.execute(statement, {"id": payment_id})).first()
-    return None if row is None else payment_of(row)
+    rows = await fetch_dicts(connection, _READ[_BY_ID, lock], {"id": payment_id})
+    return payment_of(rows[0]) if rows else None
 
 
 async def locked_payment_by_provider_reference(
     connection: AsyncConnection, reference: str
 ) -> Payment | None:
     """The payment the provider knows by `reference`, locked until the transaction ends."""
-    row = (
-        await connection.execute(_LOCK_BY_PROVIDER_REFERENCE, {"provider_reference": reference})
-    ).first()
-    return None if row is None else payment_of(row)
+    rows = await fetch_dicts(
+        connection, _LOCK_BY_PROVIDER_REFERENCE, {"provider_reference": reference}
+    )
+    return payment_of(rows[0]) if rows else None
 
 
 async def write_payment(
@@ -243,7 +249,7 @@ async def write_payment(
     """Write what changed since `before` of a payment this transaction holds locked."""
     changed = changes(payment, before)
     if changed:
-        await connection.execute(_WRITE, {"_id": payment.id, **changed})
+        await run(connection, _WRITE.writing([*changed, "_id"]), {"_id": payment.id, **changed})
 
 
 async def write_payment_if_unchanged(
@@ -259,8 +265,8 @@ async def write_payment_if_unchanged(
     params = {"_id": payment.id, "_lease": before["lease_until"], "_version": before["updated_at"]}
     if not changed:
         changed = {"updated_at": before["updated_at"]}  # nothing to write but the check
-    result: Any = await connection.execute(_WRITE_IF_UNCHANGED, {**params, **changed})
-    return bool(result.rowcount)
+    statement = _WRITE_IF_UNCHANGED.writing([*changed, *params])
+    return bool(await run(connection, statement, {**params, **changed}))
 
 
 async def request_capture(
@@ -268,7 +274,5 @@ async def request_capture(
 ) -> tuple[str, str] | None:
     """Mark the renewal's payment activated, its capture due; None when there was nothing to
     mark (no payment, a final one, or one marked before). Returns the payment's id and state."""
-    row = (
-        await connection.execute(_REQUEST_CAPTURE, {"of_renewal": renewal_id, "now": now})
-    ).first()
-    return None if row is None else (row[0], row[1])
+    rows = await fetch(connection, _REQUEST_CAPTURE, {"of_renewal": renewal_id, "now": now})
+    return (rows[0][0], rows[0][1]) if rows else None

@@ -24,6 +24,7 @@ from esim_core.observability.logs import ids_bound
 from esim_core.observability.metrics import WORKER_ERRORS
 from esim_core.observability.tracing import span
 from esim_core.persistence.db import Database
+from esim_core.persistence.driver import Statement, connection_of, fetch, fetch_dicts
 from esim_core.persistence.rows import transient
 
 logger = logging.getLogger(__name__)
@@ -63,26 +64,25 @@ async def claim(
     lease_until = now + timedelta(seconds=lease_s)
     statements = _claim_statements(table, rows)
     params = {"now": now, "limit": limit, "new_lease": lease_until}
-    found: list[Any] = []
+    found: list[dict[str, Any]] = []
     async with database.session() as session:
-        connection = await session.connection()
         if database.is_sqlite:
             # One statement; SQLite runs one write transaction at a time, so nothing can take
             # a row between the choice and the lease.
-            result: Any = await connection.execute(statements.lease_due, params)
-            found = list(result.all())
+            found = await fetch_dicts(session, statements.lease_due, params)
         else:
             # The chosen rows stay locked until this transaction ends, so the lease written
             # next lands on exactly them; other replicas skip them meanwhile.
-            keys = list((await connection.execute(statements.due, params)).scalars().all())
+            keys = [row[0] for row in await fetch(session, statements.due, params)]
             if keys:
-                result = await connection.execute(
+                connection = await connection_of(session)
+                result: Any = await connection.execute(
                     statements.lease, {"keys": keys, "new_lease": lease_until}
                 )
-                found = list(result.all())
+                found = [dict(row._mapping) for row in result]
     if not rows:
-        return Claim(keys=[row[0] for row in found], lease_until=lease_until)
-    leased = [transient(table, row._mapping) for row in found]
+        return Claim(keys=[row["id"] for row in found], lease_until=lease_until)
+    leased = [transient(table, row) for row in found]
     return Claim(
         keys=[item.id for item in leased],  # type: ignore[attr-defined]
         lease_until=lease_until,
@@ -96,12 +96,13 @@ class _ClaimStatements:
     finds it in its cache by a key it computes once, where a statement built per claim (with
     its time and limit as literals) took a new cache key, coercions and all, every time."""
 
-    due: Any
+    due: Statement
     """The ids due at `now`, at most `limit`, locked where the database can (SKIP LOCKED)."""
-    lease_due: Any
+    lease_due: Statement
     """SQLite: lease the due rows (`new_lease`) in one statement, returning them."""
     lease: Any
-    """PostgreSQL: lease the rows `keys` chose (locked by `due`), returning them."""
+    """PostgreSQL: lease the rows `keys` chose (locked by `due`), returning them (through
+    SQLAlchemy: the list of keys varies in length)."""
 
 
 @functools.cache
@@ -121,11 +122,13 @@ def _claim_statements(table: type[SQLModel], rows: bool) -> _ClaimStatements:
     columns: list[Any] = list(table.__table__.columns) if rows else [id_column]  # type: ignore[attr-defined]
     new_lease: Any = bindparam("new_lease")
     return _ClaimStatements(
-        due=due,
-        lease_due=update(table)
-        .where(col(id_column).in_(due.scalar_subquery()), free)
-        .values(lease_until=new_lease)
-        .returning(*columns),
+        due=Statement(due),
+        lease_due=Statement(
+            update(table)
+            .where(col(id_column).in_(due.scalar_subquery()), free)
+            .values(lease_until=new_lease)
+            .returning(*columns)
+        ),
         lease=update(table)
         .where(col(id_column).in_(bindparam("keys", expanding=True)))
         .values(lease_until=new_lease)

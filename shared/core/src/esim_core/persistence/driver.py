@@ -56,8 +56,10 @@ class _Compiled:
         self.sql: str = compiled.string
         processors = compiled._bind_processors
         names = compiled.positiontup or ()
-        self.binds: tuple[tuple[str, Callable[[Any], Any] | None], ...] = tuple(
-            (name, processors.get(name)) for name in names
+        # A parameter the statement gives a value of its own (a literal in its WHERE clause, a
+        # LIMIT) takes that value unless the call passes one.
+        self.binds: tuple[tuple[str, Callable[[Any], Any] | None, Any], ...] = tuple(
+            (name, processors.get(name), _fixed_value(compiled.binds[name])) for name in names
         )
         result_columns = compiled._result_columns or ()
         self.columns: tuple[str, ...] = tuple(column[0] for column in result_columns)
@@ -68,8 +70,8 @@ class _Compiled:
 
     def arguments(self, params: Mapping[str, Any]) -> list[Any]:
         arguments = []
-        for name, process in self.binds:
-            value = params[name]
+        for name, process, fixed in self.binds:
+            value = params[name] if fixed is _REQUIRED or name in params else fixed
             arguments.append(value if process is None or value is None else process(value))
         return arguments
 
@@ -84,6 +86,13 @@ class _Compiled:
             )
             for row in rows
         ]
+
+
+_REQUIRED = object()
+
+
+def _fixed_value(bind: Any) -> Any:
+    return _REQUIRED if bind.required else bind.effective_value
 
 
 class Statement:
