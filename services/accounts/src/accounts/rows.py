@@ -33,8 +33,6 @@ M = TypeVar("M", bound=SQLModel)
 
 _TRACKED = "accounts.rows.tracked"
 
-__all__ = ["Rows", "connection_of"]
-
 
 class _Tracked:
     """A row this transaction holds: its object, the values last read or written, its lock."""

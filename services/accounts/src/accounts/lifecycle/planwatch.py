@@ -18,6 +18,7 @@ from esim_core import ids
 from esim_core.clock import as_utc, utcnow
 from esim_core.messaging.outbox import Outbox
 from esim_core.persistence.db import Database
+from esim_core.persistence.driver import Statement, run
 from esim_schemas import (
     AutoRenewDisabled,
     BundleCancelled,
@@ -38,7 +39,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from accounts.domain import AUTO_RENEW_CHANNEL, SagaStatus
 from accounts.lifecycle.rules import LifecycleRules, WatchedPlan, days_left, decide
 from accounts.renewals.saga import derived_id, record_step, saga_from_request
-from accounts.rows import connection_of
 from accounts.store import PLAN_WATCHES, SAGAS, Card, Plan, PlanWatch, Renewal, User
 
 logger = logging.getLogger(__name__)
@@ -59,13 +59,14 @@ _UNKNOWN = datetime(1970, 1, 1, tzinfo=UTC)
 _AUTO_RENEWALS = ids.namespace("accounts/auto-renewals")
 # A card's live and queued plans due now (`rearm`), built once: all, or those starting before.
 # (An UPDATE's parameters cannot be named as its columns.)
-_REARM = (
+_REARM_ALL = (
     update(PlanWatch)
     .where(col(PlanWatch.iccid) == bindparam("card"), col(PlanWatch.ended).is_(False))
     .where(col(PlanWatch.valid_until) > bindparam("now"))
     .values(due_at=bindparam("now"))
 )
-_REARM_BEFORE = _REARM.where(col(PlanWatch.valid_from) < bindparam("before"))
+_REARM = Statement(_REARM_ALL)
+_REARM_BEFORE = Statement(_REARM_ALL.where(col(PlanWatch.valid_from) < bindparam("before")))
 
 
 def auto_renewal_id(plan_renewal_id: str) -> UUID:
@@ -186,12 +187,11 @@ class PlanWatcher:
         was a later plan of (`work` passes a plan over only for a later one).
         """
         now = self.clock()
-        connection = await connection_of(session)
         if starting_before is None:
-            await connection.execute(_REARM, {"card": iccid, "now": now})
+            await run(session, _REARM, {"card": iccid, "now": now})
         else:
             keys = {"card": iccid, "now": now, "before": starting_before}
-            await connection.execute(_REARM_BEFORE, keys)
+            await run(session, _REARM_BEFORE, keys)
         # Rows this transaction read before are read again if needed: their due time moved.
         PLAN_WATCHES.forget(session)
 

@@ -12,6 +12,7 @@ from esim_core.messaging.consumer import PermanentEventError
 from esim_core.messaging.outbox import Outbox
 from esim_core.observability.logs import ids_bound
 from esim_core.persistence.db import add_row
+from esim_core.persistence.driver import Statement, fetch
 from esim_schemas import (
     ActivationFailed,
     BundleCancelled,
@@ -59,7 +60,6 @@ from accounts.domain import (
     request_fingerprint,
 )
 from accounts.renewals.transitions import Command, Decision, Facts, Input, Write, decide
-from accounts.rows import connection_of
 from accounts.store import SAGAS, Card, CardPlan, Plan, Renewal, RenewalStep, User
 
 logger = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def fingerprint_of(data: RenewalRequested) -> str:
 
 # The card, the plan and the owner's locale of a request, in one statement built once (building
 # a joined select costs more than running it on SQLite).
-_CARD_PLAN_OWNER = (
+_CARD_PLAN_OWNER = Statement(
     select(
         col(Card.user_id),
         col(Plan.code),
@@ -161,7 +161,7 @@ _CARD_PLAN_OWNER = (
 )
 
 
-_CARD_KNOWN = select(col(Card.iccid)).where(col(Card.iccid) == bindparam("iccid"))
+_CARD_KNOWN = Statement(select(col(Card.iccid)).where(col(Card.iccid) == bindparam("iccid")))
 
 
 @dataclass(frozen=True)
@@ -270,12 +270,11 @@ class RenewalSaga:
         )
         if refusal is not None:
             raise RenewalInvalidError("invalid_request", refusal)
-        connection = await connection_of(session)
         keys = {"iccid": data.iccid, "plan": data.plan_code}
-        found = (await connection.execute(_CARD_PLAN_OWNER, keys)).first()
-        if found is None:
+        found = await fetch(session, _CARD_PLAN_OWNER, keys)
+        if not found:
             raise RenewalInvalidError("unknown_card", f"card {data.iccid} is not known")
-        owner, plan_code, available, prices, data_mb, validity_days, user_locale = found
+        owner, plan_code, available, prices, data_mb, validity_days, user_locale = found[0]
         if owner != data.user_id:
             raise RenewalInvalidError(
                 "card_not_owned", f"card {data.iccid} is not bound to user {data.user_id}"
@@ -394,12 +393,9 @@ class RenewalSaga:
     ) -> None:
         # A saga priced on this card found it then, and cards are never deleted: no read. (A
         # saga rejected as `unknown_card` was never priced.)
-        if saga.data_mb is None or saga.iccid != data.iccid:
-            connection = await connection_of(session)
-            if (await connection.execute(_CARD_KNOWN, {"iccid": data.iccid})).first() is None:
-                raise PermanentEventError(
-                    f"card {data.iccid} of renewal {saga.renewal_id} is unknown"
-                )
+        unpriced = saga.data_mb is None or saga.iccid != data.iccid
+        if unpriced and not await fetch(session, _CARD_KNOWN, {"iccid": data.iccid}):
+            raise PermanentEventError(f"card {data.iccid} of renewal {saga.renewal_id} is unknown")
         await record_activation(session, data)
 
     async def on_activation_failed(
