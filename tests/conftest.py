@@ -65,7 +65,12 @@ PLATFORM_GROUPS = {
 #: Integration files that use no platform (a broker of their own, or topics of their own on
 #: the run's): each is a unit of its own, handed out with the platform groups.
 STANDALONE = frozenset(
-    {"test_topics.py", "test_kafka_security.py", "test_relay_wakeups.py", "test_driver_statements.py"}
+    {
+        "test_topics.py",
+        "test_kafka_security.py",
+        "test_relay_wakeups.py",
+        "test_driver_statements.py",
+    }
 )
 GROUP_ORDER = ("main", "flows", "crashes", "browser", "restarts")
 

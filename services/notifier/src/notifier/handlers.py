@@ -1,5 +1,9 @@
 """Reactions to consumed events: remember contacts and payments, and queue one notification per
-event and channel."""
+event and channel.
+
+The store's statements run on the transaction's connection, which `connection_of` asks of the
+session once per transaction (each `session.connection()` crosses SQLAlchemy's greenlet bridge).
+"""
 
 import logging
 from dataclasses import dataclass
@@ -11,6 +15,7 @@ from esim_core.clock import as_utc, utcnow
 from esim_core.duework.loop import made_due
 from esim_core.messaging.consumer import Route
 from esim_core.observability.tracing import current_traceparent
+from esim_core.persistence.driver import connection_of
 from esim_schemas import (
     AutoRenewDisabled,
     BundleCancelled,
@@ -96,7 +101,7 @@ async def on_card_bound(session: AsyncSession, event: CloudEvent[CardBound]) -> 
         contact.updated_at = now
     session.add(contact)
     # Notifications that arrived before this CardBound wait with a backoff; send them now.
-    if await wake_waiting_for_card(await session.connection(), data.iccid, now):
+    if await wake_waiting_for_card(await connection_of(session), data.iccid, now):
         made_due(session, Notification)
     logger.info("card %s now notifies user %s at %s", data.iccid, data.user_id, data.email)
 
@@ -114,7 +119,7 @@ async def on_profile_activated(
     PostgreSQL the two transactions may run at once on two replicas, each not seeing the other).
     """
     data = event.data
-    connection = await session.connection()
+    connection = await connection_of(session)
     contact, settled, held = await contact_and_payments_known(
         connection, data.iccid, str(data.renewal_id)
     )
@@ -153,7 +158,7 @@ async def keep_first(
         "payload": event.data.model_dump(mode="json"),
         "received_at": utcnow(),
     }
-    if not await keep_new_payment_event(await session.connection(), table, row):
+    if not await keep_new_payment_event(await connection_of(session), table, row):
         logger.info("%s of renewal %s is known; skipping event %s", what, renewal_id, event.id)
         return False
     return True
@@ -165,7 +170,7 @@ async def on_payment_settled(session: AsyncSession, event: CloudEvent[PaymentSet
     renewal_id = str(event.data.renewal_id)
     if not await keep_first(session, SettledPayment, event, "payment"):
         return
-    if await wake_waiting_receipt(await session.connection(), renewal_id, utcnow()):
+    if await wake_waiting_receipt(await connection_of(session), renewal_id, utcnow()):
         made_due(session, Notification)
 
 
@@ -200,7 +205,7 @@ async def on_renewal_rejected(session: AsyncSession, event: CloudEvent[RenewalRe
     attempt would confuse them, so it is skipped.
     """
     data = event.data
-    contact = await contact_of(await session.connection(), data.iccid)
+    contact = await contact_of(await connection_of(session), data.iccid)
     if contact is None:
         logger.info(
             "renewal %s rejected (%s) for card %s without a known contact; nothing to send",
@@ -292,7 +297,7 @@ async def notify_card(
     iccid = event.data.subject()
     if iccid is None:
         raise ValueError(f"{event.type} carries no ICCID")
-    connection = await session.connection()
+    connection = await connection_of(session)
     if contact is None and not known:
         contact = await contact_of(connection, iccid)
     channels = [Channel.EMAIL] + ([Channel.SMS] if contact is not None and contact.phone else [])
@@ -339,7 +344,7 @@ async def queue_notification(
     iccid = data.subject()
     if iccid is None:
         raise ValueError(f"{event.type} carries no ICCID")
-    connection = await session.connection()
+    connection = await connection_of(session)
     if contact is None and not known:
         contact = await contact_of(connection, iccid)
     row = pending(
@@ -388,7 +393,7 @@ async def queue_account_notification(
     """Add a pending notification about the account on each channel it can reach."""
     data = event.data
     channels = [Channel.EMAIL] + ([Channel.SMS] if data.phone else [])
-    connection = await session.connection()
+    connection = await connection_of(session)
     for channel in channels:
         key = notification_id(kind, channel, renewal_id=None, event_id=event.id)
         row = pending(key, event, kind, channel, iccid=None, locale=data.locale)

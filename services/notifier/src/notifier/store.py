@@ -3,12 +3,13 @@ log of notifications to send."""
 
 import json
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple
 
 from esim_core.clock import utcnow
 from esim_core.duework.rows import DueColumns
 from esim_core.observability.tracing import traceparent_field
 from esim_core.persistence.db import timestamp
+from esim_core.persistence.driver import Statement, fetch, run
 from sqlalchemy import JSON, Column, UniqueConstraint, bindparam, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -104,9 +105,10 @@ class HeldPayment(PaymentEvent, table=True):
 TABLES: list[type[SQLModel]] = [Contact, Notification, SettledPayment, HeldPayment]
 
 
-# The hot path's reads and writes, as statements built (and so compiled) once and executed on
-# the transaction's connection: no ORM object per row, no unit of work, no cache key computed
-# per call. Handlers and the sender say what they do through these names.
+# The hot path's reads and writes, as statements built and compiled once (per dialect) and sent
+# straight to the driver on the transaction's connection (esim_core.persistence.driver): no ORM
+# object per row, no unit of work, no SQLAlchemy execution per call. Handlers and the sender say
+# what they do through these names.
 
 _CONTACTS: Any = Contact.__table__  # type: ignore[attr-defined]
 _NOTIFICATIONS: Any = Notification.__table__  # type: ignore[attr-defined]
@@ -116,45 +118,51 @@ _HELD: Any = HeldPayment.__table__  # type: ignore[attr-defined]
 _CONTACT_OF_CARD = select(
     _CONTACTS.c.user_id, _CONTACTS.c.email, _CONTACTS.c.phone, _CONTACTS.c.locale
 ).where(_CONTACTS.c.iccid == bindparam("iccid"))
+_CONTACT = Statement(_CONTACT_OF_CARD)
 
 _SETTLED_KEPT = exists().where(_SETTLED.c.renewal_id == bindparam("renewal_id")).label("settled")
 _HELD_KEPT = exists().where(_HELD.c.renewal_id == bindparam("renewal_id")).label("held")
 
 #: A card's contact, and whether a renewal's PaymentSettled and PaymentAuthorized are kept: no
 #: row before the card's first CardBound.
-_CONTACT_AND_PAYMENTS_KNOWN = _CONTACT_OF_CARD.add_columns(_SETTLED_KEPT, _HELD_KEPT)
+_CONTACT_AND_PAYMENTS_KNOWN = Statement(_CONTACT_OF_CARD.add_columns(_SETTLED_KEPT, _HELD_KEPT))
 
 #: A card's contact, and the data of a renewal's PaymentSettled and PaymentAuthorized as kept:
 #: no row before the card's first CardBound.
-_CONTACT_AND_PAYMENTS = _CONTACT_OF_CARD.add_columns(
-    select(_SETTLED.c.payload)
-    .where(_SETTLED.c.renewal_id == bindparam("renewal_id"))
-    .scalar_subquery()
-    .label("settled"),
-    select(_HELD.c.payload)
-    .where(_HELD.c.renewal_id == bindparam("renewal_id"))
-    .scalar_subquery()
-    .label("held"),
+_CONTACT_AND_PAYMENTS = Statement(
+    _CONTACT_OF_CARD.add_columns(
+        select(_SETTLED.c.payload)
+        .where(_SETTLED.c.renewal_id == bindparam("renewal_id"))
+        .scalar_subquery()
+        .label("settled"),
+        select(_HELD.c.payload)
+        .where(_HELD.c.renewal_id == bindparam("renewal_id"))
+        .scalar_subquery()
+        .label("held"),
+    )
 )
 
-_PAYMENT_EVENTS_KNOWN = select(_SETTLED_KEPT, _HELD_KEPT)
+_PAYMENT_EVENTS_KNOWN = Statement(select(_SETTLED_KEPT, _HELD_KEPT))
 
-_KINDS_OF_RENEWAL = select(_NOTIFICATIONS.c.kind, _NOTIFICATIONS.c.payload).where(
-    _NOTIFICATIONS.c.renewal_id == bindparam("renewal_id")
+_KINDS_OF_RENEWAL = Statement(
+    select(_NOTIFICATIONS.c.kind, _NOTIFICATIONS.c.payload).where(
+        _NOTIFICATIONS.c.renewal_id == bindparam("renewal_id")
+    )
 )
 
 # A notification that waits (no send round yet) for what a later event brings: made due now.
+# (Its constants are parameters with values of their own: the driver sends them, no call does.)
 _WAITING = (
     _NOTIFICATIONS.c.status == NotificationStatus.PENDING.value,
     _NOTIFICATIONS.c.send_rounds == 0,
     _NOTIFICATIONS.c.due_at.is_not(None),
 )
-_WAKE_CARD = (
+_WAKE_CARD = Statement(
     update(_NOTIFICATIONS)
     .where(_NOTIFICATIONS.c.iccid == bindparam("card"), *_WAITING)
     .values(due_at=bindparam("now"))
 )
-_WAKE_RECEIPT = (
+_WAKE_RECEIPT = Statement(
     update(_NOTIFICATIONS)
     .where(
         _NOTIFICATIONS.c.renewal_id == bindparam("renewal"),
@@ -172,18 +180,22 @@ def _insert_new(dialect_insert: Any, table: Any) -> Any:
     return dialect_insert(table).on_conflict_do_nothing().returning(key)
 
 
-def _per_dialect(table: Any) -> dict[str, Any]:
-    return {
-        "sqlite": _insert_new(sqlite.insert, table),
-        "postgresql": _insert_new(postgresql.insert, table),
-    }
+def _per_dialect(table: Any) -> Statement:
+    # Each call gives every column (the row is written whole).
+    return Statement(
+        {
+            "sqlite": _insert_new(sqlite.insert, table),
+            "postgresql": _insert_new(postgresql.insert, table),
+        },
+        keys=[column.name for column in table.columns],
+    )
 
 
 _NEW_NOTIFICATION = _per_dialect(_NOTIFICATIONS)
 _NEW_PAYMENT_EVENT = {SettledPayment: _per_dialect(_SETTLED), HeldPayment: _per_dialect(_HELD)}
 
 
-class ContactRow(Protocol):
+class ContactRow(NamedTuple):
     """Whom a card's messages go to, as `contact_of` reads it."""
 
     user_id: str
@@ -194,9 +206,8 @@ class ContactRow(Protocol):
 
 async def contact_of(connection: AsyncConnection, iccid: str) -> ContactRow | None:
     """The card's contact, or None before its first CardBound."""
-    result = await connection.execute(_CONTACT_OF_CARD, {"iccid": iccid})
-    row: ContactRow | None = result.first()
-    return row
+    rows = await fetch(connection, _CONTACT, {"iccid": iccid})
+    return ContactRow._make(rows[0]) if rows else None
 
 
 async def contact_and_payments_known(
@@ -204,15 +215,13 @@ async def contact_and_payments_known(
 ) -> tuple[ContactRow | None, bool, bool]:
     """The card's contact (None before its first CardBound), and whether the renewal's
     PaymentSettled and PaymentAuthorized are kept: one read where the contact is known."""
-    row = (
-        await connection.execute(
-            _CONTACT_AND_PAYMENTS_KNOWN, {"iccid": iccid, "renewal_id": renewal_id}
-        )
-    ).first()
-    if row is None:
+    rows = await fetch(
+        connection, _CONTACT_AND_PAYMENTS_KNOWN, {"iccid": iccid, "renewal_id": renewal_id}
+    )
+    if not rows:
         return None, *await payment_events_known(connection, renewal_id)
-    contact: ContactRow = row
-    return contact, bool(row.settled), bool(row.held)
+    *contact, settled, held = rows[0]
+    return ContactRow._make(contact), bool(settled), bool(held)
 
 
 async def contact_and_payments(
@@ -222,35 +231,32 @@ async def contact_and_payments(
     PaymentSettled and PaymentAuthorized as kept, each where there is one: one read."""
     if renewal_id is None:
         return await contact_of(connection, iccid), None, None
-    row = (
-        await connection.execute(_CONTACT_AND_PAYMENTS, {"iccid": iccid, "renewal_id": renewal_id})
-    ).first()
-    if row is None:
+    rows = await fetch(
+        connection, _CONTACT_AND_PAYMENTS, {"iccid": iccid, "renewal_id": renewal_id}
+    )
+    if not rows:
         return None, None, None
-    contact: ContactRow = row
-    return contact, _json(row.settled), _json(row.held)
+    *contact, settled, held = rows[0]
+    return ContactRow._make(contact), _json(settled), _json(held)
 
 
 async def add_new_notification(connection: AsyncConnection, row: dict[str, Any]) -> bool:
     """Insert a notification unless one of it exists (same id, event and channel, or renewal,
     kind and channel); tells whether it was new. `row` gives every column."""
-    result = await connection.execute(_NEW_NOTIFICATION[connection.dialect.name], row)
-    return result.first() is not None
+    return bool(await fetch(connection, _NEW_NOTIFICATION, row))
 
 
 async def keep_new_payment_event(
     connection: AsyncConnection, table: type[PaymentEvent], row: dict[str, Any]
 ) -> bool:
-    """Keep a renewal's payment event in `table` unless one is kept; tells whether it was new."""
-    result = await connection.execute(_NEW_PAYMENT_EVENT[table][connection.dialect.name], row)
-    return result.first() is not None
+    """Keep a renewal's payment event in `table` unless one is kept; tells whether it was new.
+    `row` gives every column."""
+    return bool(await fetch(connection, _NEW_PAYMENT_EVENT[table], row))
 
 
 async def payment_events_known(connection: AsyncConnection, renewal_id: str) -> tuple[bool, bool]:
     """Whether the renewal's PaymentSettled and its PaymentAuthorized are kept, in one read."""
-    settled, held = (
-        await connection.execute(_PAYMENT_EVENTS_KNOWN, {"renewal_id": renewal_id})
-    ).one()
+    ((settled, held),) = await fetch(connection, _PAYMENT_EVENTS_KNOWN, {"renewal_id": renewal_id})
     return bool(settled), bool(held)
 
 
@@ -264,27 +270,27 @@ def _json(value: Any) -> dict[str, Any] | None:
 
 async def kinds_told_of(connection: AsyncConnection, renewal_id: str) -> list[tuple[str, Any]]:
     """(kind, payload) of every notification queued about a renewal."""
-    result = await connection.execute(_KINDS_OF_RENEWAL, {"renewal_id": renewal_id})
-    return [(row.kind, row.payload) for row in result]
+    rows = await fetch(connection, _KINDS_OF_RENEWAL, {"renewal_id": renewal_id})
+    return [(kind, payload) for kind, payload in rows]
 
 
 async def wake_waiting_for_card(connection: AsyncConnection, iccid: str, now: datetime) -> int:
     """Make the card's notifications that wait for its contact due now; returns how many."""
-    result: Any = await connection.execute(_WAKE_CARD, {"card": iccid, "now": now})
-    return int(result.rowcount or 0)
+    return await run(connection, _WAKE_CARD, {"card": iccid, "now": now})
 
 
 async def wake_waiting_receipt(connection: AsyncConnection, renewal_id: str, now: datetime) -> int:
     """Make the renewal's receipt that waits for its payment due now; returns how many rows
     (one per channel)."""
-    result: Any = await connection.execute(_WAKE_RECEIPT, {"renewal": renewal_id, "now": now})
-    return int(result.rowcount or 0)
+    return await run(connection, _WAKE_RECEIPT, {"renewal": renewal_id, "now": now})
 
 
-# The SET clause comes from the keys of the values given (compiled once per set of keys).
-_WRITE_NOTIFICATION = update(_NOTIFICATIONS).where(_NOTIFICATIONS.c.id == bindparam("key"))
+# The SET clause is the columns given: `writing` compiles each set of them once.
+_WRITE_NOTIFICATION = Statement(
+    update(_NOTIFICATIONS).where(_NOTIFICATIONS.c.id == bindparam("key"))
+)
 
 
 async def write_notification(connection: AsyncConnection, key: str, values: dict[str, Any]) -> None:
     """Write what a send round decided about a notification (`values`: columns to set)."""
-    await connection.execute(_WRITE_NOTIFICATION, {"key": key, **values})
+    await run(connection, _WRITE_NOTIFICATION.writing([*values, "key"]), {"key": key, **values})

@@ -213,9 +213,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         try:
             async with self.database.session() as session:
                 await apply(session, activation)
-                written = await write_activation_round(
-                    await session.connection(), activation, was=state, lease=lease
-                )
+                written = await write_activation_round(session, activation, was=state, lease=lease)
                 if not written:
                     raise _Dropped
         except _Dropped:

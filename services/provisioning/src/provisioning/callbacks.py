@@ -29,7 +29,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from provisioning.domain import ActivationState
-from provisioning.store import Activation, PlatformCallback
+from provisioning.store import Activation, PlatformCallback, activation_state_of_order
 from provisioning.usage import Observation, locked_bundle, observe, watch_card
 
 logger = logging.getLogger(__name__)
@@ -169,11 +169,7 @@ class CallbackReceiver:
         if kind != "order.completed":
             return True
         async with self.database.session() as session:
-            state = (
-                await session.exec(
-                    select(Activation.state).where(col(Activation.order_id) == order_id)
-                )
-            ).first()
+            state = await activation_state_of_order(session, order_id)
         return state == ActivationState.FOLLOWING
 
     async def _apply(

@@ -133,12 +133,11 @@ class Handlers:
     ) -> None:
         renewal_id = str(data.renewal_id)
         terms = _terms(data)
-        connection = await session.connection()
         now = utcnow()
         activation_id = activation_id_for(renewal_id)
         deadline = now + timedelta(seconds=self.activation_deadline_s)
         row = new_activation(activation_id, renewal_id, data.payment_id, terms, now, deadline)
-        if await add_activation(connection, row):
+        if await add_activation(session, row):
             self.committed.after_commit(session, renewal_id, terms)
             made_due(session, Activation)
             logger.info(
@@ -150,7 +149,7 @@ class Handlers:
                 terms.start,
             )
             return
-        existing = await activation_of_renewal(connection, renewal_id)
+        existing = await activation_of_renewal(session, renewal_id)
         if existing is None:
             raise RuntimeError(f"renewal {renewal_id} has an activation that cannot be read")
         differing = existing.terms.differences(terms)

@@ -1,19 +1,21 @@
 """Provisioning tables: activations and cancellations (due work), bundles, polls, callbacks."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from esim_core.clock import utcnow
 from esim_core.duework.rows import OutsideCallColumns
 from esim_core.observability.tracing import current_traceparent, traceparent_field
 from esim_core.persistence.db import timestamp
-from sqlalchemy import bindparam, case, or_, select, update
+from esim_core.persistence.driver import Statement, Target, fetch, fetch_dicts, run
+from esim_core.persistence.rows import transient
+from sqlalchemy import bindparam, case, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel
 
-from provisioning.domain import ActivationState, ActivationTerms
+from provisioning.domain import ENDED_STATUSES, ActivationState, ActivationTerms
 
 
 class Activation(OutsideCallColumns, table=True):
@@ -136,20 +138,24 @@ class Cancellation(OutsideCallColumns, table=True):
 TABLES: list[type[SQLModel]] = [Activation, Bundle, UsageWatch, PlatformCallback, Cancellation]
 
 
-# The consumer's reads and writes, as statements built (and so compiled) once and executed on
-# the transaction's connection: no ORM object, no unit of work, no cache key per call.
+# The hot reads and writes (the consumer's, the activation rounds', the polls'), as statements
+# built and compiled once and sent straight to the database driver in the session's transaction
+# (esim_core.persistence.driver): no ORM object, no unit of work, no cache key, no SQLAlchemy
+# result per call.
 
 _ACTIVATIONS: Any = Activation.__table__  # type: ignore[attr-defined]
 
-_ACTIVATION_OF_RENEWAL = select(
-    _ACTIVATIONS.c.id,
-    _ACTIVATIONS.c.state,
-    _ACTIVATIONS.c.iccid,
-    _ACTIVATIONS.c.plan_code,
-    _ACTIVATIONS.c.data_mb,
-    _ACTIVATIONS.c.validity_days,
-    _ACTIVATIONS.c.start,
-).where(_ACTIVATIONS.c.renewal_id == bindparam("renewal"))
+_ACTIVATION_OF_RENEWAL = Statement(
+    select(
+        _ACTIVATIONS.c.id,
+        _ACTIVATIONS.c.state,
+        _ACTIVATIONS.c.iccid,
+        _ACTIVATIONS.c.plan_code,
+        _ACTIVATIONS.c.data_mb,
+        _ACTIVATIONS.c.validity_days,
+        _ACTIVATIONS.c.start,
+    ).where(_ACTIVATIONS.c.renewal_id == bindparam("renewal"))
+)
 
 
 def _new_activation(dialect_insert: Any) -> Any:
@@ -158,10 +164,15 @@ def _new_activation(dialect_insert: Any) -> Any:
     return dialect_insert(_ACTIVATIONS).on_conflict_do_nothing().returning(_ACTIVATIONS.c.id)
 
 
-_NEW_ACTIVATION = {
-    "sqlite": _new_activation(sqlite.insert),
-    "postgresql": _new_activation(postgresql.insert),
-}
+#: Every column given (`new_activation`); SQLite and PostgreSQL share the syntax.
+_NEW_ACTIVATION = Statement(
+    {"sqlite": _new_activation(sqlite.insert), "postgresql": _new_activation(postgresql.insert)}
+)
+
+#: The state of the activation that placed an order (what a callback about it may change).
+_STATE_OF_ORDER = Statement(
+    select(_ACTIVATIONS.c.state).where(_ACTIVATIONS.c.order_id == bindparam("order"))
+)
 
 
 @dataclass(frozen=True)
@@ -173,21 +184,32 @@ class KnownActivation:
     terms: ActivationTerms
 
 
-async def activation_of_renewal(
-    connection: AsyncConnection, renewal_id: str
-) -> KnownActivation | None:
+async def activation_of_renewal(target: Target, renewal_id: str) -> KnownActivation | None:
     """The renewal's activation (its id, state and terms), or None."""
-    row = (await connection.execute(_ACTIVATION_OF_RENEWAL, {"renewal": renewal_id})).first()
-    if row is None:
+    rows = await fetch_dicts(target, _ACTIVATION_OF_RENEWAL, {"renewal": renewal_id})
+    if not rows:
         return None
-    return KnownActivation(id=row.id, state=row.state, terms=ActivationTerms.of(row))
+    row = rows[0]
+    terms = ActivationTerms(
+        iccid=row["iccid"],
+        plan_code=row["plan_code"],
+        data_mb=row["data_mb"],
+        validity_days=row["validity_days"],
+        start=row["start"],
+    )
+    return KnownActivation(id=row["id"], state=row["state"], terms=terms)
 
 
-async def add_activation(connection: AsyncConnection, row: dict[str, Any]) -> bool:
+async def add_activation(target: Target, row: dict[str, Any]) -> bool:
     """Insert a new activation unless its renewal has one; tells whether it was new. `row`
     gives every column (`new_activation`)."""
-    result = await connection.execute(_NEW_ACTIVATION[connection.dialect.name], row)
-    return result.first() is not None
+    return bool(await fetch(target, _NEW_ACTIVATION, row))
+
+
+async def activation_state_of_order(target: Target, order_id: str) -> str | None:
+    """The state of the activation that placed this order, or None."""
+    rows = await fetch(target, _STATE_OF_ORDER, {"order": order_id})
+    return rows[0][0] if rows else None
 
 
 def new_activation(
@@ -231,14 +253,8 @@ def new_activation(
 
 
 # An activation round's write: the claim returned the row whole, so a round writes every column
-# it may change in one statement compiled once (the SET clause comes from the keys of the
-# values given), where the row is still in the state and under the lease the claim left.
-
-_WRITE_ACTIVATION = update(_ACTIVATIONS).where(
-    _ACTIVATIONS.c.id == bindparam("key"),
-    _ACTIVATIONS.c.state == bindparam("was"),
-    _ACTIVATIONS.c.lease_until == bindparam("lease"),
-)
+# it may change in one statement compiled once, where the row is still in the state and under
+# the lease the claim left.
 
 #: The columns of an activation that a round may change.
 ROUND_COLUMNS = (
@@ -260,9 +276,18 @@ ROUND_COLUMNS = (
     "last_error",
 )
 
+_WRITE_ACTIVATION = Statement(
+    update(_ACTIVATIONS).where(
+        _ACTIVATIONS.c.id == bindparam("key"),
+        _ACTIVATIONS.c.state == bindparam("was"),
+        _ACTIVATIONS.c.lease_until == bindparam("lease"),
+    ),
+    keys=[*ROUND_COLUMNS, "key", "was", "lease"],
+)
+
 
 async def write_activation_round(
-    connection: AsyncConnection, activation: Activation, *, was: str, lease: datetime | None
+    target: Target, activation: Activation, *, was: str, lease: datetime | None
 ) -> bool:
     """Write what a round decided of an activation (every column in `ROUND_COLUMNS`), if it is
     still in state `was` under the round's `lease`; tells whether it was.
@@ -270,10 +295,8 @@ async def write_activation_round(
     The row stays locked until the transaction ends (PostgreSQL; SQLite serializes writers).
     """
     values = {name: getattr(activation, name) for name in ROUND_COLUMNS}
-    result: Any = await connection.execute(
-        _WRITE_ACTIVATION, {"key": activation.id, "was": was, "lease": lease, **values}
-    )
-    return bool(result.rowcount)
+    params = {"key": activation.id, "was": was, "lease": lease, **values}
+    return bool(await run(target, _WRITE_ACTIVATION, params))
 
 
 _WATCHES: Any = UsageWatch.__table__  # type: ignore[attr-defined]
@@ -296,10 +319,12 @@ def _watch_card(dialect_insert: Any) -> Any:
 
 #: Insert a card's usage watch, or bring its due time forward and reset its idle polls: one
 #: statement per dialect (SQLite and PostgreSQL share the syntax), built once.
-_WATCH_CARD = {"sqlite": _watch_card(sqlite.insert), "postgresql": _watch_card(postgresql.insert)}
+_WATCH_CARD = Statement(
+    {"sqlite": _watch_card(sqlite.insert), "postgresql": _watch_card(postgresql.insert)}
+)
 
 
-async def upsert_usage_watch(connection: AsyncConnection, iccid: str, due_at: datetime) -> None:
+async def upsert_usage_watch(target: Target, iccid: str, due_at: datetime) -> None:
     """Make sure the card's usage is polled by `due_at` at the latest, in one statement (the
     watch's row locked, as a read for update would)."""
     row = {
@@ -312,7 +337,7 @@ async def upsert_usage_watch(connection: AsyncConnection, iccid: str, due_at: da
         "unavailable_rounds": 0,
         "last_error": None,
     }
-    await connection.execute(_WATCH_CARD[connection.dialect.name], row)
+    await run(target, _WATCH_CARD, row)
 
 
 def new_bundle(activation: Activation, data_mb: int, now: datetime) -> dict[str, Any]:
@@ -342,18 +367,23 @@ def new_bundle(activation: Activation, data_mb: int, now: datetime) -> dict[str,
 
 _BUNDLES: Any = Bundle.__table__  # type: ignore[attr-defined]
 
+
+class LiveBundleRow(NamedTuple):
+    """A bundle as `live_bundle_rows` reads it: what replacing it needs."""
+
+    order_id: str
+    renewal_id: str
+    iccid: str
+    plan_code: str
+    valid_from: datetime
+    valid_until: datetime
+    cancelled_at: datetime | None
+
+
 #: A card's bundles live at `starts` (not cancelled, not used up), locked: what a plan started
 #: then at once ends.
-_LIVE_BUNDLES = (
-    select(
-        _BUNDLES.c.order_id,
-        _BUNDLES.c.renewal_id,
-        _BUNDLES.c.iccid,
-        _BUNDLES.c.plan_code,
-        _BUNDLES.c.valid_from,
-        _BUNDLES.c.valid_until,
-        _BUNDLES.c.cancelled_at,
-    )
+_LIVE_BUNDLES = Statement(
+    select(*(_BUNDLES.c[name] for name in LiveBundleRow._fields))
     .where(
         _BUNDLES.c.iccid == bindparam("card"),
         _BUNDLES.c.cancelled_at.is_(None),
@@ -363,23 +393,24 @@ _LIVE_BUNDLES = (
     )
     .with_for_update()
 )
-_CANCEL_BUNDLE = update(_BUNDLES).where(
-    _BUNDLES.c.order_id == bindparam("key"), _BUNDLES.c.cancelled_at.is_(None)
+_CANCEL_BUNDLE = Statement(
+    update(_BUNDLES).where(
+        _BUNDLES.c.order_id == bindparam("key"), _BUNDLES.c.cancelled_at.is_(None)
+    ),
+    keys=["cancelled_at", "cancel_reason", "ended_published", "updated_at", "key"],
 )
 
 
-async def live_bundle_rows(connection: AsyncConnection, iccid: str, starts: datetime) -> list[Any]:
-    """The card's bundles live at `starts`, locked until the transaction ends: rows with
-    `order_id`, `renewal_id`, `iccid`, `plan_code`, `valid_from`, `valid_until`, `cancelled_at`."""
-    result = await connection.execute(_LIVE_BUNDLES, {"card": iccid, "starts": starts})
-    return list(result.all())
+async def live_bundle_rows(target: Target, iccid: str, starts: datetime) -> list[LiveBundleRow]:
+    """The card's bundles live at `starts`, locked until the transaction ends."""
+    rows = await fetch(target, _LIVE_BUNDLES, {"card": iccid, "starts": starts})
+    return [LiveBundleRow._make(row) for row in rows]
 
 
-async def cancel_bundle(
-    connection: AsyncConnection, order_id: str, reason: str, now: datetime
-) -> None:
+async def cancel_bundle(target: Target, order_id: str, reason: str, now: datetime) -> None:
     """Record that a bundle will not run (further): cancelled or replaced, no end to announce."""
-    await connection.execute(
+    await run(
+        target,
         _CANCEL_BUNDLE,
         {
             "key": order_id,
@@ -389,3 +420,63 @@ async def cancel_bundle(
             "updated_at": now,
         },
     )
+
+
+# A poll's rows: the card's watch and its followed bundles, read locked as transient model
+# objects (in no ORM session) with the values read, and written back as the ORM's flush would
+# write them: one UPDATE of the columns that changed, by the row's key, none when none did.
+
+_LOCKED_WATCH = Statement(
+    select(*_WATCHES.c).where(_WATCHES.c.id == bindparam("key")).with_for_update()
+)
+
+# The ended statuses as values the statement fixes itself, `NOT IN (?, ?)` as SQLAlchemy rendered
+# the list: an IN list expanded per call cannot go to the driver.
+_FOLLOWED = (
+    _BUNDLES.c.iccid == bindparam("card"),
+    _BUNDLES.c.status.not_in([literal(status) for status in sorted(ENDED_STATUSES)]),
+    _BUNDLES.c.cancelled_at.is_(None),
+)
+#: The orders of a card's bundles still followed (not ended, not cancelled).
+_FOLLOWED_ORDERS = Statement(select(_BUNDLES.c.order_id).where(*_FOLLOWED))
+#: A card's bundles still followed, whole, oldest first, locked.
+_LOCKED_FOLLOWED_BUNDLES = Statement(
+    select(*_BUNDLES.c).where(*_FOLLOWED).order_by(_BUNDLES.c.valid_from).with_for_update()
+)
+
+# The SET clause is the columns that changed: `writing` compiles each set once.
+_WRITES: dict[type[SQLModel], tuple[Statement, str]] = {
+    UsageWatch: (Statement(update(_WATCHES).where(_WATCHES.c.id == bindparam("_key"))), "id"),
+    Bundle: (
+        Statement(update(_BUNDLES).where(_BUNDLES.c.order_id == bindparam("_key"))),
+        "order_id",
+    ),
+}
+
+
+async def locked_watch(target: Target, iccid: str) -> tuple[UsageWatch, dict[str, Any]] | None:
+    """The card's usage watch and its values as read, locked until the transaction ends."""
+    rows = await fetch_dicts(target, _LOCKED_WATCH, {"key": iccid})
+    return (transient(UsageWatch, rows[0]), rows[0]) if rows else None
+
+
+async def followed_orders(target: Target, iccid: str) -> list[str]:
+    """The orders of the card's bundles still followed (not ended, not cancelled)."""
+    return [row[0] for row in await fetch(target, _FOLLOWED_ORDERS, {"card": iccid})]
+
+
+async def locked_followed_bundles(
+    target: Target, iccid: str
+) -> list[tuple[Bundle, dict[str, Any]]]:
+    """The card's bundles still followed, oldest first, each with its values as read, locked
+    until the transaction ends."""
+    rows = await fetch_dicts(target, _LOCKED_FOLLOWED_BUNDLES, {"card": iccid})
+    return [(transient(Bundle, row), row) for row in rows]
+
+
+async def write_changes(target: Target, row: UsageWatch | Bundle, read: Mapping[str, Any]) -> None:
+    """Write the columns of `row` whose values differ from `read` (every column's, as read)."""
+    statement, key = _WRITES[type(row)]
+    changed = {name: value for name in read if (value := getattr(row, name)) != read[name]}
+    if changed:
+        await run(target, statement.writing([*changed, "_key"]), {**changed, "_key": read[key]})

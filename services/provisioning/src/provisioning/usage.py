@@ -7,21 +7,20 @@ same change, a redelivered callback or a redo after a crash publish nothing the 
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypedDict, cast
 from uuid import UUID
 
 from esim_core.clock import as_utc, utcnow
-from esim_core.duework.worker import DueWorker
+from esim_core.duework.worker import DueWorker, same_lease
 from esim_core.messaging.outbox import Outbox
 from esim_core.persistence.db import add_row
 from esim_schemas import BundleCancelled, BundleEnded, BundleStarted, DataLow, UsageUpdated
 from esim_schemas.events import BundleCancelReason
 from esim_schemas.types import BundleStatus
 from prometheus_client import Counter
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from provisioning.domain import (
@@ -48,9 +47,13 @@ from provisioning.store import (
     Bundle,
     UsageWatch,
     cancel_bundle,
+    followed_orders,
     live_bundle_rows,
+    locked_followed_bundles,
+    locked_watch,
     new_bundle,
     upsert_usage_watch,
+    write_changes,
 )
 
 logger = logging.getLogger(__name__)
@@ -76,6 +79,8 @@ def observe(outbox: Outbox, session: AsyncSession, bundle: Bundle, seen: Observa
 
     A report older than the last measurement does not move usage back; a status never goes back
     (queued → active → depleted | expired); each threshold and transition is published once.
+    The bundle is written by whoever read it: the session's flush, for a bundle it loaded (a
+    callback's); the poll, for the ones it read on the driver (`write_changes`).
     """
     changed = False
     renewal = UUID(bundle.renewal_id)
@@ -193,7 +198,6 @@ def observe(outbox: Outbox, session: AsyncSession, bundle: Bundle, seen: Observa
         logger.info("bundle %s on card %s %s", bundle.order_id, bundle.iccid, bundle.status)
     if changed:
         bundle.updated_at = utcnow()
-    session.add(bundle)
     return changed
 
 
@@ -210,7 +214,8 @@ def mark_cancelled(
 
     Returns whether it did: a bundle already cancelled (or replaced) keeps its first reason.
     It is no longer followed, and no BundleEnded follows its BundleCancelled. `replaced_by`:
-    the renewal whose plan took its place, where known.
+    the renewal whose plan took its place, where known. The bundle is written by whoever read
+    it (`observe`).
     """
     if bundle.cancelled_at is not None:
         return False
@@ -218,7 +223,6 @@ def mark_cancelled(
     bundle.cancel_reason = reason
     bundle.ended_published = True
     bundle.updated_at = now
-    session.add(bundle)
     _tell_cancelled(outbox, session, bundle, reason, now, replaced_by)
     return True
 
@@ -309,9 +313,8 @@ class LiveBundles:
         """Record the replaced bundles (cancelled, no end to announce)."""
         if not self.replaced:
             return
-        connection = await session.connection()
         for order_id, now in self.replaced:
-            await cancel_bundle(connection, order_id, "replaced", now)
+            await cancel_bundle(session, order_id, "replaced", now)
         self.replaced.clear()
 
 
@@ -323,7 +326,7 @@ async def live_bundles(session: AsyncSession, iccid: str, starts: datetime) -> L
     one `expired` (the platform ended it for the new one) before this: it was still replaced.
     Only what was live when the new one started, not the card's whole history.
     """
-    return LiveBundles(await live_bundle_rows(await session.connection(), iccid, starts))
+    return LiveBundles(await live_bundle_rows(session, iccid, starts))
 
 
 def replaced_at(
@@ -356,7 +359,7 @@ async def locked_bundle(session: AsyncSession, order_id: str) -> Bundle | None:
 
 async def watch_card(session: AsyncSession, iccid: str, due_at: datetime) -> None:
     """Make sure a card's usage is polled by `due_at` at the latest (one statement)."""
-    await upsert_usage_watch(await session.connection(), iccid, due_at)
+    await upsert_usage_watch(session, iccid, due_at)
 
 
 class UsagePoller(DueWorker[EsimPlatform, UsageRules]):
@@ -394,7 +397,35 @@ class UsagePoller(DueWorker[EsimPlatform, UsageRules]):
         async def apply(session: AsyncSession, current: UsageWatch) -> None:
             await self._apply(session, current, outcome, missing, utcnow())
 
-        await self.commit_round(key, lease, apply)
+        await self._commit(key, lease, apply)
+
+    async def _commit(
+        self,
+        key: str,
+        lease: datetime | None,
+        apply: Callable[[AsyncSession, UsageWatch], Awaitable[None]],
+    ) -> None:
+        """Commit a poll's outcome with `apply`, if the watch still carries the claim's lease
+        (`DueWorker.commit_round`, on the driver).
+
+        The watch is read locked until the outcome commits, as a transient object, and what
+        `apply` changed of it is written back in one UPDATE (`write_changes`).
+        """
+        async with self.database.session() as session:
+            found = await locked_watch(session, key)
+            if found is None:
+                return
+            watch, read = found
+            if not same_lease(watch.lease_until, lease):
+                logger.warning(
+                    "%s %s was claimed again during its round; this round's outcome is dropped%s",
+                    self.noun,
+                    key,
+                    f" ({self.kept_by})" if self.kept_by else "",
+                )
+                return
+            await apply(session, watch)
+            await write_changes(session, watch, read)
 
     def _window(self, watch: UsageWatch, now: datetime) -> float | None:
         """How far back the poll asks for ended bundles: since the last look, with a margin."""
@@ -407,15 +438,7 @@ class UsagePoller(DueWorker[EsimPlatform, UsageRules]):
         """The status of followed bundles that a usage answer left out (at most a few a poll)."""
         reported = {item.order_id for item in usage.bundles}
         async with self.database.session() as session:
-            followed = (
-                await session.exec(
-                    select(Bundle.order_id).where(
-                        col(Bundle.iccid) == iccid,
-                        col(Bundle.status).not_in(ENDED_STATUSES),
-                        col(Bundle.cancelled_at).is_(None),
-                    )
-                )
-            ).all()
+            followed = await followed_orders(session, iccid)
         found: dict[str, OrderStatus] = {}
         for order_id in [o for o in followed if o not in reported][: self.look_ups_per_poll]:
             try:
@@ -432,9 +455,10 @@ class UsagePoller(DueWorker[EsimPlatform, UsageRules]):
         missing: dict[str, OrderStatus],
         now: datetime,
     ) -> None:
+        # The watch and its bundles are transient objects read on the driver (no ORM session
+        # writes them): `_commit` writes what changed of the watch, the loop below of each bundle.
         watch.lease_until = None
         watch.last_polled_at = now
-        session.add(watch)
         if isinstance(outcome, Exception):
             watch.last_error = str(outcome)[:500]
             if isinstance(outcome, PlatformRateLimitedError):
@@ -450,21 +474,10 @@ class UsagePoller(DueWorker[EsimPlatform, UsageRules]):
         watch.last_error = None
         reported = {item.order_id: item for item in outcome.bundles}
         # Only bundles still followed: an ended one has nothing more to report.
-        bundles = (
-            await session.exec(
-                select(Bundle)
-                .where(
-                    col(Bundle.iccid) == watch.id,
-                    col(Bundle.status).not_in(ENDED_STATUSES),
-                    col(Bundle.cancelled_at).is_(None),
-                )
-                .with_for_update()
-                .order_by(col(Bundle.valid_from))
-            )
-        ).all()
+        bundles = await locked_followed_bundles(session, watch.id)
         changed = False
         open_bundles = 0
-        for bundle in bundles:
+        for bundle, _read in bundles:
             if bundle.cancelled_at is not None:
                 continue  # cancelled or replaced: nothing more to tell about it
             seen = _observation(
@@ -477,6 +490,8 @@ class UsagePoller(DueWorker[EsimPlatform, UsageRules]):
                 changed |= observe(self.outbox, session, bundle, seen)
             if bundle.status not in ENDED_STATUSES:
                 open_bundles += 1
+        for bundle, read in bundles:
+            await write_changes(session, bundle, read)
         if open_bundles == 0:
             # Nothing left to follow; a new activation on the card makes it due again.
             watch.due_at = None

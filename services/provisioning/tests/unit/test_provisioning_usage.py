@@ -292,6 +292,33 @@ async def test_a_poll_redone_after_a_crash_publishes_nothing_twice(
     assert await thresholds(database) == [75, 90]
 
 
+async def test_a_poll_whose_watch_was_claimed_again_meanwhile_writes_nothing(
+    provisioning: Provisioning,
+    database: Database,
+    platform: FakePlatform,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    renewal_id = await activate(provisioning)
+    platform.set_usage(renewal_id, percent(80))
+    newer_lease = utcnow() + timedelta(minutes=5)
+    card_usage = platform.card_usage
+
+    async def claimed_again_during_the_call(iccid: str, **kwargs: Any) -> Any:
+        # The round's lease ran out mid-call and another round claimed the watch.
+        async with database.session() as session:
+            await session.exec(update(UsageWatch).values(lease_until=newer_lease))
+        return await card_usage(iccid, **kwargs)
+
+    monkeypatch.setattr(platform, "card_usage", claimed_again_during_the_call)
+    await poll(provisioning)
+    assert "claimed again during its round" in caplog.text
+    assert await published(database, USAGE) == []
+    row = await watch(database)
+    assert row.lease_until is not None and as_utc(row.lease_until) == newer_lease
+    assert row.polls == 0 and row.last_polled_at is None
+
+
 async def test_a_callback_sent_again_freshly_signed_hours_later_is_a_duplicate(
     provisioning: Provisioning, database: Database, platform: FakePlatform
 ) -> None:
