@@ -7,14 +7,14 @@ same change, a redelivered callback or a redo after a crash publish nothing the 
 """
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypedDict, cast
 from uuid import UUID
 
 from esim_core.clock import as_utc, utcnow
-from esim_core.duework.worker import DueWorker, same_lease
+from esim_core.duework.worker import DueWorker
 from esim_core.messaging.outbox import Outbox
 from esim_core.persistence.db import add_row
 from esim_schemas import BundleCancelled, BundleEnded, BundleStarted, DataLow, UsageUpdated
@@ -394,38 +394,23 @@ class UsagePoller(DueWorker[EsimPlatform, UsageRules]):
         if isinstance(outcome, CardUsage):
             missing = await self._look_up_missing(key, outcome)
 
-        async def apply(session: AsyncSession, current: UsageWatch) -> None:
-            await self._apply(session, current, outcome, missing, utcnow())
+        # The watch is read locked as a transient object (on the driver), and what the poll
+        # changed of it is written back in one UPDATE (`write_changes`).
+        read: dict[str, Any] = {}
 
-        await self._commit(key, lease, apply)
-
-    async def _commit(
-        self,
-        key: str,
-        lease: datetime | None,
-        apply: Callable[[AsyncSession, UsageWatch], Awaitable[None]],
-    ) -> None:
-        """Commit a poll's outcome with `apply`, if the watch still carries the claim's lease
-        (`DueWorker.commit_round`, on the driver).
-
-        The watch is read locked until the outcome commits, as a transient object, and what
-        `apply` changed of it is written back in one UPDATE (`write_changes`).
-        """
-        async with self.database.session() as session:
+        async def load(session: AsyncSession, key: str) -> UsageWatch | None:
             found = await locked_watch(session, key)
             if found is None:
-                return
-            watch, read = found
-            if not same_lease(watch.lease_until, lease):
-                logger.warning(
-                    "%s %s was claimed again during its round; this round's outcome is dropped%s",
-                    self.noun,
-                    key,
-                    f" ({self.kept_by})" if self.kept_by else "",
-                )
-                return
-            await apply(session, watch)
-            await write_changes(session, watch, read)
+                return None
+            watch, values = found
+            read.update(values)
+            return watch
+
+        async def apply(session: AsyncSession, current: UsageWatch) -> None:
+            await self._apply(session, current, outcome, missing, utcnow())
+            await write_changes(session, current, read)
+
+        await self.commit_round(key, lease, apply, load=load)
 
     def _window(self, watch: UsageWatch, now: datetime) -> float | None:
         """How far back the poll asks for ended bundles: since the last look, with a margin."""

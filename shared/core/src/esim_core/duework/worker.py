@@ -109,15 +109,22 @@ class DueWorker(Generic[PortT, RulesT]):
         lease: datetime | None,
         apply: Callable[[AsyncSession, Any], Awaitable[None]],
         still: Callable[[Any], bool] = lambda row: True,
+        *,
+        load: Callable[[AsyncSession, Any], Awaitable[Any]] | None = None,
     ) -> None:
         """Commit a round's outcome with `apply`, if the row is still `still` and still ours.
 
         The row is locked until the outcome commits, so no claim can slip in between the check
         and the write. A row claimed again meanwhile (its lease ran out mid-round) belongs to
-        the newer round: this round's outcome is dropped.
+        the newer round: this round's outcome is dropped. `load` reads the row locked (None if
+        it is gone); by default the ORM session does, and its flush writes what `apply` changed.
         """
         async with self.database.session() as session:
-            current: Any = await session.get(self.table, key, with_for_update=True)
+            current: Any = (
+                await load(session, key)
+                if load is not None
+                else await session.get(self.table, key, with_for_update=True)
+            )
             if current is None or not still(current):
                 return
             if not same_lease(current.lease_until, lease):
