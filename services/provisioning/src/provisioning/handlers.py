@@ -12,13 +12,12 @@ never calls anything outside its own transaction.
 import logging
 from collections import OrderedDict
 from datetime import timedelta
-from typing import Any
 
 from esim_core.clock import utcnow
 from esim_core.duework.loop import made_due
 from esim_core.messaging.consumer import PermanentEventError
+from esim_core.persistence.db import on_commit
 from esim_schemas import BundleCancelRequested, CloudEvent, PaymentAuthorized, PaymentSettled
-from sqlalchemy import event
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from provisioning.domain import ActivationTerms, CancellationState, activation_id_for
@@ -63,16 +62,7 @@ class CommittedActivations:
     def after_commit(self, session: AsyncSession, renewal_id: str, terms: ActivationTerms) -> None:
         """Remember the activation once the session's transaction commits (not before: a
         rolled-back one may never be)."""
-        pending: dict[str, ActivationTerms] | None = session.sync_session.info.get(_PENDING)
-        if pending is None:
-            pending = session.sync_session.info[_PENDING] = {}
-
-            def remember(committed: Any) -> None:
-                for renewal, known in committed.info.pop(_PENDING, {}).items():
-                    self._remember(renewal, known)
-
-            event.listen(session.sync_session, "after_commit", remember, once=True)
-        pending[renewal_id] = terms
+        on_commit(session, f"{_PENDING}.{renewal_id}", lambda: self._remember(renewal_id, terms))
 
     def _remember(self, renewal_id: str, terms: ActivationTerms) -> None:
         self._terms[renewal_id] = terms

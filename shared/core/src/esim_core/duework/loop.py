@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, event, or_, update
+from sqlalchemy import bindparam, or_, update
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -23,7 +23,7 @@ from esim_core.clock import utcnow
 from esim_core.observability.logs import ids_bound
 from esim_core.observability.metrics import WORKER_ERRORS
 from esim_core.observability.tracing import span
-from esim_core.persistence.db import Database
+from esim_core.persistence.db import Database, on_commit
 from esim_core.persistence.driver import Statement, connection_of, fetch, fetch_dicts
 from esim_core.persistence.rows import transient
 
@@ -192,12 +192,8 @@ def made_due(session: AsyncSession, table: type[SQLModel]) -> None:
     Once it commits, the running loops of that table that wait for such notes
     (`DueLoop(woken_by_commits=False)`) are woken; a rolled-back transaction wakes nothing.
     """
-    sync_session = session.sync_session
-    noted: set[str] | None = sync_session.info.get(_NOTES)
-    if noted is None:
-        noted = sync_session.info[_NOTES] = set()
-        event.listen(sync_session, "after_commit", _wake_noted, once=True)
-    noted.add(_table_name(table))
+    name = _table_name(table)
+    on_commit(session, f"{_NOTES}.{name}", lambda: _wake_noted(name))
 
 
 def _table_name(table: type[SQLModel]) -> str:
@@ -205,10 +201,9 @@ def _table_name(table: type[SQLModel]) -> str:
     return name
 
 
-def _wake_noted(committed: Any) -> None:
-    for name in committed.info.pop(_NOTES, ()):
-        for loop in list(_NOTED_LOOPS.get(name, ())):
-            loop.wake()
+def _wake_noted(name: str) -> None:
+    for loop in list(_NOTED_LOOPS.get(name, ())):
+        loop.wake()
 
 
 async def work_due(

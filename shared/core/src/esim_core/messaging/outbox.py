@@ -8,7 +8,7 @@ from typing import Any
 
 from esim_schemas import CloudEvent, EventData, new_event
 from opentelemetry.trace import SpanKind
-from sqlalchemy import Column, LargeBinary, event, select, update
+from sqlalchemy import Column, LargeBinary, select, update
 from sqlmodel import Field, SQLModel, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -24,7 +24,7 @@ from esim_core.observability.tracing import (
     detached_span,
     traceparent_in,
 )
-from esim_core.persistence.db import Database, add_row, notify_on_commit
+from esim_core.persistence.db import Database, add_row, notify_on_commit, on_commit
 from esim_core.persistence.notify import Listener
 from esim_core.settings import Topics
 
@@ -56,6 +56,7 @@ class Outbox:
         self.source = source
         self.topics = topics
         self._pending = asyncio.Event()
+        self._wake_key = f"esim_core.messaging.outbox.wake.{id(self)}"
         #: Whether another replica relays now, so that a commit adding events must wake it
         #: (`RELAY_CHANNEL`); `OutboxRelay` keeps it, from its lease, on PostgreSQL.
         self.relayed_elsewhere = False
@@ -88,7 +89,9 @@ class Outbox:
                 "published_at": None,
             },
         )
-        _wake_after_commit(session, self._pending)
+        # Waking the relay at `add` would let it look before the row is visible and then sleep
+        # a whole interval; the commit is the moment the row can be published.
+        on_commit(session, self._wake_key, self._pending.set)
         if self.relayed_elsewhere:
             notify_on_commit(session, RELAY_CHANNEL)
         return envelope
@@ -101,30 +104,6 @@ class Outbox:
         """Return when an event was committed since the last call, or after `seconds`."""
         await sleep_unless(self._pending, seconds)
         self._pending.clear()
-
-
-def _wake_after_commit(session: AsyncSession, pending: asyncio.Event) -> None:
-    # Waking the relay at `add` would let it look before the row is visible and then sleep a
-    # whole interval; the session's commit is the moment the row can be published.
-    sync_session = session.sync_session
-    if sync_session.info.get(_WAKE_KEY):
-        return
-    sync_session.info[_WAKE_KEY] = True
-
-    def wake(committed: Any) -> None:
-        committed.info.pop(_WAKE_KEY, None)
-        pending.set()
-
-    def forget(rolled_back: Any, _transaction: Any) -> None:
-        rolled_back.info.pop(_WAKE_KEY, None)
-        if event.contains(rolled_back, "after_commit", wake):
-            event.remove(rolled_back, "after_commit", wake)
-
-    event.listen(sync_session, "after_commit", wake, once=True)
-    event.listen(sync_session, "after_soft_rollback", forget, once=True)
-
-
-_WAKE_KEY = "esim_core.messaging.outbox.wake"
 
 
 @dataclass(eq=False, repr=False)  # a service object: equal to itself alone, and no secrets in reprs

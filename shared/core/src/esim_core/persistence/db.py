@@ -11,6 +11,7 @@ import aiosqlite
 from sqlalchemy import DateTime, Table, event, insert, text
 from sqlalchemy.engine.url import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -238,6 +239,33 @@ async def insert_added_rows(session: AsyncSession) -> None:
 
 #: Each table's INSERT for `insert_added_rows`, compiled once per set of columns given.
 _INSERTS: dict[Table, Statement] = {}
+
+
+_ON_COMMIT = "esim_core.persistence.db.on_commit"
+
+
+def on_commit(session: AsyncSession, key: str, callback: Callable[[], None]) -> None:
+    """Call `callback` once this session's transaction commits; never if it rolls back.
+
+    One callback per `key` (a later one replaces it), called in the order first noted. For
+    wakes that must not come before the rows they announce are visible (the relay, due-work
+    loops). One listener on every session does it (`_run_on_commit`): registering a listener per
+    transaction cost a tenth of a busy service's CPU in SQLAlchemy's event registry.
+    """
+    callbacks: dict[str, Callable[[], None]] = session.sync_session.info.setdefault(_ON_COMMIT, {})
+    callbacks[key] = callback
+
+
+@event.listens_for(Session, "after_commit")
+def _run_on_commit(session: Session) -> None:
+    callbacks: dict[str, Callable[[], None]] | None = session.info.pop(_ON_COMMIT, None)
+    for callback in (callbacks or {}).values():
+        callback()
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_on_rollback(session: Session, _transaction: Any) -> None:
+    session.info.pop(_ON_COMMIT, None)
 
 
 _NOTES = "esim_core.persistence.db.notify"
