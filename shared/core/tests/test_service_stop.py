@@ -2,6 +2,7 @@
 a purge between two chunks."""
 
 import asyncio
+import gc
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from esim_core.messaging.inbox import InboxEntry
 from esim_core.persistence.db import Database
 from esim_core.service import ServiceRuntime
 from esim_core.settings import ServiceSettings
+from esim_core.web.server import settle_the_heap
 from sqlalchemy import func, text
 from sqlmodel import select
 
@@ -128,3 +130,14 @@ async def test_a_stop_ends_a_long_purge_after_the_chunk_in_hand(
         assert 0 < await left(reopened) < 200, "the purge stopped midway, between chunks"
     finally:
         await reopened.close()
+
+
+def test_what_was_built_at_start_is_kept_out_of_the_collectors_sight() -> None:
+    gc.unfreeze()
+    tracked = len(gc.get_objects())
+    try:
+        settle_the_heap()
+        assert gc.get_freeze_count() > tracked // 2  # the heap as it was, garbage collected
+        assert len(gc.get_objects()) < tracked // 10  # what a collection still walks
+    finally:
+        gc.unfreeze()

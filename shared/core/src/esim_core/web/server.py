@@ -1,6 +1,7 @@
 """Serving a service's app: uvicorn until a stop signal, and an exit within the stop bound."""
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -45,7 +46,20 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         log_config=None,
         timeout_graceful_shutdown=max(1, int(settings.stop_timeout_s / 4)),
     )
+    settle_the_heap()
     BoundedServer(config, settings.stop_timeout_s + STOP_WATCHDOG_GRACE_S).run()
+
+
+def settle_the_heap() -> None:
+    """Keep what was built at start (modules, the app, its settings: some 200,000 objects, alive
+    for the process's life) out of the cyclic garbage collector's sight.
+
+    Each full collection walked them all again: 150 to 200 ms of CPU, about ten times in a
+    few minutes of load, where they can never be garbage. Collected first, then frozen
+    (`gc.freeze`); what comes later is collected as ever.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def refuse_unless_kafka_accepts(settings: ServiceSettings) -> None:
