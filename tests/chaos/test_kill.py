@@ -3,10 +3,12 @@ its group die with it), and a service that exits while it starts is started agai
 
 import os
 import signal
+import socket
 from pathlib import Path
 
 import pytest
 
+from tests.support import infra
 from tests.support.infra import (
     SERVICES,
     START_TRIES,
@@ -14,6 +16,8 @@ from tests.support.infra import (
     Process,
     alive,
     descendants,
+    free_port,
+    postgres_server,
     wait_until,
 )
 
@@ -95,3 +99,20 @@ def test_a_service_that_never_starts_fails_the_platform(tmp_path: Path) -> None:
     finally:
         for process in platform.processes.values():
             process.kill()
+
+
+def test_a_postgres_port_taken_before_the_server_binds_it_is_given_up_for_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starts a PostgreSQL server (a few seconds)."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    ports = iter([taken.getsockname()[1]])
+    monkeypatch.setattr(infra, "free_port", lambda: next(ports, None) or free_port())
+    try:
+        with postgres_server(tmp_path) as server:
+            assert str(taken.getsockname()[1]) not in server.address
+            assert infra.port_open(int(server.address.rsplit(":", 1)[1]))
+    finally:
+        taken.close()

@@ -12,6 +12,7 @@ throwaway local server run from Debian's `postgresql` binaries.
 import asyncio
 import concurrent.futures
 import fcntl
+import functools
 import os
 import secrets
 import shutil
@@ -549,7 +550,6 @@ def postgres_server(workdir: Path, *, durable: bool = False) -> Iterator[Server]
         home = workdir / "postgres"
         home.mkdir(mode=0o700)
     data, sockets = home / "data", home / "run"
-    port = free_port()
     try:
         subprocess.run(
             [
@@ -567,6 +567,38 @@ def postgres_server(workdir: Path, *, durable: bool = False) -> Iterator[Server]
             env={**os.environ, "LC_ALL": "C"},
         )
         subprocess.run([*as_postgres, "mkdir", "-m", "0700", str(sockets)], check=True)
+        server, port = _start_postgres(as_postgres, binaries, data, sockets, durable, workdir)
+        try:
+            yield Server(f"postgresql+asyncpg://postgres@127.0.0.1:{port}", server)
+        finally:
+            # SIGINT is PostgreSQL's fast shutdown: it does not wait for clients to leave.
+            server.stop(timeout=30, sig=signal.SIGINT)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+#: Ports a throwaway PostgreSQL server tries: another process may take the free one it was given
+#: before the server binds it (workers start brokers, services and servers at once).
+POSTGRES_PORT_TRIES = 3
+
+
+def _start_postgres(
+    as_postgres: list[str],
+    binaries: Path,
+    data: Path,
+    sockets: Path,
+    durable: bool,
+    workdir: Path,
+) -> tuple["Process", int]:
+    """Start a server on `data` on a free loopback port; the process and its port.
+
+    Ready once its own socket file exists and the port answers: a port that another process
+    took in the meantime answers too, while this server exits ("Address already in use"), and
+    is then started again on another port.
+    """
+    for attempt in range(1, POSTGRES_PORT_TRIES + 1):
+        port = free_port()
+        socket = sockets / f".s.PGSQL.{port}"
         server = Process(
             "postgres",
             [
@@ -591,15 +623,20 @@ def postgres_server(workdir: Path, *, durable: bool = False) -> Iterator[Server]
             ],
             {"LC_ALL": "C"},
             workdir / "postgres.log",
-            lambda: port_open(port),
-        ).start(timeout=60)
+            functools.partial(_postgres_answers, socket, port),
+        )
         try:
-            yield Server(f"postgresql+asyncpg://postgres@127.0.0.1:{port}", server)
-        finally:
-            # SIGINT is PostgreSQL's fast shutdown: it does not wait for clients to leave.
-            server.stop(timeout=30, sig=signal.SIGINT)
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+            return server.start(timeout=60), port
+        except RuntimeError:
+            log = server.log_path.read_text(errors="replace")
+            if attempt == POSTGRES_PORT_TRIES or "Address already in use" not in log:
+                raise
+    raise AssertionError("not reached")
+
+
+def _postgres_answers(socket: Path, port: int) -> bool:
+    # Its own socket file: only the server that bound the port makes it.
+    return socket.exists() and port_open(port)
 
 
 def create_databases(base: str, names: Iterable[str]) -> None:
