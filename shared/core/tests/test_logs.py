@@ -3,12 +3,13 @@
 import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import structlog
-from esim_core.observability.logs import bind_ids, clear_ids, configure_logging
+from esim_core.observability.logs import JsonLines, bind_ids, clear_ids, configure_logging
 
 
 @pytest.fixture
@@ -97,3 +98,29 @@ def test_routine_library_chatter_stays_out_but_its_warnings_come_through(
     logging.getLogger("httpx").warning("connection pool is full")
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [line["message"] for line in lines] == ["connection pool is full"]
+
+
+def test_a_standard_library_line_is_the_one_structlogs_formatter_would_write(
+    stream: io.StringIO,
+) -> None:
+    """`JsonLines` renders records itself; structlog's full chain is the oracle, key for key."""
+    [handler] = [h for h in logging.getLogger().handlers if getattr(h, "stream", None) is stream]
+    direct = handler.formatter
+    assert isinstance(direct, JsonLines)
+    oracle = direct._structured
+    bind_ids(renewal_id="r-1", iccid="8944", event_id=None, session_token="abc")
+    logger = logging.getLogger("billing.handlers")
+    records = [
+        logger.makeRecord("billing.handlers", logging.WARNING, "f", 1, "late %s", ("x",), None)
+    ]
+    try:
+        raise ValueError("bad input")
+    except ValueError:
+        records.append(
+            logger.makeRecord("billing", logging.ERROR, "f", 1, "failed", (), sys.exc_info())
+        )
+    for record in records:
+        ours, theirs = json.loads(direct.format(record)), json.loads(oracle.format(record))
+        assert ours.pop("time").endswith("Z") and theirs.pop("time").endswith("Z")
+        assert ours == theirs
+        assert ours["session_token"] == "***"
