@@ -21,6 +21,7 @@ would start two platforms in one worker).
 """
 
 import os
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -128,13 +129,28 @@ def unit_rank(unit: str, size: int) -> tuple[int, int, int]:
     return (0, order, 0)
 
 
+def _interrupted(signum: int, _: object) -> None:
+    # A run stopped from outside (`timeout make test`, CI's limit) sends SIGTERM to the whole
+    # process group. By default that ends pytest at once, and every platform it started (services,
+    # sandboxes, brokers: each in a session of its own) runs on as an orphan, skewing every later
+    # run on the machine. As an interrupt, pytest tears its fixtures down first, as on Ctrl-C.
+    # The signal often comes twice (to the process, then to its group): a second one must not
+    # cut that teardown short. SIGKILL still ends the process at once.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Give the run one shared broker; schedule by `work_unit` when xdist runs `--dist loadgroup`.
+
+    SIGTERM becomes an interrupt (`_interrupted`), in the main process and in each worker.
 
     The run's directory is named in the environment here, in the process that starts the
     workers and before it starts them, so every worker inherits it; the first platform started
     starts the broker in it (`tests.support.infra.shared_broker`), `pytest_unconfigure` stops it.
     """
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupted)
     if not hasattr(config, "workerinput") and SHARED_RUN not in os.environ:
         directory = tempfile.mkdtemp(prefix="esim-test-run-")
         os.environ[SHARED_RUN] = directory
