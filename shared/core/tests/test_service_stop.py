@@ -3,6 +3,8 @@ a purge between two chunks."""
 
 import asyncio
 import gc
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -141,3 +143,39 @@ def test_what_was_built_at_start_is_kept_out_of_the_collectors_sight() -> None:
         assert len(gc.get_objects()) < tracked // 10  # what a collection still walks
     finally:
         gc.unfreeze()
+
+
+#: Four threads each take and free an 8 MiB block (an Argon2 hash's at the tests' settings)
+#: ten times over, as a service's password hashes do; prints the RSS growth in MiB.
+_LARGE_BLOCKS_IN_THREADS = """
+import ctypes, ctypes.util, sys, threading
+from esim_core.web.server import fix_malloc_thresholds
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+def rss():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
+if sys.argv[1] == "fixed":
+    assert fix_malloc_thresholds()
+before = rss()
+def hash_like():
+    block = libc.malloc(8 << 20)
+    ctypes.memset(block, 1, 8 << 20)
+    libc.free(block)
+for _ in range(10):
+    threads = [threading.Thread(target=hash_like) for _ in range(4)]
+    for thread in threads: thread.start()
+    for thread in threads: thread.join()
+print(rss() - before)
+"""
+
+
+def test_large_blocks_freed_in_threads_are_given_back() -> None:
+    """Two short interpreters (a second or so): the thresholds are per process."""
+
+    def growth(mode: str) -> float:
+        run = [sys.executable, "-c", _LARGE_BLOCKS_IN_THREADS, mode]
+        return float(subprocess.run(run, capture_output=True, text=True, check=True).stdout)
+
+    assert growth("default") > 16  # glibc's default keeps them in the threads' arenas
+    assert growth("fixed") < 4
