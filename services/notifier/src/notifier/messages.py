@@ -167,8 +167,11 @@ def environment(locale: str) -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
-        # Package data does not change while the service runs: no stat() per message.
+        # Package data does not change while the service runs: no stat() per message, and a
+        # plain dict of the few templates (-1) instead of an LRU whose every lookup takes a
+        # lock and reorders a queue (6 % of the notifier's CPU under load).
         auto_reload=False,
+        cache_size=-1,
     )
     env.filters["money"] = lambda value: format_money(value, language)
     env.filters["data"] = lambda value: format_data(int(value), language)
