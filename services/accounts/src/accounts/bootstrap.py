@@ -124,7 +124,9 @@ def build(
             )
         ],
     )
-    runtime.due_work(PlanWatch, watcher.work, what="plan-watch")
+    # Woken by the commits that make a watch due now (`made_due`: a used-up plan, a plan whose
+    # lead has come, a card re-armed), not by every commit of the consumer: almost none does.
+    runtime.due_work(PlanWatch, watcher.work, what="plan-watch", woken_by_commits=False)
     if settings.max_sagas_in_flight:
         # Past the limit, new requests wait in Kafka, and the CPU finishes the renewals begun.
         runtime.limit_intake(

@@ -386,3 +386,33 @@ async def test_ending_plans_are_not_reminded(service: Service) -> None:
     await service.deliver(plan)
     await service.sweep()
     assert await events(service, EXPIRING) == []
+
+
+async def test_a_used_up_plan_is_worked_right_after_its_commit_not_at_the_next_look(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """The plan-watch loop, running, looks again only a minute later: the commit wakes it."""
+    service = await start_service(
+        tmp_path / "accounts.sqlite", clock, worker_interval_s=60, worker_idle_max_s=60
+    )
+    [loop] = [due for due in service.accounts.runtime.due_loops if due.what == "plan-watch"]
+    task = asyncio.create_task(loop.run())
+    try:
+        await set_auto_renew(service)
+        plan = activated(service.clock(), 30)
+        await service.deliver(plan)
+        await asyncio.sleep(0.2)  # its looks so far found nothing due: the next is a minute away
+        assert await events(service, REQUESTED) == []
+
+        await service.deliver(used_up("data_low", plan.renewal_id, service.clock()))
+
+        for _ in range(50):
+            if await events(service, REQUESTED):
+                break
+            await asyncio.sleep(0.1)
+        [request] = await events(service, REQUESTED)
+        assert request["data"]["renewal_id"] == str(auto_renewal_id(str(plan.renewal_id)))
+    finally:
+        await loop.stop(1.0)
+        await task
+        await service.close()

@@ -153,9 +153,12 @@ class ServiceRuntime:
         return self.consumer
 
     def wake(self) -> None:
-        """A commit may have created due work or outbox rows: look for them now (the due loops
-        woken only by notes excepted: see `duework.loop.made_due`)."""
-        self.outbox.notify()
+        """A commit may have created due work: look for it now (the due loops woken only by
+        notes excepted: see `duework.loop.made_due`).
+
+        Not the relay: the commits that add outbox rows wake it themselves (`Outbox.add`), and
+        a round after every other commit would be a transaction that finds nothing.
+        """
         for due in self.due_loops:
             if due.woken_by_commits:
                 due.wake()

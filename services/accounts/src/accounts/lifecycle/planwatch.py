@@ -16,6 +16,7 @@ from uuid import UUID
 
 from esim_core import ids
 from esim_core.clock import as_utc, utcnow
+from esim_core.duework.loop import made_due
 from esim_core.messaging.outbox import Outbox
 from esim_core.persistence.db import Database
 from esim_core.persistence.driver import Statement, run
@@ -67,6 +68,13 @@ _REARM_ALL = (
 )
 _REARM = Statement(_REARM_ALL)
 _REARM_BEFORE = Statement(_REARM_ALL.where(col(PlanWatch.valid_from) < bindparam("before")))
+
+
+def _note_if_due(session: AsyncSession, row: PlanWatch, now: datetime) -> None:
+    # The plan-watch loop is woken by these notes, not by every commit of the consumer (a
+    # claim, a transaction, that finds nothing after nearly every event): see `bootstrap`.
+    if row.due_at is not None and as_utc(row.due_at) <= now:
+        made_due(session, PlanWatch)
 
 
 def auto_renewal_id(plan_renewal_id: str) -> UUID:
@@ -143,6 +151,7 @@ class PlanWatcher:
         row.due_at = now if row.depleted else self.first_due(valid_until, now)
         row.updated_at = now
         await PLAN_WATCHES.save(session, row)
+        _note_if_due(session, row, now)
 
     def first_due(self, valid_until: datetime, now: datetime) -> datetime:
         """When something may first be owed for a plan ending at `valid_until`: its longest lead.
@@ -175,6 +184,7 @@ class PlanWatcher:
             row.ended, row.due_at = True, None
         row.updated_at = now
         await PLAN_WATCHES.save(session, row)
+        _note_if_due(session, row, now)
         return row
 
     async def rearm(
@@ -194,6 +204,7 @@ class PlanWatcher:
             await run(session, _REARM_BEFORE, keys)
         # Rows this transaction read before are read again if needed: their due time moved.
         PLAN_WATCHES.forget(session)
+        made_due(session, PlanWatch)
 
     async def on_plan_dated(
         self, session: AsyncSession, event: CloudEvent[ProfileActivated] | CloudEvent[BundleStarted]
@@ -330,6 +341,7 @@ class PlanWatcher:
             row.lease_until = None
             row.updated_at = now
             session.add(row)
+            _note_if_due(session, row, now)
 
     def _remind(
         self, session: AsyncSession, row: PlanWatch, card: Card, lead_s: int, now: datetime
