@@ -228,7 +228,7 @@ def configure_logging(
     # What the schema never writes, the standard library need not gather for every record: the
     # caller's file and line (a walk up the stack), the thread's and the process's names. The
     # switches are the ones the logging HOWTO's "Optimization" section names.
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
