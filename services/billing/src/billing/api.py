@@ -8,6 +8,7 @@ from typing import Annotated, ClassVar, Protocol, Self
 from uuid import UUID
 
 from esim_core.clock import as_utc, utcnow
+from esim_core.duework.loop import made_due
 from esim_core.observability.telemetry import ScrapeGauges, refresh_on_scrape
 from esim_core.persistence.db import Database
 from esim_core.service import ServiceRuntime
@@ -363,6 +364,7 @@ def build_router(
                 refund.lease_until = None
                 refund.updated_at = now
                 session.add(refund)
+                made_due(session, Refund)
         return RefundPublic.of(refund)
 
     return router

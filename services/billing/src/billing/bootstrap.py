@@ -124,8 +124,11 @@ def build(
             Route(events.ProfileActivated, on_profile_activated),
         ]
     )
+    # Woken by the commits that make a payment or a refund due now (`made_due`: a new payment,
+    # an activation's capture, a refund, a webhook's news), not by every commit: billing's
+    # consumer also commits events that make nothing due, and each wake is a claim.
     for worker in (charges, refunds):
-        runtime.due_worker(worker)
+        runtime.due_worker(worker, woken_by_commits=False)
     runtime.routers.append(
         build_webhook_router(runtime.database, charges.flow, chosen, runtime.wake)
     )

@@ -18,6 +18,7 @@ from typing import Literal, TypedDict
 from uuid import UUID
 
 from esim_core.clock import as_utc
+from esim_core.duework.loop import made_due
 from esim_core.messaging.outbox import Outbox
 from esim_schemas import (
     EventData,
@@ -193,6 +194,8 @@ class PaymentFlow:
         # Activation may have come first (a webhook late, a look-up after a lost answer).
         due = payment.capture_requested_at is not None or payment.release_requested_at is not None
         payment.due_at = now if due else None
+        if due:
+            made_due(session, Payment)
         self._publish(
             session,
             payment,
@@ -242,6 +245,7 @@ class PaymentFlow:
                 refund.due_at = now
                 refund.updated_at = now
                 session.add(refund)
+                made_due(session, Refund)
                 logger.info(
                     "refund %s of renewal %s: captured first, refunding",
                     refund.id,
@@ -398,11 +402,14 @@ class PaymentFlow:
                 why,
             )
 
-    def back_to(self, payment: Payment, state: PaymentState, now: datetime) -> None:
+    def back_to(
+        self, session: AsyncSession, payment: Payment, state: PaymentState, now: datetime
+    ) -> None:
         """Knowing again where the payment stands: `state`, with its next step due now."""
         payment.state = state
         self._known(payment)
         payment.due_at = now
+        made_due(session, Payment)
 
     # What a look-up or a webhook reports.
 
@@ -446,14 +453,14 @@ class PaymentFlow:
                 self.wait_for_buyer(session, payment, ActionRequired(reference, url, expires), now)
                 return True
             if payment.state == PaymentState.UNKNOWN and payment.unknown_step == Step.CLOSE:
-                self.back_to(payment, PaymentState.ACTION_REQUIRED, now)
+                self.back_to(session, payment, PaymentState.ACTION_REQUIRED, now)
                 return True
             return False
         if standing == Standing.APPROVED:
             if paying(payment):
                 # PayPal: the approved order is authorized by paying again under the same key.
                 payment.provider_reference = view.provider_reference or payment.provider_reference
-                self.back_to(payment, PaymentState.PENDING, now)
+                self.back_to(session, payment, PaymentState.PENDING, now)
                 return True
             return False
         if standing == Standing.AUTHORIZED:
@@ -469,7 +476,7 @@ class PaymentFlow:
                 return True
             if payment.state == PaymentState.UNKNOWN:
                 # The capture or the release did not happen: make it again, under the same key.
-                self.back_to(payment, PaymentState.AUTHORIZED, now)
+                self.back_to(session, payment, PaymentState.AUTHORIZED, now)
                 if view.capture_before is not None:
                     payment.capture_before = view.capture_before
                 return True
@@ -541,6 +548,7 @@ class PaymentFlow:
                 payment.unknown_step = None
                 payment.unknown_since = None
                 payment.due_at = now
+                made_due(session, Payment)
             return True
         if payment.unknown_step == Step.CLOSE:
             # Nothing was ever paid (Alipay makes no trade before the buyer acts).

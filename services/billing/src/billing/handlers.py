@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from esim_core.clock import utcnow
+from esim_core.duework.loop import made_due
 from esim_core.messaging.consumer import PermanentEventError
 from esim_core.observability.tracing import current_traceparent
 from esim_schemas import CloudEvent, PaymentRequested, ProfileActivated, RefundRequested
@@ -88,7 +89,9 @@ async def on_payment_requested(session: AsyncSession, event: CloudEvent[PaymentR
         traceparent=current_traceparent(),
     )
     connection = await session.connection()
-    if not await insert_payment(connection, row):
+    if await insert_payment(connection, row):
+        made_due(session, Payment)
+    else:
         # The renewal has its payment already (another delivery of its request, under another
         # event id): the same terms change nothing, other terms are a conflict.
         existing = await payment_by_renewal(connection, renewal_id)
@@ -191,7 +194,10 @@ async def on_refund_requested(session: AsyncSession, event: CloudEvent[RefundReq
         payment.updated_at = now
         if payment.state == PaymentState.AUTHORIZED:
             payment.due_at = now
+            made_due(session, Payment)
         session.add(payment)
+    else:
+        made_due(session, Refund)
     logger.info(
         "refund %s of renewal %s: %d %s of payment %s by %s, due now",
         refund.id,
@@ -220,6 +226,8 @@ async def on_profile_activated(session: AsyncSession, event: CloudEvent[ProfileA
                 "ProfileActivated %s: renewal %s has no payment here", event.id, renewal_id
             )
         return
-    payment_id, _ = marked
+    payment_id, state = marked
+    if state == PaymentState.AUTHORIZED.value:  # due now (`request_capture`)
+        made_due(session, Payment)
     # The capture's outcome (settled) is the payment's INFO line.
     logger.debug("payment %s of renewal %s: activated, capture due", payment_id, renewal_id)

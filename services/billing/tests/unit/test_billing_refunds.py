@@ -1,9 +1,13 @@
 """Refunds: one per renewal, of a settled payment only; an owed refund is never dropped."""
 
+import asyncio
 import logging
 import uuid
+from pathlib import Path
+from typing import Any
 
 import pytest
+from billing import bootstrap
 from billing.bootstrap import Billing
 from billing.domain import PaymentState, RefundState
 from billing.gateways import GatewayRejectedError
@@ -17,11 +21,13 @@ from billing_testkit import (
     payment_requested,
     refund_of,
     refund_requested,
+    router_of,
     settle,
 )
+from conftest import NO_WAIT, settings_for
 from esim_core.messaging.consumer import PermanentEventError
 from esim_core.persistence.db import Database
-from esim_core.testing import expire_leases, handle, published
+from esim_core.testing import expire_leases, handle, published, with_tables
 
 
 async def test_a_settled_payment_is_refunded_once(
@@ -181,3 +187,40 @@ async def test_a_crash_between_refund_and_commit_never_refunds_twice(
     refund = await refund_of(database, payment.renewal_id)
     assert refund.state == RefundState.REFUNDED
     assert len(await published(database, REFUNDED)) == 1
+
+
+async def test_a_payment_and_its_refund_are_worked_right_after_their_commits(
+    tmp_path: Path, gateway: FakeGateway
+) -> None:
+    """The loops, running, look again only a minute later: the commits that made each row
+    due wake them (`made_due`), not a timer."""
+    settings = settings_for(tmp_path, worker_interval_s=60, worker_idle_max_s=60)
+    billing = bootstrap.build(settings, gateway=router_of(gateway), tries=NO_WAIT)
+    async with with_tables(billing.runtime):
+        database = billing.runtime.database
+        loops = list(billing.runtime.due_loops)
+        tasks = [asyncio.create_task(loop.run()) for loop in loops]
+        try:
+            await asyncio.sleep(0.2)  # their first looks found nothing: the next are a minute away
+            data = payment_requested()
+            await handle(database, on_payment_requested, data)
+            payment = await _eventually(database, data.renewal_id, "payment")
+            assert payment.state == PaymentState.SETTLED
+
+            await handle(database, on_refund_requested, refund_requested(payment))
+            refund = await _eventually(database, data.renewal_id, "refund")
+            assert refund.state == RefundState.REFUNDED
+        finally:
+            for loop in loops:
+                await loop.stop(1.0)
+            await asyncio.gather(*tasks)
+
+
+async def _eventually(database: Database, renewal_id: uuid.UUID, what: str) -> Any:
+    # Within five seconds, or never: the loops' own next look is a minute away.
+    for _ in range(50):
+        row = await (payment_of if what == "payment" else refund_of)(database, renewal_id)
+        if row.due_at is None and row.lease_until is None:
+            return row
+        await asyncio.sleep(0.1)
+    return await (payment_of if what == "payment" else refund_of)(database, renewal_id)
