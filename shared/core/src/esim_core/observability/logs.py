@@ -128,16 +128,18 @@ class JsonLines(logging.Formatter):
         super().__init__()
         self._service = service
         self._structured = structured
-        self._second = -1
-        self._prefix = ""
+        # The last second formatted and its text, one tuple: handlers on other threads (stdout,
+        # the file) share this formatter, and each reads or replaces the pair whole.
+        self._second: tuple[int, str] = (-1, "")
 
     def _time(self, created: float) -> str:
         # RFC 3339 in UTC to the microsecond; the part up to the second is formatted once a second.
         second = int(created)
-        if second != self._second:
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
-        return f"{self._prefix}.{int((created - second) * 1e6):06d}Z"
+        known, prefix = self._second
+        if second != known:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, prefix)
+        return f"{prefix}.{int((created - second) * 1e6):06d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         if hasattr(record, "_logger"):  # structlog's wrap_for_formatter marks its records
