@@ -300,15 +300,28 @@ def _given_back(given: Input, step: str, detail: str | None, named: str) -> tupl
     )
 
 
-def _timed_out(reason: str, detail: str) -> Decision:
-    """The saga waited past its deadline: TIMED_OUT, and its promotion given back."""
+def _timed_out(
+    reason: str,
+    detail: str | None = None,
+    *,
+    step: str = "timed_out",
+    then: Input | None = None,
+    answer: str | None = None,
+) -> Decision:
+    """The saga ends TIMED_OUT: its deadline cleared and its promotion given back.
+
+    The deadline sweep's way (step `timed_out`, with what it waited for in `detail`) and an
+    operator's compensate (`_given_up`) end a saga alike, so what ending so does is said once.
+    """
     return Decision(
         to=S.TIMED_OUT,
         reason=reason,
         writes=(Write.NO_DEADLINE,),
         sends=(Command.RELEASE_PROMOTION,),
-        step="timed_out",
+        step=step,
         detail=detail,
+        then=then,
+        answer=answer,
     )
 
 
@@ -324,16 +337,8 @@ def _sent_again(command: Command, *, writes: tuple[Write, ...] = (), more: str =
 
 
 def _given_up(answer: str, then: Input | None = None) -> Decision:
-    """An operator's compensate of an open saga: TIMED_OUT, its promotion given back."""
-    return Decision(
-        to=S.TIMED_OUT,
-        reason=COMPENSATED,
-        writes=(Write.NO_DEADLINE,),
-        sends=(Command.RELEASE_PROMOTION,),
-        step="operator_compensated",
-        then=then,
-        answer=answer,
-    )
+    """An operator's compensate of an open saga: it ends TIMED_OUT as a missed deadline does."""
+    return _timed_out(COMPENSATED, step="operator_compensated", then=then, answer=answer)
 
 
 def _left_as_it_is(answer: str) -> Decision:
