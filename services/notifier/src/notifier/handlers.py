@@ -306,12 +306,12 @@ async def notify_card(
             session,
             event,
             kind,
+            iccid=iccid,
             contact=contact,
             channel=channel,
             cause=cause,
             per_renewal=per_renewal,
             waiting=waiting,
-            known=True,
         )
 
 
@@ -320,20 +320,21 @@ async def queue_notification(
     event: CloudEvent[Any],
     kind: NotificationKind,
     *,
-    contact: ContactRow | None = None,
+    iccid: str,
+    contact: ContactRow | None,
     channel: Channel = Channel.EMAIL,
     cause: str | None = None,
     per_renewal: bool = True,
     waiting: Waiting | None = None,
-    known: bool = False,
 ) -> bool:
-    """Add a pending notification about `event` (by e-mail unless `channel` says otherwise),
-    unless one exists for it already; due now, or as `waiting` says.
+    """Add a pending notification about `event` to card `iccid` (by e-mail unless `channel`
+    says otherwise), unless one exists for it already; due now, or as `waiting` says.
 
-    The row's id is derived from the renewal and kind (or `cause`, or the event id where there
-    is neither), so a redelivery or a re-published duplicate with a new event id finds it.
-    With `per_renewal` false the row names no renewal, so the one-per-renewal-and-kind
-    constraint does not hold it to one.
+    `iccid` and `contact` (None: the card has none yet) are as `notify_card` found them once
+    for all of a message's channels. The row's id is derived from the renewal and kind (or
+    `cause`, or the event id where there is neither), so a redelivery or a re-published
+    duplicate with a new event id finds it. With `per_renewal` false the row names no renewal,
+    so the one-per-renewal-and-kind constraint does not hold it to one.
 
     Returns:
         Whether it was new (False: a duplicate).
@@ -341,12 +342,7 @@ async def queue_notification(
     data: EventData = event.data
     renewal_id = data.renewal() if per_renewal else None
     key = notification_id(kind, channel, renewal_id=renewal_id, event_id=event.id, cause=cause)
-    iccid = data.subject()
-    if iccid is None:
-        raise ValueError(f"{event.type} carries no ICCID")
     connection = await connection_of(session)
-    if contact is None and not known:
-        contact = await contact_of(connection, iccid)
     row = pending(
         key,
         event,
