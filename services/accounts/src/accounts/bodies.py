@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from esim_core.clock import as_utc
-from esim_schemas import format_time
+from esim_schemas import Money, format_time
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -32,6 +32,14 @@ class Body(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
+
+
+def stored_money(amount: int | None, currency: str | None) -> Money | None:
+    """An amount kept in two nullable columns (minor units, currency), as a body shows it.
+
+    None unless both are set: a renewal not priced yet, a card without a monthly cap.
+    """
+    return Money(amount=amount, currency=currency) if amount is not None and currency else None
 
 
 def with_example(**example: Any) -> ConfigDict:

@@ -7,7 +7,7 @@ from esim_schemas import Money
 from esim_schemas.types import Iccid
 from pydantic import BaseModel, Field
 
-from accounts.bodies import ApiTime, Body
+from accounts.bodies import ApiTime, Body, stored_money
 from accounts.cards.plans import card_status
 from accounts.store import Card, CardPlan
 
@@ -71,10 +71,8 @@ def card_public(card: Card, plans: Sequence[CardPlan] = ()) -> CardPublic:
         queued=queued,
         auto_renew=card.auto_renew,
         auto_renew_plan_code=card.auto_renew_plan_code,
-        auto_renew_monthly_cap=(
-            Money(amount=card.auto_renew_cap_amount, currency=card.auto_renew_cap_currency)
-            if card.auto_renew_cap_amount is not None and card.auto_renew_cap_currency
-            else None
+        auto_renew_monthly_cap=stored_money(
+            card.auto_renew_cap_amount, card.auto_renew_cap_currency
         ),
         **status,
     )

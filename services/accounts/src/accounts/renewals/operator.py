@@ -12,11 +12,11 @@ from esim_core.messaging.outbox import OutboxMessage
 from esim_core.persistence.db import Database
 from esim_core.web.problems import ProblemError
 from esim_core.web.rows import row_view
-from esim_schemas import Money
 from fastapi import APIRouter, Path, Query, status
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from accounts.bodies import stored_money
 from accounts.deps import DatabaseDep, SagaDep
 from accounts.domain import TERMINAL, SagaStatus
 from accounts.renewals.models import EventOut, SagaActionOut, SagaDetail, SagaSummary, StepOut
@@ -54,16 +54,11 @@ async def _published(session: AsyncSession, renewal_id: str) -> list[OutboxMessa
 def _detail(
     saga: Renewal, steps: list[RenewalStep], events: list[OutboxMessage], now: datetime
 ) -> SagaDetail:
-    price = (
-        Money(amount=saga.price_amount, currency=saga.currency)
-        if saga.price_amount is not None and saga.currency is not None
-        else None
-    )
     return row_view(
         SagaDetail,
         saga,
         terminal=SagaStatus(saga.status) in TERMINAL,
-        price=price,
+        price=stored_money(saga.price_amount, saga.currency),
         stuck=stuck_reason(saga, now, DEFAULT_STUCK_AFTER_S),
         timeline=[row_view(StepOut, step, event_id=step.event_id or None) for step in steps],
         events=[row_view(EventOut, event, type=event.event_type) for event in events],

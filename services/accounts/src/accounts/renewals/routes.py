@@ -12,13 +12,14 @@ from esim_core import ids
 from esim_core.clock import as_utc, utcnow
 from esim_core.web.problems import ProblemError
 from esim_core.web.problems import problem_responses as problems
-from esim_schemas import Money, PaymentDetails, RenewalRequested
+from esim_schemas import PaymentDetails, RenewalRequested
 from fastapi import APIRouter, Header, Query, Response, status
 from sqlalchemy import and_, bindparam, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from accounts.bodies import stored_money
 from accounts.cards.binding import card_not_found, own_card
 from accounts.catalogue.pricing import sale_price
 from accounts.catalogue.problems import promotion_problem, promotion_problems
@@ -239,8 +240,8 @@ async def renewal(caller: CurrentUser, renewal_id: UUID, database: DatabaseDep) 
         plan_code=saga.plan_code,
         status=saga.status,
         start=saga.start,
-        price=_money(saga.price_amount, saga.currency),
-        discount=_money(saga.discount_amount, saga.currency),
+        price=stored_money(saga.price_amount, saga.currency),
+        discount=stored_money(saga.discount_amount, saga.currency),
         promo_code=saga.promo_code,
         reason=saga.reason,
         detail=saga.detail,
@@ -313,10 +314,6 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         ) from error
 
 
-def _money(amount: int | None, currency: str | None) -> Money | None:
-    return Money(amount=amount, currency=currency) if amount is not None and currency else None
-
-
 def summary(saga: Renewal) -> RenewalSummary:
     """One renewal as a card's history lists it."""
     return RenewalSummary(
@@ -325,8 +322,8 @@ def summary(saga: Renewal) -> RenewalSummary:
         status=saga.status,
         start=saga.start,
         channel=saga.channel,
-        price=_money(saga.price_amount, saga.currency),
-        discount=_money(saga.discount_amount, saga.currency),
+        price=stored_money(saga.price_amount, saga.currency),
+        discount=stored_money(saga.discount_amount, saga.currency),
         promo_code=saga.promo_code if saga.discount_amount is not None else None,
         valid_from=saga.valid_from,
         valid_until=saga.valid_until,
