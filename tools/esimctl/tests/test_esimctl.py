@@ -1,6 +1,8 @@
 """esimctl without a platform: its output, its errors, where it finds services and the token."""
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -403,3 +405,15 @@ def test_payments_reconcile_prints_every_difference_and_exits_non_zero(
 def test_payments_reconcile_refuses_a_time_without_an_offset() -> None:
     refused = run("payments", "reconcile", "--since", "2026-12-01T00:00:00")
     assert refused.exit_code == 2 and "offset" in refused.output
+
+
+def test_the_cli_starts_without_the_services_broker_framework() -> None:
+    """A command needs no FastStream (only aiokafka's clients), and importing it is half of the
+    CLI's start: one process, started fresh, so the import is the CLI's own."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, esimctl.cli; print('faststream' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "False"

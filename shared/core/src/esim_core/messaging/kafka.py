@@ -12,21 +12,20 @@ import logging
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
-from faststream.kafka import KafkaBroker
-from faststream.security import (
-    BaseSecurity,
-    SASLPlaintext,
-    SASLScram256,
-    SASLScram512,
-)
 
 from esim_core.messaging import broken_writes
 from esim_core.settings import KafkaSettings, ServiceSettings, SettingsError
+
+# FastStream is imported where a broker is made, not here: the clients that need no broker
+# (`esimctl`, the dead-letter tools) start in half the time without it.
+if TYPE_CHECKING:
+    from faststream.kafka import KafkaBroker
+    from faststream.security import BaseSecurity
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +91,10 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
     return options
 
 
-def broker_security(settings: KafkaSettings) -> BaseSecurity | None:
+def broker_security(settings: KafkaSettings) -> "BaseSecurity | None":
     """The same connection settings in FastStream's terms, for its `KafkaBroker`."""
+    from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+
     context = ssl_context(settings)
     if not settings.kafka_uses_sasl:
         return BaseSecurity(ssl_context=context) if context is not None else None
@@ -188,12 +189,14 @@ def _said(error: KafkaError) -> str:
     return said or type(error).__name__
 
 
-def make_broker(settings: ServiceSettings, client_id: str) -> KafkaBroker:
+def make_broker(settings: ServiceSettings, client_id: str) -> "KafkaBroker":
     """The FastStream broker whose subscribers consume the service's topics.
 
     Publishing goes through `EventPublisher`'s producer instead, so the relay can keep a whole
     batch in flight; the broker's own producer only answers readiness pings.
     """
+    from faststream.kafka import KafkaBroker
+
     return KafkaBroker(
         settings.kafka_bootstrap_servers.split(","),
         security=broker_security(settings),
