@@ -74,6 +74,8 @@ STANDALONE = frozenset(
     }
 )
 GROUP_ORDER = ("main", "flows", "crashes", "browser", "restarts")
+#: JVM options of the test run's Kafka brokers (`pytest_configure`).
+TEST_BROKER_JAVA_OPTS = "-XX:TieredStopAtLevel=1"
 
 
 def work_unit(nodeid: str) -> str:
@@ -151,6 +153,11 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _interrupted)
+    # The run's brokers (deploy/kafka/run.sh) compile with C1 only: a broker's C2 compiler
+    # threads were most of its CPU for the first minutes of its life (an idle platform's broker
+    # 1.3 to 1.6 s of CPU in 20 s, 0.5 with C1), and a test run is those first minutes. Set
+    # here, in the process that starts the workers, so every broker of the run inherits it.
+    os.environ.setdefault("KAFKA_JAVA_OPTS", TEST_BROKER_JAVA_OPTS)
     if not hasattr(config, "workerinput") and SHARED_RUN not in os.environ:
         directory = tempfile.mkdtemp(prefix="esim-test-run-")
         os.environ[SHARED_RUN] = directory

@@ -4,7 +4,8 @@
 #   KAFKA_PROPERTIES_TEMPLATE: another template with the same @...@ placeholders (a test's broker
 #   with SASL over TLS, say); KAFKA_FORMAT_ARGS: more arguments for the first format of the data
 #   directory, e.g. `--add-scram SCRAM-SHA-256=[name=NAME,password=PASSWORD]` (SCRAM users exist
-#   from the start, before any client can create them).
+#   from the start, before any client can create them); KAFKA_JAVA_OPTS: more JVM options, after
+#   the defaults (the test suite's brokers compile with C1 only: `-XX:TieredStopAtLevel=1`).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -25,6 +26,8 @@ chmod 600 "$props" # a secured broker's template holds its keystore password
 classpath="$here/lib/*"
 export KAFKA_LOG4J_OPTS="-Dlog4j2.configurationFile=$here/log4j2.yaml"
 java_opts=(-Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true "-Dlog4j2.configurationFile=$here/log4j2.yaml")
+read -r -a more_java_opts <<<"${KAFKA_JAVA_OPTS:-}"
+java_opts+=(${more_java_opts[@]+"${more_java_opts[@]}"})
 
 if [ ! -f "$data_dir/data/meta.properties" ]; then
   java "${java_opts[@]}" -cp "$classpath" kafka.tools.StorageTool format --standalone \
