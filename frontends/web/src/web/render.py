@@ -3,6 +3,7 @@
 One template per page under `templates/`, a base layout, and partials for what htmx swaps.
 """
 
+from functools import cache
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -13,8 +14,14 @@ from web import i18n
 from web.outcomes import status_label, step_label
 
 
+@cache
 def environment() -> Environment:
-    """The templates' environment: every template autoescaped, gettext from the request."""
+    """The templates' environment: every template autoescaped, gettext from the request.
+
+    One per process, shared by every app built in it: nothing in it depends on an app's settings,
+    and a template is compiled once, not once per app (the unit tests build an app per test and
+    spent a tenth of their event loop's time compiling the same templates again).
+    """
     env = Environment(
         loader=PackageLoader("web", "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
