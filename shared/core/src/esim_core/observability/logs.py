@@ -35,7 +35,7 @@ SECRET_KEYS = ("password", "token", "secret", "authorization", "code", "cookie",
 _REDACTED = "***"
 FASTSTREAM_LOGGERS = ("faststream", "faststream.access.kafka")
 #: Libraries that log routine work at INFO; kept at WARNING.
-NOISY_LOGGERS = ("httpx", "httpcore", "faststream.access.kafka")
+NOISY_LOGGERS = ("httpx", "httpcore", "faststream.access.kafka", "alembic.runtime.plugins")
 _HANDLER_MARK = "esim_core.observability.logs"
 
 
@@ -244,8 +244,9 @@ def configure_logging(
     root.setLevel(level)
     logging.captureWarnings(True)  # warnings become records too, not plain lines on stderr
     # Libraries' chatter at INFO: httpx logs every request ("HTTP Request: POST ..."), several
-    # lines a renewal, and FastStream every batch it hands over; the services log the outcomes
-    # that matter themselves. Their warnings and errors still come through.
+    # lines a renewal, FastStream every batch it hands over, and Alembic each of its plugins at
+    # every start (seven lines before the service's first); the services log the outcomes that
+    # matter themselves. Their warnings and errors still come through.
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     # uvicorn's own loggers would otherwise keep their handlers and plain format.
