@@ -34,7 +34,6 @@ from esim_core.messaging.outbox import Outbox, OutboxMessage, OutboxRelay, outbo
 from esim_core.messaging.topics import TopicsError, prepare_topics
 from esim_core.observability.telemetry import refresh_on_scrape, scrape_gauges
 from esim_core.observability.tracing import shutdown_tracing
-from esim_core.outside.adapter import HttpAdapter
 from esim_core.persistence.db import Database
 from esim_core.persistence.migrations import upgrade_to_head
 from esim_core.settings import ServiceSettings, Topics
@@ -253,6 +252,9 @@ class ServiceRuntime:
         """
         if given is not None:
             return given
+        # Imported here: a service that calls no outside system (accounts) loads no HTTP client.
+        from esim_core.outside.adapter import HttpAdapter
+
         built = build()
         if isinstance(built, HttpAdapter):
             self.on_stop(built.aclose)
