@@ -20,7 +20,9 @@ def test_swagger_ui_shows_the_services_operations_and_passes_axe(
     platform: Platform, desktop: Browser, service: str
 ) -> None:
     desktop.open(platform.url(service) + "/docs")
-    title = desktop.find(".swagger-ui .info .title")
+    # The first page of a run waits for Swagger UI's script and the service's first
+    # /openapi.json (FastAPI builds the schema then): on a loaded 2-core machine over 10 s once.
+    title = desktop.find(".swagger-ui .info .title", timeout=30)
     assert f"eSIM {service}" in title.text
     operations = desktop.find_all(".swagger-ui .opblock")
     assert operations, f"{service}'s Swagger UI lists no operation"
