@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import forked
 from tests.support.infra import (
     DATABASE_MODES,
     SHARED_RUN,
@@ -158,6 +159,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # 1.3 to 1.6 s of CPU in 20 s, 0.5 with C1), and a test run is those first minutes. Set
     # here, in the process that starts the workers, so every broker of the run inherits it.
     os.environ.setdefault("KAFKA_JAVA_OPTS", TEST_BROKER_JAVA_OPTS)
+    # The platforms' Python processes (services, sandboxes, the website) are forked from a
+    # warm interpreter: each would spend its first 2.5 s of CPU importing the same libraries.
+    forked.enable()
     if not hasattr(config, "workerinput") and SHARED_RUN not in os.environ:
         directory = tempfile.mkdtemp(prefix="esim-test-run-")
         os.environ[SHARED_RUN] = directory

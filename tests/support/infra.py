@@ -33,6 +33,8 @@ from typing import Any
 
 import httpx
 
+from tests.support import forked
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -151,14 +153,18 @@ def docker_available() -> bool:
 
 @dataclass
 class Process:
-    """A child process with its log file; started in its own process group."""
+    """A child process with its log file; started in its own process group.
+
+    A `<this python> -m <module>` process is forked from a warm interpreter where the test run
+    asked for it (`tests.support.forked`), else started as a new program.
+    """
 
     name: str
     argv: list[str]
     env: dict[str, str]
     log_path: Path
     ready: Callable[[], bool]
-    popen: subprocess.Popen[bytes] | None = None
+    popen: "subprocess.Popen[bytes] | forked.Forked | None" = None
 
     def start(self, timeout: float = 90.0) -> "Process":
         """Start the process and wait until it is ready."""
@@ -166,11 +172,15 @@ class Process:
 
     def launch(self) -> "Process":
         """Start the process without waiting for it."""
+        env = {**os.environ, **self.env}
+        if forked.enabled() and forked.module_of(self.argv):
+            self.popen = forked.Forked(self.argv, env, ROOT, self.log_path)
+            return self
         log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
             self.argv,
             cwd=ROOT,
-            env={**os.environ, **self.env},
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
