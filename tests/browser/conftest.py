@@ -103,9 +103,10 @@ def pytest_runtest_makereport(
     return report
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium() -> Iterator[webdriver.Chrome]:
-    """The session's one headless Chromium (installed from Debian's packages when missing)."""
+    """The browser tests' one headless Chromium (installed from Debian's packages when missing),
+    closed when the worker moves on to other tests."""
     driver = start_chromium()
     try:
         yield driver

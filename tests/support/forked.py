@@ -139,6 +139,8 @@ def _run_module(module: str, args: list[str], env: dict[str, str], cwd: str, log
     """In the forked child: become `python -m <module> <args>` and run it to its end."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # `fork_server` ignores it
     os.setsid()
+    # Its command line stays the fork server's: `ps -o comm` and /proc/<pid>/comm name it.
+    Path("/proc/self/comm").write_text(module[:15])
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
