@@ -20,6 +20,7 @@ import shutil
 import sys
 import time
 import traceback
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
@@ -269,7 +270,10 @@ async def exercise(
         say=say,
     )
     by_card = {card.iccid: card for card in cards}
-    buyers = Buyers(platform.url("accounts"), by_card, random.Random(rng.random()))
+    accounts = [
+        platform.url(name) for name in platform.service_processes if name.startswith("accounts")
+    ]
+    buyers = Buyers(accounts, by_card, random.Random(rng.random()))
 
     # The load lasts its seconds, and on until the last crash is over, so that every crash
     # of the plan happens under load; `longest` bounds it should a crash take forever.
@@ -450,15 +454,21 @@ class Buyers:
     `ANSWER_MARGIN_S` left when the buyer saw it, or was up for less than that in all (the
     saga's news reached accounts just before the expiry), `unanswered` when it never could
     (the saga ended first, or the page refused).
+
+    With more than one accounts replica, a buyer reads the saga as a website does through its
+    load balancer: from one replica (each buyer its own, so the reads are spread), and from the
+    next one when that replica does not answer or answers 5xx (it was stopped or killed).
     """
 
-    def __init__(self, accounts_url: str, cards: Mapping[str, Card], rng: random.Random) -> None:
+    def __init__(
+        self, accounts_urls: Sequence[str], cards: Mapping[str, Card], rng: random.Random
+    ) -> None:
         """Args:
-        accounts_url: where the saga's status is read.
+        accounts_urls: where the saga's status is read: each accounts replica's base URL.
         cards: the load's cards by ICCID (their owners' access tokens).
         rng: draws each buyer's decision.
         """
-        self.accounts_url = accounts_url
+        self.accounts_urls = list(accounts_urls)
         self.cards = cards
         self.rng = rng
         self._meant: dict[str, str] = {}
@@ -509,15 +519,19 @@ class Buyers:
         self, client: httpx.AsyncClient, renewal_id: str, iccid: str, until: float
     ) -> None:
         headers = {"Authorization": f"Bearer {self.cards[iccid].access_token}"}
-        url = f"{self.accounts_url}/v1/renewals/{renewal_id}"
+        path = f"/v1/renewals/{renewal_id}"
+        replica = uuid.UUID(renewal_id).int % len(self.accounts_urls)  # each buyer its own
         while time.monotonic() < until:
             await asyncio.sleep(1)
             try:
-                answer = await client.get(url, headers=headers)
+                answer = await client.get(self.accounts_urls[replica] + path, headers=headers)
             except httpx.HTTPError:
-                continue  # accounts is down (on purpose): ask again
+                answer = None  # that replica is down (on purpose)
+            if answer is None or answer.status_code >= 500:
+                replica = (replica + 1) % len(self.accounts_urls)  # ask the next one
+                continue
             if answer.status_code != 200:
-                continue  # 404 until accounts has the request; 5xx while it restarts
+                continue  # 404 until accounts has the request
             saga = answer.json()
             if saga["status"] in TERMINAL_EVENT_OF:
                 up_s = page_was_up_s(saga)
