@@ -207,6 +207,29 @@ async def test_a_connection_postgresql_dropped_is_replaced(postgres_url: str) ->
     await database.close()
 
 
+@pytest.mark.parametrize("snapshot", [False, True])
+async def test_a_snapshot_session_reads_one_committed_state_on_postgresql(
+    postgres_url: str, snapshot: bool
+) -> None:
+    """A view made of two reads (a saga, then its timeline) must not see a commit that lands
+    between them; on PostgreSQL a plain session does (READ COMMITTED), a `snapshot` one not."""
+    database = Database(postgres_url, pool_size=2)
+    async with database.engine.begin() as connection:
+        await connection.run_sync(METADATA.drop_all)
+        await connection.run_sync(METADATA.create_all)
+        await connection.execute(insert(PROBE), [ROW])
+    try:
+        async with database.session(snapshot=snapshot) as reader:
+            (before,) = await fetch(reader, BY_ID, {"key": "a"})
+            async with database.engine.begin() as writer:  # another transaction commits
+                await writer.execute(update(PROBE).values(count=PROBE.c.count + 1))
+            (after,) = await fetch(reader, BY_ID, {"key": "a"})
+        changes = dict(zip(COLUMNS, after, strict=True))["count"] - ROW["count"]
+        assert (after == before, changes) == ((True, 0) if snapshot else (False, 1))
+    finally:
+        await database.close()
+
+
 async def test_the_inbox_records_any_batch_and_answers_which_events_are_new(
     database: Database,
 ) -> None:

@@ -226,7 +226,7 @@ async def cancel_renewal(
 @renewals_router.get("/renewals/{renewal_id}", responses=problems(401, 404, 422))
 async def renewal(caller: CurrentUser, renewal_id: UUID, database: DatabaseDep) -> RenewalPublic:
     """A renewal's status and the timeline of its steps."""
-    async with database.session() as unit:
+    async with database.session(snapshot=True) as unit:  # the status and steps of one moment
         saga = await own_renewal(unit, caller, renewal_id)
         query = (
             select(RenewalStep)

@@ -92,16 +92,27 @@ class Database:
 
     @asynccontextmanager
     async def session(
-        self, *, links: Sequence[str | bytes | None] = ()
+        self, *, links: Sequence[str | bytes | None] = (), snapshot: bool = False
     ) -> AsyncIterator[AsyncSession]:
         """A session whose transaction commits on success and rolls back on error.
 
         The transaction is a span (its statements are not spans of their own), under the span
         current here; `links` (traceparents) link it to the traces of a batch's events.
+
+        `snapshot`: every statement of the transaction reads the same committed state. A view
+        made of several reads (a saga and its timeline) needs it on PostgreSQL, where each
+        statement otherwise sees what was committed when it began (READ COMMITTED): a saga read
+        before a commit and its steps read after it show a step its status does not have. There
+        the transaction is REPEATABLE READ, for reads only (a write in it could fail on a row
+        another transaction changed); SQLite's transaction reads one state already.
         """
         with span("db transaction", attributes=self._span_attributes, links=links):
             async with AsyncSession(self.engine, expire_on_commit=False) as session:
                 try:
+                    if snapshot and self.is_postgresql:
+                        await session.connection(
+                            execution_options={"isolation_level": "REPEATABLE READ"}
+                        )
                     yield session
                     await insert_added_rows(session)
                     await send_notes(session)
