@@ -211,6 +211,9 @@ class Browser:
             "Page.captureScreenshot",
             {
                 "format": "png",
+                # Faster encoding, larger files: a full page of ReDoc took 1.0 s of Chromium's
+                # CPU at the default compression, 0.7 s so (650 KiB -> 870 KiB).
+                "optimizeForSpeed": True,
                 "captureBeyondViewport": True,
                 "clip": {
                     "x": 0,
