@@ -673,11 +673,31 @@ def _card_faults(cards: Sequence[Card], config: ChaosConfig) -> dict[str, str]:
     return faults
 
 
-async def _set_faults(esim_url: str, faults: Mapping[str, str]) -> None:
-    async with httpx.AsyncClient(base_url=esim_url, timeout=30) as client:
+async def _set_faults(
+    esim_url: str,
+    faults: Mapping[str, str],
+    tries: int = 3,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> None:
+    """Set each card's fault at the eSIM sandbox (`transport`: another than the network's).
+
+    A connection the sandbox closed as idle between two requests (its keep-alive is 5 s, and
+    this process, busy with the load and the buyers, can take longer to send the next one)
+    fails the request that was sent on it: that request is sent again, on a new connection.
+    """
+    async with httpx.AsyncClient(base_url=esim_url, timeout=30, transport=transport) as client:
         for iccid, mode in faults.items():
-            answer = await client.post("/sandbox/faults", json={"iccid": iccid, "mode": mode})
-            answer.raise_for_status()
+            for attempt in range(1, tries + 1):
+                try:
+                    answer = await client.post(
+                        "/sandbox/faults", json={"iccid": iccid, "mode": mode}
+                    )
+                except httpx.TransportError:
+                    if attempt == tries:
+                        raise
+                    continue
+                answer.raise_for_status()
+                break
 
 
 async def _rearm_flaky(esim_url: str, iccids: Sequence[str], stopping: asyncio.Event) -> None:

@@ -1,15 +1,19 @@
-"""The chaos run's buyers read their saga as a website does behind a load balancer: a replica
-that is down or answers 5xx is passed over for the next."""
+"""The chaos harness's HTTP calls hold up as a client of a busy platform must: the buyers read
+their saga as a website does behind a load balancer (a replica that is down or answers 5xx is
+passed over for the next), and a fault setting sent on a connection the sandbox had closed is
+sent again."""
 
 import asyncio
+import json
 import random
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 
-from tests.chaos.harness import Buyers
+from tests.chaos.harness import Buyers, _set_faults
 from tests.chaos.verdict import APPROVE
 from tests.support.load import Card
 
@@ -62,3 +66,36 @@ def test_a_buyer_whose_replica_is_down_reads_the_other_and_answers_the_page() ->
 
     assert asked == ["accounts-1.test", "accounts-2.test", "payment.test", "payment.test"]
     assert buyers.approvals() == {renewal_id: APPROVE}
+
+
+def test_a_fault_setting_whose_connection_was_closed_is_sent_again() -> None:
+    sent: list[dict[str, str]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        if len(sent) == 2:  # the sandbox had closed the kept-alive connection
+            raise httpx.ReadError("connection closed", request=request)
+        return httpx.Response(200, json={})
+
+    faults = {"8944500100000000001": "flaky", "8944500100000000002": "flaky"}
+    asyncio.run(_set_faults("http://esim.test", faults, transport=httpx.MockTransport(answer)))
+
+    assert [one["iccid"] for one in sent] == [
+        "8944500100000000001",
+        "8944500100000000002",
+        "8944500100000000002",
+    ]
+
+
+def test_a_sandbox_that_keeps_failing_fails_the_setting() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadError("connection closed", request=request)
+
+    with pytest.raises(httpx.ReadError):
+        asyncio.run(
+            _set_faults(
+                "http://esim.test",
+                {"8944500100000000001": "flaky"},
+                transport=httpx.MockTransport(answer),
+            )
+        )
