@@ -22,7 +22,7 @@ import time
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -556,11 +556,11 @@ class Buyers:
     async def _answer(self, client: httpx.AsyncClient, renewal_id: str, page: str) -> None:
         decision = self._meant[renewal_id]
         try:
-            shown = await client.get(page)
+            shown = await resent(lambda: client.get(page))
             if shown.status_code != 200:
                 logging.warning("buyer of %s: page answered %s", renewal_id, shown.status_code)
                 return
-            answered = await client.post(page, data={"decision": decision})
+            answered = await resent(lambda: client.post(page, data={"decision": decision}))
         except httpx.HTTPError as error:
             logging.warning("buyer of %s: page unreachable: %r", renewal_id, error)
             return
@@ -673,31 +673,34 @@ def _card_faults(cards: Sequence[Card], config: ChaosConfig) -> dict[str, str]:
     return faults
 
 
+async def resent(send: Callable[[], Awaitable[httpx.Response]], tries: int = 3) -> httpx.Response:
+    """`send()`, sent again (up to `tries` in all) when the connection fails under it.
+
+    A kept-alive connection that a sandbox closed as idle (uvicorn's keep-alive is 5 s, and
+    this process, busy with the load and the buyers on a loaded machine, can take longer to
+    send its next request) fails the request sent on it before any answer; a browser sends
+    such a request again on a new connection, and so does the harness.
+    """
+    for attempt in range(1, tries + 1):
+        try:
+            return await send()
+        except httpx.TransportError:
+            if attempt == tries:
+                raise
+    raise AssertionError("unreachable")
+
+
 async def _set_faults(
     esim_url: str,
     faults: Mapping[str, str],
-    tries: int = 3,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> None:
-    """Set each card's fault at the eSIM sandbox (`transport`: another than the network's).
-
-    A connection the sandbox closed as idle between two requests (its keep-alive is 5 s, and
-    this process, busy with the load and the buyers, can take longer to send the next one)
-    fails the request that was sent on it: that request is sent again, on a new connection.
-    """
+    """Set each card's fault at the eSIM sandbox (`transport`: another than the network's)."""
     async with httpx.AsyncClient(base_url=esim_url, timeout=30, transport=transport) as client:
         for iccid, mode in faults.items():
-            for attempt in range(1, tries + 1):
-                try:
-                    answer = await client.post(
-                        "/sandbox/faults", json={"iccid": iccid, "mode": mode}
-                    )
-                except httpx.TransportError:
-                    if attempt == tries:
-                        raise
-                    continue
-                answer.raise_for_status()
-                break
+            body = {"iccid": iccid, "mode": mode}
+            answer = await resent(lambda: client.post("/sandbox/faults", json=body))  # noqa: B023 (awaited here)
+            answer.raise_for_status()
 
 
 async def _rearm_flaky(esim_url: str, iccids: Sequence[str], stopping: asyncio.Event) -> None:
