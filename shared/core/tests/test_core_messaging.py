@@ -1,5 +1,6 @@
 """The messaging core without a broker: inbox, dead letters, retries, the outbox relay, settings."""
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -244,6 +245,51 @@ async def test_relay_publishes_in_order_and_resumes_after_a_broker_failure(
     assert ids == [f"event-{index}" for index in range(5)]
     assert {item["topic"] for item in publisher.sent} == {"esim.renewal.rejected"}
     assert {item["key"] for item in publisher.sent} == {ICCID}
+
+
+async def test_an_idle_relay_waits_longer_and_longer_until_something_wakes_it(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outbox = Outbox("/services/test", Topics())
+    publisher = FakePublisher()
+    relay = OutboxRelay(database, outbox, publisher, LocalLock(), interval_s=0.01, idle_max_s=0.08)  # type: ignore[arg-type]
+    waits: list[tuple[float, bool]] = []  # each wait asked for, and whether a wake ended it
+    real_wait = outbox.wait_for_pending
+
+    async def recorded_wait(seconds: float) -> bool:
+        woken = await real_wait(seconds)
+        waits.append((seconds, woken))
+        return woken
+
+    monkeypatch.setattr(outbox, "wait_for_pending", recorded_wait)
+
+    async def until(check: Any) -> None:
+        async with asyncio.timeout(10):
+            while not check():
+                await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(relay.run())
+    try:
+        await until(lambda: len(waits) >= 6)
+        assert [seconds for seconds, _ in waits[:6]] == [0.01, 0.02, 0.04, 0.08, 0.08, 0.08]
+
+        outbox.notify()  # a wake that finds nothing still starts again from the interval
+        await until(lambda: any(woken for _, woken in waits))
+        woken_at = next(index for index, (_, woken) in enumerate(waits) if woken)
+        await until(lambda: len(waits) > woken_at + 1)
+        assert waits[woken_at + 1][0] == 0.01
+
+        async with database.session() as session:  # a commit wakes it, however long it waits
+            outbox.add(
+                session,
+                RenewalRejected(
+                    renewal_id=uuid.uuid4(), iccid=ICCID, reason="unknown_plan", detail="-"
+                ),
+            )
+        await until(lambda: publisher.sent)
+    finally:
+        relay.stop()
+        await task
 
 
 def test_bad_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

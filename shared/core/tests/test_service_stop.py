@@ -179,3 +179,50 @@ def test_large_blocks_freed_in_threads_are_given_back() -> None:
 
     assert growth("default") > 16  # glibc's default keeps them in the threads' arenas
     assert growth("fixed") < 4
+
+
+#: A BoundedServer that ticks once an hour, sent SIGTERM once it serves: prints its ticks.
+_STOPPED_BETWEEN_TICKS = """
+import os, signal, threading, time
+import uvicorn
+from esim_core.web.server import BoundedServer
+
+async def app(scope, receive, send):
+    pass
+
+server = BoundedServer(uvicorn.Config(app, port=0, lifespan="off", log_config=None), 60)
+server.tick_s = 3600.0
+ticks = 0
+real_tick = server.on_tick
+
+async def on_tick(counter):
+    global ticks
+    ticks += 1
+    return await real_tick(counter)
+
+server.on_tick = on_tick
+
+def stop_once_serving():
+    while not server.started:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=stop_once_serving, daemon=True).start()
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # uvicorn raises it again once it has stopped
+server.run()
+print(ticks, server.server_state.default_headers[0][0].decode())
+"""
+
+
+def test_a_stop_signal_wakes_the_server_between_its_ticks() -> None:
+    """An interpreter of its own (a second or so): a signal must reach uvicorn's handlers."""
+    ended = subprocess.run(
+        [sys.executable, "-c", _STOPPED_BETWEEN_TICKS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    # The first tick at start, the second woken by the signal: not an hour later.
+    assert ended.stdout.split() == ["2", "date"]

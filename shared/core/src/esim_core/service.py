@@ -90,6 +90,7 @@ class ServiceRuntime:
             self.publisher,
             RedisLock(self.redis, f"{name}:outbox-relay", ttl_s=10),
             interval_s=settings.relay_interval_s,
+            idle_max_s=settings.relay_idle_max_s,
             batch_size=settings.relay_batch,
         )
         # The tables that only deduplicate or relay keep what a redelivery could still need,

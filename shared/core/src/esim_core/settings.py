@@ -384,6 +384,14 @@ class ServiceSettings(KafkaSettings, TopicSettings):
         description="how often the outbox relay looks for unpublished events when no commit "
         "announced any (on PostgreSQL, other replicas announce theirs too)",
     )
+    relay_idle_max_s: float = Field(
+        2.0,
+        gt=0,
+        le=5,
+        description="longest wait between the relay's looks while none finds anything and no "
+        "commit announces events: the wait doubles from the relay interval up to this. At "
+        "most 5 s, so that the relaying replica renews its 10 s lease in time",
+    )
     worker_interval_s: float = Field(
         0.25,
         gt=0,

@@ -100,10 +100,13 @@ class Outbox:
         """Wake the relay: something was committed that it may publish."""
         self._pending.set()
 
-    async def wait_for_pending(self, seconds: float) -> None:
-        """Return when an event was committed since the last call, or after `seconds`."""
+    async def wait_for_pending(self, seconds: float) -> bool:
+        """Return when an event was committed since the last call (true), or after `seconds`
+        (false)."""
         await sleep_unless(self._pending, seconds)
+        woken = self._pending.is_set()
         self._pending.clear()
+        return woken
 
 
 @dataclass(eq=False, repr=False)  # a service object: equal to itself alone, and no secrets in reprs
@@ -120,6 +123,12 @@ class OutboxRelay:
     On PostgreSQL the replica holding the lease LISTENs on `RELAY_CHANNEL`, and the others'
     commits that add events NOTIFY it, so an event committed anywhere goes out at once rather
     than after the interval, which stays as the fallback.
+
+    The fallback look is for what no wake announces (a lease to take over, a round that
+    failed). While look after look finds nothing and nothing wakes the relay, the wait doubles
+    from `interval_s` up to `idle_max_s`, so an idle service does not spend its CPU on empty
+    reads; a wake, or a look that finds events, brings it back to `interval_s`. `idle_max_s`
+    stays well under the lease's renewal period (a third of its TTL), so the holder keeps it.
     """
 
     database: Database
@@ -128,6 +137,7 @@ class OutboxRelay:
     lock: Lock
     _: KW_ONLY
     interval_s: float = 0.5
+    idle_max_s: float = 2.0
     batch_size: int = 500
     _stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _listener: Listener | None = field(default=None, init=False)
@@ -139,13 +149,15 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Relay until `stop`; only the replica holding the lock publishes."""
+        wait_s = self.interval_s
         try:
             while not self._stopping.is_set():
+                found = 0
                 try:
                     holding = await self.lock.acquire()
                     await self._listen_while(holding)
                     if holding:
-                        while await self.relay_once() == self.batch_size:
+                        while (found := await self.relay_once()) == self.batch_size:
                             if self._stopping.is_set():
                                 break
                 except asyncio.CancelledError:
@@ -154,7 +166,11 @@ class OutboxRelay:
                     OUTBOX_RELAY_ERRORS.inc()
                     logger.exception("outbox relay failed; will retry")
                     await sleep_unless(self._stopping, min(5.0, self.interval_s * 4))
-                await self.outbox.wait_for_pending(self.interval_s)
+                if found:
+                    wait_s = self.interval_s
+                woken = await self.outbox.wait_for_pending(wait_s)
+                longest = max(self.idle_max_s, self.interval_s)
+                wait_s = self.interval_s if woken else min(wait_s * 2, longest)
         finally:
             if self._listener is not None:
                 await self._listener.close()
