@@ -79,7 +79,7 @@ STAGES = {
     PaymentAuthorized.topic: "payment_authorized",
     PaymentSettled.topic: "payment_settled",
 }
-PROFILED = ("accounts", "billing", "provisioning", "notifier", "esim-sandbox")
+PROFILED = ("accounts", "billing", "provisioning", "notifier", "esim-sandbox", "payment-sandbox")
 #: A single Python process busier than this share of one core is probably what limits a phase.
 BUSY_CORE = 0.7
 
@@ -653,10 +653,10 @@ def phase_notes(result: PhaseResult, busy_s: float, cores: int, drain_s: float) 
         share = usage["cpu_s"] / wall if wall > 0 else 0.0
         if name in ("other", "kafka", "postgres", "relays") or share < BUSY_CORE:
             continue
-        if name == "esim-sandbox":
+        if name.endswith("-sandbox"):
             notes.append(
-                f"the eSIM SANDBOX used {share:.0%} of a core: the sandbox itself may be the"
-                " bottleneck of this phase"
+                f"the {name.removesuffix('-sandbox')} SANDBOX used {share:.0%} of a core: the"
+                " sandbox itself may be the bottleneck of this phase"
             )
         else:
             notes.append(f"{name} used {share:.0%} of a core (one Python process: near its limit)")
