@@ -3,23 +3,29 @@ and replayed as last sent on request."""
 
 import asyncio
 import itertools
+import socket
 
-import httpx
 import pytest
-from sandboxes.providers.delivery import Deliveries, UnknownDeliveryError
+from aiohttp import web
+from sandboxes.providers.delivery import (
+    AiohttpPost,
+    Deliveries,
+    Reply,
+    UnknownDeliveryError,
+    Unreachable,
+)
 
 
 async def test_a_call_is_redelivered_until_acknowledged_and_each_attempt_is_signed_anew() -> None:
     seen: list[str] = []
     answers = iter([500, 503, 200])
 
-    def receiver(request: httpx.Request) -> httpx.Response:
-        seen.append(request.headers["Signature"])
-        return httpx.Response(next(answers))
+    async def receiver(url: str, body: bytes, headers: dict[str, str]) -> Reply:
+        seen.append(headers["Signature"])
+        return Reply(next(answers), b"")
 
     ticks = itertools.count()
-    deliveries = Deliveries()
-    deliveries._client = httpx.AsyncClient(transport=httpx.MockTransport(receiver))
+    deliveries = Deliveries(post=receiver)
     record = deliveries.send(
         id="evt_1",
         provider="test",
@@ -43,14 +49,13 @@ async def test_a_call_is_redelivered_until_acknowledged_and_each_attempt_is_sign
 
 
 async def test_a_call_for_a_held_reference_is_not_sent() -> None:
-    sent: list[httpx.Request] = []
-    deliveries = Deliveries()
+    sent: list[str] = []
 
-    def receiver(request: httpx.Request) -> httpx.Response:
-        sent.append(request)
-        return httpx.Response(200)
+    async def receiver(url: str, body: bytes, headers: dict[str, str]) -> Reply:
+        sent.append(url)
+        return Reply(200, b"")
 
-    deliveries._client = httpx.AsyncClient(transport=httpx.MockTransport(receiver))
+    deliveries = Deliveries(post=receiver)
     deliveries.held.add("r-lost")
     record = deliveries.send(
         id="evt_2",
@@ -71,13 +76,12 @@ async def test_a_call_for_a_held_reference_is_not_sent() -> None:
 async def test_a_replay_sends_the_call_again_exactly_as_last_sent_and_keeps_the_schedule() -> None:
     seen: list[tuple[str, bytes]] = []
 
-    def receiver(request: httpx.Request) -> httpx.Response:
-        seen.append((request.headers["Signature"], request.content))
-        return httpx.Response(200, text="success")
+    async def receiver(url: str, body: bytes, headers: dict[str, str]) -> Reply:
+        seen.append((headers["Signature"], body))
+        return Reply(200, b"success")
 
     ticks = itertools.count()
-    deliveries = Deliveries()
-    deliveries._client = httpx.AsyncClient(transport=httpx.MockTransport(receiver))
+    deliveries = Deliveries(post=receiver)
     record = deliveries.send(
         id="evt_3",
         provider="test",
@@ -115,17 +119,16 @@ async def test_at_most_in_flight_calls_are_sent_at_once_and_every_one_arrives() 
     most = 0
     arrived: list[str] = []
 
-    async def receiver(request: httpx.Request) -> httpx.Response:
+    async def receiver(url: str, body: bytes, headers: dict[str, str]) -> Reply:
         nonlocal now, most
         now += 1
         most = max(most, now)
         await asyncio.sleep(0.01)
         now -= 1
-        arrived.append(request.headers["Id"])
-        return httpx.Response(200)
+        arrived.append(headers["Id"])
+        return Reply(200, b"")
 
-    deliveries = Deliveries(in_flight=3)
-    deliveries._client = httpx.AsyncClient(transport=httpx.MockTransport(receiver))
+    deliveries = Deliveries(in_flight=3, post=receiver)
     for number in range(20):
         deliveries.send(
             id=f"evt_{number}",
@@ -144,3 +147,36 @@ async def test_at_most_in_flight_calls_are_sent_at_once_and_every_one_arrives() 
 
     assert sorted(arrived, key=int) == [str(n) for n in range(20)]
     assert most == 3
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def test_the_real_post_sends_body_and_headers_and_says_when_nothing_answers() -> None:
+    got: list[tuple[str, str, bytes]] = []
+
+    async def billing(request: web.Request) -> web.Response:
+        got.append((request.path, request.headers["Stripe-Signature"], await request.read()))
+        return web.Response(status=202, text="success")
+
+    app = web.Application()
+    app.router.add_post("/webhooks/stripe", billing)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    post = AiohttpPost(timeout_s=5)
+    try:
+        url = f"http://127.0.0.1:{port}/webhooks/stripe"
+        reply = await post(url, b'{"id":"evt_1"}', {"Stripe-Signature": "t=1,v1=x"})
+        assert (reply.status, reply.text) == (202, "success")
+        assert got == [("/webhooks/stripe", "t=1,v1=x", b'{"id":"evt_1"}')]
+    finally:
+        await runner.cleanup()
+    with pytest.raises(Unreachable):  # the server is gone: refused
+        await post(f"http://127.0.0.1:{port}/webhooks/stripe", b"{}", {})
+    await post.close()

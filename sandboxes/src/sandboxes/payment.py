@@ -7,14 +7,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 
-import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import BaseModel, Field
 
 from sandboxes.idempotency import IdempotencyKey, conflict, fingerprint, mark_replayed
 from sandboxes.problems import ProblemError, install_problem_handlers
 from sandboxes.providers import MOUNTS, SlowCall, World
-from sandboxes.providers.delivery import Deliveries, Replayed, UnknownDeliveryError
+from sandboxes.providers.delivery import Deliveries, Replayed, UnknownDeliveryError, Unreachable
 from sandboxes.providers.ledger import Entry, Plant
 from sandboxes.providers.ledger import Ledger as ProviderLedger
 from sandboxes.serving import ENV_NAME, EnvSettings, app_state, health_router, serve
@@ -406,7 +405,7 @@ async def replay(delivery_id: str, world: WorldDep) -> Replayed:
         raise ProblemError(
             404, f"No delivery {delivery_id!r} was sent.", code="delivery_not_found"
         ) from None
-    except httpx.HTTPError as error:
+    except Unreachable as error:
         raise ProblemError(
             502, f"The receiver could not be reached: {error}", code="receiver_unreachable"
         ) from None

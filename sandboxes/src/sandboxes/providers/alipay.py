@@ -74,13 +74,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from sandboxes.providers.delivery import Reply
 from sandboxes.providers.ledger import Entry
 from sandboxes.serving import env_float, env_str
 
@@ -986,9 +986,9 @@ def _minor(value: Any, name: str) -> int:
     return minor
 
 
-def _acknowledged(response: httpx.Response) -> bool:
+def _acknowledged(reply: Reply) -> bool:
     """Alipay's rule: received only when the body is the literal `success`."""
-    return response.status_code == 200 and response.content == b"success"
+    return reply.status == 200 and reply.body == b"success"
 
 
 def _page(title: str, message: str, body: str = "", status: int = 200) -> HTMLResponse:
