@@ -19,6 +19,7 @@ from sandboxes.esim import (
     EsimSandboxSettings,
     create_app,
 )
+from sandboxes.outbound import Reply
 
 SECRET = "test-secret"
 CALLBACKS = "http://provisioning.test/callbacks/esim"
@@ -34,9 +35,9 @@ class Receiver:
         self.received: list[tuple[bytes, dict[str, str]]] = []
         self.status = 200
 
-    def handler(self, request: httpx.Request) -> httpx.Response:
-        self.received.append((request.content, dict(request.headers)))
-        return httpx.Response(self.status)
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Reply:
+        self.received.append((body, {name.lower(): value for name, value in headers.items()}))
+        return Reply(self.status, b"")
 
     def bodies(self) -> list[dict[str, Any]]:
         return [json.loads(body) for body, _ in self.received]
@@ -65,9 +66,7 @@ class Sandbox:
         self.app = create_app(settings, clock=clock)
         self.platform: EsimPlatform = self.app.state.platform
         self.receiver = Receiver()
-        self.sender = CallbackSender(
-            self.platform, settings, clock, transport=httpx.MockTransport(self.receiver.handler)
-        )
+        self.sender = CallbackSender(self.platform, settings, clock, post=self.receiver.post)
         self.client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app), base_url="http://esim"
         )

@@ -7,13 +7,8 @@ import socket
 
 import pytest
 from aiohttp import web
-from sandboxes.providers.delivery import (
-    AiohttpPost,
-    Deliveries,
-    Reply,
-    UnknownDeliveryError,
-    Unreachable,
-)
+from sandboxes.outbound import AiohttpPost, Reply, Unreachable
+from sandboxes.providers.delivery import Deliveries, UnknownDeliveryError
 
 
 async def test_a_call_is_redelivered_until_acknowledged_and_each_attempt_is_signed_anew() -> None:

@@ -15,11 +15,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-import httpx
 from fastapi import APIRouter, FastAPI, Query, Response
 from pydantic import AfterValidator, BaseModel, Field
 
 from sandboxes.idempotency import IdempotencyKey, conflict, fingerprint, mark_replayed
+from sandboxes.outbound import AiohttpPost, Post, Unreachable
 from sandboxes.problems import ProblemError, install_problem_handlers
 from sandboxes.serving import EnvSettings, app_state, health_router, serve
 from sandboxes.timestamps import Clock, Timestamp, rfc3339, utc_now
@@ -1151,12 +1151,12 @@ class CallbackSender:
         platform: EsimPlatform,
         settings: EsimSandboxSettings,
         clock: Clock = utc_now,
-        transport: httpx.AsyncBaseTransport | None = None,
+        post: Post | None = None,
     ) -> None:
         self.platform = platform
         self.settings = settings
         self.clock = clock
-        self.client = httpx.AsyncClient(timeout=5.0, transport=transport)
+        self.post: Post = post or AiohttpPost(timeout_s=5.0)
 
     async def run(self) -> None:
         """Send callbacks as they fall due, until cancelled."""
@@ -1181,11 +1181,8 @@ class CallbackSender:
             body, headers = self.platform.signed_request(callback_id, self.clock())
             callback.attempts += 1
             try:
-                response = await self.client.post(
-                    self.settings.callback_url, content=body, headers=headers
-                )
-                status = response.status_code
-            except httpx.HTTPError as error:
+                status = (await self.post(self.settings.callback_url, body, headers)).status
+            except Unreachable as error:
                 logger.info("callback %s: %s", callback_id, error)
                 status = 0
             callback.statuses.append(status)
@@ -1196,8 +1193,9 @@ class CallbackSender:
         logger.warning("callback %s not accepted after %d tries", callback_id, callback.attempts)
 
     async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self.client.aclose()
+        """Close the HTTP session."""
+        if isinstance(self.post, AiohttpPost):
+            await self.post.close()
 
 
 def main() -> None:

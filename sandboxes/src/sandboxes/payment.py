@@ -11,9 +11,10 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import BaseModel, Field
 
 from sandboxes.idempotency import IdempotencyKey, conflict, fingerprint, mark_replayed
+from sandboxes.outbound import Unreachable
 from sandboxes.problems import ProblemError, install_problem_handlers
 from sandboxes.providers import MOUNTS, SlowCall, World
-from sandboxes.providers.delivery import Deliveries, Replayed, UnknownDeliveryError, Unreachable
+from sandboxes.providers.delivery import Deliveries, Replayed, UnknownDeliveryError
 from sandboxes.providers.ledger import Entry, Plant
 from sandboxes.providers.ledger import Ledger as ProviderLedger
 from sandboxes.serving import ENV_NAME, EnvSettings, app_state, health_router, serve

@@ -80,7 +80,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from sandboxes.providers.delivery import Reply
+from sandboxes.outbound import Reply
 from sandboxes.providers.ledger import Entry
 from sandboxes.serving import env_float, env_str
 

@@ -10,77 +10,31 @@ body `success`; the others: any 2xx). Every attempt is kept for `GET /sandbox/de
 headers), as a provider's duplicate delivery or someone who recorded the call would: a test of
 a receiver that must apply a call once (`POST /sandbox/deliveries/{id}/replay`).
 
-Calls go out through one pooled aiohttp session (`AiohttpPost`): under load a call through
-httpx's pool took 3.5 ms of the sandbox's CPU against 0.3 ms, and one such call a renewal made
-the payment sandbox cost more per renewal than a service. `Deliveries.post` is the one seam:
-tests give a function that answers as a receiver would.
+Calls go out through `sandboxes.outbound` (one pooled aiohttp session); `Deliveries.post` is
+the one seam: tests give a function that answers as a receiver would.
 """
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import aiohttp
 from pydantic import BaseModel
 
+from sandboxes.outbound import AiohttpPost, Post, Reply, Unreachable
 from sandboxes.timestamps import Clock, Timestamp, utc_now
 
 logger = logging.getLogger("sandboxes.payment.delivery")
 
 Resign = Callable[[bytes], dict[str, str]]
 """Fresh signature headers for an attempt (Stripe signs each delivery with the time it is sent)."""
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What the receiver answered a call: its status and body."""
-
-    status: int
-    body: bytes
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", errors="replace")
-
-
-class Unreachable(Exception):
-    """Nothing answered the call (refused, reset, timed out)."""
-
-
-Post = Callable[[str, bytes, dict[str, str]], Awaitable[Reply]]
-"""Sends one call (url, body, headers) and returns the reply; raises `Unreachable`."""
 Acknowledged = Callable[[Reply], bool]
 
 
 def any_2xx(reply: Reply) -> bool:
     """Stripe's and PayPal's rule: any 2xx answer is an acknowledgement."""
     return 200 <= reply.status < 300
-
-
-class AiohttpPost:
-    """`Post` over one pooled aiohttp session, opened at the first call; `close` ends it."""
-
-    def __init__(self, timeout_s: float) -> None:
-        self.timeout_s = timeout_s
-        self._session: aiohttp.ClientSession | None = None
-
-    async def __call__(self, url: str, body: bytes, headers: dict[str, str]) -> Reply:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s)
-            )
-        try:
-            async with self._session.post(url, data=body, headers=headers) as response:
-                return Reply(response.status, await response.read())
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise Unreachable(str(error) or type(error).__name__) from error
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
 
 class Attempt(BaseModel):
