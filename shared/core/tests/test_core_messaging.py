@@ -309,6 +309,24 @@ def test_bad_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None
     assert named == ["DEMO_CONSUMER_RETRIES", "KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL"]
 
 
+def test_a_relay_idle_wait_past_the_lease_renewal_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class DemoSettings(ServiceSettings):
+        model_config = SettingsConfigDict(env_prefix="DEMO_")
+
+        database_url: str = "sqlite+aiosqlite:///x.sqlite"
+        http_port: int = 1
+
+    monkeypatch.setenv("DEMO_RELAY_IDLE_MAX_S", "30")  # the relaying replica's lease would lapse
+    with pytest.raises(SettingsError) as stopped:
+        load_settings(DemoSettings)
+    assert "DEMO_RELAY_IDLE_MAX_S" in str(stopped.value)
+    assert "less than or equal to 5" in str(stopped.value)
+    monkeypatch.setenv("DEMO_RELAY_IDLE_MAX_S", "3")
+    assert load_settings(DemoSettings).relay_idle_max_s == 3.0
+
+
 def test_asyncpg_keeps_more_statements_prepared_unless_the_url_says_otherwise() -> None:
     from esim_core.persistence.db import ASYNCPG_STATEMENT_CACHE, _asyncpg_args
     from sqlalchemy.engine.url import make_url
