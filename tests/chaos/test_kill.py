@@ -29,8 +29,12 @@ def started(tmp_path: Path) -> tuple[Process, int]:
     process = Process("server", SERVER, {}, tmp_path / "server.log", lambda: True).start()
     assert process.popen is not None
     pid = process.popen.pid
-    (child,) = wait_until(lambda: descendants(pid), timeout=10, what="its child")
-    assert os.getpgid(child) != pid  # out of the group killpg reaches
+    # Found as soon as it is forked, the child is in the group until `setsid` runs in it.
+    (child,) = wait_until(
+        lambda: [child for child in descendants(pid) if os.getpgid(child) != pid],
+        timeout=10,
+        what="its child out of the group killpg reaches",
+    )
     return process, child
 
 
