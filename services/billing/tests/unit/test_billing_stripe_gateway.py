@@ -502,6 +502,11 @@ async def test_forged_stale_replayed_or_malformed_calls_are_refused(
         b'"data": {"object": {"object": "charge"}}}',
         b'{"id": "evt_1", "object": "event", "type": "x", '
         b'"data": {"object": {"object": "customer", "id": "cus_1"}}}',
+        # A thin event (Stripe's v2 notifications) names its object and carries none.
+        b'{"id": "evt_1", "object": "v2.core.event", "type": "x", '
+        b'"data": {"object": {"object": "payment_intent", "id": "pi_1"}}}',
+        b'{"object": "event", "type": "x", '
+        b'"data": {"object": {"object": "payment_intent", "id": "pi_1"}}}',
     ],
 )
 async def test_a_rightly_signed_body_that_is_no_payment_event_is_refused(
