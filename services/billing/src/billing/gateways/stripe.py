@@ -509,11 +509,11 @@ class StripeGateway:
             )
         except stripe.SignatureVerificationError as error:
             raise port.WebhookRejectedError(f"Stripe-Signature does not verify: {error}") from None
-        except ValueError as error:  # a body that is not UTF-8
-            raise port.WebhookRejectedError(f"the body is not a Stripe event: {error}") from None
-        event_id, kind = document.get("id"), document.get("type")
-        if document.get("object") != "event" or not isinstance(event_id, str):
-            raise port.WebhookRejectedError("the body is not a Stripe event: no event id")
+        event_id, kind, what = document.get("id"), document.get("type"), document.get("object")
+        if what != "event" or not isinstance(event_id, str):
+            raise port.WebhookRejectedError(
+                f"the body is not a Stripe snapshot event with an id (its object: {what!r})"
+            )
         data = document.get("data")
         obj = data.get("object") if isinstance(data, dict) else None
         if not isinstance(obj, dict):
