@@ -245,8 +245,10 @@ class EventPublisher:
                 acks="all",
                 enable_idempotence=True,
                 request_timeout_ms=30_000,
-                # A few milliseconds let a busy relay fill batches without slowing a quiet one.
-                linger_ms=2,
+                # No linger: the relay sends a whole round before it awaits the first ack, so
+                # the round is one batch anyway, and a linger only held every quiet event back
+                # (2 ms linger: a send acknowledged in 5.0-5.7 ms at the median, 2.7-3.4 without).
+                linger_ms=0,
                 max_batch_size=256 * 1024,
             )
             await producer.start()
