@@ -23,11 +23,13 @@ comma := ,
 TEST_DATABASES ?= $(if $(filter true,$(CI)),sqlite$(comma)postgres,sqlite)
 MYPY_PATHS := shared/schemas/src shared/core/src services/*/src sandboxes/src tools/*/src frontends/*/src \
   tests/support tests/bench tests/bench_unit tests/chaos tests/browser
-# make bench: DB=postgres, PROFILE=1 (py-spy), BENCH_QUICK=1 (about 2 minutes),
+# make bench: DB=postgres, PROFILE=1 (py-spy), TRACE=1 (each renewal's path, step by step),
+# BENCH_QUICK=1 (about 2 minutes),
 # BENCH_STACK=running (the stack `make run` started), BENCH_ARGS for the rest (--help lists it).
 # make chaos: CHAOS_SECONDS of load with crashes, on DB (sqlite or postgres).
 DB ?= sqlite
 PROFILE ?=
+TRACE ?=
 BENCH_QUICK ?=
 BENCH_STACK ?=
 BENCH_ARGS ?=
@@ -106,8 +108,8 @@ test-unit: sync ## the tests that need no broker (pytest -m "not integration")
 	  status=$$?; echo "==> make test-unit: FAILED (pytest exit status $$status)" >&2; exit $$status; \
 	fi
 
-bench: sync kafka-jars redis ## throughput and latency vs a bare Kafka relay baseline (DB=postgres PROFILE=1 BENCH_QUICK=1 BENCH_STACK=running SOAK_MINUTES=30 REPLICAS=2)
-	@DB="$(DB)" PROFILE="$(PROFILE)" BENCH_QUICK="$(BENCH_QUICK)" BENCH_STACK="$(BENCH_STACK)" \
+bench: sync kafka-jars redis ## throughput and latency vs a bare Kafka relay baseline (DB=postgres PROFILE=1 TRACE=1 BENCH_QUICK=1 BENCH_STACK=running SOAK_MINUTES=30 REPLICAS=2)
+	@DB="$(DB)" PROFILE="$(PROFILE)" TRACE="$(TRACE)" BENCH_QUICK="$(BENCH_QUICK)" BENCH_STACK="$(BENCH_STACK)" \
 	  SOAK_MINUTES="$(SOAK_MINUTES)" REPLICAS="$(REPLICAS)" \
 	  $(RUN) python -m tests.bench $(BENCH_ARGS)
 

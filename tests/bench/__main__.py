@@ -59,6 +59,14 @@ def parse(argv: list[str]) -> Config:
     )
     parser.add_argument("--quick", action="store_true", default=_flag("BENCH_QUICK"))
     parser.add_argument("--profile", action="store_true", default=_flag("PROFILE"))
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        default=_flag("TRACE"),
+        help="own stack: the services export their spans to the bench, which shows where each"
+        " platform phase's renewals spent their time, step by step (TRACE; not in the history:"
+        " recording spans costs CPU)",
+    )
     parser.add_argument("--cards", type=int, help=f"cards to renew ({defaults.cards}; quick: 50)")
     parser.add_argument("--cards-per-user", type=int, default=defaults.cards_per_user)
     parser.add_argument(
@@ -102,6 +110,7 @@ def parse(argv: list[str]) -> Config:
         db=args.db,
         stack=args.stack,
         profile=args.profile,
+        trace=args.trace,
         cards_per_user=args.cards_per_user,
         inventory=args.inventory,
         rate=args.rate,
@@ -112,7 +121,7 @@ def parse(argv: list[str]) -> Config:
         else ("soak",),
         soak_rate=args.soak_rate,
         replicas=args.replicas,
-        history=None if args.no_history else defaults.history,
+        history=None if args.no_history or args.trace else defaults.history,
     )
     if args.quick:
         config = config.quick_version()
@@ -126,6 +135,11 @@ def parse(argv: list[str]) -> Config:
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     config.specs()  # fail now on an unknown phase
+    if config.trace and config.stack != "own":
+        parser.error(
+            "--trace (TRACE): the services must export their spans to the bench, which only its"
+            " own stack's services are told to do (leave BENCH_STACK unset)"
+        )
     if config.replicas > 1 and (config.db != "postgres" or config.stack != "own"):
         parser.error(
             f"--replicas {config.replicas} (REPLICAS): replicas of a service share its database,"

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import AbstractContextManager, AsyncExitStack, ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +27,7 @@ from esim_schemas import (
     RenewalRequested,
 )
 
-from tests.bench import metrics, profile, soak
+from tests.bench import metrics, profile, soak, traces
 from tests.bench.procstat import Sampler, find_roots, machine_busy_s
 from tests.bench.report import (
     HOP_NAMES,
@@ -103,6 +103,8 @@ class Config:
     stack: str = "own"
     quick: bool = False
     profile: bool = False
+    #: Export the services' spans to the bench and show each platform phase's path (traces.py).
+    trace: bool = False
     cards: int = 200
     cards_per_user: int = 1
     inventory: int = 0
@@ -336,6 +338,8 @@ class Measured:
     #: The soak phase's samples and verdicts (`soak.Watch`, `soak.judge`), when it ran.
     soak_samples: list[soak.Sample] = field(default_factory=list)
     soak_verdicts: list[soak.Verdict] = field(default_factory=list)
+    #: Each phase's wall-clock window, from its load's start to its drain's end (ns).
+    windows: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 class Bench:
@@ -398,6 +402,7 @@ class Bench:
                                 LoadDriver(baseline.target, source="/frontends/bench")
                             )
                         for spec in specs:
+                            began_ns = time.time_ns()
                             if spec.kind == "baseline":
                                 result = await self.phase(
                                     spec, relay_driver, relayed, relay_stages, cards
@@ -405,6 +410,7 @@ class Bench:
                             else:
                                 result = await self.phase(spec, driver, outcomes, stages, cards)
                             self.measured.phases.append(result)
+                            self.measured.windows[spec.name] = (began_ns, time.time_ns())
                             self.progress.say(summary_line(result))
                 finally:
                     baseline.stop()
@@ -756,6 +762,19 @@ def write_results(measured: Measured, table: str) -> dict[str, Any]:
     return document
 
 
+def traced_paths(measured: Measured, spans: Sequence[traces.Span]) -> str:
+    """Each platform phase's most common path to ProfileActivated, step by step."""
+    end = f"publish {ProfileActivated.topic}"
+    return "\n\n".join(
+        traces.render(
+            phase.name,
+            traces.summarize(traces.paths(spans, end, *measured.windows[phase.name])),
+        )
+        for phase in measured.phases
+        if phase.kind == "platform" and phase.name in measured.windows
+    )
+
+
 def _json(value: object) -> object:
     if isinstance(value, float) and math.isnan(value):
         return None
@@ -795,17 +814,28 @@ def _execute(config: Config, progress: Progress, out: Callable[[str], None]) -> 
         + (" (quick)" if config.quick else "")
         + (" with py-spy" if config.profile else "")
     )
-    opener = (
-        running_stack(config.db)
-        if config.stack == "running"
-        else own_stack(
-            config.out_dir / "stack",
-            config.db,
-            config.inventory,
-            soak.SOAK_ENV if "soak" in config.phases else None,
-            config.replicas,
+    with ExitStack() as exits:
+        env = dict(soak.SOAK_ENV) if "soak" in config.phases else {}
+        receiver = exits.enter_context(traces.Receiver()) if config.trace else None
+        if receiver is not None:
+            env.update(receiver.environment())
+        opener = (
+            running_stack(config.db)
+            if config.stack == "running"
+            else own_stack(
+                config.out_dir / "stack", config.db, config.inventory, env, config.replicas
+            )
         )
-    )
+        return _measure(config, progress, out, opener, receiver)
+
+
+def _measure(
+    config: Config,
+    progress: Progress,
+    out: Callable[[str], None],
+    opener: AbstractContextManager[Stack],
+    receiver: traces.Receiver | None,
+) -> int:
     with opener as stack:
         measured = asyncio.run(Bench(config, stack, progress).run())
         header = (
@@ -824,6 +854,9 @@ def _execute(config: Config, progress: Progress, out: Callable[[str], None]) -> 
                 table += "\n(running stack: its rows are not counted and its windows are its own)"
         if stack.notes:
             table += "\n" + "\n".join(stack.notes)
+    if receiver is not None:
+        # The stack has stopped: every service flushed its last spans on the way out.
+        table += "\n\n" + traced_paths(measured, receiver.taken())
     write_results(measured, table)
     out(table)
     for text in measured.profiles.values():
