@@ -9,10 +9,14 @@ renewal's path, the median of every renewal of the phase that took the same path
   its parents to the trace's root (the renewal's `process esim.renewal.requested`, or the
   HTTP request that asked for it): a consumer's span, its transaction, the relay's publish,
   the next service's consumer span, a due-work round, its transaction, and so on;
-- a step is the time from one span of the path starting to the next one starting, so the
-  steps add up to the whole path; the last is the final publish, until the broker acked it;
-- what else the step's first span did before the next one began, its other children (a call
-  to the payment sandbox, say), is named beside it.
+- a step is the time from one span of the path starting to the next one starting where the
+  next starts inside it (a consumer's span to its transaction); else two steps, the span to
+  its end and the wait after it until the next starts (a transaction, then the relay and the
+  broker until the next service's consumer span); the steps add up to the whole path, and
+  the last is the final publish, until the broker acked it;
+- what else the step's span started in that stretch, its other children (a call to the
+  payment sandbox, the relay's publish), is named beside it, with when it began in the
+  stretch and how long it took.
 
 What a step holds follows from its ends: from a transaction to a publish, the transaction's
 work and commit, then the relay's wake and read; from a publish to a consumer's span, the
@@ -150,11 +154,12 @@ def spans_of(request: ExportTraceServiceRequest) -> list[Span]:
 
 @dataclass(frozen=True)
 class Step:
-    """From one span of a path starting to the next starting, and what else ran in between."""
+    """A stretch of the path, and what else its span started in it: (name, ms after the
+    stretch began, ms it lasted)."""
 
     label: str
     ms: float
-    beside: tuple[tuple[str, float], ...] = ()
+    beside: tuple[tuple[str, float, float], ...] = ()
 
 
 def paths(
@@ -189,23 +194,46 @@ def paths(
 
 
 def _steps(chain: Sequence[Span], children: dict[str, list[Span]]) -> list[Step]:
+    """The path's stretches: from a span's start to the next span's where that one starts
+    inside it; else the span to its end, then the wait until the next one starts."""
     steps = []
     for span, following in itertools.pairwise(chain):
-        beside = tuple(
-            (child.name, (child.end_ns - child.start_ns) / 1e6)
-            for child in sorted(children.get(span.id, ()), key=lambda s: s.start_ns)
-            if child.id != following.id and child.start_ns < following.start_ns
+        others = sorted(
+            (child for child in children.get(span.id, ()) if child.id != following.id),
+            key=lambda s: s.start_ns,
         )
+        if following.start_ns < span.end_ns:
+            steps.append(_step(f"{_who(span)} -> {_who(following)}", span, following, others))
+            continue
+        steps.append(_step(_who(span), span, span, others, until=span.end_ns))
         steps.append(
-            Step(
-                f"{_who(span)} -> {_who(following)}",
-                (following.start_ns - span.start_ns) / 1e6,
-                beside,
-            )
+            _step(f"  then -> {_who(following)}", span, following, others, since=span.end_ns)
         )
     last = chain[-1]
     steps.append(Step(f"{_who(last)}, until acknowledged", (last.end_ns - last.start_ns) / 1e6))
     return steps
+
+
+def _step(
+    label: str,
+    span: Span,
+    following: Span,
+    others: Sequence[Span],
+    since: int | None = None,
+    until: int | None = None,
+) -> Step:
+    begin = span.start_ns if since is None else since
+    finish = following.start_ns if until is None else until
+    beside = tuple(
+        (
+            other.name if other.service == span.service else _who(other),
+            (other.start_ns - begin) / 1e6,
+            (other.end_ns - other.start_ns) / 1e6,
+        )
+        for other in others
+        if begin <= other.start_ns < finish
+    )
+    return Step(label, (finish - begin) / 1e6, beside)
 
 
 def _who(span: Span) -> str:
@@ -232,14 +260,15 @@ def summarize(found: Sequence[Sequence[Step]]) -> PathSummary | None:
     summary = PathSummary(len(found), taking)
     for index, label in enumerate(shape):
         values = [path[index].ms for path in same]
-        beside: dict[str, list[float]] = {}
+        beside: dict[str, list[tuple[float, float]]] = {}
         for path in same:
-            for name, ms in path[index].beside:
-                beside.setdefault(name, []).append(ms)
+            for name, at, ms in path[index].beside:
+                beside.setdefault(name, []).append((at, ms))
         note = ", ".join(
-            f"{name} {statistics.median(ms):.1f}"
-            for name, ms in beside.items()
-            if len(ms) * 2 >= len(same)
+            f"{name} at +{statistics.median(a for a, _ in seen):.1f} for"
+            f" {statistics.median(ms for _, ms in seen):.1f}"
+            for name, seen in beside.items()
+            if len(seen) * 2 >= len(same)
         )
         summary.rows.append((label, statistics.median(values), _p90(values), note))
     summary.total_p50_ms = statistics.median(sum(step.ms for step in path) for path in same)

@@ -57,60 +57,49 @@ def span(
 
 
 def renewal(trace: str, offset_ms: float, call_ms: float) -> list[Span]:
-    """One renewal's spans: a consumer, its transaction, a publish, then a due round with a call
-    beside the transaction that records its answer, then the final publish; plus a span of
-    another service that is not on the path."""
-    o = offset_ms
+    """One renewal's spans as the services make them: a consumer's span, its transaction, the
+    relay's publish and the next service's consumer span both under that transaction, a due
+    round with the call and the transaction that records its answer, then the final publish;
+    plus another service's consumer span of the same event, not on the path."""
+    o, c, t = offset_ms, call_ms, trace
     return [
-        span("accounts", "process a", f"{trace}1", "", o + 0, o + 5, trace),
-        span("accounts", "db transaction", f"{trace}2", f"{trace}1", o + 0.5, o + 4.5, trace),
-        span("accounts", "publish b", f"{trace}3", f"{trace}2", o + 5, o + 9, trace),
-        span("billing", "process b", f"{trace}4", f"{trace}3", o + 12, o + 14, trace),
-        span("billing", "charging", f"{trace}5", f"{trace}4", o + 15, o + 30 + call_ms, trace),
-        span("billing", "POST /pay", f"{trace}6", f"{trace}5", o + 16, o + 16 + call_ms, trace),
-        span(
-            "billing",
-            "db transaction",
-            f"{trace}7",
-            f"{trace}5",
-            o + 20 + call_ms,
-            o + 25 + call_ms,
-            trace,
-        ),
-        span(
-            "billing",
-            "publish end",
-            f"{trace}8",
-            f"{trace}7",
-            o + 26 + call_ms,
-            o + 29 + call_ms,
-            trace,
-        ),
-        span("notifier", "process b", f"{trace}9", f"{trace}3", o + 12, o + 40, trace),
+        span("accounts", "process a", f"{t}1", "", o + 0, o + 5, t),
+        span("accounts", "db transaction", f"{t}2", f"{t}1", o + 0.5, o + 4.5, t),
+        span("accounts", "publish b", f"{t}3", f"{t}2", o + 5, o + 9, t),
+        span("billing", "process b", f"{t}4", f"{t}2", o + 12, o + 14, t),
+        span("billing", "charging", f"{t}5", f"{t}4", o + 15, o + 30 + c, t),
+        span("billing", "POST /pay", f"{t}6", f"{t}5", o + 16, o + 16 + c, t),
+        span("billing", "db transaction", f"{t}7", f"{t}5", o + 20 + c, o + 25 + c, t),
+        span("billing", "publish end", f"{t}8", f"{t}7", o + 26 + c, o + 29 + c, t),
+        span("notifier", "process b", f"{t}9", f"{t}2", o + 11, o + 40, t),
     ]
 
 
 def test_a_path_runs_from_the_root_to_the_end_span_and_its_steps_add_up() -> None:
     (path,) = paths(renewal("t1", 0, call_ms=6), "publish end")
-    assert [step.label for step in path] == [
-        "accounts: process a -> accounts: db transaction",
-        "accounts: db transaction -> accounts: publish b",
-        "accounts: publish b -> billing: process b",
-        "billing: process b -> billing: charging",
-        "billing: charging -> billing: db transaction",
-        "billing: db transaction -> billing: publish end",
-        "billing: publish end, until acknowledged",
+    assert [(step.label, round(step.ms, 3)) for step in path] == [
+        ("accounts: process a -> accounts: db transaction", 0.5),
+        ("accounts: db transaction", 4.0),
+        ("  then -> billing: process b", 7.5),
+        ("billing: process b", 2.0),
+        ("  then -> billing: charging", 1.0),
+        ("billing: charging -> billing: db transaction", 11.0),
+        ("billing: db transaction", 5.0),
+        ("  then -> billing: publish end", 1.0),
+        ("billing: publish end, until acknowledged", 3.0),
     ]
-    assert [round(step.ms, 3) for step in path] == [0.5, 4.5, 7.0, 3.0, 11.0, 6.0, 3.0]
     assert sum(step.ms for step in path) == pytest.approx(35.0)
-    # The call ran inside the step that ends where the recording transaction begins.
-    assert path[4].beside == (("POST /pay", 6.0),)
-    assert all(step.beside == () for index, step in enumerate(path) if index != 4)
+    # The relay's publish began 0.5 ms after the transaction ended (another service's consumer
+    # of the same event, named with its service, 6.5 ms after), and the call 1 ms into the
+    # round whose recording transaction ends that step.
+    assert path[2].beside == (("publish b", 0.5, 4.0), ("notifier: process b", 6.5, 29.0))
+    assert path[5].beside == (("POST /pay", 1.0, 6.0),)
+    assert all(step.beside == () for index, step in enumerate(path) if index not in (2, 5))
 
 
 def test_only_traces_whose_root_began_in_the_window_and_whose_chain_is_whole_count() -> None:
     early, late = renewal("t1", 0, call_ms=6), renewal("t2", 1000, call_ms=6)
-    broken = [s for s in renewal("t3", 2000, call_ms=6) if s.name != "publish b"]
+    broken = [s for s in renewal("t3", 2000, call_ms=6) if s.name != "db transaction"]
     spans = early + late + broken
     assert len(paths(spans, "publish end")) == 2
     (only,) = paths(spans, "publish end", since_ns=500 * MS, until_ns=1500 * MS)
@@ -127,10 +116,10 @@ def test_the_summary_takes_the_medians_of_the_most_common_path() -> None:
     summary = summarize(paths(spans + other, "publish end"))
     assert summary is not None
     assert (summary.traced, summary.taking) == (4, 3)
-    label, p50, p90, beside = summary.rows[4]
+    label, p50, p90, beside = summary.rows[5]
     assert label == "billing: charging -> billing: db transaction"
     assert (p50, p90) == (9.0, 14.0)  # 5 ms besides a call of 2, 4 and 9 ms
-    assert beside == "POST /pay 4.0"
+    assert beside == "POST /pay at +1.0 for 4.0"
     assert summary.total_p50_ms == pytest.approx(33.0)
     text = render("kafka-1", summary)
     assert "kafka-1: the path of 3 of 4 traced renewals" in text
