@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from esim_core.testing import temporary_database
 from esim_schemas import CloudEvent, RenewalRejected, RenewalRequested, new_event
 from faststream.kafka import KafkaBroker
 from pydantic_settings import SettingsConfigDict
+from sqlalchemy import exc
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -367,6 +369,43 @@ async def test_the_database_counts_its_transactions_and_statements_by_verb(
         "delete": 0,
         "other": 0,
     }
+
+
+async def test_a_sqlite_transaction_holds_the_write_lock_from_its_start(
+    database: Database, tmp_path: Path
+) -> None:
+    # BEGIN IMMEDIATE: a transaction that reads first still cannot lose its write to another
+    # writer that got in between; the other writer waits (here: gives up at once) instead.
+    other = sqlite3.connect(tmp_path / "test.sqlite", timeout=0, isolation_level=None)
+    try:
+        async with database.session() as session:
+            assert await processed_ids(session, "demo", ["e-1"]) == set()
+            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+                other.execute("BEGIN IMMEDIATE")
+        other.execute("BEGIN IMMEDIATE")  # free again once the transaction ended
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+async def test_a_sqlite_begin_that_cannot_get_the_lock_fails_as_sqlalchemy_says(
+    database: Database, tmp_path: Path
+) -> None:
+    async with database.engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        raw.driver_connection._connection.execute("PRAGMA busy_timeout=50")
+    other = sqlite3.connect(tmp_path / "test.sqlite", timeout=0, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(exc.OperationalError, match="database is locked") as failed:
+            async with database.session() as session:
+                await processed_ids(session, "demo", ["e-1"])
+        assert "BEGIN IMMEDIATE" in str(failed.value)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    async with database.session() as session:  # the connection is usable again
+        assert await processed_ids(session, "demo", ["e-1"]) == set()
 
 
 def test_a_postgresql_pool_keeps_its_connections_and_makes_a_burst_wait() -> None:
