@@ -20,6 +20,7 @@ from esim_core.settings import Topics
 from esim_schemas import RenewalRequested
 from esim_schemas.samples import SAMPLE_DATA
 from sqlalchemy import text
+from sqlmodel import select
 
 from tests.support.infra import postgres
 
@@ -108,6 +109,10 @@ async def test_an_event_one_replica_commits_is_relayed_at_once_by_the_other(
         await asyncio.gather(*tasks)
         await second.close()
     assert not relay_a._listener.listening  # type: ignore[union-attr]
+    # The relay marked what it published: no later round sends it again.
+    async with database.session() as session:
+        rows = (await session.exec(select(OutboxMessage))).all()
+    assert [row.published_at is not None for row in rows] == [True]
 
 
 async def test_a_note_reaches_listeners_only_when_its_transaction_commits(

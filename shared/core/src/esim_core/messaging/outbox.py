@@ -8,8 +8,8 @@ from typing import Any
 
 from esim_schemas import CloudEvent, EventData, new_event
 from opentelemetry.trace import SpanKind
-from sqlalchemy import Column, LargeBinary, select, update
-from sqlmodel import Field, SQLModel, col
+from sqlalchemy import Column, LargeBinary, bindparam, select, update
+from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from esim_core.clock import utcnow
@@ -25,6 +25,7 @@ from esim_core.observability.tracing import (
     traceparent_in,
 )
 from esim_core.persistence.db import Database, add_row, notify_on_commit, on_commit
+from esim_core.persistence.driver import Statement, fetch, run_many
 from esim_core.persistence.notify import Listener
 from esim_core.settings import Topics
 
@@ -202,25 +203,13 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish one batch of pending rows; returns how many were published."""
-        table: Any = OutboxMessage.__table__  # type: ignore[attr-defined]
         async with self.database.session() as session:
-            # Core rows, not ORM objects: the relay only reads them.
-            connection = await session.connection()
-            rows = (
-                await connection.execute(
-                    select(
-                        table.c.id, table.c.value, table.c.topic, table.c.key, table.c.event_type
-                    )
-                    .where(table.c.published_at.is_(None))
-                    .order_by(table.c.id)
-                    .limit(self.batch_size)
-                )
-            ).all()
+            rows = await fetch(session, _PENDING, {"batch": self.batch_size})
         if not rows:
             return 0
         messages = [
-            OutgoingMessage(row.value, row.topic, row.key, _headers(row.event_type, row.value))
-            for row in rows
+            OutgoingMessage(value, topic, key, _headers(event_type, value))
+            for _id, value, topic, key, event_type in rows
         ]
         # One PRODUCER span per event, under the span that added it to the outbox.
         spans = [
@@ -241,18 +230,16 @@ class OutboxRelay:
         finally:
             for each in spans:
                 each.end()
-        published = [row.id for row, outcome in zip(rows, outcomes, strict=True) if outcome is None]
+        published = [row for row, outcome in zip(rows, outcomes, strict=True) if outcome is None]
         if published:
+            now = utcnow()
             async with self.database.session() as session:
-                await session.exec(
-                    update(OutboxMessage)
-                    .where(col(OutboxMessage.id).in_(published))
-                    .values(published_at=utcnow())
+                await run_many(
+                    session, _PUBLISHED, [{"row_id": row[0], "at": now} for row in published]
                 )
             OUTBOX_PUBLISHED.inc(len(published))
-            for row, outcome in zip(rows, outcomes, strict=True):
-                if outcome is None:
-                    EVENTS_PUBLISHED.labels(row.topic).inc()
+            for row in published:
+                EVENTS_PUBLISHED.labels(row[2]).inc()
         failed = next((outcome for outcome in outcomes if outcome is not None), None)
         if failed is not None:
             logger.warning(
@@ -262,6 +249,21 @@ class OutboxRelay:
             )
             raise failed
         return len(published)
+
+
+_TABLE: Any = OutboxMessage.__table__  # type: ignore[attr-defined]
+#: The relay's two statements, compiled once and sent to the driver (`persistence.driver`): the
+#: oldest pending rows, and each published row marked (an UPDATE with an IN list of the batch's
+#: ids was compiled again for every batch, 7 % of an idle service's CPU).
+_PENDING = Statement(
+    select(_TABLE.c.id, _TABLE.c.value, _TABLE.c.topic, _TABLE.c.key, _TABLE.c.event_type)
+    .where(_TABLE.c.published_at.is_(None))
+    .order_by(_TABLE.c.id)
+    .limit(bindparam("batch"))
+)
+_PUBLISHED = Statement(
+    update(_TABLE).where(_TABLE.c.id == bindparam("row_id")).values(published_at=bindparam("at"))
+)
 
 
 def outbox_retention(keep_s: float) -> Retention:
