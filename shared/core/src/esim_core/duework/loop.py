@@ -24,7 +24,7 @@ from esim_core.observability.logs import ids_bound
 from esim_core.observability.metrics import WORKER_ERRORS
 from esim_core.observability.tracing import span
 from esim_core.persistence.db import Database, on_commit
-from esim_core.persistence.driver import Statement, connection_of, fetch, fetch_dicts
+from esim_core.persistence.driver import Statement, fetch_dicts
 from esim_core.persistence.rows import transient
 
 logger = logging.getLogger(__name__)
@@ -54,32 +54,19 @@ async def claim(
     """Lease up to `limit` rows of `table` that are due.
 
     The table needs `id`, `due_at` (null when nothing is due) and `lease_until` columns.
-    On PostgreSQL the due rows are locked with SKIP LOCKED, so replicas claiming at the same
-    time take different rows instead of queueing behind one another's locks for the same
-    ones; SQLite leaves the clause out (its write transactions run one at a time). With
-    `rows`, the leased rows come back whole from the same statement, so a round need not read
-    its row again in a transaction of its own.
+    One statement chooses the due rows and leases them, returning them. On PostgreSQL the
+    choice locks its rows with SKIP LOCKED, so replicas claiming at the same time take
+    different rows instead of queueing behind one another's locks for the same ones; SQLite
+    leaves the clause out (its write transactions run one at a time, so nothing can take a row
+    between the choice and the lease). With `rows`, the leased rows come back whole, so a
+    round need not read its row again in a transaction of its own.
     """
     now = utcnow()
     lease_until = now + timedelta(seconds=lease_s)
-    statements = _claim_statements(table, rows)
+    lease_due = _claim_statement(table, rows)
     params = {"now": now, "limit": limit, "new_lease": lease_until}
-    found: list[dict[str, Any]] = []
     async with database.session() as session:
-        if database.is_sqlite:
-            # One statement; SQLite runs one write transaction at a time, so nothing can take
-            # a row between the choice and the lease.
-            found = await fetch_dicts(session, statements.lease_due, params)
-        else:
-            # The chosen rows stay locked until this transaction ends, so the lease written
-            # next lands on exactly them; other replicas skip them meanwhile.
-            keys = [row[0] for row in await fetch(session, statements.due, params)]
-            if keys:
-                connection = await connection_of(session)
-                result: Any = await connection.execute(
-                    statements.lease, {"keys": keys, "new_lease": lease_until}
-                )
-                found = [dict(row._mapping) for row in result]
+        found = await fetch_dicts(session, lease_due, params)
     if not rows:
         return Claim(keys=[row["id"] for row in found], lease_until=lease_until)
     leased = [transient(table, row) for row in found]
@@ -90,23 +77,17 @@ async def claim(
     )
 
 
-@dataclass(frozen=True)
-class _ClaimStatements:
-    """A table's claim, built once (`_claim_statements`): SQLAlchemy then compiles it once and
-    finds it in its cache by a key it computes once, where a statement built per claim (with
-    its time and limit as literals) took a new cache key, coercions and all, every time."""
-
-    due: Statement
-    """The ids due at `now`, at most `limit`, locked where the database can (SKIP LOCKED)."""
-    lease_due: Statement
-    """SQLite: lease the due rows (`new_lease`) in one statement, returning them."""
-    lease: Any
-    """PostgreSQL: lease the rows `keys` chose (locked by `due`), returning them (through
-    SQLAlchemy: the list of keys varies in length)."""
-
-
 @functools.cache
-def _claim_statements(table: type[SQLModel], rows: bool) -> _ClaimStatements:
+def _claim_statement(table: type[SQLModel], rows: bool) -> Statement:
+    """A table's claim, built once: compiled once per dialect and sent to the driver, where a
+    statement built per claim (its time and limit as literals) took a new cache key, coercions
+    and all, every time.
+
+    PostgreSQL: the due rows chosen and locked (SKIP LOCKED) in a MATERIALIZED common table
+    expression, so that the choice runs once, then leased by id; a choice in a subquery of the
+    UPDATE's WHERE may be run again by the planner, each time skipping other rows. SQLite: the
+    same choice as a subquery, its write lock held from the transaction's start.
+    """
     id_column: Any = table.id  # type: ignore[attr-defined]
     due_column: Any = table.due_at  # type: ignore[attr-defined]
     lease_column: Any = table.lease_until  # type: ignore[attr-defined]
@@ -117,22 +98,17 @@ def _claim_statements(table: type[SQLModel], rows: bool) -> _ClaimStatements:
         .where(col(due_column).is_not(None), col(due_column) <= now, free)
         .order_by(col(due_column), col(id_column))
         .limit(bindparam("limit"))
-        .with_for_update(skip_locked=True)
     )
     columns: list[Any] = list(table.__table__.columns) if rows else [id_column]  # type: ignore[attr-defined]
-    new_lease: Any = bindparam("new_lease")
-    return _ClaimStatements(
-        due=Statement(due),
-        lease_due=Statement(
-            update(table)
-            .where(col(id_column).in_(due.scalar_subquery()), free)
-            .values(lease_until=new_lease)
-            .returning(*columns)
-        ),
-        lease=update(table)
-        .where(col(id_column).in_(bindparam("keys", expanding=True)))
-        .values(lease_until=new_lease)
-        .returning(*columns),
+    leased = update(table).values(lease_until=bindparam("new_lease"))
+    chosen = due.with_for_update(skip_locked=True).cte("chosen").prefix_with("MATERIALIZED")
+    return Statement(
+        {
+            "sqlite": leased.where(col(id_column).in_(due.scalar_subquery()), free).returning(
+                *columns
+            ),
+            "postgresql": leased.where(col(id_column) == chosen.c.id).returning(*columns),
+        }
     )
 
 
