@@ -101,6 +101,24 @@ def test_routine_library_chatter_stays_out_but_its_warnings_come_through(
     assert [line["message"] for line in lines] == ["connection pool is full"]
 
 
+def test_a_connected_broker_keeps_its_routine_lines_out_and_its_errors_in(
+    stream: io.StringIO,
+) -> None:
+    # FastStream sets the level of an access logger of its own when it connects; the broker is
+    # given the configured one instead, whose level it leaves alone.
+    from esim_core.messaging.kafka import make_broker
+    from esim_core.settings import ServiceSettings
+
+    settings = ServiceSettings(database_url="sqlite+aiosqlite:///:memory:", http_port=8001)
+    broker = make_broker(settings, "logs-test")
+    broker._setup_logger()  # what its first connection does
+    assert logging.getLogger("faststream.access.kafka").level == logging.WARNING
+    broker.config.logger.log("Received")  # as its middleware does for every batch
+    broker.config.logger.log("Processed")
+    broker.config.logger.log("ValueError: a handler failed", log_level=logging.ERROR)
+    assert [line["message"] for line in lines(stream)] == ["ValueError: a handler failed"]
+
+
 def test_a_standard_library_line_is_the_one_structlogs_formatter_would_write(
     stream: io.StringIO,
 ) -> None:

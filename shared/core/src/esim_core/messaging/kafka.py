@@ -199,6 +199,11 @@ def make_broker(settings: ServiceSettings, client_id: str) -> "KafkaBroker":
 
     return KafkaBroker(
         settings.kafka_bootstrap_servers.split(","),
+        # Its "Received" and "Processed" for every batch, at INFO, are routine chatter (the
+        # consumer logs what matters); given no logger, FastStream makes its own access logger
+        # and sets it to INFO when it connects, over `configure_logging`'s WARNING. Given this
+        # one, it keeps the level set here and still logs its errors through it.
+        logger=logging.getLogger("faststream.access.kafka"),  # logs.FASTSTREAM_LOGGERS
         security=broker_security(settings),
         client_id=client_id,
         acks="all",
