@@ -22,6 +22,7 @@ from esim_core.observability.tracing import (
     TRACEPARENT,
     current_traceparent,
     detached_span,
+    recording,
     traceparent_in,
 )
 from esim_core.persistence.db import Database, add_row, notify_on_commit, on_commit
@@ -211,7 +212,8 @@ class OutboxRelay:
             OutgoingMessage(value, topic, key, _headers(event_type, value))
             for _id, value, topic, key, event_type in rows
         ]
-        # One PRODUCER span per event, under the span that added it to the outbox.
+        # One PRODUCER span per event, under the span that added it to the outbox, where spans
+        # are exported.
         spans = [
             detached_span(
                 f"publish {message.topic}",
@@ -224,6 +226,7 @@ class OutboxRelay:
                 },
             )
             for message in messages
+            if recording()  # nobody sees a span that is not exported, nor its ids
         ]
         try:
             outcomes = await self.publisher.publish_many(messages)
