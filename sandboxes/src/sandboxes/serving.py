@@ -147,6 +147,11 @@ class EnvSettings:
         return env_settings(cls, cls.env_prefix)
 
 
+#: Seconds an idle connection stays open, as a provider's API keeps it: longer than billing's and
+#: provisioning's pools keep one (15 s), so a reused connection is never closed under a request.
+KEEP_ALIVE_S = 75
+
+
 def configure_logging() -> None:
     """Send the sandboxes' own log lines to stderr at INFO."""
     logging.basicConfig(
@@ -165,4 +170,4 @@ def serve(app: FastAPI, host: str, port: int) -> None:
         port: The TCP port to listen on.
     """
     configure_logging()
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_keep_alive=KEEP_ALIVE_S)

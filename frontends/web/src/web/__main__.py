@@ -7,9 +7,12 @@ from esim_core.observability.tracing import configure_tracing
 configure_logging("web")
 configure_tracing("web")
 
-import uvicorn  # noqa: E402
 from esim_core.production import refuse_local_defaults  # noqa: E402
-from esim_core.web.server import STOP_WATCHDOG_GRACE_S, BoundedServer  # noqa: E402
+from esim_core.web.server import (  # noqa: E402
+    STOP_WATCHDOG_GRACE_S,
+    BoundedServer,
+    server_config,
+)
 
 from web.app import create_app  # noqa: E402
 from web.settings import WebSettings  # noqa: E402
@@ -19,15 +22,14 @@ def main() -> None:
     """Serve until SIGTERM or SIGINT, and exit within the stop bound."""
     settings = WebSettings()
     refuse_local_defaults(settings)
-    config = uvicorn.Config(
+    config = server_config(
         create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
+        settings.http_host,
+        settings.http_port,
+        settings.stop_timeout_s,
         # A proxy in front of the site (an ingress) names the traveller in X-Forwarded-For;
         # uvicorn trusts FORWARDED_ALLOW_IPS for it (127.0.0.1 unless set).
         proxy_headers=True,
-        timeout_graceful_shutdown=max(1, int(settings.stop_timeout_s / 4)),
     )
     BoundedServer(config, settings.stop_timeout_s + STOP_WATCHDOG_GRACE_S).run()
 

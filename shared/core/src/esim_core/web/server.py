@@ -10,6 +10,7 @@ import os
 import signal
 import threading
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -23,6 +24,31 @@ logger = logging.getLogger(__name__)
 #: stop bound is `stop_timeout_s + STOP_WATCHDOG_GRACE_S`, which an orchestrator's grace period
 #: (compose's `stop_grace_period`, a pod's `terminationGracePeriodSeconds`) must exceed.
 STOP_WATCHDOG_GRACE_S = 3.0
+
+#: Seconds an idle HTTP connection is kept open for the caller's next request. Longer than any
+#: caller keeps one in its pool (httpx 5 s, the outside transport 15 s, an ingress 60 s): a
+#: caller that reuses a connection the server is closing that very moment gets no answer at
+#: all ("server disconnected"), and a POST it cannot safely send again. uvicorn's own 5 s
+#: matched httpx's pool to the second and lost the website a password reset under load.
+KEEP_ALIVE_S = 75
+
+
+def server_config(
+    app: FastAPI, host: str, port: int, stop_timeout_s: float, **more: Any
+) -> uvicorn.Config:
+    """uvicorn's settings for an app of the platform: no log set-up of its own (the process's
+    JSON logs), idle connections kept `KEEP_ALIVE_S`, in-flight requests given a quarter of the
+    stop bound to finish. `more` is passed on (the website's `proxy_headers`)."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_graceful_shutdown=max(1, int(stop_timeout_s / 4)),
+        **more,
+    )
+
 
 #: glibc's `mallopt` parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -52,13 +78,7 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
     # aiosqlite logs every call with its arguments at DEBUG, tokens included.
     logging.getLogger("aiosqlite").setLevel(max(logging.INFO, logging.getLogger().level))
     refuse_unless_kafka_accepts(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        timeout_graceful_shutdown=max(1, int(settings.stop_timeout_s / 4)),
-    )
+    config = server_config(app, settings.http_host, settings.http_port, settings.stop_timeout_s)
     settle_the_heap()
     BoundedServer(config, settings.stop_timeout_s + STOP_WATCHDOG_GRACE_S).run()
 
