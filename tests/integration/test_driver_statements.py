@@ -17,7 +17,7 @@ from esim_core.clock import utcnow
 from esim_core.duework.loop import claim
 from esim_core.duework.rows import DueColumns
 from esim_core.messaging.inbox import InboxEntry, record_new
-from esim_core.persistence.db import Database
+from esim_core.persistence.db import Database, add_row, on_commit
 from esim_core.persistence.driver import Statement, fetch, run
 from sqlalchemy import (
     JSON,
@@ -173,6 +173,131 @@ async def test_sqlalchemys_statement_listeners_see_driver_statements(database: D
         await run(session, INSERT, ROW)
         await fetch(session, BY_ID, {"key": "a"})
     assert [verb for verb in seen if verb != "BEGIN"] == ["INSERT", "SELECT"]
+
+
+async def test_a_driver_transaction_commits_its_statements_and_rolls_them_back_on_error(
+    database: Database,
+) -> None:
+    seen: list[str] = []
+    event.listen(
+        database.engine.sync_engine,
+        "before_cursor_execute",
+        lambda _c, _cur, statement, *_a: seen.append(statement.split()[0]),
+    )
+    async with database.transaction() as transaction:
+        await run(transaction, INSERT, ROW)
+        assert len(await fetch(transaction, LOCKED, {"key": "a"})) == 1
+    assert [verb for verb in seen if verb not in ("BEGIN", "COMMIT")] == ["INSERT", "SELECT"]
+
+    async def fail_after_a_write() -> None:
+        async with database.transaction() as transaction:
+            await run(transaction, INSERT, {**ROW, "id": "b"})
+            assert await run(transaction, RECOUNT, {"count": 9}) == 2
+            raise RuntimeError("a handler failed")
+
+    with pytest.raises(RuntimeError, match="a handler failed"):
+        await fail_after_a_write()
+    assert [(row["id"], row["count"]) for row in await stored(database)] == [("a", 3)]
+
+
+async def test_a_broken_constraint_in_a_driver_transaction_fails_as_sqlalchemy_fails(
+    database: Database,
+) -> None:
+    async with database.transaction() as transaction:
+        await run(transaction, INSERT, ROW)
+
+    async def write_b_then_a_again() -> None:
+        async with database.transaction() as transaction:
+            await run(transaction, INSERT, {**ROW, "id": "b"})
+            await run(transaction, INSERT, {**ROW, "detail": {"token": "tok_secret_4242"}})
+
+    with pytest.raises(IntegrityError) as failed:
+        await write_b_then_a_again()
+    assert "tok_secret_4242" not in str(failed.value)
+    assert [row["id"] for row in await stored(database)] == ["a"]  # "b" rolled back with it
+    async with database.transaction() as transaction:  # the connection went back whole
+        assert len(await fetch(transaction, BY_ID, {"key": "a"})) == 1
+
+
+async def test_a_driver_transactions_commit_work_comes_after_its_statements_and_only_then(
+    database: Database,
+) -> None:
+    """Rows queued with `add_row` go in at the commit; `on_commit` callbacks run once the
+    transaction committed, never when it rolled back."""
+    called: list[str] = []
+    table: Any = Errand.__table__  # type: ignore[attr-defined]
+    await database.create_tables([Errand])
+    try:
+        await _queue_and_fail(database, called)
+        assert called == ["committed"]
+        async with database.engine.connect() as connection:
+            assert (await connection.execute(select(table.c.id))).scalars().all() == ["e1"]
+    finally:  # the PostgreSQL database is the module's
+        async with database.engine.begin() as connection:
+            await connection.execute(table.delete())
+
+
+async def _queue_and_fail(database: Database, called: list[str]) -> None:
+    async with database.transaction() as transaction:
+        add_row(transaction, Errand, {"id": "e1", "note": "queued"})
+        on_commit(transaction, "wake", lambda: called.append("committed"))
+        assert called == []
+
+    async def queue_then_fail() -> None:
+        async with database.transaction() as transaction:
+            add_row(transaction, Errand, {"id": "e2", "note": "queued"})
+            on_commit(transaction, "wake", lambda: called.append("rolled back"))
+            raise RuntimeError("a handler failed")
+
+    with pytest.raises(RuntimeError, match="a handler failed"):
+        await queue_then_fail()
+
+
+async def test_a_cancelled_driver_transaction_rolls_back_and_gives_its_connection_back(
+    database: Database,
+) -> None:
+    started = asyncio.Event()
+
+    async def hold() -> None:
+        async with database.transaction() as transaction:
+            await run(transaction, INSERT, ROW)
+            started.set()
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(hold())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # The pool's one connection (SQLite) is free again, and the write is gone.
+    async with asyncio.timeout(5), database.transaction() as transaction:
+        assert await fetch(transaction, BY_ID, {"key": "a"}) == []
+
+
+async def test_a_driver_transaction_on_a_connection_postgresql_dropped_is_replaced(
+    postgres_url: str,
+) -> None:
+    database = Database(postgres_url, pool_size=1)
+    async with database.engine.begin() as connection:
+        await connection.run_sync(METADATA.drop_all)
+        await connection.run_sync(METADATA.create_all)
+    async with database.transaction() as transaction:
+        pid = (await fetch(transaction, Statement(text("SELECT pg_backend_pid()")), {}))[0][0]
+    admin = Database(postgres_url, pool_size=1)
+    async with admin.engine.connect() as other:
+        await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    await admin.close()
+
+    async def read_on_the_dropped_connection() -> None:
+        async with database.transaction() as transaction:
+            await fetch(transaction, BY_ID, {"key": "a"})
+
+    with pytest.raises(DBAPIError) as failed:
+        await read_on_the_dropped_connection()
+    assert failed.value.connection_invalidated
+    async with database.transaction() as transaction:
+        assert await fetch(transaction, BY_ID, {"key": "a"}) == []
+    await database.close()
 
 
 def test_a_statement_with_an_expanding_parameter_is_refused() -> None:

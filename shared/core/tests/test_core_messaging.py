@@ -4,7 +4,8 @@ import asyncio
 import json
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from esim_core.messaging.inbox import InboxEntry, processed_ids, record_new
 from esim_core.messaging.kafka import OutgoingMessage
 from esim_core.messaging.outbox import Outbox, OutboxMessage, OutboxRelay
 from esim_core.persistence.db import Database
+from esim_core.persistence.driver import Statement, Target, fetch
 from esim_core.settings import ServiceSettings, SettingsError, Topics, load_settings
 from esim_core.testing import temporary_database
 from esim_schemas import CloudEvent, RenewalRejected, RenewalRequested, new_event
@@ -342,8 +344,23 @@ def test_asyncpg_keeps_more_statements_prepared_unless_the_url_says_otherwise() 
     assert _asyncpg_args(make_url("sqlite+aiosqlite:///x.sqlite")) == {}
 
 
+#: A driver SELECT of the inbox, for transactions of either kind.
+_INBOX_IDS = Statement(select(InboxEntry.event_id).where(col(InboxEntry.consumer) == "demo"))
+
+
+@pytest.fixture(params=["session", "transaction"])
+def begun(
+    request: pytest.FixtureRequest, database: Database
+) -> Callable[[], AbstractAsyncContextManager[Target]]:
+    """A transaction of each kind: an ORM session, or on the driver (`Database.transaction`)."""
+    chosen: Callable[[], AbstractAsyncContextManager[Target]] = (
+        database.session if request.param == "session" else database.transaction
+    )
+    return chosen
+
+
 async def test_the_database_counts_its_transactions_and_statements_by_verb(
-    database: Database,
+    begun: Callable[[], AbstractAsyncContextManager[Target]],
 ) -> None:
     from prometheus_client import REGISTRY
 
@@ -355,9 +372,9 @@ async def test_the_database_counts_its_transactions_and_statements_by_verb(
         return found
 
     before = counted()
-    async with database.session() as session:
-        assert await record_new(session, "demo", [("e-1", "demo.type")]) == {"e-1"}
-        assert await processed_ids(session, "demo", ["e-1"]) == {"e-1"}
+    async with begun() as transaction:
+        assert await record_new(transaction, "demo", [("e-1", "demo.type")]) == {"e-1"}
+        assert await fetch(transaction, _INBOX_IDS, {}) == [("e-1",)]
     after = counted()
     change = {key: after[key] - before[key] for key in after}
     # SQLite's BEGIN IMMEDIATE is the transaction, not a statement of it.
@@ -372,14 +389,14 @@ async def test_the_database_counts_its_transactions_and_statements_by_verb(
 
 
 async def test_a_sqlite_transaction_holds_the_write_lock_from_its_start(
-    database: Database, tmp_path: Path
+    begun: Callable[[], AbstractAsyncContextManager[Target]], tmp_path: Path
 ) -> None:
     # BEGIN IMMEDIATE: a transaction that reads first still cannot lose its write to another
     # writer that got in between; the other writer waits (here: gives up at once) instead.
     other = sqlite3.connect(tmp_path / "test.sqlite", timeout=0, isolation_level=None)
     try:
-        async with database.session() as session:
-            assert await processed_ids(session, "demo", ["e-1"]) == set()
+        async with begun() as transaction:
+            assert await fetch(transaction, _INBOX_IDS, {}) == []
             with pytest.raises(sqlite3.OperationalError, match="database is locked"):
                 other.execute("BEGIN IMMEDIATE")
         other.execute("BEGIN IMMEDIATE")  # free again once the transaction ended
@@ -389,7 +406,9 @@ async def test_a_sqlite_transaction_holds_the_write_lock_from_its_start(
 
 
 async def test_a_sqlite_begin_that_cannot_get_the_lock_fails_as_sqlalchemy_says(
-    database: Database, tmp_path: Path
+    database: Database,
+    begun: Callable[[], AbstractAsyncContextManager[Target]],
+    tmp_path: Path,
 ) -> None:
     async with database.engine.connect() as connection:
         raw = await connection.get_raw_connection()
@@ -398,14 +417,14 @@ async def test_a_sqlite_begin_that_cannot_get_the_lock_fails_as_sqlalchemy_says(
     other.execute("BEGIN IMMEDIATE")
     try:
         with pytest.raises(exc.OperationalError, match="database is locked") as failed:
-            async with database.session() as session:
-                await processed_ids(session, "demo", ["e-1"])
+            async with begun() as transaction:
+                await fetch(transaction, _INBOX_IDS, {})
         assert "BEGIN IMMEDIATE" in str(failed.value)
     finally:
         other.execute("ROLLBACK")
         other.close()
-    async with database.session() as session:  # the connection is usable again
-        assert await processed_ids(session, "demo", ["e-1"]) == set()
+    async with begun() as transaction:  # the connection is usable again
+        assert await fetch(transaction, _INBOX_IDS, {}) == []
 
 
 def test_a_postgresql_pool_keeps_its_connections_and_makes_a_burst_wait() -> None:

@@ -65,8 +65,8 @@ async def claim(
     lease_until = now + timedelta(seconds=lease_s)
     lease_due = _claim_statement(table, rows)
     params = {"now": now, "limit": limit, "new_lease": lease_until}
-    async with database.session() as session:
-        found = await fetch_dicts(session, lease_due, params)
+    async with database.transaction() as transaction:
+        found = await fetch_dicts(transaction, lease_due, params)
     if not rows:
         return Claim(keys=[row["id"] for row in found], lease_until=lease_until)
     leased = [transient(table, row) for row in found]

@@ -204,8 +204,8 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish one batch of pending rows; returns how many were published."""
-        async with self.database.session() as session:
-            rows = await fetch(session, _PENDING, {"batch": self.batch_size})
+        async with self.database.transaction() as transaction:
+            rows = await fetch(transaction, _PENDING, {"batch": self.batch_size})
         if not rows:
             return 0
         messages = [
@@ -236,9 +236,9 @@ class OutboxRelay:
         published = [row for row, outcome in zip(rows, outcomes, strict=True) if outcome is None]
         if published:
             now = utcnow()
-            async with self.database.session() as session:
+            async with self.database.transaction() as transaction:
                 await run_many(
-                    session, _PUBLISHED, [{"row_id": row[0], "at": now} for row in published]
+                    transaction, _PUBLISHED, [{"row_id": row[0], "at": now} for row in published]
                 )
             OUTBOX_PUBLISHED.inc(len(published))
             for row in published:
