@@ -1,8 +1,8 @@
 """Reactions to consumed events: remember contacts and payments, and queue one notification per
 event and channel.
 
-The store's statements run on the transaction's connection, which `connection_of` asks of the
-session once per transaction (each `session.connection()` crosses SQLAlchemy's greenlet bridge).
+Every handler but CardBound's runs the store's driver statements only (`Route.on_driver`): its
+events' transactions run on the driver, with no ORM session.
 """
 
 import logging
@@ -15,7 +15,7 @@ from esim_core.clock import as_utc, utcnow
 from esim_core.duework.loop import made_due
 from esim_core.messaging.consumer import Route
 from esim_core.observability.tracing import current_traceparent
-from esim_core.persistence.driver import connection_of
+from esim_core.persistence.driver import Target, connection_of
 from esim_schemas import (
     AutoRenewDisabled,
     BundleCancelled,
@@ -107,7 +107,7 @@ async def on_card_bound(session: AsyncSession, event: CloudEvent[CardBound]) -> 
 
 
 async def on_profile_activated(
-    session: AsyncSession, event: CloudEvent[ProfileActivated], *, first_look_s: float = 0.0
+    transaction: Target, event: CloudEvent[ProfileActivated], *, first_look_s: float = 0.0
 ) -> None:
     """Queue the receipt: the plan is live or queued, and what was paid for it.
 
@@ -119,9 +119,8 @@ async def on_profile_activated(
     PostgreSQL the two transactions may run at once on two replicas, each not seeing the other).
     """
     data = event.data
-    connection = await connection_of(session)
     contact, settled, held = await contact_and_payments_known(
-        connection, data.iccid, str(data.renewal_id)
+        transaction, data.iccid, str(data.renewal_id)
     )
     waiting = None
     if not settled:
@@ -130,7 +129,7 @@ async def on_profile_activated(
             detail=HOLD_WAIT if held else PAYMENT_WAIT,
         )
     await notify_card(
-        session,
+        transaction,
         event,
         NotificationKind.PROFILE_ACTIVATED,
         contact=contact,
@@ -140,7 +139,7 @@ async def on_profile_activated(
 
 
 async def keep_first(
-    session: AsyncSession,
+    transaction: Target,
     table: type[PaymentEvent],
     event: CloudEvent[PaymentSettled] | CloudEvent[PaymentAuthorized],
     what: str,
@@ -158,46 +157,44 @@ async def keep_first(
         "payload": event.data.model_dump(mode="json"),
         "received_at": utcnow(),
     }
-    if not await keep_new_payment_event(await connection_of(session), table, row):
+    if not await keep_new_payment_event(transaction, table, row):
         logger.info("%s of renewal %s is known; skipping event %s", what, renewal_id, event.id)
         return False
     return True
 
 
-async def on_payment_settled(session: AsyncSession, event: CloudEvent[PaymentSettled]) -> None:
+async def on_payment_settled(transaction: Target, event: CloudEvent[PaymentSettled]) -> None:
     """Keep what the receipt needs of the payment, once per renewal, and wake a receipt that
     waits for it."""
     renewal_id = str(event.data.renewal_id)
-    if not await keep_first(session, SettledPayment, event, "payment"):
+    if not await keep_first(transaction, SettledPayment, event, "payment"):
         return
-    if await wake_waiting_receipt(await connection_of(session), renewal_id, utcnow()):
-        made_due(session, Notification)
+    if await wake_waiting_receipt(transaction, renewal_id, utcnow()):
+        made_due(transaction, Notification)
 
 
-async def on_payment_authorized(
-    session: AsyncSession, event: CloudEvent[PaymentAuthorized]
-) -> None:
+async def on_payment_authorized(transaction: Target, event: CloudEvent[PaymentAuthorized]) -> None:
     """Keep when and what the provider holds of the payment, once per renewal, for the receipt.
 
     A receipt does not go out on the hold alone while it may still wait: billing captures the
     held money once the plan is live, and the receipt says when it was taken (the PaymentSettled
     that follows wakes it).
     """
-    await keep_first(session, HeldPayment, event, "hold")
+    await keep_first(transaction, HeldPayment, event, "hold")
 
 
-async def on_payment_failed(session: AsyncSession, event: CloudEvent[PaymentFailed]) -> None:
+async def on_payment_failed(transaction: Target, event: CloudEvent[PaymentFailed]) -> None:
     """Queue the message that the payment failed and nothing was charged."""
-    await notify_card(session, event, NotificationKind.PAYMENT_FAILED)
+    await notify_card(transaction, event, NotificationKind.PAYMENT_FAILED)
 
 
-async def on_payment_refunded(session: AsyncSession, event: CloudEvent[PaymentRefunded]) -> None:
+async def on_payment_refunded(transaction: Target, event: CloudEvent[PaymentRefunded]) -> None:
     """Queue the message that the payment was refunded, or its hold released (`via` `void`:
     nothing was taken); why is told at send time."""
-    await notify_card(session, event, NotificationKind.PAYMENT_REFUNDED)
+    await notify_card(transaction, event, NotificationKind.PAYMENT_REFUNDED)
 
 
-async def on_renewal_rejected(session: AsyncSession, event: CloudEvent[RenewalRejected]) -> None:
+async def on_renewal_rejected(transaction: Target, event: CloudEvent[RenewalRejected]) -> None:
     """Queue the message that a renewal was not accepted, to the card's known contact only.
 
     A rejection for a card nobody bound (`unknown_card`), or made by someone other than the
@@ -205,7 +202,7 @@ async def on_renewal_rejected(session: AsyncSession, event: CloudEvent[RenewalRe
     attempt would confuse them, so it is skipped.
     """
     data = event.data
-    contact = await contact_of(await connection_of(session), data.iccid)
+    contact = await contact_of(transaction, data.iccid)
     if contact is None:
         logger.info(
             "renewal %s rejected (%s) for card %s without a known contact; nothing to send",
@@ -222,20 +219,20 @@ async def on_renewal_rejected(session: AsyncSession, event: CloudEvent[RenewalRe
             data.iccid,
         )
         return
-    await notify_card(session, event, NotificationKind.RENEWAL_REJECTED, contact=contact)
+    await notify_card(transaction, event, NotificationKind.RENEWAL_REJECTED, contact=contact)
 
 
-async def on_data_low(session: AsyncSession, event: CloudEvent[DataLow]) -> None:
+async def on_data_low(transaction: Target, event: CloudEvent[DataLow]) -> None:
     """Queue the message at 90 % used and when used up; 75 % is not worth a message."""
     data = event.data
     kind = {90: NotificationKind.DATA_LOW, 100: NotificationKind.DATA_USED_UP}.get(data.threshold)
     if kind is None:
         logger.info("card %s at %d %%: no message", data.iccid, data.threshold)
         return
-    await notify_card(session, event, kind)
+    await notify_card(transaction, event, kind)
 
 
-async def on_plan_expiring(session: AsyncSession, event: CloudEvent[PlanExpiring]) -> None:
+async def on_plan_expiring(transaction: Target, event: CloudEvent[PlanExpiring]) -> None:
     """Queue the reminder that the card's plan ends soon, once per plan and lead.
 
     One renewal gets a reminder per lead (3 days, then 1 day), so the reminder is not one per
@@ -243,7 +240,7 @@ async def on_plan_expiring(session: AsyncSession, event: CloudEvent[PlanExpiring
     """
     data = event.data
     await notify_card(
-        session,
+        transaction,
         event,
         NotificationKind.PLAN_EXPIRING,
         cause=reminder_cause(data.iccid, data.valid_until, data.days_left),
@@ -251,14 +248,12 @@ async def on_plan_expiring(session: AsyncSession, event: CloudEvent[PlanExpiring
     )
 
 
-async def on_auto_renew_disabled(
-    session: AsyncSession, event: CloudEvent[AutoRenewDisabled]
-) -> None:
+async def on_auto_renew_disabled(transaction: Target, event: CloudEvent[AutoRenewDisabled]) -> None:
     """Queue the message that auto-renew was turned off, why, and what to do."""
-    await notify_card(session, event, NotificationKind.AUTO_RENEW_DISABLED)
+    await notify_card(transaction, event, NotificationKind.AUTO_RENEW_DISABLED)
 
 
-async def on_bundle_cancelled(session: AsyncSession, event: CloudEvent[BundleCancelled]) -> None:
+async def on_bundle_cancelled(transaction: Target, event: CloudEvent[BundleCancelled]) -> None:
     """Queue the notice that a plan was cancelled by its owner (a refund follows) or replaced.
 
     A plan replaced by a known renewal (`replaced_by`) is told in that renewal's receipt: its
@@ -275,11 +270,11 @@ async def on_bundle_cancelled(session: AsyncSession, event: CloudEvent[BundleCan
             data.replaced_by,
         )
         return
-    await notify_card(session, event, NotificationKind.BUNDLE_CANCELLED)
+    await notify_card(transaction, event, NotificationKind.BUNDLE_CANCELLED)
 
 
 async def notify_card(
-    session: AsyncSession,
+    transaction: Target,
     event: CloudEvent[Any],
     kind: NotificationKind,
     *,
@@ -297,13 +292,12 @@ async def notify_card(
     iccid = event.data.subject()
     if iccid is None:
         raise ValueError(f"{event.type} carries no ICCID")
-    connection = await connection_of(session)
     if contact is None and not known:
-        contact = await contact_of(connection, iccid)
+        contact = await contact_of(transaction, iccid)
     channels = [Channel.EMAIL] + ([Channel.SMS] if contact is not None and contact.phone else [])
     for channel in channels:
         await queue_notification(
-            session,
+            transaction,
             event,
             kind,
             iccid=iccid,
@@ -316,7 +310,7 @@ async def notify_card(
 
 
 async def queue_notification(
-    session: AsyncSession,
+    transaction: Target,
     event: CloudEvent[Any],
     kind: NotificationKind,
     *,
@@ -342,7 +336,6 @@ async def queue_notification(
     data: EventData = event.data
     renewal_id = data.renewal() if per_renewal else None
     key = notification_id(kind, channel, renewal_id=renewal_id, event_id=event.id, cause=cause)
-    connection = await connection_of(session)
     row = pending(
         key,
         event,
@@ -353,7 +346,7 @@ async def queue_notification(
         locale=contact.locale if contact is not None else None,
         waiting=waiting,
     )
-    if not await add_new_notification(connection, row):
+    if not await add_new_notification(transaction, row):
         logger.info(
             "%s %s for renewal %s is already queued; skipping event %s",
             kind,
@@ -363,38 +356,37 @@ async def queue_notification(
         )
         return False
     if waiting is None:
-        made_due(session, Notification)
+        made_due(transaction, Notification)
     logger.info("queued %s %s by %s for card %s (event %s)", kind, key, channel, iccid, event.id)
     return True
 
 
 async def on_password_reset_requested(
-    session: AsyncSession, event: CloudEvent[PasswordResetRequested]
+    transaction: Target, event: CloudEvent[PasswordResetRequested]
 ) -> None:
     """Queue the reset code by e-mail, and by SMS where the account has a phone.
 
     The code stays sealed in the stored payload; it is opened only to write the message.
     """
-    await queue_account_notification(session, event, NotificationKind.PASSWORD_RESET)
+    await queue_account_notification(transaction, event, NotificationKind.PASSWORD_RESET)
 
 
-async def on_password_changed(session: AsyncSession, event: CloudEvent[PasswordChanged]) -> None:
+async def on_password_changed(transaction: Target, event: CloudEvent[PasswordChanged]) -> None:
     """Queue the notice that the password was changed, by e-mail and SMS where there is one."""
-    await queue_account_notification(session, event, NotificationKind.PASSWORD_CHANGED)
+    await queue_account_notification(transaction, event, NotificationKind.PASSWORD_CHANGED)
 
 
 async def queue_account_notification(
-    session: AsyncSession, event: CloudEvent[Any], kind: NotificationKind
+    transaction: Target, event: CloudEvent[Any], kind: NotificationKind
 ) -> None:
     """Add a pending notification about the account on each channel it can reach."""
     data = event.data
     channels = [Channel.EMAIL] + ([Channel.SMS] if data.phone else [])
-    connection = await connection_of(session)
     for channel in channels:
         key = notification_id(kind, channel, renewal_id=None, event_id=event.id)
         row = pending(key, event, kind, channel, iccid=None, locale=data.locale)
-        if await add_new_notification(connection, row):
-            made_due(session, Notification)
+        if await add_new_notification(transaction, row):
+            made_due(transaction, Notification)
             logger.info("queued %s %s by %s for user %s", kind, key, channel, data.user_id)
 
 
@@ -448,20 +440,21 @@ def routes(*, receipt_payment_wait_s: float) -> list[Route]:
     """What the notifier reacts to: each event model, consumed on its own topic, and its
     handler; a receipt waits for its payment at most `receipt_payment_wait_s`."""
     first_look_s = min(receipt_payment_wait_s, RECEIPT_FIRST_LOOK_S)
+    on_driver = partial(Route, on_driver=True)
     return [
         Route(CardBound, on_card_bound),
-        Route(ProfileActivated, partial(on_profile_activated, first_look_s=first_look_s)),
-        Route(PaymentFailed, on_payment_failed),
-        Route(PaymentRefunded, on_payment_refunded),
-        Route(RenewalRejected, on_renewal_rejected),
-        Route(PaymentSettled, on_payment_settled),
-        Route(PaymentAuthorized, on_payment_authorized),
-        Route(DataLow, on_data_low),
-        Route(PlanExpiring, on_plan_expiring),
-        Route(AutoRenewDisabled, on_auto_renew_disabled),
-        Route(BundleCancelled, on_bundle_cancelled, ignores=ignore_told_elsewhere),
-        Route(PasswordResetRequested, on_password_reset_requested),
-        Route(PasswordChanged, on_password_changed),
+        on_driver(ProfileActivated, partial(on_profile_activated, first_look_s=first_look_s)),
+        on_driver(PaymentFailed, on_payment_failed),
+        on_driver(PaymentRefunded, on_payment_refunded),
+        on_driver(RenewalRejected, on_renewal_rejected),
+        on_driver(PaymentSettled, on_payment_settled),
+        on_driver(PaymentAuthorized, on_payment_authorized),
+        on_driver(DataLow, on_data_low),
+        on_driver(PlanExpiring, on_plan_expiring),
+        on_driver(AutoRenewDisabled, on_auto_renew_disabled),
+        on_driver(BundleCancelled, on_bundle_cancelled, ignores=ignore_told_elsewhere),
+        on_driver(PasswordResetRequested, on_password_reset_requested),
+        on_driver(PasswordChanged, on_password_changed),
     ]
 
 

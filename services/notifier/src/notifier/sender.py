@@ -12,10 +12,10 @@ from esim_core.duework.backoff import backoff
 from esim_core.duework.loop import work_due
 from esim_core.outside.retry import TryPolicy, within_round
 from esim_core.persistence.db import Database
+from esim_core.persistence.driver import Target
 from esim_core.sealing import Sealer, SealError
 from esim_schemas import PaymentAuthorized, PaymentSettled
 from prometheus_client import Counter
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.domain import (
     ACCOUNT_KINDS,
@@ -113,16 +113,15 @@ class NotificationSender:
             locale = supported_locale(row.locale)
             prepared = self._prepare(row, locale, {"event": event_of(row.kind, row.payload)})
         else:
-            async with self.database.session() as session:
-                connection = await session.connection()
-                found = await self._look_up(connection, row)
+            async with self.database.transaction() as transaction:
+                found = await self._look_up(transaction, row)
                 if found is None:
-                    await write_notification(connection, key, _columns(row, _SETTLED))
+                    await write_notification(transaction, key, _columns(row, _SETTLED))
                     return
                 recipient, locale, context = found
                 prepared = self._prepare(row, locale, context)
                 if prepared is None:
-                    await write_notification(connection, key, _columns(row, _SETTLED))
+                    await write_notification(transaction, key, _columns(row, _SETTLED))
                     return
         if prepared is None:
             await self._write(row, _SETTLED)
@@ -155,7 +154,7 @@ class NotificationSender:
             logger.info("sent %s %s by %s to %s", kind, key, channel, recipient)
 
     async def _look_up(
-        self, connection: AsyncConnection, row: Notification
+        self, transaction: Target, row: Notification
     ) -> tuple[str, str, dict[str, Any]] | None:
         """A card's message: its recipient, locale and what its templates are filled with; None
         when it waits (for the contact or a receipt's payment) or cannot go (the row says)."""
@@ -163,7 +162,7 @@ class NotificationSender:
         # A receipt (or a cancellation's notice) reads its payment with the contact, at once.
         with_payment = row.kind in _WITH_PAYMENT
         contact, settled, held = await contact_and_payments(
-            connection, row.iccid, row.renewal_id if with_payment else None
+            transaction, row.iccid, row.renewal_id if with_payment else None
         )
         if contact is None:
             self._wait_for_contact(row)
@@ -176,7 +175,7 @@ class NotificationSender:
             NOTIFICATIONS.labels(row.kind, "undeliverable").inc()
             return None
         try:
-            context = await self._context(connection, row, settled, held)
+            context = await self._context(transaction, row, settled, held)
         except _RENDER_ERRORS as error:
             self._cannot_render(row, error)
             return None
@@ -200,12 +199,12 @@ class NotificationSender:
         NOTIFICATIONS.labels(row.kind, "failed").inc()
 
     async def _write(self, row: Notification, names: tuple[str, ...]) -> None:
-        async with self.database.session() as session:
-            await write_notification(await session.connection(), row.id, _columns(row, names))
+        async with self.database.transaction() as transaction:
+            await write_notification(transaction, row.id, _columns(row, names))
 
     async def _context(
         self,
-        connection: AsyncConnection,
+        transaction: Target,
         row: Notification,
         settled: dict[str, Any] | None,
         held: dict[str, Any] | None,
@@ -238,7 +237,7 @@ class NotificationSender:
             context["payment"] = payment
             context["hold"] = hold
         elif row.kind == NotificationKind.PAYMENT_REFUNDED:
-            kinds = await _told(connection, row.renewal_id)
+            kinds = await _told(transaction, row.renewal_id)
             context["refund_cause"] = refund_cause(
                 cancelled_by_user=NotificationKind.BUNDLE_CANCELLED in kinds,
                 confirmed=NotificationKind.PROFILE_ACTIVATED in kinds,
@@ -369,13 +368,13 @@ class NotificationSender:
         return True
 
 
-async def _told(connection: AsyncConnection, renewal_id: str | None) -> set[str]:
+async def _told(transaction: Target, renewal_id: str | None) -> set[str]:
     """The kinds of message queued about a renewal; a cancellation counts when its owner's."""
     if renewal_id is None:
         return set()
     return {
         kind
-        for kind, payload in await kinds_told_of(connection, renewal_id)
+        for kind, payload in await kinds_told_of(transaction, renewal_id)
         if kind != NotificationKind.BUNDLE_CANCELLED or payload.get("reason") == "cancelled_by_user"
     }
 

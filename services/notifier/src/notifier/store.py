@@ -9,10 +9,9 @@ from esim_core.clock import utcnow
 from esim_core.duework.rows import DueColumns
 from esim_core.observability.tracing import traceparent_field
 from esim_core.persistence.db import timestamp
-from esim_core.persistence.driver import Statement, fetch, run
+from esim_core.persistence.driver import Statement, Target, fetch, run
 from sqlalchemy import JSON, Column, UniqueConstraint, bindparam, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel
 
 from notifier.domain import NotificationKind, NotificationStatus
@@ -204,14 +203,14 @@ class ContactRow(NamedTuple):
     locale: str
 
 
-async def contact_of(connection: AsyncConnection, iccid: str) -> ContactRow | None:
+async def contact_of(connection: Target, iccid: str) -> ContactRow | None:
     """The card's contact, or None before its first CardBound."""
     rows = await fetch(connection, _CONTACT, {"iccid": iccid})
     return ContactRow._make(rows[0]) if rows else None
 
 
 async def contact_and_payments_known(
-    connection: AsyncConnection, iccid: str, renewal_id: str
+    connection: Target, iccid: str, renewal_id: str
 ) -> tuple[ContactRow | None, bool, bool]:
     """The card's contact (None before its first CardBound), and whether the renewal's
     PaymentSettled and PaymentAuthorized are kept: one read where the contact is known."""
@@ -225,7 +224,7 @@ async def contact_and_payments_known(
 
 
 async def contact_and_payments(
-    connection: AsyncConnection, iccid: str, renewal_id: str | None
+    connection: Target, iccid: str, renewal_id: str | None
 ) -> tuple[ContactRow | None, dict[str, Any] | None, dict[str, Any] | None]:
     """The card's contact (None before its first CardBound), and the data of the renewal's
     PaymentSettled and PaymentAuthorized as kept, each where there is one: one read."""
@@ -240,21 +239,21 @@ async def contact_and_payments(
     return ContactRow._make(contact), _json(settled), _json(held)
 
 
-async def add_new_notification(connection: AsyncConnection, row: dict[str, Any]) -> bool:
+async def add_new_notification(connection: Target, row: dict[str, Any]) -> bool:
     """Insert a notification unless one of it exists (same id, event and channel, or renewal,
     kind and channel); tells whether it was new. `row` gives every column."""
     return bool(await fetch(connection, _NEW_NOTIFICATION, row))
 
 
 async def keep_new_payment_event(
-    connection: AsyncConnection, table: type[PaymentEvent], row: dict[str, Any]
+    connection: Target, table: type[PaymentEvent], row: dict[str, Any]
 ) -> bool:
     """Keep a renewal's payment event in `table` unless one is kept; tells whether it was new.
     `row` gives every column."""
     return bool(await fetch(connection, _NEW_PAYMENT_EVENT[table], row))
 
 
-async def payment_events_known(connection: AsyncConnection, renewal_id: str) -> tuple[bool, bool]:
+async def payment_events_known(connection: Target, renewal_id: str) -> tuple[bool, bool]:
     """Whether the renewal's PaymentSettled and its PaymentAuthorized are kept, in one read."""
     ((settled, held),) = await fetch(connection, _PAYMENT_EVENTS_KNOWN, {"renewal_id": renewal_id})
     return bool(settled), bool(held)
@@ -268,18 +267,18 @@ def _json(value: Any) -> dict[str, Any] | None:
     return decoded
 
 
-async def kinds_told_of(connection: AsyncConnection, renewal_id: str) -> list[tuple[str, Any]]:
+async def kinds_told_of(connection: Target, renewal_id: str) -> list[tuple[str, Any]]:
     """(kind, payload) of every notification queued about a renewal."""
     rows = await fetch(connection, _KINDS_OF_RENEWAL, {"renewal_id": renewal_id})
     return [(kind, payload) for kind, payload in rows]
 
 
-async def wake_waiting_for_card(connection: AsyncConnection, iccid: str, now: datetime) -> int:
+async def wake_waiting_for_card(connection: Target, iccid: str, now: datetime) -> int:
     """Make the card's notifications that wait for its contact due now; returns how many."""
     return await run(connection, _WAKE_CARD, {"card": iccid, "now": now})
 
 
-async def wake_waiting_receipt(connection: AsyncConnection, renewal_id: str, now: datetime) -> int:
+async def wake_waiting_receipt(connection: Target, renewal_id: str, now: datetime) -> int:
     """Make the renewal's receipt that waits for its payment due now; returns how many rows
     (one per channel)."""
     return await run(connection, _WAKE_RECEIPT, {"renewal": renewal_id, "now": now})
@@ -291,6 +290,6 @@ _WRITE_NOTIFICATION = Statement(
 )
 
 
-async def write_notification(connection: AsyncConnection, key: str, values: dict[str, Any]) -> None:
+async def write_notification(connection: Target, key: str, values: dict[str, Any]) -> None:
     """Write what a send round decided about a notification (`values`: columns to set)."""
     await run(connection, _WRITE_NOTIFICATION.writing([*values, "key"]), {"key": key, **values})

@@ -17,14 +17,13 @@ from typing import Any
 
 from sqlalchemy import bindparam, or_, update
 from sqlmodel import SQLModel, col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from esim_core.clock import utcnow
 from esim_core.observability.logs import ids_bound
 from esim_core.observability.metrics import WORKER_ERRORS
 from esim_core.observability.tracing import span
 from esim_core.persistence.db import Database, on_commit
-from esim_core.persistence.driver import Statement, fetch_dicts
+from esim_core.persistence.driver import Statement, Target, fetch_dicts
 from esim_core.persistence.rows import transient
 
 logger = logging.getLogger(__name__)
@@ -162,7 +161,7 @@ _NOTED_LOOPS: dict[str, "weakref.WeakSet[DueLoop]"] = {}
 _NOTES = "esim_core.duework.loop.made_due"
 
 
-def made_due(session: AsyncSession, table: type[SQLModel]) -> None:
+def made_due(session: Target, table: type[SQLModel]) -> None:
     """Note that this transaction makes rows of `table` due now.
 
     Once it commits, the running loops of that table that wait for such notes

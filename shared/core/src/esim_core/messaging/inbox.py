@@ -11,7 +11,7 @@ from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from esim_core.duework.purge import Retention
-from esim_core.persistence.driver import Statement, fetch
+from esim_core.persistence.driver import Statement, Target, fetch
 
 
 class InboxEntry(SQLModel, table=True):
@@ -50,9 +50,7 @@ async def processed_ids(
     return {row[0] for row in rows}
 
 
-async def record_new(
-    session: AsyncSession, consumer: str, events: Sequence[tuple[str, str]]
-) -> set[str]:
+async def record_new(session: Target, consumer: str, events: Sequence[tuple[str, str]]) -> set[str]:
     """Record events (id, type) as consumed where they are not yet; returns the new ids.
 
     One statement (`INSERT ... ON CONFLICT DO NOTHING RETURNING`) both checks and records, at
