@@ -26,7 +26,7 @@ from esim_core.messaging.inbox import InboxEntry, processed_ids, record_new
 from esim_core.messaging.kafka import OutgoingMessage
 from esim_core.messaging.outbox import Outbox, OutboxMessage, OutboxRelay
 from esim_core.persistence.db import Database
-from esim_core.persistence.driver import Statement, Target, fetch
+from esim_core.persistence.driver import Statement, Target, Transaction, fetch
 from esim_core.settings import ServiceSettings, SettingsError, Topics, load_settings
 from esim_core.testing import temporary_database
 from esim_schemas import CloudEvent, RenewalRejected, RenewalRequested, new_event
@@ -128,6 +128,50 @@ async def test_a_redelivered_event_is_handled_once(database: Database) -> None:
     for _ in range(3):
         await consumer.handle(body, INFO)
     assert len(calls) == 1
+
+
+def rejected_bytes() -> bytes:
+    data = RenewalRejected(
+        renewal_id=uuid.uuid4(), user_id="u-1", iccid=ICCID, reason="unknown_card", detail="x"
+    )
+    return new_event(data, source="/test").model_dump_json().encode()
+
+
+@pytest.mark.parametrize(
+    ("drivers", "given"),
+    [
+        ((True, True), {Transaction}),  # every handler on the driver: a driver transaction
+        ((True, False), {AsyncSession}),  # one that is not: a session, for both
+        ((False, False), {AsyncSession}),
+    ],
+)
+async def test_a_batch_runs_on_the_driver_only_where_every_handler_does(
+    database: Database, drivers: tuple[bool, bool], given: set[type]
+) -> None:
+    seen: list[type] = []
+
+    async def handler(transaction: Target, event: CloudEvent[Any]) -> None:
+        seen.append(type(transaction))
+        await fetch(transaction, _INBOX_IDS, {})
+
+    requested, rejected = drivers
+    consumer = EventConsumer(
+        name="test",
+        subscriptions={  # one topic and partition: the two events are one transaction
+            "esim.renewal.requested": [
+                Route(RenewalRequested, handler, on_driver=requested),
+                Route(RenewalRejected, handler, on_driver=rejected),
+            ],
+        },
+        database=database,
+        publisher=FakePublisher(),  # type: ignore[arg-type]
+    )
+    after = MessageInfo(topic=INFO.topic, partition=INFO.partition, offset=42, key=INFO.key)
+    await consumer.handle_batch([(request_bytes(), INFO), (rejected_bytes(), after)])
+    assert len(seen) == 2
+    assert set(seen) == given
+    await consumer.handle(request_bytes(), INFO)  # alone, a handler on the driver is on it
+    assert seen[-1] is (Transaction if requested else AsyncSession)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from itertools import chain
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 from aiokafka import AIOKafkaConsumer
 from esim_schemas import CloudEvent, EventData, EventDecodeError, decode_event, format_time
@@ -163,6 +163,17 @@ class Route:
     session, a third of the cost; one event of another handler makes it a session."""
 
 
+@dataclass(frozen=True, eq=False)
+class _OnDriver:
+    """The handler of a route `on_driver`, marked so (each route's its own, even where two
+    routes share a function)."""
+
+    handler: DriverHandler
+
+    async def __call__(self, transaction: Target, event: CloudEvent[Any]) -> None:
+        await self.handler(transaction, event)
+
+
 @dataclass(frozen=True)
 class MessageInfo:
     """Where a message came from, for dead-letter headers and logs."""
@@ -201,14 +212,13 @@ class EventConsumer:
         self.name = name
         self.topics = list(subscriptions)
         self.routes: dict[str, dict[type[EventData], Handler]] = {
-            topic: {route.model: route.handler for route in routes}
+            topic: {
+                route.model: _OnDriver(cast(DriverHandler, route.handler))
+                if route.on_driver
+                else route.handler
+                for route in routes
+            }
             for topic, routes in subscriptions.items()
-        }
-        self.on_driver: set[Handler] = {
-            route.handler
-            for routes in subscriptions.values()
-            for route in routes
-            if route.on_driver
         }
         self.ignores: dict[type[EventData], Ignores] = {
             route.model: route.ignores
@@ -356,7 +366,7 @@ class EventConsumer:
         queries (a flush per query was a third of a handler's CPU); a handler reads its own
         changes from the objects it holds.
         """
-        if all(handler in self.on_driver for handler in handlers):
+        if all(isinstance(handler, _OnDriver) for handler in handlers):
             async with self.database.transaction(links=links) as transaction:
                 yield transaction
             return
