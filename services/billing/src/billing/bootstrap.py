@@ -119,9 +119,9 @@ def build(
 
     runtime.consume_each(
         [
-            Route(events.PaymentRequested, on_payment_requested),
+            Route(events.PaymentRequested, on_payment_requested, on_driver=True),
             Route(events.RefundRequested, on_refund_requested),
-            Route(events.ProfileActivated, on_profile_activated),
+            Route(events.ProfileActivated, on_profile_activated, on_driver=True),
         ]
     )
     # Woken by the commits that make a payment or a refund due now (`made_due`: a new payment,

@@ -26,7 +26,7 @@ from esim_core.duework.worker import DueWorker, same_lease
 from esim_core.messaging.outbox import Outbox
 from esim_core.outside.retry import TryPolicy
 from esim_core.persistence.db import Database
-from sqlmodel.ext.asyncio.session import AsyncSession
+from esim_core.persistence.driver import Target
 
 from billing import gateways
 from billing.domain import (
@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 Failure = (
     gateways.PaymentDeclinedError | gateways.GatewayUnavailableError | gateways.GatewayRejectedError
 )
-Apply = Callable[[AsyncSession, Payment, datetime], Awaitable[None]]
+Apply = Callable[[Target, Payment, datetime], Awaitable[None]]
 T = TypeVar("T")
 
 
@@ -138,7 +138,7 @@ class ChargeWorker(DueWorker[gateways.PaymentGateway, RetryRules]):
         token = payment.token
         outcome: object = await self._answer(f"pay {payment.id}", lambda: self.port.pay(request))
 
-        async def apply(session: AsyncSession, row: Payment, now: datetime) -> None:
+        async def apply(session: Target, row: Payment, now: datetime) -> None:
             if isinstance(outcome, gateways.Authorized | gateways.Captured):
                 differs = amount_differs(row, outcome.amount, outcome.currency)
                 if differs is not None:
@@ -164,7 +164,7 @@ class ChargeWorker(DueWorker[gateways.PaymentGateway, RetryRules]):
         now = utcnow()
         if expires is not None and as_utc(expires) > now:
             # Woken early: the buyer's answer comes by webhook; ask only at the expiry.
-            async def wait(session: AsyncSession, row: Payment, at: datetime) -> None:
+            async def wait(session: Target, row: Payment, at: datetime) -> None:
                 row.due_at = expires
 
             await self._commit(payment, wait, count=False)
@@ -179,7 +179,7 @@ class ChargeWorker(DueWorker[gateways.PaymentGateway, RetryRules]):
         if isinstance(view, gateways.GatewayUnavailableError | gateways.GatewayRejectedError):
             error = view
 
-            async def later(session: AsyncSession, row: Payment, now: datetime) -> None:
+            async def later(session: Target, row: Payment, now: datetime) -> None:
                 row.last_error = scrub(f"look-up: {error}", None)
                 row.unavailable_rounds += 1
                 pause = unknown_delay(row.unavailable_rounds, self.rules.unknown_schedule_s)
@@ -206,7 +206,7 @@ class ChargeWorker(DueWorker[gateways.PaymentGateway, RetryRules]):
             f"capture {payment.id}", lambda: self.port.capture(request)
         )
 
-        async def apply(session: AsyncSession, row: Payment, now: datetime) -> None:
+        async def apply(session: Target, row: Payment, now: datetime) -> None:
             if isinstance(outcome, gateways.Captured):
                 differs = amount_differs(row, outcome.amount, outcome.currency)
                 if differs is not None:
@@ -239,7 +239,7 @@ class ChargeWorker(DueWorker[gateways.PaymentGateway, RetryRules]):
         except (gateways.GatewayUnavailableError, gateways.GatewayRejectedError) as error:
             outcome = error
 
-        async def apply(session: AsyncSession, row: Payment, now: datetime) -> None:
+        async def apply(session: Target, row: Payment, now: datetime) -> None:
             if isinstance(outcome, gateways.Voided):
                 if step == Step.CLOSE:
                     self.flow.fail(session, row, "not_approved", now)
@@ -275,7 +275,7 @@ class ChargeWorker(DueWorker[gateways.PaymentGateway, RetryRules]):
         error = view
         step = Step(payment.unknown_step or Step.PAY)
 
-        async def apply(session: AsyncSession, row: Payment, now: datetime) -> None:
+        async def apply(session: Target, row: Payment, now: datetime) -> None:
             self._lost(row, step, error, None, now)
 
         await self._commit(payment, apply)
@@ -309,7 +309,7 @@ class ChargeWorker(DueWorker[gateways.PaymentGateway, RetryRules]):
             return error
 
     async def _apply_view(self, payment: Payment, view: gateways.PaymentView) -> None:
-        async def apply(session: AsyncSession, row: Payment, now: datetime) -> None:
+        async def apply(session: Target, row: Payment, now: datetime) -> None:
             if not await self.flow.apply_view(session, row, view, now):
                 # Nothing changed: ask again on the schedule rather than at once.
                 if row.state == PaymentState.UNKNOWN:
@@ -339,7 +339,7 @@ class ChargeWorker(DueWorker[gateways.PaymentGateway, RetryRules]):
 
     def _refused(
         self,
-        session: AsyncSession,
+        session: Target,
         row: Payment,
         error: gateways.GatewayRejectedError,
         token: str | None,
@@ -379,7 +379,7 @@ class ChargeWorker(DueWorker[gateways.PaymentGateway, RetryRules]):
         """
         state, step, lease = payment.state, payment.unknown_step, payment.lease_until
 
-        async def locked(session: AsyncSession, row: Payment) -> None:
+        async def locked(session: Target, row: Payment) -> None:
             now = utcnow()
             if count:
                 # A round ran, whatever its outcome; its lease ends with this commit.
@@ -390,19 +390,16 @@ class ChargeWorker(DueWorker[gateways.PaymentGateway, RetryRules]):
 
         claimed = snapshot(payment)
         try:
-            async with self.database.session() as session:
-                await locked(session, payment)
-                if not await write_payment_if_unchanged(
-                    await session.connection(), payment, claimed
-                ):
+            async with self.database.transaction() as transaction:
+                await locked(transaction, payment)
+                if not await write_payment_if_unchanged(transaction, payment, claimed):
                     raise _WrittenMeanwhile
             self.flow.known.remember(payment)
             return
         except _WrittenMeanwhile:
             pass
-        async with self.database.session() as session:
-            connection = await session.connection()
-            current = await payment_by_id(connection, payment.id, lock=True)
+        async with self.database.transaction() as transaction:
+            current = await payment_by_id(transaction, payment.id, lock=True)
             if current is None or current.state != state or current.unknown_step != step:
                 return
             if not same_lease(current.lease_until, lease):
@@ -414,8 +411,8 @@ class ChargeWorker(DueWorker[gateways.PaymentGateway, RetryRules]):
                 )
                 return
             before = snapshot(current)
-            await locked(session, current)
-            await write_payment(connection, current, before)
+            await locked(transaction, current)
+            await write_payment(transaction, current, before)
         self.flow.known.remember(current)
 
 

@@ -6,9 +6,11 @@ outbox: whichever of them learns an outcome first applies it, the other then fin
 moved on and changes nothing. Each event id is derived from the renewal, so even a transition
 made twice would publish one event.
 
-A transition changes the `Payment` it is given and queues its event on the session; the caller
-writes the row (`store.write_payment`, or `write_payment_if_unchanged` for a round that read it
-at its claim), so the row may be a transient one read by a compiled statement.
+A transition changes the `Payment` it is given and queues its event on the transaction; the
+caller writes the row (`store.write_payment`, or `write_payment_if_unchanged` for a round that
+read it at its claim), so the row may be a transient one read by a compiled statement. The
+transitions run driver statements only (a refund they touch is read and written by
+`store.refund_by_renewal` and `write_refund`): their callers' transactions run on the driver.
 """
 
 import logging
@@ -20,6 +22,7 @@ from uuid import UUID
 from esim_core.clock import as_utc
 from esim_core.duework.loop import made_due
 from esim_core.messaging.outbox import Outbox
+from esim_core.persistence.driver import Target
 from esim_schemas import (
     EventData,
     Money,
@@ -32,8 +35,6 @@ from esim_schemas import (
     PlanRef,
 )
 from esim_schemas.types import PaymentMethod, Start
-from sqlmodel import select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing.domain import (
     REPLAYING_METHODS,
@@ -55,7 +56,7 @@ from billing.gateways.port import (
     PaymentView,
     Standing,
 )
-from billing.store import Payment, Refund
+from billing.store import Payment, Refund, refund_by_renewal, refund_snapshot, write_refund
 
 logger = logging.getLogger(__name__)
 
@@ -181,9 +182,7 @@ class PaymentFlow:
 
     # The ends and the stations of a payment.
 
-    def authorize(
-        self, session: AsyncSession, payment: Payment, hold: Authorized, now: datetime
-    ) -> None:
+    def authorize(self, session: Target, payment: Payment, hold: Authorized, now: datetime) -> None:
         """The money is held: publish PaymentAuthorized; the capture waits for activation."""
         payment.state = PaymentState.AUTHORIZED
         payment.provider_reference = hold.provider_reference
@@ -216,7 +215,7 @@ class PaymentFlow:
         )
 
     async def settle(
-        self, session: AsyncSession, payment: Payment, capture: Captured, now: datetime
+        self, session: Target, payment: Payment, capture: Captured, now: datetime
     ) -> None:
         """The money is taken: publish PaymentSettled; a refund asked meanwhile becomes due."""
         payment.capture_reference = capture.provider_reference
@@ -239,12 +238,13 @@ class PaymentFlow:
         )
         if payment.release_requested_at is not None:
             # A refund was asked while the capture was under way: it gives the money back now.
-            refund = await _refund_of(session, payment)
+            refund = await refund_by_renewal(session, payment.renewal_id)
             if refund is not None and refund.state == RefundState.PENDING:
+                before = refund_snapshot(refund)
                 refund.via = "refund"
                 refund.due_at = now
                 refund.updated_at = now
-                session.add(refund)
+                await write_refund(session, refund, before)
                 made_due(session, Refund)
                 logger.info(
                     "refund %s of renewal %s: captured first, refunding",
@@ -253,7 +253,7 @@ class PaymentFlow:
                 )
 
     def wait_for_buyer(
-        self, session: AsyncSession, payment: Payment, action: ActionRequired, now: datetime
+        self, session: Target, payment: Payment, action: ActionRequired, now: datetime
     ) -> None:
         """The provider needs the buyer: publish PaymentActionRequired; ask again at the expiry."""
         expires_at = min(action.expires_at, now + timedelta(seconds=self.rules.approval_expiry_s))
@@ -284,9 +284,7 @@ class PaymentFlow:
             expires_at.isoformat(),
         )
 
-    def fail(
-        self, session: AsyncSession, payment: Payment, reason: FailureReason, now: datetime
-    ) -> None:
+    def fail(self, session: Target, payment: Payment, reason: FailureReason, now: datetime) -> None:
         """The payment ends without money: publish PaymentFailed."""
         payment.failure_reason = reason
         payment.failed_at = now
@@ -305,7 +303,7 @@ class PaymentFlow:
 
     def decline(
         self,
-        session: AsyncSession,
+        session: Target,
         payment: Payment,
         code: str,
         retryable: bool,
@@ -340,25 +338,26 @@ class PaymentFlow:
         )
 
     async def release(
-        self, session: AsyncSession, payment: Payment, reference: str | None, now: datetime
+        self, session: Target, payment: Payment, reference: str | None, now: datetime
     ) -> None:
         """The authorization is released after a failed activation: PaymentRefunded via void."""
         payment.state = PaymentState.VOIDED
         payment.voided_at = now
         self._known(payment)
         payment.due_at = None
-        refund = await _refund_of(session, payment)
+        refund = await refund_by_renewal(session, payment.renewal_id)
         if refund is None:
             # Only a refund request releases a payment; without its row there is nothing owed.
             logger.error("payment %s was released without a refund request", payment.id)
             return
+        before = refund_snapshot(refund)
         refund.state = RefundState.REFUNDED
         refund.via = "void"
         refund.provider_reference = reference or payment.provider_reference
         refund.refunded_at = now
         refund.updated_at = now
         refund.due_at = None
-        session.add(refund)
+        await write_refund(session, refund, before)
         publish_refunded(
             self.outbox, session, refund, refund.provider_reference or refund.id, "void", now
         )
@@ -403,7 +402,7 @@ class PaymentFlow:
             )
 
     def back_to(
-        self, session: AsyncSession, payment: Payment, state: PaymentState, now: datetime
+        self, session: Target, payment: Payment, state: PaymentState, now: datetime
     ) -> None:
         """Knowing again where the payment stands: `state`, with its next step due now."""
         payment.state = state
@@ -414,7 +413,7 @@ class PaymentFlow:
     # What a look-up or a webhook reports.
 
     async def apply_view(
-        self, session: AsyncSession, payment: Payment, view: PaymentView, now: datetime
+        self, session: Target, payment: Payment, view: PaymentView, now: datetime
     ) -> bool:
         """Move the payment to where the provider says it stands; False: nothing to do.
 
@@ -536,7 +535,7 @@ class PaymentFlow:
             payment.unavailable_rounds, len(self.rules.unknown_schedule_s)
         )
 
-    def _not_found(self, session: AsyncSession, payment: Payment, now: datetime) -> bool:
+    def _not_found(self, session: Target, payment: Payment, now: datetime) -> bool:
         if payment.state != PaymentState.UNKNOWN:
             return False
         if payment.unknown_step == Step.PAY:
@@ -572,9 +571,7 @@ class PaymentFlow:
             payment.attempts,
         )
 
-    def _publish(
-        self, session: AsyncSession, payment: Payment, kind: str, event: EventData
-    ) -> None:
+    def _publish(self, session: Target, payment: Payment, kind: str, event: EventData) -> None:
         """Queue the payment's event under an id derived from its renewal and `kind`: a
         transition made twice (a webhook and a round) publishes one event."""
         self.outbox.add(session, event, event_id=event_id(kind, payment.renewal_id))
@@ -587,15 +584,9 @@ class PaymentFlow:
         payment.last_error = None
 
 
-async def _refund_of(session: AsyncSession, payment: Payment) -> Refund | None:
-    return (
-        await session.exec(select(Refund).where(Refund.renewal_id == payment.renewal_id))
-    ).first()
-
-
 def publish_refunded(
     outbox: Outbox,
-    session: AsyncSession,
+    session: Target,
     refund: Refund,
     refund_id: str,
     via: Literal["refund", "void"],

@@ -13,6 +13,7 @@ from esim_core.clock import utcnow
 from esim_core.duework.loop import made_due
 from esim_core.messaging.consumer import PermanentEventError
 from esim_core.observability.tracing import current_traceparent
+from esim_core.persistence.driver import Target
 from esim_schemas import CloudEvent, PaymentRequested, ProfileActivated, RefundRequested
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -52,7 +53,7 @@ def _terms(data: PaymentRequested) -> PaymentTerms:
     )
 
 
-async def on_payment_requested(session: AsyncSession, event: CloudEvent[PaymentRequested]) -> None:
+async def on_payment_requested(transaction: Target, event: CloudEvent[PaymentRequested]) -> None:
     """Record the payment of a renewal, due now; a repeat of the same request changes nothing.
 
     Raises:
@@ -88,13 +89,12 @@ async def on_payment_requested(session: AsyncSession, event: CloudEvent[PaymentR
         # Its rounds continue the trace of the event that asked for it.
         traceparent=current_traceparent(),
     )
-    connection = await session.connection()
-    if await insert_payment(connection, row):
-        made_due(session, Payment)
+    if await insert_payment(transaction, row):
+        made_due(transaction, Payment)
     else:
         # The renewal has its payment already (another delivery of its request, under another
         # event id): the same terms change nothing, other terms are a conflict.
-        existing = await payment_by_renewal(connection, renewal_id)
+        existing = await payment_by_renewal(transaction, renewal_id)
         if existing is None:  # pragma: no cover - the insert found it; nothing deletes payments
             raise RuntimeError(f"payment of renewal {renewal_id} vanished")
         differing = existing.terms().differences(terms)
@@ -209,25 +209,24 @@ async def on_refund_requested(session: AsyncSession, event: CloudEvent[RefundReq
     )
 
 
-async def on_profile_activated(session: AsyncSession, event: CloudEvent[ProfileActivated]) -> None:
+async def on_profile_activated(transaction: Target, event: CloudEvent[ProfileActivated]) -> None:
     """The plan is live: capture the renewal's authorization (once; a repeat changes nothing).
 
     A payment already captured (Alipay, or one taken at once) has nothing left to do; one that
     billing does not know is not billing's to capture.
     """
     renewal_id = str(event.data.renewal_id)
-    connection = await session.connection()
-    marked = await request_capture(connection, renewal_id, utcnow())
+    marked = await request_capture(transaction, renewal_id, utcnow())
     if marked is None:
         # Captured already (Alipay, or a payment taken at once), final, marked before, or
         # none at all: only the last is worth a word.
-        if await payment_by_renewal(connection, renewal_id) is None:
+        if await payment_by_renewal(transaction, renewal_id) is None:
             logger.warning(
                 "ProfileActivated %s: renewal %s has no payment here", event.id, renewal_id
             )
         return
     payment_id, state = marked
     if state == PaymentState.AUTHORIZED.value:  # due now (`request_capture`)
-        made_due(session, Payment)
+        made_due(transaction, Payment)
     # The capture's outcome (settled) is the payment's INFO line.
     logger.debug("payment %s of renewal %s: activated, capture due", payment_id, renewal_id)

@@ -15,11 +15,10 @@ from esim_core.clock import utcnow
 from esim_core.duework.rows import OutsideCallColumns
 from esim_core.observability.tracing import traceparent_field
 from esim_core.persistence.db import timestamp
-from esim_core.persistence.driver import Statement, fetch, fetch_dicts, run
+from esim_core.persistence.driver import Statement, Target, fetch, fetch_dicts, run
 from esim_core.persistence.rows import transient
 from sqlalchemy import Table, bindparam, case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel
 
 from billing.domain import FINAL_PAYMENT_STATES, PaymentState, PaymentTerms, RefundState
@@ -212,13 +211,13 @@ def changes(payment: Payment, before: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-async def insert_payment(connection: AsyncConnection, row: dict[str, Any]) -> bool:
+async def insert_payment(connection: Target, row: dict[str, Any]) -> bool:
     """Insert a new payment (every column given); False when its renewal has one already."""
     return bool(await fetch(connection, _INSERT_NEW, row))
 
 
 async def payment_by_renewal(
-    connection: AsyncConnection, renewal_id: str, *, lock: bool = False
+    connection: Target, renewal_id: str, *, lock: bool = False
 ) -> Payment | None:
     """The renewal's payment as a transient `Payment`, locked until the transaction ends."""
     rows = await fetch_dicts(connection, _READ[_BY_RENEWAL, lock], {"renewal_id": renewal_id})
@@ -226,7 +225,7 @@ async def payment_by_renewal(
 
 
 async def payment_by_id(
-    connection: AsyncConnection, payment_id: str, *, lock: bool = False
+    connection: Target, payment_id: str, *, lock: bool = False
 ) -> Payment | None:
     """The payment of this id as a transient `Payment`, locked until the transaction ends."""
     rows = await fetch_dicts(connection, _READ[_BY_ID, lock], {"id": payment_id})
@@ -234,7 +233,7 @@ async def payment_by_id(
 
 
 async def locked_payment_by_provider_reference(
-    connection: AsyncConnection, reference: str
+    connection: Target, reference: str
 ) -> Payment | None:
     """The payment the provider knows by `reference`, locked until the transaction ends."""
     rows = await fetch_dicts(
@@ -243,9 +242,7 @@ async def locked_payment_by_provider_reference(
     return payment_of(rows[0]) if rows else None
 
 
-async def write_payment(
-    connection: AsyncConnection, payment: Payment, before: Mapping[str, Any]
-) -> None:
+async def write_payment(connection: Target, payment: Payment, before: Mapping[str, Any]) -> None:
     """Write what changed since `before` of a payment this transaction holds locked."""
     changed = changes(payment, before)
     if changed:
@@ -253,7 +250,7 @@ async def write_payment(
 
 
 async def write_payment_if_unchanged(
-    connection: AsyncConnection, payment: Payment, before: Mapping[str, Any]
+    connection: Target, payment: Payment, before: Mapping[str, Any]
 ) -> bool:
     """Write what changed since `before`, if nobody wrote the row since it was read then.
 
@@ -270,9 +267,46 @@ async def write_payment_if_unchanged(
 
 
 async def request_capture(
-    connection: AsyncConnection, renewal_id: str, now: datetime
+    connection: Target, renewal_id: str, now: datetime
 ) -> tuple[str, str] | None:
     """Mark the renewal's payment activated, its capture due; None when there was nothing to
     mark (no payment, a final one, or one marked before). Returns the payment's id and state."""
     rows = await fetch(connection, _REQUEST_CAPTURE, {"of_renewal": renewal_id, "now": now})
     return (rows[0][0], rows[0][1]) if rows else None
+
+
+# A renewal's refund, as the payment's transitions read and write it (`flow.py`): a refund asked
+# during a capture, and the void that releases an authorization.
+
+REFUNDS: Table = Refund.__table__  # type: ignore[attr-defined]
+REFUND_COLUMNS: tuple[str, ...] = tuple(column.name for column in REFUNDS.columns)
+_REFUND_BY_RENEWAL = Statement(
+    select(*REFUNDS.columns).where(REFUNDS.c.renewal_id == bindparam("renewal_id"))
+)
+_WRITE_REFUND = Statement(update(REFUNDS).where(REFUNDS.c.id == bindparam("_id")))
+
+
+async def refund_by_renewal(connection: Target, renewal_id: str) -> Refund | None:
+    """The renewal's refund as a transient `Refund`, or None where none was asked."""
+    rows = await fetch_dicts(connection, _REFUND_BY_RENEWAL, {"renewal_id": renewal_id})
+    return transient(Refund, rows[0]) if rows else None
+
+
+def refund_snapshot(refund: Refund) -> dict[str, Any]:
+    """The refund's column values now, to find what a transition changed (`write_refund`)."""
+    values = refund.__dict__
+    return {name: values.get(name) for name in REFUND_COLUMNS}
+
+
+async def write_refund(connection: Target, refund: Refund, before: Mapping[str, Any]) -> None:
+    """Write what changed since `before` (a `refund_snapshot`) of a refund."""
+    values = refund.__dict__
+    changed = {
+        name: values.get(name)
+        for name in REFUND_COLUMNS
+        if values.get(name) != before[name] and name != "id"
+    }
+    if changed:
+        await run(
+            connection, _WRITE_REFUND.writing([*changed, "_id"]), {"_id": refund.id, **changed}
+        )

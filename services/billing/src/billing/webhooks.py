@@ -21,9 +21,9 @@ from esim_core.messaging.inbox import inbox_retention, record_new
 from esim_core.observability.logs import ids_bound
 from esim_core.observability.tracing import current_traceparent, span
 from esim_core.persistence.db import Database
+from esim_core.persistence.driver import Target
 from esim_core.web.problems import ProblemError, problem_responses
 from fastapi import APIRouter, Request, Response
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing.flow import PaymentFlow
 from billing.gateways.port import (
@@ -177,7 +177,7 @@ class WebhookReader(Protocol):
         ...
 
 
-async def payment_of_view(connection: AsyncConnection, view: PaymentView) -> Payment | None:
+async def payment_of_view(connection: Target, view: PaymentView) -> Payment | None:
     """The payment a provider's view is about, locked: by the renewal id, else the reference."""
     if view.reference:
         found = await payment_by_renewal(connection, view.reference, lock=True)
@@ -216,9 +216,8 @@ async def apply_notice(
         )
         return False
     try:
-        async with database.session() as session:
-            connection = await session.connection()
-            payment = await payment_of_view(connection, notice.view)
+        async with database.transaction() as transaction:
+            payment = await payment_of_view(transaction, notice.view)
             if payment is None:
                 # Not billing's, or about a payment billing has not recorded: the look-ups
                 # find it.
@@ -242,10 +241,10 @@ async def apply_notice(
             ):
                 before = snapshot(payment)
                 now = utcnow()
-                moved = await flow.apply_view(session, payment, notice.view, now)
+                moved = await flow.apply_view(transaction, payment, notice.view, now)
                 if moved:
                     new = await record_new(
-                        session,
+                        transaction,
                         webhook_consumer(provider),
                         [(notice.provider_event_id, notice.view.standing)],
                     )
@@ -256,7 +255,7 @@ async def apply_notice(
                     # now; its lease must not hold back the payment's next step until it runs
                     # out.
                     payment.lease_until = None
-                    await write_payment(connection, payment, before)
+                    await write_payment(transaction, payment, before)
                 # Most calls repeat what billing knew (the access log has them): those at DEBUG.
                 logger.log(
                     logging.INFO if moved else logging.DEBUG,

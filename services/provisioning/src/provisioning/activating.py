@@ -14,9 +14,9 @@ from uuid import UUID
 
 from esim_core.clock import as_utc, utcnow
 from esim_core.duework.worker import DueWorker
+from esim_core.persistence.driver import Target
 from esim_schemas import ActivationFailed, ProfileActivated
 from prometheus_client import Counter, Histogram
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from provisioning.domain import (
     ACTIVATION_TIMEOUT,
@@ -137,7 +137,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
             # Never sent to the platform: ordering now would apply a bundle nobody waits for.
             # (After a round without an answer the order may exist: it is asked for again under
             # its key below, and cancelled.)
-            async def give_up(session: AsyncSession, current: Activation) -> None:
+            async def give_up(session: Target, current: Activation) -> None:
                 current.last_error = "not sent to the platform by the deadline"
                 current.lease_until = None
                 current.updated_at = now
@@ -155,7 +155,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
             if follow_up is None:
                 follow_up = await self._status_now(activation_id, outcome.order_id)
 
-        async def apply(session: AsyncSession, current: Activation) -> None:
+        async def apply(session: Target, current: Activation) -> None:
             # A plan started at once that goes live in this round ends the card's live one: that
             # one is looked up (and locked) first, so ProfileActivated can name what it replaced.
             # Locks in the usage poller's order, the card's usage watch before its bundles: the
@@ -186,7 +186,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
 
     work_claimed = advance
 
-    def count_round(self, session: AsyncSession, row: Any, now: datetime) -> None:
+    def count_round(self, session: Target, row: Any, now: datetime) -> None:
         """Record on the round's copy that a round ran, and end its lease (`_commit` writes
         it: the copy is not added to the session, which would insert it)."""
         row.attempts += 1
@@ -197,7 +197,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         self,
         activation: Activation,
         lease: datetime | None,
-        apply: Callable[[AsyncSession, Activation], Awaitable[None]],
+        apply: Callable[[Target, Activation], Awaitable[None]],
     ) -> None:
         """Commit a round's outcome with `apply`, if the activation is still in the state its
         claim found and still carries the claim's lease (`DueWorker.commit_round`, in Core).
@@ -211,9 +211,11 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
         """
         state = activation.state
         try:
-            async with self.database.session() as session:
-                await apply(session, activation)
-                written = await write_activation_round(session, activation, was=state, lease=lease)
+            async with self.database.transaction() as transaction:
+                await apply(transaction, activation)
+                written = await write_activation_round(
+                    transaction, activation, was=state, lease=lease
+                )
                 if not written:
                     raise _Dropped
         except _Dropped:
@@ -274,7 +276,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
 
     def _apply(
         self,
-        session: AsyncSession,
+        session: Target,
         activation: Activation,
         outcome: Outcome,
         live: LiveBundles | None = None,
@@ -329,7 +331,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
 
     def _follow(
         self,
-        session: AsyncSession,
+        session: Target,
         activation: Activation,
         bundle: BundleStatus,
         now: datetime,
@@ -383,7 +385,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
 
     def _after_cancel(
         self,
-        session: AsyncSession,
+        session: Target,
         activation: Activation,
         outcome: Outcome,
         now: datetime,
@@ -431,7 +433,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
 
     def _no_answer(
         self,
-        session: AsyncSession,
+        session: Target,
         activation: Activation,
         error: Exception,
         now: datetime,
@@ -471,7 +473,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
 
     def _activate(
         self,
-        session: AsyncSession,
+        session: Target,
         activation: Activation,
         bundle: BundleStatus,
         now: datetime,
@@ -549,9 +551,7 @@ class ActivationWorker(DueWorker[EsimPlatform, FollowUpRules]):
             activation.attempts,
         )
 
-    def _fail(
-        self, session: AsyncSession, activation: Activation, reason: str, now: datetime
-    ) -> None:
+    def _fail(self, session: Target, activation: Activation, reason: str, now: datetime) -> None:
         activation.state = ActivationState.FAILED
         activation.failure_reason = reason
         activation.failed_at = now

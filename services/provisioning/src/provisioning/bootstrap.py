@@ -109,9 +109,19 @@ def build(
         [
             # The second of the two payment events of a renewal (a held payment's capture comes
             # after ProfileActivated) is ignored before any transaction where it is known.
-            Route(PaymentSettled, handlers.on_payment_settled, ignores=handlers.ignores),
+            Route(
+                PaymentSettled,
+                handlers.on_payment_settled,
+                ignores=handlers.ignores,
+                on_driver=True,
+            ),
             # Card and PayPal payments are held until the plan is live: activate on the hold.
-            Route(PaymentAuthorized, handlers.on_payment_authorized, ignores=handlers.ignores),
+            Route(
+                PaymentAuthorized,
+                handlers.on_payment_authorized,
+                ignores=handlers.ignores,
+                on_driver=True,
+            ),
             Route(BundleCancelRequested, handlers.on_bundle_cancel_requested),
         ]
     )

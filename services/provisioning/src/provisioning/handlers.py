@@ -17,6 +17,7 @@ from esim_core.clock import utcnow
 from esim_core.duework.loop import made_due
 from esim_core.messaging.consumer import PermanentEventError
 from esim_core.persistence.db import on_commit
+from esim_core.persistence.driver import Target
 from esim_schemas import BundleCancelRequested, CloudEvent, PaymentAuthorized, PaymentSettled
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -59,7 +60,7 @@ class CommittedActivations:
         """Whether the renewal's activation is known committed with exactly these terms."""
         return self._terms.get(renewal_id) == terms
 
-    def after_commit(self, session: AsyncSession, renewal_id: str, terms: ActivationTerms) -> None:
+    def after_commit(self, session: Target, renewal_id: str, terms: ActivationTerms) -> None:
         """Remember the activation once the session's transaction commits (not before: a
         rolled-back one may never be)."""
         on_commit(session, f"{_PENDING}.{renewal_id}", lambda: self._remember(renewal_id, terms))
@@ -81,9 +82,7 @@ class Handlers:
         self.activation_deadline_s = activation_deadline_s
         self.committed = CommittedActivations()
 
-    async def on_payment_settled(
-        self, session: AsyncSession, event: CloudEvent[PaymentSettled]
-    ) -> None:
+    async def on_payment_settled(self, session: Target, event: CloudEvent[PaymentSettled]) -> None:
         """Record the activation of a paid renewal, due now; a repeat changes nothing.
 
         Raises:
@@ -93,7 +92,7 @@ class Handlers:
         await self._activate(session, event.id, event.data, "PaymentSettled")
 
     async def on_payment_authorized(
-        self, session: AsyncSession, event: CloudEvent[PaymentAuthorized]
+        self, session: Target, event: CloudEvent[PaymentAuthorized]
     ) -> None:
         """Record the activation of a renewal whose payment is held, due now, exactly as for
         PaymentSettled: whichever of the two comes first starts it, the other changes nothing.
@@ -116,7 +115,7 @@ class Handlers:
 
     async def _activate(
         self,
-        session: AsyncSession,
+        session: Target,
         event_id: str,
         data: PaymentSettled | PaymentAuthorized,
         kind: str,

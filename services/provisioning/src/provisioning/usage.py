@@ -17,6 +17,7 @@ from esim_core.clock import as_utc, utcnow
 from esim_core.duework.worker import DueWorker
 from esim_core.messaging.outbox import Outbox
 from esim_core.persistence.db import add_row
+from esim_core.persistence.driver import Target
 from esim_schemas import BundleCancelled, BundleEnded, BundleStarted, DataLow, UsageUpdated
 from esim_schemas.events import BundleCancelReason
 from esim_schemas.types import BundleStatus
@@ -74,7 +75,7 @@ class Observation:
     valid_until: datetime | None = None
 
 
-def observe(outbox: Outbox, session: AsyncSession, bundle: Bundle, seen: Observation) -> bool:
+def observe(outbox: Outbox, session: Target, bundle: Bundle, seen: Observation) -> bool:
     """Fold one report into a (locked) bundle; publish what changed. Returns whether anything did.
 
     A report older than the last measurement does not move usage back; a status never goes back
@@ -203,7 +204,7 @@ def observe(outbox: Outbox, session: AsyncSession, bundle: Bundle, seen: Observa
 
 def mark_cancelled(
     outbox: Outbox,
-    session: AsyncSession,
+    session: Target,
     bundle: Bundle,
     reason: BundleCancelReason,
     now: datetime,
@@ -229,7 +230,7 @@ def mark_cancelled(
 
 def _tell_cancelled(
     outbox: Outbox,
-    session: AsyncSession,
+    session: Target,
     bundle: "LiveBundle",
     reason: BundleCancelReason,
     now: datetime,
@@ -298,7 +299,7 @@ class LiveBundles:
     def replace(
         self,
         outbox: Outbox,
-        session: AsyncSession,
+        session: Target,
         bundles: Sequence[LiveBundle],
         now: datetime,
         *,
@@ -309,7 +310,7 @@ class LiveBundles:
             _tell_cancelled(outbox, session, bundle, "replaced", now, replaced_by)
             self.replaced.append((bundle.order_id, now))
 
-    async def write(self, session: AsyncSession) -> None:
+    async def write(self, session: Target) -> None:
         """Record the replaced bundles (cancelled, no end to announce)."""
         if not self.replaced:
             return
@@ -318,7 +319,7 @@ class LiveBundles:
         self.replaced.clear()
 
 
-async def live_bundles(session: AsyncSession, iccid: str, starts: datetime) -> LiveBundles:
+async def live_bundles(session: Target, iccid: str, starts: datetime) -> LiveBundles:
     """The card's bundles live at `starts`, locked: what a plan started then at once ends.
 
     The platform ends the live bundle when one with start=now goes live; queued bundles move
@@ -342,7 +343,7 @@ def replaced_at(
     ]
 
 
-def track_bundle(session: AsyncSession, activation: Activation, data_mb: int) -> None:
+def track_bundle(session: Target, activation: Activation, data_mb: int) -> None:
     """Start following the bundle of an activation that just went live or was queued.
 
     The row is inserted at commit (`add_row`): nothing in the activation's round reads it.
@@ -357,7 +358,7 @@ async def locked_bundle(session: AsyncSession, order_id: str) -> Bundle | None:
     return await session.get(Bundle, order_id, with_for_update=True)
 
 
-async def watch_card(session: AsyncSession, iccid: str, due_at: datetime) -> None:
+async def watch_card(session: Target, iccid: str, due_at: datetime) -> None:
     """Make sure a card's usage is polled by `due_at` at the latest (one statement)."""
     await upsert_usage_watch(session, iccid, due_at)
 

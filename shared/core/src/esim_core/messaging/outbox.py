@@ -10,7 +10,6 @@ from esim_schemas import CloudEvent, EventData, new_event
 from opentelemetry.trace import SpanKind
 from sqlalchemy import Column, LargeBinary, bindparam, select, update
 from sqlmodel import Field, SQLModel
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from esim_core.clock import utcnow
 from esim_core.duework.leases import Lock
@@ -26,7 +25,7 @@ from esim_core.observability.tracing import (
     traceparent_in,
 )
 from esim_core.persistence.db import Database, add_row, notify_on_commit, on_commit
-from esim_core.persistence.driver import Statement, fetch, run_many
+from esim_core.persistence.driver import Statement, Target, fetch, run_many
 from esim_core.persistence.notify import Listener
 from esim_core.settings import Topics
 
@@ -64,7 +63,7 @@ class Outbox:
         self.relayed_elsewhere = False
 
     def add(
-        self, session: AsyncSession, data: EventData, *, event_id: str | None = None
+        self, session: Target, data: EventData, *, event_id: str | None = None
     ) -> CloudEvent[EventData]:
         """Store an event to publish; it commits or rolls back with the session's transaction.
 
