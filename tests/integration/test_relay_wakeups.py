@@ -71,13 +71,16 @@ async def database(database_url: str) -> AsyncIterator[Database]:
     await database.close()
 
 
-async def commit_event(database: Database, outbox: Outbox) -> None:
-    async with database.session() as session:
-        outbox.add(session, RenewalRequested(**SAMPLE_DATA[RenewalRequested.event_type]))
+async def commit_event(database: Database, outbox: Outbox, begun: str) -> None:
+    """Commit an event in a transaction of the kind named: an ORM session, or on the driver."""
+    start = database.session if begun == "session" else database.transaction
+    async with start() as transaction:
+        outbox.add(transaction, RenewalRequested(**SAMPLE_DATA[RenewalRequested.event_type]))
 
 
+@pytest.mark.parametrize("begun", ["session", "transaction"])
 async def test_an_event_one_replica_commits_is_relayed_at_once_by_the_other(
-    database: Database, database_url: str
+    database: Database, database_url: str, begun: str
 ) -> None:
     topics = Topics()
     relaying, other = Recorder(), Recorder()
@@ -98,7 +101,7 @@ async def test_an_event_one_replica_commits_is_relayed_at_once_by_the_other(
         await asyncio.sleep(0.2)
         relaying.arrived.clear()
 
-        await commit_event(second, outbox_b)
+        await commit_event(second, outbox_b, begun)
         await asyncio.wait_for(relaying.arrived.wait(), WOKEN_WITHIN_S)
 
         assert [message.topic for message in relaying.sent] == [topics.renewal_requested]
@@ -115,27 +118,29 @@ async def test_an_event_one_replica_commits_is_relayed_at_once_by_the_other(
     assert [row.published_at is not None for row in rows] == [True]
 
 
+@pytest.mark.parametrize("begun", ["session", "transaction"])
 async def test_a_note_reaches_listeners_only_when_its_transaction_commits(
-    database: Database,
+    database: Database, begun: str
 ) -> None:
+    start = database.session if begun == "session" else database.transaction
     woken = asyncio.Event()
     listener = Listener(database, "esim_test", woken.set)
     await listener.open()
     woken.clear()  # opening looks once by itself
     try:
         with contextlib.suppress(RuntimeError):
-            async with database.session() as session:
-                notify_on_commit(session, "esim_test")
-                await send_notes(session)  # sent, in a transaction that then rolls back
+            async with start() as transaction:
+                notify_on_commit(transaction, "esim_test")
+                await send_notes(transaction)  # sent, in a transaction that then rolls back
                 raise RuntimeError("rolled back")
-        async with database.session() as session:
-            notify_on_commit(session, "another_channel")
+        async with start() as transaction:
+            notify_on_commit(transaction, "another_channel")
         await asyncio.sleep(0.5)
         assert not woken.is_set()
 
-        async with database.session() as session:
-            notify_on_commit(session, "esim_test")
-            notify_on_commit(session, "esim_test")
+        async with start() as transaction:
+            notify_on_commit(transaction, "esim_test")
+            notify_on_commit(transaction, "esim_test")
         await asyncio.wait_for(woken.wait(), WOKEN_WITHIN_S)
     finally:
         await listener.close()
