@@ -26,7 +26,7 @@ from esim_core.messaging.inbox import InboxEntry, processed_ids, record_new
 from esim_core.messaging.kafka import OutgoingMessage
 from esim_core.messaging.outbox import Outbox, OutboxMessage, OutboxRelay
 from esim_core.persistence.db import Database
-from esim_core.persistence.driver import Statement, Target, Transaction, fetch
+from esim_core.persistence.driver import Statement, Target, Transaction, fetch, orm_session
 from esim_core.settings import ServiceSettings, SettingsError, Topics, load_settings
 from esim_core.testing import temporary_database
 from esim_schemas import CloudEvent, RenewalRejected, RenewalRequested, new_event
@@ -172,6 +172,37 @@ async def test_a_batch_runs_on_the_driver_only_where_every_handler_does(
     assert set(seen) == given
     await consumer.handle(request_bytes(), INFO)  # alone, a handler on the driver is on it
     assert seen[-1] is (Transaction if requested else AsyncSession)
+
+
+async def test_a_driver_handler_that_needs_the_orm_is_done_again_in_a_session(
+    database: Database,
+) -> None:
+    """The first try's writes roll back with its driver transaction: the effects exist once."""
+    given: list[type] = []
+
+    async def handler(transaction: Target, event: CloudEvent[Any]) -> None:
+        given.append(type(transaction))
+        await record_new(transaction, "effects", [(event.id, event.type)])
+        session = orm_session(transaction, "the test's ORM read")
+        assert (await session.exec(select(InboxEntry))).all()
+
+    consumer = EventConsumer(
+        name="test",
+        subscriptions={
+            "esim.renewal.requested": [Route(RenewalRequested, handler, on_driver=True)]
+        },
+        database=database,
+        publisher=FakePublisher(),  # type: ignore[arg-type]
+    )
+    body = request_bytes()
+    await consumer.handle(body, INFO)
+    await consumer.handle(body, INFO)  # a redelivery: a duplicate, on the driver
+    after = MessageInfo(topic=INFO.topic, partition=INFO.partition, offset=42, key=INFO.key)
+    await consumer.handle_batch([(request_bytes(), INFO), (request_bytes(), after)])
+    assert given == [Transaction, AsyncSession, Transaction, AsyncSession, AsyncSession]
+    async with database.session() as session:
+        rows = (await session.exec(select(InboxEntry))).all()
+    assert sorted(row.consumer for row in rows) == ["effects"] * 3 + ["test"] * 3
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from esim_core.clock import utcnow
 from esim_core.messaging.consumer import Route
@@ -80,46 +81,61 @@ def build(
         turn_off_auto_renew=watcher.turn_off_after_decline,
     )
     topics = runtime.topics
+    # Every handler runs driver statements (`rows.Rows`, the outbox); the few that need the ORM
+    # for an event (a promotion, auto-renew turned off) say so and get a session then.
+    on_driver = partial(Route, on_driver=True)
     runtime.consume(
         topics.renewal_requested,
-        [Route(events.RenewalRequested, saga.on_renewal_requested)],
+        [on_driver(events.RenewalRequested, saga.on_renewal_requested)],
     )
     runtime.consume(
         topics.payment_action_required,
-        [Route(events.PaymentActionRequired, saga.on_payment_action_required)],
+        [on_driver(events.PaymentActionRequired, saga.on_payment_action_required)],
     )
     runtime.consume(
-        topics.payment_authorized, [Route(events.PaymentAuthorized, saga.on_payment_authorized)]
+        topics.payment_authorized, [on_driver(events.PaymentAuthorized, saga.on_payment_authorized)]
     )
-    runtime.consume(topics.payment_settled, [Route(events.PaymentSettled, saga.on_payment_settled)])
-    runtime.consume(topics.payment_failed, [Route(events.PaymentFailed, saga.on_payment_failed)])
+    runtime.consume(
+        topics.payment_settled, [on_driver(events.PaymentSettled, saga.on_payment_settled)]
+    )
+    runtime.consume(
+        topics.payment_failed, [on_driver(events.PaymentFailed, saga.on_payment_failed)]
+    )
     runtime.consume(
         topics.profile_activated,
-        [Route(events.ProfileActivated, chain(saga.on_profile_activated, watcher.on_plan_dated))],
+        [
+            on_driver(
+                events.ProfileActivated, chain(saga.on_profile_activated, watcher.on_plan_dated)
+            )
+        ],
     )
     runtime.consume(
-        topics.activation_failed, [Route(events.ActivationFailed, saga.on_activation_failed)]
+        topics.activation_failed, [on_driver(events.ActivationFailed, saga.on_activation_failed)]
     )
     runtime.consume(
-        topics.payment_refunded, [Route(events.PaymentRefunded, saga.on_payment_refunded)]
+        topics.payment_refunded, [on_driver(events.PaymentRefunded, saga.on_payment_refunded)]
     )
     runtime.consume(
         topics.usage_updated,
-        [Route(events.UsageUpdated, chain(cardplans.on_usage_updated, watcher.on_usage_updated))],
+        [
+            on_driver(
+                events.UsageUpdated, chain(cardplans.on_usage_updated, watcher.on_usage_updated)
+            )
+        ],
     )
     runtime.consume(
         topics.bundle_started,
-        [Route(events.BundleStarted, chain(saga.on_bundle_started, watcher.on_plan_dated))],
+        [on_driver(events.BundleStarted, chain(saga.on_bundle_started, watcher.on_plan_dated))],
     )
     runtime.consume(
         topics.bundle_ended,
-        [Route(events.BundleEnded, chain(saga.on_bundle_ended, watcher.on_bundle_ended))],
+        [on_driver(events.BundleEnded, chain(saga.on_bundle_ended, watcher.on_bundle_ended))],
     )
-    runtime.consume(topics.data_low, [Route(events.DataLow, watcher.on_data_low)])
+    runtime.consume(topics.data_low, [on_driver(events.DataLow, watcher.on_data_low)])
     runtime.consume(
         topics.bundle_cancelled,
         [
-            Route(
+            on_driver(
                 events.BundleCancelled, chain(saga.on_bundle_cancelled, watcher.on_bundle_cancelled)
             )
         ],

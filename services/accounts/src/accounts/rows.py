@@ -16,13 +16,14 @@ as before: load, decide, apply, save) over statements compiled once per table:
   a hundred microseconds an object.
 
 Objects of `Rows` are not in the ORM session: a transaction writes a row through one of the
-two, never both (the consumer's handlers use `Rows`, the HTTP routes and sweeps the ORM).
+two, never both (the consumer's handlers use `Rows`, the HTTP routes and sweeps the ORM). They
+work in a session's transaction or a driver transaction (`Database.transaction`) alike.
 """
 
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
-from esim_core.persistence.driver import Statement, connection_of, fetch, run
+from esim_core.persistence.driver import Statement, Target, Transaction, connection_of, fetch, run
 from sqlalchemy import Table, bindparam, insert, inspect, select, update
 from sqlalchemy.orm import configure_mappers
 from sqlalchemy.orm.instrumentation import ClassManager, manager_of_class
@@ -79,10 +80,9 @@ class Rows(Generic[M]):
         filled.update(values)
         return self._build(filled)
 
-    async def get(self, session: AsyncSession, key: Any, *, lock: bool = False) -> M | None:
+    async def get(self, session: Target, key: Any, *, lock: bool = False) -> M | None:
         """The row of `key` (locked against other transactions with `lock`), or None."""
-        await connection_of(session)  # first: the transaction begins
-        tracked = _tracked(session)
+        tracked = await _tracked(session)
         held = tracked.get((self.table.name, key))
         if held is not None and (held.locked or not lock):
             row: M = held.row
@@ -100,15 +100,14 @@ class Rows(Generic[M]):
         tracked[(self.table.name, key)] = _Tracked(loaded, values, lock)
         return loaded
 
-    async def save(self, session: AsyncSession, row: M) -> None:
+    async def save(self, session: Target, row: M) -> None:
         """Write what changed of `row` since it was read (or insert it, if it was not)."""
         state: Any = inspect(row)
         if state.session_id is not None:
             return  # the caller's ORM session tracks it: its flush writes it
         values = {name: getattr(row, name) for name in self.columns}
         key = values[self.key]
-        await connection_of(session)  # first: the transaction begins
-        tracked = _tracked(session)
+        tracked = await _tracked(session)
         held = tracked.get((self.table.name, key))
         if held is None or held.row is not row:
             await run(session, self._insert, values)
@@ -127,13 +126,13 @@ class Rows(Generic[M]):
         not tracked: `save` would insert it."""
         return self._build({name: values[name] for name in self.columns})
 
-    def forget(self, session: AsyncSession) -> None:
+    async def forget(self, session: Target) -> None:
         """Read this table's rows again in this transaction: a statement of its own changed some.
 
         Call it after a bulk UPDATE of the table, between handlers (every change made through
         `save` is written already).
         """
-        tracked = _tracked(session)
+        tracked = await _tracked(session)
         for key in [key for key in tracked if key[0] == self.table.name]:
             del tracked[key]
 
@@ -149,8 +148,14 @@ class Rows(Generic[M]):
         return row
 
 
-def _tracked(session: AsyncSession) -> dict[tuple[str, Any], _Tracked]:
-    # The rows of the session's current transaction: a later transaction reads them afresh.
+async def _tracked(session: Target) -> dict[tuple[str, Any], _Tracked]:
+    """The rows of the current transaction (a later transaction reads them afresh); a session's
+    transaction is begun first, so that it is the one they belong to."""
+    if type(session) is Transaction:
+        found: dict[tuple[str, Any], _Tracked] = session.info.setdefault(_TRACKED, {})
+        return found
+    assert isinstance(session, AsyncSession)
+    await connection_of(session)
     info = session.sync_session.info
     transaction = session.sync_session.get_transaction()
     held: tuple[Any, dict[tuple[str, Any], _Tracked]] | None = info.get(_TRACKED)

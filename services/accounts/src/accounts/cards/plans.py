@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from esim_core.clock import as_utc, utcnow
+from esim_core.persistence.driver import Target
 from esim_schemas import (
     BundleCancelled,
     BundleEnded,
@@ -40,7 +41,7 @@ def _later(known: str | None, reported: str) -> str:
     return known
 
 
-async def _plan(session: AsyncSession, renewal_id: str, iccid: str) -> CardPlan:
+async def _plan(session: Target, renewal_id: str, iccid: str) -> CardPlan:
     # A row an earlier event of the same transaction wrote is the object it wrote.
     plan = await CARD_PLANS.get(session, renewal_id, lock=True)
     if plan is None:
@@ -48,7 +49,7 @@ async def _plan(session: AsyncSession, renewal_id: str, iccid: str) -> CardPlan:
     return plan
 
 
-async def record_activation(session: AsyncSession, data: ProfileActivated) -> None:
+async def record_activation(session: Target, data: ProfileActivated) -> None:
     """A bundle went live or was queued: the plan's row gets its terms."""
     plan = await _plan(session, str(data.renewal_id), data.iccid)
     plan.plan_code = data.plan_code
@@ -61,7 +62,7 @@ async def record_activation(session: AsyncSession, data: ProfileActivated) -> No
     await CARD_PLANS.save(session, plan)
 
 
-async def on_bundle_started(session: AsyncSession, event: CloudEvent[BundleStarted]) -> None:
+async def on_bundle_started(session: Target, event: CloudEvent[BundleStarted]) -> None:
     """A queued plan became the card's live plan."""
     data = event.data
     plan = await _plan(session, str(data.renewal_id), data.iccid)
@@ -73,7 +74,7 @@ async def on_bundle_started(session: AsyncSession, event: CloudEvent[BundleStart
     await CARD_PLANS.save(session, plan)
 
 
-async def on_bundle_ended(session: AsyncSession, event: CloudEvent[BundleEnded]) -> None:
+async def on_bundle_ended(session: Target, event: CloudEvent[BundleEnded]) -> None:
     """A plan ran out of time (`expired`) or data (`depleted`); it stays in the history."""
     data = event.data
     plan = await _plan(session, str(data.renewal_id), data.iccid)
@@ -87,7 +88,7 @@ async def on_bundle_ended(session: AsyncSession, event: CloudEvent[BundleEnded])
     await CARD_PLANS.save(session, plan)
 
 
-async def record_cancellation(session: AsyncSession, data: BundleCancelled) -> CardPlan:
+async def record_cancellation(session: Target, data: BundleCancelled) -> CardPlan:
     """A plan will not run (further): cancelled before it started, or replaced; it stays in the
     history."""
     plan = await _plan(session, str(data.renewal_id), data.iccid)
@@ -101,7 +102,7 @@ async def record_cancellation(session: AsyncSession, data: BundleCancelled) -> C
     return plan
 
 
-async def on_usage_updated(session: AsyncSession, event: CloudEvent[UsageUpdated]) -> None:
+async def on_usage_updated(session: Target, event: CloudEvent[UsageUpdated]) -> None:
     """The platform measured a plan's data use; a measurement older than the one kept is dropped."""
     data = event.data
     if data.renewal_id is None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from esim_core.clock import as_utc
 from esim_core.persistence.db import Database, add_row
+from esim_core.persistence.driver import Target, orm_session
 from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -254,11 +255,12 @@ def uncaptured(saga: Renewal) -> bool:
     return saga.status == SagaStatus.TIMED_OUT and saga.payment_id is None
 
 
-async def release_if_uncaptured(session: AsyncSession, saga: Renewal, now: datetime) -> bool:
-    """Release the redemption of a saga that ended without a capture; returns whether."""
+async def release_if_uncaptured(session: Target, saga: Renewal, now: datetime) -> bool:
+    """Release the redemption of a saga that ended without a capture; returns whether. Only
+    a saga with a promotion needs the ORM (`orm_session`)."""
     if saga.promo_code is None or not uncaptured(saga):
         return False
-    return await release(session, saga.renewal_id, now)
+    return await release(orm_session(session, "a promotion to release"), saga.renewal_id, now)
 
 
 async def seed_promotions(database: Database) -> None:

@@ -19,7 +19,7 @@ from esim_core.clock import as_utc, utcnow
 from esim_core.duework.loop import made_due
 from esim_core.messaging.outbox import Outbox
 from esim_core.persistence.db import Database
-from esim_core.persistence.driver import Statement, run
+from esim_core.persistence.driver import Statement, Target, run
 from esim_schemas import (
     AutoRenewDisabled,
     BundleCancelled,
@@ -70,7 +70,7 @@ _REARM = Statement(_REARM_ALL)
 _REARM_BEFORE = Statement(_REARM_ALL.where(col(PlanWatch.valid_from) < bindparam("before")))
 
 
-def _note_if_due(session: AsyncSession, row: PlanWatch, now: datetime) -> None:
+def _note_if_due(session: Target, row: PlanWatch, now: datetime) -> None:
     # The plan-watch loop is woken by these notes, not by every commit of the consumer (a
     # claim, a transaction, that finds nothing after nearly every event): see `bootstrap`.
     if row.due_at is not None and as_utc(row.due_at) <= now:
@@ -95,7 +95,7 @@ def disable_auto_renew(card: Card) -> None:
     card.auto_renew_cap_amount = card.auto_renew_cap_currency = None
 
 
-async def _watch_row(session: AsyncSession, renewal_id: str) -> PlanWatch | None:
+async def _watch_row(session: Target, renewal_id: str) -> PlanWatch | None:
     # A row an earlier event of the same transaction wrote is the object it wrote.
     return await PLAN_WATCHES.get(session, renewal_id, lock=True)
 
@@ -121,7 +121,7 @@ class PlanWatcher:
 
     async def watch(
         self,
-        session: AsyncSession,
+        session: Target,
         renewal_id: str,
         iccid: str,
         plan_code: str,
@@ -165,7 +165,7 @@ class PlanWatcher:
         return now if first <= now else first
 
     async def _mark(
-        self, session: AsyncSession, renewal_id: str, iccid: str, *, depleted: bool
+        self, session: Target, renewal_id: str, iccid: str, *, depleted: bool
     ) -> PlanWatch:
         row = await _watch_row(session, renewal_id)
         now = self.clock()
@@ -188,7 +188,7 @@ class PlanWatcher:
         return row
 
     async def rearm(
-        self, session: AsyncSession, iccid: str, *, starting_before: datetime | None = None
+        self, session: Target, iccid: str, *, starting_before: datetime | None = None
     ) -> None:
         """Look at a card's live and queued plans again now (auto-renew was turned on, a
         later plan went away).
@@ -203,11 +203,11 @@ class PlanWatcher:
             keys = {"card": iccid, "now": now, "before": starting_before}
             await run(session, _REARM_BEFORE, keys)
         # Rows this transaction read before are read again if needed: their due time moved.
-        PLAN_WATCHES.forget(session)
+        await PLAN_WATCHES.forget(session)
         made_due(session, PlanWatch)
 
     async def on_plan_dated(
-        self, session: AsyncSession, event: CloudEvent[ProfileActivated] | CloudEvent[BundleStarted]
+        self, session: Target, event: CloudEvent[ProfileActivated] | CloudEvent[BundleStarted]
     ) -> None:
         """A plan went live or was queued (ProfileActivated), or a queued one started with the
         dates it really runs (BundleStarted): watch it with those dates. The plan before it is
@@ -222,16 +222,14 @@ class PlanWatcher:
             data.valid_until,
         )
 
-    async def on_bundle_ended(self, session: AsyncSession, event: CloudEvent[BundleEnded]) -> None:
+    async def on_bundle_ended(self, session: Target, event: CloudEvent[BundleEnded]) -> None:
         """A plan ran out: of data, it is auto-renewed at once; of time, nothing more is owed."""
         data = event.data
         await self._mark(
             session, str(data.renewal_id), data.iccid, depleted=data.reason == "depleted"
         )
 
-    async def on_usage_updated(
-        self, session: AsyncSession, event: CloudEvent[UsageUpdated]
-    ) -> None:
+    async def on_usage_updated(self, session: Target, event: CloudEvent[UsageUpdated]) -> None:
         """A measurement that says the plan's data is used up."""
         data = event.data
         used_up = data.bundle_status == "depleted" or (
@@ -240,14 +238,14 @@ class PlanWatcher:
         if data.renewal_id is not None and used_up:
             await self._mark(session, str(data.renewal_id), data.iccid, depleted=True)
 
-    async def on_data_low(self, session: AsyncSession, event: CloudEvent[DataLow]) -> None:
+    async def on_data_low(self, session: Target, event: CloudEvent[DataLow]) -> None:
         """DataLow at 100 %: the plan's data is used up."""
         data = event.data
         if data.renewal_id is not None and data.threshold == 100:
             await self._mark(session, str(data.renewal_id), data.iccid, depleted=True)
 
     async def on_bundle_cancelled(
-        self, session: AsyncSession, event: CloudEvent[BundleCancelled]
+        self, session: Target, event: CloudEvent[BundleCancelled]
     ) -> None:
         """A plan will not run: nothing is owed for it, and the plan before it may be last again."""
         data = event.data
@@ -452,11 +450,11 @@ class PlanWatcher:
 
 
 def chain(
-    *handlers: Callable[[AsyncSession, Any], Awaitable[None]],
-) -> Callable[[AsyncSession, Any], Awaitable[None]]:
+    *handlers: Callable[[Target, Any], Awaitable[None]],
+) -> Callable[[Target, Any], Awaitable[None]]:
     """One consumer handler that runs several, in order, in the same transaction."""
 
-    async def handle(session: AsyncSession, event: Any) -> None:
+    async def handle(session: Target, event: Any) -> None:
         for handler in handlers:
             await handler(session, event)
 

@@ -12,7 +12,7 @@ from esim_core.messaging.consumer import PermanentEventError
 from esim_core.messaging.outbox import Outbox
 from esim_core.observability.logs import ids_bound
 from esim_core.persistence.db import add_row
-from esim_core.persistence.driver import Statement, fetch
+from esim_core.persistence.driver import Statement, Target, fetch, orm_session
 from esim_schemas import (
     ActivationFailed,
     BundleCancelled,
@@ -73,7 +73,7 @@ def derived_id(kind: str, cause: str) -> str:
 
 
 def record_step(
-    session: AsyncSession,
+    session: Target,
     saga: Renewal,
     step: str,
     *,
@@ -230,7 +230,7 @@ class RenewalSaga:
         self.turn_off_auto_renew = turn_off_auto_renew
 
     async def on_renewal_requested(
-        self, session: AsyncSession, event: CloudEvent[RenewalRequested]
+        self, session: Target, event: CloudEvent[RenewalRequested]
     ) -> None:
         """Validate and price a request, then ask billing to charge it (or reject it)."""
         data = event.data
@@ -247,7 +247,7 @@ class RenewalSaga:
         else:
             await self._move(session, found, Input.RENEWAL_REQUESTED, cause)
 
-    async def _price(self, session: AsyncSession, saga: Renewal, cause: Cause) -> None:
+    async def _price(self, session: Target, saga: Renewal, cause: Cause) -> None:
         assert cause.request is not None
         try:
             await self._validate_and_price(session, saga, cause.request)
@@ -259,7 +259,7 @@ class RenewalSaga:
         await self._follow(session, saga, Input.RENEWAL_PRICED, priced)
 
     async def _validate_and_price(
-        self, session: AsyncSession, saga: Renewal, data: RenewalRequested
+        self, session: Target, saga: Renewal, data: RenewalRequested
     ) -> None:
         # One Core query for the card, the plan and the owner's locale: no ORM objects, since
         # none of them is changed here.
@@ -291,10 +291,11 @@ class RenewalSaga:
         saga.data_mb = data_mb
         saga.validity_days = validity_days
         if data.promo_code is not None:
-            await apply_promotion(session, saga, data.promo_code, self.clock())
+            redeeming = orm_session(session, "a promotion to redeem")
+            await apply_promotion(redeeming, saga, data.promo_code, self.clock())
 
     async def on_payment_action_required(
-        self, session: AsyncSession, event: CloudEvent[PaymentActionRequired]
+        self, session: Target, event: CloudEvent[PaymentActionRequired]
     ) -> None:
         """The provider needs the buyer: the saga waits, keeping the action until its expiry.
 
@@ -308,7 +309,7 @@ class RenewalSaga:
         await self._move(session, saga, Input.PAYMENT_ACTION_REQUIRED, cause)
 
     async def on_payment_authorized(
-        self, session: AsyncSession, event: CloudEvent[PaymentAuthorized]
+        self, session: Target, event: CloudEvent[PaymentAuthorized]
     ) -> None:
         """Record the hold; release it at once if activation already failed.
 
@@ -330,9 +331,7 @@ class RenewalSaga:
         cause = Cause(now=self.clock(), event_id=event.id, detail=detail)
         await self._move(session, saga, Input.PAYMENT_AUTHORIZED, cause)
 
-    async def on_payment_settled(
-        self, session: AsyncSession, event: CloudEvent[PaymentSettled]
-    ) -> None:
+    async def on_payment_settled(self, session: Target, event: CloudEvent[PaymentSettled]) -> None:
         """Record the capture; refund at once if activation already failed.
 
         A capture after the payment deadline is not refunded here: provisioning applies the
@@ -359,9 +358,7 @@ class RenewalSaga:
             session, saga, given, Cause(now=self.clock(), event_id=event.id, detail=detail)
         )
 
-    async def on_payment_failed(
-        self, session: AsyncSession, event: CloudEvent[PaymentFailed]
-    ) -> None:
+    async def on_payment_failed(self, session: Target, event: CloudEvent[PaymentFailed]) -> None:
         """The charge failed for good: the saga ends in PAYMENT_FAILED."""
         data = event.data
         saga = await self._saga(session, data.renewal_id)
@@ -370,7 +367,7 @@ class RenewalSaga:
         await self._move(session, saga, given, cause)
 
     async def on_profile_activated(
-        self, session: AsyncSession, event: CloudEvent[ProfileActivated]
+        self, session: Target, event: CloudEvent[ProfileActivated]
     ) -> None:
         """The plan is live or queued: the saga ends in ACTIVATED and the card moves on.
 
@@ -388,9 +385,7 @@ class RenewalSaga:
         )
         await self._move(session, saga, Input.PROFILE_ACTIVATED, cause)
 
-    async def _move_card(
-        self, session: AsyncSession, saga: Renewal, data: ProfileActivated
-    ) -> None:
+    async def _move_card(self, session: Target, saga: Renewal, data: ProfileActivated) -> None:
         # A saga priced on this card found it then, and cards are never deleted: no read. (A
         # saga rejected as `unknown_card` was never priced.)
         unpriced = saga.data_mb is None or saga.iccid != data.iccid
@@ -399,7 +394,7 @@ class RenewalSaga:
         await record_activation(session, data)
 
     async def on_activation_failed(
-        self, session: AsyncSession, event: CloudEvent[ActivationFailed]
+        self, session: Target, event: CloudEvent[ActivationFailed]
     ) -> None:
         """The bundle could not be applied: give the money back (once it is known to be taken)."""
         data = event.data
@@ -410,7 +405,7 @@ class RenewalSaga:
         await self._move(session, saga, Input.ACTIVATION_FAILED, cause)
 
     async def on_payment_refunded(
-        self, session: AsyncSession, event: CloudEvent[PaymentRefunded]
+        self, session: Target, event: CloudEvent[PaymentRefunded]
     ) -> None:
         """The refund (or a hold's release, `via` `void`) went through: the saga ends in
         CANCELLED (cancelled by its owner), else REFUNDED.
@@ -455,7 +450,7 @@ class RenewalSaga:
         await self._move(session, saga, Input.CANCEL, cause, NotCancellableError)
 
     async def on_bundle_cancelled(
-        self, session: AsyncSession, event: CloudEvent[BundleCancelled]
+        self, session: Target, event: CloudEvent[BundleCancelled]
     ) -> None:
         """A plan will not run (further): off the card; a cancelled one is refunded in full."""
         data = event.data
@@ -470,26 +465,24 @@ class RenewalSaga:
         cause = Cause(now=self.clock(), event_id=event.id, detail=data.reason)
         await self._move(session, saga, given, cause)
 
-    async def on_bundle_started(
-        self, session: AsyncSession, event: CloudEvent[BundleStarted]
-    ) -> None:
+    async def on_bundle_started(self, session: Target, event: CloudEvent[BundleStarted]) -> None:
         """A queued plan went live: the card moves on, and a cancel in flight came too late."""
         await cardplans.on_bundle_started(session, event)
         await self._plan_ran(session, event.data.renewal_id, Input.BUNDLE_STARTED, event.id)
 
-    async def on_bundle_ended(self, session: AsyncSession, event: CloudEvent[BundleEnded]) -> None:
+    async def on_bundle_ended(self, session: Target, event: CloudEvent[BundleEnded]) -> None:
         """A plan ended: it stays in the history, and a cancel in flight came too late."""
         await cardplans.on_bundle_ended(session, event)
         await self._plan_ran(session, event.data.renewal_id, Input.BUNDLE_ENDED, event.id)
 
     async def _plan_ran(
-        self, session: AsyncSession, renewal_id: UUID, given: Input, event_id: str
+        self, session: Target, renewal_id: UUID, given: Input, event_id: str
     ) -> None:
         saga = await SAGAS.get(session, str(renewal_id), lock=True)
         if saga is not None:
             await self._move(session, saga, given, Cause(now=self.clock(), event_id=event_id))
 
-    async def expire(self, session: AsyncSession, saga: Renewal, now: datetime) -> bool:
+    async def expire(self, session: Target, saga: Renewal, now: datetime) -> bool:
         """Move on a saga whose deadline passed; returns whether it did.
 
         Waiting for a payment or an activation outcome ends in TIMED_OUT. Nothing is refunded
@@ -502,7 +495,7 @@ class RenewalSaga:
         await self._move(session, saga, Input.DEADLINE, Cause(now=now))
         return saga.status != before
 
-    async def retry(self, session: AsyncSession, saga: Renewal, *, refund_reason: str) -> str:
+    async def retry(self, session: Target, saga: Renewal, *, refund_reason: str) -> str:
         """Send again the command a saga waits on; returns what was sent (an operator action).
 
         The command goes out with the id it had (or, for the request itself, one derived from
@@ -515,7 +508,7 @@ class RenewalSaga:
         cause = Cause(now=self.clock(), event_id=_operator_mark(), refund_reason=refund_reason)
         return await self._move(session, saga, Input.RETRY, cause, SagaActionRefusedError)
 
-    async def compensate(self, session: AsyncSession, saga: Renewal, why: str) -> str:
+    async def compensate(self, session: Target, saga: Renewal, why: str) -> str:
         """Give up a stuck saga: TIMED_OUT, and the payment refunded once it is known.
 
         Compensating twice does nothing the second time: a saga already compensating is left
@@ -534,7 +527,7 @@ class RenewalSaga:
 
     async def _move(
         self,
-        session: AsyncSession,
+        session: Target,
         saga: Renewal,
         given: Input,
         cause: Cause,
@@ -559,9 +552,7 @@ class RenewalSaga:
         answer = decision.answer or ""
         return answer.format(**(said | {"status": saga.status, "event_id": sent}))
 
-    async def _follow(
-        self, session: AsyncSession, saga: Renewal, given: Input, cause: Cause
-    ) -> None:
+    async def _follow(self, session: Target, saga: Renewal, given: Input, cause: Cause) -> None:
         """Decide and apply what follows a move at once (a price known, a refund owed); the
         move's caller saves the saga.
 
@@ -577,9 +568,7 @@ class RenewalSaga:
             )
         await self._apply(session, saga, decision, cause)
 
-    async def _apply(
-        self, session: AsyncSession, saga: Renewal, decision: Decision, cause: Cause
-    ) -> str:
+    async def _apply(self, session: Target, saga: Renewal, decision: Decision, cause: Cause) -> str:
         """Carry a decision out; returns the id of the message it sent, if one.
 
         In this order: the commands to others (auto-renew goes off while the saga still holds
@@ -644,7 +633,7 @@ class RenewalSaga:
                 saga.refund_requested = True
 
     async def _carry_out(
-        self, session: AsyncSession, saga: Renewal, command: Command, cause: Cause
+        self, session: Target, saga: Renewal, command: Command, cause: Cause
     ) -> str | None:
         """Carry out a command; returns the id of the message it sent, if one."""
         renewal_id = saga.renewal_id
@@ -681,7 +670,8 @@ class RenewalSaga:
             case Command.DISABLE_AUTO_RENEW:
                 if self.turn_off_auto_renew is not None:
                     assert cause.reason is not None
-                    await self.turn_off_auto_renew(session, saga, cause.reason)
+                    turning_off = orm_session(session, "auto-renew turned off")
+                    await self.turn_off_auto_renew(turning_off, saga, cause.reason)
                 return None
             case Command.MOVE_CARD:
                 assert cause.activation is not None
@@ -693,7 +683,7 @@ class RenewalSaga:
         self.outbox.add(session, message, event_id=event_id)
         return event_id
 
-    async def _saga(self, session: AsyncSession, renewal_id: UUID) -> Renewal:
+    async def _saga(self, session: Target, renewal_id: UUID) -> Renewal:
         saga = await SAGAS.get(session, str(renewal_id), lock=True)
         if saga is None:
             raise PermanentEventError(f"renewal {renewal_id} is not known to accounts")

@@ -3,13 +3,12 @@
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from itertools import chain
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, TypeVar, cast
 
 from aiokafka import AIOKafkaConsumer
 from esim_schemas import CloudEvent, EventData, EventDecodeError, decode_event, format_time
@@ -27,9 +26,11 @@ from esim_core.observability.logs import ids_bound
 from esim_core.observability.metrics import DEAD_LETTERS, EVENT_HANDLING_SECONDS, EVENTS_CONSUMED
 from esim_core.observability.tracing import TRACEPARENT, span
 from esim_core.persistence.db import Database
-from esim_core.persistence.driver import Target
+from esim_core.persistence.driver import NeedsSession, Target
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 Handler = Callable[[AsyncSession, CloudEvent[Any]], Awaitable[None]]
 #: A handler that runs only driver statements (`persistence.driver`) on the transaction it is
@@ -338,10 +339,10 @@ class EventConsumer:
     async def _handle_together(
         self, decoded: Sequence[tuple[bytes, MessageInfo, Handler, CloudEvent[Any]]]
     ) -> list[str]:
-        outcomes: list[str] = []
         links = [event.traceparent or info.traceparent for _, info, _, event in decoded]
-        handlers = [handler for _, _, handler, _ in decoded]
-        async with self._transaction(handlers, links) as transaction:
+
+        async def work(transaction: Target) -> list[str]:
+            outcomes: list[str] = []
             new = await record_new(transaction, self.name, [(e.id, e.type) for *_, e in decoded])
             for _, info, handler, event in decoded:
                 if event.id not in new:
@@ -351,28 +352,37 @@ class EventConsumer:
                 with ids_bound(**_ids(event)), _consumer_span(event, info):
                     await handler(transaction, event)  # type: ignore[arg-type]
                 outcomes.append("handled")
+            return outcomes
+
+        outcomes = await self._in_transaction([item[2] for item in decoded], work, links)
         if self.after_commit is not None:
             self.after_commit()
         return outcomes
 
-    @asynccontextmanager
-    async def _transaction(
-        self, handlers: Sequence[Handler], links: Sequence[str | bytes | None] = ()
-    ) -> AsyncIterator[Target]:
-        """The transaction the handlers run in: on the driver where every one of them runs
-        driver statements only (`Route.on_driver`), else an ORM session.
+    async def _in_transaction(
+        self,
+        handlers: Sequence[Handler],
+        work: Callable[[Target], Awaitable[T]],
+        links: Sequence[str | bytes | None] = (),
+    ) -> T:
+        """`work` done in one transaction: on the driver where every handler runs driver
+        statements only (`Route.on_driver`), else in an ORM session.
 
-        In a session, what a handler changed is flushed once, at commit, not before each of its
-        queries (a flush per query was a third of a handler's CPU); a handler reads its own
-        changes from the objects it holds.
+        A handler on the driver that finds it needs the ORM for this event (`orm_session`:
+        a promotion to redeem, say) raises `NeedsSession`; the driver transaction rolls back
+        and the work is done again in a session. In a session, what a handler changed is
+        flushed once, at commit, not before each of its queries (a flush per query was a third
+        of a handler's CPU); a handler reads its own changes from the objects it holds.
         """
         if all(isinstance(handler, _OnDriver) for handler in handlers):
-            async with self.database.transaction(links=links) as transaction:
-                yield transaction
-            return
+            try:
+                async with self.database.transaction(links=links) as transaction:
+                    return await work(transaction)
+            except NeedsSession as needed:
+                logger.debug("%s: %s; done again in a session", self.name, needed)
         async with self.database.session(links=links) as session:
             with session.no_autoflush:
-                yield session
+                return await work(session)
 
     async def handle(self, body: bytes, info: MessageInfo) -> None:
         """Handle one message; returns once it is handled, a duplicate, or dead-lettered."""
@@ -515,11 +525,15 @@ class EventConsumer:
             return True
 
     async def _handle_once(self, handler: Handler, event: CloudEvent[Any]) -> str:
+
+        async def work(transaction: Target) -> str:
+            if not await record_new(transaction, self.name, [(event.id, event.type)]):
+                return "duplicate"
+            await handler(transaction, event)  # type: ignore[arg-type]
+            return "handled"
+
         try:
-            async with self._transaction([handler]) as transaction:
-                if not await record_new(transaction, self.name, [(event.id, event.type)]):
-                    return "duplicate"
-                await handler(transaction, event)  # type: ignore[arg-type]
+            outcome = await self._in_transaction([handler], work)
         except IntegrityError:
             # A handler's own unique constraint, met because another replica committed the
             # same event's effects under another id first: the effects exist once.
@@ -527,9 +541,9 @@ class EventConsumer:
                 if await processed_ids(session, self.name, [event.id]):
                     return "duplicate"
             raise
-        if self.after_commit is not None:
+        if outcome == "handled" and self.after_commit is not None:
             self.after_commit()
-        return "handled"
+        return outcome
 
     async def _dead_letter(
         self, body: bytes, info: MessageInfo, error: str, error_type: str

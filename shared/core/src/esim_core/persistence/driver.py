@@ -164,6 +164,19 @@ Target = AsyncSession | AsyncConnection | Transaction
 a transaction, or a driver transaction."""
 
 
+class NeedsSession(Exception):
+    """Work given a driver transaction needs the ORM (`orm_session`): do it in a session."""
+
+
+def orm_session(target: Target, why: str) -> AsyncSession:
+    """The ORM session of the transaction, for work of a driver handler that needs it now and
+    then (a promotion to redeem); a driver transaction raises `NeedsSession`, which has the
+    consumer roll it back and do the work again in a session (`EventConsumer`)."""
+    if isinstance(target, AsyncSession):
+        return target
+    raise NeedsSession(f"{why} needs the ORM")
+
+
 async def connection_of(session: AsyncSession) -> AsyncConnection:
     """The connection of the session's transaction, begun, asked of the session once per
     transaction (each ask passes through SQLAlchemy's greenlet bridge)."""
