@@ -355,19 +355,13 @@ async def begin(bound: _Bound) -> None:
     """Begin a `Transaction`: SQLite's takes the write lock now (BEGIN IMMEDIATE, as every
     session's does); asyncpg's begins with its first statement, as SQLAlchemy's adapter does."""
     if bound.kind == "sqlite":
-        try:
-            bound.driver.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as error:
-            raise bound._wrapped("BEGIN IMMEDIATE", error, invalidated=False) from error
+        _on_sqlite(bound, "BEGIN IMMEDIATE")
 
 
 async def commit(bound: _Bound) -> None:
     """Commit a `Transaction`; a refused commit raises as SQLAlchemy's would."""
     if bound.kind == "sqlite":
-        try:
-            bound.driver.execute("COMMIT")
-        except sqlite3.Error as error:
-            raise bound._wrapped("COMMIT", error, invalidated=False) from error
+        _on_sqlite(bound, "COMMIT")
         return
     await _end_asyncpg(bound, "COMMIT")
 
@@ -376,12 +370,16 @@ async def rollback(bound: _Bound) -> None:
     """Roll a `Transaction` back, if it began."""
     if bound.kind == "sqlite":
         if bound.driver.in_transaction:
-            try:
-                bound.driver.execute("ROLLBACK")
-            except sqlite3.Error as error:
-                raise bound._wrapped("ROLLBACK", error, invalidated=False) from error
+            _on_sqlite(bound, "ROLLBACK")
         return
     await _end_asyncpg(bound, "ROLLBACK")
+
+
+def _on_sqlite(bound: _Bound, verb: str) -> None:
+    try:
+        bound.driver.execute(verb)
+    except sqlite3.Error as error:
+        raise bound._wrapped(verb, error, invalidated=False) from error
 
 
 async def _end_asyncpg(bound: _Bound, verb: str) -> None:
