@@ -1,6 +1,7 @@
 """Promotions: limits per user and in all, the window, concurrent redemptions, release, the saga."""
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -157,6 +158,19 @@ async def test_the_saga_charges_the_discounted_price(service: Service) -> None:
     assert payment["data"]["price"] == {"amount": 8910, "currency": "CNY"}
     assert payment["data"]["discount"] == {"amount": 990, "currency": "CNY"}
     assert payment["data"]["promo_code"] == "WELCOME10"
+
+
+async def test_a_request_with_a_code_is_handled_once_in_a_session_and_logged_once(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its redemption needs the ORM: the consumer's driver transaction hands it to a session
+    before doing anything, so the timeline's log line is not written for a try rolled back."""
+    data = request()
+    with caplog.at_level(logging.INFO, logger="accounts.renewals.saga"):
+        await service.deliver(data)
+    steps = [r.getMessage() for r in caplog.records if str(data.renewal_id) in r.getMessage()]
+    assert len([step for step in steps if ": requested, " in step]) == 1, steps
+    assert len(await events(service, "esim.payment.requested.v1")) == 1
 
 
 async def test_a_request_without_a_code_keeps_its_old_fingerprint_and_price(

@@ -234,6 +234,9 @@ class RenewalSaga:
     ) -> None:
         """Validate and price a request, then ask billing to charge it (or reject it)."""
         data = event.data
+        if data.promo_code is not None:
+            # Its redemption needs the ORM: on the driver, say so before any step is logged.
+            orm_session(session, "a promotion to redeem")
         # Row locks (PostgreSQL; SQLite serializes writers anyway) keep a concurrent handler or
         # the deadline sweep from overwriting this transaction's change to the same saga.
         found = await SAGAS.get(session, str(data.renewal_id), lock=True)
