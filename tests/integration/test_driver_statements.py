@@ -274,32 +274,6 @@ async def test_a_cancelled_driver_transaction_rolls_back_and_gives_its_connectio
         assert await fetch(transaction, BY_ID, {"key": "a"}) == []
 
 
-async def test_a_driver_transaction_on_a_connection_postgresql_dropped_is_replaced(
-    postgres_url: str,
-) -> None:
-    database = Database(postgres_url, pool_size=1)
-    async with database.engine.begin() as connection:
-        await connection.run_sync(METADATA.drop_all)
-        await connection.run_sync(METADATA.create_all)
-    async with database.transaction() as transaction:
-        pid = (await fetch(transaction, Statement(text("SELECT pg_backend_pid()")), {}))[0][0]
-    admin = Database(postgres_url, pool_size=1)
-    async with admin.engine.connect() as other:
-        await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-    await admin.close()
-
-    async def read_on_the_dropped_connection() -> None:
-        async with database.transaction() as transaction:
-            await fetch(transaction, BY_ID, {"key": "a"})
-
-    with pytest.raises(DBAPIError) as failed:
-        await read_on_the_dropped_connection()
-    assert failed.value.connection_invalidated
-    async with database.transaction() as transaction:
-        assert await fetch(transaction, BY_ID, {"key": "a"}) == []
-    await database.close()
-
-
 def test_a_statement_with_an_expanding_parameter_is_refused() -> None:
     listed = Statement(select(PROBE.c.id).where(PROBE.c.id.in_(bindparam("ids", expanding=True))))
     from sqlalchemy.dialects.sqlite import aiosqlite
@@ -308,27 +282,30 @@ def test_a_statement_with_an_expanding_parameter_is_refused() -> None:
         listed.compiled(aiosqlite.dialect())
 
 
-async def test_a_connection_postgresql_dropped_is_replaced(postgres_url: str) -> None:
+@pytest.mark.parametrize("begun", ["session", "transaction"])
+async def test_a_connection_postgresql_dropped_is_replaced(postgres_url: str, begun: str) -> None:
+    """In an ORM session's transaction and in a driver one (`Database.transaction`) alike."""
     database = Database(postgres_url, pool_size=1)
+    start = database.session if begun == "session" else database.transaction
     async with database.engine.begin() as connection:
         await connection.run_sync(METADATA.drop_all)
         await connection.run_sync(METADATA.create_all)
-    async with database.session() as session:
-        pid = (await session.exec(text("SELECT pg_backend_pid()"))).scalar()  # type: ignore[call-overload]
+    async with start() as transaction:
+        pid = (await fetch(transaction, Statement(text("SELECT pg_backend_pid()")), {}))[0][0]
     admin = Database(postgres_url, pool_size=1)
     async with admin.engine.connect() as other:
         await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
     await admin.close()
 
     async def read_on_the_dropped_connection() -> None:
-        async with database.session() as session:  # the pool hands out the last one returned
-            await fetch(session, BY_ID, {"key": "a"})
+        async with start() as transaction:  # the pool hands out the last one returned
+            await fetch(transaction, BY_ID, {"key": "a"})
 
     with pytest.raises(DBAPIError) as failed:
         await read_on_the_dropped_connection()
     assert failed.value.connection_invalidated
-    async with database.session() as session:
-        assert await fetch(session, BY_ID, {"key": "a"}) == []
+    async with start() as transaction:
+        assert await fetch(transaction, BY_ID, {"key": "a"}) == []
     await database.close()
 
 
